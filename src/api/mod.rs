@@ -1,0 +1,304 @@
+//! The HTTP surface: Media Control actions, listings, the event stream, health and metrics.
+//!
+//! Owns: routing, bearer-token authentication, JSON in and out, and the mapping of
+//! `ResultCode`s to HTTP statuses. Every action goes to the control plane as a message.
+//! Must not: hold any call or connection state of its own.
+//!
+//! HTTP status mapping (the body always carries `ResultCode`): 200 success; 400 malformed
+//! input (22, 26, 27); 404 unknown action or id (21, 23, 24); 409 state conflicts (16);
+//! 503 no resources or shutting down (4, 5, 8); 500 internal (6); 401 without a valid token.
+
+pub mod mediacontrol;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::Stream;
+use futures_util::StreamExt;
+use serde_json::{json, Map, Value};
+use tokio::sync::{oneshot, watch};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::control::result::{ActionError, ResultCode};
+use crate::control::{ControlHandle, ControlRequest, Status};
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    pub control: ControlHandle,
+    pub tokens: Arc<Vec<String>>,
+    /// Flips to true when the server stops, ending the open event streams (otherwise a
+    /// graceful shutdown would wait for them forever).
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// The router; `/health` is open (for probes), everything else needs a bearer token.
+pub fn router(state: ApiState) -> Router {
+    let protected = Router::new()
+        .route("/mediacontrol/connections", get(list_connections))
+        .route("/mediacontrol/conferences", get(list_conferences))
+        .route("/mediacontrol/{action}", post(media_action))
+        .route("/events", get(events))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let authorized = presented.is_some_and(|p| state.tokens.iter().any(|t| same_secret(t, p)));
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({ "Error": "missing or invalid bearer token" })),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Compares without an early exit, so response time does not reveal a token's prefix.
+fn same_secret(expected: &str, presented: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), presented.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+async fn media_action(
+    State(state): State<ApiState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(action): Path<String>,
+    body: Bytes,
+) -> Response {
+    let params = match parse_body(&body) {
+        Ok(p) => p,
+        Err(e) => return action_error(e),
+    };
+    let action = match mediacontrol::parse_action(&action, &params, client.ip()) {
+        Ok(a) => a,
+        Err(e) => return action_error(e),
+    };
+    let (tx, rx) = oneshot::channel();
+    if let Err(e) = state
+        .control
+        .request(ControlRequest::Action(action, tx))
+        .await
+    {
+        return action_error(e);
+    }
+    match rx.await {
+        Ok(Ok(result)) => (StatusCode::OK, Json(Value::Object(result))).into_response(),
+        Ok(Err(e)) => action_error(e),
+        Err(_) => action_error(ActionError::new(
+            ResultCode::ServerInactive,
+            "server is shutting down",
+        )),
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ActionError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ActionError::new(
+            ResultCode::InvalidParameter,
+            "request body must be a JSON object",
+        )),
+        Err(e) => Err(ActionError::new(
+            ResultCode::InvalidParameter,
+            format!("malformed JSON: {e}"),
+        )),
+    }
+}
+
+fn action_error(e: ActionError) -> Response {
+    let status = match e.code {
+        ResultCode::InvalidConnectionId
+        | ResultCode::InvalidParameters
+        | ResultCode::InvalidParameter => StatusCode::BAD_REQUEST,
+        ResultCode::UnknownCommand
+        | ResultCode::UnknownConnectionId
+        | ResultCode::UnknownConferenceId => StatusCode::NOT_FOUND,
+        ResultCode::NotConnected => StatusCode::CONFLICT,
+        ResultCode::ServerBusy | ResultCode::ServerInactive | ResultCode::ResourceUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ResultCode::ServerInternal | ResultCode::Success => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (
+        status,
+        Json(json!({ "ResultCode": e.code.as_wire(), "Error": e.message })),
+    )
+        .into_response()
+}
+
+async fn list_connections(State(state): State<ApiState>) -> Response {
+    query(&state, ControlRequest::ListConnections).await
+}
+
+async fn list_conferences(State(state): State<ApiState>) -> Response {
+    query(&state, ControlRequest::ListConferences).await
+}
+
+async fn query(
+    state: &ApiState,
+    make: impl FnOnce(oneshot::Sender<Value>) -> ControlRequest,
+) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if let Err(e) = state.control.request(make(tx)).await {
+        return action_error(e);
+    }
+    match rx.await {
+        Ok(v) => Json(v).into_response(),
+        Err(_) => action_error(ActionError::new(
+            ResultCode::ServerInactive,
+            "server is shutting down",
+        )),
+    }
+}
+
+async fn status(state: &ApiState) -> Option<Status> {
+    let (tx, rx) = oneshot::channel();
+    state
+        .control
+        .request(ControlRequest::Status(tx))
+        .await
+        .ok()?;
+    tokio::time::timeout(Duration::from_secs(2), rx)
+        .await
+        .ok()?
+        .ok()
+}
+
+/// 200 while the control plane answers (listeners are bound before the API starts).
+async fn health(State(state): State<ApiState>) -> Response {
+    match status(&state).await {
+        Some(s) => Json(json!({
+            "Status": "running",
+            "Connections": s.connections,
+            "Calls": s.calls,
+        }))
+        .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "Status": "unavailable" })),
+        )
+            .into_response(),
+    }
+}
+
+/// Prometheus text exposition of the control plane's counters.
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let Some(s) = status(&state).await else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    };
+    gauge(
+        "callbridge_connections",
+        "Media connections that exist.",
+        s.connections as u64,
+    );
+    gauge("callbridge_calls", "SIP calls in progress.", s.calls as u64);
+    gauge(
+        "callbridge_sip_transactions",
+        "SIP transactions alive.",
+        s.transactions as u64,
+    );
+    gauge(
+        "callbridge_rtp_ports_in_use",
+        "RTP and RTCP ports allocated (two per connection).",
+        s.ports_in_use as u64,
+    );
+    gauge(
+        "callbridge_rtp_ports_total",
+        "RTP and RTCP ports in the configured range.",
+        s.ports_total as u64,
+    );
+    out.push_str("# HELP callbridge_calls_total Inbound calls routed.\n# TYPE callbridge_calls_total counter\n");
+    out.push_str(&format!("callbridge_calls_total {}\n", s.calls_total));
+    out.push_str("# HELP callbridge_connections_released_total Connections released, by reason.\n# TYPE callbridge_connections_released_total counter\n");
+    for (reason, n) in &s.releases_by_reason {
+        out.push_str(&format!(
+            "callbridge_connections_released_total{{reason=\"{reason}\"}} {n}\n"
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Server-sent events: one JSON event per message, `event:` = the event name.
+async fn events(
+    State(state): State<ApiState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let mut stopping = state.stopping.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    let stream = BroadcastStream::new(state.control.subscribe())
+        .map(|item| {
+            let event = match item {
+                Ok(envelope) => SseEvent::default()
+                    .event(envelope.event.name())
+                    .id(envelope.seq.to_string())
+                    .data(serde_json::to_string(&envelope).unwrap_or_default()),
+                Err(BroadcastStreamRecvError::Lagged(missed)) => SseEvent::default()
+                    .event("EventsLost")
+                    .data(json!({ "Event": "EventsLost", "Missed": missed }).to_string()),
+            };
+            Ok(event)
+        })
+        .take_until(stopped);
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({ "ResultCode": ResultCode::UnknownCommand.as_wire(), "Error": "no such resource" })),
+    )
+        .into_response()
+}

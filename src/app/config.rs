@@ -1,0 +1,530 @@
+//! The configuration file: its schema, defaults, `--set` overrides and semantic checks.
+//!
+//! Owns: turning TOML text into a validated [`Config`]. Unknown keys are errors (serde
+//! `deny_unknown_fields`), reported with the key name and line by the TOML parser.
+//! Must not: open sockets or touch anything outside the file it is given.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use regex::Regex;
+use serde::Deserialize;
+
+/// The whole configuration, as in `/etc/callbridge/callbridge.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub sip: SipConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Inbound call routing, first match wins on the Request-URI user part.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// Listeners as `udp://ip:port` / `tcp://ip:port`; IPv6 as `udp://[::]:5060`.
+    #[serde(default = "default_sip_listen")]
+    pub listen: Vec<String>,
+    /// Address put in Via/Contact/SDP when the listener is bound to a wildcard address and the
+    /// host sits behind a fixed public address. Unset: the address the kernel routes to the peer.
+    #[serde(default)]
+    pub advertised_address: Option<IpAddr>,
+    /// Value of User-Agent / Server headers.
+    #[serde(default = "default_user_agent")]
+    pub user_agent: String,
+    /// RFC 3261 T1 (RTT estimate), ms.
+    #[serde(default = "default_t1")]
+    pub t1_ms: u64,
+    /// RFC 3261 T2 (max non-INVITE retransmit interval), ms.
+    #[serde(default = "default_t2")]
+    pub t2_ms: u64,
+    /// RFC 3261 T4 (max time a message stays in the network), ms.
+    #[serde(default = "default_t4")]
+    pub t4_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Lowest RTP port (rounded up to even); RTCP uses RTP+1.
+    #[serde(default = "default_rtp_min")]
+    pub rtp_port_min: u16,
+    #[serde(default = "default_rtp_max")]
+    pub rtp_port_max: u16,
+    /// Address RTP sockets bind to.
+    #[serde(default = "default_bind_ip")]
+    pub bind_ip: IpAddr,
+    /// Address announced in SDP and `MediaRxIP`; unset: the bind address if specific, else the
+    /// address the kernel routes to the peer (SIP peer, MediaTxIP or the HTTP client).
+    #[serde(default)]
+    pub advertised_ip: Option<IpAddr>,
+    /// Media worker threads; 0 = one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Audio codecs offered/accepted, in preference order: "PCMU", "PCMA".
+    #[serde(default = "default_codecs")]
+    pub codecs: Vec<String>,
+    /// Packetization time we use when the peer does not ask for one, ms.
+    #[serde(default = "default_ptime")]
+    pub ptime_ms: u32,
+    /// Offer/accept RFC 4733 telephone-event.
+    #[serde(default = "default_true")]
+    pub telephone_event: bool,
+    /// IP TOS byte on RTP sockets (0xB8 = DSCP EF).
+    #[serde(default = "default_tos")]
+    pub tos: u8,
+    /// SO_RCVBUF / SO_SNDBUF for RTP sockets, bytes; 0 = kernel default.
+    #[serde(default)]
+    pub socket_recv_buffer: usize,
+    #[serde(default)]
+    pub socket_send_buffer: usize,
+    /// A connection made by ReserveConnection and never completed is released after this, s.
+    #[serde(default = "default_reserve_timeout")]
+    pub reserve_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    /// Bearer tokens accepted on every API request. Empty list = API refuses everything.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// tracing filter directive, e.g. "info" or "callbridge::sip=debug".
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// "text" or "json".
+    #[serde(default = "default_log_format")]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Regular expression matched against the Request-URI user part.
+    pub user: String,
+    pub service: Service,
+    /// Send 180 Ringing and wait this long before answering (0 = answer at once).
+    #[serde(default)]
+    pub answer_delay_ms: u64,
+}
+
+/// What a routed call is connected to.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    /// Answer and send every received RTP packet back to its source.
+    Echo,
+}
+
+/// A config file that cannot be used, with a message that names the key and, where the TOML
+/// parser knows it, the line.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read(String, std::io::Error),
+    Toml(String),
+    Override(String),
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read(path, e) => write!(f, "cannot read {path}: {e}"),
+            ConfigError::Toml(msg) => write!(f, "{msg}"),
+            ConfigError::Override(msg) => write!(f, "--set: {msg}"),
+            ConfigError::Invalid(msg) => write!(f, "invalid configuration: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A listener from `[sip] listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipListen {
+    pub transport: ListenTransport,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenTransport {
+    Udp,
+    Tcp,
+}
+
+/// A route with its compiled pattern.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub user: Regex,
+    pub service: Service,
+    pub answer_delay_ms: u64,
+}
+
+impl Config {
+    /// Reads, overrides (`section.key=value`, value in TOML syntax or a bare string) and checks.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
+        Config::from_str_with_overrides(&text, &path.display().to_string(), overrides)
+    }
+
+    /// As [`Config::load`] for text already in memory; `origin` names it in messages.
+    pub fn from_str_with_overrides(
+        text: &str,
+        origin: &str,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        // Deserializing straight from the text keeps line numbers in every error message.
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Toml(format!("{origin}: {e}")))?;
+        if overrides.is_empty() {
+            config.check()?;
+            return Ok(config);
+        }
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Toml(format!("{origin}: {e}")))?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| ConfigError::Override(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Semantic checks serde cannot express.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.sip_listeners()?;
+        self.compiled_routes()?;
+        self.audio_codecs()?;
+        let m = &self.media;
+        if m.rtp_port_min == 0 || m.rtp_port_min >= m.rtp_port_max {
+            return Err(invalid(format!(
+                "media.rtp_port_min ({}) must be non-zero and below media.rtp_port_max ({})",
+                m.rtp_port_min, m.rtp_port_max
+            )));
+        }
+        if !(10..=60).contains(&m.ptime_ms) || m.ptime_ms % 10 != 0 {
+            return Err(invalid(format!(
+                "media.ptime_ms ({}) must be 10, 20, ... 60",
+                m.ptime_ms
+            )));
+        }
+        if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
+            return Err(invalid("sip.t1_ms must be > 0 and <= sip.t2_ms".into()));
+        }
+        if self.api.tokens.iter().any(|t| t.trim().is_empty()) {
+            return Err(invalid("api.tokens must not contain empty tokens".into()));
+        }
+        Ok(())
+    }
+
+    pub fn sip_listeners(&self) -> Result<Vec<SipListen>, ConfigError> {
+        if self.sip.listen.is_empty() {
+            return Err(invalid("sip.listen must name at least one listener".into()));
+        }
+        self.sip.listen.iter().map(|s| parse_listen(s)).collect()
+    }
+
+    pub fn compiled_routes(&self) -> Result<Vec<Route>, ConfigError> {
+        self.routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let user =
+                    Regex::new(&r.user).map_err(|e| invalid(format!("route[{i}].user: {e}")))?;
+                Ok(Route {
+                    user,
+                    service: r.service,
+                    answer_delay_ms: r.answer_delay_ms,
+                })
+            })
+            .collect()
+    }
+
+    pub fn audio_codecs(&self) -> Result<Vec<crate::sdp::Codec>, ConfigError> {
+        if self.media.codecs.is_empty() {
+            return Err(invalid("media.codecs must name at least one codec".into()));
+        }
+        self.media
+            .codecs
+            .iter()
+            .map(|c| match c.to_ascii_uppercase().as_str() {
+                "PCMU" => Ok(crate::sdp::Codec::Pcmu),
+                "PCMA" => Ok(crate::sdp::Codec::Pcma),
+                _ => Err(invalid(format!(
+                    "media.codecs: unknown codec {c:?} (known: PCMU, PCMA)"
+                ))),
+            })
+            .collect()
+    }
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: default_sip_listen(),
+            advertised_address: None,
+            user_agent: default_user_agent(),
+            t1_ms: default_t1(),
+            t2_ms: default_t2(),
+            t4_ms: default_t4(),
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_port_min: default_rtp_min(),
+            rtp_port_max: default_rtp_max(),
+            bind_ip: default_bind_ip(),
+            advertised_ip: None,
+            workers: 0,
+            codecs: default_codecs(),
+            ptime_ms: default_ptime(),
+            telephone_event: true,
+            tos: default_tos(),
+            socket_recv_buffer: 0,
+            socket_send_buffer: 0,
+            reserve_timeout_s: default_reserve_timeout(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: default_api_listen(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: default_log_level(),
+            format: default_log_format(),
+        }
+    }
+}
+
+fn parse_listen(s: &str) -> Result<SipListen, ConfigError> {
+    let (scheme, rest) = s.split_once("://").ok_or_else(|| {
+        invalid(format!(
+            "sip.listen {s:?}: expected udp://ip:port or tcp://ip:port"
+        ))
+    })?;
+    let transport = match scheme.to_ascii_lowercase().as_str() {
+        "udp" => ListenTransport::Udp,
+        "tcp" => ListenTransport::Tcp,
+        other => {
+            return Err(invalid(format!(
+                "sip.listen {s:?}: unknown transport {other:?} (udp, tcp)"
+            )))
+        }
+    };
+    let addr: SocketAddr = rest
+        .parse()
+        .map_err(|e| invalid(format!("sip.listen {s:?}: {e}")))?;
+    Ok(SipListen { transport, addr })
+}
+
+fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), ConfigError> {
+    let (path, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| ConfigError::Override(format!("{spec:?}: expected section.key=value")))?;
+    let keys: Vec<&str> = path.trim().split('.').collect();
+    if keys.iter().any(|k| k.is_empty()) {
+        return Err(ConfigError::Override(format!("{spec:?}: empty key")));
+    }
+    // A TOML value if it parses as one, otherwise the bare text as a string, so that
+    // `--set api.listen=127.0.0.1:9000` works without shell-quoting quotes.
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let (last, parents) = keys
+        .split_last()
+        .expect("split('.') yields at least one key");
+    let mut cursor = table;
+    for key in parents {
+        let entry = cursor
+            .entry(key.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cursor = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Override(format!("{spec:?}: {key} is not a section")))?;
+    }
+    cursor.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn invalid(msg: String) -> ConfigError {
+    ConfigError::Invalid(msg)
+}
+
+fn default_sip_listen() -> Vec<String> {
+    vec![
+        "udp://0.0.0.0:5060".into(),
+        "tcp://0.0.0.0:5060".into(),
+        "udp://[::]:5060".into(),
+        "tcp://[::]:5060".into(),
+    ]
+}
+fn default_user_agent() -> String {
+    format!("callbridge/{}", env!("CARGO_PKG_VERSION"))
+}
+fn default_t1() -> u64 {
+    500
+}
+fn default_t2() -> u64 {
+    4000
+}
+fn default_t4() -> u64 {
+    5000
+}
+fn default_rtp_min() -> u16 {
+    20000
+}
+fn default_rtp_max() -> u16 {
+    29999
+}
+fn default_bind_ip() -> IpAddr {
+    IpAddr::from([0, 0, 0, 0])
+}
+fn default_codecs() -> Vec<String> {
+    vec!["PCMU".into(), "PCMA".into()]
+}
+fn default_ptime() -> u32 {
+    20
+}
+fn default_true() -> bool {
+    true
+}
+fn default_tos() -> u8 {
+    0xB8
+}
+fn default_reserve_timeout() -> u64 {
+    300
+}
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[sip]
+listen = ["udp://127.0.0.1:5060", "tcp://127.0.0.1:5060"]
+[media]
+rtp_port_min = 20000
+rtp_port_max = 29999
+[api]
+listen = "127.0.0.1:8080"
+tokens = ["change-me"]
+[[route]]
+user = "^echo$"
+service = "echo"
+"#;
+
+    #[test]
+    fn good_file_loads() {
+        let c = Config::from_str_with_overrides(GOOD, "t", &[]).expect("valid config");
+        assert_eq!(c.sip_listeners().unwrap().len(), 2);
+        assert_eq!(c.routes[0].service, Service::Echo);
+        assert_eq!(c.api.tokens, vec!["change-me".to_string()]);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = GOOD.replace("rtp_port_max = 29999", "rtp_port_max = 29999\nrtp_prot = 1");
+        let err = Config::from_str_with_overrides(&text, "f.toml", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("rtp_prot"), "{msg}");
+        assert!(msg.contains("line 7"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_section_is_an_error() {
+        let text = format!("{GOOD}\n[nonsense]\na = 1\n");
+        let msg = Config::from_str_with_overrides(&text, "f", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("nonsense"), "{msg}");
+    }
+
+    #[test]
+    fn overrides_take_toml_or_bare_strings() {
+        let c = Config::from_str_with_overrides(
+            GOOD,
+            "t",
+            &[
+                "api.listen=127.0.0.1:9999".into(),
+                "media.rtp_port_min=30000".into(),
+                "media.rtp_port_max=30100".into(),
+                "api.tokens=[\"a\",\"b\"]".into(),
+            ],
+        )
+        .expect("overrides apply");
+        assert_eq!(c.api.listen.port(), 9999);
+        assert_eq!(c.media.rtp_port_min, 30000);
+        assert_eq!(c.api.tokens, vec!["a".to_string(), "b".to_string()]);
+    }
+
+    #[test]
+    fn override_of_unknown_key_is_an_error() {
+        let err =
+            Config::from_str_with_overrides(GOOD, "t", &["media.bogus=1".into()]).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_are_named() {
+        for (o, needle) in [
+            ("media.rtp_port_min=40000", "rtp_port_min"),
+            ("sip.listen=[\"sctp://1.2.3.4:5\"]", "sctp"),
+            ("media.codecs=[\"G729\"]", "G729"),
+            ("media.ptime_ms=25", "ptime_ms"),
+        ] {
+            let err = Config::from_str_with_overrides(GOOD, "t", &[o.into()]).unwrap_err();
+            assert!(err.to_string().contains(needle), "{o}: {err}");
+        }
+        let bad_route = GOOD.replace("^echo$", "(unclosed");
+        let err = Config::from_str_with_overrides(&bad_route, "t", &[]).unwrap_err();
+        assert!(err.to_string().contains("route[0]"), "{err}");
+    }
+}

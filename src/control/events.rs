@@ -1,0 +1,200 @@
+//! The event stream: every state change the control plane makes, as typed events.
+//!
+//! Owns: the event vocabulary and its JSON form. Events fan out through a broadcast channel to
+//! `/events` subscribers; a slow subscriber loses old events (it is told how many), it never
+//! slows the control plane.
+//! Must not: carry anything that is not already decided — events describe, they do not command.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// Why a connection (and its call, if any) was released. Serialized in kebab-case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReleaseReason {
+    /// DeleteConnection from the API.
+    ApiRequest,
+    /// The peer hung up (BYE received).
+    RemoteHangup,
+    /// The peer cancelled the INVITE before it was answered.
+    Cancelled,
+    /// We answered but the ACK never came (RFC 3261 §13.3.1.4).
+    AckTimeout,
+    /// The INVITE transaction failed: we rejected it, or the peer never sent anything usable.
+    InviteFailed,
+    /// ACK carried no usable SDP answer to our offer.
+    BadAnswer,
+    /// A ReserveConnection was never completed with CreateConnection.
+    ReserveTimeout,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// One thing that happened. `Event` in JSON names the variant; ids are strings as in the API.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "Event")]
+pub enum Event {
+    ConnectionReserved {
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        #[serde(rename = "MediaRxIP")]
+        media_rx_ip: String,
+        #[serde(rename = "MediaRxPort")]
+        media_rx_port: u16,
+    },
+    ConnectionCreated {
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        #[serde(rename = "MediaRxIP")]
+        media_rx_ip: String,
+        #[serde(rename = "MediaRxPort")]
+        media_rx_port: u16,
+        #[serde(rename = "MediaTxIP", skip_serializing_if = "Option::is_none")]
+        media_tx_ip: Option<String>,
+        #[serde(rename = "MediaTxPort", skip_serializing_if = "Option::is_none")]
+        media_tx_port: Option<u16>,
+        #[serde(rename = "CallId", skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
+    },
+    ConnectionModified {
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        #[serde(rename = "MediaTxIP", skip_serializing_if = "Option::is_none")]
+        media_tx_ip: Option<String>,
+        #[serde(rename = "MediaTxPort", skip_serializing_if = "Option::is_none")]
+        media_tx_port: Option<u16>,
+    },
+    /// The implicit or explicit DeleteConnection: which connection, why, and its final counters.
+    ConnectionReleased {
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        #[serde(rename = "Reason")]
+        reason: ReleaseReason,
+        #[serde(rename = "CallId", skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
+        #[serde(rename = "RtpPacketsReceived")]
+        rtp_packets_received: u64,
+        #[serde(rename = "RtpPacketsSent")]
+        rtp_packets_sent: u64,
+    },
+    IncomingCall {
+        #[serde(rename = "CallId")]
+        call_id: String,
+        #[serde(rename = "From")]
+        from: String,
+        #[serde(rename = "To")]
+        to: String,
+        #[serde(rename = "Service")]
+        service: String,
+    },
+    CallAnswered {
+        #[serde(rename = "CallId")]
+        call_id: String,
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+    },
+    /// The call's dialog is over (BYE either way, CANCEL, failure).
+    CallEnded {
+        #[serde(rename = "CallId")]
+        call_id: String,
+        #[serde(rename = "Reason")]
+        reason: ReleaseReason,
+    },
+}
+
+impl Event {
+    /// The variant name, used as the SSE `event:` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::ConnectionReserved { .. } => "ConnectionReserved",
+            Event::ConnectionCreated { .. } => "ConnectionCreated",
+            Event::ConnectionModified { .. } => "ConnectionModified",
+            Event::ConnectionReleased { .. } => "ConnectionReleased",
+            Event::IncomingCall { .. } => "IncomingCall",
+            Event::CallAnswered { .. } => "CallAnswered",
+            Event::CallEnded { .. } => "CallEnded",
+        }
+    }
+}
+
+/// An event with its place in the stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct Envelope {
+    /// Monotonic sequence number; a gap tells a subscriber it lost events.
+    #[serde(rename = "Seq")]
+    pub seq: u64,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    #[serde(rename = "TimeMs")]
+    pub time_ms: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// The sending side of the stream, owned by the control plane.
+pub struct EventBus {
+    sender: broadcast::Sender<Envelope>,
+    next_seq: u64,
+}
+
+impl EventBus {
+    pub fn new(capacity: usize) -> EventBus {
+        let (sender, _) = broadcast::channel(capacity);
+        EventBus {
+            sender,
+            next_seq: 1,
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Envelope> {
+        self.sender.subscribe()
+    }
+
+    /// A handle the API keeps to subscribe without going through the control task.
+    pub fn sender(&self) -> broadcast::Sender<Envelope> {
+        self.sender.clone()
+    }
+
+    pub fn emit(&mut self, event: Event) {
+        tracing::debug!(event = event.name(), "event");
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let envelope = Envelope {
+            seq: self.next_seq,
+            time_ms,
+            event,
+        };
+        self.next_seq += 1;
+        // No subscribers is not an error: events are a stream, not a queue.
+        let _ = self.sender.send(envelope);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn released_event_json_uses_api_names() {
+        let env = Envelope {
+            seq: 7,
+            time_ms: 1,
+            event: Event::ConnectionReleased {
+                connection_id: "12".into(),
+                reason: ReleaseReason::RemoteHangup,
+                call_id: Some("3".into()),
+                rtp_packets_received: 5,
+                rtp_packets_sent: 5,
+            },
+        };
+        let v = serde_json::to_value(&env).unwrap();
+        assert_eq!(v["Event"], "ConnectionReleased");
+        assert_eq!(v["ConnectionId"], "12");
+        assert_eq!(v["Reason"], "remote-hangup");
+        assert_eq!(v["CallId"], "3");
+        assert_eq!(v["Seq"], 7);
+    }
+}

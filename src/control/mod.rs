@@ -1,0 +1,839 @@
+//! The control plane: the one owner of calls, connections and conferences.
+//!
+//! Owns: the registry, the Media Control semantics (result codes, the DeleteConnection modes,
+//! reservation expiry) and the single release path that both the API's DeleteConnection and
+//! every dialog end (BYE, CANCEL, ACK timeout, INVITE failure) go through.
+//! Must not: touch sockets or media packets. It runs as one tokio task; the API, the SIP
+//! transport and the media workers reach it only through queues.
+
+pub mod events;
+pub mod result;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::app::config::{Config, Service};
+use crate::engine::{Engine, EngineError, EngineEvent, MediaMode, OpenConnection};
+use crate::sdp::Codec;
+use crate::sip::transport::{route_source, Inbound, SipTransport};
+use crate::sip::ua::{CallId, EndReason, UaOutput, UserAgent};
+use events::{Envelope, Event, EventBus, ReleaseReason};
+use result::{ActionError, ResultCode};
+
+/// Connection ids are 24-bit: the top byte of a CUAE id names the media server (MmsId), and
+/// this server is MmsId 0 (reference §2).
+const MAX_CONNECTION_ID: u32 = 0x00FF_FFFF;
+
+/// Q.850 cause "normal call clearing", sent in the Reason of a BYE we send on request.
+const Q850_NORMAL_CLEARING: u8 = 16;
+
+/// A Media Control action, already parsed and checked for form at the API edge.
+#[derive(Debug, Clone)]
+pub enum MediaAction {
+    Reserve {
+        rx_codec: Option<Codec>,
+        tx_codec: Option<Codec>,
+        requester: IpAddr,
+    },
+    Create {
+        connection: Option<u32>,
+        tx: SocketAddr,
+        codecs: CodecChoice,
+        requester: IpAddr,
+    },
+    Modify {
+        connection: u32,
+        tx: SocketAddr,
+        codecs: CodecChoice,
+    },
+    Delete {
+        connection: Option<u32>,
+        conference: Option<u32>,
+    },
+}
+
+/// Optional codec and framesize parameters; None leaves the current (or default) value.
+#[derive(Debug, Clone, Default)]
+pub struct CodecChoice {
+    pub rx_codec: Option<Codec>,
+    pub tx_codec: Option<Codec>,
+    pub rx_framesize: Option<u32>,
+    pub tx_framesize: Option<u32>,
+}
+
+/// Result data of a successful action, in API field names.
+pub type ActionResult = Map<String, Value>;
+
+/// What the API asks of the control plane.
+#[derive(Debug)]
+pub enum ControlRequest {
+    Action(
+        MediaAction,
+        oneshot::Sender<Result<ActionResult, ActionError>>,
+    ),
+    ListConnections(oneshot::Sender<Value>),
+    ListConferences(oneshot::Sender<Value>),
+    Status(oneshot::Sender<Status>),
+    /// Release everything (BYE every call) and stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Counters for /health and /metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub connections: usize,
+    pub calls: usize,
+    pub transactions: usize,
+    pub ports_in_use: usize,
+    pub ports_total: usize,
+    pub calls_total: u64,
+    pub releases_by_reason: BTreeMap<String, u64>,
+}
+
+/// The API's handle on the control plane.
+#[derive(Clone)]
+pub struct ControlHandle {
+    requests: mpsc::Sender<ControlRequest>,
+    events: broadcast::Sender<Envelope>,
+}
+
+impl ControlHandle {
+    /// Sends a request; fails only when the control plane has stopped.
+    pub async fn request(&self, request: ControlRequest) -> Result<(), ActionError> {
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| ActionError::new(ResultCode::ServerInactive, "server is shutting down"))
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Envelope> {
+        self.events.subscribe()
+    }
+}
+
+/// The control plane's state.
+pub struct Controller {
+    media: MediaSettings,
+    engine: Engine,
+    ua: UserAgent,
+    transport: SipTransport,
+    events: EventBus,
+    connections: HashMap<u32, Connection>,
+    /// Which connection each call is bound to.
+    call_connections: HashMap<CallId, u32>,
+    next_connection_id: u32,
+    calls_total: u64,
+    releases_by_reason: BTreeMap<String, u64>,
+}
+
+/// Media settings the control plane applies to every connection.
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    pub advertised_ip: Option<IpAddr>,
+    pub bind_ip: IpAddr,
+    pub default_codec: Codec,
+    pub default_framesize: u32,
+    pub reserve_timeout: Duration,
+}
+
+impl MediaSettings {
+    pub fn from_config(config: &Config) -> MediaSettings {
+        let codecs = config
+            .audio_codecs()
+            .expect("config was checked at load: codecs are known");
+        MediaSettings {
+            advertised_ip: config.media.advertised_ip,
+            bind_ip: config.media.bind_ip,
+            default_codec: codecs[0],
+            default_framesize: config.media.ptime_ms,
+            reserve_timeout: Duration::from_secs(config.media.reserve_timeout_s),
+        }
+    }
+
+    /// The address we announce for media to a peer at `peer` (SIP peer, MediaTxIP, requester).
+    fn announced_ip(&self, peer: IpAddr) -> IpAddr {
+        if let Some(ip) = self.advertised_ip {
+            return ip;
+        }
+        if !self.bind_ip.is_unspecified() {
+            return self.bind_ip;
+        }
+        route_source(peer).unwrap_or(peer)
+    }
+}
+
+/// One media connection.
+#[derive(Debug)]
+struct Connection {
+    /// Where the engine bound its RTP socket (port is what we announce).
+    local_rtp: SocketAddr,
+    /// The address we announce (MediaRxIP).
+    rx_ip: IpAddr,
+    state: ConnectionState,
+    /// Where we send (MediaTxIP/Port, or the SDP's address).
+    tx: Option<SocketAddr>,
+    rx_codec: Codec,
+    tx_codec: Codec,
+    rx_framesize: u32,
+    tx_framesize: u32,
+    call: Option<CallId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectionState {
+    /// ReserveConnection done; CreateConnection due before `expires`.
+    Reserved {
+        expires: Instant,
+    },
+    Connected,
+}
+
+impl Controller {
+    pub fn new(
+        media: MediaSettings,
+        engine: Engine,
+        ua: UserAgent,
+        transport: SipTransport,
+    ) -> Controller {
+        Controller {
+            media,
+            engine,
+            ua,
+            transport,
+            events: EventBus::new(4096),
+            connections: HashMap::new(),
+            call_connections: HashMap::new(),
+            next_connection_id: 1,
+            calls_total: 0,
+            releases_by_reason: BTreeMap::new(),
+        }
+    }
+
+    /// A handle for the API, and the queue the controller reads it from.
+    pub fn handle(&self) -> (ControlHandle, mpsc::Receiver<ControlRequest>) {
+        let (tx, rx) = mpsc::channel(1024);
+        (
+            ControlHandle {
+                requests: tx,
+                events: self.events.sender(),
+            },
+            rx,
+        )
+    }
+
+    /// The control loop. Returns after a Shutdown request (everything released) or when every
+    /// input queue has closed.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<ControlRequest>,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut engine_events: mpsc::Receiver<EngineEvent>,
+    ) -> Engine {
+        loop {
+            let deadline = self.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                request = requests.recv() => {
+                    let Some(request) = request else { break };
+                    if let ControlRequest::Shutdown(done) = request {
+                        self.shutdown();
+                        let _ = done.send(());
+                        break;
+                    }
+                    self.on_request(request);
+                }
+                message = inbound.recv() => {
+                    let Some(m) = message else { break };
+                    self.ua.handle_message(Instant::now(), m.message, m.source, m.local);
+                }
+                event = engine_events.recv() => {
+                    let Some(e) = event else { break };
+                    self.on_engine_event(e);
+                }
+                _ = sleep => {
+                    let now = Instant::now();
+                    self.ua.handle_timeout(now);
+                    self.expire_reservations(now);
+                }
+            }
+            self.drain_ua();
+        }
+        self.engine
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let reservation = self
+            .connections
+            .values()
+            .filter_map(|c| match c.state {
+                ConnectionState::Reserved { expires } => Some(expires),
+                ConnectionState::Connected => None,
+            })
+            .min();
+        match (self.ua.poll_timeout(), reservation) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn on_request(&mut self, request: ControlRequest) {
+        match request {
+            ControlRequest::Action(action, reply) => {
+                let result = self.on_action(action);
+                let _ = reply.send(result);
+            }
+            ControlRequest::ListConnections(reply) => {
+                let _ = reply.send(self.list_connections());
+            }
+            ControlRequest::ListConferences(reply) => {
+                // Conferences arrive with the conferencing work; none can exist yet.
+                let _ = reply.send(json!({ "ResultCode": "0", "Conferences": [] }));
+            }
+            ControlRequest::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            ControlRequest::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn on_action(&mut self, action: MediaAction) -> Result<ActionResult, ActionError> {
+        let now = Instant::now();
+        match action {
+            MediaAction::Reserve {
+                rx_codec,
+                tx_codec,
+                requester,
+            } => self.reserve(now, rx_codec, tx_codec, requester),
+            MediaAction::Create {
+                connection,
+                tx,
+                codecs,
+                requester,
+            } => self.create(connection, tx, codecs, requester),
+            MediaAction::Modify {
+                connection,
+                tx,
+                codecs,
+            } => self.modify(connection, tx, codecs),
+            MediaAction::Delete {
+                connection,
+                conference,
+            } => self.delete(connection, conference),
+        }
+    }
+
+    fn reserve(
+        &mut self,
+        now: Instant,
+        rx_codec: Option<Codec>,
+        tx_codec: Option<Codec>,
+        requester: IpAddr,
+    ) -> Result<ActionResult, ActionError> {
+        let choice = CodecChoice {
+            rx_codec,
+            tx_codec,
+            ..CodecChoice::default()
+        };
+        let rx_ip = self.media.announced_ip(requester);
+        let state = ConnectionState::Reserved {
+            expires: now + self.media.reserve_timeout,
+        };
+        let id = self.open_connection(rx_ip, state, None, &choice, MediaMode::Idle, None)?;
+        let c = &self.connections[&id];
+        self.events.emit(Event::ConnectionReserved {
+            connection_id: id.to_string(),
+            media_rx_ip: c.rx_ip.to_string(),
+            media_rx_port: c.local_rtp.port(),
+        });
+        Ok(self.connection_result(id))
+    }
+
+    fn create(
+        &mut self,
+        connection: Option<u32>,
+        tx: SocketAddr,
+        codecs: CodecChoice,
+        requester: IpAddr,
+    ) -> Result<ActionResult, ActionError> {
+        let Some(id) = connection else {
+            let rx_ip = self.media.announced_ip(if tx.ip().is_unspecified() {
+                requester
+            } else {
+                tx.ip()
+            });
+            let id = self.open_connection(
+                rx_ip,
+                ConnectionState::Connected,
+                Some(tx),
+                &codecs,
+                MediaMode::Idle,
+                None,
+            )?;
+            self.emit_created(id);
+            return Ok(self.connection_result(id));
+        };
+        // Completing a reservation, or (legacy MCE semantics) re-targeting a live connection.
+        let c = self.connection_mut(id)?;
+        c.state = ConnectionState::Connected;
+        apply_codecs(c, &codecs);
+        c.tx = Some(tx);
+        if let Err(e) = self
+            .engine
+            .update_connection(u64::from(id), MediaMode::Idle, Some(tx))
+        {
+            return Err(engine_error(e));
+        }
+        self.emit_created(id);
+        Ok(self.connection_result(id))
+    }
+
+    fn modify(
+        &mut self,
+        id: u32,
+        tx: SocketAddr,
+        codecs: CodecChoice,
+    ) -> Result<ActionResult, ActionError> {
+        let c = self.connection_mut(id)?;
+        if matches!(c.state, ConnectionState::Reserved { .. }) {
+            return Err(ActionError::new(
+                ResultCode::NotConnected,
+                "connection is reserved but not created; use CreateConnection",
+            ));
+        }
+        apply_codecs(c, &codecs);
+        c.tx = Some(tx);
+        let mode = if c.call.is_some() {
+            MediaMode::Echo
+        } else {
+            MediaMode::Idle
+        };
+        if let Err(e) = self.engine.update_connection(u64::from(id), mode, Some(tx)) {
+            return Err(engine_error(e));
+        }
+        self.events.emit(Event::ConnectionModified {
+            connection_id: id.to_string(),
+            media_tx_ip: Some(tx.ip().to_string()),
+            media_tx_port: Some(tx.port()),
+        });
+        Ok(self.connection_result(id))
+    }
+
+    /// DeleteConnection's three modes (seed 01). With no conferences in existence yet, any
+    /// ConferenceId is unknown (24).
+    fn delete(
+        &mut self,
+        connection: Option<u32>,
+        conference: Option<u32>,
+    ) -> Result<ActionResult, ActionError> {
+        match (connection, conference) {
+            (None, None) => Err(ActionError::new(
+                ResultCode::InvalidParameters,
+                "DeleteConnection needs ConnectionId, ConferenceId or both",
+            )),
+            (Some(id), None) => {
+                self.release_connection(id, ReleaseReason::ApiRequest)?;
+                Ok(success())
+            }
+            (connection, Some(conference)) => {
+                if let Some(id) = connection {
+                    self.connection_mut(id)?;
+                }
+                Err(ActionError::new(
+                    ResultCode::UnknownConferenceId,
+                    format!("conference {conference} does not exist"),
+                ))
+            }
+        }
+    }
+
+    /// The one release path: API DeleteConnection, dialog end, reservation expiry, shutdown.
+    /// Closes the media, ends the bound call (BYE) unless the call is what ended, and says so.
+    fn release_connection(&mut self, id: u32, reason: ReleaseReason) -> Result<(), ActionError> {
+        let Some(connection) = self.connections.remove(&id) else {
+            return Err(unknown_connection(id));
+        };
+        let stats = self.engine.stats(u64::from(id)).unwrap_or_default();
+        if let Err(e) = self.engine.close_connection(u64::from(id)) {
+            tracing::warn!(connection = id, error = %e, "engine could not close connection");
+        }
+        if let Some(call) = connection.call {
+            self.call_connections.remove(&call);
+            // The dialog is still up only when the release did not come from it.
+            if self.ua.hangup(Instant::now(), call, Q850_NORMAL_CLEARING) {
+                self.events.emit(Event::CallEnded {
+                    call_id: call.to_string(),
+                    reason,
+                });
+            }
+        }
+        *self
+            .releases_by_reason
+            .entry(reason_name(reason))
+            .or_default() += 1;
+        tracing::info!(connection = id, reason = ?reason, "connection released");
+        self.events.emit(Event::ConnectionReleased {
+            connection_id: id.to_string(),
+            reason,
+            call_id: connection.call.map(|c| c.to_string()),
+            rtp_packets_received: stats.rtp_packets_received,
+            rtp_packets_sent: stats.rtp_packets_sent,
+        });
+        Ok(())
+    }
+
+    fn drain_ua(&mut self) {
+        while let Some(output) = self.ua.poll_output() {
+            match output {
+                UaOutput::Transmit { to, message } => self.transport.send(to, message.to_bytes()),
+                UaOutput::IncomingCall {
+                    call,
+                    service,
+                    remote_media,
+                    from,
+                    to,
+                    local,
+                } => self.on_incoming_call(call, service, remote_media, from, to, local),
+                UaOutput::MediaUpdated { call, media } => self.on_media_updated(call, media),
+                UaOutput::CallAnswered { call } => {
+                    if let Some(&id) = self.call_connections.get(&call) {
+                        self.events.emit(Event::CallAnswered {
+                            call_id: call.to_string(),
+                            connection_id: id.to_string(),
+                        });
+                    }
+                }
+                UaOutput::CallEnded { call, reason } => {
+                    let reason = release_reason(reason);
+                    self.events.emit(Event::CallEnded {
+                        call_id: call.to_string(),
+                        reason,
+                    });
+                    if let Some(id) = self.call_connections.remove(&call) {
+                        // The implicit DeleteConnection (seed 01).
+                        let _ = self.release_connection(id, reason);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_incoming_call(
+        &mut self,
+        call: CallId,
+        service: Service,
+        remote_media: Option<crate::sdp::NegotiatedMedia>,
+        from: String,
+        to: String,
+        local: SocketAddr,
+    ) {
+        self.calls_total += 1;
+        self.events.emit(Event::IncomingCall {
+            call_id: call.to_string(),
+            from,
+            to,
+            service: match service {
+                Service::Echo => "echo".into(),
+            },
+        });
+        let mode = match service {
+            Service::Echo => MediaMode::Echo,
+        };
+        let remote_rtp = remote_media.as_ref().and_then(|m| m.remote_rtp);
+        let codecs = remote_media
+            .as_ref()
+            .map(|m| CodecChoice {
+                rx_codec: Some(m.codec),
+                tx_codec: Some(m.codec),
+                rx_framesize: Some(m.ptime_ms),
+                tx_framesize: Some(m.ptime_ms),
+            })
+            .unwrap_or_default();
+        let rx_ip = self.media.announced_ip(local.ip());
+        let opened = self.open_connection(
+            rx_ip,
+            ConnectionState::Connected,
+            remote_rtp,
+            &codecs,
+            mode,
+            Some(call),
+        );
+        match opened {
+            Ok(id) => {
+                self.call_connections.insert(call, id);
+                self.emit_created(id);
+                let announced = SocketAddr::new(rx_ip, self.connections[&id].local_rtp.port());
+                self.ua.accept(Instant::now(), call, announced);
+            }
+            Err(e) => {
+                tracing::warn!(call, error = %e.message, "no media for incoming call");
+                self.ua
+                    .reject(Instant::now(), call, 503, "Service Unavailable");
+            }
+        }
+    }
+
+    fn on_media_updated(&mut self, call: CallId, media: crate::sdp::NegotiatedMedia) {
+        let Some(&id) = self.call_connections.get(&call) else {
+            return;
+        };
+        let Some(c) = self.connections.get_mut(&id) else {
+            return;
+        };
+        c.tx = media.remote_rtp;
+        c.rx_codec = media.codec;
+        c.tx_codec = media.codec;
+        c.rx_framesize = media.ptime_ms;
+        c.tx_framesize = media.ptime_ms;
+        if let Err(e) =
+            self.engine
+                .update_connection(u64::from(id), MediaMode::Echo, media.remote_rtp)
+        {
+            tracing::warn!(connection = id, error = %e, "media update failed");
+        }
+        self.events.emit(Event::ConnectionModified {
+            connection_id: id.to_string(),
+            media_tx_ip: media.remote_rtp.map(|a| a.ip().to_string()),
+            media_tx_port: media.remote_rtp.map(|a| a.port()),
+        });
+    }
+
+    fn on_engine_event(&mut self, event: EngineEvent) {
+        match event {
+            EngineEvent::Closed { key, stats } => {
+                tracing::debug!(
+                    connection = key,
+                    received = stats.rtp_packets_received,
+                    "media closed"
+                );
+            }
+            EngineEvent::FirstPacket { key, .. } => {
+                tracing::debug!(connection = key, "first RTP packet");
+            }
+        }
+    }
+
+    fn expire_reservations(&mut self, now: Instant) {
+        let expired: Vec<u32> = self
+            .connections
+            .iter()
+            .filter(
+                |(_, c)| matches!(c.state, ConnectionState::Reserved { expires } if expires <= now),
+            )
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            let _ = self.release_connection(id, ReleaseReason::ReserveTimeout);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let ids: Vec<u32> = self.connections.keys().copied().collect();
+        for id in ids {
+            let _ = self.release_connection(id, ReleaseReason::Shutdown);
+        }
+        self.drain_ua();
+    }
+
+    fn open_connection(
+        &mut self,
+        rx_ip: IpAddr,
+        state: ConnectionState,
+        tx: Option<SocketAddr>,
+        codecs: &CodecChoice,
+        mode: MediaMode,
+        call: Option<CallId>,
+    ) -> Result<u32, ActionError> {
+        let id = self.allocate_id()?;
+        let endpoint = self
+            .engine
+            .open_connection(OpenConnection {
+                key: u64::from(id),
+                mode,
+                remote_rtp: tx,
+            })
+            .map_err(engine_error)?;
+        let default_codec = self.media.default_codec;
+        let default_framesize = self.media.default_framesize;
+        self.connections.insert(
+            id,
+            Connection {
+                local_rtp: endpoint.rtp,
+                rx_ip,
+                state,
+                tx,
+                rx_codec: codecs.rx_codec.unwrap_or(default_codec),
+                tx_codec: codecs.tx_codec.unwrap_or(default_codec),
+                rx_framesize: codecs.rx_framesize.unwrap_or(default_framesize),
+                tx_framesize: codecs.tx_framesize.unwrap_or(default_framesize),
+                call,
+            },
+        );
+        Ok(id)
+    }
+
+    fn allocate_id(&mut self) -> Result<u32, ActionError> {
+        for _ in 0..MAX_CONNECTION_ID {
+            let id = self.next_connection_id;
+            self.next_connection_id = if id >= MAX_CONNECTION_ID { 1 } else { id + 1 };
+            if !self.connections.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+        Err(ActionError::new(
+            ResultCode::ServerBusy,
+            "no connection ids left",
+        ))
+    }
+
+    fn connection_mut(&mut self, id: u32) -> Result<&mut Connection, ActionError> {
+        self.connections
+            .get_mut(&id)
+            .ok_or_else(|| unknown_connection(id))
+    }
+
+    fn emit_created(&mut self, id: u32) {
+        let c = &self.connections[&id];
+        self.events.emit(Event::ConnectionCreated {
+            connection_id: id.to_string(),
+            media_rx_ip: c.rx_ip.to_string(),
+            media_rx_port: c.local_rtp.port(),
+            media_tx_ip: c.tx.map(|a| a.ip().to_string()),
+            media_tx_port: c.tx.map(|a| a.port()),
+            call_id: c.call.map(|c| c.to_string()),
+        });
+    }
+
+    /// The result data of Reserve/Create/ModifyConnection (reference §3.1–3.3).
+    fn connection_result(&self, id: u32) -> ActionResult {
+        let c = &self.connections[&id];
+        let mut m = success();
+        m.insert("ConnectionId".into(), json!(id.to_string()));
+        m.insert("MmsId".into(), json!(0));
+        m.insert("MediaRxIP".into(), json!(c.rx_ip.to_string()));
+        m.insert("MediaRxPort".into(), json!(c.local_rtp.port()));
+        m.insert("MediaRxControlIP".into(), json!(c.rx_ip.to_string()));
+        m.insert("MediaRxControlPort".into(), json!(c.local_rtp.port() + 1));
+        m
+    }
+
+    fn list_connections(&self) -> Value {
+        let mut ids: Vec<&u32> = self.connections.keys().collect();
+        ids.sort();
+        let list: Vec<Value> = ids
+            .into_iter()
+            .map(|id| {
+                let c = &self.connections[id];
+                let stats = self.engine.stats(u64::from(*id)).unwrap_or_default();
+                json!({
+                    "ConnectionId": id.to_string(),
+                    "State": match c.state {
+                        ConnectionState::Reserved { .. } => "reserved",
+                        ConnectionState::Connected => "connected",
+                    },
+                    "MediaRxIP": c.rx_ip.to_string(),
+                    "MediaRxPort": c.local_rtp.port(),
+                    "MediaTxIP": c.tx.map(|a| a.ip().to_string()),
+                    "MediaTxPort": c.tx.map(|a| a.port()),
+                    "MediaRxCodec": codec_name(c.rx_codec),
+                    "MediaTxCodec": codec_name(c.tx_codec),
+                    "MediaRxFramesize": c.rx_framesize,
+                    "MediaTxFramesize": c.tx_framesize,
+                    "CallId": c.call.map(|c| c.to_string()),
+                    "Stats": {
+                        "RtpPacketsReceived": stats.rtp_packets_received,
+                        "RtpBytesReceived": stats.rtp_bytes_received,
+                        "RtpPacketsSent": stats.rtp_packets_sent,
+                        "RtpBytesSent": stats.rtp_bytes_sent,
+                        "RtcpPacketsReceived": stats.rtcp_packets_received,
+                        "MalformedPackets": stats.malformed_packets,
+                    },
+                })
+            })
+            .collect();
+        json!({ "ResultCode": "0", "Connections": list })
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            connections: self.connections.len(),
+            calls: self.ua.call_count(),
+            transactions: self.ua.transaction_count(),
+            ports_in_use: self.engine.ports_in_use(),
+            ports_total: self.engine.ports_total(),
+            calls_total: self.calls_total,
+            releases_by_reason: self.releases_by_reason.clone(),
+        }
+    }
+}
+
+/// The API name of a codec (reference §3: `G711u`, `G711a`).
+pub fn codec_name(codec: Codec) -> &'static str {
+    match codec {
+        Codec::Pcmu => "G711u",
+        Codec::Pcma => "G711a",
+        Codec::TelephoneEvent => "telephone-event",
+    }
+}
+
+fn apply_codecs(c: &mut Connection, codecs: &CodecChoice) {
+    if let Some(x) = codecs.rx_codec {
+        c.rx_codec = x;
+    }
+    if let Some(x) = codecs.tx_codec {
+        c.tx_codec = x;
+    }
+    if let Some(x) = codecs.rx_framesize {
+        c.rx_framesize = x;
+    }
+    if let Some(x) = codecs.tx_framesize {
+        c.tx_framesize = x;
+    }
+}
+
+fn success() -> ActionResult {
+    let mut m = Map::new();
+    m.insert("ResultCode".into(), json!("0"));
+    m
+}
+
+fn unknown_connection(id: u32) -> ActionError {
+    ActionError::new(
+        ResultCode::UnknownConnectionId,
+        format!("connection {id} does not exist"),
+    )
+}
+
+fn engine_error(e: EngineError) -> ActionError {
+    match e {
+        EngineError::NoPortsAvailable => {
+            ActionError::new(ResultCode::ServerBusy, "all RTP ports are in use")
+        }
+        other => ActionError::new(ResultCode::ServerInternal, other.to_string()),
+    }
+}
+
+fn release_reason(reason: EndReason) -> ReleaseReason {
+    match reason {
+        EndReason::RemoteHangup => ReleaseReason::RemoteHangup,
+        EndReason::Cancelled => ReleaseReason::Cancelled,
+        EndReason::AckTimeout => ReleaseReason::AckTimeout,
+        EndReason::InviteFailed => ReleaseReason::InviteFailed,
+        EndReason::BadAnswer => ReleaseReason::BadAnswer,
+    }
+}
+
+fn reason_name(reason: ReleaseReason) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{reason:?}"))
+}

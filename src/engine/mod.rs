@@ -1,0 +1,465 @@
+//! The media engine: worker threads that own RTP/RTCP sockets and move the media of each
+//! connection.
+//!
+//! Owns: the RTP port pool, binding and tuning each connection's RTP/RTCP socket pair, the
+//! `media-<n>` worker threads, and the registry that maps a control-plane connection id to the
+//! worker that carries it.
+//! Must not: speak SIP or SDP, run on (or block) the tokio runtime, take a lock on the packet
+//! path, or make a worker wait for the control plane: workers report back with `try_send` and
+//! count what they could not deliver.
+//!
+//! Threading: the control plane calls [`Engine`] from any thread. Sockets are bound here, so "port
+//! in use" is reported synchronously, then moved into one worker through that worker's bounded
+//! command queue plus a `mio::Waker`. From then on the worker is the only owner of the sockets and
+//! of the connection state; the control plane sees the connection through [`Engine::stats`]
+//! (atomics the worker publishes) and through [`EngineEvent`]s. A port pair goes back to the pool
+//! only after its worker has dropped the sockets.
+
+mod pool;
+mod socket;
+mod stats;
+mod worker;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::mpsc::Sender;
+
+use pool::PortPool;
+use socket::{MediaSockets, SocketTuning};
+use stats::SharedStats;
+use worker::{NewConnection, WorkerCommand, WorkerContext, WorkerHandle};
+
+/// How many pairs `open_connection` tries to bind before giving up with `NoPortsAvailable`;
+/// pairs held by other processes are skipped, but a crowded host must not stall the control plane.
+const MAX_BIND_ATTEMPTS: usize = 16;
+
+/// Engine settings, normally from the `[media]` section of the configuration file.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Number of media worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Address every RTP/RTCP socket binds to.
+    pub bind_ip: IpAddr,
+    /// Lowest RTP port (rounded up to even).
+    pub rtp_port_min: u16,
+    /// Highest port of the range; the last pair's RTCP port must not exceed it.
+    pub rtp_port_max: u16,
+    /// IPv4 TOS / IPv6 traffic class on media sockets; 0xB8 is DSCP EF. A refusal is logged and
+    /// the socket is used anyway.
+    pub dscp_tos: u8,
+    /// SO_RCVBUF for each media socket; 0 leaves the kernel default.
+    pub recv_buffer: usize,
+    /// SO_SNDBUF for each media socket; 0 leaves the kernel default.
+    pub send_buffer: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: 0,
+            bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            rtp_port_min: 10_000,
+            rtp_port_max: 20_000,
+            dscp_tos: 0xB8,
+            recv_buffer: 0,
+            send_buffer: 0,
+        }
+    }
+}
+
+/// The control plane's connection id.
+pub type ConnectionKey = u64;
+
+/// What a connection does with the media it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaMode {
+    /// Receive and count only (API-created connection with no work yet).
+    Idle,
+    /// Send every received RTP packet back to the address it came from (symmetric RTP), RTCP too.
+    Echo,
+}
+
+/// A request to open a media connection.
+#[derive(Debug, Clone)]
+pub struct OpenConnection {
+    /// The control plane's id for the connection; must not be open already.
+    pub key: ConnectionKey,
+    /// What to do with received media.
+    pub mode: MediaMode,
+    /// Negotiated peer RTP address; informational for Echo, the send target for later modes.
+    pub remote_rtp: Option<SocketAddr>,
+}
+
+/// Where an opened connection receives media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaEndpoint {
+    /// Local bound RTP address; RTCP is on port + 1.
+    pub rtp: SocketAddr,
+    /// Index of the worker that carries the connection.
+    pub worker: usize,
+}
+
+/// Counters of one connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaStats {
+    /// RTP packets received that looked like RTP.
+    pub rtp_packets_received: u64,
+    /// Bytes of those packets (UDP payload).
+    pub rtp_bytes_received: u64,
+    /// RTP packets sent (echoed) successfully.
+    pub rtp_packets_sent: u64,
+    /// Bytes of those packets.
+    pub rtp_bytes_sent: u64,
+    /// RTCP packets received, on the RTCP port or multiplexed on the RTP port.
+    pub rtcp_packets_received: u64,
+    /// Source address of the latest valid RTP packet.
+    pub last_source: Option<SocketAddr>,
+    /// Packets dropped because they did not look like RTP/RTCP.
+    pub malformed_packets: u64,
+}
+
+/// What the workers report to the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineEvent {
+    /// The connection's sockets are closed and its ports are back in the pool.
+    Closed {
+        key: ConnectionKey,
+        stats: MediaStats,
+    },
+    /// First RTP packet seen on the connection (source address), once per connection.
+    FirstPacket {
+        key: ConnectionKey,
+        source: SocketAddr,
+    },
+}
+
+/// Why an engine call failed.
+#[derive(Debug)]
+pub enum EngineError {
+    /// Every port pair is allocated or held by another process.
+    NoPortsAvailable,
+    /// Binding a media socket failed for a reason other than the port being taken.
+    Bind(std::io::Error),
+    /// The worker thread that carries the connection has stopped.
+    WorkerGone,
+    /// The worker's command queue is full; the control plane may retry.
+    QueueFull,
+    /// No open connection has this key.
+    UnknownConnection,
+    /// A connection with this key is already open.
+    DuplicateConnection,
+    /// The configuration cannot work (message says why).
+    InvalidConfig(String),
+    /// A worker thread or its poller could not be created.
+    WorkerStart(std::io::Error),
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::NoPortsAvailable => write!(f, "no RTP port pair available"),
+            EngineError::Bind(error) => write!(f, "cannot bind media socket: {error}"),
+            EngineError::WorkerGone => write!(f, "media worker has stopped"),
+            EngineError::QueueFull => write!(f, "media worker command queue is full"),
+            EngineError::UnknownConnection => write!(f, "unknown media connection"),
+            EngineError::DuplicateConnection => write!(f, "media connection already open"),
+            EngineError::InvalidConfig(reason) => {
+                write!(f, "invalid media configuration: {reason}")
+            }
+            EngineError::WorkerStart(error) => write!(f, "cannot start media worker: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EngineError::Bind(error) | EngineError::WorkerStart(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Handle to the running media engine, held by the control plane (`Send + Sync`).
+pub struct Engine {
+    /// One handle per `media-<n>` worker, indexed by worker number.
+    workers: Vec<WorkerHandle>,
+    /// Free RTP port pairs; only the control plane locks it (allocate, release, counting).
+    ports: Mutex<PortPool>,
+    /// Open connections by key, and how many each worker carries.
+    registry: Mutex<Registry>,
+    /// Address every media socket binds to.
+    bind_ip: IpAddr,
+    /// Options applied to every media socket.
+    tuning: SocketTuning,
+    /// Set once to make every worker close its connections and exit.
+    stop: Arc<AtomicBool>,
+    /// Events the workers dropped because the event queue was full.
+    events_dropped: Arc<AtomicU64>,
+}
+
+impl Engine {
+    /// Validates the configuration and starts the worker threads; events go to `events`.
+    pub fn start(config: EngineConfig, events: Sender<EngineEvent>) -> Result<Engine, EngineError> {
+        let ports = PortPool::new(config.rtp_port_min, config.rtp_port_max)?;
+        let worker_count = resolve_worker_count(config.workers);
+        let port_return = ports.port_return();
+        let mut engine = Engine {
+            workers: Vec::with_capacity(worker_count),
+            ports: Mutex::new(ports),
+            registry: Mutex::new(Registry::new(worker_count)),
+            bind_ip: config.bind_ip,
+            tuning: SocketTuning {
+                dscp_tos: config.dscp_tos,
+                recv_buffer: config.recv_buffer,
+                send_buffer: config.send_buffer,
+            },
+            stop: Arc::new(AtomicBool::new(false)),
+            events_dropped: Arc::new(AtomicU64::new(0)),
+        };
+        for index in 0..worker_count {
+            let context = WorkerContext {
+                events: events.clone(),
+                events_dropped: Arc::clone(&engine.events_dropped),
+                port_return: port_return.clone(),
+                stop: Arc::clone(&engine.stop),
+            };
+            // On error, dropping `engine` stops the workers already started.
+            let handle = worker::spawn(index, context).map_err(EngineError::WorkerStart)?;
+            engine.workers.push(handle);
+        }
+        tracing::info!(
+            workers = worker_count,
+            bind_ip = %config.bind_ip,
+            ports = engine.ports_total(),
+            "media engine started"
+        );
+        Ok(engine)
+    }
+
+    /// Allocates an even RTP port (and port+1 for RTCP) from the pool, binds both UDP sockets
+    /// (non-blocking, tuned), hands them to the least-loaded worker and returns the local address.
+    /// On any failure nothing stays allocated.
+    pub fn open_connection(&self, request: OpenConnection) -> Result<MediaEndpoint, EngineError> {
+        // Held throughout so a concurrent open of the same key cannot slip in.
+        let mut registry = lock(&self.registry);
+        if registry.connections.contains_key(&request.key) {
+            return Err(EngineError::DuplicateConnection);
+        }
+        let (rtp_port, sockets) = self.bind_free_pair()?;
+        let local_rtp = sockets.local_rtp;
+        let worker = registry.least_loaded_worker();
+        let stats = Arc::new(SharedStats::default());
+        let command = WorkerCommand::Open(NewConnection {
+            key: request.key,
+            mode: request.mode,
+            remote_rtp: request.remote_rtp,
+            rtp_port,
+            sockets,
+            stats: Arc::clone(&stats),
+        });
+        if let Err(error) = self.workers[worker].submit(command) {
+            // The rejected command, and with it both sockets, is already dropped.
+            lock(&self.ports).release(rtp_port);
+            return Err(error);
+        }
+        registry.insert(request.key, ConnectionEntry { worker, stats });
+        tracing::debug!(
+            key = request.key,
+            worker,
+            rtp = %local_rtp,
+            mode = ?request.mode,
+            "media connection opened"
+        );
+        Ok(MediaEndpoint {
+            rtp: local_rtp,
+            worker,
+        })
+    }
+
+    /// Changes the remote address / mode of a live connection (ModifyConnection, CreateConnection
+    /// on a reserved connection).
+    pub fn update_connection(
+        &self,
+        key: ConnectionKey,
+        mode: MediaMode,
+        remote_rtp: Option<SocketAddr>,
+    ) -> Result<(), EngineError> {
+        let registry = lock(&self.registry);
+        let entry = registry
+            .connections
+            .get(&key)
+            .ok_or(EngineError::UnknownConnection)?;
+        self.workers[entry.worker].submit(WorkerCommand::Update {
+            key,
+            mode,
+            remote_rtp,
+        })
+    }
+
+    /// Closes the connection on its worker; ports return to the pool when the worker has dropped
+    /// the sockets; an [`EngineEvent::Closed`] with final stats follows.
+    pub fn close_connection(&self, key: ConnectionKey) -> Result<(), EngineError> {
+        let mut registry = lock(&self.registry);
+        let worker = registry
+            .connections
+            .get(&key)
+            .ok_or(EngineError::UnknownConnection)?
+            .worker;
+        // Forget the connection only once the worker has the command, so QueueFull can be retried.
+        self.workers[worker].submit(WorkerCommand::Close { key })?;
+        registry.remove(key);
+        Ok(())
+    }
+
+    /// Live statistics of an open connection, as last published by its worker (after each batch
+    /// of packets). `None` once the connection is closed: the final figures come with `Closed`.
+    pub fn stats(&self, key: ConnectionKey) -> Option<MediaStats> {
+        let registry = lock(&self.registry);
+        registry
+            .connections
+            .get(&key)
+            .map(|entry| entry.stats.snapshot())
+    }
+
+    /// UDP ports allocated to connections (two per connection: RTP and RTCP), including closed
+    /// connections whose worker has not dropped the sockets yet.
+    pub fn ports_in_use(&self) -> usize {
+        lock(&self.ports).ports_in_use()
+    }
+
+    /// UDP ports in the pool (two per pair).
+    pub fn ports_total(&self) -> usize {
+        lock(&self.ports).ports_total()
+    }
+
+    /// Events the workers could not deliver because the event queue was full.
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stops all workers, closing every socket (each open connection reports `Closed`), and
+    /// joins the threads. Used at shutdown and in tests; dropping the engine does the same.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+
+    /// Pops free pairs until one binds: pairs taken by another process go to the back of the
+    /// pool and the next is tried, up to `MAX_BIND_ATTEMPTS`.
+    fn bind_free_pair(&self) -> Result<(u16, MediaSockets), EngineError> {
+        let mut ports = lock(&self.ports);
+        let attempts = ports.free_pairs().min(MAX_BIND_ATTEMPTS);
+        for _ in 0..attempts {
+            let Some(rtp_port) = ports.allocate() else {
+                break;
+            };
+            match socket::bind_pair(self.bind_ip, rtp_port, &self.tuning) {
+                Ok(sockets) => return Ok((rtp_port, sockets)),
+                Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+                    tracing::debug!(
+                        rtp_port,
+                        %error,
+                        "media port pair taken by another socket, trying next"
+                    );
+                    ports.release(rtp_port);
+                }
+                Err(error) => {
+                    ports.release(rtp_port);
+                    tracing::warn!(
+                        rtp_port,
+                        bind_ip = %self.bind_ip,
+                        %error,
+                        "cannot bind media socket"
+                    );
+                    return Err(EngineError::Bind(error));
+                }
+            }
+        }
+        tracing::warn!(attempts, "no RTP port pair available");
+        Err(EngineError::NoPortsAvailable)
+    }
+
+    /// Tells every worker to stop and waits for it; safe to call more than once.
+    fn stop_workers(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for worker in &self.workers {
+            worker.wake();
+        }
+        for worker in &mut self.workers {
+            worker.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_workers();
+    }
+}
+
+/// The control plane's view of open connections.
+struct Registry {
+    /// Open connections by key.
+    connections: HashMap<ConnectionKey, ConnectionEntry>,
+    /// Connections carried by each worker, indexed by worker number.
+    load: Vec<usize>,
+}
+
+/// Where an open connection lives and how to read its statistics.
+struct ConnectionEntry {
+    /// Index of the worker that owns the sockets.
+    worker: usize,
+    /// Counters the worker publishes.
+    stats: Arc<SharedStats>,
+}
+
+impl Registry {
+    fn new(workers: usize) -> Self {
+        Registry {
+            connections: HashMap::new(),
+            load: vec![0; workers],
+        }
+    }
+
+    /// The worker carrying the fewest connections (lowest index on a tie).
+    fn least_loaded_worker(&self) -> usize {
+        self.load
+            .iter()
+            .enumerate()
+            .min_by_key(|&(_, &load)| load)
+            .map_or(0, |(index, _)| index)
+    }
+
+    fn insert(&mut self, key: ConnectionKey, entry: ConnectionEntry) {
+        self.load[entry.worker] += 1;
+        self.connections.insert(key, entry);
+    }
+
+    fn remove(&mut self, key: ConnectionKey) {
+        if let Some(entry) = self.connections.remove(&key) {
+            self.load[entry.worker] -= 1;
+        }
+    }
+}
+
+/// Worker threads to start: the configured number, or one per core for 0.
+fn resolve_worker_count(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+/// Locks a control-plane mutex. A panic while holding one of these cannot leave the data half
+/// updated (every critical section is a single map/queue operation), so poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,12 @@
+//! callbridge: a SIP/RTP media server appliance driven by the CUAE Media Control vocabulary.
+//!
+//! Layers (see docs/ARCHITECTURE.md): `api` → `control` → {`sip::ua`, `engine`} →
+//! {`sip::dialog` → `sip::transaction` → `sip::message`, `sdp`}. Lower layers never call
+//! upward; they return events.
+
+pub mod api;
+pub mod app;
+pub mod control;
+pub mod engine;
+pub mod sdp;
+pub mod sip;

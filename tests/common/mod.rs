@@ -1,0 +1,339 @@
+//! Shared end-to-end harness: starts the real `callbridge` binary on loopback with its own
+//! ports and config, talks to its HTTP API, reads its event stream, runs SIPp against it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "test-token";
+
+/// A running server; killed (SIGTERM, then SIGKILL) on drop.
+pub struct Server {
+    child: Option<Child>,
+    pub sip_port: u16,
+    pub api_port: u16,
+    pub rtp_min: u16,
+    pub rtp_max: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts with the standard test config plus `extra` TOML (e.g. more routes).
+    pub fn start(extra: &str) -> Server {
+        Self::start_with(extra, 40)
+    }
+
+    /// As `start`, with `rtp_pairs` RTP port pairs in the range.
+    pub fn start_with(extra: &str, rtp_pairs: u16) -> Server {
+        Self::launch(extra, rtp_pairs, &[])
+    }
+
+    /// The standard config with `--set` overrides on the command line.
+    pub fn start_with_overrides(overrides: &[&str]) -> Server {
+        Self::launch("", 40, overrides)
+    }
+
+    fn launch(extra: &str, rtp_pairs: u16, overrides: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sip_port = free_udp_tcp_port();
+        let api_port = free_tcp_port();
+        let rtp_min = free_rtp_range(rtp_pairs);
+        let rtp_max = rtp_min + rtp_pairs * 2 - 1;
+        let config = format!(
+            r#"
+[sip]
+listen = ["udp://127.0.0.1:{sip_port}", "tcp://127.0.0.1:{sip_port}"]
+t1_ms = 100
+t2_ms = 400
+[media]
+rtp_port_min = {rtp_min}
+rtp_port_max = {rtp_max}
+bind_ip = "127.0.0.1"
+workers = 2
+[api]
+listen = "127.0.0.1:{api_port}"
+tokens = ["{TOKEN}"]
+[log]
+level = "info,callbridge=debug"
+[[route]]
+user = "^echo$"
+service = "echo"
+[[route]]
+user = "^ring$"
+service = "echo"
+answer_delay_ms = 5000
+{extra}
+"#
+        );
+        let path = dir.path().join("callbridge.toml");
+        std::fs::write(&path, config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+            .arg("run")
+            .arg("--config")
+            .arg(&path)
+            .args(overrides.iter().flat_map(|o| ["--set", o]))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start callbridge");
+        let server = Server {
+            child: Some(child),
+            sip_port,
+            api_port,
+            rtp_min,
+            rtp_max,
+            dir,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(r) = client().get(self.url("/health")).send() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server never became healthy; log:\n{}", self.log());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.api_port, path)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// POST /mediacontrol/{action} with a JSON body; returns (HTTP status, JSON body).
+    pub fn action(&self, action: &str, body: Value) -> (u16, Value) {
+        let r = client()
+            .post(self.url(&format!("/mediacontrol/{action}")))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .expect("API reachable");
+        let status = r.status().as_u16();
+        (status, r.json().expect("JSON body"))
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let r = client()
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .expect("API reachable");
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().expect("JSON body")
+    }
+
+    pub fn connections(&self) -> Vec<Value> {
+        self.get("/mediacontrol/connections")["Connections"]
+            .as_array()
+            .cloned()
+            .expect("Connections array")
+    }
+
+    /// Waits until the connection list is empty (calls released), or panics with the list.
+    pub fn wait_no_connections(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let list = self.connections();
+            if list.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("connections left: {list:#?}\nlog:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn events(&self) -> EventStream {
+        EventStream::open(&self.url("/events"))
+    }
+
+    /// Runs SIPp against the server (UDP unless `args` says otherwise); returns its exit
+    /// status and combined output.
+    pub fn sipp(&self, args: &[&str]) -> (bool, String) {
+        let local_port = free_udp_tcp_port();
+        let media_port = free_udp_tcp_port();
+        let out = Command::new("sipp")
+            .current_dir(self.dir.path())
+            .arg(format!("127.0.0.1:{}", self.sip_port))
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-nostdin",
+                "-timeout",
+                "60s",
+                "-timeout_error",
+            ])
+            .args([
+                "-p",
+                &local_port.to_string(),
+                "-mp",
+                &media_port.to_string(),
+            ])
+            .args(args)
+            .output()
+            .expect("sipp is installed (Debian package sip-tester)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The `/events` SSE stream, read on a thread into a channel of JSON events.
+pub struct EventStream {
+    rx: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl EventStream {
+    fn open(url: &str) -> EventStream {
+        let response = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .build()
+            .expect("client")
+            .get(url)
+            .bearer_auth(TOKEN)
+            .send()
+            .expect("events reachable");
+        assert_eq!(response.status(), 200);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let reader = BufReader::new(response);
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                if let Some(data) = line.strip_prefix("data:") {
+                    if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        EventStream {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the first event (seen before or arriving) that satisfies `pred`.
+    pub fn wait_for(&mut self, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!("no matching event within {within:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Every event received so far (after draining what is queued).
+    pub fn drain(&mut self) -> &[Value] {
+        while let Ok(v) = self.rx.try_recv() {
+            self.seen.push(v);
+        }
+        &self.seen
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client")
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1.
+pub fn free_udp_tcp_port() -> u16 {
+    for _ in 0..200 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = udp.local_addr().expect("addr").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// An even base port with `pairs` free pairs after it, in a range the kernel does not hand
+/// out as ephemeral ports (below 32768), chosen per process to keep parallel tests apart.
+pub fn free_rtp_range(pairs: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = pairs * 2;
+    let seed = (std::process::id() % 64) as u16;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let base = 21000 + ((seed * 7 + n * 3) % 40) * 250;
+        let base = base & !1;
+        let all_free = (base..base + span).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return base;
+        }
+        assert!(n < 200, "no free RTP range");
+    }
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
