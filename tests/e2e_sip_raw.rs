@@ -348,3 +348,38 @@ fn compact_headers_and_multiple_vias_on_one_line_are_understood() {
     assert_eq!(status(&uac.final_response("BYE")), 200);
     server.wait_no_connections(Duration::from_secs(5));
 }
+
+#[test]
+fn an_answer_never_acknowledged_ends_with_bye_and_releases_the_connection() {
+    // Test config: T1 = 100 ms, so the ACK wait (64*T1) is 6.4 s.
+    let server = Server::start("");
+    let mut events = server.events();
+    let uac = Uac::new(&server, "noack");
+    uac.send(&uac.request("INVITE", "echo", 1, "", "noack1", &uac.sdp("0")));
+    let ok = uac.final_response("INVITE");
+    assert_eq!(status(&ok), 200);
+    // Retransmissions of the 200 keep coming while we stay silent; then the server gives up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut retransmitted_200 = 0;
+    let bye = loop {
+        assert!(Instant::now() < deadline, "no BYE after the ACK timeout");
+        let Some(msg) = uac.recv(Duration::from_millis(500)) else {
+            continue;
+        };
+        if msg.starts_with("SIP/2.0 200") {
+            retransmitted_200 += 1;
+        } else if msg.starts_with("BYE ") {
+            break msg;
+        }
+    };
+    assert!(
+        retransmitted_200 >= 3,
+        "the 200 was retransmitted ({retransmitted_200})"
+    );
+    assert!(header(&bye, "Reason").is_some(), "BYE says why: {bye}");
+    let released = events.wait_for(Duration::from_secs(5), |e| {
+        e["Event"] == "ConnectionReleased"
+    });
+    assert_eq!(released["Reason"], "ack-timeout");
+    server.wait_no_connections(Duration::from_secs(2));
+}

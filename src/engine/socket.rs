@@ -64,6 +64,10 @@ fn bind_one(address: SocketAddr, tuning: &SocketTuning) -> io::Result<UdpSocket>
         Some(Protocol::UDP),
     )?;
     socket.set_nonblocking(true)?;
+    if address.is_ipv6() && address.ip().is_unspecified() {
+        // `::` serves IPv4 peers too (as v4-mapped addresses), whatever the sysctl default.
+        socket.set_only_v6(false)?;
+    }
     apply_tuning(&socket, address, tuning);
     socket.bind(&address.into())?;
     Ok(UdpSocket::from_std(socket.into()))
@@ -76,7 +80,10 @@ fn apply_tuning(socket: &Socket, address: SocketAddr, tuning: &SocketTuning) {
         let tos = u32::from(tuning.dscp_tos);
         let marked = match address {
             SocketAddr::V4(_) => socket.set_tos_v4(tos),
-            SocketAddr::V6(_) => socket.set_tclass_v6(tos),
+            // A dual-stack socket needs both: TCLASS marks IPv6 packets, TOS v4-mapped ones.
+            SocketAddr::V6(_) => socket
+                .set_tclass_v6(tos)
+                .and_then(|()| socket.set_tos_v4(tos).or(Ok(()))),
         };
         if let Err(error) = marked {
             static LOGGED: AtomicBool = AtomicBool::new(false);

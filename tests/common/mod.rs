@@ -31,30 +31,43 @@ impl Server {
 
     /// As `start`, with `rtp_pairs` RTP port pairs in the range.
     pub fn start_with(extra: &str, rtp_pairs: u16) -> Server {
-        Self::launch(extra, rtp_pairs, &[])
+        Self::launch(extra, rtp_pairs, &[], false)
+    }
+
+    /// SIP on 127.0.0.1 and [::1], media on a dual-stack `::` socket.
+    pub fn start_dual_stack() -> Server {
+        Self::launch("", 40, &[], true)
     }
 
     /// The standard config with `--set` overrides on the command line.
     pub fn start_with_overrides(overrides: &[&str]) -> Server {
-        Self::launch("", 40, overrides)
+        Self::launch("", 40, overrides, false)
     }
 
-    fn launch(extra: &str, rtp_pairs: u16, overrides: &[&str]) -> Server {
+    fn launch(extra: &str, rtp_pairs: u16, overrides: &[&str], dual_stack: bool) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let sip_port = free_udp_tcp_port();
         let api_port = free_tcp_port();
         let rtp_min = free_rtp_range(rtp_pairs);
         let rtp_max = rtp_min + rtp_pairs * 2 - 1;
+        let (v6_listen, media_ip) = if dual_stack {
+            (
+                format!(", \"udp://[::1]:{sip_port}\", \"tcp://[::1]:{sip_port}\""),
+                "::",
+            )
+        } else {
+            (String::new(), "127.0.0.1")
+        };
         let config = format!(
             r#"
 [sip]
-listen = ["udp://127.0.0.1:{sip_port}", "tcp://127.0.0.1:{sip_port}"]
+listen = ["udp://127.0.0.1:{sip_port}", "tcp://127.0.0.1:{sip_port}"{v6_listen}]
 t1_ms = 100
 t2_ms = 400
 [media]
 rtp_port_min = {rtp_min}
 rtp_port_max = {rtp_max}
-bind_ip = "127.0.0.1"
+bind_ip = "{media_ip}"
 workers = 2
 [api]
 listen = "127.0.0.1:{api_port}"
