@@ -1,0 +1,80 @@
+//! The command line: version, check-config (good file, unknown key with its line, bad value),
+//! `--set` overrides, and the shipped default config.
+
+use std::process::Command;
+
+fn callbridge(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args(args)
+        .output()
+        .expect("binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn shipped_config() -> String {
+    format!("{}/configs/callbridge.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let (code, out) = callbridge(&["version"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.trim(),
+        format!("callbridge {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    let (code, out) = callbridge(&["check-config", "--config", &shipped_config()]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn check_config_names_an_unknown_key_and_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[sip]\nlisten = [\"udp://127.0.0.1:5060\"]\n\n[media]\nrtp_port_mni = 20000\n",
+    )
+    .unwrap();
+    let (code, out) = callbridge(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(out.contains("rtp_port_mni"), "{out}");
+    assert!(out.contains("line 5"), "{out}");
+}
+
+#[test]
+fn check_config_rejects_bad_values_and_overrides() {
+    let config = shipped_config();
+    let (code, out) = callbridge(&[
+        "check-config",
+        "--config",
+        &config,
+        "--set",
+        "media.rtp_port_min=40000",
+    ]);
+    assert_ne!(code, 0);
+    assert!(out.contains("rtp_port_min"), "{out}");
+    let (code, out) = callbridge(&["check-config", "--config", &config, "--set", "api.nope=1"]);
+    assert_ne!(code, 0);
+    assert!(out.contains("nope"), "{out}");
+    let (code, out) = callbridge(&[
+        "check-config",
+        "--config",
+        &config,
+        "--set",
+        "api.listen=127.0.0.1:9999",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = callbridge(&["check-config", "--config", "/nonexistent/callbridge.toml"]);
+    assert_ne!(code, 0);
+    assert!(out.contains("/nonexistent/callbridge.toml"), "{out}");
+}
