@@ -448,12 +448,18 @@ impl UserAgent {
             self.respond_simple(now, &key, cancel, 481, "Call/Transaction Does Not Exist");
             return;
         };
-        self.respond_simple(now, &key, cancel, 200, "OK");
         let call = self
             .calls
             .iter()
             .find(|(_, c)| c.invite_tx == invite_key)
             .map(|(id, c)| (*id, c.state));
+        let mut ok = self.base_response(cancel, 200, "OK");
+        if let (Some((call_id, _)), Ok(mut to)) = (call, ok.headers.to()) {
+            // §9.2: the same To tag as the responses to the INVITE.
+            set_tag(&mut to, Some(&self.calls[&call_id].dialog.local_tag));
+            ok.headers.set("To", to.to_string());
+        }
+        self.respond(now, &key, ok);
         // §9.2: a CANCEL after the final response changes nothing.
         let Some((call_id, state)) = call else { return };
         if matches!(state, CallState::Answered | CallState::Confirmed) {
@@ -507,6 +513,7 @@ impl UserAgent {
                 });
             }
             Method::Invite => self.on_reinvite(now, key, call_id, request),
+            Method::Cancel => self.on_cancel(now, key, &request),
             Method::Options => {
                 let response = self.options_response(&request);
                 self.respond(now, &key, response);
@@ -568,6 +575,15 @@ impl UserAgent {
             }
         };
         let call = self.calls.get_mut(&call_id).expect("checked above");
+        // §12.2.2: a re-INVITE is a target refresh request.
+        if let Some(contact) = request
+            .headers
+            .contacts()
+            .ok()
+            .and_then(|c| c.into_iter().next())
+        {
+            call.dialog.remote_target = contact.uri;
+        }
         call.invite = request;
         call.invite_tx = key;
         call.sdp_version = version;
@@ -709,11 +725,28 @@ impl UserAgent {
         self.respond(now, &key, response);
     }
 
-    fn respond(&mut self, now: Instant, key: &TransactionKey, response: Response) {
+    fn respond(&mut self, now: Instant, key: &TransactionKey, mut response: Response) {
+        self.add_to_tag(&mut response);
         if let Err(e) = self.transactions.send_response(now, key, response) {
             tracing::debug!(error = %e, "response not sent");
         }
         self.drain_transactions(now, None);
+    }
+
+    /// §8.2.6.2: every response but a 100 carries a To tag; one of ours if the request had none.
+    fn add_to_tag(&mut self, response: &mut Response) {
+        if response.status == 100 {
+            return;
+        }
+        let Ok(mut to) = response.headers.to() else {
+            return;
+        };
+        if to.tag().is_some() {
+            return;
+        }
+        let tag = self.random_token();
+        set_tag(&mut to, Some(&tag));
+        response.headers.set("To", to.to_string());
     }
 
     fn respond_simple(
@@ -787,6 +820,7 @@ impl UserAgent {
         response
             .headers
             .push("Server", self.settings.user_agent.clone());
+        self.add_to_tag(&mut response);
         self.outputs.push_back(UaOutput::Transmit {
             to: source,
             message: SipMessage::Response(response),
@@ -1019,6 +1053,8 @@ mod tests {
         cseq: u32,
         /// Our tag, once learned from a response.
         to_tag: Option<String>,
+        /// host:port of the peer's Contact.
+        contact: String,
         branches: u32,
     }
 
@@ -1034,6 +1070,7 @@ mod tests {
                 invite_cseq: 100,
                 cseq: 100,
                 to_tag: None,
+                contact: PEER_CONTACT.to_string(),
                 branches: 1,
             }
         }
@@ -1076,20 +1113,28 @@ mod tests {
                  To: <sip:{user}@{LOCAL}>{to_tag}\r\n\
                  Call-ID: {call_id}\r\n\
                  CSeq: {cseq} {method}\r\n\
-                 Contact: <sip:alice@{PEER_CONTACT}>\r\n\
+                 Contact: <sip:alice@{contact}>\r\n\
                  {extra_headers}{content_type}Content-Length: {length}\r\n\r\n{body}",
                 user = self.user,
                 sent_by = self.sent_by,
                 via_params = self.via_params,
                 from_tag = self.from_tag,
                 call_id = self.call_id,
+                contact = self.contact,
                 length = body.len(),
             )
         }
 
         fn invite_text(&self, extra_headers: &str, body: Option<(&str, &str)>) -> String {
             let branch = &self.invite_branch;
-            self.text("INVITE", branch, self.invite_cseq, None, extra_headers, body)
+            self.text(
+                "INVITE",
+                branch,
+                self.invite_cseq,
+                None,
+                extra_headers,
+                body,
+            )
         }
 
         fn invite(&self, sdp: Option<&str>) -> SipMessage {
@@ -1121,6 +1166,13 @@ mod tests {
             sip(&self.text("CANCEL", branch, self.invite_cseq, None, "", None))
         }
 
+        /// CANCEL of a re-INVITE: its To carries our tag, like the re-INVITE's.
+        fn cancel_reinvite(&self) -> SipMessage {
+            let branch = &self.invite_branch;
+            let to_tag = self.to_tag.as_deref();
+            sip(&self.text("CANCEL", branch, self.invite_cseq, to_tag, "", None))
+        }
+
         fn bye(&mut self) -> SipMessage {
             self.in_dialog("BYE")
         }
@@ -1139,10 +1191,14 @@ mod tests {
         }
 
         fn reinvite(&mut self, sdp: &str) -> SipMessage {
+            self.reinvite_with(Some(sdp))
+        }
+
+        fn reinvite_with(&mut self, sdp: Option<&str>) -> SipMessage {
             self.cseq += 1;
             self.invite_cseq = self.cseq;
             self.invite_branch = self.fresh_branch();
-            let body = Some(("application/sdp", sdp));
+            let body = sdp.map(|s| ("application/sdp", s));
             let to_tag = self.to_tag.as_deref();
             sip(&self.text("INVITE", &self.invite_branch, self.cseq, to_tag, "", body))
         }
@@ -1203,7 +1259,10 @@ mod tests {
         }
 
         fn hangup(&mut self, call: CallId, cause: u8) -> Vec<UaOutput> {
-            assert!(self.ua.hangup(self.now, call, cause), "call {call} is alive");
+            assert!(
+                self.ua.hangup(self.now, call, cause),
+                "call {call} is alive"
+            );
             self.drain()
         }
 
@@ -1354,6 +1413,15 @@ mod tests {
 
     fn cseq_method(headers: &Headers) -> Method {
         headers.cseq().expect("message has a CSeq").method
+    }
+
+    /// The Allow list as one value (the parser splits it into items).
+    fn allow(response: &Response) -> String {
+        response
+            .headers
+            .get_all("Allow")
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn sdp_body(response: &Response) -> SessionDescription {
@@ -1509,7 +1577,9 @@ mod tests {
             }
         }
         // T1, 2T1, 4T1, then capped at T2 = 4 s.
-        let expected = [500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500];
+        let expected = [
+            500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500,
+        ];
         assert_eq!(resent_at, expected.map(ms));
 
         let out = h.advance(ms(1));
@@ -1523,7 +1593,9 @@ mod tests {
         );
         assert_eq!(h.ua.call_count(), 0);
 
-        assert!(h.receive_from(reply(&bye, 200, "OK"), PEER_CONTACT).is_empty());
+        assert!(h
+            .receive_from(reply(&bye, 200, "OK"), PEER_CONTACT)
+            .is_empty());
         h.assert_drains();
     }
 
@@ -1539,7 +1611,11 @@ mod tests {
         let ack = without_header(&peer.ack_text(None), "From");
         assert!(h.receive(sip(&ack)).is_empty(), "nothing answers an ACK");
 
-        assert_eq!(statuses(&h.advance(T1)), [200], "the 200 is still unacknowledged");
+        assert_eq!(
+            statuses(&h.advance(T1)),
+            [200],
+            "the 200 is still unacknowledged"
+        );
     }
 
     // --- 3. INVITE retransmissions -----------------------------------------------------------
@@ -1589,7 +1665,10 @@ mod tests {
 
         peer.learn_tag(&ok);
         assert!(h.receive(peer.ack(None)).is_empty());
-        assert_eq!(ended(&h.receive(peer.bye())), [(call, EndReason::RemoteHangup)]);
+        assert_eq!(
+            ended(&h.receive(peer.bye())),
+            [(call, EndReason::RemoteHangup)]
+        );
         h.assert_drains();
     }
 
@@ -1608,6 +1687,7 @@ mod tests {
         let terminated = response(&out, 487);
         assert_eq!(cseq_method(&terminated.headers), Method::Invite);
         assert_eq!(to_tag(&terminated), to_tag(&ringing));
+        assert_eq!(to_tag(&cancel_ok), to_tag(&ringing), "§9.2: one To tag");
         assert_eq!(ended(&out), [(call, EndReason::Cancelled)]);
         assert_eq!(h.ua.call_count(), 0);
 
@@ -1705,9 +1785,15 @@ mod tests {
         assert_eq!(updates[0].0, call);
         assert_eq!(updates[0].1.remote_rtp, peer_media(31000));
         assert_eq!(updates[0].1.codec, Codec::Pcmu);
-        assert!(transmitted(&h.advance(ms(5000))).is_empty(), "ACK stopped the 200");
+        assert!(
+            transmitted(&h.advance(ms(5000))).is_empty(),
+            "ACK stopped the 200"
+        );
 
-        assert_eq!(ended(&h.receive(peer.bye())), [(call, EndReason::RemoteHangup)]);
+        assert_eq!(
+            ended(&h.receive(peer.bye())),
+            [(call, EndReason::RemoteHangup)]
+        );
         h.assert_drains();
     }
 
@@ -1737,7 +1823,9 @@ mod tests {
             "the ACK still stopped the 200"
         );
 
-        assert!(h.receive_from(reply(&bye, 200, "OK"), PEER_CONTACT).is_empty());
+        assert!(h
+            .receive_from(reply(&bye, 200, "OK"), PEER_CONTACT)
+            .is_empty());
         h.assert_drains();
     }
 
@@ -1770,7 +1858,28 @@ mod tests {
         // The BYE is retransmitted until answered.
         let out = h.advance(T1);
         assert_eq!(only_request(&out).headers.cseq(), bye.headers.cseq());
-        assert!(h.receive_from(reply(&bye, 200, "OK"), PEER_CONTACT).is_empty());
+        assert!(h
+            .receive_from(reply(&bye, 200, "OK"), PEER_CONTACT)
+            .is_empty());
+        h.assert_drains();
+    }
+
+    #[test]
+    fn bye_in_the_early_dialog_gets_200_and_ends_the_invite_with_487() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("ring", "earlybye");
+        let call = h.invite(&peer, Some(&pcmu_sdp(30000)));
+        let ringing = response(&h.accept(call), 180);
+        peer.learn_tag(&ringing);
+
+        let out = h.receive(peer.bye());
+        assert_eq!(statuses(&out), [200, 487]);
+        assert_eq!(cseq_method(&response(&out, 200).headers), Method::Bye);
+        assert_eq!(to_tag(&response(&out, 487)), to_tag(&ringing));
+        assert_eq!(ended(&out), [(call, EndReason::RemoteHangup)]);
+        assert!(!statuses(&h.advance(ms(2000))).contains(&200));
+
+        assert!(h.receive(peer.ack_failure(&response(&out, 487))).is_empty());
         h.assert_drains();
     }
 
@@ -1835,8 +1944,14 @@ mod tests {
         assert_eq!(updates[0].1.remote_rtp, peer_media(32000));
 
         assert!(h.receive(peer.ack(None)).is_empty());
-        assert!(transmitted(&h.advance(ms(5000))).is_empty(), "ACK stopped the 200");
-        assert_eq!(ended(&h.receive(peer.bye())), [(call, EndReason::RemoteHangup)]);
+        assert!(
+            transmitted(&h.advance(ms(5000))).is_empty(),
+            "ACK stopped the 200"
+        );
+        assert_eq!(
+            ended(&h.receive(peer.bye())),
+            [(call, EndReason::RemoteHangup)]
+        );
         h.assert_drains();
     }
 
@@ -1858,6 +1973,74 @@ mod tests {
         let out = h.receive(peer.bye());
         assert_eq!(statuses(&out), [200]);
         assert_eq!(ended(&out), [(call, EndReason::RemoteHangup)]);
+        h.assert_drains();
+    }
+
+    #[test]
+    fn reinvite_without_sdp_gets_an_offer_answered_in_the_ack() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("echo", "refreshsdp");
+        let (call, ok) = h.confirmed_call(&mut peer);
+        let first = sdp_body(&ok).origin;
+
+        let out = h.receive(peer.reinvite_with(None));
+        assert!(media_updates(&out).is_empty(), "nothing agreed yet");
+        let offer = sdp_body(&response(&out, 200));
+        assert_eq!(offer.origin.session_version, first.session_version + 1);
+        assert_eq!(offer.media[0].formats, ["0", "8", "101"]);
+
+        let out = h.receive(peer.ack(Some(&pcmu_sdp(33000))));
+        assert!(transmitted(&out).is_empty());
+        let updates = media_updates(&out);
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].0, call);
+        assert_eq!(updates[0].1.remote_rtp, peer_media(33000));
+    }
+
+    #[test]
+    fn reinvite_contact_becomes_the_target_of_our_bye() {
+        const MOVED: &str = "192.0.2.20:5080";
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("echo", "refresh");
+        let (call, _) = h.confirmed_call(&mut peer);
+
+        peer.contact = MOVED.to_string();
+        let out = h.receive(peer.reinvite(&pcmu_sdp(32000)));
+        assert_eq!(statuses(&out), [100, 200]);
+        assert!(h.receive(peer.ack(None)).is_empty());
+
+        let out = h.hangup(call, 16);
+        assert_eq!(
+            sent_to(&out),
+            [addr(MOVED)],
+            "§12.2.2: re-INVITE refreshes the target"
+        );
+        assert_eq!(
+            only_request(&out).uri.to_string(),
+            format!("sip:alice@{MOVED}")
+        );
+    }
+
+    #[test]
+    fn cancel_of_an_answered_reinvite_gets_200_and_the_call_stays() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("echo", "cancelreinvite");
+        let (call, ok) = h.confirmed_call(&mut peer);
+        h.receive(peer.reinvite(&pcmu_sdp(32000)));
+
+        let out = h.receive(peer.cancel_reinvite());
+        assert_eq!(statuses(&out), [200]);
+        let cancel_ok = response(&out, 200);
+        assert_eq!(cseq_method(&cancel_ok.headers), Method::Cancel);
+        assert_eq!(to_tag(&cancel_ok), to_tag(&ok));
+        assert!(ended(&out).is_empty());
+        assert_eq!(h.ua.call_count(), 1);
+
+        assert!(h.receive(peer.ack(None)).is_empty());
+        assert_eq!(
+            ended(&h.receive(peer.bye())),
+            [(call, EndReason::RemoteHangup)]
+        );
         h.assert_drains();
     }
 
@@ -1900,7 +2083,10 @@ mod tests {
         let mut h = Harness::new();
         let peer = PeerCall::new("echo", "g729");
         let out = h.receive(peer.invite(Some(&g729_sdp(30000))));
-        let warning = response(&out, 488).headers.get("Warning").map(str::to_string);
+        let warning = response(&out, 488)
+            .headers
+            .get("Warning")
+            .map(str::to_string);
         assert!(
             warning.as_deref().is_some_and(|w| w.starts_with("304 ")),
             "Warning: {warning:?}"
@@ -1929,6 +2115,17 @@ mod tests {
         let refusal = response(&out, 415);
         assert_eq!(refusal.headers.get("Accept"), Some("application/sdp"));
         assert_invite_refused(&mut h, &peer, &out, 415);
+    }
+
+    #[test]
+    fn malformed_sdp_gets_400() {
+        let mut h = Harness::new();
+        let peer = PeerCall::new("echo", "badsdp");
+        let text = peer.invite_text("", Some(("application/sdp", "v=1\r\nnonsense\r\n")));
+        let out = h.receive(sip(&text));
+        let refusal = response(&out, 400);
+        assert!(refusal.reason.contains("SDP"), "reason: {}", refusal.reason);
+        assert_invite_refused(&mut h, &peer, &out, 400);
     }
 
     #[test]
@@ -1976,7 +2173,7 @@ mod tests {
         let out = h.receive(peer.out_of_dialog("REGISTER"));
         assert_eq!(statuses(&out), [405]);
         let refusal = response(&out, 405);
-        assert_eq!(refusal.headers.get("Allow"), Some(ALLOW));
+        assert_eq!(allow(&refusal), ALLOW);
         assert!(to_tag(&refusal).is_some(), "405 without a To tag");
         h.assert_drains();
     }
@@ -2009,7 +2206,7 @@ mod tests {
         assert_eq!(statuses(&out), [200]);
         assert_eq!(sent_to(&out), [addr(PEER)]);
         let ok = response(&out, 200);
-        assert_eq!(ok.headers.get("Allow"), Some(ALLOW));
+        assert_eq!(allow(&ok), ALLOW);
         assert_eq!(ok.headers.get("Accept"), Some("application/sdp"));
         assert!(ok.headers.get("Supported").is_some(), "no Supported header");
         assert!(to_tag(&ok).is_some(), "200 to OPTIONS without a To tag");
@@ -2036,6 +2233,7 @@ mod tests {
             "reason: {}",
             refusal.reason
         );
+        assert!(to_tag(&refusal).is_some(), "400 without a To tag");
         assert!(!has_incoming_call(&out));
         assert_eq!(h.ua.transaction_count(), 0);
     }
@@ -2067,7 +2265,10 @@ mod tests {
             let via = response.headers.top_via().expect("response has a Via");
             assert_eq!(via.host.to_string(), "10.0.0.5");
             assert_eq!(via.port, Some(5070));
-            assert_eq!(find_param(&via.params, "received"), Some(Some("203.0.113.7")));
+            assert_eq!(
+                find_param(&via.params, "received"),
+                Some(Some("203.0.113.7"))
+            );
             assert_eq!(find_param(&via.params, "rport"), Some(Some("40000")));
             assert_eq!(via.branch(), Some("z9hG4bK-nat-1"));
         }
@@ -2089,7 +2290,10 @@ mod tests {
         let out = h.receive_from(peer.out_of_dialog("OPTIONS"), "198.51.100.3:5070");
         assert_eq!(sent_to(&out), [addr("198.51.100.3:5070")]);
         let via = response(&out, 200).headers.top_via().expect("Via");
-        assert_eq!(find_param(&via.params, "received"), Some(Some("198.51.100.3")));
+        assert_eq!(
+            find_param(&via.params, "received"),
+            Some(Some("198.51.100.3"))
+        );
         assert_eq!(find_param(&via.params, "rport"), None);
     }
 
@@ -2099,6 +2303,9 @@ mod tests {
         let mut peer = PeerCall::new("echo", "direct");
         let out = h.receive(peer.out_of_dialog("OPTIONS"));
         let via = response(&out, 200).headers.top_via().expect("Via");
-        assert_eq!(via.to_string(), format!("SIP/2.0/UDP {PEER};branch=z9hG4bK-peer-direct-2"));
+        assert_eq!(
+            via.to_string(),
+            format!("SIP/2.0/UDP {PEER};branch=z9hG4bK-peer-direct-2")
+        );
     }
 }
