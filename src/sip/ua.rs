@@ -117,6 +117,8 @@ struct Call {
     /// The bound connection's local RTP address, once accepted.
     local_rtp: Option<SocketAddr>,
     answer_delay: Duration,
+    /// Reason header of the BYE held back in `ByePending`.
+    pending_bye_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +131,9 @@ enum CallState {
     Answered,
     /// ACK seen.
     Confirmed,
+    /// The owner hung up before the ACK came: the BYE waits for the ACK or its timeout
+    /// (RFC 3261 §15: no BYE on an INVITE whose 2xx is not yet acknowledged).
+    ByePending,
 }
 
 impl UserAgent {
@@ -251,7 +256,14 @@ impl UserAgent {
                 response.headers.push("Reason", reason);
                 self.respond_invite(now, call_id, response);
             }
-            CallState::Answered | CallState::Confirmed => self.send_bye(now, call_id, &reason),
+            CallState::Answered => {
+                let call = self.calls.get_mut(&call_id).expect("looked up above");
+                call.state = CallState::ByePending;
+                call.pending_bye_reason = Some(reason);
+                return true;
+            }
+            CallState::Confirmed => self.send_bye(now, call_id, &reason),
+            CallState::ByePending => return true,
         }
         self.forget(call_id);
         true
@@ -431,6 +443,7 @@ impl UserAgent {
                 },
                 local_rtp: None,
                 answer_delay: Duration::from_millis(route.answer_delay_ms),
+                pending_bye_reason: None,
             },
         );
         self.outputs.push_back(UaOutput::IncomingCall {
@@ -506,11 +519,14 @@ impl UserAgent {
                     let response = self.response_for_call(call_id, 487, "Request Terminated", None);
                     self.respond_invite(now, call_id, response);
                 }
+                let owner_ended = self.calls[&call_id].state == CallState::ByePending;
                 self.forget(call_id);
-                self.outputs.push_back(UaOutput::CallEnded {
-                    call: call_id,
-                    reason: EndReason::RemoteHangup,
-                });
+                if !owner_ended {
+                    self.outputs.push_back(UaOutput::CallEnded {
+                        call: call_id,
+                        reason: EndReason::RemoteHangup,
+                    });
+                }
             }
             Method::Invite => self.on_reinvite(now, key, call_id, request),
             Method::Cancel => self.on_cancel(now, key, &request),
@@ -617,6 +633,13 @@ impl UserAgent {
             .calls
             .get_mut(&call_id)
             .expect("by_dialog only names live calls");
+        if call.state == CallState::ByePending {
+            self.transactions.ack_received(&call.invite_tx);
+            let reason = call.pending_bye_reason.take().unwrap_or_default();
+            self.send_bye(_now, call_id, &reason);
+            self.forget(call_id);
+            return;
+        }
         if call.state != CallState::Answered {
             return; // a retransmitted ACK
         }
@@ -650,11 +673,20 @@ impl UserAgent {
         let Some(call_id) = self
             .calls
             .iter()
-            .find(|(_, c)| &c.invite_tx == key && c.state == CallState::Answered)
+            .find(|(_, c)| {
+                &c.invite_tx == key
+                    && matches!(c.state, CallState::Answered | CallState::ByePending)
+            })
             .map(|(id, _)| *id)
         else {
             return;
         };
+        if let Some(reason) = self.calls[&call_id].pending_bye_reason.clone() {
+            // The owner already ended this call; only the held-back BYE remains.
+            self.send_bye(now, call_id, &reason);
+            self.forget(call_id);
+            return;
+        }
         // §13.3.1.4: no ACK for our 2xx — the session is over; tell the peer with a BYE.
         self.send_bye(now, call_id, "SIP;cause=408;text=\"ACK Timeout\"");
         self.forget(call_id);
@@ -1858,6 +1890,52 @@ mod tests {
         // The BYE is retransmitted until answered.
         let out = h.advance(T1);
         assert_eq!(only_request(&out).headers.cseq(), bye.headers.cseq());
+        assert!(h
+            .receive_from(reply(&bye, 200, "OK"), PEER_CONTACT)
+            .is_empty());
+        h.assert_drains();
+    }
+
+    #[test]
+    fn hangup_before_the_ack_holds_the_bye_until_the_ack_arrives() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("echo", "earlyhangup");
+        let call = h.invite(&peer, Some(&pcmu_sdp(30000)));
+        h.answer(&mut peer, call);
+
+        let out = h.hangup(call, 16);
+        assert!(
+            requests(&out).is_empty(),
+            "no BYE before the 2xx is acknowledged"
+        );
+        assert!(ended(&out).is_empty(), "the owner already knows");
+
+        let out = h.receive(peer.ack(None));
+        let bye = only_request(&out);
+        assert_eq!(bye.method, Method::Bye);
+        assert_eq!(bye.headers.get("Reason"), Some("Q.850;cause=16"));
+        assert!(ended(&out).is_empty());
+        assert!(h
+            .receive_from(reply(&bye, 200, "OK"), PEER_CONTACT)
+            .is_empty());
+        h.assert_drains();
+    }
+
+    #[test]
+    fn hangup_before_an_ack_that_never_comes_sends_the_bye_at_the_ack_timeout() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("echo", "earlyhangup2");
+        let call = h.invite(&peer, Some(&pcmu_sdp(30000)));
+        h.answer(&mut peer, call);
+        assert!(requests(&h.hangup(call, 16)).is_empty());
+
+        let out = h.advance(T1 * 64);
+        let bye = requests(&out)
+            .into_iter()
+            .find(|r| r.method == Method::Bye)
+            .expect("the held-back BYE goes out at the ACK timeout");
+        assert_eq!(bye.headers.get("Reason"), Some("Q.850;cause=16"));
+        assert!(ended(&out).is_empty(), "no second CallEnded");
         assert!(h
             .receive_from(reply(&bye, 200, "OK"), PEER_CONTACT)
             .is_empty());
