@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod control;
+pub mod ctl;
 pub mod engine;
 pub mod sdp;
 pub mod sip;

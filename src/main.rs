@@ -4,8 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer};
 
-use callbridge::app::{self, config::Config, config::LogFormat};
+use callbridge::app::{self, config::Config, config::LogFormat, ConfigSource, LogControl};
+use callbridge::ctl::{self, CtlCommand};
 
 const DEFAULT_CONFIG: &str = "/etc/callbridge/callbridge.toml";
 
@@ -35,6 +39,33 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Operate a running server through its local API (address and token from the config).
+    Ctl {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlAction {
+    /// List calls in progress.
+    Calls,
+    /// List media connections.
+    Connections,
+    /// List conferences.
+    Conferences,
+    /// Show one connection with its statistics.
+    Show { connection_id: String },
+    /// Hang up a call (BYE; its connection is released).
+    Hangup { call_id: String },
+    /// Release a conference and every connection in it.
+    ReleaseConference { conference_id: String },
+    /// Reload the configuration (routes, tokens, log level) without dropping calls.
+    Reload,
 }
 
 fn main() -> ExitCode {
@@ -54,7 +85,11 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config, overrides } => {
+        Command::Ctl {
+            config,
+            overrides,
+            action,
+        } => {
             let config = match Config::load(&config, &overrides) {
                 Ok(c) => c,
                 Err(e) => {
@@ -62,7 +97,41 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_logging(&config.log.level, config.log.format);
+            let command = match action {
+                CtlAction::Calls => CtlCommand::Calls,
+                CtlAction::Connections => CtlCommand::Connections,
+                CtlAction::Conferences => CtlCommand::Conferences,
+                CtlAction::Show { connection_id } => CtlCommand::Show(connection_id),
+                CtlAction::Hangup { call_id } => CtlCommand::Hangup(call_id),
+                CtlAction::ReleaseConference { conference_id } => {
+                    CtlCommand::ReleaseConference(conference_id)
+                }
+                CtlAction::Reload => CtlCommand::Reload,
+            };
+            match ctl::run(&config, command) {
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("callbridge ctl: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run { config, overrides } => {
+            let source = ConfigSource {
+                path: config.clone(),
+                overrides: overrides.clone(),
+            };
+            let config = match Config::load(&config, &overrides) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let log = init_logging(&config.log.level, config.log.format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .thread_name("control")
@@ -75,7 +144,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(app::run(config)) {
+            match runtime.block_on(app::run(config, source, log)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "callbridge stopped");
@@ -87,14 +156,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+/// Logs to the journal (structured fields) when systemd runs us, to stderr otherwise; returns
+/// the handle that changes the filter on reload.
+fn init_logging(level: &str, format: LogFormat) -> LogControl {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|e| {
+        eprintln!("log.level {level:?}: {e}; using \"info\"");
+        EnvFilter::new("info")
+    });
+    let (filter, handle) = reload::Layer::new(filter);
+    // systemd sets JOURNAL_STREAM for services whose stderr goes to the journal.
+    let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    let output = match (journald, format) {
+        (Some(journal), _) => journal.boxed(),
+        (None, LogFormat::Json) => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        (None, LogFormat::Text) => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .init();
+    Box::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| format!("log.level {level:?}: {e}"))?;
+        handle
+            .reload(filter)
+            .map_err(|e| format!("cannot change the log filter: {e}"))
+    })
 }

@@ -20,6 +20,14 @@ fn shipped_config() -> String {
     format!("{}/configs/callbridge.toml", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The shipped config reads its token from the file the .deb generates at install; tests
+/// point it at a temporary one.
+fn token_override(dir: &tempfile::TempDir) -> String {
+    let path = dir.path().join("api.token");
+    std::fs::write(&path, "0123456789abcdef\n").unwrap();
+    format!("api.token_file={:?}", path.display().to_string())
+}
+
 #[test]
 fn version_prints_the_crate_version() {
     let (code, out) = callbridge(&["version"]);
@@ -32,8 +40,20 @@ fn version_prints_the_crate_version() {
 
 #[test]
 fn the_shipped_config_is_valid() {
-    let (code, out) = callbridge(&["check-config", "--config", &shipped_config()]);
+    let dir = tempfile::tempdir().unwrap();
+    let set = token_override(&dir);
+    let (code, out) = callbridge(&["check-config", "--config", &shipped_config(), "--set", &set]);
     assert_eq!(code, 0, "{out}");
+    // Without the generated token file it says which file is missing.
+    let (code, out) = callbridge(&[
+        "check-config",
+        "--config",
+        &shipped_config(),
+        "--set",
+        "api.token_file=\"/nonexistent/api.token\"",
+    ]);
+    assert_ne!(code, 0);
+    assert!(out.contains("/nonexistent/api.token"), "{out}");
 }
 
 #[test]
@@ -53,23 +73,37 @@ fn check_config_names_an_unknown_key_and_its_line() {
 
 #[test]
 fn check_config_rejects_bad_values_and_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_override(&dir);
     let config = shipped_config();
     let (code, out) = callbridge(&[
         "check-config",
         "--config",
         &config,
         "--set",
+        &token,
+        "--set",
         "media.rtp_port_min=40000",
     ]);
     assert_ne!(code, 0);
     assert!(out.contains("rtp_port_min"), "{out}");
-    let (code, out) = callbridge(&["check-config", "--config", &config, "--set", "api.nope=1"]);
+    let (code, out) = callbridge(&[
+        "check-config",
+        "--config",
+        &config,
+        "--set",
+        &token,
+        "--set",
+        "api.nope=1",
+    ]);
     assert_ne!(code, 0);
     assert!(out.contains("nope"), "{out}");
     let (code, out) = callbridge(&[
         "check-config",
         "--config",
         &config,
+        "--set",
+        &token,
         "--set",
         "api.listen=127.0.0.1:9999",
     ]);

@@ -12,7 +12,7 @@ pub mod mediacontrol;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -26,7 +26,7 @@ use axum::{Json, Router};
 use futures_util::stream::Stream;
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -37,7 +37,11 @@ use crate::control::{ControlHandle, ControlRequest, Status};
 #[derive(Clone)]
 pub struct ApiState {
     pub control: ControlHandle,
-    pub tokens: Arc<Vec<String>>,
+    /// Accepted bearer tokens; replaced on configuration reload.
+    pub tokens: Arc<RwLock<Vec<String>>>,
+    /// Asks the application to reload its configuration (as SIGHUP does); the reply says
+    /// whether the new configuration was valid and applied.
+    pub reload: mpsc::Sender<oneshot::Sender<Result<(), String>>>,
     /// Flips to true when the server stops, ending the open event streams (otherwise a
     /// graceful shutdown would wait for them forever).
     pub stopping: watch::Receiver<bool>,
@@ -49,6 +53,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/mediacontrol/connections", get(list_connections))
         .route("/mediacontrol/conferences", get(list_conferences))
         .route("/mediacontrol/{action}", post(media_action))
+        .route("/callcontrol/calls", get(list_calls))
+        .route("/admin/reload", post(reload))
         .route("/events", get(events))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -80,7 +86,13 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let authorized = presented.is_some_and(|p| state.tokens.iter().any(|t| same_secret(t, p)));
+    let authorized = presented.is_some_and(|p| {
+        state
+            .tokens
+            .read()
+            .map(|tokens| tokens.iter().any(|t| same_secret(t, p)))
+            .unwrap_or(false)
+    });
     if !authorized {
         return (
             StatusCode::UNAUTHORIZED,
@@ -180,6 +192,33 @@ async fn list_conferences(State(state): State<ApiState>) -> Response {
     query(&state, ControlRequest::ListConferences).await
 }
 
+async fn list_calls(State(state): State<ApiState>) -> Response {
+    query(&state, ControlRequest::ListCalls).await
+}
+
+/// Reloads the configuration like SIGHUP: routes, tokens and log level; calls continue.
+async fn reload(State(state): State<ApiState>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if state.reload.send(tx).await.is_err() {
+        return action_error(ActionError::new(
+            ResultCode::ServerInactive,
+            "server is shutting down",
+        ));
+    }
+    match rx.await {
+        Ok(Ok(())) => Json(json!({ "ResultCode": "0" })).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "ResultCode": ResultCode::InvalidParameter.as_wire(), "Error": e })),
+        )
+            .into_response(),
+        Err(_) => action_error(ActionError::new(
+            ResultCode::ServerInactive,
+            "server is shutting down",
+        )),
+    }
+}
+
 async fn query(
     state: &ApiState,
     make: impl FnOnce(oneshot::Sender<Value>) -> ControlRequest,
@@ -259,6 +298,44 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "RTP and RTCP ports in the configured range.",
         s.ports_total as u64,
     );
+    gauge("callbridge_conferences", "Conferences that exist.", 0);
+    gauge(
+        "callbridge_media_workers_stalled",
+        "Media workers whose loop has not turned for a second.",
+        s.stalled_workers as u64,
+    );
+    let mut counter = |name: &str, help: &str, value: u64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    };
+    counter(
+        "callbridge_rtp_packets_received_total",
+        "RTP packets received.",
+        s.rtp_packets_received,
+    );
+    counter(
+        "callbridge_rtp_packets_sent_total",
+        "RTP packets sent.",
+        s.rtp_packets_sent,
+    );
+    counter(
+        "callbridge_media_events_dropped_total",
+        "Media worker events dropped because the control plane's queue was full.",
+        s.engine_events_dropped,
+    );
+    out.push_str("# HELP callbridge_sip_requests_received_total SIP requests received, by method.\n# TYPE callbridge_sip_requests_received_total counter\n");
+    for (method, n) in &s.sip.requests_received {
+        out.push_str(&format!(
+            "callbridge_sip_requests_received_total{{method=\"{method}\"}} {n}\n"
+        ));
+    }
+    out.push_str("# HELP callbridge_sip_responses_sent_total SIP responses sent (not counting retransmissions), by status.\n# TYPE callbridge_sip_responses_sent_total counter\n");
+    for (status, n) in &s.sip.responses_sent {
+        out.push_str(&format!(
+            "callbridge_sip_responses_sent_total{{status=\"{status}\"}} {n}\n"
+        ));
+    }
     out.push_str("# HELP callbridge_calls_total Inbound calls routed.\n# TYPE callbridge_calls_total counter\n");
     out.push_str(&format!("callbridge_calls_total {}\n", s.calls_total));
     out.push_str("# HELP callbridge_connections_released_total Connections released, by reason.\n# TYPE callbridge_connections_released_total counter\n");

@@ -16,6 +16,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
+    pub app: AppConfig,
+    #[serde(default)]
     pub sip: SipConfig,
     #[serde(default)]
     pub media: MediaConfig,
@@ -26,6 +28,15 @@ pub struct Config {
     /// Inbound call routing, first match wins on the Request-URI user part.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// On SIGTERM, calls in progress may continue this long (new INVITEs get 503) before
+    /// they are ended with BYE, s.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,9 +108,14 @@ pub struct MediaConfig {
 pub struct ApiConfig {
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
-    /// Bearer tokens accepted on every API request. Empty list = API refuses everything.
+    /// Bearer tokens accepted on every API request. Empty list (and no token file) = the API
+    /// refuses everything.
     #[serde(default)]
     pub tokens: Vec<String>,
+    /// A file with more tokens, one per line (`#` comments allowed); the .deb generates a random
+    /// one at install. Read at start and on reload; a missing file is an error.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,7 +256,24 @@ impl Config {
         if self.api.tokens.iter().any(|t| t.trim().is_empty()) {
             return Err(invalid("api.tokens must not contain empty tokens".into()));
         }
+        self.api_tokens()?;
         Ok(())
+    }
+
+    /// Every accepted API token: `[api] tokens` plus the lines of `[api] token_file`.
+    pub fn api_tokens(&self) -> Result<Vec<String>, ConfigError> {
+        let mut tokens = self.api.tokens.clone();
+        if let Some(path) = &self.api.token_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(format!("api.token_file {}: {e}", path.display())))?;
+            tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string),
+            );
+        }
+        Ok(tokens)
     }
 
     pub fn sip_listeners(&self) -> Result<Vec<SipListen>, ConfigError> {
@@ -284,6 +317,14 @@ impl Config {
     }
 }
 
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            drain_timeout_s: default_drain_timeout(),
+        }
+    }
+}
+
 impl Default for SipConfig {
     fn default() -> Self {
         SipConfig {
@@ -321,6 +362,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: default_api_listen(),
             tokens: Vec::new(),
+            token_file: None,
         }
     }
 }
@@ -389,6 +431,9 @@ fn invalid(msg: String) -> ConfigError {
     ConfigError::Invalid(msg)
 }
 
+fn default_drain_timeout() -> u64 {
+    60
+}
 fn default_sip_listen() -> Vec<String> {
     vec![
         "udp://0.0.0.0:5060".into(),
@@ -510,6 +555,25 @@ service = "echo"
         let err =
             Config::from_str_with_overrides(GOOD, "t", &["media.bogus=1".into()]).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn token_file_adds_tokens_and_must_exist() {
+        let dir = std::env::temp_dir().join(format!("cb-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("api.token");
+        std::fs::write(&file, "# generated\nsecret-1\n\n").unwrap();
+        let set = format!("api.token_file={:?}", file.display().to_string());
+        let c = Config::from_str_with_overrides(GOOD, "t", &[set]).expect("token file read");
+        assert_eq!(c.api_tokens().unwrap(), vec!["change-me", "secret-1"]);
+        let err = Config::from_str_with_overrides(
+            GOOD,
+            "t",
+            &["api.token_file=\"/nonexistent/api.token\"".into()],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/api.token"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

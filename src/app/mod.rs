@@ -7,12 +7,13 @@
 pub mod config;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{self, ApiState};
-use crate::control::{ControlRequest, Controller, MediaSettings};
+use crate::control::{ControlHandle, ControlRequest, Controller, MediaSettings, Status};
 use crate::engine::{Engine, EngineConfig};
 use crate::sdp::LocalCapabilities;
 use crate::sip::transaction::TimerValues;
@@ -44,8 +45,19 @@ impl fmt::Display for AppError {
 
 impl std::error::Error for AppError {}
 
-/// Runs until SIGTERM/SIGINT, then releases every call (BYE) and stops.
-pub async fn run(config: Config) -> Result<(), AppError> {
+/// Where the configuration came from, so that a reload reads it the same way.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: std::path::PathBuf,
+    pub overrides: Vec<String>,
+}
+
+/// Changes the log filter at run time (configuration reload).
+pub type LogControl = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Runs until SIGTERM/SIGINT, then drains (new calls refused, calls in progress continue for up
+/// to `[app] drain_timeout_s`), releases everything (BYE) and stops. SIGHUP reloads.
+pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Result<(), AppError> {
     let (engine_tx, engine_rx) = mpsc::channel(4096);
     let engine = Engine::start(
         EngineConfig {
@@ -74,9 +86,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         UaSettings {
             user_agent: config.sip.user_agent.clone(),
             timers: TimerValues {
-                t1: std::time::Duration::from_millis(config.sip.t1_ms),
-                t2: std::time::Duration::from_millis(config.sip.t2_ms),
-                t4: std::time::Duration::from_millis(config.sip.t4_ms),
+                t1: Duration::from_millis(config.sip.t1_ms),
+                t2: Duration::from_millis(config.sip.t2_ms),
+                t4: Duration::from_millis(config.sip.t4_ms),
             },
             routes: config.compiled_routes().map_err(AppError::Config)?,
             capabilities: LocalCapabilities {
@@ -96,9 +108,12 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         .map_err(|e| AppError::ApiBind(config.api.listen, e))?;
     tracing::info!(addr = %config.api.listen, "API listening");
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+    let (reload_tx, mut reload_rx) = mpsc::channel(4);
+    let tokens = Arc::new(RwLock::new(config.api_tokens().map_err(AppError::Config)?));
     let state = ApiState {
         control: control.clone(),
-        tokens: Arc::new(config.api.tokens.clone()),
+        tokens: tokens.clone(),
+        reload: reload_tx,
         stopping: stopping_rx,
     };
     let (stop_api_tx, stop_api_rx) = oneshot::channel::<()>();
@@ -106,12 +121,40 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         let _ = stop_api_rx.await;
     }));
 
+    // Every listener and media worker is up: tell systemd, then keep telling it we are alive.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let health_task = tokio::spawn(report_health(control.clone()));
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "callbridge running");
 
-    wait_for_signal().await;
-    tracing::info!("stopping: releasing every connection");
+    let mut current = config;
+    let mut signals = StopSignals::new();
+    let mut hangup = install_signal(tokio::signal::unix::SignalKind::hangup());
+    loop {
+        tokio::select! {
+            _ = signals.terminate() => break,
+            _ = hangup.recv() => {
+                if let Err(e) = reload(&source, &mut current, &control, &tokens, &log).await {
+                    tracing::error!(error = %e, "reload refused; the running configuration stays");
+                }
+            }
+            Some(reply) = reload_rx.recv() => {
+                let result = reload(&source, &mut current, &control, &tokens, &log).await;
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "reload refused; the running configuration stays");
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    drain(
+        &control,
+        Duration::from_secs(current.app.drain_timeout_s),
+        &mut signals,
+    )
+    .await;
+    tracing::info!("stopping: releasing every connection");
     let (done_tx, done_rx) = oneshot::channel();
     if control
         .request(ControlRequest::Shutdown(done_tx))
@@ -120,8 +163,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     {
         let _ = done_rx.await;
     }
+    health_task.abort();
     // Give the BYEs just queued a moment to leave the sockets.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = stopping_tx.send(true);
     let _ = stop_api_tx.send(());
     let engine: Engine = match control_task.await {
@@ -136,14 +180,144 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term =
-        signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail on Linux");
-    let mut int =
-        signal(SignalKind::interrupt()).expect("installing a SIGINT handler cannot fail on Linux");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// Re-reads the configuration and applies what can change without a restart: routes, API
+/// tokens and the log filter. Listener addresses and media settings need a restart (logged).
+async fn reload(
+    source: &ConfigSource,
+    current: &mut Config,
+    control: &ControlHandle,
+    tokens: &RwLock<Vec<String>>,
+    log: &LogControl,
+) -> Result<(), String> {
+    let new = Config::load(&source.path, &source.overrides).map_err(|e| e.to_string())?;
+    let routes = new.compiled_routes().map_err(|e| e.to_string())?;
+    let new_tokens = new.api_tokens().map_err(|e| e.to_string())?;
+    log(&new.log.level)?;
+    let (tx, rx) = oneshot::channel();
+    control
+        .request(ControlRequest::ReloadRoutes(routes, tx))
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = rx.await;
+    *tokens
+        .write()
+        .map_err(|_| "token store poisoned".to_string())? = new_tokens;
+    for (what, changed) in [
+        ("sip.listen", new.sip.listen != current.sip.listen),
+        ("api.listen", new.api.listen != current.api.listen),
+        (
+            "media",
+            format!("{:?}", new.media) != format!("{:?}", current.media),
+        ),
+    ] {
+        if changed {
+            tracing::warn!(
+                setting = what,
+                "changed in the file; takes effect after a restart"
+            );
+        }
     }
+    *current = new;
+    tracing::info!("configuration reloaded");
+    Ok(())
+}
+
+/// Refuses new calls and waits until the calls in progress have ended, the timeout has passed,
+/// or a second SIGTERM/SIGINT asks to stop at once.
+async fn drain(control: &ControlHandle, timeout: Duration, signals: &mut StopSignals) {
+    let (tx, rx) = oneshot::channel();
+    if control.request(ControlRequest::Drain(tx)).await.is_err() {
+        return;
+    }
+    let _ = rx.await;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let calls = status(control).await.map(|s| s.calls).unwrap_or(0);
+        if calls == 0 {
+            return;
+        }
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+            "draining: {calls} calls in progress"
+        ))]);
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::info!(calls, "drain timeout: ending the remaining calls");
+                return;
+            }
+            _ = signals.terminate() => {
+                tracing::info!(calls, "second stop signal: ending the remaining calls now");
+                return;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+/// systemd WATCHDOG=1 while the control plane answers and every media worker is turning, and
+/// STATUS= with the live counts.
+async fn report_health(control: ControlHandle) {
+    let watchdog = sd_notify::watchdog_enabled();
+    let period = watchdog
+        .map(|d| d / 2)
+        .unwrap_or(Duration::from_secs(5))
+        .min(Duration::from_secs(5));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(s) = status(&control).await else {
+            tracing::warn!("control plane did not answer; watchdog not fed");
+            continue;
+        };
+        let text = format!(
+            "calls={} connections={} conferences=0",
+            s.calls, s.connections
+        );
+        let mut states = vec![sd_notify::NotifyState::Status(&text)];
+        if watchdog.is_some() {
+            if s.stalled_workers == 0 {
+                states.push(sd_notify::NotifyState::Watchdog);
+            } else {
+                tracing::error!(
+                    stalled = s.stalled_workers,
+                    "media workers stalled; watchdog not fed"
+                );
+            }
+        }
+        let _ = sd_notify::notify(&states);
+    }
+}
+
+async fn status(control: &ControlHandle) -> Option<Status> {
+    let (tx, rx) = oneshot::channel();
+    control.request(ControlRequest::Status(tx)).await.ok()?;
+    tokio::time::timeout(Duration::from_secs(2), rx)
+        .await
+        .ok()?
+        .ok()
+}
+
+/// SIGTERM and SIGINT: stop (the first drains, a second one during the drain stops at once).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> StopSignals {
+        use tokio::signal::unix::SignalKind;
+        StopSignals {
+            term: install_signal(SignalKind::terminate()),
+            int: install_signal(SignalKind::interrupt()),
+        }
+    }
+
+    async fn terminate(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+fn install_signal(kind: tokio::signal::unix::SignalKind) -> tokio::signal::unix::Signal {
+    tokio::signal::unix::signal(kind).expect("installing a signal handler cannot fail on Linux")
 }

@@ -119,6 +119,14 @@ impl Event {
     }
 }
 
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// An event with its place in the stream.
 #[derive(Debug, Clone, Serialize)]
 pub struct Envelope {
@@ -158,10 +166,7 @@ impl EventBus {
 
     pub fn emit(&mut self, event: Event) {
         tracing::debug!(event = event.name(), "event");
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let time_ms = unix_ms();
         let envelope = Envelope {
             seq: self.next_seq,
             time_ms,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::app::config::{Config, Service};
+use crate::app::config::{Config, Route, Service};
 use crate::engine::{Engine, EngineError, EngineEvent, MediaMode, OpenConnection};
 use crate::sdp::Codec;
 use crate::sip::transport::{route_source, Inbound, SipTransport};
@@ -77,7 +77,12 @@ pub enum ControlRequest {
     ),
     ListConnections(oneshot::Sender<Value>),
     ListConferences(oneshot::Sender<Value>),
+    ListCalls(oneshot::Sender<Value>),
     Status(oneshot::Sender<Status>),
+    /// New inbound routes from a configuration reload.
+    ReloadRoutes(Vec<Route>, oneshot::Sender<()>),
+    /// Graceful shutdown begins: refuse new calls, keep the ones in progress.
+    Drain(oneshot::Sender<()>),
     /// Release everything (BYE every call) and stop.
     Shutdown(oneshot::Sender<()>),
 }
@@ -92,6 +97,13 @@ pub struct Status {
     pub ports_total: usize,
     pub calls_total: u64,
     pub releases_by_reason: BTreeMap<String, u64>,
+    /// Media workers whose loop has not turned for a second (the watchdog's check).
+    pub stalled_workers: usize,
+    pub sip: crate::sip::ua::SipCounters,
+    /// RTP packets received/sent, over every connection ever (released ones included).
+    pub rtp_packets_received: u64,
+    pub rtp_packets_sent: u64,
+    pub engine_events_dropped: u64,
 }
 
 /// The API's handle on the control plane.
@@ -128,6 +140,21 @@ pub struct Controller {
     next_connection_id: u32,
     calls_total: u64,
     releases_by_reason: BTreeMap<String, u64>,
+    /// What the API shows about each call in progress.
+    call_info: HashMap<CallId, CallInfo>,
+    /// RTP counters of released connections, so totals survive releases.
+    released_rtp_received: u64,
+    released_rtp_sent: u64,
+}
+
+/// A call as listed by the API.
+#[derive(Debug, Clone)]
+struct CallInfo {
+    from: String,
+    to: String,
+    service: &'static str,
+    answered: bool,
+    started_ms: u64,
 }
 
 /// Media settings the control plane applies to every connection.
@@ -210,6 +237,9 @@ impl Controller {
             next_connection_id: 1,
             calls_total: 0,
             releases_by_reason: BTreeMap::new(),
+            call_info: HashMap::new(),
+            released_rtp_received: 0,
+            released_rtp_sent: 0,
         }
     }
 
@@ -298,8 +328,21 @@ impl Controller {
                 // Conferences arrive with the conferencing work; none can exist yet.
                 let _ = reply.send(json!({ "ResultCode": "0", "Conferences": [] }));
             }
+            ControlRequest::ListCalls(reply) => {
+                let _ = reply.send(self.list_calls());
+            }
             ControlRequest::Status(reply) => {
                 let _ = reply.send(self.status());
+            }
+            ControlRequest::ReloadRoutes(routes, reply) => {
+                tracing::info!(routes = routes.len(), "routes reloaded");
+                self.ua.set_routes(routes);
+                let _ = reply.send(());
+            }
+            ControlRequest::Drain(reply) => {
+                tracing::info!(calls = self.ua.call_count(), "draining: new calls refused");
+                self.ua.start_draining();
+                let _ = reply.send(());
             }
             ControlRequest::Shutdown(_) => unreachable!("handled by the loop"),
         }
@@ -462,11 +505,14 @@ impl Controller {
             return Err(unknown_connection(id));
         };
         let stats = self.engine.stats(u64::from(id)).unwrap_or_default();
+        self.released_rtp_received += stats.rtp_packets_received;
+        self.released_rtp_sent += stats.rtp_packets_sent;
         if let Err(e) = self.engine.close_connection(u64::from(id)) {
             tracing::warn!(connection = id, error = %e, "engine could not close connection");
         }
         if let Some(call) = connection.call {
             self.call_connections.remove(&call);
+            self.call_info.remove(&call);
             // The dialog is still up only when the release did not come from it.
             if self.ua.hangup(Instant::now(), call, Q850_NORMAL_CLEARING) {
                 self.events.emit(Event::CallEnded {
@@ -504,6 +550,9 @@ impl Controller {
                 } => self.on_incoming_call(call, service, remote_media, from, to, local),
                 UaOutput::MediaUpdated { call, media } => self.on_media_updated(call, media),
                 UaOutput::CallAnswered { call } => {
+                    if let Some(info) = self.call_info.get_mut(&call) {
+                        info.answered = true;
+                    }
                     if let Some(&id) = self.call_connections.get(&call) {
                         self.events.emit(Event::CallAnswered {
                             call_id: call.to_string(),
@@ -512,6 +561,7 @@ impl Controller {
                     }
                 }
                 UaOutput::CallEnded { call, reason } => {
+                    self.call_info.remove(&call);
                     let reason = release_reason(reason);
                     self.events.emit(Event::CallEnded {
                         call_id: call.to_string(),
@@ -536,13 +586,24 @@ impl Controller {
         local: SocketAddr,
     ) {
         self.calls_total += 1;
+        let service_name = match service {
+            Service::Echo => "echo",
+        };
+        self.call_info.insert(
+            call,
+            CallInfo {
+                from: from.clone(),
+                to: to.clone(),
+                service: service_name,
+                answered: false,
+                started_ms: events::unix_ms(),
+            },
+        );
         self.events.emit(Event::IncomingCall {
             call_id: call.to_string(),
             from,
             to,
-            service: match service {
-                Service::Echo => "echo".into(),
-            },
+            service: service_name.into(),
         });
         let mode = match service {
             Service::Echo => MediaMode::Echo,
@@ -762,7 +823,35 @@ impl Controller {
         json!({ "ResultCode": "0", "Connections": list })
     }
 
+    fn list_calls(&self) -> Value {
+        let mut ids: Vec<&CallId> = self.call_info.keys().collect();
+        ids.sort();
+        let list: Vec<Value> = ids
+            .into_iter()
+            .map(|id| {
+                let c = &self.call_info[id];
+                json!({
+                    "CallId": id.to_string(),
+                    "From": c.from,
+                    "To": c.to,
+                    "Service": c.service,
+                    "State": if c.answered { "answered" } else { "ringing" },
+                    "ConnectionId": self.call_connections.get(id).map(|c| c.to_string()),
+                    "StartedMs": c.started_ms,
+                })
+            })
+            .collect();
+        json!({ "ResultCode": "0", "Calls": list })
+    }
+
     fn status(&self) -> Status {
+        let (live_received, live_sent) = self
+            .connections
+            .keys()
+            .filter_map(|id| self.engine.stats(u64::from(*id)))
+            .fold((0, 0), |(r, s), st| {
+                (r + st.rtp_packets_received, s + st.rtp_packets_sent)
+            });
         Status {
             connections: self.connections.len(),
             calls: self.ua.call_count(),
@@ -771,6 +860,11 @@ impl Controller {
             ports_total: self.engine.ports_total(),
             calls_total: self.calls_total,
             releases_by_reason: self.releases_by_reason.clone(),
+            stalled_workers: self.engine.stalled_workers(Duration::from_secs(1)),
+            sip: self.ua.counters().clone(),
+            rtp_packets_received: self.released_rtp_received + live_received,
+            rtp_packets_sent: self.released_rtp_sent + live_sent,
+            engine_events_dropped: self.engine.events_dropped(),
         }
     }
 }

@@ -201,6 +201,9 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     /// Events the workers dropped because the event queue was full.
     events_dropped: Arc<AtomicU64>,
+    /// Per worker: milliseconds since `epoch` at its last loop turn.
+    heartbeats: Vec<Arc<AtomicU64>>,
+    epoch: std::time::Instant,
 }
 
 impl Engine {
@@ -221,6 +224,8 @@ impl Engine {
             },
             stop: Arc::new(AtomicBool::new(false)),
             events_dropped: Arc::new(AtomicU64::new(0)),
+            heartbeats: Vec::with_capacity(worker_count),
+            epoch: std::time::Instant::now(),
         };
         for index in 0..worker_count {
             let context = WorkerContext {
@@ -228,7 +233,10 @@ impl Engine {
                 events_dropped: Arc::clone(&engine.events_dropped),
                 port_return: port_return.clone(),
                 stop: Arc::clone(&engine.stop),
+                heartbeat: Arc::new(AtomicU64::new(0)),
+                epoch: engine.epoch,
             };
+            engine.heartbeats.push(Arc::clone(&context.heartbeat));
             // On error, dropping `engine` stops the workers already started.
             let handle = worker::spawn(index, context).map_err(EngineError::WorkerStart)?;
             engine.workers.push(handle);
@@ -336,6 +344,17 @@ impl Engine {
     /// UDP ports in the pool (two per pair).
     pub fn ports_total(&self) -> usize {
         lock(&self.ports).ports_total()
+    }
+
+    /// Workers whose loop has not turned within `max_age` (each turns at least every 100 ms
+    /// when idle). The systemd watchdog is fed only while this is zero.
+    pub fn stalled_workers(&self, max_age: std::time::Duration) -> usize {
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        let max_ms = max_age.as_millis() as u64;
+        self.heartbeats
+            .iter()
+            .filter(|h| now_ms.saturating_sub(h.load(Ordering::Relaxed)) > max_ms)
+            .count()
     }
 
     /// Events the workers could not deliver because the event queue was full.

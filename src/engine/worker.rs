@@ -85,6 +85,10 @@ pub(super) struct WorkerContext {
     pub(super) port_return: PortReturn,
     /// Set by the engine at shutdown.
     pub(super) stop: Arc<AtomicBool>,
+    /// Milliseconds since `epoch` at the worker's last turn: the watchdog's proof of life.
+    pub(super) heartbeat: Arc<AtomicU64>,
+    /// The engine's start, the origin of `heartbeat`.
+    pub(super) epoch: std::time::Instant,
 }
 
 /// The control plane's handle on one worker thread.
@@ -258,6 +262,8 @@ impl Worker {
             tracing::error!(worker = self.index, %error, "media worker poll failed, stopping");
             return false;
         }
+        let alive_ms = self.context.epoch.elapsed().as_millis() as u64;
+        self.context.heartbeat.store(alive_ms, Ordering::Relaxed);
         if self.context.stop.load(Ordering::Acquire) || !self.apply_commands() {
             return false;
         }
@@ -673,6 +679,8 @@ mod tests {
             events_dropped: Arc::default(),
             port_return: pool.port_return(),
             stop: Arc::default(),
+            heartbeat: Arc::default(),
+            epoch: std::time::Instant::now(),
         };
         let (commands, inbox) = mpsc::sync_channel(4);
         let mut worker = Worker::new(0, Poll::new().expect("create poll"), inbox, context);

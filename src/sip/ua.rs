@@ -93,7 +93,21 @@ pub struct UserAgent {
     outputs: VecDeque<UaOutput>,
     rng: rand::rngs::StdRng,
     next_call: CallId,
+    /// Shutting down: new INVITEs get 503 with Retry-After; calls in progress carry on.
+    draining: bool,
+    counters: SipCounters,
 }
+
+/// Requests received and responses sent, for metrics (transaction-level: retransmissions of
+/// the same response are not counted again).
+#[derive(Debug, Clone, Default)]
+pub struct SipCounters {
+    pub requests_received: std::collections::BTreeMap<String, u64>,
+    pub responses_sent: std::collections::BTreeMap<u16, u64>,
+}
+
+/// Seconds a draining server asks callers to wait before retrying (Retry-After).
+const DRAIN_RETRY_AFTER_S: u32 = 30;
 
 /// One call's SIP side.
 struct Call {
@@ -147,6 +161,8 @@ impl UserAgent {
             outputs: VecDeque::new(),
             rng: rand::rngs::StdRng::seed_from_u64(seed),
             next_call: 1,
+            draining: false,
+            counters: SipCounters::default(),
         }
     }
 
@@ -160,6 +176,11 @@ impl UserAgent {
     ) {
         let message = match message {
             SipMessage::Request(mut request) => {
+                *self
+                    .counters
+                    .requests_received
+                    .entry(request.method.as_str().to_string())
+                    .or_default() += 1;
                 if let Err(e) = request.check_mandatory() {
                     self.answer_malformed(&request, source, &e.to_string());
                     return;
@@ -269,6 +290,20 @@ impl UserAgent {
         true
     }
 
+    /// Replaces the inbound routes (configuration reload); calls in progress are unaffected.
+    pub fn set_routes(&mut self, routes: Vec<Route>) {
+        self.settings.routes = routes;
+    }
+
+    /// From now on new INVITEs are refused with 503 and Retry-After (graceful shutdown).
+    pub fn start_draining(&mut self) {
+        self.draining = true;
+    }
+
+    pub fn counters(&self) -> &SipCounters {
+        &self.counters
+    }
+
     /// Calls alive (for leak checks and metrics).
     pub fn call_count(&self) -> usize {
         self.calls.len()
@@ -355,6 +390,14 @@ impl UserAgent {
         if let Some(status) = self.unsupported_extension(&request) {
             let mut response = self.base_response(&request, 420, "Bad Extension");
             response.headers.push("Unsupported", status);
+            self.respond(now, &key, response);
+            return;
+        }
+        if self.draining {
+            let mut response = self.base_response(&request, 503, "Service Unavailable");
+            response
+                .headers
+                .push("Retry-After", DRAIN_RETRY_AFTER_S.to_string());
             self.respond(now, &key, response);
             return;
         }
@@ -759,6 +802,11 @@ impl UserAgent {
 
     fn respond(&mut self, now: Instant, key: &TransactionKey, mut response: Response) {
         self.add_to_tag(&mut response);
+        *self
+            .counters
+            .responses_sent
+            .entry(response.status)
+            .or_default() += 1;
         if let Err(e) = self.transactions.send_response(now, key, response) {
             tracing::debug!(error = %e, "response not sent");
         }

@@ -31,20 +31,59 @@ impl Server {
 
     /// As `start`, with `rtp_pairs` RTP port pairs in the range.
     pub fn start_with(extra: &str, rtp_pairs: u16) -> Server {
-        Self::launch(extra, rtp_pairs, &[], false)
+        Self::launch(extra, rtp_pairs, &[], false, &[])
     }
 
     /// SIP on 127.0.0.1 and [::1], media on a dual-stack `::` socket.
     pub fn start_dual_stack() -> Server {
-        Self::launch("", 40, &[], true)
+        Self::launch("", 40, &[], true, &[])
     }
 
     /// The standard config with `--set` overrides on the command line.
     pub fn start_with_overrides(overrides: &[&str]) -> Server {
-        Self::launch("", 40, overrides, false)
+        Self::launch("", 40, overrides, false, &[])
     }
 
-    fn launch(extra: &str, rtp_pairs: u16, overrides: &[&str], dual_stack: bool) -> Server {
+    /// The standard config (plus `extra`) with extra environment variables (NOTIFY_SOCKET...).
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Server {
+        Self::launch(extra, 40, &[], false, env)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("callbridge.toml")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        unsafe {
+            libc::kill(self.pid() as i32, signal);
+        }
+    }
+
+    /// Waits for the process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn launch(
+        extra: &str,
+        rtp_pairs: u16,
+        overrides: &[&str],
+        dual_stack: bool,
+        env: &[(&str, &str)],
+    ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let sip_port = free_udp_tcp_port();
         let api_port = free_tcp_port();
@@ -92,6 +131,7 @@ answer_delay_ms = 5000
             .arg("--config")
             .arg(&path)
             .args(overrides.iter().flat_map(|o| ["--set", o]))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

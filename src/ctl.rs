@@ -1,0 +1,246 @@
+//! `callbridge ctl`: operator commands against the local API, with the configured token.
+//!
+//! Owns: a minimal HTTP/1.1 client over a std `TcpStream` (the API is local and plain HTTP, so
+//! no client library is needed) and the rendering of listings as text tables.
+//! Must not: touch server state except through the public API.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::app::config::Config;
+
+/// One operator command.
+#[derive(Debug, Clone)]
+pub enum CtlCommand {
+    Calls,
+    Connections,
+    Conferences,
+    /// Everything about one connection (JSON).
+    Show(String),
+    /// End a call: DeleteConnection on its connection (BYE with Q.850 cause 16).
+    Hangup(String),
+    /// Release a conference and every connection in it.
+    ReleaseConference(String),
+    /// Reload the configuration (as SIGHUP does).
+    Reload,
+}
+
+/// Runs a command and returns what to print; errors are fit for stderr.
+pub fn run(config: &Config, command: CtlCommand) -> Result<String, String> {
+    let token = config
+        .api_tokens()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
+        .ok_or("no API token in the configuration (api.tokens or api.token_file)")?;
+    let api = Api {
+        addr: loopback_if_wildcard(config.api.listen),
+        token,
+    };
+    match command {
+        CtlCommand::Calls => {
+            let v = api.get("/callcontrol/calls")?;
+            Ok(table(
+                &v["Calls"],
+                &["CallId", "State", "Service", "ConnectionId", "From", "To"],
+            ))
+        }
+        CtlCommand::Connections => {
+            let v = api.get("/mediacontrol/connections")?;
+            Ok(table(
+                &v["Connections"],
+                &[
+                    "ConnectionId",
+                    "State",
+                    "CallId",
+                    "MediaRxIP",
+                    "MediaRxPort",
+                    "MediaTxIP",
+                    "MediaTxPort",
+                    "MediaRxCodec",
+                ],
+            ))
+        }
+        CtlCommand::Conferences => {
+            let v = api.get("/mediacontrol/conferences")?;
+            Ok(table(&v["Conferences"], &["ConferenceId", "Connections"]))
+        }
+        CtlCommand::Show(id) => {
+            let v = api.get("/mediacontrol/connections")?;
+            let found = v["Connections"]
+                .as_array()
+                .and_then(|list| list.iter().find(|c| c["ConnectionId"] == id.as_str()))
+                .ok_or(format!("connection {id} does not exist"))?;
+            serde_json::to_string_pretty(found).map_err(|e| e.to_string())
+        }
+        CtlCommand::Hangup(call) => {
+            let v = api.get("/callcontrol/calls")?;
+            let connection = v["Calls"]
+                .as_array()
+                .and_then(|list| list.iter().find(|c| c["CallId"] == call.as_str()))
+                .ok_or(format!("call {call} does not exist"))?["ConnectionId"]
+                .as_str()
+                .ok_or(format!("call {call} has no connection yet"))?
+                .to_string();
+            api.action("DeleteConnection", json!({ "ConnectionId": connection }))?;
+            Ok(format!(
+                "call {call} hung up (connection {connection} released)"
+            ))
+        }
+        CtlCommand::ReleaseConference(id) => {
+            api.action("DeleteConnection", json!({ "ConferenceId": id }))?;
+            Ok(format!("conference {id} released"))
+        }
+        CtlCommand::Reload => {
+            api.post("/admin/reload", &json!({}))?;
+            Ok("configuration reloaded".into())
+        }
+    }
+}
+
+struct Api {
+    addr: SocketAddr,
+    token: String,
+}
+
+impl Api {
+    fn get(&self, path: &str) -> Result<Value, String> {
+        self.request("GET", path, None)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Result<Value, String> {
+        self.request("POST", path, Some(body))
+    }
+
+    /// A Media Control action; a non-"0" ResultCode is an error with the server's message.
+    fn action(&self, action: &str, body: Value) -> Result<Value, String> {
+        self.post(&format!("/mediacontrol/{action}"), &body)
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+        let unreachable = |e: std::io::Error| format!("cannot reach the API at {}: {e}", self.addr);
+        let mut stream =
+            TcpStream::connect_timeout(&self.addr, Duration::from_secs(3)).map_err(unreachable)?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(unreachable)?;
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            self.token,
+            body.len()
+        );
+        stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body.as_bytes()))
+            .map_err(unreachable)?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).map_err(unreachable)?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or("malformed HTTP response from the API")?;
+        let status: u16 = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or("malformed HTTP status line from the API")?;
+        let value: Value = serde_json::from_str(body.trim())
+            .map_err(|e| format!("API answered HTTP {status} without JSON: {e}"))?;
+        if status != 200 {
+            let code = value["ResultCode"].as_str().unwrap_or("?");
+            let message = value["Error"].as_str().unwrap_or("");
+            return Err(format!("HTTP {status}, ResultCode {code}: {message}"));
+        }
+        Ok(value)
+    }
+}
+
+fn loopback_if_wildcard(addr: SocketAddr) -> SocketAddr {
+    if !addr.ip().is_unspecified() {
+        return addr;
+    }
+    let ip = if addr.is_ipv4() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        std::net::IpAddr::from([0, 0, 0, 0, 0, 0, 0, 1])
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+/// A plain text table of `columns` from a JSON array of objects.
+fn table(rows: &Value, columns: &[&str]) -> String {
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    let cell = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].len())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |values: Vec<&str>| {
+        values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = vec![line(columns.to_vec())];
+    out.extend(
+        cells
+            .iter()
+            .map(|r| line(r.iter().map(String::as_str).collect())),
+    );
+    out.push(format!("({} total)", rows.len()));
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns_and_counts_rows() {
+        let rows = json!([{"A": "1", "B": null}, {"A": "long-value", "B": 7}]);
+        let t = table(&rows, &["A", "B"]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "A           B");
+        assert_eq!(lines[1], "1           -");
+        assert_eq!(lines[2], "long-value  7");
+        assert_eq!(lines[3], "(2 total)");
+    }
+
+    #[test]
+    fn wildcard_api_address_is_reached_on_loopback() {
+        assert_eq!(
+            loopback_if_wildcard("0.0.0.0:8080".parse().unwrap()),
+            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            loopback_if_wildcard("[::]:8080".parse().unwrap()),
+            "[::1]:8080".parse::<SocketAddr>().unwrap()
+        );
+    }
+}
