@@ -9,5 +9,6 @@ pub mod app;
 pub mod control;
 pub mod ctl;
 pub mod engine;
+pub mod media;
 pub mod sdp;
 pub mod sip;

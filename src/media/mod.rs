@@ -1,0 +1,70 @@
+//! Media: the sans-IO building blocks of a connection's media path — RTP/RTCP, SRTP,
+//! DTMF, codecs, jitter buffer — owned and ticked by the engine's workers.
+//!
+//! Must not: touch sockets, read the clock or allocate on the packet path; every module takes
+//! `now` and caller-provided buffers.
+
+pub mod dtmf;
+pub mod rtcp;
+pub mod srtp;
+
+/// A counting global allocator for tests that prove the packet path allocates nothing.
+/// A binary can have only one `#[global_allocator]`, so every module's test shares this one.
+#[cfg(test)]
+pub(crate) mod alloc_counter {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    /// Counts heap allocations made by the current thread while counting is switched on; other
+    /// test threads are unaffected. Only one `#[global_allocator]` may exist per binary.
+    struct CountingAllocator;
+
+    thread_local! {
+        static COUNTING: Cell<bool> = const { Cell::new(false) };
+        static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn note_allocation() {
+        let _ = COUNTING.try_with(|on| {
+            if on.get() {
+                let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+            }
+        });
+    }
+
+    unsafe impl GlobalAlloc for CountingAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            note_allocation();
+            // SAFETY: forwarded unchanged from our caller, who upholds `alloc`'s contract.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            note_allocation();
+            // SAFETY: as for `alloc`.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            note_allocation();
+            // SAFETY: `ptr` came from this allocator, which hands out `System` memory.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` came from this allocator, which hands out `System` memory.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+    pub fn allocations_during(work: impl FnOnce()) -> usize {
+        ALLOCATIONS.with(|n| n.set(0));
+        COUNTING.with(|on| on.set(true));
+        work();
+        COUNTING.with(|on| on.set(false));
+        ALLOCATIONS.with(Cell::get)
+    }
+}
