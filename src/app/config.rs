@@ -101,6 +101,24 @@ pub struct MediaConfig {
     /// A connection made by ReserveConnection and never completed is released after this, s.
     #[serde(default = "default_reserve_timeout")]
     pub reserve_timeout_s: u64,
+    /// Accept RTP from the first source sending the negotiated payload types (peers behind
+    /// NAT) instead of only from the SDP address; latched once, never re-latched.
+    #[serde(default)]
+    pub nat_latching: bool,
+    /// A call whose RTP stops for this long is released (reason `rtp-timeout`); 0 = never.
+    #[serde(default = "default_rtp_timeout")]
+    pub rtp_timeout_s: u64,
+    /// Adaptive jitter buffer bounds, ms.
+    #[serde(default = "default_jitter_min")]
+    pub jitter_min_ms: u32,
+    #[serde(default = "default_jitter_max")]
+    pub jitter_max_ms: u32,
+    /// SDES-SRTP: "offer" (accept RTP and SRTP offers, offer RTP), "require", or "refuse".
+    #[serde(default = "default_srtp")]
+    pub srtp: String,
+    /// SRTP suites in preference order.
+    #[serde(default = "default_srtp_suites")]
+    pub srtp_suites: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -250,6 +268,20 @@ impl Config {
                 m.ptime_ms
             )));
         }
+        self.srtp_policy()?;
+        for suite in &m.srtp_suites {
+            if crate::media::srtp::SrtpProfile::from_sdes_name(suite).is_none() {
+                return Err(invalid(format!(
+                    "media.srtp_suites: unknown suite {suite:?} (AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32)"
+                )));
+            }
+        }
+        if m.jitter_min_ms < 10 || m.jitter_max_ms < m.jitter_min_ms || m.jitter_max_ms > 2000 {
+            return Err(invalid(format!(
+                "media.jitter_min_ms ({}) and jitter_max_ms ({}) must satisfy 10 <= min <= max <= 2000",
+                m.jitter_min_ms, m.jitter_max_ms
+            )));
+        }
         if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
             return Err(invalid("sip.t1_ms must be > 0 and <= sip.t2_ms".into()));
         }
@@ -283,6 +315,15 @@ impl Config {
         self.sip.listen.iter().map(|s| parse_listen(s)).collect()
     }
 
+    pub fn srtp_policy(&self) -> Result<crate::sdp::SrtpPolicy, ConfigError> {
+        crate::sdp::SrtpPolicy::from_name(&self.media.srtp).ok_or_else(|| {
+            invalid(format!(
+                "media.srtp {:?}: expected \"offer\", \"require\" or \"refuse\"",
+                self.media.srtp
+            ))
+        })
+    }
+
     pub fn compiled_routes(&self) -> Result<Vec<Route>, ConfigError> {
         self.routes
             .iter()
@@ -309,8 +350,10 @@ impl Config {
             .map(|c| match c.to_ascii_uppercase().as_str() {
                 "PCMU" => Ok(crate::sdp::Codec::Pcmu),
                 "PCMA" => Ok(crate::sdp::Codec::Pcma),
+                "G722" => Ok(crate::sdp::Codec::G722),
+                "OPUS" => Ok(crate::sdp::Codec::Opus),
                 _ => Err(invalid(format!(
-                    "media.codecs: unknown codec {c:?} (known: PCMU, PCMA)"
+                    "media.codecs: unknown codec {c:?} (known: PCMU, PCMA, G722, OPUS)"
                 ))),
             })
             .collect()
@@ -353,6 +396,12 @@ impl Default for MediaConfig {
             socket_recv_buffer: 0,
             socket_send_buffer: 0,
             reserve_timeout_s: default_reserve_timeout(),
+            nat_latching: false,
+            rtp_timeout_s: default_rtp_timeout(),
+            jitter_min_ms: default_jitter_min(),
+            jitter_max_ms: default_jitter_max(),
+            srtp: default_srtp(),
+            srtp_suites: default_srtp_suites(),
         }
     }
 }
@@ -431,6 +480,24 @@ fn invalid(msg: String) -> ConfigError {
     ConfigError::Invalid(msg)
 }
 
+fn default_rtp_timeout() -> u64 {
+    60
+}
+fn default_jitter_min() -> u32 {
+    20
+}
+fn default_jitter_max() -> u32 {
+    200
+}
+fn default_srtp() -> String {
+    "offer".into()
+}
+fn default_srtp_suites() -> Vec<String> {
+    crate::sdp::DEFAULT_SRTP_SUITES
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
 fn default_drain_timeout() -> u64 {
     60
 }

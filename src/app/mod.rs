@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{self, ApiState};
 use crate::control::{ControlHandle, ControlRequest, Controller, MediaSettings, Status};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, SessionDefaults};
 use crate::sdp::LocalCapabilities;
 use crate::sip::transaction::TimerValues;
 use crate::sip::transport::SipTransport;
@@ -68,6 +68,14 @@ pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Resul
             dscp_tos: config.media.tos,
             recv_buffer: config.media.socket_recv_buffer,
             send_buffer: config.media.socket_send_buffer,
+            session: SessionDefaults {
+                latching: config.media.nat_latching,
+                rtp_timeout: (config.media.rtp_timeout_s > 0)
+                    .then(|| Duration::from_secs(config.media.rtp_timeout_s)),
+                jitter_min_ms: config.media.jitter_min_ms,
+                jitter_max_ms: config.media.jitter_max_ms,
+                rtcp_interval: Duration::from_secs(5),
+            },
         },
         engine_tx,
     )
@@ -95,6 +103,8 @@ pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Resul
                 codecs: config.audio_codecs().map_err(AppError::Config)?,
                 telephone_event: config.media.telephone_event,
                 ptime_ms: config.media.ptime_ms,
+                srtp: config.srtp_policy().map_err(AppError::Config)?,
+                srtp_suites: config.media.srtp_suites.clone(),
             },
         },
         rand::random(),

@@ -30,6 +30,8 @@ pub enum ReleaseReason {
     ReserveTimeout,
     /// The server is shutting down.
     Shutdown,
+    /// No RTP arrived for `[media] rtp_timeout_s`.
+    RtpTimeout,
 }
 
 /// One thing that happened. `Event` in JSON names the variant; ids are strings as in the API.
@@ -95,6 +97,17 @@ pub enum Event {
         #[serde(rename = "ConnectionId")]
         connection_id: String,
     },
+    /// An RFC 4733 digit arrived on a connection.
+    DigitReceived {
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        #[serde(rename = "CallId", skip_serializing_if = "Option::is_none")]
+        call_id: Option<String>,
+        #[serde(rename = "Digit")]
+        digit: String,
+        #[serde(rename = "DurationMs")]
+        duration_ms: u32,
+    },
     /// The call's dialog is over (BYE either way, CANCEL, failure).
     CallEnded {
         #[serde(rename = "CallId")]
@@ -114,6 +127,7 @@ impl Event {
             Event::ConnectionReleased { .. } => "ConnectionReleased",
             Event::IncomingCall { .. } => "IncomingCall",
             Event::CallAnswered { .. } => "CallAnswered",
+            Event::DigitReceived { .. } => "DigitReceived",
             Event::CallEnded { .. } => "CallEnded",
         }
     }

@@ -17,7 +17,10 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::app::config::{Config, Route, Service};
-use crate::engine::{Engine, EngineError, EngineEvent, MediaMode, OpenConnection};
+use crate::engine::{
+    Engine, EngineError, EngineEvent, MediaMode, MediaSpec, OpenConnection, SrtpKeys, StreamFormat,
+};
+use crate::media::srtp::CryptoAttribute;
 use crate::sdp::Codec;
 use crate::sip::transport::{route_source, Inbound, SipTransport};
 use crate::sip::ua::{CallId, EndReason, UaOutput, UserAgent};
@@ -208,6 +211,8 @@ struct Connection {
     rx_framesize: u32,
     tx_framesize: u32,
     call: Option<CallId>,
+    /// What the engine's session for it does.
+    media: MediaSpec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,7 +395,7 @@ impl Controller {
         let state = ConnectionState::Reserved {
             expires: now + self.media.reserve_timeout,
         };
-        let id = self.open_connection(rx_ip, state, None, &choice, MediaMode::Idle, None)?;
+        let id = self.open_connection(rx_ip, state, &choice, MediaSpec::idle(None), None)?;
         let c = &self.connections[&id];
         self.events.emit(Event::ConnectionReserved {
             connection_id: id.to_string(),
@@ -416,9 +421,8 @@ impl Controller {
             let id = self.open_connection(
                 rx_ip,
                 ConnectionState::Connected,
-                Some(tx),
                 &codecs,
-                MediaMode::Idle,
+                MediaSpec::idle(Some(tx)),
                 None,
             )?;
             self.emit_created(id);
@@ -429,10 +433,9 @@ impl Controller {
         c.state = ConnectionState::Connected;
         apply_codecs(c, &codecs);
         c.tx = Some(tx);
-        if let Err(e) = self
-            .engine
-            .update_connection(u64::from(id), MediaMode::Idle, Some(tx))
-        {
+        let spec = retarget(&c.media, tx);
+        c.media = spec.clone();
+        if let Err(e) = self.engine.update_connection(u64::from(id), spec) {
             return Err(engine_error(e));
         }
         self.emit_created(id);
@@ -454,12 +457,9 @@ impl Controller {
         }
         apply_codecs(c, &codecs);
         c.tx = Some(tx);
-        let mode = if c.call.is_some() {
-            MediaMode::Echo
-        } else {
-            MediaMode::Idle
-        };
-        if let Err(e) = self.engine.update_connection(u64::from(id), mode, Some(tx)) {
+        let spec = retarget(&c.media, tx);
+        c.media = spec.clone();
+        if let Err(e) = self.engine.update_connection(u64::from(id), spec) {
             return Err(engine_error(e));
         }
         self.events.emit(Event::ConnectionModified {
@@ -608,7 +608,20 @@ impl Controller {
         let mode = match service {
             Service::Echo => MediaMode::Echo,
         };
-        let remote_rtp = remote_media.as_ref().and_then(|m| m.remote_rtp);
+        let spec = match remote_media.as_ref().map(|m| media_spec(mode, m)) {
+            Some(Ok(spec)) => spec,
+            Some(Err(e)) => {
+                tracing::warn!(call, error = %e, "negotiated media unusable");
+                self.ua
+                    .reject(Instant::now(), call, 488, "Not Acceptable Here");
+                return;
+            }
+            // No offer: we offer in the 2xx; the format comes with the answer in the ACK.
+            None => MediaSpec {
+                mode,
+                ..MediaSpec::idle(None)
+            },
+        };
         let codecs = remote_media
             .as_ref()
             .map(|m| CodecChoice {
@@ -619,14 +632,8 @@ impl Controller {
             })
             .unwrap_or_default();
         let rx_ip = self.media.announced_ip(local.ip());
-        let opened = self.open_connection(
-            rx_ip,
-            ConnectionState::Connected,
-            remote_rtp,
-            &codecs,
-            mode,
-            Some(call),
-        );
+        let opened =
+            self.open_connection(rx_ip, ConnectionState::Connected, &codecs, spec, Some(call));
         match opened {
             Ok(id) => {
                 self.call_connections.insert(call, id);
@@ -649,15 +656,20 @@ impl Controller {
         let Some(c) = self.connections.get_mut(&id) else {
             return;
         };
+        let spec = match media_spec(c.media.mode, &media) {
+            Ok(spec) => spec,
+            Err(e) => {
+                tracing::warn!(connection = id, error = %e, "re-negotiated media unusable; keeping the old");
+                return;
+            }
+        };
         c.tx = media.remote_rtp;
         c.rx_codec = media.codec;
         c.tx_codec = media.codec;
         c.rx_framesize = media.ptime_ms;
         c.tx_framesize = media.ptime_ms;
-        if let Err(e) =
-            self.engine
-                .update_connection(u64::from(id), MediaMode::Echo, media.remote_rtp)
-        {
+        c.media = spec.clone();
+        if let Err(e) = self.engine.update_connection(u64::from(id), spec) {
             tracing::warn!(connection = id, error = %e, "media update failed");
         }
         self.events.emit(Event::ConnectionModified {
@@ -678,6 +690,30 @@ impl Controller {
             }
             EngineEvent::FirstPacket { key, .. } => {
                 tracing::debug!(connection = key, "first RTP packet");
+            }
+            EngineEvent::Latched { key, source } => {
+                tracing::debug!(connection = key, %source, "RTP source latched");
+            }
+            EngineEvent::Digit {
+                key,
+                digit,
+                duration_ms,
+            } => {
+                let Ok(id) = u32::try_from(key) else { return };
+                let call = self.connections.get(&id).and_then(|c| c.call);
+                self.events.emit(Event::DigitReceived {
+                    connection_id: id.to_string(),
+                    call_id: call.map(|c| c.to_string()),
+                    digit: digit.to_string(),
+                    duration_ms,
+                });
+            }
+            EngineEvent::RtpTimeout { key } => {
+                let Ok(id) = u32::try_from(key) else { return };
+                if self.connections.contains_key(&id) {
+                    tracing::info!(connection = id, "no RTP: releasing the connection");
+                    let _ = self.release_connection(id, ReleaseReason::RtpTimeout);
+                }
             }
         }
     }
@@ -708,18 +744,17 @@ impl Controller {
         &mut self,
         rx_ip: IpAddr,
         state: ConnectionState,
-        tx: Option<SocketAddr>,
         codecs: &CodecChoice,
-        mode: MediaMode,
+        media: MediaSpec,
         call: Option<CallId>,
     ) -> Result<u32, ActionError> {
         let id = self.allocate_id()?;
+        let tx = media.remote_rtp;
         let endpoint = self
             .engine
             .open_connection(OpenConnection {
                 key: u64::from(id),
-                mode,
-                remote_rtp: tx,
+                media: media.clone(),
             })
             .map_err(engine_error)?;
         let default_codec = self.media.default_codec;
@@ -736,6 +771,7 @@ impl Controller {
                 rx_framesize: codecs.rx_framesize.unwrap_or(default_framesize),
                 tx_framesize: codecs.tx_framesize.unwrap_or(default_framesize),
                 call,
+                media,
             },
         );
         Ok(id)
@@ -816,7 +852,17 @@ impl Controller {
                         "RtpBytesSent": stats.rtp_bytes_sent,
                         "RtcpPacketsReceived": stats.rtcp_packets_received,
                         "MalformedPackets": stats.malformed_packets,
+                        "RtcpPacketsSent": stats.rtcp_packets_sent,
+                        "ForeignSourceDropped": stats.foreign_source_dropped,
+                        "SrtpRejected": stats.srtp_rejected,
+                        "PacketsLost": stats.packets_lost,
+                        "ConcealedFrames": stats.concealed_frames,
+                        "LatePackets": stats.late_packets,
+                        "JitterMs": stats.jitter_ms,
+                        "RttMs": stats.rtt_ms,
+                        "DigitsReceived": stats.digits_received,
                     },
+                    "Srtp": c.media.srtp.as_ref().map(|k| k.profile.sdes_name()),
                 })
             })
             .collect();
@@ -874,7 +920,55 @@ pub fn codec_name(codec: Codec) -> &'static str {
     match codec {
         Codec::Pcmu => "G711u",
         Codec::Pcma => "G711a",
+        Codec::G722 => "G722",
+        Codec::Opus => "Opus",
         Codec::TelephoneEvent => "telephone-event",
+    }
+}
+
+/// The engine's view of negotiated media: format, peer addresses and SRTP keys.
+fn media_spec(mode: MediaMode, media: &crate::sdp::NegotiatedMedia) -> Result<MediaSpec, String> {
+    let srtp = match &media.srtp {
+        Some(s) => Some(srtp_keys(s)?),
+        None => None,
+    };
+    Ok(MediaSpec {
+        mode,
+        format: Some(StreamFormat {
+            codec: media.codec,
+            payload_type: media.payload_type,
+            ptime_ms: media.ptime_ms,
+            telephone_event_pt: media.telephone_event_pt,
+        }),
+        remote_rtp: media.remote_rtp,
+        remote_rtcp: media.remote_rtcp,
+        srtp,
+    })
+}
+
+/// SDES key parameters (`inline:<base64 key||salt>[|lifetime]`) of both sides → SRTP keys.
+fn srtp_keys(s: &crate::sdp::NegotiatedSrtp) -> Result<SrtpKeys, String> {
+    let parse = |params: &str| {
+        CryptoAttribute::parse(&format!("{} {} {params}", s.tag, s.suite))
+            .map_err(|e| format!("SRTP key parameters: {e}"))
+    };
+    let theirs = parse(&s.remote_key_params)?;
+    let ours = parse(&s.local_key_params)?;
+    Ok(SrtpKeys {
+        profile: theirs.profile,
+        inbound_key: theirs.key.to_vec(),
+        inbound_salt: theirs.salt.clone(),
+        outbound_key: ours.key.to_vec(),
+        outbound_salt: ours.salt.clone(),
+    })
+}
+
+/// The same media aimed at a new peer address (ModifyConnection, CreateConnection re-target).
+fn retarget(spec: &MediaSpec, tx: SocketAddr) -> MediaSpec {
+    MediaSpec {
+        remote_rtp: Some(tx),
+        remote_rtcp: Some(SocketAddr::new(tx.ip(), tx.port().wrapping_add(1))),
+        ..spec.clone()
     }
 }
 

@@ -56,6 +56,8 @@ pub struct EngineConfig {
     pub recv_buffer: usize,
     /// SO_SNDBUF for each media socket; 0 leaves the kernel default.
     pub send_buffer: usize,
+    /// Media-session settings every connection gets.
+    pub session: SessionDefaults,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +70,31 @@ impl Default for EngineConfig {
             dscp_tos: 0xB8,
             recv_buffer: 0,
             send_buffer: 0,
+            session: SessionDefaults::default(),
+        }
+    }
+}
+
+/// Media-session settings every connection gets (from `[media]`).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionDefaults {
+    /// Latch RTP once to the first source sending negotiated payload types (NAT).
+    pub latching: bool,
+    /// No RTP for this long → [`EngineEvent::RtpTimeout`]; None disables.
+    pub rtp_timeout: Option<std::time::Duration>,
+    pub jitter_min_ms: u32,
+    pub jitter_max_ms: u32,
+    pub rtcp_interval: std::time::Duration,
+}
+
+impl Default for SessionDefaults {
+    fn default() -> Self {
+        SessionDefaults {
+            latching: false,
+            rtp_timeout: None,
+            jitter_min_ms: 20,
+            jitter_max_ms: 200,
+            rtcp_interval: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -75,13 +102,30 @@ impl Default for EngineConfig {
 /// The control plane's connection id.
 pub type ConnectionKey = u64;
 
-/// What a connection does with the media it receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaMode {
-    /// Receive and count only (API-created connection with no work yet).
-    Idle,
-    /// Send every received RTP packet back to the address it came from (symmetric RTP), RTCP too.
-    Echo,
+pub use crate::media::session::{SessionMode as MediaMode, SrtpKeys, StreamFormat};
+
+/// What a connection's media session does and with whom.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaSpec {
+    pub mode: MediaMode,
+    /// The negotiated stream; None until known (counts packets, decodes nothing).
+    pub format: Option<StreamFormat>,
+    pub remote_rtp: Option<SocketAddr>,
+    pub remote_rtcp: Option<SocketAddr>,
+    pub srtp: Option<SrtpKeys>,
+}
+
+impl MediaSpec {
+    /// Receive and count only, from `remote_rtp` (API connections without work yet).
+    pub fn idle(remote_rtp: Option<SocketAddr>) -> MediaSpec {
+        MediaSpec {
+            mode: MediaMode::Idle,
+            format: None,
+            remote_rtp,
+            remote_rtcp: remote_rtp.map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1))),
+            srtp: None,
+        }
+    }
 }
 
 /// A request to open a media connection.
@@ -89,10 +133,7 @@ pub enum MediaMode {
 pub struct OpenConnection {
     /// The control plane's id for the connection; must not be open already.
     pub key: ConnectionKey,
-    /// What to do with received media.
-    pub mode: MediaMode,
-    /// Negotiated peer RTP address; informational for Echo, the send target for later modes.
-    pub remote_rtp: Option<SocketAddr>,
+    pub media: MediaSpec,
 }
 
 /// Where an opened connection receives media.
@@ -105,7 +146,7 @@ pub struct MediaEndpoint {
 }
 
 /// Counters of one connection.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MediaStats {
     /// RTP packets received that looked like RTP.
     pub rtp_packets_received: u64,
@@ -121,10 +162,28 @@ pub struct MediaStats {
     pub last_source: Option<SocketAddr>,
     /// Packets dropped because they did not look like RTP/RTCP.
     pub malformed_packets: u64,
+    /// RTCP reports sent.
+    pub rtcp_packets_sent: u64,
+    /// Packets from a source other than the negotiated/latched one.
+    pub foreign_source_dropped: u64,
+    /// SRTP authentication/replay failures.
+    pub srtp_rejected: u64,
+    /// RFC 3550 cumulative loss of the received stream.
+    pub packets_lost: i64,
+    /// Frames the jitter buffer concealed.
+    pub concealed_frames: u64,
+    /// Late packets the jitter buffer discarded.
+    pub late_packets: u64,
+    /// RFC 3550 interarrival jitter of the received stream, ms.
+    pub jitter_ms: f64,
+    /// Round-trip time from RTCP, ms (0 until measured).
+    pub rtt_ms: f64,
+    /// RFC 4733 digits received.
+    pub digits_received: u64,
 }
 
 /// What the workers report to the control plane.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum EngineEvent {
     /// The connection's sockets are closed and its ports are back in the pool.
     Closed {
@@ -136,6 +195,19 @@ pub enum EngineEvent {
         key: ConnectionKey,
         source: SocketAddr,
     },
+    /// NAT latching chose this source.
+    Latched {
+        key: ConnectionKey,
+        source: SocketAddr,
+    },
+    /// An RFC 4733 digit arrived.
+    Digit {
+        key: ConnectionKey,
+        digit: char,
+        duration_ms: u32,
+    },
+    /// No RTP for the configured time.
+    RtpTimeout { key: ConnectionKey },
 }
 
 /// Why an engine call failed.
@@ -233,6 +305,7 @@ impl Engine {
                 events_dropped: Arc::clone(&engine.events_dropped),
                 port_return: port_return.clone(),
                 stop: Arc::clone(&engine.stop),
+                defaults: config.session,
                 heartbeat: Arc::new(AtomicU64::new(0)),
                 epoch: engine.epoch,
             };
@@ -263,14 +336,14 @@ impl Engine {
         let local_rtp = sockets.local_rtp;
         let worker = registry.least_loaded_worker();
         let stats = Arc::new(SharedStats::default());
-        let command = WorkerCommand::Open(NewConnection {
+        let mode = request.media.mode;
+        let command = WorkerCommand::Open(Box::new(NewConnection {
             key: request.key,
-            mode: request.mode,
-            remote_rtp: request.remote_rtp,
+            media: request.media,
             rtp_port,
             sockets,
             stats: Arc::clone(&stats),
-        });
+        }));
         if let Err(error) = self.workers[worker].submit(command) {
             // The rejected command, and with it both sockets, is already dropped.
             lock(&self.ports).release(rtp_port);
@@ -281,7 +354,7 @@ impl Engine {
             key = request.key,
             worker,
             rtp = %local_rtp,
-            mode = ?request.mode,
+            ?mode,
             "media connection opened"
         );
         Ok(MediaEndpoint {
@@ -295,8 +368,7 @@ impl Engine {
     pub fn update_connection(
         &self,
         key: ConnectionKey,
-        mode: MediaMode,
-        remote_rtp: Option<SocketAddr>,
+        media: MediaSpec,
     ) -> Result<(), EngineError> {
         let registry = lock(&self.registry);
         let entry = registry
@@ -305,8 +377,7 @@ impl Engine {
             .ok_or(EngineError::UnknownConnection)?;
         self.workers[entry.worker].submit(WorkerCommand::Update {
             key,
-            mode,
-            remote_rtp,
+            media: Box::new(media),
         })
     }
 

@@ -27,6 +27,18 @@ pub(super) struct SharedStats {
     rtcp_packets_received: AtomicU64,
     /// See [`MediaStats::malformed_packets`].
     malformed_packets: AtomicU64,
+    rtcp_packets_sent: AtomicU64,
+    foreign_source_dropped: AtomicU64,
+    srtp_rejected: AtomicU64,
+    /// i64 stored as its bits.
+    packets_lost: AtomicU64,
+    concealed_frames: AtomicU64,
+    late_packets: AtomicU64,
+    /// f64 stored as its bits.
+    jitter_ms: AtomicU64,
+    /// f64 stored as its bits.
+    rtt_ms: AtomicU64,
+    digits_received: AtomicU64,
     /// See [`MediaStats::last_source`].
     last_source: SharedAddress,
 }
@@ -45,6 +57,17 @@ impl SharedStats {
             .store(stats.rtcp_packets_received, relaxed);
         self.malformed_packets
             .store(stats.malformed_packets, relaxed);
+        self.rtcp_packets_sent
+            .store(stats.rtcp_packets_sent, relaxed);
+        self.foreign_source_dropped
+            .store(stats.foreign_source_dropped, relaxed);
+        self.srtp_rejected.store(stats.srtp_rejected, relaxed);
+        self.packets_lost.store(stats.packets_lost as u64, relaxed);
+        self.concealed_frames.store(stats.concealed_frames, relaxed);
+        self.late_packets.store(stats.late_packets, relaxed);
+        self.jitter_ms.store(stats.jitter_ms.to_bits(), relaxed);
+        self.rtt_ms.store(stats.rtt_ms.to_bits(), relaxed);
+        self.digits_received.store(stats.digits_received, relaxed);
     }
 
     /// Publishes a new RTP source; called only when it changes, so not per packet.
@@ -63,6 +86,15 @@ impl SharedStats {
             rtcp_packets_received: self.rtcp_packets_received.load(relaxed),
             last_source: self.last_source.load(),
             malformed_packets: self.malformed_packets.load(relaxed),
+            rtcp_packets_sent: self.rtcp_packets_sent.load(relaxed),
+            foreign_source_dropped: self.foreign_source_dropped.load(relaxed),
+            srtp_rejected: self.srtp_rejected.load(relaxed),
+            packets_lost: self.packets_lost.load(relaxed) as i64,
+            concealed_frames: self.concealed_frames.load(relaxed),
+            late_packets: self.late_packets.load(relaxed),
+            jitter_ms: f64::from_bits(self.jitter_ms.load(relaxed)),
+            rtt_ms: f64::from_bits(self.rtt_ms.load(relaxed)),
+            digits_received: self.digits_received.load(relaxed),
         }
     }
 }
@@ -177,6 +209,7 @@ mod tests {
     #[test]
     fn snapshot_reflects_published_counters() {
         let shared = SharedStats::default();
+        assert_eq!(shared.snapshot(), MediaStats::default());
         let stats = MediaStats {
             rtp_packets_received: 3,
             rtp_bytes_received: 516,
@@ -185,9 +218,30 @@ mod tests {
             rtcp_packets_received: 1,
             last_source: Some("127.0.0.1:4000".parse().expect("literal address")),
             malformed_packets: 4,
+            rtcp_packets_sent: 5,
+            foreign_source_dropped: 6,
+            srtp_rejected: 7,
+            // RFC 3550 cumulative loss goes negative when duplicates outnumber losses.
+            packets_lost: -8,
+            concealed_frames: 9,
+            late_packets: 10,
+            jitter_ms: 12.375,
+            rtt_ms: 48.5,
+            digits_received: 11,
         };
         shared.publish(&stats);
         shared.publish_last_source(stats.last_source.expect("set above"));
         assert_eq!(shared.snapshot(), stats);
+
+        // A later publication replaces every counter, the source address stays.
+        let later = MediaStats {
+            rtp_packets_received: 30,
+            packets_lost: i64::MIN,
+            jitter_ms: 0.1,
+            rtt_ms: f64::MAX,
+            ..stats.clone()
+        };
+        shared.publish(&later);
+        assert_eq!(shared.snapshot(), later);
     }
 }

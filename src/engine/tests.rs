@@ -1,10 +1,18 @@
 //! Engine tests over real UDP sockets on 127.0.0.1.
 //!
-//! Owns: end-to-end checks of echo, idle, malformed input, the port pool and shutdown.
+//! Owns: end-to-end checks of echo through each connection's media session, idle counting,
+//! malformed and foreign input, RTCP, NAT latching, RTP timeouts, RFC 4733 digits, the port pool
+//! and shutdown.
 //! Must not: use any address but 127.0.0.1, or sleep for fixed times where it can wait for an
 //! event or a condition instead. Each test has its own port range in 31100-31499: above the RTP
 //! ranges the end-to-end tests pick (21000-30999) and below the kernel's ephemeral ports (32768+),
 //! so client sockets never take them and tests can run in parallel.
+//!
+//! Media runs in real time: clients send PCMU frames paced every 20 ms on a fixed schedule, and
+//! an Echo session plays them back after its jitter buffer's delay as its own RTP stream (its
+//! SSRC, sequence numbers and timestamps). G.711 decode→encode is lossless, so the echoed
+//! payloads are the caller's; after the caller stops, the jitter buffer conceals a few frames
+//! (at most `jitter_max_ms` of them) and then the session goes quiet.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -12,39 +20,86 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{self, error::TryRecvError, Receiver};
 
 use super::*;
+use crate::media::dtmf::DtmfSender;
+use crate::media::rtp::{self, RtpHeader};
+use crate::sdp::Codec;
 
 /// How long a test waits for something that should happen within milliseconds.
 const PATIENCE: Duration = Duration::from_secs(5);
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// The negotiated stream of the test connections: PCMU, 20 ms, telephone-event on PT 101.
+const PCMU: StreamFormat = StreamFormat {
+    codec: Codec::Pcmu,
+    payload_type: 0,
+    ptime_ms: 20,
+    telephone_event_pt: Some(101),
+};
+const PTIME: Duration = Duration::from_millis(20);
+/// A PCMU frame on the wire: 12-byte RTP header and 160 bytes of payload.
+const FRAME_BYTES: u64 = 172;
+/// Caller frames that may be missing at the start of an echo while the jitter buffer fills.
+const MAY_MISS_AT_START: usize = 3;
+/// Stand-in (concealed) frames tolerated in the middle of an echo: a test thread or worker
+/// delayed by a loaded machine can make the jitter buffer stretch its delay once or twice.
+/// Caller frames are never allowed to go missing.
+const MAY_STRETCH: usize = 2;
+/// Silence after which an echo is over. The test jitter buffer conceals at most
+/// `jitter_max_ms` (100 ms) after the caller's last frame, one frame per 20 ms, then sends
+/// nothing.
+const QUIET: Duration = Duration::from_millis(150);
+
+/// The test caller's RTP stream.
+const CALLER: Stream = Stream {
+    ssrc: 0x1234_5678,
+    first_sequence: 1000,
+    first_timestamp: 5000,
+    seed: 0,
+};
+/// A stream from somewhere the session must not accept media from.
+const INTRUDER: Stream = Stream {
+    ssrc: 0x0BAD_F00D,
+    first_sequence: 40_000,
+    first_timestamp: 900_000,
+    seed: 0xA5,
+};
 
 #[test]
-fn echo_returns_every_rtp_packet_and_reports_closed_stats() {
+fn echo_plays_paced_pcmu_back_as_our_own_stream_and_reports_closed_stats() {
     let (engine, mut events) = start_engine(31_100, 31_119, 1);
-    let endpoint = open(&engine, 1, MediaMode::Echo);
+    let client = client_socket();
+    let endpoint = open(&engine, 1, echo_spec(&client));
     assert_eq!(endpoint.rtp.ip(), LOCALHOST);
     assert_eq!(endpoint.rtp.port() % 2, 0);
-    let client = client_socket();
 
-    let sent: Vec<Vec<u8>> = (0..50).map(rtp_packet).collect();
-    for packet in &sent {
-        client
-            .send_to(packet, endpoint.rtp)
-            .expect("send to engine");
-    }
-    for packet in &sent {
-        assert_eq!(&receive(&client).expect("echoed packet"), packet);
-    }
+    let frames = CALLER.frames(50);
+    send_paced(&client, endpoint.rtp, &frames);
+    let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
+    let stand_ins = assert_echo_of(&echoes, &frames);
+    let sent = echoes.len() as u64;
 
+    wait_until(|| {
+        engine
+            .stats(1)
+            .is_some_and(|stats| stats.rtp_packets_received == 50 && stats.rtp_packets_sent == sent)
+    });
+    let stats = engine.stats(1).expect("connection open");
+    // The concealed tail after the caller stopped is part of the echo; nothing else is.
+    assert!(
+        (1..=stand_ins as u64).contains(&stats.concealed_frames),
+        "concealed {} of {stand_ins} stand-in frames",
+        stats.concealed_frames
+    );
     let expected = MediaStats {
         rtp_packets_received: 50,
-        rtp_bytes_received: 50 * 172,
-        rtp_packets_sent: 50,
-        rtp_bytes_sent: 50 * 172,
-        rtcp_packets_received: 0,
+        rtp_bytes_received: 50 * FRAME_BYTES,
+        rtp_packets_sent: sent,
+        rtp_bytes_sent: sent * FRAME_BYTES,
         last_source: Some(local_address(&client)),
-        malformed_packets: 0,
+        concealed_frames: stats.concealed_frames,
+        jitter_ms: stats.jitter_ms,
+        ..MediaStats::default()
     };
-    wait_until(|| engine.stats(1).as_ref() == Some(&expected));
+    assert_eq!(stats, expected);
     let first = wait_for_event(&mut events, |event| {
         matches!(event, EngineEvent::FirstPacket { .. })
     });
@@ -76,11 +131,11 @@ fn echo_returns_every_rtp_packet_and_reports_closed_stats() {
 #[test]
 fn idle_counts_but_sends_nothing_back() {
     let (engine, _events) = start_engine(31_120, 31_139, 1);
-    let endpoint = open(&engine, 2, MediaMode::Idle);
     let client = client_socket();
-    for seq in 0..5 {
+    let endpoint = open(&engine, 2, MediaSpec::idle(Some(local_address(&client))));
+    for packet in CALLER.frames(5) {
         client
-            .send_to(&rtp_packet(seq), endpoint.rtp)
+            .send_to(&packet, endpoint.rtp)
             .expect("send to engine");
     }
     wait_until(|| {
@@ -93,7 +148,11 @@ fn idle_counts_but_sends_nothing_back() {
         .expect("set read timeout");
     assert!(receive(&client).is_none(), "idle connection sent media");
     let stats = engine.stats(2).expect("connection open");
+    assert_eq!(stats.rtp_bytes_received, 5 * FRAME_BYTES);
     assert_eq!(stats.rtp_packets_sent, 0);
+    assert_eq!(stats.rtcp_packets_sent, 0);
+    assert_eq!(stats.malformed_packets, 0);
+    assert_eq!(stats.foreign_source_dropped, 0);
     assert_eq!(stats.last_source, Some(local_address(&client)));
     engine.shutdown();
 }
@@ -101,10 +160,14 @@ fn idle_counts_but_sends_nothing_back() {
 #[test]
 fn garbage_is_counted_malformed_and_not_echoed() {
     let (engine, _events) = start_engine(31_140, 31_159, 1);
-    let endpoint = open(&engine, 3, MediaMode::Echo);
     let client = client_socket();
+    let endpoint = open(&engine, 3, echo_spec(&client));
     client
         .send_to(&[0x00, 0x01, 0x02], endpoint.rtp)
+        .expect("send garbage");
+    // RTP-sized, but version 1.
+    client
+        .send_to(&[0x40; 20], endpoint.rtp)
         .expect("send garbage");
     client
         .send_to(&[0x00, 0x01, 0x02], rtcp_address(endpoint))
@@ -112,83 +175,241 @@ fn garbage_is_counted_malformed_and_not_echoed() {
     wait_until(|| {
         engine
             .stats(3)
-            .is_some_and(|stats| stats.malformed_packets == 2)
+            .is_some_and(|stats| stats.malformed_packets == 3)
     });
-
-    // A valid packet sent after the garbage is the first thing echoed.
     client
-        .send_to(&rtp_packet(7), endpoint.rtp)
-        .expect("send RTP");
-    assert_eq!(receive(&client).expect("echoed packet"), rtp_packet(7));
-    // Counters are published after each batch, so possibly just after the echo went out.
+        .set_read_timeout(Some(QUIET))
+        .expect("set read timeout");
+    assert!(receive(&client).is_none(), "garbage was answered");
+    client
+        .set_read_timeout(Some(PATIENCE))
+        .expect("set read timeout");
+
+    // Valid frames after the garbage are echoed, and only they.
+    let frames = CALLER.frames(10);
+    send_paced(&client, endpoint.rtp, &frames);
+    let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
+    assert_echo_of(&echoes, &frames);
+    let sent = echoes.len() as u64;
     wait_until(|| {
         engine
             .stats(3)
-            .is_some_and(|stats| stats.rtp_packets_sent == 1)
+            .is_some_and(|stats| stats.rtp_packets_sent == sent)
     });
     let stats = engine.stats(3).expect("connection open");
-    assert_eq!(stats.rtp_packets_received, 1);
-    assert_eq!(stats.malformed_packets, 2);
+    assert_eq!(stats.rtp_packets_received, 10);
+    assert_eq!(stats.malformed_packets, 3);
+    assert_eq!(stats.rtcp_packets_received, 0);
     engine.shutdown();
 }
 
 #[test]
-fn rtcp_is_echoed_on_the_rtcp_port_and_counted() {
-    let (engine, _events) = start_engine(31_160, 31_179, 1);
-    let endpoint = open(&engine, 4, MediaMode::Echo);
+fn media_from_a_foreign_source_is_dropped_and_counted() {
+    let (engine, _events) = start_engine(31_420, 31_429, 1);
     let client = client_socket();
+    let intruder = client_socket();
+    let endpoint = open(&engine, 11, echo_spec(&client));
+
+    let frames = CALLER.frames(20);
+    let foreign = INTRUDER.frames(20);
+    pace(frames.len(), |index| {
+        client
+            .send_to(&frames[index], endpoint.rtp)
+            .expect("send to engine");
+        intruder
+            .send_to(&foreign[index], endpoint.rtp)
+            .expect("send to engine");
+    });
+    // The caller's echo is intact: no intruder frame got into it.
+    let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
+    assert_echo_of(&echoes, &frames);
+    wait_until(|| {
+        engine
+            .stats(11)
+            .is_some_and(|stats| stats.foreign_source_dropped == 20)
+    });
+    let stats = engine.stats(11).expect("connection open");
+    assert_eq!(stats.rtp_packets_received, 20);
+    assert_eq!(stats.rtp_bytes_received, 20 * FRAME_BYTES);
+    assert_eq!(stats.last_source, Some(local_address(&client)));
+    intruder
+        .set_read_timeout(Some(QUIET))
+        .expect("set read timeout");
+    assert!(receive(&intruder).is_none(), "media sent to the intruder");
+    engine.shutdown();
+}
+
+#[test]
+fn rtcp_reports_are_counted_and_the_session_sends_its_own() {
+    let (sender, _events) = mpsc::channel(256);
+    let config = EngineConfig {
+        rtp_port_min: 31_160,
+        rtp_port_max: 31_179,
+        session: SessionDefaults {
+            rtcp_interval: Duration::from_millis(200),
+            ..test_session()
+        },
+        ..test_config(1)
+    };
+    let engine = Engine::start(config, sender).expect("test config is valid");
+    let client = client_socket();
+    let client_rtcp = client_socket();
+    let spec = MediaSpec {
+        remote_rtcp: Some(local_address(&client_rtcp)),
+        ..echo_spec(&client)
+    };
+    let endpoint = open(&engine, 4, spec);
+
     // Empty receiver report: V=2, RC=0, PT=201, length=1, SSRC.
     let report = [0x80, 201, 0x00, 0x01, 0xDE, 0xAD, 0xBE, 0xEF];
-    client
+    client_rtcp
         .send_to(&report, rtcp_address(endpoint))
         .expect("send RTCP");
-    let mut buffer = [0u8; 64];
-    let (length, from) = client.recv_from(&mut buffer).expect("echoed RTCP");
-    assert_eq!(&buffer[..length], &report);
-    assert_eq!(from, rtcp_address(endpoint));
     wait_until(|| {
         engine
             .stats(4)
             .is_some_and(|stats| stats.rtcp_packets_received == 1)
     });
-    assert_eq!(
+    // Multiplexed on the RTP port, it is still RTCP.
+    client.send_to(&report, endpoint.rtp).expect("send RTCP");
+    wait_until(|| {
         engine
             .stats(4)
-            .expect("connection open")
-            .rtp_packets_received,
-        0
-    );
+            .is_some_and(|stats| stats.rtcp_packets_received == 2)
+    });
+    let stats = engine.stats(4).expect("connection open");
+    assert_eq!(stats.rtp_packets_received, 0);
+    assert_eq!(stats.malformed_packets, 0);
+
+    let frames = CALLER.frames(15);
+    send_paced(&client, endpoint.rtp, &frames);
+    let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
+    assert_echo_of(&echoes, &frames);
+    let our_ssrc = echoes[0].ssrc;
+
+    // Reports are not echoes: they come from our RTCP port, about our SSRC, and once we have
+    // sent RTP they are sender reports.
+    let deadline = Instant::now() + PATIENCE;
+    let mut buffer = [0u8; 1500];
+    loop {
+        let (length, from) = client_rtcp
+            .recv_from(&mut buffer)
+            .expect("RTCP report from the session");
+        let datagram = &buffer[..length];
+        assert_eq!(from, rtcp_address(endpoint));
+        assert!(rtp::is_rtcp(datagram), "not RTCP: {datagram:02x?}");
+        assert_ne!(datagram, &report[..], "RTCP was echoed");
+        assert!(
+            matches!(datagram[1], 200 | 201),
+            "not a report: {datagram:02x?}"
+        );
+        let ssrc = u32::from_be_bytes([datagram[4], datagram[5], datagram[6], datagram[7]]);
+        assert_eq!(ssrc, our_ssrc, "report not about our stream");
+        if datagram[1] == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sender report in {PATIENCE:?}"
+        );
+    }
+    let stats = engine.stats(4).expect("connection open");
+    assert!(stats.rtcp_packets_sent >= 1);
+    assert_eq!(stats.rtcp_packets_received, 2);
+    assert_eq!(stats.rtp_packets_received, 15);
     engine.shutdown();
 }
 
 #[test]
 fn update_from_idle_to_echo_takes_effect() {
     let (engine, _events) = start_engine(31_180, 31_199, 1);
-    let endpoint = open(&engine, 5, MediaMode::Idle);
     let client = client_socket();
+    let endpoint = open(&engine, 5, MediaSpec::idle(Some(local_address(&client))));
+    let frames = CALLER.frames(16);
     client
-        .send_to(&rtp_packet(1), endpoint.rtp)
+        .send_to(&frames[0], endpoint.rtp)
         .expect("send to engine");
     wait_until(|| {
         engine
             .stats(5)
             .is_some_and(|stats| stats.rtp_packets_received == 1)
     });
+    assert_eq!(
+        engine.stats(5).expect("connection open").rtp_packets_sent,
+        0
+    );
 
-    let peer = local_address(&client);
     engine
-        .update_connection(5, MediaMode::Echo, Some(peer))
+        .update_connection(5, echo_spec(&client))
         .expect("update open connection");
-    // The update is queued before the packet is sent, and the worker applies commands first.
-    client
-        .send_to(&rtp_packet(2), endpoint.rtp)
-        .expect("send to engine");
-    assert_eq!(receive(&client).expect("echo after update"), rtp_packet(2));
+    // The update is queued before the frames are sent, and the worker applies commands first.
+    send_paced(&client, endpoint.rtp, &frames[1..]);
+    let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
+    assert_echo_of(&echoes, &frames[1..]);
+    let sent = echoes.len() as u64;
+    // Counters carry over the rebuilt session.
     wait_until(|| {
         engine
             .stats(5)
-            .is_some_and(|stats| stats.rtp_packets_sent == 1)
+            .is_some_and(|stats| stats.rtp_packets_received == 16 && stats.rtp_packets_sent == sent)
     });
+    engine.shutdown();
+}
+
+#[test]
+fn update_to_a_new_peer_moves_the_echo_without_restarting_the_stream() {
+    let (engine, _events) = start_engine(31_460, 31_469, 1);
+    let old_peer = client_socket();
+    let new_peer = client_socket();
+    let endpoint = open(&engine, 15, echo_spec(&old_peer));
+    let frames = CALLER.frames(10);
+    send_paced(&old_peer, endpoint.rtp, &frames);
+    let before = collect_echoes(&old_peer, endpoint.rtp, frames.last().expect("frames sent"));
+    assert_echo_of(&before, &frames);
+
+    // Same mode and format, new address (a re-INVITE): the session is re-targeted, not rebuilt.
+    engine
+        .update_connection(15, echo_spec(&new_peer))
+        .expect("update open connection");
+    let moved = Stream {
+        ssrc: 0x2222_0001,
+        first_sequence: 30_000,
+        first_timestamp: 3_000_000,
+        seed: 0x3C,
+    };
+    let frames = moved.frames(10);
+    let stale = INTRUDER.frames(10);
+    pace(frames.len(), |index| {
+        new_peer
+            .send_to(&frames[index], endpoint.rtp)
+            .expect("send to engine");
+        old_peer
+            .send_to(&stale[index], endpoint.rtp)
+            .expect("send to engine");
+    });
+    let after = collect_echoes(&new_peer, endpoint.rtp, frames.last().expect("frames sent"));
+    assert_echo_of(&after, &frames);
+    let (last, first) = (before.last().expect("echoed"), &after[0]);
+    assert_eq!(first.ssrc, last.ssrc, "stream restarted");
+    assert_eq!(
+        first.sequence,
+        last.sequence.wrapping_add(1),
+        "sequence restarted"
+    );
+    wait_until(|| {
+        engine
+            .stats(15)
+            .is_some_and(|stats| stats.foreign_source_dropped == 10)
+    });
+    let stats = engine.stats(15).expect("connection open");
+    assert_eq!(stats.rtp_packets_received, 20);
+    old_peer
+        .set_read_timeout(Some(QUIET))
+        .expect("set read timeout");
+    assert!(
+        receive(&old_peer).is_none(),
+        "media still sent to the old peer"
+    );
     engine.shutdown();
 }
 
@@ -198,11 +419,11 @@ fn pool_runs_out_and_a_closed_pair_comes_back() {
     assert_eq!(engine.ports_total(), 8);
     let mut ports = Vec::new();
     for key in 0..4 {
-        ports.push(open(&engine, key, MediaMode::Idle).rtp.port());
+        ports.push(open(&engine, key, MediaSpec::idle(None)).rtp.port());
     }
     assert_eq!(ports, [31_200, 31_202, 31_204, 31_206]);
     assert_eq!(engine.ports_in_use(), 8);
-    let refused = engine.open_connection(request(4, MediaMode::Idle));
+    let refused = engine.open_connection(request(4, MediaSpec::idle(None)));
     assert!(
         matches!(refused, Err(EngineError::NoPortsAvailable)),
         "{refused:?}"
@@ -213,7 +434,7 @@ fn pool_runs_out_and_a_closed_pair_comes_back() {
         matches!(event, EngineEvent::Closed { key: 1, .. })
     });
     assert_eq!(engine.ports_in_use(), 6);
-    assert_eq!(open(&engine, 4, MediaMode::Idle).rtp.port(), 31_202);
+    assert_eq!(open(&engine, 4, MediaSpec::idle(None)).rtp.port(), 31_202);
     engine.shutdown();
 }
 
@@ -224,10 +445,10 @@ fn pair_held_by_a_foreign_socket_is_skipped() {
     let foreign = UdpSocket::bind((LOCALHOST, 31_223)).expect("bind foreign socket");
     let mut ports = Vec::new();
     for key in 0..3 {
-        ports.push(open(&engine, key, MediaMode::Idle).rtp.port());
+        ports.push(open(&engine, key, MediaSpec::idle(None)).rtp.port());
     }
     assert_eq!(ports, [31_220, 31_224, 31_226]);
-    let refused = engine.open_connection(request(3, MediaMode::Idle));
+    let refused = engine.open_connection(request(3, MediaSpec::idle(None)));
     assert!(
         matches!(refused, Err(EngineError::NoPortsAvailable)),
         "{refused:?}"
@@ -235,42 +456,64 @@ fn pair_held_by_a_foreign_socket_is_skipped() {
     assert_eq!(engine.ports_in_use(), 6);
 
     drop(foreign);
-    assert_eq!(open(&engine, 3, MediaMode::Idle).rtp.port(), 31_222);
+    assert_eq!(open(&engine, 3, MediaSpec::idle(None)).rtp.port(), 31_222);
     engine.shutdown();
 }
 
 #[test]
 fn many_connections_across_two_workers_echo_and_shut_down() {
     const CONNECTIONS: u64 = 40;
+    const FRAMES: u16 = 8;
     let (engine, mut events) = start_engine(31_300, 31_399, 2);
     let calls: Vec<(MediaEndpoint, UdpSocket)> = (0..CONNECTIONS)
-        .map(|key| (open(&engine, key, MediaMode::Echo), client_socket()))
+        .map(|key| {
+            let client = client_socket();
+            (open(&engine, key, echo_spec(&client)), client)
+        })
         .collect();
     assert!(calls.iter().any(|(endpoint, _)| endpoint.worker == 0));
     assert!(calls.iter().any(|(endpoint, _)| endpoint.worker == 1));
     assert_eq!(engine.ports_in_use(), 80);
 
-    for seq in 0..5 {
+    let frames = CALLER.frames(FRAMES);
+    pace(frames.len(), |index| {
         for (endpoint, client) in &calls {
             client
-                .send_to(&rtp_packet(seq), endpoint.rtp)
+                .send_to(&frames[index], endpoint.rtp)
                 .expect("send to engine");
         }
-    }
+    });
+    let mut echoed = Vec::new();
     for (endpoint, client) in &calls {
-        for seq in 0..5 {
-            let echoed = receive(client).expect("echoed packet");
-            assert_eq!(echoed, rtp_packet(seq), "connection on {}", endpoint.rtp);
-        }
+        let echoes = receive_echoes_until(client, endpoint.rtp, frames.last().expect("sent"));
+        assert_echo_of(&echoes, &frames);
+        echoed.push(echoes.len() as u64);
+    }
+    // Each connection heard only its own client.
+    for (key, (endpoint, client)) in calls.iter().enumerate() {
+        let stats = engine.stats(key as u64).expect("connection open");
+        assert_eq!(
+            stats.last_source,
+            Some(local_address(client)),
+            "{}",
+            endpoint.rtp
+        );
     }
 
     engine.shutdown();
     let mut closed = 0;
     while closed < CONNECTIONS {
-        if let EngineEvent::Closed { stats, .. } = wait_for_event(&mut events, |event| {
+        if let EngineEvent::Closed { key, stats } = wait_for_event(&mut events, |event| {
             matches!(event, EngineEvent::Closed { .. })
         }) {
-            assert_eq!(stats.rtp_packets_sent, 5);
+            assert_eq!(stats.rtp_packets_received, u64::from(FRAMES), "key {key}");
+            // The concealed tail may still have been under way at shutdown.
+            assert!(
+                stats.rtp_packets_sent >= echoed[key as usize],
+                "key {key}: sent {} < echoed {}",
+                stats.rtp_packets_sent,
+                echoed[key as usize]
+            );
             closed += 1;
         }
     }
@@ -279,15 +522,16 @@ fn many_connections_across_two_workers_echo_and_shut_down() {
 #[test]
 fn duplicate_and_unknown_keys_are_refused() {
     let (engine, _events) = start_engine(31_240, 31_259, 1);
-    open(&engine, 9, MediaMode::Idle);
-    let duplicate = engine.open_connection(request(9, MediaMode::Echo));
+    open(&engine, 9, MediaSpec::idle(None));
+    let client = client_socket();
+    let duplicate = engine.open_connection(request(9, echo_spec(&client)));
     assert!(
         matches!(duplicate, Err(EngineError::DuplicateConnection)),
         "{duplicate:?}"
     );
     assert_eq!(engine.ports_in_use(), 2, "refused open kept a pair");
     assert!(matches!(
-        engine.update_connection(10, MediaMode::Echo, None),
+        engine.update_connection(10, echo_spec(&client)),
         Err(EngineError::UnknownConnection)
     ));
     assert!(matches!(
@@ -299,23 +543,221 @@ fn duplicate_and_unknown_keys_are_refused() {
 }
 
 #[test]
-fn invalid_port_range_is_refused() {
-    let (sender, _events) = mpsc::channel(4);
+fn invalid_port_ranges_are_refused() {
+    for (min, max) in [(31_270, 31_270), (31_271, 31_270), (0, 31_270)] {
+        let (sender, _events) = mpsc::channel(4);
+        let config = EngineConfig {
+            rtp_port_min: min,
+            rtp_port_max: max,
+            ..test_config(1)
+        };
+        let started = Engine::start(config, sender);
+        assert!(
+            matches!(started, Err(EngineError::InvalidConfig(_))),
+            "{min}-{max}: {:?}",
+            started.err()
+        );
+    }
+}
+
+#[test]
+fn silence_on_the_wire_raises_rtp_timeout() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let (sender, mut events) = mpsc::channel(256);
     let config = EngineConfig {
-        rtp_port_min: 31_270,
-        rtp_port_max: 31_270,
+        rtp_port_min: 31_430,
+        rtp_port_max: 31_439,
+        session: SessionDefaults {
+            rtp_timeout: Some(TIMEOUT),
+            ..test_session()
+        },
         ..test_config(1)
     };
-    assert!(matches!(
-        Engine::start(config, sender),
-        Err(EngineError::InvalidConfig(_))
-    ));
+    let engine = Engine::start(config, sender).expect("test config is valid");
+    let client = client_socket();
+    let endpoint = open(&engine, 12, MediaSpec::idle(Some(local_address(&client))));
+
+    // Twice the timeout with a packet every 50 ms: no timeout while media flows.
+    let frames = CALLER.frames(12);
+    let mut last_sent = Instant::now();
+    let start = Instant::now();
+    for (index, frame) in frames.iter().enumerate() {
+        sleep_until(start + Duration::from_millis(50) * index as u32);
+        client.send_to(frame, endpoint.rtp).expect("send to engine");
+        last_sent = Instant::now();
+    }
+    wait_until(|| {
+        engine
+            .stats(12)
+            .is_some_and(|stats| stats.rtp_packets_received == 12)
+    });
+    loop {
+        match events.try_recv() {
+            Ok(EngineEvent::RtpTimeout { key }) => {
+                panic!("RTP timeout on {key} while media flowed")
+            }
+            Ok(_) => {}
+            Err(TryRecvError::Empty) => break,
+            Err(TryRecvError::Disconnected) => panic!("event channel closed"),
+        }
+    }
+
+    let timeout = wait_for_event(&mut events, |event| {
+        matches!(event, EngineEvent::RtpTimeout { .. })
+    });
+    assert_eq!(timeout, EngineEvent::RtpTimeout { key: 12 });
+    assert!(
+        last_sent.elapsed() >= TIMEOUT,
+        "timeout after {:?} of silence",
+        last_sent.elapsed()
+    );
+    engine.shutdown();
+}
+
+#[test]
+fn rfc4733_digits_become_events() {
+    let (engine, mut events) = start_engine(31_440, 31_449, 1);
+    let client = client_socket();
+    // A connection that only listens hears digits too.
+    let spec = MediaSpec {
+        mode: MediaMode::Idle,
+        ..echo_spec(&client)
+    };
+    let endpoint = open(&engine, 13, spec);
+
+    let mut dtmf = DtmfSender::new(8000, 20);
+    dtmf.queue("42#", 100, 50).expect("valid digits");
+    let mut sequence = CALLER.first_sequence;
+    let start = Instant::now();
+    let mut tick = 0u32;
+    while !dtmf.is_idle() {
+        let now = start + PTIME * tick;
+        sleep_until(now);
+        let timestamp = CALLER.first_timestamp + 160 * tick;
+        let mut payload = [0u8; 4];
+        if let Some(event) = dtmf.poll_packet(now, timestamp, &mut payload) {
+            let header = RtpHeader {
+                marker: event.marker,
+                payload_type: 101,
+                sequence,
+                timestamp: event.timestamp,
+                ssrc: CALLER.ssrc,
+                csrcs: &[],
+            };
+            let mut packet = [0u8; 16];
+            let length = rtp::write_packet(&mut packet, &header, &payload).expect("fits");
+            client
+                .send_to(&packet[..length], endpoint.rtp)
+                .expect("send to engine");
+            sequence = sequence.wrapping_add(1);
+        }
+        tick += 1;
+        assert!(tick < 100, "DTMF sender never finished");
+    }
+
+    let mut digits = Vec::new();
+    while digits.len() < 3 {
+        if let EngineEvent::Digit {
+            key,
+            digit,
+            duration_ms,
+        } = wait_for_event(&mut events, |event| {
+            matches!(event, EngineEvent::Digit { .. })
+        }) {
+            assert_eq!(key, 13);
+            digits.push((digit, duration_ms));
+        }
+    }
+    assert_eq!(digits, [('4', 100), ('2', 100), ('#', 100)]);
+    wait_until(|| {
+        engine
+            .stats(13)
+            .is_some_and(|stats| stats.digits_received == 3)
+    });
+    assert_eq!(
+        engine.stats(13).expect("connection open").malformed_packets,
+        0
+    );
+    engine.shutdown();
+}
+
+#[test]
+fn latching_follows_the_first_source_and_ignores_later_ones() {
+    let (sender, mut events) = mpsc::channel(256);
+    let config = EngineConfig {
+        rtp_port_min: 31_450,
+        rtp_port_max: 31_459,
+        session: SessionDefaults {
+            latching: true,
+            ..test_session()
+        },
+        ..test_config(1)
+    };
+    let engine = Engine::start(config, sender).expect("test config is valid");
+    // The address the peer announced (its private address behind a NAT): nothing comes from it.
+    let announced = client_socket();
+    let client = client_socket();
+    let intruder = client_socket();
+    let endpoint = open(&engine, 14, echo_spec(&announced));
+
+    let frames = CALLER.frames(15);
+    let foreign = INTRUDER.frames(15);
+    pace(frames.len(), |index| {
+        client
+            .send_to(&frames[index], endpoint.rtp)
+            .expect("send to engine");
+        if index > 0 {
+            intruder
+                .send_to(&foreign[index], endpoint.rtp)
+                .expect("send to engine");
+        }
+    });
+    let latched = wait_for_event(&mut events, |event| {
+        matches!(event, EngineEvent::Latched { .. })
+    });
+    assert_eq!(
+        latched,
+        EngineEvent::Latched {
+            key: 14,
+            source: local_address(&client)
+        }
+    );
+    let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
+    assert_echo_of(&echoes, &frames);
+    wait_until(|| {
+        engine
+            .stats(14)
+            .is_some_and(|stats| stats.foreign_source_dropped == 14)
+    });
+    let stats = engine.stats(14).expect("connection open");
+    assert_eq!(stats.rtp_packets_received, 15);
+    assert_eq!(stats.last_source, Some(local_address(&client)));
+    for socket in [&announced, &intruder] {
+        socket
+            .set_read_timeout(Some(QUIET))
+            .expect("set read timeout");
+        assert!(receive(socket).is_none(), "media went to the wrong place");
+    }
+    engine.shutdown();
 }
 
 #[test]
 fn engine_handle_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Engine>();
+}
+
+/// Session settings of the test engines: a jitter buffer deep enough (60 ms) that a test
+/// thread paced by `sleep` on a loaded machine still delivers every frame in time, a short
+/// concealment tail (100 ms), and no RTCP reports unless a test asks for them.
+fn test_session() -> SessionDefaults {
+    SessionDefaults {
+        latching: false,
+        rtp_timeout: None,
+        jitter_min_ms: 60,
+        jitter_max_ms: 100,
+        rtcp_interval: Duration::from_secs(3600),
+    }
 }
 
 fn test_config(workers: usize) -> EngineConfig {
@@ -327,6 +769,7 @@ fn test_config(workers: usize) -> EngineConfig {
         dscp_tos: 0xB8,
         recv_buffer: 0,
         send_buffer: 0,
+        session: test_session(),
     }
 }
 
@@ -343,17 +786,24 @@ fn start_engine(min: u16, max: u16, workers: usize) -> (Engine, Receiver<EngineE
     )
 }
 
-fn request(key: ConnectionKey, mode: MediaMode) -> OpenConnection {
-    OpenConnection {
-        key,
-        mode,
-        remote_rtp: None,
+/// Echo of PCMU with `client` as the negotiated RTP address, no RTCP address.
+fn echo_spec(client: &UdpSocket) -> MediaSpec {
+    MediaSpec {
+        mode: MediaMode::Echo,
+        format: Some(PCMU),
+        remote_rtp: Some(local_address(client)),
+        remote_rtcp: None,
+        srtp: None,
     }
 }
 
-fn open(engine: &Engine, key: ConnectionKey, mode: MediaMode) -> MediaEndpoint {
+fn request(key: ConnectionKey, media: MediaSpec) -> OpenConnection {
+    OpenConnection { key, media }
+}
+
+fn open(engine: &Engine, key: ConnectionKey, media: MediaSpec) -> MediaEndpoint {
     engine
-        .open_connection(request(key, mode))
+        .open_connection(request(key, media))
         .expect("test range has a free pair")
 }
 
@@ -361,15 +811,201 @@ fn rtcp_address(endpoint: MediaEndpoint) -> SocketAddr {
     SocketAddr::new(endpoint.rtp.ip(), endpoint.rtp.port() + 1)
 }
 
-/// A PCMU packet: 12-byte header (V=2, PT 0, sequence `seq`) and 160 bytes of payload.
-fn rtp_packet(seq: u16) -> Vec<u8> {
-    let timestamp = u32::from(seq) * 160;
-    let mut packet = vec![0x80, 0x00];
-    packet.extend_from_slice(&seq.to_be_bytes());
-    packet.extend_from_slice(&timestamp.to_be_bytes());
-    packet.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-    packet.extend((0..160u8).map(|i| i.wrapping_add(seq as u8)));
-    packet
+/// A sender's PCMU stream: frame `i` has sequence `first_sequence + i`, timestamp
+/// `first_timestamp + 160 i`, the marker bit on frame 0, and a payload unique to (`seed`, `i`).
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    ssrc: u32,
+    first_sequence: u16,
+    first_timestamp: u32,
+    seed: u8,
+}
+
+impl Stream {
+    fn frame(&self, index: u16) -> Vec<u8> {
+        let header = RtpHeader {
+            marker: index == 0,
+            payload_type: 0,
+            sequence: self.first_sequence.wrapping_add(index),
+            timestamp: self.first_timestamp.wrapping_add(160 * u32::from(index)),
+            ssrc: self.ssrc,
+            csrcs: &[],
+        };
+        let mut packet = [0u8; 172];
+        let length =
+            rtp::write_packet(&mut packet, &header, &self.payload(index)).expect("frame fits");
+        packet[..length].to_vec()
+    }
+
+    fn frames(&self, count: u16) -> Vec<Vec<u8>> {
+        (0..count).map(|index| self.frame(index)).collect()
+    }
+
+    /// 160 μ-law codes, different for each frame (37 is odd, so no two of 256 frames share a
+    /// first byte), and never 0x7F: μ-law "negative zero" is the one code that decode→encode
+    /// does not give back.
+    fn payload(&self, index: u16) -> [u8; 160] {
+        let mut payload = [0u8; 160];
+        for (position, code) in (0u16..).zip(payload.iter_mut()) {
+            let value = index
+                .wrapping_mul(37)
+                .wrapping_add(position.wrapping_mul(11));
+            // Truncation keeps the low byte: the code cycles through all 256 values.
+            *code = (value as u8) ^ self.seed;
+            if *code == 0x7F {
+                *code = 0x7E;
+            }
+        }
+        payload
+    }
+}
+
+/// Calls `each(i)` for `i` in `0..count`, the `i`-th at `i` × 20 ms from now.
+fn pace(count: usize, mut each: impl FnMut(usize)) {
+    let start = Instant::now();
+    for index in 0..count {
+        sleep_until(start + PTIME * index as u32);
+        each(index);
+    }
+}
+
+fn send_paced(client: &UdpSocket, to: SocketAddr, frames: &[Vec<u8>]) {
+    pace(frames.len(), |index| {
+        client.send_to(&frames[index], to).expect("send to engine");
+    });
+}
+
+fn sleep_until(when: Instant) {
+    if let Some(wait) = when.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
+}
+
+/// One echoed RTP packet.
+#[derive(Debug)]
+struct Echo {
+    marker: bool,
+    payload_type: u8,
+    sequence: u16,
+    timestamp: u32,
+    ssrc: u32,
+    payload: Vec<u8>,
+}
+
+/// Receives echoes from `engine_rtp` until one carries the payload of `last_frame`.
+fn receive_echoes_until(
+    client: &UdpSocket,
+    engine_rtp: SocketAddr,
+    last_frame: &[u8],
+) -> Vec<Echo> {
+    let last_payload = &last_frame[12..];
+    let deadline = Instant::now() + PATIENCE;
+    let mut echoes = Vec::new();
+    loop {
+        let echo = receive_echo(client, engine_rtp).expect("echo of the last frame");
+        let done = echo.payload == last_payload;
+        echoes.push(echo);
+        if done {
+            return echoes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "last frame not echoed in {PATIENCE:?}"
+        );
+    }
+}
+
+/// The whole echo of a stream ending with `last_frame`: up to its echo, then the concealed
+/// tail until the session has been quiet for `QUIET`.
+fn collect_echoes(client: &UdpSocket, engine_rtp: SocketAddr, last_frame: &[u8]) -> Vec<Echo> {
+    let mut echoes = receive_echoes_until(client, engine_rtp, last_frame);
+    let deadline = Instant::now() + PATIENCE;
+    client
+        .set_read_timeout(Some(QUIET))
+        .expect("set read timeout");
+    while let Some(echo) = receive_echo(client, engine_rtp) {
+        echoes.push(echo);
+        assert!(
+            Instant::now() < deadline,
+            "echo did not stop after the caller did"
+        );
+    }
+    client
+        .set_read_timeout(Some(PATIENCE))
+        .expect("set read timeout");
+    echoes
+}
+
+/// The next RTP packet from `engine_rtp`, or `None` on timeout.
+fn receive_echo(client: &UdpSocket, engine_rtp: SocketAddr) -> Option<Echo> {
+    let mut buffer = [0u8; 2048];
+    let (length, from) = match client.recv_from(&mut buffer) {
+        Ok(received) => received,
+        Err(error) if is_timeout(&error) => return None,
+        Err(error) => panic!("client receive failed: {error}"),
+    };
+    assert_eq!(
+        from, engine_rtp,
+        "echo not sent from the connection's RTP port"
+    );
+    let packet = rtp::parse(&buffer[..length]).expect("echo is an RTP packet");
+    Some(Echo {
+        marker: packet.marker(),
+        payload_type: packet.payload_type(),
+        sequence: packet.sequence(),
+        timestamp: packet.timestamp(),
+        ssrc: packet.ssrc(),
+        payload: packet.payload().to_vec(),
+    })
+}
+
+/// Checks that `echoes` are the session's own PCMU stream playing `frames` back: one SSRC (not
+/// the caller's), marker bit on the first packet, consecutive sequence numbers and timestamps,
+/// and the caller's payloads in order, each once, none missing except possibly the first few.
+/// Returns how many echoed frames were stand-ins (concealment) rather than caller frames.
+fn assert_echo_of(echoes: &[Echo], frames: &[Vec<u8>]) -> usize {
+    let first = echoes.first().expect("something echoed");
+    assert_ne!(
+        first.ssrc, CALLER.ssrc,
+        "the caller's stream was relayed, not re-encoded"
+    );
+    assert!(first.marker, "our stream starts with the marker bit");
+    for echo in echoes {
+        assert_eq!(echo.payload_type, 0, "{echo:?}");
+        assert_eq!(echo.ssrc, first.ssrc, "SSRC changed mid-stream");
+        assert_eq!(echo.payload.len(), 160, "{echo:?}");
+    }
+    for pair in echoes.windows(2) {
+        assert_eq!(pair[1].sequence, pair[0].sequence.wrapping_add(1));
+        assert_eq!(pair[1].timestamp, pair[0].timestamp.wrapping_add(160));
+    }
+
+    let payloads: Vec<&[u8]> = frames.iter().map(|frame| &frame[12..]).collect();
+    let origin = |echo: &Echo| payloads.iter().position(|p| *p == echo.payload.as_slice());
+    let played: Vec<usize> = echoes.iter().filter_map(origin).collect();
+    let start = origin(first).expect("the echo starts with a caller frame, not a stand-in");
+    assert!(
+        start <= MAY_MISS_AT_START,
+        "first {start} frames missing from the echo"
+    );
+    assert_eq!(
+        played,
+        (start..frames.len()).collect::<Vec<_>>(),
+        "caller frames echoed out of order, twice or not at all"
+    );
+    let last_played = echoes
+        .iter()
+        .rposition(|echo| origin(echo).is_some())
+        .expect("some caller frame echoed");
+    let stretched = echoes[..last_played]
+        .iter()
+        .filter(|echo| origin(echo).is_none())
+        .count();
+    assert!(
+        stretched <= MAY_STRETCH,
+        "{stretched} stand-in frames inside the echo"
+    );
+    echoes.len() - played.len()
 }
 
 fn client_socket() -> UdpSocket {
@@ -384,19 +1020,19 @@ fn local_address(socket: &UdpSocket) -> SocketAddr {
     socket.local_addr().expect("bound socket has an address")
 }
 
+fn is_timeout(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
 /// The next datagram, or `None` on timeout.
 fn receive(socket: &UdpSocket) -> Option<Vec<u8>> {
     let mut buffer = [0u8; 2048];
     match socket.recv_from(&mut buffer) {
         Ok((length, _)) => Some(buffer[..length].to_vec()),
-        Err(error)
-            if matches!(
-                error.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            None
-        }
+        Err(error) if is_timeout(&error) => None,
         Err(error) => panic!("client receive failed: {error}"),
     }
 }

@@ -8,11 +8,18 @@
 //! bounded queue drained with `try_recv`, events leave with `try_send` (drops are counted), and
 //! port pairs go back on a channel whose send never blocks.
 //!
-//! Loop: wait for readiness (with a timeout), apply commands, then drain each readable socket up
-//! to [`MAX_PACKETS_PER_WAKEUP`] packets. mio is edge-triggered, so a socket cut off by that cap
-//! is carried over and drained again on the next turn, which then does not sleep.
+//! Each connection's media is a sans-IO [`MediaSession`]: the worker feeds it datagrams and time,
+//! and sends what it asks to send.
+//!
+//! Loop: wait for readiness (until the earliest session deadline at most), apply commands, drain
+//! each readable socket up to [`MAX_PACKETS_PER_WAKEUP`] packets into its session, then run the
+//! sessions whose deadline (playout tick, RTCP report, timeout) has come. mio is edge-triggered,
+//! so a socket cut off by the cap is carried over and drained again on the next turn, which then
+//! does not sleep. Deadlines live in a binary heap keyed by (time, slot, generation); stale
+//! entries (the session moved its deadline, or the slot was reused) are skipped.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -20,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -30,7 +37,11 @@ use tokio::sync::mpsc::Sender;
 use super::pool::PortReturn;
 use super::socket::MediaSockets;
 use super::stats::SharedStats;
-use super::{ConnectionKey, EngineError, EngineEvent, MediaMode, MediaStats};
+use super::{ConnectionKey, EngineError, EngineEvent, MediaSpec, MediaStats, SessionDefaults};
+use crate::media::rtcp::ntp_timestamp_from_unix;
+use crate::media::session::{
+    Channel, MediaSession, SessionConfig, SessionEvent, SessionStats, MAX_PACKET,
+};
 
 /// Commands a worker can hold before the control plane gets `QueueFull`.
 const COMMAND_QUEUE_DEPTH: usize = 1024;
@@ -48,12 +59,11 @@ const WAKER_TOKEN: Token = Token(usize::MAX);
 /// What the control plane asks a worker to do.
 pub(super) enum WorkerCommand {
     /// Take ownership of a new connection's sockets.
-    Open(NewConnection),
-    /// Change mode and peer address of a connection.
+    Open(Box<NewConnection>),
+    /// Change what a connection's session does (mode, format, peer, keys).
     Update {
         key: ConnectionKey,
-        mode: MediaMode,
-        remote_rtp: Option<SocketAddr>,
+        media: Box<MediaSpec>,
     },
     /// Close a connection: drop its sockets, give its ports back, report `Closed`.
     Close { key: ConnectionKey },
@@ -63,10 +73,8 @@ pub(super) enum WorkerCommand {
 pub(super) struct NewConnection {
     /// The control plane's id.
     pub(super) key: ConnectionKey,
-    /// What to do with received media.
-    pub(super) mode: MediaMode,
-    /// Negotiated peer RTP address.
-    pub(super) remote_rtp: Option<SocketAddr>,
+    /// What the session does and with whom.
+    pub(super) media: MediaSpec,
     /// RTP port of the pair, given back to the pool on close.
     pub(super) rtp_port: u16,
     /// The bound sockets; the worker becomes their only owner.
@@ -85,6 +93,8 @@ pub(super) struct WorkerContext {
     pub(super) port_return: PortReturn,
     /// Set by the engine at shutdown.
     pub(super) stop: Arc<AtomicBool>,
+    /// Session settings common to every connection.
+    pub(super) defaults: SessionDefaults,
     /// Milliseconds since `epoch` at the worker's last turn: the watchdog's proof of life.
     pub(super) heartbeat: Arc<AtomicU64>,
     /// The engine's start, the origin of `heartbeat`.
@@ -192,26 +202,37 @@ struct Worker {
     ready: Vec<Token>,
     /// Sockets cut off by the per-wake-up cap, drained again next turn.
     carry_over: Vec<Token>,
+    /// Session deadlines: (when, slot, generation), earliest first.
+    deadlines: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// Generation stamped on the next opened connection (tells reused slots apart).
+    next_generation: u64,
+    /// The one send buffer, reused for every packet a session emits.
+    send_buffer: Box<[u8; MAX_PACKET]>,
 }
 
 /// One connection as its worker sees it.
 struct Connection {
     /// The control plane's id.
     key: ConnectionKey,
-    /// What to do with received media.
-    mode: MediaMode,
-    /// Negotiated peer RTP address; echo answers the actual source instead.
-    remote_rtp: Option<SocketAddr>,
+    /// What the session was built from (an update that changes more than the peer rebuilds it).
+    media: MediaSpec,
+    session: MediaSession,
+    /// Counters of sessions this connection had before a rebuild, added to the current one's.
+    base: MediaStats,
     /// RTP port of the pair, given back on close.
     rtp_port: u16,
     /// The RTP and RTCP sockets.
     sockets: MediaSockets,
-    /// Counters, owned here and published to `shared`.
+    /// Counters as last published to `shared`.
     stats: MediaStats,
     /// Published counters read by the control plane.
     shared: Arc<SharedStats>,
     /// Per leg: the socket's token is in `ready` or `carry_over` already.
     queued: [bool; 2],
+    /// Tells this connection's heap entries from those of an earlier one in the same slot.
+    generation: u64,
+    /// The deadline the heap holds for this connection.
+    deadline: Instant,
 }
 
 impl Worker {
@@ -233,6 +254,9 @@ impl Worker {
             buffer: vec![0; RECEIVE_BUFFER_BYTES].into_boxed_slice(),
             ready: Vec::new(),
             carry_over: Vec::new(),
+            deadlines: BinaryHeap::new(),
+            next_generation: 0,
+            send_buffer: Box::new([0; MAX_PACKET]),
         }
     }
 
@@ -250,7 +274,10 @@ impl Worker {
     fn turn(&mut self) -> bool {
         // A later busy-poll step ("spin on the sockets for N µs before sleeping") goes here.
         let timeout = if self.carry_over.is_empty() {
-            POLL_TIMEOUT
+            self.deadlines
+                .peek()
+                .map(|Reverse((at, _, _))| at.saturating_duration_since(Instant::now()))
+                .map_or(POLL_TIMEOUT, |d| d.min(POLL_TIMEOUT))
         } else {
             Duration::ZERO
         };
@@ -269,19 +296,47 @@ impl Worker {
         }
         self.collect_ready();
         self.service_ready();
+        self.run_due_sessions();
         true
+    }
+
+    /// Runs every session whose deadline has come, and reschedules it.
+    fn run_due_sessions(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((at, slot, generation))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(Some(connection)) = self.connections.get_mut(slot) else {
+                continue;
+            };
+            if connection.generation != generation || connection.deadline != at {
+                continue; // stale entry
+            }
+            connection.session.handle_timeout(now);
+            connection.flush(&mut self.send_buffer[..], &self.context);
+            self.schedule(slot);
+        }
+    }
+
+    /// Puts a connection's current session deadline in the heap (if it moved).
+    fn schedule(&mut self, slot: usize) {
+        let Some(Some(connection)) = self.connections.get_mut(slot) else {
+            return;
+        };
+        let at = connection.session.poll_timeout();
+        connection.deadline = at;
+        self.deadlines
+            .push(Reverse((at, slot, connection.generation)));
     }
 
     /// Applies every queued command; false once the control plane is gone.
     fn apply_commands(&mut self) -> bool {
         loop {
             match self.inbox.try_recv() {
-                Ok(WorkerCommand::Open(new)) => self.open(new),
-                Ok(WorkerCommand::Update {
-                    key,
-                    mode,
-                    remote_rtp,
-                }) => self.update(key, mode, remote_rtp),
+                Ok(WorkerCommand::Open(new)) => self.open(*new),
+                Ok(WorkerCommand::Update { key, media }) => self.update(key, *media),
                 Ok(WorkerCommand::Close { key }) => self.close(key),
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
@@ -304,7 +359,8 @@ impl Worker {
             self.connections.push(None);
             self.connections.len() - 1
         });
-        let mut connection = Connection::new(new);
+        self.next_generation += 1;
+        let mut connection = Connection::new(new, &self.context.defaults, self.next_generation);
         if let Err(error) = connection.register(self.poll.registry(), slot) {
             tracing::error!(
                 worker = self.index,
@@ -325,17 +381,34 @@ impl Worker {
         );
         self.slots.insert(connection.key, slot);
         self.connections[slot] = Some(connection);
+        self.schedule(slot);
     }
 
-    /// Changes mode and peer address of a connection.
-    fn update(&mut self, key: ConnectionKey, mode: MediaMode, remote_rtp: Option<SocketAddr>) {
-        let Some(connection) = self.connection_by_key(key) else {
+    /// Applies a new media spec: a new peer only re-targets the session; a new mode, format or
+    /// key set rebuilds it (counters carry over).
+    fn update(&mut self, key: ConnectionKey, media: MediaSpec) {
+        let Some(&slot) = self.slots.get(&key) else {
             tracing::warn!(key, "update for a connection this worker does not carry");
             return;
         };
-        connection.mode = mode;
-        connection.remote_rtp = remote_rtp;
-        tracing::debug!(key, ?mode, remote_rtp = ?remote_rtp, "media connection updated");
+        let defaults = self.context.defaults;
+        let Some(Some(connection)) = self.connections.get_mut(slot) else {
+            return;
+        };
+        let only_peer_changed = connection.media.mode == media.mode
+            && connection.media.format == media.format
+            && connection.media.srtp == media.srtp;
+        if only_peer_changed {
+            connection
+                .session
+                .set_remote(media.remote_rtp, media.remote_rtcp);
+        } else {
+            connection.base = connection.current_stats();
+            connection.session = new_session(key, &media, &defaults);
+        }
+        tracing::debug!(key, mode = ?media.mode, rebuilt = !only_peer_changed, "media connection updated");
+        connection.media = media;
+        self.schedule(slot);
     }
 
     /// Closes one connection.
@@ -366,11 +439,11 @@ impl Worker {
     /// Drops the sockets, then gives the ports back and reports `Closed`, in that order, so a
     /// port is never handed out while its old socket is still open.
     fn finish(&self, connection: Connection) {
+        let stats = connection.current_stats();
         let Connection {
             key,
             rtp_port,
             sockets,
-            stats,
             shared,
             ..
         } = connection;
@@ -424,12 +497,16 @@ impl Worker {
         let Some(Some(connection)) = self.connections.get_mut(slot) else {
             return Drain::Empty;
         };
-        let drain = connection.drain(leg, &mut self.buffer, &self.context);
+        let drain = connection.drain(leg, &mut self.buffer);
         connection.queued[leg as usize] = drain == Drain::MoreWaiting;
-        connection.shared.publish(&connection.stats);
+        connection.flush(&mut self.send_buffer[..], &self.context);
+        if connection.session.poll_timeout() < connection.deadline {
+            self.schedule(slot);
+        }
         drain
     }
 
+    #[cfg(test)]
     fn connection_by_key(&mut self, key: ConnectionKey) -> Option<&mut Connection> {
         let slot = *self.slots.get(&key)?;
         self.connections.get_mut(slot)?.as_mut()
@@ -437,16 +514,21 @@ impl Worker {
 }
 
 impl Connection {
-    fn new(new: NewConnection) -> Connection {
+    fn new(new: NewConnection, defaults: &SessionDefaults, generation: u64) -> Connection {
+        let session = new_session(new.key, &new.media, defaults);
+        let deadline = session.poll_timeout();
         Connection {
             key: new.key,
-            mode: new.mode,
-            remote_rtp: new.remote_rtp,
+            media: new.media,
+            session,
+            base: MediaStats::default(),
             rtp_port: new.rtp_port,
             sockets: new.sockets,
             stats: MediaStats::default(),
             shared: new.stats,
             queued: [false; 2],
+            generation,
+            deadline,
         }
     }
 
@@ -478,8 +560,10 @@ impl Connection {
         }
     }
 
-    /// Reads one socket until `WouldBlock`, at most `MAX_PACKETS_PER_WAKEUP` packets.
-    fn drain(&mut self, leg: Leg, buffer: &mut [u8], context: &WorkerContext) -> Drain {
+    /// Reads one socket until `WouldBlock`, at most `MAX_PACKETS_PER_WAKEUP` packets, feeding
+    /// each datagram to the session.
+    fn drain(&mut self, leg: Leg, buffer: &mut [u8]) -> Drain {
+        let now = Instant::now();
         for _ in 0..MAX_PACKETS_PER_WAKEUP {
             let (length, source) = match self.socket(leg).recv_from(buffer) {
                 Ok(received) => received,
@@ -490,85 +574,132 @@ impl Connection {
                     return Drain::Empty;
                 }
             };
-            let packet = &buffer[..length];
             match leg {
-                Leg::Rtp => self.on_rtp_port(packet, source, context),
-                Leg::Rtcp => self.on_rtcp(Leg::Rtcp, packet, source),
+                Leg::Rtp => self.session.handle_rtp(now, source, buffer, length),
+                Leg::Rtcp => self.session.handle_rtcp(now, source, buffer, length),
             }
         }
         Drain::MoreWaiting
     }
 
-    /// A packet on the RTP port: RTP, or RTCP multiplexed onto it (RFC 5761).
-    fn on_rtp_port(&mut self, packet: &[u8], source: SocketAddr, context: &WorkerContext) {
-        if is_multiplexed_rtcp(packet) {
-            self.on_rtcp(Leg::Rtp, packet, source);
-            return;
+    /// Sends what the session queued (copied into `out`), reports its events and publishes its
+    /// counters when they changed.
+    fn flush(&mut self, out: &mut [u8], context: &WorkerContext) {
+        while let Some(t) = self.session.poll_transmit(out) {
+            self.send(t.channel, &out[..t.len], t.destination);
         }
-        if !looks_like_rtp(packet) {
-            self.stats.malformed_packets += 1;
-            tracing::trace!(
-                key = self.key,
-                %source,
-                length = packet.len(),
-                "non-RTP packet dropped"
-            );
-            return;
+        while let Some(event) = self.session.poll_event() {
+            let event = match event {
+                SessionEvent::FirstPacket { source } => {
+                    self.shared.publish_last_source(source);
+                    self.stats.last_source = Some(source);
+                    EngineEvent::FirstPacket {
+                        key: self.key,
+                        source,
+                    }
+                }
+                SessionEvent::Latched { source } => {
+                    self.shared.publish_last_source(source);
+                    EngineEvent::Latched {
+                        key: self.key,
+                        source,
+                    }
+                }
+                SessionEvent::Digit(d) => EngineEvent::Digit {
+                    key: self.key,
+                    digit: d.digit,
+                    duration_ms: d.duration_ms,
+                },
+                SessionEvent::RtpTimeout { .. } => EngineEvent::RtpTimeout { key: self.key },
+            };
+            context.emit(event);
         }
-        self.stats.rtp_packets_received += 1;
-        self.stats.rtp_bytes_received += packet.len() as u64;
-        self.note_source(source, context);
-        if self.mode == MediaMode::Echo && self.send(Leg::Rtp, packet, source) {
-            self.stats.rtp_packets_sent += 1;
-            self.stats.rtp_bytes_sent += packet.len() as u64;
-        }
-    }
-
-    /// An RTCP packet, on the RTCP port or multiplexed on the RTP port (`leg`).
-    fn on_rtcp(&mut self, leg: Leg, packet: &[u8], source: SocketAddr) {
-        if !looks_like_rtcp(packet) {
-            self.stats.malformed_packets += 1;
-            tracing::trace!(
-                key = self.key,
-                %source,
-                length = packet.len(),
-                "non-RTCP packet dropped"
-            );
-            return;
-        }
-        self.stats.rtcp_packets_received += 1;
-        if self.mode == MediaMode::Echo {
-            self.send(leg, packet, source);
+        let current = self.current_stats();
+        if current != self.stats {
+            self.shared.publish(&current);
+            self.stats = current;
         }
     }
 
-    /// Records the RTP source; reports the first one and publishes changes (not per packet).
-    fn note_source(&mut self, source: SocketAddr, context: &WorkerContext) {
-        if self.stats.last_source == Some(source) {
-            return;
-        }
-        match self.stats.last_source {
-            None => context.emit(EngineEvent::FirstPacket {
-                key: self.key,
-                source,
-            }),
-            Some(previous) => {
-                tracing::debug!(key = self.key, %previous, %source, "RTP source changed");
-            }
-        }
-        self.stats.last_source = Some(source);
-        self.shared.publish_last_source(source);
+    /// This session's counters plus those of the sessions it replaced.
+    fn current_stats(&self) -> MediaStats {
+        add_stats(&self.base, &self.session.stats(), self.stats.last_source)
     }
 
-    /// Sends `packet` to `target` from the socket of `leg`; a full send buffer drops it.
-    fn send(&self, leg: Leg, packet: &[u8], target: SocketAddr) -> bool {
-        match self.socket(leg).send_to(packet, target) {
-            Ok(_) => true,
-            Err(error) => {
-                tracing::trace!(key = self.key, ?leg, %target, %error, "media packet not sent");
-                false
-            }
+    /// Sends a datagram from the socket of `channel`; a full send buffer drops it.
+    fn send(&self, channel: Channel, packet: &[u8], target: SocketAddr) {
+        let leg = match channel {
+            Channel::Rtp => Leg::Rtp,
+            Channel::Rtcp => Leg::Rtcp,
+        };
+        if let Err(error) = self.socket(leg).send_to(packet, target) {
+            tracing::trace!(key = self.key, ?leg, %target, %error, "media packet not sent");
         }
+    }
+}
+
+/// A session for `media` with the worker's defaults; a spec the session refuses (a codec
+/// that cannot start) falls back to an idle session that only counts, and says so.
+fn new_session(key: ConnectionKey, media: &MediaSpec, defaults: &SessionDefaults) -> MediaSession {
+    let now = Instant::now();
+    let ntp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(ntp_timestamp_from_unix)
+        .unwrap_or(0);
+    let config = SessionConfig {
+        local_ssrc: rand::random(),
+        cname: format!("callbridge-{key}"),
+        ntp_at_start: ntp,
+        format: media.format,
+        mode: media.mode,
+        remote_rtp: media.remote_rtp,
+        remote_rtcp: media.remote_rtcp,
+        latching: defaults.latching,
+        srtp: media.srtp.clone(),
+        rtp_timeout: defaults.rtp_timeout,
+        jitter_min_ms: defaults.jitter_min_ms,
+        jitter_max_ms: defaults.jitter_max_ms,
+        rtcp_interval: defaults.rtcp_interval,
+        seed: rand::random(),
+    };
+    match MediaSession::new(config.clone(), now) {
+        Ok(session) => session,
+        Err(error) => {
+            tracing::error!(key, %error, "media session refused its spec; counting only");
+            let idle = SessionConfig {
+                format: None,
+                srtp: None,
+                mode: super::MediaMode::Idle,
+                ..config
+            };
+            MediaSession::new(idle, now).expect("a session without format or keys cannot fail")
+        }
+    }
+}
+
+/// `base` (earlier sessions) plus `current`.
+fn add_stats(
+    base: &MediaStats,
+    current: &SessionStats,
+    last_source: Option<SocketAddr>,
+) -> MediaStats {
+    MediaStats {
+        rtp_packets_received: base.rtp_packets_received + current.rtp_packets_received,
+        rtp_bytes_received: base.rtp_bytes_received + current.rtp_bytes_received,
+        rtp_packets_sent: base.rtp_packets_sent + current.rtp_packets_sent,
+        rtp_bytes_sent: base.rtp_bytes_sent + current.rtp_bytes_sent,
+        rtcp_packets_received: base.rtcp_packets_received + current.rtcp_packets_received,
+        last_source,
+        malformed_packets: base.malformed_packets + current.malformed_packets,
+        rtcp_packets_sent: base.rtcp_packets_sent + current.rtcp_packets_sent,
+        foreign_source_dropped: base.foreign_source_dropped + current.foreign_source_dropped,
+        srtp_rejected: base.srtp_rejected + current.srtp_rejected,
+        packets_lost: base.packets_lost + i64::from(current.rtcp.cumulative_lost),
+        concealed_frames: base.concealed_frames + current.jitter.concealed,
+        late_packets: base.late_packets + current.jitter.late,
+        jitter_ms: f64::from(current.rtcp.jitter_ms),
+        rtt_ms: current.rtcp.rtt_ms.map(f64::from).unwrap_or(base.rtt_ms),
+        digits_received: base.digits_received + current.digits_received,
     }
 }
 
@@ -583,6 +714,9 @@ impl WorkerContext {
                 let (key, kind) = match event {
                     EngineEvent::Closed { key, .. } => (key, "closed"),
                     EngineEvent::FirstPacket { key, .. } => (key, "first_packet"),
+                    EngineEvent::Latched { key, .. } => (key, "latched"),
+                    EngineEvent::Digit { key, .. } => (key, "digit"),
+                    EngineEvent::RtpTimeout { key } => (key, "rtp_timeout"),
                 };
                 tracing::warn!(key, kind, "engine event queue full, event dropped");
             }
@@ -602,21 +736,6 @@ fn is_transient(error: &io::Error) -> bool {
     )
 }
 
-/// Minimal RTP check (RFC 3550 §5.1): a full fixed header and version 2.
-fn looks_like_rtp(packet: &[u8]) -> bool {
-    packet.len() >= 12 && packet[0] >> 6 == 2
-}
-
-/// Minimal RTCP check (RFC 3550 §6.4): a common header and version 2.
-fn looks_like_rtcp(packet: &[u8]) -> bool {
-    packet.len() >= 4 && packet[0] >> 6 == 2
-}
-
-/// RTCP on the RTP port: packet types 192-223, which RTP payload types never use (RFC 5761 §4).
-fn is_multiplexed_rtcp(packet: &[u8]) -> bool {
-    packet.len() >= 2 && packet[0] >> 6 == 2 && (192..=223).contains(&packet[1])
-}
-
 fn token_for(slot: usize, leg: Leg) -> Token {
     Token(slot * 2 + leg as usize)
 }
@@ -633,27 +752,16 @@ fn split_token(token: Token) -> (usize, Leg) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::rtp::{self, RtpHeader};
+    use crate::media::session::StreamFormat;
+    use crate::sdp::Codec;
 
-    #[test]
-    fn rtp_check_wants_version_2_and_full_header() {
-        let mut packet = [0u8; 12];
-        packet[0] = 0x80;
-        assert!(looks_like_rtp(&packet));
-        assert!(!looks_like_rtp(&packet[..11]));
-        packet[0] = 0x40;
-        assert!(!looks_like_rtp(&packet));
-    }
+    /// SSRC of the test client's stream.
+    const CLIENT_SSRC: u32 = 0x1234_5678;
 
-    #[test]
-    fn multiplexed_rtcp_is_told_apart_from_rtp() {
-        // Receiver report (PT 201) vs PCMU with the marker bit (0x80).
-        assert!(is_multiplexed_rtcp(&[0x80, 201, 0, 1]));
-        assert!(!is_multiplexed_rtcp(&[0x80, 0x80, 0, 1]));
-        assert!(!is_multiplexed_rtcp(&[0x80, 0, 0, 1]));
-    }
-
-    /// A worker driven turn by turn on this thread, with one Echo connection and its client. The
-    /// command sender is returned too: dropping it would tell the worker to stop.
+    /// A worker driven turn by turn on this thread, with one PCMU Echo connection whose
+    /// negotiated peer is the returned client. The command sender is returned too: dropping it
+    /// would tell the worker to stop.
     fn worker_with_echo_connection(
         rtp_port: u16,
     ) -> (
@@ -679,37 +787,68 @@ mod tests {
             events_dropped: Arc::default(),
             port_return: pool.port_return(),
             stop: Arc::default(),
+            defaults: SessionDefaults::default(),
             heartbeat: Arc::default(),
             epoch: std::time::Instant::now(),
         };
         let (commands, inbox) = mpsc::sync_channel(4);
         let mut worker = Worker::new(0, Poll::new().expect("create poll"), inbox, context);
+        let client = std::net::UdpSocket::bind((localhost, 0)).expect("bind client");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("set read timeout");
+        let media = MediaSpec {
+            mode: super::super::MediaMode::Echo,
+            format: Some(StreamFormat {
+                codec: Codec::Pcmu,
+                payload_type: 0,
+                ptime_ms: 20,
+                telephone_event_pt: None,
+            }),
+            remote_rtp: Some(client.local_addr().expect("client address")),
+            remote_rtcp: None,
+            srtp: None,
+        };
         let open = NewConnection {
             key: 1,
-            mode: MediaMode::Echo,
-            remote_rtp: None,
+            media,
             rtp_port,
             sockets,
             stats: Arc::default(),
         };
         commands
-            .try_send(WorkerCommand::Open(open))
+            .try_send(WorkerCommand::Open(Box::new(open)))
             .expect("queue has room");
         assert!(worker.apply_commands());
-        let client = std::net::UdpSocket::bind((localhost, 0)).expect("bind client");
-        client
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("set read timeout");
         (worker, commands, client, local_rtp)
+    }
+
+    /// PCMU frame `index` of the client's stream: 12-byte header and 160 bytes of payload.
+    fn pcmu_frame(index: u16) -> Vec<u8> {
+        let header = RtpHeader {
+            marker: index == 0,
+            payload_type: 0,
+            sequence: 1000 + index,
+            timestamp: 160 * u32::from(index),
+            ssrc: CLIENT_SSRC,
+            csrcs: &[],
+        };
+        // Truncation keeps the low byte; 0x7F (μ-law negative zero) never appears.
+        let payload: Vec<u8> = (0..160u16)
+            .map(|i| (index.wrapping_mul(37).wrapping_add(i) as u8) & 0xF7)
+            .collect();
+        let mut packet = vec![0u8; 172];
+        let length = rtp::write_packet(&mut packet, &header, &payload).expect("frame fits");
+        packet.truncate(length);
+        packet
     }
 
     #[test]
     fn burst_beyond_the_cap_is_carried_over_to_the_next_turn() {
         let (mut worker, _commands, client, engine_rtp) = worker_with_echo_connection(31_410);
-        let mut packet = [0u8; 172];
-        packet[0] = 0x80;
-        for _ in 0..100 {
-            client.send_to(&packet, engine_rtp).expect("send to worker");
+        let frames: Vec<Vec<u8>> = (0..100).map(pcmu_frame).collect();
+        for frame in &frames {
+            client.send_to(frame, engine_rtp).expect("send to worker");
         }
         let received = |worker: &mut Worker| {
             worker
@@ -726,11 +865,39 @@ mod tests {
         assert_eq!(received(&mut worker), 100);
         assert!(worker.carry_over.is_empty());
 
-        let mut buffer = [0u8; 256];
-        for _ in 0..100 {
-            let (length, _) = client.recv_from(&mut buffer).expect("echoed packet");
-            assert_eq!(&buffer[..length], &packet);
-        }
+        // The session plays its jitter buffer out every 20 ms: once it has filled, turns past
+        // the next ticks send echo frames, as our own stream, back to the client.
+        client.set_nonblocking(true).expect("non-blocking client");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut buffer = [0u8; 2048];
+        let (length, from) = loop {
+            assert!(worker.turn());
+            match client.recv_from(&mut buffer) {
+                Ok(received) => break received,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => panic!("client receive failed: {error}"),
+            }
+            assert!(Instant::now() < deadline, "no echo within 2 s");
+        };
+        assert_eq!(from, engine_rtp);
+        let echo = rtp::parse(&buffer[..length]).expect("echo is RTP");
+        assert_eq!(echo.payload_type(), 0);
+        assert_ne!(
+            echo.ssrc(),
+            CLIENT_SSRC,
+            "echo relayed instead of re-encoded"
+        );
+        assert!(echo.marker(), "first echo packet starts a talkspurt");
+        assert!(
+            frames.iter().any(|frame| frame[12..] == *echo.payload()),
+            "echo payload is not one of the client's frames"
+        );
+        let sent = worker
+            .connection_by_key(1)
+            .expect("connection open")
+            .stats
+            .rtp_packets_sent;
+        assert!(sent >= 1, "echo sent but not counted");
         worker.close_all();
     }
 

@@ -4,9 +4,18 @@
 //! Must not: touch sockets, read the clock or allocate on the packet path; every module takes
 //! `now` and caller-provided buffers.
 
+pub mod codec;
 pub mod dtmf;
+pub mod g711;
+pub mod g722;
+pub mod jitter;
+pub mod opus;
+pub mod resample;
 pub mod rtcp;
+pub mod rtp;
+pub mod session;
 pub mod srtp;
+pub mod tone;
 
 /// A counting global allocator for tests that prove the packet path allocates nothing.
 /// A binary can have only one `#[global_allocator]`, so every module's test shares this one.

@@ -7,12 +7,19 @@
 //! - a tolerant parser ([`SessionDescription::parse`]) and a canonical printer
 //!   (`Display`: CRLF line ends, RFC line order),
 //! - offer/answer negotiation ([`offer`], [`answer`], [`accept_answer`]) whose
-//!   result, [`NegotiatedMedia`], is what the media engine consumes.
+//!   result, [`NegotiatedMedia`], is what the media engine consumes,
+//! - the SDP side of SDES-SRTP (RFC 4568): choosing and writing `a=crypto`
+//!   lines as strings. Keys are opaque base64 text here; decoding them and
+//!   all cryptography belong to the media layer.
 //!
-//! It must not do I/O: no sockets, no clock, no randomness. Local addresses
-//! and the o= session id/version come from the caller; the SIP layer owns the
-//! dialog (and bumps the version per RFC 3264 §8), the media engine owns the
-//! sockets.
+//! It must not do I/O: no sockets, no clock, no randomness. Local addresses,
+//! the o= session id/version and our SRTP keys ([`SrtpKeys`]) come from the
+//! caller; the SIP layer owns the dialog (and bumps the version per RFC 3264
+//! §8), the media engine owns the sockets.
+//!
+//! Key material never appears in an [`SdpError`] text or in the `Debug`
+//! output of [`SrtpKeys`] and [`NegotiatedSrtp`]. It does appear, by
+//! necessity, in the `a=crypto` lines of the SDP bodies themselves.
 //!
 //! The parser is lenient where real peers are sloppy (LF-only line ends,
 //! trailing whitespace, unknown lines and attributes, a missing s=, odd line
@@ -29,6 +36,17 @@ pub const DEFAULT_PTIME_MS: u32 = 20;
 pub const DEFAULT_TELEPHONE_EVENT_PT: u8 = 101;
 /// The RFC 4733 events we handle: DTMF 0-9, *, #, A-D and flash.
 pub const DEFAULT_TELEPHONE_EVENT_FMTP: &str = "0-16";
+/// The dynamic payload type we give opus in our offers (the common choice).
+pub const DEFAULT_OPUS_PT: u8 = 111;
+/// The opus fmtp of our offers and answers (RFC 7587 §6.1): we decode
+/// in-band FEC, take fullband audio, and want mono.
+pub const OPUS_FMTP: &str = "useinbandfec=1; maxplaybackrate=48000; stereo=0";
+/// The SDES crypto suites of [`LocalCapabilities::default`], best first.
+pub const DEFAULT_SRTP_SUITES: [&str; 3] = [
+    "AEAD_AES_128_GCM",
+    "AES_CM_128_HMAC_SHA1_80",
+    "AES_CM_128_HMAC_SHA1_32",
+];
 
 /// Name used for the o= username and the s= line of the SDPs we write.
 const LOCAL_NAME: &str = "callbridge";
@@ -40,12 +58,21 @@ const MAX_PTIME_MS: u32 = 60;
 const DYNAMIC_PTS: std::ops::RangeInclusive<u8> = 96..=127;
 /// Longest piece of peer text quoted in an error message.
 const MAX_QUOTED_CHARS: usize = 40;
+/// The dynamic payload type we give telephone-event at 48 kHz (to go with
+/// opus, RFC 4733 §2.1) in our offers.
+const TELEPHONE_EVENT_48K_PT: u8 = 110;
+/// RFC 4568 §9.1: a tag is 1 to 9 digits.
+const MAX_CRYPTO_TAG_DIGITS: usize = 9;
 
 // ---------------------------------------------------------------------------
 // Negotiation: the entry points the SIP layer calls
 // ---------------------------------------------------------------------------
 
 /// What the local side supports, in preference order.
+///
+/// Existing struct literals can name the fields they care about and end
+/// with `..LocalCapabilities::default()`; [`LocalCapabilities::new`] does the
+/// same for the three original fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalCapabilities {
     /// Audio codecs in our preference order. [`Codec::TelephoneEvent`] does
@@ -57,6 +84,27 @@ pub struct LocalCapabilities {
     /// Packetisation time we ask for, and fall back to when the peer states
     /// none or one we do not honour.
     pub ptime_ms: u32,
+    /// When we use SDES-SRTP (RTP/SAVP) rather than plain RTP (RTP/AVP).
+    pub srtp: SrtpPolicy,
+    /// SDES crypto-suite names (e.g. `AES_CM_128_HMAC_SHA1_80`) we accept,
+    /// in our preference order: the order of the `a=crypto` lines of our
+    /// offers. When answering, the offerer's order wins (RFC 4568 §7.1) and
+    /// this list only filters. Names compare case-insensitively; our SDPs
+    /// spell them as written here. Duplicates are ignored.
+    pub srtp_suites: Vec<String>,
+}
+
+impl LocalCapabilities {
+    /// Capabilities with these codecs, telephone-event setting and ptime,
+    /// and the default SRTP policy and suites.
+    pub fn new(codecs: Vec<Codec>, telephone_event: bool, ptime_ms: u32) -> LocalCapabilities {
+        LocalCapabilities {
+            codecs,
+            telephone_event,
+            ptime_ms,
+            ..LocalCapabilities::default()
+        }
+    }
 }
 
 impl Default for LocalCapabilities {
@@ -65,7 +113,132 @@ impl Default for LocalCapabilities {
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             telephone_event: true,
             ptime_ms: DEFAULT_PTIME_MS,
+            srtp: SrtpPolicy::default(),
+            srtp_suites: DEFAULT_SRTP_SUITES.map(str::to_string).to_vec(),
         }
+    }
+}
+
+/// When callbridge uses SDES-SRTP (RFC 4568; m= transport `RTP/SAVP` or
+/// `RTP/SAVPF`) instead of plain RTP (`RTP/AVP`, `RTP/AVPF`). DTLS-SRTP
+/// (`UDP/TLS/RTP/SAVPF`) is never supported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SrtpPolicy {
+    /// Plain RTP only: an offer whose audio is only RTP/SAVP(F) is refused
+    /// with [`SdpError::UnsupportedTransport`]; our offers are RTP/AVP.
+    Refuse,
+    /// Accept what the peer offers: RTP/AVP(F) and RTP/SAVP(F) offers are
+    /// both answered, and when an offer carries the same audio twice (one
+    /// plain, one SAVP m-line: "best-effort SRTP") the SAVP line is taken.
+    /// Our own offers are plain RTP/AVP without crypto, which every peer
+    /// understands; use `Require` to offer SRTP.
+    #[default]
+    Offer,
+    /// SRTP only: RTP/AVP(F)-only offers are refused with
+    /// [`SdpError::SrtpRequired`]; our offers are RTP/SAVP with one
+    /// `a=crypto` line per suite of [`LocalCapabilities::srtp_suites`].
+    Require,
+}
+
+impl SrtpPolicy {
+    /// The lower-case name used in configuration: `refuse`, `offer`, `require`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SrtpPolicy::Refuse => "refuse",
+            SrtpPolicy::Offer => "offer",
+            SrtpPolicy::Require => "require",
+        }
+    }
+
+    /// The policy with this [`name`](SrtpPolicy::name) (case-insensitive).
+    pub fn from_name(name: &str) -> Option<SrtpPolicy> {
+        [SrtpPolicy::Refuse, SrtpPolicy::Offer, SrtpPolicy::Require]
+            .into_iter()
+            .find(|policy| name.eq_ignore_ascii_case(policy.name()))
+    }
+}
+
+impl fmt::Display for SrtpPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Our SDES master keys, one per crypto suite: the base64 text of
+/// key||salt that goes after `inline:` (e.g. 40 characters for the
+/// `AES_CM_128_*` suites, 30 bytes; 38 or 40 for `AEAD_AES_128_GCM`, 28 bytes).
+///
+/// The caller draws them from a CSPRNG once per call and passes the same
+/// value to every [`offer`]/[`answer`] of that call, so that repeated
+/// negotiation (a pre-check, then the real answer) is deterministic and
+/// agrees with itself. A suite without a key here is treated as one we do
+/// not support; a key that is not base64 of the suite's key||salt length is
+/// ignored rather than put on the wire. `Debug` shows the suites, never keys.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SrtpKeys {
+    /// (suite, base64 key||salt), suites unique (case-insensitive).
+    keys: Vec<(String, String)>,
+}
+
+impl SrtpKeys {
+    /// No keys: enough for plain RTP; SRTP offers cannot be answered.
+    pub fn new() -> SrtpKeys {
+        SrtpKeys::default()
+    }
+
+    /// Keys for `suites`, made by `make_key` (`None`: that suite gets none).
+    pub fn from_fn(
+        suites: &[String],
+        mut make_key: impl FnMut(&str) -> Option<String>,
+    ) -> SrtpKeys {
+        let mut keys = SrtpKeys::new();
+        for suite in suites {
+            if keys.key(suite).is_none() {
+                if let Some(key) = make_key(suite) {
+                    keys.insert(suite, key);
+                }
+            }
+        }
+        keys
+    }
+
+    /// Sets the key for `suite` (replacing an earlier one).
+    pub fn insert(&mut self, suite: &str, inline_key: String) {
+        match self
+            .keys
+            .iter_mut()
+            .find(|(known, _)| known.eq_ignore_ascii_case(suite))
+        {
+            Some((_, key)) => *key = inline_key,
+            None => self.keys.push((suite.to_string(), inline_key)),
+        }
+    }
+
+    /// [`insert`](SrtpKeys::insert) in builder style.
+    pub fn with(mut self, suite: &str, inline_key: &str) -> SrtpKeys {
+        self.insert(suite, inline_key.to_string());
+        self
+    }
+
+    /// The key for `suite` (case-insensitive), if any.
+    pub fn key(&self, suite: &str) -> Option<&str> {
+        self.keys
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(suite))
+            .map(|(_, key)| key.as_str())
+    }
+
+    /// Our key for `suite` if it is fit for an `inline:` parameter.
+    fn usable_key(&self, suite: &str) -> Option<&str> {
+        self.key(suite).filter(|key| is_inline_key(suite, key))
+    }
+}
+
+impl fmt::Debug for SrtpKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.keys.iter().map(|(suite, _)| suite))
+            .finish()
     }
 }
 
@@ -103,7 +276,9 @@ pub struct NegotiatedMedia {
     pub codec: Codec,
     /// RTP payload type of `codec`, in the offerer's numbering (RFC 3264 §6.1).
     pub payload_type: u8,
-    /// RTP payload type of telephone-event when both sides use it (offerer's numbering).
+    /// RTP payload type of telephone-event when both sides use it (offerer's
+    /// numbering). Its RTP clock is always `codec.clock_rate()` (RFC 4733 §2.1),
+    /// so 48000 with opus.
     pub telephone_event_pt: Option<u8>,
     /// Packetisation time to send with.
     pub ptime_ms: u32,
@@ -111,11 +286,136 @@ pub struct NegotiatedMedia {
     pub direction: Direction,
     /// RTP and RTCP share one port (RFC 5761).
     pub rtcp_mux: bool,
+    /// What the peer's fmtp says about opus; `Some` exactly when `codec` is
+    /// [`Codec::Opus`] (RFC 7587 defaults when the peer said nothing).
+    pub opus: Option<OpusParams>,
+    /// The SDES-SRTP suite and keys when the stream is RTP/SAVP(F); `None`
+    /// for plain RTP.
+    pub srtp: Option<NegotiatedSrtp>,
+}
+
+/// The opus parameters (RFC 7587 §6.1) the PEER stated in its fmtp, i.e.
+/// what the peer's decoder wants and what its encoder will send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OpusParams {
+    /// `maxplaybackrate`: the widest audio the peer wants to receive, as a
+    /// sample rate in Hz (8000..=48000; values outside are clamped). Our
+    /// encoder should not code a wider bandwidth. Default 48000.
+    pub max_playback_rate: u32,
+    /// `sprop-maxcapturerate`: the widest audio the peer will send, in Hz
+    /// (8000..=48000, clamped). Default 48000.
+    pub sprop_max_capture_rate: u32,
+    /// `useinbandfec=1`: the peer's decoder uses opus in-band FEC, so our
+    /// encoder should send it. Default false.
+    pub use_inband_fec: bool,
+}
+
+impl Default for OpusParams {
+    fn default() -> Self {
+        OpusParams {
+            max_playback_rate: OPUS_MAX_RATE,
+            sprop_max_capture_rate: OPUS_MAX_RATE,
+            use_inband_fec: false,
+        }
+    }
+}
+
+/// Opus rates RFC 7587 allows for maxplaybackrate / sprop-maxcapturerate.
+const OPUS_MIN_RATE: u32 = 8000;
+const OPUS_MAX_RATE: u32 = 48000;
+
+impl OpusParams {
+    /// Reads an opus fmtp value such as `maxplaybackrate=16000;
+    /// useinbandfec=1`. Unknown, malformed and repeated parameters are
+    /// ignored (first one wins); names compare case-insensitively.
+    pub fn from_fmtp(fmtp: &str) -> OpusParams {
+        let mut params = OpusParams::default();
+        let mut seen: Vec<String> = Vec::new();
+        for (name, value) in fmtp.split(';').filter_map(|p| p.split_once('=')) {
+            let name = name.trim().to_ascii_lowercase();
+            let value = value.trim();
+            if seen.contains(&name) {
+                continue;
+            }
+            let recognised = match name.as_str() {
+                "maxplaybackrate" => match opus_rate(value) {
+                    Some(rate) => {
+                        params.max_playback_rate = rate;
+                        true
+                    }
+                    None => false,
+                },
+                "sprop-maxcapturerate" => match opus_rate(value) {
+                    Some(rate) => {
+                        params.sprop_max_capture_rate = rate;
+                        true
+                    }
+                    None => false,
+                },
+                "useinbandfec" => match value {
+                    "0" | "1" => {
+                        params.use_inband_fec = value == "1";
+                        true
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            if recognised {
+                seen.push(name);
+            }
+        }
+        params
+    }
+}
+
+/// An opus rate parameter, clamped to what RFC 7587 allows.
+fn opus_rate(value: &str) -> Option<u32> {
+    let rate = parse_decimal::<u64>(value)?;
+    u32::try_from(rate.clamp(OPUS_MIN_RATE.into(), OPUS_MAX_RATE.into())).ok()
+}
+
+/// The SDES-SRTP outcome: one crypto suite, the peer's key for what we
+/// RECEIVE and ours for what we SEND. Key parameters are the text after
+/// `a=crypto:<tag> <suite> `, e.g. `inline:<base64>` or
+/// `inline:<base64>|2^31` (the peer's may carry a lifetime; never an MKI,
+/// never several keys). `Debug` redacts both keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NegotiatedSrtp {
+    /// The crypto-suite name, spelt as in [`LocalCapabilities::srtp_suites`]
+    /// (or as in our offer, after [`accept_answer`]).
+    pub suite: String,
+    /// The `a=crypto` tag both sides used.
+    pub tag: u32,
+    /// The peer's key parameters: decode for INBOUND SRTP/SRTCP.
+    pub remote_key_params: String,
+    /// Our key parameters (`inline:<base64>`): use for OUTBOUND SRTP/SRTCP.
+    pub local_key_params: String,
+}
+
+impl fmt::Debug for NegotiatedSrtp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NegotiatedSrtp")
+            .field("suite", &self.suite)
+            .field("tag", &self.tag)
+            .field("remote_key_params", &"<redacted>")
+            .field("local_key_params", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Builds an offer for one audio stream with all our codecs (static payload
-/// types where they have one), telephone-event as dynamic PT 101 with
-/// `a=fmtp:101 0-16` when enabled, `a=ptime` and `a=sendrecv`.
+/// types where they have one, opus as 111 with [`OPUS_FMTP`], others from 96
+/// up), telephone-event when enabled (dynamic PT 101 at 8000 Hz, plus 110 at
+/// 48000 Hz when opus is offered, each with `a=fmtp:<pt> 0-16`), `a=ptime`
+/// and `a=sendrecv`.
+///
+/// With [`SrtpPolicy::Require`] the m-line is RTP/SAVP with one
+/// `a=crypto:<tag> <suite> inline:<key>` line per suite of
+/// `caps.srtp_suites` that has a usable key in `keys`, tags 1, 2, ... in
+/// that order. If no suite has a key the offer carries no crypto line and
+/// every peer will refuse it (failing closed, never falling back to plain
+/// RTP). Other policies offer plain RTP/AVP and ignore `keys`.
 ///
 /// `local_rtp` is the address the peer should send RTP to; it must be a
 /// concrete address (not 0.0.0.0) unless the caller means to put the call on
@@ -124,18 +424,25 @@ pub fn offer(
     caps: &LocalCapabilities,
     local_rtp: SocketAddr,
     version: SessionVersion,
+    keys: &SrtpKeys,
 ) -> SessionDescription {
     let mut formats = Vec::new();
     let mut attributes = Vec::new();
-    for (codec, pt) in offered_payload_types(caps) {
-        formats.push(pt.to_string());
-        attributes.push(rtpmap_attribute(pt, codec));
+    for format in offered_formats(caps) {
+        formats.push(format.payload_type.to_string());
+        attributes.push(Attribute::new("rtpmap", Some(format.rtpmap().to_string())));
+        if let Some(fmtp) = format.fmtp() {
+            attributes.push(fmtp_attribute(format.payload_type, fmtp));
+        }
     }
-    if caps.telephone_event {
-        let pt = DEFAULT_TELEPHONE_EVENT_PT;
-        formats.push(pt.to_string());
-        attributes.push(rtpmap_attribute(pt, Codec::TelephoneEvent));
-        attributes.push(fmtp_attribute(pt, DEFAULT_TELEPHONE_EVENT_FMTP));
+    let srtp = caps.srtp == SrtpPolicy::Require;
+    if srtp {
+        let usable = local_srtp_suites(caps)
+            .into_iter()
+            .filter_map(|suite| Some((suite, keys.usable_key(suite)?)));
+        for (tag, (suite, key)) in (1u32..).zip(usable) {
+            attributes.push(crypto_attribute(tag, suite, key));
+        }
     }
     attributes.push(Attribute::new("ptime", Some(caps.ptime_ms.to_string())));
     attributes.push(Attribute::flag(Direction::SendRecv.attribute_name()));
@@ -144,7 +451,7 @@ pub fn offer(
         media: "audio".to_string(),
         port: local_rtp.port(),
         port_count: None,
-        protocol: "RTP/AVP".to_string(),
+        protocol: if srtp { "RTP/SAVP" } else { "RTP/AVP" }.to_string(),
         formats,
         connection: None,
         bandwidth: Vec::new(),
@@ -156,21 +463,41 @@ pub fn offer(
 
 /// Answers a remote offer.
 ///
-/// The first `audio` m-line with RTP/AVP (or RTP/AVPF) transport, a non-zero
-/// port and a codec we share is accepted; every other m-line is rejected
-/// (port 0, same media and proto, formats copied, no attributes), so the
-/// answer has exactly as many m-lines as the offer, in order (RFC 3264 §6).
+/// Audio m-lines with a non-zero port are considered in the order the
+/// SRTP policy prefers (see [`SrtpPolicy`]: with `Offer` and `Require`
+/// every RTP/SAVP(F) line before any RTP/AVP(F) line), each group in offer
+/// order; the first with a codec we share (the offerer's first that we
+/// support, RFC 3264 §6.1) and, for SAVP, an acceptable `a=crypto` line is
+/// accepted. Every other m-line is rejected (port 0, same media and proto,
+/// formats copied, no attributes), so the answer has exactly as many
+/// m-lines as the offer, in order (RFC 3264 §6).
 ///
-/// Errors (all mean "answer 488" to the SIP layer): [`SdpError::NoAudio`],
-/// [`SdpError::NoCommonCodec`], [`SdpError::UnsupportedTransport`], and
-/// [`SdpError::BadAddress`] when the accepted stream has no c= line.
+/// Codecs match by encoding name, clock rate and channel count; the answer
+/// uses the offerer's payload type numbers. Opus (`opus/48000/2`) is
+/// answered with [`OPUS_FMTP`]; the offerer's opus fmtp lands in
+/// [`NegotiatedMedia::opus`].
+///
+/// SDES (RFC 4568 §7.1): the first offered `a=crypto` line (offer order)
+/// whose suite is in `caps.srtp_suites` and has a key in `keys`, whose key
+/// parameters are a single `inline:` key of the right length with at most
+/// a lifetime (no MKI), and whose session parameters are all harmless
+/// (`KDR=0`, `WSH=`, `FEC_ORDER=`, `-`-prefixed ones; not e.g.
+/// `UNENCRYPTED_SRTP`, `KDR=n>0` or `FEC_KEY`) is answered with
+/// `a=crypto:<same tag> <suite> inline:<our key>`.
+///
+/// Errors (all mean "answer 488" to the SIP layer), most specific first:
+/// [`SdpError::NoAcceptableCrypto`], [`SdpError::NoCommonCodec`],
+/// [`SdpError::SrtpRequired`], [`SdpError::UnsupportedTransport`],
+/// [`SdpError::NoAudio`], and [`SdpError::BadAddress`] when the accepted
+/// stream has no c= line.
 pub fn answer(
     offer: &SessionDescription,
     caps: &LocalCapabilities,
     local_rtp: SocketAddr,
     version: SessionVersion,
+    keys: &SrtpKeys,
 ) -> Result<(SessionDescription, NegotiatedMedia), SdpError> {
-    let choice = choose_audio_stream(offer, caps)?;
+    let choice = choose_audio_stream(offer, caps, keys)?;
     let offered = choice.media;
     let rtcp_mux = offered.has_attribute("rtcp-mux");
     let (remote_rtp, remote_rtcp) = remote_endpoints(offer, offered, rtcp_mux)?;
@@ -208,6 +535,8 @@ pub fn answer(
         ptime_ms,
         direction,
         rtcp_mux,
+        opus: opus_params(choice.codec, offered, choice.payload_type),
+        srtp: choice.srtp,
     };
     Ok((local_session(version, local_rtp.ip(), media), negotiated))
 }
@@ -216,9 +545,11 @@ pub fn answer(
 ///
 /// The answer must have as many m-lines as our offer, keep media type and
 /// transport of the accepted audio line, and list one of our offered codecs
-/// first (telephone-event aside), in our numbering; otherwise
-/// [`SdpError::AnswerMismatch`]. An answer that rejects every audio stream
-/// gives [`SdpError::NoAudio`].
+/// first (telephone-event aside), in our numbering; when we offered
+/// RTP/SAVP it must carry an `a=crypto` line with one of our tags, the same
+/// suite, and a single `inline:` key without MKI and with only harmless
+/// session parameters. Otherwise [`SdpError::AnswerMismatch`]. An answer
+/// that rejects every audio stream gives [`SdpError::NoAudio`].
 pub fn accept_answer(
     our_offer: &SessionDescription,
     answer: &SessionDescription,
@@ -239,6 +570,10 @@ pub fn accept_answer(
     check_same_stream(offered, answered)?;
 
     let (codec, payload_type) = answered_codec(offered, answered)?;
+    let srtp = match Transport::of(&offered.protocol) {
+        Transport::Sdes => Some(answered_crypto(offered, answered)?),
+        Transport::Rtp | Transport::Other => None,
+    };
     let telephone_event_pt = offered.telephone_event_pt(codec.clock_rate());
     let rtcp_mux = offered.has_attribute("rtcp-mux") && answered.has_attribute("rtcp-mux");
     let (remote_rtp, remote_rtcp) = remote_endpoints(answer, answered, rtcp_mux)?;
@@ -257,6 +592,8 @@ pub fn accept_answer(
         ptime_ms: negotiate_ptime(answered, our_ptime),
         direction,
         rtcp_mux,
+        opus: opus_params(codec, answered, payload_type),
+        srtp,
     })
 }
 
@@ -264,43 +601,76 @@ pub fn accept_answer(
 // Codecs and directions
 // ---------------------------------------------------------------------------
 
-/// A codec we can speak. New codecs (G722, opus, ...) are added as variants
-/// plus one row in each `match` below and an entry in [`Codec::ALL`].
+/// A codec we can speak. New codecs are added as variants plus one row in
+/// each `match` below and an entry in [`Codec::ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
     /// G.711 µ-law, static PT 0, 8000 Hz.
     Pcmu,
     /// G.711 A-law, static PT 8, 8000 Hz.
     Pcma,
-    /// RFC 4733 named telephone events (DTMF), dynamic PT, 8000 Hz.
+    /// G.722, static PT 9. It samples at 16 kHz, but its RTP clock (and its
+    /// rtpmap, `G722/8000`) says 8000 Hz: an error in RFC 1890 that RFC 3551
+    /// §4.5.2 keeps for compatibility. Timestamps advance 8000 per second.
+    G722,
+    /// Opus (RFC 7587), dynamic PT (111 in our offers), rtpmap always
+    /// `opus/48000/2` whatever the actual rate and channel count.
+    Opus,
+    /// RFC 4733 named telephone events (DTMF), dynamic PT, 8000 Hz (or the
+    /// clock of the audio codec it goes with).
     TelephoneEvent,
 }
 
 impl Codec {
     /// Every codec this module knows, for lookups.
-    pub const ALL: [Codec; 3] = [Codec::Pcmu, Codec::Pcma, Codec::TelephoneEvent];
+    pub const ALL: [Codec; 5] = [
+        Codec::Pcmu,
+        Codec::Pcma,
+        Codec::G722,
+        Codec::Opus,
+        Codec::TelephoneEvent,
+    ];
 
     /// The rtpmap encoding name (compared case-insensitively when parsing).
     pub fn encoding_name(&self) -> &'static str {
         match self {
             Codec::Pcmu => "PCMU",
             Codec::Pcma => "PCMA",
+            Codec::G722 => "G722",
+            Codec::Opus => "opus",
             Codec::TelephoneEvent => "telephone-event",
         }
     }
 
-    /// The RTP clock rate as written in rtpmap (for G722 this will be 8000
-    /// although it samples at 16 kHz, RFC 3551 §4.5.2).
+    /// The RTP clock rate as written in rtpmap and used for RTP timestamps:
+    /// 8000 for G722 although it samples at 16 kHz (RFC 3551 §4.5.2), 48000
+    /// for opus whatever its actual rate (RFC 7587 §4.1). Compare
+    /// [`audio_sample_rate`](Codec::audio_sample_rate).
     pub fn clock_rate(&self) -> u32 {
         match self {
+            Codec::Pcmu | Codec::Pcma | Codec::G722 | Codec::TelephoneEvent => 8000,
+            Codec::Opus => 48000,
+        }
+    }
+
+    /// The rate at which the codec samples audio (what the media engine
+    /// feeds its encoder and gets from its decoder): 8000 for G.711, 16000
+    /// for G722, 48000 for opus (which may code less, see [`OpusParams`]).
+    /// For telephone-event, which carries no audio, its clock rate.
+    pub fn audio_sample_rate(&self) -> u32 {
+        match self {
             Codec::Pcmu | Codec::Pcma | Codec::TelephoneEvent => 8000,
+            Codec::G722 => 16000,
+            Codec::Opus => 48000,
         }
     }
 
     /// Number of audio channels (the rtpmap encoding parameter; 1 if absent).
+    /// 2 for opus: RFC 7587 requires `/2` in the rtpmap even for mono.
     pub fn channels(&self) -> u8 {
         match self {
-            Codec::Pcmu | Codec::Pcma | Codec::TelephoneEvent => 1,
+            Codec::Pcmu | Codec::Pcma | Codec::G722 | Codec::TelephoneEvent => 1,
+            Codec::Opus => 2,
         }
     }
 
@@ -309,7 +679,19 @@ impl Codec {
         match self {
             Codec::Pcmu => Some(0),
             Codec::Pcma => Some(8),
-            Codec::TelephoneEvent => None,
+            Codec::G722 => Some(9),
+            Codec::Opus | Codec::TelephoneEvent => None,
+        }
+    }
+
+    /// The payload type we use in our offers: the static one, else our
+    /// customary dynamic one (opus 111, telephone-event 101), else `None`
+    /// (a free dynamic number is then picked).
+    pub fn default_payload_type(&self) -> Option<u8> {
+        match self {
+            Codec::Opus => Some(DEFAULT_OPUS_PT),
+            Codec::TelephoneEvent => Some(DEFAULT_TELEPHONE_EVENT_PT),
+            Codec::Pcmu | Codec::Pcma | Codec::G722 => self.static_payload_type(),
         }
     }
 
@@ -326,13 +708,14 @@ impl Codec {
     }
 
     /// The codec an rtpmap describes: name (case-insensitive), clock rate
-    /// and channel count must all match.
+    /// and channel count must all match. Telephone-event matches at any
+    /// clock rate (it follows its audio codec, RFC 4733 §2.1).
     pub fn from_rtpmap(map: &RtpMap) -> Option<Codec> {
         Codec::ALL.into_iter().find(|codec| {
             let channels = map.encoding_params.as_deref().unwrap_or("1");
             map.encoding_name
                 .eq_ignore_ascii_case(codec.encoding_name())
-                && map.clock_rate == codec.clock_rate()
+                && (map.clock_rate == codec.clock_rate() || *codec == Codec::TelephoneEvent)
                 && parse_decimal::<u8>(channels) == Some(codec.channels())
         })
     }
@@ -344,6 +727,15 @@ impl Codec {
             encoding_name: self.encoding_name().to_string(),
             clock_rate: self.clock_rate(),
             encoding_params: (self.channels() > 1).then(|| self.channels().to_string()),
+        }
+    }
+
+    /// The fmtp parameters we state for this codec, in offers and answers
+    /// (telephone-event's follow the offer, see [`DEFAULT_TELEPHONE_EVENT_FMTP`]).
+    fn local_fmtp(&self) -> Option<&'static str> {
+        match self {
+            Codec::Opus => Some(OPUS_FMTP),
+            Codec::Pcmu | Codec::Pcma | Codec::G722 | Codec::TelephoneEvent => None,
         }
     }
 }
@@ -876,10 +1268,16 @@ pub enum SdpError {
     },
     /// No usable (non-rejected) audio stream.
     NoAudio,
-    /// Audio offered over RTP/AVP(F) but with no codec we support.
+    /// Audio offered over a transport we take, but with no codec we support.
     NoCommonCodec,
-    /// Audio offered only over transports we do not do (e.g. RTP/SAVP).
+    /// Audio offered only over transports we do not do (e.g.
+    /// UDP/TLS/RTP/SAVPF, or RTP/SAVP under [`SrtpPolicy::Refuse`]).
     UnsupportedTransport(String),
+    /// Audio offered over RTP/SAVP(F), but no `a=crypto` line we can accept
+    /// (unknown suites, MKIs, several keys, unsupported session parameters).
+    NoAcceptableCrypto,
+    /// Audio offered only over plain RTP while [`SrtpPolicy::Require`] is set.
+    SrtpRequired,
     /// A c= line is missing or not an IP literal we can use.
     BadAddress(String),
     /// The answer does not fit the offer it answers.
@@ -894,10 +1292,13 @@ impl fmt::Display for SdpError {
             }
             SdpError::NoAudio => f.write_str("SDP has no usable audio stream"),
             SdpError::NoCommonCodec => f.write_str("no common audio codec"),
-            SdpError::UnsupportedTransport(proto) => write!(
-                f,
-                "unsupported media transport {proto} (only RTP/AVP and RTP/AVPF)"
-            ),
+            SdpError::UnsupportedTransport(proto) => {
+                write!(f, "unsupported media transport {proto}")
+            }
+            SdpError::NoAcceptableCrypto => {
+                f.write_str("no acceptable SDES crypto attribute in the SRTP offer")
+            }
+            SdpError::SrtpRequired => f.write_str("SRTP is required but only RTP was offered"),
             SdpError::BadAddress(reason) => write!(f, "unusable SDP address: {reason}"),
             SdpError::AnswerMismatch(reason) => {
                 write!(f, "SDP answer does not match our offer: {reason}")
@@ -920,34 +1321,92 @@ struct StreamChoice<'a> {
     payload_type: u8,
     /// Offerer's telephone-event payload type and the fmtp we answer with.
     telephone_event: Option<(u8, String)>,
+    /// The crypto line we answer an RTP/SAVP(F) stream with.
+    srtp: Option<NegotiatedSrtp>,
 }
 
-/// Finds the first acceptable audio stream, or the error that best explains
-/// why there is none: codec trouble beats transport trouble beats no audio.
+/// The m= transports we tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// RTP/AVP or RTP/AVPF: plain RTP.
+    Rtp,
+    /// RTP/SAVP or RTP/SAVPF: SRTP keyed by SDES `a=crypto` lines.
+    Sdes,
+    /// Anything else (DTLS-SRTP, TCP, non-RTP).
+    Other,
+}
+
+impl Transport {
+    fn of(protocol: &str) -> Transport {
+        let is = |name: &str| protocol.eq_ignore_ascii_case(name);
+        if is("RTP/AVP") || is("RTP/AVPF") {
+            Transport::Rtp
+        } else if is("RTP/SAVP") || is("RTP/SAVPF") {
+            Transport::Sdes
+        } else {
+            Transport::Other
+        }
+    }
+}
+
+/// Finds the acceptable audio stream the policy likes best, or the error
+/// that best explains why there is none: crypto trouble beats codec trouble
+/// beats "SRTP required" beats transport trouble beats no audio.
 fn choose_audio_stream<'a>(
     offer: &'a SessionDescription,
     caps: &LocalCapabilities,
+    keys: &SrtpKeys,
 ) -> Result<StreamChoice<'a>, SdpError> {
     let ours = local_audio_codecs(caps);
-    let mut unsupported_transport = None;
-    let mut saw_rtp_audio = false;
-    for (index, media) in offer.media.iter().enumerate() {
-        if !media.is_audio() || media.port == 0 {
-            continue; // not audio, or a stream the offerer has disabled
-        }
-        if !is_supported_transport(&media.protocol) {
-            unsupported_transport.get_or_insert_with(|| sanitize(&media.protocol));
-            continue;
-        }
-        saw_rtp_audio = true;
-        if let Some(choice) = choose_codec(index, media, &ours, caps.telephone_event) {
+    // Transports we take, the preferred one first.
+    let wanted: &[Transport] = match caps.srtp {
+        SrtpPolicy::Refuse => &[Transport::Rtp],
+        SrtpPolicy::Offer => &[Transport::Sdes, Transport::Rtp],
+        SrtpPolicy::Require => &[Transport::Sdes],
+    };
+    let live_audio = || {
+        offer
+            .media
+            .iter()
+            .enumerate()
+            // Not audio, or a stream the offerer has disabled.
+            .filter(|(_, media)| media.is_audio() && media.port != 0)
+    };
+    let mut no_common_codec = false;
+    let mut no_acceptable_crypto = false;
+    for &transport in wanted {
+        for (index, media) in live_audio().filter(|(_, m)| Transport::of(&m.protocol) == transport)
+        {
+            let Some(mut choice) = choose_codec(index, media, &ours, caps.telephone_event) else {
+                no_common_codec = true;
+                continue;
+            };
+            if transport == Transport::Sdes {
+                match choose_crypto(media, caps, keys) {
+                    Some(srtp) => choice.srtp = Some(srtp),
+                    None => {
+                        no_acceptable_crypto = true;
+                        continue;
+                    }
+                }
+            }
             return Ok(choice);
         }
     }
-    Err(match (saw_rtp_audio, unsupported_transport) {
-        (true, _) => SdpError::NoCommonCodec,
-        (false, Some(proto)) => SdpError::UnsupportedTransport(proto),
-        (false, None) => SdpError::NoAudio,
+    let offered = |transport| live_audio().any(|(_, m)| Transport::of(&m.protocol) == transport);
+    let unsupported = live_audio()
+        .find(|(_, m)| !wanted.contains(&Transport::of(&m.protocol)))
+        .map(|(_, m)| sanitize(&m.protocol));
+    Err(if no_acceptable_crypto {
+        SdpError::NoAcceptableCrypto
+    } else if no_common_codec {
+        SdpError::NoCommonCodec
+    } else if caps.srtp == SrtpPolicy::Require && offered(Transport::Rtp) {
+        SdpError::SrtpRequired
+    } else if let Some(protocol) = unsupported {
+        SdpError::UnsupportedTransport(protocol)
+    } else {
+        SdpError::NoAudio
     })
 }
 
@@ -976,7 +1435,210 @@ fn choose_codec<'a>(
         codec,
         payload_type,
         telephone_event,
+        srtp: None,
     })
+}
+
+/// The crypto line to answer an RTP/SAVP(F) m-line with: the first offered
+/// line (RFC 4568 §7.1: the offerer's preference) we can accept and have a
+/// key for.
+fn choose_crypto(
+    media: &MediaDescription,
+    caps: &LocalCapabilities,
+    keys: &SrtpKeys,
+) -> Option<NegotiatedSrtp> {
+    media
+        .attribute_values("crypto")
+        .filter_map(CryptoLine::parse)
+        .find_map(|line| {
+            let suite = caps
+                .srtp_suites
+                .iter()
+                .find(|suite| suite.eq_ignore_ascii_case(line.suite))?;
+            if !line.is_usable() {
+                return None;
+            }
+            let key = keys.usable_key(suite)?;
+            Some(NegotiatedSrtp {
+                suite: suite.clone(),
+                tag: line.tag,
+                remote_key_params: line.key_params.to_string(),
+                local_key_params: format!("inline:{key}"),
+            })
+        })
+}
+
+/// The crypto line of an answer to our RTP/SAVP offer, matched to ours.
+fn answered_crypto(
+    offered: &MediaDescription,
+    answered: &MediaDescription,
+) -> Result<NegotiatedSrtp, SdpError> {
+    let mismatch = |reason: String| SdpError::AnswerMismatch(reason);
+    let line = answered
+        .attribute_values("crypto")
+        .find_map(CryptoLine::parse)
+        .ok_or_else(|| mismatch("no crypto attribute for our SRTP offer".to_string()))?;
+    let same_tag: Vec<CryptoLine> = offered
+        .attribute_values("crypto")
+        .filter_map(CryptoLine::parse)
+        .filter(|ours| ours.tag == line.tag)
+        .collect();
+    let ours = same_tag
+        .iter()
+        .find(|ours| ours.suite.eq_ignore_ascii_case(line.suite))
+        .ok_or_else(|| match same_tag.first() {
+            None => mismatch(format!("crypto tag {} was not offered", line.tag)),
+            Some(ours) => mismatch(format!(
+                "crypto tag {} answered with suite {}, offered {}",
+                line.tag,
+                quote(line.suite),
+                quote(ours.suite)
+            )),
+        })?;
+    if !line.is_usable() {
+        // Never quote key parameters: they hold the key.
+        return Err(mismatch(format!(
+            "crypto tag {} has key or session parameters we cannot use",
+            line.tag
+        )));
+    }
+    Ok(NegotiatedSrtp {
+        suite: ours.suite.to_string(),
+        tag: line.tag,
+        remote_key_params: line.key_params.to_string(),
+        local_key_params: ours.key_params.to_string(),
+    })
+}
+
+/// An `a=crypto` value, split but not judged (RFC 4568 §9.1):
+/// `<tag> <crypto-suite> <key-params> *(<session-param>)`.
+struct CryptoLine<'a> {
+    tag: u32,
+    suite: &'a str,
+    /// `inline:<key||salt>[|lifetime][|MKI:length]`, possibly several `;`-separated.
+    key_params: &'a str,
+    session_params: Vec<&'a str>,
+}
+
+impl<'a> CryptoLine<'a> {
+    /// `None` when the tag is not 1-9 digits or a field is missing.
+    fn parse(value: &'a str) -> Option<CryptoLine<'a>> {
+        let mut fields = value.split_ascii_whitespace();
+        let tag = fields
+            .next()
+            .filter(|tag| tag.len() <= MAX_CRYPTO_TAG_DIGITS)
+            .and_then(parse_decimal::<u32>)?;
+        let suite = fields.next()?;
+        let key_params = fields.next()?;
+        Some(CryptoLine {
+            tag,
+            suite,
+            key_params,
+            session_params: fields.collect(),
+        })
+    }
+
+    /// One `inline:` key of the suite's length with at most a lifetime
+    /// (no MKI, which we could not match packets against), and only
+    /// session parameters that do not change how packets are protected.
+    fn is_usable(&self) -> bool {
+        is_single_inline_key(self.suite, self.key_params)
+            && self
+                .session_params
+                .iter()
+                .all(|param| is_harmless_session_param(param))
+    }
+}
+
+/// `inline:<key||salt>[|<lifetime>]` (RFC 4568 §9.2).
+fn is_single_inline_key(suite: &str, key_params: &str) -> bool {
+    let Some((method, info)) = key_params.split_once(':') else {
+        return false;
+    };
+    if !method.eq_ignore_ascii_case("inline") || key_params.contains(';') {
+        return false; // another key method, or several keys (which need MKIs)
+    }
+    let mut parts = info.split('|');
+    let key = parts.next().unwrap_or_default();
+    let lifetime_ok = match (parts.next(), parts.next()) {
+        (None, _) => true,
+        // A second part with ':' is an MKI; a third part is an MKI too.
+        (Some(lifetime), None) => is_lifetime(lifetime),
+        (Some(_), Some(_)) => false,
+    };
+    lifetime_ok && is_inline_key(suite, key)
+}
+
+/// `<decimal>` or `2^<decimal>`, not zero.
+fn is_lifetime(text: &str) -> bool {
+    match text.strip_prefix("2^") {
+        Some(exponent) => parse_decimal::<u8>(exponent).is_some_and(|e| e < 64),
+        None => parse_decimal::<u64>(text).is_some_and(|n| n > 0),
+    }
+}
+
+/// Base64 text (padding optional) of the suite's key||salt length, or of
+/// any non-zero length for suites whose length we do not know.
+fn is_inline_key(suite: &str, key: &str) -> bool {
+    let data = key.trim_end_matches('=');
+    let padding = key.len() - data.len();
+    let well_formed = !data.is_empty()
+        && padding <= 2
+        && data
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+        && data.len() % 4 != 1
+        && (padding == 0 || key.len() % 4 == 0);
+    let decoded_len = data.len() * 3 / 4;
+    well_formed && srtp_key_salt_len(suite).is_none_or(|len| len == decoded_len)
+}
+
+/// Master key plus master salt length in bytes of the SDES suites we know
+/// (RFC 4568 §6.2, RFC 6188, RFC 7714 §12).
+fn srtp_key_salt_len(suite: &str) -> Option<usize> {
+    const LENGTHS: [(&str, usize); 9] = [
+        ("AES_CM_128_HMAC_SHA1_80", 30),
+        ("AES_CM_128_HMAC_SHA1_32", 30),
+        ("F8_128_HMAC_SHA1_80", 30),
+        ("AES_192_CM_HMAC_SHA1_80", 38),
+        ("AES_192_CM_HMAC_SHA1_32", 38),
+        ("AES_256_CM_HMAC_SHA1_80", 46),
+        ("AES_256_CM_HMAC_SHA1_32", 46),
+        ("AEAD_AES_128_GCM", 28),
+        ("AEAD_AES_256_GCM", 44),
+    ];
+    LENGTHS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(suite))
+        .map(|(_, len)| *len)
+}
+
+/// Session parameters (RFC 4568 §6.3) we may accept without acting on
+/// them: `KDR=0` (key derivation once, the default), the window size hint,
+/// the FEC order (we do no FEC) and the optional `-`-prefixed kind (§6.3.7).
+/// Everything else (KDR above 0, UNENCRYPTED_SRTP/SRTCP,
+/// UNAUTHENTICATED_SRTP, FEC_KEY, unknown ones) makes the line unusable.
+fn is_harmless_session_param(param: &str) -> bool {
+    let (name, value) = param.split_once('=').unwrap_or((param, ""));
+    param.starts_with('-')
+        || (name == "KDR" && value == "0")
+        || (name == "WSH" && parse_decimal::<u32>(value).is_some())
+        || (name == "FEC_ORDER" && matches!(value, "FEC_SRTP" | "SRTP_FEC"))
+}
+
+/// Our SDES suites in preference order, duplicates removed.
+fn local_srtp_suites(caps: &LocalCapabilities) -> Vec<&str> {
+    let mut suites: Vec<&str> = Vec::new();
+    for suite in &caps.srtp_suites {
+        if !suites.iter().any(|known| known.eq_ignore_ascii_case(suite)) {
+            suites.push(suite);
+        }
+    }
+    suites
+}
+
+fn crypto_attribute(tag: u32, suite: &str, key: &str) -> Attribute {
+    Attribute::new("crypto", Some(format!("{tag} {suite} inline:{key}")))
 }
 
 /// Our audio codecs in preference order: telephone-event and duplicates removed.
@@ -990,23 +1652,78 @@ fn local_audio_codecs(caps: &LocalCapabilities) -> Vec<Codec> {
     codecs
 }
 
-/// Payload types for our offer: static ones where defined, else dynamic
-/// numbers from 96 up, skipping the one telephone-event uses.
-fn offered_payload_types(caps: &LocalCapabilities) -> Vec<(Codec, u8)> {
-    let mut dynamic = DYNAMIC_PTS.filter(|pt| *pt != DEFAULT_TELEPHONE_EVENT_PT);
-    local_audio_codecs(caps)
+/// One format of our offer.
+struct OfferedFormat {
+    codec: Codec,
+    payload_type: u8,
+    /// The RTP clock: the codec's, or for telephone-event the clock of the
+    /// audio codecs it goes with.
+    clock_rate: u32,
+}
+
+impl OfferedFormat {
+    fn rtpmap(&self) -> RtpMap {
+        RtpMap {
+            clock_rate: self.clock_rate,
+            ..self.codec.rtpmap(self.payload_type)
+        }
+    }
+
+    fn fmtp(&self) -> Option<&'static str> {
+        match self.codec {
+            Codec::TelephoneEvent => Some(DEFAULT_TELEPHONE_EVENT_FMTP),
+            codec => codec.local_fmtp(),
+        }
+    }
+}
+
+/// The formats of our offer: our audio codecs in preference order, then
+/// telephone-event (when enabled) at 8000 Hz and at every other clock rate
+/// of those codecs. Static payload types where defined, then our customary
+/// dynamic numbers (opus 111; telephone-event 101 at 8 kHz, 110 at 48 kHz),
+/// then free dynamic numbers from 96 up.
+fn offered_formats(caps: &LocalCapabilities) -> Vec<OfferedFormat> {
+    let codecs = local_audio_codecs(caps);
+    let mut wanted: Vec<(Codec, u32, Option<u8>)> = codecs
+        .iter()
+        .map(|c| (*c, c.clock_rate(), c.default_payload_type()))
+        .collect();
+    if caps.telephone_event {
+        let mut clocks = vec![Codec::TelephoneEvent.clock_rate()];
+        for clock in codecs.iter().map(Codec::clock_rate) {
+            if !clocks.contains(&clock) {
+                clocks.push(clock);
+            }
+        }
+        wanted.extend(clocks.into_iter().map(|clock| {
+            let pt = match clock {
+                8000 => Some(DEFAULT_TELEPHONE_EVENT_PT),
+                48000 => Some(TELEPHONE_EVENT_48K_PT),
+                _ => None,
+            };
+            (Codec::TelephoneEvent, clock, pt)
+        }));
+    }
+    let reserved: Vec<u8> = wanted.iter().filter_map(|(_, _, pt)| *pt).collect();
+    let mut dynamic = DYNAMIC_PTS.filter(|pt| !reserved.contains(pt));
+    wanted
         .into_iter()
-        .filter_map(|codec| {
-            // Dynamic numbers only run out with more than 31 dynamic codecs;
-            // such a codec is then left out rather than given a clashing number.
-            let pt = codec.static_payload_type().or_else(|| dynamic.next())?;
-            Some((codec, pt))
+        .filter_map(|(codec, clock_rate, pt)| {
+            // Dynamic numbers only run out with more than 29 dynamic formats;
+            // such a format is then left out rather than given a clashing number.
+            let payload_type = pt.or_else(|| dynamic.next())?;
+            Some(OfferedFormat {
+                codec,
+                payload_type,
+                clock_rate,
+            })
         })
         .collect()
 }
 
-fn is_supported_transport(protocol: &str) -> bool {
-    protocol.eq_ignore_ascii_case("RTP/AVP") || protocol.eq_ignore_ascii_case("RTP/AVPF")
+/// [`OpusParams`] from the fmtp of `media` for `pt`, when `codec` is opus.
+fn opus_params(codec: Codec, media: &MediaDescription, pt: u8) -> Option<OpusParams> {
+    (codec == Codec::Opus).then(|| OpusParams::from_fmtp(media.fmtp(pt).unwrap_or_default()))
 }
 
 /// The peer's a=ptime if we honour it (10..=60 ms in steps of 10), else
@@ -1065,10 +1782,27 @@ fn accepted_media(
 ) -> MediaDescription {
     let mut formats = vec![choice.payload_type.to_string()];
     let mut attributes = vec![rtpmap_attribute(choice.payload_type, choice.codec)];
+    if let Some(fmtp) = choice.codec.local_fmtp() {
+        attributes.push(fmtp_attribute(choice.payload_type, fmtp));
+    }
     if let Some((pt, fmtp)) = &choice.telephone_event {
         formats.push(pt.to_string());
-        attributes.push(rtpmap_attribute(*pt, Codec::TelephoneEvent));
+        let rtpmap = RtpMap {
+            clock_rate: choice.codec.clock_rate(),
+            ..Codec::TelephoneEvent.rtpmap(*pt)
+        };
+        attributes.push(Attribute::new("rtpmap", Some(rtpmap.to_string())));
         attributes.push(fmtp_attribute(*pt, fmtp));
+    }
+    if let Some(srtp) = &choice.srtp {
+        // Same tag and suite as the offer line we accept (RFC 4568 §7.1.2).
+        attributes.push(Attribute::new(
+            "crypto",
+            Some(format!(
+                "{} {} {}",
+                srtp.tag, srtp.suite, srtp.local_key_params
+            )),
+        ));
     }
     attributes.push(Attribute::new("ptime", Some(ptime_ms.to_string())));
     if rtcp_mux {
@@ -1574,8 +2308,37 @@ mod tests {
             &LocalCapabilities::default(),
             local(),
             version(),
+            &keys(),
         )
         .expect("test offer should be answerable")
+    }
+
+    const OUR_KEY_GCM: &str = "Y2FsbGJyaWRnZSBnY20ga2V5K2l0cyBzYWx0IQ==";
+    const OUR_KEY_80: &str = "Y2FsbGJyaWRnZSBrZXk4MCBhbmQgaXRzIHNhbHQu";
+    const OUR_KEY_32: &str = "Y2FsbGJyaWRnZSBrZXkzMiBhbmQgaXRzIHNhbHQu";
+    const PEER_KEY_GCM: &str = "cGVlcidzIGdjbSBrZXkgYW5kIGl0cyBzYWx0Lg==";
+    const PEER_KEY_80: &str = "cGVlciBrZXkgZm9yIEFFU19DTV84MCArIHNhbHQu";
+
+    /// Our fixed SDES keys for the default suites.
+    fn keys() -> SrtpKeys {
+        SrtpKeys::new()
+            .with("AEAD_AES_128_GCM", OUR_KEY_GCM)
+            .with("AES_CM_128_HMAC_SHA1_80", OUR_KEY_80)
+            .with("AES_CM_128_HMAC_SHA1_32", OUR_KEY_32)
+    }
+
+    fn caps_with(srtp: SrtpPolicy) -> LocalCapabilities {
+        LocalCapabilities {
+            srtp,
+            ..LocalCapabilities::default()
+        }
+    }
+
+    fn answer_with(
+        caps: &LocalCapabilities,
+        text: &str,
+    ) -> Result<(SessionDescription, NegotiatedMedia), SdpError> {
+        answer(&parse(text), caps, local(), version(), &keys())
     }
 
     fn answer_err(text: &str) -> SdpError {
@@ -1584,6 +2347,7 @@ mod tests {
             &LocalCapabilities::default(),
             local(),
             version(),
+            &keys(),
         )
         .expect_err("test offer should be refused")
     }
@@ -1751,6 +2515,8 @@ mod tests {
                 ptime_ms: 20,
                 direction: Direction::SendRecv,
                 rtcp_mux: false,
+                opus: None,
+                srtp: None,
             }
         );
         assert_eq!(
@@ -1816,7 +2582,8 @@ mod tests {
             telephone_event: false,
             ..LocalCapabilities::default()
         };
-        let (sdp, media) = answer(&parse(&offer), &caps, local(), version()).expect("answerable");
+        let (sdp, media) =
+            answer(&parse(&offer), &caps, local(), version(), &keys()).expect("answerable");
         assert_eq!(media.telephone_event_pt, None);
         assert_eq!(sdp.media[0].formats, ["0"]);
 
@@ -1844,6 +2611,7 @@ mod tests {
             &caps,
             local(),
             version(),
+            &keys(),
         )
         .expect("answerable");
         assert_eq!(media.codec, Codec::Pcma);
@@ -1916,9 +2684,10 @@ mod tests {
             )),
             SdpError::NoCommonCodec
         );
+        // RTP/SAVP without crypto lines: see sdes_policy_errors for the rest.
         assert_eq!(
             answer_err(&offer_with("m=audio 6000 RTP/SAVP 0\r\n")),
-            SdpError::UnsupportedTransport("RTP/SAVP".to_string())
+            SdpError::NoAcceptableCrypto
         );
         assert_eq!(
             answer_err(&offer_with(
@@ -1986,8 +2755,14 @@ mod tests {
         let offer = parse(
             "v=0\r\no=a 1 1 IN IP6 2001:db8::7\r\ns=-\r\nc=IN IP6 2001:db8::7\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n",
         );
-        let (sdp, media) =
-            answer(&offer, &LocalCapabilities::default(), local6, version()).expect("answerable");
+        let (sdp, media) = answer(
+            &offer,
+            &LocalCapabilities::default(),
+            local6,
+            version(),
+            &keys(),
+        )
+        .expect("answerable");
         assert_eq!(
             media.remote_rtp,
             Some("[2001:db8::7]:6000".parse().expect("literal"))
@@ -2041,8 +2816,9 @@ mod tests {
             codecs: vec![Codec::Pcma, Codec::Pcmu, Codec::TelephoneEvent, Codec::Pcma],
             telephone_event: true,
             ptime_ms: 20,
+            ..LocalCapabilities::default()
         };
-        let sdp = offer(&caps, local(), version());
+        let sdp = offer(&caps, local(), version(), &keys());
         assert_eq!(
             sdp.to_string(),
             "v=0\r\n\
@@ -2063,7 +2839,7 @@ mod tests {
 
     #[test]
     fn offer_then_accept_answer() {
-        let our_offer = offer(&LocalCapabilities::default(), local(), version());
+        let our_offer = offer(&LocalCapabilities::default(), local(), version(), &keys());
         let peer: SocketAddr = "203.0.113.5:40000".parse().expect("literal");
         let (their_answer, their_view) = answer(
             &parse(&our_offer.to_string()),
@@ -2076,6 +2852,7 @@ mod tests {
                 session_id: 7,
                 version: 1,
             },
+            &keys(),
         )
         .expect("peer answers");
         // The offerer's preference (PCMU first) wins over the answerer's.
@@ -2094,6 +2871,8 @@ mod tests {
                 ptime_ms: 20,
                 direction: Direction::SendRecv,
                 rtcp_mux: false,
+                opus: None,
+                srtp: None,
             }
         );
     }
@@ -2106,7 +2885,7 @@ mod tests {
 
     #[test]
     fn accept_answer_details() {
-        let our_offer = offer(&LocalCapabilities::default(), local(), version());
+        let our_offer = offer(&LocalCapabilities::default(), local(), version(), &keys());
         let accept = |media: &str| accept_answer(&our_offer, &parse(&answer_to_our_offer(media)));
 
         let media =
@@ -2133,7 +2912,7 @@ mod tests {
 
     #[test]
     fn accept_answer_mismatches() {
-        let our_offer = offer(&LocalCapabilities::default(), local(), version());
+        let our_offer = offer(&LocalCapabilities::default(), local(), version(), &keys());
         let accept = |media: &str| accept_answer(&our_offer, &parse(&answer_to_our_offer(media)));
         let mismatch = |result: Result<NegotiatedMedia, SdpError>| {
             matches!(result, Err(SdpError::AnswerMismatch(_)))
@@ -2167,10 +2946,790 @@ mod tests {
         );
     }
 
+    // --- G722 and opus -------------------------------------------------------
+
+    fn opus_caps() -> LocalCapabilities {
+        LocalCapabilities {
+            codecs: vec![Codec::Opus, Codec::Pcmu],
+            ..LocalCapabilities::default()
+        }
+    }
+
+    #[test]
+    fn g722_is_answered_with_static_payload_type_9() {
+        let caps = LocalCapabilities {
+            codecs: vec![Codec::G722, Codec::Pcmu],
+            ..LocalCapabilities::default()
+        };
+        for block in [
+            "m=audio 6000 RTP/AVP 9 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+            "m=audio 6000 RTP/AVP 9 0 101\r\na=rtpmap:9 g722/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        ] {
+            let (sdp, media) = answer_with(&caps, &offer_with(block)).expect("answerable");
+            assert_eq!((media.codec, media.payload_type), (Codec::G722, 9));
+            assert_eq!((media.telephone_event_pt, media.opus), (Some(101), None));
+            assert_eq!(
+                sdp.media[0].to_string(),
+                "m=audio 20000 RTP/AVP 9 101\r\n\
+                 a=rtpmap:9 G722/8000\r\n\
+                 a=rtpmap:101 telephone-event/8000\r\n\
+                 a=fmtp:101 0-16\r\n\
+                 a=ptime:20\r\n\
+                 a=sendrecv\r\n"
+            );
+        }
+        // G722/16000 is not the RFC 3551 registration: the next format wins.
+        let (_, media) = answer_with(
+            &caps,
+            &offer_with("m=audio 6000 RTP/AVP 96 0\r\na=rtpmap:96 G722/16000\r\n"),
+        )
+        .expect("answerable");
+        assert_eq!(media.codec, Codec::Pcmu);
+        // Without G722 in our list, the offerer's next choice.
+        let (_, media) = answer_default(&offer_with("m=audio 6000 RTP/AVP 9 8\r\n"));
+        assert_eq!(media.codec, Codec::Pcma);
+    }
+
+    #[test]
+    fn opus_answer_copies_payload_type_and_states_our_fmtp() {
+        let (sdp, media) = answer_with(
+            &opus_caps(),
+            &offer_with(
+                "m=audio 6000 RTP/AVP 109 0 101 100\r\n\
+                 a=rtpmap:109 OPUS/48000/2\r\n\
+                 a=fmtp:109 maxplaybackrate=16000; sprop-maxcapturerate=16000; useinbandfec=1\r\n\
+                 a=rtpmap:101 telephone-event/8000\r\n\
+                 a=rtpmap:100 telephone-event/48000\r\n\
+                 a=fmtp:100 0-15\r\n",
+            ),
+        )
+        .expect("answerable");
+        assert_eq!((media.codec, media.payload_type), (Codec::Opus, 109));
+        assert_eq!(media.telephone_event_pt, Some(100), "the 48 kHz one");
+        assert_eq!(
+            media.opus,
+            Some(OpusParams {
+                max_playback_rate: 16000,
+                sprop_max_capture_rate: 16000,
+                use_inband_fec: true,
+            })
+        );
+        assert_eq!(
+            sdp.media[0].to_string(),
+            "m=audio 20000 RTP/AVP 109 100\r\n\
+             a=rtpmap:109 opus/48000/2\r\n\
+             a=fmtp:109 useinbandfec=1; maxplaybackrate=48000; stereo=0\r\n\
+             a=rtpmap:100 telephone-event/48000\r\n\
+             a=fmtp:100 0-15\r\n\
+             a=ptime:20\r\n\
+             a=sendrecv\r\n"
+        );
+
+        // RFC 7587 §7: the rtpmap is always opus/48000/2.
+        for rtpmap in ["opus/48000", "opus/48000/1", "opus/16000/2"] {
+            let (_, media) = answer_with(
+                &opus_caps(),
+                &offer_with(&format!(
+                    "m=audio 6000 RTP/AVP 96 0\r\na=rtpmap:96 {rtpmap}\r\n"
+                )),
+            )
+            .expect("answerable");
+            assert_eq!((media.codec, media.opus), (Codec::Pcmu, None), "{rtpmap}");
+        }
+
+        // No fmtp: RFC 7587 defaults; only 8 kHz telephone-event: none with opus.
+        let (_, media) = answer_with(
+            &opus_caps(),
+            &offer_with(
+                "m=audio 6000 RTP/AVP 96 101\r\na=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n",
+            ),
+        )
+        .expect("answerable");
+        assert_eq!(media.opus, Some(OpusParams::default()));
+        assert_eq!(media.telephone_event_pt, None);
+    }
+
+    #[test]
+    fn opus_fmtp_parameters() {
+        let defaults = OpusParams {
+            max_playback_rate: 48000,
+            sprop_max_capture_rate: 48000,
+            use_inband_fec: false,
+        };
+        assert_eq!(OpusParams::default(), defaults);
+        let cases = [
+            ("", defaults),
+            (
+                "minptime=10;useinbandfec=1",
+                OpusParams {
+                    use_inband_fec: true,
+                    ..defaults
+                },
+            ),
+            (
+                " MaxPlaybackRate = 24000 ;stereo=1",
+                OpusParams {
+                    max_playback_rate: 24000,
+                    ..defaults
+                },
+            ),
+            (
+                // Out of range: clamped to 8000..=48000.
+                "maxplaybackrate=4000; sprop-maxcapturerate=96000",
+                OpusParams {
+                    max_playback_rate: 8000,
+                    ..defaults
+                },
+            ),
+            (
+                // Malformed ones are skipped; of the well-formed, the first wins.
+                "maxplaybackrate=abc; maxplaybackrate=12000; maxplaybackrate=16000",
+                OpusParams {
+                    max_playback_rate: 12000,
+                    ..defaults
+                },
+            ),
+            (
+                "useinbandfec=1; useinbandfec=0",
+                OpusParams {
+                    use_inband_fec: true,
+                    ..defaults
+                },
+            ),
+            (
+                "useinbandfec=yes;;=;useinbandfec;maxplaybackrate=+9000",
+                defaults,
+            ),
+        ];
+        for (fmtp, expected) in cases {
+            assert_eq!(OpusParams::from_fmtp(fmtp), expected, "{fmtp:?}");
+        }
+    }
+
+    #[test]
+    fn offer_prefers_opus_with_pcmu_fallback() {
+        let our_offer = offer(&opus_caps(), local(), version(), &keys());
+        assert_eq!(
+            our_offer.media[0].to_string(),
+            "m=audio 20000 RTP/AVP 111 0 101 110\r\n\
+             a=rtpmap:111 opus/48000/2\r\n\
+             a=fmtp:111 useinbandfec=1; maxplaybackrate=48000; stereo=0\r\n\
+             a=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\n\
+             a=fmtp:101 0-16\r\n\
+             a=rtpmap:110 telephone-event/48000\r\n\
+             a=fmtp:110 0-16\r\n\
+             a=ptime:20\r\n\
+             a=sendrecv\r\n"
+        );
+
+        // A peer preferring PCMU still takes opus: the offerer's order wins.
+        let peer: SocketAddr = "203.0.113.5:40000".parse().expect("literal");
+        let pcmu_first = LocalCapabilities {
+            codecs: vec![Codec::Pcmu, Codec::Opus],
+            ..LocalCapabilities::default()
+        };
+        let (their_answer, their_view) = answer(
+            &parse(&our_offer.to_string()),
+            &pcmu_first,
+            peer,
+            version(),
+            &SrtpKeys::new(),
+        )
+        .expect("peer answers");
+        let opus_at_111 = |m: &NegotiatedMedia| (m.codec, m.payload_type, m.telephone_event_pt);
+        assert_eq!(opus_at_111(&their_view), (Codec::Opus, 111, Some(110)));
+        let our_fmtp = OpusParams {
+            use_inband_fec: true,
+            ..OpusParams::default()
+        };
+        assert_eq!(their_view.opus, Some(our_fmtp), "the peer reads our fmtp");
+        let ours = accept_answer(&our_offer, &parse(&their_answer.to_string())).expect("fits");
+        assert_eq!(opus_at_111(&ours), (Codec::Opus, 111, Some(110)));
+        assert_eq!(ours.opus, Some(our_fmtp), "we read the peer's (same) fmtp");
+
+        // The answer's opus fmtp is what we get.
+        let ours = accept_answer(
+            &our_offer,
+            &parse(&answer_to_our_offer(
+                "m=audio 40000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 maxplaybackrate=8000;sprop-maxcapturerate=16000\r\n",
+            )),
+        )
+        .expect("fits");
+        assert_eq!(
+            ours.opus,
+            Some(OpusParams {
+                max_playback_rate: 8000,
+                sprop_max_capture_rate: 16000,
+                use_inband_fec: false,
+            })
+        );
+        assert_eq!(ours.telephone_event_pt, None, "not in the answer");
+
+        // A PCMU answer gets PCMU with the 8 kHz telephone-event.
+        let ours = accept_answer(
+            &our_offer,
+            &parse(&answer_to_our_offer("m=audio 40000 RTP/AVP 0 101\r\n")),
+        )
+        .expect("fits");
+        assert_eq!(
+            (ours.codec, ours.telephone_event_pt, ours.opus),
+            (Codec::Pcmu, Some(101), None)
+        );
+
+        // Answering, we follow the offerer's order even though we prefer opus.
+        let (_, media) = answer_with(
+            &opus_caps(),
+            &offer_with("m=audio 6000 RTP/AVP 0 111\r\na=rtpmap:111 opus/48000/2\r\n"),
+        )
+        .expect("answerable");
+        assert_eq!(media.codec, Codec::Pcmu);
+    }
+
+    #[test]
+    fn offered_payload_types_avoid_clashes() {
+        let caps = LocalCapabilities {
+            codecs: vec![Codec::G722, Codec::Opus, Codec::Pcma],
+            telephone_event: false,
+            ..LocalCapabilities::default()
+        };
+        let sdp = offer(&caps, local(), version(), &keys());
+        assert_eq!(sdp.media[0].formats, ["9", "111", "8"]);
+        let rtpmaps: Vec<String> = sdp.media[0]
+            .rtpmaps()
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        assert_eq!(rtpmaps, ["9 G722/8000", "111 opus/48000/2", "8 PCMA/8000"]);
+    }
+
+    // --- SDES-SRTP -----------------------------------------------------------
+
+    /// RFC 4568 §8.1: every line carries an MKI, the third two keys.
+    const RFC4568_CRYPTO: &str = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:32\r\n\
+        a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj|2^20|1:32\r\n\
+        a=crypto:3 F8_128_HMAC_SHA1_80 inline:MTIzNDU2Nzg5QUJDREUwMTIzNDU2Nzg5QUJjZGVm|2^20|1:4;inline:QUJjZGVmMTIzNDU2Nzg5QUJDREUwMTIzNDU2Nzg5|2^20|2:4 FEC_ORDER=FEC_SRTP\r\n";
+
+    fn savp_offer(crypto: &str) -> String {
+        offer_with(&format!("m=audio 49170 RTP/SAVP 0\r\n{crypto}"))
+    }
+
+    fn srtp_of(result: Result<(SessionDescription, NegotiatedMedia), SdpError>) -> NegotiatedSrtp {
+        result.expect("answerable").1.srtp.expect("SRTP negotiated")
+    }
+
+    #[test]
+    fn sdes_answer_takes_the_first_acceptable_offered_line() {
+        // §8.1-style: the first line has an MKI; the second does not; the
+        // third (GCM, our favourite) is acceptable too but comes later.
+        let text = savp_offer(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:32\r\n\
+             a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj|2^20\r\n\
+             a=crypto:3 AEAD_AES_128_GCM inline:cGVlcidzIGdjbSBrZXkgYW5kIGl0cyBzYWx0Lg==\r\n",
+        );
+        let (sdp, media) = answer_default(&text);
+        assert_eq!(
+            media.srtp,
+            Some(NegotiatedSrtp {
+                suite: "AES_CM_128_HMAC_SHA1_32".to_string(),
+                tag: 2,
+                remote_key_params: "inline:NzB4d1BINUAvLEw6UzF3WSJ+PSdFcGdUJShpX1Zj|2^20"
+                    .to_string(),
+                local_key_params: format!("inline:{OUR_KEY_32}"),
+            })
+        );
+        assert_eq!(
+            sdp.to_string(),
+            format!(
+                "v=0\r\n\
+                 o=callbridge 42 1 IN IP4 192.0.2.1\r\n\
+                 s=callbridge\r\n\
+                 c=IN IP4 192.0.2.1\r\n\
+                 t=0 0\r\n\
+                 m=audio 20000 RTP/SAVP 0\r\n\
+                 a=rtpmap:0 PCMU/8000\r\n\
+                 a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{OUR_KEY_32}\r\n\
+                 a=ptime:20\r\n\
+                 a=sendrecv\r\n"
+            )
+        );
+
+        // The RFC 4568 §8.1 offer itself: MKIs everywhere, nothing acceptable.
+        assert_eq!(
+            answer_err(&savp_offer(RFC4568_CRYPTO)),
+            SdpError::NoAcceptableCrypto
+        );
+    }
+
+    #[test]
+    fn sdes_suites_are_filtered_by_ours_and_by_keys() {
+        let text = savp_offer(&format!(
+            "a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{}\r\n\
+             a=crypto:2 NO_SUCH_SUITE inline:{PEER_KEY_80}\r\n\
+             a=crypto:3 AEAD_AES_128_GCM inline:{PEER_KEY_GCM}\r\n\
+             a=crypto:4 aes_cm_128_hmac_sha1_80 inline:{PEER_KEY_80}\r\n",
+            "QUJjZGVmMTIzNDU2Nzg5QUJDREUwMTIzNDU2Nzg5QUJjZGVmMTIzNDU2Nzg5QUJD"
+        ));
+        let srtp = srtp_of(answer_with(&LocalCapabilities::default(), &text));
+        assert_eq!((srtp.tag, srtp.suite.as_str()), (3, "AEAD_AES_128_GCM"));
+
+        // Without GCM in our list, tag 4, answered in our spelling.
+        let caps = LocalCapabilities {
+            srtp_suites: vec!["AES_CM_128_HMAC_SHA1_80".to_string()],
+            ..LocalCapabilities::default()
+        };
+        let (sdp, media) = answer_with(&caps, &text).expect("answerable");
+        let srtp = media.srtp.expect("SRTP");
+        assert_eq!(
+            (srtp.tag, srtp.suite.as_str()),
+            (4, "AES_CM_128_HMAC_SHA1_80")
+        );
+        assert_eq!(
+            sdp.media[0].attribute("crypto"),
+            Some(Some(
+                format!("4 AES_CM_128_HMAC_SHA1_80 inline:{OUR_KEY_80}").as_str()
+            ))
+        );
+
+        // A suite we list but hold no (usable) key for is skipped too.
+        let only_80 = SrtpKeys::new()
+            .with("AEAD_AES_128_GCM", "too short")
+            .with("AES_CM_128_HMAC_SHA1_80", OUR_KEY_80);
+        let (_, media) = answer(
+            &parse(&text),
+            &LocalCapabilities::default(),
+            local(),
+            version(),
+            &only_80,
+        )
+        .expect("answerable");
+        assert_eq!(media.srtp.map(|s| s.tag), Some(4));
+        assert_eq!(
+            answer(
+                &parse(&text),
+                &LocalCapabilities::default(),
+                local(),
+                version(),
+                &SrtpKeys::new(),
+            ),
+            Err(SdpError::NoAcceptableCrypto)
+        );
+    }
+
+    #[test]
+    fn sdes_session_parameters() {
+        let good = format!("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{PEER_KEY_80}\r\n");
+        for param in [
+            "UNENCRYPTED_SRTP",
+            "UNENCRYPTED_SRTCP",
+            "UNAUTHENTICATED_SRTP",
+            "KDR=1",
+            "KDR=24",
+            "FEC_KEY=inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR",
+            "FEC_ORDER=OTHER",
+            "WSH=lots",
+            "SOMETHING_NEW=1",
+            "KDR=0 UNENCRYPTED_SRTP",
+        ] {
+            let text = savp_offer(&format!(
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{PEER_KEY_80} {param}\r\n{good}"
+            ));
+            assert_eq!(
+                srtp_of(answer_with(&caps_with(SrtpPolicy::Offer), &text)).tag,
+                2,
+                "{param}"
+            );
+        }
+        for param in [
+            "KDR=0",
+            "WSH=128",
+            "-X_VENDOR_THING",
+            "FEC_ORDER=SRTP_FEC",
+            "KDR=0 WSH=64",
+        ] {
+            let text = savp_offer(&format!(
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{PEER_KEY_80} {param}\r\n{good}"
+            ));
+            assert_eq!(
+                srtp_of(answer_with(&caps_with(SrtpPolicy::Offer), &text)).tag,
+                1,
+                "{param}"
+            );
+        }
+    }
+
+    #[test]
+    fn sdes_key_parameters_must_be_one_plain_inline_key() {
+        let key = PEER_KEY_80;
+        for key_params in [
+            format!("inline:{key}|2^20|1:4"),
+            format!("inline:{key}|1:4"),
+            format!("inline:{key}|2^20;inline:{key}|2^20"),
+            format!("inline:{key};inline:{key}"),
+            format!("inline:{key}|"),
+            format!("inline:{key}|0"),
+            format!("inline:{key}|2^x"),
+            format!("uri:{key}"),
+            format!("inline:{}", &key[4..]),
+            format!("inline:{key}AAAA"),
+            format!("inline:{}!", &key[1..]),
+            format!("inline:{key}==="),
+            "inline:".to_string(),
+            PEER_KEY_80.to_string(),
+        ] {
+            let text = savp_offer(&format!(
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 {key_params}\r\n"
+            ));
+            assert_eq!(
+                answer_err(&text),
+                SdpError::NoAcceptableCrypto,
+                "{key_params}"
+            );
+        }
+        for line in [
+            format!("a=crypto:1234567890 AES_CM_128_HMAC_SHA1_80 inline:{key}"),
+            format!("a=crypto:x AES_CM_128_HMAC_SHA1_80 inline:{key}"),
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80".to_string(),
+            "a=crypto".to_string(),
+        ] {
+            assert_eq!(
+                answer_err(&savp_offer(&format!("{line}\r\n"))),
+                SdpError::NoAcceptableCrypto,
+                "{line}"
+            );
+        }
+        // Lifetimes are fine and reach the media layer; GCM keys may drop their padding.
+        for (suite, key_params) in [
+            ("AES_CM_128_HMAC_SHA1_80", format!("inline:{key}|2^31")),
+            ("AES_CM_128_HMAC_SHA1_80", format!("INLINE:{key}|1048576")),
+            ("AEAD_AES_128_GCM", format!("inline:{PEER_KEY_GCM}")),
+            (
+                "AEAD_AES_128_GCM",
+                format!("inline:{}", PEER_KEY_GCM.trim_end_matches('=')),
+            ),
+        ] {
+            let text = savp_offer(&format!("a=crypto:7 {suite} {key_params}\r\n"));
+            let srtp = srtp_of(answer_with(&LocalCapabilities::default(), &text));
+            assert_eq!((srtp.tag, srtp.remote_key_params), (7, key_params));
+        }
+    }
+
+    #[test]
+    fn sdes_two_line_offer_follows_the_policy() {
+        let savp = format!(
+            "m=audio 6002 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{PEER_KEY_80}\r\n"
+        );
+        let avp = "m=audio 6000 RTP/AVP 0\r\n";
+        let accepted = |policy, media: &str| {
+            let (sdp, negotiated) =
+                answer_with(&caps_with(policy), &offer_with(media)).expect("answerable");
+            let ports: Vec<u16> = sdp.media.iter().map(|m| m.port).collect();
+            let chosen = sdp
+                .media
+                .iter()
+                .find(|m| m.port != 0)
+                .expect("one accepted");
+            let remote_port = negotiated.remote_rtp.map(|a| a.port());
+            (
+                ports,
+                chosen.protocol.clone(),
+                remote_port,
+                negotiated.srtp.is_some(),
+            )
+        };
+        let avp_then_savp = format!("{avp}{savp}");
+        let savp_then_avp = format!("{savp}{avp}");
+        let savp_won = |ports: Vec<u16>| (ports, "RTP/SAVP".to_string(), Some(6002), true);
+        let avp_won = |ports: Vec<u16>| (ports, "RTP/AVP".to_string(), Some(6000), false);
+        assert_eq!(
+            accepted(SrtpPolicy::Offer, &avp_then_savp),
+            savp_won(vec![0, 20000])
+        );
+        assert_eq!(
+            accepted(SrtpPolicy::Require, &avp_then_savp),
+            savp_won(vec![0, 20000])
+        );
+        assert_eq!(
+            accepted(SrtpPolicy::Refuse, &avp_then_savp),
+            avp_won(vec![20000, 0])
+        );
+        assert_eq!(
+            accepted(SrtpPolicy::Offer, &savp_then_avp),
+            savp_won(vec![20000, 0])
+        );
+        assert_eq!(
+            accepted(SrtpPolicy::Refuse, &savp_then_avp),
+            avp_won(vec![0, 20000])
+        );
+
+        // Best effort: with no usable crypto line, Offer falls back to plain RTP.
+        let bad_savp = "m=audio 6002 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:32\r\n";
+        assert_eq!(
+            accepted(SrtpPolicy::Offer, &format!("{bad_savp}{avp}")),
+            avp_won(vec![0, 20000])
+        );
+        assert_eq!(
+            answer_with(
+                &caps_with(SrtpPolicy::Require),
+                &offer_with(&format!("{bad_savp}{avp}"))
+            ),
+            Err(SdpError::NoAcceptableCrypto)
+        );
+    }
+
+    #[test]
+    fn sdes_policy_errors() {
+        let err = |policy, media: &str| {
+            answer_with(&caps_with(policy), &offer_with(media)).expect_err("refused")
+        };
+        let avp_only = "m=audio 6000 RTP/AVP 0\r\n";
+        let savp_only = format!(
+            "m=audio 6000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{PEER_KEY_80}\r\n"
+        );
+        assert_eq!(err(SrtpPolicy::Require, avp_only), SdpError::SrtpRequired);
+        assert_eq!(
+            err(SrtpPolicy::Require, "m=audio 6000 RTP/AVPF 0\r\n"),
+            SdpError::SrtpRequired
+        );
+        assert_eq!(
+            err(SrtpPolicy::Refuse, &savp_only),
+            SdpError::UnsupportedTransport("RTP/SAVP".to_string())
+        );
+        assert_eq!(
+            err(SrtpPolicy::Require, "m=audio 6000 UDP/TLS/RTP/SAVPF 0\r\n"),
+            SdpError::UnsupportedTransport("UDP/TLS/RTP/SAVPF".to_string())
+        );
+        assert_eq!(
+            err(
+                SrtpPolicy::Require,
+                &format!("m=audio 6000 RTP/SAVP 18\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{PEER_KEY_80}\r\n")
+            ),
+            SdpError::NoCommonCodec
+        );
+        assert_eq!(
+            err(SrtpPolicy::Offer, "m=audio 6000 RTP/SAVP 0\r\n"),
+            SdpError::NoAcceptableCrypto
+        );
+        // Crypto trouble on the SAVP line outranks codec trouble on the AVP one.
+        assert_eq!(
+            err(
+                SrtpPolicy::Offer,
+                "m=audio 6000 RTP/AVP 18\r\nm=audio 6002 RTP/SAVP 0\r\n"
+            ),
+            SdpError::NoAcceptableCrypto
+        );
+        // The policies that take SAVP(F) answer it in kind.
+        for policy in [SrtpPolicy::Offer, SrtpPolicy::Require] {
+            let (sdp, _) = answer_with(
+                &caps_with(policy),
+                &offer_with(&savp_only.replace("RTP/SAVP", "RTP/SAVPF")),
+            )
+            .expect("answerable");
+            assert_eq!(sdp.media[0].protocol, "RTP/SAVPF");
+        }
+        assert_eq!(SrtpPolicy::default(), SrtpPolicy::Offer);
+        assert_eq!(SrtpPolicy::from_name("REQUIRE"), Some(SrtpPolicy::Require));
+        assert_eq!(SrtpPolicy::from_name("sometimes"), None);
+        assert_eq!(SrtpPolicy::Refuse.to_string(), "refuse");
+    }
+
+    #[test]
+    fn sdes_offer_and_accept_answer_round_trip() {
+        let caps = caps_with(SrtpPolicy::Require);
+        let our_offer = offer(&caps, local(), version(), &keys());
+        assert_eq!(
+            our_offer.media[0].to_string(),
+            format!(
+                "m=audio 20000 RTP/SAVP 0 8 101\r\n\
+                 a=rtpmap:0 PCMU/8000\r\n\
+                 a=rtpmap:8 PCMA/8000\r\n\
+                 a=rtpmap:101 telephone-event/8000\r\n\
+                 a=fmtp:101 0-16\r\n\
+                 a=crypto:1 AEAD_AES_128_GCM inline:{OUR_KEY_GCM}\r\n\
+                 a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{OUR_KEY_80}\r\n\
+                 a=crypto:3 AES_CM_128_HMAC_SHA1_32 inline:{OUR_KEY_32}\r\n\
+                 a=ptime:20\r\n\
+                 a=sendrecv\r\n"
+            )
+        );
+
+        // A peer that only does the 80-bit suite answers tag 2 with its own key.
+        let peer: SocketAddr = "203.0.113.5:40000".parse().expect("literal");
+        let peer_caps = LocalCapabilities {
+            srtp_suites: vec!["AES_CM_128_HMAC_SHA1_80".to_string()],
+            ..LocalCapabilities::default()
+        };
+        let peer_keys = SrtpKeys::new().with("AES_CM_128_HMAC_SHA1_80", PEER_KEY_80);
+        let (their_answer, their_view) = answer(
+            &parse(&our_offer.to_string()),
+            &peer_caps,
+            peer,
+            version(),
+            &peer_keys,
+        )
+        .expect("peer answers");
+        let ours = accept_answer(&our_offer, &parse(&their_answer.to_string())).expect("fits");
+        assert_eq!(
+            ours.srtp,
+            Some(NegotiatedSrtp {
+                suite: "AES_CM_128_HMAC_SHA1_80".to_string(),
+                tag: 2,
+                remote_key_params: format!("inline:{PEER_KEY_80}"),
+                local_key_params: format!("inline:{OUR_KEY_80}"),
+            })
+        );
+        let theirs = their_view.srtp.expect("peer has SRTP");
+        let ours = ours.srtp.expect("we have SRTP");
+        assert_eq!(
+            (theirs.remote_key_params, theirs.local_key_params),
+            (ours.local_key_params, ours.remote_key_params),
+            "each side's inbound key is the other's outbound key"
+        );
+
+        // Suites without a usable key are left out; tags stay consecutive.
+        let two = SrtpKeys::new()
+            .with("AES_CM_128_HMAC_SHA1_32", OUR_KEY_32)
+            .with("AES_CM_128_HMAC_SHA1_80", OUR_KEY_80)
+            .with("AEAD_AES_128_GCM", "not base64!");
+        let sdp = offer(&caps, local(), version(), &two);
+        let lines: Vec<&str> = sdp.media[0].attribute_values("crypto").collect();
+        assert_eq!(
+            lines,
+            [
+                format!("1 AES_CM_128_HMAC_SHA1_80 inline:{OUR_KEY_80}"),
+                format!("2 AES_CM_128_HMAC_SHA1_32 inline:{OUR_KEY_32}"),
+            ]
+        );
+        // No keys at all: SAVP without crypto, which fails closed.
+        let keyless = offer(&caps, local(), version(), &SrtpKeys::new());
+        assert_eq!(keyless.media[0].protocol, "RTP/SAVP");
+        assert!(!keyless.media[0].has_attribute("crypto"));
+        // Other policies offer plain RTP.
+        for policy in [SrtpPolicy::Offer, SrtpPolicy::Refuse] {
+            let sdp = offer(&caps_with(policy), local(), version(), &keys());
+            assert_eq!(sdp.media[0].protocol, "RTP/AVP");
+            assert!(!sdp.media[0].has_attribute("crypto"));
+        }
+    }
+
+    #[test]
+    fn sdes_accept_answer_mismatches() {
+        let our_offer = offer(&caps_with(SrtpPolicy::Require), local(), version(), &keys());
+        let accept = |media: &str| accept_answer(&our_offer, &parse(&answer_to_our_offer(media)));
+        let savp = |crypto: &str| format!("m=audio 40000 RTP/SAVP 0\r\n{crypto}");
+        let peer_80 = format!("inline:{PEER_KEY_80}");
+        for (answer_media, why) in [
+            (savp(""), "no crypto"),
+            (
+                "m=audio 40000 RTP/AVP 0\r\n".to_string(),
+                "transport changed",
+            ),
+            (
+                savp(&format!("a=crypto:4 AES_CM_128_HMAC_SHA1_80 {peer_80}\r\n")),
+                "tag not offered",
+            ),
+            (
+                savp(&format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 {peer_80}\r\n")),
+                "suite changed",
+            ),
+            (
+                savp(&format!(
+                    "a=crypto:2 AES_CM_128_HMAC_SHA1_80 {peer_80}|2^20|1:4\r\n"
+                )),
+                "MKI",
+            ),
+            (
+                savp(&format!(
+                    "a=crypto:2 AES_CM_128_HMAC_SHA1_80 {peer_80} UNENCRYPTED_SRTP\r\n"
+                )),
+                "unencrypted",
+            ),
+            (
+                savp(&format!(
+                    "a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{PEER_KEY_GCM}\r\n"
+                )),
+                "key length",
+            ),
+        ] {
+            let err = accept(&answer_media).expect_err(why);
+            assert!(matches!(err, SdpError::AnswerMismatch(_)), "{why}: {err:?}");
+            let text = err.to_string();
+            for secret in [
+                PEER_KEY_80,
+                PEER_KEY_GCM,
+                OUR_KEY_80,
+                OUR_KEY_GCM,
+                OUR_KEY_32,
+            ] {
+                assert!(!text.contains(secret), "{why}: {text}");
+            }
+            assert!(!text.contains("inline"), "{why}: {text}");
+        }
+        let media = accept(&savp(&format!(
+            "a=crypto:3 AES_CM_128_HMAC_SHA1_32 {peer_80}|2^31 WSH=64\r\n"
+        )))
+        .expect("fits");
+        let srtp = media.srtp.expect("SRTP");
+        assert_eq!(
+            (srtp.tag, srtp.remote_key_params, srtp.local_key_params),
+            (3, format!("{peer_80}|2^31"), format!("inline:{OUR_KEY_32}"))
+        );
+    }
+
+    #[test]
+    fn keys_stay_out_of_debug_and_errors() {
+        let text = savp_offer(&format!(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{PEER_KEY_80}\r\n"
+        ));
+        let (_, media) = answer_default(&text);
+        let debug = format!("{media:?} {:?}", keys());
+        assert!(debug.contains("<redacted>"), "{debug}");
+        assert!(debug.contains("AES_CM_128_HMAC_SHA1_80"), "{debug}");
+        for secret in [PEER_KEY_80, OUR_KEY_80, OUR_KEY_GCM, OUR_KEY_32] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        for err in [
+            SdpError::NoAcceptableCrypto,
+            SdpError::SrtpRequired,
+            answer_err(&savp_offer(RFC4568_CRYPTO)),
+        ] {
+            assert!(!err.to_string().contains("inline"), "{err}");
+        }
+    }
+
+    #[test]
+    fn srtp_keys_helpers() {
+        let suites: Vec<String> = ["AES_CM_128_HMAC_SHA1_80", "aes_cm_128_hmac_sha1_80", "NOPE"]
+            .map(str::to_string)
+            .to_vec();
+        let mut asked = Vec::new();
+        let made = SrtpKeys::from_fn(&suites, |suite| {
+            asked.push(suite.to_string());
+            (suite != "NOPE").then(|| OUR_KEY_80.to_string())
+        });
+        assert_eq!(asked, ["AES_CM_128_HMAC_SHA1_80", "NOPE"], "once per suite");
+        assert_eq!(made.key("Aes_Cm_128_Hmac_Sha1_80"), Some(OUR_KEY_80));
+        assert_eq!(made.key("NOPE"), None);
+        let mut replaced = made.clone();
+        replaced.insert("AES_CM_128_HMAC_SHA1_80", OUR_KEY_32.to_string());
+        assert_eq!(replaced.key("AES_CM_128_HMAC_SHA1_80"), Some(OUR_KEY_32));
+        assert_eq!(format!("{made:?}"), "[\"AES_CM_128_HMAC_SHA1_80\"]");
+        assert_eq!(
+            LocalCapabilities::new(vec![Codec::Pcma], false, 30),
+            LocalCapabilities {
+                codecs: vec![Codec::Pcma],
+                telephone_event: false,
+                ptime_ms: 30,
+                srtp: SrtpPolicy::Offer,
+                srtp_suites: DEFAULT_SRTP_SUITES.map(str::to_string).to_vec(),
+            }
+        );
+    }
+
     // --- robustness ----------------------------------------------------------
 
     /// Exercises everything downstream of a successful parse.
-    fn exercise(text: &str, our_offer: &SessionDescription) {
+    fn exercise(text: &str, our_offers: &[SessionDescription]) {
         let Ok(sdp) = SessionDescription::parse(text) else {
             return;
         };
@@ -2178,12 +3737,39 @@ mod tests {
         let reparsed = SessionDescription::parse(&printed)
             .unwrap_or_else(|e| panic!("printed SDP must parse: {e}\n{printed:?}"));
         assert_eq!(reparsed.to_string(), printed, "printing is stable");
-        if let Ok((answer_sdp, _)) = answer(&sdp, &LocalCapabilities::default(), local(), version())
-        {
-            SessionDescription::parse(&answer_sdp.to_string()).expect("our answer must parse");
+        let all_codecs_no_srtp = LocalCapabilities {
+            codecs: vec![Codec::Opus, Codec::G722, Codec::Pcmu, Codec::Pcma],
+            srtp: SrtpPolicy::Refuse,
+            ..LocalCapabilities::default()
+        };
+        for caps in [
+            LocalCapabilities::default(),
+            caps_with(SrtpPolicy::Require),
+            all_codecs_no_srtp,
+        ] {
+            let Ok((answer_sdp, ours)) = answer(&sdp, &caps, local(), version(), &keys()) else {
+                continue;
+            };
+            let answer_sdp = SessionDescription::parse(&answer_sdp.to_string())
+                .unwrap_or_else(|e| panic!("our answer must parse: {e}\n{text:?}"));
+            // Whatever we answer, the offerer can accept.
+            let theirs = accept_answer(&sdp, &answer_sdp)
+                .unwrap_or_else(|e| panic!("our answer must fit: {e}\n{text:?}"));
+            assert_eq!(
+                (theirs.codec, theirs.payload_type, theirs.srtp.is_some()),
+                (ours.codec, ours.payload_type, ours.srtp.is_some()),
+                "{text:?}"
+            );
+            assert_eq!(ours.opus.is_some(), ours.codec == Codec::Opus);
+            if let Some(srtp) = &ours.srtp {
+                let debug = format!("{ours:?}");
+                assert!(!debug.contains(&srtp.local_key_params[7..]), "{debug}");
+            }
         }
-        let _ = accept_answer(our_offer, &sdp);
-        let _ = accept_answer(&sdp, our_offer);
+        for our_offer in our_offers {
+            let _ = accept_answer(our_offer, &sdp);
+            let _ = accept_answer(&sdp, our_offer);
+        }
         for media in &sdp.media {
             let _ = (
                 media.rtpmaps(),
@@ -2191,42 +3777,68 @@ mod tests {
                 media.ptime(),
                 media.maxptime(),
             );
+            if let Some(pt) = media.payload_types().next() {
+                let _ = OpusParams::from_fmtp(media.fmtp(pt).unwrap_or_default());
+            }
         }
     }
 
     #[test]
     fn never_panics_on_mutated_input() {
-        let our_offer = offer(&LocalCapabilities::default(), local(), version());
+        let our_offers = [
+            offer(&LocalCapabilities::default(), local(), version(), &keys()),
+            offer(&caps_with(SrtpPolicy::Require), local(), version(), &keys()),
+            offer(&opus_caps(), local(), version(), &keys()),
+        ];
         let their_answer = answer_to_our_offer(
             "m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=rtcp:40001 IN IP4 203.0.113.5\r\na=ptime:20\r\na=maxptime:40\r\na=rtcp-mux\r\n",
         );
+        let their_srtp_answer = answer_to_our_offer(&format!(
+            "m=audio 40000 RTP/SAVP 111 110\r\na=rtpmap:111 opus/48000/2\r\n\
+             a=fmtp:111 maxplaybackrate=16000; useinbandfec=1\r\n\
+             a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{PEER_KEY_80}|2^31 KDR=0\r\n"
+        ));
+        let srtp_offer = offer_with(&format!(
+            "m=audio 6000 RTP/AVP 0\r\n\
+             m=audio 6002 RTP/SAVPF 96 9 0 101\r\n\
+             a=rtpmap:96 opus/48000/2\r\n\
+             a=fmtp:96 sprop-maxcapturerate=24000;useinbandfec=0\r\n\
+             a=rtpmap:101 telephone-event/8000\r\n\
+             a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:32\r\n\
+             a=crypto:2 AEAD_AES_128_GCM inline:{PEER_KEY_GCM} UNENCRYPTED_SRTCP\r\n\
+             a=crypto:3 AES_CM_128_HMAC_SHA1_32 inline:{PEER_KEY_80}|2^20 WSH=64 -X\r\n\
+             a=crypto:4 AEAD_AES_128_GCM inline:{PEER_KEY_GCM}\r\n"
+        ));
         let samples = [
             SIPP_OFFER.to_string(),
             RICH_SDP.to_string(),
-            our_offer.to_string(),
+            our_offers[0].to_string(),
             their_answer,
+            their_srtp_answer,
+            srtp_offer,
+            savp_offer(RFC4568_CRYPTO),
         ];
-        let replacements: &[u8] = b" \r\n=:/0 9x-.\xff\t";
+        let replacements: &[u8] = b" \r\n=:/0|9;-.\xff\t";
         let mut runs = 0;
         for sample in &samples {
             let bytes = sample.as_bytes();
             for end in 0..=bytes.len() {
-                exercise(&String::from_utf8_lossy(&bytes[..end]), &our_offer);
+                exercise(&String::from_utf8_lossy(&bytes[..end]), &our_offers);
                 runs += 1;
             }
             for position in 0..bytes.len() {
                 for &replacement in replacements {
                     let mut mutated = bytes.to_vec();
                     mutated[position] = replacement;
-                    exercise(&String::from_utf8_lossy(&mutated), &our_offer);
+                    exercise(&String::from_utf8_lossy(&mutated), &our_offers);
                     let mut deleted = bytes.to_vec();
                     deleted.remove(position);
-                    exercise(&String::from_utf8_lossy(&deleted), &our_offer);
+                    exercise(&String::from_utf8_lossy(&deleted), &our_offers);
                     runs += 2;
                 }
             }
         }
-        assert!(runs > 10_000, "ran {runs} mutations");
+        assert!(runs > 50_000, "ran {runs} mutations");
     }
 
     #[test]

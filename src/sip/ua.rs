@@ -133,6 +133,21 @@ struct Call {
     answer_delay: Duration,
     /// Reason header of the BYE held back in `ByePending`.
     pending_bye_reason: Option<String>,
+    /// Our SDES-SRTP keys for this call (see [`new_srtp_keys`]).
+    srtp_keys: sdp::SrtpKeys,
+}
+
+/// Fresh SDES keys for every configured suite the media layer implements, from the OS-seeded
+/// thread RNG (not the UA's 64-bit-seeded one: these are long-term secrets for the call).
+fn new_srtp_keys(caps: &LocalCapabilities) -> sdp::SrtpKeys {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    sdp::SrtpKeys::from_fn(&caps.srtp_suites, |suite| {
+        let profile = crate::media::srtp::SrtpProfile::from_sdes_name(suite)?;
+        let mut key_salt = vec![0u8; profile.master_key_len() + profile.master_salt_len()];
+        rand::rng().fill_bytes(&mut key_salt);
+        Some(base64::engine::general_purpose::STANDARD.encode(&key_salt))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -429,6 +444,9 @@ impl UserAgent {
                 return;
             }
         };
+        // This call's SDES keys: the same for every offer/answer of the dialog, so the
+        // pre-check below and the answer in our 2xx agree.
+        let srtp_keys = new_srtp_keys(&self.settings.capabilities);
         // Check the offer before any media is allocated, so a 488 costs nothing.
         let remote_media = match &remote_offer {
             Some(offer) => match sdp::answer(
@@ -439,6 +457,7 @@ impl UserAgent {
                     session_id: 0,
                     version: 0,
                 },
+                &srtp_keys,
             ) {
                 Ok((_, media)) => Some(media),
                 Err(e) => {
@@ -487,6 +506,7 @@ impl UserAgent {
                 local_rtp: None,
                 answer_delay: Duration::from_millis(route.answer_delay_ms),
                 pending_bye_reason: None,
+                srtp_keys,
             },
         );
         self.outputs.push_back(UaOutput::IncomingCall {
@@ -615,7 +635,13 @@ impl UserAgent {
         version.version += 1;
         let (body, media, our_offer) = match &offer {
             Some(offer) => {
-                match sdp::answer(offer, &self.settings.capabilities, local_rtp, version) {
+                match sdp::answer(
+                    offer,
+                    &self.settings.capabilities,
+                    local_rtp,
+                    version,
+                    &call.srtp_keys,
+                ) {
                     Ok((answer, media)) => (answer, Some(media), None),
                     Err(e) => {
                         // §14.2: a rejected re-INVITE leaves the session as it was.
@@ -629,7 +655,12 @@ impl UserAgent {
                 }
             }
             None => {
-                let o = sdp::offer(&self.settings.capabilities, local_rtp, version);
+                let o = sdp::offer(
+                    &self.settings.capabilities,
+                    local_rtp,
+                    version,
+                    &call.srtp_keys,
+                );
                 (o.clone(), None, Some(o))
             }
         };
@@ -753,6 +784,7 @@ impl UserAgent {
                     &self.settings.capabilities,
                     local_rtp,
                     call.sdp_version,
+                    &call.srtp_keys,
                 ) {
                     Ok((answer, _)) => answer,
                     Err(e) => {
@@ -764,7 +796,12 @@ impl UserAgent {
                 }
             }
             None => {
-                let offer = sdp::offer(&self.settings.capabilities, local_rtp, call.sdp_version);
+                let offer = sdp::offer(
+                    &self.settings.capabilities,
+                    local_rtp,
+                    call.sdp_version,
+                    &call.srtp_keys,
+                );
                 call.our_offer = Some(offer.clone());
                 offer
             }

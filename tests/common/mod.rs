@@ -2,6 +2,8 @@
 //! ports and config, talks to its HTTP API, reads its event stream, runs SIPp against it.
 #![allow(dead_code)]
 
+pub mod uac;
+
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -389,4 +391,115 @@ pub fn free_rtp_range(pairs: u16) -> u16 {
 
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// One PCMU frame of a 1 kHz tone (no 0x7F code: μ-law "negative zero" re-encodes as 0xFF).
+pub fn pcmu_frame(index: u16) -> Vec<u8> {
+    (0..160u32)
+        .map(|i| {
+            let t = (u32::from(index) * 160 + i) as f64 / 8000.0;
+            let sample = (6000.0 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as i16;
+            let code = ulaw(sample);
+            if code == 0x7F {
+                0xFF
+            } else {
+                code
+            }
+        })
+        .collect()
+}
+
+/// G.711 μ-law encoder (ITU-T G.711), for building test audio.
+fn ulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    let mut s = i32::from(sample);
+    let sign = if s < 0 {
+        s = -s - 1;
+        0x7F
+    } else {
+        0xFF
+    };
+    let s = (s + BIAS).min(0x7FFF);
+    let exponent = (31 - (s as u32).leading_zeros()).saturating_sub(7).min(7);
+    let mantissa = (s >> (exponent + 3)) & 0x0F;
+    (sign ^ ((exponent << 4) as i32 | mantissa)) as u8
+}
+
+/// Streams `frames` PCMU packets (20 ms apart, PT 0) from `socket` to `destination` and checks
+/// what comes back: the callbridge echo is its own RTP stream (its SSRC, its sequence numbers)
+/// carrying the caller's audio after the jitter buffer. Returns the number of frames echoed;
+/// panics if they are out of order or altered.
+pub fn stream_and_check_echo(
+    socket: &UdpSocket,
+    destination: std::net::SocketAddr,
+    frames: u16,
+) -> usize {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(5)))
+        .expect("read timeout");
+    let sent: Vec<Vec<u8>> = (0..frames).map(pcmu_frame).collect();
+    let mut echoed: Vec<(u16, u32, u32, Vec<u8>)> = Vec::new();
+    let mut buf = [0u8; 2048];
+    let start = Instant::now();
+    let end = start + Duration::from_millis(20 * u64::from(frames) + 300);
+    let mut next = 0u16;
+    while Instant::now() < end {
+        let due = start + Duration::from_millis(20 * u64::from(next));
+        if next < frames && Instant::now() >= due {
+            let mut packet = vec![0x80, 0, (next >> 8) as u8, next as u8];
+            packet.extend_from_slice(&(u32::from(next) * 160).to_be_bytes());
+            packet.extend_from_slice(&0x0bad_cafeu32.to_be_bytes());
+            packet.extend_from_slice(&sent[usize::from(next)]);
+            socket.send_to(&packet, destination).expect("send RTP");
+            next += 1;
+        }
+        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+            assert_eq!(
+                from.port(),
+                destination.port(),
+                "echo comes from the announced port"
+            );
+            let p = &buf[..n];
+            if p.len() < 12 || (192..=223).contains(&p[1]) {
+                continue; // RTCP report
+            }
+            let seq = u16::from_be_bytes([p[2], p[3]]);
+            let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            let ssrc = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
+            echoed.push((seq, ts, ssrc, p[12..].to_vec()));
+        }
+    }
+    assert!(!echoed.is_empty(), "nothing echoed");
+    let ssrc = echoed[0].2;
+    assert_ne!(ssrc, 0x0bad_cafe, "the echo is callbridge's own stream");
+    let offset = sent
+        .iter()
+        .position(|f| *f == echoed[0].3)
+        .expect("the first echoed frame is one we sent");
+    let mut matched = 0;
+    for (i, (seq, ts, s, payload)) in echoed.iter().enumerate() {
+        if offset + i >= sent.len() {
+            // After the caller's last frame the jitter buffer conceals a few frames more.
+            break;
+        }
+        matched += 1;
+        assert_eq!(*s, ssrc);
+        assert_eq!(
+            *seq,
+            echoed[0].0.wrapping_add(i as u16),
+            "consecutive sequence numbers"
+        );
+        assert_eq!(
+            *ts,
+            echoed[0].1.wrapping_add(160 * i as u32),
+            "20 ms timestamp steps"
+        );
+        assert_eq!(
+            Some(payload),
+            sent.get(offset + i),
+            "echoed frame {i} is our frame {}",
+            offset + i
+        );
+    }
+    matched
 }

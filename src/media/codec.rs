@@ -1,0 +1,233 @@
+//! Audio codecs behind one interface: decode a payload to linear PCM, encode PCM to a payload,
+//! and conceal a lost frame.
+//!
+//! Owns: the choice of implementation per [`Codec`] (G.711 tables, our G.722, libopus) and the
+//! packet-loss concealment of codecs that have none of their own.
+//! Must not: allocate after construction, or know about RTP — payloads in, samples out.
+
+use std::fmt;
+
+use super::g711;
+use super::g722::{G722Decoder, G722Encoder};
+use super::opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusError};
+use crate::sdp::Codec;
+
+/// The longest frame we handle: 60 ms at 48 kHz.
+pub const MAX_FRAME_SAMPLES: usize = 2880;
+
+/// Why a frame could not be decoded or encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecError {
+    /// `telephone-event` and other non-audio formats have no audio codec.
+    NotAudio(&'static str),
+    /// libopus refused (corrupt packet, bad frame size). Copy, so a flood of garbage packets
+    /// costs no allocation.
+    Opus(OpusError),
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodecError::NotAudio(name) => write!(f, "{name} is not an audio codec"),
+            CodecError::Opus(e) => write!(f, "opus: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+/// PCM sample rate a codec's decoder produces and its encoder takes.
+pub fn pcm_rate(codec: Codec) -> u32 {
+    match codec {
+        Codec::Pcmu | Codec::Pcma | Codec::TelephoneEvent => 8000,
+        Codec::G722 => 16000,
+        Codec::Opus => 48000,
+    }
+}
+
+/// A decoder for one received stream.
+pub enum AudioDecoder {
+    Pcmu(Concealer),
+    Pcma(Concealer),
+    G722(Box<G722Decoder>, Concealer),
+    Opus(Box<OpusDecoder>),
+}
+
+impl AudioDecoder {
+    pub fn new(codec: Codec) -> Result<AudioDecoder, CodecError> {
+        Ok(match codec {
+            Codec::Pcmu => AudioDecoder::Pcmu(Concealer::new()),
+            Codec::Pcma => AudioDecoder::Pcma(Concealer::new()),
+            Codec::G722 => AudioDecoder::G722(Box::default(), Concealer::new()),
+            Codec::Opus => AudioDecoder::Opus(Box::new(
+                OpusDecoder::new(pcm_rate(Codec::Opus)).map_err(CodecError::Opus)?,
+            )),
+            Codec::TelephoneEvent => return Err(CodecError::NotAudio("telephone-event")),
+        })
+    }
+
+    /// Decodes one payload into `out`; returns the samples written.
+    pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
+        let n = match self {
+            AudioDecoder::Pcmu(c) => {
+                let n = g711::decode_ulaw(payload, out);
+                c.remember(out, n)
+            }
+            AudioDecoder::Pcma(c) => {
+                let n = g711::decode_alaw(payload, out);
+                c.remember(out, n)
+            }
+            AudioDecoder::G722(d, c) => {
+                let n = d.decode(payload, out);
+                c.remember(out, n)
+            }
+            AudioDecoder::Opus(d) => d.decode(payload, out).map_err(CodecError::Opus)?,
+        };
+        Ok(n)
+    }
+
+    /// Stands in for a lost frame of `samples` samples (Opus: its own PLC; others: the last
+    /// frame again, 6 dB quieter each time, fading to silence).
+    pub fn conceal(&mut self, samples: usize, out: &mut [i16]) -> usize {
+        let samples = samples.min(out.len());
+        match self {
+            AudioDecoder::Pcmu(c) | AudioDecoder::Pcma(c) | AudioDecoder::G722(_, c) => {
+                c.conceal(&mut out[..samples])
+            }
+            AudioDecoder::Opus(d) => d.conceal(samples, out).unwrap_or_else(|_| {
+                out[..samples].fill(0);
+                samples
+            }),
+        }
+    }
+}
+
+/// An encoder for one sent stream.
+pub enum AudioEncoder {
+    Pcmu,
+    Pcma,
+    G722(Box<G722Encoder>),
+    Opus(Box<OpusEncoder>),
+}
+
+impl AudioEncoder {
+    pub fn new(codec: Codec) -> Result<AudioEncoder, CodecError> {
+        Ok(match codec {
+            Codec::Pcmu => AudioEncoder::Pcmu,
+            Codec::Pcma => AudioEncoder::Pcma,
+            Codec::G722 => AudioEncoder::G722(Box::default()),
+            Codec::Opus => AudioEncoder::Opus(Box::new(
+                OpusEncoder::new(&OpusConfig {
+                    sample_rate: pcm_rate(Codec::Opus),
+                    ..OpusConfig::default()
+                })
+                .map_err(CodecError::Opus)?,
+            )),
+            Codec::TelephoneEvent => return Err(CodecError::NotAudio("telephone-event")),
+        })
+    }
+
+    /// Encodes one frame of PCM (at [`pcm_rate`]) into `out`; returns the payload length.
+    pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
+        Ok(match self {
+            AudioEncoder::Pcmu => g711::encode_ulaw(pcm, out),
+            AudioEncoder::Pcma => g711::encode_alaw(pcm, out),
+            AudioEncoder::G722(e) => e.encode(pcm, out),
+            AudioEncoder::Opus(e) => e.encode(pcm, out).map_err(CodecError::Opus)?,
+        })
+    }
+}
+
+/// Concealment for codecs without PLC: repeat the last good frame, each repeat 6 dB quieter.
+pub struct Concealer {
+    last: Box<[i16; MAX_FRAME_SAMPLES]>,
+    last_len: usize,
+    /// Right shift applied to the repeated frame (grows by one per consecutive loss).
+    fade: u32,
+}
+
+impl Concealer {
+    fn new() -> Concealer {
+        Concealer {
+            last: Box::new([0; MAX_FRAME_SAMPLES]),
+            last_len: 0,
+            fade: 0,
+        }
+    }
+
+    /// Keeps a copy of a good frame; returns its length unchanged.
+    fn remember(&mut self, frame: &[i16], len: usize) -> usize {
+        let len = len.min(MAX_FRAME_SAMPLES).min(frame.len());
+        self.last[..len].copy_from_slice(&frame[..len]);
+        self.last_len = len;
+        self.fade = 0;
+        len
+    }
+
+    fn conceal(&mut self, out: &mut [i16]) -> usize {
+        self.fade = (self.fade + 1).min(15);
+        for (i, s) in out.iter_mut().enumerate() {
+            let source = if self.last_len == 0 {
+                0
+            } else {
+                self.last[i % self.last_len]
+            };
+            *s = source >> self.fade;
+        }
+        out.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tone(rate: u32, hz: f64, n: usize, start: usize) -> Vec<i16> {
+        (0..n)
+            .map(|i| {
+                let t = (start + i) as f64 / f64::from(rate);
+                (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16
+            })
+            .collect()
+    }
+
+    #[test]
+    fn g711_round_trip_is_transparent_for_its_own_codes() {
+        for codec in [Codec::Pcmu, Codec::Pcma] {
+            let mut enc = AudioEncoder::new(codec).unwrap();
+            let mut dec = AudioDecoder::new(codec).unwrap();
+            let pcm = tone(8000, 1000.0, 160, 0);
+            let mut payload = [0u8; 160];
+            assert_eq!(enc.encode(&pcm, &mut payload).unwrap(), 160);
+            let mut out = [0i16; 160];
+            assert_eq!(dec.decode(&payload, &mut out).unwrap(), 160);
+            let mut again = [0u8; 160];
+            enc.encode(&out, &mut again).unwrap();
+            assert_eq!(payload, again, "{codec:?} decode→encode is lossless");
+        }
+    }
+
+    #[test]
+    fn concealment_repeats_the_last_frame_and_fades() {
+        let mut dec = AudioDecoder::new(Codec::Pcmu).unwrap();
+        let mut enc = AudioEncoder::new(Codec::Pcmu).unwrap();
+        let pcm = tone(8000, 1000.0, 160, 0);
+        let mut payload = [0u8; 160];
+        enc.encode(&pcm, &mut payload).unwrap();
+        let mut good = [0i16; 160];
+        dec.decode(&payload, &mut good).unwrap();
+        let energy = |s: &[i16]| s.iter().map(|&x| i64::from(x).pow(2)).sum::<i64>();
+        let mut lost = [0i16; 160];
+        dec.conceal(160, &mut lost);
+        let first = energy(&lost);
+        assert!(first > 0 && first < energy(&good));
+        dec.conceal(160, &mut lost);
+        assert!(energy(&lost) < first, "fades with each loss");
+    }
+
+    #[test]
+    fn telephone_event_is_not_audio() {
+        assert!(AudioDecoder::new(Codec::TelephoneEvent).is_err());
+        assert!(AudioEncoder::new(Codec::TelephoneEvent).is_err());
+    }
+}

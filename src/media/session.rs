@@ -1,0 +1,1124 @@
+//! One connection's media session: what arrives on its RTP/RTCP sockets, what it plays out
+//! every ptime, and what it sends — sans-IO.
+//!
+//! Owns, per connection: RTP source security (negotiated address, or a one-time NAT latch, never
+//! re-latched), SRTP unprotect/protect, sequence tracking, the adaptive jitter buffer, decoding
+//! with loss concealment, RFC 4733 digits, RTCP statistics and reports, RTP inactivity, and the
+//! session's mode (`Idle`: receive and count; `Echo`: play the caller's audio back to it through
+//! the full decode/encode path).
+//! Must not: touch sockets, read the clock or allocate after [`MediaSession::new`]. The worker
+//! feeds datagrams and time, and drains [`MediaSession::poll_transmit`] and
+//! [`MediaSession::poll_event`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::codec::{pcm_rate, AudioDecoder, AudioEncoder, CodecError, MAX_FRAME_SAMPLES};
+use super::dtmf::{DigitEvent, DtmfReceiver};
+use super::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
+use super::rtcp::{RtcpConfig, RtcpSession, RtcpStats};
+use super::rtp::{self, RtpHeader};
+use super::srtp::{SrtpContext, SrtpProfile};
+use crate::sdp::Codec;
+
+/// Largest datagram we build (an MTU's worth): payload + RTP header + SRTP tag.
+pub const MAX_PACKET: usize = 1500;
+
+/// Outgoing packets a session can hold between two drains (one audio frame + RTCP + margin).
+const TRANSMIT_SLOTS: usize = 4;
+
+/// Events a session queues between two drains before it drops the oldest.
+const EVENT_SLOTS: usize = 16;
+
+/// How a session treats the audio it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionMode {
+    /// Receive, account and report; send no audio.
+    Idle,
+    /// Play the received audio back to its sender, through jitter buffer, decoder and encoder.
+    Echo,
+}
+
+/// The negotiated format of the audio stream (both directions use the same codec here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamFormat {
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub ptime_ms: u32,
+    pub telephone_event_pt: Option<u8>,
+}
+
+/// SRTP master keys for both directions (SDES: theirs decrypts, ours encrypts).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtpKeys {
+    pub profile: SrtpProfile,
+    pub inbound_key: Vec<u8>,
+    pub inbound_salt: Vec<u8>,
+    pub outbound_key: Vec<u8>,
+    pub outbound_salt: Vec<u8>,
+}
+
+impl fmt::Debug for SrtpKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SrtpKeys")
+            .field("profile", &self.profile)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a session is created with.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub local_ssrc: u32,
+    /// RTCP CNAME.
+    pub cname: String,
+    /// NTP time (RFC 3550 64-bit) at the `now` given to [`MediaSession::new`].
+    pub ntp_at_start: u64,
+    /// None until media is negotiated: packets are counted but not decoded.
+    pub format: Option<StreamFormat>,
+    pub mode: SessionMode,
+    /// Where the peer said it receives RTP (SDP / MediaTxIP).
+    pub remote_rtp: Option<SocketAddr>,
+    /// Where the peer receives RTCP (a=rtcp, else RTP port + 1; the RTP address with rtcp-mux).
+    pub remote_rtcp: Option<SocketAddr>,
+    /// Latch once to the first source sending the negotiated payload types (peers behind NAT).
+    pub latching: bool,
+    pub srtp: Option<SrtpKeys>,
+    /// No RTP for this long → [`SessionEvent::RtpTimeout`]; None disables.
+    pub rtp_timeout: Option<Duration>,
+    pub jitter_min_ms: u32,
+    pub jitter_max_ms: u32,
+    pub rtcp_interval: Duration,
+    /// Seed for RTCP interval randomization (deterministic in tests).
+    pub seed: u64,
+}
+
+/// Which socket a packet leaves from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Rtp,
+    Rtcp,
+}
+
+/// A packet to send: `out[..len]` of the buffer given to `poll_transmit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub channel: Channel,
+    pub destination: SocketAddr,
+    pub len: usize,
+}
+
+/// Something the control plane should hear about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEvent {
+    /// The first accepted RTP packet, from this source.
+    FirstPacket { source: SocketAddr },
+    /// NAT latching chose this source for the rest of the session.
+    Latched { source: SocketAddr },
+    /// A complete RFC 4733 digit.
+    Digit(DigitEvent),
+    /// No RTP for the configured time.
+    RtpTimeout { silent_for: Duration },
+}
+
+/// Counters since the session started.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SessionStats {
+    pub rtp_packets_received: u64,
+    pub rtp_bytes_received: u64,
+    pub rtp_packets_sent: u64,
+    pub rtp_bytes_sent: u64,
+    pub rtcp_packets_received: u64,
+    pub rtcp_packets_sent: u64,
+    /// Not RTP/RTCP, or a payload type that was not negotiated.
+    pub malformed_packets: u64,
+    /// From a source other than the negotiated/latched one ("RTP bleed" attempts included).
+    pub foreign_source_dropped: u64,
+    /// SRTP authentication or replay failures.
+    pub srtp_rejected: u64,
+    pub decode_errors: u64,
+    pub digits_received: u64,
+    pub jitter: JitterStats,
+    pub rtcp: RtcpSummary,
+}
+
+/// The RTCP view of the stream (what RFC 3550 reports say).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RtcpSummary {
+    pub cumulative_lost: i32,
+    pub fraction_lost_percent: f32,
+    pub jitter_ms: f32,
+    pub rtt_ms: Option<f32>,
+    pub remote_fraction_lost_percent: Option<f32>,
+    pub remote_jitter_ms: Option<f32>,
+}
+
+/// Why a session could not be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionError {
+    Codec(CodecError),
+    Srtp(String),
+    /// ptime outside 10..=60 ms or a codec whose frames we cannot hold.
+    Format(String),
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionError::Codec(e) => write!(f, "{e}"),
+            SessionError::Srtp(e) => write!(f, "SRTP: {e}"),
+            SessionError::Format(e) => write!(f, "media format: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+/// One connection's media.
+pub struct MediaSession {
+    config: SessionConfig,
+    /// Decoding/encoding state; present once a format is negotiated.
+    audio: Option<AudioPath>,
+    /// The source RTP is accepted from, once decided.
+    accepted_source: Option<SocketAddr>,
+    srtp_in: Option<SrtpContext>,
+    srtp_out: Option<SrtpContext>,
+    rtcp: RtcpSession,
+    dtmf: DtmfReceiver,
+    /// Next playout/send tick (Echo mode with a format).
+    next_tick: Option<Instant>,
+    last_rtp_at: Instant,
+    timeout_reported: bool,
+    first_packet_seen: bool,
+    transmits: VecDeque<(Channel, SocketAddr, usize, Box<[u8; MAX_PACKET]>)>,
+    /// Empty packet buffers, reused (preallocated at construction). Boxed so that moving a
+    /// buffer between this list and `transmits` moves a pointer, not 1500 bytes.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<[u8; MAX_PACKET]>>,
+    events: VecDeque<SessionEvent>,
+    stats: SessionStats,
+}
+
+/// The audio path of a negotiated stream.
+struct AudioPath {
+    format: StreamFormat,
+    jitter: JitterBuffer,
+    decoder: AudioDecoder,
+    encoder: AudioEncoder,
+    /// Samples per frame at the codec's PCM rate.
+    frame_samples: usize,
+    /// RTP timestamp units per frame at the codec's RTP clock.
+    frame_ticks: u32,
+    pcm: Box<[i16; MAX_FRAME_SAMPLES]>,
+    payload: Box<[u8; MAX_PACKET]>,
+    tx_sequence: u16,
+    tx_timestamp: u32,
+    /// The next packet we send starts a talkspurt (marker bit).
+    tx_talkspurt: bool,
+}
+
+impl MediaSession {
+    pub fn new(config: SessionConfig, now: Instant) -> Result<MediaSession, SessionError> {
+        let audio = match config.format {
+            Some(format) => Some(AudioPath::new(format, &config, config.local_ssrc)?),
+            None => None,
+        };
+        let (srtp_in, srtp_out) = match &config.srtp {
+            Some(keys) => {
+                let make = |key: &[u8], salt: &[u8]| {
+                    SrtpContext::new(keys.profile, key, salt)
+                        .map_err(|e| SessionError::Srtp(e.to_string()))
+                };
+                (
+                    Some(make(&keys.inbound_key, &keys.inbound_salt)?),
+                    Some(make(&keys.outbound_key, &keys.outbound_salt)?),
+                )
+            }
+            None => (None, None),
+        };
+        let clock_rate = config.format.map(|f| f.codec.clock_rate()).unwrap_or(8000);
+        let rtcp = RtcpSession::new(
+            RtcpConfig {
+                local_ssrc: config.local_ssrc,
+                cname: config.cname.clone(),
+                clock_rate,
+                min_interval: config.rtcp_interval,
+                seed: config.seed,
+                ntp_at_start: config.ntp_at_start,
+            },
+            now,
+        );
+        let next_tick = match (&audio, config.mode) {
+            (Some(a), SessionMode::Echo) => Some(now + a.ptime()),
+            _ => None,
+        };
+        let spare = (0..TRANSMIT_SLOTS)
+            .map(|_| Box::new([0u8; MAX_PACKET]))
+            .collect();
+        Ok(MediaSession {
+            accepted_source: None,
+            srtp_in,
+            srtp_out,
+            rtcp,
+            dtmf: DtmfReceiver::new(clock_rate),
+            next_tick,
+            last_rtp_at: now,
+            timeout_reported: false,
+            first_packet_seen: false,
+            transmits: VecDeque::with_capacity(TRANSMIT_SLOTS),
+            spare,
+            events: VecDeque::with_capacity(EVENT_SLOTS),
+            stats: SessionStats::default(),
+            audio,
+            config,
+        })
+    }
+
+    /// A datagram that arrived on the RTP socket (RTCP too, when multiplexed).
+    pub fn handle_rtp(&mut self, now: Instant, source: SocketAddr, buf: &mut [u8], len: usize) {
+        let len = len.min(buf.len());
+        if rtp::is_rtcp(&buf[..len]) {
+            self.handle_rtcp(now, source, buf, len);
+            return;
+        }
+        let source = canonical(source);
+        let payload_type = match rtp::parse(&buf[..len]) {
+            Ok(p) => p.payload_type(),
+            Err(_) => {
+                self.stats.malformed_packets += 1;
+                return;
+            }
+        };
+        if !self.source_allowed(source, payload_type) {
+            self.stats.foreign_source_dropped += 1;
+            return;
+        }
+        let len = match self.srtp_in.as_mut() {
+            Some(ctx) => match ctx.unprotect_rtp(buf, len) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.stats.srtp_rejected += 1;
+                    return;
+                }
+            },
+            None => len,
+        };
+        // Authenticated (or no SRTP): only now may the source be latched.
+        self.accept_source(source);
+        let Ok(packet) = rtp::parse(&buf[..len]) else {
+            self.stats.malformed_packets += 1;
+            return;
+        };
+        self.stats.rtp_packets_received += 1;
+        self.stats.rtp_bytes_received += len as u64;
+        self.last_rtp_at = now;
+        self.timeout_reported = false;
+        if !self.first_packet_seen {
+            self.first_packet_seen = true;
+            self.push_event(SessionEvent::FirstPacket { source });
+        }
+        self.rtcp
+            .on_rtp_received(now, packet.ssrc(), packet.sequence(), packet.timestamp());
+        let Some(audio) = self.audio.as_mut() else {
+            return;
+        };
+        if Some(packet.payload_type()) == audio.format.telephone_event_pt {
+            match self.dtmf.on_packet(
+                now,
+                packet.sequence(),
+                packet.timestamp(),
+                packet.marker(),
+                packet.payload(),
+            ) {
+                Ok(Some(digit)) => self.on_digit(digit),
+                Ok(None) => {}
+                Err(_) => self.stats.malformed_packets += 1,
+            }
+            return;
+        }
+        if packet.payload_type() != audio.format.payload_type {
+            self.stats.malformed_packets += 1;
+            return;
+        }
+        audio.jitter.push(
+            now,
+            packet.sequence(),
+            packet.timestamp(),
+            packet.marker(),
+            packet.payload(),
+        );
+    }
+
+    /// A datagram that arrived on the RTCP socket.
+    pub fn handle_rtcp(&mut self, now: Instant, source: SocketAddr, buf: &mut [u8], len: usize) {
+        let source = canonical(source);
+        let len = len.min(buf.len());
+        if let Some(accepted) = self.accepted_source {
+            // RTCP comes from the accepted peer's address (its port may differ by +1).
+            if accepted.ip() != source.ip() {
+                self.stats.foreign_source_dropped += 1;
+                return;
+            }
+        }
+        let len = match self.srtp_in.as_mut() {
+            Some(ctx) => match ctx.unprotect_rtcp(buf, len) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.stats.srtp_rejected += 1;
+                    return;
+                }
+            },
+            None => len,
+        };
+        match self.rtcp.on_rtcp(now, &buf[..len]) {
+            Ok(_) => self.stats.rtcp_packets_received += 1,
+            Err(_) => self.stats.malformed_packets += 1,
+        }
+    }
+
+    /// Runs what is due: playout ticks, RTCP reports, DTMF timeouts, the RTP timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(due) = self.next_tick {
+            if due > now {
+                break;
+            }
+            self.tick(now);
+            let ptime = self
+                .audio
+                .as_ref()
+                .map(AudioPath::ptime)
+                .unwrap_or(Duration::from_millis(20));
+            // Keep the cadence; after a long stall, skip ahead rather than burst.
+            let next = due + ptime;
+            self.next_tick = Some(if next + ptime * 5 < now {
+                now + ptime
+            } else {
+                next
+            });
+        }
+        if let Some(digit) = self.dtmf.poll(now) {
+            self.on_digit(digit);
+        }
+        if self.config.mode != SessionMode::Idle && self.rtcp.poll_timeout() <= now {
+            self.send_rtcp(now);
+        }
+        if let Some(limit) = self.config.rtp_timeout {
+            let silent_for = now.saturating_duration_since(self.last_rtp_at);
+            if silent_for >= limit && !self.timeout_reported {
+                self.timeout_reported = true;
+                self.push_event(SessionEvent::RtpTimeout { silent_for });
+            }
+        }
+    }
+
+    /// When `handle_timeout` must next run.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut at =
+            self.last_rtp_at + self.config.rtp_timeout.unwrap_or(Duration::from_secs(3600));
+        if self.timeout_reported {
+            at = self.last_rtp_at + Duration::from_secs(3600);
+        }
+        if let Some(t) = self.next_tick {
+            at = at.min(t);
+        }
+        if self.config.mode != SessionMode::Idle {
+            at = at.min(self.rtcp.poll_timeout());
+        }
+        if let Some(t) = self.dtmf.poll_timeout() {
+            at = at.min(t);
+        }
+        at
+    }
+
+    /// The next packet to send, copied into `out`.
+    pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<Transmit> {
+        let (channel, destination, len, buf) = self.transmits.pop_front()?;
+        let len = len.min(out.len());
+        out[..len].copy_from_slice(&buf[..len]);
+        self.spare.push(buf);
+        Some(Transmit {
+            channel,
+            destination,
+            len,
+        })
+    }
+
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        let mut stats = self.stats;
+        if let Some(audio) = &self.audio {
+            stats.jitter = audio.jitter.stats();
+        }
+        stats.rtcp = summarize(&self.rtcp.stats(), self.rtcp_clock_rate());
+        stats
+    }
+
+    /// New peer address (re-INVITE, ModifyConnection). A changed address is a new peer: the
+    /// latch is cleared so the new address is accepted.
+    pub fn set_remote(&mut self, remote_rtp: Option<SocketAddr>, remote_rtcp: Option<SocketAddr>) {
+        let remote_rtp = remote_rtp.map(canonical);
+        if remote_rtp != self.config.remote_rtp.map(canonical) {
+            self.accepted_source = None;
+        }
+        self.config.remote_rtp = remote_rtp;
+        self.config.remote_rtcp = remote_rtcp.map(canonical);
+    }
+
+    pub fn mode(&self) -> SessionMode {
+        self.config.mode
+    }
+
+    /// Source security: the negotiated address only, or — with latching — the first source
+    /// that sends a negotiated payload type, once, for the rest of the session.
+    fn source_allowed(&self, source: SocketAddr, payload_type: u8) -> bool {
+        if let Some(accepted) = self.accepted_source {
+            return accepted == source;
+        }
+        if !self.config.latching {
+            return self.config.remote_rtp.map(canonical) == Some(source);
+        }
+        match &self.audio {
+            Some(a) => {
+                payload_type == a.format.payload_type
+                    || Some(payload_type) == a.format.telephone_event_pt
+            }
+            // Nothing negotiated yet: nothing to latch on.
+            None => false,
+        }
+    }
+
+    fn accept_source(&mut self, source: SocketAddr) {
+        if self.accepted_source.is_some() {
+            return;
+        }
+        self.accepted_source = Some(source);
+        if self.config.latching && self.config.remote_rtp.map(canonical) != Some(source) {
+            self.push_event(SessionEvent::Latched { source });
+        }
+    }
+
+    /// Where our RTP goes: the accepted (possibly latched) source, else the negotiated address.
+    fn rtp_destination(&self) -> Option<SocketAddr> {
+        self.accepted_source.or(self.config.remote_rtp)
+    }
+
+    fn rtcp_destination(&self) -> Option<SocketAddr> {
+        if let (true, Some(src)) = (self.config.latching, self.accepted_source) {
+            // A NATed peer's RTCP goes back the way its RTP came (RTP port + 1 at best).
+            return Some(match self.config.remote_rtcp {
+                Some(r) if r.port() == self.config.remote_rtp.map(|a| a.port()).unwrap_or(0) => src,
+                _ => SocketAddr::new(src.ip(), src.port().wrapping_add(1)),
+            });
+        }
+        self.config.remote_rtcp
+    }
+
+    /// One ptime of playout in Echo mode: the caller's audio, decoded, re-encoded, sent back.
+    fn tick(&mut self, now: Instant) {
+        let Some(destination) = self.rtp_destination() else {
+            return;
+        };
+        let Some(audio) = self.audio.as_mut() else {
+            return;
+        };
+        let samples = match audio.jitter.pop(now, &mut audio.payload[..]) {
+            Playout::Frame { len, .. } => {
+                match audio
+                    .decoder
+                    .decode(&audio.payload[..len], &mut audio.pcm[..])
+                {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.stats.decode_errors += 1;
+                        audio
+                            .decoder
+                            .conceal(audio.frame_samples, &mut audio.pcm[..])
+                    }
+                }
+            }
+            Playout::Conceal { .. } => audio
+                .decoder
+                .conceal(audio.frame_samples, &mut audio.pcm[..]),
+            Playout::Silence => {
+                audio.tx_talkspurt = true;
+                audio.tx_timestamp = audio.tx_timestamp.wrapping_add(audio.frame_ticks);
+                return;
+            }
+        };
+        let samples = samples.min(audio.frame_samples);
+        let Some(mut buf) = self.spare.pop() else {
+            return; // transmit queue full: the worker is not draining; drop this frame
+        };
+        let header = RtpHeader {
+            marker: audio.tx_talkspurt,
+            payload_type: audio.format.payload_type,
+            sequence: audio.tx_sequence,
+            timestamp: audio.tx_timestamp,
+            ssrc: self.config.local_ssrc,
+            csrcs: &[],
+        };
+        let header_len = header.len();
+        // Leave room for the SRTP tag at the end.
+        let room = MAX_PACKET - header_len - 16;
+        let encoded = match audio.encoder.encode(
+            &audio.pcm[..samples],
+            &mut buf[header_len..header_len + room],
+        ) {
+            Ok(n) => n,
+            Err(_) => {
+                self.stats.decode_errors += 1;
+                self.spare.push(buf);
+                return;
+            }
+        };
+        if rtp::write_header(&mut buf[..header_len], &header).is_err() {
+            self.spare.push(buf);
+            return;
+        }
+        let rtp_timestamp = audio.tx_timestamp;
+        audio.tx_sequence = audio.tx_sequence.wrapping_add(1);
+        audio.tx_timestamp = audio.tx_timestamp.wrapping_add(audio.frame_ticks);
+        audio.tx_talkspurt = false;
+        let mut len = header_len + encoded;
+        if let Some(ctx) = self.srtp_out.as_mut() {
+            match ctx.protect_rtp(&mut buf[..], len) {
+                Ok(n) => len = n,
+                Err(_) => {
+                    self.spare.push(buf);
+                    return;
+                }
+            }
+        }
+        self.rtcp.on_rtp_sent(now, rtp_timestamp, encoded);
+        self.stats.rtp_packets_sent += 1;
+        self.stats.rtp_bytes_sent += len as u64;
+        self.transmits
+            .push_back((Channel::Rtp, destination, len, buf));
+    }
+
+    fn send_rtcp(&mut self, now: Instant) {
+        let Some(mut buf) = self.spare.pop() else {
+            return;
+        };
+        let Some(len) = self.rtcp.poll_transmit(now, &mut buf[..MAX_PACKET - 32]) else {
+            self.spare.push(buf);
+            return;
+        };
+        let Some(destination) = self.rtcp_destination() else {
+            self.spare.push(buf);
+            return;
+        };
+        let len = match self.srtp_out.as_mut() {
+            Some(ctx) => match ctx.protect_rtcp(&mut buf[..], len) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.spare.push(buf);
+                    return;
+                }
+            },
+            None => len,
+        };
+        let channel = if Some(destination) == self.rtp_destination() {
+            Channel::Rtp
+        } else {
+            Channel::Rtcp
+        };
+        self.stats.rtcp_packets_sent += 1;
+        self.transmits.push_back((channel, destination, len, buf));
+    }
+
+    fn on_digit(&mut self, digit: DigitEvent) {
+        self.stats.digits_received += 1;
+        self.push_event(SessionEvent::Digit(digit));
+    }
+
+    fn push_event(&mut self, event: SessionEvent) {
+        if self.events.len() == EVENT_SLOTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    fn rtcp_clock_rate(&self) -> u32 {
+        self.config
+            .format
+            .map(|f| f.codec.clock_rate())
+            .unwrap_or(8000)
+    }
+}
+
+impl AudioPath {
+    fn new(
+        format: StreamFormat,
+        config: &SessionConfig,
+        ssrc: u32,
+    ) -> Result<AudioPath, SessionError> {
+        if !(10..=60).contains(&format.ptime_ms) {
+            return Err(SessionError::Format(format!(
+                "ptime {} ms is outside 10-60 ms",
+                format.ptime_ms
+            )));
+        }
+        let frame_samples = (pcm_rate(format.codec) * format.ptime_ms / 1000) as usize;
+        if frame_samples > MAX_FRAME_SAMPLES {
+            return Err(SessionError::Format(format!(
+                "{} samples per frame exceed {MAX_FRAME_SAMPLES}",
+                frame_samples
+            )));
+        }
+        let frame_ticks = format.codec.clock_rate() * format.ptime_ms / 1000;
+        Ok(AudioPath {
+            jitter: JitterBuffer::new(JitterConfig {
+                clock_rate: format.codec.clock_rate(),
+                ptime_ms: format.ptime_ms,
+                min_delay_ms: config.jitter_min_ms.max(format.ptime_ms),
+                max_delay_ms: config.jitter_max_ms.max(config.jitter_min_ms),
+                max_payload: MAX_PACKET,
+            }),
+            decoder: AudioDecoder::new(format.codec).map_err(SessionError::Codec)?,
+            encoder: AudioEncoder::new(format.codec).map_err(SessionError::Codec)?,
+            frame_samples,
+            frame_ticks,
+            pcm: Box::new([0; MAX_FRAME_SAMPLES]),
+            payload: Box::new([0; MAX_PACKET]),
+            // Random-ish initial values per RFC 3550 §5.1, derived from the SSRC (sans-IO).
+            tx_sequence: (ssrc >> 16) as u16 ^ 0x5a5a,
+            tx_timestamp: ssrc.rotate_left(7),
+            tx_talkspurt: true,
+            format,
+        })
+    }
+
+    fn ptime(&self) -> Duration {
+        Duration::from_millis(u64::from(self.format.ptime_ms))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (from a dual-stack socket) compared as the IPv4 they are.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+fn summarize(s: &RtcpStats, clock_rate: u32) -> RtcpSummary {
+    let _ = clock_rate;
+    RtcpSummary {
+        cumulative_lost: s.cumulative_lost,
+        fraction_lost_percent: s.fraction_lost_percent,
+        jitter_ms: s.jitter_ms,
+        rtt_ms: s.rtt.map(|d| d.as_secs_f32() * 1000.0),
+        remote_fraction_lost_percent: s.remote_fraction_lost.map(|f| f32::from(f) * 100.0 / 256.0),
+        remote_jitter_ms: s.remote_jitter_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::dtmf::DtmfSender;
+    use crate::media::srtp::CryptoAttribute;
+
+    const PEER: &str = "192.0.2.10:4000";
+    const PTIME: Duration = Duration::from_millis(20);
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test address")
+    }
+
+    fn config(codec: Codec, payload_type: u8) -> SessionConfig {
+        SessionConfig {
+            local_ssrc: 0x1111_2222,
+            cname: "callbridge@test".into(),
+            ntp_at_start: 0,
+            format: Some(StreamFormat {
+                codec,
+                payload_type,
+                ptime_ms: 20,
+                telephone_event_pt: Some(101),
+            }),
+            mode: SessionMode::Echo,
+            remote_rtp: Some(addr(PEER)),
+            remote_rtcp: Some(addr("192.0.2.10:4001")),
+            latching: false,
+            srtp: None,
+            rtp_timeout: Some(Duration::from_secs(5)),
+            jitter_min_ms: 20,
+            jitter_max_ms: 200,
+            rtcp_interval: Duration::from_secs(5),
+            seed: 7,
+        }
+    }
+
+    /// A peer sending one codec's frames every 20 ms, encoded from a tone.
+    struct Peer {
+        encoder: AudioEncoder,
+        codec: Codec,
+        payload_type: u8,
+        seq: u16,
+        ts: u32,
+        phase: usize,
+        srtp: Option<SrtpContext>,
+    }
+
+    impl Peer {
+        fn new(codec: Codec, payload_type: u8) -> Peer {
+            Peer {
+                encoder: AudioEncoder::new(codec).expect("codec"),
+                codec,
+                payload_type,
+                seq: 1000,
+                ts: 5000,
+                phase: 0,
+                srtp: None,
+            }
+        }
+
+        fn frame(&mut self, out: &mut [u8]) -> usize {
+            let rate = pcm_rate(self.codec);
+            let n = (rate / 50) as usize;
+            let hz = 1000.0;
+            let pcm: Vec<i16> = (0..n)
+                .map(|i| {
+                    let t = (self.phase + i) as f64 / f64::from(rate);
+                    (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16
+                })
+                .collect();
+            self.phase += n;
+            let header = RtpHeader {
+                marker: false,
+                payload_type: self.payload_type,
+                sequence: self.seq,
+                timestamp: self.ts,
+                ssrc: 0xabcd_0001,
+                csrcs: &[],
+            };
+            let h = rtp::write_header(out, &header).expect("header fits");
+            let len = h + self.encoder.encode(&pcm, &mut out[h..]).expect("encode");
+            self.seq = self.seq.wrapping_add(1);
+            self.ts = self.ts.wrapping_add(self.codec.clock_rate() / 50);
+            match self.srtp.as_mut() {
+                Some(ctx) => ctx.protect_rtp(out, len).expect("protect"),
+                None => len,
+            }
+        }
+    }
+
+    /// Runs `frames` ptimes: the peer sends a frame (unless `lose(i)`), the session ticks;
+    /// returns everything the session transmitted.
+    fn run(
+        session: &mut MediaSession,
+        peer: &mut Peer,
+        start: Instant,
+        frames: usize,
+        lose: impl Fn(usize) -> bool,
+    ) -> Vec<(Transmit, Vec<u8>)> {
+        let mut sent = Vec::new();
+        let mut buf = [0u8; MAX_PACKET];
+        let mut out = [0u8; MAX_PACKET];
+        for i in 0..frames {
+            let now = start + PTIME * i as u32;
+            let len = peer.frame(&mut buf);
+            if !lose(i) {
+                session.handle_rtp(now, addr(PEER), &mut buf, len);
+            }
+            session.handle_timeout(now + Duration::from_millis(1));
+            while let Some(t) = session.poll_transmit(&mut out) {
+                sent.push((t, out[..t.len].to_vec()));
+            }
+        }
+        sent
+    }
+
+    fn rtp_only(sent: &[(Transmit, Vec<u8>)]) -> Vec<Vec<u8>> {
+        sent.iter()
+            .filter(|(t, p)| t.channel == Channel::Rtp && !rtp::is_rtcp(p))
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+
+    fn goertzel(samples: &[i16], rate: f64, hz: f64) -> f64 {
+        let k = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for &x in samples {
+            let s0 = f64::from(x) + k * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        s1 * s1 + s2 * s2 - k * s1 * s2
+    }
+
+    #[test]
+    fn echo_plays_the_callers_pcmu_back_with_our_own_rtp_stream() {
+        let start = Instant::now();
+        let mut session = MediaSession::new(config(Codec::Pcmu, 0), start).unwrap();
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        let sent = run(&mut session, &mut peer, start, 100, |_| false);
+        let packets = rtp_only(&sent);
+        assert!(
+            packets.len() >= 97,
+            "one frame back per frame in ({})",
+            packets.len()
+        );
+        let first = rtp::parse(&packets[0]).unwrap();
+        assert!(first.marker(), "talkspurt starts with the marker bit");
+        assert_eq!(first.ssrc(), 0x1111_2222);
+        for pair in packets.windows(2) {
+            let (a, b) = (rtp::parse(&pair[0]).unwrap(), rtp::parse(&pair[1]).unwrap());
+            assert_eq!(b.sequence(), a.sequence().wrapping_add(1));
+            assert_eq!(b.timestamp(), a.timestamp().wrapping_add(160));
+            assert_eq!(b.payload_type(), 0);
+        }
+        // μ-law decode→encode is lossless: the payloads are the caller's, in order.
+        let mut reference = Peer::new(Codec::Pcmu, 0);
+        let mut buf = [0u8; MAX_PACKET];
+        let sent_payloads: Vec<Vec<u8>> = (0..100)
+            .map(|_| {
+                let n = reference.frame(&mut buf);
+                buf[12..n].to_vec()
+            })
+            .collect();
+        let echoed: Vec<Vec<u8>> = packets
+            .iter()
+            .map(|p| rtp::parse(p).unwrap().payload().to_vec())
+            .collect();
+        let offset = sent_payloads
+            .iter()
+            .position(|p| *p == echoed[0])
+            .expect("first echoed frame is one the caller sent");
+        for (i, e) in echoed.iter().enumerate() {
+            assert_eq!(Some(e), sent_payloads.get(offset + i), "frame {i}");
+        }
+        let stats = session.stats();
+        assert_eq!(stats.rtp_packets_received, 100);
+        assert_eq!(stats.foreign_source_dropped, 0);
+    }
+
+    #[test]
+    fn lost_frames_are_concealed_so_the_echo_has_no_gaps() {
+        let start = Instant::now();
+        let mut session = MediaSession::new(config(Codec::Pcma, 8), start).unwrap();
+        let mut peer = Peer::new(Codec::Pcma, 8);
+        let sent = run(&mut session, &mut peer, start, 100, |i| i % 10 == 5);
+        let packets = rtp_only(&sent);
+        assert!(packets.len() >= 97, "{}", packets.len());
+        assert!(session.stats().jitter.concealed >= 9);
+    }
+
+    #[test]
+    fn packets_from_a_foreign_source_are_dropped_not_echoed() {
+        let start = Instant::now();
+        let mut session = MediaSession::new(config(Codec::Pcmu, 0), start).unwrap();
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        let mut buf = [0u8; MAX_PACKET];
+        let mut out = [0u8; MAX_PACKET];
+        for i in 0..20u32 {
+            let len = peer.frame(&mut buf);
+            session.handle_rtp(start + PTIME * i, addr("198.51.100.7:4000"), &mut buf, len);
+            session.handle_timeout(start + PTIME * i);
+        }
+        assert!(session.poll_transmit(&mut out).is_none());
+        assert_eq!(session.stats().foreign_source_dropped, 20);
+        assert_eq!(session.stats().rtp_packets_received, 0);
+    }
+
+    #[test]
+    fn latching_takes_the_first_source_once_and_never_relatches() {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.remote_rtp = Some(addr("10.0.0.5:4000")); // the peer's private address from SDP
+        cfg.latching = true;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        let mut buf = [0u8; MAX_PACKET];
+        let mut out = [0u8; MAX_PACKET];
+        let nat = addr("203.0.113.9:31000");
+        let attacker = addr("203.0.113.66:31000");
+        for i in 0..50u32 {
+            let now = start + PTIME * i;
+            let len = peer.frame(&mut buf);
+            session.handle_rtp(now, nat, &mut buf, len);
+            let len = peer.frame(&mut buf);
+            session.handle_rtp(now, attacker, &mut buf, len);
+            session.handle_timeout(now + Duration::from_millis(1));
+            while let Some(t) = session.poll_transmit(&mut out) {
+                assert_eq!(
+                    t.destination.ip(),
+                    nat.ip(),
+                    "media goes to the latched source"
+                );
+            }
+        }
+        assert_eq!(
+            std::iter::from_fn(|| session.poll_event())
+                .filter(|e| matches!(e, SessionEvent::Latched { source } if *source == nat))
+                .count(),
+            1
+        );
+        assert_eq!(session.stats().foreign_source_dropped, 50);
+    }
+
+    #[test]
+    fn srtp_echo_round_trips_and_tampered_packets_are_rejected() {
+        let start = Instant::now();
+        let mut random = {
+            let mut n = 0u8;
+            move |buf: &mut [u8]| {
+                for b in buf {
+                    n = n.wrapping_mul(31).wrapping_add(7);
+                    *b = n;
+                }
+            }
+        };
+        for profile in [SrtpProfile::AesCm128HmacSha1_80, SrtpProfile::AeadAes128Gcm] {
+            let theirs = CryptoAttribute::generate(1, profile, &mut random);
+            let ours = CryptoAttribute::generate(1, profile, &mut random);
+            let mut cfg = config(Codec::Pcmu, 0);
+            cfg.srtp = Some(SrtpKeys {
+                profile,
+                inbound_key: theirs.key.to_vec(),
+                inbound_salt: theirs.salt.clone(),
+                outbound_key: ours.key.to_vec(),
+                outbound_salt: ours.salt.clone(),
+            });
+            let mut session = MediaSession::new(cfg, start).unwrap();
+            let mut peer = Peer::new(Codec::Pcmu, 0);
+            peer.srtp = Some(SrtpContext::new(profile, &theirs.key, &theirs.salt).unwrap());
+            let sent = run(&mut session, &mut peer, start, 50, |_| false);
+            let mut decrypt = SrtpContext::new(profile, &ours.key, &ours.salt).unwrap();
+            let mut clear = 0;
+            for (t, mut p) in sent.into_iter().filter(|(t, _)| t.channel == Channel::Rtp) {
+                let n = decrypt
+                    .unprotect_rtp(&mut p, t.len)
+                    .expect("our SRTP decrypts");
+                assert_eq!(rtp::parse(&p[..n]).unwrap().payload().len(), 160);
+                clear += 1;
+            }
+            assert!(clear >= 47, "{profile:?}: {clear}");
+            let mut buf = [0u8; MAX_PACKET];
+            let len = peer.frame(&mut buf);
+            buf[20] ^= 0x01;
+            session.handle_rtp(start + PTIME * 60, addr(PEER), &mut buf, len);
+            assert_eq!(session.stats().srtp_rejected, 1, "{profile:?}");
+        }
+    }
+
+    #[test]
+    fn rfc4733_digits_become_events() {
+        let start = Instant::now();
+        let mut session = MediaSession::new(config(Codec::Pcmu, 0), start).unwrap();
+        let mut sender = DtmfSender::new(8000, 20);
+        sender.queue("42#", 100, 50).unwrap();
+        let mut buf = [0u8; 64];
+        let mut seq = 7u16;
+        for i in 0..60u32 {
+            let now = start + PTIME * i;
+            let mut payload = [0u8; 4];
+            if let Some(p) = sender.poll_packet(now, 1000 + 160 * i, &mut payload) {
+                let header = RtpHeader {
+                    marker: p.marker,
+                    payload_type: 101,
+                    sequence: seq,
+                    timestamp: p.timestamp,
+                    ssrc: 9,
+                    csrcs: &[],
+                };
+                let len = rtp::write_packet(&mut buf, &header, &payload).unwrap();
+                seq = seq.wrapping_add(1);
+                session.handle_rtp(now, addr(PEER), &mut buf, len);
+            }
+            session.handle_timeout(now);
+        }
+        let digits: String = std::iter::from_fn(|| session.poll_event())
+            .filter_map(|e| match e {
+                SessionEvent::Digit(d) => Some(d.digit),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(digits, "42#");
+    }
+
+    #[test]
+    fn silence_on_the_wire_ends_in_one_rtp_timeout_event() {
+        let start = Instant::now();
+        let mut session = MediaSession::new(config(Codec::Pcmu, 0), start).unwrap();
+        let mut now = start;
+        while now < start + Duration::from_secs(12) {
+            now = session.poll_timeout().max(now + Duration::from_millis(1));
+            session.handle_timeout(now);
+        }
+        let timeouts: Vec<SessionEvent> = std::iter::from_fn(|| session.poll_event())
+            .filter(|e| matches!(e, SessionEvent::RtpTimeout { .. }))
+            .collect();
+        assert_eq!(timeouts.len(), 1);
+    }
+
+    #[test]
+    fn rtcp_reports_go_to_the_rtcp_port_or_the_rtp_port_with_mux() {
+        for (remote_rtcp, channel) in [("192.0.2.10:4001", Channel::Rtcp), (PEER, Channel::Rtp)] {
+            let start = Instant::now();
+            let mut cfg = config(Codec::Pcmu, 0);
+            cfg.remote_rtcp = Some(addr(remote_rtcp));
+            let mut session = MediaSession::new(cfg, start).unwrap();
+            let mut peer = Peer::new(Codec::Pcmu, 0);
+            let sent = run(&mut session, &mut peer, start, 500, |_| false);
+            let reports: Vec<&(Transmit, Vec<u8>)> =
+                sent.iter().filter(|(_, p)| rtp::is_rtcp(p)).collect();
+            assert!(!reports.is_empty(), "an RTCP report within 10 s");
+            for (t, _) in reports {
+                assert_eq!(t.destination, addr(remote_rtcp));
+                assert_eq!(t.channel, channel);
+            }
+        }
+    }
+
+    #[test]
+    fn idle_sessions_count_but_send_nothing() {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.mode = SessionMode::Idle;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        let sent = run(&mut session, &mut peer, start, 400, |_| false);
+        assert!(sent.is_empty());
+        assert_eq!(session.stats().rtp_packets_received, 400);
+    }
+
+    #[test]
+    fn g722_and_opus_echo_keep_the_tone() {
+        for (codec, pt) in [(Codec::G722, 9), (Codec::Opus, 111)] {
+            let start = Instant::now();
+            let mut session = MediaSession::new(config(codec, pt), start).unwrap();
+            let mut peer = Peer::new(codec, pt);
+            let sent = run(&mut session, &mut peer, start, 100, |_| false);
+            let packets = rtp_only(&sent);
+            assert!(packets.len() >= 95, "{codec:?}: {}", packets.len());
+            let mut decoder = AudioDecoder::new(codec).unwrap();
+            let mut pcm = Vec::new();
+            let mut frame = [0i16; MAX_FRAME_SAMPLES];
+            for p in &packets {
+                let n = decoder
+                    .decode(rtp::parse(p).unwrap().payload(), &mut frame)
+                    .unwrap();
+                pcm.extend_from_slice(&frame[..n]);
+            }
+            let rate = f64::from(pcm_rate(codec));
+            let tail = &pcm[pcm.len() / 2..];
+            let tone = goertzel(tail, rate, 1000.0);
+            let other = goertzel(tail, rate, 2500.0);
+            assert!(
+                tone > other * 100.0,
+                "{codec:?}: 1 kHz dominates ({tone} vs {other})"
+            );
+        }
+    }
+}
