@@ -119,6 +119,25 @@ pub struct MediaConfig {
     /// SRTP suites in preference order.
     #[serde(default = "default_srtp_suites")]
     pub srtp_suites: Vec<String>,
+    /// SO_PRIORITY on media sockets (0–6; higher needs CAP_NET_ADMIN); unset = default.
+    #[serde(default)]
+    pub socket_priority: Option<u32>,
+    /// Busy polling, µs: SO_BUSY_POLL + SO_PREFER_BUSY_POLL on sockets, per-epoll busy poll
+    /// (EPIOCSPARAMS) and the worker spinning this long after traffic before it sleeps. 0 = off.
+    #[serde(default)]
+    pub busy_poll_us: u32,
+    /// Packets per busy-poll pass (SO_BUSY_POLL_BUDGET); 0 = kernel default.
+    #[serde(default)]
+    pub busy_poll_budget: u32,
+    /// Pin media worker n to core n.
+    #[serde(default)]
+    pub pin_workers: bool,
+    /// SCHED_FIFO priority for media workers (1–99, needs CAP_SYS_NICE); 0 = normal scheduling.
+    #[serde(default)]
+    pub realtime_priority: u8,
+    /// mlockall(MCL_CURRENT | MCL_FUTURE) at start (needs CAP_IPC_LOCK or LimitMEMLOCK).
+    #[serde(default)]
+    pub lock_memory: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -276,6 +295,12 @@ impl Config {
                 )));
             }
         }
+        if m.realtime_priority > 99 {
+            return Err(invalid(format!(
+                "media.realtime_priority ({}) must be 0 (off) or 1-99",
+                m.realtime_priority
+            )));
+        }
         if m.jitter_min_ms < 10 || m.jitter_max_ms < m.jitter_min_ms || m.jitter_max_ms > 2000 {
             return Err(invalid(format!(
                 "media.jitter_min_ms ({}) and jitter_max_ms ({}) must satisfy 10 <= min <= max <= 2000",
@@ -402,6 +427,12 @@ impl Default for MediaConfig {
             jitter_max_ms: default_jitter_max(),
             srtp: default_srtp(),
             srtp_suites: default_srtp_suites(),
+            socket_priority: None,
+            busy_poll_us: 0,
+            busy_poll_budget: 0,
+            pin_workers: false,
+            realtime_priority: 0,
+            lock_memory: false,
         }
     }
 }

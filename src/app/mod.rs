@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{self, ApiState};
 use crate::control::{ControlHandle, ControlRequest, Controller, MediaSettings, Status};
+use crate::engine::tuning::ThreadTuning;
 use crate::engine::{Engine, EngineConfig, SessionDefaults};
 use crate::sdp::LocalCapabilities;
 use crate::sip::transaction::TimerValues;
@@ -58,6 +59,12 @@ pub type LogControl = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 /// Runs until SIGTERM/SIGINT, then drains (new calls refused, calls in progress continue for up
 /// to `[app] drain_timeout_s`), releases everything (BYE) and stops. SIGHUP reloads.
 pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Result<(), AppError> {
+    if config.media.lock_memory {
+        match crate::engine::tuning::lock_memory() {
+            Ok(()) => tracing::info!("memory locked (mlockall)"),
+            Err(error) => tracing::warn!(%error, "mlockall refused, continuing without it"),
+        }
+    }
     let (engine_tx, engine_rx) = mpsc::channel(4096);
     let engine = Engine::start(
         EngineConfig {
@@ -75,6 +82,13 @@ pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Resul
                 jitter_min_ms: config.media.jitter_min_ms,
                 jitter_max_ms: config.media.jitter_max_ms,
                 rtcp_interval: Duration::from_secs(5),
+            },
+            socket_priority: config.media.socket_priority,
+            threads: ThreadTuning {
+                pin_to_core: config.media.pin_workers,
+                realtime_priority: config.media.realtime_priority,
+                busy_poll_us: config.media.busy_poll_us,
+                busy_poll_budget: config.media.busy_poll_budget,
             },
         },
         engine_tx,

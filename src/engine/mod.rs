@@ -18,6 +18,7 @@
 mod pool;
 mod socket;
 mod stats;
+pub mod tuning;
 mod worker;
 
 use std::collections::HashMap;
@@ -58,6 +59,10 @@ pub struct EngineConfig {
     pub send_buffer: usize,
     /// Media-session settings every connection gets.
     pub session: SessionDefaults,
+    /// SO_PRIORITY on media sockets; None leaves the default.
+    pub socket_priority: Option<u32>,
+    /// Worker threads: pinning, SCHED_FIFO, busy polling (socket, epoll and spin).
+    pub threads: tuning::ThreadTuning,
 }
 
 impl Default for EngineConfig {
@@ -71,6 +76,8 @@ impl Default for EngineConfig {
             recv_buffer: 0,
             send_buffer: 0,
             session: SessionDefaults::default(),
+            socket_priority: None,
+            threads: tuning::ThreadTuning::default(),
         }
     }
 }
@@ -293,6 +300,9 @@ impl Engine {
                 dscp_tos: config.dscp_tos,
                 recv_buffer: config.recv_buffer,
                 send_buffer: config.send_buffer,
+                priority: config.socket_priority,
+                busy_poll_us: config.threads.busy_poll_us,
+                busy_poll_budget: config.threads.busy_poll_budget,
             },
             stop: Arc::new(AtomicBool::new(false)),
             events_dropped: Arc::new(AtomicU64::new(0)),
@@ -306,6 +316,7 @@ impl Engine {
                 port_return: port_return.clone(),
                 stop: Arc::clone(&engine.stop),
                 defaults: config.session,
+                threads: config.threads,
                 heartbeat: Arc::new(AtomicU64::new(0)),
                 epoch: engine.epoch,
             };

@@ -1,6 +1,8 @@
 //! Creating, tuning and binding one connection's RTP/RTCP UDP socket pair.
 //!
-//! Owns: socket options (non-blocking, DSCP, buffer sizes) and the bind.
+//! Owns: socket options (non-blocking, DSCP, buffer sizes with *FORCE when permitted,
+//! SO_PRIORITY, SO_BUSY_POLL / SO_PREFER_BUSY_POLL / SO_BUSY_POLL_BUDGET) and the bind. Every
+//! option the kernel refuses (no capability, old kernel) is logged once and skipped.
 //! Must not: choose ports (the pool does) or read and write packets (the worker does). It runs on
 //! the control plane so that bind errors reach the caller synchronously.
 
@@ -20,6 +22,12 @@ pub(super) struct SocketTuning {
     pub(super) recv_buffer: usize,
     /// SO_SNDBUF; 0 leaves the kernel default.
     pub(super) send_buffer: usize,
+    /// SO_PRIORITY (0–6 without CAP_NET_ADMIN); None leaves the default.
+    pub(super) priority: Option<u32>,
+    /// SO_BUSY_POLL in µs (and SO_PREFER_BUSY_POLL); 0 = off.
+    pub(super) busy_poll_us: u32,
+    /// SO_BUSY_POLL_BUDGET (packets per busy-poll pass); 0 leaves the default.
+    pub(super) busy_poll_budget: u32,
 }
 
 /// The bound sockets of one connection.
@@ -91,16 +99,75 @@ fn apply_tuning(socket: &Socket, address: SocketAddr, tuning: &SocketTuning) {
         }
     }
     if tuning.recv_buffer != 0 {
-        if let Err(error) = socket.set_recv_buffer_size(tuning.recv_buffer) {
-            static LOGGED: AtomicBool = AtomicBool::new(false);
-            report_refusal(&LOGGED, "SO_RCVBUF", &error);
+        // *FORCE passes net.core.rmem_max with CAP_NET_ADMIN; without it the plain option is
+        // clamped to the sysctl (the .deb's sysctl drop-in raises it).
+        let forced = set_int(
+            socket,
+            libc::SO_RCVBUFFORCE,
+            tuning.recv_buffer as libc::c_int,
+        );
+        if forced.is_err() {
+            if let Err(error) = socket.set_recv_buffer_size(tuning.recv_buffer) {
+                static LOGGED: AtomicBool = AtomicBool::new(false);
+                report_refusal(&LOGGED, "SO_RCVBUF", &error);
+            }
         }
     }
     if tuning.send_buffer != 0 {
-        if let Err(error) = socket.set_send_buffer_size(tuning.send_buffer) {
-            static LOGGED: AtomicBool = AtomicBool::new(false);
-            report_refusal(&LOGGED, "SO_SNDBUF", &error);
+        let forced = set_int(
+            socket,
+            libc::SO_SNDBUFFORCE,
+            tuning.send_buffer as libc::c_int,
+        );
+        if forced.is_err() {
+            if let Err(error) = socket.set_send_buffer_size(tuning.send_buffer) {
+                static LOGGED: AtomicBool = AtomicBool::new(false);
+                report_refusal(&LOGGED, "SO_SNDBUF", &error);
+            }
         }
+    }
+    if let Some(priority) = tuning.priority {
+        if let Err(error) = socket.set_priority(priority) {
+            static LOGGED: AtomicBool = AtomicBool::new(false);
+            report_refusal(&LOGGED, "SO_PRIORITY", &error);
+        }
+    }
+    if tuning.busy_poll_us != 0 {
+        if let Err(error) = socket.set_busy_poll(tuning.busy_poll_us) {
+            static LOGGED: AtomicBool = AtomicBool::new(false);
+            report_refusal(&LOGGED, "SO_BUSY_POLL", &error);
+        }
+        if let Err(error) = set_int(socket, libc::SO_PREFER_BUSY_POLL, 1) {
+            static LOGGED: AtomicBool = AtomicBool::new(false);
+            report_refusal(&LOGGED, "SO_PREFER_BUSY_POLL", &error);
+        }
+        if tuning.busy_poll_budget != 0 {
+            let budget = tuning.busy_poll_budget.min(i32::MAX as u32) as libc::c_int;
+            if let Err(error) = set_int(socket, libc::SO_BUSY_POLL_BUDGET, budget) {
+                static LOGGED: AtomicBool = AtomicBool::new(false);
+                report_refusal(&LOGGED, "SO_BUSY_POLL_BUDGET", &error);
+            }
+        }
+    }
+}
+
+/// `setsockopt(SOL_SOCKET, option, value)` for the options socket2 does not wrap.
+fn set_int(socket: &Socket, option: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid fd owned by `socket`, a pointer to a live c_int and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

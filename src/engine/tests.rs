@@ -770,6 +770,8 @@ fn test_config(workers: usize) -> EngineConfig {
         recv_buffer: 0,
         send_buffer: 0,
         session: test_session(),
+        socket_priority: None,
+        threads: super::tuning::ThreadTuning::default(),
     }
 }
 
@@ -1066,4 +1068,31 @@ fn wait_for_event(
             Err(TryRecvError::Disconnected) => panic!("event channel closed"),
         }
     }
+}
+
+#[test]
+fn a_fully_tuned_engine_still_echoes() {
+    // Pinning, SCHED_FIFO, busy polling and SO_PRIORITY: whatever the kernel refuses is logged
+    // and skipped; media must flow either way.
+    let (sender, _events) = mpsc::channel(256);
+    let config = EngineConfig {
+        rtp_port_min: 31_480,
+        rtp_port_max: 31_489,
+        socket_priority: Some(5),
+        threads: super::tuning::ThreadTuning {
+            pin_to_core: true,
+            realtime_priority: 10,
+            busy_poll_us: 50,
+            busy_poll_budget: 16,
+        },
+        ..test_config(1)
+    };
+    let engine = Engine::start(config, sender).expect("tuned config is valid");
+    let client = client_socket();
+    let endpoint = open(&engine, 1, echo_spec(&client));
+    let frames = CALLER.frames(20);
+    send_paced(&client, endpoint.rtp, &frames);
+    let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
+    assert_echo_of(&echoes, &frames);
+    engine.shutdown();
 }

@@ -95,6 +95,8 @@ pub(super) struct WorkerContext {
     pub(super) stop: Arc<AtomicBool>,
     /// Session settings common to every connection.
     pub(super) defaults: SessionDefaults,
+    /// Pinning, realtime priority and busy polling of this thread.
+    pub(super) threads: super::tuning::ThreadTuning,
     /// Milliseconds since `epoch` at the worker's last turn: the watchdog's proof of life.
     pub(super) heartbeat: Arc<AtomicU64>,
     /// The engine's start, the origin of `heartbeat`.
@@ -208,6 +210,8 @@ struct Worker {
     next_generation: u64,
     /// The one send buffer, reused for every packet a session emits.
     send_buffer: Box<[u8; MAX_PACKET]>,
+    /// With busy polling on: poll without sleeping until then (set when packets arrive).
+    spin_until: Option<Instant>,
 }
 
 /// One connection as its worker sees it.
@@ -257,11 +261,14 @@ impl Worker {
             deadlines: BinaryHeap::new(),
             next_generation: 0,
             send_buffer: Box::new([0; MAX_PACKET]),
+            spin_until: None,
         }
     }
 
     /// The worker loop, until the engine stops it or the control plane disappears.
     fn run(mut self) {
+        super::tuning::apply_to_current_thread(self.index, &self.context.threads);
+        super::tuning::apply_epoll_busy_poll(&self.poll, self.index, &self.context.threads);
         tracing::info!(worker = self.index, "media worker started");
         while self.turn() {}
         // Commands that raced with the stop still carry sockets: apply them so they close cleanly.
@@ -273,7 +280,8 @@ impl Worker {
     /// One pass: wait for readiness, apply commands, drain ready sockets. False to stop.
     fn turn(&mut self) -> bool {
         // A later busy-poll step ("spin on the sockets for N µs before sleeping") goes here.
-        let timeout = if self.carry_over.is_empty() {
+        let spinning = self.spin_until.is_some_and(|until| Instant::now() < until);
+        let timeout = if self.carry_over.is_empty() && !spinning {
             self.deadlines
                 .peek()
                 .map(|Reverse((at, _, _))| at.saturating_duration_since(Instant::now()))
@@ -288,6 +296,13 @@ impl Worker {
             // epoll_wait fails only on a broken poller: give everything back and stop.
             tracing::error!(worker = self.index, %error, "media worker poll failed, stopping");
             return false;
+        }
+        if self.context.threads.busy_poll_us > 0 && !self.events.is_empty() {
+            // Traffic: keep polling without sleeping for the configured window.
+            self.spin_until = Some(
+                Instant::now()
+                    + Duration::from_micros(u64::from(self.context.threads.busy_poll_us)),
+            );
         }
         let alive_ms = self.context.epoch.elapsed().as_millis() as u64;
         self.context.heartbeat.store(alive_ms, Ordering::Relaxed);
@@ -775,6 +790,9 @@ mod tests {
             dscp_tos: 0,
             recv_buffer: 1 << 20,
             send_buffer: 1 << 20,
+            priority: None,
+            busy_poll_us: 0,
+            busy_poll_budget: 0,
         };
         let sockets = super::super::socket::bind_pair(localhost, rtp_port, &tuning)
             .expect("test port pair is free");
@@ -788,6 +806,7 @@ mod tests {
             port_return: pool.port_return(),
             stop: Arc::default(),
             defaults: SessionDefaults::default(),
+            threads: super::super::tuning::ThreadTuning::default(),
             heartbeat: Arc::default(),
             epoch: std::time::Instant::now(),
         };

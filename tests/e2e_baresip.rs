@@ -1,0 +1,2 @@
+//! placeholder while building
+mod common;
