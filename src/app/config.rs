@@ -138,6 +138,9 @@ pub struct MediaConfig {
     /// mlockall(MCL_CURRENT | MCL_FUTURE) at start (needs CAP_IPC_LOCK or LimitMEMLOCK).
     #[serde(default)]
     pub lock_memory: bool,
+    /// Detect DTMF tones in the audio of G.711/G.722 calls as well as RFC 4733 events.
+    #[serde(default)]
+    pub inband_dtmf: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -433,6 +436,7 @@ impl Default for MediaConfig {
             pin_workers: false,
             realtime_priority: 0,
             lock_memory: false,
+            inband_dtmf: false,
         }
     }
 }

@@ -82,6 +82,7 @@ pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Resul
                 jitter_min_ms: config.media.jitter_min_ms,
                 jitter_max_ms: config.media.jitter_max_ms,
                 rtcp_interval: Duration::from_secs(5),
+                inband_dtmf: config.media.inband_dtmf,
             },
             socket_priority: config.media.socket_priority,
             threads: ThreadTuning {

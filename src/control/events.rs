@@ -80,6 +80,14 @@ pub enum Event {
         rtp_packets_received: u64,
         #[serde(rename = "RtpPacketsSent")]
         rtp_packets_sent: u64,
+        /// RFC 3550 cumulative loss of the received stream.
+        #[serde(rename = "PacketsLost")]
+        packets_lost: i64,
+        /// Interarrival jitter of the received stream, ms.
+        #[serde(rename = "JitterMs")]
+        jitter_ms: f64,
+        #[serde(rename = "ConcealedFrames")]
+        concealed_frames: u64,
     },
     IncomingCall {
         #[serde(rename = "CallId")]
@@ -207,6 +215,9 @@ mod tests {
                 call_id: Some("3".into()),
                 rtp_packets_received: 5,
                 rtp_packets_sent: 5,
+                packets_lost: 1,
+                jitter_ms: 2.5,
+                concealed_frames: 1,
             },
         };
         let v = serde_json::to_value(&env).unwrap();

@@ -532,6 +532,9 @@ impl Controller {
             call_id: connection.call.map(|c| c.to_string()),
             rtp_packets_received: stats.rtp_packets_received,
             rtp_packets_sent: stats.rtp_packets_sent,
+            packets_lost: stats.packets_lost,
+            jitter_ms: stats.jitter_ms,
+            concealed_frames: stats.concealed_frames,
         });
         Ok(())
     }

@@ -92,6 +92,8 @@ pub struct SessionDefaults {
     pub jitter_min_ms: u32,
     pub jitter_max_ms: u32,
     pub rtcp_interval: std::time::Duration,
+    /// Detect DTMF tones in decoded G.711/G.722 audio too.
+    pub inband_dtmf: bool,
 }
 
 impl Default for SessionDefaults {
@@ -102,6 +104,7 @@ impl Default for SessionDefaults {
             jitter_min_ms: 20,
             jitter_max_ms: 200,
             rtcp_interval: std::time::Duration::from_secs(5),
+            inband_dtmf: false,
         }
     }
 }

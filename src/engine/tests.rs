@@ -757,6 +757,7 @@ fn test_session() -> SessionDefaults {
         jitter_min_ms: 60,
         jitter_max_ms: 100,
         rtcp_interval: Duration::from_secs(3600),
+        inband_dtmf: false,
     }
 }
 

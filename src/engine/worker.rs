@@ -676,6 +676,7 @@ fn new_session(key: ConnectionKey, media: &MediaSpec, defaults: &SessionDefaults
         jitter_max_ms: defaults.jitter_max_ms,
         rtcp_interval: defaults.rtcp_interval,
         seed: rand::random(),
+        inband_dtmf: defaults.inband_dtmf,
     };
     match MediaSession::new(config.clone(), now) {
         Ok(session) => session,

@@ -21,6 +21,7 @@ use super::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use super::rtcp::{RtcpConfig, RtcpSession, RtcpStats};
 use super::rtp::{self, RtpHeader};
 use super::srtp::{SrtpContext, SrtpProfile};
+use super::tone::DtmfDetector;
 use crate::sdp::Codec;
 
 /// Largest datagram we build (an MTU's worth): payload + RTP header + SRTP tag.
@@ -93,6 +94,9 @@ pub struct SessionConfig {
     pub rtcp_interval: Duration,
     /// Seed for RTCP interval randomization (deterministic in tests).
     pub seed: u64,
+    /// Also detect DTMF tones in the decoded audio (callers that send tones, not RFC 4733);
+    /// G.711 and G.722 streams (8/16 kHz).
+    pub inband_dtmf: bool,
 }
 
 /// Which socket a packet leaves from.
@@ -217,6 +221,8 @@ struct AudioPath {
     tx_timestamp: u32,
     /// The next packet we send starts a talkspurt (marker bit).
     tx_talkspurt: bool,
+    /// In-band DTMF detector on the decoded audio, when enabled and the rate allows.
+    inband: Option<DtmfDetector>,
 }
 
 impl MediaSession {
@@ -520,6 +526,20 @@ impl MediaSession {
 
     /// One ptime of playout in Echo mode: the caller's audio, decoded, re-encoded, sent back.
     fn tick(&mut self, now: Instant) {
+        let mut inband_digit = None;
+        self.play_frame(now, &mut inband_digit);
+        if let Some(digit) = inband_digit {
+            self.on_digit(DigitEvent {
+                digit,
+                duration_ms: 0,
+                volume_dbm0: 0,
+                ended_by: super::dtmf::EndedBy::EndBit,
+            });
+        }
+    }
+
+    /// Plays out one frame (decode, re-encode, queue); notes an in-band digit if detected.
+    fn play_frame(&mut self, now: Instant, inband_digit: &mut Option<char>) {
         let Some(destination) = self.rtp_destination() else {
             return;
         };
@@ -532,7 +552,14 @@ impl MediaSession {
                     .decoder
                     .decode(&audio.payload[..len], &mut audio.pcm[..])
                 {
-                    Ok(n) => n,
+                    Ok(n) => {
+                        if let Some(detector) = audio.inband.as_mut() {
+                            if let Some(digit) = detector.push(&audio.pcm[..n]) {
+                                *inband_digit = Some(digit);
+                            }
+                        }
+                        n
+                    }
                     Err(_) => {
                         self.stats.decode_errors += 1;
                         audio
@@ -690,6 +717,11 @@ impl AudioPath {
             tx_sequence: (ssrc >> 16) as u16 ^ 0x5a5a,
             tx_timestamp: ssrc.rotate_left(7),
             tx_talkspurt: true,
+            inband: if config.inband_dtmf {
+                DtmfDetector::new(pcm_rate(format.codec)).ok()
+            } else {
+                None
+            },
             format,
         })
     }
@@ -756,6 +788,7 @@ mod tests {
             jitter_max_ms: 200,
             rtcp_interval: Duration::from_secs(5),
             seed: 7,
+            inband_dtmf: false,
         }
     }
 
@@ -1045,6 +1078,55 @@ mod tests {
             })
             .collect();
         assert_eq!(digits, "42#");
+    }
+
+    #[test]
+    fn inband_dtmf_tones_become_digits_when_enabled() {
+        use crate::media::tone::{ToneGenerator, ToneLevel};
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.inband_dtmf = true;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        let mut encoder = AudioEncoder::new(Codec::Pcmu).unwrap();
+        let mut buf = [0u8; MAX_PACKET];
+        let mut out = [0u8; MAX_PACKET];
+        let mut seq = 1u16;
+        let mut frame_index = 0u32;
+        for digit in ['7', '*'] {
+            let mut tone =
+                ToneGenerator::dtmf(8000, digit, ToneLevel::Dbm0(-10.0), ToneLevel::Dbm0(-10.0))
+                    .unwrap();
+            // 100 ms of tone, then 100 ms of silence.
+            for i in 0..10 {
+                let mut pcm = [0i16; 160];
+                if i < 5 {
+                    tone.fill(&mut pcm);
+                }
+                let header = RtpHeader {
+                    marker: false,
+                    payload_type: 0,
+                    sequence: seq,
+                    timestamp: 160 * frame_index,
+                    ssrc: 3,
+                    csrcs: &[],
+                };
+                let h = rtp::write_header(&mut buf, &header).unwrap();
+                let len = h + encoder.encode(&pcm, &mut buf[h..]).unwrap();
+                let now = start + PTIME * frame_index;
+                session.handle_rtp(now, addr(PEER), &mut buf, len);
+                session.handle_timeout(now + Duration::from_millis(1));
+                while session.poll_transmit(&mut out).is_some() {}
+                seq += 1;
+                frame_index += 1;
+            }
+        }
+        let digits: String = std::iter::from_fn(|| session.poll_event())
+            .filter_map(|e| match e {
+                SessionEvent::Digit(d) => Some(d.digit),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(digits, "7*");
     }
 
     #[test]
