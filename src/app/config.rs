@@ -566,7 +566,7 @@ fn default_bind_ip() -> IpAddr {
     IpAddr::from([0, 0, 0, 0])
 }
 fn default_codecs() -> Vec<String> {
-    vec!["PCMU".into(), "PCMA".into()]
+    vec!["PCMU".into(), "PCMA".into(), "G722".into(), "OPUS".into()]
 }
 fn default_ptime() -> u32 {
     20
