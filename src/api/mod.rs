@@ -324,6 +324,29 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "Media worker events dropped because the control plane's queue was full.",
         s.engine_events_dropped,
     );
+    out.push_str(&format!(
+        "# HELP callbridge_rtp_packets_lost Cumulative RTP loss (RFC 3550) over live connections.\n\
+         # TYPE callbridge_rtp_packets_lost gauge\ncallbridge_rtp_packets_lost {}\n\
+         # HELP callbridge_rtp_jitter_ms_max Worst interarrival jitter among live connections, ms.\n\
+         # TYPE callbridge_rtp_jitter_ms_max gauge\ncallbridge_rtp_jitter_ms_max {}\n",
+        s.rtp_packets_lost, s.rtp_jitter_ms_max
+    ));
+    out.push_str("# HELP callbridge_media_tick_lateness_seconds How late media ticks (20 ms playout, RTCP, timeouts) ran after their deadline.\n# TYPE callbridge_media_tick_lateness_seconds histogram\n");
+    let mut cumulative = 0;
+    for (i, count) in s.tick_lateness.counts.iter().enumerate() {
+        cumulative += count;
+        let le = crate::engine::TICK_LATENESS_BOUNDS_US
+            .get(i)
+            .map(|us| format!("{}", *us as f64 / 1e6))
+            .unwrap_or_else(|| "+Inf".into());
+        out.push_str(&format!(
+            "callbridge_media_tick_lateness_seconds_bucket{{le=\"{le}\"}} {cumulative}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "callbridge_media_tick_lateness_seconds_sum {}\ncallbridge_media_tick_lateness_seconds_count {cumulative}\n",
+        s.tick_lateness.sum_us as f64 / 1e6
+    ));
     out.push_str("# HELP callbridge_sip_requests_received_total SIP requests received, by method.\n# TYPE callbridge_sip_requests_received_total counter\n");
     for (method, n) in &s.sip.requests_received {
         out.push_str(&format!(

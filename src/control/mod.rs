@@ -107,6 +107,10 @@ pub struct Status {
     pub rtp_packets_received: u64,
     pub rtp_packets_sent: u64,
     pub engine_events_dropped: u64,
+    /// RFC 3550 loss summed over live connections, and the worst jitter among them.
+    pub rtp_packets_lost: i64,
+    pub rtp_jitter_ms_max: f64,
+    pub tick_lateness: crate::engine::TickLatenessSnapshot,
 }
 
 /// The API's handle on the control plane.
@@ -894,13 +898,13 @@ impl Controller {
     }
 
     fn status(&self) -> Status {
-        let (live_received, live_sent) = self
+        let live: Vec<crate::engine::MediaStats> = self
             .connections
             .keys()
             .filter_map(|id| self.engine.stats(u64::from(*id)))
-            .fold((0, 0), |(r, s), st| {
-                (r + st.rtp_packets_received, s + st.rtp_packets_sent)
-            });
+            .collect();
+        let live_received: u64 = live.iter().map(|s| s.rtp_packets_received).sum();
+        let live_sent: u64 = live.iter().map(|s| s.rtp_packets_sent).sum();
         Status {
             connections: self.connections.len(),
             calls: self.ua.call_count(),
@@ -914,6 +918,9 @@ impl Controller {
             rtp_packets_received: self.released_rtp_received + live_received,
             rtp_packets_sent: self.released_rtp_sent + live_sent,
             engine_events_dropped: self.engine.events_dropped(),
+            rtp_packets_lost: live.iter().map(|s| s.packets_lost).sum(),
+            rtp_jitter_ms_max: live.iter().map(|s| s.jitter_ms).fold(0.0, f64::max),
+            tick_lateness: self.engine.tick_lateness(),
         }
     }
 }

@@ -19,6 +19,7 @@ mod pool;
 mod socket;
 mod stats;
 pub mod tuning;
+pub use stats::{TickLatenessSnapshot, TICK_LATENESS_BOUNDS_US};
 mod worker;
 
 use std::collections::HashMap;
@@ -285,6 +286,8 @@ pub struct Engine {
     events_dropped: Arc<AtomicU64>,
     /// Per worker: milliseconds since `epoch` at its last loop turn.
     heartbeats: Vec<Arc<AtomicU64>>,
+    /// Per worker: how late its session deadlines run.
+    tick_lateness: Vec<Arc<stats::TickLateness>>,
     epoch: std::time::Instant,
 }
 
@@ -310,6 +313,7 @@ impl Engine {
             stop: Arc::new(AtomicBool::new(false)),
             events_dropped: Arc::new(AtomicU64::new(0)),
             heartbeats: Vec::with_capacity(worker_count),
+            tick_lateness: Vec::with_capacity(worker_count),
             epoch: std::time::Instant::now(),
         };
         for index in 0..worker_count {
@@ -321,9 +325,13 @@ impl Engine {
                 defaults: config.session,
                 threads: config.threads,
                 heartbeat: Arc::new(AtomicU64::new(0)),
+                tick_lateness: Arc::default(),
                 epoch: engine.epoch,
             };
             engine.heartbeats.push(Arc::clone(&context.heartbeat));
+            engine
+                .tick_lateness
+                .push(Arc::clone(&context.tick_lateness));
             // On error, dropping `engine` stops the workers already started.
             let handle = worker::spawn(index, context).map_err(EngineError::WorkerStart)?;
             engine.workers.push(handle);
@@ -440,6 +448,15 @@ impl Engine {
             .iter()
             .filter(|h| now_ms.saturating_sub(h.load(Ordering::Relaxed)) > max_ms)
             .count()
+    }
+
+    /// How late session deadlines (20 ms playout ticks, RTCP, timeouts) ran, over all workers.
+    pub fn tick_lateness(&self) -> TickLatenessSnapshot {
+        let mut total = TickLatenessSnapshot::default();
+        for worker in &self.tick_lateness {
+            worker.add_to(&mut total);
+        }
+        total
     }
 
     /// Events the workers could not deliver because the event queue was full.

@@ -245,3 +245,42 @@ mod tests {
         assert_eq!(shared.snapshot(), later);
     }
 }
+
+/// Upper bounds (µs) of the tick-lateness histogram buckets; the last bucket is +Inf.
+pub const TICK_LATENESS_BOUNDS_US: [u64; 8] = [100, 250, 500, 1_000, 2_000, 5_000, 10_000, 20_000];
+
+/// How late media ticks (playout, RTCP, timeouts) run after their deadline, per worker:
+/// the worker is the only writer, the control plane reads.
+#[derive(Default)]
+pub(super) struct TickLateness {
+    /// Cumulative-free counts per bucket (+1 for +Inf).
+    buckets: [AtomicU64; TICK_LATENESS_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl TickLateness {
+    pub(super) fn record(&self, late_us: u64) {
+        let index = TICK_LATENESS_BOUNDS_US
+            .iter()
+            .position(|&bound| late_us <= bound)
+            .unwrap_or(TICK_LATENESS_BOUNDS_US.len());
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(late_us, Ordering::Relaxed);
+    }
+
+    /// Adds this worker's counts into `into` (per bucket, not cumulative) and the sum.
+    pub(super) fn add_to(&self, into: &mut TickLatenessSnapshot) {
+        for (total, bucket) in into.counts.iter_mut().zip(&self.buckets) {
+            *total += bucket.load(Ordering::Relaxed);
+        }
+        into.sum_us += self.sum_us.load(Ordering::Relaxed);
+    }
+}
+
+/// Tick lateness over all workers: per-bucket counts (bounds in [`TICK_LATENESS_BOUNDS_US`],
+/// then +Inf) and the sum, µs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickLatenessSnapshot {
+    pub counts: [u64; TICK_LATENESS_BOUNDS_US.len() + 1],
+    pub sum_us: u64,
+}

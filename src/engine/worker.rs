@@ -101,6 +101,8 @@ pub(super) struct WorkerContext {
     pub(super) heartbeat: Arc<AtomicU64>,
     /// The engine's start, the origin of `heartbeat`.
     pub(super) epoch: std::time::Instant,
+    /// How late this worker runs session deadlines.
+    pub(super) tick_lateness: Arc<super::stats::TickLateness>,
 }
 
 /// The control plane's handle on one worker thread.
@@ -329,6 +331,9 @@ impl Worker {
             if connection.generation != generation || connection.deadline != at {
                 continue; // stale entry
             }
+            self.context
+                .tick_lateness
+                .record(now.saturating_duration_since(at).as_micros() as u64);
             connection.session.handle_timeout(now);
             connection.flush(&mut self.send_buffer[..], &self.context);
             self.schedule(slot);
@@ -810,6 +815,7 @@ mod tests {
             threads: super::super::tuning::ThreadTuning::default(),
             heartbeat: Arc::default(),
             epoch: std::time::Instant::now(),
+            tick_lateness: Arc::default(),
         };
         let (commands, inbox) = mpsc::sync_channel(4);
         let mut worker = Worker::new(0, Poll::new().expect("create poll"), inbox, context);

@@ -1081,6 +1081,61 @@ mod tests {
     }
 
     #[test]
+    fn the_steady_state_echo_path_allocates_nothing() {
+        use crate::media::alloc_counter::allocations_during;
+        for (codec, pt, srtp) in [
+            (Codec::Pcmu, 0, false),
+            (Codec::Pcma, 8, true),
+            (Codec::G722, 9, false),
+        ] {
+            let start = Instant::now();
+            let mut cfg = config(codec, pt);
+            let mut peer = Peer::new(codec, pt);
+            if srtp {
+                let key = [7u8; 16];
+                let salt = [9u8; 14];
+                cfg.srtp = Some(SrtpKeys {
+                    profile: SrtpProfile::AesCm128HmacSha1_80,
+                    inbound_key: key.to_vec(),
+                    inbound_salt: salt.to_vec(),
+                    outbound_key: key.to_vec(),
+                    outbound_salt: salt.to_vec(),
+                });
+                peer.srtp =
+                    Some(SrtpContext::new(SrtpProfile::AesCm128HmacSha1_80, &key, &salt).unwrap());
+            }
+            let mut session = MediaSession::new(cfg, start).unwrap();
+            // Warm up: the jitter buffer fills, RTCP state starts.
+            run(&mut session, &mut peer, start, 50, |_| false);
+            let mut packets = Vec::with_capacity(200);
+            let mut buf = [0u8; MAX_PACKET];
+            for _ in 0..200 {
+                let len = peer.frame(&mut buf);
+                packets.push((buf, len));
+            }
+            let mut out = [0u8; MAX_PACKET];
+            let mut sent = 0;
+            let allocations = allocations_during(|| {
+                for (i, (packet, len)) in packets.iter_mut().enumerate() {
+                    let now = start + PTIME * (50 + i as u32);
+                    session.handle_rtp(now, addr(PEER), packet, *len);
+                    session.handle_timeout(now + Duration::from_millis(1));
+                    while session.poll_transmit(&mut out).is_some() {
+                        sent += 1;
+                    }
+                    while session.poll_event().is_some() {}
+                    let _ = session.stats();
+                }
+            });
+            assert!(sent >= 195, "{codec:?}: {sent}");
+            assert_eq!(
+                allocations, 0,
+                "{codec:?} (srtp: {srtp}) allocated on the packet path"
+            );
+        }
+    }
+
+    #[test]
     fn inband_dtmf_tones_become_digits_when_enabled() {
         use crate::media::tone::{ToneGenerator, ToneLevel};
         let start = Instant::now();
