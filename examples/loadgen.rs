@@ -1,0 +1,1003 @@
+//! callbridge media load tool (issue 3, "Benchmark").
+//!
+//! ```text
+//! cargo run --release --example loadgen -- reflector --pps 50000 --flows 2000 --seconds 5 [--find-max]
+//! cargo run --release --example loadgen -- echo --sip 127.0.0.1:5060 --calls 100,500,2000 --seconds 10
+//! cargo run --release --example loadgen -- all --sip 127.0.0.1:5060 --calls 100,500,1000,2000 --seconds 10
+//! ```
+//!
+//! `reflector` measures the machine's limit with an in-process recvmmsg/sendmmsg reflector;
+//! `echo` sets up real SIP calls to callbridge's echo service and streams G.711 20 ms RTP on
+//! each; `all` does both and prints callbridge's echoed packet rate as a ratio of the
+//! reflector's. Everything is on 127.0.0.1. Tables go to stdout (markdown), progress to
+//! stderr. Exit status: 0, 1 if any call failed to set up, 2 on bad arguments, 3 on errors.
+//!
+//! Metrics (per row):
+//! - sent: RTP packets the kernel accepted from us. echoed: distinct packets of ours that came
+//!   back within the drain time after the last send, identified by a tag in the first 20 bytes
+//!   of the G.711 payload (flow id + packet index in µ-law codes that survive decode→encode),
+//!   because callbridge's echo re-packetizes the audio (its own SSRC/sequence/timestamps,
+//!   jitter buffer, concealment of lost frames). loss % = (sent − echoed) / sent.
+//! - delay: echo arrival − send, per packet, ms. Send = CLOCK_REALTIME just before send();
+//!   arrival = the kernel receive timestamp (SO_TIMESTAMPNS: when the echo was queued to our
+//!   socket) with `--timestamps kernel` (default), so our own receiver's wake-up latency is
+//!   not counted; `--timestamps user` takes the clock after recvmmsg instead. It is the whole
+//!   echo path: our send syscall, loopback, the server's receive queueing, jitter buffer and
+//!   playout tick, its send.
+//! - jitter: per packet, |delay − median delay of the same call|, then p50/p99 over all packets
+//!   of the run. Per call, because each call's echo is played out on the server's own 20 ms
+//!   tick, whose phase against our sends differs from call to call (a constant per call, not
+//!   jitter). Not the RFC 3550 smoothed estimator: a per-packet distribution shows the stalls
+//!   that smoothing hides.
+//! - CPU %: of one core (200 % = both cores of a 2-core machine), over the sending window
+//!   (first scheduled send to last send): callbridge from /proc/<pid>/stat utime+stime,
+//!   reflector threads from their pthread CPU clocks, loadgen from its process CPU clock;
+//!   softirq = machine-wide irq+softirq time from /proc/stat (loopback delivery is accounted
+//!   there, in nobody's process time); other = machine-wide user+system time of every other
+//!   process (a busy neighbour invalidates the run).
+//! - pps: our packets echoed (reflected) per second over the sending window; each is one
+//!   packet received and one sent by the server. µs/pkt: the server's CPU time over the
+//!   window divided by the packets it echoed (reflected) in it.
+//! - send late: how far behind its absolute schedule the sender was (p99), with the sender
+//!   waking every `--tick-us`; UDP drops: machine-wide RcvbufErrors + SndbufErrors delta.
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+#[path = "loadgen/hist.rs"]
+mod hist;
+#[path = "loadgen/ports.rs"]
+mod ports;
+#[path = "loadgen/reflector.rs"]
+mod reflector;
+#[path = "loadgen/sip.rs"]
+mod sip;
+#[path = "loadgen/stream.rs"]
+mod stream;
+#[path = "loadgen/sys.rs"]
+mod sys;
+
+use ports::PortRange;
+use reflector::{Reflector, Sockets};
+use stream::{Flow, Probe, Stamp, StreamConfig, StreamReport};
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    about = "Media load tool for callbridge: UDP reflector baseline and SIP+RTP echo calls (loopback only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// The machine's limit: an in-process UDP reflector driven by a paced generator.
+    Reflector(ReflectorArgs),
+    /// N real SIP calls to callbridge's echo service, G.711 20 ms RTP on each.
+    Echo(EchoArgs),
+    /// Reflector max-find, then the echo series, and callbridge's rate as a ratio of the
+    /// reflector's.
+    All(AllArgs),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Local ports for our sockets (SIP, RTP/RTCP pairs, reflector), inclusive.
+    #[arg(long, default_value = "40000-49999", value_parser = parse_range)]
+    port_range: (u16, u16),
+    /// Keep receiving this long after the last send; later echoes count as lost.
+    #[arg(long, default_value_t = 1000)]
+    drain_ms: u64,
+    /// Sender threads (flows are split between them).
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
+    /// Receiver threads, each with its own epoll over its share of the sockets.
+    #[arg(long, default_value_t = 1)]
+    receivers: usize,
+    /// Receive time source: kernel (SO_TIMESTAMPNS) or user (clock after recvmmsg).
+    #[arg(long, value_enum, default_value_t = Stamp::Kernel)]
+    timestamps: Stamp,
+    /// Sender wake-up granularity, µs: sleep at least this long, then send all packets due
+    /// (each send is still stamped when it happens). 0 = wake for every packet.
+    #[arg(long, default_value_t = 100)]
+    tick_us: u64,
+    /// Receiver pause between epoll passes, µs (kernel timestamps only; lets one wake-up
+    /// drain many sockets).
+    #[arg(long, default_value_t = 1000)]
+    rx_pause_us: u64,
+}
+
+#[derive(Args, Clone)]
+struct ReflectorOpts {
+    /// Packets per second offered (the start rate with --find-max).
+    #[arg(long, default_value_t = 20_000.0)]
+    pps: f64,
+    /// Generator flows (one socket each). Default: 100 (reflector), the largest N (all).
+    #[arg(long)]
+    flows: Option<usize>,
+    /// Step the rate up by --step until loss exceeds --max-loss; report the highest clean rate.
+    #[arg(long)]
+    find_max: bool,
+    #[arg(long, default_value_t = 1.25)]
+    step: f64,
+    /// Loss (%) above which a step is not clean.
+    #[arg(long, default_value_t = 0.1)]
+    max_loss: f64,
+    /// With --find-max, run a step that was not clean this many more times at the same rate
+    /// before stopping (every run is shown).
+    #[arg(long, default_value_t = 1)]
+    retries: u32,
+    /// Never offer more than this (bounds --find-max).
+    #[arg(long, default_value_t = 4_000_000.0)]
+    max_pps: f64,
+    /// Reflector threads (default: one per core).
+    #[arg(long)]
+    reflector_threads: Option<usize>,
+    /// reuseport: one SO_REUSEPORT socket per thread on one port; per-flow: one port per flow.
+    #[arg(long, value_enum, default_value_t = Sockets::Reuseport)]
+    reflector_sockets: Sockets,
+}
+
+#[derive(Args, Clone)]
+struct ReflectorArgs {
+    #[command(flatten)]
+    opts: ReflectorOpts,
+    /// Seconds per rate step.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Clone)]
+struct EchoOpts {
+    /// callbridge's SIP UDP address (loopback only).
+    #[arg(long, default_value = "127.0.0.1:5060")]
+    sip: SocketAddr,
+    /// Concurrent calls, one run per value: 100,500,2000.
+    #[arg(long, value_delimiter = ',', required = true)]
+    calls: Vec<usize>,
+    /// callbridge's pid for CPU (default: the owner of the --sip socket, else `pgrep -x callbridge`).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Call setup (and BYE) rate, calls per second.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Request-URI user routed to the echo service.
+    #[arg(long, default_value = "echo")]
+    user: String,
+    /// SIP T1 (ms) for retransmissions.
+    #[arg(long, default_value_t = 500)]
+    t1_ms: u64,
+    /// callbridge's HTTP API (e.g. 127.0.0.1:8080): after the BYEs, wait until /health shows
+    /// no calls and no connections.
+    #[arg(long)]
+    api: Option<SocketAddr>,
+    /// Pause between runs of the series, seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pause: f64,
+}
+
+#[derive(Args, Clone)]
+struct EchoArgs {
+    #[command(flatten)]
+    opts: EchoOpts,
+    /// Seconds of media per run.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Clone)]
+struct AllArgs {
+    #[command(flatten)]
+    echo: EchoOpts,
+    #[command(flatten)]
+    reflector: ReflectorOpts,
+    /// Seconds of media per echo run.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Seconds per reflector rate step.
+    #[arg(long, default_value_t = 5.0)]
+    reflector_seconds: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or("expected LOW-HIGH")?;
+    let lo: u16 = a.trim().parse().map_err(|e| format!("{a}: {e}"))?;
+    let hi: u16 = b.trim().parse().map_err(|e| format!("{b}: {e}"))?;
+    if lo == 0 || hi <= lo {
+        return Err("need 0 < LOW < HIGH".into());
+    }
+    Ok((lo, hi))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    println!("command: {}", command_line());
+    let result = match cli.mode {
+        Mode::Reflector(a) => run_reflector_mode(&a),
+        Mode::Echo(a) => run_echo_mode(&a),
+        Mode::All(a) => run_all_mode(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:,=@%+".contains(c))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn print_context(common: &Common) {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "machine: {} cores, Linux {}; loadgen: {} sender / {} receiver thread(s), sender tick {} µs, receiver pause {} µs, {:?} receive timestamps, drain {} ms, local ports {}-{}",
+        cores(),
+        kernel.trim(),
+        common.senders,
+        common.receivers,
+        common.tick_us,
+        common.rx_pause_us,
+        common.timestamps,
+        common.drain_ms,
+        common.port_range.0,
+        common.port_range.1,
+    );
+}
+
+fn raise_limits(sockets: usize) {
+    let want = (sockets as u64 + 1024).max(8192);
+    match sys::raise_nofile(want) {
+        Ok(n) => eprintln!("loadgen: RLIMIT_NOFILE = {n}"),
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            println!("warning: {e}");
+        }
+    }
+}
+
+fn stream_config(common: &Common, rate: f64, seconds: f64) -> StreamConfig {
+    StreamConfig {
+        rate,
+        seconds,
+        drain: Duration::from_millis(common.drain_ms),
+        senders: common.senders,
+        receivers: common.receivers,
+        stamp: common.timestamps,
+        tick_ns: common.tick_us * 1000,
+        rx_pause_ns: common.rx_pause_us * 1000,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formatting
+
+/// Milliseconds with µs resolution.
+fn ms(ns: Option<u64>) -> String {
+    match ns {
+        Some(v) => format!("{:.3}", v as f64 / 1e6),
+        None => "–".into(),
+    }
+}
+
+fn loss(r: &StreamReport) -> String {
+    if r.sent == 0 {
+        "–".into()
+    } else {
+        format!("{:.3}", r.loss_pct())
+    }
+}
+
+/// CPU µs per packet (received and sent back), or "–".
+fn per_packet_us(cpu_ns: Option<u64>, packets: u64) -> String {
+    match cpu_ns {
+        Some(ns) if packets > 0 => format!("{:.2}", ns as f64 / packets as f64 / 1000.0),
+        _ => "–".into(),
+    }
+}
+
+fn pct(v: f64) -> String {
+    format!("{v:.1}")
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].chars().count())
+                .chain([headers[c].chars().count()])
+                .max()
+                .unwrap_or(1)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}", w = *w))
+            .collect();
+        println!("| {} |", padded.join(" | "));
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    println!(
+        "|{}|",
+        widths
+            .iter()
+            .map(|w| format!("{}:", "-".repeat(w + 1)))
+            .collect::<Vec<_>>()
+            .join("|")
+    );
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reflector
+
+struct MaxFind {
+    /// Highest reflected pps among steps with loss ≤ max-loss.
+    /// Highest reflected pps among fully clean steps (generator kept up, loss ≤ max-loss).
+    best_pps: f64,
+    best_offered: f64,
+    /// Highest reflected pps with loss ≤ max-loss where the generator fell short of its rate.
+    generator_limited_pps: f64,
+    /// Reflector CPU ns per reflected packet at the best step.
+    best_ns_per_packet: Option<f64>,
+    /// Why the search stopped.
+    limit: String,
+}
+
+fn run_reflector_mode(a: &ReflectorArgs) -> Result<ExitCode, String> {
+    print_context(&a.common);
+    let flows = a.opts.flows.unwrap_or(100);
+    raise_limits(flows * 2);
+    let mut ports = PortRange::new(a.common.port_range.0, a.common.port_range.1);
+    let found = reflector_series(&a.opts, flows, a.seconds, &a.common, &mut ports)?;
+    if a.opts.find_max {
+        print_max(&found);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_max(found: &MaxFind) {
+    println!(
+        "\nreflector max: {} pps reflected cleanly (offered {} pps, generator on schedule, loss within limit); search stopped: {}",
+        thousands(found.best_pps as u64),
+        thousands(found.best_offered as u64),
+        found.limit
+    );
+    if found.generator_limited_pps > found.best_pps {
+        println!(
+            "(a step where the generator fell behind its schedule still reflected {} pps within the loss limit: the machine's packet rate with this one-thread generator tops out there)",
+            thousands(found.generator_limited_pps as u64)
+        );
+    }
+}
+
+fn reflector_series(
+    o: &ReflectorOpts,
+    flows: usize,
+    seconds: f64,
+    common: &Common,
+    ports: &mut PortRange,
+) -> Result<MaxFind, String> {
+    let threads = o.reflector_threads.unwrap_or_else(cores);
+    let reflector = Reflector::start(o.reflector_sockets, threads, flows, ports)
+        .map_err(|e| format!("reflector: {e}"))?;
+    let mut gen_flows = Vec::with_capacity(flows);
+    for f in 0..flows.max(1) {
+        let s = ports
+            .bind_one(0)
+            .map_err(|e| format!("generator socket {f}: {e}"))?;
+        let target = reflector.targets[f % reflector.targets.len()];
+        s.connect(target).map_err(|e| format!("connect: {e}"))?;
+        gen_flows.push(Flow { rtp: s, rtcp: None });
+    }
+    println!(
+        "reflector: {} thread(s), {:?} sockets (SO_RCVBUF {} KiB), recvmmsg/sendmmsg batch 64; generator: {} flows of 172-byte RTP, {} s per step",
+        reflector.thread_count(),
+        o.reflector_sockets,
+        reflector.rcvbuf / 1024,
+        gen_flows.len(),
+        seconds
+    );
+    let probe = || {
+        let (packets, cpu) = reflector.sample();
+        Probe {
+            target_cpu_ns: Some(cpu),
+            target_packets: Some(packets),
+        }
+    };
+    let mut rows = Vec::new();
+    let mut found = MaxFind {
+        best_pps: 0.0,
+        best_offered: 0.0,
+        generator_limited_pps: 0.0,
+        best_ns_per_packet: None,
+        limit: "single step (no --find-max)".into(),
+    };
+    let mut rate = o.pps.min(o.max_pps);
+    let mut failed_in_row = 0;
+    let mut busy = Vec::new();
+    for step in 1..=60 {
+        eprintln!("loadgen: reflector step {step}: {rate:.0} pps offered over {flows} flows");
+        let r = stream::run(&gen_flows, &stream_config(common, rate, seconds), &probe)?;
+        let reflected_pps = r.target_packets.unwrap_or(0) as f64 / r.window_s.max(1e-9);
+        let loss_ok = r.loss_pct() <= o.max_loss && r.sent > 0;
+        let kept_up = r.sent_pps() >= 0.98 * rate;
+        let verdict = match (loss_ok, kept_up) {
+            (true, true) => "clean",
+            (true, false) => "generator-limited",
+            (false, _) => "loss",
+        };
+        if loss_ok && !kept_up {
+            found.generator_limited_pps = found.generator_limited_pps.max(reflected_pps);
+        }
+        if loss_ok && kept_up && reflected_pps > found.best_pps {
+            found.best_pps = reflected_pps;
+            found.best_offered = rate;
+            found.best_ns_per_packet = r
+                .target_cpu_ns
+                .zip(r.target_packets.filter(|p| *p > 0))
+                .map(|(ns, p)| ns as f64 / p as f64);
+        }
+        if let Some(other) = r.other_cpu_pct(true).filter(|p| *p > BUSY_NEIGHBOUR_PCT) {
+            busy.push((format!("step {step}"), other));
+        }
+        let generator_cpu = r
+            .process_cpu_ns
+            .saturating_sub(r.target_cpu_ns.unwrap_or(0));
+        rows.push(vec![
+            step.to_string(),
+            thousands(rate as u64),
+            thousands(r.sent),
+            thousands(r.echoed),
+            loss(&r),
+            thousands(r.sent_pps() as u64),
+            thousands(reflected_pps as u64),
+            ms(r.delay.percentile(50.0)),
+            ms(r.delay.percentile(99.0)),
+            pct(r.pct_of_core(r.target_cpu_ns.unwrap_or(0))),
+            per_packet_us(r.target_cpu_ns, r.target_packets.unwrap_or(0)),
+            pct(r.pct_of_core(r.sender_cpu_ns)),
+            pct(r.pct_of_core(generator_cpu)),
+            r.softirq_cpu_pct().map(pct).unwrap_or_else(|| "–".into()),
+            r.other_cpu_pct(true).map(pct).unwrap_or_else(|| "–".into()),
+            r.steal_cpu_pct().map(pct).unwrap_or_else(|| "–".into()),
+            r.udp_drops.map(thousands).unwrap_or_else(|| "–".into()),
+            verdict.into(),
+        ]);
+        if !o.find_max {
+            break;
+        }
+        if !(loss_ok && kept_up) {
+            failed_in_row += 1;
+            if failed_in_row <= o.retries {
+                // Same rate once more: one scheduling hiccup should not end the search.
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            found.limit = if !loss_ok {
+                format!(
+                    "loss {:.3} % > {} % at {} pps offered ({} run(s) in a row)",
+                    r.loss_pct(),
+                    o.max_loss,
+                    thousands(rate as u64),
+                    failed_in_row
+                )
+            } else {
+                format!(
+                    "the generator could not keep up ({} of {} pps sent, its sender thread at {} % of a core)",
+                    thousands(r.sent_pps() as u64),
+                    thousands(rate as u64),
+                    pct(r.pct_of_core(r.sender_cpu_ns))
+                )
+            };
+            break;
+        }
+        failed_in_row = 0;
+        let next = rate * o.step;
+        if next > o.max_pps {
+            found.limit = format!("--max-pps {} reached", o.max_pps);
+            break;
+        }
+        rate = next;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    reflector.stop();
+    println!();
+    print_table(
+        &[
+            "step",
+            "offered pps",
+            "sent",
+            "received",
+            "loss %",
+            "sent pps",
+            "reflected pps",
+            "delay p50 ms",
+            "delay p99 ms",
+            "reflector CPU %",
+            "reflector µs/pkt",
+            "gen sender CPU %",
+            "generator CPU %",
+            "softirq CPU %",
+            "other CPU %",
+            "steal %",
+            "UDP drops",
+            "result",
+        ],
+        &rows,
+    );
+    warn_interference(&busy);
+    Ok(found)
+}
+
+/// Other processes above this share of a core during a run make its figures suspect.
+const BUSY_NEIGHBOUR_PCT: f64 = 10.0;
+
+fn warn_interference(busy: &[(String, f64)]) {
+    if busy.is_empty() {
+        return;
+    }
+    let list: Vec<String> = busy
+        .iter()
+        .map(|(what, p)| format!("{what} ({p:.0} %)"))
+        .collect();
+    println!(
+        "\nwarning: other processes used more than {BUSY_NEIGHBOUR_PCT:.0} % of a core during {}: those rows measure a shared machine, not the system under test alone",
+        list.join(", ")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Echo
+
+struct EchoRow {
+    calls: usize,
+    setup: sip::SetupResult,
+    teardown: Option<sip::TeardownResult>,
+    gone: String,
+    report: StreamReport,
+    stats: sip::SipStats,
+}
+
+fn find_pid(o: &EchoOpts, sip: SocketAddrV4) -> Option<u32> {
+    if let Some(pid) = o.pid {
+        return Some(pid);
+    }
+    if let Some(pid) = sys::udp_port_owner(sip) {
+        return Some(pid);
+    }
+    match sys::pids_named("callbridge").as_slice() {
+        [pid] => Some(*pid),
+        [] => None,
+        many => {
+            eprintln!("loadgen: several callbridge processes ({many:?}); pass --pid");
+            None
+        }
+    }
+}
+
+fn run_echo_mode(a: &EchoArgs) -> Result<ExitCode, String> {
+    print_context(&a.common);
+    let rows = echo_series(&a.opts, a.seconds, &a.common)?;
+    print_echo_table(&rows, None);
+    print_echo_notes(&rows);
+    Ok(exit_for(&rows))
+}
+
+fn exit_for(rows: &[EchoRow]) -> ExitCode {
+    if rows.iter().any(|r| r.setup.failed > 0) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn echo_series(o: &EchoOpts, seconds: f64, common: &Common) -> Result<Vec<EchoRow>, String> {
+    let sip = ports::require_loopback(o.sip, "--sip")?;
+    if let Some(api) = o.api {
+        ports::require_loopback(api, "--api")?;
+    }
+    if o.calls.is_empty() || o.rate <= 0.0 || seconds <= 0.0 || seconds > 3600.0 {
+        return Err("need --calls, --rate > 0 and 0 < --seconds <= 3600".into());
+    }
+    let max_calls = o.calls.iter().copied().max().unwrap_or(0);
+    let mut ports = PortRange::new(common.port_range.0, common.port_range.1);
+    if max_calls * 2 + 1 > ports.span() {
+        return Err(format!(
+            "--calls {max_calls} needs {} local ports; --port-range has {}",
+            max_calls * 2 + 1,
+            ports.span()
+        ));
+    }
+    raise_limits(max_calls * 2);
+    let pid = find_pid(o, sip);
+    match pid {
+        Some(p) => println!("callbridge: pid {p}, SIP {sip}, user {}", o.user),
+        None => println!("callbridge: pid not found (CPU column empty), SIP {sip}"),
+    }
+    let mut rows = Vec::new();
+    for (run, &n) in o.calls.iter().enumerate() {
+        if run > 0 {
+            std::thread::sleep(Duration::from_secs_f64(o.pause));
+        }
+        eprintln!("loadgen: {n} calls: setting up at {} calls/s", o.rate);
+        rows.push(echo_run(o, sip, pid, n, seconds, common, &mut ports)?);
+    }
+    Ok(rows)
+}
+
+fn echo_run(
+    o: &EchoOpts,
+    sip_addr: SocketAddrV4,
+    pid: Option<u32>,
+    n: usize,
+    seconds: f64,
+    common: &Common,
+    ports: &mut PortRange,
+) -> Result<EchoRow, String> {
+    let sip_sock = ports
+        .bind_one(4 << 20)
+        .map_err(|e| format!("SIP socket: {e}"))?;
+    let mut pairs = Vec::with_capacity(n);
+    for i in 0..n {
+        let pair = ports
+            .bind_pair(0)
+            .map_err(|e| format!("RTP socket pair {i}: {e}"))?;
+        pairs.push(pair);
+    }
+    let rtp_ports: Vec<u16> = pairs
+        .iter()
+        .map(|(rtp, _)| rtp.local_addr().map(|a| a.port()).unwrap_or(0))
+        .collect();
+    let mut uac = sip::Uac::new(
+        sip_sock,
+        sip::UacConfig {
+            server: sip_addr,
+            user: o.user.clone(),
+            t1: Duration::from_millis(o.t1_ms),
+            t2: Duration::from_secs(4),
+            rate: o.rate,
+        },
+        &rtp_ports,
+    );
+    let setup = uac.setup();
+    eprintln!(
+        "loadgen: {n} calls: {} set up, {} failed in {:.1} s",
+        setup.established, setup.failed, setup.seconds
+    );
+    let mut flows = Vec::with_capacity(setup.established);
+    for (i, (rtp, rtcp)) in pairs.into_iter().enumerate() {
+        if let Some(media) = uac.media(i) {
+            rtp.connect(media)
+                .map_err(|e| format!("connect {media}: {e}"))?;
+            flows.push(Flow {
+                rtp,
+                rtcp: Some(rtcp),
+            });
+        }
+    }
+    let probe = || Probe {
+        target_cpu_ns: pid.and_then(sys::proc_cpu_ns),
+        target_packets: None,
+    };
+    eprintln!(
+        "loadgen: {n} calls: streaming {} flows x 50 pps for {seconds} s",
+        flows.len()
+    );
+    let stop = AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        let uac = &mut uac;
+        let stop = &stop;
+        let server = s.spawn(move || uac.serve(stop));
+        let report = stream::run(
+            &flows,
+            &stream_config(common, 50.0 * flows.len() as f64, seconds),
+            &probe,
+        );
+        stop.store(true, Ordering::Relaxed);
+        let _ = server.join();
+        report
+    });
+    drop(flows);
+    let teardown = (setup.established > 0).then(|| uac.teardown());
+    let gone = match o.api {
+        Some(api) => wait_gone(api),
+        None => "not checked".into(),
+    };
+    if let Some(t) = &teardown {
+        eprintln!(
+            "loadgen: {n} calls: BYE {}/{} answered 200 in {:.1} s; server state: {gone}",
+            t.bye_ok, t.bye_sent, t.seconds
+        );
+    }
+    // Calls are torn down above even when the streaming run itself failed.
+    let report = report?;
+    Ok(EchoRow {
+        calls: n,
+        setup,
+        teardown,
+        gone,
+        report,
+        stats: uac.stats.clone(),
+    })
+}
+
+/// Polls GET /health until it reports no calls and no connections (at most 30 s).
+fn wait_gone(api: SocketAddr) -> String {
+    let start = Instant::now();
+    let mut last = String::from("no answer");
+    while start.elapsed() < Duration::from_secs(30) {
+        match health(api) {
+            Some((0, 0)) => return format!("0 calls after {:.1} s", start.elapsed().as_secs_f64()),
+            Some((calls, conns)) => last = format!("{calls} calls, {conns} connections left"),
+            None => {}
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    last
+}
+
+fn health(api: SocketAddr) -> Option<(u64, u64)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&api, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.take(1 << 20).read_to_string(&mut text).ok()?;
+    let body = &text[text.find("\r\n\r\n")? + 4..];
+    let v: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
+    Some((v.get("Calls")?.as_u64()?, v.get("Connections")?.as_u64()?))
+}
+
+fn print_echo_table(rows: &[EchoRow], reflector_pps: Option<f64>) {
+    let mut headers = vec![
+        "calls",
+        "set up",
+        "failed",
+        "sent",
+        "echoed",
+        "loss %",
+        "delay p50 ms",
+        "delay p99 ms",
+        "delay max ms",
+        "jitter p50 ms",
+        "jitter p99 ms",
+        "callbridge CPU %",
+        "callbridge µs/pkt",
+        "callbridge pps",
+    ];
+    if reflector_pps.is_some() {
+        headers.push("× reflector");
+    }
+    headers.extend([
+        "loadgen CPU %",
+        "softirq CPU %",
+        "other CPU %",
+        "send late p99 ms",
+        "UDP drops",
+        "BYE 200",
+    ]);
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let r = &row.report;
+            let jitter = &r.jitter;
+            let mut cells = vec![
+                thousands(row.calls as u64),
+                thousands(row.setup.established as u64),
+                thousands(row.setup.failed as u64),
+                thousands(r.sent),
+                thousands(r.echoed),
+                loss(r),
+                ms(r.delay.percentile(50.0)),
+                ms(r.delay.percentile(99.0)),
+                ms((r.delay.count() > 0).then(|| r.delay.max())),
+                ms(jitter.percentile(50.0)),
+                ms(jitter.percentile(99.0)),
+                r.target_cpu_ns
+                    .map(|ns| pct(r.pct_of_core(ns)))
+                    .unwrap_or_else(|| "–".into()),
+                per_packet_us(r.target_cpu_ns, r.echoed),
+                thousands(r.echoed_pps() as u64),
+            ];
+            if let Some(refl) = reflector_pps {
+                cells.push(if refl > 0.0 {
+                    format!("{:.2}", r.echoed_pps() / refl)
+                } else {
+                    "–".into()
+                });
+            }
+            cells.extend([
+                pct(r.pct_of_core(r.process_cpu_ns)),
+                r.softirq_cpu_pct().map(pct).unwrap_or_else(|| "–".into()),
+                r.other_cpu_pct(false)
+                    .map(pct)
+                    .unwrap_or_else(|| "–".into()),
+                ms(r.lateness.percentile(99.0)),
+                r.udp_drops.map(thousands).unwrap_or_else(|| "–".into()),
+                match &row.teardown {
+                    Some(t) => format!("{}/{}", t.bye_ok, t.bye_sent),
+                    None => "–".into(),
+                },
+            ]);
+            cells
+        })
+        .collect();
+    println!();
+    print_table(&headers, &table);
+}
+
+fn print_echo_notes(rows: &[EchoRow]) {
+    let busy: Vec<(String, f64)> = rows
+        .iter()
+        .filter_map(|row| {
+            let other = row.report.other_cpu_pct(false)?;
+            (other > BUSY_NEIGHBOUR_PCT).then(|| (format!("{} calls", row.calls), other))
+        })
+        .collect();
+    warn_interference(&busy);
+    println!();
+    for row in rows {
+        let r = &row.report;
+        let s = &row.stats;
+        let mut note = format!(
+            "- {} calls: setup {:.1} s; streamed {} flows for {:.2} s at {} pps offered ({} pps sent); calls with loss {}; \
+             sender thread {} % / receiver thread {} % of a core; INVITE retransmissions {}; ACK resent {}; \
+             BYE retransmissions {}; server BYEs {}; duplicates {}; unmatched RTP (no tag of ours: concealment etc.) {}; server RTP out {} pps; RTCP received {}; send errors {}; steal {} %; after BYE: {}",
+            row.calls,
+            row.setup.seconds,
+            r.flows,
+            r.window_s,
+            thousands(r.target_pps as u64),
+            thousands(r.sent_pps() as u64),
+            r.flows_with_loss,
+            pct(r.pct_of_core(r.sender_cpu_ns)),
+            pct(r.pct_of_core(r.receiver_cpu_ns)),
+            s.invite_retransmissions,
+            s.ack_resent,
+            s.bye_retransmissions,
+            s.remote_byes,
+            r.duplicates,
+            r.unmatched,
+            thousands(((r.echoed + r.unmatched) as f64 / r.window_s.max(1e-9)) as u64),
+            r.rtcp_received,
+            r.send_errors,
+            r.steal_cpu_pct().map(pct).unwrap_or_else(|| "–".into()),
+            row.gone,
+        );
+        if s.late_answers > 0 {
+            note.push_str(&format!("; late 2xx (ACK+BYE) {}", s.late_answers));
+        }
+        if !s.failures.is_empty() {
+            let reasons: Vec<String> = s
+                .failures
+                .iter()
+                .map(|(why, n)| format!("{n}× {why}"))
+                .collect();
+            note.push_str(&format!("; setup failures: {}", reasons.join(", ")));
+        }
+        println!("{note}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// All
+
+fn run_all_mode(a: &AllArgs) -> Result<ExitCode, String> {
+    print_context(&a.common);
+    let max_calls = a.echo.calls.iter().copied().max().unwrap_or(0);
+    let flows = a.reflector.flows.unwrap_or(max_calls.max(1));
+    raise_limits(flows.max(max_calls) * 2);
+    let mut opts = a.reflector.clone();
+    opts.find_max = true;
+    let mut ports = PortRange::new(a.common.port_range.0, a.common.port_range.1);
+    println!("\n## 1. Reflector baseline (machine limit)\n");
+    let found = reflector_series(&opts, flows, a.reflector_seconds, &a.common, &mut ports)?;
+    print_max(&found);
+    println!("\n## 2. callbridge echo\n");
+    std::thread::sleep(Duration::from_secs(1));
+    let rows = echo_series(&a.echo, a.seconds, &a.common)?;
+    print_echo_table(&rows, Some(found.best_pps));
+    print_echo_notes(&rows);
+    println!("\n## 3. Ratio\n");
+    let clean = rows
+        .iter()
+        .filter(|r| {
+            r.setup.failed == 0 && r.report.sent > 0 && r.report.loss_pct() < a.reflector.max_loss
+        })
+        .max_by(|x, y| x.report.echoed_pps().total_cmp(&y.report.echoed_pps()));
+    match clean {
+        Some(best) => {
+            let cb = best.report.echoed_pps();
+            let offered_bound = rows
+                .iter()
+                .all(|r| r.calls <= best.calls || r.report.loss_pct() < a.reflector.max_loss);
+            println!(
+                "callbridge sustained {} pps echoed (each way) at {} calls with {:.3} % loss = {:.2} × the reflector's {} pps{}",
+                thousands(cb as u64),
+                best.calls,
+                best.report.loss_pct(),
+                if found.best_pps > 0.0 { cb / found.best_pps } else { 0.0 },
+                thousands(found.best_pps as u64),
+                if offered_bound {
+                    " (the largest N offered was clean: this is a lower bound, callbridge's ceiling was not reached)"
+                } else {
+                    ""
+                }
+            );
+        }
+        None => println!(
+            "no echo run stayed under {} % loss with every call set up: no sustained rate to compare",
+            a.reflector.max_loss
+        ),
+    }
+    // CPU per packet does not depend on how much of the machine the generator took.
+    if let Some(refl_ns) = found.best_ns_per_packet {
+        for row in &rows {
+            let r = &row.report;
+            if let Some(cb_ns) = r.target_cpu_ns.filter(|_| r.echoed > 0) {
+                let cb = cb_ns as f64 / r.echoed as f64;
+                println!(
+                    "- {} calls: callbridge {:.2} µs of CPU per echoed packet vs the reflector's {:.2} µs per reflected packet ({:.1}×)",
+                    row.calls,
+                    cb / 1000.0,
+                    refl_ns / 1000.0,
+                    cb / refl_ns
+                );
+            }
+        }
+    }
+    Ok(exit_for(&rows))
+}
