@@ -380,7 +380,12 @@ impl Worker {
             self.connections.len() - 1
         });
         self.next_generation += 1;
-        let mut connection = Connection::new(new, &self.context.defaults, self.next_generation);
+        let mut connection = Connection::new(
+            new,
+            &self.context.defaults,
+            self.next_generation,
+            self.context.epoch,
+        );
         if let Err(error) = connection.register(self.poll.registry(), slot) {
             tracing::error!(
                 worker = self.index,
@@ -424,7 +429,7 @@ impl Worker {
                 .set_remote(media.remote_rtp, media.remote_rtcp);
         } else {
             connection.base = connection.current_stats();
-            connection.session = new_session(key, &media, &defaults);
+            connection.session = new_session(key, &media, &defaults, self.context.epoch);
         }
         tracing::debug!(key, mode = ?media.mode, rebuilt = !only_peer_changed, "media connection updated");
         connection.media = media;
@@ -534,8 +539,13 @@ impl Worker {
 }
 
 impl Connection {
-    fn new(new: NewConnection, defaults: &SessionDefaults, generation: u64) -> Connection {
-        let session = new_session(new.key, &new.media, defaults);
+    fn new(
+        new: NewConnection,
+        defaults: &SessionDefaults,
+        generation: u64,
+        tick_epoch: Instant,
+    ) -> Connection {
+        let session = new_session(new.key, &new.media, defaults, tick_epoch);
         let deadline = session.poll_timeout();
         Connection {
             key: new.key,
@@ -660,7 +670,12 @@ impl Connection {
 
 /// A session for `media` with the worker's defaults; a spec the session refuses (a codec
 /// that cannot start) falls back to an idle session that only counts, and says so.
-fn new_session(key: ConnectionKey, media: &MediaSpec, defaults: &SessionDefaults) -> MediaSession {
+fn new_session(
+    key: ConnectionKey,
+    media: &MediaSpec,
+    defaults: &SessionDefaults,
+    tick_epoch: Instant,
+) -> MediaSession {
     let now = Instant::now();
     let ntp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -682,6 +697,7 @@ fn new_session(key: ConnectionKey, media: &MediaSpec, defaults: &SessionDefaults
         rtcp_interval: defaults.rtcp_interval,
         seed: rand::random(),
         inband_dtmf: defaults.inband_dtmf,
+        tick_epoch,
     };
     match MediaSession::new(config.clone(), now) {
         Ok(session) => session,

@@ -97,6 +97,9 @@ pub struct SessionConfig {
     /// Also detect DTMF tones in the decoded audio (callers that send tones, not RFC 4733);
     /// G.711 and G.722 streams (8/16 kHz).
     pub inband_dtmf: bool,
+    /// Playout ticks fall on `tick_epoch + k * ptime`: every session of a worker ticks at the
+    /// same instants, so one wake-up serves them all (instead of one per session).
+    pub tick_epoch: Instant,
 }
 
 /// Which socket a packet leaves from.
@@ -257,7 +260,7 @@ impl MediaSession {
             now,
         );
         let next_tick = match (&audio, config.mode) {
-            (Some(a), SessionMode::Echo) => Some(now + a.ptime()),
+            (Some(a), SessionMode::Echo) => Some(aligned_tick(config.tick_epoch, now, a.ptime())),
             _ => None,
         };
         let spare = (0..TRANSMIT_SLOTS)
@@ -731,6 +734,15 @@ impl AudioPath {
     }
 }
 
+/// The first instant after `now` on the grid `epoch + k * ptime`.
+fn aligned_tick(epoch: Instant, now: Instant, ptime: Duration) -> Instant {
+    let ptime_ns = ptime.as_nanos().max(1);
+    let since = now.saturating_duration_since(epoch).as_nanos();
+    let k = since / ptime_ns + 1;
+    let offset = u64::try_from(k * ptime_ns).unwrap_or(u64::MAX);
+    epoch + Duration::from_nanos(offset)
+}
+
 /// IPv4-mapped IPv6 addresses (from a dual-stack socket) compared as the IPv4 they are.
 pub fn canonical(addr: SocketAddr) -> SocketAddr {
     match addr {
@@ -789,6 +801,7 @@ mod tests {
             rtcp_interval: Duration::from_secs(5),
             seed: 7,
             inband_dtmf: false,
+            tick_epoch: Instant::now(),
         }
     }
 
@@ -934,6 +947,26 @@ mod tests {
         let stats = session.stats();
         assert_eq!(stats.rtp_packets_received, 100);
         assert_eq!(stats.foreign_source_dropped, 0);
+    }
+
+    #[test]
+    fn playout_ticks_of_all_sessions_fall_on_one_grid() {
+        let epoch = Instant::now();
+        let mut deadlines = Vec::new();
+        for offset_ms in [0u64, 3, 7, 19] {
+            let mut cfg = config(Codec::Pcmu, 0);
+            cfg.tick_epoch = epoch;
+            let session = MediaSession::new(cfg, epoch + Duration::from_millis(offset_ms)).unwrap();
+            deadlines.push(session.next_tick.expect("echo ticks"));
+        }
+        assert!(
+            deadlines.iter().all(|d| *d == epoch + PTIME),
+            "{deadlines:?}"
+        );
+        assert_eq!(
+            aligned_tick(epoch, epoch + Duration::from_millis(41), PTIME),
+            epoch + PTIME * 3
+        );
     }
 
     #[test]
