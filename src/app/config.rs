@@ -185,6 +185,9 @@ pub struct RouteConfig {
     /// Send 180 Ringing and wait this long before answering (0 = answer at once).
     #[serde(default)]
     pub answer_delay_ms: u64,
+    /// SDES-SRTP for calls on this route ("offer", "require", "refuse"); unset = `[media] srtp`.
+    #[serde(default)]
+    pub srtp: Option<String>,
 }
 
 /// What a routed call is connected to.
@@ -237,6 +240,8 @@ pub struct Route {
     pub user: Regex,
     pub service: Service,
     pub answer_delay_ms: u64,
+    /// This route's SRTP policy, when it overrides `[media] srtp`.
+    pub srtp: Option<crate::sdp::SrtpPolicy>,
 }
 
 impl Config {
@@ -359,10 +364,19 @@ impl Config {
             .map(|(i, r)| {
                 let user =
                     Regex::new(&r.user).map_err(|e| invalid(format!("route[{i}].user: {e}")))?;
+                let srtp = match &r.srtp {
+                    Some(name) => Some(crate::sdp::SrtpPolicy::from_name(name).ok_or_else(|| {
+                        invalid(format!(
+                            "route[{i}].srtp {name:?}: expected \"offer\", \"require\" or \"refuse\""
+                        ))
+                    })?),
+                    None => None,
+                };
                 Ok(Route {
                     user,
                     service: r.service,
                     answer_delay_ms: r.answer_delay_ms,
+                    srtp,
                 })
             })
             .collect()

@@ -463,7 +463,7 @@ impl MediaSession {
         if let Some(audio) = &self.audio {
             stats.jitter = audio.jitter.stats();
         }
-        stats.rtcp = summarize(&self.rtcp.stats(), self.rtcp_clock_rate());
+        stats.rtcp = summarize(&self.rtcp.stats());
         stats
     }
 
@@ -673,13 +673,6 @@ impl MediaSession {
         }
         self.events.push_back(event);
     }
-
-    fn rtcp_clock_rate(&self) -> u32 {
-        self.config
-            .format
-            .map(|f| f.codec.clock_rate())
-            .unwrap_or(8000)
-    }
 }
 
 impl AudioPath {
@@ -754,8 +747,7 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-fn summarize(s: &RtcpStats, clock_rate: u32) -> RtcpSummary {
-    let _ = clock_rate;
+fn summarize(s: &RtcpStats) -> RtcpSummary {
     RtcpSummary {
         cumulative_lost: s.cumulative_lost,
         fraction_lost_percent: s.fraction_lost_percent,

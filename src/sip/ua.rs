@@ -135,6 +135,8 @@ struct Call {
     pending_bye_reason: Option<String>,
     /// Our SDES-SRTP keys for this call (see [`new_srtp_keys`]).
     srtp_keys: sdp::SrtpKeys,
+    /// What this call negotiates with: the UA's capabilities with its route's SRTP policy.
+    capabilities: LocalCapabilities,
 }
 
 /// Fresh SDES keys for every configured suite the media layer implements, from the OS-seeded
@@ -446,12 +448,16 @@ impl UserAgent {
         };
         // This call's SDES keys: the same for every offer/answer of the dialog, so the
         // pre-check below and the answer in our 2xx agree.
-        let srtp_keys = new_srtp_keys(&self.settings.capabilities);
+        let mut capabilities = self.settings.capabilities.clone();
+        if let Some(policy) = route.srtp {
+            capabilities.srtp = policy;
+        }
+        let srtp_keys = new_srtp_keys(&capabilities);
         // Check the offer before any media is allocated, so a 488 costs nothing.
         let remote_media = match &remote_offer {
             Some(offer) => match sdp::answer(
                 offer,
-                &self.settings.capabilities,
+                &capabilities,
                 SocketAddr::from(([127, 0, 0, 1], 9)),
                 SessionVersion {
                     session_id: 0,
@@ -507,6 +513,7 @@ impl UserAgent {
                 answer_delay: Duration::from_millis(route.answer_delay_ms),
                 pending_bye_reason: None,
                 srtp_keys,
+                capabilities,
             },
         );
         self.outputs.push_back(UaOutput::IncomingCall {
@@ -637,7 +644,7 @@ impl UserAgent {
             Some(offer) => {
                 match sdp::answer(
                     offer,
-                    &self.settings.capabilities,
+                    &call.capabilities,
                     local_rtp,
                     version,
                     &call.srtp_keys,
@@ -655,12 +662,7 @@ impl UserAgent {
                 }
             }
             None => {
-                let o = sdp::offer(
-                    &self.settings.capabilities,
-                    local_rtp,
-                    version,
-                    &call.srtp_keys,
-                );
+                let o = sdp::offer(&call.capabilities, local_rtp, version, &call.srtp_keys);
                 (o.clone(), None, Some(o))
             }
         };
@@ -690,7 +692,7 @@ impl UserAgent {
         }
     }
 
-    fn on_ack(&mut self, _now: Instant, ack: &Request) {
+    fn on_ack(&mut self, now: Instant, ack: &Request) {
         let Some(tag) = ack
             .headers
             .to()
@@ -710,7 +712,7 @@ impl UserAgent {
         if call.state == CallState::ByePending {
             self.transactions.ack_received(&call.invite_tx);
             let reason = call.pending_bye_reason.take().unwrap_or_default();
-            self.send_bye(_now, call_id, &reason);
+            self.send_bye(now, call_id, &reason);
             self.forget(call_id);
             return;
         }
@@ -733,7 +735,7 @@ impl UserAgent {
             }),
             Err(e) => {
                 tracing::info!(call = call_id, error = %e, "ACK without a usable SDP answer");
-                self.send_bye(_now, call_id, "SIP;cause=488;text=\"Not Acceptable Here\"");
+                self.send_bye(now, call_id, "SIP;cause=488;text=\"Not Acceptable Here\"");
                 self.forget(call_id);
                 self.outputs.push_back(UaOutput::CallEnded {
                     call: call_id,
@@ -781,7 +783,7 @@ impl UserAgent {
             Some(offer) => {
                 match sdp::answer(
                     offer,
-                    &self.settings.capabilities,
+                    &call.capabilities,
                     local_rtp,
                     call.sdp_version,
                     &call.srtp_keys,
@@ -797,7 +799,7 @@ impl UserAgent {
             }
             None => {
                 let offer = sdp::offer(
-                    &self.settings.capabilities,
+                    &call.capabilities,
                     local_rtp,
                     call.sdp_version,
                     &call.srtp_keys,
@@ -1116,6 +1118,7 @@ mod tests {
             user: regex::Regex::new(pattern).expect("test pattern compiles"),
             service: Service::Echo,
             answer_delay_ms,
+            srtp: None,
         }
     }
 
@@ -1123,7 +1126,14 @@ mod tests {
         UaSettings {
             user_agent: "callbridge-test".to_string(),
             timers: TimerValues::default(),
-            routes: vec![route("^echo$", 0), route("^ring$", 2000)],
+            routes: vec![
+                route("^echo$", 0),
+                route("^ring$", 2000),
+                Route {
+                    srtp: Some(sdp::SrtpPolicy::Require),
+                    ..route("^secure$", 0)
+                },
+            ],
             capabilities: LocalCapabilities::default(),
         }
     }
@@ -2255,6 +2265,27 @@ mod tests {
             "Warning: {warning:?}"
         );
         assert_invite_refused(&mut h, &peer, &out, 488);
+    }
+
+    #[test]
+    fn a_route_that_requires_srtp_refuses_plain_rtp_offers() {
+        let mut h = Harness::new();
+        let peer = PeerCall::new("secure", "plain");
+        let out = h.receive(peer.invite(Some(&pcmu_sdp(30000))));
+        let refused = response(&out, 488);
+        assert!(
+            refused
+                .headers
+                .get("Warning")
+                .is_some_and(|w| w.to_ascii_lowercase().contains("srtp")),
+            "{refused:?}"
+        );
+        assert_invite_refused(&mut h, &peer, &out, 488);
+        // The same offer on a route without the override is accepted (global policy: offer).
+        let mut h = Harness::new();
+        let peer = PeerCall::new("echo", "plain2");
+        let out = h.receive(peer.invite(Some(&pcmu_sdp(30000))));
+        assert!(has_incoming_call(&out));
     }
 
     #[test]
