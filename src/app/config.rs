@@ -141,6 +141,10 @@ pub struct MediaConfig {
     /// Detect DTMF tones in the audio of G.711/G.722 calls as well as RFC 4733 events.
     #[serde(default)]
     pub inband_dtmf: bool,
+    /// Workers read sockets once per 20 ms tick instead of waking for every packet (fewer
+    /// context switches under load; up to one tick more delay).
+    #[serde(default)]
+    pub receive_at_tick: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -451,6 +455,7 @@ impl Default for MediaConfig {
             realtime_priority: 0,
             lock_memory: false,
             inband_dtmf: false,
+            receive_at_tick: false,
         }
     }
 }

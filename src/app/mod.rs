@@ -90,6 +90,7 @@ pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Resul
                 realtime_priority: config.media.realtime_priority,
                 busy_poll_us: config.media.busy_poll_us,
                 busy_poll_budget: config.media.busy_poll_budget,
+                receive_at_tick: config.media.receive_at_tick,
             },
         },
         engine_tx,

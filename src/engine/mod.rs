@@ -15,6 +15,7 @@
 //! (atomics the worker publishes) and through [`EngineEvent`]s. A port pair goes back to the pool
 //! only after its worker has dropped the sockets.
 
+mod batch;
 mod pool;
 mod socket;
 mod stats;

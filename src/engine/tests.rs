@@ -1085,6 +1085,7 @@ fn a_fully_tuned_engine_still_echoes() {
             realtime_priority: 10,
             busy_poll_us: 50,
             busy_poll_budget: 16,
+            receive_at_tick: false,
         },
         ..test_config(1)
     };
@@ -1092,6 +1093,28 @@ fn a_fully_tuned_engine_still_echoes() {
     let client = client_socket();
     let endpoint = open(&engine, 1, echo_spec(&client));
     let frames = CALLER.frames(20);
+    send_paced(&client, endpoint.rtp, &frames);
+    let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
+    assert_echo_of(&echoes, &frames);
+    engine.shutdown();
+}
+
+#[test]
+fn batched_receive_at_the_tick_still_echoes_every_frame() {
+    let (sender, _events) = mpsc::channel(256);
+    let config = EngineConfig {
+        rtp_port_min: 31_490,
+        rtp_port_max: 31_499,
+        threads: super::tuning::ThreadTuning {
+            receive_at_tick: true,
+            ..super::tuning::ThreadTuning::default()
+        },
+        ..test_config(1)
+    };
+    let engine = Engine::start(config, sender).expect("config is valid");
+    let client = client_socket();
+    let endpoint = open(&engine, 1, echo_spec(&client));
+    let frames = CALLER.frames(30);
     send_paced(&client, endpoint.rtp, &frames);
     let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
     assert_echo_of(&echoes, &frames);

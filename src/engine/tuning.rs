@@ -20,6 +20,9 @@ pub struct ThreadTuning {
     pub busy_poll_us: u32,
     /// Packets per busy-poll pass; 0 = kernel default (8).
     pub busy_poll_budget: u32,
+    /// Read sockets only at each playout tick instead of waking per packet: one wake-up per
+    /// 20 ms for all of a worker's connections, at the cost of up to one tick of added delay.
+    pub receive_at_tick: bool,
 }
 
 /// Applies pinning and the realtime policy to the calling thread (a worker at its start).

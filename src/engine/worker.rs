@@ -34,6 +34,7 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use tokio::sync::mpsc::error::TrySendError as EventSendError;
 use tokio::sync::mpsc::Sender;
 
+use super::batch::{RecvBatch, BATCH};
 use super::pool::PortReturn;
 use super::socket::MediaSockets;
 use super::stats::SharedStats;
@@ -49,8 +50,8 @@ const COMMAND_QUEUE_DEPTH: usize = 1024;
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// Packets taken from one socket per turn, so one busy stream cannot starve the others.
 const MAX_PACKETS_PER_WAKEUP: usize = 64;
-/// Receive buffer size: the largest UDP payload, so no datagram is ever truncated.
-const RECEIVE_BUFFER_BYTES: usize = 65_536;
+/// Longest sleep in batched-receive mode (one playout tick), bounding command latency.
+const BATCHED_SLEEP_MAX: Duration = Duration::from_millis(20);
 /// Readiness events taken per poll.
 const EVENTS_CAPACITY: usize = 256;
 /// Token of the waker; connection tokens are `slot * 2 + leg` and never reach it.
@@ -200,8 +201,8 @@ struct Worker {
     free_slots: Vec<usize>,
     /// Slot of each connection by key.
     slots: HashMap<ConnectionKey, usize>,
-    /// The one receive buffer, reused for every packet.
-    buffer: Box<[u8]>,
+    /// The receive batch (recvmmsg buffers), reused for every socket.
+    batch: RecvBatch,
     /// Sockets to drain this turn.
     ready: Vec<Token>,
     /// Sockets cut off by the per-wake-up cap, drained again next turn.
@@ -257,7 +258,7 @@ impl Worker {
             connections: Vec::new(),
             free_slots: Vec::new(),
             slots: HashMap::new(),
-            buffer: vec![0; RECEIVE_BUFFER_BYTES].into_boxed_slice(),
+            batch: RecvBatch::new(),
             ready: Vec::new(),
             carry_over: Vec::new(),
             deadlines: BinaryHeap::new(),
@@ -281,9 +282,8 @@ impl Worker {
 
     /// One pass: wait for readiness, apply commands, drain ready sockets. False to stop.
     fn turn(&mut self) -> bool {
-        // A later busy-poll step ("spin on the sockets for N µs before sleeping") goes here.
         let spinning = self.spin_until.is_some_and(|until| Instant::now() < until);
-        let timeout = if self.carry_over.is_empty() && !spinning {
+        let mut timeout = if self.carry_over.is_empty() && !spinning {
             self.deadlines
                 .peek()
                 .map(|Reverse((at, _, _))| at.saturating_duration_since(Instant::now()))
@@ -291,6 +291,12 @@ impl Worker {
         } else {
             Duration::ZERO
         };
+        if self.context.threads.receive_at_tick && !timeout.is_zero() {
+            // Batched mode: do not wake per packet; sleep to the next tick (20 ms at most, so
+            // commands wait no longer), then take everything that arrived meanwhile.
+            std::thread::sleep(timeout.min(BATCHED_SLEEP_MAX));
+            timeout = Duration::ZERO;
+        }
         if let Err(error) = self.poll.poll(&mut self.events, Some(timeout)) {
             if error.kind() == io::ErrorKind::Interrupted {
                 return true;
@@ -522,7 +528,7 @@ impl Worker {
         let Some(Some(connection)) = self.connections.get_mut(slot) else {
             return Drain::Empty;
         };
-        let drain = connection.drain(leg, &mut self.buffer);
+        let drain = connection.drain(leg, &mut self.batch);
         connection.queued[leg as usize] = drain == Drain::MoreWaiting;
         connection.flush(&mut self.send_buffer[..], &self.context);
         if connection.session.poll_timeout() < connection.deadline {
@@ -592,21 +598,40 @@ impl Connection {
 
     /// Reads one socket until `WouldBlock`, at most `MAX_PACKETS_PER_WAKEUP` packets, feeding
     /// each datagram to the session.
-    fn drain(&mut self, leg: Leg, buffer: &mut [u8]) -> Drain {
+    fn drain(&mut self, leg: Leg, batch: &mut RecvBatch) -> Drain {
         let now = Instant::now();
-        for _ in 0..MAX_PACKETS_PER_WAKEUP {
-            let (length, source) = match self.socket(leg).recv_from(buffer) {
-                Ok(received) => received,
+        let mut taken = 0;
+        while taken < MAX_PACKETS_PER_WAKEUP {
+            let asked = (MAX_PACKETS_PER_WAKEUP - taken).min(BATCH);
+            let count = match batch.receive(self.socket(leg), asked) {
+                Ok(count) => count,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Drain::Empty,
-                Err(error) if is_transient(&error) => continue,
+                Err(error) if is_transient(&error) => {
+                    taken += 1;
+                    continue;
+                }
                 Err(error) => {
                     tracing::warn!(key = self.key, ?leg, %error, "media socket receive failed");
                     return Drain::Empty;
                 }
             };
-            match leg {
-                Leg::Rtp => self.session.handle_rtp(now, source, buffer, length),
-                Leg::Rtcp => self.session.handle_rtcp(now, source, buffer, length),
+            for i in 0..count {
+                let (buffer, length, source, truncated) = batch.datagram(i);
+                let Some(source) = source else { continue };
+                if truncated {
+                    // Longer than any audio packet: not ours to interpret.
+                    self.session.note_malformed();
+                    continue;
+                }
+                match leg {
+                    Leg::Rtp => self.session.handle_rtp(now, source, buffer, length),
+                    Leg::Rtcp => self.session.handle_rtcp(now, source, buffer, length),
+                }
+            }
+            taken += count;
+            if count < asked {
+                // Fewer than asked: the queue is empty; a later datagram raises a new edge.
+                return Drain::Empty;
             }
         }
         Drain::MoreWaiting

@@ -478,6 +478,11 @@ impl MediaSession {
         self.config.remote_rtcp = remote_rtcp.map(canonical);
     }
 
+    /// A datagram the worker could not even hand over (longer than any audio packet).
+    pub fn note_malformed(&mut self) {
+        self.stats.malformed_packets += 1;
+    }
+
     pub fn mode(&self) -> SessionMode {
         self.config.mode
     }
