@@ -86,6 +86,22 @@ impl AudioDecoder {
         Ok(n)
     }
 
+    /// Rebuilds a lost frame from the in-band FEC of the packet that follows it (Opus); other
+    /// codecs, or a next packet without FEC, fall back to [`AudioDecoder::conceal`].
+    pub fn recover(&mut self, next_payload: &[u8], samples: usize, out: &mut [i16]) -> usize {
+        match self {
+            AudioDecoder::Opus(d) => d
+                .recover_from_next(next_payload, samples, out)
+                .unwrap_or_else(|_| self.conceal(samples, out)),
+            _ => self.conceal(samples, out),
+        }
+    }
+
+    /// Whether [`AudioDecoder::recover`] can do better than concealment.
+    pub fn has_fec(&self) -> bool {
+        matches!(self, AudioDecoder::Opus(_))
+    }
+
     /// Stands in for a lost frame of `samples` samples (Opus: its own PLC; others: the last
     /// frame again, 6 dB quieter each time, fading to silence).
     pub fn conceal(&mut self, samples: usize, out: &mut [i16]) -> usize {

@@ -454,6 +454,22 @@ impl JitterBuffer {
         self.play_tick(out)
     }
 
+    /// After a `Conceal { timestamp }`: the payload of the frame that follows the missing one,
+    /// if it is already buffered (without consuming it). Codecs with in-band FEC (Opus)
+    /// rebuild the lost frame from it.
+    pub fn peek_after(&self, timestamp: u32, out: &mut [u8]) -> Option<usize> {
+        let seq = self.next_stored_seq()?;
+        let index = usize::from(seq) & self.mask;
+        let slot = self.slots[index];
+        if slot.timestamp != timestamp.wrapping_add(self.frame as u32) {
+            return None;
+        }
+        let dest = out.get_mut(..slot.len)?;
+        let start = index * self.max_payload;
+        dest.copy_from_slice(&self.payloads[start..start + slot.len]);
+        Some(slot.len)
+    }
+
     /// Current target playout delay.
     pub fn target_delay_ms(&self) -> u32 {
         self.units_to_ms(self.target)
@@ -1901,5 +1917,43 @@ mod tests {
         let played = sim.played();
         assert!(played.windows(2).all(|w| w[0] < w[1]));
         assert!(played.len() >= 990);
+    }
+
+    #[test]
+    fn peek_after_a_concealed_frame_shows_the_next_packet_without_consuming_it() {
+        let start = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let frame = |i: u8| [i; 20];
+        // Frames 0, 1, 3, 4: frame 2 is lost.
+        for i in [0u8, 1, 3, 4] {
+            let at = start + Duration::from_millis(20 * u64::from(i));
+            assert_eq!(
+                jb.push(at, u16::from(i), 160 * u32::from(i), false, &frame(i)),
+                PushOutcome::Stored
+            );
+        }
+        let mut out = [0u8; 64];
+        let mut now = start + Duration::from_millis(100);
+        let mut concealed = None;
+        for _ in 0..6 {
+            if let Playout::Conceal { timestamp } = jb.pop(now, &mut out) {
+                concealed = Some(timestamp);
+                break;
+            }
+            now += Duration::from_millis(20);
+        }
+        let timestamp = concealed.expect("frame 2 is concealed");
+        assert_eq!(timestamp, 320);
+        let mut peeked = [0u8; 64];
+        assert_eq!(jb.peek_after(timestamp, &mut peeked), Some(20));
+        assert_eq!(&peeked[..20], &frame(3));
+        // Not consumed: frame 3 plays next.
+        now += Duration::from_millis(20);
+        assert!(matches!(
+            jb.pop(now, &mut out),
+            Playout::Frame { seq: 3, .. }
+        ));
+        // Nothing follows a frame that is not buffered.
+        assert_eq!(jb.peek_after(9999, &mut peeked), None);
     }
 }

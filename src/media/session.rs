@@ -146,6 +146,9 @@ pub struct SessionStats {
     /// SRTP authentication or replay failures.
     pub srtp_rejected: u64,
     pub decode_errors: u64,
+    /// Lost Opus frames decoded with the following packet at hand (from its in-band FEC when
+    /// the sender put one there, else libopus's PLC).
+    pub fec_recovered: u64,
     pub digits_received: u64,
     pub jitter: JitterStats,
     pub rtcp: RtcpSummary,
@@ -220,6 +223,8 @@ struct AudioPath {
     frame_ticks: u32,
     pcm: Box<[i16; MAX_FRAME_SAMPLES]>,
     payload: Box<[u8; MAX_PACKET]>,
+    /// The packet after a lost one, peeked for its in-band FEC.
+    fec_payload: Box<[u8; MAX_PACKET]>,
     tx_sequence: u16,
     tx_timestamp: u32,
     /// The next packet we send starts a talkspurt (marker bit).
@@ -576,9 +581,29 @@ impl MediaSession {
                     }
                 }
             }
-            Playout::Conceal { .. } => audio
-                .decoder
-                .conceal(audio.frame_samples, &mut audio.pcm[..]),
+            Playout::Conceal { timestamp } => {
+                // Opus carries the lost frame's FEC in the next packet: use it when it is here.
+                let next = if audio.decoder.has_fec() {
+                    audio
+                        .jitter
+                        .peek_after(timestamp, &mut audio.fec_payload[..])
+                } else {
+                    None
+                };
+                match next {
+                    Some(len) => {
+                        self.stats.fec_recovered += 1;
+                        audio.decoder.recover(
+                            &audio.fec_payload[..len],
+                            audio.frame_samples,
+                            &mut audio.pcm[..],
+                        )
+                    }
+                    None => audio
+                        .decoder
+                        .conceal(audio.frame_samples, &mut audio.pcm[..]),
+                }
+            }
             Playout::Silence => {
                 audio.tx_talkspurt = true;
                 audio.tx_timestamp = audio.tx_timestamp.wrapping_add(audio.frame_ticks);
@@ -714,6 +739,7 @@ impl AudioPath {
             frame_ticks,
             pcm: Box::new([0; MAX_FRAME_SAMPLES]),
             payload: Box::new([0; MAX_PACKET]),
+            fec_payload: Box::new([0; MAX_PACKET]),
             // Random-ish initial values per RFC 3550 §5.1, derived from the SSRC (sans-IO).
             tx_sequence: (ssrc >> 16) as u16 ^ 0x5a5a,
             tx_timestamp: ssrc.rotate_left(7),
@@ -963,6 +989,23 @@ mod tests {
         assert_eq!(
             aligned_tick(epoch, epoch + Duration::from_millis(41), PTIME),
             epoch + PTIME * 3
+        );
+    }
+
+    #[test]
+    fn lost_opus_frames_are_rebuilt_from_the_next_packets_fec() {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Opus, 111);
+        cfg.jitter_min_ms = 60;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        let mut peer = Peer::new(Codec::Opus, 111);
+        // Loss every 10th frame, after the encoder's speech detector has settled.
+        let sent = run(&mut session, &mut peer, start, 60, |i| i > 5 && i % 10 == 5);
+        assert!(rtp_only(&sent).len() >= 55);
+        let stats = session.stats();
+        assert!(
+            stats.fec_recovered >= 3,
+            "FEC used for lost frames: {stats:?}"
         );
     }
 
