@@ -953,6 +953,8 @@ fn media_spec(mode: MediaMode, media: &crate::sdp::NegotiatedMedia) -> Result<Me
         remote_rtp: media.remote_rtp,
         remote_rtcp: media.remote_rtcp,
         srtp,
+        // On hold (we only send, or nothing flows) silence is expected, not a dead call.
+        expects_rtp: media.direction.receives() && media.remote_rtp.is_some(),
     })
 }
 

@@ -125,6 +125,9 @@ pub struct MediaSpec {
     pub remote_rtp: Option<SocketAddr>,
     pub remote_rtcp: Option<SocketAddr>,
     pub srtp: Option<SrtpKeys>,
+    /// The peer is expected to send RTP (false on hold: sendonly/inactive from our side, or no
+    /// address): the RTP-inactivity timeout applies only when true.
+    pub expects_rtp: bool,
 }
 
 impl MediaSpec {
@@ -136,6 +139,7 @@ impl MediaSpec {
             remote_rtp,
             remote_rtcp: remote_rtp.map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1))),
             srtp: None,
+            expects_rtp: false,
         }
     }
 }

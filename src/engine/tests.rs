@@ -575,7 +575,21 @@ fn silence_on_the_wire_raises_rtp_timeout() {
     };
     let engine = Engine::start(config, sender).expect("test config is valid");
     let client = client_socket();
-    let endpoint = open(&engine, 12, MediaSpec::idle(Some(local_address(&client))));
+    let endpoint = open(
+        &engine,
+        12,
+        MediaSpec {
+            expects_rtp: true,
+            ..MediaSpec::idle(Some(local_address(&client)))
+        },
+    );
+    // A held connection (the peer is not expected to send) never times out.
+    let held_client = client_socket();
+    open(
+        &engine,
+        13,
+        MediaSpec::idle(Some(local_address(&held_client))),
+    );
 
     // Twice the timeout with a packet every 50 ms: no timeout while media flows.
     let frames = CALLER.frames(12);
@@ -797,6 +811,7 @@ fn echo_spec(client: &UdpSocket) -> MediaSpec {
         remote_rtp: Some(local_address(client)),
         remote_rtcp: None,
         srtp: None,
+        expects_rtp: true,
     }
 }
 

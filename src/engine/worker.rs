@@ -428,7 +428,8 @@ impl Worker {
         };
         let only_peer_changed = connection.media.mode == media.mode
             && connection.media.format == media.format
-            && connection.media.srtp == media.srtp;
+            && connection.media.srtp == media.srtp
+            && connection.media.expects_rtp == media.expects_rtp;
         if only_peer_changed {
             connection
                 .session
@@ -716,7 +717,7 @@ fn new_session(
         remote_rtcp: media.remote_rtcp,
         latching: defaults.latching,
         srtp: media.srtp.clone(),
-        rtp_timeout: defaults.rtp_timeout,
+        rtp_timeout: defaults.rtp_timeout.filter(|_| media.expects_rtp),
         jitter_min_ms: defaults.jitter_min_ms,
         jitter_max_ms: defaults.jitter_max_ms,
         rtcp_interval: defaults.rtcp_interval,
@@ -875,6 +876,7 @@ mod tests {
             remote_rtp: Some(client.local_addr().expect("client address")),
             remote_rtcp: None,
             srtp: None,
+            expects_rtp: true,
         };
         let open = NewConnection {
             key: 1,
