@@ -10,5 +10,6 @@ pub mod control;
 pub mod ctl;
 pub mod engine;
 pub mod media;
+pub mod mixer;
 pub mod sdp;
 pub mod sip;
