@@ -949,6 +949,7 @@ fn media_spec(mode: MediaMode, media: &crate::sdp::NegotiatedMedia) -> Result<Me
             payload_type: media.payload_type,
             ptime_ms: media.ptime_ms,
             telephone_event_pt: media.telephone_event_pt,
+            send: None,
         }),
         remote_rtp: media.remote_rtp,
         remote_rtcp: media.remote_rtcp,

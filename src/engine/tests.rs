@@ -33,6 +33,7 @@ const PCMU: StreamFormat = StreamFormat {
     payload_type: 0,
     ptime_ms: 20,
     telephone_event_pt: Some(101),
+    send: None,
 };
 const PTIME: Duration = Duration::from_millis(20);
 /// A PCMU frame on the wire: 12-byte RTP header and 160 bytes of payload.

@@ -872,6 +872,7 @@ mod tests {
                 payload_type: 0,
                 ptime_ms: 20,
                 telephone_event_pt: None,
+                send: None,
             }),
             remote_rtp: Some(client.local_addr().expect("client address")),
             remote_rtcp: None,

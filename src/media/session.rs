@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use super::codec::{pcm_rate, AudioDecoder, AudioEncoder, CodecError, MAX_FRAME_SAMPLES};
 use super::dtmf::{DigitEvent, DtmfReceiver};
 use super::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
+use super::resample::Resampler;
 use super::rtcp::{RtcpConfig, RtcpSession, RtcpStats};
 use super::rtp::{self, RtpHeader};
 use super::srtp::{SrtpContext, SrtpProfile};
@@ -42,13 +43,23 @@ pub enum SessionMode {
     Echo,
 }
 
-/// The negotiated format of the audio stream (both directions use the same codec here).
+/// The negotiated format of the audio stream: what we receive, and what we send when it
+/// differs (transcoding through linear PCM, resampled when the rates differ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamFormat {
     pub codec: Codec,
     pub payload_type: u8,
     pub ptime_ms: u32,
     pub telephone_event_pt: Option<u8>,
+    /// The codec and payload type we send; None = the same as received.
+    pub send: Option<(Codec, u8)>,
+}
+
+impl StreamFormat {
+    /// The codec and payload type of what we send.
+    pub fn sending(&self) -> (Codec, u8) {
+        self.send.unwrap_or((self.codec, self.payload_type))
+    }
 }
 
 /// SRTP master keys for both directions (SDES: theirs decrypts, ours encrypts).
@@ -217,10 +228,14 @@ struct AudioPath {
     jitter: JitterBuffer,
     decoder: AudioDecoder,
     encoder: AudioEncoder,
-    /// Samples per frame at the codec's PCM rate.
+    /// Samples per frame at the received codec's PCM rate.
     frame_samples: usize,
-    /// RTP timestamp units per frame at the codec's RTP clock.
+    /// RTP timestamp units per frame at the sent codec's RTP clock.
     frame_ticks: u32,
+    /// From the received codec's PCM rate to the sent codec's, when they differ.
+    resampler: Option<Resampler>,
+    /// The frame at the sent codec's rate (when resampling).
+    resampled: Box<[i16; MAX_FRAME_SAMPLES]>,
     pcm: Box<[i16; MAX_FRAME_SAMPLES]>,
     payload: Box<[u8; MAX_PACKET]>,
     /// The packet after a lost one, peeked for its in-band FEC.
@@ -614,9 +629,17 @@ impl MediaSession {
         let Some(mut buf) = self.spare.pop() else {
             return; // transmit queue full: the worker is not draining; drop this frame
         };
+        // Transcoding between rates: the frame is resampled to the sent codec's rate.
+        let pcm: &[i16] = match audio.resampler.as_mut() {
+            Some(r) => {
+                let n = r.process(&audio.pcm[..samples], &mut audio.resampled[..]);
+                &audio.resampled[..n]
+            }
+            None => &audio.pcm[..samples],
+        };
         let header = RtpHeader {
             marker: audio.tx_talkspurt,
-            payload_type: audio.format.payload_type,
+            payload_type: audio.format.sending().1,
             sequence: audio.tx_sequence,
             timestamp: audio.tx_timestamp,
             ssrc: self.config.local_ssrc,
@@ -625,10 +648,10 @@ impl MediaSession {
         let header_len = header.len();
         // Leave room for the SRTP tag at the end.
         let room = MAX_PACKET - header_len - 16;
-        let encoded = match audio.encoder.encode(
-            &audio.pcm[..samples],
-            &mut buf[header_len..header_len + room],
-        ) {
+        let encoded = match audio
+            .encoder
+            .encode(pcm, &mut buf[header_len..header_len + room])
+        {
             Ok(n) => n,
             Err(_) => {
                 self.stats.decode_errors += 1;
@@ -724,7 +747,14 @@ impl AudioPath {
                 frame_samples
             )));
         }
-        let frame_ticks = format.codec.clock_rate() * format.ptime_ms / 1000;
+        let (send_codec, _) = format.sending();
+        let frame_ticks = send_codec.clock_rate() * format.ptime_ms / 1000;
+        let (from, to) = (pcm_rate(format.codec), pcm_rate(send_codec));
+        let resampler = if from == to {
+            None
+        } else {
+            Some(Resampler::new(from, to).map_err(|e| SessionError::Format(e.to_string()))?)
+        };
         Ok(AudioPath {
             jitter: JitterBuffer::new(JitterConfig {
                 clock_rate: format.codec.clock_rate(),
@@ -734,9 +764,11 @@ impl AudioPath {
                 max_payload: MAX_PACKET,
             }),
             decoder: AudioDecoder::new(format.codec).map_err(SessionError::Codec)?,
-            encoder: AudioEncoder::new(format.codec).map_err(SessionError::Codec)?,
+            encoder: AudioEncoder::new(send_codec).map_err(SessionError::Codec)?,
             frame_samples,
             frame_ticks,
+            resampler,
+            resampled: Box::new([0; MAX_FRAME_SAMPLES]),
             pcm: Box::new([0; MAX_FRAME_SAMPLES]),
             payload: Box::new([0; MAX_PACKET]),
             fec_payload: Box::new([0; MAX_PACKET]),
@@ -812,6 +844,7 @@ mod tests {
                 payload_type,
                 ptime_ms: 20,
                 telephone_event_pt: Some(101),
+                send: None,
             }),
             mode: SessionMode::Echo,
             remote_rtp: Some(addr(PEER)),
@@ -1007,6 +1040,50 @@ mod tests {
             stats.fec_recovered >= 3,
             "FEC used for lost frames: {stats:?}"
         );
+    }
+
+    #[test]
+    fn transcoding_sends_the_callers_tone_in_another_codec_and_rate() {
+        for (rx, rx_pt, tx, tx_pt) in [
+            (Codec::Pcmu, 0, Codec::Pcma, 8),
+            (Codec::Pcmu, 0, Codec::G722, 9),
+            (Codec::G722, 9, Codec::Opus, 111),
+            (Codec::Opus, 111, Codec::Pcmu, 0),
+        ] {
+            let start = Instant::now();
+            let mut cfg = config(rx, rx_pt);
+            if let Some(f) = cfg.format.as_mut() {
+                f.send = Some((tx, tx_pt));
+            }
+            let mut session = MediaSession::new(cfg, start).unwrap();
+            let mut peer = Peer::new(rx, rx_pt);
+            let sent = run(&mut session, &mut peer, start, 100, |_| false);
+            let packets = rtp_only(&sent);
+            assert!(packets.len() >= 95, "{rx:?}→{tx:?}: {}", packets.len());
+            let ticks = tx.clock_rate() / 50;
+            let mut decoder = AudioDecoder::new(tx).unwrap();
+            let mut pcm = Vec::new();
+            let mut frame = [0i16; MAX_FRAME_SAMPLES];
+            for pair in packets.windows(2) {
+                let (a, b) = (rtp::parse(&pair[0]).unwrap(), rtp::parse(&pair[1]).unwrap());
+                assert_eq!(b.payload_type(), tx_pt);
+                assert_eq!(b.timestamp(), a.timestamp().wrapping_add(ticks));
+            }
+            for p in &packets {
+                let n = decoder
+                    .decode(rtp::parse(p).unwrap().payload(), &mut frame)
+                    .unwrap();
+                pcm.extend_from_slice(&frame[..n]);
+            }
+            let rate = f64::from(pcm_rate(tx));
+            let tail = &pcm[pcm.len() / 2..];
+            let tone = goertzel(tail, rate, 1000.0);
+            let other = goertzel(tail, rate, 2500.0);
+            assert!(
+                tone > other * 100.0,
+                "{rx:?}→{tx:?}: 1 kHz dominates ({tone} vs {other})"
+            );
+        }
     }
 
     #[test]
