@@ -78,34 +78,6 @@ fn systemd_notifications_arrive_in_order() {
     );
 }
 
-fn sipp_in_background(
-    server: &Server,
-    args: &[&str],
-) -> std::thread::JoinHandle<std::process::Output> {
-    let target = format!("127.0.0.1:{}", server.sip_port);
-    let dir = server.dir.path().to_path_buf();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    std::thread::spawn(move || {
-        let local = common::free_udp_tcp_port();
-        let media = common::free_udp_tcp_port();
-        Command::new("sipp")
-            .current_dir(dir)
-            .arg(target)
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-nostdin",
-                "-timeout",
-                "30s",
-                "-timeout_error",
-            ])
-            .args(["-p", &local.to_string(), "-mp", &media.to_string()])
-            .args(&args)
-            .output()
-            .expect("sipp runs")
-    })
-}
-
 fn assert_sipp_ok(out: std::process::Output, server: &Server) {
     assert!(
         out.status.success(),
@@ -143,10 +115,7 @@ fn sighup_reloads_routes_and_tokens_without_dropping_a_call() {
     let server = Server::start("");
     let mut events = server.events();
     // A call in progress for 3 s.
-    let call = sipp_in_background(
-        &server,
-        &["-sn", "uac", "-s", "echo", "-m", "1", "-d", "3000"],
-    );
+    let call = server.sipp_in_background(&["-sn", "uac", "-s", "echo", "-m", "1", "-d", "3000"]);
     events.wait_for(Duration::from_secs(5), |e| e["Event"] == "CallAnswered");
     assert!(invite_status(&server, "newroute").starts_with("SIP/2.0 404"));
 
@@ -213,10 +182,7 @@ fn sighup_reloads_routes_and_tokens_without_dropping_a_call() {
 fn sigterm_drains_new_invites_get_503_while_a_call_continues() {
     let mut server = Server::start("");
     let mut events = server.events();
-    let call = sipp_in_background(
-        &server,
-        &["-sn", "uac", "-s", "echo", "-m", "1", "-d", "2500"],
-    );
+    let call = server.sipp_in_background(&["-sn", "uac", "-s", "echo", "-m", "1", "-d", "2500"]);
     events.wait_for(Duration::from_secs(5), |e| e["Event"] == "CallAnswered");
     server.signal(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
@@ -243,10 +209,8 @@ fn drain_timeout_ends_remaining_calls_with_bye() {
     let mut server = Server::start("[app]\ndrain_timeout_s = 1\n");
     let mut events = server.events();
     let scenario = repo_path("tests/sipp/uac_remote_bye.xml");
-    let call = sipp_in_background(
-        &server,
-        &["-sf", scenario.to_str().unwrap(), "-s", "echo", "-m", "1"],
-    );
+    let call =
+        server.sipp_in_background(&["-sf", scenario.to_str().unwrap(), "-s", "echo", "-m", "1"]);
     events.wait_for(Duration::from_secs(5), |e| e["Event"] == "CallAnswered");
     std::thread::sleep(Duration::from_millis(200));
     let stopped_at = Instant::now();
@@ -298,10 +262,8 @@ fn ctl_lists_shows_hangs_up_and_reloads() {
     assert_eq!(shown["ConnectionId"], id.as_str());
 
     let scenario = repo_path("tests/sipp/uac_remote_bye.xml");
-    let call = sipp_in_background(
-        &server,
-        &["-sf", scenario.to_str().unwrap(), "-s", "echo", "-m", "1"],
-    );
+    let call =
+        server.sipp_in_background(&["-sf", scenario.to_str().unwrap(), "-s", "echo", "-m", "1"]);
     let answered = events.wait_for(Duration::from_secs(5), |e| e["Event"] == "CallAnswered");
     let call_id = answered["CallId"].as_str().unwrap().to_string();
     let (ok, out) = ctl(&server, &["calls"]);

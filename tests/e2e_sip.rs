@@ -118,28 +118,8 @@ fn options_probe_is_answered_with_capabilities() {
 fn delete_connection_of_a_call_sends_bye_with_q850_cause_16() {
     let server = Server::start("");
     let mut events = server.events();
-    let sip_port = server.sip_port;
-    let dir = server.dir.path().to_path_buf();
     let bye_scenario = scenario("uac_remote_bye.xml");
-    let sipp = std::thread::spawn(move || {
-        let local = common::free_udp_tcp_port();
-        let media = common::free_udp_tcp_port();
-        std::process::Command::new("sipp")
-            .current_dir(dir)
-            .arg(format!("127.0.0.1:{sip_port}"))
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-nostdin",
-                "-timeout",
-                "30s",
-                "-timeout_error",
-            ])
-            .args(["-p", &local.to_string(), "-mp", &media.to_string()])
-            .args(["-sf", &bye_scenario, "-s", "echo", "-m", "1"])
-            .output()
-            .expect("sipp runs")
-    });
+    let sipp = server.sipp_in_background(&["-sf", &bye_scenario, "-s", "echo", "-m", "1"]);
     let answered = events.wait_for(Duration::from_secs(10), |e| e["Event"] == "CallAnswered");
     let connection = answered["ConnectionId"]
         .as_str()

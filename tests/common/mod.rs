@@ -222,26 +222,7 @@ answer_delay_ms = 5000
     /// Runs SIPp against the server (UDP unless `args` says otherwise); returns its exit
     /// status and combined output.
     pub fn sipp(&self, args: &[&str]) -> (bool, String) {
-        let local_port = free_udp_tcp_port();
-        let media_port = free_udp_tcp_port();
-        let out = Command::new("sipp")
-            .current_dir(self.dir.path())
-            .arg(format!("127.0.0.1:{}", self.sip_port))
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-nostdin",
-                "-timeout",
-                "60s",
-                "-timeout_error",
-            ])
-            .args([
-                "-p",
-                &local_port.to_string(),
-                "-mp",
-                &media_port.to_string(),
-            ])
-            .args(args)
+        let out = sipp_command(self.sip_port, self.dir.path(), args)
             .output()
             .expect("sipp is installed (Debian package sip-tester)");
         let text = format!(
@@ -250,6 +231,22 @@ answer_delay_ms = 5000
             String::from_utf8_lossy(&out.stderr)
         );
         (out.status.success(), text)
+    }
+
+    /// Runs SIPp on a thread (for scenarios that wait for the server to act); join for its
+    /// output.
+    pub fn sipp_in_background(
+        &self,
+        args: &[&str],
+    ) -> std::thread::JoinHandle<std::process::Output> {
+        let (port, dir) = (self.sip_port, self.dir.path().to_path_buf());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            sipp_command(port, &dir, &args)
+                .output()
+                .expect("sipp is installed (Debian package sip-tester)")
+        })
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit code.
@@ -275,6 +272,32 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// SIPp against 127.0.0.1:`sip_port` from free local ports, bounded by a 60 s global timeout.
+fn sipp_command(sip_port: u16, dir: &Path, args: &[&str]) -> Command {
+    let local_port = free_udp_tcp_port();
+    let media_port = free_udp_tcp_port();
+    let mut command = Command::new("sipp");
+    command
+        .current_dir(dir)
+        .arg(format!("127.0.0.1:{sip_port}"))
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+        ])
+        .args([
+            "-p",
+            &local_port.to_string(),
+            "-mp",
+            &media_port.to_string(),
+        ])
+        .args(args);
+    command
 }
 
 /// The `/events` SSE stream, read on a thread into a channel of JSON events.
