@@ -420,22 +420,9 @@ fn scale_factor(nb: i32, shift_base: i32) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::tone::goertzel_power;
 
     const RATE: f64 = 16_000.0;
-
-    /// Normalized power at `freq` (a sine of amplitude A gives A²/2).
-    fn goertzel_power(samples: &[i16], freq: f64) -> f64 {
-        let omega = 2.0 * std::f64::consts::PI * freq / RATE;
-        let coeff = 2.0 * omega.cos();
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for &x in samples {
-            let s = f64::from(x) + coeff * s1 - s2;
-            s2 = s1;
-            s1 = s;
-        }
-        let n = samples.len() as f64;
-        (s1 * s1 + s2 * s2 - coeff * s1 * s2) * 2.0 / (n * n)
-    }
 
     fn sine(freq: f64, amplitude: f64, len: usize) -> Vec<i16> {
         (0..len)
@@ -503,9 +490,9 @@ mod tests {
         assert!(snr > 40.0, "SNR {snr:.1} dB");
 
         let settled = &output[1600..];
-        let tone = goertzel_power(settled, 1000.0);
+        let tone = goertzel_power(settled, 16_000, 1000.0);
         for spur in [2000.0, 3000.0] {
-            let ratio = db(tone / goertzel_power(settled, spur));
+            let ratio = db(tone / goertzel_power(settled, 16_000, spur));
             assert!(ratio > 30.0, "1 kHz vs {spur} Hz: {ratio:.1} dB");
         }
         // Level is preserved within 1 dB.
@@ -520,12 +507,12 @@ mod tests {
         let output = round_trip(&input);
         let settled = &output[1600..];
 
-        let tone = goertzel_power(settled, 6000.0);
+        let tone = goertzel_power(settled, 16_000, 6000.0);
         let level = db(tone / (amplitude * amplitude / 2.0));
         assert!(level.abs() < 2.0, "level error {level:.2} dB");
         // 2 kHz is the QMF image of 6 kHz; the rest are plain spurious checks.
         for spur in [1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 7000.0] {
-            let ratio = db(tone / goertzel_power(settled, spur));
+            let ratio = db(tone / goertzel_power(settled, 16_000, spur));
             assert!(ratio > 40.0, "6 kHz vs {spur} Hz: {ratio:.1} dB");
         }
     }

@@ -333,6 +333,7 @@ fn to_sample(value: f32) -> i16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::tone::goertzel_power;
 
     const FRAME_MS: usize = 20;
 
@@ -343,20 +344,6 @@ mod tests {
                 (amplitude * phase.sin()).round() as i16
             })
             .collect()
-    }
-
-    /// Normalized power at `freq` (a sine of amplitude A gives A²/2).
-    fn goertzel_power(samples: &[i16], rate: u32, freq: f64) -> f64 {
-        let omega = 2.0 * std::f64::consts::PI * freq / f64::from(rate);
-        let coeff = 2.0 * omega.cos();
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for &x in samples {
-            let s = f64::from(x) + coeff * s1 - s2;
-            s2 = s1;
-            s1 = s;
-        }
-        let n = samples.len() as f64;
-        (s1 * s1 + s2 * s2 - coeff * s1 * s2) * 2.0 / (n * n)
     }
 
     fn mean_power(samples: &[i16]) -> f64 {

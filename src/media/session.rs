@@ -826,6 +826,7 @@ mod tests {
     use super::*;
     use crate::media::dtmf::DtmfSender;
     use crate::media::srtp::CryptoAttribute;
+    use crate::media::tone::goertzel_power;
 
     const PEER: &str = "192.0.2.10:4000";
     const PTIME: Duration = Duration::from_millis(20);
@@ -948,17 +949,6 @@ mod tests {
             .collect()
     }
 
-    fn goertzel(samples: &[i16], rate: f64, hz: f64) -> f64 {
-        let k = 2.0 * (2.0 * std::f64::consts::PI * hz / rate).cos();
-        let (mut s1, mut s2) = (0.0, 0.0);
-        for &x in samples {
-            let s0 = f64::from(x) + k * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        s1 * s1 + s2 * s2 - k * s1 * s2
-    }
-
     #[test]
     fn echo_plays_the_callers_pcmu_back_with_our_own_rtp_stream() {
         let start = Instant::now();
@@ -1075,10 +1065,10 @@ mod tests {
                     .unwrap();
                 pcm.extend_from_slice(&frame[..n]);
             }
-            let rate = f64::from(pcm_rate(tx));
+            let rate = pcm_rate(tx);
             let tail = &pcm[pcm.len() / 2..];
-            let tone = goertzel(tail, rate, 1000.0);
-            let other = goertzel(tail, rate, 2500.0);
+            let tone = goertzel_power(tail, rate, 1000.0);
+            let other = goertzel_power(tail, rate, 2500.0);
             assert!(
                 tone > other * 100.0,
                 "{rx:?}→{tx:?}: 1 kHz dominates ({tone} vs {other})"
@@ -1398,10 +1388,10 @@ mod tests {
                     .unwrap();
                 pcm.extend_from_slice(&frame[..n]);
             }
-            let rate = f64::from(pcm_rate(codec));
+            let rate = pcm_rate(codec);
             let tail = &pcm[pcm.len() / 2..];
-            let tone = goertzel(tail, rate, 1000.0);
-            let other = goertzel(tail, rate, 2500.0);
+            let tone = goertzel_power(tail, rate, 1000.0);
+            let other = goertzel_power(tail, rate, 2500.0);
             assert!(
                 tone > other * 100.0,
                 "{codec:?}: 1 kHz dominates ({tone} vs {other})"

@@ -79,6 +79,24 @@ pub const DTMF_ROW_HZ: [u32; 4] = [697, 770, 852, 941];
 /// DTMF high-group (column) frequencies, Hz.
 pub const DTMF_COLUMN_HZ: [u32; 4] = [1209, 1336, 1477, 1633];
 
+/// Normalized power of `freq_hz` in `samples` (Goertzel): a sine of amplitude A at that
+/// frequency reads A²/2. For comparing frequencies, or a tone against a threshold.
+pub fn goertzel_power(samples: &[i16], sample_rate: u32, freq_hz: f64) -> f64 {
+    if samples.is_empty() || sample_rate == 0 {
+        return 0.0;
+    }
+    let omega = 2.0 * std::f64::consts::PI * freq_hz / f64::from(sample_rate);
+    let coeff = 2.0 * omega.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s = f64::from(x) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let n = samples.len() as f64;
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2) * 2.0 / (n * n)
+}
+
 /// `(row Hz, column Hz)` of a DTMF digit: `0`-`9`, `*`, `#`, `A`-`D` (case-insensitive).
 pub fn dtmf_frequencies(digit: char) -> Option<(u32, u32)> {
     let index = KEYPAD

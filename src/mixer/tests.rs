@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::media::alloc_counter::allocations_during;
+use crate::media::tone::goertzel_power;
 
 const RATE: u32 = 8000;
 const FRAME: usize = 160;
@@ -39,25 +40,11 @@ fn tone(hz: f64, amplitude: f64) -> Vec<i16> {
         .collect()
 }
 
-/// Normalized power at `hz` (a sine of amplitude A gives A²/2).
-fn goertzel_power(samples: &[i16], hz: f64) -> f64 {
-    let omega = 2.0 * std::f64::consts::PI * hz / f64::from(RATE);
-    let coeff = 2.0 * omega.cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &x in samples {
-        let s = f64::from(x) + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    let n = samples.len() as f64;
-    (s1 * s1 + s2 * s2 - coeff * s1 * s2) * 2.0 / (n * n)
-}
-
 /// Whether `hz` is in `samples` at (about) the test amplitude; fails loudly on anything in
 /// between "clearly there" and "clearly absent".
 fn hears(samples: &[i16], hz: f64) -> bool {
     let full = AMPLITUDE * AMPLITUDE / 2.0;
-    let power = goertzel_power(samples, hz);
+    let power = goertzel_power(samples, RATE, hz);
     assert!(
         power > 0.9 * full || power < 1e-4 * full,
         "{hz} Hz at an ambiguous level ({power:.1} vs {full:.1})"
@@ -400,11 +387,11 @@ fn tariff_tone_is_heard_periodically_by_who_asked_for_it() {
     for _ in 0..2 * period {
         tick(&mut mixer, &[(B, TONE_B)]);
         let out = mixer.output(A).expect("present");
-        let tariff_power = goertzel_power(out, f64::from(TARIFF_TONE_HZ));
+        let tariff_power = goertzel_power(out, RATE, f64::from(TARIFF_TONE_HZ));
         heard.push(tariff_power > TARIFF_TONE_PEAK * TARIFF_TONE_PEAK / 4.0);
         assert!(hears(out, TONE_B), "the conference is still heard");
         let other = mixer.output(B).expect("present");
-        assert!(goertzel_power(other, f64::from(TARIFF_TONE_HZ)) < 1.0);
+        assert!(goertzel_power(other, RATE, f64::from(TARIFF_TONE_HZ)) < 1.0);
     }
     let expected: Vec<bool> = (0..2 * period).map(|t| t % period < ticks_on).collect();
     assert_eq!(heard, expected);
