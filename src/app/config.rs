@@ -63,7 +63,7 @@ pub struct SipConfig {
     pub t4_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MediaConfig {
     /// Lowest RTP port (rounded up to even); RTCP uses RTP+1.

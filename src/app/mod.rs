@@ -231,10 +231,7 @@ async fn reload(
     for (what, changed) in [
         ("sip.listen", new.sip.listen != current.sip.listen),
         ("api.listen", new.api.listen != current.api.listen),
-        (
-            "media",
-            format!("{:?}", new.media) != format!("{:?}", current.media),
-        ),
+        ("media", new.media != current.media),
     ] {
         if changed {
             tracing::warn!(

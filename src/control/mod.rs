@@ -208,8 +208,6 @@ struct Connection {
     /// The address we announce (MediaRxIP).
     rx_ip: IpAddr,
     state: ConnectionState,
-    /// Where we send (MediaTxIP/Port, or the SDP's address).
-    tx: Option<SocketAddr>,
     rx_codec: Codec,
     tx_codec: Codec,
     rx_framesize: u32,
@@ -436,7 +434,6 @@ impl Controller {
         let c = self.connection_mut(id)?;
         c.state = ConnectionState::Connected;
         apply_codecs(c, &codecs);
-        c.tx = Some(tx);
         let spec = retarget(&c.media, tx);
         c.media = spec.clone();
         if let Err(e) = self.engine.update_connection(u64::from(id), spec) {
@@ -460,7 +457,6 @@ impl Controller {
             ));
         }
         apply_codecs(c, &codecs);
-        c.tx = Some(tx);
         let spec = retarget(&c.media, tx);
         c.media = spec.clone();
         if let Err(e) = self.engine.update_connection(u64::from(id), spec) {
@@ -670,7 +666,6 @@ impl Controller {
                 return;
             }
         };
-        c.tx = media.remote_rtp;
         c.rx_codec = media.codec;
         c.tx_codec = media.codec;
         c.rx_framesize = media.ptime_ms;
@@ -756,7 +751,6 @@ impl Controller {
         call: Option<CallId>,
     ) -> Result<u32, ActionError> {
         let id = self.allocate_id()?;
-        let tx = media.remote_rtp;
         let endpoint = self
             .engine
             .open_connection(OpenConnection {
@@ -772,7 +766,6 @@ impl Controller {
                 local_rtp: endpoint.rtp,
                 rx_ip,
                 state,
-                tx,
                 rx_codec: codecs.rx_codec.unwrap_or(default_codec),
                 tx_codec: codecs.tx_codec.unwrap_or(default_codec),
                 rx_framesize: codecs.rx_framesize.unwrap_or(default_framesize),
@@ -810,8 +803,8 @@ impl Controller {
             connection_id: id.to_string(),
             media_rx_ip: c.rx_ip.to_string(),
             media_rx_port: c.local_rtp.port(),
-            media_tx_ip: c.tx.map(|a| a.ip().to_string()),
-            media_tx_port: c.tx.map(|a| a.port()),
+            media_tx_ip: c.media.remote_rtp.map(|a| a.ip().to_string()),
+            media_tx_port: c.media.remote_rtp.map(|a| a.port()),
             call_id: c.call.map(|c| c.to_string()),
         });
     }
@@ -845,8 +838,8 @@ impl Controller {
                     },
                     "MediaRxIP": c.rx_ip.to_string(),
                     "MediaRxPort": c.local_rtp.port(),
-                    "MediaTxIP": c.tx.map(|a| a.ip().to_string()),
-                    "MediaTxPort": c.tx.map(|a| a.port()),
+                    "MediaTxIP": c.media.remote_rtp.map(|a| a.ip().to_string()),
+                    "MediaTxPort": c.media.remote_rtp.map(|a| a.port()),
                     "MediaRxCodec": codec_name(c.rx_codec),
                     "MediaTxCodec": codec_name(c.tx_codec),
                     "MediaRxFramesize": c.rx_framesize,

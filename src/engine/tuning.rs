@@ -113,10 +113,21 @@ mod tests {
         .expect("thread ran");
     }
 
-    #[test]
-    fn refused_tuning_does_not_stop_the_thread() {
-        // Whatever the sandbox allows, these calls return and the thread goes on.
+    /// Whether this process may use SCHED_FIFO, probed on a throw-away thread.
+    fn realtime_permitted() -> bool {
         std::thread::spawn(|| {
+            let param = libc::sched_param { sched_priority: 1 };
+            // SAFETY: valid sched_param for the calling (throw-away) thread.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+        })
+        .join()
+        .expect("probe thread ran")
+    }
+
+    #[test]
+    fn realtime_priority_is_applied_when_permitted_and_skipped_otherwise() {
+        let permitted = realtime_permitted();
+        let (policy, priority) = std::thread::spawn(|| {
             apply_to_current_thread(
                 1,
                 &ThreadTuning {
@@ -124,18 +135,53 @@ mod tests {
                     ..ThreadTuning::default()
                 },
             );
-            let poll = mio::Poll::new().expect("poll");
-            apply_epoll_busy_poll(
-                &poll,
-                1,
-                &ThreadTuning {
-                    busy_poll_us: 50,
-                    busy_poll_budget: 16,
-                    ..ThreadTuning::default()
-                },
-            );
+            let mut param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: 0 = the calling thread; `param` is a valid out-parameter.
+            unsafe {
+                let policy = libc::sched_getscheduler(0);
+                libc::sched_getparam(0, &mut param);
+                (policy, param.sched_priority)
+            }
         })
         .join()
         .expect("thread ran");
+        if permitted {
+            assert_eq!((policy, priority), (libc::SCHED_FIFO, 10));
+        } else {
+            assert_eq!(
+                policy,
+                libc::SCHED_OTHER,
+                "refused: the thread keeps the normal scheduler"
+            );
+        }
+    }
+
+    #[test]
+    fn epoll_busy_poll_parameters_read_back_when_the_kernel_takes_them() {
+        let poll = mio::Poll::new().expect("poll");
+        apply_epoll_busy_poll(
+            &poll,
+            1,
+            &ThreadTuning {
+                busy_poll_us: 50,
+                busy_poll_budget: 16,
+                ..ThreadTuning::default()
+            },
+        );
+        // SAFETY: zeroed epoll_params is valid; EPIOCGPARAMS fills exactly one.
+        let mut params: libc::epoll_params = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::ioctl(poll.as_raw_fd(), libc::EPIOCGPARAMS, &mut params) };
+        if rc == 0 {
+            // A kernel with per-epoll busy poll must hold exactly what we set.
+            assert_eq!(params.busy_poll_usecs, 50);
+            assert_eq!(params.busy_poll_budget, 16);
+            assert_eq!(params.prefer_busy_poll, 1);
+        } else {
+            // Older kernel: no such ioctl, and the worker goes on without it.
+            assert_ne!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::EFAULT)
+            );
+        }
     }
 }

@@ -313,13 +313,13 @@ impl MediaSession {
             return;
         }
         let source = canonical(source);
-        let payload_type = match rtp::parse(&buf[..len]) {
-            Ok(p) => p.payload_type(),
-            Err(_) => {
-                self.stats.malformed_packets += 1;
-                return;
-            }
-        };
+        // Before SRTP authentication only the fixed header is trusted enough to read the
+        // payload type; the packet is parsed once, after unprotect.
+        if len < rtp::RTP_FIXED_HEADER_LEN || buf[0] >> 6 != rtp::RTP_VERSION {
+            self.stats.malformed_packets += 1;
+            return;
+        }
+        let payload_type = buf[1] & 0x7f;
         if !self.source_allowed(source, payload_type) {
             self.stats.foreign_source_dropped += 1;
             return;

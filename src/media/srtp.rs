@@ -258,13 +258,7 @@ impl SrtpContext {
             .checked_add(self.profile.rtp_auth_tag_len())
             .filter(|&n| n <= buf.len())
             .ok_or(SrtpError::NoTailRoom)?;
-        let seq = read_u16(packet, 2);
-        let ssrc = read_u32(packet, 8);
-        let (slot, window) = stream_slot(&self.rtp_streams, ssrc)?;
-        let index = estimate_rtp_index(window.as_ref(), seq)?;
-        if let Some(w) = &window {
-            w.check(index)?;
-        }
+        let (slot, ssrc, index) = rtp_packet_index(&self.rtp_streams, packet)?;
 
         match &self.rtp {
             Transform::AesCm(t) => {
@@ -291,13 +285,7 @@ impl SrtpContext {
             .checked_sub(self.profile.rtp_auth_tag_len())
             .ok_or(SrtpError::TooShort)?;
         let header_len = rtp_header_len(&packet[..body_len])?;
-        let seq = read_u16(packet, 2);
-        let ssrc = read_u32(packet, 8);
-        let (slot, window) = stream_slot(&self.rtp_streams, ssrc)?;
-        let index = estimate_rtp_index(window.as_ref(), seq)?;
-        if let Some(w) = &window {
-            w.check(index)?;
-        }
+        let (slot, ssrc, index) = rtp_packet_index(&self.rtp_streams, packet)?;
 
         match &self.rtp {
             Transform::AesCm(t) => {
@@ -880,6 +868,22 @@ impl ReplayWindow {
             self.seen |= 1 << (self.highest - index);
         }
     }
+}
+
+/// The stream slot, SSRC and RFC 3711 §3.3.1 packet index of an RTP packet, refusing a
+/// replayed or too-old index (§3.3.2) — shared by protect and unprotect.
+fn rtp_packet_index(
+    streams: &[Option<ReplayWindow>; MAX_SSRCS],
+    packet: &[u8],
+) -> Result<(usize, u32, u64), SrtpError> {
+    let seq = read_u16(packet, 2);
+    let ssrc = read_u32(packet, 8);
+    let (slot, window) = stream_slot(streams, ssrc)?;
+    let index = estimate_rtp_index(window.as_ref(), seq)?;
+    if let Some(w) = &window {
+        w.check(index)?;
+    }
+    Ok((slot, ssrc, index))
 }
 
 /// The slot holding `ssrc`'s state (with a copy of it), or a free slot for a new SSRC.
