@@ -220,6 +220,107 @@ pub struct MediaSession {
     spare: Vec<Box<[u8; MAX_PACKET]>>,
     events: VecDeque<SessionEvent>,
     stats: SessionStats,
+    /// The conference this session is in; it then plays out only when the conference ticks.
+    room: Option<RoomMembership>,
+}
+
+/// Which of the audio path's buffers holds a frame to send, and its length.
+#[derive(Debug, Clone, Copy)]
+enum Outgoing {
+    /// `pcm`: the decoded frame, already at the sent codec's rate.
+    Decoded(usize),
+    /// `resampled`: converted to the sent codec's rate.
+    Resampled(usize),
+}
+
+/// A conference tick: every conference mixes 20 ms frames.
+pub const ROOM_TICK: Duration = Duration::from_millis(20);
+
+/// Conference membership of a session.
+struct RoomMembership {
+    room_rate: u32,
+    /// The conversions to and from the room; None until a format is negotiated.
+    port: Option<RoomPort>,
+}
+
+/// Converts between the session's stream (its codec rates and ptime) and the room's 20 ms
+/// frames at the room rate, with two small FIFOs so any ptime of 10–60 ms fits 20 ms ticks.
+/// Sized at construction; nothing allocates per tick.
+struct RoomPort {
+    /// Received codec's PCM rate → room rate.
+    to_room: Resampler,
+    /// Room rate → sent codec's PCM rate.
+    from_room: Resampler,
+    /// Room samples per ptime of the session (one packet's worth).
+    ptime_room: usize,
+    /// Room-rate audio decoded but not yet contributed.
+    inbox: Box<[i16]>,
+    inbox_len: usize,
+    /// Room-rate mix not yet sent (less than one packet's worth between ticks).
+    outbox: Box<[i16]>,
+    outbox_len: usize,
+}
+
+impl RoomPort {
+    fn new(room_rate: u32, format: &StreamFormat) -> Result<RoomPort, SessionError> {
+        let convert =
+            |from, to| Resampler::new(from, to).map_err(|e| SessionError::Format(e.to_string()));
+        let to_room = convert(pcm_rate(format.codec), room_rate)?;
+        let from_room = convert(room_rate, pcm_rate(format.sending().0))?;
+        let ptime_room = (room_rate * format.ptime_ms / 1000) as usize;
+        // One tick plus the longest packet, with margin: 100 ms at the room rate.
+        let capacity = (room_rate / 10) as usize;
+        Ok(RoomPort {
+            to_room,
+            from_room,
+            ptime_room,
+            inbox: vec![0; capacity].into_boxed_slice(),
+            inbox_len: 0,
+            outbox: vec![0; capacity].into_boxed_slice(),
+            outbox_len: 0,
+        })
+    }
+
+    /// Appends one decoded frame (at the received codec's rate), converted to the room rate.
+    fn push_in(&mut self, pcm: &[i16]) {
+        let n = self.to_room.process(pcm, &mut self.inbox[self.inbox_len..]);
+        self.inbox_len += n;
+    }
+
+    /// Appends one ptime of silence (nothing to play this ptime).
+    fn push_in_silence(&mut self) {
+        let end = (self.inbox_len + self.ptime_room).min(self.inbox.len());
+        self.inbox[self.inbox_len..end].fill(0);
+        self.inbox_len = end;
+    }
+
+    /// Moves the oldest `out.len()` samples out (silence-padded if fewer are held).
+    fn take_in(&mut self, out: &mut [i16]) {
+        let n = out.len().min(self.inbox_len);
+        out[..n].copy_from_slice(&self.inbox[..n]);
+        out[n..].fill(0);
+        self.inbox.copy_within(n..self.inbox_len, 0);
+        self.inbox_len -= n;
+    }
+
+    /// Appends one tick of the mix; what does not fit (a stalled sender) is dropped.
+    fn push_out(&mut self, pcm: &[i16]) {
+        let n = pcm.len().min(self.outbox.len() - self.outbox_len);
+        self.outbox[self.outbox_len..self.outbox_len + n].copy_from_slice(&pcm[..n]);
+        self.outbox_len += n;
+    }
+
+    /// One packet's worth of the mix, converted to the sent codec's rate into `out`; None
+    /// until a whole ptime is held.
+    fn take_out(&mut self, out: &mut [i16]) -> Option<usize> {
+        if self.outbox_len < self.ptime_room {
+            return None;
+        }
+        let n = self.from_room.process(&self.outbox[..self.ptime_room], out);
+        self.outbox.copy_within(self.ptime_room..self.outbox_len, 0);
+        self.outbox_len -= self.ptime_room;
+        Some(n)
+    }
 }
 
 /// The audio path of a negotiated stream.
@@ -300,6 +401,7 @@ impl MediaSession {
             spare,
             events: VecDeque::with_capacity(EVENT_SLOTS),
             stats: SessionStats::default(),
+            room: None,
             audio,
             config,
         })
@@ -430,7 +532,7 @@ impl MediaSession {
         if let Some(digit) = self.dtmf.poll(now) {
             self.on_digit(digit);
         }
-        if self.config.mode != SessionMode::Idle && self.rtcp.poll_timeout() <= now {
+        if self.sends_media() && self.rtcp.poll_timeout() <= now {
             self.send_rtcp(now);
         }
         if let Some(limit) = self.config.rtp_timeout {
@@ -452,7 +554,7 @@ impl MediaSession {
         if let Some(t) = self.next_tick {
             at = at.min(t);
         }
-        if self.config.mode != SessionMode::Idle {
+        if self.sends_media() {
             at = at.min(self.rtcp.poll_timeout());
         }
         if let Some(t) = self.dtmf.poll_timeout() {
@@ -507,6 +609,11 @@ impl MediaSession {
         self.config.mode
     }
 
+    /// Whether the session sends media (and so RTCP sender reports): echoing, or in a room.
+    fn sends_media(&self) -> bool {
+        self.config.mode != SessionMode::Idle || self.room.is_some()
+    }
+
     /// Source security: the negotiated address only, or — with latching — the first source
     /// that sends a negotiated payload type, once, for the rest of the session.
     fn source_allowed(&self, source: SocketAddr, payload_type: u8) -> bool {
@@ -554,26 +661,37 @@ impl MediaSession {
 
     /// One ptime of playout in Echo mode: the caller's audio, decoded, re-encoded, sent back.
     fn tick(&mut self, now: Instant) {
-        let mut inband_digit = None;
-        self.play_frame(now, &mut inband_digit);
-        if let Some(digit) = inband_digit {
-            self.on_digit(DigitEvent {
-                digit,
-                duration_ms: 0,
-                volume_dbm0: 0,
-                ended_by: super::dtmf::EndedBy::EndBit,
-            });
+        if self.rtp_destination().is_none() {
+            return;
         }
-    }
-
-    /// Plays out one frame (decode, re-encode, queue); notes an in-band digit if detected.
-    fn play_frame(&mut self, now: Instant, inband_digit: &mut Option<char>) {
-        let Some(destination) = self.rtp_destination() else {
+        let Some(samples) = self.pull_frame(now) else {
+            if let Some(audio) = self.audio.as_mut() {
+                // Nothing to play: the stream pauses, and the next packet starts a talkspurt.
+                audio.tx_talkspurt = true;
+                audio.tx_timestamp = audio.tx_timestamp.wrapping_add(audio.frame_ticks);
+            }
             return;
         };
         let Some(audio) = self.audio.as_mut() else {
             return;
         };
+        // Transcoding between rates: the frame is resampled to the sent codec's rate.
+        let frame = match audio.resampler.as_mut() {
+            Some(r) => {
+                Outgoing::Resampled(r.process(&audio.pcm[..samples], &mut audio.resampled[..]))
+            }
+            None => Outgoing::Decoded(samples),
+        };
+        self.send_audio(now, frame);
+    }
+
+    /// Takes one ptime of the caller's audio out of the jitter buffer and decodes it (or
+    /// conceals a loss) into `audio.pcm`, at the received codec's rate. None when nothing is
+    /// playing (before the first packet, between talkspurts) or no format is negotiated.
+    /// Reports a digit when in-band detection hears one.
+    fn pull_frame(&mut self, now: Instant) -> Option<usize> {
+        let audio = self.audio.as_mut()?;
+        let mut inband_digit = None;
         let samples = match audio.jitter.pop(now, &mut audio.payload[..]) {
             Playout::Frame { len, .. } => {
                 match audio
@@ -582,9 +700,7 @@ impl MediaSession {
                 {
                     Ok(n) => {
                         if let Some(detector) = audio.inband.as_mut() {
-                            if let Some(digit) = detector.push(&audio.pcm[..n]) {
-                                *inband_digit = Some(digit);
-                            }
+                            inband_digit = detector.push(&audio.pcm[..n]);
                         }
                         n
                     }
@@ -619,23 +735,35 @@ impl MediaSession {
                         .conceal(audio.frame_samples, &mut audio.pcm[..]),
                 }
             }
-            Playout::Silence => {
-                audio.tx_talkspurt = true;
-                audio.tx_timestamp = audio.tx_timestamp.wrapping_add(audio.frame_ticks);
-                return;
-            }
+            Playout::Silence => return None,
         };
         let samples = samples.min(audio.frame_samples);
+        if let Some(digit) = inband_digit {
+            self.on_digit(DigitEvent {
+                digit,
+                duration_ms: 0,
+                volume_dbm0: 0,
+                ended_by: super::dtmf::EndedBy::EndBit,
+            });
+        }
+        Some(samples)
+    }
+
+    /// Encodes one frame (held in one of the audio path's buffers, at the sent codec's rate)
+    /// and queues it as an RTP packet to the peer.
+    fn send_audio(&mut self, now: Instant, frame: Outgoing) {
+        let Some(destination) = self.rtp_destination() else {
+            return;
+        };
+        let Some(audio) = self.audio.as_mut() else {
+            return;
+        };
         let Some(mut buf) = self.spare.pop() else {
             return; // transmit queue full: the worker is not draining; drop this frame
         };
-        // Transcoding between rates: the frame is resampled to the sent codec's rate.
-        let pcm: &[i16] = match audio.resampler.as_mut() {
-            Some(r) => {
-                let n = r.process(&audio.pcm[..samples], &mut audio.resampled[..]);
-                &audio.resampled[..n]
-            }
-            None => &audio.pcm[..samples],
+        let pcm: &[i16] = match frame {
+            Outgoing::Decoded(n) => &audio.pcm[..n],
+            Outgoing::Resampled(n) => &audio.resampled[..n],
         };
         let header = RtpHeader {
             marker: audio.tx_talkspurt,
@@ -682,6 +810,86 @@ impl MediaSession {
         self.stats.rtp_bytes_sent += len as u64;
         self.transmits
             .push_back((Channel::Rtp, destination, len, buf));
+    }
+
+    /// Joins a conference that mixes at `room_rate` Hz in ticks of [`ROOM_TICK`]: the session
+    /// stops playing out on its own (no echo) and is driven by [`MediaSession::capture`] and
+    /// [`MediaSession::play`] instead. Allocates the conversion buffers (not on the packet
+    /// path). A session without a negotiated format joins too, contributing silence and
+    /// sending nothing until it has one.
+    pub fn enter_conference(&mut self, room_rate: u32) -> Result<(), SessionError> {
+        let port = match &self.audio {
+            Some(audio) => Some(RoomPort::new(room_rate, &audio.format)?),
+            None => None,
+        };
+        self.room = Some(RoomMembership { room_rate, port });
+        self.next_tick = None;
+        Ok(())
+    }
+
+    /// Leaves the conference: back to the session's own mode (Echo plays out again).
+    pub fn leave_conference(&mut self, now: Instant) {
+        if self.room.take().is_none() {
+            return;
+        }
+        self.next_tick = match (&self.audio, self.config.mode) {
+            (Some(a), SessionMode::Echo) => {
+                Some(aligned_tick(self.config.tick_epoch, now, a.ptime()))
+            }
+            _ => None,
+        };
+    }
+
+    /// The rate of the conference the session is in, if any.
+    pub fn conference_rate(&self) -> Option<u32> {
+        self.room.as_ref().map(|r| r.room_rate)
+    }
+
+    /// One conference tick of the caller's audio at the conference rate, into `out` (sized
+    /// to the tick: `room_rate / 50` samples). False when the caller contributed nothing this
+    /// tick (no stream yet, between talkspurts, no format): `out` is then silence.
+    pub fn capture(&mut self, now: Instant, out: &mut [i16]) -> bool {
+        out.fill(0);
+        let Some(mut port) = self.room.as_mut().and_then(|r| r.port.take()) else {
+            return false;
+        };
+        let mut voiced = false;
+        let mut guard = 0;
+        while port.inbox_len < out.len() && guard < 8 {
+            guard += 1;
+            match self.pull_frame(now) {
+                Some(samples) => {
+                    voiced = true;
+                    if let Some(audio) = self.audio.as_ref() {
+                        port.push_in(&audio.pcm[..samples]);
+                    }
+                }
+                None => port.push_in_silence(),
+            }
+        }
+        port.take_in(out);
+        if let Some(room) = self.room.as_mut() {
+            room.port = Some(port);
+        }
+        voiced
+    }
+
+    /// Sends one conference tick of audio (the mix this participant hears, at the conference
+    /// rate) to the peer, re-framed to the session's ptime and encoded in its codec.
+    pub fn play(&mut self, now: Instant, pcm: &[i16]) {
+        let Some(mut port) = self.room.as_mut().and_then(|r| r.port.take()) else {
+            return;
+        };
+        port.push_out(pcm);
+        while let Some(audio) = self.audio.as_mut() {
+            let Some(n) = port.take_out(&mut audio.resampled[..]) else {
+                break;
+            };
+            self.send_audio(now, Outgoing::Resampled(n));
+        }
+        if let Some(room) = self.room.as_mut() {
+            room.port = Some(port);
+        }
     }
 
     fn send_rtcp(&mut self, now: Instant) {
@@ -993,6 +1201,110 @@ mod tests {
         let stats = session.stats();
         assert_eq!(stats.rtp_packets_received, 100);
         assert_eq!(stats.foreign_source_dropped, 0);
+    }
+
+    /// A conference port carries the caller's tone into the room at the room rate, and the
+    /// room's audio back out in the caller's codec and ptime, for narrowband, wideband and
+    /// fullband rooms and packet times that are not the room's 20 ms.
+    #[test]
+    fn room_port_converts_codec_rate_and_ptime_both_ways() {
+        use crate::media::tone::goertzel_power;
+        for (codec, pt, room_rate, ptime) in [
+            (Codec::Pcmu, 0, 8000, 20),
+            (Codec::Pcmu, 0, 16000, 20),
+            (Codec::G722, 9, 8000, 20),
+            (Codec::Opus, 111, 48000, 20),
+            (Codec::Pcma, 8, 48000, 20),
+            (Codec::Pcmu, 0, 8000, 30),
+            (Codec::Pcmu, 0, 16000, 10),
+        ] {
+            let start = Instant::now();
+            let mut cfg = config(codec, pt);
+            cfg.mode = SessionMode::Idle;
+            if let Some(f) = cfg.format.as_mut() {
+                f.ptime_ms = ptime;
+            }
+            let mut session = MediaSession::new(cfg, start).unwrap();
+            session.enter_conference(room_rate).unwrap();
+            assert_eq!(session.conference_rate(), Some(room_rate));
+            let mut peer = Peer::new(codec, pt);
+            let tick = (room_rate / 50) as usize;
+            let mut room_in = Vec::new();
+            let mut sent = Vec::new();
+            let mut buf = [0u8; MAX_PACKET];
+            let mut out = [0u8; MAX_PACKET];
+            let mut frame = vec![0i16; tick];
+            let mut voiced_ticks = 0;
+            // The room plays its own 1 kHz tone to the caller.
+            let room_tone: Vec<i16> = (0..tick * 100)
+                .map(|i| {
+                    let t = i as f64 / f64::from(room_rate);
+                    (6000.0 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as i16
+                })
+                .collect();
+            for i in 0..100u32 {
+                let now = start + PTIME * i;
+                // The peer sends 20 ms frames; its ptime only shapes what we send back.
+                let len = peer.frame(&mut buf);
+                session.handle_rtp(now, addr(PEER), &mut buf, len);
+                if session.capture(now + Duration::from_millis(1), &mut frame) {
+                    voiced_ticks += 1;
+                }
+                room_in.extend_from_slice(&frame);
+                let i = i as usize;
+                session.play(now, &room_tone[i * tick..(i + 1) * tick]);
+                session.handle_timeout(now + Duration::from_millis(1));
+                while let Some(t) = session.poll_transmit(&mut out) {
+                    if t.channel == Channel::Rtp && !rtp::is_rtcp(&out[..t.len]) {
+                        sent.push(out[..t.len].to_vec());
+                    }
+                }
+            }
+            assert!(
+                voiced_ticks >= 90,
+                "{codec:?} in {room_rate}: {voiced_ticks}"
+            );
+            let tail = &room_in[room_in.len() - tick * 50..];
+            let on = goertzel_power(tail, room_rate, 1000.0);
+            let off = goertzel_power(tail, room_rate, 2300.0);
+            assert!(
+                on > off * 50.0,
+                "{codec:?} in {room_rate}: caller's tone in the room"
+            );
+            // Every packet carries one ptime, timestamps step by one ptime of the codec clock.
+            let expected = 100 * 20 / ptime as usize;
+            assert!(
+                sent.len() + 1 >= expected && sent.len() <= expected,
+                "{codec:?} ptime {ptime}: {} packets",
+                sent.len()
+            );
+            let step = codec.clock_rate() * ptime / 1000;
+            let mut decoder = AudioDecoder::new(codec).unwrap();
+            let mut heard = Vec::new();
+            let mut pcm = [0i16; MAX_FRAME_SAMPLES];
+            for pair in sent.windows(2) {
+                let (a, b) = (rtp::parse(&pair[0]).unwrap(), rtp::parse(&pair[1]).unwrap());
+                assert_eq!(b.timestamp(), a.timestamp().wrapping_add(step));
+                assert_eq!(b.payload_type(), pt);
+            }
+            for p in &sent {
+                let n = decoder
+                    .decode(rtp::parse(p).unwrap().payload(), &mut pcm)
+                    .unwrap();
+                heard.extend_from_slice(&pcm[..n]);
+            }
+            let rate = pcm_rate(codec);
+            let tail = &heard[heard.len() / 2..];
+            assert!(
+                goertzel_power(tail, rate, 1000.0) > goertzel_power(tail, rate, 2300.0) * 50.0,
+                "{codec:?}: the room's tone reaches the caller"
+            );
+            // Leaving the room: an Idle session sends no more audio.
+            session.leave_conference(start + PTIME * 100);
+            assert_eq!(session.conference_rate(), None);
+            session.play(start + PTIME * 101, &room_tone[..tick]);
+            assert!(session.poll_transmit(&mut out).is_none());
+        }
     }
 
     #[test]
