@@ -9,7 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use serde_json::{Map, Value};
 
 use crate::control::result::{ActionError, ResultCode};
-use crate::control::{CodecChoice, MediaAction};
+use crate::control::{AttributeChange, CodecChoice, Completion, MediaAction};
+use crate::engine::ConfereeSpec;
 use crate::sdp::Codec;
 
 /// Parses one action's parameters. `requester` is the HTTP client's address (used to pick the
@@ -83,6 +84,97 @@ pub fn parse_action(
                 conference: p.conference_id()?,
             })
         }
+        "CreateConference" => {
+            p.allow(&[
+                "ConnectionId",
+                "MediaRxCodec",
+                "MediaRxFramesize",
+                "MediaTxIP",
+                "MediaTxPort",
+                "MmsId",
+                "MediaTxControlIP",
+                "MediaTxControlPort",
+                "MediaTxCodec",
+                "MediaTxFramesize",
+                "Hairpin",
+                "Monitor",
+                "TariffTone",
+                "Coach",
+                "Pupil",
+                "ReceiveOnly",
+                "SoundToneOnJoin",
+                "CallId",
+                "Timeout",
+            ])?;
+            p.check_mms_id()?;
+            p.refuse_join_tone()?;
+            Ok(MediaAction::CreateConference {
+                connection: p.required_connection_id()?,
+                completion: p.completion()?,
+                conferee: p.conferee()?,
+                hairpin: p.boolean("Hairpin")?.unwrap_or(false),
+            })
+        }
+        "JoinConference" => {
+            p.allow(&[
+                "ConnectionId",
+                "ConferenceId",
+                "MediaRxCodec",
+                "MediaRxFramesize",
+                "MediaTxIP",
+                "MediaTxPort",
+                "MmsId",
+                "MediaTxControlIP",
+                "MediaTxControlPort",
+                "MediaTxCodec",
+                "MediaTxFramesize",
+                "CallId",
+                "Hairpin",
+                "Monitor",
+                "TariffTone",
+                "Coach",
+                "Pupil",
+                "ReceiveOnly",
+                "Timeout",
+            ])?;
+            p.check_mms_id()?;
+            // Hairpin shapes a new conference only; on a join it is accepted and has no effect.
+            p.boolean("Hairpin")?;
+            Ok(MediaAction::JoinConference {
+                connection: p.required_connection_id()?,
+                conference: p.required_conference_id()?,
+                completion: p.completion()?,
+                conferee: p.conferee()?,
+            })
+        }
+        "LeaveConference" => {
+            p.allow(&["ConnectionId", "ConferenceId", "Timeout"])?;
+            Ok(MediaAction::LeaveConference {
+                connection: p.required_connection_id()?,
+                conference: p.required_conference_id()?,
+            })
+        }
+        "SetConfereeAttribute" => {
+            p.allow(&[
+                "ConnectionId",
+                "ConferenceId",
+                "Mute",
+                "TariffTone",
+                "Coach",
+                "Pupil",
+                "Timeout",
+            ])?;
+            Ok(MediaAction::SetConfereeAttribute {
+                connection: p.required_connection_id()?,
+                conference: p.required_conference_id()?,
+                change: AttributeChange {
+                    mute: p.boolean("Mute")?,
+                    tariff_tone: p.boolean("TariffTone")?,
+                    coach: p.boolean("Coach")?,
+                    pupil: p.boolean("Pupil")?,
+                },
+            })
+        }
         other => Err(ActionError::new(
             ResultCode::UnknownCommand,
             format!("unknown Media Control action {other:?}"),
@@ -134,6 +226,75 @@ impl Params<'_> {
 
     fn conference_id(&self) -> Result<Option<u32>, ActionError> {
         self.id("ConferenceId", ResultCode::InvalidParameter)
+    }
+
+    fn required_connection_id(&self) -> Result<u32, ActionError> {
+        self.connection_id()?.ok_or_else(|| {
+            ActionError::new(ResultCode::InvalidParameters, "ConnectionId is required")
+        })
+    }
+
+    fn required_conference_id(&self) -> Result<u32, ActionError> {
+        self.conference_id()?.ok_or_else(|| {
+            ActionError::new(ResultCode::InvalidParameters, "ConferenceId is required")
+        })
+    }
+
+    /// A Boolean parameter: JSON true/false, "true"/"false" (any case), 1/0.
+    fn boolean(&self, name: &str) -> Result<Option<bool>, ActionError> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
+            Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
+            Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(Some(true)),
+                "false" | "0" => Ok(Some(false)),
+                _ => Err(invalid(format!(
+                    "{name} {s:?} is not a Boolean (true, false)"
+                ))),
+            },
+            Some(other) => Err(invalid(format!(
+                "{name} {other} is not a Boolean (true, false)"
+            ))),
+        }
+    }
+
+    /// The conferee attributes of CreateConference/JoinConference.
+    fn conferee(&self) -> Result<ConfereeSpec, ActionError> {
+        let flag = |name| self.boolean(name).map(|b| b.unwrap_or(false));
+        Ok(ConfereeSpec {
+            muted: false,
+            receive_only: flag("ReceiveOnly")?,
+            monitor: flag("Monitor")?,
+            tariff_tone: flag("TariffTone")?,
+            coach: flag("Coach")?,
+            pupil: flag("Pupil")?,
+        })
+    }
+
+    /// Tx address (both or neither of MediaTxIP/MediaTxPort) and codecs given with a join.
+    fn completion(&self) -> Result<Completion, ActionError> {
+        let tx = match (self.text("MediaTxIP")?, self.text("MediaTxPort")?) {
+            (None, None) => None,
+            _ => Some(self.tx_address()?),
+        };
+        Ok(Completion {
+            tx,
+            codecs: self.codecs()?,
+        })
+    }
+
+    /// SoundToneOnJoin: a join tone is not produced by this server, so asking for one is a
+    /// clear failure rather than a silent omission.
+    fn refuse_join_tone(&self) -> Result<(), ActionError> {
+        if self.boolean("SoundToneOnJoin")? == Some(true) {
+            return Err(ActionError::new(
+                ResultCode::ResourceUnavailable,
+                "SoundToneOnJoin is not available on this server; omit it or pass false",
+            ));
+        }
+        Ok(())
     }
 
     fn check_mms_id(&self) -> Result<(), ActionError> {

@@ -5,7 +5,7 @@
 //! Must not: hold any call or connection state of its own.
 //!
 //! HTTP status mapping (the body always carries `ResultCode`): 200 success; 400 malformed
-//! input (22, 26, 27); 404 unknown action or id (21, 23, 24); 409 state conflicts (16);
+//! input (22, 26, 27); 404 unknown action or id (21, 23, 24); 409 state conflicts (15, 16);
 //! 503 no resources or shutting down (4, 5, 8); 500 internal (6); 401 without a valid token.
 
 pub mod mediacontrol;
@@ -52,6 +52,7 @@ pub fn router(state: ApiState) -> Router {
     let protected = Router::new()
         .route("/mediacontrol/connections", get(list_connections))
         .route("/mediacontrol/conferences", get(list_conferences))
+        .route("/mediacontrol/resources", get(list_resources))
         .route("/mediacontrol/{action}", post(media_action))
         .route("/callcontrol/calls", get(list_calls))
         .route("/admin/reload", post(reload))
@@ -171,7 +172,7 @@ fn action_error(e: ActionError) -> Response {
         ResultCode::UnknownCommand
         | ResultCode::UnknownConnectionId
         | ResultCode::UnknownConferenceId => StatusCode::NOT_FOUND,
-        ResultCode::NotConnected => StatusCode::CONFLICT,
+        ResultCode::NotConnected | ResultCode::AlreadyConnected => StatusCode::CONFLICT,
         ResultCode::ServerBusy | ResultCode::ServerInactive | ResultCode::ResourceUnavailable => {
             StatusCode::SERVICE_UNAVAILABLE
         }
@@ -190,6 +191,10 @@ async fn list_connections(State(state): State<ApiState>) -> Response {
 
 async fn list_conferences(State(state): State<ApiState>) -> Response {
     query(&state, ControlRequest::ListConferences).await
+}
+
+async fn list_resources(State(state): State<ApiState>) -> Response {
+    query(&state, ControlRequest::ListResources).await
 }
 
 async fn list_calls(State(state): State<ApiState>) -> Response {
@@ -256,6 +261,7 @@ async fn health(State(state): State<ApiState>) -> Response {
             "Status": "running",
             "Connections": s.connections,
             "Calls": s.calls,
+            "Conferences": s.conferences,
         }))
         .into_response(),
         None => (
@@ -298,7 +304,16 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "RTP and RTCP ports in the configured range.",
         s.ports_total as u64,
     );
-    gauge("callbridge_conferences", "Conferences that exist.", 0);
+    gauge(
+        "callbridge_conferences",
+        "Conferences that exist.",
+        s.conferences as u64,
+    );
+    gauge(
+        "callbridge_conferees",
+        "Connections in conferences (monitors included).",
+        s.conferees as u64,
+    );
     gauge(
         "callbridge_media_workers_stalled",
         "Media workers whose loop has not turned for a second.",
@@ -358,6 +373,30 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         out.push_str(&format!(
             "callbridge_sip_responses_sent_total{{status=\"{status}\"}} {n}\n"
         ));
+    }
+    if let Some(r) = &s.resources {
+        out.push_str("# HELP callbridge_resources_used Media resources in use, by kind (rtp, enhanced_rtp, conference).\n# TYPE callbridge_resources_used gauge\n");
+        for (kind, pool) in [
+            ("rtp", r.rtp),
+            ("enhanced_rtp", r.enhanced_rtp),
+            ("conference", r.conference),
+        ] {
+            out.push_str(&format!(
+                "callbridge_resources_used{{kind=\"{kind}\"}} {}\n",
+                pool.used
+            ));
+        }
+        out.push_str("# HELP callbridge_resources_limit Media resources configured, by kind.\n# TYPE callbridge_resources_limit gauge\n");
+        for (kind, pool) in [
+            ("rtp", r.rtp),
+            ("enhanced_rtp", r.enhanced_rtp),
+            ("conference", r.conference),
+        ] {
+            out.push_str(&format!(
+                "callbridge_resources_limit{{kind=\"{kind}\"}} {}\n",
+                pool.limit
+            ));
+        }
     }
     out.push_str("# HELP callbridge_calls_total Inbound calls routed.\n# TYPE callbridge_calls_total counter\n");
     out.push_str(&format!("callbridge_calls_total {}\n", s.calls_total));

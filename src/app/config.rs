@@ -25,6 +25,8 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub resources: ResourcesConfig,
     /// Inbound call routing, first match wins on the Request-URI user part.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -147,6 +149,24 @@ pub struct MediaConfig {
     pub receive_at_tick: bool,
 }
 
+/// Media resource limits (CUAE resource accounting, seed 01): each connection holds an RTP
+/// resource, plus an enhanced RTP resource when its codec is not G.711; each conferee of a
+/// mixed (not hairpinned) conference holds a conference resource. 0 = as many as the RTP port
+/// range allows.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesConfig {
+    /// Connections (RTP resources). Exhausted → ResultCode 4 (ServerBusy), SIP 503.
+    #[serde(default)]
+    pub rtp: usize,
+    /// Connections whose codec is not G.711 (G.722, Opus). Exhausted → 8.
+    #[serde(default)]
+    pub enhanced_rtp: usize,
+    /// Conferees in mixed conferences. Exhausted → 8.
+    #[serde(default)]
+    pub conference: usize,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
@@ -200,6 +220,9 @@ pub struct RouteConfig {
 pub enum Service {
     /// Answer and send every received RTP packet back to its source.
     Echo,
+    /// Answer and join the conference named by the route's `conference` group (RFC 4240
+    /// style, `^conf=(?P<conference>[^@;]+)$`), creating it on first join.
+    Conference,
 }
 
 /// A config file that cannot be used, with a message that names the key and, where the TOML
@@ -368,6 +391,13 @@ impl Config {
             .map(|(i, r)| {
                 let user =
                     Regex::new(&r.user).map_err(|e| invalid(format!("route[{i}].user: {e}")))?;
+                if r.service == Service::Conference
+                    && !user.capture_names().any(|n| n == Some("conference"))
+                {
+                    return Err(invalid(format!(
+                        "route[{i}]: service \"conference\" needs a (?P<conference>...) group in user, e.g. \"^conf=(?P<conference>[^@;]+)$\""
+                    )));
+                }
                 let srtp = match &r.srtp {
                     Some(name) => Some(crate::sdp::SrtpPolicy::from_name(name).ok_or_else(|| {
                         invalid(format!(

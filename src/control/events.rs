@@ -32,6 +32,10 @@ pub enum ReleaseReason {
     Shutdown,
     /// No RTP arrived for `[media] rtp_timeout_s`.
     RtpTimeout,
+    /// The connection's conference was released (DeleteConnection with only a ConferenceId).
+    ConferenceReleased,
+    /// The conference's last connection left or was released.
+    LastConnectionLeft,
 }
 
 /// One thing that happened. `Event` in JSON names the variant; ids are strings as in the API.
@@ -88,6 +92,81 @@ pub enum Event {
         jitter_ms: f64,
         #[serde(rename = "ConcealedFrames")]
         concealed_frames: u64,
+        /// The conference the connection was in when it was released.
+        #[serde(rename = "ConferenceId", skip_serializing_if = "Option::is_none")]
+        conference_id: Option<String>,
+    },
+    /// CreateConference (or the first caller of a `conference` route) made a conference.
+    ConferenceCreated {
+        #[serde(rename = "ConferenceId")]
+        conference_id: String,
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        #[serde(rename = "Hairpin")]
+        hairpin: bool,
+        /// Mixing rate, Hz.
+        #[serde(rename = "SampleRate")]
+        sample_rate: u32,
+        /// The room name of a `conference` route (`conf=<name>`).
+        #[serde(rename = "Name", skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// A connection joined a conference (CreateConference's first participant included).
+    ConferenceJoined {
+        #[serde(rename = "ConferenceId")]
+        conference_id: String,
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        #[serde(flatten)]
+        attributes: ConfereeAttributes,
+    },
+    /// A conferee's attributes changed (SetConfereeAttribute).
+    ConfereeAttributesChanged {
+        #[serde(rename = "ConferenceId")]
+        conference_id: String,
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        #[serde(flatten)]
+        attributes: ConfereeAttributes,
+    },
+    /// A connection left a conference: LeaveConference or DeleteConnection with both ids
+    /// (`api-request`, the connection stays), or its release (the release's reason).
+    ConferenceLeft {
+        #[serde(rename = "ConferenceId")]
+        conference_id: String,
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        #[serde(rename = "Reason")]
+        reason: ReleaseReason,
+    },
+    /// A hairpinned (two-party) conference became a mixed conference.
+    ConferencePromoted {
+        #[serde(rename = "ConferenceId")]
+        conference_id: String,
+    },
+    /// A conference is gone: released by the API (`api-request`, with its connections) or
+    /// automatically when its last connection left (`last-connection-left`).
+    ConferenceReleased {
+        #[serde(rename = "ConferenceId")]
+        conference_id: String,
+        #[serde(rename = "Reason")]
+        reason: ReleaseReason,
+        #[serde(rename = "Name", skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// A conferee started talking (energy with hang-over, rate-limited).
+    TalkerStarted {
+        #[serde(rename = "ConferenceId")]
+        conference_id: String,
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+    },
+    /// A conferee stopped talking.
+    TalkerStopped {
+        #[serde(rename = "ConferenceId")]
+        conference_id: String,
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
     },
     IncomingCall {
         #[serde(rename = "CallId")]
@@ -137,8 +216,33 @@ impl Event {
             Event::CallAnswered { .. } => "CallAnswered",
             Event::DigitReceived { .. } => "DigitReceived",
             Event::CallEnded { .. } => "CallEnded",
+            Event::ConferenceCreated { .. } => "ConferenceCreated",
+            Event::ConferenceJoined { .. } => "ConferenceJoined",
+            Event::ConfereeAttributesChanged { .. } => "ConfereeAttributesChanged",
+            Event::ConferenceLeft { .. } => "ConferenceLeft",
+            Event::ConferencePromoted { .. } => "ConferencePromoted",
+            Event::ConferenceReleased { .. } => "ConferenceReleased",
+            Event::TalkerStarted { .. } => "TalkerStarted",
+            Event::TalkerStopped { .. } => "TalkerStopped",
         }
     }
+}
+
+/// A conferee's attributes, in the API's names.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct ConfereeAttributes {
+    #[serde(rename = "Mute")]
+    pub mute: bool,
+    #[serde(rename = "ReceiveOnly")]
+    pub receive_only: bool,
+    #[serde(rename = "Monitor")]
+    pub monitor: bool,
+    #[serde(rename = "TariffTone")]
+    pub tariff_tone: bool,
+    #[serde(rename = "Coach")]
+    pub coach: bool,
+    #[serde(rename = "Pupil")]
+    pub pupil: bool,
 }
 
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before 1970).
@@ -218,6 +322,7 @@ mod tests {
                 packets_lost: 1,
                 jitter_ms: 2.5,
                 concealed_frames: 1,
+                conference_id: None,
             },
         };
         let v = serde_json::to_value(&env).unwrap();

@@ -6,8 +6,11 @@
 //! Must not: touch sockets or media packets. It runs as one tokio task; the API, the SIP
 //! transport and the media workers reach it only through queues.
 
+mod conference;
 pub mod events;
 pub mod result;
+
+pub use conference::{AttributeChange, Completion, Pool, Resources};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +21,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::app::config::{Config, Route, Service};
 use crate::engine::{
-    Engine, EngineError, EngineEvent, MediaMode, MediaSpec, OpenConnection, SrtpKeys, StreamFormat,
+    ConfereeSpec, Engine, EngineError, EngineEvent, MediaMode, MediaSpec, OpenConnection, SrtpKeys,
+    StreamFormat,
 };
 use crate::media::srtp::CryptoAttribute;
 use crate::sdp::Codec;
@@ -57,6 +61,27 @@ pub enum MediaAction {
         connection: Option<u32>,
         conference: Option<u32>,
     },
+    CreateConference {
+        connection: u32,
+        completion: Completion,
+        conferee: ConfereeSpec,
+        hairpin: bool,
+    },
+    JoinConference {
+        connection: u32,
+        conference: u32,
+        completion: Completion,
+        conferee: ConfereeSpec,
+    },
+    LeaveConference {
+        connection: u32,
+        conference: u32,
+    },
+    SetConfereeAttribute {
+        connection: u32,
+        conference: u32,
+        change: AttributeChange,
+    },
 }
 
 /// Optional codec and framesize parameters; None leaves the current (or default) value.
@@ -80,6 +105,7 @@ pub enum ControlRequest {
     ),
     ListConnections(oneshot::Sender<Value>),
     ListConferences(oneshot::Sender<Value>),
+    ListResources(oneshot::Sender<Value>),
     ListCalls(oneshot::Sender<Value>),
     Status(oneshot::Sender<Status>),
     /// New inbound routes from a configuration reload.
@@ -111,6 +137,10 @@ pub struct Status {
     pub rtp_packets_lost: i64,
     pub rtp_jitter_ms_max: f64,
     pub tick_lateness: crate::engine::TickLatenessSnapshot,
+    pub conferences: usize,
+    /// Conferees over all conferences (monitors included).
+    pub conferees: usize,
+    pub resources: Option<Resources>,
 }
 
 /// The API's handle on the control plane.
@@ -152,6 +182,11 @@ pub struct Controller {
     /// RTP counters of released connections, so totals survive releases.
     released_rtp_received: u64,
     released_rtp_sent: u64,
+    conferences: HashMap<u32, conference::Conference>,
+    next_conference_id: u32,
+    /// Conferences of `conference` routes by room name.
+    rooms: HashMap<String, u32>,
+    resources: Resources,
 }
 
 /// A call as listed by the API.
@@ -172,6 +207,7 @@ pub struct MediaSettings {
     pub default_codec: Codec,
     pub default_framesize: u32,
     pub reserve_timeout: Duration,
+    pub resources: crate::app::config::ResourcesConfig,
 }
 
 impl MediaSettings {
@@ -185,6 +221,7 @@ impl MediaSettings {
             default_codec: codecs[0],
             default_framesize: config.media.ptime_ms,
             reserve_timeout: Duration::from_secs(config.media.reserve_timeout_s),
+            resources: config.resources.clone(),
         }
     }
 
@@ -215,6 +252,10 @@ struct Connection {
     call: Option<CallId>,
     /// What the engine's session for it does.
     media: MediaSpec,
+    /// The conference it is in.
+    conference: Option<u32>,
+    /// Holds an enhanced RTP resource (codec other than G.711).
+    enhanced: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,7 +274,12 @@ impl Controller {
         ua: UserAgent,
         transport: SipTransport,
     ) -> Controller {
+        let resources = Resources::new(&media.resources, engine.ports_total() / 2);
         Controller {
+            resources,
+            conferences: HashMap::new(),
+            next_conference_id: 1,
+            rooms: HashMap::new(),
             media,
             engine,
             ua,
@@ -332,8 +378,12 @@ impl Controller {
                 let _ = reply.send(self.list_connections());
             }
             ControlRequest::ListConferences(reply) => {
-                // Conferences arrive with the conferencing work; none can exist yet.
-                let _ = reply.send(json!({ "ResultCode": "0", "Conferences": [] }));
+                let _ = reply.send(self.list_conferences());
+            }
+            ControlRequest::ListResources(reply) => {
+                let mut v = self.resources.to_json();
+                v["ResultCode"] = json!("0");
+                let _ = reply.send(v);
             }
             ControlRequest::ListCalls(reply) => {
                 let _ = reply.send(self.list_calls());
@@ -378,6 +428,27 @@ impl Controller {
                 connection,
                 conference,
             } => self.delete(connection, conference),
+            MediaAction::CreateConference {
+                connection,
+                completion,
+                conferee,
+                hairpin,
+            } => self.create_conference(connection, completion, conferee, hairpin, None),
+            MediaAction::JoinConference {
+                connection,
+                conference,
+                completion,
+                conferee,
+            } => self.join_conference(connection, conference, completion, conferee),
+            MediaAction::LeaveConference {
+                connection,
+                conference,
+            } => self.leave_conference(connection, conference),
+            MediaAction::SetConfereeAttribute {
+                connection,
+                conference,
+                change,
+            } => self.set_conferee_attribute(connection, conference, change),
         }
     }
 
@@ -397,7 +468,11 @@ impl Controller {
         let state = ConnectionState::Reserved {
             expires: now + self.media.reserve_timeout,
         };
-        let id = self.open_connection(rx_ip, state, &choice, MediaSpec::idle(None), None)?;
+        let media = MediaSpec {
+            format: Some(api_format(&choice, &self.media)),
+            ..MediaSpec::idle(None)
+        };
+        let id = self.open_connection(rx_ip, state, &choice, media, None)?;
         let c = &self.connections[&id];
         self.events.emit(Event::ConnectionReserved {
             connection_id: id.to_string(),
@@ -420,20 +495,20 @@ impl Controller {
             } else {
                 tx.ip()
             });
-            let id = self.open_connection(
-                rx_ip,
-                ConnectionState::Connected,
-                &codecs,
-                MediaSpec::idle(Some(tx)),
-                None,
-            )?;
+            let media = MediaSpec {
+                format: Some(api_format(&codecs, &self.media)),
+                ..MediaSpec::idle(Some(tx))
+            };
+            let id =
+                self.open_connection(rx_ip, ConnectionState::Connected, &codecs, media, None)?;
             self.emit_created(id);
             return Ok(self.connection_result(id));
         };
         // Completing a reservation, or (legacy MCE semantics) re-targeting a live connection.
+        self.check_codec_change(id, &codecs)?;
+        self.apply_connection_codecs(id, &codecs);
         let c = self.connection_mut(id)?;
         c.state = ConnectionState::Connected;
-        apply_codecs(c, &codecs);
         let spec = retarget(&c.media, tx);
         c.media = spec.clone();
         if let Err(e) = self.engine.update_connection(u64::from(id), spec) {
@@ -456,7 +531,9 @@ impl Controller {
                 "connection is reserved but not created; use CreateConnection",
             ));
         }
-        apply_codecs(c, &codecs);
+        self.check_codec_change(id, &codecs)?;
+        self.apply_connection_codecs(id, &codecs);
+        let c = self.connection_mut(id)?;
         let spec = retarget(&c.media, tx);
         c.media = spec.clone();
         if let Err(e) = self.engine.update_connection(u64::from(id), spec) {
@@ -470,8 +547,8 @@ impl Controller {
         Ok(self.connection_result(id))
     }
 
-    /// DeleteConnection's three modes (seed 01). With no conferences in existence yet, any
-    /// ConferenceId is unknown (24).
+    /// DeleteConnection's three modes (seed 01): the connection (leaving its conference), the
+    /// conference with every connection in it, or the connection out of the conference.
     fn delete(
         &mut self,
         connection: Option<u32>,
@@ -486,24 +563,42 @@ impl Controller {
                 self.release_connection(id, ReleaseReason::ApiRequest)?;
                 Ok(success())
             }
-            (connection, Some(conference)) => {
-                if let Some(id) = connection {
-                    self.connection_mut(id)?;
-                }
-                Err(ActionError::new(
-                    ResultCode::UnknownConferenceId,
-                    format!("conference {conference} does not exist"),
-                ))
+            (None, Some(conference)) => {
+                self.release_conference(conference)?;
+                Ok(success())
             }
+            (Some(id), Some(conference)) => self.leave_conference(id, conference),
         }
     }
 
     /// The one release path: API DeleteConnection, dialog end, reservation expiry, shutdown.
-    /// Closes the media, ends the bound call (BYE) unless the call is what ended, and says so.
+    /// Takes the connection out of its conference (which goes with its last connection),
+    /// closes the media, gives its resources back, ends the bound call (BYE) unless the call
+    /// is what ended, and says so.
     fn release_connection(&mut self, id: u32, reason: ReleaseReason) -> Result<(), ActionError> {
+        if !self.connections.contains_key(&id) {
+            return Err(unknown_connection(id));
+        }
+        let conference = self.leave_on_release(id, reason);
+        let result = self.release_connection_in(id, reason, conference);
+        if let Some(conference) = conference {
+            self.release_conference_if_empty(conference);
+        }
+        result
+    }
+
+    /// Releases a connection already out of its conference (`conference`: the one it was in,
+    /// for the event).
+    fn release_connection_in(
+        &mut self,
+        id: u32,
+        reason: ReleaseReason,
+        conference: Option<u32>,
+    ) -> Result<(), ActionError> {
         let Some(connection) = self.connections.remove(&id) else {
             return Err(unknown_connection(id));
         };
+        self.resources.give_back_connection(connection.enhanced);
         let stats = self.engine.stats(u64::from(id)).unwrap_or_default();
         self.released_rtp_received += stats.rtp_packets_received;
         self.released_rtp_sent += stats.rtp_packets_sent;
@@ -535,6 +630,7 @@ impl Controller {
             packets_lost: stats.packets_lost,
             jitter_ms: stats.jitter_ms,
             concealed_frames: stats.concealed_frames,
+            conference_id: conference.map(|c| c.to_string()),
         });
         Ok(())
     }
@@ -550,7 +646,10 @@ impl Controller {
                     from,
                     to,
                     local,
-                } => self.on_incoming_call(call, service, remote_media, from, to, local),
+                    conference,
+                } => {
+                    self.on_incoming_call(call, service, remote_media, from, to, local, conference)
+                }
                 UaOutput::MediaUpdated { call, media } => self.on_media_updated(call, media),
                 UaOutput::CallAnswered { call } => {
                     if let Some(info) = self.call_info.get_mut(&call) {
@@ -579,6 +678,7 @@ impl Controller {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_incoming_call(
         &mut self,
         call: CallId,
@@ -587,10 +687,12 @@ impl Controller {
         from: String,
         to: String,
         local: SocketAddr,
+        room: Option<String>,
     ) {
         self.calls_total += 1;
         let service_name = match service {
             Service::Echo => "echo",
+            Service::Conference => "conference",
         };
         self.call_info.insert(
             call,
@@ -610,6 +712,8 @@ impl Controller {
         });
         let mode = match service {
             Service::Echo => MediaMode::Echo,
+            // The conference drives the session once it has joined.
+            Service::Conference => MediaMode::Idle,
         };
         let spec = match remote_media.as_ref().map(|m| media_spec(mode, m)) {
             Some(Ok(spec)) => spec,
@@ -641,6 +745,15 @@ impl Controller {
             Ok(id) => {
                 self.call_connections.insert(call, id);
                 self.emit_created(id);
+                if let (Service::Conference, Some(room)) = (service, room) {
+                    if let Err(e) = self.join_room(id, room) {
+                        // The UA reports the failed INVITE; its connection goes with it.
+                        tracing::warn!(call, error = %e.message, "caller cannot join the conference");
+                        self.ua
+                            .reject(Instant::now(), call, 503, "Service Unavailable");
+                        return;
+                    }
+                }
                 let announced = SocketAddr::new(rx_ip, self.connections[&id].local_rtp.port());
                 self.ua.accept(Instant::now(), call, announced);
             }
@@ -710,6 +823,25 @@ impl Controller {
                     duration_ms,
                 });
             }
+            EngineEvent::Talker {
+                conference,
+                key,
+                talking,
+            } => {
+                let conference_id = conference.to_string();
+                let connection_id = key.to_string();
+                self.events.emit(if talking {
+                    Event::TalkerStarted {
+                        conference_id,
+                        connection_id,
+                    }
+                } else {
+                    Event::TalkerStopped {
+                        conference_id,
+                        connection_id,
+                    }
+                });
+            }
             EngineEvent::RtpTimeout { key } => {
                 let Ok(id) = u32::try_from(key) else { return };
                 if self.connections.contains_key(&id) {
@@ -750,6 +882,16 @@ impl Controller {
         media: MediaSpec,
         call: Option<CallId>,
     ) -> Result<u32, ActionError> {
+        let default_codec = self.media.default_codec;
+        let default_framesize = self.media.default_framesize;
+        let rx_codec = codecs.rx_codec.unwrap_or(default_codec);
+        let tx_codec = codecs.tx_codec.unwrap_or(default_codec);
+        let codec = if conference::needs_enhanced(tx_codec) {
+            tx_codec
+        } else {
+            rx_codec
+        };
+        self.resources.check_connection(codec)?;
         let id = self.allocate_id()?;
         let endpoint = self
             .engine
@@ -758,20 +900,21 @@ impl Controller {
                 media: media.clone(),
             })
             .map_err(engine_error)?;
-        let default_codec = self.media.default_codec;
-        let default_framesize = self.media.default_framesize;
+        let enhanced = self.resources.take_connection(codec);
         self.connections.insert(
             id,
             Connection {
                 local_rtp: endpoint.rtp,
                 rx_ip,
                 state,
-                rx_codec: codecs.rx_codec.unwrap_or(default_codec),
-                tx_codec: codecs.tx_codec.unwrap_or(default_codec),
+                rx_codec,
+                tx_codec,
                 rx_framesize: codecs.rx_framesize.unwrap_or(default_framesize),
                 tx_framesize: codecs.tx_framesize.unwrap_or(default_framesize),
                 call,
                 media,
+                conference: None,
+                enhanced,
             },
         );
         Ok(id)
@@ -914,6 +1057,61 @@ impl Controller {
             rtp_packets_lost: live.iter().map(|s| s.packets_lost).sum(),
             rtp_jitter_ms_max: live.iter().map(|s| s.jitter_ms).fold(0.0, f64::max),
             tick_lateness: self.engine.tick_lateness(),
+            conferences: self.conferences.len(),
+            conferees: self.conferences.values().map(|c| c.members.len()).sum(),
+            resources: Some(self.resources),
+        }
+    }
+
+    /// Refuses a codec change that needs an enhanced RTP resource when none is free (8).
+    fn check_codec_change(&self, id: u32, codecs: &CodecChoice) -> Result<(), ActionError> {
+        let c = self
+            .connections
+            .get(&id)
+            .ok_or_else(|| unknown_connection(id))?;
+        let rx = codecs.rx_codec.unwrap_or(c.rx_codec);
+        let tx = codecs.tx_codec.unwrap_or(c.tx_codec);
+        let needs = conference::needs_enhanced(rx) || conference::needs_enhanced(tx);
+        if needs && !c.enhanced && self.resources.enhanced_rtp.free() == 0 {
+            return Err(ActionError::new(
+                ResultCode::ResourceUnavailable,
+                "no enhanced RTP resource is free for that codec",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies codec/framesize choices (checked by [`Controller::check_codec_change`]): the
+    /// enhanced resource follows the codec, and an API connection's stream format follows
+    /// its codecs. Call connections keep the format their SDP negotiated.
+    fn apply_connection_codecs(&mut self, id: u32, codecs: &CodecChoice) {
+        let settings = self.media.clone();
+        let Some(c) = self.connections.get_mut(&id) else {
+            return;
+        };
+        apply_codecs(c, codecs);
+        let needs =
+            conference::needs_enhanced(c.rx_codec) || conference::needs_enhanced(c.tx_codec);
+        match (needs, c.enhanced) {
+            (true, false) => {
+                self.resources.enhanced_rtp.used += 1;
+                c.enhanced = true;
+            }
+            (false, true) => {
+                self.resources.enhanced_rtp.used =
+                    self.resources.enhanced_rtp.used.saturating_sub(1);
+                c.enhanced = false;
+            }
+            _ => {}
+        }
+        if c.call.is_none() {
+            let choice = CodecChoice {
+                rx_codec: Some(c.rx_codec),
+                tx_codec: Some(c.tx_codec),
+                rx_framesize: Some(c.rx_framesize),
+                tx_framesize: Some(c.tx_framesize),
+            };
+            c.media.format = Some(api_format(&choice, &settings));
         }
     }
 }
@@ -926,6 +1124,32 @@ pub fn codec_name(codec: Codec) -> &'static str {
         Codec::G722 => "G722",
         Codec::Opus => "Opus",
         Codec::TelephoneEvent => "telephone-event",
+    }
+}
+
+/// RTP payload type of a codec on an API connection: the static ones, else the dynamic
+/// numbers our SDP offers use.
+fn api_payload_type(codec: Codec) -> u8 {
+    match codec {
+        Codec::Pcmu => 0,
+        Codec::Pcma => 8,
+        Codec::G722 => 9,
+        Codec::Opus => 111,
+        Codec::TelephoneEvent => 101,
+    }
+}
+
+/// The stream of an API connection (no SDP): its Rx codec and framesize (default G.711 μ-law,
+/// 20 ms), its Tx codec when different, and RFC 4733 digits on payload type 101.
+fn api_format(codecs: &CodecChoice, settings: &MediaSettings) -> StreamFormat {
+    let rx = codecs.rx_codec.unwrap_or(settings.default_codec);
+    let tx = codecs.tx_codec.unwrap_or(rx);
+    StreamFormat {
+        codec: rx,
+        payload_type: api_payload_type(rx),
+        ptime_ms: codecs.rx_framesize.unwrap_or(settings.default_framesize),
+        telephone_event_pt: Some(api_payload_type(Codec::TelephoneEvent)),
+        send: (tx != rx).then(|| (tx, api_payload_type(tx))),
     }
 }
 
@@ -970,7 +1194,7 @@ fn srtp_keys(s: &crate::sdp::NegotiatedSrtp) -> Result<SrtpKeys, String> {
 }
 
 /// The same media aimed at a new peer address (ModifyConnection, CreateConnection re-target).
-fn retarget(spec: &MediaSpec, tx: SocketAddr) -> MediaSpec {
+pub(crate) fn retarget(spec: &MediaSpec, tx: SocketAddr) -> MediaSpec {
     MediaSpec {
         remote_rtp: Some(tx),
         remote_rtcp: Some(SocketAddr::new(tx.ip(), tx.port().wrapping_add(1))),
@@ -993,20 +1217,20 @@ fn apply_codecs(c: &mut Connection, codecs: &CodecChoice) {
     }
 }
 
-fn success() -> ActionResult {
+pub(crate) fn success() -> ActionResult {
     let mut m = Map::new();
     m.insert("ResultCode".into(), json!("0"));
     m
 }
 
-fn unknown_connection(id: u32) -> ActionError {
+pub(crate) fn unknown_connection(id: u32) -> ActionError {
     ActionError::new(
         ResultCode::UnknownConnectionId,
         format!("connection {id} does not exist"),
     )
 }
 
-fn engine_error(e: EngineError) -> ActionError {
+pub(crate) fn engine_error(e: EngineError) -> ActionError {
     match e {
         EngineError::NoPortsAvailable => {
             ActionError::new(ResultCode::ServerBusy, "all RTP ports are in use")

@@ -17,6 +17,8 @@ pub enum ResultCode {
     ServerInternal = 6,
     /// A media resource (codec, ...) is not available.
     ResourceUnavailable = 8,
+    /// The connection is in another conference already.
+    AlreadyConnected = 15,
     /// The connection exists but is not fully connected (ModifyConnection on a reservation).
     NotConnected = 16,
     /// No such action.

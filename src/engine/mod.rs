@@ -37,6 +37,8 @@ use socket::{MediaSockets, SocketTuning};
 use stats::SharedStats;
 use worker::{NewConnection, WorkerCommand, WorkerContext, WorkerHandle};
 
+pub use crate::mixer::ParticipantFlags;
+
 /// How many pairs `open_connection` tries to bind before giving up with `NoPortsAvailable`;
 /// pairs held by other processes are skipped, but a crowded host must not stall the control plane.
 const MAX_BIND_ATTEMPTS: usize = 16;
@@ -113,6 +115,44 @@ impl Default for SessionDefaults {
 
 /// The control plane's connection id.
 pub type ConnectionKey = u64;
+
+/// The control plane's conference id.
+pub type ConferenceKey = u64;
+
+/// How a conference mixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConferenceSpec {
+    /// Mixing rate in Hz: 8000, 16000 or 48000.
+    pub rate: u32,
+    /// Two-party fast path: the two members' frames are swapped, not mixed, until the
+    /// control plane promotes the conference.
+    pub hairpin: bool,
+}
+
+/// How one connection takes part in its conference (CUAE conferee attributes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConfereeSpec {
+    pub muted: bool,
+    pub receive_only: bool,
+    pub monitor: bool,
+    pub tariff_tone: bool,
+    /// Heard only by the pupil.
+    pub coach: bool,
+    /// Hears the coach (as well as the conference).
+    pub pupil: bool,
+}
+
+impl ConfereeSpec {
+    /// The mixer's view of the attributes (roles are set apart).
+    pub fn flags(&self) -> ParticipantFlags {
+        ParticipantFlags {
+            muted: self.muted,
+            receive_only: self.receive_only,
+            monitor: self.monitor,
+            tariff_tone: self.tariff_tone,
+        }
+    }
+}
 
 pub use crate::media::session::{SessionMode as MediaMode, SrtpKeys, StreamFormat};
 
@@ -224,6 +264,12 @@ pub enum EngineEvent {
     },
     /// No RTP for the configured time.
     RtpTimeout { key: ConnectionKey },
+    /// A conferee started (`talking`) or stopped talking (rate-limited by the mixer).
+    Talker {
+        conference: ConferenceKey,
+        key: ConnectionKey,
+        talking: bool,
+    },
 }
 
 /// Why an engine call failed.
@@ -239,6 +285,10 @@ pub enum EngineError {
     QueueFull,
     /// No open connection has this key.
     UnknownConnection,
+    /// No conference has this key.
+    UnknownConference,
+    /// A conference with this key exists already.
+    DuplicateConference,
     /// A connection with this key is already open.
     DuplicateConnection,
     /// The configuration cannot work (message says why).
@@ -255,6 +305,8 @@ impl fmt::Display for EngineError {
             EngineError::WorkerGone => write!(f, "media worker has stopped"),
             EngineError::QueueFull => write!(f, "media worker command queue is full"),
             EngineError::UnknownConnection => write!(f, "unknown media connection"),
+            EngineError::UnknownConference => write!(f, "unknown conference"),
+            EngineError::DuplicateConference => write!(f, "conference already exists"),
             EngineError::DuplicateConnection => write!(f, "media connection already open"),
             EngineError::InvalidConfig(reason) => {
                 write!(f, "invalid media configuration: {reason}")
@@ -321,7 +373,12 @@ impl Engine {
             tick_lateness: Vec::with_capacity(worker_count),
             epoch: std::time::Instant::now(),
         };
-        for index in 0..worker_count {
+        let prepared = (0..worker_count)
+            .map(worker::prepare)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(EngineError::WorkerStart)?;
+        let peers: Vec<worker::Peer> = prepared.iter().map(worker::Prepared::peer).collect();
+        for prepared in prepared {
             let context = WorkerContext {
                 events: events.clone(),
                 events_dropped: Arc::clone(&engine.events_dropped),
@@ -338,7 +395,9 @@ impl Engine {
                 .tick_lateness
                 .push(Arc::clone(&context.tick_lateness));
             // On error, dropping `engine` stops the workers already started.
-            let handle = worker::spawn(index, context).map_err(EngineError::WorkerStart)?;
+            let handle = prepared
+                .spawn(context, peers.clone())
+                .map_err(EngineError::WorkerStart)?;
             engine.workers.push(handle);
         }
         tracing::info!(
@@ -421,6 +480,124 @@ impl Engine {
         self.workers[worker].submit(WorkerCommand::Close { key })?;
         registry.remove(key);
         Ok(())
+    }
+
+    /// Starts mixing a conference on the worker that carries `first` (its first member, which
+    /// the control plane then joins).
+    pub fn create_conference(
+        &self,
+        conference: ConferenceKey,
+        spec: ConferenceSpec,
+        first: ConnectionKey,
+    ) -> Result<(), EngineError> {
+        let mut registry = lock(&self.registry);
+        if registry.conferences.contains_key(&conference) {
+            return Err(EngineError::DuplicateConference);
+        }
+        let worker = registry
+            .connections
+            .get(&first)
+            .ok_or(EngineError::UnknownConnection)?
+            .worker;
+        self.workers[worker].submit(WorkerCommand::CreateConference { conference, spec })?;
+        registry.conferences.insert(conference, worker);
+        Ok(())
+    }
+
+    /// Puts a connection into a conference. A connection carried by another worker moves to the
+    /// conference's worker first (by message, with its session intact); commands sent meanwhile
+    /// wait on the receiving worker until it arrives.
+    pub fn join_conference(
+        &self,
+        conference: ConferenceKey,
+        key: ConnectionKey,
+        conferee: ConfereeSpec,
+    ) -> Result<(), EngineError> {
+        let mut registry = lock(&self.registry);
+        let target = *registry
+            .conferences
+            .get(&conference)
+            .ok_or(EngineError::UnknownConference)?;
+        let source = registry
+            .connections
+            .get(&key)
+            .ok_or(EngineError::UnknownConnection)?
+            .worker;
+        if source != target {
+            self.workers[target].submit(WorkerCommand::Expect { key })?;
+            self.workers[source].submit(WorkerCommand::MoveOut { key, to: target })?;
+            registry.move_connection(key, target);
+            tracing::debug!(
+                key,
+                from = source,
+                to = target,
+                "connection moves to its conference's worker"
+            );
+        }
+        self.workers[target].submit(WorkerCommand::Join {
+            conference,
+            key,
+            conferee,
+        })
+    }
+
+    /// Changes how a conferee takes part (mute, receive-only, tariff tone, coach, pupil).
+    pub fn set_conferee(
+        &self,
+        conference: ConferenceKey,
+        key: ConnectionKey,
+        conferee: ConfereeSpec,
+    ) -> Result<(), EngineError> {
+        let worker = self.conference_worker(conference)?;
+        self.workers[worker].submit(WorkerCommand::SetConferee {
+            conference,
+            key,
+            conferee,
+        })
+    }
+
+    /// Takes a connection out of a conference; the connection stays open.
+    pub fn leave_conference(
+        &self,
+        conference: ConferenceKey,
+        key: ConnectionKey,
+    ) -> Result<(), EngineError> {
+        let worker = self.conference_worker(conference)?;
+        self.workers[worker].submit(WorkerCommand::Leave { conference, key })
+    }
+
+    /// Two-party fast path on (`true`) or off (promoted to a full mix).
+    pub fn set_hairpin(&self, conference: ConferenceKey, hairpin: bool) -> Result<(), EngineError> {
+        let worker = self.conference_worker(conference)?;
+        self.workers[worker].submit(WorkerCommand::SetHairpin {
+            conference,
+            hairpin,
+        })
+    }
+
+    /// Stops mixing a conference; members still in it leave it and stay open.
+    pub fn close_conference(&self, conference: ConferenceKey) -> Result<(), EngineError> {
+        let mut registry = lock(&self.registry);
+        let worker = *registry
+            .conferences
+            .get(&conference)
+            .ok_or(EngineError::UnknownConference)?;
+        self.workers[worker].submit(WorkerCommand::CloseConference { conference })?;
+        registry.conferences.remove(&conference);
+        Ok(())
+    }
+
+    /// The worker that carries a connection (after any move requested so far).
+    pub fn connection_worker(&self, key: ConnectionKey) -> Option<usize> {
+        lock(&self.registry).connections.get(&key).map(|e| e.worker)
+    }
+
+    fn conference_worker(&self, conference: ConferenceKey) -> Result<usize, EngineError> {
+        lock(&self.registry)
+            .conferences
+            .get(&conference)
+            .copied()
+            .ok_or(EngineError::UnknownConference)
     }
 
     /// Live statistics of an open connection, as last published by its worker (after each batch
@@ -534,6 +711,8 @@ struct Registry {
     connections: HashMap<ConnectionKey, ConnectionEntry>,
     /// Connections carried by each worker, indexed by worker number.
     load: Vec<usize>,
+    /// The worker that mixes each conference.
+    conferences: HashMap<ConferenceKey, usize>,
 }
 
 /// Where an open connection lives and how to read its statistics.
@@ -549,6 +728,7 @@ impl Registry {
         Registry {
             connections: HashMap::new(),
             load: vec![0; workers],
+            conferences: HashMap::new(),
         }
     }
 
@@ -569,6 +749,15 @@ impl Registry {
     fn remove(&mut self, key: ConnectionKey) {
         if let Some(entry) = self.connections.remove(&key) {
             self.load[entry.worker] -= 1;
+        }
+    }
+
+    /// Records that a connection now lives on worker `to`.
+    fn move_connection(&mut self, key: ConnectionKey, to: usize) {
+        if let Some(entry) = self.connections.get_mut(&key) {
+            self.load[entry.worker] -= 1;
+            self.load[to] += 1;
+            entry.worker = to;
         }
     }
 }

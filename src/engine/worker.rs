@@ -19,7 +19,7 @@
 //! entries (the session moved its deadline, or the slot was reused) are skipped.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -38,11 +38,15 @@ use super::batch::{RecvBatch, BATCH};
 use super::pool::PortReturn;
 use super::socket::MediaSockets;
 use super::stats::SharedStats;
-use super::{ConnectionKey, EngineError, EngineEvent, MediaSpec, MediaStats, SessionDefaults};
+use super::{
+    ConfereeSpec, ConferenceKey, ConferenceSpec, ConnectionKey, EngineError, EngineEvent,
+    MediaSpec, MediaStats, SessionDefaults,
+};
 use crate::media::rtcp::ntp_timestamp_from_unix;
 use crate::media::session::{
-    Channel, MediaSession, SessionConfig, SessionEvent, SessionStats, MAX_PACKET,
+    Channel, MediaSession, SessionConfig, SessionEvent, SessionStats, MAX_PACKET, ROOM_TICK,
 };
+use crate::mixer::{Mixer, MixerConfig, TalkerEvent, MAX_PARTICIPANTS};
 
 /// Commands a worker can hold before the control plane gets `QueueFull`.
 const COMMAND_QUEUE_DEPTH: usize = 1024;
@@ -68,6 +72,65 @@ pub(super) enum WorkerCommand {
     },
     /// Close a connection: drop its sockets, give its ports back, report `Closed`.
     Close { key: ConnectionKey },
+    /// A connection is on its way here from another worker: hold commands for it until it
+    /// arrives (on the hand-off channel).
+    Expect { key: ConnectionKey },
+    /// Hand a connection (sockets and session) over to worker `to`.
+    MoveOut { key: ConnectionKey, to: usize },
+    /// Start mixing a conference on this worker.
+    CreateConference {
+        conference: ConferenceKey,
+        spec: ConferenceSpec,
+    },
+    /// Put a connection (on this worker, or expected here) into a conference.
+    Join {
+        conference: ConferenceKey,
+        key: ConnectionKey,
+        conferee: ConfereeSpec,
+    },
+    /// Change how a conferee takes part.
+    SetConferee {
+        conference: ConferenceKey,
+        key: ConnectionKey,
+        conferee: ConfereeSpec,
+    },
+    /// Take a connection out of its conference; it stays open.
+    Leave {
+        conference: ConferenceKey,
+        key: ConnectionKey,
+    },
+    /// Two-party fast path on or off (off = promoted to a full mix).
+    SetHairpin {
+        conference: ConferenceKey,
+        hairpin: bool,
+    },
+    /// Stop mixing a conference; its connections stay open (the control plane closes them).
+    CloseConference { conference: ConferenceKey },
+}
+
+impl WorkerCommand {
+    /// The connection a command must wait for when that connection is in transit.
+    fn connection(&self) -> Option<ConnectionKey> {
+        match self {
+            WorkerCommand::Update { key, .. }
+            | WorkerCommand::Close { key }
+            | WorkerCommand::MoveOut { key, .. }
+            | WorkerCommand::Join { key, .. }
+            | WorkerCommand::SetConferee { key, .. } => Some(*key),
+            // Leaving may go ahead without the connection: membership lives in the conference.
+            _ => None,
+        }
+    }
+}
+
+/// A connection handed from one worker to another (its sockets are deregistered).
+pub(super) struct Moving(Box<Connection>);
+
+/// How a worker reaches the others, to hand connections over.
+#[derive(Clone)]
+pub(super) struct Peer {
+    handoff: mpsc::Sender<Moving>,
+    waker: Arc<Waker>,
 }
 
 /// A connection handed over to a worker.
@@ -113,26 +176,77 @@ pub(super) struct WorkerHandle {
     /// Bounded command queue into the worker.
     commands: SyncSender<WorkerCommand>,
     /// Wakes the worker's poll after a command or at shutdown.
-    waker: Waker,
+    waker: Arc<Waker>,
     /// The thread, until joined.
     thread: Option<JoinHandle<()>>,
 }
 
-/// Creates the worker's poller and starts thread `media-<index>`.
-pub(super) fn spawn(index: usize, context: WorkerContext) -> io::Result<WorkerHandle> {
+/// A worker whose poller, queues and waker exist but whose thread has not started: all workers
+/// are prepared first, so each can be given every other's hand-off channel.
+pub(super) struct Prepared {
+    index: usize,
+    poll: Poll,
+    waker: Arc<Waker>,
+    commands: SyncSender<WorkerCommand>,
+    inbox: Receiver<WorkerCommand>,
+    handoff: mpsc::Sender<Moving>,
+    arrivals: Receiver<Moving>,
+}
+
+/// Creates worker `index`'s poller, waker and queues.
+pub(super) fn prepare(index: usize) -> io::Result<Prepared> {
     let poll = Poll::new()?;
-    let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
     let (commands, inbox) = mpsc::sync_channel(COMMAND_QUEUE_DEPTH);
-    let worker = Worker::new(index, poll, inbox, context);
-    let thread = thread::Builder::new()
-        .name(format!("media-{index}"))
-        .spawn(move || worker.run())?;
-    Ok(WorkerHandle {
+    // Unbounded: a hand-off must never fail for lack of room (moves are bounded by the
+    // connections in existence).
+    let (handoff, arrivals) = mpsc::channel();
+    Ok(Prepared {
         index,
-        commands,
+        poll,
         waker,
-        thread: Some(thread),
+        commands,
+        inbox,
+        handoff,
+        arrivals,
     })
+}
+
+impl Prepared {
+    /// How the other workers reach this one.
+    pub(super) fn peer(&self) -> Peer {
+        Peer {
+            handoff: self.handoff.clone(),
+            waker: Arc::clone(&self.waker),
+        }
+    }
+
+    /// Starts thread `media-<index>`; `peers[i]` reaches worker `i`.
+    pub(super) fn spawn(
+        self,
+        context: WorkerContext,
+        peers: Vec<Peer>,
+    ) -> io::Result<WorkerHandle> {
+        let Prepared {
+            index,
+            poll,
+            waker,
+            commands,
+            inbox,
+            arrivals,
+            ..
+        } = self;
+        let worker = Worker::new(index, poll, inbox, arrivals, peers, context);
+        let thread = thread::Builder::new()
+            .name(format!("media-{index}"))
+            .spawn(move || worker.run())?;
+        Ok(WorkerHandle {
+            index,
+            commands,
+            waker,
+            thread: Some(thread),
+        })
+    }
 }
 
 impl WorkerHandle {
@@ -215,6 +329,33 @@ struct Worker {
     send_buffer: Box<[u8; MAX_PACKET]>,
     /// With busy polling on: poll without sleeping until then (set when packets arrive).
     spin_until: Option<Instant>,
+    /// Connections arriving from other workers.
+    arrivals: Receiver<Moving>,
+    /// Every worker's hand-off channel, by worker number.
+    peers: Vec<Peer>,
+    /// Connections announced (`Expect`) but not arrived yet.
+    expected: HashSet<ConnectionKey>,
+    /// Commands for expected connections, applied in order when they arrive.
+    parked: HashMap<ConnectionKey, Vec<WorkerCommand>>,
+    /// Conferences mixed on this worker.
+    conferences: HashMap<ConferenceKey, Conference>,
+    /// The next 20 ms conference tick, while there are conferences.
+    next_room_tick: Option<Instant>,
+    /// One conference frame, reused for every capture.
+    room_frame: Vec<i16>,
+}
+
+/// One conference as its worker mixes it.
+struct Conference {
+    mixer: Mixer,
+    rate: u32,
+    /// Two-party fast path: each of the two hears the other's frame, with no mix.
+    hairpin: bool,
+    /// Members in join order, with how they take part.
+    members: Vec<(ConnectionKey, ConfereeSpec)>,
+    /// Hairpin: the two members' frames of this tick, and whether each is to be heard.
+    hairpin_frames: [Vec<i16>; 2],
+    hairpin_heard: [bool; 2],
 }
 
 /// One connection as its worker sees it.
@@ -240,6 +381,8 @@ struct Connection {
     generation: u64,
     /// The deadline the heap holds for this connection.
     deadline: Instant,
+    /// The conference (on this worker) the connection is in.
+    conference: Option<ConferenceKey>,
 }
 
 impl Worker {
@@ -247,6 +390,8 @@ impl Worker {
         index: usize,
         poll: Poll,
         inbox: Receiver<WorkerCommand>,
+        arrivals: Receiver<Moving>,
+        peers: Vec<Peer>,
         context: WorkerContext,
     ) -> Worker {
         Worker {
@@ -265,6 +410,13 @@ impl Worker {
             next_generation: 0,
             send_buffer: Box::new([0; MAX_PACKET]),
             spin_until: None,
+            arrivals,
+            peers,
+            expected: HashSet::new(),
+            parked: HashMap::new(),
+            conferences: HashMap::new(),
+            next_room_tick: None,
+            room_frame: Vec::new(),
         }
     }
 
@@ -277,6 +429,10 @@ impl Worker {
         // Commands that raced with the stop still carry sockets: apply them so they close cleanly.
         self.apply_commands();
         self.close_all();
+        // Connections handed to this worker after its last turn close here too.
+        while let Ok(Moving(connection)) = self.arrivals.try_recv() {
+            self.finish(*connection);
+        }
         tracing::info!(worker = self.index, "media worker stopped");
     }
 
@@ -284,9 +440,12 @@ impl Worker {
     fn turn(&mut self) -> bool {
         let spinning = self.spin_until.is_some_and(|until| Instant::now() < until);
         let mut timeout = if self.carry_over.is_empty() && !spinning {
-            self.deadlines
-                .peek()
-                .map(|Reverse((at, _, _))| at.saturating_duration_since(Instant::now()))
+            let session = self.deadlines.peek().map(|Reverse((at, _, _))| *at);
+            let next = match (session, self.next_room_tick) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            next.map(|at| at.saturating_duration_since(Instant::now()))
                 .map_or(POLL_TIMEOUT, |d| d.min(POLL_TIMEOUT))
         } else {
             Duration::ZERO
@@ -320,7 +479,52 @@ impl Worker {
         self.collect_ready();
         self.service_ready();
         self.run_due_sessions();
+        self.run_due_rooms();
         true
+    }
+
+    /// Runs the conference tick when it is due: every conference of this worker mixes one
+    /// 20 ms frame, and its members send what they hear.
+    fn run_due_rooms(&mut self) {
+        let Some(at) = self.next_room_tick else {
+            return;
+        };
+        let now = Instant::now();
+        if at > now {
+            return;
+        }
+        self.context
+            .tick_lateness
+            .record(now.saturating_duration_since(at).as_micros() as u64);
+        let Worker {
+            conferences,
+            connections,
+            slots,
+            room_frame,
+            send_buffer,
+            context,
+            ..
+        } = self;
+        for (&conference, room) in conferences.iter_mut() {
+            room.tick(
+                conference,
+                now,
+                connections,
+                slots,
+                room_frame,
+                &mut send_buffer[..],
+                context,
+            );
+        }
+        // Keep the cadence; after a long stall, skip ahead rather than burst.
+        let next = at + ROOM_TICK;
+        self.next_room_tick = if self.conferences.is_empty() {
+            None
+        } else if next + ROOM_TICK * 5 < now {
+            Some(now + ROOM_TICK)
+        } else {
+            Some(next)
+        };
     }
 
     /// Runs every session whose deadline has come, and reschedules it.
@@ -357,20 +561,217 @@ impl Worker {
             .push(Reverse((at, slot, connection.generation)));
     }
 
-    /// Applies every queued command; false once the control plane is gone.
+    /// Takes connections handed over by other workers, then applies every queued command;
+    /// false once the control plane is gone.
     fn apply_commands(&mut self) -> bool {
+        self.take_arrivals();
         loop {
             match self.inbox.try_recv() {
-                Ok(WorkerCommand::Open(new)) => self.open(*new),
-                Ok(WorkerCommand::Update { key, media }) => self.update(key, *media),
-                Ok(WorkerCommand::Close { key }) => self.close(key),
-                Err(TryRecvError::Empty) => return true,
+                Ok(command) => self.apply(command),
+                Err(TryRecvError::Empty) => {
+                    self.take_arrivals();
+                    return true;
+                }
                 Err(TryRecvError::Disconnected) => return false,
             }
         }
     }
 
-    /// Takes ownership of a connection and starts watching its sockets.
+    /// Applies one command, or parks it while its connection is in transit to this worker.
+    fn apply(&mut self, command: WorkerCommand) {
+        if let Some(key) = command.connection() {
+            if self.expected.contains(&key) && !self.slots.contains_key(&key) {
+                self.parked.entry(key).or_default().push(command);
+                return;
+            }
+        }
+        match command {
+            WorkerCommand::Open(new) => self.open(*new),
+            WorkerCommand::Update { key, media } => self.update(key, *media),
+            WorkerCommand::Close { key } => self.close(key),
+            WorkerCommand::Expect { key } => {
+                if !self.slots.contains_key(&key) {
+                    self.expected.insert(key);
+                }
+            }
+            WorkerCommand::MoveOut { key, to } => self.move_out(key, to),
+            WorkerCommand::CreateConference { conference, spec } => {
+                self.create_conference(conference, spec)
+            }
+            WorkerCommand::Join {
+                conference,
+                key,
+                conferee,
+            } => self.join(conference, key, conferee),
+            WorkerCommand::SetConferee {
+                conference,
+                key,
+                conferee,
+            } => {
+                if let Some(room) = self.conferences.get_mut(&conference) {
+                    room.set_conferee(key, conferee);
+                }
+            }
+            WorkerCommand::Leave { conference, key } => self.leave(conference, key),
+            WorkerCommand::SetHairpin {
+                conference,
+                hairpin,
+            } => {
+                if let Some(room) = self.conferences.get_mut(&conference) {
+                    room.hairpin = hairpin;
+                }
+            }
+            WorkerCommand::CloseConference { conference } => self.close_conference(conference),
+        }
+    }
+
+    /// Installs the connections other workers handed over, and replays what was parked for
+    /// them.
+    fn take_arrivals(&mut self) {
+        while let Ok(Moving(mut connection)) = self.arrivals.try_recv() {
+            let key = connection.key;
+            self.expected.remove(&key);
+            self.next_generation += 1;
+            connection.generation = self.next_generation;
+            connection.queued = [false; 2];
+            tracing::debug!(worker = self.index, key, "media connection arrived");
+            self.install(*connection);
+            for command in self.parked.remove(&key).unwrap_or_default() {
+                self.apply(command);
+            }
+        }
+    }
+
+    /// Hands a connection to worker `to`: its sockets stop being watched here and its session
+    /// travels as it is (SRTP and RTP state intact).
+    fn move_out(&mut self, key: ConnectionKey, to: usize) {
+        let Some(slot) = self.slots.remove(&key) else {
+            tracing::warn!(key, "move of a connection this worker does not carry");
+            return;
+        };
+        let Some(mut connection) = self.connections[slot].take() else {
+            return;
+        };
+        self.free_slots.push(slot);
+        connection.deregister(self.poll.registry());
+        if let Some(conference) = connection.conference.take() {
+            // The control plane takes a connection out of its conference before moving it.
+            if let Some(room) = self.conferences.get_mut(&conference) {
+                room.remove(key);
+            }
+            connection.session.leave_conference(Instant::now());
+        }
+        let Some(peer) = self.peers.get(to) else {
+            tracing::error!(key, to, "move to a worker that does not exist; closing");
+            self.finish(connection);
+            return;
+        };
+        match peer.handoff.send(Moving(Box::new(connection))) {
+            Ok(()) => {
+                if let Err(error) = peer.waker.wake() {
+                    tracing::warn!(worker = to, %error, "cannot wake media worker");
+                }
+            }
+            Err(mpsc::SendError(Moving(connection))) => {
+                tracing::error!(key, to, "receiving worker has stopped; closing");
+                self.finish(*connection);
+            }
+        }
+    }
+
+    fn create_conference(&mut self, conference: ConferenceKey, spec: ConferenceSpec) {
+        if self.conferences.contains_key(&conference) {
+            tracing::error!(
+                conference,
+                "duplicate conference key, keeping the existing one"
+            );
+            return;
+        }
+        self.conferences.insert(conference, Conference::new(spec));
+        if self.room_frame.len() < self.conferences[&conference].mixer.frame_len() {
+            let len = self.conferences[&conference].mixer.frame_len();
+            self.room_frame.resize(len, 0);
+        }
+        if self.next_room_tick.is_none() {
+            let now = Instant::now();
+            let since = now.saturating_duration_since(self.context.epoch).as_nanos();
+            let tick = ROOM_TICK.as_nanos();
+            let k = since / tick + 1;
+            self.next_room_tick =
+                Some(self.context.epoch + Duration::from_nanos((k * tick) as u64));
+        }
+        tracing::debug!(
+            worker = self.index,
+            conference,
+            rate = spec.rate,
+            "conference created"
+        );
+    }
+
+    fn join(&mut self, conference: ConferenceKey, key: ConnectionKey, conferee: ConfereeSpec) {
+        let Some(&slot) = self.slots.get(&key) else {
+            tracing::warn!(
+                key,
+                conference,
+                "join of a connection this worker does not carry"
+            );
+            return;
+        };
+        let Some(room) = self.conferences.get_mut(&conference) else {
+            tracing::warn!(
+                key,
+                conference,
+                "join of a conference this worker does not mix"
+            );
+            return;
+        };
+        let Some(Some(connection)) = self.connections.get_mut(slot) else {
+            return;
+        };
+        if let Err(error) = room.add(key, conferee) {
+            tracing::error!(key, conference, %error, "conference refused the connection");
+            return;
+        }
+        if let Err(error) = connection.session.enter_conference(room.rate) {
+            tracing::error!(key, conference, %error, "connection cannot take part in the mix");
+        }
+        connection.conference = Some(conference);
+        self.schedule(slot);
+    }
+
+    fn leave(&mut self, conference: ConferenceKey, key: ConnectionKey) {
+        if let Some(room) = self.conferences.get_mut(&conference) {
+            room.remove(key);
+        }
+        let Some(&slot) = self.slots.get(&key) else {
+            return;
+        };
+        let Some(Some(connection)) = self.connections.get_mut(slot) else {
+            return;
+        };
+        if connection.conference == Some(conference) {
+            connection.conference = None;
+            connection.session.leave_conference(Instant::now());
+            self.schedule(slot);
+        }
+    }
+
+    fn close_conference(&mut self, conference: ConferenceKey) {
+        let Some(room) = self.conferences.get(&conference) else {
+            return;
+        };
+        let members: Vec<ConnectionKey> = room.members.iter().map(|(key, _)| *key).collect();
+        for key in members {
+            self.leave(conference, key);
+        }
+        self.conferences.remove(&conference);
+        if self.conferences.is_empty() {
+            self.next_room_tick = None;
+        }
+        tracing::debug!(worker = self.index, conference, "conference closed");
+    }
+
+    /// Takes ownership of a new connection and starts watching its sockets.
     fn open(&mut self, new: NewConnection) {
         if self.slots.contains_key(&new.key) {
             // The engine refuses duplicate keys; keep the newer connection if one slips through.
@@ -381,17 +782,23 @@ impl Worker {
             );
             self.close(new.key);
         }
-        let slot = self.free_slots.pop().unwrap_or_else(|| {
-            self.connections.push(None);
-            self.connections.len() - 1
-        });
+        self.expected.remove(&new.key);
         self.next_generation += 1;
-        let mut connection = Connection::new(
+        let connection = Connection::new(
             new,
             &self.context.defaults,
             self.next_generation,
             self.context.epoch,
         );
+        self.install(connection);
+    }
+
+    /// Puts a connection in a slot, watches its sockets and schedules its session.
+    fn install(&mut self, mut connection: Connection) {
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.connections.push(None);
+            self.connections.len() - 1
+        });
         if let Err(error) = connection.register(self.poll.registry(), slot) {
             tracing::error!(
                 worker = self.index,
@@ -437,6 +844,15 @@ impl Worker {
         } else {
             connection.base = connection.current_stats();
             connection.session = new_session(key, &media, &defaults, self.context.epoch);
+            let rate = connection
+                .conference
+                .and_then(|c| self.conferences.get(&c))
+                .map(|room| room.rate);
+            if let Some(rate) = rate {
+                if let Err(error) = connection.session.enter_conference(rate) {
+                    tracing::error!(key, %error, "rebuilt session cannot take part in the mix");
+                }
+            }
         }
         tracing::debug!(key, mode = ?media.mode, rebuilt = !only_peer_changed, "media connection updated");
         connection.media = media;
@@ -453,6 +869,12 @@ impl Worker {
             return;
         };
         self.free_slots.push(slot);
+        if let Some(room) = connection
+            .conference
+            .and_then(|c| self.conferences.get_mut(&c))
+        {
+            room.remove(key);
+        }
         connection.deregister(self.poll.registry());
         self.finish(connection);
     }
@@ -566,6 +988,7 @@ impl Connection {
             queued: [false; 2],
             generation,
             deadline,
+            conference: None,
         }
     }
 
@@ -694,6 +1117,162 @@ impl Connection {
     }
 }
 
+impl Conference {
+    fn new(spec: ConferenceSpec) -> Conference {
+        let mixer = Mixer::new(MixerConfig {
+            sample_rate: spec.rate,
+            frame_ms: ROOM_TICK.as_millis() as u32,
+            max_participants: MAX_PARTICIPANTS,
+        });
+        let frame = mixer.frame_len();
+        Conference {
+            mixer,
+            rate: spec.rate,
+            hairpin: spec.hairpin,
+            members: Vec::new(),
+            hairpin_frames: [vec![0; frame], vec![0; frame]],
+            hairpin_heard: [false; 2],
+        }
+    }
+
+    fn add(&mut self, key: ConnectionKey, conferee: ConfereeSpec) -> Result<(), String> {
+        let id = participant_id(key)?;
+        self.mixer
+            .add(id, conferee.flags())
+            .map_err(|e| e.to_string())?;
+        self.members.push((key, conferee));
+        self.apply_roles(key, conferee);
+        Ok(())
+    }
+
+    fn remove(&mut self, key: ConnectionKey) {
+        self.members.retain(|(k, _)| *k != key);
+        if let Ok(id) = participant_id(key) {
+            self.mixer.remove(id);
+        }
+    }
+
+    fn set_conferee(&mut self, key: ConnectionKey, conferee: ConfereeSpec) {
+        let Some(member) = self.members.iter_mut().find(|(k, _)| *k == key) else {
+            tracing::warn!(key, "attributes for a connection not in the conference");
+            return;
+        };
+        member.1 = conferee;
+        if let Ok(id) = participant_id(key) {
+            let _ = self.mixer.set_flags(id, conferee.flags());
+        }
+        self.apply_roles(key, conferee);
+    }
+
+    /// Coach and pupil: one of each per conference; a role given to another moves.
+    fn apply_roles(&mut self, key: ConnectionKey, conferee: ConfereeSpec) {
+        let Ok(id) = participant_id(key) else { return };
+        let result = if conferee.coach {
+            self.mixer.set_coach(Some(id))
+        } else if self.mixer.coach() == Some(id) {
+            self.mixer.set_coach(None)
+        } else {
+            Ok(())
+        };
+        let result = result.and(if conferee.pupil {
+            self.mixer.set_pupil(Some(id))
+        } else if self.mixer.pupil() == Some(id) {
+            self.mixer.set_pupil(None)
+        } else {
+            Ok(())
+        });
+        if let Err(error) = result {
+            tracing::warn!(key, %error, "conference role not applied");
+        }
+    }
+
+    /// One 20 ms tick: capture every present member's audio, mix (or, hairpinned, swap the two
+    /// frames), and send each member what it hears. Members in transit to this worker are
+    /// silent and hear nothing until they arrive.
+    #[allow(clippy::too_many_arguments)]
+    fn tick(
+        &mut self,
+        conference: ConferenceKey,
+        now: Instant,
+        connections: &mut [Option<Connection>],
+        slots: &HashMap<ConnectionKey, usize>,
+        frame: &mut [i16],
+        out: &mut [u8],
+        context: &WorkerContext,
+    ) {
+        let n = self.mixer.frame_len();
+        let frame = &mut frame[..n];
+        let hairpin = self.hairpin && self.members.len() <= 2;
+        for (i, &(key, conferee)) in self.members.iter().enumerate() {
+            let connection = slots
+                .get(&key)
+                .and_then(|&slot| connections.get_mut(slot))
+                .and_then(Option::as_mut);
+            let Some(connection) = connection else {
+                if hairpin {
+                    self.hairpin_heard[i] = false;
+                }
+                continue;
+            };
+            if hairpin {
+                let voiced = connection.session.capture(now, &mut self.hairpin_frames[i]);
+                self.hairpin_heard[i] = voiced && conferee.flags().contributes();
+            } else if connection.session.capture(now, frame) {
+                if let Ok(id) = participant_id(key) {
+                    self.mixer.contribute(id, frame);
+                }
+            }
+        }
+        if !hairpin {
+            self.mixer.mix();
+        }
+        frame.fill(0);
+        let pair = self.members.len() == 2;
+        for (i, &(key, _)) in self.members.iter().enumerate() {
+            let connection = slots
+                .get(&key)
+                .and_then(|&slot| connections.get_mut(slot))
+                .and_then(Option::as_mut);
+            let Some(connection) = connection else {
+                continue;
+            };
+            if hairpin {
+                let other = 1 - i.min(1);
+                let heard = if pair && self.hairpin_heard[other] {
+                    &self.hairpin_frames[other][..]
+                } else {
+                    &frame[..]
+                };
+                connection.session.play(now, heard);
+            } else if let Some(mix) = participant_id(key)
+                .ok()
+                .and_then(|id| self.mixer.output(id))
+            {
+                connection.session.play(now, mix);
+            }
+            connection.flush(out, context);
+        }
+        if !hairpin {
+            while let Some(event) = self.mixer.poll_talker_event() {
+                let (id, talking) = match event {
+                    TalkerEvent::Started { id } => (id, true),
+                    TalkerEvent::Stopped { id } => (id, false),
+                };
+                context.emit(EngineEvent::Talker {
+                    conference,
+                    key: ConnectionKey::from(id),
+                    talking,
+                });
+            }
+        }
+    }
+}
+
+/// The mixer's id of a connection (control-plane ids are 24-bit; wider keys cannot mix).
+fn participant_id(key: ConnectionKey) -> Result<u32, String> {
+    u32::try_from(key).map_err(|_| format!("connection key {key} is too large to mix"))
+}
+
 /// A session for `media` with the worker's defaults; a spec the session refuses (a codec
 /// that cannot start) falls back to an idle session that only counts, and says so.
 fn new_session(
@@ -780,6 +1359,7 @@ impl WorkerContext {
                     EngineEvent::Latched { key, .. } => (key, "latched"),
                     EngineEvent::Digit { key, .. } => (key, "digit"),
                     EngineEvent::RtpTimeout { key } => (key, "rtp_timeout"),
+                    EngineEvent::Talker { key, .. } => (key, "talker"),
                 };
                 tracing::warn!(key, kind, "engine event queue full, event dropped");
             }
@@ -860,7 +1440,15 @@ mod tests {
             tick_lateness: Arc::default(),
         };
         let (commands, inbox) = mpsc::sync_channel(4);
-        let mut worker = Worker::new(0, Poll::new().expect("create poll"), inbox, context);
+        let (_handoff, arrivals) = mpsc::channel();
+        let mut worker = Worker::new(
+            0,
+            Poll::new().expect("create poll"),
+            inbox,
+            arrivals,
+            Vec::new(),
+            context,
+        );
         let client = std::net::UdpSocket::bind((localhost, 0)).expect("bind client");
         client
             .set_read_timeout(Some(Duration::from_secs(5)))

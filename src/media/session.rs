@@ -473,6 +473,10 @@ impl MediaSession {
             self.stats.malformed_packets += 1;
             return;
         }
+        if self.config.mode == SessionMode::Idle && self.room.is_none() {
+            // Nobody plays this audio out: counted above, not buffered.
+            return;
+        }
         audio.jitter.push(
             now,
             packet.sequence(),

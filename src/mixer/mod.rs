@@ -76,7 +76,7 @@ pub struct ParticipantFlags {
 
 impl ParticipantFlags {
     /// Whether this participant's audio may enter the mix.
-    fn contributes(&self) -> bool {
+    pub fn contributes(&self) -> bool {
         !(self.muted || self.receive_only || self.monitor)
     }
 }
@@ -300,6 +300,16 @@ impl Mixer {
         }
         self.pupil = id;
         Ok(())
+    }
+
+    /// The conference's coach, if any.
+    pub fn coach(&self) -> Option<ParticipantId> {
+        self.coach
+    }
+
+    /// The conference's pupil, if any.
+    pub fn pupil(&self) -> Option<ParticipantId> {
+        self.pupil
     }
 
     /// This tick's contribution of a participant (one frame of PCM at the conference rate; the

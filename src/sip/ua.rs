@@ -69,6 +69,8 @@ pub enum UaOutput {
         to: String,
         /// Our SIP address as the peer reaches it (used as the media address fallback).
         local: SocketAddr,
+        /// The route's `conference` group: the room a `conference` route joins.
+        conference: Option<String>,
     },
     /// The call's media changed (answer in ACK, re-INVITE).
     MediaUpdated {
@@ -516,6 +518,11 @@ impl UserAgent {
                 capabilities,
             },
         );
+        let conference = route
+            .user
+            .captures(&user)
+            .and_then(|c| c.name("conference"))
+            .map(|m| m.as_str().to_string());
         self.outputs.push_back(UaOutput::IncomingCall {
             call: call_id,
             service: route.service,
@@ -523,6 +530,7 @@ impl UserAgent {
             from,
             to,
             local,
+            conference,
         });
     }
 
@@ -1626,6 +1634,7 @@ mod tests {
             from,
             to,
             local,
+            ..
         }) = out
             .iter()
             .find(|o| matches!(o, UaOutput::IncomingCall { .. }))
