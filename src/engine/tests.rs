@@ -1136,3 +1136,285 @@ fn batched_receive_at_the_tick_still_echoes_every_frame() {
     assert_echo_of(&echoes, &frames);
     engine.shutdown();
 }
+
+/// A caller's PCMU stream carrying a `hz` tone (amplitude 8000), frame by frame.
+fn tone_frames(stream: Stream, hz: f64, count: u16) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|index| {
+            let pcm: Vec<i16> = (0..160)
+                .map(|n| {
+                    let t = f64::from(u32::from(index) * 160 + n) / 8000.0;
+                    (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16
+                })
+                .collect();
+            let mut payload = [0u8; 160];
+            crate::media::g711::encode_ulaw(&pcm, &mut payload);
+            let header = RtpHeader {
+                marker: index == 0,
+                payload_type: 0,
+                sequence: stream.first_sequence.wrapping_add(index),
+                timestamp: stream.first_timestamp.wrapping_add(160 * u32::from(index)),
+                ssrc: stream.ssrc,
+                csrcs: &[],
+            };
+            let mut packet = [0u8; 172];
+            let length = rtp::write_packet(&mut packet, &header, &payload).expect("frame fits");
+            packet[..length].to_vec()
+        })
+        .collect()
+}
+
+/// What `client` has received so far (RTP only; a conference sends every 20 ms, so this reads
+/// what is queued, after 60 ms for the last ticks to land), decoded from PCMU to linear.
+fn drain_audio(client: &UdpSocket) -> Vec<i16> {
+    std::thread::sleep(Duration::from_millis(60));
+    client.set_nonblocking(true).expect("non-blocking");
+    let mut pcm = Vec::new();
+    let mut buffer = [0u8; 2048];
+    loop {
+        let length = match client.recv_from(&mut buffer) {
+            Ok((length, _)) => length,
+            Err(error) if is_timeout(&error) => break,
+            Err(error) => panic!("client receive failed: {error}"),
+        };
+        let packet = &buffer[..length];
+        if rtp::is_rtcp(packet) {
+            continue;
+        }
+        let Ok(parsed) = rtp::parse(packet) else {
+            continue;
+        };
+        assert_eq!(
+            parsed.payload_type(),
+            0,
+            "the mix is sent in the member's codec"
+        );
+        let mut frame = vec![0i16; parsed.payload().len()];
+        crate::media::g711::decode_ulaw(parsed.payload(), &mut frame);
+        pcm.extend_from_slice(&frame);
+    }
+    client.set_nonblocking(false).expect("blocking");
+    pcm
+}
+
+/// Goertzel power of `hz` in 8 kHz audio (a sine of amplitude A throughout reads A²/2).
+fn tone_power(pcm: &[i16], hz: f64) -> f64 {
+    crate::media::tone::goertzel_power(pcm, 8000, hz)
+}
+
+/// An idle PCMU connection (as the API creates it) whose peer is `client`.
+fn member_spec(client: &UdpSocket) -> MediaSpec {
+    MediaSpec {
+        mode: MediaMode::Idle,
+        ..echo_spec(client)
+    }
+}
+
+#[test]
+fn three_members_on_three_workers_meet_on_one_and_each_hears_the_others_never_itself() {
+    let (engine, mut events) = start_engine(31_260, 31_269, 3);
+    let clients: Vec<UdpSocket> = (0..3).map(|_| client_socket()).collect();
+    let endpoints: Vec<MediaEndpoint> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| open(&engine, 70 + i as u64, member_spec(c)))
+        .collect();
+    let workers: Vec<usize> = endpoints.iter().map(|e| e.worker).collect();
+    assert_eq!(workers, [0, 1, 2], "least-loaded placement spreads them");
+    engine
+        .create_conference(
+            9,
+            ConferenceSpec {
+                rate: 8000,
+                hairpin: false,
+            },
+            70,
+        )
+        .expect("conference starts");
+    for key in 70..73 {
+        engine
+            .join_conference(9, key, ConfereeSpec::default())
+            .expect("join");
+    }
+    for key in 70..73 {
+        assert_eq!(
+            engine.connection_worker(key),
+            Some(0),
+            "members live with the mix"
+        );
+    }
+    // Member 70 talks (1 kHz); 71 and 72 are silent.
+    let frames = tone_frames(CALLER, 1000.0, 60);
+    send_paced(&clients[0], endpoints[0].rtp, &frames);
+    let heard: Vec<Vec<i16>> = clients.iter().map(drain_audio).collect();
+    for (i, pcm) in heard.iter().enumerate() {
+        assert!(
+            pcm.len() >= 160 * 40,
+            "member {i} gets a stream: {} samples",
+            pcm.len()
+        );
+    }
+    let talker = tone_power(&heard[0], 1000.0);
+    for listener in &heard[1..] {
+        let power = tone_power(listener, 1000.0);
+        assert!(power > 1e5, "listeners hear the talker: {power}");
+        assert!(
+            power > talker * 1000.0,
+            "{power} vs the talker's own {talker}"
+        );
+    }
+    match wait_for_event(&mut events, |e| matches!(e, EngineEvent::Talker { .. })) {
+        EngineEvent::Talker {
+            conference,
+            key,
+            talking,
+        } => assert_eq!((conference, key, talking), (9, 70, true)),
+        other => panic!("{other:?}"),
+    }
+    // The conference goes; its members stay open and fall quiet.
+    engine.close_conference(9).expect("close");
+    for key in 70..73 {
+        assert!(engine.stats(key).is_some());
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for client in &clients {
+        drain_audio(client);
+    }
+    send_paced(&clients[0], endpoints[0].rtp, &frames[..10]);
+    assert!(
+        drain_audio(&clients[1]).is_empty(),
+        "no mix after the conference"
+    );
+    assert!(
+        drain_audio(&clients[2]).is_empty(),
+        "no mix after the conference"
+    );
+    assert!(matches!(
+        engine.join_conference(9, 70, ConfereeSpec::default()),
+        Err(EngineError::UnknownConference)
+    ));
+}
+
+#[test]
+fn a_hairpin_swaps_two_streams_and_muting_silences_one_direction() {
+    let (engine, _events) = start_engine(31_280, 31_289, 2);
+    let clients: Vec<UdpSocket> = (0..2).map(|_| client_socket()).collect();
+    let endpoints: Vec<MediaEndpoint> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| open(&engine, 80 + i as u64, member_spec(c)))
+        .collect();
+    engine
+        .create_conference(
+            4,
+            ConferenceSpec {
+                rate: 8000,
+                hairpin: true,
+            },
+            80,
+        )
+        .expect("conference starts");
+    for key in [80, 81] {
+        engine
+            .join_conference(4, key, ConfereeSpec::default())
+            .expect("join");
+    }
+    let a = tone_frames(CALLER, 1000.0, 40);
+    let b = tone_frames(INTRUDER, 600.0, 40);
+    pace(40, |i| {
+        clients[0].send_to(&a[i], endpoints[0].rtp).expect("send");
+        clients[1].send_to(&b[i], endpoints[1].rtp).expect("send");
+    });
+    let heard_by_a = drain_audio(&clients[0]);
+    let heard_by_b = drain_audio(&clients[1]);
+    assert!(
+        tone_power(&heard_by_a, 600.0) > 1e5,
+        "A hears B: {} samples, {}",
+        heard_by_a.len(),
+        tone_power(&heard_by_a, 600.0)
+    );
+    assert!(tone_power(&heard_by_a, 1000.0) < tone_power(&heard_by_a, 600.0) / 1000.0);
+    assert!(tone_power(&heard_by_b, 1000.0) > 1e5, "B hears A");
+    // B muted: A hears nothing from B; B still hears A.
+    engine
+        .set_conferee(
+            4,
+            81,
+            ConfereeSpec {
+                muted: true,
+                ..ConfereeSpec::default()
+            },
+        )
+        .expect("mute");
+    std::thread::sleep(Duration::from_millis(60));
+    drain_audio(&clients[0]);
+    drain_audio(&clients[1]);
+    pace(30, |i| {
+        clients[0]
+            .send_to(&a[i + 10], endpoints[0].rtp)
+            .expect("send");
+        clients[1]
+            .send_to(&b[i + 10], endpoints[1].rtp)
+            .expect("send");
+    });
+    let heard_by_a = drain_audio(&clients[0]);
+    let heard_by_b = drain_audio(&clients[1]);
+    assert!(tone_power(&heard_by_a, 600.0) < 1e3, "muted B is not heard");
+    assert!(tone_power(&heard_by_b, 1000.0) > 1e5, "B still hears A");
+}
+
+#[test]
+fn a_member_that_leaves_stays_open_and_commands_sent_during_a_move_are_kept() {
+    let (engine, mut events) = start_engine(31_400, 31_409, 2);
+    let clients: Vec<UdpSocket> = (0..2).map(|_| client_socket()).collect();
+    let endpoints: Vec<MediaEndpoint> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| open(&engine, 90 + i as u64, member_spec(c)))
+        .collect();
+    assert_ne!(endpoints[0].worker, endpoints[1].worker);
+    engine
+        .create_conference(
+            5,
+            ConferenceSpec {
+                rate: 16000,
+                hairpin: false,
+            },
+            90,
+        )
+        .expect("conference starts");
+    engine
+        .join_conference(5, 90, ConfereeSpec::default())
+        .expect("join");
+    // Join (a move), then at once re-target and leave: all queued behind the hand-off.
+    engine
+        .join_conference(5, 91, ConfereeSpec::default())
+        .expect("join");
+    let elsewhere = client_socket();
+    engine
+        .update_connection(91, member_spec(&elsewhere))
+        .expect("update during the move");
+    engine.leave_conference(5, 91).expect("leave");
+    let frames = tone_frames(CALLER, 1000.0, 20);
+    send_paced(&clients[0], endpoints[0].rtp, &frames);
+    assert!(
+        drain_audio(&elsewhere).is_empty(),
+        "91 left: it hears nothing"
+    );
+    assert!(engine.stats(91).is_some(), "91 is still open");
+    // 91 re-joins and hears 90 at its new address, through a 16 kHz room.
+    engine
+        .join_conference(5, 91, ConfereeSpec::default())
+        .expect("re-join");
+    send_paced(
+        &clients[0],
+        endpoints[0].rtp,
+        &tone_frames(CALLER, 1000.0, 40),
+    );
+    assert!(tone_power(&drain_audio(&elsewhere), 1000.0) > 1e5);
+    engine.close_connection(91).expect("close");
+    wait_for_event(&mut events, |e| {
+        matches!(e, EngineEvent::Closed { key: 91, .. })
+    });
+    wait_until(|| engine.ports_in_use() == 2);
+}

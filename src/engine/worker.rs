@@ -116,8 +116,8 @@ impl WorkerCommand {
             | WorkerCommand::Close { key }
             | WorkerCommand::MoveOut { key, .. }
             | WorkerCommand::Join { key, .. }
-            | WorkerCommand::SetConferee { key, .. } => Some(*key),
-            // Leaving may go ahead without the connection: membership lives in the conference.
+            | WorkerCommand::SetConferee { key, .. }
+            | WorkerCommand::Leave { key, .. } => Some(*key),
             _ => None,
         }
     }
