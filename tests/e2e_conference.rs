@@ -1,0 +1,589 @@
+//! End to end: conferences with the real binary — SIP callers in a `conference` route's room,
+//! and the Media Control conference actions with API connections — checking the audio each
+//! member hears, the three modes of DeleteConnection (connections, conferences, SIP dialogs
+//! and events after each), the automatic release with the last connection, and the resource
+//! counts.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::uac::{self, Uac};
+use common::Server;
+use serde_json::{json, Value};
+
+const ROOM_ROUTE: &str = r#"
+[[route]]
+user = "^conf=(?P<conference>[^@;]+)$"
+service = "conference"
+"#;
+
+/// A SIP caller in a call with callbridge: its UAC, the dialog's To tag and where callbridge
+/// receives its RTP.
+struct Caller {
+    uac: Uac,
+    to_tag: String,
+    server_rtp: SocketAddr,
+    cseq: u32,
+}
+
+impl Caller {
+    /// INVITE (PCMU offer) to `user`, 200, ACK.
+    fn call(server: &Server, name: &str, user: &str) -> Caller {
+        let uac = Uac::new(server, name);
+        uac.send(&uac.request(
+            "INVITE",
+            user,
+            1,
+            "",
+            &format!("{name}i"),
+            &uac.sdp("0 101"),
+        ));
+        let ok = uac.final_response("INVITE");
+        assert_eq!(uac::status(&ok), 200, "{name}: {ok}\n{}", server.log());
+        let to_tag = uac::to_tag(&ok);
+        uac.send(&uac.request("ACK", user, 1, &to_tag, &format!("{name}a"), ""));
+        let port = uac::media_port(uac::body(&ok));
+        Caller {
+            uac,
+            to_tag,
+            server_rtp: SocketAddr::from(([127, 0, 0, 1], port)),
+            cseq: 1,
+        }
+    }
+
+    /// Sends BYE and waits for its 200.
+    fn hang_up(&mut self, user: &str) {
+        self.cseq += 1;
+        let bye = self
+            .uac
+            .request("BYE", user, self.cseq, &self.to_tag, "bye", "");
+        self.uac.send(&bye);
+        assert_eq!(uac::status(&self.uac.final_response("BYE")), 200);
+    }
+
+    /// Whether callbridge sends this caller a BYE within `within` (answered with 200).
+    fn got_bye(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let Some(msg) = self.uac.recv(Duration::from_millis(100)) else {
+                continue;
+            };
+            if msg.starts_with("BYE ") {
+                let response = ok_for(&msg);
+                self.uac.send(&response);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// A 200 OK for a request (echoing its dialog headers).
+fn ok_for(request: &str) -> String {
+    let mut out = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        for line in request.lines().take_while(|l| !l.is_empty()) {
+            if line
+                .split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+/// A PCMU RTP packet of a `hz` tone, frame `index` of a stream.
+fn tone_packet(ssrc: u32, hz: f64, index: u16) -> Vec<u8> {
+    let mut packet = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    packet[2..4].copy_from_slice(&index.wrapping_add(100).to_be_bytes());
+    packet[4..8].copy_from_slice(&(u32::from(index) * 160).to_be_bytes());
+    packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    for i in 0..160u32 {
+        let t = f64::from(u32::from(index) * 160 + i) / 8000.0;
+        let sample = (6000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16;
+        packet.push(ulaw_encode(sample));
+    }
+    packet
+}
+
+/// Sends `frames` tone packets 20 ms apart from `socket` to `to`.
+fn send_tone(socket: &UdpSocket, to: SocketAddr, ssrc: u32, hz: f64, frames: u16) {
+    let start = Instant::now();
+    for index in 0..frames {
+        let due = start + Duration::from_millis(20 * u64::from(index));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        socket
+            .send_to(&tone_packet(ssrc, hz, index), to)
+            .expect("send RTP");
+    }
+}
+
+/// The audio received on `socket` so far (a conference sends every 20 ms: this reads what is
+/// queued), decoded from PCMU. Drops RTCP.
+fn heard(socket: &UdpSocket) -> Vec<i16> {
+    std::thread::sleep(Duration::from_millis(80));
+    socket.set_nonblocking(true).expect("non-blocking");
+    let mut pcm = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = socket.recv_from(&mut buf) {
+        let packet = &buf[..n];
+        if n < 12 || (200..=207).contains(&packet[1]) {
+            continue;
+        }
+        assert_eq!(packet[1] & 0x7f, 0, "members hear the mix in PCMU");
+        pcm.extend(packet[12..].iter().map(|&c| ulaw_decode(c)));
+    }
+    socket.set_nonblocking(false).expect("blocking");
+    pcm
+}
+
+/// Normalized Goertzel power of `hz` in 8 kHz audio (a full-length sine of amplitude A reads
+/// A²/2).
+fn power(pcm: &[i16], hz: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in pcm {
+        let s = f64::from(x) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let n = pcm.len().max(1) as f64;
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2) * 2.0 / (n * n)
+}
+
+fn ulaw_encode(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    let mut s = i32::from(sample);
+    let sign = if s < 0 {
+        s = -s - 1;
+        0x7F
+    } else {
+        0xFF
+    };
+    let s = (s + BIAS).min(0x7FFF);
+    let exponent = (31 - (s as u32).leading_zeros()).saturating_sub(7).min(7);
+    let mantissa = (s >> (exponent + 3)) & 0x0F;
+    (sign ^ ((exponent << 4) as i32 | mantissa)) as u8
+}
+
+fn ulaw_decode(code: u8) -> i16 {
+    let c = !code;
+    let exponent = (c >> 4) & 0x07;
+    let mantissa = i32::from(c & 0x0F);
+    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    (if c & 0x80 != 0 { -magnitude } else { magnitude }) as i16
+}
+
+/// The conference listing, by id.
+fn conference(server: &Server, id: &str) -> Option<Value> {
+    server.get("/mediacontrol/conferences")["Conferences"]
+        .as_array()
+        .expect("Conferences array")
+        .iter()
+        .find(|c| c["ConferenceId"] == id)
+        .cloned()
+}
+
+fn participants(conference: &Value) -> Vec<String> {
+    conference["Participants"]
+        .as_array()
+        .expect("Participants")
+        .iter()
+        .map(|p| p["ConnectionId"].as_str().expect("id").to_string())
+        .collect()
+}
+
+fn resources(server: &Server) -> (u64, u64, u64) {
+    let r = server.get("/mediacontrol/resources");
+    (
+        r["Rtp"]["Used"].as_u64().expect("Rtp.Used"),
+        r["EnhancedRtp"]["Used"].as_u64().expect("EnhancedRtp.Used"),
+        r["Conference"]["Used"].as_u64().expect("Conference.Used"),
+    )
+}
+
+/// The connection bound to the SIP call whose From tag is the caller's.
+fn connection_of(server: &Server, call_index: usize) -> String {
+    let calls = server.get("/callcontrol/calls")["Calls"]
+        .as_array()
+        .cloned()
+        .expect("Calls");
+    calls[call_index]["ConnectionId"]
+        .as_str()
+        .expect("ConnectionId")
+        .to_string()
+}
+
+fn is(event: &Value, name: &str) -> bool {
+    event["Event"] == name
+}
+
+#[test]
+fn three_sip_callers_in_a_room_hear_each_other_and_every_delete_mode_does_what_it_says() {
+    let server = Server::start(ROOM_ROUTE);
+    let mut events = server.events();
+    let mut callers: Vec<Caller> = (0..3)
+        .map(|i| Caller::call(&server, &format!("room{i}"), "conf=room1"))
+        .collect();
+    let created = events.wait_for(Duration::from_secs(5), |e| is(e, "ConferenceCreated"));
+    assert_eq!(created["Name"], "room1");
+    let conf = created["ConferenceId"].as_str().expect("id").to_string();
+    let listing = conference(&server, &conf).expect("conference listed");
+    assert_eq!(participants(&listing).len(), 3, "{listing:#}");
+    assert_eq!(listing["Hairpin"], false);
+    assert_eq!(
+        resources(&server),
+        (3, 0, 3),
+        "3 RTP + 3 conference resources"
+    );
+    let ids: Vec<String> = (0..3).map(|i| connection_of(&server, i)).collect();
+
+    // Caller 0 talks; 1 and 2 hear the tone, 0 does not hear itself.
+    for c in &callers {
+        heard(&c.uac.rtp);
+    }
+    send_tone(
+        &callers[0].uac.rtp,
+        callers[0].server_rtp,
+        0x1111,
+        1000.0,
+        60,
+    );
+    let audio: Vec<Vec<i16>> = callers.iter().map(|c| heard(&c.uac.rtp)).collect();
+    for (i, a) in audio.iter().enumerate() {
+        assert!(
+            a.len() >= 160 * 40,
+            "caller {i} receives the mix: {}",
+            a.len()
+        );
+    }
+    for listener in &audio[1..] {
+        assert!(power(listener, 1000.0) > 1e5, "{}", power(listener, 1000.0));
+    }
+    assert!(
+        power(&audio[0], 1000.0) < power(&audio[1], 1000.0) / 1000.0,
+        "the talker does not hear itself"
+    );
+    let talking = events.wait_for(Duration::from_secs(5), |e| is(e, "TalkerStarted"));
+    assert_eq!(talking["ConnectionId"], ids[0].as_str());
+
+    // Mode 3 — both ids: caller 2 leaves the conference, its call and connection stay.
+    let (code, body) = server.action(
+        "DeleteConnection",
+        json!({"ConnectionId": ids[2], "ConferenceId": conf}),
+    );
+    assert_eq!((code, body["ResultCode"].as_str()), (200, Some("0")));
+    let left = events.wait_for(Duration::from_secs(5), |e| is(e, "ConferenceLeft"));
+    assert_eq!(left["ConnectionId"], ids[2].as_str());
+    assert_eq!(left["Reason"], "api-request");
+    assert!(
+        !callers[2].got_bye(Duration::from_millis(500)),
+        "no BYE on leave"
+    );
+    assert_eq!(participants(&conference(&server, &conf).unwrap()).len(), 2);
+    assert_eq!(server.connections().len(), 3);
+    assert_eq!(
+        resources(&server),
+        (3, 0, 2),
+        "the conference resource came back"
+    );
+
+    // Mode 1 — connection only: caller 1's connection is released and its call ends.
+    let (code, _) = server.action("DeleteConnection", json!({"ConnectionId": ids[1]}));
+    assert_eq!(code, 200);
+    assert!(
+        callers[1].got_bye(Duration::from_secs(3)),
+        "BYE to caller 1"
+    );
+    let released = events.wait_for(Duration::from_secs(5), |e| {
+        is(e, "ConnectionReleased") && e["ConnectionId"] == ids[1].as_str()
+    });
+    assert_eq!(released["Reason"], "api-request");
+    assert_eq!(released["ConferenceId"], conf.as_str());
+    assert_eq!(
+        participants(&conference(&server, &conf).unwrap()),
+        [ids[0].clone()]
+    );
+
+    // The last member hangs up: the conference goes by itself.
+    callers[0].hang_up("conf=room1");
+    let gone = events.wait_for(Duration::from_secs(5), |e| is(e, "ConferenceReleased"));
+    assert_eq!(gone["ConferenceId"], conf.as_str());
+    assert_eq!(gone["Reason"], "last-connection-left");
+    assert!(conference(&server, &conf).is_none());
+    let (code, body) = server.action(
+        "JoinConference",
+        json!({"ConnectionId": ids[2], "ConferenceId": conf}),
+    );
+    assert_eq!((code, body["ResultCode"].as_str()), (404, Some("24")));
+    let (_, body) = server.action("DeleteConnection", json!({"ConferenceId": conf}));
+    assert_eq!(body["ResultCode"], "24");
+
+    // Caller 2 is still in its call; releasing its connection sends BYE.
+    let (code, _) = server.action("DeleteConnection", json!({"ConnectionId": ids[2]}));
+    assert_eq!(code, 200);
+    assert!(callers[2].got_bye(Duration::from_secs(3)));
+    server.wait_no_connections(Duration::from_secs(5));
+    assert_eq!(resources(&server), (0, 0, 0));
+    callers.clear();
+}
+
+#[test]
+fn releasing_a_conference_releases_every_connection_in_it_and_hangs_up_its_calls() {
+    let server = Server::start(ROOM_ROUTE);
+    let mut events = server.events();
+    let callers: Vec<Caller> = (0..2)
+        .map(|i| Caller::call(&server, &format!("rel{i}"), "conf=sales"))
+        .collect();
+    let created = events.wait_for(Duration::from_secs(5), |e| is(e, "ConferenceCreated"));
+    let conf = created["ConferenceId"].as_str().unwrap().to_string();
+    // Mode 2 — conference only.
+    let (code, body) = server.action("DeleteConnection", json!({"ConferenceId": conf}));
+    assert_eq!((code, body["ResultCode"].as_str()), (200, Some("0")));
+    for c in &callers {
+        assert!(
+            c.got_bye(Duration::from_secs(3)),
+            "every call in it is hung up"
+        );
+    }
+    let gone = events.wait_for(Duration::from_secs(5), |e| is(e, "ConferenceReleased"));
+    assert_eq!(gone["Reason"], "api-request");
+    let released: Vec<Value> = events
+        .drain()
+        .iter()
+        .filter(|e| is(e, "ConnectionReleased"))
+        .cloned()
+        .collect();
+    assert_eq!(released.len(), 2, "{released:#?}");
+    for e in &released {
+        assert_eq!(e["Reason"], "conference-released");
+        assert_eq!(e["ConferenceId"], conf.as_str());
+    }
+    server.wait_no_connections(Duration::from_secs(5));
+    assert_eq!(resources(&server), (0, 0, 0));
+    // The room name is free again: the next caller starts a new conference.
+    let _again = Caller::call(&server, "rel2", "conf=sales");
+    let next = events.wait_for(Duration::from_secs(5), |e| {
+        is(e, "ConferenceCreated") && e["ConferenceId"] != conf.as_str()
+    });
+    assert_eq!(next["Name"], "sales");
+}
+
+/// An API connection whose "phone" is a local UDP socket.
+struct Leg {
+    socket: UdpSocket,
+    id: String,
+    rx: SocketAddr,
+}
+
+fn api_leg(server: &Server) -> Leg {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = socket.local_addr().unwrap().port();
+    let (code, body) = server.action(
+        "CreateConnection",
+        json!({"MediaTxIP": "127.0.0.1", "MediaTxPort": port}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let rx = SocketAddr::new(
+        body["MediaRxIP"].as_str().unwrap().parse().unwrap(),
+        body["MediaRxPort"].as_u64().unwrap() as u16,
+    );
+    Leg {
+        socket,
+        id: body["ConnectionId"].as_str().unwrap().to_string(),
+        rx,
+    }
+}
+
+#[test]
+fn api_conference_hairpin_promotion_coach_and_pupil_and_resource_limits() {
+    let server = Server::start_with_overrides(&["resources.conference=2"]);
+    let mut events = server.events();
+    let a = api_leg(&server);
+    let b = api_leg(&server);
+    let (code, body) = server.action(
+        "CreateConference",
+        json!({"ConnectionId": a.id, "Hairpin": true}),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["ConnectionId"], a.id.as_str());
+    let conf = body["ConferenceId"].as_str().unwrap().to_string();
+    let (code, body) = server.action(
+        "JoinConference",
+        json!({"ConnectionId": b.id, "ConferenceId": conf}),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        resources(&server).2,
+        0,
+        "a hairpin holds no conference resource"
+    );
+    assert_eq!(conference(&server, &conf).unwrap()["Hairpin"], true);
+    // The hairpin carries audio both ways.
+    heard(&a.socket);
+    heard(&b.socket);
+    send_tone(&a.socket, a.rx, 0xA, 1000.0, 40);
+    assert!(
+        power(&heard(&b.socket), 1000.0) > 1e5,
+        "B hears A through the hairpin"
+    );
+
+    // Errors leave everything as it was.
+    let (_, body) = server.action("CreateConference", json!({"ConnectionId": a.id}));
+    assert_eq!(body["ResultCode"], "15", "already in a conference");
+    let (_, body) = server.action(
+        "SetConfereeAttribute",
+        json!({"ConnectionId": a.id, "ConferenceId": conf}),
+    );
+    assert_eq!(body["ResultCode"], "26", "no attribute given");
+    let (_, body) = server.action(
+        "SetConfereeAttribute",
+        json!({"ConnectionId": a.id, "ConferenceId": conf, "Coach": true, "Pupil": true}),
+    );
+    assert_eq!(body["ResultCode"], "27");
+    let (_, body) = server.action(
+        "JoinConference",
+        json!({"ConnectionId": a.id, "ConferenceId": 4242}),
+    );
+    assert_eq!(body["ResultCode"], "24");
+    let (_, body) = server.action(
+        "LeaveConference",
+        json!({"ConnectionId": 777, "ConferenceId": conf}),
+    );
+    assert_eq!(body["ResultCode"], "23");
+
+    // Coach on B promotes the hairpin: both now hold a conference resource.
+    let (code, body) = server.action(
+        "SetConfereeAttribute",
+        json!({"ConnectionId": b.id, "ConferenceId": conf, "Coach": "true"}),
+    );
+    assert_eq!(code, 200, "{body}");
+    events.wait_for(Duration::from_secs(5), |e| is(e, "ConferencePromoted"));
+    assert_eq!(conference(&server, &conf).unwrap()["Hairpin"], false);
+    assert_eq!(resources(&server).2, 2);
+
+    // A third talker needs a conference resource: the limit (2) answers 8, nothing changes.
+    let c = api_leg(&server);
+    let (code, body) = server.action(
+        "JoinConference",
+        json!({"ConnectionId": c.id, "ConferenceId": conf}),
+    );
+    assert_eq!(
+        (code, body["ResultCode"].as_str()),
+        (503, Some("8")),
+        "{body}"
+    );
+    assert_eq!(participants(&conference(&server, &conf).unwrap()).len(), 2);
+    assert_eq!(
+        server.connections().len(),
+        3,
+        "the refused connection is still there"
+    );
+    // A monitor takes no conference resource.
+    let (code, body) = server.action(
+        "JoinConference",
+        json!({"ConnectionId": c.id, "ConferenceId": conf, "Monitor": true}),
+    );
+    assert_eq!(code, 200, "{body}");
+
+    // The coach (B) is heard by the pupil only: A is not the pupil yet, so it hears nothing;
+    // the monitor C hears everyone but the coach.
+    for leg in [&a, &b, &c] {
+        heard(&leg.socket);
+    }
+    send_tone(&b.socket, b.rx, 0xB, 700.0, 40);
+    assert!(
+        power(&heard(&a.socket), 700.0) < 1e3,
+        "the coach is not heard by non-pupils"
+    );
+    assert!(power(&heard(&c.socket), 700.0) < 1e3, "nor by a monitor");
+    let (code, _) = server.action(
+        "SetConfereeAttribute",
+        json!({"ConnectionId": a.id, "ConferenceId": conf, "Pupil": true}),
+    );
+    assert_eq!(code, 200);
+    heard(&a.socket);
+    send_tone(&b.socket, b.rx, 0xB, 700.0, 40);
+    assert!(
+        power(&heard(&a.socket), 700.0) > 1e5,
+        "the pupil hears the coach"
+    );
+    // A talks: B and the monitor C hear it.
+    heard(&b.socket);
+    heard(&c.socket);
+    send_tone(&a.socket, a.rx, 0xA, 1000.0, 40);
+    assert!(power(&heard(&b.socket), 1000.0) > 1e5);
+    assert!(
+        power(&heard(&c.socket), 1000.0) > 1e5,
+        "the monitor hears the conference"
+    );
+    // Mute A: nobody hears it.
+    let (code, _) = server.action(
+        "SetConfereeAttribute",
+        json!({"ConnectionId": a.id, "ConferenceId": conf, "Mute": true}),
+    );
+    assert_eq!(code, 200);
+    std::thread::sleep(Duration::from_millis(60));
+    heard(&b.socket);
+    send_tone(&a.socket, a.rx, 0xA, 1000.0, 30);
+    assert!(
+        power(&heard(&b.socket), 1000.0) < 1e3,
+        "muted A is not heard"
+    );
+
+    // LeaveConference, then release the rest: the conference goes with its last member.
+    let (code, _) = server.action(
+        "LeaveConference",
+        json!({"ConnectionId": c.id, "ConferenceId": conf}),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(server.connections().len(), 3);
+    for leg in [&a, &b] {
+        let (code, _) = server.action("DeleteConnection", json!({"ConnectionId": leg.id}));
+        assert_eq!(code, 200);
+    }
+    let gone = events.wait_for(Duration::from_secs(5), |e| is(e, "ConferenceReleased"));
+    assert_eq!(gone["Reason"], "last-connection-left");
+    let (_, body) = server.action("DeleteConnection", json!({"ConnectionId": c.id}));
+    assert_eq!(body["ResultCode"], "0");
+    server.wait_no_connections(Duration::from_secs(5));
+    assert_eq!(resources(&server), (0, 0, 0));
+}
+
+#[test]
+fn a_reserved_connection_is_completed_while_creating_a_conference() {
+    let server = Server::start("");
+    let (code, body) = server.action("ReserveConnection", json!({}));
+    assert_eq!(code, 200);
+    let id = body["ConnectionId"].as_str().unwrap().to_string();
+    let (_, body) = server.action("CreateConference", json!({"ConnectionId": id}));
+    assert_eq!(
+        body["ResultCode"], "26",
+        "a reserved connection needs its Tx address"
+    );
+    let (_, body) = server.action(
+        "CreateConference",
+        json!({"ConnectionId": id, "SoundToneOnJoin": true, "MediaTxIP": "127.0.0.1", "MediaTxPort": 4000}),
+    );
+    assert_eq!(
+        body["ResultCode"], "8",
+        "no join tone on this server: a clear refusal"
+    );
+    let (code, body) = server.action(
+        "CreateConference",
+        json!({"ConnectionId": id, "MediaTxIP": "127.0.0.1", "MediaTxPort": 4000}),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body["MediaRxPort"].as_u64().is_some());
+    let listed = server.connections();
+    assert_eq!(listed[0]["State"], "connected");
+    assert_eq!(listed[0]["MediaTxPort"], 4000);
+}
