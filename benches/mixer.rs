@@ -7,6 +7,12 @@
 //! - `opus_codec_per_participant`: one 20 ms Opus encode (48 kHz, 24 kb/s, complexity 5, FEC)
 //!   plus one decode, the codec work each Opus participant adds to every tick.
 //!
+//! - `session_room/<codec>/<n>`: the whole conference tick as the media worker runs it, through
+//!   n `MediaSession`s: each receives one RTP packet (jitter buffer), `capture` (decode,
+//!   resample to the room), contribute, mix, `play` (resample, encode, RTP) and the packet is
+//!   taken for sending. Everything but the socket calls; PCMU in an 8 kHz room, Opus in a
+//!   48 kHz room.
+//!
 //! Everyone talks in every tick (the worst case: no listener shares the common mix).
 //! participants per core = 20 ms / (time per tick / n), for each room size.
 //!
@@ -15,9 +21,18 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use callbridge::media::codec::{pcm_rate, AudioEncoder};
 use callbridge::media::g711;
 use callbridge::media::opus::{OpusConfig, OpusDecoder, OpusEncoder};
+use callbridge::media::rtp::{self, RtpHeader};
+use callbridge::media::session::{
+    MediaSession, SessionConfig, SessionMode, StreamFormat, MAX_PACKET,
+};
 use callbridge::mixer::{Mixer, MixerConfig, ParticipantFlags, ParticipantId};
+use callbridge::sdp::Codec;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const SIZES: [usize; 4] = [10, 100, 500, 1000];
@@ -29,7 +44,8 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = g711_room, g711_mix_only, opus_room_mix_only, opus_codec_per_participant
+    targets = g711_room, g711_mix_only, opus_room_mix_only, opus_codec_per_participant,
+        session_room
 }
 criterion_main!(benches);
 
@@ -155,4 +171,123 @@ fn voice(rate: u32, frame: usize, participant: usize) -> Vec<i16> {
             (tone + hiss) as i16
         })
         .collect()
+}
+
+/// One participant of `session_room`: its session and the packets its phone sends.
+struct Member {
+    session: MediaSession,
+    /// Encoded frames of the participant's voice, sent round-robin.
+    payloads: Vec<Vec<u8>>,
+    source: SocketAddr,
+    payload_type: u8,
+}
+
+fn session_room(c: &mut Criterion) {
+    let mut group = c.benchmark_group("session_room");
+    group.sample_size(10);
+    for (codec, payload_type, rate, sizes) in [
+        (Codec::Pcmu, 0u8, 8000u32, &[100usize, 500][..]),
+        (Codec::Opus, 111, 48_000, &[10, 50][..]),
+    ] {
+        for &n in sizes {
+            let epoch = Instant::now();
+            let mut members: Vec<Member> = (0..n)
+                .map(|p| member(codec, payload_type, rate, p, epoch))
+                .collect();
+            let mut mixer = room(rate, n);
+            let frame_len = mixer.frame_len();
+            let mut frame = vec![0i16; frame_len];
+            let mut packet = [0u8; MAX_PACKET];
+            let mut out = [0u8; MAX_PACKET];
+            let mut tick: u32 = 0;
+            group.throughput(Throughput::Elements(n as u64));
+            let name = format!("{codec:?}/{n}").to_lowercase();
+            group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.iter(|| {
+                    let now = epoch + Duration::from_millis(20) * tick;
+                    let seq = tick as u16;
+                    let timestamp = tick.wrapping_mul(codec.clock_rate() / 50);
+                    for (id, m) in members.iter_mut().enumerate() {
+                        let payload = &m.payloads[tick as usize % m.payloads.len()];
+                        let header = RtpHeader {
+                            marker: tick == 0,
+                            payload_type: m.payload_type,
+                            sequence: seq,
+                            timestamp,
+                            ssrc: 0x5000 + id as u32,
+                            csrcs: &[],
+                        };
+                        let len =
+                            rtp::write_packet(&mut packet, &header, payload).expect("packet fits");
+                        m.session.handle_rtp(now, m.source, &mut packet, len);
+                        if m.session.capture(now, &mut frame) {
+                            mixer.contribute(id as ParticipantId, &frame);
+                        }
+                    }
+                    mixer.mix();
+                    for (id, m) in members.iter_mut().enumerate() {
+                        let mix = mixer.output(id as ParticipantId).expect("in the room");
+                        m.session.play(now, mix);
+                        while let Some(t) = m.session.poll_transmit(&mut out) {
+                            black_box(t);
+                        }
+                    }
+                    while mixer.poll_talker_event().is_some() {}
+                    tick += 1;
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn member(codec: Codec, payload_type: u8, room_rate: u32, p: usize, epoch: Instant) -> Member {
+    let source: SocketAddr = format!("127.0.0.1:{}", 20_000 + 2 * p)
+        .parse()
+        .expect("address");
+    let format = StreamFormat {
+        codec,
+        payload_type,
+        ptime_ms: FRAME_MS,
+        telephone_event_pt: Some(101),
+        send: None,
+    };
+    let config = SessionConfig {
+        local_ssrc: 0x1000 + p as u32,
+        cname: format!("bench-{p}"),
+        ntp_at_start: 0,
+        format: Some(format),
+        mode: SessionMode::Idle,
+        remote_rtp: Some(source),
+        remote_rtcp: None,
+        latching: false,
+        srtp: None,
+        rtp_timeout: None,
+        jitter_min_ms: 20,
+        jitter_max_ms: 200,
+        rtcp_interval: Duration::from_secs(3600),
+        seed: p as u64,
+        inband_dtmf: false,
+        tick_epoch: epoch,
+    };
+    let mut session = MediaSession::new(config, epoch).expect("session");
+    session.enter_conference(room_rate).expect("room");
+    let rate = pcm_rate(codec);
+    let frame = (rate * FRAME_MS / 1000) as usize;
+    let mut encoder = AudioEncoder::new(codec).expect("encoder");
+    let payloads = (0..8)
+        .map(|k| {
+            let pcm = voice(rate, frame, p * 8 + k);
+            let mut payload = vec![0u8; MAX_PACKET];
+            let len = encoder.encode(&pcm, &mut payload).expect("encode");
+            payload.truncate(len);
+            payload
+        })
+        .collect();
+    Member {
+        session,
+        payloads,
+        source,
+        payload_type,
+    }
 }

@@ -66,7 +66,27 @@ pub fn run(config: &Config, command: CtlCommand) -> Result<String, String> {
         }
         CtlCommand::Conferences => {
             let v = api.get("/mediacontrol/conferences")?;
-            Ok(table(&v["Conferences"], &["ConferenceId", "Connections"]))
+            let rows: Vec<Value> = v["Conferences"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|mut c| {
+                    let members = c["Participants"].as_array().map_or(0, Vec::len);
+                    c["Participants"] = json!(members);
+                    c
+                })
+                .collect();
+            Ok(table(
+                &Value::Array(rows),
+                &[
+                    "ConferenceId",
+                    "Name",
+                    "Participants",
+                    "Hairpin",
+                    "SampleRate",
+                ],
+            ))
         }
         CtlCommand::Show(id) => {
             let v = api.get("/mediacontrol/connections")?;

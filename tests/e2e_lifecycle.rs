@@ -283,4 +283,30 @@ fn ctl_lists_shows_hangs_up_and_reloads() {
     assert!(ok, "{out}");
     let (ok, out) = ctl(&server, &["conferences"]);
     assert!(ok && out.contains("(0 total)"), "{out}");
+
+    // A live conference is listed with its size, and released by id.
+    let (_, created) = server.action(
+        "CreateConnection",
+        json!({"MediaTxIP": "127.0.0.1", "MediaTxPort": 4000}),
+    );
+    let member = created["ConnectionId"].as_str().unwrap().to_string();
+    let (_, conference) = server.action("CreateConference", json!({"ConnectionId": member}));
+    let conference = conference["ConferenceId"].as_str().unwrap().to_string();
+    let (ok, out) = ctl(&server, &["conferences"]);
+    assert!(ok, "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&conference))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        [conference.as_str(), "-", "1", "false", "8000"],
+        "{out}"
+    );
+    let (ok, out) = ctl(&server, &["release-conference", &conference]);
+    assert!(ok, "{out}");
+    assert!(
+        server.connections().is_empty(),
+        "its connection went with it"
+    );
 }

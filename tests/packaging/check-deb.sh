@@ -262,6 +262,8 @@ check "config: check-config passes on the installed $CONFIG (root)" cc_root "$CO
 check "config: check-config passes as user callbridge (what ExecStartPre runs)" cc_user "$CONFIG"
 check "config: check-config passes on examples/pbx-trunk.toml" \
   cc_root /usr/share/doc/callbridge/examples/pbx-trunk.toml
+check "config: check-config passes on examples/conference-bridge.toml" \
+  cc_root /usr/share/doc/callbridge/examples/conference-bridge.toml
 check "unit: enabled (multi-user.target.wants symlink)" \
   [ -L /etc/systemd/system/multi-user.target.wants/callbridge.service ]
 
