@@ -31,15 +31,14 @@ struct Caller {
 impl Caller {
     /// INVITE (PCMU offer) to `user`, 200, ACK.
     fn call(server: &Server, name: &str, user: &str) -> Caller {
+        Self::call_offering(server, name, user, "0 101")
+    }
+
+    /// INVITE offering `payload_types` to `user`, 200, ACK.
+    fn call_offering(server: &Server, name: &str, user: &str, payload_types: &str) -> Caller {
         let uac = Uac::new(server, name);
-        uac.send(&uac.request(
-            "INVITE",
-            user,
-            1,
-            "",
-            &format!("{name}i"),
-            &uac.sdp("0 101"),
-        ));
+        let offer = uac.sdp(payload_types);
+        uac.send(&uac.request("INVITE", user, 1, "", &format!("{name}i"), &offer));
         let ok = uac.final_response("INVITE");
         assert_eq!(uac::status(&ok), 200, "{name}: {ok}\n{}", server.log());
         let to_tag = uac::to_tag(&ok);
@@ -586,4 +585,39 @@ fn a_reserved_connection_is_completed_while_creating_a_conference() {
     let listed = server.connections();
     assert_eq!(listed[0]["State"], "connected");
     assert_eq!(listed[0]["MediaTxPort"], 4000);
+}
+
+#[test]
+fn rtp_and_enhanced_resources_run_out_cleanly() {
+    let server = Server::start_with_overrides(&["resources.rtp=2", "resources.enhanced_rtp=1"]);
+    // A G.722 call holds an RTP and an enhanced RTP resource.
+    let mut wideband = Caller::call_offering(&server, "wb1", "echo", "9");
+    assert_eq!(resources(&server), (1, 1, 0));
+    // A second G.722 call finds no enhanced resource: 503, nothing allocated.
+    let refused = Uac::new(&server, "wb2");
+    refused.send(&refused.request("INVITE", "echo", 1, "", "wb2i", &refused.sdp("9")));
+    assert_eq!(uac::status(&refused.final_response("INVITE")), 503);
+    assert_eq!(resources(&server), (1, 1, 0));
+    assert_eq!(server.connections().len(), 1);
+    // G.711 needs no enhanced resource: the second RTP resource is taken, then none is left (4).
+    let leg = api_leg(&server);
+    let (code, body) = server.action(
+        "CreateConnection",
+        json!({"MediaTxIP": "127.0.0.1", "MediaTxPort": 4000}),
+    );
+    assert_eq!(
+        (code, body["ResultCode"].as_str()),
+        (503, Some("4")),
+        "{body}"
+    );
+    assert_eq!(resources(&server), (2, 1, 0));
+    wideband.hang_up("echo");
+    let (code, _) = server.action("DeleteConnection", json!({"ConnectionId": leg.id}));
+    assert_eq!(code, 200);
+    server.wait_no_connections(Duration::from_secs(5));
+    assert_eq!(
+        resources(&server),
+        (0, 0, 0),
+        "every release gives back what it took"
+    );
 }
