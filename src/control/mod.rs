@@ -7,6 +7,7 @@
 //! transport and the media workers reach it only through queues.
 
 mod conference;
+pub mod operations;
 pub mod events;
 pub mod result;
 
