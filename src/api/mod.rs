@@ -5,7 +5,8 @@
 //! Must not: hold any call or connection state of its own.
 //!
 //! HTTP status mapping (the body always carries `ResultCode`): 200 success; 400 malformed
-//! input (22, 26, 27); 404 unknown action or id (21, 23, 24); 409 state conflicts (15, 16);
+//! input (22, 26, 27); 404 unknown action, id or operation (21, 23, 24, 25); 409 state
+//! conflicts (14, 15, 16); 422 prompt files that cannot be used (30, 31, 35);
 //! 503 no resources or shutting down (4, 5, 8); 500 internal (6); 401 without a valid token.
 
 pub mod mediacontrol;
@@ -132,7 +133,7 @@ async fn media_action(
     let (tx, rx) = oneshot::channel();
     if let Err(e) = state
         .control
-        .request(ControlRequest::Action(action, tx))
+        .request(ControlRequest::Action(Box::new(action), tx))
         .await
     {
         return action_error(e);
@@ -172,7 +173,14 @@ fn action_error(e: ActionError) -> Response {
         ResultCode::UnknownCommand
         | ResultCode::UnknownConnectionId
         | ResultCode::UnknownConferenceId => StatusCode::NOT_FOUND,
-        ResultCode::NotConnected | ResultCode::AlreadyConnected => StatusCode::CONFLICT,
+        ResultCode::NotConnected | ResultCode::AlreadyConnected | ResultCode::ConnectionBusy => {
+            StatusCode::CONFLICT
+        }
+        ResultCode::NoOperation => StatusCode::NOT_FOUND,
+        ResultCode::FileOpen
+        | ResultCode::FileIo
+        | ResultCode::MalformedRequest
+        | ResultCode::TermCondition => StatusCode::UNPROCESSABLE_ENTITY,
         ResultCode::ServerBusy | ResultCode::ServerInactive | ResultCode::ResourceUnavailable => {
             StatusCode::SERVICE_UNAVAILABLE
         }

@@ -147,6 +147,25 @@ pub struct MediaConfig {
     /// context switches under load; up to one tick more delay).
     #[serde(default)]
     pub receive_at_tick: bool,
+    /// Where Play finds prompts (relative names; `<app>/<locale>/<name>` first when the
+    /// request gives Application and Locale).
+    #[serde(default = "default_prompt_dir")]
+    pub prompt_dir: std::path::PathBuf,
+    /// Where Record writes recordings (relative names).
+    #[serde(default = "default_recording_dir")]
+    pub recording_dir: std::path::PathBuf,
+    /// Accept absolute paths in Play prompts and Record filenames (otherwise only names inside
+    /// prompt_dir/recording_dir, without `..`).
+    #[serde(default)]
+    pub allow_absolute_paths: bool,
+}
+
+fn default_prompt_dir() -> std::path::PathBuf {
+    "/usr/share/callbridge/prompts".into()
+}
+
+fn default_recording_dir() -> std::path::PathBuf {
+    "/var/lib/callbridge/recordings".into()
 }
 
 /// Media resource limits (CUAE resource accounting, seed 01): each connection holds an RTP
@@ -486,6 +505,9 @@ impl Default for MediaConfig {
             lock_memory: false,
             inband_dtmf: false,
             receive_at_tick: false,
+            prompt_dir: default_prompt_dir(),
+            recording_dir: default_recording_dir(),
+            allow_absolute_paths: false,
         }
     }
 }

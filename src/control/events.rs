@@ -168,6 +168,30 @@ pub enum Event {
         #[serde(rename = "ConnectionId")]
         connection_id: String,
     },
+    #[serde(rename = "Play_Complete")]
+    PlayComplete(OperationDone),
+    #[serde(rename = "Play_Failed")]
+    PlayFailed(OperationDone),
+    #[serde(rename = "PlayTone_Complete")]
+    PlayToneComplete(OperationDone),
+    #[serde(rename = "PlayTone_Failed")]
+    PlayToneFailed(OperationDone),
+    #[serde(rename = "GatherDigits_Complete")]
+    GatherDigitsComplete(OperationDone),
+    #[serde(rename = "GatherDigits_Failed")]
+    GatherDigitsFailed(OperationDone),
+    #[serde(rename = "Record_Complete")]
+    RecordComplete(OperationDone),
+    #[serde(rename = "Record_Failed")]
+    RecordFailed(OperationDone),
+    #[serde(rename = "DetectSilence_Complete")]
+    DetectSilenceComplete(OperationDone),
+    #[serde(rename = "DetectSilence_Failed")]
+    DetectSilenceFailed(OperationDone),
+    #[serde(rename = "DetectNonSilence_Complete")]
+    DetectNonSilenceComplete(OperationDone),
+    #[serde(rename = "DetectNonSilence_Failed")]
+    DetectNonSilenceFailed(OperationDone),
     IncomingCall {
         #[serde(rename = "CallId")]
         call_id: String,
@@ -224,8 +248,50 @@ impl Event {
             Event::ConferenceReleased { .. } => "ConferenceReleased",
             Event::TalkerStarted { .. } => "TalkerStarted",
             Event::TalkerStopped { .. } => "TalkerStopped",
+            Event::PlayComplete(_) => "Play_Complete",
+            Event::PlayFailed(_) => "Play_Failed",
+            Event::PlayToneComplete(_) => "PlayTone_Complete",
+            Event::PlayToneFailed(_) => "PlayTone_Failed",
+            Event::GatherDigitsComplete(_) => "GatherDigits_Complete",
+            Event::GatherDigitsFailed(_) => "GatherDigits_Failed",
+            Event::RecordComplete(_) => "Record_Complete",
+            Event::RecordFailed(_) => "Record_Failed",
+            Event::DetectSilenceComplete(_) => "DetectSilence_Complete",
+            Event::DetectSilenceFailed(_) => "DetectSilence_Failed",
+            Event::DetectNonSilenceComplete(_) => "DetectNonSilence_Complete",
+            Event::DetectNonSilenceFailed(_) => "DetectNonSilence_Failed",
         }
     }
+}
+
+/// The parameters of an `<Action>_Complete` / `<Action>_Failed` event (reference §4).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OperationDone {
+    #[serde(rename = "ConnectionId")]
+    pub connection_id: String,
+    #[serde(rename = "OperationId")]
+    pub operation_id: String,
+    /// `_Complete` only: why it ended (`eod`, `maxtime`, `digit`, `userstop`, `autostop`, ...).
+    #[serde(
+        rename = "TerminationCondition",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub termination_condition: Option<String>,
+    /// Milliseconds the operation ran.
+    #[serde(rename = "ElapsedTime", skip_serializing_if = "Option::is_none")]
+    pub elapsed_time: Option<u64>,
+    /// GatherDigits: the digits gathered.
+    #[serde(rename = "Digits", skip_serializing_if = "Option::is_none")]
+    pub digits: Option<String>,
+    /// Record: the file, relative to the recording directory.
+    #[serde(rename = "Filename", skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    /// `_Failed` only.
+    #[serde(rename = "ResultCode", skip_serializing_if = "Option::is_none")]
+    pub result_code: Option<String>,
+    /// The action's `State`, given back.
+    #[serde(rename = "State", skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// A conferee's attributes, in the API's names.

@@ -7,11 +7,13 @@
 //! transport and the media workers reach it only through queues.
 
 mod conference;
-pub mod operations;
 pub mod events;
+mod media_ops;
+pub mod operations;
 pub mod result;
 
 pub use conference::{AttributeChange, Completion, Pool, Resources};
+pub use media_ops::{Adjustment, PlayRequest, ToneRequest, MAX_PROMPTS};
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -83,6 +85,31 @@ pub enum MediaAction {
         conference: u32,
         change: AttributeChange,
     },
+    Play(PlayRequest),
+    PlayTone {
+        connection: u32,
+        tone: ToneRequest,
+        conds: operations::TermConds,
+        state: Option<String>,
+    },
+    GatherDigits {
+        connection: u32,
+        conds: operations::TermConds,
+        state: Option<String>,
+    },
+    SendDigits {
+        connection: u32,
+        digits: String,
+    },
+    StopMediaOperation {
+        connection: u32,
+        operation: Option<u32>,
+    },
+    AdjustPlay {
+        connection: u32,
+        volume: i32,
+        adjustment: Adjustment,
+    },
 }
 
 /// Optional codec and framesize parameters; None leaves the current (or default) value.
@@ -101,7 +128,7 @@ pub type ActionResult = Map<String, Value>;
 #[derive(Debug)]
 pub enum ControlRequest {
     Action(
-        MediaAction,
+        Box<MediaAction>,
         oneshot::Sender<Result<ActionResult, ActionError>>,
     ),
     ListConnections(oneshot::Sender<Value>),
@@ -188,6 +215,7 @@ pub struct Controller {
     /// Conferences of `conference` routes by room name.
     rooms: HashMap<String, u32>,
     resources: Resources,
+    next_operation_id: u32,
 }
 
 /// A call as listed by the API.
@@ -209,6 +237,9 @@ pub struct MediaSettings {
     pub default_framesize: u32,
     pub reserve_timeout: Duration,
     pub resources: crate::app::config::ResourcesConfig,
+    pub prompt_dir: std::path::PathBuf,
+    pub recording_dir: std::path::PathBuf,
+    pub allow_absolute_paths: bool,
 }
 
 impl MediaSettings {
@@ -223,6 +254,9 @@ impl MediaSettings {
             default_framesize: config.media.ptime_ms,
             reserve_timeout: Duration::from_secs(config.media.reserve_timeout_s),
             resources: config.resources.clone(),
+            prompt_dir: config.media.prompt_dir.clone(),
+            recording_dir: config.media.recording_dir.clone(),
+            allow_absolute_paths: config.media.allow_absolute_paths,
         }
     }
 
@@ -257,6 +291,13 @@ struct Connection {
     conference: Option<u32>,
     /// Holds an enhanced RTP resource (codec other than G.711).
     enhanced: bool,
+    /// Its digit buffer and media operations in progress.
+    ops: operations::Operations,
+    /// The Play/PlayTone operation whose audio the engine is playing.
+    playing: Option<u32>,
+    /// Playout volume (−10..=10) and the one a toggle returns to.
+    volume: i32,
+    toggled_volume: i32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,6 +322,7 @@ impl Controller {
             conferences: HashMap::new(),
             next_conference_id: 1,
             rooms: HashMap::new(),
+            next_operation_id: 1,
             media,
             engine,
             ua,
@@ -347,6 +389,7 @@ impl Controller {
                     let now = Instant::now();
                     self.ua.handle_timeout(now);
                     self.expire_reservations(now);
+                    self.expire_operations(now);
                 }
             }
             self.drain_ua();
@@ -363,16 +406,20 @@ impl Controller {
                 ConnectionState::Connected => None,
             })
             .min();
-        match (self.ua.poll_timeout(), reservation) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.ua.poll_timeout(),
+            reservation,
+            self.next_operation_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn on_request(&mut self, request: ControlRequest) {
         match request {
             ControlRequest::Action(action, reply) => {
-                let result = self.on_action(action);
+                let result = self.on_action(*action);
                 let _ = reply.send(result);
             }
             ControlRequest::ListConnections(reply) => {
@@ -450,6 +497,28 @@ impl Controller {
                 conference,
                 change,
             } => self.set_conferee_attribute(connection, conference, change),
+            MediaAction::Play(request) => self.play(request),
+            MediaAction::PlayTone {
+                connection,
+                tone,
+                conds,
+                state,
+            } => self.play_tone(connection, tone, conds, state),
+            MediaAction::GatherDigits {
+                connection,
+                conds,
+                state,
+            } => self.gather_digits(connection, conds, state),
+            MediaAction::SendDigits { connection, digits } => self.send_digits(connection, &digits),
+            MediaAction::StopMediaOperation {
+                connection,
+                operation,
+            } => self.stop_media_operation(connection, operation),
+            MediaAction::AdjustPlay {
+                connection,
+                volume,
+                adjustment,
+            } => self.adjust_play(connection, volume, adjustment),
         }
     }
 
@@ -596,6 +665,7 @@ impl Controller {
         reason: ReleaseReason,
         conference: Option<u32>,
     ) -> Result<(), ActionError> {
+        self.autostop_operations(id);
         let Some(connection) = self.connections.remove(&id) else {
             return Err(unknown_connection(id));
         };
@@ -823,6 +893,12 @@ impl Controller {
                     digit: digit.to_string(),
                     duration_ms,
                 });
+                self.on_operation_digit(id, digit);
+            }
+            EngineEvent::PlayoutDone { key, operation } => {
+                if let (Ok(id), Ok(operation)) = (u32::try_from(key), u32::try_from(operation)) {
+                    self.on_playout_done(id, operation);
+                }
             }
             EngineEvent::Talker {
                 conference,
@@ -916,6 +992,10 @@ impl Controller {
                 media,
                 conference: None,
                 enhanced,
+                ops: operations::Operations::default(),
+                playing: None,
+                volume: 0,
+                toggled_volume: 0,
             },
         );
         Ok(id)

@@ -374,7 +374,10 @@ mod tests {
             ..TermConds::default()
         });
         assert!(ops.on_digit(now, '5').is_empty());
-        assert_eq!(ops.on_digit(now, '0')[0].termination, Termination::DigitList);
+        assert_eq!(
+            ops.on_digit(now, '0')[0].termination,
+            Termination::DigitList
+        );
 
         let (mut ops, now) = gather(TermConds {
             digit_pattern: Some("1234".into()),
@@ -393,7 +396,10 @@ mod tests {
             ..TermConds::default()
         });
         assert!(ops.on_digit(now, '7').is_empty());
-        assert_eq!(ops.on_digit(now, '8')[0].termination, Termination::MaxDigits);
+        assert_eq!(
+            ops.on_digit(now, '8')[0].termination,
+            Termination::MaxDigits
+        );
     }
 
     #[test]
@@ -445,20 +451,31 @@ mod tests {
         assert_eq!(ops.poll_timeout(), Some(now + MS * 500));
         assert!(ops.handle_timeout(now + MS * 499).is_empty());
         let done = ops.handle_timeout(now + MS * 500);
-        assert_eq!(done[0].termination, Termination::MaxTime, "maxtime before timeout");
+        assert_eq!(
+            done[0].termination,
+            Termination::MaxTime,
+            "maxtime before timeout"
+        );
 
         let (mut ops, now) = gather(TermConds {
             command_timeout: Some(MS * 300),
             ..TermConds::default()
         });
-        assert_eq!(ops.handle_timeout(now + MS * 300)[0].termination, Termination::Timeout);
+        assert_eq!(
+            ops.handle_timeout(now + MS * 300)[0].termination,
+            Termination::Timeout
+        );
 
         // The inter-digit timer runs from the last digit only.
         let (mut ops, now) = gather(TermConds {
             inter_digit_delay: Some(MS * 100),
             ..TermConds::default()
         });
-        assert_eq!(ops.poll_timeout(), None, "no digit yet: no inter-digit timer");
+        assert_eq!(
+            ops.poll_timeout(),
+            None,
+            "no digit yet: no inter-digit timer"
+        );
         ops.on_digit(now + MS * 1000, '1');
         ops.on_digit(now + MS * 1080, '2');
         assert_eq!(ops.poll_timeout(), Some(now + MS * 1180));
@@ -504,10 +521,18 @@ mod tests {
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].operation, 2);
         assert!(ops.is_running(1) && ops.is_running(3));
-        let stopped = ops.end(now + MS * 7, 3, Termination::UserStop).expect("running");
-        assert_eq!((stopped.operation, stopped.termination), (3, Termination::UserStop));
+        let stopped = ops
+            .end(now + MS * 7, 3, Termination::UserStop)
+            .expect("running");
+        assert_eq!(
+            (stopped.operation, stopped.termination),
+            (3, Termination::UserStop)
+        );
         assert_eq!(stopped.elapsed, MS * 7);
-        assert!(ops.end(now, 3, Termination::UserStop).is_none(), "not running any more");
+        assert!(
+            ops.end(now, 3, Termination::UserStop).is_none(),
+            "not running any more"
+        );
         let all = ops.end_all(now, Termination::AutoStop);
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].termination.as_str(), "autostop");

@@ -17,6 +17,8 @@ pub enum ResultCode {
     ServerInternal = 6,
     /// A media resource (codec, ...) is not available.
     ResourceUnavailable = 8,
+    /// The connection is busy with a prior request (a second Play while one plays).
+    ConnectionBusy = 14,
     /// The connection is in another conference already.
     AlreadyConnected = 15,
     /// The connection exists but is not fully connected (ModifyConnection on a reservation).
@@ -31,8 +33,18 @@ pub enum ResultCode {
     UnknownConferenceId = 24,
     /// A required parameter is missing.
     InvalidParameters = 26,
+    /// No such operation is running on the connection (StopMediaOperation, AdjustPlay).
+    NoOperation = 25,
     /// A parameter has a bad value.
     InvalidParameter = 27,
+    /// A prompt file could not be opened (not found, or outside the allowed directories).
+    FileOpen = 30,
+    /// A prompt or recording file could not be read or written (bad format, I/O error).
+    FileIo = 31,
+    /// A prompt is free text and text-to-speech is not available.
+    MalformedRequest = 35,
+    /// A termination condition this server cannot evaluate.
+    TermCondition = 36,
 }
 
 impl ResultCode {

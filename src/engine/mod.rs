@@ -264,6 +264,8 @@ pub enum EngineEvent {
     },
     /// No RTP for the configured time.
     RtpTimeout { key: ConnectionKey },
+    /// The prompt or tone of `operation` played to its end.
+    PlayoutDone { key: ConnectionKey, operation: u64 },
     /// A conferee started (`talking`) or stopped talking (rate-limited by the mixer).
     Talker {
         conference: ConferenceKey,
@@ -585,6 +587,46 @@ impl Engine {
         self.workers[worker].submit(WorkerCommand::CloseConference { conference })?;
         registry.conferences.remove(&conference);
         Ok(())
+    }
+
+    /// Plays a prompt or tone to a connection instead of its usual audio (taking it out of its
+    /// conference's mix meanwhile); [`EngineEvent::PlayoutDone`] when it ends by itself.
+    pub fn play(
+        &self,
+        key: ConnectionKey,
+        operation: u64,
+        source: crate::media::player::PlaySource,
+        gain: f32,
+    ) -> Result<(), EngineError> {
+        self.submit_for(
+            key,
+            WorkerCommand::Play {
+                key,
+                operation,
+                source: Box::new(source),
+                gain,
+            },
+        )
+    }
+
+    /// Stops the playout of `operation` on a connection (no `PlayoutDone` follows).
+    pub fn stop_play(&self, key: ConnectionKey, operation: u64) -> Result<(), EngineError> {
+        self.submit_for(key, WorkerCommand::StopPlay { key, operation })
+    }
+
+    /// Changes the volume of a connection's playout.
+    pub fn set_play_gain(&self, key: ConnectionKey, gain: f32) -> Result<(), EngineError> {
+        self.submit_for(key, WorkerCommand::SetPlayGain { key, gain })
+    }
+
+    /// Sends a command to the worker that carries `key`.
+    fn submit_for(&self, key: ConnectionKey, command: WorkerCommand) -> Result<(), EngineError> {
+        let registry = lock(&self.registry);
+        let entry = registry
+            .connections
+            .get(&key)
+            .ok_or(EngineError::UnknownConnection)?;
+        self.workers[entry.worker].submit(command)
     }
 
     /// The worker that carries a connection (after any move requested so far).

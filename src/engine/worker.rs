@@ -106,6 +106,17 @@ pub(super) enum WorkerCommand {
     },
     /// Stop mixing a conference; its connections stay open (the control plane closes them).
     CloseConference { conference: ConferenceKey },
+    /// Play a prompt or tone to a connection (Play, PlayTone).
+    Play {
+        key: ConnectionKey,
+        operation: u64,
+        source: Box<crate::media::player::PlaySource>,
+        gain: f32,
+    },
+    /// Stop a connection's playout of `operation`.
+    StopPlay { key: ConnectionKey, operation: u64 },
+    /// New volume for a connection's playout (AdjustPlay).
+    SetPlayGain { key: ConnectionKey, gain: f32 },
 }
 
 impl WorkerCommand {
@@ -117,7 +128,10 @@ impl WorkerCommand {
             | WorkerCommand::MoveOut { key, .. }
             | WorkerCommand::Join { key, .. }
             | WorkerCommand::SetConferee { key, .. }
-            | WorkerCommand::Leave { key, .. } => Some(*key),
+            | WorkerCommand::Leave { key, .. }
+            | WorkerCommand::Play { key, .. }
+            | WorkerCommand::StopPlay { key, .. }
+            | WorkerCommand::SetPlayGain { key, .. } => Some(*key),
             _ => None,
         }
     }
@@ -622,7 +636,39 @@ impl Worker {
                 }
             }
             WorkerCommand::CloseConference { conference } => self.close_conference(conference),
+            WorkerCommand::Play {
+                key,
+                operation,
+                source,
+                gain,
+            } => self.with_session(key, |session, now| {
+                session.start_playout(now, operation, *source, gain)
+            }),
+            WorkerCommand::StopPlay { key, operation } => self.with_session(key, |session, now| {
+                session.stop_playout(now, operation);
+            }),
+            WorkerCommand::SetPlayGain { key, gain } => self.with_session(key, |session, _| {
+                session.set_playout_gain(gain);
+            }),
         }
+    }
+
+    /// Runs `change` on a connection's session, then reschedules it (its deadlines may move).
+    fn with_session(
+        &mut self,
+        key: ConnectionKey,
+        change: impl FnOnce(&mut MediaSession, Instant),
+    ) {
+        let Some(&slot) = self.slots.get(&key) else {
+            tracing::warn!(key, "command for a connection this worker does not carry");
+            return;
+        };
+        let Some(Some(connection)) = self.connections.get_mut(slot) else {
+            return;
+        };
+        change(&mut connection.session, Instant::now());
+        connection.flush(&mut self.send_buffer[..], &self.context);
+        self.schedule(slot);
     }
 
     /// Installs the connections other workers handed over, and replays what was parked for
@@ -1090,6 +1136,10 @@ impl Connection {
                     duration_ms: d.duration_ms,
                 },
                 SessionEvent::RtpTimeout { .. } => EngineEvent::RtpTimeout { key: self.key },
+                SessionEvent::PlayoutDone { operation } => EngineEvent::PlayoutDone {
+                    key: self.key,
+                    operation,
+                },
             };
             context.emit(event);
         }
@@ -1360,6 +1410,7 @@ impl WorkerContext {
                     EngineEvent::Digit { key, .. } => (key, "digit"),
                     EngineEvent::RtpTimeout { key } => (key, "rtp_timeout"),
                     EngineEvent::Talker { key, .. } => (key, "talker"),
+                    EngineEvent::PlayoutDone { key, .. } => (key, "playout_done"),
                 };
                 tracing::warn!(key, kind, "engine event queue full, event dropped");
             }

@@ -10,12 +10,14 @@ pub mod g711;
 pub mod g722;
 pub mod jitter;
 pub mod opus;
+pub mod player;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;
 pub mod session;
 pub mod srtp;
 pub mod tone;
+pub mod wav;
 
 /// A counting global allocator for tests that prove the packet path allocates nothing.
 /// A binary can have only one `#[global_allocator]`, so every module's test shares this one.

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use super::codec::{pcm_rate, AudioDecoder, AudioEncoder, CodecError, MAX_FRAME_SAMPLES};
 use super::dtmf::{DigitEvent, DtmfReceiver};
 use super::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
+use super::player::{PlaySource, Player};
 use super::resample::Resampler;
 use super::rtcp::{RtcpConfig, RtcpSession, RtcpStats};
 use super::rtp::{self, RtpHeader};
@@ -139,6 +140,8 @@ pub enum SessionEvent {
     Digit(DigitEvent),
     /// No RTP for the configured time.
     RtpTimeout { silent_for: Duration },
+    /// The playout started with [`MediaSession::start_playout`] played to its end.
+    PlayoutDone { operation: u64 },
 }
 
 /// Counters since the session started.
@@ -222,6 +225,8 @@ pub struct MediaSession {
     stats: SessionStats,
     /// The conference this session is in; it then plays out only when the conference ticks.
     room: Option<RoomMembership>,
+    /// A prompt or tone played instead of the session's usual audio (operation id, player).
+    player: Option<(u64, Player)>,
 }
 
 /// Which of the audio path's buffers holds a frame to send, and its length.
@@ -259,6 +264,8 @@ struct RoomPort {
     /// Room-rate mix not yet sent (less than one packet's worth between ticks).
     outbox: Box<[i16]>,
     outbox_len: usize,
+    /// One room tick of a playout, played instead of the mix.
+    playout: Box<[i16]>,
 }
 
 impl RoomPort {
@@ -278,6 +285,7 @@ impl RoomPort {
             inbox_len: 0,
             outbox: vec![0; capacity].into_boxed_slice(),
             outbox_len: 0,
+            playout: vec![0; (room_rate / 50) as usize].into_boxed_slice(),
         })
     }
 
@@ -402,6 +410,7 @@ impl MediaSession {
             events: VecDeque::with_capacity(EVENT_SLOTS),
             stats: SessionStats::default(),
             room: None,
+            player: None,
             audio,
             config,
         })
@@ -613,9 +622,10 @@ impl MediaSession {
         self.config.mode
     }
 
-    /// Whether the session sends media (and so RTCP sender reports): echoing, or in a room.
+    /// Whether the session sends media (and so RTCP sender reports): echoing, in a room, or
+    /// playing a prompt.
     fn sends_media(&self) -> bool {
-        self.config.mode != SessionMode::Idle || self.room.is_some()
+        self.config.mode != SessionMode::Idle || self.room.is_some() || self.player.is_some()
     }
 
     /// Source security: the negotiated address only, or — with latching — the first source
@@ -663,8 +673,17 @@ impl MediaSession {
         self.config.remote_rtcp
     }
 
-    /// One ptime of playout in Echo mode: the caller's audio, decoded, re-encoded, sent back.
+    /// One ptime of playout: a prompt or tone when one plays, else (Echo mode) the caller's
+    /// audio, decoded, re-encoded, sent back.
     fn tick(&mut self, now: Instant) {
+        if self.player.is_some() {
+            if self.config.mode == SessionMode::Echo {
+                // Keep the jitter buffer (and in-band DTMF detection) moving; nobody hears it.
+                let _ = self.pull_frame(now);
+            }
+            self.play_player_frame(now);
+            return;
+        }
         if self.rtp_destination().is_none() {
             return;
         }
@@ -816,6 +835,83 @@ impl MediaSession {
             .push_back((Channel::Rtp, destination, len, buf));
     }
 
+    /// Plays `source` to the peer instead of the session's usual audio (echo, conference mix,
+    /// nothing) until it ends ([`SessionEvent::PlayoutDone`]) or [`MediaSession::stop_playout`];
+    /// replaces a playout in progress. In a conference the session is also not heard meanwhile.
+    pub fn start_playout(&mut self, now: Instant, operation: u64, source: PlaySource, gain: f32) {
+        self.player = Some((operation, Player::new(source, gain)));
+        if self.room.is_none() && self.next_tick.is_none() {
+            let ptime = self
+                .audio
+                .as_ref()
+                .map(AudioPath::ptime)
+                .unwrap_or(Duration::from_millis(20));
+            self.next_tick = Some(aligned_tick(self.config.tick_epoch, now, ptime));
+        }
+    }
+
+    /// Stops the playout of `operation` (if it is the one playing); true if it was.
+    pub fn stop_playout(&mut self, now: Instant, operation: u64) -> bool {
+        if self.player.as_ref().map(|(op, _)| *op) != Some(operation) {
+            return false;
+        }
+        self.player = None;
+        self.restore_tick(now);
+        true
+    }
+
+    /// Changes the volume of the playout in progress (AdjustPlay).
+    pub fn set_playout_gain(&mut self, gain: f32) -> bool {
+        match self.player.as_mut() {
+            Some((_, player)) => {
+                player.set_gain(gain);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a prompt or tone is playing.
+    pub fn is_playing(&self) -> bool {
+        self.player.is_some()
+    }
+
+    /// After a playout: the own tick only where the mode needs one (Echo outside a room).
+    fn restore_tick(&mut self, now: Instant) {
+        self.next_tick = match (&self.audio, self.config.mode, &self.room) {
+            (Some(a), SessionMode::Echo, None) => {
+                Some(aligned_tick(self.config.tick_epoch, now, a.ptime()))
+            }
+            _ => None,
+        };
+    }
+
+    /// One ptime of the playout, encoded and sent (own tick, outside conferences).
+    fn play_player_frame(&mut self, now: Instant) {
+        let Some(audio) = self.audio.as_mut() else {
+            // Nothing negotiated to encode with: the playout cannot be heard; it ends.
+            if let Some((operation, _)) = self.player.take() {
+                self.push_event(SessionEvent::PlayoutDone { operation });
+                self.restore_tick(now);
+            }
+            return;
+        };
+        let Some((operation, player)) = self.player.as_mut() else {
+            return;
+        };
+        let operation = *operation;
+        let rate = pcm_rate(audio.format.sending().0);
+        let n = ((rate * audio.format.ptime_ms / 1000) as usize).min(MAX_FRAME_SAMPLES);
+        let ok = player.fill(&mut audio.resampled[..n], rate);
+        let done = player.is_done() || !ok;
+        self.send_audio(now, Outgoing::Resampled(n));
+        if done {
+            self.player = None;
+            self.push_event(SessionEvent::PlayoutDone { operation });
+            self.restore_tick(now);
+        }
+    }
+
     /// Joins a conference that mixes at `room_rate` Hz in ticks of [`ROOM_TICK`]: the session
     /// stops playing out on its own (no echo) and is driven by [`MediaSession::capture`] and
     /// [`MediaSession::play`] instead. Allocates the conversion buffers (not on the packet
@@ -836,8 +932,8 @@ impl MediaSession {
         if self.room.take().is_none() {
             return;
         }
-        self.next_tick = match (&self.audio, self.config.mode) {
-            (Some(a), SessionMode::Echo) => {
+        self.next_tick = match (&self.audio, self.config.mode, &self.player) {
+            (Some(a), SessionMode::Echo, _) | (Some(a), _, Some(_)) => {
                 Some(aligned_tick(self.config.tick_epoch, now, a.ptime()))
             }
             _ => None,
@@ -875,6 +971,11 @@ impl MediaSession {
         if let Some(room) = self.room.as_mut() {
             room.port = Some(port);
         }
+        if self.player.is_some() {
+            // Taken out of the mix while something plays to it (reference §3.6).
+            out.fill(0);
+            return false;
+        }
         voiced
     }
 
@@ -884,7 +985,28 @@ impl MediaSession {
         let Some(mut port) = self.room.as_mut().and_then(|r| r.port.take()) else {
             return;
         };
-        port.push_out(pcm);
+        let room_rate = self.room.as_ref().map_or(8000, |r| r.room_rate);
+        if let Some((operation, player)) = self.player.as_mut() {
+            // What plays replaces the mix for the duration.
+            let operation = *operation;
+            let ok = player.fill(&mut port.playout, room_rate);
+            let done = player.is_done() || !ok;
+            let RoomPort {
+                outbox,
+                outbox_len,
+                playout,
+                ..
+            } = &mut port;
+            let n = playout.len().min(outbox.len() - *outbox_len);
+            outbox[*outbox_len..*outbox_len + n].copy_from_slice(&playout[..n]);
+            *outbox_len += n;
+            if done {
+                self.player = None;
+                self.push_event(SessionEvent::PlayoutDone { operation });
+            }
+        } else {
+            port.push_out(pcm);
+        }
         while let Some(audio) = self.audio.as_mut() {
             let Some(n) = port.take_out(&mut audio.resampled[..]) else {
                 break;

@@ -1,0 +1,426 @@
+//! End to end: media operations with the real binary — a SIP caller hears a played prompt
+//! (audio checked), its RFC 4733 digits are gathered, StopMediaOperation ends operations with
+//! `userstop` by OperationId and for all, hang-up ends them with `autostop`, and bad requests
+//! get their documented result codes.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::uac::{self, Uac};
+use common::Server;
+use serde_json::{json, Value};
+
+/// Writes a mono 16-bit PCM WAV of a `hz` tone.
+fn write_tone_wav(path: &Path, rate: u32, hz: f64, ms: u32) {
+    let n = rate * ms / 1000;
+    let mut data = Vec::with_capacity(n as usize * 2);
+    for i in 0..n {
+        let t = f64::from(i) / f64::from(rate);
+        let s = (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16;
+        data.extend_from_slice(&s.to_le_bytes());
+    }
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    std::fs::write(path, wav).expect("write prompt");
+}
+
+/// A server whose prompt directory holds `tone-600.wav` (600 Hz, 1 s, 8 kHz),
+/// `long.wav` (10 s) and `sales/en/greeting.wav` (900 Hz, 16 kHz).
+fn server_with_prompts() -> (Server, tempfile::TempDir) {
+    let prompts = tempfile::tempdir().expect("prompt dir");
+    write_tone_wav(&prompts.path().join("tone-600.wav"), 8000, 600.0, 1000);
+    write_tone_wav(&prompts.path().join("long.wav"), 8000, 600.0, 10_000);
+    std::fs::create_dir_all(prompts.path().join("sales/en")).unwrap();
+    write_tone_wav(
+        &prompts.path().join("sales/en/greeting.wav"),
+        16000,
+        900.0,
+        600,
+    );
+    let dir = format!("media.prompt_dir={}", prompts.path().display());
+    (Server::start_with_overrides(&[&dir]), prompts)
+}
+
+/// A SIP caller on the echo service: UAC, dialog tag and callbridge's RTP address.
+struct Call {
+    uac: Uac,
+    to_tag: String,
+    server_rtp: SocketAddr,
+}
+
+fn call(server: &Server, name: &str) -> Call {
+    let uac = Uac::new(server, name);
+    let offer = uac.sdp("0 101").replace(
+        "a=sendrecv\r\n",
+        "a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n",
+    );
+    uac.send(&uac.request("INVITE", "echo", 1, "", &format!("{name}i"), &offer));
+    let ok = uac.final_response("INVITE");
+    assert_eq!(uac::status(&ok), 200);
+    let to_tag = uac::to_tag(&ok);
+    uac.send(&uac.request("ACK", "echo", 1, &to_tag, &format!("{name}a"), ""));
+    let port = uac::media_port(uac::body(&ok));
+    Call {
+        uac,
+        to_tag,
+        server_rtp: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+fn connection_of_only_call(server: &Server) -> String {
+    server.get("/callcontrol/calls")["Calls"][0]["ConnectionId"]
+        .as_str()
+        .expect("ConnectionId")
+        .to_string()
+}
+
+/// RTP received on `socket` for `window`, PCMU decoded (RTCP and events dropped).
+fn listen(socket: &UdpSocket, window: Duration) -> Vec<i16> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let end = Instant::now() + window;
+    let mut pcm = Vec::new();
+    let mut buf = [0u8; 2048];
+    while Instant::now() < end {
+        let Ok((n, _)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        if n < 12 || (200..=207).contains(&buf[1]) || buf[1] & 0x7f != 0 {
+            continue;
+        }
+        pcm.extend(buf[12..n].iter().map(|&c| ulaw_decode(c)));
+    }
+    pcm
+}
+
+fn ulaw_decode(code: u8) -> i16 {
+    let c = !code;
+    let exponent = (c >> 4) & 0x07;
+    let mantissa = i32::from(c & 0x0F);
+    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    (if c & 0x80 != 0 { -magnitude } else { magnitude }) as i16
+}
+
+fn power(pcm: &[i16], hz: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in pcm {
+        let s = f64::from(x) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let n = pcm.len().max(1) as f64;
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2) * 2.0 / (n * n)
+}
+
+/// Sends one RFC 4733 digit (PT 101): three packets of the event, the last two with the end
+/// bit, 20 ms apart.
+fn send_rfc4733(socket: &UdpSocket, to: SocketAddr, digit: char, seq: &mut u16, ts: &mut u32) {
+    let event = match digit {
+        '0'..='9' => digit as u8 - b'0',
+        '*' => 10,
+        '#' => 11,
+        _ => panic!("digit"),
+    };
+    for (i, duration) in [(0u8, 400u16), (1, 800), (2, 800)] {
+        let end = if i > 0 { 0x80 } else { 0 };
+        let mut packet = vec![0x80, 101 | if i == 0 { 0x80 } else { 0 }];
+        packet.extend_from_slice(&seq.to_be_bytes());
+        packet.extend_from_slice(&ts.to_be_bytes());
+        packet.extend_from_slice(&0x4242_4242u32.to_be_bytes());
+        packet.extend_from_slice(&[event, end | 10]);
+        packet.extend_from_slice(&duration.to_be_bytes());
+        socket.send_to(&packet, to).expect("send event");
+        *seq = seq.wrapping_add(1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    *ts = ts.wrapping_add(1600);
+}
+
+fn is(event: &Value, name: &str) -> bool {
+    event["Event"] == name
+}
+
+#[test]
+fn a_caller_hears_a_prompt_then_its_digits_are_gathered() {
+    let (server, _prompts) = server_with_prompts();
+    let mut events = server.events();
+    let caller = call(&server, "ops1");
+    let id = connection_of_only_call(&server);
+
+    let (code, body) = server.action(
+        "Play",
+        json!({"ConnectionId": id, "Prompt1": "tone-600.wav", "State": "greeting"}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let operation = body["OperationId"]
+        .as_str()
+        .expect("OperationId")
+        .to_string();
+    let heard = listen(&caller.uac.rtp, Duration::from_millis(900));
+    assert!(
+        heard.len() >= 160 * 30,
+        "the prompt is streamed: {}",
+        heard.len()
+    );
+    assert!(
+        power(&heard, 600.0) > 1e6 && power(&heard, 600.0) > power(&heard, 1500.0) * 100.0,
+        "the caller hears the prompt's 600 Hz"
+    );
+    let done = events.wait_for(Duration::from_secs(3), |e| is(e, "Play_Complete"));
+    assert_eq!(done["TerminationCondition"], "eod");
+    assert_eq!(done["OperationId"], operation.as_str());
+    assert_eq!(done["State"], "greeting");
+    let elapsed = done["ElapsedTime"].as_u64().unwrap();
+    assert!((950..=1500).contains(&elapsed), "ElapsedTime {elapsed}");
+
+    // Digits pressed before the GatherDigits are buffered and count.
+    let (mut seq, mut ts) = (100u16, 1000u32);
+    send_rfc4733(&caller.uac.rtp, caller.server_rtp, '1', &mut seq, &mut ts);
+    events.wait_for(Duration::from_secs(3), |e| is(e, "DigitReceived"));
+    let (code, body) = server.action(
+        "GatherDigits",
+        json!({"ConnectionId": id, "TermCondMaxDigits": 3, "CommandTimeout": 10000}),
+    );
+    assert_eq!(code, 200, "{body}");
+    for d in ['2', '3'] {
+        send_rfc4733(&caller.uac.rtp, caller.server_rtp, d, &mut seq, &mut ts);
+    }
+    let gathered = events.wait_for(Duration::from_secs(3), |e| is(e, "GatherDigits_Complete"));
+    assert_eq!(gathered["Digits"], "123");
+    assert_eq!(gathered["TerminationCondition"], "maxdigits");
+    assert_eq!(gathered["ConnectionId"], id.as_str());
+
+    // The buffer was cleared: a new gather starts empty and ends on its inter-digit delay.
+    let (_, body) = server.action(
+        "GatherDigits",
+        json!({"ConnectionId": id, "TermCondDigit": "#", "TermCondInterDigitDelay": 300}),
+    );
+    let second = body["OperationId"].as_str().unwrap().to_string();
+    send_rfc4733(&caller.uac.rtp, caller.server_rtp, '7', &mut seq, &mut ts);
+    let gathered = events.wait_for(Duration::from_secs(3), |e| {
+        is(e, "GatherDigits_Complete") && e["OperationId"] == second.as_str()
+    });
+    assert_eq!(gathered["Digits"], "7");
+    assert_eq!(gathered["TerminationCondition"], "interdigdelay");
+
+    // Application/locale prompt directories, a 16 kHz prompt on an 8 kHz call.
+    let (code, body) = server.action(
+        "Play",
+        json!({"ConnectionId": id, "Prompt1": "greeting.wav", "Application": "sales", "Locale": "en"}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let heard = listen(&caller.uac.rtp, Duration::from_millis(500));
+    assert!(power(&heard, 900.0) > 1e6, "the localized prompt plays");
+    events.wait_for(Duration::from_secs(3), |e| {
+        is(e, "Play_Complete") && e["OperationId"] == body["OperationId"]
+    });
+}
+
+#[test]
+fn stop_media_operation_ends_one_or_all_with_userstop_and_hangup_ends_them_with_autostop() {
+    let (server, _prompts) = server_with_prompts();
+    let mut events = server.events();
+    let mut caller = call(&server, "ops2");
+    let id = connection_of_only_call(&server);
+
+    let (_, play) = server.action("Play", json!({"ConnectionId": id, "Prompt1": "long.wav"}));
+    let play_op = play["OperationId"].as_str().unwrap().to_string();
+    let (code, body) = server.action("Play", json!({"ConnectionId": id, "Prompt1": "long.wav"}));
+    assert_eq!(
+        (code, body["ResultCode"].as_str()),
+        (409, Some("14")),
+        "one playout at a time"
+    );
+    assert!(power(&listen(&caller.uac.rtp, Duration::from_millis(300)), 600.0) > 1e6);
+    let (code, body) = server.action(
+        "StopMediaOperation",
+        json!({"ConnectionId": id, "OperationId": play_op}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let stopped = events.wait_for(Duration::from_secs(2), |e| is(e, "Play_Complete"));
+    assert_eq!(stopped["TerminationCondition"], "userstop");
+    assert!(stopped["ElapsedTime"].as_u64().unwrap() < 5000);
+    // The prompt is no longer heard (the echo of silence is).
+    std::thread::sleep(Duration::from_millis(100));
+    let after = listen(&caller.uac.rtp, Duration::from_millis(300));
+    assert!(
+        power(&after, 600.0) < 1e4,
+        "playout stopped: {}",
+        power(&after, 600.0)
+    );
+    let (code, body) = server.action(
+        "StopMediaOperation",
+        json!({"ConnectionId": id, "OperationId": play_op}),
+    );
+    assert_eq!((code, body["ResultCode"].as_str()), (404, Some("25")));
+
+    // Two operations at once; StopMediaOperation without OperationId stops both.
+    let (_, tone) = server.action(
+        "PlayTone",
+        json!({"ConnectionId": id, "Frequency1": 1000, "Duration": 0, "TermCondMaxTime": 60000}),
+    );
+    let (_, gather) = server.action(
+        "GatherDigits",
+        json!({"ConnectionId": id, "TermCondMaxDigits": 5}),
+    );
+    assert!(power(&listen(&caller.uac.rtp, Duration::from_millis(300)), 1000.0) > 1e6);
+    let (code, _) = server.action(
+        "StopMediaOperation",
+        json!({"ConnectionId": id, "Block": true}),
+    );
+    assert_eq!(code, 200);
+    for (name, op) in [
+        ("PlayTone_Complete", &tone),
+        ("GatherDigits_Complete", &gather),
+    ] {
+        let e = events.wait_for(Duration::from_secs(2), |e| is(e, name));
+        assert_eq!(e["TerminationCondition"], "userstop");
+        assert_eq!(e["OperationId"], op["OperationId"]);
+    }
+
+    // A play running when the caller hangs up ends with autostop.
+    let (_, play) = server.action("Play", json!({"ConnectionId": id, "Prompt1": "long.wav"}));
+    let bye = caller
+        .uac
+        .request("BYE", "echo", 2, &caller.to_tag, "byeops", "");
+    caller.uac.send(&bye);
+    assert_eq!(uac::status(&caller.uac.final_response("BYE")), 200);
+    let ended = events.wait_for(Duration::from_secs(3), |e| {
+        is(e, "Play_Complete") && e["OperationId"] == play["OperationId"]
+    });
+    assert_eq!(ended["TerminationCondition"], "autostop");
+    server.wait_no_connections(Duration::from_secs(3));
+    caller.to_tag.clear();
+}
+
+#[test]
+fn operation_requests_that_cannot_be_served_get_their_result_codes() {
+    let (server, _prompts) = server_with_prompts();
+    let mut events = server.events();
+    let (_, created) = server.action(
+        "CreateConnection",
+        json!({"MediaTxIP": "127.0.0.1", "MediaTxPort": 4000}),
+    );
+    let id = created["ConnectionId"].as_str().unwrap().to_string();
+    let code_of = |action: &str, body: Value| server.action(action, body).1["ResultCode"].clone();
+    assert_eq!(
+        code_of(
+            "Play",
+            json!({"ConnectionId": id, "Prompt1": "missing.wav"})
+        ),
+        "30"
+    );
+    assert_eq!(
+        code_of(
+            "Play",
+            json!({"ConnectionId": id, "Prompt1": "Hello there"})
+        ),
+        "35"
+    );
+    assert_eq!(
+        code_of(
+            "Play",
+            json!({"ConnectionId": id, "Prompt1": "../etc/passwd.wav"})
+        ),
+        "30"
+    );
+    assert_eq!(
+        code_of(
+            "Play",
+            json!({"ConnectionId": id, "Prompt1": "/etc/hostname.wav"})
+        ),
+        "30"
+    );
+    assert_eq!(code_of("Play", json!({"ConnectionId": id})), "26");
+    assert_eq!(
+        code_of(
+            "Play",
+            json!({"ConnectionId": 999, "Prompt1": "tone-600.wav"})
+        ),
+        "23"
+    );
+    assert_eq!(
+        code_of(
+            "Play",
+            json!({"ConnectionId": id, "Prompt1": "tone-600.wav", "Speed": 3})
+        ),
+        "8"
+    );
+    assert_eq!(
+        code_of("PlayTone", json!({"ConnectionId": id, "Frequency1": 50})),
+        "27"
+    );
+    assert_eq!(
+        code_of("PlayTone", json!({"ConnectionId": id, "Duration": 0})),
+        "26"
+    );
+    assert_eq!(
+        code_of(
+            "GatherDigits",
+            json!({"ConnectionId": id, "TermCondDigit": "x"})
+        ),
+        "27"
+    );
+    assert_eq!(
+        code_of("StopMediaOperation", json!({"ConnectionId": 999})),
+        "23"
+    );
+    assert_eq!(
+        code_of(
+            "StopMediaOperation",
+            json!({"ConnectionId": id, "OperationId": 4242})
+        ),
+        "25"
+    );
+    assert_eq!(
+        code_of("AdjustPlay", json!({"ConnectionId": id, "Volume": 2})),
+        "25"
+    );
+    assert_eq!(
+        code_of(
+            "VoiceRecognition",
+            json!({"ConnectionId": id, "Grammar1": "g"})
+        ),
+        "8"
+    );
+    // SendDigits feeds the digit buffer: a gather with a pattern completes from it.
+    let (code, _) = server.action("SendDigits", json!({"ConnectionId": id, "Digits": "12"}));
+    assert_eq!(code, 200);
+    let (_, gather) = server.action(
+        "GatherDigits",
+        json!({"ConnectionId": id, "TermCondDigitPattern": "123", "State": "pin"}),
+    );
+    server.action("SendDigits", json!({"ConnectionId": id, "Digits": "3"}));
+    let done = events.wait_for(Duration::from_secs(2), |e| is(e, "GatherDigits_Complete"));
+    assert_eq!(done["Digits"], "123");
+    assert_eq!(done["TerminationCondition"], "digitpattern");
+    assert_eq!(done["OperationId"], gather["OperationId"]);
+    assert_eq!(done["State"], "pin");
+    // Releasing the connection ends a running gather with autostop.
+    let (_, gather) = server.action(
+        "GatherDigits",
+        json!({"ConnectionId": id, "TermCondMaxDigits": 4}),
+    );
+    server.action("DeleteConnection", json!({"ConnectionId": id}));
+    let done = events.wait_for(Duration::from_secs(2), |e| {
+        is(e, "GatherDigits_Complete") && e["OperationId"] == gather["OperationId"]
+    });
+    assert_eq!(done["TerminationCondition"], "autostop");
+}
