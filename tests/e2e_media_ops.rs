@@ -424,3 +424,205 @@ fn operation_requests_that_cannot_be_served_get_their_result_codes() {
     });
     assert_eq!(done["TerminationCondition"], "autostop");
 }
+
+/// A PCMU packet of a `hz` tone (amplitude 0 = silence), frame `index` of a stream.
+fn audio_packet(hz: f64, amplitude: f64, index: u32) -> Vec<u8> {
+    let mut packet = vec![0x80, 0];
+    packet.extend_from_slice(&(index as u16).to_be_bytes());
+    packet.extend_from_slice(&(index * 160).to_be_bytes());
+    packet.extend_from_slice(&0x0BAD_CAFEu32.to_be_bytes());
+    for i in 0..160u32 {
+        let t = f64::from(index * 160 + i) / 8000.0;
+        packet.push(ulaw_encode(
+            (amplitude * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16,
+        ));
+    }
+    packet
+}
+
+fn ulaw_encode(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    let mut s = i32::from(sample);
+    let sign = if s < 0 {
+        s = -s - 1;
+        0x7F
+    } else {
+        0xFF
+    };
+    let s = (s + BIAS).min(0x7FFF);
+    let exponent = (31 - (s as u32).leading_zeros()).saturating_sub(7).min(7);
+    let mantissa = (s >> (exponent + 3)) & 0x0F;
+    (sign ^ ((exponent << 4) as i32 | mantissa)) as u8
+}
+
+/// Streams `frames` 20 ms frames from frame `first` on: a tone while `loud(i)`, else silence.
+fn stream(call: &Call, first: u32, frames: u32, loud: impl Fn(u32) -> bool) {
+    let start = Instant::now();
+    for i in 0..frames {
+        let due = start + Duration::from_millis(20 * u64::from(i));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let amplitude = if loud(i) { 8000.0 } else { 0.0 };
+        call.uac
+            .rtp
+            .send_to(&audio_packet(600.0, amplitude, first + i), call.server_rtp)
+            .expect("send RTP");
+    }
+}
+
+/// A mono 16-bit PCM WAV's samples (canonical 44-byte header), checking the header's sizes
+/// against the file.
+fn read_pcm_wav(path: &Path) -> (u32, Vec<i16>) {
+    let bytes = std::fs::read(path).expect("recording exists");
+    assert_eq!(&bytes[0..4], b"RIFF");
+    assert_eq!(&bytes[8..16], b"WAVEfmt ");
+    let riff = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    assert_eq!(riff + 8, bytes.len(), "RIFF size matches the file");
+    assert_eq!(u16::from_le_bytes([bytes[20], bytes[21]]), 1, "PCM");
+    let rate = u32::from_le_bytes(bytes[24..28].try_into().unwrap());
+    assert_eq!(&bytes[36..40], b"data");
+    let data = u32::from_le_bytes(bytes[40..44].try_into().unwrap()) as usize;
+    assert_eq!(44 + data, bytes.len(), "data size matches the file");
+    let samples = bytes[44..]
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    (rate, samples)
+}
+
+fn server_with_dirs() -> (Server, tempfile::TempDir, tempfile::TempDir) {
+    let prompts = tempfile::tempdir().expect("prompt dir");
+    let recordings = tempfile::tempdir().expect("recording dir");
+    write_tone_wav(&prompts.path().join("tone-600.wav"), 8000, 600.0, 1000);
+    let p = format!("media.prompt_dir={}", prompts.path().display());
+    let r = format!("media.recording_dir={}", recordings.path().display());
+    (Server::start_with_overrides(&[&p, &r]), prompts, recordings)
+}
+
+#[test]
+fn a_caller_is_recorded_to_a_playable_wav_and_silence_is_detected() {
+    let (server, _prompts, recordings) = server_with_dirs();
+    let mut events = server.events();
+    let caller = call(&server, "rec1");
+    let id = connection_of_only_call(&server);
+
+    let (code, body) = server.action(
+        "Record",
+        json!({"ConnectionId": id, "Filename": "calls/first.wav", "TermCondMaxTime": 1000, "State": "r"}),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["Filename"], "calls/first.wav");
+    stream(&caller, 0, 60, |_| true);
+    let done = events.wait_for(Duration::from_secs(3), |e| is(e, "Record_Complete"));
+    assert_eq!(done["TerminationCondition"], "maxtime");
+    assert_eq!(done["Filename"], "calls/first.wav");
+    assert_eq!(done["State"], "r");
+    let (rate, samples) = read_pcm_wav(&recordings.path().join("calls/first.wav"));
+    assert_eq!(rate, 8000);
+    let seconds = samples.len() as f64 / 8000.0;
+    assert!(
+        (0.8..=1.1).contains(&seconds),
+        "about one second recorded: {seconds}"
+    );
+    let tail = &samples[samples.len() / 4..];
+    assert!(
+        power(tail, 600.0) > 1e6,
+        "the caller's 600 Hz is in the file"
+    );
+    assert!(
+        recordings.path().join("calls/first.wav.expires").exists(),
+        "expiry noted"
+    );
+
+    // Silence then sound: DetectSilence, then DetectNonSilence.
+    let (_, silence) = server.action(
+        "DetectSilence",
+        json!({"ConnectionId": id, "SilenceTime": 400}),
+    );
+    stream(&caller, 100, 40, |_| false);
+    let e = events.wait_for(Duration::from_secs(2), |e| is(e, "DetectSilence_Complete"));
+    assert_eq!(e["TerminationCondition"], "silence");
+    assert_eq!(e["OperationId"], silence["OperationId"]);
+    let (_, sound) = server.action(
+        "DetectNonSilence",
+        json!({"ConnectionId": id, "NonSilenceTime": 200}),
+    );
+    stream(&caller, 200, 10, |_| false);
+    assert!(
+        !events
+            .drain()
+            .iter()
+            .any(|e| is(e, "DetectNonSilence_Complete")),
+        "silence is not sound"
+    );
+    stream(&caller, 300, 30, |_| true);
+    let e = events.wait_for(Duration::from_secs(2), |e| {
+        is(e, "DetectNonSilence_Complete")
+    });
+    assert_eq!(e["TerminationCondition"], "nonsilence");
+    assert_eq!(e["OperationId"], sound["OperationId"]);
+
+    // A Record stopped with Block: the answer comes after Record_Complete, file finished.
+    let (_, rec) = server.action(
+        "Record",
+        json!({"ConnectionId": id, "AudioFileEncoding": "pcm"}),
+    );
+    let name = rec["Filename"].as_str().unwrap().to_string();
+    stream(&caller, 400, 25, |_| true);
+    let (code, _) = server.action(
+        "StopMediaOperation",
+        json!({"ConnectionId": id, "Block": true}),
+    );
+    assert_eq!(code, 200);
+    let done = events.wait_for(Duration::from_millis(500), |e| {
+        is(e, "Record_Complete") && e["OperationId"] == rec["OperationId"]
+    });
+    assert_eq!(done["TerminationCondition"], "userstop");
+    let (_, samples) = read_pcm_wav(&recordings.path().join(&name));
+    assert!(samples.len() >= 8000 * 3 / 10, "{} samples", samples.len());
+    let code_of = |body: Value| server.action("Record", body).1["ResultCode"].clone();
+    assert_eq!(
+        code_of(json!({"ConnectionId": id, "Filename": "../x.wav"})),
+        "30"
+    );
+    assert_eq!(
+        code_of(json!({"ConnectionId": id, "AudioFileFormat": "vox"})),
+        "8"
+    );
+}
+
+#[test]
+fn a_recording_survives_the_process_being_killed() {
+    let (mut server, _prompts, recordings) = server_with_dirs();
+    let caller = call(&server, "rec2");
+    let id = connection_of_only_call(&server);
+    let (code, _) = server.action(
+        "Record",
+        json!({"ConnectionId": id, "Filename": "killed.wav", "Expires": 0}),
+    );
+    assert_eq!(code, 200);
+    stream(&caller, 0, 90, |_| true);
+    // Past at least one header sync (every second): the file is valid as it stands.
+    server.signal(libc::SIGKILL);
+    server.wait_exit(Duration::from_secs(5));
+    let path = recordings.path().join("killed.wav");
+    let bytes = std::fs::read(&path).expect("recording exists");
+    let declared = u32::from_le_bytes(bytes[40..44].try_into().unwrap()) as usize;
+    assert!(
+        declared >= 8000 * 2 / 2,
+        "synced header covers ≥ 0.5 s: {declared} bytes"
+    );
+    assert!(44 + declared <= bytes.len());
+    assert!(
+        !recordings.path().join("killed.wav.expires").exists(),
+        "Expires 0: kept forever"
+    );
+    // A restart repairs the header to cover everything that reached the disk.
+    let r = format!("media.recording_dir={}", recordings.path().display());
+    let restarted = Server::start_with_overrides(&[&r]);
+    let (_, samples) = read_pcm_wav(&path);
+    assert!(samples.len() * 2 >= declared, "nothing lost");
+    assert!(power(&samples[samples.len() / 4..], 600.0) > 1e6);
+    drop(restarted);
+}

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use crate::control::operations::TermConds;
 use crate::control::{
-    Adjustment, AttributeChange, CodecChoice, Completion, MediaAction, PlayRequest, ToneRequest,
-    MAX_PROMPTS,
+    Adjustment, AttributeChange, CodecChoice, Completion, MediaAction, PlayRequest, RecordRequest,
+    ToneRequest, MAX_PROMPTS,
 };
 use crate::engine::ConfereeSpec;
+use crate::media::wav::Encoding;
 use crate::sdp::Codec;
 
 /// Parses one action's parameters. `requester` is the HTTP client's address (used to pick the
@@ -321,9 +322,8 @@ pub fn parse_action(
         }
         "StopMediaOperation" => {
             p.allow(&["ConnectionId", "OperationId", "Block", "Timeout"])?;
-            // Block: completion events are always emitted before the answer, so both values
-            // are honoured; it is checked for form only.
-            p.boolean("Block")?;
+            // Block defaults to true (the documented package default).
+            let block = p.boolean("Block")?.unwrap_or(true);
             let operation = match p.text("OperationId")? {
                 None => None,
                 Some(text) => Some(
@@ -334,6 +334,7 @@ pub fn parse_action(
             Ok(MediaAction::StopMediaOperation {
                 connection: p.required_connection_id()?,
                 operation: operation.filter(|&op| op != 0),
+                block,
             })
         }
         "AdjustPlay" => {
@@ -386,10 +387,106 @@ pub fn parse_action(
             ResultCode::ResourceUnavailable,
             "VoiceRecognition: no speech recognition resources on this server",
         )),
-        "Record" | "DetectSilence" | "DetectNonSilence" => Err(ActionError::new(
-            ResultCode::ResourceUnavailable,
-            format!("{action} is not available on this server yet"),
-        )),
+        "Record" => {
+            p.allow(&[
+                "Filename",
+                "ConnectionId",
+                "ConferenceId",
+                "TermCondMaxTime",
+                "TermCondDigit",
+                "TermCondSilence",
+                "TermCondNonSilence",
+                "AudioFileSampleRate",
+                "AudioFileSampleSize",
+                "AudioFileEncoding",
+                "AudioFileFormat",
+                "CommandTimeout",
+                "Expires",
+                "State",
+                "Timeout",
+            ])?;
+            let connection = p.operation_target()?;
+            if let Some(format) = p.text("AudioFileFormat")? {
+                if !format.eq_ignore_ascii_case("wav") {
+                    return Err(ActionError::new(
+                        ResultCode::ResourceUnavailable,
+                        format!("AudioFileFormat {format:?} is not available; recordings are wav"),
+                    ));
+                }
+            }
+            let encoding = match p.text("AudioFileEncoding")?.map(|e| e.to_ascii_lowercase()) {
+                None => Encoding::Pcm16,
+                Some(e) if e == "pcm" => Encoding::Pcm16,
+                Some(e) if e == "ulaw" => Encoding::Ulaw,
+                Some(e) if e == "alaw" => Encoding::Alaw,
+                Some(e) if e == "adpcm" => {
+                    return Err(ActionError::new(
+                        ResultCode::ResourceUnavailable,
+                        "AudioFileEncoding adpcm is not available; use pcm, ulaw or alaw",
+                    ))
+                }
+                Some(e) => {
+                    return Err(invalid(format!(
+                        "AudioFileEncoding {e:?} is not ulaw, alaw, pcm or adpcm"
+                    )))
+                }
+            };
+            let file_rate = match p.number("AudioFileSampleRate")? {
+                None | Some(8) => 8000,
+                Some(16) if encoding == Encoding::Pcm16 => 16000,
+                Some(r @ (6 | 11 | 16)) => {
+                    return Err(ActionError::new(
+                        ResultCode::ResourceUnavailable,
+                        format!("AudioFileSampleRate {r} kHz is not available for this encoding; use 8 (or 16 with pcm)"),
+                    ))
+                }
+                Some(r) => return Err(invalid(format!("AudioFileSampleRate {r} is not 6, 8 or 11 (kHz)"))),
+            };
+            match (p.number("AudioFileSampleSize")?, encoding) {
+                (None, _) | (Some(16), Encoding::Pcm16) | (Some(8), Encoding::Ulaw | Encoding::Alaw) => {}
+                (Some(size), _) => {
+                    return Err(invalid(format!(
+                        "AudioFileSampleSize {size} does not fit the encoding (16 for pcm, 8 for ulaw/alaw)"
+                    )))
+                }
+            }
+            let expires_days = match p.number("Expires")? {
+                None => 1,
+                Some(d) if (0..=36_500).contains(&d) => d as u32,
+                Some(d) => return Err(invalid(format!("Expires {d} is not a number of days"))),
+            };
+            Ok(MediaAction::Record(RecordRequest {
+                connection,
+                filename: p.text("Filename")?.filter(|f| !f.is_empty()),
+                conds: p.term_conds(true)?,
+                encoding,
+                file_rate,
+                expires_days,
+                state: p.text("State")?,
+            }))
+        }
+        "DetectSilence" | "DetectNonSilence" => {
+            let silence = action == "DetectSilence";
+            let time_name = if silence {
+                "SilenceTime"
+            } else {
+                "NonSilenceTime"
+            };
+            p.allow(&["ConnectionId", time_name, "CommandTimeout", "Timeout"])?;
+            let needed = p.millis(time_name)?.ok_or_else(|| {
+                ActionError::new(
+                    ResultCode::InvalidParameters,
+                    format!("{time_name} is required"),
+                )
+            })?;
+            Ok(MediaAction::DetectEnergy {
+                connection: p.required_connection_id()?,
+                silence,
+                needed,
+                command_timeout: p.millis("CommandTimeout")?,
+                state: None,
+            })
+        }
         other => Err(ActionError::new(
             ResultCode::UnknownCommand,
             format!("unknown Media Control action {other:?}"),
@@ -474,17 +571,7 @@ impl Params<'_> {
     }
 
     /// The `TermCond*` parameters and `CommandTimeout` (whichever the action allowed).
-    /// Silence and non-silence conditions need the energy detector, which is not there yet:
-    /// asking for them is refused (36) rather than ignored.
     fn term_conds(&self, with_timeout: bool) -> Result<TermConds, ActionError> {
-        for name in ["TermCondSilence", "TermCondNonSilence"] {
-            if self.text(name)?.is_some() {
-                return Err(ActionError::new(
-                    ResultCode::TermCondition,
-                    format!("{name} is not available on this server yet"),
-                ));
-            }
-        }
         let digit = match self.text("TermCondDigit")? {
             None => None,
             Some(d) => {
@@ -510,8 +597,8 @@ impl Params<'_> {
                 .map(|l| digit_string("TermCondDigitPattern", &l, 15))
                 .transpose()?,
             inter_digit_delay: self.millis("TermCondInterDigitDelay")?,
-            silence: None,
-            non_silence: None,
+            silence: self.millis("TermCondSilence")?,
+            non_silence: self.millis("TermCondNonSilence")?,
             command_timeout: if with_timeout {
                 self.millis("CommandTimeout")?
             } else {
@@ -530,7 +617,7 @@ impl Params<'_> {
             (Some(c), None) => Ok(c),
             (None, Some(_)) => Err(ActionError::new(
                 ResultCode::ResourceUnavailable,
-                "playing to a conference is not available on this server yet; play to each connection",
+                "media operations on a conference are not available on this server yet; address each connection",
             )),
             (None, None) => Err(ActionError::new(
                 ResultCode::InvalidParameters,

@@ -159,13 +159,14 @@ impl Controller {
     }
 
     /// StopMediaOperation: one operation (`operation`) or all of the connection's; each ends
-    /// with `userstop`. The completion events are emitted before this returns, so `Block`
-    /// (true or false) is always honoured.
+    /// with `userstop`. Completion events are emitted before this returns, except a Record's,
+    /// which follows when its file is finished (the caller holds a `Block` answer until then).
+    /// Returns the operations stopped.
     pub(super) fn stop_media_operation(
         &mut self,
         connection: u32,
         operation: Option<u32>,
-    ) -> Result<ActionResult, ActionError> {
+    ) -> Result<(ActionResult, Vec<u32>), ActionError> {
         let now = Instant::now();
         let c = self
             .connections
@@ -180,10 +181,11 @@ impl Controller {
             })?],
             None => c.ops.end_all(now, Termination::UserStop),
         };
+        let stopped: Vec<u32> = finished.iter().map(|f| f.operation).collect();
         for f in finished {
             self.complete(connection, f);
         }
-        Ok(success())
+        Ok((success(), stopped))
     }
 
     /// AdjustPlay: the volume of the playout in progress (speed changes are refused: 8).
@@ -294,9 +296,10 @@ impl Controller {
         }
     }
 
-    /// Emits the completion event of a finished operation, and stops its audio in the engine
-    /// when something else ended it.
+    /// Emits the completion event of a finished operation, and stops what the engine still
+    /// does for it (playout, energy watch, recording). A Record's event waits for its file.
     fn complete(&mut self, connection: u32, f: Finished) {
+        let mut recording = None;
         if let Some(c) = self.connections.get_mut(&connection) {
             if c.playing == Some(f.operation) {
                 c.playing = None;
@@ -309,6 +312,18 @@ impl Controller {
                     }
                 }
             }
+            if c.watching.contains(&f.operation) {
+                c.watching.retain(|&op| op != f.operation);
+                let _ = self
+                    .engine
+                    .unwatch_energy(u64::from(connection), u64::from(f.operation));
+            }
+            if c.recording
+                .as_ref()
+                .is_some_and(|(op, _)| *op == f.operation)
+            {
+                recording = c.recording.take();
+            }
         }
         tracing::info!(
             connection,
@@ -317,16 +332,24 @@ impl Controller {
             termination = f.termination.as_str(),
             "media operation complete"
         );
-        let done = OperationDone {
-            connection_id: connection.to_string(),
-            operation_id: f.operation.to_string(),
-            termination_condition: Some(f.termination.as_str().into()),
-            elapsed_time: Some(f.elapsed.as_millis() as u64),
-            digits: f.digits,
-            filename: None,
-            result_code: None,
-            state: f.state,
-        };
+        if let Some((operation, filename)) = recording {
+            if let Err(e) = self
+                .engine
+                .stop_recording(u64::from(connection), u64::from(operation))
+            {
+                tracing::warn!(connection, error = %e, "engine could not stop recording");
+            }
+            self.pending_records.insert(
+                operation,
+                PendingRecord {
+                    connection,
+                    finished: f,
+                    filename,
+                },
+            );
+            return;
+        }
+        let done = operation_done(connection, &f);
         self.events.emit(match f.kind {
             OperationKind::Play => Event::PlayComplete(done),
             OperationKind::PlayTone => Event::PlayToneComplete(done),
@@ -381,7 +404,9 @@ impl Controller {
         c.playing = Some(operation);
         c.volume = volume;
         // A Play starts no GatherDigits, so nothing can finish at once.
+        let watch = conds.clone();
         let _ = c.ops.start(now, operation, kind, conds, state);
+        self.watch_conditions(connection, operation, &watch);
         tracing::info!(
             connection,
             operation,
@@ -503,4 +528,324 @@ fn operation_result(connection: u32, operation: u32) -> ActionResult {
     m.insert("ConnectionId".into(), json!(connection.to_string()));
     m.insert("OperationId".into(), json!(operation.to_string()));
     m
+}
+
+/// What Record is asked to do (reference §3.9).
+#[derive(Debug, Clone)]
+pub struct RecordRequest {
+    pub connection: u32,
+    /// Relative to `[media] recording_dir` (absolute only when allowed); None: generated.
+    pub filename: Option<String>,
+    pub conds: TermConds,
+    pub encoding: crate::media::wav::Encoding,
+    /// The file's sample rate (8000, or 16000 for 16-bit PCM).
+    pub file_rate: u32,
+    /// Days until the server deletes the file; 0 = never.
+    pub expires_days: u32,
+    pub state: Option<String>,
+}
+
+/// A Record whose operation has ended, waiting for its file to be finished.
+#[derive(Debug)]
+pub(super) struct PendingRecord {
+    connection: u32,
+    finished: Finished,
+    filename: String,
+}
+
+/// Suffix of the file next to a recording that holds its expiry (Unix seconds).
+const EXPIRES_SUFFIX: &str = ".expires";
+
+impl Controller {
+    /// Record: the caller's audio into a WAV file; `Record_Complete` (with `Filename`) once the
+    /// file is finished.
+    pub(super) fn record(&mut self, request: RecordRequest) -> Result<ActionResult, ActionError> {
+        let id = request.connection;
+        let c = self
+            .connections
+            .get(&id)
+            .ok_or_else(|| unknown_connection(id))?;
+        if c.media.format.is_none() {
+            return Err(ActionError::new(
+                ResultCode::NotConnected,
+                format!("connection {id} has no negotiated media to record"),
+            ));
+        }
+        if c.recording.is_some() {
+            return Err(ActionError::new(
+                ResultCode::ConnectionBusy,
+                format!("connection {id} is already being recorded"),
+            ));
+        }
+        let operation = self.allocate_operation_id();
+        let (path, filename) = self.resolve_recording(request.filename.as_deref(), operation)?;
+        let writer =
+            crate::media::wav::WavWriter::create(&path, request.file_rate, request.encoding)
+                .map_err(|e| ActionError::new(ResultCode::FileOpen, format!("{e}")))?;
+        if request.expires_days > 0 && !Path::new(&filename).is_absolute() {
+            let at = super::events::unix_ms() / 1000 + u64::from(request.expires_days) * 86_400;
+            let mut marker = path.clone().into_os_string();
+            marker.push(EXPIRES_SUFFIX);
+            if let Err(e) = std::fs::write(&marker, at.to_string()) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot record the expiry");
+            }
+        }
+        if let Err(e) = self.engine.start_recording(
+            u64::from(id),
+            u64::from(operation),
+            writer,
+            request.file_rate,
+        ) {
+            let _ = std::fs::remove_file(&path);
+            return Err(super::engine_error(e));
+        }
+        self.watch_conditions(id, operation, &request.conds);
+        let now = Instant::now();
+        if let Some(c) = self.connections.get_mut(&id) {
+            c.recording = Some((operation, filename.clone()));
+            let _ = c.ops.start(
+                now,
+                operation,
+                OperationKind::Record,
+                request.conds,
+                request.state,
+            );
+        }
+        tracing::info!(connection = id, operation, file = %path.display(), "recording");
+        let mut result = operation_result(id, operation);
+        result.insert("Filename".into(), json!(filename));
+        Ok(result)
+    }
+
+    /// DetectSilence / DetectNonSilence: completes after `needed` of continuous silence (or
+    /// sound), or on CommandTimeout.
+    pub(super) fn detect_energy(
+        &mut self,
+        connection: u32,
+        silence: bool,
+        needed: std::time::Duration,
+        command_timeout: Option<std::time::Duration>,
+        state: Option<String>,
+    ) -> Result<ActionResult, ActionError> {
+        let c = self
+            .connections
+            .get(&connection)
+            .ok_or_else(|| unknown_connection(connection))?;
+        if c.media.format.is_none() {
+            return Err(ActionError::new(
+                ResultCode::NotConnected,
+                format!("connection {connection} has no negotiated media to listen to"),
+            ));
+        }
+        let operation = self.allocate_operation_id();
+        let conds = TermConds {
+            silence: silence.then_some(needed),
+            non_silence: (!silence).then_some(needed),
+            command_timeout,
+            ..TermConds::default()
+        };
+        self.watch_conditions(connection, operation, &conds);
+        let kind = if silence {
+            OperationKind::DetectSilence
+        } else {
+            OperationKind::DetectNonSilence
+        };
+        let now = Instant::now();
+        if let Some(c) = self.connections.get_mut(&connection) {
+            let _ = c.ops.start(now, operation, kind, conds, state);
+        }
+        Ok(operation_result(connection, operation))
+    }
+
+    /// The engine saw the silence (or sound) an operation waited for.
+    pub(super) fn on_energy(&mut self, connection: u32, operation: u32, silence: bool) {
+        let now = Instant::now();
+        let Some(c) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        c.watching.retain(|&op| op != operation);
+        let termination = if silence {
+            Termination::Silence
+        } else {
+            Termination::NonSilence
+        };
+        if let Some(f) = c.ops.end(now, operation, termination) {
+            self.complete(connection, f);
+        }
+    }
+
+    /// The recorder finished a file: `Record_Complete`, or `Record_Failed` (31) when writing
+    /// failed.
+    pub(super) fn on_recording_done(
+        &mut self,
+        operation: u32,
+        samples: u64,
+        error: Option<String>,
+    ) {
+        let Some(pending) = self.pending_records.remove(&operation) else {
+            return;
+        };
+        let PendingRecord {
+            connection,
+            finished,
+            filename,
+        } = pending;
+        tracing::info!(connection, operation, samples, file = %filename, "recording finished");
+        let mut done = operation_done(connection, &finished);
+        done.filename = Some(filename);
+        match error {
+            None => self.events.emit(Event::RecordComplete(done)),
+            Some(e) => {
+                tracing::warn!(connection, operation, error = %e, "recording failed");
+                done.termination_condition = None;
+                done.result_code = Some(ResultCode::FileIo.as_wire());
+                self.events.emit(Event::RecordFailed(done));
+            }
+        }
+        self.release_blocked_stops();
+    }
+
+    /// Records still being finished among `operations`.
+    pub(super) fn unfinished_records(&self, operations: &[u32]) -> Vec<u32> {
+        operations
+            .iter()
+            .copied()
+            .filter(|op| self.pending_records.contains_key(op))
+            .collect()
+    }
+
+    /// Answers the StopMediaOperation requests (Block) whose recordings are all finished.
+    fn release_blocked_stops(&mut self) {
+        let mut waiting = std::mem::take(&mut self.blocked_stops);
+        waiting.retain_mut(|(operations, reply, result)| {
+            operations.retain(|op| self.pending_records.contains_key(op));
+            if operations.is_empty() {
+                if let Some(reply) = reply.take() {
+                    let _ = reply.send(Ok(result.clone()));
+                }
+                false
+            } else {
+                true
+            }
+        });
+        self.blocked_stops = waiting;
+    }
+
+    /// Asks the engine to watch for the silence/non-silence conditions of an operation.
+    fn watch_conditions(&mut self, connection: u32, operation: u32, conds: &TermConds) {
+        for (silence, needed) in [(true, conds.silence), (false, conds.non_silence)] {
+            let Some(needed) = needed else { continue };
+            match self.engine.watch_energy(
+                u64::from(connection),
+                u64::from(operation),
+                silence,
+                needed,
+            ) {
+                Ok(()) => {
+                    if let Some(c) = self.connections.get_mut(&connection) {
+                        c.watching.push(operation);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(connection, operation, error = %e, "engine cannot watch energy")
+                }
+            }
+        }
+    }
+
+    /// A recording's path: a generated name, or the request's (relative, without `..`, unless
+    /// absolute paths are allowed). Parent directories are created.
+    fn resolve_recording(
+        &self,
+        requested: Option<&str>,
+        operation: u32,
+    ) -> Result<(PathBuf, String), ActionError> {
+        let name = match requested {
+            Some(n) => n.to_string(),
+            None => format!("rec-{}-{operation}.wav", super::events::unix_ms()),
+        };
+        let path = Path::new(&name);
+        let full = if path.is_absolute() {
+            if !self.media.allow_absolute_paths {
+                return Err(ActionError::new(
+                    ResultCode::FileOpen,
+                    format!("absolute recording path {name:?} is not allowed ([media] allow_absolute_paths)"),
+                ));
+            }
+            path.to_path_buf()
+        } else {
+            if !is_contained(path) || name.is_empty() {
+                return Err(ActionError::new(
+                    ResultCode::FileOpen,
+                    format!("recording name {name:?} leaves the recording directory"),
+                ));
+            }
+            self.media.recording_dir.join(path)
+        };
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                ActionError::new(
+                    ResultCode::FileOpen,
+                    format!("cannot create {}: {e}", parent.display()),
+                )
+            })?;
+        }
+        Ok((full, name))
+    }
+}
+
+/// The `<Action>_Complete` parameters of a finished operation.
+fn operation_done(connection: u32, f: &Finished) -> OperationDone {
+    OperationDone {
+        connection_id: connection.to_string(),
+        operation_id: f.operation.to_string(),
+        termination_condition: Some(f.termination.as_str().into()),
+        elapsed_time: Some(f.elapsed.as_millis() as u64),
+        digits: f.digits.clone(),
+        filename: None,
+        result_code: None,
+        state: f.state.clone(),
+    }
+}
+
+/// At start: recordings a killed process left get valid headers; and (at start and hourly)
+/// expired recordings are deleted. Walks `dir` a few levels deep.
+pub fn sweep_recordings(dir: &Path, repair: bool, now_unix_s: u64) {
+    fn walk(dir: &Path, depth: u32, repair: bool, now: u64) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if depth < 4 {
+                    walk(&path, depth + 1, repair, now);
+                }
+                continue;
+            }
+            let name = path.to_string_lossy().to_string();
+            if let Some(recording) = name.strip_suffix(EXPIRES_SUFFIX) {
+                let expired = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                    .is_some_and(|at| at <= now);
+                if expired {
+                    let _ = std::fs::remove_file(recording);
+                    let _ = std::fs::remove_file(&path);
+                    tracing::info!(file = recording, "expired recording deleted");
+                }
+            } else if repair && name.ends_with(".wav") {
+                match crate::media::wav::repair(&path) {
+                    Ok(true) => {
+                        tracing::warn!(file = %path.display(), "recording cut off by a stop: header repaired")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "recording cannot be repaired")
+                    }
+                }
+            }
+        }
+    }
+    walk(dir, 0, repair, now_unix_s);
 }

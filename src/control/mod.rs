@@ -13,7 +13,15 @@ pub mod operations;
 pub mod result;
 
 pub use conference::{AttributeChange, Completion, Pool, Resources};
-pub use media_ops::{Adjustment, PlayRequest, ToneRequest, MAX_PROMPTS};
+pub use media_ops::{
+    sweep_recordings, Adjustment, PlayRequest, RecordRequest, ToneRequest, MAX_PROMPTS,
+};
+
+/// How often expired recordings are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Where an action's answer goes.
+type Reply = oneshot::Sender<Result<ActionResult, ActionError>>;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -104,6 +112,17 @@ pub enum MediaAction {
     StopMediaOperation {
         connection: u32,
         operation: Option<u32>,
+        /// Answer only once the stopped operations' completion events are out.
+        block: bool,
+    },
+    Record(RecordRequest),
+    DetectEnergy {
+        connection: u32,
+        /// True: DetectSilence; false: DetectNonSilence.
+        silence: bool,
+        needed: Duration,
+        command_timeout: Option<Duration>,
+        state: Option<String>,
     },
     AdjustPlay {
         connection: u32,
@@ -216,6 +235,12 @@ pub struct Controller {
     rooms: HashMap<String, u32>,
     resources: Resources,
     next_operation_id: u32,
+    /// Records whose operation ended, waiting for their file to be finished.
+    pending_records: HashMap<u32, media_ops::PendingRecord>,
+    /// StopMediaOperation answers held (Block) until these records are finished.
+    blocked_stops: Vec<(Vec<u32>, Option<Reply>, ActionResult)>,
+    /// The next look for expired recordings.
+    next_sweep: Instant,
 }
 
 /// A call as listed by the API.
@@ -298,6 +323,10 @@ struct Connection {
     /// Playout volume (−10..=10) and the one a toggle returns to.
     volume: i32,
     toggled_volume: i32,
+    /// The Record in progress (operation, file name as the API reports it).
+    recording: Option<(u32, String)>,
+    /// Operations with silence/non-silence watches in the engine.
+    watching: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,12 +346,20 @@ impl Controller {
         transport: SipTransport,
     ) -> Controller {
         let resources = Resources::new(&media.resources, engine.ports_total() / 2);
+        // Recordings a killed process left behind get valid headers; expired ones go.
+        if let Err(e) = std::fs::create_dir_all(&media.recording_dir) {
+            tracing::warn!(dir = %media.recording_dir.display(), error = %e, "recording directory unavailable");
+        }
+        sweep_recordings(&media.recording_dir, true, events::unix_ms() / 1000);
         Controller {
             resources,
             conferences: HashMap::new(),
             next_conference_id: 1,
             rooms: HashMap::new(),
             next_operation_id: 1,
+            pending_records: HashMap::new(),
+            blocked_stops: Vec::new(),
+            next_sweep: Instant::now() + SWEEP_INTERVAL,
             media,
             engine,
             ua,
@@ -390,6 +427,10 @@ impl Controller {
                     self.ua.handle_timeout(now);
                     self.expire_reservations(now);
                     self.expire_operations(now);
+                    if self.next_sweep <= now {
+                        self.next_sweep = now + SWEEP_INTERVAL;
+                        sweep_recordings(&self.media.recording_dir, false, events::unix_ms() / 1000);
+                    }
                 }
             }
             self.drain_ua();
@@ -410,6 +451,7 @@ impl Controller {
             self.ua.poll_timeout(),
             reservation,
             self.next_operation_deadline(),
+            Some(self.next_sweep),
         ]
         .into_iter()
         .flatten()
@@ -419,6 +461,15 @@ impl Controller {
     fn on_request(&mut self, request: ControlRequest) {
         match request {
             ControlRequest::Action(action, reply) => {
+                if let MediaAction::StopMediaOperation {
+                    connection,
+                    operation,
+                    block,
+                } = *action
+                {
+                    self.stop_and_reply(connection, operation, block, reply);
+                    return;
+                }
                 let result = self.on_action(*action);
                 let _ = reply.send(result);
             }
@@ -450,6 +501,30 @@ impl Controller {
                 let _ = reply.send(());
             }
             ControlRequest::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    /// StopMediaOperation: with Block, the answer waits until stopped Records have finished
+    /// their files (their `Record_Complete` is out).
+    fn stop_and_reply(
+        &mut self,
+        connection: u32,
+        operation: Option<u32>,
+        block: bool,
+        reply: Reply,
+    ) {
+        match self.stop_media_operation(connection, operation) {
+            Ok((result, stopped)) => {
+                let waiting = self.unfinished_records(&stopped);
+                if block && !waiting.is_empty() {
+                    self.blocked_stops.push((waiting, Some(reply), result));
+                } else {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
         }
     }
 
@@ -513,7 +588,18 @@ impl Controller {
             MediaAction::StopMediaOperation {
                 connection,
                 operation,
-            } => self.stop_media_operation(connection, operation),
+                ..
+            } => self
+                .stop_media_operation(connection, operation)
+                .map(|(result, _)| result),
+            MediaAction::Record(request) => self.record(request),
+            MediaAction::DetectEnergy {
+                connection,
+                silence,
+                needed,
+                command_timeout,
+                state,
+            } => self.detect_energy(connection, silence, needed, command_timeout, state),
             MediaAction::AdjustPlay {
                 connection,
                 volume,
@@ -895,6 +981,25 @@ impl Controller {
                 });
                 self.on_operation_digit(id, digit);
             }
+            EngineEvent::RecordingDone {
+                operation,
+                samples,
+                error,
+                ..
+            } => {
+                if let Ok(operation) = u32::try_from(operation) {
+                    self.on_recording_done(operation, samples, error);
+                }
+            }
+            EngineEvent::Energy {
+                key,
+                operation,
+                silence,
+            } => {
+                if let (Ok(id), Ok(operation)) = (u32::try_from(key), u32::try_from(operation)) {
+                    self.on_energy(id, operation, silence);
+                }
+            }
             EngineEvent::PlayoutDone { key, operation } => {
                 if let (Ok(id), Ok(operation)) = (u32::try_from(key), u32::try_from(operation)) {
                     self.on_playout_done(id, operation);
@@ -996,6 +1101,8 @@ impl Controller {
                 playing: None,
                 volume: 0,
                 toggled_volume: 0,
+                recording: None,
+                watching: Vec::new(),
             },
         );
         Ok(id)

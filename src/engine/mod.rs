@@ -17,6 +17,7 @@
 
 mod batch;
 mod pool;
+mod recorder;
 mod socket;
 mod stats;
 pub mod tuning;
@@ -264,6 +265,20 @@ pub enum EngineEvent {
     },
     /// No RTP for the configured time.
     RtpTimeout { key: ConnectionKey },
+    /// A recording's file is finished (`error`: what went wrong, the file holds what was
+    /// written before).
+    RecordingDone {
+        key: ConnectionKey,
+        operation: u64,
+        samples: u64,
+        error: Option<String>,
+    },
+    /// The silence (or non-silence) `operation` waited for has lasted its time.
+    Energy {
+        key: ConnectionKey,
+        operation: u64,
+        silence: bool,
+    },
     /// The prompt or tone of `operation` played to its end.
     PlayoutDone { key: ConnectionKey, operation: u64 },
     /// A conferee started (`talking`) or stopped talking (rate-limited by the mixer).
@@ -348,6 +363,9 @@ pub struct Engine {
     /// Per worker: how late its session deadlines run.
     tick_lateness: Vec<Arc<stats::TickLateness>>,
     epoch: std::time::Instant,
+    /// The recorder thread's queue (None once stopping) and the thread.
+    recorder: Option<std::sync::mpsc::SyncSender<recorder::RecorderCommand>>,
+    recorder_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Engine {
@@ -356,6 +374,9 @@ impl Engine {
         let ports = PortPool::new(config.rtp_port_min, config.rtp_port_max)?;
         let worker_count = resolve_worker_count(config.workers);
         let port_return = ports.port_return();
+        let (recorder_queue, recorder_inbox) = recorder::channel();
+        let recorder_thread =
+            recorder::spawn(recorder_inbox, events.clone()).map_err(EngineError::WorkerStart)?;
         let mut engine = Engine {
             workers: Vec::with_capacity(worker_count),
             ports: Mutex::new(ports),
@@ -374,6 +395,8 @@ impl Engine {
             heartbeats: Vec::with_capacity(worker_count),
             tick_lateness: Vec::with_capacity(worker_count),
             epoch: std::time::Instant::now(),
+            recorder: Some(recorder_queue.clone()),
+            recorder_thread: Some(recorder_thread),
         };
         let prepared = (0..worker_count)
             .map(worker::prepare)
@@ -391,6 +414,7 @@ impl Engine {
                 heartbeat: Arc::new(AtomicU64::new(0)),
                 tick_lateness: Arc::default(),
                 epoch: engine.epoch,
+                recorder: recorder_queue.clone(),
             };
             engine.heartbeats.push(Arc::clone(&context.heartbeat));
             engine
@@ -619,6 +643,72 @@ impl Engine {
         self.submit_for(key, WorkerCommand::SetPlayGain { key, gain })
     }
 
+    /// Starts recording the caller's audio of a connection into `writer` (a file at
+    /// `file_rate`); [`EngineEvent::RecordingDone`] follows [`Engine::stop_recording`].
+    pub fn start_recording(
+        &self,
+        key: ConnectionKey,
+        operation: u64,
+        writer: crate::media::wav::WavWriter,
+        file_rate: u32,
+    ) -> Result<(), EngineError> {
+        let queue = self.recorder.as_ref().ok_or(EngineError::WorkerGone)?;
+        queue
+            .try_send(recorder::RecorderCommand::Start {
+                key,
+                operation,
+                writer: Box::new(writer),
+                file_rate,
+            })
+            .map_err(|e| match e {
+                std::sync::mpsc::TrySendError::Full(_) => EngineError::QueueFull,
+                std::sync::mpsc::TrySendError::Disconnected(_) => EngineError::WorkerGone,
+            })?;
+        let started = self.submit_for(key, WorkerCommand::Record { key, operation });
+        if started.is_err() {
+            // Finish the file the recorder was given.
+            let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
+        }
+        started
+    }
+
+    /// Ends a recording: the worker hands over what it still holds, the recorder finishes the
+    /// file and reports [`EngineEvent::RecordingDone`].
+    pub fn stop_recording(&self, key: ConnectionKey, operation: u64) -> Result<(), EngineError> {
+        let stopped = self.submit_for(key, WorkerCommand::StopRecord { key, operation });
+        if stopped.is_err() {
+            if let Some(queue) = &self.recorder {
+                let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
+            }
+        }
+        stopped
+    }
+
+    /// Watches a connection's audio for `needed` of continuous silence (or non-silence);
+    /// [`EngineEvent::Energy`] when it happens.
+    pub fn watch_energy(
+        &self,
+        key: ConnectionKey,
+        operation: u64,
+        silence: bool,
+        needed: std::time::Duration,
+    ) -> Result<(), EngineError> {
+        self.submit_for(
+            key,
+            WorkerCommand::Watch {
+                key,
+                operation,
+                silence,
+                needed,
+            },
+        )
+    }
+
+    /// Stops the energy watches of `operation` on a connection.
+    pub fn unwatch_energy(&self, key: ConnectionKey, operation: u64) -> Result<(), EngineError> {
+        self.submit_for(key, WorkerCommand::Unwatch { key, operation })
+    }
+
     /// Sends a command to the worker that carries `key`.
     fn submit_for(&self, key: ConnectionKey, command: WorkerCommand) -> Result<(), EngineError> {
         let registry = lock(&self.registry);
@@ -737,6 +827,14 @@ impl Engine {
         }
         for worker in &mut self.workers {
             worker.join();
+        }
+        // The workers' queues are gone with them; dropping ours lets the recorder finish its
+        // files and end.
+        self.recorder = None;
+        if let Some(thread) = self.recorder_thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("media recorder panicked");
+            }
         }
     }
 }

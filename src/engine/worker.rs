@@ -42,6 +42,7 @@ use super::{
     ConfereeSpec, ConferenceKey, ConferenceSpec, ConnectionKey, EngineError, EngineEvent,
     MediaSpec, MediaStats, SessionDefaults,
 };
+use crate::media::energy::EnergyWatch;
 use crate::media::rtcp::ntp_timestamp_from_unix;
 use crate::media::session::{
     Channel, MediaSession, SessionConfig, SessionEvent, SessionStats, MAX_PACKET, ROOM_TICK,
@@ -117,6 +118,19 @@ pub(super) enum WorkerCommand {
     StopPlay { key: ConnectionKey, operation: u64 },
     /// New volume for a connection's playout (AdjustPlay).
     SetPlayGain { key: ConnectionKey, gain: f32 },
+    /// Start handing the caller's audio to the recorder for `operation`.
+    Record { key: ConnectionKey, operation: u64 },
+    /// Stop recording `operation`: last audio out, then the recorder finishes the file.
+    StopRecord { key: ConnectionKey, operation: u64 },
+    /// Watch the caller's audio for silence (or non-silence) lasting `needed`.
+    Watch {
+        key: ConnectionKey,
+        operation: u64,
+        silence: bool,
+        needed: Duration,
+    },
+    /// Drop the energy watches of `operation`.
+    Unwatch { key: ConnectionKey, operation: u64 },
 }
 
 impl WorkerCommand {
@@ -131,7 +145,11 @@ impl WorkerCommand {
             | WorkerCommand::Leave { key, .. }
             | WorkerCommand::Play { key, .. }
             | WorkerCommand::StopPlay { key, .. }
-            | WorkerCommand::SetPlayGain { key, .. } => Some(*key),
+            | WorkerCommand::SetPlayGain { key, .. }
+            | WorkerCommand::Record { key, .. }
+            | WorkerCommand::StopRecord { key, .. }
+            | WorkerCommand::Watch { key, .. }
+            | WorkerCommand::Unwatch { key, .. } => Some(*key),
             _ => None,
         }
     }
@@ -181,6 +199,8 @@ pub(super) struct WorkerContext {
     pub(super) epoch: std::time::Instant,
     /// How late this worker runs session deadlines.
     pub(super) tick_lateness: Arc<super::stats::TickLateness>,
+    /// The recorder thread's queue (frames are `try_send`: never waited for).
+    pub(super) recorder: SyncSender<super::recorder::RecorderCommand>,
 }
 
 /// The control plane's handle on one worker thread.
@@ -397,6 +417,10 @@ struct Connection {
     deadline: Instant,
     /// The conference (on this worker) the connection is in.
     conference: Option<ConferenceKey>,
+    /// The recording the caller's audio goes to.
+    recording: Option<u64>,
+    /// Silence/non-silence conditions waited for.
+    watches: Vec<EnergyWatch>,
 }
 
 impl Worker {
@@ -559,6 +583,7 @@ impl Worker {
                 .tick_lateness
                 .record(now.saturating_duration_since(at).as_micros() as u64);
             connection.session.handle_timeout(now);
+            connection.consume_heard(&self.context);
             connection.flush(&mut self.send_buffer[..], &self.context);
             self.schedule(slot);
         }
@@ -650,7 +675,53 @@ impl Worker {
             WorkerCommand::SetPlayGain { key, gain } => self.with_session(key, |session, _| {
                 session.set_playout_gain(gain);
             }),
+            WorkerCommand::Record { key, operation } => {
+                self.with_connection(key, |c| c.recording = Some(operation))
+            }
+            WorkerCommand::StopRecord { key, operation } => {
+                let recorder = self.context.recorder.clone();
+                self.with_connection(key, |c| {
+                    if c.recording == Some(operation) {
+                        c.recording = None;
+                    }
+                });
+                // After the last audio the worker held: the recorder then finishes the file.
+                let _ = recorder.try_send(super::recorder::RecorderCommand::Stop { operation });
+            }
+            WorkerCommand::Watch {
+                key,
+                operation,
+                silence,
+                needed,
+            } => self.with_connection(key, |c| {
+                c.watches.push(EnergyWatch::new(
+                    operation,
+                    silence,
+                    needed,
+                    crate::media::energy::DEFAULT_THRESHOLD_DBFS,
+                ))
+            }),
+            WorkerCommand::Unwatch { key, operation } => {
+                self.with_connection(key, |c| c.watches.retain(|w| w.operation != operation))
+            }
         }
+    }
+
+    /// Changes what listens to a connection's audio (recording, energy watches), then hands
+    /// over what was heard so far and switches the session's listening on or off.
+    fn with_connection(&mut self, key: ConnectionKey, change: impl FnOnce(&mut Connection)) {
+        let Some(&slot) = self.slots.get(&key) else {
+            tracing::warn!(key, "command for a connection this worker does not carry");
+            return;
+        };
+        let Some(Some(connection)) = self.connections.get_mut(slot) else {
+            return;
+        };
+        connection.consume_heard(&self.context);
+        change(connection);
+        let listening = connection.recording.is_some() || !connection.watches.is_empty();
+        connection.session.set_listening(Instant::now(), listening);
+        self.schedule(slot);
     }
 
     /// Runs `change` on a connection's session, then reschedules it (its deadlines may move).
@@ -899,6 +970,8 @@ impl Worker {
                     tracing::error!(key, %error, "rebuilt session cannot take part in the mix");
                 }
             }
+            let listening = connection.recording.is_some() || !connection.watches.is_empty();
+            connection.session.set_listening(Instant::now(), listening);
         }
         tracing::debug!(key, mode = ?media.mode, rebuilt = !only_peer_changed, "media connection updated");
         connection.media = media;
@@ -920,6 +993,13 @@ impl Worker {
             .and_then(|c| self.conferences.get_mut(&c))
         {
             room.remove(key);
+        }
+        connection.consume_heard(&self.context);
+        if let Some(operation) = connection.recording.take() {
+            let _ = self
+                .context
+                .recorder
+                .try_send(super::recorder::RecorderCommand::Stop { operation });
         }
         connection.deregister(self.poll.registry());
         self.finish(connection);
@@ -1035,7 +1115,56 @@ impl Connection {
             generation,
             deadline,
             conference: None,
+            recording: None,
+            watches: Vec::new(),
         }
+    }
+
+    /// Hands the caller's audio decoded since last time to the recorder and the energy
+    /// watches; a watch whose condition is met reports and goes.
+    fn consume_heard(&mut self, context: &WorkerContext) {
+        if self.recording.is_none() && self.watches.is_empty() {
+            return;
+        }
+        let Connection {
+            key,
+            session,
+            recording,
+            watches,
+            ..
+        } = self;
+        let key = *key;
+        session.take_heard(|samples, rate| {
+            if let Some(operation) = *recording {
+                for chunk in samples.chunks(super::recorder::FRAME_SAMPLES) {
+                    let mut frame = Box::new([0i16; super::recorder::FRAME_SAMPLES]);
+                    frame[..chunk.len()].copy_from_slice(chunk);
+                    let sent = context
+                        .recorder
+                        .try_send(super::recorder::RecorderCommand::Frame {
+                            operation,
+                            rate,
+                            len: chunk.len(),
+                            samples: frame,
+                        });
+                    if sent.is_err() {
+                        tracing::warn!(key, operation, "recorder queue full: audio dropped");
+                    }
+                }
+            }
+            watches.retain_mut(|watch| {
+                if watch.feed(samples, rate) {
+                    context.emit(EngineEvent::Energy {
+                        key,
+                        operation: watch.operation,
+                        silence: watch.want_silence,
+                    });
+                    false
+                } else {
+                    true
+                }
+            });
+        });
     }
 
     /// Watches both sockets for readability under the slot's tokens.
@@ -1272,6 +1401,7 @@ impl Conference {
                     self.mixer.contribute(id, frame);
                 }
             }
+            connection.consume_heard(context);
         }
         if !hairpin {
             self.mixer.mix();
@@ -1411,6 +1541,8 @@ impl WorkerContext {
                     EngineEvent::RtpTimeout { key } => (key, "rtp_timeout"),
                     EngineEvent::Talker { key, .. } => (key, "talker"),
                     EngineEvent::PlayoutDone { key, .. } => (key, "playout_done"),
+                    EngineEvent::RecordingDone { key, .. } => (key, "recording_done"),
+                    EngineEvent::Energy { key, .. } => (key, "energy"),
                 };
                 tracing::warn!(key, kind, "engine event queue full, event dropped");
             }
@@ -1489,6 +1621,7 @@ mod tests {
             heartbeat: Arc::default(),
             epoch: std::time::Instant::now(),
             tick_lateness: Arc::default(),
+            recorder: super::super::recorder::channel().0,
         };
         let (commands, inbox) = mpsc::sync_channel(4);
         let (_handoff, arrivals) = mpsc::channel();

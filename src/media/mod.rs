@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod dtmf;
+pub mod energy;
 pub mod g711;
 pub mod g722;
 pub mod jitter;

@@ -227,6 +227,17 @@ pub struct MediaSession {
     room: Option<RoomMembership>,
     /// A prompt or tone played instead of the session's usual audio (operation id, player).
     player: Option<(u64, Player)>,
+    /// The caller's decoded audio, kept for the worker while something listens (recording,
+    /// silence detection).
+    heard: Option<Heard>,
+}
+
+/// The caller's decoded audio since the worker last took it, at the received codec's PCM rate.
+struct Heard {
+    samples: Box<[i16]>,
+    len: usize,
+    /// Samples dropped because the worker did not take them in time.
+    dropped: u64,
 }
 
 /// Which of the audio path's buffers holds a frame to send, and its length.
@@ -411,6 +422,7 @@ impl MediaSession {
             stats: SessionStats::default(),
             room: None,
             player: None,
+            heard: None,
             audio,
             config,
         })
@@ -482,8 +494,8 @@ impl MediaSession {
             self.stats.malformed_packets += 1;
             return;
         }
-        if self.config.mode == SessionMode::Idle && self.room.is_none() {
-            // Nobody plays this audio out: counted above, not buffered.
+        if self.config.mode == SessionMode::Idle && self.room.is_none() && self.heard.is_none() {
+            // Nobody plays or listens to this audio: counted above, not buffered.
             return;
         }
         audio.jitter.push(
@@ -677,11 +689,19 @@ impl MediaSession {
     /// audio, decoded, re-encoded, sent back.
     fn tick(&mut self, now: Instant) {
         if self.player.is_some() {
-            if self.config.mode == SessionMode::Echo {
-                // Keep the jitter buffer (and in-band DTMF detection) moving; nobody hears it.
+            if self.config.mode == SessionMode::Echo || self.heard.is_some() {
+                // Keep the jitter buffer (and in-band DTMF detection) moving: echo is not
+                // heard meanwhile, a recording still is.
                 let _ = self.pull_frame(now);
             }
             self.play_player_frame(now);
+            return;
+        }
+        if self.config.mode != SessionMode::Echo {
+            // Idle and listening (recording, silence detection): take the caller's audio.
+            if self.heard.is_some() {
+                let _ = self.pull_frame(now);
+            }
             return;
         }
         if self.rtp_destination().is_none() {
@@ -713,6 +733,25 @@ impl MediaSession {
     /// playing (before the first packet, between talkspurts) or no format is negotiated.
     /// Reports a digit when in-band detection hears one.
     fn pull_frame(&mut self, now: Instant) -> Option<usize> {
+        let pulled = self.decode_next(now);
+        if let (Some(heard), Some(audio)) = (self.heard.as_mut(), self.audio.as_ref()) {
+            let n = pulled.unwrap_or(audio.frame_samples);
+            let room = heard.samples.len() - heard.len;
+            let take = n.min(room);
+            match pulled {
+                Some(_) => {
+                    heard.samples[heard.len..heard.len + take].copy_from_slice(&audio.pcm[..take])
+                }
+                None => heard.samples[heard.len..heard.len + take].fill(0),
+            }
+            heard.len += take;
+            heard.dropped += (n - take) as u64;
+        }
+        pulled
+    }
+
+    /// The jitter buffer's next frame, decoded (or concealed) into `audio.pcm`.
+    fn decode_next(&mut self, now: Instant) -> Option<usize> {
         let audio = self.audio.as_mut()?;
         let mut inband_digit = None;
         let samples = match audio.jitter.pop(now, &mut audio.payload[..]) {
@@ -876,12 +915,57 @@ impl MediaSession {
         self.player.is_some()
     }
 
-    /// After a playout: the own tick only where the mode needs one (Echo outside a room).
-    fn restore_tick(&mut self, now: Instant) {
-        self.next_tick = match (&self.audio, self.config.mode, &self.room) {
-            (Some(a), SessionMode::Echo, None) => {
-                Some(aligned_tick(self.config.tick_epoch, now, a.ptime()))
+    /// Keeps (or stops keeping) the caller's decoded audio for [`MediaSession::take_heard`]:
+    /// recording and silence detection. The session then decodes every ptime even when it
+    /// neither echoes nor is in a conference. Allocates the buffer (200 ms) when switched on.
+    pub fn set_listening(&mut self, now: Instant, on: bool) {
+        match (on, self.heard.is_some()) {
+            (true, false) => {
+                let rate = self
+                    .audio
+                    .as_ref()
+                    .map_or(8000, |a| pcm_rate(a.format.codec));
+                self.heard = Some(Heard {
+                    samples: vec![0; (rate / 5) as usize].into_boxed_slice(),
+                    len: 0,
+                    dropped: 0,
+                });
+                if self.room.is_none() && self.next_tick.is_none() {
+                    self.restore_tick(now);
+                }
             }
+            (false, true) => {
+                self.heard = None;
+                if self.room.is_none() {
+                    self.restore_tick(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Hands the caller's audio decoded since the last call to `consume` (samples at `rate`),
+    /// then forgets it. Nothing when not listening or nothing new.
+    pub fn take_heard(&mut self, mut consume: impl FnMut(&[i16], u32)) {
+        let rate = self
+            .audio
+            .as_ref()
+            .map_or(8000, |a| pcm_rate(a.format.codec));
+        if let Some(heard) = self.heard.as_mut() {
+            if heard.len > 0 {
+                consume(&heard.samples[..heard.len], rate);
+                heard.len = 0;
+            }
+        }
+    }
+
+    /// The own tick only where something needs one outside a room: Echo, a playout, or
+    /// listening.
+    fn restore_tick(&mut self, now: Instant) {
+        let needed =
+            self.config.mode == SessionMode::Echo || self.player.is_some() || self.heard.is_some();
+        self.next_tick = match (&self.audio, &self.room) {
+            (Some(a), None) if needed => Some(aligned_tick(self.config.tick_epoch, now, a.ptime())),
             _ => None,
         };
     }
@@ -932,12 +1016,7 @@ impl MediaSession {
         if self.room.take().is_none() {
             return;
         }
-        self.next_tick = match (&self.audio, self.config.mode, &self.player) {
-            (Some(a), SessionMode::Echo, _) | (Some(a), _, Some(_)) => {
-                Some(aligned_tick(self.config.tick_epoch, now, a.ptime()))
-            }
-            _ => None,
-        };
+        self.restore_tick(now);
     }
 
     /// The rate of the conference the session is in, if any.
