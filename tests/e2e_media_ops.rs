@@ -626,3 +626,67 @@ fn a_recording_survives_the_process_being_killed() {
     assert!(power(&samples[samples.len() / 4..], 600.0) > 1e6);
     drop(restarted);
 }
+
+#[test]
+fn an_announcement_call_hears_its_prompt_and_is_hung_up() {
+    let prompts = tempfile::tempdir().expect("prompt dir");
+    write_tone_wav(&prompts.path().join("tone-600.wav"), 8000, 600.0, 800);
+    write_tone_wav(&prompts.path().join("other.wav"), 8000, 900.0, 600);
+    let dir = format!("media.prompt_dir={}", prompts.path().display());
+    let route =
+        "[[route]]\nuser = \"^annc$\"\nservice = \"announcement\"\nprompt = \"tone-600.wav\"\n";
+    let server = Server::start_with_extra_and_overrides(route, &[&dir]);
+    let mut events = server.events();
+    for (name, play, hz) in [("an1", None, 600.0), ("an2", Some("other.wav"), 900.0)] {
+        let uac = Uac::new(&server, name);
+        let mut invite = uac.request("INVITE", "annc", 1, "", &format!("{name}i"), &uac.sdp("0"));
+        if let Some(prompt) = play {
+            let target = format!("sip:annc@{}", uac.server);
+            invite = invite.replacen(&target, &format!("{target};play={prompt}"), 1);
+        }
+        uac.send(&invite);
+        let ok = uac.final_response("INVITE");
+        assert_eq!(uac::status(&ok), 200, "{ok}");
+        let tag = uac::to_tag(&ok);
+        uac.send(&uac.request("ACK", "annc", 1, &tag, &format!("{name}a"), ""));
+        let heard = listen(&uac.rtp, Duration::from_millis(500));
+        assert!(
+            power(&heard, hz) > 1e6,
+            "{name}: the announcement plays {hz} Hz"
+        );
+        // Then callbridge hangs up.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let bye = loop {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: no BYE after the announcement"
+            );
+            if let Some(msg) = uac.recv(Duration::from_millis(100)) {
+                if msg.starts_with("BYE ") {
+                    break msg;
+                }
+            }
+        };
+        let mut ok = String::from("SIP/2.0 200 OK\r\n");
+        for h in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            ok.push_str(&format!("{h}: {}\r\n", uac::header(&bye, h).unwrap()));
+        }
+        ok.push_str("Content-Length: 0\r\n\r\n");
+        uac.send(&ok);
+        let released = events.wait_for(Duration::from_secs(3), |e| {
+            is(e, "ConnectionReleased") && e["Reason"] == "announcement-complete"
+        });
+        events.drain();
+        let _ = released;
+        events = server.events();
+    }
+    // A prompt that does not exist: 404 (RFC 4240), nothing allocated.
+    let uac = Uac::new(&server, "an3");
+    let target = format!("sip:annc@{}", uac.server);
+    let invite = uac
+        .request("INVITE", "annc", 1, "", "an3i", &uac.sdp("0"))
+        .replacen(&target, &format!("{target};play=missing.wav"), 1);
+    uac.send(&invite);
+    assert_eq!(uac::status(&uac.final_response("INVITE")), 404);
+    server.wait_no_connections(Duration::from_secs(3));
+}

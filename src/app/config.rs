@@ -231,6 +231,9 @@ pub struct RouteConfig {
     /// SDES-SRTP for calls on this route ("offer", "require", "refuse"); unset = `[media] srtp`.
     #[serde(default)]
     pub srtp: Option<String>,
+    /// `announcement` service: the prompt played when the Request-URI has no `play=`.
+    #[serde(default)]
+    pub prompt: Option<String>,
 }
 
 /// What a routed call is connected to.
@@ -242,6 +245,9 @@ pub enum Service {
     /// Answer and join the conference named by the route's `conference` group (RFC 4240
     /// style, `^conf=(?P<conference>[^@;]+)$`), creating it on first join.
     Conference,
+    /// Answer, play the Request-URI's `play=` prompt (RFC 4240) or the route's `prompt`, and
+    /// hang up when it has played.
+    Announcement,
 }
 
 /// A config file that cannot be used, with a message that names the key and, where the TOML
@@ -286,6 +292,8 @@ pub struct Route {
     pub user: Regex,
     pub service: Service,
     pub answer_delay_ms: u64,
+    /// `announcement` service: the default prompt.
+    pub prompt: Option<String>,
     /// This route's SRTP policy, when it overrides `[media] srtp`.
     pub srtp: Option<crate::sdp::SrtpPolicy>,
 }
@@ -425,10 +433,16 @@ impl Config {
                     })?),
                     None => None,
                 };
+                if r.prompt.is_some() && r.service != Service::Announcement {
+                    return Err(invalid(format!(
+                        "route[{i}].prompt is only for service \"announcement\""
+                    )));
+                }
                 Ok(Route {
                     user,
                     service: r.service,
                     answer_delay_ms: r.answer_delay_ms,
+                    prompt: r.prompt.clone(),
                     srtp,
                 })
             })

@@ -36,6 +36,8 @@ pub enum ReleaseReason {
     ConferenceReleased,
     /// The conference's last connection left or was released.
     LastConnectionLeft,
+    /// An `announcement` call's prompt has played: we hang up.
+    AnnouncementComplete,
 }
 
 /// One thing that happened. `Event` in JSON names the variant; ids are strings as in the API.

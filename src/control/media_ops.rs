@@ -244,7 +244,7 @@ impl Controller {
         }
     }
 
-    /// The engine played a Play/PlayTone to its end: `eod`.
+    /// The engine played a Play/PlayTone to its end: `eod`. An announcement call then ends.
     pub(super) fn on_playout_done(&mut self, connection: u32, operation: u32) {
         let now = Instant::now();
         let Some(c) = self.connections.get_mut(&connection) else {
@@ -253,9 +253,56 @@ impl Controller {
         if c.playing == Some(operation) {
             c.playing = None;
         }
+        let hang_up = c.hang_up_after == Some(operation);
         if let Some(f) = c.ops.end(now, operation, Termination::Eod) {
             self.complete(connection, f);
         }
+        if hang_up {
+            let _ = self.release_connection(
+                connection,
+                super::events::ReleaseReason::AnnouncementComplete,
+            );
+        }
+    }
+
+    /// An `announcement` call: plays its prompt (Request-URI `play=`, RFC 4240, or the
+    /// route's), and hangs up when it has played. `file://` URLs name absolute paths.
+    pub(super) fn start_announcement(
+        &mut self,
+        connection: u32,
+        prompt: Option<String>,
+    ) -> Result<(), ActionError> {
+        let prompt = prompt.ok_or_else(|| {
+            ActionError::new(
+                ResultCode::InvalidParameters,
+                "no play= parameter and no prompt on the route",
+            )
+        })?;
+        let prompt = match prompt.strip_prefix("file://") {
+            // file://host/path: the path (host ignored: local files only).
+            Some(rest) => rest
+                .find('/')
+                .map_or_else(|| rest.to_string(), |i| rest[i..].to_string()),
+            None => prompt,
+        };
+        let request = PlayRequest {
+            connection,
+            prompts: vec![prompt],
+            application: None,
+            locale: None,
+            conds: TermConds::default(),
+            volume: 0,
+            state: None,
+        };
+        let result = self.play(request)?;
+        let operation = result
+            .get("OperationId")
+            .and_then(|v| v.as_str())
+            .and_then(|s| s.parse().ok());
+        if let Some(c) = self.connections.get_mut(&connection) {
+            c.hang_up_after = operation;
+        }
+        Ok(())
     }
 
     /// Operation timers (maxtime, CommandTimeout, inter-digit delay) that are due.

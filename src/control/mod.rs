@@ -320,6 +320,8 @@ struct Connection {
     ops: operations::Operations,
     /// The Play/PlayTone operation whose audio the engine is playing.
     playing: Option<u32>,
+    /// An announcement call: hang up when this Play has played to its end.
+    hang_up_after: Option<u32>,
     /// Playout volume (−10..=10) and the one a toggle returns to.
     volume: i32,
     toggled_volume: i32,
@@ -804,9 +806,16 @@ impl Controller {
                     to,
                     local,
                     conference,
-                } => {
-                    self.on_incoming_call(call, service, remote_media, from, to, local, conference)
-                }
+                    play,
+                } => self.on_incoming_call(
+                    call,
+                    service,
+                    remote_media,
+                    (from, to),
+                    local,
+                    conference,
+                    play,
+                ),
                 UaOutput::MediaUpdated { call, media } => self.on_media_updated(call, media),
                 UaOutput::CallAnswered { call } => {
                     if let Some(info) = self.call_info.get_mut(&call) {
@@ -841,15 +850,16 @@ impl Controller {
         call: CallId,
         service: Service,
         remote_media: Option<crate::sdp::NegotiatedMedia>,
-        from: String,
-        to: String,
+        (from, to): (String, String),
         local: SocketAddr,
         room: Option<String>,
+        play: Option<String>,
     ) {
         self.calls_total += 1;
         let service_name = match service {
             Service::Echo => "echo",
             Service::Conference => "conference",
+            Service::Announcement => "announcement",
         };
         self.call_info.insert(
             call,
@@ -869,8 +879,9 @@ impl Controller {
         });
         let mode = match service {
             Service::Echo => MediaMode::Echo,
-            // The conference drives the session once it has joined.
-            Service::Conference => MediaMode::Idle,
+            // The conference drives the session once it has joined; an announcement's playout
+            // ticks it.
+            Service::Conference | Service::Announcement => MediaMode::Idle,
         };
         let spec = match remote_media.as_ref().map(|m| media_spec(mode, m)) {
             Some(Ok(spec)) => spec,
@@ -908,6 +919,14 @@ impl Controller {
                         tracing::warn!(call, error = %e.message, "caller cannot join the conference");
                         self.ua
                             .reject(Instant::now(), call, 503, "Service Unavailable");
+                        return;
+                    }
+                }
+                if service == Service::Announcement {
+                    if let Err(e) = self.start_announcement(id, play) {
+                        // RFC 4240 §3: a prompt the server cannot fetch is 404.
+                        tracing::warn!(call, error = %e.message, "announcement cannot play");
+                        self.ua.reject(Instant::now(), call, 404, "Not Found");
                         return;
                     }
                 }
@@ -1099,6 +1118,7 @@ impl Controller {
                 enhanced,
                 ops: operations::Operations::default(),
                 playing: None,
+                hang_up_after: None,
                 volume: 0,
                 toggled_volume: 0,
                 recording: None,

@@ -71,6 +71,9 @@ pub enum UaOutput {
         local: SocketAddr,
         /// The route's `conference` group: the room a `conference` route joins.
         conference: Option<String>,
+        /// The Request-URI's `play=` parameter (RFC 4240 announcements), %-decoded, else the
+        /// route's `prompt`.
+        play: Option<String>,
     },
     /// The call's media changed (answer in ACK, re-INVITE).
     MediaUpdated {
@@ -490,6 +493,12 @@ impl UserAgent {
         };
         let call_id = self.next_call;
         self.next_call += 1;
+        let play = request
+            .uri
+            .param("play")
+            .flatten()
+            .map(percent_decode)
+            .or_else(|| route.prompt.clone());
         let from = request.headers.get("From").unwrap_or_default().to_string();
         let to = request.headers.get("To").unwrap_or_default().to_string();
         self.by_dialog
@@ -531,6 +540,7 @@ impl UserAgent {
             to,
             local,
             conference,
+            play,
         });
     }
 
@@ -1082,6 +1092,26 @@ fn destination_for(next_hop: &super::message::Uri, source: Peer) -> Peer {
     }
 }
 
+/// `%XX` escapes of a URI parameter value decoded (invalid escapes are kept as they are).
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     //! Scenarios in virtual time: the peer's requests go in as SIP text, and the assertions are
@@ -1121,12 +1151,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn play_parameters_are_percent_decoded() {
+        assert_eq!(percent_decode("welcome%2Fen.wav"), "welcome/en.wav");
+        assert_eq!(percent_decode("a%zzb%4"), "a%zzb%4", "bad escapes stay");
+        assert_eq!(
+            percent_decode("file%3A%2F%2F%2Ftmp%2Fx.wav"),
+            "file:///tmp/x.wav"
+        );
+    }
+
     fn route(pattern: &str, answer_delay_ms: u64) -> Route {
         Route {
             user: regex::Regex::new(pattern).expect("test pattern compiles"),
             service: Service::Echo,
             answer_delay_ms,
             srtp: None,
+            prompt: None,
         }
     }
 

@@ -46,6 +46,11 @@ impl Server {
         Self::launch("", 40, overrides, false, &[])
     }
 
+    /// The standard config plus `extra` TOML (routes), with `--set` overrides.
+    pub fn start_with_extra_and_overrides(extra: &str, overrides: &[&str]) -> Server {
+        Self::launch(extra, 40, overrides, false, &[])
+    }
+
     /// The standard config (plus `extra`) with extra environment variables (NOTIFY_SOCKET...).
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Server {
         Self::launch(extra, 40, &[], false, env)
