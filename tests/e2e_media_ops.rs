@@ -690,3 +690,40 @@ fn an_announcement_call_hears_its_prompt_and_is_hung_up() {
     assert_eq!(uac::status(&uac.final_response("INVITE")), 404);
     server.wait_no_connections(Duration::from_secs(3));
 }
+
+#[test]
+fn digits_signalled_in_sip_info_reach_gather_digits() {
+    let (server, _prompts) = server_with_prompts();
+    let mut events = server.events();
+    let caller = call(&server, "info1");
+    let id = connection_of_only_call(&server);
+    let (_, gather) = server.action(
+        "GatherDigits",
+        json!({"ConnectionId": id, "TermCondDigit": "#"}),
+    );
+    for (cseq, content_type, body) in [
+        (2, "application/dtmf-relay", "Signal=4\r\nDuration=160\r\n"),
+        (3, "application/dtmf", "#"),
+    ] {
+        let info = caller
+            .uac
+            .request(
+                "INFO",
+                "echo",
+                cseq,
+                &caller.to_tag,
+                &format!("info{cseq}"),
+                body,
+            )
+            .replace(
+                "Content-Type: application/sdp",
+                &format!("Content-Type: {content_type}"),
+            );
+        caller.uac.send(&info);
+        assert_eq!(uac::status(&caller.uac.final_response("INFO")), 200);
+    }
+    let done = events.wait_for(Duration::from_secs(2), |e| is(e, "GatherDigits_Complete"));
+    assert_eq!(done["Digits"], "4#");
+    assert_eq!(done["TerminationCondition"], "digit");
+    assert_eq!(done["OperationId"], gather["OperationId"]);
+}

@@ -828,6 +828,21 @@ impl Controller {
                         });
                     }
                 }
+                UaOutput::Digit {
+                    call,
+                    digit,
+                    duration_ms,
+                } => {
+                    if let Some(&id) = self.call_connections.get(&call) {
+                        self.events.emit(Event::DigitReceived {
+                            connection_id: id.to_string(),
+                            call_id: Some(call.to_string()),
+                            digit: digit.to_string(),
+                            duration_ms,
+                        });
+                        self.on_operation_digit(id, digit);
+                    }
+                }
                 UaOutput::CallEnded { call, reason } => {
                     self.call_info.remove(&call);
                     let reason = release_reason(reason);

@@ -82,6 +82,12 @@ pub enum UaOutput {
     },
     /// We sent the 2xx.
     CallAnswered { call: CallId },
+    /// A DTMF digit signalled in a SIP INFO (application/dtmf-relay or application/dtmf).
+    Digit {
+        call: CallId,
+        digit: char,
+        duration_ms: u32,
+    },
     /// The dialog is over; the owner releases the call's connection.
     CallEnded { call: CallId, reason: EndReason },
 }
@@ -622,7 +628,18 @@ impl UserAgent {
                 let response = self.options_response(&request);
                 self.respond(now, &key, response);
             }
-            Method::Info => self.respond_simple(now, &key, &request, 200, "OK"),
+            Method::Info => {
+                // Legacy DTMF INFO (no Info-Package): the digit goes to the call's connection.
+                let content_type = request.headers.get("Content-Type").unwrap_or_default();
+                if let Some((digit, duration_ms)) = info_digit(content_type, &request.body) {
+                    self.outputs.push_back(UaOutput::Digit {
+                        call: call_id,
+                        digit,
+                        duration_ms,
+                    });
+                }
+                self.respond_simple(now, &key, &request, 200, "OK")
+            }
             Method::Extension(_) => {
                 self.respond_simple(now, &key, &request, 501, "Not Implemented")
             }
@@ -1092,6 +1109,46 @@ fn destination_for(next_hop: &super::message::Uri, source: Peer) -> Peer {
     }
 }
 
+/// The digit of a DTMF INFO body: `application/dtmf-relay` (`Signal=5` / `Duration=160`
+/// lines) or `application/dtmf` (the digit alone). None for other bodies or non-digits.
+fn info_digit(content_type: &str, body: &[u8]) -> Option<(char, u32)> {
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let text = std::str::from_utf8(body).ok()?;
+    let (signal, duration) = match media_type.as_str() {
+        "application/dtmf-relay" => {
+            let mut signal = None;
+            let mut duration = 0;
+            for line in text.lines() {
+                let Some((name, value)) = line.split_once('=') else {
+                    continue;
+                };
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "signal" => signal = Some(value.trim().to_string()),
+                    "duration" => duration = value.trim().parse().unwrap_or(0),
+                    _ => {}
+                }
+            }
+            (signal?, duration)
+        }
+        "application/dtmf" => (text.trim().to_string(), 0),
+        _ => return None,
+    };
+    let digit = match signal.as_str() {
+        "10" => '*',
+        "11" => '#',
+        s if s.chars().count() == 1 => s.chars().next()?.to_ascii_uppercase(),
+        _ => return None,
+    };
+    "0123456789*#ABCD"
+        .contains(digit)
+        .then_some((digit, duration))
+}
+
 /// `%XX` escapes of a URI parameter value decoded (invalid escapes are kept as they are).
 fn percent_decode(value: &str) -> String {
     let bytes = value.as_bytes();
@@ -1149,6 +1206,26 @@ mod tests {
             transport: Transport::Udp,
             addr: addr(text),
         }
+    }
+
+    #[test]
+    fn dtmf_info_bodies_give_their_digit() {
+        assert_eq!(
+            info_digit("application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n"),
+            Some(('5', 160))
+        );
+        assert_eq!(
+            info_digit("Application/DTMF-Relay; x=y", b"Signal= #\nDuration= 250"),
+            Some(('#', 250))
+        );
+        assert_eq!(
+            info_digit("application/dtmf-relay", b"Signal=11"),
+            Some(('#', 0))
+        );
+        assert_eq!(info_digit("application/dtmf", b"7"), Some(('7', 0)));
+        assert_eq!(info_digit("application/dtmf-relay", b"Signal=x"), None);
+        assert_eq!(info_digit("application/dtmf-relay", b"Duration=100"), None);
+        assert_eq!(info_digit("text/plain", b"5"), None);
     }
 
     #[test]
