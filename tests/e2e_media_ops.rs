@@ -727,3 +727,117 @@ fn digits_signalled_in_sip_info_reach_gather_digits() {
     assert_eq!(done["TerminationCondition"], "digit");
     assert_eq!(done["OperationId"], gather["OperationId"]);
 }
+
+#[test]
+fn play_and_record_addressed_to_a_conference_use_a_temporary_connection() {
+    let (server, _prompts, recordings) = server_with_dirs();
+    let mut events = server.events();
+    // Two API connections in a hairpinned conference; their "phones" are local sockets.
+    let phones: Vec<UdpSocket> = (0..2)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut members = Vec::new();
+    let mut rx = Vec::new();
+    for phone in &phones {
+        let port = phone.local_addr().unwrap().port();
+        let (_, c) = server.action(
+            "CreateConnection",
+            json!({"MediaTxIP": "127.0.0.1", "MediaTxPort": port}),
+        );
+        members.push(c["ConnectionId"].as_str().unwrap().to_string());
+        rx.push(SocketAddr::from((
+            [127, 0, 0, 1],
+            c["MediaRxPort"].as_u64().unwrap() as u16,
+        )));
+    }
+    let (_, conf) = server.action(
+        "CreateConference",
+        json!({"ConnectionId": members[0], "Hairpin": true}),
+    );
+    let conf = conf["ConferenceId"].as_str().unwrap().to_string();
+    server.action(
+        "JoinConference",
+        json!({"ConnectionId": members[1], "ConferenceId": conf}),
+    );
+
+    // Play to the conference: a temporary connection, the hairpin promoted, everyone hears it.
+    let (code, play) = server.action(
+        "Play",
+        json!({"ConferenceId": conf, "Prompt1": "tone-600.wav"}),
+    );
+    assert_eq!(code, 200, "{play}");
+    let leg = play["ConnectionId"].as_str().unwrap().to_string();
+    assert!(!members.contains(&leg), "a connection of its own");
+    events.wait_for(Duration::from_secs(2), |e| is(e, "ConferencePromoted"));
+    let listed = server.connections();
+    let entry = listed
+        .iter()
+        .find(|c| c["ConnectionId"] == leg.as_str())
+        .expect("listed");
+    assert_eq!(entry["State"], "conference-leg");
+    assert_eq!(entry["ConferenceId"], conf.as_str());
+    for phone in &phones {
+        assert!(
+            power(&listen(phone, Duration::from_millis(500)), 600.0) > 1e6,
+            "members hear the prompt"
+        );
+    }
+    let done = events.wait_for(Duration::from_secs(3), |e| is(e, "Play_Complete"));
+    assert_eq!(done["ConnectionId"], leg.as_str());
+    assert_eq!(done["TerminationCondition"], "eod");
+    let released = events.wait_for(Duration::from_secs(2), |e| {
+        is(e, "ConnectionReleased") && e["ConnectionId"] == leg.as_str()
+    });
+    assert_eq!(released["Reason"], "operation-complete");
+    let r = server.get("/mediacontrol/resources");
+    assert_eq!(r["Conference"]["Used"], 2, "the two members only");
+
+    // Record the conference while member 0 talks.
+    let (code, rec) = server.action(
+        "Record",
+        json!({"ConferenceId": conf, "Filename": "room.wav", "TermCondMaxTime": 800}),
+    );
+    assert_eq!(code, 200, "{rec}");
+    let start = Instant::now();
+    for i in 0..40u32 {
+        let due = start + Duration::from_millis(20 * u64::from(i));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        phones[0]
+            .send_to(&audio_packet(600.0, 8000.0, i), rx[0])
+            .unwrap();
+    }
+    let done = events.wait_for(Duration::from_secs(3), |e| is(e, "Record_Complete"));
+    assert_eq!(done["TerminationCondition"], "maxtime");
+    assert_eq!(done["Filename"], "room.wav");
+    let (_, samples) = read_pcm_wav(&recordings.path().join("room.wav"));
+    assert!(samples.len() >= 8000 * 6 / 10, "{} samples", samples.len());
+    assert!(
+        power(&samples[samples.len() / 3..], 600.0) > 1e6,
+        "the mix is recorded"
+    );
+
+    // A long play to the conference stopped through its connection; releasing the
+    // conference ends a running one with autostop.
+    write_tone_wav(&_prompts.path().join("long.wav"), 8000, 600.0, 10_000);
+    let (_, play) = server.action("Play", json!({"ConferenceId": conf, "Prompt1": "long.wav"}));
+    let leg = play["ConnectionId"].as_str().unwrap().to_string();
+    server.action("StopMediaOperation", json!({"ConnectionId": leg}));
+    let stopped = events.wait_for(Duration::from_secs(2), |e| {
+        is(e, "Play_Complete") && e["ConnectionId"] == leg.as_str()
+    });
+    assert_eq!(stopped["TerminationCondition"], "userstop");
+    let (_, play) = server.action(
+        "PlayTone",
+        json!({"ConferenceId": conf, "Duration": 0, "TermCondMaxTime": 60000}),
+    );
+    server.action("DeleteConnection", json!({"ConferenceId": conf}));
+    let ended = events.wait_for(Duration::from_secs(2), |e| {
+        is(e, "PlayTone_Complete") && e["OperationId"] == play["OperationId"]
+    });
+    assert_eq!(ended["TerminationCondition"], "autostop");
+    server.wait_no_connections(Duration::from_secs(3));
+    let r = server.get("/mediacontrol/resources");
+    assert_eq!(r["Conference"]["Used"], 0);
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::control::operations::TermConds;
 use crate::control::{
     Adjustment, AttributeChange, CodecChoice, Completion, MediaAction, PlayRequest, RecordRequest,
-    ToneRequest, MAX_PROMPTS,
+    Target, ToneRequest, MAX_PROMPTS,
 };
 use crate::engine::ConfereeSpec;
 use crate::media::wav::Encoding;
@@ -206,7 +206,7 @@ pub fn parse_action(
                 "Locale",
                 "Timeout",
             ])?;
-            let connection = p.operation_target()?;
+            let target = p.operation_target()?;
             let prompts: Vec<String> = (1..=MAX_PROMPTS)
                 .map(|i| p.text(&format!("Prompt{i}")))
                 .collect::<Result<Vec<_>, _>>()?
@@ -229,7 +229,7 @@ pub fn parse_action(
             }
             refuse_speed(speed)?;
             Ok(MediaAction::Play(PlayRequest {
-                connection,
+                target,
                 prompts,
                 application: p.text("Application")?,
                 locale: p.text("Locale")?,
@@ -254,7 +254,7 @@ pub fn parse_action(
                 "State",
                 "Timeout",
             ])?;
-            let connection = p.operation_target()?;
+            let target = p.operation_target()?;
             let frequency = |name: &str| -> Result<Option<u32>, ActionError> {
                 match p.number(name)? {
                     None => Ok(None),
@@ -278,7 +278,7 @@ pub fn parse_action(
                 }
             };
             Ok(MediaAction::PlayTone {
-                connection,
+                target,
                 tone: ToneRequest {
                     frequency1: frequency("Frequency1")?.unwrap_or(1000),
                     frequency2: frequency("Frequency2")?,
@@ -405,7 +405,7 @@ pub fn parse_action(
                 "State",
                 "Timeout",
             ])?;
-            let connection = p.operation_target()?;
+            let target = p.operation_target()?;
             if let Some(format) = p.text("AudioFileFormat")? {
                 if !format.eq_ignore_ascii_case("wav") {
                     return Err(ActionError::new(
@@ -456,7 +456,7 @@ pub fn parse_action(
                 Some(d) => return Err(invalid(format!("Expires {d} is not a number of days"))),
             };
             Ok(MediaAction::Record(RecordRequest {
-                connection,
+                target,
                 filename: p.text("Filename")?.filter(|f| !f.is_empty()),
                 conds: p.term_conds(true)?,
                 encoding,
@@ -607,18 +607,15 @@ impl Params<'_> {
         })
     }
 
-    /// Play/PlayTone target: a connection. A conference target needs a temporary conference
-    /// connection, which is not available yet: refused (8) rather than misdirected.
-    fn operation_target(&self) -> Result<u32, ActionError> {
+    /// Play/PlayTone/Record target: a connection, or a conference (through a temporary
+    /// conference connection).
+    fn operation_target(&self) -> Result<Target, ActionError> {
         match (self.connection_id()?, self.conference_id()?) {
             (Some(_), Some(_)) => Err(invalid(
                 "give ConnectionId or ConferenceId, not both".into(),
             )),
-            (Some(c), None) => Ok(c),
-            (None, Some(_)) => Err(ActionError::new(
-                ResultCode::ResourceUnavailable,
-                "media operations on a conference are not available on this server yet; address each connection",
-            )),
+            (Some(c), None) => Ok(Target::Connection(c)),
+            (None, Some(c)) => Ok(Target::Conference(c)),
             (None, None) => Err(ActionError::new(
                 ResultCode::InvalidParameters,
                 "ConnectionId (or ConferenceId) is required",

@@ -171,7 +171,12 @@ impl Resources {
         }
     }
 
-    fn check_conferees(&self, n: usize) -> Result<(), ActionError> {
+    /// A temporary conference connection ends: its conference resource comes back.
+    pub(super) fn conference_leg_released(&mut self) {
+        self.conference.give_back(1);
+    }
+
+    pub(super) fn check_conferees(&self, n: usize) -> Result<(), ActionError> {
         if self.conference.free() < n {
             return Err(ActionError::new(
                 ResultCode::ResourceUnavailable,
@@ -411,9 +416,87 @@ impl Controller {
         Ok(success())
     }
 
+    /// A temporary conference connection for a Play/PlayTone/Record addressed to the
+    /// conference (reference §3.6): it takes a conference resource, and a hairpin is promoted
+    /// first ("a voice operation performed on the conference itself"). Nothing changes when
+    /// that cannot be had.
+    pub(super) fn open_conference_leg(&mut self, conference: u32) -> Result<u32, ActionError> {
+        let room = self
+            .conferences
+            .get(&conference)
+            .ok_or_else(|| unknown_conference(conference))?;
+        let mut needs = 1;
+        if room.hairpin {
+            needs += room
+                .members
+                .values()
+                .filter(|m| !m.spec.monitor && !m.holds_resource)
+                .count();
+        }
+        self.resources.check_conferees(needs)?;
+        let id = self.allocate_id()?;
+        if self.conferences[&conference].hairpin {
+            self.promote(conference);
+        }
+        self.resources.conference.take(1);
+        let media = crate::engine::MediaSpec {
+            format: Some(super::api_format(&CodecChoice::default(), &self.media)),
+            ..crate::engine::MediaSpec::idle(None)
+        };
+        let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        self.connections.insert(
+            id,
+            super::Connection {
+                local_rtp: unspecified,
+                rx_ip: unspecified.ip(),
+                state: ConnectionState::Connected,
+                rx_codec: self.media.default_codec,
+                tx_codec: self.media.default_codec,
+                rx_framesize: self.media.default_framesize,
+                tx_framesize: self.media.default_framesize,
+                call: None,
+                media,
+                conference: None,
+                enhanced: false,
+                ops: super::operations::Operations::default(),
+                playing: None,
+                hang_up_after: None,
+                volume: 0,
+                toggled_volume: 0,
+                recording: None,
+                watching: Vec::new(),
+                leg_of: Some(conference),
+                releasing: false,
+            },
+        );
+        tracing::info!(
+            connection = id,
+            conference,
+            "temporary conference connection"
+        );
+        Ok(id)
+    }
+
+    /// Releases the temporary connections of a conference that is going away.
+    fn release_legs_of(&mut self, conference: u32) {
+        let legs: Vec<u32> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.leg_of == Some(conference))
+            .map(|(id, _)| *id)
+            .collect();
+        for leg in legs {
+            let _ = self.release_connection_in(leg, ReleaseReason::ConferenceReleased, None);
+        }
+    }
+
     /// DeleteConnection with only a ConferenceId: the conference and every connection in it
     /// (calls among them are hung up).
     pub(super) fn release_conference(&mut self, conference: u32) -> Result<(), ActionError> {
+        if !self.conferences.contains_key(&conference) {
+            return Err(unknown_conference(conference));
+        }
+        self.release_legs_of(conference);
         let Some(room) = self.conferences.remove(&conference) else {
             return Err(unknown_conference(conference));
         };
@@ -462,6 +545,7 @@ impl Controller {
         if !empty {
             return;
         }
+        self.release_legs_of(conference);
         let Some(room) = self.conferences.remove(&conference) else {
             return;
         };

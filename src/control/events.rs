@@ -38,6 +38,8 @@ pub enum ReleaseReason {
     LastConnectionLeft,
     /// An `announcement` call's prompt has played: we hang up.
     AnnouncementComplete,
+    /// A temporary conference connection's operation is over.
+    OperationComplete,
 }
 
 /// One thing that happened. `Event` in JSON names the variant; ids are strings as in the API.

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::events::{Event, OperationDone};
+use super::events::{Event, OperationDone, ReleaseReason};
 use super::operations::{Finished, OperationKind, TermConds, Termination};
 use super::result::{ActionError, ResultCode};
 use super::{success, unknown_connection, ActionResult, Controller};
@@ -22,10 +22,18 @@ use crate::media::player::{amplitude_of_db, volume_gain, PlaySource};
 /// Prompts one Play may name (`Prompt1`..`Prompt3`).
 pub const MAX_PROMPTS: usize = 3;
 
+/// What a Play, PlayTone or Record is addressed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Connection(u32),
+    /// Through a temporary conference connection, whose id the action returns.
+    Conference(u32),
+}
+
 /// What Play is asked to play.
 #[derive(Debug, Clone)]
 pub struct PlayRequest {
-    pub connection: u32,
+    pub target: Target,
     pub prompts: Vec<String>,
     /// Prompt sub-directories tried first: `<prompt_dir>/<application>/<locale>/<prompt>`.
     pub application: Option<String>,
@@ -61,9 +69,11 @@ impl Controller {
     /// Play: prompts resolved and loaded now (a missing file fails the action at once, with no
     /// event); `Play_Complete` with `eod` when they have played, or the condition that ended it.
     pub(super) fn play(&mut self, request: PlayRequest) -> Result<ActionResult, ActionError> {
-        let id = request.connection;
-        self.check_can_play(id)?;
+        if let Target::Connection(id) = request.target {
+            self.check_can_play(id)?;
+        }
         let source = self.load_prompts(&request)?;
+        let id = self.target_connection(request.target, &request.conds)?;
         self.start_playing(
             id,
             OperationKind::Play,
@@ -78,12 +88,14 @@ impl Controller {
     /// PlayTone: a tone of one or two frequencies; `eod` when `Duration` has elapsed.
     pub(super) fn play_tone(
         &mut self,
-        connection: u32,
+        target: Target,
         tone: ToneRequest,
         conds: TermConds,
         state: Option<String>,
     ) -> Result<ActionResult, ActionError> {
-        self.check_can_play(connection)?;
+        if let Target::Connection(id) = target {
+            self.check_can_play(id)?;
+        }
         let duration = tone.duration_ms.filter(|&ms| ms > 0);
         if duration.is_none() && conds.is_empty() {
             return Err(ActionError::new(
@@ -91,6 +103,7 @@ impl Controller {
                 "a PlayTone without Duration needs a termination condition",
             ));
         }
+        let connection = self.target_connection(target, &conds)?;
         let source = PlaySource::Tone {
             frequencies: [
                 f64::from(tone.frequency1),
@@ -221,10 +234,17 @@ impl Controller {
             c.toggled_volume = c.volume;
         }
         c.volume = new;
-        if let Err(e) = self
-            .engine
-            .set_play_gain(u64::from(connection), volume_gain(new))
-        {
+        let adjusted = match c.leg_of {
+            Some(conference) => self.engine.conference_set_gain(
+                u64::from(conference),
+                u64::from(connection),
+                volume_gain(new),
+            ),
+            None => self
+                .engine
+                .set_play_gain(u64::from(connection), volume_gain(new)),
+        };
+        if let Err(e) = adjusted {
             tracing::warn!(connection, error = %e, "engine could not change the volume");
         }
         let mut result = success();
@@ -286,7 +306,7 @@ impl Controller {
             None => prompt,
         };
         let request = PlayRequest {
-            connection,
+            target: Target::Connection(connection),
             prompts: vec![prompt],
             application: None,
             locale: None,
@@ -351,10 +371,15 @@ impl Controller {
             if c.playing == Some(f.operation) {
                 c.playing = None;
                 if f.termination != Termination::Eod {
-                    if let Err(e) = self
-                        .engine
-                        .stop_play(u64::from(connection), u64::from(f.operation))
-                    {
+                    let stopped = match c.leg_of {
+                        Some(conference) => self
+                            .engine
+                            .conference_stop_play(u64::from(conference), u64::from(connection)),
+                        None => self
+                            .engine
+                            .stop_play(u64::from(connection), u64::from(f.operation)),
+                    };
+                    if let Err(e) = stopped {
                         tracing::warn!(connection, error = %e, "engine could not stop playing");
                     }
                 }
@@ -379,11 +404,24 @@ impl Controller {
             termination = f.termination.as_str(),
             "media operation complete"
         );
+        let leg = self
+            .connections
+            .get(&connection)
+            .filter(|c| c.leg_of.is_some() && !c.releasing && c.ops.running().is_empty())
+            .and_then(|c| c.leg_of);
         if let Some((operation, filename)) = recording {
-            if let Err(e) = self
-                .engine
-                .stop_recording(u64::from(connection), u64::from(operation))
-            {
+            let leg_of = self.connections.get(&connection).and_then(|c| c.leg_of);
+            let stopped = match leg_of {
+                Some(conference) => self.engine.conference_stop_record(
+                    u64::from(conference),
+                    u64::from(connection),
+                    u64::from(operation),
+                ),
+                None => self
+                    .engine
+                    .stop_recording(u64::from(connection), u64::from(operation)),
+            };
+            if let Err(e) = stopped {
                 tracing::warn!(connection, error = %e, "engine could not stop recording");
             }
             self.pending_records.insert(
@@ -394,17 +432,38 @@ impl Controller {
                     filename,
                 },
             );
-            return;
+        } else {
+            let done = operation_done(connection, &f);
+            self.events.emit(match f.kind {
+                OperationKind::Play => Event::PlayComplete(done),
+                OperationKind::PlayTone => Event::PlayToneComplete(done),
+                OperationKind::GatherDigits => Event::GatherDigitsComplete(done),
+                OperationKind::Record => Event::RecordComplete(done),
+                OperationKind::DetectSilence => Event::DetectSilenceComplete(done),
+                OperationKind::DetectNonSilence => Event::DetectNonSilenceComplete(done),
+            });
         }
-        let done = operation_done(connection, &f);
-        self.events.emit(match f.kind {
-            OperationKind::Play => Event::PlayComplete(done),
-            OperationKind::PlayTone => Event::PlayToneComplete(done),
-            OperationKind::GatherDigits => Event::GatherDigitsComplete(done),
-            OperationKind::Record => Event::RecordComplete(done),
-            OperationKind::DetectSilence => Event::DetectSilenceComplete(done),
-            OperationKind::DetectNonSilence => Event::DetectNonSilenceComplete(done),
-        });
+        if leg.is_some() {
+            // A temporary conference connection lives as long as its operation.
+            let _ = self.release_connection_in(connection, ReleaseReason::OperationComplete, None);
+        }
+    }
+
+    /// The connection an operation runs on: the given one, or a new temporary connection of
+    /// the conference (silence conditions need a caller's audio: refused there).
+    fn target_connection(&mut self, target: Target, conds: &TermConds) -> Result<u32, ActionError> {
+        match target {
+            Target::Connection(id) => Ok(id),
+            Target::Conference(conference) => {
+                if conds.silence.is_some() || conds.non_silence.is_some() {
+                    return Err(ActionError::new(
+                        ResultCode::TermCondition,
+                        "silence conditions apply to a connection's caller, not a conference",
+                    ));
+                }
+                self.open_conference_leg(conference)
+            }
+        }
     }
 
     /// One playout per connection at a time: a second Play/PlayTone is refused with 14.
@@ -440,9 +499,26 @@ impl Controller {
         state: Option<String>,
     ) -> Result<ActionResult, ActionError> {
         let operation = self.allocate_operation_id();
-        self.engine
-            .play(u64::from(connection), u64::from(operation), source, gain)
-            .map_err(super::engine_error)?;
+        let leg_of = self.connections.get(&connection).and_then(|c| c.leg_of);
+        let started = match leg_of {
+            Some(conference) => self.engine.conference_play(
+                u64::from(conference),
+                u64::from(connection),
+                u64::from(operation),
+                source,
+                gain,
+            ),
+            None => self
+                .engine
+                .play(u64::from(connection), u64::from(operation), source, gain),
+        };
+        if let Err(e) = started {
+            if leg_of.is_some() {
+                let _ =
+                    self.release_connection_in(connection, ReleaseReason::OperationComplete, None);
+            }
+            return Err(super::engine_error(e));
+        }
         let now = Instant::now();
         let c = self
             .connections
@@ -580,7 +656,7 @@ fn operation_result(connection: u32, operation: u32) -> ActionResult {
 /// What Record is asked to do (reference §3.9).
 #[derive(Debug, Clone)]
 pub struct RecordRequest {
-    pub connection: u32,
+    pub target: Target,
     /// Relative to `[media] recording_dir` (absolute only when allowed); None: generated.
     pub filename: Option<String>,
     pub conds: TermConds,
@@ -607,28 +683,38 @@ impl Controller {
     /// Record: the caller's audio into a WAV file; `Record_Complete` (with `Filename`) once the
     /// file is finished.
     pub(super) fn record(&mut self, request: RecordRequest) -> Result<ActionResult, ActionError> {
-        let id = request.connection;
-        let c = self
-            .connections
-            .get(&id)
-            .ok_or_else(|| unknown_connection(id))?;
-        if c.media.format.is_none() {
-            return Err(ActionError::new(
-                ResultCode::NotConnected,
-                format!("connection {id} has no negotiated media to record"),
-            ));
-        }
-        if c.recording.is_some() {
-            return Err(ActionError::new(
-                ResultCode::ConnectionBusy,
-                format!("connection {id} is already being recorded"),
-            ));
+        if let Target::Connection(id) = request.target {
+            let c = self
+                .connections
+                .get(&id)
+                .ok_or_else(|| unknown_connection(id))?;
+            if c.media.format.is_none() {
+                return Err(ActionError::new(
+                    ResultCode::NotConnected,
+                    format!("connection {id} has no negotiated media to record"),
+                ));
+            }
+            if c.recording.is_some() {
+                return Err(ActionError::new(
+                    ResultCode::ConnectionBusy,
+                    format!("connection {id} is already being recorded"),
+                ));
+            }
         }
         let operation = self.allocate_operation_id();
         let (path, filename) = self.resolve_recording(request.filename.as_deref(), operation)?;
         let writer =
             crate::media::wav::WavWriter::create(&path, request.file_rate, request.encoding)
                 .map_err(|e| ActionError::new(ResultCode::FileOpen, format!("{e}")))?;
+        let id = match self.target_connection(request.target, &request.conds) {
+            Ok(id) => id,
+            Err(e) => {
+                drop(writer);
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        let leg_of = self.connections.get(&id).and_then(|c| c.leg_of);
         if request.expires_days > 0 && !Path::new(&filename).is_absolute() {
             let at = super::events::unix_ms() / 1000 + u64::from(request.expires_days) * 86_400;
             let mut marker = path.clone().into_os_string();
@@ -637,13 +723,26 @@ impl Controller {
                 tracing::warn!(path = %path.display(), error = %e, "cannot record the expiry");
             }
         }
-        if let Err(e) = self.engine.start_recording(
-            u64::from(id),
-            u64::from(operation),
-            writer,
-            request.file_rate,
-        ) {
+        let started = match leg_of {
+            Some(conference) => self.engine.conference_record(
+                u64::from(conference),
+                u64::from(id),
+                u64::from(operation),
+                writer,
+                request.file_rate,
+            ),
+            None => self.engine.start_recording(
+                u64::from(id),
+                u64::from(operation),
+                writer,
+                request.file_rate,
+            ),
+        };
+        if let Err(e) = started {
             let _ = std::fs::remove_file(&path);
+            if leg_of.is_some() {
+                let _ = self.release_connection_in(id, ReleaseReason::OperationComplete, None);
+            }
             return Err(super::engine_error(e));
         }
         self.watch_conditions(id, operation, &request.conds);

@@ -14,7 +14,7 @@ pub mod result;
 
 pub use conference::{AttributeChange, Completion, Pool, Resources};
 pub use media_ops::{
-    sweep_recordings, Adjustment, PlayRequest, RecordRequest, ToneRequest, MAX_PROMPTS,
+    sweep_recordings, Adjustment, PlayRequest, RecordRequest, Target, ToneRequest, MAX_PROMPTS,
 };
 
 /// How often expired recordings are looked for.
@@ -95,7 +95,7 @@ pub enum MediaAction {
     },
     Play(PlayRequest),
     PlayTone {
-        connection: u32,
+        target: Target,
         tone: ToneRequest,
         conds: operations::TermConds,
         state: Option<String>,
@@ -329,6 +329,11 @@ struct Connection {
     recording: Option<(u32, String)>,
     /// Operations with silence/non-silence watches in the engine.
     watching: Vec<u32>,
+    /// A temporary conference connection (Play/PlayTone/Record to a conference): no sockets,
+    /// a participant of this conference's mix for the operation's duration.
+    leg_of: Option<u32>,
+    /// Being released (its operations' completions must not release it again).
+    releasing: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -576,11 +581,11 @@ impl Controller {
             } => self.set_conferee_attribute(connection, conference, change),
             MediaAction::Play(request) => self.play(request),
             MediaAction::PlayTone {
-                connection,
+                target,
                 tone,
                 conds,
                 state,
-            } => self.play_tone(connection, tone, conds, state),
+            } => self.play_tone(target, tone, conds, state),
             MediaAction::GatherDigits {
                 connection,
                 conds,
@@ -753,10 +758,30 @@ impl Controller {
         reason: ReleaseReason,
         conference: Option<u32>,
     ) -> Result<(), ActionError> {
+        if let Some(c) = self.connections.get_mut(&id) {
+            c.releasing = true;
+        }
         self.autostop_operations(id);
         let Some(connection) = self.connections.remove(&id) else {
             return Err(unknown_connection(id));
         };
+        if let Some(leg_of) = connection.leg_of {
+            // A temporary conference connection: no sockets, one conference resource.
+            self.resources.conference_leg_released();
+            tracing::info!(connection = id, conference = leg_of, reason = ?reason, "conference connection released");
+            self.events.emit(Event::ConnectionReleased {
+                connection_id: id.to_string(),
+                reason,
+                call_id: None,
+                rtp_packets_received: 0,
+                rtp_packets_sent: 0,
+                packets_lost: 0,
+                jitter_ms: 0.0,
+                concealed_frames: 0,
+                conference_id: Some(leg_of.to_string()),
+            });
+            return Ok(());
+        }
         self.resources.give_back_connection(connection.enhanced);
         let stats = self.engine.stats(u64::from(id)).unwrap_or_default();
         self.released_rtp_received += stats.rtp_packets_received;
@@ -1138,6 +1163,8 @@ impl Controller {
                 toggled_volume: 0,
                 recording: None,
                 watching: Vec::new(),
+                leg_of: None,
+                releasing: false,
             },
         );
         Ok(id)
@@ -1198,10 +1225,12 @@ impl Controller {
                 let stats = self.engine.stats(u64::from(*id)).unwrap_or_default();
                 json!({
                     "ConnectionId": id.to_string(),
-                    "State": match c.state {
-                        ConnectionState::Reserved { .. } => "reserved",
-                        ConnectionState::Connected => "connected",
+                    "State": match (c.state, c.leg_of) {
+                        (_, Some(_)) => "conference-leg",
+                        (ConnectionState::Reserved { .. }, None) => "reserved",
+                        (ConnectionState::Connected, None) => "connected",
                     },
+                    "ConferenceId": c.conference.or(c.leg_of).map(|id| id.to_string()),
                     "MediaRxIP": c.rx_ip.to_string(),
                     "MediaRxPort": c.local_rtp.port(),
                     "MediaTxIP": c.media.remote_rtp.map(|a| a.ip().to_string()),

@@ -709,6 +709,104 @@ impl Engine {
         self.submit_for(key, WorkerCommand::Unwatch { key, operation })
     }
 
+    /// Plays a prompt or tone into a conference's mix as participant `key` (a temporary
+    /// conference connection); [`EngineEvent::PlayoutDone`] when it has played.
+    pub fn conference_play(
+        &self,
+        conference: ConferenceKey,
+        key: ConnectionKey,
+        operation: u64,
+        source: crate::media::player::PlaySource,
+        gain: f32,
+    ) -> Result<(), EngineError> {
+        let worker = self.conference_worker(conference)?;
+        self.workers[worker].submit(WorkerCommand::RoomPlay {
+            conference,
+            key,
+            operation,
+            source: Box::new(source),
+            gain,
+        })
+    }
+
+    /// Stops a conference playout (no `PlayoutDone` follows).
+    pub fn conference_stop_play(
+        &self,
+        conference: ConferenceKey,
+        key: ConnectionKey,
+    ) -> Result<(), EngineError> {
+        let worker = self.conference_worker(conference)?;
+        self.workers[worker].submit(WorkerCommand::RoomStopPlay { conference, key })
+    }
+
+    /// Changes the volume of a conference playout.
+    pub fn conference_set_gain(
+        &self,
+        conference: ConferenceKey,
+        key: ConnectionKey,
+        gain: f32,
+    ) -> Result<(), EngineError> {
+        let worker = self.conference_worker(conference)?;
+        self.workers[worker].submit(WorkerCommand::RoomSetGain {
+            conference,
+            key,
+            gain,
+        })
+    }
+
+    /// Records a conference's whole mix into `writer` (at the room's rate, converted to
+    /// `file_rate`), as listener `key`.
+    pub fn conference_record(
+        &self,
+        conference: ConferenceKey,
+        key: ConnectionKey,
+        operation: u64,
+        writer: crate::media::wav::WavWriter,
+        file_rate: u32,
+    ) -> Result<(), EngineError> {
+        let worker = self.conference_worker(conference)?;
+        let queue = self.recorder.as_ref().ok_or(EngineError::WorkerGone)?;
+        queue
+            .try_send(recorder::RecorderCommand::Start {
+                key,
+                operation,
+                writer: Box::new(writer),
+                file_rate,
+            })
+            .map_err(|_| EngineError::QueueFull)?;
+        let started = self.workers[worker].submit(WorkerCommand::RoomRecord {
+            conference,
+            key,
+            operation,
+        });
+        if started.is_err() {
+            let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
+        }
+        started
+    }
+
+    /// Stops a conference recording; [`EngineEvent::RecordingDone`] follows.
+    pub fn conference_stop_record(
+        &self,
+        conference: ConferenceKey,
+        key: ConnectionKey,
+        operation: u64,
+    ) -> Result<(), EngineError> {
+        let stopped = self.conference_worker(conference).and_then(|worker| {
+            self.workers[worker].submit(WorkerCommand::RoomStopRecord {
+                conference,
+                key,
+                operation,
+            })
+        });
+        if stopped.is_err() {
+            if let Some(queue) = &self.recorder {
+                let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
+            }
+        }
+        stopped
+    }
+
     /// Sends a command to the worker that carries `key`.
     fn submit_for(&self, key: ConnectionKey, command: WorkerCommand) -> Result<(), EngineError> {
         let registry = lock(&self.registry);

@@ -47,7 +47,7 @@ use crate::media::rtcp::ntp_timestamp_from_unix;
 use crate::media::session::{
     Channel, MediaSession, SessionConfig, SessionEvent, SessionStats, MAX_PACKET, ROOM_TICK,
 };
-use crate::mixer::{Mixer, MixerConfig, TalkerEvent, MAX_PARTICIPANTS};
+use crate::mixer::{Mixer, MixerConfig, ParticipantFlags, TalkerEvent, MAX_PARTICIPANTS};
 
 /// Commands a worker can hold before the control plane gets `QueueFull`.
 const COMMAND_QUEUE_DEPTH: usize = 1024;
@@ -131,6 +131,38 @@ pub(super) enum WorkerCommand {
     },
     /// Drop the energy watches of `operation`.
     Unwatch { key: ConnectionKey, operation: u64 },
+    /// Play a prompt or tone into a conference's mix, as participant `key` (a temporary
+    /// conference connection without sockets).
+    RoomPlay {
+        conference: ConferenceKey,
+        key: ConnectionKey,
+        operation: u64,
+        source: Box<crate::media::player::PlaySource>,
+        gain: f32,
+    },
+    /// Stop a conference playout.
+    RoomStopPlay {
+        conference: ConferenceKey,
+        key: ConnectionKey,
+    },
+    /// New volume for a conference playout.
+    RoomSetGain {
+        conference: ConferenceKey,
+        key: ConnectionKey,
+        gain: f32,
+    },
+    /// Record the whole mix of a conference, as listener `key`.
+    RoomRecord {
+        conference: ConferenceKey,
+        key: ConnectionKey,
+        operation: u64,
+    },
+    /// Stop recording a conference; the recorder finishes the file.
+    RoomStopRecord {
+        conference: ConferenceKey,
+        key: ConnectionKey,
+        operation: u64,
+    },
 }
 
 impl WorkerCommand {
@@ -390,6 +422,12 @@ struct Conference {
     /// Hairpin: the two members' frames of this tick, and whether each is to be heard.
     hairpin_frames: [Vec<i16>; 2],
     hairpin_heard: [bool; 2],
+    /// Prompts and tones played into the mix, each as a participant of its own:
+    /// (temporary connection key, operation, player).
+    players: Vec<(ConnectionKey, u64, crate::media::player::Player)>,
+    /// Recordings of the whole mix: (temporary connection key, operation), each a listener
+    /// that hears everyone.
+    recordings: Vec<(ConnectionKey, u64)>,
 }
 
 /// One connection as its worker sees it.
@@ -704,6 +742,57 @@ impl Worker {
             WorkerCommand::Unwatch { key, operation } => {
                 self.with_connection(key, |c| c.watches.retain(|w| w.operation != operation))
             }
+            WorkerCommand::RoomPlay {
+                conference,
+                key,
+                operation,
+                source,
+                gain,
+            } => {
+                if let Some(room) = self.conferences.get_mut(&conference) {
+                    room.start_player(key, operation, *source, gain);
+                }
+            }
+            WorkerCommand::RoomStopPlay { conference, key } => {
+                if let Some(room) = self.conferences.get_mut(&conference) {
+                    room.stop_player(key);
+                }
+            }
+            WorkerCommand::RoomSetGain {
+                conference,
+                key,
+                gain,
+            } => {
+                if let Some(room) = self.conferences.get_mut(&conference) {
+                    for (k, _, player) in &mut room.players {
+                        if *k == key {
+                            player.set_gain(gain);
+                        }
+                    }
+                }
+            }
+            WorkerCommand::RoomRecord {
+                conference,
+                key,
+                operation,
+            } => {
+                if let Some(room) = self.conferences.get_mut(&conference) {
+                    room.start_recording(key, operation);
+                }
+            }
+            WorkerCommand::RoomStopRecord {
+                conference,
+                key,
+                operation,
+            } => {
+                if let Some(room) = self.conferences.get_mut(&conference) {
+                    room.stop_recording(key);
+                }
+                let _ = self
+                    .context
+                    .recorder
+                    .try_send(super::recorder::RecorderCommand::Stop { operation });
+            }
         }
     }
 
@@ -878,8 +967,15 @@ impl Worker {
             return;
         };
         let members: Vec<ConnectionKey> = room.members.iter().map(|(key, _)| *key).collect();
+        let recordings: Vec<u64> = room.recordings.iter().map(|(_, op)| *op).collect();
         for key in members {
             self.leave(conference, key);
+        }
+        for operation in recordings {
+            let _ = self
+                .context
+                .recorder
+                .try_send(super::recorder::RecorderCommand::Stop { operation });
         }
         self.conferences.remove(&conference);
         if self.conferences.is_empty() {
@@ -1311,6 +1407,56 @@ impl Conference {
             members: Vec::new(),
             hairpin_frames: [vec![0; frame], vec![0; frame]],
             hairpin_heard: [false; 2],
+            players: Vec::new(),
+            recordings: Vec::new(),
+        }
+    }
+
+    /// A playout into the mix (the control plane has promoted a hairpin first).
+    fn start_player(
+        &mut self,
+        key: ConnectionKey,
+        operation: u64,
+        source: crate::media::player::PlaySource,
+        gain: f32,
+    ) {
+        let Ok(id) = participant_id(key) else { return };
+        if let Err(error) = self.mixer.add(id, ParticipantFlags::default()) {
+            tracing::error!(key, %error, "conference cannot take the playout");
+            return;
+        }
+        self.players.push((
+            key,
+            operation,
+            crate::media::player::Player::new(source, gain),
+        ));
+    }
+
+    fn stop_player(&mut self, key: ConnectionKey) {
+        self.players.retain(|(k, _, _)| *k != key);
+        if let Ok(id) = participant_id(key) {
+            self.mixer.remove(id);
+        }
+    }
+
+    /// A recording of the mix: a monitor hears everyone.
+    fn start_recording(&mut self, key: ConnectionKey, operation: u64) {
+        let Ok(id) = participant_id(key) else { return };
+        let monitor = ParticipantFlags {
+            monitor: true,
+            ..ParticipantFlags::default()
+        };
+        if let Err(error) = self.mixer.add(id, monitor) {
+            tracing::error!(key, %error, "conference cannot take the recording");
+            return;
+        }
+        self.recordings.push((key, operation));
+    }
+
+    fn stop_recording(&mut self, key: ConnectionKey) {
+        self.recordings.retain(|(k, _)| *k != key);
+        if let Ok(id) = participant_id(key) {
+            self.mixer.remove(id);
         }
     }
 
@@ -1404,7 +1550,45 @@ impl Conference {
             connection.consume_heard(context);
         }
         if !hairpin {
+            let rate = self.rate;
+            let mut finished = Vec::new();
+            for (key, operation, player) in &mut self.players {
+                let ok = player.fill(frame, rate);
+                if let Ok(id) = participant_id(*key) {
+                    self.mixer.contribute(id, frame);
+                }
+                if player.is_done() || !ok {
+                    finished.push((*key, *operation));
+                }
+            }
             self.mixer.mix();
+            for (key, operation) in finished {
+                self.stop_player(key);
+                context.emit(EngineEvent::PlayoutDone { key, operation });
+            }
+            for &(key, operation) in &self.recordings {
+                let Some(mix) = participant_id(key)
+                    .ok()
+                    .and_then(|id| self.mixer.output(id))
+                else {
+                    continue;
+                };
+                for chunk in mix.chunks(super::recorder::FRAME_SAMPLES) {
+                    let mut samples = Box::new([0i16; super::recorder::FRAME_SAMPLES]);
+                    samples[..chunk.len()].copy_from_slice(chunk);
+                    let sent = context
+                        .recorder
+                        .try_send(super::recorder::RecorderCommand::Frame {
+                            operation,
+                            rate,
+                            len: chunk.len(),
+                            samples,
+                        });
+                    if sent.is_err() {
+                        tracing::warn!(key, operation, "recorder queue full: audio dropped");
+                    }
+                }
+            }
         }
         frame.fill(0);
         let pair = self.members.len() == 2;
