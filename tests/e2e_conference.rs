@@ -568,14 +568,6 @@ fn a_reserved_connection_is_completed_while_creating_a_conference() {
         body["ResultCode"], "26",
         "a reserved connection needs its Tx address"
     );
-    let (_, body) = server.action(
-        "CreateConference",
-        json!({"ConnectionId": id, "SoundToneOnJoin": true, "MediaTxIP": "127.0.0.1", "MediaTxPort": 4000}),
-    );
-    assert_eq!(
-        body["ResultCode"], "8",
-        "no join tone on this server: a clear refusal"
-    );
     let (code, body) = server.action(
         "CreateConference",
         json!({"ConnectionId": id, "MediaTxIP": "127.0.0.1", "MediaTxPort": 4000}),
@@ -620,4 +612,42 @@ fn rtp_and_enhanced_resources_run_out_cleanly() {
         (0, 0, 0),
         "every release gives back what it took"
     );
+}
+
+#[test]
+fn sound_tone_on_join_beeps_to_the_members_when_someone_joins() {
+    let server = Server::start("");
+    let a = api_leg(&server);
+    let b = api_leg(&server);
+    let (code, body) = server.action(
+        "CreateConference",
+        json!({"ConnectionId": a.id, "SoundToneOnJoin": true}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let conf = body["ConferenceId"].as_str().unwrap().to_string();
+    heard(&a.socket);
+    let (code, _) = server.action(
+        "JoinConference",
+        json!({"ConnectionId": b.id, "ConferenceId": conf}),
+    );
+    assert_eq!(code, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let beep = heard(&a.socket);
+    assert!(
+        power(&beep, 1000.0) > 1e4,
+        "A hears the join tone: {}",
+        power(&beep, 1000.0)
+    );
+    // Without SoundToneOnJoin, a join is silent.
+    let c = api_leg(&server);
+    let d = api_leg(&server);
+    let (_, body) = server.action("CreateConference", json!({"ConnectionId": c.id}));
+    let quiet = body["ConferenceId"].as_str().unwrap().to_string();
+    heard(&c.socket);
+    server.action(
+        "JoinConference",
+        json!({"ConnectionId": d.id, "ConferenceId": quiet}),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(power(&heard(&c.socket), 1000.0) < 1e3);
 }

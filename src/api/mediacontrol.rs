@@ -114,12 +114,12 @@ pub fn parse_action(
                 "Timeout",
             ])?;
             p.check_mms_id()?;
-            p.refuse_join_tone()?;
             Ok(MediaAction::CreateConference {
                 connection: p.required_connection_id()?,
                 completion: p.completion()?,
                 conferee: p.conferee()?,
                 hairpin: p.boolean("Hairpin")?.unwrap_or(false),
+                join_tone: p.boolean("SoundToneOnJoin")?.unwrap_or(false),
             })
         }
         "JoinConference" => {
@@ -678,18 +678,6 @@ impl Params<'_> {
             tx,
             codecs: self.codecs()?,
         })
-    }
-
-    /// SoundToneOnJoin: a join tone is not produced by this server, so asking for one is a
-    /// clear failure rather than a silent omission.
-    fn refuse_join_tone(&self) -> Result<(), ActionError> {
-        if self.boolean("SoundToneOnJoin")? == Some(true) {
-            return Err(ActionError::new(
-                ResultCode::ResourceUnavailable,
-                "SoundToneOnJoin is not available on this server; omit it or pass false",
-            ));
-        }
-        Ok(())
     }
 
     fn check_mms_id(&self) -> Result<(), ActionError> {

@@ -249,6 +249,7 @@ impl Controller {
         completion: Completion,
         conferee: ConfereeSpec,
         hairpin: bool,
+        join_tone: bool,
         name: Option<String>,
     ) -> Result<ActionResult, ActionError> {
         if conferee.coach && conferee.pupil {
@@ -265,7 +266,11 @@ impl Controller {
         self.engine
             .create_conference(
                 u64::from(id),
-                ConferenceSpec { rate, hairpin },
+                ConferenceSpec {
+                    rate,
+                    hairpin,
+                    join_tone,
+                },
                 u64::from(connection),
             )
             .map_err(engine_error)?;
@@ -571,6 +576,7 @@ impl Controller {
                     connection,
                     Completion::default(),
                     conferee,
+                    false,
                     false,
                     Some(name),
                 )?;

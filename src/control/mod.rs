@@ -77,6 +77,8 @@ pub enum MediaAction {
         completion: Completion,
         conferee: ConfereeSpec,
         hairpin: bool,
+        /// SoundToneOnJoin.
+        join_tone: bool,
     },
     JoinConference {
         connection: u32,
@@ -563,7 +565,8 @@ impl Controller {
                 completion,
                 conferee,
                 hairpin,
-            } => self.create_conference(connection, completion, conferee, hairpin, None),
+                join_tone,
+            } => self.create_conference(connection, completion, conferee, hairpin, join_tone, None),
             MediaAction::JoinConference {
                 connection,
                 conference,

@@ -128,6 +128,9 @@ pub struct ConferenceSpec {
     /// Two-party fast path: the two members' frames are swapped, not mixed, until the
     /// control plane promotes the conference.
     pub hairpin: bool,
+    /// Everyone hears a short tone when someone joins (CUAE `SoundToneOnJoin`; mixed
+    /// conferences only).
+    pub join_tone: bool,
 }
 
 /// How one connection takes part in its conference (CUAE conferee attributes).

@@ -1227,6 +1227,7 @@ fn three_members_on_three_workers_meet_on_one_and_each_hears_the_others_never_it
             ConferenceSpec {
                 rate: 8000,
                 hairpin: false,
+                join_tone: false,
             },
             70,
         )
@@ -1310,6 +1311,7 @@ fn a_hairpin_swaps_two_streams_and_muting_silences_one_direction() {
             ConferenceSpec {
                 rate: 8000,
                 hairpin: true,
+                join_tone: false,
             },
             80,
         )
@@ -1379,6 +1381,7 @@ fn a_member_that_leaves_stays_open_and_commands_sent_during_a_move_are_kept() {
             ConferenceSpec {
                 rate: 16000,
                 hairpin: false,
+                join_tone: false,
             },
             90,
         )

@@ -428,6 +428,19 @@ struct Conference {
     /// Recordings of the whole mix: (temporary connection key, operation), each a listener
     /// that hears everyone.
     recordings: Vec<(ConnectionKey, u64)>,
+    /// Play [`join_tone`] into the mix when someone joins.
+    join_tone: bool,
+    /// The participant key the join tone plays as (outside the 24-bit connection ids).
+    tone_key: ConnectionKey,
+}
+
+/// The join tone: 1 kHz at −20 dBFS for 200 ms.
+fn join_tone() -> crate::media::player::PlaySource {
+    crate::media::player::PlaySource::Tone {
+        frequencies: [1000.0, 0.0],
+        amplitudes: [crate::media::player::amplitude_of_db(-20), 0.0],
+        duration: Some(Duration::from_millis(200)),
+    }
 }
 
 /// One connection as its worker sees it.
@@ -938,6 +951,11 @@ impl Worker {
             tracing::error!(key, conference, %error, "conference refused the connection");
             return;
         }
+        if room.join_tone && room.members.len() > 1 {
+            let tone_key = room.tone_key;
+            room.stop_player(tone_key);
+            room.start_player(tone_key, 0, join_tone(), 1.0);
+        }
         if let Err(error) = connection.session.enter_conference(room.rate) {
             tracing::error!(key, conference, %error, "connection cannot take part in the mix");
         }
@@ -1409,6 +1427,8 @@ impl Conference {
             hairpin_heard: [false; 2],
             players: Vec::new(),
             recordings: Vec::new(),
+            join_tone: spec.join_tone,
+            tone_key: 0,
         }
     }
 
