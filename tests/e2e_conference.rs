@@ -10,7 +10,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::uac::{self, Uac};
-use common::Server;
+use common::{tone_power, ulaw_decode, ulaw_encode, Server};
 use serde_json::{json, Value};
 
 const ROOM_ROUTE: &str = r#"
@@ -144,43 +144,6 @@ fn heard(socket: &UdpSocket) -> Vec<i16> {
     pcm
 }
 
-/// Normalized Goertzel power of `hz` in 8 kHz audio (a full-length sine of amplitude A reads
-/// A²/2).
-fn power(pcm: &[i16], hz: f64) -> f64 {
-    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &x in pcm {
-        let s = f64::from(x) + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    let n = pcm.len().max(1) as f64;
-    (s1 * s1 + s2 * s2 - coeff * s1 * s2) * 2.0 / (n * n)
-}
-
-fn ulaw_encode(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    let mut s = i32::from(sample);
-    let sign = if s < 0 {
-        s = -s - 1;
-        0x7F
-    } else {
-        0xFF
-    };
-    let s = (s + BIAS).min(0x7FFF);
-    let exponent = (31 - (s as u32).leading_zeros()).saturating_sub(7).min(7);
-    let mantissa = (s >> (exponent + 3)) & 0x0F;
-    (sign ^ ((exponent << 4) as i32 | mantissa)) as u8
-}
-
-fn ulaw_decode(code: u8) -> i16 {
-    let c = !code;
-    let exponent = (c >> 4) & 0x07;
-    let mantissa = i32::from(c & 0x0F);
-    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
-    (if c & 0x80 != 0 { -magnitude } else { magnitude }) as i16
-}
-
 /// The conference listing, by id.
 fn conference(server: &Server, id: &str) -> Option<Value> {
     server.get("/mediacontrol/conferences")["Conferences"]
@@ -265,10 +228,14 @@ fn three_sip_callers_in_a_room_hear_each_other_and_every_delete_mode_does_what_i
         );
     }
     for listener in &audio[1..] {
-        assert!(power(listener, 1000.0) > 1e5, "{}", power(listener, 1000.0));
+        assert!(
+            tone_power(listener, 1000.0) > 1e5,
+            "{}",
+            tone_power(listener, 1000.0)
+        );
     }
     assert!(
-        power(&audio[0], 1000.0) < power(&audio[1], 1000.0) / 1000.0,
+        tone_power(&audio[0], 1000.0) < tone_power(&audio[1], 1000.0) / 1000.0,
         "the talker does not hear itself"
     );
     let talking = events.wait_for(Duration::from_secs(5), |e| is(e, "TalkerStarted"));
@@ -431,7 +398,7 @@ fn api_conference_hairpin_promotion_coach_and_pupil_and_resource_limits() {
     heard(&b.socket);
     send_tone(&a.socket, a.rx, 0xA, 1000.0, 40);
     assert!(
-        power(&heard(&b.socket), 1000.0) > 1e5,
+        tone_power(&heard(&b.socket), 1000.0) > 1e5,
         "B hears A through the hairpin"
     );
 
@@ -500,10 +467,13 @@ fn api_conference_hairpin_promotion_coach_and_pupil_and_resource_limits() {
     }
     send_tone(&b.socket, b.rx, 0xB, 700.0, 40);
     assert!(
-        power(&heard(&a.socket), 700.0) < 1e3,
+        tone_power(&heard(&a.socket), 700.0) < 1e3,
         "the coach is not heard by non-pupils"
     );
-    assert!(power(&heard(&c.socket), 700.0) < 1e3, "nor by a monitor");
+    assert!(
+        tone_power(&heard(&c.socket), 700.0) < 1e3,
+        "nor by a monitor"
+    );
     let (code, _) = server.action(
         "SetConfereeAttribute",
         json!({"ConnectionId": a.id, "ConferenceId": conf, "Pupil": true}),
@@ -512,16 +482,16 @@ fn api_conference_hairpin_promotion_coach_and_pupil_and_resource_limits() {
     heard(&a.socket);
     send_tone(&b.socket, b.rx, 0xB, 700.0, 40);
     assert!(
-        power(&heard(&a.socket), 700.0) > 1e5,
+        tone_power(&heard(&a.socket), 700.0) > 1e5,
         "the pupil hears the coach"
     );
     // A talks: B and the monitor C hear it.
     heard(&b.socket);
     heard(&c.socket);
     send_tone(&a.socket, a.rx, 0xA, 1000.0, 40);
-    assert!(power(&heard(&b.socket), 1000.0) > 1e5);
+    assert!(tone_power(&heard(&b.socket), 1000.0) > 1e5);
     assert!(
-        power(&heard(&c.socket), 1000.0) > 1e5,
+        tone_power(&heard(&c.socket), 1000.0) > 1e5,
         "the monitor hears the conference"
     );
     // Mute A: nobody hears it.
@@ -534,7 +504,7 @@ fn api_conference_hairpin_promotion_coach_and_pupil_and_resource_limits() {
     heard(&b.socket);
     send_tone(&a.socket, a.rx, 0xA, 1000.0, 30);
     assert!(
-        power(&heard(&b.socket), 1000.0) < 1e3,
+        tone_power(&heard(&b.socket), 1000.0) < 1e3,
         "muted A is not heard"
     );
 
@@ -634,9 +604,9 @@ fn sound_tone_on_join_beeps_to_the_members_when_someone_joins() {
     std::thread::sleep(Duration::from_millis(300));
     let beep = heard(&a.socket);
     assert!(
-        power(&beep, 1000.0) > 1e4,
+        tone_power(&beep, 1000.0) > 1e4,
         "A hears the join tone: {}",
-        power(&beep, 1000.0)
+        tone_power(&beep, 1000.0)
     );
     // Without SoundToneOnJoin, a join is silent.
     let c = api_leg(&server);
@@ -649,5 +619,5 @@ fn sound_tone_on_join_beeps_to_the_members_when_someone_joins() {
         json!({"ConnectionId": d.id, "ConferenceId": quiet}),
     );
     std::thread::sleep(Duration::from_millis(300));
-    assert!(power(&heard(&c.socket), 1000.0) < 1e3);
+    assert!(tone_power(&heard(&c.socket), 1000.0) < 1e3);
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::uac::{self, Uac};
-use common::Server;
+use common::{tone_power, ulaw_decode, ulaw_encode, Server};
 use serde_json::{json, Value};
 
 /// Writes a mono 16-bit PCM WAV of a `hz` tone.
@@ -109,26 +109,6 @@ fn listen(socket: &UdpSocket, window: Duration) -> Vec<i16> {
     pcm
 }
 
-fn ulaw_decode(code: u8) -> i16 {
-    let c = !code;
-    let exponent = (c >> 4) & 0x07;
-    let mantissa = i32::from(c & 0x0F);
-    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
-    (if c & 0x80 != 0 { -magnitude } else { magnitude }) as i16
-}
-
-fn power(pcm: &[i16], hz: f64) -> f64 {
-    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &x in pcm {
-        let s = f64::from(x) + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    let n = pcm.len().max(1) as f64;
-    (s1 * s1 + s2 * s2 - coeff * s1 * s2) * 2.0 / (n * n)
-}
-
 /// Sends one RFC 4733 digit (PT 101): three packets of the event, the last two with the end
 /// bit, 20 ms apart.
 fn send_rfc4733(socket: &UdpSocket, to: SocketAddr, digit: char, seq: &mut u16, ts: &mut u32) {
@@ -180,7 +160,8 @@ fn a_caller_hears_a_prompt_then_its_digits_are_gathered() {
         heard.len()
     );
     assert!(
-        power(&heard, 600.0) > 1e6 && power(&heard, 600.0) > power(&heard, 1500.0) * 100.0,
+        tone_power(&heard, 600.0) > 1e6
+            && tone_power(&heard, 600.0) > tone_power(&heard, 1500.0) * 100.0,
         "the caller hears the prompt's 600 Hz"
     );
     let done = events.wait_for(Duration::from_secs(3), |e| is(e, "Play_Complete"));
@@ -227,7 +208,10 @@ fn a_caller_hears_a_prompt_then_its_digits_are_gathered() {
     );
     assert_eq!(code, 200, "{body}");
     let heard = listen(&caller.uac.rtp, Duration::from_millis(500));
-    assert!(power(&heard, 900.0) > 1e6, "the localized prompt plays");
+    assert!(
+        tone_power(&heard, 900.0) > 1e6,
+        "the localized prompt plays"
+    );
     events.wait_for(Duration::from_secs(3), |e| {
         is(e, "Play_Complete") && e["OperationId"] == body["OperationId"]
     });
@@ -248,7 +232,7 @@ fn stop_media_operation_ends_one_or_all_with_userstop_and_hangup_ends_them_with_
         (409, Some("14")),
         "one playout at a time"
     );
-    assert!(power(&listen(&caller.uac.rtp, Duration::from_millis(300)), 600.0) > 1e6);
+    assert!(tone_power(&listen(&caller.uac.rtp, Duration::from_millis(300)), 600.0) > 1e6);
     let (code, body) = server.action(
         "StopMediaOperation",
         json!({"ConnectionId": id, "OperationId": play_op}),
@@ -261,9 +245,9 @@ fn stop_media_operation_ends_one_or_all_with_userstop_and_hangup_ends_them_with_
     std::thread::sleep(Duration::from_millis(100));
     let after = listen(&caller.uac.rtp, Duration::from_millis(300));
     assert!(
-        power(&after, 600.0) < 1e4,
+        tone_power(&after, 600.0) < 1e4,
         "playout stopped: {}",
-        power(&after, 600.0)
+        tone_power(&after, 600.0)
     );
     let (code, body) = server.action(
         "StopMediaOperation",
@@ -280,7 +264,7 @@ fn stop_media_operation_ends_one_or_all_with_userstop_and_hangup_ends_them_with_
         "GatherDigits",
         json!({"ConnectionId": id, "TermCondMaxDigits": 5}),
     );
-    assert!(power(&listen(&caller.uac.rtp, Duration::from_millis(300)), 1000.0) > 1e6);
+    assert!(tone_power(&listen(&caller.uac.rtp, Duration::from_millis(300)), 1000.0) > 1e6);
     let (code, _) = server.action(
         "StopMediaOperation",
         json!({"ConnectionId": id, "Block": true}),
@@ -440,21 +424,6 @@ fn audio_packet(hz: f64, amplitude: f64, index: u32) -> Vec<u8> {
     packet
 }
 
-fn ulaw_encode(sample: i16) -> u8 {
-    const BIAS: i32 = 0x84;
-    let mut s = i32::from(sample);
-    let sign = if s < 0 {
-        s = -s - 1;
-        0x7F
-    } else {
-        0xFF
-    };
-    let s = (s + BIAS).min(0x7FFF);
-    let exponent = (31 - (s as u32).leading_zeros()).saturating_sub(7).min(7);
-    let mantissa = (s >> (exponent + 3)) & 0x0F;
-    (sign ^ ((exponent << 4) as i32 | mantissa)) as u8
-}
-
 /// Streams `frames` 20 ms frames from frame `first` on: a tone while `loud(i)`, else silence.
 fn stream(call: &Call, first: u32, frames: u32, loud: impl Fn(u32) -> bool) {
     let start = Instant::now();
@@ -527,7 +496,7 @@ fn a_caller_is_recorded_to_a_playable_wav_and_silence_is_detected() {
     );
     let tail = &samples[samples.len() / 4..];
     assert!(
-        power(tail, 600.0) > 1e6,
+        tone_power(tail, 600.0) > 1e6,
         "the caller's 600 Hz is in the file"
     );
     assert!(
@@ -623,7 +592,7 @@ fn a_recording_survives_the_process_being_killed() {
     let restarted = Server::start_with_overrides(&[&r]);
     let (_, samples) = read_pcm_wav(&path);
     assert!(samples.len() * 2 >= declared, "nothing lost");
-    assert!(power(&samples[samples.len() / 4..], 600.0) > 1e6);
+    assert!(tone_power(&samples[samples.len() / 4..], 600.0) > 1e6);
     drop(restarted);
 }
 
@@ -651,7 +620,7 @@ fn an_announcement_call_hears_its_prompt_and_is_hung_up() {
         uac.send(&uac.request("ACK", "annc", 1, &tag, &format!("{name}a"), ""));
         let heard = listen(&uac.rtp, Duration::from_millis(500));
         assert!(
-            power(&heard, hz) > 1e6,
+            tone_power(&heard, hz) > 1e6,
             "{name}: the announcement plays {hz} Hz"
         );
         // Then callbridge hangs up.
@@ -778,7 +747,7 @@ fn play_and_record_addressed_to_a_conference_use_a_temporary_connection() {
     assert_eq!(entry["ConferenceId"], conf.as_str());
     for phone in &phones {
         assert!(
-            power(&listen(phone, Duration::from_millis(500)), 600.0) > 1e6,
+            tone_power(&listen(phone, Duration::from_millis(500)), 600.0) > 1e6,
             "members hear the prompt"
         );
     }
@@ -814,7 +783,7 @@ fn play_and_record_addressed_to_a_conference_use_a_temporary_connection() {
     let (_, samples) = read_pcm_wav(&recordings.path().join("room.wav"));
     assert!(samples.len() >= 8000 * 6 / 10, "{} samples", samples.len());
     assert!(
-        power(&samples[samples.len() / 3..], 600.0) > 1e6,
+        tone_power(&samples[samples.len() / 3..], 600.0) > 1e6,
         "the mix is recorded"
     );
 

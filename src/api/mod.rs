@@ -383,27 +383,28 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         ));
     }
     if let Some(r) = &s.resources {
-        out.push_str("# HELP callbridge_resources_used Media resources in use, by kind (rtp, enhanced_rtp, conference).\n# TYPE callbridge_resources_used gauge\n");
-        for (kind, pool) in [
+        let pools = [
             ("rtp", r.rtp),
             ("enhanced_rtp", r.enhanced_rtp),
             ("conference", r.conference),
+        ];
+        for (metric, help, value) in [
+            (
+                "used",
+                "Media resources in use, by kind (rtp, enhanced_rtp, conference).",
+                (|p: &crate::control::Pool| p.used) as fn(&crate::control::Pool) -> usize,
+            ),
+            ("limit", "Media resources configured, by kind.", |p| p.limit),
         ] {
             out.push_str(&format!(
-                "callbridge_resources_used{{kind=\"{kind}\"}} {}\n",
-                pool.used
+                "# HELP callbridge_resources_{metric} {help}\n# TYPE callbridge_resources_{metric} gauge\n"
             ));
-        }
-        out.push_str("# HELP callbridge_resources_limit Media resources configured, by kind.\n# TYPE callbridge_resources_limit gauge\n");
-        for (kind, pool) in [
-            ("rtp", r.rtp),
-            ("enhanced_rtp", r.enhanced_rtp),
-            ("conference", r.conference),
-        ] {
-            out.push_str(&format!(
-                "callbridge_resources_limit{{kind=\"{kind}\"}} {}\n",
-                pool.limit
-            ));
+            for (kind, pool) in &pools {
+                out.push_str(&format!(
+                    "callbridge_resources_{metric}{{kind=\"{kind}\"}} {}\n",
+                    value(pool)
+                ));
+            }
         }
     }
     out.push_str("# HELP callbridge_calls_total Inbound calls routed.\n# TYPE callbridge_calls_total counter\n");

@@ -24,9 +24,6 @@ use crate::app::config::ResourcesConfig;
 use crate::engine::{ConfereeSpec, ConferenceSpec};
 use crate::sdp::Codec;
 
-/// Conference ids are 24-bit, like connection ids (the top byte names the media server).
-const MAX_CONFERENCE_ID: u32 = 0x00FF_FFFF;
-
 /// One conference.
 #[derive(Debug)]
 pub(super) struct Conference {
@@ -451,28 +448,21 @@ impl Controller {
         let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
         self.connections.insert(
             id,
-            super::Connection {
-                local_rtp: unspecified,
-                rx_ip: unspecified.ip(),
-                state: ConnectionState::Connected,
-                rx_codec: self.media.default_codec,
-                tx_codec: self.media.default_codec,
-                rx_framesize: self.media.default_framesize,
-                tx_framesize: self.media.default_framesize,
-                call: None,
+            super::Connection::new(
+                unspecified,
+                unspecified.ip(),
+                ConnectionState::Connected,
+                (
+                    self.media.default_codec,
+                    self.media.default_codec,
+                    self.media.default_framesize,
+                    self.media.default_framesize,
+                ),
+                None,
                 media,
-                conference: None,
-                enhanced: false,
-                ops: super::operations::Operations::default(),
-                playing: None,
-                hang_up_after: None,
-                volume: 0,
-                toggled_volume: 0,
-                recording: None,
-                watching: Vec::new(),
-                leg_of: Some(conference),
-                releasing: false,
-            },
+                false,
+                Some(conference),
+            ),
         );
         tracing::info!(
             connection = id,
@@ -809,17 +799,11 @@ impl Controller {
     }
 
     fn allocate_conference_id(&mut self) -> Result<u32, ActionError> {
-        for _ in 0..MAX_CONFERENCE_ID {
-            let id = self.next_conference_id;
-            self.next_conference_id = if id >= MAX_CONFERENCE_ID { 1 } else { id + 1 };
-            if !self.conferences.contains_key(&id) {
-                return Ok(id);
-            }
-        }
-        Err(ActionError::new(
-            ResultCode::ServerBusy,
-            "no conference ids left",
-        ))
+        let conferences = &self.conferences;
+        super::allocate_in(&mut self.next_conference_id, |id| {
+            conferences.contains_key(&id)
+        })
+        .ok_or_else(|| ActionError::new(ResultCode::ServerBusy, "no conference ids left"))
     }
 }
 

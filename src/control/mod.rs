@@ -338,6 +338,45 @@ struct Connection {
     releasing: bool,
 }
 
+impl Connection {
+    /// A connection with no operation, recording or conference yet.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        local_rtp: SocketAddr,
+        rx_ip: IpAddr,
+        state: ConnectionState,
+        codecs: (Codec, Codec, u32, u32),
+        call: Option<CallId>,
+        media: MediaSpec,
+        enhanced: bool,
+        leg_of: Option<u32>,
+    ) -> Connection {
+        let (rx_codec, tx_codec, rx_framesize, tx_framesize) = codecs;
+        Connection {
+            local_rtp,
+            rx_ip,
+            state,
+            rx_codec,
+            tx_codec,
+            rx_framesize,
+            tx_framesize,
+            call,
+            media,
+            conference: None,
+            enhanced,
+            ops: operations::Operations::default(),
+            playing: None,
+            hang_up_after: None,
+            volume: 0,
+            toggled_volume: 0,
+            recording: None,
+            watching: Vec::new(),
+            leg_of,
+            releasing: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ConnectionState {
     /// ReserveConnection done; CreateConnection due before `expires`.
@@ -1147,44 +1186,31 @@ impl Controller {
         let enhanced = self.resources.take_connection(codec);
         self.connections.insert(
             id,
-            Connection {
-                local_rtp: endpoint.rtp,
+            Connection::new(
+                endpoint.rtp,
                 rx_ip,
                 state,
-                rx_codec,
-                tx_codec,
-                rx_framesize: codecs.rx_framesize.unwrap_or(default_framesize),
-                tx_framesize: codecs.tx_framesize.unwrap_or(default_framesize),
+                (
+                    rx_codec,
+                    tx_codec,
+                    codecs.rx_framesize.unwrap_or(default_framesize),
+                    codecs.tx_framesize.unwrap_or(default_framesize),
+                ),
                 call,
                 media,
-                conference: None,
                 enhanced,
-                ops: operations::Operations::default(),
-                playing: None,
-                hang_up_after: None,
-                volume: 0,
-                toggled_volume: 0,
-                recording: None,
-                watching: Vec::new(),
-                leg_of: None,
-                releasing: false,
-            },
+                None,
+            ),
         );
         Ok(id)
     }
 
     fn allocate_id(&mut self) -> Result<u32, ActionError> {
-        for _ in 0..MAX_CONNECTION_ID {
-            let id = self.next_connection_id;
-            self.next_connection_id = if id >= MAX_CONNECTION_ID { 1 } else { id + 1 };
-            if !self.connections.contains_key(&id) {
-                return Ok(id);
-            }
-        }
-        Err(ActionError::new(
-            ResultCode::ServerBusy,
-            "no connection ids left",
-        ))
+        let connections = &self.connections;
+        allocate_in(&mut self.next_connection_id, |id| {
+            connections.contains_key(&id)
+        })
+        .ok_or_else(|| ActionError::new(ResultCode::ServerBusy, "no connection ids left"))
     }
 
     fn connection_mut(&mut self, id: u32) -> Result<&mut Connection, ActionError> {
@@ -1369,6 +1395,19 @@ impl Controller {
             c.media.format = Some(api_format(&choice, &settings));
         }
     }
+}
+
+/// The next free 24-bit id from `next` on (wrapping to 1; the top byte is the MmsId), or None
+/// when every id is `taken`.
+pub(crate) fn allocate_in(next: &mut u32, taken: impl Fn(u32) -> bool) -> Option<u32> {
+    for _ in 0..MAX_CONNECTION_ID {
+        let id = *next;
+        *next = if id >= MAX_CONNECTION_ID { 1 } else { id + 1 };
+        if !taken(id) {
+            return Some(id);
+        }
+    }
+    None
 }
 
 /// The API name of a codec (reference §3: `G711u`, `G711a`).

@@ -655,6 +655,21 @@ impl Engine {
         writer: crate::media::wav::WavWriter,
         file_rate: u32,
     ) -> Result<(), EngineError> {
+        self.with_recorder(key, operation, writer, file_rate, || {
+            self.submit_for(key, WorkerCommand::Record { key, operation })
+        })
+    }
+
+    /// Gives the recorder a new file, then runs `start` (the command that makes a worker send
+    /// audio to it); if `start` fails the recorder finishes the file at once.
+    fn with_recorder(
+        &self,
+        key: ConnectionKey,
+        operation: u64,
+        writer: crate::media::wav::WavWriter,
+        file_rate: u32,
+        start: impl FnOnce() -> Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
         let queue = self.recorder.as_ref().ok_or(EngineError::WorkerGone)?;
         queue
             .try_send(recorder::RecorderCommand::Start {
@@ -667,9 +682,8 @@ impl Engine {
                 std::sync::mpsc::TrySendError::Full(_) => EngineError::QueueFull,
                 std::sync::mpsc::TrySendError::Disconnected(_) => EngineError::WorkerGone,
             })?;
-        let started = self.submit_for(key, WorkerCommand::Record { key, operation });
+        let started = start();
         if started.is_err() {
-            // Finish the file the recorder was given.
             let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
         }
         started
@@ -768,24 +782,13 @@ impl Engine {
         file_rate: u32,
     ) -> Result<(), EngineError> {
         let worker = self.conference_worker(conference)?;
-        let queue = self.recorder.as_ref().ok_or(EngineError::WorkerGone)?;
-        queue
-            .try_send(recorder::RecorderCommand::Start {
+        self.with_recorder(key, operation, writer, file_rate, || {
+            self.workers[worker].submit(WorkerCommand::RoomRecord {
+                conference,
                 key,
                 operation,
-                writer: Box::new(writer),
-                file_rate,
             })
-            .map_err(|_| EngineError::QueueFull)?;
-        let started = self.workers[worker].submit(WorkerCommand::RoomRecord {
-            conference,
-            key,
-            operation,
-        });
-        if started.is_err() {
-            let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
-        }
-        started
+        })
     }
 
     /// Stops a conference recording; [`EngineEvent::RecordingDone`] follows.

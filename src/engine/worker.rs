@@ -1250,21 +1250,7 @@ impl Connection {
         let key = *key;
         session.take_heard(|samples, rate| {
             if let Some(operation) = *recording {
-                for chunk in samples.chunks(super::recorder::FRAME_SAMPLES) {
-                    let mut frame = Box::new([0i16; super::recorder::FRAME_SAMPLES]);
-                    frame[..chunk.len()].copy_from_slice(chunk);
-                    let sent = context
-                        .recorder
-                        .try_send(super::recorder::RecorderCommand::Frame {
-                            operation,
-                            rate,
-                            len: chunk.len(),
-                            samples: frame,
-                        });
-                    if sent.is_err() {
-                        tracing::warn!(key, operation, "recorder queue full: audio dropped");
-                    }
-                }
+                context.record(key, operation, samples, rate);
             }
             watches.retain_mut(|watch| {
                 if watch.feed(samples, rate) {
@@ -1593,21 +1579,7 @@ impl Conference {
                 else {
                     continue;
                 };
-                for chunk in mix.chunks(super::recorder::FRAME_SAMPLES) {
-                    let mut samples = Box::new([0i16; super::recorder::FRAME_SAMPLES]);
-                    samples[..chunk.len()].copy_from_slice(chunk);
-                    let sent = context
-                        .recorder
-                        .try_send(super::recorder::RecorderCommand::Frame {
-                            operation,
-                            rate,
-                            len: chunk.len(),
-                            samples,
-                        });
-                    if sent.is_err() {
-                        tracing::warn!(key, operation, "recorder queue full: audio dropped");
-                    }
-                }
+                context.record(key, operation, mix, rate);
             }
         }
         frame.fill(0);
@@ -1730,6 +1702,26 @@ fn add_stats(
 }
 
 impl WorkerContext {
+    /// Hands audio of a recording to the recorder thread in frame-sized messages; a full queue
+    /// drops (and logs) rather than wait.
+    fn record(&self, key: ConnectionKey, operation: u64, samples: &[i16], rate: u32) {
+        for chunk in samples.chunks(super::recorder::FRAME_SAMPLES) {
+            let mut frame = Box::new([0i16; super::recorder::FRAME_SAMPLES]);
+            frame[..chunk.len()].copy_from_slice(chunk);
+            let sent = self
+                .recorder
+                .try_send(super::recorder::RecorderCommand::Frame {
+                    operation,
+                    rate,
+                    len: chunk.len(),
+                    samples: frame,
+                });
+            if sent.is_err() {
+                tracing::warn!(key, operation, "recorder queue full: audio dropped");
+            }
+        }
+    }
+
     /// Reports to the control plane without ever blocking; a full queue drops and counts.
     fn emit(&self, event: EngineEvent) {
         match self.events.try_send(event) {

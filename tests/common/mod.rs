@@ -427,7 +427,7 @@ pub fn pcmu_frame(index: u16) -> Vec<u8> {
         .map(|i| {
             let t = (u32::from(index) * 160 + i) as f64 / 8000.0;
             let sample = (6000.0 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as i16;
-            let code = ulaw(sample);
+            let code = ulaw_encode(sample);
             if code == 0x7F {
                 0xFF
             } else {
@@ -437,8 +437,31 @@ pub fn pcmu_frame(index: u16) -> Vec<u8> {
         .collect()
 }
 
+/// G.711 μ-law decoder (ITU-T G.711), for checking received audio.
+pub fn ulaw_decode(code: u8) -> i16 {
+    let c = !code;
+    let exponent = (c >> 4) & 0x07;
+    let mantissa = i32::from(c & 0x0F);
+    let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    (if c & 0x80 != 0 { -magnitude } else { magnitude }) as i16
+}
+
+/// Normalized Goertzel power of `hz` in 8 kHz audio (a full-length sine of amplitude A reads
+/// A²/2).
+pub fn tone_power(pcm: &[i16], hz: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in pcm {
+        let s = f64::from(x) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let n = pcm.len().max(1) as f64;
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2) * 2.0 / (n * n)
+}
+
 /// G.711 μ-law encoder (ITU-T G.711), for building test audio.
-fn ulaw(sample: i16) -> u8 {
+pub fn ulaw_encode(sample: i16) -> u8 {
     const BIAS: i32 = 0x84;
     let mut s = i32::from(sample);
     let sign = if s < 0 {
