@@ -171,6 +171,24 @@ fn a_caller_hears_a_prompt_then_its_digits_are_gathered() {
     let elapsed = done["ElapsedTime"].as_u64().unwrap();
     assert!((950..=1500).contains(&elapsed), "ElapsedTime {elapsed}");
 
+    // Double speed: the same prompt in half the time, at the same pitch.
+    let (code, body) = server.action(
+        "Play",
+        json!({"ConnectionId": id, "Prompt1": "tone-600.wav", "Speed": 10}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let heard = listen(&caller.uac.rtp, Duration::from_millis(450));
+    assert!(tone_power(&heard, 600.0) > 1e6, "the pitch is kept");
+    let fast = events.wait_for(Duration::from_secs(3), |e| {
+        is(e, "Play_Complete") && e["OperationId"] == body["OperationId"]
+    });
+    assert_eq!(fast["TerminationCondition"], "eod");
+    let elapsed = fast["ElapsedTime"].as_u64().unwrap();
+    assert!(
+        (450..=800).contains(&elapsed),
+        "half the time: {elapsed} ms"
+    );
+
     // Digits pressed before the GatherDigits are buffered and count.
     let (mut seq, mut ts) = (100u16, 1000u32);
     send_rfc4733(&caller.uac.rtp, caller.server_rtp, '1', &mut seq, &mut ts);
@@ -343,9 +361,14 @@ fn operation_requests_that_cannot_be_served_get_their_result_codes() {
     assert_eq!(
         code_of(
             "Play",
-            json!({"ConnectionId": id, "Prompt1": "tone-600.wav", "Speed": 3})
+            json!({"ConnectionId": id, "Prompt1": "tone-600.wav", "Speed": 3, "Volume": 2})
         ),
-        "8"
+        "27",
+        "Volume and Speed are not changed in one Play"
+    );
+    assert_eq!(
+        code_of("AdjustPlay", json!({"ConnectionId": id, "Speed": 2})),
+        "25"
     );
     assert_eq!(
         code_of("PlayTone", json!({"ConnectionId": id, "Frequency1": 50})),

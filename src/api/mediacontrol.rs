@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use crate::control::operations::TermConds;
 use crate::control::{
-    Adjustment, AttributeChange, CodecChoice, Completion, MediaAction, PlayRequest, RecordRequest,
-    Target, ToneRequest, MAX_PROMPTS,
+    Adjustment, AttributeChange, CodecChoice, Completion, Level, MediaAction, PlayRequest,
+    RecordRequest, Target, ToneRequest, MAX_PROMPTS,
 };
 use crate::engine::ConfereeSpec;
 use crate::media::wav::Encoding;
@@ -227,7 +227,6 @@ pub fn parse_action(
                     "Volume and Speed cannot both be changed in one Play".into(),
                 ));
             }
-            refuse_speed(speed)?;
             Ok(MediaAction::Play(PlayRequest {
                 target,
                 prompts,
@@ -235,6 +234,7 @@ pub fn parse_action(
                 locale: p.text("Locale")?,
                 conds: p.term_conds(true)?,
                 volume,
+                speed,
                 state: p.text("State")?,
             }))
         }
@@ -363,23 +363,21 @@ pub fn parse_action(
                     )))
                 }
             };
-            let volume = match (volume, speed) {
+            let level = match (volume, speed) {
                 (Some(_), Some(_)) | (None, None) => {
                     return Err(ActionError::new(
                         ResultCode::InvalidParameters,
                         "AdjustPlay changes exactly one of Volume or Speed",
                     ))
                 }
-                (None, Some(speed)) => {
-                    refuse_speed(speed as i32)?;
-                    0
-                }
-                (Some(v), None) if (-20..=20).contains(&v) => v as i32,
-                (Some(v), None) => return Err(invalid(format!("Volume {v} is outside -20..20"))),
+                (None, Some(s)) if (-20..=20).contains(&s) => Level::Speed(s as i32),
+                (Some(v), None) if (-20..=20).contains(&v) => Level::Volume(v as i32),
+                (_, Some(s)) => return Err(invalid(format!("Speed {s} is outside -20..20"))),
+                (Some(v), _) => return Err(invalid(format!("Volume {v} is outside -20..20"))),
             };
             Ok(MediaAction::AdjustPlay {
                 connection: p.required_connection_id()?,
-                volume,
+                level,
                 adjustment,
             })
         }
@@ -758,17 +756,6 @@ fn digit_string(name: &str, text: &str, max: usize) -> Result<String, ActionErro
         return Err(invalid(format!("{name}: {bad:?} is not a DTMF digit")));
     }
     Ok(digits)
-}
-
-/// Speed changes need time-stretching, which this server does not do: a clear refusal.
-fn refuse_speed(speed: i32) -> Result<(), ActionError> {
-    if speed != 0 {
-        return Err(ActionError::new(
-            ResultCode::ResourceUnavailable,
-            "playback speed changes are not available on this server",
-        ));
-    }
-    Ok(())
 }
 
 fn invalid(message: String) -> ActionError {

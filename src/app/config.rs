@@ -158,6 +158,14 @@ pub struct MediaConfig {
     /// prompt_dir/recording_dir, without `..`).
     #[serde(default)]
     pub allow_absolute_paths: bool,
+    /// Silence/speech threshold of DetectSilence and TermCondSilence: mean power per 10 ms,
+    /// dBFS (−40: telephone line noise sits near −60, speech at −30 to −15).
+    #[serde(default = "default_silence_threshold")]
+    pub silence_threshold_dbfs: f64,
+}
+
+fn default_silence_threshold() -> f64 {
+    crate::media::energy::DEFAULT_THRESHOLD_DBFS
 }
 
 fn default_prompt_dir() -> std::path::PathBuf {
@@ -369,6 +377,12 @@ impl Config {
                 m.jitter_min_ms, m.jitter_max_ms
             )));
         }
+        if !(-90.0..=0.0).contains(&m.silence_threshold_dbfs) {
+            return Err(invalid(format!(
+                "media.silence_threshold_dbfs ({}) must be between -90 and 0",
+                m.silence_threshold_dbfs
+            )));
+        }
         if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
             return Err(invalid("sip.t1_ms must be > 0 and <= sip.t2_ms".into()));
         }
@@ -522,6 +536,7 @@ impl Default for MediaConfig {
             prompt_dir: default_prompt_dir(),
             recording_dir: default_recording_dir(),
             allow_absolute_paths: false,
+            silence_threshold_dbfs: default_silence_threshold(),
         }
     }
 }

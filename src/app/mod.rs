@@ -83,6 +83,7 @@ pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Resul
                 jitter_max_ms: config.media.jitter_max_ms,
                 rtcp_interval: Duration::from_secs(5),
                 inband_dtmf: config.media.inband_dtmf,
+                silence_threshold_dbfs: config.media.silence_threshold_dbfs,
             },
             socket_priority: config.media.socket_priority,
             threads: ThreadTuning {

@@ -41,7 +41,16 @@ pub struct PlayRequest {
     pub conds: TermConds,
     /// −10..=10 (2 dB steps).
     pub volume: i32,
+    /// −10..=10 (10 % steps, pitch kept).
+    pub speed: i32,
     pub state: Option<String>,
+}
+
+/// What AdjustPlay changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Volume(i32),
+    Speed(i32),
 }
 
 /// PlayTone's tone (reference §3.18).
@@ -78,8 +87,7 @@ impl Controller {
             id,
             OperationKind::Play,
             source,
-            volume_gain(request.volume),
-            request.volume,
+            (request.volume, request.speed),
             request.conds,
             request.state,
         )
@@ -123,8 +131,7 @@ impl Controller {
             connection,
             OperationKind::PlayTone,
             source,
-            1.0,
-            0,
+            (0, 0),
             conds,
             state,
         )
@@ -201,11 +208,12 @@ impl Controller {
         Ok((success(), stopped))
     }
 
-    /// AdjustPlay: the volume of the playout in progress (speed changes are refused: 8).
+    /// AdjustPlay: the volume or the speed of the playout in progress. `toggle` switches the
+    /// volume between 0 and its last other value; it leaves the speed alone (reference §3.7).
     pub(super) fn adjust_play(
         &mut self,
         connection: u32,
-        volume: i32,
+        level: Level,
         adjustment: Adjustment,
     ) -> Result<ActionResult, ActionError> {
         let c = self
@@ -218,38 +226,58 @@ impl Controller {
                 format!("nothing is playing on connection {connection}"),
             ));
         }
-        let new = match adjustment {
-            Adjustment::Absolute => volume,
-            Adjustment::Relative => c.volume + volume,
-            Adjustment::Toggle => {
-                if c.volume == 0 {
-                    c.toggled_volume
-                } else {
-                    0
+        match level {
+            Level::Volume(volume) => {
+                let new = match adjustment {
+                    Adjustment::Absolute => volume,
+                    Adjustment::Relative => c.volume + volume,
+                    Adjustment::Toggle if c.volume == 0 => c.toggled_volume,
+                    Adjustment::Toggle => 0,
                 }
+                .clamp(-10, 10);
+                if c.volume != 0 {
+                    c.toggled_volume = c.volume;
+                }
+                c.volume = new;
+            }
+            Level::Speed(speed) => {
+                c.speed = match adjustment {
+                    Adjustment::Absolute => speed,
+                    Adjustment::Relative => c.speed + speed,
+                    Adjustment::Toggle => c.speed,
+                }
+                .clamp(-10, 10);
             }
         }
-        .clamp(-10, 10);
-        if c.volume != 0 {
-            c.toggled_volume = c.volume;
-        }
-        c.volume = new;
-        let adjusted = match c.leg_of {
+        let (volume, speed) = (c.volume, c.speed);
+        self.apply_playback(connection);
+        let mut result = success();
+        result.insert("Volume".into(), json!(volume));
+        result.insert("Speed".into(), json!(speed));
+        Ok(result)
+    }
+
+    /// Sends a connection's playout volume and speed to the engine.
+    fn apply_playback(&mut self, connection: u32) {
+        let Some(c) = self.connections.get(&connection) else {
+            return;
+        };
+        let (gain, speed) = (volume_gain(c.volume), c.speed);
+        let applied = match c.leg_of {
             Some(conference) => self.engine.conference_set_gain(
                 u64::from(conference),
                 u64::from(connection),
-                volume_gain(new),
+                gain,
+                Some(speed),
             ),
             None => self
                 .engine
-                .set_play_gain(u64::from(connection), volume_gain(new)),
+                .set_play_gain(u64::from(connection), gain)
+                .and_then(|()| self.engine.set_play_speed(u64::from(connection), speed)),
         };
-        if let Err(e) = adjusted {
-            tracing::warn!(connection, error = %e, "engine could not change the volume");
+        if let Err(e) = applied {
+            tracing::warn!(connection, error = %e, "engine could not adjust the playout");
         }
-        let mut result = success();
-        result.insert("Volume".into(), json!(new));
-        Ok(result)
     }
 
     /// A digit for a connection (RFC 4733, in-band, SendDigits): buffered, and the operations
@@ -312,6 +340,7 @@ impl Controller {
             locale: None,
             conds: TermConds::default(),
             volume: 0,
+            speed: 0,
             state: None,
         };
         let result = self.play(request)?;
@@ -487,17 +516,17 @@ impl Controller {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Starts a playout with `(volume, speed)`.
     fn start_playing(
         &mut self,
         connection: u32,
         kind: OperationKind,
         source: PlaySource,
-        gain: f32,
-        volume: i32,
+        (volume, speed): (i32, i32),
         conds: TermConds,
         state: Option<String>,
     ) -> Result<ActionResult, ActionError> {
+        let gain = volume_gain(volume);
         let operation = self.allocate_operation_id();
         let leg_of = self.connections.get(&connection).and_then(|c| c.leg_of);
         let started = match leg_of {
@@ -526,6 +555,14 @@ impl Controller {
             .ok_or_else(|| unknown_connection(connection))?;
         c.playing = Some(operation);
         c.volume = volume;
+        c.speed = speed;
+        if speed != 0 {
+            // Queued behind the play: applied before its first frame.
+            self.apply_playback(connection);
+        }
+        let Some(c) = self.connections.get_mut(&connection) else {
+            return Err(unknown_connection(connection));
+        };
         // A Play starts no GatherDigits, so nothing can finish at once.
         let watch = conds.clone();
         let _ = c.ops.start(now, operation, kind, conds, state);

@@ -14,7 +14,8 @@ pub mod result;
 
 pub use conference::{AttributeChange, Completion, Pool, Resources};
 pub use media_ops::{
-    sweep_recordings, Adjustment, PlayRequest, RecordRequest, Target, ToneRequest, MAX_PROMPTS,
+    sweep_recordings, Adjustment, Level, PlayRequest, RecordRequest, Target, ToneRequest,
+    MAX_PROMPTS,
 };
 
 /// How often expired recordings are looked for.
@@ -128,7 +129,7 @@ pub enum MediaAction {
     },
     AdjustPlay {
         connection: u32,
-        volume: i32,
+        level: Level,
         adjustment: Adjustment,
     },
 }
@@ -327,6 +328,8 @@ struct Connection {
     /// Playout volume (−10..=10) and the one a toggle returns to.
     volume: i32,
     toggled_volume: i32,
+    /// Playout speed (−10..=10).
+    speed: i32,
     /// The Record in progress (operation, file name as the API reports it).
     recording: Option<(u32, String)>,
     /// Operations with silence/non-silence watches in the engine.
@@ -369,6 +372,7 @@ impl Connection {
             hang_up_after: None,
             volume: 0,
             toggled_volume: 0,
+            speed: 0,
             recording: None,
             watching: Vec::new(),
             leg_of,
@@ -651,9 +655,9 @@ impl Controller {
             } => self.detect_energy(connection, silence, needed, command_timeout, state),
             MediaAction::AdjustPlay {
                 connection,
-                volume,
+                level,
                 adjustment,
-            } => self.adjust_play(connection, volume, adjustment),
+            } => self.adjust_play(connection, level, adjustment),
         }
     }
 

@@ -99,6 +99,9 @@ pub struct SessionDefaults {
     pub rtcp_interval: std::time::Duration,
     /// Detect DTMF tones in decoded G.711/G.722 audio too.
     pub inband_dtmf: bool,
+    /// Below this mean power (dBFS, per 10 ms) audio counts as silence (DetectSilence,
+    /// TermCondSilence).
+    pub silence_threshold_dbfs: f64,
 }
 
 impl Default for SessionDefaults {
@@ -110,6 +113,7 @@ impl Default for SessionDefaults {
             jitter_max_ms: 200,
             rtcp_interval: std::time::Duration::from_secs(5),
             inband_dtmf: false,
+            silence_threshold_dbfs: crate::media::energy::DEFAULT_THRESHOLD_DBFS,
         }
     }
 }
@@ -646,6 +650,11 @@ impl Engine {
         self.submit_for(key, WorkerCommand::SetPlayGain { key, gain })
     }
 
+    /// Changes the speed of a connection's playout (−10..=10, 10 % per step, pitch kept).
+    pub fn set_play_speed(&self, key: ConnectionKey, speed: i32) -> Result<(), EngineError> {
+        self.submit_for(key, WorkerCommand::SetPlaySpeed { key, speed })
+    }
+
     /// Starts recording the caller's audio of a connection into `writer` (a file at
     /// `file_rate`); [`EngineEvent::RecordingDone`] follows [`Engine::stop_recording`].
     pub fn start_recording(
@@ -756,18 +765,20 @@ impl Engine {
         self.workers[worker].submit(WorkerCommand::RoomStopPlay { conference, key })
     }
 
-    /// Changes the volume of a conference playout.
+    /// Changes the volume (and the speed, when given) of a conference playout.
     pub fn conference_set_gain(
         &self,
         conference: ConferenceKey,
         key: ConnectionKey,
         gain: f32,
+        speed: Option<i32>,
     ) -> Result<(), EngineError> {
         let worker = self.conference_worker(conference)?;
         self.workers[worker].submit(WorkerCommand::RoomSetGain {
             conference,
             key,
             gain,
+            speed,
         })
     }
 

@@ -773,6 +773,7 @@ fn test_session() -> SessionDefaults {
         jitter_max_ms: 100,
         rtcp_interval: Duration::from_secs(3600),
         inband_dtmf: false,
+        silence_threshold_dbfs: -40.0,
     }
 }
 

@@ -118,6 +118,8 @@ pub(super) enum WorkerCommand {
     StopPlay { key: ConnectionKey, operation: u64 },
     /// New volume for a connection's playout (AdjustPlay).
     SetPlayGain { key: ConnectionKey, gain: f32 },
+    /// New speed for a connection's playout (−10..=10).
+    SetPlaySpeed { key: ConnectionKey, speed: i32 },
     /// Start handing the caller's audio to the recorder for `operation`.
     Record { key: ConnectionKey, operation: u64 },
     /// Stop recording `operation`: last audio out, then the recorder finishes the file.
@@ -145,11 +147,12 @@ pub(super) enum WorkerCommand {
         conference: ConferenceKey,
         key: ConnectionKey,
     },
-    /// New volume for a conference playout.
+    /// New volume (and speed, when given) for a conference playout.
     RoomSetGain {
         conference: ConferenceKey,
         key: ConnectionKey,
         gain: f32,
+        speed: Option<i32>,
     },
     /// Record the whole mix of a conference, as listener `key`.
     RoomRecord {
@@ -178,6 +181,7 @@ impl WorkerCommand {
             | WorkerCommand::Play { key, .. }
             | WorkerCommand::StopPlay { key, .. }
             | WorkerCommand::SetPlayGain { key, .. }
+            | WorkerCommand::SetPlaySpeed { key, .. }
             | WorkerCommand::Record { key, .. }
             | WorkerCommand::StopRecord { key, .. }
             | WorkerCommand::Watch { key, .. }
@@ -726,6 +730,9 @@ impl Worker {
             WorkerCommand::SetPlayGain { key, gain } => self.with_session(key, |session, _| {
                 session.set_playout_gain(gain);
             }),
+            WorkerCommand::SetPlaySpeed { key, speed } => self.with_session(key, |session, _| {
+                session.set_playout_speed(speed);
+            }),
             WorkerCommand::Record { key, operation } => {
                 self.with_connection(key, |c| c.recording = Some(operation))
             }
@@ -744,14 +751,13 @@ impl Worker {
                 operation,
                 silence,
                 needed,
-            } => self.with_connection(key, |c| {
-                c.watches.push(EnergyWatch::new(
-                    operation,
-                    silence,
-                    needed,
-                    crate::media::energy::DEFAULT_THRESHOLD_DBFS,
-                ))
-            }),
+            } => {
+                let threshold = self.context.defaults.silence_threshold_dbfs;
+                self.with_connection(key, |c| {
+                    c.watches
+                        .push(EnergyWatch::new(operation, silence, needed, threshold))
+                })
+            }
             WorkerCommand::Unwatch { key, operation } => {
                 self.with_connection(key, |c| c.watches.retain(|w| w.operation != operation))
             }
@@ -775,11 +781,15 @@ impl Worker {
                 conference,
                 key,
                 gain,
+                speed,
             } => {
                 if let Some(room) = self.conferences.get_mut(&conference) {
                     for (k, _, player) in &mut room.players {
                         if *k == key {
                             player.set_gain(gain);
+                            if let Some(speed) = speed {
+                                player.set_speed(speed);
+                            }
                         }
                     }
                 }

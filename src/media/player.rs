@@ -49,6 +49,106 @@ pub struct Player {
     scratch: Vec<i16>,
     gain: f32,
     done: bool,
+    /// Faster or slower playback of a prompt (Speed ≠ 0), pitch kept.
+    stretch: Option<Stretch>,
+}
+
+/// The playback rate of a CUAE `Speed` setting: 10 % per step, between half and double speed.
+pub fn speed_ratio(speed: i32) -> f64 {
+    (1.0 + 0.1 * f64::from(speed)).clamp(0.5, 2.0)
+}
+
+/// Time-scale modification by WSOLA (waveform-similarity overlap-add): the prompt is cut into
+/// 20 ms Hann-windowed segments taken every `hop · ratio` input samples and laid down every
+/// `hop` output samples; each segment's start is moved by up to half a hop to where it best
+/// continues the previous one, so the pitch is kept and the joins are smooth.
+struct Stretch {
+    /// Input samples advanced per output sample (> 1: faster).
+    ratio: f64,
+    /// Where the next segment would start without the similarity search.
+    position: f64,
+    /// Where the last segment really started.
+    previous: Option<usize>,
+    /// Output samples per segment (10 ms at the prompt's rate).
+    hop: usize,
+    window: Vec<f32>,
+    /// The second, windowed half of the last segment, added to the next one.
+    tail: Vec<f32>,
+    /// Output made but not yet taken.
+    ready: Vec<i16>,
+    /// The input is used up and its last tail has been given out.
+    exhausted: bool,
+}
+
+impl Stretch {
+    fn new(rate: u32, ratio: f64, position: usize) -> Stretch {
+        let hop = (rate / 100).max(1) as usize;
+        let length = 2 * hop;
+        let window = (0..length)
+            .map(|i| (0.5 - 0.5 * (2.0 * PI * i as f64 / length as f64).cos()) as f32)
+            .collect();
+        Stretch {
+            ratio,
+            position: position as f64,
+            previous: None,
+            hop,
+            window,
+            tail: vec![0.0; hop],
+            ready: Vec::with_capacity(4 * hop),
+            exhausted: false,
+        }
+    }
+
+    /// Fills `out` (at the prompt's rate); true once everything has been played.
+    fn fill(&mut self, pcm: &[i16], out: &mut [i16]) -> bool {
+        while self.ready.len() < out.len() && !self.exhausted {
+            self.segment(pcm);
+        }
+        let n = out.len().min(self.ready.len());
+        out[..n].copy_from_slice(&self.ready[..n]);
+        out[n..].fill(0);
+        self.ready.drain(..n);
+        self.exhausted && self.ready.is_empty()
+    }
+
+    fn segment(&mut self, pcm: &[i16]) {
+        let sample = |i: usize| pcm.get(i).map_or(0.0, |&s| f32::from(s));
+        if self.position >= pcm.len() as f64 {
+            // Give out the last tail, then stop.
+            self.ready
+                .extend(self.tail.iter().map(|&v| v.round() as i16));
+            self.tail.fill(0.0);
+            self.exhausted = true;
+            return;
+        }
+        let hop = self.hop;
+        let nominal = self.position as usize;
+        let start = match self.previous {
+            None => nominal,
+            Some(previous) => {
+                let natural = previous + hop;
+                let reach = hop / 2;
+                let mut best = (f32::MIN, nominal);
+                for candidate in nominal.saturating_sub(reach)..=nominal + reach {
+                    let score: f32 = (0..hop)
+                        .map(|i| sample(natural + i) * sample(candidate + i))
+                        .sum();
+                    if score > best.0 {
+                        best = (score, candidate);
+                    }
+                }
+                best.1
+            }
+        };
+        for i in 0..hop {
+            let value = self.tail[i] + self.window[i] * sample(start + i);
+            self.ready
+                .push(value.round().clamp(-32768.0, 32767.0) as i16);
+            self.tail[i] = self.window[hop + i] * sample(start + hop + i);
+        }
+        self.previous = Some(start);
+        self.position += hop as f64 * self.ratio;
+    }
 }
 
 impl Player {
@@ -63,6 +163,23 @@ impl Player {
             scratch: Vec::new(),
             gain,
             done: false,
+            stretch: None,
+        }
+    }
+
+    /// Plays a prompt faster or slower (CUAE `Speed`, −10..=10), from the next frame on;
+    /// tones are not affected.
+    pub fn set_speed(&mut self, speed: i32) {
+        let PlaySource::Samples { rate, .. } = &self.source else {
+            return;
+        };
+        let ratio = speed_ratio(speed);
+        match self.stretch.as_mut() {
+            Some(stretch) => stretch.ratio = ratio,
+            None if (ratio - 1.0).abs() > f64::EPSILON => {
+                self.stretch = Some(Stretch::new(*rate, ratio, self.position));
+            }
+            None => {}
         }
     }
 
@@ -164,6 +281,14 @@ impl Player {
             return false;
         };
         let wanted = (out.len() as u64 * u64::from(source_rate) / u64::from(rate)) as usize;
+        if let Some(stretch) = self.stretch.as_mut() {
+            self.scratch.resize(wanted, 0);
+            if stretch.fill(&pcm, &mut self.scratch) {
+                self.done = true;
+            }
+            resampler.process(&self.scratch, out);
+            return true;
+        }
         let end = (self.position + wanted).min(pcm.len());
         self.scratch.clear();
         self.scratch.extend_from_slice(&pcm[self.position..end]);
@@ -262,6 +387,45 @@ mod tests {
             endless.fill(&mut out, 8000);
         }
         assert!(!endless.is_done());
+    }
+
+    #[test]
+    fn speed_changes_the_duration_and_keeps_the_pitch() {
+        let pcm: Arc<[i16]> = (0..8000)
+            .map(|i| ((2.0 * PI * 600.0 * f64::from(i) / 8000.0).sin() * 8000.0) as i16)
+            .collect::<Vec<_>>()
+            .into();
+        for (speed, expected_frames) in [(5, 34i32), (-5, 100), (10, 25), (0, 50)] {
+            let mut player = Player::new(
+                PlaySource::Samples {
+                    pcm: Arc::clone(&pcm),
+                    rate: 8000,
+                },
+                1.0,
+            );
+            player.set_speed(speed);
+            let mut out = vec![0i16; 160];
+            let mut heard = Vec::new();
+            let mut frames = 0;
+            while !player.is_done() {
+                player.fill(&mut out, 8000);
+                heard.extend_from_slice(&out);
+                frames += 1;
+                assert!(frames < 200);
+            }
+            assert!(
+                (frames - expected_frames).abs() <= 2,
+                "speed {speed}: {frames} frames, expected about {expected_frames}"
+            );
+            let middle = &heard[heard.len() / 4..heard.len() * 3 / 4];
+            let pitch = goertzel_power(middle, 8000, 600.0);
+            assert!(
+                pitch > 1e7 && pitch > goertzel_power(middle, 8000, 900.0) * 100.0,
+                "speed {speed}: still 600 Hz ({pitch})"
+            );
+        }
+        assert_eq!(speed_ratio(-10), 0.5);
+        assert_eq!(speed_ratio(10), 2.0);
     }
 
     #[test]

@@ -910,6 +910,17 @@ impl MediaSession {
         }
     }
 
+    /// Changes the speed of the playout in progress (AdjustPlay, Play's `Speed`).
+    pub fn set_playout_speed(&mut self, speed: i32) -> bool {
+        match self.player.as_mut() {
+            Some((_, player)) => {
+                player.set_speed(speed);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether a prompt or tone is playing.
     pub fn is_playing(&self) -> bool {
         self.player.is_some()
