@@ -573,6 +573,19 @@ fn a_caller_is_recorded_to_a_playable_wav_and_silence_is_detected() {
     assert_eq!(done["TerminationCondition"], "userstop");
     let (_, samples) = read_pcm_wav(&recordings.path().join(&name));
     assert!(samples.len() >= 8000 * 3 / 10, "{} samples", samples.len());
+    // Block false: the answer does not wait; Record_Complete still follows with the file.
+    let (_, rec) = server.action("Record", json!({"ConnectionId": id, "Filename": "nb.wav"}));
+    stream(&caller, 500, 10, |_| true);
+    let (code, _) = server.action(
+        "StopMediaOperation",
+        json!({"ConnectionId": id, "OperationId": rec["OperationId"], "Block": false}),
+    );
+    assert_eq!(code, 200);
+    let done = events.wait_for(Duration::from_secs(2), |e| {
+        is(e, "Record_Complete") && e["OperationId"] == rec["OperationId"]
+    });
+    assert_eq!(done["TerminationCondition"], "userstop");
+    read_pcm_wav(&recordings.path().join("nb.wav"));
     let code_of = |body: Value| server.action("Record", body).1["ResultCode"].clone();
     assert_eq!(
         code_of(json!({"ConnectionId": id, "Filename": "../x.wav"})),
