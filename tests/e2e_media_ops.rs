@@ -420,6 +420,27 @@ fn operation_requests_that_cannot_be_served_get_their_result_codes() {
     assert_eq!(done["TerminationCondition"], "digitpattern");
     assert_eq!(done["OperationId"], gather["OperationId"]);
     assert_eq!(done["State"], "pin");
+    let metrics = common::client()
+        .get(server.url("/metrics"))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    assert!(
+        metrics.contains(
+            "callbridge_media_operations_completed_total{action=\"GatherDigits\",termination=\"digitpattern\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("callbridge_media_operations_running 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("callbridge_resources_used{kind=\"rtp\"} 1"),
+        "{metrics}"
+    );
     // Releasing the connection ends a running gather with autostop.
     let (_, gather) = server.action(
         "GatherDigits",

@@ -323,6 +323,11 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         s.conferees as u64,
     );
     gauge(
+        "callbridge_media_operations_running",
+        "Media operations (Play, Record, GatherDigits, ...) in progress.",
+        s.operations_running as u64,
+    );
+    gauge(
         "callbridge_media_workers_stalled",
         "Media workers whose loop has not turned for a second.",
         s.stalled_workers as u64,
@@ -406,6 +411,12 @@ async fn metrics(State(state): State<ApiState>) -> Response {
                 ));
             }
         }
+    }
+    out.push_str("# HELP callbridge_media_operations_completed_total Media operations completed, by action and termination condition.\n# TYPE callbridge_media_operations_completed_total counter\n");
+    for ((action, termination), n) in &s.operations_completed {
+        out.push_str(&format!(
+            "callbridge_media_operations_completed_total{{action=\"{action}\",termination=\"{termination}\"}} {n}\n"
+        ));
     }
     out.push_str("# HELP callbridge_calls_total Inbound calls routed.\n# TYPE callbridge_calls_total counter\n");
     out.push_str(&format!("callbridge_calls_total {}\n", s.calls_total));

@@ -433,6 +433,13 @@ impl Controller {
             termination = f.termination.as_str(),
             "media operation complete"
         );
+        *self
+            .operations_completed
+            .entry((
+                f.kind.name().to_string(),
+                f.termination.as_str().to_string(),
+            ))
+            .or_default() += 1;
         let leg = self
             .connections
             .get(&connection)

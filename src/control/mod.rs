@@ -190,6 +190,10 @@ pub struct Status {
     pub conferences: usize,
     /// Conferees over all conferences (monitors included).
     pub conferees: usize,
+    /// Media operations running now.
+    pub operations_running: usize,
+    /// Media operations completed, by (action, termination condition).
+    pub operations_completed: BTreeMap<(String, String), u64>,
     pub resources: Option<Resources>,
 }
 
@@ -244,6 +248,8 @@ pub struct Controller {
     blocked_stops: Vec<(Vec<u32>, Option<Reply>, ActionResult)>,
     /// The next look for expired recordings.
     next_sweep: Instant,
+    /// Media operations completed, by (action, termination condition).
+    operations_completed: BTreeMap<(String, String), u64>,
 }
 
 /// A call as listed by the API.
@@ -412,6 +418,7 @@ impl Controller {
             pending_records: HashMap::new(),
             blocked_stops: Vec::new(),
             next_sweep: Instant::now() + SWEEP_INTERVAL,
+            operations_completed: BTreeMap::new(),
             media,
             engine,
             ua,
@@ -1344,6 +1351,12 @@ impl Controller {
             tick_lateness: self.engine.tick_lateness(),
             conferences: self.conferences.len(),
             conferees: self.conferences.values().map(|c| c.members.len()).sum(),
+            operations_running: self
+                .connections
+                .values()
+                .map(|c| c.ops.running().len())
+                .sum(),
+            operations_completed: self.operations_completed.clone(),
             resources: Some(self.resources),
         }
     }

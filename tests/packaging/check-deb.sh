@@ -264,6 +264,8 @@ check "config: check-config passes on examples/pbx-trunk.toml" \
   cc_root /usr/share/doc/callbridge/examples/pbx-trunk.toml
 check "config: check-config passes on examples/conference-bridge.toml" \
   cc_root /usr/share/doc/callbridge/examples/conference-bridge.toml
+check "config: check-config passes on examples/ivr.toml" \
+  cc_root /usr/share/doc/callbridge/examples/ivr.toml
 check "unit: enabled (multi-user.target.wants symlink)" \
   [ -L /etc/systemd/system/multi-user.target.wants/callbridge.service ]
 
