@@ -9,6 +9,7 @@
 //! conflicts (14, 15, 16); 422 prompt files that cannot be used (30, 31, 35);
 //! 503 no resources or shutting down (4, 5, 8); 500 internal (6); 401 without a valid token.
 
+pub mod callcontrol;
 pub mod mediacontrol;
 
 use std::convert::Infallible;
@@ -56,6 +57,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/mediacontrol/resources", get(list_resources))
         .route("/mediacontrol/{action}", post(media_action))
         .route("/callcontrol/calls", get(list_calls))
+        .route("/callcontrol/{action}", post(call_action))
         .route("/admin/reload", post(reload))
         .route("/events", get(events))
         .route("/metrics", get(metrics))
@@ -134,6 +136,37 @@ async fn media_action(
     if let Err(e) = state
         .control
         .request(ControlRequest::Action(Box::new(action), tx))
+        .await
+    {
+        return action_error(e);
+    }
+    match rx.await {
+        Ok(Ok(result)) => (StatusCode::OK, Json(Value::Object(result))).into_response(),
+        Ok(Err(e)) => action_error(e),
+        Err(_) => action_error(ActionError::new(
+            ResultCode::ServerInactive,
+            "server is shutting down",
+        )),
+    }
+}
+
+async fn call_action(
+    State(state): State<ApiState>,
+    Path(action): Path<String>,
+    body: Bytes,
+) -> Response {
+    let params = match parse_body(&body) {
+        Ok(p) => p,
+        Err(e) => return action_error(e),
+    };
+    let action = match callcontrol::parse_action(&action, &params) {
+        Ok(a) => a,
+        Err(e) => return action_error(e),
+    };
+    let (tx, rx) = oneshot::channel();
+    if let Err(e) = state
+        .control
+        .request(ControlRequest::Call(action, tx))
         .await
     {
         return action_error(e);

@@ -39,6 +39,14 @@ pub struct AppConfig {
     /// they are ended with BYE, s.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout_s: u64,
+    /// An `application` route's call that the application neither answers, rejects nor
+    /// redirects within this many seconds is rejected (480), as CUAE's 90 s rule.
+    #[serde(default = "default_decision_timeout")]
+    pub call_decision_timeout_s: u64,
+}
+
+fn default_decision_timeout() -> u64 {
+    90
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +264,9 @@ pub enum Service {
     /// Answer, play the Request-URI's `play=` prompt (RFC 4240) or the route's `prompt`, and
     /// hang up when it has played.
     Announcement,
+    /// Offer the call to applications (`IncomingCall` event); they answer, accept, reject or
+    /// redirect it through `/callcontrol`.
+    Application,
 }
 
 /// A config file that cannot be used, with a message that names the key and, where the TOML
@@ -487,6 +498,7 @@ impl Default for AppConfig {
     fn default() -> Self {
         AppConfig {
             drain_timeout_s: default_drain_timeout(),
+            call_decision_timeout_s: default_decision_timeout(),
         }
     }
 }

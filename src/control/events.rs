@@ -196,6 +196,13 @@ pub enum Event {
     DetectNonSilenceComplete(OperationDone),
     #[serde(rename = "DetectNonSilence_Failed")]
     DetectNonSilenceFailed(OperationDone),
+    /// The far end ended an `application` call (Call Control).
+    RemoteHangup {
+        #[serde(rename = "CallId")]
+        call_id: String,
+        #[serde(rename = "EndReason")]
+        end_reason: String,
+    },
     IncomingCall {
         #[serde(rename = "CallId")]
         call_id: String,
@@ -241,6 +248,7 @@ impl Event {
             Event::ConnectionModified { .. } => "ConnectionModified",
             Event::ConnectionReleased { .. } => "ConnectionReleased",
             Event::IncomingCall { .. } => "IncomingCall",
+            Event::RemoteHangup { .. } => "RemoteHangup",
             Event::CallAnswered { .. } => "CallAnswered",
             Event::DigitReceived { .. } => "DigitReceived",
             Event::CallEnded { .. } => "CallEnded",

@@ -6,12 +6,14 @@
 //! Must not: touch sockets or media packets. It runs as one tokio task; the API, the SIP
 //! transport and the media workers reach it only through queues.
 
+mod call_control;
 mod conference;
 pub mod events;
 mod media_ops;
 pub mod operations;
 pub mod result;
 
+pub use call_control::{CallAction, ConferenceChoice};
 pub use conference::{AttributeChange, Completion, Pool, Resources};
 pub use media_ops::{
     sweep_recordings, Adjustment, Level, PlayRequest, RecordRequest, Target, ToneRequest,
@@ -156,6 +158,8 @@ pub enum ControlRequest {
     ListConnections(oneshot::Sender<Value>),
     ListConferences(oneshot::Sender<Value>),
     ListResources(oneshot::Sender<Value>),
+    /// A Call Control action.
+    Call(CallAction, Reply),
     ListCalls(oneshot::Sender<Value>),
     Status(oneshot::Sender<Status>),
     /// New inbound routes from a configuration reload.
@@ -250,6 +254,10 @@ pub struct Controller {
     next_sweep: Instant,
     /// Media operations completed, by (action, termination condition).
     operations_completed: BTreeMap<(String, String), u64>,
+    /// `application` calls waiting for AcceptCall/AnswerCall/RejectCall/Redirect.
+    offered: HashMap<CallId, call_control::OfferedCall>,
+    /// Every `application` call in progress (answered or not).
+    app_calls: std::collections::HashSet<CallId>,
 }
 
 /// A call as listed by the API.
@@ -274,6 +282,8 @@ pub struct MediaSettings {
     pub prompt_dir: std::path::PathBuf,
     pub recording_dir: std::path::PathBuf,
     pub allow_absolute_paths: bool,
+    /// How long an `application` call waits for the application's decision.
+    pub decision_timeout: Duration,
 }
 
 impl MediaSettings {
@@ -291,6 +301,7 @@ impl MediaSettings {
             prompt_dir: config.media.prompt_dir.clone(),
             recording_dir: config.media.recording_dir.clone(),
             allow_absolute_paths: config.media.allow_absolute_paths,
+            decision_timeout: Duration::from_secs(config.app.call_decision_timeout_s),
         }
     }
 
@@ -419,6 +430,8 @@ impl Controller {
             blocked_stops: Vec::new(),
             next_sweep: Instant::now() + SWEEP_INTERVAL,
             operations_completed: BTreeMap::new(),
+            offered: HashMap::new(),
+            app_calls: std::collections::HashSet::new(),
             media,
             engine,
             ua,
@@ -486,6 +499,7 @@ impl Controller {
                     self.ua.handle_timeout(now);
                     self.expire_reservations(now);
                     self.expire_operations(now);
+                    self.expire_offers(now);
                     if self.next_sweep <= now {
                         self.next_sweep = now + SWEEP_INTERVAL;
                         sweep_recordings(&self.media.recording_dir, false, events::unix_ms() / 1000);
@@ -510,6 +524,7 @@ impl Controller {
             self.ua.poll_timeout(),
             reservation,
             self.next_operation_deadline(),
+            self.next_offer_deadline(),
             Some(self.next_sweep),
         ]
         .into_iter()
@@ -537,6 +552,9 @@ impl Controller {
             }
             ControlRequest::ListConferences(reply) => {
                 let _ = reply.send(self.list_conferences());
+            }
+            ControlRequest::Call(action, reply) => {
+                let _ = reply.send(self.on_call_action(action));
             }
             ControlRequest::ListResources(reply) => {
                 let mut v = self.resources.to_json();
@@ -924,6 +942,7 @@ impl Controller {
                 UaOutput::CallEnded { call, reason } => {
                     self.call_info.remove(&call);
                     let reason = release_reason(reason);
+                    self.on_app_call_ended(call, reason);
                     self.events.emit(Event::CallEnded {
                         call_id: call.to_string(),
                         reason,
@@ -953,6 +972,7 @@ impl Controller {
             Service::Echo => "echo",
             Service::Conference => "conference",
             Service::Announcement => "announcement",
+            Service::Application => "application",
         };
         self.call_info.insert(
             call,
@@ -970,19 +990,60 @@ impl Controller {
             to,
             service: service_name.into(),
         });
+        if service == Service::Application {
+            // The application decides (AcceptCall, AnswerCall, RejectCall, Redirect).
+            self.offer_to_application(call, remote_media, local);
+            return;
+        }
         let mode = match service {
             Service::Echo => MediaMode::Echo,
             // The conference drives the session once it has joined; an announcement's playout
-            // ticks it.
-            Service::Conference | Service::Announcement => MediaMode::Idle,
+            // ticks it; an application's call idles until the application uses it.
+            Service::Conference | Service::Announcement | Service::Application => MediaMode::Idle,
         };
-        let spec = match remote_media.as_ref().map(|m| media_spec(mode, m)) {
+        let (id, announced) =
+            match self.open_call_connection(call, mode, remote_media.as_ref(), local) {
+                Ok(opened) => opened,
+                Err((status, reason)) => {
+                    self.ua.reject(Instant::now(), call, status, reason);
+                    return;
+                }
+            };
+        if let (Service::Conference, Some(room)) = (service, room) {
+            if let Err(e) = self.join_room(id, room) {
+                // The UA reports the failed INVITE; its connection goes with it.
+                tracing::warn!(call, error = %e.message, "caller cannot join the conference");
+                self.ua
+                    .reject(Instant::now(), call, 503, "Service Unavailable");
+                return;
+            }
+        }
+        if service == Service::Announcement {
+            if let Err(e) = self.start_announcement(id, play) {
+                // RFC 4240 §3: a prompt the server cannot fetch is 404.
+                tracing::warn!(call, error = %e.message, "announcement cannot play");
+                self.ua.reject(Instant::now(), call, 404, "Not Found");
+                return;
+            }
+        }
+        self.ua.accept(Instant::now(), call, announced);
+    }
+
+    /// Opens and binds the media connection of an incoming call from its offer (or, without
+    /// one, for the offer we make in the 2xx). Returns the connection and the address we
+    /// announce, or the SIP status to reject the call with.
+    fn open_call_connection(
+        &mut self,
+        call: CallId,
+        mode: MediaMode,
+        remote_media: Option<&crate::sdp::NegotiatedMedia>,
+        local: SocketAddr,
+    ) -> Result<(u32, SocketAddr), (u16, &'static str)> {
+        let spec = match remote_media.map(|m| media_spec(mode, m)) {
             Some(Ok(spec)) => spec,
             Some(Err(e)) => {
                 tracing::warn!(call, error = %e, "negotiated media unusable");
-                self.ua
-                    .reject(Instant::now(), call, 488, "Not Acceptable Here");
-                return;
+                return Err((488, "Not Acceptable Here"));
             }
             // No offer: we offer in the 2xx; the format comes with the answer in the ACK.
             None => MediaSpec {
@@ -991,7 +1052,6 @@ impl Controller {
             },
         };
         let codecs = remote_media
-            .as_ref()
             .map(|m| CodecChoice {
                 rx_codec: Some(m.codec),
                 tx_codec: Some(m.codec),
@@ -1000,36 +1060,16 @@ impl Controller {
             })
             .unwrap_or_default();
         let rx_ip = self.media.announced_ip(local.ip());
-        let opened =
-            self.open_connection(rx_ip, ConnectionState::Connected, &codecs, spec, Some(call));
-        match opened {
+        match self.open_connection(rx_ip, ConnectionState::Connected, &codecs, spec, Some(call)) {
             Ok(id) => {
                 self.call_connections.insert(call, id);
                 self.emit_created(id);
-                if let (Service::Conference, Some(room)) = (service, room) {
-                    if let Err(e) = self.join_room(id, room) {
-                        // The UA reports the failed INVITE; its connection goes with it.
-                        tracing::warn!(call, error = %e.message, "caller cannot join the conference");
-                        self.ua
-                            .reject(Instant::now(), call, 503, "Service Unavailable");
-                        return;
-                    }
-                }
-                if service == Service::Announcement {
-                    if let Err(e) = self.start_announcement(id, play) {
-                        // RFC 4240 §3: a prompt the server cannot fetch is 404.
-                        tracing::warn!(call, error = %e.message, "announcement cannot play");
-                        self.ua.reject(Instant::now(), call, 404, "Not Found");
-                        return;
-                    }
-                }
                 let announced = SocketAddr::new(rx_ip, self.connections[&id].local_rtp.port());
-                self.ua.accept(Instant::now(), call, announced);
+                Ok((id, announced))
             }
             Err(e) => {
                 tracing::warn!(call, error = %e.message, "no media for incoming call");
-                self.ua
-                    .reject(Instant::now(), call, 503, "Service Unavailable");
+                Err((503, "Service Unavailable"))
             }
         }
     }

@@ -277,6 +277,57 @@ impl UserAgent {
         self.answer_timers.insert((due, call_id));
     }
 
+    /// The owner wants more time before answering (CUAE AcceptCall): 180 Ringing, the call
+    /// still waits for [`UserAgent::accept`] or [`UserAgent::reject`].
+    pub fn ring(&mut self, now: Instant, call_id: CallId) -> bool {
+        let Some(call) = self.calls.get(&call_id) else {
+            return false;
+        };
+        if call.state != CallState::AwaitingMedia {
+            return false;
+        }
+        let ringing = self.response_for_call(call_id, 180, "Ringing", None);
+        self.respond_invite(now, call_id, ringing);
+        true
+    }
+
+    /// Redirects an unanswered call to `target`: 302 with that Contact. A target without a
+    /// scheme is a user at the host the caller called (`sip:<target>@<Request-URI host>`).
+    pub fn redirect(&mut self, now: Instant, call_id: CallId, target: &str) -> bool {
+        let Some(call) = self.calls.get(&call_id) else {
+            return false;
+        };
+        if call.state != CallState::AwaitingMedia {
+            return false;
+        }
+        let target = if target.contains(':') {
+            target.to_string()
+        } else {
+            let mut uri = call.invite.uri.clone();
+            uri.user = Some(target.to_string());
+            uri.password = None;
+            uri.params.clear();
+            uri.headers = None;
+            uri.to_string()
+        };
+        let mut response = self.response_for_call(call_id, 302, "Moved Temporarily", None);
+        response.headers.set("Contact", format!("<{target}>"));
+        self.respond_invite(now, call_id, response);
+        self.forget(call_id);
+        self.outputs.push_back(UaOutput::CallEnded {
+            call: call_id,
+            reason: EndReason::InviteFailed,
+        });
+        true
+    }
+
+    /// Whether the call is still waiting for an answer (no 2xx sent).
+    pub fn is_unanswered(&self, call_id: CallId) -> bool {
+        self.calls
+            .get(&call_id)
+            .is_some_and(|c| c.state == CallState::AwaitingMedia)
+    }
+
     /// The owner cannot serve `call` (no media ports, ...): reject it with `status`.
     pub fn reject(&mut self, now: Instant, call_id: CallId, status: u16, reason: &str) {
         if !self.calls.contains_key(&call_id) {

@@ -1,0 +1,268 @@
+//! Call Control for `application` routes (reference call-control-api.md §2.2–2.6, §3, §6):
+//! the application answers, accepts, rejects or redirects the calls offered to it, and hangs
+//! them up.
+//!
+//! Owns: the calls offered and not yet decided (with their offer and decision deadline), and
+//! the Call Control events `RemoteHangup` for application calls.
+//! Must not: speak SIP (the user agent does) or bypass the one release path: an answered call
+//! ends through `release_connection`, which hangs it up.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use super::events::{Event, ReleaseReason};
+use super::result::{ActionError, ResultCode};
+use super::{codec_name, Controller};
+use crate::engine::{ConfereeSpec, MediaMode};
+use crate::sip::ua::CallId;
+
+/// A Call Control action, parsed at the API edge.
+#[derive(Debug, Clone)]
+pub enum CallAction {
+    /// 180 Ringing: more time to decide.
+    Accept { call: CallId },
+    /// Answer with a media connection; optionally in a (new or existing) conference.
+    Answer {
+        call: CallId,
+        conference: Option<ConferenceChoice>,
+    },
+    /// Refuse with a SIP status (480 by default).
+    Reject { call: CallId, status: u16 },
+    /// 302 to `to` (a SIP URI or a user at the caller's domain).
+    Redirect { call: CallId, to: String },
+    /// End the call: BYE when answered, 480 when not.
+    Hangup { call: CallId },
+}
+
+/// AnswerCall's `Conference`/`ConferenceId`/`Hairpin`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConferenceChoice {
+    /// None (or 0): a new conference.
+    pub conference: Option<u32>,
+    pub hairpin: bool,
+}
+
+/// A call offered to applications, not answered yet.
+#[derive(Debug)]
+pub(super) struct OfferedCall {
+    remote_media: Option<crate::sdp::NegotiatedMedia>,
+    local: SocketAddr,
+    /// Rejected (480) when no decision came by then.
+    deadline: Instant,
+}
+
+impl Controller {
+    /// An `application` route's call: `IncomingCall` has been emitted; wait for the decision.
+    pub(super) fn offer_to_application(
+        &mut self,
+        call: CallId,
+        remote_media: Option<crate::sdp::NegotiatedMedia>,
+        local: SocketAddr,
+    ) {
+        self.app_calls.insert(call);
+        self.offered.insert(
+            call,
+            OfferedCall {
+                remote_media,
+                local,
+                deadline: Instant::now() + self.media.decision_timeout,
+            },
+        );
+    }
+
+    /// A Call Control action; the result data in CUAE names.
+    pub(super) fn on_call_action(
+        &mut self,
+        action: CallAction,
+    ) -> Result<Map<String, Value>, ActionError> {
+        let now = Instant::now();
+        match action {
+            CallAction::Accept { call } => {
+                self.offered_call(call)?;
+                self.ua.ring(now, call);
+                Ok(call_result(call))
+            }
+            CallAction::Reject { call, status } => {
+                self.offered_call(call)?;
+                self.offered.remove(&call);
+                self.ua.reject(now, call, status, reason_phrase(status));
+                Ok(call_result(call))
+            }
+            CallAction::Redirect { call, to } => {
+                self.offered_call(call)?;
+                self.offered.remove(&call);
+                self.ua.redirect(now, call, &to);
+                Ok(call_result(call))
+            }
+            CallAction::Answer { call, conference } => self.answer_call(call, conference),
+            CallAction::Hangup { call } => {
+                if self.offered.remove(&call).is_some() {
+                    self.ua.hangup(now, call, super::Q850_NORMAL_CLEARING);
+                    self.app_calls.remove(&call);
+                    self.call_info.remove(&call);
+                } else if let Some(&id) = self.call_connections.get(&call) {
+                    // The implicit DeleteConnection; the call gets BYE.
+                    let _ = self.release_connection(id, ReleaseReason::ApiRequest);
+                }
+                // CUAE answers success for an unknown or ended call too (reference §2.5).
+                Ok(call_result(call))
+            }
+        }
+    }
+
+    /// AnswerCall: the connection, the conference if asked, then 200 with our SDP.
+    fn answer_call(
+        &mut self,
+        call: CallId,
+        conference: Option<ConferenceChoice>,
+    ) -> Result<Map<String, Value>, ActionError> {
+        self.offered_call(call)?;
+        if let Some(ConferenceChoice {
+            conference: Some(id),
+            ..
+        }) = conference
+        {
+            if !self.conferences.contains_key(&id) {
+                return Err(ActionError::new(
+                    ResultCode::UnknownConferenceId,
+                    format!("conference {id} does not exist"),
+                ));
+            }
+        }
+        let offer = self.offered.remove(&call).expect("checked above");
+        let (id, announced) = match self.open_call_connection(
+            call,
+            MediaMode::Idle,
+            offer.remote_media.as_ref(),
+            offer.local,
+        ) {
+            Ok(opened) => opened,
+            Err((status, reason)) => {
+                // Nothing can be answered: the call is refused, as CUAE's failed AnswerCall.
+                self.ua.reject(Instant::now(), call, status, reason);
+                return Err(ActionError::new(
+                    ResultCode::ServerBusy,
+                    format!("no media for call {call}: rejected with {status}"),
+                ));
+            }
+        };
+        let mut result = call_result(call);
+        if let Some(choice) = conference {
+            let joined = match choice.conference {
+                Some(existing) => self
+                    .join_conference(id, existing, Default::default(), ConfereeSpec::default())
+                    .map(|_| existing),
+                None => self
+                    .create_conference(
+                        id,
+                        Default::default(),
+                        ConfereeSpec::default(),
+                        choice.hairpin,
+                        false,
+                        None,
+                    )
+                    .and_then(|r| {
+                        r.get("ConferenceId")
+                            .and_then(Value::as_str)
+                            .and_then(|s| s.parse().ok())
+                            .ok_or_else(|| ActionError::new(ResultCode::ServerInternal, "no id"))
+                    }),
+            };
+            match joined {
+                Ok(conference) => {
+                    result.insert("ConferenceId".into(), json!(conference.to_string()));
+                }
+                Err(e) => {
+                    self.ua
+                        .reject(Instant::now(), call, 503, "Service Unavailable");
+                    return Err(e);
+                }
+            }
+        }
+        self.ua.accept(Instant::now(), call, announced);
+        let c = &self.connections[&id];
+        result.insert("MmsId".into(), json!(0));
+        result.insert("ConnectionId".into(), json!(id.to_string()));
+        result.insert("MediaRxIP".into(), json!(announced.ip().to_string()));
+        result.insert("MediaRxPort".into(), json!(announced.port()));
+        result.insert("MediaRxCodec".into(), json!(codec_name(c.rx_codec)));
+        result.insert("MediaRxFramesize".into(), json!(c.rx_framesize));
+        if let Some(tx) = c.media.remote_rtp {
+            result.insert("MediaTxIP".into(), json!(tx.ip().to_string()));
+            result.insert("MediaTxPort".into(), json!(tx.port()));
+            result.insert("MediaTxCodec".into(), json!(codec_name(c.tx_codec)));
+            result.insert("MediaTxFramesize".into(), json!(c.tx_framesize));
+        }
+        Ok(result)
+    }
+
+    /// Calls past their decision time are rejected (480), as CUAE's 90 s rule.
+    pub(super) fn expire_offers(&mut self, now: Instant) {
+        let due: Vec<CallId> = self
+            .offered
+            .iter()
+            .filter(|(_, o)| o.deadline <= now)
+            .map(|(c, _)| *c)
+            .collect();
+        for call in due {
+            tracing::info!(call, "no decision from the application: rejected");
+            self.offered.remove(&call);
+            self.ua.reject(now, call, 480, "Temporarily Unavailable");
+        }
+    }
+
+    pub(super) fn next_offer_deadline(&self) -> Option<Instant> {
+        self.offered.values().map(|o| o.deadline).min()
+    }
+
+    /// An application call's dialog ended. When the far end ended it, the application hears
+    /// `RemoteHangup` (EndReason `Normal`, the SIP provider's only reason for BYE and CANCEL).
+    pub(super) fn on_app_call_ended(&mut self, call: CallId, reason: ReleaseReason) {
+        self.offered.remove(&call);
+        if !self.app_calls.remove(&call) {
+            return;
+        }
+        if matches!(
+            reason,
+            ReleaseReason::RemoteHangup | ReleaseReason::Cancelled
+        ) {
+            self.events.emit(Event::RemoteHangup {
+                call_id: call.to_string(),
+                end_reason: "Normal".into(),
+            });
+        }
+    }
+
+    fn offered_call(&self, call: CallId) -> Result<(), ActionError> {
+        if self.offered.contains_key(&call) {
+            return Ok(());
+        }
+        Err(ActionError::new(
+            ResultCode::UnknownConnectionId,
+            format!("call {call} is not waiting for an answer"),
+        ))
+    }
+}
+
+fn call_result(call: CallId) -> Map<String, Value> {
+    let mut m = super::success();
+    m.insert("CallId".into(), json!(call.to_string()));
+    m
+}
+
+/// The reason phrase of a rejection status.
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        403 => "Forbidden",
+        404 => "Not Found",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        488 => "Not Acceptable Here",
+        503 => "Service Unavailable",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        _ => "Rejected",
+    }
+}

@@ -1,0 +1,209 @@
+//! End to end: Call Control for `application` routes — an application accepts, answers
+//! (alone or into a conference), rejects, redirects and hangs up calls offered to it through
+//! `IncomingCall`; undecided calls time out; the far end's hang-up is `RemoteHangup`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::uac::{self, Uac};
+use common::Server;
+use serde_json::{json, Value};
+
+const APP_ROUTE: &str = "[[route]]\nuser = \"^app$\"\nservice = \"application\"\n";
+
+fn call_action(server: &Server, action: &str, body: Value) -> (u16, Value) {
+    let r = common::client()
+        .post(server.url(&format!("/callcontrol/{action}")))
+        .bearer_auth(common::TOKEN)
+        .json(&body)
+        .send()
+        .expect("API reachable");
+    let status = r.status().as_u16();
+    (status, r.json().expect("JSON body"))
+}
+
+fn is(event: &Value, name: &str) -> bool {
+    event["Event"] == name
+}
+
+/// Sends an INVITE to `app` and waits for its offer (the next `IncomingCall`); returns the UAC
+/// and the CallId.
+fn offer(server: &Server, events: &mut common::EventStream, name: &str) -> (Uac, String) {
+    let incoming = |events: &mut common::EventStream| -> Vec<Value> {
+        events
+            .drain()
+            .iter()
+            .filter(|e| is(e, "IncomingCall"))
+            .cloned()
+            .collect()
+    };
+    let before = incoming(events).len();
+    let uac = Uac::new(server, name);
+    uac.send(&uac.request("INVITE", "app", 1, "", &format!("{name}i"), &uac.sdp("0")));
+    for _ in 0..150 {
+        let offers = incoming(events);
+        if let Some(new) = offers.get(before) {
+            assert_eq!(new["Service"], "application");
+            return (uac, new["CallId"].as_str().unwrap().to_string());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{name}: no IncomingCall");
+}
+
+/// The next SIP message with a status (skipping 100 Trying), within 3 s.
+fn next_status(uac: &Uac) -> (u16, String) {
+    for _ in 0..30 {
+        if let Some(msg) = uac.recv(Duration::from_millis(100)) {
+            let status = uac::status(&msg);
+            if status > 100 {
+                return (status, msg);
+            }
+        }
+    }
+    panic!("no response");
+}
+
+#[test]
+fn an_application_accepts_answers_and_hangs_up_a_call() {
+    let server = Server::start(APP_ROUTE);
+    let mut events = server.events();
+    let (uac, call) = offer(&server, &mut events, "cc1");
+    assert!(
+        server.connections().is_empty(),
+        "no media before the answer"
+    );
+
+    let (code, body) = call_action(&server, "AcceptCall", json!({"CallId": call}));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(next_status(&uac).0, 180);
+
+    let (code, answered) = call_action(
+        &server,
+        "AnswerCall",
+        json!({"CallId": call, "WaitForMedia": "TxRx"}),
+    );
+    assert_eq!(code, 200, "{answered}");
+    let (status, ok) = next_status(&uac);
+    assert_eq!(status, 200);
+    let port = uac::media_port(uac::body(&ok));
+    assert_eq!(answered["MediaRxPort"], port);
+    assert_eq!(
+        answered["MediaTxPort"],
+        uac.rtp.local_addr().unwrap().port()
+    );
+    assert_eq!(answered["MediaRxCodec"], "G711u");
+    let connection = answered["ConnectionId"].as_str().unwrap().to_string();
+    let tag = uac::to_tag(&ok);
+    uac.send(&uac.request("ACK", "app", 1, &tag, "cc1a", ""));
+    let listed = server.connections();
+    assert_eq!(listed[0]["ConnectionId"], connection.as_str());
+    assert_eq!(listed[0]["CallId"], call.as_str());
+
+    // Hangup: BYE, and the implicit DeleteConnection.
+    let (code, _) = call_action(&server, "Hangup", json!({"CallId": call}));
+    assert_eq!(code, 200);
+    let bye = uac.recv(Duration::from_secs(2)).expect("BYE");
+    assert!(bye.starts_with("BYE "), "{bye}");
+    let released = events.wait_for(Duration::from_secs(2), |e| is(e, "ConnectionReleased"));
+    assert_eq!(released["ConnectionId"], connection.as_str());
+    assert_eq!(released["Reason"], "api-request");
+    // Hangup of an ended call succeeds (CUAE), AnswerCall does not.
+    assert_eq!(
+        call_action(&server, "Hangup", json!({"CallId": call})).0,
+        200
+    );
+    let (code, body) = call_action(&server, "AnswerCall", json!({"CallId": call}));
+    assert_eq!((code, body["ResultCode"].as_str()), (404, Some("23")));
+}
+
+#[test]
+fn reject_redirect_timeout_and_remote_hangup() {
+    let server =
+        Server::start_with_extra_and_overrides(APP_ROUTE, &["app.call_decision_timeout_s=1"]);
+    let mut events = server.events();
+
+    let (uac, call) = offer(&server, &mut events, "rej");
+    let (code, _) = call_action(
+        &server,
+        "RejectCall",
+        json!({"CallId": call, "Status": 486}),
+    );
+    assert_eq!(code, 200);
+    assert_eq!(next_status(&uac).0, 486);
+
+    let (uac, call) = offer(&server, &mut events, "red");
+    let (code, _) = call_action(&server, "Redirect", json!({"CallId": call, "To": "alice"}));
+    assert_eq!(code, 200);
+    let (status, moved) = next_status(&uac);
+    assert_eq!(status, 302);
+    let contact = uac::header(&moved, "Contact").expect("Contact");
+    assert!(contact.starts_with("<sip:alice@127.0.0.1"), "{contact}");
+
+    // Nobody decides: 480 after the decision timeout.
+    let (uac, _call) = offer(&server, &mut events, "late");
+    let (status, _) = next_status(&uac);
+    assert_eq!(status, 480);
+
+    // The caller hangs up an answered call: RemoteHangup, and the connection goes.
+    let (uac, call) = offer(&server, &mut events, "bye");
+    call_action(&server, "AnswerCall", json!({"CallId": call}));
+    let (_, ok) = next_status(&uac);
+    let tag = uac::to_tag(&ok);
+    uac.send(&uac.request("ACK", "app", 1, &tag, "byea", ""));
+    uac.send(&uac.request("BYE", "app", 2, &tag, "byeb", ""));
+    let hangup = events.wait_for(Duration::from_secs(3), |e| is(e, "RemoteHangup"));
+    assert_eq!(hangup["CallId"], call.as_str());
+    assert_eq!(hangup["EndReason"], "Normal");
+    server.wait_no_connections(Duration::from_secs(3));
+    assert!(server.get("/callcontrol/calls")["Calls"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn answer_call_with_conference_creates_then_joins_one() {
+    let server = Server::start(APP_ROUTE);
+    let mut events = server.events();
+    let (first, call) = offer(&server, &mut events, "cf1");
+    let (code, answered) = call_action(
+        &server,
+        "AnswerCall",
+        json!({"CallId": call, "Conference": true}),
+    );
+    assert_eq!(code, 200, "{answered}");
+    let conference = answered["ConferenceId"]
+        .as_str()
+        .expect("ConferenceId")
+        .to_string();
+    assert_eq!(next_status(&first).0, 200);
+    let (second, call) = offer(&server, &mut events, "cf2");
+    let (code, answered) = call_action(
+        &server,
+        "AnswerCall",
+        json!({"CallId": call, "Conference": true, "ConferenceId": conference}),
+    );
+    assert_eq!(code, 200, "{answered}");
+    assert_eq!(answered["ConferenceId"], conference.as_str());
+    assert_eq!(next_status(&second).0, 200);
+    let rooms = server.get("/mediacontrol/conferences");
+    assert_eq!(
+        rooms["Conferences"][0]["Participants"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // A conference that does not exist: 24, and the call is still waiting.
+    let (third, call) = offer(&server, &mut events, "cf3");
+    let (code, body) = call_action(
+        &server,
+        "AnswerCall",
+        json!({"CallId": call, "Conference": true, "ConferenceId": 4242}),
+    );
+    assert_eq!((code, body["ResultCode"].as_str()), (404, Some("24")));
+    call_action(&server, "RejectCall", json!({"CallId": call}));
+    assert_eq!(next_status(&third).0, 480);
+}
