@@ -52,6 +52,7 @@ fn server_with_prompts() -> (Server, tempfile::TempDir) {
         900.0,
         600,
     );
+    write_tone_wav(&prompts.path().join("cd.wav"), 44_100, 750.0, 600);
     let dir = format!("media.prompt_dir={}", prompts.path().display());
     (Server::start_with_overrides(&[&dir]), prompts)
 }

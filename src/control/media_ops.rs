@@ -583,42 +583,41 @@ impl Controller {
         Ok(operation_result(connection, operation))
     }
 
-    /// Resolves and loads the prompts; all must have one sample rate.
+    /// Resolves and loads the prompts. Prompts at rates the real-time path cannot convert
+    /// (6, 11.025, 22.05, 44.1 kHz ...) are converted now, to 8 or 16 kHz; prompts of different
+    /// rates are joined at the highest.
     fn load_prompts(&self, request: &PlayRequest) -> Result<PlaySource, ActionError> {
-        let mut joined: Vec<i16> = Vec::new();
-        let mut rate = None;
+        use crate::media::resample::{convert_any, Resampler};
+        let mut prompts = Vec::new();
         for prompt in &request.prompts {
             let path = self.resolve_prompt(prompt, request)?;
-            let audio = crate::media::wav::read(&path).map_err(|e| {
+            let mut audio = crate::media::wav::read(&path).map_err(|e| {
                 ActionError::new(
                     ResultCode::FileIo,
                     format!("prompt {}: {e}", path.display()),
                 )
             })?;
-            match rate {
-                None => rate = Some(audio.sample_rate),
-                Some(r) if r != audio.sample_rate => {
-                    return Err(ActionError::new(
-                        ResultCode::InvalidParameter,
-                        format!(
-                            "prompts of one Play must share one format: {} is {} Hz, the first is {r} Hz",
-                            path.display(),
-                            audio.sample_rate
-                        ),
-                    ))
-                }
-                Some(_) => {}
+            if Resampler::new(audio.sample_rate, 8000).is_err() {
+                let to = if audio.sample_rate >= 16_000 {
+                    16_000
+                } else {
+                    8000
+                };
+                audio.samples = convert_any(&audio.samples, audio.sample_rate, to);
+                audio.sample_rate = to;
             }
-            joined.extend_from_slice(&audio.samples);
+            prompts.push(audio);
         }
-        let rate = rate.ok_or_else(|| {
+        let rate = prompts.iter().map(|a| a.sample_rate).max().ok_or_else(|| {
             ActionError::new(ResultCode::InvalidParameters, "Prompt1 is required")
         })?;
-        if crate::media::resample::Resampler::new(rate, 8000).is_err() {
-            return Err(ActionError::new(
-                ResultCode::FileIo,
-                format!("prompt sample rate {rate} Hz is not supported (use 8, 16 or 48 kHz)"),
-            ));
+        let mut joined: Vec<i16> = Vec::new();
+        for audio in prompts {
+            if audio.sample_rate == rate {
+                joined.extend_from_slice(&audio.samples);
+            } else {
+                joined.extend(convert_any(&audio.samples, audio.sample_rate, rate));
+            }
         }
         Ok(PlaySource::Samples {
             pcm: Arc::from(joined),

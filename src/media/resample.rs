@@ -330,6 +330,44 @@ fn to_sample(value: f32) -> i16 {
     value.round() as i16
 }
 
+/// Converts a whole recording between any two rates (11.025, 22.05, 44.1 kHz prompts ...), for
+/// audio loaded before it plays — not the packet path. Windowed-sinc interpolation (Blackman,
+/// 16 zero crossings each side) with the cutoff at 90 % of the lower Nyquist frequency.
+pub fn convert_any(input: &[i16], from_hz: u32, to_hz: u32) -> Vec<i16> {
+    if from_hz == to_hz || from_hz == 0 || to_hz == 0 || input.is_empty() {
+        return input.to_vec();
+    }
+    const ZEROS: f64 = 16.0;
+    let ratio = f64::from(to_hz) / f64::from(from_hz);
+    // Cutoff relative to the input rate's Nyquist.
+    let cutoff = 0.9 * ratio.min(1.0);
+    let half_width = ZEROS / cutoff;
+    let out_len = (input.len() as f64 * ratio).floor() as usize;
+    let mut out = Vec::with_capacity(out_len);
+    for n in 0..out_len {
+        let center = n as f64 / ratio;
+        let first = (center - half_width).ceil().max(0.0) as usize;
+        let last = ((center + half_width).floor() as usize).min(input.len() - 1);
+        let mut sum = 0.0;
+        for (k, &x) in input.iter().enumerate().take(last + 1).skip(first) {
+            let t = k as f64 - center;
+            let arg = std::f64::consts::PI * cutoff * t;
+            let sinc = if arg.abs() < 1e-9 {
+                1.0
+            } else {
+                arg.sin() / arg
+            };
+            let w = t / half_width;
+            let blackman = 0.42
+                + 0.5 * (std::f64::consts::PI * w).cos()
+                + 0.08 * (2.0 * std::f64::consts::PI * w).cos();
+            sum += f64::from(x) * cutoff * sinc * blackman;
+        }
+        out.push(sum.round().clamp(-32768.0, 32767.0) as i16);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,6 +656,38 @@ mod tests {
         assert_eq!(
             Resampler::new(16_000, 16_000).map(|r| r.delay_samples()),
             Ok(0)
+        );
+    }
+
+    #[test]
+    fn any_ratio_conversion_keeps_a_tone_and_removes_what_cannot_be_carried() {
+        let tone = |hz: f64, rate: u32, n: usize| -> Vec<i16> {
+            (0..n)
+                .map(|i| {
+                    (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(rate)).sin())
+                        as i16
+                })
+                .collect()
+        };
+        let input = tone(1000.0, 44_100, 44_100);
+        let out = convert_any(&input, 44_100, 8000);
+        assert!((out.len() as i64 - 8000).abs() <= 1);
+        let power = crate::media::tone::goertzel_power(&out[400..7600], 8000, 1000.0);
+        let expected = 8000.0f64 * 8000.0 / 2.0;
+        assert!(
+            (power / expected - 1.0).abs() < 0.05,
+            "{power} vs {expected}"
+        );
+        // 6 kHz cannot exist at 8 kHz: it is filtered out, not folded to 2 kHz.
+        let high = convert_any(&tone(6000.0, 44_100, 44_100), 44_100, 8000);
+        assert!(
+            crate::media::tone::goertzel_power(&high[400..7600], 8000, 2000.0) < expected / 1000.0
+        );
+        // Upsampling 11.025 kHz to 16 kHz.
+        let up = convert_any(&tone(700.0, 11_025, 11_025), 11_025, 16_000);
+        assert!((up.len() as i64 - 16_000).abs() <= 1);
+        assert!(
+            crate::media::tone::goertzel_power(&up[800..15_200], 16_000, 700.0) > expected * 0.95
         );
     }
 }
