@@ -20,6 +20,28 @@ use crate::engine::ConfereeSpec;
 use crate::media::wav::Encoding;
 use crate::sdp::Codec;
 
+/// Parameters CreateConference and JoinConference share (reference §3.13–3.14).
+const JOIN_PARAMS: &[&str] = &[
+    "ConnectionId",
+    "MediaRxCodec",
+    "MediaRxFramesize",
+    "MediaTxIP",
+    "MediaTxPort",
+    "MmsId",
+    "MediaTxControlIP",
+    "MediaTxControlPort",
+    "MediaTxCodec",
+    "MediaTxFramesize",
+    "CallId",
+    "Hairpin",
+    "Monitor",
+    "TariffTone",
+    "Coach",
+    "Pupil",
+    "ReceiveOnly",
+    "Timeout",
+];
+
 /// Parses one action's parameters. `requester` is the HTTP client's address (used to pick the
 /// media address we announce when nothing else tells us).
 pub fn parse_action(
@@ -92,27 +114,7 @@ pub fn parse_action(
             })
         }
         "CreateConference" => {
-            p.allow(&[
-                "ConnectionId",
-                "MediaRxCodec",
-                "MediaRxFramesize",
-                "MediaTxIP",
-                "MediaTxPort",
-                "MmsId",
-                "MediaTxControlIP",
-                "MediaTxControlPort",
-                "MediaTxCodec",
-                "MediaTxFramesize",
-                "Hairpin",
-                "Monitor",
-                "TariffTone",
-                "Coach",
-                "Pupil",
-                "ReceiveOnly",
-                "SoundToneOnJoin",
-                "CallId",
-                "Timeout",
-            ])?;
+            p.allow(&[JOIN_PARAMS, &["SoundToneOnJoin"]].concat())?;
             p.check_mms_id()?;
             Ok(MediaAction::CreateConference {
                 connection: p.required_connection_id()?,
@@ -123,27 +125,7 @@ pub fn parse_action(
             })
         }
         "JoinConference" => {
-            p.allow(&[
-                "ConnectionId",
-                "ConferenceId",
-                "MediaRxCodec",
-                "MediaRxFramesize",
-                "MediaTxIP",
-                "MediaTxPort",
-                "MmsId",
-                "MediaTxControlIP",
-                "MediaTxControlPort",
-                "MediaTxCodec",
-                "MediaTxFramesize",
-                "CallId",
-                "Hairpin",
-                "Monitor",
-                "TariffTone",
-                "Coach",
-                "Pupil",
-                "ReceiveOnly",
-                "Timeout",
-            ])?;
+            p.allow(&[JOIN_PARAMS, &["ConferenceId"]].concat())?;
             p.check_mms_id()?;
             // Hairpin shapes a new conference only; on a join it is accepted and has no effect.
             p.boolean("Hairpin")?;

@@ -124,29 +124,11 @@ async fn media_action(
     Path(action): Path<String>,
     body: Bytes,
 ) -> Response {
-    let params = match parse_body(&body) {
-        Ok(p) => p,
-        Err(e) => return action_error(e),
-    };
-    let action = match mediacontrol::parse_action(&action, &params, client.ip()) {
-        Ok(a) => a,
-        Err(e) => return action_error(e),
-    };
-    let (tx, rx) = oneshot::channel();
-    if let Err(e) = state
-        .control
-        .request(ControlRequest::Action(Box::new(action), tx))
-        .await
-    {
-        return action_error(e);
-    }
-    match rx.await {
-        Ok(Ok(result)) => (StatusCode::OK, Json(Value::Object(result))).into_response(),
-        Ok(Err(e)) => action_error(e),
-        Err(_) => action_error(ActionError::new(
-            ResultCode::ServerInactive,
-            "server is shutting down",
-        )),
+    let parsed = parse_body(&body)
+        .and_then(|params| mediacontrol::parse_action(&action, &params, client.ip()));
+    match parsed {
+        Ok(action) => forward(&state, |tx| ControlRequest::Action(Box::new(action), tx)).await,
+        Err(e) => action_error(e),
     }
 }
 
@@ -155,20 +137,20 @@ async fn call_action(
     Path(action): Path<String>,
     body: Bytes,
 ) -> Response {
-    let params = match parse_body(&body) {
-        Ok(p) => p,
-        Err(e) => return action_error(e),
-    };
-    let action = match callcontrol::parse_action(&action, &params) {
-        Ok(a) => a,
-        Err(e) => return action_error(e),
-    };
+    let parsed = parse_body(&body).and_then(|params| callcontrol::parse_action(&action, &params));
+    match parsed {
+        Ok(action) => forward(&state, |tx| ControlRequest::Call(action, tx)).await,
+        Err(e) => action_error(e),
+    }
+}
+
+/// Sends an action to the control plane and turns its answer into the HTTP response.
+async fn forward(
+    state: &ApiState,
+    make: impl FnOnce(oneshot::Sender<Result<Map<String, Value>, ActionError>>) -> ControlRequest,
+) -> Response {
     let (tx, rx) = oneshot::channel();
-    if let Err(e) = state
-        .control
-        .request(ControlRequest::Call(action, tx))
-        .await
-    {
+    if let Err(e) = state.control.request(make(tx)).await {
         return action_error(e);
     }
     match rx.await {
