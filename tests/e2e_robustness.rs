@@ -99,17 +99,41 @@ fn mutated_sip_over_udp_and_tcp_never_crashes_or_leaks() {
 fn junk_json_never_crashes_the_api() {
     let server = Server::start("");
     let mut rng = Lcg(42);
-    let seed = br#"{"ConnectionId":"1","MediaTxIP":"127.0.0.1","MediaTxPort":4000,"MediaTxCodec":"G711u"}"#;
-    for action in [
-        "CreateConnection",
-        "ModifyConnection",
-        "DeleteConnection",
-        "ReserveConnection",
-    ] {
-        for _ in 0..100 {
+    let seeds: [(&str, &[u8]); 2] = [
+        (
+            "mediacontrol",
+            br#"{"ConnectionId":"1","ConferenceId":"1","MediaTxIP":"127.0.0.1","MediaTxPort":4000,"MediaTxCodec":"G711u","Prompt1":"beep.wav","TermCondMaxTime":500,"Mute":true,"Digits":"12#","SilenceTime":300,"Volume":2}"#,
+        ),
+        ("callcontrol", br#"{"CallId":"1","To":"alice","Conference":true,"Status":486}"#),
+    ];
+    let actions = [
+        ("mediacontrol", "CreateConnection"),
+        ("mediacontrol", "ModifyConnection"),
+        ("mediacontrol", "DeleteConnection"),
+        ("mediacontrol", "ReserveConnection"),
+        ("mediacontrol", "CreateConference"),
+        ("mediacontrol", "JoinConference"),
+        ("mediacontrol", "LeaveConference"),
+        ("mediacontrol", "SetConfereeAttribute"),
+        ("mediacontrol", "Play"),
+        ("mediacontrol", "PlayTone"),
+        ("mediacontrol", "Record"),
+        ("mediacontrol", "GatherDigits"),
+        ("mediacontrol", "SendDigits"),
+        ("mediacontrol", "StopMediaOperation"),
+        ("mediacontrol", "AdjustPlay"),
+        ("mediacontrol", "DetectSilence"),
+        ("callcontrol", "AnswerCall"),
+        ("callcontrol", "RejectCall"),
+        ("callcontrol", "Redirect"),
+        ("callcontrol", "Hangup"),
+    ];
+    for (surface, action) in actions {
+        let seed = seeds.iter().find(|(s, _)| *s == surface).expect("seed").1;
+        for _ in 0..40 {
             let body = mutate(seed.to_vec(), &mut rng);
             let r = client()
-                .post(server.url(&format!("/mediacontrol/{action}")))
+                .post(server.url(&format!("/{surface}/{action}")))
                 .bearer_auth(TOKEN)
                 .header("content-type", "application/json")
                 .body(body)
@@ -121,7 +145,8 @@ fn junk_json_never_crashes_the_api() {
             assert!(status < 500 || status == 503, "{action}: {status} {json}");
         }
     }
-    // Whatever junk succeeded (e.g. a ReserveConnection) is still accounted for and deletable.
+    // Whatever junk succeeded (a ReserveConnection, a conference) is still accounted for and
+    // deletable, and every resource comes back.
     for c in server.connections() {
         let (_, r) = server.action(
             "DeleteConnection",
@@ -130,5 +155,13 @@ fn junk_json_never_crashes_the_api() {
         assert_eq!(r["ResultCode"], "0");
     }
     assert!(server.connections().is_empty());
+    assert!(server.get("/mediacontrol/conferences")["Conferences"]
+        .as_array()
+        .expect("list")
+        .is_empty());
+    let resources = server.get("/mediacontrol/resources");
+    for kind in ["Rtp", "EnhancedRtp", "Conference"] {
+        assert_eq!(resources[kind]["Used"], 0, "{kind}: {resources}");
+    }
     alive(&server);
 }

@@ -104,6 +104,9 @@ impl Server {
         } else {
             (String::new(), "127.0.0.1")
         };
+        // Prompts and recordings stay inside the test's own directory.
+        let prompt_dir = dir.path().join("prompts").display().to_string();
+        let recording_dir = dir.path().join("recordings").display().to_string();
         let config = format!(
             r#"
 [sip]
@@ -115,6 +118,8 @@ rtp_port_min = {rtp_min}
 rtp_port_max = {rtp_max}
 bind_ip = "{media_ip}"
 workers = 2
+prompt_dir = "{prompt_dir}"
+recording_dir = "{recording_dir}"
 [api]
 listen = "127.0.0.1:{api_port}"
 tokens = ["{TOKEN}"]
