@@ -1084,7 +1084,12 @@ impl Worker {
                 .set_remote(media.remote_rtp, media.remote_rtcp);
         } else {
             connection.base = connection.current_stats();
+            let playout = connection.session.take_playout();
             connection.session = new_session(key, &media, &defaults, self.context.epoch);
+            if let Some(playout) = playout {
+                // A prompt keeps playing across a codec change.
+                connection.session.resume_playout(Instant::now(), playout);
+            }
             let rate = connection
                 .conference
                 .and_then(|c| self.conferences.get(&c))

@@ -921,6 +921,20 @@ impl MediaSession {
         }
     }
 
+    /// Hands the playout in progress over (to carry it into a session rebuilt for a new
+    /// format); see [`MediaSession::resume_playout`].
+    pub fn take_playout(&mut self) -> Option<(u64, Player)> {
+        self.player.take()
+    }
+
+    /// Continues a playout taken from the session this one replaces.
+    pub fn resume_playout(&mut self, now: Instant, playout: (u64, Player)) {
+        self.player = Some(playout);
+        if self.room.is_none() {
+            self.restore_tick(now);
+        }
+    }
+
     /// Whether a prompt or tone is playing.
     pub fn is_playing(&self) -> bool {
         self.player.is_some()
@@ -1521,6 +1535,55 @@ mod tests {
             session.play(start + PTIME * 101, &room_tone[..tick]);
             assert!(session.poll_transmit(&mut out).is_none());
         }
+    }
+
+    #[test]
+    fn a_playout_continues_in_a_rebuilt_session_and_ends_once() {
+        use crate::media::player::PlaySource;
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.mode = SessionMode::Idle;
+        let mut first = MediaSession::new(cfg.clone(), start).unwrap();
+        let tone = PlaySource::Tone {
+            frequencies: [440.0, 0.0],
+            amplitudes: [3000.0, 0.0],
+            duration: Some(Duration::from_millis(200)),
+        };
+        first.start_playout(start, 7, tone, 1.0);
+        let mut out = [0u8; MAX_PACKET];
+        let mut sent = 0;
+        for i in 1..=5u32 {
+            first.handle_timeout(start + PTIME * i);
+            while first.poll_transmit(&mut out).is_some() {
+                sent += 1;
+            }
+        }
+        // A new format: the session is rebuilt, the playout goes with it.
+        if let Some(f) = cfg.format.as_mut() {
+            f.codec = Codec::Pcma;
+            f.payload_type = 8;
+        }
+        let mut second = MediaSession::new(cfg, start + PTIME * 5).unwrap();
+        let playout = first.take_playout().expect("playing");
+        second.resume_playout(start + PTIME * 5, playout);
+        let mut done = 0;
+        for i in 6..=20u32 {
+            second.handle_timeout(start + PTIME * i);
+            while second.poll_transmit(&mut out).is_some() {
+                sent += 1;
+            }
+            while let Some(e) = second.poll_event() {
+                if e == (SessionEvent::PlayoutDone { operation: 7 }) {
+                    done += 1;
+                }
+            }
+        }
+        assert_eq!(done, 1, "the playout ends once, in the new session");
+        assert_eq!(
+            sent, 10,
+            "200 ms of tone in 20 ms packets, across both sessions"
+        );
+        assert!(!second.is_playing());
     }
 
     #[test]
