@@ -256,3 +256,69 @@ fn an_answer_never_acknowledged_ends_with_bye_and_releases_the_connection() {
     assert_eq!(released["Reason"], "ack-timeout");
     server.wait_no_connections(Duration::from_secs(2));
 }
+
+#[test]
+fn only_trunks_may_call_and_a_reload_changes_who_they_are() {
+    let trunk = "[[trunk]]\nname = \"pbx\"\nallow = [\"127.0.0.2\"]\n";
+    let server = Server::start(trunk);
+    // 127.0.0.1 is no trunk: 403, nothing allocated.
+    let uac = Uac::new(&server, "trust1");
+    uac.send(&uac.request("INVITE", "echo", 1, "", "tr1", &uac.sdp("0")));
+    let refused = uac.final_response("INVITE");
+    assert_eq!(status(&refused), 403, "{refused}");
+    assert!(server.connections().is_empty());
+
+    // Trunks are reloaded without a restart: now loopback may call, and anyone else is
+    // ignored rather than refused.
+    let config = std::fs::read_to_string(server.config_path()).unwrap();
+    let config = config
+        .replace("allow = [\"127.0.0.2\"]", "allow = [\"127.0.0.0/8\"]")
+        .replace("[sip]\n", "[sip]\nuntrusted = \"ignore\"\n");
+    std::fs::write(server.config_path(), config).unwrap();
+    let reloaded = common::client()
+        .post(server.url("/admin/reload"))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .expect("reload");
+    assert_eq!(reloaded.status(), 200);
+    let uac = Uac::new(&server, "trust2");
+    uac.send(&uac.request("INVITE", "echo", 1, "", "tr2", &uac.sdp("0")));
+    let ok = uac.final_response("INVITE");
+    assert_eq!(status(&ok), 200);
+    let tag = to_tag(&ok);
+    uac.send(&uac.request("ACK", "echo", 1, &tag, "tr2a", ""));
+    uac.send(&uac.request("BYE", "echo", 2, &tag, "tr2b", ""));
+    assert_eq!(status(&uac.final_response("BYE")), 200);
+
+    // Ignore mode: a source outside the trunks hears nothing at all.
+    let config = std::fs::read_to_string(server.config_path()).unwrap();
+    std::fs::write(
+        server.config_path(),
+        config.replace("allow = [\"127.0.0.0/8\"]", "allow = [\"127.0.0.2\"]"),
+    )
+    .unwrap();
+    let reloaded = common::client()
+        .post(server.url("/admin/reload"))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .expect("reload");
+    assert_eq!(reloaded.status(), 200);
+    let scanner = Uac::new(&server, "trust3");
+    scanner.send(&scanner.request("OPTIONS", "echo", 1, "", "tr3", ""));
+    scanner.send(&scanner.request("INVITE", "echo", 2, "", "tr4", &scanner.sdp("0")));
+    assert!(
+        scanner.recv(Duration::from_millis(800)).is_none(),
+        "silence"
+    );
+    let metrics = common::client()
+        .get(server.url("/metrics"))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("callbridge_sip_untrusted_requests_total 3"),
+        "{metrics}"
+    );
+}

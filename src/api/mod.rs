@@ -433,6 +433,10 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             "callbridge_media_operations_completed_total{{action=\"{action}\",termination=\"{termination}\"}} {n}\n"
         ));
     }
+    out.push_str(&format!(
+        "# HELP callbridge_sip_untrusted_requests_total Out-of-dialog SIP requests from outside every trunk (refused or ignored).\n# TYPE callbridge_sip_untrusted_requests_total counter\ncallbridge_sip_untrusted_requests_total {}\n",
+        s.sip.untrusted_requests
+    ));
     out.push_str("# HELP callbridge_calls_total Inbound calls routed.\n# TYPE callbridge_calls_total counter\n");
     out.push_str(&format!("callbridge_calls_total {}\n", s.calls_total));
     out.push_str("# HELP callbridge_connections_released_total Connections released, by reason.\n# TYPE callbridge_connections_released_total counter\n");

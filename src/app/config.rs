@@ -30,6 +30,20 @@ pub struct Config {
     /// Inbound call routing, first match wins on the Request-URI user part.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// The PBXs and SIP trunks that may send calls. With none configured, anyone may.
+    #[serde(default, rename = "trunk")]
+    pub trunks: Vec<TrunkConfig>,
+}
+
+/// A trunk: who it is and the source addresses its requests come from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// A name for logs and operators.
+    pub name: String,
+    /// Source addresses or blocks (`10.0.0.5`, `192.0.2.0/24`, `2001:db8::/32`) that may send
+    /// INVITEs and other out-of-dialog requests.
+    pub allow: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +85,14 @@ pub struct SipConfig {
     /// RFC 3261 T4 (max time a message stays in the network), ms.
     #[serde(default = "default_t4")]
     pub t4_ms: u64,
+    /// Out-of-dialog requests from outside every `[[trunk]]`: "reject" (403) or "ignore" (no
+    /// answer: scanners learn nothing).
+    #[serde(default = "default_untrusted")]
+    pub untrusted: String,
+}
+
+fn default_untrusted() -> String {
+    "reject".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -354,6 +376,7 @@ impl Config {
     pub fn check(&self) -> Result<(), ConfigError> {
         self.sip_listeners()?;
         self.compiled_routes()?;
+        self.trust()?;
         self.audio_codecs()?;
         let m = &self.media;
         if m.rtp_port_min == 0 || m.rtp_port_min >= m.rtp_port_max {
@@ -436,6 +459,51 @@ impl Config {
         })
     }
 
+    /// Who may start calls: the trunks' `allow` blocks (everyone when no trunk is configured).
+    pub fn trust(&self) -> Result<crate::sip::trust::Trust, ConfigError> {
+        use crate::sip::trust::{IpBlock, Trust, Untrusted};
+        let untrusted = match self.sip.untrusted.as_str() {
+            "reject" => Untrusted::Reject,
+            "ignore" => Untrusted::Ignore,
+            other => {
+                return Err(invalid(format!(
+                    "sip.untrusted {other:?}: expected \"reject\" or \"ignore\""
+                )))
+            }
+        };
+        if self.trunks.is_empty() {
+            return Ok(Trust {
+                allowed: None,
+                untrusted,
+            });
+        }
+        let mut blocks = Vec::new();
+        for (i, trunk) in self.trunks.iter().enumerate() {
+            if trunk.allow.is_empty() {
+                return Err(invalid(format!(
+                    "trunk[{i}] ({}): allow must name at least one address",
+                    trunk.name
+                )));
+            }
+            if self.trunks[..i].iter().any(|t| t.name == trunk.name) {
+                return Err(invalid(format!(
+                    "trunk[{i}]: name {:?} is used twice",
+                    trunk.name
+                )));
+            }
+            for block in &trunk.allow {
+                blocks.push(
+                    IpBlock::parse(block)
+                        .map_err(|e| invalid(format!("trunk[{i}] ({}).allow: {e}", trunk.name)))?,
+                );
+            }
+        }
+        Ok(Trust {
+            allowed: Some(blocks),
+            untrusted,
+        })
+    }
+
     pub fn compiled_routes(&self) -> Result<Vec<Route>, ConfigError> {
         self.routes
             .iter()
@@ -512,6 +580,7 @@ impl Default for SipConfig {
             t1_ms: default_t1(),
             t2_ms: default_t2(),
             t4_ms: default_t4(),
+            untrusted: default_untrusted(),
         }
     }
 }
@@ -804,5 +873,32 @@ service = "echo"
         let bad_route = GOOD.replace("^echo$", "(unclosed");
         let err = Config::from_str_with_overrides(&bad_route, "t", &[]).unwrap_err();
         assert!(err.to_string().contains("route[0]"), "{err}");
+    }
+
+    #[test]
+    fn trunks_name_who_may_call() {
+        let c = Config::from_str_with_overrides(GOOD, "t", &[]).unwrap();
+        assert_eq!(c.trust().unwrap().allowed, None, "no trunks: anyone");
+        let with = format!(
+            "{GOOD}\n[[trunk]]\nname = \"pbx\"\nallow = [\"10.0.0.5\", \"192.0.2.0/24\"]\n"
+        );
+        let trust = Config::from_str_with_overrides(&with, "t", &[])
+            .unwrap()
+            .trust()
+            .unwrap();
+        assert!(trust.allows("192.0.2.9".parse().unwrap()));
+        assert!(!trust.allows("198.51.100.1".parse().unwrap()));
+        for (text, needle) in [
+            ("[[trunk]]\nname = \"a\"\nallow = [\"10.0.0.0/40\"]\n", "prefix"),
+            ("[[trunk]]\nname = \"a\"\nallow = []\n", "at least one"),
+            ("[[trunk]]\nname = \"a\"\nallow = [\"1.2.3.4\"]\n[[trunk]]\nname = \"a\"\nallow = [\"1.2.3.5\"]\n", "used twice"),
+            ("[[trunk]]\nname = \"a\"\nallow = [\"1.2.3.4\"]\naddress = \"x\"\n", "address"),
+        ] {
+            let err = Config::from_str_with_overrides(&format!("{GOOD}\n{text}"), "t", &[]).unwrap_err();
+            assert!(err.to_string().contains(needle), "{text}: {err}");
+        }
+        let err = Config::from_str_with_overrides(GOOD, "t", &["sip.untrusted=\"drop\"".into()])
+            .unwrap_err();
+        assert!(err.to_string().contains("untrusted"), "{err}");
     }
 }

@@ -116,6 +116,7 @@ pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Resul
                 t4: Duration::from_millis(config.sip.t4_ms),
             },
             routes: config.compiled_routes().map_err(AppError::Config)?,
+            trust: config.trust().map_err(AppError::Config)?,
             capabilities: LocalCapabilities {
                 codecs: config.audio_codecs().map_err(AppError::Config)?,
                 telephone_event: config.media.telephone_event,
@@ -207,8 +208,8 @@ pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Resul
     }
 }
 
-/// Re-reads the configuration and applies what can change without a restart: routes, API
-/// tokens and the log filter. Listener addresses and media settings need a restart (logged).
+/// Re-reads the configuration and applies what can change without a restart: routes, trunks,
+/// API tokens and the log filter. Listener addresses and media settings need a restart (logged).
 async fn reload(
     source: &ConfigSource,
     current: &mut Config,
@@ -218,11 +219,12 @@ async fn reload(
 ) -> Result<(), String> {
     let new = Config::load(&source.path, &source.overrides).map_err(|e| e.to_string())?;
     let routes = new.compiled_routes().map_err(|e| e.to_string())?;
+    let trust = new.trust().map_err(|e| e.to_string())?;
     let new_tokens = new.api_tokens().map_err(|e| e.to_string())?;
     log(&new.log.level)?;
     let (tx, rx) = oneshot::channel();
     control
-        .request(ControlRequest::ReloadRoutes(routes, tx))
+        .request(ControlRequest::ReloadRoutes(routes, trust, tx))
         .await
         .map_err(|e| e.to_string())?;
     let _ = rx.await;

@@ -163,7 +163,7 @@ pub enum ControlRequest {
     ListCalls(oneshot::Sender<Value>),
     Status(oneshot::Sender<Status>),
     /// New inbound routes from a configuration reload.
-    ReloadRoutes(Vec<Route>, oneshot::Sender<()>),
+    ReloadRoutes(Vec<Route>, crate::sip::trust::Trust, oneshot::Sender<()>),
     /// Graceful shutdown begins: refuse new calls, keep the ones in progress.
     Drain(oneshot::Sender<()>),
     /// Release everything (BYE every call) and stop.
@@ -567,9 +567,14 @@ impl Controller {
             ControlRequest::Status(reply) => {
                 let _ = reply.send(self.status());
             }
-            ControlRequest::ReloadRoutes(routes, reply) => {
-                tracing::info!(routes = routes.len(), "routes reloaded");
+            ControlRequest::ReloadRoutes(routes, trust, reply) => {
+                tracing::info!(
+                    routes = routes.len(),
+                    trunk_blocks = trust.allowed.as_ref().map_or(0, Vec::len),
+                    "routes and trunks reloaded"
+                );
                 self.ua.set_routes(routes);
+                self.ua.set_trust(trust);
                 let _ = reply.send(());
             }
             ControlRequest::Drain(reply) => {

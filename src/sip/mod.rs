@@ -4,4 +4,5 @@ pub mod dialog;
 pub mod message;
 pub mod transaction;
 pub mod transport;
+pub mod trust;
 pub mod ua;

@@ -37,6 +37,8 @@ pub struct UaSettings {
     pub timers: TimerValues,
     pub routes: Vec<Route>,
     pub capabilities: LocalCapabilities,
+    /// Who may send out-of-dialog requests (INVITE, OPTIONS ...): the trunks' sources.
+    pub trust: super::trust::Trust,
 }
 
 /// Why a call's dialog ended, as seen by SIP.
@@ -115,6 +117,8 @@ pub struct UserAgent {
 pub struct SipCounters {
     pub requests_received: std::collections::BTreeMap<String, u64>,
     pub responses_sent: std::collections::BTreeMap<u16, u64>,
+    /// Out-of-dialog requests from sources outside every trunk (refused or ignored).
+    pub untrusted_requests: u64,
 }
 
 /// Seconds a draining server asks callers to wait before retrying (Retry-After).
@@ -209,6 +213,18 @@ impl UserAgent {
                     .requests_received
                     .entry(request.method.as_str().to_string())
                     .or_default() += 1;
+                let out_of_dialog = request.headers.to().map_or(true, |to| to.tag().is_none());
+                if out_of_dialog
+                    && request.method != Method::Ack
+                    && !self.settings.trust.allows(source.addr.ip())
+                {
+                    self.counters.untrusted_requests += 1;
+                    tracing::debug!(source = %source.addr, method = request.method.as_str(), "request from outside the trunks");
+                    if self.settings.trust.untrusted == super::trust::Untrusted::Ignore {
+                        // Silence: a scanner learns nothing, not even that SIP is here.
+                        return;
+                    }
+                }
                 if let Err(e) = request.check_mandatory() {
                     self.answer_malformed(&request, source, &e.to_string());
                     return;
@@ -369,6 +385,11 @@ impl UserAgent {
         true
     }
 
+    /// Replaces who may start calls (configuration reload); calls in progress are unaffected.
+    pub fn set_trust(&mut self, trust: super::trust::Trust) {
+        self.settings.trust = trust;
+    }
+
     /// Replaces the inbound routes (configuration reload); calls in progress are unaffected.
     pub fn set_routes(&mut self, routes: Vec<Route>) {
         self.settings.routes = routes;
@@ -432,6 +453,10 @@ impl UserAgent {
             .and_then(|to| to.tag().map(str::to_string));
         if let Some(tag) = in_dialog {
             self.on_dialog_request(now, key, request, &tag);
+            return;
+        }
+        if !self.settings.trust.allows(source.addr.ip()) {
+            self.respond_simple(now, &key, &request, 403, "Forbidden");
             return;
         }
         match request.method {
@@ -1311,6 +1336,7 @@ mod tests {
                     ..route("^secure$", 0)
                 },
             ],
+            trust: crate::sip::trust::Trust::default(),
             capabilities: LocalCapabilities::default(),
         }
     }
