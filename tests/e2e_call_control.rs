@@ -100,6 +100,48 @@ fn an_application_accepts_answers_and_hangs_up_a_call() {
     let listed = server.connections();
     assert_eq!(listed[0]["ConnectionId"], connection.as_str());
     assert_eq!(listed[0]["CallId"], call.as_str());
+    let rx = events.wait_for(Duration::from_secs(2), |e| is(e, "StartRx"));
+    assert_eq!(rx["MediaRxPort"], port);
+    assert_eq!(rx["ConnectionId"], connection.as_str());
+    let tx = events.wait_for(Duration::from_secs(2), |e| is(e, "StartTx"));
+    assert_eq!(tx["MediaTxPort"], uac.rtp.local_addr().unwrap().port());
+
+    // Hold (the caller sends only) → StopTx; resume → StartTx again.
+    for (cseq, direction, expected) in [(2, "sendonly", "StopTx"), (3, "sendrecv", "StartTx")] {
+        events.drain();
+        let before = events.drain().iter().filter(|e| is(e, expected)).count();
+        let offer = uac
+            .sdp("0")
+            .replace("a=sendrecv", &format!("a={direction}"));
+        uac.send(&uac.request("INVITE", "app", cseq, &tag, &format!("re{cseq}"), &offer));
+        assert_eq!(uac::status(&uac.final_response("INVITE")), 200);
+        uac.send(&uac.request("ACK", "app", cseq, &tag, &format!("re{cseq}a"), ""));
+        let mut seen = 0;
+        for _ in 0..100 {
+            seen = events.drain().iter().filter(|e| is(e, expected)).count();
+            if seen > before {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(seen > before, "{direction}: {expected}");
+    }
+    // Digits in SIP INFO on the call: GotDigits.
+    let info = uac
+        .request(
+            "INFO",
+            "app",
+            4,
+            &tag,
+            "info4",
+            "Signal=9\r\nDuration=100\r\n",
+        )
+        .replace("application/sdp", "application/dtmf-relay");
+    uac.send(&info);
+    assert_eq!(uac::status(&uac.final_response("INFO")), 200);
+    let digits = events.wait_for(Duration::from_secs(2), |e| is(e, "GotDigits"));
+    assert_eq!(digits["Digits"], "9");
+    assert_eq!(digits["CallId"], call.as_str());
 
     // Hangup: BYE, and the implicit DeleteConnection.
     let (code, _) = call_action(&server, "Hangup", json!({"CallId": call}));

@@ -561,6 +561,39 @@ fn rtp_and_enhanced_resources_run_out_cleanly() {
     assert_eq!(uac::status(&refused.final_response("INVITE")), 503);
     assert_eq!(resources(&server), (1, 1, 0));
     assert_eq!(server.connections().len(), 1);
+    // A re-INVITE to G.711 gives the enhanced resource back; back to G.722 takes it again.
+    for (payload_types, enhanced) in [("0", 0), ("9", 1)] {
+        wideband.cseq += 1;
+        let offer = wideband.uac.sdp(payload_types);
+        let reinvite = wideband.uac.request(
+            "INVITE",
+            "echo",
+            wideband.cseq,
+            &wideband.to_tag,
+            &format!("re{}", wideband.cseq),
+            &offer,
+        );
+        wideband.uac.send(&reinvite);
+        assert_eq!(uac::status(&wideband.uac.final_response("INVITE")), 200);
+        let ack = wideband.uac.request(
+            "ACK",
+            "echo",
+            wideband.cseq,
+            &wideband.to_tag,
+            &format!("re{}a", wideband.cseq),
+            "",
+        );
+        wideband.uac.send(&ack);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while resources(&server) != (1, enhanced, 0) {
+            assert!(
+                Instant::now() < deadline,
+                "{payload_types}: {:?}",
+                resources(&server)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     // G.711 needs no enhanced resource: the second RTP resource is taken, then none is left (4).
     let leg = api_leg(&server);
     let (code, body) = server.action(

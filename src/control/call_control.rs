@@ -182,6 +182,7 @@ impl Controller {
             }
         }
         self.ua.accept(Instant::now(), call, announced);
+        self.emit_media_started(call, id, announced);
         let c = &self.connections[&id];
         result.insert("MmsId".into(), json!(0));
         result.insert("ConnectionId".into(), json!(id.to_string()));
@@ -196,6 +197,74 @@ impl Controller {
             result.insert("MediaTxFramesize".into(), json!(c.tx_framesize));
         }
         Ok(result)
+    }
+
+    /// StartRx, and StartTx when the far end's address is known: what the application's call
+    /// now streams (call-control-api.md §3).
+    pub(super) fn emit_media_started(&mut self, call: CallId, connection: u32, rx: SocketAddr) {
+        let Some(c) = self.connections.get(&connection) else {
+            return;
+        };
+        let rx_event = Event::StartRx {
+            call_id: call.to_string(),
+            mms_id: 0,
+            connection_id: connection.to_string(),
+            media_rx_ip: rx.ip().to_string(),
+            media_rx_port: rx.port(),
+            media_rx_codec: codec_name(c.rx_codec).into(),
+            media_rx_framesize: c.rx_framesize,
+        };
+        let tx_event = c.media.remote_rtp.map(|tx| Event::StartTx {
+            call_id: call.to_string(),
+            mms_id: 0,
+            connection_id: connection.to_string(),
+            media_tx_ip: tx.ip().to_string(),
+            media_tx_port: tx.port(),
+            media_tx_codec: codec_name(c.tx_codec).into(),
+            media_tx_framesize: c.tx_framesize,
+        });
+        self.events.emit(rx_event);
+        if let Some(e) = tx_event {
+            self.events.emit(e);
+        }
+    }
+
+    /// A re-negotiation on an application call: StopTx when the far end no longer wants our
+    /// audio (hold), StartTx when it does (again, or at a new address).
+    pub(super) fn emit_media_changed(&mut self, call: CallId, connection: u32, we_send: bool) {
+        if !self.app_calls.contains(&call) {
+            return;
+        }
+        let Some(c) = self.connections.get(&connection) else {
+            return;
+        };
+        let event = match (we_send, c.media.remote_rtp) {
+            (true, Some(tx)) => Event::StartTx {
+                call_id: call.to_string(),
+                mms_id: 0,
+                connection_id: connection.to_string(),
+                media_tx_ip: tx.ip().to_string(),
+                media_tx_port: tx.port(),
+                media_tx_codec: codec_name(c.tx_codec).into(),
+                media_tx_framesize: c.tx_framesize,
+            },
+            _ => Event::StopTx {
+                call_id: call.to_string(),
+                mms_id: 0,
+                connection_id: connection.to_string(),
+            },
+        };
+        self.events.emit(event);
+    }
+
+    /// Digits signalled on an application call: `GotDigits`.
+    pub(super) fn emit_got_digits(&mut self, call: CallId, digit: char) {
+        if self.app_calls.contains(&call) {
+            self.events.emit(Event::GotDigits {
+                call_id: call.to_string(),
+                digits: digit.to_string(),
+            });
+        }
     }
 
     /// Calls past their decision time are rejected (480), as CUAE's 90 s rule.

@@ -196,6 +196,56 @@ pub enum Event {
     DetectNonSilenceComplete(OperationDone),
     #[serde(rename = "DetectNonSilence_Failed")]
     DetectNonSilenceFailed(OperationDone),
+    /// Call Control: the far end told us where to send (Tx applied to the connection).
+    StartTx {
+        #[serde(rename = "CallId")]
+        call_id: String,
+        #[serde(rename = "MmsId")]
+        mms_id: u32,
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        #[serde(rename = "MediaTxIP")]
+        media_tx_ip: String,
+        #[serde(rename = "MediaTxPort")]
+        media_tx_port: u16,
+        #[serde(rename = "MediaTxCodec")]
+        media_tx_codec: String,
+        #[serde(rename = "MediaTxFramesize")]
+        media_tx_framesize: u32,
+    },
+    /// Call Control: the far end asked us to stop sending (hold).
+    StopTx {
+        #[serde(rename = "CallId")]
+        call_id: String,
+        #[serde(rename = "MmsId")]
+        mms_id: u32,
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+    },
+    /// Call Control: we told the far end where to send.
+    StartRx {
+        #[serde(rename = "CallId")]
+        call_id: String,
+        #[serde(rename = "MmsId")]
+        mms_id: u32,
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        #[serde(rename = "MediaRxIP")]
+        media_rx_ip: String,
+        #[serde(rename = "MediaRxPort")]
+        media_rx_port: u16,
+        #[serde(rename = "MediaRxCodec")]
+        media_rx_codec: String,
+        #[serde(rename = "MediaRxFramesize")]
+        media_rx_framesize: u32,
+    },
+    /// Call Control: digits signalled on an application call (SIP INFO).
+    GotDigits {
+        #[serde(rename = "CallId")]
+        call_id: String,
+        #[serde(rename = "Digits")]
+        digits: String,
+    },
     /// The far end ended an `application` call (Call Control).
     RemoteHangup {
         #[serde(rename = "CallId")]
@@ -249,6 +299,10 @@ impl Event {
             Event::ConnectionReleased { .. } => "ConnectionReleased",
             Event::IncomingCall { .. } => "IncomingCall",
             Event::RemoteHangup { .. } => "RemoteHangup",
+            Event::StartTx { .. } => "StartTx",
+            Event::StopTx { .. } => "StopTx",
+            Event::StartRx { .. } => "StartRx",
+            Event::GotDigits { .. } => "GotDigits",
             Event::CallAnswered { .. } => "CallAnswered",
             Event::DigitReceived { .. } => "DigitReceived",
             Event::CallEnded { .. } => "CallEnded",

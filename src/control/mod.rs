@@ -943,6 +943,7 @@ impl Controller {
                         });
                         self.on_operation_digit(id, digit);
                     }
+                    self.emit_got_digits(call, digit);
                 }
                 UaOutput::CallEnded { call, reason } => {
                     self.call_info.remove(&call);
@@ -1098,9 +1099,28 @@ impl Controller {
         c.rx_framesize = media.ptime_ms;
         c.tx_framesize = media.ptime_ms;
         c.media = spec.clone();
+        // The enhanced resource follows the codec. The answer is already given, so a re-INVITE
+        // to a non-G.711 codec takes one even past the limit, and says so.
+        let needs = conference::needs_enhanced(media.codec);
+        if needs != c.enhanced {
+            c.enhanced = needs;
+            if needs {
+                self.resources.enhanced_rtp.used += 1;
+                if self.resources.enhanced_rtp.used > self.resources.enhanced_rtp.limit {
+                    tracing::warn!(
+                        connection = id,
+                        "re-INVITE moved the call to a non-G.711 codec past the enhanced RTP limit"
+                    );
+                }
+            } else {
+                self.resources.enhanced_rtp.used =
+                    self.resources.enhanced_rtp.used.saturating_sub(1);
+            }
+        }
         if let Err(e) = self.engine.update_connection(u64::from(id), spec) {
             tracing::warn!(connection = id, error = %e, "media update failed");
         }
+        self.emit_media_changed(call, id, media.direction.sends());
         self.events.emit(Event::ConnectionModified {
             connection_id: id.to_string(),
             media_tx_ip: media.remote_rtp.map(|a| a.ip().to_string()),
