@@ -97,11 +97,8 @@ pub fn parse_action(
                 "CallId",
                 "Timeout",
             ])?;
-            let connection = p.connection_id()?.ok_or_else(|| {
-                ActionError::new(ResultCode::InvalidParameters, "ConnectionId is required")
-            })?;
             Ok(MediaAction::Modify {
-                connection,
+                connection: p.required_connection_id()?,
                 tx: p.tx_address()?,
                 codecs: p.codecs()?,
             })

@@ -214,15 +214,7 @@ impl Controller {
             media_rx_codec: codec_name(c.rx_codec).into(),
             media_rx_framesize: c.rx_framesize,
         };
-        let tx_event = c.media.remote_rtp.map(|tx| Event::StartTx {
-            call_id: call.to_string(),
-            mms_id: 0,
-            connection_id: connection.to_string(),
-            media_tx_ip: tx.ip().to_string(),
-            media_tx_port: tx.port(),
-            media_tx_codec: codec_name(c.tx_codec).into(),
-            media_tx_framesize: c.tx_framesize,
-        });
+        let tx_event = self.start_tx(call, connection);
         self.events.emit(rx_event);
         if let Some(e) = tx_event {
             self.events.emit(e);
@@ -235,26 +227,30 @@ impl Controller {
         if !self.app_calls.contains(&call) {
             return;
         }
-        let Some(c) = self.connections.get(&connection) else {
-            return;
-        };
-        let event = match (we_send, c.media.remote_rtp) {
-            (true, Some(tx)) => Event::StartTx {
-                call_id: call.to_string(),
-                mms_id: 0,
-                connection_id: connection.to_string(),
-                media_tx_ip: tx.ip().to_string(),
-                media_tx_port: tx.port(),
-                media_tx_codec: codec_name(c.tx_codec).into(),
-                media_tx_framesize: c.tx_framesize,
-            },
-            _ => Event::StopTx {
+        let event = match self.start_tx(call, connection).filter(|_| we_send) {
+            Some(start) => start,
+            None => Event::StopTx {
                 call_id: call.to_string(),
                 mms_id: 0,
                 connection_id: connection.to_string(),
             },
         };
         self.events.emit(event);
+    }
+
+    /// StartTx for a connection whose far-end address is known.
+    fn start_tx(&self, call: CallId, connection: u32) -> Option<Event> {
+        let c = self.connections.get(&connection)?;
+        let tx = c.media.remote_rtp?;
+        Some(Event::StartTx {
+            call_id: call.to_string(),
+            mms_id: 0,
+            connection_id: connection.to_string(),
+            media_tx_ip: tx.ip().to_string(),
+            media_tx_port: tx.port(),
+            media_tx_codec: codec_name(c.tx_codec).into(),
+            media_tx_framesize: c.tx_framesize,
+        })
     }
 
     /// Digits signalled on an application call: `GotDigits`.
