@@ -727,14 +727,19 @@ impl Params<'_> {
 
 /// DTMF digits (`0-9`, `*`, `#`, `A-D`), 1 to `max` of them.
 fn digit_string(name: &str, text: &str, max: usize) -> Result<String, ActionError> {
-    let digits = text.trim().to_ascii_uppercase();
-    if digits.is_empty() || digits.chars().count() > max {
+    use crate::media::dtmf::{digit_to_event, event_to_digit};
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > max {
         return Err(invalid(format!("{name} must be 1 to {max} DTMF digits")));
     }
-    if let Some(bad) = digits.chars().find(|c| !"0123456789*#ABCD".contains(*c)) {
-        return Err(invalid(format!("{name}: {bad:?} is not a DTMF digit")));
-    }
-    Ok(digits)
+    text.chars()
+        .map(|c| {
+            digit_to_event(c)
+                .and_then(event_to_digit)
+                .filter(|&d| d != '!')
+                .ok_or_else(|| invalid(format!("{name}: {c:?} is not a DTMF digit")))
+        })
+        .collect()
 }
 
 fn invalid(message: String) -> ActionError {
@@ -828,6 +833,18 @@ mod tests {
             code(parse("Frobnicate", json!({}))),
             ResultCode::UnknownCommand
         );
+    }
+
+    #[test]
+    fn digits_are_dtmf_digits_in_their_canonical_form() {
+        assert_eq!(digit_string("Digits", " 12a*#D ", 16).unwrap(), "12A*#D");
+        for bad in ["", "1x", "!", "12345"] {
+            assert_eq!(
+                digit_string("Digits", bad, 4).unwrap_err().code,
+                ResultCode::InvalidParameter,
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

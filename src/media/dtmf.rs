@@ -787,7 +787,7 @@ fn ending_after_repeat(repeats_left: u8, duration: u16) -> SendPhase {
 }
 
 /// RFC 4733 §3.2 event code → character.
-fn event_to_digit(code: u8) -> Option<char> {
+pub fn event_to_digit(code: u8) -> Option<char> {
     match code {
         0..=9 => Some(char::from(b'0' + code)),
         10 => Some('*'),
@@ -798,8 +798,8 @@ fn event_to_digit(code: u8) -> Option<char> {
     }
 }
 
-/// Character → RFC 4733 §3.2 event code.
-fn digit_to_event(digit: char) -> Option<u8> {
+/// Character → RFC 4733 §3.2 event code (`'!'` is hook flash).
+pub fn digit_to_event(digit: char) -> Option<u8> {
     match digit {
         '0'..='9' => Some(digit as u8 - b'0'),
         '*' => Some(10),

@@ -1214,15 +1214,20 @@ fn info_digit(content_type: &str, body: &[u8]) -> Option<(char, u32)> {
         "application/dtmf" => (text.trim().to_string(), 0),
         _ => return None,
     };
-    let digit = match signal.as_str() {
-        "10" => '*',
-        "11" => '#',
-        s if s.chars().count() == 1 => s.chars().next()?.to_ascii_uppercase(),
-        _ => return None,
+    // Signal is a digit or its RFC 4733 event code ("10" for '*'); hook flash is no digit.
+    use crate::media::dtmf::{digit_to_event, event_to_digit};
+    let code = match signal.parse::<u8>() {
+        Ok(code) => code,
+        Err(_) => {
+            let mut chars = signal.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => digit_to_event(c)?,
+                _ => return None,
+            }
+        }
     };
-    "0123456789*#ABCD"
-        .contains(digit)
-        .then_some((digit, duration))
+    let digit = event_to_digit(code).filter(|&d| d != '!')?;
+    Some((digit, duration))
 }
 
 /// `%XX` escapes of a URI parameter value decoded (invalid escapes are kept as they are).
@@ -1300,6 +1305,15 @@ mod tests {
         );
         assert_eq!(info_digit("application/dtmf", b"7"), Some(('7', 0)));
         assert_eq!(info_digit("application/dtmf-relay", b"Signal=x"), None);
+        assert_eq!(
+            info_digit("application/dtmf-relay", b"Signal=16"),
+            None,
+            "flash"
+        );
+        assert_eq!(
+            info_digit("application/dtmf-relay", b"Signal=b"),
+            Some(('B', 0))
+        );
         assert_eq!(info_digit("application/dtmf-relay", b"Duration=100"), None);
         assert_eq!(info_digit("text/plain", b"5"), None);
     }
