@@ -471,12 +471,14 @@ pub fn parse_action(
     }
 }
 
-struct Params<'a>(&'a Map<String, Value>);
+/// An action's JSON parameters, read with the CUAE conventions (ids, Booleans, numbers as
+/// text); shared by the Media Control and Call Control parsers.
+pub(super) struct Params<'a>(pub(super) &'a Map<String, Value>);
 
 impl Params<'_> {
     /// Unknown parameter names are refused: a misspelt `ConnectionID` must not silently
     /// turn a targeted delete into "neither id given".
-    fn allow(&self, names: &[&str]) -> Result<(), ActionError> {
+    pub(super) fn allow(&self, names: &[&str]) -> Result<(), ActionError> {
         match self.0.keys().find(|k| !names.contains(&k.as_str())) {
             Some(k) => Err(invalid(format!(
                 "unknown parameter {k:?} (allowed: {})",
@@ -487,7 +489,7 @@ impl Params<'_> {
     }
 
     /// Present, non-null parameter as text (numbers accepted as their decimal text).
-    fn text(&self, name: &str) -> Result<Option<String>, ActionError> {
+    pub(super) fn text(&self, name: &str) -> Result<Option<String>, ActionError> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
@@ -613,7 +615,7 @@ impl Params<'_> {
     }
 
     /// A Boolean parameter: JSON true/false, "true"/"false" (any case), 1/0.
-    fn boolean(&self, name: &str) -> Result<Option<bool>, ActionError> {
+    pub(super) fn boolean(&self, name: &str) -> Result<Option<bool>, ActionError> {
         match self.0.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -657,7 +659,7 @@ impl Params<'_> {
         })
     }
 
-    fn check_mms_id(&self) -> Result<(), ActionError> {
+    pub(super) fn check_mms_id(&self) -> Result<(), ActionError> {
         match self.text("MmsId")?.as_deref() {
             None | Some("0") => Ok(()),
             Some(other) => Err(ActionError::new(
@@ -742,7 +744,7 @@ fn digit_string(name: &str, text: &str, max: usize) -> Result<String, ActionErro
         .collect()
 }
 
-fn invalid(message: String) -> ActionError {
+pub(super) fn invalid(message: String) -> ActionError {
     ActionError::new(ResultCode::InvalidParameter, message)
 }
 
