@@ -161,6 +161,24 @@ impl Resources {
         enhanced
     }
 
+    /// A connection's codec changed: its enhanced resource (`holds`) is taken or given back
+    /// to match `needs`. True when taking it went past the limit.
+    pub(super) fn follow_codec(&mut self, holds: &mut bool, needs: bool) -> bool {
+        match (needs, *holds) {
+            (true, false) => {
+                self.enhanced_rtp.take(1);
+                *holds = true;
+                self.enhanced_rtp.used > self.enhanced_rtp.limit
+            }
+            (false, true) => {
+                self.enhanced_rtp.give_back(1);
+                *holds = false;
+                false
+            }
+            _ => false,
+        }
+    }
+
     pub(super) fn give_back_connection(&mut self, enhanced: bool) {
         self.rtp.give_back(1);
         if enhanced {

@@ -1101,21 +1101,14 @@ impl Controller {
         c.media = spec.clone();
         // The enhanced resource follows the codec. The answer is already given, so a re-INVITE
         // to a non-G.711 codec takes one even past the limit, and says so.
-        let needs = conference::needs_enhanced(media.codec);
-        if needs != c.enhanced {
-            c.enhanced = needs;
-            if needs {
-                self.resources.enhanced_rtp.used += 1;
-                if self.resources.enhanced_rtp.used > self.resources.enhanced_rtp.limit {
-                    tracing::warn!(
-                        connection = id,
-                        "re-INVITE moved the call to a non-G.711 codec past the enhanced RTP limit"
-                    );
-                }
-            } else {
-                self.resources.enhanced_rtp.used =
-                    self.resources.enhanced_rtp.used.saturating_sub(1);
-            }
+        if self
+            .resources
+            .follow_codec(&mut c.enhanced, conference::needs_enhanced(media.codec))
+        {
+            tracing::warn!(
+                connection = id,
+                "re-INVITE moved the call to a non-G.711 codec past the enhanced RTP limit"
+            );
         }
         if let Err(e) = self.engine.update_connection(u64::from(id), spec) {
             tracing::warn!(connection = id, error = %e, "media update failed");
@@ -1455,18 +1448,8 @@ impl Controller {
         apply_codecs(c, codecs);
         let needs =
             conference::needs_enhanced(c.rx_codec) || conference::needs_enhanced(c.tx_codec);
-        match (needs, c.enhanced) {
-            (true, false) => {
-                self.resources.enhanced_rtp.used += 1;
-                c.enhanced = true;
-            }
-            (false, true) => {
-                self.resources.enhanced_rtp.used =
-                    self.resources.enhanced_rtp.used.saturating_sub(1);
-                c.enhanced = false;
-            }
-            _ => {}
-        }
+        // Checked by check_codec_change: within the limit.
+        self.resources.follow_codec(&mut c.enhanced, needs);
         if c.call.is_none() {
             let choice = CodecChoice {
                 rx_codec: Some(c.rx_codec),
