@@ -257,29 +257,48 @@ impl Uac {
         }
     }
 
-    fn send_bye(&mut self, i: usize, now: Instant) {
-        let branch = format!("z9hG4bK-{}-{i}-b{:x}", self.run, self.rng.next_u64() as u16);
-        let c = &mut self.calls[i];
-        let target = c
-            .remote_target
-            .clone()
-            .unwrap_or_else(|| format!("sip:{}@{}", self.cfg.user, self.cfg.server));
-        let bytes = format!(
-            "BYE {target} SIP/2.0\r\n\
+    /// A request in call `i`'s dialog (ACK, BYE) to `target`: a fresh branch, our From tag,
+    /// the dialog's To (with the peer's tag).
+    fn dialog_request(
+        &mut self,
+        i: usize,
+        method: &str,
+        cseq: u32,
+        target: &str,
+        to: &str,
+    ) -> Vec<u8> {
+        let branch = format!(
+            "z9hG4bK-{}-{i}-{}{:x}",
+            self.run,
+            method.to_ascii_lowercase(),
+            self.rng.next_u64() as u16
+        );
+        let c = &self.calls[i];
+        format!(
+            "{method} {target} SIP/2.0\r\n\
              Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
              Max-Forwards: 70\r\n\
              From: <sip:loadgen@{ip}>;tag={tag}\r\n\
              To: {to}\r\n\
              Call-ID: {cid}\r\n\
-             CSeq: 2 BYE\r\n\
+             CSeq: {cseq} {method}\r\n\
              Content-Length: 0\r\n\r\n",
             local = self.local,
             ip = self.local.ip(),
             tag = c.from_tag,
-            to = c.to_header.as_deref().unwrap_or(""),
             cid = c.call_id,
         )
-        .into_bytes();
+        .into_bytes()
+    }
+
+    fn send_bye(&mut self, i: usize, now: Instant) {
+        let target = self.calls[i]
+            .remote_target
+            .clone()
+            .unwrap_or_else(|| format!("sip:{}@{}", self.cfg.user, self.cfg.server));
+        let to = self.calls[i].to_header.clone().unwrap_or_default();
+        let bytes = self.dialog_request(i, "BYE", 2, &target, &to);
+        let c = &mut self.calls[i];
         c.state = State::Closing;
         c.interval = self.cfg.t1;
         c.retx_at = Some(now + self.cfg.t1);
@@ -484,23 +503,8 @@ impl Uac {
             .get("contact")
             .map(contact_uri)
             .unwrap_or_else(|| format!("sip:{}@{}", self.cfg.user, self.cfg.server));
-        let branch = format!("z9hG4bK-{}-{i}-a{:x}", self.run, self.rng.next_u64() as u16);
+        let ack = self.dialog_request(i, "ACK", 1, &target, &to);
         let c = &mut self.calls[i];
-        let ack = format!(
-            "ACK {target} SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
-             Max-Forwards: 70\r\n\
-             From: <sip:loadgen@{ip}>;tag={tag}\r\n\
-             To: {to}\r\n\
-             Call-ID: {cid}\r\n\
-             CSeq: 1 ACK\r\n\
-             Content-Length: 0\r\n\r\n",
-            local = self.local,
-            ip = self.local.ip(),
-            tag = c.from_tag,
-            cid = c.call_id,
-        )
-        .into_bytes();
         c.to_header = Some(to);
         c.remote_target = Some(target);
         c.ack = Some(ack.clone());
