@@ -71,44 +71,49 @@ fn check_config_names_an_unknown_key_and_its_line() {
     assert!(out.contains("line 5"), "{out}");
 }
 
+/// `check-config` on `config` with the test token and `sets` overrides.
+fn check_with(config: &str, token: &str, sets: &[&str]) -> (i32, String) {
+    let mut args = vec!["check-config", "--config", config, "--set", token];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    callbridge(&args)
+}
+
 #[test]
 fn check_config_rejects_bad_values_and_overrides() {
     let dir = tempfile::tempdir().unwrap();
     let token = token_override(&dir);
     let config = shipped_config();
-    let (code, out) = callbridge(&[
-        "check-config",
-        "--config",
-        &config,
-        "--set",
-        &token,
-        "--set",
-        "media.rtp_port_min=40000",
-    ]);
+    let (code, out) = check_with(&config, &token, &["media.rtp_port_min=40000"]);
     assert_ne!(code, 0);
     assert!(out.contains("rtp_port_min"), "{out}");
-    let (code, out) = callbridge(&[
-        "check-config",
-        "--config",
-        &config,
-        "--set",
-        &token,
-        "--set",
-        "api.nope=1",
-    ]);
+    let (code, out) = check_with(&config, &token, &["api.nope=1"]);
     assert_ne!(code, 0);
     assert!(out.contains("nope"), "{out}");
-    let (code, out) = callbridge(&[
-        "check-config",
-        "--config",
-        &config,
-        "--set",
-        &token,
-        "--set",
-        "api.listen=127.0.0.1:9999",
-    ]);
+    let (code, out) = check_with(&config, &token, &["api.listen=127.0.0.1:9999"]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = callbridge(&["check-config", "--config", "/nonexistent/callbridge.toml"]);
     assert_ne!(code, 0);
     assert!(out.contains("/nonexistent/callbridge.toml"), "{out}");
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = token_override(&dir);
+    let examples = format!("{}/configs/examples", env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let (code, out) = check_with(path.to_str().unwrap(), &token, &[]);
+            assert_eq!(code, 0, "{}: {out}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 3,
+        "the PBX trunk, conference bridge and IVR examples"
+    );
 }

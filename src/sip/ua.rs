@@ -1672,6 +1672,15 @@ mod tests {
             (call, ok)
         }
 
+        /// The peer's BYE ends the call as a remote hang-up, and nothing is left behind.
+        fn peer_hangs_up(&mut self, peer: &mut PeerCall, call: CallId) {
+            assert_eq!(
+                ended(&self.receive(peer.bye())),
+                [(call, EndReason::RemoteHangup)]
+            );
+            self.assert_drains();
+        }
+
         /// Lets every timer run out; no call or transaction may be left behind.
         fn assert_drains(&mut self) {
             self.advance(T1 * 64);
@@ -2010,11 +2019,7 @@ mod tests {
 
         peer.learn_tag(&ok);
         assert!(h.receive(peer.ack(None)).is_empty());
-        assert_eq!(
-            ended(&h.receive(peer.bye())),
-            [(call, EndReason::RemoteHangup)]
-        );
-        h.assert_drains();
+        h.peer_hangs_up(&mut peer, call);
     }
 
     #[test]
@@ -2135,11 +2140,7 @@ mod tests {
             "ACK stopped the 200"
         );
 
-        assert_eq!(
-            ended(&h.receive(peer.bye())),
-            [(call, EndReason::RemoteHangup)]
-        );
-        h.assert_drains();
+        h.peer_hangs_up(&mut peer, call);
     }
 
     #[test]
@@ -2339,11 +2340,7 @@ mod tests {
             transmitted(&h.advance(ms(5000))).is_empty(),
             "ACK stopped the 200"
         );
-        assert_eq!(
-            ended(&h.receive(peer.bye())),
-            [(call, EndReason::RemoteHangup)]
-        );
-        h.assert_drains();
+        h.peer_hangs_up(&mut peer, call);
     }
 
     #[test]
@@ -2428,11 +2425,7 @@ mod tests {
         assert_eq!(h.ua.call_count(), 1);
 
         assert!(h.receive(peer.ack(None)).is_empty());
-        assert_eq!(
-            ended(&h.receive(peer.bye())),
-            [(call, EndReason::RemoteHangup)]
-        );
-        h.assert_drains();
+        h.peer_hangs_up(&mut peer, call);
     }
 
     #[test]
