@@ -459,6 +459,11 @@ fn api_conference_hairpin_promotion_coach_and_pupil_and_resource_limits() {
         json!({"ConnectionId": c.id, "ConferenceId": conf, "Monitor": true}),
     );
     assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        resources(&server).2,
+        2,
+        "the monitor holds no conference resource"
+    );
 
     // The coach (B) is heard by the pupil only: A is not the pupil yet, so it hears nothing;
     // the monitor C hears everyone but the coach.
