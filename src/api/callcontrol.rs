@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::mediacontrol::{invalid, Params};
 use crate::control::result::{ActionError, ResultCode};
-use crate::control::{CallAction, ConferenceChoice};
+use crate::control::{CallAction, ConferenceChoice, MakeCall};
 
 /// Parses one Call Control action's parameters.
 pub fn parse_action(action: &str, params: &Map<String, Value>) -> Result<CallAction, ActionError> {
@@ -39,33 +39,10 @@ pub fn parse_action(action: &str, params: &Map<String, Value>) -> Result<CallAct
                 ));
             }
             p.check_mms_id()?;
-            if let Some(wait) = p.text("WaitForMedia")? {
-                if !["none", "tx", "rx", "txrx"].contains(&wait.to_ascii_lowercase().as_str()) {
-                    return Err(invalid(format!(
-                        "WaitForMedia {wait:?} is not None, Tx, Rx or TxRx"
-                    )));
-                }
-            }
-            let conference = if p.boolean("Conference")?.unwrap_or(false) {
-                let id = match p.text("ConferenceId")? {
-                    None => None,
-                    Some(t) => {
-                        let id: u32 = t
-                            .parse()
-                            .map_err(|_| invalid(format!("ConferenceId {t:?} is not an id")))?;
-                        (id != 0).then_some(id)
-                    }
-                };
-                Some(ConferenceChoice {
-                    conference: id,
-                    hairpin: p.boolean("Hairpin")?.unwrap_or(false),
-                })
-            } else {
-                None
-            };
+            check_wait_for_media(&p)?;
             Ok(CallAction::Answer {
                 call: call_id(&p)?,
-                conference,
+                conference: conference_choice(&p)?,
             })
         }
         "RejectCall" => {
@@ -84,13 +61,8 @@ pub fn parse_action(action: &str, params: &Map<String, Value>) -> Result<CallAct
         }
         "Redirect" => {
             allow(&["CallId", "To", "Timeout"])?;
-            let to = p
-                .text("To")?
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| ActionError::new(ResultCode::InvalidParameters, "To is required"))?;
-            if to.chars().any(|c| c.is_whitespace() || "<>\"".contains(c)) {
-                return Err(invalid(format!("To {to:?} is not a SIP URI or user")));
-            }
+            let to = required_text(&p, "To")?;
+            check_uri_or_user(&to)?;
             Ok(CallAction::Redirect {
                 call: call_id(&p)?,
                 to,
@@ -100,10 +72,79 @@ pub fn parse_action(action: &str, params: &Map<String, Value>) -> Result<CallAct
             allow(&["CallId", "Timeout"])?;
             Ok(CallAction::Hangup { call: call_id(&p)? })
         }
-        "MakeCall" | "BlindTransfer" | "SendUserInput" | "BridgeCalls" | "UnbridgeCalls"
-        | "Barge" => Err(ActionError::new(
+        "MakeCall" => {
+            allow(&[
+                "To",
+                "From",
+                "DisplayName",
+                "MmsId",
+                "PeerCallId",
+                "ProxyDTMFCallId",
+                "WaitForMedia",
+                "Conference",
+                "ConferenceId",
+                "Hairpin",
+                "Trunk",
+                "Timeout",
+            ])?;
+            for p2p in ["PeerCallId", "ProxyDTMFCallId"] {
+                if p.text(p2p)?.is_some_and(|p| !p.is_empty() && p != "0") {
+                    return Err(ActionError::new(
+                        ResultCode::ResourceUnavailable,
+                        format!("{p2p} (peer-to-peer calls) is not available on this server: calls always have a media connection"),
+                    ));
+                }
+            }
+            p.check_mms_id()?;
+            check_wait_for_media(&p)?;
+            let to = required_text(&p, "To")?;
+            let from = p.text("From")?.filter(|f| !f.is_empty());
+            if let Some(f) = &from {
+                if !crate::sip::message::is_token(f) {
+                    return Err(invalid(format!("From {f:?} is not a SIP user")));
+                }
+            }
+            let display_name = p.text("DisplayName")?.filter(|d| !d.is_empty());
+            if let Some(d) = &display_name {
+                if d.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+                    return Err(invalid(format!("DisplayName {d:?} has quotes or control characters")));
+                }
+            }
+            Ok(CallAction::MakeCall(MakeCall {
+                to,
+                from,
+                display_name,
+                trunk: p.text("Trunk")?.filter(|t| !t.is_empty()),
+                conference: conference_choice(&p)?,
+            }))
+        }
+        "BlindTransfer" => {
+            allow(&["CallId", "To", "Timeout"])?;
+            let to = required_text(&p, "To")?;
+            check_uri_or_user(&to)?;
+            Ok(CallAction::BlindTransfer {
+                call: call_id(&p)?,
+                to,
+            })
+        }
+        "SendUserInput" => {
+            allow(&["CallId", "Digits", "Timeout"])?;
+            let digits = required_text(&p, "Digits")?;
+            if let Some(bad) = digits.chars().find(|c| !"0123456789*#ABCDabcd".contains(*c)) {
+                return Err(invalid(format!(
+                    "Digits {digits:?}: {bad:?} is not a DTMF digit (0-9, *, #, A-D)"
+                )));
+            }
+            Ok(CallAction::SendUserInput {
+                call: call_id(&p)?,
+                digits,
+            })
+        }
+        "BridgeCalls" | "UnbridgeCalls" | "Barge" => Err(ActionError::new(
             ResultCode::ResourceUnavailable,
-            format!("{action} is not available on this server yet"),
+            format!(
+                "{action} is not available on this server: it joins peer-to-peer calls (or SCCP shared lines), and every call here has a media connection; use a conference (AnswerCall/MakeCall with Conference) to connect calls"
+            ),
         )),
         other => Err(ActionError::new(
             ResultCode::UnknownCommand,
@@ -118,4 +159,52 @@ fn call_id(p: &Params) -> Result<u64, ActionError> {
         .ok_or_else(|| ActionError::new(ResultCode::InvalidParameters, "CallId is required"))?;
     t.parse()
         .map_err(|_| invalid(format!("CallId {t:?} is not a call id")))
+}
+
+fn required_text(p: &Params, name: &str) -> Result<String, ActionError> {
+    p.text(name)?.filter(|t| !t.is_empty()).ok_or_else(|| {
+        ActionError::new(ResultCode::InvalidParameters, format!("{name} is required"))
+    })
+}
+
+fn check_uri_or_user(to: &str) -> Result<(), ActionError> {
+    if to
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "<>\"".contains(c))
+    {
+        return Err(invalid(format!("To {to:?} is not a SIP URI or user")));
+    }
+    Ok(())
+}
+
+/// WaitForMedia: None, Tx, Rx or TxRx (all but None behave as TxRx, reference §10.2).
+fn check_wait_for_media(p: &Params) -> Result<(), ActionError> {
+    if let Some(wait) = p.text("WaitForMedia")? {
+        if !["none", "tx", "rx", "txrx"].contains(&wait.to_ascii_lowercase().as_str()) {
+            return Err(invalid(format!(
+                "WaitForMedia {wait:?} is not None, Tx, Rx or TxRx"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `Conference`, `ConferenceId` (absent or 0: a new one) and `Hairpin` of AnswerCall/MakeCall.
+fn conference_choice(p: &Params) -> Result<Option<ConferenceChoice>, ActionError> {
+    if !p.boolean("Conference")?.unwrap_or(false) {
+        return Ok(None);
+    }
+    let id = match p.text("ConferenceId")? {
+        None => None,
+        Some(t) => {
+            let id: u32 = t
+                .parse()
+                .map_err(|_| invalid(format!("ConferenceId {t:?} is not an id")))?;
+            (id != 0).then_some(id)
+        }
+    };
+    Ok(Some(ConferenceChoice {
+        conference: id,
+        hairpin: p.boolean("Hairpin")?.unwrap_or(false),
+    }))
 }

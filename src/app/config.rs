@@ -42,8 +42,51 @@ pub struct TrunkConfig {
     /// A name for logs and operators.
     pub name: String,
     /// Source addresses or blocks (`10.0.0.5`, `192.0.2.0/24`, `2001:db8::/32`) that may send
-    /// INVITEs and other out-of-dialog requests.
+    /// INVITEs and other out-of-dialog requests. Default: the `address`'s IP.
+    #[serde(default)]
     pub allow: Vec<String>,
+    /// Where calls we place go (MakeCall, transfers): `ip:port` (`[v6]:port`). A trunk without
+    /// one only sends calls.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// "udp" or "tcp" towards `address`.
+    #[serde(default = "default_trunk_transport")]
+    pub transport: String,
+    /// Host part of the Request-URI and To for a bare number (`sip:<number>@<domain>`);
+    /// default: the address's IP.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// User part of our From (the calling number the trunk sees).
+    #[serde(default = "default_from_user")]
+    pub from_user: String,
+    /// Digest credentials for the trunk's 401/407 challenges.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// This trunk's SRTP policy for calls we place ("offer", "require", "refuse"); default
+    /// `[media] srtp`.
+    #[serde(default)]
+    pub srtp: Option<String>,
+}
+
+fn default_trunk_transport() -> String {
+    "udp".into()
+}
+
+fn default_from_user() -> String {
+    "callbridge".into()
+}
+
+/// A trunk that calls can be placed through (it has an `address`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundTrunk {
+    pub name: String,
+    pub destination: crate::sip::transaction::Peer,
+    pub domain: String,
+    pub from_user: String,
+    pub credentials: Option<crate::sip::ua::Credentials>,
+    pub srtp: Option<crate::sdp::SrtpPolicy>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -57,6 +100,14 @@ pub struct AppConfig {
     /// redirects within this many seconds is rejected (480), as CUAE's 90 s rule.
     #[serde(default = "default_decision_timeout")]
     pub call_decision_timeout_s: u64,
+    /// A call we place (MakeCall, a transfer) that is not answered within this many seconds
+    /// is cancelled (MakeCall_Failed with EndReason Ringout).
+    #[serde(default = "default_ring_timeout")]
+    pub ring_timeout_s: u64,
+}
+
+fn default_ring_timeout() -> u64 {
+    60
 }
 
 fn default_decision_timeout() -> u64 {
@@ -377,6 +428,7 @@ impl Config {
         self.sip_listeners()?;
         self.compiled_routes()?;
         self.trust()?;
+        self.outbound_trunks()?;
         self.audio_codecs()?;
         let m = &self.media;
         if m.rtp_port_min == 0 || m.rtp_port_min >= m.rtp_port_max {
@@ -478,8 +530,18 @@ impl Config {
             });
         }
         let mut blocks = Vec::new();
+        let outbound = self.outbound_trunks()?;
         for (i, trunk) in self.trunks.iter().enumerate() {
             if trunk.allow.is_empty() {
+                // A trunk we call may call us from its address.
+                if let Some(t) = outbound.iter().find(|t| t.name == trunk.name) {
+                    blocks.push(
+                        IpBlock::parse(&t.destination.addr.ip().to_string()).map_err(|e| {
+                            invalid(format!("trunk[{i}] ({}).address: {e}", trunk.name))
+                        })?,
+                    );
+                    continue;
+                }
                 return Err(invalid(format!(
                     "trunk[{i}] ({}): allow must name at least one address",
                     trunk.name
@@ -502,6 +564,92 @@ impl Config {
             allowed: Some(blocks),
             untrusted,
         })
+    }
+
+    /// The trunks with an `address`, in file order (the first is MakeCall's default).
+    pub fn outbound_trunks(&self) -> Result<Vec<OutboundTrunk>, ConfigError> {
+        use crate::sip::transaction::{Peer, Transport};
+        let mut out = Vec::new();
+        for (i, t) in self.trunks.iter().enumerate() {
+            let at = |what: &str| format!("trunk[{i}] ({}).{what}", t.name);
+            let transport = match t.transport.as_str() {
+                "udp" => Transport::Udp,
+                "tcp" => Transport::Tcp,
+                other => {
+                    return Err(invalid(format!(
+                        "{} {other:?}: expected \"udp\" or \"tcp\"",
+                        at("transport")
+                    )))
+                }
+            };
+            let credentials = match (&t.username, &t.password) {
+                (Some(username), Some(password)) => Some(crate::sip::ua::Credentials {
+                    username: username.clone(),
+                    password: password.clone(),
+                }),
+                (None, None) => None,
+                _ => {
+                    return Err(invalid(format!(
+                        "trunk[{i}] ({}): username and password go together",
+                        t.name
+                    )))
+                }
+            };
+            let srtp = match t.srtp.as_deref() {
+                None => None,
+                Some(p) => Some(crate::sdp::SrtpPolicy::from_name(p).ok_or_else(|| {
+                    invalid(format!(
+                        "{} {p:?}: expected \"offer\", \"require\" or \"refuse\"",
+                        at("srtp")
+                    ))
+                })?),
+            };
+            let Some(address) = &t.address else {
+                if credentials.is_some() || t.domain.is_some() {
+                    return Err(invalid(format!(
+                        "trunk[{i}] ({}): domain and credentials need an address",
+                        t.name
+                    )));
+                }
+                continue;
+            };
+            let addr: SocketAddr = address.parse().map_err(|_| {
+                invalid(format!(
+                    "{} {address:?}: expected ip:port (e.g. 192.0.2.10:5060 or [2001:db8::1]:5060)",
+                    at("address")
+                ))
+            })?;
+            let domain = t.domain.clone().unwrap_or_else(|| match addr.ip() {
+                IpAddr::V4(ip) => ip.to_string(),
+                IpAddr::V6(ip) => format!("[{ip}]"),
+            });
+            if domain.is_empty()
+                || domain
+                    .chars()
+                    .any(|c| c.is_whitespace() || "<>\"@;?".contains(c))
+            {
+                return Err(invalid(format!(
+                    "{} {domain:?} is not a host",
+                    at("domain")
+                )));
+            }
+            if !crate::sip::message::is_token(&t.from_user) {
+                return Err(invalid(format!(
+                    "{} {:?} is not a SIP user",
+                    at("from_user"),
+                    t.from_user
+                )));
+            }
+            out.push(OutboundTrunk {
+                name: t.name.clone(),
+                destination: Peer { transport, addr },
+                domain,
+                from_user: t.from_user.clone(),
+                credentials,
+                srtp,
+            });
+        }
+        Ok(out)
     }
 
     pub fn compiled_routes(&self) -> Result<Vec<Route>, ConfigError> {
@@ -567,6 +715,7 @@ impl Default for AppConfig {
         AppConfig {
             drain_timeout_s: default_drain_timeout(),
             call_decision_timeout_s: default_decision_timeout(),
+            ring_timeout_s: default_ring_timeout(),
         }
     }
 }

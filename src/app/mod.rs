@@ -220,11 +220,12 @@ async fn reload(
     let new = Config::load(&source.path, &source.overrides).map_err(|e| e.to_string())?;
     let routes = new.compiled_routes().map_err(|e| e.to_string())?;
     let trust = new.trust().map_err(|e| e.to_string())?;
+    let trunks = new.outbound_trunks().map_err(|e| e.to_string())?;
     let new_tokens = new.api_tokens().map_err(|e| e.to_string())?;
     log(&new.log.level)?;
     let (tx, rx) = oneshot::channel();
     control
-        .request(ControlRequest::ReloadRoutes(routes, trust, tx))
+        .request(ControlRequest::ReloadRoutes(routes, trust, trunks, tx))
         .await
         .map_err(|e| e.to_string())?;
     let _ = rx.await;

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use super::events::{Event, ReleaseReason};
 use super::result::{ActionError, ResultCode};
 use super::{codec_name, Controller};
-use crate::engine::{ConfereeSpec, MediaMode};
+use crate::engine::MediaMode;
 use crate::sip::ua::CallId;
 
 /// A Call Control action, parsed at the API edge.
@@ -32,8 +32,14 @@ pub enum CallAction {
     Reject { call: CallId, status: u16 },
     /// 302 to `to` (a SIP URI or a user at the caller's domain).
     Redirect { call: CallId, to: String },
-    /// End the call: BYE when answered, 480 when not.
+    /// End the call: BYE when answered, 480 when not, CANCEL when it is ours and ringing.
     Hangup { call: CallId },
+    /// Place a call through a trunk.
+    MakeCall(super::MakeCall),
+    /// REFER the far end to `to`; answered when the transfer has succeeded or failed.
+    BlindTransfer { call: CallId, to: String },
+    /// RFC 4733 digits on the call's media.
+    SendUserInput { call: CallId, digits: String },
 }
 
 /// AnswerCall's `Conference`/`ConferenceId`/`Hairpin`.
@@ -97,6 +103,12 @@ impl Controller {
                 Ok(call_result(call))
             }
             CallAction::Answer { call, conference } => self.answer_call(call, conference),
+            CallAction::MakeCall(request) => self.make_call(request),
+            CallAction::BlindTransfer { call, .. } => Err(ActionError::new(
+                ResultCode::ServerInternal,
+                format!("BlindTransfer of call {call} is answered by the transfer path"),
+            )),
+            CallAction::SendUserInput { call, digits } => self.send_user_input(call, &digits),
             CallAction::Hangup { call } => {
                 if self.offered.remove(&call).is_some() {
                     self.ua.hangup(now, call, super::Q850_NORMAL_CLEARING);
@@ -150,26 +162,7 @@ impl Controller {
         };
         let mut result = call_result(call);
         if let Some(choice) = conference {
-            let joined = match choice.conference {
-                Some(existing) => self
-                    .join_conference(id, existing, Default::default(), ConfereeSpec::default())
-                    .map(|_| existing),
-                None => self
-                    .create_conference(
-                        id,
-                        Default::default(),
-                        ConfereeSpec::default(),
-                        choice.hairpin,
-                        false,
-                        None,
-                    )
-                    .and_then(|r| {
-                        r.get("ConferenceId")
-                            .and_then(Value::as_str)
-                            .and_then(|s| s.parse().ok())
-                            .ok_or_else(|| ActionError::new(ResultCode::ServerInternal, "no id"))
-                    }),
-            };
+            let joined = self.join_chosen_conference(id, choice);
             match joined {
                 Ok(conference) => {
                     result.insert("ConferenceId".into(), json!(conference.to_string()));
@@ -291,13 +284,26 @@ impl Controller {
         }
         if matches!(
             reason,
-            ReleaseReason::RemoteHangup | ReleaseReason::Cancelled
+            ReleaseReason::RemoteHangup | ReleaseReason::Cancelled | ReleaseReason::Transferred
         ) {
             self.events.emit(Event::RemoteHangup {
                 call_id: call.to_string(),
                 end_reason: "Normal".into(),
             });
         }
+    }
+
+    /// SendUserInput: the digits as RFC 4733 events on the call's media.
+    fn send_user_input(
+        &mut self,
+        call: CallId,
+        digits: &str,
+    ) -> Result<Map<String, Value>, ActionError> {
+        let _ = digits;
+        Err(ActionError::new(
+            ResultCode::ResourceUnavailable,
+            format!("SendUserInput on call {call}: RFC 4733 sending is not wired yet"),
+        ))
     }
 
     fn offered_call(&self, call: CallId) -> Result<(), ActionError> {
@@ -311,7 +317,7 @@ impl Controller {
     }
 }
 
-fn call_result(call: CallId) -> Map<String, Value> {
+pub(super) fn call_result(call: CallId) -> Map<String, Value> {
     let mut m = super::success();
     m.insert("CallId".into(), json!(call.to_string()));
     m

@@ -40,6 +40,14 @@ pub enum ReleaseReason {
     AnnouncementComplete,
     /// A temporary conference connection's operation is over.
     OperationComplete,
+    /// The call was transferred away (REFER accepted, or our BlindTransfer completed).
+    Transferred,
+    /// An INVITE with Replaces took the call's place (attended transfer).
+    Replaced,
+    /// A call we placed was refused, not answered, or answered without usable media.
+    CallFailed,
+    /// The session timer (RFC 4028) ran out without a refresh.
+    SessionExpired,
 }
 
 /// One thing that happened. `Event` in JSON names the variant; ids are strings as in the API.
@@ -253,6 +261,67 @@ pub enum Event {
         #[serde(rename = "EndReason")]
         end_reason: String,
     },
+    /// MakeCall's call was answered (Call Control).
+    #[serde(rename = "MakeCall_Complete")]
+    MakeCallComplete {
+        #[serde(rename = "CallId")]
+        call_id: String,
+        #[serde(rename = "MmsId")]
+        mms_id: u32,
+        #[serde(rename = "To")]
+        to: String,
+        #[serde(rename = "From")]
+        from: String,
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        #[serde(rename = "ConferenceId", skip_serializing_if = "Option::is_none")]
+        conference_id: Option<String>,
+        #[serde(rename = "MediaTxIP", skip_serializing_if = "Option::is_none")]
+        media_tx_ip: Option<String>,
+        #[serde(rename = "MediaTxPort", skip_serializing_if = "Option::is_none")]
+        media_tx_port: Option<u16>,
+        #[serde(rename = "MediaTxCodec", skip_serializing_if = "Option::is_none")]
+        media_tx_codec: Option<String>,
+        #[serde(rename = "MediaTxFramesize", skip_serializing_if = "Option::is_none")]
+        media_tx_framesize: Option<u32>,
+    },
+    /// MakeCall's call failed; its CallId is defunct.
+    #[serde(rename = "MakeCall_Failed")]
+    MakeCallFailed {
+        #[serde(rename = "CallId")]
+        call_id: String,
+        #[serde(rename = "To")]
+        to: String,
+        #[serde(rename = "From")]
+        from: String,
+        #[serde(rename = "EndReason")]
+        end_reason: String,
+        /// The SIP final status, when the far end gave one.
+        #[serde(rename = "Status", skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+    },
+    /// A call took another's place (inbound REFER or INVITE with Replaces): same conference,
+    /// same role. `CallId` is the new call; the old one ends with reason transferred/replaced.
+    CallChanged {
+        #[serde(rename = "CallId")]
+        call_id: String,
+        #[serde(rename = "ReplacesCallId")]
+        replaces_call_id: String,
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        #[serde(rename = "To")]
+        to: String,
+        #[serde(rename = "From")]
+        from: String,
+    },
+    /// A transfer asked of us (REFER) or by the application (BlindTransfer) failed: the call
+    /// stays as it was.
+    TransferFailed {
+        #[serde(rename = "CallId")]
+        call_id: String,
+        #[serde(rename = "Status")]
+        status: u16,
+    },
     IncomingCall {
         #[serde(rename = "CallId")]
         call_id: String,
@@ -298,6 +367,10 @@ impl Event {
             Event::ConnectionModified { .. } => "ConnectionModified",
             Event::ConnectionReleased { .. } => "ConnectionReleased",
             Event::IncomingCall { .. } => "IncomingCall",
+            Event::MakeCallComplete { .. } => "MakeCall_Complete",
+            Event::MakeCallFailed { .. } => "MakeCall_Failed",
+            Event::CallChanged { .. } => "CallChanged",
+            Event::TransferFailed { .. } => "TransferFailed",
             Event::RemoteHangup { .. } => "RemoteHangup",
             Event::StartTx { .. } => "StartTx",
             Event::StopTx { .. } => "StopTx",

@@ -11,6 +11,7 @@ mod conference;
 pub mod events;
 mod media_ops;
 pub mod operations;
+mod outbound;
 pub mod result;
 
 pub use call_control::{CallAction, ConferenceChoice};
@@ -19,6 +20,7 @@ pub use media_ops::{
     sweep_recordings, Adjustment, Level, PlayRequest, RecordRequest, Target, ToneRequest,
     MAX_PROMPTS,
 };
+pub use outbound::MakeCall;
 
 /// How often expired recordings are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
@@ -163,7 +165,12 @@ pub enum ControlRequest {
     ListCalls(oneshot::Sender<Value>),
     Status(oneshot::Sender<Status>),
     /// New inbound routes from a configuration reload.
-    ReloadRoutes(Vec<Route>, crate::sip::trust::Trust, oneshot::Sender<()>),
+    ReloadRoutes(
+        Vec<Route>,
+        crate::sip::trust::Trust,
+        Vec<crate::app::config::OutboundTrunk>,
+        oneshot::Sender<()>,
+    ),
     /// Graceful shutdown begins: refuse new calls, keep the ones in progress.
     Drain(oneshot::Sender<()>),
     /// Release everything (BYE every call) and stop.
@@ -258,6 +265,10 @@ pub struct Controller {
     offered: HashMap<CallId, call_control::OfferedCall>,
     /// Every `application` call in progress (answered or not).
     app_calls: std::collections::HashSet<CallId>,
+    /// Calls we placed (MakeCall, transfers) not answered yet.
+    placed: HashMap<CallId, outbound::Placed>,
+    /// BlindTransfer answers waiting for the far end's NOTIFY.
+    transfer_replies: HashMap<CallId, Reply>,
 }
 
 /// A call as listed by the API.
@@ -284,6 +295,10 @@ pub struct MediaSettings {
     pub allow_absolute_paths: bool,
     /// How long an `application` call waits for the application's decision.
     pub decision_timeout: Duration,
+    /// How long a call we place may ring.
+    pub ring_timeout: Duration,
+    /// Trunks calls can be placed through (MakeCall, transfers); the first is the default.
+    pub trunks: Vec<crate::app::config::OutboundTrunk>,
 }
 
 impl MediaSettings {
@@ -302,6 +317,10 @@ impl MediaSettings {
             recording_dir: config.media.recording_dir.clone(),
             allow_absolute_paths: config.media.allow_absolute_paths,
             decision_timeout: Duration::from_secs(config.app.call_decision_timeout_s),
+            ring_timeout: Duration::from_secs(config.app.ring_timeout_s),
+            trunks: config
+                .outbound_trunks()
+                .expect("config was checked at load: trunks are valid"),
         }
     }
 
@@ -432,6 +451,8 @@ impl Controller {
             operations_completed: BTreeMap::new(),
             offered: HashMap::new(),
             app_calls: std::collections::HashSet::new(),
+            placed: HashMap::new(),
+            transfer_replies: HashMap::new(),
             media,
             engine,
             ua,
@@ -500,6 +521,7 @@ impl Controller {
                     self.expire_reservations(now);
                     self.expire_operations(now);
                     self.expire_offers(now);
+                    self.expire_placed(now);
                     if self.next_sweep <= now {
                         self.next_sweep = now + SWEEP_INTERVAL;
                         sweep_recordings(&self.media.recording_dir, false, events::unix_ms() / 1000);
@@ -525,6 +547,7 @@ impl Controller {
             reservation,
             self.next_operation_deadline(),
             self.next_offer_deadline(),
+            self.next_placed_deadline(),
             Some(self.next_sweep),
         ]
         .into_iter()
@@ -553,6 +576,9 @@ impl Controller {
             ControlRequest::ListConferences(reply) => {
                 let _ = reply.send(self.list_conferences());
             }
+            ControlRequest::Call(CallAction::BlindTransfer { call, to }, reply) => {
+                self.blind_transfer(call, to, reply);
+            }
             ControlRequest::Call(action, reply) => {
                 let _ = reply.send(self.on_call_action(action));
             }
@@ -567,7 +593,8 @@ impl Controller {
             ControlRequest::Status(reply) => {
                 let _ = reply.send(self.status());
             }
-            ControlRequest::ReloadRoutes(routes, trust, reply) => {
+            ControlRequest::ReloadRoutes(routes, trust, trunks, reply) => {
+                self.media.trunks = trunks;
                 tracing::info!(
                     routes = routes.len(),
                     trunk_blocks = trust.allowed.as_ref().map_or(0, Vec::len),
@@ -868,6 +895,8 @@ impl Controller {
         if let Some(call) = connection.call {
             self.call_connections.remove(&call);
             self.call_info.remove(&call);
+            self.app_calls.remove(&call);
+            self.forget_placed(call);
             // The dialog is still up only when the release did not come from it.
             if self.ua.hangup(Instant::now(), call, Q850_NORMAL_CLEARING) {
                 self.events.emit(Event::CallEnded {
@@ -908,6 +937,7 @@ impl Controller {
                     local,
                     conference,
                     play,
+                    replaces,
                 } => self.on_incoming_call(
                     call,
                     service,
@@ -916,6 +946,7 @@ impl Controller {
                     local,
                     conference,
                     play,
+                    replaces,
                 ),
                 UaOutput::MediaUpdated { call, media } => self.on_media_updated(call, media),
                 UaOutput::CallAnswered { call } => {
@@ -928,6 +959,21 @@ impl Controller {
                             connection_id: id.to_string(),
                         });
                     }
+                    self.on_placed_answered(call);
+                }
+                UaOutput::Progress { call, status } => {
+                    tracing::debug!(call, status, "placed call in progress");
+                }
+                UaOutput::TransferRequested {
+                    call,
+                    target,
+                    headers,
+                    referred_by,
+                    service,
+                } => self.on_transfer_requested(call, target, headers, referred_by, service),
+                UaOutput::ReferAnswered { call, status } => self.on_refer_answered(call, status),
+                UaOutput::ReferProgress { call, status, done } => {
+                    self.on_refer_progress(call, status, done)
                 }
                 UaOutput::Digit {
                     call,
@@ -945,9 +991,11 @@ impl Controller {
                     }
                     self.emit_got_digits(call, digit);
                 }
-                UaOutput::CallEnded { call, reason } => {
+                UaOutput::CallEnded { call, reason: end } => {
                     self.call_info.remove(&call);
-                    let reason = release_reason(reason);
+                    self.on_placed_failed(call, end);
+                    self.transfer_call_ended(call);
+                    let reason = release_reason(end);
                     self.on_app_call_ended(call, reason);
                     self.events.emit(Event::CallEnded {
                         call_id: call.to_string(),
@@ -972,6 +1020,7 @@ impl Controller {
         local: SocketAddr,
         room: Option<String>,
         play: Option<String>,
+        replaces: Option<CallId>,
     ) {
         self.calls_total += 1;
         let service_name = match service {
@@ -990,6 +1039,25 @@ impl Controller {
                 started_ms: events::unix_ms(),
             },
         );
+        if let Some(old) = replaces {
+            // Attended transfer: the new dialog takes the replaced one's place at once.
+            let mode = self
+                .call_connections
+                .get(&old)
+                .and_then(|id| self.connections.get(id))
+                .map_or(MediaMode::Idle, |c| c.media.mode);
+            match self.open_call_connection(call, mode, remote_media.as_ref(), local) {
+                Ok((id, announced)) => {
+                    self.ua.accept(Instant::now(), call, announced);
+                    self.replace_call(call, id, old);
+                    if self.app_calls.contains(&call) {
+                        self.emit_media_started(call, id, announced);
+                    }
+                }
+                Err((status, reason)) => self.ua.reject(Instant::now(), call, status, reason),
+            }
+            return;
+        }
         self.events.emit(Event::IncomingCall {
             call_id: call.to_string(),
             from,
@@ -1605,6 +1673,9 @@ fn release_reason(reason: EndReason) -> ReleaseReason {
         EndReason::AckTimeout => ReleaseReason::AckTimeout,
         EndReason::InviteFailed => ReleaseReason::InviteFailed,
         EndReason::BadAnswer => ReleaseReason::BadAnswer,
+        EndReason::Rejected(_) | EndReason::NoAnswer => ReleaseReason::CallFailed,
+        EndReason::Transferred => ReleaseReason::Transferred,
+        EndReason::SessionExpired => ReleaseReason::SessionExpired,
     }
 }
 

@@ -86,6 +86,48 @@ impl Dialog {
         })
     }
 
+    /// The dialog of an INVITE we send, before any response (§12.1.2): our From tag is the
+    /// local tag, the remote tag and target come with the response ([`Dialog::confirm_uac`]).
+    pub fn new_uac(invite: &Request) -> Result<Dialog, DialogError> {
+        let h = &invite.headers;
+        let bad =
+            |name: &'static str, e: &dyn fmt::Display| DialogError::BadRequest(name, e.to_string());
+        let local_uri = h.from().map_err(|e| bad("From", &e))?;
+        let local_tag = local_uri
+            .tag()
+            .ok_or_else(|| DialogError::BadRequest("From", "no tag".into()))?
+            .to_string();
+        Ok(Dialog {
+            call_id: h.call_id().map_err(|e| bad("Call-ID", &e))?.to_string(),
+            local_tag,
+            remote_tag: None,
+            remote_uri: h.to().map_err(|e| bad("To", &e))?,
+            local_uri,
+            local_seq: h.cseq().map_err(|e| bad("CSeq", &e))?.seq,
+            remote_seq: 0,
+            remote_target: invite.uri.clone(),
+            route_set: h.routes().map_err(|e| bad("Route", &e))?,
+        })
+    }
+
+    /// A response with a To tag to our INVITE sets up the dialog (§12.1.2): the peer's tag,
+    /// its Contact as the remote target and the Record-Route in reverse as the route set.
+    pub fn confirm_uac(&mut self, response: &super::message::Response) {
+        let h = &response.headers;
+        if let Ok(to) = h.to() {
+            self.remote_tag = to.tag().map(str::to_string);
+        }
+        if let Some(contact) = h.contacts().ok().and_then(|c| c.into_iter().next()) {
+            self.remote_target = contact.uri;
+        }
+        if let Ok(mut routes) = h.record_routes() {
+            if !routes.is_empty() {
+                routes.reverse();
+                self.route_set = routes;
+            }
+        }
+    }
+
     /// Checks and records the CSeq of a request received in this dialog (§12.2.2).
     /// ACK and CANCEL carry the CSeq of the request they refer to, so they are not checked.
     pub fn accept_remote_cseq(&mut self, request: &Request) -> Result<(), DialogError> {

@@ -1,6 +1,7 @@
 //! SIP: message model, transactions, dialogs, the user agent core and the transport.
 
 pub mod dialog;
+pub mod digest;
 pub mod message;
 pub mod transaction;
 pub mod transport;

@@ -96,6 +96,27 @@ impl SipTransport {
         udp.chain(tcp).collect()
     }
 
+    /// Our SIP address as `peer` will see it when we send first (calls we place): the listener
+    /// of that transport and family, with its wildcard IP resolved as for received messages.
+    /// None when no listener fits.
+    pub fn local_for(&self, peer: Peer) -> Option<SocketAddr> {
+        let listener = match peer.transport {
+            Transport::Udp => self
+                .inner
+                .udp
+                .iter()
+                .map(|(_, a)| *a)
+                .find(|a| a.is_ipv4() == peer.addr.is_ipv4()),
+            Transport::Tcp => self
+                .inner
+                .tcp_listeners
+                .iter()
+                .copied()
+                .find(|a| a.is_ipv4() == peer.addr.is_ipv4()),
+        }?;
+        Some(LocalAddressCache::default().ours(listener, peer.addr.ip(), self.inner.advertised))
+    }
+
     /// Sends without waiting. UDP: best effort (a full socket buffer drops, SIP retransmits).
     /// TCP: on the peer's connection, opening one if there is none.
     pub fn send(&self, to: Peer, bytes: Vec<u8>) {

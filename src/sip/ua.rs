@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 
 use super::dialog::{set_tag, Dialog};
-use super::message::{Host, Method, Request, Response, SipMessage, Via};
+use super::message::{Headers, Host, Method, NameAddr, Request, Response, SipMessage, Uri, Via};
 use super::transaction::{
     new_branch, Peer, TimerValues, TransactionKey, TransactionLayer, Transport, TxEvent,
 };
@@ -28,7 +28,13 @@ use crate::sdp::{self, LocalCapabilities, NegotiatedMedia, SessionDescription, S
 pub type CallId = u64;
 
 /// Methods we implement, for Allow headers and 405/501 decisions.
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY, UPDATE";
+
+/// Extensions we implement (RFC 3891 Replaces, RFC 4028 session timers, RFC 4488 Refer-Sub).
+pub const SUPPORTED: &str = "replaces, timer, norefersub";
+
+/// Seconds a REFER's implicit subscription lasts before its final NOTIFY (RFC 3515 §2.4.4).
+const REFER_SUBSCRIPTION_S: u32 = 60;
 
 /// What the UA needs to know about itself.
 #[derive(Debug, Clone)]
@@ -52,8 +58,50 @@ pub enum EndReason {
     AckTimeout,
     /// The INVITE could not be completed (we rejected it, or its transaction failed).
     InviteFailed,
-    /// The ACK did not carry a usable answer to the offer in our 2xx.
+    /// The ACK did not carry a usable answer to the offer in our 2xx, or the 2xx to our
+    /// INVITE no usable answer to our offer.
     BadAnswer,
+    /// Our INVITE got this final error status (3xx–6xx).
+    Rejected(u16),
+    /// Our INVITE got no final response (Timer B).
+    NoAnswer,
+    /// The peer hung up after we accepted its REFER: the call was transferred.
+    Transferred,
+    /// The session timer (RFC 4028) ran out without a refresh.
+    SessionExpired,
+}
+
+/// Credentials for a trunk's Digest challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// An INVITE we send: MakeCall, or a transfer we carry out.
+#[derive(Debug, Clone)]
+pub struct OutboundInvite {
+    /// Request-URI.
+    pub target: Uri,
+    /// The To header (without tag).
+    pub to: NameAddr,
+    /// Our identity (without tag).
+    pub from: NameAddr,
+    /// The next hop (the trunk).
+    pub destination: Peer,
+    /// Our SIP address as the destination reaches it.
+    pub local: SocketAddr,
+    /// The connection's RTP address, offered in our SDP.
+    pub local_rtp: SocketAddr,
+    pub credentials: Option<Credentials>,
+    /// SRTP policy for this call (the route's or trunk's), else the global one.
+    pub srtp: Option<sdp::SrtpPolicy>,
+    /// Headers the INVITE carries besides ours (Referred-By, Replaces).
+    pub headers: Vec<(String, String)>,
+    /// The call whose REFER this INVITE carries out: its progress goes there as NOTIFY.
+    pub refer_of: Option<CallId>,
+    /// What the call is, as a route's service would say (for a later Replaces).
+    pub service: Service,
 }
 
 /// What the UA wants its owner to do or know.
@@ -76,6 +124,8 @@ pub enum UaOutput {
         /// The Request-URI's `play=` parameter (RFC 4240 announcements), %-decoded, else the
         /// route's `prompt`.
         play: Option<String>,
+        /// An INVITE with Replaces (RFC 3891): the call whose place this one takes.
+        replaces: Option<CallId>,
     },
     /// The call's media changed (answer in ACK, re-INVITE).
     MediaUpdated {
@@ -92,6 +142,28 @@ pub enum UaOutput {
     },
     /// The dialog is over; the owner releases the call's connection.
     CallEnded { call: CallId, reason: EndReason },
+    /// A provisional response (180, 183) to our INVITE.
+    Progress { call: CallId, status: u16 },
+    /// The peer asks us (REFER, RFC 3515) to call `target`; we answered 202 and NOTIFY
+    /// "100 Trying". The owner places the call ([`UserAgent::invite`] with `refer_of`) or
+    /// gives up ([`UserAgent::transfer_failed`]).
+    TransferRequested {
+        call: CallId,
+        target: Uri,
+        /// Headers from the Refer-To URI the INVITE must carry (Replaces).
+        headers: Vec<(String, String)>,
+        referred_by: String,
+        /// What serves the call being transferred (the new call is the same).
+        service: Service,
+    },
+    /// Our REFER (BlindTransfer) got this final response.
+    ReferAnswered { call: CallId, status: u16 },
+    /// A NOTIFY about our REFER: the transfer target's status; `done` when it is final.
+    ReferProgress {
+        call: CallId,
+        status: u16,
+        done: bool,
+    },
 }
 
 /// The user agent. One per process, owned by the control plane.
@@ -109,6 +181,22 @@ pub struct UserAgent {
     /// Shutting down: new INVITEs get 503 with Retry-After; calls in progress carry on.
     draining: bool,
     counters: SipCounters,
+    /// Our client transactions whose outcome matters.
+    client_tx: HashMap<TransactionKey, ClientTx>,
+    /// Session timers (RFC 4028) by expiry.
+    session_timers: BTreeSet<(Instant, CallId)>,
+}
+
+/// What one of our client transactions is for.
+#[derive(Debug, Clone)]
+enum ClientTx {
+    /// A call's INVITE; the ACK of its 2xx, re-sent on each 2xx retransmission.
+    Invite {
+        call: CallId,
+        ack: Option<Box<(Peer, Request)>>,
+    },
+    /// A call's REFER (BlindTransfer).
+    Refer { call: CallId },
 }
 
 /// Requests received and responses sent, for metrics (transaction-level: retransmissions of
@@ -152,6 +240,43 @@ struct Call {
     srtp_keys: sdp::SrtpKeys,
     /// What this call negotiates with: the UA's capabilities with its route's SRTP policy.
     capabilities: LocalCapabilities,
+    /// What serves the call (its route's service; for our INVITEs, the owner's choice).
+    service: Service,
+    /// Our INVITE's state, for calls we placed.
+    outbound: Option<Box<Outbound>>,
+    /// A REFER from the peer we accepted: the transfer we are carrying out.
+    transfer: Option<Transfer>,
+    /// Our REFER (BlindTransfer) is out.
+    referring: bool,
+    /// Negotiated session timer (RFC 4028): interval, and whether we refresh.
+    session_expires: Option<(Duration, bool)>,
+}
+
+/// The UAC side of a call we placed.
+#[derive(Debug)]
+struct Outbound {
+    credentials: Option<Credentials>,
+    /// A challenge was answered (once per call).
+    authenticated: bool,
+    /// A provisional response came, so CANCEL may go (§9.1).
+    provisional: bool,
+    /// The owner hung up before any provisional: CANCEL as soon as one comes.
+    cancel_wanted: bool,
+    /// The answer in an 18x (early media).
+    early_answer: Option<NegotiatedMedia>,
+    /// The REFER this INVITE carries out.
+    refer_of: Option<CallId>,
+}
+
+/// A REFER the peer sent us, accepted.
+#[derive(Debug, Clone)]
+struct Transfer {
+    /// NOTIFYs wanted (no `Refer-Sub: false`).
+    notify: bool,
+    /// The REFER's CSeq, for the NOTIFY's `Event: refer;id=`.
+    id: u32,
+    /// The transfer target answered.
+    succeeded: bool,
 }
 
 /// Fresh SDES keys for every configured suite the media layer implements, from the OS-seeded
@@ -180,6 +305,11 @@ enum CallState {
     /// The owner hung up before the ACK came: the BYE waits for the ACK or its timeout
     /// (RFC 3261 §15: no BYE on an INVITE whose 2xx is not yet acknowledged).
     ByePending,
+    /// Our INVITE is out, no final response yet.
+    Calling,
+    /// The owner hung up our ringing INVITE: CANCEL sent (or due at the first provisional);
+    /// the call goes with the final response, a late 2xx gets ACK and BYE.
+    Cancelling,
 }
 
 impl UserAgent {
@@ -195,6 +325,8 @@ impl UserAgent {
             next_call: 1,
             draining: false,
             counters: SipCounters::default(),
+            client_tx: HashMap::new(),
+            session_timers: BTreeSet::new(),
         }
     }
 
@@ -257,16 +389,15 @@ impl UserAgent {
             self.answer_timers.pop_first();
             self.send_answer(now, call);
         }
+        self.expire_sessions(now);
     }
 
     /// When `handle_timeout` must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let tx = self.transactions.poll_timeout().map(|(at, _)| at);
         let ring = self.answer_timers.first().map(|(at, _)| *at);
-        match (tx, ring) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let session = self.session_timers.first().map(|(at, _)| *at);
+        [tx, ring, session].into_iter().flatten().min()
     }
 
     pub fn poll_output(&mut self) -> Option<UaOutput> {
@@ -344,6 +475,154 @@ impl UserAgent {
             .is_some_and(|c| c.state == CallState::AwaitingMedia)
     }
 
+    /// Places a call: INVITE with our offer for `local_rtp` to the destination. The outcome
+    /// comes as [`UaOutput::MediaUpdated`] + [`UaOutput::CallAnswered`], or
+    /// [`UaOutput::CallEnded`] (Rejected, NoAnswer, BadAnswer).
+    pub fn invite(&mut self, now: Instant, out: OutboundInvite) -> Result<CallId, String> {
+        let local_tag = self.random_token();
+        let call_id_header = format!("{}@{}", self.random_token(), host_port(out.local));
+        let mut from = out.from.clone();
+        set_tag(&mut from, Some(&local_tag));
+        let mut to = out.to.clone();
+        set_tag(&mut to, None);
+        let mut capabilities = self.settings.capabilities.clone();
+        if let Some(policy) = out.srtp {
+            capabilities.srtp = policy;
+        }
+        let srtp_keys = new_srtp_keys(&capabilities);
+        let version = SessionVersion {
+            session_id: self.rng.random::<u32>() as u64,
+            version: 1,
+        };
+        let offer = sdp::offer(&capabilities, out.local_rtp, version, &srtp_keys);
+        let branch = new_branch(self.rng.random());
+        let transport = out.destination.transport;
+        let mut headers = Headers::default();
+        headers.push("Via", our_via(transport, out.local, &branch).to_string());
+        headers.push("Max-Forwards", "70");
+        headers.push("From", from.to_string());
+        headers.push("To", to.to_string());
+        headers.push("Call-ID", call_id_header);
+        headers.push("CSeq", "1 INVITE");
+        headers.push("Contact", contact_for(transport, out.local));
+        headers.push("Allow", ALLOW);
+        // No "timer": we never refresh sessions ourselves (RFC 4028 lets the UAS do it).
+        headers.push("Supported", "replaces, norefersub");
+        headers.push("User-Agent", self.settings.user_agent.clone());
+        for (name, value) in &out.headers {
+            headers.push(name, value.clone());
+        }
+        headers.push("Content-Type", "application/sdp");
+        let request = Request {
+            method: Method::Invite,
+            uri: out.target.clone(),
+            headers,
+            body: offer.to_string().into_bytes(),
+        };
+        let dialog = Dialog::new_uac(&request).map_err(|e| e.to_string())?;
+        let key = self
+            .transactions
+            .send_request(now, request.clone(), out.destination)
+            .map_err(|e| e.to_string())?;
+        let call_id = self.next_call;
+        self.next_call += 1;
+        self.client_tx.insert(
+            key.clone(),
+            ClientTx::Invite {
+                call: call_id,
+                ack: None,
+            },
+        );
+        self.by_dialog
+            .insert((dialog.call_id.clone(), dialog.local_tag.clone()), call_id);
+        self.calls.insert(
+            call_id,
+            Call {
+                dialog,
+                invite: request,
+                invite_tx: key,
+                source: out.destination,
+                local: out.local,
+                state: CallState::Calling,
+                remote_offer: None,
+                our_offer: Some(offer.clone()),
+                local_sdp: Some(offer),
+                sdp_version: version,
+                local_rtp: Some(out.local_rtp),
+                answer_delay: Duration::ZERO,
+                pending_bye_reason: None,
+                srtp_keys,
+                capabilities,
+                service: out.service,
+                outbound: Some(Box::new(Outbound {
+                    credentials: out.credentials,
+                    authenticated: false,
+                    provisional: false,
+                    cancel_wanted: false,
+                    early_answer: None,
+                    refer_of: out.refer_of,
+                })),
+                transfer: None,
+                referring: false,
+                session_expires: None,
+            },
+        );
+        self.drain_transactions(now, None);
+        Ok(call_id)
+    }
+
+    /// The transfer the peer asked for cannot be carried out (no trunk, no media): the final
+    /// NOTIFY says so and the call stays as it was.
+    pub fn transfer_failed(&mut self, now: Instant, call_id: CallId, status: u16, reason: &str) {
+        self.transfer_outcome(now, call_id, status, reason);
+    }
+
+    /// BlindTransfer: REFER the peer to `target` (a SIP URI, or a user at the peer's host).
+    /// The answer comes as [`UaOutput::ReferAnswered`], the progress as
+    /// [`UaOutput::ReferProgress`].
+    pub fn refer(&mut self, now: Instant, call_id: CallId, target: &str) -> Result<(), String> {
+        let branch = new_branch(self.rng.random());
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return Err(format!("call {call_id} does not exist"));
+        };
+        if call.state != CallState::Confirmed {
+            return Err(format!("call {call_id} is not established"));
+        }
+        if call.referring {
+            return Err(format!("call {call_id} is already being transferred"));
+        }
+        let target = if target.contains(':') {
+            Uri::parse(target).map_err(|e| format!("To {target:?}: {e}"))?
+        } else {
+            let mut uri = call.dialog.remote_uri.uri.clone();
+            uri.user = Some(target.to_string());
+            uri.password = None;
+            uri.params.clear();
+            uri.headers = None;
+            uri
+        };
+        let via = our_via(call.source.transport, call.local, &branch);
+        let contact = contact_for(call.source.transport, call.local);
+        let (mut refer, next_hop) = call.dialog.new_request(Method::Refer, &via, &contact);
+        refer.headers.push("Refer-To", format!("<{target}>"));
+        let mut referred_by = call.dialog.local_uri.clone();
+        set_tag(&mut referred_by, None);
+        refer.headers.push("Referred-By", referred_by.to_string());
+        refer
+            .headers
+            .push("User-Agent", self.settings.user_agent.clone());
+        let destination = destination_for(&next_hop, call.source);
+        let key = self
+            .transactions
+            .send_request(now, refer, destination)
+            .map_err(|e| e.to_string())?;
+        call.referring = true;
+        self.client_tx
+            .insert(key, ClientTx::Refer { call: call_id });
+        self.drain_transactions(now, None);
+        Ok(())
+    }
+
     /// The owner cannot serve `call` (no media ports, ...): reject it with `status`.
     pub fn reject(&mut self, now: Instant, call_id: CallId, status: u16, reason: &str) {
         if !self.calls.contains_key(&call_id) {
@@ -379,7 +658,20 @@ impl UserAgent {
                 return true;
             }
             CallState::Confirmed => self.send_bye(now, call_id, &reason),
-            CallState::ByePending => return true,
+            CallState::ByePending | CallState::Cancelling => return true,
+            CallState::Calling => {
+                // §9.1: CANCEL only once a provisional response came; the call stays until
+                // the INVITE's final response, so a late 2xx can be ACKed and ended.
+                let call = self.calls.get_mut(&call_id).expect("looked up above");
+                call.state = CallState::Cancelling;
+                let out = call.outbound.as_mut().expect("Calling calls are outbound");
+                if out.provisional {
+                    self.send_cancel(now, call_id);
+                } else {
+                    out.cancel_wanted = true;
+                }
+                return true;
+            }
         }
         self.forget(call_id);
         true
@@ -427,12 +719,14 @@ impl UserAgent {
                 } => self.on_request(now, key, request, source, local),
                 TxEvent::StrayAck { request, .. } => self.on_ack(now, &request),
                 TxEvent::AckTimeout { key } => self.on_ack_timeout(now, &key),
-                TxEvent::Response { .. }
-                | TxEvent::StrayResponse { .. }
-                | TxEvent::Timeout { .. }
-                | TxEvent::Terminated { .. } => {
-                    // Our only client transactions are BYEs of calls already forgotten: their
-                    // outcome changes nothing.
+                TxEvent::Response { key, response } => self.on_response(now, key, response),
+                TxEvent::Timeout { key } => self.on_client_timeout(now, &key),
+                TxEvent::Terminated { key } => {
+                    self.client_tx.remove(&key);
+                }
+                TxEvent::StrayResponse { .. } => {
+                    // After Timer M a 2xx retransmission matches nothing: the peer has had our
+                    // ACK 32 s long; BYEs and NOTIFYs of gone calls change nothing either.
                 }
             }
         }
@@ -505,14 +799,42 @@ impl UserAgent {
             self.respond(now, &key, response);
             return;
         }
+        // RFC 4028: a session interval below our minimum gets 422 with ours.
+        let session_expires = match requested_session_timer(&request) {
+            Ok(interval) => interval,
+            Err(()) => {
+                let mut response = self.base_response(&request, 422, "Session Interval Too Small");
+                response.headers.push("Min-SE", MIN_SE_S.to_string());
+                self.respond(now, &key, response);
+                return;
+            }
+        };
+        // RFC 3891: an INVITE with Replaces takes the place of one of our confirmed dialogs,
+        // whatever its Request-URI.
+        let replaces = match self.replaced_call(&request) {
+            Ok(r) => r,
+            Err((status, reason)) => {
+                self.respond_simple(now, &key, &request, status, reason);
+                return;
+            }
+        };
         let user = request.uri.user.clone().unwrap_or_default();
-        let Some(route) = self
-            .settings
-            .routes
-            .iter()
-            .find(|r| r.user.is_match(&user))
-            .cloned()
-        else {
+        let route = match replaces {
+            Some(old) => Some(Route {
+                user: regex::Regex::new(".*").expect("constant regex"),
+                service: self.calls[&old].service,
+                answer_delay_ms: 0,
+                prompt: None,
+                srtp: Some(self.calls[&old].capabilities.srtp),
+            }),
+            None => self
+                .settings
+                .routes
+                .iter()
+                .find(|r| r.user.is_match(&user))
+                .cloned(),
+        };
+        let Some(route) = route else {
             tracing::debug!(user = %user, "no route for INVITE");
             self.respond_simple(now, &key, &request, 404, "Not Found");
             return;
@@ -607,6 +929,11 @@ impl UserAgent {
                 pending_bye_reason: None,
                 srtp_keys,
                 capabilities,
+                service: route.service,
+                outbound: None,
+                transfer: None,
+                referring: false,
+                session_expires: session_expires.map(|i| (i, false)),
             },
         );
         let conference = route
@@ -623,7 +950,50 @@ impl UserAgent {
             local,
             conference,
             play,
+            replaces,
         });
+    }
+
+    /// The call an INVITE's Replaces header names (RFC 3891 §3): Call-ID, to-tag (our tag)
+    /// and from-tag (the peer's) of a confirmed dialog. None without the header.
+    fn replaced_call(&self, request: &Request) -> Result<Option<CallId>, (u16, &'static str)> {
+        let values: Vec<&str> = request.headers.get_all("Replaces").collect();
+        let value = match values.as_slice() {
+            [] => return Ok(None),
+            [one] => *one,
+            _ => return Err((400, "Bad Request - more than one Replaces")),
+        };
+        let mut parts = value.split(';').map(str::trim);
+        let call_id = parts.next().unwrap_or_default();
+        let (mut to_tag, mut from_tag, mut early_only) = (None, None, false);
+        for p in parts {
+            let (name, v) = p.split_once('=').unwrap_or((p, ""));
+            match name.trim().to_ascii_lowercase().as_str() {
+                "to-tag" => to_tag = Some(v.trim()),
+                "from-tag" => from_tag = Some(v.trim()),
+                "early-only" => early_only = true,
+                _ => {}
+            }
+        }
+        let (Some(to_tag), Some(from_tag)) = (to_tag, from_tag) else {
+            return Err((400, "Bad Request - Replaces needs to-tag and from-tag"));
+        };
+        let Some(&old) = self
+            .by_dialog
+            .get(&(call_id.to_string(), to_tag.to_string()))
+        else {
+            return Err((481, "Call/Transaction Does Not Exist"));
+        };
+        let call = &self.calls[&old];
+        if call.dialog.remote_tag.as_deref() != Some(from_tag) {
+            return Err((481, "Call/Transaction Does Not Exist"));
+        }
+        match call.state {
+            CallState::Confirmed if early_only => Err((486, "Busy Here")),
+            CallState::Confirmed => Ok(Some(old)),
+            // Early dialogs we did not start, and dialogs on their way out, cannot be taken.
+            _ => Err((481, "Call/Transaction Does Not Exist")),
+        }
     }
 
     fn on_cancel(&mut self, now: Instant, key: TransactionKey, cancel: &Request) {
@@ -681,6 +1051,17 @@ impl UserAgent {
         match request.method {
             Method::Bye => {
                 self.respond_simple(now, &key, &request, 200, "OK");
+                let call = &self.calls[&call_id];
+                // The transferor ends its leg once we accepted its REFER (RFC 5589 §6).
+                let reason = if call.transfer.is_some() {
+                    EndReason::Transferred
+                } else {
+                    EndReason::RemoteHangup
+                };
+                if call.state == CallState::Cancelling {
+                    // We already ended it; the INVITE's final response cleans up.
+                    return;
+                }
                 // A BYE on a call we have not answered (early dialog) ends the INVITE too.
                 if matches!(
                     self.calls[&call_id].state,
@@ -694,11 +1075,14 @@ impl UserAgent {
                 if !owner_ended {
                     self.outputs.push_back(UaOutput::CallEnded {
                         call: call_id,
-                        reason: EndReason::RemoteHangup,
+                        reason,
                     });
                 }
             }
             Method::Invite => self.on_reinvite(now, key, call_id, request),
+            Method::Refer => self.on_refer(now, key, call_id, request),
+            Method::Notify => self.on_notify(now, key, call_id, request),
+            Method::Update => self.on_update(now, key, call_id, request),
             Method::Cancel => self.on_cancel(now, key, &request),
             Method::Options => {
                 let response = self.options_response(&request);
@@ -787,14 +1171,20 @@ impl UserAgent {
         {
             call.dialog.remote_target = contact.uri;
         }
+        if let Ok(Some(interval)) = requested_session_timer(&request) {
+            call.session_expires = Some((interval, false));
+        }
         call.invite = request;
         call.invite_tx = key;
         call.sdp_version = version;
         call.our_offer = our_offer;
         call.local_sdp = Some(body.clone());
         call.state = CallState::Answered;
-        let response = self.response_for_call(call_id, 200, "OK", Some(&body));
+        let mut response = self.response_for_call(call_id, 200, "OK", Some(&body));
+        self.add_session_timer(call_id, &mut response);
         self.respond_invite(now, call_id, response);
+        // A re-INVITE is a session refresh (RFC 4028 §10).
+        self.arm_session_timer(now, call_id);
         if let Some(media) = media {
             self.outputs.push_back(UaOutput::MediaUpdated {
                 call: call_id,
@@ -883,6 +1273,639 @@ impl UserAgent {
         });
     }
 
+    fn on_response(&mut self, now: Instant, key: TransactionKey, response: Response) {
+        match self.client_tx.get(&key).cloned() {
+            Some(ClientTx::Invite { call, ack }) => {
+                if let (Some(sent), true) = (ack, (200..300).contains(&response.status)) {
+                    let (to, ack) = *sent;
+                    // A 2xx retransmission: our ACK was lost (§13.2.2.4).
+                    self.outputs.push_back(UaOutput::Transmit {
+                        to,
+                        message: SipMessage::Request(ack),
+                    });
+                    return;
+                }
+                self.on_invite_response(now, call, key, response);
+            }
+            Some(ClientTx::Refer { call }) if response.status >= 200 => {
+                self.client_tx.remove(&key);
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.referring = (200..300).contains(&response.status);
+                }
+                self.outputs.push_back(UaOutput::ReferAnswered {
+                    call,
+                    status: response.status,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn on_invite_response(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        key: TransactionKey,
+        response: Response,
+    ) {
+        let status = response.status;
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if call.invite_tx != key {
+            return; // the answer to an attempt we already re-sent with credentials
+        }
+        let state = call.state;
+        let Some(out) = call.outbound.as_mut() else {
+            return;
+        };
+        match status {
+            100 => {}
+            101..=199 => {
+                out.provisional = true;
+                if out.cancel_wanted {
+                    out.cancel_wanted = false;
+                    self.send_cancel(now, call_id);
+                    return;
+                }
+                if state != CallState::Calling {
+                    return;
+                }
+                if has_tag(&response) {
+                    call.dialog.confirm_uac(&response); // the early dialog
+                }
+                if out.early_answer.is_none() && !response.body.is_empty() {
+                    if let Some(media) = call
+                        .our_offer
+                        .as_ref()
+                        .and_then(|offer| answer_in(&response, offer).ok())
+                    {
+                        out.early_answer = Some(media.clone());
+                        self.outputs.push_back(UaOutput::MediaUpdated {
+                            call: call_id,
+                            media,
+                        });
+                    }
+                }
+                self.outputs.push_back(UaOutput::Progress {
+                    call: call_id,
+                    status,
+                });
+            }
+            200..=299 => {
+                call.dialog.confirm_uac(&response);
+                self.send_ack(now, call_id, &key);
+                let call = self.calls.get_mut(&call_id).expect("looked up above");
+                if state == CallState::Cancelling {
+                    // The 2xx crossed our CANCEL: the call is over all the same (§9.1).
+                    call.state = CallState::Confirmed;
+                    self.send_bye(now, call_id, "SIP;cause=487;text=\"Request Terminated\"");
+                    self.forget(call_id);
+                    return;
+                }
+                if state != CallState::Calling {
+                    return;
+                }
+                call.state = CallState::Confirmed;
+                let offer = call.our_offer.take().expect("our INVITE carried an offer");
+                let early = call.outbound.as_mut().and_then(|o| o.early_answer.take());
+                let media = if response.body.is_empty() {
+                    early.ok_or_else(|| "the 2xx carries no SDP answer".to_string())
+                } else {
+                    answer_in(&response, &offer)
+                };
+                call.session_expires = session_timer_of_answer(&response);
+                self.arm_session_timer(now, call_id);
+                match media {
+                    Ok(media) => {
+                        self.outputs.push_back(UaOutput::MediaUpdated {
+                            call: call_id,
+                            media,
+                        });
+                        self.outputs
+                            .push_back(UaOutput::CallAnswered { call: call_id });
+                        self.transfer_outcome_for_new_call(now, call_id, 200, "OK");
+                    }
+                    Err(e) => {
+                        tracing::info!(call = call_id, error = %e, "2xx without a usable SDP answer");
+                        self.send_bye(now, call_id, "SIP;cause=488;text=\"Not Acceptable Here\"");
+                        self.transfer_outcome_for_new_call(
+                            now,
+                            call_id,
+                            488,
+                            "Not Acceptable Here",
+                        );
+                        self.forget(call_id);
+                        self.outputs.push_back(UaOutput::CallEnded {
+                            call: call_id,
+                            reason: EndReason::BadAnswer,
+                        });
+                    }
+                }
+            }
+            401 | 407
+                if state == CallState::Calling
+                    && !out.authenticated
+                    && out.credentials.is_some() =>
+            {
+                if !self.retry_with_credentials(now, call_id, &response) {
+                    self.invite_failed(now, call_id, status, &response.reason);
+                }
+            }
+            _ => match state {
+                CallState::Cancelling => self.forget(call_id),
+                CallState::Calling => self.invite_failed(now, call_id, status, &response.reason),
+                _ => {}
+            },
+        }
+    }
+
+    /// Our INVITE failed with a final `status`: the call ends (the owner is told).
+    fn invite_failed(&mut self, now: Instant, call_id: CallId, status: u16, reason: &str) {
+        self.transfer_outcome_for_new_call(now, call_id, status, reason);
+        self.forget(call_id);
+        self.outputs.push_back(UaOutput::CallEnded {
+            call: call_id,
+            reason: if status == 408 {
+                EndReason::NoAnswer
+            } else {
+                EndReason::Rejected(status)
+            },
+        });
+    }
+
+    fn on_client_timeout(&mut self, now: Instant, key: &TransactionKey) {
+        match self.client_tx.get(key).cloned() {
+            Some(ClientTx::Invite { call, .. }) => {
+                let Some(c) = self.calls.get(&call) else {
+                    return;
+                };
+                if &c.invite_tx != key {
+                    return;
+                }
+                match c.state {
+                    CallState::Calling => {
+                        self.transfer_outcome_for_new_call(now, call, 408, "Request Timeout");
+                        self.forget(call);
+                        self.outputs.push_back(UaOutput::CallEnded {
+                            call,
+                            reason: EndReason::NoAnswer,
+                        });
+                    }
+                    CallState::Cancelling => self.forget(call),
+                    _ => {}
+                }
+            }
+            Some(ClientTx::Refer { call }) => {
+                self.client_tx.remove(key);
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.referring = false;
+                }
+                self.outputs
+                    .push_back(UaOutput::ReferAnswered { call, status: 408 });
+            }
+            None => {}
+        }
+    }
+
+    /// The ACK for the 2xx to our INVITE (§13.2.2.4): outside any transaction, remembered
+    /// for the 2xx's retransmissions.
+    fn send_ack(&mut self, now: Instant, call_id: CallId, key: &TransactionKey) {
+        let branch = new_branch(self.rng.random());
+        let call = self.calls.get_mut(&call_id).expect("caller checked");
+        let via = our_via(call.source.transport, call.local, &branch);
+        let contact = contact_for(call.source.transport, call.local);
+        let (mut ack, next_hop) = call.dialog.new_request(Method::Ack, &via, &contact);
+        ack.headers.remove("Contact");
+        let to = destination_for(&next_hop, call.source);
+        if let Some(ClientTx::Invite { ack: slot, .. }) = self.client_tx.get_mut(key) {
+            *slot = Some(Box::new((to, ack.clone())));
+        }
+        self.outputs.push_back(UaOutput::Transmit {
+            to,
+            message: SipMessage::Request(ack),
+        });
+        let _ = now;
+    }
+
+    /// CANCEL of our INVITE (§9.1): its Request-URI, Call-ID, From, To, CSeq number, Route
+    /// and top Via.
+    fn send_cancel(&mut self, now: Instant, call_id: CallId) {
+        let call = &self.calls[&call_id];
+        let invite = &call.invite;
+        let mut headers = Headers::default();
+        for name in ["Via", "Max-Forwards", "From", "To", "Call-ID"] {
+            if let Some(value) = invite.headers.get(name) {
+                headers.push(name, value.to_string());
+            }
+        }
+        let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        headers.push("CSeq", format!("{seq} CANCEL"));
+        for route in invite.headers.get_all("Route") {
+            headers.push("Route", route.to_string());
+        }
+        headers.push("User-Agent", self.settings.user_agent.clone());
+        let cancel = Request {
+            method: Method::Cancel,
+            uri: invite.uri.clone(),
+            headers,
+            body: Vec::new(),
+        };
+        if let Err(e) = self.transactions.send_request(now, cancel, call.source) {
+            tracing::warn!(call = call_id, error = %e, "cannot send CANCEL");
+        }
+        self.drain_transactions(now, None);
+    }
+
+    /// A 401/407 to our INVITE: the same INVITE again with our Digest answer, once.
+    fn retry_with_credentials(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        response: &Response,
+    ) -> bool {
+        let (challenge_header, answer_header) = if response.status == 401 {
+            ("WWW-Authenticate", "Authorization")
+        } else {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        };
+        let challenge = match response
+            .headers
+            .get_all(challenge_header)
+            .map(super::digest::Challenge::parse)
+            .find_map(Result::ok)
+        {
+            Some(c) => c,
+            None => {
+                tracing::warn!(call = call_id, "no Digest MD5 challenge we can answer");
+                return false;
+            }
+        };
+        let cnonce = self.random_token();
+        let branch = new_branch(self.rng.random());
+        let call = self.calls.get_mut(&call_id).expect("caller checked");
+        let out = call.outbound.as_mut().expect("caller checked");
+        let Some(credentials) = out.credentials.clone() else {
+            return false;
+        };
+        out.authenticated = true;
+        out.provisional = false;
+        let mut invite = call.invite.clone();
+        let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1) + 1;
+        invite.headers.set("CSeq", format!("{seq} INVITE"));
+        invite.headers.set(
+            "Via",
+            our_via(call.source.transport, call.local, &branch).to_string(),
+        );
+        let uri = invite.uri.to_string();
+        invite.headers.set(
+            answer_header,
+            challenge.answer(
+                &credentials.username,
+                &credentials.password,
+                "INVITE",
+                &uri,
+                &cnonce,
+            ),
+        );
+        call.dialog.local_seq = seq;
+        let key = match self
+            .transactions
+            .send_request(now, invite.clone(), call.source)
+        {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!(call = call_id, error = %e, "cannot re-send INVITE");
+                return false;
+            }
+        };
+        call.invite = invite;
+        call.invite_tx = key.clone();
+        self.client_tx.insert(
+            key,
+            ClientTx::Invite {
+                call: call_id,
+                ack: None,
+            },
+        );
+        self.drain_transactions(now, None);
+        true
+    }
+
+    /// The INVITE of a transfer we carry out has its final answer: tell the transferor.
+    fn transfer_outcome_for_new_call(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        status: u16,
+        reason: &str,
+    ) {
+        let refer_of = self
+            .calls
+            .get(&call_id)
+            .and_then(|c| c.outbound.as_ref())
+            .and_then(|o| o.refer_of);
+        if let Some(old) = refer_of {
+            self.transfer_outcome(now, old, status, reason);
+        }
+    }
+
+    /// The final NOTIFY of an accepted REFER. Success marks the call transferred (its BYE
+    /// then ends it with [`EndReason::Transferred`]); failure leaves it as it was.
+    fn transfer_outcome(&mut self, now: Instant, call_id: CallId, status: u16, reason: &str) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let Some(transfer) = call.transfer.as_mut() else {
+            return;
+        };
+        let success = (200..300).contains(&status);
+        transfer.succeeded = success;
+        if transfer.notify {
+            self.send_notify(now, call_id, status, reason, true);
+        }
+        if !success {
+            if let Some(call) = self.calls.get_mut(&call_id) {
+                call.transfer = None;
+            }
+        }
+    }
+
+    /// A NOTIFY of the REFER subscription (RFC 3515 §2.4.4) with a message/sipfrag status.
+    fn send_notify(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        status: u16,
+        reason: &str,
+        last: bool,
+    ) {
+        let branch = new_branch(self.rng.random());
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let Some(transfer) = call.transfer.clone() else {
+            return;
+        };
+        let via = our_via(call.source.transport, call.local, &branch);
+        let contact = contact_for(call.source.transport, call.local);
+        let (mut notify, next_hop) = call.dialog.new_request(Method::Notify, &via, &contact);
+        if transfer.id > 0 {
+            notify
+                .headers
+                .push("Event", format!("refer;id={}", transfer.id));
+        } else {
+            notify.headers.push("Event", "refer");
+        }
+        notify.headers.push(
+            "Subscription-State",
+            if last {
+                "terminated;reason=noresource".to_string()
+            } else {
+                format!("active;expires={REFER_SUBSCRIPTION_S}")
+            },
+        );
+        notify
+            .headers
+            .push("Content-Type", "message/sipfrag;version=2.0");
+        notify
+            .headers
+            .push("User-Agent", self.settings.user_agent.clone());
+        notify.body = format!("SIP/2.0 {status} {reason}\r\n").into_bytes();
+        let destination = destination_for(&next_hop, call.source);
+        if let Err(e) = self.transactions.send_request(now, notify, destination) {
+            tracing::warn!(call = call_id, error = %e, "cannot send NOTIFY");
+        }
+        self.drain_transactions(now, None);
+    }
+
+    /// REFER on an established call (RFC 3515): 202, NOTIFY "100 Trying", and the owner is
+    /// asked to place the call.
+    fn on_refer(&mut self, now: Instant, key: TransactionKey, call_id: CallId, request: Request) {
+        let call = &self.calls[&call_id];
+        if call.state != CallState::Confirmed {
+            self.respond_simple(now, &key, &request, 403, "Forbidden - call not established");
+            return;
+        }
+        if call.transfer.is_some() {
+            // Overlapping REFERs are refused, as PBX gateways do.
+            self.respond_simple(now, &key, &request, 491, "Request Pending");
+            return;
+        }
+        let refer_to: Vec<&str> = request.headers.get_all("Refer-To").collect();
+        let target = match refer_to.as_slice() {
+            [one] => NameAddr::parse(one).map_err(|e| e.to_string()),
+            _ => Err("exactly one Refer-To is required".to_string()),
+        };
+        let mut target = match target {
+            Ok(t) => t.uri,
+            Err(e) => {
+                let reason = format!("Bad Request - Refer-To: {e}");
+                self.respond_simple(now, &key, &request, 400, &reason);
+                return;
+            }
+        };
+        let headers = refer_to_headers(target.headers.take().as_deref());
+        let notify = !request
+            .headers
+            .get("Refer-Sub")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+        let referred_by = request
+            .headers
+            .get("Referred-By")
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                let mut by = call.dialog.remote_uri.clone();
+                set_tag(&mut by, None);
+                by.to_string()
+            });
+        let id = request.headers.cseq().map(|c| c.seq).unwrap_or(0);
+        let mut response = self.base_response(&request, 202, "Accepted");
+        if !notify {
+            response.headers.push("Refer-Sub", "false");
+        }
+        self.respond(now, &key, response);
+        let call = self.calls.get_mut(&call_id).expect("checked above");
+        call.transfer = Some(Transfer {
+            notify,
+            id,
+            succeeded: false,
+        });
+        if notify {
+            self.send_notify(now, call_id, 100, "Trying", false);
+        }
+        let service = self.calls[&call_id].service;
+        self.outputs.push_back(UaOutput::TransferRequested {
+            call: call_id,
+            target,
+            headers,
+            referred_by,
+            service,
+        });
+    }
+
+    /// NOTIFY about our REFER (RFC 3515 §2.4.5): the sipfrag status line is the progress.
+    fn on_notify(&mut self, now: Instant, key: TransactionKey, call_id: CallId, request: Request) {
+        let event = request.headers.get("Event").unwrap_or_default();
+        let is_refer = event
+            .split(';')
+            .next()
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("refer"));
+        if !is_refer || !self.calls[&call_id].referring {
+            // RFC 6665 §4.1.3: a NOTIFY for no subscription of ours.
+            self.respond_simple(now, &key, &request, 481, "Subscription Does Not Exist");
+            return;
+        }
+        let status = std::str::from_utf8(&request.body)
+            .ok()
+            .and_then(|b| b.lines().next())
+            .and_then(|line| line.strip_prefix("SIP/2.0 "))
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse::<u16>().ok());
+        let Some(status) = status else {
+            self.respond_simple(
+                now,
+                &key,
+                &request,
+                400,
+                "Bad Request - no sipfrag status line",
+            );
+            return;
+        };
+        self.respond_simple(now, &key, &request, 200, "OK");
+        let terminated = request
+            .headers
+            .get("Subscription-State")
+            .is_some_and(|s| s.trim().to_ascii_lowercase().starts_with("terminated"));
+        let done = status >= 200 || terminated;
+        if done {
+            if let Some(c) = self.calls.get_mut(&call_id) {
+                c.referring = false;
+            }
+        }
+        self.outputs.push_back(UaOutput::ReferProgress {
+            call: call_id,
+            status,
+            done,
+        });
+    }
+
+    /// UPDATE on an established call (RFC 3311): a session refresh, with or without a new
+    /// offer (answered at once; a rejected offer leaves the session as it was).
+    fn on_update(&mut self, now: Instant, key: TransactionKey, call_id: CallId, request: Request) {
+        if self.calls[&call_id].state != CallState::Confirmed {
+            self.respond_simple(now, &key, &request, 491, "Request Pending");
+            return;
+        }
+        let offer = match self.read_offer(&request) {
+            Ok(offer) => offer,
+            Err((status, reason, _)) => {
+                self.respond_simple(now, &key, &request, status, reason);
+                return;
+            }
+        };
+        let call = self.calls.get_mut(&call_id).expect("checked above");
+        let mut response = Response::for_request(&request, 200, "OK");
+        response
+            .headers
+            .push("Server", self.settings.user_agent.clone());
+        response
+            .headers
+            .push("Contact", contact_for(call.source.transport, call.local));
+        let mut media = None;
+        if let Some(offer) = offer {
+            let local_rtp = call.local_rtp.expect("a confirmed call has media");
+            let mut version = call.sdp_version;
+            version.version += 1;
+            match sdp::answer(
+                &offer,
+                &call.capabilities,
+                local_rtp,
+                version,
+                &call.srtp_keys,
+            ) {
+                Ok((answer, negotiated)) => {
+                    call.sdp_version = version;
+                    call.local_sdp = Some(answer.clone());
+                    response.headers.push("Content-Type", "application/sdp");
+                    response.body = answer.to_string().into_bytes();
+                    media = Some(negotiated);
+                }
+                Err(e) => {
+                    let mut response = self.base_response(&request, 488, "Not Acceptable Here");
+                    response
+                        .headers
+                        .push("Warning", format!("304 callbridge \"{e}\""));
+                    self.respond(now, &key, response);
+                    return;
+                }
+            }
+        }
+        if let Some(contact) = request
+            .headers
+            .contacts()
+            .ok()
+            .and_then(|c| c.into_iter().next())
+        {
+            call.dialog.remote_target = contact.uri;
+        }
+        if let Ok(Some(interval)) = requested_session_timer(&request) {
+            call.session_expires = Some((interval, false));
+        }
+        if let Some((interval, _)) = call.session_expires {
+            response.headers.push(
+                "Session-Expires",
+                format!("{};refresher=uac", interval.as_secs()),
+            );
+            response.headers.push("Require", "timer");
+        }
+        self.arm_session_timer(now, call_id);
+        self.respond(now, &key, response);
+        if let Some(media) = media {
+            self.outputs.push_back(UaOutput::MediaUpdated {
+                call: call_id,
+                media,
+            });
+        }
+    }
+
+    /// (Re)starts the call's session timer: expiry is the interval less min(32 s, 1/3) after
+    /// now (RFC 4028 §10, the side that does not refresh).
+    fn arm_session_timer(&mut self, now: Instant, call_id: CallId) {
+        self.session_timers.retain(|(_, c)| *c != call_id);
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
+        if let Some((interval, _)) = call.session_expires {
+            let margin = Duration::from_secs(32).min(interval / 3);
+            self.session_timers
+                .insert((now + interval - margin, call_id));
+        }
+    }
+
+    /// Sessions not refreshed in time end with BYE (RFC 4028 §10).
+    fn expire_sessions(&mut self, now: Instant) {
+        while let Some(&(due, call_id)) = self.session_timers.first() {
+            if due > now {
+                break;
+            }
+            self.session_timers.pop_first();
+            let Some(call) = self.calls.get(&call_id) else {
+                continue;
+            };
+            if call.state != CallState::Confirmed {
+                continue;
+            }
+            tracing::info!(call = call_id, "session timer expired without a refresh");
+            self.send_bye(now, call_id, "SIP;cause=408;text=\"Session Timer Expired\"");
+            self.forget(call_id);
+            self.outputs.push_back(UaOutput::CallEnded {
+                call: call_id,
+                reason: EndReason::SessionExpired,
+            });
+        }
+    }
+
     fn send_answer(&mut self, now: Instant, call_id: CallId) {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
@@ -921,8 +1944,10 @@ impl UserAgent {
         };
         call.local_sdp = Some(body.clone());
         call.state = CallState::Answered;
-        let response = self.response_for_call(call_id, 200, "OK", Some(&body));
+        let mut response = self.response_for_call(call_id, 200, "OK", Some(&body));
+        self.add_session_timer(call_id, &mut response);
         self.respond_invite(now, call_id, response);
+        self.arm_session_timer(now, call_id);
         self.outputs
             .push_back(UaOutput::CallAnswered { call: call_id });
     }
@@ -943,6 +1968,17 @@ impl UserAgent {
             tracing::warn!(call = call_id, error = %e, "cannot send BYE");
         }
         self.drain_transactions(now, None);
+    }
+
+    /// RFC 4028 §9: the 2xx names the interval and that the peer (the UAC) refreshes.
+    fn add_session_timer(&self, call_id: CallId, response: &mut Response) {
+        if let Some((interval, _)) = self.calls[&call_id].session_expires {
+            response.headers.push(
+                "Session-Expires",
+                format!("{};refresher=uac", interval.as_secs()),
+            );
+            response.headers.push("Require", "timer");
+        }
     }
 
     fn respond_invite(&mut self, now: Instant, call_id: CallId, response: Response) {
@@ -1035,7 +2071,7 @@ impl UserAgent {
         response.headers.push("Allow", ALLOW);
         response.headers.push("Accept", "application/sdp");
         response.headers.push("Accept-Language", "en");
-        response.headers.push("Supported", "");
+        response.headers.push("Supported", SUPPORTED);
         response
     }
 
@@ -1057,9 +2093,15 @@ impl UserAgent {
         });
     }
 
-    /// §8.2.2.3: we support no extensions, so any Require option tag is refused.
+    /// §8.2.2.3: Require option tags other than the ones we implement are refused.
     fn unsupported_extension(&self, request: &Request) -> Option<String> {
-        let tags: Vec<&str> = request.headers.get_all("Require").collect();
+        let tags: Vec<&str> = request
+            .headers
+            .get_all("Require")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !SUPPORTED.split(", ").any(|s| s.eq_ignore_ascii_case(t)))
+            .collect();
         (!tags.is_empty()).then(|| tags.join(", "))
     }
 
@@ -1096,6 +2138,7 @@ impl UserAgent {
         self.by_dialog
             .remove(&(call.dialog.call_id.clone(), call.dialog.local_tag.clone()));
         self.answer_timers.retain(|(_, c)| *c != call_id);
+        self.session_timers.retain(|(_, c)| *c != call_id);
     }
 
     fn random_token(&mut self) -> String {
@@ -1183,6 +2226,69 @@ fn destination_for(next_hop: &super::message::Uri, source: Peer) -> Peer {
         transport: Transport::Udp,
         addr: SocketAddr::new(ip, port),
     }
+}
+
+/// RFC 4028 Min-SE we ask for, s (the RFC's own minimum).
+const MIN_SE_S: u64 = 90;
+
+/// The session interval a request asks for, when the peer will refresh it: its
+/// Session-Expires with `Supported: timer` and no `refresher=uas`. We never refresh sessions
+/// ourselves, so an interval the peer would not refresh is not used at all (RFC 4028 §9 leaves
+/// it to the UAS). Err: below Min-SE (422).
+fn requested_session_timer(request: &Request) -> Result<Option<Duration>, ()> {
+    let Some(value) = request.headers.get("Session-Expires") else {
+        return Ok(None);
+    };
+    let mut parts = value.split(';').map(str::trim);
+    let Some(seconds) = parts.next().and_then(|s| s.parse::<u64>().ok()) else {
+        return Ok(None);
+    };
+    if seconds < MIN_SE_S {
+        return Err(());
+    }
+    let uas_refreshes = parts.any(|p| p.eq_ignore_ascii_case("refresher=uas"));
+    let peer_supports = request
+        .headers
+        .get_all("Supported")
+        .chain(request.headers.get_all("Require"))
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("timer"));
+    if uas_refreshes || !peer_supports {
+        return Ok(None);
+    }
+    Ok(Some(Duration::from_secs(seconds)))
+}
+
+/// The session timer in a 2xx to our INVITE: kept when the peer (`refresher=uas`) refreshes.
+fn session_timer_of_answer(response: &Response) -> Option<(Duration, bool)> {
+    let value = response.headers.get("Session-Expires")?;
+    let mut parts = value.split(';').map(str::trim);
+    let seconds = parts.next()?.parse::<u64>().ok()?;
+    parts
+        .any(|p| p.eq_ignore_ascii_case("refresher=uas"))
+        .then(|| (Duration::from_secs(seconds.max(MIN_SE_S)), false))
+}
+
+fn has_tag(response: &Response) -> bool {
+    response.headers.to().is_ok_and(|t| t.tag().is_some())
+}
+
+/// The SDP answer in a response to our offer.
+fn answer_in(response: &Response, offer: &SessionDescription) -> Result<NegotiatedMedia, String> {
+    let text = std::str::from_utf8(&response.body).map_err(|_| "SDP is not UTF-8".to_string())?;
+    let answer = SessionDescription::parse(text).map_err(|e| e.to_string())?;
+    sdp::accept_answer(offer, &answer).map_err(|e| e.to_string())
+}
+
+/// Headers carried in a Refer-To URI (`?Replaces=...&...`) that the INVITE must carry; only
+/// Replaces is taken (RFC 3515 §2.1 lets us ignore the others).
+fn refer_to_headers(raw: Option<&str>) -> Vec<(String, String)> {
+    let Some(raw) = raw else { return Vec::new() };
+    raw.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(name, _)| name.eq_ignore_ascii_case("replaces"))
+        .map(|(_, value)| ("Replaces".to_string(), percent_decode(value)))
+        .collect()
 }
 
 /// The digit of a DTMF INFO body: `application/dtmf-relay` (`Signal=5` / `Duration=160`
@@ -2712,5 +3818,485 @@ mod tests {
             via.to_string(),
             format!("SIP/2.0/UDP {PEER};branch=z9hG4bK-peer-direct-2")
         );
+    }
+
+    // ---- Calls we place (UAC), transfers, Replaces, session timers ----
+
+    const TRUNK: &str = "192.0.2.20:5080";
+    const CALLEE_CONTACT: &str = "192.0.2.20:5082";
+
+    fn outbound(credentials: Option<Credentials>, refer_of: Option<CallId>) -> OutboundInvite {
+        OutboundInvite {
+            target: Uri::parse("sip:1001@192.0.2.20").unwrap(),
+            to: NameAddr::parse("<sip:1001@192.0.2.20>").unwrap(),
+            from: NameAddr::parse("<sip:callbridge@192.0.2.1>").unwrap(),
+            destination: udp(TRUNK),
+            local: addr(LOCAL),
+            local_rtp: addr(LOCAL_RTP),
+            credentials,
+            srtp: None,
+            headers: vec![("Referred-By".into(), "<sip:alice@example.com>".into())],
+            refer_of,
+            service: Service::Application,
+        }
+    }
+
+    /// The callee's response to our INVITE: its tag and Contact, and an SDP answer if given.
+    fn callee_says(invite: &Request, status: u16, reason: &str, sdp: Option<&str>) -> SipMessage {
+        let mut r = Response::for_request(invite, status, reason);
+        if status > 100 {
+            let mut to = r.headers.to().unwrap();
+            set_tag(&mut to, Some("callee"));
+            r.headers.set("To", to.to_string());
+            r.headers
+                .push("Contact", format!("<sip:1001@{CALLEE_CONTACT}>"));
+        }
+        if let Some(sdp) = sdp {
+            r.headers.push("Content-Type", "application/sdp");
+            r.body = sdp.as_bytes().to_vec();
+        }
+        on_the_wire(&SipMessage::Response(r))
+    }
+
+    fn place(h: &mut Harness, credentials: Option<Credentials>) -> (CallId, Request) {
+        let call =
+            h.ua.invite(h.now, outbound(credentials, None))
+                .expect("INVITE sent");
+        let out = h.drain();
+        assert_eq!(sent_to(&out), [addr(TRUNK)]);
+        let invite = only_request(&out);
+        assert_eq!(invite.method, Method::Invite);
+        assert_eq!(invite.uri.to_string(), "sip:1001@192.0.2.20");
+        assert_eq!(
+            invite.headers.get("Referred-By"),
+            Some("<sip:alice@example.com>")
+        );
+        let offer = SessionDescription::parse(std::str::from_utf8(&invite.body).unwrap()).unwrap();
+        assert_eq!(
+            offer.media[0].port, 40000,
+            "our offer names the connection's port"
+        );
+        (call, invite)
+    }
+
+    fn progress(outputs: &[UaOutput]) -> Vec<u16> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                UaOutput::Progress { status, .. } => Some(*status),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn placed_call_rings_is_answered_acked_and_ended_by_the_callee() {
+        let mut h = Harness::new();
+        let (call, invite) = place(&mut h, None);
+        let out = h.receive_from(callee_says(&invite, 180, "Ringing", None), TRUNK);
+        assert_eq!(progress(&out), [180]);
+        let out = h.receive_from(
+            callee_says(&invite, 200, "OK", Some(&pcmu_sdp(31000))),
+            TRUNK,
+        );
+        let ack = only_request(&out);
+        assert_eq!(ack.method, Method::Ack);
+        assert_eq!(
+            sent_to(&out),
+            [addr(CALLEE_CONTACT)],
+            "ACK goes to the callee's Contact"
+        );
+        assert_eq!(ack.headers.cseq().unwrap().seq, 1);
+        assert_eq!(ack.headers.to().unwrap().tag(), Some("callee"));
+        assert_eq!(media_updates(&out)[0].1.remote_rtp, peer_media(31000));
+        assert_eq!(answered(&out), [call]);
+        // A retransmitted 2xx gets the same ACK again (§13.2.2.4).
+        let again = h.receive_from(
+            callee_says(&invite, 200, "OK", Some(&pcmu_sdp(31000))),
+            TRUNK,
+        );
+        assert_eq!(
+            only_request(&again).headers.top_via().unwrap().branch(),
+            ack.headers.top_via().unwrap().branch()
+        );
+        assert!(answered(&again).is_empty());
+        // The callee's BYE reaches the call by our From tag.
+        let bye = format!(
+            "BYE sip:callbridge@{LOCAL} SIP/2.0\r\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bK-cb1\r\nMax-Forwards: 70\r\nFrom: <sip:1001@192.0.2.20>;tag=callee\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+            invite.headers.get("From").unwrap(),
+            invite.headers.call_id().unwrap()
+        );
+        let out = h.receive_from(sip(&bye), TRUNK);
+        assert_eq!(statuses(&out), [200]);
+        assert_eq!(ended(&out), [(call, EndReason::RemoteHangup)]);
+        h.assert_drains();
+    }
+
+    #[test]
+    fn placed_call_refused_ends_with_its_status_and_early_media_is_reported() {
+        let mut h = Harness::new();
+        let (call, invite) = place(&mut h, None);
+        let out = h.receive_from(
+            callee_says(&invite, 183, "Session Progress", Some(&pcmu_sdp(31002))),
+            TRUNK,
+        );
+        assert_eq!(progress(&out), [183]);
+        assert_eq!(
+            media_updates(&out)[0].1.remote_rtp,
+            peer_media(31002),
+            "early media"
+        );
+        let out = h.receive_from(callee_says(&invite, 486, "Busy Here", None), TRUNK);
+        assert_eq!(ended(&out), [(call, EndReason::Rejected(486))]);
+        assert_eq!(
+            only_request(&out).method,
+            Method::Ack,
+            "the transaction ACKs the error"
+        );
+        h.assert_drains();
+    }
+
+    #[test]
+    fn hangup_of_a_ringing_placed_call_cancels_it_and_reports_nothing() {
+        let mut h = Harness::new();
+        let (call, invite) = place(&mut h, None);
+        h.receive_from(callee_says(&invite, 180, "Ringing", None), TRUNK);
+        let out = h.hangup(call, 16);
+        let cancel = only_request(&out);
+        assert_eq!(cancel.method, Method::Cancel);
+        assert_eq!(
+            cancel.headers.top_via().unwrap().branch(),
+            invite.headers.top_via().unwrap().branch()
+        );
+        assert_eq!(cancel.headers.cseq().unwrap().seq, 1);
+        let out = h.receive_from(on_the_wire(&reply(&cancel, 200, "OK")), TRUNK);
+        assert!(ended(&out).is_empty());
+        let out = h.receive_from(callee_says(&invite, 487, "Request Terminated", None), TRUNK);
+        assert!(ended(&out).is_empty(), "the owner ended it: no CallEnded");
+        h.assert_drains();
+    }
+
+    #[test]
+    fn hangup_before_any_provisional_cancels_at_the_first_and_a_crossing_2xx_gets_ack_and_bye() {
+        let mut h = Harness::new();
+        let (call, invite) = place(&mut h, None);
+        let out = h.hangup(call, 16);
+        assert!(
+            requests(&out).is_empty(),
+            "§9.1: no CANCEL before a provisional"
+        );
+        let out = h.receive_from(callee_says(&invite, 180, "Ringing", None), TRUNK);
+        assert_eq!(only_request(&out).method, Method::Cancel);
+        let out = h.receive_from(
+            callee_says(&invite, 200, "OK", Some(&pcmu_sdp(31000))),
+            TRUNK,
+        );
+        let sent: Vec<Method> = requests(&out).into_iter().map(|r| r.method).collect();
+        assert_eq!(sent, [Method::Ack, Method::Bye]);
+        assert!(ended(&out).is_empty() && answered(&out).is_empty());
+        assert_eq!(h.ua.call_count(), 0);
+    }
+
+    #[test]
+    fn a_challenge_is_answered_once_with_our_credentials() {
+        let mut h = Harness::new();
+        let creds = Credentials {
+            username: "cb".into(),
+            password: "secret".into(),
+        };
+        let (call, invite) = place(&mut h, Some(creds));
+        let mut challenge = Response::for_request(&invite, 407, "Proxy Authentication Required");
+        challenge.headers.push(
+            "Proxy-Authenticate",
+            "Digest realm=\"trunk\", nonce=\"n1\", qop=\"auth\"",
+        );
+        let out = h.receive_from(SipMessage::Response(challenge.clone()), TRUNK);
+        let sent = requests(&out);
+        assert_eq!(sent[0].method, Method::Ack);
+        let retry = &sent[1];
+        assert_eq!(retry.method, Method::Invite);
+        assert_eq!(retry.headers.cseq().unwrap().seq, 2);
+        assert_eq!(
+            retry.headers.call_id().unwrap(),
+            invite.headers.call_id().unwrap()
+        );
+        let auth = retry
+            .headers
+            .get("Proxy-Authorization")
+            .expect("credentials");
+        assert!(
+            auth.contains("username=\"cb\"")
+                && auth.contains("realm=\"trunk\"")
+                && auth.contains("qop=auth"),
+            "{auth}"
+        );
+        assert!(ended(&out).is_empty());
+        // A second challenge means the credentials are wrong: the call fails.
+        let mut again = Response::for_request(retry, 407, "Proxy Authentication Required");
+        again
+            .headers
+            .push("Proxy-Authenticate", "Digest realm=\"trunk\", nonce=\"n2\"");
+        let out = h.receive_from(SipMessage::Response(again), TRUNK);
+        assert_eq!(ended(&out), [(call, EndReason::Rejected(407))]);
+        h.assert_drains();
+    }
+
+    #[test]
+    fn a_placed_call_nobody_answers_ends_with_no_answer() {
+        let mut h = Harness::new();
+        let (call, _) = place(&mut h, None);
+        let out = h.advance(T1 * 65);
+        assert_eq!(ended(&out), [(call, EndReason::NoAnswer)]);
+        h.assert_drains();
+    }
+
+    type Asked = (CallId, String, Vec<(String, String)>);
+
+    fn transfer_requests(outputs: &[UaOutput]) -> Vec<Asked> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                UaOutput::TransferRequested {
+                    call,
+                    target,
+                    headers,
+                    ..
+                } => Some((*call, target.to_string(), headers.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sipfrag(request: &Request) -> String {
+        String::from_utf8(request.body.clone()).unwrap()
+    }
+
+    #[test]
+    fn refer_is_accepted_notified_carried_out_and_the_bye_ends_the_call_as_transferred() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("echo", "xfer");
+        let (call, _) = h.confirmed_call(&mut peer);
+        let refer = peer.in_dialog("REFER");
+        let SipMessage::Request(mut refer) = refer else {
+            unreachable!()
+        };
+        refer.headers.push(
+            "Refer-To",
+            "<sip:bob@192.0.2.20?Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2>",
+        );
+        let out = h.receive(SipMessage::Request(refer));
+        assert_eq!(statuses(&out), [202]);
+        let notify = only_request(&out);
+        assert_eq!(notify.method, Method::Notify);
+        assert_eq!(sent_to(&out)[1], addr(PEER_CONTACT));
+        assert_eq!(notify.headers.get("Event"), Some("refer;id=101"));
+        assert!(notify
+            .headers
+            .get("Subscription-State")
+            .unwrap()
+            .starts_with("active"));
+        assert_eq!(sipfrag(&notify), "SIP/2.0 100 Trying\r\n");
+        let asked = transfer_requests(&out);
+        assert_eq!(asked[0].0, call);
+        assert_eq!(asked[0].1, "sip:bob@192.0.2.20");
+        assert_eq!(
+            asked[0].2,
+            [(
+                "Replaces".to_string(),
+                "abc@host;to-tag=1;from-tag=2".to_string()
+            )]
+        );
+        // A second REFER while this one runs is refused.
+        let out = h.receive(peer.in_dialog("REFER"));
+        assert_eq!(statuses(&out), [491]);
+        // The owner places the call; its answer is the final NOTIFY.
+        let new = h.ua.invite(h.now, outbound(None, Some(call))).unwrap();
+        let invite = only_request(&h.drain());
+        let out = h.receive_from(
+            callee_says(&invite, 200, "OK", Some(&pcmu_sdp(31000))),
+            TRUNK,
+        );
+        assert_eq!(answered(&out), [new]);
+        let notify = requests(&out)
+            .into_iter()
+            .find(|r| r.method == Method::Notify)
+            .expect("final NOTIFY");
+        assert_eq!(sipfrag(&notify), "SIP/2.0 200 OK\r\n");
+        assert!(notify
+            .headers
+            .get("Subscription-State")
+            .unwrap()
+            .starts_with("terminated"));
+        assert_eq!(
+            ended(&h.receive(peer.bye())),
+            [(call, EndReason::Transferred)]
+        );
+    }
+
+    #[test]
+    fn a_failed_transfer_is_notified_and_the_call_stays() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("echo", "xfail");
+        let (call, _) = h.confirmed_call(&mut peer);
+        let SipMessage::Request(mut refer) = peer.in_dialog("REFER") else {
+            unreachable!()
+        };
+        refer.headers.push("Refer-To", "sip:bob@192.0.2.20");
+        refer.headers.push("Refer-Sub", "true");
+        h.receive(SipMessage::Request(refer));
+        h.ua.transfer_failed(h.now, call, 503, "Service Unavailable");
+        let notify = only_request(&h.drain());
+        assert_eq!(sipfrag(&notify), "SIP/2.0 503 Service Unavailable\r\n");
+        h.peer_hangs_up(&mut peer, call);
+    }
+
+    #[test]
+    fn refer_without_one_refer_to_is_400_and_refer_sub_false_gets_no_notify() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("echo", "xbad");
+        let (call, _) = h.confirmed_call(&mut peer);
+        let out = h.receive(peer.in_dialog("REFER"));
+        assert_eq!(statuses(&out), [400]);
+        let SipMessage::Request(mut refer) = peer.in_dialog("REFER") else {
+            unreachable!()
+        };
+        refer.headers.push("Refer-To", "<sip:bob@192.0.2.20>");
+        refer.headers.push("Refer-Sub", "false");
+        let out = h.receive(SipMessage::Request(refer));
+        assert_eq!(response(&out, 202).headers.get("Refer-Sub"), Some("false"));
+        assert!(requests(&out).is_empty(), "no NOTIFY with Refer-Sub: false");
+        assert_eq!(transfer_requests(&out).len(), 1);
+        assert_eq!(
+            ended(&h.receive(peer.bye())),
+            [(call, EndReason::Transferred)]
+        );
+    }
+
+    #[test]
+    fn invite_with_replaces_names_the_call_it_replaces_or_gets_481_or_486() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("echo", "old");
+        let (old, ok) = h.confirmed_call(&mut peer);
+        let ours = to_tag(&ok).unwrap();
+        let replaces = |to: &str, extra: &str| {
+            format!("Replaces: old@{PEER_MEDIA_IP};to-tag={to};from-tag=peer-old{extra}\r\n")
+        };
+        // Any Request-URI: the replaced call's service decides.
+        let mut newcomer = PeerCall::new("nobody-routes-this", "new");
+        let text = newcomer.invite_text(
+            &replaces(&ours, ""),
+            Some(("application/sdp", &pcmu_sdp(30002))),
+        );
+        let out = h.receive(sip(&text));
+        let incoming: Vec<Option<CallId>> = out
+            .iter()
+            .filter_map(|o| match o {
+                UaOutput::IncomingCall { replaces, .. } => Some(*replaces),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(incoming, [Some(old)]);
+        newcomer.invite_branch = newcomer.fresh_branch();
+        let text = newcomer.invite_text(
+            &replaces("wrong", ""),
+            Some(("application/sdp", &pcmu_sdp(30002))),
+        );
+        assert!(statuses(&h.receive(sip(&text))).contains(&481));
+        newcomer.invite_branch = newcomer.fresh_branch();
+        let text = newcomer.invite_text(
+            &replaces(&ours, ";early-only"),
+            Some(("application/sdp", &pcmu_sdp(30002))),
+        );
+        assert!(statuses(&h.receive(sip(&text))).contains(&486));
+    }
+
+    #[test]
+    fn session_timer_is_granted_to_a_refreshing_peer_and_expiry_ends_the_call() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("echo", "timer");
+        let text = peer.invite_text(
+            "Session-Expires: 120\r\nSupported: timer\r\n",
+            Some(("application/sdp", &pcmu_sdp(30000))),
+        );
+        let out = h.receive(sip(&text));
+        let call = incoming_call(&out);
+        let ok = h.answer(&mut peer, call);
+        assert_eq!(ok.headers.get("Session-Expires"), Some("120;refresher=uac"));
+        assert_eq!(ok.headers.get("Require"), Some("timer"));
+        h.receive(peer.ack(None));
+        // A refresh (UPDATE without SDP) at 60 s moves the expiry.
+        h.advance(Duration::from_secs(60));
+        let out = h.receive(peer.in_dialog("UPDATE"));
+        assert_eq!(statuses(&out), [200]);
+        let out = h.advance(Duration::from_secs(80));
+        assert!(ended(&out).is_empty(), "refreshed at 60 s: alive at 140 s");
+        let out = h.advance(Duration::from_secs(10));
+        assert_eq!(ended(&out), [(call, EndReason::SessionExpired)]);
+        assert_eq!(
+            requests(&out)[0].method,
+            Method::Bye,
+            "BYE (then its retransmissions)"
+        );
+    }
+
+    #[test]
+    fn a_session_interval_below_min_se_gets_422() {
+        let mut h = Harness::new();
+        let peer = PeerCall::new("echo", "short");
+        let text = peer.invite_text(
+            "Session-Expires: 30\r\nSupported: timer\r\n",
+            Some(("application/sdp", &pcmu_sdp(30000))),
+        );
+        let out = h.receive(sip(&text));
+        assert_eq!(response(&out, 422).headers.get("Min-SE"), Some("90"));
+    }
+
+    #[test]
+    fn our_refer_follows_the_notify_progress() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("echo", "blind");
+        let (call, _) = h.confirmed_call(&mut peer);
+        h.ua.refer(h.now, call, "2002").unwrap();
+        let out = h.drain();
+        let refer = only_request(&out);
+        assert_eq!(refer.method, Method::Refer);
+        assert_eq!(
+            refer.headers.get("Refer-To"),
+            Some("<sip:2002@example.com>")
+        );
+        assert!(
+            h.ua.refer(h.now, call, "2003").is_err(),
+            "one transfer at a time"
+        );
+        let out = h.receive(on_the_wire(&reply(&refer, 202, "Accepted")));
+        assert!(matches!(
+            out.as_slice(),
+            [UaOutput::ReferAnswered { status: 202, .. }]
+        ));
+        let SipMessage::Request(mut notify) = peer.in_dialog("NOTIFY") else {
+            unreachable!()
+        };
+        notify.headers.push("Event", "refer");
+        notify
+            .headers
+            .push("Subscription-State", "terminated;reason=noresource");
+        notify.headers.push("Content-Type", "message/sipfrag");
+        notify.body = b"SIP/2.0 200 OK\r\n".to_vec();
+        let out = h.receive(SipMessage::Request(notify));
+        assert_eq!(statuses(&out), [200]);
+        assert!(matches!(
+            out.last(),
+            Some(UaOutput::ReferProgress {
+                status: 200,
+                done: true,
+                ..
+            })
+        ));
+        // Any further NOTIFY is for no subscription of ours.
+        let SipMessage::Request(mut late) = peer.in_dialog("NOTIFY") else {
+            unreachable!()
+        };
+        late.headers.push("Event", "refer");
+        assert_eq!(statuses(&h.receive(SipMessage::Request(late))), [481]);
     }
 }

@@ -285,6 +285,42 @@ impl Drop for Server {
 }
 
 /// SIPp against 127.0.0.1:`sip_port` from free local ports, bounded by a 60 s global timeout.
+/// Runs SIPp as a UAS (a trunk's far end) on 127.0.0.1:`port` on a thread; join for its
+/// output. `args` name the scenario (`-sf`/`-sn`) and how many calls (`-m`).
+pub fn sipp_uas_in_background(
+    port: u16,
+    args: &[&str],
+) -> std::thread::JoinHandle<std::process::Output> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        let media_port = free_udp_tcp_port();
+        Command::new("sipp")
+            .current_dir(repo_path("tests/sipp"))
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-nostdin",
+                "-timeout",
+                "60s",
+                "-timeout_error",
+            ])
+            .args(["-p", &port.to_string(), "-mp", &media_port.to_string()])
+            .args(&args)
+            .output()
+            .expect("sipp is installed (Debian package sip-tester)")
+    })
+}
+
+/// A SIPp run's combined output, and whether it succeeded.
+pub fn sipp_result(output: std::process::Output) -> (bool, String) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
 fn sipp_command(sip_port: u16, dir: &Path, args: &[&str]) -> Command {
     let local_port = free_udp_tcp_port();
     let media_port = free_udp_tcp_port();

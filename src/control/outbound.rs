@@ -1,0 +1,676 @@
+//! Calls we place and calls that change hands: MakeCall through a `[[trunk]]`, transfers the
+//! far end asks for (REFER, RFC 3515; INVITE with Replaces, RFC 3891) and the application's
+//! BlindTransfer (our REFER).
+//!
+//! Owns: the calls we placed that are not answered yet (their purpose, ring deadline and the
+//! MakeCall details for `MakeCall_Complete`/`_Failed`), the BlindTransfer answers waiting for
+//! the far end's NOTIFY, and "taking a call's place": the new connection gets the old one's
+//! media mode and conference with the same attributes, then the old one is released.
+//! Must not: speak SIP (the user agent does) or release a connection any other way than the
+//! one release path.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use super::call_control::ConferenceChoice;
+use super::events::{Event, ReleaseReason};
+use super::result::{ActionError, ResultCode};
+use super::{codec_name, CodecChoice, ConnectionState, Controller, Reply};
+use crate::app::config::{OutboundTrunk, Service};
+use crate::engine::{ConfereeSpec, MediaMode, MediaSpec};
+use crate::sip::message::{NameAddr, Uri};
+use crate::sip::ua::{CallId, EndReason, OutboundInvite};
+
+/// A call we placed, not answered yet.
+#[derive(Debug)]
+pub(super) struct Placed {
+    purpose: Purpose,
+    to: String,
+    from: String,
+    /// Cancelled (Ringout) when still unanswered then.
+    deadline: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Purpose {
+    /// The application's MakeCall, with its conference choice.
+    MakeCall {
+        conference: Option<ConferenceChoice>,
+    },
+    /// Carrying out the far end's REFER of `old`.
+    Transfer { old: CallId },
+}
+
+/// MakeCall's parameters, parsed at the API edge.
+#[derive(Debug, Clone)]
+pub struct MakeCall {
+    /// A number or user (sent as `sip:<to>@<trunk domain>`) or a whole SIP URI.
+    pub to: String,
+    /// The calling user, else the trunk's `from_user`.
+    pub from: Option<String>,
+    pub display_name: Option<String>,
+    /// The trunk by name, else the first with an address.
+    pub trunk: Option<String>,
+    pub conference: Option<ConferenceChoice>,
+}
+
+impl Controller {
+    /// MakeCall: a connection, then the INVITE through the trunk. Answers at once with the
+    /// CallId; the outcome is `MakeCall_Complete` or `MakeCall_Failed`.
+    pub(super) fn make_call(
+        &mut self,
+        request: MakeCall,
+    ) -> Result<Map<String, Value>, ActionError> {
+        let trunk = self.trunk(request.trunk.as_deref())?;
+        let target = target_uri(&request.to, &trunk.domain)
+            .map_err(|e| ActionError::new(ResultCode::InvalidParameters, e))?;
+        if let Some(ConferenceChoice {
+            conference: Some(id),
+            ..
+        }) = request.conference
+        {
+            if !self.conferences.contains_key(&id) {
+                return Err(ActionError::new(
+                    ResultCode::UnknownConferenceId,
+                    format!("conference {id} does not exist"),
+                ));
+            }
+        }
+        let from_user = request.from.clone().unwrap_or(trunk.from_user.clone());
+        let (call, connection) = self.place_call(
+            &trunk,
+            target.clone(),
+            &from_user,
+            request.display_name.as_deref(),
+            Vec::new(),
+            MediaMode::Idle,
+            Service::Application,
+            None,
+        )?;
+        self.app_calls.insert(call);
+        self.placed.insert(
+            call,
+            Placed {
+                purpose: Purpose::MakeCall {
+                    conference: request.conference,
+                },
+                to: request.to.clone(),
+                from: from_user.clone(),
+                deadline: Instant::now() + self.media.ring_timeout,
+            },
+        );
+        self.note_call(call, &from_user, &target.to_string(), "application");
+        let mut result = super::success();
+        result.insert("CallId".into(), json!(call.to_string()));
+        result.insert("ConnectionId".into(), json!(connection.to_string()));
+        Ok(result)
+    }
+
+    /// The trunk named, or the first that calls can be placed through.
+    fn trunk(&self, name: Option<&str>) -> Result<OutboundTrunk, ActionError> {
+        let found = match name {
+            Some(name) => self.media.trunks.iter().find(|t| t.name == name),
+            None => self.media.trunks.first(),
+        };
+        found.cloned().ok_or_else(|| {
+            ActionError::new(
+                ResultCode::ResourceUnavailable,
+                match name {
+                    Some(name) => format!("no [[trunk]] named {name:?} with an address"),
+                    None => "no [[trunk]] with an address to place calls through".to_string(),
+                },
+            )
+        })
+    }
+
+    /// Opens a connection and sends the INVITE; the connection is bound to the new call.
+    #[allow(clippy::too_many_arguments)]
+    fn place_call(
+        &mut self,
+        trunk: &OutboundTrunk,
+        target: Uri,
+        from_user: &str,
+        display_name: Option<&str>,
+        headers: Vec<(String, String)>,
+        mode: MediaMode,
+        service: Service,
+        refer_of: Option<CallId>,
+    ) -> Result<(CallId, u32), ActionError> {
+        let local = self.transport.local_for(trunk.destination).ok_or_else(|| {
+            ActionError::new(
+                ResultCode::ResourceUnavailable,
+                format!(
+                    "no SIP listener for trunk {:?} ({:?} over {:?})",
+                    trunk.name, trunk.destination.addr, trunk.destination.transport
+                ),
+            )
+        })?;
+        let rx_ip = self.media.announced_ip(trunk.destination.addr.ip());
+        let spec = MediaSpec {
+            mode,
+            ..MediaSpec::idle(None)
+        };
+        let id = self.open_connection(
+            rx_ip,
+            ConnectionState::Connected,
+            &CodecChoice::default(),
+            spec,
+            None,
+        )?;
+        let local_rtp = SocketAddr::new(rx_ip, self.connections[&id].local_rtp.port());
+        let from = NameAddr {
+            display: display_name.map(str::to_string),
+            uri: Uri::parse(&format!("sip:{from_user}@{}", host_of(local))).map_err(|e| {
+                ActionError::new(
+                    ResultCode::InvalidParameters,
+                    format!("From {from_user:?}: {e}"),
+                )
+            })?,
+            params: Vec::new(),
+        };
+        let invite = OutboundInvite {
+            to: NameAddr {
+                display: None,
+                uri: target.clone(),
+                params: Vec::new(),
+            },
+            target,
+            from,
+            destination: trunk.destination,
+            local,
+            local_rtp,
+            credentials: trunk.credentials.clone(),
+            srtp: trunk.srtp,
+            headers,
+            refer_of,
+            service,
+        };
+        let call = match self.ua.invite(Instant::now(), invite) {
+            Ok(call) => call,
+            Err(e) => {
+                let _ = self.release_connection(id, ReleaseReason::CallFailed);
+                return Err(ActionError::new(
+                    ResultCode::ServerInternal,
+                    format!("cannot send the INVITE: {e}"),
+                ));
+            }
+        };
+        if let Some(c) = self.connections.get_mut(&id) {
+            c.call = Some(call);
+        }
+        self.call_connections.insert(call, id);
+        self.emit_created(id);
+        Ok((call, id))
+    }
+
+    /// A call we placed was answered (its media is already applied).
+    pub(super) fn on_placed_answered(&mut self, call: CallId) {
+        let Some(placed) = self.placed.remove(&call) else {
+            return;
+        };
+        let Some(&id) = self.call_connections.get(&call) else {
+            return;
+        };
+        match placed.purpose {
+            Purpose::MakeCall { conference } => {
+                let mut conference_id = None;
+                if let Some(choice) = conference {
+                    match self.join_chosen_conference(id, choice) {
+                        Ok(c) => conference_id = Some(c),
+                        Err(e) => {
+                            tracing::warn!(call, error = %e.message, "answered MakeCall cannot join its conference");
+                            self.events.emit(Event::MakeCallFailed {
+                                call_id: call.to_string(),
+                                to: placed.to,
+                                from: placed.from,
+                                end_reason: "InternalError".into(),
+                                status: None,
+                            });
+                            self.app_calls.remove(&call);
+                            let _ = self.release_connection(id, ReleaseReason::CallFailed);
+                            return;
+                        }
+                    }
+                }
+                let c = &self.connections[&id];
+                let tx = c.media.remote_rtp;
+                self.events.emit(Event::MakeCallComplete {
+                    call_id: call.to_string(),
+                    mms_id: 0,
+                    to: placed.to,
+                    from: placed.from,
+                    connection_id: id.to_string(),
+                    conference_id: conference_id.map(|c| c.to_string()),
+                    media_tx_ip: tx.map(|a| a.ip().to_string()),
+                    media_tx_port: tx.map(|a| a.port()),
+                    media_tx_codec: tx.map(|_| codec_name(c.tx_codec).to_string()),
+                    media_tx_framesize: tx.map(|_| c.tx_framesize),
+                });
+                let rx = SocketAddr::new(c.rx_ip, c.local_rtp.port());
+                self.emit_media_started(call, id, rx);
+            }
+            Purpose::Transfer { old } => {
+                if self.app_calls.contains(&old) {
+                    self.app_calls.insert(call);
+                }
+                self.events.emit(Event::CallChanged {
+                    call_id: call.to_string(),
+                    replaces_call_id: old.to_string(),
+                    connection_id: id.to_string(),
+                    to: placed.to,
+                    from: placed.from,
+                });
+            }
+        }
+    }
+
+    /// A call we placed ended before it was answered (refused, no answer, bad answer).
+    pub(super) fn on_placed_failed(&mut self, call: CallId, reason: EndReason) {
+        let Some(placed) = self.placed.remove(&call) else {
+            return;
+        };
+        match placed.purpose {
+            Purpose::MakeCall { .. } => {
+                let status = match reason {
+                    EndReason::Rejected(status) => Some(status),
+                    _ => None,
+                };
+                self.events.emit(Event::MakeCallFailed {
+                    call_id: call.to_string(),
+                    to: placed.to,
+                    from: placed.from,
+                    end_reason: end_reason_of(reason).into(),
+                    status,
+                });
+            }
+            Purpose::Transfer { old } => {
+                let status = match reason {
+                    EndReason::Rejected(status) => status,
+                    EndReason::NoAnswer => 408,
+                    _ => 500,
+                };
+                self.events.emit(Event::TransferFailed {
+                    call_id: old.to_string(),
+                    status,
+                });
+            }
+        }
+    }
+
+    /// Calls we placed still unanswered at their deadline are cancelled (Ringout).
+    pub(super) fn expire_placed(&mut self, now: Instant) {
+        let due: Vec<CallId> = self
+            .placed
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(c, _)| *c)
+            .collect();
+        for call in due {
+            tracing::info!(call, "placed call not answered in time: cancelled");
+            let placed = self.placed.remove(&call).expect("listed above");
+            match placed.purpose {
+                Purpose::MakeCall { .. } => self.events.emit(Event::MakeCallFailed {
+                    call_id: call.to_string(),
+                    to: placed.to,
+                    from: placed.from,
+                    end_reason: "Ringout".into(),
+                    status: None,
+                }),
+                Purpose::Transfer { old } => {
+                    self.ua.transfer_failed(now, old, 408, "Request Timeout");
+                    self.events.emit(Event::TransferFailed {
+                        call_id: old.to_string(),
+                        status: 408,
+                    });
+                }
+            }
+            self.app_calls.remove(&call);
+            if let Some(&id) = self.call_connections.get(&call) {
+                let _ = self.release_connection(id, ReleaseReason::CallFailed);
+            }
+        }
+    }
+
+    pub(super) fn next_placed_deadline(&self) -> Option<Instant> {
+        self.placed.values().map(|p| p.deadline).min()
+    }
+
+    /// A connection is being released: a call of ours still ringing goes without a report
+    /// (CUAE: Hangup of a ringing MakeCall gives no MakeCall_Failed).
+    pub(super) fn forget_placed(&mut self, call: CallId) {
+        self.placed.remove(&call);
+    }
+
+    /// The far end's REFER: place the call to the target through the trunk, in the old call's
+    /// place (same mode, same conference, same attributes). The old call's connection goes
+    /// when the transferor hangs up (reason `transferred`).
+    pub(super) fn on_transfer_requested(
+        &mut self,
+        old: CallId,
+        target: Uri,
+        headers: Vec<(String, String)>,
+        referred_by: String,
+        service: Service,
+    ) {
+        let now = Instant::now();
+        let Some(&old_connection) = self.call_connections.get(&old) else {
+            self.ua
+                .transfer_failed(now, old, 503, "Service Unavailable");
+            return;
+        };
+        let trunk = match self.trunk_for(&target) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(call = old, error = %e.message, "transfer refused");
+                self.ua
+                    .transfer_failed(now, old, 503, "Service Unavailable");
+                self.events.emit(Event::TransferFailed {
+                    call_id: old.to_string(),
+                    status: 503,
+                });
+                return;
+            }
+        };
+        let mode = self.connections[&old_connection].media.mode;
+        let mut invite_headers = vec![("Referred-By".to_string(), referred_by.clone())];
+        invite_headers.extend(headers);
+        let from_user = trunk.from_user.clone();
+        let placed = self.place_call(
+            &trunk,
+            target.clone(),
+            &from_user,
+            None,
+            invite_headers,
+            mode,
+            service,
+            Some(old),
+        );
+        let (call, connection) = match placed {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(call = old, error = %e.message, "transfer cannot be placed");
+                self.ua
+                    .transfer_failed(now, old, 503, "Service Unavailable");
+                self.events.emit(Event::TransferFailed {
+                    call_id: old.to_string(),
+                    status: 503,
+                });
+                return;
+            }
+        };
+        if let Err(e) = self.take_place(connection, old_connection) {
+            tracing::warn!(call = old, error = %e.message, "transfer target cannot take the call's place");
+            let _ = self.release_connection(connection, ReleaseReason::CallFailed);
+            self.ua
+                .transfer_failed(now, old, 503, "Service Unavailable");
+            return;
+        }
+        tracing::info!(call = old, new_call = call, target = %target, "transferring (REFER)");
+        self.placed.insert(
+            call,
+            Placed {
+                purpose: Purpose::Transfer { old },
+                to: target.to_string(),
+                from: referred_by,
+                deadline: now + self.media.ring_timeout,
+            },
+        );
+        self.note_call(call, &from_user, &target.to_string(), service_name(service));
+    }
+
+    /// An INVITE with Replaces was accepted in `old`'s place: the new connection takes the
+    /// old one's place and the old call is released (BYE, reason `replaced`).
+    pub(super) fn replace_call(&mut self, new: CallId, new_connection: u32, old: CallId) {
+        let Some(&old_connection) = self.call_connections.get(&old) else {
+            return;
+        };
+        if let Err(e) = self.take_place(new_connection, old_connection) {
+            tracing::warn!(call = new, error = %e.message, "replacing call cannot take the conference place");
+        }
+        if self.app_calls.contains(&old) {
+            self.app_calls.insert(new);
+        }
+        let info = self.call_info.get(&new).cloned();
+        self.events.emit(Event::CallChanged {
+            call_id: new.to_string(),
+            replaces_call_id: old.to_string(),
+            connection_id: new_connection.to_string(),
+            to: info.as_ref().map(|i| i.to.clone()).unwrap_or_default(),
+            from: info.map(|i| i.from).unwrap_or_default(),
+        });
+        let _ = self.release_connection(old_connection, ReleaseReason::Replaced);
+    }
+
+    /// `new` joins `old`'s conference with `old`'s attributes (roles move with it).
+    fn take_place(&mut self, new: u32, old: u32) -> Result<(), ActionError> {
+        let Some(conference) = self.connections.get(&old).and_then(|c| c.conference) else {
+            return Ok(());
+        };
+        let spec: ConfereeSpec = self.conferences[&conference].members[&old].spec;
+        self.join_conference(new, conference, Default::default(), spec)
+            .map(|_| ())
+    }
+
+    /// The trunk for a transfer target: the one whose address is the target's host, else
+    /// the first trunk that places calls.
+    fn trunk_for(&self, target: &Uri) -> Result<OutboundTrunk, ActionError> {
+        let host = target.host.to_string();
+        let by_address = self.media.trunks.iter().find(|t| {
+            let ip = t.destination.addr.ip();
+            host == ip.to_string() || host == format!("[{ip}]") || host == t.domain
+        });
+        match by_address {
+            Some(t) => Ok(t.clone()),
+            None => self.trunk(None),
+        }
+    }
+
+    /// The chosen conference of AnswerCall/MakeCall: joined (existing) or created; its id.
+    pub(super) fn join_chosen_conference(
+        &mut self,
+        connection: u32,
+        choice: ConferenceChoice,
+    ) -> Result<u32, ActionError> {
+        match choice.conference {
+            Some(existing) => self
+                .join_conference(
+                    connection,
+                    existing,
+                    Default::default(),
+                    ConfereeSpec::default(),
+                )
+                .map(|_| existing),
+            None => self
+                .create_conference(
+                    connection,
+                    Default::default(),
+                    ConfereeSpec::default(),
+                    choice.hairpin,
+                    false,
+                    None,
+                )
+                .and_then(|r| {
+                    r.get("ConferenceId")
+                        .and_then(Value::as_str)
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| ActionError::new(ResultCode::ServerInternal, "no id"))
+                }),
+        }
+    }
+
+    /// BlindTransfer: REFER the far end to `to`. The answer waits for the outcome: the final
+    /// NOTIFY (success releases the connection, reason `transferred`), or the REFER's refusal
+    /// (the call stays). An unanswered call is redirected instead (302), as CUAE's SIP provider.
+    pub(super) fn blind_transfer(&mut self, call: CallId, to: String, reply: Reply) {
+        let now = Instant::now();
+        if self.offered.remove(&call).is_some() {
+            self.ua.redirect(now, call, &to);
+            let _ = reply.send(Ok(super::call_control::call_result(call)));
+            return;
+        }
+        if !self.call_connections.contains_key(&call) {
+            let _ = reply.send(Err(ActionError::new(
+                ResultCode::UnknownConnectionId,
+                format!("call {call} does not exist"),
+            )));
+            return;
+        }
+        match self.ua.refer(now, call, &to) {
+            Ok(()) => {
+                self.transfer_replies.insert(call, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(ActionError::new(ResultCode::ConnectionBusy, e)));
+            }
+        }
+    }
+
+    /// The far end answered our REFER: a refusal fails the BlindTransfer (the call stays);
+    /// 202 waits for the NOTIFYs.
+    pub(super) fn on_refer_answered(&mut self, call: CallId, status: u16) {
+        if (200..300).contains(&status) {
+            return;
+        }
+        self.transfer_finished(call, status);
+    }
+
+    /// A NOTIFY about our REFER: the final one decides.
+    pub(super) fn on_refer_progress(&mut self, call: CallId, status: u16, done: bool) {
+        if done {
+            self.transfer_finished(call, status);
+        }
+    }
+
+    fn transfer_finished(&mut self, call: CallId, status: u16) {
+        let reply = self.transfer_replies.remove(&call);
+        if (200..300).contains(&status) {
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(super::call_control::call_result(call)));
+            }
+            if let Some(&id) = self.call_connections.get(&call) {
+                // The implicit DeleteConnection of a completed transfer; the call gets BYE.
+                self.app_calls.remove(&call);
+                let _ = self.release_connection(id, ReleaseReason::Transferred);
+            }
+            return;
+        }
+        tracing::info!(call, status, "transfer failed; the call stays");
+        self.events.emit(Event::TransferFailed {
+            call_id: call.to_string(),
+            status,
+        });
+        if let Some(reply) = reply {
+            let _ = reply.send(Err(ActionError::new(
+                ResultCode::ServerInternal,
+                format!("transfer failed: the target answered {status}; the call stays"),
+            )));
+        }
+    }
+
+    /// The call ended while a BlindTransfer waited: the far end left, so the transfer took.
+    pub(super) fn transfer_call_ended(&mut self, call: CallId) {
+        if let Some(reply) = self.transfer_replies.remove(&call) {
+            let _ = reply.send(Ok(super::call_control::call_result(call)));
+        }
+    }
+
+    fn note_call(&mut self, call: CallId, from: &str, to: &str, service: &'static str) {
+        self.calls_total += 1;
+        self.call_info.insert(
+            call,
+            super::CallInfo {
+                from: from.to_string(),
+                to: to.to_string(),
+                service,
+                answered: false,
+                started_ms: super::events::unix_ms(),
+            },
+        );
+    }
+}
+
+/// `sip:<to>@<domain>` for a number or user, or `to` itself when it is a SIP URI.
+fn target_uri(to: &str, domain: &str) -> Result<Uri, String> {
+    let to = to.trim();
+    if to.is_empty() {
+        return Err("To is required".into());
+    }
+    let text = if to.starts_with("sip:") || to.starts_with("sips:") || to.starts_with("tel:") {
+        to.to_string()
+    } else {
+        format!("sip:{to}@{domain}")
+    };
+    let uri =
+        Uri::parse(&text).map_err(|e| format!("To {to:?} is not a number or SIP URI: {e}"))?;
+    if uri.scheme == "tel" {
+        return Err(format!(
+            "To {to:?}: a tel: URI needs a trunk domain; give the number alone"
+        ));
+    }
+    Ok(uri)
+}
+
+fn host_of(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    }
+}
+
+/// CUAE EndReason of a call we placed that failed (call-control-api.md §7). SIP statuses are
+/// told apart where CUAE's SIP provider said only Ringout: busy, unreachable, no answer.
+fn end_reason_of(reason: EndReason) -> &'static str {
+    match reason {
+        EndReason::Rejected(486 | 600) => "Busy",
+        EndReason::Rejected(404 | 410 | 484 | 485 | 502 | 503 | 604) | EndReason::NoAnswer => {
+            "Unreachable"
+        }
+        EndReason::Rejected(408 | 480 | 487) => "Ringout",
+        EndReason::Rejected(500..=599) | EndReason::BadAnswer => "InternalError",
+        EndReason::RemoteHangup => "Normal",
+        _ => "Unknown",
+    }
+}
+
+pub(super) fn service_name(service: Service) -> &'static str {
+    match service {
+        Service::Echo => "echo",
+        Service::Conference => "conference",
+        Service::Announcement => "announcement",
+        Service::Application => "application",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_go_to_the_trunk_domain_and_uris_go_as_they_are() {
+        assert_eq!(
+            target_uri("1001", "pbx.example").unwrap().to_string(),
+            "sip:1001@pbx.example"
+        );
+        assert_eq!(
+            target_uri("sip:bob@10.0.0.9:5070", "pbx.example")
+                .unwrap()
+                .to_string(),
+            "sip:bob@10.0.0.9:5070"
+        );
+        assert!(target_uri("", "pbx.example").is_err());
+        assert!(target_uri("a b", "pbx.example").is_err());
+        assert!(target_uri("tel:+123", "pbx.example").is_err());
+    }
+
+    #[test]
+    fn failures_map_to_cuae_end_reasons() {
+        assert_eq!(end_reason_of(EndReason::Rejected(486)), "Busy");
+        assert_eq!(end_reason_of(EndReason::Rejected(404)), "Unreachable");
+        assert_eq!(end_reason_of(EndReason::NoAnswer), "Unreachable");
+        assert_eq!(end_reason_of(EndReason::Rejected(480)), "Ringout");
+        assert_eq!(end_reason_of(EndReason::Rejected(500)), "InternalError");
+        assert_eq!(end_reason_of(EndReason::Rejected(403)), "Unknown");
+    }
+}
