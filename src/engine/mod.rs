@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::mpsc::Sender;
 
+use crate::media::dtmf::{self, DtmfError};
 use pool::PortPool;
 use socket::{MediaSockets, SocketTuning};
 use stats::SharedStats;
@@ -244,6 +245,8 @@ pub struct MediaStats {
     pub rtt_ms: f64,
     /// RFC 4733 digits received.
     pub digits_received: u64,
+    /// RFC 4733 digits sent ([`Engine::send_digits`]), counted as each one starts.
+    pub digits_sent: u64,
 }
 
 /// What the workers report to the control plane.
@@ -315,6 +318,12 @@ pub enum EngineError {
     DuplicateConference,
     /// A connection with this key is already open.
     DuplicateConnection,
+    /// Digits to send, but the connection's peer did not negotiate RFC 4733 telephone-event
+    /// (or no media format is known yet).
+    NoTelephoneEvent,
+    /// Digits that cannot be sent (an invalid character, or more than a connection queues);
+    /// nothing was sent.
+    InvalidDigits(DtmfError),
     /// The configuration cannot work (message says why).
     InvalidConfig(String),
     /// A worker thread or its poller could not be created.
@@ -332,6 +341,11 @@ impl fmt::Display for EngineError {
             EngineError::UnknownConference => write!(f, "unknown conference"),
             EngineError::DuplicateConference => write!(f, "conference already exists"),
             EngineError::DuplicateConnection => write!(f, "media connection already open"),
+            EngineError::NoTelephoneEvent => write!(
+                f,
+                "the connection's peer did not negotiate RFC 4733 telephone-event"
+            ),
+            EngineError::InvalidDigits(error) => write!(f, "{error}"),
             EngineError::InvalidConfig(reason) => {
                 write!(f, "invalid media configuration: {reason}")
             }
@@ -344,6 +358,7 @@ impl std::error::Error for EngineError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             EngineError::Bind(error) | EngineError::WorkerStart(error) => Some(error),
+            EngineError::InvalidDigits(error) => Some(error),
             _ => None,
         }
     }
@@ -456,6 +471,7 @@ impl Engine {
         let worker = registry.least_loaded_worker();
         let stats = Arc::new(SharedStats::default());
         let mode = request.media.mode;
+        let telephone_event = has_telephone_event(&request.media);
         let command = WorkerCommand::Open(Box::new(NewConnection {
             key: request.key,
             media: request.media,
@@ -468,7 +484,14 @@ impl Engine {
             lock(&self.ports).release(rtp_port);
             return Err(error);
         }
-        registry.insert(request.key, ConnectionEntry { worker, stats });
+        registry.insert(
+            request.key,
+            ConnectionEntry {
+                worker,
+                stats,
+                telephone_event,
+            },
+        );
         tracing::debug!(
             key = request.key,
             worker,
@@ -489,15 +512,19 @@ impl Engine {
         key: ConnectionKey,
         media: MediaSpec,
     ) -> Result<(), EngineError> {
-        let registry = lock(&self.registry);
+        let mut registry = lock(&self.registry);
         let entry = registry
             .connections
-            .get(&key)
+            .get_mut(&key)
             .ok_or(EngineError::UnknownConnection)?;
+        let telephone_event = has_telephone_event(&media);
         self.workers[entry.worker].submit(WorkerCommand::Update {
             key,
             media: Box::new(media),
-        })
+        })?;
+        // Commands run in order on the worker: later digits meet the session built from this.
+        entry.telephone_event = telephone_event;
+        Ok(())
     }
 
     /// Closes the connection on its worker; ports return to the pool when the worker has dropped
@@ -653,6 +680,51 @@ impl Engine {
     /// Changes the speed of a connection's playout (−10..=10, 10 % per step, pitch kept).
     pub fn set_play_speed(&self, key: ConnectionKey, speed: i32) -> Result<(), EngineError> {
         self.submit_for(key, WorkerCommand::SetPlaySpeed { key, speed })
+    }
+
+    /// Sends `digits` to a connection's peer as RFC 4733 telephone-events (out-of-band DTMF:
+    /// Call Control's SendUserInput), each for `duration_ms` (0: 100 ms, at least 40 ms) with
+    /// `gap_ms` (0: 50 ms) between them, after any digits still being sent. Each digit's
+    /// packets go out on the connection's RTP stream in place of its audio (echo, prompt or
+    /// conference mix) for that time; an idle connection sends just the digits.
+    ///
+    /// Answered here rather than by an event: the digits are checked ('0'-'9', '*', '#',
+    /// 'A'-'D', '!' for hook flash; at most [`dtmf::MAX_QUEUED_DIGITS`]) and so is the
+    /// connection's latest media spec (telephone-event negotiated); on error nothing is sent.
+    /// Only the worker knows what is still queued: a string that would take a connection past
+    /// 64 waiting digits is dropped there and logged. No event reports the end;
+    /// [`MediaStats::digits_sent`] counts digits as they start.
+    pub fn send_digits(
+        &self,
+        key: ConnectionKey,
+        digits: String,
+        duration_ms: u32,
+        gap_ms: u32,
+    ) -> Result<(), EngineError> {
+        let registry = lock(&self.registry);
+        let entry = registry
+            .connections
+            .get(&key)
+            .ok_or(EngineError::UnknownConnection)?;
+        let count = dtmf::check_digits(&digits).map_err(EngineError::InvalidDigits)?;
+        if count > dtmf::MAX_QUEUED_DIGITS {
+            return Err(EngineError::InvalidDigits(DtmfError::QueueFull {
+                queued: 0,
+                requested: count,
+            }));
+        }
+        if !entry.telephone_event {
+            return Err(EngineError::NoTelephoneEvent);
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        self.workers[entry.worker].submit(WorkerCommand::SendDigits {
+            key,
+            digits,
+            duration_ms,
+            gap_ms,
+        })
     }
 
     /// Starts recording the caller's audio of a connection into `writer` (a file at
@@ -976,6 +1048,9 @@ struct ConnectionEntry {
     worker: usize,
     /// Counters the worker publishes.
     stats: Arc<SharedStats>,
+    /// The latest media spec sent to the worker negotiated RFC 4733 telephone-event, so
+    /// digits can be sent ([`Engine::send_digits`] answers without asking the worker).
+    telephone_event: bool,
 }
 
 impl Registry {
@@ -1015,6 +1090,13 @@ impl Registry {
             entry.worker = to;
         }
     }
+}
+
+/// Whether a media spec negotiated RFC 4733 telephone-event.
+fn has_telephone_event(media: &MediaSpec) -> bool {
+    media
+        .format
+        .is_some_and(|format| format.telephone_event_pt.is_some())
 }
 
 /// Worker threads to start: the configured number, or one per core for 0.

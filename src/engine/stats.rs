@@ -39,6 +39,7 @@ pub(super) struct SharedStats {
     /// f64 stored as its bits.
     rtt_ms: AtomicU64,
     digits_received: AtomicU64,
+    digits_sent: AtomicU64,
     /// See [`MediaStats::last_source`].
     last_source: SharedAddress,
 }
@@ -68,6 +69,7 @@ impl SharedStats {
         self.jitter_ms.store(stats.jitter_ms.to_bits(), relaxed);
         self.rtt_ms.store(stats.rtt_ms.to_bits(), relaxed);
         self.digits_received.store(stats.digits_received, relaxed);
+        self.digits_sent.store(stats.digits_sent, relaxed);
     }
 
     /// Publishes a new RTP source; called only when it changes, so not per packet.
@@ -95,6 +97,7 @@ impl SharedStats {
             jitter_ms: f64::from_bits(self.jitter_ms.load(relaxed)),
             rtt_ms: f64::from_bits(self.rtt_ms.load(relaxed)),
             digits_received: self.digits_received.load(relaxed),
+            digits_sent: self.digits_sent.load(relaxed),
         }
     }
 }
@@ -228,6 +231,7 @@ mod tests {
             jitter_ms: 12.375,
             rtt_ms: 48.5,
             digits_received: 11,
+            digits_sent: 13,
         };
         shared.publish(&stats);
         shared.publish_last_source(stats.last_source.expect("set above"));

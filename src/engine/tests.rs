@@ -1422,3 +1422,173 @@ fn a_member_that_leaves_stays_open_and_commands_sent_during_a_move_are_kept() {
     });
     wait_until(|| engine.ports_in_use() == 2);
 }
+
+/// An idle PCMU connection (telephone-event on PT 101) that sends to `remote`.
+fn idle_pcmu(remote: Option<SocketAddr>) -> MediaSpec {
+    MediaSpec {
+        mode: MediaMode::Idle,
+        format: Some(PCMU),
+        remote_rtp: remote,
+        remote_rtcp: None,
+        srtp: None,
+        expects_rtp: false,
+    }
+}
+
+#[test]
+fn digits_sent_on_one_connection_are_heard_as_digits_by_another() {
+    let (engine, mut events) = start_engine(31_470, 31_479, 1);
+    // Two idle connections pointed at each other: 110 sends, 111 listens.
+    let sender = open(&engine, 110, idle_pcmu(None));
+    let listener = open(&engine, 111, idle_pcmu(Some(sender.rtp)));
+    engine
+        .update_connection(110, idle_pcmu(Some(listener.rtp)))
+        .expect("re-target the sender");
+
+    engine
+        .send_digits(110, "1#9".into(), 100, 50)
+        .expect("telephone-event negotiated, valid digits");
+    let mut digits = Vec::new();
+    while digits.len() < 3 {
+        if let EngineEvent::Digit {
+            key,
+            digit,
+            duration_ms,
+        } = wait_for_event(&mut events, |e| matches!(e, EngineEvent::Digit { .. }))
+        {
+            assert_eq!(key, 111, "the listener hears them");
+            digits.push((digit, duration_ms));
+        }
+    }
+    assert_eq!(digits, [('1', 100), ('#', 100), ('9', 100)]);
+    // An idle connection sends nothing but the digits: seven packets each (four updates and
+    // three end packets of a 100 ms tone in 20 ms packets).
+    wait_until(|| {
+        engine.stats(110).is_some_and(|s| s.digits_sent == 3)
+            && engine
+                .stats(111)
+                .is_some_and(|s| s.rtp_packets_received == 21)
+    });
+    let sent = engine.stats(110).expect("sender open");
+    assert_eq!((sent.rtp_packets_sent, sent.rtp_bytes_sent), (21, 21 * 16));
+    let heard = engine.stats(111).expect("listener open");
+    assert_eq!((heard.digits_received, heard.malformed_packets), (3, 0));
+
+    // Refused at once, with nothing sent.
+    assert!(matches!(
+        engine.send_digits(110, "12x".into(), 100, 50),
+        Err(EngineError::InvalidDigits(
+            crate::media::dtmf::DtmfError::InvalidDigit {
+                digit: 'x',
+                index: 2
+            }
+        ))
+    ));
+    assert!(matches!(
+        engine.send_digits(110, "5".repeat(65), 100, 50),
+        Err(EngineError::InvalidDigits(
+            crate::media::dtmf::DtmfError::QueueFull { .. }
+        ))
+    ));
+    assert!(matches!(
+        engine.send_digits(999, "1".into(), 100, 50),
+        Err(EngineError::UnknownConnection)
+    ));
+    open(&engine, 112, MediaSpec::idle(Some(listener.rtp)));
+    assert!(matches!(
+        engine.send_digits(112, "1".into(), 100, 50),
+        Err(EngineError::NoTelephoneEvent)
+    ));
+    let without_events = StreamFormat {
+        telephone_event_pt: None,
+        ..PCMU
+    };
+    engine
+        .update_connection(
+            112,
+            MediaSpec {
+                format: Some(without_events),
+                ..idle_pcmu(Some(listener.rtp))
+            },
+        )
+        .expect("update");
+    assert!(matches!(
+        engine.send_digits(112, "1".into(), 100, 50),
+        Err(EngineError::NoTelephoneEvent)
+    ));
+    std::thread::sleep(QUIET);
+    assert_eq!(
+        engine.stats(110).expect("sender open").rtp_packets_sent,
+        21,
+        "refused digits are not sent"
+    );
+    assert_eq!(engine.stats(112).expect("open").rtp_packets_sent, 0);
+    engine.shutdown();
+}
+
+#[test]
+fn digits_sent_while_a_connection_moves_into_a_conference_go_out_on_its_stream() {
+    let (engine, _events) = start_engine(31_290, 31_299, 2);
+    let client = client_socket();
+    let moving = open(&engine, 120, member_spec(&client));
+    let host = open(&engine, 121, MediaSpec::idle(None));
+    assert_ne!(moving.worker, host.worker);
+    engine
+        .create_conference(
+            12,
+            ConferenceSpec {
+                rate: 8000,
+                hairpin: false,
+                join_tone: false,
+            },
+            121,
+        )
+        .expect("conference starts");
+    // The join moves 120 to the conference's worker; the digits wait there for it.
+    engine
+        .join_conference(12, 120, ConfereeSpec::default())
+        .expect("join");
+    engine
+        .send_digits(120, "*0".into(), 100, 50)
+        .expect("digits during the move");
+    assert_eq!(engine.connection_worker(120), Some(host.worker));
+
+    // The member's stream (the mix it hears, silence here) carries the two digits.
+    let mut receiver = crate::media::dtmf::DtmfReceiver::new(8000);
+    let mut digits = Vec::new();
+    let mut previous: Option<(u32, u16)> = None;
+    let mut event_packets = 0;
+    let deadline = Instant::now() + PATIENCE;
+    while digits.len() < 2 {
+        assert!(Instant::now() < deadline, "digits not heard: {digits:?}");
+        let Some(datagram) = receive(&client) else {
+            continue;
+        };
+        let packet = rtp::parse(&datagram).expect("the member's stream is RTP");
+        if let Some((ssrc, sequence)) = previous {
+            assert_eq!(packet.ssrc(), ssrc, "one stream");
+            assert_eq!(packet.sequence(), sequence.wrapping_add(1), "no gap");
+        }
+        previous = Some((packet.ssrc(), packet.sequence()));
+        if packet.payload_type() != 101 {
+            assert_eq!(packet.payload_type(), 0);
+            continue;
+        }
+        event_packets += 1;
+        let now = Instant::now();
+        if let Ok(Some(digit)) = receiver.on_packet(
+            now,
+            packet.sequence(),
+            packet.timestamp(),
+            packet.marker(),
+            packet.payload(),
+        ) {
+            digits.push((digit.digit, digit.duration_ms));
+        }
+    }
+    assert_eq!(digits, [('*', 100), ('0', 100)]);
+    // The second digit is reported on its first end packet; five of each came by then.
+    assert_eq!(event_packets, 7 + 5);
+    wait_until(|| engine.stats(120).is_some_and(|s| s.digits_sent == 2));
+    engine.shutdown();
+}

@@ -120,6 +120,14 @@ pub(super) enum WorkerCommand {
     SetPlayGain { key: ConnectionKey, gain: f32 },
     /// New speed for a connection's playout (−10..=10).
     SetPlaySpeed { key: ConnectionKey, speed: i32 },
+    /// Send digits to a connection's peer as RFC 4733 telephone-events (validated by the
+    /// engine already).
+    SendDigits {
+        key: ConnectionKey,
+        digits: String,
+        duration_ms: u32,
+        gap_ms: u32,
+    },
     /// Start handing the caller's audio to the recorder for `operation`.
     Record { key: ConnectionKey, operation: u64 },
     /// Stop recording `operation`: last audio out, then the recorder finishes the file.
@@ -182,6 +190,7 @@ impl WorkerCommand {
             | WorkerCommand::StopPlay { key, .. }
             | WorkerCommand::SetPlayGain { key, .. }
             | WorkerCommand::SetPlaySpeed { key, .. }
+            | WorkerCommand::SendDigits { key, .. }
             | WorkerCommand::Record { key, .. }
             | WorkerCommand::StopRecord { key, .. }
             | WorkerCommand::Watch { key, .. }
@@ -733,6 +742,18 @@ impl Worker {
             WorkerCommand::SetPlaySpeed { key, speed } => self.with_session(key, |session, _| {
                 session.set_playout_speed(speed);
             }),
+            WorkerCommand::SendDigits {
+                key,
+                digits,
+                duration_ms,
+                gap_ms,
+            } => self.with_session(key, |session, now| {
+                // The engine checked the digits and the negotiation; what is left is a session
+                // rebuilt without telephone-event since, or a queue still full of digits.
+                if let Err(error) = session.send_digits(now, &digits, duration_ms, gap_ms) {
+                    tracing::warn!(key, %error, "digits not sent");
+                }
+            }),
             WorkerCommand::Record { key, operation } => {
                 self.with_connection(key, |c| c.recording = Some(operation))
             }
@@ -1084,6 +1105,13 @@ impl Worker {
                 .set_remote(media.remote_rtp, media.remote_rtcp);
         } else {
             connection.base = connection.current_stats();
+            if connection.session.is_sending_digits() {
+                // Their payload type and clock may not exist in the new format.
+                tracing::warn!(
+                    key,
+                    "media changed while sending digits: the rest are dropped"
+                );
+            }
             let playout = connection.session.take_playout();
             connection.session = new_session(key, &media, &defaults, self.context.epoch);
             if let Some(playout) = playout {
@@ -1713,6 +1741,7 @@ fn add_stats(
         jitter_ms: f64::from(current.rtcp.jitter_ms),
         rtt_ms: current.rtcp.rtt_ms.map(f64::from).unwrap_or(base.rtt_ms),
         digits_received: base.digits_received + current.digits_received,
+        digits_sent: base.digits_sent + current.digits_sent,
     }
 }
 

@@ -448,13 +448,7 @@ impl DtmfSender {
     /// Accepts '0'-'9', '*', '#', 'A'-'D' (or 'a'-'d') and '!' (hook flash); any other
     /// character refuses the whole string and nothing is queued.
     pub fn queue(&mut self, digits: &str, duration_ms: u32, gap_ms: u32) -> Result<(), DtmfError> {
-        let mut requested = 0;
-        for (index, digit) in digits.chars().enumerate() {
-            if digit_to_event(digit).is_none() {
-                return Err(DtmfError::InvalidDigit { digit, index });
-            }
-            requested += 1;
-        }
+        let requested = check_digits(digits)?;
         let queued = self.pending.len();
         if queued + requested > MAX_QUEUED_DIGITS {
             return Err(DtmfError::QueueFull { queued, requested });
@@ -784,6 +778,20 @@ fn ending_after_repeat(repeats_left: u8, duration: u16) -> SendPhase {
         repeats_left,
         duration,
     }
+}
+
+/// Checks that every character of `digits` has a telephone-event code (what
+/// [`DtmfSender::queue`] accepts) and returns how many there are; the first one that does
+/// not is the error.
+pub fn check_digits(digits: &str) -> Result<usize, DtmfError> {
+    let mut count = 0;
+    for (index, digit) in digits.chars().enumerate() {
+        if digit_to_event(digit).is_none() {
+            return Err(DtmfError::InvalidDigit { digit, index });
+        }
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// RFC 4733 §3.2 event code → character.

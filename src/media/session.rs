@@ -3,9 +3,9 @@
 //!
 //! Owns, per connection: RTP source security (negotiated address, or a one-time NAT latch, never
 //! re-latched), SRTP unprotect/protect, sequence tracking, the adaptive jitter buffer, decoding
-//! with loss concealment, RFC 4733 digits, RTCP statistics and reports, RTP inactivity, and the
-//! session's mode (`Idle`: receive and count; `Echo`: play the caller's audio back to it through
-//! the full decode/encode path).
+//! with loss concealment, RFC 4733 digits (received, and sent in place of the audio of their
+//! ptimes), RTCP statistics and reports, RTP inactivity, and the session's mode (`Idle`: receive
+//! and count; `Echo`: play the caller's audio back to it through the full decode/encode path).
 //! Must not: touch sockets, read the clock or allocate after [`MediaSession::new`]. The worker
 //! feeds datagrams and time, and drains [`MediaSession::poll_transmit`] and
 //! [`MediaSession::poll_event`].
@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::codec::{pcm_rate, AudioDecoder, AudioEncoder, CodecError, MAX_FRAME_SAMPLES};
-use super::dtmf::{DigitEvent, DtmfReceiver};
+use super::dtmf::{DigitEvent, DtmfError, DtmfReceiver, DtmfSender};
 use super::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
 use super::player::{PlaySource, Player};
 use super::resample::Resampler;
@@ -164,6 +164,8 @@ pub struct SessionStats {
     /// the sender put one there, else libopus's PLC).
     pub fec_recovered: u64,
     pub digits_received: u64,
+    /// RFC 4733 digits sent (telephone-events started; each is one key press).
+    pub digits_sent: u64,
     pub jitter: JitterStats,
     pub rtcp: RtcpSummary,
 }
@@ -179,13 +181,19 @@ pub struct RtcpSummary {
     pub remote_jitter_ms: Option<f32>,
 }
 
-/// Why a session could not be created.
+/// Why a session could not be created, or refused a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionError {
     Codec(CodecError),
     Srtp(String),
     /// ptime outside 10..=60 ms or a codec whose frames we cannot hold.
     Format(String),
+    /// Digits to send, but no RFC 4733 telephone-event payload type was negotiated with the
+    /// peer (or no format at all): they cannot go out of band.
+    NoTelephoneEvent,
+    /// Digits the telephone-event sender refused (an invalid character, or more than its queue
+    /// holds); nothing was queued.
+    Digits(DtmfError),
 }
 
 impl fmt::Display for SessionError {
@@ -194,6 +202,10 @@ impl fmt::Display for SessionError {
             SessionError::Codec(e) => write!(f, "{e}"),
             SessionError::Srtp(e) => write!(f, "SRTP: {e}"),
             SessionError::Format(e) => write!(f, "media format: {e}"),
+            SessionError::NoTelephoneEvent => {
+                write!(f, "the peer did not negotiate RFC 4733 telephone-event")
+            }
+            SessionError::Digits(e) => write!(f, "{e}"),
         }
     }
 }
@@ -366,6 +378,9 @@ struct AudioPath {
     tx_talkspurt: bool,
     /// In-band DTMF detector on the decoded audio, when enabled and the rate allows.
     inband: Option<DtmfDetector>,
+    /// Digits to send as RFC 4733 telephone-events on our stream; present when the peer
+    /// negotiated telephone-event (`format.telephone_event_pt`).
+    dtmf_out: Option<DtmfSender>,
 }
 
 impl MediaSession {
@@ -541,6 +556,11 @@ impl MediaSession {
                 break;
             }
             self.tick(now);
+            if self.next_tick != Some(due) {
+                // The tick stopped the session's own ticks (a playout or digits ended on an
+                // idle session) or re-aligned them.
+                continue;
+            }
             let ptime = self
                 .audio
                 .as_ref()
@@ -686,7 +706,8 @@ impl MediaSession {
     }
 
     /// One ptime of playout: a prompt or tone when one plays, else (Echo mode) the caller's
-    /// audio, decoded, re-encoded, sent back.
+    /// audio, decoded, re-encoded, sent back. While digits are sent, their telephone-event
+    /// packets take the place of that audio (see [`MediaSession::send_digits`]).
     fn tick(&mut self, now: Instant) {
         if self.player.is_some() {
             if self.config.mode == SessionMode::Echo || self.heard.is_some() {
@@ -702,16 +723,24 @@ impl MediaSession {
             if self.heard.is_some() {
                 let _ = self.pull_frame(now);
             }
+            // Idle sends no audio; its ticks carry telephone-events while digits are sent.
+            if !self.send_event_slot(now) {
+                self.skip_slot();
+            }
+            if !self.needs_own_tick() {
+                // The last digit's time is over: an idle session goes quiet again.
+                self.next_tick = None;
+            }
             return;
         }
         if self.rtp_destination().is_none() {
+            // Digits still run their course (nowhere to send them), as the playout does.
+            self.send_event_slot(now);
             return;
         }
         let Some(samples) = self.pull_frame(now) else {
-            if let Some(audio) = self.audio.as_mut() {
-                // Nothing to play: the stream pauses, and the next packet starts a talkspurt.
-                audio.tx_talkspurt = true;
-                audio.tx_timestamp = audio.tx_timestamp.wrapping_add(audio.frame_ticks);
+            if !self.send_event_slot(now) {
+                self.skip_slot();
             }
             return;
         };
@@ -811,9 +840,88 @@ impl MediaSession {
         Some(samples)
     }
 
+    /// One ptime of our stream while digits are sent: queues this ptime's telephone-event
+    /// packet (the sender decides marker, event timestamp and the repeated end packets) and
+    /// moves the stream on by one packet and one ptime. True when the event took the ptime,
+    /// so its audio must not be sent; false between digits and when no digit is being sent.
+    fn send_event_slot(&mut self, now: Instant) -> bool {
+        let destination = self.rtp_destination();
+        let Some(audio) = self.audio.as_mut() else {
+            return false;
+        };
+        let (Some(sender), Some(payload_type)) =
+            (audio.dtmf_out.as_mut(), audio.format.telephone_event_pt)
+        else {
+            return false;
+        };
+        if sender.is_idle() {
+            return false;
+        }
+        let slot_timestamp = audio.tx_timestamp;
+        let mut payload = [0u8; 4];
+        let Some(event) = sender.poll_packet(now, slot_timestamp, &mut payload) else {
+            return false;
+        };
+        // The event owns this ptime of the stream whether or not its packet can leave.
+        let sequence = audio.tx_sequence;
+        audio.tx_sequence = audio.tx_sequence.wrapping_add(1);
+        audio.tx_timestamp = audio.tx_timestamp.wrapping_add(audio.frame_ticks);
+        // Audio after the event resumes after a jump in time: it starts a talkspurt.
+        audio.tx_talkspurt = true;
+        if event.marker {
+            self.stats.digits_sent += 1;
+        }
+        let Some(destination) = destination else {
+            return true;
+        };
+        let Some(mut buf) = self.spare.pop() else {
+            return true; // transmit queue full: the worker is not draining; drop this packet
+        };
+        let header = RtpHeader {
+            marker: event.marker,
+            payload_type,
+            sequence,
+            timestamp: event.timestamp,
+            ssrc: self.config.local_ssrc,
+            csrcs: &[],
+        };
+        let Ok(mut len) = rtp::write_packet(&mut buf[..], &header, &payload) else {
+            self.spare.push(buf);
+            return true;
+        };
+        if let Some(ctx) = self.srtp_out.as_mut() {
+            match ctx.protect_rtp(&mut buf[..], len) {
+                Ok(n) => len = n,
+                Err(_) => {
+                    self.spare.push(buf);
+                    return true;
+                }
+            }
+        }
+        // RTCP maps wall clock to the stream's timeline: this ptime's, not the event start's.
+        self.rtcp.on_rtp_sent(now, slot_timestamp, payload.len());
+        self.stats.rtp_packets_sent += 1;
+        self.stats.rtp_bytes_sent += len as u64;
+        self.transmits
+            .push_back((Channel::Rtp, destination, len, buf));
+        true
+    }
+
+    /// A ptime with nothing to send: the stream pauses, and the next packet starts a talkspurt.
+    fn skip_slot(&mut self) {
+        if let Some(audio) = self.audio.as_mut() {
+            audio.tx_talkspurt = true;
+            audio.tx_timestamp = audio.tx_timestamp.wrapping_add(audio.frame_ticks);
+        }
+    }
+
     /// Encodes one frame (held in one of the audio path's buffers, at the sent codec's rate)
-    /// and queues it as an RTP packet to the peer.
+    /// and queues it as an RTP packet to the peer — unless a telephone-event takes this ptime.
     fn send_audio(&mut self, now: Instant, frame: Outgoing) {
+        if self.send_event_slot(now) {
+            // RFC 4733 §2.5.1: the audio of the event's time is not sent.
+            return;
+        }
         let Some(destination) = self.rtp_destination() else {
             return;
         };
@@ -940,6 +1048,44 @@ impl MediaSession {
         self.player.is_some()
     }
 
+    /// Queues `digits` ('0'-'9', '*', '#', 'A'-'D', '!' for hook flash) to send to the peer as
+    /// RFC 4733 telephone-events, each for `duration_ms` (0: 100 ms, at least 40 ms) with
+    /// `gap_ms` (0: 50 ms) between them, after any digits still queued.
+    ///
+    /// Every ptime of a digit, its event packet goes out on our RTP stream (our SSRC, the
+    /// next sequence number, the negotiated telephone-event payload type, SRTP as for audio)
+    /// instead of that ptime's audio — echo, prompt or conference mix. An idle session, which
+    /// sends no audio, ticks for as long as the digits take. Refused, with nothing queued,
+    /// when no telephone-event was negotiated or a character is not a digit.
+    pub fn send_digits(
+        &mut self,
+        now: Instant,
+        digits: &str,
+        duration_ms: u32,
+        gap_ms: u32,
+    ) -> Result<(), SessionError> {
+        let sender = self
+            .audio
+            .as_mut()
+            .and_then(|audio| audio.dtmf_out.as_mut())
+            .ok_or(SessionError::NoTelephoneEvent)?;
+        sender
+            .queue(digits, duration_ms, gap_ms)
+            .map_err(SessionError::Digits)?;
+        if self.room.is_none() && self.next_tick.is_none() {
+            self.restore_tick(now);
+        }
+        Ok(())
+    }
+
+    /// Whether digits are queued or being sent (the gap after the last one included).
+    pub fn is_sending_digits(&self) -> bool {
+        self.audio
+            .as_ref()
+            .and_then(|audio| audio.dtmf_out.as_ref())
+            .is_some_and(|sender| !sender.is_idle())
+    }
+
     /// Keeps (or stops keeping) the caller's decoded audio for [`MediaSession::take_heard`]:
     /// recording and silence detection. The session then decodes every ptime even when it
     /// neither echoes nor is in a conference. Allocates the buffer (200 ms) when switched on.
@@ -984,15 +1130,22 @@ impl MediaSession {
         }
     }
 
-    /// The own tick only where something needs one outside a room: Echo, a playout, or
-    /// listening.
+    /// The own tick only where something needs one outside a room: Echo, a playout,
+    /// listening, or digits being sent.
     fn restore_tick(&mut self, now: Instant) {
-        let needed =
-            self.config.mode == SessionMode::Echo || self.player.is_some() || self.heard.is_some();
+        let needed = self.needs_own_tick();
         self.next_tick = match (&self.audio, &self.room) {
             (Some(a), None) if needed => Some(aligned_tick(self.config.tick_epoch, now, a.ptime())),
             _ => None,
         };
+    }
+
+    /// Whether something outside a room needs a tick every ptime.
+    fn needs_own_tick(&self) -> bool {
+        self.config.mode == SessionMode::Echo
+            || self.player.is_some()
+            || self.heard.is_some()
+            || self.is_sending_digits()
     }
 
     /// One ptime of the playout, encoded and sent (own tick, outside conferences).
@@ -1219,6 +1372,10 @@ impl AudioPath {
             } else {
                 None
             },
+            // Events share our stream's timestamps, so they count at the sent codec's clock.
+            dtmf_out: format
+                .telephone_event_pt
+                .map(|_| DtmfSender::new(send_codec.clock_rate(), format.ptime_ms)),
             format,
         })
     }
@@ -1809,6 +1966,345 @@ mod tests {
             })
             .collect();
         assert_eq!(digits, "42#");
+    }
+
+    /// One RTP packet of our stream, as the peer reads it.
+    #[derive(Debug, Clone)]
+    struct SentPacket {
+        marker: bool,
+        payload_type: u8,
+        sequence: u16,
+        timestamp: u32,
+        ssrc: u32,
+        payload: Vec<u8>,
+    }
+
+    /// Our RTP packets (SRTP-decrypted with `decrypt` when given), in the order sent.
+    fn our_stream(
+        sent: &[(Transmit, Vec<u8>)],
+        mut decrypt: Option<&mut SrtpContext>,
+    ) -> Vec<SentPacket> {
+        let mut stream = Vec::new();
+        for (t, packet) in sent {
+            if t.channel != Channel::Rtp || rtp::is_rtcp(packet) {
+                continue;
+            }
+            let mut packet = packet.clone();
+            let len = match decrypt.as_deref_mut() {
+                Some(ctx) => ctx
+                    .unprotect_rtp(&mut packet, t.len)
+                    .expect("our SRTP decrypts"),
+                None => t.len,
+            };
+            let p = rtp::parse(&packet[..len]).expect("we send RTP");
+            stream.push(SentPacket {
+                marker: p.marker(),
+                payload_type: p.payload_type(),
+                sequence: p.sequence(),
+                timestamp: p.timestamp(),
+                ssrc: p.ssrc(),
+                payload: p.payload().to_vec(),
+            });
+        }
+        stream
+    }
+
+    /// An RFC 4733 event block read straight off the wire: (event code, E bit, volume,
+    /// duration).
+    fn event_block(payload: &[u8]) -> (u8, bool, u8, u16) {
+        assert_eq!(payload.len(), 4, "one event block per packet");
+        (
+            payload[0],
+            payload[1] & 0x80 != 0,
+            payload[1] & 0x3F,
+            u16::from_be_bytes([payload[2], payload[3]]),
+        )
+    }
+
+    /// Checks that `stream` is one RTP stream carrying one packet per ptime: our SSRC,
+    /// sequence numbers without a gap, and every packet at the stream time of its ptime
+    /// (audio: its timestamp; an event packet: its event's start plus the ptimes since).
+    /// Returns the telephone-event (PT 101) packets grouped per event, having checked that
+    /// each event's packets are back to back in the stream (no audio among them) and that
+    /// the audio after an event starts a talkspurt.
+    fn events_in_stream(stream: &[SentPacket]) -> Vec<Vec<SentPacket>> {
+        let mut events: Vec<Vec<SentPacket>> = Vec::new();
+        let mut slot_timestamps = Vec::new();
+        let mut in_event = false;
+        for (i, p) in stream.iter().enumerate() {
+            assert_eq!(p.ssrc, 0x1111_2222, "packet {i}: one stream");
+            if i > 0 {
+                let before = &stream[i - 1];
+                assert_eq!(
+                    p.sequence,
+                    before.sequence.wrapping_add(1),
+                    "packet {i}: sequence continues"
+                );
+            }
+            if p.payload_type == 101 {
+                if p.marker {
+                    events.push(Vec::new());
+                } else {
+                    assert!(
+                        in_event,
+                        "packet {i}: event continues without audio between"
+                    );
+                }
+                let event = events.last_mut().expect("an event starts with the marker");
+                let since_start = event.len() as u32;
+                assert_eq!(
+                    p.timestamp,
+                    event.first().map_or(p.timestamp, |f| f.timestamp)
+                );
+                slot_timestamps.push(p.timestamp.wrapping_add(160 * since_start));
+                event.push(p.clone());
+                in_event = true;
+            } else {
+                assert_eq!(p.payload_type, 0, "packet {i}: audio otherwise");
+                if in_event {
+                    assert!(
+                        p.marker,
+                        "packet {i}: audio after an event starts a talkspurt"
+                    );
+                }
+                slot_timestamps.push(p.timestamp);
+                in_event = false;
+            }
+        }
+        for (i, pair) in slot_timestamps.windows(2).enumerate() {
+            assert_eq!(
+                pair[1],
+                pair[0].wrapping_add(160),
+                "packet {}: one packet per ptime",
+                i + 1
+            );
+        }
+        events
+    }
+
+    /// Checks one event's packets as RFC 4733 wants a 100 ms tone at 8 kHz in 20 ms packets:
+    /// the marker on the first, the duration growing by a ptime, the E bit on the last
+    /// three (repeats of one final duration), volume -10 dBm0.
+    fn assert_event(packets: &[SentPacket], code: u8) {
+        let fields: Vec<(bool, u8, bool, u8, u16)> = packets
+            .iter()
+            .map(|p| {
+                let (c, end, volume, duration) = event_block(&p.payload);
+                (p.marker, c, end, volume, duration)
+            })
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                (true, code, false, 10, 160),
+                (false, code, false, 10, 320),
+                (false, code, false, 10, 480),
+                (false, code, false, 10, 640),
+                (false, code, true, 10, 800),
+                (false, code, true, 10, 800),
+                (false, code, true, 10, 800),
+            ]
+        );
+    }
+
+    /// The digits a peer's RFC 4733 receiver hears in `events`.
+    fn heard_digits(start: Instant, events: &[Vec<SentPacket>]) -> Vec<(char, u32)> {
+        let mut receiver = DtmfReceiver::new(8000);
+        let mut digits = Vec::new();
+        for (i, p) in events.iter().flatten().enumerate() {
+            let now = start + PTIME * i as u32;
+            if let Ok(Some(d)) =
+                receiver.on_packet(now, p.sequence, p.timestamp, p.marker, &p.payload)
+            {
+                digits.push((d.digit, d.duration_ms));
+            }
+        }
+        while let Some(d) = receiver.poll(start + Duration::from_secs(60)) {
+            digits.push((d.digit, d.duration_ms));
+        }
+        digits
+    }
+
+    /// "12#" queued on an echoing session, with and without SRTP: every ptime of a digit
+    /// carries its telephone-event packet on our stream instead of the echo, and the peer
+    /// hears the three digits.
+    #[test]
+    fn sent_digits_take_the_place_of_the_audio_on_our_stream() {
+        let mut random = {
+            let mut n = 3u8;
+            move |buf: &mut [u8]| {
+                for b in buf {
+                    n = n.wrapping_mul(31).wrapping_add(7);
+                    *b = n;
+                }
+            }
+        };
+        for profile in [None, Some(SrtpProfile::AesCm128HmacSha1_80)] {
+            let start = Instant::now();
+            let mut cfg = config(Codec::Pcmu, 0);
+            let mut peer = Peer::new(Codec::Pcmu, 0);
+            let mut decrypt = None;
+            if let Some(profile) = profile {
+                let theirs = CryptoAttribute::generate(1, profile, &mut random);
+                let ours = CryptoAttribute::generate(1, profile, &mut random);
+                cfg.srtp = Some(SrtpKeys {
+                    profile,
+                    inbound_key: theirs.key.to_vec(),
+                    inbound_salt: theirs.salt.clone(),
+                    outbound_key: ours.key.to_vec(),
+                    outbound_salt: ours.salt.clone(),
+                });
+                peer.srtp = Some(SrtpContext::new(profile, &theirs.key, &theirs.salt).unwrap());
+                decrypt = Some(SrtpContext::new(profile, &ours.key, &ours.salt).unwrap());
+            }
+            let mut session = MediaSession::new(cfg, start).unwrap();
+            let mut sent = run(&mut session, &mut peer, start, 20, |_| false);
+            let queued_at = start + PTIME * 20;
+            session
+                .send_digits(queued_at, "12#", 100, 50)
+                .expect("telephone-event negotiated, valid digits");
+            assert!(session.is_sending_digits());
+            sent.extend(run(&mut session, &mut peer, queued_at, 40, |_| false));
+            assert!(!session.is_sending_digits(), "{profile:?}: all digits sent");
+
+            let stream = our_stream(&sent, decrypt.as_mut());
+            let events = events_in_stream(&stream);
+            assert_eq!(events.len(), 3, "{profile:?}");
+            for (event, code) in events.iter().zip([1, 2, 11]) {
+                assert_event(event, code);
+            }
+            // 100 ms tones, 50 ms gaps: one ptime of echo between two digits.
+            let starts: Vec<u32> = events.iter().map(|e| e[0].timestamp).collect();
+            assert_eq!(starts[1], starts[0].wrapping_add(8 * 160));
+            assert_eq!(starts[2], starts[1].wrapping_add(8 * 160));
+            let audio = stream.iter().filter(|p| p.payload_type == 0).count();
+            assert!(
+                audio >= 35,
+                "{profile:?}: the echo goes on around the digits"
+            );
+            assert_eq!(
+                heard_digits(start, &events),
+                [('1', 100), ('2', 100), ('#', 100)]
+            );
+            assert_eq!(session.stats().digits_sent, 3);
+        }
+    }
+
+    /// An idle session sends no audio and has no ticks; digits give it ticks for as long as
+    /// they take, then it is quiet again.
+    #[test]
+    fn an_idle_session_ticks_only_while_it_sends_digits() {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.mode = SessionMode::Idle;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        let quiet = start + Duration::from_secs(1);
+        assert!(session.poll_timeout() > quiet, "no ticks before digits");
+
+        session
+            .send_digits(start, "5", 0, 0)
+            .expect("default timing");
+        let mut sent = Vec::new();
+        let mut sent_at = Vec::new();
+        let mut out = [0u8; MAX_PACKET];
+        let mut turns = 0;
+        while session.poll_timeout() < quiet {
+            let now = session.poll_timeout();
+            session.handle_timeout(now);
+            while let Some(t) = session.poll_transmit(&mut out) {
+                sent.push((t, out[..t.len].to_vec()));
+                sent_at.push(now);
+            }
+            turns += 1;
+            assert!(turns < 50, "the session never went quiet");
+        }
+        assert!(!session.is_sending_digits());
+        let stream = our_stream(&sent, None);
+        assert_eq!(stream.len(), sent.len(), "nothing but RTP");
+        let events = events_in_stream(&stream);
+        assert_eq!(events.len(), 1);
+        assert_event(&events[0], 5);
+        for pair in sent_at.windows(2) {
+            assert_eq!(pair[1] - pair[0], PTIME, "one packet per ptime");
+        }
+        // 100 ms tone, three end packets, then the 50 ms gap: 8 ticks (160 ms) in all.
+        assert_eq!(turns, 8);
+        assert_eq!(heard_digits(start, &events), [('5', 100)]);
+    }
+
+    /// In a conference the digit replaces the mix the member would hear.
+    #[test]
+    fn a_conference_member_sends_digits_instead_of_its_mix() {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.mode = SessionMode::Idle;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        session
+            .enter_conference(8000)
+            .expect("PCMU joins an 8 kHz room");
+        let mix: Vec<i16> = (0..160)
+            .map(|i| (4000.0 * (f64::from(i) * 0.785).sin()) as i16)
+            .collect();
+        let mut captured = [0i16; 160];
+        let mut sent = Vec::new();
+        let mut out = [0u8; MAX_PACKET];
+        for i in 0..30u32 {
+            let now = start + PTIME * i;
+            if i == 5 {
+                session.send_digits(now, "7", 100, 50).expect("valid digit");
+            }
+            session.capture(now, &mut captured);
+            session.play(now, &mix);
+            session.handle_timeout(now);
+            while let Some(t) = session.poll_transmit(&mut out) {
+                sent.push((t, out[..t.len].to_vec()));
+            }
+        }
+        let stream = our_stream(&sent, None);
+        assert_eq!(stream.len(), 30, "one packet per room tick");
+        let events = events_in_stream(&stream);
+        assert_eq!(events.len(), 1);
+        assert_event(&events[0], 7);
+        assert_eq!(heard_digits(start, &events), [('7', 100)]);
+    }
+
+    #[test]
+    fn digits_are_refused_without_telephone_event_or_with_a_bad_character() {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        if let Some(format) = cfg.format.as_mut() {
+            format.telephone_event_pt = None;
+        }
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        assert_eq!(
+            session.send_digits(start, "1", 100, 50),
+            Err(SessionError::NoTelephoneEvent)
+        );
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.format = None;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        assert_eq!(
+            session.send_digits(start, "1", 100, 50),
+            Err(SessionError::NoTelephoneEvent)
+        );
+
+        let mut session = MediaSession::new(config(Codec::Pcmu, 0), start).unwrap();
+        assert_eq!(
+            session.send_digits(start, "12x", 100, 50),
+            Err(SessionError::Digits(DtmfError::InvalidDigit {
+                digit: 'x',
+                index: 2
+            }))
+        );
+        assert!(!session.is_sending_digits());
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        let stream = our_stream(&run(&mut session, &mut peer, start, 30, |_| false), None);
+        assert!(stream.len() >= 27);
+        assert!(
+            stream.iter().all(|p| p.payload_type == 0),
+            "nothing of a refused string is sent"
+        );
+        assert_eq!(session.stats().digits_sent, 0);
     }
 
     #[test]
