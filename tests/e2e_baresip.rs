@@ -46,6 +46,12 @@ impl Baresip {
     /// Writes the config, account and tone into a fresh directory and starts baresip dialling
     /// the server's echo service; it hangs up after `CALL_SECONDS`.
     fn call(server: &Server, setup: &CallSetup) -> Baresip {
+        Baresip::start(server, setup, "echo", CALL_SECONDS, "")
+    }
+
+    /// Starts baresip dialling `user` at the server; it quits after `seconds`. `extra` is
+    /// appended to its config (e.g. the `cons` module and its UDP console address).
+    fn start(server: &Server, setup: &CallSetup, user: &str, seconds: u64, extra: &str) -> Baresip {
         let dir = tempfile::tempdir().expect("temp dir");
         let tone = dir.path().join("tone.wav");
         // Longer than the call: aufile stops feeding audio at the end of the file.
@@ -53,7 +59,7 @@ impl Baresip {
             &tone,
             setup.sample_rate,
             setup.tone_hz,
-            CALL_SECONDS as f64 + 3.0,
+            seconds as f64 + 3.0,
         );
         let recordings = dir.path().join("rec");
         std::fs::create_dir(&recordings).expect("recordings dir");
@@ -93,7 +99,8 @@ impl Baresip {
              module_tmp\t\taccount.so\n\
              module_app\t\tmenu.so\n\
              snd_path\t\t{recordings}\n\
-             ringback_disabled\tyes\n",
+             ringback_disabled\tyes\n\
+             {extra}",
             tone = tone.display(),
             rate = setup.sample_rate,
             rtp_end = rtp_base + 3,
@@ -116,10 +123,10 @@ impl Baresip {
             .arg("-f")
             .arg(dir.path())
             .args(["-4", "-v", "-s"])
-            .args(["-t", &CALL_SECONDS.to_string()])
+            .args(["-t", &seconds.to_string()])
             .args([
                 "-e",
-                &format!("/dial sip:echo@127.0.0.1:{}", server.sip_port),
+                &format!("/dial sip:{user}@127.0.0.1:{}", server.sip_port),
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -421,4 +428,125 @@ fn baresip_srtp_pcmu_call_gets_its_tone_echoed() {
         .unwrap_or_else(|| panic!("sndfile wrote no decoder dump; baresip log:\n{log}"));
     let margin = assert_tone_came_back(&recording, setup.tone_hz, &log);
     eprintln!("SRTP PCMU echo: 440 Hz at least {margin:.1} dB above the other probes");
+}
+
+/// Types a command at baresip's UDP console (`cons` module), as a user at its keyboard.
+fn console(port: u16, command: &str) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .send_to(format!("{command}\n").as_bytes(), ("127.0.0.1", port))
+        .expect("send to baresip's console");
+}
+
+#[test]
+fn baresip_as_a_pbx_phone_holds_resumes_and_transfers_its_call() {
+    let bob = common::free_udp_tcp_port();
+    let target = common::sipp_uas_in_background(
+        bob,
+        &[
+            "-sf",
+            &common::repo_path("tests/sipp/uas_answer.xml")
+                .display()
+                .to_string(),
+            "-m",
+            "1",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let server = Server::start(&format!(
+        "[[route]]\nuser = \"^app$\"\nservice = \"application\"\n\
+         [[trunk]]\nname = \"bob\"\naddress = \"127.0.0.1:{bob}\"\n"
+    ));
+    let mut events = server.events();
+    let cons = common::free_udp_tcp_port();
+    let setup = CallSetup {
+        codec_modules: &["g711.so"],
+        audio_codecs: "pcmu",
+        sample_rate: 8000,
+        tone_hz: 440.0,
+        srtp: false,
+    };
+    let baresip = Baresip::start(
+        &server,
+        &setup,
+        "app",
+        30,
+        &format!("module\t\t\tcons.so\ncons_listen\t\t127.0.0.1:{cons}\n"),
+    );
+    let incoming = events.wait_for(Duration::from_secs(5), |e| e["Event"] == "IncomingCall");
+    let call = incoming["CallId"].as_str().unwrap().to_string();
+    let r = common::client()
+        .post(server.url("/callcontrol/AnswerCall"))
+        .bearer_auth(common::TOKEN)
+        .json(&serde_json::json!({"CallId": call, "Conference": true}))
+        .send()
+        .expect("API");
+    let answered: Value = r.json().unwrap();
+    let connection = answered["ConnectionId"]
+        .as_str()
+        .expect("answered")
+        .to_string();
+    let conference = answered["ConferenceId"]
+        .as_str()
+        .expect("in a conference")
+        .to_string();
+    let is_call = |name: &'static str, call: String| {
+        move |e: &Value| e["Event"] == name && e["CallId"] == call.as_str()
+    };
+    events.wait_for(Duration::from_secs(5), is_call("StartTx", call.clone()));
+
+    // Hold (re-INVITE sendonly): StopTx; resume: StartTx again.
+    std::thread::sleep(Duration::from_millis(500));
+    console(cons, "/hold");
+    events.wait_for(Duration::from_secs(5), is_call("StopTx", call.clone()));
+    let before = events.drain().len();
+    console(cons, "/resume");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let resumed = events.drain()[before..]
+            .iter()
+            .any(|e| e["Event"] == "StartTx" && e["CallId"] == call.as_str());
+        if resumed {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        events.drain()[before..]
+            .iter()
+            .any(|e| e["Event"] == "StartTx" && e["CallId"] == call.as_str()),
+        "no StartTx after resume; baresip log:\n{}",
+        baresip.log()
+    );
+
+    // Transfer (REFER) to Bob: Bob's call takes the phone's place in the conference.
+    console(cons, &format!("/transfer sip:bob@127.0.0.1:{bob}"));
+    let changed = events.wait_for(Duration::from_secs(10), |e| e["Event"] == "CallChanged");
+    assert_eq!(changed["ReplacesCallId"], call.as_str());
+    let bobs = changed["ConnectionId"].as_str().unwrap().to_string();
+    let released = events.wait_for(Duration::from_secs(10), |e| {
+        e["Event"] == "ConnectionReleased" && e["ConnectionId"] == connection.as_str()
+    });
+    assert_eq!(released["Reason"], "transferred", "{}", baresip.log());
+    let conferences = server.get("/mediacontrol/conferences");
+    let room = &conferences["Conferences"][0];
+    assert_eq!(room["ConferenceId"], conference.as_str());
+    assert_eq!(
+        room["Participants"][0]["ConnectionId"],
+        bobs.as_str(),
+        "{conferences}"
+    );
+
+    let r = common::client()
+        .post(server.url("/callcontrol/Hangup"))
+        .bearer_auth(common::TOKEN)
+        .json(&serde_json::json!({"CallId": changed["CallId"]}))
+        .send()
+        .expect("API");
+    assert_eq!(r.status(), 200);
+    let (ok, output) = common::sipp_result(target.join().unwrap());
+    assert!(ok, "Bob answered and got our BYE: {output}");
+    server.wait_no_connections(Duration::from_secs(3));
+    // The phone has nothing left to do; the guard ends it.
+    drop(baresip);
 }

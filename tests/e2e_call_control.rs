@@ -52,6 +52,22 @@ fn offer(server: &Server, events: &mut common::EventStream, name: &str) -> (Uac,
     panic!("{name}: no IncomingCall");
 }
 
+/// Like `offer`, with an SDP of the UAC's choosing.
+fn offer_with_sdp(
+    server: &Server,
+    events: &mut common::EventStream,
+    name: &str,
+    sdp: impl Fn(&Uac) -> String,
+) -> (Uac, String) {
+    let uac = Uac::new(server, name);
+    uac.send(&uac.request("INVITE", "app", 1, "", &format!("{name}i"), &sdp(&uac)));
+    let incoming = events.wait_for(Duration::from_secs(3), |e| {
+        let port = format!(":{}>", uac.sip_port());
+        is(e, "IncomingCall") && e["From"].as_str().is_some_and(|f| f.contains(&port))
+    });
+    (uac, incoming["CallId"].as_str().unwrap().to_string())
+}
+
 /// The next SIP message with a status (skipping 100 Trying), within 3 s.
 fn next_status(uac: &Uac) -> (u16, String) {
     for _ in 0..30 {
@@ -248,4 +264,67 @@ fn answer_call_with_conference_creates_then_joins_one() {
     assert_eq!((code, body["ResultCode"].as_str()), (404, Some("24")));
     call_action(&server, "RejectCall", json!({"CallId": call}));
     assert_eq!(next_status(&third).0, 480);
+}
+
+#[test]
+fn send_user_input_sends_rfc_4733_events_on_the_call() {
+    let server = Server::start(APP_ROUTE);
+    let mut events = server.events();
+    let with_events = |uac: &Uac| {
+        uac.sdp("0 101").replace(
+            "a=sendrecv\r\n",
+            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n",
+        )
+    };
+    let (uac, call) = offer_with_sdp(&server, &mut events, "sui", with_events);
+    let (code, body) = call_action(&server, "AnswerCall", json!({"CallId": call}));
+    assert_eq!(code, 200, "{body}");
+    let ok = uac.final_response("INVITE");
+    uac.send(&uac.request("ACK", "app", 1, &uac::to_tag(&ok), "suia", ""));
+
+    let (code, body) = call_action(
+        &server,
+        "SendUserInput",
+        json!({"CallId": call, "Digits": "12#"}),
+    );
+    assert_eq!(code, 200, "{body}");
+    // The UAC reads the events off its RTP socket: payload type 101, codes 1, 2, 11, each
+    // ending with the E bit.
+    let mut ended = Vec::new();
+    let mut buf = [0u8; 1500];
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while ended.len() < 3 && std::time::Instant::now() < deadline {
+        let Ok(n) = uac.rtp.recv(&mut buf) else {
+            continue;
+        };
+        if n < 16 || buf[1] & 0x7f != 101 {
+            continue;
+        }
+        let (event, end) = (buf[12], buf[13] & 0x80 != 0);
+        if end && ended.last() != Some(&event) {
+            ended.push(event);
+        }
+    }
+    assert_eq!(ended, [1, 2, 11]);
+
+    // A call without telephone-event cannot carry digits: the action says why.
+    let (_plain, plain_call) = offer_with_sdp(&server, &mut events, "sui2", |u: &Uac| u.sdp("0"));
+    call_action(&server, "AnswerCall", json!({"CallId": plain_call}));
+    let (code, body) = call_action(
+        &server,
+        "SendUserInput",
+        json!({"CallId": plain_call, "Digits": "5"}),
+    );
+    assert_eq!(
+        (code, body["ResultCode"].as_str()),
+        (503, Some("8")),
+        "{body}"
+    );
+    assert!(body["Error"].as_str().unwrap().contains("telephone-event"));
+    let (code, _) = call_action(
+        &server,
+        "SendUserInput",
+        json!({"CallId": "999", "Digits": "5"}),
+    );
+    assert_eq!(code, 404);
 }

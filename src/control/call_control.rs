@@ -293,17 +293,24 @@ impl Controller {
         }
     }
 
-    /// SendUserInput: the digits as RFC 4733 events on the call's media.
+    /// SendUserInput: the digits as RFC 4733 events on the call's media, at the RFC 4733
+    /// defaults (100 ms each, 50 ms apart), in place of the call's audio while they play.
+    /// Without telephone-event negotiated the action fails.
     fn send_user_input(
         &mut self,
         call: CallId,
         digits: &str,
     ) -> Result<Map<String, Value>, ActionError> {
-        let _ = digits;
-        Err(ActionError::new(
-            ResultCode::ResourceUnavailable,
-            format!("SendUserInput on call {call}: RFC 4733 sending is not wired yet"),
-        ))
+        let Some(&id) = self.call_connections.get(&call) else {
+            return Err(ActionError::new(
+                ResultCode::UnknownConnectionId,
+                format!("call {call} has no media connection (not answered, or ended)"),
+            ));
+        };
+        self.engine
+            .send_digits(u64::from(id), digits.to_string(), 0, 0)
+            .map_err(super::engine_error)?;
+        Ok(call_result(call))
     }
 
     fn offered_call(&self, call: CallId) -> Result<(), ActionError> {

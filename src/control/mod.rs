@@ -1662,6 +1662,13 @@ pub(crate) fn engine_error(e: EngineError) -> ActionError {
         EngineError::NoPortsAvailable => {
             ActionError::new(ResultCode::ServerBusy, "all RTP ports are in use")
         }
+        EngineError::NoTelephoneEvent => ActionError::new(
+            ResultCode::ResourceUnavailable,
+            "the far end did not negotiate telephone-event (RFC 4733): digits cannot be sent",
+        ),
+        EngineError::InvalidDigits(e) => {
+            ActionError::new(ResultCode::InvalidParameter, format!("Digits: {e}"))
+        }
         other => ActionError::new(ResultCode::ServerInternal, other.to_string()),
     }
 }
