@@ -49,8 +49,9 @@ impl Baresip {
         Baresip::start(server, setup, "echo", CALL_SECONDS, "")
     }
 
-    /// Starts baresip dialling `user` at the server; it quits after `seconds`. `extra` is
-    /// appended to its config (e.g. the `cons` module and its UDP console address).
+    /// Starts baresip dialling `user` at the server (or `user@host...` as given); it quits
+    /// after `seconds`. `extra` is appended to its config (e.g. the `cons` module and its UDP
+    /// console address).
     fn start(server: &Server, setup: &CallSetup, user: &str, seconds: u64, extra: &str) -> Baresip {
         let dir = tempfile::tempdir().expect("temp dir");
         let tone = dir.path().join("tone.wav");
@@ -126,7 +127,11 @@ impl Baresip {
             .args(["-t", &seconds.to_string()])
             .args([
                 "-e",
-                &format!("/dial sip:{user}@127.0.0.1:{}", server.sip_port),
+                &if user.contains('@') {
+                    format!("/dial sip:{user}")
+                } else {
+                    format!("/dial sip:{user}@127.0.0.1:{}", server.sip_port)
+                },
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -549,4 +554,47 @@ fn baresip_as_a_pbx_phone_holds_resumes_and_transfers_its_call() {
     server.wait_no_connections(Duration::from_secs(3));
     // The phone has nothing left to do; the guard ends it.
     drop(baresip);
+}
+
+#[test]
+fn baresip_over_tls_with_srtp_gets_its_tone_echoed() {
+    let tls_dir = tempfile::tempdir().expect("temp dir");
+    let (certificate, key) = common::self_signed_certificate(tls_dir.path());
+    let tls_port = common::free_tcp_port();
+    let server = Server::start_with_tls("", tls_port, &certificate, &key);
+    let setup = CallSetup {
+        codec_modules: &["g711.so"],
+        audio_codecs: "pcmu",
+        sample_rate: 8000,
+        tone_hz: 440.0,
+        srtp: true,
+    };
+    let mut events = server.events();
+    let mut baresip = Baresip::start(
+        &server,
+        &setup,
+        &format!("echo@127.0.0.1:{tls_port};transport=tls"),
+        CALL_SECONDS,
+        &format!("sip_cafile\t\t{}\n", certificate.display()),
+    );
+    let answered = events.wait_for(Duration::from_secs(5), |e| e["Event"] == "CallAnswered");
+    let connection = answered["ConnectionId"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    let listed = the_connection(&server);
+    assert_eq!(listed["Srtp"], "AES_CM_128_HMAC_SHA1_80", "{listed:#}");
+    let status = baresip.wait_exit(Duration::from_secs(CALL_SECONDS + 5));
+    let log = baresip.log();
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+    assert!(
+        log.contains("SIP/2.0/TLS"),
+        "the call went over TLS:\n{log}"
+    );
+    let released = events.wait_for(Duration::from_secs(3), |e| {
+        e["Event"] == "ConnectionReleased" && e["ConnectionId"] == connection.as_str()
+    });
+    assert_eq!(released["Reason"], "remote-hangup", "{released}");
+    let recording = baresip
+        .received_audio()
+        .unwrap_or_else(|| panic!("sndfile wrote no decoder dump; baresip log:\n{log}"));
+    assert_tone_came_back(&recording, setup.tone_hz, &log);
 }

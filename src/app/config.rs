@@ -140,6 +140,20 @@ pub struct SipConfig {
     /// answer: scanners learn nothing).
     #[serde(default = "default_untrusted")]
     pub untrusted: String,
+    /// PEM certificate chain (leaf first) for `tls://` listeners.
+    #[serde(default)]
+    pub tls_certificate: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of that certificate.
+    #[serde(default)]
+    pub tls_private_key: Option<std::path::PathBuf>,
+    /// SRTP policy of calls that arrive over TLS, unless their route sets one: "require"
+    /// (default: signalling secured, media too), "offer" or "refuse".
+    #[serde(default = "default_tls_srtp")]
+    pub tls_srtp: String,
+}
+
+fn default_tls_srtp() -> String {
+    "require".into()
 }
 
 fn default_untrusted() -> String {
@@ -376,6 +390,8 @@ pub struct SipListen {
 pub enum ListenTransport {
     Udp,
     Tcp,
+    /// TCP with TLS: needs `sip.tls_certificate` and `sip.tls_private_key`.
+    Tls,
 }
 
 /// A route with its compiled pattern.
@@ -426,6 +442,11 @@ impl Config {
     /// Semantic checks serde cannot express.
     pub fn check(&self) -> Result<(), ConfigError> {
         self.sip_listeners()?;
+        self.tls_server_config()?;
+        self.tls_srtp_policy()?;
+        if self.app.ring_timeout_s == 0 {
+            return Err(invalid("app.ring_timeout_s must be at least 1".into()));
+        }
         self.compiled_routes()?;
         self.trust()?;
         self.outbound_trunks()?;
@@ -502,6 +523,69 @@ impl Config {
         self.sip.listen.iter().map(|s| parse_listen(s)).collect()
     }
 
+    /// The TLS server configuration for `tls://` listeners (certificate and key loaded and
+    /// checked); None without such a listener.
+    pub fn tls_server_config(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let wants_tls = self
+            .sip_listeners()?
+            .iter()
+            .any(|l| l.transport == ListenTransport::Tls);
+        let (cert, key) = match (&self.sip.tls_certificate, &self.sip.tls_private_key) {
+            (Some(c), Some(k)) => (c, k),
+            (None, None) if !wants_tls => return Ok(None),
+            _ if !wants_tls => {
+                return Err(invalid(
+                    "sip.tls_certificate and sip.tls_private_key go together".into(),
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    "a tls:// listener needs sip.tls_certificate and sip.tls_private_key".into(),
+                ))
+            }
+        };
+        if !wants_tls {
+            return Ok(None);
+        }
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<_, _>>())
+            .map_err(|e| invalid(format!("sip.tls_certificate {}: {e}", cert.display())))?;
+        if chain.is_empty() {
+            return Err(invalid(format!(
+                "sip.tls_certificate {}: no CERTIFICATE in the file",
+                cert.display()
+            )));
+        }
+        let private_key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| invalid(format!("sip.tls_private_key {}: {e}", key.display())))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(format!("TLS: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(chain, private_key)
+            .map_err(|e| {
+                invalid(format!(
+                    "sip.tls_certificate/tls_private_key: {e} (does the key belong to the certificate?)"
+                ))
+            })?;
+        Ok(Some(std::sync::Arc::new(config)))
+    }
+
+    /// The SRTP policy for calls over TLS whose route sets none.
+    pub fn tls_srtp_policy(&self) -> Result<crate::sdp::SrtpPolicy, ConfigError> {
+        crate::sdp::SrtpPolicy::from_name(&self.sip.tls_srtp).ok_or_else(|| {
+            invalid(format!(
+                "sip.tls_srtp {:?}: expected \"offer\", \"require\" or \"refuse\"",
+                self.sip.tls_srtp
+            ))
+        })
+    }
+
     pub fn srtp_policy(&self) -> Result<crate::sdp::SrtpPolicy, ConfigError> {
         crate::sdp::SrtpPolicy::from_name(&self.media.srtp).ok_or_else(|| {
             invalid(format!(
@@ -575,6 +659,12 @@ impl Config {
             let transport = match t.transport.as_str() {
                 "udp" => Transport::Udp,
                 "tcp" => Transport::Tcp,
+                "tls" => {
+                    return Err(invalid(format!(
+                        "{} \"tls\": calls are placed over udp or tcp (TLS is for listeners)",
+                        at("transport")
+                    )))
+                }
                 other => {
                     return Err(invalid(format!(
                         "{} {other:?}: expected \"udp\" or \"tcp\"",
@@ -730,6 +820,9 @@ impl Default for SipConfig {
             t2_ms: default_t2(),
             t4_ms: default_t4(),
             untrusted: default_untrusted(),
+            tls_certificate: None,
+            tls_private_key: None,
+            tls_srtp: default_tls_srtp(),
         }
     }
 }
@@ -793,15 +886,16 @@ impl Default for LogConfig {
 fn parse_listen(s: &str) -> Result<SipListen, ConfigError> {
     let (scheme, rest) = s.split_once("://").ok_or_else(|| {
         invalid(format!(
-            "sip.listen {s:?}: expected udp://ip:port or tcp://ip:port"
+            "sip.listen {s:?}: expected udp://ip:port, tcp://ip:port or tls://ip:port"
         ))
     })?;
     let transport = match scheme.to_ascii_lowercase().as_str() {
         "udp" => ListenTransport::Udp,
         "tcp" => ListenTransport::Tcp,
+        "tls" => ListenTransport::Tls,
         other => {
             return Err(invalid(format!(
-                "sip.listen {s:?}: unknown transport {other:?} (udp, tcp)"
+                "sip.listen {s:?}: unknown transport {other:?} (udp, tcp, tls)"
             )))
         }
     };
@@ -1049,5 +1143,84 @@ service = "echo"
         let err = Config::from_str_with_overrides(GOOD, "t", &["sip.untrusted=\"drop\"".into()])
             .unwrap_err();
         assert!(err.to_string().contains("untrusted"), "{err}");
+    }
+
+    #[test]
+    fn trunks_with_an_address_place_calls_and_may_call_from_it() {
+        let text = format!(
+            "{GOOD}\n[[trunk]]\nname = \"carrier\"\naddress = \"192.0.2.20:5080\"\ntransport = \"tcp\"\n\
+             username = \"cb\"\npassword = \"pw\"\nfrom_user = \"4000\"\nsrtp = \"require\"\n\
+             [[trunk]]\nname = \"pbx\"\nallow = [\"10.0.0.5\"]\n"
+        );
+        let c = Config::from_str_with_overrides(&text, "t", &[]).unwrap();
+        let trunks = c.outbound_trunks().unwrap();
+        assert_eq!(trunks.len(), 1, "only trunks with an address place calls");
+        let t = &trunks[0];
+        assert_eq!(t.destination.addr, "192.0.2.20:5080".parse().unwrap());
+        assert_eq!(
+            t.destination.transport,
+            crate::sip::transaction::Transport::Tcp
+        );
+        assert_eq!(t.domain, "192.0.2.20");
+        assert_eq!(t.from_user, "4000");
+        assert_eq!(
+            t.credentials.as_ref().map(|c| c.username.as_str()),
+            Some("cb")
+        );
+        assert_eq!(t.srtp, Some(crate::sdp::SrtpPolicy::Require));
+        let trust = c.trust().unwrap();
+        assert!(
+            trust.allows("192.0.2.20".parse().unwrap()),
+            "its address may call us"
+        );
+        assert!(trust.allows("10.0.0.5".parse().unwrap()));
+        for (trunk, needle) in [
+            ("address = \"pbx.example:5060\"", "expected ip:port"),
+            (
+                "address = \"192.0.2.1:5060\"\ntransport = \"tls\"",
+                "udp or tcp",
+            ),
+            (
+                "address = \"192.0.2.1:5060\"\nusername = \"u\"",
+                "go together",
+            ),
+            (
+                "allow = [\"192.0.2.1\"]\npassword = \"p\"\nusername = \"u\"",
+                "need an address",
+            ),
+            (
+                "address = \"192.0.2.1:5060\"\nfrom_user = \"a b\"",
+                "not a SIP user",
+            ),
+            ("address = \"192.0.2.1:5060\"\nsrtp = \"maybe\"", "srtp"),
+        ] {
+            let text = format!("{GOOD}\n[[trunk]]\nname = \"t\"\n{trunk}\n");
+            let err = Config::from_str_with_overrides(&text, "t", &[]).unwrap_err();
+            assert!(err.to_string().contains(needle), "{trunk}: {err}");
+        }
+    }
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let err = Config::from_str_with_overrides(GOOD, "t", &["sip.tls_srtp=\"always\"".into()])
+            .unwrap_err();
+        assert!(err.to_string().contains("tls_srtp"), "{err}");
+        let err = Config::from_str_with_overrides(
+            GOOD,
+            "t",
+            &["sip.tls_certificate=\"/x/cert.pem\"".into()],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("go together"), "{err}");
+        let err = Config::from_str_with_overrides(
+            GOOD,
+            "t",
+            &["sip.listen=[\"tls://127.0.0.1:5061\"]".into()],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("needs sip.tls_certificate"),
+            "{err}"
+        );
     }
 }

@@ -100,7 +100,8 @@ pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Resul
 
     let (inbound_tx, inbound_rx) = mpsc::channel(8192);
     let listeners = config.sip_listeners().map_err(AppError::Config)?;
-    let transport = SipTransport::start(&listeners, config.sip.advertised_address, inbound_tx)
+    let tls = config.tls_server_config().map_err(AppError::Config)?;
+    let transport = SipTransport::start(&listeners, tls, config.sip.advertised_address, inbound_tx)
         .await
         .map_err(AppError::SipBind)?;
     for (t, addr) in transport.local_addresses() {
@@ -117,6 +118,7 @@ pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Resul
             },
             routes: config.compiled_routes().map_err(AppError::Config)?,
             trust: config.trust().map_err(AppError::Config)?,
+            tls_srtp: config.tls_srtp_policy().map_err(AppError::Config)?,
             capabilities: LocalCapabilities {
                 codecs: config.audio_codecs().map_err(AppError::Config)?,
                 telephone_event: config.media.telephone_event,

@@ -33,6 +33,8 @@ pub enum Transport {
     Udp,
     /// Reliable: no retransmissions, and the "wait for retransmissions" timers are zero.
     Tcp,
+    /// TCP with TLS (RFC 3261 §26.2.1): reliable, like TCP.
+    Tls,
 }
 
 impl Transport {
@@ -40,7 +42,7 @@ impl Transport {
     pub fn is_reliable(self) -> bool {
         match self {
             Transport::Udp => false,
-            Transport::Tcp => true,
+            Transport::Tcp | Transport::Tls => true,
         }
     }
 }

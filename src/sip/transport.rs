@@ -1,7 +1,8 @@
-//! SIP over UDP and TCP on tokio: sockets in, parsed messages out, bytes back.
+//! SIP over UDP, TCP and TLS on tokio: sockets in, parsed messages out, bytes back.
 //!
-//! Owns: the listening sockets, TCP connections (accepted and opened), stream framing
-//! (RFC 3261 §18.3) and the choice of our address as a peer sees it.
+//! Owns: the listening sockets, TCP connections (accepted and opened), TLS connections
+//! (accepted; rustls does the handshake), stream framing (RFC 3261 §18.3) and the choice of
+//! our address as a peer sees it.
 //! Must not: keep SIP state. Every message goes to the control plane's queue; a full queue
 //! drops the datagram (SIP retransmits) rather than growing without bound.
 
@@ -10,7 +11,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
@@ -21,6 +22,9 @@ use crate::app::config::{ListenTransport, SipListen};
 /// Largest message we accept on a stream before giving up on the connection.
 const MAX_STREAM_BUFFER: usize = 256 * 1024;
 
+/// A TLS client that has not finished its handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One message from the network.
 #[derive(Debug)]
 pub struct Inbound {
@@ -29,6 +33,9 @@ pub struct Inbound {
     /// Our address (IP and listener port) as `source` reaches us.
     pub local: SocketAddr,
 }
+
+/// The writer queue of one stream connection.
+type StreamWriter = mpsc::Sender<Vec<u8>>;
 
 /// Handle for sending; cheap to clone.
 #[derive(Clone)]
@@ -39,8 +46,9 @@ pub struct SipTransport {
 struct Inner {
     udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
     tcp_listeners: Vec<SocketAddr>,
-    /// Open TCP connections by peer address: the writer queue of each.
-    tcp_connections: Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    tls_listeners: Vec<SocketAddr>,
+    /// Open TCP and TLS connections by transport and peer address: the writer queue of each.
+    tcp_connections: Mutex<HashMap<(Transport, SocketAddr), StreamWriter>>,
     inbound: mpsc::Sender<Inbound>,
     advertised: Option<IpAddr>,
 }
@@ -50,11 +58,13 @@ impl SipTransport {
     /// and starts their receive tasks.
     pub async fn start(
         listeners: &[SipListen],
+        tls_config: Option<Arc<rustls::ServerConfig>>,
         advertised: Option<IpAddr>,
         inbound: mpsc::Sender<Inbound>,
     ) -> io::Result<SipTransport> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
+        let mut tls = Vec::new();
         for l in listeners {
             match l.transport {
                 ListenTransport::Udp => {
@@ -67,11 +77,27 @@ impl SipTransport {
                     let local = listener.local_addr()?;
                     tcp.push((listener, local));
                 }
+                ListenTransport::Tls => {
+                    let listener = bind_tcp(l.addr)?;
+                    let local = listener.local_addr()?;
+                    tls.push((listener, local));
+                }
             }
         }
+        let acceptor = match (&tls_config, tls.is_empty()) {
+            (_, true) => None,
+            (Some(config), false) => Some(tokio_rustls::TlsAcceptor::from(config.clone())),
+            (None, false) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a tls:// listener needs a certificate and key",
+                ))
+            }
+        };
         let inner = Arc::new(Inner {
             udp: udp.clone(),
             tcp_listeners: tcp.iter().map(|(_, a)| *a).collect(),
+            tls_listeners: tls.iter().map(|(_, a)| *a).collect(),
             tcp_connections: Mutex::new(HashMap::new()),
             inbound,
             advertised,
@@ -81,6 +107,11 @@ impl SipTransport {
         }
         for (listener, local) in tcp {
             tokio::spawn(tcp_accept(inner.clone(), listener, local));
+        }
+        if let Some(acceptor) = acceptor {
+            for (listener, local) in tls {
+                tokio::spawn(tls_accept(inner.clone(), listener, local, acceptor.clone()));
+            }
         }
         Ok(SipTransport { inner })
     }
@@ -93,7 +124,12 @@ impl SipTransport {
             .tcp_listeners
             .iter()
             .map(|a| (Transport::Tcp, *a));
-        udp.chain(tcp).collect()
+        let tls = self
+            .inner
+            .tls_listeners
+            .iter()
+            .map(|a| (Transport::Tls, *a));
+        udp.chain(tcp).chain(tls).collect()
     }
 
     /// Our SIP address as `peer` will see it when we send first (calls we place): the listener
@@ -113,6 +149,12 @@ impl SipTransport {
                 .iter()
                 .copied()
                 .find(|a| a.is_ipv4() == peer.addr.is_ipv4()),
+            Transport::Tls => self
+                .inner
+                .tls_listeners
+                .iter()
+                .copied()
+                .find(|a| a.is_ipv4() == peer.addr.is_ipv4()),
         }?;
         Some(LocalAddressCache::default().ours(listener, peer.addr.ip(), self.inner.advertised))
     }
@@ -123,6 +165,28 @@ impl SipTransport {
         match to.transport {
             Transport::Udp => self.send_udp(to.addr, &bytes),
             Transport::Tcp => self.send_tcp(to.addr, bytes),
+            Transport::Tls => self.send_tls(to.addr, bytes),
+        }
+    }
+
+    /// TLS: only on a connection the peer opened (we place no calls over TLS).
+    fn send_tls(&self, to: SocketAddr, bytes: Vec<u8>) {
+        let existing = self
+            .inner
+            .tcp_connections
+            .lock()
+            .expect("tcp connection map lock is never poisoned: no panics while held")
+            .get(&(Transport::Tls, to))
+            .cloned();
+        match existing {
+            Some(writer) => {
+                if writer.try_send(bytes).is_err() {
+                    tracing::debug!("TLS writer queue full or closed; message dropped");
+                }
+            }
+            None => {
+                tracing::info!(peer = %to, "no TLS connection to the peer (it closed it); message dropped")
+            }
         }
     }
 
@@ -150,7 +214,7 @@ impl SipTransport {
             .tcp_connections
             .lock()
             .expect("tcp connection map lock is never poisoned: no panics while held")
-            .get(&to)
+            .get(&(Transport::Tcp, to))
             .cloned();
         if let Some(writer) = existing {
             if writer.try_send(bytes).is_err() {
@@ -165,7 +229,7 @@ impl SipTransport {
                     let local = stream
                         .local_addr()
                         .unwrap_or_else(|_| SocketAddr::new(to.ip(), 0));
-                    let writer = serve_tcp(inner, stream, to, local);
+                    let writer = serve_stream(inner, stream, to, local, Transport::Tcp);
                     let _ = writer.send(bytes).await;
                 }
                 Err(e) => tracing::info!(error = %e, "TCP connect for SIP failed"),
@@ -248,7 +312,7 @@ async fn tcp_accept(inner: Arc<Inner>, listener: TcpListener, local: SocketAddr)
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                serve_tcp(inner.clone(), stream, peer, local);
+                serve_stream(inner.clone(), stream, peer, local, Transport::Tcp);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "TCP accept failed");
@@ -258,23 +322,60 @@ async fn tcp_accept(inner: Arc<Inner>, listener: TcpListener, local: SocketAddr)
     }
 }
 
-/// Registers a connection and starts its reader and writer; returns its writer queue.
-fn serve_tcp(
+async fn tls_accept(
     inner: Arc<Inner>,
-    stream: TcpStream,
+    listener: TcpListener,
+    local: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let (inner, acceptor) = (inner.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls)) => {
+                            serve_stream(inner, tls, peer, local, Transport::Tls);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(peer = %peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::info!(peer = %peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Registers a stream connection (TCP or TLS) and starts its reader and writer; returns its
+/// writer queue.
+fn serve_stream<S>(
+    inner: Arc<Inner>,
+    stream: S,
     peer: SocketAddr,
     listener_local: SocketAddr,
-) -> mpsc::Sender<Vec<u8>> {
+    transport: Transport,
+) -> mpsc::Sender<Vec<u8>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (writer_tx, mut writer_rx) = mpsc::channel::<Vec<u8>>(256);
     inner
         .tcp_connections
         .lock()
         .expect("tcp connection map lock is never poisoned: no panics while held")
-        .insert(peer, writer_tx.clone());
-    let (mut read_half, mut write_half) = stream.into_split();
+        .insert((transport, peer), writer_tx.clone());
+    let (mut read_half, mut write_half) = tokio::io::split(stream);
     tokio::spawn(async move {
         while let Some(bytes) = writer_rx.recv().await {
-            if write_half.write_all(&bytes).await.is_err() {
+            if write_half.write_all(&bytes).await.is_err() || write_half.flush().await.is_err() {
                 break;
             }
         }
@@ -310,7 +411,7 @@ fn serve_tcp(
                         let inbound = Inbound {
                             message,
                             source: Peer {
-                                transport: Transport::Tcp,
+                                transport,
                                 addr: peer,
                             },
                             local: locals.ours(bound, peer.ip(), inner.advertised),
@@ -334,7 +435,7 @@ fn serve_tcp(
             .tcp_connections
             .lock()
             .expect("tcp connection map lock is never poisoned: no panics while held")
-            .remove(&peer);
+            .remove(&(transport, peer));
     });
     writer_tx
 }

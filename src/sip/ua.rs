@@ -45,6 +45,8 @@ pub struct UaSettings {
     pub capabilities: LocalCapabilities,
     /// Who may send out-of-dialog requests (INVITE, OPTIONS ...): the trunks' sources.
     pub trust: super::trust::Trust,
+    /// SRTP policy of calls over TLS whose route sets none (`[sip] tls_srtp`).
+    pub tls_srtp: sdp::SrtpPolicy,
 }
 
 /// Why a call's dialog ended, as seen by SIP.
@@ -860,6 +862,9 @@ impl UserAgent {
         let mut capabilities = self.settings.capabilities.clone();
         if let Some(policy) = route.srtp {
             capabilities.srtp = policy;
+        } else if source.transport == Transport::Tls {
+            // Signalling secured by TLS carries SDES keys: the media must be SRTP too.
+            capabilities.srtp = self.settings.tls_srtp;
         }
         let srtp_keys = new_srtp_keys(&capabilities);
         // Check the offer before any media is allocated, so a 488 costs nothing.
@@ -2192,6 +2197,7 @@ fn contact_for(transport: Transport, local: SocketAddr) -> String {
     match transport {
         Transport::Udp => format!("<sip:callbridge@{}>", host_port(local)),
         Transport::Tcp => format!("<sip:callbridge@{};transport=tcp>", host_port(local)),
+        Transport::Tls => format!("<sip:callbridge@{};transport=tls>", host_port(local)),
     }
 }
 
@@ -2199,6 +2205,7 @@ fn transport_name(transport: Transport) -> &'static str {
     match transport {
         Transport::Udp => "UDP",
         Transport::Tcp => "TCP",
+        Transport::Tls => "TLS",
     }
 }
 
@@ -2213,7 +2220,7 @@ fn host_port(addr: SocketAddr) -> String {
 /// behind NAT and it is the flow it chose); over UDP the next hop's IP literal and port, or the
 /// peer's signalling address when the next hop is a name (no DNS on the control plane yet).
 fn destination_for(next_hop: &super::message::Uri, source: Peer) -> Peer {
-    if source.transport == Transport::Tcp {
+    if source.transport.is_reliable() {
         return source;
     }
     let port = next_hop.port.unwrap_or(5060);
@@ -2458,6 +2465,7 @@ mod tests {
             ],
             trust: crate::sip::trust::Trust::default(),
             capabilities: LocalCapabilities::default(),
+            tls_srtp: sdp::SrtpPolicy::Require,
         }
     }
 

@@ -33,27 +33,40 @@ impl Server {
 
     /// As `start`, with `rtp_pairs` RTP port pairs in the range.
     pub fn start_with(extra: &str, rtp_pairs: u16) -> Server {
-        Self::launch(extra, rtp_pairs, &[], false, &[])
+        Self::launch(extra, rtp_pairs, &[], false, &[], None)
     }
 
     /// SIP on 127.0.0.1 and [::1], media on a dual-stack `::` socket.
     pub fn start_dual_stack() -> Server {
-        Self::launch("", 40, &[], true, &[])
+        Self::launch("", 40, &[], true, &[], None)
     }
 
     /// The standard config with `--set` overrides on the command line.
     pub fn start_with_overrides(overrides: &[&str]) -> Server {
-        Self::launch("", 40, overrides, false, &[])
+        Self::launch("", 40, overrides, false, &[], None)
     }
 
     /// The standard config plus `extra` TOML (routes), with `--set` overrides.
     pub fn start_with_extra_and_overrides(extra: &str, overrides: &[&str]) -> Server {
-        Self::launch(extra, 40, overrides, false, &[])
+        Self::launch(extra, 40, overrides, false, &[], None)
     }
 
     /// The standard config (plus `extra`) with extra environment variables (NOTIFY_SOCKET...).
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Server {
-        Self::launch(extra, 40, &[], false, env)
+        Self::launch(extra, 40, &[], false, env, None)
+    }
+
+    /// The standard config (plus `extra`) with a `tls://127.0.0.1:<tls_port>` listener using
+    /// this PEM certificate and key.
+    pub fn start_with_tls(extra: &str, tls_port: u16, certificate: &Path, key: &Path) -> Server {
+        Self::launch(
+            extra,
+            40,
+            &[],
+            false,
+            &[],
+            Some((tls_port, certificate, key)),
+        )
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -90,12 +103,24 @@ impl Server {
         overrides: &[&str],
         dual_stack: bool,
         env: &[(&str, &str)],
+        tls: Option<(u16, &Path, &Path)>,
     ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let sip_port = free_udp_tcp_port();
         let api_port = free_tcp_port();
         let rtp_min = free_rtp_range(rtp_pairs);
         let rtp_max = rtp_min + rtp_pairs * 2 - 1;
+        let (tls_listen, tls_files) = match tls {
+            Some((port, certificate, key)) => (
+                format!(", \"tls://127.0.0.1:{port}\""),
+                format!(
+                    "tls_certificate = \"{}\"\ntls_private_key = \"{}\"\n",
+                    certificate.display(),
+                    key.display()
+                ),
+            ),
+            None => (String::new(), String::new()),
+        };
         let (v6_listen, media_ip) = if dual_stack {
             (
                 format!(", \"udp://[::1]:{sip_port}\", \"tcp://[::1]:{sip_port}\""),
@@ -110,9 +135,10 @@ impl Server {
         let config = format!(
             r#"
 [sip]
-listen = ["udp://127.0.0.1:{sip_port}", "tcp://127.0.0.1:{sip_port}"{v6_listen}]
+listen = ["udp://127.0.0.1:{sip_port}", "tcp://127.0.0.1:{sip_port}"{v6_listen}{tls_listen}]
 t1_ms = 100
 t2_ms = 400
+{tls_files}
 [media]
 rtp_port_min = {rtp_min}
 rtp_port_max = {rtp_max}
@@ -594,4 +620,17 @@ pub fn stream_and_check_echo(
         );
     }
     matched
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, as PEM files in `dir`: (certificate,
+/// private key).
+pub fn self_signed_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("generate a certificate");
+    let certificate = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&certificate, certified.cert.pem()).expect("write certificate");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write key");
+    (certificate, key)
 }
