@@ -328,3 +328,59 @@ fn send_user_input_sends_rfc_4733_events_on_the_call() {
     );
     assert_eq!(code, 404);
 }
+
+#[test]
+fn accept_call_with_early_media_sends_a_reliable_183_and_answer_call_keeps_its_connection() {
+    let server = Server::start(APP_ROUTE);
+    let mut events = server.events();
+    let uac = Uac::new(&server, "early");
+    let invite = uac
+        .request("INVITE", "app", 1, "", "earlyi", &uac.sdp("0"))
+        .replace(
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nSupported: 100rel\r\n",
+        );
+    uac.send(&invite);
+    let incoming = events.wait_for(Duration::from_secs(3), |e| is(e, "IncomingCall"));
+    let call = incoming["CallId"].as_str().unwrap().to_string();
+
+    let (code, body) = call_action(
+        &server,
+        "AcceptCall",
+        json!({"CallId": call, "EarlyMedia": true}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let connection = body["ConnectionId"]
+        .as_str()
+        .expect("early connection")
+        .to_string();
+    let rx_port = body["MediaRxPort"].as_u64().unwrap();
+    let (status, progress) = next_status(&uac);
+    assert_eq!(status, 183, "{progress}");
+    assert_eq!(uac::header(&progress, "Require"), Some("100rel"));
+    let rseq = uac::header(&progress, "RSeq").expect("RSeq").to_string();
+    assert_eq!(u64::from(uac::media_port(uac::body(&progress))), rx_port);
+    let tag = uac::to_tag(&progress);
+    let prack = uac.request("PRACK", "app", 2, &tag, "earlyp", "").replace(
+        "Max-Forwards: 70\r\n",
+        &format!("Max-Forwards: 70\r\nRAck: {rseq} 1 INVITE\r\n"),
+    );
+    uac.send(&prack);
+    assert_eq!(uac::status(&uac.final_response("PRACK")), 200);
+
+    let (code, body) = call_action(&server, "AnswerCall", json!({"CallId": call}));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["ConnectionId"],
+        connection.as_str(),
+        "the early connection is kept"
+    );
+    let ok = uac.final_response("INVITE");
+    assert_eq!(uac::status(&ok), 200);
+    assert_eq!(u64::from(uac::media_port(uac::body(&ok))), rx_port);
+    uac.send(&uac.request("ACK", "app", 1, &tag, "earlya", ""));
+    assert_eq!(server.connections().len(), 1);
+    let (code, _) = call_action(&server, "Hangup", json!({"CallId": call}));
+    assert_eq!(code, 200);
+    server.wait_no_connections(Duration::from_secs(2));
+}

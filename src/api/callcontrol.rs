@@ -15,8 +15,11 @@ pub fn parse_action(action: &str, params: &Map<String, Value>) -> Result<CallAct
     let allow = |names: &[&str]| p.allow(names);
     match action {
         "AcceptCall" => {
-            allow(&["CallId", "Timeout"])?;
-            Ok(CallAction::Accept { call: call_id(&p)? })
+            allow(&["CallId", "EarlyMedia", "Timeout"])?;
+            Ok(CallAction::Accept {
+                call: call_id(&p)?,
+                early_media: p.boolean("EarlyMedia")?.unwrap_or(false),
+            })
         }
         "AnswerCall" => {
             allow(&[

@@ -21,8 +21,9 @@ use crate::sip::ua::CallId;
 /// A Call Control action, parsed at the API edge.
 #[derive(Debug, Clone)]
 pub enum CallAction {
-    /// 180 Ringing: more time to decide.
-    Accept { call: CallId },
+    /// 180 Ringing: more time to decide; with `early_media`, a connection now and 183 with
+    /// its SDP (reliable when the caller supports 100rel).
+    Accept { call: CallId, early_media: bool },
     /// Answer with a media connection; optionally in a (new or existing) conference.
     Answer {
         call: CallId,
@@ -85,11 +86,18 @@ impl Controller {
     ) -> Result<Map<String, Value>, ActionError> {
         let now = Instant::now();
         match action {
-            CallAction::Accept { call } => {
+            CallAction::Accept {
+                call,
+                early_media: false,
+            } => {
                 self.offered_call(call)?;
                 self.ua.ring(now, call);
                 Ok(call_result(call))
             }
+            CallAction::Accept {
+                call,
+                early_media: true,
+            } => self.accept_with_early_media(call),
             CallAction::Reject { call, status } => {
                 self.offered_call(call)?;
                 self.offered.remove(&call);
@@ -124,6 +132,50 @@ impl Controller {
         }
     }
 
+    /// AcceptCall with early media (CUAE's Reserve Media Early): the connection is made now
+    /// and the caller hears it before the answer (183 with our SDP). AnswerCall then keeps it.
+    fn accept_with_early_media(&mut self, call: CallId) -> Result<Map<String, Value>, ActionError> {
+        self.offered_call(call)?;
+        if self.call_connections.contains_key(&call) {
+            return Err(ActionError::new(
+                ResultCode::AlreadyConnected,
+                format!("call {call} already has early media"),
+            ));
+        }
+        let (remote_media, local) = {
+            let offer = &self.offered[&call];
+            (offer.remote_media.clone(), offer.local)
+        };
+        if remote_media.is_none() {
+            return Err(ActionError::new(
+                ResultCode::InvalidParameters,
+                format!("call {call} came without an SDP offer: no early media before the answer"),
+            ));
+        }
+        let (id, announced) = self
+            .open_call_connection(call, MediaMode::Idle, remote_media.as_ref(), local)
+            .map_err(|(status, _)| {
+                ActionError::new(
+                    ResultCode::ServerBusy,
+                    format!("no media for call {call} (would be {status})"),
+                )
+            })?;
+        if !self.ua.early_media(Instant::now(), call, announced) {
+            let _ = self.release_connection(id, ReleaseReason::InviteFailed);
+            return Err(ActionError::new(
+                ResultCode::ServerInternal,
+                format!("call {call}: early media could not be offered"),
+            ));
+        }
+        self.emit_media_started(call, id, announced);
+        let mut result = call_result(call);
+        result.insert("MmsId".into(), json!(0));
+        result.insert("ConnectionId".into(), json!(id.to_string()));
+        result.insert("MediaRxIP".into(), json!(announced.ip().to_string()));
+        result.insert("MediaRxPort".into(), json!(announced.port()));
+        Ok(result)
+    }
+
     /// AnswerCall: the connection, the conference if asked, then 200 with our SDP.
     fn answer_call(
         &mut self,
@@ -144,12 +196,20 @@ impl Controller {
             }
         }
         let offer = self.offered.remove(&call).expect("checked above");
-        let (id, announced) = match self.open_call_connection(
-            call,
-            MediaMode::Idle,
-            offer.remote_media.as_ref(),
-            offer.local,
-        ) {
+        let early = self.call_connections.get(&call).map(|&id| {
+            let c = &self.connections[&id];
+            (id, SocketAddr::new(c.rx_ip, c.local_rtp.port()))
+        });
+        let opened = match early {
+            Some(early) => Ok(early),
+            None => self.open_call_connection(
+                call,
+                MediaMode::Idle,
+                offer.remote_media.as_ref(),
+                offer.local,
+            ),
+        };
+        let (id, announced) = match opened {
             Ok(opened) => opened,
             Err((status, reason)) => {
                 // Nothing can be answered: the call is refused, as CUAE's failed AnswerCall.

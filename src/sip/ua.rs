@@ -28,10 +28,11 @@ use crate::sdp::{self, LocalCapabilities, NegotiatedMedia, SessionDescription, S
 pub type CallId = u64;
 
 /// Methods we implement, for Allow headers and 405/501 decisions.
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY, UPDATE";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY, UPDATE, PRACK";
 
-/// Extensions we implement (RFC 3891 Replaces, RFC 4028 session timers, RFC 4488 Refer-Sub).
-pub const SUPPORTED: &str = "replaces, timer, norefersub";
+/// Extensions we implement (RFC 3262 reliable provisionals, RFC 3891 Replaces, RFC 4028
+/// session timers, RFC 4488 Refer-Sub).
+pub const SUPPORTED: &str = "100rel, replaces, timer, norefersub";
 
 /// Seconds a REFER's implicit subscription lasts before its final NOTIFY (RFC 3515 §2.4.4).
 const REFER_SUBSCRIPTION_S: u32 = 60;
@@ -187,6 +188,8 @@ pub struct UserAgent {
     client_tx: HashMap<TransactionKey, ClientTx>,
     /// Session timers (RFC 4028) by expiry.
     session_timers: BTreeSet<(Instant, CallId)>,
+    /// Reliable provisional responses (RFC 3262) to retransmit, by when.
+    prack_timers: BTreeSet<(Instant, CallId)>,
 }
 
 /// What one of our client transactions is for.
@@ -252,6 +255,22 @@ struct Call {
     referring: bool,
     /// Negotiated session timer (RFC 4028): interval, and whether we refresh.
     session_expires: Option<(Duration, bool)>,
+    /// The peer's INVITE: 100rel supported (we may send reliable provisionals) or required
+    /// (every provisional but 100 must be reliable).
+    peer_100rel: Option<bool>,
+    /// RSeq of our last reliable provisional, and the one waiting for its PRACK.
+    rseq: u32,
+    unacked_provisional: Option<UnackedProvisional>,
+}
+
+/// A reliable provisional response not yet PRACKed (RFC 3262 §3).
+#[derive(Debug, Clone)]
+struct UnackedProvisional {
+    response: Response,
+    rseq: u32,
+    interval: Duration,
+    /// No PRACK by then: the INVITE is refused (5xx).
+    give_up: Instant,
 }
 
 /// The UAC side of a call we placed.
@@ -329,6 +348,7 @@ impl UserAgent {
             counters: SipCounters::default(),
             client_tx: HashMap::new(),
             session_timers: BTreeSet::new(),
+            prack_timers: BTreeSet::new(),
         }
     }
 
@@ -392,6 +412,7 @@ impl UserAgent {
             self.send_answer(now, call);
         }
         self.expire_sessions(now);
+        self.retransmit_provisionals(now);
     }
 
     /// When `handle_timeout` must next run.
@@ -399,7 +420,8 @@ impl UserAgent {
         let tx = self.transactions.poll_timeout().map(|(at, _)| at);
         let ring = self.answer_timers.first().map(|(at, _)| *at);
         let session = self.session_timers.first().map(|(at, _)| *at);
-        [tx, ring, session].into_iter().flatten().min()
+        let prack = self.prack_timers.first().map(|(at, _)| *at);
+        [tx, ring, session, prack].into_iter().flatten().min()
     }
 
     pub fn poll_output(&mut self) -> Option<UaOutput> {
@@ -420,8 +442,7 @@ impl UserAgent {
             return;
         }
         call.state = CallState::Ringing;
-        let ringing = self.response_for_call(call_id, 180, "Ringing", None);
-        self.respond_invite(now, call_id, ringing);
+        self.send_provisional(now, call_id, 180, "Ringing", None);
         let due = now + self.calls[&call_id].answer_delay;
         self.answer_timers.insert((due, call_id));
     }
@@ -435,8 +456,36 @@ impl UserAgent {
         if call.state != CallState::AwaitingMedia {
             return false;
         }
-        let ringing = self.response_for_call(call_id, 180, "Ringing", None);
-        self.respond_invite(now, call_id, ringing);
+        self.send_provisional(now, call_id, 180, "Ringing", None);
+        true
+    }
+
+    /// Early media (CUAE AcceptCall with a reserved connection): 183 Session Progress with
+    /// our answer for `local_rtp`, reliable (RFC 3262) when the caller supports 100rel. The
+    /// call still waits for [`UserAgent::accept`] (the same answer in the 200) or `reject`.
+    /// False when the call is not waiting, or its INVITE had no offer to answer.
+    pub fn early_media(&mut self, now: Instant, call_id: CallId, local_rtp: SocketAddr) -> bool {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return false;
+        };
+        if call.state != CallState::AwaitingMedia || call.local_rtp.is_some() {
+            return false;
+        }
+        let Some(offer) = &call.remote_offer else {
+            return false;
+        };
+        let Ok((answer, _)) = sdp::answer(
+            offer,
+            &call.capabilities,
+            local_rtp,
+            call.sdp_version,
+            &call.srtp_keys,
+        ) else {
+            return false;
+        };
+        call.local_rtp = Some(local_rtp);
+        call.local_sdp = Some(answer.clone());
+        self.send_provisional(now, call_id, 183, "Session Progress", Some(&answer));
         true
     }
 
@@ -567,6 +616,9 @@ impl UserAgent {
                 transfer: None,
                 referring: false,
                 session_expires: None,
+                peer_100rel: None,
+                rseq: 0,
+                unacked_provisional: None,
             },
         );
         self.drain_transactions(now, None);
@@ -900,6 +952,20 @@ impl UserAgent {
                 return;
             }
         };
+        let tags = |name: &str| -> bool {
+            request
+                .headers
+                .get_all(name)
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case("100rel"))
+        };
+        let peer_100rel = if tags("Require") {
+            Some(true)
+        } else if tags("Supported") {
+            Some(false)
+        } else {
+            None
+        };
         let call_id = self.next_call;
         self.next_call += 1;
         let play = request
@@ -939,6 +1005,9 @@ impl UserAgent {
                 transfer: None,
                 referring: false,
                 session_expires: session_expires.map(|i| (i, false)),
+                peer_100rel,
+                rseq: 0,
+                unacked_provisional: None,
             },
         );
         let conference = route
@@ -1088,6 +1157,7 @@ impl UserAgent {
             Method::Refer => self.on_refer(now, key, call_id, request),
             Method::Notify => self.on_notify(now, key, call_id, request),
             Method::Update => self.on_update(now, key, call_id, request),
+            Method::Prack => self.on_prack(now, key, call_id, request),
             Method::Cancel => self.on_cancel(now, key, &request),
             Method::Options => {
                 let response = self.options_response(&request);
@@ -1185,6 +1255,8 @@ impl UserAgent {
         call.our_offer = our_offer;
         call.local_sdp = Some(body.clone());
         call.state = CallState::Answered;
+        call.unacked_provisional = None;
+        self.prack_timers.retain(|(_, c)| *c != call_id);
         let mut response = self.response_for_call(call_id, 200, "OK", Some(&body));
         self.add_session_timer(call_id, &mut response);
         self.respond_invite(now, call_id, response);
@@ -1276,6 +1348,100 @@ impl UserAgent {
             call: call_id,
             reason: EndReason::AckTimeout,
         });
+    }
+
+    /// A provisional response to the call's INVITE: reliable (RFC 3262: Require: 100rel,
+    /// RSeq, retransmitted until PRACKed) when the caller requires it, or when it supports it
+    /// and the response carries our SDP; one reliable provisional at a time (§3).
+    fn send_provisional(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        status: u16,
+        reason: &str,
+        body: Option<&SessionDescription>,
+    ) {
+        let mut response = self.response_for_call(call_id, status, reason, body);
+        let call = self.calls.get_mut(&call_id).expect("caller checked");
+        let reliable = match call.peer_100rel {
+            Some(true) => true,
+            Some(false) => body.is_some(),
+            None => false,
+        };
+        if reliable && call.unacked_provisional.is_none() {
+            call.rseq += 1;
+            response.headers.push("Require", "100rel");
+            response.headers.push("RSeq", call.rseq.to_string());
+            let t1 = self.settings.timers.t1;
+            call.unacked_provisional = Some(UnackedProvisional {
+                response: response.clone(),
+                rseq: call.rseq,
+                interval: t1,
+                give_up: now + t1 * 64,
+            });
+            self.prack_timers.insert((now + t1, call_id));
+        } else if reliable {
+            // §3: the next reliable provisional waits for the PRACK of this one; an
+            // unreliable one would break the caller's Require.
+            if call.peer_100rel == Some(true) {
+                return;
+            }
+        }
+        self.respond_invite(now, call_id, response);
+    }
+
+    /// Retransmits unacknowledged reliable provisionals at T1, 2·T1 ...; without a PRACK
+    /// within 64·T1 the INVITE is refused (RFC 3262 §3).
+    fn retransmit_provisionals(&mut self, now: Instant) {
+        while let Some(&(due, call_id)) = self.prack_timers.first() {
+            if due > now {
+                break;
+            }
+            self.prack_timers.pop_first();
+            let Some(call) = self.calls.get_mut(&call_id) else {
+                continue;
+            };
+            let Some(pending) = call.unacked_provisional.as_mut() else {
+                continue;
+            };
+            if now >= pending.give_up {
+                call.unacked_provisional = None;
+                tracing::info!(call = call_id, "no PRACK for our reliable provisional");
+                self.reject(now, call_id, 504, "Server Time-out - no PRACK");
+                continue;
+            }
+            let response = pending.response.clone();
+            pending.interval = (pending.interval * 2).min(self.settings.timers.t2 * 8);
+            let next = (now + pending.interval).min(pending.give_up);
+            self.prack_timers.insert((next, call_id));
+            self.respond_invite(now, call_id, response);
+        }
+    }
+
+    /// PRACK (RFC 3262 §3): its RAck names our unacknowledged reliable provisional.
+    fn on_prack(&mut self, now: Instant, key: TransactionKey, call_id: CallId, request: Request) {
+        let rack: Option<(u32, u32)> = request.headers.get("RAck").and_then(|v| {
+            let mut parts = v.split_whitespace();
+            let rseq = parts.next()?.parse().ok()?;
+            let cseq = parts.next()?.parse().ok()?;
+            parts
+                .next()
+                .filter(|m| m.eq_ignore_ascii_case("INVITE"))
+                .map(|_| (rseq, cseq))
+        });
+        let call = self.calls.get_mut(&call_id).expect("caller checked");
+        let invite_cseq = call.invite.headers.cseq().map(|c| c.seq).ok();
+        let matches = match (&call.unacked_provisional, rack) {
+            (Some(p), Some((rseq, cseq))) => p.rseq == rseq && Some(cseq) == invite_cseq,
+            _ => false,
+        };
+        if !matches {
+            self.respond_simple(now, &key, &request, 481, "Call/Transaction Does Not Exist");
+            return;
+        }
+        call.unacked_provisional = None;
+        self.prack_timers.retain(|(_, c)| *c != call_id);
+        self.respond_simple(now, &key, &request, 200, "OK");
     }
 
     fn on_response(&mut self, now: Instant, key: TransactionKey, response: Response) {
@@ -2144,6 +2310,7 @@ impl UserAgent {
             .remove(&(call.dialog.call_id.clone(), call.dialog.local_tag.clone()));
         self.answer_timers.retain(|(_, c)| *c != call_id);
         self.session_timers.retain(|(_, c)| *c != call_id);
+        self.prack_timers.retain(|(_, c)| *c != call_id);
     }
 
     fn random_token(&mut self) -> String {
@@ -3614,15 +3781,84 @@ mod tests {
     }
 
     #[test]
-    fn require_100rel_gets_420_with_unsupported() {
+    fn an_unknown_required_extension_gets_420_with_unsupported() {
         let mut h = Harness::new();
         let peer = PeerCall::new("echo", "prack");
         let sdp = pcmu_sdp(30000);
-        let text = peer.invite_text("Require: 100rel\r\n", Some(("application/sdp", &sdp)));
+        let text = peer.invite_text(
+            "Require: 100rel, foo-ext\r\n",
+            Some(("application/sdp", &sdp)),
+        );
         let out = h.receive(sip(&text));
         let refusal = response(&out, 420);
-        assert_eq!(refusal.headers.get("Unsupported"), Some("100rel"));
+        assert_eq!(refusal.headers.get("Unsupported"), Some("foo-ext"));
         assert_invite_refused(&mut h, &peer, &out, 420);
+    }
+
+    #[test]
+    fn early_media_is_a_reliable_183_until_prack_then_the_200_carries_the_same_answer() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("echo", "early");
+        let text = peer.invite_text(
+            "Supported: 100rel, timer\r\n",
+            Some(("application/sdp", &pcmu_sdp(30000))),
+        );
+        let call = incoming_call(&h.receive(sip(&text)));
+        assert!(h.ua.early_media(h.now, call, addr(LOCAL_RTP)));
+        let out = h.drain();
+        let progress = response(&out, 183);
+        assert_eq!(progress.headers.get("Require"), Some("100rel"));
+        assert_eq!(progress.headers.get("RSeq"), Some("1"));
+        assert_eq!(sdp_body(&progress).media[0].port, 40000);
+        peer.learn_tag(&progress);
+        // Not PRACKed: sent again after T1.
+        let again = h.advance(T1);
+        assert_eq!(statuses(&again), [183]);
+        // A PRACK naming another RSeq is not ours; the right one stops the retransmissions.
+        let SipMessage::Request(mut wrong) = peer.in_dialog("PRACK") else {
+            unreachable!()
+        };
+        wrong
+            .headers
+            .push("RAck", format!("7 {} INVITE", peer.invite_cseq));
+        assert_eq!(statuses(&h.receive(SipMessage::Request(wrong))), [481]);
+        let SipMessage::Request(mut prack) = peer.in_dialog("PRACK") else {
+            unreachable!()
+        };
+        prack
+            .headers
+            .push("RAck", format!("1 {} INVITE", peer.invite_cseq));
+        assert_eq!(statuses(&h.receive(SipMessage::Request(prack))), [200]);
+        assert!(statuses(&h.advance(T1 * 8)).is_empty(), "no more 183s");
+        let ok = response(&h.accept(call), 200);
+        assert_eq!(
+            sdp_body(&ok),
+            sdp_body(&progress),
+            "the 200 repeats the early answer"
+        );
+        h.receive(peer.ack(None));
+        h.peer_hangs_up(&mut peer, call);
+    }
+
+    #[test]
+    fn a_reliable_provisional_never_pracked_refuses_the_invite() {
+        let mut h = Harness::new();
+        let peer = PeerCall::new("echo", "noprack");
+        let text = peer.invite_text(
+            "Require: 100rel\r\n",
+            Some(("application/sdp", &pcmu_sdp(30000))),
+        );
+        let call = incoming_call(&h.receive(sip(&text)));
+        assert!(h.ua.ring(h.now, call));
+        let out = h.drain();
+        assert_eq!(
+            response(&out, 180).headers.get("RSeq"),
+            Some("1"),
+            "required: reliable 180"
+        );
+        let out = h.advance(T1 * 65);
+        assert!(statuses(&out).contains(&504), "{:?}", statuses(&out));
+        assert_eq!(ended(&out), [(call, EndReason::InviteFailed)]);
     }
 
     #[test]
