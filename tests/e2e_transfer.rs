@@ -211,7 +211,7 @@ fn make_call_answers_a_digest_challenge_and_reports_busy() {
     let (trunk_socket, port) = RawTrunk::bind();
     let server = Server::start(&trunk(
         port,
-        "username = \"cb\"\npassword = \"s3cret\"\nfrom_user = \"4000\"\n",
+        "username = \"cb\"\npassword = \"s3cret\"\nfrom_user = \"4000\"\ncodecs = [\"PCMA\"]\n",
     ));
     let mut events = server.events();
     let (code, body) = call_action(&server, "MakeCall", json!({"To": "1002"}));
@@ -227,6 +227,14 @@ fn make_call_answers_a_digest_challenge_and_reports_busy() {
         uac::header(&invite, "From").unwrap().contains("sip:4000@"),
         "{invite}"
     );
+    let offer = uac::body(&invite);
+    assert!(
+        offer
+            .lines()
+            .any(|l| l.starts_with("m=audio ") && l.contains("RTP/AVP 8")),
+        "the trunk's codecs are offered: {offer}"
+    );
+    assert!(!offer.contains("PCMU"), "{offer}");
     trunk_socket.respond(
         &invite,
         from,

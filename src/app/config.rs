@@ -68,6 +68,10 @@ pub struct TrunkConfig {
     /// `[media] srtp`.
     #[serde(default)]
     pub srtp: Option<String>,
+    /// Codecs offered on calls placed through this trunk, in preference order; default
+    /// `[media] codecs`.
+    #[serde(default)]
+    pub codecs: Option<Vec<String>>,
 }
 
 fn default_trunk_transport() -> String {
@@ -87,6 +91,7 @@ pub struct OutboundTrunk {
     pub from_user: String,
     pub credentials: Option<crate::sip::ua::Credentials>,
     pub srtp: Option<crate::sdp::SrtpPolicy>,
+    pub codecs: Option<Vec<crate::sdp::Codec>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -694,10 +699,14 @@ impl Config {
                     ))
                 })?),
             };
+            let codecs = match &t.codecs {
+                None => None,
+                Some(names) => Some(parse_codecs(names, &at("codecs"))?),
+            };
             let Some(address) = &t.address else {
-                if credentials.is_some() || t.domain.is_some() {
+                if credentials.is_some() || t.domain.is_some() || codecs.is_some() {
                     return Err(invalid(format!(
-                        "trunk[{i}] ({}): domain and credentials need an address",
+                        "trunk[{i}] ({}): domain, credentials and codecs need an address",
                         t.name
                     )));
                 }
@@ -737,6 +746,7 @@ impl Config {
                 from_user: t.from_user.clone(),
                 credentials,
                 srtp,
+                codecs,
             });
         }
         Ok(out)
@@ -781,23 +791,27 @@ impl Config {
     }
 
     pub fn audio_codecs(&self) -> Result<Vec<crate::sdp::Codec>, ConfigError> {
-        if self.media.codecs.is_empty() {
-            return Err(invalid("media.codecs must name at least one codec".into()));
-        }
-        self.media
-            .codecs
-            .iter()
-            .map(|c| match c.to_ascii_uppercase().as_str() {
-                "PCMU" => Ok(crate::sdp::Codec::Pcmu),
-                "PCMA" => Ok(crate::sdp::Codec::Pcma),
-                "G722" => Ok(crate::sdp::Codec::G722),
-                "OPUS" => Ok(crate::sdp::Codec::Opus),
-                _ => Err(invalid(format!(
-                    "media.codecs: unknown codec {c:?} (known: PCMU, PCMA, G722, OPUS)"
-                ))),
-            })
-            .collect()
+        parse_codecs(&self.media.codecs, "media.codecs")
     }
+}
+
+/// A codec list (`["PCMU", "OPUS"]`), in preference order; `what` names it in errors.
+fn parse_codecs(names: &[String], what: &str) -> Result<Vec<crate::sdp::Codec>, ConfigError> {
+    if names.is_empty() {
+        return Err(invalid(format!("{what} must name at least one codec")));
+    }
+    names
+        .iter()
+        .map(|c| match c.to_ascii_uppercase().as_str() {
+            "PCMU" => Ok(crate::sdp::Codec::Pcmu),
+            "PCMA" => Ok(crate::sdp::Codec::Pcma),
+            "G722" => Ok(crate::sdp::Codec::G722),
+            "OPUS" => Ok(crate::sdp::Codec::Opus),
+            _ => Err(invalid(format!(
+                "{what}: unknown codec {c:?} (known: PCMU, PCMA, G722, OPUS)"
+            ))),
+        })
+        .collect()
 }
 
 impl Default for AppConfig {
@@ -1149,7 +1163,7 @@ service = "echo"
     fn trunks_with_an_address_place_calls_and_may_call_from_it() {
         let text = format!(
             "{GOOD}\n[[trunk]]\nname = \"carrier\"\naddress = \"192.0.2.20:5080\"\ntransport = \"tcp\"\n\
-             username = \"cb\"\npassword = \"pw\"\nfrom_user = \"4000\"\nsrtp = \"require\"\n\
+             username = \"cb\"\npassword = \"pw\"\nfrom_user = \"4000\"\nsrtp = \"require\"\ncodecs = [\"PCMA\"]\n\
              [[trunk]]\nname = \"pbx\"\nallow = [\"10.0.0.5\"]\n"
         );
         let c = Config::from_str_with_overrides(&text, "t", &[]).unwrap();
@@ -1168,6 +1182,7 @@ service = "echo"
             Some("cb")
         );
         assert_eq!(t.srtp, Some(crate::sdp::SrtpPolicy::Require));
+        assert_eq!(t.codecs, Some(vec![crate::sdp::Codec::Pcma]));
         let trust = c.trust().unwrap();
         assert!(
             trust.allows("192.0.2.20".parse().unwrap()),
@@ -1193,6 +1208,10 @@ service = "echo"
                 "not a SIP user",
             ),
             ("address = \"192.0.2.1:5060\"\nsrtp = \"maybe\"", "srtp"),
+            (
+                "address = \"192.0.2.1:5060\"\ncodecs = [\"G729\"]",
+                "(t).codecs: unknown codec",
+            ),
         ] {
             let text = format!("{GOOD}\n[[trunk]]\nname = \"t\"\n{trunk}\n");
             let err = Config::from_str_with_overrides(&text, "t", &[]).unwrap_err();

@@ -183,6 +183,7 @@ impl Controller {
             local_rtp,
             credentials: trunk.credentials.clone(),
             srtp: trunk.srtp,
+            codecs: trunk.codecs.clone(),
             headers,
             refer_of,
             service,

@@ -99,6 +99,8 @@ pub struct OutboundInvite {
     pub credentials: Option<Credentials>,
     /// SRTP policy for this call (the route's or trunk's), else the global one.
     pub srtp: Option<sdp::SrtpPolicy>,
+    /// Codecs to offer (the trunk's), else the global ones.
+    pub codecs: Option<Vec<sdp::Codec>>,
     /// Headers the INVITE carries besides ours (Referred-By, Replaces).
     pub headers: Vec<(String, String)>,
     /// The call whose REFER this INVITE carries out: its progress goes there as NOTIFY.
@@ -539,6 +541,9 @@ impl UserAgent {
         let mut capabilities = self.settings.capabilities.clone();
         if let Some(policy) = out.srtp {
             capabilities.srtp = policy;
+        }
+        if let Some(codecs) = &out.codecs {
+            capabilities.codecs = codecs.clone();
         }
         let srtp_keys = new_srtp_keys(&capabilities);
         let version = SessionVersion {
@@ -4079,6 +4084,7 @@ mod tests {
             local_rtp: addr(LOCAL_RTP),
             credentials,
             srtp: None,
+            codecs: None,
             headers: vec![("Referred-By".into(), "<sip:alice@example.com>".into())],
             refer_of,
             service: Service::Application,
