@@ -384,3 +384,66 @@ fn accept_call_with_early_media_sends_a_reliable_183_and_answer_call_keeps_its_c
     assert_eq!(code, 200);
     server.wait_no_connections(Duration::from_secs(2));
 }
+
+#[test]
+fn bridge_calls_lets_two_calls_hear_each_other_and_unbridge_parts_them() {
+    let server = Server::start(APP_ROUTE);
+    let mut events = server.events();
+    let mut answered = Vec::new();
+    for name in ["bra", "brb"] {
+        let (uac, call) = offer_with_sdp(&server, &mut events, name, |u: &Uac| u.sdp("0"));
+        let (code, body) = call_action(&server, "AnswerCall", json!({"CallId": call}));
+        assert_eq!(code, 200, "{body}");
+        let ok = uac.final_response("INVITE");
+        uac.send(&uac.request("ACK", "app", 1, &uac::to_tag(&ok), &format!("{name}a"), ""));
+        let rx: std::net::SocketAddr = format!(
+            "{}:{}",
+            body["MediaRxIP"].as_str().unwrap(),
+            body["MediaRxPort"]
+        )
+        .parse()
+        .unwrap();
+        answered.push((uac, call, rx));
+    }
+    let (a_call, b_call) = (answered[0].1.clone(), answered[1].1.clone());
+    let (code, body) = call_action(
+        &server,
+        "BridgeCalls",
+        json!({"CallId": a_call, "PeerCallId": b_call}),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body["ConferenceId"].as_str().is_some(), "{body}");
+    assert!(body["PeerConnectionId"].as_str().is_some(), "{body}");
+    // A's tone reaches B.
+    common::heard(&answered[1].0.rtp);
+    common::send_tone(&answered[0].0.rtp, answered[0].2, 0xa, 1000.0, 25);
+    let at_b = common::heard(&answered[1].0.rtp);
+    assert!(
+        common::tone_power(&at_b, 1000.0) > 1e5,
+        "B hears A: {}",
+        common::tone_power(&at_b, 1000.0)
+    );
+    // Bridging again is refused; unbridging (by either leg) parts them and keeps both calls.
+    let (code, _) = call_action(&server, "BridgeCalls", json!({"CallId": b_call}));
+    assert_eq!(code, 409);
+    let (code, body) = call_action(&server, "UnbridgeCalls", json!({"CallId": b_call}));
+    assert_eq!(code, 200, "{body}");
+    assert!(server.get("/mediacontrol/conferences")["Conferences"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(server.connections().len(), 2, "both calls stay up");
+    common::heard(&answered[1].0.rtp);
+    common::send_tone(&answered[0].0.rtp, answered[0].2, 0xa, 1000.0, 25);
+    let at_b = common::heard(&answered[1].0.rtp);
+    assert!(
+        common::tone_power(&at_b, 1000.0) < 1e3,
+        "B no longer hears A"
+    );
+    let (code, _) = call_action(&server, "UnbridgeCalls", json!({"CallId": a_call}));
+    assert_eq!(code, 409, "not bridged any more");
+    for (_, call, _) in &answered {
+        call_action(&server, "Hangup", json!({"CallId": call}));
+    }
+    server.wait_no_connections(Duration::from_secs(2));
+}

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::uac::{self, Uac};
-use common::{tone_power, ulaw_decode, ulaw_encode, Server};
+use common::{heard, send_tone, tone_power, Server};
 use serde_json::{json, Value};
 
 const ROOM_ROUTE: &str = r#"
@@ -95,53 +95,6 @@ fn ok_for(request: &str) -> String {
     }
     out.push_str("Content-Length: 0\r\n\r\n");
     out
-}
-
-/// A PCMU RTP packet of a `hz` tone, frame `index` of a stream.
-fn tone_packet(ssrc: u32, hz: f64, index: u16) -> Vec<u8> {
-    let mut packet = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    packet[2..4].copy_from_slice(&index.wrapping_add(100).to_be_bytes());
-    packet[4..8].copy_from_slice(&(u32::from(index) * 160).to_be_bytes());
-    packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
-    for i in 0..160u32 {
-        let t = f64::from(u32::from(index) * 160 + i) / 8000.0;
-        let sample = (6000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16;
-        packet.push(ulaw_encode(sample));
-    }
-    packet
-}
-
-/// Sends `frames` tone packets 20 ms apart from `socket` to `to`.
-fn send_tone(socket: &UdpSocket, to: SocketAddr, ssrc: u32, hz: f64, frames: u16) {
-    let start = Instant::now();
-    for index in 0..frames {
-        let due = start + Duration::from_millis(20 * u64::from(index));
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        socket
-            .send_to(&tone_packet(ssrc, hz, index), to)
-            .expect("send RTP");
-    }
-}
-
-/// The audio received on `socket` so far (a conference sends every 20 ms: this reads what is
-/// queued), decoded from PCMU. Drops RTCP.
-fn heard(socket: &UdpSocket) -> Vec<i16> {
-    std::thread::sleep(Duration::from_millis(80));
-    socket.set_nonblocking(true).expect("non-blocking");
-    let mut pcm = Vec::new();
-    let mut buf = [0u8; 2048];
-    while let Ok((n, _)) = socket.recv_from(&mut buf) {
-        let packet = &buf[..n];
-        if n < 12 || (200..=207).contains(&packet[1]) {
-            continue;
-        }
-        assert_eq!(packet[1] & 0x7f, 0, "members hear the mix in PCMU");
-        pcm.extend(packet[12..].iter().map(|&c| ulaw_decode(c)));
-    }
-    socket.set_nonblocking(false).expect("blocking");
-    pcm
 }
 
 /// The conference listing, by id.

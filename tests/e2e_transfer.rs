@@ -485,7 +485,9 @@ fn make_call_without_a_trunk_address_and_bad_parameters_are_refused() {
         json!({"CallId": "1", "Digits": "12x"}),
     );
     assert_eq!(body["ResultCode"], "27", "{body}");
-    let (_, body) = call_action(&server, "BridgeCalls", json!({"CallId": "1"}));
+    let (_, body) = call_action(&server, "Barge", json!({"From": "1001"}));
     assert_eq!(body["ResultCode"], "8", "{body}");
+    let (_, body) = call_action(&server, "BridgeCalls", json!({"CallId": "1"}));
+    assert_eq!(body["ResultCode"], "26", "PeerCallId is needed: {body}");
     assert!(server.connections().is_empty());
 }

@@ -110,7 +110,9 @@ pub fn parse_action(action: &str, params: &Map<String, Value>) -> Result<CallAct
             let display_name = p.text("DisplayName")?.filter(|d| !d.is_empty());
             if let Some(d) = &display_name {
                 if d.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
-                    return Err(invalid(format!("DisplayName {d:?} has quotes or control characters")));
+                    return Err(invalid(format!(
+                        "DisplayName {d:?} has quotes or control characters"
+                    )));
                 }
             }
             Ok(CallAction::MakeCall(MakeCall {
@@ -133,7 +135,10 @@ pub fn parse_action(action: &str, params: &Map<String, Value>) -> Result<CallAct
         "SendUserInput" => {
             allow(&["CallId", "Digits", "Timeout"])?;
             let digits = required_text(&p, "Digits")?;
-            if let Some(bad) = digits.chars().find(|c| !"0123456789*#ABCDabcd".contains(*c)) {
+            if let Some(bad) = digits
+                .chars()
+                .find(|c| !"0123456789*#ABCDabcd".contains(*c))
+            {
                 return Err(invalid(format!(
                     "Digits {digits:?}: {bad:?} is not a DTMF digit (0-9, *, #, A-D)"
                 )));
@@ -143,11 +148,25 @@ pub fn parse_action(action: &str, params: &Map<String, Value>) -> Result<CallAct
                 digits,
             })
         }
-        "BridgeCalls" | "UnbridgeCalls" | "Barge" => Err(ActionError::new(
+        "BridgeCalls" | "UnbridgeCalls" => {
+            allow(&["CallId", "PeerCallId", "Timeout"])?;
+            let call = call_id(&p)?;
+            let peer = match p.text("PeerCallId")?.filter(|t| !t.is_empty() && t != "0") {
+                None => None,
+                Some(t) => Some(
+                    t.parse()
+                        .map_err(|_| invalid(format!("PeerCallId {t:?} is not a call id")))?,
+                ),
+            };
+            Ok(if action == "BridgeCalls" {
+                CallAction::Bridge { call, peer }
+            } else {
+                CallAction::Unbridge { call, peer }
+            })
+        }
+        "Barge" => Err(ActionError::new(
             ResultCode::ResourceUnavailable,
-            format!(
-                "{action} is not available on this server: it joins peer-to-peer calls (or SCCP shared lines), and every call here has a media connection; use a conference (AnswerCall/MakeCall with Conference) to connect calls"
-            ),
+            "Barge joins a call on an SCCP shared line; this server speaks SIP only",
         )),
         other => Err(ActionError::new(
             ResultCode::UnknownCommand,

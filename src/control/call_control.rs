@@ -41,6 +41,10 @@ pub enum CallAction {
     BlindTransfer { call: CallId, to: String },
     /// RFC 4733 digits on the call's media.
     SendUserInput { call: CallId, digits: String },
+    /// Connects two calls through a hairpin conference (or the one either is in).
+    Bridge { call: CallId, peer: Option<CallId> },
+    /// Takes two bridged calls apart again; both stay up.
+    Unbridge { call: CallId, peer: Option<CallId> },
 }
 
 /// AnswerCall's `Conference`/`ConferenceId`/`Hairpin`.
@@ -117,6 +121,8 @@ impl Controller {
                 format!("BlindTransfer of call {call} is answered by the transfer path"),
             )),
             CallAction::SendUserInput { call, digits } => self.send_user_input(call, &digits),
+            CallAction::Bridge { call, peer } => self.bridge_calls(call, peer),
+            CallAction::Unbridge { call, peer } => self.unbridge_calls(call, peer),
             CallAction::Hangup { call } => {
                 if self.offered.remove(&call).is_some() {
                     self.ua.hangup(now, call, super::Q850_NORMAL_CLEARING);
@@ -371,6 +377,122 @@ impl Controller {
             .send_digits(u64::from(id), digits.to_string(), 0, 0)
             .map_err(super::engine_error)?;
         Ok(call_result(call))
+    }
+
+    /// BridgeCalls: the two calls hear each other. Every call here has a connection, so the
+    /// bridge is a hairpin conference of the two (promoted if more join), or the conference
+    /// one of them is already in. The peer relationship is kept for UnbridgeCalls.
+    fn bridge_calls(
+        &mut self,
+        call: CallId,
+        peer: Option<CallId>,
+    ) -> Result<Map<String, Value>, ActionError> {
+        let peer = peer
+            .or_else(|| self.bridges.get(&call).copied())
+            .ok_or_else(|| {
+                ActionError::new(
+                    ResultCode::InvalidParameters,
+                    "PeerCallId is required: the call has no peer to bridge with",
+                )
+            })?;
+        if peer == call {
+            return Err(ActionError::new(
+                ResultCode::InvalidParameters,
+                "a call cannot be bridged with itself",
+            ));
+        }
+        let a = self.connection_of(call)?;
+        let b = self.connection_of(peer)?;
+        let (in_a, in_b) = (
+            self.connections[&a].conference,
+            self.connections[&b].conference,
+        );
+        let conference = match (in_a, in_b) {
+            (Some(x), Some(y)) if x == y => {
+                return Err(ActionError::new(
+                    ResultCode::AlreadyConnected,
+                    format!("calls {call} and {peer} are already in conference {x}"),
+                ))
+            }
+            (Some(x), Some(y)) => {
+                return Err(ActionError::new(
+                    ResultCode::AlreadyConnected,
+                    format!("call {call} is in conference {x} and call {peer} in {y}"),
+                ))
+            }
+            (Some(x), None) => self
+                .join_conference(b, x, Default::default(), Default::default())
+                .map(|_| x)?,
+            (None, Some(y)) => self
+                .join_conference(a, y, Default::default(), Default::default())
+                .map(|_| y)?,
+            (None, None) => {
+                let choice = super::ConferenceChoice {
+                    conference: None,
+                    hairpin: true,
+                };
+                let id = self.join_chosen_conference(a, choice)?;
+                if let Err(e) = self.join_conference(b, id, Default::default(), Default::default())
+                {
+                    let _ = self.leave_conference(a, id);
+                    return Err(e);
+                }
+                id
+            }
+        };
+        self.bridges.insert(call, peer);
+        self.bridges.insert(peer, call);
+        let mut result = super::success();
+        result.insert("ConnectionId".into(), json!(a.to_string()));
+        result.insert("PeerConnectionId".into(), json!(b.to_string()));
+        result.insert("ConferenceId".into(), json!(conference.to_string()));
+        result.insert(
+            "MediaRxIP".into(),
+            json!(self.connections[&a].rx_ip.to_string()),
+        );
+        Ok(result)
+    }
+
+    /// UnbridgeCalls: both calls leave the bridge's conference (which goes with its last
+    /// member) and stay up with their connections.
+    fn unbridge_calls(
+        &mut self,
+        call: CallId,
+        peer: Option<CallId>,
+    ) -> Result<Map<String, Value>, ActionError> {
+        let peer = match (self.bridges.get(&call).copied(), peer) {
+            (Some(known), Some(given)) if known != given => {
+                return Err(ActionError::new(
+                    ResultCode::InvalidParameters,
+                    format!("call {call} is bridged with {known}, not {given}"),
+                ))
+            }
+            (Some(known), _) => known,
+            (None, _) => {
+                return Err(ActionError::new(
+                    ResultCode::NotConnected,
+                    format!("call {call} is not bridged"),
+                ))
+            }
+        };
+        for c in [call, peer] {
+            self.bridges.remove(&c);
+            if let Ok(id) = self.connection_of(c) {
+                if let Some(conference) = self.connections[&id].conference {
+                    self.leave_conference(id, conference)?;
+                }
+            }
+        }
+        Ok(call_result(call))
+    }
+
+    fn connection_of(&self, call: CallId) -> Result<u32, ActionError> {
+        self.call_connections.get(&call).copied().ok_or_else(|| {
+            ActionError::new(
+                ResultCode::UnknownConnectionId,
+                format!("call {call} has no media connection (not answered, or ended)"),
+            )
+        })
     }
 
     fn offered_call(&self, call: CallId) -> Result<(), ActionError> {

@@ -269,6 +269,8 @@ pub struct Controller {
     placed: HashMap<CallId, outbound::Placed>,
     /// BlindTransfer answers waiting for the far end's NOTIFY.
     transfer_replies: HashMap<CallId, Reply>,
+    /// BridgeCalls peers, both ways.
+    bridges: HashMap<CallId, CallId>,
 }
 
 /// A call as listed by the API.
@@ -453,6 +455,7 @@ impl Controller {
             app_calls: std::collections::HashSet::new(),
             placed: HashMap::new(),
             transfer_replies: HashMap::new(),
+            bridges: HashMap::new(),
             media,
             engine,
             ua,
@@ -897,6 +900,9 @@ impl Controller {
             self.call_info.remove(&call);
             self.app_calls.remove(&call);
             self.forget_placed(call);
+            if let Some(peer) = self.bridges.remove(&call) {
+                self.bridges.remove(&peer);
+            }
             // The dialog is still up only when the release did not come from it.
             if self.ua.hangup(Instant::now(), call, Q850_NORMAL_CLEARING) {
                 self.events.emit(Event::CallEnded {
