@@ -2,6 +2,7 @@
 //! ports and config, talks to its HTTP API, reads its event stream, runs SIPp against it.
 #![allow(dead_code)]
 
+pub mod kamailio;
 pub mod uac;
 
 use std::io::{BufRead, BufReader};
@@ -275,14 +276,7 @@ answer_delay_ms = 5000
         &self,
         args: &[&str],
     ) -> std::thread::JoinHandle<std::process::Output> {
-        let (port, dir) = (self.sip_port, self.dir.path().to_path_buf());
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        std::thread::spawn(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            sipp_command(port, &dir, &args)
-                .output()
-                .expect("sipp is installed (Debian package sip-tester)")
-        })
+        sipp_in_background_to(self.sip_port, self.dir.path(), args)
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit code.
@@ -310,7 +304,23 @@ impl Drop for Server {
     }
 }
 
-/// SIPp against 127.0.0.1:`sip_port` from free local ports, bounded by a 60 s global timeout.
+/// Runs SIPp against 127.0.0.1:`port` (callbridge, or a proxy in front of it) on a thread, in
+/// `dir`; join for its output.
+pub fn sipp_in_background_to(
+    port: u16,
+    dir: &Path,
+    args: &[&str],
+) -> std::thread::JoinHandle<std::process::Output> {
+    let dir = dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sipp_command(port, &dir, &args)
+            .output()
+            .expect("sipp is installed (Debian package sip-tester)")
+    })
+}
+
 /// Runs SIPp as a UAS (a trunk's far end) on 127.0.0.1:`port` on a thread; join for its
 /// output. `args` name the scenario (`-sf`/`-sn`) and how many calls (`-m`).
 pub fn sipp_uas_in_background(
@@ -347,6 +357,7 @@ pub fn sipp_result(output: std::process::Output) -> (bool, String) {
     (output.status.success(), text)
 }
 
+/// SIPp against 127.0.0.1:`sip_port` from free local ports, bounded by a 60 s global timeout.
 fn sipp_command(sip_port: u16, dir: &Path, args: &[&str]) -> Command {
     let local_port = free_udp_tcp_port();
     let media_port = free_udp_tcp_port();
