@@ -457,7 +457,6 @@ fn baresip_as_a_pbx_phone_holds_resumes_and_transfers_its_call() {
             "1",
         ],
     );
-    std::thread::sleep(Duration::from_millis(300));
     let server = Server::start(&format!(
         "[[route]]\nuser = \"^app$\"\nservice = \"application\"\n\
          [[trunk]]\nname = \"bob\"\naddress = \"127.0.0.1:{bob}\"\n"

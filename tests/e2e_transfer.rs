@@ -110,7 +110,6 @@ fn answer_request(uac: &Uac, method: &str) -> String {
 fn make_call_through_a_trunk_is_answered_joins_a_conference_and_hangup_sends_bye() {
     let far = free_udp_tcp_port();
     let uas = sipp_uas_in_background(far, &["-sf", &scenario("uas_answer.xml"), "-m", "1"]);
-    std::thread::sleep(Duration::from_millis(300));
     let server = Server::start(&trunk(far, ""));
     let mut events = server.events();
 
@@ -298,7 +297,6 @@ fn a_pbx_refer_moves_the_call_to_the_target_in_the_same_conference_place() {
         bob,
         &["-sf", &scenario("uas_transfer_target.xml"), "-m", "1"],
     );
-    std::thread::sleep(Duration::from_millis(300));
     let server = Server::start(&format!("{CONF_ROUTE}{}", trunk(bob, "")));
     let mut events = server.events();
 

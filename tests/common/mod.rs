@@ -321,14 +321,15 @@ pub fn sipp_in_background_to(
     })
 }
 
-/// Runs SIPp as a UAS (a trunk's far end) on 127.0.0.1:`port` on a thread; join for its
-/// output. `args` name the scenario (`-sf`/`-sn`) and how many calls (`-m`).
+/// Runs SIPp as a UAS (a trunk's far end) on 127.0.0.1:`port` on a thread, and returns once
+/// it listens; join for its output. `args` name the scenario (`-sf`/`-sn`) and how many calls
+/// (`-m`).
 pub fn sipp_uas_in_background(
     port: u16,
     args: &[&str],
 ) -> std::thread::JoinHandle<std::process::Output> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    std::thread::spawn(move || {
+    let handle = std::thread::spawn(move || {
         let media_port = free_udp_tcp_port();
         Command::new("sipp")
             .current_dir(repo_path("tests/sipp"))
@@ -344,7 +345,9 @@ pub fn sipp_uas_in_background(
             .args(&args)
             .output()
             .expect("sipp is installed (Debian package sip-tester)")
-    })
+    });
+    wait_udp_listener(port);
+    handle
 }
 
 /// A SIPp run's combined output, and whether it succeeded.
@@ -697,4 +700,23 @@ pub fn heard(socket: &std::net::UdpSocket) -> Vec<i16> {
     }
     socket.set_nonblocking(false).expect("blocking");
     pcm
+}
+
+/// Waits until something (the SIPp UAS) listens on UDP 127.0.0.1:`port`, read from
+/// /proc/net/udp so that no probe socket competes with it for the port.
+pub fn wait_udp_listener(port: u16) {
+    let local = format!("0100007F:{port:04X}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let table = std::fs::read_to_string("/proc/net/udp").expect("read /proc/net/udp");
+        let bound = table
+            .lines()
+            .skip(1)
+            .any(|line| line.split_whitespace().nth(1) == Some(local.as_str()));
+        if bound {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on UDP 127.0.0.1:{port}: did SIPp start?");
 }
