@@ -70,31 +70,13 @@ impl Caller {
                 continue;
             };
             if msg.starts_with("BYE ") {
-                let response = ok_for(&msg);
+                let response = uac::ok_for(&msg);
                 self.uac.send(&response);
                 return true;
             }
         }
         false
     }
-}
-
-/// A 200 OK for a request (echoing its dialog headers).
-fn ok_for(request: &str) -> String {
-    let mut out = String::from("SIP/2.0 200 OK\r\n");
-    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-        for line in request.lines().take_while(|l| !l.is_empty()) {
-            if line
-                .split_once(':')
-                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-            {
-                out.push_str(line);
-                out.push_str("\r\n");
-            }
-        }
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
 }
 
 /// The conference listing, by id.

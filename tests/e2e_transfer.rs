@@ -86,19 +86,7 @@ fn answer_request(uac: &Uac, method: &str) -> String {
             continue;
         };
         if msg.starts_with(method) {
-            let mut response = String::from("SIP/2.0 200 OK\r\n");
-            for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-                for line in msg.lines().take_while(|l| !l.is_empty()) {
-                    if line
-                        .split_once(':')
-                        .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-                    {
-                        response.push_str(line);
-                        response.push_str("\r\n");
-                    }
-                }
-            }
-            response.push_str("Content-Length: 0\r\n\r\n");
+            let response = uac::ok_for(&msg);
             uac.send(&response);
             return msg;
         }

@@ -356,13 +356,9 @@ impl Controller {
         service: Service,
     ) {
         let now = Instant::now();
-        let Some(&old_connection) = self.call_connections.get(&old) else {
-            self.ua
-                .transfer_failed(now, old, 503, "Service Unavailable");
-            return;
-        };
-        let trunk = match self.trunk_for(&target) {
-            Ok(t) => t,
+        let placed = self.place_transfer(old, &target, headers, &referred_by, service);
+        let (call, from_user) = match placed {
+            Ok(placed) => placed,
             Err(e) => {
                 tracing::warn!(call = old, error = %e.message, "transfer refused");
                 self.ua
@@ -374,40 +370,6 @@ impl Controller {
                 return;
             }
         };
-        let mode = self.connections[&old_connection].media.mode;
-        let mut invite_headers = vec![("Referred-By".to_string(), referred_by.clone())];
-        invite_headers.extend(headers);
-        let from_user = trunk.from_user.clone();
-        let placed = self.place_call(
-            &trunk,
-            target.clone(),
-            &from_user,
-            None,
-            invite_headers,
-            mode,
-            service,
-            Some(old),
-        );
-        let (call, connection) = match placed {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(call = old, error = %e.message, "transfer cannot be placed");
-                self.ua
-                    .transfer_failed(now, old, 503, "Service Unavailable");
-                self.events.emit(Event::TransferFailed {
-                    call_id: old.to_string(),
-                    status: 503,
-                });
-                return;
-            }
-        };
-        if let Err(e) = self.take_place(connection, old_connection) {
-            tracing::warn!(call = old, error = %e.message, "transfer target cannot take the call's place");
-            let _ = self.release_connection(connection, ReleaseReason::CallFailed);
-            self.ua
-                .transfer_failed(now, old, 503, "Service Unavailable");
-            return;
-        }
         tracing::info!(call = old, new_call = call, target = %target, "transferring (REFER)");
         self.placed.insert(
             call,
@@ -419,6 +381,46 @@ impl Controller {
             },
         );
         self.note_call(call, &from_user, &target.to_string(), service_name(service));
+    }
+
+    /// Places the transfer's call in `old`'s place: its trunk, its INVITE (with Referred-By
+    /// and the Refer-To's headers), its connection in the old one's conference. Returns the
+    /// new call and our calling user; on error nothing is left behind.
+    fn place_transfer(
+        &mut self,
+        old: CallId,
+        target: &Uri,
+        headers: Vec<(String, String)>,
+        referred_by: &str,
+        service: Service,
+    ) -> Result<(CallId, String), ActionError> {
+        let old_connection = *self.call_connections.get(&old).ok_or_else(|| {
+            ActionError::new(
+                ResultCode::UnknownConnectionId,
+                format!("call {old} has no connection"),
+            )
+        })?;
+        let trunk = self.trunk_for(target)?;
+        let mode = self.connections[&old_connection].media.mode;
+        let mut invite_headers = vec![("Referred-By".to_string(), referred_by.to_string())];
+        invite_headers.extend(headers);
+        let from_user = trunk.from_user.clone();
+        let (call, connection) = self.place_call(
+            &trunk,
+            target.clone(),
+            &from_user,
+            None,
+            invite_headers,
+            mode,
+            service,
+            Some(old),
+        )?;
+        if let Err(e) = self.take_place(connection, old_connection) {
+            // The INVITE is out: ending its connection CANCELs it.
+            let _ = self.release_connection(connection, ReleaseReason::CallFailed);
+            return Err(e);
+        }
+        Ok((call, from_user))
     }
 
     /// An INVITE with Replaces was accepted in `old`'s place: the new connection takes the

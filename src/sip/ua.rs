@@ -2813,6 +2813,17 @@ mod tests {
             self.in_dialog_numbered(method, cseq)
         }
 
+        /// A request in the dialog with these extra headers (REFER's Refer-To, RAck ...).
+        fn in_dialog_with(&mut self, method: &str, headers: &[(&str, &str)]) -> Request {
+            let SipMessage::Request(mut request) = self.in_dialog(method) else {
+                unreachable!("in_dialog builds requests")
+            };
+            for (name, value) in headers {
+                request.headers.push(name, value.to_string());
+            }
+            request
+        }
+
         fn in_dialog_numbered(&mut self, method: &str, cseq: u32) -> SipMessage {
             self.cseq = cseq;
             let branch = self.fresh_branch();
@@ -3820,19 +3831,11 @@ mod tests {
         let again = h.advance(T1);
         assert_eq!(statuses(&again), [183]);
         // A PRACK naming another RSeq is not ours; the right one stops the retransmissions.
-        let SipMessage::Request(mut wrong) = peer.in_dialog("PRACK") else {
-            unreachable!()
-        };
-        wrong
-            .headers
-            .push("RAck", format!("7 {} INVITE", peer.invite_cseq));
+        let rack = format!("7 {} INVITE", peer.invite_cseq);
+        let wrong = peer.in_dialog_with("PRACK", &[("RAck", &rack)]);
         assert_eq!(statuses(&h.receive(SipMessage::Request(wrong))), [481]);
-        let SipMessage::Request(mut prack) = peer.in_dialog("PRACK") else {
-            unreachable!()
-        };
-        prack
-            .headers
-            .push("RAck", format!("1 {} INVITE", peer.invite_cseq));
+        let rack = format!("1 {} INVITE", peer.invite_cseq);
+        let prack = peer.in_dialog_with("PRACK", &[("RAck", &rack)]);
         assert_eq!(statuses(&h.receive(SipMessage::Request(prack))), [200]);
         assert!(statuses(&h.advance(T1 * 8)).is_empty(), "no more 183s");
         let ok = response(&h.accept(call), 200);
@@ -4326,13 +4329,12 @@ mod tests {
         let mut h = Harness::new();
         let mut peer = PeerCall::new("echo", "xfer");
         let (call, _) = h.confirmed_call(&mut peer);
-        let refer = peer.in_dialog("REFER");
-        let SipMessage::Request(mut refer) = refer else {
-            unreachable!()
-        };
-        refer.headers.push(
-            "Refer-To",
-            "<sip:bob@192.0.2.20?Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2>",
+        let refer = peer.in_dialog_with(
+            "REFER",
+            &[(
+                "Refer-To",
+                "<sip:bob@192.0.2.20?Replaces=abc%40host%3Bto-tag%3D1%3Bfrom-tag%3D2>",
+            )],
         );
         let out = h.receive(SipMessage::Request(refer));
         assert_eq!(statuses(&out), [202]);
@@ -4388,11 +4390,10 @@ mod tests {
         let mut h = Harness::new();
         let mut peer = PeerCall::new("echo", "xfail");
         let (call, _) = h.confirmed_call(&mut peer);
-        let SipMessage::Request(mut refer) = peer.in_dialog("REFER") else {
-            unreachable!()
-        };
-        refer.headers.push("Refer-To", "sip:bob@192.0.2.20");
-        refer.headers.push("Refer-Sub", "true");
+        let refer = peer.in_dialog_with(
+            "REFER",
+            &[("Refer-To", "sip:bob@192.0.2.20"), ("Refer-Sub", "true")],
+        );
         h.receive(SipMessage::Request(refer));
         h.ua.transfer_failed(h.now, call, 503, "Service Unavailable");
         let notify = only_request(&h.drain());
@@ -4407,11 +4408,10 @@ mod tests {
         let (call, _) = h.confirmed_call(&mut peer);
         let out = h.receive(peer.in_dialog("REFER"));
         assert_eq!(statuses(&out), [400]);
-        let SipMessage::Request(mut refer) = peer.in_dialog("REFER") else {
-            unreachable!()
-        };
-        refer.headers.push("Refer-To", "<sip:bob@192.0.2.20>");
-        refer.headers.push("Refer-Sub", "false");
+        let refer = peer.in_dialog_with(
+            "REFER",
+            &[("Refer-To", "<sip:bob@192.0.2.20>"), ("Refer-Sub", "false")],
+        );
         let out = h.receive(SipMessage::Request(refer));
         assert_eq!(response(&out, 202).headers.get("Refer-Sub"), Some("false"));
         assert!(requests(&out).is_empty(), "no NOTIFY with Refer-Sub: false");
@@ -4523,14 +4523,14 @@ mod tests {
             out.as_slice(),
             [UaOutput::ReferAnswered { status: 202, .. }]
         ));
-        let SipMessage::Request(mut notify) = peer.in_dialog("NOTIFY") else {
-            unreachable!()
-        };
-        notify.headers.push("Event", "refer");
-        notify
-            .headers
-            .push("Subscription-State", "terminated;reason=noresource");
-        notify.headers.push("Content-Type", "message/sipfrag");
+        let mut notify = peer.in_dialog_with(
+            "NOTIFY",
+            &[
+                ("Event", "refer"),
+                ("Subscription-State", "terminated;reason=noresource"),
+                ("Content-Type", "message/sipfrag"),
+            ],
+        );
         notify.body = b"SIP/2.0 200 OK\r\n".to_vec();
         let out = h.receive(SipMessage::Request(notify));
         assert_eq!(statuses(&out), [200]);
@@ -4543,10 +4543,7 @@ mod tests {
             })
         ));
         // Any further NOTIFY is for no subscription of ours.
-        let SipMessage::Request(mut late) = peer.in_dialog("NOTIFY") else {
-            unreachable!()
-        };
-        late.headers.push("Event", "refer");
+        let late = peer.in_dialog_with("NOTIFY", &[("Event", "refer")]);
         assert_eq!(statuses(&h.receive(SipMessage::Request(late))), [481]);
     }
 }

@@ -330,18 +330,8 @@ pub fn sipp_uas_in_background(
 ) -> std::thread::JoinHandle<std::process::Output> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let handle = std::thread::spawn(move || {
-        let media_port = free_udp_tcp_port();
-        Command::new("sipp")
-            .current_dir(repo_path("tests/sipp"))
-            .args([
-                "-i",
-                "127.0.0.1",
-                "-nostdin",
-                "-timeout",
-                "60s",
-                "-timeout_error",
-            ])
-            .args(["-p", &port.to_string(), "-mp", &media_port.to_string()])
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        sipp_base(&repo_path("tests/sipp"), port)
             .args(&args)
             .output()
             .expect("sipp is installed (Debian package sip-tester)")
@@ -362,12 +352,18 @@ pub fn sipp_result(output: std::process::Output) -> (bool, String) {
 
 /// SIPp against 127.0.0.1:`sip_port` from free local ports, bounded by a 60 s global timeout.
 fn sipp_command(sip_port: u16, dir: &Path, args: &[&str]) -> Command {
-    let local_port = free_udp_tcp_port();
+    let mut command = sipp_base(dir, free_udp_tcp_port());
+    command.arg(format!("127.0.0.1:{sip_port}")).args(args);
+    command
+}
+
+/// SIPp on 127.0.0.1:`local_port` (media on a free port), run in `dir`, bounded by a 60 s
+/// global timeout.
+fn sipp_base(dir: &Path, local_port: u16) -> Command {
     let media_port = free_udp_tcp_port();
     let mut command = Command::new("sipp");
     command
         .current_dir(dir)
-        .arg(format!("127.0.0.1:{sip_port}"))
         .args([
             "-i",
             "127.0.0.1",
@@ -381,8 +377,7 @@ fn sipp_command(sip_port: u16, dir: &Path, args: &[&str]) -> Command {
             &local_port.to_string(),
             "-mp",
             &media_port.to_string(),
-        ])
-        .args(args);
+        ]);
     command
 }
 

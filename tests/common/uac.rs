@@ -145,3 +145,21 @@ pub fn media_port(sdp: &str) -> u16 {
         .and_then(|p| p.parse().ok())
         .expect("m=audio port in SDP")
 }
+
+/// A 200 OK for a request (echoing its dialog headers).
+pub fn ok_for(request: &str) -> String {
+    let mut out = String::from("SIP/2.0 200 OK\r\n");
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        for line in request.lines().take_while(|l| !l.is_empty()) {
+            if line
+                .split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
