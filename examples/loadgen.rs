@@ -182,6 +182,12 @@ struct EchoOpts {
     /// Pause between runs of the series, seconds.
     #[arg(long, default_value_t = 2.0)]
     pause: f64,
+    /// Every call's media on one local RTP/RTCP socket pair (each SDP names the same port):
+    /// the generator sends with sendmmsg and receives with recvmmsg in batches of 64 and tells
+    /// calls apart by payload tag, so it takes less of the machine it shares with callbridge.
+    /// callbridge still has one socket pair per call.
+    #[arg(long)]
+    shared_media: bool,
 }
 
 #[derive(Args, Clone)]
@@ -436,7 +442,11 @@ fn reflector_series(
             .map_err(|e| format!("generator socket {f}: {e}"))?;
         let target = reflector.targets[f % reflector.targets.len()];
         s.connect(target).map_err(|e| format!("connect: {e}"))?;
-        gen_flows.push(Flow { rtp: s, rtcp: None });
+        gen_flows.push(Flow {
+            rtp: s,
+            rtcp: None,
+            dest: None,
+        });
     }
     println!(
         "reflector: {} thread(s), {:?} sockets (SO_RCVBUF {} KiB), recvmmsg/sendmmsg batch 64; generator: {} flows of 172-byte RTP, {} s per step",
@@ -687,16 +697,20 @@ fn echo_run(
         .bind_one(4 << 20)
         .map_err(|e| format!("SIP socket: {e}"))?;
     let mut pairs = Vec::with_capacity(n);
-    for i in 0..n {
+    let count = if o.shared_media { 1 } else { n };
+    for i in 0..count {
         let pair = ports
-            .bind_pair(0)
+            .bind_pair(if o.shared_media { 32 << 20 } else { 0 })
             .map_err(|e| format!("RTP socket pair {i}: {e}"))?;
         pairs.push(pair);
     }
-    let rtp_ports: Vec<u16> = pairs
+    let mut rtp_ports: Vec<u16> = pairs
         .iter()
         .map(|(rtp, _)| rtp.local_addr().map(|a| a.port()).unwrap_or(0))
         .collect();
+    if o.shared_media {
+        rtp_ports = vec![rtp_ports[0]; n];
+    }
     let mut uac = sip::Uac::new(
         sip_sock,
         sip::UacConfig {
@@ -714,14 +728,31 @@ fn echo_run(
         setup.established, setup.failed, setup.seconds
     );
     let mut flows = Vec::with_capacity(setup.established);
-    for (i, (rtp, rtcp)) in pairs.into_iter().enumerate() {
-        if let Some(media) = uac.media(i) {
-            rtp.connect(media)
-                .map_err(|e| format!("connect {media}: {e}"))?;
-            flows.push(Flow {
-                rtp,
-                rtcp: Some(rtcp),
-            });
+    if o.shared_media {
+        let (rtp, rtcp) = pairs.pop().expect("one shared pair");
+        let mut rtcp = Some(rtcp);
+        for i in 0..n {
+            if let Some(media) = uac.media(i) {
+                let dup = |s: &std::net::UdpSocket| s.try_clone().map_err(|e| format!("dup: {e}"));
+                flows.push(Flow {
+                    rtp: dup(&rtp)?,
+                    // Only the first flow reads the shared RTCP socket.
+                    rtcp: rtcp.take(),
+                    dest: Some(media),
+                });
+            }
+        }
+    } else {
+        for (i, (rtp, rtcp)) in pairs.into_iter().enumerate() {
+            if let Some(media) = uac.media(i) {
+                rtp.connect(media)
+                    .map_err(|e| format!("connect {media}: {e}"))?;
+                flows.push(Flow {
+                    rtp,
+                    rtcp: Some(rtcp),
+                    dest: None,
+                });
+            }
         }
     }
     let probe = || Probe {

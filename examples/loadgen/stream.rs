@@ -23,11 +23,17 @@ pub const PACKET: usize = 12 + PAYLOAD;
 const RECV_BATCH: usize = 16;
 
 /// One media flow: an RTP socket connected to its target, and optionally the RTCP socket
-/// (port + 1) announced with it, only read and counted.
+/// (port + 1) announced with it, only read and counted. With `dest`, the socket is one
+/// unconnected socket shared by every flow (`--shared-media`): packets go to `dest` in
+/// `sendmmsg` batches and echoes are told apart by their payload tag.
 pub struct Flow {
     pub rtp: UdpSocket,
     pub rtcp: Option<UdpSocket>,
+    pub dest: Option<std::net::SocketAddrV4>,
 }
+
+/// Datagrams per `sendmmsg` of a shared-socket sender.
+const SEND_BATCH: usize = 64;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 pub enum Stamp {
@@ -256,7 +262,9 @@ pub fn run(
         .collect();
     let ns_per_packet = 1e9 / cfg.rate;
     let senders = cfg.senders.clamp(1, n);
-    let receivers = cfg.receivers.clamp(1, n);
+    // One shared socket is read by one receiver.
+    let shared = flows[0].dest.is_some();
+    let receivers = if shared { 1 } else { cfg.receivers.clamp(1, n) };
     let stop = AtomicBool::new(false);
     let t0 = sys::monotonic_ns() + 100_000_000;
 
@@ -386,6 +394,18 @@ fn send(
     };
     let mut packet = [0u8; PACKET];
     packet[12..].copy_from_slice(&tone_frame());
+    let mut batch = sys::SendBatch::new(SEND_BATCH);
+    let shared_fd = flows[mine[0]].dest.map(|_| flows[mine[0]].rtp.as_raw_fd());
+    let flush = |batch: &mut sys::SendBatch, stats: &mut SenderStats| {
+        let Some(fd) = shared_fd else { return };
+        let queued = batch.ids.len() as u64;
+        let failed = batch.flush(fd);
+        for (f, k) in &failed {
+            states[*f].ring[(*k & states[*f].mask) as usize].store(0, Ordering::Relaxed);
+        }
+        stats.errors += failed.len() as u64;
+        stats.sent += queued - failed.len() as u64;
+    };
     // Hard stop: a sender that cannot keep up gives up at 3× the planned window + 10 s.
     let planned = (per_flow_total * n) as f64 * ns_per_packet;
     let give_up = t0 + (3.0 * planned) as u64 + 10_000_000_000;
@@ -400,6 +420,8 @@ fn send(
                 if stop.load(Ordering::Relaxed) {
                     break 'outer;
                 }
+                // Everything due so far goes out before we sleep.
+                flush(&mut batch, &mut stats);
                 sys::sleep_until(deadline.max(now + tick_ns));
                 now = sys::monotonic_ns();
             }
@@ -414,6 +436,13 @@ fn send(
             let slot = &st.ring[(k & st.mask) as usize];
             slot.store(sys::realtime_ns(), Ordering::Relaxed);
             st.next.store(k + 1, Ordering::Release);
+            if let Some(dest) = flows[f].dest {
+                batch.push(&packet, dest, (f, k));
+                if batch.is_full() {
+                    flush(&mut batch, &mut stats);
+                }
+                continue;
+            }
             match flows[f].rtp.send(&packet) {
                 Ok(_) => stats.sent += 1,
                 Err(_) => {
@@ -423,6 +452,7 @@ fn send(
             }
         }
     }
+    flush(&mut batch, &mut stats);
     stats.cpu_ns = sys::thread_cpu_ns().saturating_sub(cpu0);
     stats
 }
@@ -527,6 +557,16 @@ fn receive(
         cpu_ns: 0,
     };
     let epoll = sys::Epoll::new().expect("epoll_create1");
+    // A shared socket is registered once; its echoes find their flow by tag.
+    let shared = flows[mine[0]].dest.is_some();
+    let by_tag: std::collections::HashMap<u32, usize> = if shared {
+        mine.iter()
+            .enumerate()
+            .map(|(local, &f)| (states[f].tag, local))
+            .collect()
+    } else {
+        std::collections::HashMap::new()
+    };
     for (local, &f) in mine.iter().enumerate() {
         let fd = flows[f].rtp.as_raw_fd();
         if stamp == Stamp::Kernel {
@@ -538,6 +578,9 @@ fn receive(
                 .add(rtcp.as_raw_fd(), ((local as u64) << 1) | 1)
                 .expect("epoll add");
         }
+        if shared {
+            break;
+        }
     }
     let words = per_flow_total.div_ceil(64) as usize;
     let mut seen: Vec<Vec<u64>> = mine.iter().map(|_| vec![0u64; words]).collect();
@@ -547,7 +590,8 @@ fn receive(
         .iter()
         .map(|_| Vec::with_capacity(per_flow_total.min(1 << 16) as usize))
         .collect();
-    let mut batch = sys::Batch::new(RECV_BATCH);
+    let recv_batch = if shared { 64 } else { RECV_BATCH };
+    let mut batch = sys::Batch::new(recv_batch);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut scratch = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
@@ -571,11 +615,11 @@ fn receive(
                 continue;
             }
             let fd = flows[f].rtp.as_raw_fd();
-            let st = &states[f];
+            let passes = if shared { 64 } else { 8 };
             // Drain this socket (bounded: a few batches per wake-up, then the next socket).
-            for _ in 0..8 {
+            for _ in 0..passes {
                 let kernel = stamp == Stamp::Kernel;
-                let got = match batch.recv(fd, RECV_BATCH, libc::MSG_DONTWAIT, kernel) {
+                let got = match batch.recv(fd, recv_batch, libc::MSG_DONTWAIT, kernel) {
                     Ok(g) => g,
                     Err(_) => break,
                 };
@@ -586,6 +630,21 @@ fn receive(
                         stats.rtcp += 1;
                         continue;
                     }
+                    let local = if shared {
+                        match rtp_payload(p)
+                            .and_then(read_tag)
+                            .and_then(|(tag, _)| by_tag.get(&tag))
+                        {
+                            Some(&local) => local,
+                            None => {
+                                stats.unmatched += 1;
+                                continue;
+                            }
+                        }
+                    } else {
+                        local
+                    };
+                    let st = &states[mine[local]];
                     let Some(k) = match_echo(st, p) else {
                         stats.unmatched += 1;
                         continue;
@@ -614,7 +673,7 @@ fn receive(
                         delays[local].push(d.min(u64::from(u32::MAX)) as u32);
                     }
                 }
-                if got < RECV_BATCH {
+                if got < recv_batch {
                     break;
                 }
             }

@@ -382,6 +382,104 @@ impl Batch {
     }
 }
 
+/// Datagrams to many destinations from one unconnected socket, sent with one `sendmmsg` per
+/// batch (the `--shared-media` generator). Buffers and addresses live in the batch, never move.
+pub struct SendBatch {
+    bufs: Box<[[u8; SLOT]]>,
+    names: Box<[libc::sockaddr_in]>,
+    iovs: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+    /// What each queued datagram is, for the caller to account for failures: (flow, index).
+    pub ids: Vec<(usize, u64)>,
+}
+
+// SAFETY: the raw pointers only point into the batch's own boxes.
+unsafe impl Send for SendBatch {}
+
+impl SendBatch {
+    pub fn new(size: usize) -> SendBatch {
+        let mut bufs = vec![[0u8; SLOT]; size].into_boxed_slice();
+        // SAFETY: sockaddr_in and mmsghdr are plain C structs; all-zero is valid.
+        let mut names: Box<[libc::sockaddr_in]> =
+            (0..size).map(|_| unsafe { mem::zeroed() }).collect();
+        let mut iovs: Box<[libc::iovec]> = bufs
+            .iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr() as *mut libc::c_void,
+                iov_len: 0,
+            })
+            .collect();
+        let mut hdrs: Box<[libc::mmsghdr]> = (0..size)
+            .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
+            .collect();
+        for i in 0..size {
+            let h = &mut hdrs[i].msg_hdr;
+            h.msg_name = &mut names[i] as *mut libc::sockaddr_in as *mut libc::c_void;
+            h.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_iov = &mut iovs[i];
+            h.msg_iovlen = 1;
+        }
+        SendBatch {
+            bufs,
+            names,
+            iovs,
+            hdrs,
+            ids: Vec::with_capacity(size),
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.ids.len() == self.hdrs.len()
+    }
+
+    /// Queues `packet` for `dest`; the caller flushes when full.
+    pub fn push(&mut self, packet: &[u8], dest: std::net::SocketAddrV4, id: (usize, u64)) {
+        let i = self.ids.len();
+        let len = packet.len().min(SLOT);
+        self.bufs[i][..len].copy_from_slice(&packet[..len]);
+        self.iovs[i].iov_len = len;
+        self.names[i] = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: dest.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*dest.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        self.ids.push(id);
+    }
+
+    /// Sends everything queued from `fd`; returns the ids that could not be sent (a full
+    /// buffer or an ICMP-induced error drops that datagram, the rest go on).
+    pub fn flush(&mut self, fd: RawFd) -> Vec<(usize, u64)> {
+        let n = self.ids.len();
+        let mut failed = Vec::new();
+        let mut done = 0;
+        while done < n {
+            // SAFETY: headers done..n point at live buffers and addresses of this batch.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    self.hdrs[done..n].as_mut_ptr(),
+                    (n - done) as libc::c_uint,
+                    0,
+                )
+            };
+            if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if r <= 0 {
+                failed.push(self.ids[done]);
+                done += 1;
+                continue;
+            }
+            done += r as usize;
+        }
+        self.ids.clear();
+        failed
+    }
+}
+
 /// Clock ticks per second for /proc/<pid>/stat.
 pub fn clk_tck() -> u64 {
     // SAFETY: plain sysconf.
