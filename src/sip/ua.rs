@@ -1454,6 +1454,12 @@ impl UserAgent {
             Some(ClientTx::Invite { call, ack }) => {
                 if let (Some(sent), true) = (ack, (200..300).contains(&response.status)) {
                     let (to, ack) = *sent;
+                    let tag = |h: &Headers| h.to().ok().and_then(|t| t.tag().map(str::to_string));
+                    if tag(&ack.headers) != tag(&response.headers) {
+                        // Another fork answered too (§13.2.2.4): ACK it and end it.
+                        self.end_extra_fork(now, &ack, &response, to);
+                        return;
+                    }
                     // A 2xx retransmission: our ACK was lost (§13.2.2.4).
                     self.outputs.push_back(UaOutput::Transmit {
                         to,
@@ -1475,6 +1481,48 @@ impl UserAgent {
             }
             _ => {}
         }
+    }
+
+    /// A 2xx from a second fork of our INVITE (a proxy forked it and two UASs answered): the
+    /// call already has its dialog, so this one gets its ACK and, at once, a BYE.
+    fn end_extra_fork(&mut self, now: Instant, our_ack: &Request, response: &Response, to: Peer) {
+        let ack_branch = new_branch(self.rng.random());
+        let bye_branch = new_branch(self.rng.random());
+        let Ok(mut dialog) = Dialog::new_uac(our_ack) else {
+            return;
+        };
+        dialog.confirm_uac(response);
+        let Ok(via) = our_ack.headers.top_via() else {
+            return;
+        };
+        let local = match (&via.host, via.port) {
+            (Host::V4(ip), port) => SocketAddr::new((*ip).into(), port.unwrap_or(5060)),
+            (Host::V6(ip), port) => SocketAddr::new((*ip).into(), port.unwrap_or(5060)),
+            (Host::Domain(_), _) => return,
+        };
+        let contact = contact_for(to.transport, local);
+        let (mut ack, next_hop) = dialog.new_request(
+            Method::Ack,
+            &our_via(to.transport, local, &ack_branch),
+            &contact,
+        );
+        ack.headers.remove("Contact");
+        let destination = destination_for(&next_hop, to);
+        self.outputs.push_back(UaOutput::Transmit {
+            to: destination,
+            message: SipMessage::Request(ack),
+        });
+        let (mut bye, _) = dialog.new_request(
+            Method::Bye,
+            &our_via(to.transport, local, &bye_branch),
+            &contact,
+        );
+        bye.headers
+            .push("Reason", "SIP;cause=200;text=\"Call completed elsewhere\"");
+        if let Err(e) = self.transactions.send_request(now, bye, destination) {
+            tracing::debug!(error = %e, "cannot end the extra fork");
+        }
+        self.drain_transactions(now, None);
     }
 
     fn on_invite_response(
@@ -4545,5 +4593,39 @@ mod tests {
         // Any further NOTIFY is for no subscription of ours.
         let late = peer.in_dialog_with("NOTIFY", &[("Event", "refer")]);
         assert_eq!(statuses(&h.receive(SipMessage::Request(late))), [481]);
+    }
+
+    #[test]
+    fn a_second_forks_2xx_gets_its_own_ack_and_a_bye() {
+        let mut h = Harness::new();
+        let (call, invite) = place(&mut h, None);
+        let out = h.receive_from(
+            callee_says(&invite, 200, "OK", Some(&pcmu_sdp(31000))),
+            TRUNK,
+        );
+        assert_eq!(answered(&out), [call]);
+        // The same INVITE answered by another UAS (To tag "other").
+        let SipMessage::Response(mut other) =
+            callee_says(&invite, 200, "OK", Some(&pcmu_sdp(31004)))
+        else {
+            unreachable!()
+        };
+        let mut to = other.headers.to().unwrap();
+        set_tag(&mut to, Some("other"));
+        other.headers.set("To", to.to_string());
+        let out = h.receive_from(SipMessage::Response(other), TRUNK);
+        let sent = requests(&out);
+        assert_eq!(
+            sent.iter().map(|r| r.method.clone()).collect::<Vec<_>>(),
+            [Method::Ack, Method::Bye]
+        );
+        for r in &sent {
+            assert_eq!(r.headers.to().unwrap().tag(), Some("other"));
+        }
+        assert!(
+            answered(&out).is_empty() && ended(&out).is_empty(),
+            "our call is untouched"
+        );
+        assert_eq!(h.ua.call_count(), 1);
     }
 }
