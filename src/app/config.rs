@@ -247,6 +247,11 @@ pub struct MediaConfig {
     /// context switches under load; up to one tick more delay).
     #[serde(default)]
     pub receive_at_tick: bool,
+    /// Workers queue their sends in an io_uring and submit them once per turn instead of one
+    /// `sendto` per packet; without io_uring (seccomp, old kernel) they warn once and use
+    /// `sendto`.
+    #[serde(default)]
+    pub io_uring_send: bool,
     /// Where Play finds prompts (relative names; `<app>/<locale>/<name>` first when the
     /// request gives Application and Locale).
     #[serde(default = "default_prompt_dir")]
@@ -870,6 +875,7 @@ impl Default for MediaConfig {
             lock_memory: false,
             inband_dtmf: false,
             receive_at_tick: false,
+            io_uring_send: false,
             prompt_dir: default_prompt_dir(),
             recording_dir: default_recording_dir(),
             allow_absolute_paths: false,
@@ -1052,6 +1058,15 @@ service = "echo"
         assert_eq!(c.sip_listeners().unwrap().len(), 2);
         assert_eq!(c.routes[0].service, Service::Echo);
         assert_eq!(c.api.tokens, vec!["change-me".to_string()]);
+    }
+
+    #[test]
+    fn io_uring_send_is_off_by_default_and_can_be_turned_on() {
+        let c = Config::from_str_with_overrides(GOOD, "t", &[]).expect("valid config");
+        assert!(!c.media.io_uring_send);
+        let on = Config::from_str_with_overrides(GOOD, "t", &["media.io_uring_send=true".into()])
+            .expect("io_uring_send is a known key");
+        assert!(on.media.io_uring_send);
     }
 
     #[test]

@@ -80,7 +80,8 @@ impl RecvBatch {
     }
 }
 
-fn to_socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+/// The address the kernel wrote into `storage`; `None` for families other than IPv4 and IPv6.
+pub(super) fn to_socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, which it is large and

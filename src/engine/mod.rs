@@ -18,6 +18,7 @@
 mod batch;
 mod pool;
 mod recorder;
+mod send_ring;
 mod socket;
 mod stats;
 pub mod tuning;
@@ -384,6 +385,8 @@ pub struct Engine {
     heartbeats: Vec<Arc<AtomicU64>>,
     /// Per worker: how late its session deadlines run.
     tick_lateness: Vec<Arc<stats::TickLateness>>,
+    /// Datagrams all workers sent through io_uring (`io_uring_send`).
+    uring_sends: Arc<AtomicU64>,
     epoch: std::time::Instant,
     /// The recorder thread's queue (None once stopping) and the thread.
     recorder: Option<std::sync::mpsc::SyncSender<recorder::RecorderCommand>>,
@@ -416,6 +419,7 @@ impl Engine {
             events_dropped: Arc::new(AtomicU64::new(0)),
             heartbeats: Vec::with_capacity(worker_count),
             tick_lateness: Vec::with_capacity(worker_count),
+            uring_sends: Arc::new(AtomicU64::new(0)),
             epoch: std::time::Instant::now(),
             recorder: Some(recorder_queue.clone()),
             recorder_thread: Some(recorder_thread),
@@ -437,6 +441,7 @@ impl Engine {
                 tick_lateness: Arc::default(),
                 epoch: engine.epoch,
                 recorder: recorder_queue.clone(),
+                uring_sends: Arc::clone(&engine.uring_sends),
             };
             engine.heartbeats.push(Arc::clone(&context.heartbeat));
             engine
@@ -963,6 +968,12 @@ impl Engine {
     /// Events the workers could not deliver because the event queue was full.
     pub fn events_dropped(&self) -> u64 {
         self.events_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Datagrams the workers have sent through io_uring (`[media] io_uring_send`), counted as
+    /// their completions arrive; stays 0 when the option is off or the kernel refused io_uring.
+    pub fn io_uring_sends(&self) -> u64 {
+        self.uring_sends.load(Ordering::Relaxed)
     }
 
     /// Stops all workers, closing every socket (each open connection reports `Closed`), and

@@ -2,7 +2,7 @@
 //!
 //! Owns: end-to-end checks of echo through each connection's media session, idle counting,
 //! malformed and foreign input, RTCP, NAT latching, RTP timeouts, RFC 4733 digits, the port pool
-//! and shutdown.
+//! and shutdown; echo (clear and SRTP), RTCP and many connections again with `io_uring_send`.
 //! Must not: use any address but 127.0.0.1, or sleep for fixed times where it can wait for an
 //! event or a condition instead. Each test has its own port range in 31100-31499: above the RTP
 //! ranges the end-to-end tests pick (21000-30999) and below the kernel's ephemeral ports (32768+),
@@ -130,6 +130,106 @@ fn echo_plays_paced_pcmu_back_as_our_own_stream_and_reports_closed_stats() {
 }
 
 #[test]
+fn with_io_uring_sends_the_echo_is_the_same_and_every_packet_goes_through_the_ring() {
+    let (sender, mut events) = mpsc::channel(256);
+    let engine = Engine::start(io_uring_config(31_208, 31_213, 1), sender).expect("valid config");
+    let client = client_socket();
+    let endpoint = open(&engine, 1, echo_spec(&client));
+
+    let frames = CALLER.frames(50);
+    send_paced(&client, endpoint.rtp, &frames);
+    let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
+    assert_echo_of(&echoes, &frames);
+    let sent = echoes.len() as u64;
+    wait_until(|| {
+        engine
+            .stats(1)
+            .is_some_and(|stats| stats.rtp_packets_received == 50 && stats.rtp_packets_sent == sent)
+    });
+    let stats = engine.stats(1).expect("connection open");
+    assert_eq!(stats.rtp_bytes_sent, sent * FRAME_BYTES);
+    // Counted as the completions come back, at the end of the worker's turn.
+    wait_until(|| engine.io_uring_sends() == sent + stats.rtcp_packets_sent);
+
+    engine.close_connection(1).expect("close open connection");
+    let closed = wait_for_event(&mut events, |event| {
+        matches!(event, EngineEvent::Closed { .. })
+    });
+    assert!(
+        matches!(closed, EngineEvent::Closed { key: 1, ref stats } if stats.rtp_packets_sent == sent)
+    );
+    assert_eq!(engine.ports_in_use(), 0);
+    engine.shutdown();
+}
+
+#[test]
+fn with_io_uring_sends_an_srtp_echo_decrypts_with_our_key_and_replays_the_caller() {
+    use crate::media::srtp::{SrtpContext, SrtpProfile};
+    let profile = SrtpProfile::AesCm128HmacSha1_80;
+    let (their_key, their_salt) = ([0x11u8; 16], [0x22u8; 14]);
+    let (our_key, our_salt) = ([0x33u8; 16], [0x44u8; 14]);
+    let (sender, _events) = mpsc::channel(256);
+    let engine = Engine::start(io_uring_config(31_214, 31_219, 1), sender).expect("valid config");
+    let client = client_socket();
+    let spec = MediaSpec {
+        srtp: Some(SrtpKeys {
+            profile,
+            inbound_key: their_key.to_vec(),
+            inbound_salt: their_salt.to_vec(),
+            outbound_key: our_key.to_vec(),
+            outbound_salt: our_salt.to_vec(),
+        }),
+        ..echo_spec(&client)
+    };
+    let endpoint = open(&engine, 1, spec);
+
+    let frames = CALLER.frames(30);
+    let mut protect = SrtpContext::new(profile, &their_key, &their_salt).expect("test keys");
+    let protected: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|frame| {
+            let mut buffer = [0u8; 256];
+            buffer[..frame.len()].copy_from_slice(frame);
+            let length = protect
+                .protect_rtp(&mut buffer, frame.len())
+                .expect("frame fits with its tag");
+            buffer[..length].to_vec()
+        })
+        .collect();
+    send_paced(&client, endpoint.rtp, &protected);
+
+    let mut unprotect = SrtpContext::new(profile, &our_key, &our_salt).expect("test keys");
+    let last_payload = &frames.last().expect("frames sent")[12..];
+    let mut echoes = Vec::new();
+    let mut buffer = [0u8; 2048];
+    loop {
+        let (length, from) = match client.recv_from(&mut buffer) {
+            Ok(received) => received,
+            Err(error) if is_timeout(&error) => break,
+            Err(error) => panic!("client receive failed: {error}"),
+        };
+        assert_eq!(from, endpoint.rtp);
+        // 172 bytes of RTP and a 10-byte tag: the kernel sent the whole slot's packet.
+        assert_eq!(length, 182, "SRTP echo has the wrong length");
+        let clear = unprotect
+            .unprotect_rtp(&mut buffer, length)
+            .expect("the echo authenticates and decrypts with our outbound key");
+        let echo = echo_of(&buffer[..clear]);
+        if echo.payload == last_payload {
+            client
+                .set_read_timeout(Some(QUIET))
+                .expect("set read timeout");
+        }
+        echoes.push(echo);
+    }
+    assert_echo_of(&echoes, &frames);
+    let sent = echoes.len() as u64;
+    wait_until(|| engine.io_uring_sends() >= sent);
+    assert_eq!(engine.stats(1).expect("open").srtp_rejected, 0);
+    engine.shutdown();
+}
+
+#[test]
 fn idle_counts_but_sends_nothing_back() {
     let (engine, _events) = start_engine(31_120, 31_139, 1);
     let client = client_socket();
@@ -242,15 +342,28 @@ fn media_from_a_foreign_source_is_dropped_and_counted() {
 
 #[test]
 fn rtcp_reports_are_counted_and_the_session_sends_its_own() {
-    let (sender, _events) = mpsc::channel(256);
-    let config = EngineConfig {
+    check_rtcp_reports(EngineConfig {
         rtp_port_min: 31_160,
         rtp_port_max: 31_179,
+        ..test_config(1)
+    });
+}
+
+#[test]
+fn with_io_uring_sends_rtcp_reports_still_go_out_from_the_rtcp_port() {
+    check_rtcp_reports(io_uring_config(31_270, 31_279, 1));
+}
+
+/// Two RTCP reports in (on the RTCP port and multiplexed on RTP), echo, and the session's own
+/// reports out from its RTCP port, on an engine with `config` (reports every 200 ms).
+fn check_rtcp_reports(config: EngineConfig) {
+    let (sender, _events) = mpsc::channel(256);
+    let config = EngineConfig {
         session: SessionDefaults {
             rtcp_interval: Duration::from_millis(200),
-            ..test_session()
+            ..config.session
         },
-        ..test_config(1)
+        ..config
     };
     let engine = Engine::start(config, sender).expect("test config is valid");
     let client = client_socket();
@@ -463,10 +576,28 @@ fn pair_held_by_a_foreign_socket_is_skipped() {
 
 #[test]
 fn many_connections_across_two_workers_echo_and_shut_down() {
-    const CONNECTIONS: u64 = 40;
+    let (engine, events) = start_engine(31_300, 31_399, 2);
+    check_many_connections(engine, events, 40, false);
+}
+
+#[test]
+fn with_io_uring_sends_connections_on_two_workers_echo_and_shut_down() {
+    let (sender, events) = mpsc::channel(256);
+    let engine = Engine::start(io_uring_config(31_228, 31_239, 2), sender).expect("valid config");
+    check_many_connections(engine, events, 6, true);
+}
+
+/// Opens `connections` echo connections (spread over both workers of `engine`), echoes eight
+/// paced frames on each, then shuts the engine down and checks every `Closed`'s counters.
+/// `via_ring`: every echo must have gone out through the workers' io_uring.
+fn check_many_connections(
+    engine: Engine,
+    mut events: Receiver<EngineEvent>,
+    connections: u64,
+    via_ring: bool,
+) {
     const FRAMES: u16 = 8;
-    let (engine, mut events) = start_engine(31_300, 31_399, 2);
-    let calls: Vec<(MediaEndpoint, UdpSocket)> = (0..CONNECTIONS)
+    let calls: Vec<(MediaEndpoint, UdpSocket)> = (0..connections)
         .map(|key| {
             let client = client_socket();
             (open(&engine, key, echo_spec(&client)), client)
@@ -474,7 +605,7 @@ fn many_connections_across_two_workers_echo_and_shut_down() {
         .collect();
     assert!(calls.iter().any(|(endpoint, _)| endpoint.worker == 0));
     assert!(calls.iter().any(|(endpoint, _)| endpoint.worker == 1));
-    assert_eq!(engine.ports_in_use(), 80);
+    assert_eq!(engine.ports_in_use(), 2 * connections as usize);
 
     let frames = CALLER.frames(FRAMES);
     pace(frames.len(), |index| {
@@ -501,9 +632,15 @@ fn many_connections_across_two_workers_echo_and_shut_down() {
         );
     }
 
+    if via_ring {
+        let echoed_total: u64 = echoed.iter().sum();
+        wait_until(|| engine.io_uring_sends() >= echoed_total);
+    } else {
+        assert_eq!(engine.io_uring_sends(), 0);
+    }
     engine.shutdown();
     let mut closed = 0;
-    while closed < CONNECTIONS {
+    while closed < connections {
         if let EngineEvent::Closed { key, stats } = wait_for_event(&mut events, |event| {
             matches!(event, EngineEvent::Closed { .. })
         }) {
@@ -792,6 +929,19 @@ fn test_config(workers: usize) -> EngineConfig {
     }
 }
 
+/// The test engine with `io_uring_send` on, ports `min..=max`.
+fn io_uring_config(min: u16, max: u16, workers: usize) -> EngineConfig {
+    EngineConfig {
+        rtp_port_min: min,
+        rtp_port_max: max,
+        threads: super::tuning::ThreadTuning {
+            io_uring_send: true,
+            ..super::tuning::ThreadTuning::default()
+        },
+        ..test_config(workers)
+    }
+}
+
 fn start_engine(min: u16, max: u16, workers: usize) -> (Engine, Receiver<EngineEvent>) {
     let (sender, events) = mpsc::channel(256);
     let config = EngineConfig {
@@ -968,15 +1118,20 @@ fn receive_echo(client: &UdpSocket, engine_rtp: SocketAddr) -> Option<Echo> {
         from, engine_rtp,
         "echo not sent from the connection's RTP port"
     );
-    let packet = rtp::parse(&buffer[..length]).expect("echo is an RTP packet");
-    Some(Echo {
+    Some(echo_of(&buffer[..length]))
+}
+
+/// The echo a (clear) RTP packet is.
+fn echo_of(datagram: &[u8]) -> Echo {
+    let packet = rtp::parse(datagram).expect("echo is an RTP packet");
+    Echo {
         marker: packet.marker(),
         payload_type: packet.payload_type(),
         sequence: packet.sequence(),
         timestamp: packet.timestamp(),
         ssrc: packet.ssrc(),
         payload: packet.payload().to_vec(),
-    })
+    }
 }
 
 /// Checks that `echoes` are the session's own PCMU stream playing `frames` back: one SSRC (not
@@ -1103,6 +1258,7 @@ fn a_fully_tuned_engine_still_echoes() {
             busy_poll_us: 50,
             busy_poll_budget: 16,
             receive_at_tick: false,
+            io_uring_send: false,
         },
         ..test_config(1)
     };

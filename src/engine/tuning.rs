@@ -23,6 +23,9 @@ pub struct ThreadTuning {
     /// Read sockets only at each playout tick instead of waking per packet: one wake-up per
     /// 20 ms for all of a worker's connections, at the cost of up to one tick of added delay.
     pub receive_at_tick: bool,
+    /// Send through one io_uring per worker (queued during a turn, submitted once at its end)
+    /// instead of one `sendto` per packet; falls back to `sendto` when the kernel refuses.
+    pub io_uring_send: bool,
 }
 
 /// Applies pinning and the realtime policy to the calling thread (a worker at its start).

@@ -2,8 +2,8 @@
 //! packets.
 //!
 //! Owns: a `mio::Poll`, the sockets and per-connection state handed over by
-//! [`WorkerCommand::Open`], one reusable receive buffer, and publishing each connection's
-//! statistics.
+//! [`WorkerCommand::Open`], one reusable receive buffer, its [`Transmitter`] (one send buffer,
+//! and with `io_uring_send` a [`SendRing`]), and publishing each connection's statistics.
 //! Must not: take a lock, allocate per packet, or wait for the control plane. Commands arrive on a
 //! bounded queue drained with `try_recv`, events leave with `try_send` (drops are counted), and
 //! port pairs go back on a channel whose send never blocks.
@@ -13,7 +13,8 @@
 //!
 //! Loop: wait for readiness (until the earliest session deadline at most), apply commands, drain
 //! each readable socket up to [`MAX_PACKETS_PER_WAKEUP`] packets into its session, then run the
-//! sessions whose deadline (playout tick, RTCP report, timeout) has come. mio is edge-triggered,
+//! sessions whose deadline (playout tick, RTCP report, timeout) has come, then (with a ring)
+//! submit the turn's sends at once and reap their completions. mio is edge-triggered,
 //! so a socket cut off by the cap is carried over and drained again on the next turn, which then
 //! does not sleep. Deadlines live in a binary heap keyed by (time, slot, generation); stale
 //! entries (the session moved its deadline, or the slot was reused) are skipped.
@@ -36,6 +37,7 @@ use tokio::sync::mpsc::Sender;
 
 use super::batch::{RecvBatch, BATCH};
 use super::pool::PortReturn;
+use super::send_ring::{SendRing, RING_ENTRIES};
 use super::socket::MediaSockets;
 use super::stats::SharedStats;
 use super::{
@@ -246,6 +248,8 @@ pub(super) struct WorkerContext {
     pub(super) tick_lateness: Arc<super::stats::TickLateness>,
     /// The recorder thread's queue (frames are `try_send`: never waited for).
     pub(super) recorder: SyncSender<super::recorder::RecorderCommand>,
+    /// Engine-wide count of datagrams sent through io_uring (added to once per turn).
+    pub(super) uring_sends: Arc<AtomicU64>,
 }
 
 /// The control plane's handle on one worker thread.
@@ -315,10 +319,10 @@ impl Prepared {
             arrivals,
             ..
         } = self;
-        let worker = Worker::new(index, poll, inbox, arrivals, peers, context);
+        // Built on its own thread: a single-issuer io_uring belongs to the thread that made it.
         let thread = thread::Builder::new()
             .name(format!("media-{index}"))
-            .spawn(move || worker.run())?;
+            .spawn(move || Worker::new(index, poll, inbox, arrivals, peers, context).run())?;
         Ok(WorkerHandle {
             index,
             commands,
@@ -367,6 +371,16 @@ enum Leg {
     Rtcp = 1,
 }
 
+impl Leg {
+    /// The socket a session's channel is sent from.
+    fn of(channel: Channel) -> Leg {
+        match channel {
+            Channel::Rtp => Leg::Rtp,
+            Channel::Rtcp => Leg::Rtcp,
+        }
+    }
+}
+
 /// Whether a socket was left with packets still queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Drain {
@@ -404,8 +418,8 @@ struct Worker {
     deadlines: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     /// Generation stamped on the next opened connection (tells reused slots apart).
     next_generation: u64,
-    /// The one send buffer, reused for every packet a session emits.
-    send_buffer: Box<[u8; MAX_PACKET]>,
+    /// Where packets go out: the reused send buffer, and the io_uring when there is one.
+    transmit: Transmitter,
     /// With busy polling on: poll without sleeping until then (set when packets arrive).
     spin_until: Option<Instant>,
     /// Connections arriving from other workers.
@@ -422,6 +436,17 @@ struct Worker {
     next_room_tick: Option<Instant>,
     /// One conference frame, reused for every capture.
     room_frame: Vec<i16>,
+}
+
+/// How a worker sends: `sendto` from one reused buffer, or (with `io_uring_send`) queued in the
+/// slots of a [`SendRing`] and submitted once per turn.
+struct Transmitter {
+    /// The one send buffer for `sendto`, reused for every packet.
+    buffer: Box<[u8; MAX_PACKET]>,
+    /// The worker's ring; `None` when `io_uring_send` is off or the kernel refused the ring.
+    ring: Option<SendRing>,
+    /// Ring sends already added to the engine-wide count.
+    published: u64,
 }
 
 /// One conference as its worker mixes it.
@@ -496,6 +521,7 @@ impl Worker {
         peers: Vec<Peer>,
         context: WorkerContext,
     ) -> Worker {
+        let transmit = Transmitter::new(context.threads.io_uring_send, RING_ENTRIES, index);
         Worker {
             index,
             poll,
@@ -510,7 +536,7 @@ impl Worker {
             carry_over: Vec::new(),
             deadlines: BinaryHeap::new(),
             next_generation: 0,
-            send_buffer: Box::new([0; MAX_PACKET]),
+            transmit,
             spin_until: None,
             arrivals,
             peers,
@@ -582,6 +608,8 @@ impl Worker {
         self.service_ready();
         self.run_due_sessions();
         self.run_due_rooms();
+        // Before the next sleep: the turn's sends go to the kernel in one call.
+        self.transmit.complete(&self.context.uring_sends);
         true
     }
 
@@ -603,7 +631,7 @@ impl Worker {
             connections,
             slots,
             room_frame,
-            send_buffer,
+            transmit,
             context,
             ..
         } = self;
@@ -614,7 +642,7 @@ impl Worker {
                 connections,
                 slots,
                 room_frame,
-                &mut send_buffer[..],
+                transmit,
                 context,
             );
         }
@@ -648,7 +676,7 @@ impl Worker {
                 .record(now.saturating_duration_since(at).as_micros() as u64);
             connection.session.handle_timeout(now);
             connection.consume_heard(&self.context);
-            connection.flush(&mut self.send_buffer[..], &self.context);
+            connection.flush(&mut self.transmit, &self.context);
             self.schedule(slot);
         }
     }
@@ -871,7 +899,7 @@ impl Worker {
             return;
         };
         change(&mut connection.session, Instant::now());
-        connection.flush(&mut self.send_buffer[..], &self.context);
+        connection.flush(&mut self.transmit, &self.context);
         self.schedule(slot);
     }
 
@@ -904,6 +932,8 @@ impl Worker {
         };
         self.free_slots.push(slot);
         connection.deregister(self.poll.registry());
+        // The next worker may close the sockets before this one's turn ends.
+        self.transmit.submit();
         if let Some(conference) = connection.conference.take() {
             // The control plane takes a connection out of its conference before moving it.
             if let Some(room) = self.conferences.get_mut(&conference) {
@@ -1175,7 +1205,7 @@ impl Worker {
 
     /// Drops the sockets, then gives the ports back and reports `Closed`, in that order, so a
     /// port is never handed out while its old socket is still open.
-    fn finish(&self, connection: Connection) {
+    fn finish(&mut self, connection: Connection) {
         let stats = connection.current_stats();
         let Connection {
             key,
@@ -1185,6 +1215,8 @@ impl Worker {
             ..
         } = connection;
         shared.publish(&stats);
+        // Sends still queued name these sockets by fd number: hand them to the kernel first.
+        self.transmit.submit();
         drop(sockets);
         self.context.port_return.give_back(rtp_port);
         tracing::debug!(
@@ -1236,7 +1268,7 @@ impl Worker {
         };
         let drain = connection.drain(leg, &mut self.batch);
         connection.queued[leg as usize] = drain == Drain::MoreWaiting;
-        connection.flush(&mut self.send_buffer[..], &self.context);
+        connection.flush(&mut self.transmit, &self.context);
         if connection.session.poll_timeout() < connection.deadline {
             self.schedule(slot);
         }
@@ -1379,12 +1411,10 @@ impl Connection {
         Drain::MoreWaiting
     }
 
-    /// Sends what the session queued (copied into `out`), reports its events and publishes its
-    /// counters when they changed.
-    fn flush(&mut self, out: &mut [u8], context: &WorkerContext) {
-        while let Some(t) = self.session.poll_transmit(out) {
-            self.send(t.channel, &out[..t.len], t.destination);
-        }
+    /// Sends what the session queued, reports its events and publishes its counters when they
+    /// changed.
+    fn flush(&mut self, out: &mut Transmitter, context: &WorkerContext) {
+        self.transmit(out);
         while let Some(event) = self.session.poll_event() {
             let event = match event {
                 SessionEvent::FirstPacket { source } => {
@@ -1427,14 +1457,69 @@ impl Connection {
         add_stats(&self.base, &self.session.stats(), self.stats.last_source)
     }
 
+    /// Sends every packet the session has queued: written straight into a free ring slot and
+    /// queued when the worker has a ring, else copied into the send buffer and sent with `sendto`.
+    fn transmit(&mut self, out: &mut Transmitter) {
+        loop {
+            if let Some(ring) = out.ring.as_mut() {
+                if let Some(buffer) = ring.packet_buffer() {
+                    let Some(t) = self.session.poll_transmit(buffer) else {
+                        return;
+                    };
+                    let socket = self.socket(Leg::of(t.channel));
+                    ring.send(socket, t.len, t.destination, self.key);
+                    continue;
+                }
+            }
+            let Some(t) = self.session.poll_transmit(&mut out.buffer[..]) else {
+                return;
+            };
+            self.send(t.channel, &out.buffer[..t.len], t.destination);
+        }
+    }
+
     /// Sends a datagram from the socket of `channel`; a full send buffer drops it.
     fn send(&self, channel: Channel, packet: &[u8], target: SocketAddr) {
-        let leg = match channel {
-            Channel::Rtp => Leg::Rtp,
-            Channel::Rtcp => Leg::Rtcp,
-        };
+        let leg = Leg::of(channel);
         if let Err(error) = self.socket(leg).send_to(packet, target) {
             tracing::trace!(key = self.key, ?leg, %target, %error, "media packet not sent");
+        }
+    }
+}
+
+impl Transmitter {
+    /// A transmitter for worker `worker`; with `io_uring` it tries to set up a ring of `entries`
+    /// (falling back to `sendto`, warned once, when the kernel refuses).
+    fn new(io_uring: bool, entries: u32, worker: usize) -> Transmitter {
+        Transmitter {
+            buffer: Box::new([0; MAX_PACKET]),
+            ring: if io_uring {
+                SendRing::start(entries, worker)
+            } else {
+                None
+            },
+            published: 0,
+        }
+    }
+
+    /// Hands queued sends to the kernel (before a socket they may name closes or moves away).
+    fn submit(&mut self) {
+        if let Some(ring) = self.ring.as_mut() {
+            ring.submit();
+        }
+    }
+
+    /// End of a turn: submits the turn's sends, reaps completions and adds what was sent to
+    /// `sent_total`.
+    fn complete(&mut self, sent_total: &AtomicU64) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        ring.complete();
+        let sent = ring.counts().sent;
+        if sent != self.published {
+            sent_total.fetch_add(sent - self.published, Ordering::Relaxed);
+            self.published = sent;
         }
     }
 }
@@ -1571,7 +1656,7 @@ impl Conference {
         connections: &mut [Option<Connection>],
         slots: &HashMap<ConnectionKey, usize>,
         frame: &mut [i16],
-        out: &mut [u8],
+        out: &mut Transmitter,
         context: &WorkerContext,
     ) {
         let n = self.mixer.frame_len();
@@ -1862,6 +1947,7 @@ mod tests {
             epoch: std::time::Instant::now(),
             tick_lateness: Arc::default(),
             recorder: super::super::recorder::channel().0,
+            uring_sends: Arc::default(),
         };
         let (commands, inbox) = mpsc::sync_channel(4);
         let (_handoff, arrivals) = mpsc::channel();
@@ -1981,6 +2067,148 @@ mod tests {
             .rtp_packets_sent;
         assert!(sent >= 1, "echo sent but not counted");
         worker.close_all();
+    }
+
+    /// Sends `frames` from `client` 20 ms apart while turning `worker`, then keeps turning for
+    /// `tail`; every datagram the client got back, in order.
+    fn echo_through_turns(
+        worker: &mut Worker,
+        client: &std::net::UdpSocket,
+        engine_rtp: SocketAddr,
+        frames: &[Vec<u8>],
+        tail: Duration,
+    ) -> Vec<Vec<u8>> {
+        client.set_nonblocking(true).expect("non-blocking client");
+        let start = Instant::now();
+        let end = start + ROOM_TICK * frames.len() as u32 + tail;
+        let mut next = 0;
+        let mut echoes = Vec::new();
+        let mut buffer = [0u8; 2048];
+        while Instant::now() < end {
+            if next < frames.len() && Instant::now() >= start + ROOM_TICK * next as u32 {
+                client
+                    .send_to(&frames[next], engine_rtp)
+                    .expect("send to worker");
+                next += 1;
+            }
+            assert!(worker.turn());
+            loop {
+                match client.recv_from(&mut buffer) {
+                    Ok((length, from)) => {
+                        assert_eq!(from, engine_rtp, "echo not sent from the RTP socket");
+                        echoes.push(buffer[..length].to_vec());
+                    }
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) => panic!("client receive failed: {error}"),
+                }
+            }
+        }
+        echoes
+    }
+
+    /// Checks that `echoes` play the caller's `frames` back in order (stand-ins aside), with at
+    /// most a few missing while the jitter buffer filled or stretched on a busy test machine.
+    fn assert_plays_back(echoes: &[Vec<u8>], frames: &[Vec<u8>]) {
+        let played: Vec<usize> = echoes
+            .iter()
+            .filter_map(|echo| {
+                let packet = rtp::parse(echo).expect("echo is RTP");
+                assert_ne!(packet.ssrc(), CLIENT_SSRC, "relayed instead of re-encoded");
+                frames
+                    .iter()
+                    .position(|frame| frame[12..] == *packet.payload())
+            })
+            .collect();
+        assert!(
+            played.windows(2).all(|pair| pair[0] < pair[1]),
+            "caller frames echoed out of order or twice: {played:?}"
+        );
+        assert!(
+            played.len() + 5 >= frames.len(),
+            "only {} of {} caller frames echoed",
+            played.len(),
+            frames.len()
+        );
+    }
+
+    #[test]
+    fn with_io_uring_every_echo_goes_through_the_ring_and_every_slot_comes_back() {
+        let (mut worker, _commands, client, engine_rtp) = worker_with_echo_connection(31_412);
+        // Sixteen slots, reused many times over by sixty frames and their echoes.
+        worker.transmit = Transmitter::new(true, 16, 0);
+        let frames: Vec<Vec<u8>> = (0..60).map(pcmu_frame).collect();
+        let echoes = echo_through_turns(
+            &mut worker,
+            &client,
+            engine_rtp,
+            &frames,
+            Duration::from_millis(300),
+        );
+        assert_plays_back(&echoes, &frames);
+
+        let stats = worker
+            .connection_by_key(1)
+            .expect("connection open")
+            .stats
+            .clone();
+        let ring = worker.transmit.ring.as_ref().expect("ring set up");
+        assert_eq!(ring.in_flight(), 0, "a slot was never given back");
+        let counts = ring.counts();
+        assert_eq!(
+            counts.sent,
+            stats.rtp_packets_sent + stats.rtcp_packets_sent,
+            "some packets did not go through the ring: {counts:?}"
+        );
+        assert_eq!((counts.failed, counts.fell_back), (0, 0), "{counts:?}");
+        assert!(counts.sent > 16, "slots were not reused: {counts:?}");
+        assert_eq!(echoes.len() as u64, stats.rtp_packets_sent);
+        assert_eq!(
+            worker.context.uring_sends.load(Ordering::Relaxed),
+            counts.sent,
+            "engine-wide count not published"
+        );
+        worker.close_all();
+    }
+
+    #[test]
+    fn when_the_kernel_refuses_the_ring_the_worker_echoes_with_sendto() {
+        let (mut worker, _commands, client, engine_rtp) = worker_with_echo_connection(31_414);
+        // A ring of zero entries is refused by io_uring_setup, like a seccomp filter would.
+        worker.transmit = Transmitter::new(true, 0, 0);
+        assert!(worker.transmit.ring.is_none());
+        let frames: Vec<Vec<u8>> = (0..30).map(pcmu_frame).collect();
+        let echoes = echo_through_turns(
+            &mut worker,
+            &client,
+            engine_rtp,
+            &frames,
+            Duration::from_millis(200),
+        );
+        assert_plays_back(&echoes, &frames);
+        assert_eq!(worker.context.uring_sends.load(Ordering::Relaxed), 0);
+        worker.close_all();
+    }
+
+    #[test]
+    fn closing_a_connection_hands_its_queued_sends_to_the_kernel_first() {
+        let (mut worker, _commands, client, engine_rtp) = worker_with_echo_connection(31_416);
+        worker.transmit = Transmitter::new(true, 16, 0);
+        let slot = worker.slots[&1];
+        let connection = worker.connections[slot].as_ref().expect("connection open");
+        // A packet queued mid-turn, as a session flush would queue it, then the close.
+        let socket = connection.socket(Leg::Rtp);
+        let ring = worker.transmit.ring.as_mut().expect("ring set up");
+        let buffer = ring.packet_buffer().expect("free slot");
+        buffer[..5].copy_from_slice(b"final");
+        let target = client.local_addr().expect("client address");
+        ring.send(socket, 5, target, 1);
+        assert_eq!(ring.in_flight(), 1);
+        worker.close(1);
+        let mut received = [0u8; 16];
+        let (length, from) = client
+            .recv_from(&mut received)
+            .expect("queued send went out");
+        assert_eq!((&received[..length], from), (&b"final"[..], engine_rtp));
     }
 
     #[test]
