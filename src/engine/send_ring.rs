@@ -278,6 +278,7 @@ impl SendRing {
         self.slots.len()
     }
 
+    /// What went through the ring since it was set up.
     pub(super) fn counts(&self) -> RingCounts {
         self.counts
     }
