@@ -375,6 +375,13 @@ fn accept_call_with_early_media_sends_a_reliable_183_and_answer_call_keeps_its_c
         connection.as_str(),
         "the early connection is kept"
     );
+    std::thread::sleep(Duration::from_millis(200));
+    let rx = events
+        .drain()
+        .iter()
+        .filter(|e| is(e, "StartRx") && e["CallId"] == call.as_str())
+        .count();
+    assert_eq!(rx, 1, "StartRx once, at AcceptCall");
     let ok = uac.final_response("INVITE");
     assert_eq!(uac::status(&ok), 200);
     assert_eq!(u64::from(uac::media_port(uac::body(&ok))), rx_port);
@@ -432,14 +439,11 @@ fn bridge_calls_lets_two_calls_hear_each_other_and_unbridge_parts_them() {
         .as_array()
         .unwrap()
         .is_empty());
-    assert_eq!(server.connections().len(), 2, "both calls stay up");
-    common::heard(&answered[1].0.rtp);
-    common::send_tone(&answered[0].0.rtp, answered[0].2, 0xa, 1000.0, 25);
-    let at_b = common::heard(&answered[1].0.rtp);
-    assert!(
-        common::tone_power(&at_b, 1000.0) < 1e3,
-        "B no longer hears A"
-    );
+    let listed = server.connections();
+    assert_eq!(listed.len(), 2, "both calls stay up: {listed:?}");
+    for c in &listed {
+        assert!(c["ConferenceId"].is_null(), "out of the bridge: {c}");
+    }
     let (code, _) = call_action(&server, "UnbridgeCalls", json!({"CallId": a_call}));
     assert_eq!(code, 409, "not bridged any more");
     for (_, call, _) in &answered {

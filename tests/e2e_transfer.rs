@@ -120,8 +120,22 @@ fn make_call_through_a_trunk_is_answered_joins_a_conference_and_hangup_sends_bye
         .to_string();
     let connection = complete["ConnectionId"].as_str().unwrap().to_string();
     events.wait_for(Duration::from_secs(2), |e| {
-        e["Event"] == "StartTx" && e["CallId"] == call.as_str()
+        e["Event"] == "StartRx" && e["CallId"] == call.as_str()
     });
+    std::thread::sleep(Duration::from_millis(200));
+    let count = |events: &mut common::EventStream, name: &str| {
+        events
+            .drain()
+            .iter()
+            .filter(|e| e["Event"] == name && e["CallId"] == call.as_str())
+            .count()
+    };
+    assert_eq!(
+        count(&mut events, "StartTx"),
+        1,
+        "one StartTx for the answer"
+    );
+    assert_eq!(count(&mut events, "StartRx"), 1, "one StartRx");
     assert_eq!(
         conference_members(&server),
         [(conference, vec![connection.clone()])]
@@ -331,7 +345,7 @@ fn a_pbx_refer_moves_the_call_to_the_target_in_the_same_conference_place() {
     assert!(!members[0].1.contains(&old_connection), "{members:?}");
     assert_eq!(members[0].1.len(), 2, "{members:?}");
 
-    // Alice leaves; then the conference's release hangs up Bob.
+    // Alice hangs up; deleting Bob's connection sends Bob our BYE.
     alice.send(&alice.request(
         "BYE",
         "conf=room1",

@@ -206,6 +206,7 @@ impl Controller {
             let c = &self.connections[&id];
             (id, SocketAddr::new(c.rx_ip, c.local_rtp.port()))
         });
+        let had_early_media = early.is_some();
         let opened = match early {
             Some(early) => Ok(early),
             None => self.open_call_connection(
@@ -241,7 +242,10 @@ impl Controller {
             }
         }
         self.ua.accept(Instant::now(), call, announced);
-        self.emit_media_started(call, id, announced);
+        if !had_early_media {
+            // With early media, AcceptCall already said StartRx/StartTx.
+            self.emit_media_started(call, id, announced);
+        }
         let c = &self.connections[&id];
         result.insert("MmsId".into(), json!(0));
         result.insert("ConnectionId".into(), json!(id.to_string()));
@@ -261,10 +265,19 @@ impl Controller {
     /// StartRx, and StartTx when the far end's address is known: what the application's call
     /// now streams (call-control-api.md §3).
     pub(super) fn emit_media_started(&mut self, call: CallId, connection: u32, rx: SocketAddr) {
+        self.emit_start_rx(call, connection, rx);
+        if let Some(e) = self.start_tx(call, connection) {
+            self.events.emit(e);
+        }
+    }
+
+    /// StartRx alone: where we told the far end to send (a call we placed has had its StartTx
+    /// when the answer's SDP came).
+    pub(super) fn emit_start_rx(&mut self, call: CallId, connection: u32, rx: SocketAddr) {
         let Some(c) = self.connections.get(&connection) else {
             return;
         };
-        let rx_event = Event::StartRx {
+        self.events.emit(Event::StartRx {
             call_id: call.to_string(),
             mms_id: 0,
             connection_id: connection.to_string(),
@@ -272,12 +285,7 @@ impl Controller {
             media_rx_port: rx.port(),
             media_rx_codec: codec_name(c.rx_codec).into(),
             media_rx_framesize: c.rx_framesize,
-        };
-        let tx_event = self.start_tx(call, connection);
-        self.events.emit(rx_event);
-        if let Some(e) = tx_event {
-            self.events.emit(e);
-        }
+        });
     }
 
     /// A re-negotiation on an application call: StopTx when the far end no longer wants our

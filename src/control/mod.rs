@@ -1028,23 +1028,7 @@ impl Controller {
         play: Option<String>,
         replaces: Option<CallId>,
     ) {
-        self.calls_total += 1;
-        let service_name = match service {
-            Service::Echo => "echo",
-            Service::Conference => "conference",
-            Service::Announcement => "announcement",
-            Service::Application => "application",
-        };
-        self.call_info.insert(
-            call,
-            CallInfo {
-                from: from.clone(),
-                to: to.clone(),
-                service: service_name,
-                answered: false,
-                started_ms: events::unix_ms(),
-            },
-        );
+        let service_name = self.note_call(call, &from, &to, service);
         if let Some(old) = replaces {
             // Attended transfer: the new dialog takes the replaced one's place at once.
             let mode = self
@@ -1107,6 +1091,23 @@ impl Controller {
             }
         }
         self.ua.accept(Instant::now(), call, announced);
+    }
+
+    /// Counts a new call (ours or the peer's) and lists it; returns its service's name.
+    fn note_call(&mut self, call: CallId, from: &str, to: &str, service: Service) -> &'static str {
+        let name = service_name(service);
+        self.calls_total += 1;
+        self.call_info.insert(
+            call,
+            CallInfo {
+                from: from.to_string(),
+                to: to.to_string(),
+                service: name,
+                answered: false,
+                started_ms: events::unix_ms(),
+            },
+        );
+        name
     }
 
     /// Opens and binds the media connection of an incoming call from its offer (or, without
@@ -1689,6 +1690,16 @@ fn release_reason(reason: EndReason) -> ReleaseReason {
         EndReason::Rejected(_) | EndReason::NoAnswer => ReleaseReason::CallFailed,
         EndReason::Transferred => ReleaseReason::Transferred,
         EndReason::SessionExpired => ReleaseReason::SessionExpired,
+    }
+}
+
+/// A service's name in events and listings.
+fn service_name(service: Service) -> &'static str {
+    match service {
+        Service::Echo => "echo",
+        Service::Conference => "conference",
+        Service::Announcement => "announcement",
+        Service::Application => "application",
     }
 }
 

@@ -101,7 +101,7 @@ impl Controller {
                 deadline: Instant::now() + self.media.ring_timeout,
             },
         );
-        self.note_call(call, &from_user, &target.to_string(), "application");
+        self.note_call(call, &from_user, &target.to_string(), Service::Application);
         let mut result = super::success();
         result.insert("CallId".into(), json!(call.to_string()));
         result.insert("ConnectionId".into(), json!(connection.to_string()));
@@ -250,7 +250,7 @@ impl Controller {
                     media_tx_framesize: tx.map(|_| c.tx_framesize),
                 });
                 let rx = SocketAddr::new(c.rx_ip, c.local_rtp.port());
-                self.emit_media_started(call, id, rx);
+                self.emit_start_rx(call, id, rx);
             }
             Purpose::Transfer { old } => {
                 if self.app_calls.contains(&old) {
@@ -380,7 +380,7 @@ impl Controller {
                 deadline: now + self.media.ring_timeout,
             },
         );
-        self.note_call(call, &from_user, &target.to_string(), service_name(service));
+        self.note_call(call, &from_user, &target.to_string(), service);
     }
 
     /// Places the transfer's call in `old`'s place: its trunk, its INVITE (with Referred-By
@@ -578,20 +578,6 @@ impl Controller {
             let _ = reply.send(Ok(super::call_control::call_result(call)));
         }
     }
-
-    fn note_call(&mut self, call: CallId, from: &str, to: &str, service: &'static str) {
-        self.calls_total += 1;
-        self.call_info.insert(
-            call,
-            super::CallInfo {
-                from: from.to_string(),
-                to: to.to_string(),
-                service,
-                answered: false,
-                started_ms: super::events::unix_ms(),
-            },
-        );
-    }
 }
 
 /// `sip:<to>@<domain>` for a number or user, or `to` itself when it is a SIP URI.
@@ -634,15 +620,6 @@ fn end_reason_of(reason: EndReason) -> &'static str {
         EndReason::Rejected(500..=599) | EndReason::BadAnswer => "InternalError",
         EndReason::RemoteHangup => "Normal",
         _ => "Unknown",
-    }
-}
-
-pub(super) fn service_name(service: Service) -> &'static str {
-    match service {
-        Service::Echo => "echo",
-        Service::Conference => "conference",
-        Service::Announcement => "announcement",
-        Service::Application => "application",
     }
 }
 

@@ -74,11 +74,21 @@ pub enum EndReason {
     SessionExpired,
 }
 
-/// Credentials for a trunk's Digest challenge.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Credentials for a trunk's Digest challenge. Debug output hides the password (configs and
+/// trunks are logged).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
 }
 
 /// An INVITE we send: MakeCall, or a transfer we carry out.
@@ -878,22 +888,23 @@ impl UserAgent {
             }
         };
         let user = request.uri.user.clone().unwrap_or_default();
-        let route = match replaces {
-            Some(old) => Some(Route {
-                user: regex::Regex::new(".*").expect("constant regex"),
+        let placement = match replaces {
+            // The replaced call's service and SRTP policy, answered at once.
+            Some(old) => Some(Placement {
                 service: self.calls[&old].service,
                 answer_delay_ms: 0,
                 prompt: None,
                 srtp: Some(self.calls[&old].capabilities.srtp),
+                conference: None,
             }),
             None => self
                 .settings
                 .routes
                 .iter()
                 .find(|r| r.user.is_match(&user))
-                .cloned(),
+                .map(|route| Placement::of_route(route, &user)),
         };
-        let Some(route) = route else {
+        let Some(route) = placement else {
             tracing::debug!(user = %user, "no route for INVITE");
             self.respond_simple(now, &key, &request, 404, "Not Found");
             return;
@@ -1015,11 +1026,6 @@ impl UserAgent {
                 unacked_provisional: None,
             },
         );
-        let conference = route
-            .user
-            .captures(&user)
-            .and_then(|c| c.name("conference"))
-            .map(|m| m.as_str().to_string());
         self.outputs.push_back(UaOutput::IncomingCall {
             call: call_id,
             service: route.service,
@@ -1027,7 +1033,7 @@ impl UserAgent {
             from,
             to,
             local,
-            conference,
+            conference: route.conference,
             play,
             replaces,
         });
@@ -1578,7 +1584,7 @@ impl UserAgent {
             }
             200..=299 => {
                 call.dialog.confirm_uac(&response);
-                self.send_ack(now, call_id, &key);
+                self.send_ack(call_id, &key);
                 let call = self.calls.get_mut(&call_id).expect("looked up above");
                 if state == CallState::Cancelling {
                     // The 2xx crossed our CANCEL: the call is over all the same (§9.1).
@@ -1694,7 +1700,7 @@ impl UserAgent {
 
     /// The ACK for the 2xx to our INVITE (§13.2.2.4): outside any transaction, remembered
     /// for the 2xx's retransmissions.
-    fn send_ack(&mut self, now: Instant, call_id: CallId, key: &TransactionKey) {
+    fn send_ack(&mut self, call_id: CallId, key: &TransactionKey) {
         let branch = new_branch(self.rng.random());
         let call = self.calls.get_mut(&call_id).expect("caller checked");
         let via = our_via(call.source.transport, call.local, &branch);
@@ -1709,7 +1715,6 @@ impl UserAgent {
             to,
             message: SipMessage::Request(ack),
         });
-        let _ = now;
     }
 
     /// CANCEL of our INVITE (§9.1): its Request-URI, Call-ID, From, To, CSeq number, Route
@@ -2452,6 +2457,32 @@ fn destination_for(next_hop: &super::message::Uri, source: Peer) -> Peer {
     Peer {
         transport: Transport::Udp,
         addr: SocketAddr::new(ip, port),
+    }
+}
+
+/// How an incoming INVITE is served: from its `[[route]]`, or from the call it replaces.
+struct Placement {
+    service: Service,
+    answer_delay_ms: u64,
+    prompt: Option<String>,
+    srtp: Option<sdp::SrtpPolicy>,
+    /// The route's `conference` group, for a `conference` route.
+    conference: Option<String>,
+}
+
+impl Placement {
+    fn of_route(route: &Route, user: &str) -> Placement {
+        Placement {
+            service: route.service,
+            answer_delay_ms: route.answer_delay_ms,
+            prompt: route.prompt.clone(),
+            srtp: route.srtp,
+            conference: route
+                .user
+                .captures(user)
+                .and_then(|c| c.name("conference"))
+                .map(|m| m.as_str().to_string()),
+        }
     }
 }
 
