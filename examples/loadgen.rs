@@ -28,7 +28,14 @@
 //!   of the run. Per call, because each call's echo is played out on the server's own 20 ms
 //!   tick, whose phase against our sends differs from call to call (a constant per call, not
 //!   jitter). Not the RFC 3550 smoothed estimator: a per-packet distribution shows the stalls
-//!   that smoothing hides.
+//!   that smoothing hides. Our own sender's lateness enters it with the opposite sign: a
+//!   packet sent 10 ms late and played on time by the server's jitter buffer comes back with
+//!   10 ms less delay.
+//! - stream jitter: the same per-packet deviation from the call's median, with the delay taken
+//!   from the packet's *scheduled* send time: the echoed stream's jitter against the 20 ms
+//!   cadence, which is what a far-end RTP receiver (its playout keyed to RTP timestamps) sees.
+//!   It counts the server's late ticks and jitter-buffer resizing, not our sender's lateness
+//!   while the server's buffer absorbs it.
 //! - CPU %: of one core (200 % = both cores of a 2-core machine), over the sending window
 //!   (first scheduled send to last send): callbridge from /proc/<pid>/stat utime+stime,
 //!   reflector threads from their pthread CPU clocks, loadgen from its process CPU clock;
@@ -845,6 +852,8 @@ fn print_echo_table(rows: &[EchoRow], reflector_pps: Option<f64>) {
         "delay max ms",
         "jitter p50 ms",
         "jitter p99 ms",
+        "stream jitter p50 ms",
+        "stream jitter p99 ms",
         "callbridge CPU %",
         "callbridge µs/pkt",
         "callbridge pps",
@@ -877,6 +886,8 @@ fn print_echo_table(rows: &[EchoRow], reflector_pps: Option<f64>) {
                 ms((r.delay.count() > 0).then(|| r.delay.max())),
                 ms(jitter.percentile(50.0)),
                 ms(jitter.percentile(99.0)),
+                ms(r.stream_jitter.percentile(50.0)),
+                ms(r.stream_jitter.percentile(99.0)),
                 r.target_cpu_ns
                     .map(|ns| pct(r.pct_of_core(ns)))
                     .unwrap_or_else(|| "–".into()),

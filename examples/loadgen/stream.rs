@@ -90,6 +90,9 @@ pub struct StreamReport {
     pub delay: Histogram,
     /// Added jitter: |delay − median delay of the same flow|, ns, one value per echoed packet.
     pub jitter: Histogram,
+    /// Stream jitter: the same with the delay taken from each packet's scheduled send time
+    /// instead of its actual one (see [`Schedule`]), ns.
+    pub stream_jitter: Histogram,
     /// How late the sender was against its schedule, ns.
     pub lateness: Histogram,
     pub sender_cpu_ns: u64,
@@ -267,6 +270,11 @@ pub fn run(
     let receivers = if shared { 1 } else { cfg.receivers.clamp(1, n) };
     let stop = AtomicBool::new(false);
     let t0 = sys::monotonic_ns() + 100_000_000;
+    let schedule = Schedule {
+        t0_realtime: t0.wrapping_add(sys::realtime_ns().wrapping_sub(sys::monotonic_ns())),
+        flows: n as u64,
+        ns_per_packet,
+    };
 
     std::thread::scope(|scope| {
         let mut rx_handles = Vec::new();
@@ -283,7 +291,16 @@ pub fn run(
                 std::thread::Builder::new()
                     .name(format!("lg-rx-{r}"))
                     .spawn_scoped(scope, move || {
-                        receive(flows, states, &mine, per_flow_total, stamp, rx_pause, stop)
+                        receive(
+                            flows,
+                            states,
+                            &mine,
+                            per_flow_total,
+                            schedule,
+                            stamp,
+                            rx_pause,
+                            stop,
+                        )
                     })
                     .expect("spawn receiver"),
             );
@@ -347,6 +364,7 @@ pub fn run(
             report.flows_with_loss += r.flows_with_loss;
             report.delay.merge(&r.delay);
             report.jitter.merge(&r.jitter);
+            report.stream_jitter.merge(&r.stream_jitter);
             report.receiver_cpu_ns += r.cpu_ns;
         }
         if let (Some(a), Some(b)) = (udp0, sys::udp_counters()) {
@@ -533,14 +551,48 @@ struct ReceiverStats {
     flows_with_loss: u64,
     delay: Histogram,
     jitter: Histogram,
+    stream_jitter: Histogram,
     cpu_ns: u64,
 }
 
+/// When each packet was due, on the clock of the receive stamps: the echo's arrival measured
+/// from it is what a far-end RTP receiver sees of the echoed stream (its jitter against the
+/// 20 ms cadence), which our own sender's lateness does not enter as long as the server's jitter
+/// buffer absorbs it.
+#[derive(Clone, Copy)]
+struct Schedule {
+    /// The sender's t0 on CLOCK_REALTIME, ns.
+    t0_realtime: u64,
+    flows: u64,
+    ns_per_packet: f64,
+}
+
+impl Schedule {
+    /// Packet `k` of flow `f` was due at this CLOCK_REALTIME instant (the sender's deadline).
+    fn due(&self, f: usize, k: u64) -> u64 {
+        self.t0_realtime + (((k * self.flows + f as u64) as f64) * self.ns_per_packet) as u64
+    }
+}
+
+/// Per-flow |value − the flow's median| of every value, into `histogram`.
+fn record_deviations(values: &mut [u32], histogram: &mut Histogram) {
+    if values.is_empty() {
+        return;
+    }
+    let mid = values.len() / 2;
+    let median = u64::from(*values.select_nth_unstable(mid).1);
+    for &v in values.iter() {
+        histogram.record(u64::from(v).abs_diff(median));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn receive(
     flows: &[Flow],
     states: &[FlowState],
     mine: &[usize],
     per_flow_total: u64,
+    schedule: Schedule,
     stamp: Stamp,
     rx_pause_ns: u64,
     stop: &AtomicBool,
@@ -554,6 +606,7 @@ fn receive(
         flows_with_loss: 0,
         delay: Histogram::default(),
         jitter: Histogram::default(),
+        stream_jitter: Histogram::default(),
         cpu_ns: 0,
     };
     let epoll = sys::Epoll::new().expect("epoll_create1");
@@ -587,6 +640,11 @@ fn receive(
     // Per flow, the delay (ns, saturated to u32) of every echoed packet: for the per-flow
     // median behind the jitter figure.
     let mut delays: Vec<Vec<u32>> = mine
+        .iter()
+        .map(|_| Vec::with_capacity(per_flow_total.min(1 << 16) as usize))
+        .collect();
+    // The same from each packet's scheduled send time.
+    let mut stream_delays: Vec<Vec<u32>> = mine
         .iter()
         .map(|_| Vec::with_capacity(per_flow_total.min(1 << 16) as usize))
         .collect();
@@ -672,6 +730,9 @@ fn receive(
                         stats.delay.record(d);
                         delays[local].push(d.min(u64::from(u32::MAX)) as u32);
                     }
+                    let due = schedule.due(mine[local], k);
+                    stream_delays[local]
+                        .push(rx.saturating_sub(due).min(u64::from(u32::MAX)) as u32);
                 }
                 if got < recv_batch {
                     break;
@@ -684,15 +745,8 @@ fn receive(
         if echoed < states[f].next.load(Ordering::Acquire).min(per_flow_total) {
             stats.flows_with_loss += 1;
         }
-        let d = &mut delays[local];
-        if d.is_empty() {
-            continue;
-        }
-        let mid = d.len() / 2;
-        let median = u64::from(*d.select_nth_unstable(mid).1);
-        for &v in d.iter() {
-            stats.jitter.record(u64::from(v).abs_diff(median));
-        }
+        record_deviations(&mut delays[local], &mut stats.jitter);
+        record_deviations(&mut stream_delays[local], &mut stats.stream_jitter);
     }
     stats.cpu_ns = sys::thread_cpu_ns().saturating_sub(cpu0);
     stats

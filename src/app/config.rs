@@ -252,6 +252,12 @@ pub struct MediaConfig {
     /// `sendto`.
     #[serde(default)]
     pub io_uring_send: bool,
+    /// With `receive_at_tick`: workers read their sockets through one io_uring each (a
+    /// multishot receive per socket, all run by one system call per tick) instead of epoll and
+    /// one `recvmmsg` per socket; without io_uring (seccomp, kernel before 6.1) they warn once and
+    /// use `recvmmsg`.
+    #[serde(default)]
+    pub io_uring_receive: bool,
     /// Where Play finds prompts (relative names; `<app>/<locale>/<name>` first when the
     /// request gives Application and Locale).
     #[serde(default = "default_prompt_dir")]
@@ -481,6 +487,12 @@ impl Config {
                     "media.srtp_suites: unknown suite {suite:?} (AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32)"
                 )));
             }
+        }
+        if m.io_uring_receive && !m.receive_at_tick {
+            return Err(invalid(
+                "media.io_uring_receive needs media.receive_at_tick = true (the ring is read once per tick)"
+                    .to_string(),
+            ));
         }
         if m.realtime_priority > 99 {
             return Err(invalid(format!(
@@ -876,6 +888,7 @@ impl Default for MediaConfig {
             inband_dtmf: false,
             receive_at_tick: false,
             io_uring_send: false,
+            io_uring_receive: false,
             prompt_dir: default_prompt_dir(),
             recording_dir: default_recording_dir(),
             allow_absolute_paths: false,
@@ -1058,6 +1071,33 @@ service = "echo"
         assert_eq!(c.sip_listeners().unwrap().len(), 2);
         assert_eq!(c.routes[0].service, Service::Echo);
         assert_eq!(c.api.tokens, vec!["change-me".to_string()]);
+    }
+
+    #[test]
+    fn io_uring_receive_is_off_by_default_and_needs_receive_at_tick() {
+        let c = Config::from_str_with_overrides(GOOD, "t", &[]).expect("good config");
+        assert!(!c.media.io_uring_receive);
+        let alone =
+            Config::from_str_with_overrides(GOOD, "t", &["media.io_uring_receive=true".into()])
+                .expect_err("io_uring_receive without receive_at_tick is refused");
+        assert!(
+            alone
+                .to_string()
+                .contains("media.io_uring_receive needs media.receive_at_tick"),
+            "{alone}"
+        );
+        let on = Config::from_str_with_overrides(
+            GOOD,
+            "t",
+            &[
+                "media.io_uring_receive=true".into(),
+                "media.receive_at_tick=true".into(),
+            ],
+        )
+        .expect("both keys are known");
+        on.check()
+            .expect("io_uring_receive with receive_at_tick is valid");
+        assert!(on.media.io_uring_receive && on.media.receive_at_tick);
     }
 
     #[test]

@@ -93,6 +93,7 @@ pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Resul
                 busy_poll_budget: config.media.busy_poll_budget,
                 receive_at_tick: config.media.receive_at_tick,
                 io_uring_send: config.media.io_uring_send,
+                io_uring_receive: config.media.io_uring_receive,
             },
         },
         engine_tx,

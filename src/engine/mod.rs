@@ -18,6 +18,7 @@
 mod batch;
 mod pool;
 mod recorder;
+mod recv_ring;
 mod send_ring;
 mod socket;
 mod stats;
@@ -387,6 +388,8 @@ pub struct Engine {
     tick_lateness: Vec<Arc<stats::TickLateness>>,
     /// Datagrams all workers sent through io_uring (`io_uring_send`).
     uring_sends: Arc<AtomicU64>,
+    /// Datagrams all workers received through io_uring (`io_uring_receive`).
+    uring_receives: Arc<AtomicU64>,
     epoch: std::time::Instant,
     /// The recorder thread's queue (None once stopping) and the thread.
     recorder: Option<std::sync::mpsc::SyncSender<recorder::RecorderCommand>>,
@@ -420,6 +423,7 @@ impl Engine {
             heartbeats: Vec::with_capacity(worker_count),
             tick_lateness: Vec::with_capacity(worker_count),
             uring_sends: Arc::new(AtomicU64::new(0)),
+            uring_receives: Arc::new(AtomicU64::new(0)),
             epoch: std::time::Instant::now(),
             recorder: Some(recorder_queue.clone()),
             recorder_thread: Some(recorder_thread),
@@ -442,6 +446,7 @@ impl Engine {
                 epoch: engine.epoch,
                 recorder: recorder_queue.clone(),
                 uring_sends: Arc::clone(&engine.uring_sends),
+                uring_receives: Arc::clone(&engine.uring_receives),
             };
             engine.heartbeats.push(Arc::clone(&context.heartbeat));
             engine
@@ -974,6 +979,12 @@ impl Engine {
     /// their completions arrive; stays 0 when the option is off or the kernel refused io_uring.
     pub fn io_uring_sends(&self) -> u64 {
         self.uring_sends.load(Ordering::Relaxed)
+    }
+
+    /// Datagrams the workers have received through io_uring (`[media] io_uring_receive`); stays
+    /// 0 when the option is off or the kernel refused it.
+    pub fn io_uring_receives(&self) -> u64 {
+        self.uring_receives.load(Ordering::Relaxed)
     }
 
     /// Stops all workers, closing every socket (each open connection reports `Closed`), and

@@ -163,13 +163,78 @@ fn with_io_uring_sends_the_echo_is_the_same_and_every_packet_goes_through_the_ri
 }
 
 #[test]
+fn with_io_uring_receives_every_packet_comes_through_the_ring_and_a_closed_port_is_free_at_once() {
+    let (sender, mut events) = mpsc::channel(256);
+    // One port pair: the second connection can only open on the first one's ports.
+    let engine =
+        Engine::start(uring_receive_config(32_200, 32_201, 1), sender).expect("valid config");
+    for round in 0..2u64 {
+        let client = client_socket();
+        let endpoint = open(&engine, round, echo_spec(&client));
+        assert_eq!(endpoint.rtp.port(), 32_200);
+        let before = engine.io_uring_receives();
+        let frames = CALLER.frames(40);
+        send_paced(&client, endpoint.rtp, &frames);
+        let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
+        assert_echo_of(&echoes, &frames);
+        wait_until(|| {
+            engine
+                .stats(round)
+                .is_some_and(|stats| stats.rtp_packets_received == 40)
+        });
+        // Counted once per worker turn.
+        wait_until(|| engine.io_uring_receives() == before + 40);
+        engine
+            .close_connection(round)
+            .expect("close open connection");
+        let closed = wait_for_event(&mut events, |event| {
+            matches!(event, EngineEvent::Closed { .. })
+        });
+        assert!(matches!(closed, EngineEvent::Closed { key, .. } if key == round));
+        assert_eq!(engine.ports_in_use(), 0);
+        // The ring let go of the sockets before the port was given back: it can be bound now.
+        let probe = std::net::UdpSocket::bind((LOCALHOST, 32_200))
+            .expect("a closed connection's RTP port is free");
+        drop(probe);
+    }
+    engine.shutdown();
+}
+
+#[test]
+fn with_io_uring_receives_an_srtp_echo_decrypts_with_our_key_and_replays_the_caller() {
+    let (sender, _events) = mpsc::channel(256);
+    let engine =
+        Engine::start(uring_receive_config(32_210, 32_215, 1), sender).expect("valid config");
+    let (frames, _) = check_srtp_echo(&engine);
+    wait_until(|| engine.io_uring_receives() == frames);
+    engine.shutdown();
+}
+
+#[test]
+fn with_io_uring_receives_connections_on_two_workers_echo_and_shut_down() {
+    let (sender, events) = mpsc::channel(256);
+    let engine =
+        Engine::start(uring_receive_config(32_216, 32_229, 2), sender).expect("valid config");
+    check_many_connections(engine, events, 6, false);
+}
+
+#[test]
 fn with_io_uring_sends_an_srtp_echo_decrypts_with_our_key_and_replays_the_caller() {
+    let (sender, _events) = mpsc::channel(256);
+    let engine = Engine::start(io_uring_config(31_214, 31_219, 1), sender).expect("valid config");
+    let (_, echoes) = check_srtp_echo(&engine);
+    wait_until(|| engine.io_uring_sends() >= echoes);
+    engine.shutdown();
+}
+
+/// Opens an SRTP echo (AES_CM_128_HMAC_SHA1_80, distinct keys each way) as connection 1, sends
+/// 30 protected frames and checks every echo decrypts with our outbound key and carries the
+/// caller's audio; returns how many frames were sent and how many echoes came back.
+fn check_srtp_echo(engine: &Engine) -> (u64, u64) {
     use crate::media::srtp::{SrtpContext, SrtpProfile};
     let profile = SrtpProfile::AesCm128HmacSha1_80;
     let (their_key, their_salt) = ([0x11u8; 16], [0x22u8; 14]);
     let (our_key, our_salt) = ([0x33u8; 16], [0x44u8; 14]);
-    let (sender, _events) = mpsc::channel(256);
-    let engine = Engine::start(io_uring_config(31_214, 31_219, 1), sender).expect("valid config");
     let client = client_socket();
     let spec = MediaSpec {
         srtp: Some(SrtpKeys {
@@ -181,7 +246,7 @@ fn with_io_uring_sends_an_srtp_echo_decrypts_with_our_key_and_replays_the_caller
         }),
         ..echo_spec(&client)
     };
-    let endpoint = open(&engine, 1, spec);
+    let endpoint = open(engine, 1, spec);
 
     let frames = CALLER.frames(30);
     let mut protect = SrtpContext::new(profile, &their_key, &their_salt).expect("test keys");
@@ -223,10 +288,8 @@ fn with_io_uring_sends_an_srtp_echo_decrypts_with_our_key_and_replays_the_caller
         echoes.push(echo);
     }
     assert_echo_of(&echoes, &frames);
-    let sent = echoes.len() as u64;
-    wait_until(|| engine.io_uring_sends() >= sent);
     assert_eq!(engine.stats(1).expect("open").srtp_rejected, 0);
-    engine.shutdown();
+    (frames.len() as u64, echoes.len() as u64)
 }
 
 #[test]
@@ -942,6 +1005,20 @@ fn io_uring_config(min: u16, max: u16, workers: usize) -> EngineConfig {
     }
 }
 
+/// The test engine reading at the tick through io_uring (`io_uring_receive`), ports `min..=max`.
+fn uring_receive_config(min: u16, max: u16, workers: usize) -> EngineConfig {
+    EngineConfig {
+        rtp_port_min: min,
+        rtp_port_max: max,
+        threads: super::tuning::ThreadTuning {
+            receive_at_tick: true,
+            io_uring_receive: true,
+            ..super::tuning::ThreadTuning::default()
+        },
+        ..test_config(workers)
+    }
+}
+
 fn start_engine(min: u16, max: u16, workers: usize) -> (Engine, Receiver<EngineEvent>) {
     let (sender, events) = mpsc::channel(256);
     let config = EngineConfig {
@@ -1259,6 +1336,7 @@ fn a_fully_tuned_engine_still_echoes() {
             busy_poll_budget: 16,
             receive_at_tick: false,
             io_uring_send: false,
+            io_uring_receive: false,
         },
         ..test_config(1)
     };
@@ -1369,7 +1447,22 @@ fn member_spec(client: &UdpSocket) -> MediaSpec {
 
 #[test]
 fn three_members_on_three_workers_meet_on_one_and_each_hears_the_others_never_itself() {
-    let (engine, mut events) = start_engine(31_260, 31_269, 3);
+    let (engine, events) = start_engine(31_260, 31_269, 3);
+    check_three_members_meet(engine, events);
+}
+
+#[test]
+fn with_io_uring_receives_members_moving_between_workers_keep_their_streams() {
+    let (sender, events) = mpsc::channel(256);
+    let engine =
+        Engine::start(uring_receive_config(32_230, 32_239, 3), sender).expect("valid config");
+    check_three_members_meet(engine, events);
+}
+
+/// Three members opened on three workers join one conference (two move to worker 0); the
+/// talker's tone reaches the two others and not itself; after the conference closes nobody
+/// hears anything.
+fn check_three_members_meet(engine: Engine, mut events: Receiver<EngineEvent>) {
     let clients: Vec<UdpSocket> = (0..3).map(|_| client_socket()).collect();
     let endpoints: Vec<MediaEndpoint> = clients
         .iter()

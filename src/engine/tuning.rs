@@ -26,6 +26,10 @@ pub struct ThreadTuning {
     /// Send through one io_uring per worker (queued during a turn, submitted once at its end)
     /// instead of one `sendto` per packet; falls back to `sendto` when the kernel refuses.
     pub io_uring_send: bool,
+    /// With `receive_at_tick`: read every socket through one io_uring per worker (a multishot
+    /// receive per socket, run by one `io_uring_enter` per tick) instead of epoll and one
+    /// `recvmmsg` per socket; falls back to those when the kernel refuses.
+    pub io_uring_receive: bool,
 }
 
 /// Applies pinning and the realtime policy to the calling thread (a worker at its start).

@@ -24,6 +24,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use tokio::sync::mpsc::Sender;
 
 use super::batch::{RecvBatch, BATCH};
 use super::pool::PortReturn;
+use super::recv_ring::{Received, RecvRing};
 use super::send_ring::{SendRing, RING_ENTRIES};
 use super::socket::MediaSockets;
 use super::stats::SharedStats;
@@ -59,6 +61,9 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const MAX_PACKETS_PER_WAKEUP: usize = 64;
 /// Longest sleep in batched-receive mode (one playout tick), bounding command latency.
 const BATCHED_SLEEP_MAX: Duration = Duration::from_millis(20);
+/// How often a worker publishes its connections' counters for the control plane (and on
+/// close): computing them for every packet cost a tenth of the worker's time at load.
+const STATS_PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 /// Readiness events taken per poll.
 const EVENTS_CAPACITY: usize = 256;
 /// Token of the waker; connection tokens are `slot * 2 + leg` and never reach it.
@@ -250,6 +255,8 @@ pub(super) struct WorkerContext {
     pub(super) recorder: SyncSender<super::recorder::RecorderCommand>,
     /// Engine-wide count of datagrams sent through io_uring (added to once per turn).
     pub(super) uring_sends: Arc<AtomicU64>,
+    /// Engine-wide count of datagrams received through io_uring (added to once per turn).
+    pub(super) uring_receives: Arc<AtomicU64>,
 }
 
 /// The control plane's handle on one worker thread.
@@ -420,6 +427,15 @@ struct Worker {
     next_generation: u64,
     /// Where packets go out: the reused send buffer, and the io_uring when there is one.
     transmit: Transmitter,
+    /// With `io_uring_receive`: the ring every socket of this worker is read through (instead
+    /// of epoll and `recvmmsg`); `None` when off or refused by the kernel.
+    receive: Option<RecvRing>,
+    /// Ring requests that ended this turn, armed again after the datagrams are handled.
+    rearm: Vec<u64>,
+    /// Ring receives already added to the engine-wide count.
+    receives_published: u64,
+    /// When the connections' counters are published next.
+    next_stats_publish: Instant,
     /// With busy polling on: poll without sleeping until then (set when packets arrive).
     spin_until: Option<Instant>,
     /// Connections arriving from other workers.
@@ -510,6 +526,14 @@ struct Connection {
     recording: Option<u64>,
     /// Silence/non-silence conditions waited for.
     watches: Vec<EnergyWatch>,
+    /// The tags of this connection's ring receives (RTP, RTCP) while it lives on a worker that
+    /// reads through io_uring; datagrams with other tags are not its own.
+    ring_tags: Option<[u64; 2]>,
+    /// Its sockets have ring receives in flight (false once disarmed, so an ended request is not
+    /// armed again).
+    armed: bool,
+    /// A ring receive of this connection has failed and was logged.
+    receive_failure_logged: bool,
 }
 
 impl Worker {
@@ -522,6 +546,9 @@ impl Worker {
         context: WorkerContext,
     ) -> Worker {
         let transmit = Transmitter::new(context.threads.io_uring_send, RING_ENTRIES, index);
+        let receive = (context.threads.io_uring_receive && context.threads.receive_at_tick)
+            .then(|| RecvRing::start(index))
+            .flatten();
         Worker {
             index,
             poll,
@@ -537,6 +564,10 @@ impl Worker {
             deadlines: BinaryHeap::new(),
             next_generation: 0,
             transmit,
+            receive,
+            rearm: Vec::new(),
+            receives_published: 0,
+            next_stats_publish: Instant::now(),
             spin_until: None,
             arrivals,
             peers,
@@ -606,8 +637,10 @@ impl Worker {
         }
         self.collect_ready();
         self.service_ready();
+        self.receive_from_ring();
         self.run_due_sessions();
         self.run_due_rooms();
+        self.publish_stats();
         // Before the next sleep: the turn's sends go to the kernel in one call.
         self.transmit.complete(&self.context.uring_sends);
         true
@@ -655,6 +688,19 @@ impl Worker {
         } else {
             Some(next)
         };
+    }
+
+    /// Every [`STATS_PUBLISH_INTERVAL`]: publishes the counters of every connection whose
+    /// counters changed.
+    fn publish_stats(&mut self) {
+        let now = Instant::now();
+        if now < self.next_stats_publish {
+            return;
+        }
+        self.next_stats_publish = now + STATS_PUBLISH_INTERVAL;
+        for connection in self.connections.iter_mut().flatten() {
+            connection.publish_stats();
+        }
     }
 
     /// Runs every session whose deadline has come, and reschedules it.
@@ -923,15 +969,20 @@ impl Worker {
     /// Hands a connection to worker `to`: its sockets stop being watched here and its session
     /// travels as it is (SRTP and RTP state intact).
     fn move_out(&mut self, key: ConnectionKey, to: usize) {
-        let Some(slot) = self.slots.remove(&key) else {
+        let Some(&slot) = self.slots.get(&key) else {
             tracing::warn!(key, "move of a connection this worker does not carry");
             return;
         };
+        if let Some(Some(connection)) = self.connections.get_mut(slot) {
+            connection.unwatch(self.poll.registry(), self.receive.as_mut());
+        }
+        // What the ring received for it before the disarm goes to its session before it leaves.
+        self.receive_from_ring();
+        self.slots.remove(&key);
         let Some(mut connection) = self.connections[slot].take() else {
             return;
         };
         self.free_slots.push(slot);
-        connection.deregister(self.poll.registry());
         // The next worker may close the sockets before this one's turn ends.
         self.transmit.submit();
         if let Some(conference) = connection.conference.take() {
@@ -1091,14 +1142,18 @@ impl Worker {
             self.connections.push(None);
             self.connections.len() - 1
         });
-        if let Err(error) = connection.register(self.poll.registry(), slot) {
+        let watched = match self.receive.as_mut() {
+            Some(ring) => connection.arm(ring, slot),
+            None => connection.register(self.poll.registry(), slot),
+        };
+        if let Err(error) = watched {
             tracing::error!(
                 worker = self.index,
                 key = connection.key,
                 %error,
                 "cannot watch media sockets, closing connection"
             );
-            connection.deregister(self.poll.registry());
+            connection.unwatch(self.poll.registry(), self.receive.as_mut());
             self.finish(connection);
             self.free_slots.push(slot);
             return;
@@ -1188,7 +1243,7 @@ impl Worker {
                 .recorder
                 .try_send(super::recorder::RecorderCommand::Stop { operation });
         }
-        connection.deregister(self.poll.registry());
+        connection.unwatch(self.poll.registry(), self.receive.as_mut());
         self.finish(connection);
     }
 
@@ -1197,7 +1252,7 @@ impl Worker {
         self.slots.clear();
         for slot in 0..self.connections.len() {
             if let Some(mut connection) = self.connections[slot].take() {
-                connection.deregister(self.poll.registry());
+                connection.unwatch(self.poll.registry(), self.receive.as_mut());
                 self.finish(connection);
             }
         }
@@ -1275,6 +1330,89 @@ impl Worker {
         drain
     }
 
+    /// With a receive ring: runs the receives queued since the last call (one system call) and
+    /// hands each datagram to its connection's session, then arms again the requests that ended.
+    fn receive_from_ring(&mut self) {
+        let Some(ring) = self.receive.as_mut() else {
+            return;
+        };
+        ring.poll();
+        let now = Instant::now();
+        let Worker {
+            connections,
+            deadlines,
+            transmit,
+            context,
+            rearm,
+            index,
+            ..
+        } = self;
+        ring.take(|tag, received| {
+            let (slot, leg) = split_ring_tag(tag);
+            let Some(Some(connection)) = connections.get_mut(slot) else {
+                return; // closed since
+            };
+            if connection.ring_tags.map(|tags| tags[leg as usize]) != Some(tag) {
+                return; // an earlier connection of this slot
+            }
+            match received {
+                Received::Datagram {
+                    source,
+                    buf,
+                    len,
+                    truncated,
+                } => {
+                    if truncated {
+                        // Longer than any audio packet: not ours to interpret.
+                        connection.session.note_malformed();
+                    } else {
+                        match leg {
+                            Leg::Rtp => connection.session.handle_rtp(now, source, buf, len),
+                            Leg::Rtcp => connection.session.handle_rtcp(now, source, buf, len),
+                        }
+                    }
+                    connection.flush(transmit, context);
+                    let at = connection.session.poll_timeout();
+                    if at < connection.deadline {
+                        connection.deadline = at;
+                        deadlines.push(Reverse((at, slot, connection.generation)));
+                    }
+                }
+                Received::Ended { error } => {
+                    if !connection.armed {
+                        return; // disarmed: closing or leaving this worker
+                    }
+                    match error {
+                        Some(error)
+                            if error.raw_os_error() != Some(libc::ENOBUFS)
+                                && !connection.receive_failure_logged =>
+                        {
+                            connection.receive_failure_logged = true;
+                            tracing::warn!(worker = *index, key = connection.key, ?leg, %error, "media socket receive failed; reading it again");
+                        }
+                        _ => {}
+                    }
+                    rearm.push(tag);
+                }
+            }
+        });
+        for tag in self.rearm.drain(..) {
+            let (slot, leg) = split_ring_tag(tag);
+            if let Some(Some(connection)) = self.connections.get(slot) {
+                if let Err(error) = ring.arm(connection.socket(leg).as_raw_fd(), tag) {
+                    tracing::error!(worker = self.index, key = connection.key, ?leg, %error, "cannot read media socket again");
+                }
+            }
+        }
+        let received = ring.counts().datagrams;
+        if received != self.receives_published {
+            self.context
+                .uring_receives
+                .fetch_add(received - self.receives_published, Ordering::Relaxed);
+            self.receives_published = received;
+        }
+    }
+
     #[cfg(test)]
     fn connection_by_key(&mut self, key: ConnectionKey) -> Option<&mut Connection> {
         let slot = *self.slots.get(&key)?;
@@ -1306,6 +1444,9 @@ impl Connection {
             conference: None,
             recording: None,
             watches: Vec::new(),
+            ring_tags: None,
+            armed: false,
+            receive_failure_logged: false,
         }
     }
 
@@ -1355,6 +1496,34 @@ impl Connection {
             token_for(slot, Leg::Rtcp),
             Interest::READABLE,
         )
+    }
+
+    /// Starts a ring receive on both sockets, tagged with the slot and this connection's
+    /// generation.
+    fn arm(&mut self, ring: &mut RecvRing, slot: usize) -> io::Result<()> {
+        let tags = [
+            ring_tag(slot, Leg::Rtp, self.generation),
+            ring_tag(slot, Leg::Rtcp, self.generation),
+        ];
+        self.ring_tags = Some(tags);
+        self.armed = true;
+        ring.arm(self.sockets.rtp.as_raw_fd(), tags[0])?;
+        ring.arm(self.sockets.rtcp.as_raw_fd(), tags[1])
+    }
+
+    /// Stops reading both sockets: ends their ring receives (returning once the kernel has let
+    /// go of the sockets) or takes them out of epoll.
+    fn unwatch(&mut self, registry: &Registry, ring: Option<&mut RecvRing>) {
+        match (ring, self.ring_tags) {
+            (Some(ring), Some([rtp, rtcp])) if self.armed => {
+                self.armed = false;
+                ring.disarm(&[
+                    (self.sockets.rtp.as_raw_fd(), rtp),
+                    (self.sockets.rtcp.as_raw_fd(), rtcp),
+                ]);
+            }
+            _ => self.deregister(registry),
+        }
     }
 
     /// Stops watching both sockets (errors only mean one was never registered).
@@ -1411,8 +1580,8 @@ impl Connection {
         Drain::MoreWaiting
     }
 
-    /// Sends what the session queued, reports its events and publishes its counters when they
-    /// changed.
+    /// Sends what the session queued and reports its events (counters are published by the
+    /// worker every [`STATS_PUBLISH_INTERVAL`]).
     fn flush(&mut self, out: &mut Transmitter, context: &WorkerContext) {
         self.transmit(out);
         while let Some(event) = self.session.poll_event() {
@@ -1445,6 +1614,10 @@ impl Connection {
             };
             context.emit(event);
         }
+    }
+
+    /// Publishes the counters for the control plane if they changed since last time.
+    fn publish_stats(&mut self) {
         let current = self.current_stats();
         if current != self.stats {
             self.shared.publish(&current);
@@ -1887,6 +2060,18 @@ fn is_transient(error: &io::Error) -> bool {
     )
 }
 
+/// The `user_data` of a ring receive: generation (30 bits), slot (32 bits), leg (1 bit); the
+/// top bit stays clear.
+fn ring_tag(slot: usize, leg: Leg, generation: u64) -> u64 {
+    ((generation & 0x3FFF_FFFF) << 33) | ((slot as u64 & 0xFFFF_FFFF) << 1) | leg as u64
+}
+
+/// The slot and leg of a ring tag.
+fn split_ring_tag(tag: u64) -> (usize, Leg) {
+    let leg = if tag & 1 == 0 { Leg::Rtp } else { Leg::Rtcp };
+    (((tag >> 1) & 0xFFFF_FFFF) as usize, leg)
+}
+
 fn token_for(slot: usize, leg: Leg) -> Token {
     Token(slot * 2 + leg as usize)
 }
@@ -1948,6 +2133,7 @@ mod tests {
             tick_lateness: Arc::default(),
             recorder: super::super::recorder::channel().0,
             uring_sends: Arc::default(),
+            uring_receives: Arc::default(),
         };
         let (commands, inbox) = mpsc::sync_channel(4);
         let (_handoff, arrivals) = mpsc::channel();
@@ -2022,7 +2208,7 @@ mod tests {
             worker
                 .connection_by_key(1)
                 .expect("connection open")
-                .stats
+                .current_stats()
                 .rtp_packets_received
         };
 
@@ -2063,7 +2249,7 @@ mod tests {
         let sent = worker
             .connection_by_key(1)
             .expect("connection open")
-            .stats
+            .current_stats()
             .rtp_packets_sent;
         assert!(sent >= 1, "echo sent but not counted");
         worker.close_all();

@@ -1,0 +1,619 @@
+//! Batched datagram receives through io_uring (opt-in: `[media] io_uring_receive`, with
+//! `receive_at_tick`).
+//!
+//! Owns: one worker's receive ring (single issuer, deferred task running: when a datagram
+//! arrives the kernel only queues the receive, and runs it when the worker asks), the provided
+//! buffers its multishot `RecvMsg` requests fill, the tags of the requests in flight, and the
+//! completions taken from the kernel but not yet handed to the worker (the backlog).
+//! Each socket gets one multishot receive ([`RecvRing::arm`]). At each tick the worker calls
+//! [`RecvRing::poll`], which runs every receive queued since the last tick in one
+//! `io_uring_enter`, then [`RecvRing::take`] hands each datagram to the worker in place, in its
+//! buffer, and gives the buffer back to the kernel. A worker reading 1,000 sockets per tick makes
+//! one system call instead of one `recvmmsg` each, and needs no epoll for them.
+//! Must not: give a buffer back before the worker is done with its datagram; free the buffers or
+//! the buffer ring while the kernel may still write to them (dropping the ring cancels every
+//! request and waits up to [`DRAIN_LIMIT`] for their ends, then leaks the memory rather than
+//! free what the kernel might write); let a socket be closed or handed to another worker while a
+//! request of this ring still holds it ([`RecvRing::disarm`] returns once the requests on it have
+//! ended, so a port given back is really free); be used from any thread but the one that created
+//! it (the ring is single-issuer); allocate on the packet path.
+//!
+//! When the buffers run out between two polls, the kernel ends the requests that found none
+//! (`ENOBUFS`); the datagrams wait in their sockets, and the worker arms those sockets again
+//! once [`RecvRing::take`] has given the buffers back.
+
+use std::alloc::{self, Layout};
+use std::collections::{HashSet, VecDeque};
+use std::io;
+use std::mem;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{BufRingEntry, CancelBuilder, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use super::batch::to_socket_addr;
+use crate::media::session::MAX_PACKET;
+
+/// Provided buffers per worker (a power of two, at most 32,768). A worker carrying 1,000 calls
+/// receives about 1,000 RTP datagrams per 20 ms tick; twice that leaves room for RTCP and bursts.
+pub(super) const BUFFERS: u16 = 4096;
+/// Longest wait for requests to end, when a socket is disarmed or the ring dropped.
+pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+/// Submission entries: arms and cancels only (receives re-use their request).
+const SQ_ENTRIES: u32 = 256;
+/// Completion entries: one per datagram between two polls, more than there are buffers.
+const CQ_ENTRIES: u32 = 2 * BUFFERS as u32;
+/// The buffer group every request takes its buffers from.
+const GROUP: u16 = 0;
+/// The `user_data` of cancel requests (worker tags never set the top bit).
+const CANCEL_TAG: u64 = u64::MAX;
+/// Room for the source address in every buffer: a `sockaddr_in6` holds IPv4 and IPv6.
+const NAME_LEN: usize = mem::size_of::<libc::sockaddr_in6>();
+/// What the kernel writes before the name: `struct io_uring_recvmsg_out`.
+const OUT_HEADER_LEN: usize = 16;
+/// One buffer: header, name, and the largest datagram we accept plus one byte, so a longer one
+/// is reported truncated rather than silently cut; rounded up to whole cache lines.
+const BUFFER_LEN: usize = (OUT_HEADER_LEN + NAME_LEN + MAX_PACKET + 1).div_ceil(64) * 64;
+
+/// What [`RecvRing::take`] hands the worker for one completion.
+pub(super) enum Received<'a> {
+    /// A datagram: its source, its bytes (`buf[..len]`, with spare room after), and whether it
+    /// was longer than any packet we accept (then only a prefix is there).
+    Datagram {
+        source: SocketAddr,
+        buf: &'a mut [u8],
+        len: usize,
+        truncated: bool,
+    },
+    /// The request ended: arm the socket again unless it is being closed. `error` is what ended
+    /// it (`ENOBUFS` when the buffers ran out; `ECANCELED` after a disarm).
+    Ended { error: Option<io::Error> },
+}
+
+/// One completion as taken from the kernel.
+#[derive(Debug, Clone, Copy)]
+struct Completion {
+    tag: u64,
+    result: i32,
+    flags: u32,
+}
+
+/// What went through one ring since it was set up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct ReceiveCounts {
+    /// Datagrams handed to the worker.
+    pub(super) datagrams: u64,
+    /// Requests that ended because every buffer was in use.
+    pub(super) out_of_buffers: u64,
+    /// Requests that ended with another error.
+    pub(super) failed: u64,
+}
+
+/// One worker's receive ring and the buffers it fills.
+pub(super) struct RecvRing {
+    ring: IoUring,
+    /// The buffer ring shared with the kernel: `buffers` entries, page-aligned; the tail lives in
+    /// the first entry's reserved field.
+    entries: NonNull<BufRingEntry>,
+    entries_layout: Layout,
+    /// The buffers, `buffers × BUFFER_LEN` bytes. The kernel writes the ones it holds; the worker
+    /// reaches one at a time, through a raw pointer, only after its completion.
+    memory: NonNull<u8>,
+    memory_layout: Layout,
+    /// Number of buffers (a power of two) and the mask of a ring index.
+    buffers: u16,
+    /// The tail last published to the kernel, and buffers written after it since.
+    tail: u16,
+    unpublished: u16,
+    /// The header every request is prepared from: room for an IPv6 address, no control data.
+    template: Box<libc::msghdr>,
+    /// Tags of the requests in flight (armed, final completion not yet taken from the kernel).
+    live: HashSet<u64>,
+    /// Completions taken from the kernel, in order, not yet handed to the worker.
+    backlog: VecDeque<Completion>,
+    counts: ReceiveCounts,
+    /// Whether the kernel memory may be freed on drop (false after a drain that timed out).
+    buffers_registered: bool,
+}
+
+impl RecvRing {
+    /// A ring with [`BUFFERS`] buffers, or `None` when the kernel refuses (no io_uring, or older
+    /// than 6.1, which has no deferred task running): then the worker reads with `recvmmsg`. The
+    /// refusal is warned about once per process.
+    pub(super) fn start(worker: usize) -> Option<RecvRing> {
+        match RecvRing::new(BUFFERS) {
+            Ok(ring) => {
+                tracing::info!(
+                    worker,
+                    buffers = BUFFERS,
+                    "media worker receives through io_uring"
+                );
+                Some(ring)
+            }
+            Err(error) => {
+                static WARNED: AtomicBool = AtomicBool::new(false);
+                if WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::debug!(worker, %error, "io_uring receive unavailable, using recvmmsg");
+                } else {
+                    tracing::warn!(
+                        worker,
+                        %error,
+                        "io_uring_receive is on but the kernel refuses it: media is read with recvmmsg"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Sets up the ring and registers `buffers` provided buffers (a power of two).
+    pub(super) fn new(buffers: u16) -> io::Result<RecvRing> {
+        if !buffers.is_power_of_two() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "provided buffers must be a power of two",
+            ));
+        }
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_cqsize(CQ_ENTRIES.max(2 * u32::from(buffers)))
+            .build(SQ_ENTRIES)?;
+        let count = usize::from(buffers);
+        let entries_layout =
+            Layout::from_size_align(count * mem::size_of::<BufRingEntry>(), page_size())
+                .map_err(|_| io::Error::other("buffer ring layout"))?;
+        let memory_layout = Layout::from_size_align(count * BUFFER_LEN, 64)
+            .map_err(|_| io::Error::other("buffer layout"))?;
+        // SAFETY: both layouts have a non-zero size (count ≥ 1).
+        let entries = NonNull::new(unsafe { alloc::alloc_zeroed(entries_layout) })
+            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?
+            .cast::<BufRingEntry>();
+        // SAFETY: as above.
+        let Some(memory) = NonNull::new(unsafe { alloc::alloc_zeroed(memory_layout) }) else {
+            // SAFETY: allocated just above with this layout, never shared.
+            unsafe { alloc::dealloc(entries.as_ptr().cast(), entries_layout) };
+            return Err(io::ErrorKind::OutOfMemory.into());
+        };
+        // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths).
+        let mut template: Box<libc::msghdr> = Box::new(unsafe { mem::zeroed() });
+        template.msg_namelen = NAME_LEN as libc::socklen_t;
+        let mut receive = RecvRing {
+            ring,
+            entries,
+            entries_layout,
+            memory,
+            memory_layout,
+            buffers,
+            tail: 0,
+            unpublished: 0,
+            template,
+            live: HashSet::with_capacity(count),
+            backlog: VecDeque::with_capacity(2 * count),
+            counts: ReceiveCounts::default(),
+            buffers_registered: false,
+        };
+        for bid in 0..buffers {
+            receive.recycle(bid);
+        }
+        receive.publish();
+        // SAFETY: `entries` is page-aligned, `buffers` entries long, and lives until the ring is
+        // dropped (Drop unregisters it first, or leaks it).
+        unsafe {
+            receive.ring.submitter().register_buf_ring_with_flags(
+                receive.entries.as_ptr() as u64,
+                buffers,
+                GROUP,
+                0,
+            )?;
+        }
+        receive.buffers_registered = true;
+        Ok(receive)
+    }
+
+    /// Starts a multishot receive on `fd`, completions tagged `tag` (top bit clear). The request
+    /// goes to the kernel at the next [`RecvRing::poll`] or [`RecvRing::disarm`]; the socket must
+    /// stay open until it has been disarmed.
+    pub(super) fn arm(&mut self, fd: RawFd, tag: u64) -> io::Result<()> {
+        debug_assert_ne!(tag, CANCEL_TAG);
+        let entry = opcode::RecvMsgMulti::new(types::Fd(fd), &*self.template, GROUP)
+            .build()
+            .user_data(tag);
+        self.push(&entry)?;
+        self.live.insert(tag);
+        Ok(())
+    }
+
+    /// Ends the requests on these sockets and returns once the kernel has let go of them (their
+    /// final completions taken; datagrams already received stay in the backlog and are handed
+    /// out, with their tags, by the next [`RecvRing::take`]).
+    pub(super) fn disarm(&mut self, requests: &[(RawFd, u64)]) {
+        for &(fd, tag) in requests {
+            if self.live.contains(&tag) {
+                let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(types::Fd(fd)).all())
+                    .build()
+                    .user_data(CANCEL_TAG);
+                if let Err(error) = self.push(&cancel) {
+                    tracing::error!(%error, "cannot queue the cancel of a media receive");
+                }
+            }
+        }
+        let deadline = Instant::now() + DRAIN_LIMIT;
+        while requests.iter().any(|(_, tag)| self.live.contains(tag)) {
+            if Instant::now() > deadline {
+                tracing::error!(
+                    "media receives did not end within {DRAIN_LIMIT:?}; their sockets stay open"
+                );
+                return;
+            }
+            self.enter(1, Duration::from_millis(1));
+            self.pull();
+        }
+    }
+
+    /// Submits queued arms and cancels and runs every receive the kernel deferred since the last
+    /// call, in one `io_uring_enter`; their completions wait for [`RecvRing::take`].
+    pub(super) fn poll(&mut self) {
+        // Asking for as many completions as the queue holds lets the kernel run all deferred
+        // receives in this call (it runs at most that many, and at least a small batch); the
+        // zero timeout returns at once.
+        self.enter(self.ring.params().cq_entries(), Duration::ZERO);
+        self.pull();
+    }
+
+    /// Hands every completion taken so far to `handle`, in arrival order, with its tag, then
+    /// gives the buffers back to the kernel.
+    pub(super) fn take(&mut self, mut handle: impl FnMut(u64, Received<'_>)) {
+        while let Some(completion) = self.backlog.pop_front() {
+            let buffer = cqueue::buffer_select(completion.flags);
+            if let (Some(bid), Ok(written)) = (buffer, usize::try_from(completion.result)) {
+                if let Some((source, offset, len, truncated)) = self.parse(bid, written) {
+                    // SAFETY: the kernel handed this buffer over with the completion and gets it
+                    // back only through `recycle` below; no other reference to it exists.
+                    let buf =
+                        unsafe { std::slice::from_raw_parts_mut(self.buffer_ptr(bid), BUFFER_LEN) };
+                    self.counts.datagrams += 1;
+                    handle(
+                        completion.tag,
+                        Received::Datagram {
+                            source,
+                            buf: &mut buf[offset..],
+                            len,
+                            truncated,
+                        },
+                    );
+                }
+            }
+            if let Some(bid) = buffer {
+                self.recycle(bid);
+            }
+            if !cqueue::more(completion.flags) {
+                let error = (completion.result < 0)
+                    .then(|| io::Error::from_raw_os_error(-completion.result));
+                match error.as_ref().and_then(io::Error::raw_os_error) {
+                    Some(libc::ENOBUFS) => self.counts.out_of_buffers += 1,
+                    Some(libc::ECANCELED) | None => {}
+                    Some(_) => self.counts.failed += 1,
+                }
+                handle(completion.tag, Received::Ended { error });
+            }
+        }
+        self.publish();
+    }
+
+    /// What went through this ring so far.
+    pub(super) fn counts(&self) -> ReceiveCounts {
+        self.counts
+    }
+
+    /// Where buffer `bid` starts.
+    fn buffer_ptr(&self, bid: u16) -> *mut u8 {
+        // SAFETY: bid < buffers, so the offset stays inside the allocation.
+        unsafe { self.memory.as_ptr().add(usize::from(bid) * BUFFER_LEN) }
+    }
+
+    /// Reads the kernel's header in buffer `bid`: source, payload offset and length, truncation.
+    fn parse(&self, bid: u16, written: usize) -> Option<(SocketAddr, usize, usize, bool)> {
+        if bid >= self.buffers {
+            return None;
+        }
+        // SAFETY: the buffer is ours since its completion (see `take`); read-only here.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(self.buffer_ptr(bid), written.min(BUFFER_LEN)) };
+        let out = RecvMsgOut::parse(bytes, &self.template).ok()?;
+        // SAFETY: all-zero sockaddr_storage is valid; the name is at most NAME_LEN bytes.
+        let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let name = out.name_data();
+        // SAFETY: `name` has at most NAME_LEN (< size of sockaddr_storage) bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                name.as_ptr(),
+                (&mut storage as *mut libc::sockaddr_storage).cast::<u8>(),
+                name.len().min(NAME_LEN),
+            );
+        }
+        let source = to_socket_addr(&storage)?;
+        let payload = out.payload_data();
+        let offset = payload.as_ptr() as usize - bytes.as_ptr() as usize;
+        let truncated = out.is_payload_truncated() || payload.len() > MAX_PACKET;
+        Some((source, offset, payload.len().min(MAX_PACKET), truncated))
+    }
+
+    /// Writes buffer `bid` into the next free entry of the buffer ring (published by
+    /// [`RecvRing::publish`]).
+    fn recycle(&mut self, bid: u16) {
+        let index = usize::from(self.tail.wrapping_add(self.unpublished) & (self.buffers - 1));
+        let address = self.buffer_ptr(bid) as u64;
+        // SAFETY: index < buffers; entries between the kernel's head and the published tail are
+        // the kernel's, this one is past the tail, so only we touch it.
+        let entry = unsafe { &mut *self.entries.as_ptr().add(index) };
+        entry.set_addr(address);
+        entry.set_len(BUFFER_LEN as u32);
+        entry.set_bid(bid);
+        self.unpublished += 1;
+    }
+
+    /// Makes the buffers written by [`RecvRing::recycle`] visible to the kernel.
+    fn publish(&mut self) {
+        if self.unpublished == 0 {
+            return;
+        }
+        self.tail = self.tail.wrapping_add(self.unpublished);
+        self.unpublished = 0;
+        // SAFETY: the tail field is inside the first entry, which lives as long as `self`; the
+        // kernel only reads it, with acquire semantics.
+        unsafe {
+            let tail = BufRingEntry::tail(self.entries.as_ptr()).cast_mut();
+            AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
+        }
+    }
+
+    /// Queues an entry, submitting first if the queue is full.
+    fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        // SAFETY: the entry's msghdr (the boxed template) lives as long as the ring.
+        if unsafe { self.ring.submission().push(entry) }.is_ok() {
+            return Ok(());
+        }
+        self.enter(0, Duration::ZERO);
+        // SAFETY: as above.
+        unsafe { self.ring.submission().push(entry) }
+            .map_err(|_| io::Error::other("io_uring submission queue full"))
+    }
+
+    /// One `io_uring_enter` that submits what is queued, runs deferred work and waits up to
+    /// `timeout` for `want` completions.
+    fn enter(&mut self, want: u32, timeout: Duration) {
+        let ts = Timespec::from(timeout);
+        let args = SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(want as usize, &args) {
+            Ok(_) => {}
+            Err(error)
+                if matches!(
+                    error.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                ) => {}
+            Err(error) => tracing::error!(%error, "io_uring enter failed for media receives"),
+        }
+    }
+
+    /// Moves the kernel's completions to the backlog and forgets requests that ended.
+    fn pull(&mut self) {
+        let mut queue = self.ring.completion();
+        queue.sync();
+        for entry in &mut queue {
+            let tag = entry.user_data();
+            if tag == CANCEL_TAG {
+                continue;
+            }
+            if !cqueue::more(entry.flags()) {
+                self.live.remove(&tag);
+            }
+            self.backlog.push_back(Completion {
+                tag,
+                result: entry.result(),
+                flags: entry.flags(),
+            });
+        }
+    }
+}
+
+impl Drop for RecvRing {
+    fn drop(&mut self) {
+        if !self.live.is_empty() {
+            let cancel = opcode::AsyncCancel2::new(CancelBuilder::any())
+                .build()
+                .user_data(CANCEL_TAG);
+            let _ = self.push(&cancel);
+            let deadline = Instant::now() + DRAIN_LIMIT;
+            while !self.live.is_empty() && Instant::now() < deadline {
+                self.enter(1, Duration::from_millis(1));
+                self.pull();
+            }
+        }
+        if !self.live.is_empty() {
+            tracing::error!(
+                requests = self.live.len(),
+                "media receives still running at shutdown; their buffers are leaked"
+            );
+            return;
+        }
+        if self.buffers_registered && self.ring.submitter().unregister_buf_ring(GROUP).is_err() {
+            // Still registered: the kernel may hold the address; leak rather than free.
+            return;
+        }
+        // SAFETY: no request is in flight and the buffer ring is unregistered (or never was), so
+        // the kernel holds neither allocation; both were made with these layouts.
+        unsafe {
+            alloc::dealloc(self.memory.as_ptr(), self.memory_layout);
+            alloc::dealloc(self.entries.as_ptr().cast(), self.entries_layout);
+        }
+    }
+}
+
+/// The system's page size (the buffer ring must be page-aligned).
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|&s| s > 0)
+        .unwrap_or(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    /// Sockets bound on loopback, each with one datagram queued from `sender`.
+    fn sockets_with_one_datagram(count: usize, sender: &UdpSocket) -> Vec<UdpSocket> {
+        (0..count)
+            .map(|i| {
+                let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+                socket.set_nonblocking(true).expect("nonblocking");
+                let payload = (i as u32).to_be_bytes();
+                sender
+                    .send_to(&payload, socket.local_addr().expect("addr"))
+                    .expect("send");
+                socket
+            })
+            .collect()
+    }
+
+    /// Polls until `want` datagrams were taken (or two seconds pass), re-arming ended requests
+    /// as the worker does; returns (tag, payload, source) of each.
+    fn take_all(
+        ring: &mut RecvRing,
+        sockets: &[UdpSocket],
+        want: usize,
+    ) -> Vec<(u64, Vec<u8>, SocketAddr)> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while got.len() < want && Instant::now() < deadline {
+            ring.poll();
+            let mut ended = Vec::new();
+            ring.take(|tag, received| match received {
+                Received::Datagram {
+                    source, buf, len, ..
+                } => got.push((tag, buf[..len].to_vec(), source)),
+                Received::Ended { .. } => ended.push(tag),
+            });
+            for tag in ended {
+                ring.arm(sockets[tag as usize].as_raw_fd(), tag)
+                    .expect("re-arm");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        got
+    }
+
+    #[test]
+    fn one_poll_takes_the_datagrams_of_hundreds_of_sockets_with_their_sources() {
+        let mut ring = RecvRing::new(1024).expect("io_uring with deferred task running");
+        let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let sockets = sockets_with_one_datagram(300, &sender);
+        for (i, socket) in sockets.iter().enumerate() {
+            ring.arm(socket.as_raw_fd(), i as u64).expect("arm");
+        }
+        // Arming submits at the first poll; the receives already queued run in the same call.
+        ring.poll();
+        let mut got = Vec::new();
+        ring.take(|tag, received| {
+            if let Received::Datagram {
+                source, buf, len, ..
+            } = received
+            {
+                got.push((tag, buf[..len].to_vec(), source));
+            }
+        });
+        assert_eq!(got.len(), 300, "one poll ran every queued receive");
+        for (tag, payload, source) in &got {
+            assert_eq!(payload, &(*tag as u32).to_be_bytes());
+            assert_eq!(*source, sender.local_addr().expect("addr"));
+        }
+        assert_eq!(ring.counts().datagrams, 300);
+        // Datagrams arriving later, while the worker is not in the kernel, wait for the next poll.
+        sender
+            .send_to(b"late", sockets[7].local_addr().expect("addr"))
+            .expect("send");
+        std::thread::sleep(Duration::from_millis(20));
+        let got = take_all(&mut ring, &sockets, 1);
+        assert_eq!(
+            got,
+            vec![(7, b"late".to_vec(), sender.local_addr().expect("a"))]
+        );
+    }
+
+    #[test]
+    fn when_the_buffers_run_out_the_requests_end_and_rearmed_they_take_the_rest() {
+        let mut ring = RecvRing::new(8).expect("ring");
+        let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket.set_nonblocking(true).expect("nonblocking");
+        let to = socket.local_addr().expect("addr");
+        for i in 0u32..40 {
+            sender.send_to(&i.to_be_bytes(), to).expect("send");
+        }
+        ring.arm(socket.as_raw_fd(), 0).expect("arm");
+        let got = take_all(&mut ring, std::slice::from_ref(&socket), 40);
+        let payloads: Vec<Vec<u8>> = got.into_iter().map(|(_, p, _)| p).collect();
+        let expected: Vec<Vec<u8>> = (0u32..40).map(|i| i.to_be_bytes().to_vec()).collect();
+        assert_eq!(payloads, expected, "every datagram, in order, none lost");
+        assert!(
+            ring.counts().out_of_buffers > 0,
+            "8 buffers for 40 datagrams"
+        );
+    }
+
+    #[test]
+    fn a_disarmed_socket_is_released_at_once_and_its_port_can_be_bound_again() {
+        let mut ring = RecvRing::new(16).expect("ring");
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let address = socket.local_addr().expect("addr");
+        ring.arm(socket.as_raw_fd(), 5).expect("arm");
+        ring.poll();
+        ring.disarm(&[(socket.as_raw_fd(), 5)]);
+        drop(socket);
+        // Were a receive still holding the socket, the port would still be bound.
+        let again = UdpSocket::bind(address).expect("the port is free after disarm and close");
+        again.set_nonblocking(true).expect("nonblocking");
+        let mut ended = Vec::new();
+        ring.take(|tag, received| {
+            if let Received::Ended { error } = received {
+                ended.push((tag, error.and_then(|e| e.raw_os_error())));
+            }
+        });
+        assert_eq!(ended, vec![(5, Some(libc::ECANCELED))]);
+        // The ring still works for other sockets.
+        let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sender.send_to(b"x", address).expect("send");
+        ring.arm(again.as_raw_fd(), 0).expect("arm");
+        let got = take_all(&mut ring, std::slice::from_ref(&again), 1);
+        assert_eq!(got.len(), 1);
+    }
+
+    #[test]
+    fn a_datagram_longer_than_any_packet_is_flagged_truncated() {
+        let mut ring = RecvRing::new(8).expect("ring");
+        let sender = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sender
+            .send_to(&[0u8; MAX_PACKET + 200], socket.local_addr().expect("addr"))
+            .expect("send");
+        ring.arm(socket.as_raw_fd(), 0).expect("arm");
+        std::thread::sleep(Duration::from_millis(5));
+        ring.poll();
+        let mut seen = Vec::new();
+        ring.take(|_, received| {
+            if let Received::Datagram { len, truncated, .. } = received {
+                seen.push((len, truncated));
+            }
+        });
+        assert_eq!(seen, vec![(MAX_PACKET, true)]);
+    }
+}
