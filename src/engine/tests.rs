@@ -215,7 +215,7 @@ fn with_io_uring_receives_connections_on_two_workers_echo_and_shut_down() {
     let (sender, events) = mpsc::channel(256);
     let engine =
         Engine::start(uring_receive_config(32_216, 32_229, 2), sender).expect("valid config");
-    check_many_connections(engine, events, 6, false);
+    check_many_connections(engine, events, 6, Ring::Receives);
 }
 
 #[test]
@@ -640,24 +640,33 @@ fn pair_held_by_a_foreign_socket_is_skipped() {
 #[test]
 fn many_connections_across_two_workers_echo_and_shut_down() {
     let (engine, events) = start_engine(31_300, 31_399, 2);
-    check_many_connections(engine, events, 40, false);
+    check_many_connections(engine, events, 40, Ring::None);
 }
 
 #[test]
 fn with_io_uring_sends_connections_on_two_workers_echo_and_shut_down() {
     let (sender, events) = mpsc::channel(256);
     let engine = Engine::start(io_uring_config(31_228, 31_239, 2), sender).expect("valid config");
-    check_many_connections(engine, events, 6, true);
+    check_many_connections(engine, events, 6, Ring::Sends);
+}
+
+/// Which io_uring the engine under test uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ring {
+    None,
+    Sends,
+    Receives,
 }
 
 /// Opens `connections` echo connections (spread over both workers of `engine`), echoes eight
 /// paced frames on each, then shuts the engine down and checks every `Closed`'s counters.
-/// `via_ring`: every echo must have gone out through the workers' io_uring.
+/// `ring`: every echo must have gone out (`Sends`) or every frame come in (`Receives`) through
+/// the workers' io_uring.
 fn check_many_connections(
     engine: Engine,
     mut events: Receiver<EngineEvent>,
     connections: u64,
-    via_ring: bool,
+    ring: Ring,
 ) {
     const FRAMES: u16 = 8;
     let calls: Vec<(MediaEndpoint, UdpSocket)> = (0..connections)
@@ -695,11 +704,16 @@ fn check_many_connections(
         );
     }
 
-    if via_ring {
+    if ring == Ring::Sends {
         let echoed_total: u64 = echoed.iter().sum();
         wait_until(|| engine.io_uring_sends() >= echoed_total);
     } else {
         assert_eq!(engine.io_uring_sends(), 0);
+    }
+    if ring == Ring::Receives {
+        wait_until(|| engine.io_uring_receives() == connections * u64::from(FRAMES));
+    } else {
+        assert_eq!(engine.io_uring_receives(), 0);
     }
     engine.shutdown();
     let mut closed = 0;
