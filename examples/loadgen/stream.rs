@@ -271,7 +271,7 @@ pub fn run(
     let stop = AtomicBool::new(false);
     let t0 = sys::monotonic_ns() + 100_000_000;
     let schedule = Schedule {
-        t0_realtime: t0.wrapping_add(sys::realtime_ns().wrapping_sub(sys::monotonic_ns())),
+        t0,
         flows: n as u64,
         ns_per_packet,
     };
@@ -296,7 +296,7 @@ pub fn run(
                             states,
                             &mine,
                             per_flow_total,
-                            schedule,
+                            schedule.on_realtime(),
                             stamp,
                             rx_pause,
                             stop,
@@ -315,8 +315,7 @@ pub fn run(
                     .spawn_scoped(scope, move || {
                         let plan = Plan {
                             per_flow_total,
-                            t0,
-                            ns_per_packet,
+                            schedule,
                             tick_ns: cfg.tick_ns,
                         };
                         send(flows, states, &mine, &plan, stop)
@@ -376,8 +375,8 @@ pub fn run(
 
 struct Plan {
     per_flow_total: u64,
-    t0: u64,
-    ns_per_packet: f64,
+    /// On CLOCK_MONOTONIC.
+    schedule: Schedule,
     tick_ns: u64,
 }
 
@@ -397,8 +396,7 @@ fn send(
 ) -> SenderStats {
     let Plan {
         per_flow_total,
-        t0,
-        ns_per_packet,
+        schedule,
         tick_ns,
     } = *plan;
     sys::set_timer_slack_ns(1_000);
@@ -425,11 +423,11 @@ fn send(
         stats.sent += queued - failed.len() as u64;
     };
     // Hard stop: a sender that cannot keep up gives up at 3× the planned window + 10 s.
-    let planned = (per_flow_total * n) as f64 * ns_per_packet;
-    let give_up = t0 + (3.0 * planned) as u64 + 10_000_000_000;
+    let planned = (per_flow_total * n) as f64 * schedule.ns_per_packet;
+    let give_up = schedule.t0 + (3.0 * planned) as u64 + 10_000_000_000;
     'outer: for k in 0..per_flow_total {
         for &f in mine {
-            let deadline = t0 + (((k * n + f as u64) as f64) * ns_per_packet) as u64;
+            let deadline = schedule.due(f, k);
             let mut now = sys::monotonic_ns();
             if now > give_up {
                 break 'outer;
@@ -555,22 +553,33 @@ struct ReceiverStats {
     cpu_ns: u64,
 }
 
-/// When each packet was due, on the clock of the receive stamps: the echo's arrival measured
-/// from it is what a far-end RTP receiver sees of the echoed stream (its jitter against the
-/// 20 ms cadence), which our own sender's lateness does not enter as long as the server's jitter
-/// buffer absorbs it.
+/// When each packet is due: the sender's deadlines (on CLOCK_MONOTONIC) and, shifted to the
+/// receive stamps' CLOCK_REALTIME, the origin of the stream-jitter delay: the echo's arrival
+/// measured from it is what a far-end RTP receiver sees of the echoed stream (its jitter against
+/// the 20 ms cadence), which our own sender's lateness does not enter as long as the server's
+/// jitter buffer absorbs it.
 #[derive(Clone, Copy)]
 struct Schedule {
-    /// The sender's t0 on CLOCK_REALTIME, ns.
-    t0_realtime: u64,
+    /// When the first packet is due, ns on the schedule's clock.
+    t0: u64,
     flows: u64,
     ns_per_packet: f64,
 }
 
 impl Schedule {
-    /// Packet `k` of flow `f` was due at this CLOCK_REALTIME instant (the sender's deadline).
+    /// When packet `k` of flow `f` is due (packets of all flows are spread evenly).
     fn due(&self, f: usize, k: u64) -> u64 {
-        self.t0_realtime + (((k * self.flows + f as u64) as f64) * self.ns_per_packet) as u64
+        self.t0 + (((k * self.flows + f as u64) as f64) * self.ns_per_packet) as u64
+    }
+
+    /// The same schedule on CLOCK_REALTIME (from one on CLOCK_MONOTONIC).
+    fn on_realtime(self) -> Schedule {
+        Schedule {
+            t0: self
+                .t0
+                .wrapping_add(sys::realtime_ns().wrapping_sub(sys::monotonic_ns())),
+            ..self
+        }
     }
 }
 

@@ -36,17 +36,17 @@ use io_uring::types::{BufRingEntry, CancelBuilder, RecvMsgOut, SubmitArgs, Times
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::batch::to_socket_addr;
+// The longest wait for requests to end, when a socket is disarmed or the ring dropped: the same
+// as for the send ring's sends in flight.
+use super::send_ring::DRAIN_LIMIT;
 use crate::media::session::MAX_PACKET;
 
 /// Provided buffers per worker (a power of two, at most 32,768). A worker carrying 1,000 calls
-/// receives about 1,000 RTP datagrams per 20 ms tick; twice that leaves room for RTCP and bursts.
-pub(super) const BUFFERS: u16 = 4096;
-/// Longest wait for requests to end, when a socket is disarmed or the ring dropped.
-pub(super) const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+/// receives about 1,000 RTP datagrams per 20 ms tick; four times that leaves room for RTCP and
+/// bursts.
+const BUFFERS: u16 = 4096;
 /// Submission entries: arms and cancels only (receives re-use their request).
 const SQ_ENTRIES: u32 = 256;
-/// Completion entries: one per datagram between two polls, more than there are buffers.
-const CQ_ENTRIES: u32 = 2 * BUFFERS as u32;
 /// The buffer group every request takes its buffers from.
 const GROUP: u16 = 0;
 /// The `user_data` of cancel requests (worker tags never set the top bit).
@@ -89,8 +89,6 @@ pub(super) struct ReceiveCounts {
     pub(super) datagrams: u64,
     /// Requests that ended because every buffer was in use.
     pub(super) out_of_buffers: u64,
-    /// Requests that ended with another error.
-    pub(super) failed: u64,
 }
 
 /// One worker's receive ring and the buffers it fills.
@@ -161,7 +159,10 @@ impl RecvRing {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
-            .setup_cqsize(CQ_ENTRIES.max(2 * u32::from(buffers)))
+            // One completion per datagram between two polls: at most one per buffer, plus
+            // the ends of requests (and never fewer than submission entries, which the kernel
+            // refuses).
+            .setup_cqsize((2 * u32::from(buffers)).max(SQ_ENTRIES))
             .build(SQ_ENTRIES)?;
         let count = usize::from(buffers);
         let entries_layout =
@@ -294,10 +295,8 @@ impl RecvRing {
             if !cqueue::more(completion.flags) {
                 let error = (completion.result < 0)
                     .then(|| io::Error::from_raw_os_error(-completion.result));
-                match error.as_ref().and_then(io::Error::raw_os_error) {
-                    Some(libc::ENOBUFS) => self.counts.out_of_buffers += 1,
-                    Some(libc::ECANCELED) | None => {}
-                    Some(_) => self.counts.failed += 1,
+                if completion.result == -libc::ENOBUFS {
+                    self.counts.out_of_buffers += 1;
                 }
                 handle(completion.tag, Received::Ended { error });
             }

@@ -72,6 +72,18 @@ impl SharedStats {
         self.digits_sent.store(stats.digits_sent, relaxed);
     }
 
+    /// Publishes the RTP packet and byte counts only (the worker does after every packet; the
+    /// rest goes out with [`SharedStats::publish`] every 100 ms and at close).
+    pub(super) fn publish_traffic(&self, stats: &MediaStats) {
+        let relaxed = Ordering::Relaxed;
+        self.rtp_packets_received
+            .store(stats.rtp_packets_received, relaxed);
+        self.rtp_bytes_received
+            .store(stats.rtp_bytes_received, relaxed);
+        self.rtp_packets_sent.store(stats.rtp_packets_sent, relaxed);
+        self.rtp_bytes_sent.store(stats.rtp_bytes_sent, relaxed);
+    }
+
     /// Publishes a new RTP source; called only when it changes, so not per packet.
     pub(super) fn publish_last_source(&self, source: SocketAddr) {
         self.last_source.store(source);

@@ -1461,22 +1461,7 @@ fn member_spec(client: &UdpSocket) -> MediaSpec {
 
 #[test]
 fn three_members_on_three_workers_meet_on_one_and_each_hears_the_others_never_itself() {
-    let (engine, events) = start_engine(31_260, 31_269, 3);
-    check_three_members_meet(engine, events);
-}
-
-#[test]
-fn with_io_uring_receives_members_moving_between_workers_keep_their_streams() {
-    let (sender, events) = mpsc::channel(256);
-    let engine =
-        Engine::start(uring_receive_config(32_230, 32_239, 3), sender).expect("valid config");
-    check_three_members_meet(engine, events);
-}
-
-/// Three members opened on three workers join one conference (two move to worker 0); the
-/// talker's tone reaches the two others and not itself; after the conference closes nobody
-/// hears anything.
-fn check_three_members_meet(engine: Engine, mut events: Receiver<EngineEvent>) {
+    let (engine, mut events) = start_engine(31_260, 31_269, 3);
     let clients: Vec<UdpSocket> = (0..3).map(|_| client_socket()).collect();
     let endpoints: Vec<MediaEndpoint> = clients
         .iter()
@@ -1563,11 +1548,30 @@ fn check_three_members_meet(engine: Engine, mut events: Receiver<EngineEvent>) {
 #[test]
 fn a_hairpin_swaps_two_streams_and_muting_silences_one_direction() {
     let (engine, _events) = start_engine(31_280, 31_289, 2);
+    check_hairpin(&engine);
+    assert_eq!(engine.io_uring_receives(), 0);
+}
+
+#[test]
+fn with_io_uring_receives_a_member_moved_to_another_worker_is_read_there() {
+    let (sender, _events) = mpsc::channel(256);
+    let engine =
+        Engine::start(uring_receive_config(32_230, 32_239, 2), sender).expect("valid config");
+    check_hairpin(&engine);
+    // Both members' 70 frames, B's after its move to A's worker, came through the rings.
+    wait_until(|| engine.io_uring_receives() == 140);
+    engine.shutdown();
+}
+
+/// Two members opened on two workers join a hairpin conference (B moves to A's worker); each
+/// hears the other's tone and not its own; muted, B is no longer heard while it still hears A.
+/// Each client sends 70 frames.
+fn check_hairpin(engine: &Engine) {
     let clients: Vec<UdpSocket> = (0..2).map(|_| client_socket()).collect();
     let endpoints: Vec<MediaEndpoint> = clients
         .iter()
         .enumerate()
-        .map(|(i, c)| open(&engine, 80 + i as u64, member_spec(c)))
+        .map(|(i, c)| open(engine, 80 + i as u64, member_spec(c)))
         .collect();
     engine
         .create_conference(
@@ -1580,11 +1584,16 @@ fn a_hairpin_swaps_two_streams_and_muting_silences_one_direction() {
             80,
         )
         .expect("conference starts");
+    assert_ne!(
+        endpoints[0].worker, endpoints[1].worker,
+        "opened on two workers"
+    );
     for key in [80, 81] {
         engine
             .join_conference(4, key, ConfereeSpec::default())
             .expect("join");
     }
+    assert_eq!(engine.connection_worker(81), Some(endpoints[0].worker));
     let a = tone_frames(CALLER, 1000.0, 40);
     let b = tone_frames(INTRUDER, 600.0, 40);
     pace(40, |i| {

@@ -625,6 +625,18 @@ impl MediaSession {
         self.events.pop_front()
     }
 
+    /// RTP packets and bytes received and sent: plain counters, cheap enough to read after every
+    /// packet (unlike [`MediaSession::stats`], which also summarizes RTCP).
+    pub fn traffic(&self) -> [u64; 4] {
+        let s = &self.stats;
+        [
+            s.rtp_packets_received,
+            s.rtp_bytes_received,
+            s.rtp_packets_sent,
+            s.rtp_bytes_sent,
+        ]
+    }
+
     pub fn stats(&self) -> SessionStats {
         let mut stats = self.stats;
         if let Some(audio) = &self.audio {
