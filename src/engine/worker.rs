@@ -601,10 +601,12 @@ impl Worker {
         let spinning = self.spin_until.is_some_and(|until| Instant::now() < until);
         let mut timeout = if self.carry_over.is_empty() && !spinning {
             let session = self.deadlines.peek().map(|Reverse((at, _, _))| *at);
-            let next = match (session, self.next_room_tick) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            // Counters are due every STATS_PUBLISH_INTERVAL whatever the sessions' deadlines.
+            let publish = (!self.connections.is_empty()).then_some(self.next_stats_publish);
+            let next = [session, self.next_room_tick, publish]
+                .into_iter()
+                .flatten()
+                .min();
             next.map(|at| at.saturating_duration_since(Instant::now()))
                 .map_or(POLL_TIMEOUT, |d| d.min(POLL_TIMEOUT))
         } else {
@@ -1529,7 +1531,6 @@ impl Connection {
     /// Reads one socket until `WouldBlock`, at most `MAX_PACKETS_PER_WAKEUP` packets, feeding
     /// each datagram to the session.
     fn drain(&mut self, leg: Leg, batch: &mut RecvBatch) -> Drain {
-        let now = Instant::now();
         let mut taken = 0;
         while taken < MAX_PACKETS_PER_WAKEUP {
             let asked = (MAX_PACKETS_PER_WAKEUP - taken).min(BATCH);
@@ -1545,6 +1546,8 @@ impl Connection {
                     return Drain::Empty;
                 }
             };
+            // Taken after the read, so no datagram is stamped earlier than it arrived.
+            let now = Instant::now();
             for i in 0..count {
                 let (buffer, length, source, truncated) = batch.datagram(i);
                 let Some(source) = source else { continue };
