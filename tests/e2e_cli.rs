@@ -113,7 +113,7 @@ fn every_example_config_is_valid() {
         }
     }
     assert!(
-        checked >= 3,
-        "the PBX trunk, conference bridge and IVR examples"
+        checked >= 4,
+        "the PBX trunk, conference bridge, IVR and high-density examples"
     );
 }
