@@ -1752,8 +1752,8 @@ fn digits_sent_on_one_connection_are_heard_as_digits_by_another() {
     }
     assert_eq!(digits, [('1', 100), ('#', 100), ('9', 100)]);
     // An idle connection sends nothing but the digits: seven packets each (four updates and
-    // three end packets of a 100 ms tone in 20 ms packets).
-    // Digit counts are published every 100 ms, RTP counts after every packet: wait for both.
+    // three end packets of a 100 ms tone in 20 ms packets). Digit counts are published every
+    // 100 ms, RTP counts after every packet: wait for both.
     wait_until(|| {
         engine.stats(110).is_some_and(|s| s.digits_sent == 3)
             && engine

@@ -602,8 +602,7 @@ impl Worker {
         let mut timeout = if self.carry_over.is_empty() && !spinning {
             let session = self.deadlines.peek().map(|Reverse((at, _, _))| *at);
             // Counters are due every STATS_PUBLISH_INTERVAL whatever the sessions' deadlines.
-            let publish = (!self.connections.is_empty()).then_some(self.next_stats_publish);
-            let next = [session, self.next_room_tick, publish]
+            let next = [session, self.next_room_tick, Some(self.next_stats_publish)]
                 .into_iter()
                 .flatten()
                 .min();
