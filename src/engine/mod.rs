@@ -433,7 +433,7 @@ impl Engine {
             .collect::<Result<Vec<_>, _>>()
             .map_err(EngineError::WorkerStart)?;
         let peers: Vec<worker::Peer> = prepared.iter().map(worker::Prepared::peer).collect();
-        for prepared in prepared {
+        for (index, prepared) in prepared.into_iter().enumerate() {
             let context = WorkerContext {
                 events: events.clone(),
                 events_dropped: Arc::clone(&engine.events_dropped),
@@ -444,6 +444,7 @@ impl Engine {
                 heartbeat: Arc::new(AtomicU64::new(0)),
                 tick_lateness: Arc::default(),
                 epoch: engine.epoch,
+                tick_epoch: worker::staggered_tick_epoch(engine.epoch, index, worker_count),
                 recorder: recorder_queue.clone(),
                 uring_sends: Arc::clone(&engine.uring_sends),
                 uring_receives: Arc::clone(&engine.uring_receives),

@@ -250,6 +250,9 @@ pub(super) struct WorkerContext {
     pub(super) heartbeat: Arc<AtomicU64>,
     /// The engine's start, the origin of `heartbeat`.
     pub(super) epoch: std::time::Instant,
+    /// Origin of this worker's 20 ms grid (session and conference ticks): staggered from the
+    /// other workers' by [`staggered_tick_epoch`], so their bursts do not start together.
+    pub(super) tick_epoch: std::time::Instant,
     /// How late this worker runs session deadlines.
     pub(super) tick_lateness: Arc<super::stats::TickLateness>,
     /// The recorder thread's queue (frames are `try_send`: never waited for).
@@ -1027,11 +1030,13 @@ impl Worker {
         }
         if self.next_room_tick.is_none() {
             let now = Instant::now();
-            let since = now.saturating_duration_since(self.context.epoch).as_nanos();
+            let since = now
+                .saturating_duration_since(self.context.tick_epoch)
+                .as_nanos();
             let tick = ROOM_TICK.as_nanos();
             let k = since / tick + 1;
             self.next_room_tick =
-                Some(self.context.epoch + Duration::from_nanos((k * tick) as u64));
+                Some(self.context.tick_epoch + Duration::from_nanos((k * tick) as u64));
         }
         tracing::debug!(
             worker = self.index,
@@ -1133,7 +1138,7 @@ impl Worker {
             new,
             &self.context.defaults,
             self.next_generation,
-            self.context.epoch,
+            self.context.tick_epoch,
         );
         self.install(connection);
     }
@@ -1200,7 +1205,7 @@ impl Worker {
                 );
             }
             let playout = connection.session.take_playout();
-            connection.session = new_session(key, &media, &defaults, self.context.epoch);
+            connection.session = new_session(key, &media, &defaults, self.context.tick_epoch);
             if let Some(playout) = playout {
                 // A prompt keeps playing across a codec change.
                 connection.session.resume_playout(Instant::now(), playout);
@@ -2101,6 +2106,17 @@ fn schedule_if_earlier(
     }
 }
 
+/// Where worker `index` of `workers` starts its tick grid: `epoch` plus its share of one 20 ms
+/// tick. A worker runs all its sessions' ticks at once (they share its grid); staggering the
+/// workers' grids spreads those bursts over the tick instead of starting every worker's at the
+/// same instant, so the workers are less often all busy at once when a packet, a command or
+/// another thread needs a core.
+pub(super) fn staggered_tick_epoch(epoch: Instant, index: usize, workers: usize) -> Instant {
+    let share =
+        ROOM_TICK.as_nanos() as u64 * (index % workers.max(1)) as u64 / workers.max(1) as u64;
+    epoch + Duration::from_nanos(share)
+}
+
 /// The `user_data` of a ring receive: generation (30 bits), slot (32 bits), leg (1 bit); the
 /// top bit stays clear.
 fn ring_tag(slot: usize, leg: Leg, generation: u64) -> u64 {
@@ -2162,6 +2178,7 @@ mod tests {
         let pool =
             super::super::pool::PortPool::new(rtp_port, rtp_port + 1).expect("one-pair range");
         let (events, _) = tokio::sync::mpsc::channel(8);
+        let epoch = Instant::now();
         let context = WorkerContext {
             events,
             events_dropped: Arc::default(),
@@ -2170,7 +2187,9 @@ mod tests {
             defaults: SessionDefaults::default(),
             threads: super::super::tuning::ThreadTuning::default(),
             heartbeat: Arc::default(),
-            epoch: std::time::Instant::now(),
+            epoch,
+            // The second of two workers.
+            tick_epoch: staggered_tick_epoch(epoch, 1, 2),
             tick_lateness: Arc::default(),
             recorder: super::super::recorder::channel().0,
             uring_sends: Arc::default(),
@@ -2236,6 +2255,39 @@ mod tests {
         let length = rtp::write_packet(&mut packet, &header, &payload).expect("frame fits");
         packet.truncate(length);
         packet
+    }
+
+    #[test]
+    fn worker_grids_are_spread_evenly_over_one_tick() {
+        let epoch = Instant::now();
+        let offsets = |workers: usize| -> Vec<Duration> {
+            (0..workers)
+                .map(|index| staggered_tick_epoch(epoch, index, workers) - epoch)
+                .collect()
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(offsets(1), [ms(0)]);
+        assert_eq!(offsets(2), [ms(0), ms(10)]);
+        assert_eq!(offsets(4), [ms(0), ms(5), ms(10), ms(15)]);
+        assert_eq!(
+            offsets(3),
+            [ms(0), Duration::from_nanos(6_666_666), Duration::from_nanos(13_333_333)]
+        );
+    }
+
+    #[test]
+    fn the_second_of_two_workers_ticks_its_sessions_half_a_tick_after_the_first() {
+        let (worker, _commands, _client, _) = worker_with_echo_connection(31_418);
+        let connection = worker
+            .connections
+            .iter()
+            .flatten()
+            .next()
+            .expect("the echo connection is open");
+        // Its first playout tick is on this worker's grid: 10 ms past the engine's 20 ms grid.
+        let since = connection.deadline - worker.context.epoch;
+        assert_eq!(since.as_nanos() % ROOM_TICK.as_nanos(), 10_000_000);
+        assert!(connection.deadline > Instant::now() - ROOM_TICK);
     }
 
     #[test]
