@@ -250,8 +250,9 @@ pub(super) struct WorkerContext {
     pub(super) heartbeat: Arc<AtomicU64>,
     /// The engine's start, the origin of `heartbeat`.
     pub(super) epoch: std::time::Instant,
-    /// Origin of this worker's 20 ms grid (session and conference ticks): staggered from the
-    /// other workers' by [`staggered_tick_epoch`], so their bursts do not start together.
+    /// Origin of this worker's first 20 ms grid (its conference ticks, and the sessions of tick
+    /// group 0; group `g` is `g × 20 ms / TICK_GROUPS` later): staggered from the other
+    /// workers' by [`staggered_tick_epoch`], so no two bursts of ticks start together.
     pub(super) tick_epoch: std::time::Instant,
     /// How late this worker runs session deadlines.
     pub(super) tick_lateness: Arc<super::stats::TickLateness>,
@@ -505,6 +506,8 @@ fn join_tone() -> crate::media::player::PlaySource {
 struct Connection {
     /// The control plane's id.
     key: ConnectionKey,
+    /// Origin of the grid its session ticks on (its worker's tick group at open).
+    tick_epoch: Instant,
     /// What the session was built from (an update that changes more than the peer rebuilds it).
     media: MediaSpec,
     session: MediaSession,
@@ -1138,7 +1141,7 @@ impl Worker {
             new,
             &self.context.defaults,
             self.next_generation,
-            self.context.tick_epoch,
+            group_tick_epoch(self.context.tick_epoch, self.next_generation),
         );
         self.install(connection);
     }
@@ -1205,7 +1208,7 @@ impl Worker {
                 );
             }
             let playout = connection.session.take_playout();
-            connection.session = new_session(key, &media, &defaults, self.context.tick_epoch);
+            connection.session = new_session(key, &media, &defaults, connection.tick_epoch);
             if let Some(playout) = playout {
                 // A prompt keeps playing across a codec change.
                 connection.session.resume_playout(Instant::now(), playout);
@@ -1423,6 +1426,7 @@ impl Connection {
         let session = new_session(new.key, &new.media, defaults, tick_epoch);
         let deadline = session.poll_timeout();
         Connection {
+            tick_epoch,
             key: new.key,
             media: new.media,
             session,
@@ -2106,15 +2110,27 @@ fn schedule_if_earlier(
     }
 }
 
-/// Where worker `index` of `workers` starts its tick grid: `epoch` plus its share of one 20 ms
-/// tick. A worker runs all its sessions' ticks at once (they share its grid); staggering the
-/// workers' grids spreads those bursts over the tick instead of starting every worker's at the
-/// same instant, so the workers are less often all busy at once when a packet, a command or
-/// another thread needs a core.
+/// Tick groups per worker. A worker runs the ticks of all the sessions on one grid at once, in
+/// one burst; it spreads its connections over this many grids (round robin at open), each
+/// `20 ms / TICK_GROUPS` after the last, so a burst carries a quarter of the worker's calls.
+pub(super) const TICK_GROUPS: usize = 4;
+
+/// Where worker `index` of `workers` starts its first tick grid: `epoch` plus its share of one
+/// 20 ms tick divided among all the workers' tick groups. With the group offsets of
+/// [`group_tick_epoch`] the grids of all workers and groups interleave evenly, so no two
+/// bursts start at the same instant and the cores are less often all busy at once when a
+/// packet, a command or another thread needs one.
 pub(super) fn staggered_tick_epoch(epoch: Instant, index: usize, workers: usize) -> Instant {
-    let share =
-        ROOM_TICK.as_nanos() as u64 * (index % workers.max(1)) as u64 / workers.max(1) as u64;
+    let phases = (workers.max(1) * TICK_GROUPS) as u64;
+    let share = ROOM_TICK.as_nanos() as u64 * (index % workers.max(1)) as u64 / phases;
     epoch + Duration::from_nanos(share)
+}
+
+/// The grid of the connection with this `generation` on a worker whose first grid starts at
+/// `worker_epoch`: group `generation % TICK_GROUPS`, `20 ms / TICK_GROUPS` apart.
+fn group_tick_epoch(worker_epoch: Instant, generation: u64) -> Instant {
+    let group = generation % TICK_GROUPS as u64;
+    worker_epoch + Duration::from_nanos(ROOM_TICK.as_nanos() as u64 * group / TICK_GROUPS as u64)
 }
 
 /// The `user_data` of a ring receive: generation (30 bits), slot (32 bits), leg (1 bit); the
@@ -2258,25 +2274,39 @@ mod tests {
     }
 
     #[test]
-    fn worker_grids_are_spread_evenly_over_one_tick() {
+    fn the_grids_of_every_worker_and_tick_group_interleave_evenly_over_one_tick() {
         let epoch = Instant::now();
-        let offsets = |workers: usize| -> Vec<Duration> {
-            (0..workers)
-                .map(|index| staggered_tick_epoch(epoch, index, workers) - epoch)
-                .collect()
-        };
+        for workers in 1..=5 {
+            let mut offsets: Vec<Duration> = (0..workers)
+                .flat_map(|index| {
+                    let first = staggered_tick_epoch(epoch, index, workers);
+                    (0..TICK_GROUPS as u64)
+                        .map(move |generation| group_tick_epoch(first, generation) - epoch)
+                })
+                .collect();
+            offsets.sort();
+            let phases = workers * TICK_GROUPS;
+            let step = ROOM_TICK.as_nanos() as f64 / phases as f64;
+            assert_eq!(offsets.len(), phases);
+            for (n, offset) in offsets.iter().enumerate() {
+                // Evenly spaced within a nanosecond (integer division), all inside one tick.
+                let expected = step * n as f64;
+                assert!(
+                    (offset.as_nanos() as f64 - expected).abs() < 1.0,
+                    "{workers} workers: phase {n} at {offset:?}, not {expected} ns"
+                );
+            }
+        }
+        // Connections take the groups in turn as they open.
+        let groups: Vec<Duration> = (1..=6)
+            .map(|generation| group_tick_epoch(epoch, generation) - epoch)
+            .collect();
         let ms = Duration::from_millis;
-        assert_eq!(offsets(1), [ms(0)]);
-        assert_eq!(offsets(2), [ms(0), ms(10)]);
-        assert_eq!(offsets(4), [ms(0), ms(5), ms(10), ms(15)]);
-        assert_eq!(
-            offsets(3),
-            [ms(0), Duration::from_nanos(6_666_666), Duration::from_nanos(13_333_333)]
-        );
+        assert_eq!(groups, [ms(5), ms(10), ms(15), ms(0), ms(5), ms(10)]);
     }
 
     #[test]
-    fn the_second_of_two_workers_ticks_its_sessions_half_a_tick_after_the_first() {
+    fn a_connection_ticks_on_its_workers_grid_for_its_tick_group() {
         let (worker, _commands, _client, _) = worker_with_echo_connection(31_418);
         let connection = worker
             .connections
@@ -2284,9 +2314,11 @@ mod tests {
             .flatten()
             .next()
             .expect("the echo connection is open");
-        // Its first playout tick is on this worker's grid: 10 ms past the engine's 20 ms grid.
+        // The harness is the second of two workers (first grid 2.5 ms after the engine's) and
+        // this is its first connection (generation 1: group 1, 5 ms later): 7.5 ms.
+        assert_eq!(connection.generation, 1);
         let since = connection.deadline - worker.context.epoch;
-        assert_eq!(since.as_nanos() % ROOM_TICK.as_nanos(), 10_000_000);
+        assert_eq!(since.as_nanos() % ROOM_TICK.as_nanos(), 7_500_000);
         assert!(connection.deadline > Instant::now() - ROOM_TICK);
     }
 
