@@ -506,7 +506,9 @@ fn join_tone() -> crate::media::player::PlaySource {
 struct Connection {
     /// The control plane's id.
     key: ConnectionKey,
-    /// Origin of the grid its session ticks on (its worker's tick group at open).
+    /// Origin of the grid its session ticks on: the tick group it got from the worker that
+    /// opened it (kept when it moves to another worker: its ticks stay on a grid, only not
+    /// interleaved with the new worker's own).
     tick_epoch: Instant,
     /// What the session was built from (an update that changes more than the peer rebuilds it).
     media: MediaSpec,
