@@ -47,13 +47,8 @@ pub(super) struct SharedStats {
 impl SharedStats {
     /// Publishes the worker's counters (not the source address: see `publish_last_source`).
     pub(super) fn publish(&self, stats: &MediaStats) {
+        self.publish_traffic(stats);
         let relaxed = Ordering::Relaxed;
-        self.rtp_packets_received
-            .store(stats.rtp_packets_received, relaxed);
-        self.rtp_bytes_received
-            .store(stats.rtp_bytes_received, relaxed);
-        self.rtp_packets_sent.store(stats.rtp_packets_sent, relaxed);
-        self.rtp_bytes_sent.store(stats.rtp_bytes_sent, relaxed);
         self.rtcp_packets_received
             .store(stats.rtcp_packets_received, relaxed);
         self.malformed_packets

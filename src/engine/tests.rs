@@ -148,12 +148,9 @@ fn with_io_uring_sends_the_echo_is_the_same_and_every_packet_goes_through_the_ri
     let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
     assert_echo_of(&echoes, &frames);
     let sent = echoes.len() as u64;
-    wait_until(|| {
-        engine
-            .stats(1)
-            .is_some_and(|stats| stats.rtp_packets_received == 50 && stats.rtp_packets_sent == sent)
+    let stats = wait_for_stats(&engine, 1, |stats| {
+        stats.rtp_packets_received == 50 && stats.rtp_packets_sent == sent
     });
-    let stats = engine.stats(1).expect("connection open");
     assert_eq!(stats.rtp_bytes_sent, sent * FRAME_BYTES);
     // Counted as the completions come back, at the end of the worker's turn; the RTCP count is
     // published every 100 ms, so it is read afresh each time.
@@ -367,12 +364,7 @@ fn garbage_is_counted_malformed_and_not_echoed() {
     let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
     assert_echo_of(&echoes, &frames);
     let sent = echoes.len() as u64;
-    wait_until(|| {
-        engine
-            .stats(3)
-            .is_some_and(|stats| stats.rtp_packets_sent == sent)
-    });
-    let stats = engine.stats(3).expect("connection open");
+    let stats = wait_for_stats(&engine, 3, |stats| stats.rtp_packets_sent == sent);
     assert_eq!(stats.rtp_packets_received, 10);
     assert_eq!(stats.malformed_packets, 3);
     assert_eq!(stats.rtcp_packets_received, 0);
@@ -399,12 +391,7 @@ fn media_from_a_foreign_source_is_dropped_and_counted() {
     // The caller's echo is intact: no intruder frame got into it.
     let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
     assert_echo_of(&echoes, &frames);
-    wait_until(|| {
-        engine
-            .stats(11)
-            .is_some_and(|stats| stats.foreign_source_dropped == 20)
-    });
-    let stats = engine.stats(11).expect("connection open");
+    let stats = wait_for_stats(&engine, 11, |stats| stats.foreign_source_dropped == 20);
     assert_eq!(stats.rtp_packets_received, 20);
     assert_eq!(stats.rtp_bytes_received, 20 * FRAME_BYTES);
     assert_eq!(stats.last_source, Some(local_address(&client)));
@@ -461,12 +448,7 @@ fn check_rtcp_reports(config: EngineConfig) {
     });
     // Multiplexed on the RTP port, it is still RTCP.
     client.send_to(&report, endpoint.rtp).expect("send RTCP");
-    wait_until(|| {
-        engine
-            .stats(4)
-            .is_some_and(|stats| stats.rtcp_packets_received == 2)
-    });
-    let stats = engine.stats(4).expect("connection open");
+    let stats = wait_for_stats(&engine, 4, |stats| stats.rtcp_packets_received == 2);
     assert_eq!(stats.rtp_packets_received, 0);
     assert_eq!(stats.malformed_packets, 0);
 
@@ -503,12 +485,7 @@ fn check_rtcp_reports(config: EngineConfig) {
         );
     }
     // The sender report just read is counted within a publication interval.
-    wait_until(|| {
-        engine
-            .stats(4)
-            .is_some_and(|stats| stats.rtcp_packets_sent >= 1)
-    });
-    let stats = engine.stats(4).expect("connection open");
+    let stats = wait_for_stats(&engine, 4, |stats| stats.rtcp_packets_sent >= 1);
     assert_eq!(stats.rtcp_packets_received, 2);
     assert_eq!(stats.rtp_packets_received, 15);
     engine.shutdown();
@@ -590,12 +567,7 @@ fn update_to_a_new_peer_moves_the_echo_without_restarting_the_stream() {
         last.sequence.wrapping_add(1),
         "sequence restarted"
     );
-    wait_until(|| {
-        engine
-            .stats(15)
-            .is_some_and(|stats| stats.foreign_source_dropped == 10)
-    });
-    let stats = engine.stats(15).expect("connection open");
+    let stats = wait_for_stats(&engine, 15, |stats| stats.foreign_source_dropped == 10);
     assert_eq!(stats.rtp_packets_received, 20);
     old_peer
         .set_read_timeout(Some(QUIET))
@@ -971,12 +943,7 @@ fn latching_follows_the_first_source_and_ignores_later_ones() {
     );
     let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
     assert_echo_of(&echoes, &frames);
-    wait_until(|| {
-        engine
-            .stats(14)
-            .is_some_and(|stats| stats.foreign_source_dropped == 14)
-    });
-    let stats = engine.stats(14).expect("connection open");
+    let stats = wait_for_stats(&engine, 14, |stats| stats.foreign_source_dropped == 14);
     assert_eq!(stats.rtp_packets_received, 15);
     assert_eq!(stats.last_source, Some(local_address(&client)));
     for socket in [&announced, &intruder] {
@@ -1331,6 +1298,22 @@ fn wait_until(mut condition: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// The connection's published counters once `condition` holds for them; fails after
+/// `PATIENCE`. Counters other than the RTP counts are published every 100 ms, so a test waits
+/// here for each figure it checks.
+fn wait_for_stats(
+    engine: &Engine,
+    key: ConnectionKey,
+    condition: impl Fn(&MediaStats) -> bool,
+) -> MediaStats {
+    let mut published = None;
+    wait_until(|| {
+        published = engine.stats(key).filter(&condition);
+        published.is_some()
+    });
+    published.expect("the condition held")
 }
 
 /// The next event matching `wanted`, skipping others; fails after `PATIENCE`.
