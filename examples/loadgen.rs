@@ -8,9 +8,12 @@
 //!
 //! `reflector` measures the machine's limit with an in-process recvmmsg/sendmmsg reflector;
 //! `echo` sets up real SIP calls to callbridge's echo service and streams G.711 20 ms RTP on
-//! each; `all` does both and prints callbridge's echoed packet rate as a ratio of the
-//! reflector's. Everything is on 127.0.0.1. Tables go to stdout (markdown), progress to
-//! stderr. Exit status: 0, 1 if any call failed to set up, 2 on bad arguments, 3 on errors.
+//! each; `all` does both, then runs the reflector once more at each echo row's packet rate
+//! (one reflector socket per call, the generator shaped as in the echo run: the machine's
+//! jitter floor at that load, next to callbridge's), and prints callbridge's echoed packet
+//! rate as a ratio of the reflector's. Everything is on 127.0.0.1. Tables go to stdout
+//! (markdown), progress to stderr. Exit status: 0, 1 if any call failed to set up, 2 on bad
+//! arguments, 3 on errors.
 //!
 //! Metrics (per row):
 //! - sent: RTP packets the kernel accepted from us. echoed: distinct packets of ours that came
@@ -149,6 +152,11 @@ struct ReflectorOpts {
     /// reuseport: one SO_REUSEPORT socket per thread on one port; per-flow: one port per flow.
     #[arg(long, value_enum, default_value_t = Sockets::Reuseport)]
     reflector_sockets: Sockets,
+    /// The generator sends every flow from one unconnected socket and tells the reflections
+    /// apart by payload tag, as `echo --shared-media` does. Use it with `--reflector-sockets
+    /// per-flow`: with one reuseport port, every datagram would hash to one reflector thread.
+    #[arg(long)]
+    shared_generator: bool,
 }
 
 #[derive(Args, Clone)]
@@ -220,6 +228,9 @@ struct AllArgs {
     /// Seconds per reflector rate step.
     #[arg(long, default_value_t = 5.0)]
     reflector_seconds: f64,
+    /// Skip section 3, the reflector run at each echo row's packet rate.
+    #[arg(long)]
+    no_floor: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -432,6 +443,63 @@ fn print_max(found: &MaxFind) {
     }
 }
 
+/// Starts the reflector and the generator's flows aimed at it: one connected socket per flow,
+/// or with `--shared-generator` one socket for all of them.
+fn start_reflector(
+    o: &ReflectorOpts,
+    flows: usize,
+    ports: &mut PortRange,
+) -> Result<(Reflector, Vec<Flow>), String> {
+    if o.shared_generator && o.reflector_sockets == Sockets::Reuseport {
+        return Err(
+            "--shared-generator needs --reflector-sockets per-flow: from one socket every datagram would hash to the same reuseport socket and reflector thread".into(),
+        );
+    }
+    let threads = o.reflector_threads.unwrap_or_else(cores);
+    let reflector = Reflector::start(o.reflector_sockets, threads, flows, ports)
+        .map_err(|e| format!("reflector: {e}"))?;
+    let shared = if o.shared_generator {
+        let s = ports
+            .bind_one(SHARED_SOCKET_BUFFER)
+            .map_err(|e| format!("generator socket: {e}"))?;
+        Some(s)
+    } else {
+        None
+    };
+    let mut gen_flows = Vec::with_capacity(flows);
+    for f in 0..flows.max(1) {
+        let target = reflector.targets[f % reflector.targets.len()];
+        let flow = match &shared {
+            Some(s) => Flow {
+                rtp: s.try_clone().map_err(|e| format!("dup: {e}"))?,
+                rtcp: None,
+                dest: Some(ports::require_loopback(target, "reflector target")?),
+            },
+            None => {
+                let s = ports
+                    .bind_one(0)
+                    .map_err(|e| format!("generator socket {f}: {e}"))?;
+                s.connect(target).map_err(|e| format!("connect: {e}"))?;
+                Flow {
+                    rtp: s,
+                    rtcp: None,
+                    dest: None,
+                }
+            }
+        };
+        gen_flows.push(flow);
+    }
+    Ok((reflector, gen_flows))
+}
+
+fn reflector_probe(reflector: &Reflector) -> Probe {
+    let (packets, cpu) = reflector.sample();
+    Probe {
+        target_cpu_ns: Some(cpu),
+        target_packets: Some(packets),
+    }
+}
+
 fn reflector_series(
     o: &ReflectorOpts,
     flows: usize,
@@ -439,37 +507,21 @@ fn reflector_series(
     common: &Common,
     ports: &mut PortRange,
 ) -> Result<MaxFind, String> {
-    let threads = o.reflector_threads.unwrap_or_else(cores);
-    let reflector = Reflector::start(o.reflector_sockets, threads, flows, ports)
-        .map_err(|e| format!("reflector: {e}"))?;
-    let mut gen_flows = Vec::with_capacity(flows);
-    for f in 0..flows.max(1) {
-        let s = ports
-            .bind_one(0)
-            .map_err(|e| format!("generator socket {f}: {e}"))?;
-        let target = reflector.targets[f % reflector.targets.len()];
-        s.connect(target).map_err(|e| format!("connect: {e}"))?;
-        gen_flows.push(Flow {
-            rtp: s,
-            rtcp: None,
-            dest: None,
-        });
-    }
+    let (reflector, gen_flows) = start_reflector(o, flows, ports)?;
     println!(
-        "reflector: {} thread(s), {:?} sockets (SO_RCVBUF {} KiB), recvmmsg/sendmmsg batch 64; generator: {} flows of 172-byte RTP, {} s per step",
+        "reflector: {} thread(s), {:?} sockets (SO_RCVBUF {} KiB), recvmmsg/sendmmsg batch 64; generator: {} flows of 172-byte RTP{}, {} s per step",
         reflector.thread_count(),
         o.reflector_sockets,
         reflector.rcvbuf / 1024,
         gen_flows.len(),
+        if o.shared_generator {
+            " from one shared socket"
+        } else {
+            ""
+        },
         seconds
     );
-    let probe = || {
-        let (packets, cpu) = reflector.sample();
-        Probe {
-            target_cpu_ns: Some(cpu),
-            target_packets: Some(packets),
-        }
-    };
+    let probe = || reflector_probe(&reflector);
     let mut rows = Vec::new();
     let mut found = MaxFind {
         best_pps: 0.0,
@@ -519,6 +571,8 @@ fn reflector_series(
             thousands(reflected_pps as u64),
             ms(r.delay.percentile(50.0)),
             ms(r.delay.percentile(99.0)),
+            ms(r.jitter.percentile(50.0)),
+            ms(r.jitter.percentile(99.0)),
             pct(r.pct_of_core(r.target_cpu_ns.unwrap_or(0))),
             per_packet_us(r.target_cpu_ns, r.target_packets.unwrap_or(0)),
             pct(r.pct_of_core(r.sender_cpu_ns)),
@@ -579,6 +633,8 @@ fn reflector_series(
             "reflected pps",
             "delay p50 ms",
             "delay p99 ms",
+            "jitter p50 ms",
+            "jitter p99 ms",
             "reflector CPU %",
             "reflector µs/pkt",
             "gen sender CPU %",
@@ -594,6 +650,9 @@ fn reflector_series(
     warn_interference(&busy);
     Ok(found)
 }
+
+/// Socket buffers of a generator socket that carries every flow.
+const SHARED_SOCKET_BUFFER: usize = 32 << 20;
 
 /// Other processes above this share of a core during a run make its figures suspect.
 const BUSY_NEIGHBOUR_PCT: f64 = 10.0;
@@ -707,7 +766,11 @@ fn echo_run(
     let count = if o.shared_media { 1 } else { n };
     for i in 0..count {
         let pair = ports
-            .bind_pair(if o.shared_media { 32 << 20 } else { 0 })
+            .bind_pair(if o.shared_media {
+                SHARED_SOCKET_BUFFER
+            } else {
+                0
+            })
             .map_err(|e| format!("RTP socket pair {i}: {e}"))?;
         pairs.push(pair);
     }
@@ -921,6 +984,73 @@ fn print_echo_table(rows: &[EchoRow], reflector_pps: Option<f64>) {
     print_table(&headers, &table);
 }
 
+/// The reflector carrying what an echo row carried: one reflector socket per call (the shape
+/// of callbridge's sockets), the generator shaped as in the echo run (one shared socket with
+/// `--shared-media`), 50 pps per flow for as long as the echo run streamed.
+fn floor_run(
+    reflector: &ReflectorOpts,
+    echo: &EchoOpts,
+    flows: usize,
+    seconds: f64,
+    common: &Common,
+    ports: &mut PortRange,
+) -> Result<StreamReport, String> {
+    let mut o = reflector.clone();
+    o.reflector_sockets = Sockets::PerFlow;
+    o.shared_generator = echo.shared_media;
+    let (reflector, gen_flows) = start_reflector(&o, flows, ports)?;
+    let report = stream::run(
+        &gen_flows,
+        &stream_config(common, 50.0 * flows as f64, seconds),
+        &|| reflector_probe(&reflector),
+    );
+    reflector.stop();
+    report
+}
+
+/// Section 3 of `all`: what a server that does nothing but send each datagram straight back
+/// shows at the same packet rate on the same machine, next to what callbridge showed.
+fn print_floor_table(floor: &[(&EchoRow, StreamReport)]) {
+    let headers = [
+        "calls",
+        "pps offered",
+        "reflector loss %",
+        "reflector delay p99 ms",
+        "reflector jitter p50 ms",
+        "reflector jitter p99 ms",
+        "reflector CPU %",
+        "loadgen CPU %",
+        "softirq CPU %",
+        "callbridge jitter p99 ms",
+        "callbridge stream jitter p99 ms",
+    ];
+    let table: Vec<Vec<String>> = floor
+        .iter()
+        .map(|(row, r)| {
+            let generator_cpu = r
+                .process_cpu_ns
+                .saturating_sub(r.target_cpu_ns.unwrap_or(0));
+            vec![
+                thousands(row.calls as u64),
+                thousands(r.target_pps as u64),
+                loss(r),
+                ms(r.delay.percentile(99.0)),
+                ms(r.jitter.percentile(50.0)),
+                ms(r.jitter.percentile(99.0)),
+                pct(r.pct_of_core(r.target_cpu_ns.unwrap_or(0))),
+                pct(r.pct_of_core(generator_cpu)),
+                r.softirq_cpu_pct().map(pct).unwrap_or_else(|| "–".into()),
+                ms(row.report.jitter.percentile(99.0)),
+                ms(row.report.stream_jitter.percentile(99.0)),
+            ]
+        })
+        .collect();
+    print_table(&headers, &table);
+    println!(
+        "\nThe reflector sends each datagram back as soon as it is read: no jitter buffer, no 20 ms tick. Its jitter is how late this machine runs a woken thread at that packet rate, with the generator on it too: a floor under any server's added jitter here."
+    );
+}
+
 fn print_echo_notes(rows: &[EchoRow]) {
     let busy: Vec<(String, f64)> = rows
         .iter()
@@ -993,7 +1123,26 @@ fn run_all_mode(a: &AllArgs) -> Result<ExitCode, String> {
     let rows = echo_series(&a.echo, a.seconds, &a.common)?;
     print_echo_table(&rows, Some(found.best_pps));
     print_echo_notes(&rows);
-    println!("\n## 3. Ratio\n");
+    if !a.no_floor {
+        println!("\n## 3. The machine's floor: the reflector at each row's packet rate\n");
+        let mut floor = Vec::with_capacity(rows.len());
+        for row in &rows {
+            std::thread::sleep(Duration::from_secs_f64(a.echo.pause));
+            let flows = row.report.flows.max(1);
+            eprintln!("loadgen: floor for {} calls: {flows} flows", row.calls);
+            let r = floor_run(
+                &a.reflector,
+                &a.echo,
+                flows,
+                a.seconds,
+                &a.common,
+                &mut ports,
+            )?;
+            floor.push((row, r));
+        }
+        print_floor_table(&floor);
+    }
+    println!("\n## 4. Ratio\n");
     let clean = rows
         .iter()
         .filter(|r| {
@@ -1042,4 +1191,70 @@ fn run_all_mode(a: &AllArgs) -> Result<ExitCode, String> {
         }
     }
     Ok(exit_for(&rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_args(extra: &[&str]) -> AllArgs {
+        let mut argv = vec![
+            "loadgen",
+            "all",
+            "--calls",
+            "20",
+            "--port-range",
+            "46000-46999",
+        ];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("arguments parse").mode {
+            Mode::All(a) => a,
+            _ => unreachable!("the all subcommand"),
+        }
+    }
+
+    /// The floor run carries what an echo row carried, through one reflector socket per flow
+    /// and (with --shared-media) one generator socket, and accounts for every packet.
+    #[test]
+    fn a_floor_run_reflects_every_packet_of_a_shared_generator_through_per_flow_sockets() {
+        let a = all_args(&["--shared-media", "--drain-ms", "300"]);
+        let mut ports = PortRange::new(a.common.port_range.0, a.common.port_range.1);
+        let r =
+            floor_run(&a.reflector, &a.echo, 20, 0.4, &a.common, &mut ports).expect("floor run");
+        assert_eq!(r.flows, 20);
+        assert_eq!(r.target_pps, 1_000.0, "50 pps per flow");
+        assert!(r.sent >= 300, "sent {}", r.sent);
+        assert_eq!(r.echoed, r.sent, "every datagram comes back");
+        assert_eq!(r.jitter.count(), r.echoed, "one jitter value per echo");
+        assert_eq!(
+            r.target_packets,
+            Some(r.echoed),
+            "the reflector counted them"
+        );
+        assert_eq!(r.flows_with_loss, 0);
+    }
+
+    #[test]
+    fn the_shared_generator_sends_every_flow_from_one_socket_to_its_own_reflector_port() {
+        let a = all_args(&[]);
+        let mut o = a.reflector.clone();
+        o.reflector_sockets = Sockets::PerFlow;
+        o.shared_generator = true;
+        let mut ports = PortRange::new(a.common.port_range.0, a.common.port_range.1);
+        let (reflector, flows) = start_reflector(&o, 5, &mut ports).expect("reflector");
+        let local: Vec<_> = flows.iter().map(|f| f.rtp.local_addr().unwrap()).collect();
+        assert!(local.iter().all(|l| *l == local[0]), "{local:?}");
+        let dests: Vec<SocketAddr> = flows
+            .iter()
+            .map(|f| SocketAddr::V4(f.dest.expect("a shared socket names its target")))
+            .collect();
+        assert_eq!(dests, reflector.targets);
+        reflector.stop();
+        o.reflector_sockets = Sockets::Reuseport;
+        let refused = start_reflector(&o, 5, &mut ports).err().expect("refused");
+        assert!(
+            refused.contains("--reflector-sockets per-flow"),
+            "{refused}"
+        );
+    }
 }
