@@ -1046,6 +1046,14 @@ fn print_floor_table(floor: &[(&EchoRow, StreamReport)]) {
         })
         .collect();
     print_table(&headers, &table);
+    let busy: Vec<(String, f64)> = floor
+        .iter()
+        .filter_map(|(row, r)| {
+            let other = r.other_cpu_pct(true)?;
+            (other > BUSY_NEIGHBOUR_PCT).then(|| (format!("the {} calls floor", row.calls), other))
+        })
+        .collect();
+    warn_interference(&busy);
     println!(
         "\nThe reflector sends each datagram back as soon as it is read: no jitter buffer, no 20 ms tick. Its jitter is how late this machine runs a woken thread at that packet rate, with the generator on it too: a floor under any server's added jitter here."
     );
