@@ -50,6 +50,10 @@
 //!   window divided by the packets it echoed (reflected) in it.
 //! - send late: how far behind its absolute schedule the sender was (p99), with the sender
 //!   waking every `--tick-us`; UDP drops: machine-wide RcvbufErrors + SndbufErrors delta.
+//! - callbridge's counters (notes, with `--api` and `--api-token`): from its connection
+//!   listing after the drain, before the BYEs, summed over this run's connections: RTP
+//!   received, packets dropped as late (their frame already played), frames concealed, RTP
+//!   loss. They tell loss on the way in from loss in the jitter buffer.
 
 use std::net::{SocketAddr, SocketAddrV4};
 use std::process::ExitCode;
@@ -194,6 +198,10 @@ struct EchoOpts {
     /// no calls and no connections.
     #[arg(long)]
     api: Option<SocketAddr>,
+    /// A token of callbridge's `[api] tokens`: with `--api`, read its connection listing after
+    /// the drain and report what it counted on these calls (late arrivals, concealment).
+    #[arg(long)]
+    api_token: Option<String>,
     /// Pause between runs of the series, seconds.
     #[arg(long, default_value_t = 2.0)]
     pause: f64,
@@ -681,6 +689,8 @@ struct EchoRow {
     gone: String,
     report: StreamReport,
     stats: sip::SipStats,
+    /// callbridge's own counters for these calls (with `--api` and `--api-token`).
+    server: Option<Result<ServerView, String>>,
 }
 
 fn find_pid(o: &EchoOpts, sip: SocketAddrV4) -> Option<u32> {
@@ -848,6 +858,10 @@ fn echo_run(
         report
     });
     drop(flows);
+    let server = o.api.zip(o.api_token.as_deref()).map(|(api, token)| {
+        http_get(api, "/mediacontrol/connections", Some(token))
+            .and_then(|listing| server_view(&listing, &rtp_ports))
+    });
     let teardown = (setup.established > 0).then(|| uac.teardown());
     let gone = match o.api {
         Some(api) => wait_gone(api),
@@ -868,6 +882,7 @@ fn echo_run(
         gone,
         report,
         stats: uac.stats.clone(),
+        server,
     })
 }
 
@@ -887,19 +902,87 @@ fn wait_gone(api: SocketAddr) -> String {
 }
 
 fn health(api: SocketAddr) -> Option<(u64, u64)> {
+    let v = http_get(api, "/health", None).ok()?;
+    Some((v.get("Calls")?.as_u64()?, v.get("Connections")?.as_u64()?))
+}
+
+/// GET of a JSON document from callbridge's API (Connection: close, Content-Length body).
+fn http_get(api: SocketAddr, path: &str, token: Option<&str>) -> Result<serde_json::Value, String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&api, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let io = |e: std::io::Error| format!("GET {path}: {e}");
+    let mut s = std::net::TcpStream::connect_timeout(&api, Duration::from_secs(2)).map_err(io)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io)?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET /health HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {api}\r\n{auth}Connection: close\r\n\r\n"
     )
-    .ok()?;
+    .map_err(io)?;
     let mut text = String::new();
-    s.take(1 << 20).read_to_string(&mut text).ok()?;
-    let body = &text[text.find("\r\n\r\n")? + 4..];
-    let v: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
-    Some((v.get("Calls")?.as_u64()?, v.get("Connections")?.as_u64()?))
+    s.take(64 << 20).read_to_string(&mut text).map_err(io)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("GET {path}: no complete HTTP response"))?;
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("GET {path}: {status}"));
+    }
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(format!("GET {path}: chunked responses are not read"));
+    }
+    serde_json::from_str(body.trim()).map_err(|e| format!("GET {path}: {e}"))
+}
+
+/// What callbridge counted on this run's connections: its connection listing after the
+/// drain, before the BYEs.
+#[derive(Clone, Copy, Default, PartialEq, Debug)]
+struct ServerView {
+    connections: u64,
+    received: u64,
+    /// Packets that arrived after their frame had been played (concealed) and were dropped.
+    late: u64,
+    concealed: u64,
+    /// RFC 3550 cumulative loss (sequence gaps on the wire).
+    lost: i64,
+}
+
+/// Sums the counters of the listed connections that send to one of `ports` on loopback.
+fn server_view(listing: &serde_json::Value, ports: &[u16]) -> Result<ServerView, String> {
+    let connections = listing
+        .get("Connections")
+        .and_then(|c| c.as_array())
+        .ok_or("the listing has no Connections array")?;
+    let ports: std::collections::HashSet<u64> = ports.iter().map(|&p| u64::from(p)).collect();
+    let mut view = ServerView::default();
+    for c in connections {
+        let ours = c.get("MediaTxIP").and_then(|v| v.as_str()) == Some("127.0.0.1")
+            && c.get("MediaTxPort")
+                .and_then(|v| v.as_u64())
+                .is_some_and(|p| ports.contains(&p));
+        if !ours {
+            continue;
+        }
+        let stat = |key: &str| c.get("Stats").and_then(|s| s.get(key));
+        let count = |key: &str| {
+            stat(key)
+                .and_then(|v| v.as_u64())
+                .ok_or_else(|| format!("a connection without Stats.{key}"))
+        };
+        view.connections += 1;
+        view.received += count("RtpPacketsReceived")?;
+        view.late += count("LatePackets")?;
+        view.concealed += count("ConcealedFrames")?;
+        view.lost += stat("PacketsLost")
+            .and_then(|v| v.as_i64())
+            .ok_or("a connection without Stats.PacketsLost")?;
+    }
+    Ok(view)
 }
 
 fn print_echo_table(rows: &[EchoRow], reflector_pps: Option<f64>) {
@@ -1097,6 +1180,14 @@ fn print_echo_notes(rows: &[EchoRow]) {
             r.steal_cpu_pct().map(pct).unwrap_or_else(|| "–".into()),
             row.gone,
         );
+        match &row.server {
+            Some(Ok(v)) => note.push_str(&format!(
+                "; callbridge's counters on {} connections: {} RTP received, {} arrived after their frame was played (dropped as late), {} frames concealed, RTP loss {}",
+                v.connections, v.received, v.late, v.concealed, v.lost
+            )),
+            Some(Err(e)) => note.push_str(&format!("; callbridge's counters not read: {e}")),
+            None => {}
+        }
         if s.late_answers > 0 {
             note.push_str(&format!("; late 2xx (ACK+BYE) {}", s.late_answers));
         }
@@ -1240,6 +1331,46 @@ mod tests {
             "the reflector counted them"
         );
         assert_eq!(r.flows_with_loss, 0);
+    }
+
+    #[test]
+    fn the_server_view_sums_the_counters_of_our_connections_only() {
+        let connection = |port: u16, late: u64| {
+            serde_json::json!({
+                "MediaTxIP": "127.0.0.1",
+                "MediaTxPort": port,
+                "Stats": {
+                    "RtpPacketsReceived": 500,
+                    "LatePackets": late,
+                    "ConcealedFrames": late + 10,
+                    "PacketsLost": -1,
+                },
+            })
+        };
+        let listing = serde_json::json!({
+            "ResultCode": "0",
+            "Connections": [connection(40_000, 3), connection(40_000, 0), connection(50_000, 7)],
+        });
+        assert_eq!(
+            server_view(&listing, &[40_000, 40_000]),
+            Ok(ServerView {
+                connections: 2,
+                received: 1_000,
+                late: 3,
+                concealed: 23,
+                lost: -2,
+            })
+        );
+        let mut broken = listing.clone();
+        broken["Connections"][0]["Stats"]
+            .as_object_mut()
+            .unwrap()
+            .remove("LatePackets");
+        assert_eq!(
+            server_view(&broken, &[40_000]),
+            Err("a connection without Stats.LatePackets".to_string())
+        );
+        assert!(server_view(&serde_json::json!({ "ResultCode": "2" }), &[40_000]).is_err());
     }
 
     #[test]
