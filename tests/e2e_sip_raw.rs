@@ -82,6 +82,102 @@ fn audio_sent_to_an_echo_call_comes_back_frame_for_frame() {
     server.wait_no_connections(Duration::from_secs(5));
 }
 
+/// One `/metrics` value (the first sample line of `name`).
+fn metric(server: &Server, name: &str) -> f64 {
+    let metrics = common::client()
+        .get(server.url("/metrics"))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+}
+
+/// A frame that arrives long after its playout time (its frame was concealed) is dropped as
+/// late, and the connection listing and /metrics say so: what tells an operator that loss
+/// happened in the jitter buffer and not on the wire.
+#[test]
+fn a_frame_held_back_past_its_playout_is_dropped_as_late_and_counted() {
+    late_frame_is_counted(Server::start(""));
+}
+
+/// The same with the batched io_uring receive path, whose buffers are never exhausted by one
+/// call.
+#[test]
+fn with_io_uring_receives_a_frame_held_back_past_its_playout_is_dropped_as_late_and_counted() {
+    late_frame_is_counted(Server::start_with_overrides(&[
+        "media.receive_at_tick=true",
+        "media.io_uring_receive=true",
+    ]));
+}
+
+fn late_frame_is_counted(server: Server) {
+    let uac = Uac::new(&server, "echo-late");
+    uac.send(&uac.request("INVITE", "echo", 1, "", "inv-late", &uac.sdp("0")));
+    let ok = uac.final_response("INVITE");
+    assert_eq!(status(&ok), 200, "{ok}");
+    let port = media_port(body(&ok));
+    let tag = to_tag(&ok);
+    uac.send(&uac.request("ACK", "echo", 1, &tag, "ack-late", ""));
+    let destination: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let packet = |seq: u16| {
+        let mut p = vec![0x80, 0, (seq >> 8) as u8, seq as u8];
+        p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend_from_slice(&0x1ea7_e001u32.to_be_bytes());
+        p.extend_from_slice(&common::pcmu_frame(seq));
+        p
+    };
+    // 40 frames at 20 ms; frame 20 is held back and sent after frame 35, 300 ms late.
+    let start = Instant::now();
+    for seq in (0..40u16).filter(|&s| s != 20) {
+        let due = start + Duration::from_millis(20 * u64::from(seq));
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        uac.rtp.send_to(&packet(seq), destination).unwrap();
+        if seq == 35 {
+            uac.rtp.send_to(&packet(20), destination).unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let stats = loop {
+        let listed = server.connections();
+        assert_eq!(listed.len(), 1);
+        let stats = listed[0]["Stats"].clone();
+        if stats["RtpPacketsReceived"] == 40 && stats["LatePackets"] != 0 {
+            break stats;
+        }
+        assert!(Instant::now() < deadline, "no late packet counted: {stats}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(stats["LatePackets"], 1, "{stats}");
+    assert_eq!(
+        stats["PacketsLost"], 0,
+        "nothing missing on the wire: {stats}"
+    );
+    assert!(
+        stats["ConcealedFrames"].as_u64().unwrap() >= 1,
+        "frame 20 was concealed: {stats}"
+    );
+    assert_eq!(metric(&server, "callbridge_rtp_packets_late"), 1.0);
+    assert_eq!(
+        metric(&server, "callbridge_media_receive_buffers_exhausted_total"),
+        0.0,
+        "one call never runs its worker out of receive buffers"
+    );
+
+    uac.send(&uac.request("BYE", "echo", 2, &tag, "bye-late", ""));
+    assert_eq!(status(&uac.final_response("BYE")), 200);
+    server.wait_no_connections(Duration::from_secs(5));
+    assert_eq!(
+        metric(&server, "callbridge_rtp_packets_late"),
+        0.0,
+        "the gauge covers live connections"
+    );
+}
+
 #[test]
 fn invite_without_sdp_gets_an_offer_and_the_ack_carries_the_answer() {
     let server = Server::start("");

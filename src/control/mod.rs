@@ -197,6 +197,11 @@ pub struct Status {
     /// RFC 3550 loss summed over live connections, and the worst jitter among them.
     pub rtp_packets_lost: i64,
     pub rtp_jitter_ms_max: f64,
+    /// Packets dropped by the jitter buffers of live connections because their frame had
+    /// already been played.
+    pub rtp_packets_late: u64,
+    /// io_uring receives that found every buffer of their worker in use (see the engine).
+    pub receive_buffers_exhausted: u64,
     pub tick_lateness: crate::engine::TickLatenessSnapshot,
     pub conferences: usize,
     /// Conferees over all conferences (monitors included).
@@ -1481,6 +1486,8 @@ impl Controller {
             engine_events_dropped: self.engine.events_dropped(),
             rtp_packets_lost: live.iter().map(|s| s.packets_lost).sum(),
             rtp_jitter_ms_max: live.iter().map(|s| s.jitter_ms).fold(0.0, f64::max),
+            rtp_packets_late: live.iter().map(|s| s.late_packets).sum(),
+            receive_buffers_exhausted: self.engine.receive_buffers_exhausted(),
             tick_lateness: self.engine.tick_lateness(),
             conferences: self.conferences.len(),
             conferees: self.conferences.values().map(|c| c.members.len()).sum(),

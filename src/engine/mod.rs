@@ -390,6 +390,8 @@ pub struct Engine {
     uring_sends: Arc<AtomicU64>,
     /// Datagrams all workers received through io_uring (`io_uring_receive`).
     uring_receives: Arc<AtomicU64>,
+    /// Ring receives that found every buffer in use, over all workers.
+    receive_buffers_exhausted: Arc<AtomicU64>,
     epoch: std::time::Instant,
     /// The recorder thread's queue (None once stopping) and the thread.
     recorder: Option<std::sync::mpsc::SyncSender<recorder::RecorderCommand>>,
@@ -424,6 +426,7 @@ impl Engine {
             tick_lateness: Vec::with_capacity(worker_count),
             uring_sends: Arc::new(AtomicU64::new(0)),
             uring_receives: Arc::new(AtomicU64::new(0)),
+            receive_buffers_exhausted: Arc::new(AtomicU64::new(0)),
             epoch: std::time::Instant::now(),
             recorder: Some(recorder_queue.clone()),
             recorder_thread: Some(recorder_thread),
@@ -448,6 +451,7 @@ impl Engine {
                 recorder: recorder_queue.clone(),
                 uring_sends: Arc::clone(&engine.uring_sends),
                 uring_receives: Arc::clone(&engine.uring_receives),
+                receive_buffers_exhausted: Arc::clone(&engine.receive_buffers_exhausted),
             };
             engine.heartbeats.push(Arc::clone(&context.heartbeat));
             engine
@@ -986,6 +990,12 @@ impl Engine {
     /// 0 when the option is off or the kernel refused it.
     pub fn io_uring_receives(&self) -> u64 {
         self.uring_receives.load(Ordering::Relaxed)
+    }
+
+    /// How often a socket's io_uring receive found all of its worker's buffers in use: its
+    /// datagrams then waited in the socket for the worker's next turn.
+    pub fn receive_buffers_exhausted(&self) -> u64 {
+        self.receive_buffers_exhausted.load(Ordering::Relaxed)
     }
 
     /// Stops all workers, closing every socket (each open connection reports `Closed`), and

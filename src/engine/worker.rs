@@ -38,7 +38,7 @@ use tokio::sync::mpsc::Sender;
 
 use super::batch::{RecvBatch, BATCH};
 use super::pool::PortReturn;
-use super::recv_ring::{Received, RecvRing};
+use super::recv_ring::{ReceiveCounts, Received, RecvRing};
 use super::send_ring::{SendRing, RING_ENTRIES};
 use super::socket::MediaSockets;
 use super::stats::SharedStats;
@@ -262,6 +262,8 @@ pub(super) struct WorkerContext {
     pub(super) uring_sends: Arc<AtomicU64>,
     /// Engine-wide count of datagrams received through io_uring (added to once per turn).
     pub(super) uring_receives: Arc<AtomicU64>,
+    /// Engine-wide count of ring receives that found every buffer in use (once per turn).
+    pub(super) receive_buffers_exhausted: Arc<AtomicU64>,
 }
 
 /// The control plane's handle on one worker thread.
@@ -437,8 +439,8 @@ struct Worker {
     receive: Option<RecvRing>,
     /// Ring requests that ended this turn, armed again after the datagrams are handled.
     rearm: Vec<u64>,
-    /// Ring receives already added to the engine-wide count.
-    receives_published: u64,
+    /// The ring's counts already added to the engine-wide counters.
+    receives_published: ReceiveCounts,
     /// When the connections' counters are published next.
     next_stats_publish: Instant,
     /// With busy polling on: poll without sleeping until then (set when packets arrive).
@@ -575,7 +577,7 @@ impl Worker {
             transmit,
             receive,
             rearm: Vec::new(),
-            receives_published: 0,
+            receives_published: ReceiveCounts::default(),
             next_stats_publish: Instant::now(),
             spin_until: None,
             arrivals,
@@ -1402,12 +1404,23 @@ impl Worker {
                 }
             }
         }
-        let received = ring.counts().datagrams;
-        if received != self.receives_published {
-            self.context
-                .uring_receives
-                .fetch_add(received - self.receives_published, Ordering::Relaxed);
-            self.receives_published = received;
+        let counts = ring.counts();
+        let published = mem::replace(&mut self.receives_published, counts);
+        for (total, now, before) in [
+            (
+                &self.context.uring_receives,
+                counts.datagrams,
+                published.datagrams,
+            ),
+            (
+                &self.context.receive_buffers_exhausted,
+                counts.out_of_buffers,
+                published.out_of_buffers,
+            ),
+        ] {
+            if now != before {
+                total.fetch_add(now - before, Ordering::Relaxed);
+            }
         }
     }
 
@@ -2212,6 +2225,7 @@ mod tests {
             recorder: super::super::recorder::channel().0,
             uring_sends: Arc::default(),
             uring_receives: Arc::default(),
+            receive_buffers_exhausted: Arc::default(),
         };
         let (commands, inbox) = mpsc::sync_channel(4);
         let (_handoff, arrivals) = mpsc::channel();
