@@ -17,6 +17,21 @@ fn assert_echo(uac: &Uac, port: u16, count: u16) {
     );
 }
 
+/// One `/metrics` value (the first sample line of `name`).
+fn metric(server: &Server, name: &str) -> f64 {
+    let metrics = common::client()
+        .get(server.url("/metrics"))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+}
+
 #[test]
 fn audio_sent_to_an_echo_call_comes_back_frame_for_frame() {
     let server = Server::start("");
@@ -53,48 +68,17 @@ fn audio_sent_to_an_echo_call_comes_back_frame_for_frame() {
     assert!(listed[0]["Stats"]["RtpPacketsSent"].as_u64().unwrap() >= 47);
     assert_eq!(listed[0]["Stats"]["ForeignSourceDropped"], 0);
     assert_eq!(listed[0]["MediaRxCodec"], "G711u");
-    let metrics = common::client()
-        .get(server.url("/metrics"))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name)
-                    .map(|v| v.trim().parse().unwrap_or(-1.0))
-            })
-            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
-    };
-    assert!(
-        value("callbridge_media_tick_lateness_seconds_count") >= 50.0,
-        "{metrics}"
+    assert!(metric(&server, "callbridge_media_tick_lateness_seconds_count") >= 50.0);
+    assert_eq!(
+        metric(&server, "callbridge_rtp_packets_received_total"),
+        50.0
     );
-    assert_eq!(value("callbridge_rtp_packets_received_total"), 50.0);
-    assert!(value("callbridge_rtp_packets_sent_total") >= 47.0);
+    assert!(metric(&server, "callbridge_rtp_packets_sent_total") >= 47.0);
 
     uac.send(&uac.request("BYE", "echo", 2, &tag, "bye1", ""));
     let bye_ok = uac.final_response("BYE");
     assert_eq!(status(&bye_ok), 200);
     server.wait_no_connections(Duration::from_secs(5));
-}
-
-/// One `/metrics` value (the first sample line of `name`).
-fn metric(server: &Server, name: &str) -> f64 {
-    let metrics = common::client()
-        .get(server.url("/metrics"))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
 }
 
 /// A frame that arrives long after its playout time (its frame was concealed) is dropped as
