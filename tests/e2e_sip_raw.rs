@@ -390,15 +390,8 @@ fn only_trunks_may_call_and_a_reload_changes_who_they_are() {
         scanner.recv(Duration::from_millis(800)).is_none(),
         "silence"
     );
-    let metrics = common::client()
-        .get(server.url("/metrics"))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    assert!(
-        metrics.contains("callbridge_sip_untrusted_requests_total 3"),
-        "{metrics}"
+    assert_eq!(
+        metric(&server, "callbridge_sip_untrusted_requests_total"),
+        3.0
     );
 }
