@@ -470,8 +470,10 @@ mod tests {
     use std::os::fd::AsRawFd;
 
     /// Sockets bound on loopback, each with one datagram queued from `sender`.
+    /// `count` sockets, each with one datagram queued (waited for: on a busy machine loopback
+    /// delivery can lag the send).
     fn sockets_with_one_datagram(count: usize, sender: &UdpSocket) -> Vec<UdpSocket> {
-        (0..count)
+        let sockets: Vec<UdpSocket> = (0..count)
             .map(|i| {
                 let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
                 socket.set_nonblocking(true).expect("nonblocking");
@@ -481,7 +483,16 @@ mod tests {
                     .expect("send");
                 socket
             })
-            .collect()
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for socket in &sockets {
+            let mut peek = [0u8; 4];
+            while socket.peek_from(&mut peek).is_err() {
+                assert!(Instant::now() < deadline, "a datagram was never delivered");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        sockets
     }
 
     /// Polls until `want` datagrams were taken (or two seconds pass), re-arming ended requests
