@@ -134,15 +134,13 @@ impl RecvRing {
             }
             Err(error) => {
                 static WARNED: AtomicBool = AtomicBool::new(false);
-                if WARNED.swap(true, Ordering::Relaxed) {
-                    tracing::debug!(worker, %error, "io_uring receive unavailable, using recvmmsg");
-                } else {
-                    tracing::warn!(
-                        worker,
-                        %error,
-                        "io_uring_receive is on but the kernel refuses it: media is read with recvmmsg"
-                    );
-                }
+                super::tuning::report_fallback(
+                    &WARNED,
+                    "io_uring_receive",
+                    "epoll and recvmmsg",
+                    worker,
+                    &error,
+                );
                 None
             }
         }

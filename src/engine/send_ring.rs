@@ -25,7 +25,7 @@ use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::ptr::{self, addr_of_mut};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types, IoUring, Probe};
@@ -101,15 +101,7 @@ impl SendRing {
             }
             Err(error) => {
                 static WARNED: AtomicBool = AtomicBool::new(false);
-                if WARNED.swap(true, Ordering::Relaxed) {
-                    tracing::debug!(worker, %error, "io_uring unavailable, sending with sendto");
-                } else {
-                    tracing::warn!(
-                        worker,
-                        %error,
-                        "io_uring_send is on but io_uring is unavailable: media is sent with sendto"
-                    );
-                }
+                super::tuning::report_fallback(&WARNED, "io_uring_send", "sendto", worker, &error);
                 None
             }
         }

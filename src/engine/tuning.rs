@@ -8,6 +8,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What each worker thread applies to itself at start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -90,6 +91,29 @@ fn report(what: &str, worker: usize, rc: libc::c_int) {
     let error = io::Error::last_os_error();
     // One line per worker at start; refusals are expected without capabilities.
     tracing::warn!(worker, what, %error, "media worker tuning refused, continuing without it");
+}
+
+/// An opt-in kernel path (`option`) the kernel refused, so the worker uses `fallback`: warned
+/// the first time in the process (`warned` is the caller's flag), at debug level for the
+/// other workers after that.
+pub(super) fn report_fallback(
+    warned: &AtomicBool,
+    option: &str,
+    fallback: &str,
+    worker: usize,
+    error: &io::Error,
+) {
+    if warned.swap(true, Ordering::Relaxed) {
+        tracing::debug!(worker, option, fallback, %error, "kernel refused, using the fallback");
+    } else {
+        tracing::warn!(
+            worker,
+            option,
+            fallback,
+            %error,
+            "{option} is on but the kernel refuses it: media goes through {fallback}"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -1406,22 +1406,16 @@ impl Worker {
         }
         let counts = ring.counts();
         let published = mem::replace(&mut self.receives_published, counts);
-        for (total, now, before) in [
-            (
-                &self.context.uring_receives,
-                counts.datagrams,
-                published.datagrams,
-            ),
-            (
-                &self.context.receive_buffers_exhausted,
-                counts.out_of_buffers,
-                published.out_of_buffers,
-            ),
-        ] {
-            if now != before {
-                total.fetch_add(now - before, Ordering::Relaxed);
-            }
-        }
+        add_new(
+            &self.context.uring_receives,
+            counts.datagrams,
+            published.datagrams,
+        );
+        add_new(
+            &self.context.receive_buffers_exhausted,
+            counts.out_of_buffers,
+            published.out_of_buffers,
+        );
     }
 
     #[cfg(test)]
@@ -1741,10 +1735,15 @@ impl Transmitter {
         };
         ring.complete();
         let sent = ring.counts().sent;
-        if sent != self.published {
-            sent_total.fetch_add(sent - self.published, Ordering::Relaxed);
-            self.published = sent;
-        }
+        add_new(sent_total, sent, mem::replace(&mut self.published, sent));
+    }
+}
+
+/// Adds to an engine-wide `total` what a worker's own running count gained since it was last
+/// `published` (no shared write when nothing changed).
+fn add_new(total: &AtomicU64, count: u64, published: u64) {
+    if count != published {
+        total.fetch_add(count - published, Ordering::Relaxed);
     }
 }
 
