@@ -19,13 +19,22 @@ fn assert_echo(uac: &Uac, port: u16, count: u16) {
 
 /// One `/metrics` value (the first sample line of `name`).
 fn metric(server: &Server, name: &str) -> f64 {
-    let metrics = common::client()
+    sample(&metrics_text(&common::client(), server), name)
+}
+
+/// The whole `/metrics` page, read through `client`.
+fn metrics_text(client: &reqwest::blocking::Client, server: &Server) -> String {
+    client
         .get(server.url("/metrics"))
         .bearer_auth(common::TOKEN)
         .send()
         .unwrap()
         .text()
-        .unwrap();
+        .unwrap()
+}
+
+/// The value of the sample line `name` (with its labels, if any) on a `/metrics` page.
+fn sample(metrics: &str, name: &str) -> f64 {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
@@ -79,6 +88,79 @@ fn audio_sent_to_an_echo_call_comes_back_frame_for_frame() {
     let bye_ok = uac.final_response("BYE");
     assert_eq!(status(&bye_ok), 200);
     server.wait_no_connections(Duration::from_secs(5));
+}
+
+/// What an operator watches for capacity and leaks: each call holds two sockets (RTP and
+/// RTCP) and gives them back when it ends, and the media workers' and the process's CPU
+/// counters grow while media flows.
+#[test]
+fn metrics_show_each_calls_sockets_and_the_cpu_its_media_takes() {
+    let server = Server::start("");
+    // One client for every read: its one kept-alive connection is one steady descriptor on
+    // the server's side.
+    let client = common::client();
+    let before = metrics_text(&client, &server);
+    let fds = |text: &str| sample(text, "process_open_fds");
+    let workers_cpu = |text: &str| {
+        (0..2)
+            .map(|w| {
+                sample(
+                    text,
+                    &format!("callbridge_media_worker_cpu_seconds_total{{worker=\"{w}\"}}"),
+                )
+            })
+            .sum::<f64>()
+    };
+    assert!(sample(&before, "process_max_fds") >= fds(&before));
+    assert!(sample(&before, "process_resident_memory_bytes") > 0.0);
+    assert!(sample(&before, "process_start_time_seconds") > 1.7e9);
+
+    let uac = Uac::new(&server, "echo-metrics");
+    uac.send(&uac.request("INVITE", "echo", 1, "", "inv-m", &uac.sdp("0")));
+    let ok = uac.final_response("INVITE");
+    assert_eq!(status(&ok), 200, "{ok}");
+    let port = media_port(body(&ok));
+    let tag = to_tag(&ok);
+    uac.send(&uac.request("ACK", "echo", 1, &tag, "ack-m", ""));
+    let during = metrics_text(&client, &server);
+    assert_eq!(
+        fds(&during) - fds(&before),
+        2.0,
+        "one call: its RTP and RTCP sockets"
+    );
+
+    assert_echo(&uac, port, 50);
+    let after_media = metrics_text(&client, &server);
+    assert!(
+        workers_cpu(&after_media) > workers_cpu(&before),
+        "the workers used CPU to echo 50 frames"
+    );
+    assert!(
+        sample(&after_media, "process_cpu_seconds_total")
+            > sample(&before, "process_cpu_seconds_total")
+    );
+    assert!(
+        sample(&after_media, "process_cpu_seconds_total") >= workers_cpu(&after_media),
+        "the process's CPU includes its workers'"
+    );
+
+    uac.send(&uac.request("BYE", "echo", 2, &tag, "bye-m", ""));
+    assert_eq!(status(&uac.final_response("BYE")), 200);
+    server.wait_no_connections(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = metrics_text(&client, &server);
+        if fds(&now) == fds(&before) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sockets not given back: {} descriptors open, {} before the call",
+            fds(&now),
+            fds(&before)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A frame that arrives long after its playout time (its frame was concealed) is dropped as

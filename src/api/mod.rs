@@ -11,6 +11,7 @@
 
 pub mod callcontrol;
 pub mod mediacontrol;
+pub mod process;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -397,6 +398,15 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "callbridge_media_tick_lateness_seconds_sum {}\ncallbridge_media_tick_lateness_seconds_count {cumulative}\n",
         s.tick_lateness.sum_us as f64 / 1e6
     ));
+    out.push_str("# HELP callbridge_media_worker_cpu_seconds_total CPU time (user and system) each media worker thread has used; one near a full core per second is saturated.\n# TYPE callbridge_media_worker_cpu_seconds_total counter\n");
+    for (worker, time) in s.worker_cpu.iter().enumerate() {
+        if let Some(time) = time {
+            out.push_str(&format!(
+                "callbridge_media_worker_cpu_seconds_total{{worker=\"{worker}\"}} {}\n",
+                time.as_secs_f64()
+            ));
+        }
+    }
     out.push_str("# HELP callbridge_sip_requests_received_total SIP requests received, by method.\n# TYPE callbridge_sip_requests_received_total counter\n");
     for (method, n) in &s.sip.requests_received {
         out.push_str(&format!(
@@ -452,6 +462,8 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             "callbridge_connections_released_total{{reason=\"{reason}\"}} {n}\n"
         ));
     }
+    // A few reads of /proc/self: small files the kernel writes on demand, never blocking.
+    process::ProcessStats::read().render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -202,6 +202,8 @@ pub struct Status {
     pub rtp_packets_late: u64,
     /// io_uring receives that found every buffer of their worker in use (see the engine).
     pub receive_buffers_exhausted: u64,
+    /// CPU time of each media worker thread, by worker number (`None`: the thread has ended).
+    pub worker_cpu: Vec<Option<Duration>>,
     pub tick_lateness: crate::engine::TickLatenessSnapshot,
     pub conferences: usize,
     /// Conferees over all conferences (monitors included).
@@ -1488,6 +1490,7 @@ impl Controller {
             rtp_jitter_ms_max: live.iter().map(|s| s.jitter_ms).fold(0.0, f64::max),
             rtp_packets_late: live.iter().map(|s| s.late_packets).sum(),
             receive_buffers_exhausted: self.engine.receive_buffers_exhausted(),
+            worker_cpu: self.engine.worker_cpu_times(),
             tick_lateness: self.engine.tick_lateness(),
             conferences: self.conferences.len(),
             conferees: self.conferences.values().map(|c| c.members.len()).sum(),

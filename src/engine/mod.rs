@@ -998,6 +998,12 @@ impl Engine {
         self.receive_buffers_exhausted.load(Ordering::Relaxed)
     }
 
+    /// CPU time each media worker thread has used, by worker number; `None` for a worker whose
+    /// thread has ended.
+    pub fn worker_cpu_times(&self) -> Vec<Option<std::time::Duration>> {
+        self.workers.iter().map(WorkerHandle::cpu_time).collect()
+    }
+
     /// Stops all workers, closing every socket (each open connection reports `Closed`), and
     /// joins the threads. Used at shutdown and in tests; dropping the engine does the same.
     pub fn shutdown(self) {

@@ -347,6 +347,32 @@ impl Prepared {
 }
 
 impl WorkerHandle {
+    /// CPU time the worker thread has used (user + system, from its thread CPU clock), or
+    /// `None` once the thread has ended or the clock cannot be read.
+    pub(super) fn cpu_time(&self) -> Option<Duration> {
+        use std::os::unix::thread::JoinHandleExt;
+        let thread = self.thread.as_ref()?;
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: the pthread_t comes from a JoinHandle we hold, so the thread has not been
+        // joined and its id is valid; a thread that has exited makes the call fail (ESRCH),
+        // never read freed memory.
+        if unsafe { libc::pthread_getcpuclockid(thread.as_pthread_t(), &mut clock) } != 0 {
+            return None;
+        }
+        let mut time = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `time` is a valid timespec to write; an invalid clock is an error return.
+        if unsafe { libc::clock_gettime(clock, &mut time) } != 0 {
+            return None;
+        }
+        Some(Duration::new(
+            u64::try_from(time.tv_sec).ok()?,
+            u32::try_from(time.tv_nsec).ok()?,
+        ))
+    }
+
     /// Queues a command and wakes the worker; a rejected command is dropped (closing any sockets
     /// it carries).
     pub(super) fn submit(&self, command: WorkerCommand) -> Result<(), EngineError> {
