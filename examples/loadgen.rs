@@ -11,7 +11,11 @@
 //! each; `all` does both, then runs the reflector once more at each echo row's packet rate
 //! (one reflector socket per call, the generator shaped as in the echo run: the machine's
 //! jitter floor at that load, next to callbridge's), and prints callbridge's echoed packet
-//! rate as a ratio of the reflector's. Everything is on 127.0.0.1. Tables go to stdout
+//! rate as a ratio of the reflector's. Everything is on 127.0.0.1 by default; `echo
+//! --local-ip <this machine's address> --api … --api-token … --server-cpu metrics` runs the
+//! generator from a machine of its own against callbridge on another (callbridge's CPU then
+//! comes from its /metrics, and the machine-wide columns describe the generator's machine).
+//! Tables go to stdout
 //! (markdown), progress to stderr. Exit status: 0, 1 if any call failed to set up, 2 on bad
 //! arguments, 3 on errors.
 //!
@@ -40,7 +44,8 @@
 //!   It counts the server's late ticks and jitter-buffer resizing, not our sender's lateness
 //!   while the server's buffer absorbs it.
 //! - CPU %: of one core (200 % = both cores of a 2-core machine), over the sending window
-//!   (first scheduled send to last send): callbridge from /proc/<pid>/stat utime+stime,
+//!   (first scheduled send to last send): callbridge from /proc/<pid>/stat utime+stime (or
+//!   its /metrics `process_cpu_seconds_total` with `--server-cpu metrics`),
 //!   reflector threads from their pthread CPU clocks, loadgen from its process CPU clock;
 //!   softirq = machine-wide irq+softirq time from /proc/stat (loopback delivery is accounted
 //!   there, in nobody's process time); other = machine-wide user+system time of every other
@@ -55,7 +60,7 @@
 //!   received, packets dropped as late (their frame already played), frames concealed, RTP
 //!   loss. They tell loss on the way in from loss in the jitter buffer.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -102,6 +107,13 @@ enum Mode {
 
 #[derive(Args, Clone)]
 struct Common {
+    /// The tool's own IPv4 address: every socket binds to it and the SDP offers announce it.
+    /// With 127.0.0.1 (or any 127.0.0.0/8 address) the tool only reaches loopback. Give this
+    /// machine's address on a real network to run `echo` from a machine of its own against
+    /// callbridge on another (callbridge's CPU then comes from its /metrics: `--api` and
+    /// `--api-token`).
+    #[arg(long, default_value_t = Ipv4Addr::LOCALHOST)]
+    local_ip: Ipv4Addr,
     /// Local ports for our sockets (SIP, RTP/RTCP pairs, reflector), inclusive.
     #[arg(long, default_value = "40000-49999", value_parser = parse_range)]
     port_range: (u16, u16),
@@ -205,6 +217,12 @@ struct EchoOpts {
     /// Pause between runs of the series, seconds.
     #[arg(long, default_value_t = 2.0)]
     pause: f64,
+    /// Where callbridge's CPU time comes from: `proc` reads /proc/<pid>/stat on this machine
+    /// (callbridge found by --pid, as the owner of the --sip port, or by name); `metrics` reads
+    /// `process_cpu_seconds_total` from its /metrics (needs --api and --api-token; works
+    /// from another machine); `auto` takes proc when callbridge runs here, else metrics.
+    #[arg(long, value_enum, default_value_t = ServerCpu::Auto)]
+    server_cpu: ServerCpu,
     /// Every call's media on one local RTP/RTCP socket pair (each SDP names the same port):
     /// the generator sends with sendmmsg and receives with recvmmsg in batches of 64 and tells
     /// calls apart by payload tag, so it takes less of the machine it shares with callbridge.
@@ -428,7 +446,11 @@ fn run_reflector_mode(a: &ReflectorArgs) -> Result<ExitCode, String> {
     print_context(&a.common);
     let flows = a.opts.flows.unwrap_or(100);
     raise_limits(flows * 2);
-    let mut ports = PortRange::new(a.common.port_range.0, a.common.port_range.1);
+    let mut ports = PortRange::new(
+        a.common.local_ip,
+        a.common.port_range.0,
+        a.common.port_range.1,
+    );
     let found = reflector_series(&a.opts, flows, a.seconds, &a.common, &mut ports)?;
     if a.opts.find_max {
         print_max(&found);
@@ -481,7 +503,11 @@ fn start_reflector(
             Some(s) => Flow {
                 rtp: s.try_clone().map_err(|e| format!("dup: {e}"))?,
                 rtcp: None,
-                dest: Some(ports::require_loopback(target, "reflector target")?),
+                dest: Some(ports::require_reachable(
+                    target,
+                    *ports.ip(),
+                    "reflector target",
+                )?),
             },
             None => {
                 let s = ports
@@ -693,12 +719,68 @@ struct EchoRow {
     server: Option<Result<ServerView, String>>,
 }
 
-fn find_pid(o: &EchoOpts, sip: SocketAddrV4) -> Option<u32> {
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum ServerCpu {
+    Auto,
+    Proc,
+    Metrics,
+}
+
+/// Where a run reads callbridge's CPU time.
+#[derive(Clone, Debug, PartialEq)]
+enum CpuSource {
+    Pid(u32),
+    Metrics { api: SocketAddr, token: String },
+    Unknown,
+}
+
+impl CpuSource {
+    /// callbridge's CPU time so far, ns (None when it cannot be read).
+    fn read(&self) -> Option<u64> {
+        match self {
+            CpuSource::Pid(pid) => sys::proc_cpu_ns(*pid),
+            CpuSource::Metrics { api, token } => match metrics_cpu_ns(*api, token) {
+                Ok(ns) => Some(ns),
+                Err(why) => {
+                    eprintln!("loadgen: callbridge's CPU: {why}");
+                    None
+                }
+            },
+            CpuSource::Unknown => None,
+        }
+    }
+}
+
+fn cpu_source(o: &EchoOpts, sip: SocketAddrV4, local: Ipv4Addr) -> Result<CpuSource, String> {
+    let metrics = || match (o.api, &o.api_token) {
+        (Some(api), Some(token)) => Ok(CpuSource::Metrics {
+            api,
+            token: token.clone(),
+        }),
+        _ => Err("--server-cpu metrics needs --api and --api-token".to_string()),
+    };
+    match o.server_cpu {
+        ServerCpu::Metrics => metrics(),
+        ServerCpu::Proc => Ok(find_pid(o, sip, local).map_or(CpuSource::Unknown, CpuSource::Pid)),
+        ServerCpu::Auto => Ok(find_pid(o, sip, local)
+            .map(CpuSource::Pid)
+            .or_else(|| metrics().ok())
+            .unwrap_or(CpuSource::Unknown)),
+    }
+}
+
+/// callbridge's pid on this machine: --pid, the owner of the SIP port, or (from loopback
+/// only: with an address of our own, a local callbridge is not necessarily the target) the
+/// one process named callbridge.
+fn find_pid(o: &EchoOpts, sip: SocketAddrV4, local: Ipv4Addr) -> Option<u32> {
     if let Some(pid) = o.pid {
         return Some(pid);
     }
     if let Some(pid) = sys::udp_port_owner(sip) {
         return Some(pid);
+    }
+    if !local.is_loopback() {
+        return None;
     }
     match sys::pids_named("callbridge").as_slice() {
         [pid] => Some(*pid),
@@ -727,15 +809,21 @@ fn exit_for(rows: &[EchoRow]) -> ExitCode {
 }
 
 fn echo_series(o: &EchoOpts, seconds: f64, common: &Common) -> Result<Vec<EchoRow>, String> {
-    let sip = ports::require_loopback(o.sip, "--sip")?;
+    let local = common.local_ip;
+    if local.is_unspecified() || local.is_multicast() || local.is_broadcast() {
+        return Err(format!(
+            "--local-ip {local}: give one address of this machine (the SDP offers announce it)"
+        ));
+    }
+    let sip = ports::require_reachable(o.sip, local, "--sip")?;
     if let Some(api) = o.api {
-        ports::require_loopback(api, "--api")?;
+        ports::require_reachable(api, local, "--api")?;
     }
     if o.calls.is_empty() || o.rate <= 0.0 || seconds <= 0.0 || seconds > 3600.0 {
         return Err("need --calls, --rate > 0 and 0 < --seconds <= 3600".into());
     }
     let max_calls = o.calls.iter().copied().max().unwrap_or(0);
-    let mut ports = PortRange::new(common.port_range.0, common.port_range.1);
+    let mut ports = PortRange::new(common.local_ip, common.port_range.0, common.port_range.1);
     if max_calls * 2 + 1 > ports.span() {
         return Err(format!(
             "--calls {max_calls} needs {} local ports; --port-range has {}",
@@ -744,10 +832,19 @@ fn echo_series(o: &EchoOpts, seconds: f64, common: &Common) -> Result<Vec<EchoRo
         ));
     }
     raise_limits(max_calls * 2);
-    let pid = find_pid(o, sip);
-    match pid {
-        Some(p) => println!("callbridge: pid {p}, SIP {sip}, user {}", o.user),
-        None => println!("callbridge: pid not found (CPU column empty), SIP {sip}"),
+    let cpu = cpu_source(o, sip, local)?;
+    match &cpu {
+        CpuSource::Pid(p) => println!("callbridge: pid {p}, SIP {sip}, user {}", o.user),
+        CpuSource::Metrics { api, .. } => println!(
+            "callbridge: SIP {sip}, user {}, CPU from http://{api}/metrics",
+            o.user
+        ),
+        CpuSource::Unknown => println!("callbridge: pid not found (CPU column empty), SIP {sip}"),
+    }
+    if !local.is_loopback() {
+        println!(
+            "loadgen on {local}: the loadgen, softirq and other CPU columns are this machine's"
+        );
     }
     let mut rows = Vec::new();
     for (run, &n) in o.calls.iter().enumerate() {
@@ -755,7 +852,7 @@ fn echo_series(o: &EchoOpts, seconds: f64, common: &Common) -> Result<Vec<EchoRo
             std::thread::sleep(Duration::from_secs_f64(o.pause));
         }
         eprintln!("loadgen: {n} calls: setting up at {} calls/s", o.rate);
-        rows.push(echo_run(o, sip, pid, n, seconds, common, &mut ports)?);
+        rows.push(echo_run(o, sip, &cpu, n, seconds, common, &mut ports)?);
     }
     Ok(rows)
 }
@@ -763,7 +860,7 @@ fn echo_series(o: &EchoOpts, seconds: f64, common: &Common) -> Result<Vec<EchoRo
 fn echo_run(
     o: &EchoOpts,
     sip_addr: SocketAddrV4,
-    pid: Option<u32>,
+    cpu: &CpuSource,
     n: usize,
     seconds: f64,
     common: &Common,
@@ -836,7 +933,7 @@ fn echo_run(
         }
     }
     let probe = || Probe {
-        target_cpu_ns: pid.and_then(sys::proc_cpu_ns),
+        target_cpu_ns: cpu.read(),
         target_packets: None,
     };
     eprintln!(
@@ -860,7 +957,7 @@ fn echo_run(
     drop(flows);
     let server = o.api.zip(o.api_token.as_deref()).map(|(api, token)| {
         http_get(api, "/mediacontrol/connections", Some(token))
-            .and_then(|listing| server_view(&listing, &rtp_ports))
+            .and_then(|listing| server_view(&listing, common.local_ip, &rtp_ports))
     });
     let teardown = (setup.established > 0).then(|| uac.teardown());
     let gone = match o.api {
@@ -906,8 +1003,14 @@ fn health(api: SocketAddr) -> Option<(u64, u64)> {
     Some((v.get("Calls")?.as_u64()?, v.get("Connections")?.as_u64()?))
 }
 
-/// GET of a JSON document from callbridge's API (Connection: close, Content-Length body).
+/// GET of a JSON document from callbridge's API.
 fn http_get(api: SocketAddr, path: &str, token: Option<&str>) -> Result<serde_json::Value, String> {
+    let body = http_get_text(api, path, token)?;
+    serde_json::from_str(body.trim()).map_err(|e| format!("GET {path}: {e}"))
+}
+
+/// GET of a page from callbridge's API (Connection: close, Content-Length body): its body.
+fn http_get_text(api: SocketAddr, path: &str, token: Option<&str>) -> Result<String, String> {
     use std::io::{Read, Write};
     let io = |e: std::io::Error| format!("GET {path}: {e}");
     let mut s = std::net::TcpStream::connect_timeout(&api, Duration::from_secs(2)).map_err(io)?;
@@ -936,7 +1039,22 @@ fn http_get(api: SocketAddr, path: &str, token: Option<&str>) -> Result<serde_js
     {
         return Err(format!("GET {path}: chunked responses are not read"));
     }
-    serde_json::from_str(body.trim()).map_err(|e| format!("GET {path}: {e}"))
+    Ok(body.to_string())
+}
+
+/// callbridge's CPU time so far, ns, from `process_cpu_seconds_total` on its /metrics.
+fn metrics_cpu_ns(api: SocketAddr, token: &str) -> Result<u64, String> {
+    let page = http_get_text(api, "/metrics", Some(token))?;
+    let seconds: f64 = page
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("process_cpu_seconds_total ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .ok_or("/metrics has no process_cpu_seconds_total")?;
+    Ok((seconds * 1e9) as u64)
 }
 
 /// What callbridge counted on this run's connections: its connection listing after the
@@ -952,8 +1070,13 @@ struct ServerView {
     lost: i64,
 }
 
-/// Sums the counters of the listed connections that send to one of `ports` on loopback.
-fn server_view(listing: &serde_json::Value, ports: &[u16]) -> Result<ServerView, String> {
+/// Sums the counters of the listed connections that send to one of `ports` at `ip` (ours).
+fn server_view(
+    listing: &serde_json::Value,
+    ip: Ipv4Addr,
+    ports: &[u16],
+) -> Result<ServerView, String> {
+    let ip = ip.to_string();
     let connections = listing
         .get("Connections")
         .and_then(|c| c.as_array())
@@ -961,7 +1084,7 @@ fn server_view(listing: &serde_json::Value, ports: &[u16]) -> Result<ServerView,
     let ports: std::collections::HashSet<u64> = ports.iter().map(|&p| u64::from(p)).collect();
     let mut view = ServerView::default();
     for c in connections {
-        let ours = c.get("MediaTxIP").and_then(|v| v.as_str()) == Some("127.0.0.1")
+        let ours = c.get("MediaTxIP").and_then(|v| v.as_str()) == Some(ip.as_str())
             && c.get("MediaTxPort")
                 .and_then(|v| v.as_u64())
                 .is_some_and(|p| ports.contains(&p));
@@ -1213,7 +1336,11 @@ fn run_all_mode(a: &AllArgs) -> Result<ExitCode, String> {
     raise_limits(flows.max(max_calls) * 2);
     let mut opts = a.reflector.clone();
     opts.find_max = true;
-    let mut ports = PortRange::new(a.common.port_range.0, a.common.port_range.1);
+    let mut ports = PortRange::new(
+        a.common.local_ip,
+        a.common.port_range.0,
+        a.common.port_range.1,
+    );
     println!("\n## 1. Reflector baseline (machine limit)\n");
     let found = reflector_series(&opts, flows, a.reflector_seconds, &a.common, &mut ports)?;
     print_max(&found);
@@ -1317,7 +1444,11 @@ mod tests {
     #[test]
     fn a_floor_run_reflects_every_packet_of_a_shared_generator_through_per_flow_sockets() {
         let a = all_args(&["--shared-media", "--drain-ms", "300"]);
-        let mut ports = PortRange::new(a.common.port_range.0, a.common.port_range.1);
+        let mut ports = PortRange::new(
+            a.common.local_ip,
+            a.common.port_range.0,
+            a.common.port_range.1,
+        );
         let r =
             floor_run(&a.reflector, &a.echo, 20, 0.4, &a.common, &mut ports).expect("floor run");
         assert_eq!(r.flows, 20);
@@ -1352,7 +1483,7 @@ mod tests {
             "Connections": [connection(40_000, 3), connection(40_000, 0), connection(50_000, 7)],
         });
         assert_eq!(
-            server_view(&listing, &[40_000, 40_000]),
+            server_view(&listing, Ipv4Addr::LOCALHOST, &[40_000, 40_000]),
             Ok(ServerView {
                 connections: 2,
                 received: 1_000,
@@ -1367,10 +1498,15 @@ mod tests {
             .unwrap()
             .remove("LatePackets");
         assert_eq!(
-            server_view(&broken, &[40_000]),
+            server_view(&broken, Ipv4Addr::LOCALHOST, &[40_000]),
             Err("a connection without Stats.LatePackets".to_string())
         );
-        assert!(server_view(&serde_json::json!({ "ResultCode": "2" }), &[40_000]).is_err());
+        assert!(server_view(
+            &serde_json::json!({ "ResultCode": "2" }),
+            Ipv4Addr::LOCALHOST,
+            &[40_000]
+        )
+        .is_err());
     }
 
     #[test]
@@ -1379,7 +1515,11 @@ mod tests {
         let mut o = a.reflector.clone();
         o.reflector_sockets = Sockets::PerFlow;
         o.shared_generator = true;
-        let mut ports = PortRange::new(a.common.port_range.0, a.common.port_range.1);
+        let mut ports = PortRange::new(
+            a.common.local_ip,
+            a.common.port_range.0,
+            a.common.port_range.1,
+        );
         let (reflector, flows) = start_reflector(&o, 5, &mut ports).expect("reflector");
         let local: Vec<_> = flows.iter().map(|f| f.rtp.local_addr().unwrap()).collect();
         assert!(local.iter().all(|l| *l == local[0]), "{local:?}");

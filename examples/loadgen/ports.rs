@@ -1,4 +1,5 @@
-//! Local UDP sockets on 127.0.0.1, taken from a configurable port range.
+//! Local UDP sockets on the tool's address (`--local-ip`, 127.0.0.1 by default), taken from a
+//! configurable port range.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -9,18 +10,29 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::sys;
 
-pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
-
-/// Hands out ports from `lo..=hi`, skipping those already in use; wraps around once.
+/// Hands out ports from `lo..=hi` on one address, skipping those already in use; wraps
+/// around once.
 pub struct PortRange {
+    ip: Ipv4Addr,
     lo: u16,
     hi: u16,
     next: u16,
 }
 
 impl PortRange {
-    pub fn new(lo: u16, hi: u16) -> PortRange {
-        PortRange { lo, hi, next: lo }
+    /// Ports `lo..=hi` on `ip`.
+    pub fn new(ip: Ipv4Addr, lo: u16, hi: u16) -> PortRange {
+        PortRange {
+            ip,
+            lo,
+            hi,
+            next: lo,
+        }
+    }
+
+    /// The address the sockets bind to.
+    pub fn ip(&self) -> &Ipv4Addr {
+        &self.ip
     }
 
     pub fn span(&self) -> usize {
@@ -42,7 +54,7 @@ impl PortRange {
     pub fn bind_one(&mut self, rcvbuf: usize) -> io::Result<UdpSocket> {
         for _ in 0..self.span() {
             let port = self.advance(1);
-            if let Ok(s) = bind(port, rcvbuf, false) {
+            if let Ok(s) = bind(self.ip, port, rcvbuf, false) {
                 return Ok(s);
             }
         }
@@ -62,10 +74,10 @@ impl PortRange {
             if port >= self.hi {
                 continue;
             }
-            let Ok(rtp) = bind(port, rcvbuf, false) else {
+            let Ok(rtp) = bind(self.ip, port, rcvbuf, false) else {
                 continue;
             };
-            if let Ok(rtcp) = bind(port + 1, 0, false) {
+            if let Ok(rtcp) = bind(self.ip, port + 1, 0, false) {
                 return Ok((rtp, rtcp));
             }
         }
@@ -81,7 +93,7 @@ impl PortRange {
             let port = self.advance(1);
             let mut group = Vec::with_capacity(count);
             for _ in 0..count {
-                match bind(port, rcvbuf, true) {
+                match bind(self.ip, port, rcvbuf, true) {
                     Ok(s) => group.push(s),
                     Err(_) => break,
                 }
@@ -98,7 +110,7 @@ impl PortRange {
 }
 
 /// A non-blocking UDP socket on 127.0.0.1:port; `rcvbuf` > 0 sets SO_RCVBUF and SO_SNDBUF.
-pub fn bind(port: u16, rcvbuf: usize, reuseport: bool) -> io::Result<UdpSocket> {
+pub fn bind(ip: Ipv4Addr, port: u16, rcvbuf: usize, reuseport: bool) -> io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     if reuseport {
         s.set_reuse_port(true)?;
@@ -111,17 +123,31 @@ pub fn bind(port: u16, rcvbuf: usize, reuseport: bool) -> io::Result<UdpSocket> 
             let _ = s.set_send_buffer_size(rcvbuf);
         }
     }
-    s.bind(&SocketAddr::V4(SocketAddrV4::new(LOOPBACK, port)).into())?;
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(ip, port)).into())?;
     s.set_nonblocking(true)?;
     Ok(s.into())
 }
 
-/// Refuses anything but an IPv4 loopback address: this tool never sends off the machine.
-pub fn require_loopback(addr: SocketAddr, what: &str) -> Result<SocketAddrV4, String> {
+/// `addr` as an IPv4 address the tool, bound to `local`, can reach: any address of
+/// 127.0.0.0/8 from a loopback `local` (the default, and all the test suite uses), any unicast
+/// IPv4 address from another (`--local-ip`: the generator on a machine of its own).
+pub fn require_reachable(
+    addr: SocketAddr,
+    local: Ipv4Addr,
+    what: &str,
+) -> Result<SocketAddrV4, String> {
     match addr {
-        SocketAddr::V4(a) if a.ip().is_loopback() => Ok(a),
-        _ => Err(format!(
-            "{what} {addr} is not an IPv4 loopback address; loadgen only talks to 127.0.0.0/8"
+        SocketAddr::V4(a) if a.ip().is_loopback() || !local.is_loopback() => {
+            if a.ip().is_unspecified() || a.ip().is_multicast() || a.ip().is_broadcast() {
+                Err(format!("{what} {addr} is not a unicast address"))
+            } else {
+                Ok(a)
+            }
+        }
+        SocketAddr::V4(_) => Err(format!(
+            "{what} {addr} is not on loopback; from {local} the tool only reaches 127.0.0.0/8 \
+             (give --local-ip this machine's address to run against another machine)"
         )),
+        SocketAddr::V6(_) => Err(format!("{what} {addr} is not an IPv4 address")),
     }
 }

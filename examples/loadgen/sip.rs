@@ -87,7 +87,8 @@ pub struct Uac {
 }
 
 impl Uac {
-    /// `sock` is bound to a loopback port; `rtp_ports[i]` is what call i offers.
+    /// `sock` is bound to the tool's address (which the SDP offers announce); `rtp_ports[i]` is
+    /// what call i offers.
     pub fn new(sock: UdpSocket, cfg: UacConfig, rtp_ports: &[u16]) -> Uac {
         let local = match sock.local_addr() {
             Ok(SocketAddr::V4(a)) => a,
@@ -412,10 +413,8 @@ impl Uac {
             }
         }
         out.push_str("Content-Length: 0\r\n\r\n");
-        // Only loopback can reach a socket bound to 127.0.0.1.
-        if matches!(src, SocketAddr::V4(a) if a.ip().is_loopback()) {
-            let _ = self.sock.send_to(out.as_bytes(), src);
-        }
+        // A source our address cannot reach (off loopback while we are on it) fails here.
+        let _ = self.sock.send_to(out.as_bytes(), src);
     }
 
     fn on_response(&mut self, msg: &Message) {
@@ -516,7 +515,7 @@ impl Uac {
             self.send_bye(i, Instant::now());
             return;
         }
-        match parse_sdp(msg.body) {
+        match parse_sdp(msg.body, *self.local.ip()) {
             Ok(addr) => {
                 let c = &mut self.calls[i];
                 c.media = Some(addr);
@@ -586,7 +585,9 @@ fn contact_uri(v: &str) -> String {
 
 /// The RTP address of the first audio stream of an SDP answer; it must offer PCMU (0) and be
 /// on loopback.
-fn parse_sdp(body: &str) -> Result<SocketAddrV4, String> {
+/// The answer's audio address, which our address `local` must be able to reach (see
+/// `ports::require_reachable`).
+fn parse_sdp(body: &str, local: Ipv4Addr) -> Result<SocketAddrV4, String> {
     let mut session_c: Option<&str> = None;
     let mut media_c: Option<&str> = None;
     let mut media: Option<(u16, bool)> = None;
@@ -627,10 +628,7 @@ fn parse_sdp(body: &str) -> Result<SocketAddrV4, String> {
         .unwrap_or("")
         .parse()
         .map_err(|_| "c= is not an IPv4 address".to_string())?;
-    if !ip.is_loopback() {
-        return Err(format!("media address {ip} is not loopback"));
-    }
-    Ok(SocketAddrV4::new(ip, port))
+    crate::ports::require_reachable(SocketAddrV4::new(ip, port).into(), local, "media address")
 }
 
 /// A parsed SIP message: start line, headers in order, body.
@@ -716,11 +714,17 @@ mod tests {
         let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
                    m=audio 20002 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n";
         assert_eq!(
-            parse_sdp(sdp).unwrap(),
+            parse_sdp(sdp, Ipv4Addr::LOCALHOST).unwrap(),
             "127.0.0.1:20002".parse::<SocketAddrV4>().unwrap()
         );
-        assert!(parse_sdp(&sdp.replace("127.0.0.1\r\nt", "192.0.2.1\r\nt")).is_err());
-        assert!(parse_sdp(&sdp.replace(" 0 101", " 8")).is_err());
+        let off_loopback = sdp.replace("127.0.0.1\r\nt", "192.0.2.1\r\nt");
+        assert!(parse_sdp(&off_loopback, Ipv4Addr::LOCALHOST).is_err());
+        assert_eq!(
+            parse_sdp(&off_loopback, Ipv4Addr::new(192, 0, 2, 9)),
+            Ok("192.0.2.1:20002".parse().unwrap()),
+            "reachable from a generator with an address of its own"
+        );
+        assert!(parse_sdp(&sdp.replace(" 0 101", " 8"), Ipv4Addr::LOCALHOST).is_err());
     }
 
     #[test]

@@ -1,0 +1,113 @@
+//! The load tool (`examples/loadgen`) against the real server, the way it runs from a machine
+//! of its own: bound to another address (127.0.0.2, still loopback), offering that address in
+//! its SDP, and reading callbridge's CPU from /metrics instead of /proc.
+//!
+//! Runs the example binary that `cargo test` builds next to the tests (a run filtered with
+//! `--test e2e_loadgen` builds no examples: `cargo build --example loadgen` first). A binary
+//! older than the tool's sources is refused rather than tested.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::Server;
+
+/// `target/<profile>/examples/loadgen`, checked to be newer than every source of the tool.
+fn loadgen() -> PathBuf {
+    let test = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/e2e_loadgen-<hash> → target/<profile>/examples/loadgen
+    let profile = test
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary in target/<profile>/deps");
+    let tool = profile.join("examples").join("loadgen");
+    let built = std::fs::metadata(&tool)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run `cargo build --example loadgen`",
+                tool.display()
+            )
+        });
+    let sources = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files = vec![sources.join("loadgen.rs")];
+    files.extend(
+        std::fs::read_dir(sources.join("loadgen"))
+            .expect("examples/loadgen/")
+            .map(|entry| entry.expect("directory entry").path()),
+    );
+    for file in files {
+        let changed = std::fs::metadata(&file).and_then(|m| m.modified()).unwrap();
+        assert!(
+            changed <= built,
+            "{} is older than {}: run `cargo build --example loadgen`",
+            tool.display(),
+            file.display()
+        );
+    }
+    tool
+}
+
+/// The cells of the first data row of the markdown table whose header starts with `| calls`,
+/// by column name.
+fn table_row(output: &str) -> Vec<(String, String)> {
+    let cells = |line: &str| -> Vec<String> {
+        line.trim()
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let mut lines = output.lines().skip_while(|l| !l.starts_with("| calls"));
+    let header = cells(lines.next().expect("a result table"));
+    let row = cells(lines.nth(1).expect("a data row under the separator"));
+    assert_eq!(header.len(), row.len(), "{output}");
+    header.into_iter().zip(row).collect()
+}
+
+#[test]
+fn echo_calls_from_another_address_are_measured_with_the_servers_cpu_from_its_metrics() {
+    let server = Server::start("");
+    let output = Command::new(loadgen())
+        .args(["echo", "--local-ip", "127.0.0.2"])
+        .args(["--sip", &format!("127.0.0.1:{}", server.sip_port)])
+        .args(["--api", &format!("127.0.0.1:{}", server.api_port)])
+        .args(["--api-token", common::TOKEN, "--server-cpu", "metrics"])
+        .args(["--calls", "4", "--seconds", "2", "--shared-media"])
+        .args(["--port-range", "46000-46999"])
+        .output()
+        .expect("run loadgen");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("CPU from http://127.0.0.1:"),
+        "CPU read from /metrics: {stdout}"
+    );
+    let row = table_row(&stdout);
+    let cell = |name: &str| {
+        row.iter()
+            .find(|(header, _)| header == name)
+            .map(|(_, value)| value.replace(',', ""))
+            .unwrap_or_else(|| panic!("no column {name}: {stdout}"))
+    };
+    let number = |name: &str| -> f64 {
+        cell(name)
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is not a number: {stdout}"))
+    };
+    assert_eq!(cell("set up"), "4", "{stdout}");
+    assert_eq!(cell("failed"), "0", "{stdout}");
+    assert_eq!(cell("BYE 200"), "4/4", "{stdout}");
+    // 4 calls × 50 pps × 2 s; a loaded test machine may cost the odd frame.
+    assert!(number("sent") >= 390.0, "{stdout}");
+    assert!(number("echoed") >= number("sent") * 0.95, "{stdout}");
+    assert!(number("callbridge CPU %") > 0.0, "{stdout}");
+    // callbridge's own counters, found by our address (127.0.0.2) and ports in its listing.
+    assert!(
+        stdout.contains("callbridge's counters on 4 connections"),
+        "{stdout}"
+    );
+    server.wait_no_connections(std::time::Duration::from_secs(5));
+}
