@@ -810,7 +810,7 @@ fn exit_for(rows: &[EchoRow]) -> ExitCode {
 
 fn echo_series(o: &EchoOpts, seconds: f64, common: &Common) -> Result<Vec<EchoRow>, String> {
     let local = common.local_ip;
-    if local.is_unspecified() || local.is_multicast() || local.is_broadcast() {
+    if !ports::is_unicast(local) {
         return Err(format!(
             "--local-ip {local}: give one address of this machine (the SDP offers announce it)"
         ));

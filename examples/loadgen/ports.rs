@@ -128,6 +128,11 @@ pub fn bind(ip: Ipv4Addr, port: u16, rcvbuf: usize, reuseport: bool) -> io::Resu
     Ok(s.into())
 }
 
+/// An address one host can own and announce: not 0.0.0.0, multicast or broadcast.
+pub fn is_unicast(ip: Ipv4Addr) -> bool {
+    !(ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast())
+}
+
 /// `addr` as an IPv4 address the tool, bound to `local`, can reach: any address of
 /// 127.0.0.0/8 from a loopback `local` (the default, and all the test suite uses), any unicast
 /// IPv4 address from another (`--local-ip`: the generator on a machine of its own).
@@ -138,10 +143,10 @@ pub fn require_reachable(
 ) -> Result<SocketAddrV4, String> {
     match addr {
         SocketAddr::V4(a) if a.ip().is_loopback() || !local.is_loopback() => {
-            if a.ip().is_unspecified() || a.ip().is_multicast() || a.ip().is_broadcast() {
-                Err(format!("{what} {addr} is not a unicast address"))
-            } else {
+            if is_unicast(*a.ip()) {
                 Ok(a)
+            } else {
+                Err(format!("{what} {addr} is not a unicast address"))
             }
         }
         SocketAddr::V4(_) => Err(format!(

@@ -724,6 +724,8 @@ mod tests {
             Ok("192.0.2.1:20002".parse().unwrap()),
             "reachable from a generator with an address of its own"
         );
+        let on_hold = sdp.replace("127.0.0.1\r\nt", "0.0.0.0\r\nt");
+        assert!(parse_sdp(&on_hold, Ipv4Addr::new(192, 0, 2, 9)).is_err());
         assert!(parse_sdp(&sdp.replace(" 0 101", " 8"), Ipv4Addr::LOCALHOST).is_err());
     }
 

@@ -49,7 +49,8 @@ impl ProcessStats {
             )
             .map(|((ticks, hz), boot)| boot as f64 + ticks as f64 / hz as f64);
         ProcessStats {
-            cpu_seconds: process_cpu_seconds(),
+            cpu_seconds: crate::engine::clock_time(libc::CLOCK_PROCESS_CPUTIME_ID)
+                .map(|t| t.as_secs_f64()),
             resident_bytes,
             virtual_bytes,
             open_fds: open_fds(),
@@ -112,18 +113,6 @@ fn sysconf(name: libc::c_int) -> Option<u64> {
     // SAFETY: sysconf only reads a configuration value.
     let value = unsafe { libc::sysconf(name) };
     u64::try_from(value).ok()
-}
-
-fn process_cpu_seconds() -> Option<f64> {
-    let mut time = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `time` is a valid timespec to write.
-    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut time) } != 0 {
-        return None;
-    }
-    Some(time.tv_sec as f64 + time.tv_nsec as f64 / 1e9)
 }
 
 /// Entries of /proc/self/fd, less the one the listing itself holds open.

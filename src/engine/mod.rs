@@ -398,6 +398,23 @@ pub struct Engine {
     recorder_thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The reading of a clock (`CLOCK_PROCESS_CPUTIME_ID`, a thread's CPU clock, ...), or `None`
+/// when the kernel refuses it (a thread that has ended).
+pub fn clock_time(clock: libc::clockid_t) -> Option<std::time::Duration> {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `time` is a valid timespec to write; an invalid clock is an error return.
+    if unsafe { libc::clock_gettime(clock, &mut time) } != 0 {
+        return None;
+    }
+    Some(std::time::Duration::new(
+        u64::try_from(time.tv_sec).ok()?,
+        u32::try_from(time.tv_nsec).ok()?,
+    ))
+}
+
 impl Engine {
     /// Validates the configuration and starts the worker threads; events go to `events`.
     pub fn start(config: EngineConfig, events: Sender<EngineEvent>) -> Result<Engine, EngineError> {

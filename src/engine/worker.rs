@@ -359,18 +359,7 @@ impl WorkerHandle {
         if unsafe { libc::pthread_getcpuclockid(thread.as_pthread_t(), &mut clock) } != 0 {
             return None;
         }
-        let mut time = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `time` is a valid timespec to write; an invalid clock is an error return.
-        if unsafe { libc::clock_gettime(clock, &mut time) } != 0 {
-            return None;
-        }
-        Some(Duration::new(
-            u64::try_from(time.tv_sec).ok()?,
-            u32::try_from(time.tv_nsec).ok()?,
-        ))
+        super::clock_time(clock)
     }
 
     /// Queues a command and wakes the worker; a rejected command is dropped (closing any sockets
