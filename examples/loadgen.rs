@@ -751,7 +751,7 @@ impl CpuSource {
     }
 }
 
-fn cpu_source(o: &EchoOpts, sip: SocketAddrV4, local: Ipv4Addr) -> Result<CpuSource, String> {
+fn cpu_source(o: &EchoOpts, sip: SocketAddrV4) -> Result<CpuSource, String> {
     let metrics = || match (o.api, &o.api_token) {
         (Some(api), Some(token)) => Ok(CpuSource::Metrics {
             api,
@@ -761,26 +761,26 @@ fn cpu_source(o: &EchoOpts, sip: SocketAddrV4, local: Ipv4Addr) -> Result<CpuSou
     };
     match o.server_cpu {
         ServerCpu::Metrics => metrics(),
-        ServerCpu::Proc => Ok(find_pid(o, sip, local).map_or(CpuSource::Unknown, CpuSource::Pid)),
-        ServerCpu::Auto => Ok(find_pid(o, sip, local)
+        ServerCpu::Proc => Ok(find_pid(o, sip).map_or(CpuSource::Unknown, CpuSource::Pid)),
+        ServerCpu::Auto => Ok(find_pid(o, sip)
             .map(CpuSource::Pid)
             .or_else(|| metrics().ok())
             .unwrap_or(CpuSource::Unknown)),
     }
 }
 
-/// callbridge's pid on this machine: --pid, the owner of the SIP port, or (from loopback
-/// only: with an address of our own, a local callbridge is not necessarily the target) the
-/// one process named callbridge.
-fn find_pid(o: &EchoOpts, sip: SocketAddrV4, local: Ipv4Addr) -> Option<u32> {
+/// callbridge's pid on this machine: --pid, else (when the SIP address is one of this
+/// machine's) the owner of the SIP port or the one process named callbridge. A callbridge on
+/// another machine has no pid here, whatever local process holds the same port number.
+fn find_pid(o: &EchoOpts, sip: SocketAddrV4) -> Option<u32> {
     if let Some(pid) = o.pid {
         return Some(pid);
     }
+    if !sys::is_local_address(*sip.ip()) {
+        return None;
+    }
     if let Some(pid) = sys::udp_port_owner(sip) {
         return Some(pid);
-    }
-    if !local.is_loopback() {
-        return None;
     }
     match sys::pids_named("callbridge").as_slice() {
         [pid] => Some(*pid),
@@ -832,7 +832,7 @@ fn echo_series(o: &EchoOpts, seconds: f64, common: &Common) -> Result<Vec<EchoRo
         ));
     }
     raise_limits(max_calls * 2);
-    let cpu = cpu_source(o, sip, local)?;
+    let cpu = cpu_source(o, sip)?;
     match &cpu {
         CpuSource::Pid(p) => println!("callbridge: pid {p}, SIP {sip}, user {}", o.user),
         CpuSource::Metrics { api, .. } => println!(
@@ -1437,6 +1437,35 @@ mod tests {
             Mode::All(a) => a,
             _ => unreachable!("the all subcommand"),
         }
+    }
+
+    /// A callbridge on another machine is never taken for a local process holding the same
+    /// port: its CPU comes from its /metrics, or stays unknown without the API.
+    #[test]
+    fn the_cpu_of_a_callbridge_elsewhere_comes_from_its_metrics_never_from_a_local_process() {
+        assert!(sys::is_local_address(Ipv4Addr::LOCALHOST));
+        // TEST-NET-1: no machine running the tests owns it.
+        let elsewhere: SocketAddrV4 = "192.0.2.1:5060".parse().unwrap();
+        assert!(!sys::is_local_address(*elsewhere.ip()));
+        let api = ["--api", "192.0.2.1:8080", "--api-token", "t"];
+        assert_eq!(
+            cpu_source(&all_args(&api).echo, elsewhere),
+            Ok(CpuSource::Metrics {
+                api: "192.0.2.1:8080".parse().unwrap(),
+                token: "t".into()
+            })
+        );
+        assert_eq!(
+            cpu_source(&all_args(&[]).echo, elsewhere),
+            Ok(CpuSource::Unknown)
+        );
+        assert!(cpu_source(&all_args(&["--server-cpu", "metrics"]).echo, elsewhere).is_err());
+        let given = [&api[..], &["--pid", "42"]].concat();
+        assert_eq!(
+            cpu_source(&all_args(&given).echo, elsewhere),
+            Ok(CpuSource::Pid(42)),
+            "--pid wins"
+        );
     }
 
     /// The floor run carries what an echo row carried, through one reflector socket per flow

@@ -113,13 +113,7 @@ fn reserve_create_modify_delete_life_cycle() {
     assert_eq!(released["ConnectionId"], id.as_str());
     assert_eq!(released["Reason"], "api-request");
     // The port went back to the pool (and its socket is closed).
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     assert!(
         metrics.contains("callbridge_rtp_ports_in_use 0"),
         "{metrics}"

@@ -421,13 +421,7 @@ fn operation_requests_that_cannot_be_served_get_their_result_codes() {
     assert_eq!(done["TerminationCondition"], "digitpattern");
     assert_eq!(done["OperationId"], gather["OperationId"]);
     assert_eq!(done["State"], "pin");
-    let metrics = common::client()
-        .get(server.url("/metrics"))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .expect("metrics")
-        .text()
-        .expect("text");
+    let metrics = server.metrics();
     assert!(
         metrics.contains(
             "callbridge_media_operations_completed_total{action=\"GatherDigits\",termination=\"digitpattern\"} 1"

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::uac::{body, header, media_port, status, to_tag, Uac};
-use common::Server;
+use common::{metric_value, Server};
 
 /// Streams `count` paced frames to `port` and checks the echo (see the common helper).
 fn assert_echo(uac: &Uac, port: u16, count: u16) {
@@ -15,30 +15,6 @@ fn assert_echo(uac: &Uac, port: u16, count: u16) {
         echoed + 3 >= usize::from(count),
         "{echoed} of {count} frames echoed"
     );
-}
-
-/// One `/metrics` value (the first sample line of `name`).
-fn metric(server: &Server, name: &str) -> f64 {
-    sample(&metrics_text(&common::client(), server), name)
-}
-
-/// The whole `/metrics` page, read through `client`.
-fn metrics_text(client: &reqwest::blocking::Client, server: &Server) -> String {
-    client
-        .get(server.url("/metrics"))
-        .bearer_auth(common::TOKEN)
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
-}
-
-/// The value of the sample line `name` (with its labels, if any) on a `/metrics` page.
-fn sample(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
 }
 
 #[test]
@@ -77,12 +53,9 @@ fn audio_sent_to_an_echo_call_comes_back_frame_for_frame() {
     assert!(listed[0]["Stats"]["RtpPacketsSent"].as_u64().unwrap() >= 47);
     assert_eq!(listed[0]["Stats"]["ForeignSourceDropped"], 0);
     assert_eq!(listed[0]["MediaRxCodec"], "G711u");
-    assert!(metric(&server, "callbridge_media_tick_lateness_seconds_count") >= 50.0);
-    assert_eq!(
-        metric(&server, "callbridge_rtp_packets_received_total"),
-        50.0
-    );
-    assert!(metric(&server, "callbridge_rtp_packets_sent_total") >= 47.0);
+    assert!(server.metric("callbridge_media_tick_lateness_seconds_count") >= 50.0);
+    assert_eq!(server.metric("callbridge_rtp_packets_received_total"), 50.0);
+    assert!(server.metric("callbridge_rtp_packets_sent_total") >= 47.0);
 
     uac.send(&uac.request("BYE", "echo", 2, &tag, "bye1", ""));
     let bye_ok = uac.final_response("BYE");
@@ -99,21 +72,21 @@ fn metrics_show_each_calls_sockets_and_the_cpu_its_media_takes() {
     // One client for every read: its one kept-alive connection is one steady descriptor on
     // the server's side.
     let client = common::client();
-    let before = metrics_text(&client, &server);
-    let fds = |text: &str| sample(text, "process_open_fds");
+    let before = server.metrics_through(&client);
+    let fds = |text: &str| metric_value(text, "process_open_fds");
     let workers_cpu = |text: &str| {
         (0..2)
             .map(|w| {
-                sample(
+                metric_value(
                     text,
                     &format!("callbridge_media_worker_cpu_seconds_total{{worker=\"{w}\"}}"),
                 )
             })
             .sum::<f64>()
     };
-    assert!(sample(&before, "process_max_fds") >= fds(&before));
-    assert!(sample(&before, "process_resident_memory_bytes") > 0.0);
-    assert!(sample(&before, "process_start_time_seconds") > 1.7e9);
+    assert!(metric_value(&before, "process_max_fds") >= fds(&before));
+    assert!(metric_value(&before, "process_resident_memory_bytes") > 0.0);
+    assert!(metric_value(&before, "process_start_time_seconds") > 1.7e9);
 
     let uac = Uac::new(&server, "echo-metrics");
     uac.send(&uac.request("INVITE", "echo", 1, "", "inv-m", &uac.sdp("0")));
@@ -122,7 +95,7 @@ fn metrics_show_each_calls_sockets_and_the_cpu_its_media_takes() {
     let port = media_port(body(&ok));
     let tag = to_tag(&ok);
     uac.send(&uac.request("ACK", "echo", 1, &tag, "ack-m", ""));
-    let during = metrics_text(&client, &server);
+    let during = server.metrics_through(&client);
     assert_eq!(
         fds(&during) - fds(&before),
         2.0,
@@ -130,17 +103,17 @@ fn metrics_show_each_calls_sockets_and_the_cpu_its_media_takes() {
     );
 
     assert_echo(&uac, port, 50);
-    let after_media = metrics_text(&client, &server);
+    let after_media = server.metrics_through(&client);
     assert!(
         workers_cpu(&after_media) > workers_cpu(&before),
         "the workers used CPU to echo 50 frames"
     );
     assert!(
-        sample(&after_media, "process_cpu_seconds_total")
-            > sample(&before, "process_cpu_seconds_total")
+        metric_value(&after_media, "process_cpu_seconds_total")
+            > metric_value(&before, "process_cpu_seconds_total")
     );
     assert!(
-        sample(&after_media, "process_cpu_seconds_total") >= workers_cpu(&after_media),
+        metric_value(&after_media, "process_cpu_seconds_total") >= workers_cpu(&after_media),
         "the process's CPU includes its workers'"
     );
 
@@ -149,7 +122,7 @@ fn metrics_show_each_calls_sockets_and_the_cpu_its_media_takes() {
     server.wait_no_connections(Duration::from_secs(5));
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let now = metrics_text(&client, &server);
+        let now = server.metrics_through(&client);
         if fds(&now) == fds(&before) {
             break;
         }
@@ -227,9 +200,9 @@ fn late_frame_is_counted(server: Server) {
         stats["ConcealedFrames"].as_u64().unwrap() >= 1,
         "frame 20 was concealed: {stats}"
     );
-    assert_eq!(metric(&server, "callbridge_rtp_packets_late"), 1.0);
+    assert_eq!(server.metric("callbridge_rtp_packets_late"), 1.0);
     assert_eq!(
-        metric(&server, "callbridge_media_receive_buffers_exhausted_total"),
+        server.metric("callbridge_media_receive_buffers_exhausted_total"),
         0.0,
         "one call never runs its worker out of receive buffers"
     );
@@ -238,7 +211,7 @@ fn late_frame_is_counted(server: Server) {
     assert_eq!(status(&uac.final_response("BYE")), 200);
     server.wait_no_connections(Duration::from_secs(5));
     assert_eq!(
-        metric(&server, "callbridge_rtp_packets_late"),
+        server.metric("callbridge_rtp_packets_late"),
         0.0,
         "the gauge covers live connections"
     );
@@ -473,7 +446,7 @@ fn only_trunks_may_call_and_a_reload_changes_who_they_are() {
         "silence"
     );
     assert_eq!(
-        metric(&server, "callbridge_sip_untrusted_requests_total"),
+        server.metric("callbridge_sip_untrusted_requests_total"),
         3.0
     );
 }

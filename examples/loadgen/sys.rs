@@ -576,6 +576,11 @@ impl UdpCounters {
     }
 }
 
+/// Whether `ip` is one of this machine's addresses (a socket can be bound to it).
+pub fn is_local_address(ip: std::net::Ipv4Addr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
 /// The pid of the process holding a UDP socket bound to `addr` (or to 0.0.0.0 on its port),
 /// found through /proc/net/udp inodes and /proc/<pid>/fd links.
 pub fn udp_port_owner(addr: SocketAddrV4) -> Option<u32> {

@@ -230,6 +230,28 @@ answer_delay_ms = 5000
         r.json().expect("JSON body")
     }
 
+    /// The whole `/metrics` page (through a client of its own).
+    pub fn metrics(&self) -> String {
+        self.metrics_through(&client())
+    }
+
+    /// The whole `/metrics` page through `client`: a test counting the server's descriptors
+    /// reads every page over one kept-alive connection, one steady descriptor on its side.
+    pub fn metrics_through(&self, client: &reqwest::blocking::Client) -> String {
+        let r = client
+            .get(self.url("/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .expect("API reachable");
+        assert_eq!(r.status(), 200, "GET /metrics");
+        r.text().expect("metrics text")
+    }
+
+    /// One `/metrics` value: the sample line `name` (with its labels, if any).
+    pub fn metric(&self, name: &str) -> f64 {
+        metric_value(&self.metrics(), name)
+    }
+
     pub fn connections(&self) -> Vec<Value> {
         self.get("/mediacontrol/connections")["Connections"]
             .as_array()
@@ -445,6 +467,14 @@ impl EventStream {
         }
         &self.seen
     }
+}
+
+/// The value of the sample line `name` (with its labels, if any) on a `/metrics` page.
+pub fn metric_value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
 }
 
 pub fn client() -> reqwest::blocking::Client {
