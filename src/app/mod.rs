@@ -13,7 +13,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{self, ApiState};
-use crate::control::{ControlHandle, ControlRequest, Controller, MediaSettings, Status};
+use crate::control::{
+    self, ControlHandle, ControlRequest, Controller, Host, MediaSettings, Now, Status,
+};
 use crate::engine::tuning::ThreadTuning;
 use crate::engine::{Engine, EngineConfig, SessionDefaults};
 use crate::sdp::LocalCapabilities;
@@ -131,9 +133,23 @@ pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Resul
         },
         rand::random(),
     );
-    let controller = Controller::new(MediaSettings::from_config(&config), engine, ua, transport);
-    let (control, requests) = controller.handle();
-    let control_task = tokio::spawn(controller.run(requests, inbound_rx, engine_rx));
+    let media = MediaSettings::from_config(&config);
+    if let Err(e) = std::fs::create_dir_all(&media.recording_dir) {
+        tracing::warn!(dir = %media.recording_dir.display(), error = %e, "recording directory unavailable");
+    }
+    let controller = Controller::new(
+        Now::read(),
+        media,
+        Host {
+            engine,
+            sip: transport.clone(),
+        },
+        ua,
+    );
+    let (control, requests) = control::handle_for(&controller);
+    let control_task = tokio::spawn(control::run(
+        controller, transport, requests, inbound_rx, engine_rx,
+    ));
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await

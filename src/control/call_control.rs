@@ -8,12 +8,13 @@
 //! ends through `release_connection`, which hangs it up.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
 use super::events::{Event, ReleaseReason};
 use super::result::{ActionError, ResultCode};
+use super::timers::Timer;
+use super::Backend;
 use super::{codec_name, Controller};
 use crate::engine::MediaMode;
 use crate::sip::ua::CallId;
@@ -47,6 +48,24 @@ pub enum CallAction {
     Unbridge { call: CallId, peer: Option<CallId> },
 }
 
+impl CallAction {
+    /// The action's API name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CallAction::Accept { .. } => "AcceptCall",
+            CallAction::Answer { .. } => "AnswerCall",
+            CallAction::Reject { .. } => "RejectCall",
+            CallAction::Redirect { .. } => "Redirect",
+            CallAction::Hangup { .. } => "Hangup",
+            CallAction::MakeCall(_) => "MakeCall",
+            CallAction::BlindTransfer { .. } => "BlindTransfer",
+            CallAction::SendUserInput { .. } => "SendUserInput",
+            CallAction::Bridge { .. } => "BridgeCalls",
+            CallAction::Unbridge { .. } => "UnbridgeCalls",
+        }
+    }
+}
+
 /// AnswerCall's `Conference`/`ConferenceId`/`Hairpin`.
 #[derive(Debug, Clone, Copy)]
 pub struct ConferenceChoice {
@@ -60,11 +79,9 @@ pub struct ConferenceChoice {
 pub(super) struct OfferedCall {
     remote_media: Option<crate::sdp::NegotiatedMedia>,
     local: SocketAddr,
-    /// Rejected (480) when no decision came by then.
-    deadline: Instant,
 }
 
-impl Controller {
+impl<M: Backend> Controller<M> {
     /// An `application` route's call: `IncomingCall` has been emitted; wait for the decision.
     pub(super) fn offer_to_application(
         &mut self,
@@ -78,8 +95,12 @@ impl Controller {
             OfferedCall {
                 remote_media,
                 local,
-                deadline: Instant::now() + self.media.decision_timeout,
             },
+        );
+        // Rejected (480) when no decision comes by then.
+        self.timers.set(
+            Timer::Offer(call),
+            self.now.at + self.media.decision_timeout,
         );
     }
 
@@ -88,7 +109,7 @@ impl Controller {
         &mut self,
         action: CallAction,
     ) -> Result<Map<String, Value>, ActionError> {
-        let now = Instant::now();
+        let now = self.now.at;
         match action {
             CallAction::Accept {
                 call,
@@ -104,13 +125,13 @@ impl Controller {
             } => self.accept_with_early_media(call),
             CallAction::Reject { call, status } => {
                 self.offered_call(call)?;
-                self.offered.remove(&call);
+                self.take_offer(call);
                 self.ua.reject(now, call, status, reason_phrase(status));
                 Ok(call_result(call))
             }
             CallAction::Redirect { call, to } => {
                 self.offered_call(call)?;
-                self.offered.remove(&call);
+                self.take_offer(call);
                 self.ua.redirect(now, call, &to);
                 Ok(call_result(call))
             }
@@ -124,8 +145,9 @@ impl Controller {
             CallAction::Bridge { call, peer } => self.bridge_calls(call, peer),
             CallAction::Unbridge { call, peer } => self.unbridge_calls(call, peer),
             CallAction::Hangup { call } => {
-                if self.offered.remove(&call).is_some() {
-                    self.ua.hangup(now, call, super::Q850_NORMAL_CLEARING);
+                if self.take_offer(call).is_some() {
+                    self.ua
+                        .hangup(now, call, super::connections::Q850_NORMAL_CLEARING);
                     self.app_calls.remove(&call);
                     self.call_info.remove(&call);
                 } else if let Some(&id) = self.call_connections.get(&call) {
@@ -166,7 +188,7 @@ impl Controller {
                     format!("no media for call {call} (would be {status})"),
                 )
             })?;
-        if !self.ua.early_media(Instant::now(), call, announced) {
+        if !self.ua.early_media(self.now.at, call, announced) {
             let _ = self.release_connection(id, ReleaseReason::InviteFailed);
             return Err(ActionError::new(
                 ResultCode::ServerInternal,
@@ -201,7 +223,7 @@ impl Controller {
                 ));
             }
         }
-        let offer = self.offered.remove(&call).expect("checked above");
+        let offer = self.take_offer(call).expect("checked above");
         let early = self.call_connections.get(&call).map(|&id| {
             let c = &self.connections[&id];
             (id, SocketAddr::new(c.rx_ip, c.local_rtp.port()))
@@ -220,7 +242,7 @@ impl Controller {
             Ok(opened) => opened,
             Err((status, reason)) => {
                 // Nothing can be answered: the call is refused, as CUAE's failed AnswerCall.
-                self.ua.reject(Instant::now(), call, status, reason);
+                self.ua.reject(self.now.at, call, status, reason);
                 return Err(ActionError::new(
                     ResultCode::ServerBusy,
                     format!("no media for call {call}: rejected with {status}"),
@@ -236,12 +258,12 @@ impl Controller {
                 }
                 Err(e) => {
                     self.ua
-                        .reject(Instant::now(), call, 503, "Service Unavailable");
+                        .reject(self.now.at, call, 503, "Service Unavailable");
                     return Err(e);
                 }
             }
         }
-        self.ua.accept(Instant::now(), call, announced);
+        self.ua.accept(self.now.at, call, announced);
         if !had_early_media {
             // With early media, AcceptCall already said StartRx/StartTx.
             self.emit_media_started(call, id, announced);
@@ -330,29 +352,26 @@ impl Controller {
         }
     }
 
-    /// Calls past their decision time are rejected (480), as CUAE's 90 s rule.
-    pub(super) fn expire_offers(&mut self, now: Instant) {
-        let due: Vec<CallId> = self
-            .offered
-            .iter()
-            .filter(|(_, o)| o.deadline <= now)
-            .map(|(c, _)| *c)
-            .collect();
-        for call in due {
-            tracing::info!(call, "no decision from the application: rejected");
-            self.offered.remove(&call);
-            self.ua.reject(now, call, 480, "Temporarily Unavailable");
-        }
+    /// Takes a call off the offered list, with its decision timer.
+    pub(super) fn take_offer(&mut self, call: CallId) -> Option<OfferedCall> {
+        self.timers.cancel(Timer::Offer(call));
+        self.offered.remove(&call)
     }
 
-    pub(super) fn next_offer_deadline(&self) -> Option<Instant> {
-        self.offered.values().map(|o| o.deadline).min()
+    /// A call past its decision time is rejected (480), as CUAE's 90 s rule.
+    pub(super) fn expire_offer(&mut self, call: CallId) {
+        if self.offered.remove(&call).is_none() {
+            return;
+        }
+        tracing::info!(call, "no decision from the application: rejected");
+        self.ua
+            .reject(self.now.at, call, 480, "Temporarily Unavailable");
     }
 
     /// An application call's dialog ended. When the far end ended it, the application hears
     /// `RemoteHangup` (EndReason `Normal`, the SIP provider's only reason for BYE and CANCEL).
     pub(super) fn on_app_call_ended(&mut self, call: CallId, reason: ReleaseReason) {
-        self.offered.remove(&call);
+        self.take_offer(call);
         if !self.app_calls.remove(&call) {
             return;
         }

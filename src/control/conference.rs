@@ -15,7 +15,9 @@ use std::net::SocketAddr;
 use serde_json::{json, Value};
 
 use super::events::{ConfereeAttributes, Event, ReleaseReason};
+use super::party::Actor;
 use super::result::{ActionError, ResultCode};
+use super::Backend;
 use super::{
     engine_error, retarget, success, unknown_connection, ActionResult, CodecChoice,
     ConnectionState, Controller,
@@ -256,7 +258,7 @@ fn coach_and_pupil() -> ActionError {
     )
 }
 
-impl Controller {
+impl<M: Backend> Controller<M> {
     /// CreateConference: a new conference with `connection` as its first participant.
     pub(super) fn create_conference(
         &mut self,
@@ -299,7 +301,7 @@ impl Controller {
                 hairpin,
                 rate,
                 name: name.clone(),
-                created_ms: super::events::unix_ms(),
+                created_ms: self.now.unix_ms,
             },
         );
         tracing::info!(
@@ -371,6 +373,9 @@ impl Controller {
     ) -> Result<ActionResult, ActionError> {
         self.check_member(connection, conference)?;
         self.remove_member(conference, connection, ReleaseReason::ApiRequest);
+        let by = self.client_or(Actor::System);
+        self.model
+            .leave_conference(self.now.unix_ms, connection, by);
         if let Err(e) = self
             .engine
             .leave_conference(u64::from(conference), u64::from(connection))
@@ -499,7 +504,7 @@ impl Controller {
             .map(|(id, _)| *id)
             .collect();
         for leg in legs {
-            let _ = self.release_connection_in(leg, ReleaseReason::ConferenceReleased, None);
+            let _ = self.release_connection_in(leg, ReleaseReason::ConferenceReleased, None, None);
         }
     }
 
@@ -527,6 +532,7 @@ impl Controller {
                 connection,
                 ReleaseReason::ConferenceReleased,
                 Some(conference),
+                None,
             );
         }
         self.events.emit(Event::ConferenceReleased {
@@ -727,6 +733,7 @@ impl Controller {
             return;
         };
         let holds_resource = !room.hairpin && !spec.monitor;
+        let first = room.members.is_empty();
         if holds_resource {
             self.resources.conference.take(1);
         }
@@ -746,6 +753,17 @@ impl Controller {
                 .join_conference(u64::from(conference), u64::from(connection), spec)
         {
             tracing::error!(conference, connection, error = %e, "engine could not put the connection in the mix");
+        }
+        // The conference is one call: its first member's call becomes it; later members'
+        // calls merge into it. A route's caller joins by dialling it.
+        let by = self.client_or(Actor::Remote);
+        let now_ms = self.now.unix_ms;
+        if first {
+            self.model
+                .open_conference(now_ms, conference, connection, by);
+        } else {
+            self.model
+                .join_conference(now_ms, conference, connection, spec.monitor, by);
         }
         tracing::info!(conference, connection, "connection joined conference");
         self.events.emit(Event::ConferenceJoined {
@@ -810,6 +828,7 @@ impl Controller {
         if let Some(name) = &room.name {
             self.rooms.remove(name);
         }
+        self.model.end_conference(conference);
         if let Err(e) = self.engine.close_conference(u64::from(conference)) {
             tracing::warn!(conference, error = %e, "engine could not close the conference");
         }

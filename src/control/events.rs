@@ -5,8 +5,6 @@
 //! slows the control plane.
 //! Must not: carry anything that is not already decided — events describe, they do not command.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -107,6 +105,15 @@ pub enum Event {
         /// The conference the connection was in when it was released.
         #[serde(rename = "ConferenceId", skip_serializing_if = "Option::is_none")]
         conference_id: Option<String>,
+        /// The call the released party was in (the party model's ConnID), for a party.
+        #[serde(rename = "ConnID", skip_serializing_if = "Option::is_none")]
+        conn_id: Option<String>,
+        /// The released party's number.
+        #[serde(rename = "DN", skip_serializing_if = "Option::is_none")]
+        dn: Option<String>,
+        /// Who released it: the party itself, another party, an API client or the system.
+        #[serde(rename = "ReleasedBy", skip_serializing_if = "Option::is_none")]
+        released_by: Option<super::party::Actor>,
     },
     /// CreateConference (or the first caller of a `conference` route) made a conference.
     ConferenceCreated {
@@ -450,14 +457,6 @@ pub struct ConfereeAttributes {
     pub pupil: bool,
 }
 
-/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before 1970).
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// An event with its place in the stream.
 #[derive(Debug, Clone, Serialize)]
 pub struct Envelope {
@@ -472,9 +471,23 @@ pub struct Envelope {
 }
 
 /// The sending side of the stream, owned by the control plane.
+///
+/// An event the core knows it owes but cannot write yet (a `ConnectionReleased` waiting for
+/// the worker's final statistics) holds its place: later events queue behind it, so the
+/// stream keeps the order in which things happened.
 pub struct EventBus {
     sender: broadcast::Sender<Envelope>,
     next_seq: u64,
+    /// The time of the input being handled (the core sets it; the bus reads no clock).
+    time_ms: u64,
+    /// Events behind a held place, oldest first.
+    held: std::collections::VecDeque<Held>,
+}
+
+/// A place in the stream: an event ready to go, or one still owed (by its key).
+enum Held {
+    Ready(u64, Event),
+    Owed(u32, u64),
 }
 
 impl EventBus {
@@ -483,6 +496,8 @@ impl EventBus {
         EventBus {
             sender,
             next_seq: 1,
+            time_ms: 0,
+            held: std::collections::VecDeque::new(),
         }
     }
 
@@ -495,9 +510,58 @@ impl EventBus {
         self.sender.clone()
     }
 
+    /// The time events emitted from now on carry.
+    pub fn set_time(&mut self, time_ms: u64) {
+        self.time_ms = time_ms;
+    }
+
     pub fn emit(&mut self, event: Event) {
+        if self.held.is_empty() {
+            self.send(self.time_ms, event);
+        } else {
+            self.held.push_back(Held::Ready(self.time_ms, event));
+        }
+    }
+
+    /// Holds a place for the event owed under `key`: events emitted after it wait for it.
+    pub fn hold(&mut self, key: u32) {
+        self.held.push_back(Held::Owed(key, self.time_ms));
+    }
+
+    /// The event owed under `key`, in its place (with the time its place was taken); sends
+    /// every event no longer behind an owed one.
+    pub fn fill(&mut self, key: u32, event: Event) {
+        let place = self
+            .held
+            .iter()
+            .position(|h| matches!(h, Held::Owed(k, _) if *k == key));
+        match place {
+            Some(i) => {
+                let Held::Owed(_, time_ms) = self.held[i] else {
+                    unreachable!("position found an owed place")
+                };
+                self.held[i] = Held::Ready(time_ms, event);
+            }
+            None => self.emit(event),
+        }
+        while let Some(Held::Ready(..)) = self.held.front() {
+            let Some(Held::Ready(time_ms, event)) = self.held.pop_front() else {
+                unreachable!("front is ready")
+            };
+            self.send(time_ms, event);
+        }
+    }
+
+    /// Owed events not written yet (for leak checks).
+    pub fn owed(&self) -> usize {
+        self.held
+            .iter()
+            .filter(|h| matches!(h, Held::Owed(..)))
+            .count()
+    }
+
+    fn send(&mut self, time_ms: u64, event: Event) {
         tracing::debug!(event = event.name(), "event");
-        let time_ms = unix_ms();
         let envelope = Envelope {
             seq: self.next_seq,
             time_ms,
@@ -528,6 +592,9 @@ mod tests {
                 jitter_ms: 2.5,
                 concealed_frames: 1,
                 conference_id: None,
+                conn_id: Some("0001".into()),
+                dn: Some("5551001".into()),
+                released_by: Some(crate::control::party::Actor::Remote),
             },
         };
         let v = serde_json::to_value(&env).unwrap();
@@ -536,5 +603,51 @@ mod tests {
         assert_eq!(v["Reason"], "remote-hangup");
         assert_eq!(v["CallId"], "3");
         assert_eq!(v["Seq"], 7);
+        assert_eq!(v["ConnID"], "0001");
+        assert_eq!(v["DN"], "5551001");
+        assert_eq!(v["ReleasedBy"]["Kind"], "remote");
+    }
+
+    fn talker(n: u32) -> Event {
+        Event::TalkerStarted {
+            conference_id: "1".into(),
+            connection_id: n.to_string(),
+        }
+    }
+
+    #[test]
+    fn events_behind_an_owed_one_wait_for_it_and_keep_their_order_and_times() {
+        let mut bus = EventBus::new(16);
+        let mut rx = bus.subscribe();
+        bus.set_time(100);
+        bus.emit(talker(1));
+        bus.hold(7);
+        bus.set_time(200);
+        bus.emit(talker(2));
+        bus.hold(8);
+        bus.emit(talker(3));
+        let first = rx.try_recv().unwrap();
+        assert_eq!(first.time_ms, 100);
+        assert!(rx.try_recv().is_err(), "held behind 7");
+        assert_eq!(bus.owed(), 2);
+        bus.set_time(300);
+        bus.fill(8, talker(8));
+        assert!(rx.try_recv().is_err(), "still behind 7");
+        bus.fill(7, talker(7));
+        let rest: Vec<(u64, u64, String)> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| {
+                let Event::TalkerStarted { connection_id, .. } = e.event else {
+                    panic!("{e:?}")
+                };
+                (e.seq, e.time_ms, connection_id)
+            })
+            .collect();
+        let ids: Vec<&str> = rest.iter().map(|r| r.2.as_str()).collect();
+        assert_eq!(ids, ["7", "2", "8", "3"]);
+        // The owed events carry the time their place was taken; seq follows the stream.
+        assert_eq!(rest[0].1, 100);
+        assert_eq!(rest[2].1, 200);
+        assert_eq!(rest.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 3, 4, 5]);
+        assert_eq!(bus.owed(), 0);
     }
 }

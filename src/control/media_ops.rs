@@ -9,13 +9,14 @@
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde_json::json;
 
 use super::events::{Event, OperationDone, ReleaseReason};
 use super::operations::{Finished, OperationKind, TermConds, Termination};
 use super::result::{ActionError, ResultCode};
+use super::timers::Timer;
+use super::Backend;
 use super::{success, unknown_connection, ActionResult, Controller};
 use crate::media::player::{amplitude_of_db, volume_gain, PlaySource};
 
@@ -74,7 +75,7 @@ pub enum Adjustment {
     Toggle,
 }
 
-impl Controller {
+impl<M: Backend> Controller<M> {
     /// Play: prompts resolved and loaded now (a missing file fails the action at once, with no
     /// event); `Play_Complete` with `eod` when they have played, or the condition that ended it.
     pub(super) fn play(&mut self, request: PlayRequest) -> Result<ActionResult, ActionError> {
@@ -148,7 +149,7 @@ impl Controller {
             return Err(unknown_connection(connection));
         }
         let operation = self.allocate_operation_id();
-        let now = Instant::now();
+        let now = self.now.at;
         let c = self
             .connections
             .get_mut(&connection)
@@ -160,6 +161,7 @@ impl Controller {
         if let Some(f) = finished {
             self.complete(connection, f);
         }
+        self.arm_operations(connection);
         Ok(result)
     }
 
@@ -187,7 +189,7 @@ impl Controller {
         connection: u32,
         operation: Option<u32>,
     ) -> Result<(ActionResult, Vec<u32>), ActionError> {
-        let now = Instant::now();
+        let now = self.now.at;
         let c = self
             .connections
             .get_mut(&connection)
@@ -205,6 +207,7 @@ impl Controller {
         for f in finished {
             self.complete(connection, f);
         }
+        self.arm_operations(connection);
         Ok((success(), stopped))
     }
 
@@ -283,18 +286,19 @@ impl Controller {
     /// A digit for a connection (RFC 4733, in-band, SendDigits): buffered, and the operations
     /// it ends complete.
     pub(super) fn on_operation_digit(&mut self, connection: u32, digit: char) {
-        let now = Instant::now();
+        let now = self.now.at;
         let Some(c) = self.connections.get_mut(&connection) else {
             return;
         };
         for f in c.ops.on_digit(now, digit) {
             self.complete(connection, f);
         }
+        self.arm_operations(connection);
     }
 
     /// The engine played a Play/PlayTone to its end: `eod`. An announcement call then ends.
     pub(super) fn on_playout_done(&mut self, connection: u32, operation: u32) {
-        let now = Instant::now();
+        let now = self.now.at;
         let Some(c) = self.connections.get_mut(&connection) else {
             return;
         };
@@ -305,6 +309,7 @@ impl Controller {
         if let Some(f) = c.ops.end(now, operation, Termination::Eod) {
             self.complete(connection, f);
         }
+        self.arm_operations(connection);
         if hang_up {
             let _ = self.release_connection(
                 connection,
@@ -354,36 +359,28 @@ impl Controller {
         Ok(())
     }
 
-    /// Operation timers (maxtime, CommandTimeout, inter-digit delay) that are due.
-    pub(super) fn expire_operations(&mut self, now: Instant) {
-        let due: Vec<u32> = self
-            .connections
-            .iter()
-            .filter(|(_, c)| c.ops.poll_timeout().is_some_and(|at| at <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            let finished = match self.connections.get_mut(&id) {
-                Some(c) => c.ops.handle_timeout(now),
-                None => continue,
-            };
-            for f in finished {
-                self.complete(id, f);
-            }
+    /// A connection's operation timer (maxtime, CommandTimeout, inter-digit delay) is due.
+    pub(super) fn expire_operations(&mut self, id: u32) {
+        let now = self.now.at;
+        let finished = match self.connections.get_mut(&id) {
+            Some(c) => c.ops.handle_timeout(now),
+            None => return,
+        };
+        for f in finished {
+            self.complete(id, f);
         }
+        self.arm_operations(id);
     }
 
-    /// The earliest operation timer.
-    pub(super) fn next_operation_deadline(&self) -> Option<Instant> {
-        self.connections
-            .values()
-            .filter_map(|c| c.ops.poll_timeout())
-            .min()
+    /// Sets a connection's operation timer to its operations' earliest deadline.
+    pub(super) fn arm_operations(&mut self, id: u32) {
+        let at = self.connections.get(&id).and_then(|c| c.ops.poll_timeout());
+        self.timers.set_or_cancel(Timer::Operations(id), at);
     }
 
     /// A connection is going away: its operations complete with `autostop`.
     pub(super) fn autostop_operations(&mut self, connection: u32) {
-        let now = Instant::now();
+        let now = self.now.at;
         let Some(c) = self.connections.get_mut(&connection) else {
             return;
         };
@@ -481,7 +478,12 @@ impl Controller {
         }
         if leg.is_some() {
             // A temporary conference connection lives as long as its operation.
-            let _ = self.release_connection_in(connection, ReleaseReason::OperationComplete, None);
+            let _ = self.release_connection_in(
+                connection,
+                ReleaseReason::OperationComplete,
+                None,
+                None,
+            );
         }
     }
 
@@ -550,12 +552,16 @@ impl Controller {
         };
         if let Err(e) = started {
             if leg_of.is_some() {
-                let _ =
-                    self.release_connection_in(connection, ReleaseReason::OperationComplete, None);
+                let _ = self.release_connection_in(
+                    connection,
+                    ReleaseReason::OperationComplete,
+                    None,
+                    None,
+                );
             }
             return Err(super::engine_error(e));
         }
-        let now = Instant::now();
+        let now = self.now.at;
         let c = self
             .connections
             .get_mut(&connection)
@@ -573,6 +579,7 @@ impl Controller {
         // A Play starts no GatherDigits, so nothing can finish at once.
         let watch = conds.clone();
         let _ = c.ops.start(now, operation, kind, conds, state);
+        self.arm_operations(connection);
         self.watch_conditions(connection, operation, &watch);
         tracing::info!(
             connection,
@@ -591,7 +598,7 @@ impl Controller {
         let mut prompts = Vec::new();
         for prompt in &request.prompts {
             let path = self.resolve_prompt(prompt, request)?;
-            let mut audio = crate::media::wav::read(&path).map_err(|e| {
+            let mut audio = self.engine.read_prompt(&path).map_err(|e| {
                 ActionError::new(
                     ResultCode::FileIo,
                     format!("prompt {}: {e}", path.display()),
@@ -637,7 +644,7 @@ impl Controller {
                     format!("absolute prompt path {prompt:?} is not allowed ([media] allow_absolute_paths)"),
                 ));
             }
-            if path.is_file() {
+            if self.engine.is_file(path) {
                 return Ok(path.to_path_buf());
             }
             return Err(ActionError::new(
@@ -668,12 +675,15 @@ impl Controller {
             }
         }
         candidates.push(base.join(path));
-        candidates.into_iter().find(|c| c.is_file()).ok_or_else(|| {
-            ActionError::new(
-                ResultCode::FileOpen,
-                format!("prompt {prompt:?} not found under {}", base.display()),
-            )
-        })
+        candidates
+            .into_iter()
+            .find(|c| self.engine.is_file(c))
+            .ok_or_else(|| {
+                ActionError::new(
+                    ResultCode::FileOpen,
+                    format!("prompt {prompt:?} not found under {}", base.display()),
+                )
+            })
     }
 
     fn allocate_operation_id(&mut self) -> u32 {
@@ -720,9 +730,9 @@ pub(super) struct PendingRecord {
 }
 
 /// Suffix of the file next to a recording that holds its expiry (Unix seconds).
-const EXPIRES_SUFFIX: &str = ".expires";
+pub(super) const EXPIRES_SUFFIX: &str = ".expires";
 
-impl Controller {
+impl<M: Backend> Controller<M> {
     /// Record: the caller's audio into a WAV file; `Record_Complete` (with `Filename`) once the
     /// file is finished.
     pub(super) fn record(&mut self, request: RecordRequest) -> Result<ActionResult, ActionError> {
@@ -746,23 +756,24 @@ impl Controller {
         }
         let operation = self.allocate_operation_id();
         let (path, filename) = self.resolve_recording(request.filename.as_deref(), operation)?;
-        let writer =
-            crate::media::wav::WavWriter::create(&path, request.file_rate, request.encoding)
-                .map_err(|e| ActionError::new(ResultCode::FileOpen, format!("{e}")))?;
+        let writer = self
+            .engine
+            .create_recording(&path, request.file_rate, request.encoding)
+            .map_err(|e| ActionError::new(ResultCode::FileOpen, e))?;
         let id = match self.target_connection(request.target, &request.conds) {
             Ok(id) => id,
             Err(e) => {
                 drop(writer);
-                let _ = std::fs::remove_file(&path);
+                self.engine.remove_file(&path);
                 return Err(e);
             }
         };
         let leg_of = self.connections.get(&id).and_then(|c| c.leg_of);
         if request.expires_days > 0 && !Path::new(&filename).is_absolute() {
-            let at = super::events::unix_ms() / 1000 + u64::from(request.expires_days) * 86_400;
+            let at = self.now.unix_ms / 1000 + u64::from(request.expires_days) * 86_400;
             let mut marker = path.clone().into_os_string();
             marker.push(EXPIRES_SUFFIX);
-            if let Err(e) = std::fs::write(&marker, at.to_string()) {
+            if let Err(e) = self.engine.write_file(Path::new(&marker), &at.to_string()) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot record the expiry");
             }
         }
@@ -782,14 +793,15 @@ impl Controller {
             ),
         };
         if let Err(e) = started {
-            let _ = std::fs::remove_file(&path);
+            self.engine.remove_file(&path);
             if leg_of.is_some() {
-                let _ = self.release_connection_in(id, ReleaseReason::OperationComplete, None);
+                let _ =
+                    self.release_connection_in(id, ReleaseReason::OperationComplete, None, None);
             }
             return Err(super::engine_error(e));
         }
         self.watch_conditions(id, operation, &request.conds);
-        let now = Instant::now();
+        let now = self.now.at;
         if let Some(c) = self.connections.get_mut(&id) {
             c.recording = Some((operation, filename.clone()));
             let _ = c.ops.start(
@@ -800,6 +812,7 @@ impl Controller {
                 request.state,
             );
         }
+        self.arm_operations(id);
         tracing::info!(connection = id, operation, file = %path.display(), "recording");
         let mut result = operation_result(id, operation);
         result.insert("Filename".into(), json!(filename));
@@ -839,16 +852,17 @@ impl Controller {
         } else {
             OperationKind::DetectNonSilence
         };
-        let now = Instant::now();
+        let now = self.now.at;
         if let Some(c) = self.connections.get_mut(&connection) {
             let _ = c.ops.start(now, operation, kind, conds, state);
         }
+        self.arm_operations(connection);
         Ok(operation_result(connection, operation))
     }
 
     /// The engine saw the silence (or sound) an operation waited for.
     pub(super) fn on_energy(&mut self, connection: u32, operation: u32, silence: bool) {
-        let now = Instant::now();
+        let now = self.now.at;
         let Some(c) = self.connections.get_mut(&connection) else {
             return;
         };
@@ -861,6 +875,7 @@ impl Controller {
         if let Some(f) = c.ops.end(now, operation, termination) {
             self.complete(connection, f);
         }
+        self.arm_operations(connection);
     }
 
     /// The recorder finished a file: `Record_Complete`, or `Record_Failed` (31) when writing
@@ -943,7 +958,7 @@ impl Controller {
     }
 
     /// A recording's path: a generated name, or the request's (relative, without `..`, unless
-    /// absolute paths are allowed). Parent directories are created.
+    /// absolute paths are allowed). Parent directories are created with the file.
     fn resolve_recording(
         &self,
         requested: Option<&str>,
@@ -951,7 +966,7 @@ impl Controller {
     ) -> Result<(PathBuf, String), ActionError> {
         let name = match requested {
             Some(n) => n.to_string(),
-            None => format!("rec-{}-{operation}.wav", super::events::unix_ms()),
+            None => format!("rec-{}-{operation}.wav", self.now.unix_ms),
         };
         let path = Path::new(&name);
         let full = if path.is_absolute() {
@@ -971,14 +986,6 @@ impl Controller {
             }
             self.media.recording_dir.join(path)
         };
-        if let Some(parent) = full.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                ActionError::new(
-                    ResultCode::FileOpen,
-                    format!("cannot create {}: {e}", parent.display()),
-                )
-            })?;
-        }
         Ok((full, name))
     }
 }
@@ -995,46 +1002,4 @@ fn operation_done(connection: u32, f: &Finished) -> OperationDone {
         result_code: None,
         state: f.state.clone(),
     }
-}
-
-/// At start: recordings a killed process left get valid headers; and (at start and hourly)
-/// expired recordings are deleted. Walks `dir` a few levels deep.
-pub fn sweep_recordings(dir: &Path, repair: bool, now_unix_s: u64) {
-    fn walk(dir: &Path, depth: u32, repair: bool, now: u64) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                if depth < 4 {
-                    walk(&path, depth + 1, repair, now);
-                }
-                continue;
-            }
-            let name = path.to_string_lossy().to_string();
-            if let Some(recording) = name.strip_suffix(EXPIRES_SUFFIX) {
-                let expired = std::fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u64>().ok())
-                    .is_some_and(|at| at <= now);
-                if expired {
-                    let _ = std::fs::remove_file(recording);
-                    let _ = std::fs::remove_file(&path);
-                    tracing::info!(file = recording, "expired recording deleted");
-                }
-            } else if repair && name.ends_with(".wav") {
-                match crate::media::wav::repair(&path) {
-                    Ok(true) => {
-                        tracing::warn!(file = %path.display(), "recording cut off by a stop: header repaired")
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(file = %path.display(), error = %e, "recording cannot be repaired")
-                    }
-                }
-            }
-        }
-    }
-    walk(dir, 0, repair, now_unix_s);
 }

@@ -10,13 +10,15 @@
 //! one release path.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
 use super::call_control::ConferenceChoice;
 use super::events::{Event, ReleaseReason};
+use super::party::Actor;
 use super::result::{ActionError, ResultCode};
+use super::timers::Timer;
+use super::Backend;
 use super::{codec_name, CodecChoice, ConnectionState, Controller, Reply};
 use crate::app::config::{OutboundTrunk, Service};
 use crate::engine::{ConfereeSpec, MediaMode, MediaSpec};
@@ -29,8 +31,6 @@ pub(super) struct Placed {
     purpose: Purpose,
     to: String,
     from: String,
-    /// Cancelled (Ringout) when still unanswered then.
-    deadline: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +56,7 @@ pub struct MakeCall {
     pub conference: Option<ConferenceChoice>,
 }
 
-impl Controller {
+impl<M: Backend> Controller<M> {
     /// MakeCall: a connection, then the INVITE through the trunk. Answers at once with the
     /// CallId; the outcome is `MakeCall_Complete` or `MakeCall_Failed`.
     pub(super) fn make_call(
@@ -88,6 +88,9 @@ impl Controller {
             MediaMode::Idle,
             Service::Application,
             None,
+            Actor::Client {
+                action: "MakeCall".into(),
+            },
         )?;
         self.app_calls.insert(call);
         self.placed.insert(
@@ -98,10 +101,10 @@ impl Controller {
                 },
                 to: request.to.clone(),
                 from: from_user.clone(),
-                deadline: Instant::now() + self.media.ring_timeout,
             },
         );
-        self.note_call(call, &from_user, &target.to_string(), Service::Application);
+        self.timers
+            .set(Timer::Placed(call), self.now.at + self.media.ring_timeout);
         let mut result = super::success();
         result.insert("CallId".into(), json!(call.to_string()));
         result.insert("ConnectionId".into(), json!(connection.to_string()));
@@ -137,17 +140,21 @@ impl Controller {
         mode: MediaMode,
         service: Service,
         refer_of: Option<CallId>,
+        by: Actor,
     ) -> Result<(CallId, u32), ActionError> {
-        let local = self.transport.local_for(trunk.destination).ok_or_else(|| {
-            ActionError::new(
-                ResultCode::ResourceUnavailable,
-                format!(
-                    "no SIP listener for trunk {:?} ({:?} over {:?})",
-                    trunk.name, trunk.destination.addr, trunk.destination.transport
-                ),
-            )
-        })?;
-        let rx_ip = self.media.announced_ip(trunk.destination.addr.ip());
+        let local = self
+            .engine
+            .sip_local_for(trunk.destination)
+            .ok_or_else(|| {
+                ActionError::new(
+                    ResultCode::ResourceUnavailable,
+                    format!(
+                        "no SIP listener for trunk {:?} ({:?} over {:?})",
+                        trunk.name, trunk.destination.addr, trunk.destination.transport
+                    ),
+                )
+            })?;
+        let rx_ip = self.announced_ip(trunk.destination.addr.ip());
         let spec = MediaSpec {
             mode,
             ..MediaSpec::idle(None)
@@ -170,6 +177,7 @@ impl Controller {
             })?,
             params: Vec::new(),
         };
+        let target_text = target.to_string();
         let invite = OutboundInvite {
             to: NameAddr {
                 display: None,
@@ -188,7 +196,7 @@ impl Controller {
             refer_of,
             service,
         };
-        let call = match self.ua.invite(Instant::now(), invite) {
+        let call = match self.ua.invite(self.now.at, invite) {
             Ok(call) => call,
             Err(e) => {
                 let _ = self.release_connection(id, ReleaseReason::CallFailed);
@@ -202,13 +210,16 @@ impl Controller {
             c.call = Some(call);
         }
         self.call_connections.insert(call, id);
+        let dn = super::sip_calls::user_of(&target_text);
+        self.note_call(call, (from_user, &target_text), (dn.clone(), dn), service);
+        self.open_party(call, id, true, by);
         self.emit_created(id);
         Ok((call, id))
     }
 
     /// A call we placed was answered (its media is already applied).
     pub(super) fn on_placed_answered(&mut self, call: CallId) {
-        let Some(placed) = self.placed.remove(&call) else {
+        let Some(placed) = self.take_placed(call) else {
             return;
         };
         let Some(&id) = self.call_connections.get(&call) else {
@@ -256,6 +267,12 @@ impl Controller {
                 if self.app_calls.contains(&old) {
                     self.app_calls.insert(call);
                 }
+                // The transferred party takes the transferor's place (in a conference it
+                // already has: take_place joined it).
+                if let Some(&old_connection) = self.call_connections.get(&old) {
+                    let by = self.party_actor(old_connection);
+                    self.model.replace(self.now.unix_ms, id, old_connection, by);
+                }
                 self.events.emit(Event::CallChanged {
                     call_id: call.to_string(),
                     replaces_call_id: old.to_string(),
@@ -269,7 +286,7 @@ impl Controller {
 
     /// A call we placed ended before it was answered (refused, no answer, bad answer).
     pub(super) fn on_placed_failed(&mut self, call: CallId, reason: EndReason) {
-        let Some(placed) = self.placed.remove(&call) else {
+        let Some(placed) = self.take_placed(call) else {
             return;
         };
         match placed.purpose {
@@ -300,48 +317,45 @@ impl Controller {
         }
     }
 
-    /// Calls we placed still unanswered at their deadline are cancelled (Ringout).
-    pub(super) fn expire_placed(&mut self, now: Instant) {
-        let due: Vec<CallId> = self
-            .placed
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(c, _)| *c)
-            .collect();
-        for call in due {
-            tracing::info!(call, "placed call not answered in time: cancelled");
-            let placed = self.placed.remove(&call).expect("listed above");
-            match placed.purpose {
-                Purpose::MakeCall { .. } => self.events.emit(Event::MakeCallFailed {
-                    call_id: call.to_string(),
-                    to: placed.to,
-                    from: placed.from,
-                    end_reason: "Ringout".into(),
-                    status: None,
-                }),
-                Purpose::Transfer { old } => {
-                    self.ua.transfer_failed(now, old, 408, "Request Timeout");
-                    self.events.emit(Event::TransferFailed {
-                        call_id: old.to_string(),
-                        status: 408,
-                    });
-                }
-            }
-            self.app_calls.remove(&call);
-            if let Some(&id) = self.call_connections.get(&call) {
-                let _ = self.release_connection(id, ReleaseReason::CallFailed);
+    /// A call we placed still unanswered at its deadline is cancelled (Ringout).
+    pub(super) fn expire_placed(&mut self, call: CallId) {
+        let now = self.now.at;
+        let Some(placed) = self.placed.remove(&call) else {
+            return;
+        };
+        tracing::info!(call, "placed call not answered in time: cancelled");
+        match placed.purpose {
+            Purpose::MakeCall { .. } => self.events.emit(Event::MakeCallFailed {
+                call_id: call.to_string(),
+                to: placed.to,
+                from: placed.from,
+                end_reason: "Ringout".into(),
+                status: None,
+            }),
+            Purpose::Transfer { old } => {
+                self.ua.transfer_failed(now, old, 408, "Request Timeout");
+                self.events.emit(Event::TransferFailed {
+                    call_id: old.to_string(),
+                    status: 408,
+                });
             }
         }
-    }
-
-    pub(super) fn next_placed_deadline(&self) -> Option<Instant> {
-        self.placed.values().map(|p| p.deadline).min()
+        self.app_calls.remove(&call);
+        if let Some(&id) = self.call_connections.get(&call) {
+            let _ = self.release_connection(id, ReleaseReason::CallFailed);
+        }
     }
 
     /// A connection is being released: a call of ours still ringing goes without a report
     /// (CUAE: Hangup of a ringing MakeCall gives no MakeCall_Failed).
     pub(super) fn forget_placed(&mut self, call: CallId) {
-        self.placed.remove(&call);
+        self.take_placed(call);
+    }
+
+    /// Takes a call off the placed list, with its ring timer.
+    pub(super) fn take_placed(&mut self, call: CallId) -> Option<Placed> {
+        self.timers.cancel(Timer::Placed(call));
+        self.placed.remove(&call)
     }
 
     /// The far end's REFER: place the call to the target through the trunk, in the old call's
@@ -355,9 +369,9 @@ impl Controller {
         referred_by: String,
         service: Service,
     ) {
-        let now = Instant::now();
+        let now = self.now.at;
         let placed = self.place_transfer(old, &target, headers, &referred_by, service);
-        let (call, from_user) = match placed {
+        let (call, _from_user) = match placed {
             Ok(placed) => placed,
             Err(e) => {
                 tracing::warn!(call = old, error = %e.message, "transfer refused");
@@ -377,10 +391,10 @@ impl Controller {
                 purpose: Purpose::Transfer { old },
                 to: target.to_string(),
                 from: referred_by,
-                deadline: now + self.media.ring_timeout,
             },
         );
-        self.note_call(call, &from_user, &target.to_string(), service);
+        self.timers
+            .set(Timer::Placed(call), now + self.media.ring_timeout);
     }
 
     /// Places the transfer's call in `old`'s place: its trunk, its INVITE (with Referred-By
@@ -414,6 +428,7 @@ impl Controller {
             mode,
             service,
             Some(old),
+            self.party_actor(old_connection),
         )?;
         if let Err(e) = self.take_place(connection, old_connection) {
             // The INVITE is out: ending its connection CANCELs it.
@@ -443,7 +458,22 @@ impl Controller {
             to: info.as_ref().map(|i| i.to.clone()).unwrap_or_default(),
             from: info.map(|i| i.from).unwrap_or_default(),
         });
-        let _ = self.release_connection(old_connection, ReleaseReason::Replaced);
+        let by = self.party_actor(new_connection);
+        self.model
+            .replace(self.now.unix_ms, new_connection, old_connection, by.clone());
+        let _ = self.release_connection_by(old_connection, ReleaseReason::Replaced, Some(by));
+    }
+
+    /// A party as the cause of a change to another.
+    pub(super) fn party_actor(&self, connection: u32) -> Actor {
+        Actor::Party {
+            connection,
+            dn: self
+                .model
+                .party(connection)
+                .map(|p| p.dn.clone())
+                .unwrap_or_default(),
+        }
     }
 
     /// `new` joins `old`'s conference with `old`'s attributes (roles move with it).
@@ -507,8 +537,8 @@ impl Controller {
     /// NOTIFY (success releases the connection, reason `transferred`), or the REFER's refusal
     /// (the call stays). An unanswered call is redirected instead (302), as CUAE's SIP provider.
     pub(super) fn blind_transfer(&mut self, call: CallId, to: String, reply: Reply) {
-        let now = Instant::now();
-        if self.offered.remove(&call).is_some() {
+        let now = self.now.at;
+        if self.take_offer(call).is_some() {
             self.ua.redirect(now, call, &to);
             let _ = reply.send(Ok(super::call_control::call_result(call)));
             return;

@@ -1,0 +1,707 @@
+//! CORE DOC
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use std::collections::{HashSet, VecDeque};
+
+use tokio::sync::broadcast;
+
+use super::backend::Backend;
+use super::connections::PendingRelease;
+use super::events::{Envelope, Event, EventBus, ReleaseReason};
+use super::party::CallModel;
+use super::timers::{Timer, TimerTable};
+use super::*;
+use crate::engine::{EngineEvent, MediaSpec};
+use crate::sip::transaction::Peer;
+use crate::sip::ua::{CallId, UserAgent};
+
+/// When an input happens: the monotonic instant for deadlines and the wall clock for event
+/// times and listings. The shell reads both once per loop turn; tests make them up.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub at: Instant,
+    pub unix_ms: u64,
+}
+
+/// What the core is given.
+#[derive(Debug)]
+pub enum Input {
+    /// A request from the API (or `callbridge ctl` through it).
+    Request(ControlRequest),
+    /// A SIP message from the transport, for the UA.
+    Sip(crate::sip::transport::Inbound),
+    /// Something the media engine reports.
+    Media(EngineEvent),
+    /// The deadline given by [`Controller::poll_timeout`] has come.
+    Timeout,
+}
+
+/// The control plane's state: the sans-IO core. See the module doc.
+pub struct Controller<M: Backend> {
+    pub(super) media: MediaSettings,
+    pub(super) engine: M,
+    pub(super) ua: UserAgent,
+    pub(super) events: EventBus,
+    /// The time of the input being handled (set by [`Controller::handle`] only).
+    pub(super) now: Now,
+    /// Every deadline, with its reason.
+    pub(super) timers: TimerTable,
+    /// SIP messages to send, for the shell.
+    pub(super) transmits: VecDeque<(Peer, Vec<u8>)>,
+    /// A Shutdown has been handled: everything is released.
+    pub(super) stopped: bool,
+    /// The party call model.
+    pub(super) model: CallModel,
+    /// The API action being handled, for the changes it causes.
+    pub(super) acting: Option<&'static str>,
+    pub(super) connections: HashMap<u32, Connection>,
+    /// Released connections whose final statistics the worker has not sent yet.
+    pub(super) closing: HashMap<u32, PendingRelease>,
+    /// Which connection each call is bound to.
+    pub(super) call_connections: HashMap<CallId, u32>,
+    pub(super) next_connection_id: u32,
+    pub(super) calls_total: u64,
+    pub(super) releases_by_reason: BTreeMap<String, u64>,
+    /// What the API shows about each call in progress.
+    pub(super) call_info: HashMap<CallId, CallInfo>,
+    /// RTP counters of released connections, so totals survive releases.
+    pub(super) released_rtp_received: u64,
+    pub(super) released_rtp_sent: u64,
+    pub(super) conferences: HashMap<u32, conference::Conference>,
+    pub(super) next_conference_id: u32,
+    /// Conferences of `conference` routes by room name.
+    pub(super) rooms: HashMap<String, u32>,
+    pub(super) resources: Resources,
+    pub(super) next_operation_id: u32,
+    /// Records whose operation ended, waiting for their file to be finished.
+    pub(super) pending_records: HashMap<u32, media_ops::PendingRecord>,
+    /// StopMediaOperation answers held (Block) until these records are finished.
+    pub(super) blocked_stops: Vec<(Vec<u32>, Option<Reply>, ActionResult)>,
+    /// Media operations completed, by (action, termination condition).
+    pub(super) operations_completed: BTreeMap<(String, String), u64>,
+    /// `application` calls waiting for AcceptCall/AnswerCall/RejectCall/Redirect.
+    pub(super) offered: HashMap<CallId, call_control::OfferedCall>,
+    /// Every `application` call in progress (answered or not).
+    pub(super) app_calls: HashSet<CallId>,
+    /// Calls we placed (MakeCall, transfers) not answered yet.
+    pub(super) placed: HashMap<CallId, outbound::Placed>,
+    /// BlindTransfer answers waiting for the far end's NOTIFY.
+    pub(super) transfer_replies: HashMap<CallId, Reply>,
+    /// BridgeCalls peers, both ways.
+    pub(super) bridges: HashMap<CallId, CallId>,
+}
+
+/// A call as listed by the API.
+#[derive(Debug, Clone)]
+pub(super) struct CallInfo {
+    pub(super) from: String,
+    pub(super) to: String,
+    /// The remote party's number.
+    pub(super) dn: String,
+    /// The number the call reached.
+    pub(super) dnis: String,
+    pub(super) service: &'static str,
+    pub(super) answered: bool,
+    pub(super) started_ms: u64,
+}
+
+/// One media connection.
+#[derive(Debug)]
+pub(super) struct Connection {
+    /// Where the engine bound its RTP socket (port is what we announce).
+    pub(super) local_rtp: SocketAddr,
+    /// The address we announce (MediaRxIP).
+    pub(super) rx_ip: IpAddr,
+    pub(super) state: ConnectionState,
+    pub(super) rx_codec: Codec,
+    pub(super) tx_codec: Codec,
+    pub(super) rx_framesize: u32,
+    pub(super) tx_framesize: u32,
+    pub(super) call: Option<CallId>,
+    /// What the engine's session for it does.
+    pub(super) media: MediaSpec,
+    /// The conference it is in.
+    pub(super) conference: Option<u32>,
+    /// Holds an enhanced RTP resource (codec other than G.711).
+    pub(super) enhanced: bool,
+    /// Its digit buffer and media operations in progress.
+    pub(super) ops: operations::Operations,
+    /// The Play/PlayTone operation whose audio the engine is playing.
+    pub(super) playing: Option<u32>,
+    /// An announcement call: hang up when this Play has played to its end.
+    pub(super) hang_up_after: Option<u32>,
+    /// Playout volume (−10..=10) and the one a toggle returns to.
+    pub(super) volume: i32,
+    pub(super) toggled_volume: i32,
+    /// Playout speed (−10..=10).
+    pub(super) speed: i32,
+    /// The Record in progress (operation, file name as the API reports it).
+    pub(super) recording: Option<(u32, String)>,
+    /// Operations with silence/non-silence watches in the engine.
+    pub(super) watching: Vec<u32>,
+    /// A temporary conference connection (Play/PlayTone/Record to a conference): no sockets,
+    /// a participant of this conference's mix for the operation's duration.
+    pub(super) leg_of: Option<u32>,
+    /// Being released (its operations' completions must not release it again).
+    pub(super) releasing: bool,
+}
+
+impl Connection {
+    /// A connection with no operation, recording or conference yet.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        local_rtp: SocketAddr,
+        rx_ip: IpAddr,
+        state: ConnectionState,
+        codecs: (Codec, Codec, u32, u32),
+        call: Option<CallId>,
+        media: MediaSpec,
+        enhanced: bool,
+        leg_of: Option<u32>,
+    ) -> Connection {
+        let (rx_codec, tx_codec, rx_framesize, tx_framesize) = codecs;
+        Connection {
+            local_rtp,
+            rx_ip,
+            state,
+            rx_codec,
+            tx_codec,
+            rx_framesize,
+            tx_framesize,
+            call,
+            media,
+            conference: None,
+            enhanced,
+            ops: operations::Operations::default(),
+            playing: None,
+            hang_up_after: None,
+            volume: 0,
+            toggled_volume: 0,
+            speed: 0,
+            recording: None,
+            watching: Vec::new(),
+            leg_of,
+            releasing: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ConnectionState {
+    /// ReserveConnection done; CreateConnection due before `expires`.
+    Reserved {
+        expires: Instant,
+    },
+    Connected,
+}
+
+impl<M: Backend> Controller<M> {
+    /// The core at `now`, over `engine` and `ua`. Recordings a killed process left behind get
+    /// valid headers and expired ones go (through the backend).
+    pub fn new(now: Now, media: MediaSettings, mut engine: M, ua: UserAgent) -> Controller<M> {
+        let resources = Resources::new(&media.resources, engine.health().ports_total / 2);
+        engine.sweep_recordings(&media.recording_dir, true, now.unix_ms / 1000);
+        let mut timers = TimerTable::default();
+        timers.set(Timer::Sweep, now.at + SWEEP_INTERVAL);
+        Controller {
+            resources,
+            now,
+            timers,
+            transmits: VecDeque::new(),
+            stopped: false,
+            model: CallModel::default(),
+            acting: None,
+            closing: HashMap::new(),
+            conferences: HashMap::new(),
+            next_conference_id: 1,
+            rooms: HashMap::new(),
+            next_operation_id: 1,
+            pending_records: HashMap::new(),
+            blocked_stops: Vec::new(),
+            operations_completed: BTreeMap::new(),
+            offered: HashMap::new(),
+            app_calls: HashSet::new(),
+            placed: HashMap::new(),
+            transfer_replies: HashMap::new(),
+            bridges: HashMap::new(),
+            media,
+            engine,
+            ua,
+            events: EventBus::new(4096),
+            connections: HashMap::new(),
+            call_connections: HashMap::new(),
+            next_connection_id: 1,
+            calls_total: 0,
+            releases_by_reason: BTreeMap::new(),
+            call_info: HashMap::new(),
+            released_rtp_received: 0,
+            released_rtp_sent: 0,
+        }
+    }
+
+    /// Handles one input at `now`. Afterwards the shell sends what [`Controller::poll_transmit`]
+    /// gives and sleeps until [`Controller::poll_timeout`].
+    pub fn handle(&mut self, now: Now, input: Input) {
+        self.now = now;
+        self.events.set_time(now.unix_ms);
+        match input {
+            Input::Request(request) => self.on_request(request),
+            Input::Sip(m) => self.ua.handle_message(now.at, m.message, m.source, m.local),
+            Input::Media(event) => self.on_engine_event(event),
+            Input::Timeout => self.on_timeout(),
+        }
+        self.drain_ua();
+    }
+
+    /// The next deadline: the UA's and the core's own.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.ua.poll_timeout(), self.timers.next()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The next SIP message to send.
+    pub fn poll_transmit(&mut self) -> Option<(Peer, Vec<u8>)> {
+        self.transmits.pop_front()
+    }
+
+    /// True once a Shutdown request has released everything.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// The event stream's sender, for the API's handle.
+    pub fn event_sender(&self) -> broadcast::Sender<Envelope> {
+        self.events.sender()
+    }
+
+    /// Gives the backend back (the shell shuts the engine down with it).
+    pub fn into_backend(self) -> M {
+        self.engine
+    }
+
+    pub(super) fn on_timeout(&mut self) {
+        let now = self.now.at;
+        self.ua.handle_timeout(now);
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Reservation(id) => {
+                    let _ = self.release_connection(id, ReleaseReason::ReserveTimeout);
+                }
+                Timer::Operations(id) => self.expire_operations(id),
+                Timer::Offer(call) => self.expire_offer(call),
+                Timer::Placed(call) => self.expire_placed(call),
+                Timer::ReleaseStats(id) => self.finish_release(id, None),
+                Timer::Sweep => {
+                    self.timers.set(Timer::Sweep, now + SWEEP_INTERVAL);
+                    let dir = self.media.recording_dir.clone();
+                    self.engine
+                        .sweep_recordings(&dir, false, self.now.unix_ms / 1000);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_request(&mut self, request: ControlRequest) {
+        match request {
+            ControlRequest::Action(action, reply) => {
+                if let MediaAction::StopMediaOperation {
+                    connection,
+                    operation,
+                    block,
+                } = *action
+                {
+                    self.stop_and_reply(connection, operation, block, reply);
+                    return;
+                }
+                self.acting = Some(action.name());
+                let result = self.on_action(*action);
+                self.acting = None;
+                let _ = reply.send(result);
+            }
+            ControlRequest::ListConnections(reply) => {
+                let _ = reply.send(self.list_connections());
+            }
+            ControlRequest::ListConferences(reply) => {
+                let _ = reply.send(self.list_conferences());
+            }
+            ControlRequest::Call(CallAction::BlindTransfer { call, to }, reply) => {
+                self.acting = Some("BlindTransfer");
+                self.blind_transfer(call, to, reply);
+                self.acting = None;
+            }
+            ControlRequest::Call(action, reply) => {
+                self.acting = Some(action.name());
+                let result = self.on_call_action(action);
+                self.acting = None;
+                let _ = reply.send(result);
+            }
+            ControlRequest::ListResources(reply) => {
+                let mut v = self.resources.to_json();
+                v["ResultCode"] = json!("0");
+                let _ = reply.send(v);
+            }
+            ControlRequest::ListCalls(reply) => {
+                let _ = reply.send(self.list_calls());
+            }
+            ControlRequest::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            ControlRequest::ReloadRoutes(routes, trust, trunks, reply) => {
+                self.media.trunks = trunks;
+                tracing::info!(
+                    routes = routes.len(),
+                    trunk_blocks = trust.allowed.as_ref().map_or(0, Vec::len),
+                    "routes and trunks reloaded"
+                );
+                self.ua.set_routes(routes);
+                self.ua.set_trust(trust);
+                let _ = reply.send(());
+            }
+            ControlRequest::Drain(reply) => {
+                tracing::info!(calls = self.ua.call_count(), "draining: new calls refused");
+                self.ua.start_draining();
+                let _ = reply.send(());
+            }
+            ControlRequest::Shutdown(done) => {
+                self.shutdown();
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// StopMediaOperation: with Block, the answer waits until stopped Records have finished
+    /// their files (their `Record_Complete` is out).
+    pub(super) fn stop_and_reply(
+        &mut self,
+        connection: u32,
+        operation: Option<u32>,
+        block: bool,
+        reply: Reply,
+    ) {
+        match self.stop_media_operation(connection, operation) {
+            Ok((result, stopped)) => {
+                let waiting = self.unfinished_records(&stopped);
+                if block && !waiting.is_empty() {
+                    self.blocked_stops.push((waiting, Some(reply), result));
+                } else {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    pub(super) fn on_action(&mut self, action: MediaAction) -> Result<ActionResult, ActionError> {
+        let now = self.now.at;
+        match action {
+            MediaAction::Reserve {
+                rx_codec,
+                tx_codec,
+                requester,
+            } => self.reserve(now, rx_codec, tx_codec, requester),
+            MediaAction::Create {
+                connection,
+                tx,
+                codecs,
+                requester,
+            } => self.create(connection, tx, codecs, requester),
+            MediaAction::Modify {
+                connection,
+                tx,
+                codecs,
+            } => self.modify(connection, tx, codecs),
+            MediaAction::Delete {
+                connection,
+                conference,
+            } => self.delete(connection, conference),
+            MediaAction::CreateConference {
+                connection,
+                completion,
+                conferee,
+                hairpin,
+                join_tone,
+            } => self.create_conference(connection, completion, conferee, hairpin, join_tone, None),
+            MediaAction::JoinConference {
+                connection,
+                conference,
+                completion,
+                conferee,
+            } => self.join_conference(connection, conference, completion, conferee),
+            MediaAction::LeaveConference {
+                connection,
+                conference,
+            } => self.leave_conference(connection, conference),
+            MediaAction::SetConfereeAttribute {
+                connection,
+                conference,
+                change,
+            } => self.set_conferee_attribute(connection, conference, change),
+            MediaAction::Play(request) => self.play(request),
+            MediaAction::PlayTone {
+                target,
+                tone,
+                conds,
+                state,
+            } => self.play_tone(target, tone, conds, state),
+            MediaAction::GatherDigits {
+                connection,
+                conds,
+                state,
+            } => self.gather_digits(connection, conds, state),
+            MediaAction::SendDigits { connection, digits } => self.send_digits(connection, &digits),
+            MediaAction::StopMediaOperation {
+                connection,
+                operation,
+                ..
+            } => self
+                .stop_media_operation(connection, operation)
+                .map(|(result, _)| result),
+            MediaAction::Record(request) => self.record(request),
+            MediaAction::DetectEnergy {
+                connection,
+                silence,
+                needed,
+                command_timeout,
+                state,
+            } => self.detect_energy(connection, silence, needed, command_timeout, state),
+            MediaAction::AdjustPlay {
+                connection,
+                level,
+                adjustment,
+            } => self.adjust_play(connection, level, adjustment),
+        }
+    }
+
+    pub(super) fn on_engine_event(&mut self, event: EngineEvent) {
+        match event {
+            EngineEvent::Closed { key, stats } => {
+                tracing::debug!(
+                    connection = key,
+                    received = stats.rtp_packets_received,
+                    "media closed"
+                );
+                if let Ok(id) = u32::try_from(key) {
+                    self.finish_release(id, Some(stats));
+                }
+            }
+            EngineEvent::FirstPacket { key, .. } => {
+                tracing::debug!(connection = key, "first RTP packet");
+            }
+            EngineEvent::Latched { key, source } => {
+                tracing::debug!(connection = key, %source, "RTP source latched");
+            }
+            EngineEvent::Digit {
+                key,
+                digit,
+                duration_ms,
+            } => {
+                let Ok(id) = u32::try_from(key) else { return };
+                let call = self.connections.get(&id).and_then(|c| c.call);
+                self.events.emit(Event::DigitReceived {
+                    connection_id: id.to_string(),
+                    call_id: call.map(|c| c.to_string()),
+                    digit: digit.to_string(),
+                    duration_ms,
+                });
+                self.on_operation_digit(id, digit);
+            }
+            EngineEvent::RecordingDone {
+                operation,
+                samples,
+                error,
+                ..
+            } => {
+                if let Ok(operation) = u32::try_from(operation) {
+                    self.on_recording_done(operation, samples, error);
+                }
+            }
+            EngineEvent::Energy {
+                key,
+                operation,
+                silence,
+            } => {
+                if let (Ok(id), Ok(operation)) = (u32::try_from(key), u32::try_from(operation)) {
+                    self.on_energy(id, operation, silence);
+                }
+            }
+            EngineEvent::PlayoutDone { key, operation } => {
+                if let (Ok(id), Ok(operation)) = (u32::try_from(key), u32::try_from(operation)) {
+                    self.on_playout_done(id, operation);
+                }
+            }
+            EngineEvent::Talker {
+                conference,
+                key,
+                talking,
+            } => {
+                let conference_id = conference.to_string();
+                let connection_id = key.to_string();
+                self.events.emit(if talking {
+                    Event::TalkerStarted {
+                        conference_id,
+                        connection_id,
+                    }
+                } else {
+                    Event::TalkerStopped {
+                        conference_id,
+                        connection_id,
+                    }
+                });
+            }
+            EngineEvent::RtpTimeout { key } => {
+                let Ok(id) = u32::try_from(key) else { return };
+                if self.connections.contains_key(&id) {
+                    tracing::info!(connection = id, "no RTP: releasing the connection");
+                    let _ = self.release_connection(id, ReleaseReason::RtpTimeout);
+                }
+            }
+        }
+    }
+
+    pub(super) fn shutdown(&mut self) {
+        let ids: Vec<u32> = self.connections.keys().copied().collect();
+        for id in ids {
+            let _ = self.release_connection(id, ReleaseReason::Shutdown);
+        }
+        self.drain_ua();
+        // The workers' final statistics would come after the loop has stopped reading them.
+        let closing: Vec<u32> = self.closing.keys().copied().collect();
+        for id in closing {
+            self.finish_release(id, None);
+        }
+        self.stopped = true;
+    }
+
+    pub(super) fn list_connections(&self) -> Value {
+        let mut ids: Vec<&u32> = self.connections.keys().collect();
+        ids.sort();
+        let list: Vec<Value> = ids
+            .into_iter()
+            .map(|id| {
+                let c = &self.connections[id];
+                let stats = self.engine.stats(u64::from(*id)).unwrap_or_default();
+                json!({
+                    "ConnectionId": id.to_string(),
+                    "State": match (c.state, c.leg_of) {
+                        (_, Some(_)) => "conference-leg",
+                        (ConnectionState::Reserved { .. }, None) => "reserved",
+                        (ConnectionState::Connected, None) => "connected",
+                    },
+                    "ConferenceId": c.conference.or(c.leg_of).map(|id| id.to_string()),
+                    "MediaRxIP": c.rx_ip.to_string(),
+                    "MediaRxPort": c.local_rtp.port(),
+                    "MediaTxIP": c.media.remote_rtp.map(|a| a.ip().to_string()),
+                    "MediaTxPort": c.media.remote_rtp.map(|a| a.port()),
+                    "MediaRxCodec": codec_name(c.rx_codec),
+                    "MediaTxCodec": codec_name(c.tx_codec),
+                    "MediaRxFramesize": c.rx_framesize,
+                    "MediaTxFramesize": c.tx_framesize,
+                    "CallId": c.call.map(|c| c.to_string()),
+                    "Stats": {
+                        "RtpPacketsReceived": stats.rtp_packets_received,
+                        "RtpBytesReceived": stats.rtp_bytes_received,
+                        "RtpPacketsSent": stats.rtp_packets_sent,
+                        "RtpBytesSent": stats.rtp_bytes_sent,
+                        "RtcpPacketsReceived": stats.rtcp_packets_received,
+                        "MalformedPackets": stats.malformed_packets,
+                        "RtcpPacketsSent": stats.rtcp_packets_sent,
+                        "ForeignSourceDropped": stats.foreign_source_dropped,
+                        "SrtpRejected": stats.srtp_rejected,
+                        "PacketsLost": stats.packets_lost,
+                        "ConcealedFrames": stats.concealed_frames,
+                        "LatePackets": stats.late_packets,
+                        "JitterMs": stats.jitter_ms,
+                        "RttMs": stats.rtt_ms,
+                        "DigitsReceived": stats.digits_received,
+                    },
+                    "Srtp": c.media.srtp.as_ref().map(|k| k.profile.sdes_name()),
+                })
+            })
+            .collect();
+        json!({ "ResultCode": "0", "Connections": list })
+    }
+
+    pub(super) fn list_calls(&self) -> Value {
+        let mut ids: Vec<&CallId> = self.call_info.keys().collect();
+        ids.sort();
+        let list: Vec<Value> = ids
+            .into_iter()
+            .map(|id| {
+                let c = &self.call_info[id];
+                let connection = self.call_connections.get(id).copied();
+                let party = connection.and_then(|c| self.model.party(c));
+                let call = connection
+                    .and_then(|c| self.model.conn_id_of(c))
+                    .and_then(|id| self.model.call(id));
+                json!({
+                    "CallId": id.to_string(),
+                    "From": c.from,
+                    "To": c.to,
+                    "Service": c.service,
+                    "State": if c.answered { "answered" } else { "ringing" },
+                    "ConnectionId": connection.map(|c| c.to_string()),
+                    "StartedMs": c.started_ms,
+                    "ConnID": call.map(|call| call.conn_id),
+                    "DN": party.map(|p| p.dn.clone()),
+                    "CallState": call.map(|call| call.state()),
+                    "Parties": call.map(|call| call.parties.values().collect::<Vec<_>>()),
+                })
+            })
+            .collect();
+        let model: Vec<Value> = self.model.calls().map(|c| c.to_json()).collect();
+        json!({ "ResultCode": "0", "Calls": list, "CallModel": model })
+    }
+
+    pub(super) fn status(&self) -> Status {
+        // Connections still closing count as live until their final statistics are in.
+        let live: Vec<crate::engine::MediaStats> = self
+            .connections
+            .keys()
+            .chain(self.closing.keys())
+            .filter_map(|id| self.engine.stats(u64::from(*id)))
+            .collect();
+        let health = self.engine.health();
+        let live_received: u64 = live.iter().map(|s| s.rtp_packets_received).sum();
+        let live_sent: u64 = live.iter().map(|s| s.rtp_packets_sent).sum();
+        Status {
+            connections: self.connections.len(),
+            calls: self.ua.call_count(),
+            transactions: self.ua.transaction_count(),
+            ports_in_use: health.ports_in_use,
+            ports_total: health.ports_total,
+            calls_total: self.calls_total,
+            releases_by_reason: self.releases_by_reason.clone(),
+            stalled_workers: health.stalled_workers,
+            sip: self.ua.counters().clone(),
+            rtp_packets_received: self.released_rtp_received + live_received,
+            rtp_packets_sent: self.released_rtp_sent + live_sent,
+            engine_events_dropped: health.events_dropped,
+            rtp_packets_lost: live.iter().map(|s| s.packets_lost).sum(),
+            rtp_jitter_ms_max: live.iter().map(|s| s.jitter_ms).fold(0.0, f64::max),
+            rtp_packets_late: live.iter().map(|s| s.late_packets).sum(),
+            receive_buffers_exhausted: health.receive_buffers_exhausted,
+            worker_cpu: health.worker_cpu,
+            tick_lateness: health.tick_lateness,
+            conferences: self.conferences.len(),
+            conferees: self.conferences.values().map(|c| c.members.len()).sum(),
+            operations_running: self
+                .connections
+                .values()
+                .map(|c| c.ops.running().len())
+                .sum(),
+            operations_completed: self.operations_completed.clone(),
+            resources: Some(self.resources),
+            call_model_calls: self.model.call_count(),
+            call_model_parties: self.model.party_count(),
+        }
+    }
+}

@@ -1,0 +1,702 @@
+//! The party call model: who is in which call, by number, and who caused each change.
+//!
+//! Owns: calls (a [`ConnId`] each; a conference is one multi-party call) made of parties (a
+//! connection bound to a SIP dialog or created by an application, with a DN, a state and a
+//! role), the merges that make one call of two (a call joining a conference, BridgeCalls, a
+//! transferred call taking another's place) and the record of every change with its cause
+//! and its third party. Every surface (CUAE today; CTI, recording, agent gateway next) reads
+//! this one model; none keeps a registry of its own.
+//! Must not: decide anything about media or signalling. The core tells it what happened, in
+//! the order it happened, and it answers what the call looks like now.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::events::ReleaseReason;
+use crate::sip::ua::CallId;
+
+/// How many changes a call keeps (the oldest go first).
+const MAX_CHANGES: usize = 64;
+
+/// A call's identifier, shared by all its parties: 16 hexadecimal digits, unique on this node
+/// across restarts (a millisecond clock in the high bits, a sequence in the low 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl Serialize for ConnId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A party's state in its call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartyState {
+    /// We are calling it (INVITE sent, nothing back yet).
+    Dialing,
+    /// It is ringing: a call it made that we have not answered, or one we made that rings.
+    Ringing,
+    Established,
+    /// It sends us nothing (it put us on hold).
+    Held,
+    Released,
+}
+
+/// A party's role, in the names of the Genesys call model (vendor-apis.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Role {
+    /// It made the call (a call in).
+    Origination,
+    /// It was called (a call we placed).
+    Destination,
+    ConferenceMember,
+    /// It has just been added to the call (a conference join).
+    NewParty,
+    AddedBy,
+    DeletedBy,
+    DeletedParty,
+    TransferredBy,
+    ConferencedBy,
+    /// It listens only (a conference monitor).
+    Observer,
+}
+
+/// Who caused a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "Kind")]
+pub enum Actor {
+    /// The party itself (its BYE, CANCEL, re-INVITE to hold, the number it dialled).
+    #[serde(rename = "remote")]
+    Remote,
+    /// Another party of the call (a transferor, the call that replaced it, a chair).
+    #[serde(rename = "party")]
+    Party {
+        #[serde(rename = "ConnectionId")]
+        connection: u32,
+        #[serde(rename = "DN")]
+        dn: String,
+    },
+    /// An application, through one of the API surfaces.
+    #[serde(rename = "client")]
+    Client {
+        #[serde(rename = "Action")]
+        action: String,
+    },
+    /// callbridge itself (timers, media timeouts, drain and shutdown).
+    #[serde(rename = "system")]
+    System,
+}
+
+impl Actor {
+    /// `remote`, `party`, `client` or `system`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Actor::Remote => "remote",
+            Actor::Party { .. } => "party",
+            Actor::Client { .. } => "client",
+            Actor::System => "system",
+        }
+    }
+}
+
+/// What happened to a party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeKind {
+    Created,
+    Ringing,
+    Established,
+    Held,
+    Retrieved,
+    /// It joined the call (from a call of its own, whose ConnID it leaves behind).
+    Joined,
+    /// It left the call and continues in a call of its own.
+    Left,
+    /// It took another party's place (transfer, Replaces).
+    Replaced,
+    Released,
+}
+
+/// One change of a call, with its cause and third party.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    #[serde(rename = "TimeMs")]
+    pub at_ms: u64,
+    #[serde(rename = "Change")]
+    pub kind: ChangeKind,
+    #[serde(rename = "ConnectionId")]
+    pub connection: u32,
+    #[serde(rename = "DN")]
+    pub dn: String,
+    /// For releases: why.
+    #[serde(rename = "Reason", skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ReleaseReason>,
+    #[serde(rename = "By")]
+    pub by: Actor,
+}
+
+/// A connection as a member of a call.
+#[derive(Debug, Clone, Serialize)]
+pub struct Party {
+    #[serde(rename = "ConnectionId")]
+    pub connection: u32,
+    /// The SIP dialog it is bound to, if any.
+    #[serde(rename = "CallId", skip_serializing_if = "Option::is_none")]
+    pub sip_call: Option<CallId>,
+    #[serde(rename = "DN")]
+    pub dn: String,
+    #[serde(rename = "State")]
+    pub state: PartyState,
+    #[serde(rename = "Role")]
+    pub role: Role,
+    /// The ConnID of the call it was in before a merge.
+    #[serde(rename = "PreviousConnID", skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ConnId>,
+    #[serde(rename = "JoinedMs")]
+    pub joined_ms: u64,
+}
+
+/// One call: its parties and its history.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub conn_id: ConnId,
+    /// The number the call reached (a route's DN, the number we called).
+    pub dnis: String,
+    /// The conference that carries it, for a conference call.
+    pub conference: Option<u32>,
+    pub created_ms: u64,
+    /// Live parties by connection.
+    pub parties: BTreeMap<u32, Party>,
+    pub changes: Vec<Change>,
+}
+
+/// The Genesys `CallState` of a call after a change (seed 05): Conferenced while more than
+/// two parties remain, OK otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CallState {
+    #[serde(rename = "OK")]
+    Ok,
+    Conferenced,
+}
+
+impl Call {
+    pub fn state(&self) -> CallState {
+        if self.parties.len() > 2 {
+            CallState::Conferenced
+        } else {
+            CallState::Ok
+        }
+    }
+
+    fn record(&mut self, change: Change) {
+        if self.changes.len() == MAX_CHANGES {
+            self.changes.remove(0);
+        }
+        self.changes.push(change);
+    }
+
+    /// The listing of the call (API names).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "ConnID": self.conn_id,
+            "DNIS": self.dnis,
+            "CallState": self.state(),
+            "ConferenceId": self.conference.map(|c| c.to_string()),
+            "CreatedMs": self.created_ms,
+            "Parties": self.parties.values().collect::<Vec<_>>(),
+            "Changes": self.changes,
+        })
+    }
+}
+
+/// A party's release, as the surfaces report it.
+#[derive(Debug, Clone)]
+pub struct Released {
+    pub conn_id: ConnId,
+    pub party: Party,
+    pub by: Actor,
+    /// The call after the release (None: the call is over).
+    pub remaining: Option<CallState>,
+}
+
+/// A new party: where it comes from.
+#[derive(Debug, Clone)]
+pub struct NewParty {
+    pub connection: u32,
+    pub sip_call: Option<CallId>,
+    pub dn: String,
+    pub dnis: String,
+    pub role: Role,
+    pub state: PartyState,
+}
+
+/// Every call and party of this node.
+#[derive(Debug, Default)]
+pub struct CallModel {
+    calls: BTreeMap<ConnId, Call>,
+    /// The call of each party, by connection.
+    call_of: HashMap<u32, ConnId>,
+    /// The call each conference carries.
+    conference_call: HashMap<u32, ConnId>,
+    last_id: u64,
+}
+
+impl CallModel {
+    /// A new call with one party; returns its ConnID.
+    pub fn open(&mut self, now_ms: u64, new: NewParty, by: Actor) -> ConnId {
+        let conn_id = self.next_id(now_ms);
+        let mut call = Call {
+            conn_id,
+            dnis: new.dnis,
+            conference: None,
+            created_ms: now_ms,
+            parties: BTreeMap::new(),
+            changes: Vec::new(),
+        };
+        let party = Party {
+            connection: new.connection,
+            sip_call: new.sip_call,
+            dn: new.dn,
+            state: new.state,
+            role: new.role,
+            previous: None,
+            joined_ms: now_ms,
+        };
+        call.record(change(now_ms, ChangeKind::Created, &party, None, by));
+        call.parties.insert(new.connection, party);
+        self.calls.insert(conn_id, call);
+        self.call_of.insert(new.connection, conn_id);
+        conn_id
+    }
+
+    /// A party's state changed (answered, ringing, held, retrieved).
+    pub fn set_state(&mut self, now_ms: u64, connection: u32, state: PartyState, by: Actor) {
+        let Some(call) = self.call_mut_of(connection) else {
+            return;
+        };
+        let Some(party) = call.parties.get_mut(&connection) else {
+            return;
+        };
+        if party.state == state {
+            return;
+        }
+        let kind = match (party.state, state) {
+            (PartyState::Held, PartyState::Established) => ChangeKind::Retrieved,
+            (_, PartyState::Established) => ChangeKind::Established,
+            (_, PartyState::Held) => ChangeKind::Held,
+            (_, PartyState::Ringing) => ChangeKind::Ringing,
+            (_, PartyState::Released) => ChangeKind::Released,
+            (_, PartyState::Dialing) => ChangeKind::Created,
+        };
+        party.state = state;
+        let party = party.clone();
+        call.record(change(now_ms, kind, &party, None, by));
+    }
+
+    /// A conference now carries `connection`'s call (CreateConference): that call survives
+    /// as the conference call, so its ConnID stays.
+    pub fn start_conference(&mut self, conference: u32, connection: u32) {
+        let Some(&conn_id) = self.call_of.get(&connection) else {
+            return;
+        };
+        if let Some(call) = self.calls.get_mut(&conn_id) {
+            call.conference = Some(conference);
+            if let Some(p) = call.parties.get_mut(&connection) {
+                p.role = Role::ConferenceMember;
+            }
+        }
+        self.conference_call.insert(conference, conn_id);
+    }
+
+    /// `connection` joins `conference`'s call; its own call merges into it (its ConnID is
+    /// remembered as the party's previous one). A connection that is no party yet (an
+    /// application's connection) becomes one. Returns the conference call.
+    pub fn join_conference(
+        &mut self,
+        now_ms: u64,
+        conference: u32,
+        connection: u32,
+        observer: bool,
+        by: Actor,
+    ) -> Option<ConnId> {
+        let target = *self.conference_call.get(&conference)?;
+        let mut party = match self.take_party(connection) {
+            Some((old, party)) if old == target => {
+                // Already a member (CreateConference's first): nothing moves.
+                self.put_back(target, party);
+                return Some(target);
+            }
+            Some((old, mut party)) => {
+                party.previous = Some(old);
+                self.drop_if_empty(old);
+                party
+            }
+            None => Party {
+                connection,
+                sip_call: None,
+                dn: String::new(),
+                state: PartyState::Established,
+                role: Role::NewParty,
+                previous: None,
+                joined_ms: now_ms,
+            },
+        };
+        party.role = if observer {
+            Role::Observer
+        } else {
+            Role::ConferenceMember
+        };
+        party.joined_ms = now_ms;
+        let call = self.calls.get_mut(&target)?;
+        call.record(change(now_ms, ChangeKind::Joined, &party, None, by));
+        call.parties.insert(connection, party);
+        self.call_of.insert(connection, target);
+        Some(target)
+    }
+
+    /// Opens a conference call for a conference whose first member is no party of any call
+    /// (an application's connection).
+    pub fn open_conference(&mut self, now_ms: u64, conference: u32, connection: u32, by: Actor) {
+        if !self.call_of.contains_key(&connection) {
+            self.open(
+                now_ms,
+                NewParty {
+                    connection,
+                    sip_call: None,
+                    dn: String::new(),
+                    dnis: String::new(),
+                    role: Role::ConferenceMember,
+                    state: PartyState::Established,
+                },
+                by,
+            );
+        }
+        self.start_conference(conference, connection);
+    }
+
+    /// `connection` leaves its conference but stays connected: it continues in a call of its
+    /// own (a new ConnID; the conference's is its previous).
+    pub fn leave_conference(&mut self, now_ms: u64, connection: u32, by: Actor) {
+        let Some((old, mut party)) = self.take_party(connection) else {
+            return;
+        };
+        if let Some(call) = self.calls.get_mut(&old) {
+            let mut left = party.clone();
+            left.role = Role::DeletedParty;
+            call.record(change(now_ms, ChangeKind::Left, &left, None, by.clone()));
+        }
+        self.drop_if_empty(old);
+        let conn_id = self.next_id(now_ms);
+        party.previous = Some(old);
+        party.role = Role::Origination;
+        let mut call = Call {
+            conn_id,
+            dnis: String::new(),
+            conference: None,
+            created_ms: now_ms,
+            parties: BTreeMap::new(),
+            changes: Vec::new(),
+        };
+        call.record(change(now_ms, ChangeKind::Created, &party, None, by));
+        call.parties.insert(connection, party);
+        self.calls.insert(conn_id, call);
+        self.call_of.insert(connection, conn_id);
+    }
+
+    /// The conference is gone: its call (if parties remain, which the core releases first)
+    /// is no conference call any more.
+    pub fn end_conference(&mut self, conference: u32) {
+        if let Some(conn_id) = self.conference_call.remove(&conference) {
+            if let Some(call) = self.calls.get_mut(&conn_id) {
+                call.conference = None;
+            }
+        }
+    }
+
+    /// `new` takes `old`'s place (a transfer, an INVITE with Replaces): it moves into `old`'s
+    /// call with `old`'s role; its own call's ConnID becomes its previous one. `old` is then
+    /// released by the core.
+    pub fn replace(&mut self, now_ms: u64, new: u32, old: u32, by: Actor) {
+        let Some(&target) = self.call_of.get(&old) else {
+            return;
+        };
+        let Some((from, mut party)) = self.take_party(new) else {
+            return;
+        };
+        if from == target {
+            self.put_back(target, party);
+            return;
+        }
+        self.drop_if_empty(from);
+        let Some(call) = self.calls.get_mut(&target) else {
+            return;
+        };
+        if let Some(role) = call.parties.get(&old).map(|p| p.role) {
+            party.role = role;
+        }
+        party.previous = Some(from);
+        call.record(change(now_ms, ChangeKind::Replaced, &party, None, by));
+        call.parties.insert(new, party);
+        self.call_of.insert(new, target);
+    }
+
+    /// Releases a party: the call goes on with the others, or ends with it.
+    pub fn release(
+        &mut self,
+        now_ms: u64,
+        connection: u32,
+        reason: ReleaseReason,
+        by: Actor,
+    ) -> Option<Released> {
+        let (conn_id, mut party) = self.take_party(connection)?;
+        party.state = PartyState::Released;
+        let call = self.calls.get_mut(&conn_id)?;
+        call.record(change(
+            now_ms,
+            ChangeKind::Released,
+            &party,
+            Some(reason),
+            by.clone(),
+        ));
+        let remaining = (!call.parties.is_empty()).then(|| call.state());
+        self.drop_if_empty(conn_id);
+        Some(Released {
+            conn_id,
+            party,
+            by,
+            remaining,
+        })
+    }
+
+    pub fn conn_id_of(&self, connection: u32) -> Option<ConnId> {
+        self.call_of.get(&connection).copied()
+    }
+
+    pub fn party(&self, connection: u32) -> Option<&Party> {
+        self.calls
+            .get(self.call_of.get(&connection)?)?
+            .parties
+            .get(&connection)
+    }
+
+    pub fn call(&self, conn_id: ConnId) -> Option<&Call> {
+        self.calls.get(&conn_id)
+    }
+
+    pub fn calls(&self) -> impl Iterator<Item = &Call> {
+        self.calls.values()
+    }
+
+    /// Live calls (for leak checks and /metrics).
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn party_count(&self) -> usize {
+        self.call_of.len()
+    }
+
+    fn next_id(&mut self, now_ms: u64) -> ConnId {
+        let id = (now_ms << 16).max(self.last_id + 1);
+        self.last_id = id;
+        ConnId(id)
+    }
+
+    fn call_mut_of(&mut self, connection: u32) -> Option<&mut Call> {
+        let conn_id = self.call_of.get(&connection)?;
+        self.calls.get_mut(conn_id)
+    }
+
+    /// Takes a party out of its call (the call stays, even empty: see `drop_if_empty`).
+    fn take_party(&mut self, connection: u32) -> Option<(ConnId, Party)> {
+        let conn_id = self.call_of.remove(&connection)?;
+        let party = self.calls.get_mut(&conn_id)?.parties.remove(&connection)?;
+        Some((conn_id, party))
+    }
+
+    fn put_back(&mut self, conn_id: ConnId, party: Party) {
+        self.call_of.insert(party.connection, conn_id);
+        if let Some(call) = self.calls.get_mut(&conn_id) {
+            call.parties.insert(party.connection, party);
+        }
+    }
+
+    /// A call with no party left is over (a conference call too: its conference goes with
+    /// its last connection).
+    fn drop_if_empty(&mut self, conn_id: ConnId) {
+        let empty = self
+            .calls
+            .get(&conn_id)
+            .is_some_and(|c| c.parties.is_empty());
+        if !empty {
+            return;
+        }
+        if let Some(call) = self.calls.remove(&conn_id) {
+            if let Some(conference) = call.conference {
+                self.conference_call.remove(&conference);
+            }
+        }
+    }
+}
+
+fn change(
+    at_ms: u64,
+    kind: ChangeKind,
+    party: &Party,
+    reason: Option<ReleaseReason>,
+    by: Actor,
+) -> Change {
+    Change {
+        at_ms,
+        kind,
+        connection: party.connection,
+        dn: party.dn.clone(),
+        reason,
+        by,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(connection: u32, dn: &str) -> NewParty {
+        NewParty {
+            connection,
+            sip_call: Some(u64::from(connection) + 100),
+            dn: dn.into(),
+            dnis: "7000".into(),
+            role: Role::Origination,
+            state: PartyState::Ringing,
+        }
+    }
+
+    #[test]
+    fn conn_ids_are_sixteen_hex_digits_and_increase_even_within_a_millisecond() {
+        let mut model = CallModel::default();
+        let a = model.open(1_780_000_000_000, caller(1, "5551001"), Actor::Remote);
+        let b = model.open(1_780_000_000_000, caller(2, "5551002"), Actor::Remote);
+        assert_eq!(a.to_string().len(), 16);
+        assert!(a.to_string().chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(b > a);
+        // A restart later never reuses an id: the clock is in the high bits.
+        let mut restarted = CallModel::default();
+        let c = restarted.open(1_780_000_000_001, caller(1, "5551001"), Actor::Remote);
+        assert!(c > b);
+    }
+
+    #[test]
+    fn a_conference_is_one_call_whose_state_follows_its_membership() {
+        let mut m = CallModel::default();
+        let t = 1_000;
+        let first = m.open(t, caller(1, "1001"), Actor::Remote);
+        let second = m.open(t, caller(2, "1002"), Actor::Remote);
+        let third = m.open(t, caller(3, "1003"), Actor::Remote);
+        m.start_conference(9, 1);
+        let client = Actor::Client {
+            action: "JoinConference".into(),
+        };
+        assert_eq!(
+            m.join_conference(t, 9, 2, false, client.clone()),
+            Some(first)
+        );
+        assert_eq!(m.call(first).unwrap().state(), CallState::Ok);
+        m.join_conference(t, 9, 3, false, client);
+        let call = m.call(first).unwrap();
+        assert_eq!(call.state(), CallState::Conferenced);
+        assert_eq!(call.parties[&2].previous, Some(second));
+        assert_eq!(call.parties[&3].previous, Some(third));
+        assert_eq!(call.parties[&3].role, Role::ConferenceMember);
+        // The merged calls are gone; every party shares the surviving ConnID.
+        assert_eq!(m.call_count(), 1);
+        assert_eq!(m.conn_id_of(3), Some(first));
+
+        let released = m.release(t + 5, 3, ReleaseReason::RemoteHangup, Actor::Remote);
+        let released = released.unwrap();
+        assert_eq!(released.conn_id, first);
+        assert_eq!(released.party.dn, "1003");
+        assert_eq!(released.remaining, Some(CallState::Ok));
+        let chair = Actor::Party {
+            connection: 1,
+            dn: "1001".into(),
+        };
+        let deleted = m
+            .release(t + 6, 2, ReleaseReason::ApiRequest, chair.clone())
+            .unwrap();
+        assert_eq!(deleted.by, chair);
+        assert_eq!(deleted.remaining, Some(CallState::Ok));
+        let last = m
+            .release(t + 7, 1, ReleaseReason::RemoteHangup, Actor::Remote)
+            .unwrap();
+        assert_eq!(last.remaining, None);
+        assert_eq!(m.call_count(), 0);
+        assert_eq!(m.party_count(), 0);
+    }
+
+    #[test]
+    fn a_party_that_leaves_a_conference_continues_in_a_call_of_its_own() {
+        let mut m = CallModel::default();
+        let conf = m.open(1, caller(1, "1001"), Actor::Remote);
+        m.open(1, caller(2, "1002"), Actor::Remote);
+        m.start_conference(4, 1);
+        m.join_conference(2, 4, 2, false, Actor::Remote);
+        m.leave_conference(3, 2, Actor::System);
+        let own = m.conn_id_of(2).unwrap();
+        assert_ne!(own, conf);
+        let party = m.party(2).unwrap();
+        assert_eq!(party.previous, Some(conf));
+        assert_eq!(m.call(conf).unwrap().parties.len(), 1);
+        let left = &m.call(conf).unwrap().changes;
+        assert_eq!(left.last().unwrap().kind, ChangeKind::Left);
+    }
+
+    #[test]
+    fn a_transferred_call_takes_the_old_partys_place_and_role() {
+        let mut m = CallModel::default();
+        let conf = m.open(1, caller(1, "1001"), Actor::Remote);
+        m.open(1, caller(2, "1002"), Actor::Remote);
+        m.start_conference(4, 1);
+        m.join_conference(2, 4, 2, true, Actor::Remote);
+        let new_call = m.open(3, caller(5, "2002"), Actor::Remote);
+        let transferor = Actor::Party {
+            connection: 2,
+            dn: "1002".into(),
+        };
+        m.replace(4, 5, 2, transferor.clone());
+        m.release(4, 2, ReleaseReason::Transferred, transferor);
+        let call = m.call(conf).unwrap();
+        assert_eq!(call.parties[&5].role, Role::Observer);
+        assert_eq!(call.parties[&5].previous, Some(new_call));
+        assert!(!call.parties.contains_key(&2));
+        assert!(m.call(new_call).is_none());
+    }
+
+    #[test]
+    fn hold_and_retrieve_are_recorded_with_who_did_them() {
+        let mut m = CallModel::default();
+        let id = m.open(1, caller(1, "1001"), Actor::Remote);
+        m.set_state(2, 1, PartyState::Established, Actor::System);
+        m.set_state(3, 1, PartyState::Held, Actor::Remote);
+        m.set_state(4, 1, PartyState::Established, Actor::Remote);
+        let kinds: Vec<ChangeKind> = m.call(id).unwrap().changes.iter().map(|c| c.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                ChangeKind::Created,
+                ChangeKind::Established,
+                ChangeKind::Held,
+                ChangeKind::Retrieved
+            ]
+        );
+    }
+}

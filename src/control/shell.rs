@@ -1,0 +1,73 @@
+//! The control plane's shell: the one tokio task that runs the core.
+//!
+//! Owns: the loop that reads the clock (once per turn), waits for the API's requests, the
+//! transport's SIP messages, the engine's events and the core's next deadline, hands each to
+//! [`Controller::handle`], and sends the SIP messages the core leaves. The engine and the file
+//! system reach the core through [`Host`].
+//! Must not: decide anything: every rule lives in the core, where the tests reach it.
+
+use tokio::sync::mpsc;
+
+use super::core::{Controller, Input, Now};
+use super::{ControlHandle, ControlRequest, Host};
+use crate::engine::{Engine, EngineEvent};
+use crate::sip::transport::{Inbound, SipTransport};
+
+impl Now {
+    /// The machine's clocks: the control plane's only reading of them.
+    pub fn read() -> Now {
+        Now {
+            at: std::time::Instant::now(),
+            unix_ms: unix_ms(),
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A handle for the API, and the queue the shell reads its requests from.
+pub fn handle_for(core: &Controller<Host>) -> (ControlHandle, mpsc::Receiver<ControlRequest>) {
+    let (tx, rx) = mpsc::channel(1024);
+    (ControlHandle::new(tx, core.event_sender()), rx)
+}
+
+/// The control loop. Returns the engine after a Shutdown request (everything released) or
+/// when every input queue has closed.
+pub async fn run(
+    mut core: Controller<Host>,
+    transport: SipTransport,
+    mut requests: mpsc::Receiver<ControlRequest>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    mut engine_events: mpsc::Receiver<EngineEvent>,
+) -> Engine {
+    loop {
+        let deadline = core.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let input = tokio::select! {
+            request = requests.recv() => request.map(Input::Request),
+            message = inbound.recv() => message.map(Input::Sip),
+            event = engine_events.recv() => event.map(Input::Media),
+            _ = sleep => Some(Input::Timeout),
+        };
+        let Some(input) = input else { break };
+        core.handle(Now::read(), input);
+        while let Some((to, bytes)) = core.poll_transmit() {
+            transport.send(to, bytes);
+        }
+        if core.is_stopped() {
+            break;
+        }
+    }
+    core.into_backend().engine
+}

@@ -1,0 +1,412 @@
+//! The calls of the SIP user agent, as the control core sees them.
+//!
+//! Owns: what each `UaOutput` does to the registry and the party model — an incoming call's
+//! connection and party, its answer, hold and retrieve (a re-INVITE or UPDATE that stops or
+//! resumes the peer's sending), digits, and the implicit DeleteConnection of a call that
+//! ended — and the SIP messages the UA gives to send, queued for the shell.
+//! Must not: speak SIP itself; the UA does, and the transport sends.
+
+use std::net::SocketAddr;
+
+use super::party::{NewParty, PartyState, Role};
+use super::*;
+use crate::app::config::Service;
+use crate::engine::{MediaMode, MediaSpec};
+use crate::sip::ua::{CallId, EndReason, UaOutput};
+
+impl<M: Backend> Controller<M> {
+    /// Moves the UA's outputs into the registry, the model and the transmit queue.
+    pub(super) fn drain_ua(&mut self) {
+        while let Some(output) = self.ua.poll_output() {
+            match output {
+                UaOutput::Transmit { to, message } => {
+                    self.transmits.push_back((to, message.to_bytes()))
+                }
+                UaOutput::IncomingCall {
+                    call,
+                    service,
+                    remote_media,
+                    from,
+                    to,
+                    local,
+                    conference,
+                    play,
+                    replaces,
+                } => self.on_incoming_call(
+                    call,
+                    service,
+                    remote_media,
+                    (from, to),
+                    local,
+                    conference,
+                    play,
+                    replaces,
+                ),
+                UaOutput::MediaUpdated { call, media } => self.on_media_updated(call, media),
+                UaOutput::CallAnswered { call } => {
+                    if let Some(info) = self.call_info.get_mut(&call) {
+                        info.answered = true;
+                    }
+                    if let Some(&id) = self.call_connections.get(&call) {
+                        let by = self.answering_actor(call);
+                        self.model
+                            .set_state(self.now.unix_ms, id, PartyState::Established, by);
+                        self.events.emit(Event::CallAnswered {
+                            call_id: call.to_string(),
+                            connection_id: id.to_string(),
+                        });
+                    }
+                    self.on_placed_answered(call);
+                }
+                UaOutput::Progress { call, status } => {
+                    tracing::debug!(call, status, "placed call in progress");
+                    if let Some(&id) = self.call_connections.get(&call) {
+                        self.model.set_state(
+                            self.now.unix_ms,
+                            id,
+                            PartyState::Ringing,
+                            Actor::Remote,
+                        );
+                    }
+                }
+                UaOutput::TransferRequested {
+                    call,
+                    target,
+                    headers,
+                    referred_by,
+                    service,
+                } => self.on_transfer_requested(call, target, headers, referred_by, service),
+                UaOutput::ReferAnswered { call, status } => self.on_refer_answered(call, status),
+                UaOutput::ReferProgress { call, status, done } => {
+                    self.on_refer_progress(call, status, done)
+                }
+                UaOutput::Digit {
+                    call,
+                    digit,
+                    duration_ms,
+                } => {
+                    if let Some(&id) = self.call_connections.get(&call) {
+                        self.events.emit(Event::DigitReceived {
+                            connection_id: id.to_string(),
+                            call_id: Some(call.to_string()),
+                            digit: digit.to_string(),
+                            duration_ms,
+                        });
+                        self.on_operation_digit(id, digit);
+                    }
+                    self.emit_got_digits(call, digit);
+                }
+                UaOutput::CallEnded { call, reason: end } => {
+                    self.call_info.remove(&call);
+                    self.on_placed_failed(call, end);
+                    self.transfer_call_ended(call);
+                    let reason = release_reason(end);
+                    self.on_app_call_ended(call, reason);
+                    self.events.emit(Event::CallEnded {
+                        call_id: call.to_string(),
+                        reason,
+                    });
+                    if let Some(id) = self.call_connections.remove(&call) {
+                        // The implicit DeleteConnection (seed 01).
+                        let _ = self.release_connection(id, reason);
+                    }
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_incoming_call(
+        &mut self,
+        call: CallId,
+        service: Service,
+        remote_media: Option<crate::sdp::NegotiatedMedia>,
+        (from, to): (String, String),
+        local: SocketAddr,
+        room: Option<String>,
+        play: Option<String>,
+        replaces: Option<CallId>,
+    ) {
+        let dn = user_of(&from);
+        let dnis = user_of(&to);
+        let service_name = self.note_call(call, (&from, &to), (dn, dnis), service);
+        if let Some(old) = replaces {
+            // Attended transfer: the new dialog takes the replaced one's place at once.
+            let mode = self
+                .call_connections
+                .get(&old)
+                .and_then(|id| self.connections.get(id))
+                .map_or(MediaMode::Idle, |c| c.media.mode);
+            match self.open_call_connection(call, mode, remote_media.as_ref(), local) {
+                Ok((id, announced)) => {
+                    self.ua.accept(self.now.at, call, announced);
+                    self.replace_call(call, id, old);
+                    if self.app_calls.contains(&call) {
+                        self.emit_media_started(call, id, announced);
+                    }
+                }
+                Err((status, reason)) => self.ua.reject(self.now.at, call, status, reason),
+            }
+            return;
+        }
+        self.events.emit(Event::IncomingCall {
+            call_id: call.to_string(),
+            from,
+            to,
+            service: service_name.into(),
+        });
+        if service == Service::Application {
+            // The application decides (AcceptCall, AnswerCall, RejectCall, Redirect).
+            self.offer_to_application(call, remote_media, local);
+            return;
+        }
+        let mode = match service {
+            Service::Echo => MediaMode::Echo,
+            // The conference drives the session once it has joined; an announcement's playout
+            // ticks it; an application's call idles until the application uses it.
+            Service::Conference | Service::Announcement | Service::Application => MediaMode::Idle,
+        };
+        let (id, announced) =
+            match self.open_call_connection(call, mode, remote_media.as_ref(), local) {
+                Ok(opened) => opened,
+                Err((status, reason)) => {
+                    self.ua.reject(self.now.at, call, status, reason);
+                    return;
+                }
+            };
+        if let (Service::Conference, Some(room)) = (service, room) {
+            if let Err(e) = self.join_room(id, room) {
+                // The UA reports the failed INVITE; its connection goes with it.
+                tracing::warn!(call, error = %e.message, "caller cannot join the conference");
+                self.ua
+                    .reject(self.now.at, call, 503, "Service Unavailable");
+                return;
+            }
+        }
+        if service == Service::Announcement {
+            if let Err(e) = self.start_announcement(id, play) {
+                // RFC 4240 §3: a prompt the server cannot fetch is 404.
+                tracing::warn!(call, error = %e.message, "announcement cannot play");
+                self.ua.reject(self.now.at, call, 404, "Not Found");
+                return;
+            }
+        }
+        self.ua.accept(self.now.at, call, announced);
+    }
+
+    /// Counts a new call (ours or the peer's) and lists it, with the remote party's number
+    /// (`dn`) and the number the call reached (`dnis`); returns its service's name.
+    pub(super) fn note_call(
+        &mut self,
+        call: CallId,
+        (from, to): (&str, &str),
+        (dn, dnis): (String, String),
+        service: Service,
+    ) -> &'static str {
+        let name = service_name(service);
+        self.calls_total += 1;
+        self.call_info.insert(
+            call,
+            CallInfo {
+                from: from.to_string(),
+                to: to.to_string(),
+                dn,
+                dnis,
+                service: name,
+                answered: false,
+                started_ms: self.now.unix_ms,
+            },
+        );
+        name
+    }
+
+    /// Makes a call's connection a party of a call of its own: the caller of a call in
+    /// (ringing until we answer), the called party of a call we place (dialing).
+    pub(super) fn open_party(&mut self, call: CallId, connection: u32, outbound: bool, by: Actor) {
+        let (dn, dnis) = self
+            .call_info
+            .get(&call)
+            .map(|i| (i.dn.clone(), i.dnis.clone()))
+            .unwrap_or_default();
+        let (role, state) = if outbound {
+            (Role::Destination, PartyState::Dialing)
+        } else {
+            (Role::Origination, PartyState::Ringing)
+        };
+        self.model.open(
+            self.now.unix_ms,
+            NewParty {
+                connection,
+                sip_call: Some(call),
+                dn,
+                dnis,
+                role,
+                state,
+            },
+            by,
+        );
+    }
+
+    /// Who answered: the far end for a call we placed, us (an application's AnswerCall, or the
+    /// route) for a call in.
+    fn answering_actor(&self, call: CallId) -> Actor {
+        if self.placed.contains_key(&call) {
+            Actor::Remote
+        } else {
+            self.client_or(Actor::System)
+        }
+    }
+
+    /// Opens and binds the media connection of an incoming call from its offer (or, without
+    /// one, for the offer we make in the 2xx). Returns the connection and the address we
+    /// announce, or the SIP status to reject the call with.
+    pub(super) fn open_call_connection(
+        &mut self,
+        call: CallId,
+        mode: MediaMode,
+        remote_media: Option<&crate::sdp::NegotiatedMedia>,
+        local: SocketAddr,
+    ) -> Result<(u32, SocketAddr), (u16, &'static str)> {
+        let spec = match remote_media.map(|m| media_spec(mode, m)) {
+            Some(Ok(spec)) => spec,
+            Some(Err(e)) => {
+                tracing::warn!(call, error = %e, "negotiated media unusable");
+                return Err((488, "Not Acceptable Here"));
+            }
+            // No offer: we offer in the 2xx; the format comes with the answer in the ACK.
+            None => MediaSpec {
+                mode,
+                ..MediaSpec::idle(None)
+            },
+        };
+        let codecs = remote_media
+            .map(|m| CodecChoice {
+                rx_codec: Some(m.codec),
+                tx_codec: Some(m.codec),
+                rx_framesize: Some(m.ptime_ms),
+                tx_framesize: Some(m.ptime_ms),
+            })
+            .unwrap_or_default();
+        let rx_ip = self.announced_ip(local.ip());
+        match self.open_connection(rx_ip, ConnectionState::Connected, &codecs, spec, Some(call)) {
+            Ok(id) => {
+                self.call_connections.insert(call, id);
+                self.open_party(call, id, false, Actor::Remote);
+                self.emit_created(id);
+                let announced = SocketAddr::new(rx_ip, self.connections[&id].local_rtp.port());
+                Ok((id, announced))
+            }
+            Err(e) => {
+                tracing::warn!(call, error = %e.message, "no media for incoming call");
+                Err((503, "Service Unavailable"))
+            }
+        }
+    }
+
+    fn on_media_updated(&mut self, call: CallId, media: crate::sdp::NegotiatedMedia) {
+        let Some(&id) = self.call_connections.get(&call) else {
+            return;
+        };
+        let Some(c) = self.connections.get_mut(&id) else {
+            return;
+        };
+        let spec = match media_spec(c.media.mode, &media) {
+            Ok(spec) => spec,
+            Err(e) => {
+                tracing::warn!(connection = id, error = %e, "re-negotiated media unusable; keeping the old");
+                return;
+            }
+        };
+        // Our side's direction: a peer that takes nothing from us (its `sendonly` with music
+        // on hold, or `inactive`) has put the call on hold.
+        let held = !media.direction.sends();
+        c.rx_codec = media.codec;
+        c.tx_codec = media.codec;
+        c.rx_framesize = media.ptime_ms;
+        c.tx_framesize = media.ptime_ms;
+        c.media = spec.clone();
+        // The enhanced resource follows the codec. The answer is already given, so a re-INVITE
+        // to a non-G.711 codec takes one even past the limit, and says so.
+        if self
+            .resources
+            .follow_codec(&mut c.enhanced, conference::needs_enhanced(media.codec))
+        {
+            tracing::warn!(
+                connection = id,
+                "re-INVITE moved the call to a non-G.711 codec past the enhanced RTP limit"
+            );
+        }
+        if let Err(e) = self.engine.update_connection(u64::from(id), spec) {
+            tracing::warn!(connection = id, error = %e, "media update failed");
+        }
+        let state = if held {
+            PartyState::Held
+        } else {
+            PartyState::Established
+        };
+        if self
+            .model
+            .party(id)
+            .is_some_and(|p| matches!(p.state, PartyState::Established | PartyState::Held))
+        {
+            self.model
+                .set_state(self.now.unix_ms, id, state, Actor::Remote);
+        }
+        self.emit_media_changed(call, id, media.direction.sends());
+        self.events.emit(Event::ConnectionModified {
+            connection_id: id.to_string(),
+            media_tx_ip: media.remote_rtp.map(|a| a.ip().to_string()),
+            media_tx_port: media.remote_rtp.map(|a| a.port()),
+        });
+    }
+}
+
+fn release_reason(reason: EndReason) -> ReleaseReason {
+    match reason {
+        EndReason::RemoteHangup => ReleaseReason::RemoteHangup,
+        EndReason::Cancelled => ReleaseReason::Cancelled,
+        EndReason::AckTimeout => ReleaseReason::AckTimeout,
+        EndReason::InviteFailed => ReleaseReason::InviteFailed,
+        EndReason::BadAnswer => ReleaseReason::BadAnswer,
+        EndReason::Rejected(_) | EndReason::NoAnswer => ReleaseReason::CallFailed,
+        EndReason::Transferred => ReleaseReason::Transferred,
+        EndReason::SessionExpired => ReleaseReason::SessionExpired,
+    }
+}
+
+/// A service's name in events and listings.
+fn service_name(service: Service) -> &'static str {
+    match service {
+        Service::Echo => "echo",
+        Service::Conference => "conference",
+        Service::Announcement => "announcement",
+        Service::Application => "application",
+    }
+}
+
+/// The user part of a SIP or tel URI in a header value (`"Bob" <sip:1001@pbx>;tag=x` →
+/// `1001`); empty when it has none.
+pub(super) fn user_of(value: &str) -> String {
+    let uri = match (value.find('<'), value.find('>')) {
+        (Some(a), Some(b)) if a < b => &value[a + 1..b],
+        _ => value,
+    };
+    let rest = ["sips:", "sip:", "tel:"]
+        .iter()
+        .find_map(|scheme| {
+            uri.get(..scheme.len())
+                .filter(|p| p.eq_ignore_ascii_case(scheme))
+                .map(|_| &uri[scheme.len()..])
+        })
+        .unwrap_or(uri);
+    let is_tel = uri.len() >= 4 && uri[..4].eq_ignore_ascii_case("tel:");
+    let end = if is_tel {
+        rest.find(';').unwrap_or(rest.len())
+    } else {
+        match rest.find('@') {
+            Some(at) => rest[..at].find(';').unwrap_or(at),
+            None => return String::new(),
+        }
+    };
+    rest[..end].to_string()
+}
