@@ -127,43 +127,7 @@ pub type ConnectionKey = u64;
 /// The control plane's conference id.
 pub type ConferenceKey = u64;
 
-/// How a conference mixes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConferenceSpec {
-    /// Mixing rate in Hz: 8000, 16000 or 48000.
-    pub rate: u32,
-    /// Two-party fast path: the two members' frames are swapped, not mixed, until the
-    /// control plane promotes the conference.
-    pub hairpin: bool,
-    /// Everyone hears a short tone when someone joins (CUAE `SoundToneOnJoin`; mixed
-    /// conferences only).
-    pub join_tone: bool,
-}
-
-/// How one connection takes part in its conference (CUAE conferee attributes).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ConfereeSpec {
-    pub muted: bool,
-    pub receive_only: bool,
-    pub monitor: bool,
-    pub tariff_tone: bool,
-    /// Heard only by the pupil.
-    pub coach: bool,
-    /// Hears the coach (as well as the conference).
-    pub pupil: bool,
-}
-
-impl ConfereeSpec {
-    /// The mixer's view of the attributes (roles are set apart).
-    pub fn flags(&self) -> ParticipantFlags {
-        ParticipantFlags {
-            muted: self.muted,
-            receive_only: self.receive_only,
-            monitor: self.monitor,
-            tariff_tone: self.tariff_tone,
-        }
-    }
-}
+pub use crate::mixer::conference::{ConfereeSpec, ConferenceSpec};
 
 pub use crate::media::session::{SessionMode as MediaMode, SrtpKeys, StreamFormat};
 

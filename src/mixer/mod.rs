@@ -23,6 +23,7 @@
 //! The price is some distortion of a single talker's peaks above −2.5 dBFS, which speech at
 //! telephony levels (−20 dBm0 nominal) does not reach.
 
+pub mod conference;
 mod talker;
 
 use std::fmt;

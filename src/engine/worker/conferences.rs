@@ -1,0 +1,235 @@
+//! The worker's side of the conferences it mixes: the 20 ms conference tick, the commands
+//! that create, join, leave and close them, and the members as a conference reaches them.
+//!
+//! Owns: the bridge between a sans-IO [`Conference`] (in [`crate::mixer::conference`]) and the
+//! worker's connections: `Members` captures from and plays to their sessions, sends what they
+//! queued, hands recordings to the recorder and events to the control plane.
+//! Must not: mix, or allocate per tick: `Members` borrows the worker's state for one
+//! conference's tick, on the stack.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::connection::Connection;
+use super::transmit::Transmitter;
+use super::{Worker, WorkerContext};
+use crate::engine::{ConfereeSpec, ConferenceKey, ConferenceSpec, ConnectionKey, EngineEvent};
+use crate::media::session::ROOM_TICK;
+use crate::mixer::conference::{Conference, ConferenceEvent, ConferenceIo};
+
+impl Worker {
+    /// Runs the conference tick when it is due: every conference of this worker mixes one
+    /// 20 ms frame, and its members send what they hear.
+    pub(super) fn run_due_rooms(&mut self) {
+        let Some(at) = self.next_room_tick else {
+            return;
+        };
+        let now = Instant::now();
+        if at > now {
+            return;
+        }
+        self.context
+            .tick_lateness
+            .record(now.saturating_duration_since(at).as_micros() as u64);
+        let Worker {
+            conferences,
+            connections,
+            slots,
+            room_frame,
+            transmit,
+            context,
+            ..
+        } = self;
+        for (&conference, room) in conferences.iter_mut() {
+            let mut members = Members {
+                conference,
+                connections,
+                slots,
+                out: transmit,
+                context,
+            };
+            room.tick(now, room_frame, &mut members);
+        }
+        // Keep the cadence; after a long stall, skip ahead rather than burst.
+        let next = at + ROOM_TICK;
+        self.next_room_tick = if self.conferences.is_empty() {
+            None
+        } else if next + ROOM_TICK * 5 < now {
+            Some(now + ROOM_TICK)
+        } else {
+            Some(next)
+        };
+    }
+
+    pub(super) fn create_conference(&mut self, conference: ConferenceKey, spec: ConferenceSpec) {
+        if self.conferences.contains_key(&conference) {
+            tracing::error!(
+                conference,
+                "duplicate conference key, keeping the existing one"
+            );
+            return;
+        }
+        self.conferences.insert(conference, Conference::new(spec));
+        if self.room_frame.len() < self.conferences[&conference].frame_len() {
+            let len = self.conferences[&conference].frame_len();
+            self.room_frame.resize(len, 0);
+        }
+        if self.next_room_tick.is_none() {
+            let now = Instant::now();
+            let since = now
+                .saturating_duration_since(self.context.tick_epoch)
+                .as_nanos();
+            let tick = ROOM_TICK.as_nanos();
+            let k = since / tick + 1;
+            self.next_room_tick =
+                Some(self.context.tick_epoch + Duration::from_nanos((k * tick) as u64));
+        }
+        tracing::debug!(
+            worker = self.index,
+            conference,
+            rate = spec.rate,
+            "conference created"
+        );
+    }
+
+    pub(super) fn join(
+        &mut self,
+        conference: ConferenceKey,
+        key: ConnectionKey,
+        conferee: ConfereeSpec,
+    ) {
+        let Some(&slot) = self.slots.get(&key) else {
+            tracing::warn!(
+                key,
+                conference,
+                "join of a connection this worker does not carry"
+            );
+            return;
+        };
+        let Some(room) = self.conferences.get_mut(&conference) else {
+            tracing::warn!(
+                key,
+                conference,
+                "join of a conference this worker does not mix"
+            );
+            return;
+        };
+        let Some(Some(connection)) = self.connections.get_mut(slot) else {
+            return;
+        };
+        if let Err(error) = room.join(key, conferee) {
+            tracing::error!(key, conference, %error, "conference refused the connection");
+            return;
+        }
+        if let Err(error) = connection.session.enter_conference(room.rate()) {
+            tracing::error!(key, conference, %error, "connection cannot take part in the mix");
+        }
+        connection.conference = Some(conference);
+        self.schedule(slot);
+    }
+
+    pub(super) fn leave(&mut self, conference: ConferenceKey, key: ConnectionKey) {
+        if let Some(room) = self.conferences.get_mut(&conference) {
+            room.leave(key);
+        }
+        let Some(&slot) = self.slots.get(&key) else {
+            return;
+        };
+        let Some(Some(connection)) = self.connections.get_mut(slot) else {
+            return;
+        };
+        if connection.conference == Some(conference) {
+            connection.conference = None;
+            connection.session.leave_conference(Instant::now());
+            self.schedule(slot);
+        }
+    }
+
+    pub(super) fn close_conference(&mut self, conference: ConferenceKey) {
+        let Some(room) = self.conferences.get(&conference) else {
+            return;
+        };
+        let members: Vec<ConnectionKey> = room.members().collect();
+        let recordings: Vec<u64> = room.recording_operations().collect();
+        for key in members {
+            self.leave(conference, key);
+        }
+        for operation in recordings {
+            let _ = self
+                .context
+                .recorder
+                .try_send(crate::engine::recorder::RecorderCommand::Stop { operation });
+        }
+        self.conferences.remove(&conference);
+        if self.conferences.is_empty() {
+            self.next_room_tick = None;
+        }
+        tracing::debug!(worker = self.index, conference, "conference closed");
+    }
+}
+
+/// One conference's members as this worker carries them, for the length of its tick.
+struct Members<'a> {
+    /// The conference ticking (for its events).
+    conference: ConferenceKey,
+    connections: &'a mut [Option<Connection>],
+    slots: &'a HashMap<ConnectionKey, usize>,
+    out: &'a mut Transmitter,
+    context: &'a WorkerContext,
+}
+
+impl Members<'_> {
+    /// The member's connection, when it is on this worker (not in transit).
+    fn connection(&mut self, key: ConnectionKey) -> Option<&mut Connection> {
+        self.slots
+            .get(&key)
+            .and_then(|&slot| self.connections.get_mut(slot))
+            .and_then(Option::as_mut)
+    }
+}
+
+impl ConferenceIo for Members<'_> {
+    /// The session's share of the tick; what the caller said meanwhile also goes to its own
+    /// recording and energy watches.
+    fn capture(&mut self, key: ConnectionKey, now: Instant, frame: &mut [i16]) -> Option<bool> {
+        let context = self.context;
+        let connection = self.connection(key)?;
+        let voiced = connection.session.capture(now, frame);
+        connection.consume_heard(context);
+        Some(voiced)
+    }
+
+    /// The session encodes what the member hears; its packets go out now.
+    fn play(&mut self, key: ConnectionKey, now: Instant, heard: Option<&[i16]>) {
+        let context = self.context;
+        let Some(connection) = self
+            .slots
+            .get(&key)
+            .and_then(|&slot| self.connections.get_mut(slot))
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        if let Some(heard) = heard {
+            connection.session.play(now, heard);
+        }
+        connection.flush(self.out, context);
+    }
+
+    fn record(&mut self, key: ConnectionKey, operation: u64, mix: &[i16], rate: u32) {
+        self.context.record(key, operation, mix, rate);
+    }
+
+    fn event(&mut self, event: ConferenceEvent) {
+        self.context.emit(match event {
+            ConferenceEvent::PlayoutDone { key, operation } => {
+                EngineEvent::PlayoutDone { key, operation }
+            }
+            ConferenceEvent::Talker { key, talking } => EngineEvent::Talker {
+                conference: self.conference,
+                key,
+                talking,
+            },
+        });
+    }
+}

@@ -1,0 +1,502 @@
+//! One connection as its worker sees it: its RTP/RTCP sockets, its [`MediaSession`], its
+//! counters, its recording and energy watches, and how it is watched (epoll tokens or ring
+//! tags).
+//!
+//! Owns: draining a socket into the session (at most `MAX_PACKETS_PER_WAKEUP` per turn),
+//! sending what the session queued, turning session events into engine events, publishing
+//! counters, and building sessions from a [`MediaSpec`].
+//! Must not: allocate or lock per packet, or block: a full send buffer drops the packet.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
+
+use super::handle::{NewConnection, WorkerContext};
+use super::transmit::Transmitter;
+use super::MAX_PACKETS_PER_WAKEUP;
+use crate::engine::batch::{RecvBatch, BATCH};
+use crate::engine::recv_ring::RecvRing;
+use crate::engine::socket::MediaSockets;
+use crate::engine::stats::SharedStats;
+use crate::engine::{
+    ConferenceKey, ConnectionKey, EngineEvent, MediaSpec, MediaStats, SessionDefaults,
+};
+use crate::media::energy::EnergyWatch;
+use crate::media::rtcp::ntp_timestamp_from_unix;
+use crate::media::session::{Channel, MediaSession, SessionConfig, SessionEvent, SessionStats};
+
+/// One connection as its worker sees it.
+pub(super) struct Connection {
+    /// The control plane's id.
+    pub(super) key: ConnectionKey,
+    /// Origin of the grid its session ticks on: the tick group it got from the worker that
+    /// opened it (kept when it moves to another worker: its ticks stay on a grid, only not
+    /// interleaved with the new worker's own).
+    pub(super) tick_epoch: Instant,
+    /// What the session was built from (an update that changes more than the peer rebuilds it).
+    pub(super) media: MediaSpec,
+    pub(super) session: MediaSession,
+    /// Counters of sessions this connection had before a rebuild, added to the current one's.
+    pub(super) base: MediaStats,
+    /// RTP port of the pair, given back on close.
+    pub(super) rtp_port: u16,
+    /// The RTP and RTCP sockets.
+    pub(super) sockets: MediaSockets,
+    /// Counters as last published to `shared`.
+    pub(super) stats: MediaStats,
+    /// Published counters read by the control plane.
+    pub(super) shared: Arc<SharedStats>,
+    /// Per leg: the socket's token is in `ready` or `carry_over` already.
+    pub(super) queued: [bool; 2],
+    /// Tells this connection's heap entries from those of an earlier one in the same slot.
+    pub(super) generation: u64,
+    /// The deadline the heap holds for this connection.
+    pub(super) deadline: Instant,
+    /// The conference (on this worker) the connection is in.
+    pub(super) conference: Option<ConferenceKey>,
+    /// The recording the caller's audio goes to.
+    pub(super) recording: Option<u64>,
+    /// Silence/non-silence conditions waited for.
+    pub(super) watches: Vec<EnergyWatch>,
+    /// The tags of this connection's ring receives (RTP, RTCP) while it lives on a worker that
+    /// reads through io_uring; datagrams with other tags are not its own.
+    pub(super) ring_tags: Option<[u64; 2]>,
+    /// Its sockets have ring receives in flight (false once disarmed, so an ended request is not
+    /// armed again).
+    pub(super) armed: bool,
+    /// A ring receive of this connection has failed and was logged.
+    pub(super) receive_failure_logged: bool,
+}
+
+impl Connection {
+    pub(super) fn new(
+        new: NewConnection,
+        defaults: &SessionDefaults,
+        generation: u64,
+        tick_epoch: Instant,
+    ) -> Connection {
+        let session = new_session(new.key, &new.media, defaults, tick_epoch);
+        let deadline = session.poll_timeout();
+        Connection {
+            tick_epoch,
+            key: new.key,
+            media: new.media,
+            session,
+            base: MediaStats::default(),
+            rtp_port: new.rtp_port,
+            sockets: new.sockets,
+            stats: MediaStats::default(),
+            shared: new.stats,
+            queued: [false; 2],
+            generation,
+            deadline,
+            conference: None,
+            recording: None,
+            watches: Vec::new(),
+            ring_tags: None,
+            armed: false,
+            receive_failure_logged: false,
+        }
+    }
+
+    /// Hands the caller's audio decoded since last time to the recorder and the energy
+    /// watches; a watch whose condition is met reports and goes.
+    pub(super) fn consume_heard(&mut self, context: &WorkerContext) {
+        if self.recording.is_none() && self.watches.is_empty() {
+            return;
+        }
+        let Connection {
+            key,
+            session,
+            recording,
+            watches,
+            ..
+        } = self;
+        let key = *key;
+        session.take_heard(|samples, rate| {
+            if let Some(operation) = *recording {
+                context.record(key, operation, samples, rate);
+            }
+            watches.retain_mut(|watch| {
+                if watch.feed(samples, rate) {
+                    context.emit(EngineEvent::Energy {
+                        key,
+                        operation: watch.operation,
+                        silence: watch.want_silence,
+                    });
+                    false
+                } else {
+                    true
+                }
+            });
+        });
+    }
+
+    /// Watches both sockets for readability under the slot's tokens.
+    pub(super) fn register(&mut self, registry: &Registry, slot: usize) -> io::Result<()> {
+        let sockets = &mut self.sockets;
+        registry.register(
+            &mut sockets.rtp,
+            token_for(slot, Leg::Rtp),
+            Interest::READABLE,
+        )?;
+        registry.register(
+            &mut sockets.rtcp,
+            token_for(slot, Leg::Rtcp),
+            Interest::READABLE,
+        )
+    }
+
+    /// Starts a ring receive on both sockets, tagged with the slot and this connection's
+    /// generation.
+    pub(super) fn arm(&mut self, ring: &mut RecvRing, slot: usize) -> io::Result<()> {
+        let tags = [
+            ring_tag(slot, Leg::Rtp, self.generation),
+            ring_tag(slot, Leg::Rtcp, self.generation),
+        ];
+        self.ring_tags = Some(tags);
+        self.armed = true;
+        ring.arm(self.sockets.rtp.as_raw_fd(), tags[0])?;
+        ring.arm(self.sockets.rtcp.as_raw_fd(), tags[1])
+    }
+
+    /// Stops reading both sockets: ends their ring receives (returning once the kernel has let
+    /// go of the sockets) or takes them out of epoll.
+    pub(super) fn unwatch(&mut self, registry: &Registry, ring: Option<&mut RecvRing>) {
+        match (ring, self.ring_tags) {
+            (Some(ring), Some([rtp, rtcp])) if self.armed => {
+                self.armed = false;
+                ring.disarm(&[
+                    (self.sockets.rtp.as_raw_fd(), rtp),
+                    (self.sockets.rtcp.as_raw_fd(), rtcp),
+                ]);
+            }
+            _ => self.deregister(registry),
+        }
+    }
+
+    /// Stops watching both sockets (errors only mean one was never registered).
+    pub(super) fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.sockets.rtp);
+        let _ = registry.deregister(&mut self.sockets.rtcp);
+    }
+
+    pub(super) fn socket(&self, leg: Leg) -> &UdpSocket {
+        match leg {
+            Leg::Rtp => &self.sockets.rtp,
+            Leg::Rtcp => &self.sockets.rtcp,
+        }
+    }
+
+    /// Reads one socket until `WouldBlock`, at most `MAX_PACKETS_PER_WAKEUP` packets, feeding
+    /// each datagram to the session.
+    pub(super) fn drain(&mut self, leg: Leg, batch: &mut RecvBatch) -> Drain {
+        let mut taken = 0;
+        while taken < MAX_PACKETS_PER_WAKEUP {
+            let asked = (MAX_PACKETS_PER_WAKEUP - taken).min(BATCH);
+            let count = match batch.receive(self.socket(leg), asked) {
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Drain::Empty,
+                Err(error) if is_transient(&error) => {
+                    taken += 1;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(key = self.key, ?leg, %error, "media socket receive failed");
+                    return Drain::Empty;
+                }
+            };
+            // Taken after the read, so no datagram is stamped earlier than it arrived.
+            let now = Instant::now();
+            for i in 0..count {
+                let (buffer, length, source, truncated) = batch.datagram(i);
+                let Some(source) = source else { continue };
+                self.deliver(now, leg, source, buffer, length, truncated);
+            }
+            taken += count;
+            if count < asked {
+                // Fewer than asked: the queue is empty; a later datagram raises a new edge.
+                return Drain::Empty;
+            }
+        }
+        Drain::MoreWaiting
+    }
+
+    /// Hands one datagram read from the socket of `leg` (`buf[..len]`) to the session; one
+    /// longer than any packet we accept (`truncated`) is only counted as malformed.
+    pub(super) fn deliver(
+        &mut self,
+        now: Instant,
+        leg: Leg,
+        source: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+        truncated: bool,
+    ) {
+        if truncated {
+            self.session.note_malformed();
+            return;
+        }
+        match leg {
+            Leg::Rtp => self.session.handle_rtp(now, source, buf, len),
+            Leg::Rtcp => self.session.handle_rtcp(now, source, buf, len),
+        }
+    }
+
+    /// Sends what the session queued, reports its events and publishes its RTP packet and byte
+    /// counts (the other counters go out every [`STATS_PUBLISH_INTERVAL`]).
+    pub(super) fn flush(&mut self, out: &mut Transmitter, context: &WorkerContext) {
+        self.transmit(out);
+        while let Some(event) = self.session.poll_event() {
+            let event = match event {
+                SessionEvent::FirstPacket { source } => {
+                    self.shared.publish_last_source(source);
+                    self.stats.last_source = Some(source);
+                    EngineEvent::FirstPacket {
+                        key: self.key,
+                        source,
+                    }
+                }
+                SessionEvent::Latched { source } => {
+                    self.shared.publish_last_source(source);
+                    EngineEvent::Latched {
+                        key: self.key,
+                        source,
+                    }
+                }
+                SessionEvent::Digit(d) => EngineEvent::Digit {
+                    key: self.key,
+                    digit: d.digit,
+                    duration_ms: d.duration_ms,
+                },
+                SessionEvent::RtpTimeout { .. } => EngineEvent::RtpTimeout { key: self.key },
+                SessionEvent::PlayoutDone { operation } => EngineEvent::PlayoutDone {
+                    key: self.key,
+                    operation,
+                },
+            };
+            context.emit(event);
+        }
+        let [received, received_bytes, sent, sent_bytes] = self.session.traffic();
+        let base = &self.base;
+        let traffic = [
+            base.rtp_packets_received + received,
+            base.rtp_bytes_received + received_bytes,
+            base.rtp_packets_sent + sent,
+            base.rtp_bytes_sent + sent_bytes,
+        ];
+        let published = &mut self.stats;
+        if traffic
+            != [
+                published.rtp_packets_received,
+                published.rtp_bytes_received,
+                published.rtp_packets_sent,
+                published.rtp_bytes_sent,
+            ]
+        {
+            [
+                published.rtp_packets_received,
+                published.rtp_bytes_received,
+                published.rtp_packets_sent,
+                published.rtp_bytes_sent,
+            ] = traffic;
+            self.shared.publish_traffic(published);
+        }
+    }
+
+    /// Publishes all counters for the control plane if they changed since last time.
+    pub(super) fn publish_stats(&mut self) {
+        let current = self.current_stats();
+        if current != self.stats {
+            self.shared.publish(&current);
+            self.stats = current;
+        }
+    }
+
+    /// This session's counters plus those of the sessions it replaced.
+    pub(super) fn current_stats(&self) -> MediaStats {
+        add_stats(&self.base, &self.session.stats(), self.stats.last_source)
+    }
+
+    /// Sends every packet the session has queued: written straight into a free ring slot and
+    /// queued when the worker has a ring, else copied into the send buffer and sent with `sendto`.
+    pub(super) fn transmit(&mut self, out: &mut Transmitter) {
+        loop {
+            if let Some(ring) = out.ring.as_mut() {
+                if let Some(buffer) = ring.packet_buffer() {
+                    let Some(t) = self.session.poll_transmit(buffer) else {
+                        return;
+                    };
+                    let socket = self.socket(Leg::of(t.channel));
+                    ring.send(socket, t.len, t.destination, self.key);
+                    continue;
+                }
+            }
+            let Some(t) = self.session.poll_transmit(&mut out.buffer[..]) else {
+                return;
+            };
+            self.send(t.channel, &out.buffer[..t.len], t.destination);
+        }
+    }
+
+    /// Sends a datagram from the socket of `channel`; a full send buffer drops it.
+    pub(super) fn send(&self, channel: Channel, packet: &[u8], target: SocketAddr) {
+        let leg = Leg::of(channel);
+        if let Err(error) = self.socket(leg).send_to(packet, target) {
+            tracing::trace!(key = self.key, ?leg, %target, %error, "media packet not sent");
+        }
+    }
+}
+
+/// Which socket of a connection a token refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Leg {
+    Rtp = 0,
+    Rtcp = 1,
+}
+
+impl Leg {
+    /// The socket a session's channel is sent from.
+    pub(super) fn of(channel: Channel) -> Leg {
+        match channel {
+            Channel::Rtp => Leg::Rtp,
+            Channel::Rtcp => Leg::Rtcp,
+        }
+    }
+}
+
+/// Whether a socket was left with packets still queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Drain {
+    /// Read until `WouldBlock` (or an error): wait for the next readiness edge.
+    Empty,
+    /// Stopped at the per-wake-up cap: come back next turn without sleeping.
+    MoreWaiting,
+}
+
+/// A session for `media` with the worker's defaults; a spec the session refuses (a codec
+/// that cannot start) falls back to an idle session that only counts, and says so.
+pub(super) fn new_session(
+    key: ConnectionKey,
+    media: &MediaSpec,
+    defaults: &SessionDefaults,
+    tick_epoch: Instant,
+) -> MediaSession {
+    let now = Instant::now();
+    let ntp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(ntp_timestamp_from_unix)
+        .unwrap_or(0);
+    let config = SessionConfig {
+        local_ssrc: rand::random(),
+        cname: format!("callbridge-{key}"),
+        ntp_at_start: ntp,
+        format: media.format,
+        mode: media.mode,
+        remote_rtp: media.remote_rtp,
+        remote_rtcp: media.remote_rtcp,
+        latching: defaults.latching,
+        srtp: media.srtp.clone(),
+        rtp_timeout: defaults.rtp_timeout.filter(|_| media.expects_rtp),
+        jitter_min_ms: defaults.jitter_min_ms,
+        jitter_max_ms: defaults.jitter_max_ms,
+        rtcp_interval: defaults.rtcp_interval,
+        seed: rand::random(),
+        inband_dtmf: defaults.inband_dtmf,
+        tick_epoch,
+    };
+    match MediaSession::new(config.clone(), now) {
+        Ok(session) => session,
+        Err(error) => {
+            tracing::error!(key, %error, "media session refused its spec; counting only");
+            let idle = SessionConfig {
+                format: None,
+                srtp: None,
+                mode: crate::engine::MediaMode::Idle,
+                ..config
+            };
+            MediaSession::new(idle, now).expect("a session without format or keys cannot fail")
+        }
+    }
+}
+
+/// `base` (earlier sessions) plus `current`.
+pub(super) fn add_stats(
+    base: &MediaStats,
+    current: &SessionStats,
+    last_source: Option<SocketAddr>,
+) -> MediaStats {
+    MediaStats {
+        rtp_packets_received: base.rtp_packets_received + current.rtp_packets_received,
+        rtp_bytes_received: base.rtp_bytes_received + current.rtp_bytes_received,
+        rtp_packets_sent: base.rtp_packets_sent + current.rtp_packets_sent,
+        rtp_bytes_sent: base.rtp_bytes_sent + current.rtp_bytes_sent,
+        rtcp_packets_received: base.rtcp_packets_received + current.rtcp_packets_received,
+        last_source,
+        malformed_packets: base.malformed_packets + current.malformed_packets,
+        rtcp_packets_sent: base.rtcp_packets_sent + current.rtcp_packets_sent,
+        foreign_source_dropped: base.foreign_source_dropped + current.foreign_source_dropped,
+        srtp_rejected: base.srtp_rejected + current.srtp_rejected,
+        packets_lost: base.packets_lost + i64::from(current.rtcp.cumulative_lost),
+        concealed_frames: base.concealed_frames + current.jitter.concealed,
+        late_packets: base.late_packets + current.jitter.late,
+        jitter_ms: f64::from(current.rtcp.jitter_ms),
+        rtt_ms: current.rtcp.rtt_ms.map(f64::from).unwrap_or(base.rtt_ms),
+        digits_received: base.digits_received + current.digits_received,
+        digits_sent: base.digits_sent + current.digits_sent,
+    }
+}
+
+/// Errors after which the socket may still hold packets: ICMP-induced errors and signals.
+pub(super) fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::Interrupted
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// The `user_data` of a ring receive: generation (30 bits), slot (32 bits), leg (1 bit); the
+/// top bit stays clear.
+pub(super) fn ring_tag(slot: usize, leg: Leg, generation: u64) -> u64 {
+    ((generation & 0x3FFF_FFFF) << 33) | ((slot as u64 & 0xFFFF_FFFF) << 1) | leg as u64
+}
+
+/// The slot and leg of a ring tag.
+pub(super) fn split_ring_tag(tag: u64) -> (usize, Leg) {
+    let leg = if tag & 1 == 0 { Leg::Rtp } else { Leg::Rtcp };
+    (((tag >> 1) & 0xFFFF_FFFF) as usize, leg)
+}
+
+pub(super) fn token_for(slot: usize, leg: Leg) -> Token {
+    Token(slot * 2 + leg as usize)
+}
+
+pub(super) fn split_token(token: Token) -> (usize, Leg) {
+    let leg = if token.0 & 1 == 0 {
+        Leg::Rtp
+    } else {
+        Leg::Rtcp
+    };
+    (token.0 / 2, leg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        for slot in [0, 1, 7, 1000] {
+            for leg in [Leg::Rtp, Leg::Rtcp] {
+                assert_eq!(split_token(token_for(slot, leg)), (slot, leg));
+            }
+        }
+    }
+}

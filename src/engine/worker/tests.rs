@@ -1,0 +1,378 @@
+//! Worker tests driven turn by turn on the test thread, with real loopback sockets: the tick
+//! grids, the per-wake-up cap, and sending through io_uring or `sendto`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::Poll;
+
+use super::connection::Leg;
+use super::*;
+use crate::engine::{MediaSpec, SessionDefaults};
+use crate::media::session::ROOM_TICK;
+
+use crate::media::rtp::{self, RtpHeader};
+use crate::media::session::StreamFormat;
+use crate::sdp::Codec;
+
+/// SSRC of the test client's stream.
+const CLIENT_SSRC: u32 = 0x1234_5678;
+
+/// A worker driven turn by turn on this thread, with one PCMU Echo connection whose
+/// negotiated peer is the returned client. The command sender is returned too: dropping it
+/// would tell the worker to stop.
+fn worker_with_echo_connection(
+    rtp_port: u16,
+) -> (
+    Worker,
+    SyncSender<WorkerCommand>,
+    std::net::UdpSocket,
+    SocketAddr,
+) {
+    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+    let tuning = super::super::socket::SocketTuning {
+        dscp_tos: 0,
+        recv_buffer: 1 << 20,
+        send_buffer: 1 << 20,
+        priority: None,
+        busy_poll_us: 0,
+        busy_poll_budget: 0,
+    };
+    let sockets = super::super::socket::bind_pair(localhost, rtp_port, &tuning)
+        .expect("test port pair is free");
+    let local_rtp = sockets.local_rtp;
+    let pool = super::super::pool::PortPool::new(rtp_port, rtp_port + 1).expect("one-pair range");
+    let (events, _) = tokio::sync::mpsc::channel(8);
+    let epoch = Instant::now();
+    let context = WorkerContext {
+        events,
+        events_dropped: Arc::default(),
+        port_return: pool.port_return(),
+        stop: Arc::default(),
+        defaults: SessionDefaults::default(),
+        threads: super::super::tuning::ThreadTuning::default(),
+        heartbeat: Arc::default(),
+        epoch,
+        // The second of two workers.
+        tick_epoch: staggered_tick_epoch(epoch, 1, 2),
+        tick_lateness: Arc::default(),
+        recorder: super::super::recorder::channel().0,
+        uring_sends: Arc::default(),
+        uring_receives: Arc::default(),
+        receive_buffers_exhausted: Arc::default(),
+    };
+    let (commands, inbox) = mpsc::sync_channel(4);
+    let (_handoff, arrivals) = mpsc::channel();
+    let mut worker = Worker::new(
+        0,
+        Poll::new().expect("create poll"),
+        inbox,
+        arrivals,
+        Vec::new(),
+        context,
+    );
+    let client = std::net::UdpSocket::bind((localhost, 0)).expect("bind client");
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("set read timeout");
+    let media = MediaSpec {
+        mode: super::super::MediaMode::Echo,
+        format: Some(StreamFormat {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            ptime_ms: 20,
+            telephone_event_pt: None,
+            send: None,
+        }),
+        remote_rtp: Some(client.local_addr().expect("client address")),
+        remote_rtcp: None,
+        srtp: None,
+        expects_rtp: true,
+    };
+    let open = NewConnection {
+        key: 1,
+        media,
+        rtp_port,
+        sockets,
+        stats: Arc::default(),
+    };
+    commands
+        .try_send(WorkerCommand::Open(Box::new(open)))
+        .expect("queue has room");
+    assert!(worker.apply_commands());
+    (worker, commands, client, local_rtp)
+}
+
+/// PCMU frame `index` of the client's stream: 12-byte header and 160 bytes of payload.
+fn pcmu_frame(index: u16) -> Vec<u8> {
+    let header = RtpHeader {
+        marker: index == 0,
+        payload_type: 0,
+        sequence: 1000 + index,
+        timestamp: 160 * u32::from(index),
+        ssrc: CLIENT_SSRC,
+        csrcs: &[],
+    };
+    // Truncation keeps the low byte; 0x7F (μ-law negative zero) never appears.
+    let payload: Vec<u8> = (0..160u16)
+        .map(|i| (index.wrapping_mul(37).wrapping_add(i) as u8) & 0xF7)
+        .collect();
+    let mut packet = vec![0u8; 172];
+    let length = rtp::write_packet(&mut packet, &header, &payload).expect("frame fits");
+    packet.truncate(length);
+    packet
+}
+
+#[test]
+fn the_grids_of_every_worker_and_tick_group_interleave_evenly_over_one_tick() {
+    let epoch = Instant::now();
+    for workers in 1..=5 {
+        let mut offsets: Vec<Duration> = (0..workers)
+            .flat_map(|index| {
+                let first = staggered_tick_epoch(epoch, index, workers);
+                (0..TICK_GROUPS as u64)
+                    .map(move |generation| group_tick_epoch(first, generation) - epoch)
+            })
+            .collect();
+        offsets.sort();
+        let phases = workers * TICK_GROUPS;
+        let step = ROOM_TICK.as_nanos() as f64 / phases as f64;
+        assert_eq!(offsets.len(), phases);
+        for (n, offset) in offsets.iter().enumerate() {
+            // Evenly spaced within a nanosecond (integer division), all inside one tick.
+            let expected = step * n as f64;
+            assert!(
+                (offset.as_nanos() as f64 - expected).abs() < 1.0,
+                "{workers} workers: phase {n} at {offset:?}, not {expected} ns"
+            );
+        }
+    }
+    // Connections take the groups in turn as they open.
+    let groups: Vec<Duration> = (1..=6)
+        .map(|generation| group_tick_epoch(epoch, generation) - epoch)
+        .collect();
+    let ms = Duration::from_millis;
+    assert_eq!(groups, [ms(5), ms(10), ms(15), ms(0), ms(5), ms(10)]);
+}
+
+#[test]
+fn a_connection_ticks_on_its_workers_grid_for_its_tick_group() {
+    let (worker, _commands, _client, _) = worker_with_echo_connection(31_418);
+    let connection = worker
+        .connections
+        .iter()
+        .flatten()
+        .next()
+        .expect("the echo connection is open");
+    // The harness is the second of two workers (first grid 2.5 ms after the engine's) and
+    // this is its first connection (generation 1: group 1, 5 ms later): 7.5 ms.
+    assert_eq!(connection.generation, 1);
+    let since = connection.deadline - worker.context.epoch;
+    assert_eq!(since.as_nanos() % ROOM_TICK.as_nanos(), 7_500_000);
+    assert!(connection.deadline > Instant::now() - ROOM_TICK);
+}
+
+#[test]
+fn burst_beyond_the_cap_is_carried_over_to_the_next_turn() {
+    let (mut worker, _commands, client, engine_rtp) = worker_with_echo_connection(31_410);
+    let frames: Vec<Vec<u8>> = (0..100).map(pcmu_frame).collect();
+    for frame in &frames {
+        client.send_to(frame, engine_rtp).expect("send to worker");
+    }
+    let received = |worker: &mut Worker| {
+        worker
+            .connection_by_key(1)
+            .expect("connection open")
+            .shared
+            .snapshot()
+            .rtp_packets_received
+    };
+
+    assert!(worker.turn());
+    assert_eq!(received(&mut worker), MAX_PACKETS_PER_WAKEUP as u64);
+    assert_eq!(worker.carry_over.len(), 1, "capped socket not carried over");
+    assert!(worker.turn());
+    assert_eq!(received(&mut worker), 100);
+    assert!(worker.carry_over.is_empty());
+
+    // The session plays its jitter buffer out every 20 ms: once it has filled, turns past
+    // the next ticks send echo frames, as our own stream, back to the client.
+    client.set_nonblocking(true).expect("non-blocking client");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut buffer = [0u8; 2048];
+    let (length, from) = loop {
+        assert!(worker.turn());
+        match client.recv_from(&mut buffer) {
+            Ok(received) => break received,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => panic!("client receive failed: {error}"),
+        }
+        assert!(Instant::now() < deadline, "no echo within 2 s");
+    };
+    assert_eq!(from, engine_rtp);
+    let echo = rtp::parse(&buffer[..length]).expect("echo is RTP");
+    assert_eq!(echo.payload_type(), 0);
+    assert_ne!(
+        echo.ssrc(),
+        CLIENT_SSRC,
+        "echo relayed instead of re-encoded"
+    );
+    assert!(echo.marker(), "first echo packet starts a talkspurt");
+    assert!(
+        frames.iter().any(|frame| frame[12..] == *echo.payload()),
+        "echo payload is not one of the client's frames"
+    );
+    let sent = worker
+        .connection_by_key(1)
+        .expect("connection open")
+        .shared
+        .snapshot()
+        .rtp_packets_sent;
+    assert!(sent >= 1, "echo sent but not published");
+    worker.close_all();
+}
+
+/// Sends `frames` from `client` 20 ms apart while turning `worker`, then keeps turning for
+/// `tail`; every datagram the client got back, in order.
+fn echo_through_turns(
+    worker: &mut Worker,
+    client: &std::net::UdpSocket,
+    engine_rtp: SocketAddr,
+    frames: &[Vec<u8>],
+    tail: Duration,
+) -> Vec<Vec<u8>> {
+    client.set_nonblocking(true).expect("non-blocking client");
+    let start = Instant::now();
+    let end = start + ROOM_TICK * frames.len() as u32 + tail;
+    let mut next = 0;
+    let mut echoes = Vec::new();
+    let mut buffer = [0u8; 2048];
+    while Instant::now() < end {
+        if next < frames.len() && Instant::now() >= start + ROOM_TICK * next as u32 {
+            client
+                .send_to(&frames[next], engine_rtp)
+                .expect("send to worker");
+            next += 1;
+        }
+        assert!(worker.turn());
+        loop {
+            match client.recv_from(&mut buffer) {
+                Ok((length, from)) => {
+                    assert_eq!(from, engine_rtp, "echo not sent from the RTP socket");
+                    echoes.push(buffer[..length].to_vec());
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => panic!("client receive failed: {error}"),
+            }
+        }
+    }
+    echoes
+}
+
+/// Checks that `echoes` play the caller's `frames` back in order (stand-ins aside), with at
+/// most a few missing while the jitter buffer filled or stretched on a busy test machine.
+fn assert_plays_back(echoes: &[Vec<u8>], frames: &[Vec<u8>]) {
+    let played: Vec<usize> = echoes
+        .iter()
+        .filter_map(|echo| {
+            let packet = rtp::parse(echo).expect("echo is RTP");
+            assert_ne!(packet.ssrc(), CLIENT_SSRC, "relayed instead of re-encoded");
+            frames
+                .iter()
+                .position(|frame| frame[12..] == *packet.payload())
+        })
+        .collect();
+    assert!(
+        played.windows(2).all(|pair| pair[0] < pair[1]),
+        "caller frames echoed out of order or twice: {played:?}"
+    );
+    assert!(
+        played.len() + 5 >= frames.len(),
+        "only {} of {} caller frames echoed",
+        played.len(),
+        frames.len()
+    );
+}
+
+#[test]
+fn with_io_uring_every_echo_goes_through_the_ring_and_every_slot_comes_back() {
+    let (mut worker, _commands, client, engine_rtp) = worker_with_echo_connection(31_412);
+    // Sixteen slots, reused many times over by sixty frames and their echoes.
+    worker.transmit = Transmitter::new(true, 16, 0);
+    let frames: Vec<Vec<u8>> = (0..60).map(pcmu_frame).collect();
+    let echoes = echo_through_turns(
+        &mut worker,
+        &client,
+        engine_rtp,
+        &frames,
+        Duration::from_millis(300),
+    );
+    assert_plays_back(&echoes, &frames);
+
+    let stats = worker
+        .connection_by_key(1)
+        .expect("connection open")
+        .stats
+        .clone();
+    let ring = worker.transmit.ring.as_ref().expect("ring set up");
+    assert_eq!(ring.in_flight(), 0, "a slot was never given back");
+    let counts = ring.counts();
+    assert_eq!(
+        counts.sent,
+        stats.rtp_packets_sent + stats.rtcp_packets_sent,
+        "some packets did not go through the ring: {counts:?}"
+    );
+    assert_eq!((counts.failed, counts.fell_back), (0, 0), "{counts:?}");
+    assert!(counts.sent > 16, "slots were not reused: {counts:?}");
+    assert_eq!(echoes.len() as u64, stats.rtp_packets_sent);
+    assert_eq!(
+        worker.context.uring_sends.load(Ordering::Relaxed),
+        counts.sent,
+        "engine-wide count not published"
+    );
+    worker.close_all();
+}
+
+#[test]
+fn when_the_kernel_refuses_the_ring_the_worker_echoes_with_sendto() {
+    let (mut worker, _commands, client, engine_rtp) = worker_with_echo_connection(31_414);
+    // A ring of zero entries is refused by io_uring_setup, like a seccomp filter would.
+    worker.transmit = Transmitter::new(true, 0, 0);
+    assert!(worker.transmit.ring.is_none());
+    let frames: Vec<Vec<u8>> = (0..30).map(pcmu_frame).collect();
+    let echoes = echo_through_turns(
+        &mut worker,
+        &client,
+        engine_rtp,
+        &frames,
+        Duration::from_millis(200),
+    );
+    assert_plays_back(&echoes, &frames);
+    assert_eq!(worker.context.uring_sends.load(Ordering::Relaxed), 0);
+    worker.close_all();
+}
+
+#[test]
+fn closing_a_connection_hands_its_queued_sends_to_the_kernel_first() {
+    let (mut worker, _commands, client, engine_rtp) = worker_with_echo_connection(31_416);
+    worker.transmit = Transmitter::new(true, 16, 0);
+    let slot = worker.slots[&1];
+    let connection = worker.connections[slot].as_ref().expect("connection open");
+    // A packet queued mid-turn, as a session flush would queue it, then the close.
+    let socket = connection.socket(Leg::Rtp);
+    let ring = worker.transmit.ring.as_mut().expect("ring set up");
+    let buffer = ring.packet_buffer().expect("free slot");
+    buffer[..5].copy_from_slice(b"final");
+    let target = client.local_addr().expect("client address");
+    ring.send(socket, 5, target, 1);
+    assert_eq!(ring.in_flight(), 1);
+    worker.close(1);
+    let mut received = [0u8; 16];
+    let (length, from) = client
+        .recv_from(&mut received)
+        .expect("queued send went out");
+    assert_eq!((&received[..length], from), (&b"final"[..], engine_rtp));
+}

@@ -1,0 +1,111 @@
+//! The audio path of a negotiated stream: jitter buffer, decoder, encoder, the conversion
+//! between the received and the sent codec's rates, our stream's RTP counters, and the DTMF
+//! detector and sender.
+//!
+//! Owns: the buffers of one stream, sized at construction (frames, payloads).
+//! Must not: allocate after [`AudioPath::new`], or decide what is sent when (that is the send
+//! path's and the tick's business).
+
+use std::time::Duration;
+
+use super::{SessionConfig, SessionError, StreamFormat, MAX_PACKET};
+use crate::media::codec::{pcm_rate, AudioDecoder, AudioEncoder, MAX_FRAME_SAMPLES};
+use crate::media::dtmf::DtmfSender;
+use crate::media::jitter::{JitterBuffer, JitterConfig};
+use crate::media::resample::Resampler;
+use crate::media::tone::DtmfDetector;
+
+/// The audio path of a negotiated stream.
+pub(super) struct AudioPath {
+    pub(super) format: StreamFormat,
+    pub(super) jitter: JitterBuffer,
+    pub(super) decoder: AudioDecoder,
+    pub(super) encoder: AudioEncoder,
+    /// Samples per frame at the received codec's PCM rate.
+    pub(super) frame_samples: usize,
+    /// RTP timestamp units per frame at the sent codec's RTP clock.
+    pub(super) frame_ticks: u32,
+    /// From the received codec's PCM rate to the sent codec's, when they differ.
+    pub(super) resampler: Option<Resampler>,
+    /// The frame at the sent codec's rate (when resampling).
+    pub(super) resampled: Box<[i16; MAX_FRAME_SAMPLES]>,
+    pub(super) pcm: Box<[i16; MAX_FRAME_SAMPLES]>,
+    pub(super) payload: Box<[u8; MAX_PACKET]>,
+    /// The packet after a lost one, peeked for its in-band FEC.
+    pub(super) fec_payload: Box<[u8; MAX_PACKET]>,
+    pub(super) tx_sequence: u16,
+    pub(super) tx_timestamp: u32,
+    /// The next packet we send starts a talkspurt (marker bit).
+    pub(super) tx_talkspurt: bool,
+    /// In-band DTMF detector on the decoded audio, when enabled and the rate allows.
+    pub(super) inband: Option<DtmfDetector>,
+    /// Digits to send as RFC 4733 telephone-events on our stream; present when the peer
+    /// negotiated telephone-event (`format.telephone_event_pt`).
+    pub(super) dtmf_out: Option<DtmfSender>,
+}
+
+impl AudioPath {
+    pub(super) fn new(
+        format: StreamFormat,
+        config: &SessionConfig,
+        ssrc: u32,
+    ) -> Result<AudioPath, SessionError> {
+        if !(10..=60).contains(&format.ptime_ms) {
+            return Err(SessionError::Format(format!(
+                "ptime {} ms is outside 10-60 ms",
+                format.ptime_ms
+            )));
+        }
+        let frame_samples = (pcm_rate(format.codec) * format.ptime_ms / 1000) as usize;
+        if frame_samples > MAX_FRAME_SAMPLES {
+            return Err(SessionError::Format(format!(
+                "{} samples per frame exceed {MAX_FRAME_SAMPLES}",
+                frame_samples
+            )));
+        }
+        let (send_codec, _) = format.sending();
+        let frame_ticks = send_codec.clock_rate() * format.ptime_ms / 1000;
+        let (from, to) = (pcm_rate(format.codec), pcm_rate(send_codec));
+        let resampler = if from == to {
+            None
+        } else {
+            Some(Resampler::new(from, to).map_err(|e| SessionError::Format(e.to_string()))?)
+        };
+        Ok(AudioPath {
+            jitter: JitterBuffer::new(JitterConfig {
+                clock_rate: format.codec.clock_rate(),
+                ptime_ms: format.ptime_ms,
+                min_delay_ms: config.jitter_min_ms.max(format.ptime_ms),
+                max_delay_ms: config.jitter_max_ms.max(config.jitter_min_ms),
+                max_payload: MAX_PACKET,
+            }),
+            decoder: AudioDecoder::new(format.codec).map_err(SessionError::Codec)?,
+            encoder: AudioEncoder::new(send_codec).map_err(SessionError::Codec)?,
+            frame_samples,
+            frame_ticks,
+            resampler,
+            resampled: Box::new([0; MAX_FRAME_SAMPLES]),
+            pcm: Box::new([0; MAX_FRAME_SAMPLES]),
+            payload: Box::new([0; MAX_PACKET]),
+            fec_payload: Box::new([0; MAX_PACKET]),
+            // Random-ish initial values per RFC 3550 §5.1, derived from the SSRC (sans-IO).
+            tx_sequence: (ssrc >> 16) as u16 ^ 0x5a5a,
+            tx_timestamp: ssrc.rotate_left(7),
+            tx_talkspurt: true,
+            inband: if config.inband_dtmf {
+                DtmfDetector::new(pcm_rate(format.codec)).ok()
+            } else {
+                None
+            },
+            // Events share our stream's timestamps, so they count at the sent codec's clock.
+            dtmf_out: format
+                .telephone_event_pt
+                .map(|_| DtmfSender::new(send_codec.clock_rate(), format.ptime_ms)),
+            format,
+        })
+    }
+
+    pub(super) fn ptime(&self) -> Duration {
+        Duration::from_millis(u64::from(self.format.ptime_ms))
+    }
+}

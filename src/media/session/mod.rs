@@ -1,0 +1,506 @@
+//! One connection's media session: what arrives on its RTP/RTCP sockets, what it plays out
+//! every ptime, and what it sends — sans-IO.
+//!
+//! Owns, per connection: RTP source security (negotiated address, or a one-time NAT latch, never
+//! re-latched), SRTP unprotect/protect, sequence tracking, the adaptive jitter buffer, decoding
+//! with loss concealment, RFC 4733 digits (received, and sent in place of the audio of their
+//! ptimes), RTCP statistics and reports, RTP inactivity, and the session's mode (`Idle`: receive
+//! and count; `Echo`: play the caller's audio back to it through the full decode/encode path).
+//! Must not: touch sockets, read the clock or allocate after [`MediaSession::new`]. The worker
+//! feeds datagrams and time, and drains [`MediaSession::poll_transmit`] and
+//! [`MediaSession::poll_event`].
+//!
+//! This file holds the public session type, its construction, its deadlines and its output
+//! queues. The rest of it lives next door, one `impl MediaSession` per concern:
+//! - `config`: what a session is built from ([`SessionConfig`], [`StreamFormat`], keys, errors);
+//! - `receive`: the receive path, datagram to decoded frame, and the caller's audio kept for
+//!   listeners;
+//! - `send`: the playout tick and the send path, frame to RTP packet;
+//! - `audio`: the codec state both ways (`AudioPath`);
+//! - `digits`: RFC 4733 digits sent in place of audio, and digits received;
+//! - `playout`: prompts and tones played instead of the usual audio;
+//! - `conference`: the 20 ms conference ticks ([`MediaSession::capture`], [`MediaSession::play`]);
+//! - `stats`: counters, the RTCP summary and RTCP reports.
+
+mod audio;
+mod conference;
+mod config;
+mod digits;
+mod playout;
+mod receive;
+mod send;
+mod stats;
+
+pub use conference::ROOM_TICK;
+pub use config::{SessionConfig, SessionError, SessionMode, SrtpKeys, StreamFormat};
+pub use stats::{RtcpSummary, SessionStats};
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::dtmf::{DigitEvent, DtmfReceiver};
+use super::player::Player;
+use super::rtcp::{RtcpConfig, RtcpSession};
+use super::srtp::SrtpContext;
+use audio::AudioPath;
+use conference::RoomMembership;
+use receive::Heard;
+
+/// Largest datagram we build (an MTU's worth): payload + RTP header + SRTP tag.
+pub const MAX_PACKET: usize = 1500;
+
+/// Outgoing packets a session can hold between two drains (one audio frame + RTCP + margin).
+const TRANSMIT_SLOTS: usize = 4;
+
+/// Events a session queues between two drains before it drops the oldest.
+const EVENT_SLOTS: usize = 16;
+
+/// Which socket a packet leaves from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Rtp,
+    Rtcp,
+}
+
+/// A packet to send: `out[..len]` of the buffer given to `poll_transmit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub channel: Channel,
+    pub destination: SocketAddr,
+    pub len: usize,
+}
+
+/// Something the control plane should hear about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEvent {
+    /// The first accepted RTP packet, from this source.
+    FirstPacket { source: SocketAddr },
+    /// NAT latching chose this source for the rest of the session.
+    Latched { source: SocketAddr },
+    /// A complete RFC 4733 digit.
+    Digit(DigitEvent),
+    /// No RTP for the configured time.
+    RtpTimeout { silent_for: Duration },
+    /// The playout started with [`MediaSession::start_playout`] played to its end.
+    PlayoutDone { operation: u64 },
+}
+
+/// One connection's media.
+pub struct MediaSession {
+    config: SessionConfig,
+    /// Decoding/encoding state; present once a format is negotiated.
+    audio: Option<AudioPath>,
+    /// The source RTP is accepted from, once decided.
+    accepted_source: Option<SocketAddr>,
+    srtp_in: Option<SrtpContext>,
+    srtp_out: Option<SrtpContext>,
+    rtcp: RtcpSession,
+    dtmf: DtmfReceiver,
+    /// Next playout/send tick (Echo mode with a format).
+    next_tick: Option<Instant>,
+    last_rtp_at: Instant,
+    timeout_reported: bool,
+    first_packet_seen: bool,
+    transmits: VecDeque<(Channel, SocketAddr, usize, Box<[u8; MAX_PACKET]>)>,
+    /// Empty packet buffers, reused (preallocated at construction). Boxed so that moving a
+    /// buffer between this list and `transmits` moves a pointer, not 1500 bytes.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<[u8; MAX_PACKET]>>,
+    events: VecDeque<SessionEvent>,
+    stats: SessionStats,
+    /// The conference this session is in; it then plays out only when the conference ticks.
+    room: Option<RoomMembership>,
+    /// A prompt or tone played instead of the session's usual audio (operation id, player).
+    player: Option<(u64, Player)>,
+    /// The caller's decoded audio, kept for the worker while something listens (recording,
+    /// silence detection).
+    heard: Option<Heard>,
+}
+
+impl MediaSession {
+    pub fn new(config: SessionConfig, now: Instant) -> Result<MediaSession, SessionError> {
+        let audio = match config.format {
+            Some(format) => Some(AudioPath::new(format, &config, config.local_ssrc)?),
+            None => None,
+        };
+        let (srtp_in, srtp_out) = match &config.srtp {
+            Some(keys) => {
+                let make = |key: &[u8], salt: &[u8]| {
+                    SrtpContext::new(keys.profile, key, salt)
+                        .map_err(|e| SessionError::Srtp(e.to_string()))
+                };
+                (
+                    Some(make(&keys.inbound_key, &keys.inbound_salt)?),
+                    Some(make(&keys.outbound_key, &keys.outbound_salt)?),
+                )
+            }
+            None => (None, None),
+        };
+        let clock_rate = config.format.map(|f| f.codec.clock_rate()).unwrap_or(8000);
+        let rtcp = RtcpSession::new(
+            RtcpConfig {
+                local_ssrc: config.local_ssrc,
+                cname: config.cname.clone(),
+                clock_rate,
+                min_interval: config.rtcp_interval,
+                seed: config.seed,
+                ntp_at_start: config.ntp_at_start,
+            },
+            now,
+        );
+        let next_tick = match (&audio, config.mode) {
+            (Some(a), SessionMode::Echo) => Some(aligned_tick(config.tick_epoch, now, a.ptime())),
+            _ => None,
+        };
+        let spare = (0..TRANSMIT_SLOTS)
+            .map(|_| Box::new([0u8; MAX_PACKET]))
+            .collect();
+        Ok(MediaSession {
+            accepted_source: None,
+            srtp_in,
+            srtp_out,
+            rtcp,
+            dtmf: DtmfReceiver::new(clock_rate),
+            next_tick,
+            last_rtp_at: now,
+            timeout_reported: false,
+            first_packet_seen: false,
+            transmits: VecDeque::with_capacity(TRANSMIT_SLOTS),
+            spare,
+            events: VecDeque::with_capacity(EVENT_SLOTS),
+            stats: SessionStats::default(),
+            room: None,
+            player: None,
+            heard: None,
+            audio,
+            config,
+        })
+    }
+
+    /// Runs what is due: playout ticks, RTCP reports, DTMF timeouts, the RTP timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(due) = self.next_tick {
+            if due > now {
+                break;
+            }
+            self.tick(now);
+            if self.next_tick != Some(due) {
+                // The tick stopped the session's own ticks (a playout or digits ended on an
+                // idle session) or re-aligned them.
+                continue;
+            }
+            let ptime = self
+                .audio
+                .as_ref()
+                .map(AudioPath::ptime)
+                .unwrap_or(Duration::from_millis(20));
+            // Keep the cadence; after a long stall, skip ahead rather than burst.
+            let next = due + ptime;
+            self.next_tick = Some(if next + ptime * 5 < now {
+                now + ptime
+            } else {
+                next
+            });
+        }
+        if let Some(digit) = self.dtmf.poll(now) {
+            self.on_digit(digit);
+        }
+        if self.sends_media() && self.rtcp.poll_timeout() <= now {
+            self.send_rtcp(now);
+        }
+        if let Some(limit) = self.config.rtp_timeout {
+            let silent_for = now.saturating_duration_since(self.last_rtp_at);
+            if silent_for >= limit && !self.timeout_reported {
+                self.timeout_reported = true;
+                self.push_event(SessionEvent::RtpTimeout { silent_for });
+            }
+        }
+    }
+
+    /// When `handle_timeout` must next run.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut at =
+            self.last_rtp_at + self.config.rtp_timeout.unwrap_or(Duration::from_secs(3600));
+        if self.timeout_reported {
+            at = self.last_rtp_at + Duration::from_secs(3600);
+        }
+        if let Some(t) = self.next_tick {
+            at = at.min(t);
+        }
+        if self.sends_media() {
+            at = at.min(self.rtcp.poll_timeout());
+        }
+        if let Some(t) = self.dtmf.poll_timeout() {
+            at = at.min(t);
+        }
+        at
+    }
+
+    /// The next packet to send, copied into `out`.
+    pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<Transmit> {
+        let (channel, destination, len, buf) = self.transmits.pop_front()?;
+        let len = len.min(out.len());
+        out[..len].copy_from_slice(&buf[..len]);
+        self.spare.push(buf);
+        Some(Transmit {
+            channel,
+            destination,
+            len,
+        })
+    }
+
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// New peer address (re-INVITE, ModifyConnection). A changed address is a new peer: the
+    /// latch is cleared so the new address is accepted.
+    pub fn set_remote(&mut self, remote_rtp: Option<SocketAddr>, remote_rtcp: Option<SocketAddr>) {
+        let remote_rtp = remote_rtp.map(canonical);
+        if remote_rtp != self.config.remote_rtp.map(canonical) {
+            self.accepted_source = None;
+        }
+        self.config.remote_rtp = remote_rtp;
+        self.config.remote_rtcp = remote_rtcp.map(canonical);
+    }
+
+    /// A datagram the worker could not even hand over (longer than any audio packet).
+    pub fn note_malformed(&mut self) {
+        self.stats.malformed_packets += 1;
+    }
+
+    pub fn mode(&self) -> SessionMode {
+        self.config.mode
+    }
+
+    /// Whether the session sends media (and so RTCP sender reports): echoing, in a room, or
+    /// playing a prompt.
+    fn sends_media(&self) -> bool {
+        self.config.mode != SessionMode::Idle || self.room.is_some() || self.player.is_some()
+    }
+
+    fn push_event(&mut self, event: SessionEvent) {
+        if self.events.len() == EVENT_SLOTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+}
+
+/// The first instant after `now` on the grid `epoch + k * ptime`.
+fn aligned_tick(epoch: Instant, now: Instant, ptime: Duration) -> Instant {
+    let ptime_ns = ptime.as_nanos().max(1);
+    let since = now.saturating_duration_since(epoch).as_nanos();
+    let k = since / ptime_ns + 1;
+    let offset = u64::try_from(k * ptime_ns).unwrap_or(u64::MAX);
+    epoch + Duration::from_nanos(offset)
+}
+
+/// IPv4-mapped IPv6 addresses (from a dual-stack socket) compared as the IPv4 they are.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod test_support;
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+
+    #[test]
+    fn echo_plays_the_callers_pcmu_back_with_our_own_rtp_stream() {
+        let start = Instant::now();
+        let mut session = MediaSession::new(config(Codec::Pcmu, 0), start).unwrap();
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        let sent = run(&mut session, &mut peer, start, 100, |_| false);
+        let packets = rtp_only(&sent);
+        assert!(
+            packets.len() >= 97,
+            "one frame back per frame in ({})",
+            packets.len()
+        );
+        let first = rtp::parse(&packets[0]).unwrap();
+        assert!(first.marker(), "talkspurt starts with the marker bit");
+        assert_eq!(first.ssrc(), 0x1111_2222);
+        for pair in packets.windows(2) {
+            let (a, b) = (rtp::parse(&pair[0]).unwrap(), rtp::parse(&pair[1]).unwrap());
+            assert_eq!(b.sequence(), a.sequence().wrapping_add(1));
+            assert_eq!(b.timestamp(), a.timestamp().wrapping_add(160));
+            assert_eq!(b.payload_type(), 0);
+        }
+        // μ-law decode→encode is lossless: the payloads are the caller's, in order.
+        let mut reference = Peer::new(Codec::Pcmu, 0);
+        let mut buf = [0u8; MAX_PACKET];
+        let sent_payloads: Vec<Vec<u8>> = (0..100)
+            .map(|_| {
+                let n = reference.frame(&mut buf);
+                buf[12..n].to_vec()
+            })
+            .collect();
+        let echoed: Vec<Vec<u8>> = packets
+            .iter()
+            .map(|p| rtp::parse(p).unwrap().payload().to_vec())
+            .collect();
+        let offset = sent_payloads
+            .iter()
+            .position(|p| *p == echoed[0])
+            .expect("first echoed frame is one the caller sent");
+        for (i, e) in echoed.iter().enumerate() {
+            assert_eq!(Some(e), sent_payloads.get(offset + i), "frame {i}");
+        }
+        let stats = session.stats();
+        assert_eq!(stats.rtp_packets_received, 100);
+        assert_eq!(stats.foreign_source_dropped, 0);
+    }
+
+    #[test]
+    fn transcoding_sends_the_callers_tone_in_another_codec_and_rate() {
+        for (rx, rx_pt, tx, tx_pt) in [
+            (Codec::Pcmu, 0, Codec::Pcma, 8),
+            (Codec::Pcmu, 0, Codec::G722, 9),
+            (Codec::G722, 9, Codec::Opus, 111),
+            (Codec::Opus, 111, Codec::Pcmu, 0),
+        ] {
+            let start = Instant::now();
+            let mut cfg = config(rx, rx_pt);
+            if let Some(f) = cfg.format.as_mut() {
+                f.send = Some((tx, tx_pt));
+            }
+            let mut session = MediaSession::new(cfg, start).unwrap();
+            let mut peer = Peer::new(rx, rx_pt);
+            let sent = run(&mut session, &mut peer, start, 100, |_| false);
+            let packets = rtp_only(&sent);
+            assert!(packets.len() >= 95, "{rx:?}→{tx:?}: {}", packets.len());
+            let ticks = tx.clock_rate() / 50;
+            let mut decoder = AudioDecoder::new(tx).unwrap();
+            let mut pcm = Vec::new();
+            let mut frame = [0i16; MAX_FRAME_SAMPLES];
+            for pair in packets.windows(2) {
+                let (a, b) = (rtp::parse(&pair[0]).unwrap(), rtp::parse(&pair[1]).unwrap());
+                assert_eq!(b.payload_type(), tx_pt);
+                assert_eq!(b.timestamp(), a.timestamp().wrapping_add(ticks));
+            }
+            for p in &packets {
+                let n = decoder
+                    .decode(rtp::parse(p).unwrap().payload(), &mut frame)
+                    .unwrap();
+                pcm.extend_from_slice(&frame[..n]);
+            }
+            let rate = pcm_rate(tx);
+            let tail = &pcm[pcm.len() / 2..];
+            let tone = goertzel_power(tail, rate, 1000.0);
+            let other = goertzel_power(tail, rate, 2500.0);
+            assert!(
+                tone > other * 100.0,
+                "{rx:?}→{tx:?}: 1 kHz dominates ({tone} vs {other})"
+            );
+        }
+    }
+
+    #[test]
+    fn the_steady_state_echo_path_allocates_nothing() {
+        use crate::media::alloc_counter::allocations_during;
+        for (codec, pt, srtp) in [
+            (Codec::Pcmu, 0, false),
+            (Codec::Pcma, 8, true),
+            (Codec::G722, 9, false),
+        ] {
+            let start = Instant::now();
+            let mut cfg = config(codec, pt);
+            let mut peer = Peer::new(codec, pt);
+            if srtp {
+                let key = [7u8; 16];
+                let salt = [9u8; 14];
+                cfg.srtp = Some(SrtpKeys {
+                    profile: SrtpProfile::AesCm128HmacSha1_80,
+                    inbound_key: key.to_vec(),
+                    inbound_salt: salt.to_vec(),
+                    outbound_key: key.to_vec(),
+                    outbound_salt: salt.to_vec(),
+                });
+                peer.srtp =
+                    Some(SrtpContext::new(SrtpProfile::AesCm128HmacSha1_80, &key, &salt).unwrap());
+            }
+            let mut session = MediaSession::new(cfg, start).unwrap();
+            // Warm up: the jitter buffer fills, RTCP state starts.
+            run(&mut session, &mut peer, start, 50, |_| false);
+            let mut packets = Vec::with_capacity(200);
+            let mut buf = [0u8; MAX_PACKET];
+            for _ in 0..200 {
+                let len = peer.frame(&mut buf);
+                packets.push((buf, len));
+            }
+            let mut out = [0u8; MAX_PACKET];
+            let mut sent = 0;
+            let allocations = allocations_during(|| {
+                for (i, (packet, len)) in packets.iter_mut().enumerate() {
+                    let now = start + PTIME * (50 + i as u32);
+                    session.handle_rtp(now, addr(PEER), packet, *len);
+                    session.handle_timeout(now + Duration::from_millis(1));
+                    while session.poll_transmit(&mut out).is_some() {
+                        sent += 1;
+                    }
+                    while session.poll_event().is_some() {}
+                    let _ = session.stats();
+                }
+            });
+            assert!(sent >= 195, "{codec:?}: {sent}");
+            assert_eq!(
+                allocations, 0,
+                "{codec:?} (srtp: {srtp}) allocated on the packet path"
+            );
+        }
+    }
+
+    #[test]
+    fn silence_on_the_wire_ends_in_one_rtp_timeout_event() {
+        let start = Instant::now();
+        let mut session = MediaSession::new(config(Codec::Pcmu, 0), start).unwrap();
+        let mut now = start;
+        while now < start + Duration::from_secs(12) {
+            now = session.poll_timeout().max(now + Duration::from_millis(1));
+            session.handle_timeout(now);
+        }
+        let timeouts: Vec<SessionEvent> = std::iter::from_fn(|| session.poll_event())
+            .filter(|e| matches!(e, SessionEvent::RtpTimeout { .. }))
+            .collect();
+        assert_eq!(timeouts.len(), 1);
+    }
+
+    #[test]
+    fn g722_and_opus_echo_keep_the_tone() {
+        for (codec, pt) in [(Codec::G722, 9), (Codec::Opus, 111)] {
+            let start = Instant::now();
+            let mut session = MediaSession::new(config(codec, pt), start).unwrap();
+            let mut peer = Peer::new(codec, pt);
+            let sent = run(&mut session, &mut peer, start, 100, |_| false);
+            let packets = rtp_only(&sent);
+            assert!(packets.len() >= 95, "{codec:?}: {}", packets.len());
+            let mut decoder = AudioDecoder::new(codec).unwrap();
+            let mut pcm = Vec::new();
+            let mut frame = [0i16; MAX_FRAME_SAMPLES];
+            for p in &packets {
+                let n = decoder
+                    .decode(rtp::parse(p).unwrap().payload(), &mut frame)
+                    .unwrap();
+                pcm.extend_from_slice(&frame[..n]);
+            }
+            let rate = pcm_rate(codec);
+            let tail = &pcm[pcm.len() / 2..];
+            let tone = goertzel_power(tail, rate, 1000.0);
+            let other = goertzel_power(tail, rate, 2500.0);
+            assert!(
+                tone > other * 100.0,
+                "{codec:?}: 1 kHz dominates ({tone} vs {other})"
+            );
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! The receive path of a session: a datagram from the RTP or RTCP socket to a decoded frame,
+//! and the caller's audio kept for listeners (recording, silence detection).
+//!
+//! Owns: source security (negotiated address or one-time latch), SRTP unprotect, parsing,
+//! telephone-event routing to the DTMF receiver, the jitter buffer push, decoding with loss
+//! concealment and Opus FEC, in-band DTMF detection, and the `Heard` buffer.
+//! Must not: send anything, or allocate per packet (the `Heard` buffer is allocated once, when
+//! listening is switched on). Bad input is counted (`malformed_packets`, `srtp_rejected`,
+//! `foreign_source_dropped`), never a panic.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{canonical, MediaSession, SessionEvent, SessionMode};
+use crate::media::codec::pcm_rate;
+use crate::media::dtmf::DigitEvent;
+use crate::media::jitter::Playout;
+use crate::media::rtp::{self};
+
+impl MediaSession {
+    /// A datagram that arrived on the RTP socket (RTCP too, when multiplexed).
+    pub fn handle_rtp(&mut self, now: Instant, source: SocketAddr, buf: &mut [u8], len: usize) {
+        let len = len.min(buf.len());
+        if rtp::is_rtcp(&buf[..len]) {
+            self.handle_rtcp(now, source, buf, len);
+            return;
+        }
+        let source = canonical(source);
+        // Before SRTP authentication only the fixed header is trusted enough to read the
+        // payload type; the packet is parsed once, after unprotect.
+        if len < rtp::RTP_FIXED_HEADER_LEN || buf[0] >> 6 != rtp::RTP_VERSION {
+            self.stats.malformed_packets += 1;
+            return;
+        }
+        let payload_type = buf[1] & 0x7f;
+        if !self.source_allowed(source, payload_type) {
+            self.stats.foreign_source_dropped += 1;
+            return;
+        }
+        let len = match self.srtp_in.as_mut() {
+            Some(ctx) => match ctx.unprotect_rtp(buf, len) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.stats.srtp_rejected += 1;
+                    return;
+                }
+            },
+            None => len,
+        };
+        // Authenticated (or no SRTP): only now may the source be latched.
+        self.accept_source(source);
+        let Ok(packet) = rtp::parse(&buf[..len]) else {
+            self.stats.malformed_packets += 1;
+            return;
+        };
+        self.stats.rtp_packets_received += 1;
+        self.stats.rtp_bytes_received += len as u64;
+        self.last_rtp_at = now;
+        self.timeout_reported = false;
+        if !self.first_packet_seen {
+            self.first_packet_seen = true;
+            self.push_event(SessionEvent::FirstPacket { source });
+        }
+        self.rtcp
+            .on_rtp_received(now, packet.ssrc(), packet.sequence(), packet.timestamp());
+        let Some(audio) = self.audio.as_mut() else {
+            return;
+        };
+        if Some(packet.payload_type()) == audio.format.telephone_event_pt {
+            match self.dtmf.on_packet(
+                now,
+                packet.sequence(),
+                packet.timestamp(),
+                packet.marker(),
+                packet.payload(),
+            ) {
+                Ok(Some(digit)) => self.on_digit(digit),
+                Ok(None) => {}
+                Err(_) => self.stats.malformed_packets += 1,
+            }
+            return;
+        }
+        if packet.payload_type() != audio.format.payload_type {
+            self.stats.malformed_packets += 1;
+            return;
+        }
+        if self.config.mode == SessionMode::Idle && self.room.is_none() && self.heard.is_none() {
+            // Nobody plays or listens to this audio: counted above, not buffered.
+            return;
+        }
+        audio.jitter.push(
+            now,
+            packet.sequence(),
+            packet.timestamp(),
+            packet.marker(),
+            packet.payload(),
+        );
+    }
+
+    /// A datagram that arrived on the RTCP socket.
+    pub fn handle_rtcp(&mut self, now: Instant, source: SocketAddr, buf: &mut [u8], len: usize) {
+        let source = canonical(source);
+        let len = len.min(buf.len());
+        if let Some(accepted) = self.accepted_source {
+            // RTCP comes from the accepted peer's address (its port may differ by +1).
+            if accepted.ip() != source.ip() {
+                self.stats.foreign_source_dropped += 1;
+                return;
+            }
+        }
+        let len = match self.srtp_in.as_mut() {
+            Some(ctx) => match ctx.unprotect_rtcp(buf, len) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.stats.srtp_rejected += 1;
+                    return;
+                }
+            },
+            None => len,
+        };
+        match self.rtcp.on_rtcp(now, &buf[..len]) {
+            Ok(_) => self.stats.rtcp_packets_received += 1,
+            Err(_) => self.stats.malformed_packets += 1,
+        }
+    }
+
+    /// Keeps (or stops keeping) the caller's decoded audio for [`MediaSession::take_heard`]:
+    /// recording and silence detection. The session then decodes every ptime even when it
+    /// neither echoes nor is in a conference. Allocates the buffer (200 ms) when switched on.
+    pub fn set_listening(&mut self, now: Instant, on: bool) {
+        match (on, self.heard.is_some()) {
+            (true, false) => {
+                let rate = self
+                    .audio
+                    .as_ref()
+                    .map_or(8000, |a| pcm_rate(a.format.codec));
+                self.heard = Some(Heard {
+                    samples: vec![0; (rate / 5) as usize].into_boxed_slice(),
+                    len: 0,
+                    dropped: 0,
+                });
+                if self.room.is_none() && self.next_tick.is_none() {
+                    self.restore_tick(now);
+                }
+            }
+            (false, true) => {
+                self.heard = None;
+                if self.room.is_none() {
+                    self.restore_tick(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Hands the caller's audio decoded since the last call to `consume` (samples at `rate`),
+    /// then forgets it. Nothing when not listening or nothing new.
+    pub fn take_heard(&mut self, mut consume: impl FnMut(&[i16], u32)) {
+        let rate = self
+            .audio
+            .as_ref()
+            .map_or(8000, |a| pcm_rate(a.format.codec));
+        if let Some(heard) = self.heard.as_mut() {
+            if heard.len > 0 {
+                consume(&heard.samples[..heard.len], rate);
+                heard.len = 0;
+            }
+        }
+    }
+
+    /// Source security: the negotiated address only, or — with latching — the first source
+    /// that sends a negotiated payload type, once, for the rest of the session.
+    pub(super) fn source_allowed(&self, source: SocketAddr, payload_type: u8) -> bool {
+        if let Some(accepted) = self.accepted_source {
+            return accepted == source;
+        }
+        if !self.config.latching {
+            return self.config.remote_rtp.map(canonical) == Some(source);
+        }
+        match &self.audio {
+            Some(a) => {
+                payload_type == a.format.payload_type
+                    || Some(payload_type) == a.format.telephone_event_pt
+            }
+            // Nothing negotiated yet: nothing to latch on.
+            None => false,
+        }
+    }
+
+    pub(super) fn accept_source(&mut self, source: SocketAddr) {
+        if self.accepted_source.is_some() {
+            return;
+        }
+        self.accepted_source = Some(source);
+        if self.config.latching && self.config.remote_rtp.map(canonical) != Some(source) {
+            self.push_event(SessionEvent::Latched { source });
+        }
+    }
+
+    /// Takes one ptime of the caller's audio out of the jitter buffer and decodes it (or
+    /// conceals a loss) into `audio.pcm`, at the received codec's rate. None when nothing is
+    /// playing (before the first packet, between talkspurts) or no format is negotiated.
+    /// Reports a digit when in-band detection hears one.
+    pub(super) fn pull_frame(&mut self, now: Instant) -> Option<usize> {
+        let pulled = self.decode_next(now);
+        if let (Some(heard), Some(audio)) = (self.heard.as_mut(), self.audio.as_ref()) {
+            let n = pulled.unwrap_or(audio.frame_samples);
+            let room = heard.samples.len() - heard.len;
+            let take = n.min(room);
+            match pulled {
+                Some(_) => {
+                    heard.samples[heard.len..heard.len + take].copy_from_slice(&audio.pcm[..take])
+                }
+                None => heard.samples[heard.len..heard.len + take].fill(0),
+            }
+            heard.len += take;
+            heard.dropped += (n - take) as u64;
+        }
+        pulled
+    }
+
+    /// The jitter buffer's next frame, decoded (or concealed) into `audio.pcm`.
+    pub(super) fn decode_next(&mut self, now: Instant) -> Option<usize> {
+        let audio = self.audio.as_mut()?;
+        let mut inband_digit = None;
+        let samples = match audio.jitter.pop(now, &mut audio.payload[..]) {
+            Playout::Frame { len, .. } => {
+                match audio
+                    .decoder
+                    .decode(&audio.payload[..len], &mut audio.pcm[..])
+                {
+                    Ok(n) => {
+                        if let Some(detector) = audio.inband.as_mut() {
+                            inband_digit = detector.push(&audio.pcm[..n]);
+                        }
+                        n
+                    }
+                    Err(_) => {
+                        self.stats.decode_errors += 1;
+                        audio
+                            .decoder
+                            .conceal(audio.frame_samples, &mut audio.pcm[..])
+                    }
+                }
+            }
+            Playout::Conceal { timestamp } => {
+                // Opus carries the lost frame's FEC in the next packet: use it when it is here.
+                let next = if audio.decoder.has_fec() {
+                    audio
+                        .jitter
+                        .peek_after(timestamp, &mut audio.fec_payload[..])
+                } else {
+                    None
+                };
+                match next {
+                    Some(len) => {
+                        self.stats.fec_recovered += 1;
+                        audio.decoder.recover(
+                            &audio.fec_payload[..len],
+                            audio.frame_samples,
+                            &mut audio.pcm[..],
+                        )
+                    }
+                    None => audio
+                        .decoder
+                        .conceal(audio.frame_samples, &mut audio.pcm[..]),
+                }
+            }
+            Playout::Silence => return None,
+        };
+        let samples = samples.min(audio.frame_samples);
+        if let Some(digit) = inband_digit {
+            self.on_digit(DigitEvent {
+                digit,
+                duration_ms: 0,
+                volume_dbm0: 0,
+                ended_by: crate::media::dtmf::EndedBy::EndBit,
+            });
+        }
+        Some(samples)
+    }
+}
+
+/// The caller's decoded audio since the worker last took it, at the received codec's PCM rate.
+pub(super) struct Heard {
+    pub(super) samples: Box<[i16]>,
+    pub(super) len: usize,
+    /// Samples dropped because the worker did not take them in time.
+    pub(super) dropped: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::session::test_support::*;
+
+    #[test]
+    fn lost_opus_frames_are_rebuilt_from_the_next_packets_fec() {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Opus, 111);
+        cfg.jitter_min_ms = 60;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        let mut peer = Peer::new(Codec::Opus, 111);
+        // Loss every 10th frame, after the encoder's speech detector has settled.
+        let sent = run(&mut session, &mut peer, start, 60, |i| i > 5 && i % 10 == 5);
+        assert!(rtp_only(&sent).len() >= 55);
+        let stats = session.stats();
+        assert!(
+            stats.fec_recovered >= 3,
+            "FEC used for lost frames: {stats:?}"
+        );
+    }
+
+    #[test]
+    fn lost_frames_are_concealed_so_the_echo_has_no_gaps() {
+        let start = Instant::now();
+        let mut session = MediaSession::new(config(Codec::Pcma, 8), start).unwrap();
+        let mut peer = Peer::new(Codec::Pcma, 8);
+        let sent = run(&mut session, &mut peer, start, 100, |i| i % 10 == 5);
+        let packets = rtp_only(&sent);
+        assert!(packets.len() >= 97, "{}", packets.len());
+        assert!(session.stats().jitter.concealed >= 9);
+    }
+
+    #[test]
+    fn packets_from_a_foreign_source_are_dropped_not_echoed() {
+        let start = Instant::now();
+        let mut session = MediaSession::new(config(Codec::Pcmu, 0), start).unwrap();
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        let mut buf = [0u8; MAX_PACKET];
+        let mut out = [0u8; MAX_PACKET];
+        for i in 0..20u32 {
+            let len = peer.frame(&mut buf);
+            session.handle_rtp(start + PTIME * i, addr("198.51.100.7:4000"), &mut buf, len);
+            session.handle_timeout(start + PTIME * i);
+        }
+        assert!(session.poll_transmit(&mut out).is_none());
+        assert_eq!(session.stats().foreign_source_dropped, 20);
+        assert_eq!(session.stats().rtp_packets_received, 0);
+    }
+
+    #[test]
+    fn latching_takes_the_first_source_once_and_never_relatches() {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.remote_rtp = Some(addr("10.0.0.5:4000")); // the peer's private address from SDP
+        cfg.latching = true;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        let mut buf = [0u8; MAX_PACKET];
+        let mut out = [0u8; MAX_PACKET];
+        let nat = addr("203.0.113.9:31000");
+        let attacker = addr("203.0.113.66:31000");
+        for i in 0..50u32 {
+            let now = start + PTIME * i;
+            let len = peer.frame(&mut buf);
+            session.handle_rtp(now, nat, &mut buf, len);
+            let len = peer.frame(&mut buf);
+            session.handle_rtp(now, attacker, &mut buf, len);
+            session.handle_timeout(now + Duration::from_millis(1));
+            while let Some(t) = session.poll_transmit(&mut out) {
+                assert_eq!(
+                    t.destination.ip(),
+                    nat.ip(),
+                    "media goes to the latched source"
+                );
+            }
+        }
+        assert_eq!(
+            std::iter::from_fn(|| session.poll_event())
+                .filter(|e| matches!(e, SessionEvent::Latched { source } if *source == nat))
+                .count(),
+            1
+        );
+        assert_eq!(session.stats().foreign_source_dropped, 50);
+    }
+
+    #[test]
+    fn srtp_echo_round_trips_and_tampered_packets_are_rejected() {
+        let start = Instant::now();
+        let mut random = {
+            let mut n = 0u8;
+            move |buf: &mut [u8]| {
+                for b in buf {
+                    n = n.wrapping_mul(31).wrapping_add(7);
+                    *b = n;
+                }
+            }
+        };
+        for profile in [SrtpProfile::AesCm128HmacSha1_80, SrtpProfile::AeadAes128Gcm] {
+            let theirs = CryptoAttribute::generate(1, profile, &mut random);
+            let ours = CryptoAttribute::generate(1, profile, &mut random);
+            let mut cfg = config(Codec::Pcmu, 0);
+            cfg.srtp = Some(SrtpKeys {
+                profile,
+                inbound_key: theirs.key.to_vec(),
+                inbound_salt: theirs.salt.clone(),
+                outbound_key: ours.key.to_vec(),
+                outbound_salt: ours.salt.clone(),
+            });
+            let mut session = MediaSession::new(cfg, start).unwrap();
+            let mut peer = Peer::new(Codec::Pcmu, 0);
+            peer.srtp = Some(SrtpContext::new(profile, &theirs.key, &theirs.salt).unwrap());
+            let sent = run(&mut session, &mut peer, start, 50, |_| false);
+            let mut decrypt = SrtpContext::new(profile, &ours.key, &ours.salt).unwrap();
+            let mut clear = 0;
+            for (t, mut p) in sent.into_iter().filter(|(t, _)| t.channel == Channel::Rtp) {
+                let n = decrypt
+                    .unprotect_rtp(&mut p, t.len)
+                    .expect("our SRTP decrypts");
+                assert_eq!(rtp::parse(&p[..n]).unwrap().payload().len(), 160);
+                clear += 1;
+            }
+            assert!(clear >= 47, "{profile:?}: {clear}");
+            let mut buf = [0u8; MAX_PACKET];
+            let len = peer.frame(&mut buf);
+            buf[20] ^= 0x01;
+            session.handle_rtp(start + PTIME * 60, addr(PEER), &mut buf, len);
+            assert_eq!(session.stats().srtp_rejected, 1, "{profile:?}");
+        }
+    }
+
+    /// Damages one packet of the caller's stream in one of the ways the wire does (or an
+    /// attacker would): flipped bits anywhere, truncation, trailing junk, the extension and
+    /// padding flags or the CSRC count set over bytes that do not hold them, a foreign payload
+    /// type or SSRC, a sequence or timestamp jump. About a third of the packets stay intact.
+    fn mangle(buf: &mut [u8], len: usize, random: &mut impl FnMut() -> u64) -> usize {
+        let pick =
+            |random: &mut dyn FnMut() -> u64, below: usize| (random() % below as u64) as usize;
+        match random() % 12 {
+            0 | 1 => {
+                for _ in 0..=pick(random, 4) {
+                    let at = pick(random, len);
+                    buf[at] ^= 1 << pick(random, 8);
+                }
+                len
+            }
+            2 => pick(random, len),
+            3 => {
+                let longer = len + pick(random, MAX_PACKET - len);
+                for byte in &mut buf[len..longer] {
+                    *byte = random() as u8;
+                }
+                longer
+            }
+            4 => {
+                buf[0] |= 0x10; // extension flag, the payload read as its header
+                len
+            }
+            5 => {
+                buf[0] |= 0x20; // padding flag, the last payload byte read as its count
+                len
+            }
+            6 => {
+                buf[0] = (buf[0] & 0xf0) | pick(random, 16) as u8; // CSRC count
+                len
+            }
+            7 => {
+                buf[1] = (buf[1] & 0x80) | pick(random, 128) as u8; // payload type
+                len
+            }
+            8 => {
+                buf[8..12].copy_from_slice(&(random() as u32).to_be_bytes()); // SSRC
+                len
+            }
+            9 => {
+                let field = if random() % 2 == 0 { 2..4 } else { 4..8 }; // sequence or timestamp
+                for byte in &mut buf[field] {
+                    *byte = random() as u8;
+                }
+                len
+            }
+            _ => len,
+        }
+    }
+
+    /// A caller's stream damaged packet by packet for 40 s (the same bytes also arriving
+    /// on the RTCP port), through a whole session of each codec, with in-band DTMF detection off
+    /// and on: nothing panics, everything the session sends is a packet of its own stream, and
+    /// once the caller's packets are whole again the echo comes back with the caller's tone.
+    #[test]
+    fn a_mangled_stream_never_panics_and_the_echo_recovers() {
+        for (codec, pt) in [(Codec::Pcmu, 0), (Codec::G722, 9), (Codec::Opus, 111)] {
+            for inband_dtmf in [false, true] {
+                let start = Instant::now();
+                let mut session = MediaSession::new(
+                    SessionConfig {
+                        inband_dtmf,
+                        ..config(codec, pt)
+                    },
+                    start,
+                )
+                .unwrap();
+                let mut peer = Peer::new(codec, pt);
+                let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(pt);
+                let mut random = move || {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state
+                };
+                let mut buf = [0u8; MAX_PACKET];
+                let mut out = [0u8; MAX_PACKET];
+                let frames: u32 = 2000;
+                for i in 0..frames {
+                    let now = start + PTIME * i;
+                    let len = peer.frame(&mut buf);
+                    let len = mangle(&mut buf, len, &mut random);
+                    let mut copy = buf;
+                    session.handle_rtp(now, addr(PEER), &mut buf, len);
+                    if i % 5 == 0 {
+                        session.handle_rtcp(now, addr("192.0.2.10:4001"), &mut copy, len);
+                    }
+                    session.handle_timeout(now + Duration::from_millis(1));
+                    while let Some(t) = session.poll_transmit(&mut out) {
+                        let packet = &out[..t.len];
+                        assert!(t.len >= 8 && packet[0] >> 6 == 2, "{codec:?}: {packet:?}");
+                        if !rtp::is_rtcp(packet) {
+                            let view = rtp::parse(packet).expect("our RTP parses");
+                            assert!(
+                                view.payload_type() == pt || view.payload_type() == 101,
+                                "{codec:?}: sent payload type {}",
+                                view.payload_type()
+                            );
+                        }
+                    }
+                    while session.poll_event().is_some() {}
+                }
+                let stats = session.stats();
+                assert!(
+                    stats.malformed_packets > 0
+                        && stats.rtp_packets_received > u64::from(frames) / 2
+                        && stats.rtp_packets_sent > u64::from(frames) / 2,
+                    "{codec:?}: the damage reached the parser and the session kept working: \
+                     {stats:?}"
+                );
+                let clean = run(&mut session, &mut peer, start + PTIME * frames, 100, |_| {
+                    false
+                });
+                let packets = rtp_only(&clean);
+                assert!(packets.len() >= 95, "{codec:?}: {} echoed", packets.len());
+                let mut decoder = AudioDecoder::new(codec).unwrap();
+                let mut pcm = Vec::new();
+                let mut frame = [0i16; MAX_FRAME_SAMPLES];
+                for p in &packets[packets.len() / 2..] {
+                    let view = rtp::parse(p).unwrap();
+                    if view.payload_type() == pt {
+                        let n = decoder.decode(view.payload(), &mut frame).unwrap();
+                        pcm.extend_from_slice(&frame[..n]);
+                    }
+                }
+                let rate = pcm_rate(codec);
+                let tone = goertzel_power(&pcm, rate, 1000.0);
+                let other = goertzel_power(&pcm, rate, 2500.0);
+                assert!(
+                    tone > other * 100.0,
+                    "{codec:?}, in-band DTMF {inband_dtmf}: the caller's tone is echoed again \
+                     ({tone} vs {other})"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! A session's counters, its RTCP view of the stream, and the RTCP reports it sends.
+//!
+//! Owns: [`SessionStats`] and [`RtcpSummary`] (what the worker publishes) and the sending of
+//! RTCP sender/receiver reports when the RTCP session says one is due.
+//! Must not: count on the packet path beyond plain increments (the summary is built only when
+//! [`MediaSession::stats`] is asked for), or allocate: reports go out in the session's spare
+//! packet buffers.
+
+use std::time::Instant;
+
+use super::{Channel, MediaSession, MAX_PACKET};
+use crate::media::jitter::JitterStats;
+use crate::media::rtcp::RtcpStats;
+
+/// Counters since the session started.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SessionStats {
+    pub rtp_packets_received: u64,
+    pub rtp_bytes_received: u64,
+    pub rtp_packets_sent: u64,
+    pub rtp_bytes_sent: u64,
+    pub rtcp_packets_received: u64,
+    pub rtcp_packets_sent: u64,
+    /// Not RTP/RTCP, or a payload type that was not negotiated.
+    pub malformed_packets: u64,
+    /// From a source other than the negotiated/latched one ("RTP bleed" attempts included).
+    pub foreign_source_dropped: u64,
+    /// SRTP authentication or replay failures.
+    pub srtp_rejected: u64,
+    pub decode_errors: u64,
+    /// Lost Opus frames decoded with the following packet at hand (from its in-band FEC when
+    /// the sender put one there, else libopus's PLC).
+    pub fec_recovered: u64,
+    pub digits_received: u64,
+    /// RFC 4733 digits sent (telephone-events started; each is one key press).
+    pub digits_sent: u64,
+    pub jitter: JitterStats,
+    pub rtcp: RtcpSummary,
+}
+
+/// The RTCP view of the stream (what RFC 3550 reports say).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RtcpSummary {
+    pub cumulative_lost: i32,
+    pub fraction_lost_percent: f32,
+    pub jitter_ms: f32,
+    pub rtt_ms: Option<f32>,
+    pub remote_fraction_lost_percent: Option<f32>,
+    pub remote_jitter_ms: Option<f32>,
+}
+
+impl MediaSession {
+    /// RTP packets and bytes received and sent: plain counters, cheap enough to read after every
+    /// packet (unlike [`MediaSession::stats`], which also summarizes RTCP).
+    pub fn traffic(&self) -> [u64; 4] {
+        let s = &self.stats;
+        [
+            s.rtp_packets_received,
+            s.rtp_bytes_received,
+            s.rtp_packets_sent,
+            s.rtp_bytes_sent,
+        ]
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        let mut stats = self.stats;
+        if let Some(audio) = &self.audio {
+            stats.jitter = audio.jitter.stats();
+        }
+        stats.rtcp = summarize(&self.rtcp.stats());
+        stats
+    }
+
+    pub(super) fn send_rtcp(&mut self, now: Instant) {
+        let Some(mut buf) = self.spare.pop() else {
+            return;
+        };
+        let Some(len) = self.rtcp.poll_transmit(now, &mut buf[..MAX_PACKET - 32]) else {
+            self.spare.push(buf);
+            return;
+        };
+        let Some(destination) = self.rtcp_destination() else {
+            self.spare.push(buf);
+            return;
+        };
+        let len = match self.srtp_out.as_mut() {
+            Some(ctx) => match ctx.protect_rtcp(&mut buf[..], len) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.spare.push(buf);
+                    return;
+                }
+            },
+            None => len,
+        };
+        let channel = if Some(destination) == self.rtp_destination() {
+            Channel::Rtp
+        } else {
+            Channel::Rtcp
+        };
+        self.stats.rtcp_packets_sent += 1;
+        self.transmits.push_back((channel, destination, len, buf));
+    }
+}
+
+fn summarize(s: &RtcpStats) -> RtcpSummary {
+    RtcpSummary {
+        cumulative_lost: s.cumulative_lost,
+        fraction_lost_percent: s.fraction_lost_percent,
+        jitter_ms: s.jitter_ms,
+        rtt_ms: s.rtt.map(|d| d.as_secs_f32() * 1000.0),
+        remote_fraction_lost_percent: s.remote_fraction_lost.map(|f| f32::from(f) * 100.0 / 256.0),
+        remote_jitter_ms: s.remote_jitter_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::session::test_support::*;
+
+    #[test]
+    fn rtcp_reports_go_to_the_rtcp_port_or_the_rtp_port_with_mux() {
+        for (remote_rtcp, channel) in [("192.0.2.10:4001", Channel::Rtcp), (PEER, Channel::Rtp)] {
+            let start = Instant::now();
+            let mut cfg = config(Codec::Pcmu, 0);
+            cfg.remote_rtcp = Some(addr(remote_rtcp));
+            let mut session = MediaSession::new(cfg, start).unwrap();
+            let mut peer = Peer::new(Codec::Pcmu, 0);
+            let sent = run(&mut session, &mut peer, start, 500, |_| false);
+            let reports: Vec<&(Transmit, Vec<u8>)> =
+                sent.iter().filter(|(_, p)| rtp::is_rtcp(p)).collect();
+            assert!(!reports.is_empty(), "an RTCP report within 10 s");
+            for (t, _) in reports {
+                assert_eq!(t.destination, addr(remote_rtcp));
+                assert_eq!(t.channel, channel);
+            }
+        }
+    }
+
+    #[test]
+    fn idle_sessions_count_but_send_nothing() {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.mode = SessionMode::Idle;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        let sent = run(&mut session, &mut peer, start, 400, |_| false);
+        assert!(sent.is_empty());
+        assert_eq!(session.stats().rtp_packets_received, 400);
+    }
+}

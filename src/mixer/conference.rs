@@ -1,0 +1,650 @@
+//! One conference as a media worker mixes it, sans-IO: its members, the two-party hairpin, the
+//! prompts and tones played into the mix, the recordings of the whole mix, and the 20 ms tick
+//! that turns everyone's audio into what each one hears.
+//!
+//! Owns: the conference's [`Mixer`], its members in join order with how they take part
+//! ([`ConfereeSpec`]), the hairpin frames, its [`Player`]s (each a participant of its own), its
+//! recordings (each a monitor that hears everyone), the join tone, and the coach/pupil roles.
+//! Must not: own or reach sockets, sessions or worker state, read the clock, or allocate per
+//! tick beyond what the mixer was sized for. A tick reaches the members only through a
+//! [`ConferenceIo`] given to [`Conference::tick`]: each member's audio comes in, what it hears
+//! goes out, and recording frames and events go out; the worker implements it over its
+//! connections' sessions, the tests over plain frames.
+
+use std::time::{Duration, Instant};
+
+use super::{Mixer, MixerConfig, ParticipantFlags, TalkerEvent, MAX_PARTICIPANTS};
+use crate::media::player::{amplitude_of_db, PlaySource, Player};
+use crate::media::session::ROOM_TICK;
+
+/// A member's key: the control plane's connection key (`engine::ConnectionKey`). Temporary
+/// participants (a playout, a recording) have keys of their own.
+pub type MemberKey = u64;
+
+/// How a conference mixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConferenceSpec {
+    /// Mixing rate in Hz: 8000, 16000 or 48000.
+    pub rate: u32,
+    /// Two-party fast path: the two members' frames are swapped, not mixed, until the
+    /// control plane promotes the conference.
+    pub hairpin: bool,
+    /// Everyone hears a short tone when someone joins (CUAE `SoundToneOnJoin`; mixed
+    /// conferences only).
+    pub join_tone: bool,
+}
+
+/// How one connection takes part in its conference (CUAE conferee attributes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConfereeSpec {
+    pub muted: bool,
+    pub receive_only: bool,
+    pub monitor: bool,
+    pub tariff_tone: bool,
+    /// Heard only by the pupil.
+    pub coach: bool,
+    /// Hears the coach (as well as the conference).
+    pub pupil: bool,
+}
+
+impl ConfereeSpec {
+    /// The mixer's view of the attributes (roles are set apart).
+    pub fn flags(&self) -> ParticipantFlags {
+        ParticipantFlags {
+            muted: self.muted,
+            receive_only: self.receive_only,
+            monitor: self.monitor,
+            tariff_tone: self.tariff_tone,
+        }
+    }
+}
+
+/// What a tick reports besides audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConferenceEvent {
+    /// A playout into the mix played to its end (or could not be converted) and was removed.
+    PlayoutDone { key: MemberKey, operation: u64 },
+    /// Talker detection: `key` started or stopped talking.
+    Talker { key: MemberKey, talking: bool },
+}
+
+/// The members' side of a tick: how a [`Conference`] takes each member's audio and hands over
+/// what each hears. Called in member order (join order), all captures before any playback.
+pub trait ConferenceIo {
+    /// Member `key`'s audio for this tick, at the conference rate, into `frame` (one tick
+    /// long). `None` when the member is not here (in transit to this worker): it is then
+    /// silent and hears nothing. Else whether it contributed audio (false: `frame` is silence).
+    fn capture(&mut self, key: MemberKey, now: Instant, frame: &mut [i16]) -> Option<bool>;
+    /// What member `key` hears this tick (`None`: the mixer has no output for it); the member
+    /// sends what it has queued either way.
+    fn play(&mut self, key: MemberKey, now: Instant, heard: Option<&[i16]>);
+    /// One tick of the whole mix for recording `operation` (made as listener `key`).
+    fn record(&mut self, key: MemberKey, operation: u64, mix: &[i16], rate: u32);
+    /// Something the control plane should hear about.
+    fn event(&mut self, event: ConferenceEvent);
+}
+
+/// One conference as its worker mixes it.
+pub struct Conference {
+    mixer: Mixer,
+    rate: u32,
+    /// Two-party fast path: each of the two hears the other's frame, with no mix.
+    hairpin: bool,
+    /// Members in join order, with how they take part.
+    members: Vec<(MemberKey, ConfereeSpec)>,
+    /// Hairpin: the two members' frames of this tick, and whether each is to be heard.
+    hairpin_frames: [Vec<i16>; 2],
+    hairpin_heard: [bool; 2],
+    /// Prompts and tones played into the mix, each as a participant of its own:
+    /// (temporary connection key, operation, player).
+    players: Vec<(MemberKey, u64, Player)>,
+    /// Recordings of the whole mix: (temporary connection key, operation), each a listener
+    /// that hears everyone.
+    recordings: Vec<(MemberKey, u64)>,
+    /// Play [`join_tone`] into the mix when someone joins.
+    join_tone: bool,
+    /// The participant key the join tone plays as (outside the 24-bit connection ids).
+    tone_key: MemberKey,
+}
+
+impl Conference {
+    pub fn new(spec: ConferenceSpec) -> Conference {
+        let mixer = Mixer::new(MixerConfig {
+            sample_rate: spec.rate,
+            frame_ms: ROOM_TICK.as_millis() as u32,
+            max_participants: MAX_PARTICIPANTS,
+        });
+        let frame = mixer.frame_len();
+        Conference {
+            mixer,
+            rate: spec.rate,
+            hairpin: spec.hairpin,
+            members: Vec::new(),
+            hairpin_frames: [vec![0; frame], vec![0; frame]],
+            hairpin_heard: [false; 2],
+            players: Vec::new(),
+            recordings: Vec::new(),
+            join_tone: spec.join_tone,
+            tone_key: 0,
+        }
+    }
+
+    /// One 20 ms tick: capture every present member's audio, mix (or, hairpinned, swap the two
+    /// frames), and hand each member what it hears. Members in transit to this worker are
+    /// silent and hear nothing until they arrive. `frame` is scratch of at least
+    /// [`Conference::frame_len`] samples.
+    pub fn tick(&mut self, now: Instant, frame: &mut [i16], io: &mut impl ConferenceIo) {
+        let n = self.mixer.frame_len();
+        let frame = &mut frame[..n];
+        let hairpin = self.hairpin && self.members.len() <= 2;
+        for (i, &(key, conferee)) in self.members.iter().enumerate() {
+            if hairpin {
+                let voiced = io.capture(key, now, &mut self.hairpin_frames[i]);
+                self.hairpin_heard[i] = voiced == Some(true) && conferee.flags().contributes();
+            } else if io.capture(key, now, frame) == Some(true) {
+                if let Ok(id) = participant_id(key) {
+                    self.mixer.contribute(id, frame);
+                }
+            }
+        }
+        if !hairpin {
+            let rate = self.rate;
+            let mut finished = Vec::new();
+            for (key, operation, player) in &mut self.players {
+                let ok = player.fill(frame, rate);
+                if let Ok(id) = participant_id(*key) {
+                    self.mixer.contribute(id, frame);
+                }
+                if player.is_done() || !ok {
+                    finished.push((*key, *operation));
+                }
+            }
+            self.mixer.mix();
+            for (key, operation) in finished {
+                self.stop_player(key);
+                io.event(ConferenceEvent::PlayoutDone { key, operation });
+            }
+            for &(key, operation) in &self.recordings {
+                let Some(mix) = participant_id(key)
+                    .ok()
+                    .and_then(|id| self.mixer.output(id))
+                else {
+                    continue;
+                };
+                io.record(key, operation, mix, rate);
+            }
+        }
+        frame.fill(0);
+        let pair = self.members.len() == 2;
+        for (i, &(key, _)) in self.members.iter().enumerate() {
+            if hairpin {
+                let other = 1 - i.min(1);
+                let heard = if pair && self.hairpin_heard[other] {
+                    &self.hairpin_frames[other][..]
+                } else {
+                    &frame[..]
+                };
+                io.play(key, now, Some(heard));
+            } else {
+                let mix = participant_id(key)
+                    .ok()
+                    .and_then(|id| self.mixer.output(id));
+                io.play(key, now, mix);
+            }
+        }
+        if !hairpin {
+            while let Some(event) = self.mixer.poll_talker_event() {
+                let (id, talking) = match event {
+                    TalkerEvent::Started { id } => (id, true),
+                    TalkerEvent::Stopped { id } => (id, false),
+                };
+                io.event(ConferenceEvent::Talker {
+                    key: MemberKey::from(id),
+                    talking,
+                });
+            }
+        }
+    }
+
+    /// Adds a member (after the control plane has checked it may join); with the join tone
+    /// on, everyone hears it once there are two or more.
+    pub fn join(&mut self, key: MemberKey, conferee: ConfereeSpec) -> Result<(), String> {
+        let id = participant_id(key)?;
+        self.mixer
+            .add(id, conferee.flags())
+            .map_err(|e| e.to_string())?;
+        self.members.push((key, conferee));
+        self.apply_roles(key, conferee);
+        if self.join_tone && self.members.len() > 1 {
+            let tone_key = self.tone_key;
+            self.stop_player(tone_key);
+            self.start_player(tone_key, 0, join_tone(), 1.0);
+        }
+        Ok(())
+    }
+
+    /// Takes a member out (it may not be one).
+    pub fn leave(&mut self, key: MemberKey) {
+        self.members.retain(|(k, _)| *k != key);
+        if let Ok(id) = participant_id(key) {
+            self.mixer.remove(id);
+        }
+    }
+
+    /// Changes how a member takes part (mute, coach, ...).
+    pub fn set_conferee(&mut self, key: MemberKey, conferee: ConfereeSpec) {
+        let Some(member) = self.members.iter_mut().find(|(k, _)| *k == key) else {
+            tracing::warn!(key, "attributes for a connection not in the conference");
+            return;
+        };
+        member.1 = conferee;
+        if let Ok(id) = participant_id(key) {
+            let _ = self.mixer.set_flags(id, conferee.flags());
+        }
+        self.apply_roles(key, conferee);
+    }
+
+    /// Two-party fast path on or off (off = promoted to a full mix).
+    pub fn set_hairpin(&mut self, hairpin: bool) {
+        self.hairpin = hairpin;
+    }
+
+    /// A playout into the mix (the control plane has promoted a hairpin first).
+    pub fn start_player(&mut self, key: MemberKey, operation: u64, source: PlaySource, gain: f32) {
+        let Ok(id) = participant_id(key) else { return };
+        if let Err(error) = self.mixer.add(id, ParticipantFlags::default()) {
+            tracing::error!(key, %error, "conference cannot take the playout");
+            return;
+        }
+        self.players
+            .push((key, operation, Player::new(source, gain)));
+    }
+
+    pub fn stop_player(&mut self, key: MemberKey) {
+        self.players.retain(|(k, _, _)| *k != key);
+        if let Ok(id) = participant_id(key) {
+            self.mixer.remove(id);
+        }
+    }
+
+    /// New volume (and speed, when given) for the playout of `key`.
+    pub fn set_player_gain(&mut self, key: MemberKey, gain: f32, speed: Option<i32>) {
+        for (k, _, player) in &mut self.players {
+            if *k == key {
+                player.set_gain(gain);
+                if let Some(speed) = speed {
+                    player.set_speed(speed);
+                }
+            }
+        }
+    }
+
+    /// A recording of the mix: a monitor hears everyone.
+    pub fn start_recording(&mut self, key: MemberKey, operation: u64) {
+        let Ok(id) = participant_id(key) else { return };
+        let monitor = ParticipantFlags {
+            monitor: true,
+            ..ParticipantFlags::default()
+        };
+        if let Err(error) = self.mixer.add(id, monitor) {
+            tracing::error!(key, %error, "conference cannot take the recording");
+            return;
+        }
+        self.recordings.push((key, operation));
+    }
+
+    pub fn stop_recording(&mut self, key: MemberKey) {
+        self.recordings.retain(|(k, _)| *k != key);
+        if let Ok(id) = participant_id(key) {
+            self.mixer.remove(id);
+        }
+    }
+
+    /// The mixing rate in Hz.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Samples per tick at the mixing rate.
+    pub fn frame_len(&self) -> usize {
+        self.mixer.frame_len()
+    }
+
+    /// The members, in join order.
+    pub fn members(&self) -> impl Iterator<Item = MemberKey> + '_ {
+        self.members.iter().map(|(key, _)| *key)
+    }
+
+    /// The operations of the recordings of the mix.
+    pub fn recording_operations(&self) -> impl Iterator<Item = u64> + '_ {
+        self.recordings.iter().map(|(_, operation)| *operation)
+    }
+
+    /// Coach and pupil: one of each per conference; a role given to another moves.
+    fn apply_roles(&mut self, key: MemberKey, conferee: ConfereeSpec) {
+        let Ok(id) = participant_id(key) else { return };
+        let result = if conferee.coach {
+            self.mixer.set_coach(Some(id))
+        } else if self.mixer.coach() == Some(id) {
+            self.mixer.set_coach(None)
+        } else {
+            Ok(())
+        };
+        let result = result.and(if conferee.pupil {
+            self.mixer.set_pupil(Some(id))
+        } else if self.mixer.pupil() == Some(id) {
+            self.mixer.set_pupil(None)
+        } else {
+            Ok(())
+        });
+        if let Err(error) = result {
+            tracing::warn!(key, %error, "conference role not applied");
+        }
+    }
+}
+
+/// The join tone: 1 kHz at −20 dBFS for 200 ms.
+fn join_tone() -> PlaySource {
+    PlaySource::Tone {
+        frequencies: [1000.0, 0.0],
+        amplitudes: [amplitude_of_db(-20), 0.0],
+        duration: Some(Duration::from_millis(200)),
+    }
+}
+
+/// The mixer's id of a connection (control-plane ids are 24-bit; wider keys cannot mix).
+fn participant_id(key: MemberKey) -> Result<u32, String> {
+    u32::try_from(key).map_err(|_| format!("connection key {key} is too large to mix"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const RATE: u32 = 8000;
+    /// Samples per 20 ms tick at [`RATE`].
+    const N: usize = 160;
+
+    /// The members' side of a tick without sockets or sessions: what each member says this
+    /// tick goes in, what each hears, the recordings and the events come out.
+    #[derive(Default)]
+    struct Bench {
+        /// What a member says this tick; a member not listed is silent.
+        says: HashMap<MemberKey, Vec<i16>>,
+        /// Members in transit: not here this tick.
+        away: Vec<MemberKey>,
+        /// What each member heard on the last tick, in the order they were played to.
+        heard: Vec<(MemberKey, Option<Vec<i16>>)>,
+        recorded: Vec<(MemberKey, u64, Vec<i16>, u32)>,
+        events: Vec<ConferenceEvent>,
+    }
+
+    impl ConferenceIo for Bench {
+        fn capture(&mut self, key: MemberKey, _now: Instant, frame: &mut [i16]) -> Option<bool> {
+            if self.away.contains(&key) {
+                return None;
+            }
+            match self.says.get(&key) {
+                Some(said) => {
+                    frame.copy_from_slice(said);
+                    Some(true)
+                }
+                None => {
+                    frame.fill(0);
+                    Some(false)
+                }
+            }
+        }
+
+        fn play(&mut self, key: MemberKey, _now: Instant, heard: Option<&[i16]>) {
+            self.heard.push((key, heard.map(<[i16]>::to_vec)));
+        }
+
+        fn record(&mut self, key: MemberKey, operation: u64, mix: &[i16], rate: u32) {
+            self.recorded.push((key, operation, mix.to_vec(), rate));
+        }
+
+        fn event(&mut self, event: ConferenceEvent) {
+            self.events.push(event);
+        }
+    }
+
+    impl Bench {
+        /// Runs one tick of `room` and returns what each member heard, in playing order.
+        fn tick(&mut self, room: &mut Conference, now: Instant) -> Vec<(MemberKey, Vec<i16>)> {
+            self.heard.clear();
+            let mut scratch = vec![0; room.frame_len()];
+            room.tick(now, &mut scratch, self);
+            self.heard
+                .iter()
+                .map(|(key, heard)| (*key, heard.clone().expect("every member has a mix")))
+                .collect()
+        }
+    }
+
+    fn room(hairpin: bool, join_tone: bool) -> Conference {
+        Conference::new(ConferenceSpec {
+            rate: RATE,
+            hairpin,
+            join_tone,
+        })
+    }
+
+    /// Three different voices, each well below the limiter's knee when summed.
+    fn voice(key: MemberKey) -> Vec<i16> {
+        (0..N as i16)
+            .map(|i| match key {
+                1 => (i % 50) * 10,
+                2 => 3000,
+                3 => -(i % 7) * 100,
+                _ => i,
+            })
+            .collect()
+    }
+
+    fn sum(frames: &[&[i16]]) -> Vec<i16> {
+        (0..N).map(|i| frames.iter().map(|f| f[i]).sum()).collect()
+    }
+
+    /// What `source` plays in its first `ticks` ticks, as a reference.
+    fn played(source: PlaySource, ticks: usize) -> Vec<Vec<i16>> {
+        let mut player = Player::new(source, 1.0);
+        (0..ticks)
+            .map(|_| {
+                let mut frame = vec![0; N];
+                assert!(player.fill(&mut frame, RATE));
+                frame
+            })
+            .collect()
+    }
+
+    fn peak(frame: &[i16]) -> i16 {
+        frame.iter().map(|s| s.saturating_abs()).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn three_members_each_hear_the_other_two_and_never_themselves() {
+        let mut room = room(false, false);
+        for key in [1, 2, 3] {
+            room.join(key, ConfereeSpec::default()).expect("joins");
+        }
+        let mut bench = Bench::default();
+        for key in [1, 2, 3] {
+            bench.says.insert(key, voice(key));
+        }
+        let heard = bench.tick(&mut room, Instant::now());
+
+        let (a, b, c) = (voice(1), voice(2), voice(3));
+        assert_eq!(
+            heard,
+            [
+                (1, sum(&[&b, &c])),
+                (2, sum(&[&a, &c])),
+                (3, sum(&[&a, &b])),
+            ]
+        );
+        // Sample by sample: 1 hears 3000 + the saw of 3, never its own ramp.
+        assert_eq!(heard[0].1[13], 3000 - 600);
+        assert_eq!(heard[1].1[13], 130 - 600);
+        assert_eq!(heard[2].1[13], 130 + 3000);
+        assert!(bench.recorded.is_empty());
+    }
+
+    #[test]
+    fn a_member_in_transit_is_silent_while_the_others_hear_each_other() {
+        let mut room = room(false, false);
+        for key in [1, 2, 3] {
+            room.join(key, ConfereeSpec::default()).expect("joins");
+        }
+        let mut bench = Bench::default();
+        for key in [1, 2, 3] {
+            bench.says.insert(key, voice(key));
+        }
+        bench.away.push(3);
+        let heard = bench.tick(&mut room, Instant::now());
+
+        // 3 says nothing this tick; what it is offered, the worker drops (it is not there).
+        assert_eq!(heard[..2], [(1, voice(2)), (2, voice(1))]);
+        assert_eq!(heard[2], (3, sum(&[&voice(1), &voice(2)])));
+    }
+
+    #[test]
+    fn the_two_party_hairpin_forwards_each_members_frames_to_the_other() {
+        let mut room = room(true, false);
+        room.join(1, ConfereeSpec::default()).expect("joins");
+        room.join(2, ConfereeSpec::default()).expect("joins");
+        let mut bench = Bench::default();
+        bench.says.insert(1, voice(1));
+        bench.says.insert(2, voice(2));
+        let start = Instant::now();
+
+        let heard = bench.tick(&mut room, start);
+        assert_eq!(heard, [(1, voice(2)), (2, voice(1))]);
+
+        // 2 stops talking: 1 hears silence, 2 still hears 1, sample for sample.
+        bench.says.remove(&2);
+        let heard = bench.tick(&mut room, start + ROOM_TICK);
+        assert_eq!(heard, [(1, vec![0; N]), (2, voice(1))]);
+
+        // A muted member is not forwarded even while it talks.
+        bench.says.insert(2, voice(2));
+        let muted = ConfereeSpec {
+            muted: true,
+            ..ConfereeSpec::default()
+        };
+        room.set_conferee(2, muted);
+        let heard = bench.tick(&mut room, start + ROOM_TICK * 2);
+        assert_eq!(heard, [(1, vec![0; N]), (2, voice(1))]);
+        // The hairpin does not mix: no talker events.
+        assert!(bench.events.is_empty());
+    }
+
+    #[test]
+    fn a_promoted_hairpin_mixes_like_any_conference() {
+        let mut room = room(true, false);
+        room.join(1, ConfereeSpec::default()).expect("joins");
+        room.join(2, ConfereeSpec::default()).expect("joins");
+        room.set_hairpin(false);
+        room.join(3, ConfereeSpec::default()).expect("joins");
+        let mut bench = Bench::default();
+        for key in [1, 2, 3] {
+            bench.says.insert(key, voice(key));
+        }
+        let heard = bench.tick(&mut room, Instant::now());
+        let (a, b, c) = (voice(1), voice(2), voice(3));
+        assert_eq!(heard[2], (3, sum(&[&a, &b])));
+        assert_eq!(heard[0], (1, sum(&[&b, &c])));
+    }
+
+    #[test]
+    fn a_recording_receives_the_whole_mix_on_every_tick_until_stopped() {
+        let mut room = room(false, false);
+        room.join(1, ConfereeSpec::default()).expect("joins");
+        room.join(2, ConfereeSpec::default()).expect("joins");
+        room.start_recording(900, 77);
+        assert_eq!(room.recording_operations().collect::<Vec<_>>(), [77]);
+        let mut bench = Bench::default();
+        bench.says.insert(1, voice(1));
+        bench.says.insert(2, voice(2));
+        let start = Instant::now();
+
+        let heard = bench.tick(&mut room, start);
+        bench.says.remove(&1);
+        bench.tick(&mut room, start + ROOM_TICK);
+
+        let whole = sum(&[&voice(1), &voice(2)]);
+        assert_eq!(
+            bench.recorded,
+            [(900, 77, whole, RATE), (900, 77, voice(2), RATE)]
+        );
+        // The recording listens only: the members still hear each other and nothing else.
+        assert_eq!(heard, [(1, voice(2)), (2, voice(1))]);
+
+        room.stop_recording(900);
+        bench.recorded.clear();
+        bench.tick(&mut room, start + ROOM_TICK * 2);
+        assert!(bench.recorded.is_empty());
+        assert_eq!(room.recording_operations().count(), 0);
+    }
+
+    #[test]
+    fn a_player_is_heard_by_every_member_and_reports_its_end_once() {
+        let tone = PlaySource::Tone {
+            frequencies: [1000.0, 0.0],
+            amplitudes: [8000.0, 0.0],
+            duration: Some(Duration::from_millis(40)),
+        };
+        let reference = played(tone.clone(), 2);
+        assert!(peak(&reference[0]) > 7000, "the reference is a real tone");
+
+        let mut room = room(false, false);
+        room.join(1, ConfereeSpec::default()).expect("joins");
+        room.join(2, ConfereeSpec::default()).expect("joins");
+        room.start_player(500, 9, tone, 1.0);
+        let mut bench = Bench::default();
+        bench.says.insert(2, voice(2));
+        let start = Instant::now();
+
+        let mut ticks = Vec::new();
+        for i in 0..4 {
+            ticks.push(bench.tick(&mut room, start + ROOM_TICK * i));
+        }
+
+        // 40 ms of tone: two ticks. Member 1 hears 2 and the tone, 2 hears the tone alone.
+        for (tick, frame) in ticks.iter().zip(&reference) {
+            assert_eq!(tick[0], (1, sum(&[&voice(2), frame])));
+            assert_eq!(tick[1], (2, frame.clone()));
+        }
+        // Then the tone is gone.
+        assert_eq!(ticks[3], [(1, voice(2)), (2, vec![0; N])]);
+        let done: Vec<_> = bench
+            .events
+            .iter()
+            .filter(|e| matches!(e, ConferenceEvent::PlayoutDone { .. }))
+            .collect();
+        assert_eq!(
+            done,
+            [&ConferenceEvent::PlayoutDone {
+                key: 500,
+                operation: 9
+            }]
+        );
+    }
+
+    #[test]
+    fn the_join_tone_plays_to_everyone_once_a_second_member_joins() {
+        let mut room = room(false, true);
+        let mut bench = Bench::default();
+        room.join(1, ConfereeSpec::default()).expect("joins");
+        let heard = bench.tick(&mut room, Instant::now());
+        assert_eq!(heard, [(1, vec![0; N])], "no tone for the first member");
+
+        room.join(2, ConfereeSpec::default()).expect("joins");
+        let heard = bench.tick(&mut room, Instant::now());
+        let tone = &played(join_tone(), 1)[0];
+        assert!(peak(tone) > 3000, "−20 dBFS at 1 kHz");
+        assert_eq!(heard, [(1, tone.clone()), (2, tone.clone())]);
+    }
+}
