@@ -35,13 +35,14 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::app::config::{Config, Route, Service};
+use crate::app::config::Config;
 use crate::engine::{
     ConfereeSpec, Engine, EngineError, EngineEvent, MediaMode, MediaSpec, OpenConnection, SrtpKeys,
     StreamFormat,
 };
 use crate::media::srtp::CryptoAttribute;
 use crate::sdp::Codec;
+use crate::sip::routing::{OutboundTrunk, Route, Service};
 use crate::sip::transport::{route_source, Inbound, SipTransport};
 use crate::sip::ua::{CallId, EndReason, UaOutput, UserAgent};
 use events::{Envelope, Event, EventBus, ReleaseReason};
@@ -168,7 +169,7 @@ pub enum ControlRequest {
     ReloadRoutes(
         Vec<Route>,
         crate::sip::trust::Trust,
-        Vec<crate::app::config::OutboundTrunk>,
+        Vec<OutboundTrunk>,
         oneshot::Sender<()>,
     ),
     /// Graceful shutdown begins: refuse new calls, keep the ones in progress.
@@ -307,7 +308,7 @@ pub struct MediaSettings {
     /// How long a call we place may ring.
     pub ring_timeout: Duration,
     /// Trunks calls can be placed through (MakeCall, transfers); the first is the default.
-    pub trunks: Vec<crate::app::config::OutboundTrunk>,
+    pub trunks: Vec<OutboundTrunk>,
 }
 
 impl MediaSettings {

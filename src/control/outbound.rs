@@ -18,9 +18,9 @@ use super::call_control::ConferenceChoice;
 use super::events::{Event, ReleaseReason};
 use super::result::{ActionError, ResultCode};
 use super::{codec_name, CodecChoice, ConnectionState, Controller, Reply};
-use crate::app::config::{OutboundTrunk, Service};
 use crate::engine::{ConfereeSpec, MediaMode, MediaSpec};
 use crate::sip::message::{NameAddr, Uri};
+use crate::sip::routing::{OutboundTrunk, Service};
 use crate::sip::ua::{CallId, EndReason, OutboundInvite};
 
 /// A call we placed, not answered yet.

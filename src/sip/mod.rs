@@ -3,6 +3,7 @@
 pub mod dialog;
 pub mod digest;
 pub mod message;
+pub mod routing;
 pub mod transaction;
 pub mod transport;
 pub mod trust;

@@ -18,10 +18,10 @@ use rand::{Rng, SeedableRng};
 
 use super::dialog::{set_tag, Dialog};
 use super::message::{Headers, Host, Method, NameAddr, Request, Response, SipMessage, Uri, Via};
+use super::routing::{Route, Service};
 use super::transaction::{
     new_branch, Peer, TimerValues, TransactionKey, TransactionLayer, Transport, TxEvent,
 };
-use crate::app::config::{Route, Service};
 use crate::sdp::{self, LocalCapabilities, NegotiatedMedia, SessionDescription, SessionVersion};
 
 /// Our id for a call (one dialog bound to one connection).
