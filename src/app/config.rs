@@ -18,7 +18,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::sdp::LocalCapabilities;
-use crate::sip::routing::{OutboundTrunk, Route, Service};
+use crate::sip::routing::{is_directory_number, OutboundTrunk, Route, Service};
 use crate::sip::transaction::TimerValues;
 use crate::sip::transport::{ListenTransport, SipListen};
 use crate::sip::trust::Trust;
@@ -375,6 +375,10 @@ pub struct RouteConfig {
     /// `announcement` service: the prompt played when the Request-URI has no `play=`.
     #[serde(default)]
     pub prompt: Option<String>,
+    /// The directory number this route's calls are for (digits, `*`, `#`, `+`), told to the
+    /// owner as the call's `route_dn`; unset: the Request-URI's user part.
+    #[serde(default)]
+    pub dn: Option<String>,
 }
 
 /// A route's `service` as written in the file; see [`Service`] for what each one does.
@@ -821,12 +825,18 @@ impl Config {
                         "route[{i}].prompt is only for service \"announcement\""
                     )));
                 }
+                if let Some(dn) = r.dn.as_deref().filter(|dn| !is_directory_number(dn)) {
+                    return Err(invalid(format!(
+                        "route[{i}].dn {dn:?}: expected a directory number (digits, '*', '#' and '+', e.g. \"7000\")"
+                    )));
+                }
                 Ok(Route {
                     user,
                     service,
                     answer_delay_ms: r.answer_delay_ms,
                     prompt: r.prompt.clone(),
                     srtp,
+                    dn: r.dn.clone(),
                 })
             })
             .collect()
@@ -1215,6 +1225,34 @@ service = "echo"
         let bad_route = GOOD.replace("^echo$", "(unclosed");
         let err = Config::from_str_with_overrides(&bad_route, "t", &[]).unwrap_err();
         assert!(err.to_string().contains("route[0]"), "{err}");
+    }
+
+    #[test]
+    fn route_dn_is_a_directory_number() {
+        let with_dn = GOOD.replace(
+            "service = \"echo\"",
+            "service = \"echo\"\ndn = \"+49*7000#\"",
+        );
+        let c = Config::from_str_with_overrides(&with_dn, "t", &[]).expect("a good dn loads");
+        assert_eq!(c.sip.ua.routes[0].dn.as_deref(), Some("+49*7000#"));
+        let plain = Config::from_str_with_overrides(GOOD, "t", &[]).expect("dn is optional");
+        assert_eq!(plain.sip.ua.routes[0].dn, None);
+        for bad in ["\"70a0\"", "\"\"", "\"7000 \""] {
+            let text = GOOD.replace(
+                "service = \"echo\"",
+                &format!("service = \"echo\"\ndn = {bad}"),
+            );
+            let err = Config::from_str_with_overrides(&text, "t", &[]).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("route[0].dn"), "{bad}: {msg}");
+            assert!(msg.contains("directory number"), "{bad}: {msg}");
+        }
+        let typo = GOOD.replace("service = \"echo\"", "service = \"echo\"\nDN = \"7000\"");
+        let err = Config::from_str_with_overrides(&typo, "t", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("DN"),
+            "unknown keys stay errors: {err}"
+        );
     }
 
     #[test]

@@ -952,6 +952,7 @@ impl Controller {
                     conference,
                     play,
                     replaces,
+                    ..
                 } => self.on_incoming_call(
                     call,
                     service,

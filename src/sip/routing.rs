@@ -3,7 +3,7 @@
 //! placed through.
 //!
 //! Owns: these settings types and the small rules that belong to them (which route a
-//! Request-URI user matches, the route's `conference` group).
+//! Request-URI user matches, the route's `conference` group, what a directory number is).
 //! Must not: read or parse the configuration file — `app::config` turns the TOML into these
 //! values, checked, and hands them down; nothing here re-validates them.
 
@@ -39,6 +39,9 @@ pub struct Route {
     pub prompt: Option<String>,
     /// This route's SRTP policy, when it overrides `[media] srtp`.
     pub srtp: Option<sdp::SrtpPolicy>,
+    /// The directory number calls on this route are for (see [`is_directory_number`]); None:
+    /// the Request-URI's user part.
+    pub dn: Option<String>,
 }
 
 impl Route {
@@ -56,6 +59,15 @@ impl Route {
     }
 }
 
+/// Whether `text` is a directory number a route may name: digits, `*`, `#` and `+`, at least
+/// one character.
+pub fn is_directory_number(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '*' | '#' | '+'))
+}
+
 /// A trunk that calls can be placed through (it has an `address`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboundTrunk {
@@ -66,4 +78,19 @@ pub struct OutboundTrunk {
     pub credentials: Option<Credentials>,
     pub srtp: Option<sdp::SrtpPolicy>,
     pub codecs: Option<Vec<sdp::Codec>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_numbers_are_digits_star_hash_plus() {
+        for ok in ["7000", "+4930123", "*21#", "#"] {
+            assert!(is_directory_number(ok), "{ok}");
+        }
+        for bad in ["", "70a0", "7000 ", "sip:7000", "-1"] {
+            assert!(!is_directory_number(bad), "{bad}");
+        }
+    }
 }

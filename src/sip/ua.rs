@@ -132,6 +132,12 @@ pub enum UaOutput {
         remote_media: Option<NegotiatedMedia>,
         from: String,
         to: String,
+        /// The caller's number: the user part of the P-Asserted-Identity URI (RFC 3325) when
+        /// the INVITE has one and comes from a trusted source, else of the From URI; empty
+        /// when neither has a user part.
+        remote_dn: String,
+        /// The number called: the matched route's `dn`, else the Request-URI's user part.
+        route_dn: String,
         /// Our SIP address as the peer reaches it (used as the media address fallback).
         local: SocketAddr,
         /// The route's `conference` group: the room a `conference` route joins.
@@ -896,12 +902,13 @@ impl UserAgent {
                 prompt: None,
                 srtp: Some(self.calls[&old].capabilities.srtp),
                 conference: None,
+                dn: None,
             }),
             None => self
                 .settings
                 .routes
                 .iter()
-                .find(|r| r.user.is_match(&user))
+                .find(|r| r.matches(&user))
                 .map(|route| Placement::of_route(route, &user)),
         };
         let Some(route) = placement else {
@@ -992,6 +999,10 @@ impl UserAgent {
             .or_else(|| route.prompt.clone());
         let from = request.headers.get("From").unwrap_or_default().to_string();
         let to = request.headers.get("To").unwrap_or_default().to_string();
+        // RFC 3325: an asserted identity counts only from inside the trust domain, which is
+        // the trunks (everyone when none is configured, as for starting calls at all).
+        let remote_dn = caller_number(&request, self.settings.trust.allows(source.addr.ip()));
+        let route_dn = route.dn.clone().unwrap_or(user);
         self.by_dialog
             .insert((dialog.call_id.clone(), local_tag), call_id);
         let session_id = self.rng.random::<u32>() as u64;
@@ -1032,6 +1043,8 @@ impl UserAgent {
             remote_media,
             from,
             to,
+            remote_dn,
+            route_dn,
             local,
             conference: route.conference,
             play,
@@ -2468,6 +2481,8 @@ struct Placement {
     srtp: Option<sdp::SrtpPolicy>,
     /// The route's `conference` group, for a `conference` route.
     conference: Option<String>,
+    /// The route's directory number.
+    dn: Option<String>,
 }
 
 impl Placement {
@@ -2477,13 +2492,50 @@ impl Placement {
             answer_delay_ms: route.answer_delay_ms,
             prompt: route.prompt.clone(),
             srtp: route.srtp,
-            conference: route
-                .user
-                .captures(user)
-                .and_then(|c| c.name("conference"))
-                .map(|m| m.as_str().to_string()),
+            conference: route.conference(user),
+            dn: route.dn.clone(),
         }
     }
+}
+
+/// The caller's number: the user part of the first P-Asserted-Identity URI that has one when
+/// `asserted_trusted`, else the From URI's user part; empty when neither has one.
+fn caller_number(request: &Request, asserted_trusted: bool) -> String {
+    let asserted = request
+        .headers
+        .get_all("P-Asserted-Identity")
+        .filter(|_| asserted_trusted)
+        .flat_map(identities)
+        .find_map(|identity| identity.uri.user);
+    asserted
+        .or_else(|| request.headers.from().ok().and_then(|from| from.uri.user))
+        .unwrap_or_default()
+}
+
+/// The identities of one P-Asserted-Identity value (`"A" <sip:1@h>, <tel:+1>`): split on
+/// commas outside quotes and `<...>`; items that do not parse are skipped.
+fn identities(value: &str) -> Vec<NameAddr> {
+    let (mut items, mut start) = (Vec::new(), 0);
+    let (mut in_quotes, mut escaped, mut in_angle) = (false, false, false);
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            '<' if !in_quotes => in_angle = true,
+            '>' if !in_quotes => in_angle = false,
+            ',' if !in_quotes && !in_angle => {
+                items.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&value[start..]);
+    items
+        .into_iter()
+        .filter_map(|item| NameAddr::parse(item).ok())
+        .collect()
 }
 
 /// RFC 4028 Min-SE we ask for, s (the RFC's own minimum).
@@ -2699,6 +2751,7 @@ mod tests {
             answer_delay_ms,
             srtp: None,
             prompt: None,
+            dn: None,
         }
     }
 
@@ -2712,6 +2765,10 @@ mod tests {
                 Route {
                     srtp: Some(sdp::SrtpPolicy::Require),
                     ..route("^secure$", 0)
+                },
+                Route {
+                    dn: Some("7000".to_string()),
+                    ..route("^sales$", 0)
                 },
             ],
             trust: crate::sip::trust::Trust::default(),
@@ -3285,6 +3342,66 @@ mod tests {
         assert!(transmitted(&h.advance(ms(32_000))).is_empty());
         assert_eq!(h.ua.transaction_count(), 0);
         assert_eq!(h.ua.poll_timeout(), None);
+    }
+
+    /// The caller's and the called number of the one IncomingCall among the outputs.
+    fn identity(outputs: &[UaOutput]) -> (String, String) {
+        let found: Vec<(String, String)> = outputs
+            .iter()
+            .filter_map(|o| match o {
+                UaOutput::IncomingCall {
+                    remote_dn,
+                    route_dn,
+                    ..
+                } => Some((remote_dn.clone(), route_dn.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "expected one IncomingCall: {outputs:?}");
+        found[0].clone()
+    }
+
+    /// Answers the call the peer's INVITE made, ACKs it and hangs it up: nothing stays behind.
+    fn complete_and_hang_up(h: &mut Harness, peer: &mut PeerCall, outputs: &[UaOutput]) {
+        let call = incoming_call(outputs);
+        h.answer(peer, call);
+        assert!(h.receive(peer.ack(None)).is_empty());
+        h.peer_hangs_up(peer, call);
+    }
+
+    #[test]
+    fn the_asserted_identity_wins_over_from_as_the_callers_number() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("echo", "pai");
+        let text = peer.invite_text(
+            "P-Asserted-Identity: \"Alice, Sales\" <sip:+15551234@pbx.example.com>, <tel:+15551234>\r\n",
+            Some(("application/sdp", &pcmu_sdp(30000))),
+        );
+        let out = h.receive(sip(&text));
+        assert_eq!(
+            identity(&out),
+            ("+15551234".to_string(), "echo".to_string()),
+            "PAI's user, not From's (alice); no route dn: the Request-URI user"
+        );
+        complete_and_hang_up(&mut h, &mut peer, &out);
+    }
+
+    #[test]
+    fn without_an_asserted_identity_the_callers_number_is_froms_user() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("echo", "from-only");
+        let out = h.receive(peer.invite(Some(&pcmu_sdp(30000))));
+        assert_eq!(identity(&out), ("alice".to_string(), "echo".to_string()));
+        complete_and_hang_up(&mut h, &mut peer, &out);
+    }
+
+    #[test]
+    fn the_routes_dn_wins_over_the_request_uri_user_as_the_called_number() {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("sales", "route-dn");
+        let out = h.receive(peer.invite(Some(&pcmu_sdp(30000))));
+        assert_eq!(identity(&out), ("alice".to_string(), "7000".to_string()));
+        complete_and_hang_up(&mut h, &mut peer, &out);
     }
 
     // --- 2. The 2xx without its ACK ----------------------------------------------------------
