@@ -44,8 +44,19 @@ pub fn run(config: &Config, command: CtlCommand) -> Result<String, String> {
         CtlCommand::Calls => {
             let v = api.get("/callcontrol/calls")?;
             Ok(table(
-                &v["Calls"],
-                &["CallId", "State", "Service", "ConnectionId", "From", "To"],
+                &with_party_summary(&v["Calls"]),
+                &[
+                    "CallId",
+                    "ConnID",
+                    "State",
+                    "Service",
+                    "ConnectionId",
+                    "DN",
+                    "CallState",
+                    "Parties",
+                    "From",
+                    "To",
+                ],
             ))
         }
         CtlCommand::Connections => {
@@ -194,6 +205,36 @@ fn loopback_if_wildcard(addr: SocketAddr) -> SocketAddr {
 }
 
 /// A plain text table of `columns` from a JSON array of objects.
+/// The calls with their parties as one cell: `DN/ConnectionId` each, comma-separated.
+fn with_party_summary(calls: &Value) -> Value {
+    let rows: Vec<Value> = calls
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut call| {
+            let parties: Vec<String> = call["Parties"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| {
+                            let dn = p["DN"].as_str().filter(|d| !d.is_empty()).unwrap_or("-");
+                            format!("{dn}/{}", p["ConnectionId"])
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            call["Parties"] = if parties.is_empty() {
+                Value::Null
+            } else {
+                Value::String(parties.join(","))
+            };
+            call
+        })
+        .collect();
+    Value::Array(rows)
+}
+
 fn table(rows: &Value, columns: &[&str]) -> String {
     let rows = rows.as_array().cloned().unwrap_or_default();
     let cell = |v: &Value| match v {
@@ -240,6 +281,17 @@ fn table(rows: &Value, columns: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_show_their_parties_in_one_cell() {
+        let calls = json!([
+            {"CallId": "1", "Parties": [{"DN": "5551001", "ConnectionId": 3}, {"DN": "", "ConnectionId": 4}]},
+            {"CallId": "2", "Parties": null}
+        ]);
+        let rows = with_party_summary(&calls);
+        assert_eq!(rows[0]["Parties"], "5551001/3,-/4");
+        assert_eq!(rows[1]["Parties"], Value::Null);
+    }
 
     #[test]
     fn table_aligns_columns_and_counts_rows() {

@@ -91,7 +91,7 @@ fn main() -> ExitCode {
             action,
         } => {
             let config = match Config::load(&config, &overrides) {
-                Ok(c) => c,
+                Ok(loaded) => loaded.config,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
@@ -124,14 +124,14 @@ fn main() -> ExitCode {
                 path: config.clone(),
                 overrides: overrides.clone(),
             };
-            let config = match Config::load(&config, &overrides) {
-                Ok(c) => c,
+            let loaded = match Config::load(&config, &overrides) {
+                Ok(loaded) => loaded,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(2);
                 }
             };
-            let log = init_logging(&config.log.level, config.log.format);
+            let log = init_logging(&loaded.config.log.level, loaded.config.log.format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .thread_name("control")
@@ -144,7 +144,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(app::run(config, source, log)) {
+            match runtime.block_on(app::run(loaded, source, log)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "callbridge stopped");

@@ -58,6 +58,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/mediacontrol/resources", get(list_resources))
         .route("/mediacontrol/{action}", post(media_action))
         .route("/callcontrol/calls", get(list_calls))
+        .route("/mediacontrol/calls", get(list_calls))
         .route("/callcontrol/{action}", post(call_action))
         .route("/admin/reload", post(reload))
         .route("/events", get(events))
@@ -313,6 +314,16 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         s.connections as u64,
     );
     gauge("callbridge_calls", "SIP calls in progress.", s.calls as u64);
+    gauge(
+        "callbridge_party_calls",
+        "Calls of the party call model (a conference is one call).",
+        s.call_model_calls as u64,
+    );
+    gauge(
+        "callbridge_parties",
+        "Parties of those calls.",
+        s.call_model_parties as u64,
+    );
     gauge(
         "callbridge_sip_transactions",
         "SIP transactions alive.",

@@ -1,15 +1,49 @@
 //! The configuration file: its schema, defaults, `--set` overrides and semantic checks.
 //!
-//! Owns: turning TOML text into a validated [`Config`]. Unknown keys are errors (serde
+//! Owns: turning TOML text into a validated [`Config`], and building from it, once, the
+//! settings types the lower layers own ([`SipSettings`]: listeners, routes, trunks, trust and
+//! the UA's settings) — [`Loaded`] carries both. Unknown keys are errors (serde
 //! `deny_unknown_fields`), reported with the key name and line by the TOML parser.
-//! Must not: open sockets or touch anything outside the file it is given.
+//! Must not: open sockets or touch anything outside the file it is given (and the certificate,
+//! key and token files it names); define types the lower layers import — they own their
+//! settings types, this module converts into them.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use regex::Regex;
 use serde::Deserialize;
+
+use crate::sdp::LocalCapabilities;
+use crate::sip::routing::{is_directory_number, OutboundTrunk, Route, Service};
+use crate::sip::transaction::TimerValues;
+use crate::sip::transport::{ListenTransport, SipListen};
+use crate::sip::trust::Trust;
+use crate::sip::ua::UaSettings;
+
+/// A checked configuration: the file as written, and the SIP layer's settings built from it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub sip: SipSettings,
+}
+
+/// What the SIP layer is started (and, on reload, updated) with, built once when the file is
+/// checked: nothing downstream parses these again.
+#[derive(Debug, Clone)]
+pub struct SipSettings {
+    /// `[sip] listen`.
+    pub listeners: Vec<SipListen>,
+    /// Certificate and key for `tls://` listeners; None without one.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The user agent's settings: routes, trust, timers, codecs and SRTP policies.
+    pub ua: UaSettings,
+    /// The trunks calls are placed through, in file order (the first is MakeCall's default).
+    pub trunks: Vec<OutboundTrunk>,
+}
 
 /// The whole configuration, as in `/etc/callbridge/callbridge.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -80,18 +114,6 @@ fn default_trunk_transport() -> String {
 
 fn default_from_user() -> String {
     "callbridge".into()
-}
-
-/// A trunk that calls can be placed through (it has an `address`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboundTrunk {
-    pub name: String,
-    pub destination: crate::sip::transaction::Peer,
-    pub domain: String,
-    pub from_user: String,
-    pub credentials: Option<crate::sip::ua::Credentials>,
-    pub srtp: Option<crate::sdp::SrtpPolicy>,
-    pub codecs: Option<Vec<crate::sdp::Codec>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -343,7 +365,7 @@ pub enum LogFormat {
 pub struct RouteConfig {
     /// Regular expression matched against the Request-URI user part.
     pub user: String,
-    pub service: Service,
+    pub service: ServiceConfig,
     /// Send 180 Ringing and wait this long before answering (0 = answer at once).
     #[serde(default)]
     pub answer_delay_ms: u64,
@@ -353,23 +375,31 @@ pub struct RouteConfig {
     /// `announcement` service: the prompt played when the Request-URI has no `play=`.
     #[serde(default)]
     pub prompt: Option<String>,
+    /// The directory number this route's calls are for (digits, `*`, `#`, `+`), told to the
+    /// owner as the call's `route_dn`; unset: the Request-URI's user part.
+    #[serde(default)]
+    pub dn: Option<String>,
 }
 
-/// What a routed call is connected to.
+/// A route's `service` as written in the file; see [`Service`] for what each one does.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Service {
-    /// Answer and send every received RTP packet back to its source.
+pub enum ServiceConfig {
     Echo,
-    /// Answer and join the conference named by the route's `conference` group (RFC 4240
-    /// style, `^conf=(?P<conference>[^@;]+)$`), creating it on first join.
     Conference,
-    /// Answer, play the Request-URI's `play=` prompt (RFC 4240) or the route's `prompt`, and
-    /// hang up when it has played.
     Announcement,
-    /// Offer the call to applications (`IncomingCall` event); they answer, accept, reject or
-    /// redirect it through `/callcontrol`.
     Application,
+}
+
+impl From<ServiceConfig> for Service {
+    fn from(service: ServiceConfig) -> Service {
+        match service {
+            ServiceConfig::Echo => Service::Echo,
+            ServiceConfig::Conference => Service::Conference,
+            ServiceConfig::Announcement => Service::Announcement,
+            ServiceConfig::Application => Service::Application,
+        }
+    }
 }
 
 /// A config file that cannot be used, with a message that names the key and, where the TOML
@@ -395,36 +425,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// A listener from `[sip] listen`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SipListen {
-    pub transport: ListenTransport,
-    pub addr: SocketAddr,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenTransport {
-    Udp,
-    Tcp,
-    /// TCP with TLS: needs `sip.tls_certificate` and `sip.tls_private_key`.
-    Tls,
-}
-
-/// A route with its compiled pattern.
-#[derive(Debug, Clone)]
-pub struct Route {
-    pub user: Regex,
-    pub service: Service,
-    pub answer_delay_ms: u64,
-    /// `announcement` service: the default prompt.
-    pub prompt: Option<String>,
-    /// This route's SRTP policy, when it overrides `[media] srtp`.
-    pub srtp: Option<crate::sdp::SrtpPolicy>,
-}
-
 impl Config {
-    /// Reads, overrides (`section.key=value`, value in TOML syntax or a bare string) and checks.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
+    /// Reads, overrides (`section.key=value`, value in TOML syntax or a bare string), checks,
+    /// and builds the SIP settings.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Loaded, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
         Config::from_str_with_overrides(&text, &path.display().to_string(), overrides)
@@ -435,13 +439,13 @@ impl Config {
         text: &str,
         origin: &str,
         overrides: &[String],
-    ) -> Result<Config, ConfigError> {
+    ) -> Result<Loaded, ConfigError> {
         // Deserializing straight from the text keeps line numbers in every error message.
         let config: Config =
             toml::from_str(text).map_err(|e| ConfigError::Toml(format!("{origin}: {e}")))?;
         if overrides.is_empty() {
-            config.check()?;
-            return Ok(config);
+            let sip = config.check()?;
+            return Ok(Loaded { config, sip });
         }
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Toml(format!("{origin}: {e}")))?;
@@ -451,22 +455,23 @@ impl Config {
         let config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e| ConfigError::Override(e.to_string()))?;
-        config.check()?;
-        Ok(config)
+        let sip = config.check()?;
+        Ok(Loaded { config, sip })
     }
 
-    /// Semantic checks serde cannot express.
-    pub fn check(&self) -> Result<(), ConfigError> {
-        self.sip_listeners()?;
-        self.tls_server_config()?;
-        self.tls_srtp_policy()?;
+    /// Semantic checks serde cannot express; the SIP settings are built on the way (the one
+    /// place they are parsed).
+    pub fn check(&self) -> Result<SipSettings, ConfigError> {
+        let listeners = self.sip_listeners()?;
+        let tls = self.tls_server_config(&listeners)?;
+        let tls_srtp = self.tls_srtp_policy()?;
         if self.app.ring_timeout_s == 0 {
             return Err(invalid("app.ring_timeout_s must be at least 1".into()));
         }
-        self.compiled_routes()?;
-        self.trust()?;
-        self.outbound_trunks()?;
-        self.audio_codecs()?;
+        let routes = self.compiled_routes()?;
+        let trunks = self.outbound_trunks()?;
+        let trust = self.trust(&trunks)?;
+        let codecs = self.audio_codecs()?;
         let m = &self.media;
         if m.rtp_port_min == 0 || m.rtp_port_min >= m.rtp_port_max {
             return Err(invalid(format!(
@@ -480,7 +485,7 @@ impl Config {
                 m.ptime_ms
             )));
         }
-        self.srtp_policy()?;
+        let srtp = self.srtp_policy()?;
         for suite in &m.srtp_suites {
             if crate::media::srtp::SrtpProfile::from_sdes_name(suite).is_none() {
                 return Err(invalid(format!(
@@ -519,7 +524,30 @@ impl Config {
             return Err(invalid("api.tokens must not contain empty tokens".into()));
         }
         self.api_tokens()?;
-        Ok(())
+        let ua = UaSettings {
+            user_agent: self.sip.user_agent.clone(),
+            timers: TimerValues {
+                t1: Duration::from_millis(self.sip.t1_ms),
+                t2: Duration::from_millis(self.sip.t2_ms),
+                t4: Duration::from_millis(self.sip.t4_ms),
+            },
+            routes,
+            trust,
+            tls_srtp,
+            capabilities: LocalCapabilities {
+                codecs,
+                telephone_event: m.telephone_event,
+                ptime_ms: m.ptime_ms,
+                srtp,
+                srtp_suites: m.srtp_suites.clone(),
+            },
+        };
+        Ok(SipSettings {
+            listeners,
+            tls,
+            ua,
+            trunks,
+        })
     }
 
     /// Every accepted API token: `[api] tokens` plus the lines of `[api] token_file`.
@@ -538,7 +566,7 @@ impl Config {
         Ok(tokens)
     }
 
-    pub fn sip_listeners(&self) -> Result<Vec<SipListen>, ConfigError> {
+    fn sip_listeners(&self) -> Result<Vec<SipListen>, ConfigError> {
         if self.sip.listen.is_empty() {
             return Err(invalid("sip.listen must name at least one listener".into()));
         }
@@ -547,13 +575,13 @@ impl Config {
 
     /// The TLS server configuration for `tls://` listeners (certificate and key loaded and
     /// checked); None without such a listener.
-    pub fn tls_server_config(
+    fn tls_server_config(
         &self,
-    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, ConfigError> {
+        listeners: &[SipListen],
+    ) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let wants_tls = self
-            .sip_listeners()?
+        let wants_tls = listeners
             .iter()
             .any(|l| l.transport == ListenTransport::Tls);
         let (cert, key) = match (&self.sip.tls_certificate, &self.sip.tls_private_key) {
@@ -584,7 +612,7 @@ impl Config {
         }
         let private_key = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| invalid(format!("sip.tls_private_key {}: {e}", key.display())))?;
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid(format!("TLS: {e}")))?
@@ -595,11 +623,11 @@ impl Config {
                     "sip.tls_certificate/tls_private_key: {e} (does the key belong to the certificate?)"
                 ))
             })?;
-        Ok(Some(std::sync::Arc::new(config)))
+        Ok(Some(Arc::new(config)))
     }
 
     /// The SRTP policy for calls over TLS whose route sets none.
-    pub fn tls_srtp_policy(&self) -> Result<crate::sdp::SrtpPolicy, ConfigError> {
+    fn tls_srtp_policy(&self) -> Result<crate::sdp::SrtpPolicy, ConfigError> {
         crate::sdp::SrtpPolicy::from_name(&self.sip.tls_srtp).ok_or_else(|| {
             invalid(format!(
                 "sip.tls_srtp {:?}: expected \"offer\", \"require\" or \"refuse\"",
@@ -608,7 +636,7 @@ impl Config {
         })
     }
 
-    pub fn srtp_policy(&self) -> Result<crate::sdp::SrtpPolicy, ConfigError> {
+    fn srtp_policy(&self) -> Result<crate::sdp::SrtpPolicy, ConfigError> {
         crate::sdp::SrtpPolicy::from_name(&self.media.srtp).ok_or_else(|| {
             invalid(format!(
                 "media.srtp {:?}: expected \"offer\", \"require\" or \"refuse\"",
@@ -617,9 +645,10 @@ impl Config {
         })
     }
 
-    /// Who may start calls: the trunks' `allow` blocks (everyone when no trunk is configured).
-    pub fn trust(&self) -> Result<crate::sip::trust::Trust, ConfigError> {
-        use crate::sip::trust::{IpBlock, Trust, Untrusted};
+    /// Who may start calls: the trunks' `allow` blocks, or the address of an `outbound` trunk
+    /// without one (everyone when no trunk is configured).
+    fn trust(&self, outbound: &[OutboundTrunk]) -> Result<Trust, ConfigError> {
+        use crate::sip::trust::{IpBlock, Untrusted};
         let untrusted = match self.sip.untrusted.as_str() {
             "reject" => Untrusted::Reject,
             "ignore" => Untrusted::Ignore,
@@ -636,7 +665,6 @@ impl Config {
             });
         }
         let mut blocks = Vec::new();
-        let outbound = self.outbound_trunks()?;
         for (i, trunk) in self.trunks.iter().enumerate() {
             if trunk.allow.is_empty() {
                 // A trunk we call may call us from its address.
@@ -673,7 +701,7 @@ impl Config {
     }
 
     /// The trunks with an `address`, in file order (the first is MakeCall's default).
-    pub fn outbound_trunks(&self) -> Result<Vec<OutboundTrunk>, ConfigError> {
+    fn outbound_trunks(&self) -> Result<Vec<OutboundTrunk>, ConfigError> {
         use crate::sip::transaction::{Peer, Transport};
         let mut out = Vec::new();
         for (i, t) in self.trunks.iter().enumerate() {
@@ -769,14 +797,15 @@ impl Config {
         Ok(out)
     }
 
-    pub fn compiled_routes(&self) -> Result<Vec<Route>, ConfigError> {
+    fn compiled_routes(&self) -> Result<Vec<Route>, ConfigError> {
         self.routes
             .iter()
             .enumerate()
             .map(|(i, r)| {
+                let service = Service::from(r.service);
                 let user =
                     Regex::new(&r.user).map_err(|e| invalid(format!("route[{i}].user: {e}")))?;
-                if r.service == Service::Conference
+                if service == Service::Conference
                     && !user.capture_names().any(|n| n == Some("conference"))
                 {
                     return Err(invalid(format!(
@@ -791,23 +820,29 @@ impl Config {
                     })?),
                     None => None,
                 };
-                if r.prompt.is_some() && r.service != Service::Announcement {
+                if r.prompt.is_some() && service != Service::Announcement {
                     return Err(invalid(format!(
                         "route[{i}].prompt is only for service \"announcement\""
                     )));
                 }
+                if let Some(dn) = r.dn.as_deref().filter(|dn| !is_directory_number(dn)) {
+                    return Err(invalid(format!(
+                        "route[{i}].dn {dn:?}: expected a directory number (digits, '*', '#' and '+', e.g. \"7000\")"
+                    )));
+                }
                 Ok(Route {
                     user,
-                    service: r.service,
+                    service,
                     answer_delay_ms: r.answer_delay_ms,
                     prompt: r.prompt.clone(),
                     srtp,
+                    dn: r.dn.clone(),
                 })
             })
             .collect()
     }
 
-    pub fn audio_codecs(&self) -> Result<Vec<crate::sdp::Codec>, ConfigError> {
+    fn audio_codecs(&self) -> Result<Vec<crate::sdp::Codec>, ConfigError> {
         parse_codecs(&self.media.codecs, "media.codecs")
     }
 }
@@ -1068,15 +1103,16 @@ service = "echo"
     #[test]
     fn good_file_loads() {
         let c = Config::from_str_with_overrides(GOOD, "t", &[]).expect("valid config");
-        assert_eq!(c.sip_listeners().unwrap().len(), 2);
-        assert_eq!(c.routes[0].service, Service::Echo);
-        assert_eq!(c.api.tokens, vec!["change-me".to_string()]);
+        assert_eq!(c.sip.listeners.len(), 2);
+        assert_eq!(c.config.routes[0].service, ServiceConfig::Echo);
+        assert_eq!(c.sip.ua.routes[0].service, Service::Echo);
+        assert_eq!(c.config.api.tokens, vec!["change-me".to_string()]);
     }
 
     #[test]
     fn io_uring_receive_is_off_by_default_and_needs_receive_at_tick() {
         let c = Config::from_str_with_overrides(GOOD, "t", &[]).expect("good config");
-        assert!(!c.media.io_uring_receive);
+        assert!(!c.config.media.io_uring_receive);
         let alone =
             Config::from_str_with_overrides(GOOD, "t", &["media.io_uring_receive=true".into()])
                 .expect_err("io_uring_receive without receive_at_tick is refused");
@@ -1095,18 +1131,19 @@ service = "echo"
             ],
         )
         .expect("both keys are known");
-        on.check()
+        on.config
+            .check()
             .expect("io_uring_receive with receive_at_tick is valid");
-        assert!(on.media.io_uring_receive && on.media.receive_at_tick);
+        assert!(on.config.media.io_uring_receive && on.config.media.receive_at_tick);
     }
 
     #[test]
     fn io_uring_send_is_off_by_default_and_can_be_turned_on() {
         let c = Config::from_str_with_overrides(GOOD, "t", &[]).expect("valid config");
-        assert!(!c.media.io_uring_send);
+        assert!(!c.config.media.io_uring_send);
         let on = Config::from_str_with_overrides(GOOD, "t", &["media.io_uring_send=true".into()])
             .expect("io_uring_send is a known key");
-        assert!(on.media.io_uring_send);
+        assert!(on.config.media.io_uring_send);
     }
 
     #[test]
@@ -1140,9 +1177,9 @@ service = "echo"
             ],
         )
         .expect("overrides apply");
-        assert_eq!(c.api.listen.port(), 9999);
-        assert_eq!(c.media.rtp_port_min, 30000);
-        assert_eq!(c.api.tokens, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(c.config.api.listen.port(), 9999);
+        assert_eq!(c.config.media.rtp_port_min, 30000);
+        assert_eq!(c.config.api.tokens, vec!["a".to_string(), "b".to_string()]);
     }
 
     #[test]
@@ -1160,7 +1197,10 @@ service = "echo"
         std::fs::write(&file, "# generated\nsecret-1\n\n").unwrap();
         let set = format!("api.token_file={:?}", file.display().to_string());
         let c = Config::from_str_with_overrides(GOOD, "t", &[set]).expect("token file read");
-        assert_eq!(c.api_tokens().unwrap(), vec!["change-me", "secret-1"]);
+        assert_eq!(
+            c.config.api_tokens().unwrap(),
+            vec!["change-me", "secret-1"]
+        );
         let err = Config::from_str_with_overrides(
             GOOD,
             "t",
@@ -1188,16 +1228,45 @@ service = "echo"
     }
 
     #[test]
+    fn route_dn_is_a_directory_number() {
+        let with_dn = GOOD.replace(
+            "service = \"echo\"",
+            "service = \"echo\"\ndn = \"+49*7000#\"",
+        );
+        let c = Config::from_str_with_overrides(&with_dn, "t", &[]).expect("a good dn loads");
+        assert_eq!(c.sip.ua.routes[0].dn.as_deref(), Some("+49*7000#"));
+        let plain = Config::from_str_with_overrides(GOOD, "t", &[]).expect("dn is optional");
+        assert_eq!(plain.sip.ua.routes[0].dn, None);
+        for bad in ["\"70a0\"", "\"\"", "\"7000 \""] {
+            let text = GOOD.replace(
+                "service = \"echo\"",
+                &format!("service = \"echo\"\ndn = {bad}"),
+            );
+            let err = Config::from_str_with_overrides(&text, "t", &[]).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("route[0].dn"), "{bad}: {msg}");
+            assert!(msg.contains("directory number"), "{bad}: {msg}");
+        }
+        let typo = GOOD.replace("service = \"echo\"", "service = \"echo\"\nDN = \"7000\"");
+        let err = Config::from_str_with_overrides(&typo, "t", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("DN"),
+            "unknown keys stay errors: {err}"
+        );
+    }
+
+    #[test]
     fn trunks_name_who_may_call() {
         let c = Config::from_str_with_overrides(GOOD, "t", &[]).unwrap();
-        assert_eq!(c.trust().unwrap().allowed, None, "no trunks: anyone");
+        assert_eq!(c.sip.ua.trust.allowed, None, "no trunks: anyone");
         let with = format!(
             "{GOOD}\n[[trunk]]\nname = \"pbx\"\nallow = [\"10.0.0.5\", \"192.0.2.0/24\"]\n"
         );
         let trust = Config::from_str_with_overrides(&with, "t", &[])
             .unwrap()
-            .trust()
-            .unwrap();
+            .sip
+            .ua
+            .trust;
         assert!(trust.allows("192.0.2.9".parse().unwrap()));
         assert!(!trust.allows("198.51.100.1".parse().unwrap()));
         for (text, needle) in [
@@ -1222,7 +1291,7 @@ service = "echo"
              [[trunk]]\nname = \"pbx\"\nallow = [\"10.0.0.5\"]\n"
         );
         let c = Config::from_str_with_overrides(&text, "t", &[]).unwrap();
-        let trunks = c.outbound_trunks().unwrap();
+        let trunks = &c.sip.trunks;
         assert_eq!(trunks.len(), 1, "only trunks with an address place calls");
         let t = &trunks[0];
         assert_eq!(t.destination.addr, "192.0.2.20:5080".parse().unwrap());
@@ -1238,7 +1307,7 @@ service = "echo"
         );
         assert_eq!(t.srtp, Some(crate::sdp::SrtpPolicy::Require));
         assert_eq!(t.codecs, Some(vec![crate::sdp::Codec::Pcma]));
-        let trust = c.trust().unwrap();
+        let trust = &c.sip.ua.trust;
         assert!(
             trust.allows("192.0.2.20".parse().unwrap()),
             "its address may call us"

@@ -14,15 +14,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{self, ApiState};
 use crate::control::{
-    self, ControlHandle, ControlRequest, Controller, Host, MediaSettings, Now, Status,
+    self, ControlHandle, ControlRequest, Controller, Host, MediaSettings, Now, ResourceLimits,
+    Status,
 };
 use crate::engine::tuning::ThreadTuning;
 use crate::engine::{Engine, EngineConfig, SessionDefaults};
-use crate::sdp::LocalCapabilities;
-use crate::sip::transaction::TimerValues;
 use crate::sip::transport::SipTransport;
-use crate::sip::ua::{UaSettings, UserAgent};
-use config::Config;
+use crate::sip::ua::UserAgent;
+use config::{Config, Loaded};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug)]
@@ -60,7 +59,8 @@ pub type LogControl = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// Runs until SIGTERM/SIGINT, then drains (new calls refused, calls in progress continue for up
 /// to `[app] drain_timeout_s`), releases everything (BYE) and stops. SIGHUP reloads.
-pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Result<(), AppError> {
+pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Result<(), AppError> {
+    let Loaded { config, sip } = loaded;
     if config.media.lock_memory {
         match crate::engine::tuning::lock_memory() {
             Ok(()) => tracing::info!("memory locked (mlockall)"),
@@ -102,38 +102,21 @@ pub async fn run(config: Config, source: ConfigSource, log: LogControl) -> Resul
     )
     .map_err(|e| AppError::Engine(e.to_string()))?;
 
+    let media = media_settings(&config, &sip);
     let (inbound_tx, inbound_rx) = mpsc::channel(8192);
-    let listeners = config.sip_listeners().map_err(AppError::Config)?;
-    let tls = config.tls_server_config().map_err(AppError::Config)?;
-    let transport = SipTransport::start(&listeners, tls, config.sip.advertised_address, inbound_tx)
-        .await
-        .map_err(AppError::SipBind)?;
+    let transport = SipTransport::start(
+        &sip.listeners,
+        sip.tls,
+        config.sip.advertised_address,
+        inbound_tx,
+    )
+    .await
+    .map_err(AppError::SipBind)?;
     for (t, addr) in transport.local_addresses() {
         tracing::info!(transport = ?t, %addr, "SIP listening");
     }
 
-    let ua = UserAgent::new(
-        UaSettings {
-            user_agent: config.sip.user_agent.clone(),
-            timers: TimerValues {
-                t1: Duration::from_millis(config.sip.t1_ms),
-                t2: Duration::from_millis(config.sip.t2_ms),
-                t4: Duration::from_millis(config.sip.t4_ms),
-            },
-            routes: config.compiled_routes().map_err(AppError::Config)?,
-            trust: config.trust().map_err(AppError::Config)?,
-            tls_srtp: config.tls_srtp_policy().map_err(AppError::Config)?,
-            capabilities: LocalCapabilities {
-                codecs: config.audio_codecs().map_err(AppError::Config)?,
-                telephone_event: config.media.telephone_event,
-                ptime_ms: config.media.ptime_ms,
-                srtp: config.srtp_policy().map_err(AppError::Config)?,
-                srtp_suites: config.media.srtp_suites.clone(),
-            },
-        },
-        rand::random(),
-    );
-    let media = MediaSettings::from_config(&config);
+    let ua = UserAgent::new(sip.ua, rand::random());
     if let Err(e) = std::fs::create_dir_all(&media.recording_dir) {
         tracing::warn!(dir = %media.recording_dir.display(), error = %e, "recording directory unavailable");
     }
@@ -237,10 +220,9 @@ async fn reload(
     tokens: &RwLock<Vec<String>>,
     log: &LogControl,
 ) -> Result<(), String> {
-    let new = Config::load(&source.path, &source.overrides).map_err(|e| e.to_string())?;
-    let routes = new.compiled_routes().map_err(|e| e.to_string())?;
-    let trust = new.trust().map_err(|e| e.to_string())?;
-    let trunks = new.outbound_trunks().map_err(|e| e.to_string())?;
+    let Loaded { config: new, sip } =
+        Config::load(&source.path, &source.overrides).map_err(|e| e.to_string())?;
+    let (routes, trust, trunks) = (sip.ua.routes, sip.ua.trust, sip.trunks);
     let new_tokens = new.api_tokens().map_err(|e| e.to_string())?;
     log(&new.log.level)?;
     let (tx, rx) = oneshot::channel();
@@ -367,4 +349,32 @@ impl StopSignals {
 
 fn install_signal(kind: tokio::signal::unix::SignalKind) -> tokio::signal::unix::Signal {
     tokio::signal::unix::signal(kind).expect("installing a signal handler cannot fail on Linux")
+}
+
+/// The control plane's settings, from the checked configuration (codecs and trunks as the SIP
+/// settings already hold them: nothing is parsed twice).
+pub fn media_settings(config: &Config, sip: &config::SipSettings) -> MediaSettings {
+    MediaSettings {
+        advertised_ip: config.media.advertised_ip,
+        bind_ip: config.media.bind_ip,
+        default_codec: *sip
+            .ua
+            .capabilities
+            .codecs
+            .first()
+            .expect("config check: [media] codecs names at least one codec"),
+        default_framesize: config.media.ptime_ms,
+        reserve_timeout: Duration::from_secs(config.media.reserve_timeout_s),
+        resources: ResourceLimits {
+            rtp: config.resources.rtp,
+            enhanced_rtp: config.resources.enhanced_rtp,
+            conference: config.resources.conference,
+        },
+        prompt_dir: config.media.prompt_dir.clone(),
+        recording_dir: config.media.recording_dir.clone(),
+        allow_absolute_paths: config.media.allow_absolute_paths,
+        decision_timeout: Duration::from_secs(config.app.call_decision_timeout_s),
+        ring_timeout: Duration::from_secs(config.app.ring_timeout_s),
+        trunks: sip.trunks.clone(),
+    }
 }

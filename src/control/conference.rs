@@ -22,7 +22,6 @@ use super::{
     engine_error, retarget, success, unknown_connection, ActionResult, CodecChoice,
     ConnectionState, Controller,
 };
-use crate::app::config::ResourcesConfig;
 use crate::engine::{ConfereeSpec, ConferenceSpec};
 use crate::sdp::Codec;
 
@@ -111,6 +110,18 @@ impl Pool {
     }
 }
 
+/// The limits of the resource pools (CUAE resource accounting, seed 01; `[resources]`):
+/// 0 means as many as the RTP port range allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// Connections (RTP resources). Exhausted → ResultCode 4 (ServerBusy), SIP 503.
+    pub rtp: usize,
+    /// Connections whose codec is not G.711 (G.722, Opus). Exhausted → 8.
+    pub enhanced_rtp: usize,
+    /// Conferees in mixed conferences. Exhausted → 8.
+    pub conference: usize,
+}
+
 /// The resource pools of seed 01.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Resources {
@@ -124,7 +135,7 @@ pub struct Resources {
 
 impl Resources {
     /// Limits from `[resources]`; 0 means as many as there are RTP port pairs.
-    pub fn new(config: &ResourcesConfig, port_pairs: usize) -> Resources {
+    pub fn new(config: &ResourceLimits, port_pairs: usize) -> Resources {
         let limit = |n: usize| if n == 0 { port_pairs } else { n };
         Resources {
             rtp: Pool::new(limit(config.rtp)),

@@ -22,7 +22,6 @@ use super::events::Envelope;
 use super::result::ActionError;
 use super::timers::Timer;
 use super::{ActionResult, CallAction, ControlRequest, MediaAction, MediaSettings};
-use crate::app::config::{OutboundTrunk, ResourcesConfig, Route, Service};
 use crate::engine::{
     ConfereeSpec, ConferenceKey, ConferenceSpec, ConnectionKey, EngineError, EngineEvent,
     MediaEndpoint, MediaSpec, MediaStats, OpenConnection,
@@ -31,6 +30,7 @@ use crate::media::player::PlaySource;
 use crate::media::wav::{Audio, Encoding, WavWriter};
 use crate::sdp::{Codec, LocalCapabilities, SrtpPolicy};
 use crate::sip::message::{parse, Request, Response, SipMessage};
+use crate::sip::routing::{OutboundTrunk, Route, Service};
 use crate::sip::transaction::{Peer, TimerValues, Transport};
 use crate::sip::ua::{UaSettings, UserAgent};
 
@@ -484,6 +484,7 @@ fn route(pattern: &str, service: Service, answer_delay_ms: u64) -> Route {
         answer_delay_ms,
         srtp: None,
         prompt: None,
+        dn: None,
     }
 }
 
@@ -524,7 +525,7 @@ impl Harness {
             default_codec: Codec::Pcmu,
             default_framesize: 20,
             reserve_timeout: Duration::from_secs(30),
-            resources: ResourcesConfig::default(),
+            resources: super::ResourceLimits::default(),
             prompt_dir: dir.path().join("prompts"),
             recording_dir: dir.path().join("recordings"),
             allow_absolute_paths: false,

@@ -49,7 +49,7 @@ pub mod timers;
 pub use backend::files::sweep_recordings;
 pub use backend::{Backend, Host, MediaHealth};
 pub use call_control::{CallAction, ConferenceChoice};
-pub use conference::{AttributeChange, Completion, Pool, Resources};
+pub use conference::{AttributeChange, Completion, Pool, ResourceLimits, Resources};
 pub use connections::{
     allocate_in, codec_name, engine_error, retarget, success, unknown_connection,
 };
@@ -74,9 +74,9 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use self::core::{CallInfo, Connection, ConnectionState};
-use crate::app::config::{Config, Route};
 use crate::engine::ConfereeSpec;
 use crate::sdp::Codec;
+use crate::sip::routing::{OutboundTrunk, Route};
 use connections::{api_format, media_spec};
 use events::{Envelope, Event, ReleaseReason};
 use party::Actor;
@@ -225,7 +225,7 @@ pub enum ControlRequest {
     ReloadRoutes(
         Vec<Route>,
         crate::sip::trust::Trust,
-        Vec<crate::app::config::OutboundTrunk>,
+        Vec<OutboundTrunk>,
         oneshot::Sender<()>,
     ),
     /// Graceful shutdown begins: refuse new calls, keep the ones in progress.
@@ -311,7 +311,7 @@ pub struct MediaSettings {
     pub default_codec: Codec,
     pub default_framesize: u32,
     pub reserve_timeout: Duration,
-    pub resources: crate::app::config::ResourcesConfig,
+    pub resources: ResourceLimits,
     pub prompt_dir: std::path::PathBuf,
     pub recording_dir: std::path::PathBuf,
     pub allow_absolute_paths: bool,
@@ -320,29 +320,5 @@ pub struct MediaSettings {
     /// How long a call we place may ring.
     pub ring_timeout: Duration,
     /// Trunks calls can be placed through (MakeCall, transfers); the first is the default.
-    pub trunks: Vec<crate::app::config::OutboundTrunk>,
-}
-
-impl MediaSettings {
-    pub fn from_config(config: &Config) -> MediaSettings {
-        let codecs = config
-            .audio_codecs()
-            .expect("config was checked at load: codecs are known");
-        MediaSettings {
-            advertised_ip: config.media.advertised_ip,
-            bind_ip: config.media.bind_ip,
-            default_codec: codecs[0],
-            default_framesize: config.media.ptime_ms,
-            reserve_timeout: Duration::from_secs(config.media.reserve_timeout_s),
-            resources: config.resources.clone(),
-            prompt_dir: config.media.prompt_dir.clone(),
-            recording_dir: config.media.recording_dir.clone(),
-            allow_absolute_paths: config.media.allow_absolute_paths,
-            decision_timeout: Duration::from_secs(config.app.call_decision_timeout_s),
-            ring_timeout: Duration::from_secs(config.app.ring_timeout_s),
-            trunks: config
-                .outbound_trunks()
-                .expect("config was checked at load: trunks are valid"),
-        }
-    }
+    pub trunks: Vec<OutboundTrunk>,
 }

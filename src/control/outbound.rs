@@ -20,9 +20,9 @@ use super::result::{ActionError, ResultCode};
 use super::timers::Timer;
 use super::Backend;
 use super::{codec_name, CodecChoice, ConnectionState, Controller, Reply};
-use crate::app::config::{OutboundTrunk, Service};
 use crate::engine::{ConfereeSpec, MediaMode, MediaSpec};
 use crate::sip::message::{NameAddr, Uri};
+use crate::sip::routing::{OutboundTrunk, Service};
 use crate::sip::ua::{CallId, EndReason, OutboundInvite};
 
 /// A call we placed, not answered yet.
@@ -178,6 +178,7 @@ impl<M: Backend> Controller<M> {
             params: Vec::new(),
         };
         let target_text = target.to_string();
+        let target_user = target.user.clone();
         let invite = OutboundInvite {
             to: NameAddr {
                 display: None,
@@ -210,7 +211,8 @@ impl<M: Backend> Controller<M> {
             c.call = Some(call);
         }
         self.call_connections.insert(call, id);
-        let dn = super::sip_calls::user_of(&target_text);
+        // The called party's number: the Request-URI's user.
+        let dn = target_user.unwrap_or_default();
         self.note_call(call, (from_user, &target_text), (dn.clone(), dn), service);
         self.open_party(call, id, true, by);
         self.emit_created(id);

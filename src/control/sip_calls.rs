@@ -10,9 +10,19 @@ use std::net::SocketAddr;
 
 use super::party::{NewParty, PartyState, Role};
 use super::*;
-use crate::app::config::Service;
 use crate::engine::{MediaMode, MediaSpec};
+use crate::sip::routing::Service;
 use crate::sip::ua::{CallId, EndReason, UaOutput};
+
+/// Who an incoming call is from and for: the header values, the caller's number
+/// (P-Asserted-Identity, else From) and the number it reached (the route's DN, else the
+/// Request-URI user).
+struct IncomingParties {
+    from: String,
+    to: String,
+    remote_dn: String,
+    route_dn: String,
+}
 
 impl<M: Backend> Controller<M> {
     /// Moves the UA's outputs into the registry, the model and the transmit queue.
@@ -32,11 +42,18 @@ impl<M: Backend> Controller<M> {
                     conference,
                     play,
                     replaces,
+                    remote_dn,
+                    route_dn,
                 } => self.on_incoming_call(
                     call,
                     service,
                     remote_media,
-                    (from, to),
+                    IncomingParties {
+                        from,
+                        to,
+                        remote_dn,
+                        route_dn,
+                    },
                     local,
                     conference,
                     play,
@@ -121,15 +138,19 @@ impl<M: Backend> Controller<M> {
         call: CallId,
         service: Service,
         remote_media: Option<crate::sdp::NegotiatedMedia>,
-        (from, to): (String, String),
+        parties: IncomingParties,
         local: SocketAddr,
         room: Option<String>,
         play: Option<String>,
         replaces: Option<CallId>,
     ) {
-        let dn = user_of(&from);
-        let dnis = user_of(&to);
-        let service_name = self.note_call(call, (&from, &to), (dn, dnis), service);
+        let IncomingParties {
+            from,
+            to,
+            remote_dn,
+            route_dn,
+        } = parties;
+        let service_name = self.note_call(call, (&from, &to), (remote_dn, route_dn), service);
         if let Some(old) = replaces {
             // Attended transfer: the new dialog takes the replaced one's place at once.
             let mode = self
@@ -382,31 +403,4 @@ fn service_name(service: Service) -> &'static str {
         Service::Announcement => "announcement",
         Service::Application => "application",
     }
-}
-
-/// The user part of a SIP or tel URI in a header value (`"Bob" <sip:1001@pbx>;tag=x` →
-/// `1001`); empty when it has none.
-pub(super) fn user_of(value: &str) -> String {
-    let uri = match (value.find('<'), value.find('>')) {
-        (Some(a), Some(b)) if a < b => &value[a + 1..b],
-        _ => value,
-    };
-    let rest = ["sips:", "sip:", "tel:"]
-        .iter()
-        .find_map(|scheme| {
-            uri.get(..scheme.len())
-                .filter(|p| p.eq_ignore_ascii_case(scheme))
-                .map(|_| &uri[scheme.len()..])
-        })
-        .unwrap_or(uri);
-    let is_tel = uri.len() >= 4 && uri[..4].eq_ignore_ascii_case("tel:");
-    let end = if is_tel {
-        rest.find(';').unwrap_or(rest.len())
-    } else {
-        match rest.find('@') {
-            Some(at) => rest[..at].find(';').unwrap_or(at),
-            None => return String::new(),
-        }
-    };
-    rest[..end].to_string()
 }

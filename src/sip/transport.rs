@@ -17,13 +17,28 @@ use tokio::sync::mpsc;
 
 use super::message::{frame, parse, Frame, SipMessage};
 use super::transaction::{Peer, Transport};
-use crate::app::config::{ListenTransport, SipListen};
 
 /// Largest message we accept on a stream before giving up on the connection.
 const MAX_STREAM_BUFFER: usize = 256 * 1024;
 
 /// A TLS client that has not finished its handshake by then is dropped.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A listener from `[sip] listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipListen {
+    pub transport: ListenTransport,
+    pub addr: SocketAddr,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenTransport {
+    Udp,
+    Tcp,
+    /// TCP with TLS: needs a certificate and its private key.
+    Tls,
+}
 
 /// One message from the network.
 #[derive(Debug)]

@@ -1,0 +1,514 @@
+//! INVITEs we send (UAC): the INVITE and its offer, provisional and final responses (early
+//! media, the answer in the 2xx), the ACK, one Digest retry on 401/407, CANCEL, and the 2xx of
+//! a second fork (ACKed and ended at once).
+//!
+//! Owns: the life of a call we place until its dialog is confirmed or the INVITE fails, and the
+//! outcome of our REFERs' transactions.
+//! Must not: answer requests (that is `uas` and `in_dialog`), or end a call other than through
+//! `UserAgent::end_call`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use super::addressing::{contact_for, destination_for, host_port, our_via};
+use super::session_timer::session_timer_of_answer;
+use super::{
+    new_srtp_keys, Call, CallId, CallState, ClientTx, Credentials, EndReason, OutboundInvite,
+    UaOutput, UserAgent, ALLOW,
+};
+use crate::sdp::{self, NegotiatedMedia, SessionDescription, SessionVersion};
+use crate::sip::dialog::{set_tag, Dialog};
+use crate::sip::message::{Headers, Host, Method, Request, Response, SipMessage};
+use crate::sip::transaction::{new_branch, Peer, TransactionKey};
+
+/// The UAC side of a call we placed.
+#[derive(Debug)]
+pub(super) struct Outbound {
+    pub(super) credentials: Option<Credentials>,
+    /// A challenge was answered (once per call).
+    pub(super) authenticated: bool,
+    /// A provisional response came, so CANCEL may go (§9.1).
+    pub(super) provisional: bool,
+    /// The owner hung up before any provisional: CANCEL as soon as one comes.
+    pub(super) cancel_wanted: bool,
+    /// The answer in an 18x (early media).
+    pub(super) early_answer: Option<NegotiatedMedia>,
+    /// The REFER this INVITE carries out.
+    pub(super) refer_of: Option<CallId>,
+}
+
+impl UserAgent {
+    /// [`UserAgent::invite`]: our INVITE with our offer, and the call that waits for its answer.
+    pub(super) fn place_call(
+        &mut self,
+        now: Instant,
+        out: OutboundInvite,
+    ) -> Result<CallId, String> {
+        let local_tag = self.random_token();
+        let call_id_header = format!("{}@{}", self.random_token(), host_port(out.local));
+        let mut from = out.from.clone();
+        set_tag(&mut from, Some(&local_tag));
+        let mut to = out.to.clone();
+        set_tag(&mut to, None);
+        let mut capabilities = self.settings.capabilities.clone();
+        if let Some(policy) = out.srtp {
+            capabilities.srtp = policy;
+        }
+        if let Some(codecs) = &out.codecs {
+            capabilities.codecs = codecs.clone();
+        }
+        let srtp_keys = new_srtp_keys(&capabilities);
+        let version = SessionVersion {
+            session_id: self.rng.random::<u32>() as u64,
+            version: 1,
+        };
+        let offer = sdp::offer(&capabilities, out.local_rtp, version, &srtp_keys);
+        let branch = new_branch(self.rng.random());
+        let transport = out.destination.transport;
+        let mut headers = Headers::default();
+        headers.push("Via", our_via(transport, out.local, &branch).to_string());
+        headers.push("Max-Forwards", "70");
+        headers.push("From", from.to_string());
+        headers.push("To", to.to_string());
+        headers.push("Call-ID", call_id_header);
+        headers.push("CSeq", "1 INVITE");
+        headers.push("Contact", contact_for(transport, out.local));
+        headers.push("Allow", ALLOW);
+        // No "timer": we never refresh sessions ourselves (RFC 4028 lets the UAS do it).
+        headers.push("Supported", "replaces, norefersub");
+        headers.push("User-Agent", self.settings.user_agent.clone());
+        for (name, value) in &out.headers {
+            headers.push(name, value.clone());
+        }
+        headers.push("Content-Type", "application/sdp");
+        let request = Request {
+            method: Method::Invite,
+            uri: out.target.clone(),
+            headers,
+            body: offer.to_string().into_bytes(),
+        };
+        let dialog = Dialog::new_uac(&request).map_err(|e| e.to_string())?;
+        let key = self
+            .transactions
+            .send_request(now, request.clone(), out.destination)
+            .map_err(|e| e.to_string())?;
+        let call_id = self.next_call;
+        self.next_call += 1;
+        self.client_tx.insert(
+            key.clone(),
+            ClientTx::Invite {
+                call: call_id,
+                ack: None,
+            },
+        );
+        self.by_dialog
+            .insert((dialog.call_id.clone(), dialog.local_tag.clone()), call_id);
+        self.calls.insert(
+            call_id,
+            Call {
+                dialog,
+                invite: request,
+                invite_tx: key,
+                source: out.destination,
+                local: out.local,
+                state: CallState::Calling,
+                remote_offer: None,
+                our_offer: Some(offer.clone()),
+                local_sdp: Some(offer),
+                sdp_version: version,
+                local_rtp: Some(out.local_rtp),
+                answer_delay: Duration::ZERO,
+                pending_bye_reason: None,
+                srtp_keys,
+                capabilities,
+                service: out.service,
+                outbound: Some(Box::new(Outbound {
+                    credentials: out.credentials,
+                    authenticated: false,
+                    provisional: false,
+                    cancel_wanted: false,
+                    early_answer: None,
+                    refer_of: out.refer_of,
+                })),
+                transfer: None,
+                referring: false,
+                session_expires: None,
+                peer_100rel: None,
+                rseq: 0,
+                unacked_provisional: None,
+            },
+        );
+        self.drain_transactions(now, None);
+        Ok(call_id)
+    }
+
+    pub(super) fn on_response(&mut self, now: Instant, key: TransactionKey, response: Response) {
+        match self.client_tx.get(&key).cloned() {
+            Some(ClientTx::Invite { call, ack }) => {
+                if let (Some(sent), true) = (ack, (200..300).contains(&response.status)) {
+                    let (to, ack) = *sent;
+                    let tag = |h: &Headers| h.to().ok().and_then(|t| t.tag().map(str::to_string));
+                    if tag(&ack.headers) != tag(&response.headers) {
+                        // Another fork answered too (§13.2.2.4): ACK it and end it.
+                        self.end_extra_fork(now, &ack, &response, to);
+                        return;
+                    }
+                    // A 2xx retransmission: our ACK was lost (§13.2.2.4).
+                    self.outputs.push_back(UaOutput::Transmit {
+                        to,
+                        message: SipMessage::Request(ack),
+                    });
+                    return;
+                }
+                self.on_invite_response(now, call, key, response);
+            }
+            Some(ClientTx::Refer { call }) if response.status >= 200 => {
+                self.client_tx.remove(&key);
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.referring = (200..300).contains(&response.status);
+                }
+                self.outputs.push_back(UaOutput::ReferAnswered {
+                    call,
+                    status: response.status,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// A 2xx from a second fork of our INVITE (a proxy forked it and two UASs answered): the
+    /// call already has its dialog, so this one gets its ACK and, at once, a BYE.
+    fn end_extra_fork(&mut self, now: Instant, our_ack: &Request, response: &Response, to: Peer) {
+        let ack_branch = new_branch(self.rng.random());
+        let bye_branch = new_branch(self.rng.random());
+        let Ok(mut dialog) = Dialog::new_uac(our_ack) else {
+            return;
+        };
+        dialog.confirm_uac(response);
+        let Ok(via) = our_ack.headers.top_via() else {
+            return;
+        };
+        let local = match (&via.host, via.port) {
+            (Host::V4(ip), port) => SocketAddr::new((*ip).into(), port.unwrap_or(5060)),
+            (Host::V6(ip), port) => SocketAddr::new((*ip).into(), port.unwrap_or(5060)),
+            (Host::Domain(_), _) => return,
+        };
+        let contact = contact_for(to.transport, local);
+        let (mut ack, next_hop) = dialog.new_request(
+            Method::Ack,
+            &our_via(to.transport, local, &ack_branch),
+            &contact,
+        );
+        ack.headers.remove("Contact");
+        let destination = destination_for(&next_hop, to);
+        self.outputs.push_back(UaOutput::Transmit {
+            to: destination,
+            message: SipMessage::Request(ack),
+        });
+        let (mut bye, _) = dialog.new_request(
+            Method::Bye,
+            &our_via(to.transport, local, &bye_branch),
+            &contact,
+        );
+        bye.headers
+            .push("Reason", "SIP;cause=200;text=\"Call completed elsewhere\"");
+        if let Err(e) = self.transactions.send_request(now, bye, destination) {
+            tracing::debug!(error = %e, "cannot end the extra fork");
+        }
+        self.drain_transactions(now, None);
+    }
+
+    fn on_invite_response(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        key: TransactionKey,
+        response: Response,
+    ) {
+        let status = response.status;
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if call.invite_tx != key {
+            return; // the answer to an attempt we already re-sent with credentials
+        }
+        let state = call.state;
+        let Some(out) = call.outbound.as_mut() else {
+            return;
+        };
+        match status {
+            100 => {}
+            101..=199 => {
+                out.provisional = true;
+                if out.cancel_wanted {
+                    out.cancel_wanted = false;
+                    self.send_cancel(now, call_id);
+                    return;
+                }
+                if state != CallState::Calling {
+                    return;
+                }
+                if has_tag(&response) {
+                    call.dialog.confirm_uac(&response); // the early dialog
+                }
+                if out.early_answer.is_none() && !response.body.is_empty() {
+                    if let Some(media) = call
+                        .our_offer
+                        .as_ref()
+                        .and_then(|offer| answer_in(&response, offer).ok())
+                    {
+                        out.early_answer = Some(media.clone());
+                        self.outputs.push_back(UaOutput::MediaUpdated {
+                            call: call_id,
+                            media,
+                        });
+                    }
+                }
+                self.outputs.push_back(UaOutput::Progress {
+                    call: call_id,
+                    status,
+                });
+            }
+            200..=299 => {
+                call.dialog.confirm_uac(&response);
+                self.send_ack(call_id, &key);
+                let call = self.calls.get_mut(&call_id).expect("looked up above");
+                if state == CallState::Cancelling {
+                    // The 2xx crossed our CANCEL: the call is over all the same (§9.1).
+                    call.state = CallState::Confirmed;
+                    self.send_bye(now, call_id, "SIP;cause=487;text=\"Request Terminated\"");
+                    self.end_call(call_id, None);
+                    return;
+                }
+                if state != CallState::Calling {
+                    return;
+                }
+                call.state = CallState::Confirmed;
+                let offer = call.our_offer.take().expect("our INVITE carried an offer");
+                let early = call.outbound.as_mut().and_then(|o| o.early_answer.take());
+                let media = if response.body.is_empty() {
+                    early.ok_or_else(|| "the 2xx carries no SDP answer".to_string())
+                } else {
+                    answer_in(&response, &offer)
+                };
+                call.session_expires = session_timer_of_answer(&response);
+                self.arm_session_timer(now, call_id);
+                match media {
+                    Ok(media) => {
+                        self.outputs.push_back(UaOutput::MediaUpdated {
+                            call: call_id,
+                            media,
+                        });
+                        self.outputs
+                            .push_back(UaOutput::CallAnswered { call: call_id });
+                        self.transfer_outcome_for_new_call(now, call_id, 200, "OK");
+                    }
+                    Err(e) => {
+                        tracing::info!(call = call_id, error = %e, "2xx without a usable SDP answer");
+                        self.send_bye(now, call_id, "SIP;cause=488;text=\"Not Acceptable Here\"");
+                        self.transfer_outcome_for_new_call(
+                            now,
+                            call_id,
+                            488,
+                            "Not Acceptable Here",
+                        );
+                        self.end_call(call_id, Some(EndReason::BadAnswer));
+                    }
+                }
+            }
+            401 | 407
+                if state == CallState::Calling
+                    && !out.authenticated
+                    && out.credentials.is_some() =>
+            {
+                if !self.retry_with_credentials(now, call_id, &response) {
+                    self.invite_failed(now, call_id, status, &response.reason);
+                }
+            }
+            _ => match state {
+                CallState::Cancelling => self.end_call(call_id, None),
+                CallState::Calling => self.invite_failed(now, call_id, status, &response.reason),
+                _ => {}
+            },
+        }
+    }
+
+    /// Our INVITE failed with a final `status`: the call ends (the owner is told).
+    fn invite_failed(&mut self, now: Instant, call_id: CallId, status: u16, reason: &str) {
+        self.transfer_outcome_for_new_call(now, call_id, status, reason);
+        self.end_call(
+            call_id,
+            Some(if status == 408 {
+                EndReason::NoAnswer
+            } else {
+                EndReason::Rejected(status)
+            }),
+        );
+    }
+
+    pub(super) fn on_client_timeout(&mut self, now: Instant, key: &TransactionKey) {
+        match self.client_tx.get(key).cloned() {
+            Some(ClientTx::Invite { call, .. }) => {
+                let Some(c) = self.calls.get(&call) else {
+                    return;
+                };
+                if &c.invite_tx != key {
+                    return;
+                }
+                match c.state {
+                    CallState::Calling => {
+                        self.transfer_outcome_for_new_call(now, call, 408, "Request Timeout");
+                        self.end_call(call, Some(EndReason::NoAnswer));
+                    }
+                    CallState::Cancelling => self.end_call(call, None),
+                    _ => {}
+                }
+            }
+            Some(ClientTx::Refer { call }) => {
+                self.client_tx.remove(key);
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.referring = false;
+                }
+                self.outputs
+                    .push_back(UaOutput::ReferAnswered { call, status: 408 });
+            }
+            None => {}
+        }
+    }
+
+    /// The ACK for the 2xx to our INVITE (§13.2.2.4): outside any transaction, remembered
+    /// for the 2xx's retransmissions.
+    fn send_ack(&mut self, call_id: CallId, key: &TransactionKey) {
+        let branch = new_branch(self.rng.random());
+        let call = self.calls.get_mut(&call_id).expect("caller checked");
+        let via = our_via(call.source.transport, call.local, &branch);
+        let contact = contact_for(call.source.transport, call.local);
+        let (mut ack, next_hop) = call.dialog.new_request(Method::Ack, &via, &contact);
+        ack.headers.remove("Contact");
+        let to = destination_for(&next_hop, call.source);
+        if let Some(ClientTx::Invite { ack: slot, .. }) = self.client_tx.get_mut(key) {
+            *slot = Some(Box::new((to, ack.clone())));
+        }
+        self.outputs.push_back(UaOutput::Transmit {
+            to,
+            message: SipMessage::Request(ack),
+        });
+    }
+
+    /// CANCEL of our INVITE (§9.1): its Request-URI, Call-ID, From, To, CSeq number, Route
+    /// and top Via.
+    pub(super) fn send_cancel(&mut self, now: Instant, call_id: CallId) {
+        let call = &self.calls[&call_id];
+        let invite = &call.invite;
+        let mut headers = Headers::default();
+        for name in ["Via", "Max-Forwards", "From", "To", "Call-ID"] {
+            if let Some(value) = invite.headers.get(name) {
+                headers.push(name, value.to_string());
+            }
+        }
+        let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        headers.push("CSeq", format!("{seq} CANCEL"));
+        for route in invite.headers.get_all("Route") {
+            headers.push("Route", route.to_string());
+        }
+        headers.push("User-Agent", self.settings.user_agent.clone());
+        let cancel = Request {
+            method: Method::Cancel,
+            uri: invite.uri.clone(),
+            headers,
+            body: Vec::new(),
+        };
+        if let Err(e) = self.transactions.send_request(now, cancel, call.source) {
+            tracing::warn!(call = call_id, error = %e, "cannot send CANCEL");
+        }
+        self.drain_transactions(now, None);
+    }
+
+    /// A 401/407 to our INVITE: the same INVITE again with our Digest answer, once.
+    fn retry_with_credentials(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        response: &Response,
+    ) -> bool {
+        let (challenge_header, answer_header) = if response.status == 401 {
+            ("WWW-Authenticate", "Authorization")
+        } else {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        };
+        let challenge = match response
+            .headers
+            .get_all(challenge_header)
+            .map(crate::sip::digest::Challenge::parse)
+            .find_map(Result::ok)
+        {
+            Some(c) => c,
+            None => {
+                tracing::warn!(call = call_id, "no Digest MD5 challenge we can answer");
+                return false;
+            }
+        };
+        let cnonce = self.random_token();
+        let branch = new_branch(self.rng.random());
+        let call = self.calls.get_mut(&call_id).expect("caller checked");
+        let out = call.outbound.as_mut().expect("caller checked");
+        let Some(credentials) = out.credentials.clone() else {
+            return false;
+        };
+        out.authenticated = true;
+        out.provisional = false;
+        let mut invite = call.invite.clone();
+        let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1) + 1;
+        invite.headers.set("CSeq", format!("{seq} INVITE"));
+        invite.headers.set(
+            "Via",
+            our_via(call.source.transport, call.local, &branch).to_string(),
+        );
+        let uri = invite.uri.to_string();
+        invite.headers.set(
+            answer_header,
+            challenge.answer(
+                &credentials.username,
+                &credentials.password,
+                "INVITE",
+                &uri,
+                &cnonce,
+            ),
+        );
+        call.dialog.local_seq = seq;
+        let key = match self
+            .transactions
+            .send_request(now, invite.clone(), call.source)
+        {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!(call = call_id, error = %e, "cannot re-send INVITE");
+                return false;
+            }
+        };
+        call.invite = invite;
+        call.invite_tx = key.clone();
+        self.client_tx.insert(
+            key,
+            ClientTx::Invite {
+                call: call_id,
+                ack: None,
+            },
+        );
+        self.drain_transactions(now, None);
+        true
+    }
+}
+
+fn has_tag(response: &Response) -> bool {
+    response.headers.to().is_ok_and(|t| t.tag().is_some())
+}
+
+/// The SDP answer in a response to our offer.
+fn answer_in(response: &Response, offer: &SessionDescription) -> Result<NegotiatedMedia, String> {
+    let text = std::str::from_utf8(&response.body).map_err(|_| "SDP is not UTF-8".to_string())?;
+    let answer = SessionDescription::parse(text).map_err(|e| e.to_string())?;
+    sdp::accept_answer(offer, &answer).map_err(|e| e.to_string())
+}
