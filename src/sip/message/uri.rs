@@ -1,0 +1,547 @@
+//! Addresses: [`Uri`] (sip:, sips:, tel:), [`NameAddr`] (From, To, Contact, Route, ...) and
+//! their parts [`Host`] and [`Param`], parsed from text and printed back.
+//!
+//! Must not: resolve host names or touch the network, or know which header an address came from
+//! beyond naming it in an error. Like the rest of the parser it must never panic, whatever the
+//! input.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::lex::{
+    excerpt, is_display_char, is_host_byte, is_token_byte, trim_lws, trim_start_lws, Cursor,
+};
+use super::ParseError;
+
+/// sip:, sips: or tel: URI. For tel: `user` holds the number and `host` is Domain("").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uri {
+    /// "sip", "sips", "tel" (lower-cased)
+    pub scheme: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub host: Host,
+    pub port: Option<u16>,
+    pub params: Vec<Param>,
+    /// Raw `?hdr=val&...` part without the '?', if present.
+    pub headers: Option<String>,
+}
+
+impl Uri {
+    /// Parses a sip:, sips: or tel: URI (no surrounding whitespace or `<>`). Escapes in the user
+    /// part are kept as received. Any other scheme is `BadUri` (the UAS answers 416).
+    pub fn parse(s: &str) -> Result<Uri, ParseError> {
+        // Whitespace, controls, quotes and angle brackets never occur in a URI; rejecting them here
+        // also catches `<sip:...>` as a Request-URI and "sip:a@b ;lr" (RFC 4475 ltgtruri, lwsruri).
+        if let Some(bad) = s
+            .chars()
+            .find(|c| c.is_control() || matches!(c, ' ' | '<' | '>' | '"'))
+        {
+            return Err(ParseError::BadUri(format!(
+                "invalid character {bad:?} in {}",
+                excerpt(s)
+            )));
+        }
+        let Some((scheme, rest)) = s.split_once(':') else {
+            return Err(ParseError::BadUri(format!("no scheme in {}", excerpt(s))));
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        match scheme.as_str() {
+            "sip" | "sips" => parse_sip_uri(scheme, rest),
+            "tel" => parse_tel_uri(scheme, rest),
+            _ => Err(ParseError::BadUri(format!(
+                "unsupported URI scheme {}",
+                excerpt(&scheme)
+            ))),
+        }
+    }
+
+    /// URI parameter by case-insensitive name (see [`find_param`]).
+    pub fn param(&self, name: &str) -> Option<Option<&str>> {
+        find_param(&self.params, name)
+    }
+}
+
+/// Prints back a valid URI (user part escapes kept as received).
+impl fmt::Display for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.scheme)?;
+        if self.scheme == "tel" {
+            f.write_str(self.user.as_deref().unwrap_or(""))?;
+        } else {
+            if let Some(user) = &self.user {
+                f.write_str(user)?;
+                if let Some(password) = &self.password {
+                    write!(f, ":{password}")?;
+                }
+                f.write_str("@")?;
+            }
+            write!(f, "{}", self.host)?;
+            if let Some(port) = self.port {
+                write!(f, ":{port}")?;
+            }
+        }
+        write_params(f, &self.params)?;
+        if let Some(headers) = &self.headers {
+            write!(f, "?{headers}")?;
+        }
+        Ok(())
+    }
+}
+
+/// From, To, Contact, Route, Record-Route, Refer-To value: `"Display" <uri>;params` or `uri;params`.
+/// For the addr-spec form without <>, RFC 3261 §20: params after the URI belong to the header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameAddr {
+    pub display: Option<String>,
+    pub uri: Uri,
+    pub params: Vec<Param>,
+}
+
+impl NameAddr {
+    /// Parses one name-addr or addr-spec with its header parameters. A quoted display name is
+    /// stored unescaped (`"a \"b\""` → `a "b"`); an unquoted one is kept as written.
+    pub fn parse(s: &str) -> Result<NameAddr, ParseError> {
+        let s = trim_lws(s);
+        if s.is_empty() {
+            return Err(bad_name_addr("empty value".to_string()));
+        }
+        if s.starts_with('"') {
+            let Some((display, rest)) = unquote_prefix(s) else {
+                return Err(bad_name_addr(
+                    "unterminated quoted display name".to_string(),
+                ));
+            };
+            let rest = trim_start_lws(rest);
+            if !rest.starts_with('<') {
+                return Err(bad_name_addr("expected '<' after display name".to_string()));
+            }
+            return parse_angle_addr(Some(display), rest);
+        }
+        // An unquoted display name is tokens and LWS only, so the first of '<', ';' or '"' tells
+        // the name-addr form (`Bob <sip:b@h>`) from the addr-spec form (`sip:b@h;tag=x`).
+        match s.find(['<', ';', '"']) {
+            Some(lt) if s[lt..].starts_with('<') => {
+                let display = trim_lws(&s[..lt]);
+                if let Some(bad) = display.chars().find(|&c| !is_display_char(c)) {
+                    return Err(bad_name_addr(format!(
+                        "invalid character {bad:?} in unquoted display name"
+                    )));
+                }
+                let display = (!display.is_empty()).then(|| display.to_string());
+                parse_angle_addr(display, &s[lt..])
+            }
+            _ => parse_addr_spec(s),
+        }
+    }
+
+    /// The `tag` header parameter, if present with a value.
+    pub fn tag(&self) -> Option<&str> {
+        find_param(&self.params, "tag").flatten()
+    }
+}
+
+/// Always prints the name-addr form with <> (`"Alice" <sip:a@h>;tag=1`).
+impl fmt::Display for NameAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(display) = &self.display {
+            f.write_str("\"")?;
+            for c in display.chars() {
+                if c == '"' || c == '\\' {
+                    f.write_str("\\")?;
+                }
+                write!(f, "{c}")?;
+            }
+            f.write_str("\" ")?;
+        }
+        write!(f, "<{}>", self.uri)?;
+        write_params(f, &self.params)
+    }
+}
+
+/// Host part of a URI or Via sent-by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Domain(String),
+    V4(Ipv4Addr),
+    V6(Ipv6Addr),
+}
+
+/// Domain as-is, V4 dotted, V6 in brackets "[2001:db8::1]".
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Domain(name) => f.write_str(name),
+            Host::V4(addr) => write!(f, "{addr}"),
+            Host::V6(addr) => write!(f, "[{addr}]"),
+        }
+    }
+}
+
+/// `name` or `name=value` parameter (URI params, header params). Names compared case-insensitively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    pub name: String,
+    pub value: Option<String>,
+}
+
+/// Finds a parameter by case-insensitive name: None = absent, Some(None) = present without value.
+pub fn find_param<'a>(params: &'a [Param], name: &str) -> Option<Option<&'a str>> {
+    params
+        .iter()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
+        .map(|p| p.value.as_deref())
+}
+
+/// `[user[:password]@]host[:port][;params][?headers]` after "sip:" / "sips:".
+fn parse_sip_uri(scheme: String, rest: &str) -> Result<Uri, ParseError> {
+    let bad = |detail: String| ParseError::BadUri(detail);
+    // The user part may contain ';', '?' and ':' (RFC 4475 semiuri, intmeth) but never an
+    // unescaped '@', so the first '@' ends the userinfo.
+    let (userinfo, hostpart) = match rest.split_once('@') {
+        Some((userinfo, hostpart)) => (Some(userinfo), hostpart),
+        None => (None, rest),
+    };
+    let (user, password) = match userinfo {
+        None => (None, None),
+        Some(userinfo) => {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password.to_string())),
+                None => (userinfo, None),
+            };
+            if user.is_empty() {
+                return Err(bad("empty user part".to_string()));
+            }
+            (Some(user.to_string()), password)
+        }
+    };
+    let (before_headers, headers) = match hostpart.split_once('?') {
+        Some((before, headers)) => (before, Some(headers.to_string())),
+        None => (hostpart, None),
+    };
+    let (hostport, params) = match before_headers.find(';') {
+        Some(semi) => before_headers.split_at(semi),
+        None => (before_headers, ""),
+    };
+    let (host, port) = parse_hostport(hostport).map_err(bad)?;
+    Ok(Uri {
+        scheme,
+        user,
+        password,
+        host,
+        port,
+        params: parse_uri_params(params).map_err(bad)?,
+        headers,
+    })
+}
+
+/// `number[;params]` after "tel:" (RFC 3966); the number goes in `user`.
+fn parse_tel_uri(scheme: String, rest: &str) -> Result<Uri, ParseError> {
+    let (number, params) = match rest.find(';') {
+        Some(semi) => rest.split_at(semi),
+        None => (rest, ""),
+    };
+    if number.is_empty() {
+        return Err(ParseError::BadUri("empty telephone number".to_string()));
+    }
+    Ok(Uri {
+        scheme,
+        user: Some(number.to_string()),
+        password: None,
+        host: Host::Domain(String::new()),
+        port: None,
+        params: parse_uri_params(params).map_err(ParseError::BadUri)?,
+        headers: None,
+    })
+}
+
+/// `host[:port]` where host may be an IPv6 reference `[...]`.
+fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), String> {
+    let (host, port) = if s.starts_with('[') {
+        match s.find(']') {
+            Some(close) => s.split_at(close + 1),
+            None => return Err(format!("unterminated IPv6 reference {}", excerpt(s))),
+        }
+    } else {
+        match s.find(':') {
+            Some(colon) => s.split_at(colon),
+            None => (s, ""),
+        }
+    };
+    let port = match port.strip_prefix(':') {
+        Some(digits) => Some(parse_port(digits)?),
+        None if port.is_empty() => None,
+        None => return Err(format!("unexpected text after host: {}", excerpt(port))),
+    };
+    Ok((parse_host(host)?, port))
+}
+
+/// `[v6]`, dotted IPv4 or a domain name (lower-cased).
+pub(super) fn parse_host(s: &str) -> Result<Host, String> {
+    if let Some(inner) = s.strip_prefix('[') {
+        return inner
+            .strip_suffix(']')
+            .and_then(|inner| inner.parse::<Ipv6Addr>().ok())
+            .map(Host::V6)
+            .ok_or_else(|| format!("bad IPv6 reference {}", excerpt(s)));
+    }
+    if let Ok(v4) = s.parse::<Ipv4Addr>() {
+        return Ok(Host::V4(v4));
+    }
+    if s.is_empty() || !s.bytes().all(is_host_byte) {
+        return Err(format!("bad host {}", excerpt(s)));
+    }
+    Ok(Host::Domain(s.to_ascii_lowercase()))
+}
+
+pub(super) fn parse_port(digits: &str) -> Result<u16, String> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("bad port {}", excerpt(digits)));
+    }
+    digits
+        .parse::<u16>()
+        .map_err(|_| format!("port out of range {}", excerpt(digits)))
+}
+
+/// URI parameters: "" or `;name[=value]...` with no whitespace (the URI was checked for it).
+fn parse_uri_params(s: &str) -> Result<Vec<Param>, String> {
+    let Some(s) = s.strip_prefix(';') else {
+        return Ok(Vec::new());
+    };
+    s.split(';')
+        .map(|param| {
+            let (name, value) = match param.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_string())),
+                None => (param, None),
+            };
+            if name.is_empty() {
+                return Err("empty URI parameter name".to_string());
+            }
+            Ok(Param {
+                name: name.to_string(),
+                value,
+            })
+        })
+        .collect()
+}
+
+/// Header parameters `*( SEMI name [EQUAL value] )` with LWS allowed around `;` and `=`.
+/// Values are a token/host or a quoted string (kept with its quotes).
+pub(super) fn parse_header_params(s: &str) -> Result<Vec<Param>, String> {
+    let mut params = Vec::new();
+    let mut c = Cursor::new(s);
+    loop {
+        c.skip_lws();
+        if c.at_end() {
+            return Ok(params);
+        }
+        if !c.eat(b';') {
+            return Err(format!("expected ';' before {}", excerpt(c.rest())));
+        }
+        c.skip_lws();
+        let name = c.take_while(is_token_byte);
+        if name.is_empty() {
+            return Err(format!("empty parameter name before {}", excerpt(c.rest())));
+        }
+        c.skip_lws();
+        let value = if c.eat(b'=') {
+            c.skip_lws();
+            let value = if c.peek() == Some(b'"') {
+                c.take_quoted()
+                    .ok_or_else(|| format!("unterminated quoted value for {}", excerpt(name)))?
+            } else {
+                c.take_while(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b';' | b',' | b'"'))
+            };
+            if value.is_empty() {
+                return Err(format!("empty value for parameter {}", excerpt(name)));
+            }
+            Some(value.to_string())
+        } else {
+            None
+        };
+        params.push(Param {
+            name: name.to_string(),
+            value,
+        });
+    }
+}
+
+/// `<uri>` followed by header params; `s` starts with '<'.
+fn parse_angle_addr(display: Option<String>, s: &str) -> Result<NameAddr, ParseError> {
+    let Some(close) = s.find('>') else {
+        return Err(bad_name_addr("missing '>'".to_string()));
+    };
+    let uri = Uri::parse(&s[1..close])?;
+    let params = parse_header_params(&s[close + 1..]).map_err(bad_name_addr)?;
+    Ok(NameAddr {
+        display,
+        uri,
+        params,
+    })
+}
+
+/// addr-spec without <>: the URI ends at the first ';' and the rest are header params. Such a URI
+/// must not contain '?' (RFC 3261 §20, RFC 4475 regbadct).
+fn parse_addr_spec(s: &str) -> Result<NameAddr, ParseError> {
+    let (uri, params) = match s.find(';') {
+        Some(semi) => s.split_at(semi),
+        None => (s, ""),
+    };
+    let uri = trim_lws(uri);
+    if uri.contains('?') {
+        return Err(bad_name_addr(
+            "URI with '?' must be enclosed in <>".to_string(),
+        ));
+    }
+    Ok(NameAddr {
+        display: None,
+        uri: Uri::parse(uri)?,
+        params: parse_header_params(params).map_err(bad_name_addr)?,
+    })
+}
+
+fn bad_name_addr(detail: String) -> ParseError {
+    ParseError::BadHeader("name-addr", detail)
+}
+
+/// Re-labels a value error with the header it came from.
+pub(super) fn for_header(e: ParseError, name: &'static str) -> ParseError {
+    match e {
+        ParseError::BadHeader(_, detail) => ParseError::BadHeader(name, detail),
+        ParseError::BadUri(detail) => ParseError::BadHeader(name, format!("bad URI: {detail}")),
+        other => other,
+    }
+}
+
+/// Parses the quoted-string at the start of `s` (which starts with '"'): returns the unescaped
+/// content and what follows the closing quote; None if unterminated.
+fn unquote_prefix(s: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = s.char_indices().skip(1);
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?.1),
+            // `i` indexes an ASCII quote, so `i + 1` is a char boundary.
+            '"' => return Some((out, &s[i + 1..])),
+            _ => out.push(c),
+        }
+    }
+    None
+}
+
+pub(super) fn write_params(f: &mut fmt::Formatter<'_>, params: &[Param]) -> fmt::Result {
+    for param in params {
+        write!(f, ";{}", param.name)?;
+        if let Some(value) = &param.value {
+            write!(f, "={value}")?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::tests::*;
+
+    #[test]
+    fn uri_forms() {
+        let u = Uri::parse("sips:user:secret@Example.COM:5061;transport=tls;lr?subject=hi&x=y")
+            .unwrap();
+        assert_eq!(u.scheme, "sips");
+        assert_eq!(u.user.as_deref(), Some("user"));
+        assert_eq!(u.password.as_deref(), Some("secret"));
+        assert_eq!(u.host, domain("example.com"));
+        assert_eq!(u.port, Some(5061));
+        assert_eq!(u.param("TRANSPORT"), Some(Some("tls")));
+        assert_eq!(u.param("lr"), Some(None));
+        assert_eq!(u.param("maddr"), None);
+        assert_eq!(u.headers.as_deref(), Some("subject=hi&x=y"));
+        assert_eq!(
+            u.to_string(),
+            "sips:user:secret@example.com:5061;transport=tls;lr?subject=hi&x=y"
+        );
+
+        let tel = Uri::parse("tel:+1-201-555-0123;phone-context=example.com").unwrap();
+        assert_eq!(tel.scheme, "tel");
+        assert_eq!(tel.user.as_deref(), Some("+1-201-555-0123"));
+        assert_eq!(tel.host, domain(""));
+        assert_eq!(
+            tel.to_string(),
+            "tel:+1-201-555-0123;phone-context=example.com"
+        );
+
+        let v4 = Uri::parse("sip:10.0.0.1").unwrap();
+        assert_eq!(
+            (v4.user, v4.host),
+            (None, Host::V4(Ipv4Addr::new(10, 0, 0, 1)))
+        );
+
+        for bad in [
+            "http://example.com/",
+            "urn:service:sos",
+            "sip:",
+            "sip:@host",
+            "sip:a@b:port",
+            "sip:a@b:70000",
+            "sip:a@[::1",
+            "sip:a@[zz::1]",
+            "sip:a@b c",
+            "<sip:a@b>",
+            "sip:a@b;;x",
+            "sip:a@ho/st",
+            "nocolon",
+            "tel:",
+        ] {
+            assert!(
+                matches!(Uri::parse(bad), Err(ParseError::BadUri(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let n = NameAddr::parse("\"Quoted \\\"Display\\\"\" <sip:a@h>;tag=x").unwrap();
+        assert_eq!(n.display.as_deref(), Some("Quoted \"Display\""));
+        assert_eq!(n.tag(), Some("x"));
+        assert_eq!(n.to_string(), "\"Quoted \\\"Display\\\"\" <sip:a@h>;tag=x");
+        assert_eq!(NameAddr::parse(&n.to_string()).unwrap(), n);
+
+        let n = NameAddr::parse("Bob Smith   <sip:b@h>").unwrap();
+        assert_eq!(n.display.as_deref(), Some("Bob Smith"));
+        assert!(n.params.is_empty());
+
+        // addr-spec: the params belong to the header, not the URI.
+        let n = NameAddr::parse("sip:b@h;tag=x;user=phone").unwrap();
+        assert_eq!(n.display, None);
+        assert!(n.uri.params.is_empty());
+        assert_eq!(n.tag(), Some("x"));
+        assert_eq!(n.to_string(), "<sip:b@h>;tag=x;user=phone");
+
+        let n = NameAddr::parse("<sip:b@h;lr>;tag=y").unwrap();
+        assert_eq!(n.uri.param("lr"), Some(None));
+        assert_eq!(n.tag(), Some("y"));
+
+        let n = NameAddr::parse("<sip:b@h>;+sip.instance=\"<urn:uuid:1;2>\";reg-id=1").unwrap();
+        assert_eq!(
+            find_param(&n.params, "+sip.instance"),
+            Some(Some("\"<urn:uuid:1;2>\""))
+        );
+        assert_eq!(find_param(&n.params, "reg-id"), Some(Some("1")));
+
+        for bad in [
+            "",
+            "\"unterminated <sip:a@b>",
+            "\"x\" sip:a@b",
+            "<sip:a@b",
+            "Bell, Alexander <sip:a@b>",
+            "sip:a@b?x=y",
+            "< sip:a@b >",
+            "<sip:a@b>;",
+            "<sip:a@b> junk",
+        ] {
+            assert!(NameAddr::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
