@@ -562,7 +562,7 @@ impl Harness {
         );
         // A fixed point in virtual time; only the test moves it.
         let now = Now {
-            at: Instant::now(),
+            at: crate::control::shell::virtual_epoch(),
             unix_ms: 1_780_000_000_000,
         };
         let core = Controller::new(now, media, sim, ua);

@@ -336,7 +336,7 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn gather(conds: TermConds) -> (Operations, Instant) {
-        let now = Instant::now();
+        let now = crate::control::shell::virtual_epoch();
         let mut ops = Operations::default();
         assert!(ops
             .start(now, 1, OperationKind::GatherDigits, conds, Some("s".into()))
@@ -404,7 +404,7 @@ mod tests {
 
     #[test]
     fn a_gather_considers_the_buffer_at_its_start() {
-        let now = Instant::now();
+        let now = crate::control::shell::virtual_epoch();
         let mut ops = Operations::default();
         for d in ['1', '2', '3'] {
             assert!(ops.on_digit(now, d).is_empty(), "nothing running: buffered");
@@ -487,7 +487,7 @@ mod tests {
 
     #[test]
     fn a_digit_ending_a_play_stays_buffered_for_a_later_gather() {
-        let now = Instant::now();
+        let now = crate::control::shell::virtual_epoch();
         let mut ops = Operations::default();
         let conds = TermConds {
             digit: Some('5'),
@@ -502,7 +502,7 @@ mod tests {
 
     #[test]
     fn stop_one_or_all_and_several_operations_at_once() {
-        let now = Instant::now();
+        let now = crate::control::shell::virtual_epoch();
         let mut ops = Operations::default();
         ops.start(now, 1, OperationKind::Play, TermConds::default(), None);
         ops.start(
@@ -541,7 +541,7 @@ mod tests {
 
     #[test]
     fn the_buffer_is_bounded() {
-        let now = Instant::now();
+        let now = crate::control::shell::virtual_epoch();
         let mut ops = Operations::default();
         for _ in 0..DIGIT_BUFFER_MAX + 10 {
             ops.on_digit(now, '1');

@@ -71,3 +71,11 @@ pub async fn run(
     }
     core.into_backend().engine
 }
+
+/// A fixed point for tests that run in virtual time (the harness, the operation and timer
+/// tests): read from the machine's clock here, once per test, so that the control plane
+/// reads the clock in this module only.
+#[cfg(test)]
+pub(super) fn virtual_epoch() -> std::time::Instant {
+    std::time::Instant::now()
+}
