@@ -219,7 +219,8 @@ fn with_party_summary(calls: &Value) -> Value {
                     ps.iter()
                         .map(|p| {
                             let dn = p["DN"].as_str().filter(|d| !d.is_empty()).unwrap_or("-");
-                            format!("{dn}/{}", p["ConnectionId"])
+                            let id = p["ConnectionId"].as_str().unwrap_or("-");
+                            format!("{dn}/{id}")
                         })
                         .collect()
                 })
@@ -285,7 +286,7 @@ mod tests {
     #[test]
     fn calls_show_their_parties_in_one_cell() {
         let calls = json!([
-            {"CallId": "1", "Parties": [{"DN": "5551001", "ConnectionId": 3}, {"DN": "", "ConnectionId": 4}]},
+            {"CallId": "1", "Parties": [{"DN": "5551001", "ConnectionId": "3"}, {"DN": "", "ConnectionId": "4"}]},
             {"CallId": "2", "Parties": null}
         ]);
         let rows = with_party_summary(&calls);

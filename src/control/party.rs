@@ -81,7 +81,7 @@ pub enum Actor {
     /// Another party of the call (a transferor, the call that replaced it, a chair).
     #[serde(rename = "party")]
     Party {
-        #[serde(rename = "ConnectionId")]
+        #[serde(rename = "ConnectionId", serialize_with = "id_string")]
         connection: u32,
         #[serde(rename = "DN")]
         dn: String,
@@ -134,7 +134,7 @@ pub struct Change {
     pub at_ms: u64,
     #[serde(rename = "Change")]
     pub kind: ChangeKind,
-    #[serde(rename = "ConnectionId")]
+    #[serde(rename = "ConnectionId", serialize_with = "id_string")]
     pub connection: u32,
     #[serde(rename = "DN")]
     pub dn: String,
@@ -148,10 +148,14 @@ pub struct Change {
 /// A connection as a member of a call.
 #[derive(Debug, Clone, Serialize)]
 pub struct Party {
-    #[serde(rename = "ConnectionId")]
+    #[serde(rename = "ConnectionId", serialize_with = "id_string")]
     pub connection: u32,
     /// The SIP dialog it is bound to, if any.
-    #[serde(rename = "CallId", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "CallId",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "call_id_string"
+    )]
     pub sip_call: Option<CallId>,
     #[serde(rename = "DN")]
     pub dn: String,
@@ -546,6 +550,18 @@ impl CallModel {
                 self.conference_call.remove(&conference);
             }
         }
+    }
+}
+
+/// Ids are strings in the API, as everywhere in the CUAE vocabulary.
+fn id_string<S: serde::Serializer>(id: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+fn call_id_string<S: serde::Serializer>(id: &Option<CallId>, s: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
     }
 }
 
