@@ -342,9 +342,7 @@ impl<M: Backend> Controller<M> {
     /// Who caused a release, from its reason and the API action being handled.
     pub(super) fn actor_for(&self, reason: ReleaseReason) -> Actor {
         match reason {
-            ReleaseReason::RemoteHangup | ReleaseReason::Cancelled | ReleaseReason::CallFailed => {
-                Actor::Remote
-            }
+            ReleaseReason::RemoteHangup | ReleaseReason::Cancelled => Actor::Remote,
             ReleaseReason::ApiRequest | ReleaseReason::ConferenceReleased => {
                 self.client_or(Actor::System)
             }
@@ -360,7 +358,10 @@ impl<M: Backend> Controller<M> {
             | ReleaseReason::AnnouncementComplete
             | ReleaseReason::OperationComplete
             | ReleaseReason::Replaced
-            | ReleaseReason::SessionExpired => Actor::System,
+            | ReleaseReason::SessionExpired
+            // A call of ours that failed on our side (Ringout, no INVITE sent, no conference
+            // to join); the far end's refusals come through the dialog's end.
+            | ReleaseReason::CallFailed => Actor::System,
         }
     }
 

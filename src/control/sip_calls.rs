@@ -125,7 +125,8 @@ impl<M: Backend> Controller<M> {
                     });
                     if let Some(id) = self.call_connections.remove(&call) {
                         // The implicit DeleteConnection (seed 01).
-                        let _ = self.release_connection(id, reason);
+                        let by = end_actor(end);
+                        let _ = self.release_connection_by(id, reason, Some(by));
                     }
                 }
             }
@@ -402,5 +403,21 @@ fn service_name(service: Service) -> &'static str {
         Service::Conference => "conference",
         Service::Announcement => "announcement",
         Service::Application => "application",
+    }
+}
+
+/// Who ended a dialog: the far end (its BYE, CANCEL, refusal, transfer, unusable answer) or
+/// the system (a timer: no ACK, no answer, no session refresh; an INVITE we could not serve).
+fn end_actor(end: EndReason) -> Actor {
+    match end {
+        EndReason::RemoteHangup
+        | EndReason::Cancelled
+        | EndReason::Rejected(_)
+        | EndReason::Transferred
+        | EndReason::BadAnswer => Actor::Remote,
+        EndReason::AckTimeout
+        | EndReason::InviteFailed
+        | EndReason::NoAnswer
+        | EndReason::SessionExpired => Actor::System,
     }
 }

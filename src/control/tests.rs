@@ -665,3 +665,57 @@ fn conferee_attributes_and_joins_by_the_api_are_party_changes_by_the_client() {
     h.action(delete(Some(b), None)).expect("deleted");
     h.assert_no_leaks();
 }
+
+#[test]
+fn a_call_we_place_is_a_destination_party_that_dials_rings_and_is_cancelled_at_ringout() {
+    let mut h = Harness::new();
+    let placed = h
+        .call_action(CallAction::MakeCall(super::MakeCall {
+            to: "7002".into(),
+            from: None,
+            display_name: None,
+            trunk: None,
+            conference: None,
+        }))
+        .expect("placed");
+    let connection = id(&placed["ConnectionId"]);
+    let party = |h: &Harness| h.core.model.party(connection).cloned().expect("a party");
+    assert_eq!(party(&h).role, super::party::Role::Destination);
+    assert_eq!(party(&h).state, super::party::PartyState::Dialing);
+    assert_eq!(party(&h).dn, "7002");
+    let wire = h.take_wire();
+    let invite = requests(&wire)
+        .into_iter()
+        .find(|r| r.method == Method::Invite)
+        .expect("the INVITE to the trunk")
+        .clone();
+    let mut ringing = crate::sip::message::Response::for_request(&invite, 180, "Ringing");
+    let to = invite.headers.get("To").unwrap().to_string();
+    ringing.headers.set("To", format!("{to};tag=far"));
+    h.sip_from(TRUNK, SipMessage::Response(ringing));
+    assert_eq!(party(&h).state, super::party::PartyState::Ringing);
+    // Nobody answers: at the ring timeout the call is cancelled.
+    h.advance(Duration::from_secs(60));
+    let wire = h.take_wire();
+    let cancel = requests(&wire)
+        .into_iter()
+        .find(|r| r.method == Method::Cancel)
+        .expect("CANCEL at ringout")
+        .clone();
+    h.sip_from(
+        TRUNK,
+        SipMessage::Response(crate::sip::message::Response::for_request(
+            &cancel, 200, "OK",
+        )),
+    );
+    let mut terminated =
+        crate::sip::message::Response::for_request(&invite, 487, "Request Terminated");
+    terminated.headers.set("To", format!("{to};tag=far"));
+    h.sip_from(TRUNK, SipMessage::Response(terminated));
+    let failed = h.one_event("MakeCall_Failed", |_| true);
+    assert_eq!(failed["EndReason"], "Ringout");
+    let event = released(&h, connection);
+    assert_eq!(event["DN"], "7002");
+    assert_eq!(event["ReleasedBy"]["Kind"], "system");
+    h.assert_no_leaks();
+}

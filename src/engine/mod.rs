@@ -14,6 +14,13 @@
 //! of the connection state; the control plane sees the connection through [`Engine::stats`]
 //! (atomics the worker publishes) and through [`EngineEvent`]s. A port pair goes back to the pool
 //! only after its worker has dropped the sockets.
+//!
+//! The end of a BYE's path (see `control` for the start): the control core's one release path
+//! calls [`Engine::close_connection`] → the connection's worker gets `WorkerCommand::Close`,
+//! takes the connection out of its conference, stops its recording, deregisters and drops the
+//! sockets, gives the RTP/RTCP port pair back to the pool (`PortPool`, through the port-return
+//! queue) and sends [`EngineEvent::Closed`] with the final statistics, which the control plane
+//! puts in `ConnectionReleased`.
 
 mod batch;
 mod pool;
