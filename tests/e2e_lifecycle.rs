@@ -6,7 +6,6 @@ mod common;
 
 use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{client, repo_path, Server, TOKEN};
@@ -225,19 +224,7 @@ fn drain_timeout_ends_remaining_calls_with_bye() {
 }
 
 fn ctl(server: &Server, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_callbridge"))
-        .arg("ctl")
-        .arg("--config")
-        .arg(server.config_path())
-        .args(args)
-        .output()
-        .expect("ctl runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    server.ctl(args)
 }
 
 #[test]

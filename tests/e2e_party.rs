@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::uac::{body, media_port, status, to_tag, Uac};
@@ -49,15 +48,9 @@ fn hang_up(uac: &Uac, user: &str, tag: &str) {
 }
 
 fn ctl(server: &Server, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_callbridge"))
-        .arg("ctl")
-        .arg("--config")
-        .arg(server.config_path())
-        .args(args)
-        .output()
-        .expect("ctl runs");
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let (ok, out) = server.ctl(args);
+    assert!(ok, "{out}");
+    out
 }
 
 fn is_conn_id(v: &Value) -> bool {

@@ -148,20 +148,32 @@ pub trait Backend {
     fn stats(&self, key: ConnectionKey) -> Option<MediaStats>;
     fn health(&self) -> MediaHealth;
 
-    // Media files.
-    fn is_file(&self, path: &Path) -> bool;
-    fn read_prompt(&self, path: &Path) -> Result<Audio, String>;
+    // Media files: the local file system unless a backend keeps them elsewhere.
+    fn is_file(&self, path: &Path) -> bool {
+        files::is_file(path)
+    }
+    fn read_prompt(&self, path: &Path) -> Result<Audio, String> {
+        files::read_prompt(path)
+    }
     /// Creates a recording's file (and its directory); the error says what failed.
     fn create_recording(
         &mut self,
         path: &Path,
         rate: u32,
         encoding: Encoding,
-    ) -> Result<WavWriter, String>;
-    fn remove_file(&mut self, path: &Path);
-    fn write_file(&mut self, path: &Path, contents: &str) -> io::Result<()>;
+    ) -> Result<WavWriter, String> {
+        files::create_recording(path, rate, encoding)
+    }
+    fn remove_file(&mut self, path: &Path) {
+        files::remove_file(path)
+    }
+    fn write_file(&mut self, path: &Path, contents: &str) -> io::Result<()> {
+        files::write_file(path, contents)
+    }
     /// Repairs recordings a killed process left (`repair`) and deletes expired ones.
-    fn sweep_recordings(&mut self, dir: &Path, repair: bool, now_unix_s: u64);
+    fn sweep_recordings(&mut self, dir: &Path, repair: bool, now_unix_s: u64) {
+        files::sweep_recordings(dir, repair, now_unix_s)
+    }
 
     // Addresses.
     /// The local address the kernel would send from to reach `peer`.
@@ -177,7 +189,7 @@ pub struct Host {
     pub sip: SipTransport,
 }
 
-/// The local file system's half of [`Backend`], shared by [`Host`] and test backends.
+/// The local file system: the default media-file half of [`Backend`].
 pub mod files {
     use super::*;
 
@@ -418,30 +430,6 @@ impl Backend for Host {
             worker_cpu: self.engine.worker_cpu_times(),
             tick_lateness: self.engine.tick_lateness(),
         }
-    }
-
-    fn is_file(&self, path: &Path) -> bool {
-        files::is_file(path)
-    }
-    fn read_prompt(&self, path: &Path) -> Result<Audio, String> {
-        files::read_prompt(path)
-    }
-    fn create_recording(
-        &mut self,
-        path: &Path,
-        rate: u32,
-        encoding: Encoding,
-    ) -> Result<WavWriter, String> {
-        files::create_recording(path, rate, encoding)
-    }
-    fn remove_file(&mut self, path: &Path) {
-        files::remove_file(path)
-    }
-    fn write_file(&mut self, path: &Path, contents: &str) -> io::Result<()> {
-        files::write_file(path, contents)
-    }
-    fn sweep_recordings(&mut self, dir: &Path, repair: bool, now_unix_s: u64) {
-        files::sweep_recordings(dir, repair, now_unix_s)
     }
 
     fn source_address_for(&self, peer: IpAddr) -> Option<IpAddr> {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::{broadcast, oneshot};
 
-use super::backend::{files, Backend, MediaHealth};
+use super::backend::{Backend, MediaHealth};
 use super::core::{Controller, Input, Now};
 use super::events::Envelope;
 use super::result::ActionError;
@@ -27,7 +27,7 @@ use crate::engine::{
     MediaEndpoint, MediaSpec, MediaStats, OpenConnection,
 };
 use crate::media::player::PlaySource;
-use crate::media::wav::{Audio, Encoding, WavWriter};
+use crate::media::wav::{Audio, WavWriter};
 use crate::sdp::{Codec, LocalCapabilities, SrtpPolicy};
 use crate::sip::message::{parse, Request, Response, SipMessage};
 use crate::sip::routing::{OutboundTrunk, Route, Service};
@@ -408,26 +408,7 @@ impl Backend for Sim {
             .ok_or_else(|| format!("{}: no such prompt", path.display()))
     }
 
-    fn create_recording(
-        &mut self,
-        path: &Path,
-        rate: u32,
-        encoding: Encoding,
-    ) -> Result<WavWriter, String> {
-        files::create_recording(path, rate, encoding)
-    }
-
-    fn remove_file(&mut self, path: &Path) {
-        files::remove_file(path)
-    }
-
-    fn write_file(&mut self, path: &Path, contents: &str) -> std::io::Result<()> {
-        files::write_file(path, contents)
-    }
-
-    fn sweep_recordings(&mut self, dir: &Path, repair: bool, now_unix_s: u64) {
-        files::sweep_recordings(dir, repair, now_unix_s)
-    }
+    // Recordings are real files in the harness's directory (the trait's defaults).
 
     fn source_address_for(&self, _peer: IpAddr) -> Option<IpAddr> {
         Some(IpAddr::from([127, 0, 0, 1]))

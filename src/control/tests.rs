@@ -176,9 +176,8 @@ fn an_invite_that_cannot_be_served_is_refused_and_its_connection_released() {
     h.assert_no_leaks();
 }
 
-#[test]
-fn an_uncompleted_reservation_expires() {
-    let mut h = Harness::new();
+/// ReserveConnection: the reserved connection.
+fn reserve(h: &mut Harness) -> u32 {
     let result = h
         .action(MediaAction::Reserve {
             rx_codec: None,
@@ -186,7 +185,13 @@ fn an_uncompleted_reservation_expires() {
             requester: "127.0.0.9".parse().unwrap(),
         })
         .expect("reserved");
-    let connection = id(&result["ConnectionId"]);
+    id(&result["ConnectionId"])
+}
+
+#[test]
+fn an_uncompleted_reservation_expires() {
+    let mut h = Harness::new();
+    let connection = reserve(&mut h);
     h.advance(Duration::from_secs(29));
     assert!(h.events_named("ConnectionReleased").is_empty());
     h.advance(Duration::from_secs(2));
@@ -200,14 +205,7 @@ fn an_uncompleted_reservation_expires() {
 #[test]
 fn a_completed_reservation_does_not_expire() {
     let mut h = Harness::new();
-    let result = h
-        .action(MediaAction::Reserve {
-            rx_codec: None,
-            tx_codec: None,
-            requester: "127.0.0.9".parse().unwrap(),
-        })
-        .expect("reserved");
-    let connection = id(&result["ConnectionId"]);
+    let connection = reserve(&mut h);
     h.action(MediaAction::Create {
         connection: Some(connection),
         tx: "127.0.0.9:7000".parse().unwrap(),

@@ -74,6 +74,24 @@ impl Server {
         self.dir.path().join("callbridge.toml")
     }
 
+    /// `callbridge ctl --config <this server's config> ARGS`: whether it succeeded, and what it
+    /// printed (standard output, then standard error).
+    pub fn ctl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+            .arg("ctl")
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .output()
+            .expect("ctl runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server running").id()
     }
