@@ -77,7 +77,7 @@ fn a_call_is_listed_by_its_conn_id_and_numbers_and_its_release_names_them() {
     assert_eq!(party["State"], "established");
     assert_eq!(party["ConnectionId"], call["ConnectionId"]);
     // The number the call reached: the route's DN.
-    assert_eq!(listed["CallModel"][0]["DNIS"], "7000");
+    assert_eq!(listed["CallModel"][0]["ServiceDN"], "7000");
     assert_eq!(server.get("/mediacontrol/calls")["Calls"], listed["Calls"]);
     assert_eq!(server.metric("callbridge_parties"), 1.0);
 

@@ -1,4 +1,5 @@
-//! The HTTP surface: Media Control actions, listings, the event stream, health and metrics.
+//! The HTTP surface: Media Control and Call Control actions, listings, the event stream, the
+//! CTI surface (`/cti`, see [`cti`]), health and metrics.
 //!
 //! Owns: routing, bearer-token authentication, JSON in and out, and the mapping of
 //! `ResultCode`s to HTTP statuses. Every action goes to the control plane as a message.
@@ -10,6 +11,7 @@
 //! 503 no resources or shutting down (4, 5, 8); 500 internal (6); 401 without a valid token.
 
 pub mod callcontrol;
+pub mod cti;
 pub mod mediacontrol;
 pub mod process;
 
@@ -62,6 +64,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/callcontrol/{action}", post(call_action))
         .route("/admin/reload", post(reload))
         .route("/events", get(events))
+        .route("/cti", get(cti::upgrade))
+        .route("/cti/{request}", post(cti::post_request))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

@@ -767,9 +767,14 @@ impl<M: Backend> Controller<M> {
         }
         // The conference is one call: its first member's call becomes it; later members'
         // calls merge into it. A route's caller joins by dialling it.
-        let by = self.client_or(Actor::Remote);
+        let by = match &self.joining_by {
+            Some(by) => by.clone(),
+            None => self.client_or(Actor::Remote),
+        };
         let now_ms = self.now.unix_ms;
-        if first {
+        if self.transfer_targets.contains(&connection) {
+            // It joins the call when it takes its place (PartyModel::replace).
+        } else if first {
             self.model
                 .open_conference(now_ms, conference, connection, by);
         } else {

@@ -211,6 +211,7 @@ impl<M: Backend> Controller<M> {
         };
         self.timers.cancel(Timer::Reservation(id));
         self.timers.cancel(Timer::Operations(id));
+        self.transfer_targets.remove(&id);
         if let Some(leg_of) = connection.leg_of {
             // A temporary conference connection: no sockets, one conference resource.
             self.resources.conference_leg_released();

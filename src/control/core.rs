@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 
 use super::backend::Backend;
 use super::connections::PendingRelease;
+use super::cti::CtiBus;
 use super::events::{Envelope, Event, EventBus, ReleaseReason};
 use super::party::CallModel;
 use super::timers::{Timer, TimerTable};
@@ -57,8 +58,14 @@ pub struct Controller<M: Backend> {
     pub(super) stopped: bool,
     /// The party call model.
     pub(super) model: CallModel,
+    /// Its changes as T-Library events, for the `/cti` clients.
+    pub(super) cti: CtiBus,
+    /// The CTI request being handled (its ReferenceID), for the events it causes.
+    pub(super) cti_reference: Option<u64>,
     /// The API action being handled, for the changes it causes.
     pub(super) acting: Option<&'static str>,
+    /// Who adds the connection joining a conference now, when not the action being handled.
+    pub(super) joining_by: Option<Actor>,
     pub(super) connections: HashMap<u32, Connection>,
     /// Released connections whose final statistics the worker has not sent yet.
     pub(super) closing: HashMap<u32, PendingRelease>,
@@ -94,6 +101,9 @@ pub struct Controller<M: Backend> {
     pub(super) transfer_replies: HashMap<CallId, Reply>,
     /// BridgeCalls peers, both ways.
     pub(super) bridges: HashMap<CallId, CallId>,
+    /// Connections taking another's place (REFER, Replaces): they join its conference's mix at
+    /// once and its call in the party model when the transfer completes.
+    pub(super) transfer_targets: HashSet<u32>,
 }
 
 /// A call as listed by the API.
@@ -103,8 +113,9 @@ pub(super) struct CallInfo {
     pub(super) to: String,
     /// The remote party's number.
     pub(super) dn: String,
-    /// The number the call reached.
-    pub(super) dnis: String,
+    /// The DN on our side: the number a call in reached, the calling number of a call we
+    /// placed.
+    pub(super) service_dn: String,
     pub(super) service: &'static str,
     pub(super) answered: bool,
     pub(super) started_ms: u64,
@@ -215,7 +226,10 @@ impl<M: Backend> Controller<M> {
             transmits: VecDeque::new(),
             stopped: false,
             model: CallModel::default(),
+            cti: CtiBus::new(8192),
+            cti_reference: None,
             acting: None,
+            joining_by: None,
             closing: HashMap::new(),
             conferences: HashMap::new(),
             next_conference_id: 1,
@@ -229,6 +243,7 @@ impl<M: Backend> Controller<M> {
             placed: HashMap::new(),
             transfer_replies: HashMap::new(),
             bridges: HashMap::new(),
+            transfer_targets: HashSet::new(),
             media,
             engine,
             ua,
@@ -256,6 +271,10 @@ impl<M: Backend> Controller<M> {
             Input::Timeout => self.on_timeout(),
         }
         self.drain_ua();
+        for change in self.model.take_events() {
+            self.cti.publish(&change, self.cti_reference);
+        }
+        self.cti_reference = None;
     }
 
     /// The next deadline: the UA's and the core's own.
@@ -279,6 +298,11 @@ impl<M: Backend> Controller<M> {
     /// The event stream's sender, for the API's handle.
     pub fn event_sender(&self) -> broadcast::Sender<Envelope> {
         self.events.sender()
+    }
+
+    /// The CTI stream's sender, for the `/cti` clients.
+    pub fn cti_sender(&self) -> broadcast::Sender<std::sync::Arc<super::cti::CtiEvent>> {
+        self.cti.sender()
     }
 
     /// Gives the backend back (the shell shuts the engine down with it).
@@ -363,6 +387,14 @@ impl<M: Backend> Controller<M> {
                 self.ua.set_routes(routes);
                 self.ua.set_trust(trust);
                 let _ = reply.send(());
+            }
+            ControlRequest::Cti {
+                request,
+                reference,
+                reply,
+            } => {
+                let result = self.on_cti_request(request, reference);
+                let _ = reply.send(result);
             }
             ControlRequest::Drain(reply) => {
                 tracing::info!(calls = self.ua.call_count(), "draining: new calls refused");

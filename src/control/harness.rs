@@ -491,6 +491,9 @@ pub struct Harness {
     events: broadcast::Receiver<Envelope>,
     /// Every event so far, as JSON.
     pub seen: Vec<Value>,
+    cti: broadcast::Receiver<std::sync::Arc<super::cti::CtiEvent>>,
+    /// Every CTI event so far, as JSON.
+    pub cti_seen: Vec<Value>,
     /// SIP messages the core sent and the test has not taken yet.
     pub wire: Vec<(Peer, SipMessage)>,
     /// Where prompts and recordings live (removed with the harness).
@@ -548,11 +551,14 @@ impl Harness {
         };
         let core = Controller::new(now, media, sim, ua);
         let events = core.event_sender().subscribe();
+        let cti = core.cti_sender().subscribe();
         Harness {
             core,
             now,
             events,
             seen: Vec::new(),
+            cti,
+            cti_seen: Vec::new(),
             wire: Vec::new(),
             _dir: dir,
         }
@@ -593,6 +599,26 @@ impl Harness {
         let (tx, mut rx) = oneshot::channel();
         self.input(Input::Request(ControlRequest::Call(action, tx)));
         rx.try_recv().expect("the action was answered")
+    }
+
+    /// A CTI request with ReferenceID `reference`; its answer.
+    pub fn cti_request(
+        &mut self,
+        request: super::CtiRequest,
+        reference: u64,
+    ) -> Result<Value, super::CtiError> {
+        let (reply, mut rx) = oneshot::channel();
+        self.input(Input::Request(ControlRequest::Cti {
+            request,
+            reference,
+            reply,
+        }));
+        rx.try_recv().expect("the request was answered")
+    }
+
+    /// The CTI events since the last take, as (Event, ThisDN) pairs and in full.
+    pub fn take_cti(&mut self) -> Vec<Value> {
+        std::mem::take(&mut self.cti_seen)
     }
 
     /// A request answered by a value (listings).
@@ -646,6 +672,10 @@ impl Harness {
         while let Ok(envelope) = self.events.try_recv() {
             self.seen
                 .push(serde_json::to_value(&envelope).expect("events serialize"));
+        }
+        while let Ok(event) = self.cti.try_recv() {
+            self.cti_seen
+                .push(serde_json::to_value(&*event).expect("CTI events serialize"));
         }
     }
 
@@ -709,6 +739,7 @@ impl Harness {
             "call state left"
         );
         assert!(core.pending_records.is_empty(), "recordings waiting left");
+        assert!(core.transfer_targets.is_empty(), "transfers waiting left");
         assert_eq!(core.model.call_count(), 0, "party-model calls left");
         assert_eq!(core.model.party_count(), 0, "parties left");
         assert_eq!(core.events.owed(), 0, "events owed");

@@ -32,6 +32,8 @@ mod call_control;
 mod conference;
 mod connections;
 mod core;
+pub mod cti;
+mod cti_requests;
 pub mod events;
 #[cfg(test)]
 mod harness;
@@ -54,6 +56,7 @@ pub use connections::{
     allocate_in, codec_name, engine_error, retarget, success, unknown_connection,
 };
 pub use core::{Controller, Input, Now};
+pub use cti_requests::{codes as cti_codes, CtiError, CtiRequest};
 pub use media_ops::{
     Adjustment, Level, PlayRequest, RecordRequest, Target, ToneRequest, MAX_PROMPTS,
 };
@@ -228,6 +231,12 @@ pub enum ControlRequest {
         Vec<OutboundTrunk>,
         oneshot::Sender<()>,
     ),
+    /// A CTI request; the answer is the event to send (`EventACK`, `EventPartyInfo`, ...).
+    Cti {
+        request: CtiRequest,
+        reference: u64,
+        reply: oneshot::Sender<Result<Value, CtiError>>,
+    },
     /// Graceful shutdown begins: refuse new calls, keep the ones in progress.
     Drain(oneshot::Sender<()>),
     /// Release everything (BYE every call) and stop.
@@ -280,14 +289,25 @@ pub struct Status {
 pub struct ControlHandle {
     requests: mpsc::Sender<ControlRequest>,
     events: broadcast::Sender<Envelope>,
+    cti: broadcast::Sender<std::sync::Arc<cti::CtiEvent>>,
 }
 
 impl ControlHandle {
     pub fn new(
         requests: mpsc::Sender<ControlRequest>,
         events: broadcast::Sender<Envelope>,
+        cti: broadcast::Sender<std::sync::Arc<cti::CtiEvent>>,
     ) -> ControlHandle {
-        ControlHandle { requests, events }
+        ControlHandle {
+            requests,
+            events,
+            cti,
+        }
+    }
+
+    /// The CTI stream (T-Library events for every DN; a client filters by registration).
+    pub fn subscribe_cti(&self) -> broadcast::Receiver<std::sync::Arc<cti::CtiEvent>> {
+        self.cti.subscribe()
     }
 
     /// Sends a request; fails only when the control plane has stopped.

@@ -31,6 +31,9 @@ pub(super) struct Placed {
     purpose: Purpose,
     to: String,
     from: String,
+    /// Who adds the call to its conference when it is answered (a CTI single-step
+    /// conference's requester); None: the application that placed it.
+    added_by: Option<Actor>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +65,15 @@ impl<M: Backend> Controller<M> {
     pub(super) fn make_call(
         &mut self,
         request: MakeCall,
+    ) -> Result<Map<String, Value>, ActionError> {
+        self.make_call_by(request, None)
+    }
+
+    /// MakeCall, naming who adds the answered call to its conference.
+    pub(super) fn make_call_by(
+        &mut self,
+        request: MakeCall,
+        added_by: Option<Actor>,
     ) -> Result<Map<String, Value>, ActionError> {
         let trunk = self.trunk(request.trunk.as_deref())?;
         let target = target_uri(&request.to, &trunk.domain)
@@ -101,6 +113,7 @@ impl<M: Backend> Controller<M> {
                 },
                 to: request.to.clone(),
                 from: from_user.clone(),
+                added_by,
             },
         );
         self.timers
@@ -213,7 +226,8 @@ impl<M: Backend> Controller<M> {
         self.call_connections.insert(call, id);
         // The called party's number: the Request-URI's user.
         let dn = target_user.unwrap_or_default();
-        self.note_call(call, (from_user, &target_text), (dn.clone(), dn), service);
+        let calling = from_user.to_string();
+        self.note_call(call, (from_user, &target_text), (dn, calling), service);
         self.open_party(call, id, true, by);
         self.emit_created(id);
         Ok((call, id))
@@ -231,7 +245,10 @@ impl<M: Backend> Controller<M> {
             Purpose::MakeCall { conference } => {
                 let mut conference_id = None;
                 if let Some(choice) = conference {
-                    match self.join_chosen_conference(id, choice) {
+                    self.joining_by = placed.added_by.clone();
+                    let joined = self.join_chosen_conference(id, choice);
+                    self.joining_by = None;
+                    match joined {
                         Ok(c) => conference_id = Some(c),
                         Err(e) => {
                             tracing::warn!(call, error = %e.message, "answered MakeCall cannot join its conference");
@@ -271,6 +288,7 @@ impl<M: Backend> Controller<M> {
                 }
                 // The transferred party takes the transferor's place (in a conference it
                 // already has: take_place joined it).
+                self.transfer_targets.remove(&id);
                 if let Some(&old_connection) = self.call_connections.get(&old) {
                     let by = self.party_actor(old_connection);
                     self.model.replace(self.now.unix_ms, id, old_connection, by);
@@ -344,6 +362,8 @@ impl<M: Backend> Controller<M> {
         }
         self.app_calls.remove(&call);
         if let Some(&id) = self.call_connections.get(&call) {
+            // Rung out: no answer.
+            self.model.fail(id, 408);
             let _ = self.release_connection(id, ReleaseReason::CallFailed);
         }
     }
@@ -393,6 +413,7 @@ impl<M: Backend> Controller<M> {
                 purpose: Purpose::Transfer { old },
                 to: target.to_string(),
                 from: referred_by,
+                added_by: None,
             },
         );
         self.timers
@@ -432,6 +453,7 @@ impl<M: Backend> Controller<M> {
             Some(old),
             self.party_actor(old_connection),
         )?;
+        self.transfer_targets.insert(connection);
         if let Err(e) = self.take_place(connection, old_connection) {
             // The INVITE is out: ending its connection CANCELs it.
             let _ = self.release_connection(connection, ReleaseReason::CallFailed);
@@ -446,9 +468,11 @@ impl<M: Backend> Controller<M> {
         let Some(&old_connection) = self.call_connections.get(&old) else {
             return;
         };
+        self.transfer_targets.insert(new_connection);
         if let Err(e) = self.take_place(new_connection, old_connection) {
             tracing::warn!(call = new, error = %e.message, "replacing call cannot take the conference place");
         }
+        self.transfer_targets.remove(&new_connection);
         if self.app_calls.contains(&old) {
             self.app_calls.insert(new);
         }
@@ -460,16 +484,19 @@ impl<M: Backend> Controller<M> {
             to: info.as_ref().map(|i| i.to.clone()).unwrap_or_default(),
             from: info.map(|i| i.from).unwrap_or_default(),
         });
-        let by = self.party_actor(new_connection);
+        // The replaced party transferred its place (TransferredBy); it is released by the
+        // call that replaced it.
+        let transferor = self.party_actor(old_connection);
         self.model
-            .replace(self.now.unix_ms, new_connection, old_connection, by.clone());
+            .replace(self.now.unix_ms, new_connection, old_connection, transferor);
+        let by = self.party_actor(new_connection);
         let _ = self.release_connection_by(old_connection, ReleaseReason::Replaced, Some(by));
     }
 
     /// A party as the cause of a change to another.
     pub(super) fn party_actor(&self, connection: u32) -> Actor {
         Actor::Party {
-            connection,
+            connection: Some(connection),
             dn: self
                 .model
                 .party(connection)

@@ -26,6 +26,16 @@ const MAX_CHANGES: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(u64);
 
+impl ConnId {
+    /// A ConnID as printed: 16 hexadecimal digits.
+    pub fn parse(text: &str) -> Option<ConnId> {
+        if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(text, 16).ok().map(ConnId)
+    }
+}
+
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
@@ -81,8 +91,13 @@ pub enum Actor {
     /// Another party of the call (a transferor, the call that replaced it, a chair).
     #[serde(rename = "party")]
     Party {
-        #[serde(rename = "ConnectionId", serialize_with = "id_string")]
-        connection: u32,
+        /// None: a DN with no connection (the route a call reached, acting through CTI).
+        #[serde(
+            rename = "ConnectionId",
+            skip_serializing_if = "Option::is_none",
+            serialize_with = "opt_id_string"
+        )]
+        connection: Option<u32>,
         #[serde(rename = "DN")]
         dn: String,
     },
@@ -168,14 +183,22 @@ pub struct Party {
     pub previous: Option<ConnId>,
     #[serde(rename = "JoinedMs")]
     pub joined_ms: u64,
+    /// The SIP status a call we placed to it failed with (busy, no answer, ...).
+    #[serde(rename = "FailedWith", skip_serializing_if = "Option::is_none")]
+    pub failure: Option<u16>,
+    /// The DN of the party that took its place (a transfer), until it is released.
+    #[serde(rename = "ReplacedBy", skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<String>,
 }
 
 /// One call: its parties and its history.
 #[derive(Debug, Clone)]
 pub struct Call {
     pub conn_id: ConnId,
-    /// The number the call reached (a route's DN, the number we called).
-    pub dnis: String,
+    /// The DN on callbridge's side of the call: the route's DN a call in reached, the calling
+    /// DN of a call we placed; for a conference call, the room's DN. The other party of a call
+    /// with one party and no conference.
+    pub service_dn: String,
     /// The conference that carries it, for a conference call.
     pub conference: Option<u32>,
     pub created_ms: u64,
@@ -213,7 +236,7 @@ impl Call {
     pub fn to_json(&self) -> Value {
         json!({
             "ConnID": self.conn_id,
-            "DNIS": self.dnis,
+            "ServiceDN": self.service_dn,
             "CallState": self.state(),
             "ConferenceId": self.conference.map(|c| c.to_string()),
             "CreatedMs": self.created_ms,
@@ -239,9 +262,38 @@ pub struct NewParty {
     pub connection: u32,
     pub sip_call: Option<CallId>,
     pub dn: String,
-    pub dnis: String,
+    pub service_dn: String,
     pub role: Role,
     pub state: PartyState,
+}
+
+/// One change of the model with the call around it, as it was right after the change: what
+/// the surfaces (the CTI stream first) translate into their own events.
+#[derive(Debug, Clone)]
+pub struct PartyEvent {
+    pub at_ms: u64,
+    /// The call the change happened on.
+    pub conn_id: ConnId,
+    pub kind: ChangeKind,
+    /// The party the change is about (for a release: in the state it was released from).
+    pub party: Party,
+    pub by: Actor,
+    /// For releases: why.
+    pub reason: Option<ReleaseReason>,
+    /// The call's other parties after the change.
+    pub others: Vec<Party>,
+    /// The call's [`Call::service_dn`].
+    pub service_dn: String,
+    /// Whether a conference carries the call.
+    pub conference: bool,
+    /// The call's state after the change.
+    pub state: CallState,
+    /// Joined, Replaced: the ConnID of the call the party came from (None: it was in none).
+    pub previous: Option<ConnId>,
+    /// Left: the ConnID of the call the party continues in.
+    pub next: Option<ConnId>,
+    /// Replaced: the party whose place it took.
+    pub replaced: Option<Party>,
 }
 
 /// Every call and party of this node.
@@ -253,20 +305,23 @@ pub struct CallModel {
     /// The call each conference carries.
     conference_call: HashMap<u32, ConnId>,
     last_id: u64,
+    /// Changes not taken by the surfaces yet, in order.
+    outbox: Vec<PartyEvent>,
+}
+
+/// What a [`PartyEvent`] carries beyond the change itself.
+#[derive(Default)]
+struct Extra {
+    reason: Option<ReleaseReason>,
+    previous: Option<ConnId>,
+    next: Option<ConnId>,
+    replaced: Option<Party>,
 }
 
 impl CallModel {
     /// A new call with one party; returns its ConnID.
     pub fn open(&mut self, now_ms: u64, new: NewParty, by: Actor) -> ConnId {
         let conn_id = self.next_id(now_ms);
-        let mut call = Call {
-            conn_id,
-            dnis: new.dnis,
-            conference: None,
-            created_ms: now_ms,
-            parties: BTreeMap::new(),
-            changes: Vec::new(),
-        };
         let party = Party {
             connection: new.connection,
             sip_call: new.sip_call,
@@ -275,20 +330,42 @@ impl CallModel {
             role: new.role,
             previous: None,
             joined_ms: now_ms,
+            failure: None,
+            replaced_by: None,
         };
-        call.record(change(now_ms, ChangeKind::Created, &party, None, by));
-        call.parties.insert(new.connection, party);
-        self.calls.insert(conn_id, call);
+        self.calls.insert(
+            conn_id,
+            Call {
+                conn_id,
+                service_dn: new.service_dn,
+                conference: None,
+                created_ms: now_ms,
+                parties: BTreeMap::from([(party.connection, party.clone())]),
+                changes: Vec::new(),
+            },
+        );
         self.call_of.insert(new.connection, conn_id);
+        self.publish(
+            now_ms,
+            conn_id,
+            ChangeKind::Created,
+            &party,
+            by,
+            Extra::default(),
+        );
         conn_id
     }
 
     /// A party's state changed (answered, ringing, held, retrieved).
     pub fn set_state(&mut self, now_ms: u64, connection: u32, state: PartyState, by: Actor) {
-        let Some(call) = self.call_mut_of(connection) else {
+        let Some(&conn_id) = self.call_of.get(&connection) else {
             return;
         };
-        let Some(party) = call.parties.get_mut(&connection) else {
+        let Some(party) = self
+            .calls
+            .get_mut(&conn_id)
+            .and_then(|c| c.parties.get_mut(&connection))
+        else {
             return;
         };
         if party.state == state {
@@ -304,7 +381,21 @@ impl CallModel {
         };
         party.state = state;
         let party = party.clone();
-        call.record(change(now_ms, kind, &party, None, by));
+        self.publish(now_ms, conn_id, kind, &party, by, Extra::default());
+    }
+
+    /// A call we placed to `connection` failed with a SIP status; its release follows.
+    pub fn fail(&mut self, connection: u32, status: u16) {
+        let Some(&conn_id) = self.call_of.get(&connection) else {
+            return;
+        };
+        if let Some(party) = self
+            .calls
+            .get_mut(&conn_id)
+            .and_then(|c| c.parties.get_mut(&connection))
+        {
+            party.failure = Some(status);
+        }
     }
 
     /// A conference now carries `connection`'s call (CreateConference): that call survives
@@ -353,6 +444,8 @@ impl CallModel {
                 role: Role::NewParty,
                 previous: None,
                 joined_ms: now_ms,
+                failure: None,
+                replaced_by: None,
             },
         };
         party.role = if observer {
@@ -361,10 +454,16 @@ impl CallModel {
             Role::ConferenceMember
         };
         party.joined_ms = now_ms;
-        let call = self.calls.get_mut(&target)?;
-        call.record(change(now_ms, ChangeKind::Joined, &party, None, by));
-        call.parties.insert(connection, party);
+        self.calls
+            .get_mut(&target)?
+            .parties
+            .insert(connection, party.clone());
         self.call_of.insert(connection, target);
+        let extra = Extra {
+            previous: party.previous,
+            ..Extra::default()
+        };
+        self.publish(now_ms, target, ChangeKind::Joined, &party, by, extra);
         Some(target)
     }
 
@@ -378,7 +477,7 @@ impl CallModel {
                     connection,
                     sip_call: None,
                     dn: String::new(),
-                    dnis: String::new(),
+                    service_dn: String::new(),
                     role: Role::ConferenceMember,
                     state: PartyState::Established,
                 },
@@ -394,26 +493,28 @@ impl CallModel {
         let Some((old, mut party)) = self.take_party(connection) else {
             return;
         };
-        if let Some(call) = self.calls.get_mut(&old) {
-            let mut left = party.clone();
-            left.role = Role::DeletedParty;
-            call.record(change(now_ms, ChangeKind::Left, &left, None, by.clone()));
-        }
-        self.drop_if_empty(old);
         let conn_id = self.next_id(now_ms);
+        let mut left = party.clone();
+        left.role = Role::DeletedParty;
+        let extra = Extra {
+            next: Some(conn_id),
+            ..Extra::default()
+        };
+        self.publish(now_ms, old, ChangeKind::Left, &left, by, extra);
+        self.drop_if_empty(old);
         party.previous = Some(old);
         party.role = Role::Origination;
-        let mut call = Call {
+        self.calls.insert(
             conn_id,
-            dnis: String::new(),
-            conference: None,
-            created_ms: now_ms,
-            parties: BTreeMap::new(),
-            changes: Vec::new(),
-        };
-        call.record(change(now_ms, ChangeKind::Created, &party, None, by));
-        call.parties.insert(connection, party);
-        self.calls.insert(conn_id, call);
+            Call {
+                conn_id,
+                service_dn: String::new(),
+                conference: None,
+                created_ms: now_ms,
+                parties: BTreeMap::from([(connection, party)]),
+                changes: Vec::new(),
+            },
+        );
         self.call_of.insert(connection, conn_id);
     }
 
@@ -445,13 +546,20 @@ impl CallModel {
         let Some(call) = self.calls.get_mut(&target) else {
             return;
         };
-        if let Some(role) = call.parties.get(&old).map(|p| p.role) {
-            party.role = role;
+        let replaced = call.parties.get(&old).cloned();
+        if let Some(old) = call.parties.get_mut(&old) {
+            party.role = old.role;
+            old.replaced_by = Some(party.dn.clone());
         }
         party.previous = Some(from);
-        call.record(change(now_ms, ChangeKind::Replaced, &party, None, by));
-        call.parties.insert(new, party);
+        call.parties.insert(new, party.clone());
         self.call_of.insert(new, target);
+        let extra = Extra {
+            previous: Some(from),
+            replaced,
+            ..Extra::default()
+        };
+        self.publish(now_ms, target, ChangeKind::Replaced, &party, by, extra);
     }
 
     /// Releases a party: the call goes on with the others, or ends with it.
@@ -463,16 +571,24 @@ impl CallModel {
         by: Actor,
     ) -> Option<Released> {
         let (conn_id, mut party) = self.take_party(connection)?;
-        party.state = PartyState::Released;
-        let call = self.calls.get_mut(&conn_id)?;
-        call.record(change(
+        let remaining = {
+            let call = self.calls.get(&conn_id)?;
+            (!call.parties.is_empty()).then(|| call.state())
+        };
+        let extra = Extra {
+            reason: Some(reason),
+            ..Extra::default()
+        };
+        // The event carries the state the party was released from (ringing: abandoned).
+        self.publish(
             now_ms,
+            conn_id,
             ChangeKind::Released,
             &party,
-            Some(reason),
             by.clone(),
-        ));
-        let remaining = (!call.parties.is_empty()).then(|| call.state());
+            extra,
+        );
+        party.state = PartyState::Released;
         self.drop_if_empty(conn_id);
         Some(Released {
             conn_id,
@@ -480,6 +596,11 @@ impl CallModel {
             by,
             remaining,
         })
+    }
+
+    /// The changes since the last take, oldest first.
+    pub fn take_events(&mut self) -> Vec<PartyEvent> {
+        std::mem::take(&mut self.outbox)
     }
 
     pub fn conn_id_of(&self, connection: u32) -> Option<ConnId> {
@@ -516,9 +637,40 @@ impl CallModel {
         ConnId(id)
     }
 
-    fn call_mut_of(&mut self, connection: u32) -> Option<&mut Call> {
-        let conn_id = self.call_of.get(&connection)?;
-        self.calls.get_mut(conn_id)
+    /// Records a change on its call and queues it, with the call around it, for the surfaces.
+    fn publish(
+        &mut self,
+        now_ms: u64,
+        conn_id: ConnId,
+        kind: ChangeKind,
+        party: &Party,
+        by: Actor,
+        extra: Extra,
+    ) {
+        let Some(call) = self.calls.get_mut(&conn_id) else {
+            return;
+        };
+        call.record(change(now_ms, kind, party, extra.reason, by.clone()));
+        self.outbox.push(PartyEvent {
+            at_ms: now_ms,
+            conn_id,
+            kind,
+            party: party.clone(),
+            by,
+            reason: extra.reason,
+            others: call
+                .parties
+                .values()
+                .filter(|p| p.connection != party.connection)
+                .cloned()
+                .collect(),
+            service_dn: call.service_dn.clone(),
+            conference: call.conference.is_some(),
+            state: call.state(),
+            previous: extra.previous,
+            next: extra.next,
+            replaced: extra.replaced,
+        });
     }
 
     /// Takes a party out of its call (the call stays, even empty: see `drop_if_empty`).
@@ -558,6 +710,13 @@ fn id_string<S: serde::Serializer>(id: &u32, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(id)
 }
 
+fn opt_id_string<S: serde::Serializer>(id: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
+    }
+}
+
 fn call_id_string<S: serde::Serializer>(id: &Option<CallId>, s: S) -> Result<S::Ok, S::Error> {
     match id {
         Some(id) => s.collect_str(id),
@@ -591,7 +750,7 @@ mod tests {
             connection,
             sip_call: Some(u64::from(connection) + 100),
             dn: dn.into(),
-            dnis: "7000".into(),
+            service_dn: "7000".into(),
             role: Role::Origination,
             state: PartyState::Ringing,
         }
@@ -643,7 +802,7 @@ mod tests {
         assert_eq!(released.party.dn, "1003");
         assert_eq!(released.remaining, Some(CallState::Ok));
         let chair = Actor::Party {
-            connection: 1,
+            connection: Some(1),
             dn: "1001".into(),
         };
         let deleted = m
@@ -685,7 +844,7 @@ mod tests {
         m.join_conference(2, 4, 2, true, Actor::Remote);
         let new_call = m.open(3, caller(5, "2002"), Actor::Remote);
         let transferor = Actor::Party {
-            connection: 2,
+            connection: Some(2),
             dn: "1002".into(),
         };
         m.replace(4, 5, 2, transferor.clone());

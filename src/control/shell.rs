@@ -34,7 +34,10 @@ pub fn unix_ms() -> u64 {
 /// A handle for the API, and the queue the shell reads its requests from.
 pub fn handle_for(core: &Controller<Host>) -> (ControlHandle, mpsc::Receiver<ControlRequest>) {
     let (tx, rx) = mpsc::channel(1024);
-    (ControlHandle::new(tx, core.event_sender()), rx)
+    (
+        ControlHandle::new(tx, core.event_sender(), core.cti_sender()),
+        rx,
+    )
 }
 
 /// The control loop. Returns the engine after a Shutdown request (everything released) or

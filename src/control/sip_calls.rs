@@ -124,6 +124,11 @@ impl<M: Backend> Controller<M> {
                         reason,
                     });
                     if let Some(id) = self.call_connections.remove(&call) {
+                        match end {
+                            EndReason::Rejected(status) => self.model.fail(id, status),
+                            EndReason::NoAnswer => self.model.fail(id, 408),
+                            _ => {}
+                        }
                         // The implicit DeleteConnection (seed 01).
                         let by = end_actor(end);
                         let _ = self.release_connection_by(id, reason, Some(by));
@@ -217,12 +222,12 @@ impl<M: Backend> Controller<M> {
     }
 
     /// Counts a new call (ours or the peer's) and lists it, with the remote party's number
-    /// (`dn`) and the number the call reached (`dnis`); returns its service's name.
+    /// (`dn`) and the number the call reached (`service_dn`); returns its service's name.
     pub(super) fn note_call(
         &mut self,
         call: CallId,
         (from, to): (&str, &str),
-        (dn, dnis): (String, String),
+        (dn, service_dn): (String, String),
         service: Service,
     ) -> &'static str {
         let name = service_name(service);
@@ -233,7 +238,7 @@ impl<M: Backend> Controller<M> {
                 from: from.to_string(),
                 to: to.to_string(),
                 dn,
-                dnis,
+                service_dn,
                 service: name,
                 answered: false,
                 started_ms: self.now.unix_ms,
@@ -245,10 +250,10 @@ impl<M: Backend> Controller<M> {
     /// Makes a call's connection a party of a call of its own: the caller of a call in
     /// (ringing until we answer), the called party of a call we place (dialing).
     pub(super) fn open_party(&mut self, call: CallId, connection: u32, outbound: bool, by: Actor) {
-        let (dn, dnis) = self
+        let (dn, service_dn) = self
             .call_info
             .get(&call)
-            .map(|i| (i.dn.clone(), i.dnis.clone()))
+            .map(|i| (i.dn.clone(), i.service_dn.clone()))
             .unwrap_or_default();
         let (role, state) = if outbound {
             (Role::Destination, PartyState::Dialing)
@@ -261,7 +266,7 @@ impl<M: Backend> Controller<M> {
                 connection,
                 sip_call: Some(call),
                 dn,
-                dnis,
+                service_dn,
                 role,
                 state,
             },

@@ -717,3 +717,565 @@ fn a_call_we_place_is_a_destination_party_that_dials_rings_and_is_cancelled_at_r
     assert_eq!(event["ReleasedBy"]["Kind"], "system");
     h.assert_no_leaks();
 }
+
+// --- The CTI view (T-Library events, seed 05, vendor-apis.md §3) ---
+
+use super::party::ConnId;
+use super::CtiRequest;
+
+/// An answered call from DN `dn` (its P-Asserted-Identity) to `user`.
+fn answered_as(h: &mut Harness, user: &str, name: &str, dn: &str) -> (PeerCall, u32) {
+    let mut peer = PeerCall::new(user, name);
+    peer.asserted = Some(dn.into());
+    h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
+    let ok = response(&h.take_wire(), 200);
+    peer.learn(&ok);
+    h.sip_from(PEER, peer.ack());
+    let connection = connection_of(h, &peer);
+    (peer, connection)
+}
+
+/// A, B and C (DNs 1001, 1002, 1003) in room `sales`; the CTI events so far are taken.
+fn room_of_three(h: &mut Harness) -> (Vec<PeerCall>, Vec<u32>, ConnId) {
+    let mut peers = Vec::new();
+    let mut members = Vec::new();
+    for (name, dn) in [("a", "1001"), ("b", "1002"), ("c", "1003")] {
+        let (peer, connection) = answered_as(h, "conf=sales", name, dn);
+        peers.push(peer);
+        members.push(connection);
+    }
+    let conn_id = h.core.model.conn_id_of(members[0]).expect("a party");
+    h.take_cti();
+    (peers, members, conn_id)
+}
+
+/// The one CTI event named `name` for `dn`.
+fn cti_for(events: &[Value], name: &str, dn: &str) -> Value {
+    let found: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["Event"] == name && e["ThisDN"] == dn)
+        .collect();
+    assert_eq!(found.len(), 1, "one {name} for {dn}: {events:#?}");
+    found[0].clone()
+}
+
+/// The attributes of a CTI event that seed 05's tables name.
+fn attributes(e: &Value) -> Vec<(String, String)> {
+    [
+        "Event",
+        "ThisDN",
+        "OtherDN",
+        "OtherDNRole",
+        "ThirdPartyDN",
+        "ThirdPartyDNRole",
+        "CallState",
+    ]
+    .iter()
+    .filter_map(|k| {
+        e.get(*k)
+            .map(|v| (k.to_string(), v.as_str().unwrap_or("").to_string()))
+    })
+    .collect()
+}
+
+fn expect(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn cti_a_call_in_dials_rings_and_is_established_on_both_dns() {
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("ring", "cti-in");
+    peer.asserted = Some("5552000".into());
+    h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
+    let events = h.take_cti();
+    let dialing = cti_for(&events, "EventDialing", "5552000");
+    assert_eq!(dialing["ThisDNRole"], "Origination");
+    assert_eq!(dialing["OtherDN"], "ring");
+    let ringing = cti_for(&events, "EventRinging", "ring");
+    assert_eq!(
+        attributes(&ringing),
+        expect(&[
+            ("Event", "EventRinging"),
+            ("ThisDN", "ring"),
+            ("OtherDN", "5552000"),
+            ("OtherDNRole", "Origination"),
+            ("CallState", "OK"),
+        ])
+    );
+    assert_eq!(ringing["ThisDNRole"], "Destination");
+    assert_eq!(ringing["ConnID"], dialing["ConnID"]);
+    assert!(ringing["Time"].as_str().unwrap().ends_with('Z'));
+    h.advance(Duration::from_secs(2));
+    peer.learn(&response(&h.take_wire(), 200));
+    h.sip_from(PEER, peer.ack());
+    let events = h.take_cti();
+    cti_for(&events, "EventEstablished", "5552000");
+    cti_for(&events, "EventEstablished", "ring");
+    h.sip_from(PEER, peer.in_dialog("BYE", ""));
+    h.assert_no_leaks();
+}
+
+#[test]
+fn cti_a_caller_who_hangs_up_while_ringing_abandons_the_call() {
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("ring", "cti-abandon");
+    peer.asserted = Some("5552001".into());
+    h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
+    h.take_cti();
+    h.sip_from(PEER, peer.cancel());
+    let events = h.take_cti();
+    let released = cti_for(&events, "EventReleased", "5552001");
+    assert_eq!(released["Cause"], 16);
+    let abandoned = cti_for(&events, "EventAbandoned", "ring");
+    assert_eq!(abandoned["OtherDN"], "5552001");
+    assert_eq!(abandoned["CallState"], "OK");
+    let wire = h.take_wire();
+    peer.learn(&response(&wire, 487));
+    h.sip_from(
+        PEER,
+        sip(&peer.text("ACK", "z9hG4bK-cti-abandon-1", 100, "", None)),
+    );
+    h.assert_no_leaks();
+}
+
+/// Seed 05, "Release phase": both parties of a two-party call get EventReleased, CallState OK,
+/// whatever ends it; the Cause says why.
+#[test]
+fn cti_release_phase_holds_for_every_trigger() {
+    type Trigger = fn(&mut Harness, &mut PeerCall, u32, ConnId);
+    let triggers: [(&str, Trigger, u8); 4] = [
+        (
+            "SIP BYE",
+            |h, peer, _, _| h.sip_from(PEER, peer.in_dialog("BYE", "")),
+            16,
+        ),
+        (
+            "DeleteConnection",
+            |h, _, connection, _| {
+                h.action(delete(Some(connection), None)).expect("deleted");
+            },
+            16,
+        ),
+        (
+            "RequestReleaseCall",
+            |h, _, _, conn_id| {
+                h.cti_request(
+                    CtiRequest::ReleaseCall {
+                        this_dn: "5553000".into(),
+                        conn_id,
+                    },
+                    42,
+                )
+                .expect("released");
+            },
+            16,
+        ),
+        (
+            "RTP timeout",
+            |h, _, connection, _| {
+                h.engine_event(EngineEvent::RtpTimeout {
+                    key: u64::from(connection),
+                })
+            },
+            41,
+        ),
+    ];
+    for (what, trigger, cause) in triggers {
+        let mut h = Harness::new();
+        let (mut peer, connection) = answered_as(&mut h, "echo", "release", "5553000");
+        let conn_id = h.core.model.conn_id_of(connection).unwrap();
+        h.take_cti();
+        trigger(&mut h, &mut peer, connection, conn_id);
+        let events = h.take_cti();
+        assert_eq!(events.len(), 2, "{what}: {events:#?}");
+        let a = cti_for(&events, "EventReleased", "5553000");
+        let b = cti_for(&events, "EventReleased", "echo");
+        assert_eq!(
+            attributes(&a),
+            expect(&[
+                ("Event", "EventReleased"),
+                ("ThisDN", "5553000"),
+                ("OtherDN", "echo"),
+                ("OtherDNRole", "Destination"),
+                ("CallState", "OK"),
+            ]),
+            "{what}"
+        );
+        assert_eq!(b["OtherDN"], "5553000", "{what}");
+        assert_eq!(b["CallState"], "OK", "{what}");
+        for e in [&a, &b] {
+            assert_eq!(e["ConnID"], conn_id.to_string(), "{what}");
+            assert_eq!(e["Cause"], cause, "{what}");
+        }
+        if what == "RequestReleaseCall" {
+            assert_eq!(a["ReferenceID"], 42);
+        } else {
+            assert!(a.get("ReferenceID").is_none(), "{what}");
+        }
+        h.assert_no_leaks();
+    }
+}
+
+/// Seed 05, "Release from conference": B releases itself from A+B+C; A and C are told B was
+/// deleted by B; B is released. CallState OK with two parties left, Conferenced with more.
+#[test]
+fn cti_release_from_conference_holds_for_every_trigger() {
+    type Trigger = fn(&mut Harness, &mut PeerCall, u32, ConnId);
+    let triggers: [(&str, Trigger); 3] = [
+        ("SIP BYE", |h, peer, _, _| {
+            h.sip_from(PEER, peer.in_dialog("BYE", ""))
+        }),
+        ("DeleteConnection", |h, _, b, _| {
+            h.action(delete(Some(b), None)).expect("deleted");
+        }),
+        ("RequestReleaseCall", |h, _, _, conn_id| {
+            h.cti_request(
+                CtiRequest::ReleaseCall {
+                    this_dn: "1002".into(),
+                    conn_id,
+                },
+                7,
+            )
+            .expect("released");
+        }),
+    ];
+    for (what, trigger) in triggers {
+        let mut h = Harness::new();
+        let (mut peers, members, conn_id) = room_of_three(&mut h);
+        trigger(&mut h, &mut peers[1], members[1], conn_id);
+        let events = h.take_cti();
+        assert_eq!(events.len(), 3, "{what}: {events:#?}");
+        let released = cti_for(&events, "EventReleased", "1002");
+        assert_eq!(
+            attributes(&released),
+            expect(&[
+                ("Event", "EventReleased"),
+                ("ThisDN", "1002"),
+                ("CallState", "OK")
+            ]),
+            "{what}"
+        );
+        for dn in ["1001", "1003"] {
+            let deleted = cti_for(&events, "EventPartyDeleted", dn);
+            assert_eq!(
+                attributes(&deleted),
+                expect(&[
+                    ("Event", "EventPartyDeleted"),
+                    ("ThisDN", dn),
+                    ("OtherDN", "1002"),
+                    ("OtherDNRole", "DeletedParty"),
+                    ("ThirdPartyDN", "1002"),
+                    ("ThirdPartyDNRole", "DeletedBy"),
+                    ("CallState", "OK"),
+                ]),
+                "{what}"
+            );
+            assert_eq!(deleted["ConnID"], conn_id.to_string());
+        }
+        h.action(delete(
+            None,
+            Some(id(
+                &h.one_event("ConferenceCreated", |_| true)["ConferenceId"]
+            )),
+        ))
+        .expect("released");
+        h.assert_no_leaks();
+    }
+}
+
+#[test]
+fn cti_conferenced_while_more_than_two_parties_remain() {
+    let mut h = Harness::new();
+    let (mut peers, members, _) = room_of_three(&mut h);
+    let (_, d) = answered_as(&mut h, "conf=sales", "d", "1004");
+    h.take_cti();
+    h.sip_from(PEER, peers[1].in_dialog("BYE", ""));
+    let events = h.take_cti();
+    for dn in ["1001", "1003", "1004"] {
+        assert_eq!(
+            cti_for(&events, "EventPartyDeleted", dn)["CallState"],
+            "Conferenced"
+        );
+    }
+    for m in [members[0], members[2], d] {
+        h.action(delete(Some(m), None)).expect("deleted");
+    }
+    h.assert_no_leaks();
+}
+
+/// Seed 05, "Delete from conference": A deletes B; the third party is A.
+#[test]
+fn cti_delete_from_conference_names_the_deleting_party() {
+    let mut h = Harness::new();
+    let (_, members, conn_id) = room_of_three(&mut h);
+    h.cti_request(
+        CtiRequest::DeleteFromConference {
+            this_dn: "1001".into(),
+            conn_id,
+            other_dn: "1002".into(),
+        },
+        9,
+    )
+    .expect("deleted");
+    let events = h.take_cti();
+    assert_eq!(events.len(), 3, "{events:#?}");
+    assert_eq!(
+        attributes(&cti_for(&events, "EventReleased", "1002")),
+        expect(&[
+            ("Event", "EventReleased"),
+            ("ThisDN", "1002"),
+            ("CallState", "OK")
+        ])
+    );
+    for dn in ["1001", "1003"] {
+        let deleted = cti_for(&events, "EventPartyDeleted", dn);
+        assert_eq!(
+            attributes(&deleted),
+            expect(&[
+                ("Event", "EventPartyDeleted"),
+                ("ThisDN", dn),
+                ("OtherDN", "1002"),
+                ("OtherDNRole", "DeletedParty"),
+                ("ThirdPartyDN", "1001"),
+                ("ThirdPartyDNRole", "DeletedBy"),
+                ("CallState", "OK"),
+            ])
+        );
+        assert_eq!(deleted["ReferenceID"], 9);
+    }
+    // The BYE went to B's phone.
+    assert_eq!(requests_named(&h.take_wire(), Method::Bye), 1);
+    // Errors: unknown ConnID, a DN not in the call, a call that is no conference.
+    let unknown = ConnId::parse("00000000000000aa").unwrap();
+    let err = |h: &mut Harness, this: &str, conn_id, other: &str| {
+        h.cti_request(
+            CtiRequest::DeleteFromConference {
+                this_dn: this.into(),
+                conn_id,
+                other_dn: other.into(),
+            },
+            1,
+        )
+        .unwrap_err()
+        .code
+    };
+    assert_eq!(
+        err(&mut h, "1001", unknown, "1003"),
+        super::cti_codes::UNKNOWN_CONN_ID
+    );
+    assert_eq!(
+        err(&mut h, "9999", conn_id, "1003"),
+        super::cti_codes::DN_NOT_IN_CALL
+    );
+    for m in [members[0], members[2]] {
+        h.action(delete(Some(m), None)).expect("deleted");
+    }
+    let (_, lone) = answered_as(&mut h, "echo", "lone", "1005");
+    let lone_call = h.core.model.conn_id_of(lone).unwrap();
+    assert_eq!(
+        err(&mut h, "1005", lone_call, "echo"),
+        super::cti_codes::INVALID_STATE
+    );
+    h.action(delete(Some(lone), None)).expect("deleted");
+    h.assert_no_leaks();
+}
+
+#[test]
+fn cti_a_joining_party_is_added_to_the_others_and_its_call_changes() {
+    let mut h = Harness::new();
+    let (_, a) = answered_as(&mut h, "conf=sales", "a", "1001");
+    let (_, b) = answered_as(&mut h, "conf=sales", "b", "1002");
+    let room = h.core.model.conn_id_of(a).unwrap();
+    let events = h.take_cti();
+    let added = cti_for(&events, "EventPartyAdded", "1001");
+    assert_eq!(
+        attributes(&added),
+        expect(&[
+            ("Event", "EventPartyAdded"),
+            ("ThisDN", "1001"),
+            ("OtherDN", "1002"),
+            ("OtherDNRole", "NewParty"),
+            ("ThirdPartyDN", "1002"),
+            ("ThirdPartyDNRole", "AddedBy"),
+            ("CallState", "OK"),
+        ])
+    );
+    let changed = cti_for(&events, "EventPartyChanged", "1002");
+    assert_eq!(changed["ConnID"], room.to_string());
+    let own = changed["PreviousConnID"].as_str().unwrap();
+    assert_ne!(own, room.to_string());
+    // The joiner's own call started (dialing to the room) on the previous ConnID.
+    assert_eq!(cti_for(&events, "EventDialing", "1002")["ConnID"], own);
+    for m in [a, b] {
+        h.action(delete(Some(m), None)).expect("deleted");
+    }
+    h.assert_no_leaks();
+}
+
+#[test]
+fn cti_hold_and_retrieve_go_to_the_party_that_holds() {
+    let mut h = Harness::new();
+    let (mut peer, _) = answered_as(&mut h, "echo", "cti-hold", "1006");
+    h.take_cti();
+    h.sip_from(PEER, peer.reinvite(&sdp_with(30_000, "inactive")));
+    peer.learn(&response(&h.take_wire(), 200));
+    h.sip_from(PEER, peer.ack());
+    let held = cti_for(&h.take_cti(), "EventHeld", "1006");
+    assert_eq!(held["OtherDN"], "echo");
+    h.sip_from(PEER, peer.reinvite(&pcmu_sdp(30_000)));
+    h.take_wire();
+    h.sip_from(PEER, peer.ack());
+    cti_for(&h.take_cti(), "EventRetrieved", "1006");
+    h.sip_from(PEER, peer.in_dialog("BYE", ""));
+    h.assert_no_leaks();
+}
+
+#[test]
+fn cti_a_call_we_place_that_is_busy_tells_the_caller_the_destination_is_busy() {
+    let mut h = Harness::new();
+    h.cti_request(
+        CtiRequest::MakeCall {
+            this_dn: "7000".into(),
+            destination: "7002".into(),
+            trunk: None,
+        },
+        3,
+    )
+    .expect("placed");
+    let dialing = cti_for(&h.take_cti(), "EventDialing", "7000");
+    assert_eq!(dialing["OtherDN"], "7002");
+    assert_eq!(dialing["ReferenceID"], 3);
+    let wire = h.take_wire();
+    let invite = requests(&wire)
+        .into_iter()
+        .find(|r| r.method == Method::Invite)
+        .expect("the INVITE")
+        .clone();
+    let mut busy = crate::sip::message::Response::for_request(&invite, 486, "Busy Here");
+    let to = invite.headers.get("To").unwrap().to_string();
+    busy.headers.set("To", format!("{to};tag=busy"));
+    h.sip_from(TRUNK, SipMessage::Response(busy));
+    let events = h.take_cti();
+    let busy = cti_for(&events, "EventDestinationBusy", "7000");
+    assert_eq!(busy["CallState"], "Busy");
+    assert_eq!(busy["OtherDN"], "7002");
+    let released = cti_for(&events, "EventReleased", "7000");
+    assert_eq!(released["Cause"], 17);
+    assert!(
+        events.iter().all(|e| e["ThisDN"] != "7002"),
+        "it never rang"
+    );
+    h.assert_no_leaks();
+}
+
+#[test]
+fn cti_queries_list_a_calls_parties_and_a_dns_calls() {
+    let mut h = Harness::new();
+    let (_, members, conn_id) = room_of_three(&mut h);
+    let info = h
+        .cti_request(CtiRequest::QueryCall { conn_id }, 1)
+        .expect("queried");
+    assert_eq!(info["Event"], "EventPartyInfo");
+    assert_eq!(info["CallState"], "Conferenced");
+    let dns: Vec<&str> = info["Parties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["DN"].as_str().unwrap())
+        .collect();
+    assert_eq!(dns, ["1001", "1002", "1003"]);
+    let address = h
+        .cti_request(
+            CtiRequest::QueryAddress {
+                this_dn: "1002".into(),
+            },
+            2,
+        )
+        .expect("queried");
+    assert_eq!(address["Calls"][0]["ConnID"], conn_id.to_string());
+    assert_eq!(address["Calls"][0]["Role"], "ConferenceMember");
+    let nobody = h
+        .cti_request(
+            CtiRequest::QueryAddress {
+                this_dn: "4242".into(),
+            },
+            3,
+        )
+        .expect("queried");
+    assert_eq!(nobody["Calls"], serde_json::json!([]));
+    for m in members {
+        h.action(delete(Some(m), None)).expect("deleted");
+    }
+    h.assert_no_leaks();
+}
+
+#[test]
+fn cti_a_refer_moves_the_transfer_target_into_the_call_transferred_by_the_referrer() {
+    let mut h = Harness::new();
+    let (mut transferor, b) = answered_as(&mut h, "echo", "cti-refer", "1002");
+    let conn_id = h.core.model.conn_id_of(b).unwrap();
+    h.take_cti();
+    h.take_wire();
+    h.sip_from(
+        PEER,
+        transferor.in_dialog("REFER", "Refer-To: <sip:7003@127.0.0.3>\r\n"),
+    );
+    let wire = h.take_wire();
+    let invite = requests(&wire)
+        .into_iter()
+        .find(|r| r.method == Method::Invite)
+        .expect("the INVITE to the target")
+        .clone();
+    let mut ok = crate::sip::message::Response::for_request(&invite, 200, "OK");
+    let to = invite.headers.get("To").unwrap().to_string();
+    ok.headers.set("To", format!("{to};tag=target"));
+    ok.headers
+        .push("Contact", "<sip:7003@127.0.0.3:5080>".to_string());
+    ok.headers
+        .set("Content-Type", "application/sdp".to_string());
+    ok.body = pcmu_sdp(31_000).into_bytes();
+    h.sip_from(TRUNK, SipMessage::Response(ok));
+    let events = h.take_cti();
+    let target = cti_for(&events, "EventPartyChanged", "7003");
+    assert_eq!(target["ConnID"], conn_id.to_string());
+    assert_eq!(target["ThirdPartyDN"], "1002");
+    assert_eq!(target["ThirdPartyDNRole"], "TransferredBy");
+    assert_eq!(target["CallState"], "Transferred");
+    assert!(target["PreviousConnID"].is_string());
+    // The transferor hangs up: released, transferred to 7003.
+    h.sip_from(PEER, transferor.in_dialog("BYE", ""));
+    let released = cti_for(&h.take_cti(), "EventReleased", "1002");
+    assert_eq!(released["CallState"], "Transferred");
+    assert_eq!(released["ThirdPartyDN"], "7003");
+    let new_connection = h
+        .core
+        .model
+        .call(conn_id)
+        .unwrap()
+        .parties
+        .keys()
+        .copied()
+        .next()
+        .unwrap();
+    h.action(delete(Some(new_connection), None))
+        .expect("deleted");
+    let byes: Vec<_> = h
+        .take_wire()
+        .into_iter()
+        .filter_map(|m| match m {
+            SipMessage::Request(r) if r.method == Method::Bye => Some(r),
+            _ => None,
+        })
+        .collect();
+    for bye in byes {
+        h.sip_from(
+            TRUNK,
+            SipMessage::Response(crate::sip::message::Response::for_request(&bye, 200, "OK")),
+        );
+    }
+    h.assert_no_leaks();
+}
