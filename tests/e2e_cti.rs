@@ -1,0 +1,320 @@
+//! The CTI surface end to end: real SIP calls to the real binary, T-Library clients on the
+//! `/cti` WebSocket (and `POST /cti/{Request}`), seed 05's release models attribute by
+//! attribute, registration filtering, ReferenceIDs, sequence numbers and bad input.
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::uac::{status, to_tag, Uac};
+use common::{client, Server, TOKEN};
+use serde_json::{json, Value};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+const ROOM: &str = r#"
+[[route]]
+user = "^conf=(?P<conference>[a-z]+)$"
+service = "conference"
+dn = "8000"
+"#;
+
+/// A T-Library client on the WebSocket.
+struct Cti {
+    socket: WebSocket<MaybeTlsStream<TcpStream>>,
+}
+
+impl Cti {
+    fn connect(server: &Server) -> Cti {
+        let mut request = format!("ws://127.0.0.1:{}/cti", server.api_port)
+            .into_client_request()
+            .expect("a WebSocket request");
+        request.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {TOKEN}").parse().expect("a header value"),
+        );
+        let (socket, _) = tungstenite::connect(request).expect("the CTI WebSocket opens");
+        if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
+            stream
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("read timeout");
+        }
+        Cti { socket }
+    }
+
+    fn send(&mut self, message: Value) {
+        self.socket
+            .send(Message::text(message.to_string()))
+            .expect("send");
+    }
+
+    /// The next message within `within`, if any.
+    fn next(&mut self, within: Duration) -> Option<Value> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            match self.socket.read() {
+                Ok(Message::Text(text)) => {
+                    return Some(serde_json::from_str(text.as_str()).expect("JSON events"))
+                }
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => panic!("CTI stream broke: {e}"),
+            }
+        }
+        None
+    }
+
+    /// Messages until one matches `pred` (returned last), within 5 s.
+    fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(m) = self.next(Duration::from_millis(200)) {
+                let done = pred(&m);
+                seen.push(m);
+                if done {
+                    return seen;
+                }
+            }
+        }
+        panic!("no matching CTI message; got {seen:#?}");
+    }
+
+    /// Everything that arrives within `within`.
+    fn drain(&mut self, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        while let Some(m) = self.next(deadline.saturating_duration_since(Instant::now())) {
+            seen.push(m);
+        }
+        seen
+    }
+
+    fn register(&mut self, dn: &str, reference: u64) {
+        self.send(
+            json!({"Request": "RequestRegisterAddress", "ThisDN": dn, "ReferenceID": reference}),
+        );
+        let answer = self.until(|m| m["ReferenceID"] == reference);
+        let last = answer.last().unwrap();
+        assert_eq!(last["Event"], "EventRegistered", "{answer:#?}");
+        assert_eq!(last["ThisDN"], dn);
+    }
+}
+
+/// A call from DN `dn` (P-Asserted-Identity) to `user`, answered and acknowledged.
+fn call_as(server: &Server, name: &str, user: &str, dn: &str) -> (Uac, String) {
+    let uac = Uac::new(server, name);
+    let invite = uac
+        .request("INVITE", user, 1, "", "inv1", &uac.sdp("0"))
+        .replacen(
+            "Max-Forwards: 70\r\n",
+            &format!("Max-Forwards: 70\r\nP-Asserted-Identity: <sip:{dn}@127.0.0.1>\r\n"),
+            1,
+        );
+    uac.send(&invite);
+    let ok = uac.final_response("INVITE");
+    assert_eq!(status(&ok), 200, "{ok}");
+    let tag = to_tag(&ok);
+    uac.send(&uac.request("ACK", user, 1, &tag, "ack1", ""));
+    (uac, tag)
+}
+
+fn attrs(e: &Value, keys: &[&str]) -> Vec<String> {
+    keys.iter()
+        .map(|k| e.get(*k).and_then(Value::as_str).unwrap_or("-").to_string())
+        .collect()
+}
+
+fn named<'a>(events: &'a [Value], name: &str, dn: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["Event"] == name && e["ThisDN"] == dn)
+        .collect()
+}
+
+const SEED: [&str; 7] = [
+    "Event",
+    "ThisDN",
+    "OtherDN",
+    "OtherDNRole",
+    "ThirdPartyDN",
+    "ThirdPartyDNRole",
+    "CallState",
+];
+
+#[test]
+fn seed_05_release_and_delete_from_conference_on_the_wire() {
+    let server = Server::start(ROOM);
+    let mut all = Cti::connect(&server);
+    all.register("*", 1);
+    let mut only_a = Cti::connect(&server);
+    only_a.register("1001", 2);
+
+    let (_a, _) = call_as(&server, "cti-a", "conf=sales", "1001");
+    let (b, b_tag) = call_as(&server, "cti-b", "conf=sales", "1002");
+    let (c, _) = call_as(&server, "cti-c", "conf=sales", "1003");
+    // A hears of B and C joining.
+    let joined = all.until(|m| {
+        m["Event"] == "EventPartyAdded" && m["OtherDN"] == "1003" && m["ThisDN"] == "1002"
+    });
+    let room = joined.last().unwrap()["ConnID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    all.drain(Duration::from_millis(300));
+
+    // B releases itself (its BYE): seed 05, "Release from conference".
+    b.send(&b.request("BYE", "conf=sales", 2, &b_tag, "bye1", ""));
+    assert_eq!(status(&b.final_response("BYE")), 200);
+    let events =
+        all.until(|m| named(std::slice::from_ref(m), "EventPartyDeleted", "1003").len() == 1);
+    let events = [events, all.drain(Duration::from_millis(300))].concat();
+    let released = named(&events, "EventReleased", "1002");
+    assert_eq!(released.len(), 1, "{events:#?}");
+    assert_eq!(
+        attrs(released[0], &SEED),
+        ["EventReleased", "1002", "-", "-", "-", "-", "OK"]
+    );
+    for dn in ["1001", "1003"] {
+        let deleted = named(&events, "EventPartyDeleted", dn);
+        assert_eq!(deleted.len(), 1, "{events:#?}");
+        assert_eq!(
+            attrs(deleted[0], &SEED),
+            [
+                "EventPartyDeleted",
+                dn,
+                "1002",
+                "DeletedParty",
+                "1002",
+                "DeletedBy",
+                "OK"
+            ]
+        );
+        assert_eq!(deleted[0]["ConnID"], room.as_str());
+        assert_eq!(deleted[0]["Cause"], 16);
+    }
+    // Sequence numbers go up by one on each client's stream.
+    let numbers: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e["EventSequenceNumber"].as_u64())
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{numbers:?}");
+
+    // A deletes C: seed 05, "Delete from conference", with the request's ReferenceID.
+    all.send(json!({
+        "Request": "RequestDeleteFromConference",
+        "ThisDN": "1001",
+        "ConnID": room,
+        "OtherDN": "1003",
+        "ReferenceID": 77
+    }));
+    let events = all.until(|m| m["Event"] == "EventACK");
+    let events = [events, all.drain(Duration::from_millis(300))].concat();
+    let ack = events.iter().find(|e| e["Event"] == "EventACK").unwrap();
+    assert_eq!(ack["ReferenceID"], 77);
+    let released = named(&events, "EventReleased", "1003");
+    assert_eq!(released.len(), 1, "{events:#?}");
+    assert_eq!(released[0]["ReferenceID"], 77);
+    let deleted = named(&events, "EventPartyDeleted", "1001");
+    assert_eq!(
+        attrs(deleted[0], &SEED),
+        [
+            "EventPartyDeleted",
+            "1001",
+            "1003",
+            "DeletedParty",
+            "1001",
+            "DeletedBy",
+            "OK"
+        ]
+    );
+    // C's phone is hung up.
+    let bye = c.recv(Duration::from_secs(3)).expect("a BYE for C");
+    assert!(bye.starts_with("BYE "), "{bye}");
+
+    // The client registered on 1001 saw only 1001's events.
+    let mine = only_a.drain(Duration::from_millis(500));
+    assert!(!mine.is_empty());
+    assert!(mine.iter().all(|e| e["ThisDN"] == "1001"), "{mine:#?}");
+    assert!(!named(&mine, "EventPartyDeleted", "1001").is_empty());
+}
+
+#[test]
+fn bad_requests_get_coded_errors_and_break_no_stream() {
+    let server = Server::start(ROOM);
+    let mut bad = Cti::connect(&server);
+    let mut good = Cti::connect(&server);
+    good.register("*", 1);
+
+    bad.send(json!("not an object"));
+    assert_eq!(bad.until(|_| true)[0]["ErrorCode"], 400);
+    bad.socket.send(Message::text("{ not json")).unwrap();
+    assert_eq!(bad.until(|_| true)[0]["ErrorCode"], 400);
+    bad.socket
+        .send(Message::binary(vec![0u8, 159, 146, 150]))
+        .unwrap();
+    assert_eq!(bad.until(|_| true)[0]["ErrorCode"], 400);
+    bad.send(json!({"Request": "RequestTeleport", "ReferenceID": 5}));
+    let unknown = bad.until(|_| true);
+    assert_eq!(unknown[0]["Event"], "EventError");
+    assert_eq!(unknown[0]["ErrorCode"], 401);
+    assert_eq!(unknown[0]["ReferenceID"], 5);
+    bad.send(json!({"Request": "RequestReleaseCall", "ThisDN": "1", "ConnID": "0123456789abcdef", "ReferenceID": 6}));
+    assert_eq!(bad.until(|_| true)[0]["ErrorCode"], 410);
+    bad.send(json!({"Request": "RequestHoldCall", "ThisDN": "1", "ConnID": "0123456789abcdef"}));
+    assert_eq!(bad.until(|_| true)[0]["ErrorCode"], 420);
+
+    // Both streams still work: a call's events reach the registered client.
+    let (_a, _) = call_as(&server, "cti-good", "conf=sales", "1001");
+    let seen = good.until(|m| m["Event"] == "EventEstablished" || m["Event"] == "EventDialing");
+    assert!(seen.iter().any(|e| e["ThisDN"] == "1001"), "{seen:#?}");
+    bad.register("1001", 9);
+
+    // POST: the same requests, one at a time.
+    let post = |path: &str, body: Value| {
+        let r = client()
+            .post(server.url(path))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .expect("POST");
+        (r.status().as_u16(), r.json::<Value>().expect("JSON"))
+    };
+    let (code, answer) = post(
+        "/cti/RequestQueryAddress",
+        json!({"ThisDN": "1001", "ReferenceID": 11}),
+    );
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["Event"], "EventAddressInfo");
+    assert_eq!(answer["ReferenceID"], 11);
+    let conn_id = answer["Calls"][0]["ConnID"].as_str().unwrap().to_string();
+    let (code, info) = post("/cti/RequestQueryCall", json!({"ConnID": conn_id}));
+    assert_eq!(code, 200);
+    assert_eq!(info["Parties"][0]["DN"], "1001");
+    let (code, error) = post("/cti/RequestQueryCall", json!({"ConnID": "nope"}));
+    assert_eq!((code, error["ErrorCode"].as_u64()), (400, Some(403)));
+    let (code, _) = post("/cti/RequestRegisterAddress", json!({"ThisDN": "1001"}));
+    assert_eq!(code, 501);
+    // Without the token: 401, as for every other API path.
+    let r = client().get(server.url("/cti")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    // A release by request reaches both streams.
+    let (code, _) = post(
+        "/cti/RequestReleaseCall",
+        json!({"ThisDN": "1001", "ConnID": conn_id, "ReferenceID": 12}),
+    );
+    assert_eq!(code, 200);
+    let released = good.until(|m| m["Event"] == "EventReleased" && m["ThisDN"] == "1001");
+    assert_eq!(released.last().unwrap()["ReferenceID"], 12);
+    bad.until(|m| m["Event"] == "EventReleased" && m["ThisDN"] == "1001");
+}
