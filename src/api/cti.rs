@@ -191,8 +191,12 @@ fn parse(fields: &Map<String, Value>) -> Result<Parsed, CtiError> {
             conn_id: conn_id(fields)?,
             destination: text(fields, "OtherDN")?,
         }),
+        "RequestSingleStepTransfer" => Parsed::Control(CtiRequest::SingleStepTransfer {
+            this_dn: text(fields, "ThisDN")?,
+            conn_id: conn_id(fields)?,
+            destination: text(fields, "OtherDN")?,
+        }),
         "RequestAnswerCall"
-        | "RequestSingleStepTransfer"
         | "RequestInitiateConference"
         | "RequestCompleteConference"
         | "RequestInitiateTransfer"

@@ -117,6 +117,8 @@ pub(super) struct CallInfo {
     /// placed.
     pub(super) service_dn: String,
     pub(super) service: &'static str,
+    /// The service, for a transfer that takes the call's place.
+    pub(super) kind: crate::sip::routing::Service,
     pub(super) answered: bool,
     pub(super) started_ms: u64,
 }

@@ -37,6 +37,13 @@ pub enum CtiRequest {
         destination: String,
         trunk: Option<String>,
     },
+    /// `this_dn`'s place in the call goes to `destination` (ConnID kept): a call placed to
+    /// it takes the place; `this_dn` is released when it answers.
+    SingleStepTransfer {
+        this_dn: String,
+        conn_id: ConnId,
+        destination: String,
+    },
     /// `this_dn` adds `destination` to the call: a call placed to it joins the call.
     SingleStepConference {
         this_dn: String,
@@ -153,6 +160,23 @@ impl<M: Backend> Controller<M> {
                 conn_id,
                 destination,
             } => self.single_step_conference(&this_dn, conn_id, destination),
+            CtiRequest::SingleStepTransfer {
+                this_dn,
+                conn_id,
+                destination,
+            } => {
+                let call = self.cti_call(conn_id)?;
+                let party = member(call, &this_dn, conn_id)?;
+                let Some(sip_call) = party.sip_call else {
+                    return Err(CtiError::new(
+                        codes::INVALID_STATE,
+                        format!("{this_dn:?} has no SIP call whose place could be transferred"),
+                    ));
+                };
+                self.transfer_place(sip_call, &destination, this_dn)
+                    .map_err(CtiError::refused)?;
+                Ok(ack(conn_id))
+            }
         }
     }
 
@@ -288,6 +312,7 @@ pub fn request_name(request: &CtiRequest) -> &'static str {
         CtiRequest::DeleteFromConference { .. } => "RequestDeleteFromConference",
         CtiRequest::MakeCall { .. } => "RequestMakeCall",
         CtiRequest::SingleStepConference { .. } => "RequestSingleStepConference",
+        CtiRequest::SingleStepTransfer { .. } => "RequestSingleStepTransfer",
     }
 }
 

@@ -42,8 +42,10 @@ enum Purpose {
     MakeCall {
         conference: Option<ConferenceChoice>,
     },
-    /// Carrying out the far end's REFER of `old`.
-    Transfer { old: CallId },
+    /// Carrying out the far end's REFER of `old` (`requested`: false), or a CTI single-step
+    /// transfer of `old`'s place (`requested`: true; no REFER, so no NOTIFY, and `old` is hung
+    /// up once the target answers).
+    Transfer { old: CallId, requested: bool },
 }
 
 /// MakeCall's parameters, parsed at the API edge.
@@ -282,7 +284,7 @@ impl<M: Backend> Controller<M> {
                 let rx = SocketAddr::new(c.rx_ip, c.local_rtp.port());
                 self.emit_start_rx(call, id, rx);
             }
-            Purpose::Transfer { old } => {
+            Purpose::Transfer { old, requested } => {
                 if self.app_calls.contains(&old) {
                     self.app_calls.insert(call);
                 }
@@ -291,7 +293,15 @@ impl<M: Backend> Controller<M> {
                 self.transfer_targets.remove(&id);
                 if let Some(&old_connection) = self.call_connections.get(&old) {
                     let by = self.party_actor(old_connection);
-                    self.model.replace(self.now.unix_ms, id, old_connection, by);
+                    self.model
+                        .replace(self.now.unix_ms, id, old_connection, by.clone());
+                    if requested {
+                        let _ = self.release_connection_by(
+                            old_connection,
+                            ReleaseReason::Transferred,
+                            Some(by),
+                        );
+                    }
                 }
                 self.events.emit(Event::CallChanged {
                     call_id: call.to_string(),
@@ -323,7 +333,7 @@ impl<M: Backend> Controller<M> {
                     status,
                 });
             }
-            Purpose::Transfer { old } => {
+            Purpose::Transfer { old, .. } => {
                 let status = match reason {
                     EndReason::Rejected(status) => status,
                     EndReason::NoAnswer => 408,
@@ -352,8 +362,10 @@ impl<M: Backend> Controller<M> {
                 end_reason: "Ringout".into(),
                 status: None,
             }),
-            Purpose::Transfer { old } => {
-                self.ua.transfer_failed(now, old, 408, "Request Timeout");
+            Purpose::Transfer { old, requested } => {
+                if !requested {
+                    self.ua.transfer_failed(now, old, 408, "Request Timeout");
+                }
                 self.events.emit(Event::TransferFailed {
                     call_id: old.to_string(),
                     status: 408,
@@ -410,7 +422,10 @@ impl<M: Backend> Controller<M> {
         self.placed.insert(
             call,
             Placed {
-                purpose: Purpose::Transfer { old },
+                purpose: Purpose::Transfer {
+                    old,
+                    requested: false,
+                },
                 to: target.to_string(),
                 from: referred_by,
                 added_by: None,
@@ -431,6 +446,23 @@ impl<M: Backend> Controller<M> {
         referred_by: &str,
         service: Service,
     ) -> Result<(CallId, String), ActionError> {
+        let mut invite_headers = vec![("Referred-By".to_string(), referred_by.to_string())];
+        invite_headers.extend(headers);
+        self.place_in_place_of(old, target, invite_headers, service, None, Some(old))
+    }
+
+    /// Places a call to `target` through its trunk in `old`'s place (same mode, same
+    /// conference and attributes), from `from` (else the trunk's user); `refer_of`: the REFER
+    /// it carries out. Returns the new call and our calling user.
+    fn place_in_place_of(
+        &mut self,
+        old: CallId,
+        target: &Uri,
+        invite_headers: Vec<(String, String)>,
+        service: Service,
+        from: Option<String>,
+        refer_of: Option<CallId>,
+    ) -> Result<(CallId, String), ActionError> {
         let old_connection = *self.call_connections.get(&old).ok_or_else(|| {
             ActionError::new(
                 ResultCode::UnknownConnectionId,
@@ -439,9 +471,7 @@ impl<M: Backend> Controller<M> {
         })?;
         let trunk = self.trunk_for(target)?;
         let mode = self.connections[&old_connection].media.mode;
-        let mut invite_headers = vec![("Referred-By".to_string(), referred_by.to_string())];
-        invite_headers.extend(headers);
-        let from_user = trunk.from_user.clone();
+        let from_user = from.unwrap_or_else(|| trunk.from_user.clone());
         let (call, connection) = self.place_call(
             &trunk,
             target.clone(),
@@ -450,7 +480,7 @@ impl<M: Backend> Controller<M> {
             invite_headers,
             mode,
             service,
-            Some(old),
+            refer_of,
             self.party_actor(old_connection),
         )?;
         self.transfer_targets.insert(connection);
@@ -491,6 +521,42 @@ impl<M: Backend> Controller<M> {
             .replace(self.now.unix_ms, new_connection, old_connection, transferor);
         let by = self.party_actor(new_connection);
         let _ = self.release_connection_by(old_connection, ReleaseReason::Replaced, Some(by));
+    }
+
+    /// A CTI single-step transfer: a call to `destination` (through the default trunk)
+    /// takes `old`'s place; `old` is hung up when it answers. The call's `From` is the
+    /// transferring DN.
+    pub(super) fn transfer_place(
+        &mut self,
+        old: CallId,
+        destination: &str,
+        from: String,
+    ) -> Result<CallId, ActionError> {
+        let trunk = self.trunk(None)?;
+        let target = target_uri(destination, &trunk.domain)
+            .map_err(|e| ActionError::new(ResultCode::InvalidParameters, e))?;
+        let service = self
+            .call_info
+            .get(&old)
+            .map_or(Service::Echo, |info| info.kind);
+        let now = self.now.at;
+        let (call, _) =
+            self.place_in_place_of(old, &target, Vec::new(), service, Some(from), None)?;
+        self.placed.insert(
+            call,
+            Placed {
+                purpose: Purpose::Transfer {
+                    old,
+                    requested: true,
+                },
+                to: target.to_string(),
+                from: String::new(),
+                added_by: None,
+            },
+        );
+        self.timers
+            .set(Timer::Placed(call), now + self.media.ring_timeout);
+        Ok(call)
     }
 
     /// A party as the cause of a change to another.

@@ -240,6 +240,7 @@ impl<M: Backend> Controller<M> {
                 dn,
                 service_dn,
                 service: name,
+                kind: service,
                 answered: false,
                 started_ms: self.now.unix_ms,
             },

@@ -1279,3 +1279,133 @@ fn cti_a_refer_moves_the_transfer_target_into_the_call_transferred_by_the_referr
     }
     h.assert_no_leaks();
 }
+
+/// The INVITE the core sent to the trunk, answered 200 by the target with SDP.
+fn answer_trunk_invite(h: &mut Harness, wire: &[SipMessage], user: &str) {
+    let invite = requests(wire)
+        .into_iter()
+        .find(|r| r.method == Method::Invite && r.uri.to_string().contains(user))
+        .unwrap_or_else(|| panic!("an INVITE to {user}: {wire:#?}"))
+        .clone();
+    let mut ok = crate::sip::message::Response::for_request(&invite, 200, "OK");
+    let to = invite.headers.get("To").unwrap().to_string();
+    ok.headers.set("To", format!("{to};tag=target"));
+    ok.headers
+        .push("Contact", format!("<sip:{user}@127.0.0.3:5080>"));
+    ok.headers
+        .set("Content-Type", "application/sdp".to_string());
+    ok.body = pcmu_sdp(31_000).into_bytes();
+    h.sip_from(TRUNK, SipMessage::Response(ok));
+}
+
+/// Answers every BYE the core sent to the trunk.
+fn answer_trunk_byes(h: &mut Harness) {
+    let byes: Vec<_> = h
+        .take_wire()
+        .into_iter()
+        .filter_map(|m| match m {
+            SipMessage::Request(r) if r.method == Method::Bye => Some(r),
+            _ => None,
+        })
+        .collect();
+    for bye in byes {
+        h.sip_from(
+            TRUNK,
+            SipMessage::Response(crate::sip::message::Response::for_request(&bye, 200, "OK")),
+        );
+    }
+}
+
+#[test]
+fn cti_single_step_transfer_gives_a_partys_place_to_the_destination() {
+    let mut h = Harness::new();
+    let (_, members, room) = room_of_three(&mut h);
+    h.take_wire();
+    h.cti_request(
+        CtiRequest::SingleStepTransfer {
+            this_dn: "1002".into(),
+            conn_id: room,
+            destination: "7004".into(),
+        },
+        21,
+    )
+    .expect("transferring");
+    let wire = h.take_wire();
+    let invite = requests(&wire)
+        .into_iter()
+        .find(|r| r.method == Method::Invite)
+        .expect("the INVITE")
+        .clone();
+    assert!(
+        invite.headers.get("From").unwrap().contains("1002"),
+        "{invite:?}"
+    );
+    // Until the target answers, the room is as it was.
+    assert_eq!(h.core.model.call(room).unwrap().parties.len(), 3);
+    answer_trunk_invite(&mut h, &wire, "7004");
+    let events = h.take_cti();
+    let target = cti_for(&events, "EventPartyChanged", "7004");
+    assert_eq!(target["ConnID"], room.to_string());
+    assert_eq!(target["ThirdPartyDN"], "1002");
+    assert_eq!(target["ThirdPartyDNRole"], "TransferredBy");
+    assert_eq!(target["CallState"], "Transferred");
+    for dn in ["1001", "1003"] {
+        let changed = cti_for(&events, "EventPartyChanged", dn);
+        assert_eq!(changed["OtherDN"], "7004");
+        assert_eq!(changed["ThirdPartyDN"], "1002");
+    }
+    let released = cti_for(&events, "EventReleased", "1002");
+    assert_eq!(released["CallState"], "Transferred");
+    assert_eq!(released["ThirdPartyDN"], "7004");
+    assert!(
+        events.iter().all(|e| e["Event"] != "EventPartyDeleted"),
+        "{events:#?}"
+    );
+    // B's phone got its BYE; the room still has three members, 7004 among them.
+    assert_eq!(requests_named(&h.take_wire(), Method::Bye), 1);
+    let call = h.core.model.call(room).unwrap();
+    let dns: Vec<&str> = call.parties.values().map(|p| p.dn.as_str()).collect();
+    assert_eq!(dns.len(), 3);
+    assert!(dns.contains(&"7004") && !dns.contains(&"1002"), "{dns:?}");
+    let conference = h.core.conferences.keys().copied().next().unwrap();
+    h.action(delete(None, Some(conference))).expect("released");
+    answer_trunk_byes(&mut h);
+    let _ = members;
+    h.assert_no_leaks();
+}
+
+#[test]
+fn cti_single_step_conference_adds_the_destination_to_a_two_party_call() {
+    let mut h = Harness::new();
+    let (_, a) = answered_as(&mut h, "echo", "ssc", "1001");
+    let call = h.core.model.conn_id_of(a).unwrap();
+    h.take_cti();
+    h.take_wire();
+    h.cti_request(
+        CtiRequest::SingleStepConference {
+            this_dn: "echo".into(),
+            conn_id: call,
+            destination: "7005".into(),
+        },
+        31,
+    )
+    .expect("adding");
+    let wire = h.take_wire();
+    answer_trunk_invite(&mut h, &wire, "7005");
+    let events = h.take_cti();
+    let added = cti_for(&events, "EventPartyAdded", "1001");
+    assert_eq!(added["ConnID"], call.to_string());
+    assert_eq!(added["OtherDN"], "7005");
+    assert_eq!(added["OtherDNRole"], "NewParty");
+    assert_eq!(added["ThirdPartyDN"], "echo");
+    assert_eq!(added["ThirdPartyDNRole"], "AddedBy");
+    let changed = cti_for(&events, "EventPartyChanged", "7005");
+    assert_eq!(changed["ConnID"], call.to_string());
+    assert!(changed["PreviousConnID"].is_string());
+    assert_eq!(h.core.model.call(call).unwrap().parties.len(), 2);
+    let conference = h.core.conferences.keys().copied().next().unwrap();
+    h.action(delete(None, Some(conference))).expect("released");
+    answer_trunk_byes(&mut h);
+    h.take_wire();
+    h.assert_no_leaks();
+}
