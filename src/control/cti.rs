@@ -119,19 +119,20 @@ pub fn translate(e: &PartyEvent) -> Vec<CtiEvent> {
         role: e.party.role,
     };
     let others = cti_parties(e);
-    let other = single(&others);
+    // A lone member's other DN is its room's (which is no party: it gets no events).
+    let other = single(&others).or_else(|| room_of(e, &others));
     match e.kind {
         ChangeKind::Created => match e.party.state {
             // A call in: the caller dials, the route's DN rings.
             PartyState::Ringing => {
                 out.push("EventDialing", &me, other.as_ref(), e.state.into());
-                if let Some(route) = &other {
+                if let Some(route) = others.first() {
                     out.push("EventRinging", route, Some(&me), e.state.into());
                 }
             }
             // A call we place: our calling DN dials.
             PartyState::Dialing => {
-                if let Some(caller) = &other {
+                if let [caller] = others.as_slice() {
                     out.push("EventDialing", caller, Some(&me), e.state.into());
                 }
             }
@@ -140,7 +141,7 @@ pub fn translate(e: &PartyEvent) -> Vec<CtiEvent> {
         ChangeKind::Ringing => out.push("EventRinging", &me, other.as_ref(), e.state.into()),
         ChangeKind::Established => {
             out.push("EventEstablished", &me, other.as_ref(), e.state.into());
-            if let Some(o) = &other {
+            if let [o] = others.as_slice() {
                 out.push("EventEstablished", o, Some(&me), e.state.into());
             }
         }
@@ -181,7 +182,15 @@ fn cti_parties(e: &PartyEvent) -> Vec<Dn> {
     parties
 }
 
-/// The one other party of a two-party call, or a lone conference member's room.
+/// A lone conference member's room, as its other DN.
+fn room_of(e: &PartyEvent, others: &[Dn]) -> Option<Dn> {
+    (e.conference && others.is_empty() && !e.service_dn.is_empty()).then(|| Dn {
+        dn: e.service_dn.clone(),
+        role: Role::Destination,
+    })
+}
+
+/// The one other party of a two-party call.
 fn single(others: &[Dn]) -> Option<Dn> {
     match others {
         [one] => Some(one.clone()),
@@ -309,7 +318,7 @@ fn released(out: &mut Out, me: &Dn, others: &[Dn]) {
         return;
     }
     let state = failure.map_or(TCallState::Ok, state_of_failure);
-    let other = single(others);
+    let other = single(others).or_else(|| room_of(e, others));
     let rang = e.party.state != PartyState::Dialing || failure.is_none();
     if rang {
         let mut ev = out.event("EventReleased", me, other.as_ref(), state);

@@ -201,6 +201,9 @@ pub struct Call {
     pub service_dn: String,
     /// The conference that carries it, for a conference call.
     pub conference: Option<u32>,
+    /// A call to a meet-me room (a `conference` route): the room is no party, even before
+    /// the call joins it.
+    pub meet_me: bool,
     pub created_ms: u64,
     /// Live parties by connection.
     pub parties: BTreeMap<u32, Party>,
@@ -260,6 +263,8 @@ pub struct Released {
 #[derive(Debug, Clone)]
 pub struct NewParty {
     pub connection: u32,
+    /// It calls a meet-me room.
+    pub meet_me: bool,
     pub sip_call: Option<CallId>,
     pub dn: String,
     pub service_dn: String,
@@ -284,7 +289,7 @@ pub struct PartyEvent {
     pub others: Vec<Party>,
     /// The call's [`Call::service_dn`].
     pub service_dn: String,
-    /// Whether a conference carries the call.
+    /// Whether a conference carries the call (or it is a call to a meet-me room).
     pub conference: bool,
     /// The call's state after the change.
     pub state: CallState,
@@ -339,6 +344,7 @@ impl CallModel {
                 conn_id,
                 service_dn: new.service_dn,
                 conference: None,
+                meet_me: new.meet_me,
                 created_ms: now_ms,
                 parties: BTreeMap::from([(party.connection, party.clone())]),
                 changes: Vec::new(),
@@ -475,6 +481,7 @@ impl CallModel {
                 now_ms,
                 NewParty {
                     connection,
+                    meet_me: false,
                     sip_call: None,
                     dn: String::new(),
                     service_dn: String::new(),
@@ -510,6 +517,7 @@ impl CallModel {
                 conn_id,
                 service_dn: String::new(),
                 conference: None,
+                meet_me: false,
                 created_ms: now_ms,
                 parties: BTreeMap::from([(connection, party)]),
                 changes: Vec::new(),
@@ -665,7 +673,7 @@ impl CallModel {
                 .cloned()
                 .collect(),
             service_dn: call.service_dn.clone(),
-            conference: call.conference.is_some(),
+            conference: call.conference.is_some() || call.meet_me,
             state: call.state(),
             previous: extra.previous,
             next: extra.next,
@@ -748,6 +756,7 @@ mod tests {
     fn caller(connection: u32, dn: &str) -> NewParty {
         NewParty {
             connection,
+            meet_me: false,
             sip_call: Some(u64::from(connection) + 100),
             dn: dn.into(),
             service_dn: "7000".into(),

@@ -251,10 +251,13 @@ impl<M: Backend> Controller<M> {
     /// Makes a call's connection a party of a call of its own: the caller of a call in
     /// (ringing until we answer), the called party of a call we place (dialing).
     pub(super) fn open_party(&mut self, call: CallId, connection: u32, outbound: bool, by: Actor) {
-        let (dn, service_dn) = self
+        let (dn, service_dn, meet_me) = self
             .call_info
             .get(&call)
-            .map(|i| (i.dn.clone(), i.service_dn.clone()))
+            .map(|i| {
+                let room = !outbound && i.kind == Service::Conference;
+                (i.dn.clone(), i.service_dn.clone(), room)
+            })
             .unwrap_or_default();
         let (role, state) = if outbound {
             (Role::Destination, PartyState::Dialing)
@@ -265,6 +268,7 @@ impl<M: Backend> Controller<M> {
             self.now.unix_ms,
             NewParty {
                 connection,
+                meet_me,
                 sip_call: Some(call),
                 dn,
                 service_dn,

@@ -1409,3 +1409,23 @@ fn cti_single_step_conference_adds_the_destination_to_a_two_party_call() {
     h.take_wire();
     h.assert_no_leaks();
 }
+
+#[test]
+fn cti_a_meet_me_room_is_no_party_but_a_lone_members_other_dn() {
+    let mut h = Harness::new();
+    let (mut peer, _) = answered_as(&mut h, "conf=sales", "lone", "1001");
+    h.sip_from(PEER, peer.in_dialog("BYE", ""));
+    let events = h.take_cti();
+    assert!(
+        events.iter().all(|e| e["ThisDN"] == "1001"),
+        "the room gets nothing: {events:#?}"
+    );
+    for name in ["EventDialing", "EventEstablished", "EventReleased"] {
+        assert_eq!(
+            cti_for(&events, name, "1001")["OtherDN"],
+            "conf=sales",
+            "{name}"
+        );
+    }
+    h.assert_no_leaks();
+}
