@@ -318,3 +318,102 @@ fn bad_requests_get_coded_errors_and_break_no_stream() {
     assert_eq!(released.last().unwrap()["ReferenceID"], 12);
     bad.until(|m| m["Event"] == "EventReleased" && m["ThisDN"] == "1001");
 }
+
+/// A PBX's REFER (SIPp) moves its place in the room to the target (a SIPp UAS behind a
+/// trunk): the CTI single-step transfer model (vendor-apis.md §3.3.7, docs/CTI.md).
+#[test]
+fn a_pbx_refer_is_a_transfer_on_the_cti_stream() {
+    let bob = common::free_udp_tcp_port();
+    let target = common::sipp_uas_in_background(
+        bob,
+        &[
+            "-sf",
+            &common::repo_path("tests/sipp/uas_transfer_target.xml")
+                .display()
+                .to_string(),
+            "-m",
+            "1",
+        ],
+    );
+    let server = Server::start(&format!(
+        "{ROOM}[[trunk]]\nname = \"far\"\naddress = \"127.0.0.1:{bob}\"\n"
+    ));
+    let mut all = Cti::connect(&server);
+    all.register("*", 1);
+    let (_alice, _) = call_as(&server, "cti-alice", "conf=sales", "1001");
+    let pbx = server.sipp_in_background(&[
+        "-sf",
+        &common::repo_path("tests/sipp/uac_refer.xml")
+            .display()
+            .to_string(),
+        "-s",
+        "conf=sales",
+        "-key",
+        "target",
+        &format!("sip:bob@127.0.0.1:{bob}"),
+        "-m",
+        "1",
+    ]);
+    let events = all.until(|m| m["Event"] == "EventReleased" && m["ThisDN"] == "pbx");
+    let (ok, output) = common::sipp_result(pbx.join().unwrap());
+    assert!(ok, "{output}");
+    let room = named(&events, "EventPartyAdded", "1001")[0]["ConnID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let moved = named(&events, "EventPartyChanged", "bob");
+    assert_eq!(moved.len(), 1, "{events:#?}");
+    assert_eq!(
+        attrs(moved[0], &SEED),
+        [
+            "EventPartyChanged",
+            "bob",
+            "1001",
+            "ConferenceMember",
+            "pbx",
+            "TransferredBy",
+            "Transferred"
+        ]
+    );
+    assert_eq!(moved[0]["ConnID"], room.as_str());
+    assert!(moved[0]["PreviousConnID"].is_string());
+    let told = named(&events, "EventPartyChanged", "1001");
+    assert_eq!(
+        attrs(told[0], &SEED),
+        [
+            "EventPartyChanged",
+            "1001",
+            "bob",
+            "ConferenceMember",
+            "pbx",
+            "TransferredBy",
+            "Transferred"
+        ]
+    );
+    let gone = named(&events, "EventReleased", "pbx");
+    assert_eq!(
+        attrs(gone[0], &SEED),
+        [
+            "EventReleased",
+            "pbx",
+            "1001",
+            "ConferenceMember",
+            "bob",
+            "TransferredBy",
+            "Transferred"
+        ]
+    );
+    assert!(
+        named(&events, "EventPartyDeleted", "1001").is_empty(),
+        "a transferred party is not deleted: {events:#?}"
+    );
+    // Release the room: Bob's UAS gets our BYE and ends.
+    let conference = server.get("/mediacontrol/conferences")["Conferences"][0]["ConferenceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, _) = server.action("DeleteConnection", json!({"ConferenceId": conference}));
+    assert_eq!(code, 200);
+    let (ok, output) = common::sipp_result(target.join().unwrap());
+    assert!(ok, "{output}");
+}

@@ -296,11 +296,17 @@ fn released(out: &mut Out, me: &Dn, others: &[Dn]) {
     let failure = e.party.failure;
     let q850 = cause(reason, failure);
     if matches!(reason, ReleaseReason::Transferred | ReleaseReason::Replaced) {
-        // Its place went to another: the others were told by EventPartyChanged.
+        // Its place went to another: the others were told by EventPartyChanged. Its other
+        // party is the one it was talking to, not the one that took its place.
+        let talking_to: Vec<Dn> = others
+            .iter()
+            .filter(|o| Some(&o.dn) != e.party.replaced_by.as_ref())
+            .cloned()
+            .collect();
         let mut ev = out.event(
             "EventReleased",
             me,
-            single(others).as_ref(),
+            single(&talking_to).as_ref(),
             TCallState::Transferred,
         );
         ev.third_dn = e.party.replaced_by.clone();
