@@ -271,6 +271,10 @@ fn bad_requests_get_coded_errors_and_break_no_stream() {
     bad.send(json!({"Request": "RequestReleaseCall", "ThisDN": "1", "ConnID": "0123456789abcdef", "ReferenceID": 6}));
     assert_eq!(bad.until(|_| true)[0]["ErrorCode"], 410);
     bad.send(json!({"Request": "RequestHoldCall", "ThisDN": "1", "ConnID": "0123456789abcdef"}));
+    assert_eq!(bad.until(|_| true)[0]["ErrorCode"], 410);
+    bad.send(
+        json!({"Request": "RequestCompleteTransfer", "ThisDN": "1", "ConnID": "0123456789abcdef"}),
+    );
     assert_eq!(bad.until(|_| true)[0]["ErrorCode"], 420);
 
     // Both streams still work: a call's events reach the registered client.
@@ -416,4 +420,84 @@ fn a_pbx_refer_is_a_transfer_on_the_cti_stream() {
     assert_eq!(code, 200);
     let (ok, output) = common::sipp_result(target.join().unwrap());
     assert!(ok, "{output}");
+}
+
+/// Answers callbridge's re-INVITE on `uac`'s socket with 200 and an SDP of `direction`;
+/// returns the offer's direction line.
+fn answer_reinvite(uac: &Uac, direction: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let Some(message) = uac.recv(Duration::from_millis(500)) else {
+            continue;
+        };
+        if !message.starts_with("INVITE ") {
+            continue;
+        }
+        let offered = common::uac::body(&message)
+            .lines()
+            .find(|l| l.starts_with("a=send") || l.starts_with("a=recv") || l == &"a=inactive")
+            .unwrap_or_default()
+            .to_string();
+        let sdp = uac
+            .sdp("0")
+            .replace("a=sendrecv", &format!("a={direction}"));
+        let ok = common::uac::ok_for(&message).replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Contact: <sip:uac@127.0.0.1:{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                uac.sip_port(),
+                sdp.len()
+            ),
+        );
+        uac.sip
+            .send_to(ok.as_bytes(), &uac.server)
+            .expect("send the 200");
+        return offered;
+    }
+    panic!("no re-INVITE from callbridge");
+}
+
+#[test]
+fn hold_and_retrieve_by_request_reinvite_the_phone() {
+    let server = Server::start(ROOM);
+    let mut cti = Cti::connect(&server);
+    cti.register("1001", 1);
+    let (uac, _) = call_as(&server, "cti-hold", "conf=sales", "1001");
+    let dialing = cti.until(|m| m["Event"] == "EventEstablished");
+    let conn_id = dialing.last().unwrap()["ConnID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (request, offered, answer, event) in [
+        ("RequestHoldCall", "a=sendonly", "recvonly", "EventHeld"),
+        (
+            "RequestRetrieveCall",
+            "a=sendrecv",
+            "sendrecv",
+            "EventRetrieved",
+        ),
+    ] {
+        cti.send(
+            json!({"Request": request, "ThisDN": "1001", "ConnID": conn_id, "ReferenceID": 40}),
+        );
+        assert_eq!(answer_reinvite(&uac, answer), offered, "{request}");
+        // The event and the answer, in either order.
+        let mut seen = Vec::new();
+        while !(seen.iter().any(|m: &Value| m["Event"] == event)
+            && seen
+                .iter()
+                .any(|m: &Value| m["ReferenceID"] == 40 && m["Event"] != event))
+        {
+            seen.extend(cti.until(|m| m["ReferenceID"] == 40));
+        }
+        let got = seen.iter().find(|m| m["Event"] == event).unwrap();
+        assert_eq!(got["ThisDN"], "1001");
+        let answer = seen
+            .iter()
+            .find(|m| m["ReferenceID"] == 40 && m["Event"] != event);
+        assert_eq!(answer.unwrap()["Event"], "EventACK", "{seen:#?}");
+        // Our ACK of the phone's 200.
+        let ack = uac.recv(Duration::from_secs(2)).expect("ACK");
+        assert!(ack.starts_with("ACK "), "{ack}");
+    }
 }

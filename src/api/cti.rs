@@ -196,13 +196,16 @@ fn parse(fields: &Map<String, Value>) -> Result<Parsed, CtiError> {
             conn_id: conn_id(fields)?,
             destination: text(fields, "OtherDN")?,
         }),
+        "RequestHoldCall" | "RequestRetrieveCall" => Parsed::Control(CtiRequest::Hold {
+            this_dn: text(fields, "ThisDN")?,
+            conn_id: conn_id(fields)?,
+            hold: name == "RequestHoldCall",
+        }),
         "RequestAnswerCall"
         | "RequestInitiateConference"
         | "RequestCompleteConference"
         | "RequestInitiateTransfer"
-        | "RequestCompleteTransfer"
-        | "RequestHoldCall"
-        | "RequestRetrieveCall" => {
+        | "RequestCompleteTransfer" => {
             return Err(CtiError::new(
                 codes::NOT_SUPPORTED,
                 format!("{name} is not supported by this version (docs/CTI.md)"),
@@ -356,7 +359,7 @@ mod tests {
         );
         assert_eq!(
             code(
-                json!({"Request": "RequestHoldCall", "ThisDN": "1", "ConnID": "0001a2b3c4d5e6f7"})
+                json!({"Request": "RequestCompleteTransfer", "ThisDN": "1", "ConnID": "0001a2b3c4d5e6f7"})
             ),
             codes::NOT_SUPPORTED
         );

@@ -246,6 +246,12 @@ impl<M: Backend> Controller<M> {
             if let Some(peer) = self.bridges.remove(&call) {
                 self.bridges.remove(&peer);
             }
+            if let Some(pending) = self.pending_holds.remove(&call) {
+                let _ = pending.reply.send(Err(super::CtiError::new(
+                    super::cti_codes::INVALID_STATE,
+                    "the call was released before the party answered",
+                )));
+            }
             // The dialog is still up only when the release did not come from it.
             if self.ua.hangup(self.now.at, call, Q850_NORMAL_CLEARING) {
                 self.events.emit(Event::CallEnded {

@@ -104,6 +104,17 @@ pub struct Controller<M: Backend> {
     /// Connections taking another's place (REFER, Replaces): they join its conference's mix at
     /// once and its call in the party model when the transfer completes.
     pub(super) transfer_targets: HashSet<u32>,
+    /// CTI holds and retrieves waiting for the party's answer to our re-INVITE, by SIP call.
+    pub(super) pending_holds: HashMap<CallId, PendingHold>,
+}
+
+/// A CTI RequestHoldCall / RequestRetrieveCall waiting for the party's answer.
+pub(super) struct PendingHold {
+    pub(super) reply: super::cti_requests::CtiReply,
+    pub(super) reference: u64,
+    /// Who holds (the request).
+    pub(super) by: Actor,
+    pub(super) conn_id: super::party::ConnId,
 }
 
 /// A call as listed by the API.
@@ -246,6 +257,7 @@ impl<M: Backend> Controller<M> {
             transfer_replies: HashMap::new(),
             bridges: HashMap::new(),
             transfer_targets: HashSet::new(),
+            pending_holds: HashMap::new(),
             media,
             engine,
             ua,
@@ -394,10 +406,7 @@ impl<M: Backend> Controller<M> {
                 request,
                 reference,
                 reply,
-            } => {
-                let result = self.on_cti_request(request, reference);
-                let _ = reply.send(result);
-            }
+            } => self.on_cti_request(request, reference, reply),
             ControlRequest::Drain(reply) => {
                 tracing::info!(calls = self.ua.call_count(), "draining: new calls refused");
                 self.ua.start_draining();

@@ -44,6 +44,13 @@ pub enum CtiRequest {
         conn_id: ConnId,
         destination: String,
     },
+    /// `this_dn` (a SIP party) is put on hold (`hold`) or taken off it: a re-INVITE offering
+    /// `sendonly` or `sendrecv`; answered when the party has answered it.
+    Hold {
+        this_dn: String,
+        conn_id: ConnId,
+        hold: bool,
+    },
     /// `this_dn` adds `destination` to the call: a call placed to it joins the call.
     SingleStepConference {
         this_dn: String,
@@ -51,6 +58,9 @@ pub enum CtiRequest {
         destination: String,
     },
 }
+
+/// Where a CTI request's answer goes.
+pub type CtiReply = tokio::sync::oneshot::Sender<Result<Value, CtiError>>;
 
 /// Why a CTI request failed; `code` is the `ErrorCode` of `EventError` (docs/CTI.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,17 +97,73 @@ impl CtiError {
 }
 
 impl<M: Backend> Controller<M> {
-    /// Carries out a CTI request; the events it causes carry `reference`.
-    pub(super) fn on_cti_request(
-        &mut self,
-        request: CtiRequest,
-        reference: u64,
-    ) -> Result<Value, CtiError> {
+    /// Carries out a CTI request; the events it causes carry `reference`. The answer goes to
+    /// `reply` now, or — for a hold or retrieve — once the party has answered our re-INVITE.
+    pub(super) fn on_cti_request(&mut self, request: CtiRequest, reference: u64, reply: CtiReply) {
         self.cti_reference = Some(reference);
         self.acting = Some(request_name(&request));
-        let result = self.cti_request(request);
+        if let CtiRequest::Hold {
+            this_dn,
+            conn_id,
+            hold,
+        } = request
+        {
+            if let Err(e) = self.hold(&this_dn, conn_id, hold, reference, reply) {
+                // `hold` gave the reply back inside the error.
+                let (reply, e) = *e;
+                let _ = reply.send(Err(e));
+            }
+        } else {
+            let _ = reply.send(self.cti_request(request));
+        }
         self.acting = None;
-        result
+    }
+
+    /// RequestHoldCall / RequestRetrieveCall: our re-INVITE to the party; the answer waits.
+    fn hold(
+        &mut self,
+        this_dn: &str,
+        conn_id: ConnId,
+        hold: bool,
+        reference: u64,
+        reply: CtiReply,
+    ) -> Result<(), Box<(CtiReply, CtiError)>> {
+        let found = self.cti_call(conn_id).and_then(|call| {
+            let party = member(call, this_dn, conn_id)?;
+            party.sip_call.ok_or_else(|| {
+                CtiError::new(
+                    codes::INVALID_STATE,
+                    format!("{this_dn:?} has no SIP call to hold"),
+                )
+            })
+        });
+        let call = match found {
+            Ok(found) => found,
+            Err(e) => return Err(Box::new((reply, e))),
+        };
+        if self.pending_holds.contains_key(&call) {
+            let e = CtiError::new(codes::INVALID_STATE, "a hold or retrieve is in progress");
+            return Err(Box::new((reply, e)));
+        }
+        let direction = if hold {
+            crate::sdp::Direction::SendOnly
+        } else {
+            crate::sdp::Direction::SendRecv
+        };
+        if let Err(e) = self.ua.reinvite(self.now.at, call, direction) {
+            return Err(Box::new((reply, CtiError::new(codes::INVALID_STATE, e))));
+        }
+        let by = self.client_or(Actor::System);
+        self.pending_holds.insert(
+            call,
+            super::core::PendingHold {
+                reply,
+                reference,
+                by,
+                conn_id,
+            },
+        );
+        Ok(())
     }
 
     fn cti_request(&mut self, request: CtiRequest) -> Result<Value, CtiError> {
@@ -160,6 +226,10 @@ impl<M: Backend> Controller<M> {
                 conn_id,
                 destination,
             } => self.single_step_conference(&this_dn, conn_id, destination),
+            CtiRequest::Hold { .. } => Err(CtiError::new(
+                codes::INVALID_STATE,
+                "a hold is answered when the party answers",
+            )),
             CtiRequest::SingleStepTransfer {
                 this_dn,
                 conn_id,
@@ -313,6 +383,8 @@ pub fn request_name(request: &CtiRequest) -> &'static str {
         CtiRequest::MakeCall { .. } => "RequestMakeCall",
         CtiRequest::SingleStepConference { .. } => "RequestSingleStepConference",
         CtiRequest::SingleStepTransfer { .. } => "RequestSingleStepTransfer",
+        CtiRequest::Hold { hold: true, .. } => "RequestHoldCall",
+        CtiRequest::Hold { hold: false, .. } => "RequestRetrieveCall",
     }
 }
 
@@ -352,6 +424,6 @@ fn not_in_call(dn: &str, conn_id: ConnId) -> CtiError {
     )
 }
 
-fn ack(conn_id: ConnId) -> Value {
+pub(super) fn ack(conn_id: ConnId) -> Value {
     json!({"Event": "EventACK", "ConnID": conn_id})
 }

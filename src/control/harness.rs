@@ -616,6 +616,21 @@ impl Harness {
         rx.try_recv().expect("the request was answered")
     }
 
+    /// A CTI request whose answer may come later (a hold): where it will arrive.
+    pub fn cti_request_later(
+        &mut self,
+        request: super::CtiRequest,
+        reference: u64,
+    ) -> oneshot::Receiver<Result<Value, super::CtiError>> {
+        let (reply, rx) = oneshot::channel();
+        self.input(Input::Request(ControlRequest::Cti {
+            request,
+            reference,
+            reply,
+        }));
+        rx
+    }
+
     /// The CTI events since the last take, as (Event, ThisDN) pairs and in full.
     pub fn take_cti(&mut self) -> Vec<Value> {
         std::mem::take(&mut self.cti_seen)
@@ -740,6 +755,7 @@ impl Harness {
         );
         assert!(core.pending_records.is_empty(), "recordings waiting left");
         assert!(core.transfer_targets.is_empty(), "transfers waiting left");
+        assert!(core.pending_holds.is_empty(), "holds waiting left");
         assert_eq!(core.model.call_count(), 0, "party-model calls left");
         assert_eq!(core.model.party_count(), 0, "parties left");
         assert_eq!(core.events.owed(), 0, "events owed");

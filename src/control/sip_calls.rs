@@ -60,6 +60,14 @@ impl<M: Backend> Controller<M> {
                     replaces,
                 ),
                 UaOutput::MediaUpdated { call, media } => self.on_media_updated(call, media),
+                UaOutput::ReinviteFailed { call, status } => {
+                    if let Some(pending) = self.pending_holds.remove(&call) {
+                        let _ = pending.reply.send(Err(super::CtiError::new(
+                            super::cti_codes::REFUSED,
+                            format!("the party answered our re-INVITE with {status}"),
+                        )));
+                    }
+                }
                 UaOutput::CallAnswered { call } => {
                     if let Some(info) = self.call_info.get_mut(&call) {
                         info.answered = true;
@@ -114,6 +122,12 @@ impl<M: Backend> Controller<M> {
                     self.emit_got_digits(call, digit);
                 }
                 UaOutput::CallEnded { call, reason: end } => {
+                    if let Some(pending) = self.pending_holds.remove(&call) {
+                        let _ = pending.reply.send(Err(super::CtiError::new(
+                            super::cti_codes::INVALID_STATE,
+                            "the call ended before the party answered",
+                        )));
+                    }
                     self.call_info.remove(&call);
                     self.on_placed_failed(call, end);
                     self.transfer_call_ended(call);
@@ -349,9 +363,9 @@ impl<M: Backend> Controller<M> {
                 return;
             }
         };
-        // Our side's direction: a peer that takes nothing from us (its `sendonly` with music
-        // on hold, or `inactive`) has put the call on hold.
-        let held = !media.direction.sends();
+        // Anything but sendrecv is a hold: the peer's (its `sendonly` with music on hold, or
+        // `inactive`), or ours (our `sendonly`, a CTI RequestHoldCall).
+        let held = media.direction != crate::sdp::Direction::SendRecv;
         c.rx_codec = media.codec;
         c.tx_codec = media.codec;
         c.rx_framesize = media.ptime_ms;
@@ -376,13 +390,24 @@ impl<M: Backend> Controller<M> {
         } else {
             PartyState::Established
         };
+        // Our own re-INVITE (a CTI hold or retrieve) is answered: its requester did it.
+        let pending = self.pending_holds.remove(&call);
+        let by = match &pending {
+            Some(p) => {
+                self.cti_reference = Some(p.reference);
+                p.by.clone()
+            }
+            None => Actor::Remote,
+        };
         if self
             .model
             .party(id)
             .is_some_and(|p| matches!(p.state, PartyState::Established | PartyState::Held))
         {
-            self.model
-                .set_state(self.now.unix_ms, id, state, Actor::Remote);
+            self.model.set_state(self.now.unix_ms, id, state, by);
+        }
+        if let Some(p) = pending {
+            let _ = p.reply.send(Ok(super::cti_requests::ack(p.conn_id)));
         }
         self.emit_media_changed(call, id, media.direction.sends());
         self.events.emit(Event::ConnectionModified {

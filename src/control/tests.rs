@@ -1429,3 +1429,117 @@ fn cti_a_meet_me_room_is_no_party_but_a_lone_members_other_dn() {
     }
     h.assert_no_leaks();
 }
+
+/// Our re-INVITE to the peer (the one request among `wire`), answered by the peer with `status`
+/// and, for a 2xx, an SDP with `direction`.
+fn answer_our_reinvite(
+    h: &mut Harness,
+    wire: &[SipMessage],
+    status: u16,
+    direction: &str,
+) -> String {
+    let reinvite = requests(wire)
+        .into_iter()
+        .find(|r| r.method == Method::Invite)
+        .unwrap_or_else(|| panic!("our re-INVITE: {wire:#?}"))
+        .clone();
+    let body = String::from_utf8(reinvite.body.clone()).unwrap();
+    let mut response = crate::sip::message::Response::for_request(&reinvite, status, "X");
+    if status == 200 {
+        response
+            .headers
+            .push("Contact", format!("<sip:5551001@{PEER}>"));
+        response
+            .headers
+            .set("Content-Type", "application/sdp".to_string());
+        response.body = sdp_with(30_000, direction).into_bytes();
+    }
+    h.sip_from(PEER, SipMessage::Response(response));
+    body
+}
+
+#[test]
+fn cti_hold_and_retrieve_by_request_reinvite_the_party_and_answer_when_it_has() {
+    let mut h = Harness::new();
+    let (mut peer, connection) = answered_as(&mut h, "echo", "cti-hold-req", "1007");
+    let conn_id = h.core.model.conn_id_of(connection).unwrap();
+    h.take_cti();
+    h.take_wire();
+    let mut answer = h.cti_request_later(
+        CtiRequest::Hold {
+            this_dn: "1007".into(),
+            conn_id,
+            hold: true,
+        },
+        51,
+    );
+    assert!(
+        answer.try_recv().is_err(),
+        "answered when the party has answered"
+    );
+    let wire = h.take_wire();
+    // The peer's own re-INVITE meanwhile: glare, 491.
+    h.sip_from(PEER, peer.reinvite(&pcmu_sdp(30_000)));
+    assert!(statuses(&h.take_wire()).contains(&(491, "INVITE".into())));
+    let offer = answer_our_reinvite(&mut h, &wire, 200, "recvonly");
+    assert!(offer.contains("a=sendonly"), "{offer}");
+    assert_eq!(
+        requests_named(&h.take_wire(), Method::Ack),
+        1,
+        "our ACK of its 200"
+    );
+    assert_eq!(
+        answer.try_recv().expect("answered").unwrap()["Event"],
+        "EventACK"
+    );
+    let held = cti_for(&h.take_cti(), "EventHeld", "1007");
+    assert_eq!(held["ReferenceID"], 51);
+    assert_eq!(
+        h.core.model.party(connection).unwrap().state,
+        super::party::PartyState::Held
+    );
+    // While held, no RTP timeout is expected of it.
+    assert!(
+        !h.core.engine.connections[&u64::from(connection)]
+            .media
+            .expects_rtp
+    );
+
+    let mut answer = h.cti_request_later(
+        CtiRequest::Hold {
+            this_dn: "1007".into(),
+            conn_id,
+            hold: false,
+        },
+        52,
+    );
+    let wire = h.take_wire();
+    let offer = answer_our_reinvite(&mut h, &wire, 200, "sendrecv");
+    assert!(offer.contains("a=sendrecv"), "{offer}");
+    assert!(answer.try_recv().unwrap().is_ok());
+    assert_eq!(
+        cti_for(&h.take_cti(), "EventRetrieved", "1007")["ReferenceID"],
+        52
+    );
+
+    // A refusal leaves the call as it was.
+    let mut answer = h.cti_request_later(
+        CtiRequest::Hold {
+            this_dn: "1007".into(),
+            conn_id,
+            hold: true,
+        },
+        53,
+    );
+    let wire = h.take_wire();
+    answer_our_reinvite(&mut h, &wire, 488, "");
+    let refused = answer.try_recv().unwrap().unwrap_err();
+    assert_eq!(refused.code, super::cti_codes::REFUSED);
+    assert!(h.take_cti().is_empty());
+    assert_eq!(
+        h.core.model.party(connection).unwrap().state,
+        super::party::PartyState::Established
+    );
+    h.sip_from(PEER, peer.in_dialog("BYE", ""));
+    h.assert_no_leaks();
+}

@@ -171,8 +171,9 @@ impl UserAgent {
         request: &Request,
     ) -> Option<MidDialogExchange> {
         let call = &self.calls[&call_id];
-        if call.state != CallState::Confirmed {
-            // §14.2: a re-INVITE while one is pending gets 491 (here: before our 2xx is ACKed).
+        if call.state != CallState::Confirmed || call.reinviting {
+            // §14.2: a re-INVITE while one is pending gets 491 (before our 2xx is ACKed, or
+            // while ours is out).
             self.respond_simple(now, key, request, 491, "Request Pending");
             return None;
         }

@@ -23,6 +23,7 @@
 //! back, as the owner already knows).
 
 mod addressing;
+mod hold;
 mod in_dialog;
 mod responses;
 mod session_timer;
@@ -198,6 +199,9 @@ pub enum UaOutput {
     },
     /// Our REFER (BlindTransfer) got this final response.
     ReferAnswered { call: CallId, status: u16 },
+    /// Our re-INVITE ([`UserAgent::reinvite`]) was refused (or timed out: 408, or answered
+    /// unusably: 488); the session stays as it was.
+    ReinviteFailed { call: CallId, status: u16 },
     /// A NOTIFY about our REFER: the transfer target's status; `done` when it is final.
     ReferProgress {
         call: CallId,
@@ -239,6 +243,12 @@ enum ClientTx {
     },
     /// A call's REFER (BlindTransfer).
     Refer { call: CallId },
+    /// Our re-INVITE (hold, resume) with its offer; the ACK of its 2xx once sent.
+    Reinvite {
+        call: CallId,
+        offer: Box<SessionDescription>,
+        ack: Option<Box<(Peer, Request)>>,
+    },
 }
 
 /// Requests received and responses sent, for metrics (transaction-level: retransmissions of
@@ -287,6 +297,8 @@ struct Call {
     transfer: Option<Transfer>,
     /// Our REFER (BlindTransfer) is out.
     referring: bool,
+    /// Our re-INVITE is out (the peer's gets 491 meanwhile).
+    reinviting: bool,
     /// Negotiated session timer (RFC 4028): interval, and whether we refresh.
     session_expires: Option<(Duration, bool)>,
     /// The peer's INVITE: 100rel supported (we may send reliable provisionals) or required

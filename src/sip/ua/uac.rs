@@ -134,6 +134,7 @@ impl UserAgent {
                 })),
                 transfer: None,
                 referring: false,
+                reinviting: false,
                 session_expires: None,
                 peer_100rel: None,
                 rseq: 0,
@@ -163,6 +164,18 @@ impl UserAgent {
                     return;
                 }
                 self.on_invite_response(now, call, key, response);
+            }
+            Some(ClientTx::Reinvite { call, offer, ack }) => {
+                if let (Some(sent), true) = (ack, (200..300).contains(&response.status)) {
+                    // A 2xx retransmission: our ACK was lost (§13.2.2.4).
+                    let (to, ack) = *sent;
+                    self.outputs.push_back(UaOutput::Transmit {
+                        to,
+                        message: SipMessage::Request(ack),
+                    });
+                    return;
+                }
+                self.on_reinvite_response(key, call, &offer, response);
             }
             Some(ClientTx::Refer { call }) if response.status >= 200 => {
                 self.client_tx.remove(&key);
@@ -366,6 +379,7 @@ impl UserAgent {
                     _ => {}
                 }
             }
+            Some(ClientTx::Reinvite { call, .. }) => self.on_reinvite_timeout(key, call),
             Some(ClientTx::Refer { call }) => {
                 self.client_tx.remove(key);
                 if let Some(c) = self.calls.get_mut(&call) {
@@ -507,7 +521,10 @@ fn has_tag(response: &Response) -> bool {
 }
 
 /// The SDP answer in a response to our offer.
-fn answer_in(response: &Response, offer: &SessionDescription) -> Result<NegotiatedMedia, String> {
+pub(super) fn answer_in(
+    response: &Response,
+    offer: &SessionDescription,
+) -> Result<NegotiatedMedia, String> {
     let text = std::str::from_utf8(&response.body).map_err(|_| "SDP is not UTF-8".to_string())?;
     let answer = SessionDescription::parse(text).map_err(|e| e.to_string())?;
     sdp::accept_answer(offer, &answer).map_err(|e| e.to_string())

@@ -212,6 +212,7 @@ impl UserAgent {
                 outbound: None,
                 transfer: None,
                 referring: false,
+                reinviting: false,
                 session_expires: session_expires.map(|i| (i, false)),
                 peer_100rel,
                 rseq: 0,

@@ -1,0 +1,173 @@
+//! Re-INVITEs we send: putting a party on hold and taking it off (RFC 3264 §8.4, RFC 6337
+//! §5.3).
+//!
+//! Owns: our offer with the direction asked for (`sendonly` holds the peer: it stops sending,
+//! we may keep sending; `sendrecv` resumes), its client transaction, the ACK of its 2xx
+//! (re-sent on 2xx retransmissions) and what the owner is told: `MediaUpdated` with the
+//! answer, or `ReinviteFailed` (the session stays as it was, §14.1).
+//! Must not: start a second re-INVITE while one is out; the peer's re-INVITE meanwhile gets
+//! 491 (glare, §14.2).
+
+use std::time::Instant;
+
+use rand::Rng;
+
+use super::addressing::{contact_for, destination_for, our_via};
+use super::uac::answer_in;
+use super::{CallId, CallState, ClientTx, UaOutput, UserAgent};
+use crate::sdp::{self, Attribute, Direction, SessionDescription};
+use crate::sip::message::{Method, Response, SipMessage};
+use crate::sip::transaction::{new_branch, TransactionKey};
+
+impl UserAgent {
+    /// Offers `direction` for an established call's media in a re-INVITE (hold:
+    /// `Direction::SendOnly`; resume: `Direction::SendRecv`). The answer comes as
+    /// `UaOutput::MediaUpdated`, a refusal or a timeout as `UaOutput::ReinviteFailed`.
+    pub fn reinvite(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        direction: Direction,
+    ) -> Result<(), String> {
+        let branch = new_branch(self.rng.random());
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return Err(format!("call {call_id} does not exist"));
+        };
+        if call.state != CallState::Confirmed {
+            return Err(format!("call {call_id} is not established"));
+        }
+        if call.reinviting {
+            return Err(format!("call {call_id} has a re-INVITE in progress"));
+        }
+        let Some(local_rtp) = call.local_rtp else {
+            return Err(format!("call {call_id} has no media"));
+        };
+        let mut version = call.sdp_version;
+        version.version += 1;
+        let mut offer = sdp::offer(&call.capabilities, local_rtp, version, &call.srtp_keys);
+        set_direction(&mut offer, direction);
+        let via = our_via(call.source.transport, call.local, &branch);
+        let contact = contact_for(call.source.transport, call.local);
+        let (mut invite, next_hop) = call.dialog.new_request(Method::Invite, &via, &contact);
+        invite.headers.push("Content-Type", "application/sdp");
+        invite
+            .headers
+            .push("User-Agent", self.settings.user_agent.clone());
+        invite.body = offer.to_string().into_bytes();
+        let destination = destination_for(&next_hop, call.source);
+        let key = self
+            .transactions
+            .send_request(now, invite, destination)
+            .map_err(|e| e.to_string())?;
+        // §8 of RFC 3264: every new offer has a new version, whatever its fate.
+        call.sdp_version = version;
+        call.reinviting = true;
+        self.client_tx.insert(
+            key,
+            ClientTx::Reinvite {
+                call: call_id,
+                offer: Box::new(offer),
+                ack: None,
+            },
+        );
+        self.drain_transactions(now, None);
+        Ok(())
+    }
+
+    /// A response to our re-INVITE.
+    pub(super) fn on_reinvite_response(
+        &mut self,
+        key: TransactionKey,
+        call_id: CallId,
+        offer: &SessionDescription,
+        response: Response,
+    ) {
+        if response.status < 200 {
+            return;
+        }
+        if response.status >= 300 {
+            self.client_tx.remove(&key);
+            self.reinvite_failed(call_id, response.status);
+            return;
+        }
+        self.send_reinvite_ack(call_id, &key);
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        call.reinviting = false;
+        match answer_in(&response, offer) {
+            Ok(media) => {
+                call.local_sdp = Some(offer.clone());
+                if let Some(contact) = response
+                    .headers
+                    .contacts()
+                    .ok()
+                    .and_then(|c| c.into_iter().next())
+                {
+                    call.dialog.remote_target = contact.uri;
+                }
+                self.outputs.push_back(UaOutput::MediaUpdated {
+                    call: call_id,
+                    media,
+                });
+            }
+            Err(e) => {
+                // The ACK went; the session stays as it was (RFC 6337 §3.1.3 would offer
+                // again: the owner decides).
+                tracing::warn!(call = call_id, error = %e, "answer to our re-INVITE unusable");
+                self.outputs.push_back(UaOutput::ReinviteFailed {
+                    call: call_id,
+                    status: 488,
+                });
+            }
+        }
+    }
+
+    /// Our re-INVITE got no final answer in time (Timer B).
+    pub(super) fn on_reinvite_timeout(&mut self, key: &TransactionKey, call_id: CallId) {
+        self.client_tx.remove(key);
+        self.reinvite_failed(call_id, 408);
+    }
+
+    fn reinvite_failed(&mut self, call_id: CallId, status: u16) {
+        if let Some(call) = self.calls.get_mut(&call_id) {
+            call.reinviting = false;
+        }
+        self.outputs.push_back(UaOutput::ReinviteFailed {
+            call: call_id,
+            status,
+        });
+    }
+
+    /// The ACK of the 2xx to our re-INVITE, remembered for its retransmissions.
+    fn send_reinvite_ack(&mut self, call_id: CallId, key: &TransactionKey) {
+        let branch = new_branch(self.rng.random());
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let via = our_via(call.source.transport, call.local, &branch);
+        let contact = contact_for(call.source.transport, call.local);
+        let (mut ack, next_hop) = call.dialog.new_request(Method::Ack, &via, &contact);
+        ack.headers.remove("Contact");
+        let to = destination_for(&next_hop, call.source);
+        if let Some(ClientTx::Reinvite { ack: slot, .. }) = self.client_tx.get_mut(key) {
+            *slot = Some(Box::new((to, ack.clone())));
+        }
+        self.outputs.push_back(UaOutput::Transmit {
+            to,
+            message: SipMessage::Request(ack),
+        });
+    }
+}
+
+/// Sets the direction of every m-line of `offer` (replacing the one `sdp::offer` wrote).
+fn set_direction(offer: &mut SessionDescription, direction: Direction) {
+    for media in &mut offer.media {
+        media
+            .attributes
+            .retain(|a| Direction::from_attribute_name(&a.name).is_none());
+        media
+            .attributes
+            .push(Attribute::flag(direction.attribute_name()));
+    }
+}
