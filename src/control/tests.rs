@@ -553,24 +553,8 @@ fn a_refer_places_the_transfer_and_the_new_call_takes_the_old_ones_place() {
         statuses(&wire).contains(&(202, "REFER".into())),
         "{wire:#?}"
     );
-    let invite = requests(&wire)
-        .into_iter()
-        .find(|r| r.method == Method::Invite)
-        .expect("the transfer's INVITE to the trunk")
-        .clone();
-    assert!(invite.uri.to_string().contains("7002"));
     // The target answers.
-    let mut ok = crate::sip::message::Response::for_request(&invite, 200, "OK");
-    ok.headers.set(
-        "To",
-        format!("{};tag=target", invite.headers.get("To").unwrap()),
-    );
-    ok.headers
-        .push("Contact", "<sip:7002@127.0.0.3:5080>".to_string());
-    ok.headers
-        .set("Content-Type", "application/sdp".to_string());
-    ok.body = pcmu_sdp(31_000).into_bytes();
-    h.sip_from(TRUNK, SipMessage::Response(ok));
+    answer_trunk_invite(&mut h, &wire, "7002");
     let changed = h.one_event("CallChanged", |_| true);
     let new_connection = id(&changed["ConnectionId"]);
     // The transferred party is in the room's call; the transferor hangs up.
@@ -584,22 +568,7 @@ fn a_refer_places_the_transfer_and_the_new_call_takes_the_old_ones_place() {
     assert_eq!(event["ReleasedBy"]["Kind"], "remote");
     h.action(delete(None, Some(conference))).expect("released");
     // The target answers our BYE.
-    let byes: Vec<_> = h
-        .take_wire()
-        .into_iter()
-        .filter_map(|m| match m {
-            SipMessage::Request(r) if r.method == Method::Bye => Some(r),
-            _ => None,
-        })
-        .collect();
-    for bye in byes {
-        if bye.uri.to_string().contains("7002") {
-            h.sip_from(
-                TRUNK,
-                SipMessage::Response(crate::sip::message::Response::for_request(&bye, 200, "OK")),
-            );
-        }
-    }
+    answer_trunk_byes(&mut h);
     h.assert_no_leaks();
 }
 
@@ -1225,20 +1194,7 @@ fn cti_a_refer_moves_the_transfer_target_into_the_call_transferred_by_the_referr
         transferor.in_dialog("REFER", "Refer-To: <sip:7003@127.0.0.3>\r\n"),
     );
     let wire = h.take_wire();
-    let invite = requests(&wire)
-        .into_iter()
-        .find(|r| r.method == Method::Invite)
-        .expect("the INVITE to the target")
-        .clone();
-    let mut ok = crate::sip::message::Response::for_request(&invite, 200, "OK");
-    let to = invite.headers.get("To").unwrap().to_string();
-    ok.headers.set("To", format!("{to};tag=target"));
-    ok.headers
-        .push("Contact", "<sip:7003@127.0.0.3:5080>".to_string());
-    ok.headers
-        .set("Content-Type", "application/sdp".to_string());
-    ok.body = pcmu_sdp(31_000).into_bytes();
-    h.sip_from(TRUNK, SipMessage::Response(ok));
+    answer_trunk_invite(&mut h, &wire, "7003");
     let events = h.take_cti();
     let target = cti_for(&events, "EventPartyChanged", "7003");
     assert_eq!(target["ConnID"], conn_id.to_string());
@@ -1263,20 +1219,7 @@ fn cti_a_refer_moves_the_transfer_target_into_the_call_transferred_by_the_referr
         .unwrap();
     h.action(delete(Some(new_connection), None))
         .expect("deleted");
-    let byes: Vec<_> = h
-        .take_wire()
-        .into_iter()
-        .filter_map(|m| match m {
-            SipMessage::Request(r) if r.method == Method::Bye => Some(r),
-            _ => None,
-        })
-        .collect();
-    for bye in byes {
-        h.sip_from(
-            TRUNK,
-            SipMessage::Response(crate::sip::message::Response::for_request(&bye, 200, "OK")),
-        );
-    }
+    answer_trunk_byes(&mut h);
     h.assert_no_leaks();
 }
 

@@ -14,7 +14,7 @@ use rand::Rng;
 
 use super::addressing::{contact_for, destination_for, our_via};
 use super::uac::answer_in;
-use super::{CallId, CallState, ClientTx, UaOutput, UserAgent};
+use super::{CallId, ClientTx, UaOutput, UserAgent};
 use crate::sdp::{self, Attribute, Direction, SessionDescription};
 use crate::sip::message::{Method, Response, SipMessage};
 use crate::sip::transaction::{new_branch, TransactionKey};
@@ -30,12 +30,7 @@ impl UserAgent {
         direction: Direction,
     ) -> Result<(), String> {
         let branch = new_branch(self.rng.random());
-        let Some(call) = self.calls.get_mut(&call_id) else {
-            return Err(format!("call {call_id} does not exist"));
-        };
-        if call.state != CallState::Confirmed {
-            return Err(format!("call {call_id} is not established"));
-        }
+        let call = super::established_call(&mut self.calls, call_id)?;
         if call.reinviting {
             return Err(format!("call {call_id} has a re-INVITE in progress"));
         }

@@ -726,5 +726,20 @@ impl UserAgent {
     }
 }
 
+/// A call in the confirmed state, for the requests we send in its dialog (a free function over
+/// the map, so the rest of the user agent stays borrowable).
+fn established_call(
+    calls: &mut HashMap<CallId, Call>,
+    call_id: CallId,
+) -> Result<&mut Call, String> {
+    let Some(call) = calls.get_mut(&call_id) else {
+        return Err(format!("call {call_id} does not exist"));
+    };
+    if call.state != CallState::Confirmed {
+        return Err(format!("call {call_id} is not established"));
+    }
+    Ok(call)
+}
+
 #[cfg(test)]
 mod tests;

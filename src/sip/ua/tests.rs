@@ -2108,3 +2108,73 @@ fn a_second_forks_2xx_gets_its_own_ack_and_a_bye() {
     );
     assert_eq!(h.ua.call_count(), 1);
 }
+
+/// Our re-INVITE (hold): a `sendonly` offer to the peer's Contact with the next CSeq and SDP
+/// version; its 2xx gets our ACK (again on a retransmission), the answer is `MediaUpdated`;
+/// the peer's own re-INVITE meanwhile gets 491; a refusal is `ReinviteFailed` and a second
+/// re-INVITE may then go.
+#[test]
+fn our_reinvite_holds_the_peer_and_handles_glare_retransmission_and_refusal() {
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("echo", "hold-out");
+    let (call, ok) = h.confirmed_call(&mut peer);
+    let first_version = sdp_body(&ok).origin.session_version;
+
+    h.ua.reinvite(h.now, call, sdp::Direction::SendOnly)
+        .expect("a re-INVITE goes");
+    assert!(
+        h.ua.reinvite(h.now, call, sdp::Direction::SendRecv)
+            .is_err(),
+        "one at a time"
+    );
+    let out = h.drain();
+    let reinvite = only_request(&out);
+    assert_eq!(reinvite.method, Method::Invite);
+    assert_eq!(sent_to(&out), [addr(PEER_CONTACT)]);
+    let offer = SessionDescription::parse(std::str::from_utf8(&reinvite.body).unwrap()).unwrap();
+    assert_eq!(offer.media[0].direction(), Some(sdp::Direction::SendOnly));
+    assert_eq!(offer.origin.session_version, first_version + 1);
+
+    // Glare: the peer's re-INVITE while ours is out.
+    let out = h.receive(peer.reinvite(&pcmu_sdp(30000)));
+    assert_eq!(statuses(&out), [100, 491]);
+
+    // The peer answers recvonly; we ACK, and again when the 200 is retransmitted.
+    let answer = audio_sdp(30000, "0", "a=rtpmap:0 PCMU/8000\r\na=recvonly\r\n")
+        .replace("a=sendrecv\r\n", "");
+    let mut ok = Response::for_request(&reinvite, 200, "OK");
+    ok.headers
+        .push("Contact", format!("<sip:alice@{PEER_CONTACT}>"));
+    ok.headers.push("Content-Type", "application/sdp");
+    ok.body = answer.into_bytes();
+    let out = h.receive_from(SipMessage::Response(ok.clone()), PEER);
+    let acks: Vec<Request> = requests(&out);
+    assert_eq!(acks.len(), 1, "{out:?}");
+    assert_eq!(acks[0].method, Method::Ack);
+    let updates = media_updates(&out);
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].1.direction, sdp::Direction::SendOnly);
+    let out = h.receive_from(SipMessage::Response(ok), PEER);
+    assert_eq!(requests(&out).len(), 1, "the ACK again");
+    assert!(media_updates(&out).is_empty());
+
+    // Resume, refused: the session stays, and the next offer may go.
+    h.ua.reinvite(h.now, call, sdp::Direction::SendRecv)
+        .expect("a re-INVITE goes");
+    let reinvite = only_request(&h.drain());
+    let out = h.receive_from(reply(&reinvite, 488, "Not Acceptable Here"), PEER);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, UaOutput::ReinviteFailed { status: 488, .. })));
+    h.ua.reinvite(h.now, call, sdp::Direction::SendRecv)
+        .expect("free for the next");
+    let reinvite = only_request(&h.drain());
+    let out = h.advance(T1 * 64);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, UaOutput::ReinviteFailed { status: 408, .. })),
+        "Timer B: {out:?}"
+    );
+    let _ = reinvite;
+    h.peer_hangs_up(&mut peer, call);
+}

@@ -40,12 +40,7 @@ impl UserAgent {
         target: &str,
     ) -> Result<(), String> {
         let branch = new_branch(self.rng.random());
-        let Some(call) = self.calls.get_mut(&call_id) else {
-            return Err(format!("call {call_id} does not exist"));
-        };
-        if call.state != CallState::Confirmed {
-            return Err(format!("call {call_id} is not established"));
-        }
+        let call = super::established_call(&mut self.calls, call_id)?;
         if call.referring {
             return Err(format!("call {call_id} is already being transferred"));
         }
