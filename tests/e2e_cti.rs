@@ -501,3 +501,88 @@ fn hold_and_retrieve_by_request_reinvite_the_phone() {
         assert!(ack.starts_with("ACK "), "{ack}");
     }
 }
+
+/// A call in that rings and is abandoned (SIPp CANCEL), and a call placed by request that
+/// rings and is busy (a raw trunk answering 180 then 486).
+#[test]
+fn ringing_abandoned_and_busy_on_the_wire() {
+    let (trunk, trunk_port) = common::RawTrunk::bind();
+    let server = Server::start(&format!(
+        "{ROOM}[[trunk]]\nname = \"far\"\naddress = \"127.0.0.1:{trunk_port}\"\n"
+    ));
+    let mut cti = Cti::connect(&server);
+    cti.register("*", 1);
+
+    // The `ring` route answers after 5 s; SIPp cancels after the 180.
+    let (ok, output) = server.sipp(&[
+        "-sf",
+        &common::repo_path("tests/sipp/uac_cancel.xml")
+            .display()
+            .to_string(),
+        "-s",
+        "ring",
+        "-m",
+        "1",
+    ]);
+    assert!(ok, "{output}");
+    let events = cti.until(|m| m["Event"] == "EventAbandoned");
+    let ringing = named(&events, "EventRinging", "ring");
+    assert_eq!(
+        attrs(ringing[0], &SEED),
+        [
+            "EventRinging",
+            "ring",
+            "sipp",
+            "Origination",
+            "-",
+            "-",
+            "OK"
+        ]
+    );
+    assert_eq!(
+        named(&events, "EventDialing", "sipp").len(),
+        1,
+        "{events:#?}"
+    );
+    let events = [events, cti.drain(Duration::from_millis(300))].concat();
+    let abandoned = named(&events, "EventAbandoned", "ring");
+    assert_eq!(abandoned[0]["OtherDN"], "sipp");
+    assert_eq!(named(&events, "EventReleased", "sipp")[0]["Cause"], 16);
+
+    // A call placed by request: dialing, ringing on the 180, busy on the 486.
+    cti.send(json!({"Request": "RequestMakeCall", "ThisDN": "7000", "OtherDN": "7002", "ReferenceID": 5}));
+    let (invite, from) = trunk.expect("INVITE");
+    assert!(
+        invite.contains("sip:7000@"),
+        "From is the requesting DN: {invite}"
+    );
+    trunk.respond(&invite, from, "180 Ringing", "");
+    let events = cti.until(|m| m["Event"] == "EventRinging" && m["ThisDN"] == "7002");
+    let ack = events
+        .iter()
+        .find(|m| m["Event"] == "EventACK")
+        .expect("EventACK");
+    assert_eq!(ack["ReferenceID"], 5);
+    let dialing = named(&events, "EventDialing", "7000");
+    assert_eq!(dialing[0]["OtherDN"], "7002");
+    assert_eq!(dialing[0]["ReferenceID"], 5);
+    assert_eq!(dialing[0]["ConnID"], ack["ConnID"]);
+    trunk.respond(&invite, from, "486 Busy Here", "");
+    trunk.expect("ACK");
+    let events = cti.until(|m| m["Event"] == "EventReleased" && m["ThisDN"] == "7000");
+    let busy = named(&events, "EventDestinationBusy", "7000");
+    assert_eq!(
+        attrs(busy[0], &SEED),
+        [
+            "EventDestinationBusy",
+            "7000",
+            "7002",
+            "Destination",
+            "-",
+            "-",
+            "Busy"
+        ]
+    );
+    assert_eq!(named(&events, "EventReleased", "7000")[0]["Cause"], 17);
+    server.wait_no_connections(Duration::from_secs(3));
+}

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::net::UdpSocket;
 use std::time::Duration;
 
 use common::uac::{self, Uac};
-use common::{free_udp_tcp_port, repo_path, sipp_result, sipp_uas_in_background, Server};
+use common::{free_udp_tcp_port, repo_path, sipp_result, sipp_uas_in_background, RawTrunk, Server};
 use serde_json::{json, Value};
 
 const CONF_ROUTE: &str =
@@ -151,60 +150,6 @@ fn make_call_through_a_trunk_is_answered_joins_a_conference_and_hangup_sends_bye
     assert!(conference_members(&server).is_empty());
     let released = events.wait_for(Duration::from_secs(2), named("ConnectionReleased"));
     assert_eq!(released["ConnectionId"], connection.as_str());
-}
-
-/// A raw UDP socket as the trunk: what it receives, and a way to answer.
-struct RawTrunk {
-    socket: UdpSocket,
-}
-
-impl RawTrunk {
-    fn bind() -> (RawTrunk, u16) {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let port = socket.local_addr().unwrap().port();
-        (RawTrunk { socket }, port)
-    }
-
-    /// The next request of `method` (others are skipped), with where it came from.
-    fn expect(&self, method: &str) -> (String, std::net::SocketAddr) {
-        let mut buf = [0u8; 65535];
-        for _ in 0..50 {
-            if let Ok((n, from)) = self.socket.recv_from(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                if text.starts_with(method) {
-                    return (text, from);
-                }
-            }
-        }
-        panic!("no {method} reached the trunk");
-    }
-
-    /// A response to `request` with a To tag and `extra` header lines.
-    fn respond(&self, request: &str, to: std::net::SocketAddr, status: &str, extra: &str) {
-        let mut response = format!("SIP/2.0 {status}\r\n");
-        for line in request.lines().take_while(|l| !l.is_empty()) {
-            let name = line.split(':').next().unwrap_or("").trim();
-            if ["Via", "From", "Call-ID", "CSeq"]
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(name))
-            {
-                response.push_str(line);
-                response.push_str("\r\n");
-            } else if name.eq_ignore_ascii_case("To") {
-                response.push_str(line);
-                if !line.contains("tag=") {
-                    response.push_str(";tag=trunk1");
-                }
-                response.push_str("\r\n");
-            }
-        }
-        response.push_str(extra);
-        response.push_str("Content-Length: 0\r\n\r\n");
-        self.socket.send_to(response.as_bytes(), to).unwrap();
-    }
 }
 
 #[test]

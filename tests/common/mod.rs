@@ -763,3 +763,57 @@ pub fn wait_udp_listener(port: u16) {
     }
     panic!("nothing listens on UDP 127.0.0.1:{port}: did SIPp start?");
 }
+
+/// A raw UDP socket as the trunk: what it receives, and a way to answer.
+pub struct RawTrunk {
+    pub socket: UdpSocket,
+}
+
+impl RawTrunk {
+    pub fn bind() -> (RawTrunk, u16) {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let port = socket.local_addr().unwrap().port();
+        (RawTrunk { socket }, port)
+    }
+
+    /// The next request of `method` (others are skipped), with where it came from.
+    pub fn expect(&self, method: &str) -> (String, std::net::SocketAddr) {
+        let mut buf = [0u8; 65535];
+        for _ in 0..50 {
+            if let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if text.starts_with(method) {
+                    return (text, from);
+                }
+            }
+        }
+        panic!("no {method} reached the trunk");
+    }
+
+    /// A response to `request` with a To tag and `extra` header lines.
+    pub fn respond(&self, request: &str, to: std::net::SocketAddr, status: &str, extra: &str) {
+        let mut response = format!("SIP/2.0 {status}\r\n");
+        for line in request.lines().take_while(|l| !l.is_empty()) {
+            let name = line.split(':').next().unwrap_or("").trim();
+            if ["Via", "From", "Call-ID", "CSeq"]
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name))
+            {
+                response.push_str(line);
+                response.push_str("\r\n");
+            } else if name.eq_ignore_ascii_case("To") {
+                response.push_str(line);
+                if !line.contains("tag=") {
+                    response.push_str(";tag=trunk1");
+                }
+                response.push_str("\r\n");
+            }
+        }
+        response.push_str(extra);
+        response.push_str("Content-Length: 0\r\n\r\n");
+        self.socket.send_to(response.as_bytes(), to).unwrap();
+    }
+}
