@@ -201,8 +201,11 @@ fn parse(fields: &Map<String, Value>) -> Result<Parsed, CtiError> {
             conn_id: conn_id(fields)?,
             hold: name == "RequestHoldCall",
         }),
-        "RequestAnswerCall"
-        | "RequestInitiateConference"
+        "RequestAnswerCall" => Parsed::Control(CtiRequest::AnswerCall {
+            this_dn: text(fields, "ThisDN")?,
+            conn_id: conn_id(fields)?,
+        }),
+        "RequestInitiateConference"
         | "RequestCompleteConference"
         | "RequestInitiateTransfer"
         | "RequestCompleteTransfer" => {

@@ -102,6 +102,10 @@ impl<M: Backend> Controller<M> {
             Timer::Offer(call),
             self.now.at + self.media.decision_timeout,
         );
+        // The caller is a party (ringing) before it has media: the route rings (CTI).
+        let key = self.model.placeholder();
+        self.offer_parties.insert(call, key);
+        self.open_party(call, key, false, super::party::Actor::Remote);
     }
 
     /// A Call Control action; the result data in CUAE names.

@@ -106,6 +106,8 @@ pub struct Controller<M: Backend> {
     pub(super) transfer_targets: HashSet<u32>,
     /// CTI holds and retrieves waiting for the party's answer to our re-INVITE, by SIP call.
     pub(super) pending_holds: HashMap<CallId, PendingHold>,
+    /// The party-model key of each offered `application` call (it has no connection yet).
+    pub(super) offer_parties: HashMap<CallId, u32>,
 }
 
 /// A CTI RequestHoldCall / RequestRetrieveCall waiting for the party's answer.
@@ -258,6 +260,7 @@ impl<M: Backend> Controller<M> {
             bridges: HashMap::new(),
             transfer_targets: HashSet::new(),
             pending_holds: HashMap::new(),
+            offer_parties: HashMap::new(),
             media,
             engine,
             ua,

@@ -31,6 +31,9 @@ pub enum CtiRequest {
         conn_id: ConnId,
         other_dn: String,
     },
+    /// `this_dn` (the route an offered `application` call rings) answers it: Call Control's
+    /// AnswerCall.
+    AnswerCall { this_dn: String, conn_id: ConnId },
     /// A call from `this_dn` to `destination` through a trunk.
     MakeCall {
         this_dn: String,
@@ -226,6 +229,29 @@ impl<M: Backend> Controller<M> {
                 conn_id,
                 destination,
             } => self.single_step_conference(&this_dn, conn_id, destination),
+            CtiRequest::AnswerCall { this_dn, conn_id } => {
+                let call = self.cti_call(conn_id)?;
+                let ringing = call
+                    .parties
+                    .values()
+                    .find(|p| p.connection >= super::party::NO_CONNECTION)
+                    .and_then(|p| p.sip_call);
+                let Some(sip_call) = ringing else {
+                    return Err(CtiError::new(
+                        codes::INVALID_STATE,
+                        format!("call {conn_id} is not ringing an application route"),
+                    ));
+                };
+                if call.service_dn != this_dn {
+                    return Err(not_in_call(&this_dn, conn_id));
+                }
+                self.on_call_action(super::CallAction::Answer {
+                    call: sip_call,
+                    conference: None,
+                })
+                .map_err(CtiError::refused)?;
+                Ok(ack(conn_id))
+            }
             CtiRequest::Hold { .. } => Err(CtiError::new(
                 codes::INVALID_STATE,
                 "a hold is answered when the party answers",
@@ -381,6 +407,7 @@ pub fn request_name(request: &CtiRequest) -> &'static str {
         CtiRequest::ReleaseCall { .. } => "RequestReleaseCall",
         CtiRequest::DeleteFromConference { .. } => "RequestDeleteFromConference",
         CtiRequest::MakeCall { .. } => "RequestMakeCall",
+        CtiRequest::AnswerCall { .. } => "RequestAnswerCall",
         CtiRequest::SingleStepConference { .. } => "RequestSingleStepConference",
         CtiRequest::SingleStepTransfer { .. } => "RequestSingleStepTransfer",
         CtiRequest::Hold { hold: true, .. } => "RequestHoldCall",

@@ -756,6 +756,7 @@ impl Harness {
         assert!(core.pending_records.is_empty(), "recordings waiting left");
         assert!(core.transfer_targets.is_empty(), "transfers waiting left");
         assert!(core.pending_holds.is_empty(), "holds waiting left");
+        assert!(core.offer_parties.is_empty(), "offered parties left");
         assert_eq!(core.model.call_count(), 0, "party-model calls left");
         assert_eq!(core.model.party_count(), 0, "parties left");
         assert_eq!(core.events.owed(), 0, "events owed");

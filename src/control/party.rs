@@ -18,6 +18,10 @@ use serde_json::{json, Value};
 use super::events::ReleaseReason;
 use crate::sip::ua::CallId;
 
+/// Keys from here on are parties without a connection yet (an offered `application` call);
+/// connection ids are 24-bit, so the two never meet.
+pub const NO_CONNECTION: u32 = 0x0100_0000;
+
 /// How many changes a call keeps (the oldest go first).
 const MAX_CHANGES: usize = 64;
 
@@ -312,6 +316,8 @@ pub struct CallModel {
     last_id: u64,
     /// Changes not taken by the surfaces yet, in order.
     outbox: Vec<PartyEvent>,
+    /// The last key given to a party without a connection.
+    last_placeholder: u32,
 }
 
 /// What a [`PartyEvent`] carries beyond the change itself.
@@ -606,6 +612,22 @@ impl CallModel {
         })
     }
 
+    /// A key for a party that has no connection yet (see [`NO_CONNECTION`]); give it its
+    /// connection with [`CallModel::rekey`].
+    pub fn placeholder(&mut self) -> u32 {
+        self.last_placeholder = self.last_placeholder.wrapping_add(1) % NO_CONNECTION;
+        NO_CONNECTION + self.last_placeholder
+    }
+
+    /// A party without a connection got one: it keeps its call, state and history.
+    pub fn rekey(&mut self, placeholder: u32, connection: u32) {
+        let Some((conn_id, mut party)) = self.take_party(placeholder) else {
+            return;
+        };
+        party.connection = connection;
+        self.put_back(conn_id, party);
+    }
+
     /// The changes since the last take, oldest first.
     pub fn take_events(&mut self) -> Vec<PartyEvent> {
         std::mem::take(&mut self.outbox)
@@ -713,8 +735,12 @@ impl CallModel {
     }
 }
 
-/// Ids are strings in the API, as everywhere in the CUAE vocabulary.
+/// Ids are strings in the API, as everywhere in the CUAE vocabulary; a party without a
+/// connection has none.
 fn id_string<S: serde::Serializer>(id: &u32, s: S) -> Result<S::Ok, S::Error> {
+    if *id >= NO_CONNECTION {
+        return s.serialize_none();
+    }
     s.collect_str(id)
 }
 

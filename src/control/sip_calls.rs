@@ -137,6 +137,12 @@ impl<M: Backend> Controller<M> {
                         call_id: call.to_string(),
                         reason,
                     });
+                    if let Some(key) = self.offer_parties.remove(&call) {
+                        // Ended while offered: its party had no connection yet.
+                        let reason = release_reason(end);
+                        self.model
+                            .release(self.now.unix_ms, key, reason, end_actor(end));
+                    }
                     if let Some(id) = self.call_connections.remove(&call) {
                         match end {
                             EndReason::Rejected(status) => self.model.fail(id, status),
@@ -337,7 +343,11 @@ impl<M: Backend> Controller<M> {
         match self.open_connection(rx_ip, ConnectionState::Connected, &codecs, spec, Some(call)) {
             Ok(id) => {
                 self.call_connections.insert(call, id);
-                self.open_party(call, id, false, Actor::Remote);
+                // An offered call's party, ringing since the offer, now has its connection.
+                match self.offer_parties.remove(&call) {
+                    Some(key) => self.model.rekey(key, id),
+                    None => self.open_party(call, id, false, Actor::Remote),
+                }
                 self.emit_created(id);
                 let announced = SocketAddr::new(rx_ip, self.connections[&id].local_rtp.port());
                 Ok((id, announced))

@@ -1486,3 +1486,76 @@ fn cti_hold_and_retrieve_by_request_reinvite_the_party_and_answer_when_it_has() 
     h.sip_from(PEER, peer.in_dialog("BYE", ""));
     h.assert_no_leaks();
 }
+
+#[test]
+fn cti_an_application_route_rings_while_offered_and_is_answered_by_request() {
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("app", "cti-answer");
+    peer.asserted = Some("1008".into());
+    h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
+    assert!(h.core.connections.is_empty(), "no media before the answer");
+    let events = h.take_cti();
+    let ringing = cti_for(&events, "EventRinging", "app");
+    assert_eq!(ringing["OtherDN"], "1008");
+    let conn_id = ConnId::parse(ringing["ConnID"].as_str().unwrap()).unwrap();
+    // The listing shows the ringing party without a connection.
+    let listed = h.list(ControlRequest::ListCalls);
+    assert!(
+        listed["CallModel"][0]["Parties"][0]["ConnectionId"].is_null(),
+        "{listed:#}"
+    );
+    // Only the route it rings may answer it.
+    let wrong = h
+        .cti_request(
+            CtiRequest::AnswerCall {
+                this_dn: "1008".into(),
+                conn_id,
+            },
+            60,
+        )
+        .unwrap_err();
+    assert_eq!(wrong.code, super::cti_codes::DN_NOT_IN_CALL);
+    h.cti_request(
+        CtiRequest::AnswerCall {
+            this_dn: "app".into(),
+            conn_id,
+        },
+        61,
+    )
+    .expect("answered");
+    peer.learn(&response(&h.take_wire(), 200));
+    h.sip_from(PEER, peer.ack());
+    let events = h.take_cti();
+    for dn in ["1008", "app"] {
+        assert_eq!(
+            cti_for(&events, "EventEstablished", dn)["ConnID"],
+            conn_id.to_string()
+        );
+    }
+    // The same call and party, now with its connection.
+    let connection = *h.core.connections.keys().next().unwrap();
+    assert_eq!(h.core.model.conn_id_of(connection), Some(conn_id));
+    h.sip_from(PEER, peer.in_dialog("BYE", ""));
+    cti_for(&h.take_cti(), "EventReleased", "app");
+    h.assert_no_leaks();
+}
+
+#[test]
+fn cti_an_offered_call_the_caller_gives_up_is_abandoned_on_the_route() {
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("app", "cti-offer-cancel");
+    peer.asserted = Some("1009".into());
+    h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
+    h.take_cti();
+    h.sip_from(PEER, peer.cancel());
+    let events = h.take_cti();
+    assert_eq!(cti_for(&events, "EventAbandoned", "app")["OtherDN"], "1009");
+    cti_for(&events, "EventReleased", "1009");
+    let wire = h.take_wire();
+    peer.learn(&response(&wire, 487));
+    h.sip_from(
+        PEER,
+        sip(&peer.text("ACK", "z9hG4bK-cti-offer-cancel-1", 100, "", None)),
+    );
+    h.assert_no_leaks();
+}
