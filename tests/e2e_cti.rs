@@ -275,7 +275,7 @@ fn bad_requests_get_coded_errors_and_break_no_stream() {
     bad.send(
         json!({"Request": "RequestCompleteTransfer", "ThisDN": "1", "ConnID": "0123456789abcdef"}),
     );
-    assert_eq!(bad.until(|_| true)[0]["ErrorCode"], 420);
+    assert_eq!(bad.until(|_| true)[0]["ErrorCode"], 412);
 
     // Both streams still work: a call's events reach the registered client.
     let (_a, _) = call_as(&server, "cti-good", "conf=sales", "1001");

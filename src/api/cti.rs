@@ -205,14 +205,19 @@ fn parse(fields: &Map<String, Value>) -> Result<Parsed, CtiError> {
             this_dn: text(fields, "ThisDN")?,
             conn_id: conn_id(fields)?,
         }),
-        "RequestInitiateConference"
-        | "RequestCompleteConference"
-        | "RequestInitiateTransfer"
-        | "RequestCompleteTransfer" => {
-            return Err(CtiError::new(
-                codes::NOT_SUPPORTED,
-                format!("{name} is not supported by this version (docs/CTI.md)"),
-            ))
+        "RequestInitiateConference" | "RequestInitiateTransfer" => {
+            Parsed::Control(CtiRequest::Initiate {
+                this_dn: text(fields, "ThisDN")?,
+                conn_id: conn_id(fields)?,
+                destination: text(fields, "OtherDN")?,
+            })
+        }
+        "RequestCompleteConference" | "RequestCompleteTransfer" => {
+            Parsed::Control(CtiRequest::Complete {
+                this_dn: text(fields, "ThisDN")?,
+                conn_id: conn_id(fields)?,
+                transfer: name == "RequestCompleteTransfer",
+            })
         }
         other => {
             return Err(CtiError::new(
@@ -362,9 +367,9 @@ mod tests {
         );
         assert_eq!(
             code(
-                json!({"Request": "RequestCompleteTransfer", "ThisDN": "1", "ConnID": "0001a2b3c4d5e6f7"})
+                json!({"Request": "RequestInitiateTransfer", "ThisDN": "1", "ConnID": "0001a2b3c4d5e6f7"})
             ),
-            codes::NOT_SUPPORTED
+            codes::MISSING_ATTRIBUTE
         );
         assert_eq!(reference_of(&fields(json!({"ReferenceID": 9}))), Some(9));
         assert_eq!(reference_of(&fields(json!({"ReferenceID": "9"}))), None);

@@ -397,6 +397,19 @@ impl<M: Backend> Controller<M> {
         Ok(success())
     }
 
+    /// Takes a connection out of a conference's mix without changing the party model (a
+    /// consultation's moves); the conference goes with its last member.
+    pub(super) fn media_leave(&mut self, conference: u32, connection: u32) {
+        self.remove_member(conference, connection, ReleaseReason::ApiRequest);
+        if let Err(e) = self
+            .engine
+            .leave_conference(u64::from(conference), u64::from(connection))
+        {
+            tracing::warn!(conference, connection, error = %e, "engine could not take the connection out of the mix");
+        }
+        self.release_conference_if_empty(conference);
+    }
+
     /// SetConfereeAttribute: Mute, TariffTone, Coach, Pupil of a participant.
     pub(super) fn set_conferee_attribute(
         &mut self,
@@ -772,7 +785,7 @@ impl<M: Backend> Controller<M> {
             None => self.client_or(Actor::Remote),
         };
         let now_ms = self.now.unix_ms;
-        if self.transfer_targets.contains(&connection) {
+        if self.transfer_targets.contains(&connection) || self.consulting.contains(&connection) {
             // It joins the call when it takes its place (PartyModel::replace).
         } else if first {
             self.model
@@ -791,7 +804,12 @@ impl<M: Backend> Controller<M> {
 
     /// Takes a member out of the registry (resource back, event); the engine is told by the
     /// caller.
-    fn remove_member(&mut self, conference: u32, connection: u32, reason: ReleaseReason) {
+    pub(super) fn remove_member(
+        &mut self,
+        conference: u32,
+        connection: u32,
+        reason: ReleaseReason,
+    ) {
         let Some(room) = self.conferences.get_mut(&conference) else {
             return;
         };

@@ -265,6 +265,8 @@ impl<M: Backend> Controller<M> {
             .entry(reason_name(reason))
             .or_default() += 1;
         tracing::info!(connection = id, reason = ?reason, "connection released");
+        // A consultation goes with its connections (B's takes C's call; C's gives B back).
+        self.consultation_released(id);
         self.closing.insert(
             id,
             PendingRelease {
@@ -321,6 +323,18 @@ impl<M: Backend> Controller<M> {
                 released_by: party.map(|p| p.by),
             },
         );
+    }
+
+    /// Gives a connection another media mode (a transferred party taking another's echo).
+    pub(super) fn set_media_mode(&mut self, id: u32, mode: crate::engine::MediaMode) {
+        let Some(c) = self.connections.get_mut(&id) else {
+            return;
+        };
+        c.media.mode = mode;
+        let spec = c.media.clone();
+        if let Err(e) = self.engine.update_connection(u64::from(id), spec) {
+            tracing::warn!(connection = id, error = %e, "media mode change failed");
+        }
     }
 
     /// The address we announce for media to a peer at `peer` (SIP peer, MediaTxIP,

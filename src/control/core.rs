@@ -108,6 +108,12 @@ pub struct Controller<M: Backend> {
     pub(super) pending_holds: HashMap<CallId, PendingHold>,
     /// The party-model key of each offered `application` call (it has no connection yet).
     pub(super) offer_parties: HashMap<CallId, u32>,
+    /// Two-step consultations by the consulting connection (B).
+    pub(super) consultations: HashMap<u32, super::consult::Consultation>,
+    /// The consulting connection (B) of each consultation call's connection (C).
+    pub(super) consult_targets: HashMap<u32, u32>,
+    /// Connections whose conference moves are a consultation's (media only, no model change).
+    pub(super) consulting: HashSet<u32>,
 }
 
 /// A CTI RequestHoldCall / RequestRetrieveCall waiting for the party's answer.
@@ -261,6 +267,9 @@ impl<M: Backend> Controller<M> {
             transfer_targets: HashSet::new(),
             pending_holds: HashMap::new(),
             offer_parties: HashMap::new(),
+            consultations: HashMap::new(),
+            consult_targets: HashMap::new(),
+            consulting: HashSet::new(),
             media,
             engine,
             ua,

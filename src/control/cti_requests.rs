@@ -54,6 +54,20 @@ pub enum CtiRequest {
         conn_id: ConnId,
         hold: bool,
     },
+    /// Two-step conference or transfer, first step: `this_dn` is held in `conn_id` and
+    /// consults `destination` on a call of its own.
+    Initiate {
+        this_dn: String,
+        conn_id: ConnId,
+        destination: String,
+    },
+    /// Second step: the consultation merges into `conn_id` (`transfer`: false) or the
+    /// consulted party takes `this_dn`'s place there (`transfer`: true).
+    Complete {
+        this_dn: String,
+        conn_id: ConnId,
+        transfer: bool,
+    },
     /// `this_dn` adds `destination` to the call: a call placed to it joins the call.
     SingleStepConference {
         this_dn: String,
@@ -252,6 +266,16 @@ impl<M: Backend> Controller<M> {
                 .map_err(CtiError::refused)?;
                 Ok(ack(conn_id))
             }
+            CtiRequest::Initiate {
+                this_dn,
+                conn_id,
+                destination,
+            } => self.initiate_consultation(&this_dn, conn_id, destination),
+            CtiRequest::Complete {
+                this_dn,
+                conn_id,
+                transfer,
+            } => self.complete_consultation(&this_dn, conn_id, transfer),
             CtiRequest::Hold { .. } => Err(CtiError::new(
                 codes::INVALID_STATE,
                 "a hold is answered when the party answers",
@@ -408,6 +432,11 @@ pub fn request_name(request: &CtiRequest) -> &'static str {
         CtiRequest::DeleteFromConference { .. } => "RequestDeleteFromConference",
         CtiRequest::MakeCall { .. } => "RequestMakeCall",
         CtiRequest::AnswerCall { .. } => "RequestAnswerCall",
+        CtiRequest::Initiate { .. } => "RequestInitiateConference",
+        CtiRequest::Complete {
+            transfer: false, ..
+        } => "RequestCompleteConference",
+        CtiRequest::Complete { transfer: true, .. } => "RequestCompleteTransfer",
         CtiRequest::SingleStepConference { .. } => "RequestSingleStepConference",
         CtiRequest::SingleStepTransfer { .. } => "RequestSingleStepTransfer",
         CtiRequest::Hold { hold: true, .. } => "RequestHoldCall",

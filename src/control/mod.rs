@@ -31,6 +31,7 @@ pub mod backend;
 mod call_control;
 mod conference;
 mod connections;
+mod consult;
 mod core;
 pub mod cti;
 mod cti_requests;

@@ -283,6 +283,8 @@ impl<M: Backend> Controller<M> {
                 });
                 let rx = SocketAddr::new(c.rx_ip, c.local_rtp.port());
                 self.emit_start_rx(call, id, rx);
+                // A consultation call: connect its caller to it.
+                self.consultation_answered(id);
             }
             Purpose::Transfer { old, requested } => {
                 if self.app_calls.contains(&old) {

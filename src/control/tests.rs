@@ -1559,3 +1559,213 @@ fn cti_an_offered_call_the_caller_gives_up_is_abandoned_on_the_route() {
     );
     h.assert_no_leaks();
 }
+
+/// A and B (1001, 1002) in room `sales`: their dialogs, connections and the room's ConnID.
+fn room_of_two(h: &mut Harness) -> (Vec<PeerCall>, Vec<u32>, ConnId) {
+    let mut peers = Vec::new();
+    let mut members = Vec::new();
+    for (name, dn) in [("a2", "1001"), ("b2", "1002")] {
+        let (peer, connection) = answered_as(h, "conf=sales", name, dn);
+        peers.push(peer);
+        members.push(connection);
+    }
+    let conn_id = h.core.model.conn_id_of(members[0]).expect("a party");
+    h.take_cti();
+    h.take_wire();
+    (peers, members, conn_id)
+}
+
+/// B (1002) starts a consultation to `target` from the room; the target answers.
+fn consult(h: &mut Harness, room: ConnId, target: &str) -> ConnId {
+    let answer = h
+        .cti_request(
+            CtiRequest::Initiate {
+                this_dn: "1002".into(),
+                conn_id: room,
+                destination: target.into(),
+            },
+            70,
+        )
+        .expect("consulting");
+    let consult_call = ConnId::parse(answer["ConnID"].as_str().unwrap()).unwrap();
+    let events = h.take_cti();
+    assert_eq!(
+        cti_for(&events, "EventHeld", "1002")["ConnID"],
+        room.to_string()
+    );
+    let dialing = cti_for(&events, "EventDialing", "1002");
+    assert_eq!(dialing["ConnID"], consult_call.to_string());
+    assert_eq!(dialing["OtherDN"], target);
+    let wire = h.take_wire();
+    answer_trunk_invite(h, &wire, target);
+    let events = h.take_cti();
+    cti_for(&events, "EventEstablished", target);
+    assert_eq!(
+        cti_for(&events, "EventEstablished", "1002")["ConnID"],
+        consult_call.to_string()
+    );
+    consult_call
+}
+
+#[test]
+fn cti_two_step_conference_merges_the_consultation_into_the_held_call() {
+    let mut h = Harness::new();
+    let (_, members, room) = room_of_two(&mut h);
+    let conference = *h.core.conferences.keys().next().unwrap();
+    let consult_call = consult(&mut h, room, "7010");
+    // While consulting, the room's mix has A only; B hears 7010.
+    assert_eq!(h.core.conferences[&conference].members.len(), 1);
+    h.cti_request(
+        CtiRequest::Complete {
+            this_dn: "1002".into(),
+            conn_id: room,
+            transfer: false,
+        },
+        71,
+    )
+    .expect("completed");
+    let events = h.take_cti();
+    assert_eq!(
+        cti_for(&events, "EventRetrieved", "1002")["ConnID"],
+        room.to_string()
+    );
+    for dn in ["1001", "1002"] {
+        let added = cti_for(&events, "EventPartyAdded", dn);
+        assert_eq!(
+            attributes(&added),
+            expect(&[
+                ("Event", "EventPartyAdded"),
+                ("ThisDN", dn),
+                ("OtherDN", "7010"),
+                ("OtherDNRole", "NewParty"),
+                ("ThirdPartyDN", "1002"),
+                ("ThirdPartyDNRole", "AddedBy"),
+                ("CallState", "Conferenced"),
+            ])
+        );
+        assert_eq!(added["ReferenceID"], 71);
+    }
+    let changed = cti_for(&events, "EventPartyChanged", "7010");
+    assert_eq!(changed["ConnID"], room.to_string());
+    assert_eq!(changed["PreviousConnID"], consult_call.to_string());
+    assert_eq!(h.core.conferences[&conference].members.len(), 3);
+    assert_eq!(
+        h.core.conferences.len(),
+        1,
+        "the consultation's hairpin is gone"
+    );
+    assert_eq!(h.core.model.call(room).unwrap().parties.len(), 3);
+    h.action(delete(None, Some(conference))).expect("released");
+    answer_trunk_byes(&mut h);
+    let _ = members;
+    h.assert_no_leaks();
+}
+
+#[test]
+fn cti_two_step_transfer_gives_the_consulting_partys_place_to_the_consulted() {
+    let mut h = Harness::new();
+    let (_, members, room) = room_of_two(&mut h);
+    let conference = *h.core.conferences.keys().next().unwrap();
+    consult(&mut h, room, "7011");
+    h.cti_request(
+        CtiRequest::Complete {
+            this_dn: "1002".into(),
+            conn_id: room,
+            transfer: true,
+        },
+        72,
+    )
+    .expect("completed");
+    let events = h.take_cti();
+    let moved = cti_for(&events, "EventPartyChanged", "7011");
+    assert_eq!(moved["ConnID"], room.to_string());
+    assert_eq!(moved["ThirdPartyDN"], "1002");
+    assert_eq!(moved["CallState"], "Transferred");
+    assert_eq!(
+        cti_for(&events, "EventPartyChanged", "1001")["OtherDN"],
+        "7011"
+    );
+    let released = cti_for(&events, "EventReleased", "1002");
+    assert_eq!(released["CallState"], "Transferred");
+    assert_eq!(released["ThirdPartyDN"], "7011");
+    assert_eq!(
+        requests_named(&h.take_wire(), Method::Bye),
+        1,
+        "B's phone hung up"
+    );
+    let dns: Vec<String> = h
+        .core
+        .model
+        .call(room)
+        .unwrap()
+        .parties
+        .values()
+        .map(|p| p.dn.clone())
+        .collect();
+    assert_eq!(dns.len(), 2);
+    assert!(
+        dns.contains(&"1001".to_string()) && dns.contains(&"7011".to_string()),
+        "{dns:?}"
+    );
+    assert_eq!(h.core.conferences[&conference].members.len(), 2);
+    h.action(delete(None, Some(conference))).expect("released");
+    answer_trunk_byes(&mut h);
+    let _ = members;
+    h.assert_no_leaks();
+}
+
+#[test]
+fn cti_a_refused_consultation_gives_the_consulting_party_back_to_its_call() {
+    let mut h = Harness::new();
+    let (_, members, room) = room_of_two(&mut h);
+    let conference = *h.core.conferences.keys().next().unwrap();
+    h.cti_request(
+        CtiRequest::Initiate {
+            this_dn: "1002".into(),
+            conn_id: room,
+            destination: "7012".into(),
+        },
+        73,
+    )
+    .expect("consulting");
+    h.take_cti();
+    let wire = h.take_wire();
+    let invite = requests(&wire)
+        .into_iter()
+        .find(|r| r.method == Method::Invite)
+        .expect("the INVITE")
+        .clone();
+    let mut busy = crate::sip::message::Response::for_request(&invite, 486, "Busy Here");
+    let to = invite.headers.get("To").unwrap().to_string();
+    busy.headers.set("To", format!("{to};tag=busy"));
+    h.sip_from(TRUNK, SipMessage::Response(busy));
+    let events = h.take_cti();
+    assert_eq!(
+        cti_for(&events, "EventDestinationBusy", "1002")["CallState"],
+        "Busy"
+    );
+    assert_eq!(
+        cti_for(&events, "EventRetrieved", "1002")["ConnID"],
+        room.to_string()
+    );
+    assert_eq!(
+        h.core.conferences[&conference].members.len(),
+        2,
+        "B is back in the mix"
+    );
+    let early = h
+        .cti_request(
+            CtiRequest::Complete {
+                this_dn: "1002".into(),
+                conn_id: room,
+                transfer: false,
+            },
+            74,
+        )
+        .unwrap_err();
+    assert_eq!(early.code, super::cti_codes::INVALID_STATE);
+    for m in members {
+        h.action(delete(Some(m), None)).expect("deleted");
+    }
+    h.assert_no_leaks();
+}
