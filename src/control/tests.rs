@@ -816,10 +816,18 @@ fn cti_a_caller_who_hangs_up_while_ringing_abandons_the_call() {
 #[test]
 fn cti_release_phase_holds_for_every_trigger() {
     type Trigger = fn(&mut Harness, &mut PeerCall, u32, ConnId);
-    let triggers: [(&str, Trigger, u8); 4] = [
+    let triggers: [(&str, Trigger, u8); 5] = [
         (
             "SIP BYE",
             |h, peer, _, _| h.sip_from(PEER, peer.in_dialog("BYE", "")),
+            16,
+        ),
+        (
+            "Hangup",
+            |h, _, connection, _| {
+                let call = h.core.connections[&connection].call.unwrap();
+                h.call_action(CallAction::Hangup { call }).expect("hung up");
+            },
             16,
         ),
         (
@@ -894,9 +902,13 @@ fn cti_release_phase_holds_for_every_trigger() {
 #[test]
 fn cti_release_from_conference_holds_for_every_trigger() {
     type Trigger = fn(&mut Harness, &mut PeerCall, u32, ConnId);
-    let triggers: [(&str, Trigger); 3] = [
+    let triggers: [(&str, Trigger); 4] = [
         ("SIP BYE", |h, peer, _, _| {
             h.sip_from(PEER, peer.in_dialog("BYE", ""))
+        }),
+        ("Hangup", |h, _, b, _| {
+            let call = h.core.connections[&b].call.unwrap();
+            h.call_action(CallAction::Hangup { call }).expect("hung up");
         }),
         ("DeleteConnection", |h, _, b, _| {
             h.action(delete(Some(b), None)).expect("deleted");
