@@ -586,3 +586,114 @@ fn ringing_abandoned_and_busy_on_the_wire() {
     assert_eq!(named(&events, "EventReleased", "7000")[0]["Cause"], 17);
     server.wait_no_connections(Duration::from_secs(3));
 }
+
+/// Two-step conference with a real consulted party (a SIPp UAS behind a trunk): B (1002)
+/// consults from the room, then completes the conference; the room then has A, B and the
+/// consulted party, as the CTI stream and the conference listing both say.
+#[test]
+fn a_two_step_conference_with_a_real_consulted_party() {
+    let far = common::free_udp_tcp_port();
+    let uas = common::sipp_uas_in_background(
+        far,
+        &[
+            "-sf",
+            &common::repo_path("tests/sipp/uas_answer.xml")
+                .display()
+                .to_string(),
+            "-m",
+            "1",
+        ],
+    );
+    let server = Server::start(&format!(
+        "{ROOM}[[trunk]]\nname = \"far\"\naddress = \"127.0.0.1:{far}\"\n"
+    ));
+    let mut cti = Cti::connect(&server);
+    cti.register("*", 1);
+    let (_a, _) = call_as(&server, "cti-2s-a", "conf=sales", "1001");
+    let (_b, _) = call_as(&server, "cti-2s-b", "conf=sales", "1002");
+    let joined = cti.until(|m| m["Event"] == "EventPartyAdded" && m["OtherDN"] == "1002");
+    let room = joined.last().unwrap()["ConnID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    cti.send(json!({
+        "Request": "RequestInitiateConference",
+        "ThisDN": "1002",
+        "ConnID": room,
+        "OtherDN": format!("sip:bob@127.0.0.1:{far}"),
+        "ReferenceID": 90
+    }));
+    let seen = cti.until(|m| m["Event"] == "EventEstablished" && m["ThisDN"] == "bob");
+    assert_eq!(
+        named(&seen, "EventHeld", "1002")[0]["ConnID"],
+        room.as_str()
+    );
+    let consultation = seen.iter().find(|m| m["Event"] == "EventACK").unwrap()["ConnID"].clone();
+    assert_ne!(consultation, json!(room));
+    // While consulting, the room's mix has A only.
+    let rooms = server.get("/mediacontrol/conferences")["Conferences"].clone();
+    let sales = rooms
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Name"] == "sales")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        sales["Participants"].as_array().unwrap().len(),
+        1,
+        "{rooms:#}"
+    );
+
+    cti.send(json!({
+        "Request": "RequestCompleteConference",
+        "ThisDN": "1002",
+        "ConnID": room,
+        "ReferenceID": 91
+    }));
+    let seen = cti.until(|m| m["Event"] == "EventPartyChanged" && m["ThisDN"] == "bob");
+    let changed = seen.last().unwrap();
+    assert_eq!(changed["ConnID"], room.as_str());
+    assert_eq!(changed["PreviousConnID"], consultation);
+    let seen = [seen, cti.drain(Duration::from_millis(300))].concat();
+    assert_eq!(named(&seen, "EventRetrieved", "1002").len(), 1, "{seen:#?}");
+    let added = named(&seen, "EventPartyAdded", "1001");
+    assert_eq!(
+        attrs(added[0], &SEED),
+        [
+            "EventPartyAdded",
+            "1001",
+            "bob",
+            "NewParty",
+            "1002",
+            "AddedBy",
+            "Conferenced"
+        ]
+    );
+    let rooms = server.get("/mediacontrol/conferences")["Conferences"].clone();
+    let sales = rooms
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Name"] == "sales")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        sales["Participants"].as_array().unwrap().len(),
+        3,
+        "{rooms:#}"
+    );
+    assert_eq!(
+        rooms.as_array().unwrap().len(),
+        1,
+        "the hairpin is gone: {rooms:#}"
+    );
+
+    // Releasing the room hangs everyone up; the UAS sees its BYE.
+    let id = sales["ConferenceId"].as_str().unwrap().to_string();
+    let (code, _) = server.action("DeleteConnection", json!({"ConferenceId": id}));
+    assert_eq!(code, 200);
+    let (ok, output) = common::sipp_result(uas.join().unwrap());
+    assert!(ok, "{output}");
+}
