@@ -697,3 +697,88 @@ fn a_two_step_conference_with_a_real_consulted_party() {
     let (ok, output) = common::sipp_result(uas.join().unwrap());
     assert!(ok, "{output}");
 }
+
+/// A client that registers for everything and then reads nothing is disconnected once its
+/// socket stops taking events (`[api] client_send_buffer` bounds what the kernel holds for
+/// it); the client that reads gets every event and the server stays healthy.
+#[test]
+fn a_client_that_stops_reading_is_disconnected_and_the_others_go_on() {
+    let server = Server::start_with_extra_and_overrides("", &["api.client_send_buffer=4096"]);
+    // The stuck client: a small receive buffer too, so its socket fills after a few events.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{}", server.api_port).parse().unwrap();
+    socket.connect(&address.into()).unwrap();
+    let mut request = format!("ws://127.0.0.1:{}/cti", server.api_port)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let (mut stuck, _) = tungstenite::client(request, TcpStream::from(socket)).expect("handshake");
+    stuck
+        .send(Message::text(
+            json!({"Request": "RequestRegisterAddress", "ThisDN": "*"}).to_string(),
+        ))
+        .unwrap();
+
+    let mut good = Cti::connect(&server);
+    good.register("*", 1);
+    let calls = 60;
+    let reader = std::thread::spawn(move || {
+        let mut released = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while released < calls * 2 && Instant::now() < deadline {
+            if let Some(e) = good.next(Duration::from_millis(200)) {
+                if e["Event"] == "EventReleased" {
+                    released += 1;
+                }
+            }
+        }
+        released
+    });
+    let (ok, output) = server.sipp(&[
+        "-sn", "uac", "-s", "echo", "-m", "60", "-r", "30", "-l", "20", "-d", "50",
+    ]);
+    assert!(ok, "{output}");
+    assert_eq!(
+        reader.join().unwrap(),
+        calls * 2,
+        "the reading client got every release"
+    );
+
+    // The stuck client's stream ends after what the buffers held (5 s send timeout).
+    std::thread::sleep(Duration::from_secs(6));
+    stuck
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut received = 0;
+    let ended = loop {
+        match stuck.read() {
+            Ok(Message::Text(_)) => received += 1,
+            Ok(Message::Close(frame)) => break frame.map(|f| f.reason.to_string()),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the stuck client was never disconnected ({received} events read)")
+            }
+            Err(_) => break None,
+        }
+    };
+    assert!(
+        received < calls * 6,
+        "it did not get every event ({received})"
+    );
+    if let Some(reason) = ended {
+        assert!(reason.starts_with("too slow"), "{reason}");
+    }
+    assert_eq!(
+        client().get(server.url("/health")).send().unwrap().status(),
+        200
+    );
+}

@@ -75,12 +75,21 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves; every connection's send buffer is `send_buffer` bytes
+/// when given (`[api] client_send_buffer`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
+    send_buffer: Option<usize>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(move |stream| {
+        let Some(bytes) = send_buffer else { return };
+        if let Err(error) = socket2::SockRef::from(&*stream).set_send_buffer_size(bytes) {
+            tracing::debug!(%error, "API connection: send buffer size refused");
+        }
+    });
     axum::serve(
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),

@@ -340,6 +340,11 @@ pub struct ApiConfig {
     /// one at install. Read at start and on reload; a missing file is an error.
     #[serde(default)]
     pub token_file: Option<std::path::PathBuf>,
+    /// SO_SNDBUF of every API connection, bytes: bounds what a client that stops reading its
+    /// event stream (`/events`, `/cti`) holds in the kernel before it counts as too slow and is
+    /// disconnected. None: the kernel's autotuning (up to `net.ipv4.tcp_wmem`'s maximum).
+    #[serde(default)]
+    pub client_send_buffer: Option<usize>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -467,6 +472,13 @@ impl Config {
         let tls_srtp = self.tls_srtp_policy()?;
         if self.app.ring_timeout_s == 0 {
             return Err(invalid("app.ring_timeout_s must be at least 1".into()));
+        }
+        if let Some(bytes) = self.api.client_send_buffer {
+            if !(4096..=64 << 20).contains(&bytes) {
+                return Err(invalid(format!(
+                    "api.client_send_buffer ({bytes}) must be between 4096 and 67108864 bytes"
+                )));
+            }
         }
         let routes = self.compiled_routes()?;
         let trunks = self.outbound_trunks()?;
@@ -938,6 +950,7 @@ impl Default for ApiConfig {
             listen: default_api_listen(),
             tokens: Vec::new(),
             token_file: None,
+            client_send_buffer: None,
         }
     }
 }
@@ -1107,6 +1120,21 @@ service = "echo"
         assert_eq!(c.config.routes[0].service, ServiceConfig::Echo);
         assert_eq!(c.sip.ua.routes[0].service, Service::Echo);
         assert_eq!(c.config.api.tokens, vec!["change-me".to_string()]);
+    }
+
+    #[test]
+    fn api_client_send_buffer_is_the_kernels_unless_set_within_bounds() {
+        let c = Config::from_str_with_overrides(GOOD, "t", &[]).expect("good config");
+        assert_eq!(c.config.api.client_send_buffer, None);
+        let set = ["api.client_send_buffer=16384".to_string()];
+        let c = Config::from_str_with_overrides(GOOD, "t", &set).expect("within bounds");
+        assert_eq!(c.config.api.client_send_buffer, Some(16384));
+        let tiny = ["api.client_send_buffer=100".to_string()];
+        let e = Config::from_str_with_overrides(GOOD, "t", &tiny).expect_err("too small");
+        assert!(
+            e.to_string().contains("api.client_send_buffer (100)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -148,7 +148,8 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
         stopping: stopping_rx,
     };
     let (stop_api_tx, stop_api_rx) = oneshot::channel::<()>();
-    let api_task = tokio::spawn(api::serve(listener, state, async {
+    let send_buffer = config.api.client_send_buffer;
+    let api_task = tokio::spawn(api::serve(listener, state, send_buffer, async {
         let _ = stop_api_rx.await;
     }));
 
