@@ -782,3 +782,156 @@ fn a_client_that_stops_reading_is_disconnected_and_the_others_go_on() {
         200
     );
 }
+
+/// Seed 05's release phase over the wire for the CUAE triggers: a two-party call (a caller
+/// and the `echo` route) ended by Media Control DeleteConnection, then another by Call
+/// Control Hangup — both sides `EventReleased`, OtherDN each other, CallState OK, Cause 16.
+#[test]
+fn release_phase_by_delete_connection_and_hangup_on_the_wire() {
+    let server = Server::start("");
+    let mut cti = Cti::connect(&server);
+    cti.register("*", 1);
+    for (name, trigger) in [("DeleteConnection", 0), ("Hangup", 1)] {
+        let (uac, _) = call_as(&server, &format!("cti-{name}"), "echo", "5554000");
+        let established = cti.until(|m| m["Event"] == "EventEstablished" && m["ThisDN"] == "echo");
+        let conn_id = established.last().unwrap()["ConnID"].clone();
+        let listed = server.get("/callcontrol/calls");
+        let call = listed["Calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["ConnID"] == conn_id)
+            .expect("listed")
+            .clone();
+        if trigger == 0 {
+            let (code, _) = server.action(
+                "DeleteConnection",
+                json!({"ConnectionId": call["ConnectionId"]}),
+            );
+            assert_eq!(code, 200);
+        } else {
+            let r = client()
+                .post(server.url("/callcontrol/Hangup"))
+                .bearer_auth(TOKEN)
+                .json(&json!({"CallId": call["CallId"]}))
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{name}");
+        }
+        let seen = cti.until(|m| m["Event"] == "EventReleased" && m["ThisDN"] == "echo");
+        let seen = [seen, cti.drain(Duration::from_millis(300))].concat();
+        let caller = named(&seen, "EventReleased", "5554000");
+        assert_eq!(caller.len(), 1, "{name}: {seen:#?}");
+        assert_eq!(
+            attrs(caller[0], &SEED),
+            [
+                "EventReleased",
+                "5554000",
+                "echo",
+                "Destination",
+                "-",
+                "-",
+                "OK"
+            ],
+            "{name}"
+        );
+        let route = named(&seen, "EventReleased", "echo");
+        assert_eq!(
+            attrs(route[0], &SEED),
+            [
+                "EventReleased",
+                "echo",
+                "5554000",
+                "Origination",
+                "-",
+                "-",
+                "OK"
+            ],
+            "{name}"
+        );
+        for e in [caller[0], route[0]] {
+            assert_eq!(e["ConnID"], conn_id, "{name}");
+            assert_eq!(e["Cause"], 16, "{name}");
+        }
+        // The phone got our BYE.
+        expect_bye(&uac);
+    }
+}
+
+/// A single-step transfer by request over the wire: the target (a SIPp UAS behind a trunk)
+/// takes B's place in the room; B's phone gets our BYE.
+#[test]
+fn a_single_step_transfer_on_the_wire() {
+    let far = common::free_udp_tcp_port();
+    let uas = common::sipp_uas_in_background(
+        far,
+        &[
+            "-sf",
+            &common::repo_path("tests/sipp/uas_answer.xml")
+                .display()
+                .to_string(),
+            "-m",
+            "1",
+        ],
+    );
+    let server = Server::start(&format!(
+        "{ROOM}[[trunk]]\nname = \"far\"\naddress = \"127.0.0.1:{far}\"\n"
+    ));
+    let mut cti = Cti::connect(&server);
+    cti.register("*", 1);
+    let (_a, _) = call_as(&server, "cti-sst-a", "conf=sales", "1001");
+    let (b, _) = call_as(&server, "cti-sst-b", "conf=sales", "1002");
+    let joined = cti.until(|m| m["Event"] == "EventPartyAdded" && m["OtherDN"] == "1002");
+    let room = joined.last().unwrap()["ConnID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cti.send(json!({
+        "Request": "RequestSingleStepTransfer",
+        "ThisDN": "1002",
+        "ConnID": room,
+        "OtherDN": format!("sip:carol@127.0.0.1:{far}"),
+        "ReferenceID": 95
+    }));
+    let seen = cti.until(|m| m["Event"] == "EventReleased" && m["ThisDN"] == "1002");
+    let moved = named(&seen, "EventPartyChanged", "carol");
+    assert_eq!(
+        attrs(moved[0], &SEED),
+        [
+            "EventPartyChanged",
+            "carol",
+            "1001",
+            "ConferenceMember",
+            "1002",
+            "TransferredBy",
+            "Transferred"
+        ]
+    );
+    assert_eq!(moved[0]["ConnID"], room.as_str());
+    let gone = named(&seen, "EventReleased", "1002");
+    assert_eq!(gone[0]["CallState"], "Transferred");
+    assert_eq!(gone[0]["ThirdPartyDN"], "carol");
+    expect_bye(&b);
+    let id = server.get("/mediacontrol/conferences")["Conferences"][0]["ConferenceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, _) = server.action("DeleteConnection", json!({"ConferenceId": id}));
+    assert_eq!(code, 200);
+    let (ok, output) = common::sipp_result(uas.join().unwrap());
+    assert!(ok, "{output}");
+}
+
+/// Waits for callbridge's BYE on a hand-driven phone.
+fn expect_bye(uac: &Uac) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if uac
+            .recv(Duration::from_millis(500))
+            .is_some_and(|m| m.starts_with("BYE "))
+        {
+            return;
+        }
+    }
+    panic!("no BYE reached the phone");
+}
