@@ -323,16 +323,23 @@ fn bad_requests_get_coded_errors_and_break_no_stream() {
     bad.until(|m| m["Event"] == "EventReleased" && m["ThisDN"] == "1001");
 }
 
-/// A PBX's REFER (SIPp) moves its place in the room to the target (a SIPp UAS behind a
-/// trunk): the CTI single-step transfer model (vendor-apis.md §3.3.7, docs/CTI.md).
-#[test]
-fn a_pbx_refer_is_a_transfer_on_the_cti_stream() {
-    let bob = common::free_udp_tcp_port();
-    let target = common::sipp_uas_in_background(
-        bob,
+/// A callbridge with the meet-me room and a trunk to a SIPp UAS running `scenario` (one
+/// call), and a CTI client registered on every DN: the server, the client, the UAS's port and
+/// its run.
+fn with_sipp_target(
+    scenario: &str,
+) -> (
+    Server,
+    Cti,
+    u16,
+    std::thread::JoinHandle<std::process::Output>,
+) {
+    let far = common::free_udp_tcp_port();
+    let uas = common::sipp_uas_in_background(
+        far,
         &[
             "-sf",
-            &common::repo_path("tests/sipp/uas_transfer_target.xml")
+            &common::repo_path(&format!("tests/sipp/{scenario}"))
                 .display()
                 .to_string(),
             "-m",
@@ -340,10 +347,57 @@ fn a_pbx_refer_is_a_transfer_on_the_cti_stream() {
         ],
     );
     let server = Server::start(&format!(
-        "{ROOM}[[trunk]]\nname = \"far\"\naddress = \"127.0.0.1:{bob}\"\n"
+        "{ROOM}[[trunk]]\nname = \"far\"\naddress = \"127.0.0.1:{far}\"\n"
     ));
-    let mut all = Cti::connect(&server);
-    all.register("*", 1);
+    let mut cti = Cti::connect(&server);
+    cti.register("*", 1);
+    (server, cti, far, uas)
+}
+
+/// A (1001) and B (1002) in the room: their phones and the room's ConnID.
+fn room_of_two(server: &Server, cti: &mut Cti, tag: &str) -> (Uac, Uac, String) {
+    let (a, _) = call_as(server, &format!("{tag}-a"), "conf=sales", "1001");
+    let (b, _) = call_as(server, &format!("{tag}-b"), "conf=sales", "1002");
+    let joined = cti.until(|m| m["Event"] == "EventPartyAdded" && m["OtherDN"] == "1002");
+    let room = joined.last().unwrap()["ConnID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (a, b, room)
+}
+
+/// The participants of room `sales` in the conference listing, and how many conferences
+/// there are.
+fn sales_participants(server: &Server) -> (usize, usize) {
+    let rooms = server.get("/mediacontrol/conferences")["Conferences"].clone();
+    let list = rooms.as_array().cloned().unwrap_or_default();
+    let sales = list
+        .iter()
+        .find(|c| c["Name"] == "sales")
+        .unwrap_or_else(|| panic!("room sales: {rooms:#}"));
+    (sales["Participants"].as_array().unwrap().len(), list.len())
+}
+
+/// Releases every conference (callbridge hangs its members up) and checks the SIPp UAS saw
+/// its call through to our BYE.
+fn release_rooms_and_check(server: &Server, uas: std::thread::JoinHandle<std::process::Output>) {
+    let rooms = server.get("/mediacontrol/conferences")["Conferences"].clone();
+    for room in rooms.as_array().cloned().unwrap_or_default() {
+        let (code, _) = server.action(
+            "DeleteConnection",
+            json!({"ConferenceId": room["ConferenceId"]}),
+        );
+        assert_eq!(code, 200);
+    }
+    let (ok, output) = common::sipp_result(uas.join().unwrap());
+    assert!(ok, "{output}");
+}
+
+/// A PBX's REFER (SIPp) moves its place in the room to the target (a SIPp UAS behind a
+/// trunk): the CTI single-step transfer model (vendor-apis.md §3.3.7, docs/CTI.md).
+#[test]
+fn a_pbx_refer_is_a_transfer_on_the_cti_stream() {
+    let (server, mut all, bob, target) = with_sipp_target("uas_transfer_target.xml");
     let (_alice, _) = call_as(&server, "cti-alice", "conf=sales", "1001");
     let pbx = server.sipp_in_background(&[
         "-sf",
@@ -412,14 +466,7 @@ fn a_pbx_refer_is_a_transfer_on_the_cti_stream() {
         "a transferred party is not deleted: {events:#?}"
     );
     // Release the room: Bob's UAS gets our BYE and ends.
-    let conference = server.get("/mediacontrol/conferences")["Conferences"][0]["ConferenceId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (code, _) = server.action("DeleteConnection", json!({"ConferenceId": conference}));
-    assert_eq!(code, 200);
-    let (ok, output) = common::sipp_result(target.join().unwrap());
-    assert!(ok, "{output}");
+    release_rooms_and_check(&server, target);
 }
 
 /// Answers callbridge's re-INVITE on `uac`'s socket with 200 and an SDP of `direction`;
@@ -592,30 +639,8 @@ fn ringing_abandoned_and_busy_on_the_wire() {
 /// consulted party, as the CTI stream and the conference listing both say.
 #[test]
 fn a_two_step_conference_with_a_real_consulted_party() {
-    let far = common::free_udp_tcp_port();
-    let uas = common::sipp_uas_in_background(
-        far,
-        &[
-            "-sf",
-            &common::repo_path("tests/sipp/uas_answer.xml")
-                .display()
-                .to_string(),
-            "-m",
-            "1",
-        ],
-    );
-    let server = Server::start(&format!(
-        "{ROOM}[[trunk]]\nname = \"far\"\naddress = \"127.0.0.1:{far}\"\n"
-    ));
-    let mut cti = Cti::connect(&server);
-    cti.register("*", 1);
-    let (_a, _) = call_as(&server, "cti-2s-a", "conf=sales", "1001");
-    let (_b, _) = call_as(&server, "cti-2s-b", "conf=sales", "1002");
-    let joined = cti.until(|m| m["Event"] == "EventPartyAdded" && m["OtherDN"] == "1002");
-    let room = joined.last().unwrap()["ConnID"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (server, mut cti, far, uas) = with_sipp_target("uas_answer.xml");
+    let (_a, _b, room) = room_of_two(&server, &mut cti, "cti-2s");
 
     cti.send(json!({
         "Request": "RequestInitiateConference",
@@ -631,20 +656,8 @@ fn a_two_step_conference_with_a_real_consulted_party() {
     );
     let consultation = seen.iter().find(|m| m["Event"] == "EventACK").unwrap()["ConnID"].clone();
     assert_ne!(consultation, json!(room));
-    // While consulting, the room's mix has A only.
-    let rooms = server.get("/mediacontrol/conferences")["Conferences"].clone();
-    let sales = rooms
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["Name"] == "sales")
-        .unwrap()
-        .clone();
-    assert_eq!(
-        sales["Participants"].as_array().unwrap().len(),
-        1,
-        "{rooms:#}"
-    );
+    // While consulting, the room's mix has A only; B and bob have a hairpin of their own.
+    assert_eq!(sales_participants(&server), (1, 2));
 
     cti.send(json!({
         "Request": "RequestCompleteConference",
@@ -671,31 +684,10 @@ fn a_two_step_conference_with_a_real_consulted_party() {
             "Conferenced"
         ]
     );
-    let rooms = server.get("/mediacontrol/conferences")["Conferences"].clone();
-    let sales = rooms
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["Name"] == "sales")
-        .unwrap()
-        .clone();
-    assert_eq!(
-        sales["Participants"].as_array().unwrap().len(),
-        3,
-        "{rooms:#}"
-    );
-    assert_eq!(
-        rooms.as_array().unwrap().len(),
-        1,
-        "the hairpin is gone: {rooms:#}"
-    );
-
+    // All three in the room's mix; the hairpin is gone.
+    assert_eq!(sales_participants(&server), (3, 1));
     // Releasing the room hangs everyone up; the UAS sees its BYE.
-    let id = sales["ConferenceId"].as_str().unwrap().to_string();
-    let (code, _) = server.action("DeleteConnection", json!({"ConferenceId": id}));
-    assert_eq!(code, 200);
-    let (ok, output) = common::sipp_result(uas.join().unwrap());
-    assert!(ok, "{output}");
+    release_rooms_and_check(&server, uas);
 }
 
 /// A client that registers for everything and then reads nothing is disconnected once its
@@ -862,30 +854,8 @@ fn release_phase_by_delete_connection_and_hangup_on_the_wire() {
 /// takes B's place in the room; B's phone gets our BYE.
 #[test]
 fn a_single_step_transfer_on_the_wire() {
-    let far = common::free_udp_tcp_port();
-    let uas = common::sipp_uas_in_background(
-        far,
-        &[
-            "-sf",
-            &common::repo_path("tests/sipp/uas_answer.xml")
-                .display()
-                .to_string(),
-            "-m",
-            "1",
-        ],
-    );
-    let server = Server::start(&format!(
-        "{ROOM}[[trunk]]\nname = \"far\"\naddress = \"127.0.0.1:{far}\"\n"
-    ));
-    let mut cti = Cti::connect(&server);
-    cti.register("*", 1);
-    let (_a, _) = call_as(&server, "cti-sst-a", "conf=sales", "1001");
-    let (b, _) = call_as(&server, "cti-sst-b", "conf=sales", "1002");
-    let joined = cti.until(|m| m["Event"] == "EventPartyAdded" && m["OtherDN"] == "1002");
-    let room = joined.last().unwrap()["ConnID"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (server, mut cti, far, uas) = with_sipp_target("uas_answer.xml");
+    let (_a, b, room) = room_of_two(&server, &mut cti, "cti-sst");
     cti.send(json!({
         "Request": "RequestSingleStepTransfer",
         "ThisDN": "1002",
@@ -912,14 +882,12 @@ fn a_single_step_transfer_on_the_wire() {
     assert_eq!(gone[0]["CallState"], "Transferred");
     assert_eq!(gone[0]["ThirdPartyDN"], "carol");
     expect_bye(&b);
-    let id = server.get("/mediacontrol/conferences")["Conferences"][0]["ConferenceId"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (code, _) = server.action("DeleteConnection", json!({"ConferenceId": id}));
-    assert_eq!(code, 200);
-    let (ok, output) = common::sipp_result(uas.join().unwrap());
-    assert!(ok, "{output}");
+    assert_eq!(
+        sales_participants(&server),
+        (2, 1),
+        "A and carol in the room"
+    );
+    release_rooms_and_check(&server, uas);
 }
 
 /// Waits for callbridge's BYE on a hand-driven phone.

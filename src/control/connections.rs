@@ -266,7 +266,11 @@ impl<M: Backend> Controller<M> {
             .or_default() += 1;
         tracing::info!(connection = id, reason = ?reason, "connection released");
         // A consultation goes with its connections (B's takes C's call; C's gives B back).
-        self.consultation_released(id);
+        let dn = party
+            .as_ref()
+            .map(|p| p.party.dn.clone())
+            .unwrap_or_default();
+        self.consultation_released(id, dn);
         self.closing.insert(
             id,
             PendingRelease {

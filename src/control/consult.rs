@@ -231,14 +231,14 @@ impl<M: Backend> Controller<M> {
 
     /// A connection of a consultation was released: B's takes its consultation call with it;
     /// C's (refused, not answered, hung up) gives B back to its held call.
-    pub(super) fn consultation_released(&mut self, id: u32) {
+    pub(super) fn consultation_released(&mut self, id: u32, dn: String) {
         if let Some(consultation) = self.consultations.remove(&id) {
             self.consulting.remove(&id);
             self.consult_targets.remove(&consultation.target);
             self.consulting.remove(&consultation.target);
             let by = Actor::Party {
                 connection: Some(id),
-                dn: String::new(),
+                dn,
             };
             let _ = self.release_connection_by(
                 consultation.target,

@@ -276,10 +276,7 @@ impl<M: Backend> Controller<M> {
                 conn_id,
                 transfer,
             } => self.complete_consultation(&this_dn, conn_id, transfer),
-            CtiRequest::Hold { .. } => Err(CtiError::new(
-                codes::INVALID_STATE,
-                "a hold is answered when the party answers",
-            )),
+            CtiRequest::Hold { .. } => unreachable!("on_cti_request answers holds itself"),
             CtiRequest::SingleStepTransfer {
                 this_dn,
                 conn_id,

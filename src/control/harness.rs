@@ -810,6 +810,18 @@ impl PeerCall {
         }
     }
 
+    /// The same call from DN `dn` (its P-Asserted-Identity).
+    pub fn with_dn(mut self, dn: &str) -> PeerCall {
+        self.asserted = Some(dn.into());
+        self
+    }
+
+    /// The ACK of a non-2xx final response to the INVITE: its transaction, its To tag.
+    pub fn ack_failure(&mut self, response: &Response) -> SipMessage {
+        self.learn(response);
+        sip(&self.text("ACK", &self.invite_branch, self.invite_cseq, "", None))
+    }
+
     fn fresh_branch(&mut self) -> String {
         self.branches += 1;
         format!("z9hG4bK-{}-{}", self.from_tag, self.branches)

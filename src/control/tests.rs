@@ -134,11 +134,7 @@ fn cancel_while_ringing_releases_the_call_as_cancelled() {
     assert_eq!(released(&h, connection)["Reason"], "cancelled");
     // The peer acknowledges the 487.
     let mut peer = peer;
-    peer.learn(&response(&wire, 487));
-    h.sip_from(
-        PEER,
-        sip(&peer.text("ACK", "z9hG4bK-cancel-1", 100, "", None)),
-    );
+    h.sip_from(PEER, peer.ack_failure(&response(&wire, 487)));
     h.assert_no_leaks();
 }
 
@@ -168,11 +164,7 @@ fn an_invite_that_cannot_be_served_is_refused_and_its_connection_released() {
     let refused = response(&wire, 404);
     let connection = connection_of(&h, &peer);
     assert_eq!(released(&h, connection)["Reason"], "invite-failed");
-    peer.learn(&refused);
-    h.sip_from(
-        PEER,
-        sip(&peer.text("ACK", "z9hG4bK-no-prompt-1", 100, "", None)),
-    );
+    h.sip_from(PEER, peer.ack_failure(&refused));
     h.assert_no_leaks();
 }
 
@@ -509,8 +501,7 @@ fn an_invite_with_replaces_takes_the_calls_place_in_its_conference() {
         old_peer.call_id,
         old_peer.to_tag.as_deref().expect("a confirmed dialog")
     );
-    let mut new_peer = PeerCall::new("conf=sales", "c4");
-    new_peer.asserted = Some("5552002".into());
+    let mut new_peer = PeerCall::new("conf=sales", "c4").with_dn("5552002");
     h.take_wire();
     h.sip_from(PEER, new_peer.invite(Some(&pcmu_sdp(30_010)), &replaces));
     let wire = h.take_wire();
@@ -694,8 +685,7 @@ use super::CtiRequest;
 
 /// An answered call from DN `dn` (its P-Asserted-Identity) to `user`.
 fn answered_as(h: &mut Harness, user: &str, name: &str, dn: &str) -> (PeerCall, u32) {
-    let mut peer = PeerCall::new(user, name);
-    peer.asserted = Some(dn.into());
+    let mut peer = PeerCall::new(user, name).with_dn(dn);
     h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
     let ok = response(&h.take_wire(), 200);
     peer.learn(&ok);
@@ -757,8 +747,7 @@ fn expect(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 #[test]
 fn cti_a_call_in_dials_rings_and_is_established_on_both_dns() {
     let mut h = Harness::new();
-    let mut peer = PeerCall::new("ring", "cti-in");
-    peer.asserted = Some("5552000".into());
+    let mut peer = PeerCall::new("ring", "cti-in").with_dn("5552000");
     h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
     let events = h.take_cti();
     let dialing = cti_for(&events, "EventDialing", "5552000");
@@ -791,8 +780,7 @@ fn cti_a_call_in_dials_rings_and_is_established_on_both_dns() {
 #[test]
 fn cti_a_caller_who_hangs_up_while_ringing_abandons_the_call() {
     let mut h = Harness::new();
-    let mut peer = PeerCall::new("ring", "cti-abandon");
-    peer.asserted = Some("5552001".into());
+    let mut peer = PeerCall::new("ring", "cti-abandon").with_dn("5552001");
     h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
     h.take_cti();
     h.sip_from(PEER, peer.cancel());
@@ -803,11 +791,7 @@ fn cti_a_caller_who_hangs_up_while_ringing_abandons_the_call() {
     assert_eq!(abandoned["OtherDN"], "5552001");
     assert_eq!(abandoned["CallState"], "OK");
     let wire = h.take_wire();
-    peer.learn(&response(&wire, 487));
-    h.sip_from(
-        PEER,
-        sip(&peer.text("ACK", "z9hG4bK-cti-abandon-1", 100, "", None)),
-    );
+    h.sip_from(PEER, peer.ack_failure(&response(&wire, 487)));
     h.assert_no_leaks();
 }
 
@@ -1502,8 +1486,7 @@ fn cti_hold_and_retrieve_by_request_reinvite_the_party_and_answer_when_it_has() 
 #[test]
 fn cti_an_application_route_rings_while_offered_and_is_answered_by_request() {
     let mut h = Harness::new();
-    let mut peer = PeerCall::new("app", "cti-answer");
-    peer.asserted = Some("1008".into());
+    let mut peer = PeerCall::new("app", "cti-answer").with_dn("1008");
     h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
     assert!(h.core.connections.is_empty(), "no media before the answer");
     let events = h.take_cti();
@@ -1555,8 +1538,7 @@ fn cti_an_application_route_rings_while_offered_and_is_answered_by_request() {
 #[test]
 fn cti_an_offered_call_the_caller_gives_up_is_abandoned_on_the_route() {
     let mut h = Harness::new();
-    let mut peer = PeerCall::new("app", "cti-offer-cancel");
-    peer.asserted = Some("1009".into());
+    let mut peer = PeerCall::new("app", "cti-offer-cancel").with_dn("1009");
     h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
     h.take_cti();
     h.sip_from(PEER, peer.cancel());
@@ -1564,11 +1546,7 @@ fn cti_an_offered_call_the_caller_gives_up_is_abandoned_on_the_route() {
     assert_eq!(cti_for(&events, "EventAbandoned", "app")["OtherDN"], "1009");
     cti_for(&events, "EventReleased", "1009");
     let wire = h.take_wire();
-    peer.learn(&response(&wire, 487));
-    h.sip_from(
-        PEER,
-        sip(&peer.text("ACK", "z9hG4bK-cti-offer-cancel-1", 100, "", None)),
-    );
+    h.sip_from(PEER, peer.ack_failure(&response(&wire, 487)));
     h.assert_no_leaks();
 }
 
@@ -1779,5 +1757,62 @@ fn cti_a_refused_consultation_gives_the_consulting_party_back_to_its_call() {
     for m in members {
         h.action(delete(Some(m), None)).expect("deleted");
     }
+    h.assert_no_leaks();
+}
+
+#[test]
+fn cti_a_consulting_party_that_hangs_up_takes_its_consultation_with_it() {
+    let mut h = Harness::new();
+    let (mut peers, members, room) = room_of_two(&mut h);
+    let conference = *h.core.conferences.keys().next().unwrap();
+    let consult_call = consult(&mut h, room, "7013");
+    assert_eq!(
+        h.core.conferences.len(),
+        2,
+        "the room and the consultation's hairpin"
+    );
+    // B's phone hangs up while it talks to 7013.
+    h.sip_from(PEER, peers[1].in_dialog("BYE", ""));
+    let events = h.take_cti();
+    // B leaves both calls — the room's and the consultation, whose far end is hung up (our
+    // BYE to the trunk).
+    let mut left: Vec<String> = events
+        .iter()
+        .filter(|e| e["Event"] == "EventReleased" && e["ThisDN"] == "1002")
+        .map(|e| e["ConnID"].as_str().unwrap().to_string())
+        .collect();
+    left.sort();
+    let mut both = vec![room.to_string(), consult_call.to_string()];
+    both.sort();
+    assert_eq!(left, both, "{events:#?}");
+    let target = cti_for(&events, "EventReleased", "7013");
+    assert_eq!(target["ConnID"], consult_call.to_string());
+    assert_eq!(target["ThirdPartyDN"], serde_json::Value::Null);
+    let wire = h.take_wire();
+    assert!(
+        requests(&wire)
+            .iter()
+            .any(|r| r.method == Method::Bye && r.uri.to_string().contains("7013")),
+        "{wire:#?}"
+    );
+    let released = released(&h, h.core.engine.closed.last().copied().unwrap() as u32);
+    assert_eq!(released["DN"], "7013");
+    assert_eq!(released["ReleasedBy"]["Kind"], "party");
+    assert_eq!(released["ReleasedBy"]["DN"], "1002");
+    // A stays alone in the room; the hairpin is gone.
+    assert_eq!(h.core.conferences.len(), 1);
+    assert_eq!(h.core.conferences[&conference].members.len(), 1);
+    h.sip_from(
+        TRUNK,
+        SipMessage::Response(crate::sip::message::Response::for_request(
+            requests(&wire)
+                .into_iter()
+                .find(|r| r.method == Method::Bye)
+                .unwrap(),
+            200,
+            "OK",
+        )),
+    );
+    h.action(delete(Some(members[0]), None)).expect("deleted");
     h.assert_no_leaks();
 }
