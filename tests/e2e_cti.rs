@@ -334,18 +334,14 @@ fn with_sipp_target(
     u16,
     std::thread::JoinHandle<std::process::Output>,
 ) {
-    let far = common::free_udp_tcp_port();
-    let uas = common::sipp_uas_in_background(
-        far,
-        &[
-            "-sf",
-            &common::repo_path(&format!("tests/sipp/{scenario}"))
-                .display()
-                .to_string(),
-            "-m",
-            "1",
-        ],
-    );
+    let (far, uas) = common::sipp_uas_on_a_free_port(&[
+        "-sf",
+        &common::repo_path(&format!("tests/sipp/{scenario}"))
+            .display()
+            .to_string(),
+        "-m",
+        "1",
+    ]);
     let server = Server::start(&format!(
         "{ROOM}[[trunk]]\nname = \"far\"\naddress = \"127.0.0.1:{far}\"\n"
     ));

@@ -748,8 +748,16 @@ pub fn heard(socket: &std::net::UdpSocket) -> Vec<i16> {
 /// Waits until something (the SIPp UAS) listens on UDP 127.0.0.1:`port`, read from
 /// /proc/net/udp so that no probe socket competes with it for the port.
 pub fn wait_udp_listener(port: u16) {
+    assert!(
+        udp_listener_within(port, Duration::from_secs(5)),
+        "nothing listens on UDP 127.0.0.1:{port}: did SIPp start?"
+    );
+}
+
+/// Whether something listens on UDP 127.0.0.1:`port` within `within`.
+pub fn udp_listener_within(port: u16, within: Duration) -> bool {
     let local = format!("0100007F:{port:04X}");
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         let table = std::fs::read_to_string("/proc/net/udp").expect("read /proc/net/udp");
         let bound = table
@@ -757,11 +765,40 @@ pub fn wait_udp_listener(port: u16) {
             .skip(1)
             .any(|line| line.split_whitespace().nth(1) == Some(local.as_str()));
         if bound {
-            return;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("nothing listens on UDP 127.0.0.1:{port}: did SIPp start?");
+    false
+}
+
+/// [`sipp_uas_in_background`] on a free port of its own: when another test took the port
+/// between the pick and SIPp's bind (tests run in parallel), SIPp exits and another port is
+/// tried. Returns the port and the run.
+pub fn sipp_uas_on_a_free_port(
+    args: &[&str],
+) -> (u16, std::thread::JoinHandle<std::process::Output>) {
+    for _ in 0..5 {
+        let port = free_udp_tcp_port();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let handle = std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            sipp_base(&repo_path("tests/sipp"), port)
+                .args(&args)
+                .output()
+                .expect("sipp is installed (Debian package sip-tester)")
+        });
+        // The port bound and SIPp still running: SIPp holds it (a SIPp that lost the port
+        // to another test exits at once).
+        if udp_listener_within(port, Duration::from_secs(10)) {
+            std::thread::sleep(Duration::from_millis(300));
+            if !handle.is_finished() {
+                return (port, handle);
+            }
+        }
+        // SIPp could not bind (or never came up): it has exited or will; try another port.
+    }
+    panic!("SIPp never listened on a free port");
 }
 
 /// A raw UDP socket as the trunk: what it receives, and a way to answer.
