@@ -1,10 +1,11 @@
-//! WAV files: prompts read into mono linear PCM, and recordings written so that a crash loses
-//! at most the last second.
+//! WAV files: prompts read into mono linear PCM, and mono or stereo recordings written so that
+//! a crash loses at most the last second.
 //!
 //! Owns: the RIFF/WAVE container — walking chunks, interpreting `fmt `, `fact` and `data`,
 //! turning 16-bit PCM, 8-bit PCM, μ-law and A-law (through [`super::g711`]) into mono 16-bit
 //! samples, writing recordings whose header is valid after every [`WavWriter::sync_header`],
-//! and [`repair`]ing the header of a recording whose process was killed between syncs.
+//! [`repair`]ing the header of a recording whose process was killed between syncs, and telling
+//! a recording's format and length ([`info`]) without decoding it.
 //! Must not: resample (the caller converts from [`Audio::sample_rate`]), touch the network,
 //! read the clock, or run on a media worker's packet path: every call does blocking file I/O
 //! and allocates.
@@ -27,7 +28,8 @@
 //!
 //! # Files written by [`WavWriter`]
 //!
-//! Mono, little-endian, offsets in bytes. [`Encoding::Pcm16`], 44-byte canonical header:
+//! Mono or stereo (`C` channels below; stereo samples are interleaved, left first),
+//! little-endian, offsets in bytes. [`Encoding::Pcm16`], 44-byte canonical header:
 //!
 //! | offset | bytes | value |
 //! |---|---|---|
@@ -37,10 +39,10 @@
 //! | 12 | 4 | `fmt ` |
 //! | 16 | 4 | 16 |
 //! | 20 | 2 | 1 (PCM) |
-//! | 22 | 2 | 1 channel |
+//! | 22 | 2 | C (1 or 2) |
 //! | 24 | 4 | sample rate |
-//! | 28 | 4 | byte rate = 2 × sample rate |
-//! | 32 | 2 | block align = 2 |
+//! | 28 | 4 | byte rate = 2 × C × sample rate |
+//! | 32 | 2 | block align = 2 × C |
 //! | 34 | 2 | 16 bits per sample |
 //! | 36 | 4 | `data` |
 //! | 40 | 4 | data size (bytes) |
@@ -56,25 +58,25 @@
 //! | 12 | 4 | `fmt ` |
 //! | 16 | 4 | 18 |
 //! | 20 | 2 | 7 (μ-law) or 6 (A-law) |
-//! | 22 | 2 | 1 channel |
+//! | 22 | 2 | C (1 or 2) |
 //! | 24 | 4 | sample rate |
-//! | 28 | 4 | byte rate = sample rate |
-//! | 32 | 2 | block align = 1 |
+//! | 28 | 4 | byte rate = C × sample rate |
+//! | 32 | 2 | block align = C |
 //! | 34 | 2 | 8 bits per sample |
 //! | 36 | 2 | `cbSize` = 0 |
 //! | 38 | 4 | `fact` |
 //! | 42 | 4 | 4 |
-//! | 46 | 4 | sample count |
+//! | 46 | 4 | frame count (samples per channel) |
 //! | 50 | 4 | `data` |
 //! | 54 | 4 | data size (bytes) |
 //!
-//! Samples follow the header. When the data size is odd (μ-law/A-law only), a zero pad byte
-//! follows the data and is counted in the RIFF size.
+//! Samples follow the header. When the data size is odd (mono μ-law/A-law only), a zero pad
+//! byte follows the data and is counted in the RIFF size.
 //!
 //! Crash tolerance: [`WavWriter::sync_header`] first hands every buffered sample to the kernel,
 //! then rewrites the data size, the `fact` count and the RIFF size. A process killed at any
 //! point therefore leaves a file whose header describes at most what is on disk, which
-//! [`read`] accepts (up to the last sync) and [`repair`] extends to every complete sample.
+//! [`read`] accepts (up to the last sync) and [`repair`] extends to every complete frame.
 //! `sync_header` does not fsync (only [`WavWriter::finish`] does), so it protects against the
 //! process dying, not against the machine losing power.
 
@@ -202,6 +204,13 @@ pub enum WavError {
         /// Why not.
         reason: &'static str,
     },
+    /// A write to a stereo file of samples that are not whole frames (an odd count).
+    PartialFrame {
+        /// Samples handed to [`WavWriter::write`].
+        samples: usize,
+        /// Channels of the file.
+        channels: u16,
+    },
 }
 
 impl fmt::Display for WavError {
@@ -273,6 +282,10 @@ impl fmt::Display for WavError {
                 write!(f, "{bytes} bytes exceed the 4 GiB size limit of a WAV file")
             }
             Self::Unrepairable { reason } => write!(f, "cannot repair: {reason}"),
+            Self::PartialFrame { samples, channels } => write!(
+                f,
+                "{samples} samples are not whole frames of {channels} interleaved channels"
+            ),
         }
     }
 }
@@ -365,6 +378,44 @@ pub fn parse(bytes: &[u8]) -> Result<Audio, WavError> {
     Ok(Audio {
         sample_rate: format.sample_rate,
         samples: decode(format, data),
+    })
+}
+
+/// The format and length of a WAV file, as its header and size tell them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Info {
+    /// Samples per second per channel (never 0).
+    pub sample_rate: u32,
+    /// 1 or 2.
+    pub channels: u16,
+    /// Bytes per frame (channels × bytes per sample).
+    pub block_align: u16,
+    /// Whole frames (samples per channel) that [`read`] would decode; 0 for an empty `data`.
+    pub frames: u64,
+}
+
+/// Reads a WAV file's header and size without decoding it: what a caller needs to report a
+/// recording's length. Sizes are read as [`parse`] reads them; a file [`read`] rejects only for
+/// holding no complete sample gives `frames: 0` here.
+pub fn info(path: &Path) -> Result<Info, WavError> {
+    let file = File::open(path).map_err(|source| io_error(path, source))?;
+    let len = file
+        .metadata()
+        .map_err(|source| io_error(path, source))?
+        .len();
+    let layout = locate(&mut FileSource { file, path, len })?;
+    let present = len.saturating_sub(layout.data_start);
+    let data = if layout.data_size == 0 || layout.data_size == u32::MAX {
+        present
+    } else {
+        u64::from(layout.data_size).min(present)
+    };
+    let format = layout.format;
+    Ok(Info {
+        sample_rate: format.sample_rate,
+        channels: format.channels,
+        block_align: format.block_align,
+        frames: data / u64::from(format.block_align).max(1),
     })
 }
 
@@ -650,10 +701,11 @@ fn chunks_fill(src: &mut impl Source, mut pos: u64, len: u64) -> Result<bool, Wa
 /// A file is consistent when its RIFF size is the file length − 8 and its `data` chunk fits in
 /// the file, followed only by well-formed chunks (or nothing). Otherwise the `data` chunk is
 /// taken to run to the end of the file, as it does in a recording whose writer was killed
-/// between [`WavWriter::sync_header`] calls: the file is cut to the last complete sample (plus a
-/// pad byte if the data size is odd), and the data size, the `fact` sample count (if a `fact`
-/// chunk precedes `data`) and the RIFF size are rewritten; then the file is fsynced. When only
-/// the RIFF size is wrong it alone is rewritten.
+/// between [`WavWriter::sync_header`] calls: the file is cut to the last complete frame (one
+/// sample of every channel, the `fmt ` block align; plus a pad byte if the data size is odd),
+/// and the data size, the `fact` frame count (if a `fact` chunk precedes `data`) and the RIFF
+/// size are rewritten; then the file is fsynced. When only the RIFF size is wrong it alone is
+/// rewritten.
 ///
 /// Meant for recordings: bytes after the `data` chunk that do not look like chunks (an ID3 tag
 /// appended to a prompt, say) are taken for samples. Files [`read`] rejects are rejected
@@ -748,18 +800,28 @@ impl Encoding {
         }
     }
 
-    /// Largest data size whose RIFF size (header, data and pad byte) fits in 32 bits.
-    const fn max_data_bytes(self) -> u64 {
+    /// Bytes per frame of `channels` interleaved samples.
+    const fn block_align(self, channels: u16) -> u64 {
+        self.bytes_per_sample() * channels as u64
+    }
+
+    /// Largest data size of whole frames whose RIFF size (header, data and pad byte) fits in
+    /// 32 bits.
+    const fn max_data_bytes(self, channels: u16) -> u64 {
         let max = u32::MAX as u64 - (self.header_len() - 8) - 1;
-        max - max % self.bytes_per_sample()
+        max - max % self.block_align(channels)
     }
 }
 
-/// The header of an empty file (module docs: exact layout).
-fn header(encoding: Encoding, sample_rate: u32) -> Result<Vec<u8>, WavError> {
+/// The header of an empty file of 1 or 2 channels (module docs: exact layout).
+fn header(encoding: Encoding, sample_rate: u32, channels: u16) -> Result<Vec<u8>, WavError> {
+    if !(1..=2).contains(&channels) {
+        return Err(WavError::UnsupportedChannels { channels });
+    }
     let bytes_per_sample = encoding.bytes_per_sample() as u16;
+    let block_align = bytes_per_sample * channels;
     let byte_rate = sample_rate
-        .checked_mul(u32::from(bytes_per_sample))
+        .checked_mul(u32::from(block_align))
         .filter(|_| sample_rate > 0)
         .ok_or(WavError::InvalidSampleRate { rate: sample_rate })?;
     let pcm = encoding == Encoding::Pcm16;
@@ -770,10 +832,10 @@ fn header(encoding: Encoding, sample_rate: u32) -> Result<Vec<u8>, WavError> {
     h.extend_from_slice(b"fmt ");
     h.extend_from_slice(&(if pcm { 16u32 } else { 18 }).to_le_bytes());
     h.extend_from_slice(&encoding.format_tag().to_le_bytes());
-    h.extend_from_slice(&1u16.to_le_bytes());
+    h.extend_from_slice(&channels.to_le_bytes());
     h.extend_from_slice(&sample_rate.to_le_bytes());
     h.extend_from_slice(&byte_rate.to_le_bytes());
-    h.extend_from_slice(&bytes_per_sample.to_le_bytes());
+    h.extend_from_slice(&block_align.to_le_bytes());
     h.extend_from_slice(&(bytes_per_sample * 8).to_le_bytes());
     if !pcm {
         h.extend_from_slice(&0u16.to_le_bytes());
@@ -787,7 +849,8 @@ fn header(encoding: Encoding, sample_rate: u32) -> Result<Vec<u8>, WavError> {
     Ok(h)
 }
 
-/// Writes a mono recording, keeping the file readable after every [`WavWriter::sync_header`].
+/// Writes a mono or stereo recording, keeping the file readable after every
+/// [`WavWriter::sync_header`].
 ///
 /// Samples go through a `BufWriter`. After an error the file position is unknown: drop the
 /// writer and [`repair`] the file. Dropping a writer without [`WavWriter::finish`] syncs the
@@ -797,18 +860,32 @@ pub struct WavWriter {
     out: BufWriter<File>,
     path: PathBuf,
     encoding: Encoding,
-    /// Data bytes handed to `out` (excluding any pad byte).
+    /// 1 or 2; samples are interleaved.
+    channels: u16,
+    /// Data bytes handed to `out` (excluding any pad byte); always whole frames.
     data_bytes: u64,
     /// Set by `finish`, so that `Drop` leaves the file alone.
     finished: bool,
 }
 
 impl WavWriter {
-    /// Creates (or truncates) `path` and writes the header of an empty recording, flushed so
-    /// the file is a valid WAV file from the start. Fails on a sample rate of 0 or one too
+    /// Creates (or truncates) `path` and writes the header of an empty mono recording, flushed
+    /// so the file is a valid WAV file from the start. Fails on a sample rate of 0 or one too
     /// high for the byte-rate field.
     pub fn create(path: &Path, sample_rate: u32, encoding: Encoding) -> Result<Self, WavError> {
-        let header = header(encoding, sample_rate)?;
+        Self::create_with_channels(path, sample_rate, encoding, 1)
+    }
+
+    /// As [`WavWriter::create`], for `channels` interleaved channels (1 or 2; anything else is
+    /// [`WavError::UnsupportedChannels`]). The header's channel count, byte rate and block
+    /// align follow the channel count.
+    pub fn create_with_channels(
+        path: &Path,
+        sample_rate: u32,
+        encoding: Encoding,
+        channels: u16,
+    ) -> Result<Self, WavError> {
+        let header = header(encoding, sample_rate, channels)?;
         let file = File::create(path).map_err(|source| io_error(path, source))?;
         let mut out = BufWriter::new(file);
         out.write_all(&header)
@@ -818,17 +895,25 @@ impl WavWriter {
             out,
             path: path.to_path_buf(),
             encoding,
+            channels,
             data_bytes: 0,
             finished: false,
         })
     }
 
-    /// Encodes `samples` and appends them (buffered). Fails without writing anything if the
-    /// file would pass the 4 GiB RIFF limit.
+    /// Encodes `samples` (interleaved, left first, when stereo) and appends them (buffered).
+    /// Fails without writing anything if the samples are not whole frames or the file would
+    /// pass the 4 GiB RIFF limit.
     pub fn write(&mut self, samples: &[i16]) -> Result<(), WavError> {
+        if samples.len() % usize::from(self.channels) != 0 {
+            return Err(WavError::PartialFrame {
+                samples: samples.len(),
+                channels: self.channels,
+            });
+        }
         let added = (samples.len() as u64).saturating_mul(self.encoding.bytes_per_sample());
         let total = self.data_bytes.saturating_add(added);
-        if total > self.encoding.max_data_bytes() {
+        if total > self.encoding.max_data_bytes(self.channels) {
             return Err(WavError::TooLarge { bytes: total });
         }
         let mut buf = [0u8; ENCODE_BLOCK * 2];
@@ -853,7 +938,7 @@ impl WavWriter {
     }
 
     /// Hands every buffered sample to the kernel, then rewrites the data size, the `fact`
-    /// sample count and the RIFF size for what has been written, so the file is valid as it
+    /// frame count and the RIFF size for what has been written, so the file is valid as it
     /// stands. Writes the pad byte of an odd-sized data chunk (the next write overwrites it).
     /// No fsync; call about once a second.
     pub fn sync_header(&mut self) -> Result<(), WavError> {
@@ -869,7 +954,7 @@ impl WavWriter {
         let too_large = |_| io::Error::other("WAV data exceeds 4 GiB");
         let data_size = u32::try_from(self.data_bytes).map_err(too_large)?;
         let riff = u32::try_from(end + pad - 8).map_err(too_large)?;
-        let samples = u32::try_from(self.samples_written()).map_err(too_large)?;
+        let frames = u32::try_from(self.samples_written()).map_err(too_large)?;
 
         // Samples first, header second: the header never describes bytes not yet written.
         if pad == 1 {
@@ -879,7 +964,7 @@ impl WavWriter {
         let file = self.out.get_mut();
         put_u32(file, header_len - 4, data_size)?;
         if self.encoding != Encoding::Pcm16 {
-            put_u32(file, FACT_COUNT_AT, samples)?;
+            put_u32(file, FACT_COUNT_AT, frames)?;
         }
         put_u32(file, RIFF_SIZE_AT, riff)?;
         // Back to the end of the data (before the pad byte) for the next write.
@@ -899,9 +984,19 @@ impl WavWriter {
         Ok(self.data_bytes)
     }
 
-    /// Samples accepted by [`WavWriter::write`] so far (synced or not).
+    /// Frames (samples per channel) accepted by [`WavWriter::write`] so far (synced or not).
     pub fn samples_written(&self) -> u64 {
-        self.data_bytes / self.encoding.bytes_per_sample()
+        self.data_bytes / self.encoding.block_align(self.channels)
+    }
+
+    /// Channels of the file: 1 or 2.
+    pub fn channels(&self) -> u16 {
+        self.channels
+    }
+
+    /// How samples are stored.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
     }
 }
 
@@ -1721,7 +1816,7 @@ mod tests {
         for encoding in ALL {
             let path = dir.path().join(format!("big-{encoding:?}.wav"));
             let mut writer = WavWriter::create(&path, 8000, encoding).unwrap();
-            let max = encoding.max_data_bytes();
+            let max = encoding.max_data_bytes(1);
             // The largest file still has a RIFF size (with pad) that fits in 32 bits.
             assert!(encoding.header_len() - 8 + max + max % 2 <= u64::from(u32::MAX));
             writer.data_bytes = max - encoding.bytes_per_sample();
@@ -1732,6 +1827,174 @@ mod tests {
             // Nothing was buffered; forget the pretend size before the writer syncs on drop.
             assert_eq!(writer.out.buffer().len(), 0);
             writer.data_bytes = 0;
+        }
+    }
+
+    /// `frames` samples of a sine at `freq` Hz.
+    fn sine(freq: f64, rate: u32, frames: usize) -> Vec<i16> {
+        (0..frames)
+            .map(|i| {
+                let t = i as f64 / f64::from(rate);
+                (8000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16
+            })
+            .collect()
+    }
+
+    fn interleave(left: &[i16], right: &[i16]) -> Vec<i16> {
+        left.iter().zip(right).flat_map(|(&l, &r)| [l, r]).collect()
+    }
+
+    /// The two channels of a stereo file written by `WavWriter`, decoded from its bytes.
+    fn channels_of(bytes: &[u8], encoding: Encoding) -> (Vec<i16>, Vec<i16>) {
+        let data = &bytes[encoding.header_len() as usize..];
+        let samples: Vec<i16> = match encoding {
+            Encoding::Pcm16 => data
+                .chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+            Encoding::Ulaw => data.iter().map(|&b| g711::ulaw_decode(b)).collect(),
+            Encoding::Alaw => data.iter().map(|&b| g711::alaw_decode(b)).collect(),
+        };
+        samples.chunks_exact(2).map(|lr| (lr[0], lr[1])).unzip()
+    }
+
+    #[test]
+    fn stereo_files_keep_each_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        for (encoding, rate) in [(Encoding::Pcm16, 16000), (Encoding::Ulaw, 8000)] {
+            let path = dir.path().join(format!("stereo-{encoding:?}.wav"));
+            let frames = 1601;
+            let left = sine(1000.0, rate, frames);
+            let right = vec![0i16; frames];
+            let all = interleave(&left, &right);
+            let mut writer = WavWriter::create_with_channels(&path, rate, encoding, 2).unwrap();
+            assert_eq!(writer.channels(), 2);
+            for block in all.chunks(320) {
+                writer.write(block).unwrap();
+            }
+            assert_eq!(
+                writer.samples_written(),
+                frames as u64,
+                "frames, not samples"
+            );
+            let data = writer.finish().unwrap();
+            assert_eq!(data, 2 * frames as u64 * encoding.bytes_per_sample());
+
+            let bytes = fs::read(&path).unwrap();
+            let block = 2 * encoding.bytes_per_sample() as u16;
+            assert_eq!(le_u16(&bytes, 22), 2, "{encoding:?} channels");
+            assert_eq!(le_u32(&bytes, 24), rate);
+            assert_eq!(le_u32(&bytes, 28), rate * u32::from(block), "byte rate");
+            assert_eq!(le_u16(&bytes, 32), block, "block align");
+            if encoding != Encoding::Pcm16 {
+                assert_eq!(le_u32(&bytes, 46), frames as u32, "fact counts frames");
+            }
+            assert_eq!(
+                bytes.len() as u64,
+                encoding.header_len() + data,
+                "{encoding:?}: whole frames, no pad byte"
+            );
+            assert_eq!(
+                info(&path).unwrap(),
+                Info {
+                    sample_rate: rate,
+                    channels: 2,
+                    block_align: block,
+                    frames: frames as u64,
+                }
+            );
+
+            let (l, r) = channels_of(&bytes, encoding);
+            assert_eq!(l, through_codec(encoding, &left), "{encoding:?} left");
+            assert!(r.iter().all(|&s| s == 0), "{encoding:?} right is silent");
+            assert_eq!(
+                read(&path).unwrap().samples.len(),
+                frames,
+                "parse: one per frame"
+            );
+            assert!(
+                !repair(&path).unwrap(),
+                "{encoding:?}: finished file is consistent"
+            );
+        }
+    }
+
+    #[test]
+    fn stereo_writer_refuses_partial_frames_and_other_channel_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partial.wav");
+        let mut writer = WavWriter::create_with_channels(&path, 8000, Encoding::Alaw, 2).unwrap();
+        let e = writer.write(&[1, 2, 3]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WavError::PartialFrame {
+                    samples: 3,
+                    channels: 2
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(writer.samples_written(), 0, "nothing written");
+        writer.write(&[1, 2]).unwrap();
+        assert_eq!(writer.finish().unwrap(), 2);
+
+        for channels in [0, 3] {
+            let e = WavWriter::create_with_channels(&path, 8000, Encoding::Pcm16, channels)
+                .unwrap_err();
+            assert!(
+                matches!(e, WavError::UnsupportedChannels { channels: c } if c == channels),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn stereo_file_cut_mid_frame_is_repaired_to_whole_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        for encoding in ALL {
+            let path = dir.path().join(format!("cut-{encoding:?}.wav"));
+            let left = signal(150, 9);
+            let right = signal(150, 10);
+            let all = interleave(&left, &right);
+            let mut writer = WavWriter::create_with_channels(&path, 8000, encoding, 2).unwrap();
+            writer.write(&all[..200]).unwrap();
+            writer.sync_header().unwrap();
+            writer.write(&all[200..]).unwrap();
+            writer.out.flush().unwrap();
+            std::mem::forget(writer);
+            // Killed after the left sample of the last frame reached the file.
+            let len = fs::metadata(&path).unwrap().len();
+            let file = OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(len - encoding.bytes_per_sample()).unwrap();
+
+            assert!(repair(&path).unwrap(), "{encoding:?}");
+            let bytes = fs::read(&path).unwrap();
+            let data = 149 * 2 * encoding.bytes_per_sample();
+            assert_eq!(
+                bytes.len() as u64,
+                encoding.header_len() + data,
+                "{encoding:?}"
+            );
+            assert_eq!(u64::from(u32_at(&bytes, 4)), bytes.len() as u64 - 8);
+            let data_size_at = encoding.header_len() as usize - 4;
+            assert_eq!(u64::from(u32_at(&bytes, data_size_at)), data);
+            if encoding != Encoding::Pcm16 {
+                assert_eq!(u32_at(&bytes, 46), 149, "fact counts frames");
+            }
+            assert_eq!(info(&path).unwrap().frames, 149);
+            let (l, r) = channels_of(&bytes, encoding);
+            assert_eq!(
+                l,
+                through_codec(encoding, &left[..149]),
+                "{encoding:?} left"
+            );
+            assert_eq!(
+                r,
+                through_codec(encoding, &right[..149]),
+                "{encoding:?} right"
+            );
+            assert!(!repair(&path).unwrap());
         }
     }
 }
