@@ -26,10 +26,32 @@ pub enum CtlCommand {
     ReleaseConference(String),
     /// Reload the configuration (as SIGHUP does).
     Reload,
+    /// Manage the recording API's users, in the store's database directly.
+    Users(UserCommand),
+}
+
+/// `callbridge ctl users ...`: a password given as None is read from standard input.
+#[derive(Debug, Clone)]
+pub enum UserCommand {
+    Add {
+        name: String,
+        password: Option<String>,
+    },
+    Remove {
+        name: String,
+    },
+    List,
+    Passwd {
+        name: String,
+        password: Option<String>,
+    },
 }
 
 /// Runs a command and returns what to print; errors are fit for stderr.
 pub fn run(config: &Config, command: CtlCommand) -> Result<String, String> {
+    if let CtlCommand::Users(users) = command {
+        return manage_users(config, users);
+    }
     let token = config
         .api_tokens()
         .map_err(|e| e.to_string())?
@@ -41,6 +63,7 @@ pub fn run(config: &Config, command: CtlCommand) -> Result<String, String> {
         token,
     };
     match command {
+        CtlCommand::Users(_) => unreachable!("answered above without the API"),
         CtlCommand::Calls => {
             let v = api.get("/callcontrol/calls")?;
             Ok(table(
@@ -277,6 +300,83 @@ fn table(rows: &Value, columns: &[&str]) -> String {
     );
     out.push(format!("({} total)", rows.len()));
     out.join("\n")
+}
+
+/// `ctl users`: opens the store's database (WAL: the running server may have it open too).
+fn manage_users(config: &Config, command: UserCommand) -> Result<String, String> {
+    let mut db = crate::store::Db::open(&config.store.path)
+        .map_err(|e| format!("{}: {e}", config.store.path.display()))?;
+    give_to_directory_owner(&config.store.path);
+    match command {
+        UserCommand::Add { name, password } => {
+            let password = password_or_stdin(password)?;
+            let now = i64::try_from(crate::control::unix_ms()).unwrap_or(i64::MAX);
+            db.add_user(&name, &password, now)
+                .map_err(|e| e.to_string())?;
+            Ok(format!("user {name} added"))
+        }
+        UserCommand::Remove { name } => {
+            db.remove_user(&name).map_err(|e| e.to_string())?;
+            Ok(format!("user {name} removed"))
+        }
+        UserCommand::Passwd { name, password } => {
+            let password = password_or_stdin(password)?;
+            db.set_password(&name, &password)
+                .map_err(|e| e.to_string())?;
+            Ok(format!("password of {name} changed"))
+        }
+        UserCommand::List => {
+            let users = db.list_users().map_err(|e| e.to_string())?;
+            let rows: Vec<Value> = users
+                .iter()
+                .map(|u| {
+                    let at = std::time::UNIX_EPOCH
+                        + Duration::from_millis(u64::try_from(u.created_ms).unwrap_or(0));
+                    json!({ "Name": u.name, "Created": humantime::format_rfc3339_seconds(at).to_string() })
+                })
+                .collect();
+            Ok(table(&Value::Array(rows), &["Name", "Created"]))
+        }
+    }
+}
+
+/// Root creating the database (before the service ever ran) would leave files the service's
+/// user cannot write: they go to the owner of their directory (the service's state directory).
+fn give_to_directory_owner(db: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(owner) = db
+        .parent()
+        .and_then(|dir| std::fs::metadata(dir).ok())
+        .map(|m| (m.uid(), m.gid()))
+    else {
+        return;
+    };
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let path = std::path::PathBuf::from(path);
+        let mine = std::fs::metadata(&path).is_ok_and(|m| (m.uid(), m.gid()) != owner);
+        if mine {
+            // Only root may give files away; anyone else already owns what they created.
+            let _ = std::os::unix::fs::chown(&path, Some(owner.0), Some(owner.1));
+        }
+    }
+}
+
+/// The password given, else the first line of standard input (without its line end).
+fn password_or_stdin(password: Option<String>) -> Result<String, String> {
+    if let Some(p) = password {
+        return Ok(p);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        return Err("empty password (give --password or one line on standard input)".into());
+    }
+    Ok(password)
 }
 
 #[cfg(test)]

@@ -13,3 +13,4 @@ pub mod media;
 pub mod mixer;
 pub mod sdp;
 pub mod sip;
+pub mod store;

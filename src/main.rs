@@ -9,7 +9,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer};
 
 use callbridge::app::{self, config::Config, config::LogFormat, ConfigSource, LogControl};
-use callbridge::ctl::{self, CtlCommand};
+use callbridge::ctl::{self, CtlCommand, UserCommand};
 
 const DEFAULT_CONFIG: &str = "/etc/callbridge/callbridge.toml";
 
@@ -66,6 +66,31 @@ enum CtlAction {
     ReleaseConference { conference_id: String },
     /// Reload the configuration (routes, tokens, log level) without dropping calls.
     Reload,
+    /// Manage the recording API's users (in the store's database; the server need not run).
+    Users {
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Add a user; without --password the password is read from standard input.
+    Add {
+        name: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Remove a user.
+    Remove { name: String },
+    /// List the users.
+    List,
+    /// Change a user's password; without --password it is read from standard input.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -107,6 +132,14 @@ fn main() -> ExitCode {
                     CtlCommand::ReleaseConference(conference_id)
                 }
                 CtlAction::Reload => CtlCommand::Reload,
+                CtlAction::Users { action } => CtlCommand::Users(match action {
+                    UsersAction::Add { name, password } => UserCommand::Add { name, password },
+                    UsersAction::Remove { name } => UserCommand::Remove { name },
+                    UsersAction::List => UserCommand::List,
+                    UsersAction::Passwd { name, password } => {
+                        UserCommand::Passwd { name, password }
+                    }
+                }),
             };
             match ctl::run(&config, command) {
                 Ok(out) => {

@@ -1,5 +1,6 @@
 //! The HTTP surface: Media Control and Call Control actions, listings, the event stream, the
-//! CTI surface (`/cti`, see [`cti`]), health and metrics.
+//! CTI surface (`/cti`, see [`cti`]), the recording API (`/verba/api`, see [`verba`]), health
+//! and metrics.
 //!
 //! Owns: routing, bearer-token authentication, JSON in and out, and the mapping of
 //! `ResultCode`s to HTTP statuses. Every action goes to the control plane as a message.
@@ -14,6 +15,7 @@ pub mod callcontrol;
 pub mod cti;
 pub mod mediacontrol;
 pub mod process;
+pub mod verba;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -50,6 +52,8 @@ pub struct ApiState {
     /// Flips to true when the server stops, ending the open event streams (otherwise a
     /// graceful shutdown would wait for them forever).
     pub stopping: watch::Receiver<bool>,
+    /// The recording API (`/verba/api`, its own apiKey/token authentication).
+    pub verba: verba::VerbaState,
 }
 
 /// The router; `/health` is open (for probes), everything else needs a bearer token.
@@ -70,6 +74,7 @@ pub fn router(state: ApiState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/health", get(health))
+        .route("/verba/api", get(verba::handle).post(verba::handle))
         .merge(protected)
         .fallback(not_found)
         .with_state(state)
@@ -124,7 +129,7 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
 }
 
 /// Compares without an early exit, so response time does not reveal a token's prefix.
-fn same_secret(expected: &str, presented: &str) -> bool {
+pub(crate) fn same_secret(expected: &str, presented: &str) -> bool {
     let (a, b) = (expected.as_bytes(), presented.as_bytes());
     let mut diff = a.len() ^ b.len();
     for (i, x) in a.iter().enumerate() {
@@ -368,6 +373,17 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         s.operations_running as u64,
     );
     gauge(
+        "callbridge_recordings_in_progress",
+        "Call recordings and Record files being written.",
+        s.recordings_in_progress as u64,
+    );
+    let store = state.verba.store.stats();
+    gauge(
+        "callbridge_store_writes_queued",
+        "Writes waiting for the recording store's thread.",
+        store.queued,
+    );
+    gauge(
         "callbridge_media_workers_stalled",
         "Media workers whose loop has not turned for a second.",
         s.stalled_workers as u64,
@@ -386,6 +402,16 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "callbridge_rtp_packets_sent_total",
         "RTP packets sent.",
         s.rtp_packets_sent,
+    );
+    counter(
+        "callbridge_recording_failures_total",
+        "Recordings that stopped before their call ended (a full disk, a file not created).",
+        s.recording_failures,
+    );
+    counter(
+        "callbridge_store_writes_failed_total",
+        "Writes the recording store could not apply (logged).",
+        store.writes_failed,
     );
     counter(
         "callbridge_media_events_dropped_total",

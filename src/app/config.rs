@@ -61,6 +61,10 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub resources: ResourcesConfig,
+    #[serde(default)]
+    pub store: super::recording_config::StoreConfig,
+    #[serde(default)]
+    pub recording: super::recording_config::RecordingConfig,
     /// Inbound call routing, first match wins on the Request-URI user part.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -106,6 +110,10 @@ pub struct TrunkConfig {
     /// `[media] codecs`.
     #[serde(default)]
     pub codecs: Option<Vec<String>>,
+    /// Whether its calls are recorded ("off", "always", "on-demand"); a route's own `record`
+    /// wins for calls in.
+    #[serde(default)]
+    pub record: Option<String>,
 }
 
 fn default_trunk_transport() -> String {
@@ -384,6 +392,10 @@ pub struct RouteConfig {
     /// owner as the call's `route_dn`; unset: the Request-URI's user part.
     #[serde(default)]
     pub dn: Option<String>,
+    /// Whether its calls are recorded ("off", "always", "on-demand"); unset: as the trunk the
+    /// call came from says, else off.
+    #[serde(default)]
+    pub record: Option<String>,
 }
 
 /// A route's `service` as written in the file; see [`Service`] for what each one does.
@@ -480,6 +492,7 @@ impl Config {
                 )));
             }
         }
+        self.recording.check()?;
         let routes = self.compiled_routes()?;
         let trunks = self.outbound_trunks()?;
         let trust = self.trust(&trunks)?;
@@ -674,10 +687,18 @@ impl Config {
             return Ok(Trust {
                 allowed: None,
                 untrusted,
+                trunks: Vec::new(),
             });
         }
         let mut blocks = Vec::new();
+        let mut trunks = Vec::new();
         for (i, trunk) in self.trunks.iter().enumerate() {
+            let record = super::recording_config::record_policy(
+                trunk.record.as_deref(),
+                &format!("trunk[{i}] ({}).record", trunk.name),
+            )?
+            .unwrap_or_default();
+            let first = blocks.len();
             if trunk.allow.is_empty() {
                 // A trunk we call may call us from its address.
                 if let Some(t) = outbound.iter().find(|t| t.name == trunk.name) {
@@ -686,6 +707,11 @@ impl Config {
                             invalid(format!("trunk[{i}] ({}).address: {e}", trunk.name))
                         })?,
                     );
+                    trunks.push(crate::sip::trust::TrunkSource {
+                        name: trunk.name.clone(),
+                        blocks: blocks[first..].to_vec(),
+                        record,
+                    });
                     continue;
                 }
                 return Err(invalid(format!(
@@ -705,10 +731,16 @@ impl Config {
                         .map_err(|e| invalid(format!("trunk[{i}] ({}).allow: {e}", trunk.name)))?,
                 );
             }
+            trunks.push(crate::sip::trust::TrunkSource {
+                name: trunk.name.clone(),
+                blocks: blocks[first..].to_vec(),
+                record,
+            });
         }
         Ok(Trust {
             allowed: Some(blocks),
             untrusted,
+            trunks,
         })
     }
 
@@ -804,6 +836,8 @@ impl Config {
                 credentials,
                 srtp,
                 codecs,
+                record: super::recording_config::record_policy(t.record.as_deref(), &at("record"))?
+                    .unwrap_or_default(),
             });
         }
         Ok(out)
@@ -842,6 +876,10 @@ impl Config {
                         "route[{i}].dn {dn:?}: expected a directory number (digits, '*', '#' and '+', e.g. \"7000\")"
                     )));
                 }
+                let record = super::recording_config::record_policy(
+                    r.record.as_deref(),
+                    &format!("route[{i}].record"),
+                )?;
                 Ok(Route {
                     user,
                     service,
@@ -849,6 +887,7 @@ impl Config {
                     prompt: r.prompt.clone(),
                     srtp,
                     dn: r.dn.clone(),
+                    record,
                 })
             })
             .collect()
@@ -1016,7 +1055,7 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), ConfigError
     Ok(())
 }
 
-fn invalid(msg: String) -> ConfigError {
+pub(super) fn invalid(msg: String) -> ConfigError {
     ConfigError::Invalid(msg)
 }
 

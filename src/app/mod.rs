@@ -5,6 +5,7 @@
 //! Must not: contain call logic — it only connects the parts and shuts them down in order.
 
 pub mod config;
+pub mod recording_config;
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -21,6 +22,7 @@ use crate::engine::tuning::ThreadTuning;
 use crate::engine::{Engine, EngineConfig, SessionDefaults};
 use crate::sip::transport::SipTransport;
 use crate::sip::ua::UserAgent;
+use crate::store::{Store, StoreSettings};
 use config::{Config, Loaded};
 
 /// Why the server could not start or stopped abnormally.
@@ -31,6 +33,7 @@ pub enum AppError {
     SipBind(std::io::Error),
     ApiBind(std::net::SocketAddr, std::io::Error),
     Api(std::io::Error),
+    Store(String),
 }
 
 impl fmt::Display for AppError {
@@ -41,6 +44,7 @@ impl fmt::Display for AppError {
             AppError::SipBind(e) => write!(f, "cannot bind SIP listeners: {e}"),
             AppError::ApiBind(a, e) => write!(f, "cannot bind API listener {a}: {e}"),
             AppError::Api(e) => write!(f, "API server failed: {e}"),
+            AppError::Store(e) => write!(f, "recording store: {e}"),
         }
     }
 }
@@ -120,6 +124,15 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
     if let Err(e) = std::fs::create_dir_all(&media.recording_dir) {
         tracing::warn!(dir = %media.recording_dir.display(), error = %e, "recording directory unavailable");
     }
+    let (store, store_thread) = Store::open(
+        StoreSettings {
+            path: config.store.path.clone(),
+            retention_days: config.recording.retention_days,
+        },
+        Arc::new(control::RecordingFileRecovery),
+    )
+    .map_err(|e| AppError::Store(e.to_string()))?;
+    tracing::info!(path = %config.store.path.display(), "recording store open");
     let controller = Controller::new(
         Now::read(),
         media,
@@ -131,7 +144,12 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
     );
     let (control, requests) = control::handle_for(&controller);
     let control_task = tokio::spawn(control::run(
-        controller, transport, requests, inbound_rx, engine_rx,
+        controller,
+        transport,
+        store.clone(),
+        requests,
+        inbound_rx,
+        engine_rx,
     ));
 
     let listener = tokio::net::TcpListener::bind(config.api.listen)
@@ -141,12 +159,22 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
     let tokens = Arc::new(RwLock::new(config.api_tokens().map_err(AppError::Config)?));
+    let api_keys = Arc::new(RwLock::new(config.recording.api_keys.clone()));
     let state = ApiState {
         control: control.clone(),
         tokens: tokens.clone(),
         reload: reload_tx,
         stopping: stopping_rx,
+        verba: api::verba::VerbaState {
+            store: store.clone(),
+            control: control.clone(),
+            keys: api_keys.clone(),
+            tokens: Arc::new(std::sync::Mutex::new(
+                api::verba::tokens::TokenRegistry::default(),
+            )),
+        },
     };
+    drop(store);
     let (stop_api_tx, stop_api_rx) = oneshot::channel::<()>();
     let send_buffer = config.api.client_send_buffer;
     let api_task = tokio::spawn(api::serve(listener, state, send_buffer, async {
@@ -165,12 +193,12 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
         tokio::select! {
             _ = signals.terminate() => break,
             _ = hangup.recv() => {
-                if let Err(e) = reload(&source, &mut current, &control, &tokens, &log).await {
+                if let Err(e) = reload(&source, &mut current, &control, &tokens, &api_keys, &log).await {
                     tracing::error!(error = %e, "reload refused; the running configuration stays");
                 }
             }
             Some(reply) = reload_rx.recv() => {
-                let result = reload(&source, &mut current, &control, &tokens, &log).await;
+                let result = reload(&source, &mut current, &control, &tokens, &api_keys, &log).await;
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "reload refused; the running configuration stays");
                 }
@@ -205,7 +233,12 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
         Err(e) => return Err(AppError::Engine(format!("control task failed: {e}"))),
     };
     engine.shutdown();
-    match api_task.await {
+    let api = api_task.await;
+    // Every handle is gone with the control and API tasks: the store finishes its queue.
+    if let Err(e) = store_thread.join() {
+        tracing::error!(error = %e, "the recording store did not stop cleanly");
+    }
+    match api {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(AppError::Api(e)),
         Err(e) => Err(AppError::Engine(format!("API task failed: {e}"))),
@@ -219,6 +252,7 @@ async fn reload(
     current: &mut Config,
     control: &ControlHandle,
     tokens: &RwLock<Vec<String>>,
+    api_keys: &RwLock<Vec<recording_config::ApiKeyConfig>>,
     log: &LogControl,
 ) -> Result<(), String> {
     let Loaded { config: new, sip } =
@@ -235,10 +269,19 @@ async fn reload(
     *tokens
         .write()
         .map_err(|_| "token store poisoned".to_string())? = new_tokens;
+    *api_keys
+        .write()
+        .map_err(|_| "API key store poisoned".to_string())? = new.recording.api_keys.clone();
     for (what, changed) in [
         ("sip.listen", new.sip.listen != current.sip.listen),
         ("api.listen", new.api.listen != current.api.listen),
         ("media", new.media != current.media),
+        ("store.path", new.store.path != current.store.path),
+        ("recording.dir", new.recording.dir != current.recording.dir),
+        (
+            "recording.format",
+            new.recording.format != current.recording.format,
+        ),
     ] {
         if changed {
             tracing::warn!(
@@ -377,5 +420,12 @@ pub fn media_settings(config: &Config, sip: &config::SipSettings) -> MediaSettin
         decision_timeout: Duration::from_secs(config.app.call_decision_timeout_s),
         ring_timeout: Duration::from_secs(config.app.ring_timeout_s),
         trunks: sip.trunks.clone(),
+        recording: crate::control::RecordingSettings {
+            dir: config.recording.dir.clone(),
+            format: config
+                .recording
+                .format()
+                .expect("config check: recording.format is known"),
+        },
     }
 }

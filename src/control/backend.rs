@@ -22,7 +22,8 @@ use crate::engine::{
     MediaSpec, MediaStats, OpenConnection, TickLatenessSnapshot,
 };
 use crate::media::player::PlaySource;
-use crate::media::wav::{Audio, Encoding, WavWriter};
+use crate::media::recording_file::{FileKind, RecordingFile};
+use crate::media::wav::Audio;
 use crate::sip::transaction::Peer;
 use crate::sip::transport::{route_source, SipTransport};
 
@@ -98,10 +99,17 @@ pub trait Backend {
         &mut self,
         key: ConnectionKey,
         operation: u64,
-        writer: WavWriter,
-        file_rate: u32,
+        file: RecordingFile,
     ) -> Result<(), EngineError>;
     fn stop_recording(&mut self, key: ConnectionKey, operation: u64) -> Result<(), EngineError>;
+    /// Silence in a recording's channels from now on (`left`: the caller, or a mono file's
+    /// only channel; `right`: what the connection is sent).
+    fn mute_recording(
+        &mut self,
+        operation: u64,
+        left: bool,
+        right: bool,
+    ) -> Result<(), EngineError>;
     fn watch_energy(
         &mut self,
         key: ConnectionKey,
@@ -135,8 +143,7 @@ pub trait Backend {
         conference: ConferenceKey,
         key: ConnectionKey,
         operation: u64,
-        writer: WavWriter,
-        file_rate: u32,
+        file: RecordingFile,
     ) -> Result<(), EngineError>;
     fn conference_stop_record(
         &mut self,
@@ -159,10 +166,11 @@ pub trait Backend {
     fn create_recording(
         &mut self,
         path: &Path,
+        kind: FileKind,
         rate: u32,
-        encoding: Encoding,
-    ) -> Result<WavWriter, String> {
-        files::create_recording(path, rate, encoding)
+        channels: u16,
+    ) -> Result<RecordingFile, String> {
+        files::create_recording(path, kind, rate, channels)
     }
     fn remove_file(&mut self, path: &Path) {
         files::remove_file(path)
@@ -203,14 +211,11 @@ pub mod files {
 
     pub fn create_recording(
         path: &Path,
+        kind: FileKind,
         rate: u32,
-        encoding: Encoding,
-    ) -> Result<WavWriter, String> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-        }
-        WavWriter::create(path, rate, encoding).map_err(|e| e.to_string())
+        channels: u16,
+    ) -> Result<RecordingFile, String> {
+        RecordingFile::create(path, kind, rate, channels).map_err(|e| e.to_string())
     }
 
     pub fn remove_file(path: &Path) {
@@ -347,14 +352,20 @@ impl Backend for Host {
         &mut self,
         key: ConnectionKey,
         operation: u64,
-        writer: WavWriter,
-        file_rate: u32,
+        file: RecordingFile,
     ) -> Result<(), EngineError> {
-        self.engine
-            .start_recording(key, operation, writer, file_rate)
+        self.engine.start_recording(key, operation, file)
     }
     fn stop_recording(&mut self, key: ConnectionKey, operation: u64) -> Result<(), EngineError> {
         self.engine.stop_recording(key, operation)
+    }
+    fn mute_recording(
+        &mut self,
+        operation: u64,
+        left: bool,
+        right: bool,
+    ) -> Result<(), EngineError> {
+        self.engine.mute_recording(operation, left, right)
     }
     fn watch_energy(
         &mut self,
@@ -401,11 +412,10 @@ impl Backend for Host {
         conference: ConferenceKey,
         key: ConnectionKey,
         operation: u64,
-        writer: WavWriter,
-        file_rate: u32,
+        file: RecordingFile,
     ) -> Result<(), EngineError> {
         self.engine
-            .conference_record(conference, key, operation, writer, file_rate)
+            .conference_record(conference, key, operation, file)
     }
     fn conference_stop_record(
         &mut self,

@@ -772,6 +772,7 @@ impl<M: Backend> Controller<M> {
         if let Some(c) = self.connections.get_mut(&connection) {
             c.conference = Some(conference);
         }
+        self.store_meeting(connection, conference);
         if let Err(e) =
             self.engine
                 .join_conference(u64::from(conference), u64::from(connection), spec)

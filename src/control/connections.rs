@@ -233,6 +233,7 @@ impl<M: Backend> Controller<M> {
             return Ok(());
         }
         self.resources.give_back_connection(connection.enhanced);
+        self.store_call_ended(id, reason);
         let by = by.unwrap_or_else(|| self.actor_for(reason));
         let party = self.model.release(self.now.unix_ms, id, reason, by);
         // The last figures the worker published, in case its final ones never come.

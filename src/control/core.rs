@@ -114,6 +114,16 @@ pub struct Controller<M: Backend> {
     pub(super) consult_targets: HashMap<u32, u32>,
     /// Connections whose conference moves are a consultation's (media only, no model change).
     pub(super) consulting: HashSet<u32>,
+    /// How calls are recorded.
+    pub(super) recording_settings: super::recording::RecordingSettings,
+    /// Each connection's call in the recording store.
+    pub(super) store_calls: HashMap<u32, super::recording::StoreCall>,
+    /// Recordings whose files the store tracks, by operation.
+    pub(super) tracked_recordings: HashMap<u32, super::recording::TrackedRecording>,
+    /// Writes for the store, in order, for the shell.
+    pub(super) store_out: Vec<crate::store::StoreEvent>,
+    /// Recordings that stopped before their call ended (a full disk, a file not created).
+    pub(super) recording_failures: u64,
 }
 
 /// A CTI RequestHoldCall / RequestRetrieveCall waiting for the party's answer.
@@ -140,6 +150,10 @@ pub(super) struct CallInfo {
     pub(super) kind: crate::sip::routing::Service,
     pub(super) answered: bool,
     pub(super) started_ms: u64,
+    /// Whether the call is recorded (its route's, else its trunk's `record`).
+    pub(super) record: crate::store::RecordPolicy,
+    /// The trunk it came in from or went out through.
+    pub(super) trunk: Option<String>,
 }
 
 /// One media connection.
@@ -270,6 +284,11 @@ impl<M: Backend> Controller<M> {
             consultations: HashMap::new(),
             consult_targets: HashMap::new(),
             consulting: HashSet::new(),
+            recording_settings: media.recording.clone(),
+            store_calls: HashMap::new(),
+            tracked_recordings: HashMap::new(),
+            store_out: Vec::new(),
+            recording_failures: 0,
             media,
             engine,
             ua,
@@ -419,6 +438,13 @@ impl<M: Backend> Controller<M> {
                 reference,
                 reply,
             } => self.on_cti_request(request, reference, reply),
+            ControlRequest::MuteRecording {
+                call_id,
+                channels,
+                reply,
+            } => {
+                let _ = reply.send(self.mute_call_recording(&call_id, channels));
+            }
             ControlRequest::Drain(reply) => {
                 tracing::info!(calls = self.ua.call_count(), "draining: new calls refused");
                 self.ua.start_draining();
@@ -576,7 +602,15 @@ impl<M: Backend> Controller<M> {
                 ..
             } => {
                 if let Ok(operation) = u32::try_from(operation) {
+                    self.store_recording_done(operation, samples, error.clone());
                     self.on_recording_done(operation, samples, error);
+                }
+            }
+            EngineEvent::RecordingFailed {
+                operation, error, ..
+            } => {
+                if let Ok(operation) = u32::try_from(operation) {
+                    self.on_recording_failed(operation, error);
                 }
             }
             EngineEvent::Energy {
@@ -757,6 +791,8 @@ impl<M: Backend> Controller<M> {
             resources: Some(self.resources),
             call_model_calls: self.model.call_count(),
             call_model_parties: self.model.party_count(),
+            recordings_in_progress: self.recordings_in_progress(),
+            recording_failures: self.recording_failures,
         }
     }
 }

@@ -363,6 +363,26 @@ pub enum Event {
         #[serde(rename = "Reason")]
         reason: ReleaseReason,
     },
+    /// A call's recording (its route's or trunk's `record` policy) began.
+    RecordingStarted {
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        /// The recording API's callID.
+        #[serde(rename = "RecordingCallId")]
+        recording_call_id: String,
+        #[serde(rename = "RecordingId")]
+        recording_id: String,
+    },
+    /// A call's recording stopped before the call ended (the disk is full, the file could not
+    /// be written or created); the call goes on unrecorded.
+    RecordingStopped {
+        #[serde(rename = "ConnectionId")]
+        connection_id: String,
+        #[serde(rename = "RecordingCallId")]
+        recording_call_id: String,
+        #[serde(rename = "Error")]
+        error: String,
+    },
 }
 
 impl Event {
@@ -386,6 +406,8 @@ impl Event {
             Event::CallAnswered { .. } => "CallAnswered",
             Event::DigitReceived { .. } => "DigitReceived",
             Event::CallEnded { .. } => "CallEnded",
+            Event::RecordingStarted { .. } => "RecordingStarted",
+            Event::RecordingStopped { .. } => "RecordingStopped",
             Event::ConferenceCreated { .. } => "ConferenceCreated",
             Event::ConferenceJoined { .. } => "ConferenceJoined",
             Event::ConfereeAttributesChanged { .. } => "ConfereeAttributesChanged",

@@ -27,7 +27,8 @@ use crate::engine::{
     MediaEndpoint, MediaSpec, MediaStats, OpenConnection,
 };
 use crate::media::player::PlaySource;
-use crate::media::wav::{Audio, WavWriter};
+use crate::media::recording_file::RecordingFile;
+use crate::media::wav::Audio;
 use crate::sdp::{Codec, LocalCapabilities, SrtpPolicy};
 use crate::sip::message::{parse, Request, Response, SipMessage};
 use crate::sip::routing::{OutboundTrunk, Route, Service};
@@ -71,7 +72,9 @@ pub struct Sim {
     /// Playouts in progress: (connection, operation).
     pub plays: HashSet<(ConnectionKey, u64)>,
     /// Recordings in progress by operation (the writer is dropped when it stops).
-    pub recordings: HashMap<u64, (ConnectionKey, WavWriter)>,
+    pub recordings: HashMap<u64, (ConnectionKey, RecordingFile)>,
+    /// Every mute asked for: operation, left, right.
+    pub mutes: Vec<(u64, bool, bool)>,
     /// Energy watches in progress: (connection, operation).
     pub watches: HashSet<(ConnectionKey, u64)>,
     /// Events for the core, in order.
@@ -116,13 +119,16 @@ impl Sim {
     }
 
     fn stop_recording_of(&mut self, operation: u64) {
-        if let Some((key, writer)) = self.recordings.remove(&operation) {
-            drop(writer);
+        if let Some((key, file)) = self.recordings.remove(&operation) {
+            let (samples, error) = match file.finish() {
+                Ok(frames) => (frames, None),
+                Err(e) => (0, Some(e.to_string())),
+            };
             self.outbox.push_back(EngineEvent::RecordingDone {
                 key,
                 operation,
-                samples: 0,
-                error: None,
+                samples,
+                error,
             });
         }
     }
@@ -296,16 +302,28 @@ impl Backend for Sim {
         &mut self,
         key: ConnectionKey,
         operation: u64,
-        writer: WavWriter,
-        _file_rate: u32,
+        file: RecordingFile,
     ) -> Result<(), EngineError> {
         self.connection(key)?;
-        self.recordings.insert(operation, (key, writer));
+        self.recordings.insert(operation, (key, file));
         Ok(())
     }
 
     fn stop_recording(&mut self, _key: ConnectionKey, operation: u64) -> Result<(), EngineError> {
         self.stop_recording_of(operation);
+        Ok(())
+    }
+
+    fn mute_recording(
+        &mut self,
+        operation: u64,
+        left: bool,
+        right: bool,
+    ) -> Result<(), EngineError> {
+        if !self.recordings.contains_key(&operation) {
+            return Err(EngineError::UnknownConnection);
+        }
+        self.mutes.push((operation, left, right));
         Ok(())
     }
 
@@ -364,11 +382,10 @@ impl Backend for Sim {
         conference: ConferenceKey,
         key: ConnectionKey,
         operation: u64,
-        writer: WavWriter,
-        _file_rate: u32,
+        file: RecordingFile,
     ) -> Result<(), EngineError> {
         self.conference(conference)?;
-        self.recordings.insert(operation, (key, writer));
+        self.recordings.insert(operation, (key, file));
         Ok(())
     }
 
@@ -466,11 +483,13 @@ fn route(pattern: &str, service: Service, answer_delay_ms: u64) -> Route {
         srtp: None,
         prompt: None,
         dn: None,
+        record: None,
     }
 }
 
 /// The routes every harness has: `echo`, `ring` (echo after 2 s of ringing), `conf=<room>`,
-/// `app` (offered to applications) and `hello` (an announcement of `hello.wav`).
+/// `app` (offered to applications), `hello` (an announcement of `hello.wav`) and `rec` (echo,
+/// recorded).
 pub fn routes() -> Vec<Route> {
     vec![
         route("^echo$", Service::Echo, 0),
@@ -480,6 +499,10 @@ pub fn routes() -> Vec<Route> {
         Route {
             prompt: Some("hello.wav".into()),
             ..route("^hello$", Service::Announcement, 0)
+        },
+        Route {
+            record: Some(crate::store::RecordPolicy::Always),
+            ..route("^rec$", Service::Echo, 0)
         },
     ]
 }
@@ -523,7 +546,12 @@ impl Harness {
                 credentials: None,
                 srtp: None,
                 codecs: None,
+                record: crate::store::RecordPolicy::Off,
             }],
+            recording: super::RecordingSettings {
+                dir: dir.path().join("calls"),
+                format: crate::store::RecordingFormat::WavPcm16,
+            },
         };
         let ua = UserAgent::new(
             UaSettings {
@@ -754,6 +782,11 @@ impl Harness {
             "call state left"
         );
         assert!(core.pending_records.is_empty(), "recordings waiting left");
+        assert!(core.store_calls.is_empty(), "store calls left");
+        assert!(
+            core.tracked_recordings.is_empty(),
+            "tracked recordings left"
+        );
         assert!(core.transfer_targets.is_empty(), "transfers waiting left");
         assert!(core.pending_holds.is_empty(), "holds waiting left");
         assert!(core.offer_parties.is_empty(), "offered parties left");

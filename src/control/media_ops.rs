@@ -686,7 +686,7 @@ impl<M: Backend> Controller<M> {
             })
     }
 
-    fn allocate_operation_id(&mut self) -> u32 {
+    pub(super) fn allocate_operation_id(&mut self) -> u32 {
         let id = self.next_operation_id;
         self.next_operation_id = self.next_operation_id.wrapping_add(1).max(1);
         id
@@ -758,7 +758,12 @@ impl<M: Backend> Controller<M> {
         let (path, filename) = self.resolve_recording(request.filename.as_deref(), operation)?;
         let writer = self
             .engine
-            .create_recording(&path, request.file_rate, request.encoding)
+            .create_recording(
+                &path,
+                crate::media::recording_file::FileKind::Wav(request.encoding),
+                request.file_rate,
+                1,
+            )
             .map_err(|e| ActionError::new(ResultCode::FileOpen, e))?;
         let id = match self.target_connection(request.target, &request.conds) {
             Ok(id) => id,
@@ -783,14 +788,10 @@ impl<M: Backend> Controller<M> {
                 u64::from(id),
                 u64::from(operation),
                 writer,
-                request.file_rate,
             ),
-            None => self.engine.start_recording(
-                u64::from(id),
-                u64::from(operation),
-                writer,
-                request.file_rate,
-            ),
+            None => self
+                .engine
+                .start_recording(u64::from(id), u64::from(operation), writer),
         };
         if let Err(e) = started {
             self.engine.remove_file(&path);
@@ -813,6 +814,16 @@ impl<M: Backend> Controller<M> {
             );
         }
         self.arm_operations(id);
+        // A conference's mix belongs to no call of the store: only a connection's is tracked.
+        if leg_of.is_none() {
+            self.store_record_operation(
+                id,
+                operation,
+                path.clone(),
+                request.encoding,
+                request.file_rate,
+            );
+        }
         tracing::info!(connection = id, operation, file = %path.display(), "recording");
         let mut result = operation_result(id, operation);
         result.insert("Filename".into(), json!(filename));

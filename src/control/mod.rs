@@ -42,6 +42,9 @@ mod media_ops;
 pub mod operations;
 mod outbound;
 pub mod party;
+mod recording;
+#[cfg(test)]
+mod recording_tests;
 pub mod result;
 mod shell;
 mod sip_calls;
@@ -62,7 +65,8 @@ pub use media_ops::{
     Adjustment, Level, PlayRequest, RecordRequest, Target, ToneRequest, MAX_PROMPTS,
 };
 pub use outbound::MakeCall;
-pub use shell::{handle_for, run};
+pub use recording::{RecordingFileRecovery, RecordingSettings};
+pub use shell::{handle_for, run, unix_ms};
 
 /// How often expired recordings are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
@@ -238,6 +242,13 @@ pub enum ControlRequest {
         reference: u64,
         reply: oneshot::Sender<Result<Value, CtiError>>,
     },
+    /// The recording API's MuteRecording: silence in these channels of the recording of the
+    /// call with this callID (NONE unmutes).
+    MuteRecording {
+        call_id: String,
+        channels: crate::store::MuteChannels,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Graceful shutdown begins: refuse new calls, keep the ones in progress.
     Drain(oneshot::Sender<()>),
     /// Release everything (BYE every call) and stop.
@@ -283,6 +294,10 @@ pub struct Status {
     /// Calls and parties of the party call model.
     pub call_model_calls: usize,
     pub call_model_parties: usize,
+    /// Call recordings (and Record files) being written.
+    pub recordings_in_progress: usize,
+    /// Recordings that stopped before their call ended (a full disk, a file not created).
+    pub recording_failures: u64,
 }
 
 /// The API's handle on the control plane.
@@ -342,4 +357,6 @@ pub struct MediaSettings {
     pub ring_timeout: Duration,
     /// Trunks calls can be placed through (MakeCall, transfers); the first is the default.
     pub trunks: Vec<OutboundTrunk>,
+    /// How calls are recorded (`[recording]`).
+    pub recording: RecordingSettings,
 }

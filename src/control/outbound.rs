@@ -230,7 +230,12 @@ impl<M: Backend> Controller<M> {
         let dn = target_user.unwrap_or_default();
         let calling = from_user.to_string();
         self.note_call(call, (from_user, &target_text), (dn, calling), service);
+        if let Some(info) = self.call_info.get_mut(&call) {
+            info.record = trunk.record;
+            info.trunk = Some(trunk.name.clone());
+        }
         self.open_party(call, id, true, by);
+        self.store_leg_started(call, id, crate::store::Direction::Outbound);
         self.emit_created(id);
         Ok((call, id))
     }

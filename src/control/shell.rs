@@ -12,6 +12,7 @@ use super::core::{Controller, Input, Now};
 use super::{ControlHandle, ControlRequest, Host};
 use crate::engine::{Engine, EngineEvent};
 use crate::sip::transport::{Inbound, SipTransport};
+use crate::store::Store;
 
 impl Now {
     /// The machine's clocks: the control plane's only reading of them.
@@ -40,11 +41,16 @@ pub fn handle_for(core: &Controller<Host>) -> (ControlHandle, mpsc::Receiver<Con
     )
 }
 
+/// How long the loop, once stopped, waits for the recorder to finish the recordings the
+/// release stopped (so the store has their ends).
+const RECORDINGS_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The control loop. Returns the engine after a Shutdown request (everything released) or
-/// when every input queue has closed.
+/// when every input queue has closed. What the core leaves for the store goes to `store`.
 pub async fn run(
     mut core: Controller<Host>,
     transport: SipTransport,
+    store: Store,
     mut requests: mpsc::Receiver<ControlRequest>,
     mut inbound: mpsc::Receiver<Inbound>,
     mut engine_events: mpsc::Receiver<EngineEvent>,
@@ -68,8 +74,21 @@ pub async fn run(
         while let Some((to, bytes)) = core.poll_transmit() {
             transport.send(to, bytes);
         }
+        for event in core.take_store_events() {
+            store.write(event);
+        }
         if core.is_stopped() {
             break;
+        }
+    }
+    let until = tokio::time::Instant::now() + RECORDINGS_DRAIN;
+    while core.recordings_in_progress() > 0 {
+        match tokio::time::timeout_at(until, engine_events.recv()).await {
+            Ok(Some(event)) => core.handle(Now::read(), Input::Media(event)),
+            _ => break,
+        }
+        for event in core.take_store_events() {
+            store.write(event);
         }
     }
     core.into_backend().engine

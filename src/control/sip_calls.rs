@@ -22,6 +22,8 @@ struct IncomingParties {
     to: String,
     remote_dn: String,
     route_dn: String,
+    record: crate::store::RecordPolicy,
+    trunk: Option<String>,
 }
 
 impl<M: Backend> Controller<M> {
@@ -44,6 +46,8 @@ impl<M: Backend> Controller<M> {
                     replaces,
                     remote_dn,
                     route_dn,
+                    record,
+                    trunk,
                 } => self.on_incoming_call(
                     call,
                     service,
@@ -53,6 +57,8 @@ impl<M: Backend> Controller<M> {
                         to,
                         remote_dn,
                         route_dn,
+                        record,
+                        trunk,
                     },
                     local,
                     conference,
@@ -76,6 +82,7 @@ impl<M: Backend> Controller<M> {
                         let by = self.answering_actor(call);
                         self.model
                             .set_state(self.now.unix_ms, id, PartyState::Established, by);
+                        self.store_call_answered(id);
                         self.events.emit(Event::CallAnswered {
                             call_id: call.to_string(),
                             connection_id: id.to_string(),
@@ -175,8 +182,14 @@ impl<M: Backend> Controller<M> {
             to,
             remote_dn,
             route_dn,
+            record,
+            trunk,
         } = parties;
         let service_name = self.note_call(call, (&from, &to), (remote_dn, route_dn), service);
+        if let Some(info) = self.call_info.get_mut(&call) {
+            info.record = record;
+            info.trunk = trunk;
+        }
         if let Some(old) = replaces {
             // Attended transfer: the new dialog takes the replaced one's place at once.
             let mode = self
@@ -263,9 +276,34 @@ impl<M: Backend> Controller<M> {
                 kind: service,
                 answered: false,
                 started_ms: self.now.unix_ms,
+                record: crate::store::RecordPolicy::Off,
+                trunk: None,
             },
         );
         name
+    }
+
+    /// A call leg's store row, with its record policy and trunk as the call noted them.
+    pub(super) fn store_leg_started(
+        &mut self,
+        call: CallId,
+        connection: u32,
+        direction: crate::store::Direction,
+    ) {
+        let (policy, trunk) = self
+            .call_info
+            .get(&call)
+            .map(|i| (i.record, i.trunk.clone()))
+            .unwrap_or_default();
+        self.store_call_started(
+            connection,
+            super::recording::LegInfo {
+                direction,
+                call: Some(call),
+                policy,
+                trunk,
+            },
+        );
     }
 
     /// Makes a call's connection a party of a call of its own: the caller of a call in
@@ -348,6 +386,7 @@ impl<M: Backend> Controller<M> {
                     Some(key) => self.model.rekey(key, id),
                     None => self.open_party(call, id, false, Actor::Remote),
                 }
+                self.store_leg_started(call, id, crate::store::Direction::Inbound);
                 self.emit_created(id);
                 let announced = SocketAddr::new(rx_ip, self.connections[&id].local_rtp.port());
                 Ok((id, announced))
@@ -395,6 +434,8 @@ impl<M: Backend> Controller<M> {
         if let Err(e) = self.engine.update_connection(u64::from(id), spec) {
             tracing::warn!(connection = id, error = %e, "media update failed");
         }
+        // Media that came after the answer (offer in our 2xx, answer in the ACK).
+        self.start_policy_recording(id);
         let state = if held {
             PartyState::Held
         } else {

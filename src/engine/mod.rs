@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::mpsc::Sender;
 
 use crate::media::dtmf::{self, DtmfError};
+use crate::media::recording_file::RecordingFile;
 use pool::PortPool;
 use socket::{MediaSockets, SocketTuning};
 use stats::SharedStats;
@@ -249,12 +250,19 @@ pub enum EngineEvent {
     /// No RTP for the configured time.
     RtpTimeout { key: ConnectionKey },
     /// A recording's file is finished (`error`: what went wrong, the file holds what was
-    /// written before).
+    /// written before): `samples` per channel, at the file's rate.
     RecordingDone {
         key: ConnectionKey,
         operation: u64,
         samples: u64,
         error: Option<String>,
+    },
+    /// Writing a recording failed (a full disk): it records nothing more; the file holds what
+    /// was written before, and [`EngineEvent::RecordingDone`] still follows its stop.
+    RecordingFailed {
+        key: ConnectionKey,
+        operation: u64,
+        error: String,
     },
     /// The silence (or non-silence) `operation` waited for has lasted its time.
     Energy {
@@ -730,18 +738,47 @@ impl Engine {
         })
     }
 
-    /// Starts recording the caller's audio of a connection into `writer` (a file at
-    /// `file_rate`); [`EngineEvent::RecordingDone`] follows [`Engine::stop_recording`].
+    /// Starts recording a connection into `file`: the caller's audio, and (a two-channel
+    /// file) what the connection sends it on the right; [`EngineEvent::RecordingDone`]
+    /// follows [`Engine::stop_recording`].
     pub fn start_recording(
         &self,
         key: ConnectionKey,
         operation: u64,
-        writer: crate::media::wav::WavWriter,
-        file_rate: u32,
+        file: RecordingFile,
     ) -> Result<(), EngineError> {
-        self.with_recorder(key, operation, writer, file_rate, || {
-            self.submit_for(key, WorkerCommand::Record { key, operation })
+        let both = file.channels() == 2;
+        self.with_recorder(key, operation, file, || {
+            self.submit_for(
+                key,
+                WorkerCommand::Record {
+                    key,
+                    operation,
+                    both,
+                },
+            )
         })
+    }
+
+    /// Mutes (silence in the file) or unmutes a recording's channels: `left` the caller's
+    /// audio (or a mono file's only channel), `right` what the connection is sent.
+    pub fn mute_recording(
+        &self,
+        operation: u64,
+        left: bool,
+        right: bool,
+    ) -> Result<(), EngineError> {
+        let queue = self.recorder.as_ref().ok_or(EngineError::WorkerGone)?;
+        queue
+            .try_send(recorder::RecorderCommand::Mute {
+                operation,
+                left,
+                right,
+            })
+            .map_err(|e| match e {
+                std::sync::mpsc::TrySendError::Full(_) => EngineError::QueueFull,
+                std::sync::mpsc::TrySendError::Disconnected(_) => EngineError::WorkerGone,
+            })
     }
 
     /// Gives the recorder a new file, then runs `start` (the command that makes a worker send
@@ -750,8 +787,7 @@ impl Engine {
         &self,
         key: ConnectionKey,
         operation: u64,
-        writer: crate::media::wav::WavWriter,
-        file_rate: u32,
+        file: RecordingFile,
         start: impl FnOnce() -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
         let queue = self.recorder.as_ref().ok_or(EngineError::WorkerGone)?;
@@ -759,8 +795,7 @@ impl Engine {
             .try_send(recorder::RecorderCommand::Start {
                 key,
                 operation,
-                writer: Box::new(writer),
-                file_rate,
+                file: Box::new(file),
             })
             .map_err(|e| match e {
                 std::sync::mpsc::TrySendError::Full(_) => EngineError::QueueFull,
@@ -857,18 +892,17 @@ impl Engine {
         })
     }
 
-    /// Records a conference's whole mix into `writer` (at the room's rate, converted to
-    /// `file_rate`), as listener `key`.
+    /// Records a conference's whole mix into `file` (at the room's rate, converted to the
+    /// file's), as listener `key`.
     pub fn conference_record(
         &self,
         conference: ConferenceKey,
         key: ConnectionKey,
         operation: u64,
-        writer: crate::media::wav::WavWriter,
-        file_rate: u32,
+        file: RecordingFile,
     ) -> Result<(), EngineError> {
         let worker = self.conference_worker(conference)?;
-        self.with_recorder(key, operation, writer, file_rate, || {
+        self.with_recorder(key, operation, file, || {
             self.workers[worker].submit(WorkerCommand::RoomRecord {
                 conference,
                 key,

@@ -1,13 +1,21 @@
 //! The recorder thread (`media-recorder`): writes recordings to disk so media workers never
 //! block on file I/O.
 //!
-//! Owns: every open [`WavWriter`], converting the caller's audio to the file's rate, syncing
-//! each file's header about once a second (a killed process leaves a playable file), finishing
-//! files, and reporting [`EngineEvent::RecordingDone`].
+//! Owns: every open [`RecordingFile`], converting each channel's audio to the file's rate,
+//! keeping the two channels of a two-channel recording time-aligned, muting channels (silence
+//! in the file), syncing each file about once a second (a killed process leaves a playable
+//! file), finishing files, and reporting [`EngineEvent::RecordingFailed`] (at the first write
+//! error: a full disk) and [`EngineEvent::RecordingDone`].
 //! Must not: be waited for by a worker — workers `try_send` frames and a full queue drops them
 //! (counted and logged).
+//!
+//! Alignment: both channels are paced by the connection's ptime (the worker hands over one
+//! frame per ptime of each), so they arrive in step. Each channel waits in its own queue at
+//! the file's rate and frames are interleaved as both have samples. When one channel falls
+//! more than [`MAX_SKEW_MS`] behind (its peer sent nothing, the session had nowhere to send),
+//! it is filled with silence up to the other, so a gap never shifts what follows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -15,8 +23,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Sender;
 
 use super::{ConnectionKey, EngineEvent};
+use crate::media::recording_file::{self, RecordingFile};
 use crate::media::resample::Resampler;
-use crate::media::wav::WavWriter;
 
 /// Samples one frame message carries (20 ms at 48 kHz).
 pub const FRAME_SAMPLES: usize = 960;
@@ -24,38 +32,38 @@ pub const FRAME_SAMPLES: usize = 960;
 /// Frames (and commands) the recorder queue holds before workers drop frames.
 pub const QUEUE_DEPTH: usize = 4096;
 
-/// How often every open file's header is brought up to date.
+/// How often every open file is brought up to date on disk.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How far one channel of a two-channel recording may lag the other before it is filled with
+/// silence.
+pub const MAX_SKEW_MS: u32 = 200;
 
 /// What the recorder is asked to do.
 pub enum RecorderCommand {
-    /// A new recording: the file is created (by the control plane, so a bad name fails the
-    /// Record action at once); `file_rate` is the file's sample rate.
+    /// A new recording: the file is created (by the control plane, so a bad name fails at
+    /// once); its channel count and rate say how frames are written.
     Start {
         key: ConnectionKey,
         operation: u64,
-        writer: Box<WavWriter>,
-        file_rate: u32,
+        file: Box<RecordingFile>,
     },
-    /// The caller's audio for a recording, at `rate`.
+    /// Audio of one channel of a recording (0: left or mono, 1: right), at `rate`.
     Frame {
         operation: u64,
+        channel: u8,
         rate: u32,
         len: usize,
         samples: Box<[i16; FRAME_SAMPLES]>,
     },
+    /// Silence (or not) in these channels from now on (`left` is a mono file's only one).
+    Mute {
+        operation: u64,
+        left: bool,
+        right: bool,
+    },
     /// The recording ends: finish the file and report.
     Stop { operation: u64 },
-}
-
-struct Recording {
-    key: ConnectionKey,
-    writer: WavWriter,
-    file_rate: u32,
-    /// From the audio's rate to the file's (rebuilt if the audio's rate changes).
-    converter: Option<(u32, Resampler)>,
-    converted: Vec<i16>,
-    error: Option<String>,
 }
 
 /// Starts the recorder thread; it ends when every sender is dropped, finishing open files.
@@ -81,29 +89,32 @@ fn run(inbox: Receiver<RecorderCommand>, events: Sender<EngineEvent>) {
             Ok(RecorderCommand::Start {
                 key,
                 operation,
-                writer,
-                file_rate,
+                file,
             }) => {
-                open.insert(
-                    operation,
-                    Recording {
-                        key,
-                        writer: *writer,
-                        file_rate,
-                        converter: None,
-                        converted: Vec::with_capacity(FRAME_SAMPLES),
-                        error: None,
-                    },
-                );
+                open.insert(operation, Recording::new(key, *file));
             }
             Ok(RecorderCommand::Frame {
                 operation,
+                channel,
                 rate,
                 len,
                 samples,
             }) => {
                 if let Some(recording) = open.get_mut(&operation) {
-                    recording.write(&samples[..len.min(FRAME_SAMPLES)], rate);
+                    recording.push(channel, &samples[..len.min(FRAME_SAMPLES)], rate);
+                    recording.report_failure(operation, &events);
+                }
+            }
+            Ok(RecorderCommand::Mute {
+                operation,
+                left,
+                right,
+            }) => {
+                if let Some(recording) = open.get_mut(&operation) {
+                    recording.channels[0].muted = left;
+                    if let Some(c) = recording.channels.get_mut(1) {
+                        c.muted = right;
+                    }
                 }
             }
             Ok(RecorderCommand::Stop { operation }) => {
@@ -116,10 +127,9 @@ fn run(inbox: Receiver<RecorderCommand>, events: Sender<EngineEvent>) {
         }
         if last_sync.elapsed() >= SYNC_INTERVAL {
             last_sync = Instant::now();
-            for recording in open.values_mut() {
-                if let Err(e) = recording.writer.sync_header() {
-                    recording.fail(e.to_string());
-                }
+            for (&operation, recording) in open.iter_mut() {
+                recording.sync();
+                recording.report_failure(operation, &events);
             }
         }
     }
@@ -128,32 +138,103 @@ fn run(inbox: Receiver<RecorderCommand>, events: Sender<EngineEvent>) {
     }
 }
 
+/// One open recording.
+struct Recording {
+    key: ConnectionKey,
+    file: RecordingFile,
+    /// One per channel of the file.
+    channels: Vec<ChannelQueue>,
+    /// Interleaved frames ready for the file (reused).
+    interleaved: Vec<i16>,
+    /// The first write error; the recording writes nothing after it.
+    error: Option<String>,
+    /// The error was reported to the control plane.
+    reported: bool,
+}
+
+/// One channel's audio at the file's rate, waiting for the other channel.
+struct ChannelQueue {
+    /// From the audio's rate to the file's (rebuilt if the audio's rate changes).
+    converter: Option<(u32, Resampler)>,
+    converted: Vec<i16>,
+    pending: VecDeque<i16>,
+    muted: bool,
+}
+
 impl Recording {
-    fn write(&mut self, samples: &[i16], rate: u32) {
+    fn new(key: ConnectionKey, file: RecordingFile) -> Recording {
+        let channels = (0..file.channels().clamp(1, 2))
+            .map(|_| ChannelQueue {
+                converter: None,
+                converted: Vec::with_capacity(FRAME_SAMPLES),
+                pending: VecDeque::with_capacity(FRAME_SAMPLES * 2),
+                muted: false,
+            })
+            .collect();
+        Recording {
+            key,
+            file,
+            channels,
+            interleaved: Vec::with_capacity(FRAME_SAMPLES * 2),
+            error: None,
+            reported: false,
+        }
+    }
+
+    /// Takes one channel's audio, then writes what both channels have.
+    fn push(&mut self, channel: u8, samples: &[i16], rate: u32) {
         if self.error.is_some() {
             return;
         }
-        let result = if rate == self.file_rate {
-            self.writer.write(samples)
-        } else {
-            if self.converter.as_ref().map(|(r, _)| *r) != Some(rate) {
-                match Resampler::new(rate, self.file_rate) {
-                    Ok(r) => self.converter = Some((rate, r)),
-                    Err(e) => {
-                        self.fail(format!("cannot convert {rate} Hz to the file's rate: {e}"));
-                        return;
-                    }
-                }
-            }
-            let Some((_, converter)) = self.converter.as_mut() else {
-                return;
-            };
-            self.converted
-                .resize(converter.output_len(samples.len()), 0);
-            let n = converter.process(samples, &mut self.converted);
-            self.writer.write(&self.converted[..n])
+        let file_rate = self.file.rate();
+        let Some(queue) = self.channels.get_mut(usize::from(channel)) else {
+            return;
         };
-        if let Err(e) = result {
+        if let Err(e) = queue.push(samples, rate, file_rate) {
+            self.fail(e);
+            return;
+        }
+        self.write_ready();
+    }
+
+    /// Writes the frames both channels have; fills a channel that fell too far behind.
+    fn write_ready(&mut self) {
+        if let [left, right] = &mut self.channels[..] {
+            let skew = (self.file.rate() * MAX_SKEW_MS / 1000) as usize;
+            let (l, r) = (left.pending.len(), right.pending.len());
+            if l > r + skew {
+                right.pending.extend(std::iter::repeat_n(0, l - r));
+            } else if r > l + skew {
+                left.pending.extend(std::iter::repeat_n(0, r - l));
+            }
+        }
+        let ready = self
+            .channels
+            .iter()
+            .map(|c| c.pending.len())
+            .min()
+            .unwrap_or(0);
+        if ready == 0 {
+            return;
+        }
+        self.interleaved.clear();
+        for _ in 0..ready {
+            for channel in &mut self.channels {
+                let sample = channel.pending.pop_front().unwrap_or(0);
+                self.interleaved
+                    .push(if channel.muted { 0 } else { sample });
+            }
+        }
+        if let Err(e) = self.file.write(&self.interleaved) {
+            self.fail(e.to_string());
+        }
+    }
+
+    fn sync(&mut self) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.file.sync() {
             self.fail(e.to_string());
         }
     }
@@ -164,16 +245,79 @@ impl Recording {
             self.error = Some(error);
         }
     }
+
+    /// Tells the control plane of the first write error, once (never waits: a full queue
+    /// tries again on the next frame or sync).
+    fn report_failure(&mut self, operation: u64, events: &Sender<EngineEvent>) {
+        let (Some(error), false) = (&self.error, self.reported) else {
+            return;
+        };
+        let event = EngineEvent::RecordingFailed {
+            key: self.key,
+            operation,
+            error: error.clone(),
+        };
+        self.reported = events.try_send(event).is_ok();
+    }
 }
 
-fn finish(operation: u64, recording: Recording, events: &Sender<EngineEvent>) {
+impl ChannelQueue {
+    fn push(&mut self, samples: &[i16], rate: u32, file_rate: u32) -> Result<(), String> {
+        if rate == file_rate {
+            self.pending.extend(samples.iter().copied());
+            return Ok(());
+        }
+        if self.converter.as_ref().map(|(r, _)| *r) != Some(rate) {
+            let converter = Resampler::new(rate, file_rate)
+                .map_err(|e| format!("cannot convert {rate} Hz to the file's rate: {e}"))?;
+            self.converter = Some((rate, converter));
+        }
+        let Some((_, converter)) = self.converter.as_mut() else {
+            return Ok(());
+        };
+        self.converted
+            .resize(converter.output_len(samples.len()), 0);
+        let n = converter.process(samples, &mut self.converted);
+        self.pending.extend(self.converted[..n].iter().copied());
+        Ok(())
+    }
+}
+
+fn finish(operation: u64, mut recording: Recording, events: &Sender<EngineEvent>) {
+    if recording.error.is_none() {
+        // What one channel still holds beyond the other: the end of the call, written with
+        // silence beside it.
+        let longest = recording
+            .channels
+            .iter()
+            .map(|c| c.pending.len())
+            .max()
+            .unwrap_or(0);
+        for channel in &mut recording.channels {
+            let missing = longest - channel.pending.len();
+            channel.pending.extend(std::iter::repeat_n(0, missing));
+        }
+        recording.write_ready();
+    }
     let Recording {
-        key, writer, error, ..
+        key, file, error, ..
     } = recording;
-    let samples = writer.samples_written();
-    let error = match writer.finish() {
-        Ok(_) => error,
-        Err(e) => Some(error.unwrap_or_else(|| e.to_string())),
+    let (path, kind) = (file.path().to_path_buf(), file.kind());
+    let written = file.samples_written();
+    let (samples, error) = match (error, file.finish()) {
+        (None, Ok(frames)) => (frames, None),
+        (error, finished) => {
+            // After a failed write (a full disk) the file is read back to what reached the
+            // disk: a valid file of that length.
+            let error = error.or(finished.err().map(|e| e.to_string()));
+            match recording_file::recover(&path, kind) {
+                Ok(recovered) => (recovered.frames, error),
+                Err(e) => {
+                    tracing::warn!(key, operation, error = %e, "failed recording cannot be repaired");
+                    (written, error)
+                }
+            }
+        }
     };
     // The control plane must hear this (it completes the Record): wait for room rather than
     // drop, bounded so a stopped control plane cannot hang the recorder.

@@ -264,6 +264,19 @@ impl RecordingFile {
         self.rate
     }
 
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How it is written (what [`recover`] needs to read it back).
+    pub fn kind(&self) -> FileKind {
+        match &self.writer {
+            Writer::Wav(writer) => FileKind::Wav(writer.encoding()),
+            Writer::OggOpus(_) => FileKind::OggOpus,
+        }
+    }
+
     /// Appends `interleaved` samples (left first when stereo; whole frames only). Buffered:
     /// the file holds them after the next [`RecordingFile::sync`].
     pub fn write(&mut self, interleaved: &[i16]) -> Result<(), RecordingFileError> {

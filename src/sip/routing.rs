@@ -42,6 +42,8 @@ pub struct Route {
     /// The directory number calls on this route are for (see [`is_directory_number`]); None:
     /// the Request-URI's user part.
     pub dn: Option<String>,
+    /// Whether its calls are recorded; None: as the trunk they came from says (else off).
+    pub record: Option<crate::store::RecordPolicy>,
 }
 
 impl Route {
@@ -78,6 +80,8 @@ pub struct OutboundTrunk {
     pub credentials: Option<Credentials>,
     pub srtp: Option<sdp::SrtpPolicy>,
     pub codecs: Option<Vec<sdp::Codec>>,
+    /// Whether calls placed through it are recorded.
+    pub record: crate::store::RecordPolicy,
 }
 
 #[cfg(test)]

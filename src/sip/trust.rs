@@ -9,6 +9,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use crate::store::RecordPolicy;
+
 /// An address block: a network address and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpBlock {
@@ -95,9 +97,27 @@ fn canonical(ip: IpAddr) -> IpAddr {
 pub struct Trust {
     pub allowed: Option<Vec<IpBlock>>,
     pub untrusted: Untrusted,
+    /// Each trunk's source blocks, to tell which trunk a call came from.
+    pub trunks: Vec<TrunkSource>,
+}
+
+/// A `[[trunk]]` as a source of calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrunkSource {
+    pub name: String,
+    pub blocks: Vec<IpBlock>,
+    /// Its calls' `record` policy (a route's own wins).
+    pub record: RecordPolicy,
 }
 
 impl Trust {
+    /// The first trunk with a block holding `ip`.
+    pub fn trunk_of(&self, ip: IpAddr) -> Option<&TrunkSource> {
+        self.trunks
+            .iter()
+            .find(|t| t.blocks.iter().any(|b| b.contains(ip)))
+    }
+
     pub fn allows(&self, ip: IpAddr) -> bool {
         self.allowed
             .as_ref()
@@ -140,8 +160,30 @@ mod tests {
         let trust = Trust {
             allowed: Some(vec![IpBlock::parse("127.0.0.0/8").unwrap()]),
             untrusted: Untrusted::Ignore,
+            trunks: Vec::new(),
         };
         assert!(trust.allows(ip("127.0.0.9")));
         assert!(!trust.allows(ip("203.0.113.1")));
+    }
+
+    #[test]
+    fn a_source_names_the_first_trunk_whose_blocks_hold_it() {
+        let trunk = |name: &str, block: &str, record| TrunkSource {
+            name: name.into(),
+            blocks: vec![IpBlock::parse(block).unwrap()],
+            record,
+        };
+        let trust = Trust {
+            allowed: None,
+            untrusted: Untrusted::Reject,
+            trunks: vec![
+                trunk("pbx", "10.0.0.5", RecordPolicy::Always),
+                trunk("carrier", "10.0.0.0/24", RecordPolicy::OnDemand),
+            ],
+        };
+        let of = |a: &str| trust.trunk_of(ip(a)).map(|t| (t.name.as_str(), t.record));
+        assert_eq!(of("10.0.0.5"), Some(("pbx", RecordPolicy::Always)));
+        assert_eq!(of("10.0.0.9"), Some(("carrier", RecordPolicy::OnDemand)));
+        assert_eq!(of("192.0.2.1"), None);
     }
 }

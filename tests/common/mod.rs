@@ -52,6 +52,12 @@ impl Server {
         Self::launch(extra, 40, overrides, false, &[], None)
     }
 
+    /// The standard config plus `extra`, with `--set` overrides and extra environment
+    /// variables (test-only fault hooks).
+    pub fn launch_with(extra: &str, overrides: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::launch(extra, 40, overrides, false, env, None)
+    }
+
     /// The standard config (plus `extra`) with extra environment variables (NOTIFY_SOCKET...).
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Server {
         Self::launch(extra, 40, &[], false, env, None)
@@ -151,6 +157,9 @@ impl Server {
         // Prompts and recordings stay inside the test's own directory.
         let prompt_dir = dir.path().join("prompts").display().to_string();
         let recording_dir = dir.path().join("recordings").display().to_string();
+        // The recording store and call recordings too.
+        let store_path = dir.path().join("callbridge.db").display().to_string();
+        let calls_dir = dir.path().join("calls").display().to_string();
         let config = format!(
             r#"
 [sip]
@@ -165,6 +174,10 @@ bind_ip = "{media_ip}"
 workers = 2
 prompt_dir = "{prompt_dir}"
 recording_dir = "{recording_dir}"
+[store]
+path = "{store_path}"
+[recording]
+dir = "{calls_dir}"
 [api]
 listen = "127.0.0.1:{api_port}"
 tokens = ["{TOKEN}"]

@@ -9,7 +9,7 @@
 use std::sync::mpsc::TryRecvError;
 use std::time::{Duration, Instant};
 
-use super::connection::Connection;
+use super::connection::{Connection, Recording};
 use super::handle::NewConnection;
 use super::Worker;
 use crate::engine::{ConfereeSpec, ConferenceKey, ConferenceSpec, ConnectionKey, MediaSpec};
@@ -83,7 +83,11 @@ pub(in crate::engine) enum WorkerCommand {
         gap_ms: u32,
     },
     /// Start handing the caller's audio to the recorder for `operation`.
-    Record { key: ConnectionKey, operation: u64 },
+    Record {
+        key: ConnectionKey,
+        operation: u64,
+        both: bool,
+    },
     /// Stop recording `operation`: last audio out, then the recorder finishes the file.
     StopRecord { key: ConnectionKey, operation: u64 },
     /// Watch the caller's audio for silence (or non-silence) lasting `needed`.
@@ -245,16 +249,17 @@ impl Worker {
                     tracing::warn!(key, %error, "digits not sent");
                 }
             }),
-            WorkerCommand::Record { key, operation } => {
-                self.with_connection(key, |c| c.recording = Some(operation))
-            }
+            WorkerCommand::Record {
+                key,
+                operation,
+                both,
+            } => self.with_connection(key, |c| {
+                c.recordings.retain(|r| r.operation != operation);
+                c.recordings.push(Recording { operation, both });
+            }),
             WorkerCommand::StopRecord { key, operation } => {
                 let recorder = self.context.recorder.clone();
-                self.with_connection(key, |c| {
-                    if c.recording == Some(operation) {
-                        c.recording = None;
-                    }
-                });
+                self.with_connection(key, |c| c.recordings.retain(|r| r.operation != operation));
                 // After the last audio the worker held: the recorder then finishes the file.
                 let _ =
                     recorder.try_send(crate::engine::recorder::RecorderCommand::Stop { operation });
@@ -341,8 +346,7 @@ impl Worker {
         };
         connection.consume_heard(&self.context);
         change(connection);
-        let listening = connection.recording.is_some() || !connection.watches.is_empty();
-        connection.session.set_listening(Instant::now(), listening);
+        connection.apply_listening(Instant::now());
         self.schedule(slot);
     }
 

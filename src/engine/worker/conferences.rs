@@ -213,11 +213,13 @@ impl ConferenceIo for Members<'_> {
         if let Some(heard) = heard {
             connection.session.play(now, heard);
         }
+        // What it was sent goes to its two-channel recording this tick, beside what it said.
+        connection.consume_heard(context);
         connection.flush(self.out, context);
     }
 
     fn record(&mut self, key: ConnectionKey, operation: u64, mix: &[i16], rate: u32) {
-        self.context.record(key, operation, mix, rate);
+        self.context.record(key, operation, 0, mix, rate);
     }
 
     fn event(&mut self, event: ConferenceEvent) {

@@ -30,6 +30,15 @@ use crate::media::energy::EnergyWatch;
 use crate::media::rtcp::ntp_timestamp_from_unix;
 use crate::media::session::{Channel, MediaSession, SessionConfig, SessionEvent, SessionStats};
 
+/// A recording a connection's audio goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Recording {
+    pub(super) operation: u64,
+    /// Two channels: the caller's audio (left) and what the session sends it (right); else
+    /// the caller's audio alone.
+    pub(super) both: bool,
+}
+
 /// One connection as its worker sees it.
 pub(super) struct Connection {
     /// The control plane's id.
@@ -59,8 +68,9 @@ pub(super) struct Connection {
     pub(super) deadline: Instant,
     /// The conference (on this worker) the connection is in.
     pub(super) conference: Option<ConferenceKey>,
-    /// The recording the caller's audio goes to.
-    pub(super) recording: Option<u64>,
+    /// The recordings the connection's audio goes to (a Record operation's and the call's
+    /// two-channel recording may run at once).
+    pub(super) recordings: Vec<Recording>,
     /// Silence/non-silence conditions waited for.
     pub(super) watches: Vec<EnergyWatch>,
     /// The tags of this connection's ring receives (RTP, RTCP) while it lives on a worker that
@@ -96,7 +106,7 @@ impl Connection {
             generation,
             deadline,
             conference: None,
-            recording: None,
+            recordings: Vec::new(),
             watches: Vec::new(),
             ring_tags: None,
             armed: false,
@@ -105,22 +115,28 @@ impl Connection {
     }
 
     /// Hands the caller's audio decoded since last time to the recorder and the energy
-    /// watches; a watch whose condition is met reports and goes.
+    /// watches (a watch whose condition is met reports and goes), and what the session sent
+    /// to the two-channel recordings' right channel.
     pub(super) fn consume_heard(&mut self, context: &WorkerContext) {
-        if self.recording.is_none() && self.watches.is_empty() {
+        if self.recordings.is_empty() && self.watches.is_empty() {
             return;
         }
         let Connection {
             key,
             session,
-            recording,
+            recordings,
             watches,
             ..
         } = self;
         let key = *key;
+        session.take_spoken(|samples, rate| {
+            for r in recordings.iter().filter(|r| r.both) {
+                context.record(key, r.operation, 1, samples, rate);
+            }
+        });
         session.take_heard(|samples, rate| {
-            if let Some(operation) = *recording {
-                context.record(key, operation, samples, rate);
+            for r in recordings.iter() {
+                context.record(key, r.operation, 0, samples, rate);
             }
             watches.retain_mut(|watch| {
                 if watch.feed(samples, rate) {
@@ -135,6 +151,23 @@ impl Connection {
                 }
             });
         });
+    }
+
+    /// Whether something listens to the caller's audio (a recording, an energy watch).
+    pub(super) fn listening(&self) -> bool {
+        !self.recordings.is_empty() || !self.watches.is_empty()
+    }
+
+    /// Whether a two-channel recording also takes what the session sends.
+    pub(super) fn keeping_sent(&self) -> bool {
+        self.recordings.iter().any(|r| r.both)
+    }
+
+    /// Switches the session's listening (and keeping of the sent audio) to what the
+    /// connection's recordings and watches need.
+    pub(super) fn apply_listening(&mut self, now: Instant) {
+        self.session.set_listening(now, self.listening());
+        self.session.set_keeping_sent(self.keeping_sent());
     }
 
     /// Watches both sockets for readability under the slot's tokens.

@@ -212,9 +212,16 @@ impl WorkerHandle {
 }
 
 impl WorkerContext {
-    /// Hands audio of a recording to the recorder thread in frame-sized messages; a full queue
-    /// drops (and logs) rather than wait.
-    pub(super) fn record(&self, key: ConnectionKey, operation: u64, samples: &[i16], rate: u32) {
+    /// Hands audio of a recording's `channel` (0: left or mono, 1: right) to the recorder
+    /// thread in frame-sized messages; a full queue drops (and logs) rather than wait.
+    pub(super) fn record(
+        &self,
+        key: ConnectionKey,
+        operation: u64,
+        channel: u8,
+        samples: &[i16],
+        rate: u32,
+    ) {
         for chunk in samples.chunks(crate::engine::recorder::FRAME_SAMPLES) {
             let mut frame = Box::new([0i16; crate::engine::recorder::FRAME_SAMPLES]);
             frame[..chunk.len()].copy_from_slice(chunk);
@@ -222,6 +229,7 @@ impl WorkerContext {
                 .recorder
                 .try_send(crate::engine::recorder::RecorderCommand::Frame {
                     operation,
+                    channel,
                     rate,
                     len: chunk.len(),
                     samples: frame,
@@ -248,6 +256,7 @@ impl WorkerContext {
                     EngineEvent::Talker { key, .. } => (key, "talker"),
                     EngineEvent::PlayoutDone { key, .. } => (key, "playout_done"),
                     EngineEvent::RecordingDone { key, .. } => (key, "recording_done"),
+                    EngineEvent::RecordingFailed { key, .. } => (key, "recording_failed"),
                     EngineEvent::Energy { key, .. } => (key, "energy"),
                 };
                 tracing::warn!(key, kind, "engine event queue full, event dropped");

@@ -447,8 +447,7 @@ impl Worker {
                     tracing::error!(key, %error, "rebuilt session cannot take part in the mix");
                 }
             }
-            let listening = connection.recording.is_some() || !connection.watches.is_empty();
-            connection.session.set_listening(Instant::now(), listening);
+            connection.apply_listening(Instant::now());
         }
         tracing::debug!(key, mode = ?media.mode, rebuilt = !only_peer_changed, "media connection updated");
         connection.media = media;
@@ -472,11 +471,13 @@ impl Worker {
             room.leave(key);
         }
         connection.consume_heard(&self.context);
-        if let Some(operation) = connection.recording.take() {
+        for recording in connection.recordings.drain(..) {
             let _ = self
                 .context
                 .recorder
-                .try_send(super::recorder::RecorderCommand::Stop { operation });
+                .try_send(super::recorder::RecorderCommand::Stop {
+                    operation: recording.operation,
+                });
         }
         connection.unwatch(self.poll.registry(), self.receive.as_mut());
         self.finish(connection);

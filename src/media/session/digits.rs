@@ -80,6 +80,7 @@ impl MediaSession {
         audio.tx_timestamp = audio.tx_timestamp.wrapping_add(audio.frame_ticks);
         // Audio after the event resumes after a jump in time: it starts a talkspurt.
         audio.tx_talkspurt = true;
+        self.keep_sent_silence();
         if event.marker {
             self.stats.digits_sent += 1;
         }

@@ -116,6 +116,9 @@ pub struct MediaSession {
     /// The caller's decoded audio, kept for the worker while something listens (recording,
     /// silence detection).
     heard: Option<Heard>,
+    /// What the session sent, one frame per ptime of our stream (silence where it sent nothing
+    /// or a telephone-event), kept for a two-channel recording.
+    spoken: Option<Heard>,
 }
 
 impl MediaSession {
@@ -173,6 +176,7 @@ impl MediaSession {
             room: None,
             player: None,
             heard: None,
+            spoken: None,
             audio,
             config,
         })

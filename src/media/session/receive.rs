@@ -153,6 +153,44 @@ impl MediaSession {
         }
     }
 
+    /// Keeps (or stops keeping) what the session sends, for [`MediaSession::take_spoken`]: the
+    /// other channel of a two-channel recording. One frame per ptime of our stream: the audio
+    /// encoded, or silence where nothing (or a telephone-event) took the ptime. Allocates the
+    /// buffer (200 ms) when switched on.
+    pub fn set_keeping_sent(&mut self, on: bool) {
+        match (on, self.spoken.is_some()) {
+            (true, false) => {
+                let rate = self.sent_rate();
+                self.spoken = Some(Heard {
+                    samples: vec![0; (rate / 5) as usize].into_boxed_slice(),
+                    len: 0,
+                    dropped: 0,
+                });
+            }
+            (false, true) => self.spoken = None,
+            _ => {}
+        }
+    }
+
+    /// Hands what the session sent since the last call to `consume` (samples at `rate`), then
+    /// forgets it. Nothing when not keeping it or nothing new.
+    pub fn take_spoken(&mut self, mut consume: impl FnMut(&[i16], u32)) {
+        let rate = self.sent_rate();
+        if let Some(spoken) = self.spoken.as_mut() {
+            if spoken.len > 0 {
+                consume(&spoken.samples[..spoken.len], rate);
+                spoken.len = 0;
+            }
+        }
+    }
+
+    /// The PCM rate of the codec we send.
+    fn sent_rate(&self) -> u32 {
+        self.audio
+            .as_ref()
+            .map_or(8000, |a| pcm_rate(a.format.sending().0))
+    }
+
     /// Hands the caller's audio decoded since the last call to `consume` (samples at `rate`),
     /// then forgets it. Nothing when not listening or nothing new.
     pub fn take_heard(&mut self, mut consume: impl FnMut(&[i16], u32)) {
@@ -204,17 +242,10 @@ impl MediaSession {
     pub(super) fn pull_frame(&mut self, now: Instant) -> Option<usize> {
         let pulled = self.decode_next(now);
         if let (Some(heard), Some(audio)) = (self.heard.as_mut(), self.audio.as_ref()) {
-            let n = pulled.unwrap_or(audio.frame_samples);
-            let room = heard.samples.len() - heard.len;
-            let take = n.min(room);
             match pulled {
-                Some(_) => {
-                    heard.samples[heard.len..heard.len + take].copy_from_slice(&audio.pcm[..take])
-                }
-                None => heard.samples[heard.len..heard.len + take].fill(0),
+                Some(n) => heard.push(Some(&audio.pcm[..n]), n),
+                None => heard.push(None, audio.frame_samples),
             }
-            heard.len += take;
-            heard.dropped += (n - take) as u64;
         }
         pulled
     }
@@ -281,12 +312,28 @@ impl MediaSession {
     }
 }
 
-/// The caller's decoded audio since the worker last took it, at the received codec's PCM rate.
+/// Audio since the worker last took it: the caller's, decoded, at the received codec's PCM
+/// rate; or what we sent, at the sent codec's.
 pub(super) struct Heard {
     pub(super) samples: Box<[i16]>,
     pub(super) len: usize,
     /// Samples dropped because the worker did not take them in time.
     pub(super) dropped: u64,
+}
+
+impl Heard {
+    /// Appends `n` samples: `pcm` (its first `n`), or silence; what does not fit is dropped
+    /// and counted.
+    pub(super) fn push(&mut self, pcm: Option<&[i16]>, n: usize) {
+        let take = n.min(self.samples.len() - self.len);
+        let room = &mut self.samples[self.len..self.len + take];
+        match pcm {
+            Some(pcm) => room.copy_from_slice(&pcm[..take.min(pcm.len())]),
+            None => room.fill(0),
+        }
+        self.len += take;
+        self.dropped += (n - take) as u64;
+    }
 }
 
 #[cfg(test)]

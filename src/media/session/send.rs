@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{aligned_tick, Channel, MediaSession, SessionMode, MAX_PACKET};
+use crate::media::codec::pcm_rate;
 use crate::media::rtp::{self, RtpHeader};
 
 impl MediaSession {
@@ -74,6 +75,7 @@ impl MediaSession {
             return;
         }
         let Some(destination) = self.rtp_destination() else {
+            self.keep_sent_silence();
             return;
         };
         let Some(audio) = self.audio.as_mut() else {
@@ -86,6 +88,9 @@ impl MediaSession {
             Outgoing::Decoded(n) => &audio.pcm[..n],
             Outgoing::Resampled(n) => &audio.resampled[..n],
         };
+        if let Some(spoken) = self.spoken.as_mut() {
+            spoken.push(Some(pcm), pcm.len());
+        }
         let header = RtpHeader {
             marker: audio.tx_talkspurt,
             payload_type: audio.format.sending().1,
@@ -139,6 +144,17 @@ impl MediaSession {
             audio.tx_talkspurt = true;
             audio.tx_timestamp = audio.tx_timestamp.wrapping_add(audio.frame_ticks);
         }
+        self.keep_sent_silence();
+    }
+
+    /// A ptime of our stream that carried no audio (nothing, or a telephone-event): silence in
+    /// what is kept of the sent audio.
+    pub(super) fn keep_sent_silence(&mut self) {
+        let (Some(spoken), Some(audio)) = (self.spoken.as_mut(), self.audio.as_ref()) else {
+            return;
+        };
+        let n = pcm_rate(audio.format.sending().0) * audio.format.ptime_ms / 1000;
+        spoken.push(None, n as usize);
     }
 
     /// Where our RTP goes: the accepted (possibly latched) source, else the negotiated address.

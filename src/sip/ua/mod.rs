@@ -42,6 +42,7 @@ use super::message::{Method, NameAddr, Request, SipMessage, Uri};
 use super::routing::{Route, Service};
 use super::transaction::{Peer, TimerValues, TransactionKey, TransactionLayer, TxEvent};
 use crate::sdp::{self, LocalCapabilities, NegotiatedMedia, SessionDescription, SessionVersion};
+use crate::store::RecordPolicy;
 pub use addressing::stamp_via;
 use transfer::Transfer;
 use uac::Outbound;
@@ -167,6 +168,10 @@ pub enum UaOutput {
         play: Option<String>,
         /// An INVITE with Replaces (RFC 3891): the call whose place this one takes.
         replaces: Option<CallId>,
+        /// Whether the call is recorded: the route's `record`, else the source trunk's.
+        record: RecordPolicy,
+        /// The `[[trunk]]` whose `allow` block the INVITE came from.
+        trunk: Option<String>,
     },
     /// The call's media changed (answer in ACK, re-INVITE).
     MediaUpdated {
@@ -602,6 +607,11 @@ impl UserAgent {
     }
 
     /// Replaces who may start calls (configuration reload); calls in progress are unaffected.
+    /// The SIP Call-ID of a call's dialog (the recording API's platformCallID).
+    pub fn sip_call_id(&self, call: CallId) -> Option<&str> {
+        self.calls.get(&call).map(|c| c.dialog.call_id.as_str())
+    }
+
     pub fn set_trust(&mut self, trust: super::trust::Trust) {
         self.settings.trust = trust;
     }

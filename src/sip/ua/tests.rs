@@ -86,6 +86,7 @@ fn route(pattern: &str, answer_delay_ms: u64) -> Route {
         srtp: None,
         prompt: None,
         dn: None,
+        record: None,
     }
 }
 

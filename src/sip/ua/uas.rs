@@ -84,6 +84,8 @@ impl UserAgent {
                 srtp: Some(self.calls[&old].capabilities.srtp),
                 conference: None,
                 dn: None,
+                // Recorded as its source trunk says (the replaced call's route is not kept).
+                record: None,
             }),
             None => self
                 .settings
@@ -184,6 +186,12 @@ impl UserAgent {
         // the trunks (everyone when none is configured, as for starting calls at all).
         let remote_dn = caller_number(&request, self.settings.trust.allows(source.addr.ip()));
         let route_dn = route.dn.clone().unwrap_or(user);
+        let source_trunk = self.settings.trust.trunk_of(source.addr.ip());
+        let trunk = source_trunk.map(|t| t.name.clone());
+        let record = route
+            .record
+            .or(source_trunk.map(|t| t.record))
+            .unwrap_or_default();
         self.by_dialog
             .insert((dialog.call_id.clone(), local_tag), call_id);
         let session_id = self.rng.random::<u32>() as u64;
@@ -231,6 +239,8 @@ impl UserAgent {
             conference: route.conference,
             play,
             replaces,
+            record,
+            trunk,
         });
     }
 
@@ -532,6 +542,8 @@ struct Placement {
     pub(super) conference: Option<String>,
     /// The route's directory number.
     pub(super) dn: Option<String>,
+    /// The route's `record`.
+    pub(super) record: Option<crate::store::RecordPolicy>,
 }
 
 impl Placement {
@@ -543,6 +555,7 @@ impl Placement {
             srtp: route.srtp,
             conference: route.conference(user),
             dn: route.dn.clone(),
+            record: route.record,
         }
     }
 }

@@ -1,0 +1,362 @@
+//! The SQLite connection: opening it, its settings, the schema and its migrations, and the
+//! small helpers the other `store` files share (reading words and numbers back from rows,
+//! measuring and removing recording files).
+//!
+//! Owns: [`Db`], the one type through which SQL runs, and the migration list.
+//! Must not: decide anything about calls or recordings (`events`, `deletion`, `recovery` do)
+//! or be reached from outside `store` other than through `Db`'s methods.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use rusqlite::types::Type;
+use rusqlite::{Connection, Row, TransactionBehavior};
+use sha2::{Digest, Sha256};
+
+use super::model::UnknownWord;
+use super::StoreError;
+
+/// How long a statement waits for another process's lock (`callbridge ctl users` and the
+/// server share the file) before it fails with "database is locked".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema, one step per version: `PRAGMA user_version` is the number of steps applied.
+/// Append only; a released step never changes.
+const MIGRATIONS: &[&str] = &[SCHEMA_1];
+
+/// Version 1: calls, parties, recordings, mute spans, the deletion audit, users.
+const SCHEMA_1: &str = "
+CREATE TABLE calls (
+    call_id             TEXT PRIMARY KEY NOT NULL,
+    connection          INTEGER NOT NULL,
+    direction           TEXT NOT NULL,
+    platform_call_id    TEXT,
+    native_id           TEXT,
+    meeting_id          TEXT,
+    calling             TEXT NOT NULL,
+    called              TEXT NOT NULL,
+    trunk               TEXT,
+    policy              TEXT NOT NULL,
+    started_ms          INTEGER NOT NULL,
+    answered_ms         INTEGER,
+    ended_ms            INTEGER,
+    end_cause           TEXT,
+    kept                INTEGER NOT NULL DEFAULT 0,
+    delete_requested    INTEGER NOT NULL DEFAULT 0,
+    delete_requested_by TEXT
+);
+CREATE INDEX calls_calling ON calls (calling, started_ms);
+CREATE INDEX calls_called ON calls (called, started_ms);
+CREATE INDEX calls_started ON calls (started_ms);
+CREATE INDEX calls_platform_call_id ON calls (platform_call_id);
+CREATE INDEX calls_native_id ON calls (native_id);
+CREATE INDEX calls_meeting_id ON calls (meeting_id);
+CREATE INDEX calls_ended ON calls (ended_ms);
+
+CREATE TABLE parties (
+    id      INTEGER PRIMARY KEY,
+    call_id TEXT NOT NULL REFERENCES calls (call_id) ON DELETE CASCADE,
+    dn      TEXT NOT NULL,
+    role    TEXT NOT NULL,
+    at_ms   INTEGER NOT NULL
+);
+CREATE INDEX parties_call ON parties (call_id);
+CREATE INDEX parties_dn ON parties (dn);
+
+CREATE TABLE recordings (
+    recording_id TEXT PRIMARY KEY NOT NULL,
+    call_id      TEXT NOT NULL REFERENCES calls (call_id) ON DELETE CASCADE,
+    path         TEXT NOT NULL,
+    format       TEXT NOT NULL,
+    channels     INTEGER NOT NULL,
+    sample_rate  INTEGER NOT NULL,
+    origin       TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    started_ms   INTEGER NOT NULL,
+    ended_ms     INTEGER,
+    duration_ms  INTEGER,
+    size_bytes   INTEGER,
+    sha256       TEXT,
+    error        TEXT
+);
+CREATE INDEX recordings_call ON recordings (call_id);
+CREATE INDEX recordings_state ON recordings (state);
+
+CREATE TABLE mutes (
+    id           INTEGER PRIMARY KEY,
+    recording_id TEXT NOT NULL REFERENCES recordings (recording_id) ON DELETE CASCADE,
+    channels     INTEGER NOT NULL,
+    from_ms      INTEGER NOT NULL,
+    to_ms        INTEGER
+);
+CREATE INDEX mutes_recording ON mutes (recording_id);
+
+-- The audit outlives the call it names: no foreign key.
+CREATE TABLE deletions (
+    id           INTEGER PRIMARY KEY,
+    call_id      TEXT NOT NULL,
+    recording_id TEXT,
+    path         TEXT,
+    at_ms        INTEGER NOT NULL,
+    by           TEXT NOT NULL,
+    reason       TEXT NOT NULL
+);
+CREATE INDEX deletions_call ON deletions (call_id);
+
+CREATE TABLE users (
+    name          TEXT PRIMARY KEY NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_ms    INTEGER NOT NULL
+);
+";
+
+/// The database: every statement the store runs is a method of this type (here and in the
+/// other files of `store`). Used on the store thread by the server, directly by `ctl`.
+pub struct Db {
+    pub(super) conn: Connection,
+}
+
+impl Db {
+    /// Opens (or creates) the database at `path`, creating its directory, and brings its
+    /// schema up to date. Refuses a database written by a newer callbridge. Does not run
+    /// start-up recovery (`Store::open` does; `ctl` must not touch recordings).
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|error| StoreError::Directory {
+                path: dir.to_path_buf(),
+                error,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mut db = Db { conn };
+        // Checked before anything is written: a newer database is left exactly as it is.
+        refuse_newer(db.schema_version()?)?;
+        let mode: String = db
+            .conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(
+                mode,
+                "SQLite did not switch to WAL; readers may wait for writers"
+            );
+        }
+        db.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        db.conn.pragma_update(None, "foreign_keys", true)?;
+        db.migrate()?;
+        Ok(db)
+    }
+
+    /// The schema version of the database (the number of migrations applied).
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))?)
+    }
+
+    /// Applies the migrations the database lacks, in one transaction that holds the write lock
+    /// from the start, so a second process opening at the same time waits and then finds the
+    /// work done.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let known = MIGRATIONS.len();
+        if self.schema_version()? as usize == known {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found: u32 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        refuse_newer(found)?;
+        for (step, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", step + 1)?;
+            tracing::info!(version = step + 1, "store schema migrated");
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// A database whose schema is newer than [`MIGRATIONS`] was written by a newer callbridge.
+fn refuse_newer(found: u32) -> Result<(), StoreError> {
+    let known = u32::try_from(MIGRATIONS.len()).expect("fewer than 2^32 migrations");
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    Ok(())
+}
+
+/// Reads a word column back into its enum.
+pub(super) fn word<T: FromStr<Err = UnknownWord>>(row: &Row, idx: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    text.parse().map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(error))
+    })
+}
+
+/// Reads a column holding a count that the schema stores as a signed INTEGER.
+pub(super) fn count(row: &Row, idx: usize) -> rusqlite::Result<u64> {
+    let value: i64 = row.get(idx)?;
+    u64::try_from(value).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(idx, Type::Integer, Box::new(error))
+    })
+}
+
+/// [`count`] for a column that may be NULL.
+pub(super) fn maybe_count(row: &Row, idx: usize) -> rusqlite::Result<Option<u64>> {
+    let value: Option<i64> = row.get(idx)?;
+    value
+        .map(|value| {
+            u64::try_from(value).map_err(|error| {
+                rusqlite::Error::FromSqlConversionFailure(idx, Type::Integer, Box::new(error))
+            })
+        })
+        .transpose()
+}
+
+/// A count as the schema stores it (SQLite INTEGER is signed 64-bit; nothing we count gets
+/// near its end, so the clamp never changes a real value).
+pub(super) fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A path as stored: recording paths are built by callbridge from its config and ids, so they
+/// are UTF-8; anything else is stored lossily (and logged), never refused.
+pub(super) fn path_text(path: &Path) -> String {
+    match path.to_str() {
+        Some(text) => text.to_string(),
+        None => {
+            tracing::warn!(path = %path.display(), "recording path is not UTF-8; stored lossily");
+            path.to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// A recording file's size in bytes and SHA-256 (lower-case hex).
+pub(super) fn measure(path: &Path) -> io::Result<(u64, String)> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let digest = hasher.finalize();
+    let hex = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    Ok((size, hex))
+}
+
+/// Removes recording files whose deletion is committed. A file already gone is what was
+/// wanted; another failure is logged (the row says deleted, the file lingers) and not retried.
+pub(super) fn remove_files(paths: &[PathBuf]) {
+    for path in paths {
+        match fs::remove_file(path) {
+            Ok(()) => tracing::debug!(path = %path.display(), "recording file removed"),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot remove recording file")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::temp_db;
+
+    #[test]
+    fn open_creates_the_directory_and_sets_wal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("a/b/store.db");
+        let db = Db::open(&path).expect("open");
+        assert!(path.exists());
+        let mode: String = db
+            .conn
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .expect("journal_mode");
+        assert_eq!(mode, "wal");
+        let fk: i64 = db
+            .conn
+            .query_row("PRAGMA foreign_keys", [], |row| row.get(0))
+            .expect("foreign_keys");
+        assert_eq!(fk, 1);
+        let sync: i64 = db
+            .conn
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .expect("synchronous");
+        assert_eq!(sync, 1, "NORMAL");
+        assert_eq!(
+            db.schema_version().expect("version"),
+            MIGRATIONS.len() as u32
+        );
+    }
+
+    #[test]
+    fn reopening_keeps_the_data_and_the_version() {
+        let (dir, mut db) = temp_db();
+        db.add_user("alice", "pw", 1).expect("add");
+        drop(db);
+        let db = Db::open(&dir.path().join("store.db")).expect("reopen");
+        assert_eq!(db.list_users().expect("list").len(), 1);
+        assert_eq!(db.schema_version().expect("version"), 1);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_left_alone() {
+        let (dir, db) = temp_db();
+        db.conn
+            .pragma_update(None, "user_version", 99)
+            .expect("bump version");
+        drop(db);
+        let err = Db::open(&dir.path().join("store.db"))
+            .err()
+            .expect("newer schema refused");
+        assert!(
+            matches!(
+                err,
+                StoreError::SchemaTooNew {
+                    found: 99,
+                    known: 1
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("newer"));
+        let raw = Connection::open(dir.path().join("store.db")).expect("raw open");
+        let version: u32 = raw
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .expect("version");
+        assert_eq!(version, 99);
+    }
+
+    #[test]
+    fn two_connections_open_the_same_file() {
+        let (dir, _db) = temp_db();
+        let second = Db::open(&dir.path().join("store.db")).expect("second open");
+        assert_eq!(second.schema_version().expect("version"), 1);
+    }
+
+    #[test]
+    fn measure_gives_size_and_lower_case_sha256() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("f");
+        fs::write(&path, b"abc").expect("write");
+        let (size, sha) = measure(&path).expect("measure");
+        assert_eq!(size, 3);
+        assert_eq!(
+            sha,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! Test doubles and builders shared by the `store` tests.
+//!
+//! Owns: a scripted [`RecordingFiles`], temporary databases, event builders.
+//! Must not: be compiled outside tests.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tempfile::TempDir;
+
+use super::model::{Direction, RecordPolicy, RecordingFormat, RecordingOrigin, StoreEvent, UnixMs};
+use super::{Db, RecordingFiles, RecoveredFile};
+
+/// A [`RecordingFiles`] that answers what it was told per path (and "no script" otherwise),
+/// and remembers what it was asked.
+#[derive(Default)]
+pub(crate) struct ScriptedFiles {
+    answers: Mutex<HashMap<PathBuf, Result<RecoveredFile, String>>>,
+    asked: Mutex<Vec<PathBuf>>,
+}
+
+impl ScriptedFiles {
+    pub(crate) fn answer(&self, path: &Path, answer: Result<RecoveredFile, String>) {
+        self.answers
+            .lock()
+            .expect("answers lock")
+            .insert(path.to_path_buf(), answer);
+    }
+
+    pub(crate) fn asked(&self) -> Vec<PathBuf> {
+        self.asked.lock().expect("asked lock").clone()
+    }
+}
+
+impl RecordingFiles for ScriptedFiles {
+    fn recover(&self, path: &Path, _format: RecordingFormat) -> Result<RecoveredFile, String> {
+        self.asked
+            .lock()
+            .expect("asked lock")
+            .push(path.to_path_buf());
+        self.answers
+            .lock()
+            .expect("answers lock")
+            .get(path)
+            .cloned()
+            .unwrap_or_else(|| Err("no script".to_string()))
+    }
+}
+
+/// A fresh database in a temporary directory (`store.db`).
+pub(crate) fn temp_db() -> (TempDir, Db) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::open(&dir.path().join("store.db")).expect("open temp db");
+    (dir, db)
+}
+
+/// Writes a recording file and answers its path.
+pub(crate) fn file(dir: &TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.path().join(name);
+    fs::write(&path, bytes).expect("write recording file");
+    path
+}
+
+/// An inbound call from `calling` to `called`.
+pub(crate) fn call(
+    call_id: &str,
+    calling: &str,
+    called: &str,
+    policy: RecordPolicy,
+    started_ms: UnixMs,
+) -> StoreEvent {
+    StoreEvent::CallStarted {
+        call_id: call_id.to_string(),
+        connection: 7,
+        direction: Direction::Inbound,
+        platform_call_id: Some(format!("sip-{call_id}")),
+        native_id: Some(format!("conn-{call_id}")),
+        calling: calling.to_string(),
+        called: called.to_string(),
+        trunk: Some("pstn".to_string()),
+        policy,
+        started_ms,
+    }
+}
+
+pub(crate) fn ended(call_id: &str, at_ms: UnixMs) -> StoreEvent {
+    StoreEvent::CallEnded {
+        call_id: call_id.to_string(),
+        at_ms,
+        cause: "remote-bye".to_string(),
+    }
+}
+
+/// A two-channel 8 kHz WAV recording of `call_id`.
+pub(crate) fn recording(
+    recording_id: &str,
+    call_id: &str,
+    path: &Path,
+    origin: RecordingOrigin,
+    started_ms: UnixMs,
+) -> StoreEvent {
+    StoreEvent::RecordingStarted {
+        recording_id: recording_id.to_string(),
+        call_id: call_id.to_string(),
+        path: path.to_path_buf(),
+        format: RecordingFormat::WavPcm16,
+        channels: 2,
+        sample_rate: 8000,
+        origin,
+        started_ms,
+    }
+}
+
+pub(crate) fn finished(recording_id: &str, ended_ms: UnixMs, samples: u64) -> StoreEvent {
+    StoreEvent::RecordingFinished {
+        recording_id: recording_id.to_string(),
+        ended_ms,
+        samples,
+        error: None,
+    }
+}
