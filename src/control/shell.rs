@@ -71,11 +71,13 @@ pub async fn run(
         };
         let Some(input) = input else { break };
         core.handle(Now::read(), input);
-        while let Some((to, bytes)) = core.poll_transmit() {
-            transport.send(to, bytes);
-        }
+        // The store's writes first: a peer that reacts to our SIP message (and then asks the
+        // recording API) finds the store's queue already holding what led to it.
         for event in core.take_store_events() {
             store.write(event);
+        }
+        while let Some((to, bytes)) = core.poll_transmit() {
+            transport.send(to, bytes);
         }
         if core.is_stopped() {
             break;
