@@ -404,6 +404,11 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         s.rtp_packets_sent,
     );
     counter(
+        "callbridge_recording_frames_dropped_total",
+        "20 ms recording frames dropped because the recorder's queue was full (the recorder cannot keep up).",
+        s.recorder_frames_dropped,
+    );
+    counter(
         "callbridge_recording_failures_total",
         "Recordings that stopped before their call ended (a full disk, a file not created).",
         s.recording_failures,

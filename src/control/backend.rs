@@ -22,7 +22,7 @@ use crate::engine::{
     MediaSpec, MediaStats, OpenConnection, TickLatenessSnapshot,
 };
 use crate::media::player::PlaySource;
-use crate::media::recording_file::{FileKind, RecordingFile};
+use crate::media::recording_file::{FileKind, NewRecording, RecordingFile};
 use crate::media::wav::Audio;
 use crate::sip::transaction::Peer;
 use crate::sip::transport::{route_source, SipTransport};
@@ -35,6 +35,8 @@ pub struct MediaHealth {
     /// Media workers whose loop has not turned for a second.
     pub stalled_workers: usize,
     pub events_dropped: u64,
+    /// Recording frames the recorder's full queue refused.
+    pub recorder_frames_dropped: u64,
     pub receive_buffers_exhausted: u64,
     /// CPU time of each media worker thread (`None`: the thread has ended).
     pub worker_cpu: Vec<Option<Duration>>,
@@ -100,6 +102,13 @@ pub trait Backend {
         key: ConnectionKey,
         operation: u64,
         file: RecordingFile,
+    ) -> Result<(), EngineError>;
+    /// A call's recording: its file is created off the control task (the recorder thread).
+    fn start_recording_to(
+        &mut self,
+        key: ConnectionKey,
+        operation: u64,
+        file: NewRecording,
     ) -> Result<(), EngineError>;
     fn stop_recording(&mut self, key: ConnectionKey, operation: u64) -> Result<(), EngineError>;
     /// Silence in a recording's channels from now on (`left`: the caller, or a mono file's
@@ -356,6 +365,14 @@ impl Backend for Host {
     ) -> Result<(), EngineError> {
         self.engine.start_recording(key, operation, file)
     }
+    fn start_recording_to(
+        &mut self,
+        key: ConnectionKey,
+        operation: u64,
+        file: NewRecording,
+    ) -> Result<(), EngineError> {
+        self.engine.start_recording_to(key, operation, file)
+    }
     fn stop_recording(&mut self, key: ConnectionKey, operation: u64) -> Result<(), EngineError> {
         self.engine.stop_recording(key, operation)
     }
@@ -436,6 +453,7 @@ impl Backend for Host {
             ports_total: self.engine.ports_total(),
             stalled_workers: self.engine.stalled_workers(Duration::from_secs(1)),
             events_dropped: self.engine.events_dropped(),
+            recorder_frames_dropped: self.engine.recorder_frames_dropped(),
             receive_buffers_exhausted: self.engine.receive_buffers_exhausted(),
             worker_cpu: self.engine.worker_cpu_times(),
             tick_lateness: self.engine.tick_lateness(),

@@ -774,6 +774,7 @@ impl<M: Backend> Controller<M> {
             rtp_packets_received: self.released_rtp_received + live_received,
             rtp_packets_sent: self.released_rtp_sent + live_sent,
             engine_events_dropped: health.events_dropped,
+            recorder_frames_dropped: health.recorder_frames_dropped,
             rtp_packets_lost: live.iter().map(|s| s.packets_lost).sum(),
             rtp_jitter_ms_max: live.iter().map(|s| s.jitter_ms).fold(0.0, f64::max),
             rtp_packets_late: live.iter().map(|s| s.late_packets).sum(),

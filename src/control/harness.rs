@@ -309,6 +309,21 @@ impl Backend for Sim {
         Ok(())
     }
 
+    fn start_recording_to(
+        &mut self,
+        key: ConnectionKey,
+        operation: u64,
+        file: crate::media::recording_file::NewRecording,
+    ) -> Result<(), EngineError> {
+        self.connection(key)?;
+        // The real recorder creates the file on its thread; the simulation at once.
+        let file = file.create().map_err(|e| {
+            EngineError::InvalidConfig(format!("recording file cannot be created: {e}"))
+        })?;
+        self.recordings.insert(operation, (key, file));
+        Ok(())
+    }
+
     fn stop_recording(&mut self, _key: ConnectionKey, operation: u64) -> Result<(), EngineError> {
         self.stop_recording_of(operation);
         Ok(())

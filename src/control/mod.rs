@@ -272,6 +272,8 @@ pub struct Status {
     pub rtp_packets_received: u64,
     pub rtp_packets_sent: u64,
     pub engine_events_dropped: u64,
+    /// Recording frames the recorder's full queue refused.
+    pub recorder_frames_dropped: u64,
     /// RFC 3550 loss summed over live connections, and the worst jitter among them.
     pub rtp_packets_lost: i64,
     pub rtp_jitter_ms_max: f64,

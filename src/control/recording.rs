@@ -23,7 +23,7 @@ use super::core::Controller;
 use super::events::Event;
 use super::events::ReleaseReason;
 use crate::media::codec::pcm_rate;
-use crate::media::recording_file::FileKind;
+use crate::media::recording_file::{FileKind, NewRecording};
 use crate::media::wav::Encoding;
 use crate::sip::ua::CallId;
 use crate::store::{
@@ -150,21 +150,19 @@ impl<M: Backend> Controller<M> {
         if let Some(call) = self.store_calls.get_mut(&connection) {
             call.recorded = true;
         }
-        let file = match self.engine.create_recording(&path, kind, rate, 2) {
-            Ok(file) => file,
-            Err(error) => {
-                tracing::warn!(connection, %error, "call recording cannot start");
-                self.recording_stopped(connection, &call_id, error);
-                return;
-            }
-        };
         let operation = self.allocate_operation_id();
+        // The recorder thread creates the file: no file system work on the control task.
+        let file = NewRecording {
+            path: path.clone(),
+            kind,
+            rate,
+            channels: 2,
+        };
         if let Err(e) =
             self.engine
-                .start_recording(u64::from(connection), u64::from(operation), file)
+                .start_recording_to(u64::from(connection), u64::from(operation), file)
         {
             tracing::warn!(connection, error = %e, "call recording cannot start");
-            self.engine.remove_file(&path);
             self.recording_stopped(connection, &call_id, e.to_string());
             return;
         }

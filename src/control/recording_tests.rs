@@ -157,3 +157,35 @@ fn an_unrecorded_route_is_a_store_call_without_a_recording_and_mute_is_refused()
     assert_eq!(kinds(&h.core.take_store_events()), ["CallEnded"]);
     h.assert_no_leaks();
 }
+
+#[test]
+fn a_recording_file_that_cannot_be_made_stops_the_recording_not_the_call() {
+    let mut h = Harness::new();
+    // A regular file where the recording directory should be: nothing can be created in it.
+    let blocker = h
+        .core
+        .recording_settings
+        .dir
+        .with_file_name("not-a-directory");
+    std::fs::write(&blocker, b"x").expect("blocker file");
+    h.core.recording_settings.dir = blocker.join("calls");
+    let (mut peer, _connection) = recorded_call(&mut h, "rec-nodir");
+    let events = h.core.take_store_events();
+    assert_eq!(
+        kinds(&events),
+        ["CallStarted", "CallAnswered"],
+        "{events:?}"
+    );
+    let stopped = h.events_named("RecordingStopped");
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert!(stopped[0]["Error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("cannot"));
+    assert_eq!(h.core.recording_failures, 1);
+    // The call itself is answered and ends normally.
+    h.sip_from(PEER, peer.in_dialog("BYE", ""));
+    h.settle();
+    assert_eq!(kinds(&h.core.take_store_events()), ["CallEnded"]);
+    h.assert_no_leaks();
+}

@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::mpsc::Sender;
 
 use crate::media::dtmf::{self, DtmfError};
-use crate::media::recording_file::RecordingFile;
+use crate::media::recording_file::{NewRecording, RecordingFile};
 use pool::PortPool;
 use socket::{MediaSockets, SocketTuning};
 use stats::SharedStats;
@@ -361,6 +361,8 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     /// Events the workers dropped because the event queue was full.
     events_dropped: Arc<AtomicU64>,
+    /// Recording frames a full recorder queue refused.
+    recorder_dropped: Arc<AtomicU64>,
     /// Per worker: milliseconds since `epoch` at its last loop turn.
     heartbeats: Vec<Arc<AtomicU64>>,
     /// Per worker: how late its session deadlines run.
@@ -418,6 +420,7 @@ impl Engine {
             },
             stop: Arc::new(AtomicBool::new(false)),
             events_dropped: Arc::new(AtomicU64::new(0)),
+            recorder_dropped: Arc::new(AtomicU64::new(0)),
             heartbeats: Vec::with_capacity(worker_count),
             tick_lateness: Vec::with_capacity(worker_count),
             uring_sends: Arc::new(AtomicU64::new(0)),
@@ -436,6 +439,7 @@ impl Engine {
             let context = WorkerContext {
                 events: events.clone(),
                 events_dropped: Arc::clone(&engine.events_dropped),
+                recorder_dropped: Arc::clone(&engine.recorder_dropped),
                 port_return: port_return.clone(),
                 stop: Arc::clone(&engine.stop),
                 defaults: config.session,
@@ -760,6 +764,41 @@ impl Engine {
         })
     }
 
+    /// Starts recording a connection into a file the recorder thread creates (a call's
+    /// recording: the caller's audio, and with two channels what the connection sends it);
+    /// a file that cannot be created comes back as [`EngineEvent::RecordingFailed`].
+    pub fn start_recording_to(
+        &self,
+        key: ConnectionKey,
+        operation: u64,
+        file: NewRecording,
+    ) -> Result<(), EngineError> {
+        let both = file.channels == 2;
+        let queue = self.recorder.as_ref().ok_or(EngineError::WorkerGone)?;
+        queue
+            .try_send(recorder::RecorderCommand::Create {
+                key,
+                operation,
+                file: Box::new(file),
+            })
+            .map_err(|e| match e {
+                std::sync::mpsc::TrySendError::Full(_) => EngineError::QueueFull,
+                std::sync::mpsc::TrySendError::Disconnected(_) => EngineError::WorkerGone,
+            })?;
+        let started = self.submit_for(
+            key,
+            WorkerCommand::Record {
+                key,
+                operation,
+                both,
+            },
+        );
+        if started.is_err() {
+            let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
+        }
+        started
+    }
+
     /// Mutes (silence in the file) or unmutes a recording's channels: `left` the caller's
     /// audio (or a mono file's only channel), `right` what the connection is sent.
     pub fn mute_recording(
@@ -998,6 +1037,10 @@ impl Engine {
     }
 
     /// Events the workers could not deliver because the event queue was full.
+    pub fn recorder_frames_dropped(&self) -> u64 {
+        self.recorder_dropped.load(Ordering::Relaxed)
+    }
+
     pub fn events_dropped(&self) -> u64 {
         self.events_dropped.load(Ordering::Relaxed)
     }

@@ -5,7 +5,9 @@
 //! keeping the two channels of a two-channel recording time-aligned, muting channels (silence
 //! in the file), syncing each file about once a second (a killed process leaves a playable
 //! file), finishing files, and reporting [`EngineEvent::RecordingFailed`] (at the first write
-//! error: a full disk) and [`EngineEvent::RecordingDone`].
+//! error: a full disk) and [`EngineEvent::RecordingDone`]. Finishing (the last sizes and an
+//! fsync) runs on a thread of its own (`media-rec-finish`): an fsync per ended call must not
+//! hold up every other call's frames.
 //! Must not: be waited for by a worker — workers `try_send` frames and a full queue drops them
 //! (counted and logged).
 //!
@@ -23,14 +25,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Sender;
 
 use super::{ConnectionKey, EngineEvent};
-use crate::media::recording_file::{self, RecordingFile};
+use crate::media::recording_file::{self, NewRecording, RecordingFile};
 use crate::media::resample::Resampler;
 
 /// Samples one frame message carries (20 ms at 48 kHz).
 pub const FRAME_SAMPLES: usize = 960;
 
-/// Frames (and commands) the recorder queue holds before workers drop frames.
-pub const QUEUE_DEPTH: usize = 4096;
+/// Frames (and commands) the recorder queue holds before workers drop frames: about 160 ms
+/// of two-channel frames for 1,000 recordings.
+pub const QUEUE_DEPTH: usize = 16_384;
 
 /// How often every open file is brought up to date on disk.
 const SYNC_INTERVAL: Duration = Duration::from_secs(1);
@@ -47,6 +50,14 @@ pub enum RecorderCommand {
         key: ConnectionKey,
         operation: u64,
         file: Box<RecordingFile>,
+    },
+    /// A new recording whose file the recorder creates (a call's recording: no file system
+    /// work on the control task). A file that cannot be created is reported as
+    /// [`EngineEvent::RecordingFailed`], then [`EngineEvent::RecordingDone`] with the error.
+    Create {
+        key: ConnectionKey,
+        operation: u64,
+        file: Box<NewRecording>,
     },
     /// Audio of one channel of a recording (0: left or mono, 1: right), at `rate`.
     Frame {
@@ -66,14 +77,30 @@ pub enum RecorderCommand {
     Stop { operation: u64 },
 }
 
-/// Starts the recorder thread; it ends when every sender is dropped, finishing open files.
+/// Starts the recorder thread (and its finisher); it ends when every sender is dropped,
+/// finishing open files.
 pub fn spawn(
     inbox: Receiver<RecorderCommand>,
     events: Sender<EngineEvent>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let (finish_tx, finish_rx) = std::sync::mpsc::channel::<(u64, Recording)>();
+    let finish_events = events.clone();
+    let finisher = thread::Builder::new()
+        .name("media-rec-finish".into())
+        .spawn(move || {
+            for (operation, recording) in finish_rx {
+                finish(operation, recording, &finish_events);
+            }
+        })?;
     thread::Builder::new()
         .name("media-recorder".into())
-        .spawn(move || run(inbox, events))
+        .spawn(move || {
+            run(inbox, events, &finish_tx);
+            drop(finish_tx);
+            if finisher.join().is_err() {
+                tracing::error!("recording finisher panicked");
+            }
+        })
 }
 
 /// A queue for workers to send frames into.
@@ -81,8 +108,14 @@ pub fn channel() -> (SyncSender<RecorderCommand>, Receiver<RecorderCommand>) {
     std::sync::mpsc::sync_channel(QUEUE_DEPTH)
 }
 
-fn run(inbox: Receiver<RecorderCommand>, events: Sender<EngineEvent>) {
+fn run(
+    inbox: Receiver<RecorderCommand>,
+    events: Sender<EngineEvent>,
+    finisher: &std::sync::mpsc::Sender<(u64, Recording)>,
+) {
     let mut open: HashMap<u64, Recording> = HashMap::new();
+    // Recordings whose file could not be created, until their stop.
+    let mut created_failed: Vec<(ConnectionKey, u64, String)> = Vec::new();
     let mut last_sync = Instant::now();
     loop {
         match inbox.recv_timeout(SYNC_INTERVAL) {
@@ -93,6 +126,25 @@ fn run(inbox: Receiver<RecorderCommand>, events: Sender<EngineEvent>) {
             }) => {
                 open.insert(operation, Recording::new(key, *file));
             }
+            Ok(RecorderCommand::Create {
+                key,
+                operation,
+                file,
+            }) => match file.create() {
+                Ok(created) => {
+                    open.insert(operation, Recording::new(key, created));
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    tracing::warn!(key, operation, %error, "recording file cannot be created");
+                    let _ = events.try_send(EngineEvent::RecordingFailed {
+                        key,
+                        operation,
+                        error: error.clone(),
+                    });
+                    created_failed.push((key, operation, error));
+                }
+            },
             Ok(RecorderCommand::Frame {
                 operation,
                 channel,
@@ -118,8 +170,13 @@ fn run(inbox: Receiver<RecorderCommand>, events: Sender<EngineEvent>) {
                 }
             }
             Ok(RecorderCommand::Stop { operation }) => {
-                if let Some(recording) = open.remove(&operation) {
-                    finish(operation, recording, &events);
+                if let Some(mut recording) = open.remove(&operation) {
+                    recording.flush_tail();
+                    hand_over(finisher, operation, recording, &events);
+                } else if let Some(at) = created_failed.iter().position(|f| f.1 == operation) {
+                    // Its file never existed: done, with the error it failed with.
+                    let (key, operation, error) = created_failed.swap_remove(at);
+                    report_done(&events, key, operation, 0, Some(error));
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -133,8 +190,23 @@ fn run(inbox: Receiver<RecorderCommand>, events: Sender<EngineEvent>) {
             }
         }
     }
-    for (operation, recording) in open.drain() {
-        finish(operation, recording, &events);
+    for (operation, mut recording) in open.drain() {
+        recording.flush_tail();
+        hand_over(finisher, operation, recording, &events);
+    }
+}
+
+/// To the finisher thread; finished here when it is gone.
+fn hand_over(
+    finisher: &std::sync::mpsc::Sender<(u64, Recording)>,
+    operation: u64,
+    recording: Recording,
+    events: &Sender<EngineEvent>,
+) {
+    if let Err(std::sync::mpsc::SendError((operation, recording))) =
+        finisher.send((operation, recording))
+    {
+        finish(operation, recording, events);
     }
 }
 
@@ -230,6 +302,25 @@ impl Recording {
         }
     }
 
+    /// The end of the call: what one channel still holds beyond the other is written with
+    /// silence beside it.
+    fn flush_tail(&mut self) {
+        if self.error.is_some() {
+            return;
+        }
+        let longest = self
+            .channels
+            .iter()
+            .map(|c| c.pending.len())
+            .max()
+            .unwrap_or(0);
+        for channel in &mut self.channels {
+            let missing = longest - channel.pending.len();
+            channel.pending.extend(std::iter::repeat_n(0, missing));
+        }
+        self.write_ready();
+    }
+
     fn sync(&mut self) {
         if self.error.is_some() {
             return;
@@ -283,22 +374,7 @@ impl ChannelQueue {
     }
 }
 
-fn finish(operation: u64, mut recording: Recording, events: &Sender<EngineEvent>) {
-    if recording.error.is_none() {
-        // What one channel still holds beyond the other: the end of the call, written with
-        // silence beside it.
-        let longest = recording
-            .channels
-            .iter()
-            .map(|c| c.pending.len())
-            .max()
-            .unwrap_or(0);
-        for channel in &mut recording.channels {
-            let missing = longest - channel.pending.len();
-            channel.pending.extend(std::iter::repeat_n(0, missing));
-        }
-        recording.write_ready();
-    }
+fn finish(operation: u64, recording: Recording, events: &Sender<EngineEvent>) {
     let Recording {
         key, file, error, ..
     } = recording;
@@ -319,8 +395,18 @@ fn finish(operation: u64, mut recording: Recording, events: &Sender<EngineEvent>
             }
         }
     };
-    // The control plane must hear this (it completes the Record): wait for room rather than
-    // drop, bounded so a stopped control plane cannot hang the recorder.
+    report_done(events, key, operation, samples, error);
+}
+
+/// [`EngineEvent::RecordingDone`]: the control plane must hear it (it completes the Record):
+/// wait for room rather than drop, bounded so a stopped control plane cannot hang us.
+fn report_done(
+    events: &Sender<EngineEvent>,
+    key: ConnectionKey,
+    operation: u64,
+    samples: u64,
+    error: Option<String>,
+) {
     let event = EngineEvent::RecordingDone {
         key,
         operation,

@@ -177,6 +177,23 @@ impl From<OggOpusError> for RecordingFileError {
     }
 }
 
+/// A recording file to create where it will be written (the recorder thread), so that no
+/// file system work waits on the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecording {
+    pub path: PathBuf,
+    pub kind: FileKind,
+    pub rate: u32,
+    pub channels: u16,
+}
+
+impl NewRecording {
+    /// Creates the file (and its directories).
+    pub fn create(&self) -> Result<RecordingFile, RecordingFileError> {
+        RecordingFile::create(&self.path, self.kind, self.rate, self.channels)
+    }
+}
+
 /// One recording being written.
 #[derive(Debug)]
 pub struct RecordingFile {

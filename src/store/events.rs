@@ -58,23 +58,23 @@ fn apply_one(
                 tracing::warn!(call_id, "CallStarted for a known call; skipped");
                 return Ok(());
             }
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO calls (call_id, connection, direction, platform_call_id, native_id,
                      calling, called, trunk, policy, started_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
-                    call_id,
-                    connection,
-                    direction.word(),
-                    platform_call_id,
-                    native_id,
-                    calling,
-                    called,
-                    trunk,
-                    policy.word(),
-                    started_ms
-                ],
-            )?;
+            )?
+            .execute(params![
+                call_id,
+                connection,
+                direction.word(),
+                platform_call_id,
+                native_id,
+                calling,
+                called,
+                trunk,
+                policy.word(),
+                started_ms
+            ])?;
             // The two ends are parties too, so the party list is the whole story of the call.
             for (dn, role) in [(calling, "calling"), (called, "called")] {
                 if !dn.is_empty() {
@@ -84,10 +84,10 @@ fn apply_one(
         }
         StoreEvent::CallAnswered { call_id, at_ms } => {
             if known_call(conn, call_id, "CallAnswered")? {
-                conn.execute(
+                conn.prepare_cached(
                     "UPDATE calls SET answered_ms = ?2 WHERE call_id = ?1 AND answered_ms IS NULL",
-                    params![call_id, at_ms],
-                )?;
+                )?
+                .execute(params![call_id, at_ms])?;
             }
         }
         StoreEvent::MeetingChanged {
@@ -95,10 +95,8 @@ fn apply_one(
             meeting_id,
         } => {
             if known_call(conn, call_id, "MeetingChanged")? {
-                conn.execute(
-                    "UPDATE calls SET meeting_id = ?2 WHERE call_id = ?1",
-                    params![call_id, meeting_id],
-                )?;
+                conn.prepare_cached("UPDATE calls SET meeting_id = ?2 WHERE call_id = ?1")?
+                    .execute(params![call_id, meeting_id])?;
             }
         }
         StoreEvent::PartyAdded {
@@ -117,11 +115,11 @@ fn apply_one(
             cause,
         } => {
             if known_call(conn, call_id, "CallEnded")? {
-                conn.execute(
+                conn.prepare_cached(
                     "UPDATE calls SET ended_ms = ?2, end_cause = ?3
                      WHERE call_id = ?1 AND ended_ms IS NULL",
-                    params![call_id, at_ms, cause],
-                )?;
+                )?
+                .execute(params![call_id, at_ms, cause])?;
             }
         }
         StoreEvent::RecordingStarted {
@@ -155,22 +153,22 @@ fn apply_one(
             } else {
                 RecordingState::Recording
             };
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO recordings (recording_id, call_id, path, format, channels,
                      sample_rate, origin, state, started_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    recording_id,
-                    call_id,
-                    path_text(path),
-                    format.word(),
-                    channels,
-                    sample_rate,
-                    origin.word(),
-                    state.word(),
-                    started_ms
-                ],
-            )?;
+            )?
+            .execute(params![
+                recording_id,
+                call_id,
+                path_text(path),
+                format.word(),
+                channels,
+                sample_rate,
+                origin.word(),
+                state.word(),
+                started_ms
+            ])?;
         }
         StoreEvent::RecordingFailed {
             recording_id,
@@ -178,10 +176,11 @@ fn apply_one(
             error,
         } => {
             // The first error is the cause; the state stays `recording` until the file is closed.
-            let changed = conn.execute(
-                "UPDATE recordings SET error = COALESCE(error, ?2) WHERE recording_id = ?1",
-                params![recording_id, error],
-            )?;
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE recordings SET error = COALESCE(error, ?2) WHERE recording_id = ?1",
+                )?
+                .execute(params![recording_id, error])?;
             if changed == 0 {
                 tracing::warn!(
                     recording_id,
@@ -276,16 +275,14 @@ fn change_mute(
         if open_channels == channels.0 {
             return Ok(());
         }
-        conn.execute(
-            "UPDATE mutes SET to_ms = MAX(from_ms, ?2) WHERE id = ?1",
-            params![id, offset],
-        )?;
+        conn.prepare_cached("UPDATE mutes SET to_ms = MAX(from_ms, ?2) WHERE id = ?1")?
+            .execute(params![id, offset])?;
     }
     if channels != MuteChannels::NONE {
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO mutes (recording_id, channels, from_ms) VALUES (?1, ?2, ?3)",
-            params![recording_id, channels.0, offset],
-        )?;
+        )?
+        .execute(params![recording_id, channels.0, offset])?;
     }
     Ok(())
 }
@@ -298,20 +295,17 @@ fn add_party(
     role: &str,
     at_ms: UnixMs,
 ) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO parties (call_id, dn, role, at_ms)
-         SELECT ?1, ?2, ?3, ?4
-         WHERE NOT EXISTS (SELECT 1 FROM parties WHERE call_id = ?1 AND dn = ?2 AND role = ?3)",
-        params![call_id, dn, role, at_ms],
-    )?;
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO parties (call_id, dn, role, at_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![call_id, dn, role, at_ms])?;
     Ok(())
 }
 
 fn call_exists(conn: &Connection, call_id: &str) -> Result<bool, StoreError> {
     Ok(conn
-        .query_row("SELECT 1 FROM calls WHERE call_id = ?1", [call_id], |_| {
-            Ok(())
-        })
+        .prepare_cached("SELECT 1 FROM calls WHERE call_id = ?1")?
+        .query_row([call_id], |_| Ok(()))
         .optional()?
         .is_some())
 }

@@ -56,6 +56,8 @@ pub(in crate::engine) struct WorkerContext {
     pub(in crate::engine) events: Sender<EngineEvent>,
     /// Engine-wide count of events dropped because the queue was full.
     pub(in crate::engine) events_dropped: Arc<AtomicU64>,
+    /// Recording frames a full recorder queue refused (engine-wide).
+    pub(in crate::engine) recorder_dropped: Arc<AtomicU64>,
     /// Channel on which closed port pairs go back to the pool.
     pub(in crate::engine) port_return: PortReturn,
     /// Set by the engine at shutdown.
@@ -235,7 +237,17 @@ impl WorkerContext {
                     samples: frame,
                 });
             if sent.is_err() {
-                tracing::warn!(key, operation, "recorder queue full: audio dropped");
+                // Counted always, logged once per 10,000: a recorder that cannot keep up
+                // must not also flood the log.
+                let dropped = self.recorder_dropped.fetch_add(1, Ordering::Relaxed);
+                if dropped % 10_000 == 0 {
+                    tracing::warn!(
+                        key,
+                        operation,
+                        dropped = dropped + 1,
+                        "recorder queue full: recording audio dropped"
+                    );
+                }
             }
         }
     }

@@ -50,6 +50,7 @@ fn worker_with_echo_connection(
     let context = WorkerContext {
         events,
         events_dropped: Arc::default(),
+        recorder_dropped: Arc::default(),
         port_return: pool.port_return(),
         stop: Arc::default(),
         defaults: SessionDefaults::default(),
