@@ -28,6 +28,26 @@ pub enum CtlCommand {
     Reload,
     /// Manage the recording API's users, in the store's database directly.
     Users(UserCommand),
+    /// Manage the agent gateway's agents, in the store's database directly.
+    Agents(AgentCommand),
+}
+
+/// `callbridge ctl agents ...`: a password given as None is read from standard input.
+#[derive(Debug, Clone)]
+pub enum AgentCommand {
+    Add {
+        id: i64,
+        password: Option<String>,
+        inspector: bool,
+    },
+    Remove {
+        id: i64,
+    },
+    List,
+    Passwd {
+        id: i64,
+        password: Option<String>,
+    },
 }
 
 /// `callbridge ctl users ...`: a password given as None is read from standard input.
@@ -49,8 +69,10 @@ pub enum UserCommand {
 
 /// Runs a command and returns what to print; errors are fit for stderr.
 pub fn run(config: &Config, command: CtlCommand) -> Result<String, String> {
-    if let CtlCommand::Users(users) = command {
-        return manage_users(config, users);
+    match command {
+        CtlCommand::Users(users) => return manage_users(config, users),
+        CtlCommand::Agents(agents) => return manage_agents(config, agents),
+        _ => {}
     }
     let token = config
         .api_tokens()
@@ -63,7 +85,9 @@ pub fn run(config: &Config, command: CtlCommand) -> Result<String, String> {
         token,
     };
     match command {
-        CtlCommand::Users(_) => unreachable!("answered above without the API"),
+        CtlCommand::Users(_) | CtlCommand::Agents(_) => {
+            unreachable!("answered above without the API")
+        }
         CtlCommand::Calls => {
             let v = api.get("/callcontrol/calls")?;
             Ok(table(
@@ -336,6 +360,55 @@ fn manage_users(config: &Config, command: UserCommand) -> Result<String, String>
                 })
                 .collect();
             Ok(table(&Value::Array(rows), &["Name", "Created"]))
+        }
+    }
+}
+
+/// `ctl agents`: as `ctl users`, on the agents table.
+fn manage_agents(config: &Config, command: AgentCommand) -> Result<String, String> {
+    let mut db = crate::store::Db::open(&config.store.path)
+        .map_err(|e| format!("{}: {e}", config.store.path.display()))?;
+    give_to_directory_owner(&config.store.path);
+    match command {
+        AgentCommand::Add {
+            id,
+            password,
+            inspector,
+        } => {
+            let password = password_or_stdin(password)?;
+            let now = i64::try_from(crate::control::unix_ms()).unwrap_or(i64::MAX);
+            db.add_agent(id, &password, inspector, now)
+                .map_err(|e| e.to_string())?;
+            Ok(format!("agent {id} added"))
+        }
+        AgentCommand::Remove { id } => {
+            db.remove_agent(id).map_err(|e| e.to_string())?;
+            Ok(format!("agent {id} removed"))
+        }
+        AgentCommand::Passwd { id, password } => {
+            let password = password_or_stdin(password)?;
+            db.set_agent_password(id, &password)
+                .map_err(|e| e.to_string())?;
+            Ok(format!("password of agent {id} changed"))
+        }
+        AgentCommand::List => {
+            let agents = db.list_agents().map_err(|e| e.to_string())?;
+            let rows: Vec<Value> = agents
+                .iter()
+                .map(|a| {
+                    let at = std::time::UNIX_EPOCH
+                        + Duration::from_millis(u64::try_from(a.created_ms).unwrap_or(0));
+                    json!({
+                        "Agent": a.agent_id.to_string(),
+                        "Inspector": if a.inspector { "yes" } else { "no" },
+                        "Created": humantime::format_rfc3339_seconds(at).to_string(),
+                    })
+                })
+                .collect();
+            Ok(table(
+                &Value::Array(rows),
+                &["Agent", "Inspector", "Created"],
+            ))
         }
     }
 }

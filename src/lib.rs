@@ -4,6 +4,7 @@
 //! {`sip::dialog` → `sip::transaction` → `sip::message`, `sdp`}. Lower layers never call
 //! upward; they return events.
 
+pub mod agent_gateway;
 pub mod api;
 pub mod app;
 pub mod control;

@@ -9,7 +9,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer};
 
 use callbridge::app::{self, config::Config, config::LogFormat, ConfigSource, LogControl};
-use callbridge::ctl::{self, CtlCommand, UserCommand};
+use callbridge::ctl::{self, AgentCommand, CtlCommand, UserCommand};
 
 const DEFAULT_CONFIG: &str = "/etc/callbridge/callbridge.toml";
 
@@ -70,6 +70,34 @@ enum CtlAction {
     Users {
         #[command(subcommand)]
         action: UsersAction,
+    },
+    /// Manage the agent gateway's agents (in the store's database; the server need not run).
+    Agents {
+        #[command(subcommand)]
+        action: AgentsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsAction {
+    /// Add an agent (id 101-999999); without --password it is read from standard input.
+    Add {
+        id: i64,
+        #[arg(long)]
+        password: Option<String>,
+        /// May query every conference (queryvdnconfid).
+        #[arg(long)]
+        inspector: bool,
+    },
+    /// Remove an agent.
+    Remove { id: i64 },
+    /// List the agents.
+    List,
+    /// Change an agent's password; without --password it is read from standard input.
+    Passwd {
+        id: i64,
+        #[arg(long)]
+        password: Option<String>,
     },
 }
 
@@ -132,6 +160,20 @@ fn main() -> ExitCode {
                     CtlCommand::ReleaseConference(conference_id)
                 }
                 CtlAction::Reload => CtlCommand::Reload,
+                CtlAction::Agents { action } => CtlCommand::Agents(match action {
+                    AgentsAction::Add {
+                        id,
+                        password,
+                        inspector,
+                    } => AgentCommand::Add {
+                        id,
+                        password,
+                        inspector,
+                    },
+                    AgentsAction::Remove { id } => AgentCommand::Remove { id },
+                    AgentsAction::List => AgentCommand::List,
+                    AgentsAction::Passwd { id, password } => AgentCommand::Passwd { id, password },
+                }),
                 CtlAction::Users { action } => CtlCommand::Users(match action {
                     UsersAction::Add { name, password } => UserCommand::Add { name, password },
                     UsersAction::Remove { name } => UserCommand::Remove { name },

@@ -25,7 +25,20 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema, one step per version: `PRAGMA user_version` is the number of steps applied.
 /// Append only; a released step never changes.
-const MIGRATIONS: &[&str] = &[SCHEMA_1];
+const MIGRATIONS: &[&str] = &[SCHEMA_1, SCHEMA_2];
+
+/// The schema version this code writes (the number of migration steps).
+pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Version 2: the agent gateway's agents (their id is the number they sign in with).
+const SCHEMA_2: &str = "
+CREATE TABLE agents (
+    agent_id      INTEGER PRIMARY KEY NOT NULL,
+    password_hash TEXT NOT NULL,
+    inspector     INTEGER NOT NULL DEFAULT 0,
+    created_ms    INTEGER NOT NULL
+);
+";
 
 /// Version 1: calls, parties, recordings, mute spans, the deletion audit, users.
 const SCHEMA_1: &str = "
@@ -167,7 +180,7 @@ impl Db {
     /// from the start, so a second process opening at the same time waits and then finds the
     /// work done.
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let known = MIGRATIONS.len();
+        let known = SCHEMA_VERSION as usize;
         if self.schema_version()? as usize == known {
             return Ok(());
         }
@@ -188,7 +201,7 @@ impl Db {
 
 /// A database whose schema is newer than [`MIGRATIONS`] was written by a newer callbridge.
 fn refuse_newer(found: u32) -> Result<(), StoreError> {
-    let known = u32::try_from(MIGRATIONS.len()).expect("fewer than 2^32 migrations");
+    let known = SCHEMA_VERSION;
     if found > known {
         return Err(StoreError::SchemaTooNew { found, known });
     }
@@ -315,7 +328,29 @@ mod tests {
         drop(db);
         let db = Db::open(&dir.path().join("store.db")).expect("reopen");
         assert_eq!(db.list_users().expect("list").len(), 1);
-        assert_eq!(db.schema_version().expect("version"), 1);
+        assert_eq!(db.schema_version().expect("version"), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store.db");
+        {
+            let raw = Connection::open(&path).expect("raw open");
+            raw.execute_batch(SCHEMA_1).expect("version 1 schema");
+            raw.execute(
+                "INSERT INTO users (name, password_hash, created_ms) VALUES ('old', 'x', 1)",
+                [],
+            )
+            .expect("a version 1 row");
+            raw.pragma_update(None, "user_version", 1)
+                .expect("version 1");
+        }
+        let mut db = Db::open(&path).expect("migrated");
+        assert_eq!(db.schema_version().expect("version"), SCHEMA_VERSION);
+        assert_eq!(db.list_users().expect("users")[0].name, "old");
+        db.add_agent(1001, "pw", false, 2)
+            .expect("the agents table exists");
     }
 
     #[test]
@@ -333,7 +368,7 @@ mod tests {
                 err,
                 StoreError::SchemaTooNew {
                     found: 99,
-                    known: 1
+                    known: SCHEMA_VERSION
                 }
             ),
             "{err}"
@@ -350,7 +385,7 @@ mod tests {
     fn two_connections_open_the_same_file() {
         let (dir, _db) = temp_db();
         let second = Db::open(&dir.path().join("store.db")).expect("second open");
-        assert_eq!(second.schema_version().expect("version"), 1);
+        assert_eq!(second.schema_version().expect("version"), SCHEMA_VERSION);
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub struct UserRecord {
 /// A user's stored password hash, to check a password off the store thread (a check costs one
 /// argon2 hash: tens of milliseconds that writes should not wait for).
 #[derive(Clone)]
-pub struct StoredPassword(String);
+pub struct StoredPassword(pub(super) String);
 
 impl std::fmt::Debug for StoredPassword {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -149,7 +149,7 @@ fn check_name(name: &str) -> Result<(), StoreError> {
 }
 
 /// argon2id (v19, the crate's default cost: 19 MiB, 2 passes) with a fresh random salt.
-fn hash_password(password: &str) -> Result<String, StoreError> {
+pub(super) fn hash_password(password: &str) -> Result<String, StoreError> {
     if password.is_empty() {
         return Err(StoreError::EmptyPassword);
     }
