@@ -11,6 +11,7 @@
 //! conflicts (14, 15, 16); 422 prompt files that cannot be used (30, 31, 35);
 //! 503 no resources or shutting down (4, 5, 8); 500 internal (6); 401 without a valid token.
 
+pub mod agent_gateway;
 pub mod callcontrol;
 pub mod cti;
 pub mod mediacontrol;

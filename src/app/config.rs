@@ -65,6 +65,8 @@ pub struct Config {
     pub store: super::recording_config::StoreConfig,
     #[serde(default)]
     pub recording: super::recording_config::RecordingConfig,
+    #[serde(default)]
+    pub agent_gateway: super::agent_gateway_config::AgentGatewayConfig,
     /// Inbound call routing, first match wins on the Request-URI user part.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -493,6 +495,7 @@ impl Config {
             }
         }
         self.recording.check()?;
+        self.agent_gateway.settings()?;
         let routes = self.compiled_routes()?;
         let trunks = self.outbound_trunks()?;
         let trust = self.trust(&trunks)?;
@@ -604,8 +607,6 @@ impl Config {
         &self,
         listeners: &[SipListen],
     ) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
-        use rustls_pki_types::pem::PemObject;
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         let wants_tls = listeners
             .iter()
             .any(|l| l.transport == ListenTransport::Tls);
@@ -626,29 +627,7 @@ impl Config {
         if !wants_tls {
             return Ok(None);
         }
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .and_then(|certs| certs.collect::<Result<_, _>>())
-            .map_err(|e| invalid(format!("sip.tls_certificate {}: {e}", cert.display())))?;
-        if chain.is_empty() {
-            return Err(invalid(format!(
-                "sip.tls_certificate {}: no CERTIFICATE in the file",
-                cert.display()
-            )));
-        }
-        let private_key = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| invalid(format!("sip.tls_private_key {}: {e}", key.display())))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| invalid(format!("TLS: {e}")))?
-            .with_no_client_auth()
-            .with_single_cert(chain, private_key)
-            .map_err(|e| {
-                invalid(format!(
-                    "sip.tls_certificate/tls_private_key: {e} (does the key belong to the certificate?)"
-                ))
-            })?;
-        Ok(Some(Arc::new(config)))
+        tls_server_config(cert, key, "sip").map(Some)
     }
 
     /// The SRTP policy for calls over TLS whose route sets none.
@@ -1053,6 +1032,40 @@ fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), ConfigError
     }
     cursor.insert(last.to_string(), value);
     Ok(())
+}
+
+/// A TLS server configuration from a PEM certificate chain and key (`section` names the
+/// keys in errors: `sip`, `agent_gateway`).
+pub(super) fn tls_server_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    section: &str,
+) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| invalid(format!("{section}.tls_certificate {}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(invalid(format!(
+            "{section}.tls_certificate {}: no CERTIFICATE in the file",
+            cert.display()
+        )));
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| invalid(format!("{section}.tls_private_key {}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .map_err(|e| {
+            invalid(format!(
+                "{section}.tls_certificate/tls_private_key: {e} (does the key belong to the certificate?)"
+            ))
+        })?;
+    Ok(Arc::new(config))
 }
 
 pub(super) fn invalid(msg: String) -> ConfigError {

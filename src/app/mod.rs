@@ -4,6 +4,7 @@
 //! systemd readiness (`sd_notify`) and signal handling.
 //! Must not: contain call logic — it only connects the parts and shuts them down in order.
 
+pub mod agent_gateway_config;
 pub mod config;
 pub mod recording_config;
 
@@ -174,6 +175,30 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
             )),
         },
     };
+    let gateway = match config.agent_gateway.settings().map_err(AppError::Config)? {
+        Some(settings) => {
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .map_err(|e| AppError::ApiBind(settings.listen, e))?;
+            tracing::info!(addr = %settings.listen, tls = settings.tls.is_some(), "agent gateway listening");
+            let state = api::agent_gateway::GatewayState::new(
+                settings.sessions,
+                settings.poll_wait,
+                store.clone(),
+            );
+            let (stop_tx, stop_rx) = oneshot::channel::<()>();
+            let task = tokio::spawn(api::agent_gateway::serve(
+                listener,
+                settings.tls,
+                state,
+                async {
+                    let _ = stop_rx.await;
+                },
+            ));
+            Some((stop_tx, task))
+        }
+        None => None,
+    };
     drop(store);
     let (stop_api_tx, stop_api_rx) = oneshot::channel::<()>();
     let send_buffer = config.api.client_send_buffer;
@@ -228,6 +253,14 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = stopping_tx.send(true);
     let _ = stop_api_tx.send(());
+    if let Some((stop, task)) = gateway {
+        let _ = stop.send(());
+        match task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "agent gateway failed"),
+            Err(e) => tracing::error!(error = %e, "agent gateway task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     let engine: Engine = match control_task.await {
         Ok(engine) => engine,
         Err(e) => return Err(AppError::Engine(format!("control task failed: {e}"))),

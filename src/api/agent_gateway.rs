@@ -1,0 +1,408 @@
+//! The agent gateway's listener (`[agent_gateway] listen`, HTTPS): the Huawei CC-Gateway's
+//! `onlineagent` (sign-in, forced sign-in, sign-out, updateGuid) and `agentevent` (the long
+//! poll) interfaces at their vendor paths (docs/AGENT-GATEWAY.md).
+//!
+//! Owns: routing, the TLS accept loop, checking agents' passwords against the store (off the
+//! store thread and off the async workers), the `Guid` / `Set-GUID` headers, the long poll's
+//! wait, and the timer that signs out agents whose polls stopped.
+//! Must not: decide who is signed in or which Guid is valid (`agent_gateway::AgentSessions`
+//! does), or read request bodies by hand (`agent_gateway::requests` does).
+//!
+//! Not served yet: the `agentconf` family. Its paths answer `000-002` with a message saying
+//! so (HTTP 501), never a pretend success.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, put};
+use axum::Router;
+use rand::SeedableRng;
+use tokio::sync::Notify;
+
+use crate::agent_gateway::requests::{parse_agent_path, SignIn};
+use crate::agent_gateway::{
+    AgentEvent, AgentId, AgentSessions, GatewayError, Guid, PollResponse, Response as Envelope,
+    Retcode, SessionSettings, SignedOut,
+};
+use crate::store::{Store, StoredPassword};
+
+/// Largest request body the gateway reads.
+const MAX_BODY: usize = 64 * 1024;
+
+/// What the gateway's handlers share.
+#[derive(Clone)]
+pub struct GatewayState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sessions: Mutex<AgentSessions>,
+    /// Wakes an agent's waiting long poll when an event is queued for it.
+    wakers: Mutex<HashMap<AgentId, Arc<Notify>>>,
+    store: Store,
+    poll_wait: Duration,
+}
+
+impl GatewayState {
+    pub fn new(settings: SessionSettings, poll_wait: Duration, store: Store) -> GatewayState {
+        let sessions = AgentSessions::new(settings, rand::rngs::StdRng::from_os_rng())
+            .expect("config check: the session settings are valid");
+        GatewayState {
+            inner: Arc::new(Inner {
+                sessions: Mutex::new(sessions),
+                wakers: Mutex::new(HashMap::new()),
+                store,
+                poll_wait,
+            }),
+        }
+    }
+
+    /// Queues an event for a signed-in agent and wakes its poll.
+    pub fn push_event(&self, agent: AgentId, event: AgentEvent) {
+        lock(&self.inner.sessions).push_event(agent, event);
+        if let Some(waker) = lock(&self.inner.wakers).get(&agent) {
+            waker.notify_one();
+        }
+    }
+
+    fn waker(&self, agent: AgentId) -> Arc<Notify> {
+        lock(&self.inner.wakers)
+            .entry(agent)
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
+    }
+}
+
+/// The gateway's routes.
+pub fn router(state: GatewayState) -> Router {
+    const ONLINE: &str = "/agentgateway/resource/onlineagent/{agentid}";
+    Router::new()
+        .route(ONLINE, put(sign_in))
+        .route(&format!("{ONLINE}/forcelogin"), put(force_sign_in))
+        .route(&format!("{ONLINE}/logout"), delete(sign_out))
+        .route(&format!("{ONLINE}/updateGuid"), put(update_guid))
+        .route(
+            "/agentgateway/resource/agentevent/{agentid}",
+            get(poll_events),
+        )
+        .route(
+            "/agentgateway/resource/agentconf/{agentid}/{operation}",
+            axum::routing::any(agent_conference),
+        )
+        .fallback(unknown_interface)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Signs out, every second, the agents whose polls stopped.
+pub async fn expire_silent_agents(state: GatewayState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let gone = lock(&state.inner.sessions).expire(Instant::now());
+        for signed_out in gone {
+            forget(&state, &signed_out);
+            tracing::info!(agent = %signed_out.agent, "agent signed out: its event polls stopped");
+        }
+    }
+}
+
+async fn sign_in(
+    State(state): State<GatewayState>,
+    Path(agent): Path<String>,
+    body: Bytes,
+) -> Response {
+    answer(enter(&state, &agent, &body, false).await)
+}
+
+async fn force_sign_in(
+    State(state): State<GatewayState>,
+    Path(agent): Path<String>,
+    body: Bytes,
+) -> Response {
+    answer(enter(&state, &agent, &body, true).await)
+}
+
+/// Sign-in: the password against the store, then a session with its Guid (in `Set-GUID`),
+/// then `AgentState_Ready` (the vendor's `autoenteridle`, default on).
+async fn enter(
+    state: &GatewayState,
+    agent: &str,
+    body: &[u8],
+    force: bool,
+) -> Result<(Envelope, Option<Guid>), GatewayError> {
+    let agent = parse_agent_path(agent)?;
+    let request = SignIn::from_json(body)?;
+    let id = agent.get();
+    let stored = state
+        .inner
+        .store
+        .ask(move |db| db.agent_credentials(id))
+        .await
+        .map_err(|e| GatewayError::internal(format!("the agent store cannot answer: {e}")))?;
+    let password = request.password.expose().to_string();
+    let valid = tokio::task::spawn_blocking(move || {
+        let hash = stored.as_ref().map(|(hash, _)| hash);
+        StoredPassword::check(hash, &password)
+    })
+    .await
+    .map_err(|_| GatewayError::internal("the password check failed"))?;
+    if !valid {
+        return Err(GatewayError::new(
+            Retcode::NoPermission,
+            "wrong agent id or password",
+        ));
+    }
+    let signed_in =
+        lock(&state.inner.sessions).sign_in(agent, request.phone.clone(), force, Instant::now())?;
+    if let Some(replaced) = &signed_in.replaced {
+        forget(state, replaced);
+        tracing::info!(agent = %agent, "agent signed in again (forced): the old session ended");
+    }
+    tracing::info!(agent = %agent, "agent signed in");
+    if request.auto_enter_idle {
+        state.push_event(agent, AgentEvent::ready(agent, unix_ms()));
+    }
+    Ok((Envelope::signed_in(agent), Some(signed_in.guid)))
+}
+
+async fn sign_out(
+    State(state): State<GatewayState>,
+    Path(agent): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = (|| {
+        let agent = parse_agent_path(&agent)?;
+        let signed_out =
+            lock(&state.inner.sessions).sign_out(agent, guid_of(&headers), Instant::now())?;
+        forget(&state, &signed_out);
+        tracing::info!(agent = %agent, "agent signed out");
+        Ok((Envelope::success(), None))
+    })();
+    answer(result)
+}
+
+async fn update_guid(
+    State(state): State<GatewayState>,
+    Path(agent): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = (|| {
+        let agent = parse_agent_path(&agent)?;
+        let guid =
+            lock(&state.inner.sessions).update_guid(agent, guid_of(&headers), Instant::now())?;
+        Ok((Envelope::guid_updated(&guid), Some(guid)))
+    })();
+    answer(result)
+}
+
+/// The long poll: an event at once when one is queued, else the first within the wait, else
+/// an empty answer. The poll is the heartbeat, and where a dynamic Guid rotates (`Set-GUID`).
+async fn poll_events(
+    State(state): State<GatewayState>,
+    Path(agent): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let agent = match parse_agent_path(&agent) {
+        Ok(agent) => agent,
+        Err(e) => return poll_answer(PollResponse::error(&e.into()), None),
+    };
+    let waker = state.waker(agent);
+    let polled = lock(&state.inner.sessions).poll(agent, guid_of(&headers), Instant::now());
+    let outcome = match polled {
+        Ok(outcome) => outcome,
+        Err(e) => return poll_answer(PollResponse::error(&e.into()), None),
+    };
+    if let Some(event) = outcome.event {
+        return poll_answer(PollResponse::event(event), outcome.set_guid);
+    }
+    let deadline = tokio::time::Instant::now() + state.inner.poll_wait;
+    loop {
+        let notified = waker.notified();
+        let taken = lock(&state.inner.sessions).take_event(agent, outcome.session);
+        match taken {
+            Ok(Some(event)) => return poll_answer(PollResponse::event(event), outcome.set_guid),
+            Ok(None) => {}
+            Err(e) => return poll_answer(PollResponse::error(&e.into()), None),
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return poll_answer(PollResponse::empty(), outcome.set_guid);
+        }
+    }
+}
+
+/// The `agentconf` family is not served yet: a clear refusal, never a pretend success.
+async fn agent_conference(Path((_agent, operation)): Path<(String, String)>) -> Response {
+    let error = GatewayError::new(
+        Retcode::BadParameter,
+        format!("agentconf/{operation} is not available in this version of callbridge"),
+    );
+    envelope(StatusCode::NOT_IMPLEMENTED, Envelope::from(error), None)
+}
+
+async fn unknown_interface() -> Response {
+    let error = GatewayError::new(Retcode::BadParameter, "no such agent gateway interface");
+    envelope(StatusCode::NOT_FOUND, Envelope::from(error), None)
+}
+
+/// An agent's session is over: its waiting poll, if any, answers.
+fn forget(state: &GatewayState, signed_out: &SignedOut) {
+    if let Some(waker) = lock(&state.inner.wakers).remove(&signed_out.agent) {
+        waker.notify_waiters();
+    }
+}
+
+fn answer(result: Result<(Envelope, Option<Guid>), GatewayError>) -> Response {
+    match result {
+        Ok((response, guid)) => envelope(StatusCode::OK, response, guid),
+        Err(error) => envelope(StatusCode::OK, Envelope::from(error), None),
+    }
+}
+
+fn envelope(status: StatusCode, response: Envelope, guid: Option<Guid>) -> Response {
+    json_response(status, response.to_json(), guid)
+}
+
+fn poll_answer(response: PollResponse, guid: Option<Guid>) -> Response {
+    json_response(StatusCode::OK, response.to_json(), guid)
+}
+
+fn json_response(status: StatusCode, body: String, guid: Option<Guid>) -> Response {
+    let mut response = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=UTF-8"),
+        )],
+        body,
+    )
+        .into_response();
+    if let Some(Ok(value)) = guid.map(|g| HeaderValue::from_str(&g.set_guid_header())) {
+        response.headers_mut().insert("set-guid", value);
+    }
+    response
+}
+
+/// The request's `Guid` header ("" when absent: refused as a wrong Guid).
+fn guid_of(headers: &HeaderMap) -> &str {
+    headers
+        .get("guid")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unix_ms() -> u64 {
+    crate::control::unix_ms()
+}
+
+/// Serves the gateway over TLS (or plain HTTP with `insecure_http`) until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    state: GatewayState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    let expiry = tokio::spawn(expire_silent_agents(state));
+    let served = match tls {
+        Some(config) => {
+            axum::serve(TlsListener::new(listener, config), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
+    expiry.abort();
+    served
+}
+
+/// Accepts TCP connections and hands over those whose TLS handshake completed; handshakes
+/// run in tasks of their own, so a slow client never holds up the next.
+struct TlsListener {
+    local: std::io::Result<SocketAddr>,
+    ready: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+    _accepting: tokio::task::JoinHandle<()>,
+}
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl TlsListener {
+    fn new(listener: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> TlsListener {
+        let local = listener.local_addr();
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let accepting = tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "agent gateway: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "agent gateway: TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "agent gateway: TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        TlsListener {
+            local,
+            ready,
+            _accepting: accepting,
+        }
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self._accepting.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(ready) => ready,
+            // The accept task ended (it never does on its own): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        match &self.local {
+            Ok(addr) => Ok(*addr),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
