@@ -169,18 +169,29 @@ fn bad_credentials_and_bodies_are_refused_with_the_vendor_codes() {
     }
     let out_of_range = put("99", r#"{"password":"agent-pw","phonenum":"6001"}"#);
     assert_eq!(out_of_range["retcode"], "000-002", "{out_of_range}");
-    // The agent conference interfaces are not served yet: said so, never a success.
-    let r = client()
-        .post(format!(
-            "http://{at}/agentgateway/resource/agentconf/1001/releaseagentconf"
-        ))
-        .body("{}")
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 501);
-    let body: Value = serde_json::from_str(&r.text().unwrap()).unwrap();
-    assert_eq!(body["retcode"], "000-002");
-    assert!(body["message"].as_str().unwrap().contains("not available"));
+    // Agent conference requests need a signed-in agent's Guid, then a conference.
+    let conf = |guid: &str, op: &str| {
+        let (_, _, body) = call(
+            reqwest::Method::POST,
+            &format!("http://{at}/agentgateway/resource/agentconf/1001/{op}"),
+            Some(guid),
+            Some(json!({})),
+        );
+        body
+    };
+    assert_eq!(conf("nope", "releaseagentconf")["retcode"], "100-006");
+    let (guid, _) = sign_in(&at, "1001", false);
+    let guid = guid.unwrap();
+    let none = conf(&guid, "releaseagentconf");
+    assert_eq!(none["retcode"], "101-001", "{none}");
+    let unknown = conf(&guid, "dance");
+    assert_eq!(unknown["retcode"], "000-002", "{unknown}");
+    let bad = conf(&guid, "requestagentconf");
+    assert_eq!(bad["retcode"], "000-002", "memberNum is mandatory: {bad}");
+    assert!(
+        bad["message"].as_str().unwrap().contains("memberNum"),
+        "{bad}"
+    );
 }
 
 #[test]
@@ -315,4 +326,286 @@ fn the_gateway_serves_https_and_refuses_to_start_without_tls_or_insecure_http() 
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("insecure_http"), "{said}");
+}
+
+/// An agent signed in and polling: its Guid, and the events it has received so far.
+struct Desk {
+    at: String,
+    agent: String,
+    guid: String,
+    seen: Vec<Value>,
+}
+
+impl Desk {
+    fn sign_in(at: &str, agent: &str) -> Desk {
+        let (guid, body) = sign_in(at, agent, false);
+        assert_eq!(body["retcode"], "0", "{body}");
+        let mut desk = Desk {
+            at: at.to_string(),
+            agent: agent.to_string(),
+            guid: guid.expect("Guid"),
+            seen: Vec::new(),
+        };
+        desk.wait_for("AgentState_Ready");
+        desk
+    }
+
+    fn conf(&self, op: &str, body: Value) -> Value {
+        let (status, _, answer) = call(
+            reqwest::Method::POST,
+            &format!(
+                "http://{}/agentgateway/resource/agentconf/{}/{op}",
+                self.at, self.agent
+            ),
+            Some(&self.guid),
+            Some(body),
+        );
+        assert_eq!(status, 200);
+        answer
+    }
+
+    /// Polls until an event of `kind` arrives (the Guid follows rotations); returns it.
+    fn wait_for(&mut self, kind: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(e) = self.seen.iter().find(|e| e["eventType"] == kind) {
+                return e.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent {} never got {kind}; got {:?}",
+                self.agent,
+                self.kinds()
+            );
+            let (rotated, answer) = poll(&self.at, &self.agent, &self.guid);
+            if let Some(guid) = rotated {
+                self.guid = guid;
+            }
+            assert_eq!(answer["retcode"], "0", "{answer}");
+            if !answer["event"].is_null() {
+                self.seen.push(answer["event"].clone());
+            }
+        }
+    }
+
+    /// Polls until an `AgentConf_ParticipantChanged` of `change_type` (and, for a leave,
+    /// `change_reason`) arrives.
+    fn wait_for_change(&mut self, change_type: u64) -> Value {
+        self.wait_for_leave(change_type, None)
+    }
+
+    fn wait_for_leave(&mut self, change_type: u64, change_reason: Option<u64>) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.seen.iter().find(|e| {
+                e["eventType"] == "AgentConf_ParticipantChanged"
+                    && e["content"]["changeType"] == change_type
+                    && change_reason.is_none_or(|r| e["content"]["changeReason"] == r)
+            });
+            if let Some(e) = found {
+                return e.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no changeType {change_type}: {:?}",
+                self.seen
+            );
+            let (rotated, answer) = poll(&self.at, &self.agent, &self.guid);
+            if let Some(guid) = rotated {
+                self.guid = guid;
+            }
+            if !answer["event"].is_null() {
+                self.seen.push(answer["event"].clone());
+            }
+        }
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .map(|e| e["eventType"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+#[test]
+fn a_chair_conference_with_a_phone_and_an_agent_is_released_with_the_seeds_events() {
+    // The phones: a SIPp UAS behind the trunk answers every call and waits for our BYE.
+    let (phones, sipp) = common::sipp_uas_on_a_free_port(&["-sf", "uas_answer.xml", "-m", "3"]);
+    let (server, at) = gateway(&format!(
+        "insecure_http = true\n[[trunk]]\nname = \"pbx\"\naddress = \"127.0.0.1:{phones}\"\nrecord = \"always\"\n"
+    ));
+    let (ok, out) = server.ctl(&["agents", "add", "1003", "--password", "agent-pw"]);
+    assert!(ok, "{out}");
+    let mut chair = Desk::sign_in(&at, "1001");
+    let mut member = Desk::sign_in(&at, "1002");
+    let mut decliner = Desk::sign_in(&at, "1003");
+
+    // requestagentconf: the chair's phone is called; when it answers the conference exists.
+    let answer = chair.conf(
+        "requestagentconf",
+        json!({"memberNum": 4, "time": 30, "promptTime": 5}),
+    );
+    assert_eq!(answer["retcode"], "0", "{answer}");
+    let success = chair.wait_for("AgentConf_RequestSuccess");
+    let conf_id = success["content"]["confId"].clone();
+    for kind in [
+        "AgentState_Busy",
+        "AgentOther_PhoneAlerting",
+        "AgentOther_PhoneOffhook",
+        "AgentConf_SelfJoinResult",
+    ] {
+        assert!(
+            chair.kinds().contains(&kind.to_string()),
+            "{kind}: {:?}",
+            chair.kinds()
+        );
+    }
+    // A second conference for the same agent: 101-003.
+    assert_eq!(
+        chair.conf("requestagentconf", json!({"memberNum": 2}))["retcode"],
+        "101-003"
+    );
+
+    // batchaddparticipant: a number, and two agents (one answers, one declines).
+    let added = chair.conf(
+        "batchaddparticipant",
+        json!({"addresses": [
+            {"addressType": 6, "address": "7001"},
+            {"addressType": 9, "address": "1002"},
+            {"addressType": 9, "address": "1003"},
+        ]}),
+    );
+    assert_eq!(added["retcode"], "0", "{added}");
+    // Only the chair adds: 101-002.
+    assert_eq!(
+        member.conf(
+            "batchaddparticipant",
+            json!({"addresses": [{"addressType": 6, "address": "7002"}]})
+        )["retcode"],
+        "101-002"
+    );
+    member.wait_for("AgentConf_Ringing");
+    decliner.wait_for("AgentConf_Ringing");
+    assert_eq!(member.conf("answeragentconf", json!({}))["retcode"], "0");
+    assert_eq!(decliner.conf("rejectagentconf", json!({}))["retcode"], "0");
+    decliner.wait_for("AgentOther_PhoneRelease");
+    member.wait_for("AgentConf_SelfJoinResult");
+    // The chair hears of the number joining and of the agent joining.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let joins: Vec<String> = chair
+            .seen
+            .iter()
+            .filter(|e| {
+                e["eventType"] == "AgentConf_ParticipantChanged" && e["content"]["changeType"] == 0
+            })
+            .map(|e| {
+                e["content"]["participant"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        if joins.contains(&"7001".to_string()) && joins.contains(&"1002".to_string()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "joins seen: {joins:?}; {:?}",
+            chair.kinds()
+        );
+        let (rotated, answer) = poll(&at, "1001", &chair.guid);
+        if let Some(g) = rotated {
+            chair.guid = g;
+        }
+        if !answer["event"].is_null() {
+            chair.seen.push(answer["event"].clone());
+        }
+    }
+    // The conference as the gateway and Media Control see it.
+    let infos = chair.conf("queryconfinfos", json!({}));
+    assert_eq!(infos["retcode"], "0", "{infos}");
+    let addresses = infos["result"][0]["addresses"]
+        .as_array()
+        .expect("addresses")
+        .clone();
+    assert_eq!(addresses.len(), 3, "chair, number, agent: {infos}");
+    assert_eq!(infos["result"][0]["confId"], conf_id);
+    let conferences = server.get("/mediacontrol/conferences");
+    assert_eq!(
+        conferences["Conferences"].as_array().map(Vec::len),
+        Some(1),
+        "{conferences}"
+    );
+    // Mute the number (listen only), then the chair may not leave; the member may.
+    let muted = chair.conf(
+        "changeparticipantmode",
+        json!({"attribute": 1, "addressType": 6, "address": "7001"}),
+    );
+    assert_eq!(muted["retcode"], "0", "{muted}");
+    let change = chair.wait_for_change(3);
+    assert_eq!(
+        change["content"]["participant"], "7001",
+        "speech prohibited: {change}"
+    );
+    assert_eq!(
+        chair.conf("requestleaveagentconf", json!({}))["retcode"],
+        "101-007"
+    );
+    assert_eq!(
+        member.conf("releaseagentconf", json!({}))["retcode"],
+        "101-002"
+    );
+
+    // releaseagentconf: every phone gets BYE, the seed's events at the chair in order, the
+    // member hears the conference ended, nothing is left.
+    chair.seen.clear();
+    let released = chair.conf("releaseagentconf", json!({}));
+    assert_eq!(released["retcode"], "0", "{released}");
+    chair.wait_for("AgentState_Ready");
+    assert_eq!(
+        chair.kinds(),
+        [
+            "AgentMediaEvent_StopRecordDone",
+            "AgentOther_PhoneRelease",
+            "AgentConf_SelfLeaveResult",
+            "AgentState_Ready"
+        ],
+        "{:?}",
+        chair.seen
+    );
+    let stop = &chair.seen[0]["content"];
+    let (begin, end) = (
+        stop["beginTime"].as_u64().unwrap(),
+        stop["endTime"].as_u64().unwrap(),
+    );
+    assert!(
+        begin > 0 && end >= begin,
+        "the chair's leg's recording, from its answer to the release: {stop}"
+    );
+    assert_eq!(
+        chair.seen[1]["content"]["phoneState"], 3,
+        "released by the platform"
+    );
+    let ended = member.wait_for_leave(1, Some(3));
+    assert_eq!(
+        ended["content"]["changeReason"], 3,
+        "conference ended: {ended}"
+    );
+    member.wait_for("AgentState_Ready");
+    server.wait_no_connections(Duration::from_secs(5));
+    let conferences = server.get("/mediacontrol/conferences");
+    assert_eq!(
+        conferences["Conferences"].as_array().map(Vec::len),
+        Some(0),
+        "{conferences}"
+    );
+    assert_eq!(
+        chair.conf("releaseagentconf", json!({}))["retcode"],
+        "101-001"
+    );
+    // Every phone got its BYE and answered it: SIPp's three calls succeeded.
+    let (ok, out) = common::sipp_result(sipp.join().expect("sipp"));
+    assert!(ok, "{out}");
 }

@@ -8,8 +8,9 @@
 //! Must not: decide who is signed in or which Guid is valid (`agent_gateway::AgentSessions`
 //! does), or read request bodies by hand (`agent_gateway::requests` does).
 //!
-//! Not served yet: the `agentconf` family. Its paths answer `000-002` with a message saying
-//! so (HTTP 501), never a pretend success.
+//! The `agentconf` family goes to the control plane (`control::agent_conf`) as
+//! [`ControlRequest::AgentConf`] after the Guid is checked; the control plane's agent events
+//! come back through [`deliver_events`] into the agents' queues.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use crate::agent_gateway::{
     AgentEvent, AgentId, AgentSessions, GatewayError, Guid, PollResponse, Response as Envelope,
     Retcode, SessionSettings, SignedOut,
 };
+use crate::control::{AgentConfRequest, ControlHandle, ControlRequest};
 use crate::store::{Store, StoredPassword};
 
 /// Largest request body the gateway reads.
@@ -43,6 +45,9 @@ pub struct GatewayState {
 
 struct Inner {
     sessions: Mutex<AgentSessions>,
+    /// Agents allowed `queryvdnconfid` (from the store, at sign-in).
+    inspectors: Mutex<HashMap<AgentId, bool>>,
+    control: ControlHandle,
     /// Wakes an agent's waiting long poll when an event is queued for it.
     wakers: Mutex<HashMap<AgentId, Arc<Notify>>>,
     store: Store,
@@ -50,12 +55,19 @@ struct Inner {
 }
 
 impl GatewayState {
-    pub fn new(settings: SessionSettings, poll_wait: Duration, store: Store) -> GatewayState {
+    pub fn new(
+        settings: SessionSettings,
+        poll_wait: Duration,
+        store: Store,
+        control: ControlHandle,
+    ) -> GatewayState {
         let sessions = AgentSessions::new(settings, rand::rngs::StdRng::from_os_rng())
             .expect("config check: the session settings are valid");
         GatewayState {
             inner: Arc::new(Inner {
                 sessions: Mutex::new(sessions),
+                inspectors: Mutex::new(HashMap::new()),
+                control,
                 wakers: Mutex::new(HashMap::new()),
                 store,
                 poll_wait,
@@ -107,9 +119,19 @@ pub async fn expire_silent_agents(state: GatewayState) {
         tick.tick().await;
         let gone = lock(&state.inner.sessions).expire(Instant::now());
         for signed_out in gone {
-            forget(&state, &signed_out);
             tracing::info!(agent = %signed_out.agent, "agent signed out: its event polls stopped");
+            forget(&state, &signed_out).await;
         }
+    }
+}
+
+/// The control plane's agent events into the agents' queues (until the control plane stops).
+pub async fn deliver_events(
+    state: GatewayState,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<(AgentId, AgentEvent)>,
+) {
+    while let Some((agent, event)) = events.recv().await {
+        state.push_event(agent, event);
     }
 }
 
@@ -147,6 +169,7 @@ async fn enter(
         .await
         .map_err(|e| GatewayError::internal(format!("the agent store cannot answer: {e}")))?;
     let password = request.password.expose().to_string();
+    let inspector = stored.as_ref().is_some_and(|(_, inspector)| *inspector);
     let valid = tokio::task::spawn_blocking(move || {
         let hash = stored.as_ref().map(|(hash, _)| hash);
         StoredPassword::check(hash, &password)
@@ -161,9 +184,10 @@ async fn enter(
     }
     let signed_in =
         lock(&state.inner.sessions).sign_in(agent, request.phone.clone(), force, Instant::now())?;
+    lock(&state.inner.inspectors).insert(agent, inspector);
     if let Some(replaced) = &signed_in.replaced {
-        forget(state, replaced);
         tracing::info!(agent = %agent, "agent signed in again (forced): the old session ended");
+        forget(state, replaced).await;
     }
     tracing::info!(agent = %agent, "agent signed in");
     if request.auto_enter_idle {
@@ -177,15 +201,21 @@ async fn sign_out(
     Path(agent): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let result = (|| {
-        let agent = parse_agent_path(&agent)?;
-        let signed_out =
-            lock(&state.inner.sessions).sign_out(agent, guid_of(&headers), Instant::now())?;
-        forget(&state, &signed_out);
-        tracing::info!(agent = %agent, "agent signed out");
-        Ok((Envelope::success(), None))
-    })();
-    answer(result)
+    let signed_out = parse_agent_path(&agent)
+        .map_err(GatewayError::from)
+        .and_then(|agent| {
+            lock(&state.inner.sessions)
+                .sign_out(agent, guid_of(&headers), Instant::now())
+                .map_err(GatewayError::from)
+        });
+    match signed_out {
+        Ok(signed_out) => {
+            tracing::info!(agent = %signed_out.agent, "agent signed out");
+            forget(&state, &signed_out).await;
+            answer(Ok((Envelope::success(), None)))
+        }
+        Err(e) => answer(Err(e)),
+    }
 }
 
 async fn update_guid(
@@ -237,13 +267,114 @@ async fn poll_events(
     }
 }
 
-/// The `agentconf` family is not served yet: a clear refusal, never a pretend success.
-async fn agent_conference(Path((_agent, operation)): Path<(String, String)>) -> Response {
-    let error = GatewayError::new(
-        Retcode::BadParameter,
-        format!("agentconf/{operation} is not available in this version of callbridge"),
-    );
-    envelope(StatusCode::NOT_IMPLEMENTED, Envelope::from(error), None)
+/// The `agentconf` family: the Guid checked, the body parsed, then the control plane.
+async fn agent_conference(
+    State(state): State<GatewayState>,
+    Path((agent, operation)): Path<(String, String)>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(conference_request(&state, &agent, &operation, &method, &headers, &body).await)
+}
+
+async fn conference_request(
+    state: &GatewayState,
+    agent: &str,
+    operation: &str,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Envelope, Option<Guid>), GatewayError> {
+    use crate::agent_gateway::requests as r;
+    use crate::agent_gateway::Participant;
+    let agent = parse_agent_path(agent)?;
+    let phone = lock(&state.inner.sessions)
+        .authenticate(agent, guid_of(headers), Instant::now())?
+        .phone()
+        .clone();
+    let expected = if operation == "queryvdnconfid" {
+        axum::http::Method::GET
+    } else {
+        axum::http::Method::POST
+    };
+    if *method != expected {
+        return Err(GatewayError::new(
+            Retcode::BadParameter,
+            format!("agentconf/{operation} takes {expected} only"),
+        ));
+    }
+    let request = match operation {
+        "requestagentconf" => AgentConfRequest::Request(r::RequestAgentConf::from_json(body)?),
+        "batchaddparticipant" => {
+            let add = r::BatchAddParticipant::from_json(body)?;
+            // Invited agents' phones, from their sessions (absent: not signed in).
+            let sessions = lock(&state.inner.sessions);
+            let phones = add
+                .participants
+                .iter()
+                .filter_map(|p| match p {
+                    Participant::Agent(a) => sessions.session(*a).map(|s| (*a, s.phone().clone())),
+                    Participant::Phone(_) => None,
+                })
+                .collect();
+            drop(sessions);
+            AgentConfRequest::AddParticipants(add, phones)
+        }
+        "batchremoveparticipant" => {
+            AgentConfRequest::RemoveParticipants(r::BatchRemoveParticipant::from_json(body)?)
+        }
+        "changeparticipantmode" => {
+            AgentConfRequest::ChangeMode(r::ChangeParticipantMode::from_json(body)?)
+        }
+        "prolongtime" => AgentConfRequest::Prolong(r::ProlongTime::from_json(body)?),
+        "answeragentconf" => AgentConfRequest::Answer,
+        "rejectagentconf" => AgentConfRequest::Reject,
+        "requestleaveagentconf" => AgentConfRequest::Leave,
+        "releaseagentconf" => AgentConfRequest::Release,
+        "queryconfinfos" => AgentConfRequest::QueryConfInfos,
+        "queryvdnconfid" => AgentConfRequest::QueryAllConfIds {
+            inspector: lock(&state.inner.inspectors)
+                .get(&agent)
+                .copied()
+                .unwrap_or(false),
+        },
+        other => {
+            return Err(GatewayError::new(
+                Retcode::BadParameter,
+                format!(
+                    "agentconf/{other} is not an interface callbridge serves \
+                     (holdparticipant, unholdparticipant and applytoshiftpresident are not yet)"
+                ),
+            ))
+        }
+    };
+    let result = ask_control(state, agent, phone, request).await?;
+    Ok((Envelope::success_with(result), None))
+}
+
+/// One agent conference request to the control plane.
+async fn ask_control(
+    state: &GatewayState,
+    agent: AgentId,
+    phone: crate::agent_gateway::PhoneNumber,
+    request: AgentConfRequest,
+) -> Result<serde_json::Value, GatewayError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    state
+        .inner
+        .control
+        .request(ControlRequest::AgentConf {
+            agent,
+            phone,
+            request,
+            reply,
+        })
+        .await
+        .map_err(|e| GatewayError::internal(e.message))?;
+    answer
+        .await
+        .map_err(|_| GatewayError::internal("the control plane stopped"))?
 }
 
 async fn unknown_interface() -> Response {
@@ -251,10 +382,21 @@ async fn unknown_interface() -> Response {
     envelope(StatusCode::NOT_FOUND, Envelope::from(error), None)
 }
 
-/// An agent's session is over: its waiting poll, if any, answers.
-fn forget(state: &GatewayState, signed_out: &SignedOut) {
+/// An agent's session is over: its waiting poll, if any, answers, and it leaves its
+/// conference (a chair's ends).
+async fn forget(state: &GatewayState, signed_out: &SignedOut) {
     if let Some(waker) = lock(&state.inner.wakers).remove(&signed_out.agent) {
         waker.notify_waiters();
+    }
+    let left = ask_control(
+        state,
+        signed_out.agent,
+        signed_out.phone.clone(),
+        AgentConfRequest::SignedOut,
+    )
+    .await;
+    if let Err(e) = left {
+        tracing::warn!(agent = %signed_out.agent, error = %e, "signed-out agent's conference not left");
     }
 }
 

@@ -144,10 +144,12 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
         ua,
     );
     let (control, requests) = control::handle_for(&controller);
+    let (agent_events_tx, agent_events_rx) = mpsc::unbounded_channel();
     let control_task = tokio::spawn(control::run(
         controller,
         transport,
         store.clone(),
+        agent_events_tx,
         requests,
         inbound_rx,
         engine_rx,
@@ -185,7 +187,12 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
                 settings.sessions,
                 settings.poll_wait,
                 store.clone(),
+                control.clone(),
             );
+            tokio::spawn(api::agent_gateway::deliver_events(
+                state.clone(),
+                agent_events_rx,
+            ));
             let (stop_tx, stop_rx) = oneshot::channel::<()>();
             let task = tokio::spawn(api::agent_gateway::serve(
                 listener,

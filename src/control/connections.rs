@@ -233,6 +233,8 @@ impl<M: Backend> Controller<M> {
             return Ok(());
         }
         self.resources.give_back_connection(connection.enhanced);
+        // An agent conference member leaves (its recording's times still known here).
+        self.agent_member_released(id);
         self.store_call_ended(id, reason);
         let by = by.unwrap_or_else(|| self.actor_for(reason));
         let party = self.model.release(self.now.unix_ms, id, reason, by);

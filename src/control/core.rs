@@ -124,6 +124,20 @@ pub struct Controller<M: Backend> {
     pub(super) store_out: Vec<crate::store::StoreEvent>,
     /// Recordings that stopped before their call ended (a full disk, a file not created).
     pub(super) recording_failures: u64,
+    /// Agent conferences (the agent gateway), by confId.
+    pub(super) agent_confs: std::collections::BTreeMap<u64, super::agent_conf::AgentConference>,
+    /// The agent conference each agent chairs, is in or is invited to.
+    pub(super) agent_conf_of: HashMap<crate::agent_gateway::AgentId, u64>,
+    /// Agent conference members' connections in the conference: (confId, member).
+    pub(super) agent_connection: HashMap<u32, (u64, u32)>,
+    /// Agent conference phones being called: (confId, member).
+    pub(super) agent_dialing: HashMap<u32, (u64, u32)>,
+    /// Agent events for the gateway, in order.
+    pub(super) agent_out: Vec<(
+        crate::agent_gateway::AgentId,
+        crate::agent_gateway::AgentEvent,
+    )>,
+    pub(super) next_agent_conf: u64,
 }
 
 /// A CTI RequestHoldCall / RequestRetrieveCall waiting for the party's answer.
@@ -289,6 +303,12 @@ impl<M: Backend> Controller<M> {
             tracked_recordings: HashMap::new(),
             store_out: Vec::new(),
             recording_failures: 0,
+            agent_confs: std::collections::BTreeMap::new(),
+            agent_conf_of: HashMap::new(),
+            agent_connection: HashMap::new(),
+            agent_dialing: HashMap::new(),
+            agent_out: Vec::new(),
+            next_agent_conf: 1,
             media,
             engine,
             ua,
@@ -366,6 +386,7 @@ impl<M: Backend> Controller<M> {
                 Timer::Operations(id) => self.expire_operations(id),
                 Timer::Offer(call) => self.expire_offer(call),
                 Timer::Placed(call) => self.expire_placed(call),
+                Timer::AgentConf(conf) => self.agent_conf_timer(conf),
                 Timer::ReleaseStats(id) => self.finish_release(id, None),
                 Timer::Sweep => {
                     self.timers.set(Timer::Sweep, now + SWEEP_INTERVAL);
@@ -438,6 +459,14 @@ impl<M: Backend> Controller<M> {
                 reference,
                 reply,
             } => self.on_cti_request(request, reference, reply),
+            ControlRequest::AgentConf {
+                agent,
+                phone,
+                request,
+                reply,
+            } => {
+                let _ = reply.send(self.on_agent_conf(agent, phone, request));
+            }
             ControlRequest::MuteRecording {
                 call_id,
                 channels,

@@ -799,6 +799,13 @@ impl Harness {
         assert!(core.pending_records.is_empty(), "recordings waiting left");
         assert!(core.store_calls.is_empty(), "store calls left");
         assert!(
+            core.agent_confs.is_empty()
+                && core.agent_conf_of.is_empty()
+                && core.agent_connection.is_empty()
+                && core.agent_dialing.is_empty(),
+            "agent conferences left"
+        );
+        assert!(
             core.tracked_recordings.is_empty(),
             "tracked recordings left"
         );

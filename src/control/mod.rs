@@ -27,6 +27,9 @@
 //!    (`engine::pool`); its `EngineEvent::Closed { stats }` comes back through the shell and
 //!    the core emits `ConnectionReleased` with those final statistics.
 
+mod agent_conf;
+#[cfg(test)]
+mod agent_conf_tests;
 pub mod backend;
 mod call_control;
 mod conference;
@@ -52,6 +55,7 @@ mod sip_calls;
 mod tests;
 pub mod timers;
 
+pub use agent_conf::AgentConfRequest;
 pub use backend::files::sweep_recordings;
 pub use backend::{Backend, Host, MediaHealth};
 pub use call_control::{CallAction, ConferenceChoice};
@@ -66,7 +70,7 @@ pub use media_ops::{
 };
 pub use outbound::MakeCall;
 pub use recording::{RecordingFileRecovery, RecordingSettings};
-pub use shell::{handle_for, run, unix_ms};
+pub use shell::{handle_for, run, unix_ms, AgentEventSink};
 
 /// How often expired recordings are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
@@ -248,6 +252,14 @@ pub enum ControlRequest {
         call_id: String,
         channels: crate::store::MuteChannels,
         reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// An agent gateway request of a signed-in agent (on its phone): the `result` to answer
+    /// with, or the vendor's retcode.
+    AgentConf {
+        agent: crate::agent_gateway::AgentId,
+        phone: crate::agent_gateway::PhoneNumber,
+        request: AgentConfRequest,
+        reply: oneshot::Sender<Result<Value, crate::agent_gateway::GatewayError>>,
     },
     /// Graceful shutdown begins: refuse new calls, keep the ones in progress.
     Drain(oneshot::Sender<()>),

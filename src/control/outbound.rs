@@ -46,6 +46,9 @@ enum Purpose {
     /// transfer of `old`'s place (`requested`: true; no REFER, so no NOTIFY, and `old` is hung
     /// up once the target answers).
     Transfer { old: CallId, requested: bool },
+    /// A phone of an agent conference (the agent gateway): the chair's, an invited agent's or
+    /// a participant's number.
+    AgentConf { conf: u64, member: u32 },
 }
 
 /// MakeCall's parameters, parsed at the API edge.
@@ -126,6 +129,45 @@ impl<M: Backend> Controller<M> {
         Ok(result)
     }
 
+    /// Calls an agent conference's phone through the default trunk; its answer (or failure)
+    /// comes back to the agent conference as `member`.
+    pub(super) fn place_agent_phone(
+        &mut self,
+        conf: u64,
+        member: u32,
+        number: &str,
+        caller: Option<&str>,
+        by: Actor,
+    ) -> Result<(CallId, u32), ActionError> {
+        let trunk = self.trunk(None)?;
+        let target = target_uri(number, &trunk.domain)
+            .map_err(|e| ActionError::new(ResultCode::InvalidParameters, e))?;
+        let from_user = caller.map_or(trunk.from_user.clone(), str::to_string);
+        let (call, connection) = self.place_call(
+            &trunk,
+            target,
+            &from_user,
+            None,
+            Vec::new(),
+            MediaMode::Idle,
+            Service::Application,
+            None,
+            by,
+        )?;
+        self.placed.insert(
+            call,
+            Placed {
+                purpose: Purpose::AgentConf { conf, member },
+                to: number.to_string(),
+                from: from_user,
+                added_by: None,
+            },
+        );
+        self.timers
+            .set(Timer::Placed(call), self.now.at + self.media.ring_timeout);
+        Ok((call, connection))
+    }
+
     /// The trunk named, or the first that calls can be placed through.
     fn trunk(&self, name: Option<&str>) -> Result<OutboundTrunk, ActionError> {
         let found = match name {
@@ -145,7 +187,7 @@ impl<M: Backend> Controller<M> {
 
     /// Opens a connection and sends the INVITE; the connection is bound to the new call.
     #[allow(clippy::too_many_arguments)]
-    fn place_call(
+    pub(super) fn place_call(
         &mut self,
         trunk: &OutboundTrunk,
         target: Uri,
@@ -249,6 +291,7 @@ impl<M: Backend> Controller<M> {
             return;
         };
         match placed.purpose {
+            Purpose::AgentConf { conf, member } => self.agent_phone_answered(conf, member, id),
             Purpose::MakeCall { conference } => {
                 let mut conference_id = None;
                 if let Some(choice) = conference {
@@ -327,6 +370,14 @@ impl<M: Backend> Controller<M> {
             return;
         };
         match placed.purpose {
+            Purpose::AgentConf { conf, member } => {
+                let status = match reason {
+                    EndReason::Rejected(status) => status,
+                    EndReason::NoAnswer => 408,
+                    _ => 500,
+                };
+                self.agent_phone_failed(conf, member, status);
+            }
             Purpose::MakeCall { .. } => {
                 let status = match reason {
                     EndReason::Rejected(status) => Some(status),
@@ -362,6 +413,7 @@ impl<M: Backend> Controller<M> {
         };
         tracing::info!(call, "placed call not answered in time: cancelled");
         match placed.purpose {
+            Purpose::AgentConf { conf, member } => self.agent_phone_failed(conf, member, 408),
             Purpose::MakeCall { .. } => self.events.emit(Event::MakeCallFailed {
                 call_id: call.to_string(),
                 to: placed.to,

@@ -58,6 +58,7 @@ pub(super) struct TrackedRecording {
     pub(super) recording_id: String,
     /// The store callID it belongs to.
     pub(super) call_id: String,
+    pub(super) started_ms: UnixMs,
 }
 
 /// What a call leg is, for its store row.
@@ -184,6 +185,7 @@ impl<M: Backend> Controller<M> {
                 connection,
                 recording_id: recording_id.clone(),
                 call_id: call_id.clone(),
+                started_ms,
             },
         );
         if let Some(call) = self.store_calls.get_mut(&connection) {
@@ -244,6 +246,7 @@ impl<M: Backend> Controller<M> {
                 connection,
                 recording_id,
                 call_id,
+                started_ms,
             },
         );
     }

@@ -41,6 +41,12 @@ pub fn handle_for(core: &Controller<Host>) -> (ControlHandle, mpsc::Receiver<Con
     )
 }
 
+/// Where the core's agent events go: the agent gateway's queues.
+pub type AgentEventSink = mpsc::UnboundedSender<(
+    crate::agent_gateway::AgentId,
+    crate::agent_gateway::AgentEvent,
+)>;
+
 /// How long the loop, once stopped, waits for the recorder to finish the recordings the
 /// release stopped (so the store has their ends).
 const RECORDINGS_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
@@ -51,6 +57,7 @@ pub async fn run(
     mut core: Controller<Host>,
     transport: SipTransport,
     store: Store,
+    agent_events: AgentEventSink,
     mut requests: mpsc::Receiver<ControlRequest>,
     mut inbound: mpsc::Receiver<Inbound>,
     mut engine_events: mpsc::Receiver<EngineEvent>,
@@ -75,6 +82,10 @@ pub async fn run(
         // recording API) finds the store's queue already holding what led to it.
         for event in core.take_store_events() {
             store.write(event);
+        }
+        for event in core.take_agent_events() {
+            // No gateway (or it stopped): nobody polls for agent events.
+            let _ = agent_events.send(event);
         }
         while let Some((to, bytes)) = core.poll_transmit() {
             transport.send(to, bytes);

@@ -1220,7 +1220,7 @@ fn cti_a_refer_moves_the_transfer_target_into_the_call_transferred_by_the_referr
 }
 
 /// The INVITE the core sent to the trunk, answered 200 by the target with SDP.
-fn answer_trunk_invite(h: &mut Harness, wire: &[SipMessage], user: &str) {
+pub(super) fn answer_trunk_invite(h: &mut Harness, wire: &[SipMessage], user: &str) {
     let invite = requests(wire)
         .into_iter()
         .find(|r| r.method == Method::Invite && r.uri.to_string().contains(user))
@@ -1238,7 +1238,7 @@ fn answer_trunk_invite(h: &mut Harness, wire: &[SipMessage], user: &str) {
 }
 
 /// Answers every BYE the core sent to the trunk.
-fn answer_trunk_byes(h: &mut Harness) {
+pub(super) fn answer_trunk_byes(h: &mut Harness) {
     let byes: Vec<_> = h
         .take_wire()
         .into_iter()

@@ -27,6 +27,8 @@ pub enum Timer {
     ReleaseStats(u32),
     /// Look for expired recordings.
     Sweep,
+    /// An agent conference's warning (`AgentConf_Timeout`) or end.
+    AgentConf(u64),
 }
 
 /// Every armed timer, by deadline.

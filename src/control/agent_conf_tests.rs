@@ -1,0 +1,271 @@
+//! Agent conferences (seed 03) in virtual time: the chair's phone and the participants'
+//! phones are calls through the trunk; the conference's warning and end are timers; every way
+//! out is the one release path.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::harness::*;
+use super::tests::{answer_trunk_byes, answer_trunk_invite};
+use super::{AgentConfRequest, ControlRequest};
+use crate::agent_gateway::requests::{BatchAddParticipant, ProlongTime, RequestAgentConf};
+use crate::agent_gateway::{AgentId, Participant, PhoneNumber};
+use crate::sip::message::{Method, Request, SipMessage};
+
+fn agent(id: u32) -> AgentId {
+    AgentId::new(i64::from(id)).expect("an agent id")
+}
+
+fn phone(number: &str) -> PhoneNumber {
+    PhoneNumber::parse(number).expect("a number")
+}
+
+/// A gateway request of agent 1001 (on phone 6001).
+fn ask(h: &mut Harness, request: AgentConfRequest) -> Result<serde_json::Value, String> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    h.input(super::Input::Request(ControlRequest::AgentConf {
+        agent: agent(1001),
+        phone: phone("6001"),
+        request,
+        reply,
+    }));
+    answer
+        .blocking_recv()
+        .expect("answered")
+        .map_err(|e| format!("{}: {}", e.retcode.code(), e.message))
+}
+
+/// The events agent 1001 got, by type, since the last call.
+fn chair_events(h: &mut Harness) -> Vec<(String, serde_json::Value)> {
+    h.core
+        .take_agent_events()
+        .into_iter()
+        .filter(|(a, _)| *a == agent(1001))
+        .map(|(_, e)| (e.event_type.to_string(), e.content))
+        .collect()
+}
+
+fn types(events: &[(String, serde_json::Value)]) -> Vec<&str> {
+    events.iter().map(|(t, _)| t.as_str()).collect()
+}
+
+/// Agent 1001 requests a conference (`minutes`, warned `prompt` minutes before the end) and
+/// its phone answers.
+fn chaired(h: &mut Harness, minutes: u16, prompt: u16) {
+    let body = json!({"memberNum": 4, "time": minutes, "promptTime": prompt}).to_string();
+    let request = RequestAgentConf::from_json(body.as_bytes()).expect("a request");
+    ask(h, AgentConfRequest::Request(request)).expect("accepted");
+    answer_phone(h, "6001");
+    let events = chair_events(h);
+    assert_eq!(
+        types(&events),
+        [
+            "AgentState_Busy",
+            "AgentOther_PhoneAlerting",
+            "AgentOther_PhoneOffhook",
+            "AgentConf_SelfJoinResult",
+            "AgentConf_RequestSuccess"
+        ]
+    );
+}
+
+/// The chair adds the number `number`, whose phone answers.
+fn add_phone(h: &mut Harness, number: &str) {
+    let body = json!({"addresses": [{"addressType": 6, "address": number}]}).to_string();
+    let add = BatchAddParticipant::from_json(body.as_bytes()).expect("a request");
+    ask(
+        h,
+        AgentConfRequest::AddParticipants(add, Default::default()),
+    )
+    .expect("accepted");
+    answer_phone(h, number);
+}
+
+/// The phone `number` answers the INVITE the core sent it; returns that INVITE.
+fn answer_phone(h: &mut Harness, number: &str) -> Request {
+    let wire = h.take_wire();
+    let invite = requests(&wire)
+        .into_iter()
+        .find(|r| r.method == Method::Invite && r.uri.to_string().contains(number))
+        .unwrap_or_else(|| panic!("an INVITE to {number}"))
+        .clone();
+    answer_trunk_invite(h, &wire, number);
+    h.take_wire(); // the ACK
+    invite
+}
+
+/// The phone of `invite`'s call hangs up: its BYE in the dialog the core's INVITE began.
+fn hang_up(h: &mut Harness, invite: &Request, n: u32) {
+    let header = |name: &str| invite.headers.get(name).expect(name).to_string();
+    let contact = header("Contact");
+    let target = contact
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let text = format!(
+        "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5080;branch=z9hG4bKphonebye{n}\r\n\
+         Max-Forwards: 70\r\nFrom: {};tag=target\r\nTo: {}\r\nCall-ID: {}\r\n\
+         CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        header("To"),
+        header("From"),
+        header("Call-ID"),
+    );
+    h.sip_from(TRUNK, sip(&text));
+    let answered = statuses(&h.take_wire());
+    assert_eq!(answered, [(200, "BYE".to_string())], "the BYE is answered");
+}
+
+/// Answers the BYEs in `wire`.
+fn answer_byes(h: &mut Harness, wire: &[SipMessage]) {
+    for bye in requests(wire)
+        .into_iter()
+        .filter(|r| r.method == Method::Bye)
+    {
+        h.sip_from(
+            TRUNK,
+            SipMessage::Response(crate::sip::message::Response::for_request(bye, 200, "OK")),
+        );
+    }
+}
+
+#[test]
+fn the_conference_warns_before_its_end_can_be_prolonged_and_ends_on_time() {
+    let mut h = Harness::new();
+    chaired(&mut h, 4, 1);
+    h.advance(Duration::from_secs(3 * 60));
+    assert_eq!(types(&chair_events(&mut h)), ["AgentConf_Timeout"]);
+    // Two more minutes: the warning comes again a minute before the new end.
+    ask(
+        &mut h,
+        AgentConfRequest::Prolong(ProlongTime { minutes: 2 }),
+    )
+    .expect("prolonged");
+    h.advance(Duration::from_secs(60));
+    assert!(chair_events(&mut h).is_empty(), "not at the old end");
+    h.advance(Duration::from_secs(61));
+    assert_eq!(types(&chair_events(&mut h)), ["AgentConf_Timeout"]);
+    h.advance(Duration::from_secs(60));
+    assert_eq!(
+        types(&chair_events(&mut h)),
+        [
+            "AgentOther_PhoneRelease",
+            "AgentConf_SelfLeaveResult",
+            "AgentState_Ready"
+        ]
+    );
+    let wire = h.take_wire();
+    // One dialog hung up (its BYE may have been sent again while time went on).
+    let mut dialogs: Vec<String> = requests(&wire)
+        .iter()
+        .filter(|r| r.method == Method::Bye)
+        .map(|r| r.headers.get("Call-ID").unwrap_or_default().to_string())
+        .collect();
+    dialogs.dedup();
+    assert_eq!(dialogs.len(), 1, "the chair's phone gets BYE");
+    answer_byes(&mut h, &wire);
+    assert!(ask(&mut h, AgentConfRequest::Release)
+        .unwrap_err()
+        .starts_with("101-001"));
+    h.assert_no_leaks();
+}
+
+#[test]
+fn a_participant_hanging_up_leaves_and_the_chairs_phone_hanging_up_ends_the_conference() {
+    let mut h = Harness::new();
+    let body = json!({"memberNum": 4, "time": 60, "promptTime": 5}).to_string();
+    let request = RequestAgentConf::from_json(body.as_bytes()).expect("a request");
+    ask(&mut h, AgentConfRequest::Request(request)).expect("accepted");
+    let chair_invite = answer_phone(&mut h, "6001");
+    chair_events(&mut h);
+    let add = |h: &mut Harness, number: &str| {
+        let body = json!({"addresses": [{"addressType": 6, "address": number}]}).to_string();
+        let add = BatchAddParticipant::from_json(body.as_bytes()).expect("a request");
+        ask(
+            h,
+            AgentConfRequest::AddParticipants(add, Default::default()),
+        )
+        .expect("accepted");
+        answer_phone(h, number)
+    };
+    let first = add(&mut h, "7001");
+    add(&mut h, "7002");
+    assert_eq!(
+        types(&chair_events(&mut h)),
+        [
+            "AgentConf_ParticipantChanged",
+            "AgentConf_ParticipantChanged"
+        ]
+    );
+    // 7001 hangs up: the chair hears "left, hung up".
+    hang_up(&mut h, &first, 1);
+    let events = chair_events(&mut h);
+    assert_eq!(types(&events), ["AgentConf_ParticipantChanged"]);
+    assert_eq!(events[0].1["changeType"], 1);
+    assert_eq!(events[0].1["changeReason"], 2);
+    assert_eq!(events[0].1["participant"], "7001");
+    // The chair's phone hangs up: the conference ends, 7002 gets BYE.
+    hang_up_expecting_bye(&mut h, &chair_invite);
+    let events = chair_events(&mut h);
+    assert_eq!(
+        types(&events),
+        [
+            "AgentOther_PhoneRelease",
+            "AgentConf_SelfLeaveResult",
+            "AgentState_Ready"
+        ]
+    );
+    assert_eq!(events[0].1["phoneState"], 2, "the agent hung up");
+    answer_trunk_byes(&mut h);
+    assert!(h.core.conferences.is_empty());
+    h.assert_no_leaks();
+}
+
+#[test]
+fn a_chair_that_signs_out_ends_its_conference() {
+    let mut h = Harness::new();
+    chaired(&mut h, 60, 5);
+    add_phone(&mut h, "7001");
+    chair_events(&mut h);
+    ask(&mut h, AgentConfRequest::SignedOut).expect("handled");
+    answer_trunk_byes(&mut h);
+    assert!(h.core.agent_confs.is_empty() && h.core.conferences.is_empty());
+    assert!(ask(&mut h, AgentConfRequest::QueryConfInfos)
+        .unwrap_err()
+        .starts_with("101-001"));
+    let _ = Participant::Agent(agent(1001));
+    h.assert_no_leaks();
+}
+
+/// The chair's phone hangs up: its BYE is answered, and the others' phones get BYE.
+fn hang_up_expecting_bye(h: &mut Harness, invite: &Request) {
+    let header = |name: &str| invite.headers.get(name).expect(name).to_string();
+    let target = header("Contact")
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let text = format!(
+        "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5080;branch=z9hG4bKchairbye\r\n\
+         Max-Forwards: 70\r\nFrom: {};tag=target\r\nTo: {}\r\nCall-ID: {}\r\n\
+         CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        header("To"),
+        header("From"),
+        header("Call-ID"),
+    );
+    h.sip_from(TRUNK, sip(&text));
+    let wire = h.take_wire();
+    assert!(statuses(&wire).contains(&(200, "BYE".to_string())));
+    assert_eq!(
+        requests(&wire)
+            .iter()
+            .filter(|r| r.method == Method::Bye)
+            .count(),
+        1,
+        "the remaining participant's phone gets BYE"
+    );
+    answer_byes(h, &wire);
+}
