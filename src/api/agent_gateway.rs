@@ -328,6 +328,13 @@ async fn conference_request(
             AgentConfRequest::ChangeMode(r::ChangeParticipantMode::from_json(body)?)
         }
         "prolongtime" => AgentConfRequest::Prolong(r::ProlongTime::from_json(body)?),
+        "holdparticipant" => AgentConfRequest::Hold(r::ParticipantTarget::from_json(body)?, true),
+        "unholdparticipant" => {
+            AgentConfRequest::Hold(r::ParticipantTarget::from_json(body)?, false)
+        }
+        "applytoshiftpresident" => {
+            AgentConfRequest::ShiftPresident(r::ApplyToShiftPresident::from_json(body)?)
+        }
         "answeragentconf" => AgentConfRequest::Answer,
         "rejectagentconf" => AgentConfRequest::Reject,
         "requestleaveagentconf" => AgentConfRequest::Leave,
@@ -342,10 +349,7 @@ async fn conference_request(
         other => {
             return Err(GatewayError::new(
                 Retcode::BadParameter,
-                format!(
-                    "agentconf/{other} is not an interface callbridge serves \
-                     (holdparticipant, unholdparticipant and applytoshiftpresident are not yet)"
-                ),
+                format!("agentconf/{other} is not an agent conference interface"),
             ))
         }
     };

@@ -20,8 +20,8 @@ use super::events::ReleaseReason;
 use super::party::Actor;
 use super::timers::Timer;
 use crate::agent_gateway::requests::{
-    BatchAddParticipant, BatchRemoveParticipant, ChangeParticipantMode, ProlongTime,
-    RequestAgentConf,
+    ApplyToShiftPresident, BatchAddParticipant, BatchRemoveParticipant, ChangeParticipantMode,
+    ParticipantTarget, ProlongTime, RequestAgentConf,
 };
 use crate::agent_gateway::{
     AgentEvent, AgentId, GatewayError, LeaveReason, Participant, ParticipantChange, PhoneNumber,
@@ -37,6 +37,9 @@ pub enum AgentConfRequest {
     AddParticipants(BatchAddParticipant, HashMap<AgentId, PhoneNumber>),
     RemoveParticipants(BatchRemoveParticipant),
     ChangeMode(ChangeParticipantMode),
+    /// `holdparticipant` (true) / `unholdparticipant` (false).
+    Hold(ParticipantTarget, bool),
+    ShiftPresident(ApplyToShiftPresident),
     Prolong(ProlongTime),
     Answer,
     Reject,
@@ -112,6 +115,8 @@ impl<M: Backend> Controller<M> {
             AgentConfRequest::AddParticipants(r, phones) => self.add_participants(agent, r, phones),
             AgentConfRequest::RemoveParticipants(r) => self.remove_participants(agent, r),
             AgentConfRequest::ChangeMode(r) => self.change_mode(agent, r),
+            AgentConfRequest::Hold(r, hold) => self.hold_participant(agent, r, hold),
+            AgentConfRequest::ShiftPresident(r) => self.shift_president(agent, r),
             AgentConfRequest::Prolong(r) => self.prolong(agent, r),
             AgentConfRequest::Answer => self.answer_invitation(agent, phone),
             AgentConfRequest::Reject => self.reject_invitation(agent),
@@ -359,6 +364,91 @@ impl<M: Backend> Controller<M> {
             };
             self.tell_members(conf, change, &r.participant);
         }
+        Ok(json!({}))
+    }
+
+    /// `holdparticipant` / `unholdparticipant`: the participant's phone is put on hold (our
+    /// re-INVITE, `sendonly`) and out of the mix's voices, or back.
+    fn hold_participant(
+        &mut self,
+        agent: AgentId,
+        r: ParticipantTarget,
+        hold: bool,
+    ) -> Result<Value, GatewayError> {
+        let conf = self.chaired_conference(agent)?;
+        let joined = self
+            .member_by(conf, &r.participant)
+            .and_then(|m| self.member_ref(conf, m))
+            .and_then(|m| m.connection);
+        let (Some(connection), Some(conference)) = (joined, self.agent_confs[&conf].conference)
+        else {
+            return Err(GatewayError::new(
+                Retcode::BadParameter,
+                format!("{} is not in the conference", r.participant.address()),
+            ));
+        };
+        let call = self
+            .connections
+            .get(&connection)
+            .and_then(|c| c.call)
+            .ok_or_else(|| GatewayError::internal("the participant has no call"))?;
+        let direction = if hold {
+            crate::sdp::Direction::SendOnly
+        } else {
+            crate::sdp::Direction::SendRecv
+        };
+        self.ua
+            .reinvite(self.now.at, call, direction)
+            .map_err(|e| GatewayError::new(Retcode::BadParameter, e))?;
+        let change = super::AttributeChange {
+            mute: Some(hold),
+            ..Default::default()
+        };
+        self.set_conferee_attribute(connection, conference, change)
+            .map_err(|e| GatewayError::internal(e.message))?;
+        let change = if hold {
+            ParticipantChange::Held
+        } else {
+            ParticipantChange::Unheld
+        };
+        self.tell_members(conf, change, &r.participant);
+        Ok(json!({}))
+    }
+
+    /// `applytoshiftpresident`: another agent in the conference becomes its chair.
+    fn shift_president(
+        &mut self,
+        agent: AgentId,
+        r: ApplyToShiftPresident,
+    ) -> Result<Value, GatewayError> {
+        let conf = self.chaired_conference(agent)?;
+        if r.dest_agent == agent {
+            return Err(GatewayError::new(
+                Retcode::ChairToSelf,
+                "the chair cannot hand the chair to itself",
+            ));
+        }
+        let joined = self
+            .member_by(conf, &Participant::Agent(r.dest_agent))
+            .and_then(|m| self.member_ref(conf, m))
+            .is_some_and(|m| m.state == MemberState::Joined);
+        if !joined {
+            return Err(GatewayError::new(
+                Retcode::BadParameter,
+                format!("agent {} is not in the conference", r.dest_agent),
+            ));
+        }
+        if let Some(room) = self.agent_confs.get_mut(&conf) {
+            room.chair = r.dest_agent;
+        }
+        self.agent_event(r.dest_agent, |a, t| {
+            AgentEvent::conf_president_changed(a, t, conf)
+        });
+        self.tell_members(
+            conf,
+            ParticipantChange::ChairChanged,
+            &Participant::Agent(r.dest_agent),
+        );
         Ok(json!({}))
     }
 

@@ -23,10 +23,20 @@ fn phone(number: &str) -> PhoneNumber {
 
 /// A gateway request of agent 1001 (on phone 6001).
 fn ask(h: &mut Harness, request: AgentConfRequest) -> Result<serde_json::Value, String> {
+    ask_as(h, 1001, "6001", request)
+}
+
+/// A gateway request of `id` (on phone `number`).
+fn ask_as(
+    h: &mut Harness,
+    id: u32,
+    number: &str,
+    request: AgentConfRequest,
+) -> Result<serde_json::Value, String> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     h.input(super::Input::Request(ControlRequest::AgentConf {
-        agent: agent(1001),
-        phone: phone("6001"),
+        agent: agent(id),
+        phone: phone(number),
         request,
         reply,
     }));
@@ -268,4 +278,72 @@ fn hang_up_expecting_bye(h: &mut Harness, invite: &Request) {
         "the remaining participant's phone gets BYE"
     );
     answer_byes(h, &wire);
+}
+
+#[test]
+fn the_chair_hands_over_the_chair_holds_a_phone_and_may_then_leave() {
+    use crate::agent_gateway::requests::{ApplyToShiftPresident, ParticipantTarget};
+    let mut h = Harness::new();
+    chaired(&mut h, 60, 5);
+    // Agent 1002 (signed in on 6002) is invited, answers, and its phone answers.
+    let body = json!({"addresses": [{"addressType": 9, "address": "1002"}]}).to_string();
+    let add = BatchAddParticipant::from_json(body.as_bytes()).expect("a request");
+    let phones = [(agent(1002), phone("6002"))].into_iter().collect();
+    ask(&mut h, AgentConfRequest::AddParticipants(add, phones)).expect("invited");
+    let ringing: Vec<_> = h.core.take_agent_events();
+    assert!(ringing
+        .iter()
+        .any(|(a, e)| *a == agent(1002) && e.event_type == "AgentConf_Ringing"));
+    ask_as(&mut h, 1002, "6002", AgentConfRequest::Answer).expect("answered");
+    answer_phone(&mut h, "6002");
+    add_phone(&mut h, "7001");
+    h.core.take_agent_events();
+    // Hold 7001: a re-INVITE with sendonly to its phone, and the members hear of it.
+    let target = ParticipantTarget {
+        participant: Participant::Phone(phone("7001")),
+    };
+    ask(&mut h, AgentConfRequest::Hold(target, true)).expect("held");
+    let wire = h.take_wire();
+    let reinvite = requests(&wire)
+        .into_iter()
+        .find(|r| r.method == Method::Invite)
+        .expect("a re-INVITE")
+        .clone();
+    assert!(String::from_utf8_lossy(&reinvite.body).contains("a=sendonly"));
+    let held: Vec<_> = h.core.take_agent_events();
+    assert!(held.iter().any(|(a, e)| *a == agent(1002)
+        && e.content["changeType"] == 5
+        && e.content["participant"] == "7001"));
+    // The chair cannot hand the chair to itself; it hands it to 1002, then may leave.
+    let to_self = ApplyToShiftPresident {
+        dest_agent: agent(1001),
+    };
+    assert!(ask(&mut h, AgentConfRequest::ShiftPresident(to_self))
+        .unwrap_err()
+        .starts_with("101-005"));
+    let to_1002 = ApplyToShiftPresident {
+        dest_agent: agent(1002),
+    };
+    ask(&mut h, AgentConfRequest::ShiftPresident(to_1002)).expect("handed over");
+    let events = h.core.take_agent_events();
+    assert!(events
+        .iter()
+        .any(|(a, e)| *a == agent(1002) && e.event_type == "AgentConf_PresidentChanged"));
+    assert!(ask_as(&mut h, 1002, "6002", AgentConfRequest::Leave)
+        .unwrap_err()
+        .starts_with("101-007"));
+    ask(&mut h, AgentConfRequest::Leave).expect("the old chair leaves");
+    let events = chair_events(&mut h);
+    assert_eq!(
+        types(&events),
+        [
+            "AgentOther_PhoneRelease",
+            "AgentConf_SelfLeaveResult",
+            "AgentState_Ready"
+        ]
+    );
+    // The new chair releases the rest.
+    ask_as(&mut h, 1002, "6002", AgentConfRequest::Release).expect("released");
+    answer_trunk_byes(&mut h);
+    h.assert_no_leaks();
 }
