@@ -25,6 +25,7 @@
 mod batch;
 mod pool;
 mod recorder;
+mod recording;
 mod recv_ring;
 mod send_ring;
 mod socket;
@@ -43,7 +44,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::mpsc::Sender;
 
 use crate::media::dtmf::{self, DtmfError};
-use crate::media::recording_file::{NewRecording, RecordingFile};
 use pool::PortPool;
 use socket::{MediaSockets, SocketTuning};
 use stats::SharedStats;
@@ -742,123 +742,6 @@ impl Engine {
         })
     }
 
-    /// Starts recording a connection into `file`: the caller's audio, and (a two-channel
-    /// file) what the connection sends it on the right; [`EngineEvent::RecordingDone`]
-    /// follows [`Engine::stop_recording`].
-    pub fn start_recording(
-        &self,
-        key: ConnectionKey,
-        operation: u64,
-        file: RecordingFile,
-    ) -> Result<(), EngineError> {
-        let both = file.channels() == 2;
-        self.with_recorder(key, operation, file, || {
-            self.submit_for(
-                key,
-                WorkerCommand::Record {
-                    key,
-                    operation,
-                    both,
-                },
-            )
-        })
-    }
-
-    /// Starts recording a connection into a file the recorder thread creates (a call's
-    /// recording: the caller's audio, and with two channels what the connection sends it);
-    /// a file that cannot be created comes back as [`EngineEvent::RecordingFailed`].
-    pub fn start_recording_to(
-        &self,
-        key: ConnectionKey,
-        operation: u64,
-        file: NewRecording,
-    ) -> Result<(), EngineError> {
-        let both = file.channels == 2;
-        let queue = self.recorder.as_ref().ok_or(EngineError::WorkerGone)?;
-        queue
-            .try_send(recorder::RecorderCommand::Create {
-                key,
-                operation,
-                file: Box::new(file),
-            })
-            .map_err(|e| match e {
-                std::sync::mpsc::TrySendError::Full(_) => EngineError::QueueFull,
-                std::sync::mpsc::TrySendError::Disconnected(_) => EngineError::WorkerGone,
-            })?;
-        let started = self.submit_for(
-            key,
-            WorkerCommand::Record {
-                key,
-                operation,
-                both,
-            },
-        );
-        if started.is_err() {
-            let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
-        }
-        started
-    }
-
-    /// Mutes (silence in the file) or unmutes a recording's channels: `left` the caller's
-    /// audio (or a mono file's only channel), `right` what the connection is sent.
-    pub fn mute_recording(
-        &self,
-        operation: u64,
-        left: bool,
-        right: bool,
-    ) -> Result<(), EngineError> {
-        let queue = self.recorder.as_ref().ok_or(EngineError::WorkerGone)?;
-        queue
-            .try_send(recorder::RecorderCommand::Mute {
-                operation,
-                left,
-                right,
-            })
-            .map_err(|e| match e {
-                std::sync::mpsc::TrySendError::Full(_) => EngineError::QueueFull,
-                std::sync::mpsc::TrySendError::Disconnected(_) => EngineError::WorkerGone,
-            })
-    }
-
-    /// Gives the recorder a new file, then runs `start` (the command that makes a worker send
-    /// audio to it); if `start` fails the recorder finishes the file at once.
-    fn with_recorder(
-        &self,
-        key: ConnectionKey,
-        operation: u64,
-        file: RecordingFile,
-        start: impl FnOnce() -> Result<(), EngineError>,
-    ) -> Result<(), EngineError> {
-        let queue = self.recorder.as_ref().ok_or(EngineError::WorkerGone)?;
-        queue
-            .try_send(recorder::RecorderCommand::Start {
-                key,
-                operation,
-                file: Box::new(file),
-            })
-            .map_err(|e| match e {
-                std::sync::mpsc::TrySendError::Full(_) => EngineError::QueueFull,
-                std::sync::mpsc::TrySendError::Disconnected(_) => EngineError::WorkerGone,
-            })?;
-        let started = start();
-        if started.is_err() {
-            let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
-        }
-        started
-    }
-
-    /// Ends a recording: the worker hands over what it still holds, the recorder finishes the
-    /// file and reports [`EngineEvent::RecordingDone`].
-    pub fn stop_recording(&self, key: ConnectionKey, operation: u64) -> Result<(), EngineError> {
-        let stopped = self.submit_for(key, WorkerCommand::StopRecord { key, operation });
-        if stopped.is_err() {
-            if let Some(queue) = &self.recorder {
-                let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
-            }
-        }
-        stopped
-    }
-
     /// Watches a connection's audio for `needed` of continuous silence (or non-silence);
     /// [`EngineEvent::Energy`] when it happens.
     pub fn watch_energy(
@@ -929,47 +812,6 @@ impl Engine {
             gain,
             speed,
         })
-    }
-
-    /// Records a conference's whole mix into `file` (at the room's rate, converted to the
-    /// file's), as listener `key`.
-    pub fn conference_record(
-        &self,
-        conference: ConferenceKey,
-        key: ConnectionKey,
-        operation: u64,
-        file: RecordingFile,
-    ) -> Result<(), EngineError> {
-        let worker = self.conference_worker(conference)?;
-        self.with_recorder(key, operation, file, || {
-            self.workers[worker].submit(WorkerCommand::RoomRecord {
-                conference,
-                key,
-                operation,
-            })
-        })
-    }
-
-    /// Stops a conference recording; [`EngineEvent::RecordingDone`] follows.
-    pub fn conference_stop_record(
-        &self,
-        conference: ConferenceKey,
-        key: ConnectionKey,
-        operation: u64,
-    ) -> Result<(), EngineError> {
-        let stopped = self.conference_worker(conference).and_then(|worker| {
-            self.workers[worker].submit(WorkerCommand::RoomStopRecord {
-                conference,
-                key,
-                operation,
-            })
-        });
-        if stopped.is_err() {
-            if let Some(queue) = &self.recorder {
-                let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
-            }
-        }
-        stopped
     }
 
     /// Sends a command to the worker that carries `key`.
