@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::uac::{self, Uac};
-use common::{client, Server};
+use common::{client, write_tone_wav, Server};
 
 const KEY: &str = "74c8eea0-50c6-40b2-9f3e-252ed501c3c8";
 const SECURE_KEY: &str = "0b7d5c1e-secure-key-needs-token";
@@ -128,32 +128,6 @@ fn store(server: &Server) -> rusqlite::Connection {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .expect("open the store")
-}
-
-/// Writes a mono 16-bit PCM WAV of a `hz` tone.
-fn write_tone_wav(path: &Path, rate: u32, hz: f64, ms: u32) {
-    let n = rate * ms / 1000;
-    let mut data = Vec::with_capacity(n as usize * 2);
-    for i in 0..n {
-        let t = f64::from(i) / f64::from(rate);
-        let s = (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16;
-        data.extend_from_slice(&s.to_le_bytes());
-    }
-    let mut wav = Vec::new();
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes());
-    wav.extend_from_slice(&1u16.to_le_bytes());
-    wav.extend_from_slice(&1u16.to_le_bytes());
-    wav.extend_from_slice(&rate.to_le_bytes());
-    wav.extend_from_slice(&(rate * 2).to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&16u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    wav.extend_from_slice(&data);
-    std::fs::write(path, wav).expect("write prompt");
 }
 
 /// A stereo WAV's format tag, rate and channels (left, right) as 16-bit samples (G.711

@@ -105,27 +105,30 @@ fn answer_phone(h: &mut Harness, number: &str) -> Request {
     invite
 }
 
-/// The phone of `invite`'s call hangs up: its BYE in the dialog the core's INVITE began.
+/// The phone of `invite`'s call hangs up: its BYE, answered 200.
 fn hang_up(h: &mut Harness, invite: &Request, n: u32) {
+    h.sip_from(TRUNK, phone_bye(invite, n));
+    let answered = statuses(&h.take_wire());
+    assert_eq!(answered, [(200, "BYE".to_string())], "the BYE is answered");
+}
+
+/// The BYE of the phone of `invite`'s call, in the dialog the core's INVITE began.
+fn phone_bye(invite: &Request, n: u32) -> SipMessage {
     let header = |name: &str| invite.headers.get(name).expect(name).to_string();
-    let contact = header("Contact");
-    let target = contact
+    let target = header("Contact")
         .trim_start_matches('<')
         .split('>')
         .next()
         .unwrap_or_default()
         .to_string();
-    let text = format!(
+    sip(&format!(
         "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5080;branch=z9hG4bKphonebye{n}\r\n\
          Max-Forwards: 70\r\nFrom: {};tag=target\r\nTo: {}\r\nCall-ID: {}\r\n\
          CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
         header("To"),
         header("From"),
         header("Call-ID"),
-    );
-    h.sip_from(TRUNK, sip(&text));
-    let answered = statuses(&h.take_wire());
-    assert_eq!(answered, [(200, "BYE".to_string())], "the BYE is answered");
+    ))
 }
 
 /// Answers the BYEs in `wire`.
@@ -251,22 +254,7 @@ fn a_chair_that_signs_out_ends_its_conference() {
 
 /// The chair's phone hangs up: its BYE is answered, and the others' phones get BYE.
 fn hang_up_expecting_bye(h: &mut Harness, invite: &Request) {
-    let header = |name: &str| invite.headers.get(name).expect(name).to_string();
-    let target = header("Contact")
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let text = format!(
-        "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5080;branch=z9hG4bKchairbye\r\n\
-         Max-Forwards: 70\r\nFrom: {};tag=target\r\nTo: {}\r\nCall-ID: {}\r\n\
-         CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
-        header("To"),
-        header("From"),
-        header("Call-ID"),
-    );
-    h.sip_from(TRUNK, sip(&text));
+    h.sip_from(TRUNK, phone_bye(invite, 99));
     let wire = h.take_wire();
     assert!(statuses(&wire).contains(&(200, "BYE".to_string())));
     assert_eq!(

@@ -19,7 +19,12 @@ impl Engine {
         file: RecordingFile,
     ) -> Result<(), EngineError> {
         let both = file.channels() == 2;
-        self.with_recorder(key, operation, file, || {
+        let start = recorder::RecorderCommand::Start {
+            key,
+            operation,
+            file: Box::new(file),
+        };
+        self.with_recorder(operation, start, || {
             self.submit_for(
                 key,
                 WorkerCommand::Record {
@@ -41,29 +46,21 @@ impl Engine {
         file: NewRecording,
     ) -> Result<(), EngineError> {
         let both = file.channels == 2;
-        let queue = self.recorder.as_ref().ok_or(EngineError::WorkerGone)?;
-        queue
-            .try_send(recorder::RecorderCommand::Create {
-                key,
-                operation,
-                file: Box::new(file),
-            })
-            .map_err(|e| match e {
-                std::sync::mpsc::TrySendError::Full(_) => EngineError::QueueFull,
-                std::sync::mpsc::TrySendError::Disconnected(_) => EngineError::WorkerGone,
-            })?;
-        let started = self.submit_for(
+        let create = recorder::RecorderCommand::Create {
             key,
-            WorkerCommand::Record {
+            operation,
+            file: Box::new(file),
+        };
+        self.with_recorder(operation, create, || {
+            self.submit_for(
                 key,
-                operation,
-                both,
-            },
-        );
-        if started.is_err() {
-            let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
-        }
-        started
+                WorkerCommand::Record {
+                    key,
+                    operation,
+                    both,
+                },
+            )
+        })
     }
 
     /// Mutes (silence in the file) or unmutes a recording's channels: `left` the caller's
@@ -74,44 +71,37 @@ impl Engine {
         left: bool,
         right: bool,
     ) -> Result<(), EngineError> {
-        let queue = self.recorder.as_ref().ok_or(EngineError::WorkerGone)?;
-        queue
-            .try_send(recorder::RecorderCommand::Mute {
-                operation,
-                left,
-                right,
-            })
-            .map_err(|e| match e {
-                std::sync::mpsc::TrySendError::Full(_) => EngineError::QueueFull,
-                std::sync::mpsc::TrySendError::Disconnected(_) => EngineError::WorkerGone,
-            })
+        self.to_recorder(recorder::RecorderCommand::Mute {
+            operation,
+            left,
+            right,
+        })
     }
 
-    /// Gives the recorder a new file, then runs `start` (the command that makes a worker send
-    /// audio to it); if `start` fails the recorder finishes the file at once.
+    /// Gives the recorder a new recording (`Start` or `Create`), then runs `start` (the
+    /// command that makes a worker send audio to it); if `start` fails the recorder finishes
+    /// the file at once.
     fn with_recorder(
         &self,
-        key: ConnectionKey,
         operation: u64,
-        file: RecordingFile,
+        recording: recorder::RecorderCommand,
         start: impl FnOnce() -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
-        let queue = self.recorder.as_ref().ok_or(EngineError::WorkerGone)?;
-        queue
-            .try_send(recorder::RecorderCommand::Start {
-                key,
-                operation,
-                file: Box::new(file),
-            })
-            .map_err(|e| match e {
-                std::sync::mpsc::TrySendError::Full(_) => EngineError::QueueFull,
-                std::sync::mpsc::TrySendError::Disconnected(_) => EngineError::WorkerGone,
-            })?;
+        self.to_recorder(recording)?;
         let started = start();
         if started.is_err() {
-            let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
+            let _ = self.to_recorder(recorder::RecorderCommand::Stop { operation });
         }
         started
+    }
+
+    /// One command to the recorder thread, never waiting: a full queue is `QueueFull`.
+    fn to_recorder(&self, command: recorder::RecorderCommand) -> Result<(), EngineError> {
+        let queue = self.recorder.as_ref().ok_or(EngineError::WorkerGone)?;
+        queue.try_send(command).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => EngineError::QueueFull,
+            std::sync::mpsc::TrySendError::Disconnected(_) => EngineError::WorkerGone,
+        })
     }
 
     /// Ends a recording: the worker hands over what it still holds, the recorder finishes the
@@ -119,9 +109,7 @@ impl Engine {
     pub fn stop_recording(&self, key: ConnectionKey, operation: u64) -> Result<(), EngineError> {
         let stopped = self.submit_for(key, WorkerCommand::StopRecord { key, operation });
         if stopped.is_err() {
-            if let Some(queue) = &self.recorder {
-                let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
-            }
+            let _ = self.to_recorder(recorder::RecorderCommand::Stop { operation });
         }
         stopped
     }
@@ -136,7 +124,12 @@ impl Engine {
         file: RecordingFile,
     ) -> Result<(), EngineError> {
         let worker = self.conference_worker(conference)?;
-        self.with_recorder(key, operation, file, || {
+        let start = recorder::RecorderCommand::Start {
+            key,
+            operation,
+            file: Box::new(file),
+        };
+        self.with_recorder(operation, start, || {
             self.workers[worker].submit(WorkerCommand::RoomRecord {
                 conference,
                 key,
@@ -160,9 +153,7 @@ impl Engine {
             })
         });
         if stopped.is_err() {
-            if let Some(queue) = &self.recorder {
-                let _ = queue.try_send(recorder::RecorderCommand::Stop { operation });
-            }
+            let _ = self.to_recorder(recorder::RecorderCommand::Stop { operation });
         }
         stopped
     }

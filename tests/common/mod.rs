@@ -867,3 +867,29 @@ impl RawTrunk {
         self.socket.send_to(response.as_bytes(), to).unwrap();
     }
 }
+
+/// Writes a mono 16-bit PCM WAV of a `hz` tone.
+pub fn write_tone_wav(path: &Path, rate: u32, hz: f64, ms: u32) {
+    let n = rate * ms / 1000;
+    let mut data = Vec::with_capacity(n as usize * 2);
+    for i in 0..n {
+        let t = f64::from(i) / f64::from(rate);
+        let s = (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16;
+        data.extend_from_slice(&s.to_le_bytes());
+    }
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    std::fs::write(path, wav).expect("write prompt");
+}
