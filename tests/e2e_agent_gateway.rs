@@ -609,3 +609,124 @@ fn a_chair_conference_with_a_phone_and_an_agent_is_released_with_the_seeds_event
     let (ok, out) = common::sipp_result(sipp.join().expect("sipp"));
     assert!(ok, "{out}");
 }
+
+/// Phones behind the trunk, answered by the test: each INVITE gets a 200 with an SDP offer
+/// answer pointing at an RTP socket of its own; BYEs get 200. Each answered phone is handed
+/// to the test as (number, its RTP socket, where callbridge takes its RTP).
+fn phones_behind_the_trunk() -> (
+    u16,
+    std::sync::mpsc::Receiver<(String, std::net::UdpSocket, std::net::SocketAddr)>,
+) {
+    let trunk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    trunk
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = trunk.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65535];
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            let Ok((n, from)) = trunk.recv_from(&mut buf) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let header = |name: &str| {
+                text.lines()
+                    .find(|l| {
+                        l.to_ascii_lowercase()
+                            .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+                    })
+                    .map(|l| l[name.len() + 1..].trim().to_string())
+                    .unwrap_or_default()
+            };
+            let reply = |status: &str, extra: &str, body: &str| {
+                let to = header("To");
+                let to = if to.contains("tag=") {
+                    to
+                } else {
+                    format!("{to};tag=phone")
+                };
+                format!(
+                    "SIP/2.0 {status}\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\n\
+                     CSeq: {}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+                    header("Via"),
+                    header("From"),
+                    header("Call-ID"),
+                    header("CSeq"),
+                    body.len()
+                )
+            };
+            if let Some(request_line) = text.strip_prefix("INVITE ") {
+                let number = request_line
+                    .split('@')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("sip:")
+                    .to_string();
+                let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let rtp_port = rtp.local_addr().unwrap().port();
+                let media_port: u16 = text
+                    .lines()
+                    .find(|l| l.starts_with("m=audio "))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|p| p.parse().ok())
+                    .expect("the INVITE offers audio");
+                let sdp = format!(
+                    "v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+                     m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+                );
+                let contact = format!(
+                    "Contact: <sip:{number}@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\n"
+                );
+                trunk
+                    .send_to(reply("200 OK", &contact, &sdp).as_bytes(), from)
+                    .unwrap();
+                let media = std::net::SocketAddr::from(([127, 0, 0, 1], media_port));
+                let _ = tx.send((number, rtp, media));
+            } else if text.starts_with("BYE ") {
+                trunk
+                    .send_to(reply("200 OK", "", "").as_bytes(), from)
+                    .unwrap();
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn the_chairs_voice_reaches_a_participant_through_the_conference() {
+    let (trunk_port, answered) = phones_behind_the_trunk();
+    let (_server, at) = gateway(&format!(
+        "insecure_http = true\n[[trunk]]\nname = \"pbx\"\naddress = \"127.0.0.1:{trunk_port}\"\n"
+    ));
+    let mut chair = Desk::sign_in(&at, "1001");
+    let requested = chair.conf("requestagentconf", json!({"memberNum": 2}));
+    assert_eq!(requested["retcode"], "0", "{requested}");
+    let (number, chair_rtp, chair_media) = answered.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(number, "6001");
+    chair.wait_for("AgentConf_RequestSuccess");
+    let added = chair.conf(
+        "batchaddparticipant",
+        json!({"addresses": [{"addressType": 6, "address": "7001"}]}),
+    );
+    assert_eq!(added["retcode"], "0", "{added}");
+    let (number, guest_rtp, _) = answered.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(number, "7001");
+    chair.wait_for_change(0);
+    // The chair talks (1 kHz); the participant hears it in the mix.
+    guest_rtp
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    common::send_tone(&chair_rtp, chair_media, 0x6001, 1000.0, 60);
+    let heard = common::heard(&guest_rtp);
+    let tail = &heard[heard.len().saturating_sub(4000)..];
+    assert!(
+        common::tone_power(tail, 1000.0) > 1e5,
+        "the participant hears the chair's 1 kHz ({} samples)",
+        heard.len()
+    );
+    let released = chair.conf("releaseagentconf", json!({}));
+    assert_eq!(released["retcode"], "0");
+    chair.wait_for("AgentState_Ready");
+}

@@ -40,6 +40,8 @@ struct CallSetup {
 struct Baresip {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Where its SIP listens (127.0.0.1).
+    sip_port: u16,
 }
 
 impl Baresip {
@@ -53,6 +55,21 @@ impl Baresip {
     /// after `seconds`. `extra` is appended to its config (e.g. the `cons` module and its UDP
     /// console address).
     fn start(server: &Server, setup: &CallSetup, user: &str, seconds: u64, extra: &str) -> Baresip {
+        let dial = if user.contains('@') {
+            format!("/dial sip:{user}")
+        } else {
+            format!("/dial sip:{user}@127.0.0.1:{}", server.sip_port)
+        };
+        Baresip::launch(setup, Some(dial), seconds, extra)
+    }
+
+    /// A phone: baresip answers the calls it gets at once (`answermode=auto`), dials none,
+    /// and quits after `seconds`.
+    fn phone(setup: &CallSetup, seconds: u64) -> Baresip {
+        Baresip::launch(setup, None, seconds, "")
+    }
+
+    fn launch(setup: &CallSetup, dial: Option<String>, seconds: u64, extra: &str) -> Baresip {
         let dir = tempfile::tempdir().expect("temp dir");
         let tone = dir.path().join("tone.wav");
         // Longer than the call: aufile stops feeding audio at the end of the file.
@@ -113,8 +130,14 @@ impl Baresip {
         } else {
             ""
         };
+        // A phone is the agent's number 6001 and answers at once.
+        let (user, answermode) = if dial.is_some() {
+            ("caller", "manual")
+        } else {
+            ("6001", "auto")
+        };
         let account = format!(
-            "<sip:caller@127.0.0.1>;regint=0;answermode=manual;audio_codecs={}{mediaenc}\n",
+            "<sip:{user}@127.0.0.1>;regint=0;answermode={answermode};audio_codecs={}{mediaenc}\n",
             setup.audio_codecs
         );
         std::fs::write(dir.path().join("accounts"), account).expect("write accounts");
@@ -125,14 +148,7 @@ impl Baresip {
             .arg(dir.path())
             .args(["-4", "-v", "-s"])
             .args(["-t", &seconds.to_string()])
-            .args([
-                "-e",
-                &if user.contains('@') {
-                    format!("/dial sip:{user}")
-                } else {
-                    format!("/dial sip:{user}@127.0.0.1:{}", server.sip_port)
-                },
-            ])
+            .args(dial.iter().flat_map(|d| ["-e", d.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -141,6 +157,7 @@ impl Baresip {
         Baresip {
             child: Some(child),
             dir,
+            sip_port,
         }
     }
 
@@ -596,4 +613,117 @@ fn baresip_over_tls_with_srtp_gets_its_tone_echoed() {
         .received_audio()
         .unwrap_or_else(|| panic!("sndfile wrote no decoder dump; baresip log:\n{log}"));
     assert_tone_came_back(&recording, setup.tone_hz, &log);
+}
+
+/// One agent gateway request (plain HTTP): the JSON answer and the rotated Guid, if any.
+fn gateway_call(
+    method: reqwest::Method,
+    url: &str,
+    guid: Option<&str>,
+    body: Option<Value>,
+) -> (Value, Option<String>) {
+    let mut request = common::client()
+        .request(method, url)
+        .header("Content-Type", "application/json; charset=UTF-8");
+    if let Some(guid) = guid {
+        request = request.header("Guid", guid);
+    }
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    let r = request.send().expect("gateway reachable");
+    let guid = r
+        .headers()
+        .get("set-guid")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_start_matches("JSESSIONID=").to_string());
+    (r.json().expect("JSON"), guid)
+}
+
+#[test]
+fn baresip_as_an_agents_phone_answers_the_conference_and_gets_bye_at_release() {
+    let setup = CallSetup {
+        codec_modules: &["g711.so"],
+        audio_codecs: "PCMU",
+        sample_rate: 8000,
+        tone_hz: 1000.0,
+        srtp: false,
+    };
+    let mut phone = Baresip::phone(&setup, 20);
+    let phone_log = phone.dir.path().join("baresip.log");
+    common::wait_udp_listener(phone.sip_port);
+    let gateway_port = common::free_tcp_port();
+    let server = Server::start(&format!(
+        "[agent_gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\ninsecure_http = true\npoll_wait_ms = 1000\n\
+         [[trunk]]\nname = \"pbx\"\naddress = \"127.0.0.1:{}\"\n",
+        phone.sip_port
+    ));
+    let (ok, out) = server.ctl(&["agents", "add", "1001", "--password", "pw"]);
+    assert!(ok, "{out}");
+    let base = format!("http://127.0.0.1:{gateway_port}/agentgateway/resource");
+    let (signed_in, guid) = gateway_call(
+        reqwest::Method::PUT,
+        &format!("{base}/onlineagent/1001"),
+        None,
+        Some(serde_json::json!({"password": "pw", "phonenum": "6001"})),
+    );
+    assert_eq!(signed_in["retcode"], "0", "{signed_in}");
+    let mut guid = guid.expect("Guid");
+    let conf = |guid: &str, op: &str, body: Value| {
+        gateway_call(
+            reqwest::Method::POST,
+            &format!("{base}/agentconf/1001/{op}"),
+            Some(guid),
+            Some(body),
+        )
+        .0
+    };
+    let requested = conf(
+        &guid,
+        "requestagentconf",
+        serde_json::json!({"memberNum": 2}),
+    );
+    assert_eq!(requested["retcode"], "0", "{requested}");
+    // Poll until `kind`, following Guid rotations.
+    let mut seen: Vec<String> = Vec::new();
+    let mut wait_for = |guid: &mut String, kind: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !seen.iter().any(|k| k == kind) {
+            assert!(
+                Instant::now() < deadline,
+                "no {kind}: {seen:?}\nbaresip:\n{}",
+                std::fs::read_to_string(phone_log.as_path()).unwrap_or_default()
+            );
+            let (answer, rotated) = gateway_call(
+                reqwest::Method::GET,
+                &format!("{base}/agentevent/1001"),
+                Some(guid),
+                None,
+            );
+            if let Some(g) = rotated {
+                *guid = g;
+            }
+            if let Some(kind) = answer["event"]["eventType"].as_str() {
+                seen.push(kind.to_string());
+            }
+        }
+    };
+    wait_for(&mut guid, "AgentConf_RequestSuccess");
+    // baresip is in the conference: its call is one of callbridge's connections.
+    assert_eq!(
+        server.connections().len(),
+        1,
+        "baresip's call; its log:\n{}",
+        phone.log()
+    );
+    let released = conf(&guid, "releaseagentconf", serde_json::json!({}));
+    assert_eq!(released["retcode"], "0", "{released}");
+    wait_for(&mut guid, "AgentState_Ready");
+    server.wait_no_connections(Duration::from_secs(5));
+    let log = phone.log();
+    assert!(
+        log.contains("BYE") || log.contains("terminated") || log.contains("closed"),
+        "baresip saw the call end:\n{log}"
+    );
+    let _ = phone.wait_exit(Duration::from_millis(10));
 }
