@@ -158,6 +158,7 @@ pub fn parse_action(
                     tariff_tone: p.boolean("TariffTone")?,
                     coach: p.boolean("Coach")?,
                     pupil: p.boolean("Pupil")?,
+                    deaf: None,
                 },
             })
         }
@@ -639,6 +640,7 @@ impl Params<'_> {
         let flag = |name| self.boolean(name).map(|b| b.unwrap_or(false));
         Ok(ConfereeSpec {
             muted: false,
+            deaf: false,
             receive_only: flag("ReceiveOnly")?,
             monitor: flag("Monitor")?,
             tariff_tone: flag("TariffTone")?,

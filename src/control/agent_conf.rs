@@ -21,7 +21,7 @@ use super::party::Actor;
 use super::timers::Timer;
 use crate::agent_gateway::requests::{
     ApplyToShiftPresident, BatchAddParticipant, BatchRemoveParticipant, ChangeParticipantMode,
-    ParticipantTarget, ProlongTime, RequestAgentConf,
+    ParticipantMode, ParticipantTarget, ProlongTime, RequestAgentConf,
 };
 use crate::agent_gateway::{
     AgentEvent, AgentId, GatewayError, LeaveReason, Participant, ParticipantChange, PhoneNumber,
@@ -312,8 +312,9 @@ impl<M: Backend> Controller<M> {
         Ok(json!({ "noExistParticipants": missing }))
     }
 
-    /// `changeparticipantmode`: 1 listen only (muted), 3 listen and speak; callbridge's mixer
-    /// cannot stop a participant hearing the conference (2, 4: refused).
+    /// `changeparticipantmode`: 1 listen only (muted), 2 speak only (hears nothing), 3 listen
+    /// and speak, 4 neither. The others hear of 1 and 3 (speech prohibited, restored), as the
+    /// vendor's gateway tells them.
     fn change_mode(
         &mut self,
         agent: AgentId,
@@ -326,14 +327,6 @@ impl<M: Backend> Controller<M> {
                 format!("{} is not in the conference", r.participant.address()),
             ));
         };
-        if !r.mode.hears() {
-            return Err(GatewayError::new(
-                Retcode::BadParameter,
-                "attribute 2 and 4 (cannot listen) are not supported: callbridge's conferences \
-                 only mute a participant's voice",
-            ));
-        }
-        let muted = !r.mode.speaks();
         let (connection, conference) = match (
             self.member_ref(conf, member).and_then(|m| m.connection),
             self.agent_confs[&conf].conference,
@@ -346,22 +339,23 @@ impl<M: Backend> Controller<M> {
                 ))
             }
         };
+        let muted = !r.mode.speaks();
         let change = super::AttributeChange {
             mute: Some(muted),
+            deaf: Some(!r.mode.hears()),
             ..Default::default()
         };
         self.set_conferee_attribute(connection, conference, change)
             .map_err(|e| GatewayError::internal(e.message))?;
-        let was = self.member_ref(conf, member).is_some_and(|m| m.muted);
         if let Some(m) = self.member_mut(conf, member) {
             m.muted = muted;
         }
-        if was != muted {
-            let change = if muted {
-                ParticipantChange::Muted
-            } else {
-                ParticipantChange::Unmuted
-            };
+        let told = match r.mode {
+            ParticipantMode::ListenOnly => Some(ParticipantChange::Muted),
+            ParticipantMode::ListenAndSpeak => Some(ParticipantChange::Unmuted),
+            ParticipantMode::SpeakOnly | ParticipantMode::Neither => None,
+        };
+        if let Some(change) = told {
             self.tell_members(conf, change, &r.participant);
         }
         Ok(json!({}))

@@ -335,3 +335,51 @@ fn the_chair_hands_over_the_chair_holds_a_phone_and_may_then_leave() {
     answer_trunk_byes(&mut h);
     h.assert_no_leaks();
 }
+
+#[test]
+fn speak_only_and_neither_take_the_conference_away_from_the_participants_ears() {
+    use crate::agent_gateway::requests::ChangeParticipantMode;
+    let mut h = Harness::new();
+    chaired(&mut h, 60, 5);
+    add_phone(&mut h, "7001");
+    chair_events(&mut h);
+    let spec = |h: &Harness| {
+        let (&connection, _) = h
+            .core
+            .agent_connection
+            .iter()
+            .find(|(_, (_, member))| *member == 1)
+            .expect("7001 joined");
+        let room = h.core.connections[&connection]
+            .conference
+            .expect("in the room");
+        h.core.conferences[&room].members[&connection].spec
+    };
+    for (attribute, muted, deaf, told) in [
+        (2, false, true, None),
+        (4, true, true, None),
+        (1, true, false, Some(3)),
+        (3, false, false, Some(4)),
+    ] {
+        let body = json!({"attribute": attribute, "addressType": 6, "address": "7001"}).to_string();
+        let mode = ChangeParticipantMode::from_json(body.as_bytes()).expect("a request");
+        ask(&mut h, AgentConfRequest::ChangeMode(mode)).expect("changed");
+        let s = spec(&h);
+        assert_eq!((s.muted, s.deaf), (muted, deaf), "attribute {attribute}");
+        let told_now: Vec<u64> = h
+            .core
+            .take_agent_events()
+            .into_iter()
+            .filter_map(|(_, e)| e.content["changeType"].as_u64())
+            .collect();
+        // The chair hears of 1 and 3 only, as the vendor's gateway tells.
+        assert_eq!(
+            told_now,
+            told.into_iter().collect::<Vec<u64>>(),
+            "attribute {attribute}"
+        );
+    }
+    ask(&mut h, AgentConfRequest::Release).expect("released");
+    answer_trunk_byes(&mut h);
+    h.assert_no_leaks();
+}

@@ -63,6 +63,8 @@ pub struct AttributeChange {
     pub tariff_tone: Option<bool>,
     pub coach: Option<bool>,
     pub pupil: Option<bool>,
+    /// Hears nothing (the agent gateway's "speak only" and "neither"; not a CUAE attribute).
+    pub deaf: Option<bool>,
 }
 
 impl AttributeChange {
@@ -71,6 +73,7 @@ impl AttributeChange {
             && self.tariff_tone.is_none()
             && self.coach.is_none()
             && self.pupil.is_none()
+            && self.deaf.is_none()
     }
 
     fn apply(&self, spec: ConfereeSpec) -> ConfereeSpec {
@@ -79,6 +82,7 @@ impl AttributeChange {
             tariff_tone: self.tariff_tone.unwrap_or(spec.tariff_tone),
             coach: self.coach.unwrap_or(spec.coach),
             pupil: self.pupil.unwrap_or(spec.pupil),
+            deaf: self.deaf.unwrap_or(spec.deaf),
             ..spec
         }
     }

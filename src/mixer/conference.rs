@@ -38,6 +38,8 @@ pub struct ConferenceSpec {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConfereeSpec {
     pub muted: bool,
+    /// Hears nothing (an agent conference's "speak only" or "neither").
+    pub deaf: bool,
     pub receive_only: bool,
     pub monitor: bool,
     pub tariff_tone: bool,
@@ -52,6 +54,7 @@ impl ConfereeSpec {
     pub fn flags(&self) -> ParticipantFlags {
         ParticipantFlags {
             muted: self.muted,
+            deaf: self.deaf,
             receive_only: self.receive_only,
             monitor: self.monitor,
             tariff_tone: self.tariff_tone,

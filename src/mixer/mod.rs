@@ -73,6 +73,9 @@ pub struct ParticipantFlags {
     pub monitor: bool,
     /// Hears a periodic tone ([`TARIFF_TONE_HZ`]) mixed into its output.
     pub tariff_tone: bool,
+    /// Hears nothing (silence), while it may still be heard (an agent conference's "speak
+    /// only" participant).
+    pub deaf: bool,
 }
 
 impl ParticipantFlags {
@@ -379,6 +382,10 @@ impl Mixer {
             let tone = (tariff_now && participant.flags.tariff_tone).then_some(&tariff_frame[..]);
             let out = &mut outputs[position * n..(position + 1) * n];
             participant.own_output = match (own, from_coach, tone) {
+                _ if participant.flags.deaf => {
+                    out.fill(0);
+                    true
+                }
                 (None, None, None) => false,
                 (Some(own), None, None) => {
                     subtract_and_limit(out, total, own);

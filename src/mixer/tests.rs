@@ -151,6 +151,21 @@ fn muted_participant_is_not_heard_but_still_hears() {
 }
 
 #[test]
+fn deaf_participant_is_heard_but_hears_silence() {
+    let mut mixer = room(&[B, C]);
+    let deaf = ParticipantFlags {
+        deaf: true,
+        ..ParticipantFlags::default()
+    };
+    mixer.add(A, deaf).expect("room has space");
+    tick(&mut mixer, &ABC);
+    let out = mixer.output(A).expect("A is in the conference");
+    assert!(out.iter().all(|&s| s == 0), "A hears nothing");
+    assert_eq!(heard_by(&mixer, B), vec![TONE_A, TONE_C]);
+    assert_eq!(heard_by(&mixer, C), vec![TONE_A, TONE_B]);
+}
+
+#[test]
 fn receive_only_participant_hears_but_is_not_heard() {
     let mut mixer = room(&[B, C]);
     let receive_only = ParticipantFlags {
