@@ -52,6 +52,8 @@ struct Inner {
     wakers: Mutex<HashMap<AgentId, Arc<Notify>>>,
     store: Store,
     poll_wait: Duration,
+    /// The gateway is stopping: waiting polls answer at once.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl GatewayState {
@@ -71,6 +73,7 @@ impl GatewayState {
                 wakers: Mutex::new(HashMap::new()),
                 store,
                 poll_wait,
+                stopping: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -261,7 +264,13 @@ async fn poll_events(
             Ok(None) => {}
             Err(e) => return poll_answer(PollResponse::error(&e.into()), None),
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+        let stopping = || {
+            state
+                .inner
+                .stopping
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        if stopping() || tokio::time::timeout_at(deadline, notified).await.is_err() || stopping() {
             return poll_answer(PollResponse::empty(), outcome.set_guid);
         }
     }
@@ -459,7 +468,19 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state.clone());
-    let expiry = tokio::spawn(expire_silent_agents(state));
+    let expiry = tokio::spawn(expire_silent_agents(state.clone()));
+    // A graceful stop waits for requests in flight: the long polls answer at once instead of
+    // holding it for their wait.
+    let shutdown = async move {
+        shutdown.await;
+        state
+            .inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for waker in lock(&state.inner.wakers).values() {
+            waker.notify_waiters();
+        }
+    };
     let served = match tls {
         Some(config) => {
             axum::serve(TlsListener::new(listener, config), app)
