@@ -318,13 +318,8 @@ fn the_gateway_serves_https_and_refuses_to_start_without_tls_or_insecure_http() 
         format!("[agent_gateway]\nlisten = \"127.0.0.1:{port}\"\n"),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let said = String::from_utf8_lossy(&out.stderr);
+    let (accepted, said) = common::check_config(&path);
+    assert!(!accepted);
     assert!(said.contains("insecure_http"), "{said}");
 }
 

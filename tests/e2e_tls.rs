@@ -209,13 +209,8 @@ fn check_config_refuses_tls_without_a_usable_certificate() {
             format!("[sip]\nlisten = [\"tls://127.0.0.1:5061\"]\n{files}"),
         )
         .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{files}: accepted");
+        let (accepted, stderr) = common::check_config(&path);
+        assert!(!accepted, "{files}: accepted");
         assert!(stderr.contains(expected), "{files}: {stderr}");
     }
 }

@@ -893,3 +893,17 @@ pub fn write_tone_wav(path: &Path, rate: u32, hz: f64, ms: u32) {
     wav.extend_from_slice(&data);
     std::fs::write(path, wav).expect("write prompt");
 }
+
+/// `callbridge check-config --config <path>`: whether it accepted the file, and its standard
+/// error.
+pub fn check_config(path: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .expect("callbridge runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
