@@ -746,13 +746,14 @@ impl<M: Backend> Controller<M> {
                     );
                 }
                 None => {
-                    // Invited or still dialing: no call in the conference yet.
+                    // Invited or still dialing: no call in the conference yet (a ringing
+                    // phone's call is cancelled first, while the member still names it).
+                    self.hang_up_dialing(conf, member);
                     self.drop_member(conf, member);
                     if let Participant::Agent(agent) = who {
                         self.agent_conf_of.remove(&agent);
                         self.agent_event(agent, AgentEvent::ready);
                     }
-                    self.hang_up_dialing(conf, member);
                 }
             }
         }

@@ -383,3 +383,46 @@ fn speak_only_and_neither_take_the_conference_away_from_the_participants_ears() 
     answer_trunk_byes(&mut h);
     h.assert_no_leaks();
 }
+
+#[test]
+fn releasing_while_a_participants_phone_rings_cancels_its_call() {
+    let mut h = Harness::new();
+    chaired(&mut h, 60, 5);
+    let body = json!({"addresses": [{"addressType": 6, "address": "7001"}]}).to_string();
+    let add = BatchAddParticipant::from_json(body.as_bytes()).expect("a request");
+    ask(
+        &mut h,
+        AgentConfRequest::AddParticipants(add, Default::default()),
+    )
+    .expect("accepted");
+    let wire = h.take_wire();
+    let invite = requests(&wire)
+        .into_iter()
+        .find(|r| r.method == Method::Invite && r.uri.to_string().contains("7001"))
+        .expect("7001 is called")
+        .clone();
+    // 7001 rings; the chair releases before it answers.
+    let mut ringing = crate::sip::message::Response::for_request(&invite, 180, "Ringing");
+    let to = invite.headers.get("To").unwrap().to_string();
+    ringing.headers.set("To", format!("{to};tag=target"));
+    h.sip_from(TRUNK, SipMessage::Response(ringing));
+    ask(&mut h, AgentConfRequest::Release).expect("released");
+    let wire = h.take_wire();
+    let cancel = requests(&wire)
+        .into_iter()
+        .find(|r| r.method == Method::Cancel)
+        .expect("the ringing call is cancelled")
+        .clone();
+    h.sip_from(
+        TRUNK,
+        SipMessage::Response(crate::sip::message::Response::for_request(
+            &cancel, 200, "OK",
+        )),
+    );
+    let mut terminated =
+        crate::sip::message::Response::for_request(&invite, 487, "Request Terminated");
+    terminated.headers.set("To", format!("{to};tag=target"));
+    h.sip_from(TRUNK, SipMessage::Response(terminated));
+    answer_byes(&mut h, &wire);
+    h.assert_no_leaks();
+}
