@@ -121,8 +121,10 @@ fn reflect_blocking(socket: &UdpSocket, counter: &AtomicU64, stop: &AtomicBool) 
         let Ok(n) = batch.recv(fd, BATCH, libc::MSG_WAITFORONE, false) else {
             continue;
         };
-        let sent = batch.reflect(fd, n);
-        counter.fetch_add(sent as u64, Ordering::Relaxed);
+        // Counted before they go back: a generator that has its echo finds it counted (a
+        // count after the send raced the generator's last read under load).
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        batch.reflect(fd, n);
     }
 }
 
@@ -135,19 +137,19 @@ fn reflect_epoll(sockets: &[UdpSocket], counter: &AtomicU64, stop: &AtomicBool) 
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     while !stop.load(Ordering::Relaxed) {
         let ready = epoll.wait(&mut events, 50);
-        let mut sent = 0u64;
         for ev in &events[..ready] {
             let fd = sockets[ev.u64 as usize].as_raw_fd();
             for _ in 0..4 {
                 let Ok(n) = batch.recv(fd, BATCH, libc::MSG_DONTWAIT, false) else {
                     break;
                 };
-                sent += batch.reflect(fd, n) as u64;
+                // Counted before they go back (see reflect_blocking).
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+                batch.reflect(fd, n);
                 if n < BATCH {
                     break;
                 }
             }
         }
-        counter.fetch_add(sent, Ordering::Relaxed);
     }
 }
