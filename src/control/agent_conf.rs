@@ -63,6 +63,8 @@ pub(super) struct AgentConference {
     members: Vec<Member>,
     member_num: u8,
     caller: Option<PhoneNumber>,
+    /// `beepTone`: a tone into the mix when someone joins.
+    beep_tone: bool,
     started_ms: u64,
     minutes: u16,
     prompt_minutes: u16,
@@ -164,6 +166,7 @@ impl<M: Backend> Controller<M> {
                 members: Vec::new(),
                 member_num: r.member_num,
                 caller: r.conf_caller_no.clone(),
+                beep_tone: r.beep_tone,
                 started_ms: self.now.unix_ms,
                 minutes: r.minutes,
                 prompt_minutes: r.prompt_minutes,
@@ -544,16 +547,17 @@ impl<M: Backend> Controller<M> {
                 return;
             }
         };
-        let chair = room.chair;
+        let (chair, beep_tone) = (room.chair, room.beep_tone);
         let joined = match room.conference {
+            // Not a named room: a `conference` route's caller must not be able to dial in.
             None => self
                 .create_conference(
                     connection,
                     Default::default(),
                     ConfereeSpec::default(),
                     false,
-                    false,
-                    Some(format!("agentconf-{conf}")),
+                    beep_tone,
+                    None,
                 )
                 .and_then(|r| {
                     r.get("ConferenceId")
@@ -583,6 +587,17 @@ impl<M: Backend> Controller<M> {
                 return;
             }
         };
+        let created = self
+            .agent_confs
+            .get(&conf)
+            .is_some_and(|r| r.conference.is_none());
+        if created {
+            // Its name (the recording store's meetingID), given after the chair joined.
+            if let Some(c) = self.conferences.get_mut(&conference) {
+                c.name = Some(format!("agentconf-{conf}"));
+            }
+            self.store_meeting(connection, conference);
+        }
         if let Some(room) = self.agent_confs.get_mut(&conf) {
             room.conference = Some(conference);
         }

@@ -426,3 +426,28 @@ fn releasing_while_a_participants_phone_rings_cancels_its_call() {
     answer_byes(&mut h, &wire);
     h.assert_no_leaks();
 }
+
+#[test]
+fn an_agent_conference_beeps_on_joins_when_asked_and_is_no_room_to_dial_into() {
+    let mut h = Harness::new();
+    let body = json!({"memberNum": 4, "beepTone": true}).to_string();
+    let request = RequestAgentConf::from_json(body.as_bytes()).expect("a request");
+    ask(&mut h, AgentConfRequest::Request(request)).expect("accepted");
+    answer_phone(&mut h, "6001");
+    let (&id, room) = h.core.conferences.iter().next().expect("the conference");
+    assert_eq!(room.name.as_deref(), Some("agentconf-1"));
+    assert!(
+        h.core.rooms.is_empty(),
+        "not a room a conference route could join"
+    );
+    assert!(
+        h.core
+            .engine
+            .conferences_with_join_tone
+            .contains(&u64::from(id)),
+        "beepTone: the join tone"
+    );
+    ask(&mut h, AgentConfRequest::Release).expect("released");
+    answer_trunk_byes(&mut h);
+    h.assert_no_leaks();
+}

@@ -864,8 +864,12 @@ impl<M: Backend> Controller<M> {
 
     /// Stops the engine's mix and forgets the room name.
     fn close_room(&mut self, conference: u32, room: &Conference) {
+        // Only its own entry: a named conference that is no room (an agent conference) must
+        // not take a room of the same name with it.
         if let Some(name) = &room.name {
-            self.rooms.remove(name);
+            if self.rooms.get(name) == Some(&conference) {
+                self.rooms.remove(name);
+            }
         }
         self.model.end_conference(conference);
         if let Err(e) = self.engine.close_conference(u64::from(conference)) {

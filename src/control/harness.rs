@@ -75,6 +75,8 @@ pub struct Sim {
     pub recordings: HashMap<u64, (ConnectionKey, RecordingFile)>,
     /// Every mute asked for: operation, left, right.
     pub mutes: Vec<(u64, bool, bool)>,
+    /// Conferences created with a join tone.
+    pub conferences_with_join_tone: std::collections::HashSet<ConferenceKey>,
     /// Energy watches in progress: (connection, operation).
     pub watches: HashSet<(ConnectionKey, u64)>,
     /// Events for the core, in order.
@@ -201,7 +203,7 @@ impl Backend for Sim {
     fn create_conference(
         &mut self,
         conference: ConferenceKey,
-        _spec: ConferenceSpec,
+        spec: ConferenceSpec,
         first: ConnectionKey,
     ) -> Result<(), EngineError> {
         if self.conferences.contains_key(&conference) {
@@ -209,6 +211,9 @@ impl Backend for Sim {
         }
         self.connection(first)?;
         self.conferences.insert(conference, BTreeSet::new());
+        if spec.join_tone {
+            self.conferences_with_join_tone.insert(conference);
+        }
         Ok(())
     }
 
