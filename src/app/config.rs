@@ -1101,8 +1101,10 @@ fn default_sip_listen() -> Vec<String> {
         "tcp://[::]:5060".into(),
     ]
 }
+/// Without the version: a scanner learns no release to match known weaknesses against
+/// (`callbridge version` and the log say it to the operator).
 fn default_user_agent() -> String {
-    format!("callbridge/{}", env!("CARGO_PKG_VERSION"))
+    "callbridge".into()
 }
 fn default_t1() -> u64 {
     500
@@ -1333,6 +1335,19 @@ service = "echo"
             err.to_string().contains("DN"),
             "unknown keys stay errors: {err}"
         );
+    }
+
+    #[test]
+    fn the_default_user_agent_names_no_version() {
+        let c = Config::from_str_with_overrides(GOOD, "t", &[]).unwrap();
+        assert_eq!(c.sip.ua.user_agent, "callbridge");
+        let set = Config::from_str_with_overrides(
+            GOOD,
+            "t",
+            &["sip.user_agent=\"pbx-media\"".to_string()],
+        )
+        .unwrap();
+        assert_eq!(set.sip.ua.user_agent, "pbx-media");
     }
 
     #[test]
