@@ -60,7 +60,8 @@ pub struct StreamConfig {
     pub rx_pause_ns: u64,
 }
 
-/// Sampled at the start and the end of the sending window (the system under test's counters).
+/// The system under test's counters: its CPU sampled at the start and the end of the sending
+/// window, its packets before the first send and after the drain.
 #[derive(Clone, Copy, Default)]
 pub struct Probe {
     pub target_cpu_ns: Option<u64>,
@@ -99,6 +100,7 @@ pub struct StreamReport {
     pub receiver_cpu_ns: u64,
     pub process_cpu_ns: u64,
     pub target_cpu_ns: Option<u64>,
+    /// The packets the target handled for this run (every one sent, counted after the drain).
     pub target_packets: Option<u64>,
     pub udp_drops: Option<u64>,
     /// Machine-wide CPU over the window (all processes, softirq, steal).
@@ -305,6 +307,10 @@ pub fn run(
                     .expect("spawn receiver"),
             );
         }
+        // The target's packet count from before anything is sent to after the drain: every
+        // datagram of the run, however the senders' first and last ones fall around the
+        // window's edges (its CPU is measured over the window itself).
+        let packets_before = probe().target_packets;
         let mut tx_handles = Vec::new();
         for s in 0..senders {
             let mine: Vec<usize> = (s..n).step_by(senders).collect();
@@ -347,12 +353,12 @@ pub fn run(
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
         };
-        report.target_packets = match (before.target_packets, after.target_packets) {
+
+        std::thread::sleep(cfg.drain);
+        report.target_packets = match (packets_before, probe().target_packets) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,
         };
-
-        std::thread::sleep(cfg.drain);
         stop.store(true, Ordering::Relaxed);
         for h in rx_handles {
             let r = h.join().expect("receiver panicked");
