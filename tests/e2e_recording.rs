@@ -376,6 +376,8 @@ fn every_selector_and_status_finds_its_call_and_more_than_one_is_an_error() {
     let xml = get_call_id(&server, &[("extension", "5552000"), ("status", "ongoing")]);
     assert_eq!(code(&xml), -51, "{xml}");
     hang_up(&b, "rec", &b_tag, "sel-b");
+    // Not in the same millisecond: two calls ending at once are both "last" (ambiguous).
+    std::thread::sleep(Duration::from_millis(20));
     hang_up(&a, "rec", &a_tag, "sel-a");
     // Now `last` is the call that ended last (b ended first, then a).
     let xml = get_call_id(&server, &[("extension", "5552000"), ("status", "last")]);
