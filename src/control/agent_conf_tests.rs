@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::harness::*;
-use super::tests::{answer_trunk_byes, answer_trunk_invite};
+use super::tests::{answer_trunk_byes, answer_trunk_invite, trunk_accepts_cancel, trunk_rings};
 use super::{AgentConfRequest, ControlRequest};
 use crate::agent_gateway::requests::{BatchAddParticipant, ProlongTime, RequestAgentConf};
 use crate::agent_gateway::{AgentId, Participant, PhoneNumber};
@@ -402,27 +402,10 @@ fn releasing_while_a_participants_phone_rings_cancels_its_call() {
         .expect("7001 is called")
         .clone();
     // 7001 rings; the chair releases before it answers.
-    let mut ringing = crate::sip::message::Response::for_request(&invite, 180, "Ringing");
-    let to = invite.headers.get("To").unwrap().to_string();
-    ringing.headers.set("To", format!("{to};tag=target"));
-    h.sip_from(TRUNK, SipMessage::Response(ringing));
+    trunk_rings(&mut h, &invite);
     ask(&mut h, AgentConfRequest::Release).expect("released");
     let wire = h.take_wire();
-    let cancel = requests(&wire)
-        .into_iter()
-        .find(|r| r.method == Method::Cancel)
-        .expect("the ringing call is cancelled")
-        .clone();
-    h.sip_from(
-        TRUNK,
-        SipMessage::Response(crate::sip::message::Response::for_request(
-            &cancel, 200, "OK",
-        )),
-    );
-    let mut terminated =
-        crate::sip::message::Response::for_request(&invite, 487, "Request Terminated");
-    terminated.headers.set("To", format!("{to};tag=target"));
-    h.sip_from(TRUNK, SipMessage::Response(terminated));
+    trunk_accepts_cancel(&mut h, &wire, &invite);
     answer_byes(&mut h, &wire);
     h.assert_no_leaks();
 }

@@ -25,20 +25,7 @@ fn recorded_call(h: &mut Harness, name: &str) -> (PeerCall, u32) {
 }
 
 fn kinds(events: &[StoreEvent]) -> Vec<&'static str> {
-    events
-        .iter()
-        .map(|e| match e {
-            StoreEvent::CallStarted { .. } => "CallStarted",
-            StoreEvent::CallAnswered { .. } => "CallAnswered",
-            StoreEvent::MeetingChanged { .. } => "MeetingChanged",
-            StoreEvent::PartyAdded { .. } => "PartyAdded",
-            StoreEvent::CallEnded { .. } => "CallEnded",
-            StoreEvent::RecordingStarted { .. } => "RecordingStarted",
-            StoreEvent::RecordingFailed { .. } => "RecordingFailed",
-            StoreEvent::RecordingFinished { .. } => "RecordingFinished",
-            StoreEvent::MuteChanged { .. } => "MuteChanged",
-        })
-        .collect()
+    events.iter().map(StoreEvent::kind).collect()
 }
 
 #[test]
@@ -92,7 +79,18 @@ fn a_recorded_call_is_a_store_call_with_a_two_channel_recording_from_answer_to_b
         reply,
     }));
     assert_eq!(answer.blocking_recv().expect("answered"), Ok(()));
-    assert_eq!(h.core.engine.mutes.len(), 1);
+    let operation = h
+        .core
+        .tracked_recordings
+        .keys()
+        .copied()
+        .next()
+        .expect("tracked");
+    assert_eq!(
+        h.core.engine.mutes,
+        [(u64::from(operation), true, true)],
+        "both channels muted in the recorder"
+    );
     assert!(matches!(
         &h.core.take_store_events()[..],
         [StoreEvent::MuteChanged {

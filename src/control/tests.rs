@@ -647,29 +647,12 @@ fn a_call_we_place_is_a_destination_party_that_dials_rings_and_is_cancelled_at_r
         .find(|r| r.method == Method::Invite)
         .expect("the INVITE to the trunk")
         .clone();
-    let mut ringing = crate::sip::message::Response::for_request(&invite, 180, "Ringing");
-    let to = invite.headers.get("To").unwrap().to_string();
-    ringing.headers.set("To", format!("{to};tag=far"));
-    h.sip_from(TRUNK, SipMessage::Response(ringing));
+    trunk_rings(&mut h, &invite);
     assert_eq!(party(&h).state, super::party::PartyState::Ringing);
     // Nobody answers: at the ring timeout the call is cancelled.
     h.advance(Duration::from_secs(60));
     let wire = h.take_wire();
-    let cancel = requests(&wire)
-        .into_iter()
-        .find(|r| r.method == Method::Cancel)
-        .expect("CANCEL at ringout")
-        .clone();
-    h.sip_from(
-        TRUNK,
-        SipMessage::Response(crate::sip::message::Response::for_request(
-            &cancel, 200, "OK",
-        )),
-    );
-    let mut terminated =
-        crate::sip::message::Response::for_request(&invite, 487, "Request Terminated");
-    terminated.headers.set("To", format!("{to};tag=far"));
-    h.sip_from(TRUNK, SipMessage::Response(terminated));
+    trunk_accepts_cancel(&mut h, &wire, &invite);
     let failed = h.one_event("MakeCall_Failed", |_| true);
     assert_eq!(failed["EndReason"], "Ringout");
     let event = released(&h, connection);
@@ -1217,6 +1200,39 @@ fn cti_a_refer_moves_the_transfer_target_into_the_call_transferred_by_the_referr
         .expect("deleted");
     answer_trunk_byes(&mut h);
     h.assert_no_leaks();
+}
+
+/// The trunk's target rings for the core's `invite` (180, To tag `far`).
+pub(super) fn trunk_rings(h: &mut Harness, invite: &crate::sip::message::Request) {
+    let mut ringing = crate::sip::message::Response::for_request(invite, 180, "Ringing");
+    let to = invite.headers.get("To").unwrap().to_string();
+    ringing.headers.set("To", format!("{to};tag=far"));
+    h.sip_from(TRUNK, SipMessage::Response(ringing));
+}
+
+/// The core cancelled the ringing `invite` (its CANCEL is in `wire`): the trunk answers the
+/// CANCEL 200 and the INVITE 487, as RFC 3261 §9.2.
+pub(super) fn trunk_accepts_cancel(
+    h: &mut Harness,
+    wire: &[SipMessage],
+    invite: &crate::sip::message::Request,
+) {
+    let cancel = requests(wire)
+        .into_iter()
+        .find(|r| r.method == Method::Cancel)
+        .expect("the ringing call is cancelled")
+        .clone();
+    h.sip_from(
+        TRUNK,
+        SipMessage::Response(crate::sip::message::Response::for_request(
+            &cancel, 200, "OK",
+        )),
+    );
+    let to = invite.headers.get("To").unwrap().to_string();
+    let mut terminated =
+        crate::sip::message::Response::for_request(invite, 487, "Request Terminated");
+    terminated.headers.set("To", format!("{to};tag=far"));
+    h.sip_from(TRUNK, SipMessage::Response(terminated));
 }
 
 /// The INVITE the core sent to the trunk, answered 200 by the target with SDP.

@@ -371,7 +371,7 @@ impl Worker {
                 Ok(()) => self.count_applied(1),
                 Err(error) => {
                     self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%error, event = event_kind(event), "store write failed");
+                    tracing::warn!(%error, event = event.kind(), "store write failed");
                 }
             }
         }
@@ -408,21 +408,6 @@ impl Worker {
         let events = u64::try_from(events).unwrap_or(u64::MAX);
         self.counters.applied.fetch_add(events, Ordering::Relaxed);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// The event's name, for logs (its fields may hold phone numbers).
-fn event_kind(event: &StoreEvent) -> &'static str {
-    match event {
-        StoreEvent::CallStarted { .. } => "CallStarted",
-        StoreEvent::CallAnswered { .. } => "CallAnswered",
-        StoreEvent::MeetingChanged { .. } => "MeetingChanged",
-        StoreEvent::PartyAdded { .. } => "PartyAdded",
-        StoreEvent::CallEnded { .. } => "CallEnded",
-        StoreEvent::RecordingStarted { .. } => "RecordingStarted",
-        StoreEvent::RecordingFailed { .. } => "RecordingFailed",
-        StoreEvent::RecordingFinished { .. } => "RecordingFinished",
-        StoreEvent::MuteChanged { .. } => "MuteChanged",
     }
 }
 

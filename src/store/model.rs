@@ -171,6 +171,23 @@ pub enum StoreEvent {
     },
 }
 
+impl StoreEvent {
+    /// The event's name, for logs and tests (its fields may hold phone numbers).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::CallStarted { .. } => "CallStarted",
+            Self::CallAnswered { .. } => "CallAnswered",
+            Self::MeetingChanged { .. } => "MeetingChanged",
+            Self::PartyAdded { .. } => "PartyAdded",
+            Self::CallEnded { .. } => "CallEnded",
+            Self::RecordingStarted { .. } => "RecordingStarted",
+            Self::RecordingFailed { .. } => "RecordingFailed",
+            Self::RecordingFinished { .. } => "RecordingFinished",
+            Self::MuteChanged { .. } => "MuteChanged",
+        }
+    }
+}
+
 /// A call as the store knows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallRecord {
