@@ -260,7 +260,7 @@ fn member(codec: Codec, payload_type: u8, room_rate: u32, p: usize, epoch: Insta
         mode: SessionMode::Idle,
         remote_rtp: Some(source),
         remote_rtcp: None,
-        latching: false,
+        source: callbridge::media::session::RtpSource::Strict,
         srtp: None,
         rtp_timeout: None,
         jitter_min_ms: 20,

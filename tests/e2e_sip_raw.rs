@@ -450,3 +450,81 @@ fn only_trunks_may_call_and_a_reload_changes_who_they_are() {
         3.0
     );
 }
+
+/// A phone behind NAT announces its private address in SDP and sends from its public one.
+/// By default callbridge learns the public source from its first packets and answers there
+/// (two-way audio, as Asterisk's strictrtp and rtpengine's endpoint learning do); a route
+/// with `rtp_source = "strict"` accepts the SDP address only, so that phone hears nothing.
+#[test]
+fn a_caller_behind_nat_is_heard_and_answered_unless_its_route_is_strict() {
+    let server = Server::start(
+        "[[route]]\nuser = \"^strict$\"\nservice = \"echo\"\nrtp_source = \"strict\"\n",
+    );
+    for (user, learned) in [("echo", true), ("strict", false)] {
+        // `uac.rtp` is the address in the SDP, where nothing is sent from; `public` is the
+        // NAT's mapping the audio really comes from.
+        let uac = Uac::new(&server, &format!("nat-{user}"));
+        let public = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind public RTP");
+        uac.send(&uac.request("INVITE", user, 1, "", &format!("nat{user}"), &uac.sdp("0")));
+        let ok = uac.final_response("INVITE");
+        assert_eq!(status(&ok), 200, "{ok}");
+        let tag = to_tag(&ok);
+        uac.send(&uac.request("ACK", user, 1, &tag, &format!("nat{user}a"), ""));
+        let server_rtp = ([127, 0, 0, 1], media_port(body(&ok))).into();
+        // 50 frames, paced, from the public address; what comes back, and to where.
+        public
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let mut echoed = 0;
+        let start = Instant::now();
+        for n in 0..60u16 {
+            if n < 50 {
+                let mut packet = vec![0x80, 0, (n >> 8) as u8, n as u8];
+                packet.extend_from_slice(&(u32::from(n) * 160).to_be_bytes());
+                packet.extend_from_slice(&0x0bad_cafeu32.to_be_bytes());
+                packet.extend_from_slice(&common::pcmu_frame(n));
+                public.send_to(&packet, server_rtp).expect("send RTP");
+            }
+            let due = start + Duration::from_millis(20 * (u64::from(n) + 1));
+            while Instant::now() < due {
+                if let Ok((len, from)) = public.recv_from(&mut buf) {
+                    let rtcp = len >= 2 && (192..=223).contains(&buf[1]);
+                    if from == server_rtp && !rtcp {
+                        echoed += 1;
+                    }
+                }
+            }
+        }
+        uac.rtp
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let listed = server.connections();
+        let stats = &listed[0]["Stats"];
+        if learned {
+            // The first packets teach the source and are not played.
+            assert!(echoed >= 44, "{echoed} of 50 frames echoed");
+            assert_eq!(stats["ForeignSourceDropped"], 0, "{listed:?}");
+            assert!(
+                stats["RtpPacketsReceived"].as_u64().unwrap() >= 47,
+                "{listed:?}"
+            );
+            while let Ok((len, _)) = uac.rtp.recv_from(&mut buf) {
+                assert!(
+                    (192..=223).contains(&buf[1]) && len > 0,
+                    "RTP went to the SDP address after the source was learned"
+                );
+            }
+        } else {
+            assert_eq!(
+                echoed, 0,
+                "strict: nothing back to an address not in the SDP"
+            );
+            assert_eq!(stats["ForeignSourceDropped"], 50, "{listed:?}");
+            assert_eq!(stats["RtpPacketsReceived"], 0);
+        }
+        uac.send(&uac.request("BYE", user, 2, &tag, &format!("nat{user}b"), ""));
+        assert_eq!(status(&uac.final_response("BYE")), 200);
+        server.wait_no_connections(Duration::from_secs(5));
+    }
+}

@@ -14,11 +14,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use regex::Regex;
 use serde::Deserialize;
 
 use crate::sdp::LocalCapabilities;
-use crate::sip::routing::{is_directory_number, OutboundTrunk, Route, Service};
+use crate::sip::routing::OutboundTrunk;
+
+pub use super::route_config::{RouteConfig, ServiceConfig};
 use crate::sip::transaction::TimerValues;
 use crate::sip::transport::{ListenTransport, SipListen};
 use crate::sip::trust::Trust;
@@ -235,10 +236,14 @@ pub struct MediaConfig {
     /// A connection made by ReserveConnection and never completed is released after this, s.
     #[serde(default = "default_reserve_timeout")]
     pub reserve_timeout_s: u64,
-    /// Accept RTP from the first source sending the negotiated payload types (peers behind
-    /// NAT) instead of only from the SDP address; latched once, never re-latched.
+    /// Where RTP is accepted from: "learn" (the SDP address, or a source behind NAT learned
+    /// once from its first packets; never re-learned) or "strict" (the SDP address only). A
+    /// route may say otherwise.
     #[serde(default)]
-    pub nat_latching: bool,
+    pub rtp_source: Option<String>,
+    /// Deprecated spelling of `rtp_source`: true = "learn", false = "strict".
+    #[serde(default)]
+    pub nat_latching: Option<bool>,
     /// A call whose RTP stops for this long is released (reason `rtp-timeout`); 0 = never.
     #[serde(default = "default_rtp_timeout")]
     pub rtp_timeout_s: u64,
@@ -375,52 +380,6 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Regular expression matched against the Request-URI user part.
-    pub user: String,
-    pub service: ServiceConfig,
-    /// Send 180 Ringing and wait this long before answering (0 = answer at once).
-    #[serde(default)]
-    pub answer_delay_ms: u64,
-    /// SDES-SRTP for calls on this route ("offer", "require", "refuse"); unset = `[media] srtp`.
-    #[serde(default)]
-    pub srtp: Option<String>,
-    /// `announcement` service: the prompt played when the Request-URI has no `play=`.
-    #[serde(default)]
-    pub prompt: Option<String>,
-    /// The directory number this route's calls are for (digits, `*`, `#`, `+`), told to the
-    /// owner as the call's `route_dn`; unset: the Request-URI's user part.
-    #[serde(default)]
-    pub dn: Option<String>,
-    /// Whether its calls are recorded ("off", "always", "on-demand"); unset: as the trunk the
-    /// call came from says, else off.
-    #[serde(default)]
-    pub record: Option<String>,
-}
-
-/// A route's `service` as written in the file; see [`Service`] for what each one does.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ServiceConfig {
-    Echo,
-    Conference,
-    Announcement,
-    Application,
-}
-
-impl From<ServiceConfig> for Service {
-    fn from(service: ServiceConfig) -> Service {
-        match service {
-            ServiceConfig::Echo => Service::Echo,
-            ServiceConfig::Conference => Service::Conference,
-            ServiceConfig::Announcement => Service::Announcement,
-            ServiceConfig::Application => Service::Application,
-        }
-    }
-}
-
 /// A config file that cannot be used, with a message that names the key and, where the TOML
 /// parser knows it, the line.
 #[derive(Debug)]
@@ -527,6 +486,7 @@ impl Config {
                     .to_string(),
             ));
         }
+        self.rtp_source()?;
         if m.realtime_priority > 99 {
             return Err(invalid(format!(
                 "media.realtime_priority ({}) must be 0 (off) or 1-99",
@@ -822,56 +782,6 @@ impl Config {
         Ok(out)
     }
 
-    fn compiled_routes(&self) -> Result<Vec<Route>, ConfigError> {
-        self.routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let service = Service::from(r.service);
-                let user =
-                    Regex::new(&r.user).map_err(|e| invalid(format!("route[{i}].user: {e}")))?;
-                if service == Service::Conference
-                    && !user.capture_names().any(|n| n == Some("conference"))
-                {
-                    return Err(invalid(format!(
-                        "route[{i}]: service \"conference\" needs a (?P<conference>...) group in user, e.g. \"^conf=(?P<conference>[^@;]+)$\""
-                    )));
-                }
-                let srtp = match &r.srtp {
-                    Some(name) => Some(crate::sdp::SrtpPolicy::from_name(name).ok_or_else(|| {
-                        invalid(format!(
-                            "route[{i}].srtp {name:?}: expected \"offer\", \"require\" or \"refuse\""
-                        ))
-                    })?),
-                    None => None,
-                };
-                if r.prompt.is_some() && service != Service::Announcement {
-                    return Err(invalid(format!(
-                        "route[{i}].prompt is only for service \"announcement\""
-                    )));
-                }
-                if let Some(dn) = r.dn.as_deref().filter(|dn| !is_directory_number(dn)) {
-                    return Err(invalid(format!(
-                        "route[{i}].dn {dn:?}: expected a directory number (digits, '*', '#' and '+', e.g. \"7000\")"
-                    )));
-                }
-                let record = super::recording_config::record_policy(
-                    r.record.as_deref(),
-                    &format!("route[{i}].record"),
-                )?;
-                Ok(Route {
-                    user,
-                    service,
-                    answer_delay_ms: r.answer_delay_ms,
-                    prompt: r.prompt.clone(),
-                    srtp,
-                    dn: r.dn.clone(),
-                    record,
-                })
-            })
-            .collect()
-    }
-
     fn audio_codecs(&self) -> Result<Vec<crate::sdp::Codec>, ConfigError> {
         parse_codecs(&self.media.codecs, "media.codecs")
     }
@@ -938,7 +848,8 @@ impl Default for MediaConfig {
             socket_recv_buffer: 0,
             socket_send_buffer: 0,
             reserve_timeout_s: default_reserve_timeout(),
-            nat_latching: false,
+            rtp_source: None,
+            nat_latching: None,
             rtp_timeout_s: default_rtp_timeout(),
             jitter_min_ms: default_jitter_min(),
             jitter_max_ms: default_jitter_max(),
@@ -1152,6 +1063,7 @@ fn default_log_format() -> LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sip::routing::Service;
 
     const GOOD: &str = r#"
 [sip]
@@ -1307,6 +1219,51 @@ service = "echo"
         let bad_route = GOOD.replace("^echo$", "(unclosed");
         let err = Config::from_str_with_overrides(&bad_route, "t", &[]).unwrap_err();
         assert!(err.to_string().contains("route[0]"), "{err}");
+    }
+
+    #[test]
+    fn rtp_source_is_learned_by_default_and_strict_where_asked() {
+        use crate::engine::RtpSource;
+        let source = |overrides: &[&str]| {
+            let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
+            Config::from_str_with_overrides(GOOD, "t", &overrides).and_then(|c| c.config.rtp_source())
+        };
+        assert_eq!(source(&[]).unwrap(), RtpSource::Learn);
+        assert_eq!(
+            source(&["media.rtp_source=strict"]).unwrap(),
+            RtpSource::Strict
+        );
+        // The old spelling keeps meaning what it meant.
+        assert_eq!(
+            source(&["media.nat_latching=false"]).unwrap(),
+            RtpSource::Strict
+        );
+        assert_eq!(
+            source(&["media.nat_latching=true"]).unwrap(),
+            RtpSource::Learn
+        );
+        let both = source(&["media.nat_latching=true", "media.rtp_source=learn"]).unwrap_err();
+        assert!(both.to_string().contains("nat_latching"), "{both}");
+        let bad = source(&["media.rtp_source=latch"]).unwrap_err();
+        assert!(
+            bad.to_string().contains("media.rtp_source \"latch\""),
+            "{bad}"
+        );
+
+        let strict = GOOD.replace(
+            "service = \"echo\"",
+            "service = \"echo\"\nrtp_source = \"strict\"",
+        );
+        let c = Config::from_str_with_overrides(&strict, "t", &[]).unwrap();
+        assert_eq!(c.sip.ua.routes[0].rtp_source, Some(RtpSource::Strict));
+        let c = Config::from_str_with_overrides(GOOD, "t", &[]).unwrap();
+        assert_eq!(c.sip.ua.routes[0].rtp_source, None, "unset: [media]'s");
+        let bad = GOOD.replace(
+            "service = \"echo\"",
+            "service = \"echo\"\nrtp_source = \"any\"",
+        );
+        let err = Config::from_str_with_overrides(&bad, "t", &[]).unwrap_err();
+        assert!(err.to_string().contains("route[0].rtp_source"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod agent_gateway_config;
 pub mod config;
 pub mod recording_config;
+pub mod route_config;
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -83,7 +84,7 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
             recv_buffer: config.media.socket_recv_buffer,
             send_buffer: config.media.socket_send_buffer,
             session: SessionDefaults {
-                latching: config.media.nat_latching,
+                rtp_source: config.rtp_source().map_err(AppError::Config)?,
                 rtp_timeout: (config.media.rtp_timeout_s > 0)
                     .then(|| Duration::from_secs(config.media.rtp_timeout_s)),
                 jitter_min_ms: config.media.jitter_min_ms,

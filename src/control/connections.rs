@@ -598,6 +598,7 @@ pub(super) fn media_spec(
         remote_rtp: media.remote_rtp,
         remote_rtcp: media.remote_rtcp,
         srtp,
+        source: None,
         // On hold (we only send, or nothing flows) silence is expected, not a dead call.
         expects_rtp: media.direction.receives() && media.remote_rtp.is_some(),
     })

@@ -168,6 +168,8 @@ pub(super) struct CallInfo {
     pub(super) record: crate::store::RecordPolicy,
     /// The trunk it came in from or went out through.
     pub(super) trunk: Option<String>,
+    /// Where its RTP is accepted from, when its route says (else the engine's default).
+    pub(super) rtp_source: Option<crate::engine::RtpSource>,
 }
 
 /// One media connection.

@@ -504,6 +504,7 @@ fn route(pattern: &str, service: Service, answer_delay_ms: u64) -> Route {
         prompt: None,
         dn: None,
         record: None,
+        rtp_source: None,
     }
 }
 

@@ -24,6 +24,7 @@ struct IncomingParties {
     route_dn: String,
     record: crate::store::RecordPolicy,
     trunk: Option<String>,
+    rtp_source: Option<crate::engine::RtpSource>,
 }
 
 impl<M: Backend> Controller<M> {
@@ -48,6 +49,7 @@ impl<M: Backend> Controller<M> {
                     route_dn,
                     record,
                     trunk,
+                    rtp_source,
                 } => self.on_incoming_call(
                     call,
                     service,
@@ -59,6 +61,7 @@ impl<M: Backend> Controller<M> {
                         route_dn,
                         record,
                         trunk,
+                        rtp_source,
                     },
                     local,
                     conference,
@@ -184,11 +187,20 @@ impl<M: Backend> Controller<M> {
             route_dn,
             record,
             trunk,
+            rtp_source,
         } = parties;
         let service_name = self.note_call(call, (&from, &to), (remote_dn, route_dn), service);
         if let Some(info) = self.call_info.get_mut(&call) {
             info.record = record;
             info.trunk = trunk;
+            info.rtp_source = rtp_source;
+        }
+        if let Some(old) = replaces {
+            // The replacing call is the replaced one's successor: its route's RTP policy holds.
+            let kept = self.call_info.get(&old).and_then(|i| i.rtp_source);
+            if let Some(info) = self.call_info.get_mut(&call) {
+                info.rtp_source = info.rtp_source.or(kept);
+            }
         }
         if let Some(old) = replaces {
             // Attended transfer: the new dialog takes the replaced one's place at once.
@@ -278,6 +290,7 @@ impl<M: Backend> Controller<M> {
                 started_ms: self.now.unix_ms,
                 record: crate::store::RecordPolicy::Off,
                 trunk: None,
+                rtp_source: None,
             },
         );
         name
@@ -357,7 +370,7 @@ impl<M: Backend> Controller<M> {
         remote_media: Option<&crate::sdp::NegotiatedMedia>,
         local: SocketAddr,
     ) -> Result<(u32, SocketAddr), (u16, &'static str)> {
-        let spec = match remote_media.map(|m| media_spec(mode, m)) {
+        let mut spec = match remote_media.map(|m| media_spec(mode, m)) {
             Some(Ok(spec)) => spec,
             Some(Err(e)) => {
                 tracing::warn!(call, error = %e, "negotiated media unusable");
@@ -369,6 +382,7 @@ impl<M: Backend> Controller<M> {
                 ..MediaSpec::idle(None)
             },
         };
+        spec.source = self.call_info.get(&call).and_then(|i| i.rtp_source);
         let codecs = remote_media
             .map(|m| CodecChoice {
                 rx_codec: Some(m.codec),
@@ -405,13 +419,14 @@ impl<M: Backend> Controller<M> {
         let Some(c) = self.connections.get_mut(&id) else {
             return;
         };
-        let spec = match media_spec(c.media.mode, &media) {
+        let mut spec = match media_spec(c.media.mode, &media) {
             Ok(spec) => spec,
             Err(e) => {
                 tracing::warn!(connection = id, error = %e, "re-negotiated media unusable; keeping the old");
                 return;
             }
         };
+        spec.source = c.media.source;
         // Anything but sendrecv is a hold: the peer's (its `sendonly` with music on hold, or
         // `inactive`), or ours (our `sendonly`, a CTI RequestHoldCall).
         let held = media.direction != crate::sdp::Direction::SendRecv;

@@ -101,8 +101,8 @@ impl Default for EngineConfig {
 /// Media-session settings every connection gets (from `[media]`).
 #[derive(Debug, Clone, Copy)]
 pub struct SessionDefaults {
-    /// Latch RTP once to the first source sending negotiated payload types (NAT).
-    pub latching: bool,
+    /// Where connections accept RTP from unless their [`MediaSpec::source`] says otherwise.
+    pub rtp_source: RtpSource,
     /// No RTP for this long → [`EngineEvent::RtpTimeout`]; None disables.
     pub rtp_timeout: Option<std::time::Duration>,
     pub jitter_min_ms: u32,
@@ -118,7 +118,7 @@ pub struct SessionDefaults {
 impl Default for SessionDefaults {
     fn default() -> Self {
         SessionDefaults {
-            latching: false,
+            rtp_source: RtpSource::Learn,
             rtp_timeout: None,
             jitter_min_ms: 20,
             jitter_max_ms: 200,
@@ -137,7 +137,7 @@ pub type ConferenceKey = u64;
 
 pub use crate::mixer::conference::{ConfereeSpec, ConferenceSpec};
 
-pub use crate::media::session::{SessionMode as MediaMode, SrtpKeys, StreamFormat};
+pub use crate::media::session::{RtpSource, SessionMode as MediaMode, SrtpKeys, StreamFormat};
 
 /// What a connection's media session does and with whom.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,6 +151,8 @@ pub struct MediaSpec {
     /// The peer is expected to send RTP (false on hold: sendonly/inactive from our side, or no
     /// address): the RTP-inactivity timeout applies only when true.
     pub expects_rtp: bool,
+    /// Where RTP is accepted from (a route's `rtp_source`); None: [`SessionDefaults::rtp_source`].
+    pub source: Option<RtpSource>,
 }
 
 impl MediaSpec {
@@ -163,6 +165,7 @@ impl MediaSpec {
             remote_rtcp: remote_rtp.map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1))),
             srtp: None,
             expects_rtp: false,
+            source: None,
         }
     }
 }

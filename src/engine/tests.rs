@@ -22,6 +22,7 @@ use tokio::sync::mpsc::{self, error::TryRecvError, Receiver};
 use super::*;
 use crate::media::dtmf::DtmfSender;
 use crate::media::rtp::{self, RtpHeader};
+use crate::media::session::LEARN_PACKETS;
 use crate::sdp::Codec;
 
 /// How long a test waits for something that should happen within milliseconds.
@@ -907,7 +908,7 @@ fn latching_follows_the_first_source_and_ignores_later_ones() {
         rtp_port_min: 31_450,
         rtp_port_max: 31_459,
         session: SessionDefaults {
-            latching: true,
+            rtp_source: RtpSource::Learn,
             ..test_session()
         },
         ..test_config(1)
@@ -943,8 +944,14 @@ fn latching_follows_the_first_source_and_ignores_later_ones() {
     );
     let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
     assert_echo_of(&echoes, &frames);
-    let stats = wait_for_stats(&engine, 14, |stats| stats.foreign_source_dropped == 14);
-    assert_eq!(stats.rtp_packets_received, 15);
+    // Both are learned from, one packet each turn; the client, a turn ahead, is first to
+    // reach LEARN_PACKETS in sequence, when the intruder has sent one fewer. Learning packets
+    // are neither played nor counted; the intruder's after that are foreign.
+    let learning = u64::from(LEARN_PACKETS - 1);
+    let stats = wait_for_stats(&engine, 14, |stats| {
+        stats.foreign_source_dropped == 14 - (learning - 1)
+    });
+    assert_eq!(stats.rtp_packets_received, 15 - learning);
     assert_eq!(stats.last_source, Some(local_address(&client)));
     for socket in [&announced, &intruder] {
         socket
@@ -966,7 +973,7 @@ fn engine_handle_is_send_and_sync() {
 /// concealment tail (100 ms), and no RTCP reports unless a test asks for them.
 fn test_session() -> SessionDefaults {
     SessionDefaults {
-        latching: false,
+        rtp_source: RtpSource::Strict,
         rtp_timeout: None,
         jitter_min_ms: 60,
         jitter_max_ms: 100,
@@ -1040,6 +1047,7 @@ fn echo_spec(client: &UdpSocket) -> MediaSpec {
         remote_rtcp: None,
         srtp: None,
         expects_rtp: true,
+        source: None,
     }
 }
 
@@ -1705,6 +1713,7 @@ fn idle_pcmu(remote: Option<SocketAddr>) -> MediaSpec {
         remote_rtcp: None,
         srtp: None,
         expects_rtp: false,
+        source: None,
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Route {
     pub dn: Option<String>,
     /// Whether its calls are recorded; None: as the trunk they came from says (else off).
     pub record: Option<crate::store::RecordPolicy>,
+    /// Where its calls' RTP is accepted from; None: the engine's default (`[media]`).
+    pub rtp_source: Option<crate::engine::RtpSource>,
 }
 
 impl Route {

@@ -433,7 +433,7 @@ pub(super) fn new_session(
         mode: media.mode,
         remote_rtp: media.remote_rtp,
         remote_rtcp: media.remote_rtcp,
-        latching: defaults.latching,
+        source: media.source.unwrap_or(defaults.rtp_source),
         srtp: media.srtp.clone(),
         rtp_timeout: defaults.rtp_timeout.filter(|_| media.expects_rtp),
         jitter_min_ms: defaults.jitter_min_ms,

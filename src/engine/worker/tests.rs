@@ -92,6 +92,7 @@ fn worker_with_echo_connection(
         remote_rtcp: None,
         srtp: None,
         expects_rtp: true,
+        source: None,
     };
     let open = NewConnection {
         key: 1,

@@ -23,6 +23,35 @@ pub enum SessionMode {
     Echo,
 }
 
+/// Where a session accepts RTP from (RFC 3550 leaves it to the application; RTP bleed is what
+/// happens when any source is accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RtpSource {
+    /// Learn the source once: the SDP address at once; any other address (a peer behind NAT
+    /// that announced its private address) after [`LEARN_PACKETS`] packets in sequence of a
+    /// negotiated payload type from one SSRC, or one authenticated SRTP packet. Never
+    /// re-learned to another source for the rest of the call (a new SDP address starts over).
+    #[default]
+    Learn,
+    /// Only the SDP address, ever.
+    Strict,
+}
+
+/// Packets in sequence, from one address and SSRC, that teach a session a source other than
+/// its SDP address: one stray or sprayed packet cannot take a call's media over.
+pub const LEARN_PACKETS: u8 = 3;
+
+impl RtpSource {
+    /// `"learn"` or `"strict"`, as configuration spells it.
+    pub fn from_name(name: &str) -> Option<RtpSource> {
+        match name {
+            "learn" => Some(RtpSource::Learn),
+            "strict" => Some(RtpSource::Strict),
+            _ => None,
+        }
+    }
+}
+
 /// The negotiated format of the audio stream: what we receive, and what we send when it
 /// differs (transcoding through linear PCM, resampled when the rates differ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +104,8 @@ pub struct SessionConfig {
     pub remote_rtp: Option<SocketAddr>,
     /// Where the peer receives RTCP (a=rtcp, else RTP port + 1; the RTP address with rtcp-mux).
     pub remote_rtcp: Option<SocketAddr>,
-    /// Latch once to the first source sending the negotiated payload types (peers behind NAT).
-    pub latching: bool,
+    /// Where RTP is accepted from: learned once, or the SDP address only.
+    pub source: RtpSource,
     pub srtp: Option<SrtpKeys>,
     /// No RTP for this long → [`SessionEvent::RtpTimeout`]; None disables.
     pub rtp_timeout: Option<Duration>,

@@ -32,7 +32,9 @@ mod send;
 mod stats;
 
 pub use conference::ROOM_TICK;
-pub use config::{SessionConfig, SessionError, SessionMode, SrtpKeys, StreamFormat};
+pub use config::{
+    RtpSource, SessionConfig, SessionError, SessionMode, SrtpKeys, StreamFormat, LEARN_PACKETS,
+};
 pub use stats::{RtcpSummary, SessionStats};
 
 use std::collections::VecDeque;
@@ -93,6 +95,8 @@ pub struct MediaSession {
     audio: Option<AudioPath>,
     /// The source RTP is accepted from, once decided.
     accepted_source: Option<SocketAddr>,
+    /// The address being learned (see [`RtpSource::Learn`]) until it is accepted.
+    learning: receive::Learning,
     srtp_in: Option<SrtpContext>,
     srtp_out: Option<SrtpContext>,
     rtcp: RtcpSession,
@@ -161,6 +165,7 @@ impl MediaSession {
             .collect();
         Ok(MediaSession {
             accepted_source: None,
+            learning: receive::Learning::default(),
             srtp_in,
             srtp_out,
             rtcp,
@@ -264,6 +269,7 @@ impl MediaSession {
         let remote_rtp = remote_rtp.map(canonical);
         if remote_rtp != self.config.remote_rtp.map(canonical) {
             self.accepted_source = None;
+            self.learning = receive::Learning::default();
         }
         self.config.remote_rtp = remote_rtp;
         self.config.remote_rtcp = remote_rtcp.map(canonical);

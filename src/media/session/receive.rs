@@ -11,6 +11,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::config::{RtpSource, LEARN_PACKETS};
 use super::{canonical, MediaSession, SessionEvent, SessionMode};
 use crate::media::codec::pcm_rate;
 use crate::media::dtmf::DigitEvent;
@@ -47,12 +48,14 @@ impl MediaSession {
             },
             None => len,
         };
-        // Authenticated (or no SRTP): only now may the source be latched.
-        self.accept_source(source);
         let Ok(packet) = rtp::parse(&buf[..len]) else {
             self.stats.malformed_packets += 1;
             return;
         };
+        // Authenticated (or no SRTP) and well formed: only now may the source be learned.
+        if !self.settle_source(source, packet.ssrc(), packet.sequence()) {
+            return;
+        }
         self.stats.rtp_packets_received += 1;
         self.stats.rtp_bytes_received += len as u64;
         self.last_rtp_at = now;
@@ -206,31 +209,54 @@ impl MediaSession {
         }
     }
 
-    /// Source security: the negotiated address only, or — with latching — the first source
-    /// that sends a negotiated payload type, once, for the rest of the session.
+    /// Source security, before the packet is authenticated or parsed: the accepted source
+    /// once there is one; until then the SDP address, and — when learning — any address that
+    /// sends a negotiated payload type.
     pub(super) fn source_allowed(&self, source: SocketAddr, payload_type: u8) -> bool {
         if let Some(accepted) = self.accepted_source {
             return accepted == source;
         }
-        if !self.config.latching {
-            return self.config.remote_rtp.map(canonical) == Some(source);
+        if self.config.remote_rtp.map(canonical) == Some(source) {
+            return true;
+        }
+        if self.config.source == RtpSource::Strict {
+            return false;
         }
         match &self.audio {
             Some(a) => {
                 payload_type == a.format.payload_type
                     || Some(payload_type) == a.format.telephone_event_pt
             }
-            // Nothing negotiated yet: nothing to latch on.
+            // Nothing negotiated yet: nothing to learn from.
             None => false,
         }
     }
 
-    pub(super) fn accept_source(&mut self, source: SocketAddr) {
+    /// Whether a packet that passed [`Self::source_allowed`] (and SRTP) may be used: always
+    /// once a source is accepted. Otherwise this decides: the SDP address, or an
+    /// authenticated SRTP packet, is accepted at once; another address is learned after
+    /// [`LEARN_PACKETS`] packets in sequence from one SSRC, and its packets until then are
+    /// dropped (uncounted: 40 ms of a NAT'd caller's first audio).
+    pub(super) fn settle_source(&mut self, source: SocketAddr, ssrc: u32, sequence: u16) -> bool {
         if self.accepted_source.is_some() {
-            return;
+            return true;
         }
+        let announced = self.config.remote_rtp.map(canonical) == Some(source);
+        if announced || self.srtp_in.is_some() {
+            self.accept_source(source);
+            return true;
+        }
+        if self.learning.heard(source, ssrc, sequence) >= LEARN_PACKETS {
+            self.learning = Learning::default();
+            self.accept_source(source);
+            return true;
+        }
+        false
+    }
+
+    fn accept_source(&mut self, source: SocketAddr) {
         self.accepted_source = Some(source);
-        if self.config.latching && self.config.remote_rtp.map(canonical) != Some(source) {
+        if self.config.remote_rtp.map(canonical) != Some(source) {
             self.push_event(SessionEvent::Latched { source });
         }
     }
@@ -336,6 +362,54 @@ impl Heard {
     }
 }
 
+/// The addresses being learned, each with the packets in sequence it has sent so far. Several
+/// are followed at once, so packets sprayed from elsewhere cannot keep resetting the real
+/// peer's count; when all slots are taken, the one with the fewest packets gives way.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Learning {
+    candidates: [Option<Candidate>; 4],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    source: SocketAddr,
+    ssrc: u32,
+    next_sequence: u16,
+    count: u8,
+}
+
+impl Learning {
+    /// Notes a packet; returns how many packets in sequence its source has now sent.
+    fn heard(&mut self, source: SocketAddr, ssrc: u32, sequence: u16) -> u8 {
+        let slot = match self
+            .candidates
+            .iter()
+            .position(|c| c.is_some_and(|c| c.source == source))
+        {
+            Some(i) => i,
+            None => self
+                .candidates
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, c)| c.map_or(0, |c| c.count))
+                .map_or(0, |(i, _)| i),
+        };
+        let count = match self.candidates[slot] {
+            Some(c) if c.source == source && c.ssrc == ssrc && c.next_sequence == sequence => {
+                c.count.saturating_add(1)
+            }
+            _ => 1,
+        };
+        self.candidates[slot] = Some(Candidate {
+            source,
+            ssrc,
+            next_sequence: sequence.wrapping_add(1),
+            count,
+        });
+        count
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,40 +460,154 @@ mod tests {
         assert_eq!(session.stats().rtp_packets_received, 0);
     }
 
-    #[test]
-    fn latching_takes_the_first_source_once_and_never_relatches() {
-        let start = Instant::now();
+    /// A session learning its source, whose peer announced a private address in SDP.
+    fn learning_session(start: Instant) -> MediaSession {
         let mut cfg = config(Codec::Pcmu, 0);
-        cfg.remote_rtp = Some(addr("10.0.0.5:4000")); // the peer's private address from SDP
-        cfg.latching = true;
-        let mut session = MediaSession::new(cfg, start).unwrap();
-        let mut peer = Peer::new(Codec::Pcmu, 0);
+        cfg.remote_rtp = Some(addr("10.0.0.5:4000"));
+        cfg.source = RtpSource::Learn;
+        MediaSession::new(cfg, start).unwrap()
+    }
+
+    fn latched(session: &mut MediaSession) -> Vec<SocketAddr> {
+        std::iter::from_fn(|| session.poll_event())
+            .filter_map(|e| match e {
+                SessionEvent::Latched { source } => Some(source),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_source_behind_nat_is_learned_once_and_never_relearned() {
+        let start = Instant::now();
+        let mut session = learning_session(start);
+        let (mut peer, mut attacker) = (Peer::new(Codec::Pcmu, 0), Peer::new(Codec::Pcmu, 0));
+        attacker.seq = 40_000;
         let mut buf = [0u8; MAX_PACKET];
         let mut out = [0u8; MAX_PACKET];
         let nat = addr("203.0.113.9:31000");
-        let attacker = addr("203.0.113.66:31000");
+        let intruder = addr("203.0.113.66:31000");
+        let mut echoed = 0;
         for i in 0..50u32 {
             let now = start + PTIME * i;
             let len = peer.frame(&mut buf);
             session.handle_rtp(now, nat, &mut buf, len);
-            let len = peer.frame(&mut buf);
-            session.handle_rtp(now, attacker, &mut buf, len);
+            let len = attacker.frame(&mut buf);
+            session.handle_rtp(now, intruder, &mut buf, len);
             session.handle_timeout(now + Duration::from_millis(1));
             while let Some(t) = session.poll_transmit(&mut out) {
                 assert_eq!(
                     t.destination.ip(),
                     nat.ip(),
-                    "media goes to the latched source"
+                    "media goes to the learned source"
                 );
+                echoed += 1;
             }
         }
-        assert_eq!(
-            std::iter::from_fn(|| session.poll_event())
-                .filter(|e| matches!(e, SessionEvent::Latched { source } if *source == nat))
-                .count(),
-            1
-        );
-        assert_eq!(session.stats().foreign_source_dropped, 50);
+        assert_eq!(latched(&mut session), vec![nat]);
+        // Both were candidates; the peer, first in every turn, reached LEARN_PACKETS first.
+        // Learning packets are neither played nor counted; the intruder's after that are
+        // foreign, however well formed and in sequence.
+        let learning = u64::from(LEARN_PACKETS - 1);
+        assert_eq!(session.stats().rtp_packets_received, 50 - learning);
+        assert_eq!(session.stats().foreign_source_dropped, 50 - learning);
+        assert!(echoed >= 45, "{echoed}");
+    }
+
+    #[test]
+    fn the_sdp_address_is_accepted_at_its_first_packet() {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.source = RtpSource::Learn;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        let sent = run(&mut session, &mut peer, start, 20, |_| false);
+        assert_eq!(session.stats().rtp_packets_received, 20);
+        assert!(latched(&mut session).is_empty(), "nothing to learn");
+        assert!(rtp_only(&sent)
+            .iter()
+            .all(|p| rtp::parse(p).unwrap().payload().len() == 160));
+        assert!(sent
+            .iter()
+            .all(|(t, _)| t.destination.ip() == addr(PEER).ip()));
+    }
+
+    #[test]
+    fn packets_out_of_sequence_or_of_other_payload_types_teach_nothing() {
+        let start = Instant::now();
+        let mut session = learning_session(start);
+        let mut buf = [0u8; MAX_PACKET];
+        let nat = addr("203.0.113.9:31000");
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        // A sprayer: every packet jumps in sequence.
+        for i in 0..30u32 {
+            peer.seq = peer.seq.wrapping_add(7);
+            let len = peer.frame(&mut buf);
+            session.handle_rtp(start + PTIME * i, nat, &mut buf, len);
+        }
+        // A payload type never negotiated: dropped before it is even a candidate.
+        let mut pcma = Peer::new(Codec::Pcma, 8);
+        for i in 0..10u32 {
+            let len = pcma.frame(&mut buf);
+            session.handle_rtp(start + PTIME * i, nat, &mut buf, len);
+        }
+        assert!(latched(&mut session).is_empty());
+        assert_eq!(session.stats().rtp_packets_received, 0);
+        assert_eq!(session.stats().foreign_source_dropped, 10);
+    }
+
+    #[test]
+    fn strict_accepts_the_sdp_address_only() {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.remote_rtp = Some(addr("10.0.0.5:4000"));
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        let mut buf = [0u8; MAX_PACKET];
+        let mut out = [0u8; MAX_PACKET];
+        for i in 0..20u32 {
+            let len = peer.frame(&mut buf);
+            session.handle_rtp(start + PTIME * i, addr("203.0.113.9:31000"), &mut buf, len);
+            session.handle_timeout(start + PTIME * i + Duration::from_millis(1));
+            assert!(session.poll_transmit(&mut out).is_none());
+        }
+        assert_eq!(session.stats().foreign_source_dropped, 20);
+        assert!(latched(&mut session).is_empty());
+    }
+
+    #[test]
+    fn with_srtp_only_an_authenticated_packet_teaches_the_source_and_at_once() {
+        let start = Instant::now();
+        let profile = SrtpProfile::AesCm128HmacSha1_80;
+        let (key, salt) = ([7u8; 16], vec![9u8; 14]);
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.remote_rtp = Some(addr("10.0.0.5:4000"));
+        cfg.source = RtpSource::Learn;
+        cfg.srtp = Some(SrtpKeys {
+            profile,
+            inbound_key: key.to_vec(),
+            inbound_salt: salt.clone(),
+            outbound_key: key.to_vec(),
+            outbound_salt: salt.clone(),
+        });
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        let mut buf = [0u8; MAX_PACKET];
+        // A forger without the key: plain RTP of the right payload type, in sequence.
+        let mut forger = Peer::new(Codec::Pcmu, 0);
+        let forged = addr("203.0.113.66:31000");
+        for i in 0..10u32 {
+            let len = forger.frame(&mut buf);
+            session.handle_rtp(start + PTIME * i, forged, &mut buf, len);
+        }
+        assert!(latched(&mut session).is_empty());
+        assert_eq!(session.stats().srtp_rejected, 10);
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        peer.srtp = Some(SrtpContext::new(profile, &key, &salt).unwrap());
+        let nat = addr("203.0.113.9:31000");
+        let len = peer.frame(&mut buf);
+        session.handle_rtp(start + PTIME * 10, nat, &mut buf, len);
+        assert_eq!(latched(&mut session), vec![nat]);
+        assert_eq!(session.stats().rtp_packets_received, 1);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{aligned_tick, Channel, MediaSession, SessionMode, MAX_PACKET};
+use super::{aligned_tick, Channel, MediaSession, RtpSource, SessionMode, MAX_PACKET};
 use crate::media::codec::pcm_rate;
 use crate::media::rtp::{self, RtpHeader};
 
@@ -163,7 +163,7 @@ impl MediaSession {
     }
 
     pub(super) fn rtcp_destination(&self) -> Option<SocketAddr> {
-        if let (true, Some(src)) = (self.config.latching, self.accepted_source) {
+        if let (RtpSource::Learn, Some(src)) = (self.config.source, self.accepted_source) {
             // A NATed peer's RTCP goes back the way its RTP came (RTP port + 1 at best).
             return Some(match self.config.remote_rtcp {
                 Some(r) if r.port() == self.config.remote_rtp.map(|a| a.port()).unwrap_or(0) => src,

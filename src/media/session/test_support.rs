@@ -36,7 +36,7 @@ pub(super) fn config(codec: Codec, payload_type: u8) -> SessionConfig {
         mode: SessionMode::Echo,
         remote_rtp: Some(addr(PEER)),
         remote_rtcp: Some(addr("192.0.2.10:4001")),
-        latching: false,
+        source: RtpSource::Strict,
         srtp: None,
         rtp_timeout: Some(Duration::from_secs(5)),
         jitter_min_ms: 20,

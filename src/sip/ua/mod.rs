@@ -172,6 +172,8 @@ pub enum UaOutput {
         record: RecordPolicy,
         /// The `[[trunk]]` whose `allow` block the INVITE came from.
         trunk: Option<String>,
+        /// Where its RTP is accepted from, when its route says (else the engine's default).
+        rtp_source: Option<crate::engine::RtpSource>,
     },
     /// The call's media changed (answer in ACK, re-INVITE).
     MediaUpdated {

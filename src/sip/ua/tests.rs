@@ -87,6 +87,7 @@ fn route(pattern: &str, answer_delay_ms: u64) -> Route {
         prompt: None,
         dn: None,
         record: None,
+        rtp_source: None,
     }
 }
 

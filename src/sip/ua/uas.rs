@@ -86,6 +86,8 @@ impl UserAgent {
                 dn: None,
                 // Recorded as its source trunk says (the replaced call's route is not kept).
                 record: None,
+                // The control plane keeps the replaced call's.
+                rtp_source: None,
             }),
             None => self
                 .settings
@@ -241,6 +243,7 @@ impl UserAgent {
             replaces,
             record,
             trunk,
+            rtp_source: route.rtp_source,
         });
     }
 
@@ -544,6 +547,8 @@ struct Placement {
     pub(super) dn: Option<String>,
     /// The route's `record`.
     pub(super) record: Option<crate::store::RecordPolicy>,
+    /// The route's `rtp_source`.
+    pub(super) rtp_source: Option<crate::engine::RtpSource>,
 }
 
 impl Placement {
@@ -556,6 +561,7 @@ impl Placement {
             conference: route.conference(user),
             dn: route.dn.clone(),
             record: route.record,
+            rtp_source: route.rtp_source,
         }
     }
 }
