@@ -1226,7 +1226,8 @@ service = "echo"
         use crate::engine::RtpSource;
         let source = |overrides: &[&str]| {
             let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
-            Config::from_str_with_overrides(GOOD, "t", &overrides).and_then(|c| c.config.rtp_source())
+            Config::from_str_with_overrides(GOOD, "t", &overrides)
+                .and_then(|c| c.config.rtp_source())
         };
         assert_eq!(source(&[]).unwrap(), RtpSource::Learn);
         assert_eq!(
