@@ -2,7 +2,7 @@
 //! `onlineagent` (sign-in, forced sign-in, sign-out, updateGuid) and `agentevent` (the long
 //! poll) interfaces at their vendor paths (docs/AGENT-GATEWAY.md).
 //!
-//! Owns: routing, the TLS accept loop, checking agents' passwords against the store (off the
+//! Owns: routing, throttling failed sign-ins per address, checking agents' passwords against the store (off the
 //! store thread and off the async workers), the `Guid` / `Set-GUID` headers, the long poll's
 //! wait, and the timer that signs out agents whose polls stopped.
 //! Must not: decide who is signed in or which Guid is valid (`agent_gateway::AgentSessions`
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
@@ -26,6 +26,7 @@ use axum::Router;
 use rand::SeedableRng;
 use tokio::sync::Notify;
 
+use super::throttle::AuthThrottle;
 use crate::agent_gateway::requests::{parse_agent_path, SignIn};
 use crate::agent_gateway::{
     AgentEvent, AgentId, AgentSessions, GatewayError, Guid, PollResponse, Response as Envelope,
@@ -54,6 +55,8 @@ struct Inner {
     poll_wait: Duration,
     /// The gateway is stopping: waiting polls answer at once.
     stopping: std::sync::atomic::AtomicBool,
+    /// Failed sign-ins per client address.
+    throttle: Arc<AuthThrottle>,
 }
 
 impl GatewayState {
@@ -62,6 +65,7 @@ impl GatewayState {
         poll_wait: Duration,
         store: Store,
         control: ControlHandle,
+        throttle: Arc<AuthThrottle>,
     ) -> GatewayState {
         let sessions = AgentSessions::new(settings, rand::rngs::StdRng::from_os_rng())
             .expect("config check: the session settings are valid");
@@ -74,6 +78,7 @@ impl GatewayState {
                 store,
                 poll_wait,
                 stopping: std::sync::atomic::AtomicBool::new(false),
+                throttle,
             }),
         }
     }
@@ -140,18 +145,41 @@ pub async fn deliver_events(
 
 async fn sign_in(
     State(state): State<GatewayState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(agent): Path<String>,
     body: Bytes,
 ) -> Response {
-    answer(enter(&state, &agent, &body, false).await)
+    throttled_sign_in(&state, client, &agent, &body, false).await
 }
 
 async fn force_sign_in(
     State(state): State<GatewayState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(agent): Path<String>,
     body: Bytes,
 ) -> Response {
-    answer(enter(&state, &agent, &body, true).await)
+    throttled_sign_in(&state, client, &agent, &body, true).await
+}
+
+/// A sign-in, unless its address has failed too many (`[http] auth_failures_per_minute`):
+/// then 429 without the password being checked.
+async fn throttled_sign_in(
+    state: &GatewayState,
+    client: SocketAddr,
+    agent: &str,
+    body: &[u8],
+    force: bool,
+) -> Response {
+    let now = Instant::now();
+    if let Some(wait) = state.inner.throttle.refused(client.ip(), now) {
+        return super::too_many_failures(wait);
+    }
+    let entered = enter(state, agent, body, force).await;
+    if matches!(&entered, Err(e) if e.retcode == Retcode::NoPermission) {
+        state.inner.throttle.failed(client.ip(), now);
+        tracing::info!(%client, agent, "agent sign-in refused: wrong agent id or password");
+    }
+    answer(entered)
 }
 
 /// Sign-in: the password against the store, then a session with its Guid (in `Set-GUID`),
@@ -460,10 +488,11 @@ fn unix_ms() -> u64 {
     crate::control::unix_ms()
 }
 
-/// Serves the gateway over TLS (or plain HTTP with `insecure_http`) until `shutdown`.
+/// Serves the gateway over TLS (or plain HTTP with `insecure_http`) until `shutdown`, with
+/// the limits every HTTP listener has (`[http]`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    listening: super::listener::Listening,
     state: GatewayState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -481,95 +510,7 @@ pub async fn serve(
             waker.notify_waiters();
         }
     };
-    let served = match tls {
-        Some(config) => {
-            axum::serve(TlsListener::new(listener, config), app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    };
+    let served = super::listener::serve(listener, app, listening, shutdown).await;
     expiry.abort();
     served
-}
-
-/// Accepts TCP connections and hands over those whose TLS handshake completed; handshakes
-/// run in tasks of their own, so a slow client never holds up the next.
-struct TlsListener {
-    local: std::io::Result<SocketAddr>,
-    ready: tokio::sync::mpsc::Receiver<(
-        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-        SocketAddr,
-    )>,
-    _accepting: tokio::task::JoinHandle<()>,
-}
-
-/// How long a client may take over its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl TlsListener {
-    fn new(listener: tokio::net::TcpListener, config: Arc<rustls::ServerConfig>) -> TlsListener {
-        let local = listener.local_addr();
-        let (tx, ready) = tokio::sync::mpsc::channel(64);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let accepting = tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "agent gateway: accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "agent gateway: TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(%peer, "agent gateway: TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        TlsListener {
-            local,
-            ready,
-            _accepting: accepting,
-        }
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self._accepting.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(ready) => ready,
-            // The accept task ended (it never does on its own): nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        match &self.local {
-            Ok(addr) => Ok(*addr),
-            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
-        }
-    }
 }

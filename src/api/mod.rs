@@ -14,8 +14,10 @@
 pub mod agent_gateway;
 pub mod callcontrol;
 pub mod cti;
+pub mod listener;
 pub mod mediacontrol;
 pub mod process;
+pub mod throttle;
 pub mod verba;
 
 use std::convert::Infallible;
@@ -55,6 +57,10 @@ pub struct ApiState {
     pub stopping: watch::Receiver<bool>,
     /// The recording API (`/verba/api`, its own apiKey/token authentication).
     pub verba: verba::VerbaState,
+    /// Failed bearer tokens and recording API credentials per client address.
+    pub auth_throttle: Arc<throttle::AuthThrottle>,
+    /// Every HTTP listener's counters (this one's and the agent gateway's), for `/metrics`.
+    pub listeners: Arc<[(&'static str, Arc<listener::ListenerStats>)]>,
 }
 
 /// The router; `/health` is open (for probes), everything else needs a bearer token.
@@ -81,30 +87,27 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves; every connection's send buffer is `send_buffer` bytes
-/// when given (`[api] client_send_buffer`).
+/// Serves until `shutdown` resolves, with the listener's limits (`[http]`) and send buffer
+/// (`[api] client_send_buffer`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
-    send_buffer: Option<usize>,
+    listening: listener::Listening,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(move |stream| {
-        let Some(bytes) = send_buffer else { return };
-        if let Err(error) = socket2::SockRef::from(&*stream).set_send_buffer_size(bytes) {
-            tracing::debug!(%error, "API connection: send buffer size refused");
-        }
-    });
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    listener::serve(listener, router(state), listening, shutdown).await
 }
 
-async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(state): State<ApiState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let now = std::time::Instant::now();
+    if let Some(wait) = state.auth_throttle.refused(client.ip(), now) {
+        return too_many_failures(wait);
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -119,6 +122,8 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
             .unwrap_or(false)
     });
     if !authorized {
+        state.auth_throttle.failed(client.ip(), now);
+        tracing::debug!(%client, "API request with a missing or invalid bearer token");
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -127,6 +132,20 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
             .into_response();
     }
     next.run(request).await
+}
+
+/// 429 for an address that presented too many failed credentials: its credentials are not
+/// even checked until `wait` has passed.
+pub(crate) fn too_many_failures(wait: Duration) -> Response {
+    let seconds = throttle::retry_after_seconds(wait);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, seconds.to_string())],
+        Json(json!({
+            "Error": format!("too many failed credentials from this address; try again in {seconds} s")
+        })),
+    )
+        .into_response()
 }
 
 /// Compares without an early exit, so response time does not reveal a token's prefix.
@@ -429,6 +448,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         "io_uring media receives that found all of their worker's buffers in use; those datagrams waited in their socket for the worker's next turn.",
         s.receive_buffers_exhausted,
     );
+    listener::render_metrics(&state.listeners, &mut out);
     out.push_str(&format!(
         "# HELP callbridge_rtp_packets_lost Cumulative RTP loss (RFC 3550) over live connections.\n\
          # TYPE callbridge_rtp_packets_lost gauge\ncallbridge_rtp_packets_lost {}\n\

@@ -68,6 +68,8 @@ pub struct Config {
     pub recording: super::recording_config::RecordingConfig,
     #[serde(default)]
     pub agent_gateway: super::agent_gateway_config::AgentGatewayConfig,
+    #[serde(default)]
+    pub http: super::http_config::HttpConfig,
     /// Inbound call routing, first match wins on the Request-URI user part.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
@@ -487,6 +489,7 @@ impl Config {
             ));
         }
         self.rtp_source()?;
+        self.http.limits()?;
         if m.realtime_priority > 99 {
             return Err(invalid(format!(
                 "media.realtime_priority ({}) must be 0 (off) or 1-99",

@@ -6,6 +6,7 @@
 
 pub mod agent_gateway_config;
 pub mod config;
+pub mod http_config;
 pub mod recording_config;
 pub mod route_config;
 
@@ -164,6 +165,20 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
     let tokens = Arc::new(RwLock::new(config.api_tokens().map_err(AppError::Config)?));
     let api_keys = Arc::new(RwLock::new(config.recording.api_keys.clone()));
+    let limits = config.http.limits().map_err(AppError::Config)?;
+    let auth_failures = config.http.auth_failures_per_minute();
+    let throttle = || {
+        Arc::new(api::throttle::AuthThrottle::new(
+            auth_failures,
+            http_config::AUTH_FAILURE_WINDOW,
+        ))
+    };
+    let (api_stats, gateway_stats) = (Arc::default(), Arc::default());
+    let gateway_settings = config.agent_gateway.settings().map_err(AppError::Config)?;
+    let mut listeners = vec![("api", Arc::clone(&api_stats))];
+    if gateway_settings.is_some() {
+        listeners.push(("agent_gateway", Arc::clone(&gateway_stats)));
+    }
     let state = ApiState {
         control: control.clone(),
         tokens: tokens.clone(),
@@ -177,8 +192,10 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
                 api::verba::tokens::TokenRegistry::default(),
             )),
         },
+        auth_throttle: throttle(),
+        listeners: listeners.into(),
     };
-    let gateway = match config.agent_gateway.settings().map_err(AppError::Config)? {
+    let gateway = match gateway_settings {
         Some(settings) => {
             let listener = tokio::net::TcpListener::bind(settings.listen)
                 .await
@@ -189,15 +206,23 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
                 settings.poll_wait,
                 store.clone(),
                 control.clone(),
+                throttle(),
             );
             tokio::spawn(api::agent_gateway::deliver_events(
                 state.clone(),
                 agent_events_rx,
             ));
             let (stop_tx, stop_rx) = oneshot::channel::<()>();
+            let listening = api::listener::Listening {
+                name: "agent_gateway",
+                tls: settings.tls,
+                send_buffer: None,
+                limits: limits.clone(),
+                stats: gateway_stats,
+            };
             let task = tokio::spawn(api::agent_gateway::serve(
                 listener,
-                settings.tls,
+                listening,
                 state,
                 async {
                     let _ = stop_rx.await;
@@ -209,8 +234,14 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
     };
     drop(store);
     let (stop_api_tx, stop_api_rx) = oneshot::channel::<()>();
-    let send_buffer = config.api.client_send_buffer;
-    let api_task = tokio::spawn(api::serve(listener, state, send_buffer, async {
+    let listening = api::listener::Listening {
+        name: "api",
+        tls: None,
+        send_buffer: config.api.client_send_buffer,
+        limits,
+        stats: api_stats,
+    };
+    let api_task = tokio::spawn(api::serve(listener, state, listening, async {
         let _ = stop_api_rx.await;
     }));
 

@@ -68,6 +68,10 @@ pub async fn handle(
     body: Bytes,
 ) -> Response {
     let state = &api.verba;
+    let now = std::time::Instant::now();
+    if let Some(wait) = api.auth_throttle.refused(client.ip(), now) {
+        return crate::api::too_many_failures(wait);
+    }
     let mut params: Vec<(String, String)> =
         serde_urlencoded::from_str(query.as_deref().unwrap_or("")).unwrap_or_default();
     if !body.is_empty() {
@@ -86,6 +90,7 @@ pub async fn handle(
         Ok(r) => r,
         Err(e) => return error_response(&params, e),
     };
+
     let action = request.action.name();
     let response_type = request.response_type;
     let host = headers
@@ -103,6 +108,12 @@ pub async fn handle(
             name,
         }) => media_response(file, len, media_type, sha256, &name),
         Err(e) => {
+            if matches!(
+                e.code,
+                codes::INVALID_API_KEY | codes::INVALID_TOKEN | codes::WRONG_CREDENTIALS
+            ) {
+                api.auth_throttle.failed(client.ip(), now);
+            }
             if e.code != codes::CALL_NOT_FOUND && e.code != codes::AMBIGUOUS_CALL {
                 tracing::info!(%client, action, code = e.code, error = %e.message, "recording API request refused");
             }
