@@ -84,7 +84,12 @@ pub struct ListenerStats {
 pub fn render_metrics(listeners: &[(&'static str, Arc<ListenerStats>)], out: &mut String) {
     use std::fmt::Write;
     /// Name, type, help, value.
-    type Family = (&'static str, &'static str, &'static str, fn(&ListenerStats) -> u64);
+    type Family = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&ListenerStats) -> u64,
+    );
     let families: [Family; 5] = [
         (
             "callbridge_http_connections",

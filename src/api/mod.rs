@@ -61,6 +61,8 @@ pub struct ApiState {
     pub auth_throttle: Arc<throttle::AuthThrottle>,
     /// Every HTTP listener's counters (this one's and the agent gateway's), for `/metrics`.
     pub listeners: Arc<[(&'static str, Arc<listener::ListenerStats>)]>,
+    /// The SIP intake's overload state and counts.
+    pub sip_overload: Arc<crate::sip::overload::Overload>,
 }
 
 /// The router; `/health` is open (for probes), everything else needs a bearer token.
@@ -449,6 +451,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         s.receive_buffers_exhausted,
     );
     listener::render_metrics(&state.listeners, &mut out);
+    render_overload(&state.sip_overload, &mut out);
     out.push_str(&format!(
         "# HELP callbridge_rtp_packets_lost Cumulative RTP loss (RFC 3550) over live connections.\n\
          # TYPE callbridge_rtp_packets_lost gauge\ncallbridge_rtp_packets_lost {}\n\
@@ -566,6 +569,25 @@ async fn events(
         })
         .take_until(stopped);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// The SIP intake's overload state (src/sip/overload.rs).
+fn render_overload(overload: &crate::sip::overload::Overload, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    out.push_str(&format!(
+        "# HELP callbridge_sip_overloaded 1 while new SIP requests are refused with 503 because the control plane is behind.\n\
+         # TYPE callbridge_sip_overloaded gauge\ncallbridge_sip_overloaded {}\n\
+         # HELP callbridge_sip_queue_delay_seconds How long the last SIP message waited for the control plane (0 when its queues are empty).\n\
+         # TYPE callbridge_sip_queue_delay_seconds gauge\ncallbridge_sip_queue_delay_seconds {}\n\
+         # HELP callbridge_sip_overload_refused_total New SIP requests answered 503 by overload control (retransmissions count again).\n\
+         # TYPE callbridge_sip_overload_refused_total counter\ncallbridge_sip_overload_refused_total {}\n\
+         # HELP callbridge_sip_dropped_total SIP messages of calls in progress dropped because their queue was full (their senders retransmit).\n\
+         # TYPE callbridge_sip_dropped_total counter\ncallbridge_sip_dropped_total {}\n",
+        u8::from(overload.shedding()),
+        overload.delay().as_secs_f64(),
+        overload.refused.load(Relaxed),
+        overload.dropped.load(Relaxed),
+    ));
 }
 
 async fn not_found() -> Response {

@@ -190,6 +190,13 @@ pub struct SipConfig {
     /// (default: signalling secured, media too), "offer" or "refuse".
     #[serde(default = "default_tls_srtp")]
     pub tls_srtp: String,
+    /// Overload control: a SIP message that waited longer than this for the control plane
+    /// turns on 503 for new requests, ms (default 100; 0 = off).
+    #[serde(default)]
+    pub overload_queue_delay_ms: Option<u64>,
+    /// The `Retry-After` of those 503s, s (default 2).
+    #[serde(default)]
+    pub overload_retry_after_s: Option<u32>,
 }
 
 fn default_tls_srtp() -> String {
@@ -832,6 +839,25 @@ impl Default for SipConfig {
             tls_certificate: None,
             tls_private_key: None,
             tls_srtp: default_tls_srtp(),
+            overload_queue_delay_ms: None,
+            overload_retry_after_s: None,
+        }
+    }
+}
+
+impl SipConfig {
+    /// The overload intake's settings.
+    pub fn overload(&self) -> crate::sip::overload::OverloadSettings {
+        let defaults = crate::sip::overload::OverloadSettings::default();
+        crate::sip::overload::OverloadSettings {
+            target_delay: match self.overload_queue_delay_ms {
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+                None => defaults.target_delay,
+            },
+            retry_after_s: self
+                .overload_retry_after_s
+                .unwrap_or(defaults.retry_after_s),
         }
     }
 }

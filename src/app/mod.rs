@@ -110,12 +110,14 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
     .map_err(|e| AppError::Engine(e.to_string()))?;
 
     let media = media_settings(&config, &sip);
-    let (inbound_tx, inbound_rx) = mpsc::channel(8192);
+    let (intake, inbound) =
+        crate::sip::overload::intake(config.sip.overload(), &config.sip.user_agent);
+    let sip_overload = intake.overload().clone();
     let transport = SipTransport::start(
         &sip.listeners,
         sip.tls,
         config.sip.advertised_address,
-        inbound_tx,
+        intake,
     )
     .await
     .map_err(AppError::SipBind)?;
@@ -153,7 +155,7 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
         store.clone(),
         agent_events_tx,
         requests,
-        inbound_rx,
+        inbound,
         engine_rx,
     ));
 
@@ -194,6 +196,7 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
         },
         auth_throttle: throttle(),
         listeners: listeners.into(),
+        sip_overload,
     };
     let gateway = match gateway_settings {
         Some(settings) => {

@@ -698,6 +698,7 @@ impl Harness {
             message,
             source: udp(from),
             local: addr(LOCAL),
+            received: self.now.at,
         }));
     }
 

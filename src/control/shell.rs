@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use super::core::{Controller, Input, Now};
 use super::{ControlHandle, ControlRequest, Host};
 use crate::engine::{Engine, EngineEvent};
-use crate::sip::transport::{Inbound, SipTransport};
+use crate::sip::overload::IntakeQueues;
+use crate::sip::transport::SipTransport;
 use crate::store::Store;
 
 impl Now {
@@ -59,7 +60,7 @@ pub async fn run(
     store: Store,
     agent_events: AgentEventSink,
     mut requests: mpsc::Receiver<ControlRequest>,
-    mut inbound: mpsc::Receiver<Inbound>,
+    mut inbound: IntakeQueues,
     mut engine_events: mpsc::Receiver<EngineEvent>,
 ) -> Engine {
     loop {
@@ -70,14 +71,22 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        // Accepted work first (responses, in-dialog requests, ACK, CANCEL: calls end cleanly
+        // under load), then media events, timers and the API, new SIP work last.
         let input = tokio::select! {
-            request = requests.recv() => request.map(Input::Request),
-            message = inbound.recv() => message.map(Input::Sip),
+            biased;
+            message = inbound.dialog.recv() => message.map(Input::Sip),
             event = engine_events.recv() => event.map(Input::Media),
             _ = sleep => Some(Input::Timeout),
+            request = requests.recv() => request.map(Input::Request),
+            message = inbound.new_work.recv() => message.map(Input::Sip),
         };
         let Some(input) = input else { break };
-        core.handle(Now::read(), input);
+        let now = Now::read();
+        if let Input::Sip(message) = &input {
+            inbound.observe(message, now.at);
+        }
+        core.handle(now, input);
         // The store's writes first: a peer that reacts to our SIP message (and then asks the
         // recording API) finds the store's queue already holding what led to it.
         for event in core.take_store_events() {

@@ -30,6 +30,7 @@
 pub mod dialog;
 pub mod digest;
 pub mod message;
+pub mod overload;
 pub mod routing;
 pub mod transaction;
 pub mod transport;

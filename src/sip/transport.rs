@@ -3,8 +3,9 @@
 //! Owns: the listening sockets, TCP connections (accepted and opened), TLS connections
 //! (accepted; rustls does the handshake), stream framing (RFC 3261 §18.3) and the choice of
 //! our address as a peer sees it.
-//! Must not: keep SIP state. Every message goes to the control plane's queue; a full queue
-//! drops the datagram (SIP retransmits) rather than growing without bound.
+//! Must not: keep SIP state. Every message goes to the control plane through the overload
+//! intake ([`super::overload`]), which may answer a new request 503 itself; nothing queues
+//! without bound.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 use super::message::{frame, parse, Frame, SipMessage};
+use super::overload::{Intake, SipIntake};
 use super::transaction::{Peer, Transport};
 
 /// Largest message we accept on a stream before giving up on the connection.
@@ -47,6 +49,8 @@ pub struct Inbound {
     pub source: Peer,
     /// Our address (IP and listener port) as `source` reaches us.
     pub local: SocketAddr,
+    /// When it was read off the socket: its wait for the control plane is the overload signal.
+    pub received: std::time::Instant,
 }
 
 /// The writer queue of one stream connection.
@@ -64,7 +68,7 @@ struct Inner {
     tls_listeners: Vec<SocketAddr>,
     /// Open TCP and TLS connections by transport and peer address: the writer queue of each.
     tcp_connections: Mutex<HashMap<(Transport, SocketAddr), StreamWriter>>,
-    inbound: mpsc::Sender<Inbound>,
+    intake: SipIntake,
     advertised: Option<IpAddr>,
 }
 
@@ -75,7 +79,7 @@ impl SipTransport {
         listeners: &[SipListen],
         tls_config: Option<Arc<rustls::ServerConfig>>,
         advertised: Option<IpAddr>,
-        inbound: mpsc::Sender<Inbound>,
+        intake: SipIntake,
     ) -> io::Result<SipTransport> {
         let mut udp = Vec::new();
         let mut tcp = Vec::new();
@@ -114,7 +118,7 @@ impl SipTransport {
             tcp_listeners: tcp.iter().map(|(_, a)| *a).collect(),
             tls_listeners: tls.iter().map(|(_, a)| *a).collect(),
             tcp_connections: Mutex::new(HashMap::new()),
-            inbound,
+            intake,
             advertised,
         });
         for (socket, local) in udp {
@@ -315,9 +319,17 @@ async fn udp_receive(inner: Arc<Inner>, socket: Arc<UdpSocket>, local: SocketAdd
                 addr: source,
             },
             local: our,
+            received: std::time::Instant::now(),
         };
-        if inner.inbound.try_send(inbound).is_err() {
-            tracing::warn!("control plane queue full; SIP datagram dropped");
+        let to = inbound.source.addr;
+        match inner.intake.offer(inbound) {
+            Intake::Queued => {}
+            Intake::Refused(answer) => {
+                if let Err(error) = socket.send_to(&answer, to).await {
+                    tracing::debug!(%error, "503 not sent");
+                }
+            }
+            Intake::Dropped => tracing::debug!("control plane queue full; SIP datagram dropped"),
         }
     }
 }
@@ -430,9 +442,18 @@ where
                                 addr: peer,
                             },
                             local: locals.ours(bound, peer.ip(), inner.advertised),
+                            received: std::time::Instant::now(),
                         };
-                        if inner.inbound.send(inbound).await.is_err() {
-                            break 'read;
+                        let source = inbound.source;
+                        match inner.intake.deliver(inbound).await {
+                            Ok(Intake::Refused(answer)) => {
+                                SipTransport {
+                                    inner: inner.clone(),
+                                }
+                                .send(source, answer);
+                            }
+                            Ok(_) => {}
+                            Err(()) => break 'read,
                         }
                     }
                     Frame::Invalid(e) => {
