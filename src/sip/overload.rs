@@ -256,7 +256,7 @@ impl SipIntake {
             .unwrap_or_default();
         let tag = format!("ovl{:08x}", fnv1a(branch.as_bytes()));
         if let Some(to) = response.headers.get("To").map(str::to_string) {
-            response.headers.set("To", &format!("{to};tag={tag}"));
+            response.headers.set("To", format!("{to};tag={tag}"));
         }
         response.headers.push("Server", self.server.as_ref());
         response.headers.push(
