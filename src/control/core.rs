@@ -19,6 +19,7 @@ use super::timers::{Timer, TimerTable};
 use super::*;
 use crate::engine::{EngineEvent, MediaSpec};
 use crate::sip::transaction::Peer;
+use crate::sip::transport::Received;
 use crate::sip::ua::{CallId, UserAgent};
 
 /// When an input happens: the monotonic instant for deadlines and the wall clock for event
@@ -333,7 +334,14 @@ impl<M: Backend> Controller<M> {
         self.events.set_time(now.unix_ms);
         match input {
             Input::Request(request) => self.on_request(request),
-            Input::Sip(m) => self.ua.handle_message(now.at, m.message, m.source, m.local),
+            Input::Sip(m) => match m.received {
+                Received::Message(message) => {
+                    self.ua.handle_message(now.at, message, m.source, m.local)
+                }
+                Received::Unparsed(request) => self.ua.handle_unparsed(request, m.source),
+                // The shell closes the connection; nothing of the calls changes.
+                Received::StreamEnd { .. } => {}
+            },
             Input::Media(event) => self.on_engine_event(event),
             Input::Timeout => self.on_timeout(),
         }

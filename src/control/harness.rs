@@ -695,10 +695,10 @@ impl Harness {
     /// A SIP message from `from`.
     pub fn sip_from(&mut self, from: &str, message: SipMessage) {
         self.input(Input::Sip(crate::sip::transport::Inbound {
-            message,
+            received: crate::sip::transport::Received::Message(message),
             source: udp(from),
             local: addr(LOCAL),
-            received: self.now.at,
+            arrived: self.now.at,
         }));
     }
 

@@ -12,7 +12,7 @@ use super::core::{Controller, Input, Now};
 use super::{ControlHandle, ControlRequest, Host};
 use crate::engine::{Engine, EngineEvent};
 use crate::sip::overload::IntakeQueues;
-use crate::sip::transport::SipTransport;
+use crate::sip::transport::{Inbound, Received, SipTransport};
 use crate::store::Store;
 
 impl Now {
@@ -85,6 +85,17 @@ pub async fn run(
         let now = Now::read();
         if let Input::Sip(message) = &input {
             inbound.observe(message, now.at);
+        }
+        if let Input::Sip(Inbound {
+            received: Received::StreamEnd { connection },
+            source,
+            ..
+        }) = input
+        {
+            // Every message the connection carried before has been handled and its answers
+            // queued on it: the connection closes after writing them.
+            transport.close_stream(source, connection);
+            continue;
         }
         core.handle(now, input);
         // The store's writes first: a peer that reacts to our SIP message (and then asks the

@@ -10,11 +10,14 @@
 //!
 //! The path of a BYE from the socket to the released RTP port:
 //!
-//! 1. `transport`: `udp_receive` reads the datagram (`serve_stream` reads a TCP/TLS stream and
+//! 1. `transport`: `udp_receive` reads the datagram (`read_stream` reads a TCP/TLS stream and
 //!    cuts one message off it with `message::frame`), `message::parse` makes it a
-//!    `SipMessage`, and it is queued as an `Inbound` for the control plane.
+//!    `SipMessage`, and it is queued as an `Inbound` for the control plane. (A request that
+//!    does not parse is queued as a `message::Unparsed`, which the UA answers 400, 416 or 505
+//!    without a transaction.)
 //! 2. `control` hands it to [`ua::UserAgent::handle_message`], which checks it (400 if
-//!    malformed), stamps the Via and passes it to `transaction`:
+//!    malformed; a method we do not implement only for what its 405 or 501 needs, RFC 3261
+//!    §8.2.1), stamps the Via and passes it to `transaction`:
 //!    `TransactionLayer::handle_message` → `handle_request` opens a server non-INVITE
 //!    transaction and reports `TxEvent::Request` (a retransmission is absorbed there).
 //! 3. `ua`: `drain_transactions` → `on_request` sees the To tag and `on_dialog_request`

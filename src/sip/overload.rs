@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::message::{Method, Response, SipMessage};
-use super::transport::Inbound;
+use super::transport::{Inbound, Received};
 
 /// Messages of accepted work that may wait; past it they are dropped (and retransmitted).
 const DIALOG_QUEUE: usize = 16_384;
@@ -157,7 +157,7 @@ impl IntakeQueues {
     pub fn observe(&self, message: &Inbound, now: Instant) {
         let drained = self.dialog.is_empty() && self.new_work.is_empty();
         self.overload
-            .observe(now.saturating_duration_since(message.received), drained);
+            .observe(now.saturating_duration_since(message.arrived), drained);
     }
 }
 
@@ -197,7 +197,18 @@ impl SipIntake {
     /// Queues `inbound` for the control plane, or refuses it (new work while shedding or with
     /// its queue full). Never waits.
     pub fn offer(&self, inbound: Inbound) -> Intake {
-        if !starts_new_work(&inbound.message) {
+        let Received::Message(message) = &inbound.received else {
+            // A request that did not parse (answered 400 by the UA) or a stream's end (which
+            // must follow that stream's requests): behind the new work, never refused.
+            return match self.new_work.try_send(inbound) {
+                Ok(()) => Intake::Queued,
+                Err(_) => {
+                    self.overload.dropped.fetch_add(1, Ordering::Relaxed);
+                    Intake::Dropped
+                }
+            };
+        };
+        if !starts_new_work(message) {
             return match self.dialog.try_send(inbound) {
                 Ok(()) => Intake::Queued,
                 Err(_) => {
@@ -211,7 +222,7 @@ impl SipIntake {
         // Shedding refuses new work, not a retransmission of work already accepted.
         if self.overload.shedding() && !admitted.contains(key) {
             drop(admitted);
-            return self.refuse(&inbound.message);
+            return self.refuse(&inbound.received);
         }
         match self.new_work.try_send(inbound) {
             Ok(()) => {
@@ -221,7 +232,7 @@ impl SipIntake {
             Err(mpsc::error::TrySendError::Full(inbound))
             | Err(mpsc::error::TrySendError::Closed(inbound)) => {
                 drop(admitted);
-                self.refuse(&inbound.message)
+                self.refuse(&inbound.received)
             }
         }
     }
@@ -230,19 +241,26 @@ impl SipIntake {
     /// connection's back-pressure); new work is refused as by [`Self::offer`]. Err when the
     /// control plane is gone.
     pub async fn deliver(&self, inbound: Inbound) -> Result<Intake, ()> {
-        if starts_new_work(&inbound.message) {
-            return Ok(self.offer(inbound));
+        match &inbound.received {
+            Received::Message(message) if starts_new_work(message) => Ok(self.offer(inbound)),
+            Received::Message(_) => {
+                self.dialog.send(inbound).await.map_err(|_| ())?;
+                Ok(Intake::Queued)
+            }
+            // Behind this stream's requests, waiting for room.
+            Received::Unparsed(_) | Received::StreamEnd { .. } => {
+                self.new_work.send(inbound).await.map_err(|_| ())?;
+                Ok(Intake::Queued)
+            }
         }
-        self.dialog.send(inbound).await.map_err(|_| ())?;
-        Ok(Intake::Queued)
     }
 
     pub fn overload(&self) -> &Arc<Overload> {
         &self.overload
     }
 
-    fn refuse(&self, message: &SipMessage) -> Intake {
-        let SipMessage::Request(request) = message else {
+    fn refuse(&self, received: &Received) -> Intake {
+        let Received::Message(SipMessage::Request(request)) = received else {
             return Intake::Dropped;
         };
         self.overload.refused.fetch_add(1, Ordering::Relaxed);
@@ -289,7 +307,7 @@ pub fn starts_new_work(message: &SipMessage) -> bool {
 fn transaction_key(inbound: &Inbound) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    if let SipMessage::Request(request) = &inbound.message {
+    if let Received::Message(SipMessage::Request(request)) = &inbound.received {
         request.method.as_str().hash(&mut hasher);
         request.headers.get("Via").hash(&mut hasher);
         request.headers.get("Call-ID").hash(&mut hasher);
@@ -314,13 +332,13 @@ mod tests {
 
     fn inbound(text: &str) -> Inbound {
         Inbound {
-            message: parse(text.as_bytes()).expect("test message parses"),
+            received: Received::Message(parse(text.as_bytes()).expect("test message parses")),
             source: Peer {
                 transport: Transport::Udp,
                 addr: "192.0.2.1:5060".parse().unwrap(),
             },
             local: "192.0.2.2:5060".parse().unwrap(),
-            received: Instant::now(),
+            arrived: Instant::now(),
         }
     }
 
@@ -332,22 +350,23 @@ mod tests {
         ))
     }
 
+    fn new_work(inbound: &Inbound) -> bool {
+        matches!(&inbound.received, Received::Message(m) if starts_new_work(m))
+    }
+
     #[test]
     fn new_work_is_what_has_no_dialog_yet_and_is_no_ack_or_cancel() {
-        assert!(starts_new_work(&request("INVITE", "").message));
-        assert!(starts_new_work(&request("OPTIONS", "").message));
-        assert!(
-            !starts_new_work(&request("INVITE", ";tag=t").message),
-            "re-INVITE"
-        );
-        assert!(!starts_new_work(&request("BYE", ";tag=t").message));
-        assert!(!starts_new_work(&request("ACK", "").message));
-        assert!(!starts_new_work(&request("CANCEL", "").message));
+        assert!(new_work(&request("INVITE", "")));
+        assert!(new_work(&request("OPTIONS", "")));
+        assert!(!new_work(&request("INVITE", ";tag=t")), "re-INVITE");
+        assert!(!new_work(&request("BYE", ";tag=t")));
+        assert!(!new_work(&request("ACK", "")));
+        assert!(!new_work(&request("CANCEL", "")));
         let response = inbound(
             "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.2;branch=z9hG4bKx\r\nFrom: <sip:a@h>;tag=1\r\n\
              To: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
         );
-        assert!(!starts_new_work(&response.message));
+        assert!(!new_work(&response));
     }
 
     #[test]
@@ -393,8 +412,10 @@ mod tests {
             queues.new_work.try_recv().is_err(),
             "nothing of the INVITE was queued"
         );
-        let queued = queues.dialog.try_recv().unwrap().message;
-        assert!(matches!(queued, SipMessage::Request(r) if r.method == Method::Bye));
+        let queued = queues.dialog.try_recv().unwrap().received;
+        assert!(
+            matches!(queued, Received::Message(SipMessage::Request(r)) if r.method == Method::Bye)
+        );
         assert_eq!(queues.overload.refused.load(Ordering::Relaxed), 2);
     }
 

@@ -141,8 +141,10 @@ impl TimerValues {
 /// Identifies a transaction.
 ///
 /// Server: (branch, sent-by of the top Via, method with ACK folded into INVITE), §17.2.3.
-/// Client: (branch, method), §17.1.3. Requests without an RFC 3261 branch get a synthetic
-/// branch built from Call-ID, From tag, CSeq number and the top Via text (RFC 2543 style).
+/// Client: (branch, method), §17.1.3. Requests without an RFC 3261 branch (none, one without
+/// the magic cookie, or the bare cookie: RFC 4475 badbranch) get a synthetic branch built from
+/// what §17.2.3 compares for RFC 2543 elements: Request-URI, To tag, From tag, Call-ID, CSeq
+/// number and the top Via (see [`legacy_branch`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TransactionKey {
     /// Client and server transactions live in separate namespaces.
@@ -188,10 +190,18 @@ impl TransactionKey {
     /// §17.2.3 key of an incoming request; None if it lacks what matching needs (then the
     /// message is malformed and gets dropped).
     fn server(request: &Request) -> Option<TransactionKey> {
+        let to = request.headers.to().ok();
+        Self::server_with_to_tag(request, to.as_ref().and_then(|to| to.tag()))
+    }
+
+    /// The key of `request` as if its To tag were `to_tag` (which only an RFC 2543 key holds):
+    /// the INVITE an RFC 2543 ACK acknowledges had the To tag our response added, not the
+    /// ACK's.
+    fn server_with_to_tag(request: &Request, to_tag: Option<&str>) -> Option<TransactionKey> {
         let via = request.headers.top_via().ok()?;
         let branch = match via.branch() {
-            Some(branch) if branch.starts_with(MAGIC_COOKIE) => branch.to_owned(),
-            _ => legacy_branch(request)?,
+            Some(branch) if is_rfc3261_branch(branch) => branch.to_owned(),
+            _ => legacy_branch(request, to_tag)?,
         };
         // The ACK of a non-2xx is part of the INVITE transaction.
         let method = match request.method {
@@ -502,7 +512,12 @@ impl TransactionLayer {
         let Some(key) = TransactionKey::server(&request) else {
             return;
         };
-        if let Some(&id) = self.index.get(&key) {
+        if let Some(id) = self
+            .index
+            .get(&key)
+            .copied()
+            .or_else(|| self.acked_invite(&request))
+        {
             let tx = self
                 .transactions
                 .get_mut(&id)
@@ -519,6 +534,31 @@ impl TransactionLayer {
             return;
         }
         self.create_server(key, request, source);
+    }
+
+    /// §17.2.3 for RFC 2543 elements: their ACK of our non-2xx matches the INVITE transaction
+    /// when Request-URI, From tag, Call-ID, CSeq number and top Via match the INVITE's and its
+    /// To tag is the one of the response we sent (the INVITE itself had none).
+    fn acked_invite(&self, ack: &Request) -> Option<u64> {
+        if ack.method != Method::Ack {
+            return None;
+        }
+        let ack_tag = ack.headers.to().ok()?.tag().map(str::to_owned)?;
+        let key = TransactionKey::server_with_to_tag(ack, None)?;
+        if is_rfc3261_branch(&key.branch) {
+            return None;
+        }
+        let id = *self.index.get(&key)?;
+        let tx = self.transactions.get(&id)?;
+        let Side::Server {
+            last_response: Some(response),
+            ..
+        } = &tx.side
+        else {
+            return None;
+        };
+        let our_tag = response.headers.to().ok()?.tag().map(str::to_owned);
+        (our_tag.as_deref() == Some(ack_tag.as_str())).then_some(id)
     }
 
     /// A new server transaction (§17.2.1 / §17.2.2). Its timers start with the first final.
@@ -1069,17 +1109,27 @@ fn build_ack(invite: &Request, cseq: u32, response: &Response) -> Request {
     ack
 }
 
-/// Substitute branch for requests from RFC 2543 elements (no magic cookie, or no branch):
-/// the fields §17.2.3 tells such implementations to compare, except the To tag, which the
-/// ACK of a non-2xx has and its INVITE has not.
-fn legacy_branch(request: &Request) -> Option<String> {
+/// A branch an RFC 3261 element made (§8.1.1.7): the magic cookie and something after it.
+/// The bare cookie (RFC 4475 badbranch) identifies nothing: such requests are matched as an
+/// RFC 2543 element's.
+fn is_rfc3261_branch(branch: &str) -> bool {
+    branch.len() > MAGIC_COOKIE.len() && branch.starts_with(MAGIC_COOKIE)
+}
+
+/// Substitute branch for requests from RFC 2543 elements (§17.2.3): Request-URI, To tag (the
+/// caller's `to_tag`, see [`TransactionKey::server_with_to_tag`]), From tag, Call-ID, CSeq
+/// number (not the method: the ACK and CANCEL of an INVITE match it) and the top Via, as
+/// received. `rfc2543|` cannot start an RFC 3261 branch.
+fn legacy_branch(request: &Request, to_tag: Option<&str>) -> Option<String> {
     let headers = &request.headers;
     let call_id = headers.call_id().ok()?;
     let from = headers.from().ok()?;
     let cseq = headers.cseq().ok()?;
     let via = headers.get("Via")?;
     Some(format!(
-        "rfc2543|{call_id}|{}|{}|{via}",
+        "rfc2543|{}|{}|{}|{call_id}|{}|{via}",
+        request.uri,
+        to_tag.unwrap_or(""),
         from.tag().unwrap_or(""),
         cseq.seq
     ))
@@ -2068,6 +2118,72 @@ mod tests {
             .terminate(&new_request_key(&events))
             .expect("still alive");
         h.run_to_end();
+    }
+
+    /// §17.2.3 for RFC 2543 requests (RFC 4475 inv2543): the Request-URI and the To tag are
+    /// part of the match; the ACK of our non-2xx carries the To tag of that response, which
+    /// the INVITE did not have, and matches the INVITE's transaction by it — another tag, or
+    /// another Request-URI, is no ACK of it.
+    #[test]
+    fn rfc2543_matching_compares_request_uri_and_to_tags() {
+        let mut h = Harness::new();
+        let invite = request_with_via(Method::Invite, "");
+        let key = new_request_key(&h.receive(req(&invite), udp(CALLER)));
+        h.respond(&key, response(&invite, 404));
+
+        // Same fields but another Request-URI: a request of its own, not a retransmission.
+        let mut elsewhere = invite.clone();
+        elsewhere.uri = Uri::parse("sip:carol@example.com").expect("test URI literal");
+        let events = h.receive(req(&elsewhere), udp(CALLER));
+        assert!(
+            events.iter().any(|e| matches!(e, TxEvent::Request { .. })),
+            "{events:?}"
+        );
+        let other = new_request_key(&events);
+        assert_ne!(other, key);
+        h.layer.terminate(&other).expect("still alive");
+        h.drain();
+
+        // The ACK with another tag than our 404's is not this transaction's: the TU sees it.
+        let mut stray = request_with_via(Method::Ack, "");
+        stray
+            .headers
+            .set("To", "<sip:bob@example.com>;tag=someone-else");
+        let events = h.receive(req(&stray), udp(CALLER));
+        assert!(
+            matches!(events.as_slice(), [TxEvent::StrayAck { .. }]),
+            "{events:?}"
+        );
+
+        // The INVITE retransmitted: the 404 again, from the transaction.
+        let events = h.receive(req(&invite), udp(CALLER));
+        assert!(matches!(only_transmit(&events).1, SipMessage::Response(r) if r.status == 404));
+
+        // Our 404's tag: the ACK is absorbed, the 404 is retransmitted no more.
+        let mut ack = request_with_via(Method::Ack, "");
+        ack.headers.set("To", "<sip:bob@example.com>;tag=callee");
+        assert_eq!(h.receive(req(&ack), udp(CALLER)), []);
+        let after = h.run_to_end();
+        assert!(sent_responses(&after, 404).is_empty(), "{after:?}");
+        assert!(h.layer.is_empty());
+    }
+
+    /// RFC 4475 badbranch: `branch=z9hG4bK` with nothing after the cookie identifies nothing;
+    /// two such requests from one sent-by are two transactions, told apart as RFC 2543 ones.
+    #[test]
+    fn a_branch_of_only_the_magic_cookie_is_matched_as_rfc2543() {
+        let mut h = Harness::new();
+        let first = request(Method::Options, "z9hG4bK");
+        let mut second = first.clone();
+        second.headers.set("Call-ID", "another-call@192.0.2.10");
+        let a = new_request_key(&h.receive(req(&first), udp(CALLER)));
+        let b = new_request_key(&h.receive(req(&second), udp(CALLER)));
+        assert_ne!(a, b);
+        assert!(a.branch().starts_with("rfc2543|"), "{}", a.branch());
+        assert_eq!(h.layer.len(), 2);
+        for key in [a, b] {
+            h.layer.terminate(&key).expect("still alive");
+        }
     }
 
     #[test]

@@ -5,7 +5,15 @@
 //! our address as a peer sees it.
 //! Must not: keep SIP state. Every message goes to the control plane through the overload
 //! intake ([`super::overload`]), which may answer a new request 503 itself; nothing queues
-//! without bound.
+//! without bound. A request that does
+//! not parse goes there too, as [`Received::Unparsed`], so the UA can answer it (RFC 4475
+//! §3.1.2); a response that does not parse is dropped.
+//!
+//! Closing a stream: junk that cannot be framed, a message too large, a partial message that
+//! stalls, or the peer's end of stream stop the reading, but the connection is not dropped
+//! there: its reader queues [`Received::StreamEnd`] behind the messages it already handed on,
+//! and the control plane calls [`SipTransport::close_stream`] when it reaches it, once it has
+//! answered them. The answers go out on that connection, then it closes.
 
 use std::collections::HashMap;
 use std::io;
@@ -16,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-use super::message::{frame, parse, Frame, SipMessage};
+use super::message::{frame, parse, Frame, SipMessage, Unparsed};
 use super::overload::{Intake, SipIntake};
 use super::transaction::{Peer, Transport};
 
@@ -25,6 +33,11 @@ const MAX_STREAM_BUFFER: usize = 256 * 1024;
 
 /// A TLS client that has not finished its handshake by then is dropped.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A stream holding part of a message that gets no further byte for this long is closed
+/// (RFC 4475 §3.1.2.2 clerr: a Content-Length beyond what ever comes). 64·T1 of the default T1,
+/// the longest a SIP transaction waits.
+const PARTIAL_MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(32);
 
 /// A listener from `[sip] listen`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,16 +58,48 @@ pub enum ListenTransport {
 /// One message from the network.
 #[derive(Debug)]
 pub struct Inbound {
-    pub message: SipMessage,
+    pub received: Received,
     pub source: Peer,
     /// Our address (IP and listener port) as `source` reaches us.
     pub local: SocketAddr,
     /// When it was read off the socket: its wait for the control plane is the overload signal.
-    pub received: std::time::Instant,
+    pub arrived: std::time::Instant,
 }
 
-/// The writer queue of one stream connection.
-type StreamWriter = mpsc::Sender<Vec<u8>>;
+/// What came from a peer.
+#[derive(Debug)]
+pub enum Received {
+    /// A message that parsed.
+    Message(SipMessage),
+    /// A request that did not, kept as far as its answer needs.
+    Unparsed(Unparsed),
+    /// The stream connection from `source` reads no more: close it (see the module notes)
+    /// once the messages before this one are answered. `connection` tells it from a later
+    /// connection of the same peer address.
+    StreamEnd { connection: u64 },
+}
+
+impl Received {
+    /// What `parse` made of these bytes: the message, what is left of a request it refused,
+    /// or None (an unparseable response, or no request at all).
+    fn from_bytes(bytes: &[u8]) -> Option<Received> {
+        match parse(bytes) {
+            Ok(message) => Some(Received::Message(message)),
+            Err(e) => {
+                tracing::debug!(error = %e, len = bytes.len(), "unparseable SIP message");
+                Unparsed::salvage(bytes, e).map(Received::Unparsed)
+            }
+        }
+    }
+}
+
+/// One stream connection in the map: its writer queue, and its number (see
+/// [`Received::StreamEnd`]).
+#[derive(Clone)]
+struct StreamWriter {
+    connection: u64,
+    queue: mpsc::Sender<Vec<u8>>,
+}
 
 /// Handle for sending; cheap to clone.
 #[derive(Clone)]
@@ -68,8 +113,12 @@ struct Inner {
     tls_listeners: Vec<SocketAddr>,
     /// Open TCP and TLS connections by transport and peer address: the writer queue of each.
     tcp_connections: Mutex<HashMap<(Transport, SocketAddr), StreamWriter>>,
+    /// The number the next stream connection gets.
+    next_connection: std::sync::atomic::AtomicU64,
     intake: SipIntake,
     advertised: Option<IpAddr>,
+    /// See [`PARTIAL_MESSAGE_TIMEOUT`].
+    partial_message_timeout: std::time::Duration,
 }
 
 impl SipTransport {
@@ -118,8 +167,10 @@ impl SipTransport {
             tcp_listeners: tcp.iter().map(|(_, a)| *a).collect(),
             tls_listeners: tls.iter().map(|(_, a)| *a).collect(),
             tcp_connections: Mutex::new(HashMap::new()),
+            next_connection: std::sync::atomic::AtomicU64::new(1),
             intake,
             advertised,
+            partial_message_timeout: PARTIAL_MESSAGE_TIMEOUT,
         });
         for (socket, local) in udp {
             tokio::spawn(udp_receive(inner.clone(), socket, local));
@@ -188,6 +239,13 @@ impl SipTransport {
         }
     }
 
+    /// Closes the stream connection a [`Received::StreamEnd`] came from: what is queued for it
+    /// is written first. A later connection of the same peer address stays.
+    pub fn close_stream(&self, peer: Peer, connection: u64) {
+        // The writer task writes what its queue holds, then ends with the last sender.
+        forget_stream(&self.inner, peer, connection);
+    }
+
     /// TLS: only on a connection the peer opened (we place no calls over TLS).
     fn send_tls(&self, to: SocketAddr, bytes: Vec<u8>) {
         let existing = self
@@ -199,7 +257,7 @@ impl SipTransport {
             .cloned();
         match existing {
             Some(writer) => {
-                if writer.try_send(bytes).is_err() {
+                if writer.queue.try_send(bytes).is_err() {
                     tracing::debug!("TLS writer queue full or closed; message dropped");
                 }
             }
@@ -236,7 +294,7 @@ impl SipTransport {
             .get(&(Transport::Tcp, to))
             .cloned();
         if let Some(writer) = existing {
-            if writer.try_send(bytes).is_err() {
+            if writer.queue.try_send(bytes).is_err() {
                 tracing::debug!("TCP writer queue full or closed; message dropped");
             }
             return;
@@ -304,28 +362,24 @@ async fn udp_receive(inner: Arc<Inner>, socket: Arc<UdpSocket>, local: SocketAdd
         if data.iter().all(|b| b.is_ascii_whitespace()) {
             continue; // keep-alive
         }
-        let message = match parse(data) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!(error = %e, len, "unparseable SIP datagram dropped");
-                continue;
-            }
+        let Some(received) = Received::from_bytes(data) else {
+            tracing::debug!(len, %source, "unanswerable SIP datagram dropped");
+            continue;
         };
         let our = locals.ours(local, source.ip(), inner.advertised);
         let inbound = Inbound {
-            message,
+            received,
             source: Peer {
                 transport: Transport::Udp,
                 addr: source,
             },
             local: our,
-            received: std::time::Instant::now(),
+            arrived: std::time::Instant::now(),
         };
-        let to = inbound.source.addr;
         match inner.intake.offer(inbound) {
             Intake::Queued => {}
             Intake::Refused(answer) => {
-                if let Err(error) = socket.send_to(&answer, to).await {
+                if let Err(error) = socket.send_to(&answer, source).await {
                     tracing::debug!(%error, "503 not sent");
                 }
             }
@@ -394,86 +448,153 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (writer_tx, mut writer_rx) = mpsc::channel::<Vec<u8>>(256);
+    let connection = inner
+        .next_connection
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     inner
         .tcp_connections
         .lock()
         .expect("tcp connection map lock is never poisoned: no panics while held")
-        .insert((transport, peer), writer_tx.clone());
-    let (mut read_half, mut write_half) = tokio::io::split(stream);
+        .insert(
+            (transport, peer),
+            StreamWriter {
+                connection,
+                queue: writer_tx.clone(),
+            },
+        );
+    let (read_half, mut write_half) = tokio::io::split(stream);
+    // Writes until the last sender is gone (`close_stream` drops the map's), everything queued
+    // before that included, then closes the sending side.
     tokio::spawn(async move {
         while let Some(bytes) = writer_rx.recv().await {
             if write_half.write_all(&bytes).await.is_err() || write_half.flush().await.is_err() {
-                break;
+                return;
             }
         }
+        let _ = write_half.shutdown().await;
     });
-    let our_port = listener_local.port();
-    tokio::spawn(async move {
-        let mut buf: Vec<u8> = Vec::with_capacity(8192);
-        let mut chunk = vec![0u8; 16384];
-        let mut locals = LocalAddressCache::default();
-        'read: loop {
-            let n = match read_half.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            buf.extend_from_slice(&chunk[..n]);
-            loop {
-                match frame(&buf) {
-                    Frame::Incomplete => break,
-                    Frame::KeepAlive(len) => {
-                        buf.drain(..len);
-                    }
-                    Frame::Complete(len) => {
-                        let parsed = parse(&buf[..len]);
-                        buf.drain(..len);
-                        let message = match parsed {
-                            Ok(m) => m,
-                            Err(e) => {
-                                tracing::debug!(error = %e, "unparseable SIP message on TCP");
-                                continue;
-                            }
-                        };
-                        let bound = SocketAddr::new(listener_local.ip(), our_port);
-                        let inbound = Inbound {
-                            message,
-                            source: Peer {
-                                transport,
-                                addr: peer,
-                            },
-                            local: locals.ours(bound, peer.ip(), inner.advertised),
-                            received: std::time::Instant::now(),
-                        };
-                        let source = inbound.source;
-                        match inner.intake.deliver(inbound).await {
-                            Ok(Intake::Refused(answer)) => {
-                                SipTransport {
-                                    inner: inner.clone(),
-                                }
-                                .send(source, answer);
-                            }
-                            Ok(_) => {}
-                            Err(()) => break 'read,
-                        }
-                    }
-                    Frame::Invalid(e) => {
-                        tracing::info!(error = %e, "closing TCP connection with unframeable SIP");
-                        break 'read;
-                    }
+    let source = Peer {
+        transport,
+        addr: peer,
+    };
+    tokio::spawn(read_stream(
+        inner,
+        read_half,
+        source,
+        listener_local,
+        connection,
+    ));
+    writer_tx
+}
+
+/// Reads one stream connection: frames its messages (RFC 3261 §18.3) and hands them on, until
+/// the peer ends the stream, sends what cannot be framed, lets a partial message stall, or
+/// overflows the buffer; then hands on [`Received::StreamEnd`].
+async fn read_stream<R>(
+    inner: Arc<Inner>,
+    mut read_half: R,
+    source: Peer,
+    listener_local: SocketAddr,
+    connection: u64,
+) where
+    R: AsyncRead + Unpin,
+{
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut chunk = vec![0u8; 16384];
+    let mut locals = LocalAddressCache::default();
+    let mut local = || locals.ours(listener_local, source.addr.ip(), inner.advertised);
+    'read: loop {
+        let read = if buf.is_empty() {
+            read_half.read(&mut chunk).await
+        } else {
+            match tokio::time::timeout(inner.partial_message_timeout, read_half.read(&mut chunk))
+                .await
+            {
+                Ok(read) => read,
+                Err(_) => {
+                    tracing::info!(peer = %source.addr, "closing stream connection: a partial message stalled");
+                    break;
                 }
             }
-            if buf.len() > MAX_STREAM_BUFFER {
-                tracing::info!("closing TCP connection: message too large");
-                break;
+        };
+        let n = match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            match frame(&buf) {
+                Frame::Incomplete => break,
+                Frame::KeepAlive(len) => {
+                    buf.drain(..len);
+                }
+                Frame::Complete(len) => {
+                    let received = Received::from_bytes(&buf[..len]);
+                    buf.drain(..len);
+                    if let Some(received) = received {
+                        if !deliver(&inner, received, source, local()).await {
+                            return forget_stream(&inner, source, connection);
+                        }
+                    }
+                }
+                Frame::Invalid(e) => {
+                    tracing::info!(peer = %source.addr, error = %e, "closing stream connection with unframeable SIP");
+                    // A request whose framing is broken (no, a negative or conflicting
+                    // Content-Length: RFC 4475 ncl, mcl01) is still answered before the close.
+                    if let Some(unparsed) = Unparsed::salvage(&buf, e) {
+                        if !deliver(&inner, Received::Unparsed(unparsed), source, local()).await {
+                            return forget_stream(&inner, source, connection);
+                        }
+                    }
+                    break 'read;
+                }
             }
         }
-        inner
-            .tcp_connections
-            .lock()
-            .expect("tcp connection map lock is never poisoned: no panics while held")
-            .remove(&(transport, peer));
-    });
-    writer_tx
+        if buf.len() > MAX_STREAM_BUFFER {
+            tracing::info!(peer = %source.addr, "closing stream connection: message too large");
+            break;
+        }
+    }
+    if !deliver(&inner, Received::StreamEnd { connection }, source, local()).await {
+        forget_stream(&inner, source, connection);
+    }
+}
+
+/// Queues one inbound for the control plane (waiting for room: the stream's back-pressure),
+/// or sends the intake's 503 back on the stream; false once the control plane is gone.
+async fn deliver(inner: &Arc<Inner>, received: Received, source: Peer, local: SocketAddr) -> bool {
+    let inbound = Inbound {
+        received,
+        source,
+        local,
+        arrived: std::time::Instant::now(),
+    };
+    match inner.intake.deliver(inbound).await {
+        Ok(Intake::Refused(answer)) => {
+            SipTransport {
+                inner: inner.clone(),
+            }
+            .send(source, answer);
+            true
+        }
+        Ok(_) => true,
+        Err(()) => false,
+    }
+}
+
+/// Without a control plane to pass [`Received::StreamEnd`] to: drops the connection at once.
+fn forget_stream(inner: &Inner, source: Peer, connection: u64) {
+    let mut connections = inner
+        .tcp_connections
+        .lock()
+        .expect("tcp connection map lock is never poisoned: no panics while held");
+    let key = (source.transport, source.addr);
+    if connections
+        .get(&key)
+        .is_some_and(|writer| writer.connection == connection)
+    {
+        connections.remove(&key);
+    }
 }
 
 /// Our IP as a given peer sees it: the listener's own address if specific, the configured
@@ -518,4 +639,177 @@ pub fn route_source(peer: IpAddr) -> Option<IpAddr> {
     let socket = std::net::UdpSocket::bind(bind).ok()?;
     socket.connect(SocketAddr::new(peer, 9)).ok()?;
     socket.local_addr().ok().map(|a| a.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::overload::IntakeQueues;
+    use super::*;
+
+    const PEER: &str = "192.0.2.10:5070";
+    const LISTENER: &str = "192.0.2.1:5060";
+
+    const OPTIONS: &str = "OPTIONS sip:user@example.com SIP/2.0\r\n\
+        Via: SIP/2.0/TCP 192.0.2.10:5070;branch=z9hG4bK-stream-1\r\n\
+        From: <sip:caller@example.net>;tag=1\r\nTo: <sip:user@example.com>\r\n\
+        Call-ID: stream-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+
+    /// A transport without sockets, its stream connections served over in-memory pipes.
+    fn transport(partial_message_timeout: Duration) -> (SipTransport, IntakeQueues) {
+        let (intake, queue) = super::super::overload::intake(
+            super::super::overload::OverloadSettings::default(),
+            "callbridge",
+        );
+        let inner = Arc::new(Inner {
+            udp: Vec::new(),
+            tcp_listeners: Vec::new(),
+            tls_listeners: Vec::new(),
+            tcp_connections: Mutex::new(HashMap::new()),
+            next_connection: std::sync::atomic::AtomicU64::new(1),
+            intake,
+            advertised: None,
+            partial_message_timeout,
+        });
+        (SipTransport { inner }, queue)
+    }
+
+    /// A client connection: what it writes reaches `serve_stream`.
+    fn connect(transport: &SipTransport) -> tokio::io::DuplexStream {
+        let (client, server_side) = tokio::io::duplex(64 * 1024);
+        let peer = PEER.parse().expect("test address");
+        let listener = LISTENER.parse().expect("test address");
+        serve_stream(
+            transport.inner.clone(),
+            server_side,
+            peer,
+            listener,
+            Transport::Tcp,
+        );
+        client
+    }
+
+    /// The next inbound the control plane would read (accepted work first).
+    async fn next(queue: &mut IntakeQueues) -> Inbound {
+        let either = async {
+            tokio::select! {
+                biased;
+                inbound = queue.dialog.recv() => inbound,
+                inbound = queue.new_work.recv() => inbound,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), either)
+            .await
+            .expect("the reader hands something on")
+            .expect("the reader is alive")
+    }
+
+    /// The issue-20 case: a request and junk in one write. The request goes to the control
+    /// plane, then the end of the stream; the answer the control plane queues before it
+    /// closes the connection is written on that connection, then the connection closes.
+    #[tokio::test]
+    async fn a_request_followed_by_junk_is_answered_on_its_connection_before_it_closes() {
+        let (transport, mut queue) = transport(PARTIAL_MESSAGE_TIMEOUT);
+        let mut client = connect(&transport);
+        client
+            .write_all(format!("{OPTIONS}\u{16}\u{3}\u{1} no SIP here\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
+        let request = next(&mut queue).await;
+        assert!(matches!(
+            request.received,
+            Received::Message(SipMessage::Request(_))
+        ));
+        let end = next(&mut queue).await;
+        let Received::StreamEnd { connection } = end.received else {
+            panic!("expected the end of the stream, got {:?}", end.received);
+        };
+        let answer = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+        transport.send(request.source, answer.clone());
+        transport.close_stream(end.source, connection);
+        let mut read = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut read))
+            .await
+            .expect("the connection closes")
+            .expect("read");
+        assert_eq!(read, answer);
+        assert!(transport
+            .inner
+            .tcp_connections
+            .lock()
+            .expect("not poisoned")
+            .is_empty());
+    }
+
+    /// RFC 4475 ncl and mcl01 over a stream: the request is answered (its head is whole) and
+    /// the connection then ends; a response whose framing is broken is not handed on.
+    #[tokio::test]
+    async fn a_request_with_broken_framing_is_handed_on_unparsed_then_the_stream_ends() {
+        let (transport, mut queue) = transport(PARTIAL_MESSAGE_TIMEOUT);
+        let mut client = connect(&transport);
+        let ncl = OPTIONS.replace("Content-Length: 0", "Content-Length: -999");
+        client.write_all(ncl.as_bytes()).await.expect("write");
+        let unparsed = next(&mut queue).await;
+        let Received::Unparsed(request) = unparsed.received else {
+            panic!("expected the unparsed request, got {:?}", unparsed.received);
+        };
+        assert_eq!(request.status().0, 400);
+        assert!(matches!(
+            next(&mut queue).await.received,
+            Received::StreamEnd { .. }
+        ));
+
+        let mut client = connect(&transport);
+        client
+            .write_all(b"SIP/2.0 200 OK\r\nContent-Length: five\r\n\r\n")
+            .await
+            .expect("write");
+        assert!(matches!(
+            next(&mut queue).await.received,
+            Received::StreamEnd { .. }
+        ));
+    }
+
+    /// RFC 4475 clerr over a stream: a body shorter than its Content-Length leaves the reader
+    /// waiting, but not for ever.
+    #[tokio::test]
+    async fn a_partial_message_that_stalls_ends_the_stream() {
+        let (transport, mut queue) = transport(Duration::from_millis(100));
+        let mut client = connect(&transport);
+        let clerr = OPTIONS.replace("Content-Length: 0", "Content-Length: 9999");
+        client
+            .write_all(format!("{clerr}only a few bytes").as_bytes())
+            .await
+            .expect("write");
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            next(&mut queue).await.received,
+            Received::StreamEnd { .. }
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(90));
+    }
+
+    /// A `StreamEnd` that comes after the peer reconnected from the same address closes only
+    /// the connection it came from.
+    #[tokio::test]
+    async fn closing_an_old_connection_leaves_the_new_one_of_the_same_peer() {
+        let (transport, mut queue) = transport(PARTIAL_MESSAGE_TIMEOUT);
+        let old = connect(&transport);
+        drop(old);
+        let end = next(&mut queue).await;
+        let Received::StreamEnd { connection } = end.received else {
+            panic!("expected the end of the stream, got {:?}", end.received);
+        };
+        let _new = connect(&transport);
+        transport.close_stream(end.source, connection);
+        let connections = transport
+            .inner
+            .tcp_connections
+            .lock()
+            .expect("not poisoned");
+        let left: Vec<u64> = connections.values().map(|w| w.connection).collect();
+        assert_eq!(left.len(), 1);
+        assert_ne!(left[0], connection);
+    }
 }

@@ -25,6 +25,9 @@ pub enum ParseError {
     /// CSeq method differs from the request method.
     CSeqMethodMismatch,
     BadUri(String),
+    /// A well-formed URI of a scheme we do not serve (RFC 3261 §8.2.2.1: 416 when it is the
+    /// Request-URI's).
+    UnsupportedScheme(String),
 }
 
 /// Prints the part after "Bad Request - " ("Missing Call-ID"); the UA adds that prefix.
@@ -41,6 +44,7 @@ impl fmt::Display for ParseError {
             ParseError::ContentLength(d) => ("Bad Content-Length".into(), d),
             ParseError::CSeqMethodMismatch => ("CSeq Method Mismatch".into(), ""),
             ParseError::BadUri(d) => ("Bad URI".into(), d),
+            ParseError::UnsupportedScheme(d) => ("Unsupported URI Scheme".into(), d),
         };
         f.write_str(&what)?;
         if detail.is_empty() {

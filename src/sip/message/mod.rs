@@ -16,7 +16,8 @@
 //! arithmetic, and error details quote at most a short excerpt of the input.
 //!
 //! Files: `model` (the message types), `parse` (bytes to messages, stream framing), `print`
-//! (messages to bytes), `headers` (the header section and the Via and CSeq values), `uri`
+//! (messages to bytes), `unparsed` (what is left of a request [`parse`] refused, to answer it),
+//! `headers` (the header section and the Via and CSeq values), `uri`
 //! (URIs, name-addrs and their parameters), `error` ([`ParseError`]) and `lex` (character
 //! classes and the cursor the parsers share). Everything public is re-exported here; use the
 //! `crate::sip::message::X` paths.
@@ -27,6 +28,7 @@ mod lex;
 mod model;
 mod parse;
 mod print;
+mod unparsed;
 mod uri;
 
 pub use error::ParseError;
@@ -34,6 +36,7 @@ pub use headers::{CSeq, Header, Headers, Via};
 pub use lex::is_token;
 pub use model::{Method, Request, Response, SipMessage};
 pub use parse::{frame, parse, Frame, MAX_HEAD_LEN, MAX_STREAM_BODY};
+pub use unparsed::Unparsed;
 pub use uri::{find_param, Host, NameAddr, Param, Uri};
 
 #[cfg(test)]

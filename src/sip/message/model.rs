@@ -105,18 +105,14 @@ pub enum SipMessage {
 
 impl Request {
     /// Checks what RFC 3261 §8.1.1 makes mandatory and what a UAS needs to answer at all:
-    /// Via (top one parseable, with branch), From, To, Call-ID, CSeq (whose method equals the
-    /// request method), Max-Forwards is optional. Returns the first problem found.
+    /// Via (top one parseable), From, To, Call-ID, CSeq (whose method equals the request
+    /// method), Max-Forwards is optional. Returns the first problem found.
     /// From, To, Call-ID and CSeq must appear once (RFC 4475 multi01); a Max-Forwards that is
-    /// present must be a number.
+    /// present must be a number. A top Via without a branch is an RFC 2543 element's
+    /// (RFC 4475 inv2543, longreq): the transaction layer matches it by §17.2.3's fields.
     pub fn check_mandatory(&self) -> Result<(), ParseError> {
         let h = &self.headers;
-        if h.top_via()?.branch().is_none() {
-            return Err(ParseError::BadHeader(
-                "Via",
-                "missing branch parameter".to_string(),
-            ));
-        }
+        h.top_via()?;
         h.at_most_once("From")?;
         h.from()?;
         h.at_most_once("To")?;
@@ -128,6 +124,27 @@ impl Request {
             return Err(ParseError::CSeqMethodMismatch);
         }
         h.max_forwards()?;
+        Ok(())
+    }
+
+    /// What a request of a method the UAS does not implement needs before it is refused with
+    /// 405 or 501: RFC 3261 §8.2.1 inspects the method before §8.2.2 inspects the headers, so
+    /// only what the transaction and its answer need is checked — a top Via, a CSeq (RFC 4475
+    /// scalar02: a sequence number out of range is still 400), a Call-ID, a From and a To, and
+    /// without an RFC 3261 branch a From that parses (its tag identifies the transaction).
+    pub fn check_answerable(&self) -> Result<(), ParseError> {
+        let h = &self.headers;
+        let via = h.top_via()?;
+        h.cseq()?;
+        h.call_id()?;
+        for name in ["From", "To"] {
+            if h.get(name).is_none() {
+                return Err(ParseError::Missing(name));
+            }
+        }
+        if via.branch().is_none_or(|b| !b.starts_with("z9hG4bK")) {
+            h.from()?;
+        }
         Ok(())
     }
 }
@@ -210,7 +227,7 @@ Content-Length: 0
 
 ";
         request(&crlf(base)).check_mandatory().unwrap();
-        let cases: [(&str, &str, ParseError); 8] = [
+        let cases: [(&str, &str, ParseError); 7] = [
             (
                 "Via: SIP/2.0/UDP h;branch=z9hG4bK1\n",
                 "",
@@ -227,11 +244,6 @@ Content-Length: 0
                 "Call-ID: c",
                 "Call-ID: ",
                 ParseError::BadHeader("Call-ID", "empty".into()),
-            ),
-            (
-                "Via: SIP/2.0/UDP h;branch=z9hG4bK1",
-                "Via: SIP/2.0/UDP h",
-                ParseError::BadHeader("Via", "missing branch parameter".into()),
             ),
             (
                 "To: <sip:x@y>",
@@ -252,5 +264,51 @@ Content-Length: 0
                 "{text}"
             );
         }
+    }
+
+    /// RFC 4475 inv2543: an RFC 2543 element's Via has no branch; that is no reason for a 400.
+    #[test]
+    fn a_via_without_branch_passes_the_mandatory_check() {
+        let text = "INVITE sip:UserB@example.com SIP/2.0
+Via: SIP/2.0/UDP iftgw.example.com
+From: <sip:+13035551111@ift.client.example.net;user=phone>
+To: sip:+16505552222@ss1.example.net;user=phone
+Call-ID: inv2543.1717@ift.client.example.com
+CSeq: 56 INVITE
+
+";
+        request(&crlf(text)).check_mandatory().unwrap();
+    }
+
+    /// §8.2.1 before §8.2.2: a method we refuse anyway needs only what the refusal needs.
+    #[test]
+    fn check_answerable_needs_what_a_refusal_needs() {
+        let base = "REGISTER sip:example.com SIP/2.0
+To: isbn:2983792873
+From: <http://www.example.com>;tag=3234233
+Call-ID: unksm2.daksdj@hyphenated-host.example.com
+CSeq: 234902 REGISTER
+Via: SIP/2.0/UDP 192.0.2.21:5060;branch=z9hG4bKkdjuw
+Content-Length: 0
+
+";
+        let unksm2 = request(&crlf(base));
+        assert!(unksm2.check_mandatory().is_err(), "From is an http: URI");
+        unksm2.check_answerable().unwrap();
+        let cases = [
+            (
+                "CSeq: 234902 REGISTER",
+                "CSeq: 36893488147419103232 REGISTER",
+            ),
+            ("Call-ID: unksm2.daksdj@hyphenated-host.example.com\n", ""),
+            ("To: isbn:2983792873\n", ""),
+            (";branch=z9hG4bKkdjuw", ""),
+        ];
+        for (from, to) in cases {
+            let text = base.replace(from, to);
+            assert!(request(&crlf(&text)).check_answerable().is_err(), "{text}");
+        }
+        let mismatch = base.replace("CSeq: 234902 REGISTER", "CSeq: 1 INVITE");
+        request(&crlf(&mismatch)).check_answerable().unwrap();
     }
 }

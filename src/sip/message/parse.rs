@@ -273,7 +273,7 @@ fn content_length<'a>(values: impl Iterator<Item = &'a str>) -> Result<Option<us
 }
 
 /// Number of CR/LF bytes at the front (keep-alives and stray line ends before a message).
-fn leading_crlf_len(buf: &[u8]) -> usize {
+pub(super) fn leading_crlf_len(buf: &[u8]) -> usize {
     buf.iter()
         .take_while(|&&b| b == b'\r' || b == b'\n')
         .count()
@@ -282,7 +282,7 @@ fn leading_crlf_len(buf: &[u8]) -> usize {
 /// Finds the empty line ending the header section, searching from `from`. Returns (end of the
 /// header section including the last header's line end, start of the body). Accepts CRLF and
 /// bare LF.
-fn find_head_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+pub(super) fn find_head_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut i = from;
     while let Some(offset) = buf.get(i..)?.iter().position(|&b| b == b'\n') {
         let nl = i + offset;
@@ -297,12 +297,12 @@ fn find_head_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
 
 /// Iterates logical header lines: a physical line starting with SP/HT continues the previous
 /// one (RFC 3261 §7.3.1). Yielded lines still contain their inner line breaks; see [`unfold`].
-struct LogicalLines<'a> {
+pub(super) struct LogicalLines<'a> {
     rest: &'a str,
 }
 
 impl<'a> LogicalLines<'a> {
-    fn new(text: &'a str) -> Self {
+    pub(super) fn new(text: &'a str) -> Self {
         LogicalLines { rest: text }
     }
 }
@@ -336,7 +336,7 @@ impl<'a> Iterator for LogicalLines<'a> {
 }
 
 /// Joins folded physical lines with one space; borrows when the line was not folded.
-fn unfold(line: &str) -> Cow<'_, str> {
+pub(super) fn unfold(line: &str) -> Cow<'_, str> {
     if !line.contains('\n') {
         return Cow::Borrowed(line);
     }
@@ -352,7 +352,7 @@ fn unfold(line: &str) -> Cow<'_, str> {
 
 /// Splits a list header value on commas outside double quotes (with backslash escapes) and
 /// outside `<...>`. Empty items are dropped.
-fn split_list(value: &str) -> Vec<&str> {
+pub(super) fn split_list(value: &str) -> Vec<&str> {
     let mut items = Vec::new();
     let (mut in_quotes, mut escaped, mut in_angle) = (false, false, false);
     let mut start = 0;

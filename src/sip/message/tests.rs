@@ -801,7 +801,11 @@ fn rfc4475_bad_start_lines() {
         ("INVITE sip:user@example.com; lr SIP/2.0", "StartLine"),
         (
             "OPTIONS nobodyKnowsThisScheme:totallyopaquecontent SIP/2.0",
-            "BadUri",
+            "UnsupportedScheme",
+        ),
+        (
+            "OPTIONS soap.beep://192.0.2.103:3002 SIP/2.0",
+            "UnsupportedScheme",
         ),
         (
             "SIP/2.0 4294967301 better not break the receiver",
@@ -821,6 +825,7 @@ fn rfc4475_bad_start_lines() {
             ParseError::Version(_) => "Version",
             ParseError::StartLine(_) => "StartLine",
             ParseError::BadUri(_) => "BadUri",
+            ParseError::UnsupportedScheme(_) => "UnsupportedScheme",
             _ => "other",
         };
         assert_eq!(kind, expected, "{line:?} gave {err:?}");

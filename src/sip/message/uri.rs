@@ -49,10 +49,10 @@ impl Uri {
         match scheme.as_str() {
             "sip" | "sips" => parse_sip_uri(scheme, rest),
             "tel" => parse_tel_uri(scheme, rest),
-            _ => Err(ParseError::BadUri(format!(
-                "unsupported URI scheme {}",
-                excerpt(&scheme)
-            ))),
+            // RFC 3986 §3.1: a scheme is a letter followed by letters, digits, '+', '-', '.';
+            // anything else is not a URI at all.
+            _ if is_scheme(&scheme) => Err(ParseError::UnsupportedScheme(excerpt(&scheme))),
+            _ => Err(ParseError::BadUri(format!("bad scheme in {}", excerpt(s)))),
         }
     }
 
@@ -60,6 +60,13 @@ impl Uri {
     pub fn param(&self, name: &str) -> Option<Option<&str>> {
         find_param(&self.params, name)
     }
+}
+
+/// `ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )` (RFC 3986 §3.1).
+fn is_scheme(scheme: &str) -> bool {
+    let mut bytes = scheme.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
 /// Prints back a valid URI (user part escapes kept as received).
@@ -409,6 +416,9 @@ pub(super) fn for_header(e: ParseError, name: &'static str) -> ParseError {
     match e {
         ParseError::BadHeader(_, detail) => ParseError::BadHeader(name, detail),
         ParseError::BadUri(detail) => ParseError::BadHeader(name, format!("bad URI: {detail}")),
+        ParseError::UnsupportedScheme(scheme) => {
+            ParseError::BadHeader(name, format!("unsupported URI scheme {scheme}"))
+        }
         other => other,
     }
 }
@@ -477,9 +487,20 @@ mod tests {
             (None, Host::V4(Ipv4Addr::new(10, 0, 0, 1)))
         );
 
-        for bad in [
+        for unsupported in [
             "http://example.com/",
             "urn:service:sos",
+            "soap.beep://192.0.2.103:3002",
+        ] {
+            assert!(
+                matches!(
+                    Uri::parse(unsupported),
+                    Err(ParseError::UnsupportedScheme(_))
+                ),
+                "{unsupported}"
+            );
+        }
+        for bad in [
             "sip:",
             "sip:@host",
             "sip:a@b:port",

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 
 use super::dialog::Dialog;
-use super::message::{Method, NameAddr, Request, SipMessage, Uri};
+use super::message::{Method, NameAddr, Request, SipMessage, Unparsed, Uri};
 use super::routing::{Route, Service};
 use super::transaction::{Peer, TimerValues, TransactionKey, TransactionLayer, TxEvent};
 use crate::sdp::{self, LocalCapabilities, NegotiatedMedia, SessionDescription, SessionVersion};
@@ -53,6 +53,12 @@ pub type CallId = u64;
 
 /// Methods we implement, for Allow headers and 405/501 decisions.
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, NOTIFY, UPDATE, PRACK";
+
+/// Whether `method` is one of [`ALLOW`]: the others are refused (405, 501) before their
+/// headers are inspected (RFC 3261 §8.2.1).
+fn implements(method: &Method) -> bool {
+    ALLOW.split(", ").any(|m| m == method.as_str())
+}
 
 /// Extensions we implement (RFC 3262 reliable provisionals, RFC 3891 Replaces, RFC 4028
 /// session timers, RFC 4488 Refer-Sub).
@@ -395,8 +401,19 @@ impl UserAgent {
                         return;
                     }
                 }
-                if let Err(e) = request.check_mandatory() {
-                    self.answer_malformed(&request, source, &e.to_string());
+                let checked = if implements(&request.method) {
+                    request.check_mandatory()
+                } else {
+                    request.check_answerable()
+                };
+                if let Err(e) = checked {
+                    self.answer_malformed(
+                        &request.method,
+                        &request.headers,
+                        source,
+                        400,
+                        &format!("Bad Request - {e}"),
+                    );
                     return;
                 }
                 stamp_via(&mut request, source.addr);
@@ -414,6 +431,26 @@ impl UserAgent {
         };
         self.transactions.handle_message(now, message, source);
         self.drain_transactions(now, Some(local));
+    }
+
+    /// A request the transport could not parse (RFC 4475 §3.1.2): answered statelessly with
+    /// 400, 416 or 505 (see [`Unparsed::status`]); a source outside the trunks gets what
+    /// `[trust] untrusted` says.
+    pub fn handle_unparsed(&mut self, request: Unparsed, source: Peer) {
+        *self
+            .counters
+            .requests_received
+            .entry(request.method.as_str().to_string())
+            .or_default() += 1;
+        if !self.settings.trust.allows(source.addr.ip()) {
+            self.counters.untrusted_requests += 1;
+            if self.settings.trust.untrusted == super::trust::Untrusted::Ignore {
+                return;
+            }
+        }
+        let (status, reason) = request.status();
+        tracing::debug!(source = %source.addr, method = request.method.as_str(), error = %request.error, status, "unparseable request");
+        self.answer_malformed(&request.method, &request.headers, source, status, &reason);
     }
 
     /// Time has passed: retransmissions, timeouts, ringing calls to answer.
@@ -696,14 +733,26 @@ impl UserAgent {
             }
             Method::Cancel => self.on_cancel(now, key, &request),
             Method::Options => {
-                let response = self.options_response(&request);
+                // §8.2.2.3 (RFC 4475 bext01): an extension we lack is refused; Proxy-Require
+                // is for proxies.
+                let response = match self.unsupported_extension(&request) {
+                    Some(tags) => {
+                        let mut response = self.base_response(&request, 420, "Bad Extension");
+                        response.headers.push("Unsupported", tags);
+                        response
+                    }
+                    None => self.options_response(&request),
+                };
                 self.respond(now, &key, response);
             }
             Method::Bye => {
                 self.respond_simple(now, &key, &request, 481, "Call/Transaction Does Not Exist")
             }
             Method::Extension(_) => {
-                self.respond_simple(now, &key, &request, 501, "Not Implemented")
+                // RFC 4475 intmeth, esc02: the 501 lists what we do implement.
+                let mut response = self.base_response(&request, 501, "Not Implemented");
+                response.headers.push("Allow", ALLOW);
+                self.respond(now, &key, response);
             }
             _ => {
                 let mut response = self.base_response(&request, 405, "Method Not Allowed");

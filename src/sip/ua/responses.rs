@@ -11,7 +11,7 @@ use super::addressing::contact_for;
 use super::{CallId, UaOutput, UserAgent, ALLOW, SUPPORTED};
 use crate::sdp::SessionDescription;
 use crate::sip::dialog::set_tag;
-use crate::sip::message::{Method, Request, Response, SipMessage};
+use crate::sip::message::{Headers, Method, Request, Response, SipMessage};
 use crate::sip::transaction::{Peer, TransactionKey};
 
 impl UserAgent {
@@ -34,19 +34,38 @@ impl UserAgent {
     }
 
     /// §8.2.6.2: every response but a 100 carries a To tag; one of ours if the request had none.
+    /// A To we cannot read (a URI scheme we do not serve: RFC 4475 unksm2) gets the tag
+    /// appended as a header parameter, unless it shows one already; a To without any value
+    /// stays as it is.
     fn add_to_tag(&mut self, response: &mut Response) {
         if response.status == 100 {
             return;
         }
-        let Ok(mut to) = response.headers.to() else {
-            return;
-        };
-        if to.tag().is_some() {
-            return;
+        match response.headers.to() {
+            Ok(mut to) => {
+                if to.tag().is_some() {
+                    return;
+                }
+                let tag = self.random_token();
+                set_tag(&mut to, Some(&tag));
+                response.headers.set("To", to.to_string());
+            }
+            Err(_) => {
+                let Some(value) = response.headers.get("To") else {
+                    return;
+                };
+                let squeezed: String = value
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect::<String>()
+                    .to_ascii_lowercase();
+                if value.trim().is_empty() || squeezed.contains(";tag=") {
+                    return;
+                }
+                let tagged = format!("{};tag={}", value.trim_end(), self.random_token());
+                response.headers.set("To", tagged);
+            }
         }
-        let tag = self.random_token();
-        set_tag(&mut to, Some(&tag));
-        response.headers.set("To", to.to_string());
     }
 
     pub(super) fn respond_simple(
@@ -109,18 +128,41 @@ impl UserAgent {
         response
     }
 
-    /// Answers a request that failed the mandatory-header check with 400, when it can be
-    /// answered at all (it needs a Via to route the response); ACKs are never answered.
-    pub(super) fn answer_malformed(&mut self, request: &Request, source: Peer, reason: &str) {
-        if request.method == Method::Ack || request.headers.top_via().is_err() {
+    /// Answers statelessly a request that failed to parse or failed the mandatory-header check,
+    /// when it can be answered at all: it needs a Via (copied as received, even one that does
+    /// not parse: RFC 4475 badinv01); the answer goes to the request's source. ACKs are never
+    /// answered.
+    pub(super) fn answer_malformed(
+        &mut self,
+        method: &Method,
+        headers: &Headers,
+        source: Peer,
+        status: u16,
+        reason: &str,
+    ) {
+        if *method == Method::Ack || headers.get("Via").is_none() {
             tracing::debug!(reason, "dropping unanswerable malformed request");
             return;
         }
-        let mut response = Response::for_request(request, 400, &format!("Bad Request - {reason}"));
+        let mut response = Response {
+            status,
+            reason: reason.to_string(),
+            headers: Headers::default(),
+            body: Vec::new(),
+        };
+        for via in headers.get_all("Via") {
+            response.headers.push("Via", via);
+        }
+        for name in ["From", "To", "Call-ID", "CSeq"] {
+            if let Some(value) = headers.get(name) {
+                response.headers.push(name, value);
+            }
+        }
         response
             .headers
             .push("Server", self.settings.user_agent.clone());
         self.add_to_tag(&mut response);
+        *self.counters.responses_sent.entry(status).or_default() += 1;
         self.outputs.push_back(UaOutput::Transmit {
             to: source,
             message: SipMessage::Response(response),

@@ -2180,3 +2180,199 @@ fn our_reinvite_holds_the_peer_and_handles_glare_retransmission_and_refusal() {
     let _ = reinvite;
     h.peer_hangs_up(&mut peer, call);
 }
+
+// ---- RFC 4475: what a UAS answers the torture messages ----------------------------------------
+
+/// A request the peer writes out in full (the torture messages are not `PeerCall`'s shape).
+fn raw_request(method_line: &str, headers: &str, body: &str) -> String {
+    format!(
+        "{method_line}\r\nVia: SIP/2.0/UDP {PEER};branch=z9hG4bK-raw-{}\r\n{headers}\
+         Content-Length: {}\r\n\r\n{body}",
+        method_line.len(),
+        body.len()
+    )
+}
+
+/// RFC 4475 intmeth, esc02: an endpoint's 501 lists the methods it understands.
+#[test]
+fn a_501_lists_what_we_implement_in_allow() {
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("echo", "allow501");
+    let out = h.receive(peer.out_of_dialog("RE%47IST%45R"));
+    assert_eq!(allow(&response(&out, 501)), ALLOW);
+    h.assert_drains();
+}
+
+/// RFC 4475 bext01 (RFC 3261 §8.2.2.3): OPTIONS requiring what we lack gets 420 listing it;
+/// Proxy-Require is for proxies and is not looked at.
+#[test]
+fn options_requiring_an_unknown_extension_gets_420() {
+    let mut h = Harness::new();
+    let text = raw_request(
+        "OPTIONS sip:user@example.com SIP/2.0",
+        "To: sip:j_user@example.com\r\nFrom: sip:caller@example.net;tag=242etr\r\n\
+         Max-Forwards: 6\r\nCall-ID: bext01.0ha0isndaksdj\r\n\
+         Require: nothingSupportsThis, nothingSupportsThisEither\r\n\
+         Proxy-Require: noProxiesSupportThis, norDoAnyProxiesSupportThis\r\nCSeq: 8 OPTIONS\r\n",
+        "",
+    );
+    let out = h.receive(sip(&text));
+    let refusal = response(&out, 420);
+    let unsupported: Vec<&str> = refusal.headers.get_all("Unsupported").collect();
+    assert_eq!(
+        unsupported,
+        ["nothingSupportsThis", "nothingSupportsThisEither"]
+    );
+    let proxy_only = without_header(&text, "Require");
+    let out = h.receive(sip(&proxy_only.replace("raw-", "raw-proxy-")));
+    assert_eq!(statuses(&out), [200]);
+    h.assert_drains();
+}
+
+/// RFC 4475 sdp01: an INVITE whose Accept leaves out application/sdp can get no answer we
+/// could write: 406 with a Warning saying so, before any media is asked for. An Accept that
+/// lists SDP (or a wildcard covering it) is fine.
+#[test]
+fn an_invite_accepting_no_sdp_gets_406() {
+    let mut h = Harness::new();
+    let peer = PeerCall::new("echo", "sdp01");
+    let sdp = pcmu_sdp(30000);
+    let text = peer.invite_text(
+        "Accept: text/nobodyKnowsThis\r\n",
+        Some(("application/sdp", &sdp)),
+    );
+    let out = h.receive(sip(&text));
+    let refusal = response(&out, 406);
+    assert!(refusal
+        .headers
+        .get("Warning")
+        .is_some_and(|w| w.starts_with("399 ")));
+    assert_invite_refused(&mut h, &peer, &out, 406);
+
+    for accept in ["application/sdp, text/plain", "Application/*;q=0.5", "*/*"] {
+        let peer = PeerCall::new("echo", &format!("accept-{}", accept.len()));
+        let text = peer.invite_text(
+            &format!("Accept: {accept}\r\n"),
+            Some(("application/sdp", &sdp)),
+        );
+        let out = h.receive(sip(&text));
+        assert!(has_incoming_call(&out), "Accept: {accept}");
+    }
+}
+
+/// RFC 3261 §8.2.1 before §8.2.2 (RFC 4475 unksm2, mismatch02): a method we do not implement
+/// is refused for what it is (405, 501) even when headers we would check for our own
+/// methods are unusable; a CSeq out of range is still a 400 (scalar02).
+#[test]
+fn methods_we_do_not_implement_are_refused_before_their_headers_are_inspected() {
+    let mut h = Harness::new();
+    let unksm2 = raw_request(
+        "REGISTER sip:example.com SIP/2.0",
+        "To: isbn:2983792873\r\nFrom: <http://www.example.com>;tag=3234233\r\n\
+         Call-ID: unksm2.daksdj@hyphenated-host.example.com\r\nCSeq: 234902 REGISTER\r\n\
+         Max-Forwards: 70\r\nContact: <name:John_Smith>\r\n",
+        "",
+    );
+    let out = h.receive(sip(&unksm2));
+    let refusal = response(&out, 405);
+    assert_eq!(allow(&refusal), ALLOW);
+    let to = refusal.headers.get("To").expect("To copied");
+    assert!(to.starts_with("isbn:2983792873;tag="), "{to}");
+
+    let mismatch02 = raw_request(
+        "NEWMETHOD sip:user@example.com SIP/2.0",
+        "To: sip:j.user@example.com\r\nFrom: sip:caller@example.net;tag=34525\r\n\
+         Max-Forwards: 6\r\nCall-ID: mismatch02.dj0234sxdfl3\r\nCSeq: 8 INVITE\r\n",
+        "",
+    );
+    assert_eq!(statuses(&h.receive(sip(&mismatch02))), [501]);
+
+    let scalar = unksm2
+        .replace("CSeq: 234902", "CSeq: 36893488147419103232")
+        .replace("raw-", "raw-scalar-");
+    let out = h.receive(sip(&scalar));
+    assert_eq!(statuses(&out), [400]);
+    // A method we implement gets every check: the same CSeq mismatch is a 400 (mismatch01).
+    let mismatch01 = mismatch02
+        .replace("NEWMETHOD", "OPTIONS")
+        .replace("raw-", "raw-01-");
+    assert_eq!(statuses(&h.receive(sip(&mismatch01))), [400]);
+    h.assert_drains();
+}
+
+/// RFC 4475 inv2543: an RFC 2543 INVITE (no branch, no From tag, no Content-Length, no
+/// Max-Forwards) is a call like any other.
+#[test]
+fn an_rfc2543_invite_without_branch_is_served() {
+    let mut h = Harness::new();
+    let sdp = pcmu_sdp(30000);
+    let text = format!(
+        "INVITE sip:echo@{LOCAL} SIP/2.0\r\nVia: SIP/2.0/UDP {PEER}\r\n\
+         From: <sip:+13035551111@ift.client.example.net;user=phone>\r\n\
+         To: sip:echo@{LOCAL}\r\nCall-ID: inv2543.1717@ift.client.example.com\r\n\
+         CSeq: 56 INVITE\r\nContent-Type: application/sdp\r\n\r\n{sdp}"
+    );
+    let out = h.receive(sip(&text));
+    assert_eq!(statuses(&out), [100]);
+    assert!(has_incoming_call(&out));
+}
+
+/// RFC 4475 badinv01: a Via that does not parse is still a Via to copy; the 400 goes back
+/// to where the request came from.
+#[test]
+fn a_request_with_an_unparseable_via_gets_400_all_the_same() {
+    let mut h = Harness::new();
+    let text = "INVITE sip:user@example.com SIP/2.0\r\nTo: sip:j.user@example.com\r\n\
+                From: sip:caller@example.net;tag=134161461246\r\nMax-Forwards: 7\r\n\
+                Call-ID: badinv01.0ha0isndaksdjasdf3234nas\r\nCSeq: 8 INVITE\r\n\
+                Via: SIP/2.0/UDP 192.0.2.15;;,;,,\r\nContact: \"Joe\" <sip:joe@example.org>;;;;\r\n\
+                Content-Length: 0\r\n\r\n";
+    let out = h.receive(sip(text));
+    assert_eq!(sent_to(&out), [addr(PEER)]);
+    let refusal = response(&out, 400);
+    assert_eq!(refusal.headers.get("Via"), Some("SIP/2.0/UDP 192.0.2.15;;"));
+    assert!(to_tag(&refusal).is_some());
+}
+
+/// What the transport could not parse: 416 for a Request-URI scheme we do not serve, 505 for
+/// another SIP version, 400 for the rest; an ACK is never answered, and untrusted sources
+/// hear nothing when `[trust] untrusted` says to ignore them.
+#[test]
+fn unparseable_requests_are_answered_statelessly() {
+    use crate::sip::message::Unparsed;
+    let mut h = Harness::new();
+    let headers = "To: sip:user@example.com\r\nFrom: sip:caller@example.net;tag=384\r\n\
+                   Max-Forwards: 3\r\nCall-ID: unkscm.nasdfasser0q239nwsdfasdkl34\r\n\
+                   CSeq: 3923423 OPTIONS\r\n";
+    let unparsed = |line: &str| {
+        let text = raw_request(line, headers, "");
+        let error = parse(text.as_bytes()).expect_err("must not parse");
+        Unparsed::salvage(text.as_bytes(), error)
+    };
+    for (line, status) in [
+        (
+            "OPTIONS nobodyKnowsThisScheme:totallyopaquecontent SIP/2.0",
+            416,
+        ),
+        ("OPTIONS soap.beep://192.0.2.103:3002 SIP/2.0", 416),
+        ("OPTIONS sip:t.watson@example.org SIP/7.0", 505),
+        ("INVITE  sip:user@example.com  SIP/2.0", 400),
+    ] {
+        let request = unparsed(line).expect("salvaged");
+        h.ua.handle_unparsed(request, udp(PEER));
+        let out = h.drain();
+        let answer = response(&out, status);
+        assert_eq!(sent_to(&out), [addr(PEER)], "{line}");
+        assert!(to_tag(&answer).is_some(), "{line}");
+        assert_eq!(
+            answer.headers.get("Call-ID"),
+            Some("unkscm.nasdfasser0q239nwsdfasdkl34")
+        );
+    }
+    assert!(unparsed("ACK <sip:user@example.com> SIP/2.0").is_none());
+    assert_eq!(
+        h.ua.transaction_count(),
+        0,
+        "answered without a transaction"
+    );
+}

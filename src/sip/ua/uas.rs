@@ -19,6 +19,28 @@ use crate::sip::message::{NameAddr, Request, Response};
 use crate::sip::routing::{Route, Service};
 use crate::sip::transaction::{Peer, TransactionKey, Transport};
 
+/// Whether the request's Accept (RFC 3261 §20.1) admits application/sdp: no Accept does, an
+/// Accept does when a media range covers it (`application/sdp`, `application/*`, `*/*`).
+fn accepts_sdp(request: &Request) -> bool {
+    let mut ranges = request
+        .headers
+        .get_all("Accept")
+        .flat_map(|v| v.split(','))
+        .map(|range| {
+            range
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .peekable();
+    if ranges.peek().is_none() {
+        return true;
+    }
+    ranges.any(|range| matches!(range.as_str(), "application/sdp" | "application/*" | "*/*"))
+}
+
 /// Seconds a draining server asks callers to wait before retrying (Retry-After).
 const DRAIN_RETRY_AFTER_S: u32 = 30;
 
@@ -117,6 +139,17 @@ impl UserAgent {
                 return;
             }
         };
+        // Our answer carries SDP (or our offer does): an Accept without it leaves nothing we
+        // could send (RFC 3261 §21.4.7; RFC 4475 sdp01).
+        if !accepts_sdp(&request) {
+            let mut response = self.base_response(&request, 406, "Not Acceptable");
+            response.headers.push(
+                "Warning",
+                "399 callbridge \"our session description is application/sdp, which Accept does not list\"",
+            );
+            self.respond(now, &key, response);
+            return;
+        }
         // This call's SDES keys: the same for every offer/answer of the dialog, so the
         // pre-check below and the answer in our 2xx agree.
         let mut capabilities = self.settings.capabilities.clone();
