@@ -204,6 +204,14 @@ fn parse_headers(text: &str) -> Result<Headers, ParseError> {
             )));
         }
         let line = unfold(line);
+        // A CR that does not end a line is in no header's grammar; kept, it would be printed
+        // as a space (see `print`), and a Call-ID or tag would not be the one the peer sees.
+        if line.contains('\r') {
+            return Err(ParseError::HeaderSyntax(format!(
+                "bare CR in {}",
+                excerpt(&line)
+            )));
+        }
         let Some((raw_name, value)) = line.split_once(':') else {
             return Err(ParseError::HeaderSyntax(format!(
                 "no colon in {}",

@@ -848,6 +848,19 @@ fn bad_header_syntax() {
             "{extra}"
         );
     }
+    // A bare CR inside a value (a Call-ID here) is no header's syntax: kept, it would be
+    // printed as a space, and the dialog's Call-ID would not be the one the peer sees. A CR
+    // before a folded line's LF is a line end, as ever.
+    let buf = String::from_utf8(minimal("OPTIONS sip:x@y SIP/2.0", ""))
+        .unwrap()
+        .replace("Call-ID: bad.1", "Call-ID: ba\rd.1")
+        .into_bytes();
+    assert!(
+        matches!(parse(&buf), Err(ParseError::HeaderSyntax(_))),
+        "{buf:?}"
+    );
+    let folded = minimal("OPTIONS sip:x@y SIP/2.0", "Subject: a\n b\n");
+    assert_eq!(request(&folded).headers.get("Subject"), Some("a b"));
     // A continuation line right after the start line has nothing to continue.
     let buf = crlf("OPTIONS sip:x@y SIP/2.0\n Via: SIP/2.0/UDP h\n\n");
     assert!(matches!(parse(&buf), Err(ParseError::HeaderSyntax(_))));
@@ -988,6 +1001,16 @@ fn exercise(msg: &SipMessage) {
             .collect()
     };
     assert_eq!(names(&again), names(msg));
+    // What we print is what we parsed: a peer sees the Call-ID, tags and branches we keep.
+    let values = |m: &SipMessage| -> Vec<(String, String)> {
+        m.headers()
+            .0
+            .iter()
+            .filter(|h| !h.name.eq_ignore_ascii_case("Content-Length"))
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect()
+    };
+    assert_eq!(values(&again), values(msg), "reprinted {msg:?}");
     match (msg, &again) {
         (SipMessage::Request(a), SipMessage::Request(b)) => {
             assert_eq!((&a.method, &a.uri, &a.body), (&b.method, &b.uri, &b.body));
