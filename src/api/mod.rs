@@ -535,6 +535,11 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     ));
     out.push_str("# HELP callbridge_calls_total Inbound calls routed.\n# TYPE callbridge_calls_total counter\n");
     out.push_str(&format!("callbridge_calls_total {}\n", s.calls_total));
+    out.push_str("# HELP callbridge_calls_answered_total Calls answered: a 2xx we sent to an INVITE, or one we received to an INVITE we placed.\n# TYPE callbridge_calls_answered_total counter\n");
+    out.push_str(&format!(
+        "callbridge_calls_answered_total {}\n",
+        s.calls_answered_total
+    ));
     out.push_str("# HELP callbridge_connections_released_total Connections released, by reason.\n# TYPE callbridge_connections_released_total counter\n");
     for (reason, n) in &s.releases_by_reason {
         out.push_str(&format!(

@@ -74,6 +74,8 @@ pub struct Controller<M: Backend> {
     pub(super) call_connections: HashMap<CallId, u32>,
     pub(super) next_connection_id: u32,
     pub(super) calls_total: u64,
+    /// Calls answered (a 2xx to an INVITE we received, or to one we sent), ever.
+    pub(super) calls_answered_total: u64,
     pub(super) releases_by_reason: BTreeMap<String, u64>,
     /// What the API shows about each call in progress.
     pub(super) call_info: HashMap<CallId, CallInfo>,
@@ -320,6 +322,7 @@ impl<M: Backend> Controller<M> {
             call_connections: HashMap::new(),
             next_connection_id: 1,
             calls_total: 0,
+            calls_answered_total: 0,
             releases_by_reason: BTreeMap::new(),
             call_info: HashMap::new(),
             released_rtp_received: 0,
@@ -807,6 +810,7 @@ impl<M: Backend> Controller<M> {
             ports_in_use: health.ports_in_use,
             ports_total: health.ports_total,
             calls_total: self.calls_total,
+            calls_answered_total: self.calls_answered_total,
             releases_by_reason: self.releases_by_reason.clone(),
             stalled_workers: health.stalled_workers,
             sip: self.ua.counters().clone(),

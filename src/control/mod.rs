@@ -276,6 +276,8 @@ pub struct Status {
     pub ports_in_use: usize,
     pub ports_total: usize,
     pub calls_total: u64,
+    /// Calls answered (2xx to an INVITE, in or out), ever.
+    pub calls_answered_total: u64,
     pub releases_by_reason: BTreeMap<String, u64>,
     /// Media workers whose loop has not turned for a second (the watchdog's check).
     pub stalled_workers: usize,

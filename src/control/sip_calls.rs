@@ -78,6 +78,7 @@ impl<M: Backend> Controller<M> {
                     }
                 }
                 UaOutput::CallAnswered { call } => {
+                    self.calls_answered_total += 1;
                     if let Some(info) = self.call_info.get_mut(&call) {
                         info.answered = true;
                     }

@@ -155,6 +155,33 @@ fn a_missing_ack_ends_the_call_with_bye_at_64_t1() {
 }
 
 #[test]
+fn calls_routed_and_calls_answered_are_counted_for_metrics() {
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("echo", "counted");
+    h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_008)), ""));
+    peer.learn(&response(&h.take_wire(), 200));
+    // The 2xx is retransmitted until the ACK; the call is answered once.
+    h.advance(Duration::from_secs(2));
+    let retransmitted = statuses(&h.take_wire());
+    assert!(
+        retransmitted.contains(&(200, "INVITE".into())),
+        "{retransmitted:?}"
+    );
+    h.sip_from(PEER, peer.ack());
+    // A call routed but refused (its prompt is missing) is routed, not answered.
+    h.core.engine.prompts.clear();
+    let mut refused = PeerCall::new("hello", "counted-refused");
+    h.sip_from(PEER, refused.invite(Some(&pcmu_sdp(30_010)), ""));
+    let wire = h.take_wire();
+    h.sip_from(PEER, refused.ack_failure(&response(&wire, 404)));
+    let status = h.core.status();
+    assert_eq!((status.calls_total, status.calls_answered_total), (2, 1));
+    h.sip_from(PEER, peer.in_dialog("BYE", ""));
+    assert_eq!(h.core.status().calls_answered_total, 1);
+    h.assert_no_leaks();
+}
+
+#[test]
 fn an_invite_that_cannot_be_served_is_refused_and_its_connection_released() {
     let mut h = Harness::new();
     h.core.engine.prompts.clear();
