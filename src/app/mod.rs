@@ -403,18 +403,50 @@ async fn drain(control: &ControlHandle, timeout: Duration, signals: &mut StopSig
 
 /// systemd WATCHDOG=1 while the control plane answers and every media worker is turning, and
 /// STATUS= with the live counts.
+/// When to give memory a burst of calls freed back to the kernel: once the connections have
+/// fallen to half their peak since the last time (and by at least [`MemoryReturn::MIN_DROP`]),
+/// so a busy steady state never trims and an emptied server always does.
+#[derive(Debug, Default)]
+struct MemoryReturn {
+    peak: usize,
+}
+
+impl MemoryReturn {
+    const MIN_DROP: usize = 256;
+
+    /// Notes the connections now; true when it is time to trim.
+    fn after(&mut self, connections: usize) -> bool {
+        self.peak = self.peak.max(connections);
+        let fallen = self.peak - connections;
+        if fallen >= Self::MIN_DROP && connections <= self.peak / 2 {
+            self.peak = connections;
+            return true;
+        }
+        false
+    }
+}
+
 async fn report_health(control: ControlHandle) {
     let watchdog = sd_notify::watchdog_enabled();
     let period = watchdog
         .map(|d| d / 2)
         .unwrap_or(Duration::from_secs(5))
         .min(Duration::from_secs(5));
+    let mut memory = MemoryReturn::default();
     loop {
         tokio::time::sleep(period).await;
         let Some(s) = status(&control).await else {
             tracing::warn!("control plane did not answer; watchdog not fed");
             continue;
         };
+        if memory.after(s.connections) {
+            // glibc keeps what a burst freed for later; hand it back (off the async workers:
+            // trimming walks every arena).
+            tokio::task::spawn_blocking(|| {
+                // SAFETY: malloc_trim only releases free heap pages; no pointer is involved.
+                unsafe { libc::malloc_trim(0) };
+            });
+        }
         let text = format!(
             "calls={} connections={} conferences=0",
             s.calls, s.connections
@@ -502,5 +534,22 @@ pub fn media_settings(config: &Config, sip: &config::SipSettings) -> MediaSettin
                 .format()
                 .expect("config check: recording.format is known"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryReturn;
+
+    #[test]
+    fn memory_goes_back_after_a_burst_not_in_a_steady_state() {
+        let mut memory = MemoryReturn::default();
+        for connections in [0, 500, 2000, 1900, 1500, 1001] {
+            assert!(!memory.after(connections), "{connections}: still busy");
+        }
+        assert!(memory.after(1000), "half the peak");
+        assert!(!memory.after(900), "the peak starts again from there");
+        assert!(memory.after(300), "and it halved again");
+        assert!(!memory.after(100), "a fall of 200 is too small to bother");
     }
 }
