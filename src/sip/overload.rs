@@ -14,7 +14,7 @@
 //! queues are empty. A full queue refuses too (503 for new work; what belongs to accepted
 //! work is dropped and retransmitted by its sender, counted).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -28,10 +28,11 @@ use super::transport::{Inbound, Received};
 const DIALOG_QUEUE: usize = 16_384;
 /// Requests for new work that may wait; past it they are refused with 503.
 const NEW_WORK_QUEUE: usize = 4_096;
-/// New-work requests remembered as accepted, so that their retransmissions are never refused:
-/// a 503 to the retransmission of an INVITE the control plane is about to answer would leave
-/// that call established with a caller who has given up on it.
-const ADMITTED_REMEMBERED: usize = 4 * NEW_WORK_QUEUE;
+/// New-work requests remembered with what was decided for them, so that a retransmission gets
+/// the same decision: a 503 to the retransmission of an INVITE the control plane is about to
+/// answer, or an answer to the retransmission of one already refused, would leave a call
+/// established with a caller who has given up on it.
+const DECISIONS_REMEMBERED: usize = 65_536;
 
 /// `[sip]`'s overload settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,29 +117,30 @@ pub struct SipIntake {
     overload: Arc<Overload>,
     /// The `Server` header of our 503s.
     server: Arc<str>,
-    admitted: Arc<Mutex<Admitted>>,
+    decisions: Arc<Mutex<Decisions>>,
 }
 
-/// The last [`ADMITTED_REMEMBERED`] new-work requests queued, by transaction.
+/// The last [`DECISIONS_REMEMBERED`] new-work requests, by transaction: queued or refused.
 #[derive(Debug, Default)]
-struct Admitted {
-    keys: HashSet<u64>,
+struct Decisions {
+    queued: HashMap<u64, bool>,
     order: VecDeque<u64>,
 }
 
-impl Admitted {
-    fn contains(&self, key: u64) -> bool {
-        self.keys.contains(&key)
+impl Decisions {
+    /// Whether the transaction was queued (Some(true)) or refused (Some(false)) before.
+    fn get(&self, key: u64) -> Option<bool> {
+        self.queued.get(&key).copied()
     }
 
-    fn insert(&mut self, key: u64) {
-        if !self.keys.insert(key) {
+    fn insert(&mut self, key: u64, queued: bool) {
+        if self.queued.insert(key, queued).is_some() {
             return;
         }
         self.order.push_back(key);
-        if self.order.len() > ADMITTED_REMEMBERED {
+        if self.order.len() > DECISIONS_REMEMBERED {
             if let Some(old) = self.order.pop_front() {
-                self.keys.remove(&old);
+                self.queued.remove(&old);
             }
         }
     }
@@ -183,7 +185,7 @@ pub fn intake(settings: OverloadSettings, server: &str) -> (SipIntake, IntakeQue
             new_work: new_tx,
             overload: overload.clone(),
             server: server.into(),
-            admitted: Arc::default(),
+            decisions: Arc::default(),
         },
         IntakeQueues {
             dialog,
@@ -218,23 +220,29 @@ impl SipIntake {
             };
         }
         let key = transaction_key(&inbound);
-        let mut admitted = self.admitted.lock().unwrap_or_else(PoisonError::into_inner);
-        // Shedding refuses new work, not a retransmission of work already accepted.
-        if self.overload.shedding() && !admitted.contains(key) {
-            drop(admitted);
-            return self.refuse(&inbound.received);
-        }
-        match self.new_work.try_send(inbound) {
-            Ok(()) => {
-                admitted.insert(key);
-                Intake::Queued
-            }
-            Err(mpsc::error::TrySendError::Full(inbound))
-            | Err(mpsc::error::TrySendError::Closed(inbound)) => {
-                drop(admitted);
-                self.refuse(&inbound.received)
-            }
-        }
+        let mut decisions = self
+            .decisions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // A retransmission gets what its first transmission got; shedding refuses new work.
+        let previous = decisions.get(key);
+        let decided = match previous {
+            Some(false) => self.refuse(&inbound.received),
+            None if self.overload.shedding() => self.refuse(&inbound.received),
+            Some(true) | None => match self.new_work.try_send(inbound) {
+                Ok(()) => Intake::Queued,
+                // A retransmission of queued work is dropped, never refused: the transaction
+                // layer answers it.
+                Err(_) if previous.is_some() => {
+                    self.overload.dropped.fetch_add(1, Ordering::Relaxed);
+                    Intake::Dropped
+                }
+                Err(mpsc::error::TrySendError::Full(inbound))
+                | Err(mpsc::error::TrySendError::Closed(inbound)) => self.refuse(&inbound.received),
+            },
+        };
+        decisions.insert(key, previous.unwrap_or(decided == Intake::Queued));
+        decided
     }
 
     /// Queues `inbound`, waiting for room if it belongs to accepted work (a stream
@@ -437,6 +445,30 @@ mod tests {
     }
 
     #[test]
+    fn a_retransmission_of_a_refused_invite_is_refused_again_after_the_overload() {
+        let (intake, mut queues) = intake(OverloadSettings::default(), "callbridge");
+        queues.overload.observe(Duration::from_secs(1), false);
+        assert!(matches!(
+            intake.offer(request("INVITE", "")),
+            Intake::Refused(_)
+        ));
+        queues.overload.observe(Duration::ZERO, true);
+        assert!(!queues.overload.shedding());
+        // The caller already has its 503: the call it gave up on must not be answered now.
+        assert!(matches!(
+            intake.offer(request("INVITE", "")),
+            Intake::Refused(_)
+        ));
+        assert_eq!(
+            intake.offer(request("OPTIONS", "")),
+            Intake::Queued,
+            "new work again"
+        );
+        assert!(queues.new_work.try_recv().is_ok());
+        assert!(queues.new_work.try_recv().is_err());
+    }
+
+    #[test]
     fn a_full_queue_refuses_new_work_and_drops_nothing_silently() {
         let (intake, _queues) = intake(
             OverloadSettings {
@@ -445,13 +477,24 @@ mod tests {
             },
             "callbridge",
         );
-        for _ in 0..NEW_WORK_QUEUE {
-            assert_eq!(intake.offer(request("OPTIONS", "")), Intake::Queued);
+        let options = |n: usize| {
+            inbound(&format!(
+                "OPTIONS sip:echo@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-{n}\r\n\
+                 From: <sip:a@192.0.2.1>;tag=f\r\nTo: <sip:echo@192.0.2.2>\r\nCall-ID: c{n}\r\n\
+                 CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ))
+        };
+        for n in 0..NEW_WORK_QUEUE {
+            assert_eq!(intake.offer(options(n)), Intake::Queued);
         }
         assert!(matches!(
-            intake.offer(request("OPTIONS", "")),
+            intake.offer(options(NEW_WORK_QUEUE)),
             Intake::Refused(_)
         ));
         assert_eq!(intake.overload().refused.load(Ordering::Relaxed), 1);
+        // A retransmission of queued work is dropped (its transaction answers it), not refused.
+        assert_eq!(intake.offer(options(0)), Intake::Dropped);
+        assert_eq!(intake.overload().refused.load(Ordering::Relaxed), 1);
+        assert_eq!(intake.overload().dropped.load(Ordering::Relaxed), 1);
     }
 }
