@@ -14,4 +14,5 @@ pub mod media;
 pub mod mixer;
 pub mod sdp;
 pub mod sip;
+mod shrink;
 pub mod store;

@@ -163,6 +163,8 @@ pub trait Backend {
     /// The connection's latest published counters (every 100 ms, packet counts at once).
     fn stats(&self, key: ConnectionKey) -> Option<MediaStats>;
     fn health(&self) -> MediaHealth;
+    /// Gives back the slack a burst left in the backend's tables (see `crate::shrink`).
+    fn shrink_idle(&mut self) {}
 
     // Media files: the local file system unless a backend keeps them elsewhere.
     fn is_file(&self, path: &Path) -> bool {
@@ -445,6 +447,10 @@ impl Backend for Host {
     }
     fn stats(&self, key: ConnectionKey) -> Option<MediaStats> {
         self.engine.stats(key)
+    }
+
+    fn shrink_idle(&mut self) {
+        self.engine.shrink_idle();
     }
 
     fn health(&self) -> MediaHealth {

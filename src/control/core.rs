@@ -456,6 +456,10 @@ impl<M: Backend> Controller<M> {
             ControlRequest::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            ControlRequest::ShrinkIdle(reply) => {
+                self.shrink_idle();
+                let _ = reply.send(());
+            }
             ControlRequest::ReloadRoutes(routes, trust, trunks, reply) => {
                 self.media.trunks = trunks;
                 tracing::info!(
@@ -790,6 +794,22 @@ impl<M: Backend> Controller<M> {
             .collect();
         let model: Vec<Value> = self.model.calls().map(|c| c.to_json()).collect();
         json!({ "ResultCode": "0", "Calls": list, "CallModel": model })
+    }
+
+    /// Gives back the slack a burst left in the control plane's tables (see `crate::shrink`).
+    fn shrink_idle(&mut self) {
+        use crate::shrink::ShrinkIdle;
+        self.ua.shrink_idle();
+        self.model.shrink_idle();
+        self.engine.shrink_idle();
+        self.transmits.shrink_idle();
+        self.connections.shrink_idle();
+        self.closing.shrink_idle();
+        self.call_connections.shrink_idle();
+        self.call_info.shrink_idle();
+        self.offered.shrink_idle();
+        self.placed.shrink_idle();
+        self.offer_parties.shrink_idle();
     }
 
     pub(super) fn status(&self) -> Status {

@@ -233,6 +233,8 @@ pub enum ControlRequest {
     Call(CallAction, Reply),
     ListCalls(oneshot::Sender<Value>),
     Status(oneshot::Sender<Status>),
+    /// Shrink the tables a burst of calls grew (they keep their peak capacity otherwise).
+    ShrinkIdle(oneshot::Sender<()>),
     /// New inbound routes from a configuration reload.
     ReloadRoutes(
         Vec<Route>,

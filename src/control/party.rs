@@ -330,6 +330,14 @@ struct Extra {
 }
 
 impl CallModel {
+    /// Gives back the slack a burst left in the tables (see `crate::shrink`).
+    pub fn shrink_idle(&mut self) {
+        use crate::shrink::ShrinkIdle;
+        self.call_of.shrink_idle();
+        self.conference_call.shrink_idle();
+        self.outbox.shrink_idle();
+    }
+
     /// A new call with one party; returns its ConnID.
     pub fn open(&mut self, now_ms: u64, new: NewParty, by: Actor) -> ConnId {
         let conn_id = self.next_id(now_ms);

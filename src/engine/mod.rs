@@ -852,6 +852,14 @@ impl Engine {
 
     /// UDP ports allocated to connections (two per connection: RTP and RTCP), including closed
     /// connections whose worker has not dropped the sockets yet.
+    /// Gives back the slack a burst left in the registry (see `crate::shrink`).
+    pub fn shrink_idle(&self) {
+        use crate::shrink::ShrinkIdle;
+        let mut registry = lock(&self.registry);
+        registry.connections.shrink_idle();
+        registry.conferences.shrink_idle();
+    }
+
     pub fn ports_in_use(&self) -> usize {
         lock(&self.ports).ports_in_use()
     }

@@ -304,6 +304,14 @@ pub struct TransactionLayer {
 }
 
 impl TransactionLayer {
+    /// Gives back the slack a burst left in the tables (see `crate::shrink`).
+    pub fn shrink_idle(&mut self) {
+        use crate::shrink::ShrinkIdle;
+        self.transactions.shrink_idle();
+        self.index.shrink_idle();
+        self.ctx.events.shrink_idle();
+    }
+
     /// An empty layer using `timers` for T1/T2/T4.
     pub fn new(timers: TimerValues) -> Self {
         TransactionLayer {

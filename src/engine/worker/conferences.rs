@@ -172,7 +172,7 @@ impl Worker {
 struct Members<'a> {
     /// The conference ticking (for its events).
     conference: ConferenceKey,
-    connections: &'a mut [Option<Connection>],
+    connections: &'a mut [Option<Box<Connection>>],
     slots: &'a HashMap<ConnectionKey, usize>,
     out: &'a mut Transmitter,
     context: &'a WorkerContext,
@@ -184,7 +184,7 @@ impl Members<'_> {
         self.slots
             .get(&key)
             .and_then(|&slot| self.connections.get_mut(slot))
-            .and_then(Option::as_mut)
+            .and_then(Option::as_deref_mut)
     }
 }
 

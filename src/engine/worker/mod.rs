@@ -85,7 +85,9 @@ struct Worker {
     /// Event queue, port return and stop flag.
     context: WorkerContext,
     /// Connections by slot; a slot's tokens are `slot * 2` (RTP) and `slot * 2 + 1` (RTCP).
-    connections: Vec<Option<Connection>>,
+    /// Boxed: a `Connection` is ~8.5 KB (its session's buffers are inline), and the vector
+    /// never shrinks, so inline slots kept a burst's peak resident after its calls ended.
+    connections: Vec<Option<Box<Connection>>>,
     /// Empty slots to reuse before growing `connections`.
     free_slots: Vec<usize>,
     /// Slot of each connection by key.
@@ -183,7 +185,7 @@ impl Worker {
         self.close_all();
         // Connections handed to this worker after its last turn close here too.
         while let Ok(Moving(connection)) = self.arrivals.try_recv() {
-            self.finish(*connection);
+            self.finish(connection);
         }
         tracing::info!(worker = self.index, "media worker stopped");
     }
@@ -298,7 +300,7 @@ impl Worker {
             connection.generation = self.next_generation;
             connection.queued = [false; 2];
             tracing::debug!(worker = self.index, key, "media connection arrived");
-            self.install(*connection);
+            self.install(connection);
             for command in self.parked.remove(&key).unwrap_or_default() {
                 self.apply(command);
             }
@@ -336,7 +338,7 @@ impl Worker {
             self.finish(connection);
             return;
         };
-        match peer.handoff.send(Moving(Box::new(connection))) {
+        match peer.handoff.send(Moving(connection)) {
             Ok(()) => {
                 if let Err(error) = peer.waker.wake() {
                     tracing::warn!(worker = to, %error, "cannot wake media worker");
@@ -344,7 +346,7 @@ impl Worker {
             }
             Err(mpsc::SendError(Moving(connection))) => {
                 tracing::error!(key, to, "receiving worker has stopped; closing");
-                self.finish(*connection);
+                self.finish(connection);
             }
         }
     }
@@ -368,11 +370,11 @@ impl Worker {
             self.next_generation,
             group_tick_epoch(self.context.tick_epoch, self.next_generation),
         );
-        self.install(connection);
+        self.install(Box::new(connection));
     }
 
     /// Puts a connection in a slot, watches its sockets and schedules its session.
-    fn install(&mut self, mut connection: Connection) {
+    fn install(&mut self, mut connection: Box<Connection>) {
         let slot = self.free_slots.pop().unwrap_or_else(|| {
             self.connections.push(None);
             self.connections.len() - 1
@@ -496,7 +498,7 @@ impl Worker {
 
     /// Drops the sockets, then gives the ports back and reports `Closed`, in that order, so a
     /// port is never handed out while its old socket is still open.
-    fn finish(&mut self, connection: Connection) {
+    fn finish(&mut self, connection: Box<Connection>) {
         let stats = connection.current_stats();
         let Connection {
             key,
@@ -504,7 +506,7 @@ impl Worker {
             sockets,
             shared,
             ..
-        } = connection;
+        } = *connection;
         shared.publish(&stats);
         // Sends still queued name these sockets by fd number: hand them to the kernel first.
         self.transmit.submit();
@@ -643,7 +645,7 @@ impl Worker {
     #[cfg(test)]
     fn connection_by_key(&mut self, key: ConnectionKey) -> Option<&mut Connection> {
         let slot = *self.slots.get(&key)?;
-        self.connections.get_mut(slot)?.as_mut()
+        self.connections.get_mut(slot)?.as_deref_mut()
     }
 }
 

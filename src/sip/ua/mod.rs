@@ -356,6 +356,16 @@ fn new_srtp_keys(caps: &LocalCapabilities) -> sdp::SrtpKeys {
 }
 
 impl UserAgent {
+    /// Gives back the slack a burst left in the tables (see `crate::shrink`).
+    pub fn shrink_idle(&mut self) {
+        use crate::shrink::ShrinkIdle;
+        self.calls.shrink_idle();
+        self.by_dialog.shrink_idle();
+        self.client_tx.shrink_idle();
+        self.outputs.shrink_idle();
+        self.transactions.shrink_idle();
+    }
+
     pub fn new(settings: UaSettings, seed: u64) -> UserAgent {
         UserAgent {
             transactions: TransactionLayer::new(settings.timers),
