@@ -10,9 +10,12 @@ pub mod app;
 pub mod control;
 pub mod ctl;
 pub mod engine;
+/// Entry points for the fuzz targets of `fuzz/`; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod media;
 pub mod mixer;
 pub mod sdp;
-pub mod sip;
 mod shrink;
+pub mod sip;
 pub mod store;

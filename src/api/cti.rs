@@ -39,18 +39,10 @@ pub async fn post_request(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let mut fields = if body.is_empty() {
-        Map::new()
-    } else {
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(fields)) => fields,
-            Ok(_) => return error_response(None, &malformed("the body must be a JSON object")),
-            Err(e) => {
-                return error_response(None, &malformed(format!("the body is not JSON: {e}")))
-            }
-        }
+    let fields = match post_fields(name, &body) {
+        Ok(fields) => fields,
+        Err(e) => return error_response(None, &e),
     };
-    fields.insert("Request".into(), Value::String(name));
     let reference = reference_of(&fields);
     match parse(&fields) {
         Ok(Parsed::Register(_) | Parsed::Unregister(_)) => error_response(
@@ -117,10 +109,9 @@ struct Client {
 impl Client {
     /// A request's answer (registrations are answered here, the rest by the control plane).
     async fn handle(&mut self, state: &ApiState, text: &str) -> Value {
-        let fields = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(fields)) => fields,
-            Ok(_) => return error_event(None, &malformed("a request is a JSON object")),
-            Err(e) => return error_event(None, &malformed(format!("not JSON: {e}"))),
+        let fields = match text_fields(text) {
+            Ok(fields) => fields,
+            Err(e) => return error_event(None, &e),
         };
         let reference = reference_of(&fields);
         let answer = match parse(&fields) {
@@ -153,15 +144,41 @@ impl Client {
     }
 }
 
+/// A `POST /cti/{Request}` body's attributes, with `Request` set from the path: an empty body
+/// is a request without attributes.
+pub(crate) fn post_fields(name: String, body: &[u8]) -> Result<Map<String, Value>, CtiError> {
+    let mut fields = if body.is_empty() {
+        Map::new()
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(fields)) => fields,
+            Ok(_) => return Err(malformed("the body must be a JSON object")),
+            Err(e) => return Err(malformed(format!("the body is not JSON: {e}"))),
+        }
+    };
+    fields.insert("Request".into(), Value::String(name));
+    Ok(fields)
+}
+
+/// A WebSocket text frame's attributes.
+pub(crate) fn text_fields(text: &str) -> Result<Map<String, Value>, CtiError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(malformed("a request is a JSON object")),
+        Err(e) => Err(malformed(format!("not JSON: {e}"))),
+    }
+}
+
 /// What a request is, after parsing.
-enum Parsed {
+#[derive(Debug)]
+pub(crate) enum Parsed {
     Register(String),
     Unregister(String),
     Control(CtiRequest),
 }
 
 /// Turns a request's attributes into a typed request, or the error to answer.
-fn parse(fields: &Map<String, Value>) -> Result<Parsed, CtiError> {
+pub(crate) fn parse(fields: &Map<String, Value>) -> Result<Parsed, CtiError> {
     let name = text(fields, "Request")?;
     let parsed = match name.as_str() {
         "RequestRegisterAddress" => Parsed::Register(text(fields, "ThisDN")?),
@@ -256,7 +273,7 @@ fn conn_id(fields: &Map<String, Value>) -> Result<ConnId, CtiError> {
 }
 
 /// The client's ReferenceID, when it gave a usable one.
-fn reference_of(fields: &Map<String, Value>) -> Option<u64> {
+pub(crate) fn reference_of(fields: &Map<String, Value>) -> Option<u64> {
     fields.get("ReferenceID").and_then(Value::as_u64)
 }
 
@@ -289,7 +306,7 @@ fn with_reference(mut answer: Value, reference: Option<u64>) -> Value {
     answer
 }
 
-fn error_event(reference: Option<u64>, e: &CtiError) -> Value {
+pub(crate) fn error_event(reference: Option<u64>, e: &CtiError) -> Value {
     with_reference(
         json!({"Event": "EventError", "ErrorCode": e.code, "ErrorMessage": e.message}),
         reference,

@@ -205,7 +205,8 @@ async fn forward(
     }
 }
 
-fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ActionError> {
+/// A Media Control or Call Control action's body as a JSON object: blank is no parameters.
+pub(crate) fn parse_body(body: &[u8]) -> Result<Map<String, Value>, ActionError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }

@@ -33,7 +33,15 @@ pub fn parse(buf: &[u8]) -> Result<SipMessage, ParseError> {
         Some(nl) => (&head[..nl], &head[nl + 1..]),
         None => (head, ""),
     };
-    let start_line = parse_start_line(start_line.strip_suffix('\r').unwrap_or(start_line))?;
+    let start_line = start_line.strip_suffix('\r').unwrap_or(start_line);
+    // As in a header line (see `parse_headers`), a CR that does not end the line is in no
+    // start line's grammar, and the printer could not write it back.
+    if start_line.contains('\r') {
+        return Err(ParseError::StartLine(
+            "CR inside the start line".to_string(),
+        ));
+    }
+    let start_line = parse_start_line(start_line)?;
     let headers = parse_headers(header_text)?;
 
     let available = &buf[body_start..];

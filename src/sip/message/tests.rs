@@ -1093,3 +1093,16 @@ fn fuzz_random_multi_byte_mutations() {
         }
     }
 }
+
+/// Found by the `sip_message` fuzz target (print → parse changed the message): a CR inside the
+/// start line was kept in the reason phrase, and the printer writes it as a space.
+#[test]
+fn a_cr_inside_the_start_line_is_refused() {
+    assert!(matches!(
+        parse(b"SIP/2.0 200 O\rK\r\nCall-ID: c\r\n\r\n"),
+        Err(ParseError::StartLine(_))
+    ));
+    // CRLF, a bare LF and a CR ending a datagram without a blank line still end lines.
+    let lenient = parse(b"SIP/2.0 200 OK\r\nCall-ID: c\nCSeq: 1 BYE\r").unwrap();
+    assert_eq!(lenient.headers().get("CSeq"), Some("1 BYE"));
+}
