@@ -225,3 +225,55 @@ fn an_address_that_fails_its_credentials_too_often_waits_and_others_do_not() {
     let (status, answer) = request_from(&server, [127, 0, 5, 2], &get_calls(TOKEN));
     assert_eq!(status, 200, "{answer}");
 }
+
+/// Slowloris from many addresses: the listener is full of connections that sent part of a
+/// request line and nothing more, yet a client that sends its request at once is served — the
+/// oldest connection without a request is closed to make room — long before the header
+/// timeout would have freed anything.
+#[test]
+fn a_listener_full_of_half_open_connections_still_serves_a_real_client() {
+    let server = Server::start(
+        "[http]\nheader_read_timeout_ms = 30000\nmax_connections = 20\n\
+         max_connections_per_source = 4\n",
+    );
+    let mut half_open: Vec<TcpStream> = (0..20u8)
+        .map(|i| {
+            let mut s = connect_from(&server, [127, 0, 4, 1 + i]);
+            s.write_all(b"GET /heal").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    assert_eq!(health_from(&server, [127, 0, 5, 1]), 200);
+    // Full again, then another real client.
+    let mut refill = connect_from(&server, [127, 0, 4, 100]);
+    refill.write_all(b"GET /heal").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(health_from(&server, [127, 0, 5, 2]), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The two oldest made room; the rest are still open (no timeout has passed).
+    assert!(closed_within(&mut half_open[0], Duration::from_secs(2)));
+    assert!(closed_within(&mut half_open[1], Duration::from_secs(2)));
+    assert!(!closed_within(
+        &mut half_open[19],
+        Duration::from_millis(300)
+    ));
+    // Reading the metrics takes a place too (by evicting the next oldest).
+    let metrics = server.metrics();
+    assert!(
+        common::metric_value(&metrics, "callbridge_http_evicted_total{listener=\"api\"}") >= 2.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        common::metric_value(
+            &metrics,
+            "callbridge_http_connections_refused_total{listener=\"api\"}"
+        ),
+        0.0
+    );
+}

@@ -13,11 +13,11 @@
 //! A refused connection is closed at once, before a byte is read: a flood of half-open
 //! connections costs file descriptors only up to the caps, never the RTP sockets' share.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -78,6 +78,9 @@ pub struct ListenerStats {
     pub header_timeouts: AtomicU64,
     /// Closed for idleness.
     pub idle_timeouts: AtomicU64,
+    /// Closed to make room at the listener's cap: the oldest connection that had not sent a
+    /// request yet.
+    pub evicted: AtomicU64,
 }
 
 /// The listeners' counters in the Prometheus text format, labelled by listener.
@@ -90,7 +93,7 @@ pub fn render_metrics(listeners: &[(&'static str, Arc<ListenerStats>)], out: &mu
         &'static str,
         fn(&ListenerStats) -> u64,
     );
-    let families: [Family; 5] = [
+    let families: [Family; 6] = [
         (
             "callbridge_http_connections",
             "gauge",
@@ -120,6 +123,12 @@ pub fn render_metrics(listeners: &[(&'static str, Arc<ListenerStats>)], out: &mu
             "counter",
             "HTTP connections closed after idle_timeout_s without a request or traffic.",
             |s| s.idle_timeouts.load(Ordering::Relaxed),
+        ),
+        (
+            "callbridge_http_evicted_total",
+            "counter",
+            "HTTP connections closed at the listener's cap to admit a new one: the oldest that had not sent a request yet.",
+            |s| s.evicted.load(Ordering::Relaxed),
         ),
     ];
     for (name, kind, help, value) in families {
@@ -250,7 +259,17 @@ impl Connection {
             return self.serve(stream, admission).await;
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        match tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream)).await {
+        let handshake =
+            tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream));
+        let handshake = tokio::select! {
+            done = handshake => done,
+            _ = admission.unproven.evicted() => {
+                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(listener = self.name, peer = %self.peer, "TLS handshake evicted at the cap");
+                return;
+            }
+        };
+        match handshake {
             Ok(Ok(stream)) => self.serve(stream, admission).await,
             Ok(Err(error)) => {
                 tracing::debug!(listener = self.name, peer = %self.peer, %error, "TLS handshake failed")
@@ -267,6 +286,7 @@ impl Connection {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let activity = Arc::new(Activity::new());
+        let unproven = admission.unproven.clone();
         // The admission lives as long as the stream, an upgraded (WebSocket) one included.
         let io = Watched {
             inner: io,
@@ -275,7 +295,9 @@ impl Connection {
         };
         let (app, peer, busy) = (self.app.clone(), self.peer, activity.clone());
         let gap = self.limits.header_read_timeout;
+        let proving = unproven.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            proving.prove();
             request.extensions_mut().insert(ConnectInfo(peer));
             let request = request.map(|body| Body::new(TimedBody::new(body, gap)));
             let serving = busy.begin();
@@ -310,6 +332,11 @@ impl Connection {
                 _ = self.closing.changed(), if !closing => {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
+                }
+                _ = unproven.evicted() => {
+                    self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(listener = self.name, %peer, "HTTP connection without a request evicted at the cap");
+                    return;
                 }
                 _ = check.tick() => {
                     if activity.idle_for() >= idle {
@@ -378,11 +405,66 @@ impl http_body::Body for TimedBody {
 }
 
 /// Counts open connections per listener and per source address.
+///
+/// At the listener's cap a new connection is not refused while some connection has not sent a
+/// request yet: the oldest such one is closed to make room. Holding connections open without
+/// requests (slowloris) from many addresses would otherwise shut every client out until the
+/// header timeout; a client that sends its request at once always gets in.
 struct Gate {
     max: usize,
     per_source: usize,
     sources: Mutex<HashMap<IpAddr, usize>>,
+    /// Admitted connections that had not sent a request when admitted, oldest first (some may
+    /// have sent one since, or closed: skipped when met).
+    unproven: Mutex<VecDeque<Arc<Unproven>>>,
     stats: Arc<ListenerStats>,
+}
+
+/// A connection's standing before its first request: it can be evicted at the cap.
+#[derive(Default)]
+struct Unproven {
+    /// [`UNPROVEN`], [`PROVEN`] (a request has begun, or the connection is gone: never
+    /// evicted) or [`EVICTED`].
+    state: AtomicU8,
+    evict: tokio::sync::Notify,
+}
+
+const UNPROVEN: u8 = 0;
+const PROVEN: u8 = 1;
+const EVICTED: u8 = 2;
+
+impl Unproven {
+    fn prove(&self) {
+        let _ = self
+            .state
+            .compare_exchange(UNPROVEN, PROVEN, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn is_unproven(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == UNPROVEN
+    }
+
+    /// Resolves when the gate evicts this connection.
+    async fn evicted(&self) {
+        if self.state.load(Ordering::Relaxed) == PROVEN {
+            return std::future::pending().await;
+        }
+        self.evict.notified().await
+    }
+
+    /// Evicts it unless it has proven itself; true when it was evicted.
+    fn evict(&self) -> bool {
+        if self
+            .state
+            .compare_exchange(UNPROVEN, EVICTED, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        // notify_one keeps a permit when nobody waits yet, so it is not lost.
+        self.evict.notify_one();
+        true
+    }
 }
 
 impl Gate {
@@ -391,14 +473,35 @@ impl Gate {
             max: limits.max_connections,
             per_source: limits.max_connections_per_source,
             sources: Mutex::new(HashMap::new()),
+            unproven: Mutex::new(VecDeque::new()),
             stats,
         }
+    }
+
+    /// Evicts the oldest connection that has not sent a request; false when there is none.
+    fn evict_oldest_unproven(&self) -> bool {
+        let mut unproven = self.unproven.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(oldest) = unproven.pop_front() {
+            // A strong count of 1: the connection is gone, only the queue holds it.
+            if Arc::strong_count(&oldest) > 1 && oldest.evict() {
+                return true;
+            }
+        }
+        false
     }
 
     /// An admission for one more connection from `source`, or None over a cap.
     fn admit(self: &Arc<Self>, source: IpAddr) -> Option<Admission> {
         let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.stats.open.load(Ordering::Relaxed) >= self.max {
+        // The per-source cap first: an address at its cap evicts nobody.
+        if sources.get(&source).is_some_and(|&n| n >= self.per_source) {
+            self.stats
+                .refused_source_cap
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        // The evicted connection gives its place back when its task ends, a moment later.
+        if self.stats.open.load(Ordering::Relaxed) >= self.max && !self.evict_oldest_unproven() {
             self.stats
                 .refused_listener_cap
                 .fetch_add(1, Ordering::Relaxed);
@@ -413,9 +516,18 @@ impl Gate {
         }
         *count += 1;
         self.stats.open.fetch_add(1, Ordering::Relaxed);
+        let unproven = Arc::new(Unproven::default());
+        let mut queue = self.unproven.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.push_back(unproven.clone());
+        // Connections that proved themselves or closed stay queued until met; keep the queue
+        // near the number of connections.
+        if queue.len() > 2 * self.max.max(16) {
+            queue.retain(|u| Arc::strong_count(u) > 1 && u.is_unproven());
+        }
         Some(Admission {
             gate: self.clone(),
             source,
+            unproven,
         })
     }
 }
@@ -424,6 +536,7 @@ impl Gate {
 struct Admission {
     gate: Arc<Gate>,
     source: IpAddr,
+    unproven: Arc<Unproven>,
 }
 
 impl Drop for Admission {
@@ -440,6 +553,7 @@ impl Drop for Admission {
             }
         }
         self.gate.stats.open.fetch_sub(1, Ordering::Relaxed);
+        self.unproven.prove();
     }
 }
 
@@ -570,7 +684,11 @@ mod tests {
         let first = gate.admit(a).expect("first from a");
         let _second = gate.admit(a).expect("second from a");
         assert!(gate.admit(a).is_none(), "a's cap");
-        let _third = gate.admit(b).expect("b has its own count");
+        let third = gate.admit(b).expect("b has its own count");
+        // All three have sent a request: none can be evicted.
+        for admitted in [&first, &_second, &third] {
+            admitted.unproven.prove();
+        }
         assert!(gate.admit(b).is_none(), "the listener's cap");
         assert_eq!(gate.stats.refused_source_cap.load(Ordering::Relaxed), 1);
         assert_eq!(gate.stats.refused_listener_cap.load(Ordering::Relaxed), 1);
@@ -578,6 +696,44 @@ mod tests {
         assert_eq!(gate.stats.open.load(Ordering::Relaxed), 2);
         let _again = gate.admit(a).expect("a's place given back");
         assert_eq!(gate.sources.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_oldest_connection_without_a_request_makes_room() {
+        let gate = gate(3, 3);
+        let (a, b, c) = (
+            "192.0.2.1".parse().unwrap(),
+            "192.0.2.2".parse().unwrap(),
+            "192.0.2.3".parse().unwrap(),
+        );
+        let oldest = gate.admit(a).expect("a");
+        let served = gate.admit(b).expect("b");
+        let younger = gate.admit(a).expect("a again");
+        served.unproven.prove();
+        let newcomer = gate
+            .admit(c)
+            .expect("admitted by evicting the oldest unproven");
+        assert_eq!(gate.stats.refused_listener_cap.load(Ordering::Relaxed), 0);
+        tokio::time::timeout(Duration::from_secs(1), oldest.unproven.evicted())
+            .await
+            .expect("the oldest is told to close");
+        // The evicted one closes; the next newcomer evicts the next unproven, never `served`.
+        drop(oldest);
+        let _next = gate.admit(c).expect("evicts `younger`");
+        tokio::time::timeout(Duration::from_secs(1), younger.unproven.evicted())
+            .await
+            .expect("the younger one is told to close");
+        drop(younger);
+        newcomer.unproven.prove();
+        // Everyone left has sent a request: refused.
+        _next.unproven.prove();
+        assert!(gate.admit(c).is_none());
+        assert_eq!(gate.stats.refused_listener_cap.load(Ordering::Relaxed), 1);
+        let pending = tokio::time::timeout(Duration::from_millis(50), served.unproven.evicted());
+        assert!(
+            pending.await.is_err(),
+            "a connection that sent a request is never evicted"
+        );
     }
 
     #[test]
