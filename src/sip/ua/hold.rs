@@ -30,6 +30,15 @@ impl UserAgent {
         direction: Direction,
     ) -> Result<(), String> {
         let branch = new_branch(self.rng.random());
+        // Answered, the ACK not in yet: the re-INVITE waits for it (a hold asked for the
+        // moment the call is answered).
+        if let Some(call) = self.calls.get_mut(&call_id) {
+            if call.state == super::CallState::Answered && !call.reinviting {
+                call.reinviting = true;
+                call.reinvite_after_ack = Some(direction);
+                return Ok(());
+            }
+        }
         let call = super::established_call(&mut self.calls, call_id)?;
         if call.reinviting {
             return Err(format!("call {call_id} has a re-INVITE in progress"));
@@ -124,7 +133,7 @@ impl UserAgent {
         self.reinvite_failed(call_id, 408);
     }
 
-    fn reinvite_failed(&mut self, call_id: CallId, status: u16) {
+    pub(super) fn reinvite_failed(&mut self, call_id: CallId, status: u16) {
         if let Some(call) = self.calls.get_mut(&call_id) {
             call.reinviting = false;
         }

@@ -312,6 +312,9 @@ struct Call {
     referring: bool,
     /// Our re-INVITE is out (the peer's gets 491 meanwhile).
     reinviting: bool,
+    /// A re-INVITE asked for before the ACK of our 2xx: sent once the ACK comes (RFC 3261
+    /// §14.1: no re-INVITE while an INVITE transaction is in progress).
+    reinvite_after_ack: Option<crate::sdp::Direction>,
     /// Negotiated session timer (RFC 4028): interval, and whether we refresh.
     session_expires: Option<(Duration, bool)>,
     /// The peer's INVITE: 100rel supported (we may send reliable provisionals) or required

@@ -1063,6 +1063,33 @@ fn hangup_before_the_ack_holds_the_bye_until_the_ack_arrives() {
     h.assert_drains();
 }
 
+/// A hold asked for the moment the call is answered (a CTI RequestHoldCall right after
+/// EventEstablished) waits for the ACK: RFC 3261 §14.1 allows no re-INVITE while the INVITE
+/// transaction is in progress; refusing it (as before) made the hold fail when the control
+/// plane read the request before the phone's ACK.
+#[test]
+fn a_reinvite_asked_for_before_the_ack_goes_when_the_ack_arrives() {
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("echo", "holdbeforeack");
+    let call = h.invite(&peer, Some(&pcmu_sdp(30000)));
+    h.answer(&mut peer, call);
+
+    h.ua.reinvite(h.now, call, sdp::Direction::SendOnly)
+        .expect("held for the ACK");
+    assert!(
+        h.ua.reinvite(h.now, call, sdp::Direction::SendRecv)
+            .is_err(),
+        "one at a time"
+    );
+    assert!(requests(&h.drain()).is_empty(), "nothing before the ACK");
+
+    let out = h.receive(peer.ack(None));
+    let reinvite = only_request(&out);
+    assert_eq!(reinvite.method, Method::Invite);
+    let offer = SessionDescription::parse(std::str::from_utf8(&reinvite.body).unwrap()).unwrap();
+    assert_eq!(offer.media[0].direction(), Some(sdp::Direction::SendOnly));
+}
+
 #[test]
 fn hangup_before_an_ack_that_never_comes_sends_the_bye_at_the_ack_timeout() {
     let mut h = Harness::new();

@@ -135,6 +135,7 @@ impl UserAgent {
                 transfer: None,
                 referring: false,
                 reinviting: false,
+                reinvite_after_ack: None,
                 session_expires: None,
                 peer_100rel: None,
                 rseq: 0,

@@ -256,6 +256,7 @@ impl UserAgent {
                 transfer: None,
                 referring: false,
                 reinviting: false,
+                reinvite_after_ack: None,
                 session_expires: session_expires.map(|i| (i, false)),
                 peer_100rel,
                 rseq: 0,
@@ -379,6 +380,7 @@ impl UserAgent {
         self.transactions.ack_received(&call.invite_tx);
         call.state = CallState::Confirmed;
         let Some(our_offer) = call.our_offer.take() else {
+            self.send_reinvite_held_for_ack(now, call_id);
             return;
         };
         let answer = SessionDescription::parse(&String::from_utf8_lossy(&ack.body));
@@ -386,15 +388,34 @@ impl UserAgent {
             .map_err(|e| e.to_string())
             .and_then(|a| sdp::accept_answer(&our_offer, &a).map_err(|e| e.to_string()))
         {
-            Ok(media) => self.outputs.push_back(UaOutput::MediaUpdated {
-                call: call_id,
-                media,
-            }),
+            Ok(media) => {
+                self.outputs.push_back(UaOutput::MediaUpdated {
+                    call: call_id,
+                    media,
+                });
+                self.send_reinvite_held_for_ack(now, call_id);
+            }
             Err(e) => {
                 tracing::info!(call = call_id, error = %e, "ACK without a usable SDP answer");
                 self.send_bye(now, call_id, "SIP;cause=488;text=\"Not Acceptable Here\"");
                 self.end_call(call_id, Some(EndReason::BadAnswer));
             }
+        }
+    }
+
+    /// The re-INVITE asked for between our 2xx and its ACK (a hold right after the answer),
+    /// now that the call is confirmed.
+    fn send_reinvite_held_for_ack(&mut self, now: Instant, call_id: CallId) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        let Some(direction) = call.reinvite_after_ack.take() else {
+            return;
+        };
+        call.reinviting = false;
+        if let Err(e) = self.reinvite(now, call_id, direction) {
+            tracing::warn!(call = call_id, error = %e, "re-INVITE held for the ACK not sent");
+            self.reinvite_failed(call_id, 500);
         }
     }
 
