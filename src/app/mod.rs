@@ -235,7 +235,6 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
         }
         None => None,
     };
-    drop(store);
     let (stop_api_tx, stop_api_rx) = oneshot::channel::<()>();
     let listening = api::listener::Listening {
         name: "api",
@@ -250,7 +249,7 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
 
     // Every listener and media worker is up: tell systemd, then keep telling it we are alive.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let health_task = tokio::spawn(report_health(control.clone()));
+    let health_task = tokio::spawn(report_health(control.clone(), store));
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "callbridge running");
 
     let mut current = config;
@@ -291,6 +290,8 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
         let _ = done_rx.await;
     }
     health_task.abort();
+    // Its store handle must be gone before the store is joined.
+    let _ = health_task.await;
     // Give the BYEs just queued a moment to leave the sockets.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = stopping_tx.send(true);
@@ -430,7 +431,7 @@ impl MemoryReturn {
     }
 }
 
-async fn report_health(control: ControlHandle) {
+async fn report_health(control: ControlHandle, store: Store) {
     let watchdog = sd_notify::watchdog_enabled();
     let period = watchdog
         .map(|d| d / 2)
@@ -453,6 +454,12 @@ async fn report_health(control: ControlHandle) {
                 .is_ok()
             {
                 let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+            }
+            let released = store.ask(|db| db.release_memory());
+            match tokio::time::timeout(Duration::from_secs(2), released).await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "the store kept its page cache"),
+                Err(_) => tracing::warn!("the store did not release its page cache within 2 s"),
+                Ok(Ok(())) => {}
             }
             tokio::task::spawn_blocking(|| {
                 // SAFETY: malloc_trim only releases free heap pages; no pointer is involved.

@@ -169,6 +169,14 @@ impl Db {
         Ok(db)
     }
 
+    /// Frees the page cache's unused pages and what else SQLite can (`sqlite3_db_release_memory`),
+    /// for when a burst of calls is over: the 32 MiB cache fills as the database grows, its
+    /// 4 KiB pages are allocated among the burst's call data, and while they live the pages
+    /// around them cannot go back to the kernel (`app::MemoryReturn`). It refills on demand.
+    pub fn release_memory(&self) -> Result<(), StoreError> {
+        Ok(self.conn.release_memory()?)
+    }
+
     /// The schema version of the database (the number of migrations applied).
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         Ok(self
@@ -293,6 +301,54 @@ pub(super) fn remove_files(paths: &[PathBuf]) {
 mod tests {
     use super::*;
     use crate::store::testing::temp_db;
+
+    /// Bytes the connection's page cache holds (`SQLITE_DBSTATUS_CACHE_USED`).
+    fn cache_used(db: &Db) -> i32 {
+        let (mut current, mut high) = (0, 0);
+        // SAFETY: the handle is this open connection's; db_status only reads its counters.
+        let rc = unsafe {
+            rusqlite::ffi::sqlite3_db_status(
+                db.conn.handle(),
+                rusqlite::ffi::SQLITE_DBSTATUS_CACHE_USED,
+                &mut current,
+                &mut high,
+                0,
+            )
+        };
+        assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
+        current
+    }
+
+    #[test]
+    fn released_memory_empties_the_page_cache_and_the_data_stays() {
+        use crate::store::model::RecordPolicy;
+        use crate::store::testing::{call, ended};
+        let (_dir, mut db) = temp_db();
+        let events: Vec<_> = (0..5_000)
+            .flat_map(|n| {
+                let id = format!("{n:08x}-5f0e-4c1a-9d2b-{n:012x}");
+                [
+                    call(&id, "1001", &format!("2{n:04}"), RecordPolicy::Always, n),
+                    ended(&id, n + 1),
+                ]
+            })
+            .collect();
+        db.apply(&events, 10_000).expect("apply");
+        let filled = cache_used(&db);
+        assert!(
+            filled > 1 << 20,
+            "5,000 calls fill over 1 MiB of cache: {filled}"
+        );
+        db.release_memory().expect("release");
+        let released = cache_used(&db);
+        assert!(released < filled / 10, "{filled} -> {released}");
+        // The cache refills on demand: every call is still there.
+        let count: i64 = db
+            .conn
+            .query_row("SELECT count(*) FROM calls", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(count, 5_000);
+    }
 
     #[test]
     fn open_creates_the_directory_and_sets_wal() {
