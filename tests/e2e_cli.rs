@@ -104,16 +104,18 @@ fn every_example_config_is_valid() {
     let token = token_override(&dir);
     let examples = format!("{}/configs/examples", env!("CARGO_MANIFEST_DIR"));
     let mut checked = 0;
-    for entry in std::fs::read_dir(&examples).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            let (code, out) = check_with(path.to_str().unwrap(), &token, &[]);
-            assert_eq!(code, 0, "{}: {out}", path.display());
-            checked += 1;
+    for dir in [examples.clone(), format!("{examples}/cluster")] {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let (code, out) = check_with(path.to_str().unwrap(), &token, &[]);
+                assert_eq!(code, 0, "{}: {out}", path.display());
+                checked += 1;
+            }
         }
     }
     assert!(
-        checked >= 4,
-        "the PBX trunk, conference bridge, IVR and high-density examples"
+        checked >= 7,
+        "the PBX trunk, conference bridge, IVR and high-density examples, three cluster nodes"
     );
 }

@@ -42,6 +42,36 @@ const JOIN_PARAMS: &[&str] = &[
     "Timeout",
 ];
 
+/// Whether an action is for this node (`node`, its MmsId): `MmsId` when given, and the media
+/// server a `ConnectionId` or `ConferenceId` names in its top byte (reference §2), must be
+/// this one. An action for another node is refused with ResourceUnavailable, as a CUAE media
+/// server refused work for another (the application then goes to that node). Values that are
+/// not ids are left to the action's own parsing, which names them.
+pub fn on_this_node(params: &Map<String, Value>, node: u8) -> Result<(), ActionError> {
+    let p = Params(params);
+    if let Some(mms) = p.text("MmsId")?.and_then(|t| t.parse::<u32>().ok()) {
+        if mms != u32::from(node) {
+            return Err(ActionError::new(
+                ResultCode::ResourceUnavailable,
+                format!("media server {mms} is not this server (MmsId {node})"),
+            ));
+        }
+    }
+    for name in ["ConnectionId", "ConferenceId"] {
+        let Some(id) = p.text(name)?.and_then(|t| t.parse::<u32>().ok()) else {
+            continue;
+        };
+        let owner = crate::control::node_of(id);
+        if id != 0 && owner != node {
+            return Err(ActionError::new(
+                ResultCode::ResourceUnavailable,
+                format!("{name} {id} is on media server {owner}, not this one (MmsId {node})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parses one action's parameters. `requester` is the HTTP client's address (used to pick the
 /// media address we announce when nothing else tells us).
 pub fn parse_action(
@@ -661,13 +691,17 @@ impl Params<'_> {
         })
     }
 
+    /// MmsId, when given, is a media server id (0–255); which server is `on_this_node`'s
+    /// question.
     pub(super) fn check_mms_id(&self) -> Result<(), ActionError> {
-        match self.text("MmsId")?.as_deref() {
-            None | Some("0") => Ok(()),
-            Some(other) => Err(ActionError::new(
-                ResultCode::ResourceUnavailable,
-                format!("media server {other} is not this server (MmsId 0)"),
-            )),
+        match self.text("MmsId")? {
+            None => Ok(()),
+            Some(text) => match text.parse::<u8>() {
+                Ok(_) => Ok(()),
+                Err(_) => Err(invalid(format!(
+                    "MmsId {text:?} is not a media server id (0-255)"
+                ))),
+            },
         }
     }
 
@@ -754,6 +788,38 @@ pub(super) fn invalid(message: String) -> ActionError {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_action_for_another_node_is_refused_by_name() {
+        let map = |v: Value| v.as_object().cloned().expect("object");
+        let mine = (3u32 << 24) | 17;
+        let theirs = (4u32 << 24) | 17;
+        for ok in [
+            json!({}),
+            json!({"MmsId": 3, "ConnectionId": mine.to_string()}),
+            json!({"ConferenceId": mine}),
+            json!({"ConnectionId": "0"}),
+            json!({"ConnectionId": "not a number"}),
+        ] {
+            assert!(on_this_node(&map(ok.clone()), 3).is_ok(), "{ok}");
+        }
+        for (bad, owner) in [
+            (json!({"MmsId": "4"}), "media server 4"),
+            (
+                json!({"ConnectionId": theirs.to_string()}),
+                "media server 4",
+            ),
+            (json!({"ConferenceId": 17}), "media server 0"),
+        ] {
+            let e = on_this_node(&map(bad.clone()), 3).unwrap_err();
+            assert_eq!(e.code, ResultCode::ResourceUnavailable, "{bad}");
+            assert!(e.message.contains(owner), "{bad}: {}", e.message);
+        }
+        assert_eq!(
+            code(parse("ReserveConnection", json!({"MmsId": 256}))),
+            ResultCode::InvalidParameter
+        );
+    }
 
     fn parse(action: &str, body: Value) -> Result<MediaAction, ActionError> {
         let map = body.as_object().cloned().unwrap_or_default();

@@ -63,6 +63,8 @@ pub struct ApiState {
     pub listeners: Arc<[(&'static str, Arc<listener::ListenerStats>)]>,
     /// The SIP intake's overload state and counts.
     pub sip_overload: Arc<crate::sip::overload::Overload>,
+    /// This node's id (`[app] node_id`, the MmsId).
+    pub node_id: u8,
 }
 
 /// The router; `/health` is open (for probes), everything else needs a bearer token.
@@ -166,8 +168,10 @@ async fn media_action(
     Path(action): Path<String>,
     body: Bytes,
 ) -> Response {
-    let parsed = parse_body(&body)
-        .and_then(|params| mediacontrol::parse_action(&action, &params, client.ip()));
+    let parsed = parse_body(&body).and_then(|params| {
+        mediacontrol::on_this_node(&params, state.node_id)?;
+        mediacontrol::parse_action(&action, &params, client.ip())
+    });
     match parsed {
         Ok(action) => forward(&state, |tx| ControlRequest::Action(Box::new(action), tx)).await,
         Err(e) => action_error(e),
@@ -179,7 +183,10 @@ async fn call_action(
     Path(action): Path<String>,
     body: Bytes,
 ) -> Response {
-    let parsed = parse_body(&body).and_then(|params| callcontrol::parse_action(&action, &params));
+    let parsed = parse_body(&body).and_then(|params| {
+        mediacontrol::on_this_node(&params, state.node_id)?;
+        callcontrol::parse_action(&action, &params)
+    });
     match parsed {
         Ok(action) => forward(&state, |tx| ControlRequest::Call(action, tx)).await,
         Err(e) => action_error(e),
@@ -343,7 +350,13 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     let Some(s) = status(&state).await else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
-    let mut out = String::new();
+    // Prometheus's info pattern: join on it (`* on(instance) group_left(node_id)`) to see every
+    // series of a cluster by node.
+    let mut out = format!(
+        "# HELP callbridge_node_info This node of a callbridge cluster ([app] node_id, the MmsId).\n\
+         # TYPE callbridge_node_info gauge\ncallbridge_node_info{{node_id=\"{}\"}} 1\n",
+        state.node_id
+    );
     let mut gauge = |name: &str, help: &str, value: u64| {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"

@@ -132,6 +132,11 @@ fn default_from_user() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
+    /// This node's id when several callbridge nodes serve as one (docs/CLUSTER.md): 0–255, the
+    /// CUAE MmsId of its results and events and the top byte of its connection and conference
+    /// ids. 0 (the default) is a single server.
+    #[serde(default, deserialize_with = "node_id")]
+    pub node_id: u8,
     /// On SIGTERM, calls in progress may continue this long (new INVITEs get 503) before
     /// they are ended with BYE, s.
     #[serde(default = "default_drain_timeout")]
@@ -144,6 +149,16 @@ pub struct AppConfig {
     /// is cancelled (MakeCall_Failed with EndReason Ringout).
     #[serde(default = "default_ring_timeout")]
     pub ring_timeout_s: u64,
+}
+
+/// `[app] node_id`: a number 0-255 (the top byte of CUAE ids), said so when it is not.
+fn node_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u8, D::Error> {
+    let n = i64::deserialize(deserializer)?;
+    u8::try_from(n).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "node_id {n} is out of range: a node is numbered 0-255 (0 for a single server)"
+        ))
+    })
 }
 
 fn default_ring_timeout() -> u64 {
@@ -819,6 +834,7 @@ fn parse_codecs(names: &[String], what: &str) -> Result<Vec<crate::sdp::Codec>, 
 impl Default for AppConfig {
     fn default() -> Self {
         AppConfig {
+            node_id: 0,
             drain_timeout_s: default_drain_timeout(),
             call_decision_timeout_s: default_decision_timeout(),
             ring_timeout_s: default_ring_timeout(),
@@ -1203,6 +1219,19 @@ service = "echo"
         assert_eq!(c.config.api.listen.port(), 9999);
         assert_eq!(c.config.media.rtp_port_min, 30000);
         assert_eq!(c.config.api.tokens, vec!["a".to_string(), "b".to_string()]);
+    }
+
+    #[test]
+    fn node_id_is_0_to_255() {
+        let c = Config::from_str_with_overrides(GOOD, "t", &["app.node_id=7".into()])
+            .expect("node_id 7");
+        assert_eq!(c.config.app.node_id, 7);
+        for bad in ["256", "-1"] {
+            let err = Config::from_str_with_overrides(GOOD, "t", &[format!("app.node_id={bad}")])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("0-255"), "{err}");
+        }
     }
 
     #[test]

@@ -197,6 +197,7 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
         auth_throttle: throttle(),
         listeners: listeners.into(),
         sip_overload,
+        node_id: config.app.node_id,
     };
     let gateway = match gateway_settings {
         Some(settings) => {
@@ -546,6 +547,7 @@ pub fn media_settings(config: &Config, sip: &config::SipSettings) -> MediaSettin
         decision_timeout: Duration::from_secs(config.app.call_decision_timeout_s),
         ring_timeout: Duration::from_secs(config.app.ring_timeout_s),
         trunks: sip.trunks.clone(),
+        node_id: config.app.node_id,
         recording: crate::control::RecordingSettings {
             dir: config.recording.dir.clone(),
             format: config

@@ -201,7 +201,7 @@ impl<M: Backend> Controller<M> {
         }
         self.emit_media_started(call, id, announced);
         let mut result = call_result(call);
-        result.insert("MmsId".into(), json!(0));
+        result.insert("MmsId".into(), json!(self.media.node_id));
         result.insert("ConnectionId".into(), json!(id.to_string()));
         result.insert("MediaRxIP".into(), json!(announced.ip().to_string()));
         result.insert("MediaRxPort".into(), json!(announced.port()));
@@ -273,7 +273,7 @@ impl<M: Backend> Controller<M> {
             self.emit_media_started(call, id, announced);
         }
         let c = &self.connections[&id];
-        result.insert("MmsId".into(), json!(0));
+        result.insert("MmsId".into(), json!(self.media.node_id));
         result.insert("ConnectionId".into(), json!(id.to_string()));
         result.insert("MediaRxIP".into(), json!(announced.ip().to_string()));
         result.insert("MediaRxPort".into(), json!(announced.port()));
@@ -305,7 +305,7 @@ impl<M: Backend> Controller<M> {
         };
         self.events.emit(Event::StartRx {
             call_id: call.to_string(),
-            mms_id: 0,
+            mms_id: u32::from(self.media.node_id),
             connection_id: connection.to_string(),
             media_rx_ip: rx.ip().to_string(),
             media_rx_port: rx.port(),
@@ -324,7 +324,7 @@ impl<M: Backend> Controller<M> {
             Some(start) => start,
             None => Event::StopTx {
                 call_id: call.to_string(),
-                mms_id: 0,
+                mms_id: u32::from(self.media.node_id),
                 connection_id: connection.to_string(),
             },
         };
@@ -337,7 +337,7 @@ impl<M: Backend> Controller<M> {
         let tx = c.media.remote_rtp?;
         Some(Event::StartTx {
             call_id: call.to_string(),
-            mms_id: 0,
+            mms_id: u32::from(self.media.node_id),
             connection_id: connection.to_string(),
             media_tx_ip: tx.ip().to_string(),
             media_tx_port: tx.port(),

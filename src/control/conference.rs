@@ -880,7 +880,7 @@ impl<M: Backend> Controller<M> {
 
     fn allocate_conference_id(&mut self) -> Result<u32, ActionError> {
         let conferences = &self.conferences;
-        super::allocate_in(&mut self.next_conference_id, |id| {
+        super::allocate_in(&mut self.next_conference_id, self.media.node_id, |id| {
             conferences.contains_key(&id)
         })
         .ok_or_else(|| ActionError::new(ResultCode::ServerBusy, "no conference ids left"))

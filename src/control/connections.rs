@@ -444,7 +444,7 @@ impl<M: Backend> Controller<M> {
     pub(super) fn allocate_id(&mut self) -> Result<u32, ActionError> {
         let (connections, closing) = (&self.connections, &self.closing);
         // An id still closing is not free: its `Closed` is on the way.
-        allocate_in(&mut self.next_connection_id, |id| {
+        allocate_in(&mut self.next_connection_id, self.media.node_id, |id| {
             connections.contains_key(&id) || closing.contains_key(&id)
         })
         .ok_or_else(|| ActionError::new(ResultCode::ServerBusy, "no connection ids left"))
@@ -473,7 +473,7 @@ impl<M: Backend> Controller<M> {
         let c = &self.connections[&id];
         let mut m = success();
         m.insert("ConnectionId".into(), json!(id.to_string()));
-        m.insert("MmsId".into(), json!(0));
+        m.insert("MmsId".into(), json!(self.media.node_id));
         m.insert("MediaRxIP".into(), json!(c.rx_ip.to_string()));
         m.insert("MediaRxPort".into(), json!(c.local_rtp.port()));
         m.insert("MediaRxControlIP".into(), json!(c.rx_ip.to_string()));
@@ -527,17 +527,30 @@ impl<M: Backend> Controller<M> {
     }
 }
 
-/// The next free 24-bit id from `next` on (wrapping to 1; the top byte is the MmsId), or None
-/// when every id is `taken`.
-pub fn allocate_in(next: &mut u32, taken: impl Fn(u32) -> bool) -> Option<u32> {
+/// The next free id from `next` on: `node` (the MmsId) in the top byte, a 24-bit number from
+/// `next` (wrapping to 1) below it, as CUAE's media servers numbered theirs (reference §2:
+/// "each media server will attach its serverId to each connectionId and conferenceId it
+/// returns"). None when every id is `taken`.
+pub fn allocate_in(next: &mut u32, node: u8, taken: impl Fn(u32) -> bool) -> Option<u32> {
     for _ in 0..MAX_CONNECTION_ID {
-        let id = *next;
-        *next = if id >= MAX_CONNECTION_ID { 1 } else { id + 1 };
+        let n = *next;
+        *next = if n >= MAX_CONNECTION_ID { 1 } else { n + 1 };
+        let id = with_node(node, n);
         if !taken(id) {
             return Some(id);
         }
     }
     None
+}
+
+/// `n` (24 bits) with `node` in the top byte.
+pub fn with_node(node: u8, n: u32) -> u32 {
+    (u32::from(node) << 24) | (n & MAX_CONNECTION_ID)
+}
+
+/// The media server (MmsId) a connection or conference id names: its top byte.
+pub fn node_of(id: u32) -> u8 {
+    (id >> 24) as u8
 }
 
 /// The API name of a codec (reference §3: `G711u`, `G711a`).

@@ -569,6 +569,7 @@ impl Harness {
                 codecs: None,
                 record: crate::store::RecordPolicy::Off,
             }],
+            node_id: 0,
             recording: super::RecordingSettings {
                 dir: dir.path().join("calls"),
                 format: crate::store::RecordingFormat::WavPcm16,

@@ -61,7 +61,8 @@ pub use backend::{Backend, Host, MediaHealth};
 pub use call_control::{CallAction, ConferenceChoice};
 pub use conference::{AttributeChange, Completion, Pool, ResourceLimits, Resources};
 pub use connections::{
-    allocate_in, codec_name, engine_error, retarget, success, unknown_connection,
+    allocate_in, codec_name, engine_error, node_of, retarget, success, unknown_connection,
+    with_node,
 };
 pub use core::{Controller, Input, Now};
 pub use cti_requests::{codes as cti_codes, CtiError, CtiRequest};
@@ -94,8 +95,8 @@ use events::{Envelope, Event, ReleaseReason};
 use party::Actor;
 use result::{ActionError, ResultCode};
 
-/// Connection ids are 24-bit: the top byte of a CUAE id names the media server (MmsId), and
-/// this server is MmsId 0 (reference §2).
+/// Connection and conference ids are 24-bit below the top byte, which names the media server
+/// (MmsId, `[app] node_id`; reference §2).
 const MAX_CONNECTION_ID: u32 = 0x00FF_FFFF;
 
 /// A Media Control action, already parsed and checked for form at the API edge.
@@ -377,4 +378,7 @@ pub struct MediaSettings {
     pub trunks: Vec<OutboundTrunk>,
     /// How calls are recorded (`[recording]`).
     pub recording: RecordingSettings,
+    /// This node's id (`[app] node_id`): the MmsId of every result and event, and the top byte
+    /// of every connection and conference id. 0 is a single server.
+    pub node_id: u8,
 }

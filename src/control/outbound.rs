@@ -319,7 +319,7 @@ impl<M: Backend> Controller<M> {
                 let tx = c.media.remote_rtp;
                 self.events.emit(Event::MakeCallComplete {
                     call_id: call.to_string(),
-                    mms_id: 0,
+                    mms_id: u32::from(self.media.node_id),
                     to: placed.to,
                     from: placed.from,
                     connection_id: id.to_string(),

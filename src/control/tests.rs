@@ -1859,3 +1859,23 @@ fn cti_a_consulting_party_that_hangs_up_takes_its_consultation_with_it() {
     h.action(delete(Some(members[0]), None)).expect("deleted");
     h.assert_no_leaks();
 }
+
+#[test]
+fn ids_carry_the_node_in_their_top_byte_and_wrap_below_it() {
+    let mut next = 1;
+    let id = super::allocate_in(&mut next, 5, |_| false).expect("an id");
+    assert_eq!(id, (5 << 24) | 1);
+    assert_eq!(super::node_of(id), 5);
+    // The 24-bit number wraps to 1, the node stays; taken ids are skipped.
+    let mut next = 0x00FF_FFFF;
+    let taken = super::with_node(5, 1);
+    let last = super::allocate_in(&mut next, 5, |id| id == taken).expect("the last number");
+    assert_eq!(last, (5 << 24) | 0x00FF_FFFF);
+    let wrapped = super::allocate_in(&mut next, 5, |id| id == taken).expect("after the wrap");
+    assert_eq!(wrapped, (5 << 24) | 2);
+    assert_eq!(
+        super::with_node(0, 42),
+        42,
+        "a single server's ids are unchanged"
+    );
+}

@@ -51,6 +51,17 @@ impl Kamailio {
     /// others to callbridge at 127.0.0.1:`callbridge_port`. Returns once it answers an
     /// OPTIONS. Panics, naming scripts/setup-system, when Kamailio is not installed.
     pub fn start(callbridge_port: u16) -> Kamailio {
+        Self::start_config(callbridge_port, |port, _dir| {
+            proxy_config(port, callbridge_port)
+        })
+    }
+
+    /// Starts Kamailio on the config `config` writes for its UDP port on 127.0.0.1 (and its
+    /// temp dir, for files the config names); `callbridge_port` is only remembered.
+    pub fn start_config(
+        callbridge_port: u16,
+        config: impl Fn(u16, &std::path::Path) -> String,
+    ) -> Kamailio {
         let binary = binary();
         let mut last_log = String::new();
         // The port is picked free, then bound by Kamailio: another process may take it in
@@ -58,8 +69,9 @@ impl Kamailio {
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("temp dir");
             let port = free_udp_tcp_port();
+            let text = config(port, dir.path());
             let config = dir.path().join("kamailio.cfg");
-            std::fs::write(&config, proxy_config(port, callbridge_port)).expect("write cfg");
+            std::fs::write(&config, text).expect("write cfg");
             let log = std::fs::File::create(dir.path().join("kamailio.log")).expect("log file");
             let child = Command::new(&binary)
                 // -DD: stay in the foreground (children are still forked); -E: log to stderr;

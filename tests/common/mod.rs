@@ -333,6 +333,48 @@ answer_delay_ms = 5000
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit code.
+    /// Starts the binary on a config file of the repository (an example), with `--set`
+    /// overrides for what is site-specific: `overrides` gets the server's temp dir (for the
+    /// store and recordings) and must make the API listen on 127.0.0.1:`api_port` with
+    /// [`TOKEN`] among its tokens.
+    pub fn start_from_file(
+        config: &Path,
+        sip_port: u16,
+        api_port: u16,
+        overrides: impl FnOnce(&Path) -> Vec<String>,
+    ) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let overrides = overrides(dir.path());
+        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(overrides.iter().flat_map(|o| ["--set", o.as_str()]))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start callbridge");
+        let server = Server {
+            child: Some(child),
+            sip_port,
+            api_port,
+            rtp_min: 0,
+            rtp_max: 0,
+            dir,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    /// SIGKILL: the process ends at once, nothing is released or written.
+    pub fn kill_now(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
         unsafe {

@@ -199,8 +199,9 @@ for p in beep.wav silence-1s.wav tone-440-1s.wav; do
 done
 check "contents: prompts beep, silence-1s, tone-440-1s in /usr/share/callbridge/prompts" $prompts_ok
 docs_ok=true
-for d in README.md docs/*.md configs/examples/*; do
+for d in README.md docs/*.md configs/examples/*.* configs/examples/cluster/*; do
   case $d in
+    configs/examples/cluster/*) dest=/usr/share/doc/callbridge/examples/cluster/$(basename "$d") ;;
     configs/examples/*) dest=/usr/share/doc/callbridge/examples/$(basename "$d") ;;
     *) dest=/usr/share/doc/callbridge/$(basename "$d") ;;
   esac

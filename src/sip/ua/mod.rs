@@ -754,6 +754,16 @@ impl UserAgent {
                         response.headers.push("Unsupported", tags);
                         response
                     }
+                    // A draining node says so to the load balancer's probes (Kamailio's
+                    // dispatcher takes it out of rotation on a 503; docs/CLUSTER.md). An
+                    // overloaded one has its OPTIONS refused by the intake already.
+                    None if self.draining => {
+                        let mut response = self.base_response(&request, 503, "Service Unavailable");
+                        response
+                            .headers
+                            .push("Retry-After", uas::DRAIN_RETRY_AFTER_S.to_string());
+                        response
+                    }
                     None => self.options_response(&request),
                 };
                 self.respond(now, &key, response);

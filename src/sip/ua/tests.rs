@@ -1535,6 +1535,23 @@ fn options_gets_200_with_allow_accept_supported() {
     h.assert_drains();
 }
 
+/// A draining node tells a load balancer's OPTIONS probe to stop sending it calls (503 with
+/// Retry-After); an established call's in-dialog OPTIONS still gets 200: it goes on.
+#[test]
+fn a_draining_ua_answers_probes_503_and_its_calls_options_200() {
+    let mut h = Harness::new();
+    let mut call = PeerCall::new("echo", "drained-call");
+    h.confirmed_call(&mut call);
+    h.ua.start_draining();
+    let mut probe = PeerCall::new("echo", "probe");
+    let out = h.receive(probe.out_of_dialog("OPTIONS"));
+    assert_eq!(statuses(&out), [503]);
+    assert_eq!(response(&out, 503).headers.get("Retry-After"), Some("30"));
+    let out = h.receive(call.in_dialog("OPTIONS"));
+    assert_eq!(statuses(&out), [200]);
+    assert_eq!(h.ua.call_count(), 1);
+}
+
 #[test]
 fn request_missing_call_id_gets_400_naming_it() {
     let mut h = Harness::new();

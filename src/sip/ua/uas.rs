@@ -42,7 +42,7 @@ fn accepts_sdp(request: &Request) -> bool {
 }
 
 /// Seconds a draining server asks callers to wait before retrying (Retry-After).
-const DRAIN_RETRY_AFTER_S: u32 = 30;
+pub(super) const DRAIN_RETRY_AFTER_S: u32 = 30;
 
 /// A reliable provisional response not yet PRACKed (RFC 3262 §3).
 #[derive(Debug, Clone)]
