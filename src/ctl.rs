@@ -16,6 +16,8 @@ use crate::app::config::Config;
 #[derive(Debug, Clone)]
 pub enum CtlCommand {
     Calls,
+    /// Every node's calls in progress, from the store (no API needed).
+    ClusterCalls,
     Connections,
     Conferences,
     /// Everything about one connection (JSON).
@@ -72,6 +74,7 @@ pub fn run(config: &Config, command: CtlCommand) -> Result<String, String> {
     match command {
         CtlCommand::Users(users) => return manage_users(config, users),
         CtlCommand::Agents(agents) => return manage_agents(config, agents),
+        CtlCommand::ClusterCalls => return cluster_calls(config),
         _ => {}
     }
     let token = config
@@ -85,7 +88,7 @@ pub fn run(config: &Config, command: CtlCommand) -> Result<String, String> {
         token,
     };
     match command {
-        CtlCommand::Users(_) | CtlCommand::Agents(_) => {
+        CtlCommand::Users(_) | CtlCommand::Agents(_) | CtlCommand::ClusterCalls => {
             unreachable!("answered above without the API")
         }
         CtlCommand::Calls => {
@@ -326,11 +329,45 @@ fn table(rows: &Value, columns: &[&str]) -> String {
     out.join("\n")
 }
 
+/// `ctl calls --cluster`: the calls the store says are going on, every node's.
+fn cluster_calls(config: &Config) -> Result<String, String> {
+    let db = open_store(config)?;
+    let calls = db.ongoing_calls().map_err(|e| e.to_string())?;
+    let at = |ms: i64| {
+        let when = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+        humantime::format_rfc3339_seconds(when).to_string()
+    };
+    let rows: Vec<Value> = calls
+        .iter()
+        .map(|c| {
+            json!({
+                "Node": c.node_id,
+                "CallId": c.call_id,
+                "Direction": c.direction.word(),
+                "Calling": c.calling,
+                "Called": c.called,
+                "Started": at(c.started_ms),
+                "Answered": c.answered_ms.map(at),
+            })
+        })
+        .collect();
+    Ok(table(
+        &Value::Array(rows),
+        &[
+            "Node",
+            "CallId",
+            "Direction",
+            "Calling",
+            "Called",
+            "Started",
+            "Answered",
+        ],
+    ))
+}
+
 /// `ctl users`: opens the store's database (WAL: the running server may have it open too).
 fn manage_users(config: &Config, command: UserCommand) -> Result<String, String> {
-    let mut db = crate::store::Db::open(&config.store.path)
-        .map_err(|e| format!("{}: {e}", config.store.path.display()))?;
-    give_to_directory_owner(&config.store.path);
+    let mut db = open_store(config)?;
     match command {
         UserCommand::Add { name, password } => {
             let password = password_or_stdin(password)?;
@@ -366,9 +403,7 @@ fn manage_users(config: &Config, command: UserCommand) -> Result<String, String>
 
 /// `ctl agents`: as `ctl users`, on the agents table.
 fn manage_agents(config: &Config, command: AgentCommand) -> Result<String, String> {
-    let mut db = crate::store::Db::open(&config.store.path)
-        .map_err(|e| format!("{}: {e}", config.store.path.display()))?;
-    give_to_directory_owner(&config.store.path);
+    let mut db = open_store(config)?;
     match command {
         AgentCommand::Add {
             id,
@@ -415,6 +450,18 @@ fn manage_agents(config: &Config, command: AgentCommand) -> Result<String, Strin
 
 /// Root creating the database (before the service ever ran) would leave files the service's
 /// user cannot write: they go to the owner of their directory (the service's state directory).
+/// The store the config names (as node `[app] node_id`); an SQLite file created by root is
+/// given to its directory's owner (the service user).
+fn open_store(config: &Config) -> Result<crate::store::Db, String> {
+    let location = config.store.location();
+    let db = crate::store::Db::connect(&location, config.app.node_id)
+        .map_err(|e| format!("{}: {e}", location.describe()))?;
+    if let crate::store::Location::Sqlite(path) = &location {
+        give_to_directory_owner(path);
+    }
+    Ok(db)
+}
+
 fn give_to_directory_owner(db: &std::path::Path) {
     use std::os::unix::fs::MetadataExt;
     let Some(owner) = db

@@ -52,8 +52,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CtlAction {
-    /// List calls in progress.
-    Calls,
+    /// List calls in progress (this node's, from its API).
+    Calls {
+        /// Every node's calls in progress, from the store they share ([store] url).
+        #[arg(long)]
+        cluster: bool,
+    },
     /// List media connections.
     Connections,
     /// List conferences.
@@ -166,7 +170,8 @@ fn main() -> ExitCode {
                 }
             };
             let command = match action {
-                CtlAction::Calls => CtlCommand::Calls,
+                CtlAction::Calls { cluster: false } => CtlCommand::Calls,
+                CtlAction::Calls { cluster: true } => CtlCommand::ClusterCalls,
                 CtlAction::Connections => CtlCommand::Connections,
                 CtlAction::Conferences => CtlCommand::Conferences,
                 CtlAction::Show { connection_id } => CtlCommand::Show(connection_id),

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::kamailio::Kamailio;
+use common::postgres::Postgres;
 use common::uac::{body, header, status, to_tag};
 use common::{free_tcp_port, free_udp_tcp_port, heard, repo_path, send_tone, tone_power, Server};
 
@@ -27,23 +28,30 @@ struct Cluster {
     balancer: Kamailio,
     /// Node n is `nodes[n - 1]`; None once killed.
     nodes: Vec<Option<Server>>,
+    /// Each node's (SIP, API) ports, to start it again.
+    ports: Vec<(u16, u16)>,
+    rtp_base: u16,
+    /// Overrides every node gets after its own (a shared store, recording storage).
+    shared: Vec<String>,
 }
 
 impl Cluster {
     /// `rtp_base`: the first RTP port of this cluster's nodes (each gets 200), distinct per
     /// test: the tests of this file run in parallel on the same node addresses.
     fn start(rtp_base: u16) -> Cluster {
+        Cluster::start_with(rtp_base, Vec::new())
+    }
+
+    /// As `start`, every node also getting the `shared` overrides.
+    fn start_with(rtp_base: u16, shared: Vec<String>) -> Cluster {
         let mut ports = Vec::new();
         let mut nodes = Vec::new();
         for node in 1..=NODES {
-            let sip_port = free_udp_tcp_port();
-            let api_port = free_tcp_port();
-            let config = repo_path(&format!("configs/examples/cluster/node-{node}.toml"));
-            let server = Server::start_from_file(&config, sip_port, api_port, |dir| {
-                node_overrides(node, sip_port, api_port, rtp_base, dir)
-            });
-            ports.push(sip_port);
-            nodes.push(Some(server));
+            let (sip_port, api_port) = (free_udp_tcp_port(), free_tcp_port());
+            nodes.push(Some(start_node(
+                node, sip_port, api_port, rtp_base, &shared,
+            )));
+            ports.push((sip_port, api_port));
         }
         let shipped = std::fs::read_to_string(repo_path("configs/examples/cluster/kamailio.cfg"))
             .expect("read the shipped kamailio.cfg");
@@ -52,12 +60,20 @@ impl Cluster {
             let lines: String = ports
                 .iter()
                 .enumerate()
-                .map(|(i, p)| format!("1 sip:{}:{p} 0 0 node={}\n", node_ip(i as u8 + 1), i + 1))
+                .map(|(i, (p, _))| {
+                    format!("1 sip:{}:{p} 0 0 node={}\n", node_ip(i as u8 + 1), i + 1)
+                })
                 .collect();
             std::fs::write(&list, lines).expect("write nodes.list");
             site_config(&shipped, port, &list)
         });
-        let cluster = Cluster { balancer, nodes };
+        let cluster = Cluster {
+            balancer,
+            nodes,
+            ports,
+            rtp_base,
+            shared,
+        };
         // The nodes must be probed and active before the first call.
         cluster.wait_for_calls_to_reach(&[1, 2, 3]);
         cluster
@@ -67,6 +83,13 @@ impl Cluster {
         self.nodes[usize::from(node - 1)]
             .as_ref()
             .expect("node running")
+    }
+
+    /// Starts node `node` again (after a kill) on its ports.
+    fn restart(&mut self, node: u8) {
+        let (sip_port, api_port) = self.ports[usize::from(node - 1)];
+        let server = start_node(node, sip_port, api_port, self.rtp_base, &self.shared);
+        self.nodes[usize::from(node - 1)] = Some(server);
     }
 
     fn balancer_addr(&self) -> SocketAddr {
@@ -95,6 +118,15 @@ impl Cluster {
             self.balancer.log()
         );
     }
+}
+
+fn start_node(node: u8, sip_port: u16, api_port: u16, rtp_base: u16, shared: &[String]) -> Server {
+    let config = repo_path(&format!("configs/examples/cluster/node-{node}.toml"));
+    Server::start_from_file(&config, sip_port, api_port, |dir| {
+        let mut overrides = node_overrides(node, sip_port, api_port, rtp_base, dir);
+        overrides.extend(shared.iter().cloned());
+        overrides
+    })
 }
 
 /// What a test sets on a shipped node config: its ports, its token, its files.
@@ -155,6 +187,8 @@ struct Caller {
     rtp: UdpSocket,
     balancer: SocketAddr,
     user: String,
+    /// The calling number (From user).
+    from: String,
     call_id: String,
     tag: String,
     to_tag: String,
@@ -173,6 +207,11 @@ impl Caller {
     /// INVITE through the balancer until a final response; the call on a 2xx (ACKed), the
     /// status otherwise.
     fn call(balancer: SocketAddr, user: &str, name: &str) -> Result<Caller, u16> {
+        Caller::call_from(balancer, user, "phone", name)
+    }
+
+    /// As `call`, from the number `from`.
+    fn call_from(balancer: SocketAddr, user: &str, from: &str, name: &str) -> Result<Caller, u16> {
         let sip = UdpSocket::bind("127.0.0.1:0").expect("bind SIP");
         sip.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
@@ -189,7 +228,7 @@ impl Caller {
             "INVITE sip:{user}@{balancer} SIP/2.0\r\n\
              Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{tag}i;rport\r\n\
              Max-Forwards: 70\r\n\
-             From: <sip:phone@127.0.0.1:{port}>;tag={tag}\r\n\
+             From: <sip:{from}@127.0.0.1:{port}>;tag={tag}\r\n\
              To: <sip:{user}@{balancer}>\r\n\
              Call-ID: {call_id}\r\n\
              CSeq: 1 INVITE\r\n\
@@ -225,7 +264,7 @@ impl Caller {
                 "ACK sip:{user}@{balancer} SIP/2.0\r\n\
                  Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{tag}i;rport\r\n\
                  Max-Forwards: 70\r\n\
-                 From: <sip:phone@127.0.0.1:{port}>;tag={tag}\r\n\
+                 From: <sip:{from}@127.0.0.1:{port}>;tag={tag}\r\n\
                  To: {}\r\n\
                  Call-ID: {call_id}\r\n\
                  CSeq: 1 ACK\r\n\
@@ -268,6 +307,7 @@ impl Caller {
             rtp,
             balancer,
             user: user.to_string(),
+            from: from.to_string(),
             call_id,
             tag,
             to_tag: to_tag(&answer),
@@ -293,12 +333,13 @@ impl Caller {
              Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{tag}{branch}{cseq};rport\r\n\
              Max-Forwards: 70\r\n\
              {routes}\
-             From: <sip:phone@127.0.0.1:{port}>;tag={tag}\r\n\
+             From: <sip:{from}@127.0.0.1:{port}>;tag={tag}\r\n\
              To: <sip:{user}@{balancer}>{to_tag}\r\n\
              Call-ID: {call_id}\r\n\
              CSeq: {cseq} {method}\r\n\
              Content-Length: 0\r\n\r\n",
             target = self.target,
+            from = self.from,
             tag = self.tag,
             user = self.user,
             balancer = self.balancer,
@@ -584,4 +625,216 @@ fn a_draining_node_and_a_killed_node_lose_no_new_calls() {
     // A figure for docs/CLUSTER.md (`-- --nocapture` shows it), not a timed assertion.
     eprintln!("measured: call setup times (ms) after kill -9 of node 3: {setups:?}");
     assert_eq!(cluster.node(1).metric("callbridge_calls"), 0.0);
+}
+
+/// The recording API's key in the shared-store test.
+const KEY: &str = "cluster-recording-key-0001";
+
+/// GET /verba/api on `server` with these parameters: status and body.
+fn verba(server: &Server, params: &[(&str, &str)]) -> (u16, String) {
+    let r = common::client()
+        .get(server.url("/verba/api"))
+        .query(params)
+        .send()
+        .expect("API reachable");
+    (r.status().as_u16(), r.text().expect("body"))
+}
+
+fn attribute(xml: &str, name: &str) -> Option<String> {
+    let at = xml.find(&format!(" {name}=\""))? + name.len() + 3;
+    let end = xml[at..].find('"')?;
+    Some(xml[at..at + end].to_string())
+}
+
+/// The call of extension `number` with `status`, asked of `server`: its id, or None.
+fn call_of(server: &Server, number: &str, status: &str) -> Option<String> {
+    let (_, xml) = verba(
+        server,
+        &[
+            ("action", "GetCallID"),
+            ("apiKey", KEY),
+            ("extension", number),
+            ("status", status),
+        ],
+    );
+    (attribute(&xml, "code").as_deref() == Some("0"))
+        .then(|| attribute(&xml, "callID"))
+        .flatten()
+}
+
+/// `callbridge ctl calls --cluster` with node 1's shipped config on the shared store.
+fn cluster_calls(store_url: &str, scratch: &Path) -> String {
+    let token = scratch.join("ctl.token");
+    std::fs::write(&token, "ctl-token-0123456789\n").expect("token file");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .arg("ctl")
+        .arg("--config")
+        .arg(repo_path("configs/examples/cluster/node-1.toml"))
+        .args(["--set", &format!("store.url={store_url:?}")])
+        .args([
+            "--set",
+            &format!("api.token_file={:?}", token.display().to_string()),
+        ])
+        .args(["calls", "--cluster"])
+        .output()
+        .expect("run ctl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn a_shared_postgresql_store_answers_on_any_node_for_every_nodes_calls() {
+    let pg = Postgres::start();
+    pg.create_database("cluster");
+    // The nodes' recording storage, shared as an NFS mount would be (docs/CLUSTER.md).
+    let recordings = tempfile::tempdir().expect("shared recording dir");
+    let shared = vec![
+        format!("store.url={:?}", pg.url("cluster")),
+        format!(
+            "recording.dir={:?}",
+            recordings.path().display().to_string()
+        ),
+        format!("recording.api_key=[{{key={KEY:?}}}]"),
+        "route=[{user=\"^conf(?P<conference>[0-9]+)$\", service=\"conference\"}, \
+         {user=\"^echo$\", service=\"echo\"}, {user=\"^rec$\", service=\"echo\", \
+         record=\"always\"}]"
+            .to_string(),
+    ];
+    let mut cluster = Cluster::start_with(41_400, shared);
+
+    // A recorded call on every node, each from its own number.
+    let mut numbers = BTreeMap::new();
+    for n in 0..12 {
+        let number = format!("55500{n:02}");
+        let mut call =
+            Caller::call_from(cluster.balancer_addr(), "rec", &number, &format!("rec{n}"))
+                .unwrap_or_else(|code| panic!("recorded call {n} refused with {code}"));
+        send_tone(&call.rtp, call.node_rtp, 0x5000 + n, 1000.0, 10);
+        assert_eq!(call.hang_up(), 200);
+        numbers.entry(call.node).or_insert(number);
+        if numbers.len() == usize::from(NODES) {
+            break;
+        }
+    }
+    assert_eq!(numbers.len(), 3, "{numbers:?}");
+
+    // Node 1 finds node 3's call by extension and `last`, and downloads its recording (once
+    // node 3 has finished it).
+    let node_a = cluster.node(1);
+    let on_c = call_of(node_a, &numbers[&3], "last").expect("node 1 finds node 3's call");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let media = loop {
+        let r = common::client()
+            .get(node_a.url("/verba/api"))
+            .query(&[
+                ("action", "GetMediaEncoded"),
+                ("apiKey", KEY),
+                ("callID", &on_c),
+            ])
+            .send()
+            .expect("API reachable");
+        let sha = r
+            .headers()
+            .get("x-recording-sha256")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if r.status() == 200 {
+            break (r.bytes().expect("media").to_vec(), sha);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3's recording never came: {}",
+            r.text().unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (bytes, sha) = media;
+    assert!(bytes.len() > 44, "a WAV with audio: {} bytes", bytes.len());
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        sha.as_deref(),
+        Some(digest.as_str()),
+        "the store's checksum is the file's"
+    );
+    // The search on node 1 sees every node's calls.
+    let (_, search) = verba(
+        node_a,
+        &[
+            ("action", "SearchCalls"),
+            ("apiKey", KEY),
+            ("start", "2000-01-01 00:00"),
+            ("end", "2100-01-01 00:00"),
+        ],
+    );
+    let total: usize = attribute(&search, "total")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{search}"));
+    assert!(total >= 3, "{search}");
+    let owners = pg.query_texts(
+        "cluster",
+        "SELECT DISTINCT CAST(node_id AS TEXT) FROM calls ORDER BY 1",
+    );
+    assert_eq!(owners, ["1", "2", "3"], "every call carries its node");
+
+    // kill -9 of node 2 with a call up: the call is "ongoing" for every node until node 2
+    // comes back and its recovery ends it.
+    // Each try from a number of its own: a try that landed elsewhere is hung up, and its end
+    // may not be written yet when node 1 is asked.
+    let mut tries = 0;
+    let (stranded, ongoing_number) = loop {
+        tries += 1;
+        assert!(tries < 20, "round-robin never reached node 2");
+        let number = format!("55599{tries:02}");
+        let call = Caller::call_from(cluster.balancer_addr(), "rec", &number, "stranded")
+            .expect("a call to strand");
+        if call.node == 2 {
+            break (call, number);
+        }
+        let mut call = call;
+        call.hang_up();
+    };
+    let ongoing_number = ongoing_number.as_str();
+    // Every node sees it as ongoing once node 2's store thread has written it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let id = loop {
+        if let Some(id) = call_of(cluster.node(1), ongoing_number, "ongoing") {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "node 1 never saw node 2's call");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    cluster.nodes[1].as_mut().expect("node 2").kill_now();
+    let mut stranded = stranded;
+    stranded.hung_up = true; // nobody to say BYE to
+    assert_eq!(
+        call_of(cluster.node(3), ongoing_number, "ongoing").as_deref(),
+        Some(id.as_str()),
+        "still ongoing while node 2 is down"
+    );
+    let listed = cluster_calls(&pg.url("cluster"), recordings.path());
+    let row = listed
+        .lines()
+        .find(|line| line.contains(&id))
+        .unwrap_or_else(|| panic!("ctl calls --cluster lists node 2's call:\n{listed}"));
+    assert!(row.trim_start().starts_with("2 "), "owned by node 2: {row}");
+    cluster.restart(2);
+    assert_eq!(call_of(cluster.node(1), ongoing_number, "ongoing"), None);
+    assert_eq!(
+        call_of(cluster.node(3), ongoing_number, "last").as_deref(),
+        Some(id.as_str())
+    );
+    let cause = pg.query_texts(
+        "cluster",
+        &format!("SELECT end_cause FROM calls WHERE call_id = '{id}'"),
+    );
+    assert_eq!(cause, ["restart"]);
 }

@@ -478,6 +478,7 @@ impl Config {
             }
         }
         self.recording.check()?;
+        self.store.check()?;
         self.agent_gateway.settings()?;
         let routes = self.compiled_routes()?;
         let trunks = self.outbound_trunks()?;

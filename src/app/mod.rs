@@ -131,13 +131,14 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
     }
     let (store, store_thread) = Store::open(
         StoreSettings {
-            path: config.store.path.clone(),
+            location: config.store.location(),
+            node: config.app.node_id,
             retention_days: config.recording.retention_days,
         },
         Arc::new(control::RecordingFileRecovery),
     )
     .map_err(|e| AppError::Store(e.to_string()))?;
-    tracing::info!(path = %config.store.path.display(), "recording store open");
+    tracing::info!(store = %config.store.location().describe(), "recording store open");
     let controller = Controller::new(
         Now::read(),
         media,
@@ -187,6 +188,7 @@ pub async fn run(loaded: Loaded, source: ConfigSource, log: LogControl) -> Resul
         reload: reload_tx,
         stopping: stopping_rx,
         verba: api::verba::VerbaState {
+            node: config.app.node_id,
             store: store.clone(),
             control: control.clone(),
             keys: api_keys.clone(),
@@ -354,6 +356,7 @@ async fn reload(
         ("api.listen", new.api.listen != current.api.listen),
         ("media", new.media != current.media),
         ("store.path", new.store.path != current.store.path),
+        ("store.url", new.store.url != current.store.url),
         ("recording.dir", new.recording.dir != current.recording.dir),
         (
             "recording.format",

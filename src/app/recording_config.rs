@@ -13,20 +13,48 @@ use serde::Deserialize;
 use super::config::{invalid, ConfigError};
 use crate::store::{RecordPolicy, RecordingFormat};
 
-/// `[store]`: the embedded database.
+/// `[store]`: the embedded database, or a PostgreSQL one several nodes share.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The SQLite file (created with its directory at start).
+    /// The SQLite file (created with its directory at start); unused when `url` is set.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// A PostgreSQL connection string (`postgres://user:password@host:5432/callbridge`, or
+    /// the key=value form); set, it replaces the SQLite file.
+    #[serde(default)]
+    pub url: Option<String>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: default_store_path(),
+            url: None,
         }
+    }
+}
+
+impl StoreConfig {
+    /// Where the store is: the PostgreSQL server when `url` is set, else the SQLite file.
+    pub fn location(&self) -> crate::store::Location {
+        match &self.url {
+            Some(url) => crate::store::Location::Postgres(url.clone()),
+            None => crate::store::Location::Sqlite(self.path.clone()),
+        }
+    }
+
+    /// A `url` must be one the PostgreSQL client reads (checked before anything starts).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let Some(url) = &self.url else {
+            return Ok(());
+        };
+        if let Err(e) = url.parse::<postgres::Config>() {
+            return Err(invalid(format!(
+                "store.url is not a PostgreSQL connection string: {e}"
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -4,10 +4,9 @@
 //! Owns: the agents table's rows.
 //! Must not: keep or log a password, or decide who is signed in (the gateway's sessions do).
 
-use rusqlite::{params, OptionalExtension};
-
 use super::db::Db;
 use super::model::UnixMs;
+use super::sql::{args, Sql};
 use super::users::{hash_password, StoredPassword};
 use super::StoreError;
 
@@ -34,14 +33,14 @@ impl Db {
     ) -> Result<(), StoreError> {
         let id = check_id(agent_id)?;
         let hash = hash_password(password)?;
-        let tx = self.conn.transaction()?;
+        let tx = self.sql.transaction()?;
         if agent_hash(&tx, id)?.is_some() {
             return Err(StoreError::AgentExists(id));
         }
         tx.execute(
             "INSERT INTO agents (agent_id, password_hash, inspector, created_ms)
              VALUES (?1, ?2, ?3, ?4)",
-            params![id, hash, inspector, now_ms],
+            args![id, hash, inspector, now_ms],
         )?;
         tx.commit()?;
         Ok(())
@@ -51,8 +50,8 @@ impl Db {
     pub fn remove_agent(&mut self, agent_id: i64) -> Result<(), StoreError> {
         let id = check_id(agent_id)?;
         let removed = self
-            .conn
-            .execute("DELETE FROM agents WHERE agent_id = ?1", [id])?;
+            .sql
+            .execute("DELETE FROM agents WHERE agent_id = ?1", args![id])?;
         if removed == 0 {
             return Err(StoreError::UnknownAgent(id));
         }
@@ -63,9 +62,9 @@ impl Db {
     pub fn set_agent_password(&mut self, agent_id: i64, password: &str) -> Result<(), StoreError> {
         let id = check_id(agent_id)?;
         let hash = hash_password(password)?;
-        let changed = self.conn.execute(
+        let changed = self.sql.execute(
             "UPDATE agents SET password_hash = ?2 WHERE agent_id = ?1",
-            params![id, hash],
+            args![id, hash],
         )?;
         if changed == 0 {
             return Err(StoreError::UnknownAgent(id));
@@ -75,17 +74,20 @@ impl Db {
 
     /// The agents, by id.
     pub fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT agent_id, inspector, created_ms FROM agents ORDER BY agent_id")?;
-        let rows = stmt.query_map([], |row| {
-            Ok(AgentRecord {
-                agent_id: row.get(0)?,
-                inspector: row.get(1)?,
-                created_ms: row.get(2)?,
+        self.sql
+            .query(
+                "SELECT agent_id, inspector, created_ms FROM agents ORDER BY agent_id",
+                args![],
+            )?
+            .iter()
+            .map(|row| {
+                Ok(AgentRecord {
+                    agent_id: row.get(0)?,
+                    inspector: row.get(1)?,
+                    created_ms: row.get(2)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
     }
 
     /// The agent's stored hash and inspector flag, to check a password with
@@ -95,25 +97,23 @@ impl Db {
         &self,
         agent_id: u32,
     ) -> Result<Option<(StoredPassword, bool)>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
+        self.sql
+            .query_opt(
                 "SELECT password_hash, inspector FROM agents WHERE agent_id = ?1",
-                [agent_id],
-                |row| Ok((StoredPassword(row.get(0)?), row.get(1)?)),
-            )
-            .optional()?)
+                args![agent_id],
+            )?
+            .map(|row| Ok((StoredPassword(row.get(0)?), row.get(1)?)))
+            .transpose()
     }
 }
 
-fn agent_hash(conn: &rusqlite::Connection, id: u32) -> Result<Option<String>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT password_hash FROM agents WHERE agent_id = ?1",
-            [id],
-            |row| row.get(0),
-        )
-        .optional()?)
+fn agent_hash(conn: &Sql, id: u32) -> Result<Option<String>, StoreError> {
+    conn.query_opt(
+        "SELECT password_hash FROM agents WHERE agent_id = ?1",
+        args![id],
+    )?
+    .map(|row| row.get(0))
+    .transpose()
 }
 
 fn check_id(agent_id: i64) -> Result<u32, StoreError> {
@@ -128,9 +128,7 @@ mod tests {
     use super::*;
 
     fn db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = Db::open(&dir.path().join("agents.db")).expect("open");
-        (dir, db)
+        crate::store::testing::temp_db()
     }
 
     #[test]

@@ -10,12 +10,11 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
-
-use super::db::{int, path_text, remove_files, word, Db};
+use super::db::{int, path_text, remove_files, Db};
 use super::model::{
     DeletionRecord, RecordPolicy, RecordingFormat, RecordingOrigin, RecordingState, UnixMs,
 };
+use super::sql::{args, Row, Sql};
 use super::StoreError;
 
 /// Audit reasons (shown by the API).
@@ -55,7 +54,7 @@ impl Db {
         by: &str,
         now_ms: UnixMs,
     ) -> Result<DeleteOutcome, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.sql.transaction()?;
         if call_flags(&tx, call_id)?.is_none() {
             return Err(StoreError::UnknownCall(call_id.to_string()));
         }
@@ -63,21 +62,22 @@ impl Db {
             "UPDATE calls SET delete_requested = 1,
                  delete_requested_by = COALESCE(delete_requested_by, ?2)
              WHERE call_id = ?1",
-            params![call_id, by],
+            args![call_id, by],
         )?;
         tx.execute(
             "UPDATE recordings SET state = ?3 WHERE call_id = ?1 AND state = ?2",
-            params![
+            args![
                 call_id,
                 RecordingState::Recording.word(),
                 RecordingState::MarkedForDeletion.word()
             ],
         )?;
-        let marked: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM recordings WHERE call_id = ?1 AND state = ?2",
-            params![call_id, RecordingState::MarkedForDeletion.word()],
-            |row| row.get(0),
-        )?;
+        let marked: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM recordings WHERE call_id = ?1 AND state = ?2",
+                args![call_id, RecordingState::MarkedForDeletion.word()],
+            )?
+            .get(0)?;
         let complete = recordings_in(
             &tx,
             call_id,
@@ -108,18 +108,21 @@ impl Db {
     /// says when there is nothing left to keep (see [`KeepOutcome`]). Repeating it is harmless.
     /// (`_now_ms` keeps the signature of [`Db::delete_call`]; no keep time is stored yet.)
     pub fn keep_call(&mut self, call_id: &str, _now_ms: UnixMs) -> Result<KeepOutcome, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.sql.transaction()?;
         let Some(call) = call_flags(&tx, call_id)? else {
             return Err(StoreError::UnknownCall(call_id.to_string()));
         };
-        tx.execute("UPDATE calls SET kept = 1 WHERE call_id = ?1", [call_id])?;
+        tx.execute(
+            "UPDATE calls SET kept = 1 WHERE call_id = ?1",
+            args![call_id],
+        )?;
         if call.delete_requested {
             tx.commit()?;
             return Ok(KeepOutcome::DeleteRequested);
         }
         tx.execute(
             "UPDATE recordings SET state = ?4 WHERE call_id = ?1 AND origin = ?2 AND state = ?3",
-            params![
+            args![
                 call_id,
                 RecordingOrigin::Policy.word(),
                 RecordingState::Finished.word(),
@@ -127,11 +130,13 @@ impl Db {
             ],
         )?;
         let policy_in = |state: RecordingState| -> Result<usize, StoreError> {
-            let n: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM recordings WHERE call_id = ?1 AND origin = ?2 AND state = ?3",
-                params![call_id, RecordingOrigin::Policy.word(), state.word()],
-                |row| row.get(0),
-            )?;
+            let n: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM recordings
+                     WHERE call_id = ?1 AND origin = ?2 AND state = ?3",
+                    args![call_id, RecordingOrigin::Policy.word(), state.word()],
+                )?
+                .get(0)?;
             Ok(usize::try_from(n).unwrap_or(0))
         };
         let kept = policy_in(RecordingState::Kept)?;
@@ -146,21 +151,24 @@ impl Db {
 
     /// The deletion audit of a call, oldest first (also after retention removed the call).
     pub fn deletions(&self, call_id: &str) -> Result<Vec<DeletionRecord>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT call_id, recording_id, path, at_ms, by, reason FROM deletions
-             WHERE call_id = ?1 ORDER BY at_ms, id",
-        )?;
-        let rows = stmt.query_map([call_id], |row| {
-            Ok(DeletionRecord {
-                call_id: row.get(0)?,
-                recording_id: row.get(1)?,
-                path: row.get::<_, Option<String>>(2)?.map(PathBuf::from),
-                at_ms: row.get(3)?,
-                by: row.get(4)?,
-                reason: row.get(5)?,
+        self.sql
+            .query(
+                "SELECT call_id, recording_id, path, at_ms, \"by\", reason FROM deletions
+                 WHERE call_id = ?1 ORDER BY at_ms, id",
+                args![call_id],
+            )?
+            .iter()
+            .map(|row| {
+                Ok(DeletionRecord {
+                    call_id: row.get(0)?,
+                    recording_id: row.get(1)?,
+                    path: row.get::<Option<String>>(2)?.map(PathBuf::from),
+                    at_ms: row.get(3)?,
+                    by: row.get(4)?,
+                    reason: row.get(5)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
     }
 }
 
@@ -174,25 +182,21 @@ pub(super) struct CallFlags {
 }
 
 /// The flags of a call, or None when there is no such call.
-pub(super) fn call_flags(
-    conn: &Connection,
-    call_id: &str,
-) -> Result<Option<CallFlags>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT policy, kept, delete_requested, delete_requested_by FROM calls
-             WHERE call_id = ?1",
-            [call_id],
-            |row| {
-                Ok(CallFlags {
-                    policy: word(row, 0)?,
-                    kept: row.get(1)?,
-                    delete_requested: row.get(2)?,
-                    delete_requested_by: row.get(3)?,
-                })
-            },
-        )
-        .optional()?)
+pub(super) fn call_flags(conn: &Sql, call_id: &str) -> Result<Option<CallFlags>, StoreError> {
+    conn.query_opt(
+        "SELECT policy, kept, delete_requested, delete_requested_by FROM calls
+         WHERE call_id = ?1",
+        args![call_id],
+    )?
+    .map(|row| {
+        Ok(CallFlags {
+            policy: row.word(0)?,
+            kept: row.get(1)?,
+            delete_requested: row.get(2)?,
+            delete_requested_by: row.get(3)?,
+        })
+    })
+    .transpose()
 }
 
 /// A recording whose file is not complete yet (state `recording` or `marked-for-deletion`).
@@ -214,15 +218,15 @@ pub(super) struct OpenRecording {
 pub(super) const OPEN_RECORDING_COLUMNS: &str =
     "recording_id, call_id, path, format, sample_rate, origin, state, started_ms, error";
 
-pub(super) fn open_recording_from_row(row: &Row) -> rusqlite::Result<OpenRecording> {
+pub(super) fn open_recording_from_row(row: &Row) -> Result<OpenRecording, StoreError> {
     Ok(OpenRecording {
         recording_id: row.get(0)?,
         call_id: row.get(1)?,
-        path: PathBuf::from(row.get::<_, String>(2)?),
-        format: word(row, 3)?,
+        path: PathBuf::from(row.get::<String>(2)?),
+        format: row.word(3)?,
         sample_rate: row.get(4)?,
-        origin: word(row, 5)?,
-        state: word(row, 6)?,
+        origin: row.word(5)?,
+        state: row.word(6)?,
         started_ms: row.get(7)?,
         error: row.get(8)?,
     })
@@ -244,7 +248,7 @@ pub(super) struct Completion {
 /// Records a recording as complete and applies the rules: its final state, its open mute span
 /// closed at its end, an audit row and the file queued in `doomed` when the rules discard it.
 pub(super) fn close_recording(
-    conn: &Connection,
+    conn: &Sql,
     recording: &OpenRecording,
     done: Completion,
     now_ms: UnixMs,
@@ -272,7 +276,7 @@ pub(super) fn close_recording(
         "UPDATE recordings SET state = ?2, ended_ms = ?3, duration_ms = ?4, size_bytes = ?5,
              sha256 = ?6, error = ?7
          WHERE recording_id = ?1",
-        params![
+        args![
             recording.recording_id,
             state.word(),
             done.ended_ms,
@@ -287,8 +291,9 @@ pub(super) fn close_recording(
         .map(int)
         .unwrap_or_else(|| done.ended_ms.saturating_sub(recording.started_ms).max(0));
     conn.execute(
-        "UPDATE mutes SET to_ms = MAX(from_ms, ?2) WHERE recording_id = ?1 AND to_ms IS NULL",
-        params![recording.recording_id, end_offset],
+        "UPDATE mutes SET to_ms = CASE WHEN from_ms > ?2 THEN from_ms ELSE ?2 END
+         WHERE recording_id = ?1 AND to_ms IS NULL",
+        args![recording.recording_id, end_offset],
     )?;
     if let Fate::Delete { by, reason } = fate {
         let row = (recording.recording_id.as_str(), recording.path.as_path());
@@ -337,39 +342,33 @@ fn fate(call: &CallFlags, origin: RecordingOrigin, state: RecordingState) -> Fat
 }
 
 pub(super) fn set_state(
-    conn: &Connection,
+    conn: &Sql,
     recording_id: &str,
     state: RecordingState,
 ) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE recordings SET state = ?2 WHERE recording_id = ?1",
-        params![recording_id, state.word()],
+        args![recording_id, state.word()],
     )?;
     Ok(())
 }
 
 /// The (id, path) of a call's recordings in any of `states`.
 pub(super) fn recordings_in(
-    conn: &Connection,
+    conn: &Sql,
     call_id: &str,
     states: &[RecordingState],
 ) -> Result<Vec<(String, PathBuf)>, StoreError> {
-    let mut stmt = conn.prepare(
+    let rows = conn.query(
         "SELECT recording_id, path, state FROM recordings WHERE call_id = ?1
          ORDER BY started_ms, recording_id",
+        args![call_id],
     )?;
-    let rows = stmt.query_map([call_id], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            PathBuf::from(row.get::<_, String>(1)?),
-            word::<RecordingState>(row, 2)?,
-        ))
-    })?;
     let mut found = Vec::new();
     for row in rows {
-        let (id, path, state) = row?;
+        let state: RecordingState = row.word(2)?;
         if states.contains(&state) {
-            found.push((id, path));
+            found.push((row.get::<String>(0)?, PathBuf::from(row.get::<String>(1)?)));
         }
     }
     Ok(found)
@@ -377,7 +376,7 @@ pub(super) fn recordings_in(
 
 /// Writes a deletion audit row.
 pub(super) fn audit(
-    conn: &Connection,
+    conn: &Sql,
     call_id: &str,
     recording: Option<(&str, &Path)>,
     at_ms: UnixMs,
@@ -389,9 +388,9 @@ pub(super) fn audit(
         None => (None, None),
     };
     conn.execute(
-        "INSERT INTO deletions (call_id, recording_id, path, at_ms, by, reason)
+        "INSERT INTO deletions (call_id, recording_id, path, at_ms, \"by\", reason)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![call_id, recording_id, path, at_ms, by, reason],
+        args![call_id, recording_id, path, at_ms, by, reason],
     )?;
     Ok(())
 }

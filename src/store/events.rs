@@ -8,14 +8,13 @@
 
 use std::path::PathBuf;
 
-use rusqlite::{params, Connection, OptionalExtension};
-
 use super::db::{measure, path_text, remove_files, Db};
 use super::deletion::{
     call_flags, close_recording, open_recording_from_row, Completion, OpenRecording,
     OPEN_RECORDING_COLUMNS,
 };
 use super::model::{MuteChannels, RecordingState, StoreEvent, UnixMs};
+use super::sql::{args, Sql};
 use super::StoreError;
 
 impl Db {
@@ -24,10 +23,10 @@ impl Db {
     /// finish, is logged and skipped; an error (the database refused) rolls the whole batch
     /// back and is returned.
     pub fn apply(&mut self, events: &[StoreEvent], now_ms: UnixMs) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.sql.transaction()?;
         let mut doomed = Vec::new();
         for event in events {
-            apply_one(&tx, event, now_ms, &mut doomed)?;
+            apply_one(&tx, self.node, event, now_ms, &mut doomed)?;
         }
         tx.commit()?;
         remove_files(&doomed);
@@ -36,7 +35,8 @@ impl Db {
 }
 
 fn apply_one(
-    conn: &Connection,
+    conn: &Sql,
+    node: u8,
     event: &StoreEvent,
     now_ms: UnixMs,
     doomed: &mut Vec<PathBuf>,
@@ -58,23 +58,24 @@ fn apply_one(
                 tracing::warn!(call_id, "CallStarted for a known call; skipped");
                 return Ok(());
             }
-            conn.prepare_cached(
+            conn.execute(
                 "INSERT INTO calls (call_id, connection, direction, platform_call_id, native_id,
-                     calling, called, trunk, policy, started_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![
-                call_id,
-                connection,
-                direction.word(),
-                platform_call_id,
-                native_id,
-                calling,
-                called,
-                trunk,
-                policy.word(),
-                started_ms
-            ])?;
+                     calling, called, trunk, policy, started_ms, node_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                args![
+                    call_id,
+                    connection,
+                    direction.word(),
+                    platform_call_id,
+                    native_id,
+                    calling,
+                    called,
+                    trunk,
+                    policy.word(),
+                    started_ms,
+                    node
+                ],
+            )?;
             // The two ends are parties too, so the party list is the whole story of the call.
             for (dn, role) in [(calling, "calling"), (called, "called")] {
                 if !dn.is_empty() {
@@ -84,10 +85,10 @@ fn apply_one(
         }
         StoreEvent::CallAnswered { call_id, at_ms } => {
             if known_call(conn, call_id, "CallAnswered")? {
-                conn.prepare_cached(
+                conn.execute(
                     "UPDATE calls SET answered_ms = ?2 WHERE call_id = ?1 AND answered_ms IS NULL",
-                )?
-                .execute(params![call_id, at_ms])?;
+                    args![call_id, at_ms],
+                )?;
             }
         }
         StoreEvent::MeetingChanged {
@@ -95,8 +96,10 @@ fn apply_one(
             meeting_id,
         } => {
             if known_call(conn, call_id, "MeetingChanged")? {
-                conn.prepare_cached("UPDATE calls SET meeting_id = ?2 WHERE call_id = ?1")?
-                    .execute(params![call_id, meeting_id])?;
+                conn.execute(
+                    "UPDATE calls SET meeting_id = ?2 WHERE call_id = ?1",
+                    args![call_id, meeting_id],
+                )?;
             }
         }
         StoreEvent::PartyAdded {
@@ -115,11 +118,11 @@ fn apply_one(
             cause,
         } => {
             if known_call(conn, call_id, "CallEnded")? {
-                conn.prepare_cached(
+                conn.execute(
                     "UPDATE calls SET ended_ms = ?2, end_cause = ?3
                      WHERE call_id = ?1 AND ended_ms IS NULL",
-                )?
-                .execute(params![call_id, at_ms, cause])?;
+                    args![call_id, at_ms, cause],
+                )?;
             }
         }
         StoreEvent::RecordingStarted {
@@ -153,22 +156,22 @@ fn apply_one(
             } else {
                 RecordingState::Recording
             };
-            conn.prepare_cached(
+            conn.execute(
                 "INSERT INTO recordings (recording_id, call_id, path, format, channels,
                      sample_rate, origin, state, started_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                recording_id,
-                call_id,
-                path_text(path),
-                format.word(),
-                channels,
-                sample_rate,
-                origin.word(),
-                state.word(),
-                started_ms
-            ])?;
+                args![
+                    recording_id,
+                    call_id,
+                    path_text(path),
+                    format.word(),
+                    channels,
+                    sample_rate,
+                    origin.word(),
+                    state.word(),
+                    started_ms
+                ],
+            )?;
         }
         StoreEvent::RecordingFailed {
             recording_id,
@@ -176,11 +179,10 @@ fn apply_one(
             error,
         } => {
             // The first error is the cause; the state stays `recording` until the file is closed.
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE recordings SET error = COALESCE(error, ?2) WHERE recording_id = ?1",
-                )?
-                .execute(params![recording_id, error])?;
+            let changed = conn.execute(
+                "UPDATE recordings SET error = COALESCE(error, ?2) WHERE recording_id = ?1",
+                args![recording_id, error],
+            )?;
             if changed == 0 {
                 tracing::warn!(
                     recording_id,
@@ -258,60 +260,62 @@ fn finished(
 /// Closes the open mute span (if its channels change) and opens a new one unless `channels`
 /// is NONE. `offset` is milliseconds from the recording's start.
 fn change_mute(
-    conn: &Connection,
+    conn: &Sql,
     recording_id: &str,
     offset: i64,
     channels: MuteChannels,
 ) -> Result<(), StoreError> {
     let open: Option<(i64, u8)> = conn
-        .query_row(
+        .query_opt(
             "SELECT id, channels FROM mutes WHERE recording_id = ?1 AND to_ms IS NULL
              ORDER BY id DESC LIMIT 1",
-            [recording_id],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()?;
+            args![recording_id],
+        )?
+        .map(|row| Ok::<_, StoreError>((row.get(0)?, row.get(1)?)))
+        .transpose()?;
     if let Some((id, open_channels)) = open {
         if open_channels == channels.0 {
             return Ok(());
         }
-        conn.prepare_cached("UPDATE mutes SET to_ms = MAX(from_ms, ?2) WHERE id = ?1")?
-            .execute(params![id, offset])?;
+        conn.execute(
+            "UPDATE mutes SET to_ms = CASE WHEN from_ms > ?2 THEN from_ms ELSE ?2 END
+             WHERE id = ?1",
+            args![id, offset],
+        )?;
     }
     if channels != MuteChannels::NONE {
-        conn.prepare_cached(
+        conn.execute(
             "INSERT INTO mutes (recording_id, channels, from_ms) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![recording_id, channels.0, offset])?;
+            args![recording_id, channels.0, offset],
+        )?;
     }
     Ok(())
 }
 
 /// Adds a party unless the call has it already in that role.
 fn add_party(
-    conn: &Connection,
+    conn: &Sql,
     call_id: &str,
     dn: &str,
     role: &str,
     at_ms: UnixMs,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO parties (call_id, dn, role, at_ms) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![call_id, dn, role, at_ms])?;
+    conn.execute(
+        "INSERT INTO parties (call_id, dn, role, at_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO NOTHING",
+        args![call_id, dn, role, at_ms],
+    )?;
     Ok(())
 }
 
-fn call_exists(conn: &Connection, call_id: &str) -> Result<bool, StoreError> {
+fn call_exists(conn: &Sql, call_id: &str) -> Result<bool, StoreError> {
     Ok(conn
-        .prepare_cached("SELECT 1 FROM calls WHERE call_id = ?1")?
-        .query_row([call_id], |_| Ok(()))
-        .optional()?
+        .query_opt("SELECT 1 FROM calls WHERE call_id = ?1", args![call_id])?
         .is_some())
 }
 
 /// Whether the call exists; logs the skipped event when not.
-fn known_call(conn: &Connection, call_id: &str, event: &'static str) -> Result<bool, StoreError> {
+fn known_call(conn: &Sql, call_id: &str, event: &'static str) -> Result<bool, StoreError> {
     let known = call_exists(conn, call_id)?;
     if !known {
         tracing::warn!(call_id, event, "event for an unknown call; skipped");
@@ -319,28 +323,27 @@ fn known_call(conn: &Connection, call_id: &str, event: &'static str) -> Result<b
     Ok(known)
 }
 
-fn recording_exists(conn: &Connection, recording_id: &str) -> Result<bool, StoreError> {
+fn recording_exists(conn: &Sql, recording_id: &str) -> Result<bool, StoreError> {
     Ok(conn
-        .query_row(
+        .query_opt(
             "SELECT 1 FROM recordings WHERE recording_id = ?1",
-            [recording_id],
-            |_| Ok(()),
-        )
-        .optional()?
+            args![recording_id],
+        )?
         .is_some())
 }
 
 /// The recording if it is still being written; logs the skipped event when it is unknown or
 /// already complete.
 fn open_recording(
-    conn: &Connection,
+    conn: &Sql,
     recording_id: &str,
     event: &'static str,
 ) -> Result<Option<OpenRecording>, StoreError> {
     let sql = format!("SELECT {OPEN_RECORDING_COLUMNS} FROM recordings WHERE recording_id = ?1");
     let recording = conn
-        .query_row(&sql, [recording_id], open_recording_from_row)
-        .optional()?;
+        .query_opt(&sql, args![recording_id])?
+        .map(|row| open_recording_from_row(&row))
+        .transpose()?;
     let Some(recording) = recording else {
         tracing::warn!(
             recording_id,
@@ -769,12 +772,7 @@ mod tests {
     #[test]
     fn a_refused_event_rolls_the_whole_batch_back() {
         let (_dir, mut db) = temp_db();
-        db.conn
-            .execute_batch(
-                "CREATE TRIGGER boom BEFORE INSERT ON parties WHEN NEW.dn = 'boom'
-                 BEGIN SELECT RAISE(ABORT, 'simulated failure'); END;",
-            )
-            .expect("trigger");
+        crate::store::testing::refuse_party(&db, "boom");
         let party = StoreEvent::PartyAdded {
             call_id: "c1".into(),
             dn: "boom".into(),

@@ -1,5 +1,6 @@
 //! The recording metadata store: calls, their parties, recordings and mute spans, the deletion
-//! audit and the users of the recording API, in one embedded SQLite database.
+//! audit and the users of the recording API, in one embedded SQLite database — or one
+//! PostgreSQL database several nodes share (`[store] url`, docs/CLUSTER.md).
 //!
 //! Owns: the database file and, in the server, its one connection (on the thread named
 //! `store`); the schema and its migrations; the rules that decide whether a recording file stays
@@ -7,8 +8,8 @@
 //! of what a killed process left.
 //! Must not: make its callers wait on the disk — the control plane hands writes over a queue
 //! ([`Store::write`] never blocks) and the recording API's questions ([`Store::ask`]) are answered
-//! on the store thread; let SQL or rusqlite out of this module (every statement is a [`Db`]
-//! method, so a PostgreSQL backend can take its place behind the same types); write recording
+//! on the store thread; let SQL or a database client out of this module (every statement is a
+//! [`Db`] method, written once for both databases through `sql`); write recording
 //! files (the media layer does, and repairs them through [`RecordingFiles`]).
 //!
 //! A write's path: control task → [`Store::write`] → the queue → the store thread, which takes
@@ -26,6 +27,7 @@ mod events;
 mod queries;
 mod recovery;
 mod retention;
+pub(crate) mod sql;
 mod users;
 
 #[cfg(test)]
@@ -41,7 +43,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use agents::AgentRecord;
-pub use db::Db;
+pub use db::{Db, Location};
 pub use deletion::{DeleteOutcome, KeepOutcome};
 pub use model::*;
 pub use recovery::RecoveryReport;
@@ -56,8 +58,11 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// Where the database lives and how long calls are kept (built by `app` from the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreSettings {
-    /// The SQLite file; its directory is created when missing.
-    pub path: PathBuf,
+    /// The SQLite file (its directory is created when missing) or the PostgreSQL server.
+    pub location: Location,
+    /// This node (`[app] node_id`): the owner of the calls it writes, the only calls it
+    /// recovers and expires in a shared store.
+    pub node: u8,
     /// Calls that ended more than this many days ago are removed with their files; 0 keeps
     /// them forever.
     pub retention_days: u32,
@@ -194,29 +199,47 @@ impl Store {
         settings: StoreSettings,
         files: Arc<dyn RecordingFiles>,
     ) -> Result<(Store, StoreThread), StoreError> {
-        let mut db = Db::open(&settings.path)?;
-        let report = db.recover(files.as_ref(), now_ms())?;
-        if report != RecoveryReport::default() {
-            tracing::info!(
-                calls_closed = report.calls_closed,
-                recordings_recovered = report.recordings_recovered,
-                recordings_unrecoverable = report.recordings_unrecoverable,
-                "store recovered after an unclean stop"
-            );
-        }
         let (jobs, queue) = mpsc::channel();
         let counters = Arc::new(Counters::default());
-        let worker = Worker {
-            db,
-            queue,
-            counters: Arc::clone(&counters),
-            retention_days: settings.retention_days,
-        };
+        let worker_counters = Arc::clone(&counters);
+        let (opened_tx, opened) = mpsc::sync_channel(1);
+        // The database is opened on the store thread itself: the PostgreSQL client blocks and
+        // must not run on the async runtime `Store::open` may be called from.
         let handle = thread::Builder::new()
             .name("store".to_string())
-            .spawn(move || worker.run())
+            .spawn(move || {
+                let db = match open_and_recover(&settings, files.as_ref()) {
+                    Ok(db) => {
+                        let _ = opened_tx.send(Ok(()));
+                        db
+                    }
+                    Err(error) => {
+                        let _ = opened_tx.send(Err(error));
+                        return;
+                    }
+                };
+                let worker = Worker {
+                    db,
+                    queue,
+                    counters: worker_counters,
+                    retention_days: settings.retention_days,
+                };
+                worker.run();
+            })
             .map_err(StoreError::Spawn)?;
-        Ok((Store { jobs, counters }, StoreThread { handle }))
+        match opened.recv() {
+            Ok(Ok(())) => Ok((Store { jobs, counters }, StoreThread { handle })),
+            Ok(Err(error)) => {
+                let _ = handle.join();
+                Err(error)
+            }
+            Err(_) => {
+                let _ = handle.join();
+                Err(StoreError::Database(
+                    "the store thread failed while opening".into(),
+                ))
+            }
+        }
     }
 
     /// Hands `event` to the store thread. Never blocks; applied in order with the other writes.
@@ -278,6 +301,24 @@ impl StoreThread {
     pub fn join(self) -> Result<(), StoreError> {
         self.handle.join().map_err(|_| StoreError::Stopped)
     }
+}
+
+/// Opens the database and runs start-up recovery (on the store thread).
+fn open_and_recover(
+    settings: &StoreSettings,
+    files: &dyn RecordingFiles,
+) -> Result<Db, StoreError> {
+    let mut db = Db::connect(&settings.location, settings.node)?;
+    let report = db.recover(files, now_ms())?;
+    if report != RecoveryReport::default() {
+        tracing::info!(
+            calls_closed = report.calls_closed,
+            recordings_recovered = report.recordings_recovered,
+            recordings_unrecoverable = report.recordings_unrecoverable,
+            "store recovered after an unclean stop"
+        );
+    }
+    Ok(db)
 }
 
 /// The time now, as the store records it.
@@ -419,9 +460,14 @@ mod tests {
 
     fn settings(dir: &tempfile::TempDir, retention_days: u32) -> StoreSettings {
         StoreSettings {
-            path: dir.path().join("db/store.db"),
+            location: crate::store::testing::location_for(dir.path()),
+            node: 0,
             retention_days,
         }
+    }
+
+    fn connect(dir: &tempfile::TempDir) -> Db {
+        Db::connect(&settings(dir, 0).location, 0).expect("db")
     }
 
     fn open(dir: &tempfile::TempDir) -> (Store, StoreThread) {
@@ -528,13 +574,8 @@ mod tests {
     fn a_refused_write_costs_only_itself_and_the_thread_goes_on() {
         let dir = tempfile::tempdir().expect("temp dir");
         {
-            let db = Db::open(&settings(&dir, 0).path).expect("db");
-            db.conn
-                .execute_batch(
-                    "CREATE TRIGGER boom BEFORE INSERT ON parties WHEN NEW.dn = 'boom'
-                     BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END;",
-                )
-                .expect("trigger");
+            let db = connect(&dir);
+            crate::store::testing::refuse_party(&db, "boom");
         }
         let (store, thread) = open(&dir);
         store.write(call("a", "1", "2", RecordPolicy::Off, 0));
@@ -587,7 +628,7 @@ mod tests {
         drop(store);
         drop(second);
         thread.join().expect("join");
-        let db = Db::open(&settings(&dir, 0).path).expect("reopen");
+        let db = connect(&dir);
         assert!(db.get_call("c99").expect("get").is_some());
     }
 
@@ -598,7 +639,7 @@ mod tests {
         let day = 86_400_000;
         let now = now_ms();
         {
-            let mut db = Db::open(&settings(&dir, 0).path).expect("db");
+            let mut db = connect(&dir);
             db.apply(
                 &[
                     call("old", "1", "2", RecordPolicy::Off, now - 10 * day),
@@ -636,10 +677,16 @@ mod tests {
     fn a_newer_database_is_refused_by_open() {
         let dir = tempfile::tempdir().expect("temp dir");
         {
-            let db = Db::open(&settings(&dir, 0).path).expect("db");
-            db.conn
-                .pragma_update(None, "user_version", db::SCHEMA_VERSION + 1)
-                .expect("bump");
+            let db = connect(&dir);
+            let bump = if db.sql.is_postgres() {
+                format!(
+                    "UPDATE schema_version SET version = {}",
+                    db::SCHEMA_VERSION + 1
+                )
+            } else {
+                format!("PRAGMA user_version = {}", db::SCHEMA_VERSION + 1)
+            };
+            db.sql.batch(&bump).expect("bump");
         }
         let result = Store::open(settings(&dir, 0), Arc::new(ScriptedFiles::default()));
         assert!(matches!(

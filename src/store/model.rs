@@ -209,6 +209,8 @@ pub struct CallRecord {
     pub kept: bool,
     /// DeleteCall was called.
     pub delete_requested: bool,
+    /// The node that had the call (`[app] node_id`; 0 for a single server).
+    pub node_id: u8,
     pub parties: Vec<PartyRecord>,
     pub recordings: Vec<RecordingRecord>,
 }

@@ -7,14 +7,12 @@
 
 use std::path::PathBuf;
 
-use rusqlite::types::Value;
-use rusqlite::{params_from_iter, Connection, OptionalExtension, Row};
-
-use super::db::{count, maybe_count, word, Db};
+use super::db::Db;
 use super::model::{
     CallQuery, CallRecord, CallStatus, FindError, MuteChannels, MuteSpan, PartyRecord,
     RecordingRecord, SearchQuery, UnixMs,
 };
+use super::sql::{args, params, Row, Sql, Value};
 use super::StoreError;
 
 /// How far after the request a `next` call may start.
@@ -26,7 +24,7 @@ const MAX_PAGE_LEN: u32 = 1000;
 impl Db {
     /// The call with this id, whole.
     pub fn get_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
-        load_call(&self.conn, call_id)
+        load_call(&self.sql, call_id)
     }
 
     /// The one call `query` names at `request_ms`, or why there is not exactly one. Every set
@@ -51,8 +49,8 @@ impl Db {
                 CallStatus::Next => filter.push(
                     "started_ms >= ? AND started_ms < ?",
                     [
-                        Value::Integer(request_ms),
-                        Value::Integer(request_ms.saturating_add(NEXT_WINDOW_MS)),
+                        Value::Int(request_ms),
+                        Value::Int(request_ms.saturating_add(NEXT_WINDOW_MS)),
                     ],
                 ),
                 // The latest end among the matching calls; two ending in the same millisecond
@@ -79,17 +77,19 @@ impl Db {
         let mut filter = Filter::default();
         filter.push(
             "started_ms >= ? AND started_ms < ?",
-            [Value::Integer(query.from_ms), Value::Integer(query.to_ms)],
+            [Value::Int(query.from_ms), Value::Int(query.to_ms)],
         );
         if let Some(number) = &query.number {
             let number = Value::Text(number.clone());
             filter.push("(calling = ? OR called = ?)", [number.clone(), number]);
         }
-        let total: i64 = self.conn.query_row(
-            &format!("SELECT COUNT(*) FROM calls WHERE {}", filter.sql()),
-            params_from_iter(&filter.values),
-            |row| row.get(0),
-        )?;
+        let total: i64 = self
+            .sql
+            .query_one(
+                &format!("SELECT COUNT(*) FROM calls WHERE {}", filter.sql()),
+                &params(&filter.values),
+            )?
+            .get(0)?;
         let page_len = query.page_len.clamp(1, MAX_PAGE_LEN);
         let offset = i64::from(page_len) * i64::from(query.page);
         let sql = format!(
@@ -97,20 +97,36 @@ impl Db {
              LIMIT {page_len} OFFSET {offset}",
             filter.sql()
         );
-        let ids = call_ids(&self.conn, &sql, &filter.values)?;
+        let ids = call_ids(&self.sql, &sql, &filter.values)?;
         let mut calls = Vec::with_capacity(ids.len());
         for id in ids {
-            calls.extend(load_call(&self.conn, &id)?);
+            calls.extend(load_call(&self.sql, &id)?);
         }
         Ok((calls, u64::try_from(total).unwrap_or(0)))
     }
 
+    /// Every call still going — of every node, in a shared store — by node and start, without
+    /// parties and recordings (`callbridge ctl calls --cluster`).
+    pub fn ongoing_calls(&self) -> Result<Vec<CallRecord>, StoreError> {
+        self.sql
+            .query(
+                &format!(
+                    "SELECT {CALL_COLUMNS} FROM calls WHERE ended_ms IS NULL
+                     ORDER BY node_id, started_ms, call_id"
+                ),
+                args![],
+            )?
+            .iter()
+            .map(call_from_row)
+            .collect()
+    }
+
     fn exactly_one(&self, filter: &Filter) -> Result<Result<CallRecord, FindError>, StoreError> {
         let sql = format!("SELECT call_id FROM calls WHERE {}", filter.sql());
-        let ids = call_ids(&self.conn, &sql, &filter.values)?;
+        let ids = call_ids(&self.sql, &sql, &filter.values)?;
         match ids.as_slice() {
             [] => Ok(Err(FindError::NotFound)),
-            [id] => Ok(load_call(&self.conn, id)?.ok_or(FindError::NotFound)),
+            [id] => Ok(load_call(&self.sql, id)?.ok_or(FindError::NotFound)),
             more => Ok(Err(FindError::Ambiguous {
                 matches: more.len(),
             })),
@@ -162,107 +178,118 @@ impl Filter {
 
     fn sql(&self) -> String {
         if self.clauses.is_empty() {
-            return "1".to_string();
+            return "1 = 1".to_string();
         }
         self.clauses.join(" AND ")
     }
 }
 
-fn call_ids(conn: &Connection, sql: &str, values: &[Value]) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn.prepare(sql)?;
-    let rows = stmt.query_map(params_from_iter(values), |row| row.get(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+fn call_ids(conn: &Sql, sql: &str, values: &[Value]) -> Result<Vec<String>, StoreError> {
+    conn.query(sql, &params(values))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
 }
 
+/// The columns [`call_from_row`] reads, in order.
+const CALL_COLUMNS: &str = "call_id, connection, direction, platform_call_id, native_id, \
+    meeting_id, calling, called, trunk, policy, started_ms, answered_ms, ended_ms, end_cause, \
+    kept, delete_requested, node_id";
+
 /// A call with its parties, recordings and their mute spans.
-pub(super) fn load_call(
-    conn: &Connection,
-    call_id: &str,
-) -> Result<Option<CallRecord>, StoreError> {
+pub(super) fn load_call(conn: &Sql, call_id: &str) -> Result<Option<CallRecord>, StoreError> {
     let call = conn
-        .query_row(
-            "SELECT call_id, connection, direction, platform_call_id, native_id, meeting_id,
-                 calling, called, trunk, policy, started_ms, answered_ms, ended_ms, end_cause,
-                 kept, delete_requested
-             FROM calls WHERE call_id = ?1",
-            [call_id],
-            call_from_row,
-        )
-        .optional()?;
+        .query_opt(
+            &format!("SELECT {CALL_COLUMNS} FROM calls WHERE call_id = ?1"),
+            args![call_id],
+        )?
+        .map(|row| call_from_row(&row))
+        .transpose()?;
     let Some(mut call) = call else {
         return Ok(None);
     };
-    let mut stmt = conn.prepare_cached(
-        "SELECT dn, role, at_ms FROM parties WHERE call_id = ?1 ORDER BY at_ms, id",
-    )?;
-    let parties = stmt.query_map([call_id], |row| {
-        Ok(PartyRecord {
-            dn: row.get(0)?,
-            role: row.get(1)?,
-            at_ms: row.get(2)?,
-        })
-    })?;
-    call.parties = parties.collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT recording_id, call_id, path, format, channels, sample_rate, origin, state,
-             started_ms, ended_ms, duration_ms, size_bytes, sha256, error
-         FROM recordings WHERE call_id = ?1 ORDER BY started_ms, recording_id",
-    )?;
-    let recordings = stmt.query_map([call_id], recording_from_row)?;
-    call.recordings = recordings.collect::<Result<_, _>>()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT channels, from_ms, to_ms FROM mutes WHERE recording_id = ?1 ORDER BY from_ms, id",
-    )?;
-    for recording in &mut call.recordings {
-        let mutes = stmt.query_map([&recording.recording_id], |row| {
-            Ok(MuteSpan {
-                channels: MuteChannels(row.get(0)?),
-                from_ms: count(row, 1)?,
-                to_ms: maybe_count(row, 2)?,
+    call.parties = conn
+        .query(
+            "SELECT dn, role, at_ms FROM parties WHERE call_id = ?1 ORDER BY at_ms, id",
+            args![call_id],
+        )?
+        .iter()
+        .map(|row| {
+            Ok(PartyRecord {
+                dn: row.get(0)?,
+                role: row.get(1)?,
+                at_ms: row.get(2)?,
             })
-        })?;
-        recording.mutes = mutes.collect::<Result<_, _>>()?;
+        })
+        .collect::<Result<_, StoreError>>()?;
+    call.recordings = conn
+        .query(
+            "SELECT recording_id, call_id, path, format, channels, sample_rate, origin, state,
+                 started_ms, ended_ms, duration_ms, size_bytes, sha256, error
+             FROM recordings WHERE call_id = ?1 ORDER BY started_ms, recording_id",
+            args![call_id],
+        )?
+        .iter()
+        .map(recording_from_row)
+        .collect::<Result<_, _>>()?;
+    for recording in &mut call.recordings {
+        recording.mutes = conn
+            .query(
+                "SELECT channels, from_ms, to_ms FROM mutes WHERE recording_id = ?1
+                 ORDER BY from_ms, id",
+                args![recording.recording_id],
+            )?
+            .iter()
+            .map(|row| {
+                Ok(MuteSpan {
+                    channels: MuteChannels(row.get(0)?),
+                    from_ms: row.get(1)?,
+                    to_ms: row.get(2)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
     }
     Ok(Some(call))
 }
 
-fn call_from_row(row: &Row) -> rusqlite::Result<CallRecord> {
+fn call_from_row(row: &Row) -> Result<CallRecord, StoreError> {
     Ok(CallRecord {
         call_id: row.get(0)?,
         connection: row.get(1)?,
-        direction: word(row, 2)?,
+        direction: row.word(2)?,
         platform_call_id: row.get(3)?,
         native_id: row.get(4)?,
         meeting_id: row.get(5)?,
         calling: row.get(6)?,
         called: row.get(7)?,
         trunk: row.get(8)?,
-        policy: word(row, 9)?,
+        policy: row.word(9)?,
         started_ms: row.get(10)?,
         answered_ms: row.get(11)?,
         ended_ms: row.get(12)?,
         end_cause: row.get(13)?,
         kept: row.get(14)?,
         delete_requested: row.get(15)?,
+        node_id: row.get(16)?,
         parties: Vec::new(),
         recordings: Vec::new(),
     })
 }
 
-fn recording_from_row(row: &Row) -> rusqlite::Result<RecordingRecord> {
+fn recording_from_row(row: &Row) -> Result<RecordingRecord, StoreError> {
     Ok(RecordingRecord {
         recording_id: row.get(0)?,
         call_id: row.get(1)?,
-        path: PathBuf::from(row.get::<_, String>(2)?),
-        format: word(row, 3)?,
+        path: PathBuf::from(row.get::<String>(2)?),
+        format: row.word(3)?,
         channels: row.get(4)?,
         sample_rate: row.get(5)?,
-        origin: word(row, 6)?,
-        state: word(row, 7)?,
+        origin: row.word(6)?,
+        state: row.word(7)?,
         started_ms: row.get(8)?,
         ended_ms: row.get(9)?,
-        duration_ms: maybe_count(row, 10)?,
-        size_bytes: maybe_count(row, 11)?,
+        duration_ms: row.get(10)?,
+        size_bytes: row.get(11)?,
         sha256: row.get(12)?,
         error: row.get(13)?,
         mutes: Vec::new(),

@@ -9,13 +9,12 @@
 
 use std::io;
 
-use rusqlite::params;
-
 use super::db::{measure, remove_files, Db};
 use super::deletion::{
     close_recording, open_recording_from_row, Completion, OpenRecording, OPEN_RECORDING_COLUMNS,
 };
 use super::model::{RecordingState, UnixMs};
+use super::sql::args;
 use super::{RecordingFiles, StoreError};
 
 /// What start-up recovery found and did.
@@ -31,43 +30,49 @@ pub struct RecoveryReport {
 }
 
 impl Db {
-    /// Ends the calls a killed process left open (at `now_ms`, cause `restart`), then has
-    /// `files` repair every recording still being written and records it as complete, under
-    /// the same rules as a `RecordingFinished` (the call is over now).
+    /// Ends the calls a killed process of this node left open (at `now_ms`, cause `restart`),
+    /// then has `files` repair every recording of those calls still being written and records
+    /// it as complete, under the same rules as a `RecordingFinished` (the call is over now).
+    /// Other nodes' calls in a shared store are theirs to recover.
     pub fn recover(
         &mut self,
         files: &dyn RecordingFiles,
         now_ms: UnixMs,
     ) -> Result<RecoveryReport, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.sql.transaction()?;
+        let closed = tx.execute(
+            "UPDATE calls SET ended_ms = ?1, end_cause = 'restart'
+             WHERE ended_ms IS NULL AND node_id = ?2",
+            args![now_ms, self.node],
+        )?;
         let mut report = RecoveryReport {
-            calls_closed: tx.execute(
-                "UPDATE calls SET ended_ms = ?1, end_cause = 'restart' WHERE ended_ms IS NULL",
-                params![now_ms],
-            )?,
+            calls_closed: usize::try_from(closed).unwrap_or(usize::MAX),
             ..RecoveryReport::default()
         };
-        let open: Vec<OpenRecording> = {
-            let mut stmt = tx.prepare(&format!(
-                "SELECT {OPEN_RECORDING_COLUMNS} FROM recordings WHERE state IN (?1, ?2)
-                 ORDER BY started_ms, recording_id"
-            ))?;
-            let rows = stmt.query_map(
-                params![
+        let open: Vec<OpenRecording> = tx
+            .query(
+                &format!(
+                    "SELECT {OPEN_RECORDING_COLUMNS} FROM recordings WHERE state IN (?1, ?2)
+                     AND call_id IN (SELECT call_id FROM calls WHERE node_id = ?3)
+                     ORDER BY started_ms, recording_id"
+                ),
+                args![
                     RecordingState::Recording.word(),
-                    RecordingState::MarkedForDeletion.word()
+                    RecordingState::MarkedForDeletion.word(),
+                    self.node
                 ],
-                open_recording_from_row,
-            )?;
-            rows.collect::<Result<_, _>>()?
-        };
+            )?
+            .iter()
+            .map(open_recording_from_row)
+            .collect::<Result<_, _>>()?;
         let mut doomed = Vec::new();
         for recording in &open {
-            let call_end: UnixMs = tx.query_row(
-                "SELECT COALESCE(ended_ms, ?2) FROM calls WHERE call_id = ?1",
-                params![recording.call_id, now_ms],
-                |row| row.get(0),
-            )?;
+            let call_end: UnixMs = tx
+                .query_one(
+                    "SELECT COALESCE(ended_ms, ?2) FROM calls WHERE call_id = ?1",
+                    args![recording.call_id, now_ms],
+                )?
+                .get(0)?;
             let done = match files.recover(&recording.path, recording.format) {
                 Ok(file) => {
                     report.recordings_recovered += 1;
@@ -283,5 +288,55 @@ mod tests {
             db.recover(&files, 70_000).expect("again"),
             RecoveryReport::default()
         );
+    }
+
+    /// In a store several nodes share, a node's start-up recovery closes its own calls and
+    /// recordings only: the others' are still going on their nodes.
+    #[test]
+    fn each_node_recovers_only_its_own_calls() {
+        let (dir, mut one) = temp_db();
+        one.node = 1;
+        let mut two = crate::store::testing::reopen(&dir);
+        two.node = 2;
+        let file_one = file(&dir, "one.wav", b"one");
+        let file_two = file(&dir, "two.wav", b"two");
+        one.apply(
+            &[
+                call("on-one", "1", "2", RecordPolicy::Always, 10),
+                recording("r1", "on-one", &file_one, RecordingOrigin::Policy, 10),
+            ],
+            10,
+        )
+        .expect("node 1 writes");
+        two.apply(
+            &[
+                call("on-two", "3", "4", RecordPolicy::Always, 20),
+                recording("r2", "on-two", &file_two, RecordingOrigin::Policy, 20),
+            ],
+            20,
+        )
+        .expect("node 2 writes");
+        assert_eq!(
+            one.get_call("on-two")
+                .expect("get")
+                .expect("shared")
+                .node_id,
+            2
+        );
+
+        let files = ScriptedFiles::default();
+        let report = two.recover(&files, 100).expect("node 2 restarts");
+        assert_eq!(report.calls_closed, 1);
+        assert_eq!(files.asked(), vec![file_two], "only node 2's recording");
+        assert!(one
+            .get_call("on-one")
+            .expect("get")
+            .expect("call")
+            .ongoing());
+        assert!(!one
+            .get_call("on-two")
+            .expect("get")
+            .expect("call")
+            .ongoing());
     }
 }

@@ -5,11 +5,10 @@
 //! Must not: remove an audit row (they outlive their calls), or a call that has not ended
 //! (start-up recovery ends what a killed process left open).
 
-use rusqlite::params;
-
 use super::db::{int, remove_files, Db};
 use super::deletion::{audit, recordings_in};
 use super::model::{RecordingState, UnixMs};
+use super::sql::args;
 use super::StoreError;
 
 /// Calls expired per transaction, so a first run over a large backlog does not hold the write
@@ -19,7 +18,7 @@ const EXPIRE_CHUNK: u64 = 500;
 const DAY_MS: i64 = 86_400_000;
 
 impl Db {
-    /// Removes the calls that ended more than `retention_days` before `now_ms` with their
+    /// Removes this node's calls that ended more than `retention_days` before `now_ms` with their
     /// parties, recordings, mute spans and files, leaving an audit row (by `retention`) for
     /// each file it removes. 0 days keeps everything. Answers how many calls were removed.
     pub fn expire(&mut self, now_ms: UnixMs, retention_days: u32) -> Result<usize, StoreError> {
@@ -30,15 +29,18 @@ impl Db {
         let reason = format!("older than {retention_days} days");
         let mut removed = 0;
         loop {
-            let tx = self.conn.transaction()?;
-            let calls: Vec<String> = {
-                let mut stmt = tx.prepare(
-                    "SELECT call_id FROM calls WHERE ended_ms IS NOT NULL AND ended_ms < ?1
+            let tx = self.sql.transaction()?;
+            // Each node expires its own calls: their files are on its disk.
+            let calls: Vec<String> = tx
+                .query(
+                    "SELECT call_id FROM calls
+                     WHERE ended_ms IS NOT NULL AND ended_ms < ?1 AND node_id = ?3
                      ORDER BY ended_ms LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![cutoff, int(EXPIRE_CHUNK)], |row| row.get(0))?;
-                rows.collect::<Result<_, _>>()?
-            };
+                    args![cutoff, int(EXPIRE_CHUNK), self.node],
+                )?
+                .iter()
+                .map(|row| row.get(0))
+                .collect::<Result<_, _>>()?;
             if calls.is_empty() {
                 return Ok(removed);
             }
@@ -60,7 +62,7 @@ impl Db {
                 for (_, path) in recordings_in(&tx, call_id, &[RecordingState::Deleted])? {
                     doomed.push(path);
                 }
-                tx.execute("DELETE FROM calls WHERE call_id = ?1", [call_id])?;
+                tx.execute("DELETE FROM calls WHERE call_id = ?1", args![call_id])?;
             }
             tx.commit()?;
             remove_files(&doomed);
@@ -133,7 +135,7 @@ mod tests {
         .expect("apply");
         // One of the old call's recordings was deleted earlier, but its file lingered (the
         // removal failed then).
-        let mut by_hand = db.conn.transaction().expect("tx");
+        let by_hand = db.sql.transaction().expect("tx");
         set_state(&by_hand, "r-od", RecordingState::Deleted).expect("state");
         audit(
             &by_hand,
@@ -144,8 +146,7 @@ mod tests {
             DELETED_ON_REQUEST,
         )
         .expect("audit");
-        by_hand.set_drop_behavior(rusqlite::DropBehavior::Commit);
-        drop(by_hand);
+        by_hand.commit().expect("commit");
 
         assert_eq!(db.expire(now, 0).expect("keep forever"), 0);
         assert!(db.get_call("old").expect("get").is_some());
@@ -165,8 +166,8 @@ mod tests {
         );
         for table in ["parties", "recordings", "mutes"] {
             let orphans: i64 = db
-                .conn
-                .query_row(
+                .sql
+                .query_one(
                     &format!(
                         "SELECT COUNT(*) FROM {table} WHERE {}",
                         match table {
@@ -174,9 +175,9 @@ mod tests {
                             _ => "call_id = 'old'",
                         }
                     ),
-                    [],
-                    |row| row.get(0),
+                    crate::store::sql::args![],
                 )
+                .and_then(|row| row.get(0))
                 .expect("count");
             assert_eq!(orphans, 0, "{table} rows of the old call remain");
         }

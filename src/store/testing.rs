@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use tempfile::TempDir;
 
 use super::model::{Direction, RecordPolicy, RecordingFormat, RecordingOrigin, StoreEvent, UnixMs};
-use super::{Db, RecordingFiles, RecoveredFile};
+use super::{Db, Location, RecordingFiles, RecoveredFile};
 
 /// A [`RecordingFiles`] that answers what it was told per path (and "no script" otherwise),
 /// and remembers what it was asked.
@@ -49,11 +49,72 @@ impl RecordingFiles for ScriptedFiles {
     }
 }
 
-/// A fresh database in a temporary directory (`store.db`).
+/// A fresh database for a test, with a temporary directory for its files: SQLite
+/// (`store.db` in the directory), or — when `CALLBRIDGE_TEST_POSTGRES` names a PostgreSQL
+/// server (`scripts/with-postgres` starts one and sets it) — a new database there, so the
+/// store's tests run unchanged against both.
 pub(crate) fn temp_db() -> (TempDir, Db) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = Db::open(&dir.path().join("store.db")).expect("open temp db");
+    let db = reopen(&dir);
     (dir, db)
+}
+
+/// The test database of `dir` again (a second connection, or after a drop).
+pub(crate) fn reopen(dir: &TempDir) -> Db {
+    Db::connect(&location_for(dir.path()), 0).expect("open test db")
+}
+
+/// Where the test database of `dir` is: its `store.db`, or a PostgreSQL database named after
+/// the directory (created on first use).
+pub(crate) fn location_for(dir: &Path) -> Location {
+    let Ok(server) = std::env::var("CALLBRIDGE_TEST_POSTGRES") else {
+        return Location::Sqlite(dir.join("store.db"));
+    };
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut hasher);
+    let name = format!("cb_test_{:016x}", hasher.finish());
+    // On a thread of its own: the blocking client must not run inside a `#[tokio::test]`.
+    let (admin_server, admin_name) = (server.clone(), name.clone());
+    std::thread::spawn(move || {
+        let mut admin = postgres::Client::connect(&admin_server, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("CALLBRIDGE_TEST_POSTGRES={admin_server}: {e}"));
+        let exists = admin
+            .query_opt(
+                "SELECT 1 FROM pg_database WHERE datname = $1",
+                &[&admin_name],
+            )
+            .expect("look up the test database")
+            .is_some();
+        if !exists {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {admin_name}"))
+                .expect("create the test database");
+        }
+    })
+    .join()
+    .expect("test database created");
+    Location::Postgres(format!("{server} dbname={name}"))
+}
+
+/// Makes the database refuse (as a full disk would) every party row numbered `dn`.
+pub(crate) fn refuse_party(db: &Db, dn: &str) {
+    let sql = if db.sql.is_postgres() {
+        format!(
+            "CREATE FUNCTION refuse_party() RETURNS trigger AS $$ BEGIN
+                 IF NEW.dn = '{dn}' THEN RAISE EXCEPTION 'simulated failure'; END IF;
+                 RETURN NEW;
+             END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER refuse_party BEFORE INSERT ON parties
+                 FOR EACH ROW EXECUTE FUNCTION refuse_party();"
+        )
+    } else {
+        format!(
+            "CREATE TRIGGER refuse_party BEFORE INSERT ON parties WHEN NEW.dn = '{dn}'
+             BEGIN SELECT RAISE(ABORT, 'simulated failure'); END;"
+        )
+    };
+    db.sql.batch(&sql).expect("refusing trigger");
 }
 
 /// Writes a recording file and answers its path.

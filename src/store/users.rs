@@ -8,10 +8,10 @@
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use rusqlite::{params, OptionalExtension};
 
 use super::db::Db;
 use super::model::UnixMs;
+use super::sql::{args, Sql};
 use super::StoreError;
 
 /// Longest user name.
@@ -67,13 +67,13 @@ impl Db {
     ) -> Result<(), StoreError> {
         check_name(name)?;
         let hash = hash_password(password)?;
-        let tx = self.conn.transaction()?;
+        let tx = self.sql.transaction()?;
         if user_hash(&tx, name)?.is_some() {
             return Err(StoreError::UserExists(name.to_string()));
         }
         tx.execute(
             "INSERT INTO users (name, password_hash, created_ms) VALUES (?1, ?2, ?3)",
-            params![name, hash, now_ms],
+            args![name, hash, now_ms],
         )?;
         tx.commit()?;
         Ok(())
@@ -82,8 +82,8 @@ impl Db {
     /// Removes a user.
     pub fn remove_user(&mut self, name: &str) -> Result<(), StoreError> {
         let removed = self
-            .conn
-            .execute("DELETE FROM users WHERE name = ?1", [name])?;
+            .sql
+            .execute("DELETE FROM users WHERE name = ?1", args![name])?;
         if removed == 0 {
             return Err(StoreError::UnknownUser(name.to_string()));
         }
@@ -93,9 +93,9 @@ impl Db {
     /// Sets a user's password.
     pub fn set_password(&mut self, name: &str, password: &str) -> Result<(), StoreError> {
         let hash = hash_password(password)?;
-        let changed = self.conn.execute(
+        let changed = self.sql.execute(
             "UPDATE users SET password_hash = ?2 WHERE name = ?1",
-            params![name, hash],
+            args![name, hash],
         )?;
         if changed == 0 {
             return Err(StoreError::UnknownUser(name.to_string()));
@@ -105,16 +105,16 @@ impl Db {
 
     /// The users, by name.
     pub fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, created_ms FROM users ORDER BY name")?;
-        let rows = stmt.query_map([], |row| {
-            Ok(UserRecord {
-                name: row.get(0)?,
-                created_ms: row.get(1)?,
+        self.sql
+            .query("SELECT name, created_ms FROM users ORDER BY name", args![])?
+            .iter()
+            .map(|row| {
+                Ok(UserRecord {
+                    name: row.get(0)?,
+                    created_ms: row.get(1)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
     }
 
     /// Whether `password` is `name`'s. An unknown user answers false after the same work.
@@ -125,18 +125,17 @@ impl Db {
 
     /// The user's stored hash, for [`StoredPassword::check`] away from the store thread.
     pub fn stored_password(&self, name: &str) -> Result<Option<StoredPassword>, StoreError> {
-        Ok(user_hash(&self.conn, name)?.map(StoredPassword))
+        Ok(user_hash(&self.sql, name)?.map(StoredPassword))
     }
 }
 
-fn user_hash(conn: &rusqlite::Connection, name: &str) -> Result<Option<String>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT password_hash FROM users WHERE name = ?1",
-            [name],
-            |row| row.get(0),
-        )
-        .optional()?)
+fn user_hash(conn: &Sql, name: &str) -> Result<Option<String>, StoreError> {
+    conn.query_opt(
+        "SELECT password_hash FROM users WHERE name = ?1",
+        args![name],
+    )?
+    .map(|row| row.get(0))
+    .transpose()
 }
 
 /// 1 to 64 characters of `A-Z a-z 0-9 . _ @ -` (safe in a log line, a URL and a shell).
@@ -193,12 +192,12 @@ mod tests {
         let (_dir, mut db) = temp_db();
         db.add_user("bob", "hunter2", 1).expect("add");
         let stored: String = db
-            .conn
-            .query_row(
+            .sql
+            .query_one(
                 "SELECT password_hash FROM users WHERE name = 'bob'",
-                [],
-                |row| row.get(0),
+                crate::store::sql::args![],
             )
+            .and_then(|row| row.get(0))
             .expect("row");
         assert!(stored.starts_with("$argon2id$v=19$"), "{stored}");
         assert!(!stored.contains("hunter2"));

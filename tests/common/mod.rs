@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kamailio;
+pub mod postgres;
 pub mod uac;
 
 use std::io::{BufRead, BufReader};

@@ -57,6 +57,8 @@ pub struct VerbaState {
     /// `[[recording.api_key]]`; replaced on configuration reload.
     pub keys: Arc<RwLock<Vec<ApiKeyConfig>>>,
     pub tokens: Arc<Mutex<TokenRegistry>>,
+    /// This node (`[app] node_id`): a shared store holds other nodes' calls too.
+    pub node: u8,
 }
 
 /// `GET|POST /verba/api`.
@@ -257,11 +259,20 @@ async fn answer(
                     ));
                 }
             }
+            let node = state.node;
             let unreadable = |e: std::io::Error| {
-                VerbaError::new(
-                    codes::NO_RECORDING,
-                    format!("the recording's file cannot be read: {e}"),
-                )
+                // Another node's recording: readable here only on storage every node mounts
+                // at the same path (docs/CLUSTER.md); say which node holds it.
+                let message = if call.node_id != node && e.kind() == std::io::ErrorKind::NotFound {
+                    format!(
+                        "the recording was made on node {} and its file is not reachable from \
+                         node {node}: the nodes' [recording] dir must be shared storage",
+                        call.node_id
+                    )
+                } else {
+                    format!("the recording's file cannot be read: {e}")
+                };
+                VerbaError::new(codes::NO_RECORDING, message)
             };
             let file = tokio::fs::File::open(&recording.path)
                 .await

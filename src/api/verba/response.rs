@@ -459,6 +459,7 @@ mod tests {
             end_cause: Some("remote-bye".into()),
             kept: false,
             delete_requested: false,
+            node_id: 0,
             parties: Vec::new(),
             recordings: vec![RecordingRecord {
                 duration_ms: Some(63_900),
