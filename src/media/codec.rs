@@ -15,6 +15,12 @@ use crate::sdp::Codec;
 /// The longest frame we handle: 60 ms at 48 kHz.
 pub const MAX_FRAME_SAMPLES: usize = 2880;
 
+/// The longest frame at PCM rate `rate`: 60 ms (the longest ptime a stream may have), so a
+/// stream's buffers are sized by its codec — 480 samples for G.711, not 48 kHz's 2,880.
+pub fn frame_capacity(rate: u32) -> usize {
+    (rate as usize * 60 / 1000).clamp(1, MAX_FRAME_SAMPLES)
+}
+
 /// Why a frame could not be decoded or encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodecError {
@@ -56,9 +62,9 @@ pub enum AudioDecoder {
 impl AudioDecoder {
     pub fn new(codec: Codec) -> Result<AudioDecoder, CodecError> {
         Ok(match codec {
-            Codec::Pcmu => AudioDecoder::Pcmu(Concealer::new()),
-            Codec::Pcma => AudioDecoder::Pcma(Concealer::new()),
-            Codec::G722 => AudioDecoder::G722(Box::default(), Concealer::new()),
+            Codec::Pcmu => AudioDecoder::Pcmu(Concealer::new(pcm_rate(codec))),
+            Codec::Pcma => AudioDecoder::Pcma(Concealer::new(pcm_rate(codec))),
+            Codec::G722 => AudioDecoder::G722(Box::default(), Concealer::new(pcm_rate(codec))),
             Codec::Opus => AudioDecoder::Opus(Box::new(
                 OpusDecoder::new(pcm_rate(Codec::Opus)).map_err(CodecError::Opus)?,
             )),
@@ -156,16 +162,17 @@ impl AudioEncoder {
 
 /// Concealment for codecs without PLC: repeat the last good frame, each repeat 6 dB quieter.
 pub struct Concealer {
-    last: Box<[i16; MAX_FRAME_SAMPLES]>,
+    /// Room for the longest frame at the codec's rate ([`frame_capacity`]).
+    last: Box<[i16]>,
     last_len: usize,
     /// Right shift applied to the repeated frame (grows by one per consecutive loss).
     fade: u32,
 }
 
 impl Concealer {
-    fn new() -> Concealer {
+    fn new(rate: u32) -> Concealer {
         Concealer {
-            last: Box::new([0; MAX_FRAME_SAMPLES]),
+            last: vec![0; frame_capacity(rate)].into_boxed_slice(),
             last_len: 0,
             fade: 0,
         }
@@ -173,7 +180,7 @@ impl Concealer {
 
     /// Keeps a copy of a good frame; returns its length unchanged.
     fn remember(&mut self, frame: &[i16], len: usize) -> usize {
-        let len = len.min(MAX_FRAME_SAMPLES).min(frame.len());
+        let len = len.min(self.last.len()).min(frame.len());
         self.last[..len].copy_from_slice(&frame[..len]);
         self.last_len = len;
         self.fade = 0;

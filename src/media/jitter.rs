@@ -94,6 +94,10 @@ pub struct JitterConfig {
     pub max_delay_ms: u32,
     /// Largest payload stored; longer ones are refused. Capped at 65535 (a UDP datagram).
     pub max_payload: usize,
+    /// The payload a frame usually takes (160 bytes for G.711 at 20 ms): each slot starts
+    /// with room for this much and all grow together, doubling up to `max_payload`, when a
+    /// longer packet comes — a few times in a stream's life at most, never on the steady path.
+    pub expected_payload: usize,
 }
 
 impl Default for JitterConfig {
@@ -104,6 +108,7 @@ impl Default for JitterConfig {
             min_delay_ms: 20,
             max_delay_ms: 200,
             max_payload: 1500,
+            expected_payload: 160,
         }
     }
 }
@@ -201,8 +206,10 @@ pub struct JitterBuffer {
 
     /// Per-slot metadata; length is a power of two.
     slots: Box<[Slot]>,
-    /// Payload areas, `max_payload` bytes per slot.
+    /// Payload areas, `slot_bytes` bytes per slot.
     payloads: Box<[u8]>,
+    /// Room per slot now: `expected_payload`, doubled (up to `max_payload`) by a longer packet.
+    slot_bytes: usize,
     /// Slot count − 1, for `seq & mask`.
     mask: usize,
     /// Slots in state `Stored`.
@@ -334,6 +341,7 @@ impl JitterBuffer {
             .min(MAX_SLOTS);
         let min_delay = ms_to_units(min_delay_ms, clock_rate);
         let max_payload = config.max_payload.min(MAX_PAYLOAD_LIMIT);
+        let slot_bytes = config.expected_payload.min(max_payload);
 
         JitterBuffer {
             clock_rate,
@@ -345,7 +353,8 @@ impl JitterBuffer {
             max_conceal: max_frames,
             window_len: (WINDOW_MS / ptime_ms).max(1),
             slots: vec![EMPTY_SLOT; slot_count].into_boxed_slice(),
-            payloads: vec![0; slot_count * max_payload].into_boxed_slice(),
+            payloads: vec![0; slot_count * slot_bytes].into_boxed_slice(),
+            slot_bytes,
             mask: slot_count - 1,
             stored: 0,
             mode: Mode::Idle,
@@ -384,6 +393,9 @@ impl JitterBuffer {
         if payload.len() > self.max_payload {
             self.stats.oversized += 1;
             return PushOutcome::TooLarge;
+        }
+        if payload.len() > self.slot_bytes {
+            self.grow(payload.len());
         }
         let verdict = match self.mode {
             Mode::Idle => {
@@ -465,7 +477,7 @@ impl JitterBuffer {
             return None;
         }
         let dest = out.get_mut(..slot.len)?;
-        let start = index * self.max_payload;
+        let start = index * self.slot_bytes;
         dest.copy_from_slice(&self.payloads[start..start + slot.len]);
         Some(slot.len)
     }
@@ -652,6 +664,23 @@ impl JitterBuffer {
     }
 
     /// Copies the frame out and moves the playout point past it.
+    /// Makes every slot hold `len` bytes: doubles the room (at least to `len`, at most
+    /// `max_payload`), keeping what is stored. A peer sending longer frames than negotiated
+    /// (30 ms packets on a 20 ms stream, a higher Opus bitrate) costs this once or twice.
+    #[cold]
+    fn grow(&mut self, len: usize) {
+        let bytes = (self.slot_bytes * 2).max(len).min(self.max_payload);
+        let mut payloads = vec![0u8; self.slots.len() * bytes].into_boxed_slice();
+        for index in 0..self.slots.len() {
+            let from = index * self.slot_bytes;
+            let to = index * bytes;
+            payloads[to..to + self.slot_bytes]
+                .copy_from_slice(&self.payloads[from..from + self.slot_bytes]);
+        }
+        self.payloads = payloads;
+        self.slot_bytes = bytes;
+    }
+
     fn play(&mut self, seq: u16, out: &mut [u8]) -> Playout {
         let index = usize::from(seq) & self.mask;
         let slot = self.slots[index];
@@ -664,7 +693,7 @@ impl JitterBuffer {
                 timestamp: slot.timestamp,
             };
         };
-        let start = index * self.max_payload;
+        let start = index * self.slot_bytes;
         dest.copy_from_slice(&self.payloads[start..start + slot.len]);
         self.stats.played += 1;
         Playout::Frame {
@@ -739,7 +768,7 @@ impl JitterBuffer {
             marker,
             len: payload.len(),
         };
-        let start = index * self.max_payload;
+        let start = index * self.slot_bytes;
         self.payloads[start..start + payload.len()].copy_from_slice(payload);
         if self.stored == 0 || seq_newer(seq, self.newest_seq) {
             self.newest_seq = seq;
@@ -1692,8 +1721,50 @@ mod tests {
     }
 
     #[test]
-    fn storage_is_never_reallocated_by_push_or_pop() {
+    fn storage_starts_at_the_expected_frame_and_grows_only_for_longer_packets() {
         let mut jb = JitterBuffer::new(JitterConfig::default());
+        assert_eq!(
+            jb.payloads.len(),
+            32 * 160,
+            "G.711 at 20 ms: 160 bytes a slot"
+        );
+        let t0 = Instant::now();
+        let mut out = [0u8; 1500];
+        for (k, len) in [(0u16, 160usize), (1, 240), (2, 100), (3, 700)] {
+            let payload = vec![k as u8 + 1; len];
+            let now = t0 + Duration::from_millis(u64::from(k) * 20);
+            jb.push(now, k, u32::from(k) * FRAME, false, &payload);
+        }
+        assert_eq!(
+            jb.slot_bytes, 700,
+            "160 → 320 (for 240) → 700 (twice 320 is short)"
+        );
+        assert_eq!(jb.payloads.len(), 32 * 700);
+        // What was stored before each growth is still there.
+        let mut played = Vec::new();
+        for k in 0..40u64 {
+            if let Playout::Frame { len, .. } = jb.pop(t0 + Duration::from_millis(k * 20), &mut out)
+            {
+                played.push((out[0], len));
+            }
+        }
+        assert_eq!(played, [(1, 160), (2, 240), (3, 100), (4, 700)]);
+        let refused = jb.push(t0, 9, 9 * FRAME, false, &[0u8; 1501]);
+        assert_eq!(
+            refused,
+            PushOutcome::TooLarge,
+            "max_payload still bounds it"
+        );
+        assert_eq!(jb.slot_bytes, 700);
+    }
+
+    #[test]
+    fn storage_is_never_reallocated_by_push_or_pop() {
+        // Slots sized for the largest packet first: after that nothing moves.
+        let mut jb = JitterBuffer::new(JitterConfig {
+            expected_payload: 1500,
+            ..JitterConfig::default()
+        });
         let slots = (jb.slots.as_ptr(), jb.slots.len());
         let payloads = (jb.payloads.as_ptr(), jb.payloads.len());
         assert_eq!(slots.1, 32, "2 × 200/20 + 4 rounded up to a power of two");
@@ -1776,6 +1847,7 @@ mod tests {
                 min_delay_ms: 0,
                 max_delay_ms: 60,
                 max_payload: 200,
+                expected_payload: 40,
             },
             JitterConfig {
                 clock_rate: 0,
@@ -1783,6 +1855,7 @@ mod tests {
                 min_delay_ms: 500,
                 max_delay_ms: 0,
                 max_payload: 0,
+                expected_payload: 160,
             },
         ];
         for config in configs {

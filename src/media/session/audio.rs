@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use super::{SessionConfig, SessionError, StreamFormat, MAX_PACKET};
-use crate::media::codec::{pcm_rate, AudioDecoder, AudioEncoder, MAX_FRAME_SAMPLES};
+use crate::media::codec::{
+    frame_capacity, pcm_rate, AudioDecoder, AudioEncoder, MAX_FRAME_SAMPLES,
+};
 use crate::media::dtmf::DtmfSender;
 use crate::media::jitter::{JitterBuffer, JitterConfig};
 use crate::media::resample::Resampler;
@@ -27,9 +29,12 @@ pub(super) struct AudioPath {
     pub(super) frame_ticks: u32,
     /// From the received codec's PCM rate to the sent codec's, when they differ.
     pub(super) resampler: Option<Resampler>,
-    /// The frame at the sent codec's rate (when resampling).
-    pub(super) resampled: Box<[i16; MAX_FRAME_SAMPLES]>,
-    pub(super) pcm: Box<[i16; MAX_FRAME_SAMPLES]>,
+    /// The frame at the sent codec's rate (resampled, a prompt, a conference's mix): room for
+    /// 60 ms at that rate.
+    pub(super) resampled: Box<[i16]>,
+    /// The frame decoded at the received codec's PCM rate: room for 60 ms at that rate (a
+    /// longer packet is cut there).
+    pub(super) pcm: Box<[i16]>,
     pub(super) payload: Box<[u8; MAX_PACKET]>,
     /// The packet after a lost one, peeked for its in-band FEC.
     pub(super) fec_payload: Box<[u8; MAX_PACKET]>,
@@ -38,7 +43,8 @@ pub(super) struct AudioPath {
     /// The next packet we send starts a talkspurt (marker bit).
     pub(super) tx_talkspurt: bool,
     /// In-band DTMF detector on the decoded audio, when enabled and the rate allows.
-    pub(super) inband: Option<DtmfDetector>,
+    /// Boxed: about 1 KB, and off by default.
+    pub(super) inband: Option<Box<DtmfDetector>>,
     /// Digits to send as RFC 4733 telephone-events on our stream; present when the peer
     /// negotiated telephone-event (`format.telephone_event_pt`).
     pub(super) dtmf_out: Option<DtmfSender>,
@@ -78,14 +84,17 @@ impl AudioPath {
                 min_delay_ms: config.jitter_min_ms.max(format.ptime_ms),
                 max_delay_ms: config.jitter_max_ms.max(config.jitter_min_ms),
                 max_payload: MAX_PACKET,
+                // 8 bytes a millisecond: G.711 and G.722 exactly, Opus at 64 kbit/s; slots
+                // grow for a peer that sends more.
+                expected_payload: (8 * format.ptime_ms) as usize,
             }),
             decoder: AudioDecoder::new(format.codec).map_err(SessionError::Codec)?,
             encoder: AudioEncoder::new(send_codec).map_err(SessionError::Codec)?,
             frame_samples,
             frame_ticks,
             resampler,
-            resampled: Box::new([0; MAX_FRAME_SAMPLES]),
-            pcm: Box::new([0; MAX_FRAME_SAMPLES]),
+            resampled: vec![0; frame_capacity(pcm_rate(send_codec))].into_boxed_slice(),
+            pcm: vec![0; frame_capacity(pcm_rate(format.codec))].into_boxed_slice(),
             payload: Box::new([0; MAX_PACKET]),
             fec_payload: Box::new([0; MAX_PACKET]),
             // Random-ish initial values per RFC 3550 §5.1, derived from the SSRC (sans-IO).
@@ -93,7 +102,7 @@ impl AudioPath {
             tx_timestamp: ssrc.rotate_left(7),
             tx_talkspurt: true,
             inband: if config.inband_dtmf {
-                DtmfDetector::new(pcm_rate(format.codec)).ok()
+                DtmfDetector::new(pcm_rate(format.codec)).ok().map(Box::new)
             } else {
                 None
             },

@@ -97,8 +97,10 @@ pub struct MediaSession {
     accepted_source: Option<SocketAddr>,
     /// The address being learned (see [`RtpSource::Learn`]) until it is accepted.
     learning: receive::Learning,
-    srtp_in: Option<SrtpContext>,
-    srtp_out: Option<SrtpContext>,
+    /// Boxed: 2 KB each inline, and most calls are plain RTP (an idle G.711 call's memory,
+    /// scripts/bench-idle-memory).
+    srtp_in: Option<Box<SrtpContext>>,
+    srtp_out: Option<Box<SrtpContext>>,
     rtcp: RtcpSession,
     dtmf: DtmfReceiver,
     /// Next playout/send tick (Echo mode with a format).
@@ -135,6 +137,7 @@ impl MediaSession {
             Some(keys) => {
                 let make = |key: &[u8], salt: &[u8]| {
                     SrtpContext::new(keys.profile, key, salt)
+                        .map(Box::new)
                         .map_err(|e| SessionError::Srtp(e.to_string()))
                 };
                 (

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::audio::AudioPath;
 use super::send::Outgoing;
 use super::{aligned_tick, MediaSession, SessionEvent};
-use crate::media::codec::{pcm_rate, MAX_FRAME_SAMPLES};
+use crate::media::codec::pcm_rate;
 use crate::media::player::{PlaySource, Player};
 
 impl MediaSession {
@@ -96,7 +96,7 @@ impl MediaSession {
         };
         let operation = *operation;
         let rate = pcm_rate(audio.format.sending().0);
-        let n = ((rate * audio.format.ptime_ms / 1000) as usize).min(MAX_FRAME_SAMPLES);
+        let n = ((rate * audio.format.ptime_ms / 1000) as usize).min(audio.resampled.len());
         let ok = player.fill(&mut audio.resampled[..n], rate);
         let done = player.is_done() || !ok;
         self.send_audio(now, Outgoing::Resampled(n));
