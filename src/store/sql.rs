@@ -199,16 +199,11 @@ impl Sql {
                     .execute(rusqlite::params_from_iter(values.iter()))?;
                 Ok(changed as u64)
             }
-            Sql::Postgres(pg) => {
-                let mut pg = pg.borrow_mut();
-                let statement = pg.statement(sql)?;
-                let values: Vec<Value> = params.iter().map(|p| p.value()).collect();
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
-                    .iter()
-                    .map(|v| v as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
-                Ok(pg.client.execute(&statement, &refs).map_err(pg_error)?)
-            }
+            Sql::Postgres(pg) => pg
+                .borrow_mut()
+                .run(sql, params, |client, statement, values| {
+                    client.execute(statement, values)
+                }),
         }
     }
 
@@ -230,17 +225,14 @@ impl Sql {
                 }
                 Ok(out)
             }
-            Sql::Postgres(pg) => {
-                let mut pg = pg.borrow_mut();
-                let statement = pg.statement(sql)?;
-                let values: Vec<Value> = params.iter().map(|p| p.value()).collect();
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
-                    .iter()
-                    .map(|v| v as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
-                let rows = pg.client.query(&statement, &refs).map_err(pg_error)?;
-                rows.iter().map(pg_row).collect()
-            }
+            Sql::Postgres(pg) => pg
+                .borrow_mut()
+                .run(sql, params, |client, statement, values| {
+                    client.query(statement, values)
+                })?
+                .iter()
+                .map(pg_row)
+                .collect(),
         }
     }
 
@@ -325,7 +317,30 @@ impl Drop for Tx<'_> {
     }
 }
 
+/// A statement's parameters as the `postgres` client takes them.
+type PgParams<'a> = [&'a (dyn postgres::types::ToSql + Sync)];
+
 impl Postgres {
+    /// Runs `sql` (prepared once) with `params` through `f`.
+    fn run<T>(
+        &mut self,
+        sql: &str,
+        params: &[&dyn Param],
+        f: impl FnOnce(
+            &mut postgres::Client,
+            &postgres::Statement,
+            &PgParams<'_>,
+        ) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let statement = self.statement(sql)?;
+        let values: Vec<Value> = params.iter().map(|p| p.value()).collect();
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
+            .iter()
+            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        f(&mut self.client, &statement, &refs).map_err(pg_error)
+    }
+
     fn statement(&mut self, sql: &str) -> Result<postgres::Statement, StoreError> {
         let text = pg_placeholders(sql);
         if let Some(statement) = self.statements.get(&text) {

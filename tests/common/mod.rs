@@ -196,12 +196,28 @@ answer_delay_ms = 5000
         );
         let path = dir.path().join("callbridge.toml");
         std::fs::write(&path, config).expect("write config");
+        let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
+        let mut server = Server::spawn(&path, &overrides, env, dir, sip_port, api_port);
+        (server.rtp_min, server.rtp_max) = (rtp_min, rtp_max);
+        server
+    }
+
+    /// Runs the binary on `config` with `--set` `overrides`, its log in `dir`, and waits for
+    /// /health.
+    fn spawn(
+        config: &Path,
+        overrides: &[String],
+        env: &[(&str, &str)],
+        dir: tempfile::TempDir,
+        sip_port: u16,
+        api_port: u16,
+    ) -> Server {
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
             .arg("run")
             .arg("--config")
-            .arg(&path)
-            .args(overrides.iter().flat_map(|o| ["--set", o]))
+            .arg(config)
+            .args(overrides.iter().flat_map(|o| ["--set", o.as_str()]))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
@@ -211,8 +227,8 @@ answer_delay_ms = 5000
             child: Some(child),
             sip_port,
             api_port,
-            rtp_min,
-            rtp_max,
+            rtp_min: 0,
+            rtp_max: 0,
             dir,
         };
         server.wait_healthy();
@@ -333,7 +349,6 @@ answer_delay_ms = 5000
         sipp_in_background_to(self.sip_port, self.dir.path(), args)
     }
 
-    /// Sends SIGTERM and waits for the process to exit; returns its exit code.
     /// Starts the binary on a config file of the repository (an example), with `--set`
     /// overrides for what is site-specific: `overrides` gets the server's temp dir (for the
     /// store and recordings) and must make the API listen on 127.0.0.1:`api_port` with
@@ -346,26 +361,7 @@ answer_delay_ms = 5000
     ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let overrides = overrides(dir.path());
-        let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .args(overrides.iter().flat_map(|o| ["--set", o.as_str()]))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start callbridge");
-        let server = Server {
-            child: Some(child),
-            sip_port,
-            api_port,
-            rtp_min: 0,
-            rtp_max: 0,
-            dir,
-        };
-        server.wait_healthy();
-        server
+        Server::spawn(config, &overrides, &[], dir, sip_port, api_port)
     }
 
     /// SIGKILL: the process ends at once, nothing is released or written.
@@ -376,6 +372,7 @@ answer_delay_ms = 5000
         }
     }
 
+    /// Sends SIGTERM and waits for the process to exit; returns its exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
         unsafe {
