@@ -3,14 +3,16 @@
 //! Owns: reordering received frames back into sequence, deciding once per ptime tick whether to
 //! play a frame, ask for concealment (PLC) or ask for comfort silence, choosing the playout delay
 //! from measured network jitter, and the counters that describe all of that.
-//! Must not: read the clock (time is the `now` argument), allocate after [`JitterBuffer::new`],
-//! decode audio, or know about SSRCs and sockets. An SSRC change is the caller's business (call
+//! Must not: read the clock (time is the `now` argument), allocate after [`JitterBuffer::new`]
+//! except to grow the payload areas for a packet longer than any before (a few times in a
+//! stream's life at most), decode audio, or know about SSRCs and sockets. An SSRC change is the caller's business (call
 //! [`JitterBuffer::reset`]); anything that arrives is classified, never a panic.
 //!
 //! # Algorithm
 //!
 //! Storage is a ring of `2^k` slots (enough for twice `max_delay` of frames plus margin), indexed
-//! by `seq mod 2^k`, each with an inline payload area of `max_payload` bytes. A played slot keeps
+//! by `seq mod 2^k`, each with a payload area of `slot_bytes` bytes: the negotiated frame's size
+//! at first (`expected_payload`), doubled — up to `max_payload` — when a longer packet comes. A played slot keeps
 //! its sequence number, so a duplicate of a frame already played is still recognised.
 //!
 //! Playout is driven by a playout point: the RTP timestamp `head_ts` of the frame due at the next

@@ -129,18 +129,25 @@ impl Postgres {
         &self.dir
     }
 
-    fn run(&self, program: &str, args: &[&str]) {
+    /// `program` of the server's binaries, run as the cluster's owner (`postgres` when we are
+    /// root: initdb and pg_ctl refuse root).
+    fn command(&self, program: &str) -> Command {
         let binary = self.bin.join(program);
-        let output = if unsafe { libc::getuid() } == 0 {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&binary)
-                .args(args)
-                .output()
+        if unsafe { libc::getuid() } == 0 {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(binary);
+            command
         } else {
-            Command::new(&binary).args(args).output()
+            Command::new(binary)
         }
-        .unwrap_or_else(|e| panic!("run {}: {e}", binary.display()));
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = self
+            .command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
         assert!(
             output.status.success(),
             "{program} failed: {}{}",
@@ -152,16 +159,9 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let pg_ctl = self.bin.join("pg_ctl");
         let data = self.dir.join("data");
-        let mut stop = if unsafe { libc::getuid() } == 0 {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&pg_ctl);
-            c
-        } else {
-            Command::new(&pg_ctl)
-        };
-        let _ = stop
+        let _ = self
+            .command("pg_ctl")
             .arg("-D")
             .arg(&data)
             .args(["-m", "immediate", "stop"])

@@ -3,7 +3,8 @@
 //! detector and sender.
 //!
 //! Owns: the buffers of one stream, sized at construction (frames, payloads).
-//! Must not: allocate after [`AudioPath::new`], or decide what is sent when (that is the send
+//! Must not: allocate after [`AudioPath::new`] (the jitter buffer's growth for a packet longer
+//! than the negotiated frame aside), or decide what is sent when (that is the send
 //! path's and the tick's business).
 
 use std::time::Duration;
