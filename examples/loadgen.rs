@@ -67,12 +67,18 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
+#[path = "loadgen/compare.rs"]
+mod compare;
 #[path = "loadgen/hist.rs"]
 mod hist;
+#[path = "loadgen/peers.rs"]
+mod peers;
 #[path = "loadgen/ports.rs"]
 mod ports;
 #[path = "loadgen/reflector.rs"]
 mod reflector;
+#[path = "loadgen/room.rs"]
+mod room;
 #[path = "loadgen/sip.rs"]
 mod sip;
 #[path = "loadgen/stream.rs"]
@@ -103,6 +109,9 @@ enum Mode {
     /// Reflector max-find, then the echo series, and callbridge's rate as a ratio of the
     /// reflector's.
     All(AllArgs),
+    /// callbridge side by side with rtpengine and Janus AudioBridge, started by the tool:
+    /// echo, relay, transcode, conference, call setup and memory workloads.
+    Compare(compare::CompareArgs),
 }
 
 #[derive(Args, Clone)]
@@ -278,6 +287,7 @@ fn main() -> ExitCode {
         Mode::Reflector(a) => run_reflector_mode(&a),
         Mode::Echo(a) => run_echo_mode(&a),
         Mode::All(a) => run_all_mode(&a),
+        Mode::Compare(a) => compare::run_compare(&a),
     };
     match result {
         Ok(code) => code,
@@ -896,6 +906,8 @@ fn echo_run(
             t1: Duration::from_millis(o.t1_ms),
             t2: Duration::from_secs(4),
             rate: o.rate,
+            users: Vec::new(),
+            payload_types: Vec::new(),
         },
         &rtp_ports,
     );

@@ -111,3 +111,100 @@ fn echo_calls_from_another_address_are_measured_with_the_servers_cpu_from_its_me
     );
     server.wait_no_connections(std::time::Duration::from_secs(5));
 }
+
+/// The rows of every markdown table in `output` whose second column (server) is callbridge,
+/// each with its table's title (the `### ` line above it).
+fn callbridge_rows(output: &str) -> Vec<(String, Vec<String>)> {
+    let mut title = String::new();
+    let mut rows = Vec::new();
+    for line in output.lines() {
+        if let Some(t) = line.strip_prefix("### ") {
+            title = t.to_string();
+        } else if line.starts_with('|') && !line.starts_with("|-") {
+            let cells: Vec<String> = line
+                .trim()
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect();
+            if cells.get(1).map(String::as_str) == Some("callbridge") {
+                rows.push((title.clone(), cells));
+            }
+        }
+    }
+    rows
+}
+
+/// `loadgen compare` as CI runs it: every workload, a few calls each, against callbridge alone
+/// (the peers are installed only for benchmarking). The tool starts the server binary itself.
+#[test]
+fn compare_runs_every_workload_against_callbridge_alone() {
+    let sip = common::free_udp_tcp_port();
+    let api = common::free_tcp_port();
+    let media = common::free_rtp_range(500);
+    let output = Command::new(loadgen())
+        .args(["compare", "--servers", "callbridge"])
+        .args(["--bin", env!("CARGO_BIN_EXE_callbridge")])
+        .args(["--server-sip", &format!("127.0.0.1:{sip}")])
+        .args(["--server-api", &format!("127.0.0.1:{api}")])
+        .args(["--server-ports", &format!("{media}-{}", media + 999)])
+        .args(["--port-range", "45000-45999"])
+        .args([
+            "--echo-calls",
+            "4",
+            "--relay-calls",
+            "2",
+            "--transcode-calls",
+            "1",
+        ])
+        .args(["--room-sizes", "3", "--talkers", "2", "--pcmu-members", "3"])
+        .args([
+            "--opus-members",
+            "3",
+            "--setup-rates",
+            "20",
+            "--setup-seconds",
+            "2",
+        ])
+        .args([
+            "--idle-calls",
+            "10",
+            "--seconds",
+            "2",
+            "--setup-rate",
+            "100",
+        ])
+        .args(["--settle-seconds", "0.5"])
+        .output()
+        .expect("run loadgen");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let rows = callbridge_rows(&stdout);
+    for workload in [
+        "echo:",
+        "relay:",
+        "transcode:",
+        "conference, PCMU",
+        "conference, Opus",
+        "call setup:",
+        "memory:",
+    ] {
+        assert!(
+            rows.iter().any(|(title, _)| title.starts_with(workload)),
+            "no callbridge row under {workload}: {stdout}"
+        );
+    }
+    for (title, cells) in &rows {
+        let notes = cells.last().expect("a notes column");
+        assert!(!notes.contains("FAIL"), "{title}: {cells:?}\n{stdout}");
+        if title.starts_with("transcode") || title.starts_with("conference") {
+            // Every talker was heard by the others and not by itself (Goertzel).
+            assert!(notes.starts_with("mix ok"), "{title}: {cells:?}\n{stdout}");
+        }
+        if !title.starts_with("memory") {
+            let cpu: f64 = cells[2].parse().unwrap_or(-1.0);
+            assert!(cpu >= 0.0, "{title}: a CPU figure: {cells:?}\n{stdout}");
+        }
+    }
+}

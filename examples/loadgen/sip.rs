@@ -18,6 +18,20 @@ pub struct UacConfig {
     pub t2: Duration,
     /// INVITEs (and BYEs) per second.
     pub rate: f64,
+    /// Per call: its Request-URI user (when empty, or for calls past its end, `user`).
+    pub users: Vec<String>,
+    /// Per call: the payload type it offers, 0 (PCMU) or 111 (Opus 48 kHz); default PCMU.
+    pub payload_types: Vec<u8>,
+}
+
+impl UacConfig {
+    fn user(&self, i: usize) -> &str {
+        self.users.get(i).map_or(&self.user, |u| u)
+    }
+
+    fn payload_type(&self, i: usize) -> u8 {
+        self.payload_types.get(i).copied().unwrap_or(0)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -296,7 +310,7 @@ impl Uac {
         let target = self.calls[i]
             .remote_target
             .clone()
-            .unwrap_or_else(|| format!("sip:{}@{}", self.cfg.user, self.cfg.server));
+            .unwrap_or_else(|| format!("sip:{}@{}", self.cfg.user(i), self.cfg.server));
         let to = self.calls[i].to_header.clone().unwrap_or_default();
         let bytes = self.dialog_request(i, "BYE", 2, &target, &to);
         let c = &mut self.calls[i];
@@ -471,7 +485,7 @@ impl Uac {
                  Call-ID: {cid}\r\n\
                  CSeq: 1 ACK\r\n\
                  Content-Length: 0\r\n\r\n",
-                user = self.cfg.user,
+                user = self.cfg.user(i),
                 server = self.cfg.server,
                 local = self.local,
                 run = self.run,
@@ -501,7 +515,7 @@ impl Uac {
         let target = msg
             .get("contact")
             .map(contact_uri)
-            .unwrap_or_else(|| format!("sip:{}@{}", self.cfg.user, self.cfg.server));
+            .unwrap_or_else(|| format!("sip:{}@{}", self.cfg.user(i), self.cfg.server));
         let ack = self.dialog_request(i, "ACK", 1, &target, &to);
         let c = &mut self.calls[i];
         c.to_header = Some(to);
@@ -515,7 +529,7 @@ impl Uac {
             self.send_bye(i, Instant::now());
             return;
         }
-        match parse_sdp(msg.body, *self.local.ip()) {
+        match parse_sdp(msg.body, *self.local.ip(), self.cfg.payload_type(i)) {
             Ok(addr) => {
                 let c = &mut self.calls[i];
                 c.media = Some(addr);
@@ -548,11 +562,17 @@ fn invite(
          s=loadgen\r\n\
          c=IN IP4 {ip}\r\n\
          t=0 0\r\n\
-         m=audio {rtp_port} RTP/AVP 0\r\n\
-         a=rtpmap:0 PCMU/8000\r\n\
+         m=audio {rtp_port} RTP/AVP {pt}\r\n\
+         a=rtpmap:{pt} {rtpmap}\r\n\
          a=ptime:20\r\n\
          a=sendrecv\r\n",
-        sess = 1000 + i
+        sess = 1000 + i,
+        pt = cfg.payload_type(i),
+        rtpmap = if cfg.payload_type(i) == 0 {
+            "PCMU/8000"
+        } else {
+            "opus/48000/2"
+        },
     );
     format!(
         "INVITE sip:{user}@{server} SIP/2.0\r\n\
@@ -566,7 +586,7 @@ fn invite(
          User-Agent: callbridge-loadgen\r\n\
          Content-Type: application/sdp\r\n\
          Content-Length: {len}\r\n\r\n{sdp}",
-        user = cfg.user,
+        user = cfg.user(i),
         server = cfg.server,
         len = sdp.len(),
     )
@@ -587,7 +607,8 @@ fn contact_uri(v: &str) -> String {
 /// on loopback.
 /// The answer's audio address, which our address `local` must be able to reach (see
 /// `ports::require_reachable`).
-fn parse_sdp(body: &str, local: Ipv4Addr) -> Result<SocketAddrV4, String> {
+fn parse_sdp(body: &str, local: Ipv4Addr, pt: u8) -> Result<SocketAddrV4, String> {
+    let pt = pt.to_string();
     let mut session_c: Option<&str> = None;
     let mut media_c: Option<&str> = None;
     let mut media: Option<(u16, bool)> = None;
@@ -602,7 +623,7 @@ fn parse_sdp(body: &str, local: Ipv4Addr) -> Result<SocketAddrV4, String> {
             in_audio = f.first() == Some(&"audio");
             if in_audio {
                 let port = f.get(1).and_then(|p| p.parse().ok()).ok_or("bad m= port")?;
-                media = Some((port, f.iter().skip(3).any(|p| *p == "0")));
+                media = Some((port, f.iter().skip(3).any(|p| *p == pt)));
             }
         } else if let Some(c) = line.strip_prefix("c=") {
             let addr = c.split_whitespace().nth(2);
@@ -613,12 +634,12 @@ fn parse_sdp(body: &str, local: Ipv4Addr) -> Result<SocketAddrV4, String> {
             }
         }
     }
-    let (port, pcmu) = media.ok_or("no m=audio line")?;
+    let (port, offered) = media.ok_or("no m=audio line")?;
     if port == 0 {
         return Err("audio stream rejected (port 0)".into());
     }
-    if !pcmu {
-        return Err("PCMU (0) not in the answer".into());
+    if !offered {
+        return Err(format!("payload type {pt} (offered) not in the answer"));
     }
     let ip: Ipv4Addr = media_c
         .or(session_c)
@@ -714,19 +735,19 @@ mod tests {
         let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
                    m=audio 20002 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n";
         assert_eq!(
-            parse_sdp(sdp, Ipv4Addr::LOCALHOST).unwrap(),
+            parse_sdp(sdp, Ipv4Addr::LOCALHOST, 0).unwrap(),
             "127.0.0.1:20002".parse::<SocketAddrV4>().unwrap()
         );
         let off_loopback = sdp.replace("127.0.0.1\r\nt", "192.0.2.1\r\nt");
-        assert!(parse_sdp(&off_loopback, Ipv4Addr::LOCALHOST).is_err());
+        assert!(parse_sdp(&off_loopback, Ipv4Addr::LOCALHOST, 0).is_err());
         assert_eq!(
-            parse_sdp(&off_loopback, Ipv4Addr::new(192, 0, 2, 9)),
+            parse_sdp(&off_loopback, Ipv4Addr::new(192, 0, 2, 9), 0),
             Ok("192.0.2.1:20002".parse().unwrap()),
             "reachable from a generator with an address of its own"
         );
         let on_hold = sdp.replace("127.0.0.1\r\nt", "0.0.0.0\r\nt");
-        assert!(parse_sdp(&on_hold, Ipv4Addr::new(192, 0, 2, 9)).is_err());
-        assert!(parse_sdp(&sdp.replace(" 0 101", " 8"), Ipv4Addr::LOCALHOST).is_err());
+        assert!(parse_sdp(&on_hold, Ipv4Addr::new(192, 0, 2, 9), 0).is_err());
+        assert!(parse_sdp(&sdp.replace(" 0 101", " 8"), Ipv4Addr::LOCALHOST, 0).is_err());
     }
 
     #[test]
