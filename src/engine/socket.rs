@@ -66,12 +66,13 @@ pub(super) fn bind_pair(
 /// One non-blocking, tuned UDP socket bound to `address` (no SO_REUSEADDR: a taken port must
 /// fail the bind).
 fn bind_one(address: SocketAddr, tuning: &SocketTuning) -> io::Result<UdpSocket> {
+    // Non-blocking (and close-on-exec, which socket2 adds) from the socket call itself: no
+    // fcntl round trips, two fewer system calls per socket on the call setup path.
     let socket = Socket::new(
         Domain::for_address(address),
-        Type::DGRAM,
+        Type::DGRAM.nonblocking(),
         Some(Protocol::UDP),
     )?;
-    socket.set_nonblocking(true)?;
     if address.is_ipv6() && address.ip().is_unspecified() {
         // `::` serves IPv4 peers too (as v4-mapped addresses), whatever the sysctl default.
         socket.set_only_v6(false)?;
@@ -177,5 +178,36 @@ fn report_refusal(logged: &AtomicBool, option: &str, error: &io::Error) {
         tracing::debug!(option, %error, "media socket option refused");
     } else {
         tracing::warn!(option, %error, "media socket option refused, continuing without it");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bound_pair_is_non_blocking_on_adjacent_ports() {
+        let tuning = SocketTuning {
+            dscp_tos: 0,
+            recv_buffer: 0,
+            send_buffer: 0,
+            priority: None,
+            busy_poll_us: 0,
+            busy_poll_budget: 0,
+        };
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let pair = (30_000..31_000)
+            .step_by(2)
+            .find_map(|port| bind_pair(ip, port, &tuning).ok())
+            .expect("a free pair");
+        assert_eq!(
+            pair.rtcp.local_addr().expect("rtcp").port(),
+            pair.local_rtp.port() + 1
+        );
+        let mut buf = [0u8; 16];
+        for socket in [&pair.rtp, &pair.rtcp] {
+            let error = socket.recv_from(&mut buf).expect_err("nothing sent");
+            assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+        }
     }
 }
