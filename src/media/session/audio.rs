@@ -17,6 +17,7 @@ use crate::media::dtmf::DtmfSender;
 use crate::media::jitter::{JitterBuffer, JitterConfig};
 use crate::media::resample::Resampler;
 use crate::media::tone::DtmfDetector;
+use crate::sdp::Codec;
 
 /// The audio path of a negotiated stream.
 pub(super) struct AudioPath {
@@ -117,5 +118,15 @@ impl AudioPath {
 
     pub(super) fn ptime(&self) -> Duration {
         Duration::from_millis(u64::from(self.format.ptime_ms))
+    }
+
+    /// Whether a received frame can go back out as it came: G.711 (stateless: no decoder or
+    /// encoder state to keep in step) sent in the codec it arrives in, and no in-band digit
+    /// detection reading the decoded audio.
+    pub(super) fn passes_through(&self) -> bool {
+        matches!(self.format.codec, Codec::Pcmu | Codec::Pcma)
+            && self.format.sending().0 == self.format.codec
+            && self.resampler.is_none()
+            && self.inband.is_none()
     }
 }

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::config::{RtpSource, LEARN_PACKETS};
+use super::send::Outgoing;
 use super::{canonical, MediaSession, SessionEvent, SessionMode};
 use crate::media::codec::pcm_rate;
 use crate::media::dtmf::DigitEvent;
@@ -279,8 +280,45 @@ impl MediaSession {
     /// The jitter buffer's next frame, decoded (or concealed) into `audio.pcm`.
     pub(super) fn decode_next(&mut self, now: Instant) -> Option<usize> {
         let audio = self.audio.as_mut()?;
+        let playout = audio.jitter.pop(now, &mut audio.payload[..]);
+        self.decode_popped(playout)
+    }
+
+    /// Echo's next frame: as it arrived (`Outgoing::Payload`, in `audio.payload`) when nothing
+    /// needs it decoded — a stateless codec (G.711) received and sent in the same format, a
+    /// whole frame, no in-band digit detection and no recording of either direction — else
+    /// decoded as [`MediaSession::pull_frame`] does. A lost frame is always concealed in PCM.
+    pub(super) fn next_echo_frame(&mut self, now: Instant) -> Option<Outgoing> {
+        let passes = self.heard.is_none()
+            && self.spoken.is_none()
+            && self.audio.as_ref().is_some_and(|a| a.passes_through());
+        if passes {
+            let audio = self.audio.as_mut()?;
+            let playout = audio.jitter.pop(now, &mut audio.payload[..]);
+            if let Playout::Frame { len, .. } = playout {
+                if len == audio.frame_samples {
+                    return Some(Outgoing::Payload(len));
+                }
+            }
+            // Same codec both ways: no resampling.
+            return self.decode_popped(playout).map(Outgoing::Decoded);
+        }
+        let samples = self.pull_frame(now)?;
+        let audio = self.audio.as_mut()?;
+        Some(match audio.resampler.as_mut() {
+            Some(r) => {
+                Outgoing::Resampled(r.process(&audio.pcm[..samples], &mut audio.resampled[..]))
+            }
+            None => Outgoing::Decoded(samples),
+        })
+    }
+
+    /// A frame the jitter buffer gave (or the lack of one), decoded or concealed into
+    /// `audio.pcm`; None when it played silence.
+    fn decode_popped(&mut self, playout: Playout) -> Option<usize> {
+        let audio = self.audio.as_mut()?;
         let mut inband_digit = None;
-        let samples = match audio.jitter.pop(now, &mut audio.payload[..]) {
+        let samples = match playout {
             Playout::Frame { len, .. } => {
                 match audio
                     .decoder

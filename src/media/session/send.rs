@@ -16,7 +16,8 @@ use crate::media::rtp::{self, RtpHeader};
 
 impl MediaSession {
     /// One ptime of playout: a prompt or tone when one plays, else (Echo mode) the caller's
-    /// audio, decoded, re-encoded, sent back. While digits are sent, their telephone-event
+    /// audio sent back: decoded and re-encoded, or as it came for G.711 in the same format
+    /// both ways (see [`MediaSession::next_echo_frame`]). While digits are sent, their telephone-event
     /// packets take the place of that audio (see [`MediaSession::send_digits`]).
     pub(super) fn tick(&mut self, now: Instant) {
         if self.player.is_some() {
@@ -48,21 +49,13 @@ impl MediaSession {
             self.send_event_slot(now);
             return;
         }
-        let Some(samples) = self.pull_frame(now) else {
+        // The caller's frame, decoded and resampled to the sent codec's rate when transcoding,
+        // or as it came when G.711 goes back as it came.
+        let Some(frame) = self.next_echo_frame(now) else {
             if !self.send_event_slot(now) {
                 self.skip_slot();
             }
             return;
-        };
-        let Some(audio) = self.audio.as_mut() else {
-            return;
-        };
-        // Transcoding between rates: the frame is resampled to the sent codec's rate.
-        let frame = match audio.resampler.as_mut() {
-            Some(r) => {
-                Outgoing::Resampled(r.process(&audio.pcm[..samples], &mut audio.resampled[..]))
-            }
-            None => Outgoing::Decoded(samples),
         };
         self.send_audio(now, frame);
     }
@@ -87,6 +80,8 @@ impl MediaSession {
         let pcm: &[i16] = match frame {
             Outgoing::Decoded(n) => &audio.pcm[..n],
             Outgoing::Resampled(n) => &audio.resampled[..n],
+            // Only when nothing keeps the sent audio (`next_echo_frame`).
+            Outgoing::Payload(_) => &[],
         };
         if let Some(spoken) = self.spoken.as_mut() {
             spoken.push(Some(pcm), pcm.len());
@@ -102,10 +97,17 @@ impl MediaSession {
         let header_len = header.len();
         // Leave room for the SRTP tag at the end.
         let room = MAX_PACKET - header_len - 16;
-        let encoded = match audio
-            .encoder
-            .encode(pcm, &mut buf[header_len..header_len + room])
-        {
+        let encoded = match frame {
+            Outgoing::Payload(n) if n <= room => {
+                buf[header_len..header_len + n].copy_from_slice(&audio.payload[..n]);
+                Ok(n)
+            }
+            _ => audio
+                .encoder
+                .encode(pcm, &mut buf[header_len..header_len + room])
+                .map_err(|_| ()),
+        };
+        let encoded = match encoded {
             Ok(n) => n,
             Err(_) => {
                 self.stats.decode_errors += 1;
@@ -199,4 +201,68 @@ pub(super) enum Outgoing {
     Decoded(usize),
     /// `resampled`: converted to the sent codec's rate.
     Resampled(usize),
+    /// `payload`: the caller's frame as it arrived, sent back without decode or encode
+    /// (G.711 echo in the same format both ways).
+    Payload(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::media::session::test_support::*;
+
+    /// Echoes 30 PCMU frames whose every byte is 0x7F (μ-law "negative zero", which a decode
+    /// and re-encode turns into 0xFF); returns the echoed RTP packets.
+    fn echo_negative_zero(inband_dtmf: bool) -> Vec<Vec<u8>> {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.inband_dtmf = inband_dtmf;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        let mut out = [0u8; MAX_PACKET];
+        let mut sent = Vec::new();
+        for i in 0..30u16 {
+            let now = start + PTIME * u32::from(i);
+            let mut packet = [0x7Fu8; 12 + 160];
+            let header = RtpHeader {
+                marker: i == 0,
+                payload_type: 0,
+                sequence: 100 + i,
+                timestamp: 8000 + 160 * u32::from(i),
+                ssrc: 0xabcd_0001,
+                csrcs: &[],
+            };
+            rtp::write_header(&mut packet, &header).unwrap();
+            session.handle_rtp(now, addr(PEER), &mut packet, 12 + 160);
+            session.handle_timeout(now + Duration::from_millis(1));
+            while let Some(t) = session.poll_transmit(&mut out) {
+                sent.push((t, out[..t.len].to_vec()));
+            }
+        }
+        rtp_only(&sent)
+    }
+
+    #[test]
+    fn g711_echo_sends_the_frame_back_as_it_came_in_our_stream() {
+        let echoed = echo_negative_zero(false);
+        assert!(echoed.len() >= 25, "{} echoed", echoed.len());
+        let mut last_seq = None;
+        for packet in &echoed {
+            let rtp = rtp::parse(packet).unwrap();
+            assert_eq!(rtp.ssrc(), 0x1111_2222, "our own stream");
+            assert_eq!(rtp.payload(), &[0x7F; 160][..], "byte for byte");
+            if let Some(prev) = last_seq {
+                assert_eq!(rtp.sequence(), u16::wrapping_add(prev, 1));
+            }
+            last_seq = Some(rtp.sequence());
+        }
+    }
+
+    #[test]
+    fn g711_echo_decodes_when_in_band_digits_are_detected() {
+        let echoed = echo_negative_zero(true);
+        assert!(echoed.len() >= 25, "{} echoed", echoed.len());
+        for packet in &echoed {
+            let rtp = rtp::parse(packet).unwrap();
+            assert_eq!(rtp.payload(), &[0xFF; 160][..], "decoded and re-encoded");
+        }
+    }
 }
