@@ -13,8 +13,12 @@
 //!   taken for sending. Everything but the socket calls; PCMU in an 8 kHz room, Opus in a
 //!   48 kHz room.
 //!
-//! Everyone talks in every tick (the worst case: no listener shares the common mix).
-//! participants per core = 20 ms / (time per tick / n), for each room size.
+//! - `session_room_listeners/<codec>/<n>`: the same whole tick in rooms of n where 3 members
+//!   talk and the others send silence (the encoded frames of digital silence their phones
+//!   would send): the common case of a large conference.
+//!
+//! In `session_room` everyone talks in every tick (the worst case: no listener shares the common
+//! mix). participants per core = 20 ms / (time per tick / n), for each room size.
 //!
 //! Run: `cargo bench --bench mixer -- --measurement-time 3`
 
@@ -45,7 +49,7 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     targets = g711_room, g711_mix_only, opus_room_mix_only, opus_codec_per_participant,
-        session_room
+        session_room, session_room_listeners
 }
 criterion_main!(benches);
 
@@ -183,16 +187,47 @@ struct Member {
 }
 
 fn session_room(c: &mut Criterion) {
-    let mut group = c.benchmark_group("session_room");
+    session_rooms(
+        c,
+        "session_room",
+        &[
+            (Codec::Pcmu, 0u8, 8000u32, &[100usize, 500][..]),
+            (Codec::Opus, 111, 48_000, &[10, 50][..]),
+        ],
+        None,
+    );
+}
+
+fn session_room_listeners(c: &mut Criterion) {
+    session_rooms(
+        c,
+        "session_room_listeners",
+        &[
+            (Codec::Pcmu, 0u8, 8000u32, &[3usize, 10, 50][..]),
+            (Codec::Opus, 111, 48_000, &[3, 10, 50][..]),
+        ],
+        Some(3),
+    );
+}
+
+/// Whole conference ticks through `MediaSession`s, for each (codec, payload type, room rate,
+/// room sizes); with `talkers`, only that many members talk and the rest send silence.
+fn session_rooms(
+    c: &mut Criterion,
+    name: &str,
+    rooms: &[(Codec, u8, u32, &[usize])],
+    talkers: Option<usize>,
+) {
+    let mut group = c.benchmark_group(name);
     group.sample_size(10);
-    for (codec, payload_type, rate, sizes) in [
-        (Codec::Pcmu, 0u8, 8000u32, &[100usize, 500][..]),
-        (Codec::Opus, 111, 48_000, &[10, 50][..]),
-    ] {
+    for &(codec, payload_type, rate, sizes) in rooms {
         for &n in sizes {
             let epoch = Instant::now();
             let mut members: Vec<Member> = (0..n)
-                .map(|p| member(codec, payload_type, rate, p, epoch))
+                .map(|p| {
+                    let talks = talkers.is_none_or(|t| p < t);
+                    member(codec, payload_type, rate, p, epoch, talks)
+                })
                 .collect();
             let mut mixer = room(rate, n);
             let frame_len = mixer.frame_len();
@@ -241,7 +276,15 @@ fn session_room(c: &mut Criterion) {
     group.finish();
 }
 
-fn member(codec: Codec, payload_type: u8, room_rate: u32, p: usize, epoch: Instant) -> Member {
+/// A member whose phone sends its voice (`talks`) or the encoded frames of digital silence.
+fn member(
+    codec: Codec,
+    payload_type: u8,
+    room_rate: u32,
+    p: usize,
+    epoch: Instant,
+    talks: bool,
+) -> Member {
     let source: SocketAddr = format!("127.0.0.1:{}", 20_000 + 2 * p)
         .parse()
         .expect("address");
@@ -277,7 +320,11 @@ fn member(codec: Codec, payload_type: u8, room_rate: u32, p: usize, epoch: Insta
     let mut encoder = AudioEncoder::new(codec).expect("encoder");
     let payloads = (0..8)
         .map(|k| {
-            let pcm = voice(rate, frame, p * 8 + k);
+            let pcm = if talks {
+                voice(rate, frame, p * 8 + k)
+            } else {
+                vec![0; frame]
+            };
             let mut payload = vec![0u8; MAX_PACKET];
             let len = encoder.encode(&pcm, &mut payload).expect("encode");
             payload.truncate(len);
