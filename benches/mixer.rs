@@ -9,7 +9,8 @@
 //!
 //! - `session_room/<codec>/<n>`: the whole conference tick as the media worker runs it, through
 //!   n `MediaSession`s: each receives one RTP packet (jitter buffer), `capture` (decode,
-//!   resample to the room), contribute, mix, `play` (resample, encode, RTP) and the packet is
+//!   resample to the room), contribute, mix, `play` (resample, encode, RTP; or, for who hears
+//!   the common mix, the room's one encode of it per format, packetized) and the packet is
 //!   taken for sending. Everything but the socket calls; PCMU in an 8 kHz room, Opus in a
 //!   48 kHz room.
 //!
@@ -33,7 +34,7 @@ use callbridge::media::g711;
 use callbridge::media::opus::{OpusConfig, OpusDecoder, OpusEncoder};
 use callbridge::media::rtp::{self, RtpHeader};
 use callbridge::media::session::{
-    MediaSession, SessionConfig, SessionMode, StreamFormat, MAX_PACKET,
+    MediaSession, SessionConfig, SessionMode, SharedEncodes, StreamFormat, MAX_PACKET,
 };
 use callbridge::mixer::{Mixer, MixerConfig, ParticipantFlags, ParticipantId};
 use callbridge::sdp::Codec;
@@ -230,6 +231,10 @@ fn session_rooms(
                 })
                 .collect();
             let mut mixer = room(rate, n);
+            let mut shared = SharedEncodes::default();
+            for m in &members {
+                shared.prepare(&m.session).expect("shared encoder");
+            }
             let frame_len = mixer.frame_len();
             let mut frame = vec![0i16; frame_len];
             let mut packet = [0u8; MAX_PACKET];
@@ -260,9 +265,11 @@ fn session_rooms(
                         }
                     }
                     mixer.mix();
+                    shared.begin_tick();
                     for (id, m) in members.iter_mut().enumerate() {
-                        let mix = mixer.output(id as ParticipantId).expect("in the room");
-                        m.session.play(now, mix);
+                        let id = id as ParticipantId;
+                        let mix = mixer.output(id).expect("in the room");
+                        shared.play(&mut m.session, now, mix, mixer.shares_output(id));
                         while let Some(t) = m.session.poll_transmit(&mut out) {
                             black_box(t);
                         }
