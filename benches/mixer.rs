@@ -9,12 +9,17 @@
 //!
 //! - `session_room/<codec>/<n>`: the whole conference tick as the media worker runs it, through
 //!   n `MediaSession`s: each receives one RTP packet (jitter buffer), `capture` (decode,
-//!   resample to the room), contribute, mix, `play` (resample, encode, RTP) and the packet is
+//!   resample to the room), contribute, mix, `play` (resample, encode, RTP; or, for who hears
+//!   the common mix, the room's one encode of it per format, packetized) and the packet is
 //!   taken for sending. Everything but the socket calls; PCMU in an 8 kHz room, Opus in a
 //!   48 kHz room.
 //!
-//! Everyone talks in every tick (the worst case: no listener shares the common mix).
-//! participants per core = 20 ms / (time per tick / n), for each room size.
+//! - `session_room_listeners/<codec>/<n>`: the same whole tick in rooms of n where 3 members
+//!   talk and the others send silence (the encoded frames of digital silence their phones
+//!   would send): the common case of a large conference.
+//!
+//! In `session_room` everyone talks in every tick (the worst case: no listener shares the common
+//! mix). participants per core = 20 ms / (time per tick / n), for each room size.
 //!
 //! Run: `cargo bench --bench mixer -- --measurement-time 3`
 
@@ -29,7 +34,7 @@ use callbridge::media::g711;
 use callbridge::media::opus::{OpusConfig, OpusDecoder, OpusEncoder};
 use callbridge::media::rtp::{self, RtpHeader};
 use callbridge::media::session::{
-    MediaSession, SessionConfig, SessionMode, StreamFormat, MAX_PACKET,
+    MediaSession, SessionConfig, SessionMode, SharedEncodes, StreamFormat, MAX_PACKET,
 };
 use callbridge::mixer::{Mixer, MixerConfig, ParticipantFlags, ParticipantId};
 use callbridge::sdp::Codec;
@@ -45,7 +50,7 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     targets = g711_room, g711_mix_only, opus_room_mix_only, opus_codec_per_participant,
-        session_room
+        session_room, session_room_listeners
 }
 criterion_main!(benches);
 
@@ -183,18 +188,53 @@ struct Member {
 }
 
 fn session_room(c: &mut Criterion) {
-    let mut group = c.benchmark_group("session_room");
+    session_rooms(
+        c,
+        "session_room",
+        &[
+            (Codec::Pcmu, 0u8, 8000u32, &[100usize, 500][..]),
+            (Codec::Opus, 111, 48_000, &[10, 50][..]),
+        ],
+        None,
+    );
+}
+
+fn session_room_listeners(c: &mut Criterion) {
+    session_rooms(
+        c,
+        "session_room_listeners",
+        &[
+            (Codec::Pcmu, 0u8, 8000u32, &[3usize, 10, 50][..]),
+            (Codec::Opus, 111, 48_000, &[3, 10, 50][..]),
+        ],
+        Some(3),
+    );
+}
+
+/// Whole conference ticks through `MediaSession`s, for each (codec, payload type, room rate,
+/// room sizes); with `talkers`, only that many members talk and the rest send silence.
+fn session_rooms(
+    c: &mut Criterion,
+    name: &str,
+    rooms: &[(Codec, u8, u32, &[usize])],
+    talkers: Option<usize>,
+) {
+    let mut group = c.benchmark_group(name);
     group.sample_size(10);
-    for (codec, payload_type, rate, sizes) in [
-        (Codec::Pcmu, 0u8, 8000u32, &[100usize, 500][..]),
-        (Codec::Opus, 111, 48_000, &[10, 50][..]),
-    ] {
+    for &(codec, payload_type, rate, sizes) in rooms {
         for &n in sizes {
             let epoch = Instant::now();
             let mut members: Vec<Member> = (0..n)
-                .map(|p| member(codec, payload_type, rate, p, epoch))
+                .map(|p| {
+                    let talks = talkers.is_none_or(|t| p < t);
+                    member(codec, payload_type, rate, p, epoch, talks)
+                })
                 .collect();
             let mut mixer = room(rate, n);
+            let mut shared = SharedEncodes::default();
+            for m in &members {
+                shared.prepare(&m.session).expect("shared encoder");
+            }
             let frame_len = mixer.frame_len();
             let mut frame = vec![0i16; frame_len];
             let mut packet = [0u8; MAX_PACKET];
@@ -225,9 +265,11 @@ fn session_room(c: &mut Criterion) {
                         }
                     }
                     mixer.mix();
+                    shared.begin_tick();
                     for (id, m) in members.iter_mut().enumerate() {
-                        let mix = mixer.output(id as ParticipantId).expect("in the room");
-                        m.session.play(now, mix);
+                        let id = id as ParticipantId;
+                        let mix = mixer.output(id).expect("in the room");
+                        shared.play(&mut m.session, now, mix, mixer.shares_output(id));
                         while let Some(t) = m.session.poll_transmit(&mut out) {
                             black_box(t);
                         }
@@ -241,7 +283,15 @@ fn session_room(c: &mut Criterion) {
     group.finish();
 }
 
-fn member(codec: Codec, payload_type: u8, room_rate: u32, p: usize, epoch: Instant) -> Member {
+/// A member whose phone sends its voice (`talks`) or the encoded frames of digital silence.
+fn member(
+    codec: Codec,
+    payload_type: u8,
+    room_rate: u32,
+    p: usize,
+    epoch: Instant,
+    talks: bool,
+) -> Member {
     let source: SocketAddr = format!("127.0.0.1:{}", 20_000 + 2 * p)
         .parse()
         .expect("address");
@@ -277,7 +327,11 @@ fn member(codec: Codec, payload_type: u8, room_rate: u32, p: usize, epoch: Insta
     let mut encoder = AudioEncoder::new(codec).expect("encoder");
     let payloads = (0..8)
         .map(|k| {
-            let pcm = voice(rate, frame, p * 8 + k);
+            let pcm = if talks {
+                voice(rate, frame, p * 8 + k)
+            } else {
+                vec![0; frame]
+            };
             let mut payload = vec![0u8; MAX_PACKET];
             let len = encoder.encode(&pcm, &mut payload).expect("encode");
             payload.truncate(len);

@@ -10,6 +10,10 @@
 //! [`ConferenceIo`] given to [`Conference::tick`]: each member's audio comes in, what it hears
 //! goes out, and recording frames and events go out; the worker implements it over its
 //! connections' sessions, the tests over plain frames.
+//!
+//! What a member hears is marked [`Heard::Shared`] when it is the room's common mix (everyone
+//! who is not a current talker and hears nothing special), [`Heard::Own`] otherwise: the worker
+//! encodes the shared one once per format for all its listeners.
 
 use std::time::{Duration, Instant};
 
@@ -71,6 +75,27 @@ pub enum ConferenceEvent {
     Talker { key: MemberKey, talking: bool },
 }
 
+/// What a member hears this tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard<'a> {
+    /// The room's common mix: every member handed `Shared` in one tick hears these same
+    /// samples (all who took no part in the mix and hear nothing special), so its encode can
+    /// be shared by all of them that send the same format.
+    Shared(&'a [i16]),
+    /// A mix of its own: a talker's N−1, a deaf member's silence, the pupil's (with the coach),
+    /// a tariff tone's listener's, each side of the two-party hairpin.
+    Own(&'a [i16]),
+}
+
+impl<'a> Heard<'a> {
+    /// The samples heard, shared or not.
+    pub fn samples(&self) -> &'a [i16] {
+        match *self {
+            Heard::Shared(pcm) | Heard::Own(pcm) => pcm,
+        }
+    }
+}
+
 /// The members' side of a tick: how a [`Conference`] takes each member's audio and hands over
 /// what each hears. Called in member order (join order), all captures before any playback.
 pub trait ConferenceIo {
@@ -80,7 +105,7 @@ pub trait ConferenceIo {
     fn capture(&mut self, key: MemberKey, now: Instant, frame: &mut [i16]) -> Option<bool>;
     /// What member `key` hears this tick (`None`: the mixer has no output for it); the member
     /// sends what it has queued either way.
-    fn play(&mut self, key: MemberKey, now: Instant, heard: Option<&[i16]>);
+    fn play(&mut self, key: MemberKey, now: Instant, heard: Option<Heard<'_>>);
     /// One tick of the whole mix for recording `operation` (made as listener `key`).
     fn record(&mut self, key: MemberKey, operation: u64, mix: &[i16], rate: u32);
     /// Something the control plane should hear about.
@@ -187,12 +212,17 @@ impl Conference {
                 } else {
                     &frame[..]
                 };
-                io.play(key, now, Some(heard));
+                io.play(key, now, Some(Heard::Own(heard)));
             } else {
-                let mix = participant_id(key)
-                    .ok()
-                    .and_then(|id| self.mixer.output(id));
-                io.play(key, now, mix);
+                let heard = participant_id(key).ok().and_then(|id| {
+                    let mix = self.mixer.output(id)?;
+                    Some(if self.mixer.shares_output(id) {
+                        Heard::Shared(mix)
+                    } else {
+                        Heard::Own(mix)
+                    })
+                });
+                io.play(key, now, heard);
             }
         }
         if !hairpin {
@@ -380,6 +410,8 @@ mod tests {
         away: Vec<MemberKey>,
         /// What each member heard on the last tick, in the order they were played to.
         heard: Vec<(MemberKey, Option<Vec<i16>>)>,
+        /// Who heard the shared mix on the last tick.
+        shared: Vec<MemberKey>,
         recorded: Vec<(MemberKey, u64, Vec<i16>, u32)>,
         events: Vec<ConferenceEvent>,
     }
@@ -401,8 +433,12 @@ mod tests {
             }
         }
 
-        fn play(&mut self, key: MemberKey, _now: Instant, heard: Option<&[i16]>) {
-            self.heard.push((key, heard.map(<[i16]>::to_vec)));
+        fn play(&mut self, key: MemberKey, _now: Instant, heard: Option<Heard<'_>>) {
+            if let Some(Heard::Shared(_)) = heard {
+                self.shared.push(key);
+            }
+            self.heard
+                .push((key, heard.map(|heard| heard.samples().to_vec())));
         }
 
         fn record(&mut self, key: MemberKey, operation: u64, mix: &[i16], rate: u32) {
@@ -418,6 +454,7 @@ mod tests {
         /// Runs one tick of `room` and returns what each member heard, in playing order.
         fn tick(&mut self, room: &mut Conference, now: Instant) -> Vec<(MemberKey, Vec<i16>)> {
             self.heard.clear();
+            self.shared.clear();
             let mut scratch = vec![0; room.frame_len()];
             room.tick(now, &mut scratch, self);
             self.heard
@@ -649,5 +686,42 @@ mod tests {
         let tone = &played(join_tone(), 1)[0];
         assert!(peak(tone) > 3000, "−20 dBFS at 1 kHz");
         assert_eq!(heard, [(1, tone.clone()), (2, tone.clone())]);
+    }
+
+    #[test]
+    fn listeners_are_marked_as_hearing_the_shared_mix_and_talkers_their_own() {
+        let mut room = room(false, false);
+        for key in [1, 2, 3, 4, 5] {
+            room.join(key, ConfereeSpec::default()).expect("joins");
+        }
+        let deaf = ConfereeSpec {
+            deaf: true,
+            ..ConfereeSpec::default()
+        };
+        room.set_conferee(5, deaf);
+        let mut bench = Bench::default();
+        bench.says.insert(1, voice(1));
+        bench.says.insert(2, voice(2));
+        let heard = bench.tick(&mut room, Instant::now());
+
+        // 3 and 4 listen: one shared copy of 1 + 2. The talkers hear each other only; the deaf
+        // member hears silence of its own.
+        let both = sum(&[&voice(1), &voice(2)]);
+        assert_eq!(bench.shared, [3, 4]);
+        assert_eq!(heard[2], (3, both.clone()));
+        assert_eq!(heard[3], (4, both));
+        assert_eq!(heard[0], (1, voice(2)));
+        assert_eq!(heard[1], (2, voice(1)));
+        assert_eq!(heard[4], (5, vec![0; N]));
+
+        // 1 stops talking and shares the mix with the listeners; the hairpin never shares.
+        bench.says.remove(&1);
+        bench.tick(&mut room, Instant::now() + ROOM_TICK);
+        assert_eq!(bench.shared, [1, 3, 4]);
+        let mut pair = self::room(true, false);
+        pair.join(1, ConfereeSpec::default()).expect("joins");
+        pair.join(2, ConfereeSpec::default()).expect("joins");
+        bench.tick(&mut pair, Instant::now());
+        assert!(bench.shared.is_empty());
     }
 }

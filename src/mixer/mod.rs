@@ -12,7 +12,15 @@
 //! accumulator, then gives each participant the total minus its own contribution (plus the
 //! coach's for the pupil, whose contribution is kept out of the total). Participants that
 //! contributed nothing this tick (listeners, monitors, muted or silent parties) all share one
-//! limited copy of the total, so their cost is a table lookup.
+//! limited copy of the total, so their cost is a table lookup; [`Mixer::shares_output`] tells
+//! the worker who they are, so it encodes that copy once per format instead of once each.
+//!
+//! Gate: a frame quieter than [`GATE_RMS`] (−50 dBFS, below any speech, above line and comfort
+//! noise) from a participant that is not talking stays out of the mix, as if it had not been
+//! contributed: a room's silent members (phones that send silence or background hiss) neither
+//! add their noise to everyone's mix nor need a mix of their own. A talking participant (talker
+//! detection's state, hang-over included) is mixed whatever its level, so the quiet ends of
+//! words are not cut, and the mix stays exactly N−1 for everyone in it.
 //!
 //! Limiting: a stateless soft clip per sample ([`soft_clip`]). Sums up to ±[`KNEE`] (−2.5 dBFS)
 //! pass unchanged, bit for bit; above it the excess is compressed by `x·H/(x+H)` (H = 32 767 −
@@ -38,6 +46,11 @@ pub type ParticipantId = u32;
 /// the coach and the tariff tone) below `i32::MAX`. `MixerConfig::max_participants` is capped
 /// to it.
 pub const MAX_PARTICIPANTS: usize = 65_000;
+
+/// A frame from a participant that is not talking enters the mix only at this RMS level or
+/// above (−50 dBFS, 104 of 32 768): 10 dB below talker detection's threshold
+/// ([`THRESHOLD_RMS`]), above G.711 idle-channel noise (≈ −65 dBFS).
+pub const GATE_RMS: u64 = 104;
 
 /// Sums within ±KNEE pass the limiter unchanged (0.75 of full scale, −2.5 dBFS).
 pub const KNEE: i32 = 24_576;
@@ -320,7 +333,8 @@ impl Mixer {
     /// session resamples before calling). A participant that contributed nothing this tick is
     /// silent. A shorter frame is padded with silence, a longer one cut to the frame; a second
     /// call in the same tick replaces the first. Unknown ids and participants that do not
-    /// contribute (muted, receive-only, monitor) are ignored.
+    /// contribute (muted, receive-only, monitor) are ignored, and so is a frame below the gate
+    /// ([`GATE_RMS`]) from a participant that is not talking.
     pub fn contribute(&mut self, id: ParticipantId, pcm: &[i16]) {
         let Some(position) = self.position(id) else {
             return;
@@ -330,12 +344,17 @@ impl Mixer {
             return;
         }
         let n = self.frame_len;
-        let frame = &mut self.contributions[position * n..(position + 1) * n];
         let len = pcm.len().min(n);
+        let energy = talker::energy(&pcm[..len]);
+        participant.energy = energy;
+        participant.contributed =
+            participant.talker.is_talking() || energy >= GATE_RMS * GATE_RMS * n as u64;
+        if !participant.contributed {
+            return;
+        }
+        let frame = &mut self.contributions[position * n..(position + 1) * n];
         frame[..len].copy_from_slice(&pcm[..len]);
         frame[len..].fill(0);
-        participant.energy = talker::energy(frame);
-        participant.contributed = true;
     }
 
     /// Mixes the tick: afterwards [`Mixer::output`] gives each participant the sum of everyone
@@ -419,6 +438,16 @@ impl Mixer {
         }
         let n = self.frame_len;
         Some(&self.outputs[position * n..(position + 1) * n])
+    }
+
+    /// Whether a participant hears the common mix this tick (the one [`Mixer::output`] gives
+    /// everyone who took no part in the last [`Mixer::mix`] and hears nothing special): every
+    /// participant for whom this is true got the same samples, so the worker may encode them
+    /// once per format. False for talkers (their N−1), the deaf, the pupil hearing its coach,
+    /// a tariff tone's listener, and for ids not in the conference.
+    pub fn shares_output(&self, id: ParticipantId) -> bool {
+        self.position(id)
+            .is_some_and(|position| !self.participants[position].own_output)
     }
 
     /// Talker detection (energy with hang-over), rate-limited: the next change since the last

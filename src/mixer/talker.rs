@@ -89,6 +89,11 @@ impl TalkerDetector {
         }
     }
 
+    /// Whether the participant talks now (after attack and hang-over; reported or not).
+    pub(crate) fn is_talking(&self) -> bool {
+        self.talking
+    }
+
     /// The state to report at `tick`, if it differs from the last report and the minimum
     /// interval has passed; it then counts as reported.
     pub(crate) fn take_change(&mut self, tick: u64, timing: &TalkerTiming) -> Option<bool> {

@@ -543,3 +543,57 @@ fn contribute_mix_output_and_events_do_not_allocate() {
         "the counter counts"
     );
 }
+
+#[test]
+fn quiet_frames_of_a_silent_participant_stay_out_of_the_mix_and_it_shares_the_common_one() {
+    let mut mixer = room(&[A, B, C]);
+    // −56 dBFS hiss from C: under the gate, and C is not talking.
+    let hiss = tone(TONE_C, 50.0);
+    mixer.contribute(A, &tone(TONE_A, AMPLITUDE));
+    mixer.contribute(C, &hiss);
+    mixer.mix();
+    // B and C hear exactly A (C's hiss is not in anyone's mix), from one shared copy.
+    let a = tone(TONE_A, AMPLITUDE);
+    assert_eq!(mixer.output(B), Some(&a[..]));
+    assert_eq!(mixer.output(C), Some(&a[..]));
+    assert!(mixer.shares_output(B) && mixer.shares_output(C));
+    // The talker has a mix of its own: everyone but itself (silence here).
+    assert!(!mixer.shares_output(A));
+    assert_eq!(mixer.output(A), Some(&[0i16; FRAME][..]));
+    assert!(!mixer.shares_output(P), "a stranger shares nothing");
+
+    // At the gate's level or above, a frame is mixed, and its sender gets its own N−1.
+    let murmur = tone(TONE_C, 200.0); // −44 dBFS: not a talker, not under the gate
+    mixer.contribute(A, &a);
+    mixer.contribute(C, &murmur);
+    mixer.mix();
+    let both: Vec<i16> = a.iter().zip(&murmur).map(|(&x, &y)| x + y).collect();
+    assert_eq!(mixer.output(B), Some(&both[..]));
+    assert_eq!(mixer.output(C), Some(&a[..]));
+    assert!(!mixer.shares_output(C));
+}
+
+#[test]
+fn a_talker_is_mixed_whatever_its_level_until_its_hang_over_ends() {
+    let mut mixer = room(&[A, B]);
+    let speech = tone(TONE_A, AMPLITUDE);
+    let hiss = tone(TONE_A, 50.0);
+    for _ in 0..(ATTACK_MS / 20) {
+        mixer.contribute(A, &speech);
+        mixer.mix();
+    }
+    // A talks: its quiet frames (a pause between words) still reach B, exactly.
+    mixer.contribute(A, &hiss);
+    mixer.mix();
+    assert_eq!(mixer.output(B), Some(&hiss[..]));
+    assert!(!mixer.shares_output(A));
+    // After the hang-over, the same hiss is gated and A shares the common mix again.
+    for _ in 0..(HANGOVER_MS / 20) {
+        mixer.contribute(A, &hiss);
+        mixer.mix();
+    }
+    mixer.contribute(A, &hiss);
+    mixer.mix();
+    assert_eq!(mixer.output(B), Some(&[0i16; FRAME][..]));
+    assert!(mixer.shares_output(A) && mixer.shares_output(B));
+}

@@ -3,9 +3,11 @@
 //!
 //! Owns: the bridge between a sans-IO [`Conference`] (in [`crate::mixer::conference`]) and the
 //! worker's connections: `Members` captures from and plays to their sessions, sends what they
-//! queued, hands recordings to the recorder and events to the control plane.
+//! queued, hands recordings to the recorder and events to the control plane; and each
+//! conference's [`SharedEncodes`]: the members that hear the common mix (not a current talker)
+//! get one encode per format, each session only packetizing it in its own stream.
 //! Must not: mix, or allocate per tick: `Members` borrows the worker's state for one
-//! conference's tick, on the stack.
+//! conference's tick, on the stack; a format's shared encoder is made when a member joins.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -14,8 +16,8 @@ use super::connection::Connection;
 use super::transmit::Transmitter;
 use super::{Worker, WorkerContext};
 use crate::engine::{ConfereeSpec, ConferenceKey, ConferenceSpec, ConnectionKey, EngineEvent};
-use crate::media::session::ROOM_TICK;
-use crate::mixer::conference::{Conference, ConferenceEvent, ConferenceIo};
+use crate::media::session::{SharedEncodes, ROOM_TICK};
+use crate::mixer::conference::{Conference, ConferenceEvent, ConferenceIo, Heard};
 
 impl Worker {
     /// Runs the conference tick when it is due: every conference of this worker mixes one
@@ -33,6 +35,7 @@ impl Worker {
             .record(now.saturating_duration_since(at).as_micros() as u64);
         let Worker {
             conferences,
+            shared_encodes,
             connections,
             slots,
             room_frame,
@@ -41,10 +44,13 @@ impl Worker {
             ..
         } = self;
         for (&conference, room) in conferences.iter_mut() {
+            let shared = shared_encodes.entry(conference).or_default();
+            shared.begin_tick();
             let mut members = Members {
                 conference,
                 connections,
                 slots,
+                shared,
                 out: transmit,
                 context,
             };
@@ -70,6 +76,8 @@ impl Worker {
             return;
         }
         self.conferences.insert(conference, Conference::new(spec));
+        self.shared_encodes
+            .insert(conference, SharedEncodes::default());
         if self.room_frame.len() < self.conferences[&conference].frame_len() {
             let len = self.conferences[&conference].frame_len();
             self.room_frame.resize(len, 0);
@@ -124,6 +132,11 @@ impl Worker {
         if let Err(error) = connection.session.enter_conference(room.rate()) {
             tracing::error!(key, conference, %error, "connection cannot take part in the mix");
         }
+        let shared = self.shared_encodes.entry(conference).or_default();
+        if let Err(error) = shared.prepare(&connection.session) {
+            // It still hears the mix, encoded by its own session.
+            tracing::warn!(key, conference, %error, "connection cannot share the mix's encode");
+        }
         connection.conference = Some(conference);
         self.schedule(slot);
     }
@@ -161,6 +174,7 @@ impl Worker {
                 .try_send(crate::engine::recorder::RecorderCommand::Stop { operation });
         }
         self.conferences.remove(&conference);
+        self.shared_encodes.remove(&conference);
         if self.conferences.is_empty() {
             self.next_room_tick = None;
         }
@@ -174,6 +188,8 @@ struct Members<'a> {
     conference: ConferenceKey,
     connections: &'a mut [Option<Box<Connection>>],
     slots: &'a HashMap<ConnectionKey, usize>,
+    /// The conference's encodes of its common mix.
+    shared: &'a mut SharedEncodes,
     out: &'a mut Transmitter,
     context: &'a WorkerContext,
 }
@@ -199,8 +215,9 @@ impl ConferenceIo for Members<'_> {
         Some(voiced)
     }
 
-    /// The session encodes what the member hears; its packets go out now.
-    fn play(&mut self, key: ConnectionKey, now: Instant, heard: Option<&[i16]>) {
+    /// The session sends what the member hears (the common mix's shared encode, or its own);
+    /// its packets go out now.
+    fn play(&mut self, key: ConnectionKey, now: Instant, heard: Option<Heard<'_>>) {
         let context = self.context;
         let Some(connection) = self
             .slots
@@ -210,8 +227,10 @@ impl ConferenceIo for Members<'_> {
         else {
             return;
         };
-        if let Some(heard) = heard {
-            connection.session.play(now, heard);
+        match heard {
+            Some(Heard::Shared(mix)) => self.shared.play(&mut connection.session, now, mix, true),
+            Some(Heard::Own(mix)) => connection.session.play(now, mix),
+            None => {}
         }
         // What it was sent goes to its two-channel recording this tick, beside what it said.
         connection.consume_heard(context);

@@ -49,7 +49,7 @@ use super::batch::RecvBatch;
 use super::recv_ring::{ReceiveCounts, Received, RecvRing};
 use super::send_ring::RING_ENTRIES;
 use super::{ConferenceKey, ConnectionKey, EngineEvent, MediaSpec};
-use crate::media::session::ROOM_TICK;
+use crate::media::session::{SharedEncodes, ROOM_TICK};
 use crate::mixer::conference::Conference;
 use connection::{new_session, split_ring_tag, split_token, Connection, Drain};
 use handle::Moving;
@@ -125,6 +125,9 @@ struct Worker {
     parked: HashMap<ConnectionKey, Vec<WorkerCommand>>,
     /// Conferences mixed on this worker.
     conferences: HashMap<ConferenceKey, Conference>,
+    /// Each conference's encodes of its common mix, one per format its listeners send; made and
+    /// dropped with its entry in `conferences`.
+    shared_encodes: HashMap<ConferenceKey, SharedEncodes>,
     /// The next 20 ms conference tick, while there are conferences.
     next_room_tick: Option<Instant>,
     /// One conference frame, reused for every capture.
@@ -169,6 +172,7 @@ impl Worker {
             expected: HashSet::new(),
             parked: HashMap::new(),
             conferences: HashMap::new(),
+            shared_encodes: HashMap::new(),
             next_room_tick: None,
             room_frame: Vec::new(),
         }
@@ -447,6 +451,12 @@ impl Worker {
             if let Some(rate) = rate {
                 if let Err(error) = connection.session.enter_conference(rate) {
                     tracing::error!(key, %error, "rebuilt session cannot take part in the mix");
+                }
+                let shared = connection
+                    .conference
+                    .and_then(|c| self.shared_encodes.get_mut(&c));
+                if let Some(Err(error)) = shared.map(|s| s.prepare(&connection.session)) {
+                    tracing::error!(key, %error, "rebuilt session cannot share the mix's encode");
                 }
             }
             connection.apply_listening(Instant::now());

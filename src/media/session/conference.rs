@@ -2,13 +2,16 @@
 //! conference rate, and the mix it hears sent in its own codec and ptime.
 //!
 //! Owns: the session's membership (the room rate) and its `RoomPort`, the two resamplers and
-//! FIFOs between the stream's ptime and the room's 20 ms frames.
+//! FIFOs between the stream's ptime and the room's 20 ms frames, and whether the session can
+//! take its room's shared encode of the common mix this tick ([`MediaSession::shared_format`];
+//! the encode itself is `shared`'s).
 //! Must not: mix (the worker's conference does, in [`crate::mixer`]), read the clock, or
 //! allocate per tick: the port is sized when the session joins.
 
 use std::time::{Duration, Instant};
 
 use super::send::Outgoing;
+use super::shared::{SharedFormat, SHARED_PTIME_MS};
 use super::{MediaSession, SessionError, SessionEvent, StreamFormat};
 use crate::media::codec::pcm_rate;
 use crate::media::resample::Resampler;
@@ -74,6 +77,33 @@ impl MediaSession {
             return false;
         }
         voiced
+    }
+
+    /// The format of the room's shared encode this session can send in place of its own
+    /// encode this tick: in a room, with a negotiated format whose ptime is one room tick, and
+    /// nothing playing to it (a prompt replaces the mix) or left over from its own re-framing.
+    /// `None`: it encodes what it hears itself ([`MediaSession::play`]).
+    pub fn shared_format(&self) -> Option<SharedFormat> {
+        let port = self.room.as_ref()?.port.as_ref()?;
+        if self.player.is_some() || port.outbox_len != 0 {
+            return None;
+        }
+        self.room_format()
+    }
+
+    /// The shared format of the session's stream in its room, whatever plays to it now; `None`
+    /// outside a room, without a format, or with a ptime other than the room tick's.
+    pub(super) fn room_format(&self) -> Option<SharedFormat> {
+        let room = self.room.as_ref()?;
+        let audio = self.audio.as_ref()?;
+        if audio.format.ptime_ms != SHARED_PTIME_MS {
+            return None;
+        }
+        Some(SharedFormat {
+            room_rate: room.room_rate,
+            codec: audio.format.sending().0,
+            ptime_ms: audio.format.ptime_ms,
+        })
     }
 
     /// Sends one conference tick of audio (the mix this participant hears, at the conference

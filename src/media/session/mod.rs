@@ -20,6 +20,8 @@
 //! - `digits`: RFC 4733 digits sent in place of audio, and digits received;
 //! - `playout`: prompts and tones played instead of the usual audio;
 //! - `conference`: the 20 ms conference ticks ([`MediaSession::capture`], [`MediaSession::play`]);
+//! - `shared`: a conference's common mix encoded once per format for the members that hear it
+//!   ([`SharedEncodes`]), each session sending the payload in its own RTP stream;
 //! - `stats`: counters, the RTCP summary and RTCP reports.
 
 mod audio;
@@ -29,12 +31,14 @@ mod digits;
 mod playout;
 mod receive;
 mod send;
+mod shared;
 mod stats;
 
 pub use conference::ROOM_TICK;
 pub use config::{
     RtpSource, SessionConfig, SessionError, SessionMode, SrtpKeys, StreamFormat, LEARN_PACKETS,
 };
+pub use shared::{SharedEncodes, SharedFormat};
 pub use stats::{RtcpSummary, SessionStats};
 
 use std::collections::VecDeque;

@@ -4,8 +4,8 @@
 //! Owns: what a tick sends, encoding, the RTP header of our stream (sequence, timestamp,
 //! talkspurt marker), SRTP protect, where RTP and RTCP go, and when the session needs ticks of
 //! its own.
-//! Must not: allocate or copy beyond the one encode into a spare packet buffer; a full transmit
-//! queue drops the frame rather than grow.
+//! Must not: allocate or copy beyond the one encode (or a conference's shared payload) into a
+//! spare packet buffer; a full transmit queue drops the frame rather than grow.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -63,6 +63,17 @@ impl MediaSession {
     /// Encodes one frame (held in one of the audio path's buffers, at the sent codec's rate)
     /// and queues it as an RTP packet to the peer — unless a telephone-event takes this ptime.
     pub(super) fn send_audio(&mut self, now: Instant, frame: Outgoing) {
+        self.send_frame(now, Frame::Own(frame));
+    }
+
+    /// Queues a payload encoded for several sessions (a conference's common mix, see
+    /// `shared`) as our RTP packet, as [`MediaSession::send_audio`] does with its own encode;
+    /// `pcm` is what it carries, at the sent codec's rate.
+    pub(super) fn send_shared(&mut self, now: Instant, pcm: &[i16], payload: &[u8]) {
+        self.send_frame(now, Frame::Shared { pcm, payload });
+    }
+
+    fn send_frame(&mut self, now: Instant, frame: Frame<'_>) {
         if self.send_event_slot(now) {
             // RFC 4733 §2.5.1: the audio of the event's time is not sent.
             return;
@@ -78,10 +89,11 @@ impl MediaSession {
             return; // transmit queue full: the worker is not draining; drop this frame
         };
         let pcm: &[i16] = match frame {
-            Outgoing::Decoded(n) => &audio.pcm[..n],
-            Outgoing::Resampled(n) => &audio.resampled[..n],
+            Frame::Own(Outgoing::Decoded(n)) => &audio.pcm[..n],
+            Frame::Own(Outgoing::Resampled(n)) => &audio.resampled[..n],
             // Only when nothing keeps the sent audio (`next_echo_frame`).
-            Outgoing::Payload(_) => &[],
+            Frame::Own(Outgoing::Payload(_)) => &[],
+            Frame::Shared { pcm, .. } => pcm,
         };
         if let Some(spoken) = self.spoken.as_mut() {
             spoken.push(Some(pcm), pcm.len());
@@ -98,18 +110,23 @@ impl MediaSession {
         // Leave room for the SRTP tag at the end.
         let room = MAX_PACKET - header_len - 16;
         let encoded = match frame {
-            Outgoing::Payload(n) if n <= room => {
+            Frame::Own(Outgoing::Payload(n)) if n <= room => {
                 buf[header_len..header_len + n].copy_from_slice(&audio.payload[..n]);
                 Ok(n)
             }
-            _ => audio
+            Frame::Shared { payload, .. } if payload.len() <= room => {
+                buf[header_len..header_len + payload.len()].copy_from_slice(payload);
+                Ok(payload.len())
+            }
+            Frame::Shared { .. } | Frame::Own(Outgoing::Payload(_)) => Err(()),
+            Frame::Own(_) => audio
                 .encoder
                 .encode(pcm, &mut buf[header_len..header_len + room])
                 .map_err(|_| ()),
         };
         let encoded = match encoded {
             Ok(n) => n,
-            Err(_) => {
+            Err(()) => {
                 self.stats.decode_errors += 1;
                 self.spare.push(buf);
                 return;
@@ -192,6 +209,17 @@ impl MediaSession {
             || self.heard.is_some()
             || self.is_sending_digits()
     }
+}
+
+/// A frame to send: ours to encode, or a payload encoded for several sessions.
+#[derive(Clone, Copy)]
+enum Frame<'a> {
+    Own(Outgoing),
+    /// `payload` encodes `pcm` (at the sent codec's rate).
+    Shared {
+        pcm: &'a [i16],
+        payload: &'a [u8],
+    },
 }
 
 /// Which of the audio path's buffers holds a frame to send, and its length.
