@@ -279,6 +279,7 @@ impl MediaSession {
     /// The jitter buffer's next frame, decoded (or concealed) into `audio.pcm`.
     pub(super) fn decode_next(&mut self, now: Instant) -> Option<usize> {
         let audio = self.audio.as_mut()?;
+        audio.fit_receive();
         let mut inband_digit = None;
         let samples = match audio.jitter.pop(now, &mut audio.payload[..]) {
             Playout::Frame { len, .. } => {
