@@ -142,9 +142,11 @@ pub struct MediaSession {
     events: VecDeque<SessionEvent>,
     stats: SessionStats,
     /// The conference this session is in; it then plays out only when the conference ticks.
-    room: Option<RoomMembership>,
+    /// Boxed, as `player`: few sessions have one, and every session's inline size is an idle
+    /// call's memory.
+    room: Option<Box<RoomMembership>>,
     /// A prompt or tone played instead of the session's usual audio (operation id, player).
-    player: Option<(u64, Player)>,
+    player: Option<(u64, Box<Player>)>,
     /// The caller's decoded audio, kept for the worker while something listens (recording,
     /// silence detection).
     heard: Option<Heard>,
