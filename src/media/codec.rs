@@ -3,7 +3,9 @@
 //!
 //! Owns: the choice of implementation per [`Codec`] (G.711 tables, our G.722, libopus) and the
 //! packet-loss concealment of codecs that have none of their own.
-//! Must not: allocate after construction, or know about RTP — payloads in, samples out.
+//! Must not: allocate after construction (but for the concealer's copy of the last frame, made
+//! by the first good frame so that a silent stream holds none), or know about RTP — payloads
+//! in, samples out.
 
 use std::fmt;
 
@@ -162,8 +164,11 @@ impl AudioEncoder {
 
 /// Concealment for codecs without PLC: repeat the last good frame, each repeat 6 dB quieter.
 pub struct Concealer {
-    /// Room for the longest frame at the codec's rate ([`frame_capacity`]).
+    /// Room for the longest frame at the codec's rate ([`frame_capacity`]), allocated by the
+    /// first good frame: a stream that never sends audio holds none.
     last: Box<[i16]>,
+    /// The codec's PCM rate, to size `last`.
+    rate: u32,
     last_len: usize,
     /// Right shift applied to the repeated frame (grows by one per consecutive loss).
     fade: u32,
@@ -172,7 +177,8 @@ pub struct Concealer {
 impl Concealer {
     fn new(rate: u32) -> Concealer {
         Concealer {
-            last: vec![0; frame_capacity(rate)].into_boxed_slice(),
+            last: Box::default(),
+            rate,
             last_len: 0,
             fade: 0,
         }
@@ -180,6 +186,9 @@ impl Concealer {
 
     /// Keeps a copy of a good frame; returns its length unchanged.
     fn remember(&mut self, frame: &[i16], len: usize) -> usize {
+        if self.last.is_empty() {
+            self.last = vec![0; frame_capacity(self.rate)].into_boxed_slice();
+        }
         let len = len.min(self.last.len()).min(frame.len());
         self.last[..len].copy_from_slice(&frame[..len]);
         self.last_len = len;

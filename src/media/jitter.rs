@@ -3,15 +3,17 @@
 //! Owns: reordering received frames back into sequence, deciding once per ptime tick whether to
 //! play a frame, ask for concealment (PLC) or ask for comfort silence, choosing the playout delay
 //! from measured network jitter, and the counters that describe all of that.
-//! Must not: read the clock (time is the `now` argument), allocate after [`JitterBuffer::new`]
-//! except to grow the payload areas for a packet longer than any before (a few times in a
-//! stream's life at most), decode audio, or know about SSRCs and sockets. An SSRC change is the caller's business (call
+//! Must not: read the clock (time is the `now` argument), allocate except on the first push
+//! (the ring is allocated then, so a stream that never sends holds none) and to grow the
+//! payload areas for a packet longer than any before (a few times in a stream's life at most),
+//! decode audio, or know about SSRCs and sockets. An SSRC change is the caller's business (call
 //! [`JitterBuffer::reset`]); anything that arrives is classified, never a panic.
 //!
 //! # Algorithm
 //!
 //! Storage is a ring of `2^k` slots (enough for twice `max_delay` of frames plus margin), indexed
-//! by `seq mod 2^k`, each with a payload area of `slot_bytes` bytes: the negotiated frame's size
+//! by `seq mod 2^k`, allocated by the first push (an idle call that never receives RTP holds no
+//! slots), each with a payload area of `slot_bytes` bytes: the negotiated frame's size
 //! at first (`expected_payload`), doubled — up to `max_payload` — when a longer packet comes. A played slot keeps
 //! its sequence number, so a duplicate of a frame already played is still recognised.
 //!
@@ -206,9 +208,9 @@ pub struct JitterBuffer {
     /// Arrivals per delay-measurement window.
     window_len: u32,
 
-    /// Per-slot metadata; length is a power of two.
+    /// Per-slot metadata: empty until the first push, then `mask + 1` (a power of two) slots.
     slots: Box<[Slot]>,
-    /// Payload areas, `slot_bytes` bytes per slot.
+    /// Payload areas, `slot_bytes` bytes per slot (empty until the first push).
     payloads: Box<[u8]>,
     /// Room per slot now: `expected_payload`, doubled (up to `max_payload`) by a longer packet.
     slot_bytes: usize,
@@ -328,7 +330,7 @@ enum Verdict {
 }
 
 impl JitterBuffer {
-    /// Allocates the ring. Configuration is normalised rather than refused: clock rate and ptime
+    /// A buffer for one stream (its ring comes with the first push). Configuration is normalised rather than refused: clock rate and ptime
     /// at least 1 (clock rate at most 1 MHz, ptime at most 1 s), `max_delay` between ptime and
     /// 10 s, `min_delay` at most `max_delay`, `max_payload` at most 65535. The target never goes
     /// below one ptime, whatever `min_delay` says.
@@ -354,8 +356,9 @@ impl JitterBuffer {
             max_payload,
             max_conceal: max_frames,
             window_len: (WINDOW_MS / ptime_ms).max(1),
-            slots: vec![EMPTY_SLOT; slot_count].into_boxed_slice(),
-            payloads: vec![0; slot_count * slot_bytes].into_boxed_slice(),
+            // Allocated by the first push (`allocate`): most of an idle call's memory otherwise.
+            slots: Box::default(),
+            payloads: Box::default(),
             slot_bytes,
             mask: slot_count - 1,
             stored: 0,
@@ -395,6 +398,9 @@ impl JitterBuffer {
         if payload.len() > self.max_payload {
             self.stats.oversized += 1;
             return PushOutcome::TooLarge;
+        }
+        if self.slots.is_empty() {
+            self.allocate();
         }
         if payload.len() > self.slot_bytes {
             self.grow(payload.len());
@@ -492,6 +498,16 @@ impl JitterBuffer {
     /// How long the newest buffered packet will wait before it is played (0 when empty).
     pub fn depth_ms(&self) -> u32 {
         self.units_to_ms(self.depth())
+    }
+
+    /// The longest payload [`JitterBuffer::pop`] can hand out now: 0 before the first push
+    /// (nothing to play), then the slots' room, which grows with a longer packet.
+    pub fn payload_room(&self) -> usize {
+        if self.slots.is_empty() {
+            0
+        } else {
+            self.slot_bytes
+        }
     }
 
     /// Frames waiting in the ring.
@@ -666,6 +682,14 @@ impl JitterBuffer {
     }
 
     /// Copies the frame out and moves the playout point past it.
+    /// The ring, on the first push: `mask + 1` slots of `slot_bytes` (the expected frame).
+    #[cold]
+    fn allocate(&mut self) {
+        let slot_count = self.mask + 1;
+        self.slots = vec![EMPTY_SLOT; slot_count].into_boxed_slice();
+        self.payloads = vec![0; slot_count * self.slot_bytes].into_boxed_slice();
+    }
+
     /// Makes every slot hold `len` bytes: doubles the room (at least to `len`, at most
     /// `max_payload`), keeping what is stored. A peer sending longer frames than negotiated
     /// (30 ms packets on a 20 ms stream, a higher Opus bitrate) costs this once or twice.
@@ -719,7 +743,7 @@ impl JitterBuffer {
     /// Moves `last_seq` forward so that `seq` fits the ring, as if the sequence numbers skipped
     /// had been played; refuses (false) when a stored frame would be skipped.
     fn skip_lost_burst(&mut self, seq: u16) -> bool {
-        let base = seq.wrapping_sub(self.slots.len() as u16);
+        let base = seq.wrapping_sub((self.mask + 1) as u16);
         let blocked = self
             .slots
             .iter()
@@ -992,10 +1016,10 @@ impl JitterBuffer {
         slot.state == SlotState::Stored && slot.seq == seq
     }
 
-    /// Slot count as a sequence distance.
+    /// Slot count as a sequence distance (the ring's, allocated or not).
     fn ring_len(&self) -> i32 {
         // At most MAX_SLOTS (4096), so the cast is exact.
-        self.slots.len() as i32
+        (self.mask + 1) as i32
     }
 
     /// Furthest ahead of the playout point a packet of this stream can plausibly land.
@@ -1725,14 +1749,15 @@ mod tests {
     #[test]
     fn storage_starts_at_the_expected_frame_and_grows_only_for_longer_packets() {
         let mut jb = JitterBuffer::new(JitterConfig::default());
-        assert_eq!(
-            jb.payloads.len(),
-            32 * 160,
-            "G.711 at 20 ms: 160 bytes a slot"
-        );
         let t0 = Instant::now();
         let mut out = [0u8; 1500];
-        for (k, len) in [(0u16, 160usize), (1, 240), (2, 100), (3, 700)] {
+        jb.push(t0, 0, 0, false, &[1u8; 160]);
+        assert_eq!(
+            (jb.slots.len(), jb.payloads.len()),
+            (32, 32 * 160),
+            "G.711 at 20 ms: 160 bytes a slot"
+        );
+        for (k, len) in [(1u16, 240usize), (2, 100), (3, 700)] {
             let payload = vec![k as u8 + 1; len];
             let now = t0 + Duration::from_millis(u64::from(k) * 20);
             jb.push(now, k, u32::from(k) * FRAME, false, &payload);
@@ -1761,18 +1786,39 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_holds_no_ring_until_its_first_packet() {
+        // An idle established call that never received RTP (issue 19: memory per idle call).
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let t0 = Instant::now();
+        let mut out = [0u8; 1500];
+        for k in 0..10u64 {
+            assert_eq!(
+                jb.pop(t0 + Duration::from_millis(k * 20), &mut out),
+                Playout::Silence
+            );
+        }
+        assert!(jb.peek_after(0, &mut out).is_none());
+        jb.reset();
+        assert_eq!((jb.slots.len(), jb.payloads.len()), (0, 0));
+        assert_eq!(jb.buffered_frames(), 0);
+        jb.push(t0, 7, 7 * FRAME, false, &[1u8; 160]);
+        assert_eq!((jb.slots.len(), jb.payloads.len()), (32, 32 * 160));
+    }
+
+    #[test]
     fn storage_is_never_reallocated_by_push_or_pop() {
-        // Slots sized for the largest packet first: after that nothing moves.
+        // Slots sized for the largest packet first: after the first push nothing moves.
         let mut jb = JitterBuffer::new(JitterConfig {
             expected_payload: 1500,
             ..JitterConfig::default()
         });
+        let t0 = Instant::now();
+        jb.push(t0, u16::MAX, 0u32.wrapping_sub(FRAME), false, &[0u8; 160]);
         let slots = (jb.slots.as_ptr(), jb.slots.len());
         let payloads = (jb.payloads.as_ptr(), jb.payloads.len());
         assert_eq!(slots.1, 32, "2 × 200/20 + 4 rounded up to a power of two");
         assert_eq!(payloads.1, 32 * 1500);
 
-        let t0 = Instant::now();
         let mut rng = Rng(42);
         let mut out = [0u8; 1500];
         let payload = [3u8; 1500];
@@ -1814,6 +1860,8 @@ mod tests {
         let mut out = [0u8; 1500];
         let payload = [5u8; 160];
         let mut frames = 0;
+        // The first packet allocates the ring (an idle stream holds none); nothing after it.
+        jb.push(t0, u16::MAX, 0u32.wrapping_sub(FRAME), false, &payload);
         let allocations = crate::media::alloc_counter::allocations_during(|| {
             for k in 0..5000u64 {
                 let now = t0 + Duration::from_millis(k * 20 + rng.upto(50));

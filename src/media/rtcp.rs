@@ -72,7 +72,8 @@ pub struct RtcpSession {
     last_sr: Option<LastSr>,
     /// SSRC of the peer's most recent SR/RR.
     remote_rtcp_ssrc: Option<u32>,
-    /// The peer's CNAME; capacity reserved up front so updates never allocate.
+    /// The peer's CNAME; its capacity (`MAX_CNAME_LEN`) is reserved by the first one, so later
+    /// updates never allocate.
     remote_cname: String,
     /// The peer's latest report block about our stream.
     remote_report: Option<ReportBlock>,
@@ -111,7 +112,7 @@ impl RtcpSession {
             candidate: None,
             last_sr: None,
             remote_rtcp_ssrc: None,
-            remote_cname: String::with_capacity(MAX_CNAME_LEN),
+            remote_cname: String::new(),
             remote_report: None,
             rtt: None,
             last_fraction_lost: 0,
@@ -185,7 +186,11 @@ impl RtcpSession {
             }
         }
         if let Some(cname) = info.cname {
-            // Capacity is MAX_CNAME_LEN and an SDES item is at most 255 bytes: no reallocation.
+            // Reserved by the first CNAME (a session whose peer sends no RTCP holds none);
+            // an SDES item is at most 255 bytes, so no reallocation after that.
+            if self.remote_cname.capacity() == 0 {
+                self.remote_cname.reserve_exact(MAX_CNAME_LEN);
+            }
             self.remote_cname.clear();
             self.remote_cname.push_str(cname);
         }

@@ -2,10 +2,13 @@
 //! between the received and the sent codec's rates, our stream's RTP counters, and the DTMF
 //! detector and sender.
 //!
-//! Owns: the buffers of one stream, sized at construction (frames, payloads).
-//! Must not: allocate after [`AudioPath::new`] (the jitter buffer's growth for a packet longer
-//! than the negotiated frame aside), or decide what is sent when (that is the send
-//! path's and the tick's business).
+//! Owns: the buffers of one stream, sized by its codec: the sent frame at construction; the
+//! receive side's (jitter ring, payload, decoded frame) with the first packet, so an idle
+//! call that never receives RTP holds none (issue 19, docs/PERFORMANCE.md).
+//! Must not: allocate after [`AudioPath::new`] except for those receive buffers at the first
+//! packet and their growth for a packet longer than the negotiated frame (once or twice in a
+//! stream's life at most), or decide what is sent when (that is the send path's and the
+//! tick's business).
 
 use std::time::Duration;
 
@@ -35,11 +38,14 @@ pub(super) struct AudioPath {
     /// 60 ms at that rate.
     pub(super) resampled: Box<[i16]>,
     /// The frame decoded at the received codec's PCM rate: room for 60 ms at that rate (a
-    /// longer packet is cut there).
+    /// longer packet is cut there); empty until the first packet ([`AudioPath::fit_receive`]).
     pub(super) pcm: Box<[i16]>,
-    pub(super) payload: Box<[u8; MAX_PACKET]>,
-    /// The packet after a lost one, peeked for its in-band FEC.
-    pub(super) fec_payload: Box<[u8; MAX_PACKET]>,
+    /// The payload of the frame played: as long as the jitter buffer's slots (the negotiated
+    /// frame, 160 bytes for G.711 at 20 ms; growing with them); empty until the first packet.
+    pub(super) payload: Box<[u8]>,
+    /// The packet after a lost one, peeked for its in-band FEC: sized like `payload` for a
+    /// codec with FEC (Opus), else empty.
+    pub(super) fec_payload: Box<[u8]>,
     pub(super) tx_sequence: u16,
     pub(super) tx_timestamp: u32,
     /// The next packet we send starts a talkspurt (marker bit).
@@ -96,9 +102,10 @@ impl AudioPath {
             frame_ticks,
             resampler,
             resampled: vec![0; frame_capacity(pcm_rate(send_codec))].into_boxed_slice(),
-            pcm: vec![0; frame_capacity(pcm_rate(format.codec))].into_boxed_slice(),
-            payload: Box::new([0; MAX_PACKET]),
-            fec_payload: Box::new([0; MAX_PACKET]),
+            // The receive side's buffers come with the first packet (`fit_receive`).
+            pcm: Box::default(),
+            payload: Box::default(),
+            fec_payload: Box::default(),
             // Random-ish initial values per RFC 3550 §5.1, derived from the SSRC (sans-IO).
             tx_sequence: (ssrc >> 16) as u16 ^ 0x5a5a,
             tx_timestamp: ssrc.rotate_left(7),
@@ -128,5 +135,23 @@ impl AudioPath {
             && self.format.sending().0 == self.format.codec
             && self.resampler.is_none()
             && self.inband.is_none()
+    }
+
+    /// Sizes the receive buffers for what the jitter buffer can hand out: nothing before its
+    /// first packet; then the payload buffers follow its slots (growing with them for a packet
+    /// longer than the negotiated frame, rarely) and the decoded frame gets room for 60 ms.
+    /// Nothing to do on the steady path: one comparison.
+    pub(super) fn fit_receive(&mut self) {
+        let room = self.jitter.payload_room();
+        if self.payload.len() >= room {
+            return;
+        }
+        self.payload = vec![0; room].into_boxed_slice();
+        if self.decoder.has_fec() {
+            self.fec_payload = vec![0; room].into_boxed_slice();
+        }
+        if self.pcm.is_empty() {
+            self.pcm = vec![0; frame_capacity(pcm_rate(self.format.codec))].into_boxed_slice();
+        }
     }
 }

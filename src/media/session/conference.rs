@@ -27,7 +27,7 @@ impl MediaSession {
             Some(audio) => Some(RoomPort::new(room_rate, &audio.format)?),
             None => None,
         };
-        self.room = Some(RoomMembership { room_rate, port });
+        self.room = Some(Box::new(RoomMembership { room_rate, port }));
         self.next_tick = None;
         Ok(())
     }

@@ -6,7 +6,8 @@
 //! with loss concealment, RFC 4733 digits (received, and sent in place of the audio of their
 //! ptimes), RTCP statistics and reports, RTP inactivity, and the session's mode (`Idle`: receive
 //! and count; `Echo`: play the caller's audio back to it through the full decode/encode path).
-//! Must not: touch sockets, read the clock or allocate after [`MediaSession::new`]. The worker
+//! Must not: touch sockets, read the clock or allocate after [`MediaSession::new`] (but for the
+//! receive buffers the first packet brings, and their rare growth: see `audio`). The worker
 //! feeds datagrams and time, and drains [`MediaSession::poll_transmit`] and
 //! [`MediaSession::poll_event`].
 //!
@@ -47,8 +48,9 @@ use std::time::{Duration, Instant};
 
 use super::dtmf::{DigitEvent, DtmfReceiver};
 use super::player::Player;
-use super::rtcp::{RtcpConfig, RtcpSession};
+use super::rtcp::{RtcpConfig, RtcpSession, MAX_COMPOUND_LEN};
 use super::srtp::SrtpContext;
+use crate::sdp::Codec;
 use audio::AudioPath;
 use conference::RoomMembership;
 use receive::Heard;
@@ -58,6 +60,30 @@ pub const MAX_PACKET: usize = 1500;
 
 /// Outgoing packets a session can hold between two drains (one audio frame + RTCP + margin).
 const TRANSMIT_SLOTS: usize = 4;
+
+/// Room left after an RTP packet for the SRTP authentication tag (at most 16 bytes: GCM).
+const SRTP_ROOM: usize = 16;
+
+/// Room left after an RTCP compound packet for SRTCP's index and tag (4 + at most 16).
+const SRTCP_ROOM: usize = 32;
+
+/// An RTP header of our stream (no CSRCs, no extension).
+const RTP_HEADER_LEN: usize = 12;
+
+/// Bytes a transmit slot holds for a session sending `format`: the longest packet it builds —
+/// an RTCP compound report, or an RTP packet of 60 ms (the longest frame any of its buffers
+/// holds) of its codec, at 8 bytes a millisecond for G.711 and G.722 (508 bytes); an Opus
+/// packet's size is the encoder's, so its slots keep [`MAX_PACKET`]. Sized by codec, not for
+/// the worst case: the worst case was 6 KB of an idle G.711 call's memory (issue 19).
+fn transmit_slot_len(format: Option<&StreamFormat>) -> usize {
+    let rtcp = MAX_COMPOUND_LEN + SRTCP_ROOM;
+    let rtp = match format.map(|f| f.sending().0) {
+        Some(Codec::Pcmu | Codec::Pcma | Codec::G722) => RTP_HEADER_LEN + 8 * 60 + SRTP_ROOM,
+        Some(_) => MAX_PACKET,
+        None => 0,
+    };
+    rtp.max(rtcp).min(MAX_PACKET)
+}
 
 /// Events a session queues between two drains before it drops the oldest.
 const EVENT_SLOTS: usize = 16;
@@ -112,17 +138,19 @@ pub struct MediaSession {
     last_rtp_at: Instant,
     timeout_reported: bool,
     first_packet_seen: bool,
-    transmits: VecDeque<(Channel, SocketAddr, usize, Box<[u8; MAX_PACKET]>)>,
-    /// Empty packet buffers, reused (preallocated at construction). Boxed so that moving a
-    /// buffer between this list and `transmits` moves a pointer, not 1500 bytes.
-    #[allow(clippy::vec_box)]
-    spare: Vec<Box<[u8; MAX_PACKET]>>,
+    transmits: VecDeque<(Channel, SocketAddr, usize, Box<[u8]>)>,
+    /// Empty packet buffers of [`transmit_slot_len`] bytes, reused (preallocated at
+    /// construction). Boxed so that moving a buffer between this list and `transmits` moves a
+    /// pointer, not the packet.
+    spare: Vec<Box<[u8]>>,
     events: VecDeque<SessionEvent>,
     stats: SessionStats,
     /// The conference this session is in; it then plays out only when the conference ticks.
-    room: Option<RoomMembership>,
+    /// Boxed, as `player`: few sessions have one, and every session's inline size is an idle
+    /// call's memory.
+    room: Option<Box<RoomMembership>>,
     /// A prompt or tone played instead of the session's usual audio (operation id, player).
-    player: Option<(u64, Player)>,
+    player: Option<(u64, Box<Player>)>,
     /// The caller's decoded audio, kept for the worker while something listens (recording,
     /// silence detection).
     heard: Option<Heard>,
@@ -167,8 +195,9 @@ impl MediaSession {
             (Some(a), SessionMode::Echo) => Some(aligned_tick(config.tick_epoch, now, a.ptime())),
             _ => None,
         };
+        let slot_len = transmit_slot_len(config.format.as_ref());
         let spare = (0..TRANSMIT_SLOTS)
-            .map(|_| Box::new([0u8; MAX_PACKET]))
+            .map(|_| vec![0u8; slot_len].into_boxed_slice())
             .collect();
         Ok(MediaSession {
             accepted_source: None,
@@ -475,6 +504,119 @@ mod tests {
                 "{codec:?} (srtp: {srtp}) allocated on the packet path"
             );
         }
+    }
+
+    /// Every heap buffer a session holds, by name and length in bytes.
+    fn buffers(session: &MediaSession) -> Vec<(&'static str, usize)> {
+        let mut held: Vec<(&'static str, usize)> = session
+            .spare
+            .iter()
+            .map(|b| ("transmit slot", b.len()))
+            .collect();
+        if let Some(audio) = &session.audio {
+            held.extend([
+                ("payload", audio.payload.len()),
+                ("fec payload", audio.fec_payload.len()),
+                ("decoded frame", audio.pcm.len() * 2),
+                ("sent frame", audio.resampled.len() * 2),
+                ("jitter payloads", audio.jitter.payload_room()),
+            ]);
+        }
+        held
+    }
+
+    #[test]
+    fn an_idle_g711_session_holds_no_receive_buffers_and_small_transmit_slots() {
+        // Issue 19: an idle established G.711 call's memory (scripts/bench-idle-memory).
+        let start = Instant::now();
+        let mut session = MediaSession::new(config(Codec::Pcmu, 0), start).unwrap();
+        // Idle: ticks and an RTCP report, no RTP received.
+        let mut out = [0u8; MAX_PACKET];
+        let mut now = start;
+        let mut reports = 0;
+        while now < start + Duration::from_secs(12) {
+            now = session.poll_timeout().max(now + Duration::from_millis(1));
+            session.handle_timeout(now);
+            while let Some(t) = session.poll_transmit(&mut out) {
+                assert!(rtp::is_rtcp(&out[..t.len]), "an idle echo sends only RTCP");
+                reports += 1;
+            }
+        }
+        assert!(reports > 0, "RTCP reports go out of a transmit slot");
+        let held = buffers(&session);
+        assert_eq!(
+            held.iter().filter(|(n, _)| *n == "transmit slot").count(),
+            4
+        );
+        for (name, len) in &held {
+            let most = match *name {
+                // 12-byte header, 60 ms of G.711 (480), SRTP tag (16).
+                "transmit slot" => 508,
+                // 60 ms at 8 kHz, for prompts and conferences.
+                "sent frame" => 960,
+                _ => 0,
+            };
+            assert!(*len <= most, "{name}: {len} bytes before the first packet");
+        }
+        // The first packet brings the receive side's buffers, sized by the codec and ptime.
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        run(&mut session, &mut peer, now, 10, |_| false);
+        let held = buffers(&session);
+        for (name, len) in [
+            ("payload", 160),
+            ("fec payload", 0),
+            ("decoded frame", 960),
+            ("jitter payloads", 160),
+        ] {
+            assert!(held.contains(&(name, len)), "{name}: {held:?}");
+        }
+    }
+
+    #[test]
+    fn transmit_slots_hold_the_longest_packet_of_their_codec_or_rtcp_report() {
+        let format = |codec| {
+            Some(StreamFormat {
+                codec,
+                payload_type: 0,
+                ptime_ms: 20,
+                telephone_event_pt: Some(101),
+                send: None,
+            })
+        };
+        let rtcp = MAX_COMPOUND_LEN + SRTCP_ROOM;
+        assert_eq!(transmit_slot_len(None), rtcp, "no format: RTCP only");
+        assert_eq!(transmit_slot_len(format(Codec::Pcmu).as_ref()), 508);
+        assert_eq!(transmit_slot_len(format(Codec::G722).as_ref()), 508);
+        assert_eq!(transmit_slot_len(format(Codec::Opus).as_ref()), MAX_PACKET);
+        // A G.711 stream with SRTP (GCM: the longest tag) and the longest CNAME still gets
+        // its reports out.
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcma, 8);
+        cfg.cname = "c".repeat(255);
+        let key = [7u8; 16];
+        let salt = [9u8; 14];
+        cfg.srtp = Some(SrtpKeys {
+            profile: SrtpProfile::AeadAes128Gcm,
+            inbound_key: key.to_vec(),
+            inbound_salt: salt[..12].to_vec(),
+            outbound_key: key.to_vec(),
+            outbound_salt: salt[..12].to_vec(),
+        });
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        let mut out = [0u8; MAX_PACKET];
+        let mut now = start;
+        let mut longest = 0;
+        while now < start + Duration::from_secs(12) {
+            now = session.poll_timeout().max(now + Duration::from_millis(1));
+            session.handle_timeout(now);
+            while let Some(t) = session.poll_transmit(&mut out) {
+                longest = longest.max(t.len);
+            }
+        }
+        assert!(
+            longest > 255,
+            "an SRTCP report with the CNAME went out ({longest})"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ impl MediaSession {
     /// nothing) until it ends ([`SessionEvent::PlayoutDone`]) or [`MediaSession::stop_playout`];
     /// replaces a playout in progress. In a conference the session is also not heard meanwhile.
     pub fn start_playout(&mut self, now: Instant, operation: u64, source: PlaySource, gain: f32) {
-        self.player = Some((operation, Player::new(source, gain)));
+        self.player = Some((operation, Box::new(Player::new(source, gain))));
         if self.room.is_none() && self.next_tick.is_none() {
             let ptime = self
                 .audio
@@ -65,12 +65,14 @@ impl MediaSession {
     /// Hands the playout in progress over (to carry it into a session rebuilt for a new
     /// format); see [`MediaSession::resume_playout`].
     pub fn take_playout(&mut self) -> Option<(u64, Player)> {
-        self.player.take()
+        self.player
+            .take()
+            .map(|(operation, player)| (operation, *player))
     }
 
     /// Continues a playout taken from the session this one replaces.
-    pub fn resume_playout(&mut self, now: Instant, playout: (u64, Player)) {
-        self.player = Some(playout);
+    pub fn resume_playout(&mut self, now: Instant, (operation, player): (u64, Player)) {
+        self.player = Some((operation, Box::new(player)));
         if self.room.is_none() {
             self.restore_tick(now);
         }

@@ -280,6 +280,7 @@ impl MediaSession {
     /// The jitter buffer's next frame, decoded (or concealed) into `audio.pcm`.
     pub(super) fn decode_next(&mut self, now: Instant) -> Option<usize> {
         let audio = self.audio.as_mut()?;
+        audio.fit_receive();
         let playout = audio.jitter.pop(now, &mut audio.payload[..]);
         self.decode_popped(playout)
     }
@@ -294,6 +295,7 @@ impl MediaSession {
             && self.audio.as_ref().is_some_and(|a| a.passes_through());
         if passes {
             let audio = self.audio.as_mut()?;
+            audio.fit_receive();
             let playout = audio.jitter.pop(now, &mut audio.payload[..]);
             if let Playout::Frame { len, .. } = playout {
                 if len == audio.frame_samples {

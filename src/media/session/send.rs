@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{aligned_tick, Channel, MediaSession, RtpSource, SessionMode, MAX_PACKET};
+use super::{aligned_tick, Channel, MediaSession, RtpSource, SessionMode, SRTP_ROOM};
 use crate::media::codec::pcm_rate;
 use crate::media::rtp::{self, RtpHeader};
 
@@ -108,7 +108,7 @@ impl MediaSession {
         };
         let header_len = header.len();
         // Leave room for the SRTP tag at the end.
-        let room = MAX_PACKET - header_len - 16;
+        let room = buf.len() - header_len - SRTP_ROOM;
         let encoded = match frame {
             Frame::Own(Outgoing::Payload(n)) if n <= room => {
                 buf[header_len..header_len + n].copy_from_slice(&audio.payload[..n]);

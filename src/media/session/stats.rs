@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use super::{Channel, MediaSession, MAX_PACKET};
+use super::{Channel, MediaSession, SRTCP_ROOM};
 use crate::media::jitter::JitterStats;
 use crate::media::rtcp::RtcpStats;
 
@@ -75,7 +75,8 @@ impl MediaSession {
         let Some(mut buf) = self.spare.pop() else {
             return;
         };
-        let Some(len) = self.rtcp.poll_transmit(now, &mut buf[..MAX_PACKET - 32]) else {
+        let room = buf.len() - SRTCP_ROOM;
+        let Some(len) = self.rtcp.poll_transmit(now, &mut buf[..room]) else {
             self.spare.push(buf);
             return;
         };

@@ -227,7 +227,9 @@ pub enum UaOutput {
 pub struct UserAgent {
     settings: UaSettings,
     transactions: TransactionLayer,
-    calls: HashMap<CallId, Call>,
+    /// Boxed: a `Call` is about 2 KB, and the map keeps up to twice as many buckets as calls
+    /// (an idle call's memory, scripts/bench-idle-memory).
+    calls: HashMap<CallId, Box<Call>>,
     /// (Call-ID, our tag) → call, for requests inside a dialog.
     by_dialog: HashMap<(String, String), CallId>,
     /// Ringing calls due to be answered, ordered by time.
@@ -813,7 +815,7 @@ impl UserAgent {
 /// A call in the confirmed state, for the requests we send in its dialog (a free function over
 /// the map, so the rest of the user agent stays borrowable).
 fn established_call(
-    calls: &mut HashMap<CallId, Call>,
+    calls: &mut HashMap<CallId, Box<Call>>,
     call_id: CallId,
 ) -> Result<&mut Call, String> {
     let Some(call) = calls.get_mut(&call_id) else {

@@ -107,7 +107,7 @@ impl UserAgent {
             .insert((dialog.call_id.clone(), dialog.local_tag.clone()), call_id);
         self.calls.insert(
             call_id,
-            Call {
+            Box::new(Call {
                 dialog,
                 invite: request,
                 invite_tx: key,
@@ -140,7 +140,7 @@ impl UserAgent {
                 peer_100rel: None,
                 rseq: 0,
                 unacked_provisional: None,
-            },
+            }),
         );
         self.drain_transactions(now, None);
         Ok(call_id)

@@ -232,7 +232,7 @@ impl UserAgent {
         let session_id = self.rng.random::<u32>() as u64;
         self.calls.insert(
             call_id,
-            Call {
+            Box::new(Call {
                 dialog,
                 invite: request,
                 invite_tx: key,
@@ -261,7 +261,7 @@ impl UserAgent {
                 peer_100rel,
                 rseq: 0,
                 unacked_provisional: None,
-            },
+            }),
         );
         self.outputs.push_back(UaOutput::IncomingCall {
             call: call_id,
