@@ -305,6 +305,40 @@ fn echo_opts(a: &CompareArgs, n: usize, server: &Server) -> EchoOpts {
     }
 }
 
+/// The reflector as `loadgen all` runs it for the floor: one thread per core, one socket per
+/// flow, fed from the generator's shared socket.
+fn floor_opts() -> crate::ReflectorOpts {
+    crate::ReflectorOpts {
+        pps: 0.0,
+        flows: None,
+        find_max: false,
+        step: 1.25,
+        max_loss: 0.1,
+        retries: 1,
+        max_pps: 4_000_000.0,
+        reflector_threads: None,
+        reflector_sockets: crate::reflector::Sockets::PerFlow,
+        shared_generator: true,
+    }
+}
+
+/// What `floor_run` reads of the echo options: the generator's shared socket.
+fn echo_opts_shared() -> EchoOpts {
+    EchoOpts {
+        sip: "127.0.0.1:9".parse().expect("constant address"),
+        calls: Vec::new(),
+        pid: None,
+        rate: 1.0,
+        user: String::new(),
+        t1_ms: 500,
+        api: None,
+        api_token: None,
+        pause: 0.0,
+        server_cpu: ServerCpu::Proc,
+        shared_media: true,
+    }
+}
+
 /// SIP calls to callbridge, one per entry of `calls` (Request-URI user, payload type), each
 /// offering `rtp_ports[i]`. Returns the UAC (for its media addresses and teardown).
 fn sip_calls(
@@ -525,6 +559,36 @@ fn echo(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, String> {
             ));
             ng_delete_all(&ng, &ids);
             std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    if wants(a, Peer::Reflector) {
+        let mut ports = ports(a);
+        for &n in &a.echo_calls {
+            eprintln!("loadgen compare: echo, reflector, {n} flows");
+            let report = crate::floor_run(
+                &floor_opts(),
+                &echo_opts_shared(),
+                n,
+                a.seconds,
+                &a.common,
+                &mut ports,
+            )?;
+            let packets = report.target_packets.unwrap_or(report.echoed).max(1);
+            rows.push(Row {
+                size: n.to_string(),
+                peer: Peer::Reflector,
+                cpu_us: report
+                    .target_cpu_ns
+                    .map(|ns| ns as f64 / 1e3 / packets as f64),
+                loss: Some(report.loss_pct()),
+                jitter_ms: report
+                    .stream_jitter
+                    .percentile(99.0)
+                    .map(|ns| ns as f64 / 1e6),
+                rss_mb: None,
+                note: "the machine's floor: recvmmsg/sendmmsg, one socket per call".into(),
+            });
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
     rows.sort_by_key(|r| (r.size.parse::<usize>().unwrap_or(0), r.peer));

@@ -26,6 +26,8 @@ pub enum Peer {
     Callbridge,
     Rtpengine,
     Janus,
+    /// The tool's own in-process UDP reflector: the machine's floor (echo only).
+    Reflector,
 }
 
 impl Peer {
@@ -34,6 +36,7 @@ impl Peer {
             Peer::Callbridge => "callbridge",
             Peer::Rtpengine => "rtpengine",
             Peer::Janus => "janus",
+            Peer::Reflector => "reflector",
         }
     }
 }
