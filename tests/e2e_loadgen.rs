@@ -174,7 +174,7 @@ fn compare_runs_every_workload_against_callbridge_alone() {
             "--setup-rate",
             "100",
         ])
-        .args(["--settle-seconds", "0.5"])
+        .args(["--settle-seconds", "0.5", "--after-seconds", "0.5"])
         .output()
         .expect("run loadgen");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -54,12 +54,14 @@ pub struct CompareArgs {
         default_value = "echo,relay,transcode,conference,setup,memory"
     )]
     workloads: Vec<Workload>,
-    /// Servers to measure (each workload runs on those that can do it).
+    /// Servers to measure (each workload runs on those that can do it). `reflector` is the
+    /// tool's own UDP reflector at each echo row's packet rate, one socket per call as
+    /// callbridge has: the machine's floor, not a server.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "callbridge,rtpengine,janus"
+        default_value = "callbridge,rtpengine,janus,reflector"
     )]
     servers: Vec<Peer>,
     /// callbridge's binary (a release build).
@@ -109,6 +111,10 @@ pub struct CompareArgs {
     /// end (callbridge's health tick returns freed memory every few seconds).
     #[arg(long, default_value_t = 6.0)]
     settle_seconds: f64,
+    /// Memory workload: seconds after the calls ended before "after" is read. SIP transactions
+    /// outlive their calls by Timer L (32 s); callbridge's health tick then returns the memory.
+    #[arg(long, default_value_t = 40.0)]
+    after_seconds: f64,
     /// SIP setup rate towards callbridge, calls per second (media workloads).
     #[arg(long, default_value_t = 500.0)]
     setup_rate: f64,
@@ -119,7 +125,7 @@ pub struct CompareArgs {
     #[arg(long, default_value = "127.0.0.1:28080")]
     server_api: std::net::SocketAddr,
     /// Media ports the servers hand out (outside --port-range, the tool's own).
-    #[arg(long, default_value = "20000-39999", value_parser = crate::parse_range)]
+    #[arg(long, default_value = "10000-39999", value_parser = crate::parse_range)]
     server_ports: (u16, u16),
     /// Run callbridge with its default media settings instead of those of
     /// configs/examples/high-density.toml.
@@ -263,7 +269,9 @@ fn print_rows(title: &str, unit: &str, rows: &[Row]) -> bool {
         ],
         &out,
     );
-    rows.iter().all(|r| !r.note.contains("FAIL"))
+    // A peer's failure is reported in its row; only callbridge's fail the run.
+    rows.iter()
+        .all(|r| r.peer != Peer::Callbridge || !r.note.contains("FAIL"))
 }
 
 fn stream_row(size: String, peer: Peer, r: &StreamReport, server: &Server, note: String) -> Row {
@@ -920,10 +928,10 @@ fn conference(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, Stri
             }
             for &k in &a.room_sizes {
                 for &t in &a.talkers {
+                    let size = room_size_label(members, k, t);
                     let k = k.max(2);
                     let t = t.min(k).min(TONES.len());
                     let rooms = (members / k).max(1);
-                    let size = format!("{rooms}×{k}, {t} talking");
                     eprintln!(
                         "loadgen compare: conference {}, {}, {size}",
                         codec.name(),
@@ -937,7 +945,14 @@ fn conference(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, Stri
                 }
             }
         }
-        rows.sort_by(|x, y| (x.size.as_str(), x.peer).cmp(&(y.size.as_str(), y.peer)));
+        // By room size, then talkers, then server (the sizes' order as given).
+        let order: Vec<String> = a
+            .room_sizes
+            .iter()
+            .flat_map(|&k| a.talkers.iter().map(move |&t| (k, t)))
+            .map(|(k, t)| room_size_label(members, k, t))
+            .collect();
+        rows.sort_by_key(|r| (order.iter().position(|s| *s == r.size), r.peer));
         ok &= print_rows(
             &format!(
                 "conference, {} ({} kHz rooms): rooms × members, talkers send tones, the rest silence; loss = mix packets not delivered of 50 per member-second",
@@ -949,6 +964,13 @@ fn conference(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, Stri
         );
     }
     Ok(ok)
+}
+
+/// "rooms×K, t talking" for `members` in rooms of `k`.
+fn room_size_label(members: usize, k: usize, t: usize) -> String {
+    let k = k.max(2);
+    let t = t.min(k).min(TONES.len());
+    format!("{}×{k}, {t} talking", (members / k).max(1))
 }
 
 /// Who talks and what each member must hear: member j < t of a room sends TONES[j].
@@ -1187,113 +1209,176 @@ fn sipp_counts(path: &Path) -> Option<(u64, u64)> {
 
 fn memory(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, String> {
     let mut rows = Vec::new();
-    let settle = || std::thread::sleep(Duration::from_secs_f64(a.settle_seconds));
+    // A server that fails part-way gets a row saying so; the others still run.
+    let failed = |peer: Peer, size: String, e: String| MemRow {
+        size,
+        peer,
+        calls: 0,
+        before_kb: None,
+        up_kb: None,
+        after_kb: None,
+        note: format!("FAIL: {e}"),
+    };
     if wants(a, Peer::Callbridge) {
         for (label, pt) in [("G.711", 0u8), ("Opus", room::OPUS_PT)] {
-            let server = peers::start_callbridge(&a.bin, root, workers, &a.places())?;
-            let mut ports = ports(a);
-            let shared = ports.bind_pair(0).map_err(|e| format!("socket: {e}"))?;
-            let port = shared.0.local_addr().map_err(|e| e.to_string())?.port();
-            for &n in &a.idle_calls {
-                eprintln!("loadgen compare: memory, callbridge {label}, {n} idle calls");
-                settle();
-                let before = server.rss_kb();
-                let calls: Vec<(String, u8)> = (0..n).map(|_| ("echo".to_string(), pt)).collect();
-                let (mut uac, setup) = sip_calls(a, &mut ports, &calls, &vec![port; n])?;
-                std::thread::sleep(Duration::from_secs(1));
-                let up = server.rss_kb();
-                let gone = sip_teardown(a, &mut uac);
-                settle();
-                rows.push(MemRow {
-                    size: format!("{n} {label}"),
-                    peer: Peer::Callbridge,
-                    calls: setup.established,
-                    before_kb: before,
-                    up_kb: up,
-                    after_kb: server.rss_kb(),
-                    note: if setup.failed > 0 {
-                        format!("FAIL: {} not set up; {gone}", setup.failed)
-                    } else {
-                        gone
-                    },
-                });
+            if let Err(e) = callbridge_memory(a, root, workers, label, pt, &mut rows) {
+                rows.push(failed(Peer::Callbridge, label.into(), e));
             }
         }
     }
     if wants(a, Peer::Rtpengine) {
-        let (server, ng) = peers::start_rtpengine(root, workers, &a.places())?;
-        for &n in &a.idle_calls {
-            eprintln!("loadgen compare: memory, rtpengine, {n} idle calls");
-            settle();
-            let before = server.rss_kb();
-            let ids: Vec<String> = (0..n).map(|i| format!("idle-{n}-{i}")).collect();
-            for id in &ids {
-                ng_call(&ng, id, 9000, &[0], 9002, &[0], Vec::new())?;
-            }
-            std::thread::sleep(Duration::from_secs(1));
-            let up = server.rss_kb();
-            ng_delete_all(&ng, &ids);
-            settle();
-            rows.push(MemRow {
-                size: format!("{n} G.711"),
-                peer: Peer::Rtpengine,
-                calls: n,
-                before_kb: before,
-                up_kb: up,
-                after_kb: server.rss_kb(),
-                note: "offer/answer, no RTP".into(),
-            });
+        if let Err(e) = rtpengine_memory(a, root, workers, &mut rows) {
+            rows.push(failed(Peer::Rtpengine, "G.711".into(), e));
         }
     }
     if wants(a, Peer::Janus) {
-        let (server, mut janus) = peers::start_janus(root, &a.places())?;
-        let mut ports = ports(a);
-        // Janus answers a participant by its own address: a socket each (10 per room).
-        let n = a.idle_calls.iter().copied().min().unwrap_or(0).min(1000);
-        eprintln!("loadgen compare: memory, janus, {n} idle participants");
-        settle();
+        if let Err(e) = janus_memory(a, root, &mut rows) {
+            rows.push(failed(Peer::Janus, "G.711".into(), e));
+        }
+    }
+    print_memory(&rows);
+    Ok(rows
+        .iter()
+        .all(|r| r.peer != Peer::Callbridge || !r.note.contains("FAIL")))
+}
+
+fn settle(a: &CompareArgs) {
+    std::thread::sleep(Duration::from_secs_f64(a.settle_seconds));
+}
+
+/// The wait after the calls ended, before "after" is read.
+fn settle_after(a: &CompareArgs) {
+    std::thread::sleep(Duration::from_secs_f64(a.after_seconds));
+}
+
+fn callbridge_memory(
+    a: &CompareArgs,
+    root: &Path,
+    workers: usize,
+    label: &str,
+    pt: u8,
+    rows: &mut Vec<MemRow>,
+) -> Result<(), String> {
+    let server = peers::start_callbridge(&a.bin, root, workers, &a.places())?;
+    let mut ports = ports(a);
+    let shared = ports.bind_pair(0).map_err(|e| format!("socket: {e}"))?;
+    let port = shared.0.local_addr().map_err(|e| e.to_string())?.port();
+    for &n in &a.idle_calls {
+        eprintln!("loadgen compare: memory, callbridge {label}, {n} idle calls");
+        settle(a);
         let before = server.rss_kb();
-        let mut socks = Vec::new();
-        for r in 0..n.div_ceil(10) {
-            let room_id = 5000 + r as u64;
-            let h = janus.attach()?;
-            janus.message(
-                h,
-                json!({"request": "create", "room": room_id, "sampling_rate": 8000,
-                "record": false, "allow_rtp_participants": true, "audiolevel_ext": false}),
-            )?;
-            for j in 0..10.min(n - r * 10) {
-                let sock = ports.bind_one(0).map_err(|e| format!("socket: {e}"))?;
-                let port = sock.local_addr().map_err(|e| e.to_string())?.port();
-                let h = janus.attach()?;
-                janus.message(
-                    h,
-                    json!({"request": "join", "room": room_id, "display": format!("p{j}"),
-                    "codec": "pcmu", "rtp": {"ip": "127.0.0.1", "port": port, "payload_type": 0}}),
-                )?;
-                janus.event(h)?;
-                socks.push(sock);
+        let calls: Vec<(String, u8)> = (0..n).map(|_| ("echo".to_string(), pt)).collect();
+        let (mut uac, setup) = sip_calls(a, &mut ports, &calls, &vec![port; n])?;
+        std::thread::sleep(Duration::from_secs(1));
+        let up = server.rss_kb();
+        let gone = sip_teardown(a, &mut uac);
+        settle_after(a);
+        rows.push(MemRow {
+            size: format!("{n} {label}"),
+            peer: Peer::Callbridge,
+            calls: setup.established,
+            before_kb: before,
+            up_kb: up,
+            after_kb: server.rss_kb(),
+            note: if setup.failed > 0 {
+                format!("FAIL: {} not set up; {gone}", setup.failed)
+            } else {
+                gone
+            },
+        });
+    }
+    Ok(())
+}
+
+fn rtpengine_memory(
+    a: &CompareArgs,
+    root: &Path,
+    workers: usize,
+    rows: &mut Vec<MemRow>,
+) -> Result<(), String> {
+    let (server, ng) = peers::start_rtpengine(root, workers, &a.places())?;
+    for &n in &a.idle_calls {
+        eprintln!("loadgen compare: memory, rtpengine, {n} idle calls");
+        settle(a);
+        let before = server.rss_kb();
+        let ids: Vec<String> = (0..n).map(|i| format!("idle-{n}-{i}")).collect();
+        let mut made = 0;
+        let mut error = None;
+        for id in &ids {
+            match ng_call(&ng, id, 9000, &[0], 9002, &[0], Vec::new()) {
+                Ok(_) => made += 1,
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
             }
         }
         std::thread::sleep(Duration::from_secs(1));
         let up = server.rss_kb();
-        janus.destroy();
-        settle();
+        ng_delete_all(&ng, &ids[..made]);
+        settle_after(a);
         rows.push(MemRow {
             size: format!("{n} G.711"),
-            peer: Peer::Janus,
-            calls: n,
+            peer: Peer::Rtpengine,
+            calls: made,
             before_kb: before,
             up_kb: up,
             after_kb: server.rss_kb(),
-            note: format!(
-                "PCMU participants joined, rooms of 10, no RTP; {} threads",
-                server.threads()
-            ),
+            note: match error {
+                Some(e) => format!("FAIL after {made} calls: {e}"),
+                None => "offer/answer, no RTP".into(),
+            },
         });
     }
-    print_memory(&rows);
-    Ok(rows.iter().all(|r| !r.note.contains("FAIL")))
+    Ok(())
+}
+
+fn janus_memory(a: &CompareArgs, root: &Path, rows: &mut Vec<MemRow>) -> Result<(), String> {
+    let (server, mut janus) = peers::start_janus(root, &a.places())?;
+    let mut ports = ports(a);
+    // Janus answers a participant by its own address: a socket each (10 per room), and
+    // three threads each: the smallest size only, at most 1,000.
+    let n = a.idle_calls.iter().copied().min().unwrap_or(0).min(1000);
+    eprintln!("loadgen compare: memory, janus, {n} idle participants");
+    settle(a);
+    let before = server.rss_kb();
+    let mut socks = Vec::new();
+    for r in 0..n.div_ceil(10) {
+        let room_id = 5000 + r as u64;
+        let h = janus.attach()?;
+        janus.message(
+            h,
+            json!({"request": "create", "room": room_id, "sampling_rate": 8000,
+            "record": false, "allow_rtp_participants": true, "audiolevel_ext": false}),
+        )?;
+        for j in 0..10.min(n - r * 10) {
+            let sock = ports.bind_one(0).map_err(|e| format!("socket: {e}"))?;
+            let port = sock.local_addr().map_err(|e| e.to_string())?.port();
+            let h = janus.attach()?;
+            janus.message(
+                h,
+                json!({"request": "join", "room": room_id, "display": format!("p{j}"),
+                "codec": "pcmu", "rtp": {"ip": "127.0.0.1", "port": port, "payload_type": 0}}),
+            )?;
+            janus.event(h)?;
+            socks.push(sock);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let up = server.rss_kb();
+    let threads = server.threads();
+    janus.destroy();
+    settle_after(a);
+    rows.push(MemRow {
+        size: format!("{n} G.711"),
+        peer: Peer::Janus,
+        calls: n,
+        before_kb: before,
+        up_kb: up,
+        after_kb: server.rss_kb(),
+        note: format!("PCMU participants joined, rooms of 10, no RTP; {threads} threads"),
+    });
+    Ok(())
 }
 
 /// One memory row: resident size before, with the idle calls up, and after they ended.

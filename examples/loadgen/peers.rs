@@ -388,7 +388,7 @@ pub fn start_janus(root: &Path, places: &Places) -> Result<(Server, Janus), Stri
              transports_folder = \"{lib}/transports\"\n events_folder = \"{lib}/events\"\n \
              loggers_folder = \"{lib}/loggers\"\n debug_level = 3\n session_timeout = 0\n \
              interface = \"127.0.0.1\"\n}}\n\
-             media: {{ rtp_port_range = \"19000-19999\" }}\n\
+             media: {{ rtp_port_range = \"50000-50999\" }}\n\
              nat: {{ nice_debug = false\n ice_enforce_list = \"lo\" }}\n\
              plugins: {{ disable = \"libjanus_duktape.so,libjanus_echotest.so,libjanus_lua.so,libjanus_nosip.so,libjanus_recordplay.so,libjanus_sip.so,libjanus_streaming.so,libjanus_textroom.so,libjanus_videocall.so,libjanus_videoroom.so,libjanus_voicemail.so\" }}\n\
              transports: {{ disable = \"libjanus_mqtt.so,libjanus_nanomsg.so,libjanus_pfunix.so,libjanus_rabbitmq.so,libjanus_websockets.so\" }}\n\
