@@ -101,7 +101,9 @@ impl AudioPath {
             frame_samples,
             frame_ticks,
             resampler,
-            resampled: vec![0; frame_capacity(pcm_rate(send_codec))].into_boxed_slice(),
+            // With the first prompt, conference tick or transcoded frame (`fit_send`): a G.711
+            // echo never needs it.
+            resampled: Box::default(),
             // The receive side's buffers come with the first packet (`fit_receive`).
             pcm: Box::default(),
             payload: Box::default(),
@@ -135,6 +137,15 @@ impl AudioPath {
             && self.format.sending().0 == self.format.codec
             && self.resampler.is_none()
             && self.inband.is_none()
+    }
+
+    /// Gives the sent frame (`resampled`) its room, 60 ms at the sent codec's rate, the first
+    /// time something is sent through it: one comparison afterwards.
+    pub(super) fn fit_send(&mut self) {
+        if self.resampled.is_empty() {
+            self.resampled =
+                vec![0; frame_capacity(pcm_rate(self.format.sending().0))].into_boxed_slice();
+        }
     }
 
     /// Sizes the receive buffers for what the jitter buffer can hand out: nothing before its

@@ -135,6 +135,7 @@ impl MediaSession {
             port.push_out(pcm);
         }
         while let Some(audio) = self.audio.as_mut() {
+            audio.fit_send();
             let Some(n) = port.take_out(&mut audio.resampled[..]) else {
                 break;
             };

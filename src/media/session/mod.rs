@@ -552,8 +552,7 @@ mod tests {
             let most = match *name {
                 // 12-byte header, 60 ms of G.711 (480), SRTP tag (16).
                 "transmit slot" => 508,
-                // 60 ms at 8 kHz, for prompts and conferences.
-                "sent frame" => 960,
+                // Prompts, conferences and transcoding bring it with their first frame.
                 _ => 0,
             };
             assert!(*len <= most, "{name}: {len} bytes before the first packet");
@@ -566,10 +565,20 @@ mod tests {
             ("payload", 160),
             ("fec payload", 0),
             ("decoded frame", 960),
+            ("sent frame", 0),
             ("jitter payloads", 160),
         ] {
             assert!(held.contains(&(name, len)), "{name}: {held:?}");
         }
+        // A prompt needs the sent frame: 60 ms at 8 kHz.
+        let tone = crate::media::player::PlaySource::Tone {
+            frequencies: [440.0, 0.0],
+            amplitudes: [3000.0, 0.0],
+            duration: Some(Duration::from_millis(100)),
+        };
+        session.start_playout(now, 1, tone, 1.0);
+        session.handle_timeout(session.poll_timeout());
+        assert!(buffers(&session).contains(&("sent frame", 960)));
     }
 
     #[test]

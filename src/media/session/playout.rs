@@ -98,6 +98,7 @@ impl MediaSession {
         };
         let operation = *operation;
         let rate = pcm_rate(audio.format.sending().0);
+        audio.fit_send();
         let n = ((rate * audio.format.ptime_ms / 1000) as usize).min(audio.resampled.len());
         let ok = player.fill(&mut audio.resampled[..n], rate);
         let done = player.is_done() || !ok;

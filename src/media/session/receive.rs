@@ -307,12 +307,15 @@ impl MediaSession {
         }
         let samples = self.pull_frame(now)?;
         let audio = self.audio.as_mut()?;
-        Some(match audio.resampler.as_mut() {
-            Some(r) => {
-                Outgoing::Resampled(r.process(&audio.pcm[..samples], &mut audio.resampled[..]))
-            }
-            None => Outgoing::Decoded(samples),
-        })
+        if audio.resampler.is_none() {
+            return Some(Outgoing::Decoded(samples));
+        }
+        // Transcoding between rates: the frame is resampled to the sent codec's rate.
+        audio.fit_send();
+        let r = audio.resampler.as_mut()?;
+        Some(Outgoing::Resampled(
+            r.process(&audio.pcm[..samples], &mut audio.resampled[..]),
+        ))
     }
 
     /// A frame the jitter buffer gave (or the lack of one), decoded or concealed into
