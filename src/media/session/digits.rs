@@ -87,7 +87,7 @@ impl MediaSession {
         let Some(destination) = destination else {
             return true;
         };
-        let Some(mut buf) = self.spare.pop() else {
+        let Some(mut buf) = self.take_slot() else {
             return true; // transmit queue full: the worker is not draining; drop this packet
         };
         let header = RtpHeader {

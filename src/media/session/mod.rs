@@ -61,6 +61,11 @@ pub const MAX_PACKET: usize = 1500;
 /// Outgoing packets a session can hold between two drains (one audio frame + RTCP + margin).
 const TRANSMIT_SLOTS: usize = 4;
 
+/// Transmit slots made with the session: an audio frame and an RTCP report in one turn, the
+/// steady state. The others come the first time more are in flight (telephone-events, a
+/// worker that drains late) and are kept: an idle call holds two, not four.
+const FIRST_SLOTS: usize = 2;
+
 /// Room left after an RTP packet for the SRTP authentication tag (at most 16 bytes: GCM).
 const SRTP_ROOM: usize = 16;
 
@@ -139,10 +144,13 @@ pub struct MediaSession {
     timeout_reported: bool,
     first_packet_seen: bool,
     transmits: VecDeque<(Channel, SocketAddr, usize, Box<[u8]>)>,
-    /// Empty packet buffers of [`transmit_slot_len`] bytes, reused (preallocated at
-    /// construction). Boxed so that moving a buffer between this list and `transmits` moves a
-    /// pointer, not the packet.
+    /// Empty packet buffers of [`transmit_slot_len`] bytes, reused ([`FIRST_SLOTS`] made at
+    /// construction, up to [`TRANSMIT_SLOTS`] as needed: [`MediaSession::take_slot`]). Boxed so
+    /// that moving a buffer between this list and `transmits` moves a pointer, not the packet.
     spare: Vec<Box<[u8]>>,
+    /// Transmit slots made so far, and their length.
+    slots_made: u8,
+    slot_len: u16,
     events: VecDeque<SessionEvent>,
     stats: SessionStats,
     /// The conference this session is in; it then plays out only when the conference ticks.
@@ -196,9 +204,8 @@ impl MediaSession {
             _ => None,
         };
         let slot_len = transmit_slot_len(config.format.as_ref());
-        let spare = (0..TRANSMIT_SLOTS)
-            .map(|_| vec![0u8; slot_len].into_boxed_slice())
-            .collect();
+        let mut spare = Vec::with_capacity(TRANSMIT_SLOTS);
+        spare.extend((0..FIRST_SLOTS).map(|_| vec![0u8; slot_len].into_boxed_slice()));
         Ok(MediaSession {
             accepted_source: None,
             learning: receive::Learning::default(),
@@ -212,6 +219,8 @@ impl MediaSession {
             first_packet_seen: false,
             transmits: VecDeque::with_capacity(TRANSMIT_SLOTS),
             spare,
+            slots_made: FIRST_SLOTS as u8,
+            slot_len: slot_len as u16,
             events: VecDeque::with_capacity(EVENT_SLOTS),
             stats: SessionStats::default(),
             room: None,
@@ -280,6 +289,19 @@ impl MediaSession {
             at = at.min(t);
         }
         at
+    }
+
+    /// An empty transmit slot: a spare one, or a new one while fewer than
+    /// [`TRANSMIT_SLOTS`] exist; None when all are queued (the worker is not draining).
+    pub(super) fn take_slot(&mut self) -> Option<Box<[u8]>> {
+        if let Some(buf) = self.spare.pop() {
+            return Some(buf);
+        }
+        if usize::from(self.slots_made) >= TRANSMIT_SLOTS {
+            return None;
+        }
+        self.slots_made += 1;
+        Some(vec![0u8; usize::from(self.slot_len)].into_boxed_slice())
     }
 
     /// The next packet to send, copied into `out`.
@@ -546,7 +568,8 @@ mod tests {
         let held = buffers(&session);
         assert_eq!(
             held.iter().filter(|(n, _)| *n == "transmit slot").count(),
-            4
+            FIRST_SLOTS,
+            "an idle session holds the slots made with it"
         );
         for (name, len) in &held {
             let most = match *name {
@@ -579,6 +602,27 @@ mod tests {
         session.start_playout(now, 1, tone, 1.0);
         session.handle_timeout(session.poll_timeout());
         assert!(buffers(&session).contains(&("sent frame", 960)));
+    }
+
+    #[test]
+    fn transmit_slots_are_made_as_needed_up_to_the_limit_and_then_reused() {
+        let mut session = MediaSession::new(config(Codec::Pcmu, 0), Instant::now()).unwrap();
+        let taken: Vec<Box<[u8]>> = (0..TRANSMIT_SLOTS)
+            .map(|_| {
+                session
+                    .take_slot()
+                    .expect("a slot while fewer than the limit exist")
+            })
+            .collect();
+        assert!(taken.iter().all(|b| b.len() == 508));
+        assert!(session.take_slot().is_none(), "all queued: none more");
+        session.spare.extend(taken);
+        for _ in 0..3 {
+            let slot = session.take_slot().expect("a spare one");
+            session.spare.push(slot);
+        }
+        assert_eq!(usize::from(session.slots_made), TRANSMIT_SLOTS);
+        assert_eq!(session.spare.len(), TRANSMIT_SLOTS);
     }
 
     #[test]

@@ -82,11 +82,14 @@ impl MediaSession {
             self.keep_sent_silence();
             return;
         };
+        if self.audio.is_none() {
+            return;
+        }
+        let Some(mut buf) = self.take_slot() else {
+            return; // transmit queue full: the worker is not draining; drop this frame
+        };
         let Some(audio) = self.audio.as_mut() else {
             return;
-        };
-        let Some(mut buf) = self.spare.pop() else {
-            return; // transmit queue full: the worker is not draining; drop this frame
         };
         let pcm: &[i16] = match frame {
             Frame::Own(Outgoing::Decoded(n)) => &audio.pcm[..n],

@@ -72,7 +72,7 @@ impl MediaSession {
     }
 
     pub(super) fn send_rtcp(&mut self, now: Instant) {
-        let Some(mut buf) = self.spare.pop() else {
+        let Some(mut buf) = self.take_slot() else {
             return;
         };
         let room = buf.len() - SRTCP_ROOM;
