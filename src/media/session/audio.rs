@@ -26,8 +26,13 @@ use crate::sdp::Codec;
 pub(super) struct AudioPath {
     pub(super) format: StreamFormat,
     pub(super) jitter: JitterBuffer,
-    pub(super) decoder: AudioDecoder,
-    pub(super) encoder: AudioEncoder,
+    /// The received codec's decoder: made with the session, except Opus's (libopus's state,
+    /// tens of KB), which comes with the first packet ([`AudioPath::fit_receive`]).
+    pub(super) decoder: Option<AudioDecoder>,
+    /// The sent codec's encoder: made with the session, except Opus's, which comes with the
+    /// first frame this session encodes itself ([`AudioPath::fit_encoder`]) — never for a
+    /// conference listener that only sends the room's shared encode.
+    pub(super) encoder: Option<AudioEncoder>,
     /// Samples per frame at the received codec's PCM rate.
     pub(super) frame_samples: usize,
     /// RTP timestamp units per frame at the sent codec's RTP clock.
@@ -96,8 +101,16 @@ impl AudioPath {
                 // grow for a peer that sends more.
                 expected_payload: (8 * format.ptime_ms) as usize,
             }),
-            decoder: AudioDecoder::new(format.codec).map_err(SessionError::Codec)?,
-            encoder: AudioEncoder::new(send_codec).map_err(SessionError::Codec)?,
+            decoder: if deferred(format.codec) {
+                None
+            } else {
+                Some(AudioDecoder::new(format.codec).map_err(SessionError::Codec)?)
+            },
+            encoder: if deferred(send_codec) {
+                None
+            } else {
+                Some(AudioEncoder::new(send_codec).map_err(SessionError::Codec)?)
+            },
             frame_samples,
             frame_ticks,
             resampler,
@@ -139,6 +152,14 @@ impl AudioPath {
             && self.inband.is_none()
     }
 
+    /// Makes the encoder the first time this session encodes a frame itself (Opus: see
+    /// `encoder`); one comparison afterwards.
+    pub(super) fn fit_encoder(&mut self) {
+        if self.encoder.is_none() {
+            self.encoder = AudioEncoder::new(self.format.sending().0).ok();
+        }
+    }
+
     /// Gives the sent frame (`resampled`) its room, 60 ms at the sent codec's rate, the first
     /// time something is sent through it: one comparison afterwards.
     pub(super) fn fit_send(&mut self) {
@@ -157,12 +178,23 @@ impl AudioPath {
         if self.payload.len() >= room {
             return;
         }
+        if self.decoder.is_none() {
+            // A decoder that cannot be made leaves the stream silent (counted where it is
+            // played); libopus refuses only settings we never give it.
+            self.decoder = AudioDecoder::new(self.format.codec).ok();
+        }
         self.payload = vec![0; room].into_boxed_slice();
-        if self.decoder.has_fec() {
+        if self.decoder.as_ref().is_some_and(AudioDecoder::has_fec) {
             self.fec_payload = vec![0; room].into_boxed_slice();
         }
         if self.pcm.is_empty() {
             self.pcm = vec![0; frame_capacity(pcm_rate(self.format.codec))].into_boxed_slice();
         }
     }
+}
+
+/// Codecs whose state a session makes only when it is needed: Opus (libopus's encoder and
+/// decoder are ~55 KB of an idle call's memory); the others' cost nothing to keep.
+fn deferred(codec: Codec) -> bool {
+    codec == Codec::Opus
 }

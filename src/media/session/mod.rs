@@ -605,6 +605,42 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_opus_session_holds_no_codec_state_until_its_first_packet() {
+        let start = Instant::now();
+        let mut session = MediaSession::new(config(Codec::Opus, 111), start).unwrap();
+        let mut out = [0u8; MAX_PACKET];
+        let mut now = start;
+        while now < start + Duration::from_secs(2) {
+            now = session.poll_timeout().max(now + Duration::from_millis(1));
+            session.handle_timeout(now);
+            while session.poll_transmit(&mut out).is_some() {}
+        }
+        let audio = session.audio.as_ref().expect("a format");
+        assert!(audio.decoder.is_none(), "no libopus decoder while idle");
+        assert!(audio.encoder.is_none(), "no libopus encoder while idle");
+        // The first packets bring both, and the echo is Opus of the caller's tone.
+        let mut peer = Peer::new(Codec::Opus, 111);
+        let sent = run(&mut session, &mut peer, now, 25, |_| false);
+        let audio = session.audio.as_ref().expect("a format");
+        assert!(audio.decoder.is_some() && audio.encoder.is_some());
+        let echoed = rtp_only(&sent);
+        assert!(echoed.len() >= 15, "{} echoed", echoed.len());
+        let mut decoder = AudioDecoder::new(Codec::Opus).unwrap();
+        let mut pcm = vec![0i16; 5760];
+        let mut heard = Vec::new();
+        for packet in &echoed {
+            let rtp = rtp::parse(packet).unwrap();
+            let n = decoder.decode(rtp.payload(), &mut pcm).unwrap();
+            heard.extend_from_slice(&pcm[..n]);
+        }
+        let tail = &heard[heard.len() / 2..];
+        assert!(
+            goertzel_power(tail, 48_000, 1000.0) > goertzel_power(tail, 48_000, 2300.0) * 50.0,
+            "the caller's 1 kHz tone comes back"
+        );
+    }
+
+    #[test]
     fn transmit_slots_are_made_as_needed_up_to_the_limit_and_then_reused() {
         let mut session = MediaSession::new(config(Codec::Pcmu, 0), Instant::now()).unwrap();
         let taken: Vec<Box<[u8]>> = (0..TRANSMIT_SLOTS)

@@ -322,13 +322,17 @@ impl MediaSession {
     /// `audio.pcm`; None when it played silence.
     fn decode_popped(&mut self, playout: Playout) -> Option<usize> {
         let audio = self.audio.as_mut()?;
+        let Some(decoder) = audio.decoder.as_mut() else {
+            // Only when the decoder could not be made (`fit_receive`): nothing to play.
+            if matches!(playout, Playout::Frame { .. }) {
+                self.stats.decode_errors += 1;
+            }
+            return None;
+        };
         let mut inband_digit = None;
         let samples = match playout {
             Playout::Frame { len, .. } => {
-                match audio
-                    .decoder
-                    .decode(&audio.payload[..len], &mut audio.pcm[..])
-                {
+                match decoder.decode(&audio.payload[..len], &mut audio.pcm[..]) {
                     Ok(n) => {
                         if let Some(detector) = audio.inband.as_mut() {
                             inband_digit = detector.push(&audio.pcm[..n]);
@@ -337,15 +341,13 @@ impl MediaSession {
                     }
                     Err(_) => {
                         self.stats.decode_errors += 1;
-                        audio
-                            .decoder
-                            .conceal(audio.frame_samples, &mut audio.pcm[..])
+                        decoder.conceal(audio.frame_samples, &mut audio.pcm[..])
                     }
                 }
             }
             Playout::Conceal { timestamp } => {
                 // Opus carries the lost frame's FEC in the next packet: use it when it is here.
-                let next = if audio.decoder.has_fec() {
+                let next = if decoder.has_fec() {
                     audio
                         .jitter
                         .peek_after(timestamp, &mut audio.fec_payload[..])
@@ -355,15 +357,13 @@ impl MediaSession {
                 match next {
                     Some(len) => {
                         self.stats.fec_recovered += 1;
-                        audio.decoder.recover(
+                        decoder.recover(
                             &audio.fec_payload[..len],
                             audio.frame_samples,
                             &mut audio.pcm[..],
                         )
                     }
-                    None => audio
-                        .decoder
-                        .conceal(audio.frame_samples, &mut audio.pcm[..]),
+                    None => decoder.conceal(audio.frame_samples, &mut audio.pcm[..]),
                 }
             }
             Playout::Silence => return None,

@@ -91,6 +91,9 @@ impl MediaSession {
         let Some(audio) = self.audio.as_mut() else {
             return;
         };
+        if let Frame::Own(Outgoing::Decoded(_) | Outgoing::Resampled(_)) = frame {
+            audio.fit_encoder();
+        }
         let pcm: &[i16] = match frame {
             Frame::Own(Outgoing::Decoded(n)) => &audio.pcm[..n],
             Frame::Own(Outgoing::Resampled(n)) => &audio.resampled[..n],
@@ -122,10 +125,12 @@ impl MediaSession {
                 Ok(payload.len())
             }
             Frame::Shared { .. } | Frame::Own(Outgoing::Payload(_)) => Err(()),
-            Frame::Own(_) => audio
-                .encoder
-                .encode(pcm, &mut buf[header_len..header_len + room])
-                .map_err(|_| ()),
+            Frame::Own(_) => match audio.encoder.as_mut() {
+                Some(encoder) => encoder
+                    .encode(pcm, &mut buf[header_len..header_len + room])
+                    .map_err(|_| ()),
+                None => Err(()),
+            },
         };
         let encoded = match encoded {
             Ok(n) => n,
