@@ -827,16 +827,9 @@ fn transcode(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, Strin
                 let pa = sa.local_addr().map_err(|e| e.to_string())?.port();
                 let pb = sb.local_addr().map_err(|e| e.to_string())?.port();
                 // B is told PCMU and Opus; it answers Opus only, with rtpengine's payload type.
-                let probe = ng_call(
-                    &ng,
-                    id,
-                    pa,
-                    &[0],
-                    pb,
-                    &[room::OPUS_PT],
-                    vec![("codec", dict(vec![("transcode", list(&["opus"]))]))],
-                );
-                let (to_a, to_b, offered) = probe?;
+                let transcode = || vec![("codec", dict(vec![("transcode", list(&["opus"]))]))];
+                let (mut to_a, mut to_b, offered) =
+                    ng_call(&ng, id, pa, &[0], pb, &[room::OPUS_PT], transcode())?;
                 let opus_pt = offered
                     .iter()
                     .copied()
@@ -845,35 +838,9 @@ fn transcode(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, Strin
                 if opus_pt != room::OPUS_PT {
                     // rtpengine chose another number for Opus: answer again with it.
                     ng_delete_all(&ng, std::slice::from_ref(id));
-                    let (to_a, to_b, _) = ng_call(
-                        &ng,
-                        id,
-                        pa,
-                        &[0],
-                        pb,
-                        &[opus_pt],
-                        vec![("codec", dict(vec![("transcode", list(&["opus"]))]))],
-                    )?;
-                    members.push(member(
-                        sa,
-                        to_a,
-                        RoomCodec::Pcmu,
-                        0,
-                        Some(tone_a),
-                        vec![tone_b],
-                        i == 0 || i + 1 == n,
-                    )?);
-                    members.push(member(
-                        sb,
-                        to_b,
-                        RoomCodec::Opus,
-                        opus_pt,
-                        Some(tone_b),
-                        vec![tone_a],
-                        i == 0 || i + 1 == n,
-                    )?);
-                    continue;
+                    (to_a, to_b, _) = ng_call(&ng, id, pa, &[0], pb, &[opus_pt], transcode())?;
                 }
+                let check = i == 0 || i + 1 == n;
                 members.push(member(
                     sa,
                     to_a,
@@ -881,7 +848,7 @@ fn transcode(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, Strin
                     0,
                     Some(tone_a),
                     vec![tone_b],
-                    i == 0 || i + 1 == n,
+                    check,
                 )?);
                 members.push(member(
                     sb,
@@ -890,7 +857,7 @@ fn transcode(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, Strin
                     opus_pt,
                     Some(tone_b),
                     vec![tone_a],
-                    i == 0 || i + 1 == n,
+                    check,
                 )?);
             }
             let mut report = room::run(&members, a.seconds, &|| server.cpu_ns())?;

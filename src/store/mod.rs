@@ -542,6 +542,23 @@ mod tests {
         thread.join().expect("join");
     }
 
+    /// Calls started between 0 and 10 s, as the store's search counts them.
+    fn calls_stored(store: &Store) -> u64 {
+        store
+            .ask_blocking(|db| {
+                Ok(db
+                    .search(&crate::store::model::SearchQuery {
+                        from_ms: 0,
+                        to_ms: 10_000,
+                        number: None,
+                        page_len: 1,
+                        page: 0,
+                    })?
+                    .1)
+            })
+            .expect("count")
+    }
+
     #[test]
     fn queued_writes_are_applied_in_batches_of_at_most_a_thousand() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -569,19 +586,7 @@ mod tests {
             .join()
             .expect("blocker thread")
             .expect("blocker answer");
-        let count = store
-            .ask_blocking(|db| {
-                Ok(db
-                    .search(&crate::store::model::SearchQuery {
-                        from_ms: 0,
-                        to_ms: 10_000,
-                        number: None,
-                        page_len: 1,
-                        page: 0,
-                    })?
-                    .1)
-            })
-            .expect("count");
+        let count = calls_stored(&store);
         assert_eq!(count, 2_500);
         let stats = store.stats();
         assert_eq!(stats.writes_applied, 2_500);
@@ -602,19 +607,7 @@ mod tests {
             store.write(call(&format!("c{n}"), "1", "2", RecordPolicy::Off, n));
             thread::sleep(Duration::from_millis(1));
         }
-        let count = store
-            .ask_blocking(|db| {
-                Ok(db
-                    .search(&crate::store::model::SearchQuery {
-                        from_ms: 0,
-                        to_ms: 10_000,
-                        number: None,
-                        page_len: 1,
-                        page: 0,
-                    })?
-                    .1)
-            })
-            .expect("count");
+        let count = calls_stored(&store);
         assert_eq!(count, 20);
         let stats = store.stats();
         assert_eq!(stats.writes_applied, 20);

@@ -547,16 +547,13 @@ mod tests {
         held
     }
 
-    #[test]
-    fn an_idle_g711_session_holds_no_receive_buffers_and_small_transmit_slots() {
-        // Issue 19: an idle established G.711 call's memory (scripts/bench-idle-memory).
-        let start = Instant::now();
-        let mut session = MediaSession::new(config(Codec::Pcmu, 0), start).unwrap();
-        // Idle: ticks and an RTCP report, no RTP received.
+    /// Runs a session that receives nothing for `length` from `start`; returns when it
+    /// stopped and how many RTCP reports it sent (an idle echo sends nothing else).
+    fn idle(session: &mut MediaSession, start: Instant, length: Duration) -> (Instant, usize) {
         let mut out = [0u8; MAX_PACKET];
         let mut now = start;
         let mut reports = 0;
-        while now < start + Duration::from_secs(12) {
+        while now < start + length {
             now = session.poll_timeout().max(now + Duration::from_millis(1));
             session.handle_timeout(now);
             while let Some(t) = session.poll_transmit(&mut out) {
@@ -564,6 +561,16 @@ mod tests {
                 reports += 1;
             }
         }
+        (now, reports)
+    }
+
+    #[test]
+    fn an_idle_g711_session_holds_no_receive_buffers_and_small_transmit_slots() {
+        // Issue 19: an idle established G.711 call's memory (scripts/bench-idle-memory).
+        let start = Instant::now();
+        let mut session = MediaSession::new(config(Codec::Pcmu, 0), start).unwrap();
+        // Idle: ticks and an RTCP report, no RTP received.
+        let (now, reports) = idle(&mut session, start, Duration::from_secs(12));
         assert!(reports > 0, "RTCP reports go out of a transmit slot");
         let held = buffers(&session);
         assert_eq!(
@@ -608,13 +615,7 @@ mod tests {
     fn an_idle_opus_session_holds_no_codec_state_until_its_first_packet() {
         let start = Instant::now();
         let mut session = MediaSession::new(config(Codec::Opus, 111), start).unwrap();
-        let mut out = [0u8; MAX_PACKET];
-        let mut now = start;
-        while now < start + Duration::from_secs(2) {
-            now = session.poll_timeout().max(now + Duration::from_millis(1));
-            session.handle_timeout(now);
-            while session.poll_transmit(&mut out).is_some() {}
-        }
+        let (now, _) = idle(&mut session, start, Duration::from_secs(2));
         let audio = session.audio.as_ref().expect("a format");
         assert!(audio.decoder.is_none(), "no libopus decoder while idle");
         assert!(audio.encoder.is_none(), "no libopus encoder while idle");
