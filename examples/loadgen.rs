@@ -908,6 +908,7 @@ fn echo_run(
             rate: o.rate,
             users: Vec::new(),
             payload_types: Vec::new(),
+            srtp: false,
         },
         &rtp_ports,
     );

@@ -15,7 +15,7 @@
 //!   member-second and whether each talker is heard by the others and not by itself.
 //! - `setup`: SIPp's `uac` (INVITE/200/ACK/BYE, no RTP) to callbridge's echo at increasing
 //!   rates; setups per second and CPU µs per call (the peers have no SIP).
-//! - `memory`: resident bytes per idle established call (G.711 and Opus for callbridge;
+//! - `memory`: resident bytes per idle established call (G.711, Opus and G.711 with SDES-SRTP for callbridge;
 //!   a two-sided relay call for rtpengine; a PCMU participant for Janus) and after the calls end.
 //!
 //! `setup` and `memory` live in `compare_signalling.rs`.
@@ -359,6 +359,17 @@ fn sip_calls(
     calls: &[(String, u8)],
     rtp_ports: &[u16],
 ) -> Result<(sip::Uac, sip::SetupResult), String> {
+    sip_calls_srtp(a, ports, calls, rtp_ports, false)
+}
+
+/// [`sip_calls`], offering SDES-SRTP when `srtp` is set.
+fn sip_calls_srtp(
+    a: &CompareArgs,
+    ports: &mut PortRange,
+    calls: &[(String, u8)],
+    rtp_ports: &[u16],
+    srtp: bool,
+) -> Result<(sip::Uac, sip::SetupResult), String> {
     let sock = ports
         .bind_one(4 << 20)
         .map_err(|e| format!("SIP socket: {e}"))?;
@@ -372,6 +383,7 @@ fn sip_calls(
             rate: a.setup_rate,
             users: calls.iter().map(|(u, _)| u.clone()).collect(),
             payload_types: calls.iter().map(|(_, pt)| *pt).collect(),
+            srtp,
         },
         rtp_ports,
     );

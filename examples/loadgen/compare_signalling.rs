@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{
-    fmt, mb, ng_call, ng_delete_all, ports, print_rows, sip_calls, sip_teardown, wants,
+    fmt, mb, ng_call, ng_delete_all, ports, print_rows, sip_calls_srtp, sip_teardown, wants,
     CompareArgs, Row,
 };
 use crate::peers::{self, Peer};
@@ -138,8 +138,12 @@ pub(super) fn memory(a: &CompareArgs, root: &Path, workers: usize) -> Result<boo
         note: format!("FAIL: {e}"),
     };
     if wants(a, Peer::Callbridge) {
-        for (label, pt) in [("G.711", 0u8), ("Opus", room::OPUS_PT)] {
-            if let Err(e) = callbridge_memory(a, root, workers, label, pt, &mut rows) {
+        for (label, pt, srtp) in [
+            ("G.711", 0u8, false),
+            ("Opus", room::OPUS_PT, false),
+            ("G.711 SRTP", 0u8, true),
+        ] {
+            if let Err(e) = callbridge_memory(a, root, workers, (label, pt, srtp), &mut rows) {
                 rows.push(failed(Peer::Callbridge, label.into(), e));
             }
         }
@@ -169,12 +173,12 @@ fn settle_after(a: &CompareArgs) {
     std::thread::sleep(Duration::from_secs_f64(a.after_seconds));
 }
 
+/// Idle calls of one kind: (label, payload type, SDES-SRTP).
 fn callbridge_memory(
     a: &CompareArgs,
     root: &Path,
     workers: usize,
-    label: &str,
-    pt: u8,
+    (label, pt, srtp): (&str, u8, bool),
     rows: &mut Vec<MemRow>,
 ) -> Result<(), String> {
     let server = peers::start_callbridge(&a.bin, root, workers, &a.places())?;
@@ -186,7 +190,7 @@ fn callbridge_memory(
         settle(a);
         let before = server.rss_kb();
         let calls: Vec<(String, u8)> = (0..n).map(|_| ("echo".to_string(), pt)).collect();
-        let (mut uac, setup) = sip_calls(a, &mut ports, &calls, &vec![port; n])?;
+        let (mut uac, setup) = sip_calls_srtp(a, &mut ports, &calls, &vec![port; n], srtp)?;
         std::thread::sleep(Duration::from_secs(1));
         let up = server.rss_kb();
         let gone = sip_teardown(a, &mut uac);

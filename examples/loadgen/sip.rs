@@ -22,6 +22,8 @@ pub struct UacConfig {
     pub users: Vec<String>,
     /// Per call: the payload type it offers, 0 (PCMU) or 111 (Opus 48 kHz); default PCMU.
     pub payload_types: Vec<u8>,
+    /// Offer SDES-SRTP (RTP/SAVP, AES_CM_128_HMAC_SHA1_80) instead of plain RTP.
+    pub srtp: bool,
 }
 
 impl UacConfig {
@@ -562,11 +564,18 @@ fn invite(
          s=loadgen\r\n\
          c=IN IP4 {ip}\r\n\
          t=0 0\r\n\
-         m=audio {rtp_port} RTP/AVP {pt}\r\n\
+         m=audio {rtp_port} {proto} {pt}\r\n\
          a=rtpmap:{pt} {rtpmap}\r\n\
          a=ptime:20\r\n\
-         a=sendrecv\r\n",
+         {crypto}a=sendrecv\r\n",
         sess = 1000 + i,
+        proto = if cfg.srtp { "RTP/SAVP" } else { "RTP/AVP" },
+        // A fixed key: the tool never encrypts (SRTP only shapes what the server holds).
+        crypto = if cfg.srtp {
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n"
+        } else {
+            ""
+        },
         pt = cfg.payload_type(i),
         rtpmap = if cfg.payload_type(i) == 0 {
             "PCMU/8000"
