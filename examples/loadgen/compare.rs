@@ -546,44 +546,7 @@ fn echo(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, String> {
         }
     }
     if wants(a, Peer::Rtpengine) {
-        let (server, ng) = peers::start_rtpengine(root, workers, &a.places())?;
-        let mut ports = ports(a);
-        let shared = ports
-            .bind_pair(SHARED_SOCKET_BUFFER)
-            .map_err(|e| format!("shared socket: {e}"))?;
-        let port = shared.0.local_addr().map_err(|e| e.to_string())?.port();
-        for &n in &a.echo_calls {
-            eprintln!("loadgen compare: echo, rtpengine, {n} calls");
-            let mut dests = Vec::with_capacity(n);
-            let ids: Vec<String> = (0..n).map(|i| format!("echo-{n}-{i}")).collect();
-            for id in &ids {
-                let (to_a, _, _) = ng_call(
-                    &ng,
-                    id,
-                    port,
-                    &[0],
-                    port,
-                    &[0],
-                    vec![("media-echo", bytes("backwards"))],
-                )?;
-                dests.push(to_a);
-            }
-            let flows = shared_flows(&shared, &dests)?;
-            let report = stream::run(
-                &flows,
-                &crate::stream_config(&a.common, 50.0 * n as f64, a.seconds),
-                &cpu_probe(&server),
-            )?;
-            rows.push(stream_row(
-                n.to_string(),
-                Peer::Rtpengine,
-                &report,
-                &server,
-                String::new(),
-            ));
-            ng_delete_all(&ng, &ids);
-            std::thread::sleep(Duration::from_secs(2));
-        }
+        rows.extend(rtpengine_streams(a, root, workers, "echo", &a.echo_calls)?);
     }
     if wants(a, Peer::Reflector) {
         let mut ports = ports(a);
@@ -621,6 +584,59 @@ fn echo(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, String> {
         "per echoed packet",
         &rows,
     ))
+}
+
+/// rtpengine under the tagged stream at each size: `echo` calls (`media-echo=backwards`, one
+/// stream each, A's packets back to A) or `relay` calls (A ↔ B, two streams each), every
+/// endpoint on the generator's one shared socket.
+fn rtpengine_streams(
+    a: &CompareArgs,
+    root: &Path,
+    workers: usize,
+    workload: &str,
+    sizes: &[usize],
+) -> Result<Vec<Row>, String> {
+    let echo = workload == "echo";
+    let (server, ng) = peers::start_rtpengine(root, workers, &a.places())?;
+    let mut ports = ports(a);
+    let shared = ports
+        .bind_pair(SHARED_SOCKET_BUFFER)
+        .map_err(|e| format!("shared socket: {e}"))?;
+    let port = shared.0.local_addr().map_err(|e| e.to_string())?.port();
+    let mut rows = Vec::new();
+    for &n in sizes {
+        eprintln!("loadgen compare: {workload}, rtpengine, {n} calls");
+        let ids: Vec<String> = (0..n).map(|i| format!("{workload}-{n}-{i}")).collect();
+        let mut dests = Vec::with_capacity(2 * n);
+        for id in &ids {
+            let flags = if echo {
+                vec![("media-echo", bytes("backwards"))]
+            } else {
+                Vec::new()
+            };
+            let (to_a, to_b, _) = ng_call(&ng, id, port, &[0], port, &[0], flags)?;
+            dests.push(to_a);
+            if !echo {
+                dests.push(to_b);
+            }
+        }
+        let flows = shared_flows(&shared, &dests)?;
+        let report = stream::run(
+            &flows,
+            &crate::stream_config(&a.common, 50.0 * flows.len() as f64, a.seconds),
+            &cpu_probe(&server),
+        )?;
+        rows.push(stream_row(
+            n.to_string(),
+            Peer::Rtpengine,
+            &report,
+            &server,
+            String::new(),
+        ));
+        ng_delete_all(&ng, &ids);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    Ok(rows)
 }
 
 fn relay(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, String> {
@@ -665,37 +681,13 @@ fn relay(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, String> {
         }
     }
     if wants(a, Peer::Rtpengine) {
-        let (server, ng) = peers::start_rtpengine(root, workers, &a.places())?;
-        let mut ports = ports(a);
-        let shared = ports
-            .bind_pair(SHARED_SOCKET_BUFFER)
-            .map_err(|e| format!("shared socket: {e}"))?;
-        let port = shared.0.local_addr().map_err(|e| e.to_string())?.port();
-        for &n in &a.relay_calls {
-            eprintln!("loadgen compare: relay, rtpengine, {n} calls");
-            let ids: Vec<String> = (0..n).map(|i| format!("relay-{n}-{i}")).collect();
-            let mut dests = Vec::with_capacity(2 * n);
-            for id in &ids {
-                let (to_a, to_b, _) = ng_call(&ng, id, port, &[0], port, &[0], Vec::new())?;
-                dests.push(to_a);
-                dests.push(to_b);
-            }
-            let flows = shared_flows(&shared, &dests)?;
-            let report = stream::run(
-                &flows,
-                &crate::stream_config(&a.common, 50.0 * flows.len() as f64, a.seconds),
-                &cpu_probe(&server),
-            )?;
-            rows.push(stream_row(
-                n.to_string(),
-                Peer::Rtpengine,
-                &report,
-                &server,
-                String::new(),
-            ));
-            ng_delete_all(&ng, &ids);
-            std::thread::sleep(Duration::from_secs(2));
-        }
+        rows.extend(rtpengine_streams(
+            a,
+            root,
+            workers,
+            "relay",
+            &a.relay_calls,
+        )?);
     }
     rows.sort_by_key(|r| (r.size.parse::<usize>().unwrap_or(0), r.peer));
     Ok(print_rows(
