@@ -4,8 +4,10 @@
 //! Owns: what a tick sends, encoding, the RTP header of our stream (sequence, timestamp,
 //! talkspurt marker), SRTP protect, where RTP and RTCP go, and when the session needs ticks of
 //! its own.
-//! Must not: allocate or copy beyond the one encode (or a conference's shared payload) into a
-//! spare packet buffer; a full transmit queue drops the frame rather than grow.
+//! Must not: allocate on the steady path (the first frames may make the encoder, a transmit
+//! slot or the sent frame, once) or copy beyond the one encode (or a conference's shared
+//! payload, or an echoed G.711 frame) into a spare packet buffer; a full transmit queue drops
+//! the frame rather than grow.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -17,8 +19,9 @@ use crate::media::rtp::{self, RtpHeader};
 impl MediaSession {
     /// One ptime of playout: a prompt or tone when one plays, else (Echo mode) the caller's
     /// audio sent back: decoded and re-encoded, or as it came for G.711 in the same format
-    /// both ways (see [`MediaSession::next_echo_frame`]). While digits are sent, their telephone-event
-    /// packets take the place of that audio (see [`MediaSession::send_digits`]).
+    /// both ways (see [`MediaSession::next_echo_frame`]). While digits are sent, their
+    /// telephone-event packets take the place of that audio (see
+    /// [`MediaSession::send_digits`]).
     pub(super) fn tick(&mut self, now: Instant) {
         if self.player.is_some() {
             if self.config.mode == SessionMode::Echo || self.heard.is_some() {
@@ -49,8 +52,8 @@ impl MediaSession {
             self.send_event_slot(now);
             return;
         }
-        // The caller's frame, decoded and resampled to the sent codec's rate when transcoding,
-        // or as it came when G.711 goes back as it came.
+        // The caller's frame: decoded (and resampled to the sent codec's rate when
+        // transcoding), or untouched for G.711 in the same format both ways.
         let Some(frame) = self.next_echo_frame(now) else {
             if !self.send_event_slot(now) {
                 self.skip_slot();
