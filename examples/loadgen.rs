@@ -1208,7 +1208,7 @@ fn print_echo_table(rows: &[EchoRow], reflector_pps: Option<f64>) {
 /// `--shared-media`), 50 pps per flow for as long as the echo run streamed.
 fn floor_run(
     reflector: &ReflectorOpts,
-    echo: &EchoOpts,
+    shared_generator: bool,
     flows: usize,
     seconds: f64,
     common: &Common,
@@ -1216,7 +1216,7 @@ fn floor_run(
 ) -> Result<StreamReport, String> {
     let mut o = reflector.clone();
     o.reflector_sockets = Sockets::PerFlow;
-    o.shared_generator = echo.shared_media;
+    o.shared_generator = shared_generator;
     let (reflector, gen_flows) = start_reflector(&o, flows, ports)?;
     let report = stream::run(
         &gen_flows,
@@ -1371,7 +1371,7 @@ fn run_all_mode(a: &AllArgs) -> Result<ExitCode, String> {
             eprintln!("loadgen: floor for {} calls: {flows} flows", row.calls);
             let r = floor_run(
                 &a.reflector,
-                &a.echo,
+                a.echo.shared_media,
                 flows,
                 a.seconds,
                 &a.common,
@@ -1491,8 +1491,15 @@ mod tests {
             a.common.port_range.0,
             a.common.port_range.1,
         );
-        let r =
-            floor_run(&a.reflector, &a.echo, 20, 0.4, &a.common, &mut ports).expect("floor run");
+        let r = floor_run(
+            &a.reflector,
+            a.echo.shared_media,
+            20,
+            0.4,
+            &a.common,
+            &mut ports,
+        )
+        .expect("floor run");
         assert_eq!(r.flows, 20);
         assert_eq!(r.target_pps, 1_000.0, "50 pps per flow");
         assert!(r.sent >= 300, "sent {}", r.sent);

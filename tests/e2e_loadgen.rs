@@ -202,9 +202,25 @@ fn compare_runs_every_workload_against_callbridge_alone() {
             // Every talker was heard by the others and not by itself (Goertzel).
             assert!(notes.starts_with("mix ok"), "{title}: {cells:?}\n{stdout}");
         }
-        if !title.starts_with("memory") {
-            let cpu: f64 = cells[2].parse().unwrap_or(-1.0);
-            assert!(cpu >= 0.0, "{title}: a CPU figure: {cells:?}\n{stdout}");
+        let number = |i: usize| -> f64 {
+            cells[i]
+                .replace(',', "")
+                .parse()
+                .unwrap_or_else(|_| panic!("{title}: column {i} is not a number: {cells:?}"))
+        };
+        if title.starts_with("memory") {
+            // Idle calls were up and each cost the server something.
+            assert!(number(2) > 0.0, "{title}: KB per call: {cells:?}\n{stdout}");
+        } else {
+            assert!(
+                number(2) >= 0.0,
+                "{title}: a CPU figure: {cells:?}\n{stdout}"
+            );
+        }
+        if title.starts_with("echo") || title.starts_with("relay") {
+            // Every tagged packet came back (echo) or reached the other side (relay); a debug
+            // build on a loaded machine may cost the odd frame.
+            assert!(number(3) < 5.0, "{title}: loss %: {cells:?}\n{stdout}");
         }
     }
 }

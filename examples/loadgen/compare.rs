@@ -334,23 +334,6 @@ fn floor_opts() -> crate::ReflectorOpts {
     }
 }
 
-/// What `floor_run` reads of the echo options: the generator's shared socket.
-fn echo_opts_shared() -> EchoOpts {
-    EchoOpts {
-        sip: "127.0.0.1:9".parse().expect("constant address"),
-        calls: Vec::new(),
-        pid: None,
-        rate: 1.0,
-        user: String::new(),
-        t1_ms: 500,
-        api: None,
-        api_token: None,
-        pause: 0.0,
-        server_cpu: ServerCpu::Proc,
-        shared_media: true,
-    }
-}
-
 /// SIP calls to callbridge, one per entry of `calls` (Request-URI user, payload type), each
 /// offering `rtp_ports[i]`. Returns the UAC (for its media addresses and teardown).
 fn sip_calls(
@@ -552,14 +535,8 @@ fn echo(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, String> {
         let mut ports = ports(a);
         for &n in &a.echo_calls {
             eprintln!("loadgen compare: echo, reflector, {n} flows");
-            let report = crate::floor_run(
-                &floor_opts(),
-                &echo_opts_shared(),
-                n,
-                a.seconds,
-                &a.common,
-                &mut ports,
-            )?;
+            let report =
+                crate::floor_run(&floor_opts(), true, n, a.seconds, &a.common, &mut ports)?;
             let packets = report.target_packets.unwrap_or(report.echoed).max(1);
             rows.push(Row {
                 size: n.to_string(),
@@ -903,10 +880,8 @@ fn conference(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, Stri
             }
             for &k in &a.room_sizes {
                 for &t in &a.talkers {
+                    let (rooms, k, t) = room_shape(members, k, t);
                     let size = room_size_label(members, k, t);
-                    let k = k.max(2);
-                    let t = t.min(k).min(TONES.len());
-                    let rooms = (members / k).max(1);
                     eprintln!(
                         "loadgen compare: conference {}, {}, {size}",
                         codec.name(),
@@ -941,11 +916,17 @@ fn conference(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, Stri
     Ok(ok)
 }
 
+/// (rooms, K, talkers) for `members` in rooms of `k` with `t` talking: at least two in a
+/// room, no more talkers than members or distinct tones, at least one room.
+fn room_shape(members: usize, k: usize, t: usize) -> (usize, usize, usize) {
+    let k = k.max(2);
+    ((members / k).max(1), k, t.min(k).min(TONES.len()))
+}
+
 /// "rooms×K, t talking" for `members` in rooms of `k`.
 fn room_size_label(members: usize, k: usize, t: usize) -> String {
-    let k = k.max(2);
-    let t = t.min(k).min(TONES.len());
-    format!("{}×{k}, {t} talking", (members / k).max(1))
+    let (rooms, k, t) = room_shape(members, k, t);
+    format!("{rooms}×{k}, {t} talking")
 }
 
 /// Who talks and what each member must hear: member j < t of a room sends TONES[j].
