@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use callbridge::media::codec::{pcm_rate, AudioDecoder, AudioEncoder};
+use callbridge::media::rtp::{self, RtpHeader};
 use callbridge::sdp::Codec;
 
 use crate::hist::Histogram;
@@ -201,13 +202,19 @@ pub fn run(
                 }
                 let payload = &payloads[i][(k % 50) as usize];
                 let samples = pcm_rate(m.codec.codec()) / 50;
-                packet[0] = 0x80;
-                packet[1] = m.pt | if k == 0 { 0x80 } else { 0 };
-                packet[2..4].copy_from_slice(&(k as u16).to_be_bytes());
-                packet[4..8].copy_from_slice(&((k as u32).wrapping_mul(samples)).to_be_bytes());
-                packet[8..12].copy_from_slice(&(0x5000_0000u32 + i as u32).to_be_bytes());
-                packet[12..12 + payload.len()].copy_from_slice(payload);
-                match m.sock.send(&packet[..12 + payload.len()]) {
+                let header = RtpHeader {
+                    marker: k == 0,
+                    payload_type: m.pt,
+                    sequence: k as u16,
+                    timestamp: (k as u32).wrapping_mul(samples),
+                    ssrc: 0x5000_0000 + i as u32,
+                    csrcs: &[],
+                };
+                let Ok(len) = rtp::write_packet(&mut packet, &header, payload) else {
+                    report.send_errors += 1; // a frame longer than a packet: never ours
+                    continue;
+                };
+                match m.sock.send(&packet[..len]) {
                     Ok(_) if k >= warmup => report.sent += 1,
                     Ok(_) => {}
                     Err(_) => report.send_errors += 1,
@@ -297,9 +304,12 @@ fn receive(
             let i = e.u64 as usize;
             let m = &members[i];
             while let Ok(len) = m.sock.recv(&mut buf) {
-                if len < 12 || buf[0] >> 6 != 2 {
+                if rtp::is_rtcp(&buf[..len]) {
                     continue;
                 }
+                let Ok(packet) = rtp::parse(&buf[..len]) else {
+                    continue;
+                };
                 if on {
                     received += 1;
                     if m.check {
@@ -307,7 +317,7 @@ fn receive(
                         if list.len() == KEPT {
                             list.remove(0);
                         }
-                        list.push(buf[12..len].to_vec());
+                        list.push(packet.payload().to_vec());
                     }
                 }
             }

@@ -92,6 +92,7 @@ impl MediaSession {
             return; // transmit queue full: the worker is not draining; drop this frame
         };
         let Some(audio) = self.audio.as_mut() else {
+            self.spare.push(buf);
             return;
         };
         if let Frame::Own(Outgoing::Decoded(_) | Outgoing::Resampled(_)) = frame {
