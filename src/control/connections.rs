@@ -453,6 +453,7 @@ impl<M: Backend> Controller<M> {
     pub(super) fn connection_mut(&mut self, id: u32) -> Result<&mut Connection, ActionError> {
         self.connections
             .get_mut(&id)
+            .map(|connection| &mut **connection)
             .ok_or_else(|| unknown_connection(id))
     }
 

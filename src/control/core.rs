@@ -67,7 +67,9 @@ pub struct Controller<M: Backend> {
     pub(super) acting: Option<&'static str>,
     /// Who adds the connection joining a conference now, when not the action being handled.
     pub(super) joining_by: Option<Actor>,
-    pub(super) connections: HashMap<u32, Connection>,
+    /// Boxed: a `Connection` is ~400 bytes and the map keeps up to twice as many slots as
+    /// connections (idle-call memory, issue 19).
+    pub(super) connections: HashMap<u32, Box<Connection>>,
     /// Released connections whose final statistics the worker has not sent yet.
     pub(super) closing: HashMap<u32, PendingRelease>,
     /// Which connection each call is bound to.
@@ -228,9 +230,9 @@ impl Connection {
         media: MediaSpec,
         enhanced: bool,
         leg_of: Option<u32>,
-    ) -> Connection {
+    ) -> Box<Connection> {
         let (rx_codec, tx_codec, rx_framesize, tx_framesize) = codecs;
-        Connection {
+        Box::new(Connection {
             local_rtp,
             rx_ip,
             state,
@@ -252,7 +254,7 @@ impl Connection {
             watching: Vec::new(),
             leg_of,
             releasing: false,
-        }
+        })
     }
 }
 

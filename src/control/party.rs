@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::ops::Index;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -210,8 +211,79 @@ pub struct Call {
     pub meet_me: bool,
     pub created_ms: u64,
     /// Live parties by connection.
-    pub parties: BTreeMap<u32, Party>,
+    pub parties: Parties,
     pub changes: Vec<Change>,
+}
+
+/// A call's live parties in connection order: a sorted vector, not a map. A call has one to a
+/// few parties (a conference call tens), and every established call holds this; a `BTreeMap`
+/// node is made for eleven (over a kilobyte for the one party of most calls).
+#[derive(Debug, Clone, Default)]
+pub struct Parties(Vec<Party>);
+
+impl Parties {
+    fn one(party: Party) -> Parties {
+        Parties(vec![party])
+    }
+
+    fn position(&self, connection: u32) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&connection, |p| p.connection)
+    }
+
+    pub fn get(&self, connection: &u32) -> Option<&Party> {
+        self.position(*connection).ok().map(|i| &self.0[i])
+    }
+
+    pub fn get_mut(&mut self, connection: &u32) -> Option<&mut Party> {
+        self.position(*connection).ok().map(|i| &mut self.0[i])
+    }
+
+    pub fn contains_key(&self, connection: &u32) -> bool {
+        self.position(*connection).is_ok()
+    }
+
+    /// Adds (or replaces) the party of `connection` (which is `party.connection`); the one it
+    /// replaced.
+    pub fn insert(&mut self, connection: u32, party: Party) -> Option<Party> {
+        debug_assert_eq!(party.connection, connection);
+        match self.position(connection) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i], party)),
+            Err(i) => {
+                self.0.insert(i, party);
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, connection: &u32) -> Option<Party> {
+        self.position(*connection).ok().map(|i| self.0.remove(i))
+    }
+
+    /// Their connections, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &u32> {
+        self.0.iter().map(|p| &p.connection)
+    }
+
+    /// The parties in connection order.
+    pub fn values(&self) -> std::slice::Iter<'_, Party> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Index<&u32> for Parties {
+    type Output = Party;
+
+    fn index(&self, connection: &u32) -> &Party {
+        self.get(connection).expect("no party with that connection")
+    }
 }
 
 /// The Genesys `CallState` of a call after a change (seed 05): Conferenced while more than
@@ -360,7 +432,7 @@ impl CallModel {
                 conference: None,
                 meet_me: new.meet_me,
                 created_ms: now_ms,
-                parties: BTreeMap::from([(party.connection, party.clone())]),
+                parties: Parties::one(party.clone()),
                 changes: Vec::new(),
             },
         );
@@ -533,7 +605,7 @@ impl CallModel {
                 conference: None,
                 meet_me: false,
                 created_ms: now_ms,
-                parties: BTreeMap::from([(connection, party)]),
+                parties: Parties::one(party),
                 changes: Vec::new(),
             },
         );
@@ -797,6 +869,38 @@ mod tests {
             role: Role::Origination,
             state: PartyState::Ringing,
         }
+    }
+
+    fn party(connection: u32, dn: &str) -> Party {
+        Party {
+            connection,
+            sip_call: None,
+            dn: dn.into(),
+            state: PartyState::Established,
+            role: Role::ConferenceMember,
+            previous: None,
+            joined_ms: 0,
+            failure: None,
+            replaced_by: None,
+        }
+    }
+
+    #[test]
+    fn parties_are_kept_in_connection_order_one_per_connection() {
+        let mut parties = Parties::one(party(5, "5005"));
+        assert!(parties.insert(2, party(2, "5002")).is_none());
+        assert!(parties.insert(9, party(9, "5009")).is_none());
+        let replaced = parties.insert(5, party(5, "6005")).expect("5 was there");
+        assert_eq!(replaced.dn, "5005");
+        assert_eq!(parties.keys().copied().collect::<Vec<_>>(), [2, 5, 9]);
+        assert_eq!(parties[&5].dn, "6005");
+        assert_eq!(parties.remove(&2).map(|p| p.dn), Some("5002".to_string()));
+        assert!(parties.remove(&2).is_none());
+        assert!(!parties.contains_key(&2) && parties.contains_key(&9));
+        parties.get_mut(&9).expect("9").dn = "7009".into();
+        let dns: Vec<&str> = parties.values().map(|p| p.dn.as_str()).collect();
+        assert_eq!(dns, ["6005", "7009"]);
+        assert_eq!(parties.len(), 2);
     }
 
     #[test]

@@ -93,6 +93,9 @@ fn transmit_slot_len(format: Option<&StreamFormat>) -> usize {
 /// Events a session queues between two drains before it drops the oldest.
 const EVENT_SLOTS: usize = 16;
 
+/// Room for events the queue is made with (it grows, once, when more are pending at a drain).
+const FIRST_EVENT_SLOTS: usize = 4;
+
 /// Which socket a packet leaves from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
@@ -137,7 +140,8 @@ pub struct MediaSession {
     srtp_in: Option<Box<SrtpContext>>,
     srtp_out: Option<Box<SrtpContext>>,
     rtcp: RtcpSession,
-    dtmf: DtmfReceiver,
+    /// Made by the first telephone-event packet (300 bytes most calls never use).
+    dtmf: Option<Box<DtmfReceiver>>,
     /// Next playout/send tick (Echo mode with a format).
     next_tick: Option<Instant>,
     last_rtp_at: Instant,
@@ -212,7 +216,7 @@ impl MediaSession {
             srtp_in,
             srtp_out,
             rtcp,
-            dtmf: DtmfReceiver::new(clock_rate),
+            dtmf: None,
             next_tick,
             last_rtp_at: now,
             timeout_reported: false,
@@ -221,7 +225,7 @@ impl MediaSession {
             spare,
             slots_made: FIRST_SLOTS as u8,
             slot_len: slot_len as u16,
-            events: VecDeque::with_capacity(EVENT_SLOTS),
+            events: VecDeque::new(),
             stats: SessionStats::default(),
             room: None,
             player: None,
@@ -257,7 +261,7 @@ impl MediaSession {
                 next
             });
         }
-        if let Some(digit) = self.dtmf.poll(now) {
+        if let Some(digit) = self.dtmf.as_mut().and_then(|dtmf| dtmf.poll(now)) {
             self.on_digit(digit);
         }
         if self.sends_media() && self.rtcp.poll_timeout() <= now {
@@ -285,7 +289,7 @@ impl MediaSession {
         if self.sends_media() {
             at = at.min(self.rtcp.poll_timeout());
         }
-        if let Some(t) = self.dtmf.poll_timeout() {
+        if let Some(t) = self.dtmf.as_ref().and_then(|dtmf| dtmf.poll_timeout()) {
             at = at.min(t);
         }
         at
@@ -351,6 +355,11 @@ impl MediaSession {
     fn push_event(&mut self, event: SessionEvent) {
         if self.events.len() == EVENT_SLOTS {
             self.events.pop_front();
+        }
+        if self.events.capacity() == 0 {
+            // Made with the first event, for the few a worker turn sees (a first packet, a
+            // digit): a session holds 160 bytes of queue, not 640 for the most it may keep.
+            self.events.reserve_exact(FIRST_EVENT_SLOTS);
         }
         self.events.push_back(event);
     }
@@ -535,6 +544,10 @@ mod tests {
             .iter()
             .map(|b| ("transmit slot", b.len()))
             .collect();
+        held.push((
+            "event queue",
+            session.events.capacity() * std::mem::size_of::<SessionEvent>(),
+        ));
         if let Some(audio) = &session.audio {
             held.extend([
                 ("payload", audio.payload.len()),
@@ -582,6 +595,8 @@ mod tests {
             let most = match *name {
                 // 12-byte header, 60 ms of G.711 (480), SRTP tag (16).
                 "transmit slot" => 508,
+                // Made by the first event (here the RTP timeout): four of 40 bytes.
+                "event queue" => 160,
                 // Prompts, conferences and transcoding bring it with their first frame.
                 _ => 0,
             };

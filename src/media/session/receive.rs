@@ -71,7 +71,11 @@ impl MediaSession {
             return;
         };
         if Some(packet.payload_type()) == audio.format.telephone_event_pt {
-            match self.dtmf.on_packet(
+            let rate = audio.format.codec.clock_rate();
+            let dtmf = self
+                .dtmf
+                .get_or_insert_with(|| Box::new(crate::media::dtmf::DtmfReceiver::new(rate)));
+            match dtmf.on_packet(
                 now,
                 packet.sequence(),
                 packet.timestamp(),

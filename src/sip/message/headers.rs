@@ -6,6 +6,7 @@
 //! bad header means for a transaction or dialog; accessors report a [`ParseError`] and the caller
 //! decides.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::lex::{excerpt, is_host_byte, is_token, is_token_byte, trim_lws, Cursor};
@@ -16,8 +17,9 @@ use super::{find_param, Host, Method, NameAddr, Param, ParseError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// Canonical name for known headers ("Via", "Call-ID", "CSeq", "WWW-Authenticate"...),
-    /// as received for unknown ones. Compare with `eq_ignore_ascii_case`.
-    pub name: String,
+    /// as received for unknown ones. Compare with `eq_ignore_ascii_case`. A known name is a
+    /// `&'static str` (no allocation per header of every message parsed or built).
+    pub name: Cow<'static, str>,
     /// Value with surrounding whitespace trimmed and folded lines joined by one space.
     pub value: String,
 }
@@ -47,7 +49,7 @@ impl Headers {
     /// Appends one header (name canonicalized, value stored as given).
     pub fn push(&mut self, name: &str, value: impl Into<String>) {
         self.0.push(Header {
-            name: canonical_name(name).to_string(),
+            name: header_name(name),
             value: value.into(),
         });
     }
@@ -57,7 +59,7 @@ impl Headers {
         self.0.insert(
             0,
             Header {
-                name: canonical_name(name).to_string(),
+                name: header_name(name),
                 value: value.into(),
             },
         );
@@ -76,7 +78,7 @@ impl Headers {
             return;
         };
         self.0[first] = Header {
-            name: name.to_string(),
+            name: header_name(name),
             value: value.into(),
         };
         let mut index = 0;
@@ -452,17 +454,27 @@ const LIST_HEADERS: &[&str] = &[
 
 /// Expands compact forms and normalizes the capitalization of known names.
 pub(super) fn canonical_name(name: &str) -> &str {
+    known_name(name).unwrap_or(name)
+}
+
+/// The canonical spelling of a known header name or compact form.
+fn known_name(name: &str) -> Option<&'static str> {
     if let [letter] = name.as_bytes() {
         let letter = letter.to_ascii_lowercase();
         return COMPACT_FORMS
             .iter()
             .find(|(compact, _)| *compact == letter)
-            .map_or(name, |(_, full)| full);
+            .map(|(_, full)| *full);
     }
     KNOWN_HEADERS
         .iter()
         .find(|known| known.eq_ignore_ascii_case(name))
-        .map_or(name, |known| known)
+        .copied()
+}
+
+/// A header's stored name: the canonical `&'static str` of a known one, else a copy.
+pub(super) fn header_name(name: &str) -> Cow<'static, str> {
+    known_name(name).map_or_else(|| Cow::Owned(name.to_string()), Cow::Borrowed)
 }
 
 pub(super) fn is_list_header(name: &str) -> bool {
@@ -528,6 +540,30 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn known_header_names_are_not_copied() {
+        let message = super::super::parse::parse(
+            b"OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+              f: <sip:x@y>;tag=1\r\nt: <sip:a@b>\r\ni: c1\r\nCSeq: 1 OPTIONS\r\n\
+              X-Custom: 1\r\nContent-Length: 0\r\n\r\n",
+        )
+        .expect("parse");
+        let mut headers = message.headers().clone();
+        headers.push("max-forwards", "70");
+        headers.set("x-other", "2");
+        for header in &headers.0 {
+            let known = !header.name.starts_with("X-") && !header.name.starts_with("x-");
+            assert_eq!(
+                matches!(header.name, Cow::Borrowed(_)),
+                known,
+                "{}",
+                header.name
+            );
+        }
+        assert_eq!(headers.get("Call-ID"), Some("c1"));
+        assert!(headers.0.iter().any(|h| h.name == "Via"));
     }
 
     #[test]

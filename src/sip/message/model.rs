@@ -201,7 +201,7 @@ Content-Length: 0
 ",
         ));
         let resp = Response::for_request(&req, 200, "OK");
-        let names: Vec<&str> = resp.headers.0.iter().map(|h| h.name.as_str()).collect();
+        let names: Vec<&str> = resp.headers.0.iter().map(|h| h.name.as_ref()).collect();
         assert_eq!(names, ["Via", "Via", "From", "To", "Call-ID", "CSeq"]);
         assert_eq!(resp.headers.vias().unwrap()[1].branch(), Some("z9hG4bK2"));
         let bytes = resp.to_bytes();

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use super::headers::{canonical_name, is_list_header};
+use super::headers::{canonical_name, header_name, is_list_header};
 use super::lex::{excerpt, is_token, trim_lws};
 use super::{Header, Headers, Method, ParseError, Request, Response, SipMessage, Uri};
 
@@ -256,7 +256,7 @@ impl Headers {
     /// Push without canonicalizing again (the parser already did).
     fn push_raw(&mut self, name: &str, value: &str) {
         self.0.push(Header {
-            name: name.to_string(),
+            name: header_name(name),
             value: value.to_string(),
         });
     }
@@ -439,7 +439,7 @@ L: 2
 
 hi",
         ));
-        let names: Vec<&str> = r.headers.0.iter().map(|h| h.name.as_str()).collect();
+        let names: Vec<&str> = r.headers.0.iter().map(|h| h.name.as_ref()).collect();
         assert_eq!(
             names,
             [

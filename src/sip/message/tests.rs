@@ -997,7 +997,7 @@ fn exercise(msg: &SipMessage) {
             .0
             .iter()
             .filter(|h| !h.name.eq_ignore_ascii_case("Content-Length"))
-            .map(|h| h.name.clone())
+            .map(|h| h.name.to_string())
             .collect()
     };
     assert_eq!(names(&again), names(msg));
@@ -1007,7 +1007,7 @@ fn exercise(msg: &SipMessage) {
             .0
             .iter()
             .filter(|h| !h.name.eq_ignore_ascii_case("Content-Length"))
-            .map(|h| (h.name.clone(), h.value.clone()))
+            .map(|h| (h.name.to_string(), h.value.clone()))
             .collect()
     };
     assert_eq!(values(&again), values(msg), "reprinted {msg:?}");

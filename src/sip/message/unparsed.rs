@@ -7,7 +7,7 @@
 //! response copies (Via, From, To, Call-ID, CSeq), all kept as received; never salvage a
 //! response or an ACK (neither is ever answered).
 
-use super::headers::canonical_name;
+use super::headers::{canonical_name, header_name};
 use super::lex::{is_token, trim_lws};
 use super::parse::{find_head_end, leading_crlf_len, split_list, unfold, LogicalLines};
 use super::{Header, Headers, Method, ParseError};
@@ -93,7 +93,7 @@ impl Unparsed {
 
 fn header(name: &str, value: &str) -> Header {
     Header {
-        name: name.to_string(),
+        name: header_name(name),
         value: value.to_string(),
     }
 }

@@ -125,7 +125,7 @@ impl UserAgent {
             .expect("the exchange checked it");
         call.invite = request;
         call.invite_tx = key;
-        call.our_offer = exchange.our_offer;
+        call.our_offer = exchange.our_offer.map(Box::new);
         call.state = CallState::Answered;
         call.unacked_provisional = None;
         self.prack_timers.retain(|(_, c)| *c != call_id);

@@ -288,10 +288,12 @@ struct Call {
     /// Our SIP address as the peer reaches it.
     local: SocketAddr,
     state: CallState,
-    /// The peer's offer that we must answer, if it made one.
-    remote_offer: Option<SessionDescription>,
+    /// The peer's offer that we must answer, if it made one; dropped once the 2xx carries
+    /// the answer (an established call does not keep it). Boxed, as is `our_offer`: most of
+    /// a call's life neither is there, and a `SessionDescription` is 240 bytes inline.
+    remote_offer: Option<Box<SessionDescription>>,
     /// Our offer in a 2xx, waiting for the answer in the ACK.
-    our_offer: Option<SessionDescription>,
+    our_offer: Option<Box<SessionDescription>>,
     /// Our current SDP (answer or offer) and its o= version.
     local_sdp: Option<SessionDescription>,
     sdp_version: SessionVersion,
@@ -324,7 +326,7 @@ struct Call {
     peer_100rel: Option<bool>,
     /// RSeq of our last reliable provisional, and the one waiting for its PRACK.
     rseq: u32,
-    unacked_provisional: Option<UnackedProvisional>,
+    unacked_provisional: Option<Box<UnackedProvisional>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

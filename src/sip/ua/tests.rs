@@ -606,6 +606,23 @@ fn peer_media(port: u16) -> Option<SocketAddr> {
 // --- 1. The basic call -------------------------------------------------------------------
 
 #[test]
+fn an_answered_call_keeps_its_answer_and_drops_the_offer() {
+    // An established call is what a server holds by the thousand: the peer's offer (parsed
+    // SDP, ~1 KB) has served its purpose once the 2xx carries the answer.
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("echo", "slim");
+    let call = h.invite(&peer, Some(&pcmu_sdp(30000)));
+    assert!(h.ua.calls[&call].remote_offer.is_some());
+    h.answer(&mut peer, call);
+    let held = &h.ua.calls[&call];
+    assert!(held.remote_offer.is_none(), "the offer outlived the answer");
+    assert!(held.local_sdp.is_some(), "the answer is kept for re-offers");
+    // A second answer (a stray timer) changes nothing and sends nothing.
+    h.ua.send_answer(h.now, call);
+    assert!(h.drain().is_empty());
+}
+
+#[test]
 fn invite_accept_ack_bye_ends_the_call_and_drains() {
     let mut h = Harness::new();
     let mut peer = PeerCall::new("echo", "basic");

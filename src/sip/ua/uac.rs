@@ -115,7 +115,7 @@ impl UserAgent {
                 local: out.local,
                 state: CallState::Calling,
                 remote_offer: None,
-                our_offer: Some(offer.clone()),
+                our_offer: Some(Box::new(offer.clone())),
                 local_sdp: Some(offer),
                 sdp_version: version,
                 local_rtp: Some(out.local_rtp),
@@ -300,7 +300,7 @@ impl UserAgent {
                     return;
                 }
                 call.state = CallState::Confirmed;
-                let offer = call.our_offer.take().expect("our INVITE carried an offer");
+                let offer = *call.our_offer.take().expect("our INVITE carried an offer");
                 let early = call.outbound.as_mut().and_then(|o| o.early_answer.take());
                 let media = if response.body.is_empty() {
                     early.ok_or_else(|| "the 2xx carries no SDP answer".to_string())

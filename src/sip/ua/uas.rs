@@ -239,7 +239,7 @@ impl UserAgent {
                 source,
                 local,
                 state: CallState::AwaitingMedia,
-                remote_offer,
+                remote_offer: remote_offer.map(Box::new),
                 our_offer: None,
                 local_sdp: None,
                 sdp_version: SessionVersion {
@@ -379,7 +379,7 @@ impl UserAgent {
         }
         self.transactions.ack_received(&call.invite_tx);
         call.state = CallState::Confirmed;
-        let Some(our_offer) = call.our_offer.take() else {
+        let Some(our_offer) = call.our_offer.take().map(|offer| *offer) else {
             self.send_reinvite_held_for_ack(now, call_id);
             return;
         };
@@ -465,12 +465,12 @@ impl UserAgent {
             response.headers.push("Require", "100rel");
             response.headers.push("RSeq", call.rseq.to_string());
             let t1 = self.settings.timers.t1;
-            call.unacked_provisional = Some(UnackedProvisional {
+            call.unacked_provisional = Some(Box::new(UnackedProvisional {
                 response: response.clone(),
                 rseq: call.rseq,
                 interval: t1,
                 give_up: now + t1 * 64,
-            });
+            }));
             self.prack_timers.insert((now + t1, call_id));
         } else if reliable {
             // §3: the next reliable provisional waits for the PRACK of this one; an
@@ -546,13 +546,17 @@ impl UserAgent {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
+        // Once: the offer is dropped with the answer.
+        if !matches!(call.state, CallState::AwaitingMedia | CallState::Ringing) {
+            return;
+        }
         let Some(local_rtp) = call.local_rtp else {
             return;
         };
-        let body = match &call.remote_offer {
+        let body = match call.remote_offer.take() {
             Some(offer) => {
                 match sdp::answer(
-                    offer,
+                    &offer,
                     &call.capabilities,
                     local_rtp,
                     call.sdp_version,
@@ -574,7 +578,7 @@ impl UserAgent {
                     call.sdp_version,
                     &call.srtp_keys,
                 );
-                call.our_offer = Some(offer.clone());
+                call.our_offer = Some(Box::new(offer.clone()));
                 offer
             }
         };
