@@ -431,14 +431,28 @@ fn day_of(unix_ms: u64) -> PathBuf {
     date.split('-').collect()
 }
 
-/// A random (version 4) UUID, as the recording API shows call and recording ids.
+/// A time-ordered (version 7, RFC 9562) UUID, as the recording API shows call and recording
+/// ids: unique and opaque like a random one, but each new id sorts after the last, so the
+/// store's primary keys (and the parties' index on the call id) grow at their end instead of
+/// dirtying a random B-tree page per call — a third of the store's cost a call at setup rates
+/// (`benches/store.rs`: 106 → 71 µs a call).
 fn new_uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Uuid::now_v7().to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_uuids_that_sort_in_the_order_they_were_made() {
+        let ids: Vec<String> = (0..1000).map(|_| new_uuid()).collect();
+        for id in &ids {
+            let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
+            assert_eq!(parsed.get_version_num(), 7, "{id}");
+        }
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "not in order");
+    }
 
     #[test]
     fn recordings_are_filed_by_day_in_gmt() {

@@ -30,6 +30,21 @@ pub(super) struct SocketTuning {
     pub(super) busy_poll_budget: u32,
 }
 
+impl SocketTuning {
+    /// The RTCP socket's: the same marking, the kernel's buffers and no busy polling. It
+    /// carries a report every few seconds (nothing with rtcp-mux); the options would only cost
+    /// system calls on every call's setup.
+    fn for_rtcp(&self) -> SocketTuning {
+        SocketTuning {
+            recv_buffer: 0,
+            send_buffer: 0,
+            busy_poll_us: 0,
+            busy_poll_budget: 0,
+            ..self.clone()
+        }
+    }
+}
+
 /// The bound sockets of one connection.
 pub(super) struct MediaSockets {
     /// RTP socket, on the even port.
@@ -54,7 +69,7 @@ pub(super) fn bind_pair(
         )
     })?;
     let rtp = bind_one(SocketAddr::new(ip, rtp_port), tuning)?;
-    let rtcp = bind_one(SocketAddr::new(ip, rtcp_port), tuning)?;
+    let rtcp = bind_one(SocketAddr::new(ip, rtcp_port), &tuning.for_rtcp())?;
     let local_rtp = rtp.local_addr()?;
     Ok(MediaSockets {
         rtp,
@@ -209,5 +224,39 @@ mod tests {
             let error = socket.recv_from(&mut buf).expect_err("nothing sent");
             assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
         }
+    }
+
+    #[test]
+    fn the_rtcp_socket_keeps_the_kernels_buffers() {
+        fn recv_buffer(socket: &UdpSocket) -> usize {
+            socket2::SockRef::from(socket)
+                .recv_buffer_size()
+                .expect("SO_RCVBUF")
+        }
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let plain = SocketTuning {
+            dscp_tos: 0,
+            recv_buffer: 0,
+            send_buffer: 0,
+            priority: None,
+            busy_poll_us: 0,
+            busy_poll_budget: 0,
+        };
+        let bind = |tuning: &SocketTuning| {
+            (31_000..32_000)
+                .step_by(2)
+                .find_map(|port| bind_pair(ip, port, tuning).ok())
+                .expect("a free pair")
+        };
+        let default = recv_buffer(&bind(&plain).rtp);
+        // Asking for the default size: the kernel doubles what it is given (and allows it
+        // without privileges, being within rmem_max), so the tuned socket reports twice that.
+        let tuned = SocketTuning {
+            recv_buffer: default,
+            ..plain
+        };
+        let pair = bind(&tuned);
+        assert!(recv_buffer(&pair.rtp) > default, "the RTP socket is tuned");
+        assert_eq!(recv_buffer(&pair.rtcp), default, "the RTCP socket is not");
     }
 }

@@ -117,6 +117,11 @@ impl SrtpKeys {
     }
 
     /// The key for `suite` (case-insensitive), if any.
+    /// Whether no suite has a key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     pub fn key(&self, suite: &str) -> Option<&str> {
         self.keys
             .iter()

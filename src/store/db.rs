@@ -306,6 +306,12 @@ impl Db {
     }
 }
 
+/// WAL pages between two automatic checkpoints (see `open_sqlite`).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_000;
+
+/// Bytes the WAL file is truncated to after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
 /// Opens an SQLite file with the store's settings (WAL, foreign keys, a 32 MiB page cache).
 fn open_sqlite(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
@@ -325,6 +331,13 @@ fn open_sqlite(path: &Path) -> Result<Connection, StoreError> {
         );
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Checkpoint every 16,000 WAL pages (64 MiB), not SQLite's 1,000: between two checkpoints
+    // the same index pages (the tails of the time-ordered keys) are rewritten by every commit,
+    // and a checkpoint copies each once. At call-setup rates checkpoints were a quarter of
+    // the store's work; `benches/store.rs` measured 71 → 47 µs a call. The WAL file is cut
+    // back to 64 MiB after a checkpoint.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     // 32 MiB of page cache (the default is 2 MiB): random UUID keys touch pages all over
     // the calls table and its indexes.
@@ -475,6 +488,8 @@ mod tests {
         assert_eq!(pragma::<String>(&db, "journal_mode"), "wal");
         assert_eq!(pragma::<i64>(&db, "foreign_keys"), 1);
         assert_eq!(pragma::<i64>(&db, "synchronous"), 1, "NORMAL");
+        assert_eq!(pragma::<i64>(&db, "wal_autocheckpoint"), 16_000);
+        assert_eq!(pragma::<i64>(&db, "journal_size_limit"), 64 << 20);
         assert_eq!(
             db.schema_version().expect("version"),
             MIGRATIONS.len() as u32

@@ -54,14 +54,12 @@ fn apply_one(
             policy,
             started_ms,
         } => {
-            if call_exists(conn, call_id)? {
-                tracing::warn!(call_id, "CallStarted for a known call; skipped");
-                return Ok(());
-            }
-            conn.execute(
+            // One statement, not a look-up and an insert: a known call is left as it is.
+            let inserted = conn.execute(
                 "INSERT INTO calls (call_id, connection, direction, platform_call_id, native_id,
                      calling, called, trunk, policy, started_ms, node_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT DO NOTHING",
                 args![
                     call_id,
                     connection,
@@ -76,6 +74,10 @@ fn apply_one(
                     node
                 ],
             )?;
+            if inserted == 0 {
+                tracing::warn!(call_id, "CallStarted for a known call; skipped");
+                return Ok(());
+            }
             // The two ends are parties too, so the party list is the whole story of the call.
             for (dn, role) in [(calling, "calling"), (called, "called")] {
                 if !dn.is_empty() {
@@ -83,23 +85,27 @@ fn apply_one(
                 }
             }
         }
+        // The updates look the call up only when they changed nothing (to tell an unknown call,
+        // logged, from one already answered or ended): one statement per event, not two.
         StoreEvent::CallAnswered { call_id, at_ms } => {
-            if known_call(conn, call_id, "CallAnswered")? {
-                conn.execute(
-                    "UPDATE calls SET answered_ms = ?2 WHERE call_id = ?1 AND answered_ms IS NULL",
-                    args![call_id, at_ms],
-                )?;
+            let changed = conn.execute(
+                "UPDATE calls SET answered_ms = ?2 WHERE call_id = ?1 AND answered_ms IS NULL",
+                args![call_id, at_ms],
+            )?;
+            if changed == 0 {
+                known_call(conn, call_id, "CallAnswered")?;
             }
         }
         StoreEvent::MeetingChanged {
             call_id,
             meeting_id,
         } => {
-            if known_call(conn, call_id, "MeetingChanged")? {
-                conn.execute(
-                    "UPDATE calls SET meeting_id = ?2 WHERE call_id = ?1",
-                    args![call_id, meeting_id],
-                )?;
+            let changed = conn.execute(
+                "UPDATE calls SET meeting_id = ?2 WHERE call_id = ?1",
+                args![call_id, meeting_id],
+            )?;
+            if changed == 0 {
+                known_call(conn, call_id, "MeetingChanged")?;
             }
         }
         StoreEvent::PartyAdded {
@@ -117,12 +123,13 @@ fn apply_one(
             at_ms,
             cause,
         } => {
-            if known_call(conn, call_id, "CallEnded")? {
-                conn.execute(
-                    "UPDATE calls SET ended_ms = ?2, end_cause = ?3
-                     WHERE call_id = ?1 AND ended_ms IS NULL",
-                    args![call_id, at_ms, cause],
-                )?;
+            let changed = conn.execute(
+                "UPDATE calls SET ended_ms = ?2, end_cause = ?3
+                 WHERE call_id = ?1 AND ended_ms IS NULL",
+                args![call_id, at_ms, cause],
+            )?;
+            if changed == 0 {
+                known_call(conn, call_id, "CallEnded")?;
             }
         }
         StoreEvent::RecordingStarted {

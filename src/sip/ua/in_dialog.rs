@@ -11,7 +11,7 @@ use rand::Rng;
 
 use super::addressing::{contact_for, destination_for, our_via};
 use super::session_timer::requested_session_timer;
-use super::{CallId, CallState, EndReason, UaOutput, UserAgent, ALLOW};
+use super::{ensure_srtp_keys, CallId, CallState, EndReason, UaOutput, UserAgent, ALLOW};
 use crate::sdp::{self, NegotiatedMedia, SessionDescription};
 use crate::sip::message::{Method, Request};
 use crate::sip::transaction::{new_branch, TransactionKey};
@@ -184,6 +184,11 @@ impl UserAgent {
                 return None;
             }
         };
+        if let Some(offer) = &offer {
+            let call = self.calls.get_mut(&call_id).expect("looked up above");
+            ensure_srtp_keys(call, offer);
+        }
+        let call = &self.calls[&call_id];
         let local_rtp = call.local_rtp.expect("a confirmed call has media");
         let mut version = call.sdp_version;
         version.version += 1;

@@ -349,6 +349,35 @@ enum CallState {
     Cancelling,
 }
 
+/// The SDES keys a call starts with: fresh ones when they can be needed — our offers are
+/// SRTP (`Require`), or the peer's `offer` has an RTP/SAVP(F) stream to answer — else none
+/// (most calls: no random bytes, base64 and ~400 bytes held for the call's life). A later
+/// offer with SRTP makes them then ([`ensure_srtp_keys`]).
+fn initial_srtp_keys(
+    caps: &LocalCapabilities,
+    offer: Option<&SessionDescription>,
+) -> sdp::SrtpKeys {
+    if caps.srtp == sdp::SrtpPolicy::Require || offer.is_some_and(offers_srtp) {
+        new_srtp_keys(caps)
+    } else {
+        sdp::SrtpKeys::new()
+    }
+}
+
+/// Makes the call's SDES keys if it has none and `offer` needs them.
+fn ensure_srtp_keys(call: &mut Call, offer: &SessionDescription) {
+    if call.srtp_keys.is_empty() && offers_srtp(offer) {
+        call.srtp_keys = new_srtp_keys(&call.capabilities);
+    }
+}
+
+/// Whether an SDP has a stream keyed by SDES (RTP/SAVP or RTP/SAVPF).
+fn offers_srtp(sdp: &SessionDescription) -> bool {
+    sdp.media.iter().any(|m| {
+        m.protocol.eq_ignore_ascii_case("RTP/SAVP") || m.protocol.eq_ignore_ascii_case("RTP/SAVPF")
+    })
+}
+
 /// Fresh SDES keys for every configured suite the media layer implements, from the OS-seeded
 /// thread RNG (not the UA's 64-bit-seeded one: these are long-term secrets for the call).
 fn new_srtp_keys(caps: &LocalCapabilities) -> sdp::SrtpKeys {

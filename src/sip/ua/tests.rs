@@ -1216,6 +1216,43 @@ fn reinvite_with_new_port_updates_media_and_bumps_the_sdp_version() {
 }
 
 #[test]
+fn sdes_keys_are_made_when_an_offer_needs_them() {
+    let mut h = Harness::new();
+    // A plain RTP call under the default policy never needs keys: it holds none.
+    let mut peer = PeerCall::new("echo", "plain");
+    let (call, _) = h.confirmed_call(&mut peer);
+    assert!(h.ua.calls[&call].srtp_keys.is_empty());
+    // Until the peer offers SRTP in a re-INVITE: it is answered with our key.
+    let savp = format!(
+        "v=0\r\no=alice 2890844526 2 IN IP4 {PEER_MEDIA_IP}\r\ns=-\r\n\
+         c=IN IP4 {PEER_MEDIA_IP}\r\nt=0 0\r\nm=audio 32000 RTP/SAVP 0\r\n\
+         a=rtpmap:0 PCMU/8000\r\n\
+         a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n\
+         a=sendrecv\r\n"
+    );
+    let out = h.receive(peer.reinvite(&savp));
+    assert_eq!(statuses(&out), [100, 200]);
+    let answer = sdp_body(&response(&out, 200));
+    assert_eq!(answer.media[0].protocol, "RTP/SAVP");
+    let crypto = answer.media[0]
+        .attributes
+        .iter()
+        .find(|a| a.name == "crypto")
+        .expect("the answer carries our key");
+    let ours = h.ua.calls[&call]
+        .srtp_keys
+        .key("AES_CM_128_HMAC_SHA1_80")
+        .expect("made for the offer")
+        .to_string();
+    assert!(crypto.value.as_deref().unwrap_or("").contains(&ours));
+    // An SRTP offer in the INVITE has its keys from the start.
+    let secure = PeerCall::new("echo", "secure-offer");
+    let invite = h.receive(secure.invite(Some(&savp)));
+    let call = incoming_call(&invite);
+    assert!(!h.ua.calls[&call].srtp_keys.is_empty());
+}
+
+#[test]
 fn reinvite_without_common_codec_gets_488_and_the_call_stays() {
     let mut h = Harness::new();
     let mut peer = PeerCall::new("echo", "reinvite488");

@@ -15,7 +15,7 @@ use rand::Rng;
 use super::addressing::{contact_for, destination_for, host_port, our_via};
 use super::session_timer::session_timer_of_answer;
 use super::{
-    new_srtp_keys, Call, CallId, CallState, ClientTx, Credentials, EndReason, OutboundInvite,
+    initial_srtp_keys, Call, CallId, CallState, ClientTx, Credentials, EndReason, OutboundInvite,
     UaOutput, UserAgent, ALLOW,
 };
 use crate::sdp::{self, NegotiatedMedia, SessionDescription, SessionVersion};
@@ -59,7 +59,7 @@ impl UserAgent {
         if let Some(codecs) = &out.codecs {
             capabilities.codecs = codecs.clone();
         }
-        let srtp_keys = new_srtp_keys(&capabilities);
+        let srtp_keys = initial_srtp_keys(&capabilities, None);
         let version = SessionVersion {
             session_id: self.rng.random::<u32>() as u64,
             version: 1,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use super::session_timer::{requested_session_timer, MIN_SE_S};
-use super::{new_srtp_keys, Call, CallId, CallState, EndReason, UaOutput, UserAgent};
+use super::{initial_srtp_keys, Call, CallId, CallState, EndReason, UaOutput, UserAgent};
 use crate::sdp::{self, SessionDescription, SessionVersion};
 use crate::sip::dialog::{set_tag, Dialog};
 use crate::sip::message::{NameAddr, Request, Response};
@@ -159,7 +159,7 @@ impl UserAgent {
             // Signalling secured by TLS carries SDES keys: the media must be SRTP too.
             capabilities.srtp = self.settings.tls_srtp;
         }
-        let srtp_keys = new_srtp_keys(&capabilities);
+        let srtp_keys = initial_srtp_keys(&capabilities, remote_offer.as_ref());
         // Check the offer before any media is allocated, so a 488 costs nothing.
         let remote_media = match &remote_offer {
             Some(offer) => match sdp::answer(

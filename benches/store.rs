@@ -1,0 +1,100 @@
+//! The recording store's cost per call, as the store thread pays it at call-setup rates.
+//!
+//! - `store/call_events/30`: one group-commit batch as the store thread sees at ~3,000 calls a
+//!   second (10 ms of writes): 30 calls started, 30 answered and 30 ended, applied in one
+//!   transaction to an SQLite file that already holds 50,000 calls. Criterion's "elements" are
+//!   calls: µs per call = 1 / throughput.
+//!
+//! The database is a real file in a temporary directory with the server's settings (WAL,
+//! `synchronous = NORMAL`, its checkpoint interval), so WAL writes and checkpoints are in the
+//! figure.
+//!
+//! Run: `cargo bench --bench store -- --measurement-time 5` (`V4=1` for random call ids).
+
+use std::time::{Duration, Instant};
+
+use callbridge::store::{Db, Direction, RecordPolicy, StoreEvent};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+/// Calls per batch (each with its three events).
+const BATCH_CALLS: usize = 30;
+
+/// Calls in the database before measuring.
+const PREFILL_CALLS: usize = 50_000;
+
+/// A call id as the control plane makes them (UUIDv7); with `V4` in the environment a random
+/// one, as the store had before (the comparison in docs/PERFORMANCE.md).
+fn call_id() -> String {
+    if std::env::var_os("V4").is_some() {
+        uuid::Uuid::new_v4().to_string()
+    } else {
+        uuid::Uuid::now_v7().to_string()
+    }
+}
+
+/// The events of one batch: `ids.len()` calls started, answered and ended, at `at_ms`.
+fn batch(ids: &[String], n: u64, at_ms: i64) -> Vec<StoreEvent> {
+    let mut events = Vec::with_capacity(ids.len() * 3);
+    for (i, id) in ids.iter().enumerate() {
+        let number = n * BATCH_CALLS as u64 + i as u64;
+        events.push(StoreEvent::CallStarted {
+            call_id: id.clone(),
+            connection: (number % 0xff_ffff) as u32,
+            direction: Direction::Inbound,
+            platform_call_id: Some(format!("{number}-4242@127.0.0.1")),
+            native_id: Some(format!("{:016x}", 0x0190_0000_0000_0000u64 + number)),
+            calling: format!("sipp{}", number % 1000),
+            called: "echo".to_string(),
+            trunk: None,
+            policy: RecordPolicy::Off,
+            started_ms: at_ms,
+        });
+    }
+    for id in ids {
+        events.push(StoreEvent::CallAnswered {
+            call_id: id.clone(),
+            at_ms,
+        });
+    }
+    for id in ids {
+        events.push(StoreEvent::CallEnded {
+            call_id: id.clone(),
+            at_ms: at_ms + 1,
+            cause: "remote-bye".to_string(),
+        });
+    }
+    events
+}
+
+fn call_events(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut db = Db::open(&dir.path().join("callbridge.db")).expect("open store");
+    let mut n = 0u64;
+    let mut next_batch = || {
+        let ids: Vec<String> = (0..BATCH_CALLS).map(|_| call_id()).collect();
+        n += 1;
+        batch(&ids, n, 1_764_000_000_000 + n as i64 * 10)
+    };
+    for _ in 0..PREFILL_CALLS / BATCH_CALLS {
+        let events = next_batch();
+        db.apply(&events, 0).expect("prefill");
+    }
+    let mut group = c.benchmark_group("store");
+    group.throughput(Throughput::Elements(BATCH_CALLS as u64));
+    group.bench_function(format!("call_events/{BATCH_CALLS}"), |b| {
+        b.iter_custom(|iterations| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iterations {
+                let events = next_batch();
+                let start = Instant::now();
+                db.apply(&events, 0).expect("apply");
+                spent += start.elapsed();
+            }
+            spent
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, call_events);
+criterion_main!(benches);
