@@ -260,7 +260,14 @@ fn session_rooms(
                         let len =
                             rtp::write_packet(&mut packet, &header, payload).expect("packet fits");
                         m.session.handle_rtp(now, m.source, &mut packet, len);
-                        if m.session.capture(now, &mut frame) {
+                        // As the worker's conference does: who heard the common mix last
+                        // tick is captured as a listener (inactive Opus frames undecoded).
+                        let voiced = if mixer.shares_output(id as ParticipantId) {
+                            m.session.capture_listener(now, &mut frame)
+                        } else {
+                            m.session.capture(now, &mut frame)
+                        };
+                        if voiced {
                             mixer.contribute(id as ParticipantId, &frame);
                         }
                     }

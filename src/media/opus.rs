@@ -177,6 +177,73 @@ impl OpusEncoder {
     }
 }
 
+/// Whether the sender's own voice activity detection marked every frame of this packet
+/// inactive: a DTX frame (no bytes), or SILK and hybrid frames whose SILK VAD flags are all
+/// clear. The flags are the first range-coded symbols of each Opus frame, each with
+/// probability one half, so they are the top bits of the frame's first byte (mono: one per
+/// SILK frame; stereo: the mid channel's and its LBRR flag, then the side channel's) — RFC 6716
+/// §4.2.3. CELT-only packets carry no flag, and code-3 packets (several frames, padding) are
+/// not looked into: both answer false (decode them). Never decodes anything.
+pub fn packet_is_inactive(packet: &[u8]) -> bool {
+    let Some(&toc) = packet.first() else {
+        return false;
+    };
+    let config = toc >> 3;
+    if config >= 16 {
+        return false; // CELT only: no VAD flag
+    }
+    // SILK frames in one Opus frame: 10 and 20 ms hold one, 40 ms two, 60 ms three.
+    let silk_frames = if config < 12 {
+        [1, 1, 2, 3][usize::from(config & 3)]
+    } else {
+        1
+    };
+    let channels = if toc & 0x04 != 0 { 2 } else { 1 };
+    let body = &packet[1..];
+    let frames: [&[u8]; 2] = match toc & 0x03 {
+        0 => [body, &[]],
+        1 => {
+            if body.len() % 2 != 0 {
+                return false;
+            }
+            let (first, second) = body.split_at(body.len() / 2);
+            [first, second]
+        }
+        2 => {
+            let Some((first_len, header)) = frame_length(body) else {
+                return false;
+            };
+            let Some(rest) = body.get(header..) else {
+                return false;
+            };
+            if first_len > rest.len() {
+                return false;
+            }
+            let (first, second) = rest.split_at(first_len);
+            [first, second]
+        }
+        _ => return false,
+    };
+    frames.iter().all(|frame| {
+        let Some(&first) = frame.first() else {
+            return true; // a DTX frame
+        };
+        (0..channels).all(|channel| {
+            (0..silk_frames).all(|i| first & (0x80 >> (channel * (silk_frames + 1) + i)) == 0)
+        })
+    })
+}
+
+/// A code-2 packet's first frame length (RFC 6716 §3.2.1): its value and the bytes it took.
+fn frame_length(body: &[u8]) -> Option<(usize, usize)> {
+    let first = usize::from(*body.first()?);
+    if first < 252 {
+        return Some((first, 1));
+    }
+    let second = usize::from(*body.get(1)?);
+    Some((first + 4 * second, 2))
+}
+
 /// Opus decoder for one mono stream; decodes packets of any Opus bandwidth to its own rate.
 #[derive(Debug)]
 pub struct OpusDecoder {
@@ -207,6 +274,12 @@ impl OpusDecoder {
             });
         }
         Ok(self.inner.decode(packet, &mut out[..samples], false)?)
+    }
+
+    /// Forgets everything decoded so far (`OPUS_RESET_STATE`): the next packet decodes as the
+    /// first of a stream. For a decoder that skipped packets ([`packet_is_inactive`]).
+    pub fn reset(&mut self) -> Result<(), OpusError> {
+        Ok(self.inner.reset_state()?)
     }
 
     /// The packet for this frame was lost: PLC for `frame_samples` samples.
@@ -412,6 +485,63 @@ mod tests {
 
     /// Peak amplitude of the test tones (-10 dBFS), loud enough to dwarf coding noise.
     const AMPLITUDE: f64 = 10_000.0;
+
+    #[test]
+    fn the_senders_vad_marks_encoded_silence_inactive_and_a_voice_active() {
+        let mut encoder = OpusEncoder::new(&OpusConfig::default()).expect("encoder");
+        let mut packet = [0u8; 1500];
+        let silence = [0i16; 960];
+        let tone: Vec<i16> = (0..960)
+            .map(|k| {
+                ((k as f64 * 2.0 * std::f64::consts::PI * 500.0 / 48_000.0).sin() * AMPLITUDE)
+                    as i16
+            })
+            .collect();
+        let mut inactive = Vec::new();
+        for pcm in [&silence[..]; 6]
+            .into_iter()
+            .chain([&tone[..]; 6])
+            .chain([&silence[..]; 6])
+        {
+            let len = encoder.encode(pcm, &mut packet).expect("encode");
+            assert!(packet[0] >> 3 < 16, "a SILK or hybrid packet at 24 kb/s");
+            inactive.push(packet_is_inactive(&packet[..len]));
+        }
+        assert!(inactive[..6].iter().all(|&i| i), "silence: {inactive:?}");
+        assert!(
+            inactive[6..12].iter().all(|&i| !i),
+            "a tone is voice: {inactive:?}"
+        );
+        // The encoder's VAD lets go of a talkspurt after a hang-over.
+        assert!(inactive[17], "silence again: {inactive:?}");
+    }
+
+    #[test]
+    fn only_frames_whose_every_vad_flag_is_clear_are_inactive() {
+        // TOC: config 1 (SILK NB 20 ms), mono, code 0; the flag is the first byte's top bit.
+        assert!(packet_is_inactive(&[0x08, 0x3f, 0xff]));
+        assert!(!packet_is_inactive(&[0x08, 0x80]));
+        // SILK 60 ms (config 3): three flags, the top three bits; the LBRR flag (bit 4) is not one.
+        assert!(packet_is_inactive(&[0x18, 0x10]));
+        assert!(!packet_is_inactive(&[0x18, 0x20]));
+        // Stereo (s bit): the side channel's flag follows the mid channel's flag and LBRR bit.
+        assert!(!packet_is_inactive(&[0x0c, 0x20]));
+        assert!(packet_is_inactive(&[0x0c, 0x40]));
+        // Code 1: two equal frames, both looked at; code 2: the first's length, then both.
+        assert!(packet_is_inactive(&[0x09, 0x01, 0x02]));
+        assert!(!packet_is_inactive(&[0x09, 0x01, 0x82]));
+        assert!(!packet_is_inactive(&[0x0a, 0x01, 0x01, 0x80]));
+        assert!(packet_is_inactive(&[0x0a, 0x01, 0x01, 0x00]));
+        assert!(
+            !packet_is_inactive(&[0x0a, 0x05, 0x01]),
+            "a length past the end"
+        );
+        // A DTX frame (the TOC alone) is inactive; CELT-only, code 3 and nothing are unknown.
+        assert!(packet_is_inactive(&[0x08]));
+        assert!(!packet_is_inactive(&[0x80, 0x00]));
+        assert!(!packet_is_inactive(&[0x0b, 0x01, 0x00]));
+        assert!(!packet_is_inactive(&[]));
+    }
     /// Output skipped before measuring: codec delay plus the encoder's start-up.
     const WARMUP_MS: u32 = 100;
     /// How long a steady tone keeps libopus's VAD (and so its FEC) active, with margin.

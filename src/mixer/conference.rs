@@ -102,7 +102,15 @@ pub trait ConferenceIo {
     /// Member `key`'s audio for this tick, at the conference rate, into `frame` (one tick
     /// long). `None` when the member is not here (in transit to this worker): it is then
     /// silent and hears nothing. Else whether it contributed audio (false: `frame` is silence).
-    fn capture(&mut self, key: MemberKey, now: Instant, frame: &mut [i16]) -> Option<bool>;
+    /// `listener`: the member was not in the last mix (it heard the common mix), so a frame
+    /// its sender marked inactive need not be decoded.
+    fn capture(
+        &mut self,
+        key: MemberKey,
+        now: Instant,
+        frame: &mut [i16],
+        listener: bool,
+    ) -> Option<bool>;
     /// What member `key` hears this tick (`None`: the mixer has no output for it); the member
     /// sends what it has queued either way.
     fn play(&mut self, key: MemberKey, now: Instant, heard: Option<Heard<'_>>);
@@ -167,9 +175,15 @@ impl Conference {
         let hairpin = self.hairpin && self.members.len() <= 2;
         for (i, &(key, conferee)) in self.members.iter().enumerate() {
             if hairpin {
-                let voiced = io.capture(key, now, &mut self.hairpin_frames[i]);
+                let voiced = io.capture(key, now, &mut self.hairpin_frames[i], false);
                 self.hairpin_heard[i] = voiced == Some(true) && conferee.flags().contributes();
-            } else if io.capture(key, now, frame) == Some(true) {
+                continue;
+            }
+            // Before this tick's mix, `shares_output` still tells the last one's.
+            let listener = participant_id(key)
+                .ok()
+                .is_some_and(|id| self.mixer.shares_output(id));
+            if io.capture(key, now, frame, listener) == Some(true) {
                 if let Ok(id) = participant_id(key) {
                     self.mixer.contribute(id, frame);
                 }
@@ -412,12 +426,23 @@ mod tests {
         heard: Vec<(MemberKey, Option<Vec<i16>>)>,
         /// Who heard the shared mix on the last tick.
         shared: Vec<MemberKey>,
+        /// Who was captured as a listener (not in the last mix), in order.
+        listeners: Vec<MemberKey>,
         recorded: Vec<(MemberKey, u64, Vec<i16>, u32)>,
         events: Vec<ConferenceEvent>,
     }
 
     impl ConferenceIo for Bench {
-        fn capture(&mut self, key: MemberKey, _now: Instant, frame: &mut [i16]) -> Option<bool> {
+        fn capture(
+            &mut self,
+            key: MemberKey,
+            _now: Instant,
+            frame: &mut [i16],
+            listener: bool,
+        ) -> Option<bool> {
+            if listener {
+                self.listeners.push(key);
+            }
             if self.away.contains(&key) {
                 return None;
             }
@@ -530,6 +555,31 @@ mod tests {
         assert_eq!(heard[1].1[13], 130 - 600);
         assert_eq!(heard[2].1[13], 130 + 3000);
         assert!(bench.recorded.is_empty());
+    }
+
+    #[test]
+    fn members_not_in_the_last_mix_are_captured_as_listeners() {
+        let mut three = room(false, false);
+        for key in [1, 2, 3] {
+            three.join(key, ConfereeSpec::default()).expect("joins");
+        }
+        let mut bench = Bench::default();
+        bench.says.insert(1, voice(1));
+        let start = Instant::now();
+        bench.tick(&mut three, start);
+        // The first tick: nobody was in a mix before.
+        assert_eq!(bench.listeners, [1, 2, 3]);
+        bench.listeners.clear();
+        bench.tick(&mut three, start + Duration::from_millis(20));
+        // 1 talked in the last mix: its frames are decoded whatever its sender says of them.
+        assert_eq!(bench.listeners, [2, 3]);
+        // A hairpinned pair is never captured as listeners (each hears the other's frames).
+        let mut pair = room(true, false);
+        pair.join(1, ConfereeSpec::default()).expect("joins");
+        pair.join(2, ConfereeSpec::default()).expect("joins");
+        bench.listeners.clear();
+        bench.tick(&mut pair, start);
+        assert!(bench.listeners.is_empty());
     }
 
     #[test]

@@ -207,10 +207,20 @@ impl Members<'_> {
 impl ConferenceIo for Members<'_> {
     /// The session's share of the tick; what the caller said meanwhile also goes to its own
     /// recording and energy watches.
-    fn capture(&mut self, key: ConnectionKey, now: Instant, frame: &mut [i16]) -> Option<bool> {
+    fn capture(
+        &mut self,
+        key: ConnectionKey,
+        now: Instant,
+        frame: &mut [i16],
+        listener: bool,
+    ) -> Option<bool> {
         let context = self.context;
         let connection = self.connection(key)?;
-        let voiced = connection.session.capture(now, frame);
+        let voiced = if listener {
+            connection.session.capture_listener(now, frame)
+        } else {
+            connection.session.capture(now, frame)
+        };
         connection.consume_heard(context);
         Some(voiced)
     }

@@ -55,6 +55,9 @@ pub(super) struct AudioPath {
     pub(super) tx_timestamp: u32,
     /// The next packet we send starts a talkspurt (marker bit).
     pub(super) tx_talkspurt: bool,
+    /// The Opus decoder skipped frames its sender marked inactive (a silent conference
+    /// listener, [`MediaSession::capture_listener`]): reset before it decodes again.
+    pub(super) decoder_stale: bool,
     /// In-band DTMF detector on the decoded audio, when enabled and the rate allows.
     /// Boxed: about 1 KB, and off by default.
     pub(super) inband: Option<Box<DtmfDetector>>,
@@ -125,6 +128,7 @@ impl AudioPath {
             tx_sequence: (ssrc >> 16) as u16 ^ 0x5a5a,
             tx_timestamp: ssrc.rotate_left(7),
             tx_talkspurt: true,
+            decoder_stale: false,
             inband: if config.inband_dtmf {
                 DtmfDetector::new(pcm_rate(format.codec)).ok().map(Box::new)
             } else {

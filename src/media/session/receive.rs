@@ -14,9 +14,10 @@ use std::time::Instant;
 use super::config::{RtpSource, LEARN_PACKETS};
 use super::send::Outgoing;
 use super::{canonical, MediaSession, SessionEvent, SessionMode};
-use crate::media::codec::pcm_rate;
+use crate::media::codec::{pcm_rate, AudioDecoder};
 use crate::media::dtmf::DigitEvent;
 use crate::media::jitter::Playout;
+use crate::media::opus;
 use crate::media::rtp::{self};
 
 impl MediaSession {
@@ -334,6 +335,30 @@ impl MediaSession {
             return None;
         };
         let mut inband_digit = None;
+        let skip_inactive = self.skip_inactive && audio.inband.is_none() && self.heard.is_none();
+        if let AudioDecoder::Opus(opus) = decoder {
+            match playout {
+                Playout::Frame { len, .. }
+                    if skip_inactive && opus::packet_is_inactive(&audio.payload[..len]) =>
+                {
+                    // A listener's frame its own sender called inactive: nothing the room
+                    // would mix, and talker detection needs no level to tell (see
+                    // `capture_listener`). Silence, and the decoder starts afresh later.
+                    audio.decoder_stale = true;
+                    self.stats.inactive_skipped += 1;
+                    return None;
+                }
+                // No concealment from a state that skipped frames: silence.
+                Playout::Conceal { .. } if audio.decoder_stale => return None,
+                Playout::Frame { .. } if audio.decoder_stale => {
+                    audio.decoder_stale = false;
+                    if opus.reset().is_err() {
+                        self.stats.decode_errors += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
         let samples = match playout {
             Playout::Frame { len, .. } => {
                 match decoder.decode(&audio.payload[..len], &mut audio.pcm[..]) {

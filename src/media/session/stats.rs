@@ -31,6 +31,9 @@ pub struct SessionStats {
     /// Lost Opus frames decoded with the following packet at hand (from its in-band FEC when
     /// the sender put one there, else libopus's PLC).
     pub fec_recovered: u64,
+    /// Opus frames of a silent conference listener left undecoded because their sender's VAD
+    /// marked them inactive.
+    pub inactive_skipped: u64,
     pub digits_received: u64,
     /// RFC 4733 digits sent (telephone-events started; each is one key press).
     pub digits_sent: u64,
