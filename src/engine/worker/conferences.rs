@@ -36,6 +36,7 @@ impl Worker {
         let Worker {
             conferences,
             shared_encodes,
+            silence_encodes,
             connections,
             slots,
             room_frame,
@@ -43,6 +44,7 @@ impl Worker {
             context,
             ..
         } = self;
+        silence_encodes.begin_tick();
         for (&conference, room) in conferences.iter_mut() {
             let shared = shared_encodes.entry(conference).or_default();
             shared.begin_tick();
@@ -51,6 +53,7 @@ impl Worker {
                 connections,
                 slots,
                 shared,
+                silence: silence_encodes,
                 out: transmit,
                 context,
             };
@@ -137,6 +140,9 @@ impl Worker {
             // It still hears the mix, encoded by its own session.
             tracing::warn!(key, conference, %error, "connection cannot share the mix's encode");
         }
+        if let Err(error) = self.silence_encodes.prepare(&connection.session) {
+            tracing::warn!(key, conference, %error, "connection cannot share silence's encode");
+        }
         connection.conference = Some(conference);
         self.schedule(slot);
     }
@@ -190,6 +196,8 @@ struct Members<'a> {
     slots: &'a HashMap<ConnectionKey, usize>,
     /// The conference's encodes of its common mix.
     shared: &'a mut SharedEncodes,
+    /// The worker's encodes of digital silence, for talkers who hear nothing.
+    silence: &'a mut SharedEncodes,
     out: &'a mut Transmitter,
     context: &'a WorkerContext,
 }
@@ -239,6 +247,10 @@ impl ConferenceIo for Members<'_> {
         };
         match heard {
             Some(Heard::Shared(mix)) => self.shared.play(&mut connection.session, now, mix, true),
+            // A talker alone in the mix hears digital silence: the worker's one encode of it.
+            Some(Heard::Own(mix)) if mix.iter().all(|&sample| sample == 0) => {
+                self.silence.play(&mut connection.session, now, mix, true)
+            }
             Some(Heard::Own(mix)) => connection.session.play(now, mix),
             None => {}
         }

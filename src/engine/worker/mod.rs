@@ -128,6 +128,10 @@ struct Worker {
     /// Each conference's encodes of its common mix, one per format its listeners send; made and
     /// dropped with its entry in `conferences`.
     shared_encodes: HashMap<ConferenceKey, SharedEncodes>,
+    /// Digital silence encoded once per format per tick for every room of this worker: what a
+    /// talker hears when nobody else in its room is in the mix (a room of three with one
+    /// talker), sent in place of its own encode of zeros.
+    silence_encodes: SharedEncodes,
     /// The next 20 ms conference tick, while there are conferences.
     next_room_tick: Option<Instant>,
     /// One conference frame, reused for every capture.
@@ -173,6 +177,7 @@ impl Worker {
             parked: HashMap::new(),
             conferences: HashMap::new(),
             shared_encodes: HashMap::new(),
+            silence_encodes: SharedEncodes::default(),
             next_room_tick: None,
             room_frame: Vec::new(),
         }
@@ -457,6 +462,9 @@ impl Worker {
                     .and_then(|c| self.shared_encodes.get_mut(&c));
                 if let Some(Err(error)) = shared.map(|s| s.prepare(&connection.session)) {
                     tracing::error!(key, %error, "rebuilt session cannot share the mix's encode");
+                }
+                if let Err(error) = self.silence_encodes.prepare(&connection.session) {
+                    tracing::error!(key, %error, "rebuilt session cannot share silence's encode");
                 }
             }
             connection.apply_listening(Instant::now());
