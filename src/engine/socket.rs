@@ -200,16 +200,21 @@ fn report_refusal(logged: &AtomicBool, option: &str, error: &io::Error) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_bound_pair_is_non_blocking_on_adjacent_ports() {
-        let tuning = SocketTuning {
+    /// No option set: the kernel's defaults.
+    fn untuned() -> SocketTuning {
+        SocketTuning {
             dscp_tos: 0,
             recv_buffer: 0,
             send_buffer: 0,
             priority: None,
             busy_poll_us: 0,
             busy_poll_budget: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn a_bound_pair_is_non_blocking_on_adjacent_ports() {
+        let tuning = untuned();
         let ip = IpAddr::from([127, 0, 0, 1]);
         let pair = (30_000..31_000)
             .step_by(2)
@@ -234,14 +239,7 @@ mod tests {
                 .expect("SO_RCVBUF")
         }
         let ip = IpAddr::from([127, 0, 0, 1]);
-        let plain = SocketTuning {
-            dscp_tos: 0,
-            recv_buffer: 0,
-            send_buffer: 0,
-            priority: None,
-            busy_poll_us: 0,
-            busy_poll_budget: 0,
-        };
+        let plain = untuned();
         let bind = |tuning: &SocketTuning| {
             (31_000..32_000)
                 .step_by(2)
