@@ -234,6 +234,12 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
 }
 
+/// [`print_rows`] for a workload whose sizes are counts: rows by size, then server.
+fn print_sized_rows(title: &str, unit: &str, mut rows: Vec<Row>) -> bool {
+    rows.sort_by_key(|r| (r.size.parse::<usize>().unwrap_or(0), r.peer));
+    print_rows(title, unit, &rows)
+}
+
 /// Prints a workload's table: its rows, and per size the ratio of callbridge's CPU per unit
 /// to each peer's. Returns whether every row's note is free of failures.
 fn print_rows(title: &str, unit: &str, rows: &[Row]) -> bool {
@@ -555,11 +561,10 @@ fn echo(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, String> {
             std::thread::sleep(Duration::from_secs(1));
         }
     }
-    rows.sort_by_key(|r| (r.size.parse::<usize>().unwrap_or(0), r.peer));
-    Ok(print_rows(
+    Ok(print_sized_rows(
         "echo: G.711 20 ms, every packet echoed (callbridge echo service vs rtpengine media-echo)",
         "per echoed packet",
-        &rows,
+        rows,
     ))
 }
 
@@ -666,11 +671,10 @@ fn relay(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, String> {
             &a.relay_calls,
         )?);
     }
-    rows.sort_by_key(|r| (r.size.parse::<usize>().unwrap_or(0), r.peer));
-    Ok(print_rows(
+    Ok(print_sized_rows(
         "relay: A ↔ server ↔ B, PCMU 20 ms both ways (callbridge: the two SIP calls in a room of two, as BridgeCalls joins them; rtpengine: plain userspace relay); size = calls, 2 streams each",
         "per relayed packet",
-        &rows,
+        rows,
     ))
 }
 
@@ -859,11 +863,10 @@ fn transcode(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, Strin
             std::thread::sleep(Duration::from_secs(2));
         }
     }
-    rows.sort_by_key(|r| (r.size.parse::<usize>().unwrap_or(0), r.peer));
-    Ok(print_rows(
+    Ok(print_sized_rows(
         "transcode: A (PCMU) ↔ server ↔ B (Opus 48 kHz), tones both ways; size = calls; loss = packets not delivered of 2 × 50 per call-second",
         "per call-second",
-        &rows,
+        rows,
     ))
 }
 

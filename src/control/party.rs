@@ -242,11 +242,9 @@ impl Parties {
         self.position(*connection).is_ok()
     }
 
-    /// Adds (or replaces) the party of `connection` (which is `party.connection`); the one it
-    /// replaced.
-    pub fn insert(&mut self, connection: u32, party: Party) -> Option<Party> {
-        debug_assert_eq!(party.connection, connection);
-        match self.position(connection) {
+    /// Adds (or replaces) the party of `party.connection`; the one it replaced.
+    pub fn insert(&mut self, party: Party) -> Option<Party> {
+        match self.position(party.connection) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i], party)),
             Err(i) => {
                 self.0.insert(i, party);
@@ -546,10 +544,7 @@ impl CallModel {
             Role::ConferenceMember
         };
         party.joined_ms = now_ms;
-        self.calls
-            .get_mut(&target)?
-            .parties
-            .insert(connection, party.clone());
+        self.calls.get_mut(&target)?.parties.insert(party.clone());
         self.call_of.insert(connection, target);
         let extra = Extra {
             previous: party.previous,
@@ -646,7 +641,7 @@ impl CallModel {
             old.replaced_by = Some(party.dn.clone());
         }
         party.previous = Some(from);
-        call.parties.insert(new, party.clone());
+        call.parties.insert(party.clone());
         self.call_of.insert(new, target);
         let extra = Extra {
             previous: Some(from),
@@ -793,7 +788,7 @@ impl CallModel {
     fn put_back(&mut self, conn_id: ConnId, party: Party) {
         self.call_of.insert(party.connection, conn_id);
         if let Some(call) = self.calls.get_mut(&conn_id) {
-            call.parties.insert(party.connection, party);
+            call.parties.insert(party);
         }
     }
 
@@ -888,9 +883,9 @@ mod tests {
     #[test]
     fn parties_are_kept_in_connection_order_one_per_connection() {
         let mut parties = Parties::one(party(5, "5005"));
-        assert!(parties.insert(2, party(2, "5002")).is_none());
-        assert!(parties.insert(9, party(9, "5009")).is_none());
-        let replaced = parties.insert(5, party(5, "6005")).expect("5 was there");
+        assert!(parties.insert(party(2, "5002")).is_none());
+        assert!(parties.insert(party(9, "5009")).is_none());
+        let replaced = parties.insert(party(5, "6005")).expect("5 was there");
         assert_eq!(replaced.dn, "5005");
         assert_eq!(parties.keys().copied().collect::<Vec<_>>(), [2, 5, 9]);
         assert_eq!(parties[&5].dn, "6005");
