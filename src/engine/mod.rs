@@ -376,6 +376,8 @@ pub struct Engine {
     uring_receives: Arc<AtomicU64>,
     /// Ring receives that found every buffer in use, over all workers.
     receive_buffers_exhausted: Arc<AtomicU64>,
+    /// Conference frames sent to a talker from its worker's one encode of silence.
+    silence_shares: Arc<AtomicU64>,
     epoch: std::time::Instant,
     /// The recorder thread's queue (None once stopping) and the thread.
     recorder: Option<std::sync::mpsc::SyncSender<recorder::RecorderCommand>>,
@@ -428,6 +430,7 @@ impl Engine {
             tick_lateness: Vec::with_capacity(worker_count),
             uring_sends: Arc::new(AtomicU64::new(0)),
             uring_receives: Arc::new(AtomicU64::new(0)),
+            silence_shares: Arc::new(AtomicU64::new(0)),
             receive_buffers_exhausted: Arc::new(AtomicU64::new(0)),
             epoch: std::time::Instant::now(),
             recorder: Some(recorder_queue.clone()),
@@ -455,6 +458,7 @@ impl Engine {
                 uring_sends: Arc::clone(&engine.uring_sends),
                 uring_receives: Arc::clone(&engine.uring_receives),
                 receive_buffers_exhausted: Arc::clone(&engine.receive_buffers_exhausted),
+                silence_shares: Arc::clone(&engine.silence_shares),
             };
             engine.heartbeats.push(Arc::clone(&context.heartbeat));
             engine
@@ -908,6 +912,12 @@ impl Engine {
     /// 0 when the option is off or the kernel refused it.
     pub fn io_uring_receives(&self) -> u64 {
         self.uring_receives.load(Ordering::Relaxed)
+    }
+
+    /// Conference frames sent to a talker who heard only silence from its worker's one encode
+    /// of silence, instead of an encode of its own.
+    pub fn conference_silence_shares(&self) -> u64 {
+        self.silence_shares.load(Ordering::Relaxed)
     }
 
     /// How often a socket's io_uring receive found all of its worker's buffers in use: its

@@ -1522,6 +1522,13 @@ fn three_members_on_three_workers_meet_on_one_and_each_hears_the_others_never_it
             "{power} vs the talker's own {talker}"
         );
     }
+    // The talker, alone in the mix, heard silence: its stream above (a frame every tick)
+    // came from the worker's one encode of silence, not an encode of its own.
+    assert!(
+        engine.conference_silence_shares() >= 40,
+        "{} frames of shared silence",
+        engine.conference_silence_shares()
+    );
     match wait_for_event(&mut events, |e| matches!(e, EngineEvent::Talker { .. })) {
         EngineEvent::Talker {
             conference,

@@ -246,10 +246,16 @@ impl ConferenceIo for Members<'_> {
             return;
         };
         match heard {
-            Some(Heard::Shared(mix)) => self.shared.play(&mut connection.session, now, mix, true),
+            Some(Heard::Shared(mix)) => {
+                self.shared.play(&mut connection.session, now, mix, true);
+            }
             // A talker alone in the mix hears digital silence: the worker's one encode of it.
             Some(Heard::Own(mix)) if mix.iter().all(|&sample| sample == 0) => {
-                self.silence.play(&mut connection.session, now, mix, true)
+                if self.silence.play(&mut connection.session, now, mix, true) {
+                    context
+                        .silence_shares
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             Some(Heard::Own(mix)) => connection.session.play(now, mix),
             None => {}

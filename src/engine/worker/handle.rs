@@ -84,6 +84,8 @@ pub(in crate::engine) struct WorkerContext {
     pub(in crate::engine) uring_receives: Arc<AtomicU64>,
     /// Engine-wide count of ring receives that found every buffer in use (once per turn).
     pub(in crate::engine) receive_buffers_exhausted: Arc<AtomicU64>,
+    /// Engine-wide count of frames a talker was sent from the worker's encode of silence.
+    pub(in crate::engine) silence_shares: Arc<AtomicU64>,
 }
 
 /// The control plane's handle on one worker thread.

@@ -64,6 +64,7 @@ fn worker_with_echo_connection(
         uring_sends: Arc::default(),
         uring_receives: Arc::default(),
         receive_buffers_exhausted: Arc::default(),
+        silence_shares: Arc::default(),
     };
     let (commands, inbox) = mpsc::sync_channel(4);
     let (_handoff, arrivals) = mpsc::channel();

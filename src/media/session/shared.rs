@@ -73,7 +73,14 @@ impl SharedEncodes {
     /// Plays one tick to a member: `mix` (at the room rate) is what it hears; with `shared`,
     /// it is the room's common mix, and a session that can take it gets its format's payload
     /// (encoded on the first such member this tick), else the session encodes `mix` itself.
-    pub fn play(&mut self, session: &mut MediaSession, now: Instant, mix: &[i16], shared: bool) {
+    /// True when the session was sent the shared payload (false: it encoded `mix` itself).
+    pub fn play(
+        &mut self,
+        session: &mut MediaSession,
+        now: Instant,
+        mix: &[i16],
+        shared: bool,
+    ) -> bool {
         let format = if shared {
             session.shared_format()
         } else {
@@ -82,20 +89,21 @@ impl SharedEncodes {
         let encoder = format.and_then(|f| self.encoders.iter_mut().find(|e| e.format == f));
         let Some(encoder) = encoder else {
             session.play(now, mix);
-            return;
+            return false;
         };
         if encoder.state == TickState::Stale {
             encoder.encode(mix);
         }
         if encoder.state != TickState::Encoded {
             session.play(now, mix);
-            return;
+            return false;
         }
         session.send_shared(
             now,
             &encoder.pcm[..encoder.pcm_len],
             &encoder.payload[..encoder.payload_len],
         );
+        true
     }
 
     /// Encodes made so far, all formats together (one per format per tick that had a listener).
