@@ -251,11 +251,10 @@ impl ConferenceIo for Members<'_> {
             }
             // A talker alone in the mix hears digital silence: the worker's one encode of it.
             Some(Heard::Own(mix)) if mix.iter().all(|&sample| sample == 0) => {
-                if self.silence.play(&mut connection.session, now, mix, true) {
-                    context
-                        .silence_shares
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+                let shared = self.silence.play(&mut connection.session, now, mix, true);
+                context
+                    .silence_shares
+                    .fetch_add(u64::from(shared), std::sync::atomic::Ordering::Relaxed);
             }
             Some(Heard::Own(mix)) => connection.session.play(now, mix),
             None => {}
