@@ -548,13 +548,13 @@ impl Config {
             routes,
             trust,
             tls_srtp,
-            capabilities: LocalCapabilities {
+            capabilities: std::sync::Arc::new(LocalCapabilities {
                 codecs,
                 telephone_event: m.telephone_event,
                 ptime_ms: m.ptime_ms,
                 srtp,
                 srtp_suites: m.srtp_suites.clone(),
-            },
+            }),
         };
         Ok(SipSettings {
             listeners,

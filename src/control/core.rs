@@ -55,6 +55,9 @@ pub struct Controller<M: Backend> {
     pub(super) timers: TimerTable,
     /// SIP messages to send, for the shell.
     pub(super) transmits: VecDeque<(Peer, Vec<u8>)>,
+    /// This turn's 100 Trying, sent at its end unless a response of the same INVITE
+    /// transaction went in the same turn (see `transmit`).
+    pub(super) held_trying: Vec<(Peer, crate::sip::message::Response)>,
     /// A Shutdown has been handled: everything is released.
     pub(super) stopped: bool,
     /// The party call model.
@@ -280,6 +283,7 @@ impl<M: Backend> Controller<M> {
             now,
             timers,
             transmits: VecDeque::new(),
+            held_trying: Vec::new(),
             stopped: false,
             model: CallModel::default(),
             cti: CtiBus::new(8192),
@@ -337,6 +341,9 @@ impl<M: Backend> Controller<M> {
     pub fn handle(&mut self, now: Now, input: Input) {
         self.now = now;
         self.events.set_time(now.unix_ms);
+        // The party model's changes go to the CTI stream only: with no client reading it, they
+        // are not translated (and their calls not copied) for nobody.
+        self.model.set_observed(self.cti.has_listeners());
         match input {
             Input::Request(request) => self.on_request(request),
             Input::Sip(m) => match m.received {
@@ -351,6 +358,7 @@ impl<M: Backend> Controller<M> {
             Input::Timeout => self.on_timeout(),
         }
         self.drain_ua();
+        self.send_held_trying();
         for change in self.model.take_events() {
             self.cti.publish(&change, self.cti_reference);
         }

@@ -86,6 +86,11 @@ impl CtiBus {
         CtiBus { sender }
     }
 
+    /// Whether any `/cti` client (or test) reads the stream now.
+    pub fn has_listeners(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
     pub fn sender(&self) -> broadcast::Sender<Arc<CtiEvent>> {
         self.sender.clone()
     }

@@ -581,7 +581,7 @@ impl Harness {
                 timers: TimerValues::default(),
                 routes: routes(),
                 trust: crate::sip::trust::Trust::default(),
-                capabilities: LocalCapabilities::default(),
+                capabilities: std::sync::Arc::new(LocalCapabilities::default()),
                 tls_srtp: SrtpPolicy::Require,
             },
             7,

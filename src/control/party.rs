@@ -386,6 +386,9 @@ pub struct CallModel {
     last_id: u64,
     /// Changes not taken by the surfaces yet, in order.
     outbox: Vec<PartyEvent>,
+    /// No surface reads the changes now (no CTI client): each is still recorded on its call,
+    /// but not queued with a copy of the call around it.
+    unobserved: bool,
     /// The last key given to a party without a connection.
     last_placeholder: u32,
 }
@@ -704,6 +707,11 @@ impl CallModel {
     }
 
     /// The changes since the last take, oldest first.
+    /// Whether changes are queued for the surfaces (see `unobserved`); on by default.
+    pub fn set_observed(&mut self, observed: bool) {
+        self.unobserved = !observed;
+    }
+
     pub fn take_events(&mut self) -> Vec<PartyEvent> {
         std::mem::take(&mut self.outbox)
     }
@@ -756,6 +764,9 @@ impl CallModel {
             return;
         };
         call.record(change(now_ms, kind, party, extra.reason, by.clone()));
+        if self.unobserved {
+            return;
+        }
         self.outbox.push(PartyEvent {
             at_ms: now_ms,
             conn_id,
@@ -896,6 +907,20 @@ mod tests {
         let dns: Vec<&str> = parties.values().map(|p| p.dn.as_str()).collect();
         assert_eq!(dns, ["6005", "7009"]);
         assert_eq!(parties.len(), 2);
+    }
+
+    #[test]
+    fn an_unobserved_model_records_changes_on_the_call_but_queues_none() {
+        let mut m = CallModel::default();
+        m.set_observed(false);
+        let call = m.open(1_000, caller(1, "1001"), Actor::Remote);
+        assert!(m.take_events().is_empty());
+        assert_eq!(m.call(call).expect("open").changes.len(), 1);
+        m.set_observed(true);
+        let other = m.open(1_001, caller(2, "1002"), Actor::Remote);
+        let queued = m.take_events();
+        assert_eq!(queued.len(), 1);
+        assert_eq!(queued[0].conn_id, other);
     }
 
     #[test]

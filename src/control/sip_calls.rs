@@ -11,12 +11,23 @@ use std::net::SocketAddr;
 use super::party::{NewParty, PartyState, Role};
 use super::*;
 use crate::engine::{MediaMode, MediaSpec};
+use crate::sip::message::{Response, SipMessage};
 use crate::sip::routing::Service;
+use crate::sip::transaction::Peer;
 use crate::sip::ua::{CallId, EndReason, UaOutput};
 
 /// Who an incoming call is from and for: the header values, the caller's number
 /// (P-Asserted-Identity, else From) and the number it reached (the route's DN, else the
 /// Request-URI user).
+/// Whether two responses answer the same request: the same top Via (its branch), Call-ID
+/// and CSeq, all present.
+fn same_transaction(a: &Response, b: &Response) -> bool {
+    ["Via", "Call-ID", "CSeq"].iter().all(|name| {
+        let value = a.headers.get(name);
+        value.is_some() && value == b.headers.get(name)
+    })
+}
+
 struct IncomingParties {
     from: String,
     to: String,
@@ -28,13 +39,39 @@ struct IncomingParties {
 }
 
 impl<M: Backend> Controller<M> {
+    /// Queues a SIP message for the shell. A 100 Trying waits for the end of the turn
+    /// (`send_held_trying`): RFC 3261 §17.2.1 asks for it only when the TU will not answer
+    /// within 200 ms, and a call answered at once (a route's service, an application's
+    /// immediate answer) has its 180 or 200 go in the same turn: one datagram less each way.
+    fn transmit(&mut self, to: Peer, message: SipMessage) {
+        if let SipMessage::Response(response) = &message {
+            if response.status == 100 {
+                if let SipMessage::Response(trying) = message {
+                    self.held_trying.push((to, trying));
+                }
+                return;
+            }
+            if !self.held_trying.is_empty() {
+                self.held_trying
+                    .retain(|(_, trying)| !same_transaction(trying, response));
+            }
+        }
+        self.transmits.push_back((to, message.to_bytes()));
+    }
+
+    /// Sends the turn's 100 Trying that no other response of their transaction replaced.
+    pub(super) fn send_held_trying(&mut self) {
+        for (to, trying) in self.held_trying.drain(..) {
+            self.transmits
+                .push_back((to, SipMessage::Response(trying).to_bytes()));
+        }
+    }
+
     /// Moves the UA's outputs into the registry, the model and the transmit queue.
     pub(super) fn drain_ua(&mut self) {
         while let Some(output) = self.ua.poll_output() {
             match output {
-                UaOutput::Transmit { to, message } => {
-                    self.transmits.push_back((to, message.to_bytes()))
-                }
+                UaOutput::Transmit { to, message } => self.transmit(to, message),
                 UaOutput::IncomingCall {
                     call,
                     service,

@@ -1879,3 +1879,29 @@ fn ids_carry_the_node_in_their_top_byte_and_wrap_below_it() {
         "a single server's ids are unchanged"
     );
 }
+
+#[test]
+fn a_100_trying_goes_only_when_no_other_response_to_the_invite_goes_in_the_same_turn() {
+    let mut h = Harness::new();
+    // Answered at once (echo): the 200 makes the 100 redundant (RFC 3261 §17.2.1).
+    let mut echo = PeerCall::new("echo", "at-once");
+    h.sip_from(PEER, echo.invite(Some(&pcmu_sdp(30_010)), ""));
+    let wire = h.take_wire();
+    assert_eq!(statuses(&wire), [(200, "INVITE".to_string())]);
+    // Ringing at once: the 180 does.
+    let ring = PeerCall::new("ring", "ringing");
+    h.sip_from(PEER, ring.invite(Some(&pcmu_sdp(30_012)), ""));
+    assert_eq!(statuses(&h.take_wire()), [(180, "INVITE".to_string())]);
+    // Offered to an application, which has not answered by the end of the turn: the 100
+    // goes, and again for a retransmission of the INVITE.
+    let app = PeerCall::new("app", "offered");
+    h.sip_from(PEER, app.invite(Some(&pcmu_sdp(30_014)), ""));
+    assert_eq!(statuses(&h.take_wire()), [(100, "INVITE".to_string())]);
+    h.sip_from(PEER, app.invite(Some(&pcmu_sdp(30_014)), ""));
+    assert_eq!(statuses(&h.take_wire()), [(100, "INVITE".to_string())]);
+    // The answered call goes on as ever: ACK, then BYE and its 200.
+    echo.learn(&response(&wire, 200));
+    h.sip_from(PEER, echo.ack());
+    h.sip_from(PEER, echo.in_dialog("BYE", ""));
+    assert_eq!(statuses(&h.take_wire()), [(200, "BYE".to_string())]);
+}

@@ -51,7 +51,8 @@ pub(super) struct MediaSockets {
     pub(super) rtp: UdpSocket,
     /// RTCP socket, on the RTP port + 1.
     pub(super) rtcp: UdpSocket,
-    /// Local address of the RTP socket, as the kernel reports it.
+    /// Local address of the RTP socket: the address it was bound to (an explicit port, so
+    /// no `getsockname` is needed to learn it).
     pub(super) local_rtp: SocketAddr,
 }
 
@@ -68,9 +69,9 @@ pub(super) fn bind_pair(
             "RTP port has no RTCP port above it",
         )
     })?;
-    let rtp = bind_one(SocketAddr::new(ip, rtp_port), tuning)?;
+    let local_rtp = SocketAddr::new(ip, rtp_port);
+    let rtp = bind_one(local_rtp, tuning)?;
     let rtcp = bind_one(SocketAddr::new(ip, rtcp_port), &tuning.for_rtcp())?;
-    let local_rtp = rtp.local_addr()?;
     Ok(MediaSockets {
         rtp,
         rtcp,

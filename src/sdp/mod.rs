@@ -48,7 +48,8 @@ pub use model::{
     RtcpAttribute, RtpMap, SessionDescription,
 };
 pub use negotiate::{
-    accept_answer, answer, offer, LocalCapabilities, NegotiatedMedia, OpusParams, SessionVersion,
+    accept_answer, answer, negotiate, offer, LocalCapabilities, NegotiatedMedia, OpusParams,
+    SessionVersion,
 };
 
 /// Packetisation time used when nobody states a usable one.

@@ -124,6 +124,47 @@ pub fn answer(
     version: SessionVersion,
     keys: &SrtpKeys,
 ) -> Result<(SessionDescription, NegotiatedMedia), SdpError> {
+    let (choice, negotiated) = agree(offer, caps, keys)?;
+    let mut accepted = Some(accepted_media(
+        choice.media,
+        &choice,
+        negotiated.ptime_ms,
+        negotiated.direction,
+        negotiated.rtcp_mux,
+        local_rtp.port(),
+    ));
+    let media = offer
+        .media
+        .iter()
+        .enumerate()
+        .map(|(index, m)| match accepted.take() {
+            Some(ours) if index == choice.index => ours,
+            other => {
+                accepted = other;
+                rejected_media(m)
+            }
+        })
+        .collect();
+    Ok((local_session(version, local_rtp.ip(), media), negotiated))
+}
+
+/// What [`answer`] would agree to for `offer` (the same checks, the same errors), without
+/// building the answer: a UAS checks an INVITE's offer with it before any media is
+/// allocated, and builds the answer once it has its RTP port.
+pub fn negotiate(
+    offer: &SessionDescription,
+    caps: &LocalCapabilities,
+    keys: &SrtpKeys,
+) -> Result<NegotiatedMedia, SdpError> {
+    agree(offer, caps, keys).map(|(_, negotiated)| negotiated)
+}
+
+/// The stream [`answer`] accepts and what it agrees for it.
+fn agree<'a>(
+    offer: &'a SessionDescription,
+    caps: &LocalCapabilities,
+    keys: &SrtpKeys,
+) -> Result<(StreamChoice<'a>, NegotiatedMedia), SdpError> {
     let choice = choose_audio_stream(offer, caps, keys)?;
     let offered = choice.media;
     let rtcp_mux = offered.has_attribute("rtcp-mux");
@@ -131,28 +172,6 @@ pub fn answer(
     let ptime_ms = negotiate_ptime(offered, caps.ptime_ms);
     // The offer's direction is the offerer's view; ours is its mirror image.
     let direction = offered.effective_direction(offer).reversed();
-
-    let accepted = accepted_media(
-        offered,
-        &choice,
-        ptime_ms,
-        direction,
-        rtcp_mux,
-        local_rtp.port(),
-    );
-    let media = offer
-        .media
-        .iter()
-        .enumerate()
-        .map(|(index, m)| {
-            if index == choice.index {
-                accepted.clone()
-            } else {
-                rejected_media(m)
-            }
-        })
-        .collect();
-
     let negotiated = NegotiatedMedia {
         remote_rtp,
         remote_rtcp,
@@ -163,9 +182,9 @@ pub fn answer(
         direction,
         rtcp_mux,
         opus: opus_params(choice.codec, offered, choice.payload_type),
-        srtp: choice.srtp,
+        srtp: choice.srtp.clone(),
     };
-    Ok((local_session(version, local_rtp.ip(), media), negotiated))
+    Ok((choice, negotiated))
 }
 
 /// Processes the answer to an offer we sent.

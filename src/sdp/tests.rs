@@ -59,14 +59,18 @@ pub(super) fn parse(text: &str) -> SessionDescription {
 }
 
 pub(super) fn answer_default(text: &str) -> (SessionDescription, NegotiatedMedia) {
-    answer(
+    let answered = answer(
         &parse(text),
         &LocalCapabilities::default(),
         local(),
         version(),
         &keys(),
     )
-    .expect("test offer should be answerable")
+    .expect("test offer should be answerable");
+    // Checking an offer without building the answer agrees with the answer.
+    let negotiated = negotiate(&parse(text), &LocalCapabilities::default(), &keys());
+    assert_eq!(negotiated.as_ref(), Ok(&answered.1));
+    answered
 }
 
 pub(super) const OUR_KEY_GCM: &str = "Y2FsbGJyaWRnZSBnY20ga2V5K2l0cyBzYWx0IQ==";
@@ -102,14 +106,17 @@ pub(super) fn answer_with(
 }
 
 pub(super) fn answer_err(text: &str) -> SdpError {
-    answer(
+    let refused = answer(
         &parse(text),
         &LocalCapabilities::default(),
         local(),
         version(),
         &keys(),
     )
-    .expect_err("test offer should be refused")
+    .expect_err("test offer should be refused");
+    let negotiated = negotiate(&parse(text), &LocalCapabilities::default(), &keys());
+    assert_eq!(negotiated, Err(refused.clone()));
+    refused
 }
 
 /// An offer with the SIPp envelope and the given audio m-line block.

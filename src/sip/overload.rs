@@ -332,11 +332,7 @@ pub fn starts_new_work(message: &SipMessage) -> bool {
     if matches!(request.method, Method::Ack | Method::Cancel) {
         return false;
     }
-    request
-        .headers
-        .to()
-        .map(|to| to.tag().is_none())
-        .unwrap_or(true)
+    request.headers.to_tag().is_none()
 }
 
 /// A request's transaction as RFC 3261 §17.2.3 matches it (top Via branch and sent-by, the

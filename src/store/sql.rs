@@ -28,11 +28,26 @@ pub(crate) enum Value {
 /// Something that can be a statement's parameter.
 pub(crate) trait Param {
     fn value(&self) -> Value;
+
+    /// The value without copying its text (SQLite binds it borrowed).
+    fn value_ref(&self) -> ValueRef<'_>;
+}
+
+/// A parameter's value, its text borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ValueRef<'a> {
+    Null,
+    Int(i64),
+    Text(&'a str),
 }
 
 impl<T: Param + ?Sized> Param for &T {
     fn value(&self) -> Value {
         (**self).value()
+    }
+
+    fn value_ref(&self) -> ValueRef<'_> {
+        (**self).value_ref()
     }
 }
 
@@ -40,11 +55,19 @@ impl<T: Param> Param for Option<T> {
     fn value(&self) -> Value {
         self.as_ref().map_or(Value::Null, Param::value)
     }
+
+    fn value_ref(&self) -> ValueRef<'_> {
+        self.as_ref().map_or(ValueRef::Null, Param::value_ref)
+    }
 }
 
 impl Param for str {
     fn value(&self) -> Value {
         Value::Text(self.to_string())
+    }
+
+    fn value_ref(&self) -> ValueRef<'_> {
+        ValueRef::Text(self)
     }
 }
 
@@ -52,17 +75,33 @@ impl Param for String {
     fn value(&self) -> Value {
         Value::Text(self.clone())
     }
+
+    fn value_ref(&self) -> ValueRef<'_> {
+        ValueRef::Text(self)
+    }
 }
 
 impl Param for bool {
     fn value(&self) -> Value {
         Value::Int(i64::from(*self))
     }
+
+    fn value_ref(&self) -> ValueRef<'_> {
+        ValueRef::Int(i64::from(*self))
+    }
 }
 
 impl Param for Value {
     fn value(&self) -> Value {
         self.clone()
+    }
+
+    fn value_ref(&self) -> ValueRef<'_> {
+        match self {
+            Value::Null => ValueRef::Null,
+            Value::Int(v) => ValueRef::Int(*v),
+            Value::Text(t) => ValueRef::Text(t),
+        }
     }
 }
 
@@ -71,6 +110,10 @@ macro_rules! int_param {
         impl Param for $t {
             fn value(&self) -> Value {
                 Value::Int(i64::from(*self))
+            }
+
+            fn value_ref(&self) -> ValueRef<'_> {
+                ValueRef::Int(i64::from(*self))
             }
         }
     )*};
@@ -356,13 +399,17 @@ impl Postgres {
     }
 }
 
-fn sqlite_values(params: &[&dyn Param]) -> Vec<rusqlite::types::Value> {
+/// The parameters as SQLite binds them: text borrowed, not copied.
+fn sqlite_values<'a>(params: &'a [&'a dyn Param]) -> Vec<rusqlite::types::ToSqlOutput<'a>> {
+    use rusqlite::types::{ToSqlOutput, ValueRef as Sqlite};
     params
         .iter()
-        .map(|p| match p.value() {
-            Value::Null => rusqlite::types::Value::Null,
-            Value::Int(v) => rusqlite::types::Value::Integer(v),
-            Value::Text(t) => rusqlite::types::Value::Text(t),
+        .map(|p| {
+            ToSqlOutput::Borrowed(match p.value_ref() {
+                ValueRef::Null => Sqlite::Null,
+                ValueRef::Int(v) => Sqlite::Integer(v),
+                ValueRef::Text(t) => Sqlite::Text(t.as_bytes()),
+            })
         })
         .collect()
 }
@@ -501,6 +548,13 @@ mod tests {
         assert_eq!(None::<&str>.value(), Value::Null);
         assert_eq!(true.value(), Value::Int(1));
         assert_eq!("x".value(), Value::Text("x".into()));
+        // The borrowed form agrees, for every kind of parameter.
+        assert_eq!(Some(5u32).value_ref(), ValueRef::Int(5));
+        assert_eq!(None::<&str>.value_ref(), ValueRef::Null);
+        assert_eq!(true.value_ref(), ValueRef::Int(1));
+        assert_eq!("x".value_ref(), ValueRef::Text("x"));
+        assert_eq!(String::from("y").value_ref(), ValueRef::Text("y"));
+        assert_eq!(Value::Text("z".into()).value_ref(), ValueRef::Text("z"));
         let row = Row(vec![Value::Int(7), Value::Null, Value::Text("t".into())]);
         assert_eq!(row.get::<u8>(0).expect("u8"), 7);
         assert!(row.get::<bool>(0).expect("bool"));

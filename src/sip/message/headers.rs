@@ -10,7 +10,9 @@ use std::borrow::Cow;
 use std::fmt;
 
 use super::lex::{excerpt, is_host_byte, is_token, is_token_byte, trim_lws, Cursor};
-use super::uri::{for_header, parse_header_params, parse_host, parse_port, write_params};
+use super::uri::{
+    for_header, name_addr_tag, parse_header_params, parse_host, parse_port, write_params,
+};
 use super::{find_param, Host, Method, NameAddr, Param, ParseError};
 
 /// One header line (after compact-form expansion and list splitting).
@@ -113,6 +115,41 @@ impl Headers {
     /// The To value; Missing if absent, BadHeader("To", ..) if it does not parse.
     pub fn to(&self) -> Result<NameAddr, ParseError> {
         self.name_addr("To")
+    }
+
+    /// The To header's tag, read without parsing its URI: `to()?.tag()` for a To that parses
+    /// (a request that reached the UA was checked by `check_mandatory`).
+    pub fn to_tag(&self) -> Option<&str> {
+        self.get("To").and_then(name_addr_tag)
+    }
+
+    /// The From header's tag, like [`Headers::to_tag`].
+    pub fn from_tag(&self) -> Option<&str> {
+        self.get("From").and_then(name_addr_tag)
+    }
+
+    /// Gives a To without a tag the tag `tag`, appended to the value as it is (§8.2.6.2: the
+    /// response's To is the request's with a tag added); a To that has one gets it replaced.
+    /// No To, or one that does not parse while it has a tag: unchanged, false.
+    pub fn set_to_tag(&mut self, tag: &str) -> bool {
+        let Some(header) = self.0.iter_mut().find(|h| h.name == "To") else {
+            return false;
+        };
+        if name_addr_tag(&header.value).is_none() {
+            header.value.push_str(";tag=");
+            header.value.push_str(tag);
+            return true;
+        }
+        let Ok(mut to) = NameAddr::parse(&header.value) else {
+            return false;
+        };
+        to.params.retain(|p| !p.name.eq_ignore_ascii_case("tag"));
+        to.params.push(Param {
+            name: "tag".into(),
+            value: Some(tag.to_string()),
+        });
+        header.value = to.to_string();
+        true
     }
 
     /// The Call-ID; Missing if absent, BadHeader if empty.
@@ -269,7 +306,7 @@ impl Via {
         {
             Some(param) => param.value = value,
             None => self.params.push(Param {
-                name: name.to_string(),
+                name: name.to_string().into(),
                 value,
             }),
         }
@@ -356,7 +393,8 @@ const COMPACT_FORMS: [(u8, &str); 20] = [
     (b'y', "Identity"),
 ];
 
-/// Canonical spelling of the header names we know; others are kept as received.
+/// Canonical spelling of the header names we know, sorted case-insensitively (`known_name`
+/// searches it); others are kept as received.
 const KNOWN_HEADERS: &[&str] = &[
     "Accept",
     "Accept-Contact",
@@ -466,10 +504,19 @@ fn known_name(name: &str) -> Option<&'static str> {
             .find(|(compact, _)| *compact == letter)
             .map(|(_, full)| *full);
     }
+    // Sorted case-insensitively (a test checks): a binary search, not a scan of 70 names
+    // for every header of every message.
     KNOWN_HEADERS
-        .iter()
-        .find(|known| known.eq_ignore_ascii_case(name))
-        .copied()
+        .binary_search_by(|known| cmp_ignore_ascii_case(known, name))
+        .ok()
+        .map(|index| KNOWN_HEADERS[index])
+}
+
+/// Orders two names as their lower-cased bytes would.
+fn cmp_ignore_ascii_case(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_lowercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
 }
 
 /// A header's stored name: the canonical `&'static str` of a known one, else a copy.
@@ -484,6 +531,49 @@ pub(super) fn is_list_header(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_to_tag_is_appended_as_received_or_replaced() {
+        let mut headers = Headers::default();
+        assert!(!headers.set_to_tag("x"), "no To");
+        headers.push("To", "Bob <sip:bob@example.com;transport=udp>");
+        assert!(headers.set_to_tag("t1"));
+        assert_eq!(
+            headers.get("To"),
+            Some("Bob <sip:bob@example.com;transport=udp>;tag=t1")
+        );
+        assert_eq!(headers.to_tag(), Some("t1"));
+        assert_eq!(headers.to().expect("parses").tag(), Some("t1"));
+        // One that has a tag gets it replaced.
+        assert!(headers.set_to_tag("t2"));
+        assert_eq!(headers.to_tag(), Some("t2"));
+        assert_eq!(headers.to().expect("parses").params.len(), 1);
+        // The addr-spec form: the tag is a header parameter after the URI.
+        let mut headers = Headers::default();
+        headers.push("t", "sip:bob@example.com");
+        assert!(headers.set_to_tag("t3"));
+        assert_eq!(headers.get("To"), Some("sip:bob@example.com;tag=t3"));
+        assert_eq!(headers.to().expect("parses").uri.params, []);
+        assert_eq!(headers.from_tag(), None);
+    }
+
+    #[test]
+    fn known_names_are_sorted_for_the_binary_search_and_all_found() {
+        for pair in KNOWN_HEADERS.windows(2) {
+            assert_eq!(
+                cmp_ignore_ascii_case(pair[0], pair[1]),
+                std::cmp::Ordering::Less,
+                "{} must come before {}",
+                pair[0],
+                pair[1]
+            );
+        }
+        for known in KNOWN_HEADERS {
+            assert_eq!(known_name(&known.to_ascii_uppercase()), Some(*known));
+        }
+        assert_eq!(known_name("x-custom"), None);
+        assert_eq!(known_name("v"), Some("Via"));
+    }
 
     #[test]
     fn via_set_param_and_display() {

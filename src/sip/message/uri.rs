@@ -5,6 +5,7 @@
 //! beyond naming it in an error. Like the rest of the parser it must never panic, whatever the
 //! input.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -188,8 +189,37 @@ impl fmt::Display for Host {
 /// `name` or `name=value` parameter (URI params, header params). Names compared case-insensitively.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Param {
-    pub name: String,
+    /// As received; the common names (`tag`, `branch`, `rport`, ...) as a `&'static str` when
+    /// received in lower case: no allocation for them in every message parsed.
+    pub name: Cow<'static, str>,
     pub value: Option<String>,
+}
+
+/// Parameter names every call's messages carry, kept without a copy when received as written.
+const COMMON_PARAMS: [&str; 12] = [
+    "tag",
+    "branch",
+    "rport",
+    "received",
+    "transport",
+    "lr",
+    "user",
+    "maddr",
+    "ttl",
+    "method",
+    "expires",
+    "ob",
+];
+
+/// A parsed parameter name: a common one borrowed, any other copied (case kept).
+fn param_name(name: &str) -> Cow<'static, str> {
+    COMMON_PARAMS
+        .iter()
+        .find(|common| **common == name)
+        .map_or_else(
+            || Cow::Owned(name.to_string()),
+            |common| Cow::Borrowed(*common),
+        )
 }
 
 /// Finds a parameter by case-insensitive name: None = absent, Some(None) = present without value.
@@ -325,7 +355,7 @@ fn parse_uri_params(s: &str) -> Result<Vec<Param>, String> {
                 return Err("empty URI parameter name".to_string());
             }
             Ok(Param {
-                name: name.to_string(),
+                name: param_name(name),
                 value,
             })
         })
@@ -337,40 +367,92 @@ fn parse_uri_params(s: &str) -> Result<Vec<Param>, String> {
 pub(super) fn parse_header_params(s: &str) -> Result<Vec<Param>, String> {
     let mut params = Vec::new();
     let mut c = Cursor::new(s);
-    loop {
-        c.skip_lws();
-        if c.at_end() {
-            return Ok(params);
-        }
-        if !c.eat(b';') {
-            return Err(format!("expected ';' before {}", excerpt(c.rest())));
-        }
-        c.skip_lws();
-        let name = c.take_while(is_token_byte);
-        if name.is_empty() {
-            return Err(format!("empty parameter name before {}", excerpt(c.rest())));
-        }
-        c.skip_lws();
-        let value = if c.eat(b'=') {
-            c.skip_lws();
-            let value = if c.peek() == Some(b'"') {
-                c.take_quoted()
-                    .ok_or_else(|| format!("unterminated quoted value for {}", excerpt(name)))?
-            } else {
-                c.take_while(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b';' | b',' | b'"'))
-            };
-            if value.is_empty() {
-                return Err(format!("empty value for parameter {}", excerpt(name)));
-            }
-            Some(value.to_string())
-        } else {
-            None
-        };
+    while let Some(param) = next_param(&mut c) {
+        let (name, value) = param?;
         params.push(Param {
-            name: name.to_string(),
-            value,
+            name: param_name(name),
+            value: value.map(str::to_string),
         });
     }
+    Ok(params)
+}
+
+/// The next `;name[=value]` of a parameter list, borrowed (a quoted value with its quotes);
+/// None at the end of the list.
+fn next_param<'a>(c: &mut Cursor<'a>) -> Option<Result<(&'a str, Option<&'a str>), String>> {
+    c.skip_lws();
+    if c.at_end() {
+        return None;
+    }
+    if !c.eat(b';') {
+        return Some(Err(format!("expected ';' before {}", excerpt(c.rest()))));
+    }
+    c.skip_lws();
+    let name = c.take_while(is_token_byte);
+    if name.is_empty() {
+        return Some(Err(format!(
+            "empty parameter name before {}",
+            excerpt(c.rest())
+        )));
+    }
+    c.skip_lws();
+    if !c.eat(b'=') {
+        return Some(Ok((name, None)));
+    }
+    c.skip_lws();
+    let value = if c.peek() == Some(b'"') {
+        match c.take_quoted() {
+            Some(value) => value,
+            None => {
+                return Some(Err(format!(
+                    "unterminated quoted value for {}",
+                    excerpt(name)
+                )))
+            }
+        }
+    } else {
+        c.take_while(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b';' | b',' | b'"'))
+    };
+    if value.is_empty() {
+        return Some(Err(format!("empty value for parameter {}", excerpt(name))));
+    }
+    Some(Ok((name, Some(value))))
+}
+
+/// The `tag` header parameter of a name-addr or addr-spec value (To, From), read without
+/// parsing the URI or copying anything: for a value that [`NameAddr::parse`] accepts, what
+/// its [`NameAddr::tag`] gives. Every request has its To tag looked at several times on its
+/// way (transaction key, overload class, dialog match); this is what those looks cost.
+pub(super) fn name_addr_tag(s: &str) -> Option<&str> {
+    let mut c = Cursor::new(header_params_part(s)?);
+    while let Some(param) = next_param(&mut c) {
+        match param {
+            Ok((name, value)) if name.eq_ignore_ascii_case("tag") => return value,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Where [`NameAddr::parse`] finds the header parameters of `s`: after the `>` of a
+/// name-addr, after the URI of an addr-spec (its first ';'); None where it fails first.
+fn header_params_part(s: &str) -> Option<&str> {
+    let s = trim_lws(s);
+    let angle = if s.starts_with('"') {
+        let quoted = Cursor::new(s).take_quoted()?;
+        trim_start_lws(&s[quoted.len()..])
+    } else {
+        match s.find(['<', ';', '"']) {
+            Some(lt) if s[lt..].starts_with('<') => &s[lt..],
+            _ => return Some(s.find(';').map_or("", |semi| &s[semi..])),
+        }
+    };
+    if !angle.starts_with('<') {
+        return None;
+    }
+    let close = angle.find('>')?;
+    Some(&angle[close + 1..])
 }
 
 /// `<uri>` followed by header params; `s` starts with '<'.
@@ -452,6 +534,40 @@ pub(super) fn write_params(f: &mut fmt::Formatter<'_>, params: &[Param]) -> fmt:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The borrowed tag look-up agrees with the full parse on every form a To or From takes,
+    /// and finds nothing where the parse fails before the parameters.
+    #[test]
+    fn the_borrowed_tag_agrees_with_the_parsed_name_addr() {
+        let values = [
+            "<sip:bob@example.com>;tag=abc",
+            "<sip:bob@example.com>",
+            "Bob <sip:bob@example.com;transport=udp>;tag=1928301774",
+            "\"Bob; <the \\\"boss\\\">\" <sip:bob@example.com>;tag=x;other=y",
+            "\"Bob\" <sip:bob@example.com;tag=in-uri>",
+            "sip:bob@example.com;tag=addr-spec",
+            "sip:bob@example.com",
+            "<sip:bob@example.com> ; TAG = spaced ; x",
+            "<sip:bob@example.com>;foo;tag=\"quoted\"",
+            "<sip:bob@example.com>;tag",
+            "<sip:bob@example.com>;tag=a;tag=b",
+            "tel:+15551234;tag=t1",
+            "<sip:bob@example.com",
+            "\"unterminated <sip:bob@example.com>;tag=z",
+            "<sip:bob@example.com>;tag=",
+            "",
+        ];
+        for value in values {
+            let parsed = NameAddr::parse(value);
+            let borrowed = name_addr_tag(value);
+            match &parsed {
+                Ok(name_addr) => assert_eq!(borrowed, name_addr.tag(), "{value:?}"),
+                Err(_) => assert_eq!(borrowed, None, "{value:?} does not parse: {parsed:?}"),
+            }
+        }
+        assert_eq!(name_addr_tag("<sip:a@b>;tag=abc"), Some("abc"));
+        assert_eq!(name_addr_tag("sip:a@b;tag=q"), Some("q"));
+    }
     use crate::sip::message::tests::*;
 
     #[test]

@@ -11,10 +11,13 @@ use crate::sip::transaction::{Peer, Transport};
 
 /// RFC 3261 §18.2.1 / RFC 3581: record where a request really came from in its top Via.
 pub fn stamp_via(request: &mut Request, source: SocketAddr) {
-    let Ok(mut vias) = request.headers.vias() else {
+    // Only the top Via is ours to stamp; the others are left as received.
+    let Some(header) = request.headers.0.iter_mut().find(|h| h.name == "Via") else {
         return;
     };
-    let Some(top) = vias.first_mut() else { return };
+    let Ok(mut top) = Via::parse(&header.value) else {
+        return;
+    };
     let sent_by_is_source = match &top.host {
         Host::V4(ip) => std::net::IpAddr::V4(*ip) == source.ip(),
         Host::V6(ip) => std::net::IpAddr::V6(*ip) == source.ip(),
@@ -35,11 +38,7 @@ pub fn stamp_via(request: &mut Request, source: SocketAddr) {
     if wants_rport {
         top.set_param("rport", Some(source.port().to_string()));
     }
-    let rest: Vec<String> = vias.iter().map(|v| v.to_string()).collect();
-    request.headers.remove("Via");
-    for v in rest.iter().rev() {
-        request.headers.push_front("Via", v.clone());
-    }
+    header.value = top.to_string();
 }
 
 pub(super) fn our_via(transport: Transport, local: SocketAddr, branch: &str) -> Via {

@@ -33,6 +33,7 @@ mod uas;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -70,11 +71,33 @@ pub struct UaSettings {
     pub user_agent: String,
     pub timers: TimerValues,
     pub routes: Vec<Route>,
-    pub capabilities: LocalCapabilities,
+    /// Shared with every call that negotiates with them unchanged (`capabilities_with`).
+    pub capabilities: Arc<LocalCapabilities>,
     /// Who may send out-of-dialog requests (INVITE, OPTIONS ...): the trunks' sources.
     pub trust: super::trust::Trust,
     /// SRTP policy of calls over TLS whose route sets none (`[sip] tls_srtp`).
     pub tls_srtp: sdp::SrtpPolicy,
+}
+
+impl UaSettings {
+    /// The capabilities a call negotiates with: ours with its SRTP policy and, for a call we
+    /// place, its trunk's codecs. Ours, shared, when that changes nothing (the usual case:
+    /// no copy per call).
+    fn capabilities_with(
+        &self,
+        srtp: sdp::SrtpPolicy,
+        codecs: Option<&Vec<sdp::Codec>>,
+    ) -> Arc<LocalCapabilities> {
+        let base = &self.capabilities;
+        if srtp == base.srtp && codecs.is_none_or(|codecs| *codecs == base.codecs) {
+            return base.clone();
+        }
+        Arc::new(LocalCapabilities {
+            srtp,
+            codecs: codecs.cloned().unwrap_or_else(|| base.codecs.clone()),
+            ..LocalCapabilities::clone(base)
+        })
+    }
 }
 
 /// Why a call's dialog ended, as seen by SIP.
@@ -305,7 +328,7 @@ struct Call {
     /// Our SDES-SRTP keys for this call (see [`new_srtp_keys`]).
     srtp_keys: sdp::SrtpKeys,
     /// What this call negotiates with: the UA's capabilities with its route's SRTP policy.
-    capabilities: LocalCapabilities,
+    capabilities: Arc<LocalCapabilities>,
     /// What serves the call (its route's service; for our INVITEs, the owner's choice).
     service: Service,
     /// Our INVITE's state, for calls we placed.
@@ -435,7 +458,7 @@ impl UserAgent {
                     .requests_received
                     .entry(request.method.as_str().to_string())
                     .or_default() += 1;
-                let out_of_dialog = request.headers.to().map_or(true, |to| to.tag().is_none());
+                let out_of_dialog = request.headers.to_tag().is_none();
                 if out_of_dialog
                     && request.method != Method::Ack
                     && !self.settings.trust.allows(source.addr.ip())
@@ -759,11 +782,7 @@ impl UserAgent {
         source: Peer,
         local: Option<SocketAddr>,
     ) {
-        let in_dialog = request
-            .headers
-            .to()
-            .ok()
-            .and_then(|to| to.tag().map(str::to_string));
+        let in_dialog = request.headers.to_tag().map(str::to_string);
         if let Some(tag) = in_dialog {
             self.on_dialog_request(now, key, request, &tag);
             return;

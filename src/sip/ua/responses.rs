@@ -10,7 +10,6 @@ use std::time::Instant;
 use super::addressing::contact_for;
 use super::{CallId, UaOutput, UserAgent, ALLOW, SUPPORTED};
 use crate::sdp::SessionDescription;
-use crate::sip::dialog::set_tag;
 use crate::sip::message::{Headers, Method, Request, Response, SipMessage};
 use crate::sip::transaction::{Peer, TransactionKey};
 
@@ -33,39 +32,22 @@ impl UserAgent {
         self.drain_transactions(now, None);
     }
 
-    /// §8.2.6.2: every response but a 100 carries a To tag; one of ours if the request had none.
-    /// A To we cannot read (a URI scheme we do not serve: RFC 4475 unksm2) gets the tag
-    /// appended as a header parameter, unless it shows one already; a To without any value
-    /// stays as it is.
+    /// §8.2.6.2: every response but a 100 carries a To tag; one of ours if the request had none,
+    /// appended to the request's To as it is (also one we cannot read, a URI scheme we do not
+    /// serve: RFC 4475 unksm2); a To without any value stays as it is.
     fn add_to_tag(&mut self, response: &mut Response) {
         if response.status == 100 {
             return;
         }
-        match response.headers.to() {
-            Ok(mut to) => {
-                if to.tag().is_some() {
-                    return;
-                }
-                let tag = self.random_token();
-                set_tag(&mut to, Some(&tag));
-                response.headers.set("To", to.to_string());
-            }
-            Err(_) => {
-                let Some(value) = response.headers.get("To") else {
-                    return;
-                };
-                let squeezed: String = value
-                    .chars()
-                    .filter(|c| !c.is_whitespace())
-                    .collect::<String>()
-                    .to_ascii_lowercase();
-                if value.trim().is_empty() || squeezed.contains(";tag=") {
-                    return;
-                }
-                let tagged = format!("{};tag={}", value.trim_end(), self.random_token());
-                response.headers.set("To", tagged);
-            }
+        let has_value = response
+            .headers
+            .get("To")
+            .is_some_and(|to| !to.trim().is_empty());
+        if !has_value || response.headers.to_tag().is_some() {
+            return;
         }
+        let tag = self.random_token();
+        response.headers.set_to_tag(&tag);
     }
 
     pub(super) fn respond_simple(
@@ -90,10 +72,7 @@ impl UserAgent {
     ) -> Response {
         let call = &self.calls[&call_id];
         let mut response = self.base_response(&call.invite, status, reason);
-        if let Ok(mut to) = response.headers.to() {
-            set_tag(&mut to, Some(&call.dialog.local_tag));
-            response.headers.set("To", to.to_string());
-        }
+        response.headers.set_to_tag(&call.dialog.local_tag);
         if status > 100 && status < 300 {
             // §12.1.1: dialog-creating responses copy Record-Route and carry our Contact.
             for rr in call.invite.headers.get_all("Record-Route") {

@@ -108,7 +108,7 @@ fn settings() -> UaSettings {
             },
         ],
         trust: crate::sip::trust::Trust::default(),
-        capabilities: LocalCapabilities::default(),
+        capabilities: std::sync::Arc::new(LocalCapabilities::default()),
         tls_srtp: sdp::SrtpPolicy::Require,
     }
 }

@@ -52,13 +52,8 @@ impl UserAgent {
         set_tag(&mut from, Some(&local_tag));
         let mut to = out.to.clone();
         set_tag(&mut to, None);
-        let mut capabilities = self.settings.capabilities.clone();
-        if let Some(policy) = out.srtp {
-            capabilities.srtp = policy;
-        }
-        if let Some(codecs) = &out.codecs {
-            capabilities.codecs = codecs.clone();
-        }
+        let srtp = out.srtp.unwrap_or(self.settings.capabilities.srtp);
+        let capabilities = self.settings.capabilities_with(srtp, out.codecs.as_ref());
         let srtp_keys = initial_srtp_keys(&capabilities, None);
         let version = SessionVersion {
             session_id: self.rng.random::<u32>() as u64,

@@ -14,7 +14,7 @@ use rand::Rng;
 use super::session_timer::{requested_session_timer, MIN_SE_S};
 use super::{initial_srtp_keys, Call, CallId, CallState, EndReason, UaOutput, UserAgent};
 use crate::sdp::{self, SessionDescription, SessionVersion};
-use crate::sip::dialog::{set_tag, Dialog};
+use crate::sip::dialog::Dialog;
 use crate::sip::message::{NameAddr, Request, Response};
 use crate::sip::routing::{Route, Service};
 use crate::sip::transaction::{Peer, TransactionKey, Transport};
@@ -152,27 +152,18 @@ impl UserAgent {
         }
         // This call's SDES keys: the same for every offer/answer of the dialog, so the
         // pre-check below and the answer in our 2xx agree.
-        let mut capabilities = self.settings.capabilities.clone();
-        if let Some(policy) = route.srtp {
-            capabilities.srtp = policy;
-        } else if source.transport == Transport::Tls {
+        let srtp = match route.srtp {
+            Some(policy) => policy,
             // Signalling secured by TLS carries SDES keys: the media must be SRTP too.
-            capabilities.srtp = self.settings.tls_srtp;
-        }
+            None if source.transport == Transport::Tls => self.settings.tls_srtp,
+            None => self.settings.capabilities.srtp,
+        };
+        let capabilities = self.settings.capabilities_with(srtp, None);
         let srtp_keys = initial_srtp_keys(&capabilities, remote_offer.as_ref());
         // Check the offer before any media is allocated, so a 488 costs nothing.
         let remote_media = match &remote_offer {
-            Some(offer) => match sdp::answer(
-                offer,
-                &capabilities,
-                SocketAddr::from(([127, 0, 0, 1], 9)),
-                SessionVersion {
-                    session_id: 0,
-                    version: 0,
-                },
-                &srtp_keys,
-            ) {
-                Ok((_, media)) => Some(media),
+            Some(offer) => match sdp::negotiate(offer, &capabilities, &srtp_keys) {
+                Ok(media) => Some(media),
                 Err(e) => {
                     let mut response = self.base_response(&request, 488, "Not Acceptable Here");
                     response
@@ -334,10 +325,10 @@ impl UserAgent {
             .find(|(_, c)| c.invite_tx == invite_key)
             .map(|(id, c)| (*id, c.state));
         let mut ok = self.base_response(cancel, 200, "OK");
-        if let (Some((call_id, _)), Ok(mut to)) = (call, ok.headers.to()) {
+        if let Some((call_id, _)) = call {
             // §9.2: the same To tag as the responses to the INVITE.
-            set_tag(&mut to, Some(&self.calls[&call_id].dialog.local_tag));
-            ok.headers.set("To", to.to_string());
+            ok.headers
+                .set_to_tag(&self.calls[&call_id].dialog.local_tag);
         }
         self.respond(now, &key, ok);
         // §9.2: a CANCEL after the final response changes nothing.
@@ -351,12 +342,7 @@ impl UserAgent {
     }
 
     pub(super) fn on_ack(&mut self, now: Instant, ack: &Request) {
-        let Some(tag) = ack
-            .headers
-            .to()
-            .ok()
-            .and_then(|t| t.tag().map(str::to_string))
-        else {
+        let Some(tag) = ack.headers.to_tag().map(str::to_string) else {
             return;
         };
         let call_id_header = ack.headers.call_id().unwrap_or_default().to_string();
@@ -582,9 +568,10 @@ impl UserAgent {
                 offer
             }
         };
-        call.local_sdp = Some(body.clone());
+        call.local_sdp = Some(body);
         call.state = CallState::Answered;
-        let mut response = self.response_for_call(call_id, 200, "OK", Some(&body));
+        let body = self.calls[&call_id].local_sdp.as_ref();
+        let mut response = self.response_for_call(call_id, 200, "OK", body);
         self.add_session_timer(call_id, &mut response);
         self.respond_invite(now, call_id, response);
         self.arm_session_timer(now, call_id);
