@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use super::headers::{canonical_name, header_name, is_list_header};
+use super::headers::{header_name, is_list_header};
 use super::lex::{excerpt, is_token, trim_lws};
 use super::{Header, Headers, Method, ParseError, Request, Response, SipMessage, Uri};
 
@@ -234,29 +234,30 @@ fn parse_headers(text: &str) -> Result<Headers, ParseError> {
                 excerpt(raw_name)
             )));
         }
-        let name = canonical_name(raw_name);
+        // Looked up once: a known name is stored as its `&'static str` (list headers all are).
+        let name = header_name(raw_name);
         let value = trim_lws(value);
-        if !is_list_header(name) || value == "*" {
+        if !is_list_header(&name) || value == "*" {
             headers.push_raw(name, value);
             continue;
         }
         let items = split_list(value);
         if items.is_empty() {
             // Nothing but commas/whitespace: keep the value as received for whoever asks.
-            headers.push_raw(name, value);
+            headers.push_raw(name.clone(), value);
         }
         for item in items {
-            headers.push_raw(name, item);
+            headers.push_raw(name.clone(), item);
         }
     }
     Ok(headers)
 }
 
 impl Headers {
-    /// Push without canonicalizing again (the parser already did).
-    fn push_raw(&mut self, name: &str, value: &str) {
+    /// Push with the name the parser already made canonical.
+    fn push_raw(&mut self, name: Cow<'static, str>, value: &str) {
         self.0.push(Header {
-            name: header_name(name),
+            name,
             value: value.to_string(),
         });
     }

@@ -299,6 +299,18 @@ pub struct SipCounters {
     pub untrusted_requests: u64,
 }
 
+impl SipCounters {
+    /// One more request of `method` (the method's name copied only the first time).
+    fn count_request(&mut self, method: &str) {
+        match self.requests_received.get_mut(method) {
+            Some(count) => *count += 1,
+            None => {
+                self.requests_received.insert(method.to_string(), 1);
+            }
+        }
+    }
+}
+
 /// One call's SIP side.
 struct Call {
     dialog: Dialog,
@@ -453,11 +465,7 @@ impl UserAgent {
     ) {
         let message = match message {
             SipMessage::Request(mut request) => {
-                *self
-                    .counters
-                    .requests_received
-                    .entry(request.method.as_str().to_string())
-                    .or_default() += 1;
+                self.counters.count_request(request.method.as_str());
                 let out_of_dialog = request.headers.to_tag().is_none();
                 if out_of_dialog
                     && request.method != Method::Ack
@@ -506,11 +514,7 @@ impl UserAgent {
     /// 400, 416 or 505 (see [`Unparsed::status`]); a source outside the trunks gets what
     /// `[trust] untrusted` says.
     pub fn handle_unparsed(&mut self, request: Unparsed, source: Peer) {
-        *self
-            .counters
-            .requests_received
-            .entry(request.method.as_str().to_string())
-            .or_default() += 1;
+        self.counters.count_request(request.method.as_str());
         if !self.settings.trust.allows(source.addr.ip()) {
             self.counters.untrusted_requests += 1;
             if self.settings.trust.untrusted == super::trust::Untrusted::Ignore {
