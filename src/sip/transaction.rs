@@ -293,7 +293,10 @@ pub fn new_branch(random: u64) -> String {
 #[derive(Debug)]
 pub struct TransactionLayer {
     /// Live transactions by internal id (ids keep timer queue entries small and `Ord`).
-    transactions: HashMap<u64, Transaction>,
+    /// Boxed: a transaction is ~420 bytes (twelve timer slots), and INVITE and BYE server
+    /// transactions outlive their calls by Timer L/J (32 s): a table of values would keep
+    /// twice their count in slots, and move them all at each growth.
+    transactions: HashMap<u64, Box<Transaction>>,
     /// Key → id, for matching incoming messages and TU calls.
     index: HashMap<TransactionKey, u64>,
     /// Next internal id; never reused, so a stale queue entry can never hit a newer tx.
@@ -639,7 +642,7 @@ impl TransactionLayer {
         let id = self.next_id;
         self.next_id += 1;
         self.index.insert(key.clone(), id);
-        let tx = Transaction {
+        let tx = Box::new(Transaction {
             id,
             key,
             peer,
@@ -647,7 +650,7 @@ impl TransactionLayer {
             side,
             interval: Duration::ZERO,
             timers: TimerTable::default(),
-        };
+        });
         self.transactions.insert(id, tx);
         id
     }
