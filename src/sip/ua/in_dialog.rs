@@ -128,7 +128,7 @@ impl UserAgent {
         call.our_offer = exchange.our_offer.map(Box::new);
         call.state = CallState::Answered;
         call.unacked_provisional = None;
-        self.prack_timers.retain(|(_, c)| *c != call_id);
+        self.prack_timers.disarm(call_id);
         let mut response = self.response_for_call(call_id, 200, "OK", exchange.body.as_ref());
         self.add_session_timer(call_id, &mut response);
         self.respond_invite(now, call_id, response);

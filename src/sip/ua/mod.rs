@@ -23,6 +23,7 @@
 //! back, as the owner already knows).
 
 mod addressing;
+mod call_timers;
 mod hold;
 mod in_dialog;
 mod responses;
@@ -31,7 +32,7 @@ mod transfer;
 mod uac;
 mod uas;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +46,7 @@ use super::transaction::{Peer, TimerValues, TransactionKey, TransactionLayer, Tx
 use crate::sdp::{self, LocalCapabilities, NegotiatedMedia, SessionDescription, SessionVersion};
 use crate::store::RecordPolicy;
 pub use addressing::stamp_via;
+use call_timers::CallTimers;
 use transfer::Transfer;
 use uac::Outbound;
 use uas::UnackedProvisional;
@@ -256,7 +258,7 @@ pub struct UserAgent {
     /// (Call-ID, our tag) → call, for requests inside a dialog.
     by_dialog: HashMap<(String, String), CallId>,
     /// Ringing calls due to be answered, ordered by time.
-    answer_timers: BTreeSet<(Instant, CallId)>,
+    answer_timers: CallTimers,
     outputs: VecDeque<UaOutput>,
     rng: rand::rngs::StdRng,
     next_call: CallId,
@@ -266,9 +268,9 @@ pub struct UserAgent {
     /// Our client transactions whose outcome matters.
     client_tx: HashMap<TransactionKey, ClientTx>,
     /// Session timers (RFC 4028) by expiry.
-    session_timers: BTreeSet<(Instant, CallId)>,
+    session_timers: CallTimers,
     /// Reliable provisional responses (RFC 3262) to retransmit, by when.
-    prack_timers: BTreeSet<(Instant, CallId)>,
+    prack_timers: CallTimers,
 }
 
 /// What one of our client transactions is for.
@@ -443,15 +445,15 @@ impl UserAgent {
             settings,
             calls: HashMap::new(),
             by_dialog: HashMap::new(),
-            answer_timers: BTreeSet::new(),
+            answer_timers: CallTimers::default(),
             outputs: VecDeque::new(),
             rng: rand::rngs::StdRng::seed_from_u64(seed),
             next_call: 1,
             draining: false,
             counters: SipCounters::default(),
             client_tx: HashMap::new(),
-            session_timers: BTreeSet::new(),
-            prack_timers: BTreeSet::new(),
+            session_timers: CallTimers::default(),
+            prack_timers: CallTimers::default(),
         }
     }
 
@@ -530,11 +532,7 @@ impl UserAgent {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.transactions.handle_timeout(now);
         self.drain_transactions(now, None);
-        while let Some(&(due, call)) = self.answer_timers.first() {
-            if due > now {
-                break;
-            }
-            self.answer_timers.pop_first();
+        while let Some(call) = self.answer_timers.pop_due(now) {
             self.send_answer(now, call);
         }
         self.expire_sessions(now);
@@ -544,9 +542,9 @@ impl UserAgent {
     /// When `handle_timeout` must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let tx = self.transactions.poll_timeout().map(|(at, _)| at);
-        let ring = self.answer_timers.first().map(|(at, _)| *at);
-        let session = self.session_timers.first().map(|(at, _)| *at);
-        let prack = self.prack_timers.first().map(|(at, _)| *at);
+        let ring = self.answer_timers.next();
+        let session = self.session_timers.next();
+        let prack = self.prack_timers.next();
         [tx, ring, session, prack].into_iter().flatten().min()
     }
 
@@ -570,7 +568,7 @@ impl UserAgent {
         call.state = CallState::Ringing;
         self.send_provisional(now, call_id, 180, "Ringing", None);
         let due = now + self.calls[&call_id].answer_delay;
-        self.answer_timers.insert((due, call_id));
+        self.answer_timers.arm(call_id, due);
     }
 
     /// The owner wants more time before answering (CUAE AcceptCall): 180 Ringing, the call
@@ -850,9 +848,9 @@ impl UserAgent {
         };
         self.by_dialog
             .remove(&(call.dialog.call_id.clone(), call.dialog.local_tag.clone()));
-        self.answer_timers.retain(|(_, c)| *c != call_id);
-        self.session_timers.retain(|(_, c)| *c != call_id);
-        self.prack_timers.retain(|(_, c)| *c != call_id);
+        self.answer_timers.disarm(call_id);
+        self.session_timers.disarm(call_id);
+        self.prack_timers.disarm(call_id);
         if let Some(reason) = reason {
             self.outputs.push_back(UaOutput::CallEnded {
                 call: call_id,

@@ -17,24 +17,19 @@ impl UserAgent {
     /// (Re)starts the call's session timer: expiry is the interval less min(32 s, 1/3) after
     /// now (RFC 4028 §10, the side that does not refresh).
     pub(super) fn arm_session_timer(&mut self, now: Instant, call_id: CallId) {
-        self.session_timers.retain(|(_, c)| *c != call_id);
+        self.session_timers.disarm(call_id);
         let Some(call) = self.calls.get(&call_id) else {
             return;
         };
         if let Some((interval, _)) = call.session_expires {
             let margin = Duration::from_secs(32).min(interval / 3);
-            self.session_timers
-                .insert((now + interval - margin, call_id));
+            self.session_timers.arm(call_id, now + interval - margin);
         }
     }
 
     /// Sessions not refreshed in time end with BYE (RFC 4028 §10).
     pub(super) fn expire_sessions(&mut self, now: Instant) {
-        while let Some(&(due, call_id)) = self.session_timers.first() {
-            if due > now {
-                break;
-            }
-            self.session_timers.pop_first();
+        while let Some(call_id) = self.session_timers.pop_due(now) {
             let Some(call) = self.calls.get(&call_id) else {
                 continue;
             };

@@ -457,7 +457,7 @@ impl UserAgent {
                 interval: t1,
                 give_up: now + t1 * 64,
             }));
-            self.prack_timers.insert((now + t1, call_id));
+            self.prack_timers.arm(call_id, now + t1);
         } else if reliable {
             // §3: the next reliable provisional waits for the PRACK of this one; an
             // unreliable one would break the caller's Require.
@@ -471,11 +471,7 @@ impl UserAgent {
     /// Retransmits unacknowledged reliable provisionals at T1, 2·T1 ...; without a PRACK
     /// within 64·T1 the INVITE is refused (RFC 3262 §3).
     pub(super) fn retransmit_provisionals(&mut self, now: Instant) {
-        while let Some(&(due, call_id)) = self.prack_timers.first() {
-            if due > now {
-                break;
-            }
-            self.prack_timers.pop_first();
+        while let Some(call_id) = self.prack_timers.pop_due(now) {
             let Some(call) = self.calls.get_mut(&call_id) else {
                 continue;
             };
@@ -491,7 +487,7 @@ impl UserAgent {
             let response = pending.response.clone();
             pending.interval = (pending.interval * 2).min(self.settings.timers.t2 * 8);
             let next = (now + pending.interval).min(pending.give_up);
-            self.prack_timers.insert((next, call_id));
+            self.prack_timers.arm(call_id, next);
             self.respond_invite(now, call_id, response);
         }
     }
@@ -524,7 +520,7 @@ impl UserAgent {
             return;
         }
         call.unacked_provisional = None;
-        self.prack_timers.retain(|(_, c)| *c != call_id);
+        self.prack_timers.disarm(call_id);
         self.respond_simple(now, &key, &request, 200, "OK");
     }
 
