@@ -4,6 +4,8 @@
 //!   second (10 ms of writes): 30 calls started, 30 answered and 30 ended, applied in one
 //!   transaction to an SQLite file that already holds 50,000 calls. Criterion's "elements" are
 //!   calls: µs per call = 1 / throughput.
+//! - `store/call_events/150`: the same with five times the calls per transaction (a 50 ms
+//!   gathering window at that rate): what a longer window would save.
 //!
 //! The database is a real file in a temporary directory with the server's settings (WAL,
 //! `synchronous = NORMAL`, its checkpoint interval), so WAL writes and checkpoints are in the
@@ -16,8 +18,8 @@ use std::time::{Duration, Instant};
 use callbridge::store::{Db, Direction, RecordPolicy, StoreEvent};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-/// Calls per batch (each with its three events).
-const BATCH_CALLS: usize = 30;
+/// Calls per batch (each with its three events), one measurement each.
+const BATCH_SIZES: [usize; 2] = [30, 150];
 
 /// Calls in the database before measuring.
 const PREFILL_CALLS: usize = 50_000;
@@ -32,11 +34,12 @@ fn call_id() -> String {
     }
 }
 
-/// The events of one batch: `ids.len()` calls started, answered and ended, at `at_ms`.
-fn batch(ids: &[String], n: u64, at_ms: i64) -> Vec<StoreEvent> {
+/// The events of one batch: `ids.len()` calls (numbered from `first`) started, answered and
+/// ended, at `at_ms`.
+fn batch(ids: &[String], first: u64, at_ms: i64) -> Vec<StoreEvent> {
     let mut events = Vec::with_capacity(ids.len() * 3);
     for (i, id) in ids.iter().enumerate() {
-        let number = n * BATCH_CALLS as u64 + i as u64;
+        let number = first + i as u64;
         events.push(StoreEvent::CallStarted {
             call_id: id.clone(),
             connection: (number % 0xff_ffff) as u32,
@@ -67,32 +70,38 @@ fn batch(ids: &[String], n: u64, at_ms: i64) -> Vec<StoreEvent> {
 }
 
 fn call_events(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut db = Db::open(&dir.path().join("callbridge.db")).expect("open store");
-    let mut n = 0u64;
-    let mut next_batch = || {
-        let ids: Vec<String> = (0..BATCH_CALLS).map(|_| call_id()).collect();
-        n += 1;
-        batch(&ids, n, 1_764_000_000_000 + n as i64 * 10)
-    };
-    for _ in 0..PREFILL_CALLS / BATCH_CALLS {
-        let events = next_batch();
-        db.apply(&events, 0).expect("prefill");
-    }
     let mut group = c.benchmark_group("store");
-    group.throughput(Throughput::Elements(BATCH_CALLS as u64));
-    group.bench_function(format!("call_events/{BATCH_CALLS}"), |b| {
-        b.iter_custom(|iterations| {
-            let mut spent = Duration::ZERO;
-            for _ in 0..iterations {
-                let events = next_batch();
-                let start = Instant::now();
-                db.apply(&events, 0).expect("apply");
-                spent += start.elapsed();
-            }
-            spent
-        })
-    });
+    for batch_calls in BATCH_SIZES {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut db = Db::open(&dir.path().join("callbridge.db")).expect("open store");
+        let mut n = 0u64;
+        let mut next_batch = || {
+            let ids: Vec<String> = (0..batch_calls).map(|_| call_id()).collect();
+            n += 1;
+            batch(
+                &ids,
+                n * batch_calls as u64,
+                1_764_000_000_000 + n as i64 * 10,
+            )
+        };
+        for _ in 0..PREFILL_CALLS / batch_calls {
+            let events = next_batch();
+            db.apply(&events, 0).expect("prefill");
+        }
+        group.throughput(Throughput::Elements(batch_calls as u64));
+        group.bench_function(format!("call_events/{batch_calls}"), |b| {
+            b.iter_custom(|iterations| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iterations {
+                    let events = next_batch();
+                    let start = Instant::now();
+                    db.apply(&events, 0).expect("apply");
+                    spent += start.elapsed();
+                }
+                spent
+            })
+        });
+    }
     group.finish();
 }
 
