@@ -16,9 +16,6 @@ use crate::sip::routing::Service;
 use crate::sip::transaction::Peer;
 use crate::sip::ua::{CallId, EndReason, UaOutput};
 
-/// Who an incoming call is from and for: the header values, the caller's number
-/// (P-Asserted-Identity, else From) and the number it reached (the route's DN, else the
-/// Request-URI user).
 /// Whether two responses answer the same request: the same top Via (its branch), Call-ID
 /// and CSeq, all present.
 fn same_transaction(a: &Response, b: &Response) -> bool {
@@ -28,6 +25,9 @@ fn same_transaction(a: &Response, b: &Response) -> bool {
     })
 }
 
+/// Who an incoming call is from and for: the header values, the caller's number
+/// (P-Asserted-Identity, else From) and the number it reached (the route's DN, else the
+/// Request-URI user).
 struct IncomingParties {
     from: String,
     to: String,
