@@ -497,6 +497,15 @@ mod tests {
         })
     }
 
+    /// A plain room with members 1, 2 and 3 joined.
+    fn room_of_three() -> Conference {
+        let mut room = room(false, false);
+        for key in [1, 2, 3] {
+            room.join(key, ConfereeSpec::default()).expect("joins");
+        }
+        room
+    }
+
     /// Three different voices, each well below the limiter's knee when summed.
     fn voice(key: MemberKey) -> Vec<i16> {
         (0..N as i16)
@@ -531,10 +540,7 @@ mod tests {
 
     #[test]
     fn three_members_each_hear_the_other_two_and_never_themselves() {
-        let mut room = room(false, false);
-        for key in [1, 2, 3] {
-            room.join(key, ConfereeSpec::default()).expect("joins");
-        }
+        let mut room = room_of_three();
         let mut bench = Bench::default();
         for key in [1, 2, 3] {
             bench.says.insert(key, voice(key));
@@ -559,10 +565,7 @@ mod tests {
 
     #[test]
     fn members_not_in_the_last_mix_are_captured_as_listeners() {
-        let mut three = room(false, false);
-        for key in [1, 2, 3] {
-            three.join(key, ConfereeSpec::default()).expect("joins");
-        }
+        let mut three = room_of_three();
         let mut bench = Bench::default();
         bench.says.insert(1, voice(1));
         let start = Instant::now();
@@ -584,10 +587,7 @@ mod tests {
 
     #[test]
     fn a_member_in_transit_is_silent_while_the_others_hear_each_other() {
-        let mut room = room(false, false);
-        for key in [1, 2, 3] {
-            room.join(key, ConfereeSpec::default()).expect("joins");
-        }
+        let mut room = room_of_three();
         let mut bench = Bench::default();
         for key in [1, 2, 3] {
             bench.says.insert(key, voice(key));

@@ -49,7 +49,7 @@ impl MediaSession {
     /// to the tick: `room_rate / 50` samples). False when the caller contributed nothing this
     /// tick (no stream yet, between talkspurts, no format): `out` is then silence.
     pub fn capture(&mut self, now: Instant, out: &mut [i16]) -> bool {
-        self.capture_frames(now, out)
+        self.capture_frames(now, out, false)
     }
 
     /// [`MediaSession::capture`] for a member the room did not mix last tick (it hears the
@@ -58,13 +58,11 @@ impl MediaSession {
     /// session records or detects in-band digits. The first active frame is decoded from a
     /// fresh decoder. Issue 19: the silent members' decode was ~40 % of a large Opus room's tick.
     pub fn capture_listener(&mut self, now: Instant, out: &mut [i16]) -> bool {
-        self.skip_inactive = true;
-        let voiced = self.capture_frames(now, out);
-        self.skip_inactive = false;
-        voiced
+        self.capture_frames(now, out, true)
     }
 
-    fn capture_frames(&mut self, now: Instant, out: &mut [i16]) -> bool {
+    /// `listener`: Opus frames marked inactive may go undecoded (`capture_listener`).
+    fn capture_frames(&mut self, now: Instant, out: &mut [i16], listener: bool) -> bool {
         out.fill(0);
         let Some(mut port) = self.room.as_mut().and_then(|r| r.port.take()) else {
             return false;
@@ -73,7 +71,7 @@ impl MediaSession {
         let mut guard = 0;
         while port.inbox_len < out.len() && guard < 8 {
             guard += 1;
-            match self.pull_frame(now) {
+            match self.pull_frame(now, listener) {
                 Some(samples) => {
                     voiced = true;
                     if let Some(audio) = self.audio.as_ref() {

@@ -142,9 +142,6 @@ pub struct MediaSession {
     rtcp: RtcpSession,
     /// Made by the first telephone-event packet (300 bytes most calls never use).
     dtmf: Option<Box<DtmfReceiver>>,
-    /// Set for one [`MediaSession::capture_listener`]: Opus frames the sender marked inactive
-    /// may go undecoded.
-    skip_inactive: bool,
     /// Next playout/send tick (Echo mode with a format).
     next_tick: Option<Instant>,
     last_rtp_at: Instant,
@@ -220,7 +217,6 @@ impl MediaSession {
             srtp_out,
             rtcp,
             dtmf: None,
-            skip_inactive: false,
             next_tick,
             last_rtp_at: now,
             timeout_reported: false,

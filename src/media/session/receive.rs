@@ -270,9 +270,10 @@ impl MediaSession {
     /// Takes one ptime of the caller's audio out of the jitter buffer and decodes it (or
     /// conceals a loss) into `audio.pcm`, at the received codec's rate. None when nothing is
     /// playing (before the first packet, between talkspurts) or no format is negotiated.
-    /// Reports a digit when in-band detection hears one.
-    pub(super) fn pull_frame(&mut self, now: Instant) -> Option<usize> {
-        let pulled = self.decode_next(now);
+    /// Reports a digit when in-band detection hears one. `listener`: see
+    /// [`MediaSession::capture_listener`].
+    pub(super) fn pull_frame(&mut self, now: Instant, listener: bool) -> Option<usize> {
+        let pulled = self.decode_next(now, listener);
         if let (Some(heard), Some(audio)) = (self.heard.as_mut(), self.audio.as_ref()) {
             match pulled {
                 Some(n) => heard.push(Some(&audio.pcm[..n]), n),
@@ -283,11 +284,11 @@ impl MediaSession {
     }
 
     /// The jitter buffer's next frame, decoded (or concealed) into `audio.pcm`.
-    pub(super) fn decode_next(&mut self, now: Instant) -> Option<usize> {
+    pub(super) fn decode_next(&mut self, now: Instant, listener: bool) -> Option<usize> {
         let audio = self.audio.as_mut()?;
         audio.fit_receive();
         let playout = audio.jitter.pop(now, &mut audio.payload[..]);
-        self.decode_popped(playout)
+        self.decode_popped(playout, listener)
     }
 
     /// Echo's next frame: as it arrived (`Outgoing::Payload`, in `audio.payload`) when nothing
@@ -308,9 +309,9 @@ impl MediaSession {
                 }
             }
             // Same codec both ways: no resampling.
-            return self.decode_popped(playout).map(Outgoing::Decoded);
+            return self.decode_popped(playout, false).map(Outgoing::Decoded);
         }
-        let samples = self.pull_frame(now)?;
+        let samples = self.pull_frame(now, false)?;
         let audio = self.audio.as_mut()?;
         if audio.resampler.is_none() {
             return Some(Outgoing::Decoded(samples));
@@ -324,8 +325,9 @@ impl MediaSession {
     }
 
     /// A frame the jitter buffer gave (or the lack of one), decoded or concealed into
-    /// `audio.pcm`; None when it played silence.
-    fn decode_popped(&mut self, playout: Playout) -> Option<usize> {
+    /// `audio.pcm`; None when it played silence. A `listener`'s Opus frame its sender marked
+    /// inactive is left undecoded, unless the session records or detects in-band digits.
+    fn decode_popped(&mut self, playout: Playout, listener: bool) -> Option<usize> {
         let audio = self.audio.as_mut()?;
         let Some(decoder) = audio.decoder.as_mut() else {
             // Only when the decoder could not be made (`fit_receive`): nothing to play.
@@ -335,7 +337,7 @@ impl MediaSession {
             return None;
         };
         let mut inband_digit = None;
-        let skip_inactive = self.skip_inactive && audio.inband.is_none() && self.heard.is_none();
+        let skip_inactive = listener && audio.inband.is_none() && self.heard.is_none();
         if let AudioDecoder::Opus(opus) = decoder {
             match playout {
                 Playout::Frame { len, .. }

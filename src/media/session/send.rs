@@ -27,7 +27,7 @@ impl MediaSession {
             if self.config.mode == SessionMode::Echo || self.heard.is_some() {
                 // Keep the jitter buffer (and in-band DTMF detection) moving: echo is not
                 // heard meanwhile, a recording still is.
-                let _ = self.pull_frame(now);
+                let _ = self.pull_frame(now, false);
             }
             self.play_player_frame(now);
             return;
@@ -35,7 +35,7 @@ impl MediaSession {
         if self.config.mode != SessionMode::Echo {
             // Idle and listening (recording, silence detection): take the caller's audio.
             if self.heard.is_some() {
-                let _ = self.pull_frame(now);
+                let _ = self.pull_frame(now, false);
             }
             // Idle sends no audio; its ticks carry telephone-events while digits are sent.
             if !self.send_event_slot(now) {
