@@ -64,8 +64,8 @@ fn audio_sent_to_an_echo_call_comes_back_frame_for_frame() {
 }
 
 /// What an operator watches for capacity and leaks: each call holds two sockets (RTP and
-/// RTCP) and gives them back when it ends, and the media workers' and the process's CPU
-/// counters grow while media flows.
+/// RTCP) and gives them back when it ends (kept bound for a next call, as idle ports, for at
+/// most 2 s), and the media workers' and the process's CPU counters grow while media flows.
 #[test]
 fn metrics_show_each_calls_sockets_and_the_cpu_its_media_takes() {
     let server = Server::start("");
@@ -120,10 +120,20 @@ fn metrics_show_each_calls_sockets_and_the_cpu_its_media_takes() {
     uac.send(&uac.request("BYE", "echo", 2, &tag, "bye-m", ""));
     assert_eq!(status(&uac.final_response("BYE")), 200);
     server.wait_no_connections(Duration::from_secs(5));
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // The ended call's two sockets stay bound for the next call (and are shown as idle) for up
+    // to 2 s, then close.
+    let ended = server.metrics_through(&client);
+    assert_eq!(metric_value(&ended, "callbridge_rtp_ports_in_use"), 0.0);
+    assert_eq!(
+        fds(&ended) - fds(&before),
+        metric_value(&ended, "callbridge_rtp_ports_idle"),
+        "the descriptors still open are the idle pair's"
+    );
+    let deadline = Instant::now() + Duration::from_secs(6);
     loop {
         let now = server.metrics_through(&client);
         if fds(&now) == fds(&before) {
+            assert_eq!(metric_value(&now, "callbridge_rtp_ports_idle"), 0.0);
             break;
         }
         assert!(

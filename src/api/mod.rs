@@ -389,6 +389,12 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         s.ports_in_use as u64,
     );
     gauge(
+        "callbridge_rtp_ports_idle",
+        "RTP and RTCP ports of ended connections whose sockets stay bound for the next ones \
+         (two per pair; closed after 2 s unused).",
+        s.ports_idle as u64,
+    );
+    gauge(
         "callbridge_rtp_ports_total",
         "RTP and RTCP ports in the configured range.",
         s.ports_total as u64,

@@ -31,6 +31,8 @@ use crate::sip::transport::{route_source, SipTransport};
 #[derive(Debug, Clone, Default)]
 pub struct MediaHealth {
     pub ports_in_use: usize,
+    /// Ports of ended connections kept bound for the next ones (two per pair).
+    pub ports_idle: usize,
     pub ports_total: usize,
     /// Media workers whose loop has not turned for a second.
     pub stalled_workers: usize,
@@ -165,6 +167,11 @@ pub trait Backend {
     fn health(&self) -> MediaHealth;
     /// Gives back the slack a burst left in the backend's tables (see `crate::shrink`).
     fn shrink_idle(&mut self) {}
+    /// Closes the sockets of ended connections kept bound longer than their time; returns how
+    /// long until the next of those left is due (None: none left).
+    fn close_idle_sockets(&mut self) -> Option<Duration> {
+        None
+    }
 
     // Media files: the local file system unless a backend keeps them elsewhere.
     fn is_file(&self, path: &Path) -> bool {
@@ -452,10 +459,14 @@ impl Backend for Host {
     fn shrink_idle(&mut self) {
         self.engine.shrink_idle();
     }
+    fn close_idle_sockets(&mut self) -> Option<Duration> {
+        self.engine.close_idle_sockets()
+    }
 
     fn health(&self) -> MediaHealth {
         MediaHealth {
             ports_in_use: self.engine.ports_in_use(),
+            ports_idle: self.engine.ports_idle(),
             ports_total: self.engine.ports_total(),
             stalled_workers: self.engine.stalled_workers(Duration::from_secs(1)),
             events_dropped: self.engine.events_dropped(),

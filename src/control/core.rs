@@ -411,6 +411,11 @@ impl<M: Backend> Controller<M> {
                 Timer::Placed(call) => self.expire_placed(call),
                 Timer::AgentConf(conf) => self.agent_conf_timer(conf),
                 Timer::ReleaseStats(id) => self.finish_release(id, None),
+                Timer::IdleSockets => {
+                    if let Some(next) = self.engine.close_idle_sockets() {
+                        self.timers.set(Timer::IdleSockets, now + next);
+                    }
+                }
                 Timer::Sweep => {
                     self.timers.set(Timer::Sweep, now + SWEEP_INTERVAL);
                     let dir = self.media.recording_dir.clone();
@@ -629,6 +634,10 @@ impl<M: Backend> Controller<M> {
                 if let Ok(id) = u32::try_from(key) {
                     self.finish_release(id, Some(stats));
                 }
+                // Its sockets may stay bound for a next connection: they close when unused
+                // that long (`engine::pool::IDLE_MAX`), checked then.
+                self.timers
+                    .set_unless_armed(Timer::IdleSockets, self.now.at + IDLE_SOCKETS_CHECK);
             }
             EngineEvent::FirstPacket { key, .. } => {
                 tracing::debug!(connection = key, "first RTP packet");
@@ -838,6 +847,7 @@ impl<M: Backend> Controller<M> {
             calls: self.ua.call_count(),
             transactions: self.ua.transaction_count(),
             ports_in_use: health.ports_in_use,
+            ports_idle: health.ports_idle,
             ports_total: health.ports_total,
             calls_total: self.calls_total,
             calls_answered_total: self.calls_answered_total,

@@ -87,6 +87,10 @@ pub struct Sim {
     pub prompts: BTreeMap<PathBuf, Audio>,
     /// Drop `Closed` events (as a full event queue would).
     pub lose_closed: bool,
+    /// How often the core asked to close idle sockets.
+    pub idle_socket_checks: usize,
+    /// What those asks answer, in order (then None: no idle sockets left).
+    pub idle_sockets_due: VecDeque<Duration>,
 }
 
 impl Sim {
@@ -421,6 +425,11 @@ impl Backend for Sim {
 
     fn stats(&self, key: ConnectionKey) -> Option<MediaStats> {
         self.connections.get(&key).map(|_| published_stats())
+    }
+
+    fn close_idle_sockets(&mut self) -> Option<Duration> {
+        self.idle_socket_checks += 1;
+        self.idle_sockets_due.pop_front()
     }
 
     fn health(&self) -> MediaHealth {
@@ -823,7 +832,14 @@ impl Harness {
         assert_eq!(core.model.call_count(), 0, "party-model calls left");
         assert_eq!(core.model.party_count(), 0, "parties left");
         assert_eq!(core.events.owed(), 0, "events owed");
-        let timers: Vec<Timer> = core.timers.armed().map(|(_, t)| t).collect();
+        // The idle-socket check may still be armed after the last close: it fires once and,
+        // with no idle sockets left, is not armed again.
+        let timers: Vec<Timer> = core
+            .timers
+            .armed()
+            .map(|(_, t)| t)
+            .filter(|t| *t != Timer::IdleSockets)
+            .collect();
         assert_eq!(timers, [Timer::Sweep], "timers left");
         let sim = &core.engine;
         assert!(sim.connections.is_empty(), "engine connections left");

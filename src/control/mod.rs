@@ -76,6 +76,10 @@ pub use shell::{handle_for, run, unix_ms, AgentEventSink};
 /// How often expired recordings are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// After a connection's end, when to close the sockets it may have left bound for a next
+/// connection: the engine's idle limit (`engine::pool::IDLE_MAX`).
+const IDLE_SOCKETS_CHECK: Duration = crate::engine::IDLE_SOCKETS_MAX;
+
 /// Where an action's answer goes.
 type Reply = oneshot::Sender<Result<ActionResult, ActionError>>;
 
@@ -277,6 +281,8 @@ pub struct Status {
     pub calls: usize,
     pub transactions: usize,
     pub ports_in_use: usize,
+    /// Ports of ended connections kept bound for the next ones (two per pair).
+    pub ports_idle: usize,
     pub ports_total: usize,
     pub calls_total: u64,
     /// Calls answered (2xx to an INVITE, in or out), ever.

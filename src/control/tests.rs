@@ -91,6 +91,31 @@ fn a_bye_from_the_caller_releases_its_connection_with_the_workers_final_statisti
 }
 
 #[test]
+fn after_a_connection_closes_the_engine_is_asked_to_close_idle_sockets_until_none_are_left() {
+    let mut h = Harness::new();
+    let (mut peer, _) = answered(&mut h, "echo", "idle-sockets");
+    h.sip_from(PEER, peer.in_dialog("BYE", ""));
+    assert_eq!(h.core.engine.idle_socket_checks, 0);
+    // One pair still idle after the first check, due 300 ms later; none after the second.
+    h.core
+        .engine
+        .idle_sockets_due
+        .push_back(Duration::from_millis(300));
+    h.advance(crate::engine::IDLE_SOCKETS_MAX - Duration::from_millis(1));
+    assert_eq!(h.core.engine.idle_socket_checks, 0, "not before its time");
+    h.advance(Duration::from_millis(1));
+    assert_eq!(h.core.engine.idle_socket_checks, 1);
+    h.advance(Duration::from_millis(300));
+    assert_eq!(h.core.engine.idle_socket_checks, 2);
+    h.advance(Duration::from_secs(10));
+    assert_eq!(
+        h.core.engine.idle_socket_checks, 2,
+        "none left: not asked again"
+    );
+    h.assert_no_leaks();
+}
+
+#[test]
 fn delete_connection_of_a_call_sends_bye_and_names_the_client() {
     let mut h = Harness::new();
     let (_peer, connection) = answered(&mut h, "echo", "bye-out");

@@ -27,6 +27,8 @@ pub enum Timer {
     ReleaseStats(u32),
     /// Look for expired recordings.
     Sweep,
+    /// Close the media sockets that ended connections left bound longer than their time.
+    IdleSockets,
     /// An agent conference's warning (`AgentConf_Timeout`) or end.
     AgentConf(u64),
 }
@@ -45,6 +47,13 @@ impl TimerTable {
             self.by_deadline.remove(&(old, timer));
         }
         self.by_deadline.insert((at, timer));
+    }
+
+    /// Arms `timer` at `at` unless it is armed already (its deadline stays).
+    pub fn set_unless_armed(&mut self, timer: Timer, at: Instant) {
+        if !self.deadline_of.contains_key(&timer) {
+            self.set(timer, at);
+        }
     }
 
     /// Arms `timer` at `at`, or disarms it when `at` is None.
@@ -104,7 +113,11 @@ mod tests {
         assert_eq!(table.pop_due(t0 + 8 * s), Some(Timer::Offer(9)));
         assert_eq!(table.pop_due(t0 + 8 * s), Some(Timer::Reservation(4)));
         assert_eq!(table.pop_due(t0 + 8 * s), None);
+        table.set_unless_armed(Timer::Sweep, t0 + 20 * s);
+        assert_eq!(table.next(), Some(t0 + 10 * s), "armed: the deadline stays");
         table.cancel(Timer::Sweep);
+        table.set_unless_armed(Timer::IdleSockets, t0 + 2 * s);
+        assert_eq!(table.pop_due(t0 + 2 * s), Some(Timer::IdleSockets));
         table.set_or_cancel(Timer::Operations(2), None);
         assert_eq!(table.next(), None);
         assert_eq!(table.armed().count(), 0);

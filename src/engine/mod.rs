@@ -44,12 +44,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::mpsc::Sender;
 
 use crate::media::dtmf::{self, DtmfError};
-use pool::PortPool;
+use pool::{IdleSockets, Pair, PortPool};
 use socket::{MediaSockets, SocketTuning};
 use stats::SharedStats;
 use worker::{NewConnection, WorkerCommand, WorkerContext, WorkerHandle};
 
 pub use crate::mixer::ParticipantFlags;
+
+/// How long an ended connection's sockets stay bound, unused, for a next connection before
+/// they are closed.
+pub const IDLE_SOCKETS_MAX: std::time::Duration = pool::IDLE_MAX;
 
 /// How many pairs `open_connection` tries to bind before giving up with `NoPortsAvailable`;
 /// pairs held by other processes are skipped, but a crowded host must not stall the control plane.
@@ -404,7 +408,11 @@ pub fn clock_time(clock: libc::clockid_t) -> Option<std::time::Duration> {
 impl Engine {
     /// Validates the configuration and starts the worker threads; events go to `events`.
     pub fn start(config: EngineConfig, events: Sender<EngineEvent>) -> Result<Engine, EngineError> {
-        let ports = PortPool::new(config.rtp_port_min, config.rtp_port_max)?;
+        let ports = PortPool::new(
+            config.rtp_port_min,
+            config.rtp_port_max,
+            IdleSockets::from_file_limit(),
+        )?;
         let worker_count = resolve_worker_count(config.workers);
         let port_return = ports.port_return();
         let (recorder_queue, recorder_inbox) = recorder::channel();
@@ -854,8 +862,6 @@ impl Engine {
             .map(|entry| entry.stats.snapshot())
     }
 
-    /// UDP ports allocated to connections (two per connection: RTP and RTCP), including closed
-    /// connections whose worker has not dropped the sockets yet.
     /// Gives back the slack a burst left in the registry (see `crate::shrink`).
     pub fn shrink_idle(&self) {
         use crate::shrink::ShrinkIdle;
@@ -864,8 +870,23 @@ impl Engine {
         registry.conferences.shrink_idle();
     }
 
+    /// UDP ports allocated to connections (two per connection: RTP and RTCP), including closed
+    /// connections whose worker has not given the sockets back yet.
     pub fn ports_in_use(&self) -> usize {
         lock(&self.ports).ports_in_use()
+    }
+
+    /// Closes the idle sockets that have rested `IDLE_SOCKETS_MAX`; returns how long until the
+    /// next one left is due (None: none left).
+    pub fn close_idle_sockets(&self) -> Option<std::time::Duration> {
+        lock(&self.ports).close_idle_sockets(std::time::Instant::now())
+    }
+
+    /// UDP ports of ended connections whose sockets stay bound for the next ones (two per
+    /// pair); they close after `pool::IDLE_MAX` unused. Reading this (as `ports_in_use` does)
+    /// closes those that have rested that long.
+    pub fn ports_idle(&self) -> usize {
+        lock(&self.ports).ports_idle()
     }
 
     /// UDP ports in the pool (two per pair).
@@ -939,13 +960,28 @@ impl Engine {
     }
 
     /// Pops free pairs until one binds: pairs taken by another process go to the back of the
-    /// pool and the next is tried, up to `MAX_BIND_ATTEMPTS`.
+    /// pool and the next is tried, up to `MAX_BIND_ATTEMPTS`. A pair whose sockets stayed
+    /// bound from an earlier connection is used as it is, once what arrived on it since is read
+    /// away (closed instead when its old peer is still sending).
     fn bind_free_pair(&self) -> Result<(u16, MediaSockets), EngineError> {
         let mut ports = lock(&self.ports);
         let attempts = ports.free_pairs().min(MAX_BIND_ATTEMPTS);
         for _ in 0..attempts {
-            let Some(rtp_port) = ports.allocate() else {
-                break;
+            let rtp_port = match ports.allocate() {
+                None => break,
+                Some(Pair::Bound(rtp_port, sockets)) => {
+                    if socket::discard_stale(&sockets) {
+                        return Ok((rtp_port, sockets));
+                    }
+                    tracing::debug!(
+                        rtp_port,
+                        "media port pair still receiving its old stream, closed"
+                    );
+                    drop(sockets);
+                    ports.release(rtp_port);
+                    continue;
+                }
+                Some(Pair::Unbound(rtp_port)) => rtp_port,
             };
             match socket::bind_pair(self.bind_ip, rtp_port, &self.tuning) {
                 Ok(sockets) => return Ok((rtp_port, sockets)),

@@ -229,8 +229,9 @@ impl RecvRing {
 
     /// Ends the requests on these sockets and returns once the kernel has let go of them (their
     /// final completions taken; datagrams already received stay in the backlog and are handed
-    /// out, with their tags, by the next [`RecvRing::take`]).
-    pub(super) fn disarm(&mut self, requests: &[(RawFd, u64)]) {
+    /// out, with their tags, by the next [`RecvRing::take`]). False when they did not end within
+    /// `DRAIN_LIMIT`: the sockets may still be read by the kernel for this ring.
+    pub(super) fn disarm(&mut self, requests: &[(RawFd, u64)]) -> bool {
         for &(fd, tag) in requests {
             if self.live.contains(&tag) {
                 let cancel = opcode::AsyncCancel2::new(CancelBuilder::fd(types::Fd(fd)).all())
@@ -245,13 +246,14 @@ impl RecvRing {
         while requests.iter().any(|(_, tag)| self.live.contains(tag)) {
             if Instant::now() > deadline {
                 tracing::error!(
-                    "media receives did not end within {DRAIN_LIMIT:?}; their sockets stay open"
+                    "media receives did not end within {DRAIN_LIMIT:?}; their sockets are closed, not reused"
                 );
-                return;
+                return false;
             }
             self.enter(1, Duration::from_millis(1));
             self.pull();
         }
+        true
     }
 
     /// Submits queued arms and cancels and runs every receive the kernel deferred since the last
@@ -593,7 +595,7 @@ mod tests {
         let address = socket.local_addr().expect("addr");
         ring.arm(socket.as_raw_fd(), 5).expect("arm");
         ring.poll();
-        ring.disarm(&[(socket.as_raw_fd(), 5)]);
+        assert!(ring.disarm(&[(socket.as_raw_fd(), 5)]), "the receive ended");
         drop(socket);
         // Were a receive still holding the socket, the port would still be bound.
         let again = UdpSocket::bind(address).expect("the port is free after disarm and close");

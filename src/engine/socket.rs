@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use mio::net::UdpSocket;
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Options applied to every media socket.
-#[derive(Debug, Clone)]
+/// Options applied to every media socket (the default: none, the kernel's own).
+#[derive(Debug, Clone, Default)]
 pub(super) struct SocketTuning {
     /// IPv4 TOS / IPv6 traffic class; 0 leaves the default.
     pub(super) dscp_tos: u8,
@@ -76,6 +76,30 @@ pub(super) fn bind_pair(
         rtp,
         rtcp,
         local_rtp,
+    })
+}
+
+/// Datagrams a reused pair may hold from its previous connection (the last packets its peer
+/// sent before it stopped); more means that peer is still sending.
+const STALE_LIMIT: usize = 32;
+
+/// Reads away what arrived on an idle pair since its connection ended. False when either
+/// socket held more than [`STALE_LIMIT`] datagrams: the old peer is still sending, and the
+/// pair must not carry a new call now.
+pub(super) fn discard_stale(sockets: &MediaSockets) -> bool {
+    [&sockets.rtp, &sockets.rtcp].into_iter().all(|socket| {
+        // A datagram longer than the buffer is truncated and dropped whole.
+        let mut scrap = [0u8; 1];
+        for _ in 0..=STALE_LIMIT {
+            match socket.recv_from(&mut scrap) {
+                Ok(_) => {}
+                // WouldBlock: empty. Another error (an ICMP error queued for an earlier send)
+                // is consumed by the read; the next read goes on.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => {}
+            }
+        }
+        false
     })
 }
 
@@ -203,14 +227,35 @@ mod tests {
 
     /// No option set: the kernel's defaults.
     fn untuned() -> SocketTuning {
-        SocketTuning {
-            dscp_tos: 0,
-            recv_buffer: 0,
-            send_buffer: 0,
-            priority: None,
-            busy_poll_us: 0,
-            busy_poll_budget: 0,
+        SocketTuning::default()
+    }
+
+    #[test]
+    fn a_reused_pair_is_emptied_unless_its_old_peer_is_still_sending() {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let pair = (32_000..33_000)
+            .step_by(2)
+            .find_map(|port| bind_pair(ip, port, &untuned()).ok())
+            .expect("a free pair");
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind peer");
+        let rtcp = pair.rtcp.local_addr().expect("rtcp");
+        assert!(discard_stale(&pair), "nothing arrived");
+        for _ in 0..3 {
+            peer.send_to(&[0x80; 172], pair.local_rtp).expect("send");
         }
+        peer.send_to(&[0x81; 60], rtcp).expect("send");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(discard_stale(&pair), "a few late packets are read away");
+        let mut buf = [0u8; 16];
+        for socket in [&pair.rtp, &pair.rtcp] {
+            let error = socket.recv_from(&mut buf).expect_err("emptied");
+            assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+        }
+        for _ in 0..=STALE_LIMIT {
+            peer.send_to(&[0x80; 172], pair.local_rtp).expect("send");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(!discard_stale(&pair), "a stream still arriving");
     }
 
     #[test]

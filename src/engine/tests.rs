@@ -173,18 +173,22 @@ fn with_io_uring_sends_the_echo_is_the_same_and_every_packet_goes_through_the_ri
 }
 
 #[test]
-fn with_io_uring_receives_every_packet_comes_through_the_ring_and_a_closed_port_is_free_at_once() {
+fn with_io_uring_receives_every_packet_comes_through_the_ring_and_a_closed_pairs_sockets_serve_the_next(
+) {
     let (sender, mut events) = mpsc::channel(256);
     // One port pair: the second connection can only open on the first one's ports.
     let engine =
         Engine::start(uring_receive_config(32_200, 32_201, 1), sender).expect("valid config");
+    let stale = client_socket();
     for round in 0..2u64 {
         let client = client_socket();
         let endpoint = open(&engine, round, echo_spec(&client));
         assert_eq!(endpoint.rtp.port(), 32_200);
+        assert_eq!(engine.ports_idle(), 0, "the idle pair was taken");
         let before = engine.io_uring_receives();
         let frames = CALLER.frames(40);
         send_paced(&client, endpoint.rtp, &frames);
+        // The second connection hears its own caller only, not what reached the idle pair.
         let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
         assert_echo_of(&echoes, &frames);
         wait_until(|| {
@@ -192,7 +196,8 @@ fn with_io_uring_receives_every_packet_comes_through_the_ring_and_a_closed_port_
                 .stats(round)
                 .is_some_and(|stats| stats.rtp_packets_received == 40)
         });
-        // Counted once per worker turn.
+        // Counted once per worker turn: the ring let go of the first connection's receives,
+        // so the reused sockets are read for the second.
         wait_until(|| engine.io_uring_receives() == before + 40);
         engine
             .close_connection(round)
@@ -202,11 +207,17 @@ fn with_io_uring_receives_every_packet_comes_through_the_ring_and_a_closed_port_
         });
         assert!(matches!(closed, EngineEvent::Closed { key, .. } if key == round));
         assert_eq!(engine.ports_in_use(), 0);
-        // The ring let go of the sockets before the port was given back: it can be bound now.
-        let probe = std::net::UdpSocket::bind((LOCALHOST, 32_200))
-            .expect("a closed connection's RTP port is free");
-        drop(probe);
+        assert_eq!(engine.ports_idle(), 2, "the pair's sockets stay bound");
+        // Late packets to the idle pair are read away when it is reused.
+        for frame in CALLER.frames(3) {
+            stale.send_to(&frame, endpoint.rtp).expect("send stale");
+        }
     }
+    // Unused for `IDLE_MAX`, the idle sockets close (on the next look at the pool).
+    wait_until(|| engine.ports_idle() == 0);
+    let probe =
+        std::net::UdpSocket::bind((LOCALHOST, 32_200)).expect("the idle pair's port is free");
+    drop(probe);
     engine.shutdown();
 }
 

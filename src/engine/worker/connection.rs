@@ -79,6 +79,9 @@ pub(super) struct Connection {
     /// Its sockets have ring receives in flight (false once disarmed, so an ended request is not
     /// armed again).
     pub(super) armed: bool,
+    /// The kernel has let go of the sockets whenever they were unwatched: another connection
+    /// may have them once this one ends (false after a ring receive that would not end).
+    pub(super) sockets_reusable: bool,
     /// A ring receive of this connection has failed and was logged.
     pub(super) receive_failure_logged: bool,
 }
@@ -110,6 +113,7 @@ impl Connection {
             watches: Vec::new(),
             ring_tags: None,
             armed: false,
+            sockets_reusable: true,
             receive_failure_logged: false,
         }
     }
@@ -204,10 +208,11 @@ impl Connection {
         match (ring, self.ring_tags) {
             (Some(ring), Some([rtp, rtcp])) if self.armed => {
                 self.armed = false;
-                ring.disarm(&[
+                let ended = ring.disarm(&[
                     (self.sockets.rtp.as_raw_fd(), rtp),
                     (self.sockets.rtcp.as_raw_fd(), rtcp),
                 ]);
+                self.sockets_reusable &= ended;
             }
             _ => self.deregister(registry),
         }

@@ -400,6 +400,8 @@ impl Worker {
                 "cannot watch media sockets, closing connection"
             );
             connection.unwatch(self.poll.registry(), self.receive.as_mut());
+            // A half-made watch: better a fresh pair for the next connection.
+            connection.sockets_reusable = false;
             self.finish(connection);
             self.free_slots.push(slot);
             return;
@@ -514,22 +516,24 @@ impl Worker {
         }
     }
 
-    /// Drops the sockets, then gives the ports back and reports `Closed`, in that order, so a
-    /// port is never handed out while its old socket is still open.
+    /// Gives the unwatched sockets back to the pool with their ports (kept bound for a later
+    /// connection when there is room, else closed here first), then reports `Closed`.
     fn finish(&mut self, connection: Box<Connection>) {
         let stats = connection.current_stats();
         let Connection {
             key,
             rtp_port,
             sockets,
+            sockets_reusable,
             shared,
             ..
         } = *connection;
         shared.publish(&stats);
         // Sends still queued name these sockets by fd number: hand them to the kernel first.
         self.transmit.submit();
-        drop(sockets);
-        self.context.port_return.give_back(rtp_port);
+        self.context
+            .port_return
+            .give_back(rtp_port, sockets, sockets_reusable);
         tracing::debug!(
             worker = self.index,
             key,

@@ -44,7 +44,12 @@ fn worker_with_echo_connection(
     let sockets = super::super::socket::bind_pair(localhost, rtp_port, &tuning)
         .expect("test port pair is free");
     let local_rtp = sockets.local_rtp;
-    let pool = super::super::pool::PortPool::new(rtp_port, rtp_port + 1).expect("one-pair range");
+    let pool = super::super::pool::PortPool::new(
+        rtp_port,
+        rtp_port + 1,
+        super::super::pool::IdleSockets::new(0),
+    )
+    .expect("one-pair range");
     let (events, _) = tokio::sync::mpsc::channel(8);
     let epoch = Instant::now();
     let context = WorkerContext {
