@@ -13,6 +13,7 @@ pub mod engine;
 /// Entry points for the fuzz targets of `fuzz/`; not an API.
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod heap;
 pub mod media;
 pub mod mixer;
 pub mod sdp;

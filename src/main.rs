@@ -133,6 +133,12 @@ enum UsersAction {
 /// glibc's default against 106 MB before it, 107 MB against 98 MB with four arenas (two cost
 /// 3 % of the setup rate). Set before the runtime's threads start; `MALLOC_ARENA_MAX` in the
 /// environment still decides when set.
+/// Rust's allocations (the `jemalloc` feature, on by default; see Cargo.toml).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// glibc's malloc still serves the C libraries (SQLite, libopus): at most four arenas.
 fn limit_malloc_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt only changes a setting of glibc's allocator, under its own lock.

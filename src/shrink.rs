@@ -2,7 +2,8 @@
 //! after its entries are removed, so the tables of a server that once held 10,000 calls stay
 //! that big when it holds ten. [`ShrinkIdle::shrink_idle`] halves the slack of a table that is
 //! mostly empty; the control plane runs it on its tables when the health loop sees that the
-//! work alive has fallen (`app::MemoryReturn`), before `malloc_trim` hands the freed pages back.
+//! work alive has fallen (`app::MemoryReturn`), before `heap::release_free_memory` hands the
+//! freed pages back.
 //!
 //! Owns nothing. Must not run per request: shrinking rehashes.
 

@@ -26,11 +26,13 @@ pub struct ProcessStats {
     pub max_fds: Option<u64>,
     /// When the process started, seconds since the Unix epoch.
     pub start_time_seconds: Option<f64>,
-    /// Bytes the allocator has handed out and not had back (glibc `mallinfo2`: arena chunks in
-    /// use plus mmapped blocks). Growth here over a long run is live data: a leak or a table.
+    /// Bytes the allocators have handed out and not had back (jemalloc's `stats.allocated`
+    /// plus glibc's `mallinfo2` chunks in use and mmapped blocks). Growth here over a long run
+    /// is live data: a leak or a table.
     pub heap_in_use_bytes: Option<u64>,
-    /// Bytes freed back to the allocator and kept in its arenas. Growth here with the in-use
-    /// figure flat is fragmentation: resident memory the process no longer uses.
+    /// Bytes freed back to the allocators and kept (jemalloc's resident less allocated, glibc's
+    /// free chunks). Growth here with the in-use figure flat is fragmentation: resident memory
+    /// the process no longer uses.
     pub heap_free_bytes: Option<u64>,
 }
 
@@ -54,7 +56,7 @@ impl ProcessStats {
                     .and_then(|text| boot_time(&text)),
             )
             .map(|((ticks, hz), boot)| boot as f64 + ticks as f64 / hz as f64);
-        let heap = heap();
+        let heap = crate::heap::figures();
         ProcessStats {
             cpu_seconds: crate::engine::clock_time(libc::CLOCK_PROCESS_CPUTIME_ID)
                 .map(|t| t.as_secs_f64()),
@@ -63,8 +65,8 @@ impl ProcessStats {
             open_fds: open_fds(),
             max_fds: max_fds(),
             start_time_seconds,
-            heap_in_use_bytes: heap.map(|(in_use, _)| in_use),
-            heap_free_bytes: heap.map(|(_, free)| free),
+            heap_in_use_bytes: heap.map(|h| h.in_use),
+            heap_free_bytes: heap.map(|h| h.free),
         }
     }
 
@@ -110,13 +112,13 @@ impl ProcessStats {
             (
                 "callbridge_heap_in_use_bytes",
                 "gauge",
-                "Bytes allocated and not freed (glibc mallinfo2 uordblks + hblkhd).",
+                "Bytes allocated and not freed (jemalloc stats.allocated + glibc mallinfo2 in use).",
                 self.heap_in_use_bytes.map(|v| v as f64),
             ),
             (
                 "callbridge_heap_free_bytes",
                 "gauge",
-                "Bytes freed and kept by the allocator's arenas (glibc mallinfo2 fordblks).",
+                "Bytes freed and kept by the allocators (jemalloc resident - allocated + glibc free).",
                 self.heap_free_bytes.map(|v| v as f64),
             ),
         ];
@@ -134,20 +136,6 @@ fn sysconf(name: libc::c_int) -> Option<u64> {
     // SAFETY: sysconf only reads a configuration value.
     let value = unsafe { libc::sysconf(name) };
     u64::try_from(value).ok()
-}
-
-/// (in use, free) bytes of the C allocator, every arena summed. glibc only: other C libraries
-/// leave the two series out.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn heap() -> Option<(u64, u64)> {
-    // SAFETY: mallinfo2 only reads the allocator's statistics (it takes each arena's lock).
-    let info = unsafe { libc::mallinfo2() };
-    Some(((info.uordblks + info.hblkhd) as u64, info.fordblks as u64))
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn heap() -> Option<(u64, u64)> {
-    None
 }
 
 /// Entries of /proc/self/fd, less the one the listing itself holds open.

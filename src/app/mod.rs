@@ -466,8 +466,9 @@ async fn report_health(control: ControlHandle, store: Store) {
                 Ok(Ok(())) => {}
             }
             tokio::task::spawn_blocking(|| {
-                // SAFETY: malloc_trim only releases free heap pages; no pointer is involved.
-                unsafe { libc::malloc_trim(0) };
+                if let Err(error) = crate::heap::release_free_memory() {
+                    tracing::warn!(%error, "free heap pages not given back");
+                }
             });
         }
         let text = format!(
