@@ -14,6 +14,7 @@ pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod heap;
+mod idmap;
 pub mod media;
 pub mod mixer;
 pub mod sdp;

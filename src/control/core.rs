@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use tokio::sync::broadcast;
 
@@ -18,6 +18,7 @@ use super::party::CallModel;
 use super::timers::{Timer, TimerTable};
 use super::*;
 use crate::engine::{EngineEvent, MediaSpec};
+use crate::idmap::{IdMap, IdSet};
 use crate::sip::transaction::Peer;
 use crate::sip::transport::Received;
 use crate::sip::ua::{CallId, UserAgent};
@@ -72,62 +73,62 @@ pub struct Controller<M: Backend> {
     pub(super) joining_by: Option<Actor>,
     /// Boxed: a `Connection` is ~400 bytes and the map keeps up to twice as many slots as
     /// connections (idle-call memory, issue 19).
-    pub(super) connections: HashMap<u32, Box<Connection>>,
+    pub(super) connections: IdMap<u32, Box<Connection>>,
     /// Released connections whose final statistics the worker has not sent yet.
-    pub(super) closing: HashMap<u32, PendingRelease>,
+    pub(super) closing: IdMap<u32, PendingRelease>,
     /// Which connection each call is bound to.
-    pub(super) call_connections: HashMap<CallId, u32>,
+    pub(super) call_connections: IdMap<CallId, u32>,
     pub(super) next_connection_id: u32,
     pub(super) calls_total: u64,
     /// Calls answered (a 2xx to an INVITE we received, or to one we sent), ever.
     pub(super) calls_answered_total: u64,
     pub(super) releases_by_reason: BTreeMap<String, u64>,
     /// What the API shows about each call in progress.
-    pub(super) call_info: HashMap<CallId, CallInfo>,
+    pub(super) call_info: IdMap<CallId, CallInfo>,
     /// RTP counters of released connections, so totals survive releases.
     pub(super) released_rtp_received: u64,
     pub(super) released_rtp_sent: u64,
-    pub(super) conferences: HashMap<u32, conference::Conference>,
+    pub(super) conferences: IdMap<u32, conference::Conference>,
     pub(super) next_conference_id: u32,
     /// Conferences of `conference` routes by room name.
     pub(super) rooms: HashMap<String, u32>,
     pub(super) resources: Resources,
     pub(super) next_operation_id: u32,
     /// Records whose operation ended, waiting for their file to be finished.
-    pub(super) pending_records: HashMap<u32, media_ops::PendingRecord>,
+    pub(super) pending_records: IdMap<u32, media_ops::PendingRecord>,
     /// StopMediaOperation answers held (Block) until these records are finished.
     pub(super) blocked_stops: Vec<(Vec<u32>, Option<Reply>, ActionResult)>,
     /// Media operations completed, by (action, termination condition).
     pub(super) operations_completed: BTreeMap<(String, String), u64>,
     /// `application` calls waiting for AcceptCall/AnswerCall/RejectCall/Redirect.
-    pub(super) offered: HashMap<CallId, call_control::OfferedCall>,
+    pub(super) offered: IdMap<CallId, call_control::OfferedCall>,
     /// Every `application` call in progress (answered or not).
-    pub(super) app_calls: HashSet<CallId>,
+    pub(super) app_calls: IdSet<CallId>,
     /// Calls we placed (MakeCall, transfers) not answered yet.
-    pub(super) placed: HashMap<CallId, outbound::Placed>,
+    pub(super) placed: IdMap<CallId, outbound::Placed>,
     /// BlindTransfer answers waiting for the far end's NOTIFY.
-    pub(super) transfer_replies: HashMap<CallId, Reply>,
+    pub(super) transfer_replies: IdMap<CallId, Reply>,
     /// BridgeCalls peers, both ways.
-    pub(super) bridges: HashMap<CallId, CallId>,
+    pub(super) bridges: IdMap<CallId, CallId>,
     /// Connections taking another's place (REFER, Replaces): they join its conference's mix at
     /// once and its call in the party model when the transfer completes.
-    pub(super) transfer_targets: HashSet<u32>,
+    pub(super) transfer_targets: IdSet<u32>,
     /// CTI holds and retrieves waiting for the party's answer to our re-INVITE, by SIP call.
-    pub(super) pending_holds: HashMap<CallId, PendingHold>,
+    pub(super) pending_holds: IdMap<CallId, PendingHold>,
     /// The party-model key of each offered `application` call (it has no connection yet).
-    pub(super) offer_parties: HashMap<CallId, u32>,
+    pub(super) offer_parties: IdMap<CallId, u32>,
     /// Two-step consultations by the consulting connection (B).
-    pub(super) consultations: HashMap<u32, super::consult::Consultation>,
+    pub(super) consultations: IdMap<u32, super::consult::Consultation>,
     /// The consulting connection (B) of each consultation call's connection (C).
-    pub(super) consult_targets: HashMap<u32, u32>,
+    pub(super) consult_targets: IdMap<u32, u32>,
     /// Connections whose conference moves are a consultation's (media only, no model change).
-    pub(super) consulting: HashSet<u32>,
+    pub(super) consulting: IdSet<u32>,
     /// How calls are recorded.
     pub(super) recording_settings: super::recording::RecordingSettings,
     /// Each connection's call in the recording store.
-    pub(super) store_calls: HashMap<u32, super::recording::StoreCall>,
+    pub(super) store_calls: IdMap<u32, super::recording::StoreCall>,
     /// Recordings whose files the store tracks, by operation.
-    pub(super) tracked_recordings: HashMap<u32, super::recording::TrackedRecording>,
+    pub(super) tracked_recordings: IdMap<u32, super::recording::TrackedRecording>,
     /// Writes for the store, in order, for the shell.
     pub(super) store_out: Vec<crate::store::StoreEvent>,
     /// Recordings that stopped before their call ended (a full disk, a file not created).
@@ -137,9 +138,9 @@ pub struct Controller<M: Backend> {
     /// The agent conference each agent chairs, is in or is invited to.
     pub(super) agent_conf_of: HashMap<crate::agent_gateway::AgentId, u64>,
     /// Agent conference members' connections in the conference: (confId, member).
-    pub(super) agent_connection: HashMap<u32, (u64, u32)>,
+    pub(super) agent_connection: IdMap<u32, (u64, u32)>,
     /// Agent conference phones being called: (confId, member).
-    pub(super) agent_dialing: HashMap<u32, (u64, u32)>,
+    pub(super) agent_dialing: IdMap<u32, (u64, u32)>,
     /// Agent events for the gateway, in order.
     pub(super) agent_out: Vec<(
         crate::agent_gateway::AgentId,
@@ -290,47 +291,47 @@ impl<M: Backend> Controller<M> {
             cti_reference: None,
             acting: None,
             joining_by: None,
-            closing: HashMap::new(),
-            conferences: HashMap::new(),
+            closing: IdMap::default(),
+            conferences: IdMap::default(),
             next_conference_id: 1,
             rooms: HashMap::new(),
             next_operation_id: 1,
-            pending_records: HashMap::new(),
+            pending_records: IdMap::default(),
             blocked_stops: Vec::new(),
             operations_completed: BTreeMap::new(),
-            offered: HashMap::new(),
-            app_calls: HashSet::new(),
-            placed: HashMap::new(),
-            transfer_replies: HashMap::new(),
-            bridges: HashMap::new(),
-            transfer_targets: HashSet::new(),
-            pending_holds: HashMap::new(),
-            offer_parties: HashMap::new(),
-            consultations: HashMap::new(),
-            consult_targets: HashMap::new(),
-            consulting: HashSet::new(),
+            offered: IdMap::default(),
+            app_calls: IdSet::default(),
+            placed: IdMap::default(),
+            transfer_replies: IdMap::default(),
+            bridges: IdMap::default(),
+            transfer_targets: IdSet::default(),
+            pending_holds: IdMap::default(),
+            offer_parties: IdMap::default(),
+            consultations: IdMap::default(),
+            consult_targets: IdMap::default(),
+            consulting: IdSet::default(),
             recording_settings: media.recording.clone(),
-            store_calls: HashMap::new(),
-            tracked_recordings: HashMap::new(),
+            store_calls: IdMap::default(),
+            tracked_recordings: IdMap::default(),
             store_out: Vec::new(),
             recording_failures: 0,
             agent_confs: std::collections::BTreeMap::new(),
             agent_conf_of: HashMap::new(),
-            agent_connection: HashMap::new(),
-            agent_dialing: HashMap::new(),
+            agent_connection: IdMap::default(),
+            agent_dialing: IdMap::default(),
             agent_out: Vec::new(),
             next_agent_conf: 1,
             media,
             engine,
             ua,
             events: EventBus::new(4096),
-            connections: HashMap::new(),
-            call_connections: HashMap::new(),
+            connections: IdMap::default(),
+            call_connections: IdMap::default(),
             next_connection_id: 1,
             calls_total: 0,
             calls_answered_total: 0,
             releases_by_reason: BTreeMap::new(),
-            call_info: HashMap::new(),
+            call_info: IdMap::default(),
             released_rtp_received: 0,
             released_rtp_sent: 0,
         }

@@ -9,7 +9,7 @@
 //! Must not: decide anything about media or signalling. The core tells it what happened, in
 //! the order it happened, and it answers what the call looks like now.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Index;
 
@@ -380,9 +380,9 @@ pub struct PartyEvent {
 pub struct CallModel {
     calls: BTreeMap<ConnId, Call>,
     /// The call of each party, by connection.
-    call_of: HashMap<u32, ConnId>,
+    call_of: crate::idmap::IdMap<u32, ConnId>,
     /// The call each conference carries.
-    conference_call: HashMap<u32, ConnId>,
+    conference_call: crate::idmap::IdMap<u32, ConnId>,
     last_id: u64,
     /// Changes not taken by the surfaces yet, in order.
     outbox: Vec<PartyEvent>,

@@ -7,7 +7,7 @@
 //! no list is rescanned on every turn.
 //! Must not: read the clock or act on a timer; the core asks for the due ones and acts.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use crate::sip::ua::CallId;
@@ -37,7 +37,7 @@ pub enum Timer {
 #[derive(Debug, Default)]
 pub struct TimerTable {
     by_deadline: BTreeSet<(Instant, Timer)>,
-    deadline_of: HashMap<Timer, Instant>,
+    deadline_of: crate::idmap::IdMap<Timer, Instant>,
 }
 
 impl TimerTable {

@@ -1038,7 +1038,7 @@ impl Drop for Engine {
 /// The control plane's view of open connections.
 struct Registry {
     /// Open connections by key.
-    connections: HashMap<ConnectionKey, ConnectionEntry>,
+    connections: crate::idmap::IdMap<ConnectionKey, ConnectionEntry>,
     /// Connections carried by each worker, indexed by worker number.
     load: Vec<usize>,
     /// The worker that mixes each conference.
@@ -1059,7 +1059,7 @@ struct ConnectionEntry {
 impl Registry {
     fn new(workers: usize) -> Self {
         Registry {
-            connections: HashMap::new(),
+            connections: crate::idmap::IdMap::default(),
             load: vec![0; workers],
             conferences: HashMap::new(),
         }

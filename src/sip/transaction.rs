@@ -296,7 +296,7 @@ pub struct TransactionLayer {
     /// Boxed: a transaction is ~420 bytes (twelve timer slots), and INVITE and BYE server
     /// transactions outlive their calls by Timer L/J (32 s): a table of values would keep
     /// twice their count in slots, and move them all at each growth.
-    transactions: HashMap<u64, Box<Transaction>>,
+    transactions: crate::idmap::IdMap<u64, Box<Transaction>>,
     /// Key → id, for matching incoming messages and TU calls.
     index: HashMap<TransactionKey, u64>,
     /// Next internal id; never reused, so a stale queue entry can never hit a newer tx.
@@ -317,7 +317,7 @@ impl TransactionLayer {
     /// An empty layer using `timers` for T1/T2/T4.
     pub fn new(timers: TimerValues) -> Self {
         TransactionLayer {
-            transactions: HashMap::new(),
+            transactions: crate::idmap::IdMap::default(),
             index: HashMap::new(),
             next_id: 0,
             ctx: Context {

@@ -6,7 +6,7 @@
 //! session timer, a scan of all of them on each answer and hang-up grew with the calls up.
 //! Must not: know what a timer does; the user agent acts on what `pop_due` gives.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::CallId;
@@ -16,7 +16,7 @@ pub(super) struct CallTimers {
     /// (deadline, call), earliest first.
     order: BTreeSet<(Instant, CallId)>,
     /// Each armed call's deadline: its key in `order`.
-    due: HashMap<CallId, Instant>,
+    due: crate::idmap::IdMap<CallId, Instant>,
 }
 
 impl CallTimers {

@@ -254,7 +254,7 @@ pub struct UserAgent {
     transactions: TransactionLayer,
     /// Boxed: a `Call` is about 2 KB, and the map keeps up to twice as many buckets as calls
     /// (an idle call's memory, scripts/bench-idle-memory).
-    calls: HashMap<CallId, Box<Call>>,
+    calls: crate::idmap::IdMap<CallId, Box<Call>>,
     /// (Call-ID, our tag) → call, for requests inside a dialog.
     by_dialog: HashMap<(String, String), CallId>,
     /// Ringing calls due to be answered, ordered by time.
@@ -443,7 +443,7 @@ impl UserAgent {
         UserAgent {
             transactions: TransactionLayer::new(settings.timers),
             settings,
-            calls: HashMap::new(),
+            calls: crate::idmap::IdMap::default(),
             by_dialog: HashMap::new(),
             answer_timers: CallTimers::default(),
             outputs: VecDeque::new(),
@@ -867,7 +867,7 @@ impl UserAgent {
 /// A call in the confirmed state, for the requests we send in its dialog (a free function over
 /// the map, so the rest of the user agent stays borrowable).
 fn established_call(
-    calls: &mut HashMap<CallId, Box<Call>>,
+    calls: &mut crate::idmap::IdMap<CallId, Box<Call>>,
     call_id: CallId,
 ) -> Result<&mut Call, String> {
     let Some(call) = calls.get_mut(&call_id) else {
