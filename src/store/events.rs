@@ -78,10 +78,20 @@ fn apply_one(
                 tracing::warn!(call_id, "CallStarted for a known call; skipped");
                 return Ok(());
             }
-            // The two ends are parties too, so the party list is the whole story of the call.
-            for (dn, role) in [(calling, "calling"), (called, "called")] {
-                if !dn.is_empty() {
-                    add_party(conn, call_id, dn, role, *started_ms)?;
+            // The two ends are parties too, so the party list is the whole story of the call:
+            // one statement for both when both are known (every call's setup).
+            if !calling.is_empty() && !called.is_empty() {
+                conn.execute(
+                    "INSERT INTO parties (call_id, dn, role, at_ms)
+                     VALUES (?1, ?2, 'calling', ?4), (?1, ?3, 'called', ?4)
+                     ON CONFLICT DO NOTHING",
+                    args![call_id, calling, called, started_ms],
+                )?;
+            } else {
+                for (dn, role) in [(calling, "calling"), (called, "called")] {
+                    if !dn.is_empty() {
+                        add_party(conn, call_id, dn, role, *started_ms)?;
+                    }
                 }
             }
         }

@@ -211,6 +211,13 @@ impl Headers {
         self.get("Content-Type")
     }
 
+    /// Checks a From or To as [`Headers::from`] and [`Headers::to`] parse it, with the same
+    /// errors, without building the address.
+    pub(super) fn check_name_addr(&self, name: &'static str) -> Result<(), ParseError> {
+        let value = self.get(name).ok_or(ParseError::Missing(name))?;
+        NameAddr::check(value).map_err(|e| for_header(e, name))
+    }
+
     fn name_addr(&self, name: &'static str) -> Result<NameAddr, ParseError> {
         let value = self.get(name).ok_or(ParseError::Missing(name))?;
         NameAddr::parse(value).map_err(|e| for_header(e, name))

@@ -114,9 +114,9 @@ impl Request {
         let h = &self.headers;
         h.top_via()?;
         h.at_most_once("From")?;
-        h.from()?;
+        h.check_name_addr("From")?;
         h.at_most_once("To")?;
-        h.to()?;
+        h.check_name_addr("To")?;
         h.at_most_once("Call-ID")?;
         h.call_id()?;
         h.at_most_once("CSeq")?;
@@ -143,7 +143,7 @@ impl Request {
             }
         }
         if via.branch().is_none_or(|b| !b.starts_with("z9hG4bK")) {
-            h.from()?;
+            h.check_name_addr("From")?;
         }
         Ok(())
     }

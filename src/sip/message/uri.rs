@@ -32,29 +32,7 @@ impl Uri {
     /// Parses a sip:, sips: or tel: URI (no surrounding whitespace or `<>`). Escapes in the user
     /// part are kept as received. Any other scheme is `BadUri` (the UAS answers 416).
     pub fn parse(s: &str) -> Result<Uri, ParseError> {
-        // Whitespace, controls, quotes and angle brackets never occur in a URI; rejecting them here
-        // also catches `<sip:...>` as a Request-URI and "sip:a@b ;lr" (RFC 4475 ltgtruri, lwsruri).
-        if let Some(bad) = s
-            .chars()
-            .find(|c| c.is_control() || matches!(c, ' ' | '<' | '>' | '"'))
-        {
-            return Err(ParseError::BadUri(format!(
-                "invalid character {bad:?} in {}",
-                excerpt(s)
-            )));
-        }
-        let Some((scheme, rest)) = s.split_once(':') else {
-            return Err(ParseError::BadUri(format!("no scheme in {}", excerpt(s))));
-        };
-        let scheme = scheme.to_ascii_lowercase();
-        match scheme.as_str() {
-            "sip" | "sips" => parse_sip_uri(scheme, rest),
-            "tel" => parse_tel_uri(scheme, rest),
-            // RFC 3986 §3.1: a scheme is a letter followed by letters, digits, '+', '-', '.';
-            // anything else is not a URI at all.
-            _ if is_scheme(&scheme) => Err(ParseError::UnsupportedScheme(excerpt(&scheme))),
-            _ => Err(ParseError::BadUri(format!("bad scheme in {}", excerpt(s)))),
-        }
+        UriRef::read(s)?.to_owned()
     }
 
     /// URI parameter by case-insensitive name (see [`find_param`]).
@@ -110,37 +88,13 @@ impl NameAddr {
     /// Parses one name-addr or addr-spec with its header parameters. A quoted display name is
     /// stored unescaped (`"a \"b\""` → `a "b"`); an unquoted one is kept as written.
     pub fn parse(s: &str) -> Result<NameAddr, ParseError> {
-        let s = trim_lws(s);
-        if s.is_empty() {
-            return Err(bad_name_addr("empty value".to_string()));
-        }
-        if s.starts_with('"') {
-            let Some((display, rest)) = unquote_prefix(s) else {
-                return Err(bad_name_addr(
-                    "unterminated quoted display name".to_string(),
-                ));
-            };
-            let rest = trim_start_lws(rest);
-            if !rest.starts_with('<') {
-                return Err(bad_name_addr("expected '<' after display name".to_string()));
-            }
-            return parse_angle_addr(Some(display), rest);
-        }
-        // An unquoted display name is tokens and LWS only, so the first of '<', ';' or '"' tells
-        // the name-addr form (`Bob <sip:b@h>`) from the addr-spec form (`sip:b@h;tag=x`).
-        match s.find(['<', ';', '"']) {
-            Some(lt) if s[lt..].starts_with('<') => {
-                let display = trim_lws(&s[..lt]);
-                if let Some(bad) = display.chars().find(|&c| !is_display_char(c)) {
-                    return Err(bad_name_addr(format!(
-                        "invalid character {bad:?} in unquoted display name"
-                    )));
-                }
-                let display = (!display.is_empty()).then(|| display.to_string());
-                parse_angle_addr(display, &s[lt..])
-            }
-            _ => parse_addr_spec(s),
-        }
+        NameAddrRef::read(s)?.to_owned()
+    }
+
+    /// Checks `s` as [`NameAddr::parse`] does, with the same errors, without building
+    /// anything: how a request's From and To are validated (every request, before the UA).
+    pub fn check(s: &str) -> Result<(), ParseError> {
+        NameAddrRef::read(s).map(drop)
     }
 
     /// The `tag` header parameter, if present with a value.
@@ -230,8 +184,82 @@ pub fn find_param<'a>(params: &'a [Param], name: &str) -> Option<Option<&'a str>
         .map(|p| p.value.as_deref())
 }
 
+/// A URI read and checked in place: everything [`Uri::parse`] checks, nothing copied.
+struct UriRef<'a> {
+    /// As received (the owned URI lower-cases it).
+    scheme: &'a str,
+    user: Option<&'a str>,
+    password: Option<&'a str>,
+    host: HostRef<'a>,
+    port: Option<u16>,
+    /// `;name[=value]...` or "", checked.
+    params: &'a str,
+    headers: Option<&'a str>,
+}
+
+/// A [`Host`] before its domain name is lower-cased into a `String`.
+enum HostRef<'a> {
+    Domain(&'a str),
+    V4(Ipv4Addr),
+    V6(Ipv6Addr),
+}
+
+impl HostRef<'_> {
+    fn to_owned(&self) -> Host {
+        match *self {
+            HostRef::Domain(name) => Host::Domain(name.to_ascii_lowercase()),
+            HostRef::V4(addr) => Host::V4(addr),
+            HostRef::V6(addr) => Host::V6(addr),
+        }
+    }
+}
+
+impl<'a> UriRef<'a> {
+    fn read(s: &'a str) -> Result<UriRef<'a>, ParseError> {
+        // Whitespace, controls, quotes and angle brackets never occur in a URI; rejecting them here
+        // also catches `<sip:...>` as a Request-URI and "sip:a@b ;lr" (RFC 4475 ltgtruri, lwsruri).
+        if let Some(bad) = s
+            .chars()
+            .find(|c| c.is_control() || matches!(c, ' ' | '<' | '>' | '"'))
+        {
+            return Err(ParseError::BadUri(format!(
+                "invalid character {bad:?} in {}",
+                excerpt(s)
+            )));
+        }
+        let Some((scheme, rest)) = s.split_once(':') else {
+            return Err(ParseError::BadUri(format!("no scheme in {}", excerpt(s))));
+        };
+        if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
+            read_sip_uri(scheme, rest)
+        } else if scheme.eq_ignore_ascii_case("tel") {
+            read_tel_uri(scheme, rest)
+        } else if is_scheme(scheme) {
+            // RFC 3986 §3.1: a scheme is a letter followed by letters, digits, '+', '-', '.';
+            // anything else is not a URI at all.
+            Err(ParseError::UnsupportedScheme(excerpt(
+                &scheme.to_ascii_lowercase(),
+            )))
+        } else {
+            Err(ParseError::BadUri(format!("bad scheme in {}", excerpt(s))))
+        }
+    }
+
+    fn to_owned(&self) -> Result<Uri, ParseError> {
+        Ok(Uri {
+            scheme: self.scheme.to_ascii_lowercase(),
+            user: self.user.map(str::to_string),
+            password: self.password.map(str::to_string),
+            host: self.host.to_owned(),
+            port: self.port,
+            params: parse_uri_params(self.params).map_err(ParseError::BadUri)?,
+            headers: self.headers.map(str::to_string),
+        })
+    }
+}
+
 /// `[user[:password]@]host[:port][;params][?headers]` after "sip:" / "sips:".
-fn parse_sip_uri(scheme: String, rest: &str) -> Result<Uri, ParseError> {
+fn read_sip_uri<'a>(scheme: &'a str, rest: &'a str) -> Result<UriRef<'a>, ParseError> {
     let bad = |detail: String| ParseError::BadUri(detail);
     // The user part may contain ';', '?' and ':' (RFC 4475 semiuri, intmeth) but never an
     // unescaped '@', so the first '@' ends the userinfo.
@@ -243,37 +271,38 @@ fn parse_sip_uri(scheme: String, rest: &str) -> Result<Uri, ParseError> {
         None => (None, None),
         Some(userinfo) => {
             let (user, password) = match userinfo.split_once(':') {
-                Some((user, password)) => (user, Some(password.to_string())),
+                Some((user, password)) => (user, Some(password)),
                 None => (userinfo, None),
             };
             if user.is_empty() {
                 return Err(bad("empty user part".to_string()));
             }
-            (Some(user.to_string()), password)
+            (Some(user), password)
         }
     };
     let (before_headers, headers) = match hostpart.split_once('?') {
-        Some((before, headers)) => (before, Some(headers.to_string())),
+        Some((before, headers)) => (before, Some(headers)),
         None => (hostpart, None),
     };
     let (hostport, params) = match before_headers.find(';') {
         Some(semi) => before_headers.split_at(semi),
         None => (before_headers, ""),
     };
-    let (host, port) = parse_hostport(hostport).map_err(bad)?;
-    Ok(Uri {
+    let (host, port) = read_hostport(hostport).map_err(bad)?;
+    check_uri_params(params).map_err(bad)?;
+    Ok(UriRef {
         scheme,
         user,
         password,
         host,
         port,
-        params: parse_uri_params(params).map_err(bad)?,
+        params,
         headers,
     })
 }
 
 /// `number[;params]` after "tel:" (RFC 3966); the number goes in `user`.
-fn parse_tel_uri(scheme: String, rest: &str) -> Result<Uri, ParseError> {
+fn read_tel_uri<'a>(scheme: &'a str, rest: &'a str) -> Result<UriRef<'a>, ParseError> {
     let (number, params) = match rest.find(';') {
         Some(semi) => rest.split_at(semi),
         None => (rest, ""),
@@ -281,19 +310,20 @@ fn parse_tel_uri(scheme: String, rest: &str) -> Result<Uri, ParseError> {
     if number.is_empty() {
         return Err(ParseError::BadUri("empty telephone number".to_string()));
     }
-    Ok(Uri {
+    check_uri_params(params).map_err(ParseError::BadUri)?;
+    Ok(UriRef {
         scheme,
-        user: Some(number.to_string()),
+        user: Some(number),
         password: None,
-        host: Host::Domain(String::new()),
+        host: HostRef::Domain(""),
         port: None,
-        params: parse_uri_params(params).map_err(ParseError::BadUri)?,
+        params,
         headers: None,
     })
 }
 
 /// `host[:port]` where host may be an IPv6 reference `[...]`.
-fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), String> {
+fn read_hostport(s: &str) -> Result<(HostRef<'_>, Option<u16>), String> {
     let (host, port) = if s.starts_with('[') {
         match s.find(']') {
             Some(close) => s.split_at(close + 1),
@@ -310,25 +340,30 @@ fn parse_hostport(s: &str) -> Result<(Host, Option<u16>), String> {
         None if port.is_empty() => None,
         None => return Err(format!("unexpected text after host: {}", excerpt(port))),
     };
-    Ok((parse_host(host)?, port))
+    Ok((read_host(host)?, port))
 }
 
 /// `[v6]`, dotted IPv4 or a domain name (lower-cased).
 pub(super) fn parse_host(s: &str) -> Result<Host, String> {
+    read_host(s).map(|host| host.to_owned())
+}
+
+/// [`parse_host`] without the copy of a domain name.
+fn read_host(s: &str) -> Result<HostRef<'_>, String> {
     if let Some(inner) = s.strip_prefix('[') {
         return inner
             .strip_suffix(']')
             .and_then(|inner| inner.parse::<Ipv6Addr>().ok())
-            .map(Host::V6)
+            .map(HostRef::V6)
             .ok_or_else(|| format!("bad IPv6 reference {}", excerpt(s)));
     }
     if let Ok(v4) = s.parse::<Ipv4Addr>() {
-        return Ok(Host::V4(v4));
+        return Ok(HostRef::V4(v4));
     }
     if s.is_empty() || !s.bytes().all(is_host_byte) {
         return Err(format!("bad host {}", excerpt(s)));
     }
-    Ok(Host::Domain(s.to_ascii_lowercase()))
+    Ok(HostRef::Domain(s))
 }
 
 pub(super) fn parse_port(digits: &str) -> Result<u16, String> {
@@ -338,6 +373,19 @@ pub(super) fn parse_port(digits: &str) -> Result<u16, String> {
     digits
         .parse::<u16>()
         .map_err(|_| format!("port out of range {}", excerpt(digits)))
+}
+
+/// Checks URI parameters as [`parse_uri_params`] reads them.
+fn check_uri_params(s: &str) -> Result<(), String> {
+    match s.strip_prefix(';') {
+        Some(s)
+            if s.split(';')
+                .any(|param| param.split('=').next() == Some("")) =>
+        {
+            Err("empty URI parameter name".to_string())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// URI parameters: "" or `;name[=value]...` with no whitespace (the URI was checked for it).
@@ -360,6 +408,15 @@ fn parse_uri_params(s: &str) -> Result<Vec<Param>, String> {
             })
         })
         .collect()
+}
+
+/// Checks header parameters as [`parse_header_params`] reads them.
+fn check_header_params(s: &str) -> Result<(), String> {
+    let mut c = Cursor::new(s);
+    while let Some(param) = next_param(&mut c) {
+        param?;
+    }
+    Ok(())
 }
 
 /// Header parameters `*( SEMI name [EQUAL value] )` with LWS allowed around `;` and `=`.
@@ -455,14 +512,83 @@ fn header_params_part(s: &str) -> Option<&str> {
     Some(&angle[close + 1..])
 }
 
+/// A name-addr or addr-spec read and checked in place: everything [`NameAddr::parse`]
+/// checks, nothing copied.
+struct NameAddrRef<'a> {
+    display: Option<DisplayRef<'a>>,
+    uri: UriRef<'a>,
+    /// The header parameters, checked.
+    params: &'a str,
+}
+
+/// A display name as written: quoted (with its quotes and escapes) or a run of tokens.
+enum DisplayRef<'a> {
+    Quoted(&'a str),
+    Plain(&'a str),
+}
+
+impl<'a> NameAddrRef<'a> {
+    fn read(s: &'a str) -> Result<NameAddrRef<'a>, ParseError> {
+        let s = trim_lws(s);
+        if s.is_empty() {
+            return Err(bad_name_addr("empty value".to_string()));
+        }
+        if s.starts_with('"') {
+            let Some(quoted) = Cursor::new(s).take_quoted() else {
+                return Err(bad_name_addr(
+                    "unterminated quoted display name".to_string(),
+                ));
+            };
+            let rest = trim_start_lws(&s[quoted.len()..]);
+            if !rest.starts_with('<') {
+                return Err(bad_name_addr("expected '<' after display name".to_string()));
+            }
+            return read_angle_addr(Some(DisplayRef::Quoted(quoted)), rest);
+        }
+        // An unquoted display name is tokens and LWS only, so the first of '<', ';' or '"' tells
+        // the name-addr form (`Bob <sip:b@h>`) from the addr-spec form (`sip:b@h;tag=x`).
+        match s.find(['<', ';', '"']) {
+            Some(lt) if s[lt..].starts_with('<') => {
+                let display = trim_lws(&s[..lt]);
+                if let Some(bad) = display.chars().find(|&c| !is_display_char(c)) {
+                    return Err(bad_name_addr(format!(
+                        "invalid character {bad:?} in unquoted display name"
+                    )));
+                }
+                let display = (!display.is_empty()).then_some(DisplayRef::Plain(display));
+                read_angle_addr(display, &s[lt..])
+            }
+            _ => read_addr_spec(s),
+        }
+    }
+
+    fn to_owned(&self) -> Result<NameAddr, ParseError> {
+        let display = match self.display {
+            None => None,
+            Some(DisplayRef::Plain(name)) => Some(name.to_string()),
+            // Read by `take_quoted`, so terminated: unquoting cannot fail.
+            Some(DisplayRef::Quoted(quoted)) => unquote_prefix(quoted).map(|(name, _)| name),
+        };
+        Ok(NameAddr {
+            display,
+            uri: self.uri.to_owned()?,
+            params: parse_header_params(self.params).map_err(bad_name_addr)?,
+        })
+    }
+}
+
 /// `<uri>` followed by header params; `s` starts with '<'.
-fn parse_angle_addr(display: Option<String>, s: &str) -> Result<NameAddr, ParseError> {
+fn read_angle_addr<'a>(
+    display: Option<DisplayRef<'a>>,
+    s: &'a str,
+) -> Result<NameAddrRef<'a>, ParseError> {
     let Some(close) = s.find('>') else {
         return Err(bad_name_addr("missing '>'".to_string()));
     };
-    let uri = Uri::parse(&s[1..close])?;
-    let params = parse_header_params(&s[close + 1..]).map_err(bad_name_addr)?;
-    Ok(NameAddr {
+    let uri = UriRef::read(&s[1..close])?;
+    let params = &s[close + 1..];
+    check_header_params(params).map_err(bad_name_addr)?;
+    Ok(NameAddrRef {
         display,
         uri,
         params,
@@ -471,7 +597,7 @@ fn parse_angle_addr(display: Option<String>, s: &str) -> Result<NameAddr, ParseE
 
 /// addr-spec without <>: the URI ends at the first ';' and the rest are header params. Such a URI
 /// must not contain '?' (RFC 3261 §20, RFC 4475 regbadct).
-fn parse_addr_spec(s: &str) -> Result<NameAddr, ParseError> {
+fn read_addr_spec(s: &str) -> Result<NameAddrRef<'_>, ParseError> {
     let (uri, params) = match s.find(';') {
         Some(semi) => s.split_at(semi),
         None => (s, ""),
@@ -482,10 +608,12 @@ fn parse_addr_spec(s: &str) -> Result<NameAddr, ParseError> {
             "URI with '?' must be enclosed in <>".to_string(),
         ));
     }
-    Ok(NameAddr {
+    let uri = UriRef::read(uri)?;
+    check_header_params(params).map_err(bad_name_addr)?;
+    Ok(NameAddrRef {
         display: None,
-        uri: Uri::parse(uri)?,
-        params: parse_header_params(params).map_err(bad_name_addr)?,
+        uri,
+        params,
     })
 }
 
@@ -568,6 +696,57 @@ mod tests {
         assert_eq!(name_addr_tag("<sip:a@b>;tag=abc"), Some("abc"));
         assert_eq!(name_addr_tag("sip:a@b;tag=q"), Some("q"));
     }
+    /// The check that validates every request's From and To says what the full parse says,
+    /// error for error, on every form and every way of failing.
+    #[test]
+    fn the_check_agrees_with_the_parse() {
+        let values = [
+            "<sip:bob@example.com>;tag=abc",
+            "Bob <sip:bob@example.com;transport=udp>;tag=1928301774",
+            "\"Bob; <the \\\"boss\\\">\" <sip:bob@example.com>;tag=x;other=y",
+            "\"Bob\" <sip:bob@example.com;tag=in-uri>",
+            "sip:bob@example.com;tag=addr-spec",
+            "<sip:bob@example.com> ; TAG = spaced ; x",
+            "<sip:bob@example.com>;foo;tag=\"quoted\"",
+            "tel:+15551234;tag=t1",
+            "<tel:+15551234;phone-context=example.com>",
+            "<SIPS:Alice:pw@EXAMPLE.com:5061;LR?subject=x>",
+            "<sip:a@[2001:db8::1]:5060>",
+            "<sip:a@192.0.2.1:5060;transport=udp>;tag=x",
+            "<sip:bob@example.com",
+            "\"unterminated <sip:bob@example.com>;tag=z",
+            "\"trailing escape\\",
+            "\"Bob\" sip:bob@example.com",
+            "<sip:bob@example.com>;tag=",
+            "<sip:bob@example.com>;=x",
+            "<sip:bob@example.com;;lr>",
+            "<sip:bob@example.com;=v>",
+            "<sip:@example.com>",
+            "<sip:a@example.com:99999>",
+            "<sip:a@example.com:50x>",
+            "<sip:a@[2001:db8::1>",
+            "<sip:a@exa mple.com>",
+            "<sip:a@exa_mple.com>",
+            "<sip:a@>",
+            "sip:a@b?x=y",
+            "<http://example.com/>",
+            "<1sip:a@b>",
+            "<no-scheme>",
+            "<tel:>",
+            "Bob\u{1} <sip:a@b>",
+            "B@b <sip:a@b>",
+            "",
+            "   ",
+        ];
+        for value in values {
+            assert_eq!(
+                NameAddr::check(value),
+                NameAddr::parse(value).map(drop),
+                "{value:?}"
+            );
+        }
+    }
+
     use crate::sip::message::tests::*;
 
     #[test]
