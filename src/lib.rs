@@ -21,3 +21,4 @@ pub mod sdp;
 mod shrink;
 pub mod sip;
 pub mod store;
+mod text;

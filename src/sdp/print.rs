@@ -57,7 +57,12 @@ impl fmt::Display for Origin {
 impl fmt::Display for OriginAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            OriginAddress::Ip(ip) => write!(f, "IN {} {ip}", addrtype(ip.is_ipv6())),
+            OriginAddress::Ip(ip) => write!(
+                f,
+                "IN {} {}",
+                addrtype(ip.is_ipv6()),
+                crate::text::IpText(*ip)
+            ),
             OriginAddress::Name { ipv6, name } => write!(f, "IN {} {name}", addrtype(*ipv6)),
         }
     }
@@ -69,7 +74,7 @@ impl fmt::Display for Connection {
             f,
             "IN {} {}",
             addrtype(self.address.is_ipv6()),
-            self.address
+            crate::text::IpText(self.address)
         )
     }
 }

@@ -1171,11 +1171,15 @@ fn sent_by(via: &Via) -> String {
             sent_by.make_ascii_lowercase();
             Ok(())
         }
-        Host::V4(addr) => write!(sent_by, "{addr}"),
+        Host::V4(addr) => {
+            sent_by.push_str(crate::text::Ipv4Text::new(*addr).as_str());
+            Ok(())
+        }
         Host::V6(addr) => write!(sent_by, "[{addr}]"),
     };
     if let Some(port) = via.port {
-        let _ = write!(sent_by, ":{port}");
+        sent_by.push(':');
+        crate::text::push_port(&mut sent_by, port);
     }
     sent_by
 }

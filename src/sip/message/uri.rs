@@ -134,7 +134,7 @@ impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Host::Domain(name) => f.write_str(name),
-            Host::V4(addr) => write!(f, "{addr}"),
+            Host::V4(addr) => f.write_str(crate::text::Ipv4Text::new(*addr).as_str()),
             Host::V6(addr) => write!(f, "[{addr}]"),
         }
     }

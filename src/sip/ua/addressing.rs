@@ -31,7 +31,7 @@ pub fn stamp_via(request: &mut Request, source: SocketAddr) {
         return;
     }
     let received = match source.ip() {
-        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V4(ip) => crate::text::Ipv4Text::new(ip).as_str().to_string(),
         std::net::IpAddr::V6(ip) => ip.to_string(),
     };
     top.set_param("received", Some(received));
@@ -67,10 +67,7 @@ fn transport_name(transport: Transport) -> &'static str {
 }
 
 pub(super) fn host_port(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(a) => a.to_string(),
-        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-    }
+    crate::text::host_port(addr)
 }
 
 /// Where an in-dialog request goes. Over TCP the peer's own connection is reused (it may be
