@@ -63,7 +63,7 @@ impl ProcessStats {
             resident_bytes,
             virtual_bytes,
             open_fds: open_fds(),
-            max_fds: max_fds(),
+            max_fds: crate::engine::soft_file_limit(),
             start_time_seconds,
             heap_in_use_bytes: heap.map(|h| h.in_use),
             heap_free_bytes: heap.map(|h| h.free),
@@ -142,18 +142,6 @@ fn sysconf(name: libc::c_int) -> Option<u64> {
 fn open_fds() -> Option<u64> {
     let entries = fs::read_dir("/proc/self/fd").ok()?.count() as u64;
     Some(entries.saturating_sub(1))
-}
-
-fn max_fds() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid rlimit to write.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
-    Some(limit.rlim_cur)
 }
 
 /// (size, resident) in pages from /proc/self/statm.

@@ -388,6 +388,19 @@ pub struct Engine {
     recorder_thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The soft limit on open file descriptors (`RLIMIT_NOFILE`); None if it cannot be read.
+pub fn soft_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit to write.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    Some(limit.rlim_cur)
+}
+
 /// The reading of a clock (`CLOCK_PROCESS_CPUTIME_ID`, a thread's CPU clock, ...), or `None`
 /// when the kernel refuses it (a thread that has ended).
 pub fn clock_time(clock: libc::clockid_t) -> Option<std::time::Duration> {

@@ -95,16 +95,8 @@ impl IdleSockets {
     /// A quarter of the soft limit on open files (two per pair): the rest stays for the
     /// connections themselves, SIP and the API.
     pub(super) fn from_file_limit() -> IdleSockets {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `limit` is a valid rlimit to write.
-        let files = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-            usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
-        } else {
-            0
-        };
+        let files =
+            super::soft_file_limit().map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
         IdleSockets::new(files / 8)
     }
 
@@ -492,18 +484,7 @@ mod tests {
 
     #[test]
     fn the_room_is_a_quarter_of_the_file_limit_in_pairs() {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `limit` is a valid rlimit to write.
-        assert_eq!(
-            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-            0
-        );
-        assert_eq!(
-            IdleSockets::from_file_limit().limit as u64,
-            limit.rlim_cur / 8
-        );
+        let files = crate::engine::soft_file_limit().expect("RLIMIT_NOFILE");
+        assert_eq!(IdleSockets::from_file_limit().limit as u64, files / 8);
     }
 }

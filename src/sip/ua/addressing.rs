@@ -45,16 +45,22 @@ pub(super) fn our_via(transport: Transport, local: SocketAddr, branch: &str) -> 
     let text = format!(
         "SIP/2.0/{} {};branch={branch};rport",
         transport_name(transport),
-        host_port(local)
+        crate::text::host_port(local)
     );
     Via::parse(&text).expect("our own Via text is well-formed")
 }
 
 pub(super) fn contact_for(transport: Transport, local: SocketAddr) -> String {
     match transport {
-        Transport::Udp => format!("<sip:callbridge@{}>", host_port(local)),
-        Transport::Tcp => format!("<sip:callbridge@{};transport=tcp>", host_port(local)),
-        Transport::Tls => format!("<sip:callbridge@{};transport=tls>", host_port(local)),
+        Transport::Udp => format!("<sip:callbridge@{}>", crate::text::host_port(local)),
+        Transport::Tcp => format!(
+            "<sip:callbridge@{};transport=tcp>",
+            crate::text::host_port(local)
+        ),
+        Transport::Tls => format!(
+            "<sip:callbridge@{};transport=tls>",
+            crate::text::host_port(local)
+        ),
     }
 }
 
@@ -64,10 +70,6 @@ fn transport_name(transport: Transport) -> &'static str {
         Transport::Tcp => "TCP",
         Transport::Tls => "TLS",
     }
-}
-
-pub(super) fn host_port(addr: SocketAddr) -> String {
-    crate::text::host_port(addr)
 }
 
 /// Where an in-dialog request goes. Over TCP the peer's own connection is reused (it may be

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use super::addressing::{contact_for, destination_for, host_port, our_via};
+use super::addressing::{contact_for, destination_for, our_via};
 use super::session_timer::session_timer_of_answer;
 use super::{
     initial_srtp_keys, Call, CallId, CallState, ClientTx, Credentials, EndReason, OutboundInvite,
@@ -47,7 +47,11 @@ impl UserAgent {
         out: OutboundInvite,
     ) -> Result<CallId, String> {
         let local_tag = self.random_token();
-        let call_id_header = format!("{}@{}", self.random_token(), host_port(out.local));
+        let call_id_header = format!(
+            "{}@{}",
+            self.random_token(),
+            crate::text::host_port(out.local)
+        );
         let mut from = out.from.clone();
         set_tag(&mut from, Some(&local_tag));
         let mut to = out.to.clone();
