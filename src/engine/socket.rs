@@ -79,9 +79,10 @@ pub(super) fn bind_pair(
     })
 }
 
-/// Datagrams a reused pair may hold from its previous connection (the last packets its peer
-/// sent before it stopped); more means that peer is still sending.
-const STALE_LIMIT: usize = 32;
+/// Datagrams a reused pair may hold from its previous connection: the last packets its peer
+/// sent before it heard the BYE (a few). More means that peer is still sending: a 20 ms
+/// stream that went on through the pair's 0.5 s rest leaves 25.
+const STALE_LIMIT: usize = 8;
 
 /// Reads away what arrived on an idle pair since its connection ended. False when either
 /// socket held more than [`STALE_LIMIT`] datagrams: the old peer is still sending, and the
