@@ -329,8 +329,13 @@ mod tests {
         })
     }
 
-    fn tuning() -> SocketTuning {
-        SocketTuning::default()
+    /// Allocates a pair, binds its sockets and gives them back as a worker does at close;
+    /// returns its RTP port.
+    fn returned_pair(pool: &mut PortPool) -> u16 {
+        let port = port(pool.allocate()).expect("pair free");
+        let sockets = bind_pair(LOCALHOST, port, &SocketTuning::default()).expect("bind");
+        pool.port_return().give_back(port, sockets, true);
+        port
     }
 
     #[test]
@@ -390,10 +395,7 @@ mod tests {
     #[test]
     fn worker_returns_are_reclaimed_and_closed_without_room() {
         let mut pool = pool(41_000, 41_003);
-        let port = port(pool.allocate()).expect("pair free");
-        assert_eq!(pool.ports_in_use(), 2);
-        let sockets = bind_pair(LOCALHOST, port, &tuning()).expect("bind");
-        pool.port_return().give_back(port, sockets, true);
+        let port = returned_pair(&mut pool);
         assert_eq!(pool.ports_in_use(), 0);
         assert_eq!(pool.ports_idle(), 0, "no room: the sockets were closed");
         std::net::UdpSocket::bind((LOCALHOST, port)).expect("the port is free again");
@@ -402,9 +404,7 @@ mod tests {
     #[test]
     fn a_returned_pair_keeps_its_sockets_rests_then_serves_the_next_connection() {
         let mut pool = PortPool::new(41_010, 41_015, IdleSockets::new(8)).expect("valid range");
-        let first = port(pool.allocate()).expect("pair free");
-        let sockets = bind_pair(LOCALHOST, first, &tuning()).expect("bind");
-        pool.port_return().give_back(first, sockets, true);
+        let first = returned_pair(&mut pool);
         // The pair's rest began at or before this.
         let start = Instant::now();
         assert_eq!((pool.ports_in_use(), pool.ports_idle()), (0, 2));
@@ -434,10 +434,8 @@ mod tests {
     #[test]
     fn idle_sockets_close_after_their_time_and_their_port_goes_unbound_to_the_back() {
         let mut pool = PortPool::new(41_020, 41_023, IdleSockets::new(8)).expect("valid range");
-        let first = port(pool.allocate()).expect("pair free");
         let before = Instant::now();
-        let sockets = bind_pair(LOCALHOST, first, &tuning()).expect("bind");
-        pool.port_return().give_back(first, sockets, true);
+        let first = returned_pair(&mut pool);
         let start = Instant::now();
         let due = pool.close_idle_sockets(start).expect("one idle pair");
         assert!(due <= IDLE_MAX, "due in {due:?}");
@@ -457,9 +455,7 @@ mod tests {
     #[test]
     fn with_no_unbound_pair_left_a_pair_that_has_not_rested_is_handed_out() {
         let mut pool = PortPool::new(41_030, 41_031, IdleSockets::new(8)).expect("valid range");
-        let only = port(pool.allocate()).expect("pair free");
-        let sockets = bind_pair(LOCALHOST, only, &tuning()).expect("bind");
-        pool.port_return().give_back(only, sockets, true);
+        let only = returned_pair(&mut pool);
         assert!(matches!(pool.allocate(), Some(Pair::Bound(port, _)) if port == only));
         assert!(pool.allocate().is_none());
     }
@@ -472,7 +468,7 @@ mod tests {
             .collect();
         let back = pool.port_return();
         for (i, &port) in ports.iter().enumerate() {
-            let sockets = bind_pair(LOCALHOST, port, &tuning()).expect("bind");
+            let sockets = bind_pair(LOCALHOST, port, &SocketTuning::default()).expect("bind");
             back.give_back(port, sockets, i != 0);
         }
         // The first was not reusable, the second took the one place, the third found none.
