@@ -13,7 +13,8 @@
 //! is about a tenth of a call's setup (`socket()`'s inode and security hooks, the close's
 //! release). So a worker gives back the sockets of a connection it has closed (deregistered, its
 //! io_uring receives ended) and the pool keeps them bound, oldest first, while there is room
-//! ([`IdleSockets`]: at most a quarter of the process's file limit). An idle pair is
+//! ([`IdleSockets`]: idle and in-use pairs together within three quarters of the process's file
+//! limit; idle pairs give way to new connections). An idle pair is
 //! handed out again once it has been idle for [`IDLE_MIN`] — the engine then reads away what
 //! arrived on it since, and closes it instead if its old peer is still sending — and is closed
 //! when it has been idle for [`IDLE_MAX`], so the descriptors of a burst go back within
@@ -75,33 +76,42 @@ pub(super) enum Pair {
     Bound(u16, MediaSockets),
 }
 
-/// The count of idle socket pairs (kept or on their way back) against its limit: a worker
-/// takes a place before it sends its sockets back, and closes them itself when there is none.
+/// The count of idle socket pairs (kept or on their way back) and of pairs in use, against
+/// one limit on both: a worker takes a place before it sends its sockets back, and closes them
+/// itself when there is none; a new connection's unbound pair closes idle ones to stay within it
+/// ([`PortPool::allocate`]). Idle sockets thus use only descriptors the calls do not need: at
+/// a few thousand short calls a second, the half second of rest alone holds thousands of pairs.
 #[derive(Clone)]
 pub(super) struct IdleSockets {
     held: Arc<AtomicUsize>,
+    /// Pairs allocated and not yet given back (by a worker, or released).
+    in_use: Arc<AtomicUsize>,
     limit: usize,
 }
 
 impl IdleSockets {
-    /// Room for `limit` idle pairs (0: every pair's sockets are closed with its connection).
+    /// Room for `limit` pairs, idle and in use together (0: every pair's sockets are closed
+    /// with its connection).
     pub(super) fn new(limit: usize) -> IdleSockets {
         IdleSockets {
             held: Arc::new(AtomicUsize::new(0)),
+            in_use: Arc::new(AtomicUsize::new(0)),
             limit,
         }
     }
 
-    /// A quarter of the soft limit on open files (two per pair): the rest stays for the
-    /// connections themselves, SIP and the API.
+    /// Three quarters of the soft limit on open files (two per pair): the rest stays for SIP,
+    /// the API, recordings and the store.
     pub(super) fn from_file_limit() -> IdleSockets {
         let files =
             super::soft_file_limit().map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
-        IdleSockets::new(files / 8)
+        IdleSockets::new(files / 8 * 3)
     }
 
+    /// A place for one more idle pair, if the idle and in-use pairs leave one.
     fn take_place(&self) -> bool {
-        if self.held.fetch_add(1, Ordering::AcqRel) < self.limit {
+        let held = self.held.fetch_add(1, Ordering::AcqRel);
+        if held + 1 + self.in_use.load(Ordering::Acquire) <= self.limit {
             true
         } else {
             self.leave_place();
@@ -111,6 +121,23 @@ impl IdleSockets {
 
     fn leave_place(&self) {
         self.held.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Idle and in-use pairs beyond the limit.
+    fn excess(&self) -> usize {
+        (self.held.load(Ordering::Acquire) + self.in_use.load(Ordering::Acquire))
+            .saturating_sub(self.limit)
+    }
+
+    fn pair_taken(&self) {
+        self.in_use.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Saturating: a pair that was never counted (a test's own port) cannot wrap the count.
+    fn pair_given_back(&self) {
+        let _ = self
+            .in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 }
 
@@ -127,6 +154,7 @@ impl PortReturn {
     /// `reusable` is false when the sockets may still be in use by the kernel (a receive that
     /// did not end): they are closed.
     pub(super) fn give_back(&self, rtp_port: u16, sockets: MediaSockets, reusable: bool) {
+        self.room.pair_given_back();
         let sockets = if reusable && self.room.take_place() {
             Some((sockets, Instant::now()))
         } else {
@@ -207,6 +235,16 @@ impl PortPool {
         } else {
             Pair::Unbound(self.free.pop_front()?)
         };
+        self.room.pair_taken();
+        // A new pair's sockets beyond the limit: the newest idle pairs (the furthest from
+        // rested) close for them.
+        while self.room.excess() > 0 {
+            let Some(newest) = self.idle.pop_back() else {
+                break;
+            };
+            self.room.leave_place();
+            self.free.push_back(newest.rtp_port);
+        }
         let (Pair::Bound(rtp_port, _) | Pair::Unbound(rtp_port)) = &pair;
         let index = self.index(*rtp_port);
         self.allocated[index] = true;
@@ -217,6 +255,7 @@ impl PortPool {
     /// ports are ignored.
     pub(super) fn release(&mut self, rtp_port: u16) {
         if self.mark_free(rtp_port) {
+            self.room.pair_given_back();
             self.free.push_back(rtp_port);
         }
     }
@@ -274,7 +313,11 @@ impl PortPool {
                         self.room.leave_place();
                     }
                 }
-                None => self.release(rtp_port),
+                None => {
+                    if self.mark_free(rtp_port) {
+                        self.free.push_back(rtp_port);
+                    }
+                }
             }
         }
         while self
@@ -462,8 +505,9 @@ mod tests {
 
     #[test]
     fn sockets_beyond_the_room_or_not_reusable_are_closed_by_the_worker() {
-        let mut pool = PortPool::new(41_040, 41_047, IdleSockets::new(1)).expect("valid range");
-        let ports: Vec<u16> = (0..3)
+        // Room for two pairs, idle and in use together.
+        let mut pool = PortPool::new(41_040, 41_047, IdleSockets::new(2)).expect("valid range");
+        let ports: Vec<u16> = (0..4)
             .map(|_| port(pool.allocate()).expect("pair free"))
             .collect();
         let back = pool.port_return();
@@ -471,16 +515,50 @@ mod tests {
             let sockets = bind_pair(LOCALHOST, port, &SocketTuning::default()).expect("bind");
             back.give_back(port, sockets, i != 0);
         }
-        // The first was not reusable, the second took the one place, the third found none.
-        assert_eq!((pool.ports_in_use(), pool.ports_idle()), (0, 2));
+        // The first was not reusable; the second came back while two others were in use, which
+        // left no place; the third and fourth took the two places.
+        assert_eq!((pool.ports_in_use(), pool.ports_idle()), (0, 4));
         std::net::UdpSocket::bind((LOCALHOST, ports[0])).expect("not reusable: closed");
-        std::net::UdpSocket::bind((LOCALHOST, ports[2])).expect("no room: closed");
-        assert!(std::net::UdpSocket::bind((LOCALHOST, ports[1])).is_err());
+        std::net::UdpSocket::bind((LOCALHOST, ports[1])).expect("no room: closed");
+        for &kept in &ports[2..] {
+            assert!(std::net::UdpSocket::bind((LOCALHOST, kept)).is_err());
+        }
     }
 
     #[test]
-    fn the_room_is_a_quarter_of_the_file_limit_in_pairs() {
+    fn idle_pairs_give_way_to_a_new_connections_sockets_newest_first() {
+        let mut pool = PortPool::new(41_050, 41_057, IdleSockets::new(2)).expect("valid range");
+        let older = returned_pair(&mut pool);
+        let newer = returned_pair(&mut pool);
+        assert_eq!(pool.ports_idle(), 4);
+        // Neither has rested: a new connection binds an unbound pair, which makes three.
+        assert!(matches!(pool.allocate(), Some(Pair::Unbound(_))));
+        assert_eq!((pool.ports_in_use(), pool.ports_idle()), (2, 2));
+        std::net::UdpSocket::bind((LOCALHOST, newer)).expect("the newest idle pair closed");
+        assert!(std::net::UdpSocket::bind((LOCALHOST, older)).is_err());
+        assert_eq!(pool.room.held.load(Ordering::Acquire), 1);
+        assert_eq!(pool.room.in_use.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn in_use_counts_every_way_a_pair_comes_back() {
+        let mut pool = PortPool::new(41_060, 41_067, IdleSockets::new(8)).expect("valid range");
+        let released = port(pool.allocate()).expect("pair free");
+        let _closed = returned_pair(&mut pool);
+        let unreusable = port(pool.allocate()).expect("pair free");
+        assert_eq!(pool.room.in_use.load(Ordering::Acquire), 2);
+        pool.release(released);
+        pool.release(released);
+        let sockets = bind_pair(LOCALHOST, unreusable, &SocketTuning::default()).expect("bind");
+        pool.port_return().give_back(unreusable, sockets, false);
+        assert_eq!(pool.ports_in_use(), 0);
+        assert_eq!(pool.room.in_use.load(Ordering::Acquire), 0);
+        assert_eq!(pool.room.held.load(Ordering::Acquire), 1);
+    }
+
+    #[test]
+    fn the_room_is_three_quarters_of_the_file_limit_in_pairs() {
         let files = crate::engine::soft_file_limit().expect("RLIMIT_NOFILE");
-        assert_eq!(IdleSockets::from_file_limit().limit as u64, files / 8);
+        assert_eq!(IdleSockets::from_file_limit().limit as u64, files / 8 * 3);
     }
 }

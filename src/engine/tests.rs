@@ -1384,9 +1384,18 @@ fn a_fully_tuned_engine_still_echoes() {
     engine.shutdown();
 }
 
+/// Wake-ups written to the workers' wakers so far.
+fn worker_wakes(engine: &Engine) -> u64 {
+    engine
+        .workers
+        .iter()
+        .map(|worker| worker.wakes.load(std::sync::atomic::Ordering::Relaxed))
+        .sum()
+}
+
 #[test]
 fn batched_receive_at_the_tick_still_echoes_every_frame() {
-    let (sender, _events) = mpsc::channel(256);
+    let (sender, mut events) = mpsc::channel(256);
     let config = EngineConfig {
         rtp_port_min: 31_490,
         rtp_port_max: 31_499,
@@ -1403,6 +1412,35 @@ fn batched_receive_at_the_tick_still_echoes_every_frame() {
     send_paced(&client, endpoint.rtp, &frames);
     let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
     assert_echo_of(&echoes, &frames);
+    // The worker took the open and the close at its ticks: neither wrote to its waker.
+    let asked = Instant::now();
+    engine.close_connection(1).expect("close open connection");
+    wait_for_event(&mut events, |event| {
+        matches!(event, EngineEvent::Closed { key: 1, .. })
+    });
+    assert!(asked.elapsed() < Duration::from_secs(1), "closed at a tick");
+    assert_eq!(
+        worker_wakes(&engine),
+        0,
+        "commands woke a worker that sleeps to its tick"
+    );
+    engine.shutdown();
+}
+
+#[test]
+fn a_worker_that_waits_on_its_sockets_is_woken_for_each_command() {
+    let (engine, mut events) = start_engine(31_500, 31_509, 1);
+    let client = client_socket();
+    open(&engine, 1, echo_spec(&client));
+    engine.close_connection(1).expect("close open connection");
+    wait_for_event(&mut events, |event| {
+        matches!(event, EngineEvent::Closed { key: 1, .. })
+    });
+    assert_eq!(
+        worker_wakes(&engine),
+        2,
+        "one wake-up for the open, one for the close"
+    );
     engine.shutdown();
 }
 

@@ -25,7 +25,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The schema, one step per version: `PRAGMA user_version` (SQLite) or the `schema_version`
 /// table (PostgreSQL) is the number of steps applied. Append only; a released step never
 /// changes. PostgreSQL runs the same steps in its own words ([`pg_step`]).
-const MIGRATIONS: &[&str] = &[SCHEMA_1, SCHEMA_2, SCHEMA_3];
+const MIGRATIONS: &[&str] = &[SCHEMA_1, SCHEMA_2, SCHEMA_3, SCHEMA_4];
 
 /// The schema version this code writes (the number of migration steps).
 pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -33,6 +33,28 @@ pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// PostgreSQL advisory lock held while the schema is checked and migrated: nodes starting at
 /// once take turns, and the later ones find the work done.
 const PG_MIGRATION_LOCK: i64 = 0x6362_7374_6f72_6501;
+
+/// Version 4: the indexes of the ids a call may lack (a leg without SIP has no platform call
+/// id, one without a party no native id, and a call has a meeting only while the agent gateway
+/// puts it in one) hold only the calls that have them: an index entry fewer for each id a
+/// call's insert lacks (most calls: the meeting). A look-up by one of them (`column = ?`)
+/// implies `IS NOT NULL`, so both SQLite and PostgreSQL still use the index.
+///
+/// And the index on `ended_ms` goes: retention finds ended calls by (node, end) in
+/// `calls_node_open`, and the calls still going — all that was ever looked up by `ended_ms`
+/// alone — are the whole of the partial `calls_open`, by node and start as `ctl calls
+/// --cluster` lists them. A call's end then changes one small index (its entry leaves
+/// `calls_open`) instead of moving its entry in a large one.
+const SCHEMA_4: &str = "
+DROP INDEX calls_platform_call_id;
+DROP INDEX calls_native_id;
+DROP INDEX calls_meeting_id;
+DROP INDEX calls_ended;
+CREATE INDEX calls_platform_call_id ON calls (platform_call_id) WHERE platform_call_id IS NOT NULL;
+CREATE INDEX calls_native_id ON calls (native_id) WHERE native_id IS NOT NULL;
+CREATE INDEX calls_meeting_id ON calls (meeting_id) WHERE meeting_id IS NOT NULL;
+CREATE INDEX calls_open ON calls (node_id, started_ms) WHERE ended_ms IS NULL;
+";
 
 /// Version 3: the node that owns each call (`[app] node_id`), for a store several nodes share.
 const SCHEMA_3: &str = "
@@ -322,8 +344,7 @@ fn open_sqlite(path: &Path) -> Result<Connection, StoreError> {
     }
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    let mode: String =
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    let mode = wal_mode(&conn)?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(
             mode,
@@ -344,6 +365,25 @@ fn open_sqlite(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "cache_size", -32_768)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// Switches the database to WAL and returns the journal mode it is in. Taking the exclusive
+/// lock that the switch needs does not wait through SQLite's busy handler: while another
+/// process (a second node or `ctl`, opening the same new file) holds a lock, it is retried here
+/// for as long as the busy timeout.
+fn wal_mode(conn: &Connection) -> Result<String, StoreError> {
+    let give_up = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if error.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < give_up =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            result => return Ok(result?),
+        }
+    }
 }
 
 /// A database whose schema is newer than [`MIGRATIONS`] was written by a newer callbridge.
@@ -504,6 +544,85 @@ mod tests {
         let db = reopen(&dir);
         assert_eq!(db.list_users().expect("list").len(), 1);
         assert_eq!(db.schema_version().expect("version"), SCHEMA_VERSION);
+    }
+
+    /// The plan of `query` (no parameters), one line per step.
+    fn plan(sql: &Sql, query: &str) -> Vec<String> {
+        let (explain, column) = if sql.is_postgres() {
+            ("EXPLAIN", 0)
+        } else {
+            ("EXPLAIN QUERY PLAN", 3)
+        };
+        sql.query(&format!("{explain} {query}"), args![])
+            .expect("plan")
+            .iter()
+            .map(|row| row.get(column))
+            .collect::<Result<_, _>>()
+            .expect("plan text")
+    }
+
+    #[test]
+    fn the_ids_a_call_may_lack_are_indexed_only_where_present_and_still_found_by_index() {
+        let (_dir, db) = temp_db();
+        let sql = &db.sql;
+        if sql.is_postgres() {
+            // The planner would scan the empty table whatever the index.
+            sql.batch("SET enable_seqscan = off")
+                .expect("planner setting");
+        }
+        for column in ["platform_call_id", "native_id", "meeting_id"] {
+            let index = format!("calls_{column}");
+            let definition: String = if sql.is_postgres() {
+                sql.query_one(
+                    "SELECT indexdef FROM pg_indexes WHERE indexname = ?1",
+                    args![index],
+                )
+            } else {
+                sql.query_one(
+                    "SELECT sql FROM sqlite_master WHERE name = ?1",
+                    args![index],
+                )
+            }
+            .and_then(|row| row.get(0))
+            .expect("the index exists");
+            assert!(
+                definition.contains(&format!("WHERE ({column} IS NOT NULL)"))
+                    || definition.contains(&format!("WHERE {column} IS NOT NULL")),
+                "{index} holds only the calls that have {column}: {definition}"
+            );
+            let plan = plan(
+                sql,
+                &format!("SELECT call_id FROM calls WHERE {column} = 'x'"),
+            );
+            assert!(
+                plan.iter().any(|line| line.contains(&index)),
+                "{column} look-up plan: {plan:?}"
+            );
+        }
+        // Without an index on the end alone: what looked calls up by it uses the others.
+        let looked_up_by_end = [
+            (
+                "SELECT call_id FROM calls WHERE ended_ms IS NOT NULL AND ended_ms < 5
+                 AND node_id = 0 ORDER BY ended_ms LIMIT 10",
+                "calls_node_open",
+            ),
+            (
+                "SELECT call_id FROM calls WHERE ended_ms IS NULL
+                 ORDER BY node_id, started_ms, call_id",
+                "calls_open",
+            ),
+            (
+                "SELECT call_id FROM calls WHERE ended_ms IS NULL AND node_id = 0",
+                "calls_",
+            ),
+        ];
+        for (query, index) in looked_up_by_end {
+            let plan = plan(sql, query);
+            assert!(
+                plan.iter().any(|line| line.contains(index)),
+                "{query}: {plan:?}"
+            );
+        }
     }
 
     #[test]

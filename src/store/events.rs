@@ -23,10 +23,16 @@ impl Db {
     /// finish, is logged and skipped; an error (the database refused) rolls the whole batch
     /// back and is returned.
     pub fn apply(&mut self, events: &[StoreEvent], now_ms: UnixMs) -> Result<(), StoreError> {
+        let answers = answers_at_start(events);
         let tx = self.sql.transaction()?;
         let mut doomed = Vec::new();
-        for event in events {
-            apply_one(&tx, self.node, event, now_ms, &mut doomed)?;
+        for (event, answer) in events.iter().zip(answers) {
+            match answer {
+                Answer::Folded => {}
+                Answer::AtStart(answered_ms) => {
+                    apply_one(&tx, self.node, event, answered_ms, now_ms, &mut doomed)?;
+                }
+            }
         }
         tx.commit()?;
         remove_files(&doomed);
@@ -34,10 +40,43 @@ impl Db {
     }
 }
 
+/// What becomes of each event of a batch as to the call's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Applied; a `CallStarted` inserts its call already answered at this time, if any.
+    AtStart(Option<UnixMs>),
+    /// A `CallAnswered` whose call starts earlier in the batch: written by that insert.
+    Folded,
+}
+
+/// A call answered in the batch that starts it is inserted answered (callbridge answers most
+/// calls itself, within a turn of their start): one `UPDATE` a call fewer. Only the first
+/// answer after the start folds; the final rows are those of applying each event in turn.
+fn answers_at_start(events: &[StoreEvent]) -> Vec<Answer> {
+    let mut answers = vec![Answer::AtStart(None); events.len()];
+    let mut started: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, event) in events.iter().enumerate() {
+        match event {
+            StoreEvent::CallStarted { call_id, .. } => {
+                started.insert(call_id, i);
+            }
+            StoreEvent::CallAnswered { call_id, at_ms } => {
+                if let Some(start) = started.remove(call_id.as_str()) {
+                    answers[start] = Answer::AtStart(Some(*at_ms));
+                    answers[i] = Answer::Folded;
+                }
+            }
+            _ => {}
+        }
+    }
+    answers
+}
+
 fn apply_one(
     conn: &Sql,
     node: u8,
     event: &StoreEvent,
+    answered_ms: Option<UnixMs>,
     now_ms: UnixMs,
     doomed: &mut Vec<PathBuf>,
 ) -> Result<(), StoreError> {
@@ -57,8 +96,8 @@ fn apply_one(
             // One statement, not a look-up and an insert: a known call is left as it is.
             let inserted = conn.execute(
                 "INSERT INTO calls (call_id, connection, direction, platform_call_id, native_id,
-                     calling, called, trunk, policy, started_ms, node_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     calling, called, trunk, policy, started_ms, node_id, answered_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT DO NOTHING",
                 args![
                     call_id,
@@ -71,11 +110,20 @@ fn apply_one(
                     trunk,
                     policy.word(),
                     started_ms,
-                    node
+                    node,
+                    answered_ms
                 ],
             )?;
             if inserted == 0 {
                 tracing::warn!(call_id, "CallStarted for a known call; skipped");
+                // The answer folded into this start still applies to the call already known.
+                if let Some(at_ms) = answered_ms {
+                    let answered = StoreEvent::CallAnswered {
+                        call_id: call_id.clone(),
+                        at_ms,
+                    };
+                    return apply_one(conn, node, &answered, None, now_ms, doomed);
+                }
                 return Ok(());
             }
             // The two ends are parties too, so the party list is the whole story of the call:
@@ -473,6 +521,88 @@ mod tests {
             db.get_call("c1").expect("get").expect("call").meeting_id,
             None
         );
+    }
+
+    fn answered(call_id: &str, at_ms: UnixMs) -> StoreEvent {
+        StoreEvent::CallAnswered {
+            call_id: call_id.into(),
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn the_first_answer_after_a_start_in_the_same_batch_folds_into_its_insert() {
+        use Answer::{AtStart, Folded};
+        let events = [
+            answered("c2", 1),
+            call("c1", "1001", "2002", RecordPolicy::Off, 10),
+            call("c2", "1001", "2002", RecordPolicy::Off, 10),
+            answered("c1", 12),
+            answered("c1", 13),
+            ended("c2", 14),
+            answered("c2", 15),
+            answered("c3", 16),
+        ];
+        assert_eq!(
+            answers_at_start(&events),
+            [
+                AtStart(None),
+                AtStart(Some(12)),
+                AtStart(Some(15)),
+                Folded,
+                AtStart(None),
+                AtStart(None),
+                Folded,
+                AtStart(None),
+            ]
+        );
+    }
+
+    #[test]
+    fn folded_answers_leave_the_rows_that_one_event_at_a_time_leaves() {
+        let batches = [
+            vec![
+                call("c1", "1", "2", RecordPolicy::Off, 10),
+                answered("c1", 12),
+            ],
+            // Answered after it ended: the answer is still recorded.
+            vec![
+                call("c1", "1", "2", RecordPolicy::Off, 10),
+                ended("c1", 11),
+                answered("c1", 12),
+            ],
+            // An answer before the start is for an unknown call: skipped.
+            vec![
+                answered("c1", 9),
+                call("c1", "1", "2", RecordPolicy::Off, 10),
+            ],
+        ];
+        for batch in batches {
+            let (_one, mut folded) = temp_db();
+            let (_two, mut single) = temp_db();
+            folded.apply(&batch, 30).expect("batch");
+            for event in &batch {
+                single
+                    .apply(std::slice::from_ref(event), 30)
+                    .expect("one event");
+            }
+            let rows = |db: &Db| db.get_call("c1").expect("get").expect("call");
+            assert_eq!(rows(&folded), rows(&single), "{batch:?}");
+        }
+        // A repeated start keeps the call as it was, and its folded answer still applies.
+        let (_dir, mut db) = temp_db();
+        db.apply(&[call("c1", "1", "2", RecordPolicy::Off, 10)], 30)
+            .expect("start");
+        db.apply(
+            &[
+                call("c1", "1", "2", RecordPolicy::Off, 20),
+                answered("c1", 21),
+            ],
+            30,
+        )
+        .expect("repeat");
+        let c = db.get_call("c1").expect("get").expect("call");
+        assert_eq!((c.started_ms, c.answered_ms), (10, Some(21)));
     }
 
     #[test]

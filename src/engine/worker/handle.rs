@@ -96,6 +96,12 @@ pub(in crate::engine) struct WorkerHandle {
     commands: SyncSender<WorkerCommand>,
     /// Wakes the worker's poll after a command or at shutdown.
     waker: Arc<Waker>,
+    /// Whether a command wakes the worker: not when it receives at the tick, where it sleeps
+    /// to the next tick (20 ms at most) whatever the waker says and then takes its commands.
+    wake_on_command: bool,
+    /// Wake-ups written to the waker.
+    #[cfg(test)]
+    pub(in crate::engine) wakes: std::sync::atomic::AtomicU64,
     /// The thread, until joined.
     thread: Option<JoinHandle<()>>,
 }
@@ -155,6 +161,7 @@ impl Prepared {
             arrivals,
             ..
         } = self;
+        let wake_on_command = !context.threads.receive_at_tick;
         // Built on its own thread: a single-issuer io_uring belongs to the thread that made it.
         let thread = thread::Builder::new()
             .name(format!("media-{index}"))
@@ -163,6 +170,9 @@ impl Prepared {
             index,
             commands,
             waker,
+            wake_on_command,
+            #[cfg(test)]
+            wakes: std::sync::atomic::AtomicU64::new(0),
             thread: Some(thread),
         })
     }
@@ -184,20 +194,26 @@ impl WorkerHandle {
         crate::engine::clock_time(clock)
     }
 
-    /// Queues a command and wakes the worker; a rejected command is dropped (closing any sockets
-    /// it carries).
+    /// Queues a command and wakes the worker unless it takes commands at its next tick anyway
+    /// (two system calls a call's setup saved at load); a rejected command is dropped (closing
+    /// any sockets it carries).
     pub(in crate::engine) fn submit(&self, command: WorkerCommand) -> Result<(), EngineError> {
         match self.commands.try_send(command) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(EngineError::QueueFull),
             Err(TrySendError::Disconnected(_)) => return Err(EngineError::WorkerGone),
         }
-        self.wake();
+        if self.wake_on_command {
+            self.wake();
+        }
         Ok(())
     }
 
     /// Interrupts the worker's poll.
     pub(in crate::engine) fn wake(&self) {
+        #[cfg(test)]
+        self.wakes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(error) = self.waker.wake() {
             // The worker still sees the command or the stop flag after its poll timeout.
             tracing::warn!(worker = self.index, %error, "cannot wake media worker");
