@@ -8,7 +8,7 @@
 //! codec, transport or crypto line is acceptable is decided in `negotiate`
 //! and `crypto`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 use super::error::quote;
 use super::print::addrtype;
@@ -209,7 +209,11 @@ fn parse_origin(number: usize, value: &str) -> Result<Origin, SdpError> {
     let session_id = number_field(id, "session id")?;
     let session_version = number_field(version, "session version")?;
     let ipv6 = parse_net_and_addrtype(number, nettype, addrtype)?;
-    let address = match address.parse::<IpAddr>() {
+    let ip = match crate::text::parse_ipv4(address) {
+        Some(v4) => Ok(IpAddr::V4(v4)),
+        None => address.parse::<IpAddr>(),
+    };
+    let address = match ip {
         Ok(ip) => OriginAddress::Ip(ip),
         Err(_) => OriginAddress::Name {
             ipv6,
@@ -293,7 +297,7 @@ fn parse_connection_value(value: &str) -> Result<Connection, SdpError> {
     let ip = if ipv6 {
         literal.parse::<Ipv6Addr>().map(IpAddr::V6).ok()
     } else {
-        literal.parse::<Ipv4Addr>().map(IpAddr::V4).ok()
+        crate::text::parse_ipv4(literal).map(IpAddr::V4)
     };
     let address = ip.ok_or_else(|| {
         SdpError::BadAddress(format!(

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use super::headers::{header_name, is_list_header};
+use super::headers::known_header;
 use super::lex::{excerpt, is_token, trim_lws};
 use super::{Header, Headers, Method, ParseError, Request, Response, SipMessage, Uri};
 
@@ -235,9 +235,12 @@ fn parse_headers(text: &str) -> Result<Headers, ParseError> {
             )));
         }
         // Looked up once: a known name is stored as its `&'static str` (list headers all are).
-        let name = header_name(raw_name);
+        let (name, list) = match known_header(raw_name) {
+            Some(known) => (Cow::Borrowed(known.name), known.list),
+            None => (Cow::Owned(raw_name.to_string()), false),
+        };
         let value = trim_lws(value);
-        if !is_list_header(&name) || value == "*" {
+        if !list || value == "*" {
             headers.push_raw(name, value);
             continue;
         }
