@@ -208,10 +208,7 @@ impl Connection {
         match (ring, self.ring_tags) {
             (Some(ring), Some([rtp, rtcp])) if self.armed => {
                 self.armed = false;
-                let ended = ring.disarm(&[
-                    (self.sockets.rtp.as_raw_fd(), rtp),
-                    (self.sockets.rtcp.as_raw_fd(), rtcp),
-                ]);
+                let ended = ring.disarm(&[rtp, rtcp]);
                 self.sockets_reusable &= ended;
             }
             _ => self.deregister(registry),

@@ -109,6 +109,10 @@ struct Worker {
     receive: Option<RecvRing>,
     /// Ring requests that ended this turn, armed again after the datagrams are handled.
     rearm: Vec<u64>,
+    /// Closed connections whose ring receives are being cancelled: finished (sockets given
+    /// back, `Closed` reported) once the kernel has ended them, in this turn's or a later one's
+    /// `io_uring_enter`, instead of one enter of their own each.
+    closing: Vec<Closing>,
     /// The ring's counts already added to the engine-wide counters.
     receives_published: ReceiveCounts,
     /// When the connections' counters are published next.
@@ -136,6 +140,14 @@ struct Worker {
     next_room_tick: Option<Instant>,
     /// One conference frame, reused for every capture.
     room_frame: Vec<i16>,
+}
+
+/// A closed connection waiting for the kernel to end its ring receives.
+struct Closing {
+    connection: Box<Connection>,
+    tags: [u64; 2],
+    /// When it is finished anyway, its sockets not reused.
+    deadline: Instant,
 }
 
 impl Worker {
@@ -168,6 +180,7 @@ impl Worker {
             transmit,
             receive,
             rearm: Vec::new(),
+            closing: Vec::new(),
             receives_published: ReceiveCounts::default(),
             next_stats_publish: Instant::now(),
             spin_until: None,
@@ -243,6 +256,7 @@ impl Worker {
         self.collect_ready();
         self.service_ready();
         self.receive_from_ring();
+        self.finish_closing();
         self.run_due_sessions();
         self.run_due_rooms();
         self.publish_stats();
@@ -501,11 +515,51 @@ impl Worker {
                     operation: recording.operation,
                 });
         }
-        connection.unwatch(self.poll.registry(), self.receive.as_mut());
-        self.finish(connection);
+        match (self.receive.as_mut(), connection.ring_tags) {
+            (Some(ring), Some(tags)) if connection.armed => {
+                connection.armed = false;
+                ring.cancel(&tags);
+                self.closing.push(Closing {
+                    connection,
+                    tags,
+                    deadline: Instant::now() + super::send_ring::DRAIN_LIMIT,
+                });
+            }
+            _ => {
+                connection.unwatch(self.poll.registry(), self.receive.as_mut());
+                self.finish(connection);
+            }
+        }
     }
 
-    /// Closes every connection (at stop).
+    /// Finishes the closing connections whose receives the kernel has ended; one whose
+    /// receives outlived `DRAIN_LIMIT` is finished too, its sockets closed rather than reused.
+    fn finish_closing(&mut self) {
+        let now = Instant::now();
+        let mut i = 0;
+        while let Some(entry) = self.closing.get(i) {
+            let ended = self
+                .receive
+                .as_ref()
+                .is_none_or(|ring| ring.ended(&entry.tags));
+            if !ended && now <= entry.deadline {
+                i += 1;
+                continue;
+            }
+            let Closing { mut connection, .. } = self.closing.swap_remove(i);
+            if !ended {
+                tracing::error!(
+                    worker = self.index,
+                    key = connection.key,
+                    "media receives did not end within the drain limit; their sockets are closed, not reused"
+                );
+                connection.sockets_reusable = false;
+            }
+            self.finish(connection);
+        }
+    }
+
+    /// Closes every connection (at stop), and finishes those already closing.
     fn close_all(&mut self) {
         self.slots.clear();
         for slot in 0..self.connections.len() {
@@ -513,6 +567,17 @@ impl Worker {
                 connection.unwatch(self.poll.registry(), self.receive.as_mut());
                 self.finish(connection);
             }
+        }
+        for Closing {
+            mut connection,
+            tags,
+            deadline,
+        } in mem::take(&mut self.closing)
+        {
+            if let Some(ring) = self.receive.as_mut() {
+                connection.sockets_reusable &= ring.wait_ended(&tags, deadline);
+            }
+            self.finish(connection);
         }
     }
 

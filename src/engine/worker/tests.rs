@@ -32,6 +32,20 @@ fn worker_with_echo_connection(
     std::net::UdpSocket,
     SocketAddr,
 ) {
+    echo_worker(rtp_port, false)
+}
+
+/// [`worker_with_echo_connection`], its sockets read through an io_uring (`io_uring_receive`)
+/// when `ring` (None when the kernel refuses one).
+fn echo_worker(
+    rtp_port: u16,
+    ring: bool,
+) -> (
+    Worker,
+    SyncSender<WorkerCommand>,
+    std::net::UdpSocket,
+    SocketAddr,
+) {
     let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
     let tuning = super::super::socket::SocketTuning {
         dscp_tos: 0,
@@ -81,6 +95,9 @@ fn worker_with_echo_connection(
         Vec::new(),
         context,
     );
+    if ring {
+        worker.receive = crate::engine::recv_ring::RecvRing::start(0);
+    }
     let client = std::net::UdpSocket::bind((localhost, 0)).expect("bind client");
     client
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -303,6 +320,43 @@ fn assert_plays_back(echoes: &[Vec<u8>], frames: &[Vec<u8>]) {
         played.len(),
         frames.len()
     );
+}
+
+#[test]
+fn a_connection_read_through_the_ring_closes_in_the_turns_enter_not_one_of_its_own() {
+    let (mut worker, commands, _client, _engine_rtp) = echo_worker(31_430, true);
+    let Some(entered) = worker.receive.as_ref().map(|ring| ring.enters) else {
+        eprintln!("skipped: the kernel refuses io_uring here");
+        return;
+    };
+    let tags = worker
+        .connection_by_key(1)
+        .filter(|c| c.armed)
+        .and_then(|c| c.ring_tags)
+        .expect("read through the ring");
+    commands
+        .try_send(WorkerCommand::Close { key: 1 })
+        .expect("queue has room");
+    assert!(worker.apply_commands());
+    let ring = worker.receive.as_ref().expect("ring");
+    assert_eq!(
+        ring.enters, entered,
+        "the close waited in a kernel call of its own"
+    );
+    assert_eq!(
+        worker.closing.len(),
+        1,
+        "closing until the kernel ends its receives"
+    );
+    assert!(worker.connection_by_key(1).is_none());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !worker.closing.is_empty() {
+        assert!(Instant::now() < deadline, "the receives never ended");
+        assert!(worker.turn());
+    }
+    let ring = worker.receive.as_ref().expect("ring");
+    assert!(ring.ended(&tags));
+    worker.close_all();
 }
 
 #[test]
