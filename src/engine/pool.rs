@@ -254,10 +254,19 @@ impl PortPool {
     /// Puts an allocated pair, its sockets closed, at the back of the queue; unknown or free
     /// ports are ignored.
     pub(super) fn release(&mut self, rtp_port: u16) {
-        if self.mark_free(rtp_port) {
+        if self.put_back_unbound(rtp_port) {
             self.room.pair_given_back();
+        }
+    }
+
+    /// Frees an allocated pair whose sockets are closed, to the back of the unbound queue;
+    /// false for a port not allocated from here.
+    fn put_back_unbound(&mut self, rtp_port: u16) -> bool {
+        let freed = self.mark_free(rtp_port);
+        if freed {
             self.free.push_back(rtp_port);
         }
+        freed
     }
 
     /// Clears the pair's allocated flag; false (and logged) for a port not allocated from here.
@@ -313,10 +322,9 @@ impl PortPool {
                         self.room.leave_place();
                     }
                 }
+                // The worker counted it given back already.
                 None => {
-                    if self.mark_free(rtp_port) {
-                        self.free.push_back(rtp_port);
-                    }
+                    self.put_back_unbound(rtp_port);
                 }
             }
         }
