@@ -306,7 +306,7 @@ impl SipIntake {
         // A stateless answer: the same To tag for every retransmission of the request.
         let branch = request
             .headers
-            .top_via()
+            .top_via_ref()
             .ok()
             .and_then(|v| v.branch().map(str::to_string))
             .unwrap_or_default();

@@ -32,7 +32,7 @@ mod unparsed;
 mod uri;
 
 pub use error::ParseError;
-pub use headers::{CSeq, Header, Headers, Via};
+pub use headers::{CSeq, Header, Headers, Via, ViaRef};
 pub use lex::is_token;
 pub use model::{Method, Request, Response, SipMessage};
 pub use parse::{frame, parse, Frame, MAX_HEAD_LEN, MAX_STREAM_BODY};

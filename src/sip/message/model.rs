@@ -112,7 +112,7 @@ impl Request {
     /// (RFC 4475 inv2543, longreq): the transaction layer matches it by §17.2.3's fields.
     pub fn check_mandatory(&self) -> Result<(), ParseError> {
         let h = &self.headers;
-        h.top_via()?;
+        h.top_via_ref()?;
         h.at_most_once("From")?;
         h.check_name_addr("From")?;
         h.at_most_once("To")?;
@@ -134,7 +134,7 @@ impl Request {
     /// without an RFC 3261 branch a From that parses (its tag identifies the transaction).
     pub fn check_answerable(&self) -> Result<(), ParseError> {
         let h = &self.headers;
-        let via = h.top_via()?;
+        let via = h.top_via_ref()?;
         h.cseq()?;
         h.call_id()?;
         for name in ["From", "To"] {

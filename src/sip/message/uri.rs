@@ -198,14 +198,14 @@ struct UriRef<'a> {
 }
 
 /// A [`Host`] before its domain name is lower-cased into a `String`.
-enum HostRef<'a> {
+pub(super) enum HostRef<'a> {
     Domain(&'a str),
     V4(Ipv4Addr),
     V6(Ipv6Addr),
 }
 
 impl HostRef<'_> {
-    fn to_owned(&self) -> Host {
+    pub(super) fn to_owned(&self) -> Host {
         match *self {
             HostRef::Domain(name) => Host::Domain(name.to_ascii_lowercase()),
             HostRef::V4(addr) => Host::V4(addr),
@@ -360,13 +360,8 @@ fn split_once_byte(s: &str, byte: u8) -> Option<(&str, &str)> {
     Some((&s[..at], &s[at + 1..]))
 }
 
-/// `[v6]`, dotted IPv4 or a domain name (lower-cased).
-pub(super) fn parse_host(s: &str) -> Result<Host, String> {
-    read_host(s).map(|host| host.to_owned())
-}
-
-/// [`parse_host`] without the copy of a domain name.
-fn read_host(s: &str) -> Result<HostRef<'_>, String> {
+/// `[v6]`, dotted IPv4 or a domain name (a [`Host`] once its name is lower-cased).
+pub(super) fn read_host(s: &str) -> Result<HostRef<'_>, String> {
     if let Some(inner) = s.strip_prefix('[') {
         return inner
             .strip_suffix(']')
@@ -426,7 +421,7 @@ fn parse_uri_params(s: &str) -> Result<Vec<Param>, String> {
 }
 
 /// Checks header parameters as [`parse_header_params`] reads them.
-fn check_header_params(s: &str) -> Result<(), String> {
+pub(super) fn check_header_params(s: &str) -> Result<(), String> {
     let mut c = Cursor::new(s);
     while let Some(param) = next_param(&mut c) {
         param?;
@@ -495,6 +490,20 @@ fn next_param<'a>(c: &mut Cursor<'a>) -> Option<Result<(&'a str, Option<&'a str>
 /// parsing the URI or copying anything: for a value that [`NameAddr::parse`] accepts, what
 /// its [`NameAddr::tag`] gives. Every request has its To tag looked at several times on its
 /// way (transaction key, overload class, dialog match); this is what those looks cost.
+/// The value of the first header parameter `name` (any case) in checked `params`, when it has
+/// one: [`find_param`] over [`parse_header_params`]'s result, without building it.
+pub(super) fn header_param_value<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    let mut c = Cursor::new(params);
+    while let Some(param) = next_param(&mut c) {
+        match param {
+            Ok((found, value)) if found.eq_ignore_ascii_case(name) => return value,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 pub(super) fn name_addr_tag(s: &str) -> Option<&str> {
     let mut c = Cursor::new(header_params_part(s)?);
     while let Some(param) = next_param(&mut c) {
