@@ -684,6 +684,18 @@ mod tests {
         assert!(known_header("From").is_some_and(|known| !known.list));
     }
 
+    /// Via values the parse refuses.
+    const BAD_VIAS: [&str; 8] = [
+        "SIP/2.0 UDP h",
+        "SIP/3.0/UDP h",
+        "SIP/2.0/UDP",
+        "SIP/2.0/UDP h;;",
+        "SIP/2.0/UDP h;branch=",
+        "SIP/2.0/UDP [::1",
+        "SIP/2.0/UDP h:99999",
+        "SIP/2.0/UDP h junk",
+    ];
+
     #[test]
     fn the_via_reader_agrees_with_the_parse() {
         let forms = [
@@ -694,16 +706,8 @@ mod tests {
             "SIP/2.0/UDP h;rport;branch=a;branch=b",
             "SIP/2.0/UDP h",
             "SIP/2.0/WS h;branch=\"quoted;value\"",
-            "SIP/2.0 UDP h",
-            "SIP/3.0/UDP h",
-            "SIP/2.0/UDP",
-            "SIP/2.0/UDP h;;",
-            "SIP/2.0/UDP h;branch=",
-            "SIP/2.0/UDP [::1",
-            "SIP/2.0/UDP h:99999",
-            "SIP/2.0/UDP h junk",
         ];
-        for form in forms {
+        for form in forms.into_iter().chain(BAD_VIAS) {
             let read = ViaRef::read(form);
             let parsed = Via::parse(form);
             match (&read, &parsed) {
@@ -737,16 +741,7 @@ mod tests {
             "SIP/2.0/UDP host.example.com:5060;rport=5070;branch=z9hG4bK1;received=192.0.2.1"
         );
         assert_eq!(Via::parse(&via.to_string()).unwrap(), via);
-        for bad in [
-            "SIP/2.0 UDP h",
-            "SIP/3.0/UDP h",
-            "SIP/2.0/UDP",
-            "SIP/2.0/UDP h;;",
-            "SIP/2.0/UDP h;branch=",
-            "SIP/2.0/UDP [::1",
-            "SIP/2.0/UDP h:99999",
-            "SIP/2.0/UDP h junk",
-        ] {
+        for bad in BAD_VIAS {
             assert!(
                 matches!(Via::parse(bad), Err(ParseError::BadHeader("Via", _))),
                 "{bad}"
