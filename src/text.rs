@@ -5,8 +5,8 @@
 //! for any IP address that takes that path for IPv4.
 //!
 //! And the reverse, for the same reason: [`parse_ipv4`] accepts exactly what std's `FromStr`
-//! for `Ipv4Addr` accepts, and [`parse_port`] what `u16`'s does less a sign, in a fraction of
-//! the instructions (a call's setup reads a dozen URI hosts and ports).
+//! for `Ipv4Addr` accepts, in a fraction of the instructions (a call's setup reads a dozen URI
+//! hosts and the SDP's addresses).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -102,8 +102,7 @@ pub fn parse_ipv4(s: &str) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
     let mut fields = s.as_bytes().split(|&b| b == b'.');
     for octet in &mut octets {
-        let digits = fields.next()?;
-        *octet = u8::try_from(decimal(digits, 3)?).ok()?;
+        *octet = decimal_octet(fields.next()?)?;
     }
     if fields.next().is_some() {
         return None;
@@ -111,28 +110,15 @@ pub fn parse_ipv4(s: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(octets))
 }
 
-/// A port as SIP writes it (`1*DIGIT`, RFC 3261 §25.1: leading zeros allowed, no sign), at
-/// most 65535.
-pub fn parse_port(s: &str) -> Option<u16> {
-    if s.is_empty() {
+/// One to three ASCII digits, at most 255, without a leading zero unless it is the only digit.
+fn decimal_octet(digits: &[u8]) -> Option<u8> {
+    if digits.is_empty() || digits.len() > 3 || (digits[0] == b'0' && digits.len() > 1) {
         return None;
     }
-    s.bytes().try_fold(0u16, |value, b| {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        value.checked_mul(10)?.checked_add(u16::from(b - b'0'))
-    })
-}
-
-/// One to `max_digits` ASCII digits, without a leading zero unless it is the only digit.
-fn decimal(digits: &[u8], max_digits: usize) -> Option<u32> {
-    if digits.is_empty() || digits.len() > max_digits || (digits[0] == b'0' && digits.len() > 1) {
-        return None;
-    }
-    digits.iter().try_fold(0u32, |value, &b| {
-        b.is_ascii_digit().then(|| value * 10 + u32::from(b - b'0'))
-    })
+    let value = digits.iter().try_fold(0u16, |value, &b| {
+        b.is_ascii_digit().then(|| value * 10 + u16::from(b - b'0'))
+    })?;
+    u8::try_from(value).ok()
 }
 
 #[cfg(test)]
@@ -140,7 +126,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_and_ports_parse_as_std_parses_them() {
+    fn addresses_parse_as_std_parses_them() {
         let cases = [
             "0.0.0.0",
             "127.0.0.1",
@@ -167,26 +153,6 @@ mod tests {
         ];
         for case in cases {
             assert_eq!(parse_ipv4(case), case.parse::<Ipv4Addr>().ok(), "{case:?}");
-        }
-        for case in [
-            "0",
-            "5060",
-            "65535",
-            "65536",
-            "99999",
-            "",
-            "+1",
-            "-1",
-            "00",
-            "05060",
-            "0000005060",
-            "1a",
-            "123456",
-            " 1",
-        ] {
-            // std also reads a '+'; a SIP port has no sign.
-            let std = case.parse::<u16>().ok().filter(|_| !case.starts_with('+'));
-            assert_eq!(parse_port(case), std, "{case:?}");
         }
         // Every octet value, and the strings around each.
         for n in 0..=300u32 {

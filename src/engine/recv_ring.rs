@@ -49,6 +49,13 @@ const BUFFERS: u16 = 4096;
 const SQ_ENTRIES: u32 = 256;
 /// The buffer group every request takes its buffers from.
 const GROUP: u16 = 0;
+/// A connection's two receives being cancelled ([`RecvRing::cancel`]), and when to stop
+/// waiting for their end.
+pub(super) struct Cancelled {
+    tags: [u64; 2],
+    deadline: Instant,
+}
+
 /// The `user_data` of cancel requests (worker tags never set the top bit).
 const CANCEL_TAG: u64 = u64::MAX;
 /// Room for the source address in every buffer: a `sockaddr_in6` holds IPv4 and IPv6.
@@ -232,20 +239,13 @@ impl RecvRing {
         Ok(())
     }
 
-    /// Ends the receives of these tags and returns once the kernel has let go of their sockets (their
-    /// final completions taken; datagrams already received stay in the backlog and are handed
-    /// out, with their tags, by the next [`RecvRing::take`]). False when they did not end within
-    /// `DRAIN_LIMIT`: the sockets may still be read by the kernel for this ring.
-    pub(super) fn disarm(&mut self, tags: &[u64]) -> bool {
-        self.cancel(tags);
-        self.wait_ended(tags, Instant::now() + DRAIN_LIMIT)
-    }
-
-    /// Queues the cancel of the receives of these tags, without entering the kernel: the next
-    /// [`RecvRing::poll`] submits them and takes their final completions, after which
-    /// [`RecvRing::ended`] is true.
-    pub(super) fn cancel(&mut self, tags: &[u64]) {
-        for &tag in tags {
+    /// Queues the cancel of the receives of these tags without entering the kernel: the next
+    /// [`RecvRing::poll`] (or [`RecvRing::wait`]) submits it and takes their final completions;
+    /// datagrams already received stay in the backlog and are handed out, with their tags, by
+    /// the next [`RecvRing::take`]. Until [`RecvRing::outcome`] says the receives are over, the
+    /// kernel may still read their sockets.
+    pub(super) fn cancel(&mut self, tags: [u64; 2]) -> Cancelled {
+        for tag in tags {
             if self.live.contains(&tag) {
                 // By the request's own tag, which the kernel finds in one bucket of its cancel
                 // table; by file descriptor it walked every bucket (a tenth of a media worker's
@@ -258,26 +258,37 @@ impl RecvRing {
                 }
             }
         }
+        Cancelled {
+            tags,
+            deadline: Instant::now() + DRAIN_LIMIT,
+        }
     }
 
-    /// Whether the kernel has ended every receive of these tags.
-    pub(super) fn ended(&self, tags: &[u64]) -> bool {
-        !tags.iter().any(|tag| self.live.contains(tag))
+    /// Whether cancelled receives are over: `Some(true)` when the kernel has ended them,
+    /// `Some(false)` when they outlived `DRAIN_LIMIT` (logged: their sockets must be closed, not
+    /// reused), `None` while they may still end.
+    pub(super) fn outcome(&self, cancelled: &Cancelled) -> Option<bool> {
+        if !cancelled.tags.iter().any(|tag| self.live.contains(tag)) {
+            return Some(true);
+        }
+        if Instant::now() <= cancelled.deadline {
+            return None;
+        }
+        tracing::error!(
+            "media receives did not end within {DRAIN_LIMIT:?}; their sockets are closed, not reused"
+        );
+        Some(false)
     }
 
-    /// Enters the kernel until the receives of these tags have ended; false at `deadline`.
-    pub(super) fn wait_ended(&mut self, tags: &[u64], deadline: Instant) -> bool {
-        while !self.ended(tags) {
-            if Instant::now() > deadline {
-                tracing::error!(
-                    "media receives did not end within {DRAIN_LIMIT:?}; their sockets are closed, not reused"
-                );
-                return false;
+    /// Enters the kernel until the cancelled receives are over; their [`RecvRing::outcome`].
+    pub(super) fn wait(&mut self, cancelled: &Cancelled) -> bool {
+        loop {
+            if let Some(ended) = self.outcome(cancelled) {
+                return ended;
             }
             self.enter(1, Duration::from_millis(1));
             self.pull();
         }
-        true
     }
 
     /// Submits queued arms and cancels and runs every receive the kernel deferred since the last
@@ -623,7 +634,9 @@ mod tests {
         let address = socket.local_addr().expect("addr");
         ring.arm(socket.as_raw_fd(), 5).expect("arm");
         ring.poll();
-        assert!(ring.disarm(&[5]), "the receive ended");
+        // Tag 6 was never armed: only 5 is cancelled and waited for.
+        let cancelled = ring.cancel([5, 6]);
+        assert!(ring.wait(&cancelled), "the receive ended");
         drop(socket);
         // Were a receive still holding the socket, the port would still be bound.
         let again = UdpSocket::bind(address).expect("the port is free after disarm and close");

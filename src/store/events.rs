@@ -27,11 +27,8 @@ impl Db {
         let tx = self.sql.transaction()?;
         let mut doomed = Vec::new();
         for (event, answer) in events.iter().zip(answers) {
-            match answer {
-                Answer::Folded => {}
-                Answer::AtStart(answered_ms) => {
-                    apply_one(&tx, self.node, event, answered_ms, now_ms, &mut doomed)?;
-                }
+            if let Answer::AtStart(answered_ms) = answer {
+                apply_one(&tx, self.node, event, answered_ms, now_ms, &mut doomed)?;
             }
         }
         tx.commit()?;
@@ -54,7 +51,8 @@ enum Answer {
 /// answer after the start folds; the final rows are those of applying each event in turn.
 fn answers_at_start(events: &[StoreEvent]) -> Vec<Answer> {
     let mut answers = vec![Answer::AtStart(None); events.len()];
-    let mut started: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    // Call ids are ours (UUIDv7): no peer chooses them.
+    let mut started: crate::idmap::IdMap<&str, usize> = crate::idmap::IdMap::default();
     for (i, event) in events.iter().enumerate() {
         match event {
             StoreEvent::CallStarted { call_id, .. } => {

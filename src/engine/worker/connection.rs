@@ -20,7 +20,7 @@ use super::handle::{NewConnection, WorkerContext};
 use super::transmit::Transmitter;
 use super::MAX_PACKETS_PER_WAKEUP;
 use crate::engine::batch::{RecvBatch, BATCH};
-use crate::engine::recv_ring::RecvRing;
+use crate::engine::recv_ring::{Cancelled, RecvRing};
 use crate::engine::socket::MediaSockets;
 use crate::engine::stats::SharedStats;
 use crate::engine::{
@@ -204,14 +204,31 @@ impl Connection {
 
     /// Stops reading both sockets: ends their ring receives (returning once the kernel has let
     /// go of the sockets) or takes them out of epoll.
-    pub(super) fn unwatch(&mut self, registry: &Registry, ring: Option<&mut RecvRing>) {
-        match (ring, self.ring_tags) {
-            (Some(ring), Some([rtp, rtcp])) if self.armed => {
-                self.armed = false;
-                let ended = ring.disarm(&[rtp, rtcp]);
-                self.sockets_reusable &= ended;
+    pub(super) fn unwatch(&mut self, registry: &Registry, mut ring: Option<&mut RecvRing>) {
+        if let Some(cancelled) = self.stop_watching(registry, ring.as_deref_mut()) {
+            if let Some(ring) = ring {
+                self.sockets_reusable &= ring.wait(&cancelled);
             }
-            _ => self.deregister(registry),
+        }
+    }
+
+    /// Stops reading both sockets without waiting: takes them out of epoll, or queues the
+    /// cancel of their ring receives and returns it — the sockets are the kernel's until
+    /// [`RecvRing::outcome`] says the receives are over.
+    pub(super) fn stop_watching(
+        &mut self,
+        registry: &Registry,
+        ring: Option<&mut RecvRing>,
+    ) -> Option<Cancelled> {
+        match (ring, self.ring_tags) {
+            (Some(ring), Some(tags)) if self.armed => {
+                self.armed = false;
+                Some(ring.cancel(tags))
+            }
+            _ => {
+                self.deregister(registry);
+                None
+            }
         }
     }
 

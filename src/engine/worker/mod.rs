@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token};
 
 use super::batch::RecvBatch;
-use super::recv_ring::{ReceiveCounts, Received, RecvRing};
+use super::recv_ring::{Cancelled, ReceiveCounts, Received, RecvRing};
 use super::send_ring::RING_ENTRIES;
 use super::{ConferenceKey, ConnectionKey, EngineEvent, MediaSpec};
 use crate::media::session::{SharedEncodes, ROOM_TICK};
@@ -145,9 +145,7 @@ struct Worker {
 /// A closed connection waiting for the kernel to end its ring receives.
 struct Closing {
     connection: Box<Connection>,
-    tags: [u64; 2],
-    /// When it is finished anyway, its sockets not reused.
-    deadline: Instant,
+    cancelled: Cancelled,
 }
 
 impl Worker {
@@ -515,46 +513,31 @@ impl Worker {
                     operation: recording.operation,
                 });
         }
-        match (self.receive.as_mut(), connection.ring_tags) {
-            (Some(ring), Some(tags)) if connection.armed => {
-                connection.armed = false;
-                ring.cancel(&tags);
-                self.closing.push(Closing {
-                    connection,
-                    tags,
-                    deadline: Instant::now() + super::send_ring::DRAIN_LIMIT,
-                });
-            }
-            _ => {
-                connection.unwatch(self.poll.registry(), self.receive.as_mut());
-                self.finish(connection);
-            }
+        match connection.stop_watching(self.poll.registry(), self.receive.as_mut()) {
+            Some(cancelled) => self.closing.push(Closing {
+                connection,
+                cancelled,
+            }),
+            None => self.finish(connection),
         }
     }
 
-    /// Finishes the closing connections whose receives the kernel has ended; one whose
-    /// receives outlived `DRAIN_LIMIT` is finished too, its sockets closed rather than reused.
+    /// Finishes the closing connections whose receives are over ([`RecvRing::outcome`]): those
+    /// the kernel ended, and those that outlived the drain limit, their sockets closed rather
+    /// than reused.
     fn finish_closing(&mut self) {
-        let now = Instant::now();
         let mut i = 0;
         while let Some(entry) = self.closing.get(i) {
-            let ended = self
-                .receive
-                .as_ref()
-                .is_none_or(|ring| ring.ended(&entry.tags));
-            if !ended && now <= entry.deadline {
+            let outcome = match &self.receive {
+                Some(ring) => ring.outcome(&entry.cancelled),
+                None => Some(true),
+            };
+            let Some(ended) = outcome else {
                 i += 1;
                 continue;
-            }
+            };
             let Closing { mut connection, .. } = self.closing.swap_remove(i);
-            if !ended {
-                tracing::error!(
-                    worker = self.index,
-                    key = connection.key,
-                    "media receives did not end within the drain limit; their sockets are closed, not reused"
-                );
-                connection.sockets_reusable = false;
-            }
+            connection.sockets_reusable &= ended;
             self.finish(connection);
         }
     }
@@ -570,12 +553,11 @@ impl Worker {
         }
         for Closing {
             mut connection,
-            tags,
-            deadline,
+            cancelled,
         } in mem::take(&mut self.closing)
         {
             if let Some(ring) = self.receive.as_mut() {
-                connection.sockets_reusable &= ring.wait_ended(&tags, deadline);
+                connection.sockets_reusable &= ring.wait(&cancelled);
             }
             self.finish(connection);
         }

@@ -323,8 +323,8 @@ impl<'a> ViaRef<'a> {
         Ok(via)
     }
 
-    /// The owned [`Via`].
-    pub fn to_owned(&self) -> Result<Via, ParseError> {
+    /// The owned [`Via`] (its parameters parsed, which checks them).
+    fn to_owned(&self) -> Result<Via, ParseError> {
         Ok(Via {
             transport: self.transport.to_ascii_uppercase(),
             host: self.host.to_owned(),

@@ -378,11 +378,18 @@ pub(super) fn read_host(s: &str) -> Result<HostRef<'_>, String> {
     Ok(HostRef::Domain(s))
 }
 
+/// `1*DIGIT` (RFC 3261 §25.1: leading zeros allowed, no sign), at most 65535.
 pub(super) fn parse_port(digits: &str) -> Result<u16, String> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("bad port {}", excerpt(digits)));
     }
-    crate::text::parse_port(digits).ok_or_else(|| format!("port out of range {}", excerpt(digits)))
+    // Digits only, so only the range can fail; read without `u16::from_str`'s generality.
+    digits
+        .bytes()
+        .try_fold(0u16, |port, b| {
+            port.checked_mul(10)?.checked_add(u16::from(b - b'0'))
+        })
+        .ok_or_else(|| format!("port out of range {}", excerpt(digits)))
 }
 
 /// Checks URI parameters as [`parse_uri_params`] reads them.
@@ -689,6 +696,35 @@ mod tests {
 
     /// The borrowed tag look-up agrees with the full parse on every form a To or From takes,
     /// and finds nothing where the parse fails before the parameters.
+    #[test]
+    fn ports_are_read_as_std_reads_them_without_a_sign() {
+        for case in [
+            "0",
+            "5060",
+            "65535",
+            "65536",
+            "99999",
+            "",
+            "+1",
+            "-1",
+            "00",
+            "05060",
+            "0000005060",
+            "1a",
+            "123456",
+            " 1",
+        ] {
+            // std also reads a '+'; a SIP port has no sign.
+            let std = case.parse::<u16>().ok().filter(|_| !case.starts_with('+'));
+            assert_eq!(parse_port(case).ok(), std, "{case:?}");
+        }
+        assert_eq!(
+            parse_port("70000"),
+            Err("port out of range 70000".to_string())
+        );
+        assert_eq!(parse_port("70a"), Err("bad port 70a".to_string()));
+    }
+
     #[test]
     fn the_borrowed_tag_agrees_with_the_parsed_name_addr() {
         let values = [
