@@ -267,7 +267,7 @@ fn session_rooms(
                         } else {
                             m.session.capture(now, &mut frame)
                         };
-                        if voiced {
+                        if voiced.is_some() {
                             mixer.contribute(id as ParticipantId, &frame);
                         }
                     }
@@ -276,7 +276,9 @@ fn session_rooms(
                     for (id, m) in members.iter_mut().enumerate() {
                         let id = id as ParticipantId;
                         let mix = mixer.output(id).expect("in the room");
-                        shared.play(&mut m.session, now, mix, mixer.shares_output(id));
+                        // The bench's members all send their codec's whole band.
+                        let width = Some(rate);
+                        shared.play(&mut m.session, now, mix, width, mixer.shares_output(id));
                         while let Some(t) = m.session.poll_transmit(&mut out) {
                             black_box(t);
                         }
@@ -308,6 +310,7 @@ fn member(
         ptime_ms: FRAME_MS,
         telephone_event_pt: Some(101),
         send: None,
+        peer_opus: callbridge::sdp::OpusParams::RFC_DEFAULTS,
     };
     let config = SessionConfig {
         local_ssrc: 0x1000 + p as u32,

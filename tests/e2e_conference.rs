@@ -36,8 +36,26 @@ impl Caller {
 
     /// INVITE offering `payload_types` to `user`, 200, ACK.
     fn call_offering(server: &Server, name: &str, user: &str, payload_types: &str) -> Caller {
+        Self::call_with(server, name, user, |uac| uac.sdp(payload_types))
+    }
+
+    /// INVITE offering Opus on payload type 111, with `fmtp` when given, to `user`.
+    fn call_opus(server: &Server, name: &str, user: &str, fmtp: Option<&str>) -> Caller {
+        Self::call_with(server, name, user, |uac| {
+            let fmtp = fmtp.map_or(String::new(), |f| format!("a=fmtp:111 {f}\r\n"));
+            format!("{}a=rtpmap:111 opus/48000/2\r\n{fmtp}", uac.sdp("111"))
+        })
+    }
+
+    /// INVITE with the offer `offer` makes for the caller's UAC, 200, ACK.
+    fn call_with(
+        server: &Server,
+        name: &str,
+        user: &str,
+        offer: impl FnOnce(&Uac) -> String,
+    ) -> Caller {
         let uac = Uac::new(server, name);
-        let offer = uac.sdp(payload_types);
+        let offer = offer(&uac);
         uac.send(&uac.request("INVITE", user, 1, "", &format!("{name}i"), &offer));
         let ok = uac.final_response("INVITE");
         assert_eq!(uac::status(&ok), 200, "{name}: {ok}\n{}", server.log());
@@ -593,4 +611,131 @@ fn sound_tone_on_join_beeps_to_the_members_when_someone_joins() {
     );
     std::thread::sleep(Duration::from_millis(300));
     assert!(tone_power(&heard(&c.socket), 1000.0) < 1e3);
+}
+
+/// Opus RTP packets of a 1 kHz tone with white noise above it (fullband audio), 20 ms apart
+/// from `socket` to `to`, encoded as a fullband softphone would.
+fn send_fullband_opus(socket: &UdpSocket, to: SocketAddr, frames: u32) {
+    use callbridge::media::opus::{OpusConfig, OpusEncoder};
+    let mut encoder = OpusEncoder::new(&OpusConfig::default()).expect("encoder");
+    let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+    let mut packet = [0u8; 1500];
+    let start = Instant::now();
+    for index in 0..frames {
+        let pcm: Vec<i16> = (0..960u32)
+            .map(|i| {
+                noise ^= noise << 13;
+                noise ^= noise >> 7;
+                noise ^= noise << 17;
+                let t = f64::from(index * 960 + i) / 48_000.0;
+                (4000.0 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as i16
+                    + ((noise >> 52) as i16 - 2048)
+            })
+            .collect();
+        packet[..12].copy_from_slice(&[0x80, 111, 0, 0, 0, 0, 0, 0, 0, 0, 0x22, 0x22]);
+        packet[2..4].copy_from_slice(&(index as u16).to_be_bytes());
+        packet[4..8].copy_from_slice(&(index * 960).to_be_bytes());
+        let len = 12 + encoder.encode(&pcm, &mut packet[12..]).expect("encodes");
+        let due = start + Duration::from_millis(20 * u64::from(index));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        socket.send_to(&packet[..len], to).expect("send RTP");
+    }
+}
+
+/// The Opus packets received on `socket` so far: the audio band of each (its TOC byte, as a
+/// sample rate) and the audio decoded at 8 kHz (for [`tone_power`]). Drops RTCP.
+fn heard_opus(socket: &UdpSocket) -> (Vec<u32>, Vec<i16>) {
+    use callbridge::media::opus::{packet_audio_rate, OpusDecoder};
+    std::thread::sleep(Duration::from_millis(80));
+    socket.set_nonblocking(true).expect("non-blocking");
+    let mut decoder = OpusDecoder::new(8000).expect("decoder");
+    let (mut bands, mut pcm) = (Vec::new(), Vec::new());
+    let mut buf = [0u8; 2048];
+    let mut frame = [0i16; 960];
+    while let Ok((n, _)) = socket.recv_from(&mut buf) {
+        if n <= 12 || (200..=207).contains(&buf[1]) {
+            continue;
+        }
+        assert_eq!(buf[1] & 0x7f, 111, "Opus on the payload type offered");
+        bands.push(packet_audio_rate(&buf[12..n]).expect("a packet"));
+        let samples = decoder.decode(&buf[12..n], &mut frame).expect("decodes");
+        pcm.extend_from_slice(&frame[..samples]);
+    }
+    socket.set_nonblocking(false).expect("blocking");
+    (bands, pcm)
+}
+
+/// RFC 7587 §6.1 and issue 19: an Opus member is sent no wider a band than the audio it hears
+/// can hold (a room whose talkers are G.711 callers: narrowband) nor than its phone plays back
+/// (`maxplaybackrate`), and the fullband member who may hear fullband gets it.
+#[test]
+fn opus_members_are_sent_the_band_they_can_hear_and_play_no_wider() {
+    let server = Server::start(ROOM_ROUTE);
+    // A G.711 caller opens the room (8 kHz), an Opus caller joins and hears it talk.
+    let pstn = Caller::call(&server, "nb0", "conf=narrow");
+    let opus = Caller::call_opus(&server, "nb1", "conf=narrow", None);
+    heard_opus(&opus.uac.rtp);
+    send_tone(&pstn.uac.rtp, pstn.server_rtp, 0x1111, 1000.0, 50);
+    let (bands, pcm) = heard_opus(&opus.uac.rtp);
+    assert!(bands.len() >= 40, "{} packets", bands.len());
+    assert!(
+        bands.iter().all(|&band| band == 8000),
+        "narrowband from the first packet: {bands:?}"
+    );
+    let tail = &pcm[pcm.len() / 2..];
+    assert!(
+        tone_power(tail, 1000.0) > tone_power(tail, 2300.0) * 100.0,
+        "the caller's tone is heard"
+    );
+
+    // An Opus softphone opens a fullband room and talks; one member plays back wideband at
+    // most, another has no limit.
+    let talker = Caller::call_opus(&server, "fb0", "conf=full", None);
+    let wideband = Caller::call_opus(
+        &server,
+        "fb1",
+        "conf=full",
+        Some("maxplaybackrate=16000; useinbandfec=1"),
+    );
+    let fullband = Caller::call_opus(&server, "fb2", "conf=full", Some("useinbandfec=1"));
+    for c in [&wideband, &fullband] {
+        heard_opus(&c.uac.rtp);
+    }
+    send_fullband_opus(&talker.uac.rtp, talker.server_rtp, 50);
+    let (wide_bands, wide_pcm) = heard_opus(&wideband.uac.rtp);
+    let (full_bands, full_pcm) = heard_opus(&fullband.uac.rtp);
+    assert!(wide_bands.len() >= 40 && full_bands.len() >= 40);
+    assert!(
+        wide_bands.iter().all(|&band| band == 16_000),
+        "maxplaybackrate=16000: wideband: {wide_bands:?}"
+    );
+    assert!(
+        full_bands.iter().filter(|&&band| band == 48_000).count() >= 40,
+        "no limit: the talker's fullband: {full_bands:?}"
+    );
+    for pcm in [&wide_pcm, &full_pcm] {
+        let tail = &pcm[pcm.len() / 2..];
+        assert!(tone_power(tail, 1000.0) > tone_power(tail, 300.0) * 20.0);
+    }
+
+    // A softphone that says it captures 16 kHz audio (`sprop-maxcapturerate`) is heard as
+    // wideband, whatever band its encoder codes.
+    let declared = Caller::call_opus(
+        &server,
+        "sp0",
+        "conf=declared",
+        Some("sprop-maxcapturerate=16000"),
+    );
+    let listener = Caller::call_opus(&server, "sp1", "conf=declared", None);
+    heard_opus(&listener.uac.rtp);
+    send_fullband_opus(&declared.uac.rtp, declared.server_rtp, 50);
+    let (bands, _) = heard_opus(&listener.uac.rtp);
+    assert!(bands.len() >= 40, "{} packets", bands.len());
+    // Until its first packet has come in, nobody has said anything: the room's own band.
+    assert!(
+        bands[2..].iter().all(|&band| band == 16_000),
+        "sprop-maxcapturerate=16000: wideband: {bands:?}"
+    );
 }

@@ -588,6 +588,12 @@ pub(super) fn api_format(codecs: &CodecChoice, settings: &MediaSettings) -> Stre
         ptime_ms: codecs.rx_framesize.unwrap_or(settings.default_framesize),
         telephone_event_pt: Some(api_payload_type(Codec::TelephoneEvent)),
         send: (tx != rx).then(|| (tx, api_payload_type(tx))),
+        // No SDP says what the far end decodes: no band limit, and FEC on (a decoder without
+        // it ignores the extra bits).
+        peer_opus: crate::sdp::OpusParams {
+            use_inband_fec: true,
+            ..crate::sdp::OpusParams::RFC_DEFAULTS
+        },
     }
 }
 
@@ -608,6 +614,7 @@ pub(super) fn media_spec(
             ptime_ms: media.ptime_ms,
             telephone_event_pt: media.telephone_event_pt,
             send: None,
+            peer_opus: media.opus.unwrap_or_default(),
         }),
         remote_rtp: media.remote_rtp,
         remote_rtcp: media.remote_rtcp,

@@ -35,6 +35,7 @@ const PCMU: StreamFormat = StreamFormat {
     ptime_ms: 20,
     telephone_event_pt: Some(101),
     send: None,
+    peer_opus: crate::sdp::OpusParams::RFC_DEFAULTS,
 };
 const PTIME: Duration = Duration::from_millis(20);
 /// A PCMU frame on the wire: 12-byte RTP header and 160 bytes of payload.

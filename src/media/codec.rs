@@ -12,7 +12,7 @@ use std::fmt;
 use super::g711;
 use super::g722::{G722Decoder, G722Encoder};
 use super::opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusError};
-use crate::sdp::Codec;
+use crate::sdp::{Codec, OpusParams};
 
 /// The longest frame we handle: 60 ms at 48 kHz.
 pub const MAX_FRAME_SAMPLES: usize = 2880;
@@ -50,6 +50,16 @@ pub fn pcm_rate(codec: Codec) -> u32 {
         Codec::Pcmu | Codec::Pcma | Codec::TelephoneEvent => 8000,
         Codec::G722 => 16000,
         Codec::Opus => 48000,
+    }
+}
+
+/// The band of audio a codec carries, as the sample rate whose Nyquist band holds it: what
+/// its decoder makes of `payload` has nothing wider (G.711 8000, G.722 16000; Opus the
+/// packet's coded band, [`super::opus::packet_audio_rate`], fullband for an empty payload).
+pub fn audio_rate(codec: Codec, payload: &[u8]) -> u32 {
+    match codec {
+        Codec::Opus => super::opus::packet_audio_rate(payload).unwrap_or(48_000),
+        other => pcm_rate(other),
     }
 }
 
@@ -135,7 +145,21 @@ pub enum AudioEncoder {
 }
 
 impl AudioEncoder {
+    /// An encoder with our own defaults (Opus: in-band FEC on, no band limit).
     pub fn new(codec: Codec) -> Result<AudioEncoder, CodecError> {
+        Self::for_receiver(
+            codec,
+            &OpusParams {
+                use_inband_fec: true,
+                ..OpusParams::default()
+            },
+        )
+    }
+
+    /// An encoder for a receiver whose decoder asked for `receiver` (RFC 7587 §6.1, its SDP
+    /// fmtp): Opus codes no wider than its `maxplaybackrate` and adds in-band FEC only when
+    /// its decoder uses it (`useinbandfec=1`). Other codecs have nothing to choose.
+    pub fn for_receiver(codec: Codec, receiver: &OpusParams) -> Result<AudioEncoder, CodecError> {
         Ok(match codec {
             Codec::Pcmu => AudioEncoder::Pcmu,
             Codec::Pcma => AudioEncoder::Pcma,
@@ -143,12 +167,25 @@ impl AudioEncoder {
             Codec::Opus => AudioEncoder::Opus(Box::new(
                 OpusEncoder::new(&OpusConfig {
                     sample_rate: pcm_rate(Codec::Opus),
+                    inband_fec: receiver.use_inband_fec,
+                    max_playback_rate: receiver.max_playback_rate,
                     ..OpusConfig::default()
                 })
                 .map_err(CodecError::Opus)?,
             )),
             Codec::TelephoneEvent => return Err(CodecError::NotAudio("telephone-event")),
         })
+    }
+
+    /// How wide the audio fed from now on is ([`audio_rate`]'s sense): Opus codes no wider
+    /// band ([`OpusEncoder::set_audio_rate`]); the others' band is fixed. A libopus refusal
+    /// (never for these values) leaves the band as it was: the audio is still sent.
+    pub fn set_audio_rate(&mut self, rate: u32) {
+        if let AudioEncoder::Opus(e) = self {
+            if let Err(error) = e.set_audio_rate(rate) {
+                tracing::debug!(%error, rate, "opus band limit refused");
+            }
+        }
     }
 
     /// Encodes one frame of PCM (at [`pcm_rate`]) into `out`; returns the payload length.
@@ -255,6 +292,58 @@ mod tests {
         assert!(first > 0 && first < energy(&good));
         dec.conceal(160, &mut lost);
         assert!(energy(&lost) < first, "fades with each loss");
+    }
+
+    #[test]
+    fn an_opus_encoder_sends_fec_only_to_a_decoder_that_uses_it_and_no_wider_band() {
+        // Whether frame 14's loss is rebuilt from frame 15's FEC rather than concealed, and
+        // the band of the packets sent.
+        let run = |receiver: Option<OpusParams>| {
+            let mut encoder = match receiver {
+                Some(receiver) => AudioEncoder::for_receiver(Codec::Opus, &receiver).unwrap(),
+                None => AudioEncoder::new(Codec::Opus).unwrap(),
+            };
+            let mut buf = [0u8; 1500];
+            let packets: Vec<Vec<u8>> = (0..20)
+                .map(|k| {
+                    let len = encoder
+                        .encode(&tone(48_000, 1000.0, 960, k * 960), &mut buf)
+                        .unwrap();
+                    buf[..len].to_vec()
+                })
+                .collect();
+            let (mut fec, mut plc) = (
+                AudioDecoder::new(Codec::Opus).unwrap(),
+                AudioDecoder::new(Codec::Opus).unwrap(),
+            );
+            let mut out = [0i16; 960];
+            for p in &packets[..14] {
+                fec.decode(p, &mut out).unwrap();
+                plc.decode(p, &mut out).unwrap();
+            }
+            let mut recovered = [0i16; 960];
+            fec.recover(&packets[15], 960, &mut recovered);
+            plc.conceal(960, &mut out);
+            let bands: Vec<u32> = packets.iter().map(|p| audio_rate(Codec::Opus, p)).collect();
+            (recovered != out, bands)
+        };
+        // A narrowband phone: at our 24 kb/s and 5 % planned loss libopus finds room for FEC
+        // in narrowband packets only (its `decide_fec` thresholds).
+        let phone = OpusParams {
+            max_playback_rate: 8000,
+            ..OpusParams::RFC_DEFAULTS
+        };
+        let (fec, bands) = run(Some(OpusParams {
+            use_inband_fec: true,
+            ..phone
+        }));
+        assert!(fec, "useinbandfec=1: the loss is rebuilt from FEC");
+        assert!(bands.iter().all(|&b| b == 8000), "{bands:?}");
+        let (fec, bands) = run(Some(phone));
+        assert!(!fec, "no useinbandfec (RFC 7587: 0): no FEC, PLC only");
+        assert!(bands.iter().all(|&b| b == 8000), "{bands:?}");
+        // Our own default (API connections, no SDP): no band limit.
+        assert_eq!(run(None).1, vec![48_000; 20]);
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub struct OpusConfig {
     /// Discontinuous transmission: during silence the encoder emits packets of at most 2 bytes,
     /// which need not be sent. Default false.
     pub dtx: bool,
+    /// The widest audio the receiver plays back, as a sample rate (its SDP `maxplaybackrate`,
+    /// RFC 7587 §6.1): the encoder codes no wider a band (8000 → narrowband … 48000 →
+    /// fullband). Default 48000, no limit.
+    pub max_playback_rate: u32,
 }
 
 impl Default for OpusConfig {
@@ -92,6 +96,7 @@ impl Default for OpusConfig {
             expected_loss_percent: 5,
             complexity: 5,
             dtx: false,
+            max_playback_rate: 48_000,
         }
     }
 }
@@ -103,6 +108,11 @@ pub struct OpusEncoder {
     inner: ::opus::Encoder,
     /// Rate of the PCM we are fed.
     sample_rate: u32,
+    /// The receiver's limit ([`OpusConfig::max_playback_rate`]), as a band.
+    playback_band: Band,
+    /// The band the encoder is held to now: the narrower of `playback_band` and the audio it
+    /// was last told it is fed ([`OpusEncoder::set_audio_rate`]).
+    band: Band,
 }
 
 impl OpusEncoder {
@@ -137,10 +147,38 @@ impl OpusEncoder {
         inner.set_dtx(config.dtx)?;
         // Our input is i16: telling libopus lets it ignore noise below the 16-bit floor.
         inner.set_lsb_depth(16)?;
+        let playback_band = Band::of_rate(config.max_playback_rate);
+        inner.set_max_bandwidth(playback_band.bandwidth())?;
         Ok(OpusEncoder {
             inner,
             sample_rate: config.sample_rate,
+            playback_band,
+            band: playback_band,
         })
+    }
+
+    /// Tells the encoder how wide the audio it is fed is, as a sample rate whose Nyquist band
+    /// holds all of it (a mix of G.711 callers: 8000; an Opus packet's coded band:
+    /// [`packet_audio_rate`]). It codes no wider than that nor than the receiver plays back:
+    /// an empty band costs libopus as much as a full one (issue 19: a 20 ms frame of 48 kHz
+    /// PCM at complexity 5 encodes in ~115 µs as fullband hybrid, ~55 µs as narrowband SILK),
+    /// and its bits are better spent on the audio there is. One comparison when unchanged.
+    /// Told before the first frame, the encoder starts in that band; later, libopus moves
+    /// there through SILK's low-pass transition, over seconds (fullband to narrowband ~5.8 s
+    /// in libopus 1.6), so callers should tell it how wide the audio can be, not how wide
+    /// each frame is.
+    pub fn set_audio_rate(&mut self, rate: u32) -> Result<(), OpusError> {
+        let band = Band::of_rate(rate).min(self.playback_band);
+        if band != self.band {
+            self.inner.set_max_bandwidth(band.bandwidth())?;
+            self.band = band;
+        }
+        Ok(())
+    }
+
+    /// The widest band the encoder may code now, as a sample rate (8000 … 48000).
+    pub fn audio_rate(&self) -> u32 {
+        self.band.rate()
     }
 
     /// Encodes one frame of 10, 20, 40 or 60 ms of PCM at the configured rate into `out`;
@@ -242,6 +280,71 @@ fn frame_length(body: &[u8]) -> Option<(usize, usize)> {
     }
     let second = usize::from(*body.get(1)?);
     Some((first + 4 * second, 2))
+}
+
+/// The audio band of a packet, as the sample rate whose Nyquist band holds it: its TOC byte's
+/// bandwidth (RFC 6716 §3.1, read by libopus): narrowband 8000, mediumband 12000, wideband
+/// 16000, super-wideband 24000, fullband 48000. What a decoder makes of the packet has nothing
+/// above that band, whatever rate it decodes at. `None` for an empty packet.
+pub fn packet_audio_rate(packet: &[u8]) -> Option<u32> {
+    let bandwidth = ::opus::packet::get_bandwidth(packet).ok()?;
+    Some(Band::of_bandwidth(bandwidth).rate())
+}
+
+/// Opus audio bands (RFC 6716 §2), narrowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Band {
+    Narrow,
+    Medium,
+    Wide,
+    SuperWide,
+    Full,
+}
+
+impl Band {
+    /// The narrowest band that holds audio sampled at `rate` (RFC 7587's mapping of
+    /// `maxplaybackrate` onto bands: up to 8000 narrowband, 12000 mediumband, 16000 wideband,
+    /// 24000 super-wideband, above that fullband).
+    fn of_rate(rate: u32) -> Band {
+        match rate {
+            0..=8_000 => Band::Narrow,
+            8_001..=12_000 => Band::Medium,
+            12_001..=16_000 => Band::Wide,
+            16_001..=24_000 => Band::SuperWide,
+            _ => Band::Full,
+        }
+    }
+
+    /// The sample rate of the band.
+    fn rate(self) -> u32 {
+        match self {
+            Band::Narrow => 8_000,
+            Band::Medium => 12_000,
+            Band::Wide => 16_000,
+            Band::SuperWide => 24_000,
+            Band::Full => 48_000,
+        }
+    }
+
+    fn of_bandwidth(bandwidth: ::opus::Bandwidth) -> Band {
+        match bandwidth {
+            ::opus::Bandwidth::Narrowband => Band::Narrow,
+            ::opus::Bandwidth::Mediumband => Band::Medium,
+            ::opus::Bandwidth::Wideband => Band::Wide,
+            ::opus::Bandwidth::Superwideband => Band::SuperWide,
+            ::opus::Bandwidth::Fullband | ::opus::Bandwidth::Auto => Band::Full,
+        }
+    }
+
+    fn bandwidth(self) -> ::opus::Bandwidth {
+        match self {
+            Band::Narrow => ::opus::Bandwidth::Narrowband,
+            Band::Medium => ::opus::Bandwidth::Mediumband,
+            Band::Wide => ::opus::Bandwidth::Wideband,
+            Band::SuperWide => ::opus::Bandwidth::Superwideband,
+            Band::Full => ::opus::Bandwidth::Fullband,
+        }
+    }
 }
 
 /// Opus decoder for one mono stream; decodes packets of any Opus bandwidth to its own rate.
@@ -862,6 +965,66 @@ mod tests {
         );
         let (recovered, snr) = with_fec(no_loss, Some(10));
         assert!(recovered && snr > 15.0, "loss raised to 10 %: {snr:.1} dB");
+    }
+
+    #[test]
+    fn the_encoder_codes_no_wider_than_its_audio_or_its_receiver() {
+        // Fullband content: a tone and white noise, as a room of 48 kHz talkers gives.
+        let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+        let input: Vec<i16> = tone(1_000.0, 48_000, 48_000 * 10)
+            .iter()
+            .map(|&s| s / 2 + (xorshift(&mut noise) >> 52) as i16 - 2048)
+            .collect();
+        let mut buf = [0u8; 1_500];
+        // The band of every packet, with `width` told before the first frame and `later`
+        // after `at` frames.
+        let mut bands = |config: OpusConfig, width: u32, later: Option<(usize, u32)>| {
+            let mut encoder = OpusEncoder::new(&config).unwrap();
+            encoder.set_audio_rate(width).unwrap();
+            assert_eq!(encoder.audio_rate(), width.min(config.max_playback_rate));
+            input
+                .chunks(960)
+                .enumerate()
+                .map(|(i, frame)| {
+                    if let Some((_, width)) = later.filter(|&(at, _)| at == i) {
+                        encoder.set_audio_rate(width).unwrap();
+                    }
+                    let len = encoder.encode(frame, &mut buf).unwrap();
+                    packet_audio_rate(&buf[..len]).unwrap()
+                })
+                .collect::<Vec<u32>>()
+        };
+        // Told before it starts, the encoder codes that band from its first packet.
+        for width in [8_000, 12_000, 16_000, 24_000, 48_000] {
+            let coded = bands(OpusConfig::default(), width, None);
+            assert!(
+                coded.iter().all(|&band| band == width),
+                "{width}: {coded:?}"
+            );
+        }
+        // Never wider than the receiver plays back.
+        let wideband_phone = OpusConfig {
+            max_playback_rate: 16_000,
+            ..OpusConfig::default()
+        };
+        for (width, coded_band) in [(48_000, 16_000), (24_000, 16_000), (8_000, 8_000)] {
+            let coded = bands(wideband_phone, width, None);
+            assert!(
+                coded.iter().all(|&band| band == coded_band),
+                "{width}: {coded:?}"
+            );
+        }
+        // Narrowed while it runs, it gets there through SILK's low-pass transition (libopus
+        // 1.6: ~5.8 s from fullband to narrowband), and stays.
+        let coded = bands(OpusConfig::default(), 48_000, Some((10, 8_000)));
+        assert_eq!(coded[..10], [48_000; 10]);
+        let narrow_from = coded
+            .iter()
+            .position(|&band| band == 8_000)
+            .expect("narrows");
+        assert!(narrow_from < 400, "narrowband from frame {narrow_from}");
+        assert!(coded[narrow_from..].iter().all(|&band| band == 8_000));
+        assert_eq!(packet_audio_rate(&[]), None);
     }
 
     // ---- packet inspection and robustness ---------------------------------------------------

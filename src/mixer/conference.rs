@@ -96,24 +96,42 @@ impl<'a> Heard<'a> {
     }
 }
 
+/// A member's audio this tick, as [`ConferenceIo::capture`] took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    /// Not here (in transit to this worker): silent, and it hears nothing.
+    Absent,
+    /// Here, but contributed nothing: the frame is silence.
+    Silent,
+    /// Contributed audio no wider than `audio_rate`, a sample rate at most the conference's
+    /// (a G.711 caller's 8000, an Opus packet's coded band: [`crate::media::codec::audio_rate`]).
+    Voiced { audio_rate: u32 },
+}
+
 /// The members' side of a tick: how a [`Conference`] takes each member's audio and hands over
 /// what each hears. Called in member order (join order), all captures before any playback.
 pub trait ConferenceIo {
     /// Member `key`'s audio for this tick, at the conference rate, into `frame` (one tick
-    /// long). `None` when the member is not here (in transit to this worker): it is then
-    /// silent and hears nothing. Else whether it contributed audio (false: `frame` is silence).
-    /// `listener`: the member was not in the last mix (it heard the common mix), so a frame
-    /// its sender marked inactive need not be decoded.
+    /// long). `listener`: the member was not in the last mix (it heard the common mix), so a
+    /// frame its sender marked inactive need not be decoded.
     fn capture(
         &mut self,
         key: MemberKey,
         now: Instant,
         frame: &mut [i16],
         listener: bool,
-    ) -> Option<bool>;
+    ) -> Capture;
     /// What member `key` hears this tick (`None`: the mixer has no output for it); the member
-    /// sends what it has queued either way.
-    fn play(&mut self, key: MemberKey, now: Instant, heard: Option<Heard<'_>>);
+    /// sends what it has queued either way. `audio_rate`: how wide the audio in it is at most,
+    /// the widest [`Capture::Voiced`] mixed into it (a prompt counts as the conference's whole
+    /// band), so its encoder codes no wider; `None` when nothing was (silence).
+    fn play(
+        &mut self,
+        key: MemberKey,
+        now: Instant,
+        heard: Option<Heard<'_>>,
+        audio_rate: Option<u32>,
+    );
     /// One tick of the whole mix for recording `operation` (made as listener `key`).
     fn record(&mut self, key: MemberKey, operation: u64, mix: &[i16], rate: u32);
     /// Something the control plane should hear about.
@@ -127,10 +145,13 @@ pub struct Conference {
     /// Two-party fast path: each of the two hears the other's frame, with no mix.
     hairpin: bool,
     /// Members in join order, with how they take part.
-    members: Vec<(MemberKey, ConfereeSpec)>,
+    members: Vec<Member>,
     /// Hairpin: the two members' frames of this tick, and whether each is to be heard.
     hairpin_frames: [Vec<i16>; 2],
     hairpin_heard: [bool; 2],
+    /// This tick's widths of what can be heard: who can give the widest audio and how wide the
+    /// rest is.
+    widths: Widths,
     /// Prompts and tones played into the mix, each as a participant of its own:
     /// (temporary connection key, operation, player).
     players: Vec<(MemberKey, u64, Player)>,
@@ -158,6 +179,7 @@ impl Conference {
             members: Vec::new(),
             hairpin_frames: [vec![0; frame], vec![0; frame]],
             hairpin_heard: [false; 2],
+            widths: Widths::default(),
             players: Vec::new(),
             recordings: Vec::new(),
             join_tone: spec.join_tone,
@@ -173,20 +195,39 @@ impl Conference {
         let n = self.mixer.frame_len();
         let frame = &mut frame[..n];
         let hairpin = self.hairpin && self.members.len() <= 2;
-        for (i, &(key, conferee)) in self.members.iter().enumerate() {
+        for (i, member) in self.members.iter_mut().enumerate() {
+            let key = member.key;
+            let captured = if hairpin {
+                io.capture(key, now, &mut self.hairpin_frames[i], false)
+            } else {
+                // Before this tick's mix, `shares_output` still tells the last one's.
+                let listener = participant_id(key)
+                    .ok()
+                    .is_some_and(|id| self.mixer.shares_output(id));
+                io.capture(key, now, frame, listener)
+            };
+            let voiced = match captured {
+                Capture::Voiced { audio_rate } => {
+                    member.width = member.width.max(Some(audio_rate.min(self.rate)));
+                    true
+                }
+                Capture::Silent | Capture::Absent => false,
+            };
             if hairpin {
-                let voiced = io.capture(key, now, &mut self.hairpin_frames[i], false);
-                self.hairpin_heard[i] = voiced == Some(true) && conferee.flags().contributes();
-                continue;
-            }
-            // Before this tick's mix, `shares_output` still tells the last one's.
-            let listener = participant_id(key)
-                .ok()
-                .is_some_and(|id| self.mixer.shares_output(id));
-            if io.capture(key, now, frame, listener) == Some(true) {
+                self.hairpin_heard[i] = voiced && member.conferee.flags().contributes();
+            } else if voiced {
                 if let Ok(id) = participant_id(key) {
                     self.mixer.contribute(id, frame);
                 }
+            }
+        }
+        // What each can hear is as wide as what the others have sent in this call, whether
+        // they talk this tick or not: an Opus encoder narrows its band over seconds (SILK's
+        // low-pass transition), so it follows who is in the room, not who talks.
+        self.widths = Widths::default();
+        for member in &self.members {
+            if let (Some(width), true) = (member.width, member.conferee.flags().contributes()) {
+                self.widths.add(member.key, width);
             }
         }
         if !hairpin {
@@ -197,6 +238,8 @@ impl Conference {
                 if let Ok(id) = participant_id(*key) {
                     self.mixer.contribute(id, frame);
                 }
+                // What a prompt holds is not known here: the room's whole band.
+                self.widths.add(*key, rate);
                 if player.is_done() || !ok {
                     finished.push((*key, *operation));
                 }
@@ -218,15 +261,16 @@ impl Conference {
         }
         frame.fill(0);
         let pair = self.members.len() == 2;
-        for (i, &(key, _)) in self.members.iter().enumerate() {
+        for (i, member) in self.members.iter().enumerate() {
+            let key = member.key;
             if hairpin {
                 let other = 1 - i.min(1);
-                let heard = if pair && self.hairpin_heard[other] {
-                    &self.hairpin_frames[other][..]
+                let (heard, audio_rate) = if pair && self.hairpin_heard[other] {
+                    (&self.hairpin_frames[other][..], self.members[other].width)
                 } else {
-                    &frame[..]
+                    (&frame[..], None)
                 };
-                io.play(key, now, Some(Heard::Own(heard)));
+                io.play(key, now, Some(Heard::Own(heard)), audio_rate);
             } else {
                 let heard = participant_id(key).ok().and_then(|id| {
                     let mix = self.mixer.output(id)?;
@@ -236,7 +280,7 @@ impl Conference {
                         Heard::Own(mix)
                     })
                 });
-                io.play(key, now, heard);
+                io.play(key, now, heard, self.widths.heard_by(key));
             }
         }
         if !hairpin {
@@ -260,7 +304,11 @@ impl Conference {
         self.mixer
             .add(id, conferee.flags())
             .map_err(|e| e.to_string())?;
-        self.members.push((key, conferee));
+        self.members.push(Member {
+            key,
+            conferee,
+            width: None,
+        });
         self.apply_roles(key, conferee);
         if self.join_tone && self.members.len() > 1 {
             let tone_key = self.tone_key;
@@ -272,7 +320,7 @@ impl Conference {
 
     /// Takes a member out (it may not be one).
     pub fn leave(&mut self, key: MemberKey) {
-        self.members.retain(|(k, _)| *k != key);
+        self.members.retain(|m| m.key != key);
         if let Ok(id) = participant_id(key) {
             self.mixer.remove(id);
         }
@@ -280,11 +328,11 @@ impl Conference {
 
     /// Changes how a member takes part (mute, coach, ...).
     pub fn set_conferee(&mut self, key: MemberKey, conferee: ConfereeSpec) {
-        let Some(member) = self.members.iter_mut().find(|(k, _)| *k == key) else {
+        let Some(member) = self.members.iter_mut().find(|m| m.key == key) else {
             tracing::warn!(key, "attributes for a connection not in the conference");
             return;
         };
-        member.1 = conferee;
+        member.conferee = conferee;
         if let Ok(id) = participant_id(key) {
             let _ = self.mixer.set_flags(id, conferee.flags());
         }
@@ -359,7 +407,7 @@ impl Conference {
 
     /// The members, in join order.
     pub fn members(&self) -> impl Iterator<Item = MemberKey> + '_ {
-        self.members.iter().map(|(key, _)| *key)
+        self.members.iter().map(|m| m.key)
     }
 
     /// The operations of the recordings of the mix.
@@ -399,6 +447,54 @@ fn join_tone() -> PlaySource {
     }
 }
 
+/// A member of a conference.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    key: MemberKey,
+    /// How it takes part.
+    conferee: ConfereeSpec,
+    /// The widest audio it has sent in this conference ([`Capture::Voiced`], at most the
+    /// conference's rate); `None` before its first.
+    width: Option<u32>,
+}
+
+/// How wide what can be heard in one tick is, kept as the widest (and whose, when only one is
+/// that wide) and the widest of the others: enough to tell each member how wide what it hears
+/// is (everything but its own) without a list per tick.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Widths {
+    /// The widest contribution, with its member while it is the only one that wide.
+    widest: Option<(u32, Option<MemberKey>)>,
+    /// The widest contribution below `widest`, or as wide when several reached it.
+    second: Option<u32>,
+}
+
+impl Widths {
+    fn add(&mut self, key: MemberKey, rate: u32) {
+        match self.widest {
+            None => self.widest = Some((rate, Some(key))),
+            Some((widest, _)) if rate > widest => {
+                self.second = Some(widest);
+                self.widest = Some((rate, Some(key)));
+            }
+            Some((widest, _)) if rate == widest => {
+                self.second = Some(widest);
+                self.widest = Some((widest, None));
+            }
+            Some(_) => self.second = self.second.max(Some(rate)),
+        }
+    }
+
+    /// How wide what `key` hears is: every contribution but its own.
+    fn heard_by(&self, key: MemberKey) -> Option<u32> {
+        match self.widest {
+            Some((_, Some(only))) if only == key => self.second,
+            Some((widest, _)) => Some(widest),
+            None => None,
+        }
+    }
+}
+
 /// The mixer's id of a connection (control-plane ids are 24-bit; wider keys cannot mix).
 fn participant_id(key: MemberKey) -> Result<u32, String> {
     u32::try_from(key).map_err(|_| format!("connection key {key} is too large to mix"))
@@ -420,6 +516,10 @@ mod tests {
     struct Bench {
         /// What a member says this tick; a member not listed is silent.
         says: HashMap<MemberKey, Vec<i16>>,
+        /// How wide a member's audio is (the room's rate when not listed).
+        widths: HashMap<MemberKey, u32>,
+        /// How wide what each member heard on the last tick was said to be.
+        heard_widths: HashMap<MemberKey, Option<u32>>,
         /// Members in transit: not here this tick.
         away: Vec<MemberKey>,
         /// What each member heard on the last tick, in the order they were played to.
@@ -439,29 +539,38 @@ mod tests {
             _now: Instant,
             frame: &mut [i16],
             listener: bool,
-        ) -> Option<bool> {
+        ) -> Capture {
             if listener {
                 self.listeners.push(key);
             }
             if self.away.contains(&key) {
-                return None;
+                return Capture::Absent;
             }
             match self.says.get(&key) {
                 Some(said) => {
                     frame.copy_from_slice(said);
-                    Some(true)
+                    Capture::Voiced {
+                        audio_rate: self.widths.get(&key).copied().unwrap_or(RATE),
+                    }
                 }
                 None => {
                     frame.fill(0);
-                    Some(false)
+                    Capture::Silent
                 }
             }
         }
 
-        fn play(&mut self, key: MemberKey, _now: Instant, heard: Option<Heard<'_>>) {
+        fn play(
+            &mut self,
+            key: MemberKey,
+            _now: Instant,
+            heard: Option<Heard<'_>>,
+            audio_rate: Option<u32>,
+        ) {
             if let Some(Heard::Shared(_)) = heard {
                 self.shared.push(key);
             }
+            self.heard_widths.insert(key, audio_rate);
             self.heard
                 .push((key, heard.map(|heard| heard.samples().to_vec())));
         }
@@ -583,6 +692,98 @@ mod tests {
         bench.listeners.clear();
         bench.tick(&mut pair, start);
         assert!(bench.listeners.is_empty());
+    }
+
+    #[test]
+    fn what_each_member_hears_is_as_wide_as_what_the_others_have_sent() {
+        const FULL: u32 = 48_000;
+        let full_room = || {
+            Conference::new(ConferenceSpec {
+                rate: FULL,
+                hairpin: false,
+                join_tone: false,
+            })
+        };
+        let mut room = full_room();
+        let muted = ConfereeSpec {
+            muted: true,
+            ..ConfereeSpec::default()
+        };
+        // 1 calls on G.711, 2 sends wideband Opus, 3 fullband; 4 only listens; 5 is muted.
+        for key in [1, 2, 3, 4] {
+            room.join(key, ConfereeSpec::default()).expect("joins");
+        }
+        room.join(5, muted).expect("joins");
+        let mut bench = Bench {
+            widths: HashMap::from([(1, 8000), (2, 16_000), (3, FULL), (5, FULL)]),
+            ..Bench::default()
+        };
+        let talk = vec![500i16; (FULL / 50) as usize];
+        let start = Instant::now();
+        let widths_heard = |talkers: &[MemberKey], bench: &mut Bench, room: &mut Conference| {
+            bench.says = talkers.iter().map(|&key| (key, talk.clone())).collect();
+            bench.tick(room, start);
+            room.members()
+                .map(|key| bench.heard_widths[&key])
+                .collect::<Vec<_>>()
+        };
+        let (nb, wb) = (Some(8000), Some(16_000));
+        // Everyone hears what the others said, no wider; the muted member's audio is not
+        // mixed, so it widens nothing.
+        assert_eq!(
+            widths_heard(&[1, 2, 5], &mut bench, &mut room),
+            [wb, nb, wb, wb, wb]
+        );
+        // Those who have spoken count while they pause: the band follows who is in the room.
+        assert_eq!(
+            widths_heard(&[1], &mut bench, &mut room),
+            [wb, nb, wb, wb, wb]
+        );
+        assert_eq!(
+            widths_heard(&[3], &mut bench, &mut room),
+            [Some(FULL), Some(FULL), wb, Some(FULL), Some(FULL)]
+        );
+        assert_eq!(
+            widths_heard(&[], &mut bench, &mut room),
+            [Some(FULL), Some(FULL), wb, Some(FULL), Some(FULL)]
+        );
+        // Two as wide as each other: each hears the other's band.
+        bench.widths.insert(2, FULL);
+        assert_eq!(widths_heard(&[2], &mut bench, &mut room), [Some(FULL); 5]);
+        // Who leaves no longer counts.
+        room.leave(2);
+        room.leave(3);
+        assert_eq!(widths_heard(&[], &mut bench, &mut room), [None, nb, nb]);
+
+        // A lone caller hears nothing to code; a prompt may hold the room's whole band.
+        let mut room = full_room();
+        room.join(1, ConfereeSpec::default()).expect("joins");
+        room.join(4, ConfereeSpec::default()).expect("joins");
+        assert_eq!(widths_heard(&[1], &mut bench, &mut room), [None, nb]);
+        room.start_player(
+            500,
+            9,
+            PlaySource::Tone {
+                frequencies: [1000.0, 0.0],
+                amplitudes: [8000.0, 0.0],
+                duration: Some(Duration::from_millis(40)),
+            },
+            1.0,
+        );
+        assert_eq!(widths_heard(&[1], &mut bench, &mut room), [Some(FULL); 2]);
+
+        // The hairpin: each hears the other's frames, as wide as they have been.
+        let mut pair = Conference::new(ConferenceSpec {
+            rate: FULL,
+            hairpin: true,
+            join_tone: false,
+        });
+        pair.join(1, ConfereeSpec::default()).expect("joins");
+        pair.join(2, ConfereeSpec::default()).expect("joins");
+        bench.says = HashMap::from([(1, talk.clone())]);
+        bench.tick(&mut pair, start);
+        assert_eq!(bench.heard_widths[&1], None);
+        assert_eq!(bench.heard_widths[&2], nb);
     }
 
     #[test]

@@ -364,11 +364,7 @@ pub struct OpusParams {
 
 impl Default for OpusParams {
     fn default() -> Self {
-        OpusParams {
-            max_playback_rate: OPUS_MAX_RATE,
-            sprop_max_capture_rate: OPUS_MAX_RATE,
-            use_inband_fec: false,
-        }
+        OpusParams::RFC_DEFAULTS
     }
 }
 
@@ -377,6 +373,13 @@ const OPUS_MIN_RATE: u32 = 8000;
 const OPUS_MAX_RATE: u32 = 48000;
 
 impl OpusParams {
+    /// What a peer that says nothing means (RFC 7587 §6.1): no band limit either way, no FEC.
+    pub const RFC_DEFAULTS: OpusParams = OpusParams {
+        max_playback_rate: OPUS_MAX_RATE,
+        sprop_max_capture_rate: OPUS_MAX_RATE,
+        use_inband_fec: false,
+    };
+
     /// Reads an opus fmtp value such as `maxplaybackrate=16000;
     /// useinbandfec=1`. Unknown, malformed and repeated parameters are
     /// ignored (first one wins); names compare case-insensitively.

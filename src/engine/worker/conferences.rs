@@ -17,7 +17,7 @@ use super::transmit::Transmitter;
 use super::{Worker, WorkerContext};
 use crate::engine::{ConfereeSpec, ConferenceKey, ConferenceSpec, ConnectionKey, EngineEvent};
 use crate::media::session::{SharedEncodes, ROOM_TICK};
-use crate::mixer::conference::{Conference, ConferenceEvent, ConferenceIo, Heard};
+use crate::mixer::conference::{Capture, Conference, ConferenceEvent, ConferenceIo, Heard};
 
 impl Worker {
     /// Runs the conference tick when it is due: every conference of this worker mixes one
@@ -221,21 +221,32 @@ impl ConferenceIo for Members<'_> {
         now: Instant,
         frame: &mut [i16],
         listener: bool,
-    ) -> Option<bool> {
+    ) -> Capture {
         let context = self.context;
-        let connection = self.connection(key)?;
+        let Some(connection) = self.connection(key) else {
+            return Capture::Absent;
+        };
         let voiced = if listener {
             connection.session.capture_listener(now, frame)
         } else {
             connection.session.capture(now, frame)
         };
         connection.consume_heard(context);
-        Some(voiced)
+        match voiced {
+            Some(audio_rate) => Capture::Voiced { audio_rate },
+            None => Capture::Silent,
+        }
     }
 
     /// The session sends what the member hears (the common mix's shared encode, or its own);
     /// its packets go out now.
-    fn play(&mut self, key: ConnectionKey, now: Instant, heard: Option<Heard<'_>>) {
+    fn play(
+        &mut self,
+        key: ConnectionKey,
+        now: Instant,
+        heard: Option<Heard<'_>>,
+        audio_rate: Option<u32>,
+    ) {
         let context = self.context;
         let Some(connection) = self
             .slots
@@ -247,16 +258,19 @@ impl ConferenceIo for Members<'_> {
         };
         match heard {
             Some(Heard::Shared(mix)) => {
-                self.shared.play(&mut connection.session, now, mix, true);
+                self.shared
+                    .play(&mut connection.session, now, mix, audio_rate, true);
             }
             // A talker alone in the mix hears digital silence: the worker's one encode of it.
             Some(Heard::Own(mix)) if mix.iter().all(|&sample| sample == 0) => {
-                let shared = self.silence.play(&mut connection.session, now, mix, true);
+                let shared = self
+                    .silence
+                    .play(&mut connection.session, now, mix, None, true);
                 context
                     .silence_shares
                     .fetch_add(u64::from(shared), std::sync::atomic::Ordering::Relaxed);
             }
-            Some(Heard::Own(mix)) => connection.session.play(now, mix),
+            Some(Heard::Own(mix)) => connection.session.play(now, mix, audio_rate),
             None => {}
         }
         // What it was sent goes to its two-channel recording this tick, beside what it said.

@@ -110,6 +110,7 @@ fn echo_worker(
             ptime_ms: 20,
             telephone_event_pt: None,
             send: None,
+            peer_opus: crate::sdp::OpusParams::RFC_DEFAULTS,
         }),
         remote_rtp: Some(client.local_addr().expect("client address")),
         remote_rtcp: None,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::{SessionConfig, SessionError, StreamFormat, MAX_PACKET};
 use crate::media::codec::{
-    frame_capacity, pcm_rate, AudioDecoder, AudioEncoder, MAX_FRAME_SAMPLES,
+    self, frame_capacity, pcm_rate, AudioDecoder, AudioEncoder, MAX_FRAME_SAMPLES,
 };
 use crate::media::dtmf::DtmfSender;
 use crate::media::jitter::{JitterBuffer, JitterConfig};
@@ -55,6 +55,12 @@ pub(super) struct AudioPath {
     pub(super) tx_timestamp: u32,
     /// The next packet we send starts a talkspurt (marker bit).
     pub(super) tx_talkspurt: bool,
+    /// The widest band decoded in this stream so far, as a sample rate ([`codec::audio_rate`]:
+    /// an Opus packet's coded band, no wider than the peer's `sprop-maxcapturerate`): what an
+    /// encode of the caller's audio needs at most.
+    /// Only grows: an Opus encoder narrows its band over seconds, so it follows how wide the
+    /// caller can be, not each packet.
+    pub(super) widest_decoded: u32,
     /// The Opus decoder skipped frames its sender marked inactive (a silent conference
     /// listener, [`MediaSession::capture_listener`]): reset before it decodes again.
     pub(super) decoder_stale: bool,
@@ -112,7 +118,10 @@ impl AudioPath {
             encoder: if deferred(send_codec) {
                 None
             } else {
-                Some(AudioEncoder::new(send_codec).map_err(SessionError::Codec)?)
+                Some(
+                    AudioEncoder::for_receiver(send_codec, &format.peer_opus)
+                        .map_err(SessionError::Codec)?,
+                )
             },
             frame_samples,
             frame_ticks,
@@ -128,6 +137,12 @@ impl AudioPath {
             tx_sequence: (ssrc >> 16) as u16 ^ 0x5a5a,
             tx_timestamp: ssrc.rotate_left(7),
             tx_talkspurt: true,
+            // Opus: raised by the first packet.
+            widest_decoded: if format.codec == Codec::Opus {
+                8000
+            } else {
+                codec::audio_rate(format.codec, &[])
+            },
             decoder_stale: false,
             inband: if config.inband_dtmf {
                 DtmfDetector::new(pcm_rate(format.codec)).ok().map(Box::new)
@@ -160,7 +175,8 @@ impl AudioPath {
     /// `encoder`); one comparison afterwards.
     pub(super) fn fit_encoder(&mut self) {
         if self.encoder.is_none() {
-            self.encoder = AudioEncoder::new(self.format.sending().0).ok();
+            self.encoder =
+                AudioEncoder::for_receiver(self.format.sending().0, &self.format.peer_opus).ok();
         }
     }
 

@@ -46,9 +46,12 @@ impl MediaSession {
     }
 
     /// One conference tick of the caller's audio at the conference rate, into `out` (sized
-    /// to the tick: `room_rate / 50` samples). False when the caller contributed nothing this
-    /// tick (no stream yet, between talkspurts, no format): `out` is then silence.
-    pub fn capture(&mut self, now: Instant, out: &mut [i16]) -> bool {
+    /// to the tick: `room_rate / 50` samples). `None` when the caller contributed nothing this
+    /// tick (no stream yet, between talkspurts, no format): `out` is then silence. Else how
+    /// wide its audio has been, as a sample rate at most the room's (G.711: 8000; Opus: the
+    /// widest coded band of its packets so far, [`crate::media::codec::audio_rate`]): what
+    /// an encode of a mix it is in needs at most.
+    pub fn capture(&mut self, now: Instant, out: &mut [i16]) -> Option<u32> {
         self.capture_frames(now, out, false)
     }
 
@@ -57,25 +60,24 @@ impl MediaSession {
     /// (silence; nothing the room would mix, and no level talker detection needs), unless the
     /// session records or detects in-band digits. The first active frame is decoded from a
     /// fresh decoder. Issue 19: the silent members' decode was ~40 % of a large Opus room's tick.
-    pub fn capture_listener(&mut self, now: Instant, out: &mut [i16]) -> bool {
+    pub fn capture_listener(&mut self, now: Instant, out: &mut [i16]) -> Option<u32> {
         self.capture_frames(now, out, true)
     }
 
     /// `listener`: Opus frames marked inactive may go undecoded (`capture_listener`).
-    fn capture_frames(&mut self, now: Instant, out: &mut [i16], listener: bool) -> bool {
+    fn capture_frames(&mut self, now: Instant, out: &mut [i16], listener: bool) -> Option<u32> {
         out.fill(0);
-        let Some(mut port) = self.room.as_mut().and_then(|r| r.port.take()) else {
-            return false;
-        };
-        let mut voiced = false;
+        let room_rate = self.room.as_ref()?.room_rate;
+        let mut port = self.room.as_mut().and_then(|r| r.port.take())?;
+        let mut voiced: Option<u32> = None;
         let mut guard = 0;
         while port.inbox_len < out.len() && guard < 8 {
             guard += 1;
             match self.pull_frame(now, listener) {
                 Some(samples) => {
-                    voiced = true;
                     if let Some(audio) = self.audio.as_ref() {
                         port.push_in(&audio.pcm[..samples]);
+                        voiced = voiced.max(Some(audio.widest_decoded.min(room_rate)));
                     }
                 }
                 None => port.push_in_silence(),
@@ -88,7 +90,7 @@ impl MediaSession {
         if self.player.is_some() {
             // Taken out of the mix while something plays to it (reference §3.6).
             out.fill(0);
-            return false;
+            return None;
         }
         voiced
     }
@@ -113,16 +115,20 @@ impl MediaSession {
         if audio.format.ptime_ms != SHARED_PTIME_MS {
             return None;
         }
-        Some(SharedFormat {
-            room_rate: room.room_rate,
-            codec: audio.format.sending().0,
-            ptime_ms: audio.format.ptime_ms,
-        })
+        Some(SharedFormat::new(
+            room.room_rate,
+            audio.format.sending().0,
+            audio.format.ptime_ms,
+            &audio.format.peer_opus,
+        ))
     }
 
     /// Sends one conference tick of audio (the mix this participant hears, at the conference
     /// rate) to the peer, re-framed to the session's ptime and encoded in its codec.
-    pub fn play(&mut self, now: Instant, pcm: &[i16]) {
+    /// `audio_rate`: how wide the mix's audio can be (the widest the others have sent, see
+    /// [`MediaSession::capture`]), so the encoder codes no wider; `None` when nobody has sent
+    /// anything yet: the room's rate.
+    pub fn play(&mut self, now: Instant, pcm: &[i16], audio_rate: Option<u32>) {
         let Some(mut port) = self.room.as_mut().and_then(|r| r.port.take()) else {
             return;
         };
@@ -135,25 +141,31 @@ impl MediaSession {
             let RoomPort {
                 outbox,
                 outbox_len,
+                outbox_rate,
                 playout,
                 ..
             } = &mut port;
             let n = playout.len().min(outbox.len() - *outbox_len);
             outbox[*outbox_len..*outbox_len + n].copy_from_slice(&playout[..n]);
             *outbox_len += n;
+            // A prompt may fill the room's whole band.
+            *outbox_rate = (*outbox_rate).max(Some(room_rate));
             if done {
                 self.player = None;
                 self.push_event(SessionEvent::PlayoutDone { operation });
             }
         } else {
-            port.push_out(pcm);
+            port.push_out(
+                pcm,
+                Some(audio_rate.map_or(room_rate, |rate| rate.min(room_rate))),
+            );
         }
         while let Some(audio) = self.audio.as_mut() {
             audio.fit_send();
-            let Some(n) = port.take_out(&mut audio.resampled[..]) else {
+            let Some((len, audio_rate)) = port.take_out(&mut audio.resampled[..]) else {
                 break;
             };
-            self.send_audio(now, Outgoing::Resampled(n));
+            self.send_audio(now, Outgoing::Resampled { len, audio_rate });
         }
         if let Some(room) = self.room.as_mut() {
             room.port = Some(port);
@@ -187,6 +199,8 @@ pub(super) struct RoomPort {
     /// Room-rate mix not yet sent (less than one packet's worth between ticks).
     pub(super) outbox: Box<[i16]>,
     pub(super) outbox_len: usize,
+    /// The widest audio in `outbox` (see [`MediaSession::play`]); `None`: only silence.
+    pub(super) outbox_rate: Option<u32>,
     /// One room tick of a playout, played instead of the mix.
     pub(super) playout: Box<[i16]>,
 }
@@ -208,6 +222,7 @@ impl RoomPort {
             inbox_len: 0,
             outbox: vec![0; capacity].into_boxed_slice(),
             outbox_len: 0,
+            outbox_rate: None,
             playout: vec![0; (room_rate / 50) as usize].into_boxed_slice(),
         })
     }
@@ -234,29 +249,37 @@ impl RoomPort {
         self.inbox_len -= n;
     }
 
-    /// Appends one tick of the mix; what does not fit (a stalled sender) is dropped.
-    pub(super) fn push_out(&mut self, pcm: &[i16]) {
+    /// Appends one tick of the mix, whose audio is `audio_rate` wide (`None`: silence); what
+    /// does not fit (a stalled sender) is dropped.
+    pub(super) fn push_out(&mut self, pcm: &[i16], audio_rate: Option<u32>) {
         let n = pcm.len().min(self.outbox.len() - self.outbox_len);
         self.outbox[self.outbox_len..self.outbox_len + n].copy_from_slice(&pcm[..n]);
         self.outbox_len += n;
+        self.outbox_rate = self.outbox_rate.max(audio_rate);
     }
 
-    /// One packet's worth of the mix, converted to the sent codec's rate into `out`; None
+    /// One packet's worth of the mix, converted to the sent codec's rate into `out`, and the
+    /// widest audio in it (of the ticks it was gathered from, and any left with them); None
     /// until a whole ptime is held.
-    pub(super) fn take_out(&mut self, out: &mut [i16]) -> Option<usize> {
+    pub(super) fn take_out(&mut self, out: &mut [i16]) -> Option<(usize, Option<u32>)> {
         if self.outbox_len < self.ptime_room {
             return None;
         }
         let n = self.from_room.process(&self.outbox[..self.ptime_room], out);
         self.outbox.copy_within(self.ptime_room..self.outbox_len, 0);
         self.outbox_len -= self.ptime_room;
-        Some(n)
+        let rate = self.outbox_rate;
+        if self.outbox_len == 0 {
+            self.outbox_rate = None;
+        }
+        Some((n, rate))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::codec;
     use crate::media::session::test_support::*;
 
     /// An Opus member in a room, captured as a listener, sending `silence` frames, then a
@@ -301,7 +324,10 @@ mod tests {
             let h = rtp::write_header(&mut buf, &header).unwrap();
             let len = h + encoder.encode(&pcm, &mut buf[h..]).unwrap();
             session.handle_rtp(now, addr(PEER), &mut buf, len);
-            if session.capture_listener(now + Duration::from_millis(1), &mut frame) {
+            if session
+                .capture_listener(now + Duration::from_millis(1), &mut frame)
+                .is_some()
+            {
                 voiced += 1;
             }
             said.extend_from_slice(&frame);
@@ -362,6 +388,7 @@ mod tests {
             let mut out = [0u8; MAX_PACKET];
             let mut frame = vec![0i16; tick];
             let mut voiced_ticks = 0;
+            let mut bands = Vec::new();
             // The room plays its own 1 kHz tone to the caller.
             let room_tone: Vec<i16> = (0..tick * 100)
                 .map(|i| {
@@ -373,13 +400,20 @@ mod tests {
                 let now = start + PTIME * i;
                 // The peer sends 20 ms frames; its ptime only shapes what we send back.
                 let len = peer.frame(&mut buf);
+                // How wide the caller's audio is: its codec's band (an Opus packet's own),
+                // no wider than the room.
+                bands.push(
+                    codec::audio_rate(codec, rtp::parse(&buf[..len]).unwrap().payload())
+                        .min(room_rate),
+                );
                 session.handle_rtp(now, addr(PEER), &mut buf, len);
-                if session.capture(now + Duration::from_millis(1), &mut frame) {
+                if let Some(rate) = session.capture(now + Duration::from_millis(1), &mut frame) {
                     voiced_ticks += 1;
+                    assert!(bands.contains(&rate), "{codec:?} in {room_rate}: {rate}");
                 }
                 room_in.extend_from_slice(&frame);
                 let i = i as usize;
-                session.play(now, &room_tone[i * tick..(i + 1) * tick]);
+                session.play(now, &room_tone[i * tick..(i + 1) * tick], Some(room_rate));
                 session.handle_timeout(now + Duration::from_millis(1));
                 while let Some(t) = session.poll_transmit(&mut out) {
                     if t.channel == Channel::Rtp && !rtp::is_rtcp(&out[..t.len]) {
@@ -429,7 +463,7 @@ mod tests {
             // Leaving the room: an Idle session sends no more audio.
             session.leave_conference(start + PTIME * 100);
             assert_eq!(session.conference_rate(), None);
-            session.play(start + PTIME * 101, &room_tone[..tick]);
+            session.play(start + PTIME * 101, &room_tone[..tick], Some(room_rate));
             assert!(session.poll_transmit(&mut out).is_none());
         }
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::media::codec::CodecError;
 use crate::media::dtmf::DtmfError;
 use crate::media::srtp::SrtpProfile;
-use crate::sdp::Codec;
+use crate::sdp::{Codec, OpusParams};
 
 /// How a session treats the audio it receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,10 @@ pub struct StreamFormat {
     pub telephone_event_pt: Option<u8>,
     /// The codec and payload type we send; None = the same as received.
     pub send: Option<(Codec, u8)>,
+    /// What the peer's Opus decoder asked of our encoder (its SDP fmtp, RFC 7587 §6.1: the
+    /// widest band it plays back, whether it uses in-band FEC); the RFC's defaults when it
+    /// said nothing. Other codecs ignore it.
+    pub peer_opus: OpusParams,
 }
 
 impl StreamFormat {

@@ -295,7 +295,7 @@ mod tests {
                 session.send_digits(now, "7", 100, 50).expect("valid digit");
             }
             session.capture(now, &mut captured);
-            session.play(now, &mix);
+            session.play(now, &mix, Some(8000));
             session.handle_timeout(now);
             while let Some(t) = session.poll_transmit(&mut out) {
                 sent.push((t, out[..t.len].to_vec()));

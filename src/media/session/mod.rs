@@ -686,6 +686,7 @@ mod tests {
                 ptime_ms: 20,
                 telephone_event_pt: Some(101),
                 send: None,
+                peer_opus: crate::sdp::OpusParams::RFC_DEFAULTS,
             })
         };
         let rtcp = MAX_COMPOUND_LEN + SRTCP_ROOM;

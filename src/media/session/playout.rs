@@ -102,7 +102,14 @@ impl MediaSession {
         let n = ((rate * audio.format.ptime_ms / 1000) as usize).min(audio.resampled.len());
         let ok = player.fill(&mut audio.resampled[..n], rate);
         let done = player.is_done() || !ok;
-        self.send_audio(now, Outgoing::Resampled(n));
+        // A prompt may hold the codec's whole band.
+        self.send_audio(
+            now,
+            Outgoing::Resampled {
+                len: n,
+                audio_rate: Some(rate),
+            },
+        );
         if done {
             self.player = None;
             self.push_event(SessionEvent::PlayoutDone { operation });

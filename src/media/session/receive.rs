@@ -14,7 +14,7 @@ use std::time::Instant;
 use super::config::{RtpSource, LEARN_PACKETS};
 use super::send::Outgoing;
 use super::{canonical, MediaSession, SessionEvent, SessionMode};
-use crate::media::codec::{pcm_rate, AudioDecoder};
+use crate::media::codec::{self, pcm_rate, AudioDecoder};
 use crate::media::dtmf::DigitEvent;
 use crate::media::jitter::Playout;
 use crate::media::opus;
@@ -319,9 +319,10 @@ impl MediaSession {
         // Transcoding between rates: the frame is resampled to the sent codec's rate.
         audio.fit_send();
         let r = audio.resampler.as_mut()?;
-        Some(Outgoing::Resampled(
-            r.process(&audio.pcm[..samples], &mut audio.resampled[..]),
-        ))
+        Some(Outgoing::Resampled {
+            len: r.process(&audio.pcm[..samples], &mut audio.resampled[..]),
+            audio_rate: Some(audio.widest_decoded),
+        })
     }
 
     /// A frame the jitter buffer gave (or the lack of one), decoded or concealed into
@@ -365,6 +366,11 @@ impl MediaSession {
             Playout::Frame { len, .. } => {
                 match decoder.decode(&audio.payload[..len], &mut audio.pcm[..]) {
                     Ok(n) => {
+                        // RFC 7587 §6.1: what the peer said it captures bounds what it sends
+                        // (a 16 kHz microphone behind a fullband encoder).
+                        let band = codec::audio_rate(audio.format.codec, &audio.payload[..len])
+                            .min(audio.format.peer_opus.sprop_max_capture_rate);
+                        audio.widest_decoded = audio.widest_decoded.max(band);
                         if let Some(detector) = audio.inband.as_mut() {
                             inband_digit = detector.push(&audio.pcm[..n]);
                         }

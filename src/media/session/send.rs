@@ -95,12 +95,20 @@ impl MediaSession {
             self.spare.push(buf);
             return;
         };
-        if let Frame::Own(Outgoing::Decoded(_) | Outgoing::Resampled(_)) = frame {
+        let audio_rate = match frame {
+            Frame::Own(Outgoing::Decoded(_)) => Some(audio.widest_decoded),
+            Frame::Own(Outgoing::Resampled { audio_rate, .. }) => audio_rate,
+            _ => None,
+        };
+        if let Frame::Own(Outgoing::Decoded(_) | Outgoing::Resampled { .. }) = frame {
             audio.fit_encoder();
+        }
+        if let (Some(rate), Some(encoder)) = (audio_rate, audio.encoder.as_mut()) {
+            encoder.set_audio_rate(rate);
         }
         let pcm: &[i16] = match frame {
             Frame::Own(Outgoing::Decoded(n)) => &audio.pcm[..n],
-            Frame::Own(Outgoing::Resampled(n)) => &audio.resampled[..n],
+            Frame::Own(Outgoing::Resampled { len, .. }) => &audio.resampled[..len],
             // Only when nothing keeps the sent audio (`next_echo_frame`).
             Frame::Own(Outgoing::Payload(_)) => &[],
             Frame::Shared { pcm, .. } => pcm,
@@ -239,8 +247,9 @@ enum Frame<'a> {
 pub(super) enum Outgoing {
     /// `pcm`: the decoded frame, already at the sent codec's rate.
     Decoded(usize),
-    /// `resampled`: converted to the sent codec's rate.
-    Resampled(usize),
+    /// `resampled`: converted to the sent codec's rate; `audio_rate`: how wide its audio is
+    /// (its encoder codes no wider), `None` when that is not known (silence: the band stays).
+    Resampled { len: usize, audio_rate: Option<u32> },
     /// `payload`: the caller's frame as it arrived, sent back without decode or encode
     /// (G.711 echo in the same format both ways).
     Payload(usize),

@@ -27,11 +27,11 @@ use std::time::Instant;
 use super::{MediaSession, SessionError, MAX_PACKET, ROOM_TICK};
 use crate::media::codec::{frame_capacity, pcm_rate, AudioEncoder};
 use crate::media::resample::Resampler;
-use crate::sdp::Codec;
+use crate::sdp::{Codec, OpusParams};
 
-/// What changes the encoded bytes of a conference's common mix. The encoder settings are the
-/// codec's ([`AudioEncoder::new`]); were they ever chosen per session (an Opus bitrate), they
-/// would belong here.
+/// What changes the encoded bytes of a conference's common mix: the format, and what the
+/// receiver's decoder asked of an Opus encoder ([`AudioEncoder::for_receiver`]; the RFC 7587
+/// defaults for the other codecs, which have nothing to choose, so their listeners share).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SharedFormat {
     /// The conference's mixing rate.
@@ -40,6 +40,30 @@ pub struct SharedFormat {
     pub codec: Codec,
     /// The session's packet time.
     pub ptime_ms: u32,
+    /// Opus: the receiver's `maxplaybackrate` and `useinbandfec`.
+    pub receiver: OpusParams,
+}
+
+impl SharedFormat {
+    /// The shared format of a stream sending `codec` at `ptime_ms` in a room of `room_rate`
+    /// to a receiver that asked for `receiver`.
+    pub fn new(room_rate: u32, codec: Codec, ptime_ms: u32, receiver: &OpusParams) -> Self {
+        let receiver = if codec == Codec::Opus {
+            OpusParams {
+                // The capture rate is what the receiver sends: no part of our encode.
+                sprop_max_capture_rate: OpusParams::RFC_DEFAULTS.sprop_max_capture_rate,
+                ..*receiver
+            }
+        } else {
+            OpusParams::RFC_DEFAULTS
+        };
+        SharedFormat {
+            room_rate,
+            codec,
+            ptime_ms,
+            receiver,
+        }
+    }
 }
 
 /// A conference's encodes of its common mix, one per format its listeners send.
@@ -70,15 +94,18 @@ impl SharedEncodes {
         }
     }
 
-    /// Plays one tick to a member: `mix` (at the room rate) is what it hears; with `shared`,
-    /// it is the room's common mix, and a session that can take it gets its format's payload
-    /// (encoded on the first such member this tick), else the session encodes `mix` itself.
-    /// True when the session was sent the shared payload (false: it encoded `mix` itself).
+    /// Plays one tick to a member: `mix` (at the room rate) is what it hears, `audio_rate` how
+    /// wide its audio is ([`MediaSession::play`]); with `shared`, it is the room's common mix
+    /// (the same samples and width for every member given it this tick), and a session that
+    /// can take it gets its format's payload (encoded on the first such member this tick),
+    /// else the session encodes `mix` itself. True when the session was sent the shared
+    /// payload (false: it encoded `mix` itself).
     pub fn play(
         &mut self,
         session: &mut MediaSession,
         now: Instant,
         mix: &[i16],
+        audio_rate: Option<u32>,
         shared: bool,
     ) -> bool {
         let format = if shared {
@@ -88,14 +115,14 @@ impl SharedEncodes {
         };
         let encoder = format.and_then(|f| self.encoders.iter_mut().find(|e| e.format == f));
         let Some(encoder) = encoder else {
-            session.play(now, mix);
+            session.play(now, mix, audio_rate);
             return false;
         };
         if encoder.state == TickState::Stale {
-            encoder.encode(mix);
+            encoder.encode(mix, audio_rate);
         }
         if encoder.state != TickState::Encoded {
-            session.play(now, mix);
+            session.play(now, mix, audio_rate);
             return false;
         }
         session.send_shared(
@@ -155,7 +182,8 @@ impl SharedEncoder {
         Ok(SharedEncoder {
             from_room: Resampler::new(format.room_rate, rate)
                 .map_err(|e| SessionError::Format(e.to_string()))?,
-            encoder: AudioEncoder::new(format.codec).map_err(SessionError::Codec)?,
+            encoder: AudioEncoder::for_receiver(format.codec, &format.receiver)
+                .map_err(SessionError::Codec)?,
             pcm: vec![0; frame_capacity(rate)].into_boxed_slice(),
             pcm_len: 0,
             payload: Box::new([0; MAX_PACKET]),
@@ -166,8 +194,12 @@ impl SharedEncoder {
         })
     }
 
-    /// This tick's mix (one room tick at the room rate) to the codec's rate and encoded.
-    fn encode(&mut self, mix: &[i16]) {
+    /// This tick's mix (one room tick at the room rate, at most `audio_rate` wide: `None`, the
+    /// room's rate) to the codec's rate and encoded.
+    fn encode(&mut self, mix: &[i16], audio_rate: Option<u32>) {
+        let room_rate = self.format.room_rate;
+        self.encoder
+            .set_audio_rate(audio_rate.map_or(room_rate, |rate| rate.min(room_rate)));
         self.pcm_len = self.from_room.process(mix, &mut self.pcm);
         // Room for the RTP header and the SRTP tag the sessions add around it.
         let room = MAX_PACKET - 12 - 16;
@@ -206,6 +238,8 @@ mod tests {
         members: Vec<MediaSession>,
         shared: SharedEncodes,
         start: Instant,
+        /// How wide what everyone hears is said to be (`None`: the room's rate).
+        width: Option<u32>,
     }
 
     /// A sent RTP packet, parsed.
@@ -222,6 +256,16 @@ mod tests {
     impl Room {
         /// Members of the given formats ((codec, payload type, ptime, SRTP key byte)).
         fn new(room_rate: u32, formats: &[(Codec, u8, u32, Option<u8>)]) -> Room {
+            Self::with_receivers(room_rate, formats, &[])
+        }
+
+        /// As [`Room::new`], member i's far end asking `receivers[i]` of an Opus encoder
+        /// (RFC 7587 defaults for those beyond).
+        fn with_receivers(
+            room_rate: u32,
+            formats: &[(Codec, u8, u32, Option<u8>)],
+            receivers: &[OpusParams],
+        ) -> Room {
             let start = Instant::now();
             let mut mixer = Mixer::new(MixerConfig {
                 sample_rate: room_rate,
@@ -238,6 +282,7 @@ mod tests {
                     cfg.local_ssrc = 0x1000 + i as u32;
                     if let Some(f) = cfg.format.as_mut() {
                         f.ptime_ms = ptime;
+                        f.peer_opus = receivers.get(i).copied().unwrap_or_default();
                     }
                     cfg.srtp = key.map(|k| SrtpKeys {
                         profile: SrtpProfile::AesCm128HmacSha1_80,
@@ -260,6 +305,7 @@ mod tests {
                 members,
                 shared,
                 start,
+                width: None,
             }
         }
 
@@ -277,8 +323,8 @@ mod tests {
             for (id, session) in self.members.iter_mut().enumerate() {
                 let id = id as ParticipantId;
                 let mix = self.mixer.output(id).expect("in the room");
-                self.shared
-                    .play(session, now, mix, self.mixer.shares_output(id));
+                let shares = self.mixer.shares_output(id);
+                self.shared.play(session, now, mix, self.width, shares);
                 let mut packets = Vec::new();
                 while let Some(t) = session.poll_transmit(&mut out) {
                     if t.channel == Channel::Rtp && !rtp::is_rtcp(&out[..t.len]) {
@@ -354,6 +400,55 @@ mod tests {
         let heard = decode(Codec::Opus, &listened);
         let tail = &heard[heard.len() / 2..];
         assert!(goertzel_power(tail, 48_000, 1000.0) > goertzel_power(tail, 48_000, 2300.0) * 50.0);
+    }
+
+    #[test]
+    fn opus_listeners_get_the_band_of_what_they_hear_and_no_wider_than_they_play() {
+        let opus = (Codec::Opus, 111, 20, None);
+        let wideband_phone = OpusParams {
+            max_playback_rate: 16_000,
+            ..OpusParams::RFC_DEFAULTS
+        };
+        let fec = OpusParams {
+            use_inband_fec: true,
+            ..OpusParams::RFC_DEFAULTS
+        };
+        // 0 talks; 1 and 2 listen with nothing asked; 3 plays back wideband at most; 4 uses FEC.
+        let receivers = [OpusParams::RFC_DEFAULTS; 3];
+        let receivers = [&receivers[..], &[wideband_phone, fec]].concat();
+        let bands = |width: Option<u32>| {
+            let mut room = Room::with_receivers(48_000, &[opus; 5], &receivers);
+            room.width = width;
+            let mut coded = vec![Vec::new(); 5];
+            for t in 0..10 {
+                let voice = tone(48_000, 1000.0, 6000.0, t);
+                for (member, packets) in room.tick(t, &[(0, &voice)]).iter().enumerate() {
+                    let payload = parse(&packets[0]).payload;
+                    coded[member].push(crate::media::opus::packet_audio_rate(&payload).unwrap());
+                }
+            }
+            (coded, room.shared.len(), room.shared.encodes())
+        };
+        // The listeners who asked the same share one encode; those who asked otherwise get one
+        // of their own, in their band.
+        let (coded, formats, encodes) = bands(None);
+        assert_eq!(formats, 3, "plain, wideband, FEC");
+        assert_eq!(encodes, 30);
+        for member in [1, 2, 4] {
+            assert!(
+                coded[member].iter().all(|&b| b == 48_000),
+                "{member}: {coded:?}"
+            );
+        }
+        assert!(coded[3].iter().all(|&b| b == 16_000), "{coded:?}");
+        // What everyone hears came from narrowband callers: narrowband for all.
+        let (coded, _, _) = bands(Some(8000));
+        for member in 1..5 {
+            assert!(
+                coded[member].iter().all(|&b| b == 8000),
+                "{member}: {coded:?}"
+            );
+        }
     }
 
     #[test]
@@ -535,7 +630,7 @@ mod tests {
                     let mix = room.mixer.output(id).expect("here");
                     let shares = room.mixer.shares_output(id);
                     room.shared
-                        .play(session, now + PTIME * t as u32, mix, shares);
+                        .play(session, now + PTIME * t as u32, mix, None, shares);
                     while session.poll_transmit(&mut out).is_some() {
                         sent += 1;
                     }

@@ -32,6 +32,7 @@ pub(super) fn config(codec: Codec, payload_type: u8) -> SessionConfig {
             ptime_ms: 20,
             telephone_event_pt: Some(101),
             send: None,
+            peer_opus: crate::sdp::OpusParams::RFC_DEFAULTS,
         }),
         mode: SessionMode::Echo,
         remote_rtp: Some(addr(PEER)),
