@@ -6,6 +6,11 @@
 //! - `opus_room_mix_only/<n>`: an Opus room (48 kHz) of n talking participants, mixing only.
 //! - `opus_codec_per_participant`: one 20 ms Opus encode (48 kHz, 24 kb/s, complexity 5, FEC)
 //!   plus one decode, the codec work each Opus participant adds to every tick.
+//! - `opus_encode_band/<rate>`: one 20 ms encode of 48 kHz PCM (a tone and white noise:
+//!   fullband content) with our settings, the encoder held to the band of `<rate>` (8000
+//!   narrowband … 48000 fullband), as it is for a member who hears only that wide
+//!   (`OpusEncoder::set_audio_rate`); and `opus_encode_band/<rate>/complexity-<c>`, the same
+//!   fullband at other complexities (Janus AudioBridge runs 4).
 //!
 //! - `session_room/<codec>/<n>`: the whole conference tick as the media worker runs it, through
 //!   n `MediaSession`s: each receives one RTP packet (jitter buffer), `capture` (decode,
@@ -50,7 +55,7 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     targets = g711_room, g711_mix_only, opus_room_mix_only, opus_codec_per_participant,
-        session_room, session_room_listeners
+        opus_encode_band, session_room, session_room_listeners
 }
 criterion_main!(benches);
 
@@ -114,6 +119,51 @@ fn opus_codec_per_participant(c: &mut Criterion) {
             black_box(&pcm);
         })
     });
+}
+
+fn opus_encode_band(c: &mut Criterion) {
+    let mut group = c.benchmark_group("opus_encode_band");
+    let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+    let frames: Vec<Vec<i16>> = (0..50)
+        .map(|k| {
+            (0..960)
+                .map(|i| {
+                    noise ^= noise << 13;
+                    noise ^= noise >> 7;
+                    noise ^= noise << 17;
+                    let t = f64::from(k * 960 + i) / 48_000.0;
+                    (4000.0 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as i16
+                        + ((noise >> 52) as i16 - 2048)
+                })
+                .collect()
+        })
+        .collect();
+    let settings = [8000u32, 12_000, 16_000, 24_000, 48_000]
+        .map(|rate| (rate, 5u8))
+        .into_iter()
+        .chain([(48_000, 0), (48_000, 3), (48_000, 4), (48_000, 10)]);
+    for (rate, complexity) in settings {
+        let mut encoder = OpusEncoder::new(&OpusConfig {
+            complexity,
+            ..OpusConfig::default()
+        })
+        .expect("valid Opus config");
+        encoder.set_audio_rate(rate).expect("a band");
+        let mut packet = vec![0u8; 1500];
+        let mut k = 0;
+        let name = if complexity == 5 {
+            rate.to_string()
+        } else {
+            format!("{rate}/complexity-{complexity}")
+        };
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                k = (k + 1) % frames.len();
+                black_box(encoder.encode(&frames[k], &mut packet).expect("encodes"))
+            })
+        });
+    }
+    group.finish();
 }
 
 /// contribute for all + mix + read all outputs, at `rate`.

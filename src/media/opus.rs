@@ -19,14 +19,20 @@
 //!   [`RTP_CLOCK_RATE`] gives a received packet's timestamp span.
 //! - What we offer: `a=fmtp:<pt> useinbandfec=1; maxplaybackrate=<rate>;
 //!   sprop-maxcapturerate=<rate>; stereo=0`, with `<rate>` the [`OpusConfig::sample_rate`].
-//!   The peer's `maxplaybackrate` is a hint for our encoder's bandwidth; whatever it sends,
-//!   [`OpusDecoder`] decodes at our own rate, so no renegotiation is needed.
+//!   The peer's `maxplaybackrate` bounds our encoder's band ([`OpusConfig::max_playback_rate`]:
+//!   RFC 7587 says an encoder SHOULD NOT code above it) and its `useinbandfec` turns our FEC on
+//!   (`codec::AudioEncoder::for_receiver`); whatever it sends, [`OpusDecoder`] decodes at our
+//!   own rate, so no renegotiation is needed.
 //! - `ptime`/`maxptime` map onto the frame sizes [`OpusEncoder::encode`] accepts: 10, 20, 40 or
 //!   60 ms. The decoder accepts every legal Opus packet, up to 120 ms.
 //!
 //! Decisions where the codec leaves room:
 //! - The encoder runs libopus's VoIP application with 16-bit input depth; VBR stays on (the
-//!   libopus default) and the audio bandwidth follows the sample rate automatically.
+//!   libopus default). Its band is the narrowest of the sample rate, the receiver's
+//!   `maxplaybackrate` and how wide the audio fed to it can be
+//!   ([`OpusEncoder::set_audio_rate`]: a mix of G.711 callers is narrowband): libopus
+//!   without its signal analysis (complexity below 7) picks the band from the bitrate alone,
+//!   so at 24 kb/s it would code fullband hybrid frames of narrowband audio at twice the CPU.
 //! - A zero-length packet is an error ([`OpusError::EmptyPacket`]), not an implicit PLC: RFC 6716
 //!   packets are at least one byte, and concealment is the caller's explicit
 //!   [`OpusDecoder::conceal`].
