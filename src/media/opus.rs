@@ -43,7 +43,9 @@
 //! - Packets longer than [`MAX_PACKET_LEN`] (no RTP payload is) are refused before reaching libopus.
 //!
 //! What FEC covers (libopus behaviour, measured): the encoder adds FEC only with
-//! `expected_loss_percent > 0`, only in SILK/hybrid packets, and only for frames its voice
+//! `expected_loss_percent > 0`, only in SILK/hybrid packets, only when the bitrate leaves room
+//! for it after the primary frame (libopus's `decide_fec`: at 24 kb/s and 5 % planned loss,
+//! narrowband packets get it, wideband and fullband ones do not), and only for frames its voice
 //! activity detector rates as speech. Speech keeps it; a steady tone (music on hold, a test tone)
 //! stops looking like speech after ~0.7 s and from then on a loss is concealed by PLC. Random
 //! bytes often decode as (noisy) audio: Opus has no checksum, so authentication belongs to SRTP.
