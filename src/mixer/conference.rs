@@ -103,8 +103,8 @@ pub enum Capture {
     Absent,
     /// Here, but contributed nothing: the frame is silence.
     Silent,
-    /// Contributed audio no wider than `audio_rate`, a sample rate at most the conference's
-    /// (a G.711 caller's 8000, an Opus packet's coded band: [`crate::media::codec::audio_rate`]).
+    /// Contributed audio no wider than `audio_rate`, a sample rate (a G.711 caller's 8000, the
+    /// widest coded band of an Opus caller's packets: [`crate::media::codec::audio_rate`]).
     Voiced { audio_rate: u32 },
 }
 
@@ -122,9 +122,10 @@ pub trait ConferenceIo {
         listener: bool,
     ) -> Capture;
     /// What member `key` hears this tick (`None`: the mixer has no output for it); the member
-    /// sends what it has queued either way. `audio_rate`: how wide the audio in it is at most,
-    /// the widest [`Capture::Voiced`] mixed into it (a prompt counts as the conference's whole
-    /// band), so its encoder codes no wider; `None` when nothing was (silence).
+    /// sends what it has queued either way. `audio_rate`: how wide the audio in it can be, the
+    /// widest [`Capture::Voiced`] of the others since they joined (a prompt counts as the
+    /// conference's whole band), so its encoder codes no wider; `None` while none of them has
+    /// said anything.
     fn play(
         &mut self,
         key: MemberKey,
