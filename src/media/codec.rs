@@ -157,22 +157,29 @@ impl AudioEncoder {
     }
 
     /// An encoder for a receiver whose decoder asked for `receiver` (RFC 7587 §6.1, its SDP
-    /// fmtp): Opus codes no wider than its `maxplaybackrate` and adds in-band FEC only when
-    /// its decoder uses it (`useinbandfec=1`). Other codecs have nothing to choose.
+    /// fmtp): Opus codes no wider than its `maxplaybackrate`, at our bitrate or its
+    /// `maxaveragebitrate` when that is lower, and adds in-band FEC only when its decoder uses
+    /// it (`useinbandfec=1`). Other codecs have nothing to choose.
     pub fn for_receiver(codec: Codec, receiver: &OpusParams) -> Result<AudioEncoder, CodecError> {
         Ok(match codec {
             Codec::Pcmu => AudioEncoder::Pcmu,
             Codec::Pcma => AudioEncoder::Pcma,
             Codec::G722 => AudioEncoder::G722(Box::default()),
-            Codec::Opus => AudioEncoder::Opus(Box::new(
-                OpusEncoder::new(&OpusConfig {
-                    sample_rate: pcm_rate(Codec::Opus),
-                    inband_fec: receiver.use_inband_fec,
-                    max_playback_rate: receiver.max_playback_rate,
-                    ..OpusConfig::default()
-                })
-                .map_err(CodecError::Opus)?,
-            )),
+            Codec::Opus => {
+                let ours = OpusConfig::default();
+                AudioEncoder::Opus(Box::new(
+                    OpusEncoder::new(&OpusConfig {
+                        sample_rate: pcm_rate(Codec::Opus),
+                        inband_fec: receiver.use_inband_fec,
+                        max_playback_rate: receiver.max_playback_rate,
+                        bitrate: receiver
+                            .max_average_bitrate
+                            .map_or(ours.bitrate, |most| most.min(ours.bitrate)),
+                        ..ours
+                    })
+                    .map_err(CodecError::Opus)?,
+                ))
+            }
             Codec::TelephoneEvent => return Err(CodecError::NotAudio("telephone-event")),
         })
     }
@@ -344,6 +351,45 @@ mod tests {
         assert!(bands.iter().all(|&b| b == 8000), "{bands:?}");
         // Our own default (API connections, no SDP): no band limit.
         assert_eq!(run(None).1, vec![48_000; 20]);
+    }
+
+    #[test]
+    fn an_opus_encoder_stays_within_the_receivers_maxaveragebitrate() {
+        // Bytes a second of 5 s of fullband audio (a tone and white noise).
+        let bytes_per_second = |receiver: &OpusParams| {
+            let mut encoder = AudioEncoder::for_receiver(Codec::Opus, receiver).unwrap();
+            let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+            let mut buf = [0u8; 1500];
+            (0..250)
+                .map(|k| {
+                    let pcm: Vec<i16> = tone(48_000, 1000.0, 960, k * 960)
+                        .iter()
+                        .map(|&s| {
+                            noise ^= noise << 13;
+                            noise ^= noise >> 7;
+                            noise ^= noise << 17;
+                            s / 2 + (noise >> 52) as i16 - 2048
+                        })
+                        .collect();
+                    encoder.encode(&pcm, &mut buf).unwrap()
+                })
+                .sum::<usize>()
+                / 5
+        };
+        let ours = bytes_per_second(&OpusParams::RFC_DEFAULTS);
+        let asked = bytes_per_second(&OpusParams {
+            max_average_bitrate: Some(12_000),
+            ..OpusParams::RFC_DEFAULTS
+        });
+        // VBR aims at the average and stays under it on this signal.
+        assert!((2_400..=3_000).contains(&ours), "24 kb/s: {ours} B/s");
+        assert!((1_000..=1_500).contains(&asked), "12 kb/s: {asked} B/s");
+        // Asking for more than we send changes nothing.
+        let generous = bytes_per_second(&OpusParams {
+            max_average_bitrate: Some(64_000),
+            ..OpusParams::RFC_DEFAULTS
+        });
+        assert_eq!(generous, ours);
     }
 
     #[test]

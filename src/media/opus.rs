@@ -20,8 +20,8 @@
 //! - What we offer: `a=fmtp:<pt> useinbandfec=1; maxplaybackrate=<rate>;
 //!   sprop-maxcapturerate=<rate>; stereo=0`, with `<rate>` the [`OpusConfig::sample_rate`].
 //!   The peer's `maxplaybackrate` bounds our encoder's band ([`OpusConfig::max_playback_rate`]:
-//!   RFC 7587 says an encoder SHOULD NOT code above it) and its `useinbandfec` turns our FEC on
-//!   (`codec::AudioEncoder::for_receiver`); whatever it sends, [`OpusDecoder`] decodes at our
+//!   RFC 7587 says an encoder SHOULD NOT code above it), its `maxaveragebitrate` our bitrate,
+//!   and its `useinbandfec` turns our FEC on (`codec::AudioEncoder::for_receiver`); whatever it sends, [`OpusDecoder`] decodes at our
 //!   own rate, so no renegotiation is needed.
 //! - `ptime`/`maxptime` map onto the frame sizes [`OpusEncoder::encode`] accepts: 10, 20, 40 or
 //!   60 ms. The decoder accepts every legal Opus packet, up to 120 ms.

@@ -360,6 +360,10 @@ pub struct OpusParams {
     /// `useinbandfec=1`: the peer's decoder uses opus in-band FEC, so our
     /// encoder should send it. Default false.
     pub use_inband_fec: bool,
+    /// `maxaveragebitrate`: the most the peer wants to receive on average, in
+    /// bit/s; our encoder should not exceed it. `None` when absent or outside
+    /// 6000..=510000, which RFC 7587 says to ignore.
+    pub max_average_bitrate: Option<u32>,
 }
 
 impl Default for OpusParams {
@@ -378,6 +382,7 @@ impl OpusParams {
         max_playback_rate: OPUS_MAX_RATE,
         sprop_max_capture_rate: OPUS_MAX_RATE,
         use_inband_fec: false,
+        max_average_bitrate: None,
     };
 
     /// Reads an opus fmtp value such as `maxplaybackrate=16000;
@@ -406,6 +411,13 @@ impl OpusParams {
                         true
                     }
                     None => false,
+                },
+                "maxaveragebitrate" => match parse_decimal::<u64>(value) {
+                    Some(bps) if (6_000..=510_000).contains(&bps) => {
+                        params.max_average_bitrate = u32::try_from(bps).ok();
+                        true
+                    }
+                    _ => false,
                 },
                 "useinbandfec" => match value {
                     "0" | "1" => {
@@ -1338,6 +1350,7 @@ mod tests {
                 max_playback_rate: 16000,
                 sprop_max_capture_rate: 16000,
                 use_inband_fec: true,
+                max_average_bitrate: None,
             })
         );
         assert_eq!(
@@ -1381,6 +1394,7 @@ mod tests {
             max_playback_rate: 48000,
             sprop_max_capture_rate: 48000,
             use_inband_fec: false,
+            max_average_bitrate: None,
         };
         assert_eq!(OpusParams::default(), defaults);
         let cases = [
@@ -1425,6 +1439,21 @@ mod tests {
             (
                 "useinbandfec=yes;;=;useinbandfec;maxplaybackrate=+9000",
                 defaults,
+            ),
+            (
+                "maxaveragebitrate=16000",
+                OpusParams {
+                    max_average_bitrate: Some(16_000),
+                    ..defaults
+                },
+            ),
+            (
+                // Outside 6000..=510000: ignored (RFC 7587 §6.1); the next well-formed wins.
+                "maxaveragebitrate=5999; maxaveragebitrate=600000; MaxAverageBitrate=6000",
+                OpusParams {
+                    max_average_bitrate: Some(6_000),
+                    ..defaults
+                },
             ),
         ];
         for (fmtp, expected) in cases {
@@ -1488,6 +1517,7 @@ mod tests {
                 max_playback_rate: 8000,
                 sprop_max_capture_rate: 16000,
                 use_inband_fec: false,
+                max_average_bitrate: None,
             })
         );
         assert_eq!(ours.telephone_event_pt, None, "not in the answer");
