@@ -647,11 +647,17 @@ fn send_fullband_opus(socket: &UdpSocket, to: SocketAddr, frames: u32) {
 /// The Opus packets received on `socket` so far: the audio band of each (its TOC byte, as a
 /// sample rate) and the audio decoded at 8 kHz (for [`tone_power`]). Drops RTCP.
 fn heard_opus(socket: &UdpSocket) -> (Vec<u32>, Vec<i16>) {
+    let (bands, pcm, _) = heard_opus_sized(socket);
+    (bands, pcm)
+}
+
+/// [`heard_opus`], and the mean payload size in bytes.
+fn heard_opus_sized(socket: &UdpSocket) -> (Vec<u32>, Vec<i16>, usize) {
     use callbridge::media::opus::{packet_audio_rate, OpusDecoder};
     std::thread::sleep(Duration::from_millis(80));
     socket.set_nonblocking(true).expect("non-blocking");
     let mut decoder = OpusDecoder::new(8000).expect("decoder");
-    let (mut bands, mut pcm) = (Vec::new(), Vec::new());
+    let (mut bands, mut pcm, mut bytes) = (Vec::new(), Vec::new(), 0);
     let mut buf = [0u8; 2048];
     let mut frame = [0i16; 960];
     while let Ok((n, _)) = socket.recv_from(&mut buf) {
@@ -660,16 +666,19 @@ fn heard_opus(socket: &UdpSocket) -> (Vec<u32>, Vec<i16>) {
         }
         assert_eq!(buf[1] & 0x7f, 111, "Opus on the payload type offered");
         bands.push(packet_audio_rate(&buf[12..n]).expect("a packet"));
+        bytes += n - 12;
         let samples = decoder.decode(&buf[12..n], &mut frame).expect("decodes");
         pcm.extend_from_slice(&frame[..samples]);
     }
     socket.set_nonblocking(false).expect("blocking");
-    (bands, pcm)
+    let mean = bytes / bands.len().max(1);
+    (bands, pcm, mean)
 }
 
 /// RFC 7587 §6.1 and issue 19: an Opus member is sent no wider a band than the audio it hears
 /// can hold (a room whose talkers are G.711 callers: narrowband) nor than its phone plays back
-/// (`maxplaybackrate`), and the fullband member who may hear fullband gets it.
+/// (`maxplaybackrate`), no more bits than it asked for (`maxaveragebitrate`), and the
+/// fullband member who may hear fullband gets it.
 #[test]
 fn opus_members_are_sent_the_band_they_can_hear_and_play_no_wider() {
     let server = Server::start(ROOM_ROUTE);
@@ -697,15 +706,20 @@ fn opus_members_are_sent_the_band_they_can_hear_and_play_no_wider() {
         &server,
         "fb1",
         "conf=full",
-        Some("maxplaybackrate=16000; useinbandfec=1"),
+        Some("maxplaybackrate=16000; useinbandfec=1; maxaveragebitrate=12000"),
     );
     let fullband = Caller::call_opus(&server, "fb2", "conf=full", Some("useinbandfec=1"));
     for c in [&wideband, &fullband] {
         heard_opus(&c.uac.rtp);
     }
     send_fullband_opus(&talker.uac.rtp, talker.server_rtp, 50);
-    let (wide_bands, wide_pcm) = heard_opus(&wideband.uac.rtp);
-    let (full_bands, full_pcm) = heard_opus(&fullband.uac.rtp);
+    let (wide_bands, wide_pcm, wide_bytes) = heard_opus_sized(&wideband.uac.rtp);
+    let (full_bands, full_pcm, full_bytes) = heard_opus_sized(&fullband.uac.rtp);
+    // maxaveragebitrate=12000: 30 bytes a 20 ms packet on average; ours is 24 kb/s (60).
+    assert!(
+        wide_bytes <= 33 && full_bytes >= 45,
+        "{wide_bytes} / {full_bytes} bytes a packet"
+    );
     assert!(wide_bands.len() >= 40 && full_bands.len() >= 40);
     assert!(
         wide_bands.iter().all(|&band| band == 16_000),
