@@ -184,6 +184,17 @@ impl AudioEncoder {
         })
     }
 
+    /// The loss the far end reports of our stream (RTCP, RFC 3550 §6.4.1's fraction lost, in
+    /// whole percent): Opus plans its in-band FEC and its inter-frame prediction for it; the
+    /// others have nothing to plan. A libopus refusal (never for 0..=100) keeps the old plan.
+    pub fn set_expected_loss(&mut self, percent: u8) {
+        if let AudioEncoder::Opus(e) = self {
+            if let Err(error) = e.set_expected_loss(percent.min(100)) {
+                tracing::debug!(%error, percent, "opus loss plan refused");
+            }
+        }
+    }
+
     /// How wide the audio fed from now on is ([`audio_rate`]'s sense): Opus codes no wider
     /// band ([`OpusEncoder::set_audio_rate`]); the others' band is fixed. A libopus refusal
     /// (never for these values) leaves the band as it was: the audio is still sent.

@@ -61,6 +61,10 @@ pub(super) struct AudioPath {
     /// Only grows: an Opus encoder narrows its band over seconds, so it follows how wide the
     /// caller can be, not each packet.
     pub(super) widest_decoded: u32,
+    /// The loss the far end last reported of our stream (RTCP), in percent: what the encoder
+    /// plans FEC for (also when it is made later, [`AudioPath::fit_encoder`]); `None` before
+    /// the first report (the encoder's own default).
+    pub(super) expected_loss: Option<u8>,
     /// The Opus decoder skipped frames its sender marked inactive (a silent conference
     /// listener, [`MediaSession::capture_listener`]): reset before it decodes again.
     pub(super) decoder_stale: bool,
@@ -143,6 +147,7 @@ impl AudioPath {
             } else {
                 codec::audio_rate(format.codec, &[])
             },
+            expected_loss: None,
             decoder_stale: false,
             inband: if config.inband_dtmf {
                 DtmfDetector::new(pcm_rate(format.codec)).ok().map(Box::new)
@@ -177,6 +182,9 @@ impl AudioPath {
         if self.encoder.is_none() {
             self.encoder =
                 AudioEncoder::for_receiver(self.format.sending().0, &self.format.peer_opus).ok();
+            if let (Some(encoder), Some(percent)) = (self.encoder.as_mut(), self.expected_loss) {
+                encoder.set_expected_loss(percent);
+            }
         }
     }
 

@@ -657,6 +657,85 @@ mod tests {
     }
 
     #[test]
+    fn opus_plans_its_fec_for_the_loss_the_far_end_reports() {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Opus, 111);
+        if let Some(format) = cfg.format.as_mut() {
+            format.peer_opus.use_inband_fec = true;
+        }
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        // The caller: a tone rising and falling three times a second, which libopus's VAD
+        // keeps calling speech (a steady tone stops looking like it within a second).
+        let mut caller = AudioEncoder::new(Codec::Opus).unwrap();
+        let mut frame = 0u32;
+        // Echoes `n` frames; how many of the echoed packets' SILK layers carry the previous
+        // frame again (the LBRR flag after the VAD flag, RFC 6716 §4.2.3), and of how many.
+        let mut echo = |session: &mut MediaSession, n: u32| {
+            let (mut fec, mut echoed) = (0, 0);
+            let mut buf = [0u8; MAX_PACKET];
+            let mut out = [0u8; MAX_PACKET];
+            for _ in 0..n {
+                let now = start + PTIME * frame;
+                let pcm: Vec<i16> = (0..960u32)
+                    .map(|i| {
+                        let t = f64::from(frame * 960 + i) / 48_000.0;
+                        let swell = 0.5 + 0.5 * (2.0 * std::f64::consts::PI * 3.0 * t).sin();
+                        (8000.0 * swell * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16
+                    })
+                    .collect();
+                let header = RtpHeader {
+                    marker: false,
+                    payload_type: 111,
+                    sequence: frame as u16,
+                    timestamp: frame * 960,
+                    ssrc: 0xabcd_0001,
+                    csrcs: &[],
+                };
+                let h = rtp::write_header(&mut buf, &header).unwrap();
+                let len = h + caller.encode(&pcm, &mut buf[h..]).unwrap();
+                session.handle_rtp(now, addr(PEER), &mut buf, len);
+                session.handle_timeout(now + Duration::from_millis(1));
+                while let Some(t) = session.poll_transmit(&mut out) {
+                    if t.channel == Channel::Rtp && !rtp::is_rtcp(&out[..t.len]) {
+                        let payload = rtp::parse(&out[..t.len]).unwrap().payload();
+                        echoed += 1;
+                        if payload[0] >> 3 < 16 && payload.get(1).is_some_and(|b| b & 0x40 != 0) {
+                            fec += 1;
+                        }
+                    }
+                }
+                frame += 1;
+            }
+            (fec, echoed)
+        };
+        // An RR about our SSRC (0x11112222) losing `fraction` / 256 of it.
+        let report = |session: &mut MediaSession, fraction: u8, at: u32| {
+            let mut rr = vec![0x81, 201, 0, 7];
+            rr.extend_from_slice(&0xabcd_0001u32.to_be_bytes());
+            rr.extend_from_slice(&0x1111_2222u32.to_be_bytes());
+            rr.extend_from_slice(&[fraction, 0, 0, 10]);
+            rr.extend_from_slice(&[0; 16]);
+            let len = rr.len();
+            session.handle_rtcp(start + PTIME * at, addr("192.0.2.10:4001"), &mut rr, len);
+        };
+        // Before any report: our plan of 5 %, which at 24 kb/s leaves fullband no room for FEC.
+        let (fec, echoed) = echo(&mut session, 50);
+        assert!(echoed >= 40 && fec == 0, "{fec} of {echoed}");
+        // The far end reports losing a quarter of our stream: FEC on nearly every packet.
+        report(&mut session, 64, 50);
+        let (fec, echoed) = echo(&mut session, 50);
+        assert!(
+            fec >= echoed * 3 / 4,
+            "25 % loss: {fec} of {echoed} carry FEC"
+        );
+        // The loss gone, so is the FEC.
+        report(&mut session, 0, 100);
+        let (fec, echoed) = echo(&mut session, 50);
+        assert!(fec <= 2, "no loss: {fec} of {echoed}");
+        assert_eq!(session.stats().rtcp_packets_received, 2);
+    }
+
+    #[test]
     fn transmit_slots_are_made_as_needed_up_to_the_limit_and_then_reused() {
         let mut session = MediaSession::new(config(Codec::Pcmu, 0), Instant::now()).unwrap();
         let taken: Vec<Box<[u8]>> = (0..TRANSMIT_SLOTS)

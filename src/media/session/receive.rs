@@ -128,7 +128,17 @@ impl MediaSession {
             None => len,
         };
         match self.rtcp.on_rtcp(now, &buf[..len]) {
-            Ok(_) => self.stats.rtcp_packets_received += 1,
+            Ok(info) => {
+                self.stats.rtcp_packets_received += 1;
+                if let (Some(block), Some(audio)) = (info.report_about_us, self.audio.as_mut()) {
+                    // The far end's loss of our stream, rounded up: any loss plans for some.
+                    let percent = (u16::from(block.fraction_lost) * 100).div_ceil(256);
+                    audio.expected_loss = Some(percent as u8);
+                    if let Some(encoder) = audio.encoder.as_mut() {
+                        encoder.set_expected_loss(percent as u8);
+                    }
+                }
+            }
             Err(_) => self.stats.malformed_packets += 1,
         }
     }
