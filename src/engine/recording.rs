@@ -12,6 +12,8 @@ impl Engine {
     /// Starts recording a connection into `file`: the caller's audio, and (a two-channel
     /// file) what the connection sends it on the right; [`EngineEvent::RecordingDone`]
     /// follows [`Engine::stop_recording`].
+    ///
+    /// [`EngineEvent::RecordingDone`]: super::EngineEvent::RecordingDone
     pub fn start_recording(
         &self,
         key: ConnectionKey,
@@ -39,6 +41,8 @@ impl Engine {
     /// Starts recording a connection into a file the recorder thread creates (a call's
     /// recording: the caller's audio, and with two channels what the connection sends it);
     /// a file that cannot be created comes back as [`EngineEvent::RecordingFailed`].
+    ///
+    /// [`EngineEvent::RecordingFailed`]: super::EngineEvent::RecordingFailed
     pub fn start_recording_to(
         &self,
         key: ConnectionKey,
@@ -106,6 +110,8 @@ impl Engine {
 
     /// Ends a recording: the worker hands over what it still holds, the recorder finishes the
     /// file and reports [`EngineEvent::RecordingDone`].
+    ///
+    /// [`EngineEvent::RecordingDone`]: super::EngineEvent::RecordingDone
     pub fn stop_recording(&self, key: ConnectionKey, operation: u64) -> Result<(), EngineError> {
         let stopped = self.submit_for(key, WorkerCommand::StopRecord { key, operation });
         if stopped.is_err() {
@@ -139,6 +145,8 @@ impl Engine {
     }
 
     /// Stops a conference recording; [`EngineEvent::RecordingDone`] follows.
+    ///
+    /// [`EngineEvent::RecordingDone`]: super::EngineEvent::RecordingDone
     pub fn conference_stop_record(
         &self,
         conference: ConferenceKey,

@@ -144,7 +144,7 @@ impl TimerValues {
 /// Client: (branch, method), §17.1.3. Requests without an RFC 3261 branch (none, one without
 /// the magic cookie, or the bare cookie: RFC 4475 badbranch) get a synthetic branch built from
 /// what §17.2.3 compares for RFC 2543 elements: Request-URI, To tag, From tag, Call-ID, CSeq
-/// number and the top Via (see [`legacy_branch`]).
+/// number and the top Via (see `legacy_branch`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TransactionKey {
     /// Client and server transactions live in separate namespaces.

@@ -100,6 +100,8 @@ pub struct SessionConfig {
     /// RTCP CNAME.
     pub cname: String,
     /// NTP time (RFC 3550 64-bit) at the `now` given to [`MediaSession::new`].
+    ///
+    /// [`MediaSession::new`]: super::MediaSession::new
     pub ntp_at_start: u64,
     /// None until media is negotiated: packets are counted but not decoded.
     pub format: Option<StreamFormat>,
@@ -112,6 +114,8 @@ pub struct SessionConfig {
     pub source: RtpSource,
     pub srtp: Option<SrtpKeys>,
     /// No RTP for this long → [`SessionEvent::RtpTimeout`]; None disables.
+    ///
+    /// [`SessionEvent::RtpTimeout`]: super::SessionEvent::RtpTimeout
     pub rtp_timeout: Option<Duration>,
     pub jitter_min_ms: u32,
     pub jitter_max_ms: u32,

@@ -339,7 +339,7 @@ impl<'a> ViaRef<'a> {
         header_param_value(self.params, "branch")
     }
 
-    /// "host[:port]", host lower-cased (host names compare case-insensitively): the sent-by
+    /// `host[:port]`, host lower-cased (host names compare case-insensitively): the sent-by
     /// of a server transaction's key (§17.2.3).
     pub fn sent_by(&self) -> String {
         // One allocation: a transaction key is made for every request.

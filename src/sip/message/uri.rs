@@ -129,7 +129,7 @@ pub enum Host {
     V6(Ipv6Addr),
 }
 
-/// Domain as-is, V4 dotted, V6 in brackets "[2001:db8::1]".
+/// Domain as-is, V4 dotted, V6 in brackets (`[2001:db8::1]`).
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
