@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::{SessionConfig, SessionError, StreamFormat, MAX_PACKET};
 use crate::media::codec::{
-    self, frame_capacity, pcm_rate, AudioDecoder, AudioEncoder, MAX_FRAME_SAMPLES,
+    frame_capacity, pcm_rate, AudioDecoder, AudioEncoder, MAX_FRAME_SAMPLES,
 };
 use crate::media::dtmf::DtmfSender;
 use crate::media::jitter::{JitterBuffer, JitterConfig};
@@ -55,11 +55,13 @@ pub(super) struct AudioPath {
     pub(super) tx_timestamp: u32,
     /// The next packet we send starts a talkspurt (marker bit).
     pub(super) tx_talkspurt: bool,
-    /// The widest band decoded in this stream so far, as a sample rate ([`codec::audio_rate`]:
+    /// The widest band decoded in this stream so far, as a sample rate ([`audio_rate`]:
     /// an Opus packet's coded band, no wider than the peer's `sprop-maxcapturerate`): what an
-    /// encode of the caller's audio needs at most.
-    /// Only grows: an Opus encoder narrows its band over seconds, so it follows how wide the
-    /// caller can be, not each packet.
+    /// encode of the caller's audio needs at most; 0 before the first frame. Only grows: an
+    /// Opus encoder narrows its band over seconds, so it follows how wide the caller can be,
+    /// not each packet.
+    ///
+    /// [`audio_rate`]: crate::media::codec::audio_rate
     pub(super) widest_decoded: u32,
     /// The loss the far end last reported of our stream (RTCP), in percent: what the encoder
     /// plans FEC for (also when it is made later, [`AudioPath::fit_encoder`]); `None` before
@@ -141,12 +143,7 @@ impl AudioPath {
             tx_sequence: (ssrc >> 16) as u16 ^ 0x5a5a,
             tx_timestamp: ssrc.rotate_left(7),
             tx_talkspurt: true,
-            // Opus: raised by the first packet.
-            widest_decoded: if format.codec == Codec::Opus {
-                8000
-            } else {
-                codec::audio_rate(format.codec, &[])
-            },
+            widest_decoded: 0,
             expected_loss: None,
             decoder_stale: false,
             inband: if config.inband_dtmf {

@@ -133,6 +133,11 @@ impl MediaSession {
             return;
         };
         let room_rate = self.room.as_ref().map_or(8000, |r| r.room_rate);
+        // A prompt may fill the room's whole band; the mix is as wide as what is in it.
+        let audio_rate = match (&self.player, audio_rate) {
+            (None, Some(rate)) => rate.min(room_rate),
+            _ => room_rate,
+        };
         if let Some((operation, player)) = self.player.as_mut() {
             // What plays replaces the mix for the duration.
             let operation = *operation;
@@ -141,28 +146,22 @@ impl MediaSession {
             let RoomPort {
                 outbox,
                 outbox_len,
-                outbox_rate,
                 playout,
                 ..
             } = &mut port;
             let n = playout.len().min(outbox.len() - *outbox_len);
             outbox[*outbox_len..*outbox_len + n].copy_from_slice(&playout[..n]);
             *outbox_len += n;
-            // A prompt may fill the room's whole band.
-            *outbox_rate = (*outbox_rate).max(Some(room_rate));
             if done {
                 self.player = None;
                 self.push_event(SessionEvent::PlayoutDone { operation });
             }
         } else {
-            port.push_out(
-                pcm,
-                Some(audio_rate.map_or(room_rate, |rate| rate.min(room_rate))),
-            );
+            port.push_out(pcm);
         }
         while let Some(audio) = self.audio.as_mut() {
             audio.fit_send();
-            let Some((len, audio_rate)) = port.take_out(&mut audio.resampled[..]) else {
+            let Some(len) = port.take_out(&mut audio.resampled[..]) else {
                 break;
             };
             self.send_audio(now, Outgoing::Resampled { len, audio_rate });
@@ -199,8 +198,6 @@ pub(super) struct RoomPort {
     /// Room-rate mix not yet sent (less than one packet's worth between ticks).
     pub(super) outbox: Box<[i16]>,
     pub(super) outbox_len: usize,
-    /// The widest audio in `outbox` (see [`MediaSession::play`]); `None`: only silence.
-    pub(super) outbox_rate: Option<u32>,
     /// One room tick of a playout, played instead of the mix.
     pub(super) playout: Box<[i16]>,
 }
@@ -222,7 +219,6 @@ impl RoomPort {
             inbox_len: 0,
             outbox: vec![0; capacity].into_boxed_slice(),
             outbox_len: 0,
-            outbox_rate: None,
             playout: vec![0; (room_rate / 50) as usize].into_boxed_slice(),
         })
     }
@@ -249,30 +245,23 @@ impl RoomPort {
         self.inbox_len -= n;
     }
 
-    /// Appends one tick of the mix, whose audio is `audio_rate` wide (`None`: silence); what
-    /// does not fit (a stalled sender) is dropped.
-    pub(super) fn push_out(&mut self, pcm: &[i16], audio_rate: Option<u32>) {
+    /// Appends one tick of the mix; what does not fit (a stalled sender) is dropped.
+    pub(super) fn push_out(&mut self, pcm: &[i16]) {
         let n = pcm.len().min(self.outbox.len() - self.outbox_len);
         self.outbox[self.outbox_len..self.outbox_len + n].copy_from_slice(&pcm[..n]);
         self.outbox_len += n;
-        self.outbox_rate = self.outbox_rate.max(audio_rate);
     }
 
-    /// One packet's worth of the mix, converted to the sent codec's rate into `out`, and the
-    /// widest audio in it (of the ticks it was gathered from, and any left with them); None
+    /// One packet's worth of the mix, converted to the sent codec's rate into `out`; None
     /// until a whole ptime is held.
-    pub(super) fn take_out(&mut self, out: &mut [i16]) -> Option<(usize, Option<u32>)> {
+    pub(super) fn take_out(&mut self, out: &mut [i16]) -> Option<usize> {
         if self.outbox_len < self.ptime_room {
             return None;
         }
         let n = self.from_room.process(&self.outbox[..self.ptime_room], out);
         self.outbox.copy_within(self.ptime_room..self.outbox_len, 0);
         self.outbox_len -= self.ptime_room;
-        let rate = self.outbox_rate;
-        if self.outbox_len == 0 {
-            self.outbox_rate = None;
-        }
-        Some((n, rate))
+        Some(n)
     }
 }
 

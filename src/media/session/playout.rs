@@ -107,7 +107,7 @@ impl MediaSession {
             now,
             Outgoing::Resampled {
                 len: n,
-                audio_rate: Some(rate),
+                audio_rate: rate,
             },
         );
         if done {

@@ -331,7 +331,7 @@ impl MediaSession {
         let r = audio.resampler.as_mut()?;
         Some(Outgoing::Resampled {
             len: r.process(&audio.pcm[..samples], &mut audio.resampled[..]),
-            audio_rate: Some(audio.widest_decoded),
+            audio_rate: audio.widest_decoded,
         })
     }
 

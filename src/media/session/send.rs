@@ -97,7 +97,7 @@ impl MediaSession {
         };
         let audio_rate = match frame {
             Frame::Own(Outgoing::Decoded(_)) => Some(audio.widest_decoded),
-            Frame::Own(Outgoing::Resampled { audio_rate, .. }) => audio_rate,
+            Frame::Own(Outgoing::Resampled { audio_rate, .. }) => Some(audio_rate),
             _ => None,
         };
         if let Frame::Own(Outgoing::Decoded(_) | Outgoing::Resampled { .. }) = frame {
@@ -247,9 +247,9 @@ enum Frame<'a> {
 pub(super) enum Outgoing {
     /// `pcm`: the decoded frame, already at the sent codec's rate.
     Decoded(usize),
-    /// `resampled`: converted to the sent codec's rate; `audio_rate`: how wide its audio is
-    /// (its encoder codes no wider), `None` when that is not known (silence: the band stays).
-    Resampled { len: usize, audio_rate: Option<u32> },
+    /// `resampled`: converted to the sent codec's rate; `audio_rate`: how wide its audio can
+    /// be (its encoder codes no wider).
+    Resampled { len: usize, audio_rate: u32 },
     /// `payload`: the caller's frame as it arrived, sent back without decode or encode
     /// (G.711 echo in the same format both ways).
     Payload(usize),
