@@ -150,9 +150,6 @@ pub struct Conference {
     /// Hairpin: the two members' frames of this tick, and whether each is to be heard.
     hairpin_frames: [Vec<i16>; 2],
     hairpin_heard: [bool; 2],
-    /// This tick's widths of what can be heard: who can give the widest audio and how wide the
-    /// rest is.
-    widths: Widths,
     /// Prompts and tones played into the mix, each as a participant of its own:
     /// (temporary connection key, operation, player).
     players: Vec<(MemberKey, u64, Player)>,
@@ -180,7 +177,6 @@ impl Conference {
             members: Vec::new(),
             hairpin_frames: [vec![0; frame], vec![0; frame]],
             hairpin_heard: [false; 2],
-            widths: Widths::default(),
             players: Vec::new(),
             recordings: Vec::new(),
             join_tone: spec.join_tone,
@@ -225,10 +221,10 @@ impl Conference {
         // What each can hear is as wide as what the others have sent in this call, whether
         // they talk this tick or not: an Opus encoder narrows its band over seconds (SILK's
         // low-pass transition), so it follows who is in the room, not who talks.
-        self.widths = Widths::default();
+        let mut widths = Widths::default();
         for member in &self.members {
             if let (Some(width), true) = (member.width, member.conferee.flags().contributes()) {
-                self.widths.add(member.key, width);
+                widths.add(member.key, width);
             }
         }
         if !hairpin {
@@ -240,7 +236,7 @@ impl Conference {
                     self.mixer.contribute(id, frame);
                 }
                 // What a prompt holds is not known here: the room's whole band.
-                self.widths.add(*key, rate);
+                widths.add(*key, rate);
                 if player.is_done() || !ok {
                     finished.push((*key, *operation));
                 }
@@ -281,7 +277,7 @@ impl Conference {
                         Heard::Own(mix)
                     })
                 });
-                io.play(key, now, heard, self.widths.heard_by(key));
+                io.play(key, now, heard, widths.heard_by(key));
             }
         }
         if !hairpin {
