@@ -340,7 +340,9 @@ fn call_and_hang_up(server: &Server, setup: &CallSetup, during: impl FnOnce(&str
     let mut events = server.events();
     let started = Instant::now();
     let mut baresip = Baresip::call(server, setup);
-    let answered = events.wait_for(Duration::from_secs(5), |e| e["Event"] == "CallAnswered");
+    // baresip loads its modules (Opus, TLS) before it dials: seconds on a CI machine busy with
+    // the other test binaries (5 s was once too short there).
+    let answered = events.wait_for(Duration::from_secs(15), |e| e["Event"] == "CallAnswered");
     let connection = answered["ConnectionId"]
         .as_str()
         .expect("ConnectionId")
@@ -593,7 +595,9 @@ fn baresip_over_tls_with_srtp_gets_its_tone_echoed() {
         CALL_SECONDS,
         &format!("sip_cafile\t\t{}\n", certificate.display()),
     );
-    let answered = events.wait_for(Duration::from_secs(5), |e| e["Event"] == "CallAnswered");
+    // baresip loads its modules (Opus, TLS) before it dials: seconds on a CI machine busy with
+    // the other test binaries (5 s was once too short there).
+    let answered = events.wait_for(Duration::from_secs(15), |e| e["Event"] == "CallAnswered");
     let connection = answered["ConnectionId"].as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_millis(1500));
     let listed = the_connection(&server);
