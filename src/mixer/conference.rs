@@ -781,6 +781,19 @@ mod tests {
         bench.tick(&mut pair, start);
         assert_eq!(bench.heard_widths[&1], None);
         assert_eq!(bench.heard_widths[&2], nb);
+
+        // No room is heard wider than it mixes: a fullband caller in a narrowband room.
+        let mut narrow = Conference::new(ConferenceSpec {
+            rate: RATE,
+            hairpin: false,
+            join_tone: false,
+        });
+        narrow.join(1, ConfereeSpec::default()).expect("joins");
+        narrow.join(2, ConfereeSpec::default()).expect("joins");
+        bench.widths.insert(1, FULL);
+        bench.says = HashMap::from([(1, voice(1))]);
+        bench.tick(&mut narrow, start);
+        assert_eq!(bench.heard_widths[&2], Some(RATE));
     }
 
     #[test]

@@ -48,9 +48,9 @@ impl MediaSession {
     /// One conference tick of the caller's audio at the conference rate, into `out` (sized
     /// to the tick: `room_rate / 50` samples). `None` when the caller contributed nothing this
     /// tick (no stream yet, between talkspurts, no format): `out` is then silence. Else how
-    /// wide its audio has been, as a sample rate at most the room's (G.711: 8000; Opus: the
-    /// widest coded band of its packets so far, [`crate::media::codec::audio_rate`]): what
-    /// an encode of a mix it is in needs at most.
+    /// wide its audio has been, as a sample rate (G.711: 8000; Opus: the widest coded band of
+    /// its packets so far, [`crate::media::codec::audio_rate`]); the room bounds it by its own
+    /// rate.
     pub fn capture(&mut self, now: Instant, out: &mut [i16]) -> Option<u32> {
         self.capture_frames(now, out, false)
     }
@@ -67,7 +67,6 @@ impl MediaSession {
     /// `listener`: Opus frames marked inactive may go undecoded (`capture_listener`).
     fn capture_frames(&mut self, now: Instant, out: &mut [i16], listener: bool) -> Option<u32> {
         out.fill(0);
-        let room_rate = self.room.as_ref()?.room_rate;
         let mut port = self.room.as_mut().and_then(|r| r.port.take())?;
         let mut voiced: Option<u32> = None;
         let mut guard = 0;
@@ -77,7 +76,7 @@ impl MediaSession {
                 Some(samples) => {
                     if let Some(audio) = self.audio.as_ref() {
                         port.push_in(&audio.pcm[..samples]);
-                        voiced = voiced.max(Some(audio.widest_decoded.min(room_rate)));
+                        voiced = voiced.max(Some(audio.widest_decoded));
                     }
                 }
                 None => port.push_in_silence(),
@@ -134,9 +133,9 @@ impl MediaSession {
         };
         let room_rate = self.room.as_ref().map_or(8000, |r| r.room_rate);
         // A prompt may fill the room's whole band; the mix is as wide as what is in it.
-        let audio_rate = match (&self.player, audio_rate) {
-            (None, Some(rate)) => rate.min(room_rate),
-            _ => room_rate,
+        let audio_rate = match self.player {
+            None => mix_width(audio_rate, room_rate),
+            Some(_) => room_rate,
         };
         if let Some((operation, player)) = self.player.as_mut() {
             // What plays replaces the mix for the duration.
@@ -170,6 +169,12 @@ impl MediaSession {
             room.port = Some(port);
         }
     }
+}
+
+/// How wide a room's mix is for its encoders: what was mixed into it (`None`: nothing yet),
+/// never wider than the room's rate.
+pub(super) fn mix_width(audio_rate: Option<u32>, room_rate: u32) -> u32 {
+    audio_rate.map_or(room_rate, |rate| rate.min(room_rate))
 }
 
 /// A conference tick: every conference mixes 20 ms frames.
@@ -390,11 +395,11 @@ mod tests {
                 // The peer sends 20 ms frames; its ptime only shapes what we send back.
                 let len = peer.frame(&mut buf);
                 // How wide the caller's audio is: its codec's band (an Opus packet's own),
-                // no wider than the room.
-                bands.push(
-                    codec::audio_rate(codec, rtp::parse(&buf[..len]).unwrap().payload())
-                        .min(room_rate),
-                );
+                // whatever the room's rate.
+                bands.push(codec::audio_rate(
+                    codec,
+                    rtp::parse(&buf[..len]).unwrap().payload(),
+                ));
                 session.handle_rtp(now, addr(PEER), &mut buf, len);
                 if let Some(rate) = session.capture(now + Duration::from_millis(1), &mut frame) {
                     voiced_ticks += 1;

@@ -24,6 +24,7 @@
 
 use std::time::Instant;
 
+use super::conference::mix_width;
 use super::{MediaSession, SessionError, MAX_PACKET, ROOM_TICK};
 use crate::media::codec::{frame_capacity, pcm_rate, AudioEncoder};
 use crate::media::resample::Resampler;
@@ -197,9 +198,8 @@ impl SharedEncoder {
     /// This tick's mix (one room tick at the room rate, at most `audio_rate` wide: `None`, the
     /// room's rate) to the codec's rate and encoded.
     fn encode(&mut self, mix: &[i16], audio_rate: Option<u32>) {
-        let room_rate = self.format.room_rate;
         self.encoder
-            .set_audio_rate(audio_rate.map_or(room_rate, |rate| rate.min(room_rate)));
+            .set_audio_rate(mix_width(audio_rate, self.format.room_rate));
         self.pcm_len = self.from_room.process(mix, &mut self.pcm);
         // Room for the RTP header and the SRTP tag the sessions add around it.
         let room = MAX_PACKET - 12 - 16;
