@@ -1,11 +1,11 @@
 //! The recording store's cost per call, as the store thread pays it at call-setup rates.
 //!
-//! - `store/call_events/30`: one group-commit batch as the store thread sees at ~3,000 calls a
-//!   second (10 ms of writes): 30 calls started, 30 answered and 30 ended, applied in one
-//!   transaction to an SQLite file that already holds 50,000 calls. Criterion's "elements" are
-//!   calls: µs per call = 1 / throughput.
-//! - `store/call_events/150`: the same with five times the calls per transaction (a 50 ms
-//!   gathering window at that rate): what a longer window would save.
+//! - `store/call_events/150`: one group-commit batch as the store thread sees at ~3,000 calls
+//!   a second (50 ms of writes, `store::GROUP_COMMIT`): 150 calls started, 150 answered and
+//!   150 ended, applied in one transaction to an SQLite file that already holds 50,000 calls.
+//!   Criterion's "elements" are calls: µs per call = 1 / throughput.
+//! - `store/call_events/30`: the same with a fifth of the calls per transaction (the 10 ms
+//!   window the store had before): what the longer window saves.
 //!
 //! The database is a real file in a temporary directory with the server's settings (WAL,
 //! `synchronous = NORMAL`, its checkpoint interval), so WAL writes and checkpoints are in the
