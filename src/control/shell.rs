@@ -63,21 +63,29 @@ pub async fn run(
     mut inbound: IntakeQueues,
     mut engine_events: mpsc::Receiver<EngineEvent>,
 ) -> Engine {
+    // One timer for the whole loop, moved only when the core's next deadline moves. A new
+    // `sleep_until` each turn registered a new timer entry each time the loop waited, and one
+    // earlier than the runtime's next wake-up woke the thread parked in epoll (an eventfd
+    // write, and that thread's wake-up) only to recompute its timeout: 85 % of the control
+    // threads' `write`s, ~0.5 a call at 2,000 setups a second. A later deadline only extends
+    // the entry, which wakes nobody.
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
+    let mut armed: Option<std::time::Instant> = None;
     loop {
         let deadline = core.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
+        if deadline != armed {
+            if let Some(at) = deadline {
+                timer.as_mut().reset(at.into());
             }
-        };
+            armed = deadline;
+        }
         // Accepted work first (responses, in-dialog requests, ACK, CANCEL: calls end cleanly
         // under load), then media events, timers and the API, new SIP work last.
         let input = tokio::select! {
             biased;
             message = inbound.dialog.recv() => message.map(Input::Sip),
             event = engine_events.recv() => event.map(Input::Media),
-            _ = sleep => Some(Input::Timeout),
+            _ = timer.as_mut(), if armed.is_some() => Some(Input::Timeout),
             request = requests.recv() => request.map(Input::Request),
             message = inbound.new_work.recv() => message.map(Input::Sip),
         };
