@@ -57,7 +57,7 @@ impl UserAgent {
         invite
             .headers
             .push("User-Agent", self.settings.user_agent.clone());
-        invite.body = offer.to_string().into_bytes();
+        invite.body = offer.to_text().into_bytes();
         let destination = destination_for(&next_hop, call.source);
         let key = self
             .transactions

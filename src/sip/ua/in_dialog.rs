@@ -150,7 +150,7 @@ impl UserAgent {
             .push("Contact", contact_for(call.source.transport, call.local));
         if let Some(answer) = &exchange.body {
             response.headers.push("Content-Type", "application/sdp");
-            response.body = answer.to_string().into_bytes();
+            response.body = answer.to_text().into_bytes();
         }
         self.add_session_timer(call_id, &mut response);
         self.arm_session_timer(now, call_id);

@@ -85,7 +85,7 @@ impl UserAgent {
         }
         if let Some(sdp) = body {
             response.headers.push("Content-Type", "application/sdp");
-            response.body = sdp.to_string().into_bytes();
+            response.body = sdp.to_text().into_bytes();
         }
         response
     }

@@ -86,7 +86,7 @@ impl UserAgent {
             method: Method::Invite,
             uri: out.target.clone(),
             headers,
-            body: offer.to_string().into_bytes(),
+            body: offer.to_text().into_bytes(),
         };
         let dialog = Dialog::new_uac(&request).map_err(|e| e.to_string())?;
         let key = self
