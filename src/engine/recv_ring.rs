@@ -7,8 +7,9 @@
 //! completions taken from the kernel but not yet handed to the worker (the backlog).
 //! Each socket gets one multishot receive ([`RecvRing::arm`]). At each tick the worker calls
 //! [`RecvRing::poll`], which runs every receive queued since the last tick in one
-//! `io_uring_enter` (a second when there were more than twenty: see `poll`), then [`RecvRing::take`] hands each datagram to the worker in place, in its
-//! buffer, and gives the buffer back to the kernel. A worker reading 1,000 sockets per tick makes
+//! `io_uring_enter` (a second when there were more than twenty: see `poll`), then
+//! [`RecvRing::take`] hands each datagram to the worker in place, in its buffer, and gives the
+//! buffer back to the kernel. A worker reading 1,000 sockets per tick makes
 //! one system call instead of one `recvmmsg` each, and needs no epoll for them.
 //! Must not: give a buffer back before the worker is done with its datagram; free the buffers or
 //! the buffer ring while the kernel may still write to them (dropping the ring cancels every
@@ -126,10 +127,10 @@ pub(super) struct RecvRing {
     template: Box<libc::msghdr>,
     /// Tags of the requests in flight (armed, final completion not yet taken from the kernel).
     live: HashSet<u64>,
-    /// `io_uring_enter` calls made, and those of them that asked for completions (and so may
-    /// have slept on a timer).
+    /// `io_uring_enter` calls made.
     #[cfg(test)]
     pub(super) enters: u64,
+    /// Those of them that asked for completions (and so may have slept on a timer).
     #[cfg(test)]
     waits: u64,
     /// Completions taken from the kernel, in order, not yet handed to the worker.
@@ -332,14 +333,7 @@ impl RecvRing {
                 None,
             )
         };
-        if let Err(error) = entered {
-            if !matches!(
-                error.raw_os_error(),
-                Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
-            ) {
-                tracing::error!(%error, "io_uring enter failed for media receives");
-            }
-        }
+        report_enter(entered);
         if self.pull() >= SMALL_RUN {
             self.enter(self.ring.params().cq_entries(), Duration::ZERO);
             self.pull();
@@ -473,15 +467,7 @@ impl RecvRing {
         }
         let ts = Timespec::from(timeout);
         let args = SubmitArgs::new().timespec(&ts);
-        match self.ring.submitter().submit_with_args(want as usize, &args) {
-            Ok(_) => {}
-            Err(error)
-                if matches!(
-                    error.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY)
-                ) => {}
-            Err(error) => tracing::error!(%error, "io_uring enter failed for media receives"),
-        }
+        report_enter(self.ring.submitter().submit_with_args(want as usize, &args));
     }
 
     /// Moves the kernel's completions to the backlog and forgets requests that ended; how many
@@ -507,6 +493,19 @@ impl RecvRing {
             });
         }
         taken
+    }
+}
+
+/// Logs an `io_uring_enter` that failed for another reason than its timeout, an interruption
+/// or a full completion queue (all of which the next enter retries).
+fn report_enter(result: io::Result<usize>) {
+    if let Err(error) = result {
+        if !matches!(
+            error.raw_os_error(),
+            Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY)
+        ) {
+            tracing::error!(%error, "io_uring enter failed for media receives");
+        }
     }
 }
 
