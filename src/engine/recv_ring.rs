@@ -558,38 +558,46 @@ mod tests {
     use std::net::UdpSocket;
     use std::os::fd::AsRawFd;
 
-    /// Sockets bound on loopback, each with one datagram queued from `sender`.
-    /// `count` sockets, each with one datagram queued (waited for: on a busy machine loopback
-    /// delivery can lag the send).
+    /// `count` sockets bound on loopback, each with one datagram queued from `sender` (its
+    /// index, big-endian).
     fn sockets_with_one_datagram(count: usize, sender: &UdpSocket) -> Vec<UdpSocket> {
+        let payload = |i: usize| (i as u32).to_be_bytes().to_vec();
         let sockets: Vec<UdpSocket> = (0..count)
             .map(|i| {
                 let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
                 socket.set_nonblocking(true).expect("nonblocking");
-                let payload = (i as u32).to_be_bytes();
                 sender
-                    .send_to(&payload, socket.local_addr().expect("addr"))
+                    .send_to(&payload(i), socket.local_addr().expect("addr"))
                     .expect("send");
                 socket
             })
             .collect();
+        wait_delivered(&sockets, sender, payload);
+        sockets
+    }
+
+    /// Waits until each socket has a datagram queued (on a busy machine loopback delivery can
+    /// lag the send; once it is queued, so is an armed receive's deferred run), sending
+    /// `payload(i)` to socket `i` again if loopback dropped it (its backlog full): the tests are
+    /// about what a poll takes, not about loopback.
+    fn wait_delivered(
+        sockets: &[UdpSocket],
+        sender: &UdpSocket,
+        payload: impl Fn(usize) -> Vec<u8>,
+    ) {
         let deadline = Instant::now() + Duration::from_secs(5);
         for (i, socket) in sockets.iter().enumerate() {
-            let mut peek = [0u8; 4];
+            let mut peek = [0u8; 8];
             let mut resend_at = Instant::now() + Duration::from_secs(1);
             while socket.peek_from(&mut peek).is_err() {
                 assert!(Instant::now() < deadline, "a datagram was never delivered");
-                // A loaded machine can drop a loopback datagram (the backlog is full): send
-                // it again; the test is about what one poll takes, not about loopback.
                 if Instant::now() >= resend_at {
-                    let payload = (i as u32).to_be_bytes();
-                    let _ = sender.send_to(&payload, socket.local_addr().expect("addr"));
+                    let _ = sender.send_to(&payload(i), socket.local_addr().expect("addr"));
                     resend_at = Instant::now() + Duration::from_secs(1);
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        sockets
     }
 
     /// Polls until `want` datagrams were taken (or two seconds pass), re-arming ended requests
@@ -656,24 +664,6 @@ mod tests {
         );
     }
 
-    /// Waits until each socket has a datagram queued (the kernel has queued its receive's
-    /// deferred run by then), sending again any loopback dropped on a busy machine.
-    fn wait_delivered(sockets: &[UdpSocket], sender: &UdpSocket, payload: &[u8]) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for socket in sockets {
-            let mut peek = [0u8; 8];
-            let mut resend_at = Instant::now() + Duration::from_secs(1);
-            while socket.peek_from(&mut peek).is_err() {
-                assert!(Instant::now() < deadline, "a datagram was never delivered");
-                if Instant::now() >= resend_at {
-                    let _ = sender.send_to(payload, socket.local_addr().expect("addr"));
-                    resend_at = Instant::now() + Duration::from_secs(1);
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
-
     #[test]
     fn one_poll_runs_every_deferred_receive_and_a_quiet_poll_does_not_wait() {
         let mut ring = RecvRing::new(1024).expect("io_uring with deferred task running");
@@ -700,7 +690,7 @@ mod tests {
                 .send_to(b"burst", socket.local_addr().expect("addr"))
                 .expect("send");
         }
-        wait_delivered(&sockets, &sender, b"burst");
+        wait_delivered(&sockets, &sender, |_| b"burst".to_vec());
         ring.poll();
         let mut tags = Vec::new();
         ring.take(|tag, received| {
@@ -723,7 +713,7 @@ mod tests {
                 .send_to(b"few", socket.local_addr().expect("addr"))
                 .expect("send");
         }
-        wait_delivered(&sockets[..3], &sender, b"few");
+        wait_delivered(&sockets[..3], &sender, |_| b"few".to_vec());
         ring.poll();
         let mut got = 0;
         ring.take(|_, received| got += usize::from(matches!(received, Received::Datagram { .. })));
