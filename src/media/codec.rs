@@ -367,23 +367,13 @@ mod tests {
     #[test]
     fn an_opus_encoder_stays_within_the_receivers_maxaveragebitrate() {
         // Bytes a second of 5 s of fullband audio (a tone and white noise).
+        let audio = crate::media::opus::tests::fullband_audio(48_000 * 5);
         let bytes_per_second = |receiver: &OpusParams| {
             let mut encoder = AudioEncoder::for_receiver(Codec::Opus, receiver).unwrap();
-            let mut noise = 0x2545_f491_4f6c_dd1d_u64;
             let mut buf = [0u8; 1500];
-            (0..250)
-                .map(|k| {
-                    let pcm: Vec<i16> = tone(48_000, 1000.0, 960, k * 960)
-                        .iter()
-                        .map(|&s| {
-                            noise ^= noise << 13;
-                            noise ^= noise >> 7;
-                            noise ^= noise << 17;
-                            s / 2 + (noise >> 52) as i16 - 2048
-                        })
-                        .collect();
-                    encoder.encode(&pcm, &mut buf).unwrap()
-                })
+            audio
+                .chunks(960)
+                .map(|pcm| encoder.encode(pcm, &mut buf).unwrap())
                 .sum::<usize>()
                 / 5
         };

@@ -590,7 +590,7 @@ fn check_loss_percent(percent: u8) -> Result<(), OpusError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::media::alloc_counter::allocations_during;
 
@@ -977,12 +977,7 @@ mod tests {
 
     #[test]
     fn the_encoder_codes_no_wider_than_its_audio_or_its_receiver() {
-        // Fullband content: a tone and white noise, as a room of 48 kHz talkers gives.
-        let mut noise = 0x2545_f491_4f6c_dd1d_u64;
-        let input: Vec<i16> = tone(1_000.0, 48_000, 48_000 * 10)
-            .iter()
-            .map(|&s| s / 2 + (xorshift(&mut noise) >> 52) as i16 - 2048)
-            .collect();
+        let input = fullband_audio(48_000 * 10);
         let mut buf = [0u8; 1_500];
         // The band of every packet, with `width` told before the first frame and `later`
         // after `at` frames.
@@ -1157,6 +1152,16 @@ mod tests {
     }
 
     // ---- helpers ----------------------------------------------------------------------------
+
+    /// `samples` of fullband content at 48 kHz, as a room of 48 kHz talkers gives: a 1 kHz tone
+    /// and white noise (deterministic).
+    pub(crate) fn fullband_audio(samples: usize) -> Vec<i16> {
+        let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+        tone(1_000.0, 48_000, samples)
+            .iter()
+            .map(|&s| s / 2 + (xorshift(&mut noise) >> 52) as i16 - 2048)
+            .collect()
+    }
 
     /// `samples` of a sine at `freq` Hz, phase continuous from sample 0.
     fn tone(freq: f64, rate: u32, samples: usize) -> Vec<i16> {

@@ -603,13 +603,22 @@ mod tests {
         })
     }
 
-    /// A plain room with members 1, 2 and 3 joined.
-    fn room_of_three() -> Conference {
-        let mut room = room(false, false);
-        for key in [1, 2, 3] {
+    /// A room mixing at `rate`, without join tones, with `members` joined.
+    fn room_at(rate: u32, hairpin: bool, members: &[MemberKey]) -> Conference {
+        let mut room = Conference::new(ConferenceSpec {
+            rate,
+            hairpin,
+            join_tone: false,
+        });
+        for &key in members {
             room.join(key, ConfereeSpec::default()).expect("joins");
         }
         room
+    }
+
+    /// A plain room with members 1, 2 and 3 joined.
+    fn room_of_three() -> Conference {
+        room_at(RATE, false, &[1, 2, 3])
     }
 
     /// Three different voices, each well below the limiter's knee when summed.
@@ -694,22 +703,12 @@ mod tests {
     #[test]
     fn what_each_member_hears_is_as_wide_as_what_the_others_have_sent() {
         const FULL: u32 = 48_000;
-        let full_room = || {
-            Conference::new(ConferenceSpec {
-                rate: FULL,
-                hairpin: false,
-                join_tone: false,
-            })
-        };
-        let mut room = full_room();
         let muted = ConfereeSpec {
             muted: true,
             ..ConfereeSpec::default()
         };
         // 1 calls on G.711, 2 sends wideband Opus, 3 fullband; 4 only listens; 5 is muted.
-        for key in [1, 2, 3, 4] {
-            room.join(key, ConfereeSpec::default()).expect("joins");
-        }
+        let mut room = room_at(FULL, false, &[1, 2, 3, 4]);
         room.join(5, muted).expect("joins");
         let mut bench = Bench {
             widths: HashMap::from([(1, 8000), (2, 16_000), (3, FULL), (5, FULL)]),
@@ -753,9 +752,7 @@ mod tests {
         assert_eq!(widths_heard(&[], &mut bench, &mut room), [None, nb, nb]);
 
         // A lone caller hears nothing to code; a prompt may hold the room's whole band.
-        let mut room = full_room();
-        room.join(1, ConfereeSpec::default()).expect("joins");
-        room.join(4, ConfereeSpec::default()).expect("joins");
+        let mut room = room_at(FULL, false, &[1, 4]);
         assert_eq!(widths_heard(&[1], &mut bench, &mut room), [None, nb]);
         room.start_player(
             500,
@@ -770,26 +767,14 @@ mod tests {
         assert_eq!(widths_heard(&[1], &mut bench, &mut room), [Some(FULL); 2]);
 
         // The hairpin: each hears the other's frames, as wide as they have been.
-        let mut pair = Conference::new(ConferenceSpec {
-            rate: FULL,
-            hairpin: true,
-            join_tone: false,
-        });
-        pair.join(1, ConfereeSpec::default()).expect("joins");
-        pair.join(2, ConfereeSpec::default()).expect("joins");
+        let mut pair = room_at(FULL, true, &[1, 2]);
         bench.says = HashMap::from([(1, talk.clone())]);
         bench.tick(&mut pair, start);
         assert_eq!(bench.heard_widths[&1], None);
         assert_eq!(bench.heard_widths[&2], nb);
 
         // No room is heard wider than it mixes: a fullband caller in a narrowband room.
-        let mut narrow = Conference::new(ConferenceSpec {
-            rate: RATE,
-            hairpin: false,
-            join_tone: false,
-        });
-        narrow.join(1, ConfereeSpec::default()).expect("joins");
-        narrow.join(2, ConfereeSpec::default()).expect("joins");
+        let mut narrow = room_at(RATE, false, &[1, 2]);
         bench.widths.insert(1, FULL);
         bench.says = HashMap::from([(1, voice(1))]);
         bench.tick(&mut narrow, start);
