@@ -105,6 +105,12 @@ pub struct CompareArgs {
     /// Seconds per setup step.
     #[arg(long, default_value_t = 5)]
     setup_seconds: u32,
+    /// Setup workload: run SIPp in the normal scheduling class, as before 2026-12-06, instead
+    /// of SCHED_BATCH. On the server's own cores a normal-class SIPp, woken by each response,
+    /// preempts the server in the middle of its turn (a remote peer never does), and the
+    /// server's CPU per call then carries those context switches: ~10 % at 2,000 calls/s.
+    #[arg(long)]
+    sipp_preempts: bool,
     /// Idle calls for the memory workload, one row each.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
     idle_calls: Vec<usize>,
