@@ -88,6 +88,9 @@ const STALE_LIMIT: usize = 8;
 /// socket held more than [`STALE_LIMIT`] datagrams: the old peer is still sending, and the
 /// pair must not carry a new call now.
 pub(super) fn discard_stale(sockets: &MediaSockets) -> bool {
+    if !anything_queued(sockets) {
+        return true;
+    }
     [&sockets.rtp, &sockets.rtcp].into_iter().all(|socket| {
         // A datagram longer than the buffer is truncated and dropped whole.
         let mut scrap = [0u8; 1];
@@ -102,6 +105,23 @@ pub(super) fn discard_stale(sockets: &MediaSockets) -> bool {
         }
         false
     })
+}
+
+/// Whether either socket of the pair has a datagram or an error queued: one `poll` with no
+/// wait for the two, where reading each until it is empty takes two `recvfrom`s that fail —
+/// and a pair is almost always empty when it is handed out again. True also when `poll`
+/// itself fails: the reads then find out.
+fn anything_queued(sockets: &MediaSockets) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fds = [&sockets.rtp, &sockets.rtcp].map(|socket| libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    // SAFETY: `fds` is an array of two initialised pollfd that outlives the call, and its
+    // length is passed with it; a zero timeout never blocks.
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+    ready != 0
 }
 
 /// One non-blocking, tuned UDP socket bound to `address` (no SO_REUSEADDR: a taken port must
@@ -241,6 +261,12 @@ mod tests {
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind peer");
         let rtcp = pair.rtcp.local_addr().expect("rtcp");
         assert!(discard_stale(&pair), "nothing arrived");
+        // A report on the RTCP socket alone is found (the check looks at both sockets).
+        peer.send_to(&[0x81; 60], rtcp).expect("send");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(anything_queued(&pair), "the RTCP socket's datagram is seen");
+        assert!(discard_stale(&pair), "a late report is read away");
+        assert!(!anything_queued(&pair), "and the pair is empty again");
         for _ in 0..3 {
             peer.send_to(&[0x80; 172], pair.local_rtp).expect("send");
         }
