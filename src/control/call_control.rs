@@ -292,6 +292,9 @@ impl<M: Backend> Controller<M> {
     /// now streams (call-control-api.md §3).
     pub(super) fn emit_media_started(&mut self, call: CallId, connection: u32, rx: SocketAddr) {
         self.emit_start_rx(call, connection, rx);
+        if !self.events.wanted() {
+            return;
+        }
         if let Some(e) = self.start_tx(call, connection) {
             self.events.emit(e);
         }
@@ -303,9 +306,10 @@ impl<M: Backend> Controller<M> {
         let Some(c) = self.connections.get(&connection) else {
             return;
         };
-        self.events.emit(Event::StartRx {
+        let media = u32::from(self.media.node_id);
+        self.events.emit_with(|| Event::StartRx {
             call_id: call.to_string(),
-            mms_id: u32::from(self.media.node_id),
+            mms_id: media,
             connection_id: connection.to_string(),
             media_rx_ip: rx.ip().to_string(),
             media_rx_port: rx.port(),

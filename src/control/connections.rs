@@ -257,7 +257,7 @@ impl<M: Backend> Controller<M> {
             }
             // The dialog is still up only when the release did not come from it.
             if self.ua.hangup(self.now.at, call, Q850_NORMAL_CLEARING) {
-                self.events.emit(Event::CallEnded {
+                self.events.emit_with(|| Event::CallEnded {
                     call_id: call.to_string(),
                     reason,
                 });
@@ -313,23 +313,20 @@ impl<M: Backend> Controller<M> {
         self.released_rtp_received += stats.rtp_packets_received;
         self.released_rtp_sent += stats.rtp_packets_sent;
         let party = pending.party;
-        self.events.fill(
-            id,
-            Event::ConnectionReleased {
-                connection_id: id.to_string(),
-                reason: pending.reason,
-                call_id: pending.call.map(|c| c.to_string()),
-                rtp_packets_received: stats.rtp_packets_received,
-                rtp_packets_sent: stats.rtp_packets_sent,
-                packets_lost: stats.packets_lost,
-                jitter_ms: stats.jitter_ms,
-                concealed_frames: stats.concealed_frames,
-                conference_id: pending.conference.map(|c| c.to_string()),
-                conn_id: party.as_ref().map(|p| p.conn_id.to_string()),
-                dn: party.as_ref().map(|p| p.party.dn.clone()),
-                released_by: party.map(|p| p.by),
-            },
-        );
+        self.events.fill_with(id, || Event::ConnectionReleased {
+            connection_id: id.to_string(),
+            reason: pending.reason,
+            call_id: pending.call.map(|c| c.to_string()),
+            rtp_packets_received: stats.rtp_packets_received,
+            rtp_packets_sent: stats.rtp_packets_sent,
+            packets_lost: stats.packets_lost,
+            jitter_ms: stats.jitter_ms,
+            concealed_frames: stats.concealed_frames,
+            conference_id: pending.conference.map(|c| c.to_string()),
+            conn_id: party.as_ref().map(|p| p.conn_id.to_string()),
+            dn: party.as_ref().map(|p| p.party.dn.clone()),
+            released_by: party.map(|p| p.by),
+        });
     }
 
     /// Gives a connection another media mode (a transferred party taking another's echo).
@@ -459,7 +456,7 @@ impl<M: Backend> Controller<M> {
 
     pub(super) fn emit_created(&mut self, id: u32) {
         let c = &self.connections[&id];
-        self.events.emit(Event::ConnectionCreated {
+        self.events.emit_with(|| Event::ConnectionCreated {
             connection_id: id.to_string(),
             media_rx_ip: c.rx_ip.to_string(),
             media_rx_port: c.local_rtp.port(),

@@ -537,6 +537,22 @@ impl EventBus {
         self.time_ms = time_ms;
     }
 
+    /// Whether an event built now would reach anyone: a subscriber reads the stream, or an
+    /// owed event holds its order (what waits behind it goes out when it is filled, and a
+    /// subscriber may have come by then).
+    pub fn wanted(&self) -> bool {
+        !self.held.is_empty() || self.sender.receiver_count() > 0
+    }
+
+    /// [`EventBus::emit`] for an event built only when it is [wanted](EventBus::wanted): with
+    /// nobody subscribed (an appliance serving routes, no application connected) a call's five
+    /// events were built — numbers and addresses turned into strings — only to be dropped.
+    pub fn emit_with(&mut self, build: impl FnOnce() -> Event) {
+        if self.wanted() {
+            self.emit(build());
+        }
+    }
+
     pub fn emit(&mut self, event: Event) {
         if self.held.is_empty() {
             self.send(self.time_ms, event);
@@ -546,8 +562,20 @@ impl EventBus {
     }
 
     /// Holds a place for the event owed under `key`: events emitted after it wait for it.
+    /// Nothing to hold when nothing is [wanted](EventBus::wanted): the event, if a subscriber
+    /// has come by the time it is filled, goes out then.
     pub fn hold(&mut self, key: u32) {
-        self.held.push_back(Held::Owed(key, self.time_ms));
+        if self.wanted() {
+            self.held.push_back(Held::Owed(key, self.time_ms));
+        }
+    }
+
+    /// [`EventBus::fill`] for an event built only when it has a place or is
+    /// [wanted](EventBus::wanted).
+    pub fn fill_with(&mut self, key: u32, build: impl FnOnce() -> Event) {
+        if self.wanted() {
+            self.fill(key, build());
+        }
     }
 
     /// The event owed under `key`, in its place (with the time its place was taken); sends
@@ -671,5 +699,47 @@ mod tests {
         assert_eq!(rest[2].1, 200);
         assert_eq!(rest.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 3, 4, 5]);
         assert_eq!(bus.owed(), 0);
+    }
+
+    /// With nobody subscribed an event is not built and no place is held; a subscriber gets
+    /// every event from its subscription on, an owed one included when it was held before.
+    #[test]
+    fn events_are_built_only_for_a_subscriber_or_behind_an_owed_one() {
+        let mut bus = EventBus::new(16);
+        let mut built = 0;
+        bus.emit_with(|| {
+            built += 1;
+            talker(1)
+        });
+        bus.hold(7);
+        assert_eq!((built, bus.owed()), (0, 0), "nobody subscribed");
+        let mut rx = bus.subscribe();
+        // Owed before the subscription, not held: it goes out when it comes.
+        bus.fill_with(7, || talker(7));
+        bus.emit_with(|| talker(2));
+        bus.hold(8);
+        assert_eq!(bus.owed(), 1);
+        assert_eq!(talkers(&mut rx), ["7", "2"]);
+        drop(rx);
+        // Behind the held place an event is still built (a subscriber may come before 8).
+        bus.emit_with(|| {
+            built += 1;
+            talker(3)
+        });
+        assert_eq!(built, 1);
+        rx = bus.subscribe();
+        bus.fill_with(8, || talker(8));
+        assert_eq!(talkers(&mut rx), ["8", "3"]);
+        assert_eq!(bus.owed(), 0);
+    }
+
+    /// The connection ids of the talker events waiting in `rx`.
+    fn talkers(rx: &mut broadcast::Receiver<Envelope>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| match e.event {
+                Event::TalkerStarted { connection_id, .. } => connection_id,
+                other => panic!("{other:?}"),
+            })
+            .collect()
     }
 }

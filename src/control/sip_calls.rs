@@ -124,7 +124,7 @@ impl<M: Backend> Controller<M> {
                         self.model
                             .set_state(self.now.unix_ms, id, PartyState::Established, by);
                         self.store_call_answered(id);
-                        self.events.emit(Event::CallAnswered {
+                        self.events.emit_with(|| Event::CallAnswered {
                             call_id: call.to_string(),
                             connection_id: id.to_string(),
                         });
@@ -181,7 +181,7 @@ impl<M: Backend> Controller<M> {
                     self.transfer_call_ended(call);
                     let reason = release_reason(end);
                     self.on_app_call_ended(call, reason);
-                    self.events.emit(Event::CallEnded {
+                    self.events.emit_with(|| Event::CallEnded {
                         call_id: call.to_string(),
                         reason,
                     });
@@ -259,7 +259,7 @@ impl<M: Backend> Controller<M> {
             }
             return;
         }
-        self.events.emit(Event::IncomingCall {
+        self.events.emit_with(|| Event::IncomingCall {
             call_id: call.to_string(),
             from,
             to,
