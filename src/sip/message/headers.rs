@@ -11,8 +11,8 @@ use std::fmt;
 
 use super::lex::{excerpt, is_host_byte, is_token, is_token_byte, trim_lws, Cursor};
 use super::uri::{
-    check_header_params, for_header, header_param_value, name_addr_tag, parse_header_params,
-    parse_port, read_host, write_params, HostRef,
+    check_header_params, for_header, header_param_present, header_param_value, name_addr_tag,
+    parse_header_params, parse_port, read_host, write_params, HostRef,
 };
 use super::{find_param, Host, Method, NameAddr, Param, ParseError};
 
@@ -337,6 +337,20 @@ impl<'a> ViaRef<'a> {
     /// The `branch` parameter, if present with a value.
     pub fn branch(&self) -> Option<&'a str> {
         header_param_value(self.params, "branch")
+    }
+
+    /// The sent-by host when it is an address, not a name.
+    pub fn host_ip(&self) -> Option<std::net::IpAddr> {
+        match self.host {
+            HostRef::Domain(_) => None,
+            HostRef::V4(addr) => Some(addr.into()),
+            HostRef::V6(addr) => Some(addr.into()),
+        }
+    }
+
+    /// Whether the parameter `name` (any case) is present, with a value or without.
+    pub fn has_param(&self, name: &str) -> bool {
+        header_param_present(self.params, name)
     }
 
     /// `host[:port]`, host lower-cased (host names compare case-insensitively): the sent-by

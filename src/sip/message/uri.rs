@@ -97,6 +97,12 @@ impl NameAddr {
         NameAddrRef::read(s).map(drop)
     }
 
+    /// The user part of the URI of `s`, read in place: what [`NameAddr::parse`]'s
+    /// `uri.user` gives, None where the parse fails.
+    pub fn user_of(s: &str) -> Option<&str> {
+        NameAddrRef::read(s).ok()?.uri.user
+    }
+
     /// The `tag` header parameter, if present with a value.
     pub fn tag(&self) -> Option<&str> {
         find_param(&self.params, "tag").flatten()
@@ -511,6 +517,20 @@ pub(super) fn header_param_value<'a>(params: &'a str, name: &str) -> Option<&'a 
     None
 }
 
+/// Whether checked `params` hold the header parameter `name` (any case), with or without a
+/// value: [`find_param`] over [`parse_header_params`]'s result, without building it.
+pub(super) fn header_param_present(params: &str, name: &str) -> bool {
+    let mut c = Cursor::new(params);
+    while let Some(param) = next_param(&mut c) {
+        match param {
+            Ok((found, _)) if found.eq_ignore_ascii_case(name) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
 pub(super) fn name_addr_tag(s: &str) -> Option<&str> {
     let mut c = Cursor::new(header_params_part(s)?);
     while let Some(param) = next_param(&mut c) {
@@ -694,8 +714,7 @@ pub(super) fn write_params(f: &mut fmt::Formatter<'_>, params: &[Param]) -> fmt:
 mod tests {
     use super::*;
 
-    /// The borrowed tag look-up agrees with the full parse on every form a To or From takes,
-    /// and finds nothing where the parse fails before the parameters.
+    /// A port is digits only, 0–65535, as `u16::from_str` reads it but without its `+`.
     #[test]
     fn ports_are_read_as_std_reads_them_without_a_sign() {
         for case in [
@@ -725,8 +744,10 @@ mod tests {
         assert_eq!(parse_port("70a"), Err("bad port 70a".to_string()));
     }
 
+    /// The tag and the user read in place agree with the full parse on every form a To or
+    /// From takes, and find nothing where the parse fails.
     #[test]
-    fn the_borrowed_tag_agrees_with_the_parsed_name_addr() {
+    fn the_borrowed_tag_and_user_agree_with_the_parsed_name_addr() {
         let values = [
             "<sip:bob@example.com>;tag=abc",
             "<sip:bob@example.com>",
@@ -748,11 +769,22 @@ mod tests {
         for value in values {
             let parsed = NameAddr::parse(value);
             let borrowed = name_addr_tag(value);
+            let user = NameAddr::user_of(value);
             match &parsed {
-                Ok(name_addr) => assert_eq!(borrowed, name_addr.tag(), "{value:?}"),
-                Err(_) => assert_eq!(borrowed, None, "{value:?} does not parse: {parsed:?}"),
+                Ok(name_addr) => {
+                    assert_eq!(borrowed, name_addr.tag(), "{value:?}");
+                    assert_eq!(user, name_addr.uri.user.as_deref(), "{value:?}");
+                }
+                Err(_) => {
+                    assert_eq!(borrowed, None, "{value:?} does not parse: {parsed:?}");
+                    assert_eq!(user, None, "{value:?}");
+                }
             }
         }
+        assert_eq!(
+            NameAddr::user_of("\"A\" <sip:5551001@pbx>;tag=1"),
+            Some("5551001")
+        );
         assert_eq!(name_addr_tag("<sip:a@b>;tag=abc"), Some("abc"));
         assert_eq!(name_addr_tag("sip:a@b;tag=q"), Some("q"));
     }

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use crate::sip::message::{Host, Request, Via};
+use crate::sip::message::{Host, Request, Via, ViaRef};
 use crate::sip::transaction::{Peer, Transport};
 
 /// RFC 3261 §18.2.1 / RFC 3581: record where a request really came from in its top Via.
@@ -15,21 +15,18 @@ pub fn stamp_via(request: &mut Request, source: SocketAddr) {
     let Some(header) = request.headers.0.iter_mut().find(|h| h.name == "Via") else {
         return;
     };
+    // Read in place first: most requests come from the address their Via names and do not
+    // ask for rport, and need no copy of it.
+    let Ok(read) = ViaRef::read(&header.value) else {
+        return;
+    };
+    let wants_rport = read.has_param("rport");
+    if read.host_ip() == Some(source.ip()) && !wants_rport {
+        return;
+    }
     let Ok(mut top) = Via::parse(&header.value) else {
         return;
     };
-    let sent_by_is_source = match &top.host {
-        Host::V4(ip) => std::net::IpAddr::V4(*ip) == source.ip(),
-        Host::V6(ip) => std::net::IpAddr::V6(*ip) == source.ip(),
-        Host::Domain(_) => false,
-    };
-    let wants_rport = top
-        .params
-        .iter()
-        .any(|p| p.name.eq_ignore_ascii_case("rport"));
-    if sent_by_is_source && !wants_rport {
-        return;
-    }
     let received = match source.ip() {
         std::net::IpAddr::V4(ip) => crate::text::Ipv4Text::new(ip).as_str().to_string(),
         std::net::IpAddr::V6(ip) => ip.to_string(),
@@ -88,5 +85,65 @@ pub(super) fn destination_for(next_hop: &crate::sip::message::Uri, source: Peer)
     Peer {
         transport: Transport::Udp,
         addr: SocketAddr::new(ip, port),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{parse, SipMessage};
+
+    fn stamped(via: &str, source: &str) -> String {
+        let text = format!(
+            "OPTIONS sip:a@b SIP/2.0\r\nVia: {via}\r\nVia: SIP/2.0/UDP 192.0.2.99;branch=z9hG4bKlower\r\n\
+             From: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\
+             Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        let Ok(SipMessage::Request(mut request)) = parse(text.as_bytes()) else {
+            panic!("request parses");
+        };
+        stamp_via(&mut request, source.parse().expect("source"));
+        let vias: Vec<&str> = request.headers.get_all("Via").collect();
+        assert_eq!(
+            vias[1], "SIP/2.0/UDP 192.0.2.99;branch=z9hG4bKlower",
+            "only the top"
+        );
+        vias[0].to_string()
+    }
+
+    /// RFC 3261 §18.2.1 and RFC 3581 §4: `received` when the packet came from elsewhere than
+    /// the sent-by (or it names a host), `rport` filled when asked for; else as received.
+    #[test]
+    fn the_top_via_records_where_the_request_came_from() {
+        let from_itself = "SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1";
+        assert_eq!(stamped(from_itself, "192.0.2.1:5070"), from_itself);
+        assert_eq!(
+            stamped(from_itself, "198.51.100.7:5070"),
+            "SIP/2.0/UDP 192.0.2.1:5070;branch=z9hG4bK1;received=198.51.100.7"
+        );
+        assert_eq!(
+            stamped(
+                "SIP/2.0/UDP 192.0.2.1;rport;branch=z9hG4bK2",
+                "192.0.2.1:40000"
+            ),
+            "SIP/2.0/UDP 192.0.2.1;rport=40000;branch=z9hG4bK2;received=192.0.2.1"
+        );
+        assert_eq!(
+            stamped(
+                "SIP/2.0/UDP pbx.example.com;branch=z9hG4bK3",
+                "192.0.2.1:5060"
+            ),
+            "SIP/2.0/UDP pbx.example.com;branch=z9hG4bK3;received=192.0.2.1"
+        );
+        assert_eq!(
+            stamped(
+                "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK4",
+                "[2001:db8::1]:5060"
+            ),
+            "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK4"
+        );
+        // A top Via that does not read is left for the checks that answer it.
+        let broken = "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK5;=x";
+        assert_eq!(stamped(broken, "198.51.100.7:5060"), broken);
     }
 }

@@ -617,7 +617,10 @@ fn caller_number(request: &Request, asserted_trusted: bool) -> String {
         .flat_map(identities)
         .find_map(|identity| identity.uri.user);
     asserted
-        .or_else(|| request.headers.from().ok().and_then(|from| from.uri.user))
+        .or_else(|| {
+            let from = request.headers.get("From")?;
+            NameAddr::user_of(from).map(str::to_string)
+        })
         .unwrap_or_default()
 }
 
