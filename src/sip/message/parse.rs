@@ -125,7 +125,7 @@ pub fn frame(buf: &[u8]) -> Frame {
     // Skip the start line: it cannot carry a Content-Length and cannot be folded.
     let header_text = head.find('\n').map_or("", |nl| &head[nl + 1..]);
     let lengths = LogicalLines::new(header_text).filter_map(|line| {
-        let (name, value) = line.split_once(':')?;
+        let (name, value) = line.text.split_once(':')?;
         let name = trim_lws(name);
         let is_length =
             name.eq_ignore_ascii_case("Content-Length") || name.eq_ignore_ascii_case("l");
@@ -205,13 +205,13 @@ fn check_version(version: &str) -> Result<(), ParseError> {
 fn parse_headers(text: &str) -> Result<Headers, ParseError> {
     let mut headers = Headers(Vec::with_capacity(16));
     for line in LogicalLines::new(text) {
-        if line.starts_with([' ', '\t']) {
+        if line.text.starts_with([' ', '\t']) {
             return Err(ParseError::HeaderSyntax(format!(
                 "continuation line without a header: {}",
-                excerpt(line)
+                excerpt(line.text)
             )));
         }
-        let line = unfold(line);
+        let line = line.unfolded();
         // A CR that does not end a line is in no header's grammar; kept, it would be printed
         // as a space (see `print`), and a Call-ID or tag would not be the one the peer sees.
         if line.contains('\r') {
@@ -316,9 +316,31 @@ pub(super) fn find_head_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
 }
 
 /// Iterates logical header lines: a physical line starting with SP/HT continues the previous
-/// one (RFC 3261 §7.3.1). Yielded lines still contain their inner line breaks; see [`unfold`].
+/// one (RFC 3261 §7.3.1). Yielded lines still contain their inner line breaks; see
+/// [`LogicalLine::unfolded`].
 pub(super) struct LogicalLines<'a> {
     rest: &'a str,
+}
+
+/// One logical header line as received.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LogicalLine<'a> {
+    /// The line, inner line breaks included, without its final one.
+    pub(super) text: &'a str,
+    /// Whether it continues onto further physical lines (the search for its end found that).
+    folded: bool,
+}
+
+impl<'a> LogicalLine<'a> {
+    /// The line with its folds joined ([`unfold`]); borrowed, and not searched again, when it
+    /// has none (almost every line).
+    pub(super) fn unfolded(&self) -> Cow<'a, str> {
+        if self.folded {
+            unfold(self.text)
+        } else {
+            Cow::Borrowed(self.text)
+        }
+    }
 }
 
 impl<'a> LogicalLines<'a> {
@@ -328,17 +350,19 @@ impl<'a> LogicalLines<'a> {
 }
 
 impl<'a> Iterator for LogicalLines<'a> {
-    type Item = &'a str;
+    type Item = LogicalLine<'a>;
 
-    fn next(&mut self) -> Option<&'a str> {
+    fn next(&mut self) -> Option<LogicalLine<'a>> {
         while !self.rest.is_empty() {
             let bytes = self.rest.as_bytes();
             let (mut end, mut next) = (bytes.len(), bytes.len());
             let mut i = 0;
+            let mut folded = false;
             while let Some(offset) = bytes[i..].iter().position(|&b| b == b'\n') {
                 let nl = i + offset;
                 if matches!(bytes.get(nl + 1), Some(b' ' | b'\t')) {
                     i = nl + 1;
+                    folded = true;
                     continue;
                 }
                 (end, next) = (nl, nl + 1);
@@ -346,9 +370,9 @@ impl<'a> Iterator for LogicalLines<'a> {
             }
             let line = &self.rest[..end];
             self.rest = &self.rest[next..];
-            let line = line.strip_suffix('\r').unwrap_or(line);
-            if !line.is_empty() {
-                return Some(line);
+            let text = line.strip_suffix('\r').unwrap_or(line);
+            if !text.is_empty() {
+                return Some(LogicalLine { text, folded });
             }
         }
         None

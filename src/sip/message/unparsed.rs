@@ -9,7 +9,7 @@
 
 use super::headers::{canonical_name, header_name};
 use super::lex::{is_token, trim_lws};
-use super::parse::{find_head_end, leading_crlf_len, split_list, unfold, LogicalLines};
+use super::parse::{find_head_end, leading_crlf_len, split_list, LogicalLines};
 use super::{Header, Headers, Method, ParseError};
 
 /// The headers a response copies from its request (RFC 3261 §8.2.6.2).
@@ -50,7 +50,7 @@ impl Unparsed {
         }
         let mut headers = Headers(Vec::with_capacity(COPIED.len() + 2));
         for line in LogicalLines::new(header_text) {
-            let line = unfold(line);
+            let line = line.unfolded();
             let Some((name, value)) = line.split_once(':') else {
                 continue;
             };
