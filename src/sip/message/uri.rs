@@ -499,48 +499,39 @@ fn next_param<'a>(c: &mut Cursor<'a>) -> Option<Result<(&'a str, Option<&'a str>
     Some(Ok((name, Some(value))))
 }
 
+/// The first header parameter `name` (any case) in checked `params`: `Some` with its value
+/// (None for a parameter without one), `None` when absent — [`find_param`] over
+/// [`parse_header_params`]'s result, without building it.
+fn find_header_param<'a>(params: &'a str, name: &str) -> Option<Option<&'a str>> {
+    let mut c = Cursor::new(params);
+    while let Some(param) = next_param(&mut c) {
+        match param {
+            Ok((found, value)) if found.eq_ignore_ascii_case(name) => return Some(value),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// The value of the first header parameter `name` (any case) in checked `params`, when it has
+/// one.
+pub(super) fn header_param_value<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    find_header_param(params, name).flatten()
+}
+
+/// Whether checked `params` hold the header parameter `name` (any case), with or without a
+/// value.
+pub(super) fn header_param_present(params: &str, name: &str) -> bool {
+    find_header_param(params, name).is_some()
+}
+
 /// The `tag` header parameter of a name-addr or addr-spec value (To, From), read without
 /// parsing the URI or copying anything: for a value that [`NameAddr::parse`] accepts, what
 /// its [`NameAddr::tag`] gives. Every request has its To tag looked at several times on its
 /// way (transaction key, overload class, dialog match); this is what those looks cost.
-/// The value of the first header parameter `name` (any case) in checked `params`, when it has
-/// one: [`find_param`] over [`parse_header_params`]'s result, without building it.
-pub(super) fn header_param_value<'a>(params: &'a str, name: &str) -> Option<&'a str> {
-    let mut c = Cursor::new(params);
-    while let Some(param) = next_param(&mut c) {
-        match param {
-            Ok((found, value)) if found.eq_ignore_ascii_case(name) => return value,
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
-/// Whether checked `params` hold the header parameter `name` (any case), with or without a
-/// value: [`find_param`] over [`parse_header_params`]'s result, without building it.
-pub(super) fn header_param_present(params: &str, name: &str) -> bool {
-    let mut c = Cursor::new(params);
-    while let Some(param) = next_param(&mut c) {
-        match param {
-            Ok((found, _)) if found.eq_ignore_ascii_case(name) => return true,
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
-    false
-}
-
 pub(super) fn name_addr_tag(s: &str) -> Option<&str> {
-    let mut c = Cursor::new(header_params_part(s)?);
-    while let Some(param) = next_param(&mut c) {
-        match param {
-            Ok((name, value)) if name.eq_ignore_ascii_case("tag") => return value,
-            Ok(_) => {}
-            Err(_) => return None,
-        }
-    }
-    None
+    find_header_param(header_params_part(s)?, "tag").flatten()
 }
 
 /// Where [`NameAddr::parse`] finds the header parameters of `s`: after the `>` of a
