@@ -190,20 +190,14 @@ impl TransactionKey {
     /// §17.2.3 key of an incoming request; None if it lacks what matching needs (then the
     /// message is malformed and gets dropped).
     fn server(request: &Request) -> Option<TransactionKey> {
-        Self::server_keyed(request, || request.headers.to_tag())
+        Self::server_with_to_tag(request, || request.headers.to_tag())
     }
 
-    /// The key of `request` as if its To tag were `to_tag` (which only an RFC 2543 key holds):
-    /// the INVITE an RFC 2543 ACK acknowledges had the To tag our response added, not the
-    /// ACK's.
-    fn server_with_to_tag(request: &Request, to_tag: Option<&str>) -> Option<TransactionKey> {
-        Self::server_keyed(request, || to_tag)
-    }
-
-    /// The key of `request`, with the To tag `to_tag` gives if the key needs one: only an RFC
-    /// 2543 key does, so a request with an RFC 3261 branch (every current peer's) does not
-    /// have its To read for it.
-    fn server_keyed<'a>(
+    /// The key of `request` with the To tag `to_tag` gives, asked for only if the key needs
+    /// one: only an RFC 2543 key does, so a request with an RFC 3261 branch (every current
+    /// peer's) does not have its To read. The INVITE an RFC 2543 ACK acknowledges had no To
+    /// tag (our response added it), so that ACK's INVITE is keyed with none.
+    fn server_with_to_tag<'a>(
         request: &'a Request,
         to_tag: impl FnOnce() -> Option<&'a str>,
     ) -> Option<TransactionKey> {
@@ -582,7 +576,7 @@ impl TransactionLayer {
             return None;
         }
         let ack_tag = ack.headers.to_tag()?;
-        let key = TransactionKey::server_with_to_tag(ack, None)?;
+        let key = TransactionKey::server_with_to_tag(ack, || None)?;
         let id = *self.index.get(&key)?;
         let tx = self.transactions.get(&id)?;
         let Side::Server {

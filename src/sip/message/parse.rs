@@ -332,14 +332,25 @@ pub(super) struct LogicalLine<'a> {
 }
 
 impl<'a> LogicalLine<'a> {
-    /// The line with its folds joined ([`unfold`]); borrowed, and not searched again, when it
+    /// The line with each fold joined by one space; borrowed, and not searched again, when it
     /// has none (almost every line).
     pub(super) fn unfolded(&self) -> Cow<'a, str> {
-        if self.folded {
-            unfold(self.text)
-        } else {
-            Cow::Borrowed(self.text)
+        if !self.folded {
+            return Cow::Borrowed(self.text);
         }
+        let mut out = String::with_capacity(self.text.len());
+        for part in self
+            .text
+            .split('\n')
+            .map(trim_lws)
+            .filter(|p| !p.is_empty())
+        {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(part);
+        }
+        Cow::Owned(out)
     }
 }
 
@@ -377,21 +388,6 @@ impl<'a> Iterator for LogicalLines<'a> {
         }
         None
     }
-}
-
-/// Joins folded physical lines with one space; borrows when the line was not folded.
-pub(super) fn unfold(line: &str) -> Cow<'_, str> {
-    if !line.contains('\n') {
-        return Cow::Borrowed(line);
-    }
-    let mut out = String::with_capacity(line.len());
-    for part in line.split('\n').map(trim_lws).filter(|p| !p.is_empty()) {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(part);
-    }
-    Cow::Owned(out)
 }
 
 /// Splits a list header value on commas outside double quotes (with backslash escapes) and
