@@ -753,3 +753,81 @@ fn opus_members_are_sent_the_band_they_can_hear_and_play_no_wider() {
         "sprop-maxcapturerate=16000: wideband: {bands:?}"
     );
 }
+
+const BRIDGE_ROUTE: &str = r#"
+[[route]]
+user = "^bridge=(?P<conference>[^@;]+)$"
+service = "conference"
+hairpin = true
+"#;
+
+#[test]
+fn a_hairpin_route_joins_two_callers_without_a_mix_and_a_third_promotes_the_room() {
+    let server = Server::start(BRIDGE_ROUTE);
+    let mut events = server.events();
+    let mut callers: Vec<Caller> = (0..2)
+        .map(|i| Caller::call(&server, &format!("br{i}"), "bridge=b1"))
+        .collect();
+    let created = events.wait_for(Duration::from_secs(5), |e| is(e, "ConferenceCreated"));
+    assert_eq!(created["Name"], "b1");
+    let conf = created["ConferenceId"].as_str().expect("id").to_string();
+    let listing = conference(&server, &conf).expect("conference listed");
+    assert_eq!(listing["Hairpin"], true, "{listing:#}");
+    assert_eq!(participants(&listing).len(), 2);
+    assert_eq!(
+        resources(&server),
+        (2, 0, 0),
+        "a hairpin holds no conference resource"
+    );
+
+    // Each hears the other, not itself.
+    for c in &callers {
+        heard(&c.uac.rtp);
+    }
+    send_tone(
+        &callers[0].uac.rtp,
+        callers[0].server_rtp,
+        0x2222,
+        1000.0,
+        40,
+    );
+    let audio: Vec<Vec<i16>> = callers.iter().map(|c| heard(&c.uac.rtp)).collect();
+    assert!(
+        tone_power(&audio[1], 1000.0) > 1e5,
+        "{}",
+        tone_power(&audio[1], 1000.0)
+    );
+    assert!(tone_power(&audio[0], 1000.0) < tone_power(&audio[1], 1000.0) / 1000.0);
+
+    // A third caller promotes the room to a mix: the other two hear the talker.
+    callers.push(Caller::call(&server, "br2", "bridge=b1"));
+    let listing = conference(&server, &conf).expect("still listed");
+    assert_eq!(listing["Hairpin"], false, "{listing:#}");
+    assert_eq!(participants(&listing).len(), 3);
+    assert_eq!(resources(&server), (3, 0, 3));
+    for c in &callers {
+        heard(&c.uac.rtp);
+    }
+    send_tone(
+        &callers[0].uac.rtp,
+        callers[0].server_rtp,
+        0x3333,
+        1000.0,
+        40,
+    );
+    let audio: Vec<Vec<i16>> = callers.iter().map(|c| heard(&c.uac.rtp)).collect();
+    for listener in &audio[1..] {
+        assert!(
+            tone_power(listener, 1000.0) > 1e5,
+            "{}",
+            tone_power(listener, 1000.0)
+        );
+    }
+    for c in &mut callers {
+        c.hang_up("bridge=b1");
+    }
+    let gone = events.wait_for(Duration::from_secs(5), |e| is(e, "ConferenceReleased"));
+    assert_eq!(gone["ConferenceId"], conf.as_str());
+    server.wait_no_connections(Duration::from_secs(5));
+    assert_eq!(resources(&server), (0, 0, 0));
+}

@@ -141,6 +141,12 @@ pub struct CompareArgs {
     /// configs/examples/high-density.toml.
     #[arg(long)]
     untuned: bool,
+    /// Relay through a mixed room of two (`conf=<room>`: decoded, mixed, re-encoded) instead
+    /// of a two-party hairpin (`bridge=<room>`, a route with `hairpin = true`, as BridgeCalls
+    /// joins two calls); also leaves the hairpin route out of callbridge's config, for a
+    /// build from before route hairpins.
+    #[arg(long)]
+    relay_mixed: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -152,6 +158,7 @@ impl CompareArgs {
             api: self.server_api,
             media: self.server_ports,
             tuned: !self.untuned,
+            bridge_route: !self.relay_mixed,
         }
     }
 }
@@ -637,9 +644,10 @@ fn relay(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, String> {
             .map_err(|e| format!("shared socket: {e}"))?;
         let port = shared.0.local_addr().map_err(|e| e.to_string())?.port();
         for &n in &a.relay_calls {
-            eprintln!("loadgen compare: relay, callbridge, {n} calls (room of two each)");
+            let room = if a.relay_mixed { "conf" } else { "bridge" };
+            eprintln!("loadgen compare: relay, callbridge, {n} calls ({room}=<room>: two each)");
             let calls: Vec<(String, u8)> = (0..2 * n)
-                .map(|i| (format!("conf=r{n}-{}", i / 2), 0))
+                .map(|i| (format!("{room}=r{n}-{}", i / 2), 0))
                 .collect();
             let (mut uac, setup) = sip_calls(a, &mut ports, &calls, &vec![port; 2 * n])?;
             let dests: Vec<SocketAddrV4> = (0..2 * n).filter_map(|i| uac.media(i)).collect();
@@ -677,8 +685,13 @@ fn relay(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, String> {
             &a.relay_calls,
         )?);
     }
+    let how = if a.relay_mixed {
+        "the two SIP calls in a mixed room of two (--relay-mixed)"
+    } else {
+        "the two SIP calls joined by a two-party hairpin, as BridgeCalls joins them"
+    };
     Ok(print_sized_rows(
-        "relay: A ↔ server ↔ B, PCMU 20 ms both ways (callbridge: the two SIP calls in a room of two, as BridgeCalls joins them; rtpengine: plain userspace relay); size = calls, 2 streams each",
+        &format!("relay: A ↔ server ↔ B, PCMU 20 ms both ways (callbridge: {how}; rtpengine: plain userspace relay); size = calls, 2 streams each"),
         "per relayed packet",
         rows,
     ))

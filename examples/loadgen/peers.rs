@@ -54,6 +54,9 @@ pub struct Places {
     /// (receive at the tick, io_uring sends and receives, 1 MiB socket buffers, pinned
     /// workers), as an operator sizing for load would; else with the defaults.
     pub tuned: bool,
+    /// callbridge's config has the two-party bridge route, `bridge=<room>` (a conference
+    /// route with `hairpin = true`).
+    pub bridge_route: bool,
 }
 
 /// The API token of the generated config.
@@ -177,8 +180,9 @@ pub fn server_dir(root: &Path, peer: Peer) -> Result<PathBuf, String> {
 // ---------------------------------------------------------------------------------------------
 // callbridge
 
-/// Starts callbridge with `workers` media workers (tuned as `places` says): echo on user `echo`, conferences on
-/// `conf=<room>` (a room of two is BridgeCalls' hairpin).
+/// Starts callbridge with `workers` media workers (tuned as `places` says): echo on user
+/// `echo`, conferences on `conf=<room>` (mixed from the first caller) and, when `places` says,
+/// two-party bridges on `bridge=<room>` (a hairpin, as BridgeCalls joins two calls).
 pub fn start_callbridge(
     bin: &Path,
     root: &Path,
@@ -210,7 +214,12 @@ service = "echo"
 [[route]]
 user = "^conf=(?P<conference>[^@;]+)$"
 service = "conference"
-"#,
+{bridge}"#,
+        bridge = if places.bridge_route {
+            "[[route]]\nuser = \"^bridge=(?P<conference>[^@;]+)$\"\nservice = \"conference\"\nhairpin = true\n"
+        } else {
+            ""
+        },
         tuning = if places.tuned {
             "receive_at_tick = true\nio_uring_send = true\nio_uring_receive = true\n\
              socket_recv_buffer = 1048576\nsocket_send_buffer = 1048576\npin_workers = true\n"

@@ -1355,6 +1355,27 @@ service = "echo"
     }
 
     #[test]
+    fn only_a_conference_route_may_start_its_rooms_as_hairpins() {
+        let bridge = GOOD.replace(
+            "user = \"^echo$\"\nservice = \"echo\"",
+            "user = \"^bridge=(?P<conference>.+)$\"\nservice = \"conference\"\nhairpin = true",
+        );
+        assert_ne!(bridge, GOOD, "the test edits the echo route");
+        let c = Config::from_str_with_overrides(&bridge, "t", &[]).expect("a bridge route loads");
+        let room = c.sip.ua.routes[0].conference("bridge=b1").expect("a room");
+        assert_eq!((room.name.as_str(), room.hairpin), ("b1", true));
+        let plain = Config::from_str_with_overrides(GOOD, "t", &[]).unwrap();
+        assert!(!plain.sip.ua.routes[0].hairpin, "off unless set");
+        let echo = GOOD.replace("service = \"echo\"", "service = \"echo\"\nhairpin = true");
+        let err = Config::from_str_with_overrides(&echo, "t", &[]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("route[0].hairpin is only for service \"conference\""),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_default_user_agent_names_no_version() {
         let c = Config::from_str_with_overrides(GOOD, "t", &[]).unwrap();
         assert_eq!(c.sip.ua.user_agent, "callbridge");

@@ -42,6 +42,11 @@ pub struct RouteConfig {
     /// Where its calls' RTP is accepted from ("learn", "strict"); unset: `[media] rtp_source`.
     #[serde(default)]
     pub rtp_source: Option<String>,
+    /// `conference` service: rooms start as a two-party hairpin (two callers joined without
+    /// a mix, as BridgeCalls joins two calls; a third caller, a prompt or a recording
+    /// promotes the room). Default false: a mixed room from the first caller.
+    #[serde(default)]
+    pub hairpin: bool,
 }
 
 /// A route's `service` as written in the file; see [`Service`] for what each one does.
@@ -102,6 +107,11 @@ impl Config {
                     })?),
                     None => None,
                 };
+                if r.hairpin && service != Service::Conference {
+                    return Err(invalid(format!(
+                        "route[{i}].hairpin is only for service \"conference\""
+                    )));
+                }
                 if r.prompt.is_some() && service != Service::Announcement {
                     return Err(invalid(format!(
                         "route[{i}].prompt is only for service \"announcement\""
@@ -129,6 +139,7 @@ impl Config {
                     dn: r.dn.clone(),
                     record,
                     rtp_source,
+                    hairpin: r.hairpin,
                 })
             })
             .collect()

@@ -24,6 +24,7 @@ use super::{
 };
 use crate::engine::{ConfereeSpec, ConferenceSpec};
 use crate::sdp::Codec;
+use crate::sip::routing::RouteRoom;
 
 /// One conference.
 #[derive(Debug)]
@@ -605,9 +606,15 @@ impl<M: Backend> Controller<M> {
     }
 
     /// The conference a `conference` route's caller joins: the room by name, created with the
-    /// caller as first participant when it does not exist.
-    pub(super) fn join_room(&mut self, connection: u32, name: String) -> Result<u32, ActionError> {
+    /// caller as first participant when it does not exist (a hairpin when the route says so:
+    /// the second caller is joined without a mix, a third promotes it).
+    pub(super) fn join_room(
+        &mut self,
+        connection: u32,
+        room: RouteRoom,
+    ) -> Result<u32, ActionError> {
         let conferee = ConfereeSpec::default();
+        let RouteRoom { name, hairpin } = room;
         match self.rooms.get(&name).copied() {
             Some(conference) => {
                 self.join_conference(connection, conference, Completion::default(), conferee)?;
@@ -618,7 +625,7 @@ impl<M: Backend> Controller<M> {
                     connection,
                     Completion::default(),
                     conferee,
-                    false,
+                    hairpin,
                     false,
                     Some(name),
                 )?;

@@ -514,6 +514,7 @@ fn route(pattern: &str, service: Service, answer_delay_ms: u64) -> Route {
         dn: None,
         record: None,
         rtp_source: None,
+        hairpin: false,
     }
 }
 

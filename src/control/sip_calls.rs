@@ -214,7 +214,7 @@ impl<M: Backend> Controller<M> {
         remote_media: Option<crate::sdp::NegotiatedMedia>,
         parties: IncomingParties,
         local: SocketAddr,
-        room: Option<String>,
+        room: Option<crate::sip::routing::RouteRoom>,
         play: Option<String>,
         replaces: Option<CallId>,
     ) {

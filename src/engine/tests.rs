@@ -1704,6 +1704,110 @@ fn check_hairpin(engine: &Engine) {
     assert!(tone_power(&heard_by_b, 1000.0) > 1e5, "B still hears A");
 }
 
+/// PCMU frames carrying `payload`.
+fn payload_frames(stream: Stream, payload: &[u8; 160], count: u16) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|index| {
+            let header = RtpHeader {
+                marker: index == 0,
+                payload_type: 0,
+                sequence: stream.first_sequence.wrapping_add(index),
+                timestamp: stream.first_timestamp.wrapping_add(160 * u32::from(index)),
+                ssrc: stream.ssrc,
+                csrcs: &[],
+            };
+            let mut packet = [0u8; 172];
+            let length = rtp::write_packet(&mut packet, &header, payload).expect("fits");
+            packet[..length].to_vec()
+        })
+        .collect()
+}
+
+/// The RTP packets `client` has been sent (after 60 ms of quiet), parsed: (SSRC, sequence,
+/// payload).
+fn drain_rtp(client: &UdpSocket) -> Vec<(u32, u16, Vec<u8>)> {
+    std::thread::sleep(Duration::from_millis(60));
+    client.set_nonblocking(true).expect("non-blocking");
+    let mut packets = Vec::new();
+    while let Some(datagram) = receive(client) {
+        if rtp::is_rtcp(&datagram) {
+            continue;
+        }
+        let parsed = rtp::parse(&datagram).expect("the engine sends valid RTP");
+        packets.push((parsed.ssrc(), parsed.sequence(), parsed.payload().to_vec()));
+    }
+    client.set_nonblocking(false).expect("blocking");
+    packets
+}
+
+/// Two PCMU members joined as a hairpin are sent each other's frames byte for byte, in their
+/// own streams (the relay: no decode, no encode); joined in a mixed room, the same frames are
+/// decoded, mixed and re-encoded. Every other sample of the frames is μ-law "negative zero"
+/// (0x7F), which a decode and re-encode turns into 0xFF: that tells the two apart.
+#[test]
+fn a_g711_hairpin_relays_frames_as_they_came_and_a_mixed_pair_re_encodes_them() {
+    let (engine, _events) = start_engine(32_240, 32_249, 2);
+    let mut sent = [0u8; 160];
+    for (i, byte) in sent.iter_mut().enumerate() {
+        *byte = if i % 2 == 0 {
+            0x7F
+        } else {
+            0x20 + (i % 64) as u8
+        };
+    }
+    let mut pcm = [0i16; 160];
+    crate::media::g711::decode_ulaw(&sent, &mut pcm);
+    let mut re_encoded = [0u8; 160];
+    crate::media::g711::encode_ulaw(&pcm, &mut re_encoded);
+    assert_ne!(sent, re_encoded);
+    let cases = [(6, true, sent, re_encoded), (7, false, re_encoded, sent)];
+    for (conference, hairpin, expected, never) in cases {
+        let clients: Vec<UdpSocket> = (0..2).map(|_| client_socket()).collect();
+        let keys = [conference * 10, conference * 10 + 1];
+        let endpoints: Vec<MediaEndpoint> = clients
+            .iter()
+            .zip(keys)
+            .map(|(c, key)| open(&engine, key, member_spec(c)))
+            .collect();
+        let spec = ConferenceSpec {
+            rate: 8000,
+            hairpin,
+            join_tone: false,
+        };
+        engine
+            .create_conference(conference, spec, keys[0])
+            .expect("conference starts");
+        for key in keys {
+            engine
+                .join_conference(conference, key, ConfereeSpec::default())
+                .expect("join");
+        }
+        let a = payload_frames(CALLER, &sent, 30);
+        let b = payload_frames(INTRUDER, &sent, 30);
+        pace(30, |i| {
+            clients[0].send_to(&a[i], endpoints[0].rtp).expect("send");
+            clients[1].send_to(&b[i], endpoints[1].rtp).expect("send");
+        });
+        for (client, sender) in clients.iter().zip([INTRUDER, CALLER]) {
+            let heard = drain_rtp(client);
+            let ssrc = heard.first().expect("sent something").0;
+            assert_ne!(ssrc, sender.ssrc, "sent in the member's own stream");
+            let mut frames = 0;
+            for (i, (s, sequence, payload)) in heard.iter().enumerate() {
+                assert_eq!(*s, ssrc);
+                assert_eq!(*sequence, heard[0].1.wrapping_add(i as u16), "no gap");
+                // Besides the frames: silence before the other's first one, a loss concealed
+                // after its last.
+                frames += usize::from(payload[..] == expected[..]);
+                assert_ne!(payload[..], never[..], "hairpin {hairpin}, packet {i}");
+            }
+            assert!(frames >= 25, "hairpin {hairpin}: {frames} of 30 frames");
+        }
+        engine.close_conference(conference).expect("close");
+    }
+    engine.shutdown();
+}
+
 #[test]
 fn a_member_that_leaves_stays_open_and_commands_sent_during_a_move_are_kept() {
     let (engine, mut events) = start_engine(31_400, 31_409, 2);

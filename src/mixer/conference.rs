@@ -108,6 +108,16 @@ pub enum Capture {
     Voiced { audio_rate: u32 },
 }
 
+/// What [`ConferenceIo::relay`] did with a hairpin member's frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// Sent to the other member as it came; it was `audio_rate` wide.
+    Sent { audio_rate: u32 },
+    /// Not a whole frame (a loss, silence, another length): captured into `frame` as
+    /// [`ConferenceIo::capture`] does, and played to the other member as usual.
+    Captured(Capture),
+}
+
 /// The members' side of a tick: how a [`Conference`] takes each member's audio and hands over
 /// what each hears. Called in member order (join order), all captures before any playback.
 pub trait ConferenceIo {
@@ -133,6 +143,17 @@ pub trait ConferenceIo {
         heard: Option<Heard<'_>>,
         audio_rate: Option<u32>,
     );
+    /// Hairpin: member `from`'s frame of this tick sent to `to` as it came, when both allow it
+    /// (G.711 in the same format at one tick a packet, nothing wanting the audio decoded):
+    /// no decode, no encode, and `to` is then not played this tick. `None`: nothing was
+    /// taken, and `from` is captured as usual.
+    fn relay(
+        &mut self,
+        from: MemberKey,
+        to: MemberKey,
+        now: Instant,
+        frame: &mut [i16],
+    ) -> Option<Relay>;
     /// One tick of the whole mix for recording `operation` (made as listener `key`).
     fn record(&mut self, key: MemberKey, operation: u64, mix: &[i16], rate: u32);
     /// Something the control plane should hear about.
@@ -192,10 +213,30 @@ impl Conference {
         let n = self.mixer.frame_len();
         let frame = &mut frame[..n];
         let hairpin = self.hairpin && self.members.len() <= 2;
+        // Hairpin members whose frame of this tick was relayed to them as it came.
+        let mut relayed = [false; 2];
+        let pair = match self.members[..] {
+            [ref a, ref b] => Some([a.key, b.key]),
+            _ => None,
+        };
         for (i, member) in self.members.iter_mut().enumerate() {
             let key = member.key;
             let captured = if hairpin {
-                io.capture(key, now, &mut self.hairpin_frames[i], false)
+                let frame = &mut self.hairpin_frames[i];
+                let relay = match pair {
+                    Some(keys) if member.conferee.flags().contributes() => {
+                        io.relay(key, keys[1 - i], now, frame)
+                    }
+                    _ => None,
+                };
+                match relay {
+                    Some(Relay::Sent { audio_rate }) => {
+                        relayed[1 - i] = true;
+                        Capture::Voiced { audio_rate }
+                    }
+                    Some(Relay::Captured(captured)) => captured,
+                    None => io.capture(key, now, frame, false),
+                }
             } else {
                 // Before this tick's mix, `shares_output` still tells the last one's.
                 let listener = participant_id(key)
@@ -257,12 +298,15 @@ impl Conference {
             }
         }
         frame.fill(0);
-        let pair = self.members.len() == 2;
         for (i, member) in self.members.iter().enumerate() {
             let key = member.key;
             if hairpin {
+                if relayed[i] {
+                    // It was sent the other's frame with the relay.
+                    continue;
+                }
                 let other = 1 - i.min(1);
-                let (heard, audio_rate) = if pair && self.hairpin_heard[other] {
+                let (heard, audio_rate) = if pair.is_some() && self.hairpin_heard[other] {
                     (&self.hairpin_frames[other][..], self.members[other].width)
                 } else {
                     (&frame[..], None)
@@ -527,6 +571,11 @@ mod tests {
         listeners: Vec<MemberKey>,
         recorded: Vec<(MemberKey, u64, Vec<i16>, u32)>,
         events: Vec<ConferenceEvent>,
+        /// Members whose frames can be relayed as they came (G.711 both ways, nothing
+        /// wanting them decoded).
+        relayable: Vec<MemberKey>,
+        /// The relays of the last tick: (from, to).
+        relayed: Vec<(MemberKey, MemberKey)>,
     }
 
     impl ConferenceIo for Bench {
@@ -572,6 +621,32 @@ mod tests {
                 .push((key, heard.map(|heard| heard.samples().to_vec())));
         }
 
+        fn relay(
+            &mut self,
+            from: MemberKey,
+            to: MemberKey,
+            _now: Instant,
+            frame: &mut [i16],
+        ) -> Option<Relay> {
+            let both = [from, to];
+            if !both
+                .iter()
+                .all(|k| self.relayable.contains(k) && !self.away.contains(k))
+            {
+                return None;
+            }
+            frame.fill(0);
+            let Some(said) = self.says.get(&from) else {
+                // Nothing whole to pass on: captured (silence), played as usual.
+                return Some(Relay::Captured(Capture::Silent));
+            };
+            self.relayed.push((from, to));
+            self.heard.push((to, Some(said.clone())));
+            Some(Relay::Sent {
+                audio_rate: self.widths.get(&from).copied().unwrap_or(RATE),
+            })
+        }
+
         fn record(&mut self, key: MemberKey, operation: u64, mix: &[i16], rate: u32) {
             self.recorded.push((key, operation, mix.to_vec(), rate));
         }
@@ -586,6 +661,7 @@ mod tests {
         fn tick(&mut self, room: &mut Conference, now: Instant) -> Vec<(MemberKey, Vec<i16>)> {
             self.heard.clear();
             self.shared.clear();
+            self.relayed.clear();
             let mut scratch = vec![0; room.frame_len()];
             room.tick(now, &mut scratch, self);
             self.heard
@@ -825,6 +901,76 @@ mod tests {
         assert_eq!(heard, [(1, vec![0; N]), (2, voice(1))]);
         // The hairpin does not mix: no talker events.
         assert!(bench.events.is_empty());
+    }
+
+    #[test]
+    fn the_hairpin_relays_whole_frames_and_plays_what_it_cannot() {
+        let mut room = room(true, false);
+        room.join(1, ConfereeSpec::default()).expect("joins");
+        room.join(2, ConfereeSpec::default()).expect("joins");
+        let mut bench = Bench {
+            relayable: vec![1, 2],
+            ..Bench::default()
+        };
+        bench.says.insert(1, voice(1));
+        bench.says.insert(2, voice(2));
+        let start = Instant::now();
+
+        // Both talk: each frame goes to the other as it came, nobody is played.
+        let heard = bench.tick(&mut room, start);
+        assert_eq!(bench.relayed, [(1, 2), (2, 1)]);
+        assert_eq!(heard, [(2, voice(1)), (1, voice(2))]);
+
+        // 2 says nothing: 1 is played silence the usual way, 2 still gets 1's frame.
+        bench.says.remove(&2);
+        let heard = bench.tick(&mut room, start + ROOM_TICK);
+        assert_eq!(bench.relayed, [(1, 2)]);
+        assert_eq!(heard, [(2, voice(1)), (1, vec![0; N])]);
+
+        // A muted member's frames are not relayed (nor heard).
+        bench.says.insert(2, voice(2));
+        room.set_conferee(
+            2,
+            ConfereeSpec {
+                muted: true,
+                ..ConfereeSpec::default()
+            },
+        );
+        let heard = bench.tick(&mut room, start + ROOM_TICK * 2);
+        assert_eq!(bench.relayed, [(1, 2)]);
+        assert_eq!(heard, [(2, voice(1)), (1, vec![0; N])]);
+        room.set_conferee(2, ConfereeSpec::default());
+
+        // One end that cannot take a relayed frame: both are captured and played.
+        bench.relayable = vec![1];
+        let heard = bench.tick(&mut room, start + ROOM_TICK * 3);
+        assert!(bench.relayed.is_empty());
+        assert_eq!(heard, [(1, voice(2)), (2, voice(1))]);
+
+        // Promoted, the room mixes: no relay, whoever can take one.
+        bench.relayable = vec![1, 2, 3];
+        room.set_hairpin(false);
+        room.join(3, ConfereeSpec::default()).expect("joins");
+        bench.says.insert(3, voice(3));
+        let heard = bench.tick(&mut room, start + ROOM_TICK * 4);
+        assert!(bench.relayed.is_empty());
+        assert_eq!(heard[2], (3, sum(&[&voice(1), &voice(2)])));
+    }
+
+    #[test]
+    fn a_mixed_room_of_two_never_relays() {
+        let mut room = room(false, false);
+        room.join(1, ConfereeSpec::default()).expect("joins");
+        room.join(2, ConfereeSpec::default()).expect("joins");
+        let mut bench = Bench {
+            relayable: vec![1, 2],
+            ..Bench::default()
+        };
+        bench.says.insert(1, voice(1));
+        bench.says.insert(2, voice(2));
+        let heard = bench.tick(&mut room, Instant::now());
+        assert!(bench.relayed.is_empty());
+        assert_eq!(heard, [(1, voice(2)), (2, voice(1))]);
     }
 
     #[test]

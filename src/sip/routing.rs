@@ -46,6 +46,18 @@ pub struct Route {
     pub record: Option<crate::store::RecordPolicy>,
     /// Where its calls' RTP is accepted from; None: the engine's default (`[media]`).
     pub rtp_source: Option<crate::engine::RtpSource>,
+    /// `conference` service: a room it creates starts as a two-party hairpin (no mix; a third
+    /// caller, a prompt or a recording promotes it), as BridgeCalls joins two calls.
+    pub hairpin: bool,
+}
+
+/// The room a `conference` route's caller joins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRoom {
+    /// The route's `conference` group.
+    pub name: String,
+    /// Created as a two-party hairpin ([`Route::hairpin`]); an existing room keeps its kind.
+    pub hairpin: bool,
 }
 
 impl Route {
@@ -55,11 +67,14 @@ impl Route {
     }
 
     /// The pattern's `conference` group in `user`, for a `conference` route.
-    pub fn conference(&self, user: &str) -> Option<String> {
+    pub fn conference(&self, user: &str) -> Option<RouteRoom> {
         self.user
             .captures(user)
             .and_then(|c| c.name("conference"))
-            .map(|m| m.as_str().to_string())
+            .map(|m| RouteRoom {
+                name: m.as_str().to_string(),
+                hairpin: self.hairpin,
+            })
     }
 }
 

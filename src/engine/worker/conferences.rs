@@ -16,8 +16,8 @@ use super::connection::Connection;
 use super::transmit::Transmitter;
 use super::{Worker, WorkerContext};
 use crate::engine::{ConfereeSpec, ConferenceKey, ConferenceSpec, ConnectionKey, EngineEvent};
-use crate::media::session::{SharedEncodes, ROOM_TICK};
-use crate::mixer::conference::{Capture, Conference, ConferenceEvent, ConferenceIo, Heard};
+use crate::media::session::{Relayed, SharedEncodes, MAX_RELAYED, ROOM_TICK};
+use crate::mixer::conference::{Capture, Conference, ConferenceEvent, ConferenceIo, Heard, Relay};
 
 impl Worker {
     /// Runs the conference tick when it is due: every conference of this worker mixes one
@@ -276,6 +276,48 @@ impl ConferenceIo for Members<'_> {
         // What it was sent goes to its two-channel recording this tick, beside what it said.
         connection.consume_heard(context);
         connection.flush(self.out, context);
+    }
+
+    /// The two sessions agree on a G.711 format both can pass untouched: `from`'s frame is
+    /// taken as it came and queued in `to`'s stream, which sends it now.
+    fn relay(
+        &mut self,
+        from: ConnectionKey,
+        to: ConnectionKey,
+        now: Instant,
+        frame: &mut [i16],
+    ) -> Option<Relay> {
+        let context = self.context;
+        let codec = self.connection(to)?.session.relay_sink()?;
+        let source = self.connection(from)?;
+        if source.session.relay_source()? != codec {
+            return None;
+        }
+        let mut payload = [0u8; MAX_RELAYED];
+        let taken = source.session.capture_relay(now, &mut payload, frame);
+        source.consume_heard(context);
+        let (len, audio_rate) = match taken {
+            Relayed::Payload { len, audio_rate } => (len, audio_rate),
+            Relayed::Decoded(voiced) => {
+                return Some(Relay::Captured(match voiced {
+                    Some(audio_rate) => Capture::Voiced { audio_rate },
+                    None => Capture::Silent,
+                }))
+            }
+        };
+        let out = &mut *self.out;
+        // Found above, and nothing in between removes it.
+        if let Some(sink) = self
+            .slots
+            .get(&to)
+            .and_then(|&slot| self.connections.get_mut(slot))
+            .and_then(Option::as_deref_mut)
+        {
+            sink.session.play_relayed(now, &payload[..len]);
+            sink.consume_heard(context);
+            sink.flush(out, context);
+        }
+        Some(Relay::Sent { audio_rate })
     }
 
     fn record(&mut self, key: ConnectionKey, operation: u64, mix: &[i16], rate: u32) {

@@ -14,7 +14,9 @@ use super::send::Outgoing;
 use super::shared::{SharedFormat, SHARED_PTIME_MS};
 use super::{MediaSession, SessionError, SessionEvent, StreamFormat};
 use crate::media::codec::pcm_rate;
+use crate::media::jitter::Playout;
 use crate::media::resample::Resampler;
+use crate::sdp::Codec;
 
 impl MediaSession {
     /// Joins a conference that mixes at `room_rate` Hz in ticks of [`ROOM_TICK`]: the session
@@ -64,15 +66,88 @@ impl MediaSession {
         self.capture_frames(now, out, true)
     }
 
+    /// The codec in which this member's next frame can go to the other member of a hairpin as
+    /// it came ([`MediaSession::capture_relay`]): G.711 at one room tick a packet and at the
+    /// room's rate, no audio of it held back by the re-framing, and nothing here wanting it
+    /// decoded (in-band digit detection, a recording or energy watch of what it says, a
+    /// prompt playing to it, which takes it out of the mix). `None`: it is captured as PCM.
+    pub fn relay_source(&self) -> Option<Codec> {
+        let room = self.room.as_ref()?;
+        let audio = self.audio.as_ref()?;
+        let whole = room.port.as_ref()?.inbox_len == 0;
+        let untouched = self.player.is_none() && self.heard.is_none() && audio.inband.is_none();
+        let codec = audio.format.codec;
+        (whole && untouched && relays(codec, audio.format.ptime_ms, room.room_rate))
+            .then_some(codec)
+    }
+
+    /// The codec in which this member can be sent the other member's frame as it came
+    /// ([`MediaSession::play_relayed`]): it sends G.711 at one room tick a packet and at the
+    /// room's rate, with nothing of the mix held back by its re-framing, no prompt playing to
+    /// it and no recording of what it is sent. `None`: it is played PCM.
+    pub fn relay_sink(&self) -> Option<Codec> {
+        let room = self.room.as_ref()?;
+        let audio = self.audio.as_ref()?;
+        let whole = room.port.as_ref()?.outbox_len == 0;
+        let untouched = self.player.is_none() && self.spoken.is_none();
+        let codec = audio.format.sending().0;
+        (whole && untouched && relays(codec, audio.format.ptime_ms, room.room_rate))
+            .then_some(codec)
+    }
+
+    /// [`MediaSession::capture`] for a [`MediaSession::relay_source`]: a whole frame as it came
+    /// into `payload` (the jitter buffer's timing and order kept, nothing decoded), else —
+    /// a loss concealed, a packet of another length, silence, or a frame longer than
+    /// `payload` — decoded into `out` as `capture` does.
+    pub fn capture_relay(&mut self, now: Instant, payload: &mut [u8], out: &mut [i16]) -> Relayed {
+        let Some(audio) = self.audio.as_mut() else {
+            return Relayed::Decoded(self.capture(now, out));
+        };
+        audio.fit_receive();
+        let playout = audio.jitter.pop(now, &mut audio.payload[..]);
+        if let Playout::Frame { len, .. } = playout {
+            if len == audio.frame_samples && len <= payload.len() {
+                payload[..len].copy_from_slice(&audio.payload[..len]);
+                out.fill(0);
+                return Relayed::Payload {
+                    len,
+                    audio_rate: pcm_rate(audio.format.codec),
+                };
+            }
+        }
+        Relayed::Decoded(self.capture_from(now, out, false, Some(playout)))
+    }
+
+    /// Sends the other hairpin member's frame, as it came, as one packet of our stream: what a
+    /// [`MediaSession::relay_sink`] can be sent instead of [`MediaSession::play`].
+    pub fn play_relayed(&mut self, now: Instant, payload: &[u8]) {
+        self.send_relayed(now, payload);
+    }
+
     /// `listener`: Opus frames marked inactive may go undecoded (`capture_listener`).
     fn capture_frames(&mut self, now: Instant, out: &mut [i16], listener: bool) -> Option<u32> {
+        self.capture_from(now, out, listener, None)
+    }
+
+    /// `capture_frames`, whose first frame (`first`) may already be out of the jitter buffer.
+    fn capture_from(
+        &mut self,
+        now: Instant,
+        out: &mut [i16],
+        listener: bool,
+        mut first: Option<Playout>,
+    ) -> Option<u32> {
         out.fill(0);
         let mut port = self.room.as_mut().and_then(|r| r.port.take())?;
         let mut voiced: Option<u32> = None;
         let mut guard = 0;
         while port.inbox_len < out.len() && guard < 8 {
             guard += 1;
-            match self.pull_frame(now, listener) {
+            let pulled = match first.take() {
+                Some(playout) => self.pull_popped(playout, listener),
+                None => self.pull_frame(now, listener),
+            };
+            match pulled {
                 Some(samples) => {
                     if let Some(audio) = self.audio.as_ref() {
                         port.push_in(&audio.pcm[..samples]);
@@ -179,6 +254,28 @@ pub(super) fn mix_width(audio_rate: Option<u32>, room_rate: u32) -> u32 {
 
 /// A conference tick: every conference mixes 20 ms frames.
 pub const ROOM_TICK: Duration = Duration::from_millis(20);
+
+/// The longest frame a hairpin relays as it came: one room tick of G.711.
+pub const MAX_RELAYED: usize = 160;
+
+/// What [`MediaSession::capture_relay`] took from the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relayed {
+    /// A whole frame as it came, in the caller's `payload[..len]`; its audio is `audio_rate`
+    /// wide (a sample rate).
+    Payload { len: usize, audio_rate: u32 },
+    /// Decoded into `out`; what [`MediaSession::capture`] returns.
+    Decoded(Option<u32>),
+}
+
+/// Whether a stream in `codec` at `ptime_ms` a packet can pass a room of `room_rate` untouched:
+/// a stateless codec (no decoder or encoder state to keep in step), one packet a tick, no
+/// resampling.
+fn relays(codec: Codec, ptime_ms: u32, room_rate: u32) -> bool {
+    matches!(codec, Codec::Pcmu | Codec::Pcma)
+        && ptime_ms == SHARED_PTIME_MS
+        && pcm_rate(codec) == room_rate
+}
 
 /// Conference membership of a session.
 pub(super) struct RoomMembership {

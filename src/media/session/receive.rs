@@ -284,13 +284,26 @@ impl MediaSession {
     /// [`MediaSession::capture_listener`].
     pub(super) fn pull_frame(&mut self, now: Instant, listener: bool) -> Option<usize> {
         let pulled = self.decode_next(now, listener);
+        self.keep_heard(pulled);
+        pulled
+    }
+
+    /// [`MediaSession::pull_frame`] for a frame already out of the jitter buffer.
+    pub(super) fn pull_popped(&mut self, playout: Playout, listener: bool) -> Option<usize> {
+        let pulled = self.decode_popped(playout, listener);
+        self.keep_heard(pulled);
+        pulled
+    }
+
+    /// What was pulled (`audio.pcm[..n]`, or a ptime of silence) to what is kept of the
+    /// caller's audio, when something keeps it.
+    fn keep_heard(&mut self, pulled: Option<usize>) {
         if let (Some(heard), Some(audio)) = (self.heard.as_mut(), self.audio.as_ref()) {
             match pulled {
                 Some(n) => heard.push(Some(&audio.pcm[..n]), n),
                 None => heard.push(None, audio.frame_samples),
             }
         }
-        pulled
     }
 
     /// The jitter buffer's next frame, decoded (or concealed) into `audio.pcm`.

@@ -76,6 +76,12 @@ impl MediaSession {
         self.send_frame(now, Frame::Shared { pcm, payload });
     }
 
+    /// Queues a frame relayed as it came (a hairpin's G.711, see `conference`) as our RTP
+    /// packet: no encode, and nothing keeps the sent audio (`relay_sink` checked).
+    pub(super) fn send_relayed(&mut self, now: Instant, payload: &[u8]) {
+        self.send_frame(now, Frame::Relayed(payload));
+    }
+
     fn send_frame(&mut self, now: Instant, frame: Frame<'_>) {
         if self.send_event_slot(now) {
             // RFC 4733 §2.5.1: the audio of the event's time is not sent.
@@ -109,8 +115,8 @@ impl MediaSession {
         let pcm: &[i16] = match frame {
             Frame::Own(Outgoing::Decoded(n)) => &audio.pcm[..n],
             Frame::Own(Outgoing::Resampled { len, .. }) => &audio.resampled[..len],
-            // Only when nothing keeps the sent audio (`next_echo_frame`).
-            Frame::Own(Outgoing::Payload(_)) => &[],
+            // Only when nothing keeps the sent audio (`next_echo_frame`, `relay_sink`).
+            Frame::Own(Outgoing::Payload(_)) | Frame::Relayed(_) => &[],
             Frame::Shared { pcm, .. } => pcm,
         };
         if let Some(spoken) = self.spoken.as_mut() {
@@ -132,11 +138,11 @@ impl MediaSession {
                 buf[header_len..header_len + n].copy_from_slice(&audio.payload[..n]);
                 Ok(n)
             }
-            Frame::Shared { payload, .. } if payload.len() <= room => {
+            Frame::Shared { payload, .. } | Frame::Relayed(payload) if payload.len() <= room => {
                 buf[header_len..header_len + payload.len()].copy_from_slice(payload);
                 Ok(payload.len())
             }
-            Frame::Shared { .. } | Frame::Own(Outgoing::Payload(_)) => Err(()),
+            Frame::Shared { .. } | Frame::Relayed(_) | Frame::Own(Outgoing::Payload(_)) => Err(()),
             Frame::Own(_) => match audio.encoder.as_mut() {
                 Some(encoder) => encoder
                     .encode(pcm, &mut buf[header_len..header_len + room])
@@ -240,6 +246,8 @@ enum Frame<'a> {
         pcm: &'a [i16],
         payload: &'a [u8],
     },
+    /// Another session's frame as it came (G.711 in our sent format).
+    Relayed(&'a [u8]),
 }
 
 /// Which of the audio path's buffers holds a frame to send, and its length.

@@ -41,7 +41,7 @@ use rand::{Rng, SeedableRng};
 
 use super::dialog::Dialog;
 use super::message::{Method, NameAddr, Request, SipMessage, Unparsed, Uri};
-use super::routing::{Route, Service};
+use super::routing::{Route, RouteRoom, Service};
 use super::transaction::{Peer, TimerValues, TransactionKey, TransactionLayer, TxEvent};
 use crate::sdp::{self, LocalCapabilities, NegotiatedMedia, SessionDescription, SessionVersion};
 use crate::store::RecordPolicy;
@@ -192,8 +192,9 @@ pub enum UaOutput {
         route_dn: String,
         /// Our SIP address as the peer reaches it (used as the media address fallback).
         local: SocketAddr,
-        /// The route's `conference` group: the room a `conference` route joins.
-        conference: Option<String>,
+        /// The room a `conference` route joins (its `conference` group, and whether it starts
+        /// as a hairpin).
+        conference: Option<RouteRoom>,
         /// The Request-URI's `play=` parameter (RFC 4240 announcements), %-decoded, else the
         /// route's `prompt`.
         play: Option<String>,

@@ -88,6 +88,7 @@ fn route(pattern: &str, answer_delay_ms: u64) -> Route {
         dn: None,
         record: None,
         rtp_source: None,
+        hairpin: false,
     }
 }
 

@@ -16,7 +16,7 @@ use super::{initial_srtp_keys, Call, CallId, CallState, EndReason, UaOutput, Use
 use crate::sdp::{self, SessionDescription, SessionVersion};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{NameAddr, Request, Response};
-use crate::sip::routing::{Route, Service};
+use crate::sip::routing::{Route, RouteRoom, Service};
 use crate::sip::transaction::{Peer, TransactionKey, Transport};
 
 /// Whether the request's Accept (RFC 3261 §20.1) admits application/sdp: no Accept does, an
@@ -582,8 +582,8 @@ struct Placement {
     pub(super) answer_delay_ms: u64,
     pub(super) prompt: Option<String>,
     pub(super) srtp: Option<sdp::SrtpPolicy>,
-    /// The route's `conference` group, for a `conference` route.
-    pub(super) conference: Option<String>,
+    /// The room of a `conference` route.
+    pub(super) conference: Option<RouteRoom>,
     /// The route's directory number.
     pub(super) dn: Option<String>,
     /// The route's `record`.
