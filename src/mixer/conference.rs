@@ -119,7 +119,9 @@ pub enum Relay {
 }
 
 /// The members' side of a tick: how a [`Conference`] takes each member's audio and hands over
-/// what each hears. Called in member order (join order), all captures before any playback.
+/// what each hears. Called in member order (join order), all captures before any playback —
+/// except a hairpin's [`ConferenceIo::relay`], which captures one member and sends to the
+/// other in one step.
 pub trait ConferenceIo {
     /// Member `key`'s audio for this tick, at the conference rate, into `frame` (one tick
     /// long). `listener`: the member was not in the last mix (it heard the common mix), so a
