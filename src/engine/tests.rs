@@ -1089,6 +1089,11 @@ struct Stream {
 
 impl Stream {
     fn frame(&self, index: u16) -> Vec<u8> {
+        self.packet(index, &self.payload(index))
+    }
+
+    /// The stream's `index`-th PCMU packet (20 ms) carrying `payload`.
+    fn packet(&self, index: u16, payload: &[u8; 160]) -> Vec<u8> {
         let header = RtpHeader {
             marker: index == 0,
             payload_type: 0,
@@ -1098,8 +1103,7 @@ impl Stream {
             csrcs: &[],
         };
         let mut packet = [0u8; 172];
-        let length =
-            rtp::write_packet(&mut packet, &header, &self.payload(index)).expect("frame fits");
+        let length = rtp::write_packet(&mut packet, &header, payload).expect("frame fits");
         packet[..length].to_vec()
     }
 
@@ -1457,17 +1461,7 @@ fn tone_frames(stream: Stream, hz: f64, count: u16) -> Vec<Vec<u8>> {
                 .collect();
             let mut payload = [0u8; 160];
             crate::media::g711::encode_ulaw(&pcm, &mut payload);
-            let header = RtpHeader {
-                marker: index == 0,
-                payload_type: 0,
-                sequence: stream.first_sequence.wrapping_add(index),
-                timestamp: stream.first_timestamp.wrapping_add(160 * u32::from(index)),
-                ssrc: stream.ssrc,
-                csrcs: &[],
-            };
-            let mut packet = [0u8; 172];
-            let length = rtp::write_packet(&mut packet, &header, &payload).expect("frame fits");
-            packet[..length].to_vec()
+            stream.packet(index, &payload)
         })
         .collect()
 }
@@ -1704,25 +1698,6 @@ fn check_hairpin(engine: &Engine) {
     assert!(tone_power(&heard_by_b, 1000.0) > 1e5, "B still hears A");
 }
 
-/// PCMU frames carrying `payload`.
-fn payload_frames(stream: Stream, payload: &[u8; 160], count: u16) -> Vec<Vec<u8>> {
-    (0..count)
-        .map(|index| {
-            let header = RtpHeader {
-                marker: index == 0,
-                payload_type: 0,
-                sequence: stream.first_sequence.wrapping_add(index),
-                timestamp: stream.first_timestamp.wrapping_add(160 * u32::from(index)),
-                ssrc: stream.ssrc,
-                csrcs: &[],
-            };
-            let mut packet = [0u8; 172];
-            let length = rtp::write_packet(&mut packet, &header, payload).expect("fits");
-            packet[..length].to_vec()
-        })
-        .collect()
-}
-
 /// The RTP packets `client` has been sent (after 60 ms of quiet), parsed: (SSRC, sequence,
 /// payload).
 fn drain_rtp(client: &UdpSocket) -> Vec<(u32, u16, Vec<u8>)> {
@@ -1782,8 +1757,8 @@ fn a_g711_hairpin_relays_frames_as_they_came_and_a_mixed_pair_re_encodes_them() 
                 .join_conference(conference, key, ConfereeSpec::default())
                 .expect("join");
         }
-        let a = payload_frames(CALLER, &sent, 30);
-        let b = payload_frames(INTRUDER, &sent, 30);
+        let a: Vec<Vec<u8>> = (0..30).map(|i| CALLER.packet(i, &sent)).collect();
+        let b: Vec<Vec<u8>> = (0..30).map(|i| INTRUDER.packet(i, &sent)).collect();
         pace(30, |i| {
             clients[0].send_to(&a[i], endpoints[0].rtp).expect("send");
             clients[1].send_to(&b[i], endpoints[1].rtp).expect("send");

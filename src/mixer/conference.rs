@@ -905,9 +905,10 @@ mod tests {
         assert!(bench.events.is_empty());
     }
 
-    #[test]
-    fn the_hairpin_relays_whole_frames_and_plays_what_it_cannot() {
-        let mut room = room(true, false);
+    /// A room of members 1 and 2 (hairpinned or mixed), both talking and both able to take a
+    /// relayed frame.
+    fn relaying_pair(hairpin: bool) -> (Conference, Bench) {
+        let mut room = room(hairpin, false);
         room.join(1, ConfereeSpec::default()).expect("joins");
         room.join(2, ConfereeSpec::default()).expect("joins");
         let mut bench = Bench {
@@ -916,6 +917,12 @@ mod tests {
         };
         bench.says.insert(1, voice(1));
         bench.says.insert(2, voice(2));
+        (room, bench)
+    }
+
+    #[test]
+    fn the_hairpin_relays_whole_frames_and_plays_what_it_cannot() {
+        let (mut room, mut bench) = relaying_pair(true);
         let start = Instant::now();
 
         // Both talk: each frame goes to the other as it came, nobody is played.
@@ -961,15 +968,7 @@ mod tests {
 
     #[test]
     fn a_mixed_room_of_two_never_relays() {
-        let mut room = room(false, false);
-        room.join(1, ConfereeSpec::default()).expect("joins");
-        room.join(2, ConfereeSpec::default()).expect("joins");
-        let mut bench = Bench {
-            relayable: vec![1, 2],
-            ..Bench::default()
-        };
-        bench.says.insert(1, voice(1));
-        bench.says.insert(2, voice(2));
+        let (mut room, mut bench) = relaying_pair(false);
         let heard = bench.tick(&mut room, Instant::now());
         assert!(bench.relayed.is_empty());
         assert_eq!(heard, [(1, voice(2)), (2, voice(1))]);

@@ -288,8 +288,14 @@ impl ConferenceIo for Members<'_> {
         frame: &mut [i16],
     ) -> Option<Relay> {
         let context = self.context;
-        let codec = self.connection(to)?.session.relay_sink()?;
-        let source = self.connection(from)?;
+        let (&from_slot, &to_slot) = (self.slots.get(&from)?, self.slots.get(&to)?);
+        let codec = self
+            .connections
+            .get(to_slot)?
+            .as_deref()?
+            .session
+            .relay_sink()?;
+        let source = self.connections.get_mut(from_slot)?.as_deref_mut()?;
         if source.session.relay_source()? != codec {
             return None;
         }
@@ -305,17 +311,15 @@ impl ConferenceIo for Members<'_> {
                 }))
             }
         };
-        let out = &mut *self.out;
         // Found above, and nothing in between removes it.
         if let Some(sink) = self
-            .slots
-            .get(&to)
-            .and_then(|&slot| self.connections.get_mut(slot))
+            .connections
+            .get_mut(to_slot)
             .and_then(Option::as_deref_mut)
         {
             sink.session.play_relayed(now, &payload[..len]);
             sink.consume_heard(context);
-            sink.flush(out, context);
+            sink.flush(self.out, context);
         }
         Some(Relay::Sent { audio_rate })
     }
