@@ -236,7 +236,7 @@ impl Resources {
 
 /// Codecs other than G.711 need an enhanced RTP resource (seed 01: "low bitrate codecs").
 pub(super) fn needs_enhanced(codec: Codec) -> bool {
-    !matches!(codec, Codec::Pcmu | Codec::Pcma)
+    !codec.is_g711()
 }
 
 /// The mixing rate of a room whose first member speaks `codec`: narrowband for G.711,

@@ -305,6 +305,12 @@ impl Codec {
         Codec::TelephoneEvent,
     ];
 
+    /// G.711 (μ-law or A-law): one byte a sample, no codec state, so a frame can be passed on
+    /// as it came, and the cheapest codec to carry (no enhanced RTP resource).
+    pub fn is_g711(self) -> bool {
+        matches!(self, Codec::Pcmu | Codec::Pcma)
+    }
+
     /// The rtpmap encoding name (compared case-insensitively when parsing).
     pub fn encoding_name(&self) -> &'static str {
         match self {

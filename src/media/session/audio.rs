@@ -167,7 +167,7 @@ impl AudioPath {
     /// encoder state to keep in step) sent in the codec it arrives in, and no in-band digit
     /// detection reading the decoded audio.
     pub(super) fn passes_through(&self) -> bool {
-        matches!(self.format.codec, Codec::Pcmu | Codec::Pcma)
+        self.format.codec.is_g711()
             && self.format.sending().0 == self.format.codec
             && self.resampler.is_none()
             && self.inband.is_none()

@@ -118,12 +118,6 @@ impl MediaSession {
         Relayed::Decoded(self.capture_from(now, out, false, Some(playout)))
     }
 
-    /// Sends the other hairpin member's frame, as it came, as one packet of our stream: what a
-    /// [`MediaSession::relay_sink`] can be sent instead of [`MediaSession::play`].
-    pub fn play_relayed(&mut self, now: Instant, payload: &[u8]) {
-        self.send_relayed(now, payload);
-    }
-
     /// `listener`: Opus frames marked inactive may go undecoded (`capture_listener`).
     fn capture_frames(&mut self, now: Instant, out: &mut [i16], listener: bool) -> Option<u32> {
         self.capture_from(now, out, listener, None)
@@ -272,9 +266,7 @@ pub enum Relayed {
 /// a stateless codec (no decoder or encoder state to keep in step), one packet a tick, no
 /// resampling.
 fn relays(codec: Codec, ptime_ms: u32, room_rate: u32) -> bool {
-    matches!(codec, Codec::Pcmu | Codec::Pcma)
-        && ptime_ms == SHARED_PTIME_MS
-        && pcm_rate(codec) == room_rate
+    codec.is_g711() && ptime_ms == SHARED_PTIME_MS && pcm_rate(codec) == room_rate
 }
 
 /// Conference membership of a session.

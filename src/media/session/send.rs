@@ -76,9 +76,10 @@ impl MediaSession {
         self.send_frame(now, Frame::Shared { pcm, payload });
     }
 
-    /// Queues a frame relayed as it came (a hairpin's G.711, see `conference`) as our RTP
-    /// packet: no encode, and nothing keeps the sent audio (`relay_sink` checked).
-    pub(super) fn send_relayed(&mut self, now: Instant, payload: &[u8]) {
+    /// Sends the other hairpin member's frame, as it came, as one packet of our stream: what a
+    /// [`MediaSession::relay_sink`] can be sent instead of [`MediaSession::play`] (no encode,
+    /// and nothing keeps the sent audio).
+    pub fn play_relayed(&mut self, now: Instant, payload: &[u8]) {
         self.send_frame(now, Frame::Relayed(payload));
     }
 
