@@ -342,8 +342,24 @@ impl RecvRing {
 
     /// Hands every completion taken so far to `handle`, in arrival order, with its tag, then
     /// gives the buffers back to the kernel.
+    #[cfg(test)]
     pub(super) fn take(&mut self, mut handle: impl FnMut(u64, Received<'_>)) {
+        self.take_looking_ahead(0, |tag, _, received| handle(tag, received));
+    }
+
+    /// As [`RecvRing::take`], and tells `handle` with each completion the tag of the one `ahead`
+    /// places after it (if taken already): the worker fetches that connection's memory while it
+    /// handles this one.
+    pub(super) fn take_looking_ahead(
+        &mut self,
+        ahead: usize,
+        mut handle: impl FnMut(u64, Option<u64>, Received<'_>),
+    ) {
         while let Some(completion) = self.backlog.pop_front() {
+            let upcoming = ahead
+                .checked_sub(1)
+                .and_then(|index| self.backlog.get(index))
+                .map(|completion| completion.tag);
             let buffer = cqueue::buffer_select(completion.flags);
             if let (Some(bid), Ok(written)) = (buffer, usize::try_from(completion.result)) {
                 if let Some((source, offset, len, truncated)) = self.parse(bid, written) {
@@ -354,6 +370,7 @@ impl RecvRing {
                     self.counts.datagrams += 1;
                     handle(
                         completion.tag,
+                        upcoming,
                         Received::Datagram {
                             source,
                             buf: &mut buf[offset..],
@@ -372,7 +389,7 @@ impl RecvRing {
                 if completion.result == -libc::ENOBUFS {
                     self.counts.out_of_buffers += 1;
                 }
-                handle(completion.tag, Received::Ended { error });
+                handle(completion.tag, upcoming, Received::Ended { error });
             }
         }
         self.publish();

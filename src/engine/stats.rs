@@ -255,6 +255,25 @@ mod tests {
         shared.publish(&later);
         assert_eq!(shared.snapshot(), later);
     }
+
+    #[test]
+    fn tick_lateness_counts_each_tick_in_its_bucket_and_sums_the_lateness() {
+        let lateness = TickLateness::default();
+        for late_us in [0, 100, 101, 1_999, 2_000, 20_000, 20_001, 1_000_000] {
+            lateness.record(late_us);
+        }
+        let mut snapshot = TickLatenessSnapshot::default();
+        lateness.add_to(&mut snapshot);
+        // Bounds 100, 250, 500, 1,000, 2,000, 5,000, 10,000, 20,000, then +Inf.
+        assert_eq!(snapshot.counts, [2, 1, 0, 0, 2, 0, 0, 1, 2]);
+        assert_eq!(snapshot.sum_us, 1_044_201);
+        // A second worker's histogram adds to the same snapshot.
+        let other = TickLateness::default();
+        other.record(300);
+        other.add_to(&mut snapshot);
+        assert_eq!(snapshot.counts[2], 1);
+        assert_eq!(snapshot.sum_us, 1_044_501);
+    }
 }
 
 /// Upper bounds (µs) of the tick-lateness histogram buckets; the last bucket is +Inf.
@@ -270,13 +289,20 @@ pub(super) struct TickLateness {
 }
 
 impl TickLateness {
+    /// Counts one tick. Only the worker that owns this histogram calls it, so each counter is
+    /// a plain load and store, not a locked add: a locked instruction waits for every earlier
+    /// load to finish, and a tick's loads are the cache misses of a connection last touched a
+    /// tick ago (`perf annotate`: 9 % of the worker loop's samples on the add at 3,000 echo
+    /// calls). Readers see each counter whole, as before.
     pub(super) fn record(&self, late_us: u64) {
         let index = TICK_LATENESS_BOUNDS_US
             .iter()
             .position(|&bound| late_us <= bound)
             .unwrap_or(TICK_LATENESS_BOUNDS_US.len());
-        self.buckets[index].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(late_us, Ordering::Relaxed);
+        let bucket = &self.buckets[index];
+        bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let sum = self.sum_us.load(Ordering::Relaxed);
+        self.sum_us.store(sum + late_us, Ordering::Relaxed);
     }
 
     /// Adds this worker's counts into `into` (per bucket, not cumulative) and the sum.

@@ -68,6 +68,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::prefetch::prefetch;
 use super::rtp::{seq_distance, seq_newer, ts_diff};
 
 /// Largest ring, in slots; caps memory for absurd `max_delay / ptime` ratios.
@@ -759,6 +760,19 @@ impl JitterBuffer {
     }
 
     /// Lowest stored sequence number after `last_seq`.
+    /// Asks the CPU to fetch the slot (and its payload) the next [`JitterBuffer::pop`] reads
+    /// first: the one after the last played.
+    pub fn prefetch_next(&self) {
+        let index = usize::from(self.last_seq.wrapping_add(1)) & self.mask;
+        if let Some(slot) = self.slots.get(index) {
+            prefetch(slot);
+        }
+        let start = index * self.slot_bytes;
+        if let Some(payload) = self.payloads.get(start..start + self.slot_bytes) {
+            prefetch(payload);
+        }
+    }
+
     fn next_stored_seq(&self) -> Option<u16> {
         if self.stored == 0 {
             return None;

@@ -13,6 +13,7 @@ pub mod jitter;
 pub mod ogg_opus;
 pub mod opus;
 pub mod player;
+pub mod prefetch;
 pub mod recording_file;
 pub mod resample;
 pub mod rtcp;

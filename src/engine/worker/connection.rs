@@ -62,10 +62,9 @@ pub(super) struct Connection {
     pub(super) shared: Arc<SharedStats>,
     /// Per leg: the socket's token is in `ready` or `carry_over` already.
     pub(super) queued: [bool; 2],
-    /// Tells this connection's heap entries from those of an earlier one in the same slot.
+    /// Tells this connection's deadlines and ring receives from those of an earlier one in the
+    /// same slot.
     pub(super) generation: u64,
-    /// The deadline the heap holds for this connection.
-    pub(super) deadline: Instant,
     /// The conference (on this worker) the connection is in.
     pub(super) conference: Option<ConferenceKey>,
     /// The recordings the connection's audio goes to (a Record operation's and the call's
@@ -94,7 +93,6 @@ impl Connection {
         tick_epoch: Instant,
     ) -> Connection {
         let session = new_session(new.key, &new.media, defaults, tick_epoch);
-        let deadline = session.poll_timeout();
         Connection {
             tick_epoch,
             key: new.key,
@@ -107,7 +105,6 @@ impl Connection {
             shared: new.stats,
             queued: [false; 2],
             generation,
-            deadline,
             conference: None,
             recordings: Vec::new(),
             watches: Vec::new(),

@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 
 use super::dtmf::{DigitEvent, DtmfReceiver};
 use super::player::Player;
+use super::prefetch::prefetch;
 use super::rtcp::{RtcpConfig, RtcpSession, MAX_COMPOUND_LEN};
 use super::srtp::SrtpContext;
 use crate::sdp::Codec;
@@ -297,6 +298,18 @@ impl MediaSession {
 
     /// An empty transmit slot: a spare one, or a new one while fewer than
     /// [`TRANSMIT_SLOTS`] exist; None when all are queued (the worker is not draining).
+    /// Asks the CPU to fetch what the next tick reads outside the session itself (the jitter
+    /// buffer's next frame, the packet buffer it will be sent from), for a worker that runs
+    /// this session next and wants its memory cached by then ([`crate::media::prefetch`]).
+    pub fn prefetch_tick(&self) {
+        if let Some(audio) = &self.audio {
+            audio.jitter.prefetch_next();
+        }
+        if let Some(buffer) = self.spare.last() {
+            prefetch(&**buffer);
+        }
+    }
+
     pub(super) fn take_slot(&mut self) -> Option<Box<[u8]>> {
         if let Some(buf) = self.spare.pop() {
             return Some(buf);
