@@ -4,10 +4,11 @@
 //! iovec and msghdr per slot, allocated once and never moved), the free list of slots, and the
 //! counts of what went through the ring. The worker has each session write its next packet
 //! straight into a free slot ([`SendRing::packet_buffer`]) and queues a send for it
-//! ([`SendRing::send`]): a `Send` with the destination address where the kernel takes one (Linux
-//! 6.0 on, checked by a real send when the ring is set up), else a `SendMsg` — the address rides
-//! in the entry itself, so the kernel copies no message header and no iovec for each packet; at the end of its turn [`SendRing::complete`] submits everything queued
-//! with one `io_uring_enter` and frees the slots whose completions have arrived. A turn that
+//! ([`SendRing::send`]): a `Send` carrying the destination address where the kernel takes one
+//! (Linux 6.0 on, checked by a real send when the ring is set up), so no message header or
+//! iovec is copied in for each packet, else a `SendMsg`. At the end of its turn
+//! [`SendRing::complete`] submits everything queued with one `io_uring_enter` and frees the
+//! slots whose completions have arrived. A turn that
 //! sends hundreds of packets makes one system call instead of one `sendto` each.
 //! Must not: reuse a slot before its completion; free the slab while the kernel may still read it
 //! (dropping the ring waits up to [`DRAIN_LIMIT`] for sends in flight, then leaks the slab rather
@@ -219,18 +220,19 @@ impl SendRing {
         let slot = cell.get();
         let len = len.min(MAX_PACKET);
         // SAFETY: the slot is free (see `packet_buffer`), so writing its address and length
-        // races with nothing; `header` already points at this slot's `address` and `iovec`.
+        // races with nothing; `header` already points at this slot's `address` and `iovec`,
+        // and the entry's pointers stay valid because the slab never moves.
         let entry = unsafe {
             let address_len = write_address(&mut (*slot).address, target);
             let fd = types::Fd(socket.as_raw_fd());
             match self.op {
-                SendOp::SendTo => {
-                    opcode::Send::new(fd, ptr::addr_of!((*slot).packet).cast(), len as u32)
-                        .dest_addr(ptr::addr_of!((*slot).address).cast())
-                        .dest_addr_len(address_len)
-                        .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-                        .build()
-                }
+                SendOp::SendTo => send_to(
+                    fd,
+                    ptr::addr_of!((*slot).packet).cast(),
+                    len,
+                    ptr::addr_of!((*slot).address),
+                    address_len,
+                ),
                 SendOp::SendMsg => {
                     (*slot).header.msg_namelen = address_len;
                     (*slot).iovec.iov_len = len;
@@ -391,12 +393,14 @@ fn sends_to_an_address(ring: &IoUring) -> bool {
     let mut address: libc::sockaddr_storage = unsafe { mem::zeroed() };
     let address_len = write_address(&mut address, target);
     let byte = [0u8; 1];
-    let entry = opcode::Send::new(types::Fd(socket.as_raw_fd()), byte.as_ptr(), 1)
-        .dest_addr(ptr::addr_of!(address).cast())
-        .dest_addr_len(address_len)
-        .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-        .build()
-        .user_data(u64::MAX);
+    let entry = send_to(
+        types::Fd(socket.as_raw_fd()),
+        byte.as_ptr(),
+        1,
+        &address,
+        address_len,
+    )
+    .user_data(u64::MAX);
     // SAFETY: the ring is fresh and used by this thread alone, so no other view of its
     // submission queue exists. The kernel reads the byte and the address while the entry is
     // submitted (a `MSG_DONTWAIT` datagram send completes at once), and both outlive the wait.
@@ -415,6 +419,22 @@ fn sends_to_an_address(ring: &IoUring) -> bool {
     let result = completions.next().map(|completion| completion.result());
     completions.sync();
     result == Some(1)
+}
+
+/// The entry of one datagram send from `fd` of `len` bytes at `packet` to the address at
+/// `address` (`address_len` bytes of it), without waiting for room in the socket buffer.
+fn send_to(
+    fd: types::Fd,
+    packet: *const u8,
+    len: usize,
+    address: *const libc::sockaddr_storage,
+    address_len: libc::socklen_t,
+) -> squeue::Entry {
+    opcode::Send::new(fd, packet, len as u32)
+        .dest_addr(address.cast())
+        .dest_addr_len(address_len)
+        .flags(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        .build()
 }
 
 impl Slot {

@@ -23,8 +23,9 @@
 //! This file holds the worker loop and its connections' life cycle (open, move, update,
 //! close). Next door: `handle` (the control plane's side: spawning, commands in, events out),
 //! `command` (what the control plane asks and how the worker applies it), `connection` (one
-//! connection's sockets and session), `deadlines` (when each session is due), `transmit` (how packets leave), `conferences` (the
-//! conference tick, over the sans-IO [`crate::mixer::conference::Conference`]).
+//! connection's sockets and session), `deadlines` (when each session is due), `transmit` (how
+//! packets leave), `conferences` (the conference tick, over the sans-IO
+//! [`crate::mixer::conference::Conference`]).
 
 mod command;
 mod conferences;
@@ -77,7 +78,7 @@ const EVENTS_CAPACITY: usize = 256;
 /// one: each was last touched a tick ago, so its first reads missed the cache (a third of the
 /// worker loop's own time at 3,000 echo calls, `perf annotate`). One place ahead in a due
 /// list, with the connection cached by then, it fetches what the session's tick reads outside
-/// it ([`MediaSession::prefetch_tick`]).
+/// it ([`crate::media::session::MediaSession::prefetch_tick`]).
 const PREFETCH_AHEAD: usize = 3;
 /// Token of the waker; connection tokens are `slot * 2 + leg` and never reach it.
 const WAKER_TOKEN: Token = Token(usize::MAX);
