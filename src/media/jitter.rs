@@ -759,7 +759,6 @@ impl JitterBuffer {
         true
     }
 
-    /// Lowest stored sequence number after `last_seq`.
     /// Asks the CPU to fetch the slot (and its payload) the next [`JitterBuffer::pop`] reads
     /// first: the one after the last played.
     pub fn prefetch_next(&self) {
@@ -773,6 +772,7 @@ impl JitterBuffer {
         }
     }
 
+    /// Lowest stored sequence number after `last_seq`.
     fn next_stored_seq(&self) -> Option<u16> {
         if self.stored == 0 {
             return None;

@@ -296,8 +296,6 @@ impl MediaSession {
         at
     }
 
-    /// An empty transmit slot: a spare one, or a new one while fewer than
-    /// [`TRANSMIT_SLOTS`] exist; None when all are queued (the worker is not draining).
     /// Asks the CPU to fetch what the next tick reads outside the session itself (the jitter
     /// buffer's next frame, the packet buffer it will be sent from), for a worker that runs
     /// this session next and wants its memory cached by then ([`crate::media::prefetch`]).
@@ -310,6 +308,8 @@ impl MediaSession {
         }
     }
 
+    /// An empty transmit slot: a spare one, or a new one while fewer than
+    /// [`TRANSMIT_SLOTS`] exist; None when all are queued (the worker is not draining).
     pub(super) fn take_slot(&mut self) -> Option<Box<[u8]>> {
         if let Some(buf) = self.spare.pop() {
             return Some(buf);
