@@ -201,6 +201,14 @@ mod tests {
         due
     }
 
+    /// What is due `now_ms` after `origin`, as (slot, deadline in ms after `origin`).
+    fn due_ms(deadlines: &mut Deadlines, origin: Instant, now_ms: u64) -> Vec<(usize, u64)> {
+        due(deadlines, origin + ms(now_ms))
+            .into_iter()
+            .map(|(slot, at)| (slot, (at - origin).as_millis() as u64))
+            .collect()
+    }
+
     #[test]
     fn a_tick_group_comes_due_together_and_not_before_its_instant() {
         let origin = Instant::now();
@@ -223,10 +231,7 @@ mod tests {
             "a taken slot has no deadline until set again"
         );
         assert_eq!(deadlines.next(), Some(origin + ms(25)));
-        assert_eq!(
-            due(&mut deadlines, origin + ms(30)),
-            vec![(500, origin + ms(25))]
-        );
+        assert_eq!(due_ms(&mut deadlines, origin, 30), [(500, 25)]);
         assert_eq!(deadlines.next(), None);
     }
 
@@ -234,13 +239,14 @@ mod tests {
     fn due_slots_come_out_earliest_millisecond_first_even_after_a_long_sleep() {
         let origin = Instant::now();
         let mut deadlines = Deadlines::new(origin);
-        // Out of order, spread over the whole wheel and beyond it.
-        for (slot, at) in [(0, 70), (1, 3), (2, 40), (3, 79), (4, 200), (5, 12)] {
+        // Out of order, spread over the whole wheel (40 ms) and beyond it (the heap).
+        for (slot, at) in [(0, 70), (1, 3), (2, 25), (3, 39), (4, 200), (5, 12)] {
             deadlines.set(slot, 1, origin + ms(at));
         }
-        let taken = due(&mut deadlines, origin + ms(1_000));
-        let slots: Vec<usize> = taken.iter().map(|&(slot, _)| slot).collect();
-        assert_eq!(slots, vec![1, 5, 2, 0, 3, 4]);
+        assert_eq!(
+            due_ms(&mut deadlines, origin, 1_000),
+            [(1, 3), (5, 12), (2, 25), (3, 39), (0, 70), (4, 200)]
+        );
         assert_eq!(deadlines.next(), None);
     }
 
@@ -254,10 +260,7 @@ mod tests {
         deadlines.set_if_earlier(7, 1, origin + ms(40)); // not earlier: kept at 30
         assert_eq!(deadlines.get(7), Some(origin + ms(30)));
         deadlines.set_if_earlier(7, 1, origin + ms(25)); // earlier: moved
-        assert_eq!(
-            due(&mut deadlines, origin + ms(50)),
-            vec![(7, origin + ms(25))]
-        );
+        assert_eq!(due_ms(&mut deadlines, origin, 50), [(7, 25)]);
         // The slot closes and is reused by another connection before an entry comes due.
         deadlines.set(8, 1, origin + ms(60));
         deadlines.clear(8);
@@ -265,17 +268,11 @@ mod tests {
         deadlines.set(8, 1, origin + ms(200)); // far: the heap
         deadlines.clear(8);
         deadlines.set(8, 2, origin + ms(200));
-        assert_eq!(
-            due(&mut deadlines, origin + ms(300)),
-            vec![(8, origin + ms(200))]
-        );
+        assert_eq!(due_ms(&mut deadlines, origin, 300), [(8, 200)]);
         // A new connection's deadline replaces the old one's even when later.
         deadlines.set(9, 3, origin + ms(310));
         deadlines.set_if_earlier(9, 4, origin + ms(320));
-        assert_eq!(
-            due(&mut deadlines, origin + ms(400)),
-            vec![(9, origin + ms(320))]
-        );
+        assert_eq!(due_ms(&mut deadlines, origin, 400), [(9, 320)]);
     }
 
     #[test]
@@ -286,15 +283,9 @@ mod tests {
         deadlines.set(1, 1, origin + ms(50)); // already past
         deadlines.set(2, 1, origin + ms(5_100)); // an RTCP report, five seconds on
         assert_eq!(deadlines.next(), Some(origin + ms(50)));
-        assert_eq!(
-            due(&mut deadlines, origin + ms(100)),
-            vec![(1, origin + ms(50))]
-        );
+        assert_eq!(due_ms(&mut deadlines, origin, 100), [(1, 50)]);
         assert!(due(&mut deadlines, origin + ms(5_099)).is_empty());
-        assert_eq!(
-            due(&mut deadlines, origin + ms(5_100)),
-            vec![(2, origin + ms(5_100))]
-        );
+        assert_eq!(due_ms(&mut deadlines, origin, 5_100), [(2, 5_100)]);
     }
 
     #[test]
