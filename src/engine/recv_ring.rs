@@ -21,7 +21,9 @@
 //!
 //! When the buffers run out between two polls, the kernel ends the requests that found none
 //! (`ENOBUFS`); the datagrams wait in their sockets, and the worker arms those sockets again
-//! once [`RecvRing::take`] has given the buffers back.
+//! once [`RecvRing::take`] has given the buffers back and polls again in the same turn (a
+//! worker back from a stall finds more datagrams than buffers; read a tick later, their frames'
+//! playout would have passed).
 
 use std::alloc::{self, Layout};
 use std::collections::{HashSet, VecDeque};

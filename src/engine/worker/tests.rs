@@ -32,14 +32,14 @@ fn worker_with_echo_connection(
     std::net::UdpSocket,
     SocketAddr,
 ) {
-    echo_worker(rtp_port, false)
+    echo_worker(rtp_port, None)
 }
 
 /// [`worker_with_echo_connection`], its sockets read through an io_uring (`io_uring_receive`)
-/// when `ring` (None when the kernel refuses one).
+/// with `ring` provided buffers when given (`worker.receive` None when the kernel refuses one).
 fn echo_worker(
     rtp_port: u16,
-    ring: bool,
+    ring: Option<u16>,
 ) -> (
     Worker,
     SyncSender<WorkerCommand>,
@@ -95,8 +95,8 @@ fn echo_worker(
         Vec::new(),
         context,
     );
-    if ring {
-        worker.receive = crate::engine::recv_ring::RecvRing::start(0);
+    if let Some(buffers) = ring {
+        worker.receive = crate::engine::recv_ring::RecvRing::new(buffers).ok();
     }
     let client = std::net::UdpSocket::bind((localhost, 0)).expect("bind client");
     client
@@ -329,7 +329,7 @@ fn assert_plays_back(echoes: &[Vec<u8>], frames: &[Vec<u8>]) {
 
 #[test]
 fn a_connection_read_through_the_ring_closes_in_the_turns_enter_not_one_of_its_own() {
-    let (mut worker, commands, _client, _engine_rtp) = echo_worker(31_430, true);
+    let (mut worker, commands, _client, _engine_rtp) = echo_worker(31_602, Some(4096));
     let Some(entered) = worker.receive.as_ref().map(|ring| ring.enters) else {
         eprintln!("skipped: the kernel refuses io_uring here");
         return;
@@ -355,7 +355,7 @@ fn a_connection_read_through_the_ring_closes_in_the_turns_enter_not_one_of_its_o
     assert!(worker.connection_by_key(1).is_none());
     let localhost = std::net::Ipv4Addr::LOCALHOST;
     assert!(
-        std::net::UdpSocket::bind((localhost, 31_430)).is_err(),
+        std::net::UdpSocket::bind((localhost, 31_602)).is_err(),
         "the sockets are held until the kernel has ended their receives"
     );
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -364,7 +364,41 @@ fn a_connection_read_through_the_ring_closes_in_the_turns_enter_not_one_of_its_o
         assert!(worker.turn());
     }
     // Finished: the sockets went back to a pool without room, which closed them.
-    std::net::UdpSocket::bind((localhost, 31_430)).expect("the port is free once closed");
+    std::net::UdpSocket::bind((localhost, 31_602)).expect("the port is free once closed");
+    worker.close_all();
+}
+
+#[test]
+fn datagrams_beyond_the_rings_buffers_are_read_in_the_same_turn() {
+    let (mut worker, _commands, client, engine_rtp) = echo_worker(31_600, Some(8));
+    if worker.receive.is_none() {
+        eprintln!("skipped: the kernel refuses io_uring here");
+        return;
+    }
+    // A worker back from a stall: five times its ring's buffers wait in one socket.
+    let frames: Vec<Vec<u8>> = (0..40).map(pcmu_frame).collect();
+    for frame in &frames {
+        client.send_to(frame, engine_rtp).expect("send to worker");
+    }
+    worker.receive_from_ring();
+    let received = worker
+        .connection_by_key(1)
+        .expect("connection open")
+        .shared
+        .snapshot()
+        .rtp_packets_received;
+    assert_eq!(
+        received, 40,
+        "what did not fit the buffers waited for the next tick"
+    );
+    assert!(
+        worker
+            .context
+            .receive_buffers_exhausted
+            .load(Ordering::Relaxed)
+            >= 4,
+        "the buffers never ran out"
+    );
     worker.close_all();
 }
 
