@@ -49,11 +49,13 @@
 //! `clamp(max(3 × jitter + ptime, late_floor), min_delay, max_delay)`, where `jitter` is the
 //! RFC 3550 A.8 interarrival jitter (arrival clock vs RTP timestamp, gain 1/16) and `late_floor`
 //! jumps on every late packet to what that packet would have needed (current delay + lateness +
-//! one frame) and then decays with a half-life of about 1.4 seconds. The delay actually applied
-//! (`delay_est`) is the largest arrival depth (timestamp minus `head_ts` when a packet arrives)
-//! seen in the last measurement window of one second of packets, plus the time left until the
-//! next tick: the wait of the packets that crossed the network fastest. Prebuffering sets its
-//! first value. It moves one frame at a time:
+//! one frame), holds there for ten seconds (a sender that stalls every few seconds — an
+//! overloaded PBX, a radio link — finds the delay still grown at its next stall, as WebRTC's
+//! NetEq keeps a peak's delay) and then decays with a half-life of about 1.4 seconds. The delay
+//! actually applied (`delay_est`) is the largest arrival depth (timestamp minus `head_ts` when
+//! a packet arrives) seen in the last measurement window of one second of packets, plus the
+//! time left until the next tick: the wait of the packets that crossed the network fastest.
+//! Prebuffering sets its first value. It moves one frame at a time:
 //! - grow quickly: when a packet is missing at its tick and `delay_est + frame <= target`, the
 //!   buffer conceals *without* advancing `head_ts` (counted as `stretched`, not `concealed`), so
 //!   the missing packet, if merely late, is still played. In a silence period it holds the
@@ -81,6 +83,11 @@ const MAX_DELAY_LIMIT_MS: u32 = 10_000;
 const JITTER_MULTIPLIER: i64 = 3;
 /// The late floor loses `ptime / LATE_FLOOR_DECAY_MS` of itself per tick: ~1.4 s half-life.
 const LATE_FLOOR_DECAY_MS: i64 = 2000;
+/// How long the late floor holds at its peak after a late packet before it starts to decay: a
+/// stall that recurs within it costs no more frames (the delay a late packet asked for, given
+/// back after the first stall, was lost again at each one: 2 of every 100 frames with a 60 ms
+/// stall every two seconds, `a_sender_that_stalls_every_two_seconds_…`).
+const LATE_FLOOR_HOLD_MS: u32 = 10_000;
 /// No RTP payload can be longer than a UDP datagram.
 const MAX_PAYLOAD_LIMIT: usize = 65_535;
 /// Length of a delay-measurement window in milliseconds of packets.
@@ -248,6 +255,8 @@ pub struct JitterBuffer {
     jitter_q4: i64,
     /// Delay late packets asked for, decaying; timestamp units.
     late_floor: i64,
+    /// Ticks the late floor still holds at its peak before it decays.
+    late_floor_hold: u32,
     /// Target playout delay, timestamp units.
     target: i64,
     /// Playout delay in force: largest arrival depth of the last window, timestamp units.
@@ -376,6 +385,7 @@ impl JitterBuffer {
             last_transit: None,
             jitter_q4: 0,
             late_floor: 0,
+            late_floor_hold: 0,
             target: min_delay,
             delay_est: 0,
             window_max: i64::MIN,
@@ -534,6 +544,7 @@ impl JitterBuffer {
         self.last_transit = None;
         self.jitter_q4 = 0;
         self.late_floor = 0;
+        self.late_floor_hold = 0;
         self.target = self.min_delay;
     }
 
@@ -983,12 +994,17 @@ impl JitterBuffer {
         }
         let needed = (self.delay_est + lateness + self.frame).min(self.max_delay);
         self.late_floor = self.late_floor.max(needed);
+        self.late_floor_hold = LATE_FLOOR_HOLD_MS / self.ptime_ms.max(1);
         self.refresh_target();
     }
 
     /// Per-tick decay of the late floor.
     fn decay_late_floor(&mut self) {
         if self.late_floor == 0 {
+            return;
+        }
+        if self.late_floor_hold > 0 {
+            self.late_floor_hold -= 1;
             return;
         }
         let step = (self.late_floor * i64::from(self.ptime_ms) / LATE_FLOOR_DECAY_MS).max(1);
@@ -2054,6 +2070,32 @@ mod tests {
         let played = sim.played();
         assert!(played.windows(2).all(|w| w[0] < w[1]));
         assert!(played.len() >= 990);
+    }
+
+    #[test]
+    fn a_sender_that_stalls_every_two_seconds_loses_frames_at_its_first_stall_only() {
+        // A sender (an overloaded PBX, a radio link) that stops for 60 ms every two seconds and
+        // then sends what it held at once: after the first stall the delay covers the next.
+        let mut sim = Sim::new(config(20), Network::default(), 3);
+        let period = 100; // frames: two seconds
+        for index in 0..1500u64 {
+            // A second into each period, three frames wait for the end of the stall.
+            let phase = (index % period).wrapping_sub(50);
+            sim.net.base_ms = if phase < 3 { 20 + 60 - 20 * phase } else { 20 };
+            sim.send(index, index as u16, index as u32 * FRAME, index == 0, true);
+            sim.advance_to(sim.now_ms + PTIME);
+        }
+        sim.advance_to(sim.now_ms + 300);
+        let stats = sim.jb.stats();
+        let first_stall = late_fraction(&sim, 0, 200) * 200.0;
+        assert!(first_stall <= 3.0, "late at the first stall: {first_stall}");
+        assert_eq!(
+            late_fraction(&sim, 200, 1500),
+            0.0,
+            "later stalls found the delay grown"
+        );
+        assert_eq!(stats.shrunk, 0, "frames dropped between stalls");
+        assert!(sim.played().len() >= 1497);
     }
 
     #[test]
