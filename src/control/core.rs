@@ -774,6 +774,8 @@ impl<M: Backend> Controller<M> {
                         "PacketsLost": stats.packets_lost,
                         "ConcealedFrames": stats.concealed_frames,
                         "LatePackets": stats.late_packets,
+                        "ShrunkFrames": stats.shrunk_frames,
+                        "PlayoutDelayMs": stats.playout_delay_ms,
                         "JitterMs": stats.jitter_ms,
                         "RttMs": stats.rtt_ms,
                         "DigitsReceived": stats.digits_received,

@@ -220,6 +220,12 @@ pub struct MediaStats {
     pub concealed_frames: u64,
     /// Late packets the jitter buffer discarded.
     pub late_packets: u64,
+    /// Frames the jitter buffer skipped to bring its delay back down after it grew (in silence
+    /// where it can; a frame of speech when a whole second stayed two frames above target).
+    pub shrunk_frames: u64,
+    /// The playout delay the jitter buffer aims at now, ms (what the network's jitter and the
+    /// late packets of the last seconds asked for): how long received audio waits.
+    pub playout_delay_ms: u32,
     /// RFC 3550 interarrival jitter of the received stream, ms.
     pub jitter_ms: f64,
     /// Round-trip time from RTCP, ms (0 until measured).

@@ -34,6 +34,8 @@ pub(super) struct SharedStats {
     packets_lost: AtomicU64,
     concealed_frames: AtomicU64,
     late_packets: AtomicU64,
+    shrunk_frames: AtomicU64,
+    playout_delay_ms: AtomicU64,
     /// f64 stored as its bits.
     jitter_ms: AtomicU64,
     /// f64 stored as its bits.
@@ -61,6 +63,9 @@ impl SharedStats {
         self.packets_lost.store(stats.packets_lost as u64, relaxed);
         self.concealed_frames.store(stats.concealed_frames, relaxed);
         self.late_packets.store(stats.late_packets, relaxed);
+        self.shrunk_frames.store(stats.shrunk_frames, relaxed);
+        self.playout_delay_ms
+            .store(u64::from(stats.playout_delay_ms), relaxed);
         self.jitter_ms.store(stats.jitter_ms.to_bits(), relaxed);
         self.rtt_ms.store(stats.rtt_ms.to_bits(), relaxed);
         self.digits_received.store(stats.digits_received, relaxed);
@@ -101,6 +106,8 @@ impl SharedStats {
             packets_lost: self.packets_lost.load(relaxed) as i64,
             concealed_frames: self.concealed_frames.load(relaxed),
             late_packets: self.late_packets.load(relaxed),
+            shrunk_frames: self.shrunk_frames.load(relaxed),
+            playout_delay_ms: self.playout_delay_ms.load(relaxed) as u32,
             jitter_ms: f64::from_bits(self.jitter_ms.load(relaxed)),
             rtt_ms: f64::from_bits(self.rtt_ms.load(relaxed)),
             digits_received: self.digits_received.load(relaxed),
@@ -235,6 +242,8 @@ mod tests {
             packets_lost: -8,
             concealed_frames: 9,
             late_packets: 10,
+            shrunk_frames: 14,
+            playout_delay_ms: 60,
             jitter_ms: 12.375,
             rtt_ms: 48.5,
             digits_received: 11,

@@ -96,9 +96,15 @@ fn echo_plays_paced_pcmu_back_as_our_own_stream_and_reports_closed_stats() {
         last_source: Some(local_address(&client)),
         concealed_frames: stats.concealed_frames,
         jitter_ms: stats.jitter_ms,
+        playout_delay_ms: stats.playout_delay_ms,
         ..MediaStats::default()
     };
     assert_eq!(stats, expected);
+    assert!(
+        (20..=200).contains(&stats.playout_delay_ms),
+        "the jitter buffer's delay, within the configured 20..=200 ms: {}",
+        stats.playout_delay_ms
+    );
     let first = wait_for_event(&mut events, |event| {
         matches!(event, EngineEvent::FirstPacket { .. })
     });
@@ -130,6 +136,7 @@ fn echo_plays_paced_pcmu_back_as_our_own_stream_and_reports_closed_stats() {
         MediaStats {
             concealed_frames: stats.concealed_frames,
             jitter_ms: stats.jitter_ms,
+            playout_delay_ms: stats.playout_delay_ms,
             ..expected
         }
     );

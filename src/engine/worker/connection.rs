@@ -494,6 +494,8 @@ pub(super) fn add_stats(
         packets_lost: base.packets_lost + i64::from(current.rtcp.cumulative_lost),
         concealed_frames: base.concealed_frames + current.jitter.concealed,
         late_packets: base.late_packets + current.jitter.late,
+        shrunk_frames: base.shrunk_frames + current.jitter.shrunk,
+        playout_delay_ms: current.jitter.target_delay_ms,
         jitter_ms: f64::from(current.rtcp.jitter_ms),
         rtt_ms: current.rtcp.rtt_ms.map(f64::from).unwrap_or(base.rtt_ms),
         digits_received: base.digits_received + current.digits_received,
