@@ -49,13 +49,15 @@
 //! `clamp(max(3 × jitter + ptime, late_floor), min_delay, max_delay)`, where `jitter` is the
 //! RFC 3550 A.8 interarrival jitter (arrival clock vs RTP timestamp, gain 1/16) and `late_floor`
 //! jumps on every late packet to what that packet would have needed (current delay + lateness +
-//! one frame), holds there for ten seconds (a sender that stalls every few seconds — an
-//! overloaded PBX, a radio link — finds the delay still grown at its next stall, as WebRTC's
-//! NetEq keeps a peak's delay) and then decays with a half-life of about 1.4 seconds. The delay
-//! actually applied (`delay_est`) is the largest arrival depth (timestamp minus `head_ts` when
-//! a packet arrives) seen in the last measurement window of one second of packets, plus the
-//! time left until the next tick: the wait of the packets that crossed the network fastest.
-//! Prebuffering sets its first value. It moves one frame at a time:
+//! one frame) and then decays with a half-life of about 1.4 seconds; when late packets come
+//! back (after a gap of half a second, within ten seconds) it holds for ten seconds before it
+//! decays, so a sender that stalls every few seconds — an overloaded PBX, a radio link — finds
+//! the delay still grown at its next stall (WebRTC's NetEq keeps recurring delay peaks the same
+//! way), while the delay one stall asked for goes as it came. The delay actually applied
+//! (`delay_est`) is the largest arrival depth (timestamp minus `head_ts` when a packet arrives)
+//! seen in the last measurement window of one second of packets, plus the time left until the
+//! next tick: the wait of the packets that crossed the network fastest. Prebuffering sets its
+//! first value. It moves one frame at a time:
 //! - grow quickly: when a packet is missing at its tick and `delay_est + frame <= target`, the
 //!   buffer conceals *without* advancing `head_ts` (counted as `stretched`, not `concealed`), so
 //!   the missing packet, if merely late, is still played. In a silence period it holds the
@@ -83,11 +85,14 @@ const MAX_DELAY_LIMIT_MS: u32 = 10_000;
 const JITTER_MULTIPLIER: i64 = 3;
 /// The late floor loses `ptime / LATE_FLOOR_DECAY_MS` of itself per tick: ~1.4 s half-life.
 const LATE_FLOOR_DECAY_MS: i64 = 2000;
-/// How long the late floor holds at its peak after a late packet before it starts to decay: a
-/// stall that recurs within it costs no more frames (the delay a late packet asked for, given
-/// back after the first stall, was lost again at each one: 2 of every 100 frames with a 60 ms
-/// stall every two seconds, `a_sender_that_stalls_every_two_seconds_…`).
+/// How long the late floor holds at its peak, once late packets have come back, before it
+/// starts to decay: a stall that recurs within it costs no more frames (the delay a late packet
+/// asked for, given back after each stall, was lost again at the next: 2 of every 100 frames
+/// with a 60 ms stall every two seconds, `a_sender_that_stalls_every_two_seconds_…`). One
+/// stall alone does not hold it: its delay goes as it came.
 const LATE_FLOOR_HOLD_MS: u32 = 10_000;
+/// Late packets closer together than this belong to one stall (one peak), not a recurrence.
+const LATE_PEAK_GAP_MS: u32 = 500;
 /// No RTP payload can be longer than a UDP datagram.
 const MAX_PAYLOAD_LIMIT: usize = 65_535;
 /// Length of a delay-measurement window in milliseconds of packets.
@@ -257,6 +262,8 @@ pub struct JitterBuffer {
     late_floor: i64,
     /// Ticks the late floor still holds at its peak before it decays.
     late_floor_hold: u32,
+    /// Ticks since the last late packet (saturating).
+    since_late: u32,
     /// Target playout delay, timestamp units.
     target: i64,
     /// Playout delay in force: largest arrival depth of the last window, timestamp units.
@@ -386,6 +393,7 @@ impl JitterBuffer {
             jitter_q4: 0,
             late_floor: 0,
             late_floor_hold: 0,
+            since_late: u32::MAX,
             target: min_delay,
             delay_est: 0,
             window_max: i64::MIN,
@@ -545,6 +553,7 @@ impl JitterBuffer {
         self.jitter_q4 = 0;
         self.late_floor = 0;
         self.late_floor_hold = 0;
+        self.since_late = u32::MAX;
         self.target = self.min_delay;
     }
 
@@ -994,12 +1003,21 @@ impl JitterBuffer {
         }
         let needed = (self.delay_est + lateness + self.frame).min(self.max_delay);
         self.late_floor = self.late_floor.max(needed);
-        self.late_floor_hold = LATE_FLOOR_HOLD_MS / self.ptime_ms.max(1);
+        // A stall that comes back (late packets again after a gap, within the hold) holds the
+        // floor; so does a late packet while it holds.
+        let ptime = self.ptime_ms.max(1);
+        let hold = LATE_FLOOR_HOLD_MS / ptime;
+        if self.late_floor_hold > 0 || (LATE_PEAK_GAP_MS / ptime..=hold).contains(&self.since_late)
+        {
+            self.late_floor_hold = hold;
+        }
+        self.since_late = 0;
         self.refresh_target();
     }
 
     /// Per-tick decay of the late floor.
     fn decay_late_floor(&mut self) {
+        self.since_late = self.since_late.saturating_add(1);
         if self.late_floor == 0 {
             return;
         }
@@ -2073,9 +2091,10 @@ mod tests {
     }
 
     #[test]
-    fn a_sender_that_stalls_every_two_seconds_loses_frames_at_its_first_stall_only() {
+    fn a_sender_that_stalls_every_two_seconds_loses_frames_at_its_first_two_stalls_only() {
         // A sender (an overloaded PBX, a radio link) that stops for 60 ms every two seconds and
-        // then sends what it held at once: after the first stall the delay covers the next.
+        // then sends what it held at once: once the stall has come back, the delay covers the
+        // next ones.
         let mut sim = Sim::new(config(20), Network::default(), 3);
         let period = 100; // frames: two seconds
         for index in 0..1500u64 {
@@ -2087,15 +2106,45 @@ mod tests {
         }
         sim.advance_to(sim.now_ms + 300);
         let stats = sim.jb.stats();
-        let first_stall = late_fraction(&sim, 0, 200) * 200.0;
-        assert!(first_stall <= 3.0, "late at the first stall: {first_stall}");
+        let first_stalls = late_fraction(&sim, 0, 300) * 300.0;
+        assert!(
+            first_stalls <= 6.0,
+            "late at the first two stalls: {first_stalls}"
+        );
         assert_eq!(
-            late_fraction(&sim, 200, 1500),
+            late_fraction(&sim, 300, 1500),
             0.0,
             "later stalls found the delay grown"
         );
         assert_eq!(stats.shrunk, 0, "frames dropped between stalls");
-        assert!(sim.played().len() >= 1497);
+        assert!(sim.played().len() >= 1494, "{stats:?}");
+    }
+
+    #[test]
+    fn the_delay_one_stall_asked_for_goes_as_it_came() {
+        let mut sim = Sim::new(config(20), Network::default(), 4);
+        for index in 0..500u64 {
+            // One 60 ms stall, a second into the call.
+            let phase = index.wrapping_sub(50);
+            sim.net.base_ms = if phase < 3 { 20 + 60 - 20 * phase } else { 20 };
+            sim.send(index, index as u16, index as u32 * FRAME, index == 0, true);
+            sim.advance_to(sim.now_ms + PTIME);
+            if index == 60 {
+                assert!(
+                    sim.jb.target_delay_ms() >= 60,
+                    "the stall raised the target"
+                );
+            }
+        }
+        assert!(
+            sim.outcome_count(PushOutcome::TooLate) >= 1,
+            "the stall made packets late"
+        );
+        assert!(
+            sim.jb.target_delay_ms() <= 25,
+            "eight seconds on, the target is back down: {}",
+            sim.jb.target_delay_ms()
+        );
     }
 
     #[test]
