@@ -24,6 +24,7 @@ use std::net::{SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -147,6 +148,11 @@ pub struct CompareArgs {
     /// build from before route hairpins.
     #[arg(long)]
     relay_mixed: bool,
+    /// Another program's load on the machine while every workload runs: one thread pinned to
+    /// each core, busy for this percentage of every 20 ms and asleep for the rest (0: none).
+    /// How each server copes when it does not have the cores to itself.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=90))]
+    competing_load: u8,
     #[command(flatten)]
     common: Common,
 }
@@ -201,6 +207,14 @@ pub fn run_compare(a: &CompareArgs) -> Result<ExitCode, String> {
             "configs/examples/high-density.toml's (receive at the tick, io_uring sends and receives, 1 MiB socket buffers, pinned workers)"
         }
     );
+    let load = CompetingLoad::start(a.competing_load, cores());
+    if a.competing_load > 0 {
+        println!(
+            "competing load: one thread pinned to each of {} cores, busy {} % of every 20 ms",
+            cores(),
+            a.competing_load
+        );
+    }
     let mut failed = false;
     for &w in &a.workloads {
         let result = match w {
@@ -219,12 +233,54 @@ pub fn run_compare(a: &CompareArgs) -> Result<ExitCode, String> {
             }
         }
     }
+    drop(load);
     let _ = std::fs::remove_dir_all(&root);
     Ok(if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `--competing-load`: busy threads, one pinned to each core, stopped and joined on drop.
+struct CompetingLoad {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl CompetingLoad {
+    const PERIOD: Duration = Duration::from_millis(20);
+
+    fn start(percent: u8, cores: usize) -> CompetingLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..cores)
+            .filter(|_| percent > 0)
+            .map(|core| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    crate::sys::pin_to_core(core);
+                    let busy = Self::PERIOD * u32::from(percent) / 100;
+                    while !stop.load(Ordering::Relaxed) {
+                        let start = std::time::Instant::now();
+                        while start.elapsed() < busy {
+                            std::hint::spin_loop();
+                        }
+                        std::thread::sleep(Self::PERIOD - busy);
+                    }
+                })
+            })
+            .collect();
+        CompetingLoad { stop, threads }
+    }
+}
+
+impl Drop for CompetingLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn wants(a: &CompareArgs, peer: Peer) -> bool {

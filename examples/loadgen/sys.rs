@@ -83,6 +83,17 @@ pub fn sleep_until(deadline_ns: u64) {
 
 /// Timer slack of the calling thread (default 50 µs); 1 µs lets a pacer wake close to its
 /// deadline without spinning.
+/// Pins the calling thread to `core` (best effort: a refusal leaves it free to move).
+pub fn pin_to_core(core: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and sched_setaffinity only read and
+    // write the set passed to them.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
 pub fn set_timer_slack_ns(ns: u64) {
     // SAFETY: PR_SET_TIMERSLACK takes one unsigned long argument.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) };
