@@ -253,8 +253,8 @@ impl CompetingLoad {
 
     fn start(percent: u8, cores: usize) -> CompetingLoad {
         let stop = Arc::new(AtomicBool::new(false));
+        let cores = if percent == 0 { 0 } else { cores };
         let threads = (0..cores)
-            .filter(|_| percent > 0)
             .map(|core| {
                 let stop = stop.clone();
                 std::thread::spawn(move || {

@@ -2090,20 +2090,29 @@ mod tests {
         assert!(played.len() >= 990);
     }
 
-    #[test]
-    fn a_sender_that_stalls_every_two_seconds_loses_frames_at_its_first_two_stalls_only() {
-        // A sender (an overloaded PBX, a radio link) that stops for 60 ms every two seconds and
-        // then sends what it held at once: once the stall has come back, the delay covers the
-        // next ones.
-        let mut sim = Sim::new(config(20), Network::default(), 3);
-        let period = 100; // frames: two seconds
-        for index in 0..1500u64 {
-            // A second into each period, three frames wait for the end of the stall.
-            let phase = (index % period).wrapping_sub(50);
-            sim.net.base_ms = if phase < 3 { 20 + 60 - 20 * phase } else { 20 };
+    /// Sends frames `indices` 20 ms apart over a 20 ms network from a sender that stalls for
+    /// 60 ms wherever `since_stall(index)` (frames since a stall began, wrapping) is below 3:
+    /// those three frames arrive together with the next, 80 ms after the first was due.
+    fn talk_with_stalls(
+        sim: &mut Sim,
+        indices: std::ops::Range<u64>,
+        since_stall: impl Fn(u64) -> u64,
+    ) {
+        for index in indices {
+            let phase = since_stall(index);
+            sim.net.base_ms = if phase < 3 { 80 - 20 * phase } else { 20 };
             sim.send(index, index as u16, index as u32 * FRAME, index == 0, true);
             sim.advance_to(sim.now_ms + PTIME);
         }
+    }
+
+    #[test]
+    fn a_sender_that_stalls_every_two_seconds_loses_frames_at_its_first_two_stalls_only() {
+        // A sender (an overloaded PBX, a radio link) that stops for 60 ms every two seconds,
+        // a second into each period, and then sends what it held at once: once the stall has
+        // come back, the delay covers the next ones.
+        let mut sim = Sim::new(config(20), Network::default(), 3);
+        talk_with_stalls(&mut sim, 0..1500, |index| (index % 100).wrapping_sub(50));
         sim.advance_to(sim.now_ms + 300);
         let stats = sim.jb.stats();
         let first_stalls = late_fraction(&sim, 0, 300) * 300.0;
@@ -2123,19 +2132,14 @@ mod tests {
     #[test]
     fn the_delay_one_stall_asked_for_goes_as_it_came() {
         let mut sim = Sim::new(config(20), Network::default(), 4);
-        for index in 0..500u64 {
-            // One 60 ms stall, a second into the call.
-            let phase = index.wrapping_sub(50);
-            sim.net.base_ms = if phase < 3 { 20 + 60 - 20 * phase } else { 20 };
-            sim.send(index, index as u16, index as u32 * FRAME, index == 0, true);
-            sim.advance_to(sim.now_ms + PTIME);
-            if index == 60 {
-                assert!(
-                    sim.jb.target_delay_ms() >= 60,
-                    "the stall raised the target"
-                );
-            }
-        }
+        // One 60 ms stall, a second into the call.
+        let one_stall = |index: u64| index.wrapping_sub(50);
+        talk_with_stalls(&mut sim, 0..61, one_stall);
+        assert!(
+            sim.jb.target_delay_ms() >= 60,
+            "the stall raised the target"
+        );
+        talk_with_stalls(&mut sim, 61..500, one_stall);
         assert!(
             sim.outcome_count(PushOutcome::TooLate) >= 1,
             "the stall made packets late"
