@@ -83,10 +83,14 @@ pub fn sleep_until(deadline_ns: u64) {
 
 /// Timer slack of the calling thread (default 50 µs); 1 µs lets a pacer wake close to its
 /// deadline without spinning.
-/// Pins the calling thread to `core` (best effort: a refusal leaves it free to move).
+/// Pins the calling thread to `core`, one of the machine's (best effort: a refusal leaves it
+/// free to move; a core beyond the set's size is ignored).
 pub fn pin_to_core(core: usize) {
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET and sched_setaffinity only read and
-    // write the set passed to them.
+    if core >= libc::CPU_SETSIZE as usize {
+        return;
+    }
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays within it (`core` < CPU_SETSIZE,
+    // checked above) and sched_setaffinity only reads the set passed to it.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(core, &mut set);
