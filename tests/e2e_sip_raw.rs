@@ -217,6 +217,7 @@ fn late_frame_is_counted(server: Server) {
     assert!((20..=200).contains(&delay), "{stats}");
     assert_eq!(stats["ShrunkFrames"], 0, "a steady sender: {stats}");
     assert_eq!(server.metric("callbridge_rtp_packets_late"), 1.0);
+    assert_eq!(server.metric("callbridge_rtp_frames_shrunk"), 0.0);
     assert_eq!(
         server.metric("callbridge_media_receive_buffers_exhausted_total"),
         0.0,

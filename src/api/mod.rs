@@ -467,7 +467,7 @@ async fn metrics(State(state): State<ApiState>) -> Response {
     );
     counter(
         "callbridge_media_receive_buffers_exhausted_total",
-        "io_uring media receives that found all of their worker's buffers in use; those datagrams waited in their socket for the worker's next turn.",
+        "io_uring media receives that found all of their worker's buffers in use; the worker read what waited in those sockets again in the same turn (up to eight rounds), or at its next.",
         s.receive_buffers_exhausted,
     );
     listener::render_metrics(&state.listeners, &mut out);
@@ -477,9 +477,11 @@ async fn metrics(State(state): State<ApiState>) -> Response {
          # TYPE callbridge_rtp_packets_lost gauge\ncallbridge_rtp_packets_lost {}\n\
          # HELP callbridge_rtp_packets_late RTP packets dropped by the jitter buffers of live connections because their frame had already been played (concealed).\n\
          # TYPE callbridge_rtp_packets_late gauge\ncallbridge_rtp_packets_late {}\n\
+         # HELP callbridge_rtp_frames_shrunk Frames the jitter buffers of live connections skipped to bring their delay back down after it grew.\n\
+         # TYPE callbridge_rtp_frames_shrunk gauge\ncallbridge_rtp_frames_shrunk {}\n\
          # HELP callbridge_rtp_jitter_ms_max Worst interarrival jitter among live connections, ms.\n\
          # TYPE callbridge_rtp_jitter_ms_max gauge\ncallbridge_rtp_jitter_ms_max {}\n",
-        s.rtp_packets_lost, s.rtp_packets_late, s.rtp_jitter_ms_max
+        s.rtp_packets_lost, s.rtp_packets_late, s.rtp_frames_shrunk, s.rtp_jitter_ms_max
     ));
     out.push_str("# HELP callbridge_media_tick_lateness_seconds How late media ticks (20 ms playout, RTCP, timeouts) ran after their deadline.\n# TYPE callbridge_media_tick_lateness_seconds histogram\n");
     let mut cumulative = 0;

@@ -864,6 +864,7 @@ impl<M: Backend> Controller<M> {
             rtp_packets_lost: live.iter().map(|s| s.packets_lost).sum(),
             rtp_jitter_ms_max: live.iter().map(|s| s.jitter_ms).fold(0.0, f64::max),
             rtp_packets_late: live.iter().map(|s| s.late_packets).sum(),
+            rtp_frames_shrunk: live.iter().map(|s| s.shrunk_frames).sum(),
             receive_buffers_exhausted: health.receive_buffers_exhausted,
             worker_cpu: health.worker_cpu,
             tick_lateness: health.tick_lateness,

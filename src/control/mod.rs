@@ -303,6 +303,8 @@ pub struct Status {
     /// Packets dropped by the jitter buffers of live connections because their frame had
     /// already been played.
     pub rtp_packets_late: u64,
+    /// Frames the jitter buffers of live connections skipped to bring their delay down.
+    pub rtp_frames_shrunk: u64,
     /// io_uring receives that found every buffer of their worker in use (see the engine).
     pub receive_buffers_exhausted: u64,
     /// CPU time of each media worker thread, by worker number (`None`: the thread has ended).
