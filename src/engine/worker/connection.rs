@@ -550,4 +550,36 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_rebuilt_sessions_jitter_counters_add_to_the_earlier_ones_and_its_delay_is_current() {
+        // The counters of the sessions a media change replaced, and the session now running.
+        let base = MediaStats {
+            concealed_frames: 2,
+            late_packets: 3,
+            shrunk_frames: 4,
+            playout_delay_ms: 120,
+            ..MediaStats::default()
+        };
+        let current = SessionStats {
+            jitter: crate::media::jitter::JitterStats {
+                concealed: 10,
+                late: 20,
+                shrunk: 30,
+                target_delay_ms: 60,
+                ..Default::default()
+            },
+            ..SessionStats::default()
+        };
+        let sum = add_stats(&base, &current, None);
+        assert_eq!(
+            (
+                sum.concealed_frames,
+                sum.late_packets,
+                sum.shrunk_frames,
+                sum.playout_delay_ms
+            ),
+            (12, 23, 34, 60)
+        );
+    }
 }

@@ -84,7 +84,7 @@ const PREFETCH_AHEAD: usize = 3;
 /// (4,096); when they ran out, the requests that found none ended and their datagrams wait in
 /// their sockets, so the worker arms them again and reads the rest in the same turn rather
 /// than a tick later, after their frames' playout has passed. Eight rounds bound one turn's
-/// receiving (32,768 datagrams: eight ticks of 2,000 calls).
+/// receiving (32,768 datagrams: a third of a second of 2,000 calls' packets).
 const RECEIVE_ROUNDS: usize = 8;
 /// Token of the waker; connection tokens are `slot * 2 + leg` and never reach it.
 const WAKER_TOKEN: Token = Token(usize::MAX);
