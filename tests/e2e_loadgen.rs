@@ -115,6 +115,11 @@ fn echo_calls_from_another_address_are_measured_with_the_servers_cpu_from_its_me
 /// The rows of every markdown table in `output` whose second column (server) is callbridge,
 /// each with its table's title (the `### ` line above it).
 fn callbridge_rows(output: &str) -> Vec<(String, Vec<String>)> {
+    server_rows(output, "callbridge")
+}
+
+/// [`callbridge_rows`] for any server column.
+fn server_rows(output: &str, server: &str) -> Vec<(String, Vec<String>)> {
     let mut title = String::new();
     let mut rows = Vec::new();
     for line in output.lines() {
@@ -127,7 +132,7 @@ fn callbridge_rows(output: &str) -> Vec<(String, Vec<String>)> {
                 .split('|')
                 .map(|c| c.trim().to_string())
                 .collect();
-            if cells.get(1).map(String::as_str) == Some("callbridge") {
+            if cells.get(1).map(String::as_str) == Some(server) {
                 rows.push((title.clone(), cells));
             }
         }
@@ -136,14 +141,15 @@ fn callbridge_rows(output: &str) -> Vec<(String, Vec<String>)> {
 }
 
 /// `loadgen compare` as CI runs it: every workload, a few calls each, against callbridge alone
-/// (the peers are installed only for benchmarking). The tool starts the server binary itself.
+/// (the peers are installed only for benchmarking) and the call-setup floor, SIPp's own uas
+/// (SIPp is installed for the tests). The tool starts the server binary itself.
 #[test]
 fn compare_runs_every_workload_against_callbridge_alone() {
     let sip = common::free_udp_tcp_port();
     let api = common::free_tcp_port();
     let media = common::free_rtp_range(500);
     let output = Command::new(loadgen())
-        .args(["compare", "--servers", "callbridge"])
+        .args(["compare", "--servers", "callbridge,sipp-uas"])
         .args(["--bin", env!("CARGO_BIN_EXE_callbridge")])
         .args(["--server-sip", &format!("127.0.0.1:{sip}")])
         .args(["--server-api", &format!("127.0.0.1:{api}")])
@@ -223,4 +229,15 @@ fn compare_runs_every_workload_against_callbridge_alone() {
             assert!(number(3) < 5.0, "{title}: loss %: {cells:?}\n{stdout}");
         }
     }
+    // The floor answered every call of the setup rate, and callbridge's row is compared to it.
+    let floor = server_rows(&stdout, "sipp-uas");
+    assert_eq!(floor.len(), 1, "one sipp-uas row: {stdout}");
+    let (title, cells) = &floor[0];
+    assert!(title.starts_with("call setup:"), "{title}: {cells:?}");
+    assert_eq!(cells[0], "20/s", "{cells:?}");
+    assert_eq!(cells[3], "0.000", "no call failed: {cells:?}\n{stdout}");
+    let ratio: f64 = cells[6]
+        .parse()
+        .unwrap_or_else(|_| panic!("callbridge ÷ the floor is a number: {cells:?}\n{stdout}"));
+    assert!(ratio > 0.0, "{cells:?}");
 }

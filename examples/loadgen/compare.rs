@@ -14,7 +14,9 @@
 //!   the rest silent) vs Janus AudioBridge plain-RTP participants in the same rooms; CPU per
 //!   member-second and whether each talker is heard by the others and not by itself.
 //! - `setup`: SIPp's `uac` (INVITE/200/ACK/BYE, no RTP) to callbridge's echo at increasing
-//!   rates; setups per second and CPU µs per call (the peers have no SIP).
+//!   rates; setups per second and CPU µs per call. rtpengine and Janus take no calls; the row
+//!   beside callbridge's is SIPp's own `uas` answering the same calls at the same rate: the
+//!   machine's floor for SIP, as the reflector is for echo.
 //! - `memory`: resident bytes per idle established call (G.711, Opus and G.711 with SDES-SRTP for callbridge;
 //!   a two-sided relay call for rtpengine; a PCMU participant for Janus) and after the calls end.
 //!
@@ -61,12 +63,13 @@ pub struct CompareArgs {
     workloads: Vec<Workload>,
     /// Servers to measure (each workload runs on those that can do it). `reflector` is the
     /// tool's own UDP reflector at each echo row's packet rate, one socket per call as
-    /// callbridge has: the machine's floor, not a server.
+    /// callbridge has, and `sipp-uas` SIPp's own uas answering the setup workload's calls:
+    /// the machine's floors, not servers.
     #[arg(
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "callbridge,rtpengine,janus,reflector"
+        default_value = "callbridge,rtpengine,janus,reflector,sipp-uas"
     )]
     servers: Vec<Peer>,
     /// callbridge's binary (a release build).

@@ -20,98 +20,135 @@ use crate::room;
 // call setup
 
 pub(super) fn setup(a: &CompareArgs, root: &Path, workers: usize) -> Result<bool, String> {
-    if !wants(a, Peer::Callbridge) {
+    let mut servers = Vec::new();
+    if wants(a, Peer::Callbridge) {
+        let server = peers::start_callbridge(&a.bin, root, workers, &a.places())?;
+        servers.push((server, a.server_sip));
+    }
+    if wants(a, Peer::SippUas) {
+        // The floor's port, from the tool's range (a free one, released for SIPp to take).
+        let port = free_port(a, "SIPp's uas")?;
+        let sip = std::net::SocketAddrV4::new(a.common.local_ip, port);
+        servers.push((peers::start_sipp_uas(root, sip)?, sip));
+    }
+    if servers.is_empty() {
         return Ok(true);
     }
-    let server = peers::start_callbridge(&a.bin, root, workers, &a.places())?;
-    let dir = server.dir.clone();
-    // SIPp's own port, from the tool's range (a free one, released for SIPp to take).
-    let sipp_port = ports(a)
-        .bind_one(0)
-        .and_then(|s| s.local_addr())
-        .map_err(|e| format!("a port for SIPp: {e}"))?
-        .port();
+    // The generator's own port (released for SIPp to take).
+    let uac_port = free_port(a, "SIPp")?;
     let mut rows = Vec::new();
+    // Each rate against every server still answering, in turn (so a slow minute of this shared
+    // machine falls on both rows of a rate, not on one server's whole table); a server's
+    // rising stops at its first rate with failures.
+    let mut limited = vec![false; servers.len()];
     for &rate in &a.setup_rates {
-        eprintln!("loadgen compare: setup, callbridge, {rate}/s");
-        let calls = rate * a.setup_seconds;
-        let cpu0 = server.cpu_ns();
-        let started = Instant::now();
-        let stat = dir.join(format!("setup-{rate}.csv"));
-        let mut sipp = Command::new("sipp");
-        if !a.sipp_preempts {
-            batch_class(&mut sipp);
+        for (i, (server, target)) in servers.iter().enumerate() {
+            if limited[i] {
+                continue;
+            }
+            eprintln!("loadgen compare: setup, {}, {rate}/s", server.peer.name());
+            let row = setup_rate(a, server, *target, uac_port, rate)?;
+            limited[i] = row.note.ends_with("FAIL");
+            rows.push(row);
         }
-        let status = sipp
-            .current_dir(&dir)
-            .args([
-                &a.server_sip.to_string(),
-                "-sn",
-                "uac",
-                "-s",
-                "echo",
-                "-i",
-                "127.0.0.1",
-                "-p",
-                &sipp_port.to_string(),
-                "-nostdin",
-                "-buff_size",
-                "4194304",
-                "-d",
-                "0",
-            ])
-            .args([
-                "-m",
-                &calls.to_string(),
-                "-r",
-                &rate.to_string(),
-                "-l",
-                &(rate * 2).to_string(),
-            ])
-            .args(["-timeout", &format!("{}s", a.setup_seconds * 4 + 30)])
-            .args(["-trace_stat", "-stf", &stat.to_string_lossy(), "-fd", "1"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map_err(|e| format!("sipp: {e} (scripts/setup-system installs it)"))?;
-        let elapsed = started.elapsed().as_secs_f64();
-        std::thread::sleep(Duration::from_secs(2));
-        let cpu = match (cpu0, server.cpu_ns()) {
-            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-            _ => None,
-        };
-        let (ok, failed) = sipp_counts(&stat).unwrap_or((0, calls as u64));
-        let note = format!(
-            "{ok} completed, {failed} failed in {elapsed:.1} s ({:.0}/s); CPU {:.0} % of a core; sipp {}, exit {}{}",
-            ok as f64 / elapsed,
-            cpu.map_or(0.0, |c| c as f64 / 1e9 / elapsed * 100.0),
-            if a.sipp_preempts { "SCHED_OTHER" } else { "SCHED_BATCH" },
-            status.code().unwrap_or(-1),
-            if failed > 0 { "; FAIL" } else { "" }
-        );
-        rows.push(Row {
-            size: format!("{rate}/s"),
-            peer: Peer::Callbridge,
-            cpu_us: cpu.filter(|_| ok > 0).map(|c| c as f64 / 1e3 / ok as f64),
-            loss: Some(100.0 * failed as f64 / calls.max(1) as f64),
-            jitter_ms: None,
-            rss_mb: mb(server.rss_kb()),
-            note,
-        });
-        if failed > 0 {
+        if limited.iter().all(|&l| l) {
             break;
         }
     }
-    // Stepping stops at the first rate with failures: that row is the limit, not a defect.
-    let last_failed = rows.last().is_some_and(|r| r.note.ends_with("FAIL"));
-    if let Some(r) = rows.last_mut().filter(|_| last_failed) {
+    // A server's row with failures is its limit, not a defect.
+    for r in rows.iter_mut().filter(|r| r.note.ends_with("FAIL")) {
         r.note = r.note.replace("; FAIL", "; limit reached");
     }
     Ok(print_rows(
-        "call setup: SIPp uac (SCHED_BATCH unless --sipp-preempts) to callbridge's echo (INVITE/200/ACK/BYE/200, no RTP), rising rates until calls fail; loss = failed calls",
+        "call setup: SIPp uac (SCHED_BATCH unless --sipp-preempts) to callbridge's echo (INVITE/200/ACK/BYE/200, no RTP), rising rates until calls fail; loss = failed calls; sipp-uas: SIPp's own uas answering the same calls, the machine's floor for SIP (no media, no store)",
         "per call",
         &rows,
     ))
+}
+
+/// A free port of the tool's range, released for SIPp to take.
+fn free_port(a: &CompareArgs, whose: &str) -> Result<u16, String> {
+    ports(a)
+        .bind_one(0)
+        .and_then(|s| s.local_addr())
+        .map_err(|e| format!("a port for {whose}: {e}"))
+        .map(|addr| addr.port())
+}
+
+/// One rate of SIPp's `uac` against `server` at `target`: its CPU per completed call.
+fn setup_rate(
+    a: &CompareArgs,
+    server: &peers::Server,
+    target: std::net::SocketAddrV4,
+    uac_port: u16,
+    rate: u32,
+) -> Result<Row, String> {
+    let calls = rate * a.setup_seconds;
+    let cpu0 = server.cpu_ns();
+    let started = Instant::now();
+    let stat = server
+        .dir
+        .join(format!("setup-{}-{rate}.csv", server.peer.name()));
+    let mut sipp = Command::new("sipp");
+    if !a.sipp_preempts {
+        batch_class(&mut sipp);
+    }
+    let status = sipp
+        .current_dir(&server.dir)
+        .args([
+            &target.to_string(),
+            "-sn",
+            "uac",
+            "-s",
+            "echo",
+            "-i",
+            &a.common.local_ip.to_string(),
+            "-p",
+            &uac_port.to_string(),
+            "-nostdin",
+            "-buff_size",
+            "4194304",
+            "-d",
+            "0",
+        ])
+        .args([
+            "-m",
+            &calls.to_string(),
+            "-r",
+            &rate.to_string(),
+            "-l",
+            &(rate * 2).to_string(),
+        ])
+        .args(["-timeout", &format!("{}s", a.setup_seconds * 4 + 30)])
+        .args(["-trace_stat", "-stf", &stat.to_string_lossy(), "-fd", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("sipp: {e} (scripts/setup-system installs it)"))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu = match (cpu0, server.cpu_ns()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    let (ok, failed) = sipp_counts(&stat).unwrap_or((0, calls as u64));
+    let note = format!(
+        "{ok} completed, {failed} failed in {elapsed:.1} s ({:.0}/s); CPU {:.0} % of a core; sipp {}, exit {}{}",
+        ok as f64 / elapsed,
+        cpu.map_or(0.0, |c| c as f64 / 1e9 / elapsed * 100.0),
+        if a.sipp_preempts { "SCHED_OTHER" } else { "SCHED_BATCH" },
+        status.code().unwrap_or(-1),
+        if failed > 0 { "; FAIL" } else { "" }
+    );
+    Ok(Row {
+        size: format!("{rate}/s"),
+        peer: server.peer,
+        cpu_us: cpu.filter(|_| ok > 0).map(|c| c as f64 / 1e3 / ok as f64),
+        loss: Some(100.0 * failed as f64 / calls.max(1) as f64),
+        jitter_ms: None,
+        rss_mb: mb(server.rss_kb()),
+        note,
+    })
 }
 
 /// Starts the command in the SCHED_BATCH class: the kernel then does not let it preempt the

@@ -28,6 +28,9 @@ pub enum Peer {
     Janus,
     /// The tool's own in-process UDP reflector: the machine's floor (echo only).
     Reflector,
+    /// SIPp's built-in `uas` answering the setup workload's calls: the machine's floor for SIP
+    /// (one thread, no media, no store, no dialog kept), not a server.
+    SippUas,
 }
 
 impl Peer {
@@ -37,6 +40,7 @@ impl Peer {
             Peer::Rtpengine => "rtpengine",
             Peer::Janus => "janus",
             Peer::Reflector => "reflector",
+            Peer::SippUas => "sipp-uas",
         }
     }
 }
@@ -246,6 +250,34 @@ service = "conference"
         ],
     )?;
     wait_ready(&mut server, || crate::health(places.api).is_some())?;
+    Ok(server)
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIPp uas
+
+/// Starts SIPp's built-in `uas` scenario (INVITE → 180, 200 with SDP; ACK; BYE → 200) on
+/// `sip`, in the normal scheduling class as a server runs: the call-setup workload's floor.
+pub fn start_sipp_uas(root: &Path, sip: SocketAddrV4) -> Result<Server, String> {
+    let dir = server_dir(root, Peer::SippUas)?;
+    let mut server = spawn(
+        Peer::SippUas,
+        &dir,
+        "sipp",
+        &[
+            "-sn".into(),
+            "uas".into(),
+            "-i".into(),
+            sip.ip().to_string(),
+            "-p".into(),
+            sip.port().to_string(),
+            "-nostdin".into(),
+            "-buff_size".into(),
+            "4194304".into(),
+        ],
+    )?;
+    // Ready once SIPp holds its port.
+    wait_ready(&mut server, || UdpSocket::bind(sip).is_err())?;
     Ok(server)
 }
 
