@@ -155,8 +155,8 @@ struct Worker {
     /// talker hears when nobody else in its room is in the mix (a room of three with one
     /// talker), sent in place of its own encode of zeros.
     silence_encodes: SharedEncodes,
-    /// The next 20 ms conference tick, while there are conferences.
-    next_room_tick: Option<Instant>,
+    /// When its conferences tick: spread over the tick groups as its sessions are.
+    room_ticks: conferences::RoomTicks,
     /// One conference frame, reused for every capture.
     room_frame: Vec<i16>,
 }
@@ -209,7 +209,7 @@ impl Worker {
             conferences: HashMap::new(),
             shared_encodes: HashMap::new(),
             silence_encodes: SharedEncodes::default(),
-            next_room_tick: None,
+            room_ticks: conferences::RoomTicks::default(),
             room_frame: Vec::new(),
         }
     }
@@ -236,10 +236,14 @@ impl Worker {
         let mut timeout = if self.carry_over.is_empty() && !spinning {
             let session = self.deadlines.next();
             // Counters are due every STATS_PUBLISH_INTERVAL whatever the sessions' deadlines.
-            let next = [session, self.next_room_tick, Some(self.next_stats_publish)]
-                .into_iter()
-                .flatten()
-                .min();
+            let next = [
+                session,
+                self.room_ticks.next(),
+                Some(self.next_stats_publish),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             next.map(|at| at.saturating_duration_since(Instant::now()))
                 .map_or(POLL_TIMEOUT, |d| d.min(POLL_TIMEOUT))
         } else {

@@ -494,3 +494,96 @@ fn closing_a_connection_hands_its_queued_sends_to_the_kernel_first() {
         .expect("queued send went out");
     assert_eq!((&received[..length], from), (&b"final"[..], engine_rtp));
 }
+
+#[test]
+fn conferences_fill_a_tick_group_then_spread_each_on_its_own_grid() {
+    use super::conferences::{RoomTicks, GROUP_MEMBERS};
+    let epoch = Instant::now();
+    let ms = Duration::from_millis;
+    let now = epoch + ms(41);
+    let mut ticks = RoomTicks::default();
+    assert_eq!(ticks.next(), None);
+    // Rooms of ten: a small load stays on one grid, one wake-up a tick.
+    let ten = |_| 10;
+    let small: Vec<usize> = (1..=15)
+        .map(|room| ticks.add(room, epoch, now, ten))
+        .collect();
+    assert_eq!(small, [0; 15]);
+    assert_eq!(
+        ticks.next(),
+        Some(epoch + ms(60)),
+        "group 0's grid: epoch + k × 20 ms"
+    );
+    for room in 1..=15 {
+        ticks.remove(room);
+    }
+    assert_eq!(
+        ticks.next(),
+        None,
+        "a group whose rooms all left does not tick"
+    );
+    // Rooms of 100: a group takes rooms until it has GROUP_MEMBERS, then the next one does;
+    // with every group full, the emptiest.
+    assert_eq!(GROUP_MEMBERS, 256);
+    let hundred = |_| 100;
+    let groups: Vec<usize> = (1..=14)
+        .map(|room| ticks.add(room, epoch, now, hundred))
+        .collect();
+    assert_eq!(groups, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 0, 1]);
+    // After 41 ms: group 0 next ticks at 60 ms, group 1 at 45, group 2 at 50, group 3 at 55.
+    assert_eq!(ticks.next(), Some(epoch + ms(45)));
+    assert_eq!(ticks.due(now), None);
+    assert_eq!(ticks.due(epoch + ms(52)), Some((1, epoch + ms(45))));
+    ticks.advance(1, epoch + ms(45), epoch + ms(52));
+    assert_eq!(ticks.due(epoch + ms(52)), Some((2, epoch + ms(50))));
+    ticks.advance(2, epoch + ms(50), epoch + ms(52));
+    assert_eq!(ticks.due(epoch + ms(52)), None);
+    assert_eq!(ticks.next(), Some(epoch + ms(55)));
+    // Group 3's rooms leave: it stops ticking, and the next room goes there (the only group
+    // under GROUP_MEMBERS), on its grid.
+    for room in [10, 11, 12] {
+        ticks.remove(room);
+    }
+    ticks.remove(99); // in no group: nothing happens
+    assert_eq!(ticks.rooms(3).len(), 0);
+    assert_eq!(ticks.due(epoch + ms(56)), None, "group 3 has no rooms left");
+    assert_eq!(ticks.next(), Some(epoch + ms(60)));
+    assert_eq!(ticks.add(15, epoch, epoch + ms(56), hundred), 3);
+    for (group, at) in [(0, 60), (1, 65), (2, 70)] {
+        assert_eq!(ticks.due(epoch + ms(at)), Some((group, epoch + ms(at))));
+        ticks.advance(group, epoch + ms(at), epoch + ms(at));
+    }
+    assert_eq!(ticks.due(epoch + ms(74)), None);
+    assert_eq!(ticks.due(epoch + ms(75)), Some((3, epoch + ms(75))));
+    // After a long stall each group skips ahead rather than burst.
+    let mut ticks = RoomTicks::default();
+    for room in 1..=12 {
+        ticks.add(room, epoch, now, hundred);
+    }
+    for (group, at) in [(0, 60), (1, 45), (2, 50), (3, 55)] {
+        ticks.advance(group, epoch + ms(at), epoch + ms(500));
+    }
+    assert_eq!(ticks.due(epoch + ms(519)), None);
+    assert_eq!(ticks.due(epoch + ms(520)), Some((0, epoch + ms(520))));
+}
+
+#[test]
+fn the_groups_ticks_of_one_period_share_the_workers_silence_encodes() {
+    use super::conferences::RoomTicks;
+    let epoch = Instant::now();
+    let ms = Duration::from_millis;
+    let mut ticks = RoomTicks::default();
+    // Four groups' ticks 5 ms apart: one period; the next group 0 tick begins the next.
+    let begins: Vec<bool> = [0, 5, 10, 15, 20, 25, 40]
+        .into_iter()
+        .map(|at| ticks.silence_period_begins(epoch + ms(at)))
+        .collect();
+    assert_eq!(begins, [true, false, false, false, true, false, true]);
+    // Groups 1 and 3 alone: each period begins at group 1's tick.
+    let mut ticks = RoomTicks::default();
+    let begins: Vec<bool> = [5, 15, 25, 35, 45]
+        .into_iter()
+        .map(|at| ticks.silence_period_begins(epoch + ms(at)))
+        .collect();
+    assert_eq!(begins, [true, false, true, false, true]);
+}
