@@ -24,7 +24,9 @@ impl Worker {
     /// 20 ms frame, and their members send what they hear.
     pub(super) fn run_due_rooms(&mut self) {
         let now = Instant::now();
-        while let Some((group, at)) = self.room_ticks.due(now) {
+        // Each due group once a turn: one that is still behind ticks again next turn, after
+        // the turn's receives, so its catching up pops frames that have been read.
+        for (group, at) in self.room_ticks.due(now).into_iter().flatten() {
             self.run_room_group(group, at, now);
             self.room_ticks.advance(group, at, now);
         }
@@ -183,6 +185,12 @@ impl Worker {
     }
 }
 
+/// Members a tick group's rooms take before new rooms go to another group (see
+/// [`RoomTicks`]): a burst of 256 packets each way, where the echo measurements put the worth of
+/// a second grid (docs/PERFORMANCE.md, "Staggered tick grids": 250 calls a worker on one grid
+/// had the lower jitter, 500 the higher).
+pub(super) const GROUP_MEMBERS: usize = 256;
+
 /// When this worker's conferences tick. A tick's burst reads, mixes and sends for every member
 /// of its rooms at once; with all of a worker's rooms on one grid a two-party relay of 1,000
 /// calls (1,000 members a worker) had a stream jitter p99 of 4.6–5.7 ms where echo at the same
@@ -191,12 +199,6 @@ impl Worker {
 /// sessions (1.0–2.7 ms then): a small load keeps one wake-up a tick (each grid in use is a
 /// wake-up every 20 ms, and four of them cost 150 PCMU members in rooms of ten about a third
 /// more CPU), a large one bursts of a quarter of the members.
-/// Members a tick group's rooms take before new rooms go to another group (see
-/// [`RoomTicks`]): a burst of 256 packets each way, where the echo measurements put the worth of
-/// a second grid (docs/PERFORMANCE.md, "Staggered tick grids": 250 calls a worker on one grid
-/// had the lower jitter, 500 the higher).
-pub(super) const GROUP_MEMBERS: usize = 256;
-
 #[derive(Default)]
 pub(super) struct RoomTicks {
     /// Each group's conferences.
@@ -255,12 +257,13 @@ impl RoomTicks {
         self.next.iter().flatten().min().copied()
     }
 
-    /// The earliest group whose tick has come by `now`, with its time.
-    pub(super) fn due(&self, now: Instant) -> Option<(usize, Instant)> {
-        (0..TICK_GROUPS)
-            .filter_map(|g| self.next[g].map(|at| (g, at)))
-            .filter(|&(_, at)| at <= now)
-            .min_by_key(|&(_, at)| at)
+    /// The groups whose tick has come by `now`, each with its time, earliest first (then the
+    /// groups not due, as `None`).
+    pub(super) fn due(&self, now: Instant) -> [Option<(usize, Instant)>; TICK_GROUPS] {
+        let mut due: [Option<(usize, Instant)>; TICK_GROUPS] =
+            std::array::from_fn(|g| self.next[g].filter(|&at| at <= now).map(|at| (g, at)));
+        due.sort_unstable_by_key(|d| (d.is_none(), d.map(|(_, at)| at)));
+        due
     }
 
     /// `group`'s conferences.

@@ -498,6 +498,7 @@ fn closing_a_connection_hands_its_queued_sends_to_the_kernel_first() {
 #[test]
 fn conferences_fill_a_tick_group_then_spread_each_on_its_own_grid() {
     use super::conferences::{RoomTicks, GROUP_MEMBERS};
+    let first_due = |ticks: &RoomTicks, now| ticks.due(now)[0];
     let epoch = Instant::now();
     let ms = Duration::from_millis;
     let now = epoch + ms(41);
@@ -532,12 +533,12 @@ fn conferences_fill_a_tick_group_then_spread_each_on_its_own_grid() {
     assert_eq!(groups, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 0, 1]);
     // After 41 ms: group 0 next ticks at 60 ms, group 1 at 45, group 2 at 50, group 3 at 55.
     assert_eq!(ticks.next(), Some(epoch + ms(45)));
-    assert_eq!(ticks.due(now), None);
-    assert_eq!(ticks.due(epoch + ms(52)), Some((1, epoch + ms(45))));
+    assert_eq!(first_due(&ticks, now), None);
+    assert_eq!(first_due(&ticks, epoch + ms(52)), Some((1, epoch + ms(45))));
     ticks.advance(1, epoch + ms(45), epoch + ms(52));
-    assert_eq!(ticks.due(epoch + ms(52)), Some((2, epoch + ms(50))));
+    assert_eq!(first_due(&ticks, epoch + ms(52)), Some((2, epoch + ms(50))));
     ticks.advance(2, epoch + ms(50), epoch + ms(52));
-    assert_eq!(ticks.due(epoch + ms(52)), None);
+    assert_eq!(first_due(&ticks, epoch + ms(52)), None);
     assert_eq!(ticks.next(), Some(epoch + ms(55)));
     // Group 3's rooms leave: it stops ticking, and the next room goes there (the only group
     // under GROUP_MEMBERS), on its grid.
@@ -546,15 +547,46 @@ fn conferences_fill_a_tick_group_then_spread_each_on_its_own_grid() {
     }
     ticks.remove(99); // in no group: nothing happens
     assert_eq!(ticks.rooms(3).len(), 0);
-    assert_eq!(ticks.due(epoch + ms(56)), None, "group 3 has no rooms left");
+    assert_eq!(
+        first_due(&ticks, epoch + ms(56)),
+        None,
+        "group 3 has no rooms left"
+    );
     assert_eq!(ticks.next(), Some(epoch + ms(60)));
     assert_eq!(ticks.add(15, epoch, epoch + ms(56), hundred), 3);
     for (group, at) in [(0, 60), (1, 65), (2, 70)] {
-        assert_eq!(ticks.due(epoch + ms(at)), Some((group, epoch + ms(at))));
+        assert_eq!(
+            first_due(&ticks, epoch + ms(at)),
+            Some((group, epoch + ms(at)))
+        );
         ticks.advance(group, epoch + ms(at), epoch + ms(at));
     }
-    assert_eq!(ticks.due(epoch + ms(74)), None);
-    assert_eq!(ticks.due(epoch + ms(75)), Some((3, epoch + ms(75))));
+    assert_eq!(first_due(&ticks, epoch + ms(74)), None);
+    assert_eq!(first_due(&ticks, epoch + ms(75)), Some((3, epoch + ms(75))));
+    // Every due group, earliest first, once; one behind by several ticks ticks once a turn
+    // and is due again the next.
+    let mut ticks = RoomTicks::default();
+    for room in 1..=12 {
+        ticks.add(room, epoch, now, hundred);
+    }
+    assert_eq!(
+        ticks.due(epoch + ms(58)),
+        [
+            Some((1, epoch + ms(45))),
+            Some((2, epoch + ms(50))),
+            Some((3, epoch + ms(55))),
+            None
+        ]
+    );
+    ticks.advance(1, epoch + ms(45), epoch + ms(110));
+    assert_eq!(
+        first_due(&ticks, epoch + ms(110)),
+        Some((2, epoch + ms(50))),
+        "group 1 ticked for 45 ms and is behind: 65 ms is due, after the others"
+    );
+    assert!(ticks
+        .due(epoch + ms(110))
+        .contains(&Some((1, epoch + ms(65)))));
     // After a long stall each group skips ahead rather than burst.
     let mut ticks = RoomTicks::default();
     for room in 1..=12 {
@@ -563,8 +595,11 @@ fn conferences_fill_a_tick_group_then_spread_each_on_its_own_grid() {
     for (group, at) in [(0, 60), (1, 45), (2, 50), (3, 55)] {
         ticks.advance(group, epoch + ms(at), epoch + ms(500));
     }
-    assert_eq!(ticks.due(epoch + ms(519)), None);
-    assert_eq!(ticks.due(epoch + ms(520)), Some((0, epoch + ms(520))));
+    assert_eq!(first_due(&ticks, epoch + ms(519)), None);
+    assert_eq!(
+        first_due(&ticks, epoch + ms(520)),
+        Some((0, epoch + ms(520)))
+    );
 }
 
 #[test]
