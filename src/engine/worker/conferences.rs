@@ -187,8 +187,8 @@ impl Worker {
 
 /// Members a tick group's rooms take before new rooms go to another group (see
 /// [`RoomTicks`]): a burst of 256 packets each way, where the echo measurements put the worth of
-/// a second grid (docs/PERFORMANCE.md, "Staggered tick grids": 250 calls a worker on one grid
-/// had the lower jitter, 500 the higher).
+/// a second grid (docs/PERFORMANCE.md, "Staggered tick grids": at 250 calls a worker one grid
+/// had the lower jitter, at 500 four grids had).
 pub(super) const GROUP_MEMBERS: usize = 256;
 
 /// When this worker's conferences tick. A tick's burst reads, mixes and sends for every member
