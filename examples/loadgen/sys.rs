@@ -81,8 +81,6 @@ pub fn sleep_until(deadline_ns: u64) {
     }
 }
 
-/// Timer slack of the calling thread (default 50 µs); 1 µs lets a pacer wake close to its
-/// deadline without spinning.
 /// Pins the calling thread to `core`, one of the machine's (best effort: a refusal leaves it
 /// free to move; a core beyond the set's size is ignored).
 pub fn pin_to_core(core: usize) {
@@ -98,6 +96,8 @@ pub fn pin_to_core(core: usize) {
     }
 }
 
+/// Timer slack of the calling thread (default 50 µs); 1 µs lets a pacer wake close to its
+/// deadline without spinning.
 pub fn set_timer_slack_ns(ns: u64) {
     // SAFETY: PR_SET_TIMERSLACK takes one unsigned long argument.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) };

@@ -10,13 +10,13 @@
 //! conference's tick, on the stack; a format's shared encoder is made when a member joins.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::connection::Connection;
 use super::transmit::Transmitter;
 use super::{group_tick_epoch, Worker, WorkerContext, TICK_GROUPS};
 use crate::engine::{ConfereeSpec, ConferenceKey, ConferenceSpec, ConnectionKey, EngineEvent};
-use crate::media::session::{Relayed, SharedEncodes, MAX_RELAYED, ROOM_TICK};
+use crate::media::session::{aligned_tick, Relayed, SharedEncodes, MAX_RELAYED, ROOM_TICK};
 use crate::mixer::conference::{Capture, Conference, ConferenceEvent, ConferenceIo, Heard, Relay};
 
 impl Worker {
@@ -232,9 +232,7 @@ impl RoomTicks {
         self.rooms[group].push(conference);
         if self.next[group].is_none() {
             let grid = group_tick_epoch(epoch, group as u64);
-            let tick = ROOM_TICK.as_nanos();
-            let k = now.saturating_duration_since(grid).as_nanos() / tick + 1;
-            self.next[group] = Some(grid + Duration::from_nanos((k * tick) as u64));
+            self.next[group] = Some(aligned_tick(grid, now, ROOM_TICK));
         }
         group
     }

@@ -379,7 +379,7 @@ impl MediaSession {
 }
 
 /// The first instant after `now` on the grid `epoch + k * ptime`.
-fn aligned_tick(epoch: Instant, now: Instant, ptime: Duration) -> Instant {
+pub(crate) fn aligned_tick(epoch: Instant, now: Instant, ptime: Duration) -> Instant {
     let ptime_ns = ptime.as_nanos().max(1);
     let since = now.saturating_duration_since(epoch).as_nanos();
     let k = since / ptime_ns + 1;
