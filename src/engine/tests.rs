@@ -1790,6 +1790,150 @@ fn a_g711_hairpin_relays_frames_as_they_came_and_a_mixed_pair_re_encodes_them() 
     engine.shutdown();
 }
 
+/// A PCMU hairpin on workers that read each packet as it arrives forwards each one at once,
+/// in the other member's own stream: the caller's gap (a packet never sent) and order (two
+/// packets swapped) reach the other member as they were, each frame byte for byte. Workers
+/// that read at their tick re-time the frames through the jitter buffer instead: in order,
+/// with no gap in the stream.
+#[test]
+fn a_hairpin_read_as_packets_arrive_forwards_them_with_their_gaps_and_order() {
+    let per_packet = EngineConfig {
+        rtp_port_min: 32_250,
+        rtp_port_max: 32_259,
+        ..test_config(1)
+    };
+    let at_tick = EngineConfig {
+        rtp_port_min: 32_260,
+        rtp_port_max: 32_269,
+        threads: super::tuning::ThreadTuning {
+            receive_at_tick: true,
+            ..super::tuning::ThreadTuning::default()
+        },
+        ..test_config(1)
+    };
+    // Frame 10 is never sent; 21 goes before 20.
+    let mut order: Vec<u16> = (0..30).filter(|&i| i != 10).collect();
+    let at = order.iter().position(|&i| i == 20).expect("frame 20");
+    order.swap(at, at + 1);
+    for (config, forwards) in [(per_packet, true), (at_tick, false)] {
+        let (sender, _events) = mpsc::channel(256);
+        let engine = Engine::start(config, sender).expect("valid config");
+        let clients: Vec<UdpSocket> = (0..2).map(|_| client_socket()).collect();
+        let endpoints: Vec<MediaEndpoint> = clients
+            .iter()
+            .zip([1, 2])
+            .map(|(c, key)| open(&engine, key, member_spec(c)))
+            .collect();
+        let spec = ConferenceSpec {
+            rate: 8000,
+            hairpin: true,
+            join_tone: false,
+        };
+        engine.create_conference(1, spec, 1).expect("conference");
+        for key in [1, 2] {
+            engine
+                .join_conference(1, key, ConfereeSpec::default())
+                .expect("join");
+        }
+        let frame = |i: u16| CALLER.packet(i, &[0x20 + i as u8; 160]);
+        pace(order.len(), |n| {
+            let packet = frame(order[n]);
+            clients[0].send_to(&packet, endpoints[0].rtp).expect("send");
+        });
+        let heard = drain_rtp(&clients[1]);
+        let frames: Vec<(u16, u16)> = heard
+            .iter()
+            .filter(|(_, _, p)| (0x20..0x20 + 30).contains(&p[0]) && p.iter().all(|&b| b == p[0]))
+            .map(|(ssrc, sequence, p)| {
+                assert_ne!(*ssrc, CALLER.ssrc, "sent in the member's own stream");
+                (u16::from(p[0] - 0x20), *sequence)
+            })
+            .collect();
+        assert!(frames.len() >= 25, "forwards {forwards}: {frames:?}");
+        let first = frames[0];
+        if forwards {
+            let indexes: Vec<u16> = frames.iter().map(|&(i, _)| i).collect();
+            assert_eq!(indexes, order[order.len() - indexes.len()..], "as sent");
+            for &(index, sequence) in &frames {
+                assert_eq!(
+                    sequence.wrapping_sub(first.1),
+                    index - first.0,
+                    "the caller's numbering, gap kept: {frames:?}"
+                );
+            }
+        } else {
+            assert!(frames.windows(2).all(|w| w[0].0 < w[1].0), "{frames:?}");
+            for (n, (_, sequence, _)) in heard.iter().enumerate() {
+                assert_eq!(*sequence, heard[0].1.wrapping_add(n as u16), "no gap");
+            }
+        }
+        engine.shutdown();
+    }
+}
+
+/// A forwarding hairpin member that stops sending (held, or its sender's silence
+/// suppression) is played at the room's tick again once it has been quiet a while: the other
+/// member is sent silence in its stream rather than nothing; the caller's next packets are
+/// forwarded again. The stream runs on without a gap throughout.
+#[test]
+fn a_forwarding_member_gone_quiet_is_played_at_the_tick_until_it_sends_again() {
+    let (engine, _events) = start_engine(32_270, 32_279, 1);
+    let clients: Vec<UdpSocket> = (0..2).map(|_| client_socket()).collect();
+    let endpoints: Vec<MediaEndpoint> = clients
+        .iter()
+        .zip([1, 2])
+        .map(|(c, key)| open(&engine, key, member_spec(c)))
+        .collect();
+    let spec = ConferenceSpec {
+        rate: 8000,
+        hairpin: true,
+        join_tone: false,
+    };
+    engine.create_conference(1, spec, 1).expect("conference");
+    for key in [1, 2] {
+        engine
+            .join_conference(1, key, ConfereeSpec::default())
+            .expect("join");
+    }
+    let frame = |i: u16| CALLER.packet(i, &[0x20 + i as u8; 160]);
+    pace(15, |i| {
+        clients[0]
+            .send_to(&frame(i as u16), endpoints[0].rtp)
+            .expect("send");
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    pace(10, |i| {
+        clients[0]
+            .send_to(&frame(15 + i as u16), endpoints[0].rtp)
+            .expect("send");
+    });
+    let heard = drain_rtp(&clients[1]);
+    let is_frame = |p: &[u8]| (0x20..0x20 + 25).contains(&p[0]) && p.iter().all(|&b| b == p[0]);
+    let kinds: Vec<char> = heard
+        .iter()
+        .map(|(_, _, p)| if is_frame(p) { 'F' } else { '.' })
+        .collect();
+    let kinds: String = kinds.into_iter().collect();
+    let first = kinds.find('F').expect("frames heard");
+    let (before, after) = kinds[first..].split_at(kinds[first..].find('.').expect("then silence"));
+    assert!(before.len() >= 13, "the first frames, forwarded: {kinds}");
+    let quiet = after.find('F').expect("frames again");
+    // 600 ms quiet, the first 200 of them with nothing sent: silence every 20 ms after.
+    assert!((10..=25).contains(&quiet), "silence at the tick: {kinds}");
+    assert!(
+        after[quiet..].chars().filter(|&k| k == 'F').count() >= 9,
+        "{kinds}"
+    );
+    for (n, (_, sequence, _)) in heard.iter().enumerate() {
+        assert_eq!(
+            *sequence,
+            heard[0].1.wrapping_add(n as u16),
+            "no gap: {kinds}"
+        );
+    }
+    engine.shutdown();
+}
+
 #[test]
 fn a_member_that_leaves_stays_open_and_commands_sent_during_a_move_are_kept() {
     let (engine, mut events) = start_engine(31_400, 31_409, 2);

@@ -543,6 +543,29 @@ impl JitterBuffer {
         }
     }
 
+    /// Hands every frame waiting for playout to `each` in sequence order (sequence number,
+    /// timestamp, marker, payload), then forgets the stream as [`JitterBuffer::reset`] does:
+    /// for a stream that is no longer played out here (a relay forwarding packets as they
+    /// arrive from now on). Counted as played.
+    pub fn drain(&mut self, mut each: impl FnMut(u16, u32, bool, &[u8])) {
+        while let Some(seq) = self.next_stored_seq() {
+            let index = usize::from(seq) & self.mask;
+            let slot = self.slots[index];
+            let start = index * self.slot_bytes;
+            each(
+                slot.seq,
+                slot.timestamp,
+                slot.marker,
+                &self.payloads[start..start + slot.len],
+            );
+            self.slots[index].state = SlotState::Played;
+            self.stored -= 1;
+            self.last_seq = seq;
+            self.stats.played += 1;
+        }
+        self.reset();
+    }
+
     /// Forgets the stream (e.g. on an SSRC change) but keeps the counters; the next packet
     /// starts prebuffering.
     pub fn reset(&mut self) {
@@ -2187,5 +2210,52 @@ mod tests {
         ));
         // Nothing follows a frame that is not buffered.
         assert_eq!(jb.peek_after(9999, &mut peeked), None);
+    }
+
+    /// What waits for playout when a relay starts forwarding as packets arrive goes out at
+    /// once, in sequence order with a gap kept a gap; then the stream is forgotten, so a later
+    /// packet starts prebuffering again.
+    #[test]
+    fn drain_hands_over_the_waiting_frames_in_order_and_forgets_the_stream() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let start = Instant::now();
+        let frame = |i: u8| [i; 160];
+        // Frames 10, 12, 11, 14 (13 lost), arriving out of order.
+        for seq in [10u16, 12, 11, 14] {
+            let marker = seq == 10;
+            let outcome = jb.push(start, seq, 160 * u32::from(seq), marker, &frame(seq as u8));
+            assert_eq!(outcome, PushOutcome::Stored);
+        }
+        let mut drained = Vec::new();
+        jb.drain(|seq, timestamp, marker, payload| {
+            assert_eq!(payload, &frame(seq as u8)[..]);
+            drained.push((seq, timestamp, marker));
+        });
+        assert_eq!(
+            drained,
+            [
+                (10, 1600, true),
+                (11, 1760, false),
+                (12, 1920, false),
+                (14, 2240, false)
+            ]
+        );
+        assert_eq!(jb.buffered_frames(), 0);
+        assert_eq!(jb.stats().played, 4);
+        let mut out = [0u8; 160];
+        assert_eq!(jb.pop(start, &mut out), Playout::Silence, "nothing left");
+        // A later packet is a new stream: it prebuffers, then plays.
+        let later = start + Duration::from_millis(200);
+        jb.push(later, 15, 2400, false, &frame(15));
+        let mut played = None;
+        for tick in 1..=5 {
+            if let Playout::Frame { seq, .. } =
+                jb.pop(later + Duration::from_millis(20 * tick), &mut out)
+            {
+                played = Some(seq);
+                break;
+            }
+        }
+        assert_eq!(played, Some(15));
     }
 }

@@ -330,6 +330,11 @@ impl<'a> RtpPacket<'a> {
         &self.buf[self.payload_start..self.payload_end]
     }
 
+    /// Where [`RtpPacket::payload`] lies in the parsed buffer.
+    pub fn payload_range(&self) -> std::ops::Range<usize> {
+        self.payload_start..self.payload_end
+    }
+
     /// The whole packet as received.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.buf

@@ -10,12 +10,13 @@
 //! conference's tick, on the stack; a format's shared encoder is made when a member joins.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::connection::Connection;
 use super::transmit::Transmitter;
-use super::{group_tick_epoch, Worker, WorkerContext, TICK_GROUPS};
+use super::{group_tick_epoch, pair_mut, Worker, WorkerContext, TICK_GROUPS};
 use crate::engine::{ConfereeSpec, ConferenceKey, ConferenceSpec, ConnectionKey, EngineEvent};
+use crate::media::codec::pcm_rate;
 use crate::media::session::{aligned_tick, Relayed, SharedEncodes, MAX_RELAYED, ROOM_TICK};
 use crate::mixer::conference::{Capture, Conference, ConferenceEvent, ConferenceIo, Heard, Relay};
 
@@ -299,6 +300,22 @@ impl RoomTicks {
     }
 }
 
+/// How long a hairpin member that forwards its packets as they arrive may send none before
+/// it is played at the room's tick again (the other member then hears silence packets, not
+/// nothing: some far ends end a call whose RTP stops). Longer than a pause between a
+/// discontinuous sender's talkspurts is not needed: the first packet after one starts the
+/// forwarding again.
+const FORWARD_IDLE: Duration = Duration::from_millis(200);
+
+/// A hairpin member whose packets went to the other as they arrived: they are played out
+/// here again from the next one.
+fn stop_forwarding(connection: &mut Connection) {
+    if connection.session.is_forwarding() {
+        connection.session.stop_forwarding();
+    }
+    connection.relay_to = None;
+}
+
 /// One conference's members as this worker carries them, for the length of its tick.
 struct Members<'a> {
     /// The conference ticking (for its events).
@@ -337,6 +354,8 @@ impl ConferenceIo for Members<'_> {
         let Some(connection) = self.connection(key) else {
             return Capture::Absent;
         };
+        // Captured, not relayed: what it says is played out here again.
+        stop_forwarding(connection);
         let voiced = if listener {
             connection.session.capture_listener(now, frame)
         } else {
@@ -390,7 +409,11 @@ impl ConferenceIo for Members<'_> {
     }
 
     /// The two sessions agree on a G.711 format both can pass untouched: `from`'s frame is
-    /// taken as it came and queued in `to`'s stream, which sends it now.
+    /// taken as it came and queued in `to`'s stream, which sends it now. Where the worker reads
+    /// each packet as it arrives (not at its tick), `from` forwards its packets to `to` as they
+    /// come instead ([`MediaSession::start_forwarding`]): the tick only sees that it still may.
+    ///
+    /// [`MediaSession::start_forwarding`]: crate::media::session::MediaSession::start_forwarding
     fn relay(
         &mut self,
         from: ConnectionKey,
@@ -400,16 +423,36 @@ impl ConferenceIo for Members<'_> {
     ) -> Option<Relay> {
         let context = self.context;
         let (&from_slot, &to_slot) = (self.slots.get(&from)?, self.slots.get(&to)?);
-        let codec = self
-            .connections
-            .get(to_slot)?
-            .as_deref()?
-            .session
-            .relay_sink()?;
-        let source = self.connections.get_mut(from_slot)?.as_deref_mut()?;
+        let (source, sink) = pair_mut(self.connections, from_slot, to_slot)?;
+        let (source, sink) = (source.as_deref_mut()?, sink.as_deref_mut()?);
+        let codec = sink.session.relay_sink()?;
         if source.session.relay_source()? != codec {
             return None;
         }
+        if !context.threads.receive_at_tick && sink.session.forward_sink() == Some(codec) {
+            let target = (to_slot, sink.generation);
+            let forwarding = source.session.is_forwarding() && source.relay_to == Some(target);
+            if forwarding && source.session.forwarded_within(now, FORWARD_IDLE) {
+                return Some(Relay::Sent {
+                    audio_rate: pcm_rate(codec),
+                });
+            }
+            if !forwarding && source.session.has_waiting_audio() {
+                source.relay_to = Some(target);
+                let out = &mut *self.out;
+                // What waits in its jitter buffer goes first, then each packet as it comes.
+                source.session.start_forwarding(now, |packet| {
+                    sink.session.send_forwarded(now, codec, packet);
+                    sink.flush(out, context);
+                });
+                return Some(Relay::Sent {
+                    audio_rate: pcm_rate(codec),
+                });
+            }
+            // A caller quiet for FORWARD_IDLE, or not sending yet: played at the tick, so the
+            // other member is sent silence; its next packet starts the forwarding again.
+        }
+        stop_forwarding(source);
         let mut payload = [0u8; MAX_RELAYED];
         let taken = source.session.capture_relay(now, &mut payload, frame);
         source.consume_heard(context);
@@ -422,16 +465,9 @@ impl ConferenceIo for Members<'_> {
                 }))
             }
         };
-        // Found above, and nothing in between removes it.
-        if let Some(sink) = self
-            .connections
-            .get_mut(to_slot)
-            .and_then(Option::as_deref_mut)
-        {
-            sink.session.play_relayed(now, &payload[..len]);
-            sink.consume_heard(context);
-            sink.flush(self.out, context);
-        }
+        sink.session.play_relayed(now, &payload[..len]);
+        sink.consume_heard(context);
+        sink.flush(self.out, context);
         Some(Relay::Sent { audio_rate })
     }
 

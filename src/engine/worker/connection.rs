@@ -28,7 +28,9 @@ use crate::engine::{
 };
 use crate::media::energy::EnergyWatch;
 use crate::media::rtcp::ntp_timestamp_from_unix;
-use crate::media::session::{Channel, MediaSession, SessionConfig, SessionEvent, SessionStats};
+use crate::media::session::{
+    Channel, Forward, MediaSession, SessionConfig, SessionEvent, SessionStats,
+};
 
 /// A recording a connection's audio goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +85,10 @@ pub(super) struct Connection {
     pub(super) sockets_reusable: bool,
     /// A ring receive of this connection has failed and was logged.
     pub(super) receive_failure_logged: bool,
+    /// The slot and generation of the other member of its hairpin on this worker, while its
+    /// session forwards the caller's packets there as they arrive
+    /// ([`MediaSession::start_forwarding`]).
+    pub(super) relay_to: Option<(usize, u64)>,
 }
 
 impl Connection {
@@ -112,6 +118,7 @@ impl Connection {
             armed: false,
             sockets_reusable: true,
             receive_failure_logged: false,
+            relay_to: None,
         }
     }
 
@@ -243,8 +250,15 @@ impl Connection {
     }
 
     /// Reads one socket until `WouldBlock`, at most `MAX_PACKETS_PER_WAKEUP` packets, feeding
-    /// each datagram to the session.
-    pub(super) fn drain(&mut self, leg: Leg, batch: &mut RecvBatch) -> Drain {
+    /// each datagram to the session (and what it forwards to `peer`).
+    pub(super) fn drain(
+        &mut self,
+        leg: Leg,
+        batch: &mut RecvBatch,
+        mut peer: Option<&mut Connection>,
+        out: &mut Transmitter,
+        context: &WorkerContext,
+    ) -> Drain {
         let mut taken = 0;
         while taken < MAX_PACKETS_PER_WAKEUP {
             let asked = (MAX_PACKETS_PER_WAKEUP - taken).min(BATCH);
@@ -265,7 +279,9 @@ impl Connection {
             for i in 0..count {
                 let (buffer, length, source, truncated) = batch.datagram(i);
                 let Some(source) = source else { continue };
-                self.deliver(now, leg, source, buffer, length, truncated);
+                if let Some(forward) = self.deliver(now, leg, source, buffer, length, truncated) {
+                    self.forward_arrived(now, &forward, buffer, peer.as_deref_mut(), out, context);
+                }
             }
             taken += count;
             if count < asked {
@@ -286,14 +302,47 @@ impl Connection {
         buf: &mut [u8],
         len: usize,
         truncated: bool,
-    ) {
+    ) -> Option<Forward> {
         if truncated {
             self.session.note_malformed();
-            return;
+            return None;
         }
         match leg {
             Leg::Rtp => self.session.handle_rtp(now, source, buf, len),
-            Leg::Rtcp => self.session.handle_rtcp(now, source, buf, len),
+            Leg::Rtcp => {
+                self.session.handle_rtcp(now, source, buf, len);
+                None
+            }
+        }
+    }
+
+    /// A packet the session handed on as it arrived ([`MediaSession::start_forwarding`];
+    /// its payload in `buf`): sent now by `peer`, the other member of its hairpin; else —
+    /// that member gone or unable to take it now — played out here after all, and the
+    /// forwarding ends (the room's next tick decides again).
+    pub(super) fn forward_arrived(
+        &mut self,
+        now: Instant,
+        forward: &Forward,
+        buf: &[u8],
+        peer: Option<&mut Connection>,
+        out: &mut Transmitter,
+        context: &WorkerContext,
+    ) {
+        let packet = forward.packet(buf);
+        let sent = match (peer, self.session.relay_source()) {
+            (Some(peer), Some(codec)) => {
+                let sent = peer.session.send_forwarded(now, codec, packet);
+                if sent {
+                    peer.flush(out, context);
+                }
+                sent
+            }
+            _ => false,
+        };
+        if !sent {
+            self.session.unforward(now, packet);
+            self.relay_to = None;
         }
     }
 

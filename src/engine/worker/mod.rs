@@ -356,6 +356,8 @@ impl Worker {
             self.next_generation += 1;
             connection.generation = self.next_generation;
             connection.queued = [false; 2];
+            // Slots are this worker's own: a hairpin's other member is found again by its room.
+            connection.relay_to = None;
             tracing::debug!(worker = self.index, key, "media connection arrived");
             self.install(connection);
             for command in self.parked.remove(&key).unwrap_or_default() {
@@ -663,10 +665,16 @@ impl Worker {
     fn drain_socket(&mut self, token: Token) -> Drain {
         let (slot, leg) = split_token(token);
         // Tokens of a slot closed (or reused) this turn find nothing, or nothing to read.
-        let Some(Some(connection)) = self.connections.get_mut(slot) else {
+        let Some((connection, peer)) = with_peer(&mut self.connections, slot) else {
             return Drain::Empty;
         };
-        let drain = connection.drain(leg, &mut self.batch);
+        let drain = connection.drain(
+            leg,
+            &mut self.batch,
+            peer,
+            &mut self.transmit,
+            &self.context,
+        );
         connection.queued[leg as usize] = drain == Drain::MoreWaiting;
         connection.flush(&mut self.transmit, &self.context);
         self.deadlines.set_if_earlier(
@@ -730,7 +738,7 @@ impl Worker {
                 }
             }
             let (slot, leg) = split_ring_tag(tag);
-            let Some(Some(connection)) = connections.get_mut(slot) else {
+            let Some((connection, peer)) = with_peer(connections, slot) else {
                 return; // closed since
             };
             if connection.ring_tags.map(|tags| tags[leg as usize]) != Some(tag) {
@@ -743,7 +751,10 @@ impl Worker {
                     len,
                     truncated,
                 } => {
-                    connection.deliver(now, leg, source, buf, len, truncated);
+                    if let Some(forward) = connection.deliver(now, leg, source, buf, len, truncated)
+                    {
+                        connection.forward_arrived(now, &forward, buf, peer, transmit, context);
+                    }
                     connection.flush(transmit, context);
                     deadlines.set_if_earlier(
                         slot,
@@ -784,6 +795,37 @@ impl Worker {
     fn connection_by_key(&mut self, key: ConnectionKey) -> Option<&mut Connection> {
         let slot = *self.slots.get(&key)?;
         self.connections.get_mut(slot)?.as_deref_mut()
+    }
+}
+
+/// The connection in `slot` and, while its session forwards to the other member of its
+/// hairpin (`relay_to`), that member's connection, when it is still the one in that slot.
+fn with_peer(
+    connections: &mut [Option<Box<Connection>>],
+    slot: usize,
+) -> Option<(&mut Connection, Option<&mut Connection>)> {
+    let relay_to = connections.get(slot)?.as_ref()?.relay_to;
+    match relay_to.filter(|&(to, _)| to != slot && to < connections.len()) {
+        Some((to, generation)) => {
+            let (connection, peer) = pair_mut(connections, slot, to)?;
+            let peer = peer.as_deref_mut().filter(|p| p.generation == generation);
+            Some((connection.as_deref_mut()?, peer))
+        }
+        None => Some((connections.get_mut(slot)?.as_deref_mut()?, None)),
+    }
+}
+
+/// Two distinct elements of `items`, both mutable.
+fn pair_mut<T>(items: &mut [T], a: usize, b: usize) -> Option<(&mut T, &mut T)> {
+    if a == b || a >= items.len() || b >= items.len() {
+        return None;
+    }
+    if a < b {
+        let (low, high) = items.split_at_mut(b);
+        Some((&mut low[a], &mut high[0]))
+    } else {
+        let (low, high) = items.split_at_mut(a);
+        Some((&mut high[0], &mut low[b]))
     }
 }
 

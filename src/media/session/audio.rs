@@ -10,7 +10,7 @@
 //! stream's life at most), or decide what is sent when (that is the send path's and the
 //! tick's business).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{SessionConfig, SessionError, StreamFormat, MAX_PACKET};
 use crate::media::codec::{
@@ -21,6 +21,21 @@ use crate::media::jitter::{JitterBuffer, JitterConfig};
 use crate::media::resample::Resampler;
 use crate::media::tone::DtmfDetector;
 use crate::sdp::Codec;
+
+/// How the packets of another stream, forwarded as they arrive, map into ours.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Forwarded {
+    /// The forwarded stream's SSRC: another one is mapped afresh.
+    pub(super) source_ssrc: u32,
+    /// Added to a forwarded packet's sequence number and timestamp.
+    pub(super) sequence_offset: u16,
+    pub(super) timestamp_offset: u32,
+    /// What our stream continues with after the newest packet forwarded.
+    pub(super) next_sequence: u16,
+    pub(super) next_timestamp: u32,
+    /// When the last packet was forwarded.
+    pub(super) last_at: Instant,
+}
 
 /// The audio path of a negotiated stream.
 pub(super) struct AudioPath {
@@ -55,6 +70,11 @@ pub(super) struct AudioPath {
     pub(super) tx_timestamp: u32,
     /// The next packet we send starts a talkspurt (marker bit).
     pub(super) tx_talkspurt: bool,
+    /// The other hairpin member's packets are being sent in our stream as they arrive
+    /// ([`MediaSession::send_forwarded`]): how their headers map into it.
+    ///
+    /// [`MediaSession::send_forwarded`]: super::MediaSession::send_forwarded
+    pub(super) forwarded: Option<Forwarded>,
     /// The widest band decoded in this stream so far, as a sample rate ([`audio_rate`]:
     /// an Opus packet's coded band, no wider than the peer's `sprop-maxcapturerate`): what an
     /// encode of the caller's audio needs at most; 0 before the first frame. Only grows: an
@@ -143,6 +163,7 @@ impl AudioPath {
             tx_sequence: (ssrc >> 16) as u16 ^ 0x5a5a,
             tx_timestamp: ssrc.rotate_left(7),
             tx_talkspurt: true,
+            forwarded: None,
             widest_decoded: 0,
             expected_loss: None,
             decoder_stale: false,

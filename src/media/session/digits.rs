@@ -57,6 +57,9 @@ impl MediaSession {
     /// moves the stream on by one packet and one ptime. True when the event took the ptime,
     /// so its audio must not be sent; false between digits and when no digit is being sent.
     pub(super) fn send_event_slot(&mut self, now: Instant) -> bool {
+        // Every ptime of our stream passes here first: one after forwarded packets continues
+        // after them.
+        self.end_forwarded(now);
         let destination = self.rtp_destination();
         let Some(audio) = self.audio.as_mut() else {
             return false;

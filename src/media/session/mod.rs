@@ -35,7 +35,7 @@ mod send;
 mod shared;
 mod stats;
 
-pub use conference::{Relayed, MAX_RELAYED, ROOM_TICK};
+pub use conference::{Forward, ForwardedPacket, Relayed, MAX_RELAYED, ROOM_TICK};
 pub use config::{
     RtpSource, SessionConfig, SessionError, SessionMode, SrtpKeys, StreamFormat, LEARN_PACKETS,
 };

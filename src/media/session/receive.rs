@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::config::{RtpSource, LEARN_PACKETS};
 use super::send::Outgoing;
-use super::{canonical, MediaSession, SessionEvent, SessionMode};
+use super::{canonical, Forward, MediaSession, SessionEvent, SessionMode};
 use crate::media::codec::{self, pcm_rate, AudioDecoder};
 use crate::media::dtmf::DigitEvent;
 use crate::media::jitter::Playout;
@@ -22,41 +22,47 @@ use crate::media::rtp::{self};
 
 impl MediaSession {
     /// A datagram that arrived on the RTP socket (RTCP too, when multiplexed).
-    pub fn handle_rtp(&mut self, now: Instant, source: SocketAddr, buf: &mut [u8], len: usize) {
+    pub fn handle_rtp(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Option<Forward> {
         let len = len.min(buf.len());
         if rtp::is_rtcp(&buf[..len]) {
             self.handle_rtcp(now, source, buf, len);
-            return;
+            return None;
         }
         let source = canonical(source);
         // Before SRTP authentication only the fixed header is trusted enough to read the
         // payload type; the packet is parsed once, after unprotect.
         if len < rtp::RTP_FIXED_HEADER_LEN || buf[0] >> 6 != rtp::RTP_VERSION {
             self.stats.malformed_packets += 1;
-            return;
+            return None;
         }
         let payload_type = buf[1] & 0x7f;
         if !self.source_allowed(source, payload_type) {
             self.stats.foreign_source_dropped += 1;
-            return;
+            return None;
         }
         let len = match self.srtp_in.as_mut() {
             Some(ctx) => match ctx.unprotect_rtp(buf, len) {
                 Ok(n) => n,
                 Err(_) => {
                     self.stats.srtp_rejected += 1;
-                    return;
+                    return None;
                 }
             },
             None => len,
         };
         let Ok(packet) = rtp::parse(&buf[..len]) else {
             self.stats.malformed_packets += 1;
-            return;
+            return None;
         };
         // Authenticated (or no SRTP) and well formed: only now may the source be learned.
         if !self.settle_source(source, packet.ssrc(), packet.sequence()) {
-            return;
+            return None;
         }
         self.stats.rtp_packets_received += 1;
         self.stats.rtp_bytes_received += len as u64;
@@ -68,9 +74,12 @@ impl MediaSession {
         }
         self.rtcp
             .on_rtp_received(now, packet.ssrc(), packet.sequence(), packet.timestamp());
-        let Some(audio) = self.audio.as_mut() else {
-            return;
-        };
+        // A hairpin's forwarding stops when the session stops being a relay source.
+        let forwarding = self.is_forwarding() && self.relay_source().is_some();
+        if self.is_forwarding() && !forwarding {
+            self.stop_forwarding();
+        }
+        let audio = self.audio.as_mut()?;
         if Some(packet.payload_type()) == audio.format.telephone_event_pt {
             let rate = audio.format.codec.clock_rate();
             let dtmf = self
@@ -87,15 +96,27 @@ impl MediaSession {
                 Ok(None) => {}
                 Err(_) => self.stats.malformed_packets += 1,
             }
-            return;
+            return None;
         }
         if packet.payload_type() != audio.format.payload_type {
             self.stats.malformed_packets += 1;
-            return;
+            return None;
+        }
+        if forwarding {
+            if let Some(room) = self.room.as_mut() {
+                room.forwarding = Some(now);
+            }
+            return Some(Forward {
+                ssrc: packet.ssrc(),
+                sequence: packet.sequence(),
+                timestamp: packet.timestamp(),
+                marker: packet.marker(),
+                payload: packet.payload_range(),
+            });
         }
         if self.config.mode == SessionMode::Idle && self.room.is_none() && self.heard.is_none() {
             // Nobody plays or listens to this audio: counted above, not buffered.
-            return;
+            return None;
         }
         audio.jitter.push(
             now,
@@ -104,6 +125,7 @@ impl MediaSession {
             packet.marker(),
             packet.payload(),
         );
+        None
     }
 
     /// A datagram that arrived on the RTCP socket.

@@ -167,7 +167,27 @@ impl MediaSession {
         audio.tx_sequence = audio.tx_sequence.wrapping_add(1);
         audio.tx_timestamp = audio.tx_timestamp.wrapping_add(audio.frame_ticks);
         audio.tx_talkspurt = false;
-        let mut len = header_len + encoded;
+        self.queue_rtp(
+            now,
+            destination,
+            buf,
+            header_len + encoded,
+            rtp_timestamp,
+            encoded,
+        );
+    }
+
+    /// Queues the RTP packet `buf[..len]` of our stream (its header written, `payload_len`
+    /// bytes of payload): SRTP-protected when the stream is, and counted.
+    pub(super) fn queue_rtp(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        mut buf: Box<[u8]>,
+        mut len: usize,
+        rtp_timestamp: u32,
+        payload_len: usize,
+    ) {
         if let Some(ctx) = self.srtp_out.as_mut() {
             match ctx.protect_rtp(&mut buf[..], len) {
                 Ok(n) => len = n,
@@ -177,7 +197,7 @@ impl MediaSession {
                 }
             }
         }
-        self.rtcp.on_rtp_sent(now, rtp_timestamp, encoded);
+        self.rtcp.on_rtp_sent(now, rtp_timestamp, payload_len);
         self.stats.rtp_packets_sent += 1;
         self.stats.rtp_bytes_sent += len as u64;
         self.transmits
