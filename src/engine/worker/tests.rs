@@ -622,3 +622,238 @@ fn the_groups_ticks_of_one_period_share_the_workers_silence_encodes() {
         .collect();
     assert_eq!(begins, [true, false, true, false, true]);
 }
+
+#[test]
+fn room_ticks_late_three_times_in_a_row_put_the_worker_behind_for_a_while() {
+    use super::conferences::{RoomTicks, BEHIND_HOLD, BEHIND_LATENESS, BEHIND_WINDOW};
+    let ms = Duration::from_millis;
+    let at = Instant::now();
+    let late = BEHIND_LATENESS + ms(1);
+    let mut ticks = RoomTicks::default();
+    assert!(!ticks.note_tick(at, at + BEHIND_LATENESS), "on time enough");
+    // Two late ticks, then one too long after: not yet.
+    assert!(!ticks.note_tick(at, at + late));
+    assert!(!ticks.note_tick(at + ms(20), at + ms(20) + late));
+    let after = at + ms(20) + late + BEHIND_WINDOW + ms(1);
+    assert!(!ticks.note_tick(after - late, after));
+    assert!(!ticks.behind(after));
+    // Three in a row (a stall's catching up): behind from the third.
+    assert!(!ticks.note_tick(after, after + ms(20) + late));
+    let third = after + ms(40) + late;
+    assert!(ticks.note_tick(after + ms(40), third), "behind from now");
+    assert!(ticks.behind(third + BEHIND_HOLD - ms(1)));
+    // One late tick later does not hold it longer; more in a row do, without saying so again.
+    let once = third + ms(3000);
+    assert!(!ticks.note_tick(once - late, once));
+    assert!(!ticks.behind(third + BEHIND_HOLD));
+    let again = third + ms(5000);
+    for k in 0..3 {
+        let now = again + ms(20 * k);
+        assert!(!ticks.note_tick(now - late, now));
+    }
+    assert!(ticks.behind(third + BEHIND_HOLD + ms(1000)));
+    assert!(!ticks.behind(again + ms(40) + BEHIND_HOLD));
+}
+
+/// A worker that reads at its tick, with a PCMU hairpin of two connections, each with its
+/// client: (worker, command sender, clients, the connections' RTP addresses).
+fn hairpin_worker_at_tick(
+    rtp_port: u16,
+) -> (
+    Worker,
+    SyncSender<WorkerCommand>,
+    [std::net::UdpSocket; 2],
+    [SocketAddr; 2],
+) {
+    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+    let tuning = super::super::socket::SocketTuning {
+        dscp_tos: 0,
+        recv_buffer: 1 << 20,
+        send_buffer: 1 << 20,
+        priority: None,
+        busy_poll_us: 0,
+        busy_poll_budget: 0,
+    };
+    let pool = super::super::pool::PortPool::new(
+        rtp_port,
+        rtp_port + 3,
+        super::super::pool::IdleSockets::new(0),
+    )
+    .expect("two-pair range");
+    let (events, _) = tokio::sync::mpsc::channel(64);
+    let epoch = Instant::now();
+    let context = WorkerContext {
+        events,
+        events_dropped: Arc::default(),
+        recorder_dropped: Arc::default(),
+        port_return: pool.port_return(),
+        stop: Arc::default(),
+        defaults: SessionDefaults::default(),
+        threads: super::super::tuning::ThreadTuning {
+            receive_at_tick: true,
+            ..super::super::tuning::ThreadTuning::default()
+        },
+        heartbeat: Arc::default(),
+        epoch,
+        tick_epoch: staggered_tick_epoch(epoch, 0, 1),
+        tick_lateness: Arc::default(),
+        recorder: super::super::recorder::channel().0,
+        uring_sends: Arc::default(),
+        uring_receives: Arc::default(),
+        receive_buffers_exhausted: Arc::default(),
+        silence_shares: Arc::default(),
+    };
+    let (commands, inbox) = mpsc::sync_channel(8);
+    let (_handoff, arrivals) = mpsc::channel();
+    let mut worker = Worker::new(
+        0,
+        Poll::new().expect("create poll"),
+        inbox,
+        arrivals,
+        Vec::new(),
+        context,
+    );
+    let clients = [0, 1].map(|_| {
+        let client = std::net::UdpSocket::bind((localhost, 0)).expect("bind client");
+        client.set_nonblocking(true).expect("non-blocking client");
+        client
+    });
+    let mut addresses = Vec::new();
+    for (i, client) in clients.iter().enumerate() {
+        let port = rtp_port + 2 * i as u16;
+        let sockets =
+            super::super::socket::bind_pair(localhost, port, &tuning).expect("test pair is free");
+        addresses.push(sockets.local_rtp);
+        let media = MediaSpec {
+            mode: super::super::MediaMode::Idle,
+            format: Some(StreamFormat {
+                codec: Codec::Pcmu,
+                payload_type: 0,
+                ptime_ms: 20,
+                telephone_event_pt: None,
+                send: None,
+                peer_opus: crate::sdp::OpusParams::RFC_DEFAULTS,
+            }),
+            remote_rtp: Some(client.local_addr().expect("client address")),
+            remote_rtcp: None,
+            srtp: None,
+            expects_rtp: true,
+            source: None,
+        };
+        let open = NewConnection {
+            key: 1 + i as u64,
+            media,
+            rtp_port: port,
+            sockets,
+            stats: Arc::default(),
+        };
+        commands
+            .try_send(WorkerCommand::Open(Box::new(open)))
+            .expect("queue has room");
+    }
+    let spec = crate::engine::ConferenceSpec {
+        rate: 8000,
+        hairpin: true,
+        join_tone: false,
+    };
+    commands
+        .try_send(WorkerCommand::CreateConference {
+            conference: 1,
+            spec,
+        })
+        .expect("queue has room");
+    for key in [1, 2] {
+        commands
+            .try_send(WorkerCommand::Join {
+                conference: 1,
+                key,
+                conferee: crate::engine::ConfereeSpec::default(),
+            })
+            .expect("queue has room");
+    }
+    assert!(worker.apply_commands());
+    (worker, commands, clients, [addresses[0], addresses[1]])
+}
+
+/// Runs turns while `from` sends frames `indexes` (a tick apart) to the first connection;
+/// returns (sequence number, frame index) of each frame the second client was sent (other
+/// packets, the tick's stand-ins for what was missing, as index `None`).
+fn relay_through_turns(
+    worker: &mut Worker,
+    clients: &[std::net::UdpSocket; 2],
+    engine_rtp: SocketAddr,
+    indexes: &[u16],
+) -> Vec<(u16, Option<u16>)> {
+    let start = Instant::now();
+    let end = start + ROOM_TICK * (indexes.len() as u32 + 6);
+    let mut next = 0;
+    let mut heard = Vec::new();
+    let mut buffer = [0u8; 2048];
+    while Instant::now() < end {
+        if next < indexes.len() && Instant::now() >= start + ROOM_TICK * next as u32 {
+            clients[0]
+                .send_to(&pcmu_frame(indexes[next]), engine_rtp)
+                .expect("send to worker");
+            next += 1;
+        }
+        assert!(worker.turn());
+        while let Ok(length) = clients[1].recv(&mut buffer) {
+            if rtp::is_rtcp(&buffer[..length]) {
+                continue;
+            }
+            let packet = rtp::parse(&buffer[..length]).expect("valid RTP");
+            let index = (0..100).find(|&i| pcmu_frame(i)[12..] == *packet.payload());
+            heard.push((packet.sequence(), index));
+        }
+    }
+    heard
+}
+
+/// A worker that reads at its tick relays a hairpin through the jitter buffer while it keeps
+/// its ticks (the caller's lost frame concealed: no gap in the stream), and forwards packets
+/// as they arrive once a tick came half a tick late (the caller's gap reaches the far end).
+#[test]
+fn a_worker_behind_its_ticks_forwards_a_hairpin_as_packets_arrive() {
+    let (mut worker, _commands, clients, addresses) = hairpin_worker_at_tick(31_604);
+    let on_time: Vec<u16> = (0..20).filter(|&i| i != 10).collect();
+    let heard = relay_through_turns(&mut worker, &clients, addresses[0], &on_time);
+    assert!(!worker.room_ticks.behind(Instant::now()), "kept its ticks");
+    let frames = heard.iter().filter(|(_, i)| i.is_some()).count();
+    assert!(frames >= 15, "{heard:?}");
+    for (n, (sequence, _)) in heard.iter().enumerate() {
+        assert_eq!(
+            *sequence,
+            heard[0].0.wrapping_add(n as u16),
+            "no gap: {heard:?}"
+        );
+    }
+    // The worker kept off its core for 100 ms: its groups' next ticks are late as they
+    // catch up, one a turn.
+    std::thread::sleep(Duration::from_millis(100));
+    // The caller's timestamps go on with the time (eleven ticks or so since its last frame);
+    // frame 42 is never sent, 48 goes before 47.
+    let mut behind: Vec<u16> = (32..52).filter(|&i| i != 42).collect();
+    let at = behind.iter().position(|&i| i == 47).expect("frame 47");
+    behind.swap(at, at + 1);
+    let heard = relay_through_turns(&mut worker, &clients, addresses[0], &behind);
+    assert!(worker.room_ticks.behind(Instant::now()));
+    let first = heard.iter().position(|(_, i)| i.is_some()).expect("frames");
+    let last = heard
+        .iter()
+        .rposition(|(_, i)| i.is_some())
+        .expect("frames");
+    let frames = &heard[first..=last];
+    // Each frame as it came, in the order sent, no stand-in where 40 was missing.
+    let indexes: Vec<u16> = frames.iter().filter_map(|&(_, i)| i).collect();
+    assert_eq!(indexes, behind[behind.len() - indexes.len()..], "{heard:?}");
+    assert!(indexes.len() >= 12, "{heard:?}");
+    let (first_sequence, first_index) = (frames[0].0, indexes[0]);
+    for &(sequence, index) in frames {
+        let index = index.expect("only frames between the first and the last");
+        assert_eq!(
+            sequence.wrapping_sub(first_sequence),
+            index - first_index,
+            "the caller's numbering, its gap kept: {heard:?}"
+        );
+    }
+}
