@@ -28,13 +28,6 @@ impl Worker {
         // Each due group once a turn: one that is still behind ticks again next turn, after
         // the turn's receives, so its catching up pops frames that have been read.
         for (group, at) in self.room_ticks.due(now).into_iter().flatten() {
-            if self.room_ticks.note_tick(at, now) {
-                tracing::warn!(
-                    worker = self.index,
-                    late_ms = now.saturating_duration_since(at).as_millis() as u64,
-                    "media worker behind its conference ticks; two-party bridges forward packets as they arrive for 10 s"
-                );
-            }
             self.run_room_group(group, at, now);
             self.room_ticks.advance(group, at, now);
         }
@@ -60,8 +53,9 @@ impl Worker {
         if room_ticks.silence_period_begins(at) {
             silence_encodes.begin_tick();
         }
-        // Forward as packets arrive where they are read so, or while this worker is behind.
-        let forward_on_arrival = !context.threads.receive_at_tick || room_ticks.behind(now);
+        // Forward as packets arrive where they are read so (else only a member whose packets
+        // are being dropped as late).
+        let forward_on_arrival = !context.threads.receive_at_tick;
         for conference in room_ticks.rooms(group) {
             let Some(room) = conferences.get_mut(conference) else {
                 continue;
@@ -219,11 +213,6 @@ pub(super) struct RoomTicks {
     /// The tick that last began a period of the worker's silence encodes (see
     /// [`RoomTicks::silence_period_begins`]).
     silence_period: Option<Instant>,
-    /// Until when the worker counts as behind its ticks ([`RoomTicks::note_tick`]).
-    behind_until: Option<Instant>,
-    /// Late ticks in a row (each within [`BEHIND_WINDOW`] of the last), and when the last was.
-    late_ticks: u32,
-    last_late: Option<Instant>,
 }
 
 impl RoomTicks {
@@ -300,35 +289,6 @@ impl RoomTicks {
         });
     }
 
-    /// A group ticked at `now` for `at`: [`BEHIND_TICKS`] ticks more than [`BEHIND_LATENESS`]
-    /// late, each within [`BEHIND_WINDOW`] of the last, put the worker behind for
-    /// [`BEHIND_HOLD`] (true when it was not already). One late tick (the thread kept off its
-    /// core once) does not: a stall long enough to matter makes several, as the groups catch
-    /// up one tick a turn.
-    pub(super) fn note_tick(&mut self, at: Instant, now: Instant) -> bool {
-        if now.saturating_duration_since(at) <= BEHIND_LATENESS {
-            return false;
-        }
-        let in_a_row = self
-            .last_late
-            .is_some_and(|last| now.saturating_duration_since(last) <= BEHIND_WINDOW);
-        self.late_ticks = if in_a_row { self.late_ticks + 1 } else { 1 };
-        self.last_late = Some(now);
-        if self.late_ticks < BEHIND_TICKS {
-            return false;
-        }
-        let was = self.behind(now);
-        self.behind_until = Some(now + BEHIND_HOLD);
-        !was
-    }
-
-    /// Whether the worker has been behind its ticks within the last [`BEHIND_HOLD`]
-    /// ([`RoomTicks::note_tick`]): it (its core shared, or taken by other work) does not keep
-    /// the playout clock, and packets read late are dropped as late by the jitter buffers.
-    pub(super) fn behind(&self, now: Instant) -> bool {
-        self.behind_until.is_some_and(|until| now < until)
-    }
-
     /// Whether the tick due `at` begins a new 20 ms period of the worker's encodes of digital
     /// silence (a talker who hears nobody is sent them): once a period whatever the groups,
     /// so the groups' ticks within one 20 ms share them as the rooms of one tick do.
@@ -343,19 +303,6 @@ impl RoomTicks {
         begins
     }
 }
-
-/// A room tick this late means its worker is behind: half a tick, where a jitter buffer at
-/// its smallest delay (one tick) starts dropping what the tick reads as late.
-pub(super) const BEHIND_LATENESS: Duration = Duration::from_millis(10);
-
-/// Late ticks in a row that make a worker behind, and the most time between two of them.
-pub(super) const BEHIND_TICKS: u32 = 3;
-pub(super) const BEHIND_WINDOW: Duration = Duration::from_secs(1);
-
-/// How long a worker stays behind after a late tick: its hairpins forward as packets arrive
-/// for that long (a worker that reads at its tick relays through the jitter buffer only while
-/// it keeps its ticks). Long enough that a saturated worker does not switch every few ticks.
-pub(super) const BEHIND_HOLD: Duration = Duration::from_secs(10);
 
 /// How long a hairpin member that forwards its packets as they arrive may send none before
 /// it is played at the room's tick again (the other member then hears silence packets, not
@@ -470,10 +417,11 @@ impl ConferenceIo for Members<'_> {
 
     /// The two sessions agree on a G.711 format both can pass untouched: `from`'s frame is
     /// taken as it came and queued in `to`'s stream, which sends it now. Where the worker reads
-    /// each packet as it arrives (not at its tick), or while it is behind its ticks
-    /// ([`RoomTicks::behind`]: packets read late would be dropped as late), `from` forwards its
-    /// packets to `to` as they come instead ([`MediaSession::start_forwarding`]): the tick only
-    /// sees that it still may.
+    /// each packet as it arrives (not at its tick), or while `from`'s packets are being dropped
+    /// as late ([`MediaSession::dropping_late`]), `from` forwards its packets to `to` as they
+    /// come instead ([`MediaSession::start_forwarding`]): the tick only sees that it still may.
+    ///
+    /// [`MediaSession::dropping_late`]: crate::media::session::MediaSession::dropping_late
     ///
     /// [`MediaSession::start_forwarding`]: crate::media::session::MediaSession::start_forwarding
     fn relay(
@@ -491,7 +439,8 @@ impl ConferenceIo for Members<'_> {
         if source.session.relay_source()? != codec {
             return None;
         }
-        if self.forward_on_arrival && sink.session.forward_sink() == Some(codec) {
+        let forward = self.forward_on_arrival || source.session.dropping_late(now);
+        if forward && sink.session.forward_sink() == Some(codec) {
             let target = (to_slot, sink.generation);
             let forwarding = source.session.is_forwarding() && source.relay_to == Some(target);
             if forwarding && source.session.forwarded_within(now, FORWARD_IDLE) {

@@ -20,6 +20,13 @@ use crate::media::resample::Resampler;
 use crate::media::rtp::{self, seq_newer, RtpHeader};
 use crate::sdp::Codec;
 
+/// Packets dropped as late within a second that make a room member forward
+/// ([`MediaSession::dropping_late`]): more than one, so a single straggler does not.
+pub const LATE_PACKETS: u32 = 2;
+
+/// How long a member forwards after its packets were dropped as late.
+pub const LATE_FORWARD_HOLD: Duration = Duration::from_secs(30);
+
 /// An audio packet a forwarding session handed on as it arrived
 /// ([`MediaSession::start_forwarding`]): its header's timing and where its payload lies in the
 /// datagram [`MediaSession::handle_rtp`] was given (decrypted in place).
@@ -70,6 +77,9 @@ impl MediaSession {
             room_rate,
             port,
             forwarding: None,
+            late_count: 0,
+            late_since: None,
+            late_forward_until: None,
         }));
         self.next_tick = None;
         Ok(())
@@ -153,6 +163,20 @@ impl MediaSession {
             .as_ref()
             .and_then(|room| room.forwarding)
             .is_some_and(|at| now.saturating_duration_since(at) <= within)
+    }
+
+    /// Whether the caller's packets have been arriving after their playout here — dropped as
+    /// late, their frames concealed: [`LATE_PACKETS`] within a second, in the last
+    /// [`LATE_FORWARD_HOLD`]. A hairpin member then forwards its packets as they arrive
+    /// whatever reads them ([`MediaSession::start_forwarding`]): a packet late for our playout
+    /// is not late for the far end's, and a relay that drops what its own clock could not
+    /// play (a core shared or saturated, a burst held up in the network) loses audio that a
+    /// forwarder delivers.
+    pub fn dropping_late(&self, now: Instant) -> bool {
+        self.room
+            .as_ref()
+            .and_then(|room| room.late_forward_until)
+            .is_some_and(|until| now < until)
     }
 
     /// Whether the caller's audio waits in the jitter buffer: it is sending.
@@ -500,6 +524,29 @@ pub(super) struct RoomMembership {
     /// ([`MediaSession::start_forwarding`]), not into the jitter buffer: when the last one
     /// went (or the forwarding started).
     pub(super) forwarding: Option<Instant>,
+    /// Packets its jitter buffer dropped as late ([`MediaSession::dropping_late`]): how many
+    /// since `late_since`, and until when the member forwards because of them.
+    pub(super) late_count: u32,
+    pub(super) late_since: Option<Instant>,
+    pub(super) late_forward_until: Option<Instant>,
+}
+
+impl RoomMembership {
+    /// A packet of the caller's dropped as late ([`MediaSession::dropping_late`]).
+    pub(super) fn note_late(&mut self, now: Instant) {
+        let within = self
+            .late_since
+            .is_some_and(|since| now.saturating_duration_since(since) <= Duration::from_secs(1));
+        if within {
+            self.late_count += 1;
+        } else {
+            self.late_since = Some(now);
+            self.late_count = 1;
+        }
+        if self.late_count >= LATE_PACKETS {
+            self.late_forward_until = Some(now + LATE_FORWARD_HOLD);
+        }
+    }
 }
 
 /// Converts between the session's stream (its codec rates and ptime) and the room's 20 ms
@@ -969,5 +1016,51 @@ mod tests {
             (false, seq0.wrapping_add(3), ts0 + 480, 5001u16 as u8),
         ];
         assert_eq!(sent, expected);
+    }
+
+    /// Two of the caller's packets dropped as late within a second make a room member forward
+    /// for [`LATE_FORWARD_HOLD`]; one alone, or two a second and more apart, do not.
+    #[test]
+    fn packets_dropped_as_late_make_a_member_forward_for_a_while() {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.mode = SessionMode::Idle;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        session.enter_conference(8000).unwrap();
+        let mut frame = [0i16; 160];
+        let sender = 0xabcd_0001;
+        let deliver = |session: &mut MediaSession, seq: u16, at: Instant| {
+            let mut packet = pcmu_packet(sender, seq, false);
+            let len = packet.len();
+            session.handle_rtp(at, addr(PEER), &mut packet, len);
+        };
+        // Frames 0..=49 on time, but for 20, 21 and 40, which come two seconds late.
+        let mut late = 0;
+        for i in 0..50u16 {
+            let now = start + PTIME * u32::from(i);
+            if ![20, 21, 40].contains(&i) {
+                deliver(&mut session, i, now);
+            }
+            session.capture(now + Duration::from_millis(1), &mut frame);
+            if i == 45 {
+                // 40 alone, long after its tick: one straggler.
+                deliver(&mut session, 40, now);
+                late += 1;
+                assert!(!session.dropping_late(now), "one late packet");
+            }
+        }
+        assert_eq!(late, 1);
+        // 20 and 21 come later still: more than a second after 40.
+        let now = start + PTIME * 50 + Duration::from_millis(1500);
+        deliver(&mut session, 20, now);
+        assert!(
+            !session.dropping_late(now),
+            "a second late packet, but seconds after"
+        );
+        deliver(&mut session, 21, now + Duration::from_millis(5));
+        assert!(session.dropping_late(now + Duration::from_millis(5)));
+        assert!(session.dropping_late(now + LATE_FORWARD_HOLD));
+        assert!(!session.dropping_late(now + Duration::from_millis(5) + LATE_FORWARD_HOLD));
+        assert_eq!(session.audio.as_ref().unwrap().jitter.stats().late, 3);
     }
 }

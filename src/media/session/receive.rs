@@ -16,7 +16,7 @@ use super::send::Outgoing;
 use super::{canonical, Forward, MediaSession, SessionEvent, SessionMode};
 use crate::media::codec::{self, pcm_rate, AudioDecoder};
 use crate::media::dtmf::DigitEvent;
-use crate::media::jitter::Playout;
+use crate::media::jitter::{Playout, PushOutcome};
 use crate::media::opus;
 use crate::media::rtp::{self};
 
@@ -118,13 +118,16 @@ impl MediaSession {
             // Nobody plays or listens to this audio: counted above, not buffered.
             return None;
         }
-        audio.jitter.push(
+        let outcome = audio.jitter.push(
             now,
             packet.sequence(),
             packet.timestamp(),
             packet.marker(),
             packet.payload(),
         );
+        if let (PushOutcome::TooLate, Some(room)) = (outcome, self.room.as_mut()) {
+            room.note_late(now);
+        }
         None
     }
 
