@@ -4,7 +4,10 @@
 //! Owns: the session's membership (the room rate) and its `RoomPort`, the two resamplers and
 //! FIFOs between the stream's ptime and the room's 20 ms frames, and whether the session can
 //! take its room's shared encode of the common mix this tick ([`MediaSession::shared_format`];
-//! the encode itself is `shared`'s).
+//! the encode itself is `shared`'s); for a G.711 hairpin, forwarding the caller's packets as
+//! they arrive ([`MediaSession::start_forwarding`]; the late packets that make it forward
+//! whatever reads it, [`MediaSession::dropping_late`]) and sending the other member's in our
+//! stream ([`MediaSession::send_forwarded`]).
 //! Must not: mix (the worker's conference does, in [`crate::mixer`]), read the clock, or
 //! allocate per tick: the port is sized when the session joins.
 

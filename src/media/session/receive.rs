@@ -2,7 +2,8 @@
 //! and the caller's audio kept for listeners (recording, silence detection).
 //!
 //! Owns: source security (negotiated address or one-time latch), SRTP unprotect, parsing,
-//! telephone-event routing to the DTMF receiver, the jitter buffer push, decoding with loss
+//! telephone-event routing to the DTMF receiver, the jitter buffer push (or, for a forwarding
+//! hairpin member, the packet handed back as a [`super::Forward`]), decoding with loss
 //! concealment and Opus FEC, in-band DTMF detection, and the `Heard` buffer.
 //! Must not: send anything, or allocate per packet (the `Heard` buffer is allocated once, when
 //! listening is switched on). Bad input is counted (`malformed_packets`, `srtp_rejected`,
