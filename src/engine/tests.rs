@@ -1790,6 +1790,33 @@ fn a_g711_hairpin_relays_frames_as_they_came_and_a_mixed_pair_re_encodes_them() 
     engine.shutdown();
 }
 
+/// Connections 1 and 2, each with its client, joined in hairpin conference 1 (8 kHz).
+fn pcmu_hairpin(engine: &Engine) -> (Vec<UdpSocket>, Vec<MediaEndpoint>) {
+    let clients: Vec<UdpSocket> = (0..2).map(|_| client_socket()).collect();
+    let endpoints: Vec<MediaEndpoint> = clients
+        .iter()
+        .zip([1, 2])
+        .map(|(c, key)| open(engine, key, member_spec(c)))
+        .collect();
+    let spec = ConferenceSpec {
+        rate: 8000,
+        hairpin: true,
+        join_tone: false,
+    };
+    engine.create_conference(1, spec, 1).expect("conference");
+    for key in [1, 2] {
+        engine
+            .join_conference(1, key, ConfereeSpec::default())
+            .expect("join");
+    }
+    (clients, endpoints)
+}
+
+/// The caller's PCMU frame `i`, every payload byte `0x20 + i` (which tells it apart).
+fn indexed_frame(i: u16) -> Vec<u8> {
+    CALLER.packet(i, &[0x20 + i as u8; 160])
+}
+
 /// A PCMU hairpin on workers that read each packet as it arrives forwards each one at once,
 /// in the other member's own stream: the caller's gap (a packet never sent) and order (two
 /// packets swapped) reach the other member as they were, each frame byte for byte. Workers
@@ -1818,26 +1845,9 @@ fn a_hairpin_read_as_packets_arrive_forwards_them_with_their_gaps_and_order() {
     for (config, forwards) in [(per_packet, true), (at_tick, false)] {
         let (sender, _events) = mpsc::channel(256);
         let engine = Engine::start(config, sender).expect("valid config");
-        let clients: Vec<UdpSocket> = (0..2).map(|_| client_socket()).collect();
-        let endpoints: Vec<MediaEndpoint> = clients
-            .iter()
-            .zip([1, 2])
-            .map(|(c, key)| open(&engine, key, member_spec(c)))
-            .collect();
-        let spec = ConferenceSpec {
-            rate: 8000,
-            hairpin: true,
-            join_tone: false,
-        };
-        engine.create_conference(1, spec, 1).expect("conference");
-        for key in [1, 2] {
-            engine
-                .join_conference(1, key, ConfereeSpec::default())
-                .expect("join");
-        }
-        let frame = |i: u16| CALLER.packet(i, &[0x20 + i as u8; 160]);
+        let (clients, endpoints) = pcmu_hairpin(&engine);
         pace(order.len(), |n| {
-            let packet = frame(order[n]);
+            let packet = indexed_frame(order[n]);
             clients[0].send_to(&packet, endpoints[0].rtp).expect("send");
         });
         let heard = drain_rtp(&clients[1]);
@@ -1878,33 +1888,16 @@ fn a_hairpin_read_as_packets_arrive_forwards_them_with_their_gaps_and_order() {
 #[test]
 fn a_forwarding_member_gone_quiet_is_played_at_the_tick_until_it_sends_again() {
     let (engine, _events) = start_engine(32_270, 32_279, 1);
-    let clients: Vec<UdpSocket> = (0..2).map(|_| client_socket()).collect();
-    let endpoints: Vec<MediaEndpoint> = clients
-        .iter()
-        .zip([1, 2])
-        .map(|(c, key)| open(&engine, key, member_spec(c)))
-        .collect();
-    let spec = ConferenceSpec {
-        rate: 8000,
-        hairpin: true,
-        join_tone: false,
-    };
-    engine.create_conference(1, spec, 1).expect("conference");
-    for key in [1, 2] {
-        engine
-            .join_conference(1, key, ConfereeSpec::default())
-            .expect("join");
-    }
-    let frame = |i: u16| CALLER.packet(i, &[0x20 + i as u8; 160]);
+    let (clients, endpoints) = pcmu_hairpin(&engine);
     pace(15, |i| {
         clients[0]
-            .send_to(&frame(i as u16), endpoints[0].rtp)
+            .send_to(&indexed_frame(i as u16), endpoints[0].rtp)
             .expect("send");
     });
     std::thread::sleep(Duration::from_millis(600));
     pace(10, |i| {
         clients[0]
-            .send_to(&frame(15 + i as u16), endpoints[0].rtp)
+            .send_to(&indexed_frame(15 + i as u16), endpoints[0].rtp)
             .expect("send");
     });
     let heard = drain_rtp(&clients[1]);

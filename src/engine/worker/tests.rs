@@ -21,6 +21,84 @@ use crate::sdp::Codec;
 /// SSRC of the test client's stream.
 const CLIENT_SSRC: u32 = 0x1234_5678;
 
+/// The media sockets' settings in these tests: 1 MiB buffers, nothing else.
+const TEST_SOCKETS: super::super::socket::SocketTuning = super::super::socket::SocketTuning {
+    dscp_tos: 0,
+    recv_buffer: 1 << 20,
+    send_buffer: 1 << 20,
+    priority: None,
+    busy_poll_us: 0,
+    busy_poll_budget: 0,
+};
+
+/// A worker with `threads`' settings whose ports (`pairs` pairs from `rtp_port`) go back to a
+/// pool of their own, its tick grid from `tick_epoch(epoch)`; and its command sender, with
+/// room for eight commands (dropping it would tell the worker to stop).
+fn test_worker(
+    rtp_port: u16,
+    pairs: u16,
+    threads: super::super::tuning::ThreadTuning,
+    tick_epoch: impl Fn(Instant) -> Instant,
+) -> (Worker, SyncSender<WorkerCommand>) {
+    let pool = super::super::pool::PortPool::new(
+        rtp_port,
+        rtp_port + 2 * pairs - 1,
+        super::super::pool::IdleSockets::new(0),
+    )
+    .expect("the tests' port range");
+    let (events, _) = tokio::sync::mpsc::channel(64);
+    let epoch = Instant::now();
+    let context = WorkerContext {
+        events,
+        events_dropped: Arc::default(),
+        recorder_dropped: Arc::default(),
+        port_return: pool.port_return(),
+        stop: Arc::default(),
+        defaults: SessionDefaults::default(),
+        threads,
+        heartbeat: Arc::default(),
+        epoch,
+        tick_epoch: tick_epoch(epoch),
+        tick_lateness: Arc::default(),
+        recorder: super::super::recorder::channel().0,
+        uring_sends: Arc::default(),
+        uring_receives: Arc::default(),
+        receive_buffers_exhausted: Arc::default(),
+        silence_shares: Arc::default(),
+    };
+    let (commands, inbox) = mpsc::sync_channel(8);
+    let (_handoff, arrivals) = mpsc::channel();
+    let worker = Worker::new(
+        0,
+        Poll::new().expect("create poll"),
+        inbox,
+        arrivals,
+        Vec::new(),
+        context,
+    );
+    (worker, commands)
+}
+
+/// A PCMU connection in `mode` (telephone-event not negotiated) whose peer is `client`.
+fn pcmu_media(mode: super::super::MediaMode, client: &std::net::UdpSocket) -> MediaSpec {
+    MediaSpec {
+        mode,
+        format: Some(StreamFormat {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            ptime_ms: 20,
+            telephone_event_pt: None,
+            send: None,
+            peer_opus: crate::sdp::OpusParams::RFC_DEFAULTS,
+        }),
+        remote_rtp: Some(client.local_addr().expect("client address")),
+        remote_rtcp: None,
+        srtp: None,
+        expects_rtp: true,
+        source: None,
+    }
+}
+
 /// A worker driven turn by turn on this thread, with one PCMU Echo connection whose
 /// negotiated peer is the returned client. The command sender is returned too: dropping it
 /// would tell the worker to stop.
@@ -47,53 +125,15 @@ fn echo_worker(
     SocketAddr,
 ) {
     let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
-    let tuning = super::super::socket::SocketTuning {
-        dscp_tos: 0,
-        recv_buffer: 1 << 20,
-        send_buffer: 1 << 20,
-        priority: None,
-        busy_poll_us: 0,
-        busy_poll_budget: 0,
-    };
-    let sockets = super::super::socket::bind_pair(localhost, rtp_port, &tuning)
+    let sockets = super::super::socket::bind_pair(localhost, rtp_port, &TEST_SOCKETS)
         .expect("test port pair is free");
     let local_rtp = sockets.local_rtp;
-    let pool = super::super::pool::PortPool::new(
+    // The second of two workers.
+    let (mut worker, commands) = test_worker(
         rtp_port,
-        rtp_port + 1,
-        super::super::pool::IdleSockets::new(0),
-    )
-    .expect("one-pair range");
-    let (events, _) = tokio::sync::mpsc::channel(8);
-    let epoch = Instant::now();
-    let context = WorkerContext {
-        events,
-        events_dropped: Arc::default(),
-        recorder_dropped: Arc::default(),
-        port_return: pool.port_return(),
-        stop: Arc::default(),
-        defaults: SessionDefaults::default(),
-        threads: super::super::tuning::ThreadTuning::default(),
-        heartbeat: Arc::default(),
-        epoch,
-        // The second of two workers.
-        tick_epoch: staggered_tick_epoch(epoch, 1, 2),
-        tick_lateness: Arc::default(),
-        recorder: super::super::recorder::channel().0,
-        uring_sends: Arc::default(),
-        uring_receives: Arc::default(),
-        receive_buffers_exhausted: Arc::default(),
-        silence_shares: Arc::default(),
-    };
-    let (commands, inbox) = mpsc::sync_channel(4);
-    let (_handoff, arrivals) = mpsc::channel();
-    let mut worker = Worker::new(
-        0,
-        Poll::new().expect("create poll"),
-        inbox,
-        arrivals,
-        Vec::new(),
-        context,
+        1,
+        super::super::tuning::ThreadTuning::default(),
+        |epoch| staggered_tick_epoch(epoch, 1, 2),
     );
     if let Some(buffers) = ring {
         worker.receive = crate::engine::recv_ring::RecvRing::new(buffers).ok();
@@ -102,22 +142,7 @@ fn echo_worker(
     client
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("set read timeout");
-    let media = MediaSpec {
-        mode: super::super::MediaMode::Echo,
-        format: Some(StreamFormat {
-            codec: Codec::Pcmu,
-            payload_type: 0,
-            ptime_ms: 20,
-            telephone_event_pt: None,
-            send: None,
-            peer_opus: crate::sdp::OpusParams::RFC_DEFAULTS,
-        }),
-        remote_rtp: Some(client.local_addr().expect("client address")),
-        remote_rtcp: None,
-        srtp: None,
-        expects_rtp: true,
-        source: None,
-    };
+    let media = pcmu_media(super::super::MediaMode::Echo, &client);
     let open = NewConnection {
         key: 1,
         media,
@@ -634,53 +659,13 @@ fn hairpin_worker_at_tick(
     [SocketAddr; 2],
 ) {
     let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
-    let tuning = super::super::socket::SocketTuning {
-        dscp_tos: 0,
-        recv_buffer: 1 << 20,
-        send_buffer: 1 << 20,
-        priority: None,
-        busy_poll_us: 0,
-        busy_poll_budget: 0,
+    let threads = super::super::tuning::ThreadTuning {
+        receive_at_tick: true,
+        ..super::super::tuning::ThreadTuning::default()
     };
-    let pool = super::super::pool::PortPool::new(
-        rtp_port,
-        rtp_port + 3,
-        super::super::pool::IdleSockets::new(0),
-    )
-    .expect("two-pair range");
-    let (events, _) = tokio::sync::mpsc::channel(64);
-    let epoch = Instant::now();
-    let context = WorkerContext {
-        events,
-        events_dropped: Arc::default(),
-        recorder_dropped: Arc::default(),
-        port_return: pool.port_return(),
-        stop: Arc::default(),
-        defaults: SessionDefaults::default(),
-        threads: super::super::tuning::ThreadTuning {
-            receive_at_tick: true,
-            ..super::super::tuning::ThreadTuning::default()
-        },
-        heartbeat: Arc::default(),
-        epoch,
-        tick_epoch: staggered_tick_epoch(epoch, 0, 1),
-        tick_lateness: Arc::default(),
-        recorder: super::super::recorder::channel().0,
-        uring_sends: Arc::default(),
-        uring_receives: Arc::default(),
-        receive_buffers_exhausted: Arc::default(),
-        silence_shares: Arc::default(),
-    };
-    let (commands, inbox) = mpsc::sync_channel(8);
-    let (_handoff, arrivals) = mpsc::channel();
-    let mut worker = Worker::new(
-        0,
-        Poll::new().expect("create poll"),
-        inbox,
-        arrivals,
-        Vec::new(),
-        context,
-    );
+    let (mut worker, commands) = test_worker(rtp_port, 2, threads, |epoch| {
+        staggered_tick_epoch(epoch, 0, 1)
+    });
     let clients = [0, 1].map(|_| {
         let client = std::net::UdpSocket::bind((localhost, 0)).expect("bind client");
         client.set_nonblocking(true).expect("non-blocking client");
@@ -689,25 +674,10 @@ fn hairpin_worker_at_tick(
     let mut addresses = Vec::new();
     for (i, client) in clients.iter().enumerate() {
         let port = rtp_port + 2 * i as u16;
-        let sockets =
-            super::super::socket::bind_pair(localhost, port, &tuning).expect("test pair is free");
+        let sockets = super::super::socket::bind_pair(localhost, port, &TEST_SOCKETS)
+            .expect("test pair is free");
         addresses.push(sockets.local_rtp);
-        let media = MediaSpec {
-            mode: super::super::MediaMode::Idle,
-            format: Some(StreamFormat {
-                codec: Codec::Pcmu,
-                payload_type: 0,
-                ptime_ms: 20,
-                telephone_event_pt: None,
-                send: None,
-                peer_opus: crate::sdp::OpusParams::RFC_DEFAULTS,
-            }),
-            remote_rtp: Some(client.local_addr().expect("client address")),
-            remote_rtcp: None,
-            srtp: None,
-            expects_rtp: true,
-            source: None,
-        };
+        let media = pcmu_media(super::super::MediaMode::Idle, client);
         let open = NewConnection {
             key: 1 + i as u64,
             media,
