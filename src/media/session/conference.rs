@@ -169,8 +169,8 @@ impl MediaSession {
     }
 
     /// Whether the caller's packets have been arriving after their playout here — dropped as
-    /// late, their frames concealed: [`LATE_PACKETS`] within a second, in the last
-    /// [`LATE_FORWARD_HOLD`]. A hairpin member then forwards its packets as they arrive
+    /// late, their frames concealed: `LATE_PACKETS` within a second, in the last
+    /// `LATE_FORWARD_HOLD`. A hairpin member then forwards its packets as they arrive
     /// whatever reads them ([`MediaSession::start_forwarding`]): a packet late for our playout
     /// is not late for the far end's, and a relay that drops what its own clock could not
     /// play (a core shared or saturated, a burst held up in the network) loses audio that a
@@ -251,7 +251,7 @@ impl MediaSession {
     /// the first packet forwarded (which continues our stream, with the marker bit), so its
     /// timing, order and gaps reach the far end unchanged. False, and nothing sent, when the
     /// session is not a [`MediaSession::forward_sink`] for `codec` now; the next frame played
-    /// here continues our stream after the packets forwarded ([`MediaSession::end_forwarded`]).
+    /// here continues our stream after the packets forwarded (`end_forwarded`).
     pub fn send_forwarded(
         &mut self,
         now: Instant,
