@@ -330,16 +330,13 @@ impl Connection {
         context: &WorkerContext,
     ) {
         let packet = forward.packet(buf);
-        let sent = match (peer, self.session.relay_source()) {
-            (Some(peer), Some(codec)) => {
-                let sent = peer.session.send_forwarded(now, codec, packet);
-                if sent {
-                    peer.flush(out, context);
-                }
-                sent
+        let sent = peer.is_some_and(|peer| {
+            let sent = peer.session.send_forwarded(now, forward.codec, packet);
+            if sent {
+                peer.flush(out, context);
             }
-            _ => false,
-        };
+            sent
+        });
         if !sent {
             self.session.unforward(now, packet);
             self.relay_to = None;

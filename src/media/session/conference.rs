@@ -25,16 +25,18 @@ use crate::sdp::Codec;
 
 /// Packets dropped as late within a second that make a room member forward
 /// ([`MediaSession::dropping_late`]): more than one, so a single straggler does not.
-pub const LATE_PACKETS: u32 = 2;
+const LATE_PACKETS: u32 = 2;
 
 /// How long a member forwards after its packets were dropped as late.
-pub const LATE_FORWARD_HOLD: Duration = Duration::from_secs(30);
+const LATE_FORWARD_HOLD: Duration = Duration::from_secs(30);
 
 /// An audio packet a forwarding session handed on as it arrived
 /// ([`MediaSession::start_forwarding`]): its header's timing and where its payload lies in the
 /// datagram [`MediaSession::handle_rtp`] was given (decrypted in place).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
+    /// The codec it is in (the session's, as a relay source).
+    pub codec: Codec,
     pub ssrc: u32,
     pub sequence: u16,
     pub timestamp: u32,
@@ -919,8 +921,8 @@ mod tests {
                 .handle_rtp(at, addr(PEER), &mut packet, len)
                 .expect("handed on");
             assert_eq!(
-                (forward.sequence, forward.timestamp),
-                (seq, 8000 + 160 * u32::from(seq))
+                (forward.codec, forward.sequence, forward.timestamp),
+                (Codec::Pcmu, seq, 8000 + 160 * u32::from(seq))
             );
             assert!(b.send_forwarded(at, Codec::Pcmu, forward.packet(&packet)));
             forwarded.extend(sent_rtp(&mut b));

@@ -76,10 +76,15 @@ impl MediaSession {
         self.rtcp
             .on_rtp_received(now, packet.ssrc(), packet.sequence(), packet.timestamp());
         // A hairpin's forwarding stops when the session stops being a relay source.
-        let forwarding = self.is_forwarding() && self.relay_source().is_some();
-        if self.is_forwarding() && !forwarding {
-            self.stop_forwarding();
-        }
+        let forwarding = if self.is_forwarding() {
+            let codec = self.relay_source();
+            if codec.is_none() {
+                self.stop_forwarding();
+            }
+            codec
+        } else {
+            None
+        };
         let audio = self.audio.as_mut()?;
         if Some(packet.payload_type()) == audio.format.telephone_event_pt {
             let rate = audio.format.codec.clock_rate();
@@ -103,11 +108,12 @@ impl MediaSession {
             self.stats.malformed_packets += 1;
             return None;
         }
-        if forwarding {
+        if let Some(codec) = forwarding {
             if let Some(room) = self.room.as_mut() {
                 room.forwarding = Some(now);
             }
             return Some(Forward {
+                codec,
                 ssrc: packet.ssrc(),
                 sequence: packet.sequence(),
                 timestamp: packet.timestamp(),
