@@ -379,6 +379,7 @@ fn member(
         seed: p as u64,
         inband_dtmf: false,
         tick_epoch: epoch,
+        forward_on_arrival: false,
     };
     let mut session = MediaSession::new(config, epoch).expect("session");
     session.enter_conference(room_rate).expect("room");

@@ -66,9 +66,30 @@ const INTRUDER: Stream = Stream {
     seed: 0xA5,
 };
 
+/// An echo of paced PCMU: every frame comes back in our own stream, and the connection's
+/// counters say so while it is open and when it closes. Workers that read each packet as it
+/// arrives (the default) send each back as it comes: nothing stands in for a frame, nothing is
+/// concealed. Workers that read at their tick play it out through the jitter buffer: the
+/// concealed tail after the caller stopped is part of the echo.
 #[test]
 fn echo_plays_paced_pcmu_back_as_our_own_stream_and_reports_closed_stats() {
-    let (engine, mut events) = start_engine(31_100, 31_119, 1);
+    for (min, receive_at_tick) in [(31_100, false), (31_110, true)] {
+        check_paced_echo(min, receive_at_tick);
+    }
+}
+
+fn check_paced_echo(min: u16, receive_at_tick: bool) {
+    let (sender, mut events) = mpsc::channel(256);
+    let config = EngineConfig {
+        rtp_port_min: min,
+        rtp_port_max: min + 9,
+        threads: super::tuning::ThreadTuning {
+            receive_at_tick,
+            ..super::tuning::ThreadTuning::default()
+        },
+        ..test_config(1)
+    };
+    let engine = Engine::start(config, sender).expect("test config is valid");
     let client = client_socket();
     let endpoint = open(&engine, 1, echo_spec(&client));
     assert_eq!(endpoint.rtp.ip(), LOCALHOST);
@@ -79,7 +100,10 @@ fn echo_plays_paced_pcmu_back_as_our_own_stream_and_reports_closed_stats() {
     let echoes = collect_echoes(&client, endpoint.rtp, frames.last().expect("frames sent"));
     let stand_ins = assert_echo_of(&echoes, &frames);
     let sent = echoes.len() as u64;
-
+    if !receive_at_tick {
+        assert_eq!(stand_ins, 0, "forwarded as they came");
+        assert_eq!(sent, 50);
+    }
     wait_until(|| {
         engine
             .stats(1)
@@ -125,8 +149,13 @@ fn echo_plays_paced_pcmu_back_as_our_own_stream_and_reports_closed_stats() {
         panic!("not the close of connection 1: {closed:?}");
     };
     // The concealed tail after the caller stopped is part of the echo; nothing else is.
+    let concealed = if receive_at_tick {
+        1..=stand_ins as u64
+    } else {
+        0..=0
+    };
     assert!(
-        (1..=stand_ins as u64).contains(&stats.concealed_frames),
+        concealed.contains(&stats.concealed_frames),
         "concealed {} of {stand_ins} stand-in frames",
         stats.concealed_frames
     );
@@ -1875,6 +1904,67 @@ fn a_hairpin_read_as_packets_arrive_forwards_them_with_their_gaps_and_order() {
             assert!(frames.windows(2).all(|w| w[0].0 < w[1].0), "{frames:?}");
             for (n, (_, sequence, _)) in heard.iter().enumerate() {
                 assert_eq!(*sequence, heard[0].1.wrapping_add(n as u16), "no gap");
+            }
+        }
+        engine.shutdown();
+    }
+}
+
+/// An echo on workers that read each packet as it arrives sends each one back at once, in its
+/// own stream, with the caller's gap (a packet never sent) and order (two packets swapped), as
+/// rtpengine's media echo does; workers that read at their tick play it out through the
+/// jitter buffer: in order, the gap concealed, no gap in the stream.
+#[test]
+fn an_echo_read_as_packets_arrive_sends_them_back_with_their_gaps_and_order() {
+    // Frame 10 is never sent; 21 goes before 20.
+    let mut order: Vec<u16> = (0..30).filter(|&i| i != 10).collect();
+    let at = order.iter().position(|&i| i == 20).expect("frame 20");
+    order.swap(at, at + 1);
+    for (min, receive_at_tick) in [(32_280, false), (32_290, true)] {
+        let (sender, _events) = mpsc::channel(256);
+        let config = EngineConfig {
+            rtp_port_min: min,
+            rtp_port_max: min + 9,
+            threads: super::tuning::ThreadTuning {
+                receive_at_tick,
+                ..super::tuning::ThreadTuning::default()
+            },
+            ..test_config(1)
+        };
+        let engine = Engine::start(config, sender).expect("valid config");
+        let client = client_socket();
+        let endpoint = open(&engine, 1, echo_spec(&client));
+        pace(order.len(), |n| {
+            client
+                .send_to(&indexed_frame(order[n]), endpoint.rtp)
+                .expect("send");
+        });
+        let heard = drain_rtp(&client);
+        let frames: Vec<(u16, u16)> = heard
+            .iter()
+            .filter(|(_, _, p)| (0x20..0x20 + 30).contains(&p[0]) && p.iter().all(|&b| b == p[0]))
+            .map(|(ssrc, sequence, p)| {
+                assert_ne!(*ssrc, CALLER.ssrc, "sent in the echo's own stream");
+                (u16::from(p[0] - 0x20), *sequence)
+            })
+            .collect();
+        if receive_at_tick {
+            assert!(frames.len() >= 25, "{frames:?}");
+            assert!(frames.windows(2).all(|w| w[0].0 < w[1].0), "{frames:?}");
+            for (n, (_, sequence, _)) in heard.iter().enumerate() {
+                assert_eq!(*sequence, heard[0].1.wrapping_add(n as u16), "no gap");
+            }
+        } else {
+            assert_eq!(heard.len(), order.len(), "each packet, once: {frames:?}");
+            let indexes: Vec<u16> = frames.iter().map(|&(i, _)| i).collect();
+            assert_eq!(indexes, order, "as sent");
+            let first = frames[0];
+            for &(index, sequence) in &frames {
+                assert_eq!(
+                    sequence.wrapping_sub(first.1),
+                    index - first.0,
+                    "the caller's numbering, gap kept: {frames:?}"
+                );
             }
         }
         engine.shutdown();

@@ -149,6 +149,16 @@ pub enum PushOutcome {
     Reset,
 }
 
+/// A frame handed over before its playout ([`JitterBuffer::hand_over`]): its header's
+/// sequence number, timestamp and marker, and its payload's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiting {
+    pub seq: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub len: usize,
+}
+
 /// What the playout clock should do for this tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Playout {
@@ -543,27 +553,32 @@ impl JitterBuffer {
         }
     }
 
-    /// Hands every frame waiting for playout to `each` in sequence order (sequence number,
-    /// timestamp, marker, payload), then forgets the stream as [`JitterBuffer::reset`] does:
-    /// for a stream that is no longer played out here (a relay forwarding packets as they
-    /// arrive from now on). Counted as played.
-    pub fn drain(&mut self, mut each: impl FnMut(u16, u32, bool, &[u8])) {
-        while let Some(seq) = self.next_stored_seq() {
-            let index = usize::from(seq) & self.mask;
-            let slot = self.slots[index];
-            let start = index * self.slot_bytes;
-            each(
-                slot.seq,
-                slot.timestamp,
-                slot.marker,
-                &self.payloads[start..start + slot.len],
-            );
-            self.slots[index].state = SlotState::Played;
-            self.stored -= 1;
-            self.last_seq = seq;
-            self.stats.played += 1;
-        }
-        self.reset();
+    /// Hands over the oldest frame waiting for playout, in sequence order: copied into `out`
+    /// (its length returned with the sequence number, timestamp and marker), counted as
+    /// played. Once none is left — the call that returns `None` — the stream is forgotten as
+    /// [`JitterBuffer::reset`] does: for a stream no longer played out here (its packets
+    /// forwarded as they arrive from now on). Call it until `None`. A frame longer than `out`
+    /// is cut to its length.
+    pub fn hand_over(&mut self, out: &mut [u8]) -> Option<Waiting> {
+        let Some(seq) = self.next_stored_seq() else {
+            self.reset();
+            return None;
+        };
+        let index = usize::from(seq) & self.mask;
+        let slot = self.slots[index];
+        let start = index * self.slot_bytes;
+        let len = slot.len.min(out.len());
+        out[..len].copy_from_slice(&self.payloads[start..start + len]);
+        self.slots[index].state = SlotState::Played;
+        self.stored -= 1;
+        self.last_seq = seq;
+        self.stats.played += 1;
+        Some(Waiting {
+            seq: slot.seq,
+            timestamp: slot.timestamp,
+            marker: slot.marker,
+            len,
+        })
     }
 
     /// Forgets the stream (e.g. on an SSRC change) but keeps the counters; the next packet
@@ -2216,7 +2231,7 @@ mod tests {
     /// once, in sequence order with a gap kept a gap; then the stream is forgotten, so a later
     /// packet starts prebuffering again.
     #[test]
-    fn drain_hands_over_the_waiting_frames_in_order_and_forgets_the_stream() {
+    fn hand_over_gives_the_waiting_frames_in_order_and_forgets_the_stream() {
         let mut jb = JitterBuffer::new(JitterConfig::default());
         let start = Instant::now();
         let frame = |i: u8| [i; 160];
@@ -2227,10 +2242,11 @@ mod tests {
             assert_eq!(outcome, PushOutcome::Stored);
         }
         let mut drained = Vec::new();
-        jb.drain(|seq, timestamp, marker, payload| {
-            assert_eq!(payload, &frame(seq as u8)[..]);
-            drained.push((seq, timestamp, marker));
-        });
+        let mut out = [0u8; 160];
+        while let Some(w) = jb.hand_over(&mut out) {
+            assert_eq!(out[..w.len], frame(w.seq as u8)[..]);
+            drained.push((w.seq, w.timestamp, w.marker));
+        }
         assert_eq!(
             drained,
             [
@@ -2242,7 +2258,6 @@ mod tests {
         );
         assert_eq!(jb.buffered_frames(), 0);
         assert_eq!(jb.stats().played, 4);
-        let mut out = [0u8; 160];
         assert_eq!(jb.pop(start, &mut out), Playout::Silence, "nothing left");
         // A later packet is a new stream: it prebuffers, then plays.
         let later = start + Duration::from_millis(200);

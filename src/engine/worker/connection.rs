@@ -95,10 +95,17 @@ impl Connection {
     pub(super) fn new(
         new: NewConnection,
         defaults: &SessionDefaults,
+        forward_on_arrival: bool,
         generation: u64,
         tick_epoch: Instant,
     ) -> Connection {
-        let session = new_session(new.key, &new.media, defaults, tick_epoch);
+        let session = new_session(
+            new.key,
+            &new.media,
+            defaults,
+            forward_on_arrival,
+            tick_epoch,
+        );
         Connection {
             tick_epoch,
             key: new.key,
@@ -281,6 +288,10 @@ impl Connection {
                 let Some(source) = source else { continue };
                 if let Some(forward) = self.deliver(now, leg, source, buffer, length, truncated) {
                     self.forward_arrived(now, &forward, buffer, peer.as_deref_mut(), out, context);
+                }
+                if self.session.has_transmits() {
+                    // An echo sent the packet back: out before the next (the queue holds four).
+                    self.transmit(out);
                 }
             }
             taken += count;
@@ -476,10 +487,13 @@ pub(super) enum Drain {
 
 /// A session for `media` with the worker's defaults; a spec the session refuses (a codec
 /// that cannot start) falls back to an idle session that only counts, and says so.
+/// A session for `media`: an echo forwards the caller's packets as they arrive where the worker
+/// reads each as it comes (`forward_on_arrival`: not `receive_at_tick`).
 pub(super) fn new_session(
     key: ConnectionKey,
     media: &MediaSpec,
     defaults: &SessionDefaults,
+    forward_on_arrival: bool,
     tick_epoch: Instant,
 ) -> MediaSession {
     let now = Instant::now();
@@ -504,6 +518,7 @@ pub(super) fn new_session(
         seed: rand::random(),
         inband_dtmf: defaults.inband_dtmf,
         tick_epoch,
+        forward_on_arrival,
     };
     match MediaSession::new(config.clone(), now) {
         Ok(session) => session,

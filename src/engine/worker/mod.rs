@@ -427,6 +427,7 @@ impl Worker {
         let connection = Connection::new(
             new,
             &self.context.defaults,
+            !self.context.threads.receive_at_tick,
             self.next_generation,
             group_tick_epoch(self.context.tick_epoch, self.next_generation),
         );
@@ -476,6 +477,7 @@ impl Worker {
             return;
         };
         let defaults = self.context.defaults;
+        let forward_on_arrival = !self.context.threads.receive_at_tick;
         let Some(Some(connection)) = self.connections.get_mut(slot) else {
             return;
         };
@@ -497,7 +499,13 @@ impl Worker {
                 );
             }
             let playout = connection.session.take_playout();
-            connection.session = new_session(key, &media, &defaults, connection.tick_epoch);
+            connection.session = new_session(
+                key,
+                &media,
+                &defaults,
+                forward_on_arrival,
+                connection.tick_epoch,
+            );
             if let Some(playout) = playout {
                 // A prompt keeps playing across a codec change.
                 connection.session.resume_playout(Instant::now(), playout);

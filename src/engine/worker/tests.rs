@@ -110,14 +110,20 @@ fn worker_with_echo_connection(
     std::net::UdpSocket,
     SocketAddr,
 ) {
-    echo_worker(rtp_port, None)
+    echo_worker(
+        rtp_port,
+        None,
+        super::super::tuning::ThreadTuning::default(),
+    )
 }
 
-/// [`worker_with_echo_connection`], its sockets read through an io_uring (`io_uring_receive`)
-/// with `ring` provided buffers when given (`worker.receive` None when the kernel refuses one).
+/// [`worker_with_echo_connection`] with `threads`' settings, its sockets read through an
+/// io_uring (`io_uring_receive`) with `ring` provided buffers when given (`worker.receive`
+/// None when the kernel refuses one).
 fn echo_worker(
     rtp_port: u16,
     ring: Option<u16>,
+    threads: super::super::tuning::ThreadTuning,
 ) -> (
     Worker,
     SyncSender<WorkerCommand>,
@@ -129,12 +135,9 @@ fn echo_worker(
         .expect("test port pair is free");
     let local_rtp = sockets.local_rtp;
     // The second of two workers.
-    let (mut worker, commands) = test_worker(
-        rtp_port,
-        1,
-        super::super::tuning::ThreadTuning::default(),
-        |epoch| staggered_tick_epoch(epoch, 1, 2),
-    );
+    let (mut worker, commands) = test_worker(rtp_port, 1, threads, |epoch| {
+        staggered_tick_epoch(epoch, 1, 2)
+    });
     if let Some(buffers) = ring {
         worker.receive = crate::engine::recv_ring::RecvRing::new(buffers).ok();
     }
@@ -354,7 +357,8 @@ fn assert_plays_back(echoes: &[Vec<u8>], frames: &[Vec<u8>]) {
 
 #[test]
 fn a_connection_read_through_the_ring_closes_in_the_turns_enter_not_one_of_its_own() {
-    let (mut worker, commands, _client, _engine_rtp) = echo_worker(31_602, Some(4096));
+    let (mut worker, commands, _client, _engine_rtp) =
+        echo_worker(31_602, Some(4096), Default::default());
     let Some(entered) = worker.receive.as_ref().map(|ring| ring.enters) else {
         eprintln!("skipped: the kernel refuses io_uring here");
         return;
@@ -395,7 +399,8 @@ fn a_connection_read_through_the_ring_closes_in_the_turns_enter_not_one_of_its_o
 
 #[test]
 fn datagrams_beyond_the_rings_buffers_are_read_in_the_same_turn() {
-    let (mut worker, _commands, client, engine_rtp) = echo_worker(31_600, Some(8));
+    let (mut worker, _commands, client, engine_rtp) =
+        echo_worker(31_600, Some(8), Default::default());
     if worker.receive.is_none() {
         eprintln!("skipped: the kernel refuses io_uring here");
         return;
@@ -713,12 +718,13 @@ fn hairpin_worker_at_tick(
     (worker, commands, clients, [addresses[0], addresses[1]])
 }
 
-/// Runs turns while `from` sends frames `indexes` (a tick apart) to the first connection;
-/// returns (sequence number, frame index) of each frame the second client was sent (other
-/// packets, the tick's stand-ins for what was missing, as index `None`).
+/// Runs turns while the first of `clients` sends frames `indexes` (a tick apart) to
+/// `engine_rtp`; returns (sequence number, frame index) of each frame the second client (or
+/// the same one) was sent (other packets, the tick's stand-ins for what was missing, as index
+/// `None`).
 fn relay_through_turns(
     worker: &mut Worker,
-    clients: &[std::net::UdpSocket; 2],
+    clients: [&std::net::UdpSocket; 2],
     engine_rtp: SocketAddr,
     indexes: &[u16],
 ) -> Vec<(u16, Option<u16>)> {
@@ -755,7 +761,12 @@ fn relay_through_turns(
 fn a_hairpin_whose_packets_come_too_late_for_the_tick_is_forwarded_as_they_arrive() {
     let (mut worker, _commands, clients, addresses) = hairpin_worker_at_tick(31_604);
     let on_time: Vec<u16> = (0..20).filter(|&i| i != 10).collect();
-    let heard = relay_through_turns(&mut worker, &clients, addresses[0], &on_time);
+    let heard = relay_through_turns(
+        &mut worker,
+        [&clients[0], &clients[1]],
+        addresses[0],
+        &on_time,
+    );
     let frames = heard.iter().filter(|(_, i)| i.is_some()).count();
     assert!(frames >= 15, "{heard:?}");
     for (n, (sequence, _)) in heard.iter().enumerate() {
@@ -769,12 +780,17 @@ fn a_hairpin_whose_packets_come_too_late_for_the_tick_is_forwarded_as_they_arriv
     // played and concealed by then, they are dropped as late.
     let mut late: Vec<u16> = (20..30).chain(33..41).collect();
     late.extend([30, 31, 32]);
-    relay_through_turns(&mut worker, &clients, addresses[0], &late);
+    relay_through_turns(&mut worker, [&clients[0], &clients[1]], addresses[0], &late);
     // Then frame 42 is never sent, 48 goes before 47.
     let mut forwarded: Vec<u16> = (41..60).filter(|&i| i != 42).collect();
     let at = forwarded.iter().position(|&i| i == 47).expect("frame 47");
     forwarded.swap(at, at + 1);
-    let heard = relay_through_turns(&mut worker, &clients, addresses[0], &forwarded);
+    let heard = relay_through_turns(
+        &mut worker,
+        [&clients[0], &clients[1]],
+        addresses[0],
+        &forwarded,
+    );
     let first = heard.iter().position(|(_, i)| i.is_some()).expect("frames");
     let last = heard
         .iter()
@@ -797,5 +813,53 @@ fn a_hairpin_whose_packets_come_too_late_for_the_tick_is_forwarded_as_they_arriv
             index - first_index,
             "the caller's numbering, its gap kept: {heard:?}"
         );
+    }
+}
+
+/// An echo on a worker that reads at its tick plays the caller's frames out at the tick (a
+/// lost one concealed) until they are dropped as late; from then on each goes back as it is
+/// read — a burst of ten read at one tick too, more than a session's four transmit slots —
+/// with the caller's numbering.
+#[test]
+fn an_echo_whose_packets_come_too_late_for_the_tick_sends_each_back_as_it_is_read() {
+    let threads = super::super::tuning::ThreadTuning {
+        receive_at_tick: true,
+        ..super::super::tuning::ThreadTuning::default()
+    };
+    let (mut worker, _commands, client, engine_rtp) = echo_worker(31_608, None, threads);
+    client.set_nonblocking(true).expect("non-blocking client");
+    let on_time: Vec<u16> = (0..20).filter(|&i| i != 10).collect();
+    let heard = relay_through_turns(&mut worker, [&client, &client], engine_rtp, &on_time);
+    assert!(
+        heard.iter().filter(|(_, i)| i.is_some()).count() >= 15,
+        "{heard:?}"
+    );
+    for (n, (sequence, _)) in heard.iter().enumerate() {
+        assert_eq!(*sequence, heard[0].0.wrapping_add(n as u16), "{heard:?}");
+    }
+    let session = |worker: &mut Worker| {
+        let connection = worker.connection_by_key(1).expect("open");
+        (
+            connection.session.is_forwarding(),
+            connection.session.dropping_late(Instant::now()),
+        )
+    };
+    assert_eq!(session(&mut worker), (false, false));
+    // Frames 30 to 32 held up in the network, sent after 40: dropped as late.
+    let mut late: Vec<u16> = (20..30).chain(33..41).collect();
+    late.extend([30, 31, 32]);
+    relay_through_turns(&mut worker, [&client, &client], engine_rtp, &late);
+    assert_eq!(session(&mut worker), (true, true));
+    // Ten frames at once.
+    for i in 41..51 {
+        client
+            .send_to(&pcmu_frame(i), engine_rtp)
+            .expect("send to worker");
+    }
+    let heard = relay_through_turns(&mut worker, [&client, &client], engine_rtp, &[]);
+    let indexes: Vec<u16> = heard.iter().filter_map(|&(_, i)| i).collect();
+    assert_eq!(indexes, (41..51).collect::<Vec<u16>>(), "{heard:?}");
+    for (n, (sequence, _)) in heard.iter().enumerate() {
+        assert_eq!(*sequence, heard[0].0.wrapping_add(n as u16), "{heard:?}");
     }
 }

@@ -128,6 +128,12 @@ pub struct SessionConfig {
     /// Playout ticks fall on `tick_epoch + k * ptime`: every session of a worker ticks at the
     /// same instants, so one wake-up serves them all (instead of one per session).
     pub tick_epoch: Instant,
+    /// The worker reads each packet as it arrives (not at its tick): an echo that can pass the
+    /// caller's G.711 untouched sends each packet back as it comes, as Asterisk's and
+    /// FreeSWITCH's echo and rtpengine's media echo do, instead of playing it out at its
+    /// tick; with false, only while its packets are being dropped as late
+    /// ([`super::MediaSession::dropping_late`]).
+    pub forward_on_arrival: bool,
 }
 
 /// Why a session could not be created, or refused a request.

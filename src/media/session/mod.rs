@@ -29,16 +29,18 @@ mod audio;
 mod conference;
 mod config;
 mod digits;
+mod forward;
 mod playout;
 mod receive;
 mod send;
 mod shared;
 mod stats;
 
-pub use conference::{Forward, ForwardedPacket, Relayed, MAX_RELAYED, ROOM_TICK};
+pub use conference::{Relayed, MAX_RELAYED, ROOM_TICK};
 pub use config::{
     RtpSource, SessionConfig, SessionError, SessionMode, SrtpKeys, StreamFormat, LEARN_PACKETS,
 };
+pub use forward::{Forward, ForwardedPacket};
 pub use shared::{SharedEncodes, SharedFormat};
 pub use stats::{RtcpSummary, SessionStats};
 
@@ -54,6 +56,7 @@ use super::srtp::SrtpContext;
 use crate::sdp::Codec;
 use audio::AudioPath;
 use conference::RoomMembership;
+use forward::ForwardSource;
 use receive::Heard;
 
 /// Largest datagram we build (an MTU's worth): payload + RTP header + SRTP tag.
@@ -162,6 +165,9 @@ pub struct MediaSession {
     /// Boxed, as `player`: few sessions have one, and every session's inline size is an idle
     /// call's memory.
     room: Option<Box<RoomMembership>>,
+    /// Whether the caller's packets are forwarded as they arrive (a hairpin member, an echo),
+    /// and those dropped as late.
+    forward: ForwardSource,
     /// A prompt or tone played instead of the session's usual audio (operation id, player).
     player: Option<(u64, Box<Player>)>,
     /// The caller's decoded audio, kept for the worker while something listens (recording,
@@ -229,6 +235,7 @@ impl MediaSession {
             events: VecDeque::new(),
             stats: SessionStats::default(),
             room: None,
+            forward: ForwardSource::default(),
             player: None,
             heard: None,
             spoken: None,
@@ -321,12 +328,20 @@ impl MediaSession {
         Some(vec![0u8; usize::from(self.slot_len)].into_boxed_slice())
     }
 
+    /// Whether packets wait for [`MediaSession::poll_transmit`].
+    pub fn has_transmits(&self) -> bool {
+        !self.transmits.is_empty()
+    }
+
     /// The next packet to send, copied into `out`.
     pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<Transmit> {
         let (channel, destination, len, buf) = self.transmits.pop_front()?;
         let len = len.min(out.len());
         out[..len].copy_from_slice(&buf[..len]);
-        self.spare.push(buf);
+        // Buffers beyond the slots made (a drain's, `forward`) are given back.
+        if self.spare.len() + self.transmits.len() < usize::from(self.slots_made) {
+            self.spare.push(buf);
+        }
         Some(Transmit {
             channel,
             destination,
@@ -495,16 +510,21 @@ mod tests {
         }
     }
 
+    /// The echo as its tick plays it out and, for G.711, as it sends each packet back as it
+    /// arrives (`forward_on_arrival`).
     #[test]
     fn the_steady_state_echo_path_allocates_nothing() {
         use crate::media::alloc_counter::allocations_during;
-        for (codec, pt, srtp) in [
-            (Codec::Pcmu, 0, false),
-            (Codec::Pcma, 8, true),
-            (Codec::G722, 9, false),
+        for (codec, pt, srtp, forward_on_arrival) in [
+            (Codec::Pcmu, 0, false, false),
+            (Codec::Pcma, 8, true, false),
+            (Codec::G722, 9, false, false),
+            (Codec::Pcmu, 0, false, true),
+            (Codec::Pcma, 8, true, true),
         ] {
             let start = Instant::now();
             let mut cfg = config(codec, pt);
+            cfg.forward_on_arrival = forward_on_arrival;
             let mut peer = Peer::new(codec, pt);
             if srtp {
                 let key = [7u8; 16];
@@ -543,9 +563,10 @@ mod tests {
                 }
             });
             assert!(sent >= 195, "{codec:?}: {sent}");
+            assert_eq!(session.is_forwarding(), forward_on_arrival);
             assert_eq!(
                 allocations, 0,
-                "{codec:?} (srtp: {srtp}) allocated on the packet path"
+                "{codec:?} (srtp: {srtp}, forwarding: {forward_on_arrival}) allocated on the packet path"
             );
         }
     }

@@ -3,9 +3,10 @@
 //!
 //! Owns: source security (negotiated address or one-time latch), SRTP unprotect, parsing,
 //! telephone-event routing to the DTMF receiver, the jitter buffer push (or, for a forwarding
-//! hairpin member, the packet handed back as a [`super::Forward`]), decoding with loss
-//! concealment and Opus FEC, in-band DTMF detection, and the `Heard` buffer.
-//! Must not: send anything, or allocate per packet (the `Heard` buffer is allocated once, when
+//! hairpin member, the packet handed back as a [`super::Forward`]; a forwarding echo's goes
+//! back to `forward`), decoding with loss concealment and Opus FEC, in-band DTMF detection,
+//! and the `Heard` buffer.
+//! Must not: send anything itself, or allocate per packet (the `Heard` buffer is allocated once, when
 //! listening is switched on). Bad input is counted (`malformed_packets`, `srtp_rejected`,
 //! `foreign_source_dropped`), never a panic.
 
@@ -14,7 +15,7 @@ use std::time::Instant;
 
 use super::config::{RtpSource, LEARN_PACKETS};
 use super::send::Outgoing;
-use super::{canonical, Forward, MediaSession, SessionEvent, SessionMode};
+use super::{canonical, Forward, ForwardedPacket, MediaSession, SessionEvent, SessionMode};
 use crate::media::codec::{self, pcm_rate, AudioDecoder};
 use crate::media::dtmf::DigitEvent;
 use crate::media::jitter::{Playout, PushOutcome};
@@ -75,9 +76,9 @@ impl MediaSession {
         }
         self.rtcp
             .on_rtp_received(now, packet.ssrc(), packet.sequence(), packet.timestamp());
-        // A hairpin's forwarding stops when the session stops being a relay source.
+        // Forwarding stops when the session can no longer pass the caller's packets on.
         let forwarding = if self.is_forwarding() {
-            let codec = self.relay_source();
+            let codec = self.forward_source();
             if codec.is_none() {
                 self.stop_forwarding();
             }
@@ -109,8 +110,18 @@ impl MediaSession {
             return None;
         }
         if let Some(codec) = forwarding {
-            if let Some(room) = self.room.as_mut() {
-                room.forwarding = Some(now);
+            self.forward.handed_on(now);
+            if self.room.is_none() {
+                // An echo: back to the caller now.
+                let forwarded = ForwardedPacket {
+                    ssrc: packet.ssrc(),
+                    sequence: packet.sequence(),
+                    timestamp: packet.timestamp(),
+                    marker: packet.marker(),
+                    payload: packet.payload(),
+                };
+                self.echo_arrived(now, codec, forwarded);
+                return None;
             }
             return Some(Forward {
                 codec,
@@ -132,8 +143,8 @@ impl MediaSession {
             packet.marker(),
             packet.payload(),
         );
-        if let (PushOutcome::TooLate, Some(room)) = (outcome, self.room.as_mut()) {
-            room.note_late(now);
+        if outcome == PushOutcome::TooLate {
+            self.forward.note_late(now);
         }
         None
     }

@@ -52,6 +52,10 @@ impl MediaSession {
             self.send_event_slot(now);
             return;
         }
+        if self.echo_forwards(now) {
+            // The caller's packets go back as they arrive.
+            return;
+        }
         // The caller's frame: decoded (and resampled to the sent codec's rate when
         // transcoding), or untouched for G.711 in the same format both ways.
         let Some(frame) = self.next_echo_frame(now) else {

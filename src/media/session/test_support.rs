@@ -46,6 +46,7 @@ pub(super) fn config(codec: Codec, payload_type: u8) -> SessionConfig {
         seed: 7,
         inband_dtmf: false,
         tick_epoch: Instant::now(),
+        forward_on_arrival: false,
     }
 }
 
