@@ -553,6 +553,13 @@ impl JitterBuffer {
         }
     }
 
+    /// Whether `seq` is newer than every frame played so far, while playing: a packet of it
+    /// dropped as late came after its tick, not after frames that follow it — the sender's
+    /// stream is behind our playout, not reordered.
+    pub fn after_played(&self, seq: u16) -> bool {
+        self.mode == Mode::Playing && seq_distance(seq, self.last_seq) > 0
+    }
+
     /// Hands over the oldest frame waiting for playout, in sequence order: copied into `out`
     /// (its length returned with the sequence number, timestamp and marker), counted as
     /// played. Once none is left — the call that returns `None` — the stream is forgotten as

@@ -17,11 +17,13 @@ use std::time::{Duration, Instant};
 use super::audio::Forwarded;
 use super::{MediaSession, SessionMode, SRTP_ROOM, TRANSMIT_SLOTS};
 use crate::media::jitter::{PushOutcome, Waiting};
-use crate::media::rtp::{self, seq_newer, RtpHeader};
+use crate::media::rtp::{self, seq_newer, RtpHeader, RtpPacket};
 use crate::sdp::Codec;
 
 /// Packets dropped as late within a second that make a session forward
-/// ([`MediaSession::dropping_late`]): more than one, so a single straggler does not.
+/// ([`MediaSession::dropping_late`]) when they came after frames that follow them: more than
+/// one, so a single reordered straggler does not. One late packet newer than every frame
+/// played is enough: the caller's stream is behind our playout.
 const LATE_PACKETS: u32 = 2;
 
 /// How long a session forwards after its packets were dropped as late.
@@ -65,6 +67,19 @@ pub struct ForwardedPacket<'a> {
     pub payload: &'a [u8],
 }
 
+impl<'a> ForwardedPacket<'a> {
+    /// A received packet as it came.
+    pub(super) fn of(packet: &RtpPacket<'a>) -> ForwardedPacket<'a> {
+        ForwardedPacket {
+            ssrc: packet.ssrc(),
+            sequence: packet.sequence(),
+            timestamp: packet.timestamp(),
+            marker: packet.marker(),
+            payload: packet.payload(),
+        }
+    }
+}
+
 /// The caller's side of forwarding: whether its packets are forwarded, and its packets
 /// dropped as late.
 #[derive(Debug, Default)]
@@ -80,8 +95,13 @@ pub(super) struct ForwardSource {
 }
 
 impl ForwardSource {
-    /// A packet of the caller's dropped as late ([`MediaSession::dropping_late`]).
-    pub(super) fn note_late(&mut self, now: Instant) {
+    /// A packet of the caller's dropped as late ([`MediaSession::dropping_late`]); `in_order`:
+    /// newer than every frame played (its tick passed before it came, nothing after it
+    /// played yet).
+    pub(super) fn note_late(&mut self, now: Instant, in_order: bool) {
+        if in_order {
+            self.late_until = Some(now + LATE_FORWARD_HOLD);
+        }
         let within = self
             .late_since
             .is_some_and(|since| now.saturating_duration_since(since) <= Duration::from_secs(1));
@@ -120,8 +140,8 @@ impl MediaSession {
     }
 
     /// Whether the caller's packets have been arriving after their playout here — dropped as
-    /// late, their frames concealed: `LATE_PACKETS` within a second, in the last
-    /// `LATE_FORWARD_HOLD`. A hairpin member or an echo then forwards its packets as they
+    /// late, their frames concealed: one newer than every frame played (the stream behind
+    /// our playout), or `LATE_PACKETS` within a second, in the last `LATE_FORWARD_HOLD`. A hairpin member or an echo then forwards its packets as they
     /// arrive whatever reads them: a packet late for our playout is not late for the far
     /// end's, and a relay that drops what its own clock could not play (a core shared or
     /// saturated, a burst held up in the network) loses audio that a forwarder delivers.
@@ -167,7 +187,8 @@ impl MediaSession {
                 packet.payload,
             );
             if outcome == PushOutcome::TooLate {
-                self.forward.note_late(now);
+                let in_order = audio.jitter.after_played(packet.sequence);
+                self.forward.note_late(now, in_order);
             }
         }
     }
@@ -241,6 +262,12 @@ impl MediaSession {
             return false;
         }
         self.forward.handed_on(now);
+        self.echo_waiting(now, codec);
+        true
+    }
+
+    /// What waits in an echo's jitter buffer, back in our stream now, in sequence order.
+    fn echo_waiting(&mut self, now: Instant, codec: Codec) {
         let waiting = self
             .audio
             .as_ref()
@@ -250,7 +277,6 @@ impl MediaSession {
         self.hand_over_waiting(|session, packet| {
             session.send_forwarded(now, codec, packet);
         });
-        true
     }
 
     /// The caller's packet as it arrived, back in our stream (an echo forwarding,
@@ -260,6 +286,24 @@ impl MediaSession {
         if !self.send_forwarded(now, codec, packet) {
             self.unforward(now, packet);
         }
+    }
+
+    /// A packet of the caller's dropped as late by an echo that plays out at its tick, newer
+    /// than every frame played (its frame was concealed; nothing after it played yet): when
+    /// the echo can pass the caller's packets untouched it goes back now, after the
+    /// concealment, then what waits behind it, and the caller's packets from then on as they
+    /// arrive ([`MediaSession::dropping_late`] holds). The stream stretches by the lateness,
+    /// as a jitter buffer that grows its delay would, instead of losing the packet.
+    pub(super) fn echo_late(&mut self, now: Instant, packet: ForwardedPacket<'_>) {
+        let Some(codec) = self
+            .echo_format()
+            .filter(|&codec| self.forward_sink() == Some(codec))
+        else {
+            return;
+        };
+        self.forward.handed_on(now);
+        self.send_forwarded(now, codec, packet);
+        self.echo_waiting(now, codec);
     }
 
     /// Hands every frame waiting in the jitter buffer to `each` in sequence order (with the
@@ -817,5 +861,83 @@ mod tests {
         let expected: Vec<u8> = (100..140).filter(|b| ![120, 121].contains(b)).collect();
         assert_eq!(frames, expected);
         assert!(!echo.dropping_late(start + PTIME * 40 + LATE_FORWARD_HOLD + ms(10)));
+    }
+
+    /// An echo playing out at its tick whose caller's packets fall behind in order (four held
+    /// up, then coming together, as from a worker behind its reads): the first of them, its
+    /// frame concealed, goes back at once after the concealment, and the rest as they arrive —
+    /// every frame the caller sent comes back, once, in order, in a stream with no gap.
+    #[test]
+    fn an_echo_whose_packets_fall_behind_in_order_sends_the_first_late_one_back() {
+        let start = Instant::now();
+        let ms = |n: u32| Duration::from_millis(u64::from(n));
+        let mut echo = echo_session(start, false);
+        let mut sent = Vec::new();
+        for i in 0..40u32 {
+            let seq = 100 + i as u16;
+            let at = start + PTIME * i + ms(1);
+            match seq {
+                120..=123 => {}
+                124 => {
+                    for held in 120..=124 {
+                        deliver(&mut echo, held, at);
+                        sent.extend(echoed(&mut echo));
+                        assert!(echo.is_forwarding(), "{held}");
+                    }
+                }
+                _ => {
+                    deliver(&mut echo, seq, at);
+                    sent.extend(echoed(&mut echo));
+                }
+            }
+            echo.handle_timeout(start + PTIME * (i + 1));
+            sent.extend(echoed(&mut echo));
+        }
+        assert!(echo.dropping_late(start + PTIME * 40));
+        assert_eq!(
+            echo.audio.as_ref().unwrap().jitter.stats().late,
+            1,
+            "120 alone"
+        );
+        let frames: Vec<u8> = sent
+            .iter()
+            .map(|p| p.4)
+            .filter(|b| (100..=140).contains(b))
+            .collect();
+        assert_eq!(frames, (100..140).collect::<Vec<u8>>(), "none lost");
+        let before = sent.iter().position(|p| p.4 == 120).unwrap();
+        assert_eq!(
+            sent[before - 1].4,
+            0xFF,
+            "120's concealment, then 120 itself"
+        );
+        for (n, packet) in sent.iter().enumerate() {
+            assert_eq!(packet.2, sent[0].2.wrapping_add(n as u16), "{sent:?}");
+        }
+    }
+
+    /// A room member whose packet comes after its tick but before anything after it was
+    /// played (its stream behind our playout, not reordered) forwards at once; a reordered
+    /// straggler does not ([`packets_dropped_as_late_make_a_member_forward_for_a_while`]).
+    #[test]
+    fn one_packet_late_in_order_makes_a_member_forward() {
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.mode = SessionMode::Idle;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        session.enter_conference(8000).unwrap();
+        let mut frame = [0i16; 160];
+        for i in 0..20u16 {
+            let now = start + PTIME * u32::from(i);
+            if i < 10 {
+                deliver(&mut session, 100 + i, now);
+            }
+            session.capture(now + Duration::from_millis(1), &mut frame);
+        }
+        assert!(!session.dropping_late(start + PTIME * 20));
+        // 110 comes 200 ms after its time: concealed, and nothing after it played.
+        deliver(&mut session, 110, start + PTIME * 20);
+        assert_eq!(session.audio.as_ref().unwrap().jitter.stats().late, 1);
+        assert!(session.dropping_late(start + PTIME * 20));
     }
 }

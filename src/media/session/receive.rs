@@ -113,13 +113,7 @@ impl MediaSession {
             self.forward.handed_on(now);
             if self.room.is_none() {
                 // An echo: back to the caller now.
-                let forwarded = ForwardedPacket {
-                    ssrc: packet.ssrc(),
-                    sequence: packet.sequence(),
-                    timestamp: packet.timestamp(),
-                    marker: packet.marker(),
-                    payload: packet.payload(),
-                };
+                let forwarded = ForwardedPacket::of(&packet);
                 self.echo_arrived(now, codec, forwarded);
                 return None;
             }
@@ -144,7 +138,12 @@ impl MediaSession {
             packet.payload(),
         );
         if outcome == PushOutcome::TooLate {
-            self.forward.note_late(now);
+            let in_order = audio.jitter.after_played(packet.sequence());
+            self.forward.note_late(now, in_order);
+            if in_order && self.room.is_none() && self.config.mode == SessionMode::Echo {
+                let late = ForwardedPacket::of(&packet);
+                self.echo_late(now, late);
+            }
         }
         None
     }
