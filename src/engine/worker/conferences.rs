@@ -420,6 +420,9 @@ impl ConferenceIo for Members<'_> {
     /// each packet as it arrives (not at its tick), or while `from`'s packets are being dropped
     /// as late ([`MediaSession::dropping_late`]), `from` forwards its packets to `to` as they
     /// come instead ([`MediaSession::start_forwarding`]): the tick only sees that it still may.
+    /// Played at the tick, the two stay paired (`relay_to`) while `to` can take forwarded
+    /// packets: a packet of `from`'s that comes after its tick, in order, then starts the
+    /// forwarding as it is read rather than being dropped.
     ///
     /// [`MediaSession::dropping_late`]: crate::media::session::MediaSession::dropping_late
     ///
@@ -440,8 +443,9 @@ impl ConferenceIo for Members<'_> {
             return None;
         }
         let forward = self.forward_on_arrival || source.session.dropping_late(now);
-        if forward && sink.session.forward_sink() == Some(codec) {
-            let target = (to_slot, sink.generation);
+        let target = (to_slot, sink.generation);
+        let sink_takes = sink.session.forward_sink() == Some(codec);
+        if forward && sink_takes {
             let forwarding = source.session.is_forwarding() && source.relay_to == Some(target);
             if forwarding && source.session.forwarded_within(now, FORWARD_IDLE) {
                 return Some(Relay::Sent {
@@ -464,6 +468,11 @@ impl ConferenceIo for Members<'_> {
             // other member is sent silence; its next packet starts the forwarding again.
         }
         stop_forwarding(source);
+        if sink_takes {
+            // Paired: a packet of `from`'s that comes after its tick but in order goes to `to`
+            // as it is read instead of being dropped (`MediaSession::handle_rtp`).
+            source.relay_to = Some(target);
+        }
         let mut payload = [0u8; MAX_RELAYED];
         let taken = source.session.capture_relay(now, &mut payload, frame);
         source.consume_heard(context);

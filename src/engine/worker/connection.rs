@@ -329,8 +329,9 @@ impl Connection {
 
     /// A packet the session handed on as it arrived ([`MediaSession::start_forwarding`];
     /// its payload in `buf`): sent now by `peer`, the other member of its hairpin; else —
-    /// that member gone or unable to take it now — played out here after all, and the
-    /// forwarding ends (the room's next tick decides again).
+    /// that member gone, not paired by the room's tick, or unable to take it now — played out
+    /// here after all (or, dropped as late already, left so), and the forwarding ends (the
+    /// room's next tick decides again).
     pub(super) fn forward_arrived(
         &mut self,
         now: Instant,
@@ -349,7 +350,12 @@ impl Connection {
             sent
         });
         if !sent {
-            self.session.unforward(now, packet);
+            if forward.late {
+                // Dropped as late already: it stays so, and nothing is forwarded.
+                self.session.stop_forwarding();
+            } else {
+                self.session.unforward(now, packet);
+            }
             self.relay_to = None;
         }
     }

@@ -863,3 +863,27 @@ fn an_echo_whose_packets_come_too_late_for_the_tick_sends_each_back_as_it_is_rea
         assert_eq!(*sequence, heard[0].0.wrapping_add(n as u16), "{heard:?}");
     }
 }
+
+/// A hairpin on a worker that reads at its tick whose caller falls silent for six ticks and
+/// then resumes with the frames it held (in order, each after its tick: the stream behind
+/// the playout): none of them is lost — the first goes to the other member as it is read,
+/// after the concealment (the room's tick paired the two), and the rest as they arrive.
+/// Unpaired, all six that came after their ticks were dropped as late.
+#[test]
+fn a_hairpin_whose_stream_falls_behind_in_order_loses_none_of_it() {
+    let (mut worker, _commands, clients, addresses) = hairpin_worker_at_tick(31_612);
+    let clients = [&clients[0], &clients[1]];
+    let on_time: Vec<u16> = (0..20).collect();
+    // Then six ticks without a packet (`relay_through_turns` ends so).
+    relay_through_turns(&mut worker, clients, addresses[0], &on_time);
+    let held: Vec<u16> = (20..40).collect();
+    let heard = relay_through_turns(&mut worker, clients, addresses[0], &held);
+    let indexes: Vec<u16> = heard.iter().filter_map(|&(_, i)| i).collect();
+    assert_eq!(indexes, held, "{heard:?}");
+    for (n, (sequence, _)) in heard.iter().enumerate() {
+        assert_eq!(*sequence, heard[0].0.wrapping_add(n as u16), "{heard:?}");
+    }
+    let connection = worker.connection_by_key(1).expect("open");
+    assert!(connection.session.is_forwarding());
+    assert_eq!(connection.session.stats().jitter.late, 1, "20 alone");
+}

@@ -41,9 +41,25 @@ pub struct Forward {
     pub timestamp: u32,
     pub marker: bool,
     pub payload: std::ops::Range<usize>,
+    /// A packet dropped as late by the jitter buffer that starts the forwarding
+    /// ([`MediaSession::handle_rtp`]): when it cannot be forwarded it stays dropped.
+    pub late: bool,
 }
 
 impl Forward {
+    /// `packet` (in the datagram given to `handle_rtp`) in `codec`.
+    pub(super) fn of(codec: Codec, packet: &RtpPacket<'_>, late: bool) -> Forward {
+        Forward {
+            codec,
+            ssrc: packet.ssrc(),
+            sequence: packet.sequence(),
+            timestamp: packet.timestamp(),
+            marker: packet.marker(),
+            payload: packet.payload_range(),
+            late,
+        }
+    }
+
     /// The packet, with its payload in `buf` (the datagram given to `handle_rtp`).
     pub fn packet<'a>(&self, buf: &'a [u8]) -> ForwardedPacket<'a> {
         ForwardedPacket {
@@ -288,22 +304,33 @@ impl MediaSession {
         }
     }
 
-    /// A packet of the caller's dropped as late by an echo that plays out at its tick, newer
-    /// than every frame played (its frame was concealed; nothing after it played yet): when
-    /// the echo can pass the caller's packets untouched it goes back now, after the
-    /// concealment, then what waits behind it, and the caller's packets from then on as they
-    /// arrive ([`MediaSession::dropping_late`] holds). The stream stretches by the lateness,
-    /// as a jitter buffer that grows its delay would, instead of losing the packet.
-    pub(super) fn echo_late(&mut self, now: Instant, packet: ForwardedPacket<'_>) {
-        let Some(codec) = self
+    /// A packet of the caller's dropped as late by the jitter buffer, newer than every frame
+    /// played (its frame was concealed, nothing after it played yet: the caller's stream is
+    /// behind our playout), where the session can forward: it starts forwarding with this
+    /// packet instead of losing it, after the concealment — the stream stretches by the
+    /// lateness, as a jitter buffer that grows its delay would — and the caller's packets go
+    /// on as they arrive ([`MediaSession::dropping_late`] holds). An echo sends it back itself,
+    /// then what waits behind it; a hairpin member hands it on (`Forward::late`: the worker
+    /// gives it to the other member when the room's tick paired them, else it stays dropped),
+    /// unless frames wait behind it, which the room's tick forwards in order.
+    pub(super) fn forward_late(
+        &mut self,
+        now: Instant,
+        packet: &RtpPacket<'_>,
+        waiting: bool,
+    ) -> Option<Forward> {
+        if self.room.is_some() {
+            let codec = self.relay_source().filter(|_| !waiting)?;
+            self.forward.handed_on(now);
+            return Some(Forward::of(codec, packet, true));
+        }
+        let codec = self
             .echo_format()
-            .filter(|&codec| self.forward_sink() == Some(codec))
-        else {
-            return;
-        };
+            .filter(|&codec| self.forward_sink() == Some(codec))?;
         self.forward.handed_on(now);
-        self.send_forwarded(now, codec, packet);
+        self.send_forwarded(now, codec, ForwardedPacket::of(packet));
         self.echo_waiting(now, codec);
+        None
     }
 
     /// Hands every frame waiting in the jitter buffer to `each` in sequence order (with the
@@ -917,8 +944,8 @@ mod tests {
     }
 
     /// A room member whose packet comes after its tick but before anything after it was
-    /// played (its stream behind our playout, not reordered) forwards at once; a reordered
-    /// straggler does not ([`packets_dropped_as_late_make_a_member_forward_for_a_while`]).
+    /// played (its stream behind our playout, not reordered) forwards at once, starting with
+    /// that packet; a reordered straggler does not ([`packets_dropped_as_late_make_a_member_forward_for_a_while`]).
     #[test]
     fn one_packet_late_in_order_makes_a_member_forward() {
         let start = Instant::now();
@@ -935,8 +962,16 @@ mod tests {
             session.capture(now + Duration::from_millis(1), &mut frame);
         }
         assert!(!session.dropping_late(start + PTIME * 20));
-        // 110 comes 200 ms after its time: concealed, and nothing after it played.
-        deliver(&mut session, 110, start + PTIME * 20);
+        // 110 comes 200 ms after its time: concealed, and nothing after it played. It is
+        // handed on (to the other member, when the room's tick paired them) as the first
+        // packet forwarded.
+        let mut packet = pcmu_packet(0xabcd_0001, 110, false);
+        let len = packet.len();
+        let late = session.handle_rtp(start + PTIME * 20, addr(PEER), &mut packet, len);
+        let late = late.expect("handed on");
+        assert_eq!((late.sequence, late.late), (110, true));
+        assert_eq!(late.packet(&packet).payload, &[110u8; 160][..]);
+        assert!(session.is_forwarding());
         assert_eq!(session.audio.as_ref().unwrap().jitter.stats().late, 1);
         assert!(session.dropping_late(start + PTIME * 20));
     }

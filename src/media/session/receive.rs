@@ -117,14 +117,7 @@ impl MediaSession {
                 self.echo_arrived(now, codec, forwarded);
                 return None;
             }
-            return Some(Forward {
-                codec,
-                ssrc: packet.ssrc(),
-                sequence: packet.sequence(),
-                timestamp: packet.timestamp(),
-                marker: packet.marker(),
-                payload: packet.payload_range(),
-            });
+            return Some(Forward::of(codec, &packet, false));
         }
         if self.config.mode == SessionMode::Idle && self.room.is_none() && self.heard.is_none() {
             // Nobody plays or listens to this audio: counted above, not buffered.
@@ -139,10 +132,10 @@ impl MediaSession {
         );
         if outcome == PushOutcome::TooLate {
             let in_order = audio.jitter.after_played(packet.sequence());
+            let waiting = audio.jitter.buffered_frames() > 0;
             self.forward.note_late(now, in_order);
-            if in_order && self.room.is_none() && self.config.mode == SessionMode::Echo {
-                let late = ForwardedPacket::of(&packet);
-                self.echo_late(now, late);
+            if in_order {
+                return self.forward_late(now, &packet, waiting);
             }
         }
         None
