@@ -87,7 +87,8 @@ pub(super) struct Connection {
     pub(super) receive_failure_logged: bool,
     /// The slot and generation of the other member of its hairpin on this worker, while its
     /// session forwards the caller's packets there as they arrive
-    /// ([`MediaSession::start_forwarding`]).
+    /// ([`MediaSession::start_forwarding`]), or the room's tick relays the two and the other
+    /// could take them (a packet late in order then starts the forwarding).
     pub(super) relay_to: Option<(usize, u64)>,
 }
 
@@ -492,9 +493,9 @@ pub(super) enum Drain {
 }
 
 /// A session for `media` with the worker's defaults; a spec the session refuses (a codec
-/// that cannot start) falls back to an idle session that only counts, and says so.
-/// A session for `media`: an echo forwards the caller's packets as they arrive where the worker
-/// reads each as it comes (`forward_on_arrival`: not `receive_at_tick`).
+/// that cannot start) falls back to an idle session that only counts, and says so. An echo
+/// forwards the caller's packets as they arrive where the worker reads each as it comes
+/// (`forward_on_arrival`: not `receive_at_tick`).
 pub(super) fn new_session(
     key: ConnectionKey,
     media: &MediaSpec,

@@ -6,9 +6,9 @@
 //! hairpin member, the packet handed back as a [`super::Forward`]; a forwarding echo's goes
 //! back to `forward`), decoding with loss concealment and Opus FEC, in-band DTMF detection,
 //! and the `Heard` buffer.
-//! Must not: send anything itself, or allocate per packet (the `Heard` buffer is allocated once, when
-//! listening is switched on). Bad input is counted (`malformed_packets`, `srtp_rejected`,
-//! `foreign_source_dropped`), never a panic.
+//! Must not: send anything itself, or allocate per packet (the `Heard` buffer is allocated
+//! once, when listening is switched on). Bad input is counted (`malformed_packets`,
+//! `srtp_rejected`, `foreign_source_dropped`), never a panic.
 
 use std::net::SocketAddr;
 use std::time::Instant;
