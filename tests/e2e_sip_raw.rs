@@ -148,10 +148,14 @@ fn metrics_show_each_calls_sockets_and_the_cpu_its_media_takes() {
 
 /// A frame that arrives long after its playout time (its frame was concealed) is dropped as
 /// late, and the connection listing and /metrics say so: what tells an operator that loss
-/// happened in the jitter buffer and not on the wire.
+/// happened in the jitter buffer and not on the wire. An echo plays out at its tick where the
+/// workers read at their tick (with the default per-packet reads it sends each packet back as
+/// it comes: the next test).
 #[test]
 fn a_frame_held_back_past_its_playout_is_dropped_as_late_and_counted() {
-    late_frame_is_counted(Server::start(""));
+    late_frame_is_counted(Server::start_with_overrides(&[
+        "media.receive_at_tick=true",
+    ]));
 }
 
 /// The same with the batched io_uring receive path, whose buffers are never exhausted by one
@@ -164,8 +168,49 @@ fn with_io_uring_receives_a_frame_held_back_past_its_playout_is_dropped_as_late_
     ]));
 }
 
-fn late_frame_is_counted(server: Server) {
-    let uac = Uac::new(&server, "echo-late");
+/// With the default media settings a G.711 echo sends each packet back as it arrives: the
+/// frame held back goes back late, in its place in the caller's numbering (our stream keeps
+/// the caller's order and gaps, as rtpengine's media echo does), and nothing is dropped as
+/// late or concealed.
+#[test]
+fn an_echo_sends_a_frame_held_back_back_as_it_comes_in_its_place() {
+    let server = Server::start("");
+    let (uac, tag) = echo_with_frame_20_late(&server, "echo-forward");
+    uac.rtp
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut sequences = Vec::new();
+    let mut buf = [0u8; 2048];
+    while sequences.len() < 40 {
+        let Ok(len) = uac.rtp.recv(&mut buf) else {
+            break;
+        };
+        if len >= 12 && !(200..=204).contains(&buf[1]) {
+            sequences.push(u16::from_be_bytes([buf[2], buf[3]]));
+        }
+    }
+    let first = *sequences.first().expect("echoes");
+    let offsets: Vec<u16> = sequences.iter().map(|s| s.wrapping_sub(first)).collect();
+    let expected: Vec<u16> = (0..36u16)
+        .filter(|&s| s != 20)
+        .chain([20])
+        .chain(36..40)
+        .collect();
+    assert_eq!(offsets, expected, "as sent, frame 20 after 35");
+    let listed = server.connections();
+    let stats = &listed[0]["Stats"];
+    assert_eq!(stats["RtpPacketsSent"], 40, "{stats}");
+    assert_eq!(stats["LatePackets"], 0, "{stats}");
+    assert_eq!(stats["ConcealedFrames"], 0, "{stats}");
+    uac.send(&uac.request("BYE", "echo", 2, &tag, "bye-forward", ""));
+    assert_eq!(status(&uac.final_response("BYE")), 200);
+    server.wait_no_connections(Duration::from_secs(5));
+}
+
+/// An echo call whose caller sends 40 PCMU frames at 20 ms, frame 20 held back and sent after
+/// frame 35 (300 ms late); the caller and the dialog's To tag.
+fn echo_with_frame_20_late(server: &Server, call: &str) -> (Uac, String) {
+    let uac = Uac::new(server, call);
     uac.send(&uac.request("INVITE", "echo", 1, "", "inv-late", &uac.sdp("0")));
     let ok = uac.final_response("INVITE");
     assert_eq!(status(&ok), 200, "{ok}");
@@ -180,7 +225,6 @@ fn late_frame_is_counted(server: Server) {
         p.extend_from_slice(&common::pcmu_frame(seq));
         p
     };
-    // 40 frames at 20 ms; frame 20 is held back and sent after frame 35, 300 ms late.
     let start = Instant::now();
     for seq in (0..40u16).filter(|&s| s != 20) {
         let due = start + Duration::from_millis(20 * u64::from(seq));
@@ -190,6 +234,11 @@ fn late_frame_is_counted(server: Server) {
             uac.rtp.send_to(&packet(20), destination).unwrap();
         }
     }
+    (uac, tag)
+}
+
+fn late_frame_is_counted(server: Server) {
+    let (uac, tag) = echo_with_frame_20_late(&server, "echo-late");
     let deadline = Instant::now() + Duration::from_secs(3);
     let stats = loop {
         let listed = server.connections();
