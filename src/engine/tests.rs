@@ -79,17 +79,7 @@ fn echo_plays_paced_pcmu_back_as_our_own_stream_and_reports_closed_stats() {
 }
 
 fn check_paced_echo(min: u16, receive_at_tick: bool) {
-    let (sender, mut events) = mpsc::channel(256);
-    let config = EngineConfig {
-        rtp_port_min: min,
-        rtp_port_max: min + 9,
-        threads: super::tuning::ThreadTuning {
-            receive_at_tick,
-            ..super::tuning::ThreadTuning::default()
-        },
-        ..test_config(1)
-    };
-    let engine = Engine::start(config, sender).expect("test config is valid");
+    let (engine, mut events) = engine_reading(min, receive_at_tick);
     let client = client_socket();
     let endpoint = open(&engine, 1, echo_spec(&client));
     assert_eq!(endpoint.rtp.ip(), LOCALHOST);
@@ -1086,6 +1076,25 @@ fn start_engine(min: u16, max: u16, workers: usize) -> (Engine, Receiver<EngineE
     )
 }
 
+/// A one-worker test engine on ports `min..min + 10` that reads each packet as it arrives
+/// (the default) or at its tick (`receive_at_tick`).
+fn engine_reading(min: u16, receive_at_tick: bool) -> (Engine, Receiver<EngineEvent>) {
+    let (sender, events) = mpsc::channel(256);
+    let config = EngineConfig {
+        rtp_port_min: min,
+        rtp_port_max: min + 9,
+        threads: super::tuning::ThreadTuning {
+            receive_at_tick,
+            ..super::tuning::ThreadTuning::default()
+        },
+        ..test_config(1)
+    };
+    (
+        Engine::start(config, sender).expect("test config is valid"),
+        events,
+    )
+}
+
 /// Echo of PCMU with `client` as the negotiated RTP address, no RTCP address.
 fn echo_spec(client: &UdpSocket) -> MediaSpec {
     MediaSpec {
@@ -1853,27 +1862,12 @@ fn indexed_frame(i: u16) -> Vec<u8> {
 /// with no gap in the stream.
 #[test]
 fn a_hairpin_read_as_packets_arrive_forwards_them_with_their_gaps_and_order() {
-    let per_packet = EngineConfig {
-        rtp_port_min: 32_250,
-        rtp_port_max: 32_259,
-        ..test_config(1)
-    };
-    let at_tick = EngineConfig {
-        rtp_port_min: 32_260,
-        rtp_port_max: 32_269,
-        threads: super::tuning::ThreadTuning {
-            receive_at_tick: true,
-            ..super::tuning::ThreadTuning::default()
-        },
-        ..test_config(1)
-    };
     // Frame 10 is never sent; 21 goes before 20.
     let mut order: Vec<u16> = (0..30).filter(|&i| i != 10).collect();
     let at = order.iter().position(|&i| i == 20).expect("frame 20");
     order.swap(at, at + 1);
-    for (config, forwards) in [(per_packet, true), (at_tick, false)] {
-        let (sender, _events) = mpsc::channel(256);
-        let engine = Engine::start(config, sender).expect("valid config");
+    for (min, forwards) in [(32_250, true), (32_260, false)] {
+        let (engine, _events) = engine_reading(min, !forwards);
         let (clients, endpoints) = pcmu_hairpin(&engine);
         pace(order.len(), |n| {
             let packet = indexed_frame(order[n]);
@@ -1921,17 +1915,7 @@ fn an_echo_read_as_packets_arrive_sends_them_back_with_their_gaps_and_order() {
     let at = order.iter().position(|&i| i == 20).expect("frame 20");
     order.swap(at, at + 1);
     for (min, receive_at_tick) in [(32_280, false), (32_290, true)] {
-        let (sender, _events) = mpsc::channel(256);
-        let config = EngineConfig {
-            rtp_port_min: min,
-            rtp_port_max: min + 9,
-            threads: super::tuning::ThreadTuning {
-                receive_at_tick,
-                ..super::tuning::ThreadTuning::default()
-            },
-            ..test_config(1)
-        };
-        let engine = Engine::start(config, sender).expect("valid config");
+        let (engine, _events) = engine_reading(min, receive_at_tick);
         let client = client_socket();
         let endpoint = open(&engine, 1, echo_spec(&client));
         pace(order.len(), |n| {

@@ -499,21 +499,16 @@ mod tests {
         packet
     }
 
-    /// (marker, sequence, timestamp, payload's first byte) of each RTP packet `session` sent.
+    /// (marker, sequence, timestamp, payload's first byte) of each RTP packet `session` sent:
+    /// PCMU frames of 160 bytes in its own stream.
     fn sent_rtp(session: &mut MediaSession) -> Vec<(bool, u16, u32, u8)> {
-        let mut out = [0u8; MAX_PACKET];
-        let mut sent = Vec::new();
-        while let Some(t) = session.poll_transmit(&mut out) {
-            if rtp::is_rtcp(&out[..t.len]) {
-                continue;
-            }
-            let p = rtp::parse(&out[..t.len]).unwrap();
-            assert_eq!(p.ssrc(), 0x5555_6666, "the sink's own stream");
-            assert_eq!(p.payload_type(), 0);
-            assert_eq!(p.payload().len(), 160);
-            sent.push((p.marker(), p.sequence(), p.timestamp(), p.payload()[0]));
-        }
-        sent
+        echoed(session)
+            .into_iter()
+            .map(|(payload_type, marker, sequence, timestamp, first, len)| {
+                assert_eq!((payload_type, len), (0, 160));
+                (marker, sequence, timestamp, first)
+            })
+            .collect()
     }
 
     /// A hairpin member forwarding as packets arrive: what waited in its jitter buffer goes
@@ -723,9 +718,9 @@ mod tests {
         assert_eq!(session.audio.as_ref().unwrap().jitter.stats().late, 3);
     }
 
-    /// (payload type, marker, sequence number, timestamp, payload's first byte) of each RTP
-    /// packet an echo sent, in its own stream.
-    fn echoed(session: &mut MediaSession) -> Vec<(u8, bool, u16, u32, u8)> {
+    /// (payload type, marker, sequence number, timestamp, payload's first byte and length) of
+    /// each RTP packet `session` sent, in its own stream (SSRC 0x55556666).
+    fn echoed(session: &mut MediaSession) -> Vec<(u8, bool, u16, u32, u8, usize)> {
         let mut out = [0u8; MAX_PACKET];
         let mut sent = Vec::new();
         while let Some(t) = session.poll_transmit(&mut out) {
@@ -733,7 +728,7 @@ mod tests {
                 continue;
             }
             let p = rtp::parse(&out[..t.len]).unwrap();
-            assert_eq!(p.ssrc(), 0x5555_6666, "the echo's own stream");
+            assert_eq!(p.ssrc(), 0x5555_6666, "the session's own stream");
             let first = p.payload().first().copied().unwrap_or_default();
             sent.push((
                 p.payload_type(),
@@ -741,6 +736,7 @@ mod tests {
                 p.sequence(),
                 p.timestamp(),
                 first,
+                p.payload().len(),
             ));
         }
         sent
@@ -776,7 +772,7 @@ mod tests {
         echo.handle_timeout(start + PTIME);
         let first = echoed(&mut echo);
         assert_eq!(first.len(), 1);
-        let (pt, marker, seq0, ts0, byte) = first[0];
+        let (pt, marker, seq0, ts0, byte, _) = first[0];
         assert_eq!((pt, marker, byte), (0, true, 100));
         assert!(echo.is_forwarding());
         let mut sent = Vec::new();
@@ -797,7 +793,7 @@ mod tests {
             .map(|seq| {
                 let step = seq - 100;
                 let ts = ts0.wrapping_add(160 * u32::from(step));
-                (0, false, seq0.wrapping_add(step), ts, seq as u8)
+                (0, false, seq0.wrapping_add(step), ts, seq as u8, 160)
             })
             .collect();
         assert_eq!(sent, expected, "the caller's order and gap (105) kept");
