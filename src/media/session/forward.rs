@@ -157,10 +157,11 @@ impl MediaSession {
 
     /// Whether the caller's packets have been arriving after their playout here — dropped as
     /// late, their frames concealed: one newer than every frame played (the stream behind
-    /// our playout), or `LATE_PACKETS` within a second, in the last `LATE_FORWARD_HOLD`. A hairpin member or an echo then forwards its packets as they
-    /// arrive whatever reads them: a packet late for our playout is not late for the far
-    /// end's, and a relay that drops what its own clock could not play (a core shared or
-    /// saturated, a burst held up in the network) loses audio that a forwarder delivers.
+    /// our playout), or `LATE_PACKETS` within a second, in the last `LATE_FORWARD_HOLD`. A
+    /// hairpin member or an echo then forwards its packets as they arrive whatever reads
+    /// them: a packet late for our playout is not late for the far end's, and a relay that
+    /// drops what its own clock could not play (a core shared or saturated, a burst held up
+    /// in the network) loses audio that a forwarder delivers.
     pub fn dropping_late(&self, now: Instant) -> bool {
         self.forward.late_until.is_some_and(|until| now < until)
     }
@@ -263,11 +264,8 @@ impl MediaSession {
     /// able to (digits to send, a recording, a prompt), it plays out at its tick again.
     pub(super) fn echo_forwards(&mut self, now: Instant) -> bool {
         let wanted = self.config.forward_on_arrival || self.dropping_late(now);
-        let codec = self
-            .forward_sink()
-            .filter(|_| wanted)
-            .filter(|&codec| self.forward_source() == Some(codec));
-        let Some(codec) = codec else {
+        // Not in a room: its own sink, `echo_format` while no digits are sent.
+        let Some(codec) = self.forward_sink().filter(|_| wanted) else {
             self.stop_forwarding();
             return false;
         };
@@ -324,9 +322,7 @@ impl MediaSession {
             self.forward.handed_on(now);
             return Some(Forward::of(codec, packet, true));
         }
-        let codec = self
-            .echo_format()
-            .filter(|&codec| self.forward_sink() == Some(codec))?;
+        let codec = self.forward_sink()?;
         self.forward.handed_on(now);
         self.send_forwarded(now, codec, ForwardedPacket::of(packet));
         self.echo_waiting(now, codec);
