@@ -673,17 +673,8 @@ mod tests {
     #[test]
     fn packets_dropped_as_late_make_a_member_forward_for_a_while() {
         let start = Instant::now();
-        let mut cfg = config(Codec::Pcmu, 0);
-        cfg.mode = SessionMode::Idle;
-        let mut session = MediaSession::new(cfg, start).unwrap();
-        session.enter_conference(8000).unwrap();
+        let mut session = room_member(start);
         let mut frame = [0i16; 160];
-        let sender = 0xabcd_0001;
-        let deliver = |session: &mut MediaSession, seq: u16, at: Instant| {
-            let mut packet = pcmu_packet(sender, seq, false);
-            let len = packet.len();
-            session.handle_rtp(at, addr(PEER), &mut packet, len);
-        };
         // Frames 0..=49 on time, but for 20, 21 and 40, which come two seconds late.
         let mut late = 0;
         for i in 0..50u16 {
@@ -736,6 +727,15 @@ mod tests {
             ));
         }
         sent
+    }
+
+    /// An Idle PCMU session in a room of 8 kHz.
+    fn room_member(start: Instant) -> MediaSession {
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.mode = SessionMode::Idle;
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        session.enter_conference(8000).unwrap();
+        session
     }
 
     fn echo_session(start: Instant, forward_on_arrival: bool) -> MediaSession {
@@ -937,14 +937,11 @@ mod tests {
 
     /// A room member whose packet comes after its tick but before anything after it was
     /// played (its stream behind our playout, not reordered) forwards at once, starting with
-    /// that packet; a reordered straggler does not ([`packets_dropped_as_late_make_a_member_forward_for_a_while`]).
+    /// that packet; a reordered straggler does not (the test above).
     #[test]
     fn one_packet_late_in_order_makes_a_member_forward() {
         let start = Instant::now();
-        let mut cfg = config(Codec::Pcmu, 0);
-        cfg.mode = SessionMode::Idle;
-        let mut session = MediaSession::new(cfg, start).unwrap();
-        session.enter_conference(8000).unwrap();
+        let mut session = room_member(start);
         let mut frame = [0i16; 160];
         for i in 0..20u16 {
             let now = start + PTIME * u32::from(i);
