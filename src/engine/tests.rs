@@ -1855,6 +1855,50 @@ fn indexed_frame(i: u16) -> Vec<u8> {
     CALLER.packet(i, &[0x20 + i as u8; 160])
 }
 
+/// The order of the gap-and-order tests' frames: frame 10 is never sent; 21 goes before 20.
+fn gap_and_swap_order() -> Vec<u16> {
+    let mut order: Vec<u16> = (0..30).filter(|&i| i != 10).collect();
+    let at = order.iter().position(|&i| i == 20).expect("frame 20");
+    order.swap(at, at + 1);
+    order
+}
+
+/// (frame index, sequence number) of each of `heard`'s packets that carries an
+/// `indexed_frame` whole, each sent in the server's own stream, not the caller's.
+fn indexed_frames(heard: &[(u32, u16, Vec<u8>)]) -> Vec<(u16, u16)> {
+    heard
+        .iter()
+        .filter(|(_, _, p)| (0x20..0x20 + 30).contains(&p[0]) && p.iter().all(|&b| b == p[0]))
+        .map(|(ssrc, sequence, p)| {
+            assert_ne!(*ssrc, CALLER.ssrc, "sent in the server's own stream");
+            (u16::from(p[0] - 0x20), *sequence)
+        })
+        .collect()
+}
+
+/// Forwarded as they arrived: `frames` are the last of `order`, as sent, numbered as the
+/// caller numbered them (its gap kept).
+fn assert_forwarded(frames: &[(u16, u16)], order: &[u16]) {
+    let indexes: Vec<u16> = frames.iter().map(|&(i, _)| i).collect();
+    assert_eq!(indexes, order[order.len() - indexes.len()..], "as sent");
+    let first = frames[0];
+    for &(index, sequence) in frames {
+        assert_eq!(
+            sequence.wrapping_sub(first.1),
+            index - first.0,
+            "the caller's numbering, gap kept: {frames:?}"
+        );
+    }
+}
+
+/// Played out at the tick: `frames` in order, and the whole stream `heard` without a gap.
+fn assert_retimed(frames: &[(u16, u16)], heard: &[(u32, u16, Vec<u8>)]) {
+    assert!(frames.windows(2).all(|w| w[0].0 < w[1].0), "{frames:?}");
+    for (n, (_, sequence, _)) in heard.iter().enumerate() {
+        assert_eq!(*sequence, heard[0].1.wrapping_add(n as u16), "no gap");
+    }
+}
+
 /// A PCMU hairpin on workers that read each packet as it arrives forwards each one at once,
 /// in the other member's own stream: the caller's gap (a packet never sent) and order (two
 /// packets swapped) reach the other member as they were, each frame byte for byte. Workers
@@ -1862,10 +1906,7 @@ fn indexed_frame(i: u16) -> Vec<u8> {
 /// with no gap in the stream.
 #[test]
 fn a_hairpin_read_as_packets_arrive_forwards_them_with_their_gaps_and_order() {
-    // Frame 10 is never sent; 21 goes before 20.
-    let mut order: Vec<u16> = (0..30).filter(|&i| i != 10).collect();
-    let at = order.iter().position(|&i| i == 20).expect("frame 20");
-    order.swap(at, at + 1);
+    let order = gap_and_swap_order();
     for (min, forwards) in [(32_250, true), (32_260, false)] {
         let (engine, _events) = engine_reading(min, !forwards);
         let (clients, endpoints) = pcmu_hairpin(&engine);
@@ -1874,31 +1915,12 @@ fn a_hairpin_read_as_packets_arrive_forwards_them_with_their_gaps_and_order() {
             clients[0].send_to(&packet, endpoints[0].rtp).expect("send");
         });
         let heard = drain_rtp(&clients[1]);
-        let frames: Vec<(u16, u16)> = heard
-            .iter()
-            .filter(|(_, _, p)| (0x20..0x20 + 30).contains(&p[0]) && p.iter().all(|&b| b == p[0]))
-            .map(|(ssrc, sequence, p)| {
-                assert_ne!(*ssrc, CALLER.ssrc, "sent in the member's own stream");
-                (u16::from(p[0] - 0x20), *sequence)
-            })
-            .collect();
+        let frames = indexed_frames(&heard);
         assert!(frames.len() >= 25, "forwards {forwards}: {frames:?}");
-        let first = frames[0];
         if forwards {
-            let indexes: Vec<u16> = frames.iter().map(|&(i, _)| i).collect();
-            assert_eq!(indexes, order[order.len() - indexes.len()..], "as sent");
-            for &(index, sequence) in &frames {
-                assert_eq!(
-                    sequence.wrapping_sub(first.1),
-                    index - first.0,
-                    "the caller's numbering, gap kept: {frames:?}"
-                );
-            }
+            assert_forwarded(&frames, &order);
         } else {
-            assert!(frames.windows(2).all(|w| w[0].0 < w[1].0), "{frames:?}");
-            for (n, (_, sequence, _)) in heard.iter().enumerate() {
-                assert_eq!(*sequence, heard[0].1.wrapping_add(n as u16), "no gap");
-            }
+            assert_retimed(&frames, &heard);
         }
         engine.shutdown();
     }
@@ -1906,14 +1928,12 @@ fn a_hairpin_read_as_packets_arrive_forwards_them_with_their_gaps_and_order() {
 
 /// An echo on workers that read each packet as it arrives sends each one back at once, in its
 /// own stream, with the caller's gap (a packet never sent) and order (two packets swapped), as
-/// rtpengine's media echo does; workers that read at their tick play it out through the
-/// jitter buffer: in order, the gap concealed, no gap in the stream.
+/// rtpengine's media echo does — every packet, from the first; workers that read at their
+/// tick play it out through the jitter buffer: in order, the gap concealed, no gap in the
+/// stream.
 #[test]
 fn an_echo_read_as_packets_arrive_sends_them_back_with_their_gaps_and_order() {
-    // Frame 10 is never sent; 21 goes before 20.
-    let mut order: Vec<u16> = (0..30).filter(|&i| i != 10).collect();
-    let at = order.iter().position(|&i| i == 20).expect("frame 20");
-    order.swap(at, at + 1);
+    let order = gap_and_swap_order();
     for (min, receive_at_tick) in [(32_280, false), (32_290, true)] {
         let (engine, _events) = engine_reading(min, receive_at_tick);
         let client = client_socket();
@@ -1924,32 +1944,14 @@ fn an_echo_read_as_packets_arrive_sends_them_back_with_their_gaps_and_order() {
                 .expect("send");
         });
         let heard = drain_rtp(&client);
-        let frames: Vec<(u16, u16)> = heard
-            .iter()
-            .filter(|(_, _, p)| (0x20..0x20 + 30).contains(&p[0]) && p.iter().all(|&b| b == p[0]))
-            .map(|(ssrc, sequence, p)| {
-                assert_ne!(*ssrc, CALLER.ssrc, "sent in the echo's own stream");
-                (u16::from(p[0] - 0x20), *sequence)
-            })
-            .collect();
+        let frames = indexed_frames(&heard);
         if receive_at_tick {
             assert!(frames.len() >= 25, "{frames:?}");
-            assert!(frames.windows(2).all(|w| w[0].0 < w[1].0), "{frames:?}");
-            for (n, (_, sequence, _)) in heard.iter().enumerate() {
-                assert_eq!(*sequence, heard[0].1.wrapping_add(n as u16), "no gap");
-            }
+            assert_retimed(&frames, &heard);
         } else {
             assert_eq!(heard.len(), order.len(), "each packet, once: {frames:?}");
-            let indexes: Vec<u16> = frames.iter().map(|&(i, _)| i).collect();
-            assert_eq!(indexes, order, "as sent");
-            let first = frames[0];
-            for &(index, sequence) in &frames {
-                assert_eq!(
-                    sequence.wrapping_sub(first.1),
-                    index - first.0,
-                    "the caller's numbering, gap kept: {frames:?}"
-                );
-            }
+            assert_eq!(frames.len(), order.len(), "{frames:?}");
+            assert_forwarded(&frames, &order);
         }
         engine.shutdown();
     }

@@ -177,7 +177,8 @@ impl MediaSession {
     /// ([`MediaSession::handle_rtp`] returns them as [`Forward`]s) instead of being played out
     /// here, for as long as the session stays a [`MediaSession::relay_source`]; the frames
     /// waiting in the jitter buffer go to `each` first, in order. For a hairpin whose members
-    /// are read as their packets arrive. Not in a room, or no format: nothing.
+    /// are read as their packets arrive, or whose packets come late for the tick (the room's
+    /// tick decides). Not in a room, or no format: nothing.
     pub fn start_forwarding(&mut self, now: Instant, mut each: impl FnMut(ForwardedPacket<'_>)) {
         if self.room.is_none() || self.audio.is_none() {
             return;
@@ -195,19 +196,27 @@ impl MediaSession {
     /// member cannot take it now): stops forwarding, and the packet is played out here.
     pub fn unforward(&mut self, now: Instant, packet: ForwardedPacket<'_>) {
         self.stop_forwarding();
-        if let Some(audio) = self.audio.as_mut() {
-            let outcome = audio.jitter.push(
-                now,
-                packet.sequence,
-                packet.timestamp,
-                packet.marker,
-                packet.payload,
-            );
-            if outcome == PushOutcome::TooLate {
-                let in_order = audio.jitter.after_played(packet.sequence);
-                self.forward.note_late(now, in_order);
-            }
+        self.buffer(now, packet);
+    }
+
+    /// The caller's audio packet into the jitter buffer, for playout here. When it is dropped
+    /// as late it counts towards [`MediaSession::dropping_late`], and the answer is whether
+    /// it came in order (newer than every frame played: the stream behind our playout).
+    pub(super) fn buffer(&mut self, now: Instant, packet: ForwardedPacket<'_>) -> Option<bool> {
+        let audio = self.audio.as_mut()?;
+        let outcome = audio.jitter.push(
+            now,
+            packet.sequence,
+            packet.timestamp,
+            packet.marker,
+            packet.payload,
+        );
+        if outcome != PushOutcome::TooLate {
+            return None;
         }
+        let in_order = audio.jitter.after_played(packet.sequence);
+        self.forward.note_late(now, in_order);
+        Some(in_order)
     }
 
     /// The codec in which the caller's packets can be forwarded as they arrive: a hairpin
@@ -311,14 +320,9 @@ impl MediaSession {
     /// then what waits behind it; a hairpin member hands it on (`Forward::late`: the worker
     /// gives it to the other member when the room's tick paired them, else it stays dropped),
     /// unless frames wait behind it, which the room's tick forwards in order.
-    pub(super) fn forward_late(
-        &mut self,
-        now: Instant,
-        packet: &RtpPacket<'_>,
-        waiting: bool,
-    ) -> Option<Forward> {
+    pub(super) fn forward_late(&mut self, now: Instant, packet: &RtpPacket<'_>) -> Option<Forward> {
         if self.room.is_some() {
-            let codec = self.relay_source().filter(|_| !waiting)?;
+            let codec = self.relay_source().filter(|_| !self.has_waiting_audio())?;
             self.forward.handed_on(now);
             return Some(Forward::of(codec, packet, true));
         }

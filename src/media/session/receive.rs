@@ -18,7 +18,7 @@ use super::send::Outgoing;
 use super::{canonical, Forward, ForwardedPacket, MediaSession, SessionEvent, SessionMode};
 use crate::media::codec::{self, pcm_rate, AudioDecoder};
 use crate::media::dtmf::DigitEvent;
-use crate::media::jitter::{Playout, PushOutcome};
+use crate::media::jitter::Playout;
 use crate::media::opus;
 use crate::media::rtp::{self};
 
@@ -123,22 +123,11 @@ impl MediaSession {
             // Nobody plays or listens to this audio: counted above, not buffered.
             return None;
         }
-        let outcome = audio.jitter.push(
-            now,
-            packet.sequence(),
-            packet.timestamp(),
-            packet.marker(),
-            packet.payload(),
-        );
-        if outcome == PushOutcome::TooLate {
-            let in_order = audio.jitter.after_played(packet.sequence());
-            let waiting = audio.jitter.buffered_frames() > 0;
-            self.forward.note_late(now, in_order);
-            if in_order {
-                return self.forward_late(now, &packet, waiting);
-            }
+        match self.buffer(now, ForwardedPacket::of(&packet)) {
+            // Too late for its tick, but the stream is behind, not reordered: forwarded.
+            Some(true) => self.forward_late(now, &packet),
+            _ => None,
         }
-        None
     }
 
     /// A datagram that arrived on the RTCP socket.
