@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::connection::Connection;
 use super::transmit::Transmitter;
-use super::{group_tick_epoch, pair_mut, Worker, WorkerContext, TICK_GROUPS};
+use super::{fill_group, group_tick_epoch, pair_mut, Worker, WorkerContext, TICK_GROUPS};
 use crate::engine::{ConfereeSpec, ConferenceKey, ConferenceSpec, ConnectionKey, EngineEvent};
 use crate::media::codec::pcm_rate;
 use crate::media::session::{aligned_tick, Relayed, SharedEncodes, MAX_RELAYED, ROOM_TICK};
@@ -229,14 +229,10 @@ impl RoomTicks {
     ) -> usize {
         let load: [usize; TICK_GROUPS] =
             std::array::from_fn(|g| self.rooms[g].iter().map(|&c| members(c)).sum());
-        let group = (0..TICK_GROUPS)
-            .filter(|&g| load[g] < GROUP_MEMBERS)
-            .max_by_key(|&g| (load[g], std::cmp::Reverse(g)))
-            .or_else(|| (0..TICK_GROUPS).min_by_key(|&g| load[g]))
-            .unwrap_or(0);
+        let group = fill_group(&load, GROUP_MEMBERS);
         self.rooms[group].push(conference);
         if self.next[group].is_none() {
-            let grid = group_tick_epoch(epoch, group as u64);
+            let grid = group_tick_epoch(epoch, group);
             self.next[group] = Some(aligned_tick(grid, now, ROOM_TICK));
         }
         group

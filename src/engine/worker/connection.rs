@@ -49,6 +49,9 @@ pub(super) struct Connection {
     /// opened it (kept when it moves to another worker: its ticks stay on a grid, only not
     /// interleaved with the new worker's own).
     pub(super) tick_epoch: Instant,
+    /// The tick group it counts in on this worker ([`super::SessionGroups`]): `None` once it
+    /// has moved in from another worker, or has left.
+    pub(super) tick_group: Option<usize>,
     /// What the session was built from (an update that changes more than the peer rebuilds it).
     pub(super) media: MediaSpec,
     pub(super) session: MediaSession,
@@ -109,6 +112,7 @@ impl Connection {
         );
         Connection {
             tick_epoch,
+            tick_group: None,
             key: new.key,
             media: new.media,
             session,

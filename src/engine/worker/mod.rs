@@ -121,6 +121,8 @@ struct Worker {
     due: Vec<(usize, Instant)>,
     /// Generation stamped on the next opened connection (tells reused slots apart).
     next_generation: u64,
+    /// The tick group each connection opened here takes.
+    session_groups: SessionGroups,
     /// Where packets go out: the reused send buffer, and the io_uring when there is one.
     transmit: Transmitter,
     /// With `io_uring_receive`: the ring every socket of this worker is read through (instead
@@ -195,6 +197,7 @@ impl Worker {
             deadlines: Deadlines::new(Instant::now()),
             due: Vec::new(),
             next_generation: 0,
+            session_groups: SessionGroups::default(),
             transmit,
             receive,
             rearm: Vec::new(),
@@ -356,6 +359,8 @@ impl Worker {
             self.next_generation += 1;
             connection.generation = self.next_generation;
             connection.queued = [false; 2];
+            // Its grid is its first worker's: it takes no group here.
+            connection.tick_group = None;
             // Slots are this worker's own: a hairpin's other member is found again by its room.
             connection.relay_to = None;
             tracing::debug!(worker = self.index, key, "media connection arrived");
@@ -375,6 +380,7 @@ impl Worker {
         };
         if let Some(Some(connection)) = self.connections.get_mut(slot) {
             connection.unwatch(self.poll.registry(), self.receive.as_mut());
+            self.session_groups.leave(connection.tick_group.take());
         }
         // What the ring received for it before the disarm goes to its session before it leaves.
         self.receive_from_ring();
@@ -424,13 +430,15 @@ impl Worker {
         }
         self.expected.remove(&new.key);
         self.next_generation += 1;
-        let connection = Connection::new(
+        let group = self.session_groups.join();
+        let mut connection = Connection::new(
             new,
             &self.context.defaults,
             !self.context.threads.receive_at_tick,
             self.next_generation,
-            group_tick_epoch(self.context.tick_epoch, self.next_generation),
+            group_tick_epoch(self.context.tick_epoch, group),
         );
+        connection.tick_group = Some(group);
         self.install(Box::new(connection));
     }
 
@@ -546,6 +554,7 @@ impl Worker {
         };
         self.free_slots.push(slot);
         self.deadlines.clear(slot);
+        self.session_groups.leave(connection.tick_group.take());
         if let Some(room) = connection
             .conference
             .and_then(|c| self.conferences.get_mut(&c))
@@ -613,7 +622,8 @@ impl Worker {
 
     /// Gives the unwatched sockets back to the pool with their ports (kept bound for a later
     /// connection when there is room, else closed here first), then reports `Closed`.
-    fn finish(&mut self, connection: Box<Connection>) {
+    fn finish(&mut self, mut connection: Box<Connection>) {
+        self.session_groups.leave(connection.tick_group.take());
         let stats = connection.current_stats();
         let Connection {
             key,
@@ -838,9 +848,64 @@ fn pair_mut<T>(items: &mut [T], a: usize, b: usize) -> Option<(&mut T, &mut T)> 
 }
 
 /// Tick groups per worker. A worker runs the ticks of all the sessions on one grid at once, in
-/// one burst; it spreads its connections over this many grids (round robin at open), each
-/// `20 ms / TICK_GROUPS` after the last, so a burst carries a quarter of the worker's calls.
+/// one burst; it spreads its connections over this many grids, each `20 ms / TICK_GROUPS`
+/// after the last, so at load a burst carries a quarter of the worker's calls
+/// ([`SessionGroups`]).
 pub(super) const TICK_GROUPS: usize = 4;
+
+/// Sessions a tick group takes before new ones go to another group (see [`SessionGroups`]).
+/// A burst of 64 packets: 500 echo calls on two workers (250 each) on four grids, as round
+/// robin had them, measured a stream jitter p99 of 0.30–0.31 ms, where two grids of 128 had
+/// 0.47–0.69 (docs/PERFORMANCE.md, "Tick groups filled before they spread"); from 256 calls a
+/// worker every grid carries a quarter again.
+pub(super) const GROUP_SESSIONS: usize = 64;
+
+/// The group a new session or room goes to, by each group's `load`: the fullest still under
+/// `cap` (the lowest-numbered of equals), else the emptiest. A small load stays on one grid —
+/// one wake-up a tick, where each grid in use is one more every 20 ms — and a large one
+/// spreads over all of them.
+pub(super) fn fill_group(load: &[usize; TICK_GROUPS], cap: usize) -> usize {
+    (0..TICK_GROUPS)
+        .filter(|&g| load[g] < cap)
+        .max_by_key(|&g| (load[g], std::cmp::Reverse(g)))
+        .or_else(|| (0..TICK_GROUPS).min_by_key(|&g| load[g]))
+        .unwrap_or(0)
+}
+
+/// How many of the connections this worker opened tick on each of its groups' grids.
+///
+/// Round robin at open put a worker's first four sessions on four grids: at 2,000 short calls
+/// a second (a few alive at a time) each worker woke 200 times a second where 50 would do, and
+/// every idle call below a worker's first few hundred cost three extra wake-ups a tick between
+/// them. Connections fill group 0 up to [`GROUP_SESSIONS`], then the next, as rooms do; a
+/// connection that moved in from another worker keeps its first worker's grid and counts in no
+/// group here.
+#[derive(Debug, Default)]
+pub(super) struct SessionGroups {
+    load: [usize; TICK_GROUPS],
+}
+
+impl SessionGroups {
+    /// Takes a group for a new connection.
+    pub(super) fn join(&mut self) -> usize {
+        let group = fill_group(&self.load, GROUP_SESSIONS);
+        self.load[group] += 1;
+        group
+    }
+
+    /// Gives back the group a connection took (`None`: it took none here).
+    pub(super) fn leave(&mut self, group: Option<usize>) {
+        if let Some(group) = group {
+            self.load[group] = self.load[group].saturating_sub(1);
+        }
+    }
+
+    /// Each group's sessions.
+    #[cfg(test)]
+    pub(super) fn load(&self) -> [usize; TICK_GROUPS] {
+        self.load
+    }
+}
 
 /// Where worker `index` of `workers` starts its first tick grid: `epoch` plus its share of one
 /// 20 ms tick divided among all the workers' tick groups. With the group offsets of
@@ -853,10 +918,10 @@ pub(super) fn staggered_tick_epoch(epoch: Instant, index: usize, workers: usize)
     epoch + Duration::from_nanos(share)
 }
 
-/// The grid of the connection with this `generation` on a worker whose first grid starts at
-/// `worker_epoch`: group `generation % TICK_GROUPS`, `20 ms / TICK_GROUPS` apart.
-fn group_tick_epoch(worker_epoch: Instant, generation: u64) -> Instant {
-    let group = generation % TICK_GROUPS as u64;
+/// The grid of tick group `group` on a worker whose first grid starts at `worker_epoch`:
+/// `group × 20 ms / TICK_GROUPS` later.
+fn group_tick_epoch(worker_epoch: Instant, group: usize) -> Instant {
+    let group = (group % TICK_GROUPS) as u64;
     worker_epoch + Duration::from_nanos(ROOM_TICK.as_nanos() as u64 * group / TICK_GROUPS as u64)
 }
 

@@ -187,8 +187,7 @@ fn the_grids_of_every_worker_and_tick_group_interleave_evenly_over_one_tick() {
         let mut offsets: Vec<Duration> = (0..workers)
             .flat_map(|index| {
                 let first = staggered_tick_epoch(epoch, index, workers);
-                (0..TICK_GROUPS as u64)
-                    .map(move |generation| group_tick_epoch(first, generation) - epoch)
+                (0..TICK_GROUPS).map(move |group| group_tick_epoch(first, group) - epoch)
             })
             .collect();
         offsets.sort();
@@ -204,12 +203,89 @@ fn the_grids_of_every_worker_and_tick_group_interleave_evenly_over_one_tick() {
             );
         }
     }
-    // Connections take the groups in turn as they open.
-    let groups: Vec<Duration> = (1..=6)
-        .map(|generation| group_tick_epoch(epoch, generation) - epoch)
+    // Group g's grid is g × 5 ms on.
+    let groups: Vec<Duration> = (0..TICK_GROUPS)
+        .map(|group| group_tick_epoch(epoch, group) - epoch)
         .collect();
     let ms = Duration::from_millis;
-    assert_eq!(groups, [ms(5), ms(10), ms(15), ms(0), ms(5), ms(10)]);
+    assert_eq!(groups, [ms(0), ms(5), ms(10), ms(15)]);
+}
+
+#[test]
+fn sessions_fill_a_tick_group_then_spread_and_give_it_back_as_they_end() {
+    assert_eq!(GROUP_SESSIONS, 64);
+    let mut groups = SessionGroups::default();
+    // A small load: every session on the first grid, one wake-up a tick (round robin put the
+    // first four on four grids).
+    let first: Vec<usize> = (0..GROUP_SESSIONS).map(|_| groups.join()).collect();
+    assert!(first.iter().all(|&g| g == 0), "{first:?}");
+    // Then the next group, and so on until all are full.
+    assert_eq!(groups.join(), 1);
+    for _ in 1..GROUP_SESSIONS {
+        groups.join();
+    }
+    assert_eq!(groups.load(), [64, 64, 0, 0]);
+    for _ in 0..2 * GROUP_SESSIONS {
+        groups.join();
+    }
+    assert_eq!(groups.load(), [64; TICK_GROUPS]);
+    // Beyond 256 the emptiest takes each: a quarter of the calls a grid, as round robin had.
+    let beyond: Vec<usize> = (0..6).map(|_| groups.join()).collect();
+    assert_eq!(beyond, [0, 1, 2, 3, 0, 1]);
+    // Sessions that end free their group; one that took none here (moved in) changes nothing.
+    for _ in 0..66 {
+        groups.leave(Some(0));
+    }
+    groups.leave(None);
+    assert_eq!(groups.load(), [0, 66, 65, 65]);
+    assert_eq!(groups.join(), 0, "every other group is over its cap");
+    // The fullest group under the cap takes the next, not the emptier one.
+    for _ in 0..3 {
+        groups.leave(Some(1));
+    }
+    assert_eq!(groups.join(), 1, "63 against 1");
+}
+
+#[test]
+fn a_workers_connections_share_one_grid_and_leave_their_group_as_they_close_or_move() {
+    let (mut worker, _commands, _client, _) = worker_with_echo_connection(31_616);
+    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+    let open = |worker: &mut Worker, key, port| {
+        let sockets = super::super::socket::bind_pair(localhost, port, &TEST_SOCKETS)
+            .expect("test port pair is free");
+        let peer = std::net::UdpSocket::bind((localhost, 0)).expect("bind peer");
+        worker.open(NewConnection {
+            key,
+            media: pcmu_media(super::super::MediaMode::Echo, &peer),
+            rtp_port: port,
+            sockets,
+            stats: Arc::default(),
+        });
+    };
+    open(&mut worker, 2, 31_618);
+    open(&mut worker, 3, 31_620);
+    assert_eq!(worker.session_groups.load(), [3, 0, 0, 0]);
+    let epochs: std::collections::HashSet<Instant> = worker
+        .connections
+        .iter()
+        .flatten()
+        .map(|connection| connection.tick_epoch)
+        .collect();
+    assert_eq!(epochs.len(), 1, "three sessions, one grid");
+    worker.close(2);
+    assert_eq!(worker.session_groups.load(), [2, 0, 0, 0]);
+    // Moved to another worker: it leaves its group here at once.
+    let (handoff, _arrivals) = mpsc::channel();
+    let other = Poll::new().expect("create poll");
+    worker.peers = vec![Peer {
+        handoff,
+        waker: Arc::new(mio::Waker::new(other.registry(), mio::Token(0)).expect("waker")),
+    }];
+    worker.move_out(3, 0);
+    assert_eq!(worker.session_groups.load(), [1, 0, 0, 0]);
+    worker.close(1);
+    worker.finish_closing();
+    assert_eq!(worker.session_groups.load(), [0; TICK_GROUPS]);
 }
 
 #[test]
@@ -222,14 +298,15 @@ fn a_connection_ticks_on_its_workers_grid_for_its_tick_group() {
         .find_map(|(slot, connection)| Some((slot, connection.as_ref()?)))
         .expect("the echo connection is open");
     // The harness is the second of two workers (first grid 2.5 ms after the engine's) and
-    // this is its first connection (generation 1: group 1, 5 ms later): 7.5 ms.
+    // this is its first connection (group 0, its worker's first grid): 2.5 ms.
     assert_eq!(connection.generation, 1);
+    assert_eq!(connection.tick_group, Some(0));
     let deadline = worker
         .deadlines
         .get(slot)
         .expect("the session is scheduled");
     let since = deadline - worker.context.epoch;
-    assert_eq!(since.as_nanos() % ROOM_TICK.as_nanos(), 7_500_000);
+    assert_eq!(since.as_nanos() % ROOM_TICK.as_nanos(), 2_500_000);
     assert!(deadline > Instant::now() - ROOM_TICK);
 }
 
