@@ -143,6 +143,56 @@ mod tests {
     }
 
     #[test]
+    fn a_ticking_session_sends_its_reports_at_its_ticks_and_wakes_for_nothing_else() {
+        // Driven as a worker drives it: only at the instants it asks for.
+        let start = Instant::now();
+        let mut cfg = config(Codec::Pcmu, 0);
+        cfg.tick_epoch = start - Duration::from_millis(7);
+        let epoch = cfg.tick_epoch;
+        cfg.rtp_timeout = Some(Duration::from_secs(3));
+        let mut session = MediaSession::new(cfg, start).unwrap();
+        let mut peer = Peer::new(Codec::Pcmu, 0);
+        let mut buf = [0u8; MAX_PACKET];
+        let mut out = [0u8; MAX_PACKET];
+        let on_grid = |at: Instant| (at - epoch).as_nanos() % PTIME.as_nanos() == 0;
+        let (mut reports, mut wakes, mut now) = (Vec::new(), 0, start);
+        let (mut timed_out_at, mut last_packet) = (None, start);
+        while now < start + Duration::from_secs(12) {
+            // The caller talks for the first 2 s, then goes quiet (the RTP timeout fires).
+            if now < start + Duration::from_secs(2) {
+                let len = peer.frame(&mut buf);
+                session.handle_rtp(now, addr(PEER), &mut buf, len);
+                last_packet = now;
+            }
+            now = session.poll_timeout();
+            assert!(on_grid(now), "woken off its tick grid at {:?}", now - start);
+            session.handle_timeout(now);
+            wakes += 1;
+            while let Some(event) = session.poll_event() {
+                if matches!(event, SessionEvent::RtpTimeout { .. }) {
+                    timed_out_at = Some(now);
+                }
+            }
+            while let Some(t) = session.poll_transmit(&mut out) {
+                if rtp::is_rtcp(&out[..t.len]) {
+                    reports.push(now);
+                }
+            }
+        }
+        // At least one report within 12 s (the first comes within 1.25–3.75 s), each at a tick.
+        assert!(reports.len() >= 2, "{} reports", reports.len());
+        assert!(reports.iter().all(|&at| on_grid(at)));
+        // The ticks from 13 ms to 12.013 s: one wake-up each, none between.
+        assert_eq!(wakes, 601);
+        // The RTP timeout is still reported: at the first tick 3 s after the last packet.
+        let silent = timed_out_at.expect("the RTP timeout is reported") - last_packet;
+        assert!(
+            silent >= Duration::from_secs(3) && silent < Duration::from_secs(3) + PTIME,
+            "reported after {silent:?} of silence"
+        );
+    }
+
+    #[test]
     fn idle_sessions_count_but_send_nothing() {
         let start = Instant::now();
         let mut cfg = config(Codec::Pcmu, 0);
