@@ -876,8 +876,7 @@ pub(super) fn fill_group(load: &[usize; TICK_GROUPS], cap: usize) -> usize {
 ///
 /// Round robin at open put a worker's first four sessions on four grids: at 2,000 short calls
 /// a second (a few alive at a time) each worker woke 200 times a second where 50 would do, and
-/// every idle call below a worker's first few hundred cost three extra wake-ups a tick between
-/// them. Connections fill group 0 up to [`GROUP_SESSIONS`], then the next, as rooms do; a
+/// a worker with a few calls woke four times a tick where once serves them all. Connections fill group 0 up to [`GROUP_SESSIONS`], then the next, as rooms do; a
 /// connection that moved in from another worker keeps its first worker's grid and counts in no
 /// group here.
 #[derive(Debug, Default)]
