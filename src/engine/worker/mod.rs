@@ -876,9 +876,9 @@ pub(super) fn fill_group(load: &[usize; TICK_GROUPS], cap: usize) -> usize {
 ///
 /// Round robin at open put a worker's first four sessions on four grids: at 2,000 short calls
 /// a second (a few alive at a time) each worker woke 200 times a second where 50 would do, and
-/// a worker with a few calls woke four times a tick where once serves them all. Connections fill group 0 up to [`GROUP_SESSIONS`], then the next, as rooms do; a
-/// connection that moved in from another worker keeps its first worker's grid and counts in no
-/// group here.
+/// a worker with a few calls woke four times a tick where once serves them all. Connections
+/// fill group 0 up to [`GROUP_SESSIONS`], then the next, as rooms do; a connection that moved
+/// in from another worker keeps its first worker's grid and counts in no group here.
 #[derive(Debug, Default)]
 pub(super) struct SessionGroups {
     load: [usize; TICK_GROUPS],
@@ -895,6 +895,8 @@ impl SessionGroups {
     /// Gives back the group a connection took (`None`: it took none here).
     pub(super) fn leave(&mut self, group: Option<usize>) {
         if let Some(group) = group {
+            // Each connection's group is taken out of it once (`Option::take`).
+            debug_assert!(self.load[group] > 0, "group {group} left more than joined");
             self.load[group] = self.load[group].saturating_sub(1);
         }
     }
