@@ -14,7 +14,8 @@
 //! queues are empty. A full queue refuses too (503 for new work; what belongs to accepted
 //! work is dropped and retransmitted by its sender, counted).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::message::{Method, Response, SipMessage};
 use super::transport::{Inbound, Received};
+use crate::idmap::IdMap;
 
 /// Messages of accepted work that may wait; past it they are dropped (and retransmitted).
 const DIALOG_QUEUE: usize = 16_384;
@@ -148,12 +150,16 @@ pub struct SipIntake {
     /// The `Server` header of our 503s.
     server: Arc<str>,
     decisions: Arc<Mutex<Decisions>>,
+    /// Keys [`Decisions`] by transaction, seeded once per process (a peer cannot aim two
+    /// transactions at one key without the seed).
+    key_hasher: foldhash::quality::RandomState,
 }
 
 /// The last [`DECISIONS_REMEMBERED`] new-work requests, by transaction: queued or refused.
 #[derive(Debug, Default)]
 struct Decisions {
-    queued: HashMap<u64, bool>,
+    /// Keyed by seeded hashes, not by what a peer sent: the fast hasher of our own ids.
+    queued: IdMap<u64, bool>,
     order: VecDeque<u64>,
 }
 
@@ -216,6 +222,7 @@ pub fn intake(settings: OverloadSettings, server: &str) -> (SipIntake, IntakeQue
             overload: overload.clone(),
             server: server.into(),
             decisions: Arc::default(),
+            key_hasher: foldhash::quality::RandomState::default(),
         },
         IntakeQueues {
             dialog,
@@ -249,7 +256,7 @@ impl SipIntake {
                 }
             };
         }
-        let key = transaction_key(&inbound);
+        let key = transaction_key(&self.key_hasher, &inbound);
         let mut decisions = self
             .decisions
             .lock()
@@ -338,9 +345,8 @@ pub fn starts_new_work(message: &SipMessage) -> bool {
 /// A request's transaction as RFC 3261 §17.2.3 matches it (top Via branch and sent-by, the
 /// method), with its source and Call-ID for requests from RFC 2543 peers without a branch,
 /// hashed.
-fn transaction_key(inbound: &Inbound) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+fn transaction_key(hasher: &impl BuildHasher, inbound: &Inbound) -> u64 {
+    let mut hasher = hasher.build_hasher();
     if let Received::Message(SipMessage::Request(request)) = &inbound.received {
         request.method.as_str().hash(&mut hasher);
         request.headers.get("Via").hash(&mut hasher);

@@ -25,7 +25,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The schema, one step per version: `PRAGMA user_version` (SQLite) or the `schema_version`
 /// table (PostgreSQL) is the number of steps applied. Append only; a released step never
 /// changes. PostgreSQL runs the same steps in its own words ([`pg_step`]).
-const MIGRATIONS: &[&str] = &[SCHEMA_1, SCHEMA_2, SCHEMA_3, SCHEMA_4];
+const MIGRATIONS: &[&str] = &[SCHEMA_1, SCHEMA_2, SCHEMA_3, SCHEMA_4, SCHEMA_5];
 
 /// The schema version this code writes (the number of migration steps).
 pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -33,6 +33,28 @@ pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// PostgreSQL advisory lock held while the schema is checked and migrated: nodes starting at
 /// once take turns, and the later ones find the work done.
 const PG_MIGRATION_LOCK: i64 = 0x6362_7374_6f72_6501;
+
+/// Version 5: a call's numbers are looked up through its parties. Both ends of every call
+/// have always been written as its `calling` and `called` parties (at its start), so the
+/// indexes on `calls.calling` and `calls.called` held the same numbers a second time — two
+/// index entries a call at setup — while the parties' own index on the number alone was used
+/// by no query: a search by extension was `calling = ? OR called = ? OR EXISTS (a party)`,
+/// which no index serves, so the latest call of an extension (`Last`) read every call in the
+/// store. Now `parties_dn` is by number and time, and the searches drive from it (`queries`).
+/// Any call whose ends are not yet parties gets them here, so the party list is the whole
+/// story of every call before the searches rely on it.
+const SCHEMA_5: &str = "
+DROP INDEX calls_calling;
+DROP INDEX calls_called;
+DROP INDEX parties_dn;
+CREATE INDEX parties_dn ON parties (dn, at_ms);
+INSERT INTO parties (call_id, dn, role, at_ms)
+    SELECT call_id, calling, 'calling', started_ms FROM calls WHERE calling <> ''
+    ON CONFLICT DO NOTHING;
+INSERT INTO parties (call_id, dn, role, at_ms)
+    SELECT call_id, called, 'called', started_ms FROM calls WHERE called <> ''
+    ON CONFLICT DO NOTHING;
+";
 
 /// Version 4: the indexes of the ids a call may lack (a leg without SIP has no platform call
 /// id, one without a party no native id, and a call has a meeting only while the agent gateway
@@ -451,6 +473,7 @@ pub(super) fn remove_files(paths: &[PathBuf]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::model::CallQuery;
     use crate::store::testing::{reopen, temp_db};
 
     /// An SQLite store in a temporary directory, whatever backend the other tests use.
@@ -648,6 +671,20 @@ mod tests {
             .expect("the agents table exists");
         let old = db.get_call("c-old").expect("get").expect("the old call");
         assert_eq!(old.node_id, 0, "calls from before version 3 are node 0's");
+        // Written without its parties, the call gets its two ends as parties (version 5), and
+        // the look-ups by number, which go through the parties, find it.
+        let ends: Vec<(&str, &str, i64)> = old
+            .parties
+            .iter()
+            .map(|p| (p.dn.as_str(), p.role.as_str(), p.at_ms))
+            .collect();
+        assert_eq!(ends, [("1", "calling", 5), ("2", "called", 5)]);
+        let by_number = CallQuery {
+            extension: Some("2".into()),
+            ..CallQuery::default()
+        };
+        let found = db.find_call(&by_number, 10).expect("find");
+        assert_eq!(found.map(|call| call.call_id), Ok("c-old".to_string()));
     }
 
     #[test]
