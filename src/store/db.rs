@@ -43,11 +43,16 @@ const PG_MIGRATION_LOCK: i64 = 0x6362_7374_6f72_6501;
 /// store. Now `parties_dn` is by number and time, and the searches drive from it (`queries`).
 /// Any call whose ends are not yet parties gets them here, so the party list is the whole
 /// story of every call before the searches rely on it.
+///
+/// And the index of ended calls by node (retention's) holds only the ended ones: a call's
+/// start no longer adds an entry to it that its end then moves.
 const SCHEMA_5: &str = "
 DROP INDEX calls_calling;
 DROP INDEX calls_called;
 DROP INDEX parties_dn;
 CREATE INDEX parties_dn ON parties (dn, at_ms);
+DROP INDEX calls_node_open;
+CREATE INDEX calls_node_ended ON calls (node_id, ended_ms) WHERE ended_ms IS NOT NULL;
 INSERT INTO parties (call_id, dn, role, at_ms)
     SELECT call_id, calling, 'calling', started_ms FROM calls WHERE calling <> ''
     ON CONFLICT DO NOTHING;
@@ -627,7 +632,7 @@ mod tests {
             (
                 "SELECT call_id FROM calls WHERE ended_ms IS NOT NULL AND ended_ms < 5
                  AND node_id = 0 ORDER BY ended_ms LIMIT 10",
-                "calls_node_open",
+                "calls_node_ended",
             ),
             (
                 "SELECT call_id FROM calls WHERE ended_ms IS NULL
