@@ -479,7 +479,7 @@ pub(super) fn remove_files(paths: &[PathBuf]) {
 mod tests {
     use super::*;
     use crate::store::model::CallQuery;
-    use crate::store::testing::{reopen, temp_db};
+    use crate::store::testing::{plan, reopen, temp_db};
 
     /// An SQLite store in a temporary directory, whatever backend the other tests use.
     fn sqlite_db() -> (tempfile::TempDir, Db) {
@@ -574,21 +574,6 @@ mod tests {
         assert_eq!(db.schema_version().expect("version"), SCHEMA_VERSION);
     }
 
-    /// The plan of `query` (no parameters), one line per step.
-    fn plan(sql: &Sql, query: &str) -> Vec<String> {
-        let (explain, column) = if sql.is_postgres() {
-            ("EXPLAIN", 0)
-        } else {
-            ("EXPLAIN QUERY PLAN", 3)
-        };
-        sql.query(&format!("{explain} {query}"), args![])
-            .expect("plan")
-            .iter()
-            .map(|row| row.get(column))
-            .collect::<Result<_, _>>()
-            .expect("plan text")
-    }
-
     #[test]
     fn the_ids_a_call_may_lack_are_indexed_only_where_present_and_still_found_by_index() {
         let (_dir, db) = temp_db();
@@ -621,6 +606,7 @@ mod tests {
             let plan = plan(
                 sql,
                 &format!("SELECT call_id FROM calls WHERE {column} = 'x'"),
+                args![],
             );
             assert!(
                 plan.iter().any(|line| line.contains(&index)),
@@ -645,7 +631,7 @@ mod tests {
             ),
         ];
         for (query, index) in looked_up_by_end {
-            let plan = plan(sql, query);
+            let plan = plan(sql, query, args![]);
             assert!(
                 plan.iter().any(|line| line.contains(index)),
                 "{query}: {plan:?}"

@@ -346,7 +346,7 @@ fn recording_from_row(row: &Row) -> Result<RecordingRecord, StoreError> {
 mod tests {
     use super::*;
     use crate::store::model::{RecordPolicy, RecordingOrigin, StoreEvent};
-    use crate::store::testing::{call, ended, file, finished, recording, temp_db};
+    use crate::store::testing::{call, ended, file, finished, plan, recording, temp_db};
     use CallStatus::{Last, Next, Ongoing};
 
     /// Calls of extension 100:
@@ -718,25 +718,6 @@ mod tests {
         );
     }
 
-    /// The plan of `SELECT call_id FROM calls WHERE filter`, one line per step.
-    fn plan(db: &Db, filter: &Filter) -> Vec<String> {
-        let sql = &db.sql;
-        let (explain, column) = if sql.is_postgres() {
-            ("EXPLAIN", 0)
-        } else {
-            ("EXPLAIN QUERY PLAN", 3)
-        };
-        sql.query(
-            &format!("{explain} SELECT call_id FROM calls WHERE {}", filter.sql()),
-            &params(&filter.values),
-        )
-        .expect("plan")
-        .iter()
-        .map(|row| row.get(column))
-        .collect::<Result<_, _>>()
-        .expect("plan text")
-    }
-
     /// Every way the recording API looks calls up by number reaches them through an index —
     /// the number's parties, the calls still going, or the start — and never reads every
     /// call or every party: with the number in `calls.calling OR calls.called OR a party`,
@@ -775,7 +756,11 @@ mod tests {
             }),
         ));
         for (what, filter) in filters {
-            let plan = plan(&db, &filter);
+            let plan = plan(
+                &db.sql,
+                &format!("SELECT call_id FROM calls WHERE {}", filter.sql()),
+                &params(&filter.values),
+            );
             for line in &plan {
                 let whole_table = if db.sql.is_postgres() {
                     line.contains("Seq Scan")

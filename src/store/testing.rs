@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use tempfile::TempDir;
 
 use super::model::{Direction, RecordPolicy, RecordingFormat, RecordingOrigin, StoreEvent, UnixMs};
+use super::sql::{Param, Sql};
 use super::{Db, Location, RecordingFiles, RecoveredFile};
 
 /// A [`RecordingFiles`] that answers what it was told per path (and "no script" otherwise),
@@ -181,4 +182,20 @@ pub(crate) fn finished(recording_id: &str, ended_ms: UnixMs, samples: u64) -> St
         samples,
         error: None,
     }
+}
+
+/// The plan of `query` with `params`, one line per step, in the database's own words
+/// (SQLite's `EXPLAIN QUERY PLAN` details, PostgreSQL's `EXPLAIN` lines).
+pub(crate) fn plan(sql: &Sql, query: &str, params: &[&dyn Param]) -> Vec<String> {
+    let (explain, column) = if sql.is_postgres() {
+        ("EXPLAIN", 0)
+    } else {
+        ("EXPLAIN QUERY PLAN", 3)
+    };
+    sql.query(&format!("{explain} {query}"), params)
+        .expect("plan")
+        .iter()
+        .map(|row| row.get(column))
+        .collect::<Result<_, _>>()
+        .expect("plan text")
 }
