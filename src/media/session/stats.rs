@@ -179,7 +179,7 @@ mod tests {
                 }
             }
         }
-        // At least one report within 12 s (the first comes within 1.25–3.75 s), each at a tick.
+        // Reports in the 12 s (the first within 1.25–3.75 s, then every 2.5–7.5 s), each at a tick.
         assert!(reports.len() >= 2, "{} reports", reports.len());
         assert!(reports.iter().all(|&at| on_grid(at)));
         // The ticks from 13 ms to 12.013 s: one wake-up each, none between.
