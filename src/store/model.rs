@@ -311,12 +311,17 @@ pub struct SearchQuery {
     pub page: u32,
 }
 
+/// How many of the calls an ambiguous lookup matches are counted: a busy number — a trunk's,
+/// a route's — may have most of the store's calls, and the answer is an error either way.
+pub const MATCHES_COUNTED: usize = 100;
+
 /// A lookup that did not give exactly one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FindError {
     /// No call matches.
     NotFound,
-    /// More than one call matches (seed 04: an error).
+    /// More than one call matches (seed 04: an error): how many, or [`MATCHES_COUNTED`] + 1
+    /// for more than that.
     Ambiguous { matches: usize },
 }
 

@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use crate::store::model::{CallQuery, CallStatus};
+use crate::store::model::{CallQuery, CallStatus, MATCHES_COUNTED};
 
 /// Success.
 pub const OK: i32 = 0;
@@ -160,8 +160,14 @@ impl VerbaError {
         }
     }
 
-    /// -51: `matches` calls match where one was expected.
+    /// -51: `matches` calls match where one was expected (counted up to
+    /// [`MATCHES_COUNTED`]).
     pub fn ambiguous_call(query: &CallQuery, matches: usize) -> VerbaError {
+        let matches = if matches > MATCHES_COUNTED {
+            format!("More than {MATCHES_COUNTED}")
+        } else {
+            matches.to_string()
+        };
         VerbaError::new(
             AMBIGUOUS_CALL,
             format!(
@@ -320,6 +326,10 @@ mod tests {
         assert_eq!(
             VerbaError::ambiguous_call(&q, 2).message,
             "2 calls match meetingID WHBFM6DD; give a selector that matches one call."
+        );
+        assert_eq!(
+            VerbaError::ambiguous_call(&q, MATCHES_COUNTED + 1).message,
+            "More than 100 calls match meetingID WHBFM6DD; give a selector that matches one call."
         );
     }
 
