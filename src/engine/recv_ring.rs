@@ -7,7 +7,7 @@
 //! completions taken from the kernel but not yet handed to the worker (the backlog).
 //! Each socket gets one multishot receive ([`RecvRing::arm`]). At each tick the worker calls
 //! [`RecvRing::poll`], which runs every receive queued since the last tick in one
-//! `io_uring_enter` (a second when there were more than twenty: see `poll`), then
+//! `io_uring_enter` (more only when there were more than twenty: see `poll`), then
 //! [`RecvRing::take`] hands each datagram to the worker in place, in its buffer, and gives the
 //! buffer back to the kernel. A worker reading 1,000 sockets per tick makes
 //! one system call instead of one `recvmmsg` each, and needs no epoll for them.
@@ -129,6 +129,9 @@ pub(super) struct RecvRing {
     template: Box<libc::msghdr>,
     /// Tags of the requests in flight (armed, final completion not yet taken from the kernel).
     live: HashSet<u64>,
+    /// Receives whose cancel is queued or submitted since the last [`RecvRing::poll`]: each
+    /// ends in a completion the kernel posts from deferred work.
+    ending: u32,
     /// `io_uring_enter` calls made.
     #[cfg(test)]
     pub(super) enters: u64,
@@ -216,6 +219,7 @@ impl RecvRing {
             unpublished: 0,
             template,
             live: HashSet::with_capacity(count),
+            ending: 0,
             #[cfg(test)]
             enters: 0,
             #[cfg(test)]
@@ -269,8 +273,11 @@ impl RecvRing {
                 let cancel = opcode::AsyncCancel2::new(CancelBuilder::user_data(tag))
                     .build()
                     .user_data(CANCEL_TAG);
-                if let Err(error) = self.push(&cancel) {
-                    tracing::error!(%error, "cannot queue the cancel of a media receive");
+                match self.push(&cancel) {
+                    Ok(()) => self.ending += 1,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot queue the cancel of a media receive")
+                    }
                 }
             }
         }
@@ -298,6 +305,8 @@ impl RecvRing {
 
     /// Enters the kernel until the cancelled receives are over; their [`RecvRing::outcome`].
     pub(super) fn wait(&mut self, cancelled: &Cancelled) -> bool {
+        // Its enters take the cancels' completions: the next poll need not ask for them.
+        self.ending = 0;
         loop {
             if let Some(ended) = self.outcome(cancelled) {
                 return ended;
@@ -310,16 +319,44 @@ impl RecvRing {
     /// Submits queued arms and cancels and runs every receive the kernel deferred since the last
     /// call; their completions wait for [`RecvRing::take`].
     ///
-    /// One `io_uring_enter` that asks for no completions first: it submits, runs up to
-    /// [`SMALL_RUN`] deferred receives and returns. Only when that may have left some (as many
-    /// completions as the cap) does a second one ask for as many completions as the queue holds,
-    /// which lets the kernel run them all (it runs at most that many). That second kind cannot
-    /// return at once: finding fewer completions than it asked for, the kernel arms a timer for
-    /// its zero timeout and sleeps until the timer fires — ~28 µs of a worker's time each on
-    /// this project's VMs (timer programming and its interrupt are hypervisor exits), a fifth
-    /// of the media workers' time at 2,000 call setups a second, when most turns have nothing
-    /// to receive.
+    /// An `io_uring_enter` runs at most [`SMALL_RUN`] deferred receives, or as many as it asks
+    /// completions for when that is more — and an enter that finds fewer completions than it
+    /// asked for arms a timer for its zero timeout and sleeps until the timer fires: ~28 µs of
+    /// a worker's time each on this project's VMs (timer programming and its interrupt are
+    /// hypervisor exits), a fifth of the media workers' time at 2,000 call setups a second
+    /// when every turn slept so. So:
+    ///
+    /// 1. the first enter asks for as many completions as receives were cancelled since the
+    ///    last poll (each ends in deferred work) — no more than it is sure to find, since each
+    ///    cancel's own completion is posted as it is submitted — so it runs their ends as well
+    ///    as SMALL_RUN other receives and returns at once: a turn that closes twenty calls'
+    ///    sockets ends their receives here, where it slept on the timer before;
+    /// 2. only when that may have left some (as many completions as it ran) a second enter asks
+    ///    for none and runs SMALL_RUN more;
+    /// 3. only when that too may have left some does a third ask for as many completions as the
+    ///    queue holds, which runs them all, and sleeps on the timer once.
     pub(super) fn poll(&mut self) {
+        let ending = mem::take(&mut self.ending);
+        let ran = if ending == 0 {
+            self.enter_without_waiting();
+            SMALL_RUN
+        } else {
+            self.enter_for(ending, Duration::ZERO, false);
+            SMALL_RUN.max(ending as usize)
+        };
+        if self.pull() < ran {
+            return;
+        }
+        self.enter_without_waiting();
+        if self.pull() >= SMALL_RUN {
+            self.enter(self.ring.params().cq_entries(), Duration::ZERO);
+            self.pull();
+        }
+    }
+
+    /// One `io_uring_enter` that submits what is queued and runs up to [`SMALL_RUN`] deferred
+    /// receives, asking for no completions (so it never sleeps).
+    fn enter_without_waiting(&mut self) {
         #[cfg(test)]
         {
             self.enters += 1;
@@ -336,10 +373,6 @@ impl RecvRing {
             )
         };
         report_enter(entered);
-        if self.pull() >= SMALL_RUN {
-            self.enter(self.ring.params().cq_entries(), Duration::ZERO);
-            self.pull();
-        }
     }
 
     /// Hands every completion taken so far to `handle`, in arrival order, with its tag, then
@@ -477,13 +510,21 @@ impl RecvRing {
     }
 
     /// One `io_uring_enter` that submits what is queued, runs deferred work and waits up to
-    /// `timeout` for `want` completions.
+    /// `timeout` for `want` completions (and may sleep on a timer for them).
     fn enter(&mut self, want: u32, timeout: Duration) {
+        self.enter_for(want, timeout, want > 0);
+    }
+
+    /// [`RecvRing::enter`], told whether it may find fewer completions than it asks for (and so
+    /// sleep): counted for the tests.
+    fn enter_for(&mut self, want: u32, timeout: Duration, may_sleep: bool) {
         #[cfg(test)]
         {
             self.enters += 1;
-            self.waits += u64::from(want > 0);
+            self.waits += u64::from(may_sleep);
         }
+        #[cfg(not(test))]
+        let _ = may_sleep;
         let ts = Timespec::from(timeout);
         let args = SubmitArgs::new().timespec(&ts);
         report_enter(self.ring.submitter().submit_with_args(want as usize, &args));
@@ -738,6 +779,39 @@ mod tests {
         ring.take(|_, received| got += usize::from(matches!(received, Received::Datagram { .. })));
         assert_eq!(got, 3);
         assert_eq!(ring.waits, waits, "three receives waited on a timer");
+    }
+
+    /// A turn that closes many calls ends all their receives in its one poll, and without an
+    /// enter that asks for more completions than it is sure to find (which sleeps on a timer
+    /// for its zero timeout: ~28 µs on a VM, every turn of a worker whose calls come and go).
+    #[test]
+    fn the_receives_of_many_closed_calls_end_in_one_poll_without_a_timer() {
+        let mut ring = RecvRing::new(64).expect("io_uring with deferred task running");
+        let sockets: Vec<UdpSocket> = (0..60)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        for (i, socket) in sockets.iter().enumerate() {
+            ring.arm(socket.as_raw_fd(), i as u64).expect("arm");
+        }
+        ring.poll();
+        // Thirty calls close: sixty receives, three times what an enter asking for none runs.
+        let cancelled: Vec<Cancelled> = (0..30u64)
+            .map(|call| ring.cancel([2 * call, 2 * call + 1]))
+            .collect();
+        let waits = ring.waits;
+        ring.poll();
+        for c in &cancelled {
+            assert_eq!(ring.outcome(c), Some(true), "{:?} still live", c.tags);
+        }
+        assert_eq!(ring.waits, waits, "the ends waited on a timer");
+        let mut ended = 0;
+        ring.take(|_, received| {
+            if let Received::Ended { error } = received {
+                assert_eq!(error.and_then(|e| e.raw_os_error()), Some(libc::ECANCELED));
+                ended += 1;
+            }
+        });
+        assert_eq!(ended, 60);
     }
 
     #[test]
