@@ -135,7 +135,7 @@ pub(super) struct RecvRing {
     /// `io_uring_enter` calls made.
     #[cfg(test)]
     pub(super) enters: u64,
-    /// Those of them that asked for completions (and so may have slept on a timer).
+    /// Those of them that slept on the timer of their zero timeout (`ETIME`).
     #[cfg(test)]
     waits: u64,
     /// Completions taken from the kernel, in order, not yet handed to the worker.
@@ -342,7 +342,7 @@ impl RecvRing {
             self.enter_without_waiting();
             SMALL_RUN
         } else {
-            self.enter_for(ending, Duration::ZERO, false);
+            self.enter(ending, Duration::ZERO);
             SMALL_RUN.max(ending as usize)
         };
         if self.pull() < ran {
@@ -511,24 +511,20 @@ impl RecvRing {
     }
 
     /// One `io_uring_enter` that submits what is queued, runs deferred work and waits up to
-    /// `timeout` for `want` completions (and may sleep on a timer for them).
+    /// `timeout` for `want` completions (sleeping on a timer when it finds fewer).
     fn enter(&mut self, want: u32, timeout: Duration) {
-        self.enter_for(want, timeout, want > 0);
-    }
-
-    /// [`RecvRing::enter`], told whether it may find fewer completions than it asks for (and so
-    /// sleep): counted for the tests.
-    fn enter_for(&mut self, want: u32, timeout: Duration, may_sleep: bool) {
+        let ts = Timespec::from(timeout);
+        let args = SubmitArgs::new().timespec(&ts);
+        let entered = self.ring.submitter().submit_with_args(want as usize, &args);
         #[cfg(test)]
         {
             self.enters += 1;
-            self.waits += u64::from(may_sleep);
+            self.waits += u64::from(matches!(
+                &entered,
+                Err(error) if error.raw_os_error() == Some(libc::ETIME)
+            ));
         }
-        #[cfg(not(test))]
-        let _ = may_sleep;
-        let ts = Timespec::from(timeout);
-        let args = SubmitArgs::new().timespec(&ts);
-        report_enter(self.ring.submitter().submit_with_args(want as usize, &args));
+        report_enter(entered);
     }
 
     /// Moves the kernel's completions to the backlog and forgets requests that ended; how many

@@ -207,14 +207,7 @@ impl Db {
     /// `Last`: the calls `query` names that ended last — one, or more when they ended in the
     /// same millisecond (ambiguous).
     fn last_calls(&self, query: &CallQuery, selectors: &Filter) -> Result<Vec<String>, StoreError> {
-        let ids_given = [
-            &query.call_id,
-            &query.platform_call_id,
-            &query.native_id,
-            &query.meeting_id,
-        ]
-        .iter()
-        .any(|id| id.is_some());
+        let ids_given = id_selectors(query).iter().any(|(_, id)| id.is_some());
         if let (Some(number), false) = (&query.extension, ids_given) {
             if let Some(latest) = self.last_of_number(number)? {
                 return Ok(latest.ids);
@@ -315,6 +308,16 @@ enum Extension {
     Checked,
 }
 
+/// A query's id selectors, each with the column it names.
+fn id_selectors(query: &CallQuery) -> [(&'static str, &Option<String>); 4] {
+    [
+        ("call_id", &query.call_id),
+        ("platform_call_id", &query.platform_call_id),
+        ("native_id", &query.native_id),
+        ("meeting_id", &query.meeting_id),
+    ]
+}
+
 /// A WHERE clause built from parts that must all hold, with its positional values in order.
 #[derive(Debug, Clone, Default)]
 struct Filter {
@@ -326,13 +329,7 @@ impl Filter {
     /// The id selectors and the extension of a query.
     fn selectors(query: &CallQuery, extension_is: Extension) -> Filter {
         let mut filter = Filter::default();
-        let ids = [
-            ("call_id", &query.call_id),
-            ("platform_call_id", &query.platform_call_id),
-            ("native_id", &query.native_id),
-            ("meeting_id", &query.meeting_id),
-        ];
-        for (column, value) in ids {
+        for (column, value) in id_selectors(query) {
             if let Some(value) = value {
                 filter.push(&format!("{column} = ?"), [Value::Text(value.clone())]);
             }
