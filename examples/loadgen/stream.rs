@@ -154,6 +154,27 @@ impl StreamReport {
     }
 }
 
+/// Reads and drops every datagram waiting in `socket` (for at most a second, should they keep
+/// coming faster than they are read).
+fn discard_queued(socket: &UdpSocket) {
+    let mut buf = [0u8; 2048];
+    let until = sys::monotonic_ns() + 1_000_000_000;
+    while sys::monotonic_ns() < until {
+        // SAFETY: `buf` is writable for its length; MSG_DONTWAIT never blocks.
+        let got = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if got < 0 {
+            return;
+        }
+    }
+}
+
 fn per_second(n: u64, s: f64) -> f64 {
     if s <= 0.0 {
         0.0
@@ -271,6 +292,18 @@ pub fn run(
     let shared = flows[0].dest.is_some();
     let receivers = if shared { 1 } else { cfg.receivers.clamp(1, n) };
     let stop = AtomicBool::new(false);
+    // What reached the sockets before the run is nobody's echo: a bridged call sends each member
+    // silence until the other member speaks (at 2,000 relays, 200,000 datagrams a second for
+    // the seconds the calls take to set up), and queued unread it fills the socket, which then
+    // drops the run's first packets behind it — counted as the server's loss.
+    let readers: Vec<&UdpSocket> = if shared {
+        vec![&flows[0].rtp]
+    } else {
+        flows.iter().map(|flow| &flow.rtp).collect()
+    };
+    for socket in readers {
+        discard_queued(socket);
+    }
     let t0 = sys::monotonic_ns() + 100_000_000;
     let schedule = Schedule {
         t0,
