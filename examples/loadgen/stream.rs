@@ -154,12 +154,11 @@ impl StreamReport {
     }
 }
 
-/// Reads and drops every datagram waiting in `socket` (for at most a second, should they keep
-/// coming faster than they are read).
-fn discard_queued(socket: &UdpSocket) {
+/// Reads and drops every datagram waiting in `socket`, until the monotonic time `until_ns`
+/// should they keep coming faster than they are read.
+fn discard_queued(socket: &UdpSocket, until_ns: u64) {
     let mut buf = [0u8; 2048];
-    let until = sys::monotonic_ns() + 1_000_000_000;
-    while sys::monotonic_ns() < until {
+    while sys::monotonic_ns() < until_ns {
         // SAFETY: `buf` is writable for its length; MSG_DONTWAIT never blocks.
         let got = unsafe {
             libc::recv(
@@ -301,8 +300,9 @@ pub fn run(
     } else {
         flows.iter().map(|flow| &flow.rtp).collect()
     };
+    let until_ns = sys::monotonic_ns() + 1_000_000_000;
     for socket in readers {
-        discard_queued(socket);
+        discard_queued(socket, until_ns);
     }
     let t0 = sys::monotonic_ns() + 100_000_000;
     let schedule = Schedule {

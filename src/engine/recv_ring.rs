@@ -356,7 +356,9 @@ impl RecvRing {
     }
 
     /// One `io_uring_enter` that submits what is queued and runs up to [`SMALL_RUN`] deferred
-    /// receives, asking for no completions (so it never sleeps).
+    /// receives, asking for no completions (so it never sleeps). Not `enter(0, …)`: io-uring's
+    /// `submit_with_args` sets `GETEVENTS` only when it asks for completions, and without it the
+    /// kernel runs no deferred receive.
     fn enter_without_waiting(&mut self) {
         #[cfg(test)]
         {

@@ -753,6 +753,46 @@ mod tests {
         assert_eq!(last("trunk", &db), Err(FindError::Ambiguous { matches: 2 }));
     }
 
+    /// In a store several nodes share, the latest ends are read on every node: a busy
+    /// number's last call can be another node's, behind ends of the first node's own.
+    #[test]
+    fn last_of_a_busy_number_reads_every_nodes_latest_ends() {
+        let (_dir, mut db) = temp_db();
+        let newest = NEWEST_PARTIES as i64;
+        // Node 1 (a neighbour sharing the store): the number's first call, which ends last.
+        db.node = 1;
+        db.apply(
+            &[
+                call("far", "trunk", "1", RecordPolicy::Off, 500),
+                ended("far", 90_000),
+            ],
+            90_000,
+        )
+        .expect("node 1");
+        // Node 0: the number's newest calls, and later ends of other numbers' calls.
+        db.node = 0;
+        let mut events = Vec::new();
+        for i in 0..newest + 5 {
+            let (id, at) = (format!("t{i}"), 1_000 + i * 10);
+            events.push(call(&id, "2", "trunk", RecordPolicy::Off, at));
+            events.push(ended(&id, at + 5));
+        }
+        for i in 0..20 {
+            let id = format!("o{i}");
+            events.push(call(&id, "6", "7", RecordPolicy::Off, 5_000 + i));
+            events.push(ended(&id, 95_000 + i));
+        }
+        db.apply(&events, 95_100).expect("node 0");
+        assert_eq!(
+            found(&db, &query("trunk", &[Last]), 100_000),
+            Ok("far".into())
+        );
+        assert!(
+            db.last_of_number("trunk").expect("read").is_some(),
+            "answered from the bounded reads"
+        );
+    }
+
     #[test]
     fn next_is_a_call_starting_within_a_minute_after_the_request() {
         let (_dir, mut db) = calls();
