@@ -7,15 +7,22 @@
 //! - `store/call_events/30`: the same with a fifth of the calls per transaction (the 10 ms
 //!   window the store had before): what the longer window saves.
 //!
+//! - `store/last/…`: the recording API's `status=last` of a number alone (`Db::find_call`, on
+//!   the store thread that also writes the call records) in a file of a million ended calls,
+//!   100 a second, a third of them to one trunk's number: `last/trunk-quiet` after the
+//!   trunk's last call 30,000 others ended (five minutes of calls without it),
+//!   `last/caller` a number with 200 calls, the latest among the latest ends.
+//!
 //! The database is a real file in a temporary directory with the server's settings (WAL,
 //! `synchronous = NORMAL`, its checkpoint interval), so WAL writes and checkpoints are in the
 //! figure.
 //!
-//! Run: `cargo bench --bench store -- --measurement-time 5` (`V4=1` for random call ids).
+//! Run: `cargo bench --bench store -- --measurement-time 5` (`V4=1` for random call ids); the
+//! million calls of `last` take about half a minute to write first.
 
 use std::time::{Duration, Instant};
 
-use callbridge::store::{Db, Direction, RecordPolicy, StoreEvent};
+use callbridge::store::{CallQuery, CallStatus, Db, Direction, RecordPolicy, StoreEvent};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 /// Calls per batch (each with its three events), one measurement each.
@@ -105,5 +112,69 @@ fn call_events(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, call_events);
+/// Calls in the store of the `last` benchmarks, and how many of the latest are not the
+/// trunk's.
+const LAST_CALLS: u64 = 1_000_000;
+const TRUNK_QUIET_CALLS: u64 = 30_000;
+
+/// Call `i` of the `last` store: started at 100 calls a second, a minute or more long; from
+/// one of 5,000 callers to the trunk (every third call until the trunk goes quiet) or to one
+/// of 7,000 extensions.
+fn numbered_call(i: u64) -> [StoreEvent; 2] {
+    let id = format!("call-{i:07}");
+    let started_ms = 1_764_000_000_000 + i as i64 * 10;
+    let called = if i % 3 == 0 && i < LAST_CALLS - TRUNK_QUIET_CALLS {
+        "trunk".to_string()
+    } else {
+        format!("ext{}", i % 7000)
+    };
+    [
+        StoreEvent::CallStarted {
+            call_id: id.clone(),
+            connection: (i % 0xff_ffff) as u32,
+            direction: Direction::Inbound,
+            platform_call_id: Some(format!("{i}-4242@127.0.0.1")),
+            native_id: None,
+            calling: format!("caller{}", i % 5000),
+            called,
+            trunk: None,
+            policy: RecordPolicy::Off,
+            started_ms,
+        },
+        StoreEvent::CallEnded {
+            call_id: id,
+            at_ms: started_ms + 60_000 + (i % 13) as i64 * 1000,
+            cause: "remote-bye".to_string(),
+        },
+    ]
+}
+
+fn last(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut db = Db::open(&dir.path().join("callbridge.db")).expect("open store");
+    for first in (0..LAST_CALLS).step_by(1000) {
+        let events: Vec<StoreEvent> = (first..first + 1000).flat_map(numbered_call).collect();
+        db.apply(&events, 0).expect("prefill");
+    }
+    let mut group = c.benchmark_group("store");
+    group.sample_size(10);
+    for (name, number, expected) in [
+        ("last/trunk-quiet", "trunk", "call-0969981"),
+        ("last/caller", "caller42", "call-0995042"),
+    ] {
+        let query = CallQuery {
+            extension: Some(number.to_string()),
+            statuses: vec![CallStatus::Last],
+            ..CallQuery::default()
+        };
+        let found = db.find_call(&query, 0).expect("find").expect("one call");
+        assert_eq!(found.call_id, expected, "{name}");
+        group.bench_function(name, |b| {
+            b.iter(|| db.find_call(&query, 0).expect("find").expect("one call"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, call_events, last);
 criterion_main!(benches);

@@ -138,8 +138,8 @@ fn next_filter(query: &CallQuery, request_ms: UnixMs) -> Filter {
 }
 
 /// The latest end among the calls `selectors` match, and the calls that ended then, read
-/// through the selectors' indexes (an extension's through its parties): what `Last` reads
-/// when an id is among the selectors, or when a number's bounded reads could not tell.
+/// through the selectors' indexes: what `Last` reads when an id is among the selectors (a
+/// number alone is [`Db::last_of_number`]'s).
 fn last_filter(selectors: &Filter) -> Filter {
     let mut filter = selectors.clone();
     filter.push(
@@ -156,28 +156,56 @@ fn last_filter(selectors: &Filter) -> Filter {
 /// from them alone.
 const NEWEST_PARTIES: u64 = 64;
 
-/// How many of the calls that ended most recently (on each node) `Last` checks for a busy
-/// number before it reads all the number's calls instead.
-const RECENT_ENDS: u64 = 1024;
+/// How many rows each further page of `Last`'s two walks reads (a node's ends; the number's
+/// calls, that many for each node still walked).
+const LAST_PAGE: u64 = 1024;
 
-/// The calls of a number's newest parties (by when each joined), with their ends.
-const NEWEST_CALLS_OF_NUMBER: &str = "SELECT calls.call_id, calls.ended_ms
-     FROM (SELECT call_id FROM parties WHERE dn = ?1 ORDER BY at_ms DESC LIMIT ?2) AS newest
-     JOIN calls ON calls.call_id = newest.call_id";
+// The rows of both walks' pages: the walk's time (when the party joined, or when the call
+// ended), the call's end, and its id when the number is one of its parties.
+
+/// A page of a number's calls, newest party first: the calls of its parties that joined
+/// before `?2`, at most `?3`.
+const CALLS_OF_NUMBER_BEFORE: &str = "SELECT newest.at_ms, calls.ended_ms, newest.call_id
+     FROM (SELECT call_id, at_ms FROM parties WHERE dn = ?1 AND at_ms < ?2
+           ORDER BY at_ms DESC LIMIT ?3) AS newest
+     LEFT JOIN calls ON calls.call_id = newest.call_id";
+
+/// The calls of the number's parties that joined at `?2`: a page's last millisecond whole.
+const CALLS_OF_NUMBER_AT: &str = "SELECT parties.at_ms, calls.ended_ms, parties.call_id
+     FROM parties LEFT JOIN calls ON calls.call_id = parties.call_id
+     WHERE parties.dn = ?1 AND parties.at_ms = ?2";
 
 /// The next node, after `?1`, with ended calls in the store.
 const NEXT_NODE_WITH_ENDS: &str =
     "SELECT MIN(node_id) FROM calls WHERE ended_ms IS NOT NULL AND node_id > ?1";
 
-/// A node's calls that ended at `?2` or later, newest end first, at most `?4`: each with its
-/// end, and its id when the number `?3` is one of its parties.
-const RECENT_ENDS_OF_NODE: &str = "SELECT recent.ended_ms,
-         CASE WHEN EXISTS (SELECT 1 FROM parties
+/// Whether the number `?3` is a party of `recent`'s call: its id if so.
+macro_rules! id_if_a_party {
+    () => {
+        "CASE WHEN EXISTS (SELECT 1 FROM parties
                            WHERE parties.call_id = recent.call_id AND parties.dn = ?3)
-              THEN recent.call_id END
-     FROM (SELECT call_id, ended_ms FROM calls
-           WHERE node_id = ?1 AND ended_ms IS NOT NULL AND ended_ms >= ?2
-           ORDER BY ended_ms DESC LIMIT ?4) AS recent";
+              THEN recent.call_id END"
+    };
+}
+
+/// A page of a node's ends, newest first: its calls that ended at `?2` or later and before
+/// `?5`, at most `?4`, checked for the number `?3`.
+const ENDS_OF_NODE_BEFORE: &str = concat!(
+    "SELECT recent.ended_ms, recent.ended_ms, ",
+    id_if_a_party!(),
+    " FROM (SELECT call_id, ended_ms FROM calls
+           WHERE node_id = ?1 AND ended_ms IS NOT NULL AND ended_ms >= ?2 AND ended_ms < ?5
+           ORDER BY ended_ms DESC LIMIT ?4) AS recent"
+);
+
+/// A node's calls that ended at `?2` (a page's last millisecond whole), checked for the
+/// number `?3`.
+const ENDS_OF_NODE_AT: &str = concat!(
+    "SELECT recent.ended_ms, recent.ended_ms, ",
+    id_if_a_party!(),
+    " FROM calls AS recent
+     WHERE recent.node_id = ?1 AND recent.ended_ms IS NOT NULL AND recent.ended_ms = ?2"
+);
 
 /// The calls that ended last among some read so far.
 #[derive(Debug, Default)]
@@ -203,73 +231,165 @@ impl Latest {
     }
 }
 
+/// What `Last` of a number found, and how many rows it read for it.
+#[derive(Debug, Default)]
+struct LastOfNumber {
+    latest: Latest,
+    rows: u64,
+}
+
+impl LastOfNumber {
+    /// Takes a page of a walk (its rows: the walk's time, the call's end, the call's id when
+    /// it is the number's); the latest end of the number's calls among them, if any.
+    fn offer_rows(&mut self, rows: &[Row]) -> Result<Option<UnixMs>, StoreError> {
+        self.rows += rows.len() as u64;
+        let mut found = None;
+        for row in rows {
+            if let (Some(ended_ms), Some(call_id)) =
+                (row.get::<Option<UnixMs>>(1)?, row.get::<Option<String>>(2)?)
+            {
+                found = found.max(Some(ended_ms));
+                self.latest.offer(call_id, ended_ms);
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The earliest walk time (the first column) of a page.
+fn oldest(rows: &[Row]) -> Result<Option<UnixMs>, StoreError> {
+    let mut oldest: Option<UnixMs> = None;
+    for row in rows {
+        let at: UnixMs = row.get(0)?;
+        oldest = Some(oldest.map_or(at, |o| o.min(at)));
+    }
+    Ok(oldest)
+}
+
+/// One of `Last`'s walks: down a number's calls, newest party first, or down a node's ends,
+/// newest first (`node`). Each page ends on a whole millisecond: the rows of its last one
+/// past the page's limit are read with it, and the next page starts below it.
+struct Walk {
+    node: Option<i64>,
+    below: UnixMs,
+}
+
+impl Walk {
+    /// Reads the walk's next page of at most `limit` rows (and its last millisecond whole):
+    /// whether the walk goes on. The number's calls are walked to their end; a node's ends
+    /// until one of the number's calls, or down to the latest end found so far.
+    fn next_page(
+        &mut self,
+        sql: &Sql,
+        number: &str,
+        limit: u64,
+        read: &mut LastOfNumber,
+    ) -> Result<bool, StoreError> {
+        let rows = match self.node {
+            None => sql.query(
+                CALLS_OF_NUMBER_BEFORE,
+                args![number, self.below, int(limit)],
+            )?,
+            Some(node) => {
+                let from = read.latest.end.unwrap_or(UnixMs::MIN);
+                sql.query(
+                    ENDS_OF_NODE_BEFORE,
+                    args![node, from, number, int(limit), self.below],
+                )?
+            }
+        };
+        let found = read.offer_rows(&rows)?;
+        if (rows.len() as u64) < limit {
+            return Ok(false);
+        }
+        let Some(last_ms) = oldest(&rows)? else {
+            return Ok(false);
+        };
+        if self.node.is_some() && found.is_some_and(|end| end > last_ms) {
+            // Every end of the node from the number's latest on is in the page.
+            return Ok(false);
+        }
+        let ties = match self.node {
+            None => sql.query(CALLS_OF_NUMBER_AT, args![number, last_ms])?,
+            Some(node) => sql.query(ENDS_OF_NODE_AT, args![node, last_ms, number])?,
+        };
+        let tie = read.offer_rows(&ties)?;
+        self.below = last_ms;
+        Ok(self.node.is_none() || found.or(tie).is_none())
+    }
+}
+
 impl Db {
     /// `Last`: the calls `query` names that ended last — one, or more when they ended in the
     /// same millisecond (ambiguous).
     fn last_calls(&self, query: &CallQuery, selectors: &Filter) -> Result<Vec<String>, StoreError> {
         let ids_given = id_selectors(query).iter().any(|(_, id)| id.is_some());
         if let (Some(number), false) = (&query.extension, ids_given) {
-            if let Some(latest) = self.last_of_number(number)? {
-                return Ok(latest.ids);
-            }
+            let read = self.last_of_number(number, NEWEST_PARTIES, LAST_PAGE)?;
+            return Ok(read.latest.ids);
         }
         self.matching(&last_filter(selectors))
     }
 
-    /// The calls of `number` that ended last, from two bounded reads; `None` when they cannot
-    /// tell. Reading all of a number's calls is as long as its history — a trunk's or a route's
-    /// number may have a third of the store's calls (0.7 s at a million calls) — so:
+    /// The calls of `number` that ended last. Reading all of a number's calls is as long as
+    /// its history — a trunk's or a route's number may have a third of the store's calls
+    /// (0.7 s at a million calls, on the thread that also writes the call records) — and so is
+    /// reading every end since its last call, for a number quiet a long while. So two walks
+    /// take turns, a page each, and the first to finish answers:
     ///
-    /// 1. its [`NEWEST_PARTIES`] newest parties' calls: a number with fewer has no other, and
-    ///    the latest end among them is the answer;
-    /// 2. else each node's calls that ended at that end or later, newest end first (at most
-    ///    [`RECENT_ENDS`], through `calls_node_ended`): any call of the number that ended
-    ///    later is among them, and for a busy number they are few. When a node has more than
-    ///    that many without one of the number's, `None`.
-    fn last_of_number(&self, number: &str) -> Result<Option<Latest>, StoreError> {
-        let mut latest = Latest::default();
-        let newest = self
-            .sql
-            .query(NEWEST_CALLS_OF_NUMBER, args![number, int(NEWEST_PARTIES)])?;
-        for row in &newest {
-            if let Some(ended_ms) = row.get::<Option<UnixMs>>(1)? {
-                latest.offer(row.get(0)?, ended_ms);
-            }
+    /// 1. the number's calls, newest party first (`parties_dn`; `first` of them, then `page`
+    ///    for each node still walked): all of them read, the latest end among them is the
+    ///    answer — a number with fewer than `first` calls is answered by the first page;
+    /// 2. on each node, its ends, newest first (`calls_node_ended`), each call checked for the
+    ///    number, down to the latest end found so far: a node is done at its first call of
+    ///    the number (the latest of that node's), or when it has no more ends that late.
+    ///
+    /// A busy number's last call is among the latest ends (the first pages of the second
+    /// walk); a number quiet for long has its calls read, and no more pages of the nodes'
+    /// ends than of its calls. Calls that ended in the same millisecond are all found (a
+    /// page's last millisecond is read whole).
+    fn last_of_number(
+        &self,
+        number: &str,
+        first: u64,
+        page: u64,
+    ) -> Result<LastOfNumber, StoreError> {
+        let mut read = LastOfNumber::default();
+        let mut calls = Walk {
+            node: None,
+            below: UnixMs::MAX,
+        };
+        if !calls.next_page(&self.sql, number, first, &mut read)? {
+            return Ok(read);
         }
-        if (newest.len() as u64) < NEWEST_PARTIES {
-            return Ok(Some(latest));
-        }
-        let from_ms = latest.end.unwrap_or(UnixMs::MIN);
+        let mut ends = Vec::new();
         let mut node = -1_i64;
-        loop {
-            let next: Option<i64> = self
-                .sql
-                .query_one(NEXT_NODE_WITH_ENDS, args![node])?
-                .get(0)?;
-            let Some(next) = next else {
-                return Ok(Some(latest));
-            };
+        while let Some(next) = self
+            .sql
+            .query_one(NEXT_NODE_WITH_ENDS, args![node])?
+            .get::<Option<i64>>(0)?
+        {
             node = next;
-            let recent = self.sql.query(
-                RECENT_ENDS_OF_NODE,
-                args![node, from_ms, number, int(RECENT_ENDS)],
-            )?;
-            let mut found = None;
-            for row in &recent {
-                if let Some(call_id) = row.get::<Option<String>>(1)? {
-                    let ended_ms = row.get(0)?;
-                    found = found.max(Some(ended_ms));
-                    latest.offer(call_id, ended_ms);
+            ends.push(Walk {
+                node: Some(node),
+                below: UnixMs::MAX,
+            });
+        }
+        loop {
+            let mut going = Vec::with_capacity(ends.len());
+            for mut walk in ends {
+                if walk.next_page(&self.sql, number, page, &mut read)? {
+                    going.push(walk);
                 }
             }
-            if recent.len() as u64 == RECENT_ENDS {
-                // A full read tells only when one of the number's calls ended after its
-                // oldest end: one that ended with the oldest may be past the limit.
-                let oldest: UnixMs = recent[recent.len() - 1].get(0)?;
-                if found.is_none_or(|end| end <= oldest) {
-                    return Ok(None);
-                }
+            if going.is_empty() {
+                return Ok(read);
             }
+            let limit = page.saturating_mul(going.len() as u64);
+            if !calls.next_page(&self.sql, number, limit, &mut read)? {
+                return Ok(read);
+            }
+            ends = going;
         }
     }
 }
@@ -674,7 +794,7 @@ mod tests {
     /// after them — and still found when those bounded reads cannot tell: a call that started
     /// before the number's newest ones and ended after them, one ended while its newest are
     /// all still going, a tie past the newest, and a number whose calls ended before more
-    /// than [`RECENT_ENDS`] others. And an ambiguous look-up of a busy number counts its calls
+    /// than [`LAST_PAGE`] others. And an ambiguous look-up of a busy number counts its calls
     /// only to a hundred.
     #[test]
     fn last_of_a_busy_number_is_found_past_its_newest_calls() {
@@ -701,14 +821,14 @@ mod tests {
                 4_000 + i,
             ));
         }
-        // "quiet": `newest` calls long ago, then more than `RECENT_ENDS` calls of others,
+        // "quiet": `newest` calls long ago, then more than `LAST_PAGE` calls of others,
         // which end before the trunk's and the route's last.
         for i in 0..newest {
             let id = format!("q{i}");
             events.push(call(&id, "quiet", "5", RecordPolicy::Off, 100 + i));
             events.push(ended(&id, 200 + i));
         }
-        for i in 0..RECENT_ENDS as i64 + 10 {
+        for i in 0..LAST_PAGE as i64 + 10 {
             let id = format!("o{i}");
             events.push(call(&id, "6", "7", RecordPolicy::Off, 30_000 + i));
             events.push(ended(&id, 40_000 + i));
@@ -730,10 +850,18 @@ mod tests {
             Ok(format!("q{}", newest - 1)),
             "long ago"
         );
-        // Bounded, the first two; the third reads all the number's calls (`None`).
-        assert!(db.last_of_number("trunk").expect("read").is_some());
-        assert!(db.last_of_number("route").expect("read").is_some());
-        assert!(db.last_of_number("quiet").expect("read").is_none());
+        // Each answered by the first page of each walk: the trunk's and the route's last call
+        // among the latest ends, the quiet number's calls all in the first page of its own.
+        for number in ["trunk", "route", "quiet"] {
+            let read = db
+                .last_of_number(number, NEWEST_PARTIES, LAST_PAGE)
+                .expect("read");
+            assert!(
+                read.rows <= NEWEST_PARTIES + LAST_PAGE + 2,
+                "{number}: {} rows",
+                read.rows
+            );
+        }
         // Without a status the number must name one call: past a hundred they are not counted.
         assert_eq!(
             found(&db, &query("6", &[]), 80_000),
@@ -787,10 +915,126 @@ mod tests {
             found(&db, &query("trunk", &[Last]), 100_000),
             Ok("far".into())
         );
+        let read = db
+            .last_of_number("trunk", NEWEST_PARTIES, LAST_PAGE)
+            .expect("read");
         assert!(
-            db.last_of_number("trunk").expect("read").is_some(),
-            "answered from the bounded reads"
+            read.rows < 2 * NEWEST_PARTIES,
+            "answered from the first pages: {} rows",
+            read.rows
         );
+    }
+
+    /// `Last` of a number reads about twice the shorter of its two walks: a number with many
+    /// calls, quiet behind a few later ends, is found among those ends; a number with few
+    /// calls, quiet behind many, by reading its calls.
+    #[test]
+    fn last_of_a_number_reads_about_twice_the_shorter_walk() {
+        let (_dir, mut db) = temp_db();
+        let (first, page) = (4, 16);
+        let mut events = Vec::new();
+        // "dormant": 20 calls, before everything else.
+        for i in 0..20 {
+            let id = format!("d{i}");
+            events.push(call(&id, "2", "dormant", RecordPolicy::Off, 100 + i));
+            events.push(ended(&id, 200 + i));
+        }
+        // "old-trunk": 400 calls.
+        for i in 0..400 {
+            let (id, at) = (format!("t{i}"), 1_000 + i * 10);
+            events.push(call(&id, "old-trunk", "1", RecordPolicy::Off, at));
+            events.push(ended(&id, at + 5));
+        }
+        // 60 calls of others end after all of them.
+        for i in 0..60 {
+            let id = format!("o{i}");
+            events.push(call(&id, "3", "4", RecordPolicy::Off, 10_000 + i));
+            events.push(ended(&id, 20_000 + i));
+        }
+        db.apply(&events, 30_000).expect("calls");
+        // Four pages of the 60 later ends, and the fifth finds the trunk's last call; as many
+        // pages of the trunk's calls meanwhile: 120 rows where its calls are 400.
+        let trunk = db.last_of_number("old-trunk", first, page).expect("trunk");
+        assert_eq!(trunk.latest.ids, ["t399"]);
+        assert!(trunk.rows <= 130, "{} rows", trunk.rows);
+        // Its 20 calls read in two pages, and two pages of the 460 ends after them.
+        let dormant = db.last_of_number("dormant", first, page).expect("dormant");
+        assert_eq!(dormant.latest.ids, ["d19"]);
+        assert!(dormant.rows <= 60, "{} rows", dormant.rows);
+    }
+
+    /// Whatever the pages, down to one row each, `Last` of a number is what reading all its
+    /// calls finds: on three nodes, with calls that start or end in the same millisecond
+    /// (times on grids of 10, 100 and 1,000 ms), calls still going, a number at both ends of a
+    /// call, parties that joined late, and numbers from busy to rare, so that either walk may
+    /// be the first to finish. Forty stores of random calls.
+    #[test]
+    fn last_of_a_number_is_the_latest_end_whatever_the_pages() {
+        use rand::{Rng, SeedableRng};
+        // n0 a third of the ends, each next number half as many as the one before (n6 one in
+        // 192); the other ends numbers of their own.
+        let numbers = ["n0", "n1", "n2", "n3", "n4", "n5", "n6"];
+        let number = |rng: &mut rand::rngs::StdRng, own: String| {
+            let (mut draw, mut share): (f64, f64) = (rng.random(), 1.0 / 3.0);
+            for number in numbers {
+                if draw < share {
+                    return number.to_string();
+                }
+                draw -= share;
+                share /= 2.0;
+            }
+            own
+        };
+        let mut checked = 0;
+        for seed in 0..40_u64 {
+            let (_dir, mut db) = temp_db();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let grid = [10, 100, 1_000][seed as usize % 3];
+            for node in 0..3 {
+                db.node = node;
+                let mut events = Vec::new();
+                for i in 0..60 {
+                    let id = format!("c{node}-{i}");
+                    let start = rng.random_range(0..20) * grid;
+                    let calling = number(&mut rng, format!("{id}-a"));
+                    let called = number(&mut rng, format!("{id}-b"));
+                    events.push(call(&id, &calling, &called, RecordPolicy::Off, start));
+                    if rng.random_bool(0.3) {
+                        events.push(StoreEvent::PartyAdded {
+                            call_id: id.clone(),
+                            dn: number(&mut rng, format!("{id}-c")),
+                            role: "transfer-target".into(),
+                            at_ms: start + grid / 2,
+                        });
+                    }
+                    if rng.random_bool(0.9) {
+                        events.push(ended(&id, start + rng.random_range(0..20) * grid));
+                    }
+                }
+                db.apply(&events, 100_000).expect("calls");
+            }
+            for number in numbers {
+                let all = Filter::selectors(&query(number, &[]), Extension::Drives);
+                let mut expected = db.matching(&last_filter(&all)).expect("all its calls");
+                expected.sort();
+                assert!(expected.len() <= MATCHES_COUNTED);
+                checked += usize::from(!expected.is_empty());
+                for (first, page) in [(1, 1), (1, 2), (2, 3), (4, 16), (NEWEST_PARTIES, LAST_PAGE)]
+                {
+                    let mut ids = db
+                        .last_of_number(number, first, page)
+                        .expect("walks")
+                        .latest
+                        .ids;
+                    ids.sort();
+                    assert_eq!(
+                        ids, expected,
+                        "seed {seed}: {number}, pages of {first} and {page}"
+                    );
+                }
+            }
+        }
+        assert!(checked > 200, "numbers with a last call: {checked}");
     }
 
     #[test]
@@ -1009,7 +1253,7 @@ mod tests {
             filters.push(("no status", selectors.clone()));
             filters.push(("ongoing", ongoing_filter(q)));
             filters.push(("next", next_filter(q, 20_000)));
-            // With an id, and when a number's bounded reads cannot tell.
+            // With an id (a number alone walks, below).
             filters.push(("last", last_filter(&selectors)));
         }
         filters.push((
@@ -1026,13 +1270,19 @@ mod tests {
             .into_iter()
             .map(|(what, filter)| (what, filter.select(), filter.values))
             .collect();
-        // `Last` of a number alone: its newest parties, then the nodes' latest ends.
+        // `Last` of a number alone: pages of its calls, and of the nodes' ends.
         let number = Value::Text("100".into());
+        let (at, limit) = (Value::Int(5_000), Value::Int(64));
         plans.extend([
             (
-                "last: newest parties",
-                NEWEST_CALLS_OF_NUMBER.to_string(),
-                vec![number.clone(), Value::Int(64)],
+                "last: the number's calls",
+                CALLS_OF_NUMBER_BEFORE.to_string(),
+                vec![number.clone(), at.clone(), limit.clone()],
+            ),
+            (
+                "last: the number's calls at a millisecond",
+                CALLS_OF_NUMBER_AT.to_string(),
+                vec![number.clone(), at.clone()],
             ),
             (
                 "last: next node",
@@ -1040,9 +1290,20 @@ mod tests {
                 vec![Value::Int(-1)],
             ),
             (
-                "last: recent ends",
-                RECENT_ENDS_OF_NODE.to_string(),
-                vec![Value::Int(0), Value::Int(0), number, Value::Int(1024)],
+                "last: a node's ends",
+                ENDS_OF_NODE_BEFORE.to_string(),
+                vec![
+                    Value::Int(0),
+                    Value::Int(0),
+                    number.clone(),
+                    limit,
+                    at.clone(),
+                ],
+            ),
+            (
+                "last: a node's ends at a millisecond",
+                ENDS_OF_NODE_AT.to_string(),
+                vec![Value::Int(0), at, number],
             ),
         ]);
         for (what, sql, values) in plans {
