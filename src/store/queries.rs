@@ -654,6 +654,26 @@ mod tests {
         db.find_call(q, at).expect("find").map(|call| call.call_id)
     }
 
+    /// `count` ended calls `{prefix}0`, `{prefix}1`, … from `calling` to `called`: call i
+    /// starts at `first + i * step` and lasts `length`.
+    fn ended_calls(
+        prefix: &str,
+        (calling, called): (&str, &str),
+        count: i64,
+        (first, step): (UnixMs, UnixMs),
+        length: UnixMs,
+    ) -> Vec<StoreEvent> {
+        (0..count)
+            .flat_map(|i| {
+                let (id, at) = (format!("{prefix}{i}"), first + i * step);
+                [
+                    call(&id, calling, called, RecordPolicy::Off, at),
+                    ended(&id, at + length),
+                ]
+            })
+            .collect()
+    }
+
     #[test]
     fn each_id_selector_finds_its_call() {
         let (_dir, db) = calls();
@@ -803,11 +823,13 @@ mod tests {
         let mut events = Vec::new();
         // "trunk": `long` starts first and ends last; `newest` + 10 short calls after it.
         events.push(call("long", "trunk", "1", RecordPolicy::Off, 1_000));
-        for i in 0..newest + 10 {
-            let (id, at) = (format!("t{i}"), 2_000 + i * 10);
-            events.push(call(&id, "2", "trunk", RecordPolicy::Off, at));
-            events.push(ended(&id, at + 5));
-        }
+        events.extend(ended_calls(
+            "t",
+            ("2", "trunk"),
+            newest + 10,
+            (2_000, 10),
+            5,
+        ));
         events.push(ended("long", 50_000));
         // "route": one call that ends late, then `newest` + 1 still going.
         events.push(call("r-ended", "route", "3", RecordPolicy::Off, 3_000));
@@ -823,16 +845,9 @@ mod tests {
         }
         // "quiet": `newest` calls long ago, then more than `LAST_PAGE` calls of others,
         // which end before the trunk's and the route's last.
-        for i in 0..newest {
-            let id = format!("q{i}");
-            events.push(call(&id, "quiet", "5", RecordPolicy::Off, 100 + i));
-            events.push(ended(&id, 200 + i));
-        }
-        for i in 0..LAST_PAGE as i64 + 10 {
-            let id = format!("o{i}");
-            events.push(call(&id, "6", "7", RecordPolicy::Off, 30_000 + i));
-            events.push(ended(&id, 40_000 + i));
-        }
+        events.extend(ended_calls("q", ("quiet", "5"), newest, (100, 1), 100));
+        let others = LAST_PAGE as i64 + 10;
+        events.extend(ended_calls("o", ("6", "7"), others, (30_000, 1), 10_000));
         db.apply(&events, 70_000).expect("calls");
         let last = |number: &str, db: &Db| found(db, &query(number, &[Last]), 80_000);
         assert_eq!(
@@ -899,17 +914,8 @@ mod tests {
         .expect("node 1");
         // Node 0: the number's newest calls, and later ends of other numbers' calls.
         db.node = 0;
-        let mut events = Vec::new();
-        for i in 0..newest + 5 {
-            let (id, at) = (format!("t{i}"), 1_000 + i * 10);
-            events.push(call(&id, "2", "trunk", RecordPolicy::Off, at));
-            events.push(ended(&id, at + 5));
-        }
-        for i in 0..20 {
-            let id = format!("o{i}");
-            events.push(call(&id, "6", "7", RecordPolicy::Off, 5_000 + i));
-            events.push(ended(&id, 95_000 + i));
-        }
+        let mut events = ended_calls("t", ("2", "trunk"), newest + 5, (1_000, 10), 5);
+        events.extend(ended_calls("o", ("6", "7"), 20, (5_000, 1), 90_000));
         db.apply(&events, 95_100).expect("node 0");
         assert_eq!(
             found(&db, &query("trunk", &[Last]), 100_000),
@@ -932,25 +938,11 @@ mod tests {
     fn last_of_a_number_reads_about_twice_the_shorter_walk() {
         let (_dir, mut db) = temp_db();
         let (first, page) = (4, 16);
-        let mut events = Vec::new();
-        // "dormant": 20 calls, before everything else.
-        for i in 0..20 {
-            let id = format!("d{i}");
-            events.push(call(&id, "2", "dormant", RecordPolicy::Off, 100 + i));
-            events.push(ended(&id, 200 + i));
-        }
-        // "old-trunk": 400 calls.
-        for i in 0..400 {
-            let (id, at) = (format!("t{i}"), 1_000 + i * 10);
-            events.push(call(&id, "old-trunk", "1", RecordPolicy::Off, at));
-            events.push(ended(&id, at + 5));
-        }
-        // 60 calls of others end after all of them.
-        for i in 0..60 {
-            let id = format!("o{i}");
-            events.push(call(&id, "3", "4", RecordPolicy::Off, 10_000 + i));
-            events.push(ended(&id, 20_000 + i));
-        }
+        // "dormant": 20 calls, before everything else; "old-trunk": 400 calls; then 60 calls
+        // of others that end after all of them.
+        let mut events = ended_calls("d", ("2", "dormant"), 20, (100, 1), 100);
+        events.extend(ended_calls("t", ("old-trunk", "1"), 400, (1_000, 10), 5));
+        events.extend(ended_calls("o", ("3", "4"), 60, (10_000, 1), 10_000));
         db.apply(&events, 30_000).expect("calls");
         // Four pages of the 60 later ends, and the fifth finds the trunk's last call; as many
         // pages of the trunk's calls meanwhile: 120 rows where its calls are 400.
