@@ -535,8 +535,17 @@ fn a_draining_node_and_a_killed_node_lose_no_new_calls() {
         .expect("timeout");
     let node_two = SocketAddr::new(node_ip(2).parse().expect("ip"), cluster.node(2).sip_port);
     let local = probe.local_addr().expect("addr").port();
+    // Probed until it answers 503, for at most ten seconds: the signal reaches the node's
+    // control task in its own time, which on a loaded machine is more than a few round trips.
     let mut answer = String::new();
-    for attempt in 0..25 {
+    let probing_until = drain_started + Duration::from_secs(10);
+    for attempt in 0.. {
+        if attempt > 0 {
+            if Instant::now() >= probing_until {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let options = format!(
             "OPTIONS sip:{node_two} SIP/2.0\r\n\
              Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bKdrainprobe{attempt}\r\n\
