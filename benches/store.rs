@@ -12,17 +12,23 @@
 //!   100 a second, a third of them to one trunk's number: `last/trunk-quiet` after the
 //!   trunk's last call 30,000 others ended (five minutes of calls without it),
 //!   `last/caller` a number with 200 calls, the latest among the latest ends.
+//! - `store/search/…`: SearchCalls (`Db::search`, one page of 100 and the total) in the same
+//!   store: an hour of every call (`search/hour`: 360,000), the trunk's calls in that hour
+//!   (`search/trunk-hour`: 120,000) and all of them (`search/trunk-all`): what the store's
+//!   reader spends, which no write waits for (`Store::read`).
 //!
 //! The database is a real file in a temporary directory with the server's settings (WAL,
 //! `synchronous = NORMAL`, its checkpoint interval), so WAL writes and checkpoints are in the
 //! figure.
 //!
 //! Run: `cargo bench --bench store -- --measurement-time 5` (`V4=1` for random call ids); the
-//! million calls of `last` take about half a minute to write first.
+//! million calls of `last` and `search` take about half a minute to write first.
 
 use std::time::{Duration, Instant};
 
-use callbridge::store::{CallQuery, CallStatus, Db, Direction, RecordPolicy, StoreEvent};
+use callbridge::store::{
+    CallQuery, CallStatus, Db, Direction, RecordPolicy, SearchQuery, StoreEvent,
+};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 /// Calls per batch (each with its three events), one measurement each.
@@ -112,8 +118,8 @@ fn call_events(c: &mut Criterion) {
     group.finish();
 }
 
-/// Calls in the store of the `last` benchmarks, and how many of the latest are not the
-/// trunk's.
+/// Calls in the store of the `last` and `search` benchmarks, and how many of the latest are
+/// not the trunk's.
 const LAST_CALLS: u64 = 1_000_000;
 const TRUNK_QUIET_CALLS: u64 = 30_000;
 
@@ -149,7 +155,7 @@ fn numbered_call(i: u64) -> [StoreEvent; 2] {
     ]
 }
 
-fn last(c: &mut Criterion) {
+fn reads(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut db = Db::open(&dir.path().join("callbridge.db")).expect("open store");
     for first in (0..LAST_CALLS).step_by(1000) {
@@ -173,8 +179,29 @@ fn last(c: &mut Criterion) {
             b.iter(|| db.find_call(&query, 0).expect("find").expect("one call"))
         });
     }
+    // An hour in the middle of the store: 360,000 calls, 120,000 of them the trunk's.
+    let hour = (
+        1_764_000_000_000 + 500_000 * 10,
+        1_764_000_000_000 + 860_000 * 10,
+    );
+    for (name, number, (from_ms, to_ms), calls) in [
+        ("search/hour", None, hour, 360_000),
+        ("search/trunk-hour", Some("trunk"), hour, 120_000),
+        ("search/trunk-all", Some("trunk"), (0, i64::MAX), 323_334),
+    ] {
+        let query = SearchQuery {
+            from_ms,
+            to_ms,
+            number: number.map(str::to_string),
+            page_len: 100,
+            page: 0,
+        };
+        let (page, total) = db.search(&query).expect("search");
+        assert_eq!((page.len(), total), (100, calls), "{name}");
+        group.bench_function(name, |b| b.iter(|| db.search(&query).expect("search")));
+    }
     group.finish();
 }
 
-criterion_group!(benches, call_events, last);
+criterion_group!(benches, call_events, reads);
 criterion_main!(benches);

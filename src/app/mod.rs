@@ -459,7 +459,11 @@ async fn report_health(control: ControlHandle, store: Store) {
             {
                 let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
             }
-            let released = store.ask(|db| db.release_memory());
+            // Both connections' caches: the store thread's, and its reader's.
+            let released = async {
+                store.ask(|db| db.release_memory()).await?;
+                store.read(|db| db.release_memory()).await
+            };
             match tokio::time::timeout(Duration::from_secs(2), released).await {
                 Ok(Err(e)) => tracing::warn!(error = %e, "the store kept its page cache"),
                 Err(_) => tracing::warn!("the store did not release its page cache within 2 s"),

@@ -8,7 +8,9 @@
 //! of what a killed process left.
 //! Must not: make its callers wait on the disk — the control plane hands writes over a queue
 //! ([`Store::write`] never blocks) and the recording API's questions ([`Store::ask`]) are answered
-//! on the store thread; let SQL or a database client out of this module (every statement is a
+//! on the store thread, or, when they read as long as the range they cover (SearchCalls), on
+//! the store's reader ([`Store::read`]: its own connection and thread), so that no write waits
+//! behind them; let SQL or a database client out of this module (every statement is a
 //! [`Db`] method, written once for both databases through `sql`); write recording
 //! files (the media layer does, and repairs them through [`RecordingFiles`]).
 //!
@@ -185,15 +187,18 @@ impl From<rusqlite::Error> for StoreError {
 pub struct Store {
     /// The store thread's queue, writes and questions in the order they were handed over.
     jobs: mpsc::Sender<Job>,
+    /// The reader thread's queue ([`Store::read`]).
+    reads: mpsc::Sender<Read>,
     /// The store thread, unparked by a question: while it gathers a batch it sleeps through
     /// writes (see [`Worker::drain`]) but must answer a question at once.
     thread: thread::Thread,
     counters: Arc<Counters>,
 }
 
-/// The store thread, to wait for at shutdown.
+/// The store thread and the reader thread, to wait for at shutdown.
 pub struct StoreThread {
     handle: JoinHandle<()>,
+    reader: JoinHandle<()>,
 }
 
 /// The store's counters at one moment, for `/metrics`.
@@ -219,6 +224,7 @@ impl Store {
     ) -> Result<(Store, StoreThread), StoreError> {
         let (jobs, queue) = mpsc::channel();
         let counters = Arc::new(Counters::default());
+        let (location, node) = (settings.location.clone(), settings.node);
         let worker_counters = Arc::clone(&counters);
         let (opened_tx, opened) = mpsc::sync_channel(1);
         // The database is opened on the store thread itself: the PostgreSQL client blocks and
@@ -247,12 +253,22 @@ impl Store {
             .map_err(StoreError::Spawn)?;
         match opened.recv() {
             Ok(Ok(())) => {
+                // Opened after the store thread has migrated the schema.
+                let (reads, reader) = match spawn_reader(location, node) {
+                    Ok(reader) => reader,
+                    Err(error) => {
+                        drop(jobs);
+                        let _ = handle.join();
+                        return Err(error);
+                    }
+                };
                 let store = Store {
                     jobs,
+                    reads,
                     thread: handle.thread().clone(),
                     counters,
                 };
-                Ok((store, StoreThread { handle }))
+                Ok((store, StoreThread { handle, reader }))
             }
             Ok(Err(error)) => {
                 let _ = handle.join();
@@ -288,6 +304,27 @@ impl Store {
             // The asker may have given up (its task cancelled): nobody to answer then.
             let _ = reply.send(f(db));
         })?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Runs `f` on the store's reader — a connection and a thread of its own — once the writes
+    /// handed over before it are committed, and answers what it returns: `f` reads what
+    /// [`Store::ask`] would, while the writes after it, and the other questions, go on. For
+    /// reads as long as the range they cover (SearchCalls of a trunk's number over an hour
+    /// reads a hundred thousand calls: a third of a second the store thread would not write).
+    /// Only reads: the store thread alone writes and decides.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        // The store thread commits what it gathered before it answers a question.
+        self.ask(|_| Ok(())).await?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.reads
+            .send(Box::new(move |db: &Db| {
+                let _ = reply.send(f(db));
+            }))
+            .map_err(|_| StoreError::Stopped)?;
         answer.await.map_err(|_| StoreError::Stopped)?
     }
 
@@ -327,7 +364,54 @@ impl Store {
 impl StoreThread {
     /// Waits until every [`Store`] handle is dropped and the writes queued before are applied.
     pub fn join(self) -> Result<(), StoreError> {
-        self.handle.join().map_err(|_| StoreError::Stopped)
+        let reader = self.reader.join();
+        self.handle.join().map_err(|_| StoreError::Stopped)?;
+        reader.map_err(|_| StoreError::Stopped)
+    }
+}
+
+/// Starts the reader thread, `store-reader`, on a connection of its own to the database the
+/// store thread has opened: it answers [`Store::read`] until every handle is dropped. On
+/// SQLite (WAL) its reads and the store thread's writes do not wait for each other.
+fn spawn_reader(
+    location: Location,
+    node: u8,
+) -> Result<(mpsc::Sender<Read>, JoinHandle<()>), StoreError> {
+    let (reads, queue) = mpsc::channel::<Read>();
+    let (opened_tx, opened) = mpsc::sync_channel(1);
+    let handle = thread::Builder::new()
+        .name("store-reader".to_string())
+        .spawn(move || {
+            let db = match Db::connect(&location, node) {
+                Ok(db) => {
+                    let _ = opened_tx.send(Ok(()));
+                    db
+                }
+                Err(error) => {
+                    let _ = opened_tx.send(Err(error));
+                    return;
+                }
+            };
+            while let Ok(read) = queue.recv() {
+                if panic::catch_unwind(AssertUnwindSafe(|| read(&db))).is_err() {
+                    // The reply sender was dropped as it unwound: the reader gets `Stopped`.
+                    tracing::error!("store read panicked");
+                }
+            }
+        })
+        .map_err(StoreError::Spawn)?;
+    match opened.recv() {
+        Ok(Ok(())) => Ok((reads, handle)),
+        Ok(Err(error)) => {
+            let _ = handle.join();
+            Err(error)
+        }
+        Err(_) => {
+            let _ = handle.join();
+            Err(StoreError::Database(
+                "the store's reader failed while opening".into(),
+            ))
+        }
     }
 }
 
@@ -356,6 +440,9 @@ pub(crate) fn now_ms() -> UnixMs {
         .unwrap_or_default();
     i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// A read for the reader thread.
+type Read = Box<dyn FnOnce(&Db) + Send>;
 
 /// What the store thread is handed, in order.
 enum Job {
@@ -578,6 +665,74 @@ mod tests {
             .await
             .expect_err("the asker's error comes back");
         assert!(matches!(err, StoreError::UnknownCall(_)));
+        drop(store);
+        thread.join().expect("join");
+    }
+
+    /// A read on the store's reader sees the writes handed over before it, like a question.
+    #[tokio::test]
+    async fn a_read_sees_the_writes_handed_over_before_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, thread) = open(&dir);
+        store.write(call("c1", "1001", "2002", RecordPolicy::Off, 1_000));
+        store.write(ended("c1", 2_000));
+        let search = crate::store::model::SearchQuery {
+            from_ms: 0,
+            to_ms: 10_000,
+            number: Some("2002".into()),
+            page_len: 10,
+            page: 0,
+        };
+        let (calls, total) = store
+            .read(move |db| db.search(&search))
+            .await
+            .expect("read");
+        assert_eq!(total, 1);
+        assert_eq!(calls[0].ended_ms, Some(2_000));
+        let err = store
+            .read(|_| Err::<(), _>(StoreError::UnknownCall("c9".into())))
+            .await
+            .expect_err("the reader's error comes back");
+        assert!(matches!(err, StoreError::UnknownCall(_)));
+        drop(store);
+        thread.join().expect("join");
+    }
+
+    /// While a read takes its time on the reader, the store thread goes on writing and
+    /// answering: a write and a question after it are done before the read ends. (On the store
+    /// thread, the read would have held them up.)
+    #[tokio::test]
+    async fn a_long_read_holds_up_no_write() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, thread) = open(&dir);
+        let (release, gate) = mpsc::channel::<()>();
+        let (started_tx, started) = mpsc::channel::<()>();
+        let reading = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .read(move |db| {
+                        started_tx.send(()).expect("started");
+                        gate.recv().expect("released");
+                        db.get_call("c1")
+                    })
+                    .await
+            }
+        });
+        tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(5)))
+            .await
+            .expect("task")
+            .expect("the read started");
+        store.write(call("c1", "1001", "2002", RecordPolicy::Off, 1_000));
+        let written =
+            tokio::time::timeout(Duration::from_secs(5), store.ask(|db| db.get_call("c1")))
+                .await
+                .expect("the store thread answers while the read goes on")
+                .expect("ask");
+        assert!(written.is_some());
+        assert!(!reading.is_finished());
+        release.send(()).expect("release");
+        reading.await.expect("task").expect("read");
         drop(store);
         thread.join().expect("join");
     }

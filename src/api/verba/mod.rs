@@ -243,7 +243,8 @@ async fn answer(
         }
         Action::SearchCalls(search) => {
             let query = search.clone();
-            let (calls, total) = ask(&state.store, move |db| db.search(&query)).await?;
+            // On the store's reader: a busy number's hour is a hundred thousand calls.
+            let (calls, total) = read(&state.store, move |db| db.search(&query)).await?;
             Ok(Answer::Document(VerbaResponse::search_results(
                 calls, total, &search,
             )))
@@ -381,10 +382,21 @@ async fn ask<T: Send + 'static>(
     store: &Store,
     f: impl FnOnce(&mut crate::store::Db) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, VerbaError> {
-    store.ask(f).await.map_err(|e| {
-        tracing::warn!(error = %e, "recording store request failed");
-        VerbaError::internal("the recording store cannot answer")
-    })
+    store.ask(f).await.map_err(unanswered)
+}
+
+/// Runs the read `f` on the store's reader ([`Store::read`]); a store that cannot answer is an
+/// internal error.
+async fn read<T: Send + 'static>(
+    store: &Store,
+    f: impl FnOnce(&crate::store::Db) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, VerbaError> {
+    store.read(f).await.map_err(unanswered)
+}
+
+fn unanswered(error: StoreError) -> VerbaError {
+    tracing::warn!(%error, "recording store request failed");
+    VerbaError::internal("the recording store cannot answer")
 }
 
 /// An error before the request could be parsed: the response type as asked when readable.
