@@ -226,61 +226,49 @@ impl Store {
         let counters = Arc::new(Counters::default());
         let (location, node) = (settings.location.clone(), settings.node);
         let worker_counters = Arc::clone(&counters);
-        let (opened_tx, opened) = mpsc::sync_channel(1);
-        // The database is opened on the store thread itself: the PostgreSQL client blocks and
-        // must not run on the async runtime `Store::open` may be called from.
-        let handle = thread::Builder::new()
-            .name("store".to_string())
-            .spawn(move || {
-                let db = match open_and_recover(&settings, files.as_ref()) {
-                    Ok(db) => {
-                        let _ = opened_tx.send(Ok(()));
-                        db
-                    }
-                    Err(error) => {
-                        let _ = opened_tx.send(Err(error));
-                        return;
-                    }
-                };
+        let retention_days = settings.retention_days;
+        let handle = spawn_with_db(
+            "store",
+            move || open_and_recover(&settings, files.as_ref()),
+            move |db| {
                 let worker = Worker {
                     db,
                     queue,
                     counters: worker_counters,
-                    retention_days: settings.retention_days,
+                    retention_days,
                 };
                 worker.run();
-            })
-            .map_err(StoreError::Spawn)?;
-        match opened.recv() {
-            Ok(Ok(())) => {
-                // Opened after the store thread has migrated the schema.
-                let (reads, reader) = match spawn_reader(location, node) {
-                    Ok(reader) => reader,
-                    Err(error) => {
-                        drop(jobs);
-                        let _ = handle.join();
-                        return Err(error);
+            },
+        )?;
+        // The reader's connection is opened once the store thread has migrated the schema.
+        let (reads, read_queue) = mpsc::channel::<Read>();
+        let reader = spawn_with_db(
+            "store-reader",
+            move || Db::connect(&location, node),
+            move |db| {
+                while let Ok(read) = read_queue.recv() {
+                    if panic::catch_unwind(AssertUnwindSafe(|| read(&db))).is_err() {
+                        // The reply sender was dropped as it unwound: the reader gets `Stopped`.
+                        tracing::error!("store read panicked");
                     }
-                };
-                let store = Store {
-                    jobs,
-                    reads,
-                    thread: handle.thread().clone(),
-                    counters,
-                };
-                Ok((store, StoreThread { handle, reader }))
-            }
-            Ok(Err(error)) => {
+                }
+            },
+        );
+        let reader = match reader {
+            Ok(reader) => reader,
+            Err(error) => {
+                drop(jobs);
                 let _ = handle.join();
-                Err(error)
+                return Err(error);
             }
-            Err(_) => {
-                let _ = handle.join();
-                Err(StoreError::Database(
-                    "the store thread failed while opening".into(),
-                ))
-            }
-        }
+        };
+        let store = Store {
+            jobs,
+            reads,
+            thread: handle.thread().clone(),
+            counters,
+        };
+        Ok((store, StoreThread { handle, reader }))
     }
 
     /// Hands `event` to the store thread. Never blocks; applied in order with the other writes.
@@ -370,47 +358,38 @@ impl StoreThread {
     }
 }
 
-/// Starts the reader thread, `store-reader`, on a connection of its own to the database the
-/// store thread has opened: it answers [`Store::read`] until every handle is dropped. On
-/// SQLite (WAL) its reads and the store thread's writes do not wait for each other.
-fn spawn_reader(
-    location: Location,
-    node: u8,
-) -> Result<(mpsc::Sender<Read>, JoinHandle<()>), StoreError> {
-    let (reads, queue) = mpsc::channel::<Read>();
+/// Starts thread `name`, which opens the database with `open` — on itself: the PostgreSQL
+/// client blocks and must not run on the async runtime `Store::open` may be called from — and
+/// then runs `work` with it. Returns once the database is open, or with why it is not.
+fn spawn_with_db(
+    name: &str,
+    open: impl FnOnce() -> Result<Db, StoreError> + Send + 'static,
+    work: impl FnOnce(Db) + Send + 'static,
+) -> Result<JoinHandle<()>, StoreError> {
     let (opened_tx, opened) = mpsc::sync_channel(1);
     let handle = thread::Builder::new()
-        .name("store-reader".to_string())
-        .spawn(move || {
-            let db = match Db::connect(&location, node) {
-                Ok(db) => {
-                    let _ = opened_tx.send(Ok(()));
-                    db
-                }
-                Err(error) => {
-                    let _ = opened_tx.send(Err(error));
-                    return;
-                }
-            };
-            while let Ok(read) = queue.recv() {
-                if panic::catch_unwind(AssertUnwindSafe(|| read(&db))).is_err() {
-                    // The reply sender was dropped as it unwound: the reader gets `Stopped`.
-                    tracing::error!("store read panicked");
-                }
+        .name(name.to_string())
+        .spawn(move || match open() {
+            Ok(db) => {
+                let _ = opened_tx.send(Ok(()));
+                work(db);
+            }
+            Err(error) => {
+                let _ = opened_tx.send(Err(error));
             }
         })
         .map_err(StoreError::Spawn)?;
     match opened.recv() {
-        Ok(Ok(())) => Ok((reads, handle)),
+        Ok(Ok(())) => Ok(handle),
         Ok(Err(error)) => {
             let _ = handle.join();
             Err(error)
         }
         Err(_) => {
             let _ = handle.join();
-            Err(StoreError::Database(
-                "the store's reader failed while opening".into(),
-            ))
+            Err(StoreError::Database(format!(
+                "the {name} thread failed while opening"
+            )))
         }
     }
 }
@@ -643,18 +622,20 @@ mod tests {
         thread.join().expect("join");
     }
 
+    /// A question, and a read on the store's reader, see the writes handed over before them;
+    /// their errors come back.
     #[tokio::test]
-    async fn an_ask_sees_the_writes_handed_over_before_it() {
+    async fn an_ask_and_a_read_see_the_writes_handed_over_before_them() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (store, thread) = open(&dir);
         store.write(call("c1", "1001", "2002", RecordPolicy::Off, 1_000));
         store.write(ended("c1", 2_000));
-        let call = store
+        let c1 = store
             .ask(|db| db.get_call("c1"))
             .await
             .expect("ask")
             .expect("the call");
-        assert_eq!(call.ended_ms, Some(2_000));
+        assert_eq!(c1.ended_ms, Some(2_000));
         let stats = store.stats();
         assert_eq!(
             (stats.writes_applied, stats.writes_failed, stats.queued),
@@ -665,17 +646,7 @@ mod tests {
             .await
             .expect_err("the asker's error comes back");
         assert!(matches!(err, StoreError::UnknownCall(_)));
-        drop(store);
-        thread.join().expect("join");
-    }
-
-    /// A read on the store's reader sees the writes handed over before it, like a question.
-    #[tokio::test]
-    async fn a_read_sees_the_writes_handed_over_before_it() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (store, thread) = open(&dir);
-        store.write(call("c1", "1001", "2002", RecordPolicy::Off, 1_000));
-        store.write(ended("c1", 2_000));
+        store.write(call("c2", "1001", "2002", RecordPolicy::Off, 3_000));
         let search = crate::store::model::SearchQuery {
             from_ms: 0,
             to_ms: 10_000,
@@ -687,8 +658,8 @@ mod tests {
             .read(move |db| db.search(&search))
             .await
             .expect("read");
-        assert_eq!(total, 1);
-        assert_eq!(calls[0].ended_ms, Some(2_000));
+        assert_eq!(total, 2);
+        assert_eq!(calls[0].call_id, "c2");
         let err = store
             .read(|_| Err::<(), _>(StoreError::UnknownCall("c9".into())))
             .await
