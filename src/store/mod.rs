@@ -2,8 +2,8 @@
 //! audit and the users of the recording API, in one embedded SQLite database — or one
 //! PostgreSQL database several nodes share (`[store] url`, docs/CLUSTER.md).
 //!
-//! Owns: the database file and, in the server, its one connection (on the thread named
-//! `store`); the schema and its migrations; the rules that decide whether a recording file stays
+//! Owns: the database file and, in the server, its two connections: the one that writes (on
+//! the thread named `store`) and the reader's (`store-reader`, [`Store::read`]); the schema and its migrations; the rules that decide whether a recording file stays
 //! or goes (DeleteCall, on-demand, retention) and the removal of those files; start-up recovery
 //! of what a killed process left.
 //! Must not: make its callers wait on the disk — the control plane hands writes over a queue

@@ -266,18 +266,26 @@ fn oldest(rows: &[Row]) -> Result<Option<UnixMs>, StoreError> {
     Ok(oldest)
 }
 
-/// One of `Last`'s walks: down a number's calls, newest party first, or down a node's ends,
-/// newest first (`node`). Each page ends on a whole millisecond: the rows of its last one
-/// past the page's limit are read with it, and the next page starts below it.
+/// One of `Last`'s walks. Each page ends on a whole millisecond: the rows of its last one past
+/// the page's limit are read with it, and the next page starts below it.
 struct Walk {
-    node: Option<i64>,
+    along: Along,
     below: UnixMs,
+}
+
+/// What a walk goes down.
+#[derive(Clone, Copy)]
+enum Along {
+    /// The number's calls, newest party first: walked to their end.
+    Calls,
+    /// A node's ends, newest first: walked until one of the number's calls, or down to the
+    /// latest end found so far.
+    Ends { node: i64 },
 }
 
 impl Walk {
     /// Reads the walk's next page of at most `limit` rows (and its last millisecond whole):
-    /// whether the walk goes on. The number's calls are walked to their end; a node's ends
-    /// until one of the number's calls, or down to the latest end found so far.
+    /// whether the walk goes on.
     fn next_page(
         &mut self,
         sql: &Sql,
@@ -285,12 +293,12 @@ impl Walk {
         limit: u64,
         read: &mut LastOfNumber,
     ) -> Result<bool, StoreError> {
-        let rows = match self.node {
-            None => sql.query(
+        let rows = match self.along {
+            Along::Calls => sql.query(
                 CALLS_OF_NUMBER_BEFORE,
                 args![number, self.below, int(limit)],
             )?,
-            Some(node) => {
+            Along::Ends { node } => {
                 let from = read.latest.end.unwrap_or(UnixMs::MIN);
                 sql.query(
                     ENDS_OF_NODE_BEFORE,
@@ -305,17 +313,15 @@ impl Walk {
         let Some(last_ms) = oldest(&rows)? else {
             return Ok(false);
         };
-        if self.node.is_some() && found.is_some_and(|end| end > last_ms) {
+        let ties = match self.along {
+            Along::Calls => sql.query(CALLS_OF_NUMBER_AT, args![number, last_ms])?,
             // Every end of the node from the number's latest on is in the page.
-            return Ok(false);
-        }
-        let ties = match self.node {
-            None => sql.query(CALLS_OF_NUMBER_AT, args![number, last_ms])?,
-            Some(node) => sql.query(ENDS_OF_NODE_AT, args![node, last_ms, number])?,
+            Along::Ends { .. } if found.is_some_and(|end| end > last_ms) => return Ok(false),
+            Along::Ends { node } => sql.query(ENDS_OF_NODE_AT, args![node, last_ms, number])?,
         };
         let tie = read.offer_rows(&ties)?;
         self.below = last_ms;
-        Ok(self.node.is_none() || found.or(tie).is_none())
+        Ok(matches!(self.along, Along::Calls) || found.or(tie).is_none())
     }
 }
 
@@ -356,7 +362,7 @@ impl Db {
     ) -> Result<LastOfNumber, StoreError> {
         let mut read = LastOfNumber::default();
         let mut calls = Walk {
-            node: None,
+            along: Along::Calls,
             below: UnixMs::MAX,
         };
         if !calls.next_page(&self.sql, number, first, &mut read)? {
@@ -371,7 +377,7 @@ impl Db {
         {
             node = next;
             ends.push(Walk {
-                node: Some(node),
+                along: Along::Ends { node },
                 below: UnixMs::MAX,
             });
         }
