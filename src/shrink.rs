@@ -24,6 +24,12 @@ fn worth_it(len: usize, capacity: usize) -> bool {
     capacity > KEEP && len.saturating_mul(4) < capacity
 }
 
+/// The capacity a table of `len` entries in `capacity` shrinks to, for tables outside these
+/// impls (a `hashbrown::HashTable` needs its hasher to shrink); None when it stays.
+pub(crate) fn idle_capacity(len: usize, capacity: usize) -> Option<usize> {
+    worth_it(len, capacity).then(|| (len * 2).max(KEEP))
+}
+
 impl<K: Eq + Hash, V, S: BuildHasher> ShrinkIdle for HashMap<K, V, S> {
     fn shrink_idle(&mut self) {
         if worth_it(self.len(), self.capacity()) {

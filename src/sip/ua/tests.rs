@@ -2475,3 +2475,33 @@ fn unparseable_requests_are_answered_statelessly() {
         "answered without a transaction"
     );
 }
+
+/// Heap bytes an ended call leaves in the UA while its INVITE and BYE server transactions
+/// absorb retransmissions (RFC 6026's Timer L and RFC 3261's Timer J, 32 s over UDP): at
+/// 4,000 calls a second, 128,000 calls' worth. 1,841 bytes before the transactions kept
+/// their response as bytes, four timer slots and their key once; 995 after (2026-12-07).
+#[test]
+fn an_ended_call_leaves_under_1100_bytes_while_its_transactions_wait() {
+    const CALLS: usize = 200;
+    fn round(h: &mut Harness, name: &str) {
+        for i in 0..CALLS {
+            let mut peer = PeerCall::new("echo", &format!("{name}-{i}"));
+            let (call, _) = h.confirmed_call(&mut peer);
+            assert_eq!(
+                ended(&h.receive(peer.bye())),
+                [(call, EndReason::RemoteHangup)]
+            );
+        }
+    }
+    let mut h = Harness::new();
+    // A first round grows the tables and queues to their size for this many calls.
+    round(&mut h, "first");
+    h.advance(T1 * 64);
+    assert_eq!(h.ua.transaction_count(), 0);
+    let held = crate::media::alloc_counter::bytes_held_after(|| round(&mut h, "second"));
+    assert_eq!(h.ua.transaction_count(), 2 * CALLS, "INVITE and BYE wait");
+    let per_call = held / CALLS as isize;
+    eprintln!("an ended call holds {per_call} bytes while its transactions wait");
+    assert!(per_call <= 1_100, "{per_call} bytes a call");
+    h.assert_drains();
+}
