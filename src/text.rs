@@ -58,7 +58,11 @@ pub fn push_port(out: &mut String, port: u16) {
 
 /// Appends a number's decimal digits, as `Display` prints it.
 pub fn push_decimal(out: &mut String, value: u64) {
-    let mut digits = [0u8; 20];
+    out.push_str(decimal(value, &mut [0u8; 20]));
+}
+
+/// A number's decimal digits, as `Display` prints them, written at the end of `digits`.
+pub fn decimal(value: u64, digits: &mut [u8; 20]) -> &str {
     let mut at = digits.len();
     let mut rest = value;
     loop {
@@ -70,7 +74,7 @@ pub fn push_decimal(out: &mut String, value: u64) {
         }
     }
     // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    std::str::from_utf8(&digits[at..]).unwrap_or_default()
 }
 
 /// Appends an IP address as std prints it (IPv4 without `core::fmt`).

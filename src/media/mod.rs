@@ -86,21 +86,23 @@ pub(crate) mod alloc_counter {
     #[global_allocator]
     static ALLOCATOR: CountingAllocator = CountingAllocator;
 
-    pub fn allocations_during(work: impl FnOnce()) -> usize {
+    /// Runs `work` counting: (allocations made, bytes they still hold).
+    fn count(work: impl FnOnce()) -> (usize, isize) {
         ALLOCATIONS.with(|n| n.set(0));
+        HELD.with(|n| n.set(0));
         COUNTING.with(|on| on.set(true));
         work();
         COUNTING.with(|on| on.set(false));
-        ALLOCATIONS.with(Cell::get)
+        (ALLOCATIONS.with(Cell::get), HELD.with(Cell::get))
+    }
+
+    pub fn allocations_during(work: impl FnOnce()) -> usize {
+        count(work).0
     }
 
     /// The heap bytes `work` leaves held on this thread (what it allocated and did not free;
     /// negative when it freed more than it allocated).
     pub fn bytes_held_after(work: impl FnOnce()) -> isize {
-        HELD.with(|n| n.set(0));
-        COUNTING.with(|on| on.set(true));
-        work();
-        COUNTING.with(|on| on.set(false));
-        HELD.with(Cell::get)
+        count(work).1
     }
 }

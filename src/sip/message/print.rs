@@ -5,6 +5,7 @@
 //! Content-Length, or reorder the headers it is given.
 
 use super::{Headers, Request, Response, SipMessage};
+use crate::text::decimal;
 
 impl Request {
     /// Serializes with CRLF line ends; Content-Length is always written, computed from `body`
@@ -87,21 +88,6 @@ fn push_line_text(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-/// `n` in decimal, written at the end of `buf`.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[at..]).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use crate::sip::message::parse;
@@ -144,13 +130,5 @@ mod tests {
         let text = String::from_utf8(ok.to_bytes()).unwrap();
         assert!(text.starts_with("SIP/2.0 200 OK  X-Evil: 1\r\n"), "{text}");
         assert!(text.ends_with("Content-Length: 5\r\n\r\nv=0\r\n"), "{text}");
-    }
-
-    #[test]
-    fn numbers_are_written_in_decimal() {
-        let mut buf = [0u8; 20];
-        assert_eq!(super::decimal(0, &mut buf), "0");
-        assert_eq!(super::decimal(486, &mut buf), "486");
-        assert_eq!(super::decimal(u64::MAX, &mut buf), u64::MAX.to_string());
     }
 }
