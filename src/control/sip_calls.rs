@@ -72,6 +72,7 @@ impl<M: Backend> Controller<M> {
         while let Some(output) = self.ua.poll_output() {
             match output {
                 UaOutput::Transmit { to, message } => self.transmit(to, message),
+                UaOutput::Resend { to, bytes } => self.transmits.push_back((to, bytes.into_vec())),
                 UaOutput::IncomingCall {
                     call,
                     service,

@@ -176,6 +176,9 @@ pub struct OutboundInvite {
 pub enum UaOutput {
     /// Send this message.
     Transmit { to: Peer, message: SipMessage },
+    /// Send these bytes again: a response as it first went on the wire (its request came
+    /// again, or Timer G), resent by its transaction.
+    Resend { to: Peer, bytes: Box<[u8]> },
     /// A routed INVITE: allocate media and call [`UserAgent::accept`] (or `reject`).
     IncomingCall {
         call: CallId,
@@ -756,6 +759,9 @@ impl UserAgent {
             match event {
                 TxEvent::Transmit { to, message } => {
                     self.outputs.push_back(UaOutput::Transmit { to, message })
+                }
+                TxEvent::Resend { to, bytes } => {
+                    self.outputs.push_back(UaOutput::Resend { to, bytes })
                 }
                 TxEvent::Request {
                     key,

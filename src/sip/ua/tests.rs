@@ -473,6 +473,10 @@ fn transmitted(outputs: &[UaOutput]) -> Vec<(SocketAddr, SipMessage)> {
                 assert_eq!(to.transport, Transport::Udp);
                 Some((to.addr, on_the_wire(message)))
             }
+            UaOutput::Resend { to, bytes } => {
+                assert_eq!(to.transport, Transport::Udp);
+                Some((to.addr, parse(bytes).expect("what we resend parses")))
+            }
             _ => None,
         })
         .collect()
