@@ -20,36 +20,33 @@ pub(crate) trait ShrinkIdle {
     fn shrink_idle(&mut self);
 }
 
-fn worth_it(len: usize, capacity: usize) -> bool {
-    capacity > KEEP && len.saturating_mul(4) < capacity
-}
-
-/// The capacity a table of `len` entries in `capacity` shrinks to, for tables outside these
-/// impls (a `hashbrown::HashTable` needs its hasher to shrink); None when it stays.
+/// The capacity a table of `len` entries in `capacity` shrinks to (twice its length, at least
+/// [`KEEP`]) when less than a quarter of it is used; None when it stays. The impls below use
+/// it, and tables they cannot shrink themselves (a `hashbrown::HashTable` needs its hasher).
 pub(crate) fn idle_capacity(len: usize, capacity: usize) -> Option<usize> {
-    worth_it(len, capacity).then(|| (len * 2).max(KEEP))
+    (capacity > KEEP && len.saturating_mul(4) < capacity).then(|| (len * 2).max(KEEP))
 }
 
 impl<K: Eq + Hash, V, S: BuildHasher> ShrinkIdle for HashMap<K, V, S> {
     fn shrink_idle(&mut self) {
-        if worth_it(self.len(), self.capacity()) {
-            self.shrink_to((self.len() * 2).max(KEEP));
+        if let Some(capacity) = idle_capacity(self.len(), self.capacity()) {
+            self.shrink_to(capacity);
         }
     }
 }
 
 impl<T> ShrinkIdle for Vec<T> {
     fn shrink_idle(&mut self) {
-        if worth_it(self.len(), self.capacity()) {
-            self.shrink_to((self.len() * 2).max(KEEP));
+        if let Some(capacity) = idle_capacity(self.len(), self.capacity()) {
+            self.shrink_to(capacity);
         }
     }
 }
 
 impl<T> ShrinkIdle for VecDeque<T> {
     fn shrink_idle(&mut self) {
-        if worth_it(self.len(), self.capacity()) {
-            self.shrink_to((self.len() * 2).max(KEEP));
+        if let Some(capacity) = idle_capacity(self.len(), self.capacity()) {
+            self.shrink_to(capacity);
         }
     }
 }

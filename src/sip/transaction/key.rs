@@ -122,16 +122,9 @@ impl KeyIndex {
 
     /// Indexes transaction `id`, already in `transactions`, whose key no live one has.
     pub(super) fn insert(&mut self, id: u64, transactions: &Transactions) {
-        let Some(tx) = transactions.get(&id) else {
-            return;
-        };
         let hasher = &self.hasher;
-        self.ids
-            .insert_unique(self.hasher.hash_one(&tx.key), id, |id| {
-                transactions
-                    .get(id)
-                    .map_or(0, |tx| hasher.hash_one(&tx.key))
-            });
+        let hash = rehash(hasher, transactions);
+        self.ids.insert_unique(hash(&id), id, hash);
     }
 
     /// Forgets transaction `id`, whose key is `key` (it may have left `transactions` already).
@@ -144,18 +137,27 @@ impl KeyIndex {
     /// Gives back the slack of a burst, as `crate::shrink` does for the other tables.
     pub(super) fn shrink_idle(&mut self, transactions: &Transactions) {
         if let Some(capacity) = crate::shrink::idle_capacity(self.ids.len(), self.ids.capacity()) {
-            let hasher = &self.hasher;
-            self.ids.shrink_to(capacity, |id| {
-                transactions
-                    .get(id)
-                    .map_or(0, |tx| hasher.hash_one(&tx.key))
-            });
+            self.ids
+                .shrink_to(capacity, rehash(&self.hasher, transactions));
         }
     }
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.ids.len()
+    }
+}
+
+/// An id's hash, its transaction's key's, for the table to place it by (every id in the table
+/// is in `transactions`).
+fn rehash<'a>(
+    hasher: &'a std::hash::RandomState,
+    transactions: &'a Transactions,
+) -> impl Fn(&u64) -> u64 + 'a {
+    move |id| {
+        transactions
+            .get(id)
+            .map_or(0, |tx| hasher.hash_one(&tx.key))
     }
 }
 

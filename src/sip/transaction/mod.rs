@@ -945,16 +945,12 @@ impl Transaction {
 
     /// Which kind of transaction it is (its timers' slots).
     fn kind(&self) -> Kind {
-        match (self.side_is_client(), self.key.is_invite()) {
-            (true, true) => Kind::InviteClient,
-            (true, false) => Kind::NonInviteClient,
-            (false, true) => Kind::InviteServer,
-            (false, false) => Kind::NonInviteServer,
+        match (self.key.is_server(), self.key.is_invite()) {
+            (false, true) => Kind::InviteClient,
+            (false, false) => Kind::NonInviteClient,
+            (true, true) => Kind::InviteServer,
+            (true, false) => Kind::NonInviteServer,
         }
-    }
-
-    fn side_is_client(&self) -> bool {
-        matches!(self.side, Side::Client { .. })
     }
 
     fn arm(&mut self, ctx: &mut Context, timer: Timer, at: Instant) {

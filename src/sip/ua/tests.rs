@@ -1508,6 +1508,47 @@ fn malformed_sdp_gets_400() {
     assert_invite_refused(&mut h, &peer, &out, 400);
 }
 
+/// The bytes of every message sent, first sends and resends alike.
+fn wire_bytes(outputs: &[UaOutput]) -> Vec<Vec<u8>> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            UaOutput::Transmit { message, .. } => Some(message.to_bytes()),
+            UaOutput::Resend { bytes, .. } => Some(bytes.to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_retransmitted_bye_gets_the_same_200_again_and_ends_nothing_twice() {
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("echo", "bye-again");
+    let (call, _) = h.confirmed_call(&mut peer);
+    let bye = peer.bye();
+    let first = h.receive(bye.clone());
+    assert_eq!(ended(&first), [(call, EndReason::RemoteHangup)]);
+    assert_eq!(statuses(&first), [200]);
+    // The peer missed our 200 and sends its BYE again, within Timer J.
+    h.advance(T1 * 4);
+    let again = h.receive(bye.clone());
+    assert!(ended(&again).is_empty(), "{again:?}");
+    assert!(
+        matches!(again.as_slice(), [UaOutput::Resend { to, .. }] if to.addr == addr(PEER)),
+        "{again:?}"
+    );
+    assert_eq!(
+        wire_bytes(&again),
+        wire_bytes(&first),
+        "the same 200, byte for byte"
+    );
+    // Once Timer J has run out the BYE is a stranger: its dialog is gone.
+    h.advance(T1 * 64);
+    assert_eq!(h.ua.transaction_count(), 0);
+    assert_eq!(statuses(&h.receive(bye)), [481]);
+    h.assert_drains();
+}
+
 #[test]
 fn bye_with_unknown_to_tag_gets_481() {
     let mut h = Harness::new();
