@@ -69,7 +69,47 @@ impl Baresip {
         Baresip::launch(setup, None, seconds, "")
     }
 
+    /// Starts baresip and waits until its SIP port is bound. The port is picked free just
+    /// before baresip binds it, so another test (or an outgoing socket given that ephemeral
+    /// port) can take it in between; baresip then exits at once and is started again on
+    /// another port.
     fn launch(setup: &CallSetup, dial: Option<String>, seconds: u64, extra: &str) -> Baresip {
+        const ATTEMPTS: usize = 4;
+        let mut logs = Vec::new();
+        for _ in 0..ATTEMPTS {
+            let mut baresip = Baresip::spawn(setup, dial.clone(), seconds, extra);
+            if baresip.listening(Duration::from_secs(10)) {
+                return baresip;
+            }
+            logs.push(format!("port {}:\n{}", baresip.sip_port, baresip.log()));
+        }
+        panic!(
+            "baresip did not listen for SIP in {ATTEMPTS} attempts:\n{}",
+            logs.join("\n")
+        );
+    }
+
+    /// Whether baresip says it is ready (its SIP transports bound: UDP and TCP on its port,
+    /// TLS on the next) within `within`; false at once when it exits.
+    fn listening(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.log().contains("baresip is ready.") {
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|child| !matches!(child.try_wait(), Ok(None)));
+            if exited {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn spawn(setup: &CallSetup, dial: Option<String>, seconds: u64, extra: &str) -> Baresip {
         let dir = tempfile::tempdir().expect("temp dir");
         let tone = dir.path().join("tone.wav");
         // Longer than the call: aufile stops feeding audio at the end of the file.
@@ -81,7 +121,14 @@ impl Baresip {
         );
         let recordings = dir.path().join("rec");
         std::fs::create_dir(&recordings).expect("recordings dir");
-        let sip_port = common::free_udp_tcp_port();
+        // UDP and TCP on the port, TLS (TCP) on the next one.
+        let sip_port = loop {
+            let port = common::free_udp_tcp_port();
+            let tls = port.checked_add(1);
+            if tls.is_some_and(|tls| std::net::TcpListener::bind(("127.0.0.1", tls)).is_ok()) {
+                break port;
+            }
+        };
         let rtp_base = common::free_rtp_range(2);
         let mut modules: Vec<&str> = setup.codec_modules.to_vec();
         modules.extend(["aufile.so", "alsa.so", "sndfile.so"]);
@@ -655,7 +702,6 @@ fn baresip_as_an_agents_phone_answers_the_conference_and_gets_bye_at_release() {
     };
     let mut phone = Baresip::phone(&setup, 20);
     let phone_log = phone.dir.path().join("baresip.log");
-    common::wait_udp_listener(phone.sip_port);
     let gateway_port = common::free_tcp_port();
     let server = Server::start(&format!(
         "[agent_gateway]\nlisten = \"127.0.0.1:{gateway_port}\"\ninsecure_http = true\npoll_wait_ms = 1000\n\
