@@ -511,18 +511,14 @@ fn console(port: u16, command: &str) {
 
 #[test]
 fn baresip_as_a_pbx_phone_holds_resumes_and_transfers_its_call() {
-    let bob = common::free_udp_tcp_port();
-    let target = common::sipp_uas_in_background(
-        bob,
-        &[
-            "-sf",
-            &common::repo_path("tests/sipp/uas_answer.xml")
-                .display()
-                .to_string(),
-            "-m",
-            "1",
-        ],
-    );
+    let (bob, target) = common::sipp_uas_on_a_free_port(&[
+        "-sf",
+        &common::repo_path("tests/sipp/uas_answer.xml")
+            .display()
+            .to_string(),
+        "-m",
+        "1",
+    ]);
     let server = Server::start(&format!(
         "[[route]]\nuser = \"^app$\"\nservice = \"application\"\n\
          [[trunk]]\nname = \"bob\"\naddress = \"127.0.0.1:{bob}\"\n"

@@ -119,3 +119,33 @@ fn every_example_config_is_valid() {
         "the PBX trunk, conference bridge, IVR and high-density examples, three cluster nodes"
     );
 }
+
+#[test]
+fn run_on_a_taken_sip_port_exits_naming_the_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api_port = api.local_addr().unwrap().port();
+    drop(api);
+    let config = dir.path().join("callbridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sip]\nlisten = [\"tcp://127.0.0.1:{port}\"]\n\
+             [store]\npath = {:?}\n[recording]\ndir = {:?}\n\
+             [api]\nlisten = \"127.0.0.1:{api_port}\"\ntokens = [\"0123456789abcdef\"]\n",
+            dir.path().join("callbridge.db").display().to_string(),
+            dir.path().join("calls").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let (code, out) = callbridge(&["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "callbridge: cannot bind SIP listeners: tcp://127.0.0.1:{port}: Address already in use"
+        )),
+        "{out}"
+    );
+}

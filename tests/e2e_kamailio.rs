@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::kamailio::Kamailio;
-use common::{free_udp_tcp_port, repo_path, sipp_result, sipp_uas_in_background, Server};
+use common::{repo_path, sipp_result, sipp_uas_on_a_free_port, Server};
 use serde_json::{json, Value};
 
 const CONF_ROUTE: &str =
@@ -63,11 +63,8 @@ fn delete_connection_sends_bye_along_the_record_route_through_kamailio() {
 
 #[test]
 fn a_pbx_refer_through_kamailio_gets_202_and_notifies_along_the_record_route() {
-    let bob = free_udp_tcp_port();
-    let target = sipp_uas_in_background(
-        bob,
-        &["-sf", &scenario("uas_transfer_target.xml"), "-m", "1"],
-    );
+    let (bob, target) =
+        sipp_uas_on_a_free_port(&["-sf", &scenario("uas_transfer_target.xml"), "-m", "1"]);
     let server = Server::start(&format!(
         "{CONF_ROUTE}[[trunk]]\nname = \"bob\"\naddress = \"127.0.0.1:{bob}\"\n"
     ));

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::uac::{self, Uac};
-use common::{free_udp_tcp_port, repo_path, sipp_result, sipp_uas_in_background, RawTrunk, Server};
+use common::{repo_path, sipp_result, sipp_uas_on_a_free_port, RawTrunk, Server};
 use serde_json::{json, Value};
 
 const CONF_ROUTE: &str =
@@ -95,8 +95,7 @@ fn answer_request(uac: &Uac, method: &str) -> String {
 
 #[test]
 fn make_call_through_a_trunk_is_answered_joins_a_conference_and_hangup_sends_bye() {
-    let far = free_udp_tcp_port();
-    let uas = sipp_uas_in_background(far, &["-sf", &scenario("uas_answer.xml"), "-m", "1"]);
+    let (far, uas) = sipp_uas_on_a_free_port(&["-sf", &scenario("uas_answer.xml"), "-m", "1"]);
     let server = Server::start(&trunk(far, ""));
     let mut events = server.events();
 
@@ -239,11 +238,8 @@ fn hangup_of_a_ringing_make_call_cancels_it_without_make_call_failed() {
 
 #[test]
 fn a_pbx_refer_moves_the_call_to_the_target_in_the_same_conference_place() {
-    let bob = free_udp_tcp_port();
-    let target = sipp_uas_in_background(
-        bob,
-        &["-sf", &scenario("uas_transfer_target.xml"), "-m", "1"],
-    );
+    let (bob, target) =
+        sipp_uas_on_a_free_port(&["-sf", &scenario("uas_transfer_target.xml"), "-m", "1"]);
     let server = Server::start(&format!("{CONF_ROUTE}{}", trunk(bob, "")));
     let mut events = server.events();
 

@@ -46,6 +46,18 @@ pub struct SipListen {
     pub addr: SocketAddr,
 }
 
+/// As written in `[sip] listen`: `udp://127.0.0.1:5060`.
+impl std::fmt::Display for SipListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = match self.transport {
+            ListenTransport::Udp => "udp",
+            ListenTransport::Tcp => "tcp",
+            ListenTransport::Tls => "tls",
+        };
+        write!(f, "{scheme}://{}", self.addr)
+    }
+}
+
 /// What a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenTransport {
@@ -134,19 +146,21 @@ impl SipTransport {
         let mut tcp = Vec::new();
         let mut tls = Vec::new();
         for l in listeners {
+            // Which listener could not bind: "tcp://127.0.0.1:5060: Address already in use".
+            let named = |e: io::Error| io::Error::new(e.kind(), format!("{l}: {e}"));
             match l.transport {
                 ListenTransport::Udp => {
-                    let socket = bind_udp(l.addr)?;
+                    let socket = bind_udp(l.addr).map_err(named)?;
                     let local = socket.local_addr()?;
                     udp.push((Arc::new(socket), local));
                 }
                 ListenTransport::Tcp => {
-                    let listener = bind_tcp(l.addr)?;
+                    let listener = bind_tcp(l.addr).map_err(named)?;
                     let local = listener.local_addr()?;
                     tcp.push((listener, local));
                 }
                 ListenTransport::Tls => {
-                    let listener = bind_tcp(l.addr)?;
+                    let listener = bind_tcp(l.addr).map_err(named)?;
                     let local = listener.local_addr()?;
                     tls.push((listener, local));
                 }

@@ -131,38 +131,43 @@ impl Server {
         env: &[(&str, &str)],
         tls: Option<(u16, &Path, &Path)>,
     ) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let sip_port = free_udp_tcp_port();
-        let api_port = free_tcp_port();
-        let rtp_min = free_rtp_range(rtp_pairs);
-        let rtp_max = rtp_min + rtp_pairs * 2 - 1;
-        let (tls_listen, tls_files) = match tls {
-            Some((port, certificate, key)) => (
-                format!(", \"tls://127.0.0.1:{port}\""),
-                format!(
-                    "tls_certificate = \"{}\"\ntls_private_key = \"{}\"\n",
-                    certificate.display(),
-                    key.display()
+        // The ports are picked free before the server binds them, so another test (or an
+        // outgoing socket given that ephemeral port) can take one in between: the server then
+        // exits with "Address already in use" and is started again on other ports.
+        const ATTEMPTS: usize = 4;
+        for attempt in 1..=ATTEMPTS {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let sip_port = free_udp_tcp_port();
+            let api_port = free_tcp_port();
+            let rtp_min = free_rtp_range(rtp_pairs);
+            let rtp_max = rtp_min + rtp_pairs * 2 - 1;
+            let (tls_listen, tls_files) = match tls {
+                Some((port, certificate, key)) => (
+                    format!(", \"tls://127.0.0.1:{port}\""),
+                    format!(
+                        "tls_certificate = \"{}\"\ntls_private_key = \"{}\"\n",
+                        certificate.display(),
+                        key.display()
+                    ),
                 ),
-            ),
-            None => (String::new(), String::new()),
-        };
-        let (v6_listen, media_ip) = if dual_stack {
-            (
-                format!(", \"udp://[::1]:{sip_port}\", \"tcp://[::1]:{sip_port}\""),
-                "::",
-            )
-        } else {
-            (String::new(), "127.0.0.1")
-        };
-        // Prompts and recordings stay inside the test's own directory.
-        let prompt_dir = dir.path().join("prompts").display().to_string();
-        let recording_dir = dir.path().join("recordings").display().to_string();
-        // The recording store and call recordings too.
-        let store_path = dir.path().join("callbridge.db").display().to_string();
-        let calls_dir = dir.path().join("calls").display().to_string();
-        let config = format!(
-            r#"
+                None => (String::new(), String::new()),
+            };
+            let (v6_listen, media_ip) = if dual_stack {
+                (
+                    format!(", \"udp://[::1]:{sip_port}\", \"tcp://[::1]:{sip_port}\""),
+                    "::",
+                )
+            } else {
+                (String::new(), "127.0.0.1")
+            };
+            // Prompts and recordings stay inside the test's own directory.
+            let prompt_dir = dir.path().join("prompts").display().to_string();
+            let recording_dir = dir.path().join("recordings").display().to_string();
+            // The recording store and call recordings too.
+            let store_path = dir.path().join("callbridge.db").display().to_string();
+            let calls_dir = dir.path().join("calls").display().to_string();
+            let config = format!(
+                r#"
 [sip]
 listen = ["udp://127.0.0.1:{sip_port}", "tcp://127.0.0.1:{sip_port}"{v6_listen}{tls_listen}]
 t1_ms = 100
@@ -193,18 +198,42 @@ service = "echo"
 answer_delay_ms = 5000
 {extra}
 "#
-        );
-        let path = dir.path().join("callbridge.toml");
-        std::fs::write(&path, config).expect("write config");
-        let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
-        let mut server = Server::spawn(&path, &overrides, env, dir, sip_port, api_port);
-        (server.rtp_min, server.rtp_max) = (rtp_min, rtp_max);
-        server
+            );
+            let path = dir.path().join("callbridge.toml");
+            std::fs::write(&path, config).expect("write config");
+            let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
+            let mut server = Server::start_process(&path, &overrides, env, dir, sip_port, api_port);
+            match server.wait_healthy() {
+                Ok(()) => {
+                    (server.rtp_min, server.rtp_max) = (rtp_min, rtp_max);
+                    return server;
+                }
+                Err(log) if attempt < ATTEMPTS && log.contains("Address already in use") => {}
+                Err(log) => panic!("server never became healthy; log:\n{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// Runs the binary on `config` with `--set` `overrides`, its log in `dir`, and waits for
     /// /health.
     fn spawn(
+        config: &Path,
+        overrides: &[String],
+        env: &[(&str, &str)],
+        dir: tempfile::TempDir,
+        sip_port: u16,
+        api_port: u16,
+    ) -> Server {
+        let mut server = Server::start_process(config, overrides, env, dir, sip_port, api_port);
+        if let Err(log) = server.wait_healthy() {
+            panic!("server never became healthy; log:\n{log}");
+        }
+        server
+    }
+
+    /// Runs the binary on `config` with `--set` `overrides`, its log in `dir`.
+    fn start_process(
         config: &Path,
         overrides: &[String],
         env: &[(&str, &str)],
@@ -223,29 +252,35 @@ answer_delay_ms = 5000
             .stderr(log)
             .spawn()
             .expect("start callbridge");
-        let server = Server {
+        Server {
             child: Some(child),
             sip_port,
             api_port,
             rtp_min: 0,
             rtp_max: 0,
             dir,
-        };
-        server.wait_healthy();
-        server
+        }
     }
 
-    fn wait_healthy(&self) {
+    /// Waits until /health answers 200; the log if the process exits first or 15 s pass.
+    fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(r) = client().get(self.url("/health")).send() {
                 if r.status() == 200 {
-                    return;
+                    return Ok(());
                 }
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|child| !matches!(child.try_wait(), Ok(None)));
+            if exited {
+                return Err(self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("server never became healthy; log:\n{}", self.log());
+        Err(self.log())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -412,25 +447,6 @@ pub fn sipp_in_background_to(
             .output()
             .expect("sipp is installed (Debian package sip-tester)")
     })
-}
-
-/// Runs SIPp as a UAS (a trunk's far end) on 127.0.0.1:`port` on a thread, and returns once
-/// it listens; join for its output. `args` name the scenario (`-sf`/`-sn`) and how many calls
-/// (`-m`).
-pub fn sipp_uas_in_background(
-    port: u16,
-    args: &[&str],
-) -> std::thread::JoinHandle<std::process::Output> {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let handle = std::thread::spawn(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        sipp_base(&repo_path("tests/sipp"), port)
-            .args(&args)
-            .output()
-            .expect("sipp is installed (Debian package sip-tester)")
-    });
-    wait_udp_listener(port);
-    handle
 }
 
 /// A SIPp run's combined output, and whether it succeeded.
@@ -798,16 +814,8 @@ pub fn heard(socket: &std::net::UdpSocket) -> Vec<i16> {
     pcm
 }
 
-/// Waits until something (the SIPp UAS) listens on UDP 127.0.0.1:`port`, read from
-/// /proc/net/udp so that no probe socket competes with it for the port.
-pub fn wait_udp_listener(port: u16) {
-    assert!(
-        udp_listener_within(port, Duration::from_secs(5)),
-        "nothing listens on UDP 127.0.0.1:{port}: did SIPp start?"
-    );
-}
-
-/// Whether something listens on UDP 127.0.0.1:`port` within `within`.
+/// Whether something listens on UDP 127.0.0.1:`port` within `within`, read from /proc/net/udp
+/// so that no probe socket competes with it for the port.
 pub fn udp_listener_within(port: u16, within: Duration) -> bool {
     let local = format!("0100007F:{port:04X}");
     let deadline = Instant::now() + within;
@@ -825,9 +833,10 @@ pub fn udp_listener_within(port: u16, within: Duration) -> bool {
     false
 }
 
-/// [`sipp_uas_in_background`] on a free port of its own: when another test took the port
-/// between the pick and SIPp's bind (tests run in parallel), SIPp exits and another port is
-/// tried. Returns the port and the run.
+/// Runs SIPp as a UAS (a trunk's far end) on a free port of 127.0.0.1 on a thread, and
+/// returns once it listens: the port and the run (join for its output). `args` name the
+/// scenario (`-sf`/`-sn`) and how many calls (`-m`). When another test took the port between
+/// the pick and SIPp's bind (tests run in parallel), SIPp exits and another port is tried.
 pub fn sipp_uas_on_a_free_port(
     args: &[&str],
 ) -> (u16, std::thread::JoinHandle<std::process::Output>) {
