@@ -215,23 +215,6 @@ answer_delay_ms = 5000
         unreachable!("the last attempt returns or panics")
     }
 
-    /// Runs the binary on `config` with `--set` `overrides`, its log in `dir`, and waits for
-    /// /health.
-    fn spawn(
-        config: &Path,
-        overrides: &[String],
-        env: &[(&str, &str)],
-        dir: tempfile::TempDir,
-        sip_port: u16,
-        api_port: u16,
-    ) -> Server {
-        let mut server = Server::start_process(config, overrides, env, dir, sip_port, api_port);
-        if let Err(log) = server.wait_healthy() {
-            panic!("server never became healthy; log:\n{log}");
-        }
-        server
-    }
-
     /// Runs the binary on `config` with `--set` `overrides`, its log in `dir`.
     fn start_process(
         config: &Path,
@@ -396,7 +379,11 @@ answer_delay_ms = 5000
     ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let overrides = overrides(dir.path());
-        Server::spawn(config, &overrides, &[], dir, sip_port, api_port)
+        let mut server = Server::start_process(config, &overrides, &[], dir, sip_port, api_port);
+        if let Err(log) = server.wait_healthy() {
+            panic!("server never became healthy; log:\n{log}");
+        }
+        server
     }
 
     /// SIGKILL: the process ends at once, nothing is released or written.
