@@ -229,6 +229,7 @@ impl TransactionLayer {
             request: Box::new(request.clone()),
             cseq: cseq.seq,
             ack: None,
+            bounded: false,
         };
         let phase = if invite {
             Phase::Calling
@@ -302,6 +303,36 @@ impl TransactionLayer {
             // for the 32 s of Timer L it keeps only the To tag an RFC 2543 ACK is matched by
             // (`acked_invite`), not the answer with its SDP.
             *last_response = None;
+        }
+    }
+
+    /// The TU waits no longer than 64*T1 from `now` for this INVITE client transaction's final
+    /// response, provisional responses or not: past that it ends as Timer B ends it in
+    /// Calling (a [`TxEvent::Timeout`]). For an INVITE the TU sent a CANCEL for — §9.1: the
+    /// client considers it cancelled when no final response comes within 64*T1 — and for a
+    /// re-INVITE, which nobody rings: a peer that goes quiet after a provisional response
+    /// cannot keep the transaction, or the call waiting on it, for ever. No-op for any other
+    /// transaction, and once a final response came.
+    pub fn bound_wait(&mut self, now: Instant, key: &TransactionKey) {
+        let Some(id) = self.id_of(key).filter(|_| key.is_invite()) else {
+            return;
+        };
+        let at = now + self.ctx.timers.timeout();
+        let tx = self
+            .transactions
+            .get_mut(&id)
+            .expect("index only holds ids of live transactions");
+        let Side::Client { bounded, .. } = &mut tx.side else {
+            return;
+        };
+        match tx.phase {
+            // Timer B runs from the send, within 64*T1 of now; a provisional will leave it.
+            Phase::Calling => *bounded = true,
+            Phase::Proceeding => {
+                *bounded = true;
+                tx.arm(&mut self.ctx, Timer::B, at);
+            }
+            _ => {}
         }
     }
 
@@ -573,6 +604,9 @@ enum Side {
         cseq: u32,
         /// INVITE only: the ACK sent for the non-2xx final, resent on its retransmissions.
         ack: Option<Box<Request>>,
+        /// INVITE only: the TU waits at most 64*T1 for the final response, provisional
+        /// responses or not ([`TransactionLayer::bound_wait`]): Timer B runs on in Proceeding.
+        bounded: bool,
     },
     Server {
         /// The last response the TU sent, as it went on the wire: resent as it is
@@ -628,10 +662,15 @@ impl Transaction {
         let in_progress = matches!(self.phase, Phase::Calling | Phase::Proceeding);
         match response.status {
             100..=199 if in_progress => {
-                // Timer B only guards Calling: once the callee rings, the TU decides (CANCEL).
-                self.phase = Phase::Proceeding;
-                self.disarm(ctx, Timer::A);
-                self.disarm(ctx, Timer::B);
+                // Timer B guards Calling: once the callee rings, the TU decides (a CANCEL), unless
+                // it bounded its wait (`bound_wait`).
+                if self.phase == Phase::Calling {
+                    self.phase = Phase::Proceeding;
+                    self.disarm(ctx, Timer::A);
+                    if !matches!(self.side, Side::Client { bounded: true, .. }) {
+                        self.disarm(ctx, Timer::B);
+                    }
+                }
                 self.deliver(ctx, response);
             }
             200..=299 if in_progress => {
@@ -649,7 +688,10 @@ impl Transaction {
                 self.phase = Phase::Completed;
                 self.disarm(ctx, Timer::A);
                 self.disarm(ctx, Timer::B);
-                if let Side::Client { request, cseq, ack } = &mut self.side {
+                if let Side::Client {
+                    request, cseq, ack, ..
+                } = &mut self.side
+                {
                     let built = build_ack(request, *cseq, &response);
                     ctx.transmit(self.peer, SipMessage::Request(built.clone()));
                     *ack = Some(Box::new(built));

@@ -63,6 +63,9 @@ impl UserAgent {
             .transactions
             .send_request(now, invite, destination)
             .map_err(|e| e.to_string())?;
+        // Nobody rings for a re-INVITE: a peer that sends a provisional and then nothing
+        // gets the 64*T1 of Timer B all the same (then ReinviteFailed 408).
+        self.transactions.bound_wait(now, &key);
         // §8 of RFC 3264: every new offer has a new version, whatever its fate.
         call.sdp_version = version;
         call.reinviting = true;
@@ -134,9 +137,11 @@ impl UserAgent {
     }
 
     pub(super) fn reinvite_failed(&mut self, call_id: CallId, status: u16) {
-        if let Some(call) = self.calls.get_mut(&call_id) {
-            call.reinviting = false;
-        }
+        // A call that ended meanwhile has nothing left to fail.
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        call.reinviting = false;
         self.outputs.push_back(UaOutput::ReinviteFailed {
             call: call_id,
             status,

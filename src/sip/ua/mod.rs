@@ -670,9 +670,14 @@ impl UserAgent {
         self.send_refer(now, call_id, target)
     }
 
-    /// The owner cannot serve `call` (no media ports, ...): reject it with `status`.
+    /// The owner cannot serve `call` (no media ports, ...): reject it with `status`. Only a
+    /// call the peer placed and we have not answered: an answered call ends with a BYE and
+    /// one we placed with a CANCEL ([`UserAgent::hangup`]), so for those this does nothing.
     pub fn reject(&mut self, now: Instant, call_id: CallId, status: u16, reason: &str) {
-        if !self.calls.contains_key(&call_id) {
+        let unanswered = self.calls.get(&call_id).is_some_and(|call| {
+            matches!(call.state, CallState::AwaitingMedia | CallState::Ringing)
+        });
+        if !unanswered {
             return;
         }
         let response = self.response_for_call(call_id, status, reason, None);

@@ -1905,6 +1905,69 @@ fn hangup_of_a_ringing_placed_call_cancels_it_and_reports_nothing() {
 }
 
 #[test]
+fn a_cancelled_call_whose_callee_goes_quiet_ends_64_t1_after_the_cancel() {
+    let mut h = Harness::new();
+    let (call, invite) = place(&mut h, None);
+    h.receive_from(callee_says(&invite, 180, "Ringing", None), TRUNK);
+    // Ringing for a while: the callee decides, no timer of ours ends the call.
+    h.advance(T1 * 100);
+    assert_eq!(h.ua.call_count(), 1);
+    let out = h.hangup(call, 16);
+    let cancel = only_request(&out);
+    assert_eq!(cancel.method, Method::Cancel);
+    h.receive_from(on_the_wire(&reply(&cancel, 200, "OK")), TRUNK);
+    // The callee still rings (its provisionals go on), but no 487 ever comes. §9.1: 64*T1
+    // after the CANCEL the INVITE is considered cancelled.
+    h.advance(T1 * 32);
+    h.receive_from(callee_says(&invite, 180, "Ringing", None), TRUNK);
+    let out = h.advance(T1 * 32 - ms(1));
+    assert!(requests(&out).is_empty() && ended(&out).is_empty());
+    assert_eq!(
+        h.ua.call_count(),
+        1,
+        "still waiting for the INVITE's final response"
+    );
+    let out = h.advance(ms(1));
+    assert!(ended(&out).is_empty(), "the owner ended it: no CallEnded");
+    assert_eq!(h.ua.call_count(), 0);
+    h.assert_drains();
+}
+
+#[test]
+fn a_hangup_after_100_trying_cancels_at_once() {
+    let mut h = Harness::new();
+    let (call, invite) = place(&mut h, None);
+    h.receive_from(callee_says(&invite, 100, "Trying", None), TRUNK);
+    let out = h.hangup(call, 16);
+    assert_eq!(
+        only_request(&out).method,
+        Method::Cancel,
+        "§9.1: 100 Trying is a provisional response"
+    );
+    h.advance(T1 * 64);
+    assert_eq!(h.ua.call_count(), 0, "the INVITE considered cancelled");
+    h.assert_drains();
+}
+
+#[test]
+fn reject_is_for_calls_we_were_offered_and_leaves_a_placed_or_answered_call_alone() {
+    let mut h = Harness::new();
+    let (placed, invite) = place(&mut h, None);
+    h.ua.reject(h.now, placed, 603, "Decline");
+    assert!(h.drain().is_empty(), "no response on our own INVITE");
+    // The placed call goes on: the callee's 100, then the owner's hang-up CANCELs it.
+    h.receive_from(callee_says(&invite, 100, "Trying", None), TRUNK);
+    assert_eq!(only_request(&h.hangup(placed, 16)).method, Method::Cancel);
+    let mut peer = PeerCall::new("echo", "alice");
+    let (answered, _) = h.confirmed_call(&mut peer);
+    h.ua.reject(h.now, answered, 486, "Busy Here");
+    assert!(h.drain().is_empty(), "an answered call is not rejected");
+    assert_eq!(only_request(&h.hangup(answered, 16)).method, Method::Bye);
+    h.advance(T1 * 64);
+    assert_eq!(h.ua.call_count(), 0);
+}
+
+#[test]
 fn hangup_before_any_provisional_cancels_at_the_first_and_a_crossing_2xx_gets_ack_and_bye() {
     let mut h = Harness::new();
     let (call, invite) = place(&mut h, None);
@@ -2323,6 +2386,45 @@ fn our_reinvite_holds_the_peer_and_handles_glare_retransmission_and_refusal() {
     );
     let _ = reinvite;
     h.peer_hangs_up(&mut peer, call);
+}
+
+/// Nobody rings for a re-INVITE: one the peer answers with a provisional and then nothing
+/// fails after Timer B's 64*T1 all the same (the call stays, the next offer may go), and one
+/// still waiting when the call ends is gone 64*T1 after it was sent, with the call.
+#[test]
+fn a_reinvite_left_at_a_provisional_fails_after_64_t1_and_never_outlives_its_call() {
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("echo", "hold-quiet");
+    let (call, _) = h.confirmed_call(&mut peer);
+    h.ua.reinvite(h.now, call, sdp::Direction::SendOnly)
+        .expect("a re-INVITE goes");
+    let reinvite = only_request(&h.drain());
+    h.receive_from(reply(&reinvite, 100, "Trying"), PEER);
+    let out = h.advance(T1 * 64 - ms(1));
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, UaOutput::ReinviteFailed { .. })));
+    let out = h.advance(ms(1));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, UaOutput::ReinviteFailed { status: 408, .. })),
+        "{out:?}"
+    );
+    h.ua.reinvite(h.now, call, sdp::Direction::SendOnly)
+        .expect("free for the next");
+    let reinvite = only_request(&h.drain());
+    h.receive_from(reply(&reinvite, 183, "Session Progress"), PEER);
+    // The call ends meanwhile (our BYE, which the peer answers).
+    let bye = only_request(&h.hangup(call, 16));
+    h.receive_from(on_the_wire(&reply(&bye, 200, "OK")), PEER);
+    assert_eq!(h.ua.call_count(), 0);
+    let out = h.advance(T1 * 64);
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, UaOutput::ReinviteFailed { .. })),
+        "nothing to fail on an ended call: {out:?}"
+    );
+    h.assert_drains();
 }
 
 // ---- RFC 4475: what a UAS answers the torture messages ----------------------------------------

@@ -252,15 +252,15 @@ impl UserAgent {
             return;
         };
         match status {
-            100 => {}
-            101..=199 => {
+            100..=199 => {
+                // §9.1: any provisional response, 100 Trying too, lets a CANCEL go.
                 out.provisional = true;
                 if out.cancel_wanted {
                     out.cancel_wanted = false;
                     self.send_cancel(now, call_id);
                     return;
                 }
-                if state != CallState::Calling {
+                if status == 100 || state != CallState::Calling {
                     return;
                 }
                 if has_tag(&response) {
@@ -437,6 +437,9 @@ impl UserAgent {
         if let Err(e) = self.transactions.send_request(now, cancel, call.source) {
             tracing::warn!(call = call_id, error = %e, "cannot send CANCEL");
         }
+        // §9.1: no final response to the INVITE within 64*T1 of the CANCEL ends it (a timeout,
+        // which ends the Cancelling call).
+        self.transactions.bound_wait(now, &call.invite_tx);
         self.drain_transactions(now, None);
     }
 
