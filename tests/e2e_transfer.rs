@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::uac::{self, Uac};
 use common::{repo_path, sipp_result, sipp_uas_on_a_free_port, RawTrunk, Server};
@@ -234,6 +234,40 @@ fn hangup_of_a_ringing_make_call_cancels_it_without_make_call_failed() {
         "a Hangup of a ringing MakeCall reports nothing more"
     );
     assert_eq!(server.get("/health")["Calls"], 0);
+}
+
+/// A trunk that rings, takes the CANCEL and then never sends the INVITE's final response:
+/// RFC 3261 §9.1 has the INVITE considered cancelled 64*T1 after the CANCEL (6.4 s at the
+/// tests' T1 of 100 ms), so the call and its transactions do not stay for ever.
+#[test]
+fn a_cancelled_make_call_whose_trunk_goes_quiet_is_forgotten_after_64_t1() {
+    let (trunk_socket, port) = RawTrunk::bind();
+    let server = Server::start(&trunk(port, ""));
+    let (_, body) = call_action(&server, "MakeCall", json!({"To": "sip:1004@127.0.0.1"}));
+    let call = body["CallId"].as_str().unwrap().to_string();
+    let (invite, from) = trunk_socket.expect("INVITE");
+    trunk_socket.respond(&invite, from, "180 Ringing", "");
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, _) = call_action(&server, "Hangup", json!({"CallId": call}));
+    assert_eq!(code, 200);
+    let (cancel, from) = trunk_socket.expect("CANCEL");
+    trunk_socket.respond(&cancel, from, "200 OK", "");
+    server.wait_no_connections(Duration::from_secs(2));
+    assert_eq!(
+        server.get("/health")["Calls"],
+        1,
+        "the SIP call waits for the INVITE's final response"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.get("/health")["Calls"] != 0 || server.metric("callbridge_sip_transactions") > 0.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled INVITE still held: {}",
+            server.get("/health")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]
