@@ -29,8 +29,18 @@ const MAX_TIMER_ROUNDS: usize = 10_000;
 /// What the fuzzer's requests are addressed to: each kind of route.
 const USERS: [&str; 5] = ["echo", "ring", "app", "conf=r1", "nobody"];
 const METHODS: [&str; 12] = [
-    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "UPDATE", "PRACK", "REFER", "NOTIFY",
-    "MESSAGE", "SUBSCRIBE",
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "REFER",
+    "NOTIFY",
+    "MESSAGE",
+    "SUBSCRIBE",
 ];
 const STATUSES: [u16; 14] = [
     100, 180, 183, 200, 202, 302, 400, 401, 407, 481, 486, 487, 491, 503,
@@ -157,7 +167,8 @@ impl Run {
                         1 => self.ua.reinvite(now, call, Direction::SendRecv),
                         2 => self.ua.refer(now, call, "sip:target@127.0.0.3"),
                         _ => {
-                            self.ua.transfer_failed(now, call, 503, "Service Unavailable");
+                            self.ua
+                                .transfer_failed(now, call, 503, "Service Unavailable");
                             Ok(())
                         }
                     };
@@ -198,7 +209,9 @@ impl Run {
             eprintln!("<< {transport:?}\n{}", String::from_utf8_lossy(bytes));
         }
         match parse(bytes) {
-            Ok(message) => self.ua.handle_message(self.now, message, source, addr(LOCAL)),
+            Ok(message) => self
+                .ua
+                .handle_message(self.now, message, source, addr(LOCAL)),
             Err(error) => {
                 if let Some(unparsed) = Unparsed::salvage(bytes, error) {
                     self.ua.handle_unparsed(unparsed, source);
@@ -223,11 +236,7 @@ impl Run {
                 n => format!(";tag={}", self.our_tags[input.pick(n)]),
             },
         };
-        let cseq_method = if input.pick(8) == 0 {
-            "INVITE"
-        } else {
-            method
-        };
+        let cseq_method = if input.pick(8) == 0 { "INVITE" } else { method };
         let mut extra = String::new();
         for _ in 0..input.pick(3) {
             extra.push_str(
@@ -307,7 +316,9 @@ impl Run {
             _ => {}
         }
         if is_invite && (status == 200 || status == 183) && input.pick(2) == 0 {
-            response.headers.push("Content-Type", "application/sdp".to_string());
+            response
+                .headers
+                .push("Content-Type", "application/sdp".to_string());
             response.body = b"v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\n\
                 t=0 0\r\nm=audio 20000 RTP/AVP 0\r\na=sendrecv\r\n"
                 .to_vec();
@@ -359,9 +370,12 @@ impl Run {
                             self.sent.push(request);
                         }
                         SipMessage::Response(response) => {
-                            if let Some(tag) = response.headers.to().ok().and_then(|to| {
-                                to.tag().map(str::to_string)
-                            }) {
+                            if let Some(tag) = response
+                                .headers
+                                .to()
+                                .ok()
+                                .and_then(|to| to.tag().map(str::to_string))
+                            {
                                 if !self.our_tags.contains(&tag) && self.our_tags.len() < 8 {
                                     self.our_tags.push(tag);
                                 }
@@ -391,7 +405,8 @@ impl Run {
     fn end(&mut self) {
         for call in self.calls.clone() {
             if self.ua.is_unanswered(call) {
-                self.ua.reject(self.now, call, 480, "Temporarily Unavailable");
+                self.ua
+                    .reject(self.now, call, 480, "Temporarily Unavailable");
             }
             self.ua.hangup(self.now, call, 16);
             self.drain();
@@ -399,7 +414,11 @@ impl Run {
         for _ in 0..20 {
             self.advance(Duration::from_secs(64));
         }
-        assert_eq!(self.ua.call_count(), 0, "calls left after every call was ended");
+        assert_eq!(
+            self.ua.call_count(),
+            0,
+            "calls left after every call was ended"
+        );
         assert_eq!(
             self.ua.transaction_count(),
             0,
