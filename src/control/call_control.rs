@@ -154,6 +154,13 @@ impl<M: Backend> Controller<M> {
                         .hangup(now, call, super::connections::Q850_NORMAL_CLEARING);
                     self.app_calls.remove(&call);
                     self.call_info.remove(&call);
+                    // Its party, ringing since the offer, is released by the application (the
+                    // UA reports no end of a call its owner ended).
+                    if let Some(key) = self.offer_parties.remove(&call) {
+                        let by = self.actor_for(ReleaseReason::ApiRequest);
+                        self.model
+                            .release(self.now.unix_ms, key, ReleaseReason::ApiRequest, by);
+                    }
                 } else if let Some(&id) = self.call_connections.get(&call) {
                     // The implicit DeleteConnection; the call gets BYE.
                     let _ = self.release_connection(id, ReleaseReason::ApiRequest);

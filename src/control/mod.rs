@@ -45,6 +45,8 @@ mod media_ops;
 pub mod operations;
 mod outbound;
 pub mod party;
+#[cfg(test)]
+mod random_tests;
 mod recording;
 #[cfg(test)]
 mod recording_tests;

@@ -812,6 +812,27 @@ fn cti_a_call_in_dials_rings_and_is_established_on_both_dns() {
     h.assert_no_leaks();
 }
 
+/// An application that hangs up a call offered to it (no answer yet): the caller gets 480, and
+/// the CTI clients see the call end — the ringing party is not left in the call model.
+#[test]
+fn cti_an_application_that_hangs_up_an_offered_call_releases_it() {
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("app", "cti-app-hangup").with_dn("5552003");
+    h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
+    let offered = h.one_event("IncomingCall", |_| true);
+    let call = offered["CallId"].as_str().unwrap().parse().unwrap();
+    h.take_cti();
+    h.call_action(CallAction::Hangup { call }).expect("hung up");
+    let events = h.take_cti();
+    let caller = cti_for(&events, "EventReleased", "5552003");
+    assert_eq!(caller["OtherDN"], "app");
+    let called = cti_for(&events, "EventReleased", "app");
+    assert_eq!(called["Cause"], 16);
+    let wire = h.take_wire();
+    h.sip_from(PEER, peer.ack_failure(&response(&wire, 480)));
+    h.assert_no_leaks();
+}
+
 #[test]
 fn cti_a_caller_who_hangs_up_while_ringing_abandons_the_call() {
     let mut h = Harness::new();
