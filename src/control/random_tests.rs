@@ -2,10 +2,11 @@
 //! a trunk and applications can do — calls in on every kind of route and out through the
 //! trunk, answers, refusals, redirects, hang-ups from either side, CANCELs, holds,
 //! DeleteConnection, BridgeCalls, BlindTransfer, CTI requests (release, hold, answer,
-//! transfers and conferences in one or two steps), time passing — in any order. Whatever came before, once the
-//! applications delete every connection and hang up every call and time runs on, the harness's
-//! leak check finds nothing left: no connection, SIP call or transaction, conference, party,
-//! timer or port. A failure names its seed and the steps that led there.
+//! transfers and conferences in one or two steps), agent conference requests, time passing —
+//! in any order. Whatever came before, once the agents sign out, the applications hang up
+//! every call and delete every connection they know and time runs on, the harness's leak check
+//! finds nothing left: no connection, SIP call or transaction, conference, party, agent
+//! conference, timer or port. A failure names its seed and the steps that led there.
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use super::core::Input;
 use super::harness::*;
 use super::party::ConnId;
-use super::{CallAction, ControlRequest, CtiRequest, MediaAction};
+use super::{AgentConfRequest, CallAction, ControlRequest, CtiRequest, MediaAction};
 use crate::sip::message::{Request, Response, SipMessage};
 use crate::sip::transaction::Peer;
 use crate::sip::ua::CallId;
@@ -59,7 +60,7 @@ impl Scenario {
     }
 
     fn step(&mut self) {
-        match self.rng.random_range(0..18) {
+        match self.rng.random_range(0..20) {
             0 | 1 => {
                 let user = USERS[self.rng.random_range(0..USERS.len())];
                 let peer = PeerCall::new(user, &format!("p{}", self.peers.len()));
@@ -135,6 +136,7 @@ impl Scenario {
                 });
             }
             14 | 15 => self.cti_request(),
+            18 | 19 => self.agent_request(),
             16 => self.trunk_hangs_up(),
             17 => {
                 let Some(call) = self.pick_call() else { return };
@@ -289,6 +291,84 @@ impl Scenario {
         drop(self.h.cti_request_later(request, self.references));
     }
 
+    /// An agent's gateway request (seed 03): agent 1001 on phone 6001 or 1002 on 6002 asks
+    /// for a conference, adds a phone or the other agent, answers or refuses an invitation,
+    /// holds, mutes, hands over the chair, prolongs, leaves, releases, or signs out.
+    fn agent_request(&mut self) {
+        use crate::agent_gateway::requests::{
+            ApplyToShiftPresident, BatchAddParticipant, ChangeParticipantMode, ParticipantTarget,
+            ProlongTime, RequestAgentConf,
+        };
+        use crate::agent_gateway::Participant;
+        let (me, other) = if self.rng.random() {
+            (1001, 1002)
+        } else {
+            (1002, 1001)
+        };
+        let json = |value: serde_json::Value| value.to_string().into_bytes();
+        let request = match self.rng.random_range(0..12) {
+            0 | 1 => AgentConfRequest::Request(
+                RequestAgentConf::from_json(&json(
+                    serde_json::json!({"memberNum": 4, "time": 5, "promptTime": 1}),
+                ))
+                .expect("a request"),
+            ),
+            2 => AgentConfRequest::AddParticipants(
+                BatchAddParticipant::from_json(&json(
+                    serde_json::json!({"addresses": [{"addressType": 6, "address": "7001"}]}),
+                ))
+                .expect("a request"),
+                Default::default(),
+            ),
+            3 => AgentConfRequest::AddParticipants(
+                BatchAddParticipant::from_json(&json(serde_json::json!({
+                    "addresses": [{"addressType": 9, "address": other.to_string()}]
+                })))
+                .expect("a request"),
+                [(agent(other), agent_phone(other))].into_iter().collect(),
+            ),
+            4 => AgentConfRequest::Answer,
+            5 => AgentConfRequest::Reject,
+            6 => AgentConfRequest::Hold(
+                ParticipantTarget {
+                    participant: Participant::Phone(number("7001")),
+                },
+                self.rng.random(),
+            ),
+            7 => AgentConfRequest::ChangeMode(
+                ChangeParticipantMode::from_json(&json(serde_json::json!({
+                    "attribute": self.rng.random_range(1..=4),
+                    "addressType": 6,
+                    "address": "7001"
+                })))
+                .expect("a request"),
+            ),
+            8 => AgentConfRequest::ShiftPresident(ApplyToShiftPresident {
+                dest_agent: agent(other),
+            }),
+            9 => AgentConfRequest::Prolong(
+                ProlongTime::from_json(&json(serde_json::json!({"prolongTime": 2})))
+                    .expect("a request"),
+            ),
+            10 => AgentConfRequest::Leave,
+            _ if self.rng.random() => AgentConfRequest::Release,
+            _ => AgentConfRequest::SignedOut,
+        };
+        self.steps.push(format!("agent {me}: {request:?}"));
+        self.agent_says(me, request);
+    }
+
+    /// A request of agent `id` (on its phone); its answer is not waited for.
+    fn agent_says(&mut self, id: i64, request: AgentConfRequest) {
+        let (reply, _answer) = tokio::sync::oneshot::channel();
+        self.h.input(Input::Request(ControlRequest::AgentConf {
+            agent: agent(id),
+            phone: agent_phone(id),
+            request,
+            reply,
+        }));
+    }
+
     /// What the core sent and said: the callers learn our tags, the applications the calls
     /// offered to them, the trunk our INVITEs.
     fn read_wire(&mut self) {
@@ -321,6 +401,7 @@ impl Scenario {
                 self.calls.push(call);
             }
         }
+        self.h.core.take_agent_events();
         for event in self.h.take_cti() {
             let (Some(dn), Some(conn_id)) = (
                 event["ThisDN"].as_str(),
@@ -337,8 +418,12 @@ impl Scenario {
 
     /// The applications end everything they know; time runs on past every deadline.
     fn finish(&mut self) {
-        self.steps
-            .push("the end: every call hung up, every connection deleted".into());
+        self.steps.push(
+            "the end: the agents sign out, every call is hung up, every connection deleted".into(),
+        );
+        for id in [1001, 1002] {
+            self.agent_says(id, AgentConfRequest::SignedOut);
+        }
         for call in self.calls.clone() {
             self.call_action(CallAction::Hangup { call });
         }
@@ -352,6 +437,19 @@ impl Scenario {
         self.h.advance(Duration::from_secs(600));
         self.h.assert_no_leaks();
     }
+}
+
+fn agent(id: i64) -> crate::agent_gateway::AgentId {
+    crate::agent_gateway::AgentId::new(id).expect("an agent id")
+}
+
+fn number(text: &str) -> crate::agent_gateway::PhoneNumber {
+    crate::agent_gateway::PhoneNumber::parse(text).expect("a number")
+}
+
+/// Agent 1001's phone is 6001, 1002's 6002.
+fn agent_phone(id: i64) -> crate::agent_gateway::PhoneNumber {
+    number(&(id + 5000).to_string())
 }
 
 /// One scenario of `steps` steps from `seed`; a failure names both and what happened.
