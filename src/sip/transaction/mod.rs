@@ -357,9 +357,11 @@ impl TransactionLayer {
             )
     }
 
-    /// Ends a transaction now, emitting only [`TxEvent::Terminated`]. For what RFC 3261 leaves
-    /// to the TU: an INVITE client transaction still without a final response 64*T1 after
-    /// its CANCEL (§9.1), or a server transaction the TU will never answer.
+    /// Ends a transaction now, emitting only [`TxEvent::Terminated`]: what the tests use to
+    /// take one out of the way. The user agent never needs it — a CANCELled INVITE that gets no
+    /// final response ends through [`TransactionLayer::bound_wait`], and every server
+    /// transaction it is given gets a final response.
+    #[cfg(test)]
     pub fn terminate(&mut self, key: &TransactionKey) -> Result<(), TransactionError> {
         let id = self
             .id_of(key)
