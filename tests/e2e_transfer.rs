@@ -206,21 +206,32 @@ fn make_call_answers_a_digest_challenge_and_reports_busy() {
     assert_eq!(status["Calls"], 0, "{status}");
 }
 
+/// A MakeCall to `to` that the raw trunk rings and the application hangs up: the INVITE,
+/// the CANCEL that follows, and where they came from.
+fn ringing_make_call_hung_up(
+    server: &Server,
+    trunk_socket: &RawTrunk,
+    to: &str,
+) -> (String, String, std::net::SocketAddr) {
+    let (_, body) = call_action(server, "MakeCall", json!({ "To": to }));
+    let call = body["CallId"].as_str().unwrap().to_string();
+    let (invite, from) = trunk_socket.expect("INVITE");
+    trunk_socket.respond(&invite, from, "180 Ringing", "");
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, _) = call_action(server, "Hangup", json!({ "CallId": call }));
+    assert_eq!(code, 200);
+    let (cancel, from) = trunk_socket.expect("CANCEL");
+    assert_eq!(uac::header(&cancel, "CSeq"), Some("1 CANCEL"));
+    (invite, cancel, from)
+}
+
 #[test]
 fn hangup_of_a_ringing_make_call_cancels_it_without_make_call_failed() {
     let (trunk_socket, port) = RawTrunk::bind();
     let server = Server::start(&trunk(port, ""));
     let mut events = server.events();
-    let (_, body) = call_action(&server, "MakeCall", json!({"To": "sip:1003@127.0.0.1"}));
-    let call = body["CallId"].as_str().unwrap().to_string();
-    let (invite, from) = trunk_socket.expect("INVITE");
-    trunk_socket.respond(&invite, from, "180 Ringing", "");
-    std::thread::sleep(Duration::from_millis(200));
-
-    let (code, _) = call_action(&server, "Hangup", json!({"CallId": call}));
-    assert_eq!(code, 200);
-    let (cancel, from) = trunk_socket.expect("CANCEL");
-    assert_eq!(uac::header(&cancel, "CSeq"), Some("1 CANCEL"));
+    let (invite, cancel, from) =
+        ringing_make_call_hung_up(&server, &trunk_socket, "sip:1003@127.0.0.1");
     trunk_socket.respond(&cancel, from, "200 OK", "");
     trunk_socket.respond(&invite, from, "487 Request Terminated", "");
     trunk_socket.expect("ACK");
@@ -243,14 +254,7 @@ fn hangup_of_a_ringing_make_call_cancels_it_without_make_call_failed() {
 fn a_cancelled_make_call_whose_trunk_goes_quiet_is_forgotten_after_64_t1() {
     let (trunk_socket, port) = RawTrunk::bind();
     let server = Server::start(&trunk(port, ""));
-    let (_, body) = call_action(&server, "MakeCall", json!({"To": "sip:1004@127.0.0.1"}));
-    let call = body["CallId"].as_str().unwrap().to_string();
-    let (invite, from) = trunk_socket.expect("INVITE");
-    trunk_socket.respond(&invite, from, "180 Ringing", "");
-    std::thread::sleep(Duration::from_millis(200));
-    let (code, _) = call_action(&server, "Hangup", json!({"CallId": call}));
-    assert_eq!(code, 200);
-    let (cancel, from) = trunk_socket.expect("CANCEL");
+    let (_, cancel, from) = ringing_make_call_hung_up(&server, &trunk_socket, "sip:1004@127.0.0.1");
     trunk_socket.respond(&cancel, from, "200 OK", "");
     server.wait_no_connections(Duration::from_secs(2));
     assert_eq!(
