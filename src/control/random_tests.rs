@@ -475,7 +475,7 @@ fn run(seed: u64, steps: usize) {
 }
 
 /// 200 scenarios of 40 steps; `SCENARIO_SEEDS` and `SCENARIO_STEPS` ask for more (a longer
-/// search: `SCENARIO_SEEDS=20000 cargo test --release --lib random_tests`).
+/// search: `SCENARIO_SEEDS=5000 SCENARIO_STEPS=60 cargo test --lib control::random_tests`).
 #[test]
 fn whatever_callers_trunk_and_applications_do_nothing_is_left_once_they_are_done() {
     let from_env = |name: &str, default: u64| {
