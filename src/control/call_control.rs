@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use serde_json::{json, Map, Value};
 
 use super::events::{Event, ReleaseReason};
+use super::party::Actor;
 use super::result::{ActionError, ResultCode};
 use super::timers::Timer;
 use super::Backend;
@@ -154,13 +155,10 @@ impl<M: Backend> Controller<M> {
                         .hangup(now, call, super::connections::Q850_NORMAL_CLEARING);
                     self.app_calls.remove(&call);
                     self.call_info.remove(&call);
-                    // Its party, ringing since the offer, is released by the application (the
-                    // UA reports no end of a call its owner ended).
-                    if let Some(key) = self.offer_parties.remove(&call) {
-                        let by = self.actor_for(ReleaseReason::ApiRequest);
-                        self.model
-                            .release(self.now.unix_ms, key, ReleaseReason::ApiRequest, by);
-                    }
+                    // The UA reports no end of a call its owner ended: the application
+                    // releases the party here.
+                    let by = self.actor_for(ReleaseReason::ApiRequest);
+                    self.release_offered_party(call, ReleaseReason::ApiRequest, by);
                 } else if let Some(&id) = self.call_connections.get(&call) {
                     // The implicit DeleteConnection; the call gets BYE.
                     let _ = self.release_connection(id, ReleaseReason::ApiRequest);
@@ -371,6 +369,14 @@ impl<M: Backend> Controller<M> {
     pub(super) fn take_offer(&mut self, call: CallId) -> Option<OfferedCall> {
         self.timers.cancel(Timer::Offer(call));
         self.offered.remove(&call)
+    }
+
+    /// The party an offered call has rung with since the offer, released: the call ended
+    /// before it had a connection (an answer gives the party the connection instead).
+    pub(super) fn release_offered_party(&mut self, call: CallId, reason: ReleaseReason, by: Actor) {
+        if let Some(key) = self.offer_parties.remove(&call) {
+            self.model.release(self.now.unix_ms, key, reason, by);
+        }
     }
 
     /// A call past its decision time is rejected (480), as CUAE's 90 s rule.

@@ -186,12 +186,7 @@ impl<M: Backend> Controller<M> {
                         call_id: call.to_string(),
                         reason,
                     });
-                    if let Some(key) = self.offer_parties.remove(&call) {
-                        // Ended while offered: its party had no connection yet.
-                        let reason = release_reason(end);
-                        self.model
-                            .release(self.now.unix_ms, key, reason, end_actor(end));
-                    }
+                    self.release_offered_party(call, reason, end_actor(end));
                     if let Some(id) = self.call_connections.remove(&call) {
                         match end {
                             EndReason::Rejected(status) => self.model.fail(id, status),
