@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::harness::*;
-use super::tests::{answer_trunk_byes, answer_trunk_invite, trunk_accepts_cancel, trunk_rings};
+use super::tests::{
+    answer_trunk_byes, answer_trunk_invite, trunk_accepts_cancel, trunk_bye, trunk_rings,
+};
 use super::{AgentConfRequest, ControlRequest};
 use crate::agent_gateway::requests::{BatchAddParticipant, ProlongTime, RequestAgentConf};
 use crate::agent_gateway::{AgentId, Participant, PhoneNumber};
@@ -107,28 +109,9 @@ fn answer_phone(h: &mut Harness, number: &str) -> Request {
 
 /// The phone of `invite`'s call hangs up: its BYE, answered 200.
 fn hang_up(h: &mut Harness, invite: &Request, n: u32) {
-    h.sip_from(TRUNK, phone_bye(invite, n));
+    h.sip_from(TRUNK, trunk_bye(invite, n));
     let answered = statuses(&h.take_wire());
     assert_eq!(answered, [(200, "BYE".to_string())], "the BYE is answered");
-}
-
-/// The BYE of the phone of `invite`'s call, in the dialog the core's INVITE began.
-fn phone_bye(invite: &Request, n: u32) -> SipMessage {
-    let header = |name: &str| invite.headers.get(name).expect(name).to_string();
-    let target = header("Contact")
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    sip(&format!(
-        "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5080;branch=z9hG4bKphonebye{n}\r\n\
-         Max-Forwards: 70\r\nFrom: {};tag=target\r\nTo: {}\r\nCall-ID: {}\r\n\
-         CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
-        header("To"),
-        header("From"),
-        header("Call-ID"),
-    ))
 }
 
 /// Answers the BYEs in `wire`.
@@ -254,7 +237,7 @@ fn a_chair_that_signs_out_ends_its_conference() {
 
 /// The chair's phone hangs up: its BYE is answered, and the others' phones get BYE.
 fn hang_up_expecting_bye(h: &mut Harness, invite: &Request) {
-    h.sip_from(TRUNK, phone_bye(invite, 99));
+    h.sip_from(TRUNK, trunk_bye(invite, 99));
     let wire = h.take_wire();
     assert!(statuses(&wire).contains(&(200, "BYE".to_string())));
     assert_eq!(

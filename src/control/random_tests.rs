@@ -16,8 +16,9 @@ use rand::{Rng, SeedableRng};
 use super::core::Input;
 use super::harness::*;
 use super::party::ConnId;
+use super::tests::{trunk_bye, trunk_response};
 use super::{AgentConfRequest, CallAction, ControlRequest, CtiRequest, MediaAction};
-use crate::sip::message::{Request, Response, SipMessage};
+use crate::sip::message::{Request, SipMessage};
 use crate::sip::transaction::Peer;
 use crate::sip::ua::CallId;
 
@@ -202,17 +203,7 @@ impl Scenario {
         if status == 200 {
             self.trunk_answered.push(invite.clone());
         }
-        let mut response = Response::for_request(&invite, status, "Whatever");
-        if let Some(to) = response.headers.get("To").map(str::to_string) {
-            response.headers.set("To", format!("{to};tag=trunk"));
-        }
-        response
-            .headers
-            .push("Contact", format!("<sip:7002@{TRUNK}>"));
-        if status == 200 {
-            response.headers.push("Content-Type", "application/sdp");
-            response.body = pcmu_sdp(32_000).into_bytes();
-        }
+        let response = trunk_response(&invite, status, "Whatever", "target");
         self.h.sip_from(TRUNK, SipMessage::Response(response));
     }
 
@@ -225,19 +216,7 @@ impl Scenario {
             .trunk_answered
             .remove(self.rng.random_range(0..self.trunk_answered.len()));
         self.steps.push("trunk BYE".into());
-        let header = |name: &str| invite.headers.get(name).unwrap_or_default().to_string();
-        let contact = header("Contact");
-        let target = contact.trim_start_matches('<').trim_end_matches('>');
-        let bye = format!(
-            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bK-trunk-bye-{n}\r\n\
-             Max-Forwards: 70\r\nFrom: {to};tag=trunk\r\nTo: {from}\r\nCall-ID: {call_id}\r\n\
-             CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
-            n = self.steps.len(),
-            to = header("To"),
-            from = header("From"),
-            call_id = header("Call-ID"),
-        );
-        let message = crate::sip::message::parse(bye.as_bytes()).expect("the trunk's BYE parses");
+        let message = trunk_bye(&invite, self.steps.len() as u32);
         self.h.sip_from(TRUNK, message);
     }
 

@@ -1277,9 +1277,7 @@ fn cti_a_refer_moves_the_transfer_target_into_the_call_transferred_by_the_referr
 
 /// The trunk's target rings for the core's `invite` (180, To tag `far`).
 pub(super) fn trunk_rings(h: &mut Harness, invite: &crate::sip::message::Request) {
-    let mut ringing = crate::sip::message::Response::for_request(invite, 180, "Ringing");
-    let to = invite.headers.get("To").unwrap().to_string();
-    ringing.headers.set("To", format!("{to};tag=far"));
+    let ringing = trunk_response(invite, 180, "Ringing", "far");
     h.sip_from(TRUNK, SipMessage::Response(ringing));
 }
 
@@ -1301,10 +1299,7 @@ pub(super) fn trunk_accepts_cancel(
             &cancel, 200, "OK",
         )),
     );
-    let to = invite.headers.get("To").unwrap().to_string();
-    let mut terminated =
-        crate::sip::message::Response::for_request(invite, 487, "Request Terminated");
-    terminated.headers.set("To", format!("{to};tag=far"));
+    let terminated = trunk_response(invite, 487, "Request Terminated", "far");
     h.sip_from(TRUNK, SipMessage::Response(terminated));
 }
 
@@ -1315,15 +1310,52 @@ pub(super) fn answer_trunk_invite(h: &mut Harness, wire: &[SipMessage], user: &s
         .find(|r| r.method == Method::Invite && r.uri.to_string().contains(user))
         .unwrap_or_else(|| panic!("an INVITE to {user}: {wire:#?}"))
         .clone();
-    let mut ok = crate::sip::message::Response::for_request(&invite, 200, "OK");
-    let to = invite.headers.get("To").unwrap().to_string();
-    ok.headers.set("To", format!("{to};tag=target"));
-    ok.headers
-        .push("Contact", format!("<sip:{user}@127.0.0.3:5080>"));
-    ok.headers
-        .set("Content-Type", "application/sdp".to_string());
-    ok.body = pcmu_sdp(31_000).into_bytes();
+    let ok = trunk_response(&invite, 200, "OK", "target");
     h.sip_from(TRUNK, SipMessage::Response(ok));
+}
+
+/// The far end's response to the core's `invite` through the trunk, in the dialog its `tag`
+/// names; a 2xx has its Contact (the called user at the trunk) and an SDP answer.
+pub(super) fn trunk_response(
+    invite: &crate::sip::message::Request,
+    status: u16,
+    reason: &str,
+    tag: &str,
+) -> crate::sip::message::Response {
+    let mut response = crate::sip::message::Response::for_request(invite, status, reason);
+    let to = invite.headers.get("To").expect("a To").to_string();
+    response.headers.set("To", format!("{to};tag={tag}"));
+    if (200..300).contains(&status) {
+        let user = invite.uri.user.as_deref().unwrap_or_default();
+        response
+            .headers
+            .push("Contact", format!("<sip:{user}@{TRUNK}>"));
+        response
+            .headers
+            .set("Content-Type", "application/sdp".to_string());
+        response.body = pcmu_sdp(31_000).into_bytes();
+    }
+    response
+}
+
+/// The BYE of the far end of `invite`'s call, in the dialog the core's INVITE began (the
+/// far end's tag `target`, as `answer_trunk_invite` gives it); `n` tells its branch apart.
+pub(super) fn trunk_bye(invite: &crate::sip::message::Request, n: u32) -> SipMessage {
+    let header = |name: &str| invite.headers.get(name).expect(name).to_string();
+    let target = header("Contact")
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    sip(&format!(
+        "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bKtrunkbye{n}\r\n\
+         Max-Forwards: 70\r\nFrom: {};tag=target\r\nTo: {}\r\nCall-ID: {}\r\n\
+         CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        header("To"),
+        header("From"),
+        header("Call-ID"),
+    ))
 }
 
 /// Answers every BYE the core sent to the trunk.
