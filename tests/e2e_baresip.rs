@@ -97,11 +97,7 @@ impl Baresip {
             if self.log().contains("baresip is ready.") {
                 return true;
             }
-            let exited = self
-                .child
-                .as_mut()
-                .is_some_and(|child| !matches!(child.try_wait(), Ok(None)));
-            if exited {
+            if common::exited(&mut self.child) {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -174,12 +174,7 @@ impl Kamailio {
         let mut buf = [0u8; 4096];
         let mut attempt = 0;
         while Instant::now() < deadline {
-            let exited = self
-                .child
-                .as_mut()
-                .map(|c| !matches!(c.try_wait(), Ok(None)))
-                .unwrap_or(true);
-            if exited {
+            if super::exited(&mut self.child) {
                 return false;
             }
             attempt += 1;

@@ -254,11 +254,7 @@ answer_delay_ms = 5000
                     return Ok(());
                 }
             }
-            let exited = self
-                .child
-                .as_mut()
-                .is_some_and(|child| !matches!(child.try_wait(), Ok(None)));
-            if exited {
+            if exited(&mut self.child) {
                 return Err(self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -799,6 +795,14 @@ pub fn heard(socket: &std::net::UdpSocket) -> Vec<i16> {
     }
     socket.set_nonblocking(false).expect("blocking");
     pcm
+}
+
+/// Whether a process the test started has exited (or was already reaped): a server or peer
+/// that could not start is not waited for.
+pub fn exited(child: &mut Option<Child>) -> bool {
+    child
+        .as_mut()
+        .is_none_or(|child| !matches!(child.try_wait(), Ok(None)))
 }
 
 /// Whether something listens on UDP 127.0.0.1:`port` within `within`, read from /proc/net/udp
