@@ -775,6 +775,16 @@ impl<M: Backend> Controller<M> {
         self.forget_if_ended(conf);
     }
 
+    /// Shutdown: every agent conference ends as its chair's release would end it (the agents
+    /// are told, their phones' calls released).
+    pub(super) fn end_agent_confs(&mut self) {
+        let mut confs: Vec<u64> = self.agent_confs.keys().copied().collect();
+        confs.sort_unstable();
+        for conf in confs {
+            self.end_agent_conf(conf);
+        }
+    }
+
     /// An agent's session ended: it leaves its conference (a chair's ends).
     fn agent_signed_out(&mut self, agent: AgentId) {
         let Some(&conf) = self.agent_conf_of.get(&agent) else {

@@ -151,8 +151,16 @@ impl<M: Backend> Controller<M> {
             CallAction::Unbridge { call, peer } => self.unbridge_calls(call, peer),
             CallAction::Hangup { call } => {
                 if self.take_offer(call).is_some() {
-                    self.ua
-                        .hangup(now, call, super::connections::Q850_NORMAL_CLEARING);
+                    if self
+                        .ua
+                        .hangup(now, call, super::connections::Q850_NORMAL_CLEARING)
+                    {
+                        // As a call with a connection that the application hangs up.
+                        self.events.emit_with(|| Event::CallEnded {
+                            call_id: call.to_string(),
+                            reason: ReleaseReason::ApiRequest,
+                        });
+                    }
                     self.app_calls.remove(&call);
                     self.call_info.remove(&call);
                     // The UA reports no end of a call its owner ended: the application

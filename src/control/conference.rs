@@ -547,7 +547,6 @@ impl<M: Backend> Controller<M> {
         let Some(room) = self.conferences.remove(&conference) else {
             return Err(unknown_conference(conference));
         };
-        self.close_room(conference, &room);
         for (&connection, member) in &room.members {
             if member.holds_resource {
                 self.resources.conference.give_back(1);
@@ -556,6 +555,8 @@ impl<M: Backend> Controller<M> {
                 c.conference = None;
             }
         }
+        // The members go while their call is still the conference call: each is released
+        // from a conference (the others told it was deleted), not from a two-party call.
         for &connection in room.members.keys() {
             let _ = self.release_connection_in(
                 connection,
@@ -564,6 +565,7 @@ impl<M: Backend> Controller<M> {
                 None,
             );
         }
+        self.close_room(conference, &room);
         self.events.emit(Event::ConferenceReleased {
             conference_id: conference.to_string(),
             reason: ReleaseReason::ApiRequest,

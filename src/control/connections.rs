@@ -255,6 +255,7 @@ impl<M: Backend> Controller<M> {
                     "the call was released before the party answered",
                 )));
             }
+            self.transfer_call_released(call);
             // The dialog is still up only when the release did not come from it.
             if self.ua.hangup(self.now.at, call, Q850_NORMAL_CLEARING) {
                 self.events.emit_with(|| Event::CallEnded {

@@ -723,6 +723,7 @@ impl<M: Backend> Controller<M> {
     }
 
     pub(super) fn shutdown(&mut self) {
+        self.end_agent_confs();
         let ids: Vec<u32> = self.connections.keys().copied().collect();
         for id in ids {
             let _ = self.release_connection(id, ReleaseReason::Shutdown);

@@ -155,9 +155,18 @@ pub fn translate(e: &PartyEvent) -> Vec<CtiEvent> {
         ChangeKind::Joined => joined(&mut out, &me, &others),
         ChangeKind::Left => left(&mut out, &me, &others),
         ChangeKind::Replaced => replaced(&mut out, &me, &others),
+        ChangeKind::RouteLeft => route_left(&mut out, &me),
         ChangeKind::Released => released(&mut out, &me, &others),
     }
-    out.events.retain(|ev| !ev.this_dn.is_empty());
+    // A destination we are still dialing has been told nothing of the call (its first event
+    // is EventRinging or EventEstablished): nothing is addressed to it before.
+    let unreached: Vec<&str> = std::iter::once(&e.party)
+        .chain(&e.others)
+        .filter(|p| p.state == PartyState::Dialing)
+        .map(|p| p.dn.as_str())
+        .collect();
+    out.events
+        .retain(|ev| !ev.this_dn.is_empty() && !unreached.contains(&ev.this_dn.as_str()));
     out.events
 }
 
@@ -268,6 +277,24 @@ fn deleted(out: &mut Out, me: &Dn, others: &[Dn], third: String) {
     }
 }
 
+/// The call's route is no party of it any more: its one party went into a conference (and
+/// stays in the call) or on to another call. The route is released; a party that stays is
+/// told the route was deleted from its call.
+fn route_left(out: &mut Out, me: &Dn) {
+    let e = out.e;
+    let route = Dn {
+        dn: e.service_dn.clone(),
+        role: opposite(e.party.role),
+    };
+    let mut ev = out.event("EventReleased", &route, Some(me), TCallState::Ok);
+    ev.cause = Some(cause(ReleaseReason::ApiRequest, None));
+    out.events.push(ev);
+    if e.next.is_none() {
+        let third = third_party(&e.by, &e.party);
+        deleted(out, &route, std::slice::from_ref(me), third);
+    }
+}
+
 /// A transferred party took another's place (§3.3.7): it and the call's others are told, with
 /// the transferor as third party.
 fn replaced(out: &mut Out, me: &Dn, others: &[Dn]) {
@@ -330,7 +357,8 @@ fn released(out: &mut Out, me: &Dn, others: &[Dn]) {
     }
     let state = failure.map_or(TCallState::Ok, state_of_failure);
     let other = single(others).or_else(|| room_of(e, others));
-    let rang = e.party.state != PartyState::Dialing || failure.is_none();
+    // A destination we were still dialing was never told of the call: nothing to release.
+    let rang = e.party.state != PartyState::Dialing;
     if rang {
         let mut ev = out.event("EventReleased", me, other.as_ref(), state);
         ev.cause = Some(q850);

@@ -828,6 +828,10 @@ impl Harness {
             "tracked recordings left"
         );
         assert!(core.transfer_targets.is_empty(), "transfers waiting left");
+        assert!(
+            core.transfer_replies.is_empty(),
+            "BlindTransfers waiting left"
+        );
         assert!(core.pending_holds.is_empty(), "holds waiting left");
         assert!(core.offer_parties.is_empty(), "offered parties left");
         assert_eq!(core.model.call_count(), 0, "party-model calls left");

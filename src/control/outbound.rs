@@ -391,7 +391,8 @@ impl<M: Backend> Controller<M> {
                     status,
                 });
             }
-            Purpose::Transfer { old, .. } => {
+            // Nothing to tell about a transferred call that has ended meanwhile.
+            Purpose::Transfer { old, .. } if self.call_connections.contains_key(&old) => {
                 let status = match reason {
                     EndReason::Rejected(status) => status,
                     EndReason::NoAnswer => 408,
@@ -402,6 +403,7 @@ impl<M: Backend> Controller<M> {
                     status,
                 });
             }
+            Purpose::Transfer { .. } => {}
         }
     }
 
@@ -425,10 +427,12 @@ impl<M: Backend> Controller<M> {
                 if !requested {
                     self.ua.transfer_failed(now, old, 408, "Request Timeout");
                 }
-                self.events.emit(Event::TransferFailed {
-                    call_id: old.to_string(),
-                    status: 408,
-                });
+                if self.call_connections.contains_key(&old) {
+                    self.events.emit(Event::TransferFailed {
+                        call_id: old.to_string(),
+                        status: 408,
+                    });
+                }
             }
         }
         self.app_calls.remove(&call);
@@ -731,11 +735,13 @@ impl<M: Backend> Controller<M> {
     }
 
     fn transfer_finished(&mut self, call: CallId, status: u16) {
-        let reply = self.transfer_replies.remove(&call);
+        // Nothing waits when the call's end already answered the BlindTransfer (our REFER's
+        // transaction may end after the call it was sent in).
+        let Some(reply) = self.transfer_replies.remove(&call) else {
+            return;
+        };
         if (200..300).contains(&status) {
-            if let Some(reply) = reply {
-                let _ = reply.send(Ok(super::call_control::call_result(call)));
-            }
+            let _ = reply.send(Ok(super::call_control::call_result(call)));
             if let Some(&id) = self.call_connections.get(&call) {
                 // The implicit DeleteConnection of a completed transfer; the call gets BYE.
                 self.app_calls.remove(&call);
@@ -748,18 +754,27 @@ impl<M: Backend> Controller<M> {
             call_id: call.to_string(),
             status,
         });
-        if let Some(reply) = reply {
-            let _ = reply.send(Err(ActionError::new(
-                ResultCode::ServerInternal,
-                format!("transfer failed: the target answered {status}; the call stays"),
-            )));
-        }
+        let _ = reply.send(Err(ActionError::new(
+            ResultCode::ServerInternal,
+            format!("transfer failed: the target answered {status}; the call stays"),
+        )));
     }
 
     /// The call ended while a BlindTransfer waited: the far end left, so the transfer took.
     pub(super) fn transfer_call_ended(&mut self, call: CallId) {
         if let Some(reply) = self.transfer_replies.remove(&call) {
             let _ = reply.send(Ok(super::call_control::call_result(call)));
+        }
+    }
+
+    /// We released the call while a BlindTransfer waited (DeleteConnection, Hangup, a CTI
+    /// release, shutdown): the transfer did not take.
+    pub(super) fn transfer_call_released(&mut self, call: CallId) {
+        if let Some(reply) = self.transfer_replies.remove(&call) {
+            let _ = reply.send(Err(ActionError::new(
+                ResultCode::ServerInternal,
+                format!("call {call} was released before its transfer completed"),
+            )));
         }
     }
 }

@@ -144,6 +144,10 @@ pub enum ChangeKind {
     Left,
     /// It took another party's place (transfer, Replaces).
     Replaced,
+    /// The call's route (its service DN: the route a call in reached, the DN a call we placed
+    /// is from) stopped being a party of it: its one party went into a conference or on to
+    /// another call.
+    RouteLeft,
     Released,
 }
 
@@ -492,11 +496,12 @@ impl CallModel {
     }
 
     /// A conference now carries `connection`'s call (CreateConference): that call survives
-    /// as the conference call, so its ConnID stays.
-    pub fn start_conference(&mut self, conference: u32, connection: u32) {
+    /// as the conference call, so its ConnID stays; its route, if it had one, leaves it.
+    pub fn start_conference(&mut self, now_ms: u64, conference: u32, connection: u32, by: Actor) {
         let Some(&conn_id) = self.call_of.get(&connection) else {
             return;
         };
+        self.route_leaves(now_ms, conn_id, connection, by, None);
         if let Some(call) = self.calls.get_mut(&conn_id) {
             call.conference = Some(conference);
             if let Some(p) = call.parties.get_mut(&connection) {
@@ -518,6 +523,9 @@ impl CallModel {
         by: Actor,
     ) -> Option<ConnId> {
         let target = *self.conference_call.get(&conference)?;
+        if let Some(&old) = self.call_of.get(&connection).filter(|&&old| old != target) {
+            self.route_leaves(now_ms, old, connection, by.clone(), Some(target));
+        }
         let mut party = match self.take_party(connection) {
             Some((old, party)) if old == target => {
                 // Already a member (CreateConference's first): nothing moves.
@@ -572,10 +580,10 @@ impl CallModel {
                     role: Role::ConferenceMember,
                     state: PartyState::Established,
                 },
-                by,
+                by.clone(),
             );
         }
-        self.start_conference(conference, connection);
+        self.start_conference(now_ms, conference, connection, by);
     }
 
     /// `connection` leaves its conference but stays connected: it continues in a call of its
@@ -627,6 +635,9 @@ impl CallModel {
         let Some(&target) = self.call_of.get(&old) else {
             return;
         };
+        if let Some(&from) = self.call_of.get(&new).filter(|&&from| from != target) {
+            self.route_leaves(now_ms, from, new, by.clone(), Some(target));
+        }
         let Some((from, mut party)) = self.take_party(new) else {
             return;
         };
@@ -789,6 +800,36 @@ impl CallModel {
         });
     }
 
+    /// `connection`'s call `conn_id` stops having a route among its parties: its one party
+    /// goes into a conference (`next` None: the call becomes the conference call) or on to
+    /// the call `next`. Nothing when the call has no route, or it is a conference already.
+    fn route_leaves(
+        &mut self,
+        now_ms: u64,
+        conn_id: ConnId,
+        connection: u32,
+        by: Actor,
+        next: Option<ConnId>,
+    ) {
+        let Some(call) = self.calls.get(&conn_id) else {
+            return;
+        };
+        let alone = call.parties.len() == 1 && call.parties.contains_key(&connection);
+        if !alone || call.conference.is_some() || call.meet_me || call.service_dn.is_empty() {
+            return;
+        }
+        let party = call.parties[&connection].clone();
+        let extra = Extra {
+            next,
+            ..Extra::default()
+        };
+        self.publish(now_ms, conn_id, ChangeKind::RouteLeft, &party, by, extra);
+        // For good: the call is a conference now (whose lone member has no room DN), or over.
+        if let Some(call) = self.calls.get_mut(&conn_id) {
+            call.service_dn.clear();
+        }
+    }
+
     /// Takes a party out of its call (the call stays, even empty: see `drop_if_empty`).
     fn take_party(&mut self, connection: u32) -> Option<(ConnId, Party)> {
         let conn_id = self.call_of.remove(&connection)?;
@@ -944,7 +985,7 @@ mod tests {
         let first = m.open(t, caller(1, "1001"), Actor::Remote);
         let second = m.open(t, caller(2, "1002"), Actor::Remote);
         let third = m.open(t, caller(3, "1003"), Actor::Remote);
-        m.start_conference(9, 1);
+        m.start_conference(0, 9, 1, Actor::System);
         let client = Actor::Client {
             action: "JoinConference".into(),
         };
@@ -990,7 +1031,7 @@ mod tests {
         let mut m = CallModel::default();
         let conf = m.open(1, caller(1, "1001"), Actor::Remote);
         m.open(1, caller(2, "1002"), Actor::Remote);
-        m.start_conference(4, 1);
+        m.start_conference(0, 4, 1, Actor::System);
         m.join_conference(2, 4, 2, false, Actor::Remote);
         m.leave_conference(3, 2, Actor::System);
         let own = m.conn_id_of(2).unwrap();
@@ -1007,7 +1048,7 @@ mod tests {
         let mut m = CallModel::default();
         let conf = m.open(1, caller(1, "1001"), Actor::Remote);
         m.open(1, caller(2, "1002"), Actor::Remote);
-        m.start_conference(4, 1);
+        m.start_conference(0, 4, 1, Actor::System);
         m.join_conference(2, 4, 2, true, Actor::Remote);
         let new_call = m.open(3, caller(5, "2002"), Actor::Remote);
         let transferor = Actor::Party {

@@ -10,14 +10,22 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::core::Input;
 use super::harness::*;
+use super::operations::TermConds;
 use super::party::ConnId;
+use super::surface_check::Surfaces;
 use super::tests::{trunk_bye, trunk_response};
-use super::{AgentConfRequest, CallAction, ControlRequest, CtiRequest, MediaAction};
+use super::{
+    AgentConfRequest, CallAction, CodecChoice, Completion, ControlRequest, CtiRequest, MediaAction,
+    Target,
+};
+use crate::engine::{ConfereeSpec, EngineEvent};
 use crate::sip::message::{Request, SipMessage};
 use crate::sip::transaction::Peer;
 use crate::sip::ua::CallId;
@@ -45,6 +53,14 @@ struct Scenario {
     steps: Vec<String>,
     /// How far the scenario got: the steps after which each kind of state existed.
     reached: Reached,
+    /// What the surfaces told their clients, checked after every step.
+    surfaces: Surfaces,
+    /// How many `/events` events the check has read.
+    events_read: usize,
+    /// Conferences the applications created (CreateConference's answers).
+    app_conferences: Vec<u32>,
+    /// Numbers dialled so far (each destination its own).
+    numbers: u32,
 }
 
 /// Steps after which the core held an answered call's connection, a bridge, a transfer
@@ -71,14 +87,32 @@ impl Scenario {
             references: 0,
             steps: Vec::new(),
             reached: Reached::default(),
+            surfaces: Surfaces::default(),
+            events_read: 0,
+            app_conferences: Vec::new(),
+            numbers: 0,
         }
     }
 
     fn step(&mut self) {
-        match self.rng.random_range(0..20) {
+        let steps = self.steps.len();
+        self.take_step();
+        if std::env::var_os("SCENARIO_TRACE").is_some() {
+            for step in &self.steps[steps..] {
+                eprintln!("{step}");
+            }
+        }
+        self.read_wire();
+    }
+
+    fn take_step(&mut self) {
+        match self.rng.random_range(0..30) {
             0 | 1 => {
                 let user = USERS[self.rng.random_range(0..USERS.len())];
-                let peer = PeerCall::new(user, &format!("p{}", self.peers.len()));
+                let name = format!("p{}", self.peers.len());
+                // Each caller its own DN: what the CTI check tells parties apart by.
+                let peer =
+                    PeerCall::new(user, &name).with_dn(&format!("555{}", 2000 + self.peers.len()));
                 let port = 30_000 + 2 * self.peers.len() as u16;
                 self.steps
                     .push(format!("INVITE from p{} to {user}", self.peers.len()));
@@ -104,7 +138,7 @@ impl Scenario {
                     3 => CallAction::Reject { call, status: 486 },
                     4 => CallAction::Redirect {
                         call,
-                        to: "7100".into(),
+                        to: self.fresh_number("71"),
                     },
                     _ => CallAction::Hangup { call },
                 };
@@ -113,8 +147,9 @@ impl Scenario {
             }
             8 => {
                 self.steps.push("MakeCall".into());
+                let to = self.fresh_number("70");
                 let placed = self.h.call_action(CallAction::MakeCall(super::MakeCall {
-                    to: "7002".into(),
+                    to,
                     from: None,
                     display_name: None,
                     trunk: None,
@@ -129,11 +164,9 @@ impl Scenario {
             }
             9 => self.trunk_answers(),
             10 => {
-                let ids: Vec<u32> = self.h.core.connections.keys().copied().collect();
-                if ids.is_empty() {
+                let Some(id) = self.pick_connection() else {
                     return;
-                }
-                let id = ids[self.rng.random_range(0..ids.len())];
+                };
                 self.steps.push(format!("DeleteConnection {id}"));
                 let _ = self.h.action(MediaAction::Delete {
                     connection: Some(id),
@@ -156,9 +189,36 @@ impl Scenario {
             17 => {
                 let Some(call) = self.pick_call() else { return };
                 self.steps.push(format!("BlindTransfer {call}"));
-                self.call_action(CallAction::BlindTransfer {
-                    call,
-                    to: "7200".into(),
+                let to = self.fresh_number("72");
+                self.call_action(CallAction::BlindTransfer { call, to });
+            }
+            20 => {
+                let target = self.fresh_number("76");
+                self.peer_sends("REFER", |peer| {
+                    peer.in_dialog("REFER", &format!("Refer-To: <sip:{target}@127.0.0.3>\r\n"))
+                })
+            }
+            21 => {
+                let direction = ["sendonly", "inactive", "sendrecv"][self.rng.random_range(0..3)];
+                self.peer_sends(&format!("re-INVITE {direction}"), |peer| {
+                    peer.reinvite(&sdp_with(31_000, direction))
+                })
+            }
+            22 => self.replacing_invite(),
+            23 | 24 => self.media_operation(),
+            25 => self.engine_says(),
+            26 => self.conference_action(),
+            27 => self.app_connection(),
+            28 => self.mute_recording(),
+            29 => {
+                let Some(conference) = self.pick(&self.app_conferences.clone()) else {
+                    return;
+                };
+                self.steps
+                    .push(format!("DeleteConnection conference {conference}"));
+                let _ = self.h.action(MediaAction::Delete {
+                    connection: None,
+                    conference: Some(conference),
                 });
             }
             12 => {
@@ -172,7 +232,6 @@ impl Scenario {
                 self.h.advance(by);
             }
         }
-        self.read_wire();
         let core = &self.h.core;
         for (held, count) in [
             (
@@ -217,6 +276,280 @@ impl Scenario {
             0 => None,
             n => Some(self.calls[self.rng.random_range(0..n)]),
         }
+    }
+
+    /// A number no party of this scenario has had: the CTI check tells parties apart by DN
+    /// (two parties with one DN in one call are one to a T-Library client).
+    fn fresh_number(&mut self, prefix: &str) -> String {
+        self.numbers += 1;
+        format!("{prefix}{:03}", self.numbers)
+    }
+
+    fn pick<T: Clone>(&mut self, list: &[T]) -> Option<T> {
+        match list.len() {
+            0 => None,
+            n => Some(list[self.rng.random_range(0..n)].clone()),
+        }
+    }
+
+    /// One of the core's connections (any kind), if there is one.
+    fn pick_connection(&mut self) -> Option<u32> {
+        let mut ids: Vec<u32> = self.h.core.connections.keys().copied().collect();
+        ids.sort_unstable();
+        self.pick(&ids)
+    }
+
+    /// A new caller whose INVITE replaces another caller's dialog (RFC 3891: an attended
+    /// transfer's last step).
+    fn replacing_invite(&mut self) {
+        let confirmed: Vec<usize> = (0..self.peers.len())
+            .filter(|&i| self.peers[i].to_tag.is_some())
+            .collect();
+        let Some(old) = self.pick(&confirmed) else {
+            return;
+        };
+        let old_peer = &self.peers[old];
+        let replaces = format!(
+            "Replaces: {};to-tag={};from-tag=peer-p{old}\r\n",
+            old_peer.call_id,
+            old_peer.to_tag.as_deref().unwrap_or_default()
+        );
+        let user = old_peer.user.clone();
+        let n = self.peers.len();
+        let peer = PeerCall::new(&user, &format!("p{n}")).with_dn(&format!("555{}", 2000 + n));
+        self.steps
+            .push(format!("INVITE from p{n} to {user} replacing p{old}"));
+        let invite = peer.invite(Some(&pcmu_sdp(30_000 + 2 * n as u16)), &replaces);
+        self.peers.push(peer);
+        self.h.sip_from(PEER, invite);
+    }
+
+    /// An application's media operation on a connection (or a conference): a prompt, digit
+    /// gathering, a recording, energy detection, digits sent, or a stop.
+    fn media_operation(&mut self) {
+        let Some(connection) = self.pick_connection() else {
+            return;
+        };
+        let conds = TermConds {
+            max_time: Some(Duration::from_secs(self.rng.random_range(1..20))),
+            ..TermConds::default()
+        };
+        let conference = self.pick(&self.app_conferences.clone());
+        let target = match conference {
+            Some(conference) if self.rng.random_range(0..4) == 0 => Target::Conference(conference),
+            _ => Target::Connection(connection),
+        };
+        let target_kind = target;
+        let action = match self.rng.random_range(0..7) {
+            0 | 1 => MediaAction::Play(super::PlayRequest {
+                target,
+                prompts: vec!["hello.wav".into()],
+                application: None,
+                locale: None,
+                conds,
+                volume: 0,
+                speed: 0,
+                state: None,
+            }),
+            2 => MediaAction::GatherDigits {
+                connection,
+                conds: TermConds {
+                    max_digits: Some(2),
+                    ..conds
+                },
+                state: None,
+            },
+            3 => MediaAction::Record(super::RecordRequest {
+                target,
+                filename: None,
+                conds,
+                encoding: crate::media::wav::Encoding::Ulaw,
+                file_rate: 8000,
+                expires_days: 0,
+                state: None,
+            }),
+            4 => MediaAction::DetectEnergy {
+                connection,
+                silence: self.rng.random(),
+                needed: Duration::from_secs(2),
+                command_timeout: Some(Duration::from_secs(10)),
+                state: None,
+            },
+            5 => MediaAction::SendDigits {
+                connection,
+                digits: "12".into(),
+            },
+            _ => MediaAction::StopMediaOperation {
+                connection,
+                operation: None,
+                block: self.rng.random(),
+            },
+        };
+        self.steps
+            .push(format!("{} on {connection}", action.name()));
+        if let Ok(answer) = self.h.action(action) {
+            if let Some(operation) = answer.get("OperationId").and_then(Value::as_str) {
+                self.surfaces.operation_started(operation);
+            }
+            if let Target::Conference(_) = target_kind {
+                if let Some(leg) = answer.get("ConnectionId").and_then(Value::as_str) {
+                    self.surfaces.connection_answered(leg);
+                }
+            }
+        }
+    }
+
+    /// What a media worker reports: RTP stopped, a prompt played out, a digit, the silence
+    /// waited for, a recording's disk full, a talker.
+    fn engine_says(&mut self) {
+        let engine = &self.h.core.engine;
+        let mut keys: Vec<u64> = engine.connections.keys().copied().collect();
+        keys.sort_unstable();
+        let mut plays: Vec<(u64, u64)> = engine.plays.iter().copied().collect();
+        plays.sort_unstable();
+        let mut watches: Vec<(u64, u64)> = engine.watches.iter().copied().collect();
+        watches.sort_unstable();
+        let mut recordings: Vec<(u64, u64)> = engine
+            .recordings
+            .iter()
+            .map(|(op, (k, _))| (*k, *op))
+            .collect();
+        recordings.sort_unstable();
+        let mut members: Vec<(u64, u64)> = engine
+            .conferences
+            .iter()
+            .flat_map(|(c, m)| m.iter().map(move |k| (*c, *k)))
+            .collect();
+        members.sort_unstable();
+        let event = match self.rng.random_range(0..6) {
+            0 => self.pick(&keys).map(|key| EngineEvent::RtpTimeout { key }),
+            1 => self
+                .pick(&plays)
+                .map(|(key, operation)| EngineEvent::PlayoutDone { key, operation }),
+            2 => self.pick(&keys).map(|key| EngineEvent::Digit {
+                key,
+                digit: '5',
+                duration_ms: 120,
+            }),
+            3 => self
+                .pick(&watches)
+                .map(|(key, operation)| EngineEvent::Energy {
+                    key,
+                    operation,
+                    silence: true,
+                }),
+            4 => self
+                .pick(&recordings)
+                .map(|(key, operation)| EngineEvent::RecordingFailed {
+                    key,
+                    operation,
+                    error: "No space left on device".into(),
+                }),
+            _ => {
+                let talking = self.rng.random();
+                self.pick(&members)
+                    .map(|(conference, key)| EngineEvent::Talker {
+                        conference,
+                        key,
+                        talking,
+                    })
+            }
+        };
+        if let Some(event) = event {
+            self.steps.push(format!("engine: {event:?}"));
+            self.h.engine_event(event);
+        }
+    }
+
+    /// Media Control's conferences: one made of a connection, a connection joining one or
+    /// leaving it.
+    fn conference_action(&mut self) {
+        let Some(connection) = self.pick_connection() else {
+            return;
+        };
+        let conference = self.pick(&self.app_conferences.clone());
+        let action = match (self.rng.random_range(0..3), conference) {
+            (1, Some(conference)) => MediaAction::JoinConference {
+                connection,
+                conference,
+                completion: Completion::default(),
+                conferee: ConfereeSpec::default(),
+            },
+            (2, Some(conference)) => MediaAction::LeaveConference {
+                connection,
+                conference,
+            },
+            _ => MediaAction::CreateConference {
+                connection,
+                completion: Completion::default(),
+                conferee: ConfereeSpec::default(),
+                hairpin: self.rng.random(),
+                join_tone: false,
+            },
+        };
+        self.steps
+            .push(format!("{} with {connection}", action.name()));
+        if let Ok(answer) = self.h.action(action) {
+            if let Some(id) = answer
+                .get("ConferenceId")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+            {
+                if !self.app_conferences.contains(&id) {
+                    self.app_conferences.push(id);
+                }
+            }
+        }
+    }
+
+    /// An application's own connection: reserved, or created (completing a reservation or
+    /// not).
+    fn app_connection(&mut self) {
+        let requester = "127.0.0.9".parse().expect("an address");
+        let action = if self.rng.random() {
+            MediaAction::Reserve {
+                rx_codec: None,
+                tx_codec: None,
+                requester,
+            }
+        } else {
+            let mut reserved: Vec<u32> = self
+                .h
+                .core
+                .connections
+                .iter()
+                .filter(|(_, c)| matches!(c.state, super::core::ConnectionState::Reserved { .. }))
+                .map(|(id, _)| *id)
+                .collect();
+            reserved.sort_unstable();
+            MediaAction::Create {
+                connection: self.pick(&reserved),
+                tx: "127.0.0.9:7000".parse().expect("an address"),
+                codecs: CodecChoice::default(),
+                requester,
+            }
+        };
+        self.steps.push(action.name().into());
+        let _ = self.h.action(action);
+    }
+
+    /// The recording API's MuteRecording of a call the store knows.
+    fn mute_recording(&mut self) {
+        let Some(call_id) = self.pick(&self.surfaces.store_call_ids()) else {
+            return;
+        };
+        let channels = [
+            crate::store::MuteChannels::NONE,
+            crate::store::MuteChannels::LEFT,
+            crate::store::MuteChannels::BOTH,
+        ][self.rng.random_range(0..3)];
+        self.steps.push(format!("MuteRecording {call_id}"));
+        let (reply, _answer) = tokio::sync::oneshot::channel();
+        self.h.input(Input::Request(ControlRequest::MuteRecording {
+            call_id,
+            channels,
+            reply,
+        }));
     }
 
     /// The trunk's answer to one of our INVITEs: ringing, answered with SDP, or busy.
@@ -274,12 +607,12 @@ impl Scenario {
             4 => CtiRequest::SingleStepTransfer {
                 this_dn,
                 conn_id,
-                destination: "7300".into(),
+                destination: self.fresh_number("73"),
             },
             5 => CtiRequest::Initiate {
                 this_dn,
                 conn_id,
-                destination: "7301".into(),
+                destination: self.fresh_number("74"),
             },
             6 => CtiRequest::Complete {
                 this_dn,
@@ -289,7 +622,7 @@ impl Scenario {
             7 => CtiRequest::SingleStepConference {
                 this_dn,
                 conn_id,
-                destination: "7302".into(),
+                destination: self.fresh_number("75"),
             },
             _ => CtiRequest::DeleteFromConference {
                 this_dn,
@@ -413,7 +746,27 @@ impl Scenario {
             }
         }
         self.h.core.take_agent_events();
-        for event in self.h.take_cti() {
+        let cti = self.h.take_cti();
+        let store = self.h.core.take_store_events();
+        let events = &self.h.seen[self.events_read..];
+        self.events_read = self.h.seen.len();
+        if std::env::var_os("SCENARIO_TRACE").is_some() {
+            for event in events.iter().chain(&cti) {
+                eprintln!("    {event}");
+            }
+            for event in &store {
+                eprintln!("    store: {event:?}");
+            }
+        }
+        if let Err(e) = self
+            .surfaces
+            .read_events(events)
+            .and_then(|()| self.surfaces.read_cti(&cti))
+            .and_then(|()| self.surfaces.read_store(&store))
+        {
+            panic!("{e}");
+        }
+        for event in cti {
             let (Some(dn), Some(conn_id)) = (
                 event["ThisDN"].as_str(),
                 event["ConnID"].as_str().and_then(ConnId::parse),
@@ -427,26 +780,41 @@ impl Scenario {
         }
     }
 
-    /// The applications end everything they know; time runs on past every deadline.
+    /// The applications end everything they know — or the server shuts down — and time runs
+    /// on past every deadline: nothing is left in the core, and every surface told its
+    /// clients so.
     fn finish(&mut self) {
-        self.steps.push(
-            "the end: the agents sign out, every call is hung up, every connection deleted".into(),
-        );
-        for id in [1001, 1002] {
-            self.agent_says(id, AgentConfRequest::SignedOut);
-        }
-        for call in self.calls.clone() {
-            self.call_action(CallAction::Hangup { call });
-        }
-        let ids: Vec<u32> = self.h.core.connections.keys().copied().collect();
-        for id in ids {
-            let _ = self.h.action(MediaAction::Delete {
-                connection: Some(id),
-                conference: None,
-            });
+        if self.rng.random_range(0..4) == 0 {
+            self.steps
+                .push("the end: the server shuts down (every call released)".into());
+            let (done, _answer) = tokio::sync::oneshot::channel();
+            self.h.input(Input::Request(ControlRequest::Shutdown(done)));
+        } else {
+            self.steps.push(
+                "the end: the agents sign out, every call is hung up, every connection deleted"
+                    .into(),
+            );
+            for id in [1001, 1002] {
+                self.agent_says(id, AgentConfRequest::SignedOut);
+            }
+            for call in self.calls.clone() {
+                self.call_action(CallAction::Hangup { call });
+            }
+            let mut ids: Vec<u32> = self.h.core.connections.keys().copied().collect();
+            ids.sort_unstable();
+            for id in ids {
+                let _ = self.h.action(MediaAction::Delete {
+                    connection: Some(id),
+                    conference: None,
+                });
+            }
         }
         self.h.advance(Duration::from_secs(600));
         self.h.assert_no_leaks();
+        self.read_wire();
+        if let Err(e) = self.surfaces.all_told_ended() {
+            panic!("{e}");
+        }
     }
 }
 
@@ -498,7 +866,14 @@ fn whatever_callers_trunk_and_applications_do_nothing_is_left_once_they_are_done
     };
     let steps = from_env("SCENARIO_STEPS", 40) as usize;
     let mut reached = Reached::default();
-    for seed in 0..from_env("SCENARIO_SEEDS", 200) {
+    let seeds = match std::env::var("SCENARIO_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(seed) => seed..seed + 1,
+        None => 0..from_env("SCENARIO_SEEDS", 200),
+    };
+    for seed in seeds {
         let r = run(seed, steps);
         reached.connections += r.connections;
         reached.bridges += r.bridges;

@@ -753,6 +753,29 @@ fn cti_for(events: &[Value], name: &str, dn: &str) -> Value {
     found[0].clone()
 }
 
+/// The one CTI event named `name` for `dn` in the call `conn_id`.
+fn cti_in(events: &[Value], name: &str, dn: &str, conn_id: ConnId) -> Value {
+    let found: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["Event"] == name && e["ThisDN"] == dn && e["ConnID"] == conn_id.to_string())
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one {name} for {dn} in {conn_id}: {events:#?}"
+    );
+    found[0].clone()
+}
+
+/// The ConnIDs other than `conn_id` in which `dn` got a `name` event.
+fn cti_elsewhere(events: &[Value], name: &str, dn: &str, conn_id: ConnId) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["Event"] == name && e["ThisDN"] == dn && e["ConnID"] != conn_id.to_string())
+        .cloned()
+        .collect()
+}
+
 /// The attributes of a CTI event that seed 05's tables name.
 fn attributes(e: &Value) -> Vec<(String, String)> {
     [
@@ -828,8 +851,131 @@ fn cti_an_application_that_hangs_up_an_offered_call_releases_it() {
     assert_eq!(caller["OtherDN"], "app");
     let called = cti_for(&events, "EventReleased", "app");
     assert_eq!(called["Cause"], 16);
+    // And the application's stream ends the call as for one with a connection.
+    let ended = h.one_event("CallEnded", |_| true);
+    assert_eq!(ended["CallId"], call.to_string());
+    assert_eq!(ended["Reason"], "api-request");
     let wire = h.take_wire();
     h.sip_from(PEER, peer.ack_failure(&response(&wire, 480)));
+    h.assert_no_leaks();
+}
+
+/// A conference an application makes of calls to a route (CreateConference, JoinConference):
+/// each call's route stops being a party of it — it is released (its other DN the caller),
+/// and a caller that stays in the call is told the route was deleted — so no CTI client is
+/// left with a route in a call it has left. Deleting the whole conference then releases each
+/// member once, from a conference: the others are told it was deleted.
+#[test]
+fn cti_an_application_conference_releases_the_routes_then_each_member_once() {
+    let mut h = Harness::new();
+    let (_p1, a) = answered_as(&mut h, "echo", "whole1", "1001");
+    let (_p2, b) = answered_as(&mut h, "echo", "whole2", "1002");
+    let (_p3, c) = answered_as(&mut h, "echo", "whole3", "1003");
+    let room = h.core.model.conn_id_of(a).unwrap();
+    let call_b = h.core.model.conn_id_of(b).unwrap();
+    h.take_cti();
+    let created = h
+        .action(MediaAction::CreateConference {
+            connection: a,
+            completion: Completion::default(),
+            conferee: ConfereeSpec::default(),
+            hairpin: false,
+            join_tone: false,
+        })
+        .expect("created");
+    let conference = id(&created["ConferenceId"]);
+    let events = h.take_cti();
+    let route = cti_in(&events, "EventReleased", "echo", room);
+    assert_eq!(route["OtherDN"], "1001");
+    assert_eq!(route["Cause"], 16);
+    let told = cti_in(&events, "EventPartyDeleted", "1001", room);
+    assert_eq!(told["OtherDN"], "echo");
+    assert_eq!(told["OtherDNRole"], "DeletedParty");
+    assert_eq!(events.len(), 2, "{events:#?}");
+
+    for m in [b, c] {
+        h.action(MediaAction::JoinConference {
+            connection: m,
+            conference,
+            completion: Completion::default(),
+            conferee: ConfereeSpec::default(),
+        })
+        .expect("joined");
+    }
+    let events = h.take_cti();
+    // 1002's call is over for its route; 1002 goes on in the room.
+    assert_eq!(
+        cti_in(&events, "EventReleased", "echo", call_b)["OtherDN"],
+        "1002"
+    );
+    assert_eq!(
+        cti_in(&events, "EventPartyChanged", "1002", room)["PreviousConnID"],
+        call_b.to_string()
+    );
+
+    h.action(delete(None, Some(conference))).expect("released");
+    let events = h.take_cti();
+    for dn in ["1001", "1002", "1003"] {
+        assert_eq!(cti_in(&events, "EventReleased", dn, room)["Cause"], 16);
+    }
+    assert!(events.iter().all(|e| e["ThisDN"] != "echo"), "{events:#?}");
+    // The first out is deleted from two views, the second from one.
+    let deleted = events
+        .iter()
+        .filter(|e| e["Event"] == "EventPartyDeleted")
+        .count();
+    assert_eq!((deleted, events.len()), (3, 6), "{events:#?}");
+    h.assert_no_leaks();
+}
+
+/// A call we place that is hung up before the destination rings: the calling DN is released;
+/// the destination, never told of the call, is told nothing of its end either.
+#[test]
+fn cti_a_placed_call_hung_up_before_it_rings_tells_the_destination_nothing() {
+    let mut h = Harness::new();
+    let placed = h
+        .call_action(CallAction::MakeCall(super::MakeCall {
+            to: "7002".into(),
+            from: None,
+            display_name: None,
+            trunk: None,
+            conference: None,
+        }))
+        .expect("placed");
+    let call = placed["CallId"].as_str().unwrap().parse().unwrap();
+    h.call_action(CallAction::Hangup { call }).expect("hung up");
+    let events = h.take_cti();
+    assert!(events.iter().all(|e| e["ThisDN"] != "7002"), "{events:#?}");
+    assert_eq!(
+        cti_for(&events, "EventReleased", "callbridge")["OtherDN"],
+        "7002"
+    );
+    h.advance(Duration::from_secs(64));
+    h.assert_no_leaks();
+}
+
+/// A BlindTransfer waits for its outcome; when the call is released meanwhile (here by
+/// DeleteConnection) it is answered then, and the REFER's late timeout reports nothing about
+/// a call that is gone.
+#[test]
+fn a_blind_transfer_whose_call_is_released_is_answered_then_and_reports_nothing_later() {
+    let mut h = Harness::new();
+    let (_peer, connection) = answered(&mut h, "echo", "xfer-released");
+    let call = h.core.connections[&connection].call.unwrap();
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    h.input(super::Input::Request(ControlRequest::Call(
+        CallAction::BlindTransfer {
+            call,
+            to: "7200".into(),
+        },
+        reply,
+    )));
+    assert!(answer.try_recv().is_err(), "it waits for the outcome");
+    h.action(delete(Some(connection), None)).expect("deleted");
+    let outcome = answer.try_recv().expect("answered at the release");
+    assert!(outcome.is_err(), "{outcome:?}");
+    h.advance(Duration::from_secs(64));
+    assert!(h.events_named("TransferFailed").is_empty());
     h.assert_no_leaks();
 }
 
@@ -1414,9 +1560,15 @@ fn cti_single_step_transfer_gives_a_partys_place_to_the_destination() {
         assert_eq!(changed["OtherDN"], "7004");
         assert_eq!(changed["ThirdPartyDN"], "1002");
     }
-    let released = cti_for(&events, "EventReleased", "1002");
+    let released = cti_in(&events, "EventReleased", "1002", room);
     assert_eq!(released["CallState"], "Transferred");
     assert_eq!(released["ThirdPartyDN"], "7004");
+    // The call placed from 1002 to 7004 is over for 1002, its calling DN: 7004 went on into
+    // the room.
+    let placed = cti_elsewhere(&events, "EventReleased", "1002", room);
+    assert_eq!(placed.len(), 1, "{events:#?}");
+    assert_eq!(placed[0]["OtherDN"], "7004");
+    assert_eq!(placed[0]["CallState"], "OK");
     assert!(
         events.iter().all(|e| e["Event"] != "EventPartyDeleted"),
         "{events:#?}"
@@ -1796,9 +1948,13 @@ fn cti_two_step_transfer_gives_the_consulting_partys_place_to_the_consulted() {
         cti_for(&events, "EventPartyChanged", "1001")["OtherDN"],
         "7011"
     );
-    let released = cti_for(&events, "EventReleased", "1002");
+    let released = cti_in(&events, "EventReleased", "1002", room);
     assert_eq!(released["CallState"], "Transferred");
     assert_eq!(released["ThirdPartyDN"], "7011");
+    // And from the consultation call: 7011 went on into the room.
+    let consultation = cti_elsewhere(&events, "EventReleased", "1002", room);
+    assert_eq!(consultation.len(), 1, "{events:#?}");
+    assert_eq!(consultation[0]["OtherDN"], "7011");
     assert_eq!(
         requests_named(&h.take_wire(), Method::Bye),
         1,

@@ -938,6 +938,29 @@ fn cancel_after_200_changes_nothing() {
     h.assert_drains();
 }
 
+/// Hung up by its owner between our 2xx and the caller's ACK (the BYE waits for the ACK), then
+/// CANCELled by the caller, whose CANCEL crossed our 2xx: the CANCEL gets its 200 and nothing
+/// else — no second final response (487) to an INVITE already answered, and no end reported
+/// to an owner that already ended the call.
+#[test]
+fn cancel_after_200_of_a_call_hung_up_before_the_ack_changes_nothing() {
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("echo", "hungupcancel");
+    let call = h.invite(&peer, Some(&pcmu_sdp(30000)));
+    h.answer(&mut peer, call);
+    assert!(requests(&h.hangup(call, 16)).is_empty(), "the BYE waits");
+
+    let out = h.receive(peer.cancel());
+    assert_eq!(statuses(&out), [200]);
+    assert_eq!(cseq_method(&response(&out, 200).headers), Method::Cancel);
+    assert!(ended(&out).is_empty(), "{out:?}");
+
+    let out = h.receive(peer.ack(None));
+    assert_eq!(only_request(&out).method, Method::Bye);
+    assert!(ended(&out).is_empty(), "its owner ended it");
+    h.assert_drains();
+}
+
 #[test]
 fn cancel_for_no_invite_gets_481() {
     let mut h = Harness::new();

@@ -331,9 +331,13 @@ impl UserAgent {
                 .set_to_tag(&self.calls[&call_id].dialog.local_tag);
         }
         self.respond(now, &key, ok);
-        // §9.2: a CANCEL after the final response changes nothing.
+        // §9.2: a CANCEL after the final response changes nothing — our 2xx went, whether
+        // the call is up or the owner's BYE waits for the ACK.
         let Some((call_id, state)) = call else { return };
-        if matches!(state, CallState::Answered | CallState::Confirmed) {
+        if matches!(
+            state,
+            CallState::Answered | CallState::Confirmed | CallState::ByePending
+        ) {
             return;
         }
         let response = self.response_for_call(call_id, 487, "Request Terminated", None);

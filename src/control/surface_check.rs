@@ -1,0 +1,355 @@
+//! What every surface says about the one party model, checked event by event: the Media
+//! Control and Call Control stream (`/events`), the CTI stream (T-Library) and the recording
+//! store's writes (the Verba API's rows). Whatever released a party — a BYE, DeleteConnection,
+//! Hangup, a CTI request, the agent gateway, a timer, the engine — each surface must tell its
+//! clients once, in an order they can follow, and by the time nothing is left in the core
+//! every surface must have said so: no connection, conference, call, CTI party, store call or
+//! recording its clients still believe in.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+
+use crate::store::StoreEvent;
+
+/// The names of the `/events` events that end an operation.
+const OPERATION_ENDS: [&str; 12] = [
+    "Play_Complete",
+    "Play_Failed",
+    "PlayTone_Complete",
+    "PlayTone_Failed",
+    "GatherDigits_Complete",
+    "GatherDigits_Failed",
+    "Record_Complete",
+    "Record_Failed",
+    "DetectSilence_Complete",
+    "DetectSilence_Failed",
+    "DetectNonSilence_Complete",
+    "DetectNonSilence_Failed",
+];
+
+/// What the surfaces' clients believe exists, from what they were told.
+#[derive(Debug, Default)]
+pub(super) struct Surfaces {
+    /// `/events`: the last `Seq` read (a gap would mean the check lost events).
+    seq: Option<u64>,
+    /// Connections reserved or created and not released.
+    connections: HashSet<String>,
+    /// Conferences created and not released.
+    conferences: HashSet<String>,
+    /// SIP calls (CallId) named by any event, and those whose CallEnded came.
+    calls: HashSet<String>,
+    calls_ended: HashSet<String>,
+    /// Media operations the applications started (by OperationId), and those whose
+    /// completion came (the core's own, an announcement's prompt, end too).
+    operations: HashSet<String>,
+    operations_ended: HashSet<String>,
+    /// Policy recordings (RecordingCallId) started, with their connection: each ends with a
+    /// RecordingStopped (a failure) or its connection's release.
+    recordings: HashMap<String, String>,
+    /// CTI: the parties (ThisDN, ConnID) told of and not released.
+    parties: HashSet<(String, String)>,
+    /// The store: calls started and not ended, and recordings started and not finished.
+    store_calls: HashSet<String>,
+    store_recordings: HashSet<String>,
+}
+
+impl Surfaces {
+    /// An operation an action's answer named (its completion event is owed).
+    pub(super) fn operation_started(&mut self, id: &str) {
+        self.operations.insert(id.to_string());
+    }
+
+    /// A connection an action's answer named: a Play, PlayTone or Record to a conference
+    /// makes a temporary conference connection, known from the answer (no ConnectionCreated),
+    /// whose ConnectionReleased comes when its operation ends.
+    pub(super) fn connection_answered(&mut self, id: &str) {
+        self.connections.insert(id.to_string());
+    }
+
+    /// The `/events` events from `from` on, in order.
+    pub(super) fn read_events(&mut self, events: &[Value]) -> Result<(), String> {
+        for event in events {
+            self.read_event(event)
+                .map_err(|e| format!("{e}\n  in event {event}"))?;
+        }
+        Ok(())
+    }
+
+    fn read_event(&mut self, event: &Value) -> Result<(), String> {
+        let seq = event["Seq"].as_u64().ok_or("an event without Seq")?;
+        if let Some(last) = self.seq {
+            if seq != last + 1 {
+                return Err(format!("events lost between Seq {last} and {seq}"));
+            }
+        }
+        self.seq = Some(seq);
+        let name = event["Event"].as_str().unwrap_or_default();
+        let text = |key: &str| event[key].as_str().map(str::to_string);
+        if let Some(call) = text("CallId") {
+            // A call's connection may go after its dialog (the implicit DeleteConnection).
+            if self.calls_ended.contains(&call) && name != "ConnectionReleased" {
+                return Err(format!("{name} about call {call} after its CallEnded"));
+            }
+            self.calls.insert(call.clone());
+            if name == "CallEnded" {
+                self.calls_ended.insert(call);
+            }
+        }
+        match name {
+            "ConnectionReserved" | "ConnectionCreated" => {
+                let id = text("ConnectionId").ok_or("no ConnectionId")?;
+                self.connections.insert(id);
+            }
+            "ConnectionReleased" => {
+                let id = text("ConnectionId").ok_or("no ConnectionId")?;
+                if !self.connections.remove(&id) {
+                    return Err(format!("connection {id} released but not alive"));
+                }
+                self.recordings.retain(|_, connection| *connection != id);
+            }
+            "ConferenceCreated" => {
+                let id = text("ConferenceId").ok_or("no ConferenceId")?;
+                if !self.conferences.insert(id.clone()) {
+                    return Err(format!("conference {id} created twice"));
+                }
+                self.connection_alive(name, event)?;
+            }
+            "ConferenceReleased" => {
+                let id = text("ConferenceId").ok_or("no ConferenceId")?;
+                if !self.conferences.remove(&id) {
+                    return Err(format!("conference {id} released but not alive"));
+                }
+            }
+            "ConferenceJoined"
+            | "ConferenceLeft"
+            | "ConfereeAttributesChanged"
+            | "TalkerStarted"
+            | "TalkerStopped"
+            | "ConferencePromoted" => {
+                let id = text("ConferenceId").ok_or("no ConferenceId")?;
+                if !self.conferences.contains(&id) {
+                    return Err(format!("{name} in conference {id}, not alive"));
+                }
+                if name != "ConferencePromoted" {
+                    self.connection_alive(name, event)?;
+                }
+            }
+            "RecordingStarted" => {
+                self.connection_alive(name, event)?;
+                let id = text("RecordingCallId").ok_or("no RecordingCallId")?;
+                let connection = text("ConnectionId").ok_or("no ConnectionId")?;
+                if self.recordings.insert(id.clone(), connection).is_some() {
+                    return Err(format!("recording of {id} started twice"));
+                }
+            }
+            "RecordingStopped" => {
+                // Also a Record operation's failed write (no RecordingStarted before it: its
+                // start was the action's answer; its Record_Failed follows).
+                let id = text("RecordingCallId").ok_or("no RecordingCallId")?;
+                self.recordings.remove(&id);
+            }
+            "ConnectionModified" | "CallAnswered" | "DigitReceived" | "CallChanged" => {
+                self.connection_alive(name, event)?;
+            }
+            name if OPERATION_ENDS.contains(&name) => {
+                // A Record completes when its file is finished, which may be after its
+                // connection's release; every other operation completes before it.
+                if !name.starts_with("Record_") {
+                    self.connection_alive(name, event)?;
+                }
+                let id = text("OperationId").ok_or("no OperationId")?;
+                if !self.operations_ended.insert(id.clone()) {
+                    return Err(format!("operation {id} ended twice"));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn connection_alive(&self, name: &str, event: &Value) -> Result<(), String> {
+        match event["ConnectionId"].as_str() {
+            Some(id) if !self.connections.contains(id) => {
+                Err(format!("{name} about connection {id}, not alive"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// CTI events, in order.
+    pub(super) fn read_cti(&mut self, events: &[Value]) -> Result<(), String> {
+        for event in events {
+            self.read_cti_event(event)
+                .map_err(|e| format!("{e}\n  in CTI event {event}"))?;
+        }
+        Ok(())
+    }
+
+    fn read_cti_event(&mut self, event: &Value) -> Result<(), String> {
+        let name = event["Event"].as_str().unwrap_or_default();
+        let (Some(dn), Some(conn_id)) = (event["ThisDN"].as_str(), event["ConnID"].as_str()) else {
+            return Ok(());
+        };
+        let party = (dn.to_string(), conn_id.to_string());
+        match name {
+            "EventReleased" | "EventAbandoned" => {
+                if !self.parties.remove(&party) {
+                    return Err(format!("{name} for {dn} in {conn_id}, not a party there"));
+                }
+            }
+            "EventPartyInfo" | "EventAddressInfo" | "EventACK" | "EventError" => {}
+            _ => {
+                if let Some(previous) = event["PreviousConnID"].as_str() {
+                    self.parties.remove(&(dn.to_string(), previous.to_string()));
+                }
+                self.parties.insert(party);
+            }
+        }
+        Ok(())
+    }
+
+    /// The store's writes, in order.
+    pub(super) fn read_store(&mut self, events: &[StoreEvent]) -> Result<(), String> {
+        for event in events {
+            self.read_store_event(event)
+                .map_err(|e| format!("{e}\n  in store event {event:?}"))?;
+        }
+        Ok(())
+    }
+
+    fn read_store_event(&mut self, event: &StoreEvent) -> Result<(), String> {
+        let call_alive = |surfaces: &Self, call_id: &String| {
+            if surfaces.store_calls.contains(call_id) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} for store call {call_id}, not alive",
+                    event.kind()
+                ))
+            }
+        };
+        match event {
+            StoreEvent::CallStarted { call_id, .. } => {
+                if !self.store_calls.insert(call_id.clone()) {
+                    return Err(format!("store call {call_id} started twice"));
+                }
+            }
+            StoreEvent::CallEnded { call_id, .. } => {
+                // Its recordings may finish after it: the file is finished on its own thread.
+                call_alive(self, call_id)?;
+                self.store_calls.remove(call_id);
+            }
+            StoreEvent::CallAnswered { call_id, .. }
+            | StoreEvent::MeetingChanged { call_id, .. }
+            | StoreEvent::PartyAdded { call_id, .. } => call_alive(self, call_id)?,
+            StoreEvent::RecordingStarted {
+                recording_id,
+                call_id,
+                ..
+            } => {
+                call_alive(self, call_id)?;
+                if !self.store_recordings.insert(recording_id.clone()) {
+                    return Err(format!("recording {recording_id} started twice"));
+                }
+            }
+            StoreEvent::RecordingFinished { recording_id, .. } => {
+                if !self.store_recordings.remove(recording_id) {
+                    return Err(format!("recording {recording_id} finished, not started"));
+                }
+            }
+            StoreEvent::RecordingFailed { recording_id, .. }
+            | StoreEvent::MuteChanged { recording_id, .. } => {
+                if !self.store_recordings.contains(recording_id) {
+                    return Err(format!(
+                        "{} of recording {recording_id}, not started",
+                        event.kind()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The store's calls whose recording may be muted (the recording API's callIDs).
+    pub(super) fn store_call_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.store_calls.iter().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Once nothing is left in the core: nothing any surface's clients were told of is left
+    /// either.
+    pub(super) fn all_told_ended(&self) -> Result<(), String> {
+        let mut unended: Vec<&String> = self.calls.difference(&self.calls_ended).collect();
+        unended.sort();
+        let mut unfinished: Vec<&String> =
+            self.operations.difference(&self.operations_ended).collect();
+        unfinished.sort();
+        let mut left = Vec::new();
+        for (what, count, list) in [
+            (
+                "connections",
+                self.connections.len(),
+                format!("{:?}", sorted(&self.connections)),
+            ),
+            (
+                "conferences",
+                self.conferences.len(),
+                format!("{:?}", sorted(&self.conferences)),
+            ),
+            (
+                "calls without CallEnded",
+                unended.len(),
+                format!("{unended:?}"),
+            ),
+            (
+                "operations without completion",
+                unfinished.len(),
+                format!("{unfinished:?}"),
+            ),
+            (
+                "recordings neither stopped nor released",
+                self.recordings.len(),
+                format!("{:?}", self.recordings),
+            ),
+            (
+                "CTI parties without EventReleased",
+                self.parties.len(),
+                format!("{:?}", {
+                    let mut p: Vec<_> = self.parties.iter().collect();
+                    p.sort();
+                    p
+                }),
+            ),
+            (
+                "store calls not ended",
+                self.store_calls.len(),
+                format!("{:?}", sorted(&self.store_calls)),
+            ),
+            (
+                "store recordings not finished",
+                self.store_recordings.len(),
+                format!("{:?}", sorted(&self.store_recordings)),
+            ),
+        ] {
+            if count > 0 {
+                left.push(format!("{what}: {list}"));
+            }
+        }
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the core holds nothing, but its surfaces' clients were never told the end of:\n  {}",
+                left.join("\n  ")
+            ))
+        }
+    }
+}
+
+fn sorted(set: &HashSet<String>) -> Vec<&String> {
+    let mut list: Vec<&String> = set.iter().collect();
+    list.sort();
+    list
+}
