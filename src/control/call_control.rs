@@ -150,7 +150,12 @@ impl<M: Backend> Controller<M> {
             CallAction::Bridge { call, peer } => self.bridge_calls(call, peer),
             CallAction::Unbridge { call, peer } => self.unbridge_calls(call, peer),
             CallAction::Hangup { call } => {
-                if self.take_offer(call).is_some() {
+                if let Some(&id) = self.call_connections.get(&call) {
+                    // The implicit DeleteConnection of an answered call, or of an offered one
+                    // accepted with early media (whose connection would stay otherwise); the
+                    // call gets BYE, or 480 before its answer.
+                    let _ = self.release_connection(id, ReleaseReason::ApiRequest);
+                } else if self.take_offer(call).is_some() {
                     if self
                         .ua
                         .hangup(now, call, super::connections::Q850_NORMAL_CLEARING)
@@ -167,9 +172,6 @@ impl<M: Backend> Controller<M> {
                     // releases the party here.
                     let by = self.actor_for(ReleaseReason::ApiRequest);
                     self.release_offered_party(call, ReleaseReason::ApiRequest, by);
-                } else if let Some(&id) = self.call_connections.get(&call) {
-                    // The implicit DeleteConnection; the call gets BYE.
-                    let _ = self.release_connection(id, ReleaseReason::ApiRequest);
                 }
                 // CUAE answers success for an unknown or ended call too (reference §2.5).
                 Ok(call_result(call))

@@ -691,6 +691,14 @@ impl<M: Backend> Controller<M> {
                 format!("connection {connection} is in conference {other}; LeaveConference first"),
             ));
         }
+        if let Some(owner) = c.leg_of {
+            return Err(ActionError::new(
+                ResultCode::AlreadyConnected,
+                format!(
+                    "connection {connection} is conference {owner}'s own (a Play or Record to the conference): it joins nothing"
+                ),
+            ));
+        }
         if matches!(c.state, ConnectionState::Reserved { .. }) && completion.tx.is_none() {
             return Err(ActionError::new(
                 ResultCode::InvalidParameters,

@@ -246,6 +246,9 @@ impl<M: Backend> Controller<M> {
             self.call_info.remove(&call);
             self.app_calls.remove(&call);
             self.forget_placed(call);
+            // An offered call accepted with early media and released before its answer: no
+            // AnswerCall may give it a connection again.
+            self.take_offer(call);
             if let Some(peer) = self.bridges.remove(&call) {
                 self.bridges.remove(&peer);
             }

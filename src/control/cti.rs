@@ -177,10 +177,13 @@ fn cti_parties(e: &PartyEvent) -> Vec<Dn> {
     let mut parties: Vec<Dn> = e
         .others
         .iter()
+        // A transferor whose place another took is no longer in the conversation, though its
+        // dialog lingers until its BYE.
         .filter(|p| {
-            e.replaced
-                .as_ref()
-                .is_none_or(|r| r.connection != p.connection)
+            p.replaced_by.is_none()
+                && e.replaced
+                    .as_ref()
+                    .is_none_or(|r| r.connection != p.connection)
         })
         .map(|p| Dn {
             dn: p.dn.clone(),
@@ -327,7 +330,11 @@ fn released(out: &mut Out, me: &Dn, others: &[Dn]) {
     let reason = e.reason.unwrap_or(ReleaseReason::ApiRequest);
     let failure = e.party.failure;
     let q850 = cause(reason, failure);
-    if matches!(reason, ReleaseReason::Transferred | ReleaseReason::Replaced) {
+    // Transferred, or whatever ends it after its place went to another (a transferor that
+    // lingered until an application or a timer released it).
+    if matches!(reason, ReleaseReason::Transferred | ReleaseReason::Replaced)
+        || e.party.replaced_by.is_some()
+    {
         // Its place went to another: the others were told by EventPartyChanged. Its other
         // party is the one it was talking to, not the one that took its place.
         let talking_to: Vec<Dn> = others
@@ -345,6 +352,15 @@ fn released(out: &mut Out, me: &Dn, others: &[Dn]) {
         ev.third_role = ev.third_dn.as_ref().map(|_| Role::TransferredBy);
         ev.cause = Some(q850);
         out.events.push(ev);
+        // Nobody has taken its place and only the call's route is left: the call is over for
+        // the route too (a transfer target that answers later has a call of its own).
+        if e.party.replaced_by.is_none() && e.others.is_empty() {
+            if let Some(route) = single(&talking_to) {
+                let mut ev = out.event("EventReleased", &route, Some(me), TCallState::Transferred);
+                ev.cause = Some(q850);
+                out.events.push(ev);
+            }
+        }
         return;
     }
     if e.conference && !others.is_empty() {

@@ -145,9 +145,7 @@ impl<M: Backend> Controller<M> {
         conds: TermConds,
         state: Option<String>,
     ) -> Result<ActionResult, ActionError> {
-        if !self.connections.contains_key(&connection) {
-            return Err(unknown_connection(connection));
-        }
+        self.caller_of(connection, "digits to gather")?;
         let operation = self.allocate_operation_id();
         let now = self.now.at;
         let c = self
@@ -840,10 +838,7 @@ impl<M: Backend> Controller<M> {
         command_timeout: Option<std::time::Duration>,
         state: Option<String>,
     ) -> Result<ActionResult, ActionError> {
-        let c = self
-            .connections
-            .get(&connection)
-            .ok_or_else(|| unknown_connection(connection))?;
+        let c = self.caller_of(connection, "audio to listen to")?;
         if c.media.format.is_none() {
             return Err(ActionError::new(
                 ResultCode::NotConnected,
@@ -887,6 +882,29 @@ impl<M: Backend> Controller<M> {
             self.complete(connection, f);
         }
         self.arm_operations(connection);
+    }
+
+    /// A connection with a caller behind it: a conference's own connection (made for a Play
+    /// or Record to the conference, and gone with that operation) has no `what` (36, as the
+    /// silence conditions of an operation to a conference).
+    fn caller_of(
+        &self,
+        connection: u32,
+        what: &str,
+    ) -> Result<&super::core::Connection, ActionError> {
+        let c = self
+            .connections
+            .get(&connection)
+            .ok_or_else(|| unknown_connection(connection))?;
+        match c.leg_of {
+            Some(conference) => Err(ActionError::new(
+                ResultCode::TermCondition,
+                format!(
+                    "connection {connection} is conference {conference}'s own (a Play or Record to it): no caller's {what}"
+                ),
+            )),
+            None => Ok(c),
+        }
     }
 
     /// The recorder finished a file: `Record_Complete`, or `Record_Failed` (31) when writing

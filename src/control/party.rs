@@ -589,6 +589,16 @@ impl CallModel {
     /// `connection` leaves its conference but stays connected: it continues in a call of its
     /// own (a new ConnID; the conference's is its previous).
     pub fn leave_conference(&mut self, now_ms: u64, connection: u32, by: Actor) {
+        // A connection mixed into a conference while its call is still its own (a transfer's
+        // target before it answers) leaves the mix, not a call.
+        let in_conference = self
+            .call_of
+            .get(&connection)
+            .and_then(|c| self.calls.get(c))
+            .is_some_and(|c| c.conference.is_some() || c.meet_me);
+        if !in_conference {
+            return;
+        }
         let Some((old, mut party)) = self.take_party(connection) else {
             return;
         };
@@ -635,6 +645,17 @@ impl CallModel {
         let Some(&target) = self.call_of.get(&old) else {
             return;
         };
+        // One place, one taker: a party whose place another has taken already (a transfer
+        // waiting for the transferor's BYE) gives it to nobody else; the second comer keeps
+        // its own call.
+        let taken = self
+            .calls
+            .get(&target)
+            .and_then(|c| c.parties.get(&old))
+            .is_some_and(|p| p.replaced_by.is_some());
+        if taken {
+            return;
+        }
         if let Some(&from) = self.call_of.get(&new).filter(|&&from| from != target) {
             self.route_leaves(now_ms, from, new, by.clone(), Some(target));
         }
@@ -814,11 +835,24 @@ impl CallModel {
         let Some(call) = self.calls.get(&conn_id) else {
             return;
         };
-        let alone = call.parties.len() == 1 && call.parties.contains_key(&connection);
-        if !alone || call.conference.is_some() || call.meet_me || call.service_dn.is_empty() {
+        if call.conference.is_some() || call.meet_me || call.service_dn.is_empty() {
             return;
         }
-        let party = call.parties[&connection].clone();
+        // The route's other party: the call's one party still in the conversation (a
+        // transferor whose place another took lingers until its BYE, and counts for nothing).
+        let mut active = call.parties.values().filter(|p| p.replaced_by.is_none());
+        let (Some(party), None) = (active.next(), active.next()) else {
+            return;
+        };
+        // Going on to another call takes the route's other party away only if it is that one.
+        let leaves = match next {
+            None => call.parties.contains_key(&connection),
+            Some(_) => party.connection == connection,
+        };
+        if !leaves {
+            return;
+        }
+        let party = party.clone();
         let extra = Extra {
             next,
             ..Extra::default()

@@ -457,6 +457,17 @@ impl Scenario {
         };
         if let Some(event) = event {
             self.steps.push(format!("engine: {event:?}"));
+            // What the engine itself forgets when it reports these ends.
+            let engine = &mut self.h.core.engine;
+            match &event {
+                EngineEvent::PlayoutDone { key, operation } => {
+                    engine.plays.remove(&(*key, *operation));
+                }
+                EngineEvent::Energy { key, operation, .. } => {
+                    engine.watches.remove(&(*key, *operation));
+                }
+                _ => {}
+            }
             self.h.engine_event(event);
         }
     }

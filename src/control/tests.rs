@@ -954,6 +954,149 @@ fn cti_a_placed_call_hung_up_before_it_rings_tells_the_destination_nothing() {
     h.assert_no_leaks();
 }
 
+/// A Play to a conference makes the conference a connection of its own for the prompt; that
+/// connection is no caller: joining it to a conference, its own or another, is refused (it
+/// was taken as a member with no party, which outlived the conference in the call model), and
+/// so are gathering its digits and listening for its silence (their completions came after
+/// the connection had gone with its prompt).
+#[test]
+fn a_conference_connection_of_a_play_is_no_caller() {
+    let mut h = Harness::new();
+    let (_p, a) = answered(&mut h, "echo", "leg-join");
+    let created = h
+        .action(MediaAction::CreateConference {
+            connection: a,
+            completion: Completion::default(),
+            conferee: ConfereeSpec::default(),
+            hairpin: false,
+            join_tone: false,
+        })
+        .expect("created");
+    let conference = id(&created["ConferenceId"]);
+    let played = h
+        .action(MediaAction::Play(super::PlayRequest {
+            target: Target::Conference(conference),
+            prompts: vec!["hello.wav".into()],
+            application: None,
+            locale: None,
+            conds: TermConds::default(),
+            volume: 0,
+            speed: 0,
+            state: None,
+        }))
+        .expect("playing");
+    let leg = id(&played["ConnectionId"]);
+    for make in [
+        MediaAction::JoinConference {
+            connection: leg,
+            conference,
+            completion: Completion::default(),
+            conferee: ConfereeSpec::default(),
+        },
+        MediaAction::CreateConference {
+            connection: leg,
+            completion: Completion::default(),
+            conferee: ConfereeSpec::default(),
+            hairpin: false,
+            join_tone: false,
+        },
+    ] {
+        let refused = h.action(make).expect_err("refused");
+        assert_eq!(
+            refused.code,
+            super::ResultCode::AlreadyConnected,
+            "{refused:?}"
+        );
+    }
+    for make in [
+        MediaAction::GatherDigits {
+            connection: leg,
+            conds: TermConds::default(),
+            state: None,
+        },
+        MediaAction::DetectEnergy {
+            connection: leg,
+            silence: false,
+            needed: Duration::from_secs(2),
+            command_timeout: None,
+            state: None,
+        },
+    ] {
+        let refused = h.action(make).expect_err("refused");
+        assert_eq!(
+            refused.code,
+            super::ResultCode::TermCondition,
+            "{refused:?}"
+        );
+    }
+    h.action(delete(None, Some(conference))).expect("released");
+    h.assert_no_leaks();
+}
+
+/// A caller to a route transfers its call (REFER) and hangs up before the target answers:
+/// nobody has taken its place, so the call is over for the route as well — the route is
+/// released with it, not left in a call that no longer exists.
+#[test]
+fn cti_a_caller_who_transfers_and_hangs_up_first_leaves_no_route_behind() {
+    let mut h = Harness::new();
+    let (mut peer, _connection) = answered_as(&mut h, "echo", "refer-bye", "5552100");
+    h.take_cti();
+    h.take_wire();
+    h.sip_from(
+        PEER,
+        peer.in_dialog("REFER", "Refer-To: <sip:7002@127.0.0.3>\r\n"),
+    );
+    h.sip_from(PEER, peer.in_dialog("BYE", ""));
+    let events = h.take_cti();
+    let caller = cti_for(&events, "EventReleased", "5552100");
+    assert_eq!(caller["CallState"], "Transferred");
+    let route = cti_for(&events, "EventReleased", "echo");
+    assert_eq!(route["OtherDN"], "5552100");
+    assert_eq!(route["ConnID"], caller["ConnID"]);
+    h.advance(Duration::from_secs(64));
+    h.assert_no_leaks();
+}
+
+/// An offered call accepted with early media has its connection before the answer. The
+/// application's Hangup releases that connection with the call (it stayed, with its port, until
+/// the application deleted it); and once released by DeleteConnection, a late AnswerCall
+/// gives the ended call no connection again.
+#[test]
+fn an_early_media_call_hung_up_or_released_before_its_answer_keeps_no_connection() {
+    for hang_up in [true, false] {
+        let mut h = Harness::new();
+        let mut peer = PeerCall::new("app", "early-end").with_dn("5552300");
+        h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
+        let offered = h.one_event("IncomingCall", |_| true);
+        let call = offered["CallId"].as_str().unwrap().parse().unwrap();
+        h.call_action(CallAction::Accept {
+            call,
+            early_media: true,
+        })
+        .expect("accepted");
+        let connection = *h.core.call_connections.get(&call).expect("early media");
+        if hang_up {
+            h.call_action(CallAction::Hangup { call }).expect("hung up");
+        } else {
+            h.action(delete(Some(connection), None)).expect("deleted");
+            let _ = h.call_action(CallAction::Answer {
+                call,
+                conference: None,
+            });
+        }
+        assert!(h.core.connections.is_empty(), "hang up {hang_up}");
+        assert_eq!(h.events_named("CallEnded").len(), 1, "hang up {hang_up}");
+        assert_eq!(
+            h.events_named("ConnectionCreated").len(),
+            1,
+            "hang up {hang_up}"
+        );
+        let wire = h.take_wire();
+        h.sip_from(PEER, peer.ack_failure(&response(&wire, 480)));
+        h.assert_no_leaks();
+    }
+}
+
 /// A BlindTransfer waits for its outcome; when the call is released meanwhile (here by
 /// DeleteConnection) it is answered then, and the REFER's late timeout reports nothing about
 /// a call that is gone.
