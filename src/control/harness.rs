@@ -490,6 +490,38 @@ pub fn sip(text: &str) -> SipMessage {
 }
 
 /// PCMU + telephone-event at the peer's media address.
+/// CreateConference of `connection` as its first member, nothing else asked.
+pub fn create_conference(connection: u32) -> MediaAction {
+    MediaAction::CreateConference {
+        connection,
+        completion: super::Completion::default(),
+        conferee: crate::engine::ConfereeSpec::default(),
+        hairpin: false,
+        join_tone: false,
+    }
+}
+
+/// JoinConference of `connection` into `conference`, nothing else asked.
+pub fn join_conference(connection: u32, conference: u32) -> MediaAction {
+    MediaAction::JoinConference {
+        connection,
+        conference,
+        completion: super::Completion::default(),
+        conferee: crate::engine::ConfereeSpec::default(),
+    }
+}
+
+/// Call Control MakeCall to `to` through the default trunk, nothing else asked.
+pub fn make_call(to: &str) -> super::CallAction {
+    super::CallAction::MakeCall(super::MakeCall {
+        to: to.into(),
+        from: None,
+        display_name: None,
+        trunk: None,
+        conference: None,
+    })
+}
+
 pub fn pcmu_sdp(port: u16) -> String {
     sdp_with(port, "sendrecv")
 }

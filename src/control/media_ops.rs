@@ -47,6 +47,22 @@ pub struct PlayRequest {
     pub state: Option<String>,
 }
 
+impl PlayRequest {
+    /// One prompt to `target`, at its own volume and speed, until it ends.
+    pub fn prompt(target: Target, prompt: impl Into<String>) -> PlayRequest {
+        PlayRequest {
+            target,
+            prompts: vec![prompt.into()],
+            application: None,
+            locale: None,
+            conds: TermConds::default(),
+            volume: 0,
+            speed: 0,
+            state: None,
+        }
+    }
+}
+
 /// What AdjustPlay changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -336,17 +352,7 @@ impl<M: Backend> Controller<M> {
                 .map_or_else(|| rest.to_string(), |i| rest[i..].to_string()),
             None => prompt,
         };
-        let request = PlayRequest {
-            target: Target::Connection(connection),
-            prompts: vec![prompt],
-            application: None,
-            locale: None,
-            conds: TermConds::default(),
-            volume: 0,
-            speed: 0,
-            state: None,
-        };
-        let result = self.play(request)?;
+        let result = self.play(PlayRequest::prompt(Target::Connection(connection), prompt))?;
         let operation = result
             .get("OperationId")
             .and_then(|v| v.as_str())

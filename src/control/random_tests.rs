@@ -148,13 +148,7 @@ impl Scenario {
             8 => {
                 self.steps.push("MakeCall".into());
                 let to = self.fresh_number("70");
-                let placed = self.h.call_action(CallAction::MakeCall(super::MakeCall {
-                    to,
-                    from: None,
-                    display_name: None,
-                    trunk: None,
-                    conference: None,
-                }));
+                let placed = self.h.call_action(make_call(&to));
                 if let Some(call) = placed
                     .ok()
                     .and_then(|r| r["CallId"].as_str().and_then(|s| s.parse().ok()))
@@ -342,14 +336,8 @@ impl Scenario {
         let target_kind = target;
         let action = match self.rng.random_range(0..7) {
             0 | 1 => MediaAction::Play(super::PlayRequest {
-                target,
-                prompts: vec!["hello.wav".into()],
-                application: None,
-                locale: None,
                 conds,
-                volume: 0,
-                speed: 0,
-                state: None,
+                ..super::PlayRequest::prompt(target, "hello.wav")
             }),
             2 => MediaAction::GatherDigits {
                 connection,
@@ -480,12 +468,7 @@ impl Scenario {
         };
         let conference = self.pick(&self.app_conferences.clone());
         let action = match (self.rng.random_range(0..3), conference) {
-            (1, Some(conference)) => MediaAction::JoinConference {
-                connection,
-                conference,
-                completion: Completion::default(),
-                conferee: ConfereeSpec::default(),
-            },
+            (1, Some(conference)) => join_conference(connection, conference),
             (2, Some(conference)) => MediaAction::LeaveConference {
                 connection,
                 conference,

@@ -67,11 +67,20 @@ impl Surfaces {
         self.connections.insert(id.to_string());
     }
 
-    /// The `/events` events from `from` on, in order.
+    /// The `/events` events since the last read, in order.
     pub(super) fn read_events(&mut self, events: &[Value]) -> Result<(), String> {
+        self.read_each(events, Self::read_event, "event")
+    }
+
+    /// `read` of each of `events` in order; the first failure names the event.
+    fn read_each<T: std::fmt::Debug>(
+        &mut self,
+        events: &[T],
+        read: fn(&mut Self, &T) -> Result<(), String>,
+        what: &str,
+    ) -> Result<(), String> {
         for event in events {
-            self.read_event(event)
-                .map_err(|e| format!("{e}\n  in event {event}"))?;
+            read(self, event).map_err(|e| format!("{e}\n  in {what} {event:?}"))?;
         }
         Ok(())
     }
@@ -179,11 +188,7 @@ impl Surfaces {
 
     /// CTI events, in order.
     pub(super) fn read_cti(&mut self, events: &[Value]) -> Result<(), String> {
-        for event in events {
-            self.read_cti_event(event)
-                .map_err(|e| format!("{e}\n  in CTI event {event}"))?;
-        }
-        Ok(())
+        self.read_each(events, Self::read_cti_event, "CTI event")
     }
 
     fn read_cti_event(&mut self, event: &Value) -> Result<(), String> {
@@ -211,11 +216,7 @@ impl Surfaces {
 
     /// The store's writes, in order.
     pub(super) fn read_store(&mut self, events: &[StoreEvent]) -> Result<(), String> {
-        for event in events {
-            self.read_store_event(event)
-                .map_err(|e| format!("{e}\n  in store event {event:?}"))?;
-        }
-        Ok(())
+        self.read_each(events, Self::read_store_event, "store event")
     }
 
     fn read_store_event(&mut self, event: &StoreEvent) -> Result<(), String> {

@@ -9,11 +9,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::harness::*;
-use super::{
-    AttributeChange, CallAction, CodecChoice, Completion, ControlRequest, MediaAction, Target,
-};
+use super::{AttributeChange, CallAction, CodecChoice, ControlRequest, MediaAction, Target};
 use crate::control::operations::TermConds;
-use crate::engine::{ConfereeSpec, EngineEvent};
+use crate::engine::EngineEvent;
 use crate::sip::message::{Method, SipMessage};
 
 /// An echo call from `user`, answered and acknowledged: the peer's dialog and the connection.
@@ -430,16 +428,10 @@ fn operations_end_with_autostop_when_their_connection_is_released() {
         state: Some("menu".into()),
     })
     .expect("gathering");
-    h.action(MediaAction::Play(super::PlayRequest {
-        target: Target::Connection(connection),
-        prompts: vec!["hello.wav".into()],
-        application: None,
-        locale: None,
-        conds: TermConds::default(),
-        volume: 0,
-        speed: 0,
-        state: None,
-    }))
+    h.action(MediaAction::Play(super::PlayRequest::prompt(
+        Target::Connection(connection),
+        "hello.wav",
+    )))
     .expect("playing");
     h.sip_from(PEER, peer.in_dialog("BYE", ""));
     let gathered = h.one_event("GatherDigits_Complete", |_| true);
@@ -621,23 +613,9 @@ fn conferee_attributes_and_joins_by_the_api_are_party_changes_by_the_client() {
     let (_p1, a) = answered(&mut h, "echo", "api1");
     let (_p2, b) = answered(&mut h, "echo", "api2");
     let call_b = h.core.model.conn_id_of(b).unwrap();
-    let created = h
-        .action(MediaAction::CreateConference {
-            connection: a,
-            completion: Completion::default(),
-            conferee: ConfereeSpec::default(),
-            hairpin: false,
-            join_tone: false,
-        })
-        .expect("created");
+    let created = h.action(create_conference(a)).expect("created");
     let conference = id(&created["ConferenceId"]);
-    h.action(MediaAction::JoinConference {
-        connection: b,
-        conference,
-        completion: Completion::default(),
-        conferee: ConfereeSpec::default(),
-    })
-    .expect("joined");
+    h.action(join_conference(b, conference)).expect("joined");
     let room = h.core.model.conn_id_of(a).unwrap();
     assert_eq!(h.core.model.conn_id_of(b), Some(room));
     let party = h.core.model.party(b).unwrap();
@@ -679,15 +657,7 @@ fn conferee_attributes_and_joins_by_the_api_are_party_changes_by_the_client() {
 #[test]
 fn a_call_we_place_is_a_destination_party_that_dials_rings_and_is_cancelled_at_ringout() {
     let mut h = Harness::new();
-    let placed = h
-        .call_action(CallAction::MakeCall(super::MakeCall {
-            to: "7002".into(),
-            from: None,
-            display_name: None,
-            trunk: None,
-            conference: None,
-        }))
-        .expect("placed");
+    let placed = h.call_action(make_call("7002")).expect("placed");
     let connection = id(&placed["ConnectionId"]);
     let party = |h: &Harness| h.core.model.party(connection).cloned().expect("a party");
     assert_eq!(party(&h).role, super::party::Role::Destination);
@@ -874,15 +844,7 @@ fn cti_an_application_conference_releases_the_routes_then_each_member_once() {
     let room = h.core.model.conn_id_of(a).unwrap();
     let call_b = h.core.model.conn_id_of(b).unwrap();
     h.take_cti();
-    let created = h
-        .action(MediaAction::CreateConference {
-            connection: a,
-            completion: Completion::default(),
-            conferee: ConfereeSpec::default(),
-            hairpin: false,
-            join_tone: false,
-        })
-        .expect("created");
+    let created = h.action(create_conference(a)).expect("created");
     let conference = id(&created["ConferenceId"]);
     let events = h.take_cti();
     let route = cti_in(&events, "EventReleased", "echo", room);
@@ -894,13 +856,7 @@ fn cti_an_application_conference_releases_the_routes_then_each_member_once() {
     assert_eq!(events.len(), 2, "{events:#?}");
 
     for m in [b, c] {
-        h.action(MediaAction::JoinConference {
-            connection: m,
-            conference,
-            completion: Completion::default(),
-            conferee: ConfereeSpec::default(),
-        })
-        .expect("joined");
+        h.action(join_conference(m, conference)).expect("joined");
     }
     let events = h.take_cti();
     // 1002's call is over for its route; 1002 goes on in the room.
@@ -933,15 +889,7 @@ fn cti_an_application_conference_releases_the_routes_then_each_member_once() {
 #[test]
 fn cti_a_placed_call_hung_up_before_it_rings_tells_the_destination_nothing() {
     let mut h = Harness::new();
-    let placed = h
-        .call_action(CallAction::MakeCall(super::MakeCall {
-            to: "7002".into(),
-            from: None,
-            display_name: None,
-            trunk: None,
-            conference: None,
-        }))
-        .expect("placed");
+    let placed = h.call_action(make_call("7002")).expect("placed");
     let call = placed["CallId"].as_str().unwrap().parse().unwrap();
     h.call_action(CallAction::Hangup { call }).expect("hung up");
     let events = h.take_cti();
@@ -963,44 +911,16 @@ fn cti_a_placed_call_hung_up_before_it_rings_tells_the_destination_nothing() {
 fn a_conference_connection_of_a_play_is_no_caller() {
     let mut h = Harness::new();
     let (_p, a) = answered(&mut h, "echo", "leg-join");
-    let created = h
-        .action(MediaAction::CreateConference {
-            connection: a,
-            completion: Completion::default(),
-            conferee: ConfereeSpec::default(),
-            hairpin: false,
-            join_tone: false,
-        })
-        .expect("created");
+    let created = h.action(create_conference(a)).expect("created");
     let conference = id(&created["ConferenceId"]);
     let played = h
-        .action(MediaAction::Play(super::PlayRequest {
-            target: Target::Conference(conference),
-            prompts: vec!["hello.wav".into()],
-            application: None,
-            locale: None,
-            conds: TermConds::default(),
-            volume: 0,
-            speed: 0,
-            state: None,
-        }))
+        .action(MediaAction::Play(super::PlayRequest::prompt(
+            Target::Conference(conference),
+            "hello.wav",
+        )))
         .expect("playing");
     let leg = id(&played["ConnectionId"]);
-    for make in [
-        MediaAction::JoinConference {
-            connection: leg,
-            conference,
-            completion: Completion::default(),
-            conferee: ConfereeSpec::default(),
-        },
-        MediaAction::CreateConference {
-            connection: leg,
-            completion: Completion::default(),
-            conferee: ConfereeSpec::default(),
-            hairpin: false,
-            join_tone: false,
-        },
-    ] {
+    for make in [join_conference(leg, conference), create_conference(leg)] {
         let refused = h.action(make).expect_err("refused");
         assert_eq!(
             refused.code,
