@@ -1019,6 +1019,13 @@ impl PeerCall {
         sip(&self.text(method, &branch, self.cseq, extra_headers, None))
     }
 
+    /// An UPDATE with `sdp` (RFC 3311: a new offer in the dialog, no ACK).
+    pub fn update(&mut self, sdp: &str) -> SipMessage {
+        self.cseq += 1;
+        let branch = self.fresh_branch();
+        sip(&self.text("UPDATE", &branch, self.cseq, "", Some(sdp)))
+    }
+
     /// A re-INVITE with `sdp`.
     pub fn reinvite(&mut self, sdp: &str) -> SipMessage {
         self.cseq += 1;

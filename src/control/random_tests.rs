@@ -116,7 +116,13 @@ impl Scenario {
                 let port = 30_000 + 2 * self.peers.len() as u16;
                 self.steps
                     .push(format!("INVITE from p{} to {user}", self.peers.len()));
-                let invite = peer.invite(Some(&pcmu_sdp(port)), "");
+                // A third ask for a session timer (RFC 4028) they may let expire.
+                let timer = if self.rng.random_range(0..3) == 0 {
+                    "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n"
+                } else {
+                    ""
+                };
+                let invite = peer.invite(Some(&pcmu_sdp(port)), timer);
                 self.peers.push(peer);
                 self.h.sip_from(PEER, invite);
             }
@@ -194,9 +200,15 @@ impl Scenario {
             }
             21 => {
                 let direction = ["sendonly", "inactive", "sendrecv"][self.rng.random_range(0..3)];
-                self.peer_sends(&format!("re-INVITE {direction}"), |peer| {
-                    peer.reinvite(&sdp_with(31_000, direction))
-                })
+                if self.rng.random() {
+                    self.peer_sends(&format!("re-INVITE {direction}"), |peer| {
+                        peer.reinvite(&sdp_with(31_000, direction))
+                    })
+                } else {
+                    self.peer_sends(&format!("UPDATE {direction}"), |peer| {
+                        peer.update(&sdp_with(31_000, direction))
+                    })
+                }
             }
             22 => self.replacing_invite(),
             23 | 24 => self.media_operation(),
@@ -708,9 +720,57 @@ impl Scenario {
     }
 
     /// What the core sent and said: the callers learn our tags, the applications the calls
-    /// offered to them, the trunk our INVITEs.
+    /// offered to them, the trunk our INVITEs; the callers and the trunk answer most of our
+    /// other requests (BYE, re-INVITE, UPDATE, REFER, NOTIFY, CANCEL, ...) — 200, or 481 as
+    /// for a dialog they have forgotten — and leave the rest to time out.
     fn read_wire(&mut self) {
+        for _ in 0..8 {
+            if !self.read_wire_once() {
+                break;
+            }
+        }
+    }
+
+    /// One pass of [`Scenario::read_wire`]: whether anyone answered (which may make more).
+    fn read_wire_once(&mut self) -> bool {
         let wire: Vec<(Peer, SipMessage)> = self.h.wire.drain(..).collect();
+        let mut answers = Vec::new();
+        for (to, message) in &wire {
+            let SipMessage::Request(request) = message else {
+                continue;
+            };
+            let initial_invite =
+                request.method.as_str() == "INVITE" && request.headers.to_tag().is_none();
+            if initial_invite || request.method.as_str() == "ACK" {
+                continue;
+            }
+            let status = match self.rng.random_range(0..10) {
+                0..=6 => 200,
+                7 => 481,
+                _ => continue,
+            };
+            let mut response = crate::sip::message::Response::for_request(
+                request,
+                status,
+                if status == 200 { "OK" } else { "Gone" },
+            );
+            if status == 200 && request.method.as_str() == "INVITE" {
+                response
+                    .headers
+                    .push("Contact", format!("<sip:peer@{PEER}>"));
+                let sdp = sdp_with(31_000, "sendrecv");
+                response
+                    .headers
+                    .set("Content-Type", "application/sdp".to_string());
+                response.body = sdp.into_bytes();
+            }
+            let from = if to.addr == addr(TRUNK) { TRUNK } else { PEER };
+            answers.push((
+                from,
+                format!("{status} to {}", request.method.as_str()),
+                response,
+            ));
+        }
         for (to, message) in wire {
             match message {
                 SipMessage::Response(response) => {
@@ -727,6 +787,15 @@ impl Scenario {
                     }
                 }
             }
+        }
+        let answered = !answers.is_empty();
+        for (from, what, response) in answers {
+            let step = format!("{from} answers {what}");
+            if std::env::var_os("SCENARIO_TRACE").is_some() {
+                eprintln!("{step}");
+            }
+            self.steps.push(step);
+            self.h.sip_from(from, SipMessage::Response(response));
         }
         let offered: Vec<CallId> = self
             .h
@@ -772,6 +841,7 @@ impl Scenario {
                 self.cti_parties.push(party);
             }
         }
+        answered
     }
 
     /// The applications end everything they know — or the server shuts down — and time runs
