@@ -699,6 +699,16 @@ fn answered_as(h: &mut Harness, user: &str, name: &str, dn: &str) -> (PeerCall, 
     (peer, connection)
 }
 
+/// A call from `dn` offered to the applications (route `app`): the caller's dialog and the
+/// call's id from `IncomingCall`.
+fn offered_app_call(h: &mut Harness, name: &str, dn: &str) -> (PeerCall, crate::sip::ua::CallId) {
+    let peer = PeerCall::new("app", name).with_dn(dn);
+    h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
+    let offered = h.one_event("IncomingCall", |_| true);
+    let call = offered["CallId"].as_str().unwrap().parse().unwrap();
+    (peer, call)
+}
+
 /// A, B and C (DNs 1001, 1002, 1003) in room `sales`; the CTI events so far are taken.
 fn room_of_three(h: &mut Harness) -> (Vec<PeerCall>, Vec<u32>, ConnId) {
     let mut peers = Vec::new();
@@ -810,10 +820,7 @@ fn cti_a_call_in_dials_rings_and_is_established_on_both_dns() {
 #[test]
 fn cti_an_application_that_hangs_up_an_offered_call_releases_it() {
     let mut h = Harness::new();
-    let mut peer = PeerCall::new("app", "cti-app-hangup").with_dn("5552003");
-    h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
-    let offered = h.one_event("IncomingCall", |_| true);
-    let call = offered["CallId"].as_str().unwrap().parse().unwrap();
+    let (mut peer, call) = offered_app_call(&mut h, "cti-app-hangup", "5552003");
     h.take_cti();
     h.call_action(CallAction::Hangup { call }).expect("hung up");
     let events = h.take_cti();
@@ -985,10 +992,7 @@ fn cti_a_caller_who_transfers_and_hangs_up_first_leaves_no_route_behind() {
 fn an_early_media_call_hung_up_or_released_before_its_answer_keeps_no_connection() {
     for hang_up in [true, false] {
         let mut h = Harness::new();
-        let mut peer = PeerCall::new("app", "early-end").with_dn("5552300");
-        h.sip_from(PEER, peer.invite(Some(&pcmu_sdp(30_000)), ""));
-        let offered = h.one_event("IncomingCall", |_| true);
-        let call = offered["CallId"].as_str().unwrap().parse().unwrap();
+        let (mut peer, call) = offered_app_call(&mut h, "early-end", "5552300");
         h.call_action(CallAction::Accept {
             call,
             early_media: true,
