@@ -155,19 +155,8 @@ impl<M: Backend> Controller<M> {
                     // accepted with early media (whose connection would stay otherwise); the
                     // call gets BYE, or 480 before its answer.
                     let _ = self.release_connection(id, ReleaseReason::ApiRequest);
-                } else if self.take_offer(call).is_some() {
-                    if self
-                        .ua
-                        .hangup(now, call, super::connections::Q850_NORMAL_CLEARING)
-                    {
-                        // As a call with a connection that the application hangs up.
-                        self.events.emit_with(|| Event::CallEnded {
-                            call_id: call.to_string(),
-                            reason: ReleaseReason::ApiRequest,
-                        });
-                    }
-                    self.app_calls.remove(&call);
-                    self.call_info.remove(&call);
+                } else if self.offered.contains_key(&call) {
+                    self.end_call_of(call, ReleaseReason::ApiRequest);
                     // The UA reports no end of a call its owner ended: the application
                     // releases the party here.
                     let by = self.actor_for(ReleaseReason::ApiRequest);

@@ -243,29 +243,7 @@ impl<M: Backend> Controller<M> {
         let closed = self.engine.close_connection(u64::from(id));
         if let Some(call) = connection.call {
             self.call_connections.remove(&call);
-            self.call_info.remove(&call);
-            self.app_calls.remove(&call);
-            self.forget_placed(call);
-            // An offered call accepted with early media and released before its answer: no
-            // AnswerCall may give it a connection again.
-            self.take_offer(call);
-            if let Some(peer) = self.bridges.remove(&call) {
-                self.bridges.remove(&peer);
-            }
-            if let Some(pending) = self.pending_holds.remove(&call) {
-                let _ = pending.reply.send(Err(super::CtiError::new(
-                    super::cti_codes::INVALID_STATE,
-                    "the call was released before the party answered",
-                )));
-            }
-            self.transfer_call_released(call);
-            // The dialog is still up only when the release did not come from it.
-            if self.ua.hangup(self.now.at, call, Q850_NORMAL_CLEARING) {
-                self.events.emit_with(|| Event::CallEnded {
-                    call_id: call.to_string(),
-                    reason,
-                });
-            }
+            self.end_call_of(call, reason);
         }
         *self
             .releases_by_reason
@@ -298,6 +276,34 @@ impl<M: Backend> Controller<M> {
         self.timers
             .set(Timer::ReleaseStats(id), self.now.at + RELEASE_STATS_WAIT);
         Ok(())
+    }
+
+    /// The SIP call of a connection being released, or of an offered call the application
+    /// hangs up, is over for us: whatever waited on it is answered (a hold, a BlindTransfer),
+    /// no AnswerCall may give it a connection again, and its dialog — still up only when the
+    /// release did not come from it — is ended (BYE, or 480 before its answer), with
+    /// `CallEnded`.
+    pub(super) fn end_call_of(&mut self, call: crate::sip::ua::CallId, reason: ReleaseReason) {
+        self.call_info.remove(&call);
+        self.app_calls.remove(&call);
+        self.forget_placed(call);
+        self.take_offer(call);
+        if let Some(peer) = self.bridges.remove(&call) {
+            self.bridges.remove(&peer);
+        }
+        if let Some(pending) = self.pending_holds.remove(&call) {
+            let _ = pending.reply.send(Err(super::CtiError::new(
+                super::cti_codes::INVALID_STATE,
+                "the call was released before the party answered",
+            )));
+        }
+        self.transfer_call_released(call);
+        if self.ua.hangup(self.now.at, call, Q850_NORMAL_CLEARING) {
+            self.events.emit_with(|| Event::CallEnded {
+                call_id: call.to_string(),
+                reason,
+            });
+        }
     }
 
     /// A released connection's `ConnectionReleased`, with the worker's final statistics

@@ -391,19 +391,14 @@ impl<M: Backend> Controller<M> {
                     status,
                 });
             }
-            // Nothing to tell about a transferred call that has ended meanwhile.
-            Purpose::Transfer { old, .. } if self.call_connections.contains_key(&old) => {
+            Purpose::Transfer { old, .. } => {
                 let status = match reason {
                     EndReason::Rejected(status) => status,
                     EndReason::NoAnswer => 408,
                     _ => 500,
                 };
-                self.events.emit(Event::TransferFailed {
-                    call_id: old.to_string(),
-                    status,
-                });
+                self.transfer_failed(old, status);
             }
-            Purpose::Transfer { .. } => {}
         }
     }
 
@@ -427,12 +422,7 @@ impl<M: Backend> Controller<M> {
                 if !requested {
                     self.ua.transfer_failed(now, old, 408, "Request Timeout");
                 }
-                if self.call_connections.contains_key(&old) {
-                    self.events.emit(Event::TransferFailed {
-                        call_id: old.to_string(),
-                        status: 408,
-                    });
-                }
+                self.transfer_failed(old, 408);
             }
         }
         self.app_calls.remove(&call);
@@ -474,10 +464,7 @@ impl<M: Backend> Controller<M> {
                 tracing::warn!(call = old, error = %e.message, "transfer refused");
                 self.ua
                     .transfer_failed(now, old, 503, "Service Unavailable");
-                self.events.emit(Event::TransferFailed {
-                    call_id: old.to_string(),
-                    status: 503,
-                });
+                self.transfer_failed(old, 503);
                 return;
             }
         };
@@ -764,6 +751,17 @@ impl<M: Backend> Controller<M> {
     pub(super) fn transfer_call_ended(&mut self, call: CallId) {
         if let Some(reply) = self.transfer_replies.remove(&call) {
             let _ = reply.send(Ok(super::call_control::call_result(call)));
+        }
+    }
+
+    /// `TransferFailed` for the transferred call `old` — nothing when it has ended meanwhile
+    /// (its transferor hung up, or we released it): nobody is left to tell.
+    fn transfer_failed(&mut self, old: CallId, status: u16) {
+        if self.call_connections.contains_key(&old) {
+            self.events.emit(Event::TransferFailed {
+                call_id: old.to_string(),
+                status,
+            });
         }
     }
 
