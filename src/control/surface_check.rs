@@ -60,6 +60,14 @@ impl Surfaces {
         self.operations.insert(id.to_string());
     }
 
+    /// Whether an operation an application started has not ended yet.
+    pub(super) fn operations_running(&self) -> bool {
+        self.operations
+            .difference(&self.operations_ended)
+            .next()
+            .is_some()
+    }
+
     /// A connection an action's answer named: a Play, PlayTone or Record to a conference
     /// makes a temporary conference connection, known from the answer (no ConnectionCreated),
     /// whose ConnectionReleased comes when its operation ends.
