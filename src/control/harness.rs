@@ -834,6 +834,7 @@ impl Harness {
         assert!(core.closing.is_empty(), "releases not finished");
         assert_eq!(core.ua.call_count(), 0, "SIP calls left");
         assert_eq!(core.ua.transaction_count(), 0, "SIP transactions left");
+        assert_eq!(core.ua.abandoned_count(), 0, "abandoned INVITEs left");
         assert!(core.conferences.is_empty(), "conferences left");
         assert!(core.rooms.is_empty(), "rooms left");
         assert!(core.call_connections.is_empty(), "call bindings left");
@@ -1004,8 +1005,20 @@ impl PeerCall {
     }
 
     pub fn ack(&mut self) -> SipMessage {
+        self.ack_with(None)
+    }
+
+    /// The ACK of a 2xx, carrying `sdp` (the answer to an offer in the 2xx of an INVITE that
+    /// had none).
+    pub fn ack_with(&mut self, sdp: Option<&str>) -> SipMessage {
         let branch = self.fresh_branch();
-        sip(&self.text("ACK", &branch, self.invite_cseq, "", None))
+        sip(&self.text("ACK", &branch, self.invite_cseq, "", sdp))
+    }
+
+    /// The PRACK of the reliable provisional response `rseq` to the INVITE (RFC 3262).
+    pub fn prack(&mut self, rseq: u32) -> SipMessage {
+        let rack = format!("RAck: {rseq} {} INVITE\r\n", self.invite_cseq);
+        self.in_dialog("PRACK", &rack)
     }
 
     pub fn cancel(&self) -> SipMessage {
@@ -1028,10 +1041,15 @@ impl PeerCall {
 
     /// A re-INVITE with `sdp`.
     pub fn reinvite(&mut self, sdp: &str) -> SipMessage {
+        self.reinvite_with(Some(sdp))
+    }
+
+    /// A re-INVITE with `sdp`, or with none (asking for our offer, RFC 3261 §14.1).
+    pub fn reinvite_with(&mut self, sdp: Option<&str>) -> SipMessage {
         self.cseq += 1;
         self.invite_cseq = self.cseq;
         self.invite_branch = self.fresh_branch();
-        sip(&self.text("INVITE", &self.invite_branch, self.cseq, "", Some(sdp)))
+        sip(&self.text("INVITE", &self.invite_branch, self.cseq, "", sdp))
     }
 }
 

@@ -54,6 +54,8 @@ pub mod result;
 mod shell;
 mod sip_calls;
 #[cfg(test)]
+mod sip_check;
+#[cfg(test)]
 mod surface_check;
 #[cfg(test)]
 mod tests;

@@ -19,11 +19,12 @@ use super::core::Input;
 use super::harness::*;
 use super::operations::TermConds;
 use super::party::ConnId;
+use super::sip_check::SipAnswers;
 use super::surface_check::Surfaces;
-use super::tests::{trunk_bye, trunk_response};
+use super::tests::{trunk_request, trunk_response};
 use super::{
-    AgentConfRequest, CallAction, CodecChoice, Completion, ControlRequest, CtiRequest, MediaAction,
-    Target,
+    AgentConfRequest, AttributeChange, CallAction, CodecChoice, Completion, ConferenceChoice,
+    ControlRequest, CtiRequest, MediaAction, Target,
 };
 use crate::engine::{ConfereeSpec, EngineEvent};
 use crate::sip::message::{Request, SipMessage};
@@ -45,6 +46,10 @@ struct Scenario {
     trunk_invites: Vec<Request>,
     /// Our INVITEs the trunk answered 200: dialogs it may end with a BYE.
     trunk_answered: Vec<Request>,
+    /// The top Via of each of our INVITEs the trunk has seen.
+    trunk_branches: std::collections::HashSet<String>,
+    /// How the callers and the trunk answered each of our requests (top Via and method).
+    answered: std::collections::HashMap<String, u16>,
     /// Each (ThisDN, ConnID) the CTI events named: what CTI requests act on.
     cti_parties: Vec<(String, ConnId)>,
     /// ReferenceIDs of the CTI requests sent.
@@ -55,12 +60,24 @@ struct Scenario {
     reached: Reached,
     /// What the surfaces told their clients, checked after every step.
     surfaces: Surfaces,
+    /// What the callers and the trunk asked and were answered on the wire.
+    sip: SipAnswers,
+    /// The virtual time the current step began: what the core sent since was sent no
+    /// earlier.
+    step_started: std::time::Instant,
+    /// The virtual time the scenario began (the trace's times count from it).
+    began: std::time::Instant,
     /// How many `/events` events the check has read.
     events_read: usize,
     /// Conferences the applications created (CreateConference's answers).
     app_conferences: Vec<u32>,
     /// Numbers dialled so far (each destination its own).
     numbers: u32,
+    /// Callers whose INVITE had no SDP: their ACK carries the answer to our offer.
+    offerless: Vec<usize>,
+    /// The trunk's CSeq numbers in the dialogs our INVITEs began (one count for all of them:
+    /// each dialog's only grow).
+    trunk_cseq: u32,
 }
 
 /// Steps after which the core held an answered call's connection, a bridge, a transfer
@@ -77,6 +94,9 @@ struct Reached {
     app_conferences: usize,
     operations: usize,
     answers: usize,
+    /// Steps where a caller's early dialog was confirmed by a PRACK, or a caller's ACK
+    /// carried the answer to our offer.
+    offer_answer_variants: usize,
 }
 
 impl Reached {
@@ -88,6 +108,7 @@ impl Reached {
         self.app_conferences += r.app_conferences;
         self.operations += r.operations;
         self.answers += r.answers;
+        self.offer_answer_variants += r.offer_answer_variants;
     }
 
     fn everywhere(&self) -> bool {
@@ -99,6 +120,7 @@ impl Reached {
             self.app_conferences,
             self.operations,
             self.answers,
+            self.offer_answer_variants,
         ]
         .iter()
         .all(|&n| n > 0)
@@ -114,35 +136,46 @@ fn trace(line: impl std::fmt::Display) {
 
 impl Scenario {
     fn new(seed: u64) -> Scenario {
+        let h = Harness::new();
+        let step_started = h.now.at;
         Scenario {
-            h: Harness::new(),
+            h,
             rng: StdRng::seed_from_u64(seed),
             peers: Vec::new(),
             calls: Vec::new(),
             trunk_invites: Vec::new(),
             trunk_answered: Vec::new(),
+            trunk_branches: Default::default(),
+            answered: Default::default(),
             cti_parties: Vec::new(),
             references: 0,
             steps: Vec::new(),
             reached: Reached::default(),
             surfaces: Surfaces::default(),
+            sip: SipAnswers::default(),
+            step_started,
+            began: step_started,
             events_read: 0,
             app_conferences: Vec::new(),
             numbers: 0,
+            offerless: Vec::new(),
+            trunk_cseq: 1,
         }
     }
 
     fn step(&mut self) {
+        self.step_started = self.h.now.at;
         let steps = self.steps.len();
         self.take_step();
+        let at = self.h.now.at.duration_since(self.began).as_secs_f64();
         for step in &self.steps[steps..] {
-            trace(step);
+            trace(format_args!("[{at:.3} s] {step}"));
         }
         self.read_wire();
     }
 
     fn take_step(&mut self) {
-        match self.rng.random_range(0..30) {
+        match self.rng.random_range(0..38) {
             0 | 1 => {
                 let user = USERS[self.rng.random_range(0..USERS.len())];
                 let name = format!("p{}", self.peers.len());
@@ -153,18 +186,33 @@ impl Scenario {
                 self.steps
                     .push(format!("INVITE from p{} to {user}", self.peers.len()));
                 // A third ask for a session timer (RFC 4028) they may let expire.
-                let timer = if self.rng.random_range(0..3) == 0 {
-                    "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n"
+                let mut extra = String::new();
+                if self.rng.random_range(0..3) == 0 {
+                    extra.push_str("Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n");
+                }
+                // A third support reliable provisionals (RFC 3262), a few require them.
+                match self.rng.random_range(0..6) {
+                    0 | 1 => extra.push_str("Supported: 100rel\r\n"),
+                    2 => extra.push_str("Require: 100rel\r\n"),
+                    _ => {}
+                }
+                // A sixth make no offer: ours comes in the 2xx, theirs in the ACK.
+                let sdp = if self.rng.random_range(0..6) == 0 {
+                    self.offerless.push(self.peers.len());
+                    None
                 } else {
-                    ""
+                    Some(pcmu_sdp(port))
                 };
-                let invite = peer.invite(Some(&pcmu_sdp(port)), timer);
+                let invite = peer.invite(sdp.as_deref(), &extra);
                 self.peers.push(peer);
-                self.h.sip_from(PEER, invite);
+                self.send(PEER, invite);
             }
-            2 => self.peer_sends("ACK", |peer| peer.ack()),
+            2 => self.peer_acks(),
             3 => self.peer_sends("BYE", |peer| peer.in_dialog("BYE", "")),
             4 => self.peer_sends("CANCEL", |peer| peer.cancel()),
+            5 if self.rng.random_range(0..4) == 0 => {
+                self.peer_sends("re-INVITE without SDP", |peer| peer.reinvite_with(None))
+            }
             5 => self.peer_sends("re-INVITE", |peer| peer.reinvite(&pcmu_sdp(31_000))),
             6 | 7 => {
                 let Some(call) = self.pick_call() else { return };
@@ -263,6 +311,44 @@ impl Scenario {
                     conference: Some(conference),
                 });
             }
+            30 => {
+                let (Some(call), Some(peer)) = (self.pick_call(), self.pick_call()) else {
+                    return;
+                };
+                let peer = if self.rng.random() { Some(peer) } else { None };
+                self.steps.push(format!("UnbridgeCalls {call} {peer:?}"));
+                self.call_action(CallAction::Unbridge { call, peer });
+            }
+            31 => {
+                let Some(call) = self.pick_call() else { return };
+                self.steps.push(format!("SendUserInput {call}"));
+                self.call_action(CallAction::SendUserInput {
+                    call,
+                    digits: "1#".into(),
+                });
+            }
+            32 => {
+                let Some(call) = self.pick_call() else { return };
+                let conference = match self.pick(&self.app_conferences.clone()) {
+                    Some(id) if self.rng.random() => Some(id),
+                    _ => None,
+                };
+                let hairpin = self.rng.random();
+                self.steps
+                    .push(format!("AnswerCall {call} into conference {conference:?}"));
+                self.call_action(CallAction::Answer {
+                    call,
+                    conference: Some(ConferenceChoice {
+                        conference,
+                        hairpin,
+                    }),
+                });
+            }
+            33 => self.cti_make_call(),
+            34 => self.media_change(),
+            35 => self.trunk_sends(),
+            36 => self.peer_sends_other(),
+            37 => self.cti_query(),
             12 => {
                 let by = Duration::from_millis(self.rng.random_range(0..3_000));
                 self.steps.push(format!("{} ms pass", by.as_millis()));
@@ -304,6 +390,14 @@ impl Scenario {
         }
     }
 
+    /// A caller's or the trunk's message to the core, recorded for the SIP check.
+    fn send(&mut self, from: &str, message: SipMessage) {
+        if let Err(e) = self.sip.sent(&message, self.h.now.at) {
+            panic!("{e}");
+        }
+        self.h.sip_from(from, message);
+    }
+
     /// A Call Control action; its answer, which may come later (BlindTransfer waits for the
     /// outcome), is not waited for.
     fn call_action(&mut self, action: CallAction) {
@@ -320,7 +414,7 @@ impl Scenario {
         let index = self.rng.random_range(0..self.peers.len());
         self.steps.push(format!("{what} from p{index}"));
         let message = make(&mut self.peers[index]);
-        self.h.sip_from(PEER, message);
+        self.send(PEER, message);
     }
 
     fn pick_call(&mut self) -> Option<CallId> {
@@ -373,7 +467,7 @@ impl Scenario {
             .push(format!("INVITE from p{n} to {user} replacing p{old}"));
         let invite = peer.invite(Some(&pcmu_sdp(30_000 + 2 * n as u16)), &replaces);
         self.peers.push(peer);
-        self.h.sip_from(PEER, invite);
+        self.send(PEER, invite);
     }
 
     /// An application's media operation on a connection (or a conference): a prompt, digit
@@ -610,9 +704,9 @@ impl Scenario {
             return;
         }
         let index = self.rng.random_range(0..self.trunk_invites.len());
-        let status = [180, 200, 486][self.rng.random_range(0..3)];
+        let status = [180, 183, 200, 486][self.rng.random_range(0..4)];
         self.steps.push(format!("trunk answers {status}"));
-        let invite = if status == 180 {
+        let invite = if status < 200 {
             self.trunk_invites[index].clone()
         } else {
             self.trunk_invites.remove(index)
@@ -620,8 +714,15 @@ impl Scenario {
         if status == 200 {
             self.trunk_answered.push(invite.clone());
         }
-        let response = trunk_response(&invite, status, "Whatever", "target");
-        self.h.sip_from(TRUNK, SipMessage::Response(response));
+        let mut response = trunk_response(&invite, status, "Whatever", "target");
+        if status == 183 {
+            // Early media: the trunk's answer in a provisional response.
+            response
+                .headers
+                .set("Content-Type", "application/sdp".to_string());
+            response.body = pcmu_sdp(31_000).into_bytes();
+        }
+        self.send(TRUNK, SipMessage::Response(response));
     }
 
     /// The trunk ends one of the calls it answered: a BYE in the dialog our INVITE made.
@@ -633,8 +734,175 @@ impl Scenario {
             .trunk_answered
             .remove(self.rng.random_range(0..self.trunk_answered.len()));
         self.steps.push("trunk BYE".into());
-        let message = trunk_bye(&invite, self.steps.len() as u32);
-        self.h.sip_from(TRUNK, message);
+        let message = self.trunk_in_dialog(&invite, "BYE", "", None);
+        self.send(TRUNK, message);
+    }
+
+    /// A request of the trunk in the dialog `invite` began, with its next CSeq.
+    fn trunk_in_dialog(
+        &mut self,
+        invite: &Request,
+        method: &str,
+        extra: &str,
+        body: Option<&str>,
+    ) -> SipMessage {
+        self.trunk_cseq += 1;
+        let n = self.steps.len() as u32;
+        trunk_request(invite, method, n, self.trunk_cseq, extra, body)
+    }
+
+    /// The trunk's other requests in a call it answered: a hold or resume (re-INVITE or
+    /// UPDATE), a re-INVITE asking for our offer, a REFER, an INFO or an OPTIONS.
+    fn trunk_sends(&mut self) {
+        let Some(invite) = self.pick(&self.trunk_answered.clone()) else {
+            return;
+        };
+        let direction = ["sendonly", "inactive", "sendrecv"][self.rng.random_range(0..3)];
+        let sdp = sdp_with(31_000, direction);
+        let target = self.fresh_number("77");
+        let refer_to = format!("Refer-To: <sip:{target}@{TRUNK}>\r\n");
+        let (method, extra, body) = match self.rng.random_range(0..6) {
+            0 => ("INVITE", "", Some(sdp.as_str())),
+            1 => ("UPDATE", "", Some(sdp.as_str())),
+            2 => ("INVITE", "", None),
+            3 => ("REFER", refer_to.as_str(), None),
+            4 => ("INFO", "", None),
+            _ => ("OPTIONS", "", None),
+        };
+        self.steps.push(format!(
+            "trunk {method} {}",
+            if body.is_some() { direction } else { "" }
+        ));
+        let message = self.trunk_in_dialog(&invite, method, extra, body);
+        self.send(TRUNK, message);
+    }
+
+    /// A caller's ACK; an offerless caller's mostly carries its answer.
+    fn peer_acks(&mut self) {
+        if self.peers.is_empty() {
+            return;
+        }
+        let index = self.rng.random_range(0..self.peers.len());
+        let answer = self.offerless.contains(&index) && self.rng.random_range(0..5) > 0;
+        self.steps.push(format!(
+            "ACK{} from p{index}",
+            if answer { " with SDP" } else { "" }
+        ));
+        let sdp = answer.then(|| pcmu_sdp(30_000 + 2 * index as u16));
+        if answer {
+            self.reached.offer_answer_variants += 1;
+        }
+        let message = self.peers[index].ack_with(sdp.as_deref());
+        self.send(PEER, message);
+    }
+
+    /// A caller's requests that change nothing in the call (INFO, OPTIONS), or a PRACK of
+    /// nothing we sent.
+    fn peer_sends_other(&mut self) {
+        match self.rng.random_range(0..3) {
+            0 => self.peer_sends("INFO", |peer| peer.in_dialog("INFO", "")),
+            1 => self.peer_sends("OPTIONS", |peer| peer.in_dialog("OPTIONS", "")),
+            _ => self.peer_sends("PRACK of RSeq 77", |peer| peer.prack(77)),
+        }
+    }
+
+    /// A CTI client's MakeCall, from a DN the events named or a new one.
+    fn cti_make_call(&mut self) {
+        let this_dn = match self.pick(&self.cti_parties.clone()) {
+            Some((dn, _)) if self.rng.random() => dn,
+            _ => self.fresh_number("78"),
+        };
+        let request = CtiRequest::MakeCall {
+            this_dn,
+            destination: self.fresh_number("79"),
+            trunk: None,
+        };
+        self.steps.push(format!("CTI {request:?}"));
+        self.references += 1;
+        drop(self.h.cti_request_later(request, self.references));
+    }
+
+    /// A CTI client's questions: a call's parties, a DN's calls. They change nothing.
+    fn cti_query(&mut self) {
+        let Some((this_dn, conn_id)) = self.pick(&self.cti_parties.clone()) else {
+            return;
+        };
+        let request = if self.rng.random() {
+            CtiRequest::QueryCall { conn_id }
+        } else {
+            CtiRequest::QueryAddress { this_dn }
+        };
+        self.steps.push(format!("CTI {request:?}"));
+        self.references += 1;
+        drop(self.h.cti_request_later(request, self.references));
+    }
+
+    /// Media Control's changes to what exists: ModifyConnection, SetConfereeAttribute,
+    /// PlayTone, AdjustPlay.
+    fn media_change(&mut self) {
+        let Some(connection) = self.pick_connection() else {
+            return;
+        };
+        let action = match self.rng.random_range(0..4) {
+            0 => MediaAction::Modify {
+                connection,
+                tx: "127.0.0.9:7002".parse().expect("an address"),
+                codecs: CodecChoice::default(),
+            },
+            1 => {
+                let Some(conference) = self.pick(&self.app_conferences.clone()) else {
+                    return;
+                };
+                let flag = Some(self.rng.random());
+                let change = match self.rng.random_range(0..4) {
+                    0 => AttributeChange {
+                        mute: flag,
+                        ..AttributeChange::default()
+                    },
+                    1 => AttributeChange {
+                        coach: flag,
+                        ..AttributeChange::default()
+                    },
+                    2 => AttributeChange {
+                        pupil: flag,
+                        ..AttributeChange::default()
+                    },
+                    _ => AttributeChange {
+                        deaf: flag,
+                        ..AttributeChange::default()
+                    },
+                };
+                MediaAction::SetConfereeAttribute {
+                    connection,
+                    conference,
+                    change,
+                }
+            }
+            2 => MediaAction::PlayTone {
+                target: Target::Connection(connection),
+                tone: super::media_ops::ToneRequest {
+                    frequency1: 440,
+                    frequency2: None,
+                    amplitude1: -10,
+                    amplitude2: -10,
+                    duration_ms: Some(self.rng.random_range(0..3) * 500),
+                },
+                conds: TermConds::default(),
+                state: None,
+            },
+            _ => MediaAction::AdjustPlay {
+                connection,
+                level: super::media_ops::Level::Volume(3),
+                adjustment: super::media_ops::Adjustment::Relative,
+            },
+        };
+        self.steps
+            .push(format!("{} on {connection}", action.name()));
+        if let Ok(answer) = self.h.action(action) {
+            if let Some(operation) = answer.get("OperationId").and_then(Value::as_str) {
+                self.surfaces.operation_started(operation);
+            }
+        }
     }
 
     /// A CTI client's request about a party the events named (answers that come later, as a
@@ -780,6 +1048,24 @@ impl Scenario {
     /// One pass of [`Scenario::read_wire`]: whether anyone answered (which may make more).
     fn read_wire_once(&mut self) -> bool {
         let wire: Vec<(Peer, SipMessage)> = self.h.wire.drain(..).collect();
+        for (to, message) in &wire {
+            if let Err(e) = self.sip.received(message, self.step_started) {
+                panic!("{e}");
+            }
+            let cseq = message.headers().get("CSeq").unwrap_or_default();
+            let call_id = message.headers().get("Call-ID").unwrap_or_default();
+            match message {
+                SipMessage::Request(r) => trace(format_args!(
+                    "    sent to {}: {} ({cseq}, {call_id})",
+                    to.addr,
+                    r.method.as_str()
+                )),
+                SipMessage::Response(r) => trace(format_args!(
+                    "    sent to {}: {} ({cseq}, {call_id})",
+                    to.addr, r.status
+                )),
+            }
+        }
         let mut answers = Vec::new();
         for (to, message) in &wire {
             let SipMessage::Request(request) = message else {
@@ -790,57 +1076,109 @@ impl Scenario {
             if initial_invite || request.method.as_str() == "ACK" {
                 continue;
             }
-            let status = match self.rng.random_range(0..10) {
-                0..=6 => 200,
-                7 => 481,
-                _ => continue,
+            // A retransmission gets the answer the first copy got (if it got one).
+            let key = format!(
+                "{} {}",
+                request.headers.get("Via").unwrap_or_default(),
+                request.method.as_str()
+            );
+            let status = match self.answered.get(&key) {
+                Some(&status) => status,
+                None => match self.rng.random_range(0..10) {
+                    0..=6 => 200,
+                    7 => 481,
+                    _ => continue,
+                },
             };
+            self.answered.insert(key, status);
             let mut response = crate::sip::message::Response::for_request(
                 request,
                 status,
                 if status == 200 { "OK" } else { "Gone" },
             );
+            let from = if to.addr == addr(TRUNK) { TRUNK } else { PEER };
             if status == 200 && request.method.as_str() == "INVITE" {
                 response
                     .headers
-                    .push("Contact", format!("<sip:peer@{PEER}>"));
+                    .push("Contact", format!("<sip:peer@{from}>"));
                 let sdp = sdp_with(31_000, "sendrecv");
                 response
                     .headers
                     .set("Content-Type", "application/sdp".to_string());
                 response.body = sdp.into_bytes();
             }
-            let from = if to.addr == addr(TRUNK) { TRUNK } else { PEER };
             answers.push((
                 from,
                 format!("{status} to {}", request.method.as_str()),
-                response,
+                SipMessage::Response(response),
             ));
         }
         for (to, message) in wire {
             match message {
                 SipMessage::Response(response) => {
                     let call_id = response.headers.get("Call-ID").unwrap_or_default();
-                    if let Some(peer) = self.peers.iter_mut().find(|p| p.call_id == call_id) {
+                    if let Some(index) = self.peers.iter().position(|p| p.call_id == call_id) {
+                        let peer = &mut self.peers[index];
                         if peer.to_tag.is_none() {
                             peer.learn(&response);
+                        }
+                        // Most callers PRACK a reliable provisional response (RFC 3262).
+                        let rseq = response
+                            .headers
+                            .get("RSeq")
+                            .and_then(|r| r.trim().parse().ok());
+                        if let Some(rseq) = rseq.filter(|_| self.rng.random_range(0..5) > 0) {
+                            let prack = self.peers[index].prack(rseq);
+                            self.reached.offer_answer_variants += 1;
+                            answers.push((PEER, format!("PRACK {rseq} from p{index}"), prack));
+                        }
+                    } else if to.addr == addr(TRUNK)
+                        && (200..300).contains(&response.status)
+                        && response
+                            .headers
+                            .get("CSeq")
+                            .is_some_and(|c| c.ends_with("INVITE"))
+                    {
+                        // The trunk ACKs most 2xx of its re-INVITEs.
+                        let invite = self
+                            .trunk_answered
+                            .iter()
+                            .find(|i| i.headers.get("Call-ID") == Some(call_id))
+                            .cloned();
+                        let cseq = response
+                            .headers
+                            .get("CSeq")
+                            .and_then(|c| c.split_whitespace().next()?.parse().ok());
+                        if let (Some(invite), Some(cseq)) = (invite, cseq) {
+                            if self.rng.random_range(0..10) > 0 {
+                                let n = self.steps.len() as u32;
+                                let ack = trunk_request(&invite, "ACK", n, cseq, "", None);
+                                answers.push((TRUNK, "trunk ACK".into(), ack));
+                            }
                         }
                     }
                 }
                 SipMessage::Request(request) => {
-                    if request.method.as_str() == "INVITE" && to.addr == addr(TRUNK) {
+                    // Each INVITE once, retransmissions aside; the trunk answers it finally
+                    // once (a 200 after its 486 would be the trunk's error, not ours).
+                    let branch = request.headers.get("Via").unwrap_or_default().to_string();
+                    if request.method.as_str() == "INVITE"
+                        && request.headers.to_tag().is_none()
+                        && to.addr == addr(TRUNK)
+                        && self.trunk_branches.insert(branch)
+                    {
                         self.trunk_invites.push(request);
                     }
                 }
             }
         }
         let answered = !answers.is_empty();
-        for (from, what, response) in answers {
+        for (from, what, message) in answers {
             let step = format!("{from} answers {what}");
             trace(&step);
             self.steps.push(step);
             self.reached.answers += 1;
-            self.h.sip_from(from, SipMessage::Response(response));
+            self.send(from, message);
         }
         let offered: Vec<CallId> = self
             .h
@@ -891,6 +1229,7 @@ impl Scenario {
     /// on past every deadline: nothing is left in the core, and every surface told its
     /// clients so.
     fn finish(&mut self) {
+        self.step_started = self.h.now.at;
         if self.rng.random_range(0..4) == 0 {
             self.steps
                 .push("the end: the server shuts down (every call released)".into());
@@ -919,7 +1258,11 @@ impl Scenario {
         self.h.advance(Duration::from_secs(600));
         self.h.assert_no_leaks();
         self.read_wire();
-        if let Err(e) = self.surfaces.all_told_ended() {
+        if let Err(e) = self
+            .surfaces
+            .all_told_ended()
+            .and_then(|()| self.sip.all_answered())
+        {
             panic!("{e}");
         }
     }

@@ -1554,6 +1554,20 @@ pub(super) fn trunk_response(
 /// The BYE of the far end of `invite`'s call, in the dialog the core's INVITE began (the
 /// far end's tag `target`, as `answer_trunk_invite` gives it); `n` tells its branch apart.
 pub(super) fn trunk_bye(invite: &crate::sip::message::Request, n: u32) -> SipMessage {
+    trunk_request(invite, "BYE", n, 1, "", None)
+}
+
+/// A request of the far end of `invite`'s call in the dialog the core's INVITE began (the far
+/// end's tag `target`), CSeq `cseq`, with `extra` headers and an SDP `body`; `n` tells its
+/// branch apart.
+pub(super) fn trunk_request(
+    invite: &crate::sip::message::Request,
+    method: &str,
+    n: u32,
+    cseq: u32,
+    extra: &str,
+    body: Option<&str>,
+) -> SipMessage {
     let header = |name: &str| invite.headers.get(name).expect(name).to_string();
     let target = header("Contact")
         .trim_start_matches('<')
@@ -1561,13 +1575,25 @@ pub(super) fn trunk_bye(invite: &crate::sip::message::Request, n: u32) -> SipMes
         .next()
         .unwrap_or_default()
         .to_string();
+    let (content_type, body) = match body {
+        Some(body) => ("Content-Type: application/sdp\r\n", body),
+        None => ("", ""),
+    };
+    // A target refresh names its Contact again (RFC 3261 §12.2.1.1).
+    let contact = match method {
+        "INVITE" | "UPDATE" => format!("Contact: <sip:target@{TRUNK}>\r\n"),
+        _ => String::new(),
+    };
+    let branch = method.to_ascii_lowercase();
     sip(&format!(
-        "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bKtrunkbye{n}\r\n\
+        "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {TRUNK};branch=z9hG4bKtrunk{branch}{n}\r\n\
          Max-Forwards: 70\r\nFrom: {};tag=target\r\nTo: {}\r\nCall-ID: {}\r\n\
-         CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+         CSeq: {cseq} {method}\r\n{contact}{extra}{content_type}\
+         Content-Length: {}\r\n\r\n{body}",
         header("To"),
         header("From"),
         header("Call-ID"),
+        body.len(),
     ))
 }
 

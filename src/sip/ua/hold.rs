@@ -8,16 +8,28 @@
 //! Must not: start a second re-INVITE while one is out; the peer's re-INVITE meanwhile gets
 //! 491 (glare, §14.2).
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use rand::Rng;
 
 use super::addressing::{contact_for, destination_for, our_via};
-use super::uac::answer_in;
+use super::uac::{answer_in, Abandoned};
 use super::{CallId, ClientTx, UaOutput, UserAgent};
 use crate::sdp::{self, Attribute, Direction, SessionDescription};
+use crate::sip::dialog::Dialog;
 use crate::sip::message::{Method, Response, SipMessage};
-use crate::sip::transaction::{new_branch, TransactionKey};
+use crate::sip::transaction::{new_branch, Peer, TransactionKey};
+
+/// The dialog a re-INVITE was sent in, as it was then (its CSeq number the re-INVITE's), and
+/// the call's peer and local address: the ACK of its 2xx is built from these, so it carries
+/// the re-INVITE's number whatever we sent since and goes out after the call has ended too.
+#[derive(Debug, Clone)]
+pub(super) struct SentIn {
+    dialog: Dialog,
+    source: Peer,
+    local: SocketAddr,
+}
 
 impl UserAgent {
     /// Offers `direction` for an established call's media in a re-INVITE (hold:
@@ -59,6 +71,11 @@ impl UserAgent {
             .push("User-Agent", self.settings.user_agent.clone());
         invite.body = offer.to_text().into_bytes();
         let destination = destination_for(&next_hop, call.source);
+        let sent = Box::new(SentIn {
+            dialog: call.dialog.clone(),
+            source: call.source,
+            local: call.local,
+        });
         let key = self
             .transactions
             .send_request(now, invite, destination)
@@ -74,6 +91,7 @@ impl UserAgent {
             ClientTx::Reinvite {
                 call: call_id,
                 offer: Box::new(offer),
+                sent,
                 ack: None,
             },
         );
@@ -97,22 +115,23 @@ impl UserAgent {
             self.reinvite_failed(call_id, response.status);
             return;
         }
-        self.send_reinvite_ack(call_id, &key);
+        self.send_reinvite_ack(&key, &response);
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
         call.reinviting = false;
+        // §12.2.1.2: a target refresh's 2xx replaces the remote target, usable answer or not.
+        if let Some(contact) = response
+            .headers
+            .contacts()
+            .ok()
+            .and_then(|c| c.into_iter().next())
+        {
+            call.dialog.remote_target = contact.uri;
+        }
         match answer_in(&response, offer) {
             Ok(media) => {
                 call.local_sdp = Some(offer.clone());
-                if let Some(contact) = response
-                    .headers
-                    .contacts()
-                    .ok()
-                    .and_then(|c| c.into_iter().next())
-                {
-                    call.dialog.remote_target = contact.uri;
-                }
                 self.outputs.push_back(UaOutput::MediaUpdated {
                     call: call_id,
                     media,
@@ -130,9 +149,36 @@ impl UserAgent {
         }
     }
 
-    /// Our re-INVITE got no final answer in time (Timer B).
-    pub(super) fn on_reinvite_timeout(&mut self, key: &TransactionKey, call_id: CallId) {
-        self.client_tx.remove(key);
+    /// Our re-INVITE got no final answer in time (Timer B). A 2xx that still comes gets its
+    /// ACK for 64*T1 more (`UserAgent::on_stray_response`): else the peer, its 2xx never
+    /// acknowledged, would end the whole call (§13.3.1.4). The call stays as it was (the
+    /// owner has `ReinviteFailed`); the peer's side of the exchange is the owner's to mend.
+    pub(super) fn on_reinvite_timeout(
+        &mut self,
+        now: Instant,
+        key: &TransactionKey,
+        call_id: CallId,
+    ) {
+        if let Some(ClientTx::Reinvite { sent, .. }) = self.client_tx.remove(key) {
+            let SentIn {
+                mut dialog,
+                source,
+                local,
+            } = *sent;
+            let branch = new_branch(self.rng.random());
+            let via = our_via(source.transport, local, &branch);
+            let contact = contact_for(source.transport, local);
+            let (ack, _) = dialog.new_request(Method::Ack, &via, &contact);
+            self.remember_abandoned(
+                now,
+                Abandoned {
+                    request: ack,
+                    to: source,
+                    end: false,
+                    ack: None,
+                },
+            );
+        }
         self.reinvite_failed(call_id, 408);
     }
 
@@ -149,19 +195,37 @@ impl UserAgent {
     }
 
     /// The ACK of the 2xx to our re-INVITE, remembered for its retransmissions.
-    fn send_reinvite_ack(&mut self, call_id: CallId, key: &TransactionKey) {
+    /// The ACK of the 2xx to our re-INVITE `key` (§13.2.2.4), even if the call has ended
+    /// meanwhile: in the dialog as the re-INVITE left it, to the 2xx's Contact (§12.2.1.2: a
+    /// target refresh's 2xx names the remote target); remembered for the 2xx's
+    /// retransmissions.
+    fn send_reinvite_ack(&mut self, key: &TransactionKey, response: &Response) {
         let branch = new_branch(self.rng.random());
-        let Some(call) = self.calls.get_mut(&call_id) else {
+        let Some(ClientTx::Reinvite {
+            sent, ack: slot, ..
+        }) = self.client_tx.get_mut(key)
+        else {
             return;
         };
-        let via = our_via(call.source.transport, call.local, &branch);
-        let contact = contact_for(call.source.transport, call.local);
-        let (mut ack, next_hop) = call.dialog.new_request(Method::Ack, &via, &contact);
-        ack.headers.remove("Contact");
-        let to = destination_for(&next_hop, call.source);
-        if let Some(ClientTx::Reinvite { ack: slot, .. }) = self.client_tx.get_mut(key) {
-            *slot = Some(Box::new((to, ack.clone())));
+        let SentIn {
+            dialog,
+            source,
+            local,
+        } = &mut **sent;
+        if let Some(contact) = response
+            .headers
+            .contacts()
+            .ok()
+            .and_then(|c| c.into_iter().next())
+        {
+            dialog.remote_target = contact.uri;
         }
+        let via = our_via(source.transport, *local, &branch);
+        let contact = contact_for(source.transport, *local);
+        let (mut ack, next_hop) = dialog.new_request(Method::Ack, &via, &contact);
+        ack.headers.remove("Contact");
+        let to = destination_for(&next_hop, *source);
+        *slot = Some(Box::new((to, ack.clone())));
         self.outputs.push_back(UaOutput::Transmit {
             to,
             message: SipMessage::Request(ack),

@@ -275,6 +275,12 @@ pub struct UserAgent {
     session_timers: CallTimers,
     /// Reliable provisional responses (RFC 3262) to retransmit, by when.
     prack_timers: CallTimers,
+    /// Our INVITEs given up without a final response, by Call-ID and CSeq number: a 2xx that
+    /// still comes gets its ACK (and a call's first INVITE a BYE) for 64*T1
+    /// (`uac::Abandoned`).
+    abandoned: HashMap<(String, u32), Box<uac::Abandoned>>,
+    /// When each abandoned INVITE is forgotten, in order.
+    abandoned_until: VecDeque<(Instant, (String, u32))>,
 }
 
 /// What one of our client transactions is for.
@@ -287,10 +293,12 @@ enum ClientTx {
     },
     /// A call's REFER (BlindTransfer).
     Refer { call: CallId },
-    /// Our re-INVITE (hold, resume) with its offer; the ACK of its 2xx once sent.
+    /// Our re-INVITE (hold, resume) with its offer and the dialog as it sent it; the ACK of
+    /// its 2xx once sent.
     Reinvite {
         call: CallId,
         offer: Box<SessionDescription>,
+        sent: Box<hold::SentIn>,
         ack: Option<Box<(Peer, Request)>>,
     },
 }
@@ -439,6 +447,8 @@ impl UserAgent {
         self.calls.shrink_idle();
         self.by_dialog.shrink_idle();
         self.client_tx.shrink_idle();
+        self.abandoned.shrink_idle();
+        self.abandoned_until.shrink_idle();
         self.outputs.shrink_idle();
         self.transactions.shrink_idle();
     }
@@ -458,6 +468,8 @@ impl UserAgent {
             client_tx: HashMap::new(),
             session_timers: CallTimers::default(),
             prack_timers: CallTimers::default(),
+            abandoned: HashMap::new(),
+            abandoned_until: VecDeque::new(),
         }
     }
 
@@ -541,6 +553,10 @@ impl UserAgent {
         }
         self.expire_sessions(now);
         self.retransmit_provisionals(now);
+        while let Some((_, key)) = self.abandoned_until.front().filter(|(at, _)| *at <= now) {
+            self.abandoned.remove(key);
+            self.abandoned_until.pop_front();
+        }
     }
 
     /// When `handle_timeout` must next run.
@@ -549,7 +565,11 @@ impl UserAgent {
         let ring = self.answer_timers.next();
         let session = self.session_timers.next();
         let prack = self.prack_timers.next();
-        [tx, ring, session, prack].into_iter().flatten().min()
+        let abandoned = self.abandoned_until.front().map(|(at, _)| *at);
+        [tx, ring, session, prack, abandoned]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn poll_output(&mut self) -> Option<UaOutput> {
@@ -759,6 +779,11 @@ impl UserAgent {
         self.transactions.len()
     }
 
+    /// INVITEs given up and still remembered for a late 2xx (for leak checks).
+    pub fn abandoned_count(&self) -> usize {
+        self.abandoned.len()
+    }
+
     fn drain_transactions(&mut self, now: Instant, local: Option<SocketAddr>) {
         while let Some(event) = self.transactions.poll_event() {
             match event {
@@ -780,9 +805,11 @@ impl UserAgent {
                 TxEvent::Terminated { key } => {
                     self.client_tx.remove(&key);
                 }
-                TxEvent::StrayResponse { .. } => {
+                TxEvent::StrayResponse { response, source } => {
                     // After Timer M a 2xx retransmission matches nothing: the peer has had our
-                    // ACK 32 s long; BYEs and NOTIFYs of gone calls change nothing either.
+                    // ACK 32 s long; BYEs and NOTIFYs of gone calls change nothing either. A
+                    // 2xx to an INVITE we gave up is the exception.
+                    self.on_stray_response(now, &response, source);
                 }
             }
         }

@@ -455,6 +455,7 @@ impl Harness {
         self.advance(T1 * 64);
         assert_eq!(self.ua.call_count(), 0, "calls leaked");
         assert_eq!(self.ua.transaction_count(), 0, "transactions leaked");
+        assert_eq!(self.ua.abandoned_count(), 0, "abandoned INVITEs kept");
         assert_eq!(self.ua.poll_timeout(), None, "timers left armed");
     }
 }
@@ -2064,6 +2065,74 @@ fn a_placed_call_nobody_answers_ends_with_no_answer() {
     h.assert_drains();
 }
 
+/// A 2xx that comes after our INVITE timed out (the far end answered, its responses late or
+/// lost until then): the call is gone, but the far end would play to nobody until it gives
+/// up on our ACK 32 s later, then BYE a call we no longer know. It gets its ACK and a BYE
+/// (RFC 3261 §13.2.2.4: every 2xx is ACKed; a session not wanted is ended by BYE), again on
+/// a retransmission; after 64*T1 more such a 2xx is a stranger's again, and nothing is kept.
+/// Its 200 to our BYE ends it; a 2xx to an INVITE we never sent gets nothing.
+#[test]
+fn a_2xx_after_our_invite_timed_out_gets_an_ack_and_a_bye() {
+    let mut h = Harness::new();
+    let (call, invite) = place(&mut h, None);
+    let out = h.advance(T1 * 65);
+    assert_eq!(ended(&out), [(call, EndReason::NoAnswer)]);
+    let late = callee_says(&invite, 200, "OK", Some(&pcmu_sdp(31000)));
+    let out = h.receive_from(late.clone(), TRUNK);
+    let sent = requests(&out);
+    assert_eq!(
+        sent.iter().map(|r| r.method.clone()).collect::<Vec<_>>(),
+        [Method::Ack, Method::Bye]
+    );
+    for r in &sent {
+        assert_eq!(
+            r.headers.call_id().unwrap(),
+            invite.headers.call_id().unwrap()
+        );
+        assert!(
+            r.headers.to().unwrap().tag().is_some(),
+            "in the 2xx's dialog"
+        );
+    }
+    assert_eq!(
+        sent[0].headers.cseq().unwrap().seq,
+        invite.headers.cseq().unwrap().seq
+    );
+    assert!(sent[1].headers.cseq().unwrap().seq > invite.headers.cseq().unwrap().seq);
+    assert!(ended(&out).is_empty() && answered(&out).is_empty());
+    // The 2xx again (our ACK lost): the ACK again, no second BYE.
+    let out = h.receive_from(late.clone(), TRUNK);
+    assert_eq!(
+        requests(&out)
+            .iter()
+            .map(|r| r.method.clone())
+            .collect::<Vec<_>>(),
+        [Method::Ack]
+    );
+    let bye = sent[1].clone();
+    h.receive_from(
+        SipMessage::Response(Response::for_request(&bye, 200, "OK")),
+        TRUNK,
+    );
+    h.advance(T1 * 65);
+    let out = h.receive_from(late, TRUNK);
+    assert!(
+        requests(&out).is_empty(),
+        "64*T1 later it is a stranger's 2xx"
+    );
+    // Nor does a 2xx to an INVITE we never sent get anything.
+    let mut stranger = invite.clone();
+    stranger
+        .headers
+        .set("Call-ID", "not-ours@192.0.2.20".to_string());
+    let out = h.receive_from(
+        callee_says(&stranger, 200, "OK", Some(&pcmu_sdp(31000))),
+        TRUNK,
+    );
+    assert!(requests(&out).is_empty());
+    h.assert_drains();
+}
+
 type Asked = (CallId, String, Vec<(String, String)>);
 
 fn transfer_requests(outputs: &[UaOutput]) -> Vec<Asked> {
@@ -2408,6 +2477,80 @@ fn our_reinvite_holds_the_peer_and_handles_glare_retransmission_and_refusal() {
         "Timer B: {out:?}"
     );
     let _ = reinvite;
+    h.peer_hangs_up(&mut peer, call);
+}
+
+/// The 2xx of our re-INVITE is ACKed whatever happened meanwhile (RFC 3261 §13.2.2.4): the
+/// owner hung up while it was out (our BYE took the next CSeq number), and the 2xx names a
+/// new Contact (§12.2.1.2: a target refresh's 2xx replaces the remote target). The ACK
+/// carries the re-INVITE's CSeq number, not the BYE's, and goes to the new Contact; without
+/// it the peer would retransmit its 2xx for 32 s and then end the dialog itself.
+#[test]
+fn the_2xx_of_our_reinvite_is_acked_after_we_hung_up_at_its_new_contact() {
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("echo", "hold-bye");
+    let (call, _) = h.confirmed_call(&mut peer);
+    h.ua.reinvite(h.now, call, sdp::Direction::SendOnly)
+        .expect("a re-INVITE goes");
+    let reinvite = only_request(&h.drain());
+    let bye = only_request(&h.hangup(call, 16));
+    assert_eq!(bye.method, Method::Bye);
+    let reinvite_seq = reinvite.headers.cseq().unwrap().seq;
+    assert!(bye.headers.cseq().unwrap().seq > reinvite_seq);
+    let moved = "192.0.2.10:5090";
+    let mut ok = Response::for_request(&reinvite, 200, "OK");
+    ok.headers.push("Contact", format!("<sip:alice@{moved}>"));
+    ok.headers.push("Content-Type", "application/sdp");
+    ok.body = pcmu_sdp(30000).into_bytes();
+    let out = h.receive_from(SipMessage::Response(ok.clone()), PEER);
+    let acks = requests(&out);
+    assert_eq!(acks.len(), 1, "{out:?}");
+    assert_eq!(acks[0].method, Method::Ack);
+    assert_eq!(acks[0].headers.cseq().unwrap().seq, reinvite_seq);
+    assert_eq!(acks[0].uri.to_string(), format!("sip:alice@{moved}"));
+    assert_eq!(sent_to(&out), [addr(moved)]);
+    assert!(media_updates(&out).is_empty(), "the call is over");
+    let out = h.receive_from(SipMessage::Response(ok), PEER);
+    assert_eq!(requests(&out).len(), 1, "the ACK again");
+    h.receive_from(
+        SipMessage::Response(Response::for_request(&bye, 200, "OK")),
+        PEER,
+    );
+    h.assert_drains();
+}
+
+/// A 2xx to our re-INVITE that comes after Timer B gave it up still gets its ACK (with the
+/// re-INVITE's CSeq number) and nothing else: unacknowledged, the peer would end the whole
+/// call 32 s later (RFC 3261 §13.3.1.4). The call stays up, the owner told 408.
+#[test]
+fn a_late_2xx_to_a_timed_out_reinvite_is_acked_and_the_call_stays() {
+    let mut h = Harness::new();
+    let mut peer = PeerCall::new("echo", "hold-late");
+    let (call, _) = h.confirmed_call(&mut peer);
+    h.ua.reinvite(h.now, call, sdp::Direction::SendOnly)
+        .expect("a re-INVITE goes");
+    let reinvite = only_request(&h.drain());
+    let out = h.advance(T1 * 65);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, UaOutput::ReinviteFailed { status: 408, .. })));
+    let mut ok = Response::for_request(&reinvite, 200, "OK");
+    ok.headers
+        .push("Contact", format!("<sip:alice@{PEER_CONTACT}>"));
+    ok.headers.push("Content-Type", "application/sdp");
+    ok.body = pcmu_sdp(30000).into_bytes();
+    let out = h.receive_from(SipMessage::Response(ok), PEER);
+    let sent = requests(&out);
+    assert_eq!(
+        sent.iter().map(|r| r.method.clone()).collect::<Vec<_>>(),
+        [Method::Ack]
+    );
+    assert_eq!(
+        sent[0].headers.cseq().unwrap().seq,
+        reinvite.headers.cseq().unwrap().seq
+    );
+    assert!(ended(&out).is_empty() && media_updates(&out).is_empty());
+    assert_eq!(h.ua.call_count(), 1);
     h.peer_hangs_up(&mut peer, call);
 }
 

@@ -23,6 +23,23 @@ use crate::sip::dialog::{set_tag, Dialog};
 use crate::sip::message::{Headers, Host, Method, Request, Response, SipMessage};
 use crate::sip::transaction::{new_branch, Peer, TransactionKey};
 
+/// Our INVITE given up without a final response, remembered for 64*T1: a 2xx that still
+/// comes is ACKed, and ended if it starts a session ([`UserAgent::on_stray_response`]).
+#[derive(Debug)]
+pub(super) struct Abandoned {
+    /// A request of the INVITE's dialog as the INVITE left it — the INVITE itself, or for a
+    /// re-INVITE an ACK built from the dialog it was sent in: what a late 2xx's ACK is built
+    /// from (its Call-ID, tags, CSeq number and route set).
+    pub(super) request: Request,
+    /// Where the INVITE went.
+    pub(super) to: Peer,
+    /// A call's first INVITE: its late session is ended by BYE (a re-INVITE's call has its
+    /// own fate).
+    pub(super) end: bool,
+    /// The ACK of its first late 2xx and where it went, re-sent on each retransmission.
+    pub(super) ack: Option<Box<(Peer, Request)>>,
+}
+
 /// The UAC side of a call we placed.
 #[derive(Debug)]
 pub(super) struct Outbound {
@@ -165,7 +182,9 @@ impl UserAgent {
                 }
                 self.on_invite_response(now, call, key, response);
             }
-            Some(ClientTx::Reinvite { call, offer, ack }) => {
+            Some(ClientTx::Reinvite {
+                call, offer, ack, ..
+            }) => {
                 if let (Some(sent), true) = (ack, (200..300).contains(&response.status)) {
                     // A 2xx retransmission: our ACK was lost (§13.2.2.4).
                     let (to, ack) = *sent;
@@ -194,19 +213,121 @@ impl UserAgent {
     /// A 2xx from a second fork of our INVITE (a proxy forked it and two UASs answered): the
     /// call already has its dialog, so this one gets its ACK and, at once, a BYE.
     fn end_extra_fork(&mut self, now: Instant, our_ack: &Request, response: &Response, to: Peer) {
+        let reason = "SIP;cause=200;text=\"Call completed elsewhere\"";
+        self.ack_and_bye(now, our_ack, response, to, Some(reason));
+    }
+
+    /// Our INVITE `call` is given up without a final response (Timer B, or no answer to our
+    /// CANCEL): for 64*T1 a 2xx that still comes is ours to ACK and end
+    /// ([`UserAgent::on_stray_response`]).
+    pub(super) fn abandon(&mut self, now: Instant, call: CallId) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let abandoned = Abandoned {
+            request: c.invite.clone(),
+            to: c.source,
+            end: true,
+            ack: None,
+        };
+        self.remember_abandoned(now, abandoned);
+    }
+
+    /// For 64*T1, a 2xx to `abandoned`'s INVITE is ACKed (and its session ended if it is a
+    /// call's first INVITE).
+    pub(super) fn remember_abandoned(&mut self, now: Instant, abandoned: Abandoned) {
+        let h = &abandoned.request.headers;
+        let (Ok(call_id), Ok(cseq)) = (h.call_id(), h.cseq()) else {
+            return;
+        };
+        let key = (call_id.to_string(), cseq.seq);
+        let until = now + self.settings.timers.t1 * 64;
+        if self
+            .abandoned
+            .insert(key.clone(), Box::new(abandoned))
+            .is_none()
+        {
+            self.abandoned_until.push_back((until, key));
+        }
+    }
+
+    /// A response that matches no transaction. A 2xx to an INVITE we gave up
+    /// ([`UserAgent::abandon`], or a re-INVITE's Timer B) gets its ACK (RFC 3261 §13.2.2.4:
+    /// every 2xx is ACKed, its retransmissions again); a call's first INVITE, the first time,
+    /// a BYE as well: the far end answered a call that is over for us, and would otherwise
+    /// play to nobody until it gives up on the ACK 32 s later (and then BYE the call a
+    /// re-INVITE's 2xx belongs to). Any other stray response changes nothing (a 2xx to an
+    /// INVITE we never sent would make us a reflector).
+    pub(super) fn on_stray_response(&mut self, now: Instant, response: &Response, source: Peer) {
+        if !(200..300).contains(&response.status) {
+            return;
+        }
+        let h = &response.headers;
+        let (Ok(cseq), Ok(call_id), Ok(from)) = (h.cseq(), h.call_id(), h.from()) else {
+            return;
+        };
+        if cseq.method != Method::Invite {
+            return;
+        }
+        let key = (call_id.to_string(), cseq.seq);
+        let Some(abandoned) = self.abandoned.get(&key) else {
+            return;
+        };
+        if abandoned
+            .request
+            .headers
+            .from()
+            .map(|f| f.tag() == from.tag())
+            != Ok(true)
+        {
+            return;
+        }
+        let tag = |h: &Headers| h.to().ok().and_then(|t| t.tag().map(str::to_string));
+        match &abandoned.ack {
+            Some(sent) if tag(&sent.1.headers) == tag(h) => {
+                let (to, ack) = (**sent).clone();
+                self.outputs.push_back(UaOutput::Transmit {
+                    to,
+                    message: SipMessage::Request(ack),
+                });
+            }
+            _ => {
+                let ours = abandoned.request.clone();
+                let to = Peer {
+                    addr: abandoned.to.addr,
+                    transport: source.transport,
+                };
+                let reason = abandoned
+                    .end
+                    .then_some("SIP;cause=408;text=\"Answered after the INVITE timed out\"");
+                let ack = self.ack_and_bye(now, &ours, response, to, reason);
+                if let (Some(ack), Some(abandoned)) = (ack, self.abandoned.get_mut(&key)) {
+                    abandoned.ack.get_or_insert(Box::new(ack));
+                }
+            }
+        }
+    }
+
+    /// The ACK of a 2xx to `ours` (our INVITE, or an ACK in its dialog) in the 2xx's dialog,
+    /// sent towards `to`, then with a `reason` a BYE in the same dialog: a session we do not
+    /// want, ended as soon as it starts. Returns the ACK and where it went.
+    fn ack_and_bye(
+        &mut self,
+        now: Instant,
+        ours: &Request,
+        response: &Response,
+        to: Peer,
+        reason: Option<&str>,
+    ) -> Option<(Peer, Request)> {
         let ack_branch = new_branch(self.rng.random());
         let bye_branch = new_branch(self.rng.random());
-        let Ok(mut dialog) = Dialog::new_uac(our_ack) else {
-            return;
-        };
+        let mut dialog = Dialog::new_uac(ours).ok()?;
         dialog.confirm_uac(response);
-        let Ok(via) = our_ack.headers.top_via() else {
-            return;
-        };
+        let via = ours.headers.top_via().ok()?;
         let local = match (&via.host, via.port) {
             (Host::V4(ip), port) => SocketAddr::new((*ip).into(), port.unwrap_or(5060)),
             (Host::V6(ip), port) => SocketAddr::new((*ip).into(), port.unwrap_or(5060)),
-            (Host::Domain(_), _) => return,
+            (Host::Domain(_), _) => return None,
         };
         let contact = contact_for(to.transport, local);
         let (mut ack, next_hop) = dialog.new_request(
@@ -218,19 +339,21 @@ impl UserAgent {
         let destination = destination_for(&next_hop, to);
         self.outputs.push_back(UaOutput::Transmit {
             to: destination,
-            message: SipMessage::Request(ack),
+            message: SipMessage::Request(ack.clone()),
         });
-        let (mut bye, _) = dialog.new_request(
-            Method::Bye,
-            &our_via(to.transport, local, &bye_branch),
-            &contact,
-        );
-        bye.headers
-            .push("Reason", "SIP;cause=200;text=\"Call completed elsewhere\"");
-        if let Err(e) = self.transactions.send_request(now, bye, destination) {
-            tracing::debug!(error = %e, "cannot end the extra fork");
+        if let Some(reason) = reason {
+            let (mut bye, _) = dialog.new_request(
+                Method::Bye,
+                &our_via(to.transport, local, &bye_branch),
+                &contact,
+            );
+            bye.headers.push("Reason", reason);
+            if let Err(e) = self.transactions.send_request(now, bye, destination) {
+                tracing::debug!(error = %e, "cannot end an unwanted session");
+            }
+            self.drain_transactions(now, None);
         }
-        self.drain_transactions(now, None);
+        Some((destination, ack))
     }
 
     fn on_invite_response(
@@ -373,13 +496,17 @@ impl UserAgent {
                 match c.state {
                     CallState::Calling => {
                         self.transfer_outcome_for_new_call(now, call, 408, "Request Timeout");
+                        self.abandon(now, call);
                         self.end_call(call, Some(EndReason::NoAnswer));
                     }
-                    CallState::Cancelling => self.end_call(call, None),
+                    CallState::Cancelling => {
+                        self.abandon(now, call);
+                        self.end_call(call, None);
+                    }
                     _ => {}
                 }
             }
-            Some(ClientTx::Reinvite { call, .. }) => self.on_reinvite_timeout(key, call),
+            Some(ClientTx::Reinvite { call, .. }) => self.on_reinvite_timeout(now, key, call),
             Some(ClientTx::Refer { call }) => {
                 self.client_tx.remove(key);
                 if let Some(c) = self.calls.get_mut(&call) {
