@@ -933,6 +933,14 @@ impl PeerCall {
         self
     }
 
+    /// Whether `response` answers the peer's latest INVITE (its CSeq number).
+    pub fn is_invite_answer(&self, response: &Response) -> bool {
+        response.headers.get("CSeq").is_some_and(|c| {
+            c.split_whitespace()
+                .eq([self.invite_cseq.to_string().as_str(), "INVITE"])
+        })
+    }
+
     /// The ACK of a non-2xx final response to the INVITE: its transaction, its To tag.
     pub fn ack_failure(&mut self, response: &Response) -> SipMessage {
         self.learn(response);

@@ -1122,6 +1122,19 @@ impl Scenario {
                         if peer.to_tag.is_none() {
                             peer.learn(&response);
                         }
+                        // Most callers' transactions ACK a failure of their INVITE (RFC 3261
+                        // §17.1.1.3); the rest leave the core to retransmit it until Timer H.
+                        let failed = response.status >= 300
+                            && self.peers[index].is_invite_answer(&response)
+                            && self.rng.random_range(0..5) > 0;
+                        if failed {
+                            let ack = self.peers[index].ack_failure(&response);
+                            answers.push((
+                                PEER,
+                                format!("ACK of {} from p{index}", response.status),
+                                ack,
+                            ));
+                        }
                         // Most callers PRACK a reliable provisional response (RFC 3262).
                         let rseq = response
                             .headers

@@ -2,8 +2,11 @@
 //! §17): every request they send gets one final response — retransmitted the same, never
 //! another, never a provisional after it — and every final response they give one of our
 //! INVITEs is acknowledged (the 2xx by an ACK of the dialog, the others by the transaction's
-//! ACK). The random scenarios' leak check sees what the core still holds; this sees a caller
-//! or a trunk left waiting, or told two different things about one request.
+//! ACK), and once a dialog's session is over — our BYE sent, or theirs answered 2xx — the core
+//! sends nothing more in it but ACKs and NOTIFYs (RFC 5057: a REFER's subscription outlives
+//! the INVITE usage). The random scenarios' leak check sees what the core still holds; this
+//! sees a caller or a trunk left waiting, told two different things about one request, or
+//! asked something in a call that is over.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,6 +29,27 @@ pub(super) struct SipAnswers {
     unacknowledged: HashMap<(String, u32), u16>,
     /// Our INVITEs (Call-ID, CSeq number): the earliest the core can have sent each.
     invites: HashMap<(String, u32), Instant>,
+    /// Dialogs whose session is over: the last CSeq number the core had used in each then.
+    ended: HashMap<DialogKey, u32>,
+    /// The highest CSeq number the core has used in each dialog.
+    our_seq: HashMap<DialogKey, u32>,
+}
+
+/// A dialog: its Call-ID and its two tags, in order (the same from either side).
+type DialogKey = (String, String, String);
+
+fn tag_of(value: Option<&str>) -> String {
+    value
+        .and_then(|v| v.split(';').find_map(|p| p.trim().strip_prefix("tag=")))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn dialog(message: &SipMessage) -> DialogKey {
+    let h = message.headers();
+    let (a, b) = (tag_of(h.get("From")), tag_of(h.get("To")));
+    let (a, b) = if a <= b { (a, b) } else { (b, a) };
+    (h.get("Call-ID").unwrap_or_default().to_string(), a, b)
 }
 
 /// How long an INVITE client transaction waits for its final response (RFC 3261 Timer B,
@@ -109,14 +133,36 @@ impl SipAnswers {
                 let call_id = message.headers().get("Call-ID").unwrap_or_default();
                 self.unacknowledged.remove(&(call_id.to_string(), number));
             }
-            SipMessage::Request(request) if request.method.as_str() == "INVITE" => {
-                let call_id = message.headers().get("Call-ID").unwrap_or_default();
-                self.invites
-                    .entry((call_id.to_string(), number))
-                    .or_insert(since);
+            SipMessage::Request(request) => {
+                // A new request (not a retransmission, nor the ACK of an earlier INVITE) in a
+                // dialog whose session is over.
+                let method = request.method.as_str();
+                let key = dialog(message);
+                if let Some(&last) = self.ended.get(&key) {
+                    if number > last && method != "NOTIFY" && method != "ACK" {
+                        return Err(format!(
+                            "the core sent {method} ({number}) in {key:?}, whose session ended \
+                             at its CSeq {last}"
+                        ));
+                    }
+                }
+                let seq = self.our_seq.entry(key.clone()).or_insert(number);
+                *seq = (*seq).max(number);
+                if method == "BYE" {
+                    self.ended.entry(key).or_insert(number);
+                } else if method == "INVITE" {
+                    let call_id = message.headers().get("Call-ID").unwrap_or_default();
+                    self.invites
+                        .entry((call_id.to_string(), number))
+                        .or_insert(since);
+                }
             }
-            SipMessage::Request(_) => {}
             SipMessage::Response(response) => {
+                if method == "BYE" && (200..300).contains(&response.status) {
+                    let key = dialog(message);
+                    let last = self.our_seq.get(&key).copied().unwrap_or(0);
+                    self.ended.entry(key).or_insert(last);
+                }
                 let Some((line, last)) = self.requests.get_mut(&(branch, method)) else {
                     // A response to a request the scenario never sent: none is expected
                     // (requests the scenario sends are all recorded).
@@ -168,5 +214,65 @@ impl SipAnswers {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::harness::sip;
+
+    fn message(start: &str, call_id: &str, from_tag: &str, to_tag: &str, cseq: &str) -> SipMessage {
+        sip(&format!(
+            "{start}\r\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch=z9hG4bK-{cseq_branch}\r\n\
+             From: <sip:a@127.0.0.2>;tag={from_tag}\r\nTo: <sip:b@127.0.0.1>{to}\r\n\
+             Call-ID: {call_id}\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n",
+            cseq_branch = cseq.replace(' ', "-"),
+            to = if to_tag.is_empty() {
+                String::new()
+            } else {
+                format!(";tag={to_tag}")
+            },
+        ))
+    }
+
+    /// The check fails where it should: a second, different final response; a request never
+    /// answered; a 2xx to our INVITE never ACKed; a request of ours after the session's BYE.
+    #[test]
+    fn the_sip_check_finds_what_it_is_for() {
+        let now = Instant::now();
+        let bye = message("BYE sip:b@127.0.0.1 SIP/2.0", "c1", "p", "us", "2 BYE");
+        let ok = message("SIP/2.0 200 OK", "c1", "p", "us", "2 BYE");
+        let gone = message("SIP/2.0 481 Gone", "c1", "p", "us", "2 BYE");
+        let mut check = SipAnswers::default();
+        check.sent(&bye, now).unwrap();
+        assert!(
+            check.all_answered().is_err(),
+            "the BYE waits for its answer"
+        );
+        check.received(&ok, now).unwrap();
+        check.received(&ok, now).unwrap();
+        assert!(check.received(&gone, now).is_err(), "200, then 481");
+        check.all_answered().unwrap();
+        // The session is over: a new request of ours in the dialog is one too many.
+        let reinvite = message(
+            "INVITE sip:a@127.0.0.2 SIP/2.0",
+            "c1",
+            "us",
+            "p",
+            "7 INVITE",
+        );
+        assert!(check.received(&reinvite, now).is_err());
+
+        // Our INVITE's 2xx needs our ACK.
+        let mut check = SipAnswers::default();
+        let invite = message("INVITE sip:b@127.0.0.3 SIP/2.0", "c2", "us", "", "1 INVITE");
+        check.received(&invite, now).unwrap();
+        let answer = message("SIP/2.0 200 OK", "c2", "us", "t", "1 INVITE");
+        check.sent(&answer, now).unwrap();
+        assert!(check.all_answered().is_err(), "no ACK yet");
+        let ack = message("ACK sip:b@127.0.0.3 SIP/2.0", "c2", "us", "t", "1 ACK");
+        check.received(&ack, now).unwrap();
+        check.all_answered().unwrap();
     }
 }
