@@ -1,12 +1,15 @@
 //! Random scenarios for the control core, in virtual time: seeded sequences of what callers,
-//! a trunk and applications can do — calls in on every kind of route and out through the
-//! trunk, answers, refusals, redirects, hang-ups from either side, CANCELs, holds,
-//! DeleteConnection, BridgeCalls, BlindTransfer, CTI requests (release, hold, answer,
-//! transfers and conferences in one or two steps), agent conference requests, time passing —
-//! in any order. Whatever came before, once the agents sign out, the applications hang up
-//! every call and delete every connection they know and time runs on, the harness's leak check
-//! finds nothing left: no connection, SIP call or transaction, conference, party, agent
-//! conference, timer or port. A failure names its seed and the steps that led there.
+//! a trunk and applications can do — calls in on every kind of route (with and without an
+//! offer, with reliable provisionals) and out through the trunk, answers, refusals,
+//! redirects, hang-ups from either side, CANCELs, holds and re-INVITEs from either side,
+//! DeleteConnection, BridgeCalls, BlindTransfer, Media Control's operations and conferences,
+//! CTI requests (release, hold, answer, make call, transfers and conferences in one or two
+//! steps), agent conference requests, time passing — in any order. Whatever came before, once
+//! the agents sign out, the applications hang up every call and delete every connection they
+//! know (or the server shuts down) and time runs on, the harness's leak check finds nothing
+//! left: no connection, SIP call or transaction, conference, party, agent conference, timer
+//! or port. After every step the surfaces' events are checked (`surface_check`) and so is the
+//! wire (`sip_check`). A failure names its seed and the steps that led there.
 
 use std::time::Duration;
 
