@@ -621,7 +621,8 @@ impl<M: Backend> Controller<M> {
     }
 
     /// A phone of an agent conference did not answer (`status`: its SIP status, 408 when it
-    /// rang out).
+    /// rang out, 487 when its call was released before it answered). An agent's desktop,
+    /// told its phone was alerting, is told it is released (`phoneState` 3) before the rest.
     pub(super) fn agent_phone_failed(&mut self, conf: u64, member: u32, status: u16) {
         let Some(room) = self.agent_confs.get(&conf) else {
             return;
@@ -631,6 +632,11 @@ impl<M: Backend> Controller<M> {
             return;
         };
         self.drop_member(conf, member);
+        if let Participant::Agent(agent) = who {
+            self.agent_event(agent, |a, t| {
+                AgentEvent::phone_release(a, t, PhoneReleasedBy::Platform)
+            });
+        }
         match who {
             Participant::Agent(agent) if agent == chair => {
                 // The chair's phone never answered: no conference.
@@ -661,8 +667,15 @@ impl<M: Backend> Controller<M> {
     }
 
     /// A connection was released (whatever released it): if it is an agent conference
-    /// member's, the member leaves; the chair's ends the conference.
+    /// member's, the member leaves; the chair's ends the conference. A phone still being
+    /// called that anyone but the conference itself released (an application's
+    /// DeleteConnection, a CTI release, shutdown: the conference's own hang-ups take it off
+    /// `agent_dialing` first) did not answer, as far as the conference is concerned (487).
     pub(super) fn agent_member_released(&mut self, connection: u32) {
+        if let Some((conf, member)) = self.agent_dialing.remove(&connection) {
+            self.agent_phone_failed(conf, member, 487);
+            return;
+        }
         let Some((conf, member)) = self.agent_connection.remove(&connection) else {
             return;
         };
@@ -763,11 +776,11 @@ impl<M: Backend> Controller<M> {
                 None => {
                     // Invited or still dialing: no call in the conference yet (a ringing
                     // phone's call is cancelled first, while the member still names it).
-                    self.hang_up_dialing(conf, member);
+                    let dialing = self.hang_up_dialing(conf, member);
                     self.drop_member(conf, member);
                     if let Participant::Agent(agent) = who {
                         self.agent_conf_of.remove(&agent);
-                        self.agent_event(agent, AgentEvent::ready);
+                        self.unanswered_agent_gone(agent, dialing, agent == chair);
                     }
                 }
             }
@@ -822,29 +835,46 @@ impl<M: Backend> Controller<M> {
             }
             None => {
                 let who = m.who.clone();
-                self.hang_up_dialing(conf, member);
+                let dialing = self.hang_up_dialing(conf, member);
                 self.drop_member(conf, member);
                 if let Participant::Agent(agent) = who {
                     self.agent_conf_of.remove(&agent);
-                    self.agent_event(agent, AgentEvent::ready);
+                    self.unanswered_agent_gone(agent, dialing, false);
                 }
                 self.tell_members(conf, ParticipantChange::Left(reason), &who);
             }
         }
     }
 
-    /// A member whose phone is still being called: the call is cancelled.
-    fn hang_up_dialing(&mut self, conf: u64, member: u32) {
+    /// An agent whose phone had not answered is out of its conference (or its request): a
+    /// phone it was told is alerting (`dialing`) is released by the platform, a chair's
+    /// request fails (487: cancelled), and it is ready again.
+    fn unanswered_agent_gone(&mut self, agent: AgentId, dialing: bool, chair: bool) {
+        if dialing {
+            self.agent_event(agent, |a, t| {
+                AgentEvent::phone_release(a, t, PhoneReleasedBy::Platform)
+            });
+        }
+        if chair {
+            self.agent_event(agent, |a, t| AgentEvent::conf_request_failed(a, t, 487));
+        }
+        self.agent_event(agent, AgentEvent::ready);
+    }
+
+    /// A member whose phone is still being called: the call is cancelled. Whether it was.
+    fn hang_up_dialing(&mut self, conf: u64, member: u32) -> bool {
         let dialing: Vec<u32> = self
             .agent_dialing
             .iter()
             .filter(|(_, &(c, m))| c == conf && m == member)
             .map(|(&connection, _)| connection)
             .collect();
+        let any = !dialing.is_empty();
         for connection in dialing {
             self.agent_dialing.remove(&connection);
             let _ = self.release_connection(connection, ReleaseReason::ConferenceReleased);
         }
+        any
     }
 
     fn dial_member(&mut self, conf: u64, member: u32, number: &str) -> Result<(), GatewayError> {

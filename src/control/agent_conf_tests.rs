@@ -8,7 +8,8 @@ use serde_json::json;
 
 use super::harness::*;
 use super::tests::{
-    answer_trunk_byes, answer_trunk_invite, trunk_accepts_cancel, trunk_bye, trunk_rings,
+    answer_trunk_byes, answer_trunk_invite, trunk_accepts_cancel, trunk_bye, trunk_response,
+    trunk_rings,
 };
 use super::{AgentConfRequest, ControlRequest};
 use crate::agent_gateway::requests::{BatchAddParticipant, ProlongTime, RequestAgentConf};
@@ -415,5 +416,82 @@ fn an_agent_conference_beeps_on_joins_when_asked_and_is_no_room_to_dial_into() {
     );
     ask(&mut h, AgentConfRequest::Release).expect("released");
     answer_trunk_byes(&mut h);
+    h.assert_no_leaks();
+}
+
+/// Agent 1001 asks for a conference; returns the INVITE its phone 6001 is called with, after
+/// the events so far (busy, the phone alerting).
+fn request_ringing(h: &mut Harness) -> Request {
+    let body = json!({"memberNum": 4, "time": 60, "promptTime": 5}).to_string();
+    let request = RequestAgentConf::from_json(body.as_bytes()).expect("a request");
+    ask(h, AgentConfRequest::Request(request)).expect("accepted");
+    let invite = requests(&h.take_wire())
+        .into_iter()
+        .find(|r| r.method == Method::Invite)
+        .expect("6001 is called")
+        .clone();
+    assert_eq!(
+        types(&chair_events(h)),
+        ["AgentState_Busy", "AgentOther_PhoneAlerting"]
+    );
+    trunk_rings(h, &invite);
+    invite
+}
+
+/// What a chair's desktop is told when its phone never answers, whichever way: the phone it
+/// was told is alerting is released by the platform (`phoneState` 3), the request fails with
+/// a cause, and the agent is ready again — the phone refuses (486), an application deletes
+/// the phone's connection (487), the agent signs out while it rings (487).
+#[test]
+fn a_chairs_phone_that_never_answers_is_released_on_the_desktop_before_the_request_fails() {
+    let failed = |events: &[(String, serde_json::Value)], cause: u64| {
+        assert_eq!(
+            types(events),
+            [
+                "AgentOther_PhoneRelease",
+                "AgentConf_RequestFailed",
+                "AgentState_Ready"
+            ]
+        );
+        assert_eq!(events[0].1["phoneState"], 3);
+        assert_eq!(events[1].1["cause"], cause);
+    };
+
+    // Busy.
+    let mut h = Harness::new();
+    let invite = request_ringing(&mut h);
+    let busy = trunk_response(&invite, 486, "Busy Here", "far");
+    h.sip_from(TRUNK, SipMessage::Response(busy));
+    failed(&chair_events(&mut h), 486);
+    assert!(h.core.agent_confs.is_empty());
+    h.assert_no_leaks();
+
+    // An application deletes the ringing phone's connection.
+    let mut h = Harness::new();
+    let invite = request_ringing(&mut h);
+    let id = *h
+        .core
+        .agent_dialing
+        .keys()
+        .next()
+        .expect("the phone's connection");
+    h.action(super::MediaAction::Delete {
+        connection: Some(id),
+        conference: None,
+    })
+    .expect("deleted");
+    failed(&chair_events(&mut h), 487);
+    let wire = h.take_wire();
+    trunk_accepts_cancel(&mut h, &wire, &invite);
+    assert!(h.core.agent_confs.is_empty());
+    h.assert_no_leaks();
+
+    // The chair signs out while it rings.
+    let mut h = Harness::new();
+    let invite = request_ringing(&mut h);
+    ask(&mut h, AgentConfRequest::SignedOut).expect("handled");
+    failed(&chair_events(&mut h), 487);
+    let wire = h.take_wire();
+    trunk_accepts_cancel(&mut h, &wire, &invite);
     h.assert_no_leaks();
 }

@@ -27,6 +27,8 @@
 //!    (`engine::pool`); its `EngineEvent::Closed { stats }` comes back through the shell and
 //!    the core emits `ConnectionReleased` with those final statistics.
 
+#[cfg(test)]
+mod agent_check;
 mod agent_conf;
 #[cfg(test)]
 mod agent_conf_tests;

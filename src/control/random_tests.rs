@@ -18,6 +18,7 @@ use serde_json::Value;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::agent_check::Desktops;
 use super::core::Input;
 use super::harness::*;
 use super::operations::TermConds;
@@ -65,6 +66,8 @@ struct Scenario {
     surfaces: Surfaces,
     /// What the callers and the trunk asked and were answered on the wire.
     sip: SipAnswers,
+    /// What the agents' desktops were told.
+    desktops: Desktops,
     /// The virtual time the current step began: what the core sent since was sent no
     /// earlier.
     step_started: std::time::Instant,
@@ -156,6 +159,7 @@ impl Scenario {
             reached: Reached::default(),
             surfaces: Surfaces::default(),
             sip: SipAnswers::default(),
+            desktops: Desktops::default(),
             step_started,
             began: step_started,
             events_read: 0,
@@ -1207,7 +1211,13 @@ impl Scenario {
                 self.calls.push(call);
             }
         }
-        self.h.core.take_agent_events();
+        let agent_events = self.h.core.take_agent_events();
+        for (agent, event) in &agent_events {
+            trace(format_args!(
+                "    agent {agent}: {} {}",
+                event.event_type, event.content
+            ));
+        }
         let cti = self.h.take_cti();
         let store = self.h.core.take_store_events();
         let events = &self.h.seen[self.events_read..];
@@ -1219,8 +1229,9 @@ impl Scenario {
             trace(format_args!("    store: {event:?}"));
         }
         if let Err(e) = self
-            .surfaces
-            .read_events(events)
+            .desktops
+            .read(&agent_events)
+            .and_then(|()| self.surfaces.read_events(events))
             .and_then(|()| self.surfaces.read_cti(&cti))
             .and_then(|()| self.surfaces.read_store(&store))
         {
@@ -1278,6 +1289,7 @@ impl Scenario {
             .surfaces
             .all_told_ended()
             .and_then(|()| self.sip.all_answered())
+            .and_then(|()| self.desktops.all_told_ended())
         {
             panic!("{e}");
         }
