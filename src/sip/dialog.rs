@@ -117,14 +117,20 @@ impl Dialog {
         if let Ok(to) = h.to() {
             self.remote_tag = to.tag().map(str::to_string);
         }
-        if let Some(contact) = h.contacts().ok().and_then(|c| c.into_iter().next()) {
-            self.remote_target = contact.uri;
-        }
+        self.refresh_target(h);
         if let Ok(mut routes) = h.record_routes() {
             if !routes.is_empty() {
                 routes.reverse();
                 self.route_set = routes;
             }
+        }
+    }
+
+    /// A target refresh — a re-INVITE or UPDATE, or the 2xx of ours — names the remote target
+    /// in its Contact (§12.2.1.2, §12.2.2); a message without one leaves it as it was.
+    pub fn refresh_target(&mut self, headers: &super::message::Headers) {
+        if let Some(contact) = headers.contacts().ok().and_then(|c| c.into_iter().next()) {
+            self.remote_target = contact.uri;
         }
     }
 

@@ -121,14 +121,7 @@ impl UserAgent {
         };
         call.reinviting = false;
         // §12.2.1.2: a target refresh's 2xx replaces the remote target, usable answer or not.
-        if let Some(contact) = response
-            .headers
-            .contacts()
-            .ok()
-            .and_then(|c| c.into_iter().next())
-        {
-            call.dialog.remote_target = contact.uri;
-        }
+        call.dialog.refresh_target(&response.headers);
         match answer_in(&response, offer) {
             Ok(media) => {
                 call.local_sdp = Some(offer.clone());
@@ -212,14 +205,7 @@ impl UserAgent {
             source,
             local,
         } = &mut **sent;
-        if let Some(contact) = response
-            .headers
-            .contacts()
-            .ok()
-            .and_then(|c| c.into_iter().next())
-        {
-            dialog.remote_target = contact.uri;
-        }
+        dialog.refresh_target(&response.headers);
         let via = our_via(source.transport, *local, &branch);
         let contact = contact_for(source.transport, *local);
         let (mut ack, next_hop) = dialog.new_request(Method::Ack, &via, &contact);

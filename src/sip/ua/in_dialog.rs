@@ -236,14 +236,7 @@ impl UserAgent {
             call.sdp_version = version;
             call.local_sdp = Some(body.clone());
         }
-        if let Some(contact) = request
-            .headers
-            .contacts()
-            .ok()
-            .and_then(|c| c.into_iter().next())
-        {
-            call.dialog.remote_target = contact.uri;
-        }
+        call.dialog.refresh_target(&request.headers);
         if let Ok(Some(interval)) = requested_session_timer(request) {
             call.session_expires = Some((interval, false));
         }

@@ -2410,6 +2410,15 @@ fn a_second_forks_2xx_gets_its_own_ack_and_a_bye() {
     assert_eq!(h.ua.call_count(), 1);
 }
 
+/// The peer's 200 to our `reinvite`: its Contact at `contact`, its answer `sdp`.
+fn reinvite_ok(reinvite: &Request, contact: &str, sdp: &str) -> Response {
+    let mut ok = Response::for_request(reinvite, 200, "OK");
+    ok.headers.push("Contact", format!("<sip:alice@{contact}>"));
+    ok.headers.push("Content-Type", "application/sdp");
+    ok.body = sdp.as_bytes().to_vec();
+    ok
+}
+
 /// Our re-INVITE (hold): a `sendonly` offer to the peer's Contact with the next CSeq and SDP
 /// version; its 2xx gets our ACK (again on a retransmission), the answer is `MediaUpdated`;
 /// the peer's own re-INVITE meanwhile gets 491; a refusal is `ReinviteFailed` and a second
@@ -2443,11 +2452,7 @@ fn our_reinvite_holds_the_peer_and_handles_glare_retransmission_and_refusal() {
     // The peer answers recvonly; we ACK, and again when the 200 is retransmitted.
     let answer = audio_sdp(30000, "0", "a=rtpmap:0 PCMU/8000\r\na=recvonly\r\n")
         .replace("a=sendrecv\r\n", "");
-    let mut ok = Response::for_request(&reinvite, 200, "OK");
-    ok.headers
-        .push("Contact", format!("<sip:alice@{PEER_CONTACT}>"));
-    ok.headers.push("Content-Type", "application/sdp");
-    ok.body = answer.into_bytes();
+    let ok = reinvite_ok(&reinvite, PEER_CONTACT, &answer);
     let out = h.receive_from(SipMessage::Response(ok.clone()), PEER);
     let acks: Vec<Request> = requests(&out);
     assert_eq!(acks.len(), 1, "{out:?}");
@@ -2498,10 +2503,7 @@ fn the_2xx_of_our_reinvite_is_acked_after_we_hung_up_at_its_new_contact() {
     let reinvite_seq = reinvite.headers.cseq().unwrap().seq;
     assert!(bye.headers.cseq().unwrap().seq > reinvite_seq);
     let moved = "192.0.2.10:5090";
-    let mut ok = Response::for_request(&reinvite, 200, "OK");
-    ok.headers.push("Contact", format!("<sip:alice@{moved}>"));
-    ok.headers.push("Content-Type", "application/sdp");
-    ok.body = pcmu_sdp(30000).into_bytes();
+    let ok = reinvite_ok(&reinvite, moved, &pcmu_sdp(30000));
     let out = h.receive_from(SipMessage::Response(ok.clone()), PEER);
     let acks = requests(&out);
     assert_eq!(acks.len(), 1, "{out:?}");
@@ -2534,11 +2536,7 @@ fn a_late_2xx_to_a_timed_out_reinvite_is_acked_and_the_call_stays() {
     assert!(out
         .iter()
         .any(|o| matches!(o, UaOutput::ReinviteFailed { status: 408, .. })));
-    let mut ok = Response::for_request(&reinvite, 200, "OK");
-    ok.headers
-        .push("Contact", format!("<sip:alice@{PEER_CONTACT}>"));
-    ok.headers.push("Content-Type", "application/sdp");
-    ok.body = pcmu_sdp(30000).into_bytes();
+    let ok = reinvite_ok(&reinvite, PEER_CONTACT, &pcmu_sdp(30000));
     let out = h.receive_from(SipMessage::Response(ok), PEER);
     let sent = requests(&out);
     assert_eq!(

@@ -273,13 +273,8 @@ impl UserAgent {
         let Some(abandoned) = self.abandoned.get(&key) else {
             return;
         };
-        if abandoned
-            .request
-            .headers
-            .from()
-            .map(|f| f.tag() == from.tag())
-            != Ok(true)
-        {
+        let ours = abandoned.request.headers.from();
+        if !ours.is_ok_and(|f| f.tag() == from.tag()) {
             return;
         }
         let tag = |h: &Headers| h.to().ok().and_then(|t| t.tag().map(str::to_string));
