@@ -68,6 +68,9 @@ struct Scenario {
     sip: SipAnswers,
     /// What the agents' desktops were told.
     desktops: Desktops,
+    /// The requests the callers and the trunk sent (ACKs aside) and when, for
+    /// retransmissions.
+    sent: Vec<(&'static str, SipMessage, std::time::Instant)>,
     /// The virtual time the current step began: what the core sent since was sent no
     /// earlier.
     step_started: std::time::Instant,
@@ -160,6 +163,7 @@ impl Scenario {
             surfaces: Surfaces::default(),
             sip: SipAnswers::default(),
             desktops: Desktops::default(),
+            sent: Vec::new(),
             step_started,
             began: step_started,
             events_read: 0,
@@ -182,7 +186,7 @@ impl Scenario {
     }
 
     fn take_step(&mut self) {
-        match self.rng.random_range(0..38) {
+        match self.rng.random_range(0..40) {
             0 | 1 => {
                 let user = USERS[self.rng.random_range(0..USERS.len())];
                 let name = format!("p{}", self.peers.len());
@@ -356,6 +360,8 @@ impl Scenario {
             35 => self.trunk_sends(),
             36 => self.peer_sends_other(),
             37 => self.cti_query(),
+            38 => self.resend(),
+            39 => self.trunk_fork_answers(),
             12 => {
                 let by = Duration::from_millis(self.rng.random_range(0..3_000));
                 self.steps.push(format!("{} ms pass", by.as_millis()));
@@ -398,11 +404,53 @@ impl Scenario {
     }
 
     /// A caller's or the trunk's message to the core, recorded for the SIP check.
-    fn send(&mut self, from: &str, message: SipMessage) {
+    fn send(&mut self, from: &'static str, message: SipMessage) {
         if let Err(e) = self.sip.sent(&message, self.h.now.at) {
             panic!("{e}");
         }
+        if matches!(&message, SipMessage::Request(r) if r.method.as_str() != "ACK") {
+            self.sent.push((from, message.clone(), self.h.now.at));
+        }
         self.h.sip_from(from, message);
+    }
+
+    /// One of the last requests a caller or the trunk sent, sent again as its transaction
+    /// would retransmit it, its answer lost: within Timer B/F (64·T1) of its first sending,
+    /// an INVITE only while it has no final response (once it has, its ACK went instead).
+    fn resend(&mut self) {
+        let now = self.h.now.at;
+        let recent = self.sent.len().saturating_sub(10);
+        let candidates: Vec<(&'static str, SipMessage)> = self.sent[recent..]
+            .iter()
+            .filter(|(_, message, at)| {
+                let invite =
+                    matches!(message, SipMessage::Request(r) if r.method.as_str() == "INVITE");
+                now < *at + Duration::from_secs(32)
+                    && !(invite && self.sip.answered_finally(message))
+            })
+            .map(|(from, message, _)| (*from, message.clone()))
+            .collect();
+        let Some((from, message)) = self.pick(&candidates) else {
+            return;
+        };
+        if let SipMessage::Request(request) = &message {
+            self.steps.push(format!(
+                "{from} sends its {} again",
+                request.method.as_str()
+            ));
+        }
+        self.send(from, message);
+    }
+
+    /// A second fork behind the trunk answers one of our INVITEs the trunk answered too
+    /// (another To tag): RFC 3261 §13.2.2.4, the core ACKs it and ends it.
+    fn trunk_fork_answers(&mut self) {
+        let Some(invite) = self.pick(&self.trunk_answered.clone()) else {
+            return;
+        };
+        self.steps.push("a second fork answers 200".into());
+        let response = trunk_response(&invite, 200, "OK", "fork");
+        self.send(TRUNK, SipMessage::Response(response));
     }
 
     /// A Call Control action; its answer, which may come later (BlindTransfer waits for the
@@ -967,8 +1015,8 @@ impl Scenario {
     /// holds, mutes, hands over the chair, prolongs, leaves, releases, or signs out.
     fn agent_request(&mut self) {
         use crate::agent_gateway::requests::{
-            ApplyToShiftPresident, BatchAddParticipant, ChangeParticipantMode, ParticipantTarget,
-            ProlongTime, RequestAgentConf,
+            ApplyToShiftPresident, BatchAddParticipant, BatchRemoveParticipant,
+            ChangeParticipantMode, ParticipantTarget, ProlongTime, RequestAgentConf,
         };
         use crate::agent_gateway::Participant;
         let (me, other) = if self.rng.random() {
@@ -977,7 +1025,23 @@ impl Scenario {
             (1002, 1001)
         };
         let json = |value: serde_json::Value| value.to_string().into_bytes();
-        let request = match self.rng.random_range(0..12) {
+        // Two numbers a conference may call besides the agents' phones.
+        let phone = ["7001", "7002"][self.rng.random_range(0..2)];
+        let request = match self.rng.random_range(0..15) {
+            12 => AgentConfRequest::RemoveParticipants(
+                BatchRemoveParticipant::from_json(&json(if self.rng.random() {
+                    serde_json::json!({"addresses": [{"addressType": 6, "address": phone}]})
+                } else {
+                    serde_json::json!({
+                        "addresses": [{"addressType": 9, "address": other.to_string()}]
+                    })
+                }))
+                .expect("a request"),
+            ),
+            13 => AgentConfRequest::QueryConfInfos,
+            14 => AgentConfRequest::QueryAllConfIds {
+                inspector: self.rng.random(),
+            },
             0 | 1 => AgentConfRequest::Request(
                 RequestAgentConf::from_json(&json(
                     serde_json::json!({"memberNum": 4, "time": 5, "promptTime": 1}),
@@ -986,7 +1050,7 @@ impl Scenario {
             ),
             2 => AgentConfRequest::AddParticipants(
                 BatchAddParticipant::from_json(&json(
-                    serde_json::json!({"addresses": [{"addressType": 6, "address": "7001"}]}),
+                    serde_json::json!({"addresses": [{"addressType": 6, "address": phone}]}),
                 ))
                 .expect("a request"),
                 Default::default(),
@@ -1002,7 +1066,7 @@ impl Scenario {
             5 => AgentConfRequest::Reject,
             6 => AgentConfRequest::Hold(
                 ParticipantTarget {
-                    participant: Participant::Phone(number("7001")),
+                    participant: Participant::Phone(number(phone)),
                 },
                 self.rng.random(),
             ),
@@ -1010,7 +1074,7 @@ impl Scenario {
                 ChangeParticipantMode::from_json(&json(serde_json::json!({
                     "attribute": self.rng.random_range(1..=4),
                     "addressType": 6,
-                    "address": "7001"
+                    "address": phone
                 })))
                 .expect("a request"),
             ),

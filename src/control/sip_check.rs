@@ -29,6 +29,10 @@ pub(super) struct SipAnswers {
     unacknowledged: HashMap<(String, u32), u16>,
     /// Our INVITEs (Call-ID, CSeq number): the earliest the core can have sent each.
     invites: HashMap<(String, u32), Instant>,
+    /// Until when another 2xx to each of our INVITEs that had one (a retransmission, a
+    /// second fork's) is owed an ACK: 64·T1 after the first (RFC 6026's Accepted state,
+    /// Timer M), or while the UA remembers an INVITE it gave up.
+    accepted: HashMap<(String, u32), Instant>,
     /// Dialogs whose session is over: the last CSeq number the core had used in each then.
     ended: HashMap<DialogKey, u32>,
     /// The highest CSeq number the core has used in each dialog.
@@ -107,10 +111,21 @@ impl SipAnswers {
                 let key = (call_id.to_string(), number);
                 let within =
                     |span: Duration| self.invites.get(&key).is_some_and(|at| now < *at + span);
-                let owed = if response.status < 300 {
-                    within(2 * TIMER_B)
-                } else {
-                    within(TIMER_B)
+                let owed = match self.accepted.get(&key) {
+                    _ if response.status >= 300 => within(TIMER_B),
+                    Some(until) => now < *until,
+                    None if within(2 * TIMER_B) => {
+                        // Answered in time: 64·T1 of the Accepted state from now; answered
+                        // after Timer B: what is left of the 64·T1 the UA remembers it.
+                        let until = if within(TIMER_B) {
+                            now + TIMER_B
+                        } else {
+                            self.invites[&key] + 2 * TIMER_B
+                        };
+                        self.accepted.insert(key.clone(), until);
+                        true
+                    }
+                    None => false,
                 };
                 if owed {
                     self.unacknowledged.insert(key, response.status);
@@ -119,6 +134,16 @@ impl SipAnswers {
             SipMessage::Response(_) => {}
         }
         Ok(())
+    }
+
+    /// Whether the core has answered the request `message` finally.
+    pub(super) fn answered_finally(&self, message: &SipMessage) -> bool {
+        let (Some(branch), Some((_, method))) = (branch(message), cseq(message)) else {
+            return false;
+        };
+        self.requests
+            .get(&(branch, method))
+            .is_some_and(|(_, last)| last.is_some())
     }
 
     /// A message the core sent to a caller or the trunk, no earlier than `since`.
