@@ -52,6 +52,11 @@ pub(super) struct Surfaces {
     /// The store: calls started and not ended, and recordings started and not finished.
     store_calls: HashSet<String>,
     store_recordings: HashSet<String>,
+    /// When each store call started and whether it was answered, and when each recording
+    /// started: a row's times must follow one another (answered once, at or after the
+    /// start; ended at or after the answer; a recording finished at or after its start).
+    store_times: HashMap<String, (i64, Option<i64>)>,
+    recording_times: HashMap<String, i64>,
 }
 
 impl Surfaces {
@@ -239,32 +244,72 @@ impl Surfaces {
             }
         };
         match event {
-            StoreEvent::CallStarted { call_id, .. } => {
+            StoreEvent::CallStarted {
+                call_id,
+                started_ms,
+                ..
+            } => {
                 if !self.store_calls.insert(call_id.clone()) {
                     return Err(format!("store call {call_id} started twice"));
                 }
+                self.store_times
+                    .insert(call_id.clone(), (*started_ms, None));
             }
-            StoreEvent::CallEnded { call_id, .. } => {
+            StoreEvent::CallEnded { call_id, at_ms, .. } => {
                 // Its recordings may finish after it: the file is finished on its own thread.
                 call_alive(self, call_id)?;
                 self.store_calls.remove(call_id);
+                if let Some((started, answered)) = self.store_times.remove(call_id) {
+                    if *at_ms < answered.unwrap_or(started) {
+                        return Err(format!(
+                            "store call {call_id} ended at {at_ms}, before its start \
+                             ({started}) or answer ({answered:?})"
+                        ));
+                    }
+                }
             }
-            StoreEvent::CallAnswered { call_id, .. }
-            | StoreEvent::MeetingChanged { call_id, .. }
-            | StoreEvent::PartyAdded { call_id, .. } => call_alive(self, call_id)?,
+            StoreEvent::CallAnswered { call_id, at_ms } => {
+                call_alive(self, call_id)?;
+                if let Some((started, answered)) = self.store_times.get_mut(call_id) {
+                    if answered.is_some() || *at_ms < *started {
+                        return Err(format!(
+                            "store call {call_id} answered at {at_ms} (started {started}, \
+                             answered before: {answered:?})"
+                        ));
+                    }
+                    *answered = Some(*at_ms);
+                }
+            }
+            StoreEvent::MeetingChanged { call_id, .. } | StoreEvent::PartyAdded { call_id, .. } => {
+                call_alive(self, call_id)?
+            }
             StoreEvent::RecordingStarted {
                 recording_id,
                 call_id,
+                started_ms,
                 ..
             } => {
                 call_alive(self, call_id)?;
                 if !self.store_recordings.insert(recording_id.clone()) {
                     return Err(format!("recording {recording_id} started twice"));
                 }
+                self.recording_times
+                    .insert(recording_id.clone(), *started_ms);
             }
-            StoreEvent::RecordingFinished { recording_id, .. } => {
+            StoreEvent::RecordingFinished {
+                recording_id,
+                ended_ms,
+                ..
+            } => {
                 if !self.store_recordings.remove(recording_id) {
                     return Err(format!("recording {recording_id} finished, not started"));
+                }
+                let started = self.recording_times.remove(recording_id).unwrap_or(0);
+                if *ended_ms < started {
+                    return Err(format!(
+                        "recording {recording_id} finished at {ended_ms}, before its start \
+                         ({started})"
+                    ));
                 }
             }
             StoreEvent::RecordingFailed { recording_id, .. }
