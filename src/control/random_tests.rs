@@ -616,7 +616,12 @@ impl Scenario {
             .flat_map(|(c, m)| m.iter().map(move |k| (*c, *k)))
             .collect();
         members.sort_unstable();
-        let event = match self.rng.random_range(0..6) {
+        let source = "127.0.0.2:30999".parse().expect("an address");
+        let event = match self.rng.random_range(0..8) {
+            6 => self
+                .pick(&keys)
+                .map(|key| EngineEvent::FirstPacket { key, source }),
+            7 => self.pick(&keys).map(|key| EngineEvent::Latched { key, source }),
             0 => self.pick(&keys).map(|key| EngineEvent::RtpTimeout { key }),
             1 => self
                 .pick(&plays)
