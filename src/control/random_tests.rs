@@ -621,7 +621,9 @@ impl Scenario {
             6 => self
                 .pick(&keys)
                 .map(|key| EngineEvent::FirstPacket { key, source }),
-            7 => self.pick(&keys).map(|key| EngineEvent::Latched { key, source }),
+            7 => self
+                .pick(&keys)
+                .map(|key| EngineEvent::Latched { key, source }),
             0 => self.pick(&keys).map(|key| EngineEvent::RtpTimeout { key }),
             1 => self
                 .pick(&plays)
@@ -1302,6 +1304,7 @@ impl Scenario {
             .read(&agent_events)
             .and_then(|()| self.surfaces.read_events(events))
             .and_then(|()| self.surfaces.read_cti(&cti))
+            .and_then(|()| self.surfaces.same_releases())
             .and_then(|()| self.surfaces.read_store(&store))
         {
             panic!("{e}");

@@ -49,6 +49,9 @@ pub(super) struct Surfaces {
     recordings: HashMap<String, String>,
     /// CTI: the parties (ThisDN, ConnID) told of and not released.
     parties: HashSet<(String, String)>,
+    /// The parties (DN, ConnID) whose connections `/events` released since the last
+    /// [`Surfaces::same_releases`]: the CTI stream must have released each as well.
+    released_parties: Vec<(String, String)>,
     /// The store: calls started and not ended, and recordings started and not finished.
     store_calls: HashSet<String>,
     store_recordings: HashSet<String>,
@@ -128,6 +131,9 @@ impl Surfaces {
                 if !self.connections.remove(&id) {
                     return Err(format!("connection {id} released but not alive"));
                 }
+                if let (Some(dn), Some(conn_id)) = (text("DN"), text("ConnID")) {
+                    self.released_parties.push((dn, conn_id));
+                }
                 self.recordings.retain(|_, connection| *connection != id);
             }
             "ConferenceCreated" => {
@@ -202,6 +208,21 @@ impl Surfaces {
     /// CTI events, in order.
     pub(super) fn read_cti(&mut self, events: &[Value]) -> Result<(), String> {
         self.read_each(events, Self::read_cti_event, "CTI event")
+    }
+
+    /// One release, every surface: a party whose connection `/events` released (its DN and
+    /// ConnID on `ConnectionReleased`) is no CTI party any more once both streams of the same
+    /// moment are read.
+    pub(super) fn same_releases(&mut self) -> Result<(), String> {
+        for (dn, conn_id) in std::mem::take(&mut self.released_parties) {
+            if self.parties.contains(&(dn.clone(), conn_id.clone())) {
+                return Err(format!(
+                    "/events released {dn}'s connection in call {conn_id}; the CTI stream still \
+                     has the party"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn read_cti_event(&mut self, event: &Value) -> Result<(), String> {
@@ -406,4 +427,31 @@ fn sorted(set: &HashSet<String>) -> Vec<&String> {
     let mut list: Vec<&String> = set.iter().collect();
     list.sort();
     list
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// One release, every surface: a connection `/events` released whose party the CTI stream
+    /// still has in the call fails the check; released on both, it passes.
+    #[test]
+    fn a_release_told_on_one_surface_only_fails_the_check() {
+        let established = json!({"Event": "EventEstablished", "ThisDN": "5552000", "ConnID": "0a"});
+        let created = json!({"Event": "ConnectionCreated", "Seq": 1, "ConnectionId": "1"});
+        let released = json!({
+            "Event": "ConnectionReleased", "Seq": 2, "ConnectionId": "1",
+            "DN": "5552000", "ConnID": "0a"
+        });
+        let mut surfaces = Surfaces::default();
+        surfaces.read_cti(&[established]).unwrap();
+        surfaces.read_events(&[created, released]).unwrap();
+        assert!(surfaces.same_releases().is_err());
+        let cti_released = json!({"Event": "EventReleased", "ThisDN": "5552000", "ConnID": "0a"});
+        surfaces.read_cti(&[cti_released]).unwrap();
+        surfaces.same_releases().unwrap();
+        surfaces.all_told_ended().unwrap();
+    }
 }
