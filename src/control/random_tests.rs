@@ -212,7 +212,7 @@ impl Scenario {
                     self.offerless.push(self.peers.len());
                     None
                 } else {
-                    Some(pcmu_sdp(port))
+                    Some(self.some_offer(port))
                 };
                 let invite = peer.invite(sdp.as_deref(), &extra);
                 self.peers.push(peer);
@@ -222,9 +222,12 @@ impl Scenario {
             3 => self.peer_sends("BYE", |peer| peer.in_dialog("BYE", "")),
             4 => self.peer_sends("CANCEL", |peer| peer.cancel()),
             5 if self.rng.random_range(0..4) == 0 => {
-                self.peer_sends("re-INVITE without SDP", |peer| peer.reinvite_with(None))
+                self.peer_reinvites("re-INVITE without SDP", |peer| peer.reinvite_with(None))
             }
-            5 => self.peer_sends("re-INVITE", |peer| peer.reinvite(&pcmu_sdp(31_000))),
+            5 => {
+                let offer = self.some_offer(31_000);
+                self.peer_reinvites("re-INVITE", |peer| peer.reinvite(&offer))
+            }
             6 | 7 => {
                 let Some(call) = self.pick_call() else { return };
                 let action = match self.rng.random_range(0..6) {
@@ -296,7 +299,7 @@ impl Scenario {
             21 => {
                 let direction = ["sendonly", "inactive", "sendrecv"][self.rng.random_range(0..3)];
                 if self.rng.random() {
-                    self.peer_sends(&format!("re-INVITE {direction}"), |peer| {
+                    self.peer_reinvites(&format!("re-INVITE {direction}"), |peer| {
                         peer.reinvite(&sdp_with(31_000, direction))
                     })
                 } else {
@@ -462,6 +465,20 @@ impl Scenario {
     }
 
     /// A caller's request in its dialog (or about its INVITE).
+    /// A caller's re-INVITE, from one that has our tag: without it the INVITE would be a new
+    /// call from the same DN (the CTI check tells parties apart by DN).
+    fn peer_reinvites(&mut self, what: &str, make: impl FnOnce(&mut PeerCall) -> SipMessage) {
+        let confirmed: Vec<usize> = (0..self.peers.len())
+            .filter(|&i| self.peers[i].to_tag.is_some())
+            .collect();
+        let Some(index) = self.pick(&confirmed) else {
+            return;
+        };
+        self.steps.push(format!("{what} from p{index}"));
+        let message = make(&mut self.peers[index]);
+        self.send(PEER, message);
+    }
+
     fn peer_sends(&mut self, what: &str, make: impl FnOnce(&mut PeerCall) -> SipMessage) {
         if self.peers.is_empty() {
             return;
@@ -837,6 +854,32 @@ impl Scenario {
         ));
         let message = self.trunk_in_dialog(&invite, method, extra, body);
         self.send(TRUNK, message);
+    }
+
+    /// A caller's offer: mostly PCMU, else another codec (PCMA, Opus), SRTP (SDES), or
+    /// nothing we can take (G.729 only: 488), at `port`.
+    fn some_offer(&mut self, port: u16) -> String {
+        let media = |line: &str, attributes: &str| {
+            format!(
+                "v=0\r\no=peer 2890844526 1 IN IP4 {PEER_MEDIA_IP}\r\ns=-\r\n\
+                 c=IN IP4 {PEER_MEDIA_IP}\r\nt=0 0\r\nm=audio {port} {line}\r\n{attributes}"
+            )
+        };
+        match self.rng.random_range(0..10) {
+            0 => media("RTP/AVP 8", "a=rtpmap:8 PCMA/8000\r\n"),
+            1 => media(
+                "RTP/AVP 111 101",
+                "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n\
+                 a=rtpmap:101 telephone-event/48000\r\n",
+            ),
+            2 => media(
+                "RTP/SAVP 0",
+                "a=rtpmap:0 PCMU/8000\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 \
+                 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVzcyAoc2VsZi1uZXR3b3JrKQ\r\n",
+            ),
+            3 => media("RTP/AVP 18", "a=rtpmap:18 G729/8000\r\n"),
+            _ => pcmu_sdp(port),
+        }
     }
 
     /// A caller's ACK; an offerless caller's mostly carries its answer.
