@@ -935,9 +935,8 @@ impl PeerCall {
 
     /// Whether `response` answers the peer's latest INVITE (its CSeq number).
     pub fn is_invite_answer(&self, response: &Response) -> bool {
-        response.headers.get("CSeq").is_some_and(|c| {
-            c.split_whitespace()
-                .eq([self.invite_cseq.to_string().as_str(), "INVITE"])
+        response.headers.cseq().is_ok_and(|c| {
+            c.seq == self.invite_cseq && c.method == crate::sip::message::Method::Invite
         })
     }
 

@@ -62,25 +62,16 @@ fn dialog(message: &SipMessage) -> DialogKey {
 /// the UA remembers the INVITE it gave up (§13.2.2.4).
 const TIMER_B: Duration = Duration::from_secs(32);
 
+/// The message's top Via branch, read by our own parser.
 fn branch(message: &SipMessage) -> Option<String> {
-    let via = message.headers().get("Via")?;
-    let branch = via
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("branch="))?;
-    Some(
-        branch
-            .split(',')
-            .next()
-            .unwrap_or(branch)
-            .trim()
-            .to_string(),
-    )
+    let via = message.headers().top_via().ok()?;
+    via.branch().map(str::to_string)
 }
 
+/// The message's CSeq: its number and method.
 fn cseq(message: &SipMessage) -> Option<(u32, String)> {
-    let mut cseq = message.headers().get("CSeq")?.split_whitespace();
-    let number = cseq.next()?.parse().ok()?;
-    Some((number, cseq.next()?.to_string()))
+    let cseq = message.headers().cseq().ok()?;
+    Some((cseq.seq, cseq.method.as_str().to_string()))
 }
 
 impl SipAnswers {

@@ -4,6 +4,10 @@
 //! sends them; every message through the SIP check, every event through the surfaces'.
 
 use super::*;
+use crate::sip::message::{Method, Response};
+
+/// An answer of a caller or the trunk: who sends it, what the trace calls it, the message.
+type Answer = (&'static str, String, SipMessage);
 
 impl Scenario {
     /// A caller's or the trunk's message to the core, recorded for the SIP check.
@@ -261,6 +265,54 @@ impl Scenario {
     }
 
     /// One pass of [`Scenario::read_wire`]: whether anyone answered (which may make more).
+    /// Caller `index` reads our `response`: learns our tag, ACKs most failures of its
+    /// INVITE (RFC 3261 §17.1.1.3; the rest leave the core to retransmit until Timer H) and
+    /// PRACKs most reliable provisionals (RFC 3262).
+    fn caller_reads(&mut self, index: usize, response: &Response, answers: &mut Vec<Answer>) {
+        let peer = &mut self.peers[index];
+        if peer.to_tag.is_none() {
+            peer.learn(response);
+        }
+        let failed = response.status >= 300
+            && self.peers[index].is_invite_answer(response)
+            && self.rng.random_range(0..5) > 0;
+        if failed {
+            let ack = self.peers[index].ack_failure(response);
+            let what = format!("ACK of {} from p{index}", response.status);
+            answers.push((PEER, what, ack));
+        }
+        let rseq = response
+            .headers
+            .get("RSeq")
+            .and_then(|r| r.trim().parse().ok());
+        if let Some(rseq) = rseq.filter(|_| self.rng.random_range(0..5) > 0) {
+            let prack = self.peers[index].prack(rseq);
+            self.reached.offer_answer_variants += 1;
+            answers.push((PEER, format!("PRACK {rseq} from p{index}"), prack));
+        }
+    }
+
+    /// The trunk reads our `response`: it ACKs most 2xx of its re-INVITEs.
+    fn trunk_reads(&mut self, response: &Response, answers: &mut Vec<Answer>) {
+        let Ok(cseq) = response.headers.cseq() else {
+            return;
+        };
+        if !(200..300).contains(&response.status) || cseq.method != Method::Invite {
+            return;
+        }
+        let call_id = response.headers.get("Call-ID");
+        let invite = self
+            .trunk_answered
+            .iter()
+            .find(|i| i.headers.get("Call-ID") == call_id)
+            .cloned();
+        if let Some(invite) = invite.filter(|_| self.rng.random_range(0..10) > 0) {
+            let n = self.steps.len() as u32;
+            let ack = trunk_request(&invite, "ACK", n, cseq.seq, "", None);
+            answers.push((TRUNK, "trunk ACK".into(), ack));
+        }
+    }
+
     pub(super) fn read_wire_once(&mut self) -> bool {
         let wire: Vec<(Peer, SipMessage)> = self.h.wire.drain(..).collect();
         for (to, message) in &wire {
@@ -332,58 +384,10 @@ impl Scenario {
             match message {
                 SipMessage::Response(response) => {
                     let call_id = response.headers.get("Call-ID").unwrap_or_default();
-                    if let Some(index) = self.peers.iter().position(|p| p.call_id == call_id) {
-                        let peer = &mut self.peers[index];
-                        if peer.to_tag.is_none() {
-                            peer.learn(&response);
-                        }
-                        // Most callers' transactions ACK a failure of their INVITE (RFC 3261
-                        // §17.1.1.3); the rest leave the core to retransmit it until Timer H.
-                        let failed = response.status >= 300
-                            && self.peers[index].is_invite_answer(&response)
-                            && self.rng.random_range(0..5) > 0;
-                        if failed {
-                            let ack = self.peers[index].ack_failure(&response);
-                            answers.push((
-                                PEER,
-                                format!("ACK of {} from p{index}", response.status),
-                                ack,
-                            ));
-                        }
-                        // Most callers PRACK a reliable provisional response (RFC 3262).
-                        let rseq = response
-                            .headers
-                            .get("RSeq")
-                            .and_then(|r| r.trim().parse().ok());
-                        if let Some(rseq) = rseq.filter(|_| self.rng.random_range(0..5) > 0) {
-                            let prack = self.peers[index].prack(rseq);
-                            self.reached.offer_answer_variants += 1;
-                            answers.push((PEER, format!("PRACK {rseq} from p{index}"), prack));
-                        }
-                    } else if to.addr == addr(TRUNK)
-                        && (200..300).contains(&response.status)
-                        && response
-                            .headers
-                            .get("CSeq")
-                            .is_some_and(|c| c.ends_with("INVITE"))
-                    {
-                        // The trunk ACKs most 2xx of its re-INVITEs.
-                        let invite = self
-                            .trunk_answered
-                            .iter()
-                            .find(|i| i.headers.get("Call-ID") == Some(call_id))
-                            .cloned();
-                        let cseq = response
-                            .headers
-                            .get("CSeq")
-                            .and_then(|c| c.split_whitespace().next()?.parse().ok());
-                        if let (Some(invite), Some(cseq)) = (invite, cseq) {
-                            if self.rng.random_range(0..10) > 0 {
-                                let n = self.steps.len() as u32;
-                                let ack = trunk_request(&invite, "ACK", n, cseq, "", None);
-                                answers.push((TRUNK, "trunk ACK".into(), ack));
-                            }
-                        }
+                    match self.peers.iter().position(|p| p.call_id == call_id) {
+                        Some(index) => self.caller_reads(index, &response, &mut answers),
+                        None if to.addr == addr(TRUNK) => self.trunk_reads(&response, &mut answers),
+                        None => {}
                     }
                 }
                 SipMessage::Request(request) => {
