@@ -26,6 +26,7 @@ mod agents;
 mod db;
 mod deletion;
 mod events;
+mod pcache;
 mod queries;
 mod recovery;
 mod retention;
