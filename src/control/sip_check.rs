@@ -42,18 +42,13 @@ pub(super) struct SipAnswers {
 /// A dialog: its Call-ID and its two tags, in order (the same from either side).
 type DialogKey = (String, String, String);
 
-fn tag_of(value: Option<&str>) -> String {
-    value
-        .and_then(|v| v.split(';').find_map(|p| p.trim().strip_prefix("tag=")))
-        .unwrap_or_default()
-        .to_string()
-}
-
+/// The message's dialog, its tags read by our own parser.
 fn dialog(message: &SipMessage) -> DialogKey {
     let h = message.headers();
-    let (a, b) = (tag_of(h.get("From")), tag_of(h.get("To")));
+    let tag = |tag: Option<&str>| tag.unwrap_or_default().to_string();
+    let (a, b) = (tag(h.from_tag()), tag(h.to_tag()));
     let (a, b) = if a <= b { (a, b) } else { (b, a) };
-    (h.get("Call-ID").unwrap_or_default().to_string(), a, b)
+    (h.call_id().unwrap_or_default().to_string(), a, b)
 }
 
 /// How long an INVITE client transaction waits for its final response (RFC 3261 Timer B,
