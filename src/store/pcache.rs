@@ -368,7 +368,7 @@ mod tests {
     }
 
     #[test]
-    fn the_store_runs_on_the_wrapped_cache_and_commits_without_walking_it() {
+    fn a_database_on_the_wrapped_cache_commits_without_a_walk_and_rolls_back_whole() {
         assert!(install(), "installed before any connection");
         let dir = tempfile::tempdir().expect("temp dir");
         let conn = rusqlite::Connection::open(dir.path().join("t.db")).expect("open");
