@@ -13,7 +13,7 @@
 //! cache").
 //!
 //! This wrapper passes every call to SQLite's own cache and keeps a tighter bound beside it
-//! ([`Extent`]): the largest key a page was created at or moved to, with keys that pages were
+//! ([`Extent`]): the largest key a page was created at or moved to, with the key a page was
 //! only parked at (moved to, above that bound) kept apart and forgotten when the page moves on.
 //! A truncate reaches the cache only when a page may be at or beyond its limit — after a rollback
 //! of pages appended, or a parked page that never moved on — and then it walks what it walks
@@ -23,18 +23,16 @@ use rusqlite::ffi;
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::OnceLock;
 
-/// Where the pages of one cache may be: no page is at a key above `high` except at a key in
-/// `parked`. Only ever an over-estimate: pages that leave the cache (recycled, discarded,
+/// Where the pages of one cache may be: no page is at a key above `high`, but perhaps the one
+/// at `parked`. Only ever an over-estimate: pages that leave the cache (recycled, discarded,
 /// shrunk) are not followed, so the bound stays where it was until a truncate.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub(crate) struct Extent {
     high: c_uint,
-    parked: Vec<c_uint>,
+    /// A key above `high` that a page was moved to and has not left: a balance parks one page
+    /// at a time and moves it on at once. A second page parked meanwhile raises `high`.
+    parked: Option<c_uint>,
 }
-
-/// Parked keys followed apart before they are folded into `high`: a balance parks one page at a
-/// time and moves it on at once.
-const PARKED_MAX: usize = 4;
 
 impl Extent {
     /// A page was fetched with permission to create it, and the cache returned one at `key`.
@@ -44,30 +42,29 @@ impl Extent {
 
     /// A page moved from `old` to `new`.
     pub(crate) fn moved(&mut self, old: c_uint, new: c_uint) {
-        if let Some(at) = self.parked.iter().position(|&key| key == old) {
-            self.parked.swap_remove(at);
+        if self.parked == Some(old) {
+            self.parked = None;
         }
-        if new <= self.high || self.parked.contains(&new) {
+        if new <= self.high || self.parked == Some(new) {
             return;
         }
-        if self.parked.len() < PARKED_MAX {
-            self.parked.push(new);
+        if self.parked.is_none() {
+            self.parked = Some(new);
         } else {
             self.high = new;
-            let high = self.high;
-            self.parked.retain(|&key| key > high);
+            self.parked = self.parked.filter(|&key| key > new);
         }
     }
 
     /// Whether a page may be at `limit` or beyond: the truncate must reach the cache.
     pub(crate) fn reaches(&self, limit: c_uint) -> bool {
-        self.high >= limit || self.parked.iter().any(|&key| key >= limit)
+        self.high >= limit || self.parked.is_some_and(|key| key >= limit)
     }
 
     /// The cache dropped every page at `limit` or beyond.
     pub(crate) fn truncated(&mut self, limit: c_uint) {
         self.high = self.high.min(limit.saturating_sub(1));
-        self.parked.retain(|&key| key < limit);
+        self.parked = self.parked.filter(|&key| key < limit);
     }
 }
 
@@ -356,20 +353,35 @@ mod tests {
     }
 
     #[test]
-    fn pages_parked_past_what_is_followed_raise_the_bound() {
+    fn a_second_page_parked_before_the_first_moves_on_raises_the_bound() {
         let mut extent = Extent::default();
         extent.created(5);
-        for key in 100..100 + PARKED_MAX as c_uint + 1 {
-            extent.moved(1, key);
-        }
-        assert_eq!(extent.high, 100 + PARKED_MAX as c_uint);
-        assert!(extent.parked.is_empty());
-        assert!(extent.reaches(100 + PARKED_MAX as c_uint));
+        extent.moved(1, 300);
+        extent.moved(2, 200);
+        assert_eq!(extent.high, 200);
+        assert_eq!(
+            extent.parked,
+            Some(300),
+            "the first, above the new bound, still followed"
+        );
+        assert!(extent.reaches(201));
+        extent.moved(300, 3);
+        assert!(extent.reaches(200), "the second never moved on");
+        assert!(!extent.reaches(201));
+        extent.moved(4, 100);
+        assert_eq!(
+            (extent.high, extent.parked),
+            (200, None),
+            "below the bound: nothing parked"
+        );
     }
 
     #[test]
     fn a_database_on_the_wrapped_cache_commits_without_a_walk_and_rolls_back_whole() {
-        assert!(install(), "installed before any connection");
+        assert!(
+            install(),
+            "a connection was opened before pcache::install: every SQLite open in the crate comes after it"
+        );
         let dir = tempfile::tempdir().expect("temp dir");
         let conn = rusqlite::Connection::open(dir.path().join("t.db")).expect("open");
         conn.pragma_update(None, "cache_size", -32_768)
