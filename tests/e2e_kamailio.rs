@@ -28,7 +28,7 @@ fn delete_connection_sends_bye_along_the_record_route_through_kamailio() {
         "-m",
         "1",
     ]);
-    let answered = events.wait_for(Duration::from_secs(5), named("CallAnswered"));
+    let answered = events.wait_for_while(&caller, Duration::from_secs(5), named("CallAnswered"));
     let connection = answered["ConnectionId"].as_str().expect("ConnectionId");
 
     let (code, body) = server.action("DeleteConnection", json!({"ConnectionId": connection}));
@@ -82,7 +82,7 @@ fn a_pbx_refer_through_kamailio_gets_202_and_notifies_along_the_record_route() {
         "-m",
         "1",
     ]);
-    let joined = events.wait_for(Duration::from_secs(5), named("ConferenceJoined"));
+    let joined = events.wait_for_while(&pbx, Duration::from_secs(5), named("ConferenceJoined"));
     let old_connection = joined["ConnectionId"].as_str().expect("ConnectionId");
     let changed = events.wait_for(Duration::from_secs(10), named("CallChanged"));
     let new_connection = changed["ConnectionId"].as_str().expect("ConnectionId");

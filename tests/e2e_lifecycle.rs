@@ -115,7 +115,9 @@ fn sighup_reloads_routes_and_tokens_without_dropping_a_call() {
     let mut events = server.events();
     // A call in progress for 3 s.
     let call = server.sipp_in_background(&["-sn", "uac", "-s", "echo", "-m", "1", "-d", "3000"]);
-    events.wait_for(Duration::from_secs(5), |e| e["Event"] == "CallAnswered");
+    events.wait_for_while(&call, Duration::from_secs(5), |e| {
+        e["Event"] == "CallAnswered"
+    });
     assert!(invite_status(&server, "newroute").starts_with("SIP/2.0 404"));
 
     let path = server.config_path();
@@ -182,7 +184,9 @@ fn sigterm_drains_new_invites_get_503_while_a_call_continues() {
     let mut server = Server::start("");
     let mut events = server.events();
     let call = server.sipp_in_background(&["-sn", "uac", "-s", "echo", "-m", "1", "-d", "2500"]);
-    events.wait_for(Duration::from_secs(5), |e| e["Event"] == "CallAnswered");
+    events.wait_for_while(&call, Duration::from_secs(5), |e| {
+        e["Event"] == "CallAnswered"
+    });
     server.signal(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
 
@@ -210,7 +214,9 @@ fn drain_timeout_ends_remaining_calls_with_bye() {
     let scenario = repo_path("tests/sipp/uac_remote_bye.xml");
     let call =
         server.sipp_in_background(&["-sf", scenario.to_str().unwrap(), "-s", "echo", "-m", "1"]);
-    events.wait_for(Duration::from_secs(5), |e| e["Event"] == "CallAnswered");
+    events.wait_for_while(&call, Duration::from_secs(5), |e| {
+        e["Event"] == "CallAnswered"
+    });
     std::thread::sleep(Duration::from_millis(200));
     let stopped_at = Instant::now();
     server.signal(libc::SIGTERM);
@@ -251,7 +257,9 @@ fn ctl_lists_shows_hangs_up_and_reloads() {
     let scenario = repo_path("tests/sipp/uac_remote_bye.xml");
     let call =
         server.sipp_in_background(&["-sf", scenario.to_str().unwrap(), "-s", "echo", "-m", "1"]);
-    let answered = events.wait_for(Duration::from_secs(5), |e| e["Event"] == "CallAnswered");
+    let answered = events.wait_for_while(&call, Duration::from_secs(5), |e| {
+        e["Event"] == "CallAnswered"
+    });
     let call_id = answered["CallId"].as_str().unwrap().to_string();
     let (ok, out) = ctl(&server, &["calls"]);
     assert!(

@@ -120,7 +120,9 @@ fn delete_connection_of_a_call_sends_bye_with_q850_cause_16() {
     let mut events = server.events();
     let bye_scenario = scenario("uac_remote_bye.xml");
     let sipp = server.sipp_in_background(&["-sf", &bye_scenario, "-s", "echo", "-m", "1"]);
-    let answered = events.wait_for(Duration::from_secs(10), |e| e["Event"] == "CallAnswered");
+    let answered = events.wait_for_while(&sipp, Duration::from_secs(10), |e| {
+        e["Event"] == "CallAnswered"
+    });
     let connection = answered["ConnectionId"]
         .as_str()
         .expect("ConnectionId")

@@ -296,7 +296,7 @@ fn a_pbx_refer_moves_the_call_to_the_target_in_the_same_conference_place() {
         "-m",
         "1",
     ]);
-    let transferor = events.wait_for(Duration::from_secs(5), |e| {
+    let transferor = events.wait_for_while(&pbx, Duration::from_secs(5), |e| {
         e["Event"] == "ConferenceJoined"
             && e["ConferenceId"] == conference.as_str()
             && e["ConnectionId"] != alice_connection.as_str()
@@ -378,7 +378,7 @@ fn an_invite_with_replaces_takes_the_replaced_calls_conference_place() {
         "-m",
         "1",
     ]);
-    let changed = events.wait_for(Duration::from_secs(10), named("CallChanged"));
+    let changed = events.wait_for_while(&pbx, Duration::from_secs(10), named("CallChanged"));
     let new_connection = changed["ConnectionId"].as_str().unwrap().to_string();
     // The replaced dialog gets BYE; its connection the implicit DeleteConnection.
     answer_request(&alice, "BYE");
@@ -416,7 +416,7 @@ fn blind_transfer_refers_the_caller_and_success_releases_the_connection() {
         "-m",
         "1",
     ]);
-    let incoming = events.wait_for(Duration::from_secs(5), named("IncomingCall"));
+    let incoming = events.wait_for_while(&pbx, Duration::from_secs(5), named("IncomingCall"));
     let call = incoming["CallId"].as_str().unwrap().to_string();
     let (code, body) = call_action(&server, "AnswerCall", json!({"CallId": call}));
     assert_eq!(code, 200, "{body}");

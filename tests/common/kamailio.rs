@@ -156,10 +156,7 @@ impl Kamailio {
     }
 
     /// Runs SIPp against the proxy on a thread; join for its output.
-    pub fn sipp_in_background(
-        &self,
-        args: &[&str],
-    ) -> std::thread::JoinHandle<std::process::Output> {
+    pub fn sipp_in_background(&self, args: &[&str]) -> super::BackgroundSipp {
         super::sipp_in_background_to(self.port, self.dir.path(), args)
     }
 

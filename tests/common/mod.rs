@@ -131,9 +131,9 @@ impl Server {
         env: &[(&str, &str)],
         tls: Option<(u16, &Path, &Path)>,
     ) -> Server {
-        // The ports are picked free before the server binds them, so another test (or an
-        // outgoing socket given that ephemeral port) can take one in between: the server then
-        // exits with "Address already in use" and is started again on other ports.
+        // The ports are picked free before the server binds them, outside the ephemeral
+        // range (`reserve_port`); should another process still take one in between, the
+        // server exits with "Address already in use" and is started again on other ports.
         const ATTEMPTS: usize = 4;
         for attempt in 1..=ATTEMPTS {
             let dir = tempfile::tempdir().expect("temp dir");
@@ -356,10 +356,7 @@ answer_delay_ms = 5000
 
     /// Runs SIPp on a thread (for scenarios that wait for the server to act); join for its
     /// output.
-    pub fn sipp_in_background(
-        &self,
-        args: &[&str],
-    ) -> std::thread::JoinHandle<std::process::Output> {
+    pub fn sipp_in_background(&self, args: &[&str]) -> BackgroundSipp {
         sipp_in_background_to(self.sip_port, self.dir.path(), args)
     }
 
@@ -417,19 +414,44 @@ impl Drop for Server {
 
 /// Runs SIPp against 127.0.0.1:`port` (callbridge, or a proxy in front of it) on a thread, in
 /// `dir`; join for its output.
-pub fn sipp_in_background_to(
-    port: u16,
-    dir: &Path,
-    args: &[&str],
-) -> std::thread::JoinHandle<std::process::Output> {
+pub fn sipp_in_background_to(port: u16, dir: &Path, args: &[&str]) -> BackgroundSipp {
     let dir = dir.to_path_buf();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    std::thread::spawn(move || {
+    let exited = std::sync::Arc::new(std::sync::OnceLock::new());
+    let told = exited.clone();
+    let handle = std::thread::spawn(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        sipp_command(port, &dir, &args)
+        let output = sipp_command(port, &dir, &args)
             .output()
-            .expect("sipp is installed (Debian package sip-tester)")
-    })
+            .expect("sipp is installed (Debian package sip-tester)");
+        let _ = told.set(format!(
+            "{}\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+        output
+    });
+    BackgroundSipp { handle, exited }
+}
+
+/// SIPp running on a thread: [`EventStream::wait_for_while`] waits for what its call causes
+/// and, should SIPp exit first (a port it could not bind, a call refused), fails with its output.
+pub struct BackgroundSipp {
+    handle: std::thread::JoinHandle<std::process::Output>,
+    exited: std::sync::Arc<std::sync::OnceLock<String>>,
+}
+
+impl BackgroundSipp {
+    /// Waits for SIPp to exit; its output.
+    pub fn join(self) -> std::thread::Result<std::process::Output> {
+        self.handle.join()
+    }
+
+    /// SIPp's exit status and output once it has exited.
+    pub fn exited(&self) -> Option<&str> {
+        self.exited.get().map(String::as_str)
+    }
 }
 
 /// A SIPp run's combined output, and whether it succeeded.
@@ -452,7 +474,7 @@ fn sipp_command(sip_port: u16, dir: &Path, args: &[&str]) -> Command {
 /// SIPp on 127.0.0.1:`local_port` (media on a free port), run in `dir`, bounded by a 60 s
 /// global timeout.
 fn sipp_base(dir: &Path, local_port: u16) -> Command {
-    let media_port = free_udp_tcp_port();
+    let media_port = free_sipp_media_port();
     let mut command = Command::new("sipp");
     command
         .current_dir(dir)
@@ -530,6 +552,24 @@ impl EventStream {
         }
     }
 
+    /// As [`EventStream::wait_for`], while `sipp` places the call that causes the event: a
+    /// failure says how SIPp ended (a port it could not bind, a call refused), or that it is
+    /// still running.
+    pub fn wait_for_while(
+        &mut self,
+        sipp: &BackgroundSipp,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.wait_for(within, &pred)
+        }));
+        outcome.unwrap_or_else(|panic| {
+            let what = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+            panic!("{what}\nSIPp: {}", sipp.exited().unwrap_or("still running"))
+        })
+    }
+
     /// Every event received so far (after draining what is queued).
     pub fn drain(&mut self) -> &[Value] {
         while let Ok(v) = self.rx.try_recv() {
@@ -554,24 +594,47 @@ pub fn client() -> reqwest::blocking::Client {
         .expect("HTTP client")
 }
 
-/// A port free for both UDP and TCP on 127.0.0.1.
+/// A port free for both UDP and TCP on 127.0.0.1, for a listener a child process binds.
 pub fn free_udp_tcp_port() -> u16 {
-    for _ in 0..200 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let port = udp.local_addr().expect("addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+    reserve_port(|port| {
+        UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+    })
+}
+
+/// A port free for TCP on 127.0.0.1, for a listener a child process binds.
+pub fn free_tcp_port() -> u16 {
+    reserve_port(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+}
+
+/// A port for SIPp's media (`-mp`): SIPp binds it and the port two above (its video socket),
+/// and exits if either is taken.
+fn free_sipp_media_port() -> u16 {
+    reserve_port(|port| {
+        UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port + 2)).is_ok()
+    })
+}
+
+/// The first port of a block of four that `usable` accepts, from 10000–20999: below the
+/// kernel's ephemeral ports (32768 up), so no socket bound to port 0 and no outgoing
+/// connection — another test's client, an INVITE from a raw socket — can take it between the
+/// check and the child's bind, and below [`free_rtp_range`]'s ranges. A counter keeps this
+/// process's tests on different blocks; the process id spreads the start.
+fn reserve_port(usable: impl Fn(u16) -> bool) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const BASE: u32 = 10_000;
+    const BLOCKS: u32 = 2_750;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 97) * 28;
+    for _ in 0..BLOCKS {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (BASE + ((start + n) % BLOCKS) * 4) as u16;
+        if usable(port) {
             return port;
         }
     }
-    panic!("no free port");
-}
-
-pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    panic!("no usable port in 10000-20999");
 }
 
 /// An even base port with `pairs` free pairs after it, in a range the kernel does not hand
