@@ -1,6 +1,8 @@
 //! The command line: version, check-config (good file, unknown key with its line, bad value),
 //! `--set` overrides, and the shipped default config.
 
+mod common;
+
 use std::process::Command;
 
 fn callbridge(args: &[&str]) -> (i32, String) {
@@ -125,9 +127,7 @@ fn run_on_a_taken_sip_port_exits_naming_the_listener() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let api_port = api.local_addr().unwrap().port();
-    drop(api);
+    let api_port = common::free_tcp_port();
     let config = dir.path().join("callbridge.toml");
     std::fs::write(
         &config,
