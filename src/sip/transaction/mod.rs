@@ -157,7 +157,7 @@ impl TransactionLayer {
     pub fn shrink_idle(&mut self) {
         use crate::shrink::ShrinkIdle;
         self.transactions.shrink_idle();
-        self.index.shrink_idle(&self.transactions);
+        self.index.shrink_idle();
         self.ctx.events.shrink_idle();
     }
 
@@ -510,6 +510,7 @@ impl TransactionLayer {
     fn insert(&mut self, key: TransactionKey, peer: Peer, phase: Phase, side: Side) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
+        let hash = self.index.hash(&key);
         let tx = Box::new(Transaction {
             id,
             key,
@@ -520,7 +521,7 @@ impl TransactionLayer {
             timers: TimerTable::default(),
         });
         self.transactions.insert(id, tx);
-        self.index.insert(id, &self.transactions);
+        self.index.insert(hash, id);
         id
     }
 
@@ -1956,6 +1957,30 @@ mod tests {
             h.layer.send_response(h.now, &key, ok),
             Err(TransactionError::UnknownTransaction)
         );
+    }
+
+    #[test]
+    fn the_key_index_grows_and_shrinks_by_the_hashes_it_keeps() {
+        // Entries of transactions no table holds: growing and shrinking re-place them by the
+        // hash each keeps, never by reading a transaction, so each is still found by its key.
+        let mut index = KeyIndex::default();
+        let keys: Vec<TransactionKey> = (0..5_000)
+            .map(|i| TransactionKey::client(&format!("z9hG4bKgrow{i}"), Method::Options))
+            .collect();
+        for (id, key) in keys.iter().enumerate() {
+            index.insert(index.hash(key), id as u64);
+        }
+        assert_eq!(index.len(), 5_000);
+        for (id, key) in keys.iter().enumerate().skip(100) {
+            index.remove(key, id as u64);
+        }
+        assert_eq!(index.len(), 100);
+        index.shrink_idle();
+        assert!(index.ids.capacity() < 1_000, "{}", index.ids.capacity());
+        for (id, key) in keys.iter().enumerate().take(100) {
+            index.remove(key, id as u64);
+        }
+        assert_eq!(index.len(), 0, "every entry found by its key's hash");
     }
 
     #[test]
