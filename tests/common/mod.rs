@@ -436,7 +436,8 @@ pub fn sipp_in_background_to(port: u16, dir: &Path, args: &[&str]) -> Background
 }
 
 /// SIPp running on a thread: [`EventStream::wait_for_while`] waits for what its call causes
-/// and, should SIPp exit first (a port it could not bind, a call refused), fails with its output.
+/// and, when that never comes, fails with SIPp's exit status and output (a port it could not
+/// bind, a call refused) or says that it is still running.
 pub struct BackgroundSipp {
     handle: std::thread::JoinHandle<std::process::Output>,
     exited: std::sync::Arc<std::sync::OnceLock<String>>,
