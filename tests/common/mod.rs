@@ -535,22 +535,8 @@ impl EventStream {
 
     /// Waits for the first event (seen before or arriving) that satisfies `pred`.
     pub fn wait_for(&mut self, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return v.clone();
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left) {
-                Ok(v) => {
-                    self.seen.push(v.clone());
-                    if pred(&v) {
-                        return v;
-                    }
-                }
-                Err(_) => panic!("no matching event within {within:?}; saw {:#?}", self.seen),
-            }
-        }
+        self.try_wait_for(within, pred)
+            .unwrap_or_else(|missing| panic!("{missing}"))
     }
 
     /// As [`EventStream::wait_for`], while `sipp` places the call that causes the event: a
@@ -562,13 +548,41 @@ impl EventStream {
         within: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.wait_for(within, &pred)
-        }));
-        outcome.unwrap_or_else(|panic| {
-            let what = panic.downcast_ref::<String>().cloned().unwrap_or_default();
-            panic!("{what}\nSIPp: {}", sipp.exited().unwrap_or("still running"))
+        self.try_wait_for(within, pred).unwrap_or_else(|missing| {
+            panic!(
+                "{missing}\nSIPp: {}",
+                sipp.exited().unwrap_or("still running")
+            )
         })
+    }
+
+    /// The first event that satisfies `pred`, or what was seen instead once `within` passed.
+    fn try_wait_for(
+        &mut self,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value, String> {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return Ok(v.clone());
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return Ok(v);
+                    }
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "no matching event within {within:?}; saw {:#?}",
+                        self.seen
+                    ))
+                }
+            }
+        }
     }
 
     /// Every event received so far (after draining what is queued).
