@@ -3,6 +3,11 @@
 //! managed over `/verba/api`, with the store (SQLite) read back to check what the API cannot
 //! show (audit rows).
 
+// The store is read here from the test's own process, read-only: the page-cache wrapper that
+// clippy.toml's rule protects (every connection through `store::pcache::connect`) is the
+// server's.
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};

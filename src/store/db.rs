@@ -369,8 +369,7 @@ fn open_sqlite(path: &Path) -> Result<Connection, StoreError> {
             error,
         })?;
     }
-    super::pcache::install();
-    let conn = Connection::open(path)?;
+    let conn = super::pcache::connect(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     let mode = wal_mode(&conn)?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -646,8 +645,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("store.db");
         {
-            super::super::pcache::install();
-            let raw = Connection::open(&path).expect("raw open");
+            let raw = super::super::pcache::connect(&path).expect("raw open");
             raw.execute_batch(SCHEMA_1).expect("version 1 schema");
             raw.execute_batch(
                 "INSERT INTO users (name, password_hash, created_ms) VALUES ('old', 'x', 1);
@@ -702,8 +700,7 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("newer"));
-        super::super::pcache::install();
-        let raw = Connection::open(dir.path().join("store.db")).expect("raw open");
+        let raw = super::super::pcache::connect(dir.path().join("store.db")).expect("raw open");
         let version: u32 = raw
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .expect("version");

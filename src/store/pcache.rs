@@ -140,6 +140,15 @@ pub(crate) fn install() -> bool {
     })
 }
 
+/// Opens an SQLite connection (a file, or `:memory:`) after installing the wrapper: every
+/// connection the crate opens goes through here, so none can initialise SQLite before the
+/// wrapper is in place (clippy.toml disallows `Connection::open` elsewhere).
+pub(crate) fn connect(path: impl AsRef<std::path::Path>) -> rusqlite::Result<rusqlite::Connection> {
+    install();
+    #[allow(clippy::disallowed_methods)]
+    rusqlite::Connection::open(path)
+}
+
 /// The wrapper's cache behind a handle SQLite gives back.
 ///
 /// # Safety
@@ -380,10 +389,11 @@ mod tests {
     fn a_database_on_the_wrapped_cache_commits_without_a_walk_and_rolls_back_whole() {
         assert!(
             install(),
-            "a connection was opened before pcache::install: every SQLite open in the crate comes after it"
+            "a connection was opened before pcache::install: every SQLite open in the crate \
+             goes through pcache::connect"
         );
         let dir = tempfile::tempdir().expect("temp dir");
-        let conn = rusqlite::Connection::open(dir.path().join("t.db")).expect("open");
+        let conn = connect(dir.path().join("t.db")).expect("open");
         conn.pragma_update(None, "cache_size", -32_768)
             .expect("cache");
         conn.execute_batch(

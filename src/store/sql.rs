@@ -568,8 +568,7 @@ mod tests {
 
     #[test]
     fn a_transaction_rolls_back_unless_committed() {
-        crate::store::pcache::install();
-        let sql = Sql::Sqlite(rusqlite::Connection::open_in_memory().expect("memory db"));
+        let sql = Sql::Sqlite(crate::store::pcache::connect(":memory:").expect("memory db"));
         sql.batch("CREATE TABLE t (v INTEGER)").expect("table");
         {
             let tx = sql.transaction().expect("begin");
