@@ -5,44 +5,58 @@
 //! that only says "empty": when the kernel returns fewer datagrams than asked for, the socket is
 //! drained (an edge-triggered epoll reports any datagram that arrives after the call).
 //! Must not: allocate after construction, or interpret what it receives.
+//!
+//! The media workers take audio packets (the defaults: 32 of 2 KiB); SIP's UDP listeners take
+//! whole datagrams of any size UDP allows ([`SipBatch`]).
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
-/// Datagrams taken per `recvmmsg` call.
-pub(super) const BATCH: usize = 32;
-/// Buffer per datagram: any audio RTP packet with SRTP tag and header extensions fits; a
-/// longer datagram is truncated and reported as such.
-pub(super) const DATAGRAM_BYTES: usize = 2048;
+/// Datagrams a media worker takes per `recvmmsg` call.
+pub(crate) const BATCH: usize = 32;
+/// A media worker's buffer per datagram: any audio RTP packet with SRTP tag and header
+/// extensions fits; a longer datagram is truncated and reported as such.
+pub(crate) const DATAGRAM_BYTES: usize = 2048;
 
-/// Storage for one batch, reused for every call.
-pub(super) struct RecvBatch {
-    data: Box<[[u8; DATAGRAM_BYTES]; BATCH]>,
+/// A SIP UDP listener's batch: 16 datagrams of up to 64 KiB, the most UDP carries, so no
+/// SIP message is ever truncated. 1 MiB of address space, of which only what datagrams
+/// write is ever touched.
+pub(crate) type SipBatch = RecvBatch<16, 65_536>;
+
+/// Storage for one batch of up to `N` datagrams of `BYTES` each, reused for every call.
+pub(crate) struct RecvBatch<const N: usize = BATCH, const BYTES: usize = DATAGRAM_BYTES> {
+    /// `N` buffers of `BYTES`, one after the other (on the heap, never on the stack: a SIP
+    /// batch is a megabyte).
+    data: Box<[u8]>,
     /// Per datagram: length and source, valid for the first `count` entries after `receive`.
-    received: [(usize, Option<SocketAddr>, bool); BATCH],
+    received: [(usize, Option<SocketAddr>, bool); N],
 }
 
-impl RecvBatch {
-    pub(super) fn new() -> RecvBatch {
+impl<const N: usize, const BYTES: usize> RecvBatch<N, BYTES> {
+    /// The most datagrams one `receive` takes.
+    pub(crate) const CAPACITY: usize = N;
+
+    pub(crate) fn new() -> RecvBatch<N, BYTES> {
         RecvBatch {
-            data: Box::new([[0; DATAGRAM_BYTES]; BATCH]),
-            received: [(0, None, false); BATCH],
+            data: vec![0; N * BYTES].into_boxed_slice(),
+            received: [(0, None, false); N],
         }
     }
 
-    /// Receives up to `max` (≤ [`BATCH`]) datagrams without blocking; the number received.
-    /// `Ok(0)` never happens: an empty socket is `WouldBlock`.
-    pub(super) fn receive(&mut self, socket: &impl AsRawFd, max: usize) -> io::Result<usize> {
-        let max = max.clamp(1, BATCH);
+    /// Receives up to `max` (≤ `N`) datagrams without blocking; the number received.
+    /// `Ok(0)` never happens: an empty socket is `WouldBlock`. Fewer than `max` means the
+    /// socket was empty when the kernel returned.
+    pub(crate) fn receive(&mut self, socket: &impl AsRawFd, max: usize) -> io::Result<usize> {
+        let max = max.clamp(1, N);
         // SAFETY: all-zero sockaddr_storage, iovec and mmsghdr are valid values (plain C
         // structs); their pointers are filled in below before the call.
-        let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
-        let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..max {
-            iovecs[i].iov_base = self.data[i].as_mut_ptr().cast();
-            iovecs[i].iov_len = DATAGRAM_BYTES;
+        let mut addrs: [libc::sockaddr_storage; N] = unsafe { std::mem::zeroed() };
+        let mut iovecs: [libc::iovec; N] = unsafe { std::mem::zeroed() };
+        let mut headers: [libc::mmsghdr; N] = unsafe { std::mem::zeroed() };
+        for (i, buffer) in self.data.chunks_exact_mut(BYTES).take(max).enumerate() {
+            iovecs[i].iov_base = buffer.as_mut_ptr().cast();
+            iovecs[i].iov_len = BYTES;
             headers[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
             headers[i].msg_hdr.msg_namelen =
                 std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -66,7 +80,7 @@ impl RecvBatch {
         let n = n as usize;
         for i in 0..n {
             let truncated = headers[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            let len = (headers[i].msg_len as usize).min(DATAGRAM_BYTES);
+            let len = (headers[i].msg_len as usize).min(BYTES);
             self.received[i] = (len, to_socket_addr(&addrs[i]), truncated);
         }
         Ok(n)
@@ -74,14 +88,14 @@ impl RecvBatch {
 
     /// Datagram `i` of the last batch: its buffer (writable, for in-place SRTP), length, source
     /// and whether it was longer than the buffer.
-    pub(super) fn datagram(&mut self, i: usize) -> (&mut [u8], usize, Option<SocketAddr>, bool) {
+    pub(crate) fn datagram(&mut self, i: usize) -> (&mut [u8], usize, Option<SocketAddr>, bool) {
         let (len, source, truncated) = self.received[i];
-        (&mut self.data[i][..], len, source, truncated)
+        (&mut self.data[i * BYTES..][..BYTES], len, source, truncated)
     }
 }
 
 /// The address the kernel wrote into `storage`; `None` for families other than IPv4 and IPv6.
-pub(super) fn to_socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn to_socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in, which it is large and
@@ -126,7 +140,7 @@ mod tests {
                     .unwrap();
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
-            let mut batch = RecvBatch::new();
+            let mut batch = RecvBatch::<BATCH, DATAGRAM_BYTES>::new();
             let n = batch.receive(&socket, BATCH).unwrap();
             assert_eq!(n, 5);
             for i in 0..n {
@@ -149,7 +163,7 @@ mod tests {
         peer.send_to(&[7; DATAGRAM_BYTES + 10], socket.local_addr().unwrap())
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let mut batch = RecvBatch::new();
+        let mut batch = RecvBatch::<BATCH, DATAGRAM_BYTES>::new();
         assert_eq!(batch.receive(&socket, 4).unwrap(), 1);
         let (_, len, _, truncated) = batch.datagram(0);
         assert_eq!(len, DATAGRAM_BYTES);

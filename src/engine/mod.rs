@@ -22,7 +22,7 @@
 //! queue) and sends [`EngineEvent::Closed`] with the final statistics, which the control plane
 //! puts in `ConnectionReleased`.
 
-mod batch;
+pub(crate) mod batch;
 mod pool;
 mod recorder;
 mod recording;

@@ -20,13 +20,15 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::message::{frame, parse, Frame, SipMessage, Unparsed};
 use super::overload::{Intake, SipIntake};
 use super::transaction::{Peer, Transport};
+use crate::engine::batch::SipBatch;
 
 /// Largest message we accept on a stream before giving up on the connection.
 const MAX_STREAM_BUFFER: usize = 256 * 1024;
@@ -119,6 +121,14 @@ pub struct SipTransport {
     inner: Arc<Inner>,
 }
 
+/// A SIP UDP socket, registered with the reactor for reading only: sends never wait for
+/// room (a datagram the kernel cannot take is dropped, as the network may drop it, and the
+/// transaction layer resends), so nothing asks to be told when the socket is writable — and
+/// with write interest registered, every datagram the kernel frees after sending it wakes the
+/// reactor's epoll (`sock_wfree` → `ep_poll_callback`): 5 % of the control threads' time at
+/// 2,000 call setups a second (docs/PERFORMANCE.md).
+type UdpSocket = AsyncFd<std::net::UdpSocket>;
+
 struct Inner {
     udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
     tcp_listeners: Vec<SocketAddr>,
@@ -151,7 +161,7 @@ impl SipTransport {
             match l.transport {
                 ListenTransport::Udp => {
                     let socket = bind_udp(l.addr).map_err(named)?;
-                    let local = socket.local_addr()?;
+                    let local = socket.get_ref().local_addr()?;
                     udp.push((Arc::new(socket), local));
                 }
                 ListenTransport::Tcp => {
@@ -294,7 +304,7 @@ impl SipTransport {
             );
             return;
         };
-        if let Err(e) = socket.try_send_to(bytes, to) {
+        if let Err(e) = socket.get_ref().send_to(bytes, to) {
             tracing::debug!(error = %e, "UDP send failed");
         }
     }
@@ -357,7 +367,10 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
         }
     }
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    let socket: std::net::UdpSocket = socket.into();
+    // SAFETY: the `AsyncFd` owns the socket, whose descriptor stays open and the same until
+    // the `AsyncFd` drops it.
+    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(io::Error::from)
 }
 
 fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -376,44 +389,65 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// Reads a UDP listener's datagrams in batches: one `recvmmsg` takes what has queued since
+/// the last (at thousands of call setups a second, several messages a call arrive while the
+/// last batch is handed on), and a batch short of full means the socket was empty, so no
+/// further read is spent to hear "empty" — the reactor's edge-triggered epoll reports the next
+/// datagram.
 async fn udp_receive(inner: Arc<Inner>, socket: Arc<UdpSocket>, local: SocketAddr) {
-    let mut buf = vec![0u8; 65535];
+    let mut batch = SipBatch::new();
     let mut locals = LocalAddressCache::default();
     loop {
-        let (len, source) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
+        let Ok(mut ready) = socket.readable().await else {
+            return; // the runtime is shutting down
+        };
+        let count = match ready.try_io(|s| batch.receive(s.get_ref(), SipBatch::CAPACITY)) {
+            Ok(Ok(count)) => count,
+            Ok(Err(e)) => {
                 // ICMP port unreachable from an earlier send shows up here on Linux; not fatal.
                 tracing::debug!(error = %e, "UDP receive error");
                 continue;
             }
+            Err(_empty) => continue, // readiness cleared: wait for the next datagram
         };
-        let data = &buf[..len];
-        if data.iter().all(|b| b.is_ascii_whitespace()) {
-            continue; // keep-alive
+        if count < SipBatch::CAPACITY {
+            ready.clear_ready();
         }
-        let Some(received) = Received::from_bytes(data) else {
-            tracing::debug!(len, %source, "unanswerable SIP datagram dropped");
-            continue;
-        };
-        let our = locals.ours(local, source.ip(), inner.advertised);
-        let inbound = Inbound {
-            received,
-            source: Peer {
-                transport: Transport::Udp,
-                addr: source,
-            },
-            local: our,
-            arrived: std::time::Instant::now(),
-        };
-        match inner.intake.offer(inbound) {
-            Intake::Queued => {}
-            Intake::Refused(answer) => {
-                if let Err(error) = socket.send_to(&answer, source).await {
-                    tracing::debug!(%error, "503 not sent");
+        drop(ready);
+        for i in 0..count {
+            let (buffer, len, source, _) = batch.datagram(i);
+            let Some(source) = source else {
+                continue; // not IPv4 or IPv6: cannot happen on our listeners
+            };
+            let data = &buffer[..len];
+            if data.iter().all(|b| b.is_ascii_whitespace()) {
+                continue; // keep-alive
+            }
+            let Some(received) = Received::from_bytes(data) else {
+                tracing::debug!(len, %source, "unanswerable SIP datagram dropped");
+                continue;
+            };
+            let our = locals.ours(local, source.ip(), inner.advertised);
+            let inbound = Inbound {
+                received,
+                source: Peer {
+                    transport: Transport::Udp,
+                    addr: source,
+                },
+                local: our,
+                arrived: std::time::Instant::now(),
+            };
+            match inner.intake.offer(inbound) {
+                Intake::Queued => {}
+                Intake::Refused(answer) => {
+                    if let Err(error) = socket.get_ref().send_to(&answer, source) {
+                        tracing::debug!(%error, "503 not sent");
+                    }
+                }
+                Intake::Dropped => {
+                    tracing::debug!("control plane queue full; SIP datagram dropped")
                 }
             }
-            Intake::Dropped => tracing::debug!("control plane queue full; SIP datagram dropped"),
         }
     }
 }
@@ -841,5 +875,159 @@ mod tests {
         let left: Vec<u64> = connections.values().map(|w| w.connection).collect();
         assert_eq!(left.len(), 1);
         assert_ne!(left[0], connection);
+    }
+
+    /// The epoll event masks registered for the open file `fd` in this process's epoll
+    /// instances, read from `/proc/self/fdinfo`: a line `tfd: <fd> events: <hex mask> data:
+    /// <hex> pos:0 ino:<hex inode> ...` per registration. The reactor's epoll is open under two
+    /// descriptors (mio keeps a clone), so each registration is counted once.
+    fn epoll_masks_of(fd: i32) -> Vec<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .expect("the socket's inode")
+            .ino();
+        let mut registrations = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd") {
+            let entry = entry.expect("fd entry");
+            let is_epoll = std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.to_string_lossy() == "anon_inode:[eventpoll]");
+            if !is_epoll {
+                continue;
+            }
+            let info = format!("/proc/self/fdinfo/{}", entry.file_name().to_string_lossy());
+            let Ok(info) = std::fs::read_to_string(info) else {
+                continue; // closed since it was listed
+            };
+            for line in info.lines() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let field = |name: &str| {
+                    let at = words.iter().position(|w| *w == name)?;
+                    words.get(at + 1).copied()
+                };
+                let ours = words.first() == Some(&"tfd:")
+                    && words.get(1) == Some(&fd.to_string().as_str())
+                    && words.iter().any(|w| *w == format!("ino:{inode:x}"));
+                if !ours {
+                    continue;
+                }
+                let (Some(mask), Some(data)) = (field("events:"), field("data:")) else {
+                    panic!("unexpected fdinfo line: {line}");
+                };
+                let mask = u32::from_str_radix(mask, 16).expect("hex mask");
+                registrations.insert((data.to_string(), mask));
+            }
+        }
+        registrations.into_iter().map(|(_, mask)| mask).collect()
+    }
+
+    /// A SIP UDP listener on loopback takes a datagram to the control plane and sends one
+    /// back, and the reactor watches its socket for reading only: with write interest
+    /// registered, every datagram the kernel frees after sending it woke the reactor's epoll
+    /// (docs/PERFORMANCE.md, "The SIP socket watched for reading only").
+    #[tokio::test]
+    async fn a_udp_listener_is_watched_for_reading_only_and_still_sends() {
+        use std::os::fd::AsRawFd;
+        let (intake, mut queue) = super::super::overload::intake(
+            super::super::overload::OverloadSettings::default(),
+            "callbridge",
+        );
+        let listen = SipListen {
+            transport: ListenTransport::Udp,
+            addr: "127.0.0.1:0".parse().expect("address"),
+        };
+        let transport = SipTransport::start(&[listen], None, None, intake)
+            .await
+            .expect("binds on loopback");
+        let (socket, local) = transport.inner.udp[0].clone();
+
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("peer");
+        let options = OPTIONS.replace("SIP/2.0/TCP", "SIP/2.0/UDP");
+        peer.send_to(options.as_bytes(), local).await.expect("sent");
+        let inbound = next(&mut queue).await;
+        assert_eq!(inbound.source.transport, Transport::Udp);
+        assert_eq!(
+            inbound.source.addr,
+            peer.local_addr().expect("peer address")
+        );
+        assert!(matches!(inbound.received, Received::Message(_)));
+
+        transport.send(inbound.source, b"SIP/2.0 200 OK\r\n\r\n".to_vec());
+        let mut buf = [0u8; 64];
+        let (len, from) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+            .await
+            .expect("the answer arrives")
+            .expect("received");
+        assert_eq!(&buf[..len], b"SIP/2.0 200 OK\r\n\r\n");
+        assert_eq!(from, local);
+
+        let masks = epoll_masks_of(socket.as_raw_fd());
+        assert_eq!(masks.len(), 1, "one registration of the socket: {masks:x?}");
+        assert_ne!(masks[0] & libc::EPOLLIN as u32, 0, "watched for reading");
+        assert_eq!(masks[0] & libc::EPOLLOUT as u32, 0, "not for writing");
+    }
+
+    /// A burst of datagrams longer than a batch, the largest of them beyond anything a media
+    /// batch holds, all reach the control plane whole and in order; and the datagram sent
+    /// after the socket was found empty (a batch short of full clears the readiness without a
+    /// further read) is heard too.
+    #[tokio::test]
+    async fn a_udp_listener_takes_a_burst_whole_and_hears_the_datagram_after_it() {
+        let (intake, mut queue) = super::super::overload::intake(
+            super::super::overload::OverloadSettings::default(),
+            "callbridge",
+        );
+        let listen = SipListen {
+            transport: ListenTransport::Udp,
+            addr: "127.0.0.1:0".parse().expect("address"),
+        };
+        let transport = SipTransport::start(&[listen], None, None, intake)
+            .await
+            .expect("binds on loopback");
+        let local = transport.inner.udp[0].1;
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
+        let options = |n: usize, body: usize| {
+            OPTIONS
+                .replace("SIP/2.0/TCP", "SIP/2.0/UDP")
+                .replace("stream-1\r\n", &format!("burst-{n}\r\n"))
+                .replace(
+                    "Content-Length: 0\r\n\r\n",
+                    &format!("Content-Length: {body}\r\n\r\n{}", "x".repeat(body)),
+                )
+        };
+        let burst = 2 * SipBatch::CAPACITY + 3;
+        let large = 60_000; // a body no media batch (2 KiB a datagram) could take whole
+        for n in 0..burst {
+            let body = if n == 1 { large } else { 0 };
+            peer.send_to(options(n, body).as_bytes(), local)
+                .expect("sent");
+        }
+        for n in 0..burst {
+            let inbound = next(&mut queue).await;
+            let Received::Message(SipMessage::Request(request)) = inbound.received else {
+                panic!(
+                    "datagram {n}: expected a request, got {:?}",
+                    inbound.received
+                );
+            };
+            assert_eq!(
+                request.headers.get("Call-ID"),
+                Some(format!("burst-{n}").as_str())
+            );
+            assert_eq!(request.body.len(), if n == 1 { large } else { 0 });
+        }
+        // The reader has found the socket empty and waits on the reactor.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        peer.send_to(options(burst, 0).as_bytes(), local)
+            .expect("sent");
+        let inbound = next(&mut queue).await;
+        let Received::Message(SipMessage::Request(request)) = inbound.received else {
+            panic!("expected a request, got {:?}", inbound.received);
+        };
+        assert_eq!(
+            request.headers.get("Call-ID"),
+            Some(format!("burst-{burst}").as_str())
+        );
     }
 }
