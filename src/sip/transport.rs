@@ -877,6 +877,22 @@ mod tests {
         assert_ne!(left[0], connection);
     }
 
+    /// A transport with one UDP listener on a free loopback port.
+    async fn udp_transport() -> (SipTransport, IntakeQueues) {
+        let (intake, queue) = super::super::overload::intake(
+            super::super::overload::OverloadSettings::default(),
+            "callbridge",
+        );
+        let listen = SipListen {
+            transport: ListenTransport::Udp,
+            addr: "127.0.0.1:0".parse().expect("address"),
+        };
+        let transport = SipTransport::start(&[listen], None, None, intake)
+            .await
+            .expect("binds on loopback");
+        (transport, queue)
+    }
+
     /// The epoll event masks registered for the open file `fd` in this process's epoll
     /// instances, read from `/proc/self/fdinfo`: a line `tfd: <fd> events: <hex mask> data:
     /// <hex> pos:0 ino:<hex inode> ...` per registration. The reactor's epoll is open under two
@@ -923,21 +939,11 @@ mod tests {
     /// A SIP UDP listener on loopback takes a datagram to the control plane and sends one
     /// back, and the reactor watches its socket for reading only: with write interest
     /// registered, every datagram the kernel frees after sending it woke the reactor's epoll
-    /// (docs/PERFORMANCE.md, "The SIP socket watched for reading only").
+    /// (docs/PERFORMANCE.md, "The SIP socket watched for reading only, read in batches").
     #[tokio::test]
     async fn a_udp_listener_is_watched_for_reading_only_and_still_sends() {
         use std::os::fd::AsRawFd;
-        let (intake, mut queue) = super::super::overload::intake(
-            super::super::overload::OverloadSettings::default(),
-            "callbridge",
-        );
-        let listen = SipListen {
-            transport: ListenTransport::Udp,
-            addr: "127.0.0.1:0".parse().expect("address"),
-        };
-        let transport = SipTransport::start(&[listen], None, None, intake)
-            .await
-            .expect("binds on loopback");
+        let (transport, mut queue) = udp_transport().await;
         let (socket, local) = transport.inner.udp[0].clone();
 
         let peer = tokio::net::UdpSocket::bind("127.0.0.1:0")
@@ -974,17 +980,7 @@ mod tests {
     /// further read) is heard too.
     #[tokio::test]
     async fn a_udp_listener_takes_a_burst_whole_and_hears_the_datagram_after_it() {
-        let (intake, mut queue) = super::super::overload::intake(
-            super::super::overload::OverloadSettings::default(),
-            "callbridge",
-        );
-        let listen = SipListen {
-            transport: ListenTransport::Udp,
-            addr: "127.0.0.1:0".parse().expect("address"),
-        };
-        let transport = SipTransport::start(&[listen], None, None, intake)
-            .await
-            .expect("binds on loopback");
+        let (transport, mut queue) = udp_transport().await;
         let local = transport.inner.udp[0].1;
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").expect("peer");
         let options = |n: usize, body: usize| {
