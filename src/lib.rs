@@ -22,3 +22,4 @@ mod shrink;
 pub mod sip;
 pub mod store;
 mod text;
+mod udp_batch;

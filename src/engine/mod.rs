@@ -22,7 +22,6 @@
 //! queue) and sends [`EngineEvent::Closed`] with the final statistics, which the control plane
 //! puts in `ConnectionReleased`.
 
-pub(crate) mod batch;
 mod pool;
 mod recorder;
 mod recording;

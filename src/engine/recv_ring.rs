@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use io_uring::types::{BufRingEntry, CancelBuilder, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use super::batch::to_socket_addr;
+use crate::udp_batch::to_socket_addr;
 // The longest wait for requests to end, when a socket is disarmed or the ring dropped: the same
 // as for the send ring's sends in flight.
 use super::send_ring::DRAIN_LIMIT;

@@ -609,7 +609,7 @@ mod tests {
                 SocketAddr::V6(_) => mem::size_of::<libc::sockaddr_in6>(),
             };
             assert_eq!(length as usize, expected);
-            assert_eq!(super::super::batch::to_socket_addr(&storage), Some(address));
+            assert_eq!(crate::udp_batch::to_socket_addr(&storage), Some(address));
         }
     }
 }

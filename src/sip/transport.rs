@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use super::message::{frame, parse, Frame, SipMessage, Unparsed};
 use super::overload::{Intake, SipIntake};
 use super::transaction::{Peer, Transport};
-use crate::engine::batch::SipBatch;
+use crate::udp_batch::RecvBatch;
 
 /// Largest message we accept on a stream before giving up on the connection.
 const MAX_STREAM_BUFFER: usize = 256 * 1024;
@@ -128,6 +128,11 @@ pub struct SipTransport {
 /// reactor's epoll (`sock_wfree` → `ep_poll_callback`): 5 % of the control threads' time at
 /// 2,000 call setups a second (docs/PERFORMANCE.md).
 type UdpSocket = AsyncFd<std::net::UdpSocket>;
+
+/// A UDP listener's batch: 16 datagrams of up to 64 KiB, the most UDP carries, so no SIP
+/// message is ever truncated. 1 MiB of address space, of which only what datagrams write is
+/// ever touched.
+type SipBatch = RecvBatch<16, 65_536>;
 
 struct Inner {
     udp: Vec<(Arc<UdpSocket>, SocketAddr)>,

@@ -19,7 +19,6 @@ use mio::{Interest, Registry, Token};
 use super::handle::{NewConnection, WorkerContext};
 use super::transmit::Transmitter;
 use super::MAX_PACKETS_PER_WAKEUP;
-use crate::engine::batch::{RecvBatch, BATCH};
 use crate::engine::recv_ring::{Cancelled, RecvRing};
 use crate::engine::socket::MediaSockets;
 use crate::engine::stats::SharedStats;
@@ -31,6 +30,7 @@ use crate::media::rtcp::ntp_timestamp_from_unix;
 use crate::media::session::{
     Channel, Forward, MediaSession, SessionConfig, SessionEvent, SessionStats,
 };
+use crate::udp_batch::{RecvBatch, BATCH};
 
 /// A recording a connection's audio goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -47,13 +47,13 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 
-use super::batch::RecvBatch;
 use super::recv_ring::{Cancelled, ReceiveCounts, Received, RecvRing};
 use super::send_ring::RING_ENTRIES;
 use super::{ConferenceKey, ConnectionKey, EngineEvent, MediaSpec};
 use crate::media::prefetch::prefetch;
 use crate::media::session::{SharedEncodes, ROOM_TICK};
 use crate::mixer::conference::Conference;
+use crate::udp_batch::RecvBatch;
 use connection::{new_session, split_ring_tag, split_token, Connection, Drain};
 use deadlines::Deadlines;
 use handle::Moving;

@@ -7,7 +7,7 @@
 //! Must not: allocate after construction, or interpret what it receives.
 //!
 //! The media workers take audio packets (the defaults: 32 of 2 KiB); SIP's UDP listeners take
-//! whole datagrams of any size UDP allows ([`SipBatch`]).
+//! whole datagrams of any size UDP allows (`sip::transport`'s batches of 16 × 64 KiB).
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -18,11 +18,6 @@ pub(crate) const BATCH: usize = 32;
 /// A media worker's buffer per datagram: any audio RTP packet with SRTP tag and header
 /// extensions fits; a longer datagram is truncated and reported as such.
 pub(crate) const DATAGRAM_BYTES: usize = 2048;
-
-/// A SIP UDP listener's batch: 16 datagrams of up to 64 KiB, the most UDP carries, so no
-/// SIP message is ever truncated. 1 MiB of address space, of which only what datagrams
-/// write is ever touched.
-pub(crate) type SipBatch = RecvBatch<16, 65_536>;
 
 /// Storage for one batch of up to `N` datagrams of `BYTES` each, reused for every call.
 pub(crate) struct RecvBatch<const N: usize = BATCH, const BYTES: usize = DATAGRAM_BYTES> {
