@@ -127,7 +127,7 @@ pub struct SipTransport {
 /// with write interest registered, every datagram the kernel frees after sending it wakes the
 /// reactor's epoll (`sock_wfree` → `ep_poll_callback`): 5 % of the control threads' time at
 /// 2,000 call setups a second (docs/PERFORMANCE.md).
-type UdpSocket = AsyncFd<std::net::UdpSocket>;
+type SipUdpSocket = AsyncFd<std::net::UdpSocket>;
 
 /// A UDP listener's batch: 16 datagrams of up to 64 KiB, the most UDP carries, so no SIP
 /// message is ever truncated. 1 MiB of address space, of which only what datagrams write is
@@ -135,7 +135,7 @@ type UdpSocket = AsyncFd<std::net::UdpSocket>;
 type SipBatch = RecvBatch<16, 65_536>;
 
 struct Inner {
-    udp: Vec<(Arc<UdpSocket>, SocketAddr)>,
+    udp: Vec<(Arc<SipUdpSocket>, SocketAddr)>,
     tcp_listeners: Vec<SocketAddr>,
     tls_listeners: Vec<SocketAddr>,
     /// Open TCP and TLS connections by transport and peer address: the writer queue of each.
@@ -347,7 +347,7 @@ impl SipTransport {
 /// The receive and send buffer a SIP UDP socket asks for.
 const UDP_SOCKET_BUFFER: usize = 2 * 1024 * 1024;
 
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+fn bind_udp(addr: SocketAddr) -> io::Result<SipUdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::DGRAM,
@@ -399,7 +399,7 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
 /// last batch is handed on), and a batch short of full means the socket was empty, so no
 /// further read is spent to hear "empty" — the reactor's edge-triggered epoll reports the next
 /// datagram.
-async fn udp_receive(inner: Arc<Inner>, socket: Arc<UdpSocket>, local: SocketAddr) {
+async fn udp_receive(inner: Arc<Inner>, socket: Arc<SipUdpSocket>, local: SocketAddr) {
     let mut batch = SipBatch::new();
     let mut locals = LocalAddressCache::default();
     loop {

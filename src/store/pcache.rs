@@ -95,8 +95,8 @@ fn inner() -> &'static ffi::sqlite3_pcache_methods2 {
 /// Installs the wrapper as SQLite's page cache, once per process, before any connection is
 /// opened (SQLite takes a page cache only before it initialises). True when it is installed;
 /// false when SQLite had already initialised (a connection was opened first), and SQLite's own
-/// cache then serves unwrapped. Every connection of the store is opened after calling this.
-pub(crate) fn install() -> bool {
+/// cache then serves unwrapped. Called by [`connect`], the only way the crate opens a connection.
+fn install() -> bool {
     static INSTALLED: OnceLock<bool> = OnceLock::new();
     *INSTALLED.get_or_init(|| {
         let mut own = std::mem::MaybeUninit::<ffi::sqlite3_pcache_methods2>::zeroed();
