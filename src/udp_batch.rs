@@ -1,10 +1,12 @@
-//! Receiving datagrams in batches with `recvmmsg(2)`.
+//! Receiving datagrams in batches with `recvmmsg(2)`, sending them with `sendmmsg(2)`.
 //!
 //! Owns: the preallocated buffers and source addresses of one batch, and the conversion of
-//! kernel socket addresses. One `recvmmsg` replaces a `recvfrom` per packet plus the final one
+//! socket addresses to and from the kernel's. One `recvmmsg` replaces a `recvfrom` per packet plus the final one
 //! that only says "empty": when the kernel returns fewer datagrams than asked for, the socket is
 //! drained (an edge-triggered epoll reports any datagram that arrives after the call).
-//! Must not: allocate after construction, or interpret what it receives.
+//! One `sendmmsg` sends what a caller has gathered: a loopback or local peer is woken once for
+//! the lot rather than once a datagram, and the system call is paid once.
+//! Must not: allocate after construction, or interpret what it receives or sends.
 //!
 //! The media workers take audio packets (the defaults: 32 of 2 KiB); SIP's UDP listeners take
 //! whole datagrams of any size UDP allows (`sip::transport`'s batches of 16 × 64 KiB).
@@ -18,6 +20,9 @@ pub(crate) const BATCH: usize = 32;
 /// A media worker's buffer per datagram: any audio RTP packet with SRTP tag and header
 /// extensions fits; a longer datagram is truncated and reported as such.
 pub(crate) const DATAGRAM_BYTES: usize = 2048;
+
+/// Datagrams one `sendmmsg` call carries; [`send_each`] makes as many calls as it takes.
+pub(crate) const SEND_BATCH: usize = 32;
 
 /// Storage for one batch of up to `N` datagrams of `BYTES` each, reused for every call.
 pub(crate) struct RecvBatch<const N: usize = BATCH, const BYTES: usize = DATAGRAM_BYTES> {
@@ -89,6 +94,103 @@ impl<const N: usize, const BYTES: usize> RecvBatch<N, BYTES> {
     }
 }
 
+/// Sends every datagram of `datagrams` (destination, bytes), in order, `SEND_BATCH` to a
+/// `sendmmsg(2)` call; returns how many the kernel took. Best effort, as a `sendto` per
+/// datagram would be: one the kernel refuses (a full socket buffer, an address it cannot reach)
+/// goes to `refused` with the error, and the rest are still sent.
+pub(crate) fn send_each<'a>(
+    socket: &impl AsRawFd,
+    datagrams: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
+    mut refused: impl FnMut(SocketAddr, io::Error),
+) -> usize {
+    let mut datagrams = datagrams.into_iter();
+    let mut sent = 0;
+    loop {
+        // SAFETY: all-zero sockaddr_storage, iovec and mmsghdr are valid values (plain C
+        // structs); the ones passed to the kernel are filled in below.
+        let mut addrs: [libc::sockaddr_storage; SEND_BATCH] = unsafe { std::mem::zeroed() };
+        let mut iovecs: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
+        let mut headers: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
+        let mut destinations = [None; SEND_BATCH];
+        let mut count = 0;
+        for (to, bytes) in datagrams.by_ref().take(SEND_BATCH) {
+            destinations[count] = Some(to);
+            iovecs[count].iov_base = bytes.as_ptr().cast_mut().cast();
+            iovecs[count].iov_len = bytes.len();
+            headers[count].msg_hdr.msg_name =
+                (&mut addrs[count] as *mut libc::sockaddr_storage).cast();
+            headers[count].msg_hdr.msg_namelen = write_socket_addr(to, &mut addrs[count]);
+            headers[count].msg_hdr.msg_iov = &mut iovecs[count];
+            headers[count].msg_hdr.msg_iovlen = 1;
+            count += 1;
+        }
+        if count == 0 {
+            return sent;
+        }
+        let mut at = 0;
+        while at < count {
+            // SAFETY: `headers[at..count]` point at address storage and iovecs of this frame,
+            // and the iovecs at the callers' byte slices, which outlive the call; the kernel
+            // only reads them.
+            let n = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    headers[at..].as_mut_ptr(),
+                    (count - at) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                sent += n as usize;
+                at += n as usize;
+                continue;
+            }
+            // The first datagram of `at..` was refused (the kernel reports an error only when
+            // it sent none of them): skip it and send the rest.
+            let error = if n < 0 {
+                io::Error::last_os_error()
+            } else {
+                io::Error::other("sendmmsg sent nothing")
+            };
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if let Some(to) = destinations[at] {
+                refused(to, error);
+            }
+            at += 1;
+        }
+    }
+}
+
+/// Writes `addr` into `storage` as the kernel's sockaddr_in or sockaddr_in6; returns its length.
+fn write_socket_addr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
+            let out = unsafe {
+                &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            out.sin_family = libc::AF_INET as libc::sa_family_t;
+            out.sin_port = a.port().to_be();
+            out.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let out = unsafe {
+                &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            out.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            out.sin6_port = a.port().to_be();
+            out.sin6_flowinfo = a.flowinfo();
+            out.sin6_addr.s6_addr = a.ip().octets();
+            out.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
 /// The address the kernel wrote into `storage`; `None` for families other than IPv4 and IPv6.
 pub(crate) fn to_socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
@@ -147,6 +249,75 @@ mod tests {
             }
             let empty = batch.receive(&socket, BATCH).unwrap_err();
             assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+        }
+    }
+
+    #[test]
+    fn a_send_batch_delivers_every_datagram_in_order_across_several_calls() {
+        for bind in ["127.0.0.1:0", "[::1]:0"] {
+            let socket = std::net::UdpSocket::bind(bind).unwrap();
+            let peers: Vec<_> = (0..2)
+                .map(|_| {
+                    let peer = std::net::UdpSocket::bind(bind).unwrap();
+                    peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                        .unwrap();
+                    peer
+                })
+                .collect();
+            let to: Vec<_> = peers.iter().map(|p| p.local_addr().unwrap()).collect();
+            // More than one call's worth, alternating between the two peers.
+            let payloads: Vec<Vec<u8>> =
+                (0..SEND_BATCH + 9).map(|i| vec![i as u8; 10 + i]).collect();
+            let sent = send_each(
+                &socket,
+                payloads
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (to[i % 2], &p[..])),
+                |to, e| panic!("{to}: {e}"),
+            );
+            assert_eq!(sent, payloads.len());
+            let mut buffer = [0; 100];
+            for (i, payload) in payloads.iter().enumerate() {
+                let (len, from) = peers[i % 2].recv_from(&mut buffer).unwrap();
+                assert_eq!(
+                    &buffer[..len],
+                    &payload[..],
+                    "datagram {i} whole and in order"
+                );
+                assert_eq!(from, socket.local_addr().unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn a_datagram_the_kernel_refuses_is_reported_and_the_rest_still_go() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let to = peer.local_addr().unwrap();
+        let ipv6: SocketAddr = "[::1]:9".parse().unwrap();
+        // Larger than an IPv4 datagram can be (EMSGSIZE), and an IPv6 address on an IPv4
+        // socket: the first and the middle of a batch.
+        let too_big = vec![0; 70_000];
+        let datagrams: Vec<(SocketAddr, &[u8])> = vec![
+            (to, &too_big[..]),
+            (to, b"one"),
+            (ipv6, b"lost"),
+            (to, b"two"),
+            (to, b"three"),
+        ];
+        let mut refused = Vec::new();
+        let sent = send_each(&socket, datagrams, |to, e| refused.push((to, e.kind())));
+        assert_eq!(sent, 3);
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert_eq!(refused[0].0, to);
+        assert_eq!(refused[1].0, ipv6);
+        let mut buffer = [0; 100];
+        for expected in [&b"one"[..], b"two", b"three"] {
+            let (len, _) = peer.recv_from(&mut buffer).unwrap();
+            assert_eq!(&buffer[..len], expected);
         }
     }
 

@@ -148,3 +148,82 @@ fn delete_connection_of_a_call_sends_bye_with_q850_cause_16() {
     assert_eq!(ended["Reason"], "api-request");
     server.wait_no_connections(Duration::from_secs(5));
 }
+
+/// An OPTIONS request from `transport` at `port` (Via and Contact), numbered `n`.
+fn options(transport: &str, port: u16, server_port: u16, n: usize) -> String {
+    format!(
+        "OPTIONS sip:echo@127.0.0.1:{server_port} SIP/2.0\r\n\
+         Via: SIP/2.0/{transport} 127.0.0.1:{port};branch=z9hG4bKopt{n};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1:{port}>;tag=p{n}\r\n\
+         To: <sip:echo@127.0.0.1:{server_port}>\r\nCall-ID: options-{n}@probe\r\n\
+         CSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn a_burst_of_udp_requests_is_answered_whole_one_answer_each() {
+    // More requests at once than one `sendmmsg` of the control plane carries (32): the
+    // answers it gathers go out in several calls, every one of them.
+    const BURST: usize = 80;
+    let server = Server::start("");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let port = socket.local_addr().unwrap().port();
+    for n in 1..=BURST {
+        socket
+            .send_to(
+                options("UDP", port, server.sip_port, n).as_bytes(),
+                ("127.0.0.1", server.sip_port),
+            )
+            .unwrap();
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    let mut buffer = [0u8; 65_536];
+    while answered.len() < BURST {
+        let Ok(len) = socket.recv(&mut buffer) else {
+            panic!(
+                "{} of {BURST} answered: {answered:?}\nserver log:\n{}",
+                answered.len(),
+                server.log()
+            );
+        };
+        let text = String::from_utf8_lossy(&buffer[..len]);
+        assert!(text.starts_with("SIP/2.0 200 "), "{text}");
+        let cseq = text
+            .lines()
+            .find_map(|line| line.strip_prefix("CSeq: "))
+            .and_then(|value| value.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("no CSeq in {text}"));
+        assert!(answered.insert(cseq), "CSeq {cseq} answered twice");
+    }
+    assert_eq!(answered, (1..=BURST).collect());
+}
+
+#[test]
+fn a_tcp_peer_that_closes_after_its_request_still_gets_the_answer() {
+    use std::io::{Read, Write};
+    let server = Server::start("");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.sip_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let port = stream.local_addr().unwrap().port();
+    stream
+        .write_all(options("TCP", port, server.sip_port, 1).as_bytes())
+        .unwrap();
+    // Nothing more from us: the server ends the connection once it has answered.
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut read = Vec::new();
+    stream
+        .read_to_end(&mut read)
+        .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log()));
+    let text = String::from_utf8_lossy(&read);
+    assert!(
+        text.starts_with("SIP/2.0 200 ") && text.contains("CSeq: 1 OPTIONS"),
+        "{text:?}\nserver log:\n{}",
+        server.log()
+    );
+}

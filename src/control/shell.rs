@@ -2,7 +2,8 @@
 //!
 //! Owns: the loop that reads the clock (once per turn), waits for the API's requests, the
 //! transport's SIP messages, the engine's events and the core's next deadline, hands each to
-//! [`Controller::handle`], and sends the SIP messages the core leaves. The engine and the file
+//! [`Controller::handle`], and sends the SIP messages the core leaves (gathered while more input
+//! waits, so that one `sendmmsg` answers a batch). The engine and the file
 //! system reach the core through [`Host`].
 //! Must not: decide anything: every rule lives in the core, where the tests reach it.
 
@@ -12,8 +13,10 @@ use super::core::{Controller, Input, Now};
 use super::{ControlHandle, ControlRequest, Host};
 use crate::engine::{Engine, EngineEvent};
 use crate::sip::overload::IntakeQueues;
+use crate::sip::transaction::Peer;
 use crate::sip::transport::{Inbound, Received, SipTransport};
 use crate::store::Store;
+use crate::udp_batch;
 
 impl Now {
     /// The machine's clocks: the control plane's only reading of them.
@@ -71,6 +74,10 @@ pub async fn run(
     // the entry, which wakes nobody.
     let mut timer = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
     let mut armed: Option<std::time::Instant> = None;
+    // What the core leaves to send, gathered while more input is waiting and sent when none
+    // is (or a `sendmmsg`'s worth has gathered): the answers to a batch of received messages
+    // leave in one system call, and wake a peer once rather than once each.
+    let mut outgoing: Vec<(Peer, Vec<u8>)> = Vec::with_capacity(udp_batch::SEND_BATCH);
     loop {
         let deadline = core.poll_timeout();
         if deadline != armed {
@@ -80,7 +87,8 @@ pub async fn run(
             armed = deadline;
         }
         // Accepted work first (responses, in-dialog requests, ACK, CANCEL: calls end cleanly
-        // under load), then media events, timers and the API, new SIP work last.
+        // under load), then media events, timers and the API, new SIP work last; with nothing
+        // of those ready, what is gathered goes out before the loop waits.
         let input = tokio::select! {
             biased;
             message = inbound.dialog.recv() => message.map(Input::Sip),
@@ -88,6 +96,10 @@ pub async fn run(
             _ = timer.as_mut(), if armed.is_some() => Some(Input::Timeout),
             request = requests.recv() => request.map(Input::Request),
             message = inbound.new_work.recv() => message.map(Input::Sip),
+            () = std::future::ready(()), if !outgoing.is_empty() => {
+                transport.send_all(&mut outgoing);
+                continue;
+            }
         };
         let Some(input) = input else { break };
         let now = Now::read();
@@ -102,6 +114,7 @@ pub async fn run(
         {
             // Every message the connection carried before has been handled and its answers
             // queued on it: the connection closes after writing them.
+            transport.send_all(&mut outgoing);
             transport.close_stream(source, connection);
             continue;
         }
@@ -115,13 +128,15 @@ pub async fn run(
             // No gateway (or it stopped): nobody polls for agent events.
             let _ = agent_events.send(event);
         }
-        while let Some((to, bytes)) = core.poll_transmit() {
-            transport.send(to, bytes);
+        outgoing.extend(std::iter::from_fn(|| core.poll_transmit()));
+        if outgoing.len() >= udp_batch::SEND_BATCH {
+            transport.send_all(&mut outgoing);
         }
         if core.is_stopped() {
             break;
         }
     }
+    transport.send_all(&mut outgoing);
     let until = tokio::time::Instant::now() + RECORDINGS_DRAIN;
     while core.recordings_in_progress() > 0 {
         match tokio::time::timeout_at(until, engine_events.recv()).await {

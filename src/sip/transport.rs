@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use super::message::{frame, parse, Frame, SipMessage, Unparsed};
 use super::overload::{Intake, SipIntake};
 use super::transaction::{Peer, Transport};
-use crate::udp_batch::RecvBatch;
+use crate::udp_batch::{self, RecvBatch};
 
 /// Largest message we accept on a stream before giving up on the connection.
 const MAX_STREAM_BUFFER: usize = 256 * 1024;
@@ -258,14 +258,46 @@ impl SipTransport {
         Some(LocalAddressCache::default().ours(listener, peer.addr.ip(), self.inner.advertised))
     }
 
-    /// Sends without waiting. UDP: best effort (a full socket buffer drops, SIP retransmits).
-    /// TCP: on the peer's connection, opening one if there is none.
-    pub fn send(&self, to: Peer, bytes: Vec<u8>) {
-        match to.transport {
-            Transport::Udp => self.send_udp(to.addr, &bytes),
-            Transport::Tcp => self.send_tcp(to.addr, bytes),
-            Transport::Tls => self.send_tls(to.addr, bytes),
+    /// Sends what the control plane left, without waiting, and empties `transmits`. UDP: best
+    /// effort (a full socket buffer drops, SIP retransmits); the datagrams for one listener go
+    /// out together ([`udp_batch::send_each`]: a `sendmmsg` for up to 32), each peer's in
+    /// order. TCP: on the peer's connection, opening one if there is none.
+    pub fn send_all(&self, transmits: &mut Vec<(Peer, Vec<u8>)>) {
+        for (to, bytes) in transmits.iter_mut() {
+            match to.transport {
+                Transport::Udp => {}
+                Transport::Tcp => self.send_tcp(to.addr, std::mem::take(bytes)),
+                Transport::Tls => self.send_tls(to.addr, std::mem::take(bytes)),
+            }
         }
+        for family_v4 in [true, false] {
+            let mut datagrams = transmits
+                .iter()
+                .filter(|(to, _)| to.transport == Transport::Udp && to.addr.is_ipv4() == family_v4)
+                .map(|(to, bytes)| (to.addr, &bytes[..]))
+                .peekable();
+            if datagrams.peek().is_none() {
+                continue;
+            }
+            let Some((socket, _)) = self
+                .inner
+                .udp
+                .iter()
+                .find(|(_, local)| local.is_ipv4() == family_v4)
+            else {
+                tracing::warn!(
+                    family = if family_v4 { "ipv4" } else { "ipv6" },
+                    "no UDP listener for the peer's address family"
+                );
+                continue;
+            };
+            udp_batch::send_each(
+                socket.get_ref(),
+                datagrams,
+                |to, error| tracing::debug!(%to, %error, "UDP send failed"),
+            );
+        }
+        transmits.clear();
     }
 
     /// Closes the stream connection a [`Received::StreamEnd`] came from: what is queued for it
@@ -293,24 +325,6 @@ impl SipTransport {
             None => {
                 tracing::info!(peer = %to, "no TLS connection to the peer (it closed it); message dropped")
             }
-        }
-    }
-
-    fn send_udp(&self, to: SocketAddr, bytes: &[u8]) {
-        let Some((socket, _)) = self
-            .inner
-            .udp
-            .iter()
-            .find(|(_, local)| local.is_ipv4() == to.is_ipv4())
-        else {
-            tracing::warn!(
-                family = if to.is_ipv4() { "ipv4" } else { "ipv6" },
-                "no UDP listener for the peer's address family"
-            );
-            return;
-        };
-        if let Err(e) = socket.get_ref().send_to(bytes, to) {
-            tracing::debug!(error = %e, "UDP send failed");
         }
     }
 
@@ -643,7 +657,7 @@ async fn deliver(inner: &Arc<Inner>, received: Received, source: Peer, local: So
             SipTransport {
                 inner: inner.clone(),
             }
-            .send(source, answer);
+            .send_all(&mut vec![(source, answer)]);
             true
         }
         Ok(_) => true,
@@ -795,7 +809,7 @@ mod tests {
             panic!("expected the end of the stream, got {:?}", end.received);
         };
         let answer = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
-        transport.send(request.source, answer.clone());
+        transport.send_all(&mut vec![(request.source, answer.clone())]);
         transport.close_stream(end.source, connection);
         let mut read = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut read))
@@ -964,7 +978,10 @@ mod tests {
         );
         assert!(matches!(inbound.received, Received::Message(_)));
 
-        transport.send(inbound.source, b"SIP/2.0 200 OK\r\n\r\n".to_vec());
+        transport.send_all(&mut vec![(
+            inbound.source,
+            b"SIP/2.0 200 OK\r\n\r\n".to_vec(),
+        )]);
         let mut buf = [0u8; 64];
         let (len, from) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
             .await
