@@ -67,6 +67,8 @@ pub struct Places {
 pub const CALLBRIDGE_TOKEN: &str = "loadgen";
 const RTPENGINE_NG: &str = "127.0.0.1:22223";
 const JANUS_HTTP: &str = "http://127.0.0.1:18088/janus";
+/// Janus's HTTP listener (the port of [`JANUS_HTTP`]).
+const JANUS_LISTEN: &str = "127.0.0.1:18088";
 
 /// A server process the tool started; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Server {
@@ -173,6 +175,26 @@ fn wait_ready(server: &mut Server, mut ready: impl FnMut() -> bool) -> Result<()
     ))
 }
 
+/// Fails when another process already holds an address `peer` is to listen on — a server left
+/// from an interrupted run: its answers would pass for this one's readiness and its calls, and
+/// its CPU would be missing from the table.
+fn require_free(peer: Peer, udp: &[&str], tcp: &[&str]) -> Result<(), String> {
+    let taken = |transport: &str, addr: &str, e: std::io::Error| {
+        format!(
+            "{}: {transport} {addr} is taken ({e}): another process (a server left from an \
+             interrupted run?) holds it",
+            peer.name()
+        )
+    };
+    for addr in udp {
+        UdpSocket::bind(addr).map_err(|e| taken("UDP", addr, e))?;
+    }
+    for addr in tcp {
+        std::net::TcpListener::bind(addr).map_err(|e| taken("TCP", addr, e))?;
+    }
+    Ok(())
+}
+
 /// A fresh folder for one server's config and log.
 pub fn server_dir(root: &Path, peer: Peer) -> Result<PathBuf, String> {
     let dir = root.join(peer.name());
@@ -193,6 +215,11 @@ pub fn start_callbridge(
     workers: usize,
     places: &Places,
 ) -> Result<Server, String> {
+    require_free(
+        Peer::Callbridge,
+        &[&places.sip.to_string()],
+        &[&places.api.to_string()],
+    )?;
     let dir = server_dir(root, Peer::Callbridge)?;
     let config = format!(
         r#"[sip]
@@ -259,6 +286,7 @@ service = "conference"
 /// Starts SIPp's built-in `uas` scenario (INVITE → 180, 200 with SDP; ACK; BYE → 200) on
 /// `sip`, in the normal scheduling class as a server runs: the call-setup workload's floor.
 pub fn start_sipp_uas(root: &Path, sip: SocketAddrV4) -> Result<Server, String> {
+    require_free(Peer::SippUas, &[&sip.to_string()], &[])?;
     let dir = server_dir(root, Peer::SippUas)?;
     let mut server = spawn(
         Peer::SippUas,
@@ -291,6 +319,7 @@ pub fn start_rtpengine(
     threads: usize,
     places: &Places,
 ) -> Result<(Server, Ng), String> {
+    require_free(Peer::Rtpengine, &[RTPENGINE_NG], &[])?;
     let dir = server_dir(root, Peer::Rtpengine)?;
     let config = format!(
         "[rtpengine]\ntable = -1\ninterface = 127.0.0.1\nlisten-ng = {RTPENGINE_NG}\n\
@@ -417,6 +446,7 @@ pub fn text(value: &Bencode, key: &str) -> Option<String> {
 /// Starts Janus in the foreground with only the AudioBridge plugin and the HTTP transport,
 /// on 127.0.0.1:18088, plain-RTP participants' ports in the shared server range.
 pub fn start_janus(root: &Path, places: &Places) -> Result<(Server, Janus), String> {
+    require_free(Peer::Janus, &[], &[JANUS_LISTEN])?;
     let dir = server_dir(root, Peer::Janus)?;
     let lib = "/usr/lib/x86_64-linux-gnu/janus";
     let write = |name: &str, text: String| {
