@@ -1,11 +1,11 @@
 //! Receiving datagrams in batches with `recvmmsg(2)`, sending them with `sendmmsg(2)`.
 //!
 //! Owns: the preallocated buffers and source addresses of one batch, and the conversion of
-//! socket addresses to and from the kernel's. One `recvmmsg` replaces a `recvfrom` per packet plus the final one
-//! that only says "empty": when the kernel returns fewer datagrams than asked for, the socket is
-//! drained (an edge-triggered epoll reports any datagram that arrives after the call).
-//! One `sendmmsg` sends what a caller has gathered: a loopback or local peer is woken once for
-//! the lot rather than once a datagram, and the system call is paid once.
+//! socket addresses to and from the kernel's. One `recvmmsg` replaces a `recvfrom` per packet
+//! plus the final one that only says "empty": when the kernel returns fewer datagrams than
+//! asked for, the socket is drained (an edge-triggered epoll reports any datagram that arrives
+//! after the call). One `sendmmsg` sends what a caller has gathered: the system call is paid
+//! once, and a local peer is woken once for the lot rather than once a datagram.
 //! Must not: allocate after construction, or interpret what it receives or sends.
 //!
 //! The media workers take audio packets (the defaults: 32 of 2 KiB); SIP's UDP listeners take

@@ -3,8 +3,8 @@
 //! Owns: the loop that reads the clock (once per turn), waits for the API's requests, the
 //! transport's SIP messages, the engine's events and the core's next deadline, hands each to
 //! [`Controller::handle`], and sends the SIP messages the core leaves (gathered while more input
-//! waits, so that one `sendmmsg` answers a batch). The engine and the file
-//! system reach the core through [`Host`].
+//! waits, so that one `sendmmsg` answers a batch). The engine and the file system reach the
+//! core through [`Host`].
 //! Must not: decide anything: every rule lives in the core, where the tests reach it.
 
 use tokio::sync::mpsc;

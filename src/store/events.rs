@@ -127,7 +127,7 @@ fn apply_one(
             // The two ends are parties too, so the party list is the whole story of the call.
             // A statement each, not one of two rows: SQLite gives a statement that writes
             // several rows a statement journal inside the batch's transaction, a copy of every
-            // page it touches (a fifth of the store thread).
+            // page it touches (7 % of the store thread at 6,000 setups a second).
             for (dn, role) in [(calling, "calling"), (called, "called")] {
                 if !dn.is_empty() {
                     add_party(conn, call_id, dn, role, *started_ms)?;
