@@ -119,7 +119,7 @@ pub(crate) fn send_each<'a>(
             iovecs[count].iov_len = bytes.len();
             headers[count].msg_hdr.msg_name =
                 (&mut addrs[count] as *mut libc::sockaddr_storage).cast();
-            headers[count].msg_hdr.msg_namelen = write_socket_addr(to, &mut addrs[count]);
+            headers[count].msg_hdr.msg_namelen = write_socket_addr(&mut addrs[count], to);
             headers[count].msg_hdr.msg_iov = &mut iovecs[count];
             headers[count].msg_hdr.msg_iovlen = 1;
             count += 1;
@@ -163,29 +163,38 @@ pub(crate) fn send_each<'a>(
     }
 }
 
-/// Writes `addr` into `storage` as the kernel's sockaddr_in or sockaddr_in6; returns its length.
-fn write_socket_addr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
-    match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
-            let out = unsafe {
-                &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+/// Writes `target` into `storage` as the kernel's socket address (what [`to_socket_addr`]
+/// reads back); its length. The media workers' io_uring sends and [`send_each`] use it.
+pub(crate) fn write_socket_addr(
+    storage: &mut libc::sockaddr_storage,
+    target: SocketAddr,
+) -> libc::socklen_t {
+    match target {
+        SocketAddr::V4(address) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: address.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(address.ip().octets()),
+                },
+                sin_zero: [0; 8],
             };
-            out.sin_family = libc::AF_INET as libc::sa_family_t;
-            out.sin_port = a.port().to_be();
-            out.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            // SAFETY: sockaddr_storage is large and aligned enough for any socket address.
+            unsafe { std::ptr::write((storage as *mut libc::sockaddr_storage).cast(), sin) };
             std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
         }
-        SocketAddr::V6(a) => {
-            // SAFETY: as above, for sockaddr_in6.
-            let out = unsafe {
-                &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+        SocketAddr::V6(address) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: address.port().to_be(),
+                sin6_flowinfo: address.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: address.ip().octets(),
+                },
+                sin6_scope_id: address.scope_id(),
             };
-            out.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            out.sin6_port = a.port().to_be();
-            out.sin6_flowinfo = a.flowinfo();
-            out.sin6_addr.s6_addr = a.ip().octets();
-            out.sin6_scope_id = a.scope_id();
+            // SAFETY: as above.
+            unsafe { std::ptr::write((storage as *mut libc::sockaddr_storage).cast(), sin6) };
             std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
         }
     }
@@ -249,6 +258,26 @@ mod tests {
             }
             let empty = batch.receive(&socket, BATCH).unwrap_err();
             assert_eq!(empty.kind(), io::ErrorKind::WouldBlock);
+        }
+    }
+
+    #[test]
+    fn socket_addresses_are_written_as_the_kernel_reads_them() {
+        for address in [
+            "192.0.2.7:5004",
+            "[2001:db8::1]:40000",
+            "[::ffff:10.0.0.1]:9",
+        ] {
+            let address: SocketAddr = address.parse().expect("address");
+            // SAFETY: all-zero sockaddr_storage is a valid value.
+            let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let length = write_socket_addr(&mut storage, address);
+            let expected = match address {
+                SocketAddr::V4(_) => std::mem::size_of::<libc::sockaddr_in>(),
+                SocketAddr::V6(_) => std::mem::size_of::<libc::sockaddr_in6>(),
+            };
+            assert_eq!(length as usize, expected);
+            assert_eq!(to_socket_addr(&storage), Some(address));
         }
     }
 

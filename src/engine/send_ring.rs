@@ -36,6 +36,7 @@ use mio::net::UdpSocket;
 
 use super::ConnectionKey;
 use crate::media::session::MAX_PACKET;
+use crate::udp_batch::write_socket_addr;
 
 /// Submission entries of each worker's ring, and its number of send slots (≈ 7 MiB of slab).
 /// A worker carrying 1,000 calls sends about 1,000 packets per 20 ms tick; when every slot is
@@ -223,7 +224,7 @@ impl SendRing {
         // races with nothing; `header` already points at this slot's `address` and `iovec`,
         // and the entry's pointers stay valid because the slab never moves.
         let entry = unsafe {
-            let address_len = write_address(&mut (*slot).address, target);
+            let address_len = write_socket_addr(&mut (*slot).address, target);
             let fd = types::Fd(socket.as_raw_fd());
             match self.op {
                 SendOp::SendTo => send_to(
@@ -391,7 +392,7 @@ fn sends_to_an_address(ring: &IoUring) -> bool {
     };
     // SAFETY: all-zero sockaddr_storage is a valid value.
     let mut address: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let address_len = write_address(&mut address, target);
+    let address_len = write_socket_addr(&mut address, target);
     let byte = [0u8; 1];
     let entry = send_to(
         types::Fd(socket.as_raw_fd()),
@@ -442,39 +443,6 @@ impl Slot {
         // SAFETY: every field is a plain C struct or byte array for which all zeroes is a valid
         // value (null pointers, zero lengths, AF_UNSPEC).
         unsafe { mem::zeroed() }
-    }
-}
-
-/// Writes `target` into `storage` as the kernel's socket address; its length.
-fn write_address(storage: &mut libc::sockaddr_storage, target: SocketAddr) -> libc::socklen_t {
-    match target {
-        SocketAddr::V4(address) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: address.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(address.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is large and aligned enough for any socket address.
-            unsafe { ptr::write((storage as *mut libc::sockaddr_storage).cast(), sin) };
-            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
-        }
-        SocketAddr::V6(address) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: address.port().to_be(),
-                sin6_flowinfo: address.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: address.ip().octets(),
-                },
-                sin6_scope_id: address.scope_id(),
-            };
-            // SAFETY: as above.
-            unsafe { ptr::write((storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
-        }
     }
 }
 
@@ -591,25 +559,5 @@ mod tests {
     fn a_ring_the_kernel_refuses_is_none() {
         // io_uring_setup refuses zero entries (EINVAL), as a seccomp filter would refuse it all.
         assert!(SendRing::start(0, 0).is_none());
-    }
-
-    #[test]
-    fn socket_addresses_are_written_as_the_kernel_reads_them() {
-        for address in [
-            "192.0.2.7:5004",
-            "[2001:db8::1]:40000",
-            "[::ffff:10.0.0.1]:9",
-        ] {
-            let address: SocketAddr = address.parse().expect("address");
-            // SAFETY: all-zero sockaddr_storage is a valid value.
-            let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-            let length = write_address(&mut storage, address);
-            let expected = match address {
-                SocketAddr::V4(_) => mem::size_of::<libc::sockaddr_in>(),
-                SocketAddr::V6(_) => mem::size_of::<libc::sockaddr_in6>(),
-            };
-            assert_eq!(length as usize, expected);
-            assert_eq!(crate::udp_batch::to_socket_addr(&storage), Some(address));
-        }
     }
 }
