@@ -55,6 +55,43 @@ pub type AgentEventSink = mpsc::UnboundedSender<(
 /// release stopped (so the store has their ends).
 const RECORDINGS_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// The most turns of the control loop an answer waits for input behind it to be handled
+/// before it is sent.
+const GATHER_TURNS: u32 = 32;
+
+/// What the core left to send, gathered while more input is waiting and sent when none is:
+/// the answers to a batch of received messages leave in one system call, and wake a peer once
+/// rather than once each. At most a `sendmmsg`'s worth, and for at most [`GATHER_TURNS`]
+/// turns: inputs that leave nothing to send (ACKs, media events) do not hold an answer back
+/// longer than that.
+#[derive(Default)]
+struct Outgoing {
+    messages: Vec<(Peer, Vec<u8>)>,
+    /// Turns since the oldest message gathered.
+    turns: u32,
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Takes what the core left this turn; true when what is gathered should go now.
+    fn gather(&mut self, left: impl IntoIterator<Item = (Peer, Vec<u8>)>) -> bool {
+        self.messages.extend(left);
+        if self.messages.is_empty() {
+            return false;
+        }
+        self.turns += 1;
+        self.messages.len() >= udp_batch::SEND_BATCH || self.turns >= GATHER_TURNS
+    }
+
+    fn send(&mut self, transport: &SipTransport) {
+        transport.send_all(&mut self.messages);
+        self.turns = 0;
+    }
+}
+
 /// The control loop. Returns the engine after a Shutdown request (everything released) or
 /// when every input queue has closed. What the core leaves for the store goes to `store`.
 pub async fn run(
@@ -74,10 +111,7 @@ pub async fn run(
     // the entry, which wakes nobody.
     let mut timer = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
     let mut armed: Option<std::time::Instant> = None;
-    // What the core leaves to send, gathered while more input is waiting and sent when none
-    // is (or a `sendmmsg`'s worth has gathered): the answers to a batch of received messages
-    // leave in one system call, and wake a peer once rather than once each.
-    let mut outgoing: Vec<(Peer, Vec<u8>)> = Vec::with_capacity(udp_batch::SEND_BATCH);
+    let mut outgoing = Outgoing::default();
     loop {
         let deadline = core.poll_timeout();
         if deadline != armed {
@@ -97,7 +131,7 @@ pub async fn run(
             request = requests.recv() => request.map(Input::Request),
             message = inbound.new_work.recv() => message.map(Input::Sip),
             () = std::future::ready(()), if !outgoing.is_empty() => {
-                transport.send_all(&mut outgoing);
+                outgoing.send(&transport);
                 continue;
             }
         };
@@ -114,7 +148,7 @@ pub async fn run(
         {
             // Every message the connection carried before has been handled and its answers
             // queued on it: the connection closes after writing them.
-            transport.send_all(&mut outgoing);
+            outgoing.send(&transport);
             transport.close_stream(source, connection);
             continue;
         }
@@ -128,15 +162,14 @@ pub async fn run(
             // No gateway (or it stopped): nobody polls for agent events.
             let _ = agent_events.send(event);
         }
-        outgoing.extend(std::iter::from_fn(|| core.poll_transmit()));
-        if outgoing.len() >= udp_batch::SEND_BATCH {
-            transport.send_all(&mut outgoing);
+        if outgoing.gather(std::iter::from_fn(|| core.poll_transmit())) {
+            outgoing.send(&transport);
         }
         if core.is_stopped() {
             break;
         }
     }
-    transport.send_all(&mut outgoing);
+    outgoing.send(&transport);
     let until = tokio::time::Instant::now() + RECORDINGS_DRAIN;
     while core.recordings_in_progress() > 0 {
         match tokio::time::timeout_at(until, engine_events.recv()).await {
@@ -156,4 +189,40 @@ pub async fn run(
 #[cfg(test)]
 pub(super) fn virtual_epoch() -> std::time::Instant {
     std::time::Instant::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::transaction::Transport;
+
+    fn message(n: u8) -> (Peer, Vec<u8>) {
+        let peer = Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5060".parse().expect("address"),
+        };
+        (peer, vec![n])
+    }
+
+    #[test]
+    fn an_answer_waits_at_most_gather_turns_behind_input_that_sends_nothing() {
+        let mut outgoing = Outgoing::default();
+        assert!(!outgoing.gather([]), "nothing gathered, nothing to send");
+        assert!(!outgoing.gather([message(1)]));
+        for turn in 2..GATHER_TURNS {
+            assert!(!outgoing.gather([]), "turn {turn}");
+        }
+        assert!(
+            outgoing.gather([]),
+            "the answer goes on turn {GATHER_TURNS}"
+        );
+        assert_eq!(outgoing.messages.len(), 1);
+    }
+
+    #[test]
+    fn a_sendmmsgs_worth_goes_at_once() {
+        let mut outgoing = Outgoing::default();
+        assert!(!outgoing.gather((0..udp_batch::SEND_BATCH as u8 - 1).map(message)));
+        assert!(outgoing.gather([message(99)]));
+    }
 }
