@@ -111,10 +111,8 @@ pub(crate) fn send_each<'a>(
         let mut addrs: [libc::sockaddr_storage; SEND_BATCH] = unsafe { std::mem::zeroed() };
         let mut iovecs: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
         let mut headers: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
-        let mut destinations = [None; SEND_BATCH];
         let mut count = 0;
         for (to, bytes) in datagrams.by_ref().take(SEND_BATCH) {
-            destinations[count] = Some(to);
             iovecs[count].iov_base = bytes.as_ptr().cast_mut().cast();
             iovecs[count].iov_len = bytes.len();
             headers[count].msg_hdr.msg_name =
@@ -155,7 +153,7 @@ pub(crate) fn send_each<'a>(
             if error.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            if let Some(to) = destinations[at] {
+            if let Some(to) = to_socket_addr(&addrs[at]) {
                 refused(to, error);
             }
             at += 1;

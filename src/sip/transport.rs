@@ -264,10 +264,8 @@ impl SipTransport {
     /// order. TCP: on the peer's connection, opening one if there is none.
     pub fn send_all(&self, transmits: &mut Vec<(Peer, Vec<u8>)>) {
         for (to, bytes) in transmits.iter_mut() {
-            match to.transport {
-                Transport::Udp => {}
-                Transport::Tcp => self.send_tcp(to.addr, std::mem::take(bytes)),
-                Transport::Tls => self.send_tls(to.addr, std::mem::take(bytes)),
+            if to.transport != Transport::Udp {
+                self.send_stream(*to, std::mem::take(bytes));
             }
         }
         for family_v4 in [true, false] {
@@ -298,6 +296,18 @@ impl SipTransport {
             );
         }
         transmits.clear();
+    }
+
+    /// A message on a TCP or TLS connection (a UDP peer gets nothing here: UDP goes through
+    /// [`SipTransport::send_all`]'s batches).
+    fn send_stream(&self, to: Peer, bytes: Vec<u8>) {
+        match to.transport {
+            Transport::Udp => {
+                tracing::error!(peer = %to.addr, "a UDP message on the stream path; dropped")
+            }
+            Transport::Tcp => self.send_tcp(to.addr, bytes),
+            Transport::Tls => self.send_tls(to.addr, bytes),
+        }
     }
 
     /// Closes the stream connection a [`Received::StreamEnd`] came from: what is queued for it
@@ -657,7 +667,7 @@ async fn deliver(inner: &Arc<Inner>, received: Received, source: Peer, local: So
             SipTransport {
                 inner: inner.clone(),
             }
-            .send_all(&mut vec![(source, answer)]);
+            .send_stream(source, answer);
             true
         }
         Ok(_) => true,
